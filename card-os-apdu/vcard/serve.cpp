@@ -1,0 +1,161 @@
+// serve IMAGE [--psam IMAGE2]: each image is a virtual ICC in one vpcd slot, on its own thread and TCP
+// connection (slot 0 on --port, slot 1 on --port + 1). The main thread only waits for SIGTERM / SIGINT.
+#include "commands.hpp"
+#include "vpcd_link.hpp"
+
+#include <coconut/cos/card.hpp>
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace coconut::vcard {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// Reconnect back-off: pcscd needs ~60 ms to create its socket after start (PCSC.md §4), so start short;
+// cap at 1 s so a restarted pcscd sees the card again within about one of its 400 ms polls.
+constexpr auto reconnect_delay_first = 50ms;
+constexpr auto reconnect_delay_max = 1000ms;
+constexpr auto connect_timeout = 2000ms;
+
+struct Slot {
+    std::string name;  // "card" / "psam", for logs
+    std::string image_path;
+    std::uint16_t port = 0;
+    std::unique_ptr<cos::VirtualCard> card;
+};
+
+const char* control_name(std::uint8_t code) {
+    switch (static_cast<VpcdControl>(code)) {
+        case VpcdControl::power_off: return "power off";
+        case VpcdControl::power_on: return "power on";
+        case VpcdControl::reset: return "reset";
+        case VpcdControl::get_atr: return "get ATR";
+    }
+    return "unknown control";
+}
+
+// Serves one connected session until vpcd closes it or a stop is requested.
+VpcdLink::Outcome serve_session(Slot& slot, VpcdLink& link, const StopSignal& stop, bool verbose) {
+    Bytes message;
+    message.reserve(vpcd_payload_max);
+    for (;;) {
+        const auto received = link.receive(message, stop);
+        if (received != VpcdLink::Outcome::ok) return received;
+        if (message.empty()) return VpcdLink::Outcome::closed;  // not sent by vpcd; treat as a hang-up
+        if (message.size() == 1) {
+            const std::uint8_t code = message[0];
+            if (verbose && code != static_cast<std::uint8_t>(VpcdControl::get_atr)) {
+                std::fprintf(stderr, "serve[%s]: %s\n", slot.name.c_str(), control_name(code));
+            }
+            switch (static_cast<VpcdControl>(code)) {
+                case VpcdControl::power_off: slot.card->power_off(); break;
+                // A cold start and a warm reset both begin with fresh volatile state.
+                case VpcdControl::power_on: slot.card->reset(); break;
+                case VpcdControl::reset: slot.card->reset(); break;
+                case VpcdControl::get_atr: {
+                    const Bytes atr = slot.card->atr();
+                    if (auto sent = link.send(atr); sent != VpcdLink::Outcome::ok) return sent;
+                    break;
+                }
+                default:
+                    std::fprintf(stderr, "serve[%s]: ignoring unknown vpcd control byte %02X\n", slot.name.c_str(),
+                                 code);
+            }
+            continue;
+        }
+        Bytes response = slot.card->transmit(message);
+        if (response.size() > vpcd_payload_max) response = {0x67, 0x00};  // cannot be framed
+        if (verbose) {
+            std::fprintf(stderr, "serve[%s]: %s -> %s\n", slot.name.c_str(), to_hex(message).c_str(),
+                         to_hex(response).c_str());
+        }
+        if (auto sent = link.send(response); sent != VpcdLink::Outcome::ok) return sent;
+    }
+}
+
+// Connects, serves, reconnects with back-off; returns only when a stop is requested.
+void run_slot(Slot& slot, const ServeOptions& options, const StopSignal& stop) {
+    auto delay = std::chrono::milliseconds(reconnect_delay_first);
+    bool reported_waiting = false;
+    while (!stop.requested()) {
+        VpcdLink link;
+        if (auto failure = link.connect(options.host, slot.port, stop, connect_timeout)) {
+            if (stop.requested()) break;
+            if (!reported_waiting) {
+                std::fprintf(stderr, "serve[%s]: waiting for vpcd at %s:%u (%s); is pcscd running?\n",
+                             slot.name.c_str(), options.host.c_str(), slot.port, failure->c_str());
+                reported_waiting = true;
+            }
+            if (!stop.sleep_for(delay)) break;
+            delay = std::min(delay * 2, std::chrono::milliseconds(reconnect_delay_max));
+            continue;
+        }
+        std::fprintf(stderr, "serve[%s]: %s inserted at %s:%u\n", slot.name.c_str(), slot.image_path.c_str(),
+                     options.host.c_str(), slot.port);
+        reported_waiting = false;
+        delay = reconnect_delay_first;
+        const auto outcome = serve_session(slot, link, stop, options.verbose);
+        link.close();
+        // Leaving the reader is a power cut for the card: volatile state goes, the image stays.
+        slot.card->power_off();
+        if (outcome == VpcdLink::Outcome::stopped) break;
+        std::fprintf(stderr, "serve[%s]: vpcd connection %s; reconnecting\n", slot.name.c_str(),
+                     outcome == VpcdLink::Outcome::closed ? "closed (pcscd stopped?)"
+                                                          : ("failed: " + link.last_error()).c_str());
+        if (!stop.sleep_for(delay)) break;
+    }
+}
+
+}  // namespace
+
+int run_serve(const ServeOptions& options) {
+    std::vector<Slot> slots;
+    slots.push_back(Slot{"card", options.card_image, options.port, nullptr});
+    if (!options.psam_image.empty()) {
+        slots.push_back(Slot{"psam", options.psam_image, static_cast<std::uint16_t>(options.port + 1), nullptr});
+    }
+    for (Slot& slot : slots) {
+        auto opened = cos::VirtualCard::open(slot.image_path);
+        if (!opened) {
+            std::fprintf(stderr, "serve: %s\n", opened.error().message.c_str());
+            return exit_failure;
+        }
+        slot.card = std::move(opened.value());
+        slot.name = std::string(slot.card->kind() == cos::ImageKind::psam ? "psam" : "card") + ":" +
+                    std::to_string(slot.port);
+    }
+
+    // Block the stop signals in every thread; the main thread takes them with sigwait(), so no handler
+    // runs in the middle of a card command.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    ::signal(SIGPIPE, SIG_IGN);
+
+    StopSignal stop;
+    std::vector<std::thread> threads;
+    for (Slot& slot : slots) threads.emplace_back([&slot, &options, &stop] { run_slot(slot, options, stop); });
+
+    int signal_number = 0;
+    sigwait(&stop_signals, &signal_number);
+    std::fprintf(stderr, "serve: %s received, removing the card%s\n", signal_number == SIGINT ? "SIGINT" : "SIGTERM",
+                 slots.size() > 1 ? "s" : "");
+    stop.request();
+    for (auto& thread : threads) thread.join();
+    return exit_ok;
+}
+
+}  // namespace coconut::vcard
