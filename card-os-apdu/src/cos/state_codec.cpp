@@ -1,0 +1,275 @@
+// Binary encoding of CardState (the image payload). Layout documented in IMAGE-FORMAT.md; every
+// integer big-endian, every variable-length field prefixed with its u16 length.
+#include "state.hpp"
+
+namespace coconut::cos {
+namespace {
+
+// Payload layout version (inside a slot; the file format version is separate).
+constexpr std::uint8_t payload_version = 1;
+// Bounds that a decoded image must respect (a corrupt length must not allocate gigabytes).
+constexpr std::size_t dfs_max = 16;
+constexpr std::size_t efs_per_df_max = 32;
+constexpr std::size_t records_per_ef_max = 255;
+constexpr std::size_t keys_max = 32;
+
+class Writer {
+public:
+    void u8(std::uint8_t v) { out_.push_back(v); }
+    void u16(std::uint16_t v) { append_be(out_, v, 2); }
+    void u32(std::uint32_t v) { append_be(out_, v, 4); }
+    void u64(std::uint64_t v) { append_be(out_, v, 8); }
+    void boolean(bool v) { u8(v ? 1 : 0); }
+    void bytes(ByteView b) {
+        u16(static_cast<std::uint16_t>(b.size()));
+        append(out_, b);
+    }
+    void fixed(ByteView b) { append(out_, b); }
+    Bytes take() { return std::move(out_); }
+
+private:
+    Bytes out_;
+};
+
+class Reader {
+public:
+    explicit Reader(ByteView in) : in_(in) {}
+    bool failed() const { return failed_; }
+    bool at_end() const { return pos_ == in_.size(); }
+
+    std::uint64_t be(std::size_t width) {
+        if (!need(width)) return 0;
+        const auto v = read_be(in_.subspan(pos_, width));
+        pos_ += width;
+        return v;
+    }
+    std::uint8_t u8() { return static_cast<std::uint8_t>(be(1)); }
+    std::uint16_t u16() { return static_cast<std::uint16_t>(be(2)); }
+    std::uint32_t u32() { return static_cast<std::uint32_t>(be(4)); }
+    std::uint64_t u64() { return be(8); }
+    bool boolean() {
+        const auto v = u8();
+        if (v > 1) failed_ = true;
+        return v == 1;
+    }
+    Bytes bytes() {
+        const std::size_t length = u16();
+        return take(length);
+    }
+    template <std::size_t N>
+    void fixed(std::array<std::uint8_t, N>& out) {
+        const Bytes b = take(N);
+        if (!failed_) std::copy(b.begin(), b.end(), out.begin());
+    }
+    template <std::size_t N>
+    void secret(crypto::Secret<N>& out) {
+        Bytes b = take(N);
+        if (!failed_) out.assign(b);
+        secure_wipe(b.data(), b.size());
+    }
+    // A count that must not exceed `limit`.
+    std::size_t count(std::size_t limit) {
+        const std::size_t n = u16();
+        if (n > limit) failed_ = true;
+        return failed_ ? 0 : n;
+    }
+
+private:
+    bool need(std::size_t n) {
+        if (failed_ || in_.size() - pos_ < n) {
+            failed_ = true;
+            return false;
+        }
+        return true;
+    }
+    Bytes take(std::size_t n) {
+        if (!need(n)) return {};
+        Bytes out(in_.begin() + static_cast<std::ptrdiff_t>(pos_), in_.begin() + static_cast<std::ptrdiff_t>(pos_ + n));
+        pos_ += n;
+        return out;
+    }
+    ByteView in_;
+    std::size_t pos_ = 0;
+    bool failed_ = false;
+};
+
+void write_proof(Writer& w, const Proof& p) {
+    w.boolean(p.valid);
+    w.u16(p.atc);
+    w.fixed(p.mac2);
+    w.fixed(p.tac);
+}
+
+Proof read_proof(Reader& r) {
+    Proof p;
+    p.valid = r.boolean();
+    p.atc = r.u16();
+    r.fixed(p.mac2);
+    r.fixed(p.tac);
+    return p;
+}
+
+template <class Enum>
+bool enum_in_range(std::uint8_t v, Enum low, Enum high) {
+    return v >= static_cast<std::uint8_t>(low) && v <= static_cast<std::uint8_t>(high);
+}
+
+}  // namespace
+
+Bytes encode_state(const CardState& s) {
+    Writer w;
+    w.u8(static_cast<std::uint8_t>(s.kind));  // first byte = kind (payload_kind relies on it)
+    w.u8(payload_version);
+    w.u8(static_cast<std::uint8_t>(s.protocol));
+    w.u16(static_cast<std::uint16_t>(s.dfs.size()));
+    for (const Df& df : s.dfs) {
+        w.u16(df.fid);
+        w.bytes(df.aid);
+        w.u8(static_cast<std::uint8_t>(df.role));
+        w.u8(static_cast<std::uint8_t>(df.parent));
+        w.u16(static_cast<std::uint16_t>(df.efs.size()));
+        for (const Ef& ef : df.efs) {
+            w.u16(ef.fid);
+            w.u8(ef.sfi);
+            w.u8(static_cast<std::uint8_t>(ef.type));
+            w.u8(static_cast<std::uint8_t>(ef.read));
+            w.u8(static_cast<std::uint8_t>(ef.write));
+            w.u16(ef.record_size);
+            w.u16(ef.record_count);
+            w.bytes(ef.data);
+            w.u16(static_cast<std::uint16_t>(ef.records.size()));
+            for (const Bytes& record : ef.records) w.bytes(record);
+        }
+    }
+    w.u16(static_cast<std::uint16_t>(s.keys.size()));
+    for (const KeyEntry& k : s.keys) {
+        w.u8(static_cast<std::uint8_t>(k.usage));
+        w.u8(k.index);
+        w.u8(k.version);
+        w.u8(k.alg);
+        w.u8(k.tries_left);
+        w.fixed(k.value.view());
+    }
+    w.bytes(s.pin.bcd);
+    w.u8(s.pin.tries_left);
+    w.u8(s.pin.tries_max);
+
+    const PurseState& p = s.purse;
+    w.u32(p.balance_fen);
+    w.u32(p.max_balance_fen);
+    w.u32(p.overdraft_limit_fen);
+    w.u16(p.online_atc);
+    w.u16(p.offline_atc);
+    w.u8(p.mac_failures);
+    w.boolean(p.locked);
+    write_proof(w, p.load_proof);
+    write_proof(w, p.purchase_proof);
+    write_proof(w, p.capp_proof);
+
+    const PsamState& m = s.psam;
+    w.fixed(m.terminal_id);
+    w.u8(m.key_index);
+    w.u8(m.key_version);
+    w.boolean(m.key_is_master);
+    w.fixed(m.issuer_id);
+    w.fixed(m.purchase_key.view());
+    w.u32(m.next_serial);
+
+    w.fixed(s.drbg_seed);
+    w.u64(s.drbg_reserved);
+    return w.take();
+}
+
+std::optional<CardState> decode_state(ByteView payload) {
+    Reader r(payload);
+    CardState s;
+    const auto kind = payload_kind(payload);
+    if (!kind) return std::nullopt;
+    r.u8();
+    s.kind = *kind;
+    if (r.u8() != payload_version) return std::nullopt;
+    const auto protocol = r.u8();
+    if (protocol > 1) return std::nullopt;
+    s.protocol = static_cast<Protocol>(protocol);
+
+    const std::size_t df_count = r.count(dfs_max);
+    for (std::size_t i = 0; i < df_count && !r.failed(); ++i) {
+        Df df;
+        df.fid = r.u16();
+        df.aid = r.bytes();
+        const auto role = r.u8();
+        if (!enum_in_range(role, DfRole::mf, DfRole::psam)) return std::nullopt;
+        df.role = static_cast<DfRole>(role);
+        df.parent = static_cast<std::int8_t>(r.u8());
+        if (df.parent >= static_cast<std::int8_t>(i) || (i > 0 && df.parent < 0)) return std::nullopt;
+        const std::size_t ef_count = r.count(efs_per_df_max);
+        for (std::size_t j = 0; j < ef_count && !r.failed(); ++j) {
+            Ef ef;
+            ef.fid = r.u16();
+            ef.sfi = r.u8();
+            const auto type = r.u8();
+            const auto read = r.u8();
+            const auto write = r.u8();
+            if (!enum_in_range(type, EfType::transparent, EfType::tlv_records) ||
+                !enum_in_range(read, Access::always, Access::external_auth) ||
+                !enum_in_range(write, Access::always, Access::external_auth))
+                return std::nullopt;
+            ef.type = static_cast<EfType>(type);
+            ef.read = static_cast<Access>(read);
+            ef.write = static_cast<Access>(write);
+            ef.record_size = r.u16();
+            ef.record_count = r.u16();
+            ef.data = r.bytes();
+            const std::size_t record_count = r.count(records_per_ef_max);
+            for (std::size_t k = 0; k < record_count && !r.failed(); ++k) ef.records.push_back(r.bytes());
+            df.efs.push_back(std::move(ef));
+        }
+        s.dfs.push_back(std::move(df));
+    }
+    if (s.dfs.empty()) return std::nullopt;
+
+    const std::size_t key_count = r.count(keys_max);
+    for (std::size_t i = 0; i < key_count && !r.failed(); ++i) {
+        KeyEntry k;
+        const auto usage = r.u8();
+        if (!enum_in_range(usage, KeyUsage::purchase, KeyUsage::maintenance)) return std::nullopt;
+        k.usage = static_cast<KeyUsage>(usage);
+        k.index = r.u8();
+        k.version = r.u8();
+        k.alg = r.u8();
+        k.tries_left = r.u8();
+        r.secret(k.value);
+        s.keys.push_back(std::move(k));
+    }
+    s.pin.bcd = r.bytes();
+    s.pin.tries_left = r.u8();
+    s.pin.tries_max = r.u8();
+
+    PurseState& p = s.purse;
+    p.balance_fen = r.u32();
+    p.max_balance_fen = r.u32();
+    p.overdraft_limit_fen = r.u32();
+    p.online_atc = r.u16();
+    p.offline_atc = r.u16();
+    p.mac_failures = r.u8();
+    p.locked = r.boolean();
+    p.load_proof = read_proof(r);
+    p.purchase_proof = read_proof(r);
+    p.capp_proof = read_proof(r);
+
+    PsamState& m = s.psam;
+    r.fixed(m.terminal_id);
+    m.key_index = r.u8();
+    m.key_version = r.u8();
+    m.key_is_master = r.boolean();
+    r.fixed(m.issuer_id);
+    r.secret(m.purchase_key);
+    m.next_serial = r.u32();
+
+    r.fixed(s.drbg_seed);
+    s.drbg_reserved = r.u64();
+    if (r.failed() || !r.at_end()) return std::nullopt;
+    return s;
+}
+
+}  // namespace coconut::cos
