@@ -1,0 +1,302 @@
+// Card images and personalization: create, reopen, refuse corrupt / truncated images with the right
+// ImageError, refuse bad profiles (issue 2 deliverable 5, image.hpp).
+#include "test_cos_support.hpp"
+
+#include <fstream>
+
+using namespace cos_test;
+
+TEST_SUITE_BEGIN("cos image");
+
+namespace {
+// A fresh directory per test case, removed at the end.
+struct TempDir {
+    std::filesystem::path path;
+    TempDir() {
+        static int counter = 0;
+        path = std::filesystem::temp_directory_path() /
+               ("coconut-cos-image-" + std::to_string(::getpid()) + "-" + std::to_string(++counter));
+        std::filesystem::remove_all(path);
+        std::filesystem::create_directories(path);
+    }
+    ~TempDir() {
+        std::error_code ignored;
+        std::filesystem::remove_all(path, ignored);
+    }
+    std::filesystem::path operator/(const char* name) const { return path / name; }
+};
+
+Bytes read_file(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return Bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+void write_file(const std::filesystem::path& p, ByteView b) {
+    std::ofstream out(p, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+}
+std::unique_ptr<VirtualCard> open_ok(const std::filesystem::path& p) {
+    auto card = VirtualCard::open(p);
+    REQUIRE_MESSAGE(card.ok(), (card.ok() ? std::string() : card.error().message));
+    return std::move(card).value();
+}
+cos::ImageError open_error(const std::filesystem::path& p) {
+    auto card = VirtualCard::open(p);
+    REQUIRE_MESSAGE(!card.ok(), "the image opened but should have been refused");
+    INFO("message: " << card.error().message);
+    CHECK_FALSE(card.error().message.empty());
+    return card.error().code;
+}
+std::size_t slot_size_of(const Bytes& image) { return (image.size() - cos::image_header_size) / 2; }
+}  // namespace
+
+TEST_CASE("an image survives reopen: balance, ATCs, log, PIN tries") {
+    TempDir dir;
+    const auto path = dir / "card.img";
+    REQUIRE(cos::create_image(path, card_profile()).ok());
+    const CardDateTime w = when("20261126", "135100");
+    PurseState before_close;
+    {
+        auto card = open_ok(path);
+        CHECK(card->kind() == cos::ImageKind::card);
+        select_purse(*card);
+        do_load(*card, 2000);
+        do_purchase(*card, 300, 1, w);
+        select_ssse(*card);
+        CHECK(sw(*card, "00 20 00 00 03 000000") == "63C2");
+        before_close = observe(*card);
+    }
+    auto card = open_ok(path);
+    CHECK(observe(*card) == before_close);
+    CHECK(before_close.balance_fen == test_balance_fen + 2000 - 300);
+    const auto snap = card->snapshot();
+    CHECK(snap.online_atc == 1);
+    CHECK(snap.offline_atc == 1);
+    CHECK(snap.pin_tries_left == 2);
+    CHECK(snap.asn == test_asn);
+    CHECK(send(*card, "00 B2 01 C4 17").data_hex() == log_record(1, 300, 0x06, test_terminal, w));
+}
+
+TEST_CASE("every committed command increments the generation; reads commit nothing") {
+    TempDir dir;
+    const auto path = dir / "card.img";
+    REQUIRE(cos::create_image(path, card_profile()).ok());
+    auto card = open_ok(path);
+    const auto g0 = card->snapshot().generation;
+    select_purse(*card);
+    balance(*card);
+    send(*card, "00 B0 95 00 1E");
+    CHECK(card->snapshot().generation == g0);
+    do_purchase(*card, 1);
+    CHECK(card->snapshot().generation > g0);
+}
+
+TEST_CASE("create_image refuses to overwrite unless asked (ImageError::exists)") {
+    TempDir dir;
+    const auto path = dir / "card.img";
+    REQUIRE(cos::create_image(path, card_profile()).ok());
+    const auto again = cos::create_image(path, card_profile());
+    REQUIRE_FALSE(again.ok());
+    CHECK(again.error().code == cos::ImageError::exists);
+    json profile = card_profile();
+    profile["balance_fen"] = 42;
+    REQUIRE(cos::create_image(path, profile, /*overwrite=*/true).ok());
+    auto card = open_ok(path);
+    select_purse(*card);
+    CHECK(balance(*card) == 42);
+}
+
+TEST_CASE("a missing image is refused with ImageError::not_found") {
+    TempDir dir;
+    CHECK(open_error(dir / "nope.img") == cos::ImageError::not_found);
+}
+
+TEST_CASE("a truncated or extended image is refused with ImageError::truncated") {
+    TempDir dir;
+    const auto path = dir / "card.img";
+    REQUIRE(cos::create_image(path, card_profile()).ok());
+    const Bytes image = read_file(path);
+    write_file(path, ByteView(image).first(image.size() - 1));
+    CHECK(open_error(path) == cos::ImageError::truncated);
+    write_file(path, ByteView(image).first(image.size() / 2));
+    CHECK(open_error(path) == cos::ImageError::truncated);
+    write_file(path, ByteView(image).first(cos::image_header_size));
+    CHECK(open_error(path) == cos::ImageError::truncated);
+    Bytes longer = image;
+    longer.push_back(0);
+    write_file(path, longer);
+    CHECK(open_error(path) == cos::ImageError::truncated);
+}
+
+TEST_CASE("an empty or tiny file is refused, not reset") {
+    TempDir dir;
+    const auto path = dir / "card.img";
+    write_file(path, Bytes{});
+    const auto code = open_error(path);
+    CHECK((code == cos::ImageError::truncated || code == cos::ImageError::bad_magic));
+    write_file(path, hex("434F434F"));
+    const auto code2 = open_error(path);
+    CHECK((code2 == cos::ImageError::truncated || code2 == cos::ImageError::bad_magic));
+    CHECK(read_file(path).size() == 4);  // refused, never rewritten
+}
+
+TEST_CASE("a file that is not a card image is refused with ImageError::bad_magic") {
+    TempDir dir;
+    const auto path = dir / "card.img";
+    REQUIRE(cos::create_image(path, card_profile()).ok());
+    Bytes image = read_file(path);
+    image[0] ^= 0xFF;
+    write_file(path, image);
+    CHECK(open_error(path) == cos::ImageError::bad_magic);
+}
+
+TEST_CASE("an image whose only valid slot is damaged is refused with ImageError::corrupt") {
+    TempDir dir;
+    const auto path = dir / "card.img";
+    REQUIRE(cos::create_image(path, card_profile()).ok());
+    const Bytes image = read_file(path);
+    const std::size_t slot = slot_size_of(image);
+    REQUIRE(slot >= 1024);
+    // Damage a payload byte in both slots (only one holds generation 1; the other is empty).
+    Bytes damaged = image;
+    damaged[cos::image_header_size + 40] ^= 0x01;
+    damaged[cos::image_header_size + slot + 40] ^= 0x01;
+    write_file(path, damaged);
+    CHECK(open_error(path) == cos::ImageError::corrupt);
+    CHECK(read_file(path) == damaged);  // refused, never silently reset
+}
+
+TEST_CASE("a damaged newest slot falls back to the previous commit (the torn-write rule)") {
+    TempDir dir;
+    const auto path = dir / "card.img";
+    REQUIRE(cos::create_image(path, card_profile()).ok());
+    {
+        auto card = open_ok(path);
+        select_purse(*card);
+        do_purchase(*card, 100);  // generation 2, written to the other slot
+    }
+    const Bytes after_one = read_file(path);
+    {
+        auto card = open_ok(path);
+        select_purse(*card);
+        do_purchase(*card, 200);  // generation 3, back in the first slot
+    }
+    const Bytes after_two = read_file(path);
+    const std::size_t slot = slot_size_of(after_two);
+    // The slot that changed in the last commit is the newest; damage it.
+    std::size_t newest = 0;
+    for (std::size_t s = 0; s < 2; ++s) {
+        const std::size_t at = cos::image_header_size + s * slot;
+        if (!std::equal(after_one.begin() + static_cast<long>(at), after_one.begin() + static_cast<long>(at + slot),
+                        after_two.begin() + static_cast<long>(at)))
+            newest = s;
+    }
+    Bytes damaged = after_two;
+    damaged[cos::image_header_size + newest * slot + 30] ^= 0x40;
+    write_file(path, damaged);
+    auto card = open_ok(path);
+    select_purse(*card);
+    CHECK(balance(*card) == test_balance_fen - 100);
+    CHECK(card->snapshot().offline_atc == 1);
+}
+
+TEST_CASE("personalize refuses a bad profile naming the field") {
+    const auto refused = [](const json& profile, std::string_view field) {
+        const auto r = cos::personalize(profile);
+        REQUIRE_MESSAGE(!r.ok(), "profile accepted: " << profile.dump());
+        CHECK_MESSAGE(r.error().find(field) != std::string::npos, "error '" << r.error() << "' should name " << field);
+    };
+    json p = card_profile();
+    p.erase("asn");
+    refused(p, "asn");
+    p = card_profile();
+    p["asn"] = "0310000000000001234";  // 19 digits
+    refused(p, "asn");
+    p = card_profile();
+    p["asn"] = "0310000000000001234A";
+    refused(p, "asn");
+    p = card_profile();
+    p["issuer_id"] = "04600000000001";  // 14 hex
+    refused(p, "issuer_id");
+    p = card_profile();
+    p["pin"] = "12345";  // 5 digits
+    refused(p, "pin");
+    p = card_profile();
+    p["pin"] = "12a4";
+    refused(p, "pin");
+    p = card_profile();
+    p["keys"]["dpk"] = "1122";
+    refused(p, "dpk");
+    p = card_profile();
+    p["keys"]["dtk"] = "ZZ223344556677888877665544332211";
+    refused(p, "dtk");
+    p = card_profile();
+    p["protocol"] = "T=2";
+    refused(p, "protocol");
+    p = card_profile();
+    p["balance_fen"] = -1;
+    refused(p, "balance_fen");
+    p = card_profile();
+    p["balance_fen"] = 100001;  // above the maximum
+    refused(p, "balance_fen");
+    p = card_profile();
+    p.erase("keys");
+    refused(p, "keys");
+    p = card_profile();
+    p["kind"] = "toaster";
+    refused(p, "kind");
+    json psam = psam_profile("0123456789ABCDEFFEDCBA9876543210");
+    psam["terminal_id"] = "46010000000";  // 11 digits
+    refused(psam, "terminal_id");
+}
+
+TEST_CASE("create_image with a bad profile answers ImageError::invalid_profile and writes nothing") {
+    TempDir dir;
+    const auto path = dir / "card.img";
+    json p = card_profile();
+    p["pin"] = "1";
+    const auto r = cos::create_image(path, p);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == cos::ImageError::invalid_profile);
+    CHECK_FALSE(std::filesystem::exists(path));
+}
+
+TEST_CASE("a PSAM image reopens as a PSAM") {
+    TempDir dir;
+    const auto path = dir / "psam.img";
+    REQUIRE(cos::create_image(path, psam_profile("0123456789ABCDEFFEDCBA9876543210")).ok());
+    auto psam = open_ok(path);
+    CHECK(psam->kind() == cos::ImageKind::psam);
+    CHECK(psam->snapshot().terminal_id == test_psam_terminal);
+    CHECK(psam->snapshot().terminal_serial == 1);
+}
+
+TEST_CASE("a card on MemoryStorage commits into it") {
+    auto payload = cos::personalize(card_profile());
+    REQUIRE(payload.ok());
+    CHECK(cos::payload_kind(payload.value()) == cos::ImageKind::card);
+    auto storage = std::make_unique<cos::MemoryStorage>(cos::ImageKind::card, payload.value());
+    cos::MemoryStorage* raw = storage.get();
+    auto card = VirtualCard::from_storage(std::move(storage));
+    REQUIRE(card.ok());
+    select_purse(**card);
+    do_purchase(**card, 5);
+    // A second card over the committed payload sees the purchase.
+    auto copy = VirtualCard::in_memory(raw->payload());
+    REQUIRE(copy.ok());
+    select_purse(**copy);
+    CHECK(balance(**copy) == test_balance_fen - 5);
+}
+
+TEST_CASE("a payload that does not decode is refused with ImageError::corrupt") {
+    auto payload = cos::personalize(card_profile());
+    REQUIRE(payload.ok());
+    Bytes cut(payload.value().begin(), payload.value().begin() + static_cast<long>(payload.value().size() / 2));
+    auto card = VirtualCard::in_memory(cut);
+    REQUIRE_FALSE(card.ok());
+    CHECK(card.error().code == cos::ImageError::corrupt);
+    auto empty = VirtualCard::in_memory(Bytes{});
+    REQUIRE_FALSE(empty.ok());
+    CHECK(empty.error().code == cos::ImageError::corrupt);
+}
+
+TEST_SUITE_END();
