@@ -47,9 +47,6 @@ int run_personalize(const std::string& profile_path, const std::string& image_pa
     auto created = cos::create_image(image_path, profile, force);
     if (!created) {
         std::fprintf(stderr, "personalize: %s\n", created.error().message.c_str());
-        if (created.error().code == cos::ImageError::exists) {
-            std::fprintf(stderr, "personalize: use --force to overwrite %s\n", image_path.c_str());
-        }
         return exit_failure;
     }
     // Read the new image back: what was written is what the card will load.
