@@ -1,5 +1,6 @@
 // Image files with two alternating state slots (layout in image.hpp and IMAGE-FORMAT.md).
 #include <coconut/cos/image.hpp>
+#include <coconut/durable_file.hpp>
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -169,22 +170,8 @@ Status<ImageFailure> FileStorage::create(const std::filesystem::path& path, Imag
     append(file, make_slot(payload, 1, slot_size));
     file.resize(image_header_size + 2 * static_cast<std::size_t>(slot_size), 0);  // slot B: empty, invalid
 
-    const std::filesystem::path temporary = path.string() + ".tmp";
-    const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) return Unexpected{io_failure(temporary, "create")};
-    const bool written = write_all(fd, file, 0) && ::fsync(fd) == 0;
-    ::close(fd);
-    if (!written || std::rename(temporary.c_str(), path.c_str()) != 0) {
-        auto f = io_failure(path, "write new image");
-        std::filesystem::remove(temporary);
-        return Unexpected{f};
-    }
-    const auto directory = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-    const int dir_fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir_fd >= 0) {
-        ::fsync(dir_fd);
-        ::close(dir_fd);
-    }
+    if (const std::string error = write_file_atomically(path, file); !error.empty())
+        return Unexpected{failure(ImageError::io_error, path, error)};
     return Ok{};
 }
 

@@ -1,0 +1,152 @@
+// Typed card applications: each command returns a parsed struct or a typed error carrying the status
+// word. The byte layouts come from coconut/cos/layout.hpp and coconut/crypto/card_crypto.hpp (one source
+// of truth with the card OS).
+#pragma once
+
+#include <coconut/cos/layout.hpp>
+#include <coconut/crypto/card_crypto.hpp>
+#include <coconut/sdk/channel.hpp>
+
+#include <array>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace coconut::sdk {
+
+// A command failed: either the transport (reader error) or the card (status word).
+struct CardError {
+    std::optional<ReaderError> transport;  // set when the APDU did not complete
+    std::uint16_t sw = 0;                  // set when the card answered with an error status
+    std::string message;
+    bool card_removed() const {
+        return transport && (transport->code == ReaderErrorCode::card_removed || transport->code == ReaderErrorCode::no_card);
+    }
+};
+
+template <class T>
+using CardResult = Result<T, CardError>;
+
+using Asn = std::array<std::uint8_t, 10>;
+using TerminalId = std::array<std::uint8_t, 6>;
+
+// EF15 public data as the purse FCI carries it.
+struct PurseInfo {
+    std::array<std::uint8_t, 8> issuer_id{};
+    std::uint8_t app_type = 0;
+    std::uint8_t app_version = 0;
+    Asn asn{};
+    std::array<std::uint8_t, 4> start_date{};
+    std::array<std::uint8_t, 4> expiry_date{};
+    std::string asn_digits() const { return bcd_to_digits(asn); }
+};
+
+struct InitPurchaseResult {
+    std::uint32_t balance_fen = 0;
+    std::uint16_t offline_atc = 0;
+    std::uint32_t overdraft_limit_fen = 0;
+    std::uint8_t key_version = 0;
+    std::uint8_t alg = 0;
+    std::array<std::uint8_t, 4> random{};
+};
+
+struct InitLoadResult {
+    std::uint32_t balance_fen = 0;
+    std::uint16_t online_atc = 0;
+    std::uint8_t key_version = 0;
+    std::uint8_t alg = 0;
+    std::array<std::uint8_t, 4> random{};
+    crypto::Mac4 mac1{};
+};
+
+struct DebitResult {
+    crypto::Mac4 tac{};
+    crypto::Mac4 mac2{};
+};
+
+struct PurseLogRecord {
+    std::uint16_t atc = 0;
+    std::uint32_t overdraft_limit_fen = 0;
+    std::uint32_t amount_fen = 0;
+    std::uint8_t type = 0;
+    TerminalId terminal_id{};
+    crypto::CardDateTime when;
+};
+
+class PurseApp {
+public:
+    explicit PurseApp(CardChannel& channel) : channel_(channel) {}
+    CardResult<PurseInfo> select();
+    CardResult<std::uint32_t> balance();
+    CardResult<InitPurchaseResult> initialize_purchase(std::uint32_t amount_fen, const TerminalId& terminal_id,
+                                                       bool capp, std::uint8_t key_index = cos::default_key_index);
+    CardResult<InitLoadResult> initialize_load(std::uint32_t amount_fen, const TerminalId& terminal_id,
+                                               std::uint8_t key_index = cos::default_key_index);
+    // 80 DC: stage a composite record (EF1A record id) or a trip-log entry (sfi = EF1E, record id 0).
+    CardResult<Ok> update_capp_cache(std::uint8_t sfi, std::uint8_t record_id, ByteView record);
+    CardResult<DebitResult> debit(std::uint32_t terminal_serial, const crypto::CardDateTime& when, const crypto::Mac4& mac1);
+    CardResult<crypto::Mac4> credit_for_load(const crypto::CardDateTime& when, const crypto::Mac4& mac2);
+    // GET TRANSACTION PROVE: MAC2 ‖ TAC of the most recent transaction of `type` that used `atc`.
+    CardResult<DebitResult> transaction_prove(std::uint8_t type, std::uint16_t atc);
+    CardResult<std::vector<PurseLogRecord>> read_log();
+    CardResult<Bytes> read_capp_record(std::uint8_t record_id);
+
+private:
+    CardResult<apdu::Response> run(const apdu::Command& command, std::size_t expected_data = 0);
+    CardChannel& channel_;
+};
+
+struct PsamInit {
+    std::uint32_t terminal_serial = 0;
+    crypto::Mac4 mac1{};
+};
+
+class PsamApp {
+public:
+    explicit PsamApp(CardChannel& channel) : channel_(channel) {}
+    // Selects the PSAM DF and reads EF16 (terminal id) and EF17 (key index, version).
+    CardResult<TerminalId> select();
+    // 80 70 with factors card then issuer.
+    CardResult<PsamInit> initialize_purchase(const InitPurchaseResult& card, std::uint32_t amount_fen, std::uint8_t type,
+                                             const crypto::CardDateTime& when, const PurseInfo& purse);
+    CardResult<Ok> verify_mac2(const crypto::Mac4& mac2);
+    std::uint8_t key_index() const { return key_index_; }
+
+private:
+    CardChannel& channel_;
+    std::uint8_t key_index_ = cos::default_key_index;
+};
+
+// Social-security application (CARD-SPEC §7).
+struct Cardholder {
+    std::string card_identifier;
+    std::string card_number;
+    std::string issue_date;
+    std::string expiry_date;
+    std::string ssn;
+    std::string name;  // UTF-8 (the card stores GBK)
+    std::string sex;
+    std::string birth_date;
+};
+
+class SocialSecurityApp {
+public:
+    explicit SocialSecurityApp(CardChannel& channel) : channel_(channel) {}
+    CardResult<Ok> select();
+    CardResult<Cardholder> read_cardholder();
+    // VERIFY: a wrong PIN answers 63Cx (tries left in the low nibble) or 6983 (blocked) as the error SW.
+    CardResult<Ok> verify_pin(std::string_view digits);
+    CardResult<Bytes> internal_authenticate(ByteView challenge8);
+    // DF04 medical account number (20 digits); needs a verified PIN.
+    CardResult<std::string> medical_account();
+
+private:
+    CardResult<Bytes> read_tlv_record(std::uint8_t sfi, std::uint8_t tag);
+    CardChannel& channel_;
+};
+
+// Text helpers shared by the CLI and tests.
+crypto::CardDateTime to_card_date_time(std::chrono::system_clock::time_point when);  // Hainan local time (UTC+8)
+std::string format_date_time(const crypto::CardDateTime& when);  // "2026-11-26 12:00:00"
+
+}  // namespace coconut::sdk

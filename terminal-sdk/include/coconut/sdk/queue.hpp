@@ -1,0 +1,137 @@
+// The store-and-forward queue: every completed card transaction is durable on the terminal before the
+// flow returns, survives kill -9, and leaves only when the clearing acknowledged it.
+//
+// Storage: one append-only log file, preallocated in 1 MiB steps (so fdatasync flushes data only).
+//   file header  "COCOQUE1" ‖ 8 zero bytes
+//   record       length u32 (of kind..payload) ‖ kind u8 ‖ sequence u64 ‖ payload ‖ SHA-256(length..payload)[0..8]
+//   kinds        1 transaction (payload: TransactionRecord, 96 bytes; `intent_sequence` resolves an intent)
+//                2 acknowledgement (payload: count u32 ‖ sequences u64…)
+//                3 debit intent (payload: TransactionRecord without TAC/MAC2): written before DEBIT is sent
+//                4 intent abandoned (payload: intent sequence u64): the card proved the debit never happened
+// The end of the log is the first zero length. A record whose checksum fails is a write torn by a crash
+// only if nothing but zeros follows it; then it is dropped (the flow that wrote it never returned). Any
+// other damage refuses to open the queue — records are never silently lost.
+// When most of the log is dead (acknowledged) it is rewritten: live records to a new file, fsync,
+// rename, fsync the directory.
+#pragma once
+
+#include <coconut/crypto/card_crypto.hpp>
+#include <coconut/result.hpp>
+#include <coconut/sdk/apps.hpp>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+namespace coconut::sdk {
+
+// How a transit tap was priced (TransactionRecord::tap_kind).
+enum class TapKind : std::uint8_t {
+    none = 0,        // shop purchase or load
+    flat = 1,        // flat fare
+    entry = 2,       // tap in (fare 0 unless an unfinished journey was charged with it)
+    exit = 3,        // tap out, fare by the table
+    unfinished = 4,  // an entry older than the journey limit, charged the line's maximum fare at this tap
+};
+
+// One card transaction as the terminal records and uploads it (its clearing id is (ASN, ATC, type)).
+struct TransactionRecord {
+    Asn asn{};
+    std::array<std::uint8_t, 8> issuer_id{};
+    std::uint8_t type = 0;                // 02 load, 06 purchase, 09 CAPP purchase
+    std::uint16_t atc = 0;                // the ATC INITIALIZE reported (offline for purchases, online for loads)
+    std::uint32_t amount_fen = 0;
+    std::uint32_t balance_before_fen = 0;
+    std::uint32_t balance_after_fen = 0;
+    TerminalId terminal_id{};
+    std::uint32_t terminal_serial = 0;
+    crypto::CardDateTime when;
+    crypto::Mac4 tac{};
+    crypto::Mac4 mac2{};
+    bool recovered = false;  // completed by recover() (GET TRANSACTION PROVE) rather than the DEBIT answer
+    bool unproven = false;   // the card's log shows the debit but no proof could be read (clearing flags it)
+    bool mac2_unverified = false;  // the PSAM could not verify the card's MAC2 (the debit happened; TAC decides)
+    TapKind tap_kind = TapKind::none;
+    std::uint16_t line = 0;
+    std::uint16_t station = 0;
+    std::uint32_t vehicle = 0;
+    std::uint16_t entry_station = 0;
+    std::uint64_t intent_sequence = 0;  // the intent this record completes (0: none)
+
+    std::string asn_digits() const { return bcd_to_digits(asn); }
+};
+
+inline constexpr std::size_t transaction_record_size = 96;
+Bytes encode_record(const TransactionRecord& record);
+std::optional<TransactionRecord> decode_record(ByteView payload);
+
+struct QueuedTransaction {
+    std::uint64_t sequence = 0;
+    TransactionRecord record;
+};
+
+enum class QueueErrorCode : std::uint8_t { io_error, corrupt, full, unknown_sequence, too_many_intents, no_intent };
+
+struct QueueError {
+    QueueErrorCode code;
+    std::string message;
+};
+
+struct QueueLimits {
+    // Unacknowledged transactions a terminal holds: a validator offline for a whole service day at one tap
+    // every two seconds makes ~43,000. Past this the terminal stops taking payments (queue full).
+    std::size_t capacity = 50000;
+    // Largest acknowledgement: one upload batch.
+    std::size_t ack_batch_max = 1024;
+    // Debits whose outcome is unknown until their card returns. Each is a passenger who pulled the card
+    // mid-debit; more than this on one terminal means something is wrong with the reader.
+    std::size_t open_intents_max = 32;
+};
+
+class TransactionQueue {
+public:
+    static Result<std::unique_ptr<TransactionQueue>, QueueError> open(const std::filesystem::path& path,
+                                                                     QueueLimits limits = {});
+    ~TransactionQueue();
+    TransactionQueue(const TransactionQueue&) = delete;
+    TransactionQueue& operator=(const TransactionQueue&) = delete;
+
+    // Durable on return. A record completing an intent (intent_sequence ≠ 0) resolves it in the same write.
+    Result<std::uint64_t, QueueError> append(const TransactionRecord& record);
+    // Written durably before DEBIT goes to the card. Several may be open (cards pulled mid-debit that have
+    // not come back yet), up to QueueLimits::open_intents_max.
+    Result<std::uint64_t, QueueError> record_intent(const TransactionRecord& intent);
+    // The card proved the intended debit never happened.
+    Status<QueueError> abandon_intent(std::uint64_t intent_sequence);
+    std::vector<QueuedTransaction> open_intents() const;
+
+    // Oldest unacknowledged transactions first.
+    std::vector<QueuedTransaction> batch(std::size_t max) const;
+    // Deletes acknowledged transactions (durably). Unknown sequences are refused, nothing is deleted.
+    Status<QueueError> acknowledge(std::span<const std::uint64_t> sequences);
+
+    std::size_t size() const { return live_.size(); }
+    bool full() const { return live_.size() >= limits_.capacity; }
+    const std::filesystem::path& path() const { return path_; }
+
+private:
+    TransactionQueue(std::filesystem::path path, QueueLimits limits);
+    Status<QueueError> load();
+    Result<std::uint64_t, QueueError> write(std::uint8_t kind, ByteView payload);
+    Status<QueueError> compact_if_worthwhile();
+
+    std::filesystem::path path_;
+    QueueLimits limits_;
+    int fd_ = -1;
+    std::uint64_t end_offset_ = 0;
+    std::uint64_t allocated_ = 0;
+    std::uint64_t next_sequence_ = 1;
+    std::uint64_t dead_bytes_ = 0;
+    std::map<std::uint64_t, TransactionRecord> live_;
+    std::map<std::uint64_t, TransactionRecord> intents_;
+};
+
+}  // namespace coconut::sdk

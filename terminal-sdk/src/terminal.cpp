@@ -1,0 +1,368 @@
+#include <coconut/sdk/terminal.hpp>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <ctime>
+
+namespace coconut::sdk {
+namespace {
+
+constexpr std::uint16_t sw_insufficient_balance = 0x9401;
+constexpr std::uint16_t sw_mac_unavailable = 0x9406;
+
+FlowError from_card(const CardError& e, FlowErrorCode status_code = FlowErrorCode::card_error) {
+    if (e.transport) {
+        const bool gone = e.card_removed();
+        return FlowError{gone ? FlowErrorCode::card_removed : FlowErrorCode::card_error, e.message};
+    }
+    if (e.sw == sw_insufficient_balance) return FlowError{FlowErrorCode::insufficient_balance, e.message, e.sw};
+    return FlowError{status_code, e.message, e.sw};
+}
+
+FlowError from_queue(const QueueError& e) {
+    return FlowError{e.code == QueueErrorCode::full || e.code == QueueErrorCode::too_many_intents ? FlowErrorCode::queue_full
+                                                                                                 : FlowErrorCode::storage_error,
+                     e.message};
+}
+
+// The card's BCD YYYYMMDDhhmmss (Hainan time, UTC+8) as a time point; nullopt if not a date.
+std::optional<std::chrono::system_clock::time_point> parse_card_time(ByteView bcd7) {
+    if (!is_bcd(bcd7)) return std::nullopt;
+    const std::string d = bcd_to_digits(bcd7);
+    std::tm tm{};
+    tm.tm_year = std::stoi(d.substr(0, 4)) - 1900;
+    tm.tm_mon = std::stoi(d.substr(4, 2)) - 1;
+    tm.tm_mday = std::stoi(d.substr(6, 2));
+    tm.tm_hour = std::stoi(d.substr(8, 2));
+    tm.tm_min = std::stoi(d.substr(10, 2));
+    tm.tm_sec = std::stoi(d.substr(12, 2));
+    if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1) return std::nullopt;
+    return std::chrono::system_clock::from_time_t(timegm(&tm) - 8 * 3600);
+}
+
+bool same_when(const crypto::CardDateTime& a, const crypto::CardDateTime& b) { return a.date == b.date && a.time == b.time; }
+
+}  // namespace
+
+std::uint32_t LineFare::max_fare_fen() const {
+    if (!distance_based) return flat_fare_fen;
+    return fare_by_stops.empty() ? 0 : *std::max_element(fare_by_stops.begin(), fare_by_stops.end());
+}
+
+std::uint32_t LineFare::fare(std::uint16_t entry_station, std::uint16_t exit_station) const {
+    if (!distance_based) return flat_fare_fen;
+    if (fare_by_stops.empty()) return 0;
+    const std::size_t stops = entry_station > exit_station ? entry_station - exit_station : exit_station - entry_station;
+    return fare_by_stops[std::min(stops, fare_by_stops.size() - 1)];
+}
+
+std::string_view to_string(TapResult result) {
+    switch (result) {
+        case TapResult::charged_flat: return "charged_flat";
+        case TapResult::entered: return "entered";
+        case TapResult::exited: return "exited";
+        case TapResult::repeat_no_charge: return "repeat_no_charge";
+    }
+    return "entered";
+}
+
+std::string_view to_string(FlowErrorCode code) {
+    switch (code) {
+        case FlowErrorCode::card_removed: return "card_removed";
+        case FlowErrorCode::no_card: return "no_card";
+        case FlowErrorCode::card_error: return "card_error";
+        case FlowErrorCode::psam_error: return "psam_error";
+        case FlowErrorCode::insufficient_balance: return "insufficient_balance";
+        case FlowErrorCode::blocked_card: return "blocked_card";
+        case FlowErrorCode::expired_card: return "expired_card";
+        case FlowErrorCode::unknown_line: return "unknown_line";
+        case FlowErrorCode::queue_full: return "queue_full";
+        case FlowErrorCode::storage_error: return "storage_error";
+    }
+    return "card_error";
+}
+
+struct Terminal::Session {
+    PurseInfo info;
+};
+
+Terminal::Terminal(Reader& card_reader, Reader& psam_reader, TransactionQueue& queue, Hotlist& hotlist,
+                   TransitConfig transit)
+    : card_reader_(card_reader),
+      psam_reader_(psam_reader),
+      card_channel_(card_reader),
+      psam_channel_(psam_reader),
+      queue_(queue),
+      hotlist_(hotlist),
+      transit_(std::move(transit)) {}
+
+void Terminal::set_trace(std::function<void(const TraceEntry&)> trace) {
+    card_channel_.set_trace(trace);
+    psam_channel_.set_trace(std::move(trace));
+}
+
+Result<Terminal::Session, FlowError> Terminal::open_card() {
+    // Every flow starts a fresh card session: a card presented again is a new tap.
+    auto atr = card_reader_.connect();
+    if (!atr) {
+        const bool absent = atr.error().code == ReaderErrorCode::no_card;
+        return Unexpected{FlowError{absent ? FlowErrorCode::no_card : FlowErrorCode::card_error, atr.error().message}};
+    }
+    PurseApp purse(card_channel_);
+    auto info = purse.select();
+    if (!info) return Unexpected{from_card(info.error())};
+    return Session{*info};
+}
+
+Result<TerminalId, FlowError> Terminal::open_psam() {
+    if (terminal_id_ && psam_reader_.connected()) return *terminal_id_;
+    auto atr = psam_reader_.connect();
+    if (!atr) return Unexpected{FlowError{FlowErrorCode::psam_error, "PSAM: " + atr.error().message}};
+    PsamApp psam(psam_channel_);
+    auto id = psam.select();
+    if (!id) return Unexpected{from_card(id.error(), FlowErrorCode::psam_error)};
+    terminal_id_ = *id;
+    return *id;
+}
+
+Result<std::uint32_t, FlowError> Terminal::balance() {
+    auto session = open_card();
+    if (!session) return Unexpected{session.error()};
+    PurseApp purse(card_channel_);
+    auto b = purse.balance();
+    if (!b) return Unexpected{from_card(b.error())};
+    return *b;
+}
+
+Result<Cardholder, FlowError> Terminal::cardholder() {
+    auto atr = card_reader_.connect();
+    if (!atr) return Unexpected{FlowError{FlowErrorCode::no_card, atr.error().message}};
+    SocialSecurityApp ss(card_channel_);
+    if (auto s = ss.select(); !s) return Unexpected{from_card(s.error())};
+    auto holder = ss.read_cardholder();
+    if (!holder) return Unexpected{from_card(holder.error())};
+    return *holder;
+}
+
+Result<RecoveryOutcome, FlowError> Terminal::recover() {
+    auto session = open_card();
+    if (!session) return Unexpected{session.error()};
+    return recover_card(session->info);
+}
+
+Result<RecoveryOutcome, FlowError> Terminal::recover_card(const PurseInfo& info) {
+    RecoveryOutcome outcome;
+    PurseApp purse(card_channel_);
+    for (const QueuedTransaction& intent : queue_.open_intents()) {
+        if (intent.record.asn != info.asn || intent.record.issuer_id != info.issuer_id) continue;
+        TransactionRecord record = intent.record;
+        record.intent_sequence = intent.sequence;
+        record.recovered = true;
+        auto proof = purse.transaction_prove(record.type, record.atc);
+        if (proof) {
+            record.tac = proof->tac;
+            record.mac2 = proof->mac2;
+        } else if (proof.error().sw == sw_mac_unavailable) {
+            // No proof for that ATC: either the debit never ran, or a later transaction of the same type
+            // replaced its proof. The card's log tells (a debit logs ATC + 1 with our amount, terminal, time).
+            auto log = purse.read_log();
+            if (!log) return Unexpected{from_card(log.error())};
+            const bool happened = std::any_of(log->begin(), log->end(), [&](const PurseLogRecord& l) {
+                return l.atc == static_cast<std::uint16_t>(record.atc + 1) && l.amount_fen == record.amount_fen &&
+                       l.type == record.type && l.terminal_id == record.terminal_id && same_when(l.when, record.when);
+            });
+            if (!happened) {
+                if (auto a = queue_.abandon_intent(intent.sequence); !a) return Unexpected{from_queue(a.error())};
+                outcome.abandoned.push_back(intent.record);
+                continue;
+            }
+            record.unproven = true;
+        } else {
+            return Unexpected{from_card(proof.error())};
+        }
+        if (auto appended = queue_.append(record); !appended) return Unexpected{from_queue(appended.error())};
+        outcome.recorded.push_back(record);
+    }
+    return outcome;
+}
+
+Result<TransactionRecord, FlowError> Terminal::debit(const PurseInfo& info, TransactionRecord draft,
+                                                     const std::vector<std::pair<std::uint8_t, Bytes>>& capp_updates) {
+    if (queue_.full()) return Unexpected{FlowError{FlowErrorCode::queue_full, "transaction queue full: upload before taking payments"}};
+    auto terminal_id = open_psam();
+    if (!terminal_id) return Unexpected{terminal_id.error()};
+    const bool capp = draft.type == crypto::type_capp_purchase;
+    PurseApp purse(card_channel_);
+    PsamApp psam(psam_channel_);
+
+    auto init = purse.initialize_purchase(draft.amount_fen, *terminal_id, capp, psam.key_index());
+    if (!init) return Unexpected{from_card(init.error())};
+    const crypto::CardDateTime when = to_card_date_time(clock_());
+    auto sam = psam.initialize_purchase(*init, draft.amount_fen, draft.type, when, info);
+    if (!sam) return Unexpected{from_card(sam.error(), FlowErrorCode::psam_error)};
+    for (const auto& [sfi, data] : capp_updates) {
+        const std::uint8_t record_id = sfi == cos::sfi_capp_record ? data[0] : 0;
+        if (auto u = purse.update_capp_cache(sfi, record_id, data); !u) return Unexpected{from_card(u.error())};
+    }
+
+    draft.asn = info.asn;
+    draft.issuer_id = info.issuer_id;
+    draft.atc = init->offline_atc;
+    draft.balance_before_fen = init->balance_fen;
+    draft.balance_after_fen = init->balance_fen - draft.amount_fen;
+    draft.terminal_id = *terminal_id;
+    draft.terminal_serial = sam->terminal_serial;
+    draft.when = when;
+    auto intent = queue_.record_intent(draft);
+    if (!intent) return Unexpected{from_queue(intent.error())};
+
+    auto debited = purse.debit(sam->terminal_serial, when, sam->mac1);
+    if (!debited) {
+        if (debited.error().transport) {
+            return Unexpected{FlowError{FlowErrorCode::card_removed,
+                                        "card left during DEBIT: outcome unknown until recover() sees the card again"}};
+        }
+        // The card answered an error status: nothing changed on it (CARD-SPEC §2).
+        if (auto a = queue_.abandon_intent(*intent); !a) return Unexpected{from_queue(a.error())};
+        return Unexpected{from_card(debited.error())};
+    }
+    TransactionRecord record = draft;
+    record.tac = debited->tac;
+    record.mac2 = debited->mac2;
+    record.intent_sequence = *intent;
+    // The debit happened whatever the PSAM says now; a failed MAC2 check is flagged, never dropped.
+    if (auto verified = psam.verify_mac2(debited->mac2); !verified) {
+        record.mac2_unverified = true;
+        terminal_id_.reset();  // reconnect the PSAM on the next flow
+    }
+    if (auto appended = queue_.append(record); !appended) return Unexpected{from_queue(appended.error())};
+    return record;
+}
+
+namespace {
+
+Result<Ok, FlowError> check_card(const PurseInfo& info, const Hotlist& hotlist, std::chrono::system_clock::time_point now) {
+    if (auto reason = hotlist.blocked(info.asn))
+        return Unexpected{FlowError{FlowErrorCode::blocked_card,
+                                    fmt::format("card {} is blocked ({})", info.asn_digits(), to_string(*reason)), 0, reason}};
+    const auto today = to_card_date_time(now).date;
+    if (today > info.expiry_date)
+        return Unexpected{FlowError{FlowErrorCode::expired_card, fmt::format("card expired on {}", bcd_to_digits(info.expiry_date))}};
+    if (today < info.start_date)
+        return Unexpected{FlowError{FlowErrorCode::expired_card, fmt::format("card valid from {}", bcd_to_digits(info.start_date))}};
+    return Ok{};
+}
+
+}  // namespace
+
+Result<TransactionRecord, FlowError> Terminal::purchase(std::uint32_t amount_fen) {
+    auto session = open_card();
+    if (!session) return Unexpected{session.error()};
+    if (auto ok = check_card(session->info, hotlist_, clock_()); !ok) return Unexpected{ok.error()};
+    if (auto recovered = recover_card(session->info); !recovered) return Unexpected{recovered.error()};
+    TransactionRecord draft;
+    draft.type = crypto::type_ep_purchase;
+    draft.amount_fen = amount_fen;
+    return debit(session->info, draft, {});
+}
+
+Result<TapOutcome, FlowError> Terminal::transit_tap(const TapRequest& tap) {
+    namespace br = cos::bus_record;
+    const auto line_it = transit_.lines.find(tap.line);
+    if (line_it == transit_.lines.end())
+        return Unexpected{FlowError{FlowErrorCode::unknown_line, fmt::format("line {} has no fare table", tap.line)}};
+    const LineFare& line = line_it->second;
+
+    auto session = open_card();
+    if (!session) return Unexpected{session.error()};
+    const auto now = clock_();
+    if (auto ok = check_card(session->info, hotlist_, now); !ok) return Unexpected{ok.error()};
+    if (auto recovered = recover_card(session->info); !recovered) return Unexpected{recovered.error()};
+
+    PurseApp purse(card_channel_);
+    auto current = purse.read_capp_record(br::record_id_value);
+    if (!current) return Unexpected{from_card(current.error())};
+    const ByteView rec = *current;
+    const std::uint8_t state = rec[br::state];
+    const std::uint16_t last_line = read_be16(rec.subspan(br::line, 2));
+    const std::uint16_t last_station = read_be16(rec.subspan(br::station, 2));
+    const auto last_time = parse_card_time(rec.subspan(br::date_time, 7));
+    const bool recent = last_time && now - *last_time >= std::chrono::seconds(0) && now - *last_time < transit_.repeat_tap_window;
+    const bool entered = state == br::state_entered;
+
+    // The same tap again (same line, and same station on distance lines) inside the window.
+    if (recent && last_line == tap.line && (!line.distance_based || last_station == tap.station) &&
+        (line.distance_based || !entered)) {
+        auto b = purse.balance();
+        if (!b) return Unexpected{from_card(b.error())};
+        return TapOutcome{TapResult::repeat_no_charge, 0, *b, std::nullopt};
+    }
+
+    // An open journey that this tap does not close is charged its line's maximum fare now.
+    const bool expired_entry = entered && last_time && now - *last_time >= transit_.journey_limit;
+    const bool closes_journey = entered && !expired_entry && line.distance_based && last_line == tap.line;
+    std::uint32_t unfinished_fare = 0;
+    if (entered && !closes_journey) {
+        const auto open_line = transit_.lines.find(last_line);
+        unfinished_fare = open_line != transit_.lines.end() ? open_line->second.max_fare_fen() : line.max_fare_fen();
+    }
+
+    TapResult result;
+    std::uint32_t fare;
+    TapKind kind;
+    std::uint8_t new_state;
+    std::uint16_t entry_station = 0;
+    if (!line.distance_based) {
+        result = TapResult::charged_flat;
+        fare = line.flat_fare_fen + unfinished_fare;
+        kind = unfinished_fare ? TapKind::unfinished : TapKind::flat;
+        new_state = br::state_closed;
+    } else if (closes_journey) {
+        result = TapResult::exited;
+        entry_station = last_station;
+        fare = line.fare(last_station, tap.station);
+        kind = TapKind::exit;
+        new_state = br::state_closed;
+    } else {
+        result = TapResult::entered;
+        fare = unfinished_fare;
+        kind = unfinished_fare ? TapKind::unfinished : TapKind::entry;
+        new_state = br::state_entered;
+    }
+
+    const crypto::CardDateTime when = to_card_date_time(now);
+    Bytes record(cos::capp_record_size, 0);
+    record[br::record_id] = br::record_id_value;
+    record[br::length] = static_cast<std::uint8_t>(cos::capp_record_size);
+    record[br::state] = new_state;
+    const auto put = [&](std::size_t offset, std::uint64_t value, std::size_t width) {
+        const Bytes b = be_bytes(value, width);
+        std::copy(b.begin(), b.end(), record.begin() + static_cast<std::ptrdiff_t>(offset));
+    };
+    put(br::line, tap.line, 2);
+    put(br::station, tap.station, 2);
+    put(br::vehicle, tap.vehicle, 4);
+    put(br::fare_fen, fare, 4);
+    put(br::operator_id, line.operator_id, 4);
+    put(br::entry_line, result == TapResult::exited ? last_line : 0, 2);
+    put(br::entry_station, entry_station, 2);
+    std::copy(when.date.begin(), when.date.end(), record.begin() + br::date_time);
+    std::copy(when.time.begin(), when.time.end(), record.begin() + br::date_time + 4);
+    if (terminal_id_) std::copy(terminal_id_->begin(), terminal_id_->end(), record.begin() + br::terminal_id);
+
+    TransactionRecord draft;
+    draft.type = crypto::type_capp_purchase;
+    draft.amount_fen = fare;
+    draft.tap_kind = kind;
+    draft.line = tap.line;
+    draft.station = tap.station;
+    draft.vehicle = tap.vehicle;
+    draft.entry_station = entry_station;
+    // EF1A gets the new journey state; EF1E keeps the trip history (same 48-byte layout).
+    auto done = debit(session->info, draft, {{cos::sfi_capp_record, record}, {cos::sfi_trip_log, record}});
+    if (!done) return Unexpected{done.error()};
+    return TapOutcome{result, fare, done->balance_after_fen, *done};
+}
+
+}  // namespace coconut::sdk
