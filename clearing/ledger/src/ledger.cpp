@@ -1,0 +1,652 @@
+// The ledger's state machine: validation in ResultCode precedence order, then the writes of one
+// event, inside the caller's write transaction. Nothing is written for an event until every check
+// has passed, so a failed event leaves no trace except its failed-id record.
+#include "ledger_state.hpp"
+
+#include <fmt/format.h>
+
+#include <openssl/evp.h>
+
+#include <cassert>
+#include <cstdlib>
+#include <ctime>
+
+namespace coconut::ledger {
+
+using namespace records;
+
+namespace {
+
+constexpr std::uint64_t ns_per_s = 1'000'000'000;
+constexpr std::string_view head_key = "head";
+
+ByteView view(std::string_view text) { return {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()}; }
+
+std::uint64_t realtime_ns() {
+    timespec now{};
+    clock_gettime(CLOCK_REALTIME, &now);
+    return static_cast<std::uint64_t>(now.tv_sec) * ns_per_s + static_cast<std::uint64_t>(now.tv_nsec);
+}
+
+bool add_overflows(std::uint64_t a, std::uint64_t b) { return a > ~std::uint64_t{0} - b; }
+
+// One event's outcome, or the storage error that stops the whole batch.
+using Step = lmdb::Result<EventResult>;
+EventResult rejected(ResultCode code) { return EventResult{code, 0}; }
+
+}  // namespace
+
+Error to_error(const lmdb::Error& error, const State& state) {
+    if (error.rc == MDB_CORRUPTED) {
+        return Error{ErrorCode::corrupt, fmt::format("ledger in {} is corrupt: {}", state.options.directory, error.operation)};
+    }
+    if (error.map_full()) {
+        return Error{ErrorCode::map_full,
+                     fmt::format("ledger map full: the LMDB map of {} bytes in {} is used up; nothing of this "
+                                 "batch was written. Restart with a larger map size ({})",
+                                 state.env.map_size_bytes(), state.options.directory, error.message())};
+    }
+    return Error{ErrorCode::storage, fmt::format("ledger storage error in {}: {}", state.options.directory, error.message())};
+}
+
+Error corrupt(std::string what) { return Error{ErrorCode::corrupt, std::move(what)}; }
+
+// ---- transaction-scoped work ----------------------------------------------------------------------
+
+struct Work {
+    State& state;
+    lmdb::Txn* txn;
+    JournalHead head;  // advanced by every journal entry; restored when a chain rolls back
+
+    std::uint64_t next_timestamp() { return ++head.timestamp; }
+    std::uint64_t peek_timestamp() const { return head.timestamp + 1; }
+};
+
+namespace {
+
+// Storage errors inside the state machine: lmdb errors pass through; an undecodable record is
+// reported as an lmdb-style error with rc MDB_CORRUPTED so callers see it as corrupt.
+Unexpected<lmdb::Error> corrupted(const char* where) { return Unexpected(lmdb::Error{MDB_CORRUPTED, where}); }
+
+lmdb::Result<std::optional<Account>> get_account(Work& w, const Id& id) {
+    auto raw = w.txn->get(w.state.tables.accounts, encode(id));
+    if (!raw) return Unexpected(raw.error());
+    if (!*raw) return std::optional<Account>();
+    auto account = decode_account(**raw);
+    if (!account || account->id != id) return corrupted("account record");
+    return account;
+}
+
+lmdb::Result<std::optional<Transfer>> get_transfer(Work& w, const Id& id) {
+    auto raw = w.txn->get(w.state.tables.transfers, encode(id));
+    if (!raw) return Unexpected(raw.error());
+    if (!*raw) return std::optional<Transfer>();
+    auto transfer = decode_transfer(**raw);
+    if (!transfer || transfer->id != id) return corrupted("transfer record");
+    return transfer;
+}
+
+lmdb::Result<std::optional<PendingState>> get_pending_state(Work& w, const Id& id) {
+    auto raw = w.txn->get(w.state.tables.pending, encode(id));
+    if (!raw) return Unexpected(raw.error());
+    if (!*raw) return std::optional<PendingState>();
+    if ((*raw)->size() != 1 || (**raw)[0] < 1 || (**raw)[0] > 4) return corrupted("pending state");
+    return std::optional<PendingState>(static_cast<PendingState>((**raw)[0]));
+}
+
+lmdb::Status journal_append(Work& w, JournalKind kind, std::uint64_t timestamp, ByteView payload) {
+    JournalEntry entry;
+    entry.sequence = w.head.sequence + 1;
+    entry.kind = kind;
+    entry.timestamp = timestamp;
+    entry.payload.assign(payload.begin(), payload.end());
+    entry.hash = chain_hash(w.head.hash, entry.sequence, kind, timestamp, payload);
+    // MDB_APPEND: sequence keys only grow, so LMDB can skip the search and fill pages completely.
+    if (auto put = w.txn->put(w.state.tables.journal, sequence_key(entry.sequence), encode_journal_value(entry), MDB_APPEND);
+        !put) {
+        return put;
+    }
+    w.head.sequence = entry.sequence;
+    w.head.hash = entry.hash;
+    return Ok{};
+}
+
+// Stores an account after a change, with its history snapshot when it keeps history.
+lmdb::Status put_account(Work& w, const Account& account, std::uint64_t timestamp) {
+    if (auto put = w.txn->put(w.state.tables.accounts, encode(account.id), encode(account)); !put) return put;
+    if ((account.flags & account_flags::history) == 0) return Ok{};
+    return w.txn->put(w.state.tables.history, account_time_key(account.id, timestamp), encode_balance(account));
+}
+
+lmdb::Status put_transfer(Work& w, const Transfer& stored) {
+    const auto bytes = encode(stored);
+    assert(decode_transfer(bytes) == stored);  // pair assertion: what we write decodes to what we meant
+    if (auto put = w.txn->put(w.state.tables.transfers, encode(stored.id), bytes, MDB_NOOVERWRITE); !put) return put;
+    const auto id = encode(stored.id);
+    for (const Id& account : {stored.debit_account_id, stored.credit_account_id}) {
+        if (auto put = w.txn->put(w.state.tables.account_transfers, account_time_key(account, stored.timestamp), id); !put) {
+            return put;
+        }
+    }
+    return journal_append(w, JournalKind::transfer_created, stored.timestamp, bytes);
+}
+
+lmdb::Status put_pending_state(Work& w, const Id& id, PendingState state) {
+    const std::uint8_t value = static_cast<std::uint8_t>(state);
+    return w.txn->put(w.state.tables.pending, encode(id), ByteView(&value, 1));
+}
+
+std::uint64_t expires_at_ns(const Transfer& pending) {
+    return pending.timestamp + std::uint64_t{pending.timeout_s} * ns_per_s;
+}
+
+// ---- accounts -----------------------------------------------------------------------------------------
+
+ResultCode compare_existing(const Account& a, const Account& e) {
+    if (a.flags != e.flags) return ResultCode::exists_with_different_flags;
+    if (a.user_data_128 != e.user_data_128) return ResultCode::exists_with_different_user_data_128;
+    if (a.user_data_64 != e.user_data_64) return ResultCode::exists_with_different_user_data_64;
+    if (a.user_data_32 != e.user_data_32) return ResultCode::exists_with_different_user_data_32;
+    if (a.ledger != e.ledger) return ResultCode::exists_with_different_ledger;
+    if (a.code != e.code) return ResultCode::exists_with_different_code;
+    return ResultCode::exists;
+}
+
+Step create_account(Work& w, const Account& a) {
+    if (a.timestamp != 0) return rejected(ResultCode::timestamp_must_be_zero);
+    if ((a.flags & ~account_flags::all) != 0) return rejected(ResultCode::reserved_flag);
+    if (a.id.zero()) return rejected(ResultCode::id_must_not_be_zero);
+    if (a.id == Id::max()) return rejected(ResultCode::id_must_not_be_int_max);
+    auto existing = get_account(w, a.id);
+    if (!existing) return Unexpected(existing.error());
+    if (*existing) {
+        const ResultCode code = compare_existing(a, **existing);
+        return EventResult{code, code == ResultCode::exists ? (*existing)->timestamp : 0};
+    }
+    if ((a.flags & account_flags::debits_must_not_exceed_credits) != 0 &&
+        (a.flags & account_flags::credits_must_not_exceed_debits) != 0) {
+        return rejected(ResultCode::flags_are_mutually_exclusive);
+    }
+    if (a.debits_pending != 0) return rejected(ResultCode::debits_pending_must_be_zero);
+    if (a.debits_posted != 0) return rejected(ResultCode::debits_posted_must_be_zero);
+    if (a.credits_pending != 0) return rejected(ResultCode::credits_pending_must_be_zero);
+    if (a.credits_posted != 0) return rejected(ResultCode::credits_posted_must_be_zero);
+    if (a.ledger == 0) return rejected(ResultCode::ledger_must_not_be_zero);
+    if (a.code == 0) return rejected(ResultCode::code_must_not_be_zero);
+
+    Account stored = a;
+    stored.timestamp = w.next_timestamp();
+    const auto bytes = encode(stored);
+    assert(decode_account(bytes) == stored);
+    if (auto put = w.txn->put(w.state.tables.accounts, encode(stored.id), bytes, MDB_NOOVERWRITE); !put) {
+        return Unexpected(put.error());
+    }
+    if (auto journal = journal_append(w, JournalKind::account_created, stored.timestamp, bytes); !journal) {
+        return Unexpected(journal.error());
+    }
+    return EventResult{ResultCode::ok, stored.timestamp};
+}
+
+// ---- transfers ----------------------------------------------------------------------------------------
+
+bool resolves_pending(const Transfer& t) {
+    return (t.flags & (transfer_flags::post_pending | transfer_flags::void_pending)) != 0;
+}
+
+ResultCode compare_existing(const Transfer& t, const Transfer& e) {
+    // For a post or void, zero account/ledger/code fields mean "as the pending transfer", and the
+    // amount may be given as amount_max (post the full amount) or, for a void, 0: the stored
+    // transfer has them filled in, so those spellings match it.
+    const bool resolving = resolves_pending(e);
+    auto matches = [&](const Id& given, const Id& stored) { return (resolving && given.zero()) || given == stored; };
+    if (t.flags != e.flags) return ResultCode::exists_with_different_flags;
+    if (t.pending_id != e.pending_id) return ResultCode::exists_with_different_pending_id;
+    if (t.timeout_s != e.timeout_s) return ResultCode::exists_with_different_timeout;
+    if (!matches(t.debit_account_id, e.debit_account_id)) return ResultCode::exists_with_different_debit_account_id;
+    if (!matches(t.credit_account_id, e.credit_account_id)) return ResultCode::exists_with_different_credit_account_id;
+    const bool void_any_amount = (e.flags & transfer_flags::void_pending) != 0 && t.amount == 0;
+    const bool post_full = resolving && t.amount == amount_max;
+    if (!void_any_amount && !post_full && t.amount != e.amount) return ResultCode::exists_with_different_amount;
+    if (t.user_data_128 != e.user_data_128) return ResultCode::exists_with_different_user_data_128;
+    if (t.user_data_64 != e.user_data_64) return ResultCode::exists_with_different_user_data_64;
+    if (t.user_data_32 != e.user_data_32) return ResultCode::exists_with_different_user_data_32;
+    if (!(resolving && t.ledger == 0) && t.ledger != e.ledger) return ResultCode::exists_with_different_ledger;
+    if (!(resolving && t.code == 0) && t.code != e.code) return ResultCode::exists_with_different_code;
+    return ResultCode::exists;
+}
+
+Step post_or_void(Work& w, const Transfer& t) {
+    const bool post = (t.flags & transfer_flags::post_pending) != 0;
+    if (t.pending_id.zero()) return rejected(ResultCode::pending_id_must_not_be_zero);
+    if (t.pending_id == Id::max()) return rejected(ResultCode::pending_id_must_not_be_int_max);
+    if (t.pending_id == t.id) return rejected(ResultCode::pending_id_must_be_different);
+    if (t.timeout_s != 0) return rejected(ResultCode::timeout_reserved_for_pending_transfer);
+
+    auto found = get_transfer(w, t.pending_id);
+    if (!found) return Unexpected(found.error());
+    if (!*found) return rejected(ResultCode::pending_transfer_not_found);
+    const Transfer& p = **found;
+    if ((p.flags & transfer_flags::pending) == 0) return rejected(ResultCode::pending_transfer_not_pending);
+    if (!t.debit_account_id.zero() && t.debit_account_id != p.debit_account_id) {
+        return rejected(ResultCode::pending_transfer_has_different_debit_account_id);
+    }
+    if (!t.credit_account_id.zero() && t.credit_account_id != p.credit_account_id) {
+        return rejected(ResultCode::pending_transfer_has_different_credit_account_id);
+    }
+    if (t.ledger != 0 && t.ledger != p.ledger) return rejected(ResultCode::pending_transfer_has_different_ledger);
+    if (t.code != 0 && t.code != p.code) return rejected(ResultCode::pending_transfer_has_different_code);
+    std::uint64_t amount = p.amount;
+    if (post) {
+        amount = t.amount == amount_max ? p.amount : t.amount;
+        if (amount > p.amount) return rejected(ResultCode::exceeds_pending_transfer_amount);
+    } else if (t.amount != 0 && t.amount != amount_max && t.amount != p.amount) {
+        return rejected(ResultCode::pending_transfer_has_different_amount);
+    }
+
+    auto state = get_pending_state(w, p.id);
+    if (!state) return Unexpected(state.error());
+    if (!*state) return corrupted("pending transfer without state");
+    if (**state == PendingState::posted) return rejected(ResultCode::pending_transfer_already_posted);
+    if (**state == PendingState::voided) return rejected(ResultCode::pending_transfer_already_voided);
+    if (**state == PendingState::expired) return rejected(ResultCode::pending_transfer_expired);
+    // Due but not yet swept (the sweep runs at the start of each commit): expired all the same.
+    if (p.timeout_s != 0 && expires_at_ns(p) <= w.peek_timestamp()) return rejected(ResultCode::pending_transfer_expired);
+
+    auto debit = get_account(w, p.debit_account_id);
+    if (!debit) return Unexpected(debit.error());
+    auto credit = get_account(w, p.credit_account_id);
+    if (!credit) return Unexpected(credit.error());
+    if (!*debit || !*credit) return corrupted("pending transfer's account missing");
+    Account dr = **debit;
+    Account cr = **credit;
+    assert(dr.debits_pending >= p.amount && cr.credits_pending >= p.amount);
+    if (post && add_overflows(dr.debits_posted, amount)) return rejected(ResultCode::overflows_debits_posted);
+    if (post && add_overflows(cr.credits_posted, amount)) return rejected(ResultCode::overflows_credits_posted);
+
+    Transfer stored = t;
+    stored.debit_account_id = p.debit_account_id;
+    stored.credit_account_id = p.credit_account_id;
+    stored.ledger = p.ledger;
+    stored.code = p.code;
+    stored.amount = amount;
+    stored.timestamp = w.next_timestamp();
+    dr.debits_pending -= p.amount;
+    cr.credits_pending -= p.amount;
+    if (post) {
+        dr.debits_posted += amount;
+        cr.credits_posted += amount;
+    }
+    if (auto s = put_account(w, dr, stored.timestamp); !s) return Unexpected(s.error());
+    if (auto s = put_account(w, cr, stored.timestamp); !s) return Unexpected(s.error());
+    if (auto s = put_pending_state(w, p.id, post ? PendingState::posted : PendingState::voided); !s) {
+        return Unexpected(s.error());
+    }
+    if (p.timeout_s != 0) {
+        if (auto d = w.txn->del(w.state.tables.expiries, expiry_key(expires_at_ns(p), p.id)); !d) {
+            return Unexpected(d.error());
+        }
+    }
+    if (auto s = put_transfer(w, stored); !s) return Unexpected(s.error());
+    return EventResult{ResultCode::ok, stored.timestamp};
+}
+
+Step single_or_pending(Work& w, const Transfer& t) {
+    const bool pending = (t.flags & transfer_flags::pending) != 0;
+    if (t.debit_account_id.zero()) return rejected(ResultCode::debit_account_id_must_not_be_zero);
+    if (t.debit_account_id == Id::max()) return rejected(ResultCode::debit_account_id_must_not_be_int_max);
+    if (t.credit_account_id.zero()) return rejected(ResultCode::credit_account_id_must_not_be_zero);
+    if (t.credit_account_id == Id::max()) return rejected(ResultCode::credit_account_id_must_not_be_int_max);
+    if (t.debit_account_id == t.credit_account_id) return rejected(ResultCode::accounts_must_be_different);
+    if (!t.pending_id.zero()) return rejected(ResultCode::pending_id_must_be_zero);
+    if (t.timeout_s != 0 && !pending) return rejected(ResultCode::timeout_reserved_for_pending_transfer);
+    if (t.amount == 0) return rejected(ResultCode::amount_must_not_be_zero);
+    if (t.ledger == 0) return rejected(ResultCode::ledger_must_not_be_zero);
+    if (t.code == 0) return rejected(ResultCode::code_must_not_be_zero);
+
+    auto debit = get_account(w, t.debit_account_id);
+    if (!debit) return Unexpected(debit.error());
+    if (!*debit) return rejected(ResultCode::debit_account_not_found);
+    auto credit = get_account(w, t.credit_account_id);
+    if (!credit) return Unexpected(credit.error());
+    if (!*credit) return rejected(ResultCode::credit_account_not_found);
+    Account dr = **debit;
+    Account cr = **credit;
+    if (dr.ledger != cr.ledger) return rejected(ResultCode::accounts_must_have_the_same_ledger);
+    if (t.ledger != dr.ledger) return rejected(ResultCode::transfer_must_have_the_same_ledger_as_accounts);
+
+    const std::uint64_t amount = t.amount;
+    if (pending && add_overflows(dr.debits_pending, amount)) return rejected(ResultCode::overflows_debits_pending);
+    if (pending && add_overflows(cr.credits_pending, amount)) return rejected(ResultCode::overflows_credits_pending);
+    if (!pending && add_overflows(dr.debits_posted, amount)) return rejected(ResultCode::overflows_debits_posted);
+    if (!pending && add_overflows(cr.credits_posted, amount)) return rejected(ResultCode::overflows_credits_posted);
+    if (add_overflows(dr.debits_pending, dr.debits_posted) || add_overflows(dr.debits_pending + dr.debits_posted, amount)) {
+        return rejected(ResultCode::overflows_debits);
+    }
+    if (add_overflows(cr.credits_pending, cr.credits_posted) ||
+        add_overflows(cr.credits_pending + cr.credits_posted, amount)) {
+        return rejected(ResultCode::overflows_credits);
+    }
+    const std::uint64_t timeout_ns = std::uint64_t{t.timeout_s} * ns_per_s;
+    if (add_overflows(w.peek_timestamp(), timeout_ns)) return rejected(ResultCode::overflows_timeout);
+    if ((dr.flags & account_flags::debits_must_not_exceed_credits) != 0 &&
+        dr.debits_pending + dr.debits_posted + amount > dr.credits_posted) {
+        return rejected(ResultCode::exceeds_credits);
+    }
+    if ((cr.flags & account_flags::credits_must_not_exceed_debits) != 0 &&
+        cr.credits_pending + cr.credits_posted + amount > cr.debits_posted) {
+        return rejected(ResultCode::exceeds_debits);
+    }
+
+    Transfer stored = t;
+    stored.timestamp = w.next_timestamp();
+    if (pending) {
+        dr.debits_pending += amount;
+        cr.credits_pending += amount;
+    } else {
+        dr.debits_posted += amount;
+        cr.credits_posted += amount;
+    }
+    if (auto s = put_account(w, dr, stored.timestamp); !s) return Unexpected(s.error());
+    if (auto s = put_account(w, cr, stored.timestamp); !s) return Unexpected(s.error());
+    if (pending) {
+        if (auto s = put_pending_state(w, stored.id, PendingState::pending); !s) return Unexpected(s.error());
+        if (stored.timeout_s != 0) {
+            if (auto s = w.txn->put(w.state.tables.expiries, expiry_key(expires_at_ns(stored), stored.id), ByteView{}); !s) {
+                return Unexpected(s.error());
+            }
+        }
+    }
+    if (auto s = put_transfer(w, stored); !s) return Unexpected(s.error());
+    return EventResult{ResultCode::ok, stored.timestamp};
+}
+
+Step create_transfer(Work& w, const Transfer& t) {
+    if (t.timestamp != 0) return rejected(ResultCode::timestamp_must_be_zero);
+    if ((t.flags & ~transfer_flags::all) != 0) return rejected(ResultCode::reserved_flag);
+    if (t.id.zero()) return rejected(ResultCode::id_must_not_be_zero);
+    if (t.id == Id::max()) return rejected(ResultCode::id_must_not_be_int_max);
+    auto existing = get_transfer(w, t.id);
+    if (!existing) return Unexpected(existing.error());
+    if (*existing) {
+        const ResultCode code = compare_existing(t, **existing);
+        return EventResult{code, code == ResultCode::exists ? (*existing)->timestamp : 0};
+    }
+    auto failed = w.txn->get(w.state.tables.failed, encode(t.id));
+    if (!failed) return Unexpected(failed.error());
+    if (*failed) return rejected(ResultCode::id_already_failed);
+    const int kinds = ((t.flags & transfer_flags::pending) != 0) + ((t.flags & transfer_flags::post_pending) != 0) +
+                      ((t.flags & transfer_flags::void_pending) != 0);
+    if (kinds > 1) return rejected(ResultCode::flags_are_mutually_exclusive);
+    return resolves_pending(t) ? post_or_void(w, t) : single_or_pending(w, t);
+}
+
+// A transient failure is remembered so that a retry with the same id fails the same way.
+lmdb::Status record_failure(Work& w, const Id& id, ResultCode code) {
+    assert(is_transient(code));
+    const std::uint8_t value = static_cast<std::uint8_t>(code);
+    if (auto put = w.txn->put(w.state.tables.failed, encode(id), ByteView(&value, 1)); !put) return put;
+    const IdBytes key = encode(id);
+    Bytes payload(key.begin(), key.end());
+    payload.push_back(value);
+    return journal_append(w, JournalKind::id_failed, w.next_timestamp(), payload);
+}
+
+bool is_linked(const Event& event) {
+    if (const auto* account = std::get_if<Account>(&event)) return (account->flags & account_flags::linked) != 0;
+    return (std::get<Transfer>(event).flags & transfer_flags::linked) != 0;
+}
+
+Step apply_event(Work& w, const Event& event) {
+    if (const auto* account = std::get_if<Account>(&event)) return create_account(w, *account);
+    return create_transfer(w, std::get<Transfer>(event));
+}
+
+lmdb::Status remember_if_transient(Work& w, const Event& event, ResultCode code) {
+    const auto* transfer = std::get_if<Transfer>(&event);
+    if (transfer == nullptr || !is_transient(code)) return Ok{};
+    return record_failure(w, transfer->id, code);
+}
+
+// Applies events [first, last] as one linked chain in a nested transaction.
+lmdb::Status apply_chain(Work& w, std::span<const Event> chain, std::span<EventResult> results) {
+    lmdb::Txn* parent = w.txn;
+    auto child = lmdb::Txn::begin(w.state.env, lmdb::Txn::Mode::read_write, parent);
+    if (!child) return Unexpected(child.error());
+    const JournalHead saved = w.head;
+    w.txn = &*child;
+    std::optional<std::size_t> failed_at;
+    for (std::size_t i = 0; i < chain.size(); ++i) {
+        auto step = apply_event(w, chain[i]);
+        if (!step) {
+            w.txn = parent;
+            return Unexpected(step.error());
+        }
+        results[i] = *step;
+        if (!succeeded(step->code)) {
+            failed_at = i;
+            break;
+        }
+    }
+    w.txn = parent;
+    if (!failed_at) return child->commit();
+    child->abort();
+    w.head.sequence = saved.sequence;
+    w.head.hash = saved.hash;  // timestamps stay consumed: gaps are allowed, reuse is not needed
+    const EventResult failure = results[*failed_at];
+    for (auto& result : results) result = rejected(ResultCode::linked_event_failed);
+    results[*failed_at] = failure;
+    return remember_if_transient(w, chain[*failed_at], failure.code);
+}
+
+}  // namespace
+
+lmdb::Result<std::vector<EventResult>> apply_batch(Work& w, std::span<const Event> batch) {
+    std::vector<EventResult> results(batch.size());
+    std::size_t i = 0;
+    while (i < batch.size()) {
+        std::size_t end = i;  // the chain's last event: the first without `linked`
+        while (end < batch.size() && is_linked(batch[end])) ++end;
+        if (end == batch.size()) {  // the batch ends inside a chain: nothing of it is applied
+            for (std::size_t k = i; k < batch.size(); ++k) results[k] = rejected(ResultCode::linked_event_failed);
+            results.back() = rejected(ResultCode::linked_event_chain_open);
+            break;
+        }
+        if (end == i) {
+            auto step = apply_event(w, batch[i]);
+            if (!step) return Unexpected(step.error());
+            results[i] = *step;
+            if (auto s = remember_if_transient(w, batch[i], step->code); !s) return Unexpected(s.error());
+        } else {
+            const std::size_t count = end - i + 1;
+            if (auto s = apply_chain(w, batch.subspan(i, count), std::span(results).subspan(i, count)); !s) {
+                return Unexpected(s.error());
+            }
+        }
+        i = end + 1;
+    }
+    return results;
+}
+
+lmdb::Result<std::size_t> expire_due(Work& w) {
+    // A hold is due when its expiry is at or before the timestamp the next event would get.
+    const std::uint64_t now = w.peek_timestamp();
+    std::vector<ExpiryKey> due;
+    {
+        auto cursor = lmdb::Cursor::open(*w.txn, w.state.tables.expiries);
+        if (!cursor) return Unexpected(cursor.error());
+        auto entry = cursor->first();
+        while (entry && *entry && due.size() < expiries_per_commit_max) {
+            if ((*entry)->key.size() != timestamp_size + id_size) return corrupted("expiry key");
+            if (read_be((*entry)->key.first(timestamp_size)) > now) break;
+            ExpiryKey key{};
+            std::copy((*entry)->key.begin(), (*entry)->key.end(), key.begin());
+            due.push_back(key);
+            entry = cursor->next();
+        }
+        if (!entry) return Unexpected(entry.error());
+    }
+    for (const ExpiryKey& key : due) {
+        const Id id = decode_id(ByteView(key).subspan(timestamp_size));
+        auto found = get_transfer(w, id);
+        if (!found) return Unexpected(found.error());
+        auto state = get_pending_state(w, id);
+        if (!state) return Unexpected(state.error());
+        if (!*found || !*state || **state != PendingState::pending) return corrupted("expiry of a resolved transfer");
+        const Transfer& p = **found;
+        auto debit = get_account(w, p.debit_account_id);
+        if (!debit) return Unexpected(debit.error());
+        auto credit = get_account(w, p.credit_account_id);
+        if (!credit) return Unexpected(credit.error());
+        if (!*debit || !*credit) return corrupted("pending transfer's account missing");
+        Account dr = **debit;
+        Account cr = **credit;
+        assert(dr.debits_pending >= p.amount && cr.credits_pending >= p.amount);
+        dr.debits_pending -= p.amount;
+        cr.credits_pending -= p.amount;
+        const std::uint64_t timestamp = w.next_timestamp();
+        if (auto s = put_account(w, dr, timestamp); !s) return Unexpected(s.error());
+        if (auto s = put_account(w, cr, timestamp); !s) return Unexpected(s.error());
+        if (auto s = put_pending_state(w, id, PendingState::expired); !s) return Unexpected(s.error());
+        if (auto d = w.txn->del(w.state.tables.expiries, key); !d) return Unexpected(d.error());
+        if (auto s = journal_append(w, JournalKind::pending_expired, timestamp, encode(id)); !s) return Unexpected(s.error());
+    }
+    return due.size();
+}
+
+// ---- Ledger -------------------------------------------------------------------------------------------
+
+Ledger::Ledger(std::unique_ptr<State> state) : state_(std::move(state)) {}
+Ledger::~Ledger() = default;
+
+lmdb::Env& Ledger::env() { return state_->env; }
+
+JournalHead Ledger::head() const {
+    std::lock_guard lock(state_->head_mutex);
+    return state_->committed;
+}
+
+Result<std::unique_ptr<Ledger>> Ledger::open(Options options) {
+    if (!options.clock_ns) options.clock_ns = realtime_ns;
+    auto env = lmdb::Env::open(options.directory, {options.map_size_bytes, tables_max, options.readers_max});
+    if (!env) {
+        return Unexpected(Error{env.error().map_full() ? ErrorCode::map_full : ErrorCode::storage,
+                                fmt::format("cannot open ledger in {}: {}", options.directory, env.error().message())});
+    }
+    auto state = std::make_unique<State>(std::move(options), std::move(*env));
+    Tables& t = state->tables;
+    struct Named {
+        MDB_dbi* dbi;
+        const char* name;
+    };
+    const Named names[] = {{&t.accounts, "accounts"},   {&t.transfers, "transfers"},
+                           {&t.pending, "pending"},     {&t.expiries, "expiries"},
+                           {&t.failed, "failed_ids"},   {&t.account_transfers, "account_transfers"},
+                           {&t.history, "history"},     {&t.journal, "journal"},
+                           {&t.meta, "meta"}};
+    for (const Named& named : names) {
+        auto dbi = state->env.open_table(named.name);
+        if (!dbi) return Unexpected(to_error(dbi.error(), *state));
+        *named.dbi = *dbi;
+    }
+    auto txn = lmdb::Txn::begin(state->env, lmdb::Txn::Mode::read_only);
+    if (!txn) return Unexpected(to_error(txn.error(), *state));
+    auto raw = txn->get(t.meta, view(head_key));
+    if (!raw) return Unexpected(to_error(raw.error(), *state));
+    if (*raw) {
+        auto head = decode_head(**raw);
+        if (!head) return Unexpected(corrupt("ledger journal head does not decode"));
+        state->committed = *head;
+    }
+    return std::unique_ptr<Ledger>(new Ledger(std::move(state)));
+}
+
+Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<const std::span<const Event>> batches) {
+    for (const auto& batch : batches) {
+        if (batch.size() > batch_events_max) {
+            return Unexpected(Error{ErrorCode::too_large, fmt::format("batch of {} events exceeds batch_events_max {}",
+                                                                      batch.size(), batch_events_max)});
+        }
+    }
+    State& s = *state_;
+    auto txn = lmdb::Txn::begin(s.env, lmdb::Txn::Mode::read_write);
+    if (!txn) return Unexpected(to_error(txn.error(), s));
+    Work w{s, &*txn, head()};
+    w.head.timestamp = std::max(w.head.timestamp, s.options.clock_ns() - 1);
+    auto expired = expire_due(w);
+    if (!expired) return Unexpected(to_error(expired.error(), s));
+    std::vector<std::vector<EventResult>> out;
+    out.reserve(batches.size());
+    for (const auto& batch : batches) {
+        auto results = apply_batch(w, batch);
+        if (!results) {
+            return Unexpected(to_error(results.error(), s));
+        }
+        out.push_back(std::move(*results));
+    }
+    if (auto put = txn->put(s.tables.meta, view(head_key), encode(w.head)); !put) return Unexpected(to_error(put.error(), s));
+    if (auto committed = txn->commit(); !committed) return Unexpected(to_error(committed.error(), s));
+    {
+        std::lock_guard lock(s.head_mutex);
+        s.committed = w.head;
+    }
+    if (s.options.check_after_commit) {
+        auto report = check();
+        if (!report || !report->ok()) {
+            fmt::print(stderr, "ledger invariant violated after commit: {}\n",
+                       report ? report->problems.front() : report.error().message);
+            std::abort();
+        }
+    }
+    return out;
+}
+
+Result<std::vector<EventResult>> Ledger::apply(std::span<const Event> batch) {
+    const std::span<const Event> one[] = {batch};
+    auto results = apply_group(one);
+    if (!results) return Unexpected(results.error());
+    return std::move(results->front());
+}
+
+Result<std::size_t> Ledger::expire_pending() {
+    State& s = *state_;
+    auto txn = lmdb::Txn::begin(s.env, lmdb::Txn::Mode::read_write);
+    if (!txn) return Unexpected(to_error(txn.error(), s));
+    Work w{s, &*txn, head()};
+    w.head.timestamp = std::max(w.head.timestamp, s.options.clock_ns() - 1);
+    auto expired = expire_due(w);
+    if (!expired) return Unexpected(to_error(expired.error(), s));
+    if (*expired == 0) return std::size_t{0};  // nothing to commit; the txn aborts
+    if (auto put = txn->put(s.tables.meta, view(head_key), encode(w.head)); !put) return Unexpected(to_error(put.error(), s));
+    if (auto committed = txn->commit(); !committed) return Unexpected(to_error(committed.error(), s));
+    std::lock_guard lock(s.head_mutex);
+    s.committed = w.head;
+    return *expired;
+}
+
+// ---- small public helpers ---------------------------------------------------------------------------------
+
+Id derive_id(ByteView material) {
+    std::array<std::uint8_t, 32> digest{};
+    unsigned size = 0;
+    if (EVP_Digest(material.data(), material.size(), digest.data(), &size, EVP_sha256(), nullptr) != 1) {
+        throw std::runtime_error("EVP_Digest(SHA-256) failed");
+    }
+    return decode_id(digest);
+}
+
+std::string to_string(const Id& id) { return fmt::format("{:016X}{:016X}", id.high, id.low); }
+
+bool is_transient(ResultCode code) {
+    switch (code) {
+        case ResultCode::debit_account_not_found:
+        case ResultCode::credit_account_not_found:
+        case ResultCode::pending_transfer_not_found:
+        case ResultCode::exceeds_credits:
+        case ResultCode::exceeds_debits:
+            return true;
+        default:
+            return false;
+    }
+}
+
+}  // namespace coconut::ledger

@@ -1,0 +1,38 @@
+// The ledger's internals shared by its source files: the open environment, its tables and the
+// committed journal head. Not part of the public API.
+#pragma once
+
+#include "records.hpp"
+
+#include <coconut/ledger/ledger.hpp>
+
+#include <mutex>
+
+namespace coconut::ledger {
+
+// The ledger's tables (clearing/LEDGER.md §2).
+struct Tables {
+    MDB_dbi accounts = 0;           // id → Account
+    MDB_dbi transfers = 0;          // id → Transfer (immutable, MDB_NOOVERWRITE)
+    MDB_dbi pending = 0;            // pending transfer id → PendingState
+    MDB_dbi expiries = 0;           // expires_at ‖ id → (empty): open holds with a timeout, by due time
+    MDB_dbi failed = 0;             // transfer id → ResultCode of its transient failure
+    MDB_dbi account_transfers = 0;  // account id ‖ timestamp → transfer id
+    MDB_dbi history = 0;            // account id ‖ timestamp → balance (accounts with `history`)
+    MDB_dbi journal = 0;            // sequence → kind ‖ timestamp ‖ hash ‖ payload
+    MDB_dbi meta = 0;               // "head" → JournalHead
+};
+
+struct Ledger::State {
+    State(Options options_in, lmdb::Env env_in) : options(std::move(options_in)), env(std::move(env_in)) {}
+    Options options;
+    lmdb::Env env;
+    Tables tables{};
+    mutable std::mutex head_mutex;
+    JournalHead committed{};  // guarded by head_mutex (read by any thread, written by the writer)
+};
+using State = Ledger::State;
+
+Error to_error(const lmdb::Error& error, const State& state);
+
+}  // namespace coconut::ledger

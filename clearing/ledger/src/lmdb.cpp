@@ -1,0 +1,151 @@
+#include <coconut/ledger/lmdb.hpp>
+
+#include <fmt/format.h>
+
+#include <cassert>
+
+namespace coconut::lmdb {
+namespace {
+
+Unexpected<Error> fail(int rc, const char* operation) { return Unexpected(Error{rc, operation}); }
+
+MDB_val to_val(ByteView bytes) {
+    return MDB_val{bytes.size(), const_cast<std::uint8_t*>(bytes.data())};  // LMDB does not write keys
+}
+ByteView to_view(const MDB_val& value) { return {static_cast<const std::uint8_t*>(value.mv_data), value.mv_size}; }
+
+// MDB_NOTLS: read transactions are not tied to a thread (DESIGN.md §8). Deliberately absent:
+// MDB_NOSYNC, MDB_NOMETASYNC, MDB_WRITEMAP, MDB_MAPASYNC — each trades durability for speed.
+constexpr unsigned env_flags = MDB_NOTLS;
+constexpr mdb_mode_t file_mode = 0600;
+
+}  // namespace
+
+std::string Error::message() const { return fmt::format("{}: {}", operation, mdb_strerror(rc)); }
+
+// ---- Env --------------------------------------------------------------------------------------------
+
+Result<Env> Env::open(const std::string& directory, const EnvOptions& options) {
+    MDB_env* raw = nullptr;
+    if (int rc = mdb_env_create(&raw); rc != 0) return fail(rc, "mdb_env_create");
+    Env env(raw);
+    if (int rc = mdb_env_set_mapsize(raw, options.map_size_bytes); rc != 0) return fail(rc, "mdb_env_set_mapsize");
+    if (int rc = mdb_env_set_maxdbs(raw, options.tables_max); rc != 0) return fail(rc, "mdb_env_set_maxdbs");
+    if (int rc = mdb_env_set_maxreaders(raw, options.readers_max); rc != 0) return fail(rc, "mdb_env_set_maxreaders");
+    if (int rc = mdb_env_open(raw, directory.c_str(), env_flags, file_mode); rc != 0) return fail(rc, "mdb_env_open");
+    unsigned flags = 0;
+    mdb_env_get_flags(raw, &flags);
+    assert((flags & (MDB_NOSYNC | MDB_NOMETASYNC | MDB_MAPASYNC)) == 0);
+    return env;
+}
+
+Env& Env::operator=(Env&& other) noexcept {
+    if (this != &other) {
+        if (env_ != nullptr) mdb_env_close(env_);
+        env_ = std::exchange(other.env_, nullptr);
+    }
+    return *this;
+}
+
+Env::~Env() {
+    if (env_ != nullptr) mdb_env_close(env_);
+}
+
+Result<MDB_dbi> Env::open_table(const char* name) {
+    auto txn = Txn::begin(*this, Txn::Mode::read_write);
+    if (!txn) return Unexpected(txn.error());
+    MDB_dbi dbi = 0;
+    if (int rc = mdb_dbi_open(txn->get(), name, MDB_CREATE, &dbi); rc != 0) return fail(rc, "mdb_dbi_open");
+    if (auto committed = txn->commit(); !committed) return Unexpected(committed.error());
+    return dbi;
+}
+
+std::size_t Env::map_size_bytes() const {
+    MDB_envinfo info{};
+    mdb_env_info(env_, &info);
+    return info.me_mapsize;
+}
+
+// ---- Txn --------------------------------------------------------------------------------------------
+
+Result<Txn> Txn::begin(const Env& env, Mode mode, Txn* parent) {
+    assert(parent == nullptr || mode == Mode::read_write);
+    MDB_txn* raw = nullptr;
+    const unsigned flags = mode == Mode::read_only ? MDB_RDONLY : 0;
+    if (int rc = mdb_txn_begin(env.get(), parent ? parent->get() : nullptr, flags, &raw); rc != 0) {
+        return fail(rc, "mdb_txn_begin");
+    }
+    return Txn(raw);
+}
+
+Txn& Txn::operator=(Txn&& other) noexcept {
+    if (this != &other) {
+        abort();
+        txn_ = std::exchange(other.txn_, nullptr);
+    }
+    return *this;
+}
+
+Status Txn::commit() {
+    assert(txn_ != nullptr);
+    const int rc = mdb_txn_commit(std::exchange(txn_, nullptr));  // frees the handle even on failure
+    if (rc != 0) return fail(rc, "mdb_txn_commit");
+    return Ok{};
+}
+
+void Txn::abort() {
+    if (txn_ != nullptr) mdb_txn_abort(std::exchange(txn_, nullptr));
+}
+
+Result<std::optional<ByteView>> Txn::get(MDB_dbi table, ByteView key) const {
+    MDB_val k = to_val(key);
+    MDB_val v{};
+    const int rc = mdb_get(txn_, table, &k, &v);
+    if (rc == MDB_NOTFOUND) return std::optional<ByteView>();
+    if (rc != 0) return fail(rc, "mdb_get");
+    return std::optional<ByteView>(to_view(v));
+}
+
+Status Txn::put(MDB_dbi table, ByteView key, ByteView value, unsigned flags) {
+    MDB_val k = to_val(key);
+    MDB_val v = to_val(value);
+    if (int rc = mdb_put(txn_, table, &k, &v, flags); rc != 0) return fail(rc, "mdb_put");
+    return Ok{};
+}
+
+Result<bool> Txn::del(MDB_dbi table, ByteView key) {
+    MDB_val k = to_val(key);
+    const int rc = mdb_del(txn_, table, &k, nullptr);
+    if (rc == MDB_NOTFOUND) return false;
+    if (rc != 0) return fail(rc, "mdb_del");
+    return true;
+}
+
+// ---- Cursor -----------------------------------------------------------------------------------------
+
+Result<Cursor> Cursor::open(const Txn& txn, MDB_dbi table) {
+    MDB_cursor* raw = nullptr;
+    if (int rc = mdb_cursor_open(txn.get(), table, &raw); rc != 0) return fail(rc, "mdb_cursor_open");
+    return Cursor(raw);
+}
+
+Cursor::~Cursor() {
+    if (cursor_ != nullptr) mdb_cursor_close(cursor_);
+}
+
+Result<std::optional<Cursor::Entry>> Cursor::move(MDB_cursor_op op, ByteView key) {
+    MDB_val k = to_val(key);
+    MDB_val v{};
+    const int rc = mdb_cursor_get(cursor_, &k, &v, op);
+    if (rc == MDB_NOTFOUND) return std::optional<Entry>();
+    if (rc != 0) return fail(rc, "mdb_cursor_get");
+    return std::optional<Entry>(Entry{to_view(k), to_view(v)});
+}
+
+Result<std::optional<Cursor::Entry>> Cursor::seek(ByteView key) { return move(MDB_SET_RANGE, key); }
+Result<std::optional<Cursor::Entry>> Cursor::first() { return move(MDB_FIRST); }
+Result<std::optional<Cursor::Entry>> Cursor::last() { return move(MDB_LAST); }
+Result<std::optional<Cursor::Entry>> Cursor::next() { return move(MDB_NEXT); }
+Result<std::optional<Cursor::Entry>> Cursor::prev() { return move(MDB_PREV); }
+
+}  // namespace coconut::lmdb

@@ -1,0 +1,373 @@
+// Read paths (any thread, own read transaction each) and the invariant check.
+#include "ledger_state.hpp"
+
+#include <fmt/format.h>
+
+#include <map>
+
+namespace coconut::ledger {
+
+using namespace records;
+
+namespace {
+
+// A check stops listing problems after this many: one broken invariant usually cascades, and the
+// first few say what is wrong.
+constexpr std::size_t check_problems_max = 100;
+
+__extension__ typedef unsigned __int128 Sum;  // per-ledger sums of u64 counters cannot wrap
+
+template <class T>
+Result<T> read(const State& s, auto&& body) {
+    auto txn = lmdb::Txn::begin(s.env, lmdb::Txn::Mode::read_only);
+    if (!txn) return Unexpected(to_error(txn.error(), s));
+    auto out = body(*txn);
+    if (!out) return Unexpected(to_error(out.error(), s));
+    return std::move(*out);
+}
+
+Unexpected<lmdb::Error> corrupted(const char* where) { return Unexpected(lmdb::Error{MDB_CORRUPTED, where}); }
+
+lmdb::Result<std::optional<Transfer>> find_transfer(const lmdb::Txn& txn, const Tables& t, const Id& id) {
+    auto raw = txn.get(t.transfers, encode(id));
+    if (!raw) return Unexpected(raw.error());
+    if (!*raw) return std::optional<Transfer>();
+    auto transfer = decode_transfer(**raw);
+    if (!transfer) return corrupted("transfer record");
+    return transfer;
+}
+
+bool has_prefix(ByteView key, const IdBytes& prefix) {
+    return key.size() == id_size + timestamp_size && std::equal(prefix.begin(), prefix.end(), key.begin());
+}
+
+// The replayed state of one pending transfer.
+struct ReplayPending {
+    Transfer transfer;
+    PendingState state = PendingState::pending;
+    int resolutions = 0;
+};
+
+class Checker {
+public:
+    Checker(const lmdb::Txn& txn, const State& state) : txn_(txn), s_(state) {}
+
+    lmdb::Result<CheckReport> run() {
+        if (auto r = replay_journal(); !r) return Unexpected(r.error());
+        if (auto r = compare_accounts(); !r) return Unexpected(r.error());
+        if (auto r = compare_transfers_and_pending(); !r) return Unexpected(r.error());
+        return std::move(report_);
+    }
+
+private:
+    template <class... Args>
+    void problem(fmt::format_string<Args...> format, Args&&... args) {
+        if (report_.problems.size() < check_problems_max) report_.problems.push_back(fmt::format(format, std::forward<Args>(args)...));
+    }
+
+    void release(const Transfer& pending, std::uint64_t posted_amount, bool post) {
+        Account& dr = accounts_[pending.debit_account_id];
+        Account& cr = accounts_[pending.credit_account_id];
+        dr.debits_pending -= pending.amount;
+        cr.credits_pending -= pending.amount;
+        if (post) {
+            dr.debits_posted += posted_amount;
+            cr.credits_posted += posted_amount;
+        }
+    }
+
+    void resolve(const Id& pending_id, PendingState outcome, std::uint64_t sequence, const Transfer* post_or_void) {
+        auto found = pendings_.find(pending_id);
+        if (found == pendings_.end()) {
+            problem("journal {}: resolves {} which is not a pending transfer", sequence, to_string(pending_id));
+            return;
+        }
+        ReplayPending& p = found->second;
+        if (++p.resolutions > 1) {
+            problem("journal {}: pending transfer {} resolved a second time", sequence, to_string(pending_id));
+            return;
+        }
+        p.state = outcome;
+        release(p.transfer, post_or_void ? post_or_void->amount : 0, outcome == PendingState::posted);
+    }
+
+    void replay_transfer(const Transfer& t, std::uint64_t sequence) {
+        ++journal_transfers_;
+        if ((t.flags & transfer_flags::post_pending) != 0) return resolve(t.pending_id, PendingState::posted, sequence, &t);
+        if ((t.flags & transfer_flags::void_pending) != 0) return resolve(t.pending_id, PendingState::voided, sequence, &t);
+        if (!accounts_.contains(t.debit_account_id) || !accounts_.contains(t.credit_account_id)) {
+            problem("journal {}: transfer {} names an account created later or never", sequence, to_string(t.id));
+        }
+        Account& dr = accounts_[t.debit_account_id];
+        Account& cr = accounts_[t.credit_account_id];
+        if ((t.flags & transfer_flags::pending) != 0) {
+            dr.debits_pending += t.amount;
+            cr.credits_pending += t.amount;
+            pendings_[t.id] = ReplayPending{t};
+        } else {
+            dr.debits_posted += t.amount;
+            cr.credits_posted += t.amount;
+        }
+    }
+
+    lmdb::Status replay_entry(const JournalEntry& e) {
+        switch (e.kind) {
+            case JournalKind::account_created: {
+                auto account = decode_account(e.payload);
+                if (!account) {
+                    problem("journal {}: account payload does not decode", e.sequence);
+                    return Ok{};
+                }
+                accounts_[account->id] = *account;  // created with zero counters
+                return Ok{};
+            }
+            case JournalKind::transfer_created: {
+                auto transfer = decode_transfer(e.payload);
+                if (!transfer) {
+                    problem("journal {}: transfer payload does not decode", e.sequence);
+                    return Ok{};
+                }
+                auto stored = txn_.get(s_.tables.transfers, encode(transfer->id));
+                if (!stored) return Unexpected(stored.error());
+                if (!*stored || !std::equal((*stored)->begin(), (*stored)->end(), e.payload.begin(), e.payload.end())) {
+                    problem("journal {}: transfer {} is not stored as journaled", e.sequence, to_string(transfer->id));
+                }
+                replay_transfer(*transfer, e.sequence);
+                return Ok{};
+            }
+            case JournalKind::pending_expired:
+                if (e.payload.size() != id_size) return corrupted("journal expiry payload");
+                resolve(decode_id(e.payload), PendingState::expired, e.sequence, nullptr);
+                return Ok{};
+            case JournalKind::id_failed: {
+                if (e.payload.size() != id_size + 1) return corrupted("journal failure payload");
+                auto failed = txn_.get(s_.tables.failed, ByteView(e.payload).first(id_size));
+                if (!failed) return Unexpected(failed.error());
+                if (!*failed) problem("journal {}: failed id not recorded", e.sequence);
+                return Ok{};
+            }
+        }
+        return corrupted("journal kind");
+    }
+
+    lmdb::Status replay_journal() {
+        auto cursor = lmdb::Cursor::open(txn_, s_.tables.journal);
+        if (!cursor) return Unexpected(cursor.error());
+        Hash previous{};
+        std::uint64_t expected = 1;
+        std::uint64_t timestamp_last = 0;
+        for (auto entry = cursor->first();; entry = cursor->next()) {
+            if (!entry) return Unexpected(entry.error());
+            if (!*entry) break;
+            const std::uint64_t sequence = read_be((*entry)->key);
+            auto e = decode_journal(sequence, (*entry)->value);
+            if (!e || (*entry)->key.size() != 8) return corrupted("journal entry");
+            if (sequence != expected) problem("journal: sequence {} where {} was expected", sequence, expected);
+            if (chain_hash(previous, sequence, e->kind, e->timestamp, e->payload) != e->hash) {
+                problem("journal {}: hash chain broken", sequence);
+            }
+            if (e->timestamp <= timestamp_last) problem("journal {}: timestamp not increasing", sequence);
+            if (auto r = replay_entry(*e); !r) return r;
+            previous = e->hash;
+            timestamp_last = e->timestamp;
+            expected = sequence + 1;
+            ++report_.journal_entries;
+        }
+        auto raw = txn_.get(s_.tables.meta, ByteView(reinterpret_cast<const std::uint8_t*>("head"), 4));
+        if (!raw) return Unexpected(raw.error());
+        JournalHead head;
+        if (*raw) {
+            auto decoded = decode_head(**raw);
+            if (!decoded) return corrupted("journal head");
+            head = *decoded;
+        }
+        if (head.sequence != expected - 1 || head.hash != previous) {
+            problem("journal head (sequence {}) does not match the last entry ({})", head.sequence, expected - 1);
+        }
+        if (head.timestamp < timestamp_last) problem("journal head timestamp behind the last entry");
+        return Ok{};
+    }
+
+    lmdb::Status compare_accounts() {
+        struct Sums {
+            Sum debits_pending = 0, debits_posted = 0, credits_pending = 0, credits_posted = 0;
+        };
+        std::map<std::uint32_t, Sums> ledgers;
+        auto cursor = lmdb::Cursor::open(txn_, s_.tables.accounts);
+        if (!cursor) return Unexpected(cursor.error());
+        for (auto entry = cursor->first();; entry = cursor->next()) {
+            if (!entry) return Unexpected(entry.error());
+            if (!*entry) break;
+            auto a = decode_account((*entry)->value);
+            if (!a) return corrupted("account record");
+            ++report_.accounts;
+            auto replayed = accounts_.find(a->id);
+            if (replayed == accounts_.end()) {
+                problem("account {} is not in the journal", to_string(a->id));
+            } else if (replayed->second != *a) {
+                problem("account {} differs from the replay of its transfers (debits {}/{} credits {}/{}, replay {}/{} {}/{})",
+                        to_string(a->id), a->debits_pending, a->debits_posted, a->credits_pending, a->credits_posted,
+                        replayed->second.debits_pending, replayed->second.debits_posted,
+                        replayed->second.credits_pending, replayed->second.credits_posted);
+            }
+            Sums& sums = ledgers[a->ledger];
+            sums.debits_pending += a->debits_pending;
+            sums.debits_posted += a->debits_posted;
+            sums.credits_pending += a->credits_pending;
+            sums.credits_posted += a->credits_posted;
+        }
+        if (report_.accounts != accounts_.size()) {
+            problem("{} accounts stored, {} in the journal", report_.accounts, accounts_.size());
+        }
+        for (const auto& [ledger, sums] : ledgers) {
+            if (sums.debits_pending != sums.credits_pending) problem("ledger {}: pending debits ≠ pending credits", ledger);
+            if (sums.debits_posted != sums.credits_posted) problem("ledger {}: posted debits ≠ posted credits", ledger);
+        }
+        return Ok{};
+    }
+
+    lmdb::Status compare_transfers_and_pending() {
+        auto transfers = lmdb::Cursor::open(txn_, s_.tables.transfers);
+        if (!transfers) return Unexpected(transfers.error());
+        for (auto entry = transfers->first();; entry = transfers->next()) {
+            if (!entry) return Unexpected(entry.error());
+            if (!*entry) break;
+            ++report_.transfers;
+        }
+        if (report_.transfers != journal_transfers_) {
+            problem("{} transfers stored, {} in the journal", report_.transfers, journal_transfers_);
+        }
+        std::uint64_t states = 0;
+        auto pending = lmdb::Cursor::open(txn_, s_.tables.pending);
+        if (!pending) return Unexpected(pending.error());
+        for (auto entry = pending->first();; entry = pending->next()) {
+            if (!entry) return Unexpected(entry.error());
+            if (!*entry) break;
+            ++states;
+            const Id id = decode_id((*entry)->key);
+            auto replayed = pendings_.find(id);
+            const auto state = static_cast<PendingState>((*entry)->value.empty() ? 0 : (*entry)->value[0]);
+            if (replayed == pendings_.end() || replayed->second.state != state) {
+                problem("pending transfer {}: stored state disagrees with the journal", to_string(id));
+            }
+            if (state == PendingState::pending) ++report_.pending_open;
+        }
+        if (states != pendings_.size()) problem("{} pending states stored, {} in the journal", states, pendings_.size());
+        auto expiries = lmdb::Cursor::open(txn_, s_.tables.expiries);
+        if (!expiries) return Unexpected(expiries.error());
+        for (auto entry = expiries->first();; entry = expiries->next()) {
+            if (!entry) return Unexpected(entry.error());
+            if (!*entry) break;
+            const Id id = decode_id((*entry)->key.subspan(timestamp_size));
+            auto replayed = pendings_.find(id);
+            if (replayed == pendings_.end() || replayed->second.state != PendingState::pending) {
+                problem("expiry index names {} which is not open", to_string(id));
+            }
+        }
+        return Ok{};
+    }
+
+    const lmdb::Txn& txn_;
+    const State& s_;
+    CheckReport report_;
+    std::map<Id, Account> accounts_;
+    std::map<Id, ReplayPending> pendings_;
+    std::uint64_t journal_transfers_ = 0;
+};
+
+}  // namespace
+
+Result<std::optional<Account>> Ledger::lookup_account(const Id& id) const {
+    return read<std::optional<Account>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::optional<Account>> {
+        auto raw = txn.get(state_->tables.accounts, encode(id));
+        if (!raw) return Unexpected(raw.error());
+        if (!*raw) return std::optional<Account>();
+        auto account = decode_account(**raw);
+        if (!account) return corrupted("account record");
+        return account;
+    });
+}
+
+Result<std::optional<Transfer>> Ledger::lookup_transfer(const Id& id) const {
+    return read<std::optional<Transfer>>(*state_, [&](const lmdb::Txn& txn) { return find_transfer(txn, state_->tables, id); });
+}
+
+Result<std::optional<PendingState>> Ledger::pending_state(const Id& id) const {
+    return read<std::optional<PendingState>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::optional<PendingState>> {
+        auto raw = txn.get(state_->tables.pending, encode(id));
+        if (!raw) return Unexpected(raw.error());
+        if (!*raw) return std::optional<PendingState>();
+        if ((*raw)->size() != 1) return corrupted("pending state");
+        return std::optional<PendingState>(static_cast<PendingState>((**raw)[0]));
+    });
+}
+
+Result<std::vector<Transfer>> Ledger::account_transfers(const Id& account_id, std::uint64_t after_timestamp,
+                                                        std::size_t limit) const {
+    return read<std::vector<Transfer>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::vector<Transfer>> {
+        std::vector<Transfer> out;
+        auto cursor = lmdb::Cursor::open(txn, state_->tables.account_transfers);
+        if (!cursor) return Unexpected(cursor.error());
+        const IdBytes prefix = encode(account_id);
+        for (auto entry = cursor->seek(account_time_key(account_id, after_timestamp + 1)); out.size() < limit; entry = cursor->next()) {
+            if (!entry) return Unexpected(entry.error());
+            if (!*entry || !has_prefix((*entry)->key, prefix)) break;
+            auto transfer = find_transfer(txn, state_->tables, decode_id((*entry)->value));
+            if (!transfer) return Unexpected(transfer.error());
+            if (!*transfer) return corrupted("account index names a missing transfer");
+            out.push_back(**transfer);
+        }
+        return out;
+    });
+}
+
+Result<std::vector<Balance>> Ledger::account_balances(const Id& account_id, std::uint64_t after_timestamp,
+                                                      std::size_t limit) const {
+    return read<std::vector<Balance>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::vector<Balance>> {
+        std::vector<Balance> out;
+        auto cursor = lmdb::Cursor::open(txn, state_->tables.history);
+        if (!cursor) return Unexpected(cursor.error());
+        const IdBytes prefix = encode(account_id);
+        for (auto entry = cursor->seek(account_time_key(account_id, after_timestamp + 1)); out.size() < limit; entry = cursor->next()) {
+            if (!entry) return Unexpected(entry.error());
+            if (!*entry || !has_prefix((*entry)->key, prefix)) break;
+            auto balance = decode_balance(read_be((*entry)->key.subspan(id_size)), (*entry)->value);
+            if (!balance) return corrupted("history record");
+            out.push_back(*balance);
+        }
+        return out;
+    });
+}
+
+Result<std::vector<JournalEntry>> Ledger::read_journal(std::uint64_t from_sequence, std::size_t limit) const {
+    return read<std::vector<JournalEntry>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::vector<JournalEntry>> {
+        std::vector<JournalEntry> out;
+        auto cursor = lmdb::Cursor::open(txn, state_->tables.journal);
+        if (!cursor) return Unexpected(cursor.error());
+        for (auto entry = cursor->seek(sequence_key(from_sequence)); out.size() < limit; entry = cursor->next()) {
+            if (!entry) return Unexpected(entry.error());
+            if (!*entry) break;
+            auto decoded = decode_journal(read_be((*entry)->key), (*entry)->value);
+            if (!decoded) return corrupted("journal entry");
+            out.push_back(std::move(*decoded));
+        }
+        return out;
+    });
+}
+
+Result<std::optional<std::uint64_t>> Ledger::next_expiry_ns() const {
+    return read<std::optional<std::uint64_t>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::optional<std::uint64_t>> {
+        auto cursor = lmdb::Cursor::open(txn, state_->tables.expiries);
+        if (!cursor) return Unexpected(cursor.error());
+        auto first = cursor->first();
+        if (!first) return Unexpected(first.error());
+        if (!*first) return std::optional<std::uint64_t>();
+        return std::optional<std::uint64_t>(read_be((*first)->key.first(timestamp_size)));
+    });
+}
+
+Result<CheckReport> Ledger::check() const {
+    return read<CheckReport>(*state_, [&](const lmdb::Txn& txn) { return Checker(txn, *state_).run(); });
+}
+
+}  // namespace coconut::ledger

@@ -1,0 +1,123 @@
+// The ledger writer thread: group commit (DESIGN.md §8).
+#include <coconut/ledger/ledger.hpp>
+
+#include <cassert>
+
+namespace coconut::ledger {
+
+Writer::Writer(Ledger& ledger, WriterOptions options) : ledger_(ledger), options_(options) {
+    assert(options_.queue_requests_max > 0 && options_.group_requests_max > 0);
+    thread_ = std::thread([this] { run(); });
+}
+
+Writer::~Writer() { stop(); }
+
+void Writer::stop() {
+    {
+        std::lock_guard lock(mutex_);
+        stopping_ = true;
+    }
+    work_available_.notify_all();
+    room_available_.notify_all();
+    if (thread_.joinable()) thread_.join();
+}
+
+WriterStats Writer::stats() const {
+    std::lock_guard lock(mutex_);
+    return stats_;
+}
+
+bool Writer::enqueue(Request& request, bool wait) {
+    std::unique_lock lock(mutex_);
+    if (wait) room_available_.wait(lock, [&] { return stopping_ || queue_.size() < options_.queue_requests_max; });
+    if (stopping_ || queue_.size() >= options_.queue_requests_max) return false;
+    queue_.push_back(std::move(request));
+    lock.unlock();
+    work_available_.notify_one();
+    return true;
+}
+
+bool Writer::try_submit(std::vector<Event> events, Callback callback) {
+    if (events.size() > batch_events_max) {
+        callback(Unexpected(Error{ErrorCode::too_large, "request above batch_events_max"}));
+        return true;
+    }
+    Request request{std::move(events), std::move(callback)};
+    return enqueue(request, false);
+}
+
+void Writer::submit(std::vector<Event> events, Callback callback) {
+    if (events.size() > batch_events_max) {
+        callback(Unexpected(Error{ErrorCode::too_large, "request above batch_events_max"}));
+        return;
+    }
+    Request request{std::move(events), std::move(callback)};
+    if (!enqueue(request, true)) request.callback(Unexpected(Error{ErrorCode::stopped, "ledger writer stopped"}));
+}
+
+std::future<Reply> Writer::submit(std::vector<Event> events) {
+    auto promise = std::make_shared<std::promise<Reply>>();
+    auto future = promise->get_future();
+    submit(std::move(events), [promise](Reply reply) { promise->set_value(std::move(reply)); });
+    return future;
+}
+
+void Writer::run() {
+    std::vector<Request> group;
+    for (;;) {
+        {
+            std::unique_lock lock(mutex_);
+            // Idle: wake for work, for stop, or to release due holds.
+            if (!work_available_.wait_for(lock, options_.expiry_interval, [&] { return stopping_ || !queue_.empty(); })) {
+                lock.unlock();
+                (void)ledger_.expire_pending();  // an error here resurfaces on the next commit
+                continue;
+            }
+            if (queue_.empty()) return;  // stopping and drained
+            // Wait up to group_delay for more requests, unless the group is already full.
+            const auto deadline = std::chrono::steady_clock::now() + options_.group_delay;
+            work_available_.wait_until(lock, deadline, [&] {
+                return stopping_ || queue_.size() >= options_.group_requests_max;
+            });
+            std::size_t events = 0;
+            while (!queue_.empty() && group.size() < options_.group_requests_max &&
+                   events + queue_.front().events.size() <= batch_events_max) {
+                events += queue_.front().events.size();
+                group.push_back(std::move(queue_.front()));
+                queue_.pop_front();
+            }
+        }
+        room_available_.notify_all();
+        commit_group(group);
+        group.clear();
+    }
+}
+
+void Writer::commit_group(std::vector<Request>& group) {
+    assert(!group.empty());
+    std::vector<std::span<const Event>> batches;
+    batches.reserve(group.size());
+    std::uint64_t events = 0;
+    for (const Request& request : group) {
+        batches.emplace_back(request.events);
+        events += request.events.size();
+    }
+    auto results = ledger_.apply_group(batches);
+    {
+        std::lock_guard lock(mutex_);
+        ++stats_.commits;
+        stats_.requests += group.size();
+        stats_.events += events;
+        if (!results) ++stats_.failed_commits;
+    }
+    // Only now, after the durable commit (or its failure), does anyone hear back.
+    for (std::size_t i = 0; i < group.size(); ++i) {
+        if (results) {
+            group[i].callback(std::move((*results)[i]));
+        } else {
+            group[i].callback(Unexpected(results.error()));
+        }
+    }
+}
+
+}  // namespace coconut::ledger
