@@ -2,6 +2,8 @@
 // ImageError, refuse bad profiles (issue 2 deliverable 5, image.hpp).
 #include "test_cos_support.hpp"
 
+#include <openssl/evp.h>
+
 #include <fstream>
 
 using namespace cos_test;
@@ -147,6 +149,49 @@ TEST_CASE("a file that is not a card image is refused with ImageError::bad_magic
     image[0] ^= 0xFF;
     write_file(path, image);
     CHECK(open_error(path) == cos::ImageError::bad_magic);
+}
+
+namespace {
+// IMAGE-FORMAT.md: the header's bytes 32..63 are SHA-256 of bytes 0..31.
+void reseal_header(Bytes& image) {
+    unsigned int length = 32;
+    REQUIRE(EVP_Digest(image.data(), 32, image.data() + 32, &length, EVP_sha256(), nullptr) == 1);
+}
+}  // namespace
+
+TEST_CASE("an image of a newer format version is refused with ImageError::unsupported_version") {
+    TempDir dir;
+    const auto path = dir / "card.img";
+    REQUIRE(cos::create_image(path, card_profile()).ok());
+    Bytes image = read_file(path);
+    REQUIRE(image[8] == 0x00);
+    REQUIRE(image[9] == cos::image_format_version);
+    image[9] = cos::image_format_version + 1;
+    reseal_header(image);
+    write_file(path, image);
+    CHECK(open_error(path) == cos::ImageError::unsupported_version);
+}
+
+TEST_CASE("an image whose header checksum is wrong is refused with ImageError::corrupt") {
+    TempDir dir;
+    const auto path = dir / "card.img";
+    REQUIRE(cos::create_image(path, card_profile()).ok());
+    Bytes image = read_file(path);
+    image[20] ^= 0x01;  // in the zero bytes covered by the header checksum
+    write_file(path, image);
+    CHECK(open_error(path) == cos::ImageError::corrupt);
+}
+
+TEST_CASE("an image whose header kind disagrees with its payload is refused") {
+    TempDir dir;
+    const auto path = dir / "card.img";
+    REQUIRE(cos::create_image(path, card_profile()).ok());
+    Bytes image = read_file(path);
+    REQUIRE(image[10] == static_cast<std::uint8_t>(cos::ImageKind::card));
+    image[10] = static_cast<std::uint8_t>(cos::ImageKind::psam);
+    reseal_header(image);
+    write_file(path, image);
+    CHECK(open_error(path) == cos::ImageError::corrupt);
 }
 
 TEST_CASE("an image whose only valid slot is damaged is refused with ImageError::corrupt") {

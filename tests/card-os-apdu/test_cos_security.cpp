@@ -157,7 +157,7 @@ TEST_CASE("EXTERNAL AUTHENTICATE with key id other than 01 answers 6A88") {
 TEST_CASE("EXTERNAL AUTHENTICATE wrong cryptogram answers 63Cx (3 tries), then 6983") {
     auto card = make_card();
     select_purse(*card);
-    for (const char* expected : {"63C2", "63C1", "63C0"}) {
+    for (const std::string expected : {"63C2", "63C1", "63C0"}) {
         const Rsp c = challenge(*card);
         CHECK(send(*card, concat(hex("00 82 00 01 08"), external_cryptogram(c.data, test_dpk))).sw_hex() == expected);
     }
@@ -265,9 +265,10 @@ TEST_CASE("SSSE READ RECORD with P2 00 and no current EF answers 6986") {
     CHECK(sw(*card, "00 B2 08 00 00") == "6986");
 }
 
-TEST_CASE("DF04 medical link: account number (tag 30, 10 bytes BCD) in EF08") {
+TEST_CASE("DF04 medical link: account number (tag 30, 10 bytes BCD) in EF08, read after VERIFY") {
     auto card = make_card();
     select_ssse(*card);
+    REQUIRE(sw(*card, verify_right) == "9000");
     CHECK(sw(*card, "00 A4 00 00 02 DF04") == "9000");
     const Rsp r = send(*card, "00 B2 30 40 00");
     CHECK(r.sw_hex() == "9000");

@@ -133,17 +133,19 @@ inline constexpr std::string_view select_purse_apdu = "00 A4 04 00 08 A000000632
 inline constexpr std::string_view select_ssse_apdu = "00 A4 04 00 0F 7378312E73682EC9E7BBE1B1A3D5CF 00";
 inline constexpr std::string_view select_psam_apdu = "00 A4 04 00 10 A0000006324D4F542E435053414D3031 00";
 
+// SELECT succeeded: 9000 (T=1), or 61xx on a T=0 image (the FCI waits for a GET RESPONSE nobody sends).
+inline bool selected(const Rsp& r) { return r.sw == 0x9000 || (r.sw & 0xFF00) == 0x6100; }
 inline void select_purse(VirtualCard& card) {
     const Rsp r = send(card, select_purse_apdu);
-    REQUIRE(r.sw_hex() == "9000");
+    REQUIRE_MESSAGE(selected(r), "SELECT purse answered " << r.sw_hex());
 }
 inline void select_ssse(VirtualCard& card) {
     const Rsp r = send(card, select_ssse_apdu);
-    REQUIRE(r.sw_hex() == "9000");
+    REQUIRE_MESSAGE(selected(r), "SELECT SSSE answered " << r.sw_hex());
 }
 inline void select_psam(VirtualCard& card) {
     const Rsp r = send(card, select_psam_apdu);
-    REQUIRE(r.sw_hex() == "9000");
+    REQUIRE_MESSAGE(selected(r), "SELECT PSAM answered " << r.sw_hex());
 }
 
 inline CardDateTime when(std::string_view date, std::string_view time) {
