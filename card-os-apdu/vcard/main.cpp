@@ -62,6 +62,8 @@ int main(int argc, char** argv) {
     serve->add_option("--port", port, "vpcd TCP port of the first slot")->check(CLI::Range(1, 65534));
     serve->add_option("--host", serve_options.host, "vpcd host (pcscd's machine)");
     serve->add_flag("--verbose,-v", serve_options.verbose, "Log every control message and APDU on stderr");
+    serve->add_flag("--volatile", serve_options.volatile_images,
+                    "Serve in-memory copies: changes are NOT written to the images (benchmarks of the transport)");
 
     CLI11_PARSE(app, argc, argv);
     serve_options.port = static_cast<std::uint16_t>(port);

@@ -117,6 +117,15 @@ void run_slot(Slot& slot, const ServeOptions& options, const StopSignal& stop) {
     }
 }
 
+// --volatile: the image's current state in memory; nothing is ever written back.
+Result<std::unique_ptr<cos::VirtualCard>, cos::ImageFailure> open_volatile(const std::string& image_path) {
+    auto storage = cos::FileStorage::open(image_path);
+    if (!storage) return Unexpected{storage.error()};
+    auto loaded = storage.value()->load();
+    if (!loaded) return Unexpected{loaded.error()};
+    return cos::VirtualCard::in_memory(loaded.value().payload);
+}
+
 }  // namespace
 
 int run_serve(const ServeOptions& options) {
@@ -126,7 +135,7 @@ int run_serve(const ServeOptions& options) {
         slots.push_back(Slot{"psam", options.psam_image, static_cast<std::uint16_t>(options.port + 1), nullptr});
     }
     for (Slot& slot : slots) {
-        auto opened = cos::VirtualCard::open(slot.image_path);
+        auto opened = options.volatile_images ? open_volatile(slot.image_path) : cos::VirtualCard::open(slot.image_path);
         if (!opened) {
             std::fprintf(stderr, "serve: %s\n", opened.error().message.c_str());
             return exit_failure;
@@ -145,6 +154,9 @@ int run_serve(const ServeOptions& options) {
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     ::signal(SIGPIPE, SIG_IGN);
 
+    if (options.volatile_images) {
+        std::fprintf(stderr, "serve: --volatile: changes stay in memory and are lost at exit\n");
+    }
     StopSignal stop;
     std::vector<std::thread> threads;
     for (Slot& slot : slots) threads.emplace_back([&slot, &options, &stop] { run_slot(slot, options, stop); });
