@@ -1,5 +1,6 @@
 // personalize and info: the two subcommands that touch an image without APDUs.
 #include "commands.hpp"
+#include "image_lock.hpp"
 
 #include <coconut/cos/card.hpp>
 
@@ -42,6 +43,13 @@ int run_personalize(const std::string& profile_path, const std::string& image_pa
     }
     if (!profile.is_object()) {
         std::fprintf(stderr, "personalize: profile %s must be a JSON object\n", profile_path.c_str());
+        return exit_failure;
+    }
+    // --force over an image that a serve or shell is using would leave that process committing into the
+    // replaced (unlinked) file: refuse instead.
+    ImageLock lock;
+    if (auto busy = ImageLock::acquire(image_path, lock)) {
+        std::fprintf(stderr, "personalize: %s\n", busy->c_str());
         return exit_failure;
     }
     auto created = cos::create_image(image_path, profile, force);

@@ -1,6 +1,7 @@
 // serve IMAGE [--psam IMAGE2]: each image is a virtual ICC in one vpcd slot, on its own thread and TCP
 // connection (slot 0 on --port, slot 1 on --port + 1). The main thread only waits for SIGTERM / SIGINT.
 #include "commands.hpp"
+#include "image_lock.hpp"
 #include "vpcd_link.hpp"
 
 #include <coconut/cos/card.hpp>
@@ -33,6 +34,7 @@ struct Slot {
     std::string image_path;
     std::uint16_t port = 0;
     std::unique_ptr<cos::VirtualCard> card;
+    ImageLock lock;
 };
 
 const char* control_name(std::uint8_t code) {
@@ -130,11 +132,18 @@ Result<std::unique_ptr<cos::VirtualCard>, cos::ImageFailure> open_volatile(const
 
 int run_serve(const ServeOptions& options) {
     std::vector<Slot> slots;
-    slots.push_back(Slot{"card", options.card_image, options.port, nullptr});
+    slots.push_back(Slot{"card", options.card_image, options.port, nullptr, {}});
     if (!options.psam_image.empty()) {
-        slots.push_back(Slot{"psam", options.psam_image, static_cast<std::uint16_t>(options.port + 1), nullptr});
+        slots.push_back(Slot{"psam", options.psam_image, static_cast<std::uint16_t>(options.port + 1), nullptr, {}});
     }
     for (Slot& slot : slots) {
+        // --volatile never writes the image, so it may share it; a durable serve must be its only writer.
+        if (!options.volatile_images) {
+            if (auto busy = ImageLock::acquire(slot.image_path, slot.lock)) {
+                std::fprintf(stderr, "serve: %s\n", busy->c_str());
+                return exit_failure;
+            }
+        }
         auto opened = options.volatile_images ? open_volatile(slot.image_path) : cos::VirtualCard::open(slot.image_path);
         if (!opened) {
             std::fprintf(stderr, "serve: %s\n", opened.error().message.c_str());

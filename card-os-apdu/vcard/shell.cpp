@@ -8,6 +8,7 @@
 //
 // stdout is flushed after every line so a program can drive the shell as a co-process (the demo does).
 #include "commands.hpp"
+#include "image_lock.hpp"
 
 #include <coconut/apdu/bytes.hpp>
 #include <coconut/cos/card.hpp>
@@ -41,6 +42,11 @@ std::string format_response(ByteView response) {
 }  // namespace
 
 int run_shell(const std::string& image_path, bool echo) {
+    ImageLock lock;
+    if (auto busy = ImageLock::acquire(image_path, lock)) {
+        std::fprintf(stderr, "shell: %s\n", busy->c_str());
+        return exit_failure;
+    }
     auto opened = cos::VirtualCard::open(image_path);
     if (!opened) {
         std::fprintf(stderr, "shell: %s\n", opened.error().message.c_str());

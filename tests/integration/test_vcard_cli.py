@@ -7,6 +7,9 @@ usage: test_vcard_cli.py PATH/TO/coconut-vcard
 
 import json
 import os
+import signal
+import subprocess
+import time
 
 from pcsc_harness import (OPENING_BALANCE_FEN, PURSE_AID, card_profile, check_equal, expected_ef15, log, main,
                           personalize, run)
@@ -156,8 +159,32 @@ def test_shell_persistence(vcard, workdir):
                 len(lines[0]) == 4 and lines[0] != "9000", True)
 
 
+def test_one_writer_per_image(vcard, workdir):
+    log("one writer per image: shell, serve and personalize --force refuse an image in use")
+    image = personalize(vcard, workdir, "locked", card_profile())
+    profile = os.path.join(workdir, "locked.json")
+    # A port where no vpcd listens: serve keeps retrying and never touches anybody's pcscd.
+    serve = subprocess.Popen([vcard, "serve", image, "--port", "45963"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        check_equal("serve is running (waiting for vpcd)", serve.poll(), None)
+        refused([vcard, "shell", image], "shell on an image being served", "in use")
+        refused([vcard, "serve", image, "--port", "45965"], "a second serve of the same image", "in use")
+        refused([vcard, "personalize", "--profile", profile, "--out", image, "--force"],
+                "personalize --force over an image being served", "in use")
+        check_equal("info still reads an image being served", info(vcard, image)["balance_fen"], OPENING_BALANCE_FEN)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        check_equal("serve exit code on SIGTERM", serve.wait(timeout=5), 0)
+    lines, _ = shell_run(vcard, image, SELECT_PURSE + "\n")
+    check_equal("shell works once serve has gone", lines[0][-4:], "9000")
+    refused([vcard, "serve", image, "--psam", image, "--port", "45963"], "one image in both slots", "in use")
+
+
 def test(vcard, workdir, _extra):
     test_personalize_and_info(vcard, workdir)
+    test_one_writer_per_image(vcard, workdir)
     test_shell_format(vcard, workdir)
     test_shell_persistence(vcard, workdir)
 
