@@ -83,7 +83,7 @@ private:
     std::size_t offset_ = 0;
 };
 
-Unexpected<Error> fail(ErrorCode code, int field, std::size_t offset) { return Unexpected(Error{code, field, offset}); }
+Unexpected<Error> fail(ErrorCode code, int field, std::size_t offset) { return Unexpected{Error{code, field, offset}}; }
 
 std::string_view as_text(ByteView bytes) { return {reinterpret_cast<const char*>(bytes.data()), bytes.size()}; }
 
@@ -195,7 +195,7 @@ Result<Message, Error> parse(ByteView message, const Dictionary& dictionary) {
         const FieldSpec& spec = dictionary[static_cast<std::size_t>(field)];
         if (spec.format == Format::none) return fail(ErrorCode::unknown_field, field, reader.offset());
         auto value = parse_field(reader, field, spec);
-        if (!value) return Unexpected(value.error());
+        if (!value) return Unexpected{value.error()};
         out.set(field, *value);
     }
     if (!any_field) return fail(ErrorCode::bad_bitmap, 0, mti_size);

@@ -66,11 +66,11 @@ namespace {
 
 // Storage errors inside the state machine: lmdb errors pass through; an undecodable record is
 // reported as an lmdb-style error with rc MDB_CORRUPTED so callers see it as corrupt.
-Unexpected<lmdb::Error> corrupted(const char* where) { return Unexpected(lmdb::Error{MDB_CORRUPTED, where}); }
+Unexpected<lmdb::Error> corrupted(const char* where) { return Unexpected{lmdb::Error{MDB_CORRUPTED, where}}; }
 
 lmdb::Result<std::optional<Account>> get_account(Work& w, const Id& id) {
     auto raw = w.txn->get(w.state.tables.accounts, encode(id));
-    if (!raw) return Unexpected(raw.error());
+    if (!raw) return Unexpected{raw.error()};
     if (!*raw) return std::optional<Account>();
     auto account = decode_account(**raw);
     if (!account || account->id != id) return corrupted("account record");
@@ -79,7 +79,7 @@ lmdb::Result<std::optional<Account>> get_account(Work& w, const Id& id) {
 
 lmdb::Result<std::optional<Transfer>> get_transfer(Work& w, const Id& id) {
     auto raw = w.txn->get(w.state.tables.transfers, encode(id));
-    if (!raw) return Unexpected(raw.error());
+    if (!raw) return Unexpected{raw.error()};
     if (!*raw) return std::optional<Transfer>();
     auto transfer = decode_transfer(**raw);
     if (!transfer || transfer->id != id) return corrupted("transfer record");
@@ -88,7 +88,7 @@ lmdb::Result<std::optional<Transfer>> get_transfer(Work& w, const Id& id) {
 
 lmdb::Result<std::optional<PendingState>> get_pending_state(Work& w, const Id& id) {
     auto raw = w.txn->get(w.state.tables.pending, encode(id));
-    if (!raw) return Unexpected(raw.error());
+    if (!raw) return Unexpected{raw.error()};
     if (!*raw) return std::optional<PendingState>();
     if ((*raw)->size() != 1 || (**raw)[0] < 1 || (**raw)[0] > 4) return corrupted("pending state");
     return std::optional<PendingState>(static_cast<PendingState>((**raw)[0]));
@@ -158,7 +158,7 @@ Step create_account(Work& w, const Account& a) {
     if (a.id.zero()) return rejected(ResultCode::id_must_not_be_zero);
     if (a.id == Id::max()) return rejected(ResultCode::id_must_not_be_int_max);
     auto existing = get_account(w, a.id);
-    if (!existing) return Unexpected(existing.error());
+    if (!existing) return Unexpected{existing.error()};
     if (*existing) {
         const ResultCode code = compare_existing(a, **existing);
         return EventResult{code, code == ResultCode::exists ? (*existing)->timestamp : 0};
@@ -179,10 +179,10 @@ Step create_account(Work& w, const Account& a) {
     const auto bytes = encode(stored);
     assert(decode_account(bytes) == stored);
     if (auto put = w.txn->put(w.state.tables.accounts, encode(stored.id), bytes, MDB_NOOVERWRITE); !put) {
-        return Unexpected(put.error());
+        return Unexpected{put.error()};
     }
     if (auto journal = journal_append(w, JournalKind::account_created, stored.timestamp, bytes); !journal) {
-        return Unexpected(journal.error());
+        return Unexpected{journal.error()};
     }
     return EventResult{ResultCode::ok, stored.timestamp};
 }
@@ -223,7 +223,7 @@ Step post_or_void(Work& w, const Transfer& t) {
     if (t.timeout_s != 0) return rejected(ResultCode::timeout_reserved_for_pending_transfer);
 
     auto found = get_transfer(w, t.pending_id);
-    if (!found) return Unexpected(found.error());
+    if (!found) return Unexpected{found.error()};
     if (!*found) return rejected(ResultCode::pending_transfer_not_found);
     const Transfer& p = **found;
     if ((p.flags & transfer_flags::pending) == 0) return rejected(ResultCode::pending_transfer_not_pending);
@@ -244,7 +244,7 @@ Step post_or_void(Work& w, const Transfer& t) {
     }
 
     auto state = get_pending_state(w, p.id);
-    if (!state) return Unexpected(state.error());
+    if (!state) return Unexpected{state.error()};
     if (!*state) return corrupted("pending transfer without state");
     if (**state == PendingState::posted) return rejected(ResultCode::pending_transfer_already_posted);
     if (**state == PendingState::voided) return rejected(ResultCode::pending_transfer_already_voided);
@@ -253,9 +253,9 @@ Step post_or_void(Work& w, const Transfer& t) {
     if (p.timeout_s != 0 && expires_at_ns(p) <= w.peek_timestamp()) return rejected(ResultCode::pending_transfer_expired);
 
     auto debit = get_account(w, p.debit_account_id);
-    if (!debit) return Unexpected(debit.error());
+    if (!debit) return Unexpected{debit.error()};
     auto credit = get_account(w, p.credit_account_id);
-    if (!credit) return Unexpected(credit.error());
+    if (!credit) return Unexpected{credit.error()};
     if (!*debit || !*credit) return corrupted("pending transfer's account missing");
     Account dr = **debit;
     Account cr = **credit;
@@ -276,17 +276,17 @@ Step post_or_void(Work& w, const Transfer& t) {
         dr.debits_posted += amount;
         cr.credits_posted += amount;
     }
-    if (auto s = put_account(w, dr, stored.timestamp); !s) return Unexpected(s.error());
-    if (auto s = put_account(w, cr, stored.timestamp); !s) return Unexpected(s.error());
+    if (auto s = put_account(w, dr, stored.timestamp); !s) return Unexpected{s.error()};
+    if (auto s = put_account(w, cr, stored.timestamp); !s) return Unexpected{s.error()};
     if (auto s = put_pending_state(w, p.id, post ? PendingState::posted : PendingState::voided); !s) {
-        return Unexpected(s.error());
+        return Unexpected{s.error()};
     }
     if (p.timeout_s != 0) {
         if (auto d = w.txn->del(w.state.tables.expiries, expiry_key(expires_at_ns(p), p.id)); !d) {
-            return Unexpected(d.error());
+            return Unexpected{d.error()};
         }
     }
-    if (auto s = put_transfer(w, stored); !s) return Unexpected(s.error());
+    if (auto s = put_transfer(w, stored); !s) return Unexpected{s.error()};
     return EventResult{ResultCode::ok, stored.timestamp};
 }
 
@@ -304,10 +304,10 @@ Step single_or_pending(Work& w, const Transfer& t) {
     if (t.code == 0) return rejected(ResultCode::code_must_not_be_zero);
 
     auto debit = get_account(w, t.debit_account_id);
-    if (!debit) return Unexpected(debit.error());
+    if (!debit) return Unexpected{debit.error()};
     if (!*debit) return rejected(ResultCode::debit_account_not_found);
     auto credit = get_account(w, t.credit_account_id);
-    if (!credit) return Unexpected(credit.error());
+    if (!credit) return Unexpected{credit.error()};
     if (!*credit) return rejected(ResultCode::credit_account_not_found);
     Account dr = **debit;
     Account cr = **credit;
@@ -346,17 +346,17 @@ Step single_or_pending(Work& w, const Transfer& t) {
         dr.debits_posted += amount;
         cr.credits_posted += amount;
     }
-    if (auto s = put_account(w, dr, stored.timestamp); !s) return Unexpected(s.error());
-    if (auto s = put_account(w, cr, stored.timestamp); !s) return Unexpected(s.error());
+    if (auto s = put_account(w, dr, stored.timestamp); !s) return Unexpected{s.error()};
+    if (auto s = put_account(w, cr, stored.timestamp); !s) return Unexpected{s.error()};
     if (pending) {
-        if (auto s = put_pending_state(w, stored.id, PendingState::pending); !s) return Unexpected(s.error());
+        if (auto s = put_pending_state(w, stored.id, PendingState::pending); !s) return Unexpected{s.error()};
         if (stored.timeout_s != 0) {
             if (auto s = w.txn->put(w.state.tables.expiries, expiry_key(expires_at_ns(stored), stored.id), ByteView{}); !s) {
-                return Unexpected(s.error());
+                return Unexpected{s.error()};
             }
         }
     }
-    if (auto s = put_transfer(w, stored); !s) return Unexpected(s.error());
+    if (auto s = put_transfer(w, stored); !s) return Unexpected{s.error()};
     return EventResult{ResultCode::ok, stored.timestamp};
 }
 
@@ -366,13 +366,13 @@ Step create_transfer(Work& w, const Transfer& t) {
     if (t.id.zero()) return rejected(ResultCode::id_must_not_be_zero);
     if (t.id == Id::max()) return rejected(ResultCode::id_must_not_be_int_max);
     auto existing = get_transfer(w, t.id);
-    if (!existing) return Unexpected(existing.error());
+    if (!existing) return Unexpected{existing.error()};
     if (*existing) {
         const ResultCode code = compare_existing(t, **existing);
         return EventResult{code, code == ResultCode::exists ? (*existing)->timestamp : 0};
     }
     auto failed = w.txn->get(w.state.tables.failed, encode(t.id));
-    if (!failed) return Unexpected(failed.error());
+    if (!failed) return Unexpected{failed.error()};
     if (*failed) return rejected(ResultCode::id_already_failed);
     const int kinds = ((t.flags & transfer_flags::pending) != 0) + ((t.flags & transfer_flags::post_pending) != 0) +
                       ((t.flags & transfer_flags::void_pending) != 0);
@@ -411,7 +411,7 @@ lmdb::Status remember_if_transient(Work& w, const Event& event, ResultCode code)
 lmdb::Status apply_chain(Work& w, std::span<const Event> chain, std::span<EventResult> results) {
     lmdb::Txn* parent = w.txn;
     auto child = lmdb::Txn::begin(w.state.env, lmdb::Txn::Mode::read_write, parent);
-    if (!child) return Unexpected(child.error());
+    if (!child) return Unexpected{child.error()};
     const JournalHead saved = w.head;
     w.txn = &*child;
     std::optional<std::size_t> failed_at;
@@ -419,7 +419,7 @@ lmdb::Status apply_chain(Work& w, std::span<const Event> chain, std::span<EventR
         auto step = apply_event(w, chain[i]);
         if (!step) {
             w.txn = parent;
-            return Unexpected(step.error());
+            return Unexpected{step.error()};
         }
         results[i] = *step;
         if (!succeeded(step->code)) {
@@ -453,13 +453,13 @@ lmdb::Result<std::vector<EventResult>> apply_batch(Work& w, std::span<const Even
         }
         if (end == i) {
             auto step = apply_event(w, batch[i]);
-            if (!step) return Unexpected(step.error());
+            if (!step) return Unexpected{step.error()};
             results[i] = *step;
-            if (auto s = remember_if_transient(w, batch[i], step->code); !s) return Unexpected(s.error());
+            if (auto s = remember_if_transient(w, batch[i], step->code); !s) return Unexpected{s.error()};
         } else {
             const std::size_t count = end - i + 1;
             if (auto s = apply_chain(w, batch.subspan(i, count), std::span(results).subspan(i, count)); !s) {
-                return Unexpected(s.error());
+                return Unexpected{s.error()};
             }
         }
         i = end + 1;
@@ -473,7 +473,7 @@ lmdb::Result<std::size_t> expire_due(Work& w) {
     std::vector<ExpiryKey> due;
     {
         auto cursor = lmdb::Cursor::open(*w.txn, w.state.tables.expiries);
-        if (!cursor) return Unexpected(cursor.error());
+        if (!cursor) return Unexpected{cursor.error()};
         auto entry = cursor->first();
         while (entry && *entry && due.size() < expiries_per_commit_max) {
             if ((*entry)->key.size() != timestamp_size + id_size) return corrupted("expiry key");
@@ -483,20 +483,20 @@ lmdb::Result<std::size_t> expire_due(Work& w) {
             due.push_back(key);
             entry = cursor->next();
         }
-        if (!entry) return Unexpected(entry.error());
+        if (!entry) return Unexpected{entry.error()};
     }
     for (const ExpiryKey& key : due) {
         const Id id = decode_id(ByteView(key).subspan(timestamp_size));
         auto found = get_transfer(w, id);
-        if (!found) return Unexpected(found.error());
+        if (!found) return Unexpected{found.error()};
         auto state = get_pending_state(w, id);
-        if (!state) return Unexpected(state.error());
+        if (!state) return Unexpected{state.error()};
         if (!*found || !*state || **state != PendingState::pending) return corrupted("expiry of a resolved transfer");
         const Transfer& p = **found;
         auto debit = get_account(w, p.debit_account_id);
-        if (!debit) return Unexpected(debit.error());
+        if (!debit) return Unexpected{debit.error()};
         auto credit = get_account(w, p.credit_account_id);
-        if (!credit) return Unexpected(credit.error());
+        if (!credit) return Unexpected{credit.error()};
         if (!*debit || !*credit) return corrupted("pending transfer's account missing");
         Account dr = **debit;
         Account cr = **credit;
@@ -504,11 +504,11 @@ lmdb::Result<std::size_t> expire_due(Work& w) {
         dr.debits_pending -= p.amount;
         cr.credits_pending -= p.amount;
         const std::uint64_t timestamp = w.next_timestamp();
-        if (auto s = put_account(w, dr, timestamp); !s) return Unexpected(s.error());
-        if (auto s = put_account(w, cr, timestamp); !s) return Unexpected(s.error());
-        if (auto s = put_pending_state(w, id, PendingState::expired); !s) return Unexpected(s.error());
-        if (auto d = w.txn->del(w.state.tables.expiries, key); !d) return Unexpected(d.error());
-        if (auto s = journal_append(w, JournalKind::pending_expired, timestamp, encode(id)); !s) return Unexpected(s.error());
+        if (auto s = put_account(w, dr, timestamp); !s) return Unexpected{s.error()};
+        if (auto s = put_account(w, cr, timestamp); !s) return Unexpected{s.error()};
+        if (auto s = put_pending_state(w, id, PendingState::expired); !s) return Unexpected{s.error()};
+        if (auto d = w.txn->del(w.state.tables.expiries, key); !d) return Unexpected{d.error()};
+        if (auto s = journal_append(w, JournalKind::pending_expired, timestamp, encode(id)); !s) return Unexpected{s.error()};
     }
     return due.size();
 }
@@ -529,8 +529,8 @@ Result<std::unique_ptr<Ledger>> Ledger::open(Options options) {
     if (!options.clock_ns) options.clock_ns = realtime_ns;
     auto env = lmdb::Env::open(options.directory, {options.map_size_bytes, tables_max, options.readers_max});
     if (!env) {
-        return Unexpected(Error{env.error().map_full() ? ErrorCode::map_full : ErrorCode::storage,
-                                fmt::format("cannot open ledger in {}: {}", options.directory, env.error().message())});
+        return Unexpected{Error{env.error().map_full() ? ErrorCode::map_full : ErrorCode::storage,
+                                fmt::format("cannot open ledger in {}: {}", options.directory, env.error().message())}};
     }
     auto state = std::make_unique<State>(std::move(options), std::move(*env));
     Tables& t = state->tables;
@@ -545,16 +545,16 @@ Result<std::unique_ptr<Ledger>> Ledger::open(Options options) {
                            {&t.meta, "meta"}};
     for (const Named& named : names) {
         auto dbi = state->env.open_table(named.name);
-        if (!dbi) return Unexpected(to_error(dbi.error(), *state));
+        if (!dbi) return Unexpected{to_error(dbi.error(), *state)};
         *named.dbi = *dbi;
     }
     auto txn = lmdb::Txn::begin(state->env, lmdb::Txn::Mode::read_only);
-    if (!txn) return Unexpected(to_error(txn.error(), *state));
+    if (!txn) return Unexpected{to_error(txn.error(), *state)};
     auto raw = txn->get(t.meta, view(head_key));
-    if (!raw) return Unexpected(to_error(raw.error(), *state));
+    if (!raw) return Unexpected{to_error(raw.error(), *state)};
     if (*raw) {
         auto head = decode_head(**raw);
-        if (!head) return Unexpected(corrupt("ledger journal head does not decode"));
+        if (!head) return Unexpected{corrupt("ledger journal head does not decode")};
         state->committed = *head;
     }
     return std::unique_ptr<Ledger>(new Ledger(std::move(state)));
@@ -563,28 +563,28 @@ Result<std::unique_ptr<Ledger>> Ledger::open(Options options) {
 Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<const std::span<const Event>> batches) {
     for (const auto& batch : batches) {
         if (batch.size() > batch_events_max) {
-            return Unexpected(Error{ErrorCode::too_large, fmt::format("batch of {} events exceeds batch_events_max {}",
-                                                                      batch.size(), batch_events_max)});
+            return Unexpected{Error{ErrorCode::too_large, fmt::format("batch of {} events exceeds batch_events_max {}",
+                                                                      batch.size(), batch_events_max)}};
         }
     }
     State& s = *state_;
     auto txn = lmdb::Txn::begin(s.env, lmdb::Txn::Mode::read_write);
-    if (!txn) return Unexpected(to_error(txn.error(), s));
+    if (!txn) return Unexpected{to_error(txn.error(), s)};
     Work w{s, &*txn, head()};
     w.head.timestamp = std::max(w.head.timestamp, s.options.clock_ns() - 1);
     auto expired = expire_due(w);
-    if (!expired) return Unexpected(to_error(expired.error(), s));
+    if (!expired) return Unexpected{to_error(expired.error(), s)};
     std::vector<std::vector<EventResult>> out;
     out.reserve(batches.size());
     for (const auto& batch : batches) {
         auto results = apply_batch(w, batch);
         if (!results) {
-            return Unexpected(to_error(results.error(), s));
+            return Unexpected{to_error(results.error(), s)};
         }
         out.push_back(std::move(*results));
     }
-    if (auto put = txn->put(s.tables.meta, view(head_key), encode(w.head)); !put) return Unexpected(to_error(put.error(), s));
-    if (auto committed = txn->commit(); !committed) return Unexpected(to_error(committed.error(), s));
+    if (auto put = txn->put(s.tables.meta, view(head_key), encode(w.head)); !put) return Unexpected{to_error(put.error(), s)};
+    if (auto committed = txn->commit(); !committed) return Unexpected{to_error(committed.error(), s)};
     {
         std::lock_guard lock(s.head_mutex);
         s.committed = w.head;
@@ -603,21 +603,21 @@ Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<cons
 Result<std::vector<EventResult>> Ledger::apply(std::span<const Event> batch) {
     const std::span<const Event> one[] = {batch};
     auto results = apply_group(one);
-    if (!results) return Unexpected(results.error());
+    if (!results) return Unexpected{results.error()};
     return std::move(results->front());
 }
 
 Result<std::size_t> Ledger::expire_pending() {
     State& s = *state_;
     auto txn = lmdb::Txn::begin(s.env, lmdb::Txn::Mode::read_write);
-    if (!txn) return Unexpected(to_error(txn.error(), s));
+    if (!txn) return Unexpected{to_error(txn.error(), s)};
     Work w{s, &*txn, head()};
     w.head.timestamp = std::max(w.head.timestamp, s.options.clock_ns() - 1);
     auto expired = expire_due(w);
-    if (!expired) return Unexpected(to_error(expired.error(), s));
+    if (!expired) return Unexpected{to_error(expired.error(), s)};
     if (*expired == 0) return std::size_t{0};  // nothing to commit; the txn aborts
-    if (auto put = txn->put(s.tables.meta, view(head_key), encode(w.head)); !put) return Unexpected(to_error(put.error(), s));
-    if (auto committed = txn->commit(); !committed) return Unexpected(to_error(committed.error(), s));
+    if (auto put = txn->put(s.tables.meta, view(head_key), encode(w.head)); !put) return Unexpected{to_error(put.error(), s)};
+    if (auto committed = txn->commit(); !committed) return Unexpected{to_error(committed.error(), s)};
     std::lock_guard lock(s.head_mutex);
     s.committed = w.head;
     return *expired;

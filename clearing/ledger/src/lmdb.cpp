@@ -7,7 +7,7 @@
 namespace coconut::lmdb {
 namespace {
 
-Unexpected<Error> fail(int rc, const char* operation) { return Unexpected(Error{rc, operation}); }
+Unexpected<Error> fail(int rc, const char* operation) { return Unexpected{Error{rc, operation}}; }
 
 MDB_val to_val(ByteView bytes) {
     return MDB_val{bytes.size(), const_cast<std::uint8_t*>(bytes.data())};  // LMDB does not write keys
@@ -53,10 +53,10 @@ Env::~Env() {
 
 Result<MDB_dbi> Env::open_table(const char* name) {
     auto txn = Txn::begin(*this, Txn::Mode::read_write);
-    if (!txn) return Unexpected(txn.error());
+    if (!txn) return Unexpected{txn.error()};
     MDB_dbi dbi = 0;
     if (int rc = mdb_dbi_open(txn->get(), name, MDB_CREATE, &dbi); rc != 0) return fail(rc, "mdb_dbi_open");
-    if (auto committed = txn->commit(); !committed) return Unexpected(committed.error());
+    if (auto committed = txn->commit(); !committed) return Unexpected{committed.error()};
     return dbi;
 }
 

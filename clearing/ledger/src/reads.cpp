@@ -20,17 +20,17 @@ __extension__ typedef unsigned __int128 Sum;  // per-ledger sums of u64 counters
 template <class T>
 Result<T> read(const State& s, auto&& body) {
     auto txn = lmdb::Txn::begin(s.env, lmdb::Txn::Mode::read_only);
-    if (!txn) return Unexpected(to_error(txn.error(), s));
+    if (!txn) return Unexpected{to_error(txn.error(), s)};
     auto out = body(*txn);
-    if (!out) return Unexpected(to_error(out.error(), s));
+    if (!out) return Unexpected{to_error(out.error(), s)};
     return std::move(*out);
 }
 
-Unexpected<lmdb::Error> corrupted(const char* where) { return Unexpected(lmdb::Error{MDB_CORRUPTED, where}); }
+Unexpected<lmdb::Error> corrupted(const char* where) { return Unexpected{lmdb::Error{MDB_CORRUPTED, where}}; }
 
 lmdb::Result<std::optional<Transfer>> find_transfer(const lmdb::Txn& txn, const Tables& t, const Id& id) {
     auto raw = txn.get(t.transfers, encode(id));
-    if (!raw) return Unexpected(raw.error());
+    if (!raw) return Unexpected{raw.error()};
     if (!*raw) return std::optional<Transfer>();
     auto transfer = decode_transfer(**raw);
     if (!transfer) return corrupted("transfer record");
@@ -53,9 +53,9 @@ public:
     Checker(const lmdb::Txn& txn, const State& state) : txn_(txn), s_(state) {}
 
     lmdb::Result<CheckReport> run() {
-        if (auto r = replay_journal(); !r) return Unexpected(r.error());
-        if (auto r = compare_accounts(); !r) return Unexpected(r.error());
-        if (auto r = compare_transfers_and_pending(); !r) return Unexpected(r.error());
+        if (auto r = replay_journal(); !r) return Unexpected{r.error()};
+        if (auto r = compare_accounts(); !r) return Unexpected{r.error()};
+        if (auto r = compare_transfers_and_pending(); !r) return Unexpected{r.error()};
         return std::move(report_);
     }
 
@@ -128,7 +128,7 @@ private:
                     return Ok{};
                 }
                 auto stored = txn_.get(s_.tables.transfers, encode(transfer->id));
-                if (!stored) return Unexpected(stored.error());
+                if (!stored) return Unexpected{stored.error()};
                 if (!*stored || !std::equal((*stored)->begin(), (*stored)->end(), e.payload.begin(), e.payload.end())) {
                     problem("journal {}: transfer {} is not stored as journaled", e.sequence, to_string(transfer->id));
                 }
@@ -142,7 +142,7 @@ private:
             case JournalKind::id_failed: {
                 if (e.payload.size() != id_size + 1) return corrupted("journal failure payload");
                 auto failed = txn_.get(s_.tables.failed, ByteView(e.payload).first(id_size));
-                if (!failed) return Unexpected(failed.error());
+                if (!failed) return Unexpected{failed.error()};
                 if (!*failed) problem("journal {}: failed id not recorded", e.sequence);
                 return Ok{};
             }
@@ -152,12 +152,12 @@ private:
 
     lmdb::Status replay_journal() {
         auto cursor = lmdb::Cursor::open(txn_, s_.tables.journal);
-        if (!cursor) return Unexpected(cursor.error());
+        if (!cursor) return Unexpected{cursor.error()};
         Hash previous{};
         std::uint64_t expected = 1;
         std::uint64_t timestamp_last = 0;
         for (auto entry = cursor->first();; entry = cursor->next()) {
-            if (!entry) return Unexpected(entry.error());
+            if (!entry) return Unexpected{entry.error()};
             if (!*entry) break;
             const std::uint64_t sequence = read_be((*entry)->key);
             auto e = decode_journal(sequence, (*entry)->value);
@@ -174,7 +174,7 @@ private:
             ++report_.journal_entries;
         }
         auto raw = txn_.get(s_.tables.meta, ByteView(reinterpret_cast<const std::uint8_t*>("head"), 4));
-        if (!raw) return Unexpected(raw.error());
+        if (!raw) return Unexpected{raw.error()};
         JournalHead head;
         if (*raw) {
             auto decoded = decode_head(**raw);
@@ -194,9 +194,9 @@ private:
         };
         std::map<std::uint32_t, Sums> ledgers;
         auto cursor = lmdb::Cursor::open(txn_, s_.tables.accounts);
-        if (!cursor) return Unexpected(cursor.error());
+        if (!cursor) return Unexpected{cursor.error()};
         for (auto entry = cursor->first();; entry = cursor->next()) {
-            if (!entry) return Unexpected(entry.error());
+            if (!entry) return Unexpected{entry.error()};
             if (!*entry) break;
             auto a = decode_account((*entry)->value);
             if (!a) return corrupted("account record");
@@ -228,9 +228,9 @@ private:
 
     lmdb::Status compare_transfers_and_pending() {
         auto transfers = lmdb::Cursor::open(txn_, s_.tables.transfers);
-        if (!transfers) return Unexpected(transfers.error());
+        if (!transfers) return Unexpected{transfers.error()};
         for (auto entry = transfers->first();; entry = transfers->next()) {
-            if (!entry) return Unexpected(entry.error());
+            if (!entry) return Unexpected{entry.error()};
             if (!*entry) break;
             ++report_.transfers;
         }
@@ -239,9 +239,9 @@ private:
         }
         std::uint64_t states = 0;
         auto pending = lmdb::Cursor::open(txn_, s_.tables.pending);
-        if (!pending) return Unexpected(pending.error());
+        if (!pending) return Unexpected{pending.error()};
         for (auto entry = pending->first();; entry = pending->next()) {
-            if (!entry) return Unexpected(entry.error());
+            if (!entry) return Unexpected{entry.error()};
             if (!*entry) break;
             ++states;
             const Id id = decode_id((*entry)->key);
@@ -254,9 +254,9 @@ private:
         }
         if (states != pendings_.size()) problem("{} pending states stored, {} in the journal", states, pendings_.size());
         auto expiries = lmdb::Cursor::open(txn_, s_.tables.expiries);
-        if (!expiries) return Unexpected(expiries.error());
+        if (!expiries) return Unexpected{expiries.error()};
         for (auto entry = expiries->first();; entry = expiries->next()) {
-            if (!entry) return Unexpected(entry.error());
+            if (!entry) return Unexpected{entry.error()};
             if (!*entry) break;
             const Id id = decode_id((*entry)->key.subspan(timestamp_size));
             auto replayed = pendings_.find(id);
@@ -280,7 +280,7 @@ private:
 Result<std::optional<Account>> Ledger::lookup_account(const Id& id) const {
     return read<std::optional<Account>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::optional<Account>> {
         auto raw = txn.get(state_->tables.accounts, encode(id));
-        if (!raw) return Unexpected(raw.error());
+        if (!raw) return Unexpected{raw.error()};
         if (!*raw) return std::optional<Account>();
         auto account = decode_account(**raw);
         if (!account) return corrupted("account record");
@@ -295,7 +295,7 @@ Result<std::optional<Transfer>> Ledger::lookup_transfer(const Id& id) const {
 Result<std::optional<PendingState>> Ledger::pending_state(const Id& id) const {
     return read<std::optional<PendingState>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::optional<PendingState>> {
         auto raw = txn.get(state_->tables.pending, encode(id));
-        if (!raw) return Unexpected(raw.error());
+        if (!raw) return Unexpected{raw.error()};
         if (!*raw) return std::optional<PendingState>();
         if ((*raw)->size() != 1) return corrupted("pending state");
         return std::optional<PendingState>(static_cast<PendingState>((**raw)[0]));
@@ -307,13 +307,13 @@ Result<std::vector<Transfer>> Ledger::account_transfers(const Id& account_id, st
     return read<std::vector<Transfer>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::vector<Transfer>> {
         std::vector<Transfer> out;
         auto cursor = lmdb::Cursor::open(txn, state_->tables.account_transfers);
-        if (!cursor) return Unexpected(cursor.error());
+        if (!cursor) return Unexpected{cursor.error()};
         const IdBytes prefix = encode(account_id);
         for (auto entry = cursor->seek(account_time_key(account_id, after_timestamp + 1)); out.size() < limit; entry = cursor->next()) {
-            if (!entry) return Unexpected(entry.error());
+            if (!entry) return Unexpected{entry.error()};
             if (!*entry || !has_prefix((*entry)->key, prefix)) break;
             auto transfer = find_transfer(txn, state_->tables, decode_id((*entry)->value));
-            if (!transfer) return Unexpected(transfer.error());
+            if (!transfer) return Unexpected{transfer.error()};
             if (!*transfer) return corrupted("account index names a missing transfer");
             out.push_back(**transfer);
         }
@@ -326,10 +326,10 @@ Result<std::vector<Balance>> Ledger::account_balances(const Id& account_id, std:
     return read<std::vector<Balance>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::vector<Balance>> {
         std::vector<Balance> out;
         auto cursor = lmdb::Cursor::open(txn, state_->tables.history);
-        if (!cursor) return Unexpected(cursor.error());
+        if (!cursor) return Unexpected{cursor.error()};
         const IdBytes prefix = encode(account_id);
         for (auto entry = cursor->seek(account_time_key(account_id, after_timestamp + 1)); out.size() < limit; entry = cursor->next()) {
-            if (!entry) return Unexpected(entry.error());
+            if (!entry) return Unexpected{entry.error()};
             if (!*entry || !has_prefix((*entry)->key, prefix)) break;
             auto balance = decode_balance(read_be((*entry)->key.subspan(id_size)), (*entry)->value);
             if (!balance) return corrupted("history record");
@@ -343,9 +343,9 @@ Result<std::vector<JournalEntry>> Ledger::read_journal(std::uint64_t from_sequen
     return read<std::vector<JournalEntry>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::vector<JournalEntry>> {
         std::vector<JournalEntry> out;
         auto cursor = lmdb::Cursor::open(txn, state_->tables.journal);
-        if (!cursor) return Unexpected(cursor.error());
+        if (!cursor) return Unexpected{cursor.error()};
         for (auto entry = cursor->seek(sequence_key(from_sequence)); out.size() < limit; entry = cursor->next()) {
-            if (!entry) return Unexpected(entry.error());
+            if (!entry) return Unexpected{entry.error()};
             if (!*entry) break;
             auto decoded = decode_journal(read_be((*entry)->key), (*entry)->value);
             if (!decoded) return corrupted("journal entry");
@@ -358,9 +358,9 @@ Result<std::vector<JournalEntry>> Ledger::read_journal(std::uint64_t from_sequen
 Result<std::optional<std::uint64_t>> Ledger::next_expiry_ns() const {
     return read<std::optional<std::uint64_t>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::optional<std::uint64_t>> {
         auto cursor = lmdb::Cursor::open(txn, state_->tables.expiries);
-        if (!cursor) return Unexpected(cursor.error());
+        if (!cursor) return Unexpected{cursor.error()};
         auto first = cursor->first();
-        if (!first) return Unexpected(first.error());
+        if (!first) return Unexpected{first.error()};
         if (!*first) return std::optional<std::uint64_t>();
         return std::optional<std::uint64_t>(read_be((*first)->key.first(timestamp_size)));
     });

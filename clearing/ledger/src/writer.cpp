@@ -39,7 +39,7 @@ bool Writer::enqueue(Request& request, bool wait) {
 
 bool Writer::try_submit(std::vector<Event> events, Callback callback) {
     if (events.size() > batch_events_max) {
-        callback(Unexpected(Error{ErrorCode::too_large, "request above batch_events_max"}));
+        callback(Unexpected{Error{ErrorCode::too_large, "request above batch_events_max"}});
         return true;
     }
     Request request{std::move(events), std::move(callback)};
@@ -48,11 +48,11 @@ bool Writer::try_submit(std::vector<Event> events, Callback callback) {
 
 void Writer::submit(std::vector<Event> events, Callback callback) {
     if (events.size() > batch_events_max) {
-        callback(Unexpected(Error{ErrorCode::too_large, "request above batch_events_max"}));
+        callback(Unexpected{Error{ErrorCode::too_large, "request above batch_events_max"}});
         return;
     }
     Request request{std::move(events), std::move(callback)};
-    if (!enqueue(request, true)) request.callback(Unexpected(Error{ErrorCode::stopped, "ledger writer stopped"}));
+    if (!enqueue(request, true)) request.callback(Unexpected{Error{ErrorCode::stopped, "ledger writer stopped"}});
 }
 
 std::future<Reply> Writer::submit(std::vector<Event> events) {
@@ -115,7 +115,7 @@ void Writer::commit_group(std::vector<Request>& group) {
         if (results) {
             group[i].callback(std::move((*results)[i]));
         } else {
-            group[i].callback(Unexpected(results.error()));
+            group[i].callback(Unexpected{results.error()});
         }
     }
 }
