@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine: installs what is missing, builds, runs.
+#   1. build/       g++, warnings on, benchmarks compiled: every ctest test (unit, integration, slow)
+#   2. build-asan/  clang with ASan + UBSan and libFuzzer: the unit tests again, then each fuzz target
+#                   for a bounded time (label "fuzz")
+# Environment: COCONUT_SKIP_ASAN=1 skips step 2 (quick local runs); JOBS overrides the parallelism.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tools/setup.sh
+jobs=${JOBS:-$(nproc)}
+
+cmake -S . -B build -G Ninja -DCOCONUT_BENCH=ON >/dev/null
+ninja -C build -j "$jobs"
+ctest --test-dir build --output-on-failure -j "$jobs"
+
+if [ "${COCONUT_SKIP_ASAN:-0}" != 1 ]; then
+  CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+    -DCOCONUT_SANITIZE=ON -DCOCONUT_FUZZ=ON >/dev/null
+  ninja -C build-asan -j "$jobs"
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --test-dir build-asan --output-on-failure -j "$jobs" -L 'unit|fuzz' -LE 'integration|slow'
+fi
+echo "test.sh: all tests passed"
