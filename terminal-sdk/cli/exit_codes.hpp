@@ -1,0 +1,88 @@
+// Exit codes of coconut-terminal: one per problem an operator or a script must tell apart. The same
+// table is printed by --help and documented in terminal-sdk/README.md.
+#pragma once
+
+#include <coconut/sdk/reader.hpp>
+#include <coconut/sdk/terminal.hpp>
+
+namespace coconut::terminal_cli {
+
+inline constexpr int exit_ok = 0;
+inline constexpr int exit_internal = 1;  // unexpected failure: a bug or a start-up failure (OpenSSL, memory)
+inline constexpr int exit_usage = 2;     // bad command line
+
+// A flow refused or failed (FlowErrorCode): 10 + the code's position.
+inline constexpr int exit_card_removed = 10;         // the card left; a debit may await `recover`
+inline constexpr int exit_no_card = 11;              // no card in the reader
+inline constexpr int exit_card_error = 12;           // the card answered an error status word
+inline constexpr int exit_psam_error = 13;           // the PSAM failed or is missing
+inline constexpr int exit_insufficient_balance = 14; // 9401
+inline constexpr int exit_blocked_card = 15;         // on the hotlist: the card was not touched
+inline constexpr int exit_expired_card = 16;         // outside its validity dates
+inline constexpr int exit_unknown_line = 17;         // tap on a line with no fare table
+inline constexpr int exit_queue_full = 18;           // the terminal stops taking payments until it uploads
+inline constexpr int exit_storage_error = 19;        // the queue could not be written
+
+// Setting up the terminal failed.
+inline constexpr int exit_no_service = 20;       // pcscd is not running
+inline constexpr int exit_reader_not_found = 21; // no reader with that name (or no readers at all)
+inline constexpr int exit_reader_error = 22;     // any other PC/SC failure
+inline constexpr int exit_image_error = 23;      // a card or PSAM image cannot be opened
+inline constexpr int exit_queue_error = 24;      // the queue file cannot be opened (damaged, I/O)
+inline constexpr int exit_hotlist_error = 25;    // the hotlist cannot be loaded or the delta applied
+inline constexpr int exit_fares_error = 26;      // the fares file is missing or invalid
+inline constexpr int exit_timeout = 27;          // `wait`: the card did not arrive/leave in time
+
+inline int exit_code(sdk::FlowErrorCode code) {
+    using sdk::FlowErrorCode;
+    switch (code) {
+        case FlowErrorCode::card_removed: return exit_card_removed;
+        case FlowErrorCode::no_card: return exit_no_card;
+        case FlowErrorCode::card_error: return exit_card_error;
+        case FlowErrorCode::psam_error: return exit_psam_error;
+        case FlowErrorCode::insufficient_balance: return exit_insufficient_balance;
+        case FlowErrorCode::blocked_card: return exit_blocked_card;
+        case FlowErrorCode::expired_card: return exit_expired_card;
+        case FlowErrorCode::unknown_line: return exit_unknown_line;
+        case FlowErrorCode::queue_full: return exit_queue_full;
+        case FlowErrorCode::storage_error: return exit_storage_error;
+    }
+    return exit_internal;
+}
+
+inline int exit_code(sdk::ReaderErrorCode code) {
+    using sdk::ReaderErrorCode;
+    switch (code) {
+        case ReaderErrorCode::no_service: return exit_no_service;
+        case ReaderErrorCode::no_readers: case ReaderErrorCode::reader_not_found: return exit_reader_not_found;
+        case ReaderErrorCode::no_card: return exit_no_card;
+        case ReaderErrorCode::card_removed: return exit_card_removed;
+        default: return exit_reader_error;
+    }
+}
+
+inline constexpr const char* exit_code_table =
+    "Exit codes:\n"
+    "   0  success (a repeated tap inside the window that is not charged is a success too)\n"
+    "   1  internal error (a bug or a start-up failure)\n"
+    "   2  bad command line\n"
+    "  10  card_removed: the card left mid-transaction; run `recover` with that card\n"
+    "  11  no_card: no card in the reader\n"
+    "  12  card_error: the card refused a command (status word printed)\n"
+    "  13  psam_error: the PSAM failed or is missing (status word printed when there is one)\n"
+    "  14  insufficient_balance (9401)\n"
+    "  15  blocked_card: on the hotlist (reason printed); the card was not debited\n"
+    "  16  expired_card: outside the card's validity dates\n"
+    "  17  unknown_line: no fare table for that line (--fares)\n"
+    "  18  queue_full: upload and acknowledge before taking payments\n"
+    "  19  storage_error: the queue could not be written\n"
+    "  20  no_service: pcscd is not running\n"
+    "  21  reader_not_found: no reader with that name\n"
+    "  22  reader_error: another PC/SC failure\n"
+    "  23  image_error: a card or PSAM image cannot be opened\n"
+    "  24  queue_error: the queue file cannot be opened (damaged or unreadable)\n"
+    "  25  hotlist_error: hotlist file damaged, or a delta that does not apply\n"
+    "  26  fares_error: the fares file is missing or invalid\n"
+    "  27  timeout: `wait` ran out of time\n";
+
+}  // namespace coconut::terminal_cli

@@ -1,0 +1,506 @@
+// coconut-terminal: the terminal SDK on a command line, for operators and tests. One process = one
+// terminal session: it opens the card reader and the PSAM reader (PC/SC readers or card image files run
+// in process), the store-and-forward queue and the hotlist, runs one flow and exits with a code that
+// names the outcome (exit_codes.hpp). Usage and the JSON fields: terminal-sdk/README.md.
+#include "exit_codes.hpp"
+#include "fares.hpp"
+#include "output.hpp"
+
+#include <coconut/cos/card.hpp>
+#include <coconut/sdk/hotlist.hpp>
+#include <coconut/sdk/queue.hpp>
+#include <coconut/sdk/reader.hpp>
+#include <coconut/sdk/terminal.hpp>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <ctime>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <string>
+
+namespace coconut::terminal_cli {
+namespace {
+
+using nlohmann::json;
+
+struct Options {
+    std::string reader;       // PC/SC reader of the card
+    std::string psam_reader;  // PC/SC reader of the PSAM
+    std::string card_image;   // in process: card image file
+    std::string psam_image;   // in process: PSAM image file
+    std::string queue_path = "terminal-queue.log";
+    std::string hotlist_path = "terminal-hotlist.bin";
+    std::string fares_path;
+    std::string time_text;  // fixed terminal clock (Hainan local time), for simulations and tests
+    bool json = false;
+    bool trace = false;
+};
+
+// Upper bound of `purchase --repeat`: a soak test, not a batch processor; also below the 16-bit ATC.
+constexpr std::uint32_t purchase_repeat_max = 60000;
+// `wait` gives up after at most an hour.
+constexpr std::uint32_t wait_timeout_ms_max = 3'600'000;
+
+CliError usage(std::string message) { return CliError{exit_usage, "usage", "usage", std::move(message)}; }
+
+CliError from_reader(const sdk::ReaderError& error) {
+    return CliError{exit_code(error.code), "reader", std::string(sdk::to_string(error.code)), error.message};
+}
+
+void print_json(const json& document) {
+    std::printf("%s\n", document.dump().c_str());
+    std::fflush(stdout);
+}
+
+void print_text(const std::string& text) {
+    std::printf("%s\n", text.c_str());
+    std::fflush(stdout);
+}
+
+// "2026-11-26 12:00:00" or "20261126120000", Hainan local time (UTC+8, CARD-SPEC / DESIGN §4).
+Result<std::chrono::system_clock::time_point, std::string> parse_time(const std::string& text) {
+    std::string digits;
+    for (char c : text)
+        if (c >= '0' && c <= '9') digits += c;
+    std::tm tm{};
+    if (digits.size() != 14) return Unexpected{fmt::format("--time '{}': expected 'YYYY-MM-DD hh:mm:ss'", text)};
+    tm.tm_year = std::stoi(digits.substr(0, 4)) - 1900;
+    tm.tm_mon = std::stoi(digits.substr(4, 2)) - 1;
+    tm.tm_mday = std::stoi(digits.substr(6, 2));
+    tm.tm_hour = std::stoi(digits.substr(8, 2));
+    tm.tm_min = std::stoi(digits.substr(10, 2));
+    tm.tm_sec = std::stoi(digits.substr(12, 2));
+    if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 ||
+        tm.tm_sec > 59)
+        return Unexpected{fmt::format("--time '{}': not a valid date and time", text)};
+    return std::chrono::system_clock::from_time_t(timegm(&tm) - 8 * 3600);
+}
+
+Result<sdk::Asn, CliError> parse_asn(const std::string& digits) {
+    auto bcd = digits_to_bcd(digits);
+    if (digits.size() != 20 || !bcd) return Unexpected{usage(fmt::format("'{}': an ASN is 20 decimal digits", digits))};
+    sdk::Asn asn{};
+    std::copy(bcd->begin(), bcd->end(), asn.begin());
+    return asn;
+}
+
+// ---- readers ------------------------------------------------------------------------------------
+
+// One role (card or PSAM): a PC/SC reader, an image file run in process, or nothing.
+struct Slot {
+    std::unique_ptr<cos::VirtualCard> image;
+    std::unique_ptr<sdk::Reader> reader;
+};
+
+Result<Slot, CliError> open_slot(const char* role, const std::string& pcsc_name, const char* pcsc_flag,
+                                 const std::string& image_path, const char* image_flag, cos::ImageKind kind, bool required) {
+    Slot slot;
+    if (!pcsc_name.empty() && !image_path.empty())
+        return Unexpected{usage(fmt::format("give either {} or {} for the {}, not both", pcsc_flag, image_flag, role))};
+    if (!pcsc_name.empty()) {
+        auto reader = sdk::PcscReader::open(pcsc_name);
+        if (!reader) return Unexpected{from_reader(reader.error())};
+        slot.reader = std::move(*reader);
+        return slot;
+    }
+    if (!image_path.empty()) {
+        auto card = cos::VirtualCard::open(image_path);
+        if (!card) return Unexpected{CliError{exit_image_error, "image", "image_error", card.error().message}};
+        if ((*card)->kind() != kind)
+            return Unexpected{CliError{exit_image_error, "image", "image_error",
+                                       fmt::format("{}: is a {} image, {} needs a {} image", image_path,
+                                                   (*card)->kind() == cos::ImageKind::psam ? "PSAM" : "card", image_flag, role)}};
+        slot.image = std::move(*card);
+        slot.reader = std::make_unique<sdk::InProcessReader>(image_path, slot.image.get());
+        return slot;
+    }
+    if (required)
+        return Unexpected{usage(fmt::format("this command needs a {}: {} NAME (PC/SC) or {} IMAGE (in process)", role,
+                                            pcsc_flag, image_flag))};
+    slot.reader = std::make_unique<sdk::InProcessReader>(fmt::format("(no {})", role), nullptr);
+    return slot;
+}
+
+// Everything one flow needs, opened in the order that touches the card last.
+struct Session {
+    sdk::TransitConfig transit;
+    sdk::Hotlist hotlist;
+    std::unique_ptr<sdk::TransactionQueue> queue;
+    Slot card;
+    Slot psam;
+    std::unique_ptr<sdk::Terminal> terminal;
+};
+
+Result<std::unique_ptr<Session>, CliError> open_session(const Options& options, bool need_psam) {
+    auto session = std::make_unique<Session>();
+    if (!options.fares_path.empty()) {
+        auto fares = load_fares(options.fares_path);
+        if (!fares) return Unexpected{CliError{exit_fares_error, "fares", "fares_error", fares.error()}};
+        session->transit = std::move(*fares);
+    }
+    auto hotlist = sdk::Hotlist::load(options.hotlist_path);
+    if (!hotlist) return Unexpected{CliError{exit_hotlist_error, "hotlist", "hotlist_error", hotlist.error().message}};
+    session->hotlist = std::move(*hotlist);
+    auto queue = sdk::TransactionQueue::open(options.queue_path);
+    if (!queue) return Unexpected{CliError{exit_queue_error, "queue", "queue_error", queue.error().message}};
+    session->queue = std::move(*queue);
+
+    auto card = open_slot("card", options.reader, "--reader", options.card_image, "--card", cos::ImageKind::card, true);
+    if (!card) return Unexpected{card.error()};
+    session->card = std::move(*card);
+    auto psam = open_slot("PSAM", options.psam_reader, "--psam-reader", options.psam_image, "--psam", cos::ImageKind::psam,
+                          need_psam);
+    if (!psam) return Unexpected{psam.error()};
+    session->psam = std::move(*psam);
+
+    session->terminal = std::make_unique<sdk::Terminal>(*session->card.reader, *session->psam.reader, *session->queue,
+                                                        session->hotlist, session->transit);
+    if (!options.time_text.empty()) {
+        auto fixed = parse_time(options.time_text);
+        if (!fixed) return Unexpected{usage(fixed.error())};
+        session->terminal->set_clock([when = *fixed] { return when; });
+    }
+    if (options.trace) {
+        session->terminal->set_trace([](const sdk::TraceEntry& entry) {
+            std::fprintf(stderr, "apdu > %s\napdu < %s (%lld us)\n", to_hex(entry.command).c_str(),
+                         entry.response.empty() ? "(no response)" : to_hex(entry.response).c_str(),
+                         static_cast<long long>(entry.elapsed.count()));
+        });
+    }
+    return session;
+}
+
+// ---- commands -------------------------------------------------------------------------------------
+
+int cmd_readers(const Options& options) {
+    auto names = sdk::list_pcsc_readers();
+    if (!names) return report(from_reader(names.error()), options.json);
+    if (options.json) {
+        print_json({{"readers", *names}});
+    } else if (names->empty()) {
+        print_text("no readers");
+    } else {
+        for (const auto& name : *names) print_text(name);
+    }
+    return exit_ok;
+}
+
+int cmd_balance(const Options& options) {
+    auto session = open_session(options, false);
+    if (!session) return report(session.error(), options.json);
+    auto balance = (*session)->terminal->balance();
+    if (!balance) return report(from_flow(balance.error()), options.json);
+    if (options.json) {
+        print_json({{"balance_fen", *balance}});
+    } else {
+        print_text(fmt::format("balance {} fen ({} CNY)", *balance, yuan(*balance)));
+    }
+    return exit_ok;
+}
+
+int cmd_purchase(const Options& options, std::uint32_t amount_fen, std::uint32_t repeat) {
+    auto session = open_session(options, true);
+    if (!session) return report(session.error(), options.json);
+    for (std::uint32_t i = 0; i < repeat; ++i) {
+        auto record = (*session)->terminal->purchase(amount_fen);
+        if (!record) return report(from_flow(record.error()), options.json);
+        if (options.json) {
+            print_json(to_json(*record));
+        } else {
+            print_text(to_text(*record));
+        }
+    }
+    return exit_ok;
+}
+
+int cmd_tap(const Options& options, const sdk::TapRequest& tap) {
+    auto session = open_session(options, true);
+    if (!session) return report(session.error(), options.json);
+    auto outcome = (*session)->terminal->transit_tap(tap);
+    if (!outcome) {
+        CliError error = from_flow(outcome.error());
+        if (outcome.error().code == sdk::FlowErrorCode::unknown_line && options.fares_path.empty())
+            error.message += " (no --fares file given)";
+        return report(error, options.json);
+    }
+    if (options.json) {
+        print_json(to_json(*outcome));
+    } else {
+        print_text(to_text(*outcome));
+    }
+    return exit_ok;
+}
+
+int cmd_recover(const Options& options) {
+    auto session = open_session(options, false);
+    if (!session) return report(session.error(), options.json);
+    auto outcome = (*session)->terminal->recover();
+    if (!outcome) return report(from_flow(outcome.error()), options.json);
+    const std::size_t still_open = (*session)->queue->open_intents().size();
+    if (options.json) {
+        json recorded = json::array();
+        json abandoned = json::array();
+        for (const auto& r : outcome->recorded) recorded.push_back(to_json(r));
+        for (const auto& r : outcome->abandoned) abandoned.push_back(to_json(r));
+        print_json({{"recorded", recorded}, {"abandoned", abandoned}, {"open_intents", still_open}});
+    } else {
+        print_text(fmt::format("recovered {} debit(s), abandoned {} intent(s); {} intent(s) of other cards still open",
+                               outcome->recorded.size(), outcome->abandoned.size(), still_open));
+        for (const auto& r : outcome->recorded) print_text("  recorded  " + to_text(r));
+        for (const auto& r : outcome->abandoned) print_text("  abandoned " + to_text(r));
+    }
+    return exit_ok;
+}
+
+int cmd_holder(const Options& options) {
+    auto session = open_session(options, false);
+    if (!session) return report(session.error(), options.json);
+    auto holder = (*session)->terminal->cardholder();
+    if (!holder) return report(from_flow(holder.error()), options.json);
+    if (options.json) {
+        print_json(to_json(*holder));
+    } else {
+        const json fields = to_json(*holder);
+        for (const auto& [key, value] : fields.items()) print_text(fmt::format("{}: {}", key, value.get<std::string>()));
+    }
+    return exit_ok;
+}
+
+int cmd_queue(const Options& options, bool list) {
+    auto queue = sdk::TransactionQueue::open(options.queue_path);
+    if (!queue) return report(CliError{exit_queue_error, "queue", "queue_error", queue.error().message}, options.json);
+    const auto live = (*queue)->batch((*queue)->size());
+    const auto intents = (*queue)->open_intents();
+    if (!list) {
+        if (options.json) {
+            print_json({{"count", live.size()}, {"open_intents", intents.size()}});
+        } else {
+            print_text(fmt::format("{}", live.size()));
+        }
+        return exit_ok;
+    }
+    if (options.json) {
+        json transactions = json::array();
+        json open = json::array();
+        for (const auto& q : live) transactions.push_back(to_json(q.record, q.sequence));
+        for (const auto& q : intents) open.push_back(to_json(q.record, q.sequence));
+        print_json({{"path", options.queue_path}, {"count", live.size()}, {"transactions", transactions}, {"open_intents", open}});
+    } else {
+        for (const auto& q : live) print_text(to_text(q.record, q.sequence));
+        for (const auto& q : intents) print_text("intent " + to_text(q.record, q.sequence));
+        print_text(fmt::format("{} transaction(s) awaiting upload, {} open intent(s)", live.size(), intents.size()));
+    }
+    return exit_ok;
+}
+
+Result<sdk::BlockReason, CliError> parse_reason(const std::string& text) {
+    if (text == "lost") return sdk::BlockReason::lost;
+    if (text == "stolen") return sdk::BlockReason::stolen;
+    if (text == "cloned") return sdk::BlockReason::cloned;
+    if (text == "issuer") return sdk::BlockReason::issuer;
+    return Unexpected{usage(fmt::format("--reason '{}': one of lost, stolen, cloned, issuer", text))};
+}
+
+// add / remove: one delta from the current version to the next, saved durably.
+int cmd_hotlist_change(const Options& options, const std::string& asn_digits, std::optional<sdk::BlockReason> add) {
+    auto asn = parse_asn(asn_digits);
+    if (!asn) return report(asn.error(), options.json);
+    auto hotlist = sdk::Hotlist::load(options.hotlist_path);
+    if (!hotlist) return report(CliError{exit_hotlist_error, "hotlist", "hotlist_error", hotlist.error().message}, options.json);
+    sdk::HotlistDelta delta;
+    delta.from_version = hotlist->version();
+    delta.to_version = hotlist->version() + 1;
+    if (add) {
+        delta.added.emplace_back(*asn, *add);
+    } else {
+        delta.removed.push_back(*asn);
+    }
+    if (auto applied = hotlist->apply(delta); !applied)
+        return report(CliError{exit_hotlist_error, "hotlist", "hotlist_error", applied.error().message}, options.json);
+    if (options.json) {
+        print_json({{"version", hotlist->version()}, {"count", hotlist->size()}});
+    } else {
+        print_text(fmt::format("hotlist {}: version {}, {} blocked card(s)", options.hotlist_path, hotlist->version(),
+                               hotlist->size()));
+    }
+    return exit_ok;
+}
+
+int cmd_hotlist_show(const Options& options, const std::string& asn_digits) {
+    auto hotlist = sdk::Hotlist::load(options.hotlist_path);
+    if (!hotlist) return report(CliError{exit_hotlist_error, "hotlist", "hotlist_error", hotlist.error().message}, options.json);
+    json out{{"path", options.hotlist_path}, {"version", hotlist->version()}, {"count", hotlist->size()}};
+    std::string text = fmt::format("hotlist {}: version {}, {} blocked card(s)", options.hotlist_path, hotlist->version(),
+                                   hotlist->size());
+    if (!asn_digits.empty()) {
+        auto asn = parse_asn(asn_digits);
+        if (!asn) return report(asn.error(), options.json);
+        const auto reason = hotlist->blocked(*asn);
+        out["asn"] = asn_digits;
+        out["blocked"] = reason.has_value();
+        if (reason) out["reason"] = sdk::to_string(*reason);
+        text += fmt::format("\ncard {}: {}", asn_digits, reason ? fmt::format("blocked ({})", sdk::to_string(*reason)) : "not blocked");
+    }
+    if (options.json) {
+        print_json(out);
+    } else {
+        print_text(text);
+    }
+    return exit_ok;
+}
+
+// Waits for the card to arrive or leave: SCardGetStatusChange on a PC/SC reader (immediate in process).
+int cmd_wait(const Options& options, bool absent, std::uint32_t timeout_ms) {
+    auto slot = open_slot("card", options.reader, "--reader", options.card_image, "--card", cos::ImageKind::card, true);
+    if (!slot) return report(slot.error(), options.json);
+    auto* pcsc = dynamic_cast<sdk::PcscReader*>(slot->reader.get());
+    std::optional<std::uint32_t> events_before;
+    if (pcsc) {
+        auto count = pcsc->event_count();
+        if (!count) return report(from_reader(count.error()), options.json);
+        events_before = *count;
+    }
+    // The line a script waits for before it changes the card (stderr, so stdout stays one document).
+    std::fprintf(stderr, "waiting for the card to %s '%s' (events %d, timeout %u ms)\n", absent ? "leave" : "arrive in",
+                 slot->reader->name().c_str(), events_before ? static_cast<int>(*events_before) : -1, timeout_ms);
+    std::fflush(stderr);
+    const auto start = std::chrono::steady_clock::now();
+    auto reached = slot->reader->wait_for_card(!absent, std::chrono::milliseconds(timeout_ms));
+    const auto elapsed_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+    if (!reached) return report(from_reader(reached.error()), options.json);
+    std::optional<std::uint32_t> events_after;
+    if (pcsc) {
+        auto count = pcsc->event_count();
+        if (!count) return report(from_reader(count.error()), options.json);
+        events_after = *count;
+    }
+    json out{{"reader", slot->reader->name()}, {"wanted", absent ? "absent" : "present"}, {"reached", *reached},
+             {"elapsed_ms", elapsed_ms}};
+    if (events_before) out["events_before"] = *events_before;
+    if (events_after) out["events_after"] = *events_after;
+    if (options.json) {
+        print_json(out);
+    } else {
+        print_text(fmt::format("card {} after {} ms{}", *reached ? (absent ? "absent" : "present") : "unchanged", elapsed_ms,
+                               events_after ? fmt::format(" (events {} -> {})", *events_before, *events_after) : ""));
+    }
+    if (!*reached)
+        return report(CliError{exit_timeout, "timeout", "timeout",
+                               fmt::format("the card did not {} within {} ms", absent ? "leave" : "arrive", timeout_ms)},
+                      false);
+    return exit_ok;
+}
+
+constexpr const char* footer_text =
+    "Readers: --reader NAME --psam-reader NAME use PC/SC (pcscd; `readers` lists the names, e.g.\n"
+    "'Virtual PCD 00 00' and 'Virtual PCD 00 01' for coconut-vcard serve). --card IMAGE --psam IMAGE run\n"
+    "the card OS in this process on image files (coconut-vcard personalize makes them). balance, holder\n"
+    "and recover need only the card; purchase and tap need the PSAM too.\n"
+    "Global options may come before or after the subcommand.\n"
+    "--json: purchase and tap print one JSON object per transaction (one per line); every other\n"
+    "command prints one JSON document; an error prints {\"error\": {...}} on stdout as well.\n\n";
+
+}  // namespace
+
+int run(int argc, char** argv) {
+    CLI::App app{"coconut-terminal: shop purchases, bus taps, recovery, queue and hotlist over the Coconut Card terminal SDK"};
+    app.footer(std::string(footer_text) + exit_code_table);
+    app.require_subcommand(1);
+    app.fallthrough();
+
+    Options options;
+    app.add_option("--reader", options.reader, "PC/SC reader holding the card");
+    app.add_option("--psam-reader", options.psam_reader, "PC/SC reader holding the PSAM");
+    app.add_option("--card", options.card_image, "Card image file, run in process (instead of --reader)");
+    app.add_option("--psam", options.psam_image, "PSAM image file, run in process (instead of --psam-reader)");
+    app.add_option("--queue", options.queue_path, "Store-and-forward queue file")->capture_default_str();
+    app.add_option("--hotlist", options.hotlist_path, "Hotlist file (missing = empty list at version 0)")->capture_default_str();
+    app.add_option("--fares", options.fares_path, "Fare tables, JSON (terminal-sdk/README.md)");
+    app.add_option("--time", options.time_text, "Fixed terminal clock, Hainan time 'YYYY-MM-DD hh:mm:ss' (simulation)");
+    app.add_flag("--json", options.json, "Machine-readable output");
+    app.add_flag("--trace", options.trace, "Print every APDU exchanged on stderr");
+
+    app.add_subcommand("readers", "List the PC/SC readers");
+    auto* balance = app.add_subcommand("balance", "Read the purse balance");
+    std::uint32_t amount_fen = 0;
+    std::uint32_t repeat = 1;
+    auto* purchase = app.add_subcommand("purchase", "Shop purchase (EP purchase 06) of AMOUNT fen");
+    purchase->add_option("--amount", amount_fen, "Amount in fen (0.01 CNY)")
+        ->required()
+        ->check(CLI::Range(std::uint32_t{1}, std::numeric_limits<std::uint32_t>::max()));
+    purchase->add_option("--repeat", repeat, "Run that many purchases in a row (soak tests)")
+        ->check(CLI::Range(std::uint32_t{1}, purchase_repeat_max));
+    sdk::TapRequest tap;
+    auto* tap_command = app.add_subcommand("tap", "Bus tap (CAPP purchase 09): flat fare or entry/exit by the fare table");
+    tap_command->add_option("--line", tap.line, "Line number")->required()->check(CLI::Range(1, 65535));
+    tap_command->add_option("--station", tap.station, "Station number on the line")->required();
+    tap_command->add_option("--vehicle", tap.vehicle, "Vehicle id");
+    auto* recover = app.add_subcommand("recover", "Resolve debits interrupted on this terminal for the card now presented");
+    auto* holder = app.add_subcommand("holder", "Read the cardholder data (social-security application)");
+
+    auto* queue = app.add_subcommand("queue", "Inspect the store-and-forward queue");
+    queue->require_subcommand(1);
+    auto* queue_list = queue->add_subcommand("list", "Transactions awaiting upload, then open intents");
+    queue->add_subcommand("count", "Number of transactions awaiting upload");
+
+    auto* hotlist = app.add_subcommand("hotlist", "Local hotlist updates (one delta per change)");
+    hotlist->require_subcommand(1);
+    std::string asn_digits;
+    std::string reason_text = "lost";
+    auto* hotlist_add = hotlist->add_subcommand("add", "Block a card");
+    hotlist_add->add_option("ASN", asn_digits, "Card ASN, 20 digits")->required();
+    hotlist_add->add_option("--reason", reason_text, "lost, stolen, cloned or issuer")->capture_default_str();
+    auto* hotlist_remove = hotlist->add_subcommand("remove", "Unblock a card");
+    hotlist_remove->add_option("ASN", asn_digits, "Card ASN, 20 digits")->required();
+    auto* hotlist_show = hotlist->add_subcommand("show", "Version and size; with --asn, whether that card is blocked");
+    hotlist_show->add_option("--asn", asn_digits, "Card ASN, 20 digits");
+
+    bool wait_absent = false;
+    std::uint32_t wait_timeout_ms = 10000;
+    auto* wait = app.add_subcommand("wait", "Wait until a card is in the reader (or, with --absent, gone)");
+    wait->add_flag("--absent", wait_absent, "Wait for the card to leave");
+    wait->add_option("--timeout-ms", wait_timeout_ms, "Give up after this long (exit 27)")
+        ->capture_default_str()
+        ->check(CLI::Range(std::uint32_t{0}, wait_timeout_ms_max));
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& error) {
+        const int rc = app.exit(error);
+        return rc == 0 ? exit_ok : exit_usage;
+    }
+
+    if (app.got_subcommand("readers")) return cmd_readers(options);
+    if (*balance) return cmd_balance(options);
+    if (*purchase) return cmd_purchase(options, amount_fen, repeat);
+    if (*tap_command) return cmd_tap(options, tap);
+    if (*recover) return cmd_recover(options);
+    if (*holder) return cmd_holder(options);
+    if (*queue) return cmd_queue(options, queue_list->parsed());
+    if (*hotlist_add) {
+        auto reason = parse_reason(reason_text);
+        if (!reason) return report(reason.error(), options.json);
+        return cmd_hotlist_change(options, asn_digits, *reason);
+    }
+    if (*hotlist_remove) return cmd_hotlist_change(options, asn_digits, std::nullopt);
+    if (*hotlist_show) return cmd_hotlist_show(options, asn_digits);
+    if (*wait) return cmd_wait(options, wait_absent, wait_timeout_ms);
+    return exit_usage;
+}
+
+}  // namespace coconut::terminal_cli
+
+int main(int argc, char** argv) {
+    try {
+        return coconut::terminal_cli::run(argc, argv);
+    } catch (const std::exception& error) {
+        // Start-up failures only (OpenSSL provider missing, out of memory): expected errors are reported above.
+        std::fprintf(stderr, "coconut-terminal: internal error (exit 1): %s\n", error.what());
+        return coconut::terminal_cli::exit_internal;
+    }
+}
