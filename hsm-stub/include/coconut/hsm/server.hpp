@@ -1,0 +1,65 @@
+// The network face of the HSM (coconut-hsmd serve): a Boost.Asio TCP server speaking protocol.hpp.
+//
+//   boost::asio::io_context io;
+//   coconut::hsm::Server server(io, store, *audit, {.listen = {"127.0.0.1", 7501}});
+//   auto port = server.start();          // bound and listening when this returns
+//   run io on N threads; server.stop() closes the acceptor and every connection.
+//
+// One object per connection, all of its handlers on one strand. A connection is closed — with an audit
+// line and a best-effort fatal notice — on: a frame longer than max_frame_bytes, a frame that does not
+// parse, an unknown client, a client id that changes mid-connection, a bad MAC, a sequence number that is
+// not greater than the previous one, an unknown command, an idle or slow peer (timeouts below). None of
+// these touches any other connection. Request-level errors (unknown key, bad field, not permitted) are
+// answered with an authenticated error response and the connection stays open.
+#pragma once
+
+#include <coconut/hsm/audit.hpp>
+#include <coconut/hsm/hsm.hpp>
+#include <coconut/hsm/protocol.hpp>
+
+#include <boost/asio/io_context.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+
+namespace coconut::hsm {
+
+struct ServerConfig {
+    wire::Endpoint listen{"127.0.0.1", wire::default_port};
+    // 256 connections: the clearing daemon, load service and issuance tool use a few each; 256 covers a
+    // load test of 100+ clients while bounding memory (≤ 2 × 64 KiB buffers per connection ≈ 32 MiB).
+    std::size_t max_connections = 256;
+    // A connection that sends nothing for this long is closed (clients reconnect on demand).
+    std::chrono::milliseconds idle_timeout{60'000};
+    // Once a frame has started, all of it must arrive within this (slow-loris guard).
+    std::chrono::milliseconds frame_timeout{5'000};
+    // A response (or notice) that the peer does not read within this is abandoned with the connection.
+    std::chrono::milliseconds write_timeout{5'000};
+};
+
+class Server {
+public:
+    Server(boost::asio::io_context& io, std::shared_ptr<const KeyStore> store, AuditLog& audit, ServerConfig config);
+    ~Server();
+    Server(const Server&) = delete;
+    Server& operator=(const Server&) = delete;
+
+    // Binds and listens; returns the bound port (useful with port 0). io_error if the address is in use.
+    Outcome<std::uint16_t> start();
+    // Stops accepting and closes every connection (their handlers complete with operation_aborted).
+    void stop();
+    // Serves later requests from `store` (SIGHUP after a ceremony). Connections already open keep their
+    // client's key until they close.
+    void reload(std::shared_ptr<const KeyStore> store);
+
+    std::size_t connection_count() const;
+
+    struct Shared;
+
+private:
+    std::shared_ptr<Shared> shared_;
+};
+
+}  // namespace coconut::hsm

@@ -1,0 +1,363 @@
+#include <coconut/hsm/server.hpp>
+
+#include "secure_buffer.hpp"
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <fmt/format.h>
+#include <sodium.h>
+
+#include <list>
+
+namespace coconut::hsm {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using error_code = boost::system::error_code;
+
+class Connection;
+
+struct Server::Shared : std::enable_shared_from_this<Server::Shared> {
+    asio::io_context& io;
+    tcp::acceptor acceptor;
+    AuditLog& audit;
+    ServerConfig config;
+    std::mutex mutex;                      // guards hsm and connections
+    std::shared_ptr<const Hsm> hsm;
+    std::list<std::weak_ptr<Connection>> connections;
+    std::atomic<std::size_t> connection_count{0};
+    std::atomic<bool> stopping{false};
+
+    Shared(asio::io_context& io_context, std::shared_ptr<const KeyStore> store, AuditLog& audit_log, ServerConfig cfg)
+        : io(io_context), acceptor(asio::make_strand(io_context)), audit(audit_log), config(std::move(cfg)),
+          hsm(std::make_shared<const Hsm>(std::move(store))) {}
+
+    std::shared_ptr<const Hsm> current() {
+        std::lock_guard lock(mutex);
+        return hsm;
+    }
+    void accept_next();
+};
+
+namespace {
+
+// The answer to one authenticated request.
+struct Answer {
+    Errc status = Errc::ok;
+    Bytes payload;
+    Usage usage;
+};
+
+Answer error_answer(const Failure& failure) {
+    Answer answer;
+    answer.status = failure.code;
+    answer.payload.assign(failure.message.begin(), failure.message.end());
+    answer.usage.result = fmt::format("{}: {}", errc_name(failure.code), failure.message);
+    return answer;
+}
+
+// Decodes, calls the service, encodes. `Decoded` holds the request, `call` turns it into an Outcome.
+template <class Decoded, class Call>
+Answer serve(Outcome<Decoded> decoded, Call call) {
+    if (!decoded) return error_answer(decoded.error());
+    Answer answer;
+    auto result = call(decoded.value(), &answer.usage);
+    if (!result) {
+        Answer failed = error_answer(result.error());
+        if (failed.usage.key_label.empty()) failed.usage.key_label = answer.usage.key_label;
+        return failed;
+    }
+    answer.payload = wire::encode(result.value());
+    return answer;
+}
+
+Answer dispatch(const Hsm& hsm, wire::Command command, ByteView payload) {
+    using wire::Command;
+    switch (command) {
+        case Command::key_info:
+            return serve(wire::decode_key_info(payload), [&](const KeyRef& ref, Usage* u) {
+                u->key_label = ref.label;  // named in the audit line even when the lookup fails
+                return hsm.key_info(ref, u);
+            });
+        case Command::derive_card_keys:
+            return serve(wire::decode_derive_card_keys(payload), [&](const wire::DeriveCardKeys& r, Usage* u) {
+                u->key_label = r.transport.label;
+                return hsm.derive_card_keys(r.card, r.transport, r.masters, u);
+            });
+        case Command::export_issuer_key:
+            return serve(wire::decode_export_issuer_key(payload), [&](const wire::ExportIssuerKey& r, Usage* u) {
+                u->key_label = r.master.label;
+                return hsm.export_issuer_key(r.issuer_id, r.master, r.transport, u);
+            });
+        case Command::verify_purchase_tacs:
+            return serve(wire::decode_purchase_tac_batch(payload), [&](const wire::PurchaseTacBatch& r, Usage* u) {
+                u->key_label = r.label;
+                return hsm.verify_purchase_tacs(r.label, r.items, u);
+            });
+        case Command::verify_load_tac:
+            return serve(wire::decode_load_tac(payload), [&](const LoadTac& r, Usage* u) {
+                u->key_label = r.key.label;
+                return hsm.verify_load_tac(r, u);
+            });
+        case Command::load_mac2:
+            return serve(wire::decode_load_request(payload), [&](const LoadRequest& r, Usage* u) {
+                u->key_label = r.key.label;
+                return hsm.load_mac2(r, u);
+            });
+        case Command::verify_internal_auth:
+            return serve(wire::decode_internal_auth(payload),
+                         [&](const InternalAuth& r, Usage* u) {
+                             u->key_label = r.key.label;
+                             return hsm.verify_internal_auth(r, u);
+                         });
+    }
+    return error_answer({Errc::unknown_command, "unknown command"});
+}
+
+}  // namespace
+
+class Connection : public std::enable_shared_from_this<Connection> {
+public:
+    Connection(tcp::socket socket, std::shared_ptr<Server::Shared> shared)
+        : socket_(std::move(socket)), timer_(socket_.get_executor()), shared_(std::move(shared)) {
+        ++shared_->connection_count;
+        error_code ec;
+        const auto remote = socket_.remote_endpoint(ec);
+        peer_ = ec ? std::string("peer:unknown") : fmt::format("peer:{}:{}", remote.address().to_string(), remote.port());
+        randombytes_buf(nonce_.data(), nonce_.size());
+    }
+    ~Connection() { --shared_->connection_count; }
+
+    // Greets the peer, then serves requests until it leaves or breaks a rule.
+    void start() {
+        asio::post(socket_.get_executor(), [self = shared_from_this()] {
+            wire::Hello hello;
+            hello.nonce = self->nonce_;
+            self->send(wire::encode_hello(hello), false);
+        });
+    }
+
+    // Refuses the connection (limit reached) with a notice and closes it.
+    void reject(Errc code, std::string message) {
+        asio::post(socket_.get_executor(), [self = shared_from_this(), code, message = std::move(message)] {
+            self->shut(code, message);
+        });
+    }
+
+    // Server shutdown: closes the socket on the connection's strand.
+    void close() {
+        asio::post(socket_.get_executor(), [self = shared_from_this()] { self->close_now(); });
+    }
+
+private:
+    // ---- timeouts: one timer, re-armed per phase; a stale expiry is ignored by phase number ----
+    void arm(std::chrono::milliseconds timeout, const char* phase) {
+        const std::uint64_t phase_id = ++phase_;
+        timer_.expires_after(timeout);
+        timer_.async_wait([self = shared_from_this(), phase_id, phase](const error_code& ec) {
+            if (ec || phase_id != self->phase_ || !self->socket_.is_open()) return;
+            self->audit_closure(Errc::timeout, fmt::format("no progress while {}", phase));
+            self->close_now();
+        });
+    }
+    void disarm() {
+        ++phase_;
+        timer_.cancel();
+    }
+
+    void read_length() {
+        arm(shared_->config.idle_timeout, "waiting for a request");
+        asio::async_read(socket_, asio::buffer(length_), [self = shared_from_this()](const error_code& ec, std::size_t) {
+            self->disarm();
+            if (ec) return self->on_read_error(ec, false);
+            auto length = wire::decode_length(self->length_);
+            if (!length) return self->shut(length.error().code, length.error().message);
+            self->read_body(length.value());
+        });
+    }
+
+    void read_body(std::uint32_t length) {
+        body_.resize(length);
+        arm(shared_->config.frame_timeout, "receiving a frame");
+        asio::async_read(socket_, asio::buffer(body_), [self = shared_from_this()](const error_code& ec, std::size_t) {
+            self->disarm();
+            if (ec) return self->on_read_error(ec, true);
+            self->on_frame();
+        });
+    }
+
+    void on_read_error(const error_code& ec, bool mid_frame) {
+        if (ec == asio::error::operation_aborted || !socket_.is_open()) return;
+        if (mid_frame || (ec != asio::error::eof && ec != asio::error::connection_reset))
+            audit_closure(Errc::closed, mid_frame ? "peer disconnected mid-frame" : ec.message());
+        close_now();
+    }
+
+    void on_frame() {
+        auto request = wire::decode_request(body_);
+        if (!request) return shut(request.error().code, request.error().message);
+        if (!bind_client(request->client_id)) return;
+        if (!wire::request_authentic(*key_, nonce_, request.value()))
+            return shut(Errc::bad_mac, fmt::format("request seq {} failed authentication", request->seq));
+        if (request->seq <= last_seq_)
+            return shut(Errc::replayed_sequence,
+                        fmt::format("sequence {} is not greater than the previous {} (replay or reordering)", request->seq, last_seq_));
+        last_seq_ = request->seq;
+        const auto command = wire::command_from_byte(request->command);
+        if (!command) return shut(Errc::unknown_command, fmt::format("unknown command 0x{:02X}", request->command));
+
+        Answer answer;
+        if ((permissions_ & wire::required_permission(*command)) == 0) {
+            answer = error_answer({Errc::not_permitted, fmt::format("client '{}' is not permitted to use {} (permissions: {})",
+                                                                    client_id_, wire::command_name(*command),
+                                                                    permissions_to_string(permissions_))});
+        } else {
+            answer = dispatch(*shared_->current(), *command, request->payload);
+        }
+        auto logged = shared_->audit.append(
+            {client_id_, std::string(wire::command_name(*command)), answer.usage.key_label, answer.usage.key_versions,
+             answer.usage.result});
+        if (!logged) answer = error_answer({Errc::io_error, "the audit log cannot be written; request refused: " +
+                                                                logged.error().message});
+        send(wire::encode_response(*key_, nonce_, request->seq, answer.status, answer.payload), false);
+    }
+
+    // The first request names the client; later ones must name the same client.
+    bool bind_client(const std::string& id) {
+        if (key_) {
+            if (id == client_id_) return true;
+            shut(Errc::unknown_client, fmt::format("client id changed from '{}' to '{}' on one connection", client_id_, id));
+            return false;
+        }
+        const auto hsm = shared_->current();
+        auto key = hsm->store().client_key(id);
+        auto info = hsm->store().client(id);
+        if (!key || !info) {
+            shut(Errc::unknown_client, fmt::format("no client '{}' is registered", valid_client_id(id) ? id : "<invalid id>"));
+            return false;
+        }
+        client_id_ = id;
+        key_ = std::move(key);
+        permissions_ = info->permissions;
+        return true;
+    }
+
+    void send(Bytes frame, bool then_close) {
+        out_ = std::move(frame);
+        arm(shared_->config.write_timeout, "sending a response");
+        asio::async_write(socket_, asio::buffer(out_), [self = shared_from_this(), then_close](const error_code& ec, std::size_t) {
+            self->disarm();
+            if (ec || then_close) return self->close_now();
+            self->read_length();
+        });
+    }
+
+    // Closes the connection for breaking a rule: audit line, unauthenticated notice, close.
+    void shut(Errc code, const std::string& message) {
+        audit_closure(code, message);
+        send(wire::encode_fatal(code, message), true);
+    }
+
+    void audit_closure(Errc code, const std::string& message) {
+        (void)shared_->audit.append({client_id_.empty() ? peer_ : client_id_, "connection-closed", "", {},
+                                     fmt::format("{}: {}", errc_name(code), message)});
+    }
+
+    void close_now() {
+        error_code ignored;
+        timer_.cancel();
+        socket_.shutdown(tcp::socket::shutdown_both, ignored);
+        socket_.close(ignored);
+    }
+
+    tcp::socket socket_;
+    asio::steady_timer timer_;
+    std::shared_ptr<Server::Shared> shared_;
+    std::string peer_;
+    wire::Nonce nonce_{};
+    std::uint64_t phase_ = 0;
+    std::array<std::uint8_t, wire::length_prefix_bytes> length_{};
+    Bytes body_;
+    Bytes out_;
+    std::string client_id_;
+    std::optional<ClientKey> key_;
+    std::uint32_t permissions_ = 0;
+    std::uint64_t last_seq_ = 0;
+};
+
+void Server::Shared::accept_next() {
+    acceptor.async_accept(asio::make_strand(io), [this, self = shared_from_this()](const error_code& ec, tcp::socket socket) {
+        if (stopping || !acceptor.is_open()) return;
+        if (ec) {
+            // A transient failure (EMFILE, ECONNABORTED) must not stop the server from accepting.
+            accept_next();
+            return;
+        }
+        error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);
+        const bool full = connection_count.load() >= config.max_connections;
+        auto connection = std::make_shared<Connection>(std::move(socket), self);
+        if (full) {
+            connection->reject(Errc::server_busy,
+                               fmt::format("the HSM serves at most {} connections; try again later", config.max_connections));
+        } else {
+            {
+                std::lock_guard lock(mutex);
+                connections.remove_if([](const std::weak_ptr<Connection>& c) { return c.expired(); });
+                connections.push_back(connection);
+            }
+            connection->start();
+        }
+        accept_next();
+    });
+}
+
+Server::Server(asio::io_context& io, std::shared_ptr<const KeyStore> store, AuditLog& audit, ServerConfig config)
+    : shared_(std::make_shared<Shared>(io, std::move(store), audit, std::move(config))) {}
+
+Server::~Server() { stop(); }
+
+Outcome<std::uint16_t> Server::start() {
+    Shared& s = *shared_;
+    error_code ec;
+    const auto address = asio::ip::make_address(s.config.listen.host, ec);
+    if (ec) return fail(Errc::bad_request, fmt::format("'{}' is not an IP address to listen on", s.config.listen.host));
+    const tcp::endpoint endpoint(address, s.config.listen.port);
+    s.acceptor.open(endpoint.protocol(), ec);
+    if (!ec) s.acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) s.acceptor.bind(endpoint, ec);
+    // Backlog: the kernel queue in front of accept(); the connection limit is enforced after accept.
+    if (!ec) s.acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec)
+        return fail(Errc::io_error, fmt::format("cannot listen on {}:{}: {}", s.config.listen.host, s.config.listen.port, ec.message()));
+    const std::uint16_t port = s.acceptor.local_endpoint().port();
+    s.accept_next();
+    return port;
+}
+
+void Server::stop() {
+    if (shared_->stopping.exchange(true)) return;
+    asio::post(shared_->acceptor.get_executor(), [shared = shared_] {
+        error_code ignored;
+        shared->acceptor.close(ignored);
+    });
+    std::lock_guard lock(shared_->mutex);
+    for (auto& weak : shared_->connections)
+        if (auto connection = weak.lock()) connection->close();
+    shared_->connections.clear();
+}
+
+void Server::reload(std::shared_ptr<const KeyStore> store) {
+    auto hsm = std::make_shared<const Hsm>(std::move(store));
+    std::lock_guard lock(shared_->mutex);
+    shared_->hsm = std::move(hsm);
+}
+
+std::size_t Server::connection_count() const { return shared_->connection_count.load(); }
+
+}  // namespace coconut::hsm

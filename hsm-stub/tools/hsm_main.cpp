@@ -1,0 +1,301 @@
+// coconut-hsm — client CLI of coconut-hsmd.
+//
+//   coconut-hsm --connect 127.0.0.1:7501 --client-key issuance.key [--json] COMMAND …
+//     kcv                   --key LABEL[:VERSION]
+//     derive-card-keys      --asn ASN --issuer ISSUER_ID [--transport L[:V]] [--keys L[:V],…]
+//     export-issuer-key     --issuer ISSUER_ID [--key L[:V]] [--transport L[:V]]
+//     verify-tac            --issuer --asn --amount --type --terminal --serial --date --time --tac [--key L[:V]]
+//     verify-load-tac       --issuer --asn --new-balance --atc --amount --type --terminal --date --time --tac [--key]
+//     load-mac2             --issuer --asn --old-balance --amount --type --terminal --atc --random --mac1 --date --time [--key]
+//     verify-internal-auth  --issuer --asn --challenge --cryptogram [--key]
+//
+// Exit status: 0 success (and a "valid" verdict), 3 an "invalid" verdict, 1 an error, 2 a usage error.
+// Key bytes are never printed in clear: derived keys appear only encrypted under the transport key.
+#include <coconut/hsm/client.hpp>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <charconv>
+#include <csignal>
+#include <iostream>
+
+namespace hsm = coconut::hsm;
+using coconut::to_hex;
+
+namespace {
+
+constexpr int exit_ok = 0;
+constexpr int exit_error = 1;
+constexpr int exit_usage = 2;
+constexpr int exit_invalid = 3;
+
+bool json_output = false;
+
+int report(const hsm::Failure& failure) {
+    if (json_output) {
+        std::cout << nlohmann::json{{"error", hsm::errc_name(failure.code)}, {"message", failure.message}}.dump() << "\n";
+    } else {
+        std::cerr << fmt::format("coconut-hsm: {} ({})\n", failure.message, hsm::errc_name(failure.code));
+    }
+    return exit_error;
+}
+
+template <class T>
+hsm::Outcome<T> usage_error(std::string message) {
+    return hsm::fail(hsm::Errc::bad_request, std::move(message));
+}
+
+// Text fields of a card transaction, parsed into the typed request.
+struct Fields {
+    std::string key, issuer, asn, terminal, date, time, tac, mac1, random, challenge, cryptogram, type = "06";
+    std::uint32_t amount = 0, old_balance = 0, new_balance = 0, serial = 0;
+    unsigned atc = 0;
+};
+
+hsm::Outcome<hsm::CardIdentity> card_of(const Fields& f) {
+    auto issuer = hsm::parse_issuer_id(f.issuer);
+    if (!issuer) return coconut::Unexpected<hsm::Failure>{issuer.error()};
+    auto asn = hsm::parse_asn(f.asn);
+    if (!asn) return coconut::Unexpected<hsm::Failure>{asn.error()};
+    return hsm::CardIdentity{issuer.value(), asn.value()};
+}
+
+template <std::size_t N>
+hsm::Outcome<std::array<std::uint8_t, N>> hex_field(const std::string& text, std::string_view what) {
+    auto bytes = coconut::from_hex(text);
+    if (!bytes || bytes->size() != N) return usage_error<std::array<std::uint8_t, N>>(fmt::format("{} must be {} hex digits", what, 2 * N));
+    std::array<std::uint8_t, N> out{};
+    std::copy(bytes->begin(), bytes->end(), out.begin());
+    return out;
+}
+
+hsm::Outcome<std::uint8_t> type_of(const std::string& text) {
+    auto bytes = coconut::from_hex(text);
+    if (!bytes || bytes->size() != 1) return usage_error<std::uint8_t>("--type must be two hex digits (02 load, 06 purchase, 09 CAPP)");
+    return (*bytes)[0];
+}
+
+hsm::Outcome<hsm::KeyRef> key_of(const std::string& text) {
+    auto ref = hsm::parse_key_ref(text);
+    if (!ref) return usage_error<hsm::KeyRef>(fmt::format("'{}' is not LABEL or LABEL:VERSION (1–255)", text));
+    return *ref;
+}
+
+#define TRY(var, expr)                                                        \
+    auto var = (expr);                                                        \
+    if (!var) return report(var.error())
+
+int print_verdict(hsm::Verdict verdict, nlohmann::json json) {
+    json["verdict"] = hsm::verdict_name(verdict);
+    if (json_output)
+        std::cout << json.dump() << "\n";
+    else
+        std::cout << hsm::verdict_name(verdict) << "\n";
+    return verdict == hsm::Verdict::valid ? exit_ok : exit_invalid;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::signal(SIGPIPE, SIG_IGN);
+    CLI::App app{"coconut-hsm — client of the coconut-hsmd HSM service"};
+    app.require_subcommand(1);
+    std::string connect = fmt::format("127.0.0.1:{}", hsm::wire::default_port);
+    std::string key_file;
+    unsigned timeout_ms = 10'000;
+    app.add_option("--connect", connect, "HSM address HOST:PORT")->capture_default_str();
+    app.add_option("--client-key", key_file, "client key file (from `coconut-hsmd client add`)")->required();
+    app.add_option("--timeout-ms", timeout_ms, "connect / request timeout")->check(CLI::Range(10, 600'000))->capture_default_str();
+    app.add_flag("--json", json_output, "JSON output");
+
+    Fields f;
+    auto card_options = [&](CLI::App* sub) {
+        sub->add_option("--issuer", f.issuer, "issuer id, 16 hex digits (EF15)")->required();
+        sub->add_option("--asn", f.asn, "application serial number, 20 digits")->required();
+    };
+    auto txn_options = [&](CLI::App* sub) {
+        sub->add_option("--amount", f.amount, "amount in fen")->required();
+        sub->add_option("--type", f.type, "transaction type, 2 hex digits")->capture_default_str();
+        sub->add_option("--terminal", f.terminal, "terminal id, 12 digits")->required();
+        sub->add_option("--date", f.date, "YYYYMMDD")->required();
+        sub->add_option("--time", f.time, "hhmmss")->required();
+    };
+
+    auto* kcv = app.add_subcommand("kcv", "key check value and metadata of a key");
+    kcv->add_option("--key", f.key, "LABEL[:VERSION]")->required();
+
+    std::string transport{hsm::default_transport_label};
+    std::vector<std::string> masters = {std::string(hsm::default_purchase_label), std::string(hsm::default_load_label),
+                                        std::string(hsm::default_tac_label), std::string(hsm::default_internal_auth_label),
+                                        std::string(hsm::default_maintenance_label)};
+    auto* derive = app.add_subcommand("derive-card-keys", "derive a card's keys, encrypted under a transport key, with KCVs");
+    card_options(derive);
+    derive->add_option("--transport", transport, "transport key LABEL[:VERSION]")->capture_default_str();
+    derive->add_option("--keys", masters, "master keys LABEL[:VERSION],…")->delimiter(',')->capture_default_str();
+
+    auto* export_cmd = app.add_subcommand("export-issuer-key", "issuer-level purchase key under a transport key (PSAM)");
+    export_cmd->add_option("--issuer", f.issuer, "issuer id, 16 hex digits")->required();
+    std::string purchase_key{hsm::default_purchase_label};
+    export_cmd->add_option("--key", purchase_key, "purchase master LABEL[:VERSION]")->capture_default_str();
+    export_cmd->add_option("--transport", transport, "transport key LABEL[:VERSION]")->capture_default_str();
+
+    std::string tac_key{hsm::default_tac_label};
+    auto* verify_tac = app.add_subcommand("verify-tac", "verify a purchase TAC");
+    card_options(verify_tac);
+    txn_options(verify_tac);
+    verify_tac->add_option("--serial", f.serial, "terminal transaction serial")->required();
+    verify_tac->add_option("--tac", f.tac, "TAC, 8 hex digits")->required();
+    verify_tac->add_option("--key", tac_key, "TAC master LABEL[:VERSION]")->capture_default_str();
+
+    auto* verify_load_tac = app.add_subcommand("verify-load-tac", "verify a load TAC");
+    card_options(verify_load_tac);
+    txn_options(verify_load_tac);
+    verify_load_tac->add_option("--new-balance", f.new_balance, "balance after the load, fen")->required();
+    verify_load_tac->add_option("--atc", f.atc, "online ATC before the load")->required()->check(CLI::Range(0, 65535));
+    verify_load_tac->add_option("--tac", f.tac, "TAC, 8 hex digits")->required();
+    verify_load_tac->add_option("--key", tac_key, "TAC master LABEL[:VERSION]")->capture_default_str();
+
+    std::string load_key{hsm::default_load_label};
+    auto* load = app.add_subcommand("load-mac2", "verify a card's load MAC1 and issue MAC2");
+    card_options(load);
+    txn_options(load);
+    load->add_option("--old-balance", f.old_balance, "balance before the load, fen")->required();
+    load->add_option("--atc", f.atc, "online ATC from INITIALIZE FOR LOAD")->required()->check(CLI::Range(0, 65535));
+    load->add_option("--random", f.random, "card random, 8 hex digits")->required();
+    load->add_option("--mac1", f.mac1, "MAC1, 8 hex digits")->required();
+    load->add_option("--key", load_key, "load master LABEL[:VERSION]")->capture_default_str();
+
+    std::string auth_key{hsm::default_internal_auth_label};
+    auto* auth = app.add_subcommand("verify-internal-auth", "verify an INTERNAL AUTHENTICATE cryptogram");
+    card_options(auth);
+    auth->add_option("--challenge", f.challenge, "host challenge, 16 hex digits")->required();
+    auth->add_option("--cryptogram", f.cryptogram, "card answer, 16 hex digits")->required();
+    auth->add_option("--key", auth_key, "internal-auth master LABEL[:VERSION]")->capture_default_str();
+
+    CLI11_PARSE(app, argc, argv);
+
+    TRY(endpoint, hsm::wire::parse_endpoint(connect));
+    TRY(credentials, hsm::wire::read_client_credentials(key_file));
+    hsm::ClientOptions options;
+    options.connect_timeout = std::chrono::milliseconds(timeout_ms);
+    options.request_timeout = std::chrono::milliseconds(timeout_ms);
+    TRY(client, hsm::Client::connect(endpoint.value(), std::move(credentials.value()), options));
+    hsm::Client& hsm_client = *client.value();
+
+    if (kcv->parsed()) {
+        TRY(ref, key_of(f.key));
+        TRY(info, hsm_client.key_info(ref.value()));
+        const nlohmann::json json = {{"label", info->label},
+                                     {"version", info->version},
+                                     {"type", hsm::key_type_name(info->type)},
+                                     {"usage", hsm::key_usage_name(info->usage)},
+                                     {"status", info->status == hsm::KeyStatus::active ? "active" : "retired"},
+                                     {"kcv", to_hex(info->kcv)}};
+        if (json_output)
+            std::cout << json.dump() << "\n";
+        else
+            std::cout << fmt::format("{}:{} {} {} {} KCV {}\n", info->label, info->version, hsm::key_type_name(info->type),
+                                     hsm::key_usage_name(info->usage), json["status"].get<std::string>(), to_hex(info->kcv));
+        return exit_ok;
+    }
+    if (derive->parsed()) {
+        TRY(card, card_of(f));
+        TRY(kek, key_of(transport));
+        hsm::wire::DeriveCardKeys request{card.value(), kek.value(), {}};
+        for (const std::string& m : masters) {
+            TRY(ref, key_of(m));
+            request.masters.push_back(ref.value());
+        }
+        TRY(set, hsm_client.derive_card_keys(request));
+        nlohmann::json keys = nlohmann::json::array();
+        for (const auto& k : set->keys)
+            keys.push_back({{"key", hsm::card_key_name(k.usage)},
+                            {"usage", hsm::key_usage_name(k.usage)},
+                            {"master", hsm::to_string(k.master)},
+                            {"kcv", to_hex(k.kcv)},
+                            {"encrypted", to_hex(k.encrypted)}});
+        if (json_output) {
+            std::cout << nlohmann::json{{"asn", f.asn},
+                                        {"issuer", coconut::to_hex(card->issuer_id)},
+                                        {"transport", hsm::to_string(set->transport)},
+                                        {"transport_kcv", to_hex(set->transport_kcv)},
+                                        {"keys", keys}}
+                             .dump()
+                      << "\n";
+        } else {
+            std::cout << fmt::format("card {} issuer {}; keys encrypted under {} (KCV {})\n", f.asn, to_hex(card->issuer_id),
+                                     hsm::to_string(set->transport), to_hex(set->transport_kcv));
+            for (const auto& k : set->keys)
+                std::cout << fmt::format("  {:<5} from {:<24} KCV {}  encrypted {}\n", hsm::card_key_name(k.usage),
+                                         hsm::to_string(k.master), to_hex(k.kcv), to_hex(k.encrypted));
+        }
+        return exit_ok;
+    }
+    if (export_cmd->parsed()) {
+        TRY(issuer, hsm::parse_issuer_id(f.issuer));
+        TRY(master, key_of(purchase_key));
+        TRY(kek, key_of(transport));
+        TRY(key, hsm_client.export_issuer_key({issuer.value(), master.value(), kek.value()}));
+        const nlohmann::json json = {{"issuer", f.issuer}, {"master", hsm::to_string(key->master)},
+                                     {"kcv", to_hex(key->kcv)}, {"encrypted", to_hex(key->encrypted)}};
+        if (json_output)
+            std::cout << json.dump() << "\n";
+        else
+            std::cout << fmt::format("issuer purchase key from {}: KCV {} encrypted {}\n", hsm::to_string(key->master),
+                                     to_hex(key->kcv), to_hex(key->encrypted));
+        return exit_ok;
+    }
+    if (verify_tac->parsed()) {
+        TRY(ref, key_of(tac_key));
+        TRY(card, card_of(f));
+        TRY(type, type_of(f.type));
+        TRY(terminal, hsm::parse_terminal_id(f.terminal));
+        TRY(when, hsm::parse_card_date_time(f.date, f.time));
+        TRY(tac, hex_field<4>(f.tac, "--tac"));
+        const hsm::PurchaseTac item{ref->version, card.value(), f.amount, type.value(), terminal.value(), f.serial, when.value(),
+                                    tac.value()};
+        TRY(verdicts, hsm_client.verify_purchase_tacs(ref->label, std::span(&item, 1)));
+        return print_verdict(verdicts->front(), {{"key", hsm::to_string(ref.value())}});
+    }
+    if (verify_load_tac->parsed()) {
+        TRY(ref, key_of(tac_key));
+        TRY(card, card_of(f));
+        TRY(type, type_of(f.type));
+        TRY(terminal, hsm::parse_terminal_id(f.terminal));
+        TRY(when, hsm::parse_card_date_time(f.date, f.time));
+        TRY(tac, hex_field<4>(f.tac, "--tac"));
+        TRY(verdict, hsm_client.verify_load_tac({ref.value(), card.value(), f.new_balance, static_cast<std::uint16_t>(f.atc), f.amount,
+                                                 type.value(), terminal.value(), when.value(), tac.value()}));
+        return print_verdict(verdict.value(), {{"key", hsm::to_string(ref.value())}});
+    }
+    if (load->parsed()) {
+        TRY(ref, key_of(load_key));
+        TRY(card, card_of(f));
+        TRY(type, type_of(f.type));
+        TRY(terminal, hsm::parse_terminal_id(f.terminal));
+        TRY(when, hsm::parse_card_date_time(f.date, f.time));
+        TRY(random, hex_field<4>(f.random, "--random"));
+        TRY(mac1, hex_field<4>(f.mac1, "--mac1"));
+        TRY(answer, hsm_client.load_mac2({ref.value(), card.value(), f.old_balance, f.amount, type.value(), terminal.value(),
+                                          static_cast<std::uint16_t>(f.atc), random.value(), mac1.value(), when.value()}));
+        const bool valid = answer->mac1 == hsm::Verdict::valid;
+        nlohmann::json json = {{"mac1", hsm::verdict_name(answer->mac1)}, {"key_version", answer->key_version}};
+        if (valid) json["mac2"] = to_hex(answer->mac2);
+        if (json_output)
+            std::cout << json.dump() << "\n";
+        else
+            std::cout << (valid ? fmt::format("MAC1 valid; MAC2 {}\n", to_hex(answer->mac2)) : std::string("MAC1 invalid; no MAC2\n"));
+        return valid ? exit_ok : exit_invalid;
+    }
+    if (auth->parsed()) {
+        TRY(ref, key_of(auth_key));
+        TRY(card, card_of(f));
+        TRY(challenge, hex_field<8>(f.challenge, "--challenge"));
+        TRY(cryptogram, hex_field<8>(f.cryptogram, "--cryptogram"));
+        TRY(verdict, hsm_client.verify_internal_auth({ref.value(), card.value(), challenge.value(), cryptogram.value()}));
+        return print_verdict(verdict.value(), {{"key", hsm::to_string(ref.value())}});
+    }
+    return exit_usage;
+}
