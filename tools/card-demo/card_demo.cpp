@@ -147,8 +147,8 @@ Response split_response(ByteView raw) {
 // "80 50 00 02 0B 01000027104601000000 99 10" → header bytes spaced, the body in one block.
 std::string command_text(ByteView command) {
     std::string text;
-    for (std::size_t i = 0; i < command.size() && i < 5; ++i) text += to_hex(command.subspan(i, 1)) + " ";
-    if (command.size() > 5) text += to_hex(command.subspan(5));
+    for (std::size_t i = 0; i < command.size() && i < 5; ++i) text += (i > 0 ? " " : "") + to_hex(command.subspan(i, 1));
+    if (command.size() > 5) text += " " + to_hex(command.subspan(5));
     return text;
 }
 
