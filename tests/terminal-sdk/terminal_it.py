@@ -116,8 +116,10 @@ def check_queue_matches_card(vcard, image, queue, opening_balance_fen):
     info = card_info(vcard, image)
     purchases = [t for t in queue["transactions"] if t["type"] in ("06", "09")]
     atcs = sorted(t["atc"] for t in purchases)
-    harness.check_equal("queued purchase ATCs are 0 .. card offline ATC - 1, each once", atcs,
-                        list(range(info["offline_atc"])))
+    if atcs != list(range(info["offline_atc"])):
+        raise AssertionError(f"queued purchase ATCs {atcs} are not 0 .. {info['offline_atc'] - 1} (the card's offline "
+                             "ATC - 1), each once")
+    log(f"  ok  queued purchase ATCs are 0 .. {info['offline_atc'] - 1} (card offline ATC - 1), each once")
     for entry in card_log(vcard, image):
         if entry["type"] not in ("06", "09"):
             continue
