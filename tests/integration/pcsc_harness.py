@@ -259,7 +259,7 @@ def main(test_function):
     workdir = tempfile.mkdtemp(prefix="coconut-it-")
     try:
         test_function(vcard, workdir, extra)
-    except AssertionError as failure:
+    except (AssertionError, OSError, subprocess.SubprocessError) as failure:
         print(f"FAILED: {failure}\n(work directory kept: {workdir})", file=sys.stderr, flush=True)
         sys.exit(1)
     shutil.rmtree(workdir, ignore_errors=True)
