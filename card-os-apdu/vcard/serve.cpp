@@ -6,6 +6,7 @@
 
 #include <coconut/cos/card.hpp>
 
+#include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -13,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -119,6 +121,16 @@ void run_slot(Slot& slot, const ServeOptions& options, const StopSignal& stop) {
     }
 }
 
+std::optional<std::string> resolve_check(const std::string& host) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &found); rc != 0) return ::gai_strerror(rc);
+    ::freeaddrinfo(found);
+    return std::nullopt;
+}
+
 // --volatile: the image's current state in memory; nothing is ever written back.
 Result<std::unique_ptr<cos::VirtualCard>, cos::ImageFailure> open_volatile(const std::string& image_path) {
     auto storage = cos::FileStorage::open(image_path);
@@ -131,6 +143,11 @@ Result<std::unique_ptr<cos::VirtualCard>, cos::ImageFailure> open_volatile(const
 }  // namespace
 
 int run_serve(const ServeOptions& options) {
+    // A host name that does not resolve is a configuration error, not "pcscd is not up yet": say so now.
+    if (auto failure = resolve_check(options.host)) {
+        std::fprintf(stderr, "serve: --host %s: %s\n", options.host.c_str(), failure->c_str());
+        return exit_failure;
+    }
     std::vector<Slot> slots;
     slots.push_back(Slot{"card", options.card_image, options.port, nullptr, {}});
     if (!options.psam_image.empty()) {
@@ -150,6 +167,10 @@ int run_serve(const ServeOptions& options) {
             return exit_failure;
         }
         slot.card = std::move(opened.value());
+        if (slot.port == options.port && slot.card->kind() != cos::ImageKind::card) {
+            std::fprintf(stderr, "serve: note: %s is a PSAM; terminals expect the card in slot 0 and the PSAM in "
+                                 "slot 1 (--psam)\n", slot.image_path.c_str());
+        }
         slot.name = std::string(slot.card->kind() == cos::ImageKind::psam ? "psam" : "card") + ":" +
                     std::to_string(slot.port);
     }

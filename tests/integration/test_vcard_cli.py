@@ -65,6 +65,9 @@ def test_personalize_and_info(vcard, workdir):
              "--out", os.path.join(workdir, "x.img")], "profile with a short key", "dpk")
     check_equal("no image left behind by refused profiles", os.path.exists(os.path.join(workdir, "x.img")), False)
     refused([vcard], "no subcommand", "subcommand")
+    refused([vcard, "serve", image, "--host", "no-such-host.invalid"], "serve with a host that does not resolve",
+            "--host")
+    refused([vcard, "serve", image, "--port", "70000"], "serve with a port out of range", "port")
 
     state = info(vcard, image)
     check_equal("info kind", state["kind"], "card")
