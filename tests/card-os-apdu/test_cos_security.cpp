@@ -226,7 +226,9 @@ TEST_CASE("SSSE EF05 records by tag: card identifier 16, issue date 4, expiry 4,
     auto card = make_card();
     select_ssse(*card);
     const std::pair<const char*, std::size_t> items[] = {{"01", 16}, {"05", 4}, {"06", 4}, {"07", 9}};
-    for (const auto& [tag, length] : items) {
+    for (const auto& item : items) {
+        const std::string tag = item.first;
+        const std::size_t length = item.second;
         const Rsp r = send(*card, "00 B2 " + std::string(tag) + " 28 00");
         CHECK_MESSAGE(r.sw_hex() == "9000", "tag " << tag);
         CHECK_MESSAGE(r.data.size() == 2 + length, "tag " << tag);
