@@ -328,7 +328,7 @@ std::string ratio_text(double a, double b, const char* of) {
 int main(int argc, char** argv) {
     CLI::App app{"card_bench: full purchases in process and through pcscd + vpcd, against the raw APDU floor"};
     std::size_t memory_purchases = 100000;
-    std::size_t file_purchases = 5000;
+    std::size_t file_purchases = 2000;
     std::size_t pcsc_purchases = 2000;
     std::string work_dir;
     std::string vcard = COCONUT_VCARD_PATH;
