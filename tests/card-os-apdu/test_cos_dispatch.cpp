@@ -94,6 +94,18 @@ TEST_CASE("SELECT answers the SSSE application, the PSE and FIDs") {
     CHECK(sw(*card, "00 A4 04 00 08 A000000632010105") == "9000");  // case 3 form
 }
 
+TEST_CASE("SELECT by FID: the purse ADF 1001 under the MF, then an EF and READ BINARY of the current EF") {
+    auto card = make_card();
+    CHECK(sw(*card, "00 A4 00 00 02 3F00") == "9000");
+    CHECK(sw(*card, "00 A4 00 00 02 1001") == "9000");
+    CHECK(balance(*card) == test_balance_fen);
+    const Rsp by_sfi = send(*card, "00 B0 95 00 1E");
+    CHECK(sw(*card, "00 A4 00 00 02 0015") == "9000");
+    const Rsp current = send(*card, "00 B0 00 00 1E");
+    CHECK(current.sw_hex() == "9000");
+    CHECK(current.data_hex() == by_sfi.data_hex());
+}
+
 TEST_CASE("SELECT with P1 not 00/04 answers 6A86") {
     auto card = make_card();
     CHECK(sw(*card, "00 A4 01 00 08 A000000632010105 00") == "6A86");

@@ -526,6 +526,23 @@ TEST_CASE("APPLICATION UNBLOCK with a wrong MAC leaves the purse locked") {
     CHECK(sw(*card, "80 5C 00 02 04") == "9303");
 }
 
+TEST_CASE("APPLICATION UNBLOCK cannot be replayed: its challenge is used once") {
+    auto card = make_card();
+    select_purse(*card);
+    for (int i = 0; i < 3; ++i) fail_one_debit(*card);
+    const Rsp challenge = send(*card, "00 84 00 00 04");
+    REQUIRE(challenge.data.size() == 4);
+    crypto::Block iv{};
+    std::copy(challenge.data.begin(), challenge.data.end(), iv.begin());
+    const auto mac = crypto::retail_mac(key16(test_damk), hex("84 18 00 00 04"), iv);
+    const Bytes apdu = concat(hex("84 18 00 00 04"), ByteView(mac).first(4));
+    REQUIRE(send(*card, apdu).sw_hex() == "9000");
+    for (int i = 0; i < 3; ++i) fail_one_debit(*card);
+    REQUIRE(card->snapshot().purse_locked);
+    CHECK(send(*card, apdu).sw_hex() != "9000");
+    CHECK(card->snapshot().purse_locked);
+}
+
 TEST_CASE("APPLICATION UNBLOCK without a challenge is refused") {
     auto card = make_card();
     select_purse(*card);

@@ -2,6 +2,8 @@
 // application SSSE (CARD-SPEC §2, §7 and the issue-2 behaviour contract).
 #include "test_cos_support.hpp"
 
+#include <set>
+
 using namespace cos_test;
 
 TEST_SUITE_BEGIN("cos security");
@@ -112,6 +114,29 @@ TEST_CASE("a seeded card replays the same random numbers") {
     CHECK(send(*c, "00 84 00 00 08").data_hex() != send(*make_card(), "00 84 00 00 08").data_hex());
 }
 
+TEST_CASE("the card's random numbers never repeat across power off and reopen of its image") {
+    const auto dir = std::filesystem::temp_directory_path() / ("coconut-cos-random-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    const auto path = dir / "card.img";
+    REQUIRE(cos::create_image(path, card_profile()).ok());
+    std::set<std::string> seen;
+    for (int session = 0; session < 4; ++session) {
+        auto card = VirtualCard::open(path);
+        REQUIRE(card.ok());
+        for (int power = 0; power < 2; ++power) {
+            (*card)->power_off();
+            select_purse(**card);
+            const std::string challenge = send(**card, "00 84 00 00 08").data_hex();
+            const std::string random = hx(parse_init_purchase(send(**card, init_purchase_apdu(1))).random);
+            CHECK_MESSAGE(seen.insert(challenge).second, "challenge repeated: " << challenge);
+            CHECK_MESSAGE(seen.insert(random).second, "INITIALIZE random repeated: " << random);
+        }
+        // Closed without any transaction: nothing but the DRBG may have been committed.
+    }
+    std::filesystem::remove_all(dir);
+}
+
 // ---- EXTERNAL AUTHENTICATE ---------------------------------------------------------------------
 
 namespace {
@@ -163,6 +188,23 @@ TEST_CASE("EXTERNAL AUTHENTICATE wrong cryptogram answers 63Cx (3 tries), then 6
     }
     const Rsp c = challenge(*card);
     CHECK(send(*card, concat(hex("00 82 00 01 08"), external_cryptogram(c.data))).sw_hex() == "6983");
+}
+
+TEST_CASE("a challenge is used once: replaying an EXTERNAL AUTHENTICATE answers 6984") {
+    auto card = make_card();
+    select_purse(*card);
+    const Rsp c = challenge(*card);
+    const Bytes apdu = concat(hex("00 82 00 01 08"), external_cryptogram(c.data));
+    CHECK(send(*card, apdu).sw_hex() == "9000");
+    CHECK(send(*card, apdu).sw_hex() == "6984");
+}
+
+TEST_CASE("a new GET CHALLENGE replaces the previous challenge") {
+    auto card = make_card();
+    select_purse(*card);
+    const Rsp first = challenge(*card);
+    challenge(*card);
+    CHECK(send(*card, concat(hex("00 82 00 01 08"), external_cryptogram(first.data))).sw_hex() != "9000");
 }
 
 // ---- INTERNAL AUTHENTICATE ---------------------------------------------------------------------
