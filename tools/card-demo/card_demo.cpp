@@ -221,7 +221,12 @@ void read_through_pcsc(const std::string& vcard, const fs::path& work, const fs:
                        const fs::path& psam_image) {
     std::printf("\n== 2. The card and the PSAM in the real PC/SC stack (pcscd + vpcd) ==\n");
     stack::Pcscd pcscd;
-    pcscd.start(work / "pcscd.log");
+    try {
+        pcscd.start(work / "pcscd.log");
+    } catch (const std::exception& error) {
+        throw std::runtime_error(std::string(error.what()) +
+                                 " (pcscd needs root for /run/pcscd; --skip-pcsc runs the rest of the demo)");
+    }
     std::printf("  pcscd started (pid %d)\n", pcscd.pid());
     const int serve_log = ::open((work / "serve.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     stack::Child serve = stack::Child::spawn(
