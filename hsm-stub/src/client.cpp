@@ -35,8 +35,16 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
     wire::ClientCredentials credentials;
     ClientOptions options;
     wire::Nonce nonce{};
+    bool connecting = false;
     bool connected = false;
     bool closed = false;
+    // Requests made while the connection is being set up: sent once the hello gives the nonce.
+    struct Waiting {
+        wire::Command command;
+        Bytes payload;
+        Handler<Bytes> handler;
+    };
+    std::deque<Waiting> waiting;
     Failure closed_because{Errc::closed, "the client is not connected"};
     std::uint64_t next_seq = 1;
     std::uint64_t phase = 0;
@@ -66,6 +74,7 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
             closed_because = why;
         }
         connected = false;
+        connecting = false;
         disarm();
         error_code ignored;
         resolver.cancel();
@@ -74,15 +83,19 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
         write_queue.clear();
         auto pending = std::move(outstanding);
         outstanding.clear();
+        auto queued = std::move(waiting);
+        waiting.clear();
         for (Pending& p : pending) p.handler(Unexpected<Failure>{closed_because});
+        for (Waiting& w : queued) w.handler(Unexpected<Failure>{closed_because});
     }
 
     // ---- connect + hello ----
     void connect(const wire::Endpoint& endpoint, std::function<void(Status<Failure>)> handler) {
-        if (closed || connected) {
+        if (closed || connected || connecting) {
             handler(fail(Errc::connection_failed, "connect() may be called once per client"));
             return;
         }
+        connecting = true;
         auto done = std::make_shared<std::function<void(Status<Failure>)>>(std::move(handler));
         arm(options.connect_timeout, "connecting");
         const std::string where = fmt::format("{}:{}", endpoint.host, endpoint.port);
@@ -121,8 +134,12 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
             }
             self->disarm();
             self->nonce = hello->nonce;
+            self->connecting = false;
             self->connected = true;
             self->read_responses();
+            auto queued = std::move(self->waiting);
+            self->waiting.clear();
+            for (Waiting& w : queued) self->call(w.command, std::move(w.payload), std::move(w.handler));
             (*done)(Ok{});
         });
     }
@@ -175,6 +192,13 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
     }
 
     void call(wire::Command command, Bytes payload, Handler<Bytes> handler) {
+        if (connecting) {
+            if (waiting.size() >= options.max_outstanding)
+                return handler(fail(Errc::server_busy, fmt::format("{} requests are already waiting for the connection",
+                                                                   options.max_outstanding)));
+            waiting.push_back({command, std::move(payload), std::move(handler)});
+            return;
+        }
         if (!connected) return handler(Unexpected<Failure>{closed_because});
         if (outstanding.size() >= options.max_outstanding)
             return handler(fail(Errc::server_busy, fmt::format("{} requests are already outstanding on this connection",

@@ -9,7 +9,8 @@
 //   async->async_connect(endpoint, [](Status<Failure> connected) { … });
 //   async->async_verify_purchase_tacs("mk-tac", batch, [](Outcome<std::vector<Verdict>> verdicts) { … });
 //
-// Requests are pipelined on one connection (responses come back in order); every handler is called
+// Requests are pipelined on one connection (responses come back in order; requests made while
+// async_connect is still under way wait for it, within max_outstanding); every handler is called
 // exactly once, on the client's strand. A failure of the connection (timeout, bad response MAC, the
 // server closing it) fails every outstanding request with that failure and leaves the client closed:
 // create a new one to reconnect. Request-level errors (unknown key, not permitted …) fail only that request.

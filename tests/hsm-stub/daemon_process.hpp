@@ -1,0 +1,191 @@
+// Runs the real coconut-hsmd for integration tests: on 127.0.0.1 with an ephemeral port, ready only
+// once its ready file names the port AND a TCP connection gets the server's hello; every wait bounded;
+// stopped by PID (SIGTERM, then SIGKILL after a bounded wait).
+#pragma once
+
+#include "support.hpp"
+
+#include <coconut/hsm/protocol.hpp>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cstdio>
+#include <optional>
+#include <thread>
+#include <vector>
+
+namespace hsm_test {
+
+// How long a daemon may take to start listening (2 cores shared with parallel builds: be generous).
+inline constexpr auto daemon_start_timeout = std::chrono::seconds(20);
+// How long SIGTERM may take before SIGKILL.
+inline constexpr auto daemon_stop_timeout = std::chrono::seconds(5);
+// Receive timeout of raw test sockets: no test read may hang.
+inline constexpr int raw_socket_timeout_s = 10;
+
+// A raw TCP connection for speaking (and breaking) the protocol by hand.
+class RawConnection {
+public:
+    explicit RawConnection(std::uint16_t port) {
+        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        timeval tv{raw_socket_timeout_s, 0};
+        ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons(port);
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    }
+    ~RawConnection() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    RawConnection(const RawConnection&) = delete;
+    RawConnection& operator=(const RawConnection&) = delete;
+
+    bool connected() const { return connected_; }
+    bool send(ByteView bytes) { return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(bytes.size()); }
+    void close() {
+        ::close(fd_);
+        fd_ = -1;
+    }
+
+    // One frame's body, or nullopt on EOF / reset / timeout.
+    std::optional<Bytes> read_frame() {
+        std::array<std::uint8_t, 4> prefix{};
+        if (!read_exact(prefix.data(), prefix.size())) return std::nullopt;
+        Bytes body(coconut::read_be32(prefix));
+        if (body.size() > hsm::wire::max_frame_bytes || !read_exact(body.data(), body.size())) return std::nullopt;
+        return body;
+    }
+    // Reads the hello and returns its nonce.
+    std::optional<hsm::wire::Nonce> hello() {
+        auto body = read_frame();
+        if (!body) return std::nullopt;
+        auto decoded = hsm::wire::decode_hello(*body);
+        if (!decoded) return std::nullopt;
+        return decoded->nonce;
+    }
+    // True if the peer closed the connection (EOF or reset) within the socket timeout.
+    bool closed_by_peer() {
+        std::uint8_t byte = 0;
+        const ssize_t n = ::recv(fd_, &byte, 1, 0);
+        return n == 0 || (n < 0 && errno == ECONNRESET);
+    }
+
+private:
+    bool read_exact(std::uint8_t* out, std::size_t size) {
+        std::size_t done = 0;
+        while (done < size) {
+            const ssize_t n = ::recv(fd_, out + done, size - done, 0);
+            if (n <= 0) return false;
+            done += static_cast<std::size_t>(n);
+        }
+        return true;
+    }
+    int fd_ = -1;
+    bool connected_ = false;
+};
+
+class Daemon {
+public:
+    Daemon(const std::filesystem::path& dir, std::vector<std::string> extra = {}) : dir_(dir) {
+        const std::filesystem::path ready = dir / "ready";
+        std::filesystem::remove(ready);
+        std::vector<std::string> args = {COCONUT_HSMD_PATH, "serve",       "--store",      (dir / "store").string(),
+                                         "--listen",        "127.0.0.1:0", "--ready-file", ready.string(),
+                                         "--threads",       "2"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        const std::string log = (dir / "hsmd.log").string();
+        std::fflush(nullptr);  // or the child would flush a copy of our buffered output
+        pid_ = ::fork();
+        REQUIRE(pid_ >= 0);
+        if (pid_ == 0) {
+            const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+            ::dup2(out, 1);
+            ::dup2(out, 2);
+            std::vector<char*> argv;
+            for (auto& a : args) argv.push_back(a.data());
+            argv.push_back(nullptr);
+            ::execv(argv[0], argv.data());
+            std::_Exit(127);
+        }
+        const auto deadline = std::chrono::steady_clock::now() + daemon_start_timeout;
+        while (std::chrono::steady_clock::now() < deadline && alive()) {
+            if (std::filesystem::exists(ready)) {
+                port_ = static_cast<std::uint16_t>(std::stoi(read_text(ready)));
+                RawConnection probe(port_);
+                if (probe.connected() && probe.hello()) return;
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        FAIL("coconut-hsmd did not become ready: " << read_text(dir / "hsmd.log"));
+    }
+    ~Daemon() { stop(); }
+    Daemon(const Daemon&) = delete;
+    Daemon& operator=(const Daemon&) = delete;
+
+    std::uint16_t port() const { return port_; }
+    hsm::wire::Endpoint endpoint() const { return {"127.0.0.1", port_}; }
+    pid_t pid() const { return pid_; }
+
+    bool alive() {
+        if (exited_) return false;
+        int status = 0;
+        if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+            exited_ = true;
+            exit_status_ = status;
+            return false;
+        }
+        return true;
+    }
+
+    void signal(int sig) { ::kill(pid_, sig); }
+
+    // SIGTERM, bounded wait, SIGKILL. Returns the wait status.
+    int stop() {
+        if (pid_ <= 0 || exited_) return exit_status_;
+        ::kill(pid_, SIGTERM);
+        const auto deadline = std::chrono::steady_clock::now() + daemon_stop_timeout;
+        while (std::chrono::steady_clock::now() < deadline) {
+            if (!alive()) return exit_status_;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &exit_status_, 0);
+        exited_ = true;
+        return exit_status_;
+    }
+
+private:
+    std::filesystem::path dir_;
+    pid_t pid_ = -1;
+    std::uint16_t port_ = 0;
+    bool exited_ = false;
+    int exit_status_ = 0;
+};
+
+struct CommandResult {
+    int exit_code = -1;
+    std::string output;
+};
+
+// Runs a shell command (stdout + stderr captured). Commands given here carry their own timeouts.
+inline CommandResult run(const std::string& command) {
+    CommandResult result;
+    std::FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+    REQUIRE(pipe != nullptr);
+    std::array<char, 4096> buffer{};
+    while (std::fgets(buffer.data(), buffer.size(), pipe) != nullptr) result.output += buffer.data();
+    const int status = ::pclose(pipe);
+    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return result;
+}
+
+}  // namespace hsm_test
