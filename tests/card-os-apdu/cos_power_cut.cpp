@@ -1,4 +1,5 @@
-// Power cut at random points inside DEBIT, CREDIT, CAPP purchases (with their 80 DC cache) and PSAM 80 70:
+// Power cut at random points inside DEBIT, CREDIT, CAPP purchases (with their 80 DC cache), PSAM 80 70 and the
+// two counters a failure commits (MAC-failure counter of a wrong-MAC DEBIT, PIN tries of a wrong VERIFY):
 // after every cut the image is reopened and must be entirely before or entirely after the command —
 // balance, online / offline ATC, EF18 log record, EF1A bus record, EF1E trip record, PSAM serial
 // (issue 2 "Power cut", DESIGN.md §5, image.hpp FileStorage::inject_power_cut_after).
@@ -7,7 +8,7 @@
 // written), slot size − 1 (everything but the last checksum byte) and ≥ slot size (the whole slot written
 // and synced, then the power goes: the command must be in the image). One image is carried through all
 // iterations, so the log wraps and the state keeps moving. Seed: COCONUT_POWER_CUT_SEED (default fixed),
-// iterations: COCONUT_POWER_CUT_ITERATIONS (default 1040 = 260 per kind).
+// iterations: COCONUT_POWER_CUT_ITERATIONS (default 1560 = 260 per kind; DEBIT, CREDIT and CAPP get 780 cuts).
 #include "test_cos_support.hpp"
 
 #include <cstdlib>
@@ -17,13 +18,16 @@ using namespace cos_test;
 
 namespace {
 
-enum class Kind { debit, credit, capp, psam };
+enum class Kind { debit, credit, capp, psam, failed_debit, wrong_pin };
+constexpr int kind_count = 6;
 const char* name(Kind k) {
     switch (k) {
         case Kind::debit: return "DEBIT";
         case Kind::credit: return "CREDIT";
         case Kind::capp: return "CAPP DEBIT";
         case Kind::psam: return "PSAM 80 70";
+        case Kind::failed_debit: return "DEBIT with a wrong MAC1 (MAC-failure counter)";
+        case Kind::wrong_pin: return "VERIFY with a wrong PIN (try counter)";
     }
     return "?";
 }
@@ -34,6 +38,7 @@ struct CardState {
     std::uint16_t online_atc = 0;
     std::uint16_t offline_atc = 0;
     std::uint8_t mac_failures = 0;
+    std::uint8_t pin_tries_left = 0;
     std::string ef18_1;  // hex data / SW
     std::string ef1a_1;
     std::string ef1e_1;
@@ -41,7 +46,7 @@ struct CardState {
 };
 std::ostream& operator<<(std::ostream& os, const CardState& s) {
     return os << "{balance " << s.balance_fen << ", online ATC " << s.online_atc << ", offline ATC " << s.offline_atc
-              << ", MAC failures " << int(s.mac_failures) << ", EF18.1 " << s.ef18_1 << ", EF1A.1 " << s.ef1a_1
+              << ", MAC failures " << int(s.mac_failures) << ", PIN tries " << int(s.pin_tries_left) << ", EF18.1 " << s.ef18_1 << ", EF1A.1 " << s.ef1a_1
               << ", EF1E.1 " << s.ef1e_1 << "}";
 }
 std::string record(VirtualCard& card, std::string_view apdu) {
@@ -56,6 +61,7 @@ CardState read_state(VirtualCard& card) {
     s.online_atc = snap.online_atc;
     s.offline_atc = snap.offline_atc;
     s.mac_failures = snap.mac_failures;
+    s.pin_tries_left = snap.pin_tries_left;
     s.ef18_1 = record(card, "00 B2 01 C4 17");
     s.ef1a_1 = record(card, "00 B2 01 D4 30");
     s.ef1e_1 = record(card, "00 B2 01 F4 30");
@@ -120,7 +126,7 @@ struct Tally {
 
 TEST_CASE("a power cut at any byte of the commit leaves the image entirely before or after the command") {
     const std::uint64_t seed = env_or("COCONUT_POWER_CUT_SEED", 0xC0C0C0DE2026ULL);
-    const std::uint64_t iterations = env_or("COCONUT_POWER_CUT_ITERATIONS", 1040);
+    const std::uint64_t iterations = env_or("COCONUT_POWER_CUT_ITERATIONS", 1560);
     MESSAGE("seed " << seed << " (set COCONUT_POWER_CUT_SEED to replay), iterations " << iterations);
     std::mt19937_64 rng(seed);
 
@@ -136,11 +142,11 @@ TEST_CASE("a power cut at any byte of the commit leaves the image entirely befor
     const std::size_t slot_size = (std::filesystem::file_size(card_path) - cos::image_header_size) / 2;
     REQUIRE(slot_size > 0);
 
-    Tally tally[4];
+    Tally tally[kind_count];
     std::uint32_t terminal_serial = 1;
     for (std::uint64_t i = 0; i < iterations; ++i) {
-        const Kind kind = static_cast<Kind>(i % 4);
-        const std::size_t cut = pick_cut(rng, i / 4, slot_size);
+        const Kind kind = static_cast<Kind>(i % kind_count);
+        const std::size_t cut = pick_cut(rng, i / kind_count, slot_size);
         const CardDateTime w = random_when(rng);
         const std::uint32_t amount = std::uniform_int_distribution<std::uint32_t>(1, 400)(rng);
         INFO("iteration " << i << ", " << std::string(name(kind)) << ", cut after " << cut << " of " << slot_size << " bytes");
@@ -178,16 +184,26 @@ TEST_CASE("a power cut at any byte of the commit leaves the image entirely befor
         VirtualCard& card = *opened.card;
         const CardState before = read_state(card);
         REQUIRE_MESSAGE(before.mac_failures == 0, before);
+        REQUIRE_MESSAGE(before.pin_tries_left == 3, before);
         // Keep the balance in range: a load when low, a purchase when high.
         Kind effective = kind;
-        if (kind != Kind::credit && before.balance_fen < 1000) effective = Kind::credit;
+        if ((kind == Kind::debit || kind == Kind::capp) && before.balance_fen < 1000) effective = Kind::credit;
         if (kind == Kind::credit && before.balance_fen > 90000) effective = Kind::debit;
 
         CardState expected = before;
         Bytes final_apdu;
         Bytes expected_proof;  // GET TRANSACTION PROVE answer if the command is in the image
         Bytes prove_apdu;
-        if (effective == Kind::credit) {
+        if (effective == Kind::failed_debit) {
+            const InitPurchaseResponse init = parse_init_purchase(send(card, init_purchase_apdu(amount)));
+            Bytes mac1 = terminal_purchase_mac1(init, amount, 0x06, test_terminal, terminal_serial, w);
+            mac1[0] ^= 0xFF;
+            final_apdu = debit_apdu(terminal_serial, w, mac1);
+            expected.mac_failures = 1;
+        } else if (effective == Kind::wrong_pin) {
+            final_apdu = hex("00 20 00 00 03 000000");
+            expected.pin_tries_left = 2;
+        } else if (effective == Kind::credit) {
             const InitLoadResponse init = parse_init_load(send(card, init_load_apdu(amount)));
             REQUIRE(init.online_atc == before.online_atc);
             final_apdu = credit_apdu(w, host_load_mac2(init, amount, test_terminal, w));
@@ -239,12 +255,11 @@ TEST_CASE("a power cut at any byte of the commit leaves the image entirely befor
                                                                        << "\n  reopened " << now);
         if (cut == 0) CHECK_MESSAGE(is_before, "cut at 0 bytes must leave the image before: " << now);
         if (cut >= slot_size) CHECK_MESSAGE(is_after, "cut after the whole slot must leave the image after: " << now);
-        const int k = effective == Kind::credit ? 1 : effective == Kind::capp ? 2 : 0;
-        ++(is_before ? tally[k].before : tally[k].after);
+        ++(is_before ? tally[static_cast<int>(effective)].before : tally[static_cast<int>(effective)].after);
 
         // The terminal never saw the response: if the command is in the image, GET TRANSACTION PROVE
         // (after the power came back) must answer its MAC2 ‖ TAC; if not, 9406.
-        if (is_after || is_before) {
+        if ((is_after || is_before) && !prove_apdu.empty()) {
             const Rsp proof = send(*reopened.card, prove_apdu);
             if (is_after) {
                 CHECK_MESSAGE(proof.sw_hex() == "9000", "GET TRANSACTION PROVE " << hx(prove_apdu));
@@ -258,8 +273,12 @@ TEST_CASE("a power cut at any byte of the commit leaves the image entirely befor
             }
         }
         if (!(is_before || is_after)) break;  // one inconsistent image is enough to report
+        // Undo a counted failure so the next iteration starts clean: a good purchase resets the MAC-failure
+        // counter, the right PIN the try counter.
+        if (now.mac_failures > 0) do_purchase(*reopened.card, 1, terminal_serial++, w);
+        if (now.pin_tries_left < 3) REQUIRE(sw(*reopened.card, "00 20 00 00 03 123456") == "9000");
     }
-    for (int k = 0; k < 4; ++k)
+    for (int k = 0; k < kind_count; ++k)
         MESSAGE(std::string(name(static_cast<Kind>(k))) << ": " << tally[k].before << " cuts left the image before, "
                                            << tally[k].after << " after");
     std::filesystem::remove_all(dir);

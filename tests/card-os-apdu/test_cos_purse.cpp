@@ -276,6 +276,19 @@ TEST_CASE("MAC1 computed for a different amount answers 9302") {
     CHECK(observe(*card) == before);
 }
 
+TEST_CASE("a DEBIT that failed its MAC1 ends the transaction: the right MAC1 after it answers 6985") {
+    // No second guess on one INITIALIZE (security; CARD-SPEC §2 "any command other than the next step
+    // cancels", and a failed step is not a pending one).
+    auto card = make_card();
+    const PurseState before = observe(*card);
+    const CardDateTime w = when("20261126", "135100");
+    const InitPurchaseResponse init = parse_init_purchase(send(*card, init_purchase_apdu(500)));
+    CHECK(send(*card, debit_apdu(1, w, hex("01020304"))).sw_hex() == "9302");
+    const Bytes mac1 = terminal_purchase_mac1(init, 500, crypto::type_ep_purchase, test_terminal, 1, w);
+    CHECK(send(*card, debit_apdu(1, w, mac1)).sw_hex() == "6985");
+    CHECK(observe(*card) == before);
+}
+
 TEST_CASE("DEBIT without a pending INITIALIZE FOR PURCHASE answers 6985") {
     auto card = make_card();
     select_purse(*card);
