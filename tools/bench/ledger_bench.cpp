@@ -21,6 +21,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <deque>
+#include <future>
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -48,7 +50,8 @@ struct Config {
     std::uint64_t cards = 10'000;
     std::uint64_t participants = 100;
     int clients = 64;
-    std::uint64_t per_transfer_count = 5'000;
+    int in_flight = 16;  // requests each client keeps outstanding in the extra group-commit run (1: skip it)
+    std::uint64_t per_transfer_count = 2'000;
     std::uint64_t group_count = 200'000;
     std::uint64_t batch_count = 200'000;
     std::uint64_t group_delay_us = writer_group_delay_default.count();
@@ -134,9 +137,10 @@ double percentile_us(std::vector<double>& latencies_us, double fraction) {
     return latencies_us[index];
 }
 
-// `clients` closed-loop threads, one transfer per request, through a Writer with `options`.
+// `clients` closed-loop threads, one transfer per request and `in_flight` requests outstanding each,
+// through a Writer with `options`.
 Figures run_clients(Ledger& ledger, Workload& workload, const Config& config, std::uint64_t count,
-                    WriterOptions options, std::string mode) {
+                    WriterOptions options, int in_flight, std::string mode) {
     Writer writer(ledger, options);
     std::atomic<std::int64_t> remaining{static_cast<std::int64_t>(count)};
     std::vector<std::vector<double>> latencies(static_cast<std::size_t>(config.clients));
@@ -146,12 +150,18 @@ Figures run_clients(Ledger& ledger, Workload& workload, const Config& config, st
         threads.emplace_back([&, c] {
             std::mt19937_64 random(static_cast<std::uint64_t>(c) * 7919 + count);
             auto& mine = latencies[static_cast<std::size_t>(c)];
-            while (remaining.fetch_sub(1) > 0) {
-                const auto sent = Clock::now();
-                auto reply = writer.submit(std::vector<Event>{workload.next(random)}).get();
-                mine.push_back(std::chrono::duration<double, std::micro>(Clock::now() - sent).count());
+            std::deque<std::pair<Clock::time_point, std::future<Reply>>> outstanding;
+            auto complete_oldest = [&] {
+                auto reply = outstanding.front().second.get();
+                mine.push_back(std::chrono::duration<double, std::micro>(Clock::now() - outstanding.front().first).count());
                 require_ok(reply, "transfer");
+                outstanding.pop_front();
+            };
+            while (remaining.fetch_sub(1) > 0) {
+                if (outstanding.size() == static_cast<std::size_t>(in_flight)) complete_oldest();
+                outstanding.emplace_back(Clock::now(), writer.submit(std::vector<Event>{workload.next(random)}));
             }
+            while (!outstanding.empty()) complete_oldest();
         });
     }
     for (auto& t : threads) t.join();
@@ -197,6 +207,8 @@ int main(int argc, char** argv) {
     app.add_option("--cards", config.cards, "card purse accounts");
     app.add_option("--participants", config.participants, "participant payable accounts");
     app.add_option("--clients", config.clients, "concurrent closed-loop clients")->check(CLI::Range(1, 1024));
+    app.add_option("--in-flight", config.in_flight, "outstanding requests per client in the extra group-commit run")
+        ->check(CLI::Range(1, 4096));
     app.add_option("--per-transfer", config.per_transfer_count, "transfers in the commit-per-transfer run");
     app.add_option("--group", config.group_count, "transfers in the group-commit run");
     app.add_option("--batch", config.batch_count, "transfers in the batch-ceiling run (0: skip)");
@@ -227,17 +239,24 @@ int main(int argc, char** argv) {
     grouped.group_delay = std::chrono::microseconds(config.group_delay_us);
 
     std::vector<Figures> figures;
-    figures.push_back(run_clients(ledger, workload, config, config.per_transfer_count, one_per_commit,
+    figures.push_back(run_clients(ledger, workload, config, config.per_transfer_count, one_per_commit, 1,
                                   "commit per transfer"));
-    figures.push_back(run_clients(ledger, workload, config, config.group_count, grouped,
+    figures.push_back(run_clients(ledger, workload, config, config.group_count, grouped, 1,
                                   fmt::format("group commit (<={} us)", config.group_delay_us)));
+    if (config.in_flight > 1) {
+        figures.push_back(run_clients(ledger, workload, config, config.group_count, grouped, config.in_flight,
+                                      fmt::format("group commit, {} in flight", config.in_flight)));
+    }
     if (config.batch_count > 0) figures.push_back(run_batches(ledger, workload, config.batch_count));
 
     auto report = ledger.check();
     if (!report || !report->ok()) die("invariant check failed after the benchmark");
 
-    fmt::print("ledger_bench: {} cards, {} participants, {} clients, data in {} ({} CPUs)\n", config.cards,
-               config.participants, config.clients, config.directory, std::thread::hardware_concurrency());
+    double load[3] = {0, 0, 0};
+    getloadavg(load, 3);
+    fmt::print("ledger_bench: {} cards, {} participants, {} clients, data in {} ({} CPUs, load average {:.1f})\n",
+               config.cards, config.participants, config.clients, config.directory,
+               std::thread::hardware_concurrency(), load[0]);
     fmt::print("{:<28} {:>9} {:>8} {:>8} {:>10} {:>9} {:>9} {:>12}\n", "mode", "transfers", "seconds", "commits",
                "per commit", "p50 us", "p99 us", "transfers/s");
     for (const Figures& f : figures) {
