@@ -84,6 +84,24 @@ TEST_CASE("EF15 holds issuer id, ASN and the app data as CARD-SPEC §6 lays them
     CHECK(card->snapshot().asn == test_asn);
 }
 
+TEST_CASE("EF16 cardholder: name (20, GBK) at offset 2, id number (32) at offset 22") {
+    json profile = card_profile();
+    profile["cardholder"]["name"] = "\u5F20\u4E09";  // 张三: GBK D5C5 C8FD
+    auto card = make_card(profile);
+    select_purse(*card);
+    const Rsp ef16 = send(*card, "00 B0 96 00 37");
+    REQUIRE(ef16.sw_hex() == "9000");
+    REQUIRE(ef16.data.size() == 55);
+    CHECK(hx(ByteView(ef16.data).subspan(2, 4)) == "D5C5C8FD");
+    CHECK(hx(ByteView(ef16.data).subspan(22, 18)) == hx(Bytes{'4', '6', '0', '1', '0', '0', '1', '9', '9', '0', '0',
+                                                             '1', '0', '1', '1', '2', '3', '4'}));
+    // SSSE EF06 tag 09 holds the same GBK name.
+    select_ssse(*card);
+    const Rsp name = send(*card, "00 B2 09 30 00");
+    REQUIRE(name.sw_hex() == "9000");
+    CHECK(hx(ByteView(name.data).subspan(0, 6)) == "091ED5C5C8FD");
+}
+
 TEST_CASE("SELECT answers the SSSE application, the PSE and FIDs") {
     auto card = make_card();
     CHECK(sw(*card, select_ssse_apdu) == "9000");
