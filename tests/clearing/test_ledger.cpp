@@ -719,6 +719,35 @@ TEST_CASE("the writer refuses work when its queue is full and after stop") {
     CHECK(late.error().code == ErrorCode::stopped);
 }
 
+TEST_CASE("a commit that fails fails every request of its group and acknowledges none") {
+    constexpr std::size_t small_map_bytes = 1 << 20;
+    Fixture f(small_map_bytes, false);
+    WriterOptions options;
+    options.group_delay = std::chrono::microseconds(5000);
+    Writer writer(*f.ledger, options);
+    std::optional<Error> failure;
+    std::uint64_t next_id = 1;
+    for (int round = 0; round < 200 && !failure; ++round) {
+        std::vector<std::future<Reply>> replies;
+        for (int r = 0; r < 4; ++r) {
+            std::vector<Event> events;
+            for (int i = 0; i < 250; ++i) events.push_back(account(next_id++));
+            replies.push_back(writer.submit(std::move(events)));
+        }
+        for (auto& reply : replies) {
+            auto result = reply.get();
+            if (!result) failure = result.error();
+        }
+    }
+    REQUIRE(failure.has_value());
+    CHECK(failure->code == ErrorCode::map_full);
+    writer.stop();
+    CHECK(writer.stats().failed_commits >= 1);
+    // No account of a failed request was written, so the journal holds only acknowledged ones.
+    f.require_check();
+    CHECK_FALSE(f.ledger->lookup_account(make_id(next_id - 1)).value().has_value());
+}
+
 TEST_CASE("the writer releases due holds while idle") {
     Fixture f(map_size_bytes_default, false);
     open_accounts(f);

@@ -198,6 +198,31 @@ Figures run_batches(Ledger& ledger, Workload& workload, std::uint64_t count) {
     return f;
 }
 
+// The floor under every durable commit on this disk: LMDB commits of one 8-byte put, same sync flags.
+Figures run_raw_lmdb(const std::string& directory, std::uint64_t count) {
+    std::filesystem::create_directories(directory);
+    auto env = lmdb::Env::open(directory, {std::size_t{1} << 30, 1, 8});
+    if (!env) die(env.error().message());
+    auto table = env->open_table("raw");
+    if (!table) die(table.error().message());
+    std::vector<double> latencies;
+    const auto start = Clock::now();
+    for (std::uint64_t i = 0; i < count; ++i) {
+        const auto sent = Clock::now();
+        auto txn = lmdb::Txn::begin(*env, lmdb::Txn::Mode::read_write);
+        if (!txn) die(txn.error().message());
+        const auto key = be_array<8>(i);
+        if (auto put = txn->put(*table, key, key); !put) die(put.error().message());
+        if (auto committed = txn->commit(); !committed) die(committed.error().message());
+        latencies.push_back(std::chrono::duration<double, std::micro>(Clock::now() - sent).count());
+    }
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    Figures f{"raw LMDB commit (1 put)", count, seconds, count, 0, 0};
+    f.p50_us = percentile_us(latencies, 0.50);
+    f.p99_us = percentile_us(latencies, 0.99);
+    return f;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -239,6 +264,7 @@ int main(int argc, char** argv) {
     grouped.group_delay = std::chrono::microseconds(config.group_delay_us);
 
     std::vector<Figures> figures;
+    const Figures raw = run_raw_lmdb(config.directory + "/raw-lmdb", 500);
     figures.push_back(run_clients(ledger, workload, config, config.per_transfer_count, one_per_commit, 1,
                                   "commit per transfer"));
     figures.push_back(run_clients(ledger, workload, config, config.group_count, grouped, 1,
@@ -264,6 +290,8 @@ int main(int argc, char** argv) {
                    f.commits, static_cast<double>(f.transfers) / static_cast<double>(f.commits), f.p50_us, f.p99_us,
                    f.transfers_per_s());
     }
+    fmt::print("{:<28} {:>9} {:>8.2f} {:>8} {:>10.1f} {:>9.0f} {:>9.0f} {:>12.0f}   (baseline, one thread)\n", raw.mode,
+               raw.transfers, raw.seconds, raw.commits, 1.0, raw.p50_us, raw.p99_us, raw.transfers_per_s());
     fmt::print("group commit / commit per transfer: {:.1f}x durable transfers/s\n",
                figures[1].transfers_per_s() / figures[0].transfers_per_s());
     fmt::print("check after the run: {} accounts, {} transfers, {} journal entries, all invariants hold\n",
