@@ -4,7 +4,7 @@
 // Input layout:
 //   byte 0      device and start state: bits 0-1 = 0 card T=1, 1 card T=0, 2 PSAM, 3 card T=1 with master
 //               keys; bit 2 = SELECT the purse / PSAM DF first; bit 3 = SELECT SSSE first; bit 4 = VERIFY the
-//               PIN first.
+//               PIN first. Bits 5-7 all set = image mode (below) instead.
 //   then steps  a length byte L < 0xF0 followed by L bytes = one raw command APDU (cut short at the end of
 //               the input), or one of the control bytes below.
 //   0xF0 power off · 0xF1 warm reset · 0xF2 a correct DEBIT for the last INITIALIZE FOR PURCHASE / CAPP the
@@ -12,6 +12,11 @@
 //   PROVE) · 0xF3 a correct CREDIT for the last INITIALIZE FOR LOAD · 0xF4 GET RESPONSE of what a 61xx
 //   offered · 0xF5 SELECT purse · 0xF6 a correct APPLICATION UNBLOCK (GET CHALLENGE + 84 18) ·
 //   other ≥ 0xF7: snapshot().
+//
+// Image mode (byte 0 bits 5-7 set): the rest edits the device's personalized payload — byte 1 = 0: triples
+// (offset hi, offset lo, value) overwrite bytes; 1: the next two bytes truncate it first, then triples; 2: the
+// rest is the whole payload. VirtualCard::in_memory must refuse it or load a card that then survives a fixed
+// session of every application's commands (a checksum guards files on disk, not a tampered payload).
 //
 // FUZZ_APDU_TRACE=1 in the environment prints every command and response.
 //
@@ -215,6 +220,50 @@ private:
     std::uint16_t offline_atc_ = 0;
 };
 
+// A fixed session touching every application, for a card decoded from an edited payload.
+void image_session(Session& session) {
+    for (const char* command :
+         {"00A4040008A00000063201010500", "805C000204", "00B0950000", "00B0960000", "00B0970000", "00B201C400",
+          "00B201D400", "00B201F400", "805001020B0100000001001122334455 0F", "805000020B0100000001001122334455 10",
+          "805A000602000008", "0084000008", "0020000003123456", "00880001081122334455667788 08",
+          "00A404000F7378312E73682EC9E7BBE1B1A3D5CF00", "00B2083000", "00B2013000", "00B2012800", "00A4000002DF04",
+          "00B2304000", "00A4040010A0000006324D4F542E435053414D303100", "00B0960006", "00B0970002",
+          "8070000024 11223344 0005 000000FA 06 20261126135100 01 00 0000000000012345 0460000000000001 08",
+          "8072000004 01020304"}) {
+        session.send(hex(command));
+    }
+    session.correct_debit({});
+    session.correct_credit();
+    session.snapshot();
+}
+
+int run_image_mode(const Payloads& p, int device, ByteView edits) {
+    Bytes payload = device == 0 ? p.card_t1 : device == 1 ? p.card_t0 : device == 2 ? p.psam : p.card_master;
+    if (edits.empty()) return 0;
+    const std::uint8_t mode = edits[0] % 3;
+    edits = edits.subspan(1);
+    if (mode == 2) {
+        payload.assign(edits.begin(), edits.end());
+    } else {
+        if (mode == 1 && edits.size() >= 2) {
+            payload.resize(std::min<std::size_t>(payload.size(), read_be16(edits)));
+            edits = edits.subspan(2);
+        }
+        for (std::size_t i = 0; i + 3 <= edits.size() && !payload.empty(); i += 3) {
+            payload[((std::size_t{edits[i]} << 8) | edits[i + 1]) % payload.size()] = edits[i + 2];
+        }
+    }
+    auto card = cos::VirtualCard::in_memory(payload);
+    if (!card.ok()) {
+        if (trace()) std::fprintf(stderr, "payload refused: %s\n", card.error().message.c_str());
+        if (card.error().message.empty()) fail("a refused payload without a message", {});
+        return 0;
+    }
+    Session session(std::move(card).value(), device != 3);
+    image_session(session);
+    return 0;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -223,6 +272,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::uint8_t flags = input[0];
     const Payloads& p = payloads();
     const int device = flags & 0x03;
+    if ((flags & 0xE0) == 0xE0) return run_image_mode(p, device, input.subspan(1));
     const Bytes& payload = device == 0 ? p.card_t1 : device == 1 ? p.card_t0 : device == 2 ? p.psam : p.card_master;
     auto card = cos::VirtualCard::in_memory(payload);
     if (!card.ok()) fail("a personalized payload did not load", {});

@@ -55,6 +55,15 @@ SEEDS = {
 }
 
 
+IMAGE_MODE = 0xE0
+SEEDS.update({
+    "image-identity": bytes([IMAGE_MODE | CARD_T1, 0]),
+    "image-poke-card": bytes([IMAGE_MODE | CARD_T1, 0]) + bytes.fromhex("000A00" "010063" "0200FF"),
+    "image-truncate-psam": bytes([IMAGE_MODE | PSAM, 1]) + bytes.fromhex("0040"),
+    "image-raw": bytes([IMAGE_MODE | CARD_T0, 2]) + bytes.fromhex("010101000100"),
+})
+
+
 def main():
     OUT.mkdir(exist_ok=True)
     for name, data in SEEDS.items():
