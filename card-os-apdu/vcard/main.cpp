@@ -33,7 +33,8 @@ int main(int argc, char** argv) {
     std::string image_path;
     bool force = false;
     auto* personalize = app.add_subcommand("personalize", "Create a card or PSAM image from a JSON profile");
-    personalize->add_option("--profile", profile_path, "Profile JSON (card-os-apdu/IMAGE-FORMAT.md)")->required();
+    personalize->add_option("--profile", profile_path, "Profile JSON (card-os-apdu/IMAGE-FORMAT.md)")
+        ->required();
     personalize->add_option("--out", image_path, "Image file to create")->required();
     personalize->add_flag("--force", force, "Overwrite an existing image");
 
@@ -52,18 +53,21 @@ int main(int argc, char** argv) {
 
     ServeOptions serve_options;
     int port = serve_options.port;
-    auto* serve = app.add_subcommand("serve", "Serve images to pcscd through the vpcd driver (vicc TCP client)");
+    auto* serve =
+        app.add_subcommand("serve", "Serve images to pcscd through the vpcd driver (vicc TCP client)");
     serve->footer(
         "The card connects to HOST:PORT (vpcd slot 'Virtual PCD 00 00'), the PSAM to HOST:PORT+1\n"
         "('Virtual PCD 00 01'), each on its own connection and thread. Reconnects with back-off while\n"
         "pcscd is down or restarts. SIGTERM / SIGINT: disconnect and exit 0.");
-    serve->add_option("IMAGE", serve_options.card_image, "Image served on PORT (normally the card)")->required();
+    serve->add_option("IMAGE", serve_options.card_image, "Image served on PORT (normally the card)")
+        ->required();
     serve->add_option("--psam", serve_options.psam_image, "Image served on PORT+1 (normally the PSAM)");
     serve->add_option("--port", port, "vpcd TCP port of the first slot")->check(CLI::Range(1, 65534));
     serve->add_option("--host", serve_options.host, "vpcd host (pcscd's machine)");
     serve->add_flag("--verbose,-v", serve_options.verbose, "Log every control message and APDU on stderr");
-    serve->add_flag("--volatile", serve_options.volatile_images,
-                    "Serve in-memory copies: changes are NOT written to the images (benchmarks of the transport)");
+    serve->add_flag(
+        "--volatile", serve_options.volatile_images,
+        "Serve in-memory copies: changes are NOT written to the images (benchmarks of the transport)");
 
     CLI11_PARSE(app, argc, argv);
     serve_options.port = static_cast<std::uint16_t>(port);

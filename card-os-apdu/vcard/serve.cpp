@@ -41,10 +41,14 @@ struct Slot {
 
 const char* control_name(std::uint8_t code) {
     switch (static_cast<VpcdControl>(code)) {
-        case VpcdControl::power_off: return "power off";
-        case VpcdControl::power_on: return "power on";
-        case VpcdControl::reset: return "reset";
-        case VpcdControl::get_atr: return "get ATR";
+        case VpcdControl::power_off:
+            return "power off";
+        case VpcdControl::power_on:
+            return "power on";
+        case VpcdControl::reset:
+            return "reset";
+        case VpcdControl::get_atr:
+            return "get ATR";
     }
     return "unknown control";
 }
@@ -63,18 +67,24 @@ VpcdLink::Outcome serve_session(Slot& slot, VpcdLink& link, const StopSignal& st
                 std::fprintf(stderr, "serve[%s]: %s\n", slot.name.c_str(), control_name(code));
             }
             switch (static_cast<VpcdControl>(code)) {
-                case VpcdControl::power_off: slot.card->power_off(); break;
+                case VpcdControl::power_off:
+                    slot.card->power_off();
+                    break;
                 // A cold start and a warm reset both begin with fresh volatile state.
-                case VpcdControl::power_on: slot.card->reset(); break;
-                case VpcdControl::reset: slot.card->reset(); break;
+                case VpcdControl::power_on:
+                    slot.card->reset();
+                    break;
+                case VpcdControl::reset:
+                    slot.card->reset();
+                    break;
                 case VpcdControl::get_atr: {
                     const Bytes atr = slot.card->atr();
                     if (auto sent = link.send(atr); sent != VpcdLink::Outcome::ok) return sent;
                     break;
                 }
                 default:
-                    std::fprintf(stderr, "serve[%s]: ignoring unknown vpcd control byte %02X\n", slot.name.c_str(),
-                                 code);
+                    std::fprintf(stderr, "serve[%s]: ignoring unknown vpcd control byte %02X\n",
+                                 slot.name.c_str(), code);
             }
             continue;
         }
@@ -126,7 +136,8 @@ std::optional<std::string> resolve_check(const std::string& host) {
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     addrinfo* found = nullptr;
-    if (const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &found); rc != 0) return ::gai_strerror(rc);
+    if (const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &found); rc != 0)
+        return ::gai_strerror(rc);
     ::freeaddrinfo(found);
     return std::nullopt;
 }
@@ -151,7 +162,8 @@ int run_serve(const ServeOptions& options) {
     std::vector<Slot> slots;
     slots.push_back(Slot{"card", options.card_image, options.port, nullptr, {}});
     if (!options.psam_image.empty()) {
-        slots.push_back(Slot{"psam", options.psam_image, static_cast<std::uint16_t>(options.port + 1), nullptr, {}});
+        slots.push_back(
+            Slot{"psam", options.psam_image, static_cast<std::uint16_t>(options.port + 1), nullptr, {}});
     }
     for (Slot& slot : slots) {
         // --volatile never writes the image, so it may share it; a durable serve must be its only writer.
@@ -161,15 +173,18 @@ int run_serve(const ServeOptions& options) {
                 return exit_failure;
             }
         }
-        auto opened = options.volatile_images ? open_volatile(slot.image_path) : cos::VirtualCard::open(slot.image_path);
+        auto opened = options.volatile_images ? open_volatile(slot.image_path)
+                                              : cos::VirtualCard::open(slot.image_path);
         if (!opened) {
             std::fprintf(stderr, "serve: %s\n", opened.error().message.c_str());
             return exit_failure;
         }
         slot.card = std::move(opened.value());
         if (slot.port == options.port && slot.card->kind() != cos::ImageKind::card) {
-            std::fprintf(stderr, "serve: note: %s is a PSAM; terminals expect the card in slot 0 and the PSAM in "
-                                 "slot 1 (--psam)\n", slot.image_path.c_str());
+            std::fprintf(stderr,
+                         "serve: note: %s is a PSAM; terminals expect the card in slot 0 and the PSAM in "
+                         "slot 1 (--psam)\n",
+                         slot.image_path.c_str());
         }
         slot.name = std::string(slot.card->kind() == cos::ImageKind::psam ? "psam" : "card") + ":" +
                     std::to_string(slot.port);
@@ -189,12 +204,13 @@ int run_serve(const ServeOptions& options) {
     }
     StopSignal stop;
     std::vector<std::thread> threads;
-    for (Slot& slot : slots) threads.emplace_back([&slot, &options, &stop] { run_slot(slot, options, stop); });
+    for (Slot& slot : slots)
+        threads.emplace_back([&slot, &options, &stop] { run_slot(slot, options, stop); });
 
     int signal_number = 0;
     sigwait(&stop_signals, &signal_number);
-    std::fprintf(stderr, "serve: %s received, removing the card%s\n", signal_number == SIGINT ? "SIGINT" : "SIGTERM",
-                 slots.size() > 1 ? "s" : "");
+    std::fprintf(stderr, "serve: %s received, removing the card%s\n",
+                 signal_number == SIGINT ? "SIGINT" : "SIGTERM", slots.size() > 1 ? "s" : "");
     stop.request();
     for (auto& thread : threads) thread.join();
     return exit_ok;

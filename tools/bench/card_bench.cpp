@@ -83,9 +83,10 @@ nlohmann::json psam_profile() {
     const Bytes issuer = hex(issuer_id);
     std::copy(issuer.begin(), issuer.end(), issuer_factor.begin());
     const crypto::Key16 issuer_key = crypto::diversify(crypto::Key16(hex(master_dpk)), issuer_factor);
-    return {{"kind", "psam"},  {"terminal_id", "460100000001"}, {"purchase_key", to_hex(issuer_key.view())},
-            {"key_level", "issuer"}, {"issuer_id", issuer_id},  {"key_index", 1},
-            {"key_version", 1}, {"terminal_serial", 1},         {"protocol", "T=1"}};
+    return {
+        {"kind", "psam"},        {"terminal_id", "460100000001"}, {"purchase_key", to_hex(issuer_key.view())},
+        {"key_level", "issuer"}, {"issuer_id", issuer_id},        {"key_index", 1},
+        {"key_version", 1},      {"terminal_serial", 1},          {"protocol", "T=1"}};
 }
 
 std::uint16_t status_word(ByteView response) {
@@ -101,7 +102,8 @@ Bytes expect_ok(const char* what, const Bytes& response) {
 }
 
 // The five APDUs of a purchase. `steps_ns`, if given, receives each APDU's duration.
-void purchase(const Transmit& card, const Transmit& psam, ByteView terminal_id, std::vector<std::int64_t>* steps_ns) {
+void purchase(const Transmit& card, const Transmit& psam, ByteView terminal_id,
+              std::vector<std::int64_t>* steps_ns) {
     auto timed = [&](int step, const Transmit& target, const char* what, const Bytes& command) {
         const auto start = Clock::now();
         Bytes data = expect_ok(what, target(command));
@@ -109,17 +111,22 @@ void purchase(const Transmit& card, const Transmit& psam, ByteView terminal_id, 
         return data;
     };
     timed(0, card, "SELECT purse", purse_select);
-    const Bytes init = timed(1, card, "INITIALIZE FOR PURCHASE",
-                             concat(hex("805001020B01"), be_bytes(purchase_amount_fen, 4), terminal_id, hex("0F")));
-    // 80 70: card random | offline ATC | amount | type | date-time | key version | alg | card, issuer factors.
+    const Bytes init =
+        timed(1, card, "INITIALIZE FOR PURCHASE",
+              concat(hex("805001020B01"), be_bytes(purchase_amount_fen, 4), terminal_id, hex("0F")));
+    // 80 70: card random | offline ATC | amount | type | date-time | key version | alg | card, issuer
+    // factors.
     const Bytes asn_bytes = hex(asn);
-    const Bytes sam_data = concat(ByteView(init).subspan(11, 4), ByteView(init).subspan(4, 2),
-                                  be_bytes(purchase_amount_fen, 4), Bytes{0x06}, date_time, ByteView(init).subspan(9, 2),
-                                  ByteView(asn_bytes).subspan(2, 8), hex(issuer_id));
-    const Bytes sam = timed(2, psam, "PSAM 80 70",
-                            concat(hex("80700000"), Bytes{static_cast<std::uint8_t>(sam_data.size())}, sam_data, hex("08")));
+    const Bytes sam_data =
+        concat(ByteView(init).subspan(11, 4), ByteView(init).subspan(4, 2), be_bytes(purchase_amount_fen, 4),
+               Bytes{0x06}, date_time, ByteView(init).subspan(9, 2), ByteView(asn_bytes).subspan(2, 8),
+               hex(issuer_id));
+    const Bytes sam = timed(
+        2, psam, "PSAM 80 70",
+        concat(hex("80700000"), Bytes{static_cast<std::uint8_t>(sam_data.size())}, sam_data, hex("08")));
     const Bytes debit = timed(3, card, "DEBIT FOR PURCHASE",
-                              concat(hex("805401000F"), ByteView(sam).subspan(0, 4), date_time, ByteView(sam).subspan(4, 4), hex("08")));
+                              concat(hex("805401000F"), ByteView(sam).subspan(0, 4), date_time,
+                                     ByteView(sam).subspan(4, 4), hex("08")));
     timed(4, psam, "PSAM 80 72", concat(hex("8072000004"), ByteView(debit).subspan(4, 4)));
 }
 
@@ -137,7 +144,9 @@ Stats summarize(std::vector<std::int64_t> samples_ns, double wall_seconds) {
     std::sort(samples_ns.begin(), samples_ns.end());
     stats.count = samples_ns.size();
     stats.median_us = static_cast<double>(samples_ns[samples_ns.size() / 2]) / 1000.0;
-    stats.p99_us = static_cast<double>(samples_ns[std::min(samples_ns.size() - 1, samples_ns.size() * 99 / 100)]) / 1000.0;
+    stats.p99_us =
+        static_cast<double>(samples_ns[std::min(samples_ns.size() - 1, samples_ns.size() * 99 / 100)]) /
+        1000.0;
     double total = 0;
     for (auto sample : samples_ns) total += static_cast<double>(sample);
     stats.mean_us = total / static_cast<double>(samples_ns.size()) / 1000.0;
@@ -194,8 +203,9 @@ Stats run_in_process(std::size_t purchases, const std::function<CardPair()>& fre
 // The disk's own floor for one commit: what an image commit is made of (one 16 KiB slot pwrite + fdatasync,
 // image.hpp), on the same file system, interleaved with the file-image purchases.
 class DiskFloor {
-public:
-    explicit DiskFloor(const fs::path& path) : fd_(::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) {
+  public:
+    explicit DiskFloor(const fs::path& path)
+        : fd_(::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) {
         if (fd_ < 0) throw std::runtime_error("cannot create " + path.string());
         slot_.assign(cos::image_default_slot_size, 0x5A);
         for (int slot = 0; slot < 2; ++slot) write_slot(slot);
@@ -209,7 +219,7 @@ public:
     }
     std::vector<std::int64_t>& samples() { return samples_ns_; }
 
-private:
+  private:
     void write_slot(int slot) {
         const off_t offset = static_cast<off_t>(cos::image_header_size + slot * slot_.size());
         if (::pwrite(fd_, slot_.data(), slot_.size(), offset) != static_cast<ssize_t>(slot_.size()) ||
@@ -233,7 +243,8 @@ struct PcscResults {
 };
 
 // volatile_images: serve --volatile (memory copies), so the figure is the transport alone.
-PcscResults run_pcsc(const std::string& vcard, const fs::path& work, std::size_t purchases, bool volatile_images) {
+PcscResults run_pcsc(const std::string& vcard, const fs::path& work, std::size_t purchases,
+                     bool volatile_images) {
     const fs::path card_image = work / "pcsc-card.img";
     const fs::path psam_image = work / "pcsc-psam.img";
     auto created = cos::create_image(card_image, card_profile(), true);
@@ -243,7 +254,8 @@ PcscResults run_pcsc(const std::string& vcard, const fs::path& work, std::size_t
 
     stack::Pcscd pcscd;
     pcscd.start(work / "pcscd.log");
-    const int serve_log = ::open((work / "serve.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const int serve_log =
+        ::open((work / "serve.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     std::vector<std::string> serve_argv{vcard, "serve", card_image.string(), "--psam", psam_image.string()};
     if (volatile_images) serve_argv.push_back("--volatile");
     stack::Child serve = stack::Child::spawn(serve_argv, -1, -1, serve_log);
@@ -298,22 +310,28 @@ std::string filesystem_of(const fs::path& path) {
     struct statfs info {};
     if (::statfs(path.c_str(), &info) != 0) return "?";
     switch (static_cast<unsigned long>(info.f_type)) {
-        case EXT4_SUPER_MAGIC: return "ext4";
-        case TMPFS_MAGIC: return "tmpfs (fdatasync is free: not a durable figure)";
-        case XFS_SUPER_MAGIC: return "xfs";
-        case BTRFS_SUPER_MAGIC: return "btrfs";
-        case OVERLAYFS_SUPER_MAGIC: return "overlayfs";
-        default: return "other";
+        case EXT4_SUPER_MAGIC:
+            return "ext4";
+        case TMPFS_MAGIC:
+            return "tmpfs (fdatasync is free: not a durable figure)";
+        case XFS_SUPER_MAGIC:
+            return "xfs";
+        case BTRFS_SUPER_MAGIC:
+            return "btrfs";
+        case OVERLAYFS_SUPER_MAGIC:
+            return "overlayfs";
+        default:
+            return "other";
     }
 }
 
 void row(const char* name, const Stats& s, const std::string& ratio) {
     if (s.per_second > 0) {
-        std::printf("| %-44s | %9zu | %10.0f | %9.1f | %9.1f | %s |\n", name, s.count, s.per_second, s.median_us,
-                    s.p99_us, ratio.c_str());
+        std::printf("| %-44s | %9zu | %10.0f | %9.1f | %9.1f | %s |\n", name, s.count, s.per_second,
+                    s.median_us, s.p99_us, ratio.c_str());
     } else {
-        std::printf("| %-44s | %9zu | %10s | %9.1f | %9.1f | %s |\n", name, s.count, "", s.median_us, s.p99_us,
-                    ratio.c_str());
+        std::printf("| %-44s | %9zu | %10s | %9.1f | %9.1f | %s |\n", name, s.count, "", s.median_us,
+                    s.p99_us, ratio.c_str());
     }
 }
 
@@ -326,7 +344,8 @@ std::string ratio_text(double a, double b, const char* of) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"card_bench: full purchases in process and through pcscd + vpcd, against the raw APDU floor"};
+    CLI::App app{
+        "card_bench: full purchases in process and through pcscd + vpcd, against the raw APDU floor"};
     std::size_t memory_purchases = 100000;
     std::size_t file_purchases = 2000;
     std::size_t pcsc_purchases = 2000;
@@ -335,7 +354,8 @@ int main(int argc, char** argv) {
     int cpu = 0;
     bool skip_pcsc = false;
     app.add_option("--memory-purchases", memory_purchases, "In-process purchases with memory images");
-    app.add_option("--file-purchases", file_purchases, "In-process purchases with file images (2 fdatasync each)");
+    app.add_option("--file-purchases", file_purchases,
+                   "In-process purchases with file images (2 fdatasync each)");
     app.add_option("--pcsc-purchases", pcsc_purchases, "Purchases (and as many floor APDUs) through pcscd");
     app.add_option("--work-dir", work_dir, "Directory for the images and logs (default: new dir in /tmp)");
     app.add_option("--vcard", vcard, "coconut-vcard executable (serves the images to vpcd)");
@@ -363,22 +383,27 @@ int main(int argc, char** argv) {
         cpu_set_t one;
         CPU_ZERO(&one);
         CPU_SET(cpu, &one);
-        if (sched_setaffinity(0, sizeof one, &one) != 0) std::fprintf(stderr, "warning: cannot pin to cpu %d\n", cpu);
+        if (sched_setaffinity(0, sizeof one, &one) != 0)
+            std::fprintf(stderr, "warning: cannot pin to cpu %d\n", cpu);
 
         const Stats memory = run_in_process(memory_purchases, [&] {
             return CardPair{unwrap(cos::VirtualCard::in_memory(card_payload)),
                             unwrap(cos::VirtualCard::in_memory(psam_payload))};
         });
         DiskFloor disk_floor(work / "disk-floor.bin");
-        const Stats file = run_in_process(file_purchases, [&] {
-            const fs::path card_image = work / "card.img";
-            const fs::path psam_image = work / "psam.img";
-            auto made = cos::create_image(card_image, card_profile(), true);
-            if (!made) throw std::runtime_error(made.error().message);
-            made = cos::create_image(psam_image, psam_profile(), true);
-            if (!made) throw std::runtime_error(made.error().message);
-            return CardPair{unwrap(cos::VirtualCard::open(card_image)), unwrap(cos::VirtualCard::open(psam_image))};
-        }, [&] { disk_floor.sample(); });
+        const Stats file = run_in_process(
+            file_purchases,
+            [&] {
+                const fs::path card_image = work / "card.img";
+                const fs::path psam_image = work / "psam.img";
+                auto made = cos::create_image(card_image, card_profile(), true);
+                if (!made) throw std::runtime_error(made.error().message);
+                made = cos::create_image(psam_image, psam_profile(), true);
+                if (!made) throw std::runtime_error(made.error().message);
+                return CardPair{unwrap(cos::VirtualCard::open(card_image)),
+                                unwrap(cos::VirtualCard::open(psam_image))};
+            },
+            [&] { disk_floor.sample(); });
         const Stats disk = summarize(disk_floor.samples(), 0);
         sched_setaffinity(0, sizeof original, &original);
 
@@ -396,15 +421,16 @@ int main(int argc, char** argv) {
         std::strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
         std::printf("card_bench, one run, %s, %s %s, %ld cores; images on %s (%s)\n\n", when, host.sysname,
                     host.release, sysconf(_SC_NPROCESSORS_ONLN), work.c_str(), filesystem_of(work).c_str());
-        std::printf("| %-44s | %9s | %10s | %9s | %9s | %s |\n", "operation", "count", "per second", "median us",
-                    "p99 us", "ratio (medians)");
+        std::printf("| %-44s | %9s | %10s | %9s | %9s | %s |\n", "operation", "count", "per second",
+                    "median us", "p99 us", "ratio (medians)");
         std::printf("|%s|%s|%s|%s|%s|%s|\n", std::string(46, '-').c_str(), std::string(11, '-').c_str(),
                     std::string(12, '-').c_str(), std::string(11, '-').c_str(), std::string(11, '-').c_str(),
                     std::string(20, '-').c_str());
         row("in-process purchase, memory images (1 core)", memory, "1.00 (baseline)");
         row("in-process purchase, file images (1 core)", file,
             ratio_text(file.median_us, memory.median_us, "memory"));
-        row("disk floor: 16 KiB pwrite + fdatasync", disk, ratio_text(file.median_us, disk.median_us, "disk (file purchase / disk floor)"));
+        row("disk floor: 16 KiB pwrite + fdatasync", disk,
+            ratio_text(file.median_us, disk.median_us, "disk (file purchase / disk floor)"));
         if (!skip_pcsc) {
             row("PC/SC raw floor: 80 FE 00 00 -> 6D00 (mem)", pcsc_memory.floor, "1.00 (floor)");
             row("PC/SC GET BALANCE (memory images)", pcsc_memory.balance,
@@ -421,13 +447,16 @@ int main(int argc, char** argv) {
                 row(step_names[step], pcsc.steps[step],
                     ratio_text(pcsc.steps[step].median_us, pcsc.floor.median_us, "floor"));
             }
-            std::printf("\nPC/SC full purchase, memory images: %s; file images: %s\n",
-                        ratio_text(pcsc_memory.purchase.median_us, memory.median_us, "in-process memory").c_str(),
-                        ratio_text(pcsc.purchase.median_us, file.median_us, "in-process file").c_str());
-            std::printf("target: full purchase through real PC/SC < 1000 us median: memory images %s (%.0f us), "
-                        "file images %s (%.0f us; 2 commits, disk floor %.0f us each)\n",
-                        pcsc_memory.purchase.median_us < 1000.0 ? "MET" : "NOT MET", pcsc_memory.purchase.median_us,
-                        pcsc.purchase.median_us < 1000.0 ? "MET" : "NOT MET", pcsc.purchase.median_us, disk.median_us);
+            std::printf(
+                "\nPC/SC full purchase, memory images: %s; file images: %s\n",
+                ratio_text(pcsc_memory.purchase.median_us, memory.median_us, "in-process memory").c_str(),
+                ratio_text(pcsc.purchase.median_us, file.median_us, "in-process file").c_str());
+            std::printf(
+                "target: full purchase through real PC/SC < 1000 us median: memory images %s (%.0f us), "
+                "file images %s (%.0f us; 2 commits, disk floor %.0f us each)\n",
+                pcsc_memory.purchase.median_us < 1000.0 ? "MET" : "NOT MET", pcsc_memory.purchase.median_us,
+                pcsc.purchase.median_us < 1000.0 ? "MET" : "NOT MET", pcsc.purchase.median_us,
+                disk.median_us);
         }
     } catch (const std::exception& error) {
         std::fprintf(stderr, "card_bench FAILED: %s\n", error.what());

@@ -70,7 +70,7 @@ inline std::vector<pid_t> processes_named(const std::string& name) {
 
 // A child process started with posix_spawn; terminated (SIGTERM, then SIGKILL) and reaped on destruction.
 class Child {
-public:
+  public:
     Child() = default;
     // stdin/stdout/stderr: -1 keeps the parent's.
     static Child spawn(const std::vector<std::string>& argv, int stdin_fd = -1, int stdout_fd = -1,
@@ -114,11 +114,13 @@ public:
         }
         return std::nullopt;
     }
-    // Waits (bounded by `timeout`) for the child to exit by itself, then SIGKILL; returns the exit code as stop().
+    // Waits (bounded by `timeout`) for the child to exit by itself, then SIGKILL; returns the exit code as
+    // stop().
     int wait_exit(std::chrono::milliseconds timeout) {
         const auto deadline = Clock::now() + timeout;
         while (pid_ > 0 && Clock::now() < deadline) {
-            if (auto status = poll_exit()) return WIFEXITED(*status) ? WEXITSTATUS(*status) : 128 + WTERMSIG(*status);
+            if (auto status = poll_exit())
+                return WIFEXITED(*status) ? WEXITSTATUS(*status) : 128 + WTERMSIG(*status);
             std::this_thread::sleep_for(2ms);
         }
         return stop(SIGKILL);
@@ -144,13 +146,13 @@ public:
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
 
-private:
+  private:
     pid_t pid_ = -1;
 };
 
 // pcscd in the foreground, started and stopped by us (PCSC.md §4).
 class Pcscd {
-public:
+  public:
     // Waits for a pcscd that is not ours to exit (bounded), clears a stale /run/pcscd, starts pcscd and
     // waits for its socket. Throws std::runtime_error with the reason on failure.
     void start(const std::filesystem::path& log_path, bool report_waiting = true) {
@@ -182,7 +184,8 @@ public:
             if (auto status = child_.poll_exit()) {
                 throw std::runtime_error("pcscd exited at start (see " + log_path.string() + ")");
             }
-            if (Clock::now() > socket_deadline) throw std::runtime_error("pcscd did not create its socket in time");
+            if (Clock::now() > socket_deadline)
+                throw std::runtime_error("pcscd did not create its socket in time");
             std::this_thread::sleep_for(20ms);
         }
     }
@@ -190,16 +193,18 @@ public:
     int stop() { return child_.stop(SIGTERM); }
     pid_t pid() const { return child_.pid(); }
 
-private:
+  private:
     Child child_;
 };
 
 // ---- libpcsclite ------------------------------------------------------------------------------
 
-inline std::string pcsc_error(LONG rc) { return pcsc_stringify_error(rc); }
+inline std::string pcsc_error(LONG rc) {
+    return pcsc_stringify_error(rc);
+}
 
 class Context {
-public:
+  public:
     Context() {
         if (const LONG rc = SCardEstablishContext(SCARD_SCOPE_SYSTEM, nullptr, nullptr, &context_);
             rc != SCARD_S_SUCCESS) {
@@ -219,9 +224,10 @@ public:
         state.dwCurrentState = SCARD_STATE_UNAWARE;
         for (;;) {
             const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-            if (left.count() <= 0) throw std::runtime_error(std::string("no card in '") + reader + "' in time");
-            const LONG rc = SCardGetStatusChange(context_, static_cast<DWORD>(std::min<long long>(left.count(), 200)),
-                                                 &state, 1);
+            if (left.count() <= 0)
+                throw std::runtime_error(std::string("no card in '") + reader + "' in time");
+            const LONG rc = SCardGetStatusChange(
+                context_, static_cast<DWORD>(std::min<long long>(left.count(), 200)), &state, 1);
             if (rc == SCARD_S_SUCCESS && (state.dwEventState & SCARD_STATE_PRESENT) != 0) return;
             if (rc == SCARD_S_SUCCESS) state.dwCurrentState = state.dwEventState;
             if (rc != SCARD_S_SUCCESS && rc != SCARD_E_TIMEOUT) {
@@ -232,12 +238,12 @@ public:
         }
     }
 
-private:
+  private:
     SCARDCONTEXT context_ = 0;
 };
 
 class Card {
-public:
+  public:
     Card(const Context& context, const char* reader) {
         if (const LONG rc = SCardConnect(context.get(), reader, SCARD_SHARE_SHARED,
                                          SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1, &handle_, &protocol_);
@@ -255,8 +261,8 @@ public:
         const SCARD_IO_REQUEST* pci = protocol_ == SCARD_PROTOCOL_T0 ? SCARD_PCI_T0 : SCARD_PCI_T1;
         Bytes response(258);
         DWORD length = static_cast<DWORD>(response.size());
-        if (const LONG rc = SCardTransmit(handle_, pci, command.data(), static_cast<DWORD>(command.size()), nullptr,
-                                          response.data(), &length);
+        if (const LONG rc = SCardTransmit(handle_, pci, command.data(), static_cast<DWORD>(command.size()),
+                                          nullptr, response.data(), &length);
             rc != SCARD_S_SUCCESS) {
             throw std::runtime_error("SCardTransmit: " + pcsc_error(rc));
         }
@@ -270,11 +276,12 @@ public:
         DWORD protocol = 0;
         char name[256];
         DWORD name_length = sizeof name;
-        if (SCardStatus(handle_, name, &name_length, &state, &protocol, atr, &atr_length) != SCARD_S_SUCCESS) return {};
+        if (SCardStatus(handle_, name, &name_length, &state, &protocol, atr, &atr_length) != SCARD_S_SUCCESS)
+            return {};
         return Bytes(atr, atr + atr_length);
     }
 
-private:
+  private:
     SCARDHANDLE handle_ = 0;
     DWORD protocol_ = 0;
 };
