@@ -78,6 +78,21 @@ TEST_CASE("an image survives reopen: balance, ATCs, log, PIN tries") {
     CHECK(send(*card, "00 B2 01 C4 17").data_hex() == log_record(1, 300, 0x06, test_terminal, w));
 }
 
+TEST_CASE("a command's effect is in the image file when its response returns") {
+    TempDir dir;
+    const auto path = dir / "card.img";
+    REQUIRE(cos::create_image(path, card_profile()).ok());
+    auto card = open_ok(path);
+    select_purse(*card);
+    const CardDateTime w = when("20261126", "135100");
+    do_purchase(*card, 77, 1, w);
+    // A second reader of the file (the card object still open) sees the purchase.
+    auto reader = open_ok(path);
+    select_purse(*reader);
+    CHECK(balance(*reader) == test_balance_fen - 77);
+    CHECK(send(*reader, "00 B2 01 C4 17").data_hex() == log_record(1, 77, 0x06, test_terminal, w));
+}
+
 TEST_CASE("every committed command increments the generation; reads commit nothing") {
     TempDir dir;
     const auto path = dir / "card.img";
