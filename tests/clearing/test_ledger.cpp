@@ -656,6 +656,24 @@ TEST_CASE("MDB_MAP_FULL is an operating error: clear message, nothing of the bat
     f.require_check();
 }
 
+TEST_CASE("apply() from two threads at once serializes on LMDB's writer lock and keeps one journal") {
+    Fixture f(map_size_bytes_default, false);
+    open_accounts(f);
+    auto worker = [&](std::uint64_t first_id) {
+        for (std::uint64_t i = 0; i < 100; ++i) {
+            auto results = f.ledger->apply(std::vector<Event>{transfer(first_id + i, 1, 2, 1)});
+            REQUIRE(results.ok());
+        }
+    };
+    std::thread a(worker, 1000);
+    std::thread b(worker, 2000);
+    a.join();
+    b.join();
+    CHECK(f.get(1).debits_posted == 200);
+    CHECK(f.ledger->head().sequence == 3 + 200);
+    f.require_check();
+}
+
 // ---- the writer thread -----------------------------------------------------------------------------------------
 
 TEST_CASE("the writer answers a request only after its commit: the result is readable when the future is ready") {

@@ -513,6 +513,24 @@ lmdb::Result<std::size_t> expire_due(Work& w) {
     return due.size();
 }
 
+// The write transaction's starting point. The head is read inside the transaction (which holds
+// LMDB's writer lock), not from the in-memory copy, so even two threads calling apply() directly
+// can never both append the same journal sequence.
+Result<Work> begin_work(State& s, lmdb::Txn& txn) {
+    auto raw = txn.get(s.tables.meta, view(head_key));
+    if (!raw) return Unexpected{to_error(raw.error(), s)};
+    JournalHead head;
+    if (*raw) {
+        auto decoded = decode_head(**raw);
+        if (!decoded) return Unexpected{corrupt("ledger journal head does not decode")};
+        head = *decoded;
+    }
+    // Timestamps: max(previous + 1, wall clock); a clock reading of 0 (broken clock) only keeps order.
+    const std::uint64_t now_ns = s.options.clock_ns();
+    if (now_ns > 0) head.timestamp = std::max(head.timestamp, now_ns - 1);
+    return Work{s, &txn, head};
+}
+
 // ---- Ledger -------------------------------------------------------------------------------------------
 
 Ledger::Ledger(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -570,8 +588,9 @@ Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<cons
     State& s = *state_;
     auto txn = lmdb::Txn::begin(s.env, lmdb::Txn::Mode::read_write);
     if (!txn) return Unexpected{to_error(txn.error(), s)};
-    Work w{s, &*txn, head()};
-    w.head.timestamp = std::max(w.head.timestamp, s.options.clock_ns() - 1);
+    auto work = begin_work(s, *txn);
+    if (!work) return Unexpected{work.error()};
+    Work& w = *work;
     auto expired = expire_due(w);
     if (!expired) return Unexpected{to_error(expired.error(), s)};
     std::vector<std::vector<EventResult>> out;
@@ -611,8 +630,9 @@ Result<std::size_t> Ledger::expire_pending() {
     State& s = *state_;
     auto txn = lmdb::Txn::begin(s.env, lmdb::Txn::Mode::read_write);
     if (!txn) return Unexpected{to_error(txn.error(), s)};
-    Work w{s, &*txn, head()};
-    w.head.timestamp = std::max(w.head.timestamp, s.options.clock_ns() - 1);
+    auto work = begin_work(s, *txn);
+    if (!work) return Unexpected{work.error()};
+    Work& w = *work;
     auto expired = expire_due(w);
     if (!expired) return Unexpected{to_error(expired.error(), s)};
     if (*expired == 0) return std::size_t{0};  // nothing to commit; the txn aborts
