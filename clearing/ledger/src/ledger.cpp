@@ -531,6 +531,13 @@ Result<Work> begin_work(State& s, lmdb::Txn& txn) {
     return Work{s, &txn, head};
 }
 
+// Commits are ordered by LMDB's writer lock, but two committers may reach this point out of order;
+// head timestamps never decrease in commit order, so the later commit's head wins.
+void publish_head(State& s, const JournalHead& head) {
+    std::lock_guard lock(s.head_mutex);
+    if (head.timestamp >= s.committed.timestamp) s.committed = head;
+}
+
 // ---- Ledger -------------------------------------------------------------------------------------------
 
 Ledger::Ledger(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -604,10 +611,7 @@ Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<cons
     }
     if (auto put = txn->put(s.tables.meta, view(head_key), encode(w.head)); !put) return Unexpected{to_error(put.error(), s)};
     if (auto committed = txn->commit(); !committed) return Unexpected{to_error(committed.error(), s)};
-    {
-        std::lock_guard lock(s.head_mutex);
-        s.committed = w.head;
-    }
+    publish_head(s, w.head);
     if (s.options.check_after_commit) {
         auto report = check();
         if (!report || !report->ok()) {
@@ -638,8 +642,7 @@ Result<std::size_t> Ledger::expire_pending() {
     if (*expired == 0) return std::size_t{0};  // nothing to commit; the txn aborts
     if (auto put = txn->put(s.tables.meta, view(head_key), encode(w.head)); !put) return Unexpected{to_error(put.error(), s)};
     if (auto committed = txn->commit(); !committed) return Unexpected{to_error(committed.error(), s)};
-    std::lock_guard lock(s.head_mutex);
-    s.committed = w.head;
+    publish_head(s, w.head);
     return *expired;
 }
 
