@@ -10,6 +10,7 @@
 
 #include <coconut/apdu/bytes.hpp>
 #include <coconut/apdu/status.hpp>
+#include <coconut/apdu/tlv.hpp>
 #include <coconut/crypto/card_crypto.hpp>
 
 #include <CLI/CLI.hpp>
@@ -179,6 +180,27 @@ void require_ok(const char* what, const Response& response) {
     }
 }
 
+// "FCI: DF name A000000632010105, app version 01, EF15 copy (30 B)" from 6F { 84 name, A5 { 9F08, 9F0C } }.
+std::string describe_fci(const Response& response) {
+    const auto outer = apdu::parse_tlvs(response.data);
+    if (!outer || outer.value().empty() || outer.value()[0].tag != 0x6F) return "not an FCI template";
+    const auto inner = apdu::parse_tlvs(outer.value()[0].value);
+    if (!inner) return "FCI template with bad TLV";
+    std::string text = "FCI:";
+    if (const auto* name = apdu::find_tlv(inner.value(), 0x84)) text += " DF name " + to_hex(name->value);
+    if (const auto* proprietary = apdu::find_tlv(inner.value(), 0xA5)) {
+        if (const auto items = apdu::parse_tlvs(proprietary->value)) {
+            if (const auto* version = apdu::find_tlv(items.value(), 0x9F08)) {
+                text += ", app version " + to_hex(version->value);
+            }
+            if (const auto* ef15 = apdu::find_tlv(items.value(), 0x9F0C)) {
+                text += ", EF15 copy (" + std::to_string(ef15->value.size()) + " B)";
+            }
+        }
+    }
+    return text;
+}
+
 // ---- the APDU shell as a co-process --------------------------------------------------------------
 
 class ShellSession {
@@ -267,7 +289,7 @@ void read_through_pcsc(const std::string& vcard, const fs::path& work, const fs:
             return response;
         };
         exchange(card, "card", select_command(purse_aid), "SELECT the purse ADF A000000632010105",
-                 [](const Response& r) { return "FCI, " + std::to_string(r.data.size()) + " bytes"; });
+                 describe_fci);
         exchange(card, "card", hex("805C000204"), "GET BALANCE",
                  [](const Response& r) { return "balance " + fen_text(read_be32(r.data)); });
         exchange(
@@ -308,7 +330,7 @@ void load_and_purchase(const std::string& vcard, const fs::path& card_image, con
         return response;
     };
     auto nothing = [](const Response&) { return std::string(); };
-    shell_step(card, "card", select_command(purse_aid), "SELECT the purse ADF", nothing);
+    shell_step(card, "card", select_command(purse_aid), "SELECT the purse ADF", describe_fci);
     const Bytes load_terminal = hex(load_terminal_id);
     const Bytes init_load =
         concat(hex("805000020B"), Bytes{key_index}, be_bytes(load_amount_fen, 4), load_terminal, hex("10"));
