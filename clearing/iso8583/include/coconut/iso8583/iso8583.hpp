@@ -2,7 +2,8 @@
 // clearing daemon. One header documents the whole codec; clearing/ISO8583.md documents how we use it
 // (MTIs, fields, private data, response codes).
 //
-// Wire layout of one message (the variant jPOS calls iso87binary with ASCII data elements):
+// Wire layout of one message (jPOS's ISO87APackagerBBitmap — ASCII fields, binary bitmap — except
+// that b fields are raw bytes as in jPOS's iso87binary, where ISO87APackagerBBitmap writes hex text):
 //
 //   MTI         4 ASCII digits, version digit '0' (1987), e.g. "0200"
 //   bitmap      8 bytes binary, bit 1 (MSB of byte 0) = a secondary bitmap follows
