@@ -256,7 +256,8 @@ class Card {
     Card& operator=(const Card&) = delete;
 
     DWORD protocol() const { return protocol_; }
-    // Raw command APDU → raw response APDU (data ‖ SW1 SW2).
+    // Raw command APDU → raw response APDU (data ‖ SW1 SW2). Short responses only (≤ 256 data bytes):
+    // the demo and the benchmark never ask for more, and a 64 KiB buffer per call would skew the floor.
     Bytes transmit(ByteView command) const {
         const SCARD_IO_REQUEST* pci = protocol_ == SCARD_PROTOCOL_T0 ? SCARD_PCI_T0 : SCARD_PCI_T1;
         Bytes response(258);
