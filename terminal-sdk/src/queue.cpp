@@ -25,8 +25,6 @@ constexpr std::size_t record_prefix_size = 13;
 constexpr std::uint64_t allocation_step = 1 << 20;
 // Largest record payload: an acknowledgement of ack_batch_max sequences is 4 + 8 × 1024 bytes.
 constexpr std::size_t payload_max = 16 * 1024;
-// Compact when dead records exceed this many bytes and outnumber the live ones 3:1.
-constexpr std::uint64_t compaction_threshold = 4 * allocation_step;
 
 constexpr std::uint8_t kind_transaction = 1;
 constexpr std::uint8_t kind_ack = 2;
@@ -233,7 +231,11 @@ Result<std::uint64_t, QueueError> TransactionQueue::write(std::uint8_t kind, Byt
     const Bytes bytes = frame(kind, sequence, payload);
     if (end_offset_ + bytes.size() + 4 > allocated_) {
         const std::uint64_t new_size = ((end_offset_ + bytes.size() + 4) / allocation_step + 1) * allocation_step;
-        if (::posix_fallocate(fd_, 0, static_cast<off_t>(new_size)) != 0 || ::fsync(fd_) != 0)
+        // Zeros written for real: fallocate'd extents are "unwritten", and converting them makes every
+        // later fdatasync a journal commit (milliseconds instead of tens of microseconds).
+        const Bytes zeros(new_size - allocated_, 0);
+        if (::pwrite(fd_, zeros.data(), zeros.size(), static_cast<off_t>(allocated_)) != static_cast<ssize_t>(zeros.size()) ||
+            ::fsync(fd_) != 0)
             return Unexpected{io_error(path_, "grow log")};
         allocated_ = new_size;
     }
@@ -312,7 +314,7 @@ Status<QueueError> TransactionQueue::acknowledge(std::span<const std::uint64_t> 
 
 Status<QueueError> TransactionQueue::compact_if_worthwhile() {
     const std::uint64_t live_bytes = (live_.size() + intents_.size()) * (transaction_record_size + record_prefix_size + checksum_size);
-    if (dead_bytes_ < compaction_threshold || dead_bytes_ < 3 * live_bytes) return Ok{};
+    if (dead_bytes_ < limits_.compaction_dead_bytes_min || dead_bytes_ < 3 * live_bytes) return Ok{};
     Bytes file(queue_magic.begin(), queue_magic.end());
     file.resize(file_header_size, 0);
     for (const auto& [sequence, record] : live_) coconut::append(file, frame(kind_transaction, sequence, encode_record(record)));

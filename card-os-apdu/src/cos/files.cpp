@@ -265,7 +265,8 @@ Response VirtualCard::State::verify_pin(const Command& c) {
     vs.pin_verified = false;
     --pin.tries_left;
     if (!commit()) return status_only(Sw::write_failure);
-    return pin.tries_left == 0 ? status_only(Sw::key_or_pin_blocked) : status_only(apdu::sw_pin_wrong(pin.tries_left));
+    // The failing attempt reports the tries left (63C0 for the last); later attempts answer 6983.
+    return status_only(apdu::sw_pin_wrong(pin.tries_left));
 }
 
 Response VirtualCard::State::get_challenge(const Command& c) {
@@ -290,8 +291,7 @@ Response VirtualCard::State::external_authenticate(const Command& c) {
         vs.external_authenticated = false;
         --key->tries_left;
         if (!commit()) return status_only(Sw::write_failure);
-        return key->tries_left == 0 ? status_only(Sw::key_or_pin_blocked)
-                                    : status_only(apdu::sw_pin_wrong(key->tries_left));
+        return status_only(apdu::sw_pin_wrong(key->tries_left));
     }
     vs.external_authenticated = true;
     if (key->tries_left != key_tries_max) {

@@ -89,6 +89,8 @@ struct QueueLimits {
     // Debits whose outcome is unknown until their card returns. Each is a passenger who pulled the card
     // mid-debit; more than this on one terminal means something is wrong with the reader.
     std::size_t open_intents_max = 32;
+    // Rewrite the log when acknowledged records take more than this and outnumber the live ones 3:1.
+    std::uint64_t compaction_dead_bytes_min = 4u << 20;
 };
 
 class TransactionQueue {
