@@ -77,6 +77,7 @@ Result<std::unique_ptr<VirtualCard>, ImageFailure> VirtualCard::from_storage(std
     state->generation = loaded->generation;
     state->nv = std::move(*decoded);
     state->clear_volatile();
+    state->vs.drbg_counter = state->nv.drbg_reserved;
     return std::unique_ptr<VirtualCard>(new VirtualCard(std::move(state)));
 }
 
@@ -144,7 +145,9 @@ Snapshot VirtualCard::snapshot() const {
 // ---- state -----------------------------------------------------------------------------------------
 
 void VirtualCard::State::clear_volatile() {
-    const std::uint64_t counter = nv.drbg_reserved;  // never reuse a value shown before the power cut
+    // The DRBG position survives a power-off of the emulated card (this process still remembers it); a new
+    // process starts at the image's reserved mark, so no random shown before a crash is ever repeated.
+    const std::uint64_t counter = vs.drbg_counter;
     vs = VolatileState{};
     vs.drbg_counter = counter;
 }
