@@ -4,7 +4,10 @@
 
 #include <coconut/ledger/lmdb.hpp>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
+#include <future>
 #include <thread>
 
 using namespace test;
@@ -764,6 +767,43 @@ TEST_CASE("a commit that fails fails every request of its group and acknowledges
     // No account of a failed request was written, so the journal holds only acknowledged ones.
     f.require_check();
     CHECK_FALSE(f.ledger->lookup_account(make_id(next_id - 1)).value().has_value());
+}
+
+TEST_CASE("a batch hook commits the caller's own table atomically with the batch") {
+    Fixture f;
+    open_accounts(f);
+    auto cards = f.ledger->env().open_table("test_cards");
+    REQUIRE(cards.ok());
+    const Bytes key = {'c', '1'};
+    Writer writer(*f.ledger);
+    // The hook records how many events of the request were booked.
+    auto count_booked = [&](lmdb::Txn& txn, std::span<const EventResult> results) -> lmdb::Status {
+        const auto booked = static_cast<std::uint8_t>(std::count_if(results.begin(), results.end(),
+                                                                    [](const EventResult& r) { return succeeded(r.code); }));
+        return txn.put(*cards, key, ByteView(&booked, 1));
+    };
+    std::promise<Reply> done;
+    writer.submit({transfer(100, 1, 2, 5), transfer(101, 1, 9, 5)}, [&](Reply r) { done.set_value(std::move(r)); },
+                  count_booked);
+    REQUIRE(done.get_future().get().ok());
+    {
+        auto txn = lmdb::Txn::begin(f.ledger->env(), lmdb::Txn::Mode::read_only);
+        REQUIRE(txn.ok());
+        auto value = txn->get(*cards, key);
+        REQUIRE(value.ok());
+        REQUIRE(value->has_value());
+        CHECK((**value)[0] == 1);
+    }
+    // A failing hook fails the request; its events are not booked.
+    std::promise<Reply> failed;
+    writer.submit({transfer(102, 1, 2, 5)}, [&](Reply r) { failed.set_value(std::move(r)); },
+                  [](lmdb::Txn&, std::span<const EventResult>) -> lmdb::Status {
+                      return Unexpected{lmdb::Error{EIO, "test hook"}};
+                  });
+    auto reply = failed.get_future().get();
+    REQUIRE_FALSE(reply.ok());
+    CHECK(reply.error().code == ErrorCode::storage);
+    CHECK_FALSE(f.ledger->lookup_transfer(make_id(102)).value().has_value());
 }
 
 TEST_CASE("the writer releases due holds while idle") {

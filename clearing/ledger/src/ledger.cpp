@@ -586,10 +586,17 @@ Result<std::unique_ptr<Ledger>> Ledger::open(Options options) {
 }
 
 Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<const std::span<const Event>> batches) {
-    for (const auto& batch : batches) {
-        if (batch.size() > batch_events_max) {
+    std::vector<Batch> plain;
+    plain.reserve(batches.size());
+    for (const auto& events : batches) plain.push_back(Batch{events, {}});
+    return apply_group(std::span<const Batch>(plain));
+}
+
+Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<const Batch> batches) {
+    for (const Batch& batch : batches) {
+        if (batch.events.size() > batch_events_max) {
             return Unexpected{Error{ErrorCode::too_large, fmt::format("batch of {} events exceeds batch_events_max {}",
-                                                                      batch.size(), batch_events_max)}};
+                                                                      batch.events.size(), batch_events_max)}};
         }
     }
     State& s = *state_;
@@ -602,10 +609,11 @@ Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<cons
     if (!expired) return Unexpected{to_error(expired.error(), s)};
     std::vector<std::vector<EventResult>> out;
     out.reserve(batches.size());
-    for (const auto& batch : batches) {
-        auto results = apply_batch(w, batch);
-        if (!results) {
-            return Unexpected{to_error(results.error(), s)};
+    for (const Batch& batch : batches) {
+        auto results = apply_batch(w, batch.events);
+        if (!results) return Unexpected{to_error(results.error(), s)};
+        if (batch.after) {
+            if (auto hooked = batch.after(*txn, *results); !hooked) return Unexpected{to_error(hooked.error(), s)};
         }
         out.push_back(std::move(*results));
     }

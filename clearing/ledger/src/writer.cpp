@@ -37,21 +37,21 @@ bool Writer::enqueue(Request& request, bool wait) {
     return true;
 }
 
-bool Writer::try_submit(std::vector<Event> events, Callback callback) {
+bool Writer::try_submit(std::vector<Event> events, Callback callback, BatchHook after) {
     if (events.size() > batch_events_max) {
         callback(Unexpected{Error{ErrorCode::too_large, "request above batch_events_max"}});
         return true;
     }
-    Request request{std::move(events), std::move(callback)};
+    Request request{std::move(events), std::move(callback), std::move(after)};
     return enqueue(request, false);
 }
 
-void Writer::submit(std::vector<Event> events, Callback callback) {
+void Writer::submit(std::vector<Event> events, Callback callback, BatchHook after) {
     if (events.size() > batch_events_max) {
         callback(Unexpected{Error{ErrorCode::too_large, "request above batch_events_max"}});
         return;
     }
-    Request request{std::move(events), std::move(callback)};
+    Request request{std::move(events), std::move(callback), std::move(after)};
     if (!enqueue(request, true)) request.callback(Unexpected{Error{ErrorCode::stopped, "ledger writer stopped"}});
 }
 
@@ -95,14 +95,14 @@ void Writer::run() {
 
 void Writer::commit_group(std::vector<Request>& group) {
     assert(!group.empty());
-    std::vector<std::span<const Event>> batches;
+    std::vector<Batch> batches;
     batches.reserve(group.size());
     std::uint64_t events = 0;
     for (const Request& request : group) {
-        batches.emplace_back(request.events);
+        batches.push_back(Batch{request.events, request.after});
         events += request.events.size();
     }
-    auto results = ledger_.apply_group(batches);
+    auto results = ledger_.apply_group(std::span<const Batch>(batches));
     {
         std::lock_guard lock(mutex_);
         ++stats_.commits;

@@ -230,6 +230,17 @@ using Result = coconut::Result<T, Error>;
 
 // ---- ledger -----------------------------------------------------------------------------------------
 
+// Work of the ledger's user (e.g. the daemon's card registry: last seen ATC, risk flags) that must
+// commit atomically with a batch's bookings: called inside the write transaction after the batch's
+// events, with their results. Write only to the caller's own tables (opened with
+// env().open_table()); never commit or abort `txn`. An error fails the whole commit.
+using BatchHook = std::function<lmdb::Status(lmdb::Txn& txn, std::span<const EventResult> results)>;
+
+struct Batch {
+    std::span<const Event> events;
+    BatchHook after;  // may be empty
+};
+
 // Events in one batch (and so in one write transaction). TigerBeetle's limit (8,189 per 1 MiB
 // request) keeps one batch's dirty pages a few MiB; ours is the same order of magnitude.
 inline constexpr std::size_t batch_events_max = 8190;
@@ -319,6 +330,9 @@ public:
     // Group commit: applies several batches, in order, in ONE write transaction. Linked chains do not
     // span batches. On error no batch was written and every caller gets the error.
     Result<std::vector<std::vector<EventResult>>> apply_group(std::span<const std::span<const Event>> batches);
+    // The same, with a hook per batch run in the same transaction right after the batch's events
+    // (BatchHook below); an error from any hook fails the whole group, nothing written.
+    Result<std::vector<std::vector<EventResult>>> apply_group(std::span<const Batch> batches);
     // Releases holds whose timeout has passed (up to expiries_per_commit_max) in a commit of its own;
     // returns how many. apply() does this too, so this is for idle periods.
     Result<std::size_t> expire_pending();
@@ -403,9 +417,10 @@ public:
 
     // Queues a request; false when the queue is full or the writer is stopping (callback not called).
     // A request with more than batch_events_max events completes at once with too_large.
-    bool try_submit(std::vector<Event> events, Callback callback);
+    // `after` runs in the commit's transaction after this request's events (see BatchHook).
+    bool try_submit(std::vector<Event> events, Callback callback, BatchHook after = {});
     // Queues a request, waiting for room; completes with `stopped` when the writer stops.
-    void submit(std::vector<Event> events, Callback callback);
+    void submit(std::vector<Event> events, Callback callback, BatchHook after = {});
     std::future<Reply> submit(std::vector<Event> events);
     // Drains the queue and joins the thread; later submissions complete with `stopped`.
     void stop();
@@ -415,6 +430,7 @@ private:
     struct Request {
         std::vector<Event> events;
         Callback callback;
+        BatchHook after;
     };
     void run();
     bool enqueue(Request& request, bool wait);
