@@ -25,9 +25,12 @@
 #include <nlohmann/json.hpp>
 #include <sodium.h>
 
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <termios.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <iostream>
 #include <thread>
@@ -270,12 +273,24 @@ int serve(const std::string& dir, const std::string& listen, unsigned threads, s
                              port.value(), threads, max_connections)
               << std::flush;
 
+    // A handler that throws is a bug: record it, stop serving and exit non-zero rather than limp on.
+    std::atomic<bool> crashed{false};
+    auto run = [&] {
+        try {
+            io.run();
+        } catch (const std::exception& e) {
+            crashed = true;
+            std::cerr << fmt::format("coconut-hsmd: internal error: {}\n", e.what());
+            (void)audit.value()->append({"daemon", "serve-crash", "", {}, e.what()});
+            io.stop();
+        }
+    };
     std::vector<std::thread> pool;
-    for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&io] { io.run(); });
-    io.run();
+    for (unsigned i = 1; i < threads; ++i) pool.emplace_back(run);
+    run();
     for (auto& t : pool) t.join();
     audit.value()->sync();
-    return 0;
+    return crashed ? 1 : 0;
 }
 
 }  // namespace
@@ -286,6 +301,11 @@ int main(int argc, char** argv) {
         return 1;
     }
     std::signal(SIGPIPE, SIG_IGN);
+    // Key material must not end up in a core file or be readable through ptrace by other processes
+    // of the same user.
+    const rlimit no_core{0, 0};
+    ::setrlimit(RLIMIT_CORE, &no_core);
+    ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     CLI::App app{"coconut-hsmd — the issuer's HSM: sealed key store, key ceremony, card services over TCP"};
     app.require_subcommand(1);
     std::string store_dir;

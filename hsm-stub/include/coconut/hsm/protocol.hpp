@@ -29,8 +29,9 @@ inline constexpr std::uint8_t protocol_version = 1;
 inline constexpr std::size_t length_prefix_bytes = 4;
 inline constexpr std::size_t nonce_bytes = 16;
 inline constexpr std::size_t mac_bytes = 32;  // crypto_auth_BYTES
-// Largest body: a full TAC batch is 2 + 1 + 32 + 2 + 1024 × 45 = 46,117 bytes of payload plus a 76-byte
-// envelope. 64 KiB holds it with room; a peer announcing more is not speaking this protocol.
+// Largest body: a full TAC batch is 1 + 32 + 2 + 1024 × 45 = 46,115 bytes of payload plus a 76-byte
+// envelope (44 header bytes with a 32-character client id, 32 MAC bytes) = 46,191. 64 KiB holds it
+// with room; a peer announcing more is not speaking this protocol.
 inline constexpr std::size_t max_frame_bytes = 64 * 1024;
 // Bytes of a fatal notice's message: enough for a sentence, bounded so a notice is one small write.
 inline constexpr std::size_t max_fatal_message_bytes = 256;
