@@ -404,7 +404,7 @@ using Reply = Result<std::vector<EventResult>>;
 // The one ledger writer thread: collects requests from any thread, applies up to group_requests_max
 // of them (or what arrived within group_delay) in one durable commit, then completes every request of
 // that commit. A request is completed only after its commit was synced. Callbacks run on the writer
-// thread and must be short (post to an I/O context).
+// thread, must be short (post to an I/O context) and must not throw.
 class Writer {
 public:
     using Callback = std::function<void(Reply)>;
