@@ -3,6 +3,8 @@
 // the card answers is recomputed here from the test keys.
 #include "test_cos_support.hpp"
 
+#include <algorithm>
+
 using namespace cos_test;
 
 TEST_SUITE_BEGIN("cos purse");
@@ -561,6 +563,56 @@ TEST_CASE("APPLICATION UNBLOCK without a challenge answers 6984") {
     for (int i = 0; i < 3; ++i) fail_one_debit(*card);
     CHECK(sw(*card, "84 18 00 00 04 01020304") == "6984");
     CHECK(card->snapshot().purse_locked);
+}
+
+// ---- ATC exhaustion (CARD-SPEC is silent; proposed rule, may_fail until the lead decides) -------------
+
+namespace {
+// A card whose online or offline ATC is FFFF: the payload's purse record (IMAGE-FORMAT.md: balance u32 ‖
+// max u32 ‖ overdraft u32 ‖ online ATC u16 ‖ offline ATC u16) is found by its values and edited.
+std::unique_ptr<VirtualCard> card_with_atc_ffff(bool online) {
+    auto payload = cos::personalize(card_profile());
+    REQUIRE(payload.ok());
+    Bytes p = payload.value();
+    const Bytes purse = hex("00002710 000186A0 00000000 0000 0000");
+    const auto it = std::search(p.begin(), p.end(), purse.begin(), purse.end());
+    REQUIRE(it != p.end());
+    REQUIRE(std::search(it + 1, p.end(), purse.begin(), purse.end()) == p.end());
+    const auto at = static_cast<std::size_t>(it - p.begin()) + (online ? 12 : 14);
+    p[at] = 0xFF;
+    p[at + 1] = 0xFF;
+    auto card = VirtualCard::in_memory(p);
+    REQUIRE(card.ok());
+    REQUIRE((online ? card.value()->snapshot().online_atc : card.value()->snapshot().offline_atc) == 0xFFFF);
+    return std::move(card).value();
+}
+}  // namespace
+
+// An ATC that wrapped to 0000 would repeat (ASN, ATC, type) — the ledger's transfer id (DESIGN.md §4) — and
+// the GET TRANSACTION PROVE key; real e-purse cards stop transacting when the counter is exhausted.
+TEST_CASE("proposed: an offline ATC at FFFF refuses INITIALIZE FOR PURCHASE instead of wrapping" * doctest::may_fail()) {
+    auto card = card_with_atc_ffff(false);
+    select_purse(*card);
+    const Rsp init = send(*card, init_purchase_apdu(5));
+    CHECK(init.sw_hex() != "9000");
+    if (init.sw_hex() == "9000") {
+        const CardDateTime w = when("20261126", "130000");
+        const InitPurchaseResponse parsed = parse_init_purchase(init);
+        send(*card, debit_apdu(1, w, terminal_purchase_mac1(parsed, 5, 0x06, test_terminal, 1, w)));
+        CHECK_MESSAGE(card->snapshot().offline_atc != 0, "the offline ATC wrapped to 0000");
+    }
+}
+
+TEST_CASE("proposed: an online ATC at FFFF refuses INITIALIZE FOR LOAD instead of wrapping" * doctest::may_fail()) {
+    auto card = card_with_atc_ffff(true);
+    select_purse(*card);
+    const Rsp init = send(*card, init_load_apdu(5));
+    CHECK(init.sw_hex() != "9000");
+    if (init.sw_hex() == "9000") {
+        const CardDateTime w = when("20261126", "130000");
+        send(*card, credit_apdu(w, host_load_mac2(parse_init_load(init), 5, test_terminal, w)));
+        CHECK_MESSAGE(card->snapshot().online_atc != 0, "the online ATC wrapped to 0000");
+    }
 }
 
 TEST_SUITE_END();
