@@ -1,0 +1,110 @@
+#!/usr/bin/python3
+"""coconut-terminal's command line in process (card and PSAM image files, no pcscd): every documented exit
+code that can be provoked without a reader, the error JSON, and the refusals that must leave the card as
+it was (a wrong MAC1, a PSAM that refuses 80 70, an expired card).
+
+usage: test_terminal_cli.py COCONUT_VCARD COCONUT_TERMINAL SDK_TAC_CHECK
+"""
+
+import json
+import os
+
+import terminal_it as it
+from terminal_it import harness, log
+
+check_equal = harness.check_equal
+
+
+def expect_error(terminal, args, code, sw=None):
+    error = terminal.json(args, expect=code)["error"]
+    check_equal(f"{' '.join(args)}: error code", error["code"], code)
+    check_equal(f"{' '.join(args)}: exit code in the JSON", error["exit_code"], it.EXIT[code])
+    if sw is not None:
+        check_equal(f"{' '.join(args)}: status word", error.get("sw"), sw)
+    return error
+
+
+def test(vcard, workdir, extra):
+    tools = it.Tools(extra)
+    card = harness.personalize(vcard, workdir, "card", it.explicit_card_profile(tools.tac_check))
+    psam = harness.personalize(vcard, workdir, "psam", harness.psam_profile())
+    terminal = it.Terminal(tools, workdir, ["--card", card, "--psam", psam])
+
+    log("usage and set-up errors")
+    terminal.run(["purchase"], expect="usage")
+    terminal.run(["purchase", "--amount", "0"], expect="usage")
+    expect_error(it.Terminal(tools, workdir, ["--card", card, "--reader", "X"]), ["balance"], "usage")
+    expect_error(it.Terminal(tools, workdir, ["--card", psam]), ["balance"], "image_error")
+    expect_error(it.Terminal(tools, workdir, ["--card", os.path.join(workdir, "missing.img")]), ["balance"], "image_error")
+    expect_error(it.Terminal(tools, workdir, ["--card", card]), ["purchase", "--amount", "1"], "usage")
+    bad_queue = os.path.join(workdir, "bad-queue.log")
+    with open(bad_queue, "w") as out:
+        out.write("not a queue")
+    expect_error(it.Terminal(tools, workdir, ["--card", card], queue="bad-queue.log"), ["balance"], "queue_error")
+    bad_hotlist = os.path.join(workdir, "bad-hotlist.bin")
+    with open(bad_hotlist, "w") as out:
+        out.write("not a hotlist")
+    expect_error(it.Terminal(tools, workdir, ["--card", card], hotlist="bad-hotlist.bin"), ["balance"], "hotlist_error")
+    bad_fares = terminal.base[:]
+    bad_fares[bad_fares.index("--fares") + 1] = os.path.join(workdir, "card.json")  # JSON, but not fares
+    result = harness.run(bad_fares + ["--json", "tap", "--line", "1", "--station", "1"], check=False)
+    check_equal("fares file that is not a fare table: exit", result.returncode, it.EXIT["fares_error"])
+    expect_error(terminal, ["tap", "--line", "99", "--station", "1"], "unknown_line")
+    expect_error(terminal, ["--time", "2026-13-01 00:00:00", "balance"], "usage")
+
+    log("flow errors that leave the card untouched")
+    before = it.card_info(vcard, card)
+    expect_error(terminal, ["purchase", "--amount", str(before["balance_fen"] + 1)], "insufficient_balance", "9401")
+    expect_error(terminal, ["--time", "2036-01-01 12:00:00", "purchase", "--amount", "1"], "expired_card")
+    expect_error(terminal, ["--time", "2025-12-31 12:00:00", "purchase", "--amount", "1"], "expired_card")
+
+    wrong_key = harness.psam_profile()
+    wrong_key["purchase_key"] = "00112233445566778899AABBCCDDEEFF"
+    wrong_psam = harness.personalize(vcard, workdir, "psam-wrong-key", wrong_key)
+    wrong = it.Terminal(tools, workdir, ["--card", card, "--psam", wrong_psam])
+    expect_error(wrong, ["purchase", "--amount", "10"], "card_error", "9302")  # MAC1 fails at DEBIT
+
+    other_issuer = harness.psam_profile()
+    other_issuer.update({"key_level": "issuer", "issuer_id": "4600000000000099"})
+    refusing_psam = harness.personalize(vcard, workdir, "psam-other-issuer", other_issuer)
+    refusing = it.Terminal(tools, workdir, ["--card", card, "--psam", refusing_psam])
+    error = expect_error(refusing, ["purchase", "--amount", "10"], "psam_error")
+    check_equal("PSAM refusal carries its status word", "sw" in error, True)
+
+    after = it.card_info(vcard, card)
+    check_equal("balance and offline ATC after the refusals", (after["balance_fen"], after["offline_atc"]),
+                (before["balance_fen"], before["offline_atc"]))
+    queue = terminal.queue()
+    check_equal("nothing queued, no intent left open", (queue["count"], queue["open_intents"]), (0, []))
+
+    log("hotlist file operations")
+    show = terminal.json(["hotlist", "show", "--asn", harness.ASN])
+    check_equal("empty hotlist", (show["version"], show["count"], show["blocked"]), (0, 0, False))
+    terminal.json(["hotlist", "add", harness.ASN, "--reason", "cloned"])
+    show = terminal.json(["hotlist", "show", "--asn", harness.ASN])
+    check_equal("after add", (show["version"], show["count"], show["blocked"], show["reason"]), (1, 1, True, "cloned"))
+    error = expect_error(terminal, ["purchase", "--amount", "1"], "blocked_card")
+    check_equal("block reason", error["block_reason"], "cloned")
+    terminal.json(["hotlist", "remove", harness.ASN])
+    check_equal("after remove", terminal.json(["hotlist", "show"])["version"], 2)
+    terminal.run(["hotlist", "add", "1234"], expect="usage")
+    terminal.run(["hotlist", "add", harness.ASN, "--reason", "bored"], expect="usage")
+
+    log("a purchase, the queue and the record schema")
+    record = terminal.json(["purchase", "--amount", "250"])
+    expected_fields = {"asn", "card_number", "issuer_id", "type", "type_name", "atc", "amount_fen", "balance_before_fen",
+                       "balance_after_fen", "terminal_id", "terminal_serial", "date", "time", "date_time", "tac",
+                       "mac2", "flags", "tap_kind", "line", "station", "vehicle", "entry_station", "intent_sequence"}
+    check_equal("record fields", set(record), expected_fields)
+    check_equal("card number = rightmost 16 ASN digits", record["card_number"], harness.ASN[-16:])
+    check_equal("queue count", terminal.json(["queue", "count"]), {"count": 1, "open_intents": 0})
+    listed = terminal.queue()["transactions"][0]
+    check_equal("queued record = printed record (plus its sequence)", {k: v for k, v in listed.items() if k != "sequence"},
+                record)
+    it.verify_tacs(tools, [record], "the purchase")
+    lines = harness.run(terminal.base + ["--json", "purchase", "--amount", "1", "--repeat", "3"]).stdout.splitlines()
+    check_equal("--repeat 3 prints three JSON lines", [json.loads(line)["atc"] for line in lines], [1, 2, 3])
+
+
+if __name__ == "__main__":
+    harness.main(test)
