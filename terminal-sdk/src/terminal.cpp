@@ -11,10 +11,12 @@ namespace {
 constexpr std::uint16_t sw_insufficient_balance = 0x9401;
 constexpr std::uint16_t sw_mac_unavailable = 0x9406;
 
+// `status_code` names the device: card_error for the customer's card, psam_error for the PSAM. Only the
+// customer's card leaving is card_removed (the operator's cue to run recover with that card).
 FlowError from_card(const CardError& e, FlowErrorCode status_code = FlowErrorCode::card_error) {
     if (e.transport) {
-        const bool gone = e.card_removed();
-        return FlowError{gone ? FlowErrorCode::card_removed : FlowErrorCode::card_error, e.message};
+        if (status_code == FlowErrorCode::psam_error) return FlowError{FlowErrorCode::psam_error, "PSAM: " + e.message};
+        return FlowError{e.card_removed() ? FlowErrorCode::card_removed : FlowErrorCode::card_error, e.message};
     }
     if (e.sw == sw_insufficient_balance) return FlowError{FlowErrorCode::insufficient_balance, e.message, e.sw};
     return FlowError{status_code, e.message, e.sw};
@@ -102,13 +104,18 @@ void Terminal::set_trace(std::function<void(const TraceEntry&)> trace) {
     psam_channel_.set_trace(std::move(trace));
 }
 
+namespace {
+Result<Ok, FlowError> connect_card(Reader& reader) {
+    auto atr = reader.connect();
+    if (atr) return Ok{};
+    const bool absent = atr.error().code == ReaderErrorCode::no_card;
+    return Unexpected{FlowError{absent ? FlowErrorCode::no_card : FlowErrorCode::card_error, atr.error().message}};
+}
+}  // namespace
+
 Result<Terminal::Session, FlowError> Terminal::open_card() {
     // Every flow starts a fresh card session: a card presented again is a new tap.
-    auto atr = card_reader_.connect();
-    if (!atr) {
-        const bool absent = atr.error().code == ReaderErrorCode::no_card;
-        return Unexpected{FlowError{absent ? FlowErrorCode::no_card : FlowErrorCode::card_error, atr.error().message}};
-    }
+    if (auto connected = connect_card(card_reader_); !connected) return Unexpected{connected.error()};
     PurseApp purse(card_channel_);
     auto info = purse.select();
     if (!info) return Unexpected{from_card(info.error())};
@@ -136,8 +143,7 @@ Result<std::uint32_t, FlowError> Terminal::balance() {
 }
 
 Result<Cardholder, FlowError> Terminal::cardholder() {
-    auto atr = card_reader_.connect();
-    if (!atr) return Unexpected{FlowError{FlowErrorCode::no_card, atr.error().message}};
+    if (auto connected = connect_card(card_reader_); !connected) return Unexpected{connected.error()};
     SocialSecurityApp ss(card_channel_);
     if (auto s = ss.select(); !s) return Unexpected{from_card(s.error())};
     auto holder = ss.read_cardholder();
@@ -280,6 +286,9 @@ Result<TapOutcome, FlowError> Terminal::transit_tap(const TapRequest& tap) {
     if (auto ok = check_card(session->info, hotlist_, now); !ok) return Unexpected{ok.error()};
     if (auto recovered = recover_card(session->info); !recovered) return Unexpected{recovered.error()};
 
+    // The PSAM first: its terminal id goes into the bus record.
+    auto terminal_id = open_psam();
+    if (!terminal_id) return Unexpected{terminal_id.error()};
     PurseApp purse(card_channel_);
     auto current = purse.read_capp_record(br::record_id_value);
     if (!current) return Unexpected{from_card(current.error())};
@@ -349,7 +358,7 @@ Result<TapOutcome, FlowError> Terminal::transit_tap(const TapRequest& tap) {
     put(br::entry_station, entry_station, 2);
     std::copy(when.date.begin(), when.date.end(), record.begin() + br::date_time);
     std::copy(when.time.begin(), when.time.end(), record.begin() + br::date_time + 4);
-    if (terminal_id_) std::copy(terminal_id_->begin(), terminal_id_->end(), record.begin() + br::terminal_id);
+    std::copy(terminal_id->begin(), terminal_id->end(), record.begin() + br::terminal_id);
 
     TransactionRecord draft;
     draft.type = crypto::type_capp_purchase;

@@ -310,3 +310,26 @@ TEST_CASE("an unknown line is refused before the card is touched") {
     CHECK(r.error().code == FlowErrorCode::unknown_line);
     CHECK(rig.snap().generation == 1);
 }
+
+TEST_CASE("the bus record carries the PSAM's terminal id from the first tap of a fresh terminal") {
+    Rig rig(10000);
+    REQUIRE(rig.terminal->transit_tap({1, 3, 8}).ok());
+    REQUIRE(rig.card_reader.connect().ok());
+    CardChannel channel(rig.card_reader);
+    PurseApp purse(channel);
+    REQUIRE(purse.select().ok());
+    auto rec = purse.read_capp_record(cos::bus_record::record_id_value);
+    REQUIRE(rec.ok());
+    CHECK(to_hex(ByteView(*rec).subspan(cos::bus_record::terminal_id, 6)) == "000001000050");
+}
+
+TEST_CASE("a PSAM that leaves is a psam_error, not the customer's card removed") {
+    Rig rig(10000);
+    REQUIRE(rig.terminal->purchase(100).ok());
+    rig.psam_reader.set_fault_plan([](std::size_t, ByteView) { return Fault::before_card; });
+    auto r = rig.terminal->purchase(100);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == FlowErrorCode::psam_error);
+    CHECK(rig.snap().balance_fen == 9900);
+    CHECK(rig.queue->open_intents().empty());
+}
