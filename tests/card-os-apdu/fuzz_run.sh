@@ -1,5 +1,6 @@
 #!/bin/sh
-# Runs the APDU dispatcher fuzzer for a bounded time on a scratch copy of the committed seed corpus.
+# Runs the APDU dispatcher fuzzer for a bounded time on a scratch copy of the committed seed corpus, after
+# replaying card-os-apdu/fuzz/regressions/ (inputs that once crashed: each must pass before fuzzing starts).
 #   tests/card-os-apdu/fuzz_run.sh BUILD_DIR [SECONDS]      (default 60 s)
 # BUILD_DIR is a clang build configured with -DCOCONUT_FUZZ=ON (and -DCOCONUT_SANITIZE=ON for ASan+UBSan).
 # Exit status: 0 when libFuzzer finished without a crash, leak, timeout or sanitizer report; the crashing
@@ -20,7 +21,7 @@ UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1} \
 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
 "$fuzzer" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=1024 -print_final_stats=1 \
     -dict="$source_dir/card-os-apdu/fuzz/fuzz_apdu_dispatcher.dict" \
-    -artifact_prefix="$scratch/artifacts/" "$scratch/corpus" || status=$?
+    -artifact_prefix="$scratch/artifacts/" "$scratch/corpus" "$source_dir/card-os-apdu/fuzz/regressions" || status=$?
 
 if [ "$status" -ne 0 ]; then
     echo "fuzz_run.sh: FAILED (status $status); artifacts in $scratch/artifacts:" >&2

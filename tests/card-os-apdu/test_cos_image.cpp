@@ -4,6 +4,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <fstream>
 
 using namespace cos_test;
@@ -357,6 +358,27 @@ TEST_CASE("a payload that does not decode is refused with ImageError::corrupt") 
     auto empty = VirtualCard::in_memory(Bytes{});
     REQUIRE_FALSE(empty.ok());
     CHECK(empty.error().code == cos::ImageError::corrupt);
+}
+
+TEST_CASE("a payload whose purse DF lost its EF15 is refused (ImageError::corrupt), never a card that crashes") {
+    // Found by fuzz_apdu_dispatcher's image mode: EF15's SFI byte edited, the payload decoded, and SELECT of
+    // the purse crashed building the FCI from the missing EF15. IMAGE-FORMAT.md: a payload that does not
+    // decode is refused as corrupt; a purse without its public data cannot be served. (A card that decodes it
+    // is not sent any APDU here: that would crash this test binary.)
+    auto payload = cos::personalize(card_profile());
+    REQUIRE(payload.ok());
+    Bytes p = payload.value();
+    // The purse DF: AID, role, parent, EF count, then EF15 = fid 0015 ‖ sfi 15.
+    const Bytes aid(cos::purse_aid.begin(), cos::purse_aid.end());
+    const auto purse = std::search(p.begin(), p.end(), aid.begin(), aid.end());
+    REQUIRE(purse != p.end());
+    const Bytes ef15 = hex("0015 15");
+    const auto at = std::search(purse, p.end(), ef15.begin(), ef15.end());
+    REQUIRE(at != p.end());
+    *(at + 2) = 0x02;  // EF15 becomes an EF with SFI 02: the purse has no SFI 15 any more
+    auto card = VirtualCard::in_memory(p);
+    CHECK_MESSAGE(!card.ok(), "the payload without EF15 decoded; SELECT of its purse would crash");
+    if (!card.ok()) CHECK(card.error().code == cos::ImageError::corrupt);
 }
 
 TEST_SUITE_END();
