@@ -209,7 +209,12 @@ Status<Failure> KeyStore::init(const std::filesystem::path& dir) {
     std::error_code ec;
     if (std::filesystem::exists(paths.sealed(), ec) || std::filesystem::exists(paths.master_key(), ec))
         return fail(Errc::store_exists, fmt::format("{} already holds a key store; refusing to overwrite it", dir.string()));
-    if (!std::filesystem::exists(dir, ec)) {
+    if (std::filesystem::exists(dir, ec)) {
+        // Never take over (and chmod) a directory that holds anything else.
+        if (!std::filesystem::is_directory(dir, ec) || !std::filesystem::is_empty(dir, ec))
+            return fail(Errc::store_exists,
+                        fmt::format("{} exists and is not an empty directory; give init a new directory", dir.string()));
+    } else {
         std::filesystem::create_directories(dir, ec);
         if (ec) return fail(Errc::io_error, fmt::format("cannot create {}: {}", dir.string(), ec.message()));
     }

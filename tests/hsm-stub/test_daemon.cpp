@@ -464,3 +464,46 @@ TEST_CASE("coconut-hsmd key ceremony: components with their KCVs, the result's K
     CHECK(list.output.find("FEDCBA9876543210") == std::string::npos);
     CHECK(run(hsmd + " audit verify --store " + store).exit_code == 0);
 }
+
+TEST_CASE("the client gives up on a silent server within its timeouts") {
+    // A listener that completes TCP handshakes (kernel backlog) but never speaks.
+    const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(listener, 8) == 0);
+    socklen_t length = sizeof addr;
+    REQUIRE(::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &length) == 0);
+    const wire::Endpoint endpoint{"127.0.0.1", ntohs(addr.sin_port)};
+    hsm::ClientOptions options;
+    options.connect_timeout = std::chrono::milliseconds(300);
+    options.request_timeout = std::chrono::milliseconds(300);
+    const wire::ClientCredentials credentials{"clearing", hsm::ClientKey(Bytes(32, 1))};
+
+    SUBCASE("no hello") {
+        const auto start = std::chrono::steady_clock::now();
+        auto client = hsm::Client::connect(endpoint, credentials, options);
+        REQUIRE_FALSE(client.ok());
+        CHECK(client.error().code == Errc::timeout);
+        CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(5));
+    }
+    SUBCASE("a hello, then no response") {
+        std::thread server([listener] {
+            const int peer = ::accept(listener, nullptr, nullptr);
+            const Bytes hello = wire::encode_hello({});
+            (void)::send(peer, hello.data(), hello.size(), MSG_NOSIGNAL);
+            std::this_thread::sleep_for(std::chrono::seconds(2));
+            ::close(peer);
+        });
+        auto client = hsm::Client::connect(endpoint, credentials, options);
+        REQUIRE(client.ok());
+        const auto start = std::chrono::steady_clock::now();
+        auto answer = client.value()->key_info({"mk-load", 1});
+        REQUIRE_FALSE(answer.ok());
+        CHECK(answer.error().code == Errc::timeout);
+        CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(2));
+        server.join();
+    }
+    ::close(listener);
+}

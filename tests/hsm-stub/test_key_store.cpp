@@ -20,6 +20,19 @@ TEST_CASE("init creates a 0700 store with a 0600 master key and refuses to run t
     CHECK(again.error().code == Errc::store_exists);
 }
 
+TEST_CASE("init refuses a directory that already holds other files (and leaves its mode alone)") {
+    TempDir dir;
+    std::filesystem::create_directories(dir / "shared");
+    write_text(dir / "shared" / "notes.txt", "not a key store");
+    std::filesystem::permissions(dir / "shared", std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                                                     std::filesystem::perms::group_exec, std::filesystem::perm_options::replace);
+    auto init = hsm::KeyStore::init(dir / "shared");
+    REQUIRE_FALSE(init.ok());
+    CHECK(init.error().message.find("not an empty directory") != std::string::npos);
+    CHECK((std::filesystem::status(dir / "shared").permissions() & std::filesystem::perms::group_read) != std::filesystem::perms::none);
+    CHECK(hsm::KeyStore::init(dir / "empty-but-new").ok());
+}
+
 TEST_CASE("KCV is the first 3 bytes of 3DES(key, 0^8) for known keys") {
     TempDir dir;
     REQUIRE(hsm::KeyStore::init(dir / "s").ok());

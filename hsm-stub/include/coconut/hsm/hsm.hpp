@@ -209,7 +209,8 @@ private:
 class KeyStore {
 public:
     // Creates `dir` (0700) with a fresh local master key (0600), an empty sealed store and an audit log
-    // whose first line records the initialisation. Refuses an existing store (store_exists).
+    // whose first line records the initialisation. Refuses an existing store or a non-empty directory
+    // (store_exists).
     static Status<Failure> init(const std::filesystem::path& dir);
 
     // Reads master.key and keys.sealed. Failures, each with the file named:
