@@ -396,7 +396,8 @@ int main(int argc, char** argv) {
     app.add_option("--pcsc-purchases", pcsc_purchases, "Purchases (and as many floor APDUs) through pcscd");
     app.add_option("--work-dir", work_dir, "Directory for the images and logs (default: new dir in /tmp)");
     app.add_option("--vcard", vcard, "coconut-vcard executable (serves the images to vpcd)");
-    app.add_option("--cpu", cpu, "Core the in-process runs are pinned to");
+    app.add_option("--cpu", cpu,
+                   "Core the in-process runs are pinned to (-1: not pinned; they are one thread)");
     app.add_flag("--skip-pcsc", skip_pcsc, "Only the in-process runs");
     app.add_flag("--keep-cpus-awake", keep_cpus_awake,
                  "Run a SCHED_IDLE busy thread per CPU (this VM wakes an idle vCPU only every 4 ms)");
@@ -421,12 +422,14 @@ int main(int argc, char** argv) {
         // the affinity, and pcscd + serve + this client are three processes).
         cpu_set_t original;
         sched_getaffinity(0, sizeof original, &original);
-        cpu_set_t one;
-        CPU_ZERO(&one);
-        CPU_SET(cpu, &one);
-        if (sched_setaffinity(0, sizeof one, &one) != 0)
-            std::fprintf(stderr, "warning: cannot pin to cpu %d\n", cpu);
-
+        if (cpu >= 0) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            if (sched_setaffinity(0, sizeof one, &one) != 0) {
+                std::fprintf(stderr, "warning: cannot pin to cpu %d\n", cpu);
+            }
+        }
         const Stats memory = run_in_process(memory_purchases, [&] {
             return CardPair{unwrap(cos::VirtualCard::in_memory(card_payload)),
                             unwrap(cos::VirtualCard::in_memory(psam_payload))};
