@@ -154,23 +154,46 @@ Response VirtualCard::State::select(const Command& c) {
     return status_only(Sw::file_not_found);
 }
 
+Result<VirtualCard::State::BinaryTarget, Response> VirtualCard::State::binary_target(const Command& c, bool write) {
+    // P1 b8 set: SFI in b5–b1 and the offset in P2; otherwise the current EF and a 15-bit offset.
+    BinaryTarget target;
+    if (c.p1 & 0x80) {
+        if (c.p1 & 0x60) return Unexpected{status_only(Sw::bad_p1_p2)};
+        target.ef = find_ef_by_sfi(c.p1 & 0x1F);
+        if (!target.ef) return Unexpected{status_only(Sw::file_not_found)};
+        target.offset = c.p2;
+    } else {
+        if (vs.current_ef < 0) return Unexpected{status_only(Sw::no_current_ef)};
+        target.ef = &current_df().efs[static_cast<std::size_t>(vs.current_ef)];
+        target.offset = (static_cast<std::size_t>(c.p1) << 8) | c.p2;
+    }
+    if (target.ef->type != EfType::transparent) return Unexpected{status_only(Sw::command_incompatible_with_file)};
+    if (!access_granted(write ? target.ef->write : target.ef->read))
+        return Unexpected{status_only(Sw::security_status_not_satisfied)};
+    if (target.offset >= target.ef->data.size()) return Unexpected{status_only(Sw::bad_offset)};
+    return target;
+}
+
+Result<Ef*, Response> VirtualCard::State::record_target(std::uint8_t sfi, bool write) {
+    Ef* ef = nullptr;
+    if (sfi == 0) {
+        if (vs.current_ef < 0) return Unexpected{status_only(Sw::no_current_ef)};
+        ef = &current_df().efs[static_cast<std::size_t>(vs.current_ef)];
+    } else {
+        ef = find_ef_by_sfi(sfi);
+        if (!ef) return Unexpected{status_only(Sw::file_not_found)};
+    }
+    if (!is_record_file(*ef)) return Unexpected{status_only(Sw::command_incompatible_with_file)};
+    if (!access_granted(write ? ef->write : ef->read)) return Unexpected{status_only(Sw::security_status_not_satisfied)};
+    return ef;
+}
+
 Response VirtualCard::State::read_binary(const Command& c) {
     if (!c.data.empty()) return status_only(Sw::wrong_length);
-    Ef* ef = nullptr;
-    std::size_t offset = 0;
-    if (c.p1 & 0x80) {
-        if (c.p1 & 0x60) return status_only(Sw::bad_p1_p2);
-        ef = find_ef_by_sfi(c.p1 & 0x1F);
-        if (!ef) return status_only(Sw::file_not_found);
-        offset = c.p2;
-    } else {
-        if (vs.current_ef < 0) return status_only(Sw::no_current_ef);
-        ef = &current_df().efs[static_cast<std::size_t>(vs.current_ef)];
-        offset = (static_cast<std::size_t>(c.p1) << 8) | c.p2;
-    }
-    if (ef->type != EfType::transparent) return status_only(Sw::command_incompatible_with_file);
-    if (!access_granted(ef->read)) return status_only(Sw::security_status_not_satisfied);
-    if (offset >= ef->data.size()) return status_only(Sw::bad_offset);
+    auto target = binary_target(c, false);
+    if (!target) return target.error();
+    Ef* ef = target->ef;
+    const std::size_t offset = target->offset;
     const std::size_t remaining = ef->data.size() - offset;
     const std::size_t le = c.le.value_or(apdu::short_le_max);
     if (le > remaining && le != apdu::short_le_max)
@@ -182,21 +205,10 @@ Response VirtualCard::State::read_binary(const Command& c) {
 
 Response VirtualCard::State::update_binary(const Command& c) {
     if (c.data.empty()) return status_only(Sw::wrong_length);
-    Ef* ef = nullptr;
-    std::size_t offset = 0;
-    if (c.p1 & 0x80) {
-        if (c.p1 & 0x60) return status_only(Sw::bad_p1_p2);
-        ef = find_ef_by_sfi(c.p1 & 0x1F);
-        if (!ef) return status_only(Sw::file_not_found);
-        offset = c.p2;
-    } else {
-        if (vs.current_ef < 0) return status_only(Sw::no_current_ef);
-        ef = &current_df().efs[static_cast<std::size_t>(vs.current_ef)];
-        offset = (static_cast<std::size_t>(c.p1) << 8) | c.p2;
-    }
-    if (ef->type != EfType::transparent) return status_only(Sw::command_incompatible_with_file);
-    if (!access_granted(ef->write)) return status_only(Sw::security_status_not_satisfied);
-    if (offset >= ef->data.size()) return status_only(Sw::bad_offset);
+    auto target = binary_target(c, true);
+    if (!target) return target.error();
+    Ef* ef = target->ef;
+    const std::size_t offset = target->offset;
     if (c.data.size() > ef->data.size() - offset) return status_only(Sw::wrong_length);
     std::copy(c.data.begin(), c.data.end(), ef->data.begin() + static_cast<std::ptrdiff_t>(offset));
     return commit() ? status_only(Sw::ok) : status_only(Sw::write_failure);
@@ -206,16 +218,9 @@ Response VirtualCard::State::read_record(const Command& c) {
     if (!c.data.empty()) return status_only(Sw::wrong_length);
     const auto address = record_address(c.p2);
     if (!address) return status_only(Sw::bad_p1_p2);
-    Ef* ef = nullptr;
-    if (address->sfi == 0) {
-        if (vs.current_ef < 0) return status_only(Sw::no_current_ef);
-        ef = &current_df().efs[static_cast<std::size_t>(vs.current_ef)];
-    } else {
-        ef = find_ef_by_sfi(address->sfi);
-        if (!ef) return status_only(Sw::file_not_found);
-    }
-    if (!is_record_file(*ef)) return status_only(Sw::command_incompatible_with_file);
-    if (!access_granted(ef->read)) return status_only(Sw::security_status_not_satisfied);
+    auto target = record_target(address->sfi, false);
+    if (!target) return target.error();
+    Ef* ef = *target;
     const Bytes* record = find_record(*ef, *address, c.p1);
     if (!record) return status_only(Sw::record_not_found);
     if (auto wrong = check_exact_le(c, record->size())) return *wrong;
@@ -226,16 +231,9 @@ Response VirtualCard::State::update_record(const Command& c) {
     const auto address = record_address(c.p2);
     if (!address) return status_only(Sw::bad_p1_p2);
     if (c.data.empty()) return status_only(Sw::wrong_length);
-    Ef* ef = nullptr;
-    if (address->sfi == 0) {
-        if (vs.current_ef < 0) return status_only(Sw::no_current_ef);
-        ef = &current_df().efs[static_cast<std::size_t>(vs.current_ef)];
-    } else {
-        ef = find_ef_by_sfi(address->sfi);
-        if (!ef) return status_only(Sw::file_not_found);
-    }
-    if (!is_record_file(*ef)) return status_only(Sw::command_incompatible_with_file);
-    if (!access_granted(ef->write)) return status_only(Sw::security_status_not_satisfied);
+    auto target = record_target(address->sfi, true);
+    if (!target) return target.error();
+    Ef* ef = *target;
     Bytes* record = find_record(*ef, *address, c.p1);
     if (!record) return status_only(Sw::record_not_found);
     if (ef->type == EfType::tlv_records) {

@@ -36,6 +36,14 @@ struct VirtualCard::State {
     Ef* find_ef_by_sfi(std::uint8_t sfi);
     Ef* find_ef_in(DfRole role, std::uint8_t sfi);
     bool access_granted(Access access) const;
+    // The EF a READ/UPDATE BINARY addresses, with its access condition checked (or the error response).
+    struct BinaryTarget {
+        Ef* ef = nullptr;
+        std::size_t offset = 0;
+    };
+    Result<BinaryTarget, Response> binary_target(const Command& c, bool write);
+    // The record file a READ/UPDATE RECORD addresses (SFI 0 = current EF), access checked.
+    Result<Ef*, Response> record_target(std::uint8_t sfi, bool write);
     Response select(const Command& c);
     Response read_binary(const Command& c);
     Response update_binary(const Command& c);

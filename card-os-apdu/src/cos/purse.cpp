@@ -10,6 +10,9 @@ namespace {
 // Profile (CARD-SPEC §2): consecutive MAC failures on a purse key before the application locks.
 constexpr std::uint8_t mac_failures_max = 3;
 
+// The last ATC value: a counter never wraps (an ATC at FFFF refuses INITIALIZE with 6985).
+constexpr std::uint16_t atc_max = 0xFFFF;
+
 constexpr std::uint8_t p2_ep = 0x02;
 constexpr std::uint8_t p2_ed = 0x01;
 
@@ -72,6 +75,8 @@ Response VirtualCard::State::initialize(const Command& c) {
 Response VirtualCard::State::initialize_load(const Command&, const KeyEntry& dlk, std::uint32_t amount,
                                              ByteView terminal_id) {
     const PurseState& p = nv.purse;
+    // An exhausted counter would repeat (ASN, ATC, type), the transaction's clearing id: the purse stops.
+    if (p.online_atc == atc_max) return status_only(Sw::conditions_not_satisfied);
     if (static_cast<std::uint64_t>(p.balance_fen) + amount > p.max_balance_fen)
         return status_only(Sw::conditions_not_satisfied);
     const Bytes rnd = random(4);
@@ -98,6 +103,7 @@ Response VirtualCard::State::initialize_load(const Command&, const KeyEntry& dlk
 Response VirtualCard::State::initialize_purchase(const Command&, const KeyEntry& dpk, std::uint32_t amount,
                                                  ByteView terminal_id, bool capp) {
     const PurseState& p = nv.purse;
+    if (p.offline_atc == atc_max) return status_only(Sw::conditions_not_satisfied);
     // The overdraft limit is reported (EF18, INIT response) but never lent: a purchase needs the balance.
     if (amount > p.balance_fen) return status_only(Sw::insufficient_balance);
     const Bytes rnd = random(4);

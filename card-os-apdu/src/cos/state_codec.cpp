@@ -114,6 +114,49 @@ bool enum_in_range(std::uint8_t v, Enum low, Enum high) {
     return v >= static_cast<std::uint8_t>(low) && v <= static_cast<std::uint8_t>(high);
 }
 
+// The files and keys the applications rely on must be there with their layouts: a payload that decodes
+// but lacks them is corrupt (the command code may then index them without checks).
+bool has_ef(const Df& df, std::uint8_t sfi, EfType type, std::size_t size) {
+    for (const Ef& ef : df.efs) {
+        if (ef.sfi != sfi) continue;
+        if (ef.type != type) return false;
+        if (type == EfType::transparent) return ef.data.size() == size;
+        if (type == EfType::tlv_records) return true;
+        if (ef.record_size != size || ef.records.size() > ef.record_count) return false;
+        for (const Bytes& record : ef.records)
+            if (record.size() != size) return false;
+        return true;
+    }
+    return false;
+}
+
+bool has_key(const CardState& s, KeyUsage usage) {
+    for (const KeyEntry& k : s.keys)
+        if (k.usage == usage && k.index == default_key_index) return true;
+    return false;
+}
+
+bool structurally_valid(const CardState& s) {
+    int purses = 0;
+    int psams = 0;
+    for (const Df& df : s.dfs) {
+        if (df.role == DfRole::purse) {
+            ++purses;
+            if (!has_ef(df, sfi_public, EfType::transparent, public_data_size) ||
+                !has_ef(df, sfi_purse_log, EfType::cyclic, purse_log_record_size) ||
+                !has_ef(df, sfi_capp_record, EfType::linear_fixed, capp_record_size) ||
+                !has_ef(df, sfi_trip_log, EfType::cyclic, trip_log_record_size))
+                return false;
+        }
+        if (df.role == DfRole::psam) ++psams;
+    }
+    if (s.kind == ImageKind::card) {
+        return purses == 1 && psams == 0 && has_key(s, KeyUsage::purchase) && has_key(s, KeyUsage::load) &&
+               has_key(s, KeyUsage::tac) && !s.pin.bcd.empty() && s.pin.tries_left <= s.pin.tries_max;
+    }
+    return purses == 0 && psams == 1 && has_ef(s.dfs[0], sfi_psam_terminal_id, EfType::transparent, 6);
+}
+
 }  // namespace
 
 Bytes encode_state(const CardState& s) {
@@ -268,7 +311,7 @@ std::optional<CardState> decode_state(ByteView payload) {
 
     r.fixed(s.drbg_seed);
     s.drbg_reserved = r.u64();
-    if (r.failed() || !r.at_end()) return std::nullopt;
+    if (r.failed() || !r.at_end() || !structurally_valid(s)) return std::nullopt;
     return s;
 }
 
