@@ -86,7 +86,7 @@ Outcome<std::unique_ptr<AuditLog>> AuditLog::open(const std::filesystem::path& p
     std::unique_ptr<AuditLog> log(new AuditLog());
     log->fd_ = ::open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (log->fd_ < 0) return fail(Errc::io_error, fmt::format("cannot open audit log {}: {}", path.string(), std::strerror(errno)));
-    log->key_ = key;
+    log->key_ = detail::make_guarded<crypto::Secret<32>>(key);
     log->path_ = path;
     ::flock(log->fd_, LOCK_EX);
     auto tail = log->reload_tail_locked();
@@ -154,7 +154,7 @@ Outcome<std::uint64_t> AuditLog::append(const AuditEntry& entry) {
                                    versions, json_string(entry.result), to_hex(last_hash_));
     if (line.size() + hash_marker.size() + 2 * hash_bytes + 3 > max_audit_line_bytes)
         return fail(Errc::bad_request, "audit entry too long");  // fields are bounded; reaching this is a bug upstream
-    const auto hash = chain_hash(key_, last_hash_, line);
+    const auto hash = chain_hash(*key_, last_hash_, line);
     line += fmt::format("{}{}\"}}\n", hash_marker, to_hex(hash));
     std::size_t done = 0;
     while (done < line.size()) {

@@ -10,6 +10,8 @@
 #include <boost/asio/write.hpp>
 #include <fmt/format.h>
 
+#include "secure_buffer.hpp"
+
 #include <deque>
 
 namespace coconut::hsm {
@@ -21,7 +23,7 @@ using error_code = boost::system::error_code;
 struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
     State(asio::any_io_executor executor, wire::ClientCredentials creds, ClientOptions opts)
         : strand(asio::make_strand(executor)), socket(strand), resolver(strand), timer(strand),
-          credentials(std::move(creds)), options(opts) {}
+          client_id(std::move(creds.client_id)), key(detail::make_guarded<ClientKey>(creds.key)), options(opts) {}
 
     struct Pending {
         std::uint64_t seq = 0;
@@ -32,7 +34,8 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
     tcp::socket socket;
     tcp::resolver resolver;
     asio::steady_timer timer;
-    wire::ClientCredentials credentials;
+    std::string client_id;
+    std::shared_ptr<const ClientKey> key;  // in guarded, locked memory
     ClientOptions options;
     wire::Nonce nonce{};
     bool connecting = false;
@@ -171,7 +174,7 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
         read_frame([self = shared_from_this()](Outcome<Bytes> frame) {
             if (self->closed) return;
             if (!frame) return self->fail_all(frame.error());
-            auto response = wire::decode_response(self->credentials.key, self->nonce, frame.value());
+            auto response = wire::decode_response(*self->key, self->nonce, frame.value());
             if (!response) return self->fail_all(response.error());
             if (self->outstanding.empty() || self->outstanding.front().seq != response->seq)
                 return self->fail_all({Errc::protocol_error, fmt::format("response for seq {} was not expected", response->seq)});
@@ -204,7 +207,7 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
             return handler(fail(Errc::server_busy, fmt::format("{} requests are already outstanding on this connection",
                                                                options.max_outstanding)));
         const std::uint64_t seq = next_seq++;
-        Bytes frame = wire::encode_request(credentials.key, nonce, seq, credentials.client_id, static_cast<std::uint8_t>(command),
+        Bytes frame = wire::encode_request(*key, nonce, seq, client_id, static_cast<std::uint8_t>(command),
                                            payload);
         if (frame.size() - wire::length_prefix_bytes > wire::max_frame_bytes)
             return handler(fail(Errc::frame_too_large, "the request does not fit one frame"));

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <utility>
 
@@ -75,5 +76,26 @@ private:
     std::size_t capacity_ = 0;
     std::size_t size_ = 0;
 };
+
+// A T (a crypto::Secret) constructed in its own sodium_malloc block: locked, between guard pages,
+// destroyed (T wipes itself) and then zeroed and unlocked by sodium_free. For keys that live as long as
+// a connection or a log: client link keys, the audit key.
+template <class T, class... Args>
+std::shared_ptr<T> make_guarded(Args&&... args) {
+    ensure_sodium();
+    void* raw = sodium_malloc(sizeof(T));
+    if (raw == nullptr) throw std::bad_alloc();
+    T* object = nullptr;
+    try {
+        object = new (raw) T(std::forward<Args>(args)...);
+    } catch (...) {
+        sodium_free(raw);
+        throw;
+    }
+    return std::shared_ptr<T>(object, [](T* p) {
+        p->~T();
+        sodium_free(p);
+    });
+}
 
 }  // namespace coconut::hsm::detail

@@ -242,7 +242,7 @@ private:
             return false;
         }
         client_id_ = id;
-        key_ = std::move(key);
+        key_ = detail::make_guarded<ClientKey>(*key);
         permissions_ = info->permissions;
         return true;
     }
@@ -285,7 +285,7 @@ private:
     Bytes body_;
     Bytes out_;
     std::string client_id_;
-    std::optional<ClientKey> key_;
+    std::shared_ptr<const ClientKey> key_;  // in guarded, locked memory
     std::uint32_t permissions_ = 0;
     std::uint64_t last_seq_ = 0;
 };

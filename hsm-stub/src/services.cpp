@@ -149,7 +149,10 @@ Outcome<CardKeySet> Hsm::derive_card_keys(const CardIdentity& card, const KeyRef
     if (usage != nullptr) {
         usage->key_label = out.transport.label;
         usage->key_versions = {out.transport.version};
-        usage->result = fmt::format("derived {} card keys for ASN {}", out.keys.size(), bcd_to_digits(card.asn));
+        std::string from;
+        for (const ExportedKey& k : out.keys) from += (from.empty() ? "" : ",") + to_string(k.master);
+        usage->result = fmt::format("derived {} card keys for ASN {} issuer {} from {}", out.keys.size(),
+                                    bcd_to_digits(card.asn), to_hex(card.issuer_id), from);
     }
     return out;
 }

@@ -174,7 +174,12 @@ int main(int argc, char** argv) {
     auth->add_option("--cryptogram", f.cryptogram, "card answer, 16 hex digits")->required();
     auth->add_option("--key", auth_key, "internal-auth master LABEL[:VERSION]")->capture_default_str();
 
-    CLI11_PARSE(app, argc, argv);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        // --help prints and exits 0; any other usage error is exit status 2 (after CLI11's message).
+        return app.exit(e) == 0 ? 0 : exit_usage;
+    }
 
     TRY(endpoint, hsm::wire::parse_endpoint(connect));
     TRY(credentials, hsm::wire::read_client_credentials(key_file));

@@ -379,7 +379,12 @@ int main(int argc, char** argv) {
     auto* verify = audit->add_subcommand("verify", "check the audit log's hash chain");
     add_store(verify);
 
-    CLI11_PARSE(app, argc, argv);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        // --help prints and exits 0; any other usage error is exit status 2 (after CLI11's message).
+        return app.exit(e) == 0 ? 0 : 2;
+    }
 
     auto parse_usage_and_type = [&]() -> std::optional<std::pair<hsm::KeyUsage, hsm::KeyType>> {
         const auto usage = hsm::parse_key_usage(usage_text);

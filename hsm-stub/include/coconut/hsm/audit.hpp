@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -74,7 +75,7 @@ private:
     Status<Failure> reload_tail_locked();
     std::mutex mutex_;
     int fd_ = -1;
-    crypto::Secret<32> key_;
+    std::shared_ptr<const crypto::Secret<32>> key_;  // in guarded, locked memory
     std::uint64_t last_seq_ = 0;
     std::array<std::uint8_t, 32> last_hash_{};
     std::uint64_t known_size_ = 0;
