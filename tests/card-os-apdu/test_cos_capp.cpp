@@ -135,6 +135,15 @@ TEST_CASE("80 DC data of other than 48 bytes answers 6700") {
     CHECK(send(*card, update_capp_apdu(0x01, p2_ef1a, record)).sw_hex() == "6700");
 }
 
+TEST_CASE("a CAPP purchase stages at most 4 cache updates") {
+    auto card = make_card();
+    select_purse(*card);
+    parse_init_purchase(send(*card, init_purchase_apdu(200, test_terminal, true)));
+    const Bytes record = bus_record(cos::bus_record::state_entered, 12, 3, 200);
+    for (int i = 0; i < 4; ++i) REQUIRE(send(*card, update_capp_apdu(0x00, p2_ef1e, record)).sw_hex() == "9000");
+    CHECK(send(*card, update_capp_apdu(0x00, p2_ef1e, record)).sw_hex() != "9000");
+}
+
 TEST_CASE("80 DC to EF1A whose data[0] is not the record id P1 answers 6A80") {
     auto card = make_card();
     select_purse(*card);

@@ -381,4 +381,47 @@ TEST_CASE("a payload whose purse DF lost its EF15 is refused (ImageError::corrup
     if (!card.ok()) CHECK(card.error().code == cos::ImageError::corrupt);
 }
 
+TEST_CASE("a payload whose purse DF lost its EF18 log is refused (ImageError::corrupt), never a card that crashes") {
+    // Found by the payload sweep (cos_payload_sweep.cpp): EF18's SFI edited, the payload decoded, and the
+    // first successful DEBIT / CREDIT crashed appending to the missing log. Not sent any APDU here.
+    auto payload = cos::personalize(card_profile());
+    REQUIRE(payload.ok());
+    Bytes p = payload.value();
+    const Bytes aid(cos::purse_aid.begin(), cos::purse_aid.end());
+    const auto purse = std::search(p.begin(), p.end(), aid.begin(), aid.end());
+    REQUIRE(purse != p.end());
+    const Bytes ef18 = hex("0018 18 03");  // fid 0018, SFI 18, type 3 = cyclic (IMAGE-FORMAT.md)
+    const auto at = std::search(purse, p.end(), ef18.begin(), ef18.end());
+    REQUIRE(at != p.end());
+    *(at + 2) = 0x02;
+    auto card = VirtualCard::in_memory(p);
+    CHECK_MESSAGE(!card.ok(), "the payload without EF18 decoded; its first DEBIT or CREDIT would crash");
+    if (!card.ok()) CHECK(card.error().code == cos::ImageError::corrupt);
+}
+
+TEST_CASE("a card without a purchase key of index 01 answers 9403 at INITIALIZE FOR PURCHASE, never crashes") {
+    // Found by the payload sweep: the DPK's key index edited to 02; INITIALIZE answered 9000 and the DEBIT
+    // dereferenced the missing key. Either refusing the payload or 9403 at INITIALIZE is right (CARD-SPEC §4:
+    // an unsupported key index → 9403). The DEBIT is not sent here: it would crash this test binary.
+    auto payload = cos::personalize(card_profile());
+    REQUIRE(payload.ok());
+    Bytes p = payload.value();
+    // Key entry: usage(1) ‖ index(1) ‖ version(1) ‖ alg(1) ‖ tries(1) ‖ key(16); usage 1 = DPK.
+    const Bytes dpk = hex(test_dpk);
+    const auto key = std::search(p.begin(), p.end(), dpk.begin(), dpk.end());
+    REQUIRE(key != p.end());
+    REQUIRE(key - p.begin() >= 5);
+    REQUIRE(*(key - 5) == 0x01);  // usage: purchase
+    REQUIRE(*(key - 4) == 0x01);  // index 01
+    *(key - 4) = 0x02;
+    auto card = VirtualCard::in_memory(p);
+    if (!card.ok()) {
+        CHECK(card.error().code == cos::ImageError::corrupt);
+        return;
+    }
+    select_purse(**card);
+    CHECK(send(**card, init_purchase_apdu(1)).sw_hex() == "9403");
+    CHECK(send(**card, init_purchase_apdu(1, test_terminal, true)).sw_hex() == "9403");
+}
+
 TEST_SUITE_END();

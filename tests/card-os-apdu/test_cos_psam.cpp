@@ -123,6 +123,15 @@ TEST_CASE("80 70 with Lc not 20 + 8N (N >= 1) answers 6700") {
     CHECK(psam->snapshot().terminal_serial == 1);
 }
 
+TEST_CASE("80 70 with three factors (N = 3) answers 6A88") {
+    auto psam = make_psam();
+    select_psam(*psam);
+    const CardDateTime w = when("20261126", "135100");
+    const Bytes three = concat(both_factors(), hex("0102030405060708"));
+    CHECK(sw(*psam, hx(init_sam_apdu(hex("01020304"), 0, 1, 6, w, 1, 0, three))) == "6A88");
+    CHECK(psam->snapshot().terminal_serial == 1);
+}
+
 TEST_CASE("80 70 with a type other than 06/09 answers 6A80") {
     auto psam = make_psam();
     select_psam(*psam);

@@ -344,6 +344,42 @@ TEST_CASE("power off cancels a pending purchase: DEBIT after reset answers 6985"
     CHECK(balance(*card) == test_balance_fen);
 }
 
+TEST_CASE("INITIALIZE with P2 01 (ED) answers 6A81, other P2 6A86") {
+    auto card = make_card();
+    select_purse(*card);
+    CHECK(sw(*card, "80 50 01 01 0B 01 00000064 001122334455 0F") == "6A81");
+    CHECK(sw(*card, "80 50 00 01 0B 01 00000064 001122334455 10") == "6A81");
+    CHECK(sw(*card, "80 50 03 01 0B 01 00000064 001122334455 0F") == "6A81");
+    CHECK(sw(*card, "80 50 01 00 0B 01 00000064 001122334455 0F") == "6A86");
+    CHECK(sw(*card, "80 50 01 03 0B 01 00000064 001122334455 0F") == "6A86");
+}
+
+TEST_CASE("a date or time in DEBIT that is not BCD answers 6A80, cancels the purchase and counts no MAC failure") {
+    auto card = make_card();
+    const PurseState before = observe(*card);
+    const CardDateTime w = when("20261126", "135100");
+    const InitPurchaseResponse init = parse_init_purchase(send(*card, init_purchase_apdu(500)));
+    const Bytes mac1 = terminal_purchase_mac1(init, 500, crypto::type_ep_purchase, test_terminal, 1, w);
+    CHECK(send(*card, concat(hex("80 54 01 00 0F 00000001 2026112A 135100"), mac1, hex("08"))).sw_hex() == "6A80");
+    CHECK(send(*card, debit_apdu(1, w, mac1)).sw_hex() == "6985");
+    CHECK(card->snapshot().mac_failures == 0);
+    parse_init_purchase(send(*card, init_purchase_apdu(500)));
+    CHECK(send(*card, concat(hex("80 54 01 00 0F 00000001 20261126 1351FF"), mac1, hex("08"))).sw_hex() == "6A80");
+    CHECK(observe(*card) == before);
+}
+
+TEST_CASE("a date or time in CREDIT that is not BCD answers 6A80, cancels the load and counts no MAC failure") {
+    auto card = make_card();
+    const PurseState before = observe(*card);
+    const CardDateTime w = when("20261126", "103100");
+    const InitLoadResponse init = parse_init_load(send(*card, init_load_apdu(500)));
+    const Bytes mac2 = host_load_mac2(init, 500, test_terminal, w);
+    CHECK(send(*card, concat(hex("80 52 00 00 0B 2026112F 103100"), mac2, hex("04"))).sw_hex() == "6A80");
+    CHECK(send(*card, credit_apdu(w, mac2)).sw_hex() == "6985");
+    CHECK(card->snapshot().mac_failures == 0);
+    CHECK(observe(*card) == before);
+}
+
 TEST_CASE("INITIALIZE with P1 not 00/01/03 answers 6A86") {
     auto card = make_card();
     select_purse(*card);
@@ -565,7 +601,7 @@ TEST_CASE("APPLICATION UNBLOCK without a challenge answers 6984") {
     CHECK(card->snapshot().purse_locked);
 }
 
-// ---- ATC exhaustion (CARD-SPEC is silent; proposed rule, may_fail until the lead decides) -------------
+// ---- ATC exhaustion (card-os-apdu/README.md: an ATC at FFFF → INITIALIZE answers 6985) -------------------
 
 namespace {
 // A card whose online or offline ATC is FFFF: the payload's purse record (IMAGE-FORMAT.md: balance u32 ‖
@@ -590,11 +626,12 @@ std::unique_ptr<VirtualCard> card_with_atc_ffff(bool online) {
 
 // An ATC that wrapped to 0000 would repeat (ASN, ATC, type) — the ledger's transfer id (DESIGN.md §4) — and
 // the GET TRANSACTION PROVE key; real e-purse cards stop transacting when the counter is exhausted.
-TEST_CASE("proposed: an offline ATC at FFFF refuses INITIALIZE FOR PURCHASE instead of wrapping" * doctest::may_fail()) {
+TEST_CASE("an offline ATC at FFFF: INITIALIZE FOR PURCHASE / CAPP answers 6985, the counter never wraps") {
     auto card = card_with_atc_ffff(false);
     select_purse(*card);
+    CHECK(send(*card, init_purchase_apdu(5, test_terminal, true)).sw_hex() == "6985");
     const Rsp init = send(*card, init_purchase_apdu(5));
-    CHECK(init.sw_hex() != "9000");
+    CHECK(init.sw_hex() == "6985");
     if (init.sw_hex() == "9000") {
         const CardDateTime w = when("20261126", "130000");
         const InitPurchaseResponse parsed = parse_init_purchase(init);
@@ -603,11 +640,11 @@ TEST_CASE("proposed: an offline ATC at FFFF refuses INITIALIZE FOR PURCHASE inst
     }
 }
 
-TEST_CASE("proposed: an online ATC at FFFF refuses INITIALIZE FOR LOAD instead of wrapping" * doctest::may_fail()) {
+TEST_CASE("an online ATC at FFFF: INITIALIZE FOR LOAD answers 6985, the counter never wraps") {
     auto card = card_with_atc_ffff(true);
     select_purse(*card);
     const Rsp init = send(*card, init_load_apdu(5));
-    CHECK(init.sw_hex() != "9000");
+    CHECK(init.sw_hex() == "6985");
     if (init.sw_hex() == "9000") {
         const CardDateTime w = when("20261126", "130000");
         send(*card, credit_apdu(w, host_load_mac2(parse_init_load(init), 5, test_terminal, w)));
