@@ -18,7 +18,8 @@ if [ "${COCONUT_SKIP_ASAN:-0}" != 1 ]; then
   CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
     -DCOCONUT_SANITIZE=ON -DCOCONUT_FUZZ=ON >/dev/null
   ninja -C build-asan -j "$jobs"
-  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --test-dir build-asan --output-on-failure -j "$jobs" -L 'unit|fuzz' -LE 'integration|slow'
+  export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  ctest --test-dir build-asan --output-on-failure -j "$jobs" -L unit -LE slow
+  ctest --test-dir build-asan --output-on-failure -j "$jobs" -L fuzz
 fi
 echo "test.sh: all tests passed"
