@@ -14,9 +14,10 @@
 //   audit.log    the hash-chained audit log (audit.hpp).
 //
 // Key material is held only in libsodium guarded memory (sodium_malloc: mlocked, guard pages, wiped by
-// sodium_free); temporaries are crypto::Secret values that sodium_memzero/secure_wipe themselves.
-// Nothing in this API returns a key in clear except KeyStore::client_key (the per-client link key the
-// daemon needs) and the ceremony's own inputs.
+// sodium_free); temporaries are crypto::Secret values that wipe themselves when they go out of scope.
+// Keys cross the process boundary only encrypted under a transport key (Hsm services). Inside the
+// process, KeyStore::key_material (for the services) and KeyStore::client_key (for the link) hand out
+// short-lived Secret copies; nothing prints or logs them.
 //
 // Errors: every expected failure is a Failure{code, message}; the message names the file, the key or
 // the field and says what is wrong. Exceptions only for programmer errors and a broken libsodium/OpenSSL.
