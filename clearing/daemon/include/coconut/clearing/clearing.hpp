@@ -1,0 +1,413 @@
+// The clearing daemon's library (coconut::clearing): the account plan, the card data of field 62, the
+// registries (cards, participants, terminals, risk flags) kept in the ledger's LMDB environment, the
+// authorization engine that turns ISO 8583 requests into ledger bookings, and the TCP server.
+// clearing/README.md describes the daemon (ports, options, flows); clearing/ISO8583.md the messages.
+//
+// Threads (DESIGN.md §8): one Asio I/O thread runs the server, the engine and the HSM client; ONE
+// ledger writer thread (ledger::Writer) commits bookings in groups. A booking's answer is produced by
+// the writer's callback, i.e. only after its commit was synced: nothing is acknowledged before it is
+// durable. Registry changes that belong to a booking (last seen ATC, shadow balance, risk flags, the
+// terminal's last STAN) are written by a BatchHook in the same write transaction.
+//
+// Errors: bad input from a terminal is answered with a response code (iso8583::ResponseCode); bad
+// input from an operator (registry JSON, a data directory) is an Error with a specific message.
+#pragma once
+
+#include <coconut/apdu/bytes.hpp>
+#include <coconut/crypto/card_crypto.hpp>
+#include <coconut/hsm/hsm.hpp>
+#include <coconut/hsm/protocol.hpp>
+#include <coconut/iso8583/iso8583.hpp>
+#include <coconut/ledger/ledger.hpp>
+#include <coconut/result.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace coconut::clearing {
+
+using Asn = std::array<std::uint8_t, 10>;
+using IssuerId = std::array<std::uint8_t, 8>;
+using TerminalId = std::array<std::uint8_t, 6>;  // the PSAM terminal id (BCD)
+
+// ---- errors -------------------------------------------------------------------------------------
+
+enum class ErrorCode : std::uint8_t {
+    bad_input,  // registry JSON or a command-line value: the message names the field
+    storage,    // LMDB / ledger operating error
+    locked,     // another process (a running daemon) holds the data directory
+    conflict,   // the registry file contradicts what is stored (e.g. a changed opening balance)
+};
+
+struct Error {
+    ErrorCode code = ErrorCode::bad_input;
+    std::string message;
+};
+
+template <class T>
+using Result = coconut::Result<T, Error>;
+using Status = coconut::Status<Error>;
+
+// ---- account plan (DESIGN.md §8) ------------------------------------------------------------------
+
+namespace ledgers {
+inline constexpr std::uint32_t purse = 1;    // the purse: money prepaid by cardholders
+inline constexpr std::uint32_t medical = 2;  // medical insurance personal accounts
+}  // namespace ledgers
+
+// Account.code
+namespace account_codes {
+inline constexpr std::uint16_t card_purse_shadow = 1;    // per card, ledger 1: what the card should hold
+inline constexpr std::uint16_t card_medical = 2;         // per card, ledger 2: debits_must_not_exceed_credits
+inline constexpr std::uint16_t participant_payable = 3;  // per participant and ledger: owed to the merchant
+inline constexpr std::uint16_t purse_float = 10;         // ledger 1: cardholders' money at the issuing bank
+inline constexpr std::uint16_t medical_fund = 11;        // ledger 2: the social-insurance fund
+inline constexpr std::uint16_t fee_income = 12;          // per ledger: the scheme's fees (posted by settlement)
+inline constexpr std::uint16_t suspense = 13;            // per ledger: TAC failed; never paid out until resolved
+}  // namespace account_codes
+
+// Transfer.code
+namespace transfer_codes {
+inline constexpr std::uint16_t offline_purchase = 1;  // purse shadow → participant payable (TAC valid)
+inline constexpr std::uint16_t tac_failed = 2;        // purse shadow → suspense (TAC invalid)
+inline constexpr std::uint16_t opening_balance = 3;   // float → purse shadow, fund → medical (registry load)
+}  // namespace transfer_codes
+
+// Fixed accounts: small ids that no derived (SHA-256) id reaches in practice.
+inline constexpr ledger::Id purse_float_account = ledger::make_id(1);
+inline constexpr ledger::Id medical_fund_account = ledger::make_id(2);
+inline constexpr ledger::Id purse_fee_income_account = ledger::make_id(3);
+inline constexpr ledger::Id medical_fee_income_account = ledger::make_id(4);
+inline constexpr ledger::Id purse_suspense_account = ledger::make_id(5);
+inline constexpr ledger::Id medical_suspense_account = ledger::make_id(6);
+
+ledger::Id purse_shadow_account(const Asn& asn);     // derive_id("purse" ‖ ASN)
+ledger::Id medical_account(const Asn& asn);          // derive_id("medical" ‖ ASN)
+ledger::Id payable_account(std::uint64_t participant_id, std::uint32_t ledger_number);  // derive_id("payable" ‖ id ‖ ledger)
+// DESIGN.md §4: purse purchase = hash of (ASN, offline ATC, type); a re-sent upload lands on it.
+ledger::Id offline_purchase_transfer(const Asn& asn, std::uint16_t offline_atc, std::uint8_t type);
+ledger::Id opening_balance_transfer(const Asn& asn, std::uint32_t ledger_number);
+
+// The fixed accounts of the plan (float, fund, fee income, suspense), for start-up and `admin load`.
+std::vector<ledger::Account> fixed_accounts();
+
+// ---- card data in field 62 (ISO8583.md §3.1) ---------------------------------------------------------
+
+// One offline purse transaction as uploaded in 0320 (tags DF01–DF08).
+struct PurseTransaction {
+    Asn asn{};
+    std::uint8_t type = 0;  // 06 EP purchase, 09 CAPP (transit) purchase
+    std::uint32_t balance_before_fen = 0;
+    std::uint16_t offline_atc = 0;
+    std::uint32_t terminal_serial = 0;
+    TerminalId terminal_id{};
+    crypto::CardDateTime when;
+    crypto::Mac4 tac{};
+};
+
+// Field 62 is at most 999 characters (LLLVAR); a purchase needs 104.
+// Parses the hex text of field 62. The error names the tag and the problem ("DF04: 3 bytes, expected 2").
+coconut::Result<PurseTransaction, std::string> parse_purse_transaction(std::string_view field62);
+// The inverse (upper-case hex of DF01..DF08), for tests and tools.
+std::string encode_purse_transaction(const PurseTransaction& transaction);
+
+// ---- registries -----------------------------------------------------------------------------------------
+
+enum class CardStatus : std::uint8_t { active = 1, lost = 2, blocked = 3 };
+std::string_view to_string(CardStatus status);
+std::optional<CardStatus> parse_card_status(std::string_view text);
+
+struct CardRecord {
+    Asn asn{};
+    IssuerId issuer_id{};
+    CardStatus status = CardStatus::active;
+    std::uint8_t tac_key_version = hsm::newest_version;  // version of the TAC master (0: newest active)
+    std::uint32_t opening_balance_fen = 0;                // purse balance at issue (booked from the float)
+    std::uint32_t medical_opening_fen = 0;                // medical account at issue (booked from the fund)
+    // Mirror of the purse shadow account, kept in the same transaction as every booking, so the
+    // online mismatch check needs no ledger read (`check` verifies the mirror against the ledger).
+    std::int64_t shadow_balance_fen = 0;
+    bool offline_atc_seen = false;
+    std::uint16_t offline_atc_max = 0;  // highest offline ATC booked
+    std::uint32_t offline_purchases = 0;
+    std::uint32_t risk_flags = 0;  // count of risk flags raised for this card
+};
+
+struct Participant {
+    std::uint64_t id = 0;  // field 32, acquiring institution id (≤ 11 digits)
+    std::string name;
+    std::string kind;          // "bus", "shop", "clinic"
+    std::string bank_account;  // where settlement pays the payable
+    std::uint32_t fee_rate_bp = 0;  // basis points of gross, ≤ fee_rate_bp_max
+};
+
+struct TerminalRecord {
+    std::string terminal_id;  // field 41, 8 characters
+    TerminalId psam_terminal_id{};
+    std::uint64_t participant_id = 0;
+    std::string merchant_id;  // field 42, ≤ 15 characters
+    std::uint32_t last_stan = 0;
+    std::uint32_t batch_number = 0;  // from field 60 (6 digits)
+    std::uint64_t uploads = 0;
+};
+
+enum class RiskKind : std::uint8_t {
+    tac_invalid = 1,           // booked to suspense
+    duplicate_different = 2,   // same transfer id, different content (answered 94)
+    atc_gap = 3,               // offline ATC jumped past the highest seen + 1
+    shadow_mismatch = 4,       // in-order upload whose balance before ≠ the shadow balance
+    hotlisted_card_used = 5,   // an offline transaction of a card not active in the registry
+    shadow_negative = 6,       // the shadow went below zero (the card spent money we never saw loaded)
+};
+std::string_view to_string(RiskKind kind);
+
+struct RiskFlag {
+    RiskKind kind = RiskKind::tac_invalid;
+    Asn asn{};
+    std::uint16_t atc = 0;
+    std::uint8_t type = 0;
+    std::uint64_t timestamp_ns = 0;  // wall clock when raised
+    std::string detail;              // "balance before 4800, shadow 5000"
+};
+
+// Bounds of the registry and of its JSON file.
+inline constexpr std::uint32_t fee_rate_bp_max = 10'000;         // 100 %
+inline constexpr std::size_t registry_file_bytes_max = 64u << 20;  // a province's cards fit with room to spare
+inline constexpr std::size_t name_chars_max = 128;
+// Largest opening balance accepted: the purse's own limit on the card is far below (CARD-SPEC).
+inline constexpr std::uint32_t opening_balance_fen_max = 100'000'000;
+
+// The registry tables ("cards", "participants", "terminals", "risk") in the ledger's environment.
+// Reads open their own read transaction; the *_in functions work inside a caller's transaction
+// (the writer's BatchHook).
+class Registry {
+public:
+    // Opens (creates) the tables. Start-up only (each opens a short write transaction).
+    static Result<std::unique_ptr<Registry>> open(lmdb::Env& env);
+    ~Registry();
+    Registry(const Registry&) = delete;
+    Registry& operator=(const Registry&) = delete;
+
+    Result<std::optional<CardRecord>> card(const Asn& asn) const;
+    Result<std::optional<Participant>> participant(std::uint64_t id) const;
+    Result<std::optional<TerminalRecord>> terminal(std::string_view terminal_id) const;
+    Result<std::vector<CardRecord>> cards() const;
+    Result<std::vector<Participant>> participants() const;
+    Result<std::vector<TerminalRecord>> terminals() const;
+    Result<std::vector<RiskFlag>> risk_flags() const;
+
+    lmdb::Result<std::optional<CardRecord>> card_in(const lmdb::Txn& txn, const Asn& asn) const;
+    lmdb::Result<std::optional<TerminalRecord>> terminal_in(const lmdb::Txn& txn, std::string_view terminal_id) const;
+    lmdb::Status put_card(lmdb::Txn& txn, const CardRecord& card) const;
+    lmdb::Status put_participant(lmdb::Txn& txn, const Participant& participant) const;
+    lmdb::Status put_terminal(lmdb::Txn& txn, const TerminalRecord& terminal) const;
+    // Keyed by (kind, ASN, ATC, type): raising the same flag twice (a re-upload) keeps one.
+    // Returns true when the flag is new.
+    lmdb::Result<bool> put_risk(lmdb::Txn& txn, const RiskFlag& flag) const;
+
+    struct Tables;
+
+private:
+    Registry(lmdb::Env& env, std::unique_ptr<Tables> tables);
+    lmdb::Env& env_;
+    std::unique_ptr<Tables> tables_;
+};
+
+// Encoded forms, exposed for the pair assertions in tests.
+Bytes encode_card(const CardRecord& card);
+std::optional<CardRecord> decode_card(ByteView bytes);
+Bytes encode_terminal(const TerminalRecord& terminal);
+std::optional<TerminalRecord> decode_terminal(ByteView bytes);
+
+// Loads a registry JSON file (format in clearing/README.md) into the registry and the ledger:
+// participants, terminals and cards are upserted (a card's runtime fields are kept); accounts and
+// opening balances are created idempotently. The whole file is validated before anything is
+// written; the error names the entry and the field. Call only while no daemon serves the directory.
+struct LoadReport {
+    std::size_t participants = 0;
+    std::size_t terminals = 0;
+    std::size_t cards = 0;
+    std::size_t accounts_created = 0;
+    std::size_t transfers_created = 0;
+};
+Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std::string_view json_text);
+// Sets a card's status (the hotlist): lost / blocked cards are refused online.
+Status set_card_status(ledger::Ledger& ledger, Registry& registry, const Asn& asn, CardStatus status);
+
+// ---- check ----------------------------------------------------------------------------------------------
+
+// Every invariant: the ledger's own (Ledger::check) plus the daemon's — each card's accounts exist on
+// the right ledgers, the shadow mirror equals the purse shadow account, nothing was ever debited from
+// suspense, every payable belongs to a registered participant.
+struct CheckReport {
+    ledger::CheckReport ledger;
+    std::vector<std::string> problems;  // the daemon's own
+    std::size_t cards = 0;
+    std::size_t risk_flags = 0;
+    bool ok() const { return ledger.ok() && problems.empty(); }
+};
+Result<CheckReport> check(const ledger::Ledger& ledger, const Registry& registry);
+
+// ---- TAC verification ------------------------------------------------------------------------------------
+
+// Where purchase TACs are verified. The handler is called exactly once, on any thread.
+class TacVerifier {
+public:
+    using Handler = std::function<void(hsm::Outcome<hsm::Verdict>)>;
+    virtual ~TacVerifier() = default;
+    virtual void verify(const hsm::PurchaseTac& transaction, Handler handler) = 0;
+};
+
+// In process (tests, tools): the HSM's services called directly, one item per call.
+class LocalTacVerifier final : public TacVerifier {
+public:
+    LocalTacVerifier(std::shared_ptr<const hsm::Hsm> hsm, std::string tac_master_label);
+    void verify(const hsm::PurchaseTac& transaction, Handler handler) override;
+
+private:
+    std::shared_ptr<const hsm::Hsm> hsm_;
+    std::string label_;
+};
+
+// coconut-hsmd over the network, through hsm::TacBatcher (full batches, bounded delay). A broken link
+// fails the requests in flight (the terminal gets 91 and retries) and the next request reconnects.
+// All calls on `executor`'s thread.
+class RemoteTacVerifier final : public TacVerifier {
+public:
+    RemoteTacVerifier(boost::asio::any_io_executor executor, hsm::wire::Endpoint endpoint,
+                      hsm::wire::ClientCredentials credentials, std::string tac_master_label);
+    ~RemoteTacVerifier() override;
+    void verify(const hsm::PurchaseTac& transaction, Handler handler) override;
+    // Closes the link (shutdown).
+    void close();
+
+    struct State;
+
+private:
+    std::shared_ptr<State> state_;
+};
+
+// ---- authorization engine -------------------------------------------------------------------------------
+
+// Per-connection state the engine keeps (sign-on).
+struct SessionState {
+    std::set<std::string> signed_on;  // field 41 of terminals signed on over this connection
+};
+
+struct EngineOptions {
+    // Largest amount of one offline purchase: the card's own balance limit (CARD-SPEC) is below.
+    std::uint64_t purchase_amount_fen_max = 1'000'000;
+    // Answer 03 to a 0320 from a terminal that has not signed on over this connection.
+    bool require_sign_on = true;
+};
+
+struct EngineStats {
+    std::atomic<std::uint64_t> requests{0};
+    std::atomic<std::uint64_t> booked{0};        // new transfers committed
+    std::atomic<std::uint64_t> exists{0};        // re-uploads answered from the ledger
+    std::atomic<std::uint64_t> suspense{0};      // TAC invalid
+    std::atomic<std::uint64_t> duplicates{0};    // 94
+    std::atomic<std::uint64_t> refused{0};       // any other non-00 answer
+    std::atomic<std::uint64_t> in_flight{0};     // requests handled but not yet answered
+};
+
+class Engine {
+public:
+    // Called exactly once per request, on the I/O thread, the writer thread or the HSM's thread.
+    using Respond = std::function<void(iso8583::Message)>;
+
+    Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registry, TacVerifier& verifier,
+           EngineOptions options = {});
+
+    // Handles one parsed request. `session` is only touched synchronously (on the calling thread).
+    void handle(const iso8583::Message& request, SessionState& session, Respond respond);
+
+    const EngineStats& stats() const { return stats_; }
+
+    struct Upload;
+
+private:
+    void sign_on(const iso8583::Message& request, SessionState& session, Respond respond);
+    void offline_upload(const iso8583::Message& request, SessionState& session, Respond respond);
+    void book(std::shared_ptr<Upload> upload, hsm::Verdict verdict);
+    void finish(const std::shared_ptr<Upload>& upload, iso8583::ResponseCode code);
+
+    ledger::Ledger& ledger_;
+    ledger::Writer& writer_;
+    Registry& registry_;
+    TacVerifier& verifier_;
+    const EngineOptions options_;
+    EngineStats stats_;
+};
+
+// The response to `request`: the request's fields that identify the transaction (2, 3, 4, 7, 11, 12,
+// 13, 25, 32, 41, 42, 49, 60, 70) echoed, the response MTI, 39 = code.
+iso8583::Message make_response(const iso8583::Message& request, iso8583::ResponseCode code);
+
+// After a parse error: the response MTI, 11 and 41 read from the raw message as far as it parses, so
+// the terminal can match a 30 to its request. nullopt when they cannot be read (close the connection).
+std::optional<iso8583::Message> format_error_response(ByteView message);
+
+// ---- server --------------------------------------------------------------------------------------------
+
+// Connections served at once: ~2,000 terminals per province connect in waves, not all at once; beyond
+// this a new connection is closed at once (the terminal retries) rather than exhausting descriptors.
+inline constexpr std::size_t connections_max_default = 1024;
+// Requests of one connection being processed at once (the terminal's many-in-flight upload window);
+// beyond it the connection stops reading until answers go out, so one terminal cannot fill the writer.
+inline constexpr std::size_t in_flight_per_connection_max_default = 64;
+// A connection that sends nothing for this long is closed (terminals echo every 60 s when idle).
+inline constexpr std::chrono::seconds read_idle_timeout_default{120};
+// Once a frame has begun, the rest must arrive within this (a stalled or malicious sender).
+inline constexpr std::chrono::seconds frame_timeout_default{10};
+// Graceful shutdown waits at most this long for answers in flight.
+inline constexpr std::chrono::seconds drain_timeout_default{30};
+
+struct ServerOptions {
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 0;  // 0: an ephemeral port (Server::port() tells which)
+    std::size_t connections_max = connections_max_default;
+    std::size_t in_flight_per_connection_max = in_flight_per_connection_max_default;
+    std::chrono::milliseconds read_idle_timeout = read_idle_timeout_default;
+    std::chrono::milliseconds frame_timeout = frame_timeout_default;
+};
+
+struct ServerStats {
+    std::atomic<std::uint64_t> connections_accepted{0};
+    std::atomic<std::uint64_t> connections_refused{0};  // above connections_max
+    std::atomic<std::uint64_t> format_errors{0};        // answered 30
+    std::atomic<std::uint64_t> closed_bad_frame{0};     // closed: unreadable frame
+    std::atomic<std::uint64_t> timeouts{0};
+};
+
+// The ISO 8583 listener: one object per connection, 2-byte length framing, bounded frames, timeouts
+// on every read, a bounded window of requests per connection. Runs on `io`.
+class Server {
+public:
+    // Binds and listens; throws std::system_error when the address cannot be bound (start-up).
+    Server(boost::asio::io_context& io, Engine& engine, ServerOptions options);
+    ~Server();
+    std::uint16_t port() const;
+    // Stops accepting and reading; connections close once their answers in flight are written.
+    // `done` runs when every connection has closed.
+    void shutdown(std::function<void()> done);
+    const ServerStats& stats() const;
+
+    struct State;
+
+private:
+    std::shared_ptr<State> state_;
+};
+
+}  // namespace coconut::clearing

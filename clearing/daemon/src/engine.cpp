@@ -1,0 +1,448 @@
+// The authorization engine: ISO 8583 requests → registry checks → HSM → ledger writer → response.
+// Every response to a booking is produced by the writer's callback, after the commit was synced.
+#include <coconut/clearing/clearing.hpp>
+#include <coconut/hsm/client.hpp>
+
+#include <boost/asio/post.hpp>
+#include <fmt/format.h>
+
+#include <cassert>
+#include <chrono>
+#include <cstdio>
+
+namespace coconut::clearing {
+
+using iso8583::Message;
+using iso8583::ResponseCode;
+
+namespace {
+
+// Fields echoed in a response (ISO8583.md §4): what identifies the transaction to the terminal.
+constexpr int echoed_fields[] = {2, 3, 4, 7, 11, 12, 13, 25, 32, 41, 42, 49, 60, 70};
+
+// Network management codes (field 70).
+constexpr std::uint64_t nmc_sign_on = 1;
+constexpr std::uint64_t nmc_sign_off = 2;
+constexpr std::uint64_t nmc_echo = 301;
+
+std::uint64_t wall_clock_ns() {
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
+void log_line(const std::string& line) { std::fprintf(stderr, "coconut-clearingd: %s\n", line.c_str()); }
+
+bool link_failure(hsm::Errc code) {
+    switch (code) {
+        case hsm::Errc::connection_failed:
+        case hsm::Errc::timeout:
+        case hsm::Errc::protocol_error:
+        case hsm::Errc::frame_too_large:
+        case hsm::Errc::bad_mac:
+        case hsm::Errc::replayed_sequence:
+        case hsm::Errc::closed:
+        case hsm::Errc::server_busy:
+        case hsm::Errc::unknown_client:
+        case hsm::Errc::unknown_command: return true;
+        default: return false;
+    }
+}
+
+}  // namespace
+
+Message make_response(const Message& request, ResponseCode code) {
+    auto mti = iso8583::response_mti(request.mti());
+    assert(mti.has_value());  // the server refuses response MTIs before the engine sees them
+    Message response(*mti);
+    for (int field : echoed_fields) {
+        if (auto value = request.get(field)) response.set(field, *value);
+    }
+    response.set(39, iso8583::response_code_text(code));
+    return response;
+}
+
+std::optional<Message> format_error_response(ByteView message) {
+    const auto& dictionary = iso8583::iso87_dictionary();
+    if (message.size() < iso8583::mti_size + iso8583::bitmap_size) return std::nullopt;
+    const std::string mti(reinterpret_cast<const char*>(message.data()), iso8583::mti_size);
+    auto response_mti = iso8583::response_mti(mti);
+    if (!response_mti) return std::nullopt;
+    std::size_t at = iso8583::mti_size;
+    const bool secondary = (message[at] & 0x80) != 0;
+    const std::size_t bitmap_bytes = secondary ? 2 * iso8583::bitmap_size : iso8583::bitmap_size;
+    if (message.size() < at + bitmap_bytes) return std::nullopt;
+    const ByteView bitmap = message.subspan(at, bitmap_bytes);
+    at += bitmap_bytes;
+    auto digits_value = [&](std::size_t count) -> std::optional<std::size_t> {
+        if (at + count > message.size()) return std::nullopt;
+        std::size_t n = 0;
+        for (std::size_t i = 0; i < count; ++i) {
+            const char c = static_cast<char>(message[at + i]);
+            if (c < '0' || c > '9') return std::nullopt;
+            n = n * 10 + static_cast<std::size_t>(c - '0');
+        }
+        at += count;
+        return n;
+    };
+    std::optional<std::string> stan, terminal;
+    // Walk the fields before 41 with the full 1987 dictionary (a field outside our profile still has a
+    // known size), stopping at the first one that cannot be measured.
+    for (int field = iso8583::field_first; field <= 41; ++field) {
+        if ((bitmap[(field - 1) / 8] & (0x80 >> ((field - 1) % 8))) == 0) continue;
+        const iso8583::FieldSpec& spec = dictionary[field];
+        if (spec.format == iso8583::Format::none) break;
+        std::optional<std::size_t> size = spec.length_max;
+        if (spec.length_kind == iso8583::LengthKind::llvar) size = digits_value(2);
+        if (spec.length_kind == iso8583::LengthKind::lllvar) size = digits_value(3);
+        if (!size || *size > spec.length_max || at + *size > message.size()) break;
+        const std::string value(reinterpret_cast<const char*>(message.data() + at), *size);
+        at += *size;
+        if (field == 11) stan = value;
+        if (field == 41) terminal = value;
+    }
+    if (!stan || !terminal) return std::nullopt;
+    Message response(*response_mti);
+    response.set(11, *stan);
+    response.set(41, *terminal);
+    response.set(39, iso8583::response_code_text(ResponseCode::format_error));
+    // Only answer what we could encode: a garbled 11 or 41 means we cannot be understood either.
+    if (!iso8583::encode(response, iso8583::coconut_dictionary())) return std::nullopt;
+    return response;
+}
+
+// ---- TAC verifiers ----------------------------------------------------------------------------------------
+
+LocalTacVerifier::LocalTacVerifier(std::shared_ptr<const hsm::Hsm> hsm, std::string tac_master_label)
+    : hsm_(std::move(hsm)), label_(std::move(tac_master_label)) {}
+
+void LocalTacVerifier::verify(const hsm::PurchaseTac& transaction, Handler handler) {
+    auto verdicts = hsm_->verify_purchase_tacs(label_, std::span<const hsm::PurchaseTac>(&transaction, 1));
+    if (!verdicts) return handler(Unexpected<hsm::Failure>{verdicts.error()});
+    assert(verdicts->size() == 1);
+    handler((*verdicts)[0]);
+}
+
+struct RemoteTacVerifier::State : std::enable_shared_from_this<State> {
+    boost::asio::any_io_executor executor;
+    hsm::wire::Endpoint endpoint;
+    hsm::wire::ClientCredentials credentials;
+    std::string label;
+    std::shared_ptr<hsm::AsyncClient> client;
+    std::shared_ptr<hsm::TacBatcher> batcher;
+    std::uint64_t generation = 0;  // which link a failure belongs to
+    bool closed = false;
+
+    void connect() {
+        client = hsm::AsyncClient::create(executor, credentials);
+        batcher = hsm::TacBatcher::create(client, label);
+        const std::uint64_t link = ++generation;
+        client->async_connect(endpoint, [self = shared_from_this(), link](coconut::Status<hsm::Failure> connected) {
+            if (!connected) {
+                log_line("HSM " + self->endpoint.host + ":" + std::to_string(self->endpoint.port) +
+                         " unreachable: " + connected.error().message);
+                self->reset(link);
+            }
+        });
+    }
+
+    void reset(std::uint64_t link) {
+        if (link != generation || !client) return;
+        client->close();
+        client.reset();
+        batcher.reset();
+    }
+};
+
+RemoteTacVerifier::RemoteTacVerifier(boost::asio::any_io_executor executor, hsm::wire::Endpoint endpoint,
+                                     hsm::wire::ClientCredentials credentials, std::string tac_master_label)
+    : state_(std::make_shared<State>()) {
+    state_->executor = std::move(executor);
+    state_->endpoint = std::move(endpoint);
+    state_->credentials = std::move(credentials);
+    state_->label = std::move(tac_master_label);
+}
+
+RemoteTacVerifier::~RemoteTacVerifier() { close(); }
+
+void RemoteTacVerifier::close() {
+    state_->closed = true;
+    state_->reset(state_->generation);
+}
+
+void RemoteTacVerifier::verify(const hsm::PurchaseTac& transaction, Handler handler) {
+    if (state_->closed) return handler(hsm::fail(hsm::Errc::closed, "the clearing daemon is shutting down"));
+    if (!state_->batcher) state_->connect();
+    const std::uint64_t link = state_->generation;
+    state_->batcher->submit(transaction, [state = state_, link, handler = std::move(handler)](hsm::Outcome<hsm::Verdict> verdict) {
+        if (!verdict && link_failure(verdict.error().code)) {
+            // The handler may run on the batcher's strand: reset on the verifier's executor.
+            boost::asio::post(state->executor, [state, link] { state->reset(link); });
+        }
+        handler(std::move(verdict));
+    });
+}
+
+// ---- engine -----------------------------------------------------------------------------------------------
+
+struct Engine::Upload {
+    Message request;
+    Respond respond;
+    PurseTransaction transaction;
+    std::uint64_t amount_fen = 0;
+    std::uint64_t participant_id = 0;
+    std::string terminal_id;
+    std::uint32_t stan = 0;
+    std::optional<std::uint32_t> batch_number;
+    CardRecord card;
+    ledger::Id transfer_id;
+    bool tac_valid = false;
+};
+
+Engine::Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registry, TacVerifier& verifier, EngineOptions options)
+    : ledger_(ledger), writer_(writer), registry_(registry), verifier_(verifier), options_(options) {}
+
+void Engine::handle(const Message& request, SessionState& session, Respond respond) {
+    stats_.requests++;
+    stats_.in_flight++;
+    const std::string& mti = request.mti();
+    if (mti == "0800" || mti == "0801") return sign_on(request, session, std::move(respond));
+    if (mti == "0320" || mti == "0321") return offline_upload(request, session, std::move(respond));
+    // 0100, 0200, 0220, 0400, 0420, 0500: not built yet (clearing/README.md "Not yet").
+    stats_.refused++;
+    stats_.in_flight--;
+    respond(make_response(request, ResponseCode::invalid_transaction));
+}
+
+void Engine::sign_on(const Message& request, SessionState& session, Respond respond) {
+    auto answer = [&](ResponseCode code) {
+        if (code != ResponseCode::approved) stats_.refused++;
+        stats_.in_flight--;
+        respond(make_response(request, code));
+    };
+    const auto code = request.get_number(70);
+    const auto terminal_id = request.get(41);
+    if (!code || !request.has(11)) return answer(ResponseCode::format_error);
+    if (*code == nmc_echo) return answer(ResponseCode::approved);
+    if (!terminal_id) return answer(ResponseCode::format_error);
+    if (*code == nmc_sign_off) {
+        session.signed_on.erase(std::string(*terminal_id));
+        return answer(ResponseCode::approved);
+    }
+    if (*code != nmc_sign_on) return answer(ResponseCode::invalid_transaction);  // 101 hotlist: not yet
+    auto terminal = registry_.terminal(*terminal_id);
+    if (!terminal) {
+        log_line("sign-on: " + terminal.error().message);
+        return answer(ResponseCode::system_malfunction);
+    }
+    if (!*terminal) return answer(ResponseCode::invalid_merchant);
+    session.signed_on.insert(std::string(*terminal_id));
+    answer(ResponseCode::approved);
+}
+
+void Engine::finish(const std::shared_ptr<Upload>& upload, ResponseCode code) {
+    if (code != ResponseCode::approved && code != ResponseCode::suspected_fraud && code != ResponseCode::duplicate_transmission) {
+        stats_.refused++;
+    }
+    stats_.in_flight--;
+    upload->respond(make_response(upload->request, code));
+}
+
+void Engine::offline_upload(const Message& request, SessionState& session, Respond respond) {
+    auto upload = std::make_shared<Upload>();
+    upload->request = request;
+    upload->respond = std::move(respond);
+    const auto pan = request.get(2);
+    const auto amount = request.get_number(4);
+    const auto stan = request.get_number(11);
+    const auto terminal_id = request.get(41);
+    const auto card_data = request.get(62);
+    if (!pan || !amount || !stan || !terminal_id || !card_data) return finish(upload, ResponseCode::format_error);
+    if (auto processing = request.get(3); processing && *processing != "000000") {
+        return finish(upload, ResponseCode::invalid_transaction);
+    }
+    upload->stan = static_cast<std::uint32_t>(*stan);
+    upload->terminal_id = std::string(*terminal_id);
+    if (auto batch = request.get(60); batch && batch->size() >= 6) {
+        std::uint32_t n = 0;
+        bool digits = true;
+        for (char c : batch->substr(0, 6)) {
+            digits = digits && c >= '0' && c <= '9';
+            n = n * 10 + static_cast<std::uint32_t>(c - '0');
+        }
+        if (digits) upload->batch_number = n;
+    }
+
+    auto terminal = registry_.terminal(*terminal_id);
+    if (!terminal) {
+        log_line("0320: " + terminal.error().message);
+        return finish(upload, ResponseCode::system_malfunction);
+    }
+    if (!*terminal) return finish(upload, ResponseCode::invalid_merchant);
+    if (options_.require_sign_on && !session.signed_on.count(upload->terminal_id)) {
+        return finish(upload, ResponseCode::invalid_merchant);
+    }
+    upload->participant_id = (*terminal)->participant_id;
+    if (*amount == 0 || *amount > options_.purchase_amount_fen_max) return finish(upload, ResponseCode::invalid_amount);
+    upload->amount_fen = *amount;
+
+    auto parsed = parse_purse_transaction(*card_data);
+    if (!parsed) {
+        log_line("0320 from " + upload->terminal_id + " STAN " + std::to_string(*stan) + ": " + parsed.error());
+        return finish(upload, ResponseCode::format_error);
+    }
+    upload->transaction = *parsed;
+    const PurseTransaction& t = upload->transaction;
+    const std::string asn_digits = bcd_to_digits(t.asn);
+    if (*pan != std::string_view(asn_digits).substr(4)) return finish(upload, ResponseCode::invalid_card_number);
+    if (t.terminal_id != (*terminal)->psam_terminal_id) return finish(upload, ResponseCode::not_permitted_to_terminal);
+
+    auto card = registry_.card(t.asn);
+    if (!card) {
+        log_line("0320: " + card.error().message);
+        return finish(upload, ResponseCode::system_malfunction);
+    }
+    if (!*card) return finish(upload, ResponseCode::invalid_card_number);
+    upload->card = **card;
+    upload->transfer_id = offline_purchase_transfer(t.asn, t.offline_atc, t.type);
+
+    // A re-upload of a booked transaction is answered from the ledger without the HSM; a changed one
+    // goes to the writer so its 94 and its risk flag are recorded like any booking.
+    auto stored = ledger_.lookup_transfer(upload->transfer_id);
+    if (!stored) {
+        log_line("0320: " + stored.error().message);
+        return finish(upload, ResponseCode::system_malfunction);
+    }
+    if (*stored && (*stored)->amount == upload->amount_fen && (*stored)->debit_account_id == purse_shadow_account(t.asn)) {
+        const bool paid = (*stored)->code == transfer_codes::offline_purchase &&
+                          (*stored)->credit_account_id == payable_account(upload->participant_id, ledgers::purse);
+        const bool suspended = (*stored)->code == transfer_codes::tac_failed;
+        if (paid || suspended) {
+            stats_.exists++;
+            return finish(upload, paid ? ResponseCode::approved : ResponseCode::suspected_fraud);
+        }
+    }
+    if (*stored) return book(upload, hsm::Verdict::valid);  // differs: the ledger answers exists_with_different_*
+
+    hsm::PurchaseTac item;
+    item.key_version = upload->card.tac_key_version;
+    item.card.issuer_id = upload->card.issuer_id;
+    item.card.asn = t.asn;
+    item.amount_fen = static_cast<std::uint32_t>(upload->amount_fen);
+    item.type = t.type;
+    item.terminal_id = t.terminal_id;
+    item.terminal_serial = t.terminal_serial;
+    item.when = t.when;
+    item.tac = t.tac;
+    verifier_.verify(item, [this, upload](hsm::Outcome<hsm::Verdict> verdict) {
+        if (!verdict) {
+            log_line("HSM: " + verdict.error().message);
+            return finish(upload, ResponseCode::issuer_inoperative);
+        }
+        switch (*verdict) {
+            case hsm::Verdict::valid:
+            case hsm::Verdict::invalid: return book(upload, *verdict);
+            case hsm::Verdict::key_unavailable:
+                log_line("HSM: TAC key version " + std::to_string(upload->card.tac_key_version) + " unavailable");
+                return finish(upload, ResponseCode::issuer_inoperative);
+            case hsm::Verdict::malformed: return finish(upload, ResponseCode::format_error);
+        }
+    });
+}
+
+void Engine::book(std::shared_ptr<Upload> upload, hsm::Verdict verdict) {
+    const PurseTransaction& t = upload->transaction;
+    upload->tac_valid = verdict == hsm::Verdict::valid;
+    ledger::Transfer transfer;
+    transfer.id = upload->transfer_id;
+    transfer.debit_account_id = purse_shadow_account(t.asn);
+    transfer.credit_account_id = upload->tac_valid ? payable_account(upload->participant_id, ledgers::purse) : purse_suspense_account;
+    transfer.amount = upload->amount_fen;
+    transfer.ledger = ledgers::purse;
+    transfer.code = upload->tac_valid ? transfer_codes::offline_purchase : transfer_codes::tac_failed;
+    transfer.user_data_64 = upload->participant_id;
+    transfer.user_data_32 = t.terminal_serial;
+
+    // Registry work in the booking's own transaction: shadow mirror, ATC, risk flags, the terminal's STAN.
+    auto hook = [this, upload](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
+        assert(results.size() == 1);
+        const PurseTransaction& t = upload->transaction;
+        auto stored_card = registry_.card_in(txn, t.asn);
+        if (!stored_card) return Unexpected<lmdb::Error>{stored_card.error()};
+        if (!*stored_card) return Ok{};  // removed meanwhile: nothing to mirror
+        CardRecord card = **stored_card;
+        std::vector<RiskFlag> flags;
+        auto flag = [&](RiskKind kind, std::string detail) {
+            flags.push_back(RiskFlag{kind, t.asn, t.offline_atc, t.type, wall_clock_ns(), std::move(detail)});
+        };
+        const ledger::ResultCode code = results[0].code;
+        if (code == ledger::ResultCode::ok) {
+            // Only an upload that follows the highest ATC seen can be compared with the shadow: uploads
+            // from several terminals arrive in any order.
+            const bool in_order = card.offline_atc_seen ? t.offline_atc == card.offline_atc_max + 1 : t.offline_atc == 0;
+            if (in_order && static_cast<std::int64_t>(t.balance_before_fen) != card.shadow_balance_fen) {
+                flag(RiskKind::shadow_mismatch, fmt::format("balance before {} fen, shadow {} fen", t.balance_before_fen,
+                                                            card.shadow_balance_fen));
+            }
+            const std::uint32_t expected = card.offline_atc_seen ? card.offline_atc_max + 1u : 0u;
+            if (t.offline_atc > expected) {
+                flag(RiskKind::atc_gap, fmt::format("offline ATC {} after highest {}", t.offline_atc,
+                                                    card.offline_atc_seen ? std::to_string(card.offline_atc_max) : "none"));
+            }
+            card.shadow_balance_fen -= static_cast<std::int64_t>(upload->amount_fen);
+            if (card.shadow_balance_fen < 0) flag(RiskKind::shadow_negative, fmt::format("shadow {} fen", card.shadow_balance_fen));
+            if (!card.offline_atc_seen || t.offline_atc > card.offline_atc_max) card.offline_atc_max = t.offline_atc;
+            card.offline_atc_seen = true;
+            card.offline_purchases++;
+            if (card.status != CardStatus::active) flag(RiskKind::hotlisted_card_used, std::string(to_string(card.status)));
+            if (!upload->tac_valid) flag(RiskKind::tac_invalid, "booked to suspense");
+        } else if (code != ledger::ResultCode::exists && !ledger::succeeded(code)) {
+            flag(RiskKind::duplicate_different, fmt::format("{} (amount {} fen)", ledger::to_string(code), upload->amount_fen));
+        }
+        for (const RiskFlag& f : flags) {
+            auto added = registry_.put_risk(txn, f);
+            if (!added) return Unexpected<lmdb::Error>{added.error()};
+            if (*added) card.risk_flags++;
+        }
+        if (auto s = registry_.put_card(txn, card); !s) return s;
+        if (code == ledger::ResultCode::ok) {
+            auto terminal = registry_.terminal_in(txn, upload->terminal_id);
+            if (!terminal) return Unexpected<lmdb::Error>{terminal.error()};
+            if (*terminal) {
+                TerminalRecord r = **terminal;
+                r.last_stan = upload->stan;
+                if (upload->batch_number) r.batch_number = *upload->batch_number;
+                r.uploads++;
+                if (auto s = registry_.put_terminal(txn, r); !s) return s;
+            }
+        }
+        return Ok{};
+    };
+
+    auto on_commit = [this, upload](ledger::Reply reply) {
+        if (!reply) {
+            log_line("ledger: " + reply.error().message);
+            return finish(upload, reply.error().code == ledger::ErrorCode::stopped ? ResponseCode::issuer_inoperative
+                                                                                    : ResponseCode::system_malfunction);
+        }
+        const ledger::ResultCode code = (*reply)[0].code;
+        if (code == ledger::ResultCode::ok || code == ledger::ResultCode::exists) {
+            if (code == ledger::ResultCode::ok) stats_.booked++;
+            else stats_.exists++;
+            if (!upload->tac_valid) stats_.suspense++;
+            return finish(upload, upload->tac_valid ? ResponseCode::approved : ResponseCode::suspected_fraud);
+        }
+        if (code >= ledger::ResultCode::exists_with_different_flags && code <= ledger::ResultCode::exists_with_different_code) {
+            stats_.duplicates++;
+            log_line(fmt::format("duplicate id {} with different content: {}", ledger::to_string(upload->transfer_id),
+                                 ledger::to_string(code)));
+            return finish(upload, ResponseCode::duplicate_transmission);
+        }
+        log_line(fmt::format("transfer {}: {}", ledger::to_string(upload->transfer_id), ledger::to_string(code)));
+        finish(upload, ResponseCode::system_malfunction);
+    };
+    if (!writer_.try_submit({ledger::Event(transfer)}, std::move(on_commit), std::move(hook))) {
+        finish(upload, ResponseCode::issuer_inoperative);  // writer queue full or stopping: retry later
+    }
+}
+
+}  // namespace coconut::clearing

@@ -1,0 +1,690 @@
+// The registries in the ledger's LMDB environment, the registry JSON loader and `check`.
+#include <coconut/clearing/clearing.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cassert>
+#include <chrono>
+#include <map>
+
+namespace coconut::clearing {
+
+struct Registry::Tables {
+    MDB_dbi cards = 0;
+    MDB_dbi participants = 0;
+    MDB_dbi terminals = 0;
+    MDB_dbi risk = 0;
+};
+
+namespace {
+
+// Leading byte of every stored record: a layout change gets a new version instead of a silent misread.
+constexpr std::uint8_t record_version = 1;
+constexpr std::size_t card_record_size = 1 + 10 + 8 + 1 + 1 + 4 + 4 + 8 + 1 + 2 + 4 + 4;
+constexpr std::size_t terminal_id_chars = 8;    // field 41, ans 8
+constexpr std::size_t merchant_id_chars_max = 15;  // field 42, ans 15
+constexpr std::uint64_t participant_id_max = 99'999'999'999ULL;  // field 32: n..11
+
+Error storage_error(const lmdb::Error& e) { return Error{ErrorCode::storage, e.message()}; }
+Error storage_error(const ledger::Error& e) { return Error{ErrorCode::storage, e.message}; }
+Error bad_input(std::string message) { return Error{ErrorCode::bad_input, std::move(message)}; }
+
+ByteView text_view(std::string_view s) { return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()}; }
+
+const Error& to_error(const Error& e) { return e; }
+Error to_error(const ledger::Error& e) { return storage_error(e); }
+
+template <std::size_t N>
+std::optional<std::array<std::uint8_t, N>> bcd_field(const nlohmann::json& value, std::size_t digit_count) {
+    if (!value.is_string()) return std::nullopt;
+    const std::string text = value.get<std::string>();
+    if (text.size() != digit_count) return std::nullopt;
+    auto bcd = digits_to_bcd(text);
+    if (!bcd || bcd->size() != N) return std::nullopt;
+    std::array<std::uint8_t, N> out{};
+    std::copy(bcd->begin(), bcd->end(), out.begin());
+    return out;
+}
+
+bool printable(std::string_view s) {
+    for (char c : s) {
+        if (c < 0x20 || c > 0x7E) return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+std::string_view to_string(CardStatus status) {
+    switch (status) {
+        case CardStatus::active: return "active";
+        case CardStatus::lost: return "lost";
+        case CardStatus::blocked: return "blocked";
+    }
+    return "?";
+}
+
+std::optional<CardStatus> parse_card_status(std::string_view text) {
+    if (text == "active") return CardStatus::active;
+    if (text == "lost") return CardStatus::lost;
+    if (text == "blocked") return CardStatus::blocked;
+    return std::nullopt;
+}
+
+std::string_view to_string(RiskKind kind) {
+    switch (kind) {
+        case RiskKind::tac_invalid: return "tac_invalid";
+        case RiskKind::duplicate_different: return "duplicate_different";
+        case RiskKind::atc_gap: return "atc_gap";
+        case RiskKind::shadow_mismatch: return "shadow_mismatch";
+        case RiskKind::hotlisted_card_used: return "hotlisted_card_used";
+        case RiskKind::shadow_negative: return "shadow_negative";
+    }
+    return "?";
+}
+
+// ---- record codecs -------------------------------------------------------------------------------------
+
+Bytes encode_card(const CardRecord& c) {
+    Bytes out;
+    out.reserve(card_record_size);
+    out.push_back(record_version);
+    append(out, c.asn);
+    append(out, c.issuer_id);
+    out.push_back(static_cast<std::uint8_t>(c.status));
+    out.push_back(c.tac_key_version);
+    append_be(out, c.opening_balance_fen, 4);
+    append_be(out, c.medical_opening_fen, 4);
+    append_be(out, static_cast<std::uint64_t>(c.shadow_balance_fen), 8);
+    out.push_back(c.offline_atc_seen ? 1 : 0);
+    append_be(out, c.offline_atc_max, 2);
+    append_be(out, c.offline_purchases, 4);
+    append_be(out, c.risk_flags, 4);
+    assert(out.size() == card_record_size);
+    return out;
+}
+
+std::optional<CardRecord> decode_card(ByteView b) {
+    if (b.size() != card_record_size || b[0] != record_version) return std::nullopt;
+    CardRecord c;
+    std::size_t at = 1;
+    std::copy_n(b.begin() + at, 10, c.asn.begin()), at += 10;
+    std::copy_n(b.begin() + at, 8, c.issuer_id.begin()), at += 8;
+    const auto status = b[at++];
+    if (status < 1 || status > 3) return std::nullopt;
+    c.status = static_cast<CardStatus>(status);
+    c.tac_key_version = b[at++];
+    c.opening_balance_fen = read_be32(b.subspan(at)), at += 4;
+    c.medical_opening_fen = read_be32(b.subspan(at)), at += 4;
+    c.shadow_balance_fen = static_cast<std::int64_t>(read_be(b.subspan(at, 8))), at += 8;
+    if (b[at] > 1) return std::nullopt;
+    c.offline_atc_seen = b[at++] == 1;
+    c.offline_atc_max = read_be16(b.subspan(at)), at += 2;
+    c.offline_purchases = read_be32(b.subspan(at)), at += 4;
+    c.risk_flags = read_be32(b.subspan(at)), at += 4;
+    assert(at == card_record_size);
+    return c;
+}
+
+Bytes encode_terminal(const TerminalRecord& t) {
+    assert(t.terminal_id.size() == terminal_id_chars && t.merchant_id.size() <= merchant_id_chars_max);
+    Bytes out;
+    out.push_back(record_version);
+    append(out, text_view(t.terminal_id));
+    append(out, t.psam_terminal_id);
+    append_be(out, t.participant_id, 8);
+    append_be(out, t.last_stan, 4);
+    append_be(out, t.batch_number, 4);
+    append_be(out, t.uploads, 8);
+    out.push_back(static_cast<std::uint8_t>(t.merchant_id.size()));
+    append(out, text_view(t.merchant_id));
+    return out;
+}
+
+std::optional<TerminalRecord> decode_terminal(ByteView b) {
+    constexpr std::size_t fixed = 1 + terminal_id_chars + 6 + 8 + 4 + 4 + 8 + 1;
+    if (b.size() < fixed || b[0] != record_version) return std::nullopt;
+    TerminalRecord t;
+    std::size_t at = 1;
+    t.terminal_id.assign(reinterpret_cast<const char*>(b.data() + at), terminal_id_chars), at += terminal_id_chars;
+    std::copy_n(b.begin() + at, 6, t.psam_terminal_id.begin()), at += 6;
+    t.participant_id = read_be(b.subspan(at, 8)), at += 8;
+    t.last_stan = read_be32(b.subspan(at)), at += 4;
+    t.batch_number = read_be32(b.subspan(at)), at += 4;
+    t.uploads = read_be(b.subspan(at, 8)), at += 8;
+    const std::size_t merchant_size = b[at++];
+    if (merchant_size > merchant_id_chars_max || b.size() != fixed + merchant_size) return std::nullopt;
+    t.merchant_id.assign(reinterpret_cast<const char*>(b.data() + at), merchant_size);
+    return t;
+}
+
+namespace {
+
+std::string encode_participant(const Participant& p) {
+    return nlohmann::json{{"id", p.id}, {"name", p.name}, {"kind", p.kind}, {"bank_account", p.bank_account},
+                          {"fee_rate_bp", p.fee_rate_bp}}
+        .dump();
+}
+
+std::optional<Participant> decode_participant(ByteView b) {
+    auto j = nlohmann::json::parse(b.begin(), b.end(), nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return std::nullopt;
+    try {
+        return Participant{j.at("id").get<std::uint64_t>(), j.at("name").get<std::string>(), j.at("kind").get<std::string>(),
+                           j.at("bank_account").get<std::string>(), j.at("fee_rate_bp").get<std::uint32_t>()};
+    } catch (const nlohmann::json::exception&) {
+        return std::nullopt;
+    }
+}
+
+Bytes risk_key(const RiskFlag& f) {
+    Bytes key{static_cast<std::uint8_t>(f.kind)};
+    append(key, f.asn);
+    append_be(key, f.atc, 2);
+    key.push_back(f.type);
+    return key;
+}
+
+}  // namespace
+
+// ---- Registry -------------------------------------------------------------------------------------------
+
+Registry::Registry(lmdb::Env& env, std::unique_ptr<Tables> tables) : env_(env), tables_(std::move(tables)) {}
+Registry::~Registry() = default;
+
+Result<std::unique_ptr<Registry>> Registry::open(lmdb::Env& env) {
+    auto tables = std::make_unique<Tables>();
+    struct Named {
+        const char* name;
+        MDB_dbi* dbi;
+    };
+    for (Named n : {Named{"cards", &tables->cards}, Named{"participants", &tables->participants},
+                    Named{"terminals", &tables->terminals}, Named{"risk", &tables->risk}}) {
+        auto dbi = env.open_table(n.name);
+        if (!dbi) return Unexpected<Error>{storage_error(dbi.error())};
+        *n.dbi = *dbi;
+    }
+    return std::unique_ptr<Registry>(new Registry(env, std::move(tables)));
+}
+
+lmdb::Result<std::optional<CardRecord>> Registry::card_in(const lmdb::Txn& txn, const Asn& asn) const {
+    auto value = txn.get(tables_->cards, asn);
+    if (!value) return Unexpected<lmdb::Error>{value.error()};
+    if (!*value) return std::optional<CardRecord>{};
+    auto card = decode_card(**value);
+    if (!card) return Unexpected<lmdb::Error>{lmdb::Error{MDB_CORRUPTED, "decode card record"}};
+    return card;
+}
+
+lmdb::Result<std::optional<TerminalRecord>> Registry::terminal_in(const lmdb::Txn& txn, std::string_view terminal_id) const {
+    auto value = txn.get(tables_->terminals, text_view(terminal_id));
+    if (!value) return Unexpected<lmdb::Error>{value.error()};
+    if (!*value) return std::optional<TerminalRecord>{};
+    auto terminal = decode_terminal(**value);
+    if (!terminal) return Unexpected<lmdb::Error>{lmdb::Error{MDB_CORRUPTED, "decode terminal record"}};
+    return terminal;
+}
+
+lmdb::Status Registry::put_card(lmdb::Txn& txn, const CardRecord& card) const {
+    const Bytes bytes = encode_card(card);
+    assert(decode_card(bytes).has_value());  // pair assertion
+    return txn.put(tables_->cards, card.asn, bytes);
+}
+
+lmdb::Status Registry::put_participant(lmdb::Txn& txn, const Participant& p) const {
+    const std::string text = encode_participant(p);
+    return txn.put(tables_->participants, be_bytes(p.id, 8), text_view(text));
+}
+
+lmdb::Status Registry::put_terminal(lmdb::Txn& txn, const TerminalRecord& t) const {
+    const Bytes bytes = encode_terminal(t);
+    assert(decode_terminal(bytes).has_value());  // pair assertion
+    return txn.put(tables_->terminals, text_view(t.terminal_id), bytes);
+}
+
+lmdb::Result<bool> Registry::put_risk(lmdb::Txn& txn, const RiskFlag& f) const {
+    const Bytes key = risk_key(f);
+    auto existing = txn.get(tables_->risk, key);
+    if (!existing) return Unexpected<lmdb::Error>{existing.error()};
+    if (*existing) return false;
+    Bytes value = be_bytes(f.timestamp_ns, 8);
+    append(value, text_view(f.detail));
+    auto put = txn.put(tables_->risk, key, value);
+    if (!put) return Unexpected<lmdb::Error>{put.error()};
+    return true;
+}
+
+namespace {
+
+template <class T, class Fn>
+Result<T> in_read_txn(const lmdb::Env& env, Fn fn) {
+    auto txn = lmdb::Txn::begin(env, lmdb::Txn::Mode::read_only);
+    if (!txn) return Unexpected<Error>{storage_error(txn.error())};
+    return fn(*txn);
+}
+
+template <class T, class Decode>
+Result<std::vector<T>> scan(const lmdb::Env& env, MDB_dbi table, Decode decode, const char* what) {
+    return in_read_txn<std::vector<T>>(env, [&](lmdb::Txn& txn) -> Result<std::vector<T>> {
+        auto cursor = lmdb::Cursor::open(txn, table);
+        if (!cursor) return Unexpected<Error>{storage_error(cursor.error())};
+        std::vector<T> out;
+        for (auto entry = cursor->first();; entry = cursor->next()) {
+            if (!entry) return Unexpected<Error>{storage_error(entry.error())};
+            if (!*entry) break;
+            auto item = decode((*entry)->key, (*entry)->value);
+            if (!item) return Unexpected<Error>{Error{ErrorCode::storage, std::string("undecodable ") + what + " record"}};
+            out.push_back(std::move(*item));
+        }
+        return out;
+    });
+}
+
+}  // namespace
+
+Result<std::optional<CardRecord>> Registry::card(const Asn& asn) const {
+    return in_read_txn<std::optional<CardRecord>>(env_, [&](lmdb::Txn& txn) -> Result<std::optional<CardRecord>> {
+        auto card = card_in(txn, asn);
+        if (!card) return Unexpected<Error>{storage_error(card.error())};
+        return *card;
+    });
+}
+
+Result<std::optional<TerminalRecord>> Registry::terminal(std::string_view terminal_id) const {
+    return in_read_txn<std::optional<TerminalRecord>>(env_, [&](lmdb::Txn& txn) -> Result<std::optional<TerminalRecord>> {
+        auto terminal = terminal_in(txn, terminal_id);
+        if (!terminal) return Unexpected<Error>{storage_error(terminal.error())};
+        return *terminal;
+    });
+}
+
+Result<std::optional<Participant>> Registry::participant(std::uint64_t id) const {
+    return in_read_txn<std::optional<Participant>>(env_, [&](lmdb::Txn& txn) -> Result<std::optional<Participant>> {
+        auto value = txn.get(tables_->participants, be_bytes(id, 8));
+        if (!value) return Unexpected<Error>{storage_error(value.error())};
+        if (!*value) return std::optional<Participant>{};
+        auto p = decode_participant(**value);
+        if (!p) return Unexpected<Error>{Error{ErrorCode::storage, "undecodable participant record"}};
+        return p;
+    });
+}
+
+Result<std::vector<CardRecord>> Registry::cards() const {
+    return scan<CardRecord>(env_, tables_->cards, [](ByteView, ByteView v) { return decode_card(v); }, "card");
+}
+
+Result<std::vector<Participant>> Registry::participants() const {
+    return scan<Participant>(env_, tables_->participants, [](ByteView, ByteView v) { return decode_participant(v); },
+                             "participant");
+}
+
+Result<std::vector<TerminalRecord>> Registry::terminals() const {
+    return scan<TerminalRecord>(env_, tables_->terminals, [](ByteView, ByteView v) { return decode_terminal(v); },
+                                "terminal");
+}
+
+Result<std::vector<RiskFlag>> Registry::risk_flags() const {
+    return scan<RiskFlag>(
+        env_, tables_->risk,
+        [](ByteView k, ByteView v) -> std::optional<RiskFlag> {
+            if (k.size() != 14 || v.size() < 8 || k[0] < 1 || k[0] > 6) return std::nullopt;
+            RiskFlag f;
+            f.kind = static_cast<RiskKind>(k[0]);
+            std::copy_n(k.begin() + 1, 10, f.asn.begin());
+            f.atc = read_be16(k.subspan(11));
+            f.type = k[13];
+            f.timestamp_ns = read_be(v.first(8));
+            f.detail.assign(reinterpret_cast<const char*>(v.data() + 8), v.size() - 8);
+            return f;
+        },
+        "risk");
+}
+
+// ---- registry file --------------------------------------------------------------------------------------
+
+namespace {
+
+struct Parsed {
+    std::vector<Participant> participants;
+    std::vector<TerminalRecord> terminals;
+    std::vector<CardRecord> cards;
+};
+
+using Json = nlohmann::json;
+
+Result<std::uint64_t> unsigned_field(const Json& object, const char* key, std::uint64_t max, const std::string& where,
+                                     std::optional<std::uint64_t> fallback = std::nullopt) {
+    if (!object.contains(key)) {
+        if (fallback) return *fallback;
+        return Unexpected<Error>{bad_input(where + ": missing \"" + key + "\"")};
+    }
+    const Json& v = object.at(key);
+    if (!v.is_number_unsigned() || v.get<std::uint64_t>() > max) {
+        return Unexpected<Error>{bad_input(where + ": \"" + key + "\" must be an integer 0.." + std::to_string(max))};
+    }
+    return v.get<std::uint64_t>();
+}
+
+Result<std::string> text_field(const Json& object, const char* key, std::size_t max_chars, const std::string& where,
+                               bool required = true) {
+    if (!object.contains(key)) {
+        if (!required) return std::string();
+        return Unexpected<Error>{bad_input(where + ": missing \"" + key + "\"")};
+    }
+    const Json& v = object.at(key);
+    if (!v.is_string() || v.get<std::string>().size() > max_chars || !printable(v.get<std::string>())) {
+        return Unexpected<Error>{
+            bad_input(where + ": \"" + key + "\" must be printable ASCII text of at most " + std::to_string(max_chars) + " characters")};
+    }
+    return v.get<std::string>();
+}
+
+Status only_keys(const Json& object, std::initializer_list<const char*> keys, const std::string& where) {
+    for (auto it = object.begin(); it != object.end(); ++it) {
+        bool known = false;
+        for (const char* k : keys) known = known || it.key() == k;
+        if (!known) return Unexpected<Error>{bad_input(where + ": unknown field \"" + it.key() + "\"")};
+    }
+    return Ok{};
+}
+
+#define COCONUT_TRY(var, expr)                                 \
+    auto var##_result = (expr);                                \
+    if (!var##_result) return Unexpected<Error>{to_error(var##_result.error())}; \
+    auto var = std::move(var##_result).value()
+
+Result<Parsed> parse_registry(std::string_view json_text) {
+    if (json_text.size() > registry_file_bytes_max) return Unexpected<Error>{bad_input("registry file larger than 64 MiB")};
+    Json root = Json::parse(json_text, nullptr, false);
+    if (root.is_discarded() || !root.is_object()) return Unexpected<Error>{bad_input("registry: not a JSON object")};
+    if (auto s = only_keys(root, {"participants", "terminals", "cards"}, "registry"); !s) return Unexpected<Error>{s.error()};
+    Parsed out;
+    std::set<std::uint64_t> participant_ids;
+    for (const char* section : {"participants", "terminals", "cards"}) {
+        if (root.contains(section) && !root.at(section).is_array()) {
+            return Unexpected<Error>{bad_input(std::string("registry: \"") + section + "\" must be an array")};
+        }
+    }
+    const Json empty = Json::array();
+    const Json& participants = root.contains("participants") ? root.at("participants") : empty;
+    for (std::size_t i = 0; i < participants.size(); ++i) {
+        const Json& p = participants[i];
+        const std::string where = "participants[" + std::to_string(i) + "]";
+        if (!p.is_object()) return Unexpected<Error>{bad_input(where + ": not an object")};
+        if (auto s = only_keys(p, {"id", "name", "kind", "bank_account", "fee_rate_bp"}, where); !s)
+            return Unexpected<Error>{s.error()};
+        COCONUT_TRY(id, unsigned_field(p, "id", participant_id_max, where));
+        if (id == 0) return Unexpected<Error>{bad_input(where + ": \"id\" must not be 0")};
+        COCONUT_TRY(name, text_field(p, "name", name_chars_max, where));
+        COCONUT_TRY(kind, text_field(p, "kind", 16, where));
+        if (kind != "bus" && kind != "shop" && kind != "clinic") {
+            return Unexpected<Error>{bad_input(where + ": \"kind\" must be bus, shop or clinic")};
+        }
+        COCONUT_TRY(bank, text_field(p, "bank_account", 34, where));  // IBAN length
+        if (bank.empty()) return Unexpected<Error>{bad_input(where + ": \"bank_account\" must not be empty")};
+        COCONUT_TRY(fee, unsigned_field(p, "fee_rate_bp", fee_rate_bp_max, where, 0));
+        if (!participant_ids.insert(id).second) return Unexpected<Error>{bad_input(where + ": duplicate id " + std::to_string(id))};
+        out.participants.push_back(Participant{id, name, kind, bank, static_cast<std::uint32_t>(fee)});
+    }
+    const Json& terminals = root.contains("terminals") ? root.at("terminals") : empty;
+    std::set<std::string> terminal_ids;
+    for (std::size_t i = 0; i < terminals.size(); ++i) {
+        const Json& t = terminals[i];
+        const std::string where = "terminals[" + std::to_string(i) + "]";
+        if (!t.is_object()) return Unexpected<Error>{bad_input(where + ": not an object")};
+        if (auto s = only_keys(t, {"terminal_id", "psam_terminal_id", "participant_id", "merchant_id"}, where); !s)
+            return Unexpected<Error>{s.error()};
+        TerminalRecord r;
+        COCONUT_TRY(id, text_field(t, "terminal_id", terminal_id_chars, where));
+        if (id.size() != terminal_id_chars) return Unexpected<Error>{bad_input(where + ": \"terminal_id\" must be 8 characters (field 41)")};
+        r.terminal_id = id;
+        auto psam = t.contains("psam_terminal_id") ? bcd_field<6>(t.at("psam_terminal_id"), 12) : std::nullopt;
+        if (!psam) return Unexpected<Error>{bad_input(where + ": \"psam_terminal_id\" must be 12 digits")};
+        r.psam_terminal_id = *psam;
+        COCONUT_TRY(participant, unsigned_field(t, "participant_id", participant_id_max, where));
+        r.participant_id = participant;
+        COCONUT_TRY(merchant, text_field(t, "merchant_id", merchant_id_chars_max, where, false));
+        r.merchant_id = merchant;
+        if (!terminal_ids.insert(id).second) return Unexpected<Error>{bad_input(where + ": duplicate terminal_id " + id)};
+        out.terminals.push_back(std::move(r));
+    }
+    const Json& cards = root.contains("cards") ? root.at("cards") : empty;
+    std::set<Asn> asns;
+    for (std::size_t i = 0; i < cards.size(); ++i) {
+        const Json& c = cards[i];
+        const std::string where = "cards[" + std::to_string(i) + "]";
+        if (!c.is_object()) return Unexpected<Error>{bad_input(where + ": not an object")};
+        if (auto s = only_keys(c, {"asn", "issuer_id", "status", "purse_balance_fen", "medical_balance_fen", "tac_key_version"},
+                               where);
+            !s)
+            return Unexpected<Error>{s.error()};
+        CardRecord r;
+        auto asn = c.contains("asn") ? bcd_field<10>(c.at("asn"), 20) : std::nullopt;
+        if (!asn) return Unexpected<Error>{bad_input(where + ": \"asn\" must be 20 digits")};
+        r.asn = *asn;
+        auto issuer = c.contains("issuer_id") && c.at("issuer_id").is_string()
+                          ? from_hex(c.at("issuer_id").get<std::string>())
+                          : std::nullopt;
+        if (!issuer || issuer->size() != 8) return Unexpected<Error>{bad_input(where + ": \"issuer_id\" must be 16 hex digits")};
+        std::copy(issuer->begin(), issuer->end(), r.issuer_id.begin());
+        COCONUT_TRY(status_text, text_field(c, "status", 16, where, false));
+        auto status = status_text.empty() ? std::optional<CardStatus>(CardStatus::active) : parse_card_status(status_text);
+        if (!status) return Unexpected<Error>{bad_input(where + ": \"status\" must be active, lost or blocked")};
+        r.status = *status;
+        COCONUT_TRY(purse, unsigned_field(c, "purse_balance_fen", opening_balance_fen_max, where, 0));
+        COCONUT_TRY(medical, unsigned_field(c, "medical_balance_fen", opening_balance_fen_max, where, 0));
+        COCONUT_TRY(version, unsigned_field(c, "tac_key_version", 255, where, 0));
+        r.opening_balance_fen = static_cast<std::uint32_t>(purse);
+        r.medical_opening_fen = static_cast<std::uint32_t>(medical);
+        r.tac_key_version = static_cast<std::uint8_t>(version);
+        r.shadow_balance_fen = r.opening_balance_fen;
+        if (!asns.insert(r.asn).second) return Unexpected<Error>{bad_input(where + ": duplicate asn " + bcd_to_digits(r.asn))};
+        out.cards.push_back(r);
+    }
+    return out;
+}
+
+ledger::Account make_account(ledger::Id id, std::uint32_t ledger_number, std::uint16_t code, std::uint16_t flags) {
+    ledger::Account a;
+    a.id = id;
+    a.ledger = ledger_number;
+    a.code = code;
+    a.flags = flags;
+    return a;
+}
+
+// Applies `events` with `hook` in one commit; any event that is neither ok nor exists fails the
+// whole commit (the hook reports it), so a registry load is all-or-nothing per commit.
+Result<std::pair<std::size_t, std::size_t>> apply_all(ledger::Ledger& ledger, const std::vector<ledger::Event>& events,
+                                                      std::function<lmdb::Status(lmdb::Txn&)> write_registry) {
+    std::string failure;
+    std::size_t accounts_created = 0, transfers_created = 0;
+    ledger::Batch batch;
+    batch.events = events;
+    batch.after = [&](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
+        for (std::size_t i = 0; i < results.size(); ++i) {
+            if (!ledger::succeeded(results[i].code)) {
+                const bool account = std::holds_alternative<ledger::Account>(events[i]);
+                const ledger::Id id = account ? std::get<ledger::Account>(events[i]).id : std::get<ledger::Transfer>(events[i]).id;
+                failure = std::string(account ? "account " : "transfer ") + ledger::to_string(id) + ": " +
+                          std::string(ledger::to_string(results[i].code));
+                return Unexpected<lmdb::Error>{lmdb::Error{MDB_BAD_TXN, "registry load"}};
+            }
+            if (results[i].code == ledger::ResultCode::ok) {
+                (std::holds_alternative<ledger::Account>(events[i]) ? accounts_created : transfers_created) += 1;
+            }
+        }
+        return write_registry(txn);
+    };
+    auto applied = ledger.apply_group(std::span<const ledger::Batch>(&batch, 1));
+    if (!failure.empty()) return Unexpected<Error>{Error{ErrorCode::conflict, failure}};
+    if (!applied) return Unexpected<Error>{storage_error(applied.error())};
+    return std::pair{accounts_created, transfers_created};
+}
+
+}  // namespace
+
+Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std::string_view json_text) {
+    COCONUT_TRY(parsed, parse_registry(json_text));
+    LoadReport report;
+    // Every terminal names a participant of this file or of the registry.
+    std::set<std::uint64_t> known;
+    for (const auto& p : parsed.participants) known.insert(p.id);
+    for (const auto& t : parsed.terminals) {
+        if (known.count(t.participant_id)) continue;
+        COCONUT_TRY(stored, registry.participant(t.participant_id));
+        if (!stored) {
+            return Unexpected<Error>{bad_input("terminal " + t.terminal_id + ": participant " + std::to_string(t.participant_id) +
+                                               " is neither in the file nor in the registry")};
+        }
+    }
+    // Cards already registered keep their runtime state; their opening balances cannot change.
+    for (auto& c : parsed.cards) {
+        COCONUT_TRY(stored, registry.card(c.asn));
+        if (!stored) continue;
+        if (stored->opening_balance_fen != c.opening_balance_fen || stored->medical_opening_fen != c.medical_opening_fen) {
+            return Unexpected<Error>{Error{ErrorCode::conflict, "card " + bcd_to_digits(c.asn) +
+                                                                    ": opening balances differ from the registered ones (" +
+                                                                    std::to_string(stored->opening_balance_fen) + "/" +
+                                                                    std::to_string(stored->medical_opening_fen) + " fen)"}};
+        }
+        CardRecord kept = *stored;
+        kept.status = c.status;
+        kept.issuer_id = c.issuer_id;
+        kept.tac_key_version = c.tac_key_version;
+        c = kept;
+    }
+
+    // Fixed accounts, participants and terminals in one commit.
+    {
+        std::vector<ledger::Event> events;
+        for (const auto& a : fixed_accounts()) events.emplace_back(a);
+        for (const auto& p : parsed.participants) {
+            for (std::uint32_t l : {ledgers::purse, ledgers::medical}) {
+                events.emplace_back(make_account(payable_account(p.id, l), l, account_codes::participant_payable,
+                                                 ledger::account_flags::history));
+            }
+        }
+        if (events.size() > ledger::batch_events_max) {
+            return Unexpected<Error>{bad_input("registry: more than 4,000 participants in one file; split it")};
+        }
+        COCONUT_TRY(created, apply_all(ledger, events, [&](lmdb::Txn& txn) -> lmdb::Status {
+                        for (const auto& p : parsed.participants) {
+                            if (auto s = registry.put_participant(txn, p); !s) return s;
+                        }
+                        for (const auto& t : parsed.terminals) {
+                            auto stored = registry.terminal_in(txn, t.terminal_id);
+                            if (!stored) return Unexpected<lmdb::Error>{stored.error()};
+                            TerminalRecord r = t;
+                            if (*stored) {  // keep the runtime fields
+                                r.last_stan = (*stored)->last_stan;
+                                r.batch_number = (*stored)->batch_number;
+                                r.uploads = (*stored)->uploads;
+                            }
+                            if (auto s = registry.put_terminal(txn, r); !s) return s;
+                        }
+                        return Ok{};
+                    }));
+        report.accounts_created += created.first;
+    }
+    // Cards in chunks: 2 accounts + up to 2 opening transfers each.
+    constexpr std::size_t events_per_card = 4;
+    const std::size_t cards_per_commit = ledger::batch_events_max / events_per_card;
+    for (std::size_t start = 0; start < parsed.cards.size(); start += cards_per_commit) {
+        const std::size_t end = std::min(parsed.cards.size(), start + cards_per_commit);
+        std::vector<ledger::Event> events;
+        for (std::size_t i = start; i < end; ++i) {
+            const CardRecord& c = parsed.cards[i];
+            events.emplace_back(make_account(purse_shadow_account(c.asn), ledgers::purse, account_codes::card_purse_shadow,
+                                             ledger::account_flags::history));
+            events.emplace_back(make_account(medical_account(c.asn), ledgers::medical, account_codes::card_medical,
+                                             ledger::account_flags::history | ledger::account_flags::debits_must_not_exceed_credits));
+            auto opening = [&](std::uint32_t l, ledger::Id from, ledger::Id to, std::uint32_t amount) {
+                ledger::Transfer t;
+                t.id = opening_balance_transfer(c.asn, l);
+                t.debit_account_id = from;
+                t.credit_account_id = to;
+                t.amount = amount;
+                t.ledger = l;
+                t.code = transfer_codes::opening_balance;
+                events.emplace_back(t);
+            };
+            if (c.opening_balance_fen > 0) opening(ledgers::purse, purse_float_account, purse_shadow_account(c.asn), c.opening_balance_fen);
+            if (c.medical_opening_fen > 0) opening(ledgers::medical, medical_fund_account, medical_account(c.asn), c.medical_opening_fen);
+        }
+        COCONUT_TRY(created, apply_all(ledger, events, [&](lmdb::Txn& txn) -> lmdb::Status {
+                        for (std::size_t i = start; i < end; ++i) {
+                            if (auto s = registry.put_card(txn, parsed.cards[i]); !s) return s;
+                        }
+                        return Ok{};
+                    }));
+        report.accounts_created += created.first;
+        report.transfers_created += created.second;
+    }
+    report.participants = parsed.participants.size();
+    report.terminals = parsed.terminals.size();
+    report.cards = parsed.cards.size();
+    return report;
+}
+
+Status set_card_status(ledger::Ledger& ledger, Registry& registry, const Asn& asn, CardStatus status) {
+    COCONUT_TRY(stored, registry.card(asn));
+    if (!stored) return Unexpected<Error>{bad_input("card " + bcd_to_digits(asn) + " is not registered")};
+    CardRecord card = *stored;
+    card.status = status;
+    auto done = apply_all(ledger, {}, [&](lmdb::Txn& txn) { return registry.put_card(txn, card); });
+    if (!done) return Unexpected<Error>{done.error()};
+    return Ok{};
+}
+
+// ---- check ----------------------------------------------------------------------------------------------
+
+Result<CheckReport> check(const ledger::Ledger& ledger, const Registry& registry) {
+    CheckReport report;
+    auto ledger_report = ledger.check();
+    if (!ledger_report) return Unexpected<Error>{storage_error(ledger_report.error())};
+    report.ledger = std::move(ledger_report).value();
+    COCONUT_TRY(cards, registry.cards());
+    report.cards = cards.size();
+    for (const CardRecord& card : cards) {
+        const std::string name = "card " + bcd_to_digits(card.asn);
+        COCONUT_TRY(shadow, ledger.lookup_account(purse_shadow_account(card.asn)));
+        COCONUT_TRY(medical, ledger.lookup_account(medical_account(card.asn)));
+        if (!shadow || shadow->ledger != ledgers::purse || shadow->code != account_codes::card_purse_shadow) {
+            report.problems.push_back(name + ": purse shadow account missing or not on ledger 1 / code 1");
+            continue;
+        }
+        if (!medical || medical->ledger != ledgers::medical || medical->code != account_codes::card_medical) {
+            report.problems.push_back(name + ": medical account missing or not on ledger 2 / code 2");
+        }
+        const std::int64_t ledger_balance = static_cast<std::int64_t>(shadow->credits_posted) -
+                                            static_cast<std::int64_t>(shadow->debits_posted) -
+                                            static_cast<std::int64_t>(shadow->debits_pending);
+        if (ledger_balance != card.shadow_balance_fen) {
+            report.problems.push_back(name + ": registry shadow balance " + std::to_string(card.shadow_balance_fen) +
+                                      " fen, purse shadow account " + std::to_string(ledger_balance) + " fen");
+        }
+    }
+    for (ledger::Id suspense : {purse_suspense_account, medical_suspense_account}) {
+        COCONUT_TRY(account, ledger.lookup_account(suspense));
+        if (account && (account->debits_posted != 0 || account->debits_pending != 0)) {
+            report.problems.push_back("suspense account " + ledger::to_string(suspense) +
+                                      " was debited: money whose TAC failed left suspense");
+        }
+    }
+    COCONUT_TRY(participants, registry.participants());
+    COCONUT_TRY(terminals, registry.terminals());
+    std::set<std::uint64_t> participant_ids;
+    for (const auto& p : participants) participant_ids.insert(p.id);
+    for (const auto& t : terminals) {
+        if (!participant_ids.count(t.participant_id)) {
+            report.problems.push_back("terminal " + t.terminal_id + ": participant " + std::to_string(t.participant_id) +
+                                      " not registered");
+        }
+    }
+    COCONUT_TRY(flags, registry.risk_flags());
+    report.risk_flags = flags.size();
+    return report;
+}
+
+}  // namespace coconut::clearing

@@ -1,0 +1,259 @@
+// The ISO 8583 listener: one Session per connection, on one I/O thread (so engine session state and
+// the connection's counters need no locks). Every read has a deadline; frames are bounded by
+// iso8583::frame_size_max; a connection has at most in_flight_per_connection_max requests being
+// processed — beyond that it stops reading until answers go out.
+#include <coconut/clearing/clearing.hpp>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <set>
+
+namespace coconut::clearing {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace {
+class Session;
+}
+
+struct Server::State : std::enable_shared_from_this<State> {
+    State(asio::io_context& io_context, Engine& e, ServerOptions o)
+        : io(io_context), engine(e), options(std::move(o)), acceptor(io_context) {}
+    asio::io_context& io;
+    Engine& engine;
+    ServerOptions options;
+    tcp::acceptor acceptor;
+    ServerStats stats;
+    std::set<std::shared_ptr<Session>> sessions;
+    bool stopping = false;
+    std::function<void()> on_drained;
+
+    void accept();
+    void closed(const std::shared_ptr<Session>& session);
+};
+
+namespace {
+
+class Session : public std::enable_shared_from_this<Session> {
+public:
+    Session(tcp::socket socket, std::shared_ptr<Server::State> server)
+        : socket_(std::move(socket)), timer_(socket_.get_executor()), server_(std::move(server)) {
+        boost::system::error_code ignored;
+        socket_.set_option(tcp::no_delay(true), ignored);  // answers are small and latency-bound
+    }
+
+    void start() { read_more(); }
+
+    // Graceful stop: no more reads; close once every request in hand is answered and written.
+    void drain() {
+        draining_ = true;
+        boost::system::error_code ignored;
+        if (reading_) socket_.cancel(ignored);
+        finish_if_done();
+    }
+
+private:
+    void read_more() {
+        if (closed_ || draining_ || reading_ || in_flight_ >= server_->options.in_flight_per_connection_max) return;
+        if (have_ == buffer_.size()) return close();  // cannot happen: frame_size() bounds a frame
+        reading_ = true;
+        timer_.expires_after(have_ == 0 ? server_->options.read_idle_timeout : server_->options.frame_timeout);
+        timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+            if (ec || !self->reading_ || self->closed_) return;
+            self->server_->stats.timeouts++;
+            self->close();
+        });
+        socket_.async_read_some(asio::buffer(buffer_.data() + have_, buffer_.size() - have_),
+                                [self = shared_from_this()](boost::system::error_code ec, std::size_t n) { self->on_read(ec, n); });
+    }
+
+    void on_read(boost::system::error_code ec, std::size_t n) {
+        reading_ = false;
+        timer_.cancel();
+        if (closed_) return;
+        if (ec) {
+            if (draining_ && ec == asio::error::operation_aborted) return finish_if_done();
+            return close();
+        }
+        have_ += n;
+        process_frames();
+        read_more();
+    }
+
+    void process_frames() {
+        while (!closed_ && in_flight_ < server_->options.in_flight_per_connection_max) {
+            auto size = iso8583::frame_size(ByteView(buffer_.data(), have_));
+            if (!size) {  // oversize or zero length: no resynchronisation is possible
+                server_->stats.closed_bad_frame++;
+                return close();
+            }
+            if (*size == 0) return;
+            handle_frame(ByteView(buffer_.data() + iso8583::frame_header_size, *size - iso8583::frame_header_size));
+            std::memmove(buffer_.data(), buffer_.data() + *size, have_ - *size);
+            have_ -= *size;
+        }
+    }
+
+    void handle_frame(ByteView frame) {
+        auto message = iso8583::parse(frame, iso8583::coconut_dictionary());
+        if (!message) {
+            auto answer = format_error_response(frame);
+            if (!answer) {
+                server_->stats.closed_bad_frame++;
+                return close();
+            }
+            server_->stats.format_errors++;
+            return send(*answer);
+        }
+        if (!iso8583::response_mti(message->mti())) {  // a response or an MTI we cannot answer
+            server_->stats.closed_bad_frame++;
+            return close();
+        }
+        in_flight_++;
+        server_->engine.handle(*message, state_, [self = shared_from_this()](iso8583::Message response) {
+            // Called on the writer thread for bookings: back to the I/O thread.
+            asio::post(self->socket_.get_executor(), [self, response = std::move(response)] { self->on_answer(response); });
+        });
+    }
+
+    void on_answer(const iso8583::Message& response) {
+        in_flight_--;
+        if (!closed_) send(response);
+        if (closed_) return finish_if_done();
+        // The window had room again: frames already buffered first, then the socket.
+        process_frames();
+        read_more();
+        finish_if_done();
+    }
+
+    void send(const iso8583::Message& response) {
+        auto encoded = iso8583::encode(response, iso8583::coconut_dictionary());
+        if (!encoded) {  // the engine built a message our own profile refuses: a bug
+            std::fprintf(stderr, "coconut-clearingd: cannot encode a %s response: %s\n", response.mti().c_str(),
+                         iso8583::describe(encoded.error()).c_str());
+            return close();
+        }
+        auto framed = iso8583::frame(*encoded);
+        if (!framed) return close();
+        writes_.push_back(std::move(*framed));
+        if (!writing_) write_next();
+    }
+
+    void write_next() {
+        writing_ = true;
+        asio::async_write(socket_, asio::buffer(writes_.front()), [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
+            self->writing_ = false;
+            if (self->closed_) return self->finish_if_done();
+            if (ec) return self->close();
+            self->writes_.pop_front();
+            if (!self->writes_.empty()) return self->write_next();
+            self->finish_if_done();
+        });
+    }
+
+    void finish_if_done() {
+        if (draining_ && !closed_ && in_flight_ == 0 && !writing_ && writes_.empty() && !reading_) close();
+        if (closed_ && in_flight_ == 0 && !writing_ && !reported_) {
+            reported_ = true;
+            server_->closed(shared_from_this());
+        }
+    }
+
+    void close() {
+        if (!closed_) {
+            closed_ = true;
+            boost::system::error_code ignored;
+            timer_.cancel();
+            socket_.shutdown(tcp::socket::shutdown_both, ignored);
+            socket_.close(ignored);
+        }
+        finish_if_done();
+    }
+
+    tcp::socket socket_;
+    asio::steady_timer timer_;
+    std::shared_ptr<Server::State> server_;
+    std::array<std::uint8_t, iso8583::frame_size_max> buffer_{};
+    std::size_t have_ = 0;
+    std::deque<Bytes> writes_;
+    SessionState state_;
+    std::size_t in_flight_ = 0;
+    bool reading_ = false;
+    bool writing_ = false;
+    bool draining_ = false;
+    bool closed_ = false;
+    bool reported_ = false;
+};
+
+}  // namespace
+
+void Server::State::accept() {
+    acceptor.async_accept([self = shared_from_this()](boost::system::error_code ec, tcp::socket socket) {
+        if (self->stopping) return;
+        if (!ec) {
+            if (self->sessions.size() >= self->options.connections_max) {
+                self->stats.connections_refused++;
+                boost::system::error_code ignored;
+                socket.close(ignored);
+            } else {
+                self->stats.connections_accepted++;
+                auto session = std::make_shared<Session>(std::move(socket), self);
+                self->sessions.insert(session);
+                session->start();
+            }
+        }
+        self->accept();
+    });
+}
+
+void Server::State::closed(const std::shared_ptr<Session>& session) {
+    sessions.erase(session);
+    if (stopping && sessions.empty() && on_drained) {
+        auto done = std::move(on_drained);
+        on_drained = nullptr;
+        asio::post(io, std::move(done));
+    }
+}
+
+Server::Server(asio::io_context& io, Engine& engine, ServerOptions options)
+    : state_(std::make_shared<State>(io, engine, std::move(options))) {
+    const tcp::endpoint endpoint(asio::ip::make_address(state_->options.host), state_->options.port);
+    state_->acceptor.open(endpoint.protocol());
+    state_->acceptor.set_option(tcp::acceptor::reuse_address(true));
+    state_->acceptor.bind(endpoint);
+    state_->acceptor.listen(asio::socket_base::max_listen_connections);
+    state_->accept();
+}
+
+Server::~Server() {
+    boost::system::error_code ignored;
+    state_->acceptor.close(ignored);
+}
+
+std::uint16_t Server::port() const { return state_->acceptor.local_endpoint().port(); }
+
+const ServerStats& Server::stats() const { return state_->stats; }
+
+void Server::shutdown(std::function<void()> done) {
+    state_->stopping = true;
+    boost::system::error_code ignored;
+    state_->acceptor.close(ignored);
+    state_->on_drained = std::move(done);
+    if (state_->sessions.empty()) {
+        auto callback = std::move(state_->on_drained);
+        state_->on_drained = nullptr;
+        asio::post(state_->io, std::move(callback));
+        return;
+    }
+    const auto sessions = state_->sessions;  // drain() may erase
+    for (const auto& session : sessions) session->drain();
+}
+
+}  // namespace coconut::clearing

@@ -1,0 +1,416 @@
+// coconut-clearingd: serve (ISO 8583 for terminals), check (every invariant of a data directory),
+// admin (registries). Usage, options and exit codes: clearing/README.md.
+#include <coconut/clearing/clearing.hpp>
+
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+namespace {
+
+using namespace coconut;
+using namespace coconut::clearing;
+using nlohmann::json;
+
+// Exit codes (clearing/README.md).
+constexpr int exit_ok = 0;
+constexpr int exit_check_failed = 1;  // `check`: an invariant does not hold (also: internal error)
+constexpr int exit_usage = 2;
+constexpr int exit_locked = 3;        // another coconut-clearingd serves (or administers) this directory
+constexpr int exit_storage = 4;       // the data directory cannot be opened or written
+constexpr int exit_bad_input = 5;     // registry file / argument invalid or contradicting the registry
+constexpr int exit_listen = 6;        // the ISO 8583 address cannot be bound
+constexpr int exit_hsm_key = 7;       // the HSM client key file is missing or malformed
+
+int fail(int code, const std::string& message) {
+    std::cerr << "coconut-clearingd: " << message << "\n";
+    return code;
+}
+
+int exit_for(const Error& e) {
+    switch (e.code) {
+        case ErrorCode::bad_input:
+        case ErrorCode::conflict: return exit_bad_input;
+        case ErrorCode::locked: return exit_locked;
+        case ErrorCode::storage: return exit_storage;
+    }
+    return exit_storage;
+}
+
+// An exclusive flock on DIR/clearingd.lock: the ledger keeps its journal head in memory, so only one
+// process may write a data directory. Released when the process exits.
+class DirectoryLock {
+public:
+    static coconut::Result<DirectoryLock, std::string> acquire(const std::filesystem::path& dir) {
+        const auto path = dir / "clearingd.lock";
+        const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0) return Unexpected<std::string>{fmt::format("cannot open {}: {}", path.string(), std::strerror(errno))};
+        if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            ::close(fd);
+            return Unexpected<std::string>{fmt::format("{} is in use by another coconut-clearingd (serve or admin); stop it first",
+                                                       dir.string())};
+        }
+        return DirectoryLock(fd);
+    }
+    DirectoryLock(DirectoryLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    DirectoryLock& operator=(DirectoryLock&&) = delete;
+    ~DirectoryLock() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+
+private:
+    explicit DirectoryLock(int fd) : fd_(fd) {}
+    int fd_ = -1;
+};
+
+struct Opened {
+    std::unique_ptr<ledger::Ledger> ledger;
+    std::unique_ptr<Registry> registry;
+};
+
+coconut::Result<Opened, std::string> open_data(const std::string& dir, bool create) {
+    std::error_code ec;
+    if (create) std::filesystem::create_directories(dir, ec);
+    if (!std::filesystem::is_directory(dir)) return Unexpected<std::string>{fmt::format("data directory {} does not exist", dir)};
+    ledger::Options options;
+    options.directory = dir;
+    auto opened = ledger::Ledger::open(options);
+    if (!opened) return Unexpected<std::string>{fmt::format("cannot open the ledger in {}: {}", dir, opened.error().message)};
+    auto registry = Registry::open(opened.value()->env());
+    if (!registry) return Unexpected<std::string>{registry.error().message};
+    return Opened{std::move(opened).value(), std::move(registry).value()};
+}
+
+// ---- serve ----------------------------------------------------------------------------------------------
+
+struct ServeOptions {
+    std::string iso_listen = "127.0.0.1:8583";
+    std::string data;
+    std::string hsm = "127.0.0.1:7501";
+    std::string hsm_key;
+    std::string tac_key = std::string(hsm::default_tac_label);
+    std::string ready_file;
+    std::size_t connections_max = connections_max_default;
+    std::size_t in_flight_max = in_flight_per_connection_max_default;
+    std::uint32_t read_idle_timeout_s = static_cast<std::uint32_t>(read_idle_timeout_default.count());
+    std::uint32_t group_delay_us = static_cast<std::uint32_t>(ledger::writer_group_delay_default.count());
+    std::size_t group_requests_max = ledger::writer_group_requests_max_default;
+    bool allow_without_sign_on = false;
+};
+
+int serve(const ServeOptions& o) {
+    auto listen = hsm::wire::parse_endpoint(o.iso_listen, true);
+    if (!listen) return fail(exit_usage, "--iso-listen: " + listen.error().message);
+    auto hsm_endpoint = hsm::wire::parse_endpoint(o.hsm);
+    if (!hsm_endpoint) return fail(exit_usage, "--hsm: " + hsm_endpoint.error().message);
+    auto credentials = hsm::wire::read_client_credentials(o.hsm_key);
+    if (!credentials) return fail(exit_hsm_key, "--hsm-key: " + credentials.error().message);
+    std::error_code ec;
+    std::filesystem::create_directories(o.data, ec);
+    auto lock = DirectoryLock::acquire(o.data);
+    if (!lock) return fail(exit_locked, lock.error());
+    auto data = open_data(o.data, true);
+    if (!data) return fail(exit_storage, data.error());
+    // The fixed accounts exist from the first start (idempotent: `exists` afterwards).
+    const auto fixed = fixed_accounts();
+    std::vector<ledger::Event> events(fixed.begin(), fixed.end());
+    if (auto applied = data->ledger->apply(events); !applied) return fail(exit_storage, applied.error().message);
+
+    ledger::WriterOptions writer_options;
+    writer_options.group_delay = std::chrono::microseconds(o.group_delay_us);
+    writer_options.group_requests_max = o.group_requests_max;
+    ledger::Writer writer(*data->ledger, writer_options);
+
+    boost::asio::io_context io(1);
+    RemoteTacVerifier verifier(io.get_executor(), *hsm_endpoint, std::move(credentials).value(), o.tac_key);
+    EngineOptions engine_options;
+    engine_options.require_sign_on = !o.allow_without_sign_on;
+    Engine engine(*data->ledger, writer, *data->registry, verifier, engine_options);
+    ServerOptions server_options;
+    server_options.host = listen->host;
+    server_options.port = listen->port;
+    server_options.connections_max = o.connections_max;
+    server_options.in_flight_per_connection_max = o.in_flight_max;
+    server_options.read_idle_timeout = std::chrono::seconds(o.read_idle_timeout_s);
+    std::unique_ptr<Server> server;
+    try {
+        server = std::make_unique<Server>(io, engine, server_options);
+    } catch (const std::system_error& e) {
+        return fail(exit_listen, fmt::format("cannot listen on {}: {}", o.iso_listen, e.what()));
+    }
+
+    // SIGTERM / SIGINT: stop accepting and reading, answer every request in hand (its booking
+    // committed), then exit. A second signal or the drain timeout stops at once.
+    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
+    boost::asio::steady_timer drain_deadline(io);
+    bool draining = false;
+    std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& error, int signal) {
+        if (error) return;
+        if (draining) {
+            std::cerr << "coconut-clearingd: second signal, stopping now\n";
+            io.stop();
+            return;
+        }
+        draining = true;
+        std::cerr << fmt::format("coconut-clearingd: signal {}, finishing the requests in hand\n", signal);
+        server->shutdown([&] {
+            verifier.close();
+            io.stop();
+        });
+        drain_deadline.expires_after(drain_timeout_default);
+        drain_deadline.async_wait([&](boost::system::error_code timer_error) {
+            if (timer_error) return;
+            std::cerr << "coconut-clearingd: drain timeout, stopping with requests unanswered (none is acknowledged)\n";
+            io.stop();
+        });
+        signals.async_wait(on_signal);
+    };
+    signals.async_wait(on_signal);
+
+    if (!o.ready_file.empty()) {
+        const std::string temp = o.ready_file + ".tmp";
+        std::ofstream out(temp, std::ios::trunc);
+        out << server->port() << "\n";
+        out.close();
+        if (!out || std::rename(temp.c_str(), o.ready_file.c_str()) != 0) {
+            return fail(exit_storage, "cannot write the ready file " + o.ready_file);
+        }
+    }
+    std::cout << fmt::format("coconut-clearingd: listening on {}:{} (data {}, HSM {}:{})\n", listen->host, server->port(),
+                             o.data, hsm_endpoint->host, hsm_endpoint->port)
+              << std::flush;
+    io.run();
+    server.reset();
+    writer.stop();  // commits whatever was queued (no answer can reach anybody now; a retry answers `exists`)
+    const auto& s = engine.stats();
+    std::cerr << fmt::format("coconut-clearingd: stopped: {} requests, {} booked, {} re-uploads, {} suspense, {} duplicates, "
+                             "{} refused\n",
+                             s.requests.load(), s.booked.load(), s.exists.load(), s.suspense.load(), s.duplicates.load(),
+                             s.refused.load());
+    return exit_ok;
+}
+
+// ---- check ----------------------------------------------------------------------------------------------
+
+int run_check(const std::string& dir, bool as_json) {
+    auto data = open_data(dir, false);
+    if (!data) return fail(exit_storage, data.error());
+    auto report = check(*data->ledger, *data->registry);
+    if (!report) return fail(exit_for(report.error()), report.error().message);
+    std::vector<std::string> problems = report->ledger.problems;
+    problems.insert(problems.end(), report->problems.begin(), report->problems.end());
+    if (as_json) {
+        std::cout << json{{"ok", report->ok()},
+                          {"accounts", report->ledger.accounts},
+                          {"transfers", report->ledger.transfers},
+                          {"journal_entries", report->ledger.journal_entries},
+                          {"pending_open", report->ledger.pending_open},
+                          {"cards", report->cards},
+                          {"risk_flags", report->risk_flags},
+                          {"problems", problems}}
+                         .dump()
+                  << "\n";
+    } else {
+        std::cout << fmt::format("{}: {} accounts, {} transfers, {} journal entries, {} open holds, {} cards, {} risk flags\n",
+                                 report->ok() ? "ok" : "FAILED", report->ledger.accounts, report->ledger.transfers,
+                                 report->ledger.journal_entries, report->ledger.pending_open, report->cards, report->risk_flags);
+        for (const auto& p : problems) std::cout << "  problem: " << p << "\n";
+    }
+    return report->ok() ? exit_ok : exit_check_failed;
+}
+
+// ---- admin ----------------------------------------------------------------------------------------------
+
+json card_json(const CardRecord& c) {
+    return {{"asn", bcd_to_digits(c.asn)},
+            {"issuer_id", to_hex(c.issuer_id)},
+            {"status", std::string(to_string(c.status))},
+            {"tac_key_version", c.tac_key_version},
+            {"opening_balance_fen", c.opening_balance_fen},
+            {"medical_opening_fen", c.medical_opening_fen},
+            {"shadow_balance_fen", c.shadow_balance_fen},
+            {"offline_atc_max", c.offline_atc_seen ? json(c.offline_atc_max) : json(nullptr)},
+            {"offline_purchases", c.offline_purchases},
+            {"risk_flags", c.risk_flags}};
+}
+
+int admin_load(const std::string& dir, const std::string& file) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) return fail(exit_bad_input, "cannot read " + file);
+    std::ostringstream text;
+    text << in.rdbuf();
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    auto lock = DirectoryLock::acquire(dir);
+    if (!lock) return fail(exit_locked, lock.error());
+    auto data = open_data(dir, true);
+    if (!data) return fail(exit_storage, data.error());
+    auto report = load_registry(*data->ledger, *data->registry, text.str());
+    if (!report) return fail(exit_for(report.error()), file + ": " + report.error().message);
+    std::cout << json{{"participants", report->participants},
+                      {"terminals", report->terminals},
+                      {"cards", report->cards},
+                      {"accounts_created", report->accounts_created},
+                      {"transfers_created", report->transfers_created}}
+                     .dump()
+              << "\n";
+    return exit_ok;
+}
+
+int admin_list(const std::string& dir, const std::string& what) {
+    auto data = open_data(dir, false);
+    if (!data) return fail(exit_storage, data.error());
+    json out = json::array();
+    if (what == "cards") {
+        auto cards = data->registry->cards();
+        if (!cards) return fail(exit_storage, cards.error().message);
+        for (const auto& c : *cards) {
+            json j = card_json(c);
+            auto shadow = data->ledger->lookup_account(purse_shadow_account(c.asn));
+            auto medical = data->ledger->lookup_account(medical_account(c.asn));
+            if (shadow && *shadow) {
+                j["ledger_shadow_balance_fen"] = static_cast<std::int64_t>((*shadow)->credits_posted - (*shadow)->debits_posted);
+            }
+            if (medical && *medical) {
+                j["medical_balance_fen"] = (*medical)->credits_posted - (*medical)->debits_posted - (*medical)->debits_pending;
+            }
+            out.push_back(j);
+        }
+    } else if (what == "participants") {
+        auto participants = data->registry->participants();
+        if (!participants) return fail(exit_storage, participants.error().message);
+        for (const auto& p : *participants) {
+            json j{{"id", p.id}, {"name", p.name}, {"kind", p.kind}, {"bank_account", p.bank_account}, {"fee_rate_bp", p.fee_rate_bp}};
+            auto payable = data->ledger->lookup_account(payable_account(p.id, ledgers::purse));
+            if (payable && *payable) j["purse_payable_fen"] = (*payable)->credits_posted - (*payable)->debits_posted;
+            out.push_back(j);
+        }
+    } else if (what == "terminals") {
+        auto terminals = data->registry->terminals();
+        if (!terminals) return fail(exit_storage, terminals.error().message);
+        for (const auto& t : *terminals) {
+            out.push_back({{"terminal_id", t.terminal_id},
+                           {"psam_terminal_id", bcd_to_digits(t.psam_terminal_id)},
+                           {"participant_id", t.participant_id},
+                           {"merchant_id", t.merchant_id},
+                           {"last_stan", t.last_stan},
+                           {"batch_number", t.batch_number},
+                           {"uploads", t.uploads}});
+        }
+    } else {  // risk
+        auto flags = data->registry->risk_flags();
+        if (!flags) return fail(exit_storage, flags.error().message);
+        for (const auto& f : *flags) {
+            out.push_back({{"kind", std::string(to_string(f.kind))},
+                           {"asn", bcd_to_digits(f.asn)},
+                           {"atc", f.atc},
+                           {"type", fmt::format("{:02X}", f.type)},
+                           {"timestamp_ns", f.timestamp_ns},
+                           {"detail", f.detail}});
+        }
+    }
+    std::cout << out.dump() << "\n";
+    return exit_ok;
+}
+
+int admin_card_status(const std::string& dir, const std::string& asn_text, const std::string& status_text) {
+    auto status = parse_card_status(status_text);
+    if (!status) return fail(exit_usage, "status must be active, lost or blocked");
+    auto bcd = digits_to_bcd(asn_text);
+    if (asn_text.size() != 20 || !bcd) return fail(exit_usage, "ASN must be 20 digits");
+    Asn asn{};
+    std::copy(bcd->begin(), bcd->end(), asn.begin());
+    auto lock = DirectoryLock::acquire(dir);
+    if (!lock) return fail(exit_locked, lock.error());
+    auto data = open_data(dir, false);
+    if (!data) return fail(exit_storage, data.error());
+    auto done = set_card_status(*data->ledger, *data->registry, asn, *status);
+    if (!done) return fail(exit_for(done.error()), done.error().message);
+    return exit_ok;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"coconut-clearingd: the clearing daemon (ISO 8583 for terminals, LMDB ledger, TAC verification)"};
+    app.require_subcommand(1);
+    app.footer(
+        "Exit codes: 0 ok; 1 check found a problem (or internal error); 2 usage; 3 data directory in use; 4 storage; "
+        "5 bad registry input; 6 cannot listen; 7 HSM client key file");
+
+    ServeOptions serve_options;
+    auto* serve_cmd = app.add_subcommand("serve", "serve terminals over ISO 8583 (TCP, 2-byte length frames)");
+    serve_cmd->add_option("--iso-listen", serve_options.iso_listen, "HOST:PORT for terminals (port 0: any free port)")
+        ->capture_default_str();
+    serve_cmd->add_option("--data", serve_options.data, "data directory (LMDB ledger and registries)")->required();
+    serve_cmd->add_option("--hsm", serve_options.hsm, "coconut-hsmd HOST:PORT")->capture_default_str();
+    serve_cmd->add_option("--hsm-key", serve_options.hsm_key, "client key file (coconut-hsmd client add --permissions tac)")->required();
+    serve_cmd->add_option("--tac-key", serve_options.tac_key, "label of the TAC master key at the HSM")->capture_default_str();
+    serve_cmd->add_option("--ready-file", serve_options.ready_file, "write the ISO 8583 port here once listening");
+    serve_cmd->add_option("--connections-max", serve_options.connections_max, "connections served at once")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 65535));
+    serve_cmd->add_option("--in-flight-max", serve_options.in_flight_max, "requests in process per connection")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 4096));
+    serve_cmd->add_option("--read-idle-timeout-s", serve_options.read_idle_timeout_s, "close a silent connection after this")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 86400));
+    serve_cmd->add_option("--group-delay-us", serve_options.group_delay_us, "ledger group commit: wait for more requests")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 100000));
+    serve_cmd->add_option("--group-requests-max", serve_options.group_requests_max, "ledger group commit: requests per commit (1: commit per request)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 8190));
+    serve_cmd->add_flag("--allow-without-sign-on", serve_options.allow_without_sign_on, "accept 0320 without a prior 0800 sign-on");
+
+    std::string data_dir;
+    bool as_json = false;
+    auto* check_cmd = app.add_subcommand("check", "verify every ledger and registry invariant; exit 1 on a violation");
+    check_cmd->add_option("--data", data_dir, "data directory")->required();
+    check_cmd->add_flag("--json", as_json, "machine-readable report");
+
+    auto* admin_cmd = app.add_subcommand("admin", "registries: cards, participants, terminals, risk flags");
+    admin_cmd->require_subcommand(1);
+    admin_cmd->add_option("--data", data_dir, "data directory")->required();
+    std::string registry_file;
+    auto* load_cmd = admin_cmd->add_subcommand("load", "load a registry JSON file (idempotent; daemon must be stopped)");
+    load_cmd->add_option("FILE", registry_file, "registry JSON (clearing/README.md)")->required();
+    std::string what;
+    auto* list_cmd = admin_cmd->add_subcommand("list", "print a registry as JSON");
+    list_cmd->add_option("WHAT", what, "cards | participants | terminals | risk")
+        ->required()
+        ->check(CLI::IsMember({"cards", "participants", "terminals", "risk"}));
+    std::string asn_text, status_text;
+    auto* status_cmd = admin_cmd->add_subcommand("card-status", "set a card's status (lost / blocked cards are refused online)");
+    status_cmd->add_option("ASN", asn_text, "20 digits")->required();
+    status_cmd->add_option("STATUS", status_text, "active | lost | blocked")->required();
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? exit_ok : exit_usage;
+    }
+    try {
+        if (serve_cmd->parsed()) return serve(serve_options);
+        if (check_cmd->parsed()) return run_check(data_dir, as_json);
+        if (load_cmd->parsed()) return admin_load(data_dir, registry_file);
+        if (list_cmd->parsed()) return admin_list(data_dir, what);
+        if (status_cmd->parsed()) return admin_card_status(data_dir, asn_text, status_text);
+    } catch (const std::exception& e) {
+        return fail(exit_check_failed, std::string("internal error: ") + e.what());
+    }
+    return exit_usage;
+}

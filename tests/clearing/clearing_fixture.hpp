@@ -1,0 +1,201 @@
+// Test rig of the clearing engine: a temporary data directory with the ledger, the registries, a
+// writer thread, an in-process HSM (hsm::Hsm over a key store with a known TAC master) and the engine;
+// helpers that build 0320 uploads whose TAC is computed from the card's DTK (CARD-SPEC §4).
+#pragma once
+
+#include <coconut/clearing/clearing.hpp>
+#include <coconut/crypto/card_crypto.hpp>
+
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <future>
+#include <random>
+
+namespace clearing_test {
+
+using namespace coconut;
+using namespace coconut::clearing;
+using iso8583::Message;
+using iso8583::ResponseCode;
+
+inline const std::string tac_master_hex = "404142434445464748494A4B4C4D4E4F";
+inline const std::string issuer_hex = "4600000000000001";
+inline const std::string psam_terminal = "460100000001";
+inline const std::string card_a = "46010000000012345678";
+inline const std::string card_b = "46010000000087654321";
+inline constexpr std::uint64_t bus_operator = 1001;
+
+struct TempDir {
+    std::filesystem::path path;
+    TempDir() {
+        std::random_device rd;
+        path = std::filesystem::temp_directory_path() / ("coconut-clearing-" + std::to_string(rd()) + std::to_string(rd()));
+        std::filesystem::create_directories(path);
+    }
+    ~TempDir() {
+        std::error_code ignored;
+        std::filesystem::remove_all(path, ignored);
+    }
+};
+
+inline Asn asn_of(const std::string& digits) {
+    Asn asn{};
+    const Bytes bcd = *digits_to_bcd(digits);
+    std::copy(bcd.begin(), bcd.end(), asn.begin());
+    return asn;
+}
+
+inline std::string registry_json() {
+    return R"({
+      "participants": [{"id": 1001, "name": "Haikou Bus No. 1", "kind": "bus", "bank_account": "6222000011112222", "fee_rate_bp": 30},
+                       {"id": 2002, "name": "Coconut Shop", "kind": "shop", "bank_account": "6222000033334444"}],
+      "terminals": [{"terminal_id": "BUS00001", "psam_terminal_id": "460100000001", "participant_id": 1001, "merchant_id": "HKBUS0001"},
+                    {"terminal_id": "SHOP0001", "psam_terminal_id": "460100000002", "participant_id": 2002}],
+      "cards": [{"asn": "46010000000012345678", "issuer_id": "4600000000000001", "purse_balance_fen": 5000, "medical_balance_fen": 20000},
+                {"asn": "46010000000087654321", "issuer_id": "4600000000000001", "purse_balance_fen": 1000}]
+    })";
+}
+
+// One card transaction as a card would sign it.
+struct Tap {
+    std::string asn = card_a;
+    std::uint8_t type = crypto::type_capp_purchase;
+    std::uint32_t amount_fen = 200;
+    std::uint32_t balance_before_fen = 5000;
+    std::uint16_t atc = 0;
+    std::uint32_t terminal_serial = 1;
+    std::string terminal = psam_terminal;
+    std::string date = "20261126";
+    std::string time = "103000";
+    bool forge_tac = false;
+};
+
+inline PurseTransaction purse_transaction(const Tap& tap) {
+    PurseTransaction t;
+    t.asn = asn_of(tap.asn);
+    t.type = tap.type;
+    t.balance_before_fen = tap.balance_before_fen;
+    t.offline_atc = tap.atc;
+    t.terminal_serial = tap.terminal_serial;
+    const Bytes terminal = *digits_to_bcd(tap.terminal);
+    std::copy(terminal.begin(), terminal.end(), t.terminal_id.begin());
+    const Bytes date = *digits_to_bcd(tap.date), time = *digits_to_bcd(tap.time);
+    std::copy(date.begin(), date.end(), t.when.date.begin());
+    std::copy(time.begin(), time.end(), t.when.time.begin());
+    crypto::Block issuer{};
+    const Bytes issuer_bytes = hex(issuer_hex);
+    std::copy(issuer_bytes.begin(), issuer_bytes.end(), issuer.begin());
+    const crypto::Key16 dtk = crypto::diversify_card_key(crypto::Key16(hex(tac_master_hex)), issuer,
+                                                         crypto::card_factor_from_asn(t.asn));
+    t.tac = crypto::des_mac(crypto::tac_key(dtk),
+                            crypto::purchase_tac_input(tap.amount_fen, tap.type, t.terminal_id, tap.terminal_serial, t.when));
+    if (tap.forge_tac) t.tac[0] ^= 0x01;
+    return t;
+}
+
+inline Message upload_message(const Tap& tap, std::uint32_t stan, const std::string& terminal_id = "BUS00001") {
+    Message m("0320");
+    m.set(2, tap.asn.substr(4));
+    m.set(3, "000000");
+    m.set_number(4, tap.amount_fen, 12);
+    m.set_number(11, stan, 6);
+    m.set(12, tap.time);
+    m.set(13, tap.date.substr(4));
+    m.set(25, "08");
+    m.set(41, terminal_id);
+    m.set(60, "000001");
+    m.set(62, encode_purse_transaction(purse_transaction(tap)));
+    return m;
+}
+
+inline Message network_message(std::uint32_t code, std::uint32_t stan, const std::string& terminal_id = "BUS00001") {
+    Message m("0800");
+    m.set(7, "1126103000");
+    m.set_number(11, stan, 6);
+    m.set(41, terminal_id);
+    m.set_number(70, code, 3);
+    return m;
+}
+
+struct Rig {
+    TempDir dir;
+    std::unique_ptr<ledger::Ledger> ledger;
+    std::unique_ptr<Registry> registry;
+    std::unique_ptr<ledger::Writer> writer;
+    std::unique_ptr<TacVerifier> verifier;
+    std::unique_ptr<Engine> engine;
+    SessionState session;
+
+    Rig() {
+        const auto store_dir = dir.path / "hsm";
+        REQUIRE(hsm::KeyStore::init(store_dir).ok());
+        auto store = hsm::KeyStore::open(store_dir);
+        REQUIRE(store.ok());
+        REQUIRE(store->add_key("mk-tac", 1, hsm::KeyType::tdes2, hsm::KeyUsage::tac, crypto::Key16(hex(tac_master_hex))).ok());
+        auto service = std::make_shared<const hsm::Hsm>(std::make_shared<const hsm::KeyStore>(std::move(store.value())));
+        verifier = std::make_unique<LocalTacVerifier>(service, "mk-tac");
+        const auto data = dir.path / "data";
+        std::filesystem::create_directories(data);
+        ledger::Options options;
+        options.directory = data.string();
+        options.check_after_commit = true;
+        auto opened = ledger::Ledger::open(options);
+        REQUIRE_MESSAGE(opened.ok(), (opened.ok() ? "" : opened.error().message));
+        ledger = std::move(opened.value());
+        auto reg = Registry::open(ledger->env());
+        REQUIRE(reg.ok());
+        registry = std::move(reg.value());
+        auto loaded = load_registry(*ledger, *registry, registry_json());
+        REQUIRE_MESSAGE(loaded.ok(), (loaded.ok() ? "" : loaded.error().message));
+        writer = std::make_unique<ledger::Writer>(*ledger);
+        engine = std::make_unique<Engine>(*ledger, *writer, *registry, *verifier);
+    }
+
+    Message send(const Message& request) {
+        std::promise<Message> answer;
+        auto future = answer.get_future();
+        engine->handle(request, session, [&answer](Message response) { answer.set_value(std::move(response)); });
+        REQUIRE(future.wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+        return future.get();
+    }
+
+    std::string code(const Message& request) { return std::string(*send(request).get(39)); }
+
+    void sign_on(const std::string& terminal_id = "BUS00001") { REQUIRE(code(network_message(1, 1, terminal_id)) == "00"); }
+
+    std::int64_t balance(const ledger::Id& account_id) const {
+        auto a = ledger->lookup_account(account_id);
+        REQUIRE(a.ok());
+        REQUIRE(a->has_value());
+        return static_cast<std::int64_t>((*a)->credits_posted) - static_cast<std::int64_t>((*a)->debits_posted);
+    }
+    std::int64_t shadow(const std::string& asn) const { return balance(purse_shadow_account(asn_of(asn))); }
+    std::int64_t payable(std::uint64_t participant) const { return balance(payable_account(participant, ledgers::purse)); }
+    std::int64_t suspense() const { return balance(purse_suspense_account); }
+    CardRecord card(const std::string& asn) const {
+        auto c = registry->card(asn_of(asn));
+        REQUIRE(c.ok());
+        REQUIRE(c->has_value());
+        return **c;
+    }
+    std::vector<RiskFlag> flags() const {
+        auto f = registry->risk_flags();
+        REQUIRE(f.ok());
+        return *f;
+    }
+    std::size_t flags_of(RiskKind kind) const {
+        std::size_t n = 0;
+        for (const auto& f : flags()) n += f.kind == kind ? 1 : 0;
+        return n;
+    }
+    void require_check() const {
+        auto report = check(*ledger, *registry);
+        REQUIRE(report.ok());
+        for (const auto& p : report->ledger.problems) FAIL_CHECK(p);
+        for (const auto& p : report->problems) FAIL_CHECK(p);
+        CHECK(report->ok());
+    }
+};
+
+}  // namespace clearing_test

@@ -1,0 +1,224 @@
+// The ISO 8583 server on loopback: framing, malformed frames, limits; the daemon keeps serving others.
+#include "clearing_fixture.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+
+#include <thread>
+
+using namespace clearing_test;
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace {
+
+struct ServerRig {
+    Rig rig;
+    asio::io_context io;
+    asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
+    std::unique_ptr<Server> server;
+    std::thread thread;
+
+    explicit ServerRig(ServerOptions options = {}) {
+        server = std::make_unique<Server>(io, *rig.engine, options);
+        thread = std::thread([this] { io.run(); });
+    }
+    ~ServerRig() {
+        std::promise<void> drained;
+        asio::post(io, [&] { server->shutdown([&] { drained.set_value(); }); });
+        drained.get_future().wait_for(std::chrono::seconds(10));
+        io.stop();
+        thread.join();
+    }
+};
+
+struct Client {
+    asio::io_context io;
+    tcp::socket socket{io};
+    explicit Client(std::uint16_t port) { socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port)); }
+
+    void send_raw(ByteView bytes) { asio::write(socket, asio::buffer(bytes.data(), bytes.size())); }
+    void send(const Message& m) {
+        auto encoded = iso8583::encode(m, iso8583::coconut_dictionary());
+        REQUIRE(encoded.ok());
+        send_raw(*iso8583::frame(*encoded));
+    }
+    // The next answer, or nullopt when the server closed the connection.
+    std::optional<Message> receive() {
+        std::array<std::uint8_t, 2> header{};
+        boost::system::error_code ec;
+        asio::read(socket, asio::buffer(header), ec);
+        if (ec) return std::nullopt;
+        Bytes body((header[0] << 8) | header[1]);
+        asio::read(socket, asio::buffer(body), ec);
+        if (ec) return std::nullopt;
+        auto m = iso8583::parse(body, iso8583::coconut_dictionary());
+        REQUIRE(m.ok());
+        return *m;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("server: sign-on and an upload over TCP, answers matched by STAN") {
+    ServerRig s;
+    Client c(s.server->port());
+    c.send(network_message(1, 1));
+    auto signed_on = c.receive();
+    REQUIRE(signed_on);
+    CHECK(*signed_on->get(39) == "00");
+    // Many in flight on one connection.
+    std::uint32_t balance = 5000;
+    for (std::uint16_t atc = 0; atc < 20; ++atc) {
+        Tap tap;
+        tap.atc = atc;
+        tap.amount_fen = 100;
+        tap.balance_before_fen = balance;
+        balance -= 100;
+        c.send(upload_message(tap, 100 + atc));
+    }
+    std::set<std::string> stans;
+    for (int i = 0; i < 20; ++i) {
+        auto answer = c.receive();
+        REQUIRE(answer);
+        CHECK(*answer->get(39) == "00");
+        stans.insert(std::string(*answer->get(11)));
+    }
+    CHECK(stans.size() == 20);
+    CHECK(s.rig.payable(bus_operator) == 2000);
+}
+
+TEST_CASE("server: a non-numeric numeric field gets 30 and the connection keeps working") {
+    ServerRig s;
+    Client c(s.server->port());
+    c.send(network_message(1, 1));
+    REQUIRE(c.receive());
+    auto bytes = iso8583::encode(upload_message(Tap{}, 9), iso8583::coconut_dictionary());
+    REQUIRE(bytes.ok());
+    Bytes broken = *bytes;
+    broken[4 + 8 + 18 + 6 + 3] = 'A';
+    c.send_raw(*iso8583::frame(broken));
+    auto answer = c.receive();
+    REQUIRE(answer);
+    CHECK(answer->mti() == "0330");
+    CHECK(*answer->get(39) == "30");
+    CHECK(*answer->get(11) == "000009");
+    c.send(upload_message(Tap{}, 10));
+    auto booked = c.receive();
+    REQUIRE(booked);
+    CHECK(*booked->get(39) == "00");
+    CHECK(s.server->stats().format_errors == 1);
+}
+
+TEST_CASE("server: bad bitmap, unknown field, truncated message: 30 when 11 and 41 are readable, else closed") {
+    ServerRig s;
+    SUBCASE("bit 65 set (tertiary bitmap): closed, nothing readable past the bitmap") {
+        Client c(s.server->port());
+        Bytes m = {'0', '8', '0', '0', 0x80, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 0, 0, 0, 0, 0};
+        c.send_raw(*iso8583::frame(m));
+        CHECK_FALSE(c.receive().has_value());
+    }
+    SUBCASE("a field outside our profile after 41: 30") {
+        Message m = network_message(1, 5);
+        m.set(43, "SOME MERCHANT NAME AND PLACE            ");
+        auto bytes = iso8583::encode(m, iso8583::iso87_dictionary());
+        REQUIRE(bytes.ok());
+        Client c(s.server->port());
+        c.send_raw(*iso8583::frame(*bytes));
+        auto answer = c.receive();
+        REQUIRE(answer);
+        CHECK(*answer->get(39) == "30");
+        CHECK(*answer->get(11) == "000005");
+    }
+    SUBCASE("truncated inside field 11: closed") {
+        auto bytes = iso8583::encode(network_message(1, 5), iso8583::coconut_dictionary());
+        Client c(s.server->port());
+        c.send_raw(*iso8583::frame(ByteView(*bytes).first(4 + 16 + 10 + 3)));
+        CHECK_FALSE(c.receive().has_value());
+    }
+    SUBCASE("a response MTI from a terminal: closed") {
+        Message m = network_message(1, 5);
+        m.set_mti("0810");
+        Client c(s.server->port());
+        c.send(m);
+        CHECK_FALSE(c.receive().has_value());
+    }
+}
+
+TEST_CASE("server: an oversize or zero-length frame header closes that connection only") {
+    ServerRig s;
+    Client good(s.server->port());
+    good.send(network_message(1, 1));
+    REQUIRE(good.receive());
+    {
+        Client bad(s.server->port());
+        const std::uint8_t header[] = {0xFF, 0xFF, '0', '8'};
+        bad.send_raw(header);
+        CHECK_FALSE(bad.receive().has_value());
+    }
+    {
+        Client bad(s.server->port());
+        const std::uint8_t header[] = {0x00, 0x00};
+        bad.send_raw(header);
+        CHECK_FALSE(bad.receive().has_value());
+    }
+    good.send(network_message(301, 2));
+    auto echo = good.receive();
+    REQUIRE(echo);
+    CHECK(*echo->get(39) == "00");
+    CHECK(s.server->stats().closed_bad_frame == 2);
+}
+
+TEST_CASE("server: connections above the limit are closed at once; a stalled frame times out") {
+    ServerOptions options;
+    options.connections_max = 2;
+    options.frame_timeout = std::chrono::milliseconds(200);
+    ServerRig s(options);
+    Client a(s.server->port()), b(s.server->port());
+    a.send(network_message(301, 1));
+    b.send(network_message(301, 1));
+    REQUIRE(a.receive());
+    REQUIRE(b.receive());
+    Client c(s.server->port());
+    CHECK_FALSE(c.receive().has_value());
+    CHECK(s.server->stats().connections_refused == 1);
+    // Half a frame, then silence: closed after frame_timeout.
+    const std::uint8_t partial[] = {0x00, 0x20, '0', '8'};
+    a.send_raw(partial);
+    CHECK_FALSE(a.receive().has_value());
+    CHECK(s.server->stats().timeouts == 1);
+}
+
+TEST_CASE("server: shutdown answers the requests in hand before closing") {
+    auto s = std::make_unique<ServerRig>();
+    Client c(s->server->port());
+    c.send(network_message(1, 1));
+    REQUIRE(c.receive());
+    std::uint32_t balance = 5000;
+    for (std::uint16_t atc = 0; atc < 10; ++atc) {
+        Tap tap;
+        tap.atc = atc;
+        tap.amount_fen = 100;
+        tap.balance_before_fen = balance;
+        balance -= 100;
+        c.send(upload_message(tap, 100 + atc));
+    }
+    // Wait until all ten were read by the server, then shut down.
+    for (int i = 0; i < 200 && s->rig.engine->stats().requests < 11; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    REQUIRE(s->rig.engine->stats().requests == 11);
+    std::promise<void> drained;
+    asio::post(s->io, [&] { s->server->shutdown([&] { drained.set_value(); }); });
+    int answered = 0;
+    while (auto answer = c.receive()) {
+        CHECK(*answer->get(39) == "00");
+        ++answered;
+    }
+    CHECK(answered == 10);
+    CHECK(drained.get_future().wait_for(std::chrono::seconds(10)) == std::future_status::ready);
+    CHECK(s->rig.payable(bus_operator) == 1000);
+}
