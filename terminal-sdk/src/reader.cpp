@@ -220,10 +220,17 @@ void PcscReader::disconnect(bool reset) {
 }
 
 Result<Bytes, ReaderError> PcscReader::transmit(ByteView command) {
-    if (!handles_->card_connected) return Unexpected{ReaderError{ReaderErrorCode::not_connected, name_ + ": not connected"}};
-    const SCARD_IO_REQUEST* pci = handles_->active_protocol == SCARD_PROTOCOL_T0 ? SCARD_PCI_T0 : SCARD_PCI_T1;
     // Largest extended response: 65536 data bytes + SW.
     Bytes response(65538);
+    auto length = transmit_into(command, response);
+    if (!length) return Unexpected{length.error()};
+    response.resize(*length);
+    return response;
+}
+
+Result<std::size_t, ReaderError> PcscReader::transmit_into(ByteView command, std::span<std::uint8_t> response) {
+    if (!handles_->card_connected) return Unexpected{ReaderError{ReaderErrorCode::not_connected, name_ + ": not connected"}};
+    const SCARD_IO_REQUEST* pci = handles_->active_protocol == SCARD_PROTOCOL_T0 ? SCARD_PCI_T0 : SCARD_PCI_T1;
     DWORD length = static_cast<DWORD>(response.size());
     const LONG rv = SCardTransmit(handles_->card, pci, command.data(), static_cast<DWORD>(command.size()), nullptr,
                                   response.data(), &length);
@@ -231,8 +238,7 @@ Result<Bytes, ReaderError> PcscReader::transmit(ByteView command) {
         if (rv == SCARD_W_REMOVED_CARD || rv == SCARD_E_NO_SMARTCARD) handles_->card_connected = false;
         return Unexpected{pcsc_error("SCardTransmit " + name_, rv)};
     }
-    response.resize(length);
-    return response;
+    return static_cast<std::size_t>(length);
 }
 
 Result<bool, ReaderError> PcscReader::wait_for_card(bool present, std::chrono::milliseconds timeout) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -111,6 +112,12 @@ public:
     CardProtocol protocol() const override { return protocol_; }
     Result<Bytes, ReaderError> transmit(ByteView command) override;
     Result<bool, ReaderError> wait_for_card(bool present, std::chrono::milliseconds timeout) override;
+
+    // transmit() into a buffer the caller owns: returns the R-APDU's length (data ‖ SW1 SW2 in
+    // response[0, length)). For callers that know their responses are short and must not pay for
+    // transmit()'s 64 KiB buffer on every call (the benchmarks' raw APDU floor). A response larger than
+    // `response` fails with SCARD_E_INSUFFICIENT_BUFFER (code internal); errors as for transmit().
+    Result<std::size_t, ReaderError> transmit_into(ByteView command, std::span<std::uint8_t> response);
 
     // The reader's event counter (upper 16 bits of dwEventState): +1 per insertion/removal.
     Result<std::uint32_t, ReaderError> event_count();
