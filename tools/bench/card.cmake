@@ -2,9 +2,6 @@
 # and through pcscd + vpcd against the raw APDU floor. Results: docs/bench-card.md.
 if(TARGET coconut_cos AND TARGET coconut-vcard)
   add_executable(card_bench ${CMAKE_CURRENT_LIST_DIR}/card_bench.cpp)
-  target_include_directories(card_bench PRIVATE ${PROJECT_SOURCE_DIR}/tools/card-demo)  # pcsc_stack.hpp
-  target_link_libraries(card_bench PRIVATE coconut::cos coconut::options CLI11::CLI11 nlohmann_json::nlohmann_json
-                                           PkgConfig::PCSCLITE)
-  add_dependencies(card_bench coconut-vcard)
-  target_compile_definitions(card_bench PRIVATE COCONUT_VCARD_PATH="$<TARGET_FILE:coconut-vcard>")
+  target_link_libraries(card_bench PRIVATE coconut::pcsc_env coconut::cos coconut::options CLI11::CLI11
+                                           nlohmann_json::nlohmann_json)
 endif()

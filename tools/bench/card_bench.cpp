@@ -9,7 +9,9 @@
 //
 // One run prints everything side by side: median and p99 per operation, purchases per second, and ratios.
 // Target (issue 2): a full purchase through the real PC/SC stack under 1 ms median.
-#include "pcsc_stack.hpp"
+#include "bench_card.hpp"
+#include "bench_stats.hpp"
+#include "pcsc_env.hpp"
 
 #include <coconut/apdu/bytes.hpp>
 #include <coconut/cos/card.hpp>
@@ -18,66 +20,49 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
 #include <linux/magic.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/statfs.h>
-#include <sys/utsname.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <ctime>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
-#ifndef COCONUT_VCARD_PATH
-#define COCONUT_VCARD_PATH "coconut-vcard"
-#endif
-
 namespace {
 
 using namespace coconut;
 namespace fs = std::filesystem;
-namespace stack = coconut::pcsc_stack;
+using bench::asn;
+using bench::floor_apdu;
+using bench::issuer_id;
+using bench::master_dpk;
+using bench::Stats;
+using bench::summarize;
 using Clock = std::chrono::steady_clock;
 using Transmit = std::function<Bytes(ByteView)>;
 
-const char* const issuer_id = "4600000000000001";
-const char* const asn = "46010000000012345678";
-const char* const master_dpk = "0123456789ABCDEFFEDCBA9876543210";
 constexpr std::uint32_t purchase_amount_fen = 1;
-constexpr std::uint32_t card_balance_fen = 100000;
 // The offline ATC is 16 bits: replace the card well before it runs out (and before the balance does).
 constexpr std::uint32_t purchases_per_card = 50000;
 const Bytes date_time = hex("20261126120000");
 const Bytes purse_select = hex("00A4040008A00000063201010500");
 const Bytes psam_select = hex("00A4040010A0000006324D4F542E435053414D303100");
-const Bytes floor_apdu = hex("80FE0000");  // unsupported INS: the dispatcher answers 6D00 at once
 const Bytes balance_apdu = hex("805C000204");
 
 nlohmann::json card_profile() {
-    return {{"kind", "card"},
-            {"asn", asn},
-            {"issuer_id", issuer_id},
-            {"balance_fen", card_balance_fen},
-            {"max_balance_fen", card_balance_fen},
-            {"pin", "123456"},
-            {"protocol", "T=1"},
-            {"seed", "B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0"},
-            {"start_date", "20260101"},
-            {"expiry_date", "20351231"},
-            {"master_keys",
-             {{"dpk", master_dpk},
-              {"dlk", "11223344556677888877665544332211"},
-              {"dtk", "2B7E151628AED2A6ABF7158809CF4F3C"},
-              {"iak", "404142434445464748494A4B4C4D4E4F"},
-              {"damk", "000102030405060708090A0B0C0D0E0F"}}}};
+    return bench::card_profile("B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0");
 }
 
 // A production PSAM: the issuer-level purchase key, diversified per card by 80 70.
@@ -133,28 +118,12 @@ void purchase(const Transmit& card, const Transmit& psam, ByteView terminal_id,
     timed(4, psam, "PSAM 80 72", concat(hex("8072000004"), ByteView(debit).subspan(4, 4)));
 }
 
-struct Stats {
-    std::size_t count = 0;
-    double median_us = 0;
-    double p99_us = 0;
-    double mean_us = 0;
-    double per_second = 0;  // count / wall time of the run
-};
-
-Stats summarize(std::vector<std::int64_t> samples_ns, double wall_seconds) {
-    Stats stats;
-    if (samples_ns.empty()) return stats;
-    std::sort(samples_ns.begin(), samples_ns.end());
-    stats.count = samples_ns.size();
-    stats.median_us = static_cast<double>(samples_ns[samples_ns.size() / 2]) / 1000.0;
-    stats.p99_us =
-        static_cast<double>(samples_ns[std::min(samples_ns.size() - 1, samples_ns.size() * 99 / 100)]) /
-        1000.0;
-    double total = 0;
-    for (auto sample : samples_ns) total += static_cast<double>(sample);
-    stats.mean_us = total / static_cast<double>(samples_ns.size()) / 1000.0;
-    stats.per_second = wall_seconds > 0 ? static_cast<double>(samples_ns.size()) / wall_seconds : 0;
-    return stats;
+// Fresh durable card and PSAM images (the run's first purchase starts from the personalized state).
+void create_images(const fs::path& card_image, const fs::path& psam_image) {
+    auto created = cos::create_image(card_image, card_profile(), true);
+    if (!created) throw std::runtime_error(created.error().message);
+    created = cos::create_image(psam_image, psam_profile(), true);
+    if (!created) throw std::runtime_error(created.error().message);
 }
 
 // ---- in process ---------------------------------------------------------------------------------
@@ -181,7 +150,6 @@ Stats run_in_process(std::size_t purchases, const std::function<CardPair()>& fre
                      const std::function<void()>& between = {}) {
     std::vector<std::int64_t> samples;
     samples.reserve(purchases);
-    double wall_seconds = 0;
     std::size_t done = 0;
     while (done < purchases) {
         CardPair pair = fresh_pair();  // not timed: personalization
@@ -193,14 +161,12 @@ Stats run_in_process(std::size_t purchases, const std::function<CardPair()>& fre
         for (std::size_t i = 0; i < batch; ++i) {
             const auto t0 = Clock::now();
             purchase(card, psam, terminal_id, nullptr);
-            const auto elapsed = Clock::now() - t0;
-            samples.push_back(elapsed.count());
-            wall_seconds += std::chrono::duration<double>(elapsed).count();
+            samples.push_back((Clock::now() - t0).count());
             if (between) between();
         }
         done += batch;
     }
-    return summarize(std::move(samples), wall_seconds);
+    return summarize(std::move(samples));
 }
 
 // The disk's own floor for one commit: what an image commit is made of (one 16 KiB slot pwrite + fdatasync,
@@ -250,28 +216,19 @@ PcscResults run_pcsc(const std::string& vcard, const fs::path& work, std::size_t
                      bool volatile_images) {
     const fs::path card_image = work / "pcsc-card.img";
     const fs::path psam_image = work / "pcsc-psam.img";
-    auto created = cos::create_image(card_image, card_profile(), true);
-    if (!created) throw std::runtime_error(created.error().message);
-    created = cos::create_image(psam_image, psam_profile(), true);
-    if (!created) throw std::runtime_error(created.error().message);
+    create_images(card_image, psam_image);
 
-    stack::Pcscd pcscd;
-    pcscd.start(work / "pcscd.log");
-    const int serve_log =
-        ::open((work / "serve.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    std::vector<std::string> serve_argv{vcard, "serve", card_image.string(), "--psam", psam_image.string()};
-    if (volatile_images) serve_argv.push_back("--volatile");
-    stack::Child serve = stack::Child::spawn(serve_argv, -1, -1, serve_log);
-    ::close(serve_log);
+    pcsc_env::VcardStack stack;
+    stack.start_pcscd(work);
+    stack.start_serve(vcard, work, card_image, psam_image, volatile_images);
     PcscResults results;
     {
-        stack::Context context;
-        context.wait_for_card(stack::card_reader, stack::card_present_wait);
-        context.wait_for_card(stack::psam_reader, stack::card_present_wait);
-        stack::Card card_reader(context, stack::card_reader);
-        stack::Card psam_reader(context, stack::psam_reader);
-        Transmit card = [&](ByteView c) { return card_reader.transmit(c); };
-        Transmit psam = [&](ByteView c) { return psam_reader.transmit(c); };
+        const auto card_reader = pcsc_env::open_reader_with_card(pcsc_env::card_reader);
+        const auto psam_reader = pcsc_env::open_reader_with_card(pcsc_env::psam_reader);
+        pcsc_env::connect_or_throw(*card_reader);
+        pcsc_env::connect_or_throw(*psam_reader);
+        Transmit card = [&](ByteView c) { return pcsc_env::transmit_short(*card_reader, c); };
+        Transmit psam = [&](ByteView c) { return pcsc_env::transmit_short(*psam_reader, c); };
         expect_ok("PSAM SELECT", psam(psam_select));
         const Bytes terminal_id = expect_ok("PSAM EF16", psam(hex("00B0960006")));
 
@@ -281,7 +238,6 @@ PcscResults run_pcsc(const std::string& vcard, const fs::path& work, std::size_t
             purchase(card, psam, terminal_id, nullptr);
         }
         std::vector<std::int64_t> floor_ns, balance_ns, purchase_ns, steps_ns[5];
-        double purchase_seconds = 0;
         for (std::size_t i = 0; i < purchases; ++i) {
             auto t0 = Clock::now();
             const Bytes rejected = card(floor_apdu);
@@ -292,19 +248,16 @@ PcscResults run_pcsc(const std::string& vcard, const fs::path& work, std::size_t
             balance_ns.push_back((Clock::now() - t0).count());
             t0 = Clock::now();
             purchase(card, psam, terminal_id, steps_ns);
-            const auto elapsed = Clock::now() - t0;
-            purchase_ns.push_back(elapsed.count());
-            purchase_seconds += std::chrono::duration<double>(elapsed).count();
+            purchase_ns.push_back((Clock::now() - t0).count());
         }
-        results.floor = summarize(floor_ns, 0);
-        results.balance = summarize(balance_ns, 0);
-        results.purchase = summarize(purchase_ns, purchase_seconds);
-        for (int step = 0; step < 5; ++step) results.steps[step] = summarize(steps_ns[step], 0);
+        results.floor = summarize(floor_ns);
+        results.balance = summarize(balance_ns);
+        results.purchase = summarize(purchase_ns);
+        for (int step = 0; step < 5; ++step) results.steps[step] = summarize(steps_ns[step]);
     }
-    const int serve_rc = serve.stop(SIGTERM);
-    const int pcscd_rc = pcscd.stop();
-    if (serve_rc != 0 || pcscd_rc != 0) {
-        std::fprintf(stderr, "warning: serve exit %d, pcscd exit %d\n", serve_rc, pcscd_rc);
+    const auto exit_codes = stack.stop();
+    if (exit_codes.serve != 0 || exit_codes.pcscd != 0) {
+        std::fprintf(stderr, "warning: serve exit %d, pcscd exit %d\n", exit_codes.serve, exit_codes.pcscd);
     }
     return results;
 }
@@ -361,20 +314,9 @@ std::string filesystem_of(const fs::path& path) {
     }
 }
 
-void row(const char* name, const Stats& s, const std::string& ratio) {
-    if (s.per_second > 0) {
-        std::printf("| %-44s | %9zu | %10.0f | %9.1f | %9.1f | %s |\n", name, s.count, s.per_second,
-                    s.median_us, s.p99_us, ratio.c_str());
-    } else {
-        std::printf("| %-44s | %9zu | %10s | %9.1f | %9.1f | %s |\n", name, s.count, "", s.median_us,
-                    s.p99_us, ratio.c_str());
-    }
-}
-
+// ratio column: medians, two decimals.
 std::string ratio_text(double a, double b, const char* of) {
-    char text[96];
-    std::snprintf(text, sizeof text, "%.2f x %s", b > 0 ? a / b : 0.0, of);
-    return text;
+    return bench::ratio_text(a, b, of, 2);
 }
 
 }  // namespace
@@ -386,7 +328,7 @@ int main(int argc, char** argv) {
     std::size_t file_purchases = 2000;
     std::size_t pcsc_purchases = 2000;
     std::string work_dir;
-    std::string vcard = COCONUT_VCARD_PATH;
+    std::string vcard = pcsc_env::default_vcard_path();
     int cpu = 0;
     bool skip_pcsc = false;
     bool keep_cpus_awake = false;
@@ -404,15 +346,7 @@ int main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
 
     try {
-        fs::path work;
-        if (work_dir.empty()) {
-            char pattern[] = "/tmp/coconut-card-bench.XXXXXX";
-            if (::mkdtemp(pattern) == nullptr) throw std::runtime_error("mkdtemp failed");
-            work = pattern;
-        } else {
-            work = fs::absolute(work_dir);
-            fs::create_directories(work);
-        }
+        const fs::path work = pcsc_env::make_work_dir(work_dir, "/tmp/coconut-card-bench.XXXXXX");
         std::optional<CpuWaker> waker;
         if (keep_cpus_awake) waker.emplace();
         const Bytes card_payload = unwrap(cos::personalize(card_profile()));
@@ -440,15 +374,12 @@ int main(int argc, char** argv) {
             [&] {
                 const fs::path card_image = work / "card.img";
                 const fs::path psam_image = work / "psam.img";
-                auto made = cos::create_image(card_image, card_profile(), true);
-                if (!made) throw std::runtime_error(made.error().message);
-                made = cos::create_image(psam_image, psam_profile(), true);
-                if (!made) throw std::runtime_error(made.error().message);
+                create_images(card_image, psam_image);
                 return CardPair{unwrap(cos::VirtualCard::open(card_image)),
                                 unwrap(cos::VirtualCard::open(psam_image))};
             },
             [&] { disk_floor.sample(); });
-        const Stats disk = summarize(disk_floor.samples(), 0);
+        const Stats disk = summarize(disk_floor.samples());
         sched_setaffinity(0, sizeof original, &original);
 
         PcscResults pcsc_memory;
@@ -458,40 +389,38 @@ int main(int argc, char** argv) {
             pcsc = run_pcsc(vcard, work, pcsc_purchases, false);
         }
 
-        utsname host{};
-        ::uname(&host);
-        std::time_t now = std::time(nullptr);
-        char when[64];
-        std::strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+        const std::string when_and_host = bench::run_time_and_host();
         waker.reset();
-        std::printf("card_bench, one run, %s, %s %s, %ld cores; images on %s (%s)%s\n\n", when, host.sysname,
-                    host.release, sysconf(_SC_NPROCESSORS_ONLN), work.c_str(), filesystem_of(work).c_str(),
+        std::printf("card_bench, one run, %s, %ld cores; images on %s (%s)%s\n\n", when_and_host.c_str(),
+                    sysconf(_SC_NPROCESSORS_ONLN), work.c_str(), filesystem_of(work).c_str(),
                     keep_cpus_awake ? "; --keep-cpus-awake (SCHED_IDLE busy thread per CPU)" : "");
-        std::printf("| %-44s | %9s | %10s | %9s | %9s | %s |\n", "operation", "count", "per second",
-                    "median us", "p99 us", "ratio (medians)");
-        std::printf("|%s|%s|%s|%s|%s|%s|\n", std::string(46, '-').c_str(), std::string(11, '-').c_str(),
-                    std::string(12, '-').c_str(), std::string(11, '-').c_str(), std::string(11, '-').c_str(),
-                    std::string(20, '-').c_str());
-        row("in-process purchase, memory images (1 core)", memory, "1.00 (baseline)");
-        row("in-process purchase, file images (1 core)", file,
-            ratio_text(file.median_us, memory.median_us, "memory"));
-        row("disk floor: 16 KiB pwrite + fdatasync", disk,
-            ratio_text(file.median_us, disk.median_us, "disk (file purchase / disk floor)"));
+        const bench::Table table({.name_width = 44,
+                                  .count_width = 9,
+                                  .per_second_title = "per second",
+                                  .per_second_width = 10,
+                                  .ratio_width = 0,
+                                  .ratio_rule_width = 20});
+        table.header();
+        table.row("in-process purchase, memory images (1 core)", memory, "1.00 (baseline)", true);
+        table.row("in-process purchase, file images (1 core)", file,
+                  ratio_text(file.median_us, memory.median_us, "memory"), true);
+        table.row("disk floor: 16 KiB pwrite + fdatasync", disk,
+                  ratio_text(file.median_us, disk.median_us, "disk (file purchase / disk floor)"), false);
         if (!skip_pcsc) {
-            row("PC/SC raw floor: 80 FE 00 00 -> 6D00 (mem)", pcsc_memory.floor, "1.00 (floor)");
-            row("PC/SC GET BALANCE (memory images)", pcsc_memory.balance,
-                ratio_text(pcsc_memory.balance.median_us, pcsc_memory.floor.median_us, "floor"));
-            row("PC/SC full purchase, memory images", pcsc_memory.purchase,
-                ratio_text(pcsc_memory.purchase.median_us, pcsc_memory.floor.median_us, "floor"));
-            row("PC/SC raw floor: 80 FE 00 00 -> 6D00 (file)", pcsc.floor, "1.00 (floor)");
-            row("PC/SC full purchase, file images (durable)", pcsc.purchase,
-                ratio_text(pcsc.purchase.median_us, pcsc.floor.median_us, "floor"));
+            table.row("PC/SC raw floor: 80 FE 00 00 -> 6D00 (mem)", pcsc_memory.floor, "1.00 (floor)", false);
+            table.row("PC/SC GET BALANCE (memory images)", pcsc_memory.balance,
+                      ratio_text(pcsc_memory.balance.median_us, pcsc_memory.floor.median_us, "floor"), false);
+            table.row("PC/SC full purchase, memory images", pcsc_memory.purchase,
+                      ratio_text(pcsc_memory.purchase.median_us, pcsc_memory.floor.median_us, "floor"), true);
+            table.row("PC/SC raw floor: 80 FE 00 00 -> 6D00 (file)", pcsc.floor, "1.00 (floor)", false);
+            table.row("PC/SC full purchase, file images (durable)", pcsc.purchase,
+                      ratio_text(pcsc.purchase.median_us, pcsc.floor.median_us, "floor"), true);
             const char* step_names[5] = {"  file: step SELECT purse", "  file: step INITIALIZE FOR PURCHASE",
                                          "  file: step PSAM 80 70 (commit)", "  file: step DEBIT (commit)",
                                          "  file: step PSAM 80 72"};
             for (int step = 0; step < 5; ++step) {
-                row(step_names[step], pcsc.steps[step],
-                    ratio_text(pcsc.steps[step].median_us, pcsc.floor.median_us, "floor"));
+                table.row(step_names[step], pcsc.steps[step],
+                          ratio_text(pcsc.steps[step].median_us, pcsc.floor.median_us, "floor"), false);
             }
             std::printf(
                 "\nPC/SC full purchase, memory images: %s; file images: %s\n",

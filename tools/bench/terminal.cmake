@@ -3,9 +3,6 @@
 # raw APDU floor and the disk's fdatasync floor, all in one run. Results: docs/bench-terminal.md.
 if(TARGET coconut_sdk AND TARGET coconut-vcard)
   add_executable(terminal_bench ${CMAKE_CURRENT_LIST_DIR}/terminal_bench.cpp)
-  target_include_directories(terminal_bench PRIVATE ${PROJECT_SOURCE_DIR}/tools/card-demo)  # pcsc_stack.hpp
-  target_link_libraries(terminal_bench PRIVATE coconut::sdk coconut::options CLI11::CLI11 nlohmann_json::nlohmann_json
-                                               PkgConfig::PCSCLITE)
-  add_dependencies(terminal_bench coconut-vcard)
-  target_compile_definitions(terminal_bench PRIVATE COCONUT_VCARD_PATH="$<TARGET_FILE:coconut-vcard>")
+  target_link_libraries(terminal_bench PRIVATE coconut::pcsc_env coconut::sdk coconut::options CLI11::CLI11
+                                               nlohmann_json::nlohmann_json)
 endif()

@@ -11,7 +11,9 @@
 //
 // One run prints everything side by side with ratios. Target (issue 4): a transit tap through the real
 // PC/SC stack, durable queue write included, under 2 ms median.
-#include "pcsc_stack.hpp"
+#include "bench_card.hpp"
+#include "bench_stats.hpp"
+#include "pcsc_env.hpp"
 
 #include <coconut/cos/card.hpp>
 #include <coconut/sdk/hotlist.hpp>
@@ -23,61 +25,43 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include <sys/utsname.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <ctime>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#ifndef COCONUT_VCARD_PATH
-#define COCONUT_VCARD_PATH "coconut-vcard"
-#endif
 
 namespace {
 
 using namespace coconut;
 namespace fs = std::filesystem;
-namespace stack = coconut::pcsc_stack;
+using bench::floor_apdu;
+using bench::issuer_id;
+using bench::Stats;
+using bench::summarize;
 using Clock = std::chrono::steady_clock;
 
-const char* const issuer_id = "4600000000000001";
-const char* const asn = "46010000000012345678";
 constexpr std::uint32_t fare_fen = 1;
-constexpr std::uint32_t card_balance_fen = 100000;
 // A card does at most this many debits in one run: below the 16-bit offline ATC and the balance.
 constexpr std::size_t debits_per_card_max = 60000;
 // Blocked cards in the bench's hotlist: a realistic lookup, not an empty map.
 constexpr std::size_t hotlist_entries = 10000;
 constexpr std::size_t warmup_operations = 20;
-const Bytes floor_apdu = hex("80FE0000");  // unsupported INS: the dispatcher answers 6D00 at once
 
 nlohmann::json card_profile() {
-    return {{"kind", "card"},
-            {"asn", asn},
-            {"issuer_id", issuer_id},
-            {"balance_fen", card_balance_fen},
-            {"max_balance_fen", card_balance_fen},
-            {"pin", "123456"},
-            {"protocol", "T=1"},
-            {"seed", "A0A0A0A0A0A0A0A0A0A0A0A0A0A0A0A0"},
-            {"start_date", "20260101"},
-            {"expiry_date", "20351231"},
-            {"master_keys",
-             {{"dpk", "0123456789ABCDEFFEDCBA9876543210"},
-              {"dlk", "11223344556677888877665544332211"},
-              {"dtk", "2B7E151628AED2A6ABF7158809CF4F3C"},
-              {"iak", "404142434445464748494A4B4C4D4E4F"},
-              {"damk", "000102030405060708090A0B0C0D0E0F"}}}};
+    return bench::card_profile("A0A0A0A0A0A0A0A0A0A0A0A0A0A0A0A0");
 }
 
 nlohmann::json psam_profile() {
-    return {{"kind", "psam"},       {"terminal_id", "460100000001"}, {"purchase_key", "0123456789ABCDEFFEDCBA9876543210"},
+    return {{"kind", "psam"},       {"terminal_id", "460100000001"}, {"purchase_key", bench::master_dpk},
             {"key_level", "master"}, {"issuer_id", issuer_id},       {"key_index", 1},
             {"key_version", 1},      {"terminal_serial", 1},         {"protocol", "T=1"}};
 }
@@ -87,26 +71,6 @@ sdk::TransitConfig transit_config() {
     sdk::TransitConfig config;
     for (std::uint16_t line : {1, 2}) config.lines[line] = sdk::LineFare{line, false, fare_fen, {}, 1001};
     return config;
-}
-
-struct Stats {
-    std::size_t count = 0;
-    double median_us = 0;
-    double p99_us = 0;
-    double per_second = 0;  // count / the summed duration of the operations
-};
-
-Stats summarize(std::vector<std::int64_t> samples_ns) {
-    Stats stats;
-    if (samples_ns.empty()) return stats;
-    double total = 0;
-    for (auto sample : samples_ns) total += static_cast<double>(sample);
-    std::sort(samples_ns.begin(), samples_ns.end());
-    stats.count = samples_ns.size();
-    stats.median_us = static_cast<double>(samples_ns[samples_ns.size() / 2]) / 1000.0;
-    stats.p99_us = static_cast<double>(samples_ns[std::min(samples_ns.size() - 1, samples_ns.size() * 99 / 100)]) / 1000.0;
-    stats.per_second = total > 0 ? static_cast<double>(samples_ns.size()) * 1e9 / total : 0;
-    return stats;
 }
 
 std::int64_t timed_ns(const std::function<void()>& operation) {
@@ -256,19 +220,13 @@ PcscResults run_pcsc(const std::string& vcard, const fs::path& work, std::size_t
     unwrap(cos::create_image(card_image, card_profile(), true), "card image");
     unwrap(cos::create_image(psam_image, psam_profile(), true), "PSAM image");
 
-    stack::Pcscd pcscd;
-    pcscd.start(work / "pcscd.log");
-    const int serve_log = ::open((work / "serve.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    stack::Child serve =
-        stack::Child::spawn({vcard, "serve", card_image.string(), "--psam", psam_image.string()}, -1, -1, serve_log);
-    ::close(serve_log);
+    pcsc_env::VcardStack stack;
+    stack.start_pcscd(work);
+    stack.start_serve(vcard, work, card_image, psam_image);
     PcscResults results;
     {
-        stack::Context context;
-        context.wait_for_card(stack::card_reader, stack::card_present_wait);
-        context.wait_for_card(stack::psam_reader, stack::card_present_wait);
-        auto card_reader = unwrap(sdk::PcscReader::open(stack::card_reader), "card reader");
-        auto psam_reader = unwrap(sdk::PcscReader::open(stack::psam_reader), "PSAM reader");
+        auto card_reader = pcsc_env::open_reader_with_card(pcsc_env::card_reader);
+        auto psam_reader = pcsc_env::open_reader_with_card(pcsc_env::psam_reader);
         Bench bench = make_queue_and_hotlist(work, "pcsc");
         sdk::Terminal terminal(*card_reader, *psam_reader, *bench.queue, bench.hotlist, transit_config());
 
@@ -301,25 +259,26 @@ PcscResults run_pcsc(const std::string& vcard, const fs::path& work, std::size_t
         results.tap = summarize(std::move(tap_ns));
         results.disk = summarize(std::move(disk_ns));
     }
-    const int serve_rc = serve.stop(SIGTERM);
-    const int pcscd_rc = pcscd.stop();
-    if (serve_rc != 0 || pcscd_rc != 0) std::fprintf(stderr, "warning: serve exit %d, pcscd exit %d\n", serve_rc, pcscd_rc);
+    const auto exit_codes = stack.stop();
+    if (exit_codes.serve != 0 || exit_codes.pcscd != 0)
+        std::fprintf(stderr, "warning: serve exit %d, pcscd exit %d\n", exit_codes.serve, exit_codes.pcscd);
     return results;
 }
 
 // ---- report ---------------------------------------------------------------------------------------
 
+// ratio column: medians, one decimal.
 std::string ratio(double a, double b, const char* of) {
-    char text[64];
-    std::snprintf(text, sizeof text, "%.1f x %s", b > 0 ? a / b : 0.0, of);
-    return text;
+    return bench::ratio_text(a, b, of, 1);
 }
 
-void row(const char* name, const Stats& s, const std::string& ratio_text, bool rate = false) {
-    char per_second[32] = "";
-    if (rate) std::snprintf(per_second, sizeof per_second, "%.0f", s.per_second);
-    std::printf("| %-58s | %6zu | %8s | %9.1f | %9.1f | %-22s |\n", name, s.count, per_second, s.median_us, s.p99_us,
-                ratio_text.c_str());
+// The rows of one in-process run; `images` is "file images" or "memory images".
+void in_process_rows(const bench::Table& table, const std::string& images, const InProcessResults& run) {
+    table.row("disk floor during the in-process runs (" + images + ")", run.disk, "1.0 x disk", false);
+    table.row("in-process purchase, " + images + " + disk queue", run.purchase,
+              ratio(run.purchase.median_us, run.disk.median_us, "disk"), true);
+    table.row("in-process flat tap, " + images + " + disk queue", run.tap,
+              ratio(run.tap.median_us, run.disk.median_us, "disk"), true);
 }
 
 }  // namespace
@@ -329,7 +288,7 @@ int main(int argc, char** argv) {
     std::size_t in_process_operations = 1000;
     std::size_t pcsc_operations = 500;
     std::string work_dir;
-    std::string vcard = COCONUT_VCARD_PATH;
+    std::string vcard = pcsc_env::default_vcard_path();
     bool skip_pcsc = false;
     bool skip_memory = false;
     app.add_option("--in-process", in_process_operations, "Purchases (and as many taps) in process")->capture_default_str();
@@ -342,59 +301,39 @@ int main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
 
     try {
-        fs::path work;
-        if (work_dir.empty()) {
-            // Under the cwd, not /tmp: the figures must come from the disk a terminal would write to.
-            char pattern[] = "terminal-bench.XXXXXX";
-            if (::mkdtemp(pattern) == nullptr) throw std::runtime_error("mkdtemp failed");
-            work = fs::absolute(pattern);
-        } else {
-            work = fs::absolute(work_dir);
-            fs::create_directories(work);
-        }
+        // By default under the cwd, not /tmp: the figures must come from the disk a terminal would write to.
+        const fs::path work = pcsc_env::make_work_dir(work_dir, "terminal-bench.XXXXXX");
         const InProcessResults file = run_in_process(work, in_process_operations, true);
         InProcessResults memory;
         if (!skip_memory) memory = run_in_process(work, in_process_operations, false);
         PcscResults pcsc;
         if (!skip_pcsc) pcsc = run_pcsc(vcard, work, pcsc_operations);
 
-        utsname host{};
-        ::uname(&host);
-        std::time_t now = std::time(nullptr);
-        char when[64];
-        std::strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+        const std::string when_and_host = bench::run_time_and_host();
         double load[3] = {0, 0, 0};
         ::getloadavg(load, 3);
-        std::printf("terminal_bench, one run, %s, %s %s, %ld cores, load average %.2f at the end; work dir %s\n\n", when,
-                    host.sysname, host.release, sysconf(_SC_NPROCESSORS_ONLN), load[0], work.c_str());
-        std::printf("| %-58s | %6s | %8s | %9s | %9s | %-22s |\n", "operation", "count", "per s", "median us", "p99 us",
-                    "ratio (medians)");
-        std::printf("|%s|%s|%s|%s|%s|%s|\n", std::string(60, '-').c_str(), std::string(8, '-').c_str(),
-                    std::string(10, '-').c_str(), std::string(11, '-').c_str(), std::string(11, '-').c_str(),
-                    std::string(24, '-').c_str());
-        row("disk floor during the in-process runs (file images)", file.disk, "1.0 x disk");
-        row("in-process purchase, file images + disk queue", file.purchase,
-            ratio(file.purchase.median_us, file.disk.median_us, "disk"), true);
-        row("in-process flat tap, file images + disk queue", file.tap, ratio(file.tap.median_us, file.disk.median_us, "disk"),
-            true);
-        if (!skip_memory) {
-            row("disk floor during the in-process runs (memory images)", memory.disk, "1.0 x disk");
-            row("in-process purchase, memory images + disk queue", memory.purchase,
-                ratio(memory.purchase.median_us, memory.disk.median_us, "disk"), true);
-            row("in-process flat tap, memory images + disk queue", memory.tap,
-                ratio(memory.tap.median_us, memory.disk.median_us, "disk"), true);
-        }
+        std::printf("terminal_bench, one run, %s, %ld cores, load average %.2f at the end; work dir %s\n\n",
+                    when_and_host.c_str(), sysconf(_SC_NPROCESSORS_ONLN), load[0], work.c_str());
+        const bench::Table table({.name_width = 58,
+                                  .count_width = 6,
+                                  .per_second_title = "per s",
+                                  .per_second_width = 8,
+                                  .ratio_width = 22,
+                                  .ratio_rule_width = 24});
+        table.header();
+        in_process_rows(table, "file images", file);
+        if (!skip_memory) in_process_rows(table, "memory images", memory);
         if (!skip_pcsc) {
-            row("disk floor during the PC/SC run", pcsc.disk, "1.0 x disk");
-            row("PC/SC raw floor: 80 FE 00 00 -> 6D00", pcsc.floor, "1.0 x floor");
-            row("PC/SC SCardConnect + SCardStatus (each flow does one)", pcsc.connect,
-                ratio(pcsc.connect.median_us, pcsc.floor.median_us, "floor"));
-            row("PC/SC Terminal::balance (connect, SELECT, 80 5C)", pcsc.balance,
-                ratio(pcsc.balance.median_us, pcsc.floor.median_us, "floor"));
-            row("PC/SC Terminal::purchase (durable images + queue)", pcsc.purchase,
-                ratio(pcsc.purchase.median_us, pcsc.floor.median_us, "floor"), true);
-            row("PC/SC Terminal::transit_tap flat (durable images + queue)", pcsc.tap,
-                ratio(pcsc.tap.median_us, pcsc.floor.median_us, "floor"), true);
+            table.row("disk floor during the PC/SC run", pcsc.disk, "1.0 x disk", false);
+            table.row("PC/SC raw floor: 80 FE 00 00 -> 6D00", pcsc.floor, "1.0 x floor", false);
+            table.row("PC/SC SCardConnect + SCardStatus (each flow does one)", pcsc.connect,
+                      ratio(pcsc.connect.median_us, pcsc.floor.median_us, "floor"), false);
+            table.row("PC/SC Terminal::balance (connect, SELECT, 80 5C)", pcsc.balance,
+                      ratio(pcsc.balance.median_us, pcsc.floor.median_us, "floor"), false);
+            table.row("PC/SC Terminal::purchase (durable images + queue)", pcsc.purchase,
+                      ratio(pcsc.purchase.median_us, pcsc.floor.median_us, "floor"), true);
+            table.row("PC/SC Terminal::transit_tap flat (durable images + queue)", pcsc.tap,
+                      ratio(pcsc.tap.median_us, pcsc.floor.median_us, "floor"), true);
             // Purchase: SELECT, INIT, PSAM 80 70, DEBIT, PSAM 80 72. Tap: SELECT, READ RECORD EF1A, INIT CAPP,
             // PSAM 80 70, 80 DC (EF1A), 80 DC (EF1E), DEBIT, PSAM 80 72. Each flow starts with SCardConnect.
             std::printf("\nA purchase is SCardConnect + 5 APDUs, a tap SCardConnect + 8 APDUs; each pays 4 fdatasyncs "

@@ -2,11 +2,11 @@
 //
 //   1. personalizes a card and a PSAM (coconut-vcard personalize) into a work directory;
 //   2. serves both through the real PC/SC stack (pcscd + vpcd, started and stopped here) and reads the
-//      purse's balance and EF15 through libpcsclite, as any terminal would;
+//      purse's balance and EF15 through the SDK's PcscReader (libpcsclite), as any terminal would;
 //   3. drives the images through two `coconut-vcard shell` co-processes: an online load (this program
 //      plays the issuer host: it checks MAC1 and computes MAC2 with the card's DLK) and a purchase
 //      (card INITIALIZE → PSAM 80 70 → card DEBIT → PSAM 80 72), printing every APDU and its meaning.
-#include "pcsc_stack.hpp"
+#include "pcsc_env.hpp"
 
 #include <coconut/apdu/bytes.hpp>
 #include <coconut/apdu/status.hpp>
@@ -27,15 +27,10 @@
 #include <stdexcept>
 #include <string>
 
-#ifndef COCONUT_VCARD_PATH
-#define COCONUT_VCARD_PATH "coconut-vcard"
-#endif
-
 namespace {
 
 using namespace coconut;
 namespace fs = std::filesystem;
-namespace stack = coconut::pcsc_stack;
 
 // ---- the demo's card, PSAM and host parameters --------------------------------------------------
 // Issuer master keys (in production they never leave the HSM; here the demo is the issuer).
@@ -138,7 +133,7 @@ void write_json(const fs::path& path, const nlohmann::json& value) {
 
 void run_or_throw(const std::vector<std::string>& argv) {
     std::fflush(stdout);  // keep our lines in order with the child's
-    stack::Child child = stack::Child::spawn(argv);
+    pcsc_env::Child child = pcsc_env::Child::spawn(argv);
     if (const int rc = child.wait_exit(std::chrono::milliseconds(30000)); rc != 0) {
         throw std::runtime_error(argv[0] + " " + argv[1] + " failed with exit code " + std::to_string(rc));
     }
@@ -211,7 +206,7 @@ class ShellSession {
         if (::pipe2(to_child, O_CLOEXEC) != 0 || ::pipe2(from_child, O_CLOEXEC) != 0) {
             throw std::runtime_error("pipe failed");
         }
-        child_ = stack::Child::spawn({vcard, "shell", image.string()}, to_child[0], from_child[1]);
+        child_ = pcsc_env::Child::spawn({vcard, "shell", image.string()}, to_child[0], from_child[1]);
         ::close(to_child[0]);
         ::close(from_child[1]);
         to_child_ = ::fdopen(to_child[1], "w");
@@ -241,7 +236,7 @@ class ShellSession {
     }
 
   private:
-    stack::Child child_;
+    pcsc_env::Child child_;
     FILE* to_child_ = nullptr;
     FILE* from_child_ = nullptr;
 };
@@ -258,57 +253,54 @@ const Bytes psam_aid = hex("A0000006324D4F542E435053414D3031");
 void read_through_pcsc(const std::string& vcard, const fs::path& work, const fs::path& card_image,
                        const fs::path& psam_image) {
     std::printf("\n== 2. The card and the PSAM in the real PC/SC stack (pcscd + vpcd) ==\n");
-    stack::Pcscd pcscd;
+    pcsc_env::VcardStack stack;
     try {
-        pcscd.start(work / "pcscd.log");
+        stack.start_pcscd(work);
     } catch (const std::exception& error) {
         throw std::runtime_error(std::string(error.what()) +
                                  " (pcscd needs root for /run/pcscd; --skip-pcsc runs the rest of the demo)");
     }
-    std::printf("  pcscd started (pid %d)\n", pcscd.pid());
-    const int serve_log =
-        ::open((work / "serve.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    stack::Child serve = stack::Child::spawn(
-        {vcard, "serve", card_image.string(), "--psam", psam_image.string()}, -1, -1, serve_log);
-    ::close(serve_log);
-    std::printf("  coconut-vcard serve started (pid %d): card on '%s', PSAM on '%s'\n", serve.pid(),
-                stack::card_reader, stack::psam_reader);
+    std::printf("  pcscd started (pid %d)\n", stack.pcscd_pid());
+    stack.start_serve(vcard, work, card_image, psam_image);
+    std::printf("  coconut-vcard serve started (pid %d): card on '%s', PSAM on '%s'\n", stack.serve_pid(),
+                pcsc_env::card_reader, pcsc_env::psam_reader);
     {
-        stack::Context context;
-        context.wait_for_card(stack::card_reader, stack::card_present_wait);
-        context.wait_for_card(stack::psam_reader, stack::card_present_wait);
-        stack::Card card(context, stack::card_reader);
-        std::printf("  card present, ATR %s, protocol T=%d\n", to_hex(card.atr()).c_str(),
-                    card.protocol() == SCARD_PROTOCOL_T0 ? 0 : 1);
-        auto exchange = [&](const stack::Card& reader, const char* who, const Bytes& command,
+        const auto card = pcsc_env::open_reader_with_card(pcsc_env::card_reader);
+        const auto psam = pcsc_env::open_reader_with_card(pcsc_env::psam_reader);
+        const Bytes atr = pcsc_env::connect_or_throw(*card);
+        std::printf("  card present, ATR %s, protocol T=%d\n", to_hex(atr).c_str(),
+                    card->protocol() == sdk::CardProtocol::t0 ? 0 : 1);
+        auto exchange = [&](sdk::PcscReader& reader, const char* who, const Bytes& command,
                             const std::string& meaning,
                             const std::function<std::string(const Response&)>& decode) {
-            const Response response = split_response(reader.transmit(command));
+            const Response response = split_response(pcsc_env::transmit_short(reader, command));
             print_exchange(who, command, response, meaning, response.sw == 0x9000 ? decode(response) : "");
             require_ok(meaning.c_str(), response);
             return response;
         };
-        exchange(card, "card", select_command(purse_aid), "SELECT the purse ADF A000000632010105",
+        exchange(*card, "card", select_command(purse_aid), "SELECT the purse ADF A000000632010105",
                  describe_fci);
-        exchange(card, "card", hex("805C000204"), "GET BALANCE",
+        exchange(*card, "card", hex("805C000204"), "GET BALANCE",
                  [](const Response& r) { return "balance " + fen_text(read_be32(r.data)); });
-        exchange(
-            card, "card", hex("00B095001E"), "READ BINARY EF15 (public data, SFI 15)", [](const Response& r) {
-                if (r.data.size() < 28) return std::string("short EF15");
-                const ByteView d(r.data);
-                return "issuer " + to_hex(d.subspan(0, 8)) + ", ASN " + bcd_to_digits(d.subspan(10, 10)) +
-                       ", valid " + bcd_to_digits(d.subspan(20, 4)) + ".." + bcd_to_digits(d.subspan(24, 4));
-            });
-        stack::Card psam(context, stack::psam_reader);
-        exchange(psam, "psam", select_command(psam_aid), "SELECT the PSAM DF (MOT.CPSAM01)",
+        exchange(*card, "card", hex("00B095001E"), "READ BINARY EF15 (public data, SFI 15)",
+                 [](const Response& r) {
+                     if (r.data.size() < 28) return std::string("short EF15");
+                     const ByteView d(r.data);
+                     return "issuer " + to_hex(d.subspan(0, 8)) + ", ASN " +
+                            bcd_to_digits(d.subspan(10, 10)) + ", valid " + bcd_to_digits(d.subspan(20, 4)) +
+                            ".." + bcd_to_digits(d.subspan(24, 4));
+                 });
+        pcsc_env::connect_or_throw(*psam);
+        exchange(*psam, "psam", select_command(psam_aid), "SELECT the PSAM DF (MOT.CPSAM01)",
                  [](const Response&) { return std::string(); });
-        exchange(psam, "psam", hex("00B0960006"), "READ BINARY EF16 (terminal id)",
+        exchange(*psam, "psam", hex("00B0960006"), "READ BINARY EF16 (terminal id)",
                  [](const Response& r) { return "terminal id " + bcd_to_digits(r.data); });
     }
-    const int serve_rc = serve.stop(SIGTERM);
-    const int pcscd_rc = pcscd.stop();
-    std::printf("  stopped: coconut-vcard serve exit %d, pcscd exit %d\n", serve_rc, pcscd_rc);
-    if (serve_rc != 0) throw std::runtime_error("coconut-vcard serve did not exit cleanly on SIGTERM");
+    const auto exit_codes = stack.stop();
+    std::printf("  stopped: coconut-vcard serve exit %d, pcscd exit %d\n", exit_codes.serve,
+                exit_codes.pcscd);
+    if (exit_codes.serve != 0)
+        throw std::runtime_error("coconut-vcard serve did not exit cleanly on SIGTERM");
 }
 
 // ---- part 2: load and purchase through the shell ------------------------------------------------
@@ -444,7 +436,7 @@ void load_and_purchase(const std::string& vcard, const fs::path& card_image, con
 
 int main(int argc, char** argv) {
     CLI::App app{"coconut-card-demo: personalize a card and a PSAM, read them through pcscd, load and pay"};
-    std::string vcard = COCONUT_VCARD_PATH;
+    std::string vcard = pcsc_env::default_vcard_path();
     std::string work_dir;
     bool skip_pcsc = false;
     app.add_option("--vcard", vcard, "coconut-vcard executable");
@@ -454,15 +446,7 @@ int main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
 
     try {
-        fs::path work;
-        if (work_dir.empty()) {
-            char pattern[] = "/tmp/coconut-card-demo.XXXXXX";
-            if (::mkdtemp(pattern) == nullptr) throw std::runtime_error("mkdtemp failed");
-            work = pattern;
-        } else {
-            work = fs::absolute(work_dir);
-            fs::create_directories(work);
-        }
+        const fs::path work = pcsc_env::make_work_dir(work_dir, "/tmp/coconut-card-demo.XXXXXX");
         std::printf("== 1. Personalize a card and a PSAM in %s ==\n", work.c_str());
         write_json(work / "card.json", card_profile());
         write_json(work / "psam.json", psam_profile());
