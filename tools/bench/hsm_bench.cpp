@@ -94,6 +94,16 @@ struct Measurement {
     double seconds = 0;
 };
 
+// `verified` verifications (`wrong` of them with the wrong verdict) from `start` until now.
+Measurement measured_since(Clock::time_point start, std::size_t verified, std::size_t wrong) {
+    Measurement m;
+    m.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    m.verified = verified;
+    m.wrong = wrong;
+    m.per_second = static_cast<double>(m.verified) / m.seconds;
+    return m;
+}
+
 Measurement in_process(const hsm::Hsm& service, const Workload& w, std::size_t batches, std::size_t batch, unsigned threads) {
     std::atomic<std::size_t> next{0};
     std::atomic<std::size_t> wrong{0};
@@ -111,12 +121,7 @@ Measurement in_process(const hsm::Hsm& service, const Workload& w, std::size_t b
         });
     }
     for (auto& t : pool) t.join();
-    Measurement m;
-    m.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    m.verified = batches * batch;
-    m.wrong = wrong;
-    m.per_second = static_cast<double>(m.verified) / m.seconds;
-    return m;
+    return measured_since(start, batches * batch, wrong);
 }
 
 // The real daemon, on an ephemeral loopback port.
@@ -212,11 +217,7 @@ Measurement through_daemon(const hsm::wire::Endpoint& endpoint, const hsm::wire:
     const auto deadline = start + daemon_run_timeout;
     while (done < batches && Clock::now() < deadline) io.run_one_for(std::chrono::milliseconds(100));
     if (done < batches) die("the daemon run did not finish in time");
-    Measurement m;
-    m.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-    m.verified = batches * batch;
-    m.wrong = wrong;
-    m.per_second = static_cast<double>(m.verified) / m.seconds;
+    const Measurement m = measured_since(start, batches * batch, wrong);
     for (auto& c : clients) c->close();
     io.run_for(std::chrono::milliseconds(50));
     return m;
