@@ -33,6 +33,11 @@ inline constexpr int exit_hotlist_error = 25;    // the hotlist cannot be loaded
 inline constexpr int exit_fares_error = 26;      // the fares file is missing or invalid
 inline constexpr int exit_timeout = 27;          // `wait`: the card did not arrive/leave in time
 
+// Talking to the clearing (`upload`).
+inline constexpr int exit_clearing_unreachable = 28;  // no connection, no answer in time, connection closed
+inline constexpr int exit_clearing_refused = 29;      // sign-on refused, or an answer that makes no sense
+inline constexpr int exit_upload_incomplete = 30;     // some transactions were answered with a code that keeps them queued
+
 inline int exit_code(sdk::FlowErrorCode code) {
     using sdk::FlowErrorCode;
     switch (code) {
@@ -83,6 +88,9 @@ inline constexpr const char* exit_code_table =
     "  24  queue_error: the queue file cannot be opened (damaged or unreadable)\n"
     "  25  hotlist_error: hotlist file damaged, or a delta that does not apply\n"
     "  26  fares_error: the fares file is missing or invalid\n"
-    "  27  timeout: `wait` ran out of time\n";
+    "  27  timeout: `wait` ran out of time\n"
+    "  28  clearing_unreachable: `upload` could not reach the clearing or got no answer in time\n"
+    "  29  clearing_refused: `upload` sign-on refused or the clearing's answer made no sense\n"
+    "  30  upload_incomplete: some transactions stay queued (refused with a code other than 00/59/94)\n";
 
 }  // namespace coconut::terminal_cli

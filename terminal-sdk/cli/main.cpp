@@ -7,6 +7,7 @@
 #include "output.hpp"
 
 #include <coconut/cos/card.hpp>
+#include <coconut/sdk/clearing_client.hpp>
 #include <coconut/sdk/hotlist.hpp>
 #include <coconut/sdk/queue.hpp>
 #include <coconut/sdk/reader.hpp>
@@ -405,6 +406,65 @@ constexpr const char* footer_text =
     "--json: purchase and tap print one JSON object per transaction (one per line); every other\n"
     "command prints one JSON document; an error prints {\"error\": {...}} on stdout as well.\n\n";
 
+struct UploadOptions {
+    std::string clearing;     // HOST:PORT of coconut-clearingd
+    std::string terminal_id;  // field 41 as registered at the clearing
+    std::size_t in_flight = sdk::clearing_in_flight_default;
+    std::uint32_t timeout_ms = 10000;
+    std::uint32_t batch_number = 1;
+};
+
+CliError from_clearing(const sdk::ClearingError& error) {
+    int code = exit_clearing_refused;
+    switch (error.code) {
+        case sdk::ClearingErrorCode::bad_option: code = exit_usage; break;
+        case sdk::ClearingErrorCode::connect_failed:
+        case sdk::ClearingErrorCode::timeout:
+        case sdk::ClearingErrorCode::closed: code = exit_clearing_unreachable; break;
+        case sdk::ClearingErrorCode::protocol_error:
+        case sdk::ClearingErrorCode::refused: code = exit_clearing_refused; break;
+        case sdk::ClearingErrorCode::queue_error: code = exit_storage_error; break;
+    }
+    return CliError{code, "clearing", std::string(sdk::to_string(error.code)), error.message};
+}
+
+json to_json(const sdk::UploadReport& r, std::size_t remaining) {
+    return {{"sent", r.sent},         {"acknowledged", r.acknowledged}, {"approved", r.approved},
+            {"suspense", r.suspense}, {"duplicates", r.duplicates},     {"kept", r.kept},
+            {"skipped", r.skipped},   {"by_response_code", r.by_response_code}, {"remaining", remaining}};
+}
+
+// upload: sign on, send every queued offline purchase (many in flight), delete what the clearing
+// acknowledged (00 booked, 59 suspense, 94 duplicate), keep the rest.
+int cmd_upload(const Options& options, const UploadOptions& upload) {
+    auto endpoint = sdk::parse_clearing_endpoint(upload.clearing);
+    if (!endpoint) return report(usage("--clearing " + endpoint.error()), options.json);
+    auto queue = sdk::TransactionQueue::open(options.queue_path);
+    if (!queue) return report(CliError{exit_queue_error, "queue", "queue_error", queue.error().message}, options.json);
+    sdk::ClearingOptions client_options;
+    client_options.terminal_id = upload.terminal_id;
+    client_options.in_flight = upload.in_flight;
+    client_options.response_timeout = std::chrono::milliseconds(upload.timeout_ms);
+    client_options.batch_number = upload.batch_number;
+    auto client = sdk::ClearingClient::connect(*endpoint, client_options);
+    if (!client) return report(from_clearing(client.error()), options.json);
+    if (auto signed_on = (*client)->sign_on(); !signed_on) return report(from_clearing(signed_on.error()), options.json);
+    auto result = (*client)->upload(**queue);
+    if (!result) {
+        if (options.json) std::fprintf(stderr, "%s\n", to_json((*client)->last_report(), (*queue)->size()).dump().c_str());
+        return report(from_clearing(result.error()), options.json);
+    }
+    (void)(*client)->sign_off();  // best effort: the uploads are acknowledged already
+    if (options.json) {
+        print_json(to_json(*result, (*queue)->size()));
+    } else {
+        print_text(fmt::format("uploaded {}: {} acknowledged ({} approved, {} suspense, {} duplicate), {} kept, {} remaining",
+                               result->sent, result->acknowledged, result->approved, result->suspense, result->duplicates,
+                               result->kept, (*queue)->size()));
+    }
+    return result->kept > 0 ? exit_upload_incomplete : exit_ok;
+}
+
 }  // namespace
 
 int run(int argc, char** argv) {
@@ -468,6 +528,21 @@ int run(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::Range(std::uint32_t{0}, wait_timeout_ms_max));
 
+    UploadOptions upload_options;
+    auto* upload = app.add_subcommand("upload", "Upload the queue to the clearing (0320, many in flight); delete what it acknowledged");
+    upload->add_option("--clearing", upload_options.clearing, "coconut-clearingd HOST:PORT")->required();
+    upload->add_option("--terminal-id", upload_options.terminal_id, "Terminal id as registered at the clearing (field 41, 8 characters)")
+        ->required();
+    upload->add_option("--in-flight", upload_options.in_flight, "Uploads awaiting an answer at once")
+        ->capture_default_str()
+        ->check(CLI::Range(std::size_t{1}, sdk::clearing_in_flight_max));
+    upload->add_option("--timeout-ms", upload_options.timeout_ms, "Give up when an answer takes longer (exit 28)")
+        ->capture_default_str()
+        ->check(CLI::Range(std::uint32_t{100}, std::uint32_t{600000}));
+    upload->add_option("--batch", upload_options.batch_number, "Batch number (field 60)")
+        ->capture_default_str()
+        ->check(CLI::Range(std::uint32_t{0}, std::uint32_t{999999}));
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& error) {
@@ -490,6 +565,7 @@ int run(int argc, char** argv) {
     if (*hotlist_remove) return cmd_hotlist_change(options, asn_digits, std::nullopt);
     if (*hotlist_show) return cmd_hotlist_show(options, asn_digits);
     if (*wait) return cmd_wait(options, wait_absent, wait_timeout_ms);
+    if (*upload) return cmd_upload(options, upload_options);
     return exit_usage;
 }
 
