@@ -653,3 +653,21 @@ TEST_CASE("an online ATC at FFFF: INITIALIZE FOR LOAD answers 6985, the counter 
 }
 
 TEST_SUITE_END();
+
+TEST_SUITE_BEGIN("cos purse");
+
+TEST_CASE("a DEBIT the card refuses for its form (6700) ends the purchase: a correct DEBIT after it is 6985") {
+    auto card = make_card();
+    select_purse(*card);
+    const auto init = parse_init_purchase(send(*card, init_purchase_apdu(100)));
+    const CardDateTime w = when("20261126", "130000");
+    const Bytes mac1 = terminal_purchase_mac1(init, 100, crypto::type_ep_purchase, test_terminal, 1, w);
+    const Bytes good = debit_apdu(1, w, mac1);
+    Bytes short_debit = concat(hex("80 54 01 00 0E"), ByteView(good).subspan(5, 14), hex("08"));
+    CHECK(send(*card, short_debit).sw_hex() == "6700");
+    CHECK(send(*card, good).sw_hex() == "6985");
+    CHECK(card->snapshot().offline_atc == 0);
+    CHECK(card->snapshot().mac_failures == 0);
+}
+
+TEST_SUITE_END();

@@ -213,6 +213,9 @@ Response VirtualCard::State::dispatch(const Command& c) {
     if (vs.pending.kind != PendingTransaction::Kind::none && !continues(vs.pending, c)) cancel_pending();
 
     Response r = execute(c);
+    // A completing command the card refuses (wrong length, bad P1/P2 …) ends the transaction too: the
+    // terminal starts again from INITIALIZE rather than retrying a half-checked DEBIT.
+    if (!r.ok() && c.cla == 0x80 && (c.ins == 0x52 || c.ins == 0x54)) cancel_pending();
     // T=0 (CARD-SPEC §8): a case-4 command's data waits for GET RESPONSE; the card answers 61xx.
     if (nv.protocol == Protocol::t0 && r.ok() && !r.data.empty() && !c.data.empty()) {
         vs.t0_response = std::move(r.data);
