@@ -338,3 +338,51 @@ TEST_CASE("format error response: 11 and 41 recovered from a message that does n
     response_mti[3] = '0';
     CHECK_FALSE(format_error_response(response_mti).has_value());
 }
+
+namespace {
+Message reconciliation(std::uint32_t batch, std::uint64_t debits, std::uint64_t debits_fen, std::uint32_t stan = 90) {
+    Message m("0500");
+    m.set_number(11, stan, 6);
+    m.set(41, "BUS00001");
+    m.set_number(60, batch, 6);
+    m.set_number(74, 0, 10);
+    m.set_number(76, debits, 10);
+    m.set_number(86, 0, 16);
+    m.set_number(88, debits_fen, 16);
+    return m;
+}
+}  // namespace
+
+TEST_CASE("0500: the batch's totals balance against the host's bookings; re-uploads count once") {
+    Rig rig;
+    rig.sign_on();
+    std::uint32_t balance = 5000;
+    for (std::uint16_t atc = 0; atc < 3; ++atc) {
+        Tap tap;
+        tap.atc = atc;
+        tap.balance_before_fen = balance;
+        balance -= 200;
+        CHECK(rig.code(upload_message(tap, atc + 1u)) == "00");
+        CHECK(rig.code(upload_message(tap, atc + 11u)) == "00");  // a retry
+    }
+    const Message balanced = rig.send(reconciliation(1, 3, 600));
+    CHECK(balanced.mti() == "0510");
+    CHECK(*balanced.get(39) == "00");
+    CHECK(*balanced.get(97) == "D0000000000000600");
+    const Message short_count = rig.send(reconciliation(1, 4, 800));
+    CHECK(*short_count.get(39) == "95");
+    CHECK(*short_count.get(97) == "D0000000000000600");
+    CHECK(rig.code(reconciliation(2, 0, 0)) == "00");  // a batch the host has nothing of: empty on both sides
+    CHECK(rig.code(reconciliation(2, 1, 200)) == "95");
+    Message with_loads = reconciliation(1, 3, 600);
+    with_loads.set_number(74, 1, 10);
+    CHECK(rig.code(with_loads) == "95");  // no loads are booked yet
+    Message missing = reconciliation(1, 3, 600);
+    missing.clear(88);
+    CHECK(rig.code(missing) == "30");
+}
+
+TEST_CASE("0500 before sign-on: 03") {
+    Rig rig;
+    CHECK(rig.code(reconciliation(1, 0, 0)) == "03");
+}

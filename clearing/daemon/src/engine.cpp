@@ -207,7 +207,8 @@ void Engine::handle(const Message& request, SessionState& session, Respond respo
     const std::string& mti = request.mti();
     if (mti == "0800" || mti == "0801") return sign_on(request, session, std::move(respond));
     if (mti == "0320" || mti == "0321") return offline_upload(request, session, std::move(respond));
-    // 0100, 0200, 0220, 0400, 0420, 0500: not built yet (clearing/README.md "Not yet").
+    if (mti == "0500" || mti == "0501") return reconcile(request, session, std::move(respond));
+    // 0100, 0200, 0220, 0400, 0420: not built yet (clearing/README.md "Not yet").
     stats_.refused++;
     stats_.in_flight--;
     respond(make_response(request, ResponseCode::invalid_transaction));
@@ -237,6 +238,51 @@ void Engine::sign_on(const Message& request, SessionState& session, Respond resp
     if (!*terminal) return answer(ResponseCode::invalid_merchant);
     session.signed_on.insert(std::string(*terminal_id));
     answer(ResponseCode::approved);
+}
+
+// 0500: the terminal's totals of a batch (76 debits number, 88 debits amount; 74/86 credits, 75/77/87/89
+// reversals — all zero until loads and reversals exist) against the host's bookings of that batch from
+// that terminal. 00 balanced, 95 out of balance; 97 = the host's net, D + debits amount.
+void Engine::reconcile(const Message& request, SessionState& session, Respond respond) {
+    auto answer = [&](ResponseCode code, std::optional<std::uint64_t> host_debits_fen = {}) {
+        if (code != ResponseCode::approved && code != ResponseCode::out_of_balance) stats_.refused++;
+        stats_.in_flight--;
+        Message response = make_response(request, code);
+        if (host_debits_fen) response.set(97, "D" + *iso8583::digits(*host_debits_fen, 16));
+        respond(std::move(response));
+    };
+    const auto terminal_id = request.get(41);
+    const auto batch = request.get(60);
+    const auto debits_count = request.get_number(76);
+    const auto debits_fen = request.get_number(88);
+    if (!terminal_id || !request.has(11) || !batch || batch->size() < 6 || !debits_count || !debits_fen) {
+        return answer(ResponseCode::format_error);
+    }
+    std::uint32_t batch_number = 0;
+    for (char c : batch->substr(0, 6)) {
+        if (c < '0' || c > '9') return answer(ResponseCode::format_error);
+        batch_number = batch_number * 10 + static_cast<std::uint32_t>(c - '0');
+    }
+    for (int field : {74, 75, 77, 86, 87, 89}) {
+        if (request.has(field) && !request.get_number(field)) return answer(ResponseCode::format_error);
+    }
+    if (options_.require_sign_on && !session.signed_on.count(std::string(*terminal_id))) {
+        return answer(ResponseCode::invalid_merchant);
+    }
+    auto terminal = registry_.terminal(*terminal_id);
+    if (!terminal) {
+        log_line("0500: " + terminal.error().message);
+        return answer(ResponseCode::system_malfunction);
+    }
+    if (!*terminal) return answer(ResponseCode::invalid_merchant);
+    const bool same_batch = (*terminal)->batch_number == batch_number;
+    const std::uint64_t host_count = same_batch ? (*terminal)->batch_debits_count : 0;
+    const std::uint64_t host_fen = same_batch ? (*terminal)->batch_debits_fen : 0;
+    // Loads and reversals are not booked yet: a terminal reporting any is out of balance by definition.
+    bool credits_zero = true;
+    for (int field : {74, 75, 77, 86, 87, 89}) credits_zero = credits_zero && request.get_number(field).value_or(0) == 0;
+    const bool balanced = credits_zero && *debits_count == host_count && *debits_fen == host_fen;
+    answer(balanced ? ResponseCode::approved : ResponseCode::out_of_balance, host_fen);
 }
 
 void Engine::finish(const std::shared_ptr<Upload>& upload, ResponseCode code) {
@@ -410,8 +456,14 @@ void Engine::book(std::shared_ptr<Upload> upload, hsm::Verdict verdict) {
             if (*terminal) {
                 TerminalRecord r = **terminal;
                 r.last_stan = upload->stan;
-                if (upload->batch_number) r.batch_number = *upload->batch_number;
+                if (upload->batch_number && *upload->batch_number != r.batch_number) {
+                    r.batch_number = *upload->batch_number;  // a new batch: its totals start at zero
+                    r.batch_debits_count = 0;
+                    r.batch_debits_fen = 0;
+                }
                 r.uploads++;
+                r.batch_debits_count++;
+                r.batch_debits_fen += upload->amount_fen;
                 if (auto s = registry_.put_terminal(txn, r); !s) return s;
             }
         }

@@ -136,13 +136,15 @@ Bytes encode_terminal(const TerminalRecord& t) {
     append_be(out, t.last_stan, 4);
     append_be(out, t.batch_number, 4);
     append_be(out, t.uploads, 8);
+    append_be(out, t.batch_debits_count, 4);
+    append_be(out, t.batch_debits_fen, 8);
     out.push_back(static_cast<std::uint8_t>(t.merchant_id.size()));
     append(out, text_view(t.merchant_id));
     return out;
 }
 
 std::optional<TerminalRecord> decode_terminal(ByteView b) {
-    constexpr std::size_t fixed = 1 + terminal_id_chars + 6 + 8 + 4 + 4 + 8 + 1;
+    constexpr std::size_t fixed = 1 + terminal_id_chars + 6 + 8 + 4 + 4 + 8 + 4 + 8 + 1;
     if (b.size() < fixed || b[0] != record_version) return std::nullopt;
     TerminalRecord t;
     std::size_t at = 1;
@@ -152,6 +154,8 @@ std::optional<TerminalRecord> decode_terminal(ByteView b) {
     t.last_stan = read_be32(b.subspan(at)), at += 4;
     t.batch_number = read_be32(b.subspan(at)), at += 4;
     t.uploads = read_be(b.subspan(at, 8)), at += 8;
+    t.batch_debits_count = read_be32(b.subspan(at)), at += 4;
+    t.batch_debits_fen = read_be(b.subspan(at, 8)), at += 8;
     const std::size_t merchant_size = b[at++];
     if (merchant_size > merchant_id_chars_max || b.size() != fixed + merchant_size) return std::nullopt;
     t.merchant_id.assign(reinterpret_cast<const char*>(b.data() + at), merchant_size);
@@ -580,6 +584,8 @@ Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std
                                 r.last_stan = (*stored)->last_stan;
                                 r.batch_number = (*stored)->batch_number;
                                 r.uploads = (*stored)->uploads;
+                                r.batch_debits_count = (*stored)->batch_debits_count;
+                                r.batch_debits_fen = (*stored)->batch_debits_fen;
                             }
                             if (auto s = registry.put_terminal(txn, r); !s) return s;
                         }

@@ -158,8 +158,11 @@ struct TerminalRecord {
     std::uint64_t participant_id = 0;
     std::string merchant_id;  // field 42, ≤ 15 characters
     std::uint32_t last_stan = 0;
-    std::uint32_t batch_number = 0;  // from field 60 (6 digits)
+    std::uint32_t batch_number = 0;  // from field 60 (6 digits) of the latest booking
     std::uint64_t uploads = 0;
+    // Totals of batch_number (0500 reconciliation): new bookings only, a re-upload adds nothing.
+    std::uint32_t batch_debits_count = 0;
+    std::uint64_t batch_debits_fen = 0;
 };
 
 enum class RiskKind : std::uint8_t {
@@ -340,6 +343,7 @@ public:
 private:
     void sign_on(const iso8583::Message& request, SessionState& session, Respond respond);
     void offline_upload(const iso8583::Message& request, SessionState& session, Respond respond);
+    void reconcile(const iso8583::Message& request, SessionState& session, Respond respond);
     void book(std::shared_ptr<Upload> upload, hsm::Verdict verdict);
     void finish(const std::shared_ptr<Upload>& upload, iso8583::ResponseCode code);
 
