@@ -386,7 +386,7 @@ def phase_kill9(stack, transactions):
                                      "--timeout-ms", "5000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         killed = False
         if rounds < 100:
-            time.sleep(random.uniform(0.0, 0.15))
+            time.sleep(random.uniform(0.005, 0.06))  # an upload of 3,000 takes ~0.3-3 s here
             if uploader.poll() is None:
                 stack.daemon.send_signal(signal.SIGKILL)
                 stack.daemon.wait(timeout=WAIT_S)
