@@ -131,6 +131,7 @@ struct Terminal : std::enable_shared_from_this<Terminal> {
     std::vector<std::int64_t>& latencies_ns;
     std::size_t next = 0, answered = 0, window = 32;
     std::chrono::nanoseconds interval{0};
+    std::chrono::nanoseconds phase{0};  // fixed rate: this connection's offset, so arrivals are spread evenly
     std::array<std::uint8_t, 2> header{};
     Bytes body;
     std::atomic<std::size_t>& failures;
@@ -143,7 +144,7 @@ struct Terminal : std::enable_shared_from_this<Terminal> {
         if (interval.count() == 0) {
             while (next < frames.size() && next - answered < window) send_one();
         } else {
-            pacer.expires_after(std::chrono::nanoseconds(0));
+            pacer.expires_after(phase);
             pace();
         }
     }
@@ -202,7 +203,10 @@ RunResult run(Daemon& daemon, std::size_t connections, std::size_t per_connectio
             t->frames.push_back(upload_frame(c, static_cast<std::uint16_t>(atc_base + i), static_cast<std::uint32_t>(i + 1)));
         }
         t->sent_at.resize(per_connection);
-        if (rate_per_s > 0) t->interval = std::chrono::nanoseconds(static_cast<std::int64_t>(1e9 * connections / rate_per_s));
+        if (rate_per_s > 0) {
+            t->interval = std::chrono::nanoseconds(static_cast<std::int64_t>(1e9 * connections / rate_per_s));
+            t->phase = t->interval * static_cast<std::int64_t>(c) / static_cast<std::int64_t>(connections);
+        }
         t->socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), daemon.server->port()));
         t->socket.set_option(tcp::no_delay(true));
         terminals.push_back(t);
