@@ -1,5 +1,5 @@
 // ISO 8583 client of the clearing daemon: blocking calls over Boost.Asio with a deadline on every read.
-#include <coconut/apdu/tlv.hpp>
+#include <coconut/iso8583/card_data.hpp>
 #include <coconut/sdk/clearing_client.hpp>
 
 #include <boost/asio/connect.hpp>
@@ -61,18 +61,16 @@ Result<ClearingEndpoint, std::string> parse_clearing_endpoint(std::string_view t
 }
 
 std::string encode_card_data(const TransactionRecord& r) {
-    Bytes out;
-    apdu::append_tlv(out, 0xDF01, r.asn);
-    apdu::append_tlv(out, 0xDF02, ByteView(&r.type, 1));
-    apdu::append_tlv(out, 0xDF03, be_bytes(r.balance_before_fen, 4));
-    apdu::append_tlv(out, 0xDF04, be_bytes(r.atc, 2));
-    apdu::append_tlv(out, 0xDF05, be_bytes(r.terminal_serial, 4));
-    apdu::append_tlv(out, 0xDF06, r.terminal_id);
-    Bytes when(r.when.date.begin(), r.when.date.end());
-    append(when, r.when.time);
-    apdu::append_tlv(out, 0xDF07, when);
-    apdu::append_tlv(out, 0xDF08, r.tac);
-    return to_hex(out);
+    iso8583::PurseTransaction t;
+    t.asn = r.asn;
+    t.type = r.type;
+    t.balance_before_fen = r.balance_before_fen;
+    t.offline_atc = r.atc;
+    t.terminal_serial = r.terminal_serial;
+    t.terminal_id = r.terminal_id;
+    t.when = r.when;
+    t.tac = r.tac;
+    return iso8583::encode_purse_transaction(t);
 }
 
 Message upload_request(const TransactionRecord& r, std::uint32_t stan, const ClearingOptions& options) {

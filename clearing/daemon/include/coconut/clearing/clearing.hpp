@@ -17,6 +17,7 @@
 #include <coconut/crypto/card_crypto.hpp>
 #include <coconut/hsm/hsm.hpp>
 #include <coconut/hsm/protocol.hpp>
+#include <coconut/iso8583/card_data.hpp>
 #include <coconut/iso8583/iso8583.hpp>
 #include <coconut/ledger/ledger.hpp>
 #include <coconut/result.hpp>
@@ -104,23 +105,10 @@ std::vector<ledger::Account> fixed_accounts();
 
 // ---- card data in field 62 (ISO8583.md §3.1) ---------------------------------------------------------
 
-// One offline purse transaction as uploaded in 0320 (tags DF01–DF08).
-struct PurseTransaction {
-    Asn asn{};
-    std::uint8_t type = 0;  // 06 EP purchase, 09 CAPP (transit) purchase
-    std::uint32_t balance_before_fen = 0;
-    std::uint16_t offline_atc = 0;
-    std::uint32_t terminal_serial = 0;
-    TerminalId terminal_id{};
-    crypto::CardDateTime when;
-    crypto::Mac4 tac{};
-};
-
-// Field 62 is at most 999 characters (LLLVAR); a purchase needs 104.
-// Parses the hex text of field 62. The error names the tag and the problem ("DF04: 3 bytes, expected 2").
-coconut::Result<PurseTransaction, std::string> parse_purse_transaction(std::string_view field62);
-// The inverse (upper-case hex of DF01..DF08), for tests and tools.
-std::string encode_purse_transaction(const PurseTransaction& transaction);
+// One offline purse transaction as uploaded in 0320 (tags DF01–DF08): coconut/iso8583/card_data.hpp.
+using iso8583::encode_purse_transaction;
+using iso8583::parse_purse_transaction;
+using iso8583::PurseTransaction;
 
 // ---- registries -----------------------------------------------------------------------------------------
 
