@@ -1,5 +1,7 @@
 #include "file_io.hpp"
 
+#include <coconut/durable_file.hpp>
+
 #include <fmt/format.h>
 
 #include <sys/stat.h>
@@ -55,15 +57,10 @@ Status<Failure> write_new_private_file(const std::filesystem::path& path, ByteVi
 }
 
 Status<Failure> replace_file_atomically(const std::filesystem::path& path, ByteView bytes) {
-    const std::filesystem::path temp = path.string() + ".tmp";
-    {
-        Fd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
-        if (fd.get() < 0) return fail(Errc::io_error, fmt::format("cannot create {}: {}", temp.string(), errno_text()));
-        if (auto ok = write_all(fd.get(), bytes, temp); !ok) return ok;
-    }
-    if (::rename(temp.c_str(), path.c_str()) != 0)
-        return fail(Errc::io_error, fmt::format("cannot rename {} to {}: {}", temp.string(), path.string(), errno_text()));
-    return fsync_directory(path);
+    // The project's one write-temporary + fsync + rename + directory-fsync (coconut/durable_file.hpp).
+    if (const std::string error = write_file_atomically(path, bytes, 0600); !error.empty())
+        return fail(Errc::io_error, fmt::format("cannot replace {}: {}", path.string(), error));
+    return Ok{};
 }
 
 Outcome<Bytes> read_small_file(const std::filesystem::path& path, std::size_t max_bytes) {

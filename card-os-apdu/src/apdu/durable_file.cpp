@@ -20,7 +20,7 @@ void fsync_parent_directory(const std::filesystem::path& path) {
 
 std::string write_file_atomically(const std::filesystem::path& path, ByteView contents, unsigned mode) {
     const std::string temporary = path.string() + ".tmp";
-    const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0) return "create " + temporary + ": " + std::strerror(errno);
     std::size_t done = 0;
     while (done < contents.size()) {
