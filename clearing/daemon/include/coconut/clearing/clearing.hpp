@@ -83,7 +83,21 @@ namespace transfer_codes {
 inline constexpr std::uint16_t offline_purchase = 1;  // purse shadow → participant payable (TAC valid)
 inline constexpr std::uint16_t tac_failed = 2;        // purse shadow → suspense (TAC invalid)
 inline constexpr std::uint16_t opening_balance = 3;   // float → purse shadow, fund → medical (registry load)
+inline constexpr std::uint16_t online_load = 4;       // float → purse shadow: pending at 0200, posted by 0220, voided by 0400/0420/timeout
+inline constexpr std::uint16_t clinic_medical = 5;    // medical account → clinic payable (ledger 2): hold at 0100, posted (partially) by 0220, voided by 0400/expiry
+inline constexpr std::uint16_t settlement_payout = 7; // settlement: participant payable → float (ledger 1) / fund (ledger 2), the net paid by the bank
+inline constexpr std::uint16_t settlement_fee = 8;    // settlement: participant payable → fee income, the scheme's fee
 }  // namespace transfer_codes
+
+// Transfer user data (what the query API and settlement read back without other tables):
+//   user_data_64  the participant id (field 32) of the terminal that originated it; for settlement transfers
+//                 the participant paid; 0 for opening balances
+//   user_data_32  the PSAM terminal transaction serial (card transactions); the STAN (account-based)
+//   user_data_128 card transactions (make_place / parse_place): bytes 0–5 PSAM terminal id (BCD), 6 card
+//                 transaction type (02 load, 06 purchase, 09 compound), 7–8 line (BE), 9–10 station (BE),
+//                 11–15 card local time BCD YYMMDDhhmm; line/station 0 without a CAPP record (shop, clinic,
+//                 load). Clinic holds: bytes 0–5 PSAM terminal id, 6 = 0, rest 0.
+//                 Settlement transfers: the cycle id (business date YYYYMMDD as BE u32 in bytes 0–3).
 
 // Fixed accounts: small ids that no derived (SHA-256) id reaches in practice.
 inline constexpr ledger::Id purse_float_account = ledger::make_id(1);
