@@ -386,3 +386,16 @@ TEST_CASE("0500 before sign-on: 03") {
     Rig rig;
     CHECK(rig.code(reconciliation(1, 0, 0)) == "03");
 }
+
+TEST_CASE("the place in a transfer's user_data_128 round-trips, byte positions as documented") {
+    clearing::Place place;
+    place.terminal_id = {0x01, 0x23, 0x45, 0x67, 0x89, 0x01};
+    place.type = 0x09;
+    place.line = 0x0102;
+    place.station = 0x0304;
+    place.local_time_bcd = {0x26, 0x11, 0x26, 0x08, 0x15};
+    const ledger::Id id = clearing::make_place(place);
+    CHECK(ledger::to_string(id) == "01234567890109010203042611260815");
+    CHECK(clearing::parse_place(id) == place);
+    CHECK(clearing::parse_place(ledger::Id{}) == clearing::Place{});
+}

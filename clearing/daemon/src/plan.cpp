@@ -1,6 +1,7 @@
 // The account plan (DESIGN.md §8).
 #include <coconut/clearing/clearing.hpp>
 
+#include <algorithm>
 #include <cassert>
 #include <string>
 
@@ -37,6 +38,27 @@ ledger::Id opening_balance_transfer(const Asn& asn, std::uint32_t ledger_number)
     Bytes material(asn.begin(), asn.end());
     append_be(material, ledger_number, 4);
     return derive("opening", material);
+}
+
+ledger::Id make_place(const Place& place) {
+    Bytes b(place.terminal_id.begin(), place.terminal_id.end());
+    b.push_back(place.type);
+    append_be(b, place.line, 2);
+    append_be(b, place.station, 2);
+    append(b, place.local_time_bcd);
+    return ledger::Id{read_be(ByteView(b).first(8)), read_be(ByteView(b).subspan(8, 8))};
+}
+
+Place parse_place(const ledger::Id& user_data_128) {
+    Bytes b = be_bytes(user_data_128.high, 8);
+    append_be(b, user_data_128.low, 8);
+    Place place;
+    std::copy(b.begin(), b.begin() + 6, place.terminal_id.begin());
+    place.type = b[6];
+    place.line = read_be16(ByteView(b).subspan(7, 2));
+    place.station = read_be16(ByteView(b).subspan(9, 2));
+    std::copy(b.begin() + 11, b.end(), place.local_time_bcd.begin());
+    return place;
 }
 
 std::vector<ledger::Account> fixed_accounts() {

@@ -99,6 +99,18 @@ inline constexpr std::uint16_t settlement_fee = 8;    // settlement: participant
 //                 load). Clinic holds: bytes 0–5 PSAM terminal id, 6 = 0, rest 0.
 //                 Settlement transfers: the cycle id (business date YYYYMMDD as BE u32 in bytes 0–3).
 
+// The user_data_128 of a card transaction, decoded.
+struct Place {
+    TerminalId terminal_id{};  // PSAM terminal id
+    std::uint8_t type = 0;     // card transaction type; 0 for clinic holds
+    std::uint16_t line = 0;
+    std::uint16_t station = 0;
+    std::array<std::uint8_t, 5> local_time_bcd{};  // YYMMDDhhmm, Hainan time
+    friend bool operator==(const Place&, const Place&) = default;
+};
+ledger::Id make_place(const Place& place);
+Place parse_place(const ledger::Id& user_data_128);
+
 // Fixed accounts: small ids that no derived (SHA-256) id reaches in practice.
 inline constexpr ledger::Id purse_float_account = ledger::make_id(1);
 inline constexpr ledger::Id medical_fund_account = ledger::make_id(2);
