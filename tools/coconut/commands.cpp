@@ -1,0 +1,176 @@
+#include "commands.hpp"
+
+#include "errors.hpp"
+#include "process.hpp"
+#include "report.hpp"
+#include "services.hpp"
+#include "setup.hpp"
+#include "verify.hpp"
+
+#include <coconut/cos/card.hpp>
+#include <coconut/sdk/apps.hpp>
+#include <coconut/sdk/channel.hpp>
+#include <coconut/sdk/reader.hpp>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <iostream>
+
+namespace coconut::cli {
+
+namespace {
+
+using nlohmann::json;
+
+fs::path default_images(const WorldPaths& world, const std::string& images) {
+    return images.empty() ? world.dir / "media" : fs::absolute(images);
+}
+
+// A running HSM for an issuance command: the one named on the command line, or one started here.
+struct HsmAccess {
+    HsmAccess(const WorldPaths& world, const std::string& endpoint) : services(world) {
+        if (!fs::exists(world.hsm_store())) fail(exit_codes::bad_input, fmt::format("{}: no HSM store (run `coconut keys ceremony --dir {}`)", world.hsm_store().string(), world.dir.string()));
+        this->endpoint = endpoint.empty() ? services.hsm().endpoint() : endpoint;
+    }
+    Services services;
+    std::string endpoint;
+};
+
+}  // namespace
+
+int keys_ceremony(const fs::path& dir) {
+    run_ceremony(WorldPaths{fs::absolute(dir)}, false);
+    return exit_codes::ok;
+}
+
+int card_issue(const CardIssueArgs& args) {
+    const WorldPaths world{fs::absolute(args.dir)};
+    Island island = load_island(world, default_images(world, args.images));
+    HsmAccess hsm(world, args.hsm);
+    CardIssueOptions options;
+    options.count = args.count;
+    options.seed = args.seed;
+    const auto cards = issue_cards(world, island, hsm.endpoint, options);
+    save_island(world, island);
+    const json loaded = register_with_clearing(world, fmt::format("cards-{}", island.cards.size()), {}, {}, cards);
+    std::cout << fmt::format("issued {} cards into {} ({} … {}); registered with the clearing: {}\n", cards.size(),
+                             (island.images_dir / "cards").string(), cards.front().asn, cards.back().asn, loaded.dump());
+    std::cout << issue_card_tokens(world) << "\n";
+    return exit_codes::ok;
+}
+
+int psam_issue(const fs::path& dir, const std::string& terminal_id, const fs::path& out, const std::string& hsm_endpoint) {
+    const WorldPaths world{fs::absolute(dir)};
+    HsmAccess hsm(world, hsm_endpoint);
+    issue_psam(world, hsm.endpoint, terminal_id, out);
+    std::cout << fmt::format("PSAM for terminal {} written to {} (issuer-level purchase key from the HSM)\n", terminal_id, out.string());
+    return exit_codes::ok;
+}
+
+int terminal_register(const TerminalRegisterArgs& args) {
+    if (args.kind != "bus" && args.kind != "shop" && args.kind != "clinic") fail(exit_codes::usage, "--kind must be bus, shop or clinic");
+    const WorldPaths world{fs::absolute(args.dir)};
+    Island island = load_island(world, default_images(world, ""));
+    HsmAccess hsm(world, args.hsm);
+    Participant participant{args.participant_id, args.participant_name, args.kind, args.bank_account, args.fee_rate_bp};
+    TerminalEntry terminal{args.terminal_id, args.psam_terminal_id, args.participant_id, args.kind, args.line, args.distance_fares,
+                           island.images_dir / "psams" / (args.terminal_id + ".img"),
+                           island.images_dir / "queues" / (args.terminal_id + ".queue")};
+    issue_psam(world, hsm.endpoint, terminal.psam_terminal_id, terminal.psam_image);
+    const json loaded = register_with_clearing(world, "terminal-" + args.terminal_id, {participant}, {terminal}, {});
+    island.participants.push_back(participant);
+    island.terminals.push_back(terminal);
+    save_island(world, island);
+    std::cout << fmt::format("terminal {} ({} of participant {} {}) registered; PSAM {}: {}\n", args.terminal_id, args.kind,
+                             args.participant_id, args.participant_name, terminal.psam_image.string(), loaded.dump());
+    return exit_codes::ok;
+}
+
+int card_show(const fs::path& image, bool as_json) {
+    auto card = cos::VirtualCard::open(image);
+    if (!card) fail(exit_codes::bad_input, card.error().message);
+    const cos::Snapshot snap = card.value()->snapshot();
+    json out{{"image", image.string()}, {"kind", snap.kind == cos::ImageKind::card ? "card" : "psam"}, {"commits", snap.generation}};
+    if (snap.kind == cos::ImageKind::psam) {
+        out["terminal_id"] = snap.terminal_id;
+        out["next_terminal_serial"] = snap.terminal_serial;
+    } else {
+        sdk::InProcessReader reader("show", card.value().get());
+        sdk::CardChannel channel(reader);
+        if (auto atr = reader.connect(); !atr) fail(exit_codes::bad_input, atr.error().message);
+        sdk::PurseApp purse(channel);
+        auto info = purse.select();
+        if (!info) fail(exit_codes::bad_input, "SELECT purse: " + info.error().message);
+        out["asn"] = info->asn_digits();
+        out["issuer_id"] = to_hex(info->issuer_id);
+        out["valid"] = fmt::format("{} – {}", bcd_to_digits(info->start_date), bcd_to_digits(info->expiry_date));
+        out["balance_fen"] = snap.balance_fen;
+        out["online_atc"] = snap.online_atc;
+        out["offline_atc"] = snap.offline_atc;
+        out["purse_locked"] = snap.purse_locked;
+        out["pin_tries_left"] = snap.pin_tries_left;
+        json log = json::array();
+        if (auto records = purse.read_log())
+            for (const auto& r : *records)
+                log.push_back({{"atc", r.atc}, {"type", fmt::format("{:02X}", r.type)}, {"amount_fen", r.amount_fen},
+                               {"terminal", bcd_to_digits(r.terminal_id)}, {"when", sdk::format_date_time(r.when)}});
+        out["log"] = log;
+        if (auto bus = purse.read_capp_record(cos::bus_record::record_id_value)) out["bus_record"] = to_hex(*bus);
+        sdk::SocialSecurityApp ssse(channel);
+        if (ssse.select())
+            if (auto holder = ssse.read_cardholder()) out["cardholder"] = {{"name", holder->name}, {"ssn", holder->ssn}};
+    }
+    if (as_json) {
+        std::cout << out.dump(2) << "\n";
+        return exit_codes::ok;
+    }
+    std::cout << fmt::format("{} ({} commits since personalization)\n", image.string(), snap.generation);
+    if (snap.kind == cos::ImageKind::psam) {
+        std::cout << fmt::format("  PSAM of terminal {}, next terminal serial {}\n", snap.terminal_id, snap.terminal_serial);
+        return exit_codes::ok;
+    }
+    std::cout << fmt::format("  card {}  issuer {}  valid {}\n", out["asn"].get<std::string>(), out["issuer_id"].get<std::string>(),
+                             out["valid"].get<std::string>());
+    if (out.contains("cardholder"))
+        std::cout << fmt::format("  holder {}  SSN {}\n", out["cardholder"]["name"].get<std::string>(), out["cardholder"]["ssn"].get<std::string>());
+    std::cout << fmt::format("  balance {}  online ATC {}  offline ATC {}{}\n", format_fen(snap.balance_fen), snap.online_atc,
+                             snap.offline_atc, snap.purse_locked ? "  PURSE LOCKED" : "");
+    std::cout << "  log (newest first):\n";
+    for (const auto& r : out["log"])
+        std::cout << fmt::format("    {}  {}  ATC {:>5}  {:>12}  terminal {}\n", r["when"].get<std::string>(),
+                                 r["type"] == "02" ? "load    " : r["type"] == "09" ? "transit " : "purchase",
+                                 r["atc"].get<int>(), format_fen(r["amount_fen"].get<std::uint32_t>()), r["terminal"].get<std::string>());
+    return exit_codes::ok;
+}
+
+int ledger_check_command(const fs::path& data, bool as_json) {
+    if (!fs::is_directory(data)) fail(exit_codes::bad_input, fmt::format("{}: no such data directory", data.string()));
+    std::vector<std::string> argv = {require_tool("coconut-clearingd"), "check", "--data", data.string()};
+    if (as_json) argv.push_back("--json");
+    const ToolRun run = run_tool(argv);
+    std::cout << run.output;
+    if (run.exit_code == 0) return exit_codes::ok;
+    if (run.exit_code == 1) return exit_codes::check_failed;
+    fail(exit_codes::tool_failed, fmt::format("coconut-clearingd check exited {}", run.exit_code));
+}
+
+int simulate(const SimulateArgs& args) {
+    const WorldPaths world{fs::absolute(args.dir)};
+    Services services(world);
+    Progress progress("simulate");
+    SetupReport setup = prepare_island(world, services, args.images, args.day, progress);
+    Island island = load_island(world, "");
+    DayReport day = run_day(world, island, services.clearing(), args.day, [&](double f, const std::string& text) { progress.update(f, text); });
+    progress.done();
+    if (const int code = services.stop_clearing(); code != 0)
+        fail(exit_codes::tool_failed, fmt::format("coconut-clearingd exited {} at stop (see {})", code, (world.logs() / "clearingd.log").string()));
+    const Verification verification = verify_island(world, island);
+    print_day(std::cout, day);
+    print_verification(std::cout, verification, false);
+    std::cout << fmt::format("transaction log {} sha256 {}\n", day.transaction_log.string(), day.digest);
+    (void)setup;
+    return verification.ok() ? exit_codes::ok : exit_codes::check_failed;
+}
+
+}  // namespace coconut::cli

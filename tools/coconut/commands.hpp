@@ -1,0 +1,57 @@
+// The coconut subcommands (main.cpp wires them to CLI11). Each returns an exit code (errors.hpp) or throws
+// CommandFailed.
+#pragma once
+
+#include "simulate.hpp"
+#include "world.hpp"
+
+#include <string>
+
+namespace coconut::cli {
+
+int keys_ceremony(const fs::path& dir);
+
+struct CardIssueArgs {
+    fs::path dir;
+    std::size_t count = 0;
+    std::uint64_t seed = 1;
+    std::string images;  // default D/media
+    std::string hsm;     // HOST:PORT of a running coconut-hsmd; empty = start one over D/hsm for this command
+};
+int card_issue(const CardIssueArgs& args);
+int card_show(const fs::path& image, bool json);
+int psam_issue(const fs::path& dir, const std::string& terminal_id, const fs::path& out, const std::string& hsm);
+
+struct TerminalRegisterArgs {
+    fs::path dir;
+    std::string terminal_id;        // 8 characters (field 41)
+    std::string psam_terminal_id;   // 12 digits
+    std::string kind;               // bus, shop, clinic
+    std::uint64_t participant_id = 0;
+    std::string participant_name;
+    std::string bank_account;
+    std::uint32_t fee_rate_bp = 0;
+    std::uint16_t line = 0;
+    bool distance_fares = false;
+    std::string hsm;
+};
+int terminal_register(const TerminalRegisterArgs& args);
+
+struct SimulateArgs {
+    fs::path dir;
+    std::string images;
+    DayOptions day;
+};
+int simulate(const SimulateArgs& args);
+
+struct DemoArgs {
+    fs::path dir;
+    std::string size = "day";  // small | day
+    std::string images;        // default: a tmpfs directory under /dev/shm when there is one
+    std::uint64_t seed = 20261126;
+};
+int demo(const DemoArgs& args);
+
+int ledger_check_command(const fs::path& data, bool json);
+
+}  // namespace coconut::cli

@@ -1,0 +1,91 @@
+#include "report.hpp"
+
+#include <fmt/format.h>
+
+#include <unistd.h>
+
+#include <iostream>
+
+namespace coconut::cli {
+
+std::string format_fen(std::int64_t fen) {
+    const bool negative = fen < 0;
+    std::uint64_t value = static_cast<std::uint64_t>(negative ? -fen : fen);
+    std::string yuan = std::to_string(value / 100);
+    for (int i = static_cast<int>(yuan.size()) - 3; i > 0; i -= 3) yuan.insert(static_cast<std::size_t>(i), ",");
+    return fmt::format("{}{}.{:02} CNY", negative ? "-" : "", yuan, value % 100);
+}
+
+Progress::Progress(std::string label) : label_(std::move(label)), tty_(::isatty(2) == 1) {}
+
+void Progress::update(double fraction, const std::string& text) {
+    if (!tty_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (drawn_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
+    last_draw_ = now;
+    drawn_ = true;
+    constexpr int width = 30;
+    const int filled = static_cast<int>(fraction * width);
+    std::cerr << fmt::format("\r  {} [{}{}] {:3.0f}%  {:<48}", label_, std::string(static_cast<std::size_t>(filled), '#'),
+                             std::string(static_cast<std::size_t>(width - filled), '.'), fraction * 100, text)
+              << std::flush;
+}
+
+void Progress::step(const std::string& text) {
+    if (tty_ && drawn_) std::cerr << "\r" << std::string(100, ' ') << "\r";
+    drawn_ = false;
+    std::cerr << "  ✓ " << text << "\n";
+}
+
+void Progress::done() {
+    if (tty_ && drawn_) std::cerr << "\r" << std::string(100, ' ') << "\r" << std::flush;
+    drawn_ = false;
+}
+
+void print_day(std::ostream& out, const DayReport& day) {
+    out << fmt::format("Transactions by kind ({} card transactions):\n", day.transactions);
+    for (const auto& [kind, totals] : day.by_kind)
+        out << fmt::format("  {:<16} {:>8}  {:>18}\n", kind, totals.count, format_fen(static_cast<std::int64_t>(totals.amount_fen)));
+    out << fmt::format("  declined (insufficient balance) {}, repeat taps not charged {}\n", day.declined, day.repeat_taps);
+    out << fmt::format("Faults: {} torn debits ({} recovered from the card's proof, {} proven not to have happened and tapped "
+                       "again); {} ISO 8583 frames lost; clearing killed {} times\n",
+                       day.tears, day.tears_recovered, day.tears_abandoned, day.dropped_frames, day.clearing_kills);
+    out << fmt::format("Uploads: {} acknowledged ({} approved, {} suspense, {} duplicates) in {} rounds; {} connections failed "
+                       "and were retried; {} zero-fare entry taps kept off the upload\n",
+                       day.uploaded, day.approved, day.suspense, day.duplicates, day.upload_rounds, day.upload_failures,
+                       day.zero_fare_entries);
+}
+
+void print_verification(std::ostream& out, const Verification& v, bool every_participant) {
+    out << fmt::format("Invariants:\n  cards = shadows: {}/{} {}\n", v.cards_checked - v.card_mismatches.size(), v.cards_checked,
+                       v.card_mismatches.empty() ? "ok" : "MISMATCH");
+    for (std::size_t i = 0; i < v.card_mismatches.size() && i < 5; ++i) out << "    " << v.card_mismatches[i] << "\n";
+    out << fmt::format("  ledger check: {}\n", v.ledger_check_ok ? "ok" : "FAILED");
+    if (!v.ledger_check_ok) out << v.ledger_check_summary;
+    out << fmt::format("  money: purse ledger sums to {}, medical ledger to {} ({})\n", format_fen(v.purse_total_fen),
+                       format_fen(v.medical_total_fen), v.purse_total_fen == 0 && v.medical_total_fen == 0 ? "nothing created or lost" : "MONEY MISSING");
+    out << fmt::format("  risk flags: {}", v.risk_flags);
+    for (const auto& [kind, n] : v.risk_by_kind) out << fmt::format("  {} {}", kind, n);
+    out << "\n";
+    out << "Money by participant (signed: credits − debits):\n";
+    std::map<std::string, MoneyLine> grouped;
+    std::vector<std::string> order;
+    for (const auto& line : v.money) {
+        std::string key = line.name;
+        if (!every_participant) {
+            if (line.name.find("(shop,") != std::string::npos) key = "shops (all)";
+            if (line.name.find("(clinic,") != std::string::npos) key = "clinics (all)";
+        }
+        if (!grouped.count(key)) order.push_back(key);
+        auto& g = grouped[key];
+        g.name = key;
+        g.purse_fen += line.purse_fen;
+        g.medical_fen += line.medical_fen;
+    }
+    out << fmt::format("  {:<40} {:>20} {:>20}\n", "", "purse", "medical");
+    for (const auto& key : order)
+        out << fmt::format("  {:<40} {:>20} {:>20}\n", key, format_fen(grouped[key].purse_fen), format_fen(grouped[key].medical_fen));
+    out << fmt::format("  {:<40} {:>20} {:>20}\n", "total", format_fen(v.purse_total_fen), format_fen(v.medical_total_fen));
+}
+
+}  // namespace coconut::cli

@@ -1,0 +1,55 @@
+#include "setup.hpp"
+
+#include "errors.hpp"
+
+#include <fmt/format.h>
+
+namespace coconut::cli {
+
+namespace {
+double since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+SetupReport prepare_island(const WorldPaths& world, Services& services, const std::string& images, const DayOptions& day,
+                           Progress& progress) {
+    SetupReport report;
+    auto t0 = std::chrono::steady_clock::now();
+    if (!fs::exists(world.hsm_store())) {
+        run_ceremony(world, true);
+        progress.step(fmt::format("key ceremony: 6 keys from 2 components each, 3 HSM clients ({})", world.keys().string()));
+    }
+    report.ceremony_s = since(t0);
+
+    t0 = std::chrono::steady_clock::now();
+    Island island = load_island(world, images.empty() ? world.dir / "media" : fs::absolute(images));
+    if (!images.empty() && fs::absolute(images) != island.images_dir)
+        fail(exit_codes::usage, fmt::format("this island keeps its images in {}", island.images_dir.string()));
+    report.images_dir = island.images_dir;
+    const std::string hsm = services.hsm().endpoint();
+    if (island.terminals.empty()) plan_participants_and_terminals(world, island, hsm, day);
+    report.terminals = island.terminals.size();
+    if (island.cards.size() < day.cards) {
+        CardIssueOptions options;
+        options.count = day.cards - island.cards.size();
+        options.seed = day.seed;
+        report.cards_issued = issue_cards(world, island, hsm, options).size();
+    }
+    save_island(world, island);
+    report.issue_s = since(t0);
+    progress.step(fmt::format("issued {} cards and {} PSAMs (keys derived by the HSM, under the transport key) into {}",
+                              report.cards_issued, report.terminals, island.images_dir.string()));
+
+    t0 = std::chrono::steady_clock::now();
+    register_with_clearing(world, "island", island.participants, island.terminals, island.cards);
+    report.tokens = issue_card_tokens(world);
+    services.clearing();
+    report.register_s = since(t0);
+    progress.step(fmt::format("registered {} participants, {} terminals, {} cards at the clearing; {} serving ISO 8583 on {}",
+                              island.participants.size(), island.terminals.size(), island.cards.size(), "coconut-clearingd",
+                              services.clearing().endpoint()));
+    return report;
+}
+
+}  // namespace coconut::cli

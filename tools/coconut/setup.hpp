@@ -1,0 +1,26 @@
+// Bringing an island to the point where a day can run: ceremony (if the directory has none), participants,
+// terminals with their PSAMs, the cards, all registered with the clearing (before it serves: registry loads
+// take its directory lock), cardholder tokens — then the clearing is started.
+#pragma once
+
+#include "report.hpp"
+#include "services.hpp"
+#include "simulate.hpp"
+
+namespace coconut::cli {
+
+struct SetupReport {
+    double ceremony_s = 0;
+    double issue_s = 0;
+    double register_s = 0;
+    std::size_t cards_issued = 0;
+    std::size_t terminals = 0;
+    std::string tokens;
+    fs::path images_dir;
+};
+
+// `images` empty: island.json's images_dir, else D/media.
+SetupReport prepare_island(const WorldPaths& world, Services& services, const std::string& images, const DayOptions& day,
+                           Progress& progress);
+
+}  // namespace coconut::cli

@@ -1,0 +1,576 @@
+#include "simulate.hpp"
+
+#include "drop_proxy.hpp"
+#include "errors.hpp"
+#include "process.hpp"
+
+#include <coconut/cos/card.hpp>
+#include <coconut/sdk/clearing_client.hpp>
+#include <coconut/sdk/hotlist.hpp>
+#include <coconut/sdk/queue.hpp>
+#include <coconut/sdk/reader.hpp>
+#include <coconut/sdk/terminal.hpp>
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <ctime>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+namespace coconut::cli {
+
+namespace {
+
+using Seconds = std::uint32_t;  // simulated seconds since 00:00 local time of the business date
+
+constexpr Seconds day_start_s = 6 * 3600;
+constexpr std::uint32_t bus_flat_fare_fen = 200;
+// Distance lines: fare by stops travelled (index = stops, last entry for anything longer).
+const std::vector<std::uint32_t> distance_fares_fen = {100, 100, 200, 200, 300, 300, 400, 400, 500};
+constexpr std::uint16_t stations_per_line = 20;
+constexpr std::size_t bus_operators_max = 3;
+// Realistic resident: ~6 card transactions a day.
+constexpr std::size_t default_transactions_per_card = 6;
+// After the day, uploads repeat until every queue is empty; each round waits this long before the next
+// (a restarting clearing needs a moment). 120 rounds bound the wait to about a minute of retries.
+constexpr std::size_t final_upload_rounds_max = 120;
+constexpr auto final_upload_pause = std::chrono::milliseconds(250);
+// Per-answer deadline of the upload client: the clearing answers in milliseconds; a killed clearing is
+// noticed at once (connection closed), a silent one after this.
+constexpr auto upload_response_timeout = std::chrono::milliseconds(3000);
+
+// ---- deterministic random numbers (splitmix64: same numbers on every platform and library) ------------
+
+class Random {
+public:
+    explicit Random(std::uint64_t seed) : state_(seed) {}
+    std::uint64_t next() {
+        std::uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    }
+    std::uint64_t below(std::uint64_t n) { return n == 0 ? 0 : next() % n; }
+    double unit() { return static_cast<double>(next() >> 11) / static_cast<double>(1ull << 53); }
+    bool chance(double p) { return unit() < p; }
+    // A bell around `mean` with roughly `spread` standard deviation (sum of three uniforms).
+    double bell(double mean, double spread) { return mean + spread * (unit() + unit() + unit() - 1.5) * 2.0; }
+
+private:
+    std::uint64_t state_;
+};
+
+std::uint64_t mix(std::uint64_t a, std::uint64_t b) { return Random(a * 0x100000001B3ull ^ b).next(); }
+
+// ---- the day's plan --------------------------------------------------------------------------------
+
+enum class EventKind : std::uint8_t { bus_tap, shop, clinic };
+
+struct Event {
+    Seconds at = 0;
+    std::uint32_t card = 0;
+    std::uint32_t terminal = 0;
+    EventKind kind = EventKind::bus_tap;
+    std::uint32_t amount_fen = 0;  // shop, clinic
+    std::uint16_t station = 0;     // bus
+    std::uint32_t sequence = 0;    // order among the card's events (ties)
+};
+
+struct Plan {
+    std::vector<Event> events;
+    std::vector<std::uint32_t> buses, shops, clinics;  // terminal indexes by kind
+};
+
+Seconds clamp_time(double t, Seconds end) {
+    if (t < day_start_s) t = day_start_s;
+    if (t >= end) t = end - 1;
+    return static_cast<Seconds>(t);
+}
+
+Plan plan_day(const Island& island, const DayOptions& options) {
+    Plan plan;
+    for (std::uint32_t t = 0; t < island.terminals.size(); ++t) {
+        const auto& kind = island.terminals[t].kind;
+        (kind == "bus" ? plan.buses : kind == "shop" ? plan.shops : plan.clinics).push_back(t);
+    }
+    if (plan.buses.empty() || plan.shops.empty()) fail(exit_codes::usage, "the island needs at least one bus and one shop");
+    const Seconds end = day_start_s + static_cast<Seconds>(options.hours * 3600);
+    const std::size_t cards = std::min(options.cards, island.cards.size());
+    const double per_card = options.transactions > 0 ? static_cast<double>(options.transactions) / static_cast<double>(cards)
+                                                     : static_cast<double>(default_transactions_per_card);
+    for (std::uint32_t c = 0; c < cards; ++c) {
+        Random random(mix(options.seed, c));
+        // Each card's day: ±50 % around the mean; 70 % bus trips (morning and evening peaks, the rest spread
+        // out), 27 % shops, 3 % clinic visits. A trip on a distance line is two taps (in, out).
+        const auto count = static_cast<std::size_t>(per_card * (0.5 + random.unit()) + 0.5);
+        std::vector<Event> day;
+        for (std::size_t made = 0; made < count; ++made) {
+            const double what = random.unit();
+            Event e;
+            e.card = c;
+            if (what < 0.70) {
+                const double shape = random.unit();
+                const double t = shape < 0.4 ? random.bell(8 * 3600, 2400) : shape < 0.8 ? random.bell(18 * 3600, 2700)
+                                                                                          : day_start_s + random.unit() * (end - day_start_s);
+                e.kind = EventKind::bus_tap;
+                e.terminal = plan.buses[random.below(plan.buses.size())];
+                e.at = clamp_time(t, end);
+                e.station = static_cast<std::uint16_t>(1 + random.below(stations_per_line));
+                if (island.terminals[e.terminal].distance_fares) ++made;  // the tap out comes with it
+            } else if (what < 0.97 || plan.clinics.empty()) {
+                e.kind = EventKind::shop;
+                e.terminal = plan.shops[random.below(plan.shops.size())];
+                e.at = clamp_time(8 * 3600 + random.unit() * 13.5 * 3600, end);
+                const double size = random.unit();
+                e.amount_fen = static_cast<std::uint32_t>(300 + size * size * 6000) / 10 * 10;
+            } else {
+                e.kind = EventKind::clinic;
+                e.terminal = plan.clinics[random.below(plan.clinics.size())];
+                e.at = clamp_time(8 * 3600 + random.unit() * 9 * 3600, end);
+                e.amount_fen = static_cast<std::uint32_t>(1500 + random.below(6000)) / 10 * 10;
+            }
+            day.push_back(e);
+        }
+        std::sort(day.begin(), day.end(), [](const Event& a, const Event& b) { return a.at < b.at; });
+        std::uint32_t sequence = 0;
+        for (std::size_t k = 0; k < day.size(); ++k) {
+            Event e = day[k];
+            e.sequence = sequence++;
+            plan.events.push_back(e);
+            if (e.kind != EventKind::bus_tap || !island.terminals[e.terminal].distance_fares) continue;
+            // Tap out a few stops on, 5–40 minutes later but before the card's next activity.
+            const Seconds next = k + 1 < day.size() ? day[k + 1].at : end;
+            const Seconds ride = 300 + static_cast<Seconds>(random.below(2100));
+            Event exit = e;
+            exit.at = std::min<Seconds>(e.at + ride, e.at + (next - e.at) / 2);
+            exit.station = static_cast<std::uint16_t>(1 + (e.station + 1 + random.below(8)) % stations_per_line);
+            exit.sequence = sequence++;
+            plan.events.push_back(exit);
+        }
+    }
+    std::sort(plan.events.begin(), plan.events.end(), [](const Event& a, const Event& b) {
+        return std::tie(a.at, a.card, a.sequence) < std::tie(b.at, b.card, b.sequence);
+    });
+    return plan;
+}
+
+// ---- terminals ------------------------------------------------------------------------------------
+
+std::chrono::system_clock::time_point local_time(const std::string& date, Seconds at) {
+    std::tm tm{};
+    tm.tm_year = std::stoi(date.substr(0, 4)) - 1900;
+    tm.tm_mon = std::stoi(date.substr(4, 2)) - 1;
+    tm.tm_mday = std::stoi(date.substr(6, 2));
+    const std::time_t midnight_utc = ::timegm(&tm);
+    return std::chrono::system_clock::from_time_t(midnight_utc - 8 * 3600 + at);  // Hainan is UTC+8
+}
+
+struct SimTerminal {
+    const TerminalEntry* entry = nullptr;
+    std::unique_ptr<cos::VirtualCard> psam;
+    std::unique_ptr<sdk::InProcessReader> card_reader;
+    std::unique_ptr<sdk::InProcessReader> psam_reader;
+    std::unique_ptr<sdk::TransactionQueue> queue;
+    sdk::Hotlist hotlist;
+    std::unique_ptr<sdk::Terminal> terminal;
+    std::uint32_t uploads = 0;
+    std::uint32_t upload_phase = 0;  // which upload slot of the cycle this terminal uses
+};
+
+template <class T, class E>
+T must(Result<T, E> result, const std::string& what) {
+    if (!result) {
+        if constexpr (std::is_same_v<E, std::string>) fail(exit_codes::io_error, what + ": " + result.error());
+        else fail(exit_codes::io_error, what + ": " + result.error().message);
+    }
+    return std::move(result).value();
+}
+
+sdk::TransitConfig transit_for(const TerminalEntry& t) {
+    sdk::TransitConfig config;
+    sdk::LineFare fare;
+    fare.line = t.line;
+    fare.distance_based = t.distance_fares;
+    fare.flat_fare_fen = bus_flat_fare_fen;
+    fare.fare_by_stops = distance_fares_fen;
+    fare.operator_id = static_cast<std::uint32_t>(t.participant_id);
+    config.lines[t.line] = fare;
+    return config;
+}
+
+std::vector<SimTerminal> open_terminals(const Island& island, Seconds* clock_source, const std::string& date) {
+    std::vector<SimTerminal> terminals(island.terminals.size());
+    for (std::size_t i = 0; i < island.terminals.size(); ++i) {
+        const TerminalEntry& entry = island.terminals[i];
+        SimTerminal& t = terminals[i];
+        t.entry = &entry;
+        t.psam = must(cos::VirtualCard::open(entry.psam_image), "PSAM " + entry.terminal_id);
+        t.card_reader = std::make_unique<sdk::InProcessReader>(entry.terminal_id + " card", nullptr);
+        t.psam_reader = std::make_unique<sdk::InProcessReader>(entry.terminal_id + " psam", t.psam.get());
+        t.queue = must(sdk::TransactionQueue::open(entry.queue), "queue of " + entry.terminal_id);
+        t.hotlist = must(sdk::Hotlist::load(entry.queue.string() + ".hotlist"), "hotlist of " + entry.terminal_id);
+        t.terminal = std::make_unique<sdk::Terminal>(*t.card_reader, *t.psam_reader, *t.queue, t.hotlist,
+                                                     entry.kind == "bus" ? transit_for(entry) : sdk::TransitConfig{});
+        t.terminal->set_clock([clock_source, date] { return local_time(date, *clock_source); });
+        t.upload_phase = static_cast<std::uint32_t>(i);
+    }
+    return terminals;
+}
+
+// ---- the transaction log ------------------------------------------------------------------------------
+
+class TransactionLog {
+public:
+    explicit TransactionLog(const fs::path& path) : out_(path, std::ios::trunc) {
+        if (!out_) fail(exit_codes::io_error, "cannot write " + path.string());
+        if (!sha_ || EVP_DigestInit_ex(sha_.get(), EVP_sha256(), nullptr) != 1) fail(exit_codes::io_error, "SHA-256 unavailable");
+    }
+    void write(const std::string& kind, const SimTerminal& t, const sdk::TransactionRecord& r) {
+        const std::string line = fmt::format(
+            "{} {} {} {} {:02X} {} {} {} {} {} {} {} {} {}\n", sdk::format_date_time(r.when).substr(11), kind,
+            t.entry->terminal_id, r.asn_digits(), r.type, r.atc, r.amount_fen, r.balance_before_fen, r.balance_after_fen,
+            r.terminal_serial, r.line, r.station, r.entry_station, r.recovered ? "recovered" : "-");
+        out_ << line;
+        EVP_DigestUpdate(sha_.get(), line.data(), line.size());
+    }
+    std::string finish() {
+        out_.flush();
+        if (!out_) fail(exit_codes::io_error, "the transaction log could not be written");
+        std::uint8_t digest[EVP_MAX_MD_SIZE];
+        unsigned size = 0;
+        EVP_DigestFinal_ex(sha_.get(), digest, &size);
+        return to_hex(ByteView(digest, size));
+    }
+
+private:
+    std::ofstream out_;
+    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> sha_{EVP_MD_CTX_new(), &EVP_MD_CTX_free};
+};
+
+std::string kind_name(const sdk::TransactionRecord& r, const std::string& terminal_kind) {
+    if (terminal_kind == "shop") return "shop";
+    if (terminal_kind == "clinic") return "clinic purse";
+    switch (r.tap_kind) {
+        case sdk::TapKind::flat: return "bus flat";
+        case sdk::TapKind::entry: return "bus entry";
+        case sdk::TapKind::exit: return "bus exit";
+        case sdk::TapKind::unfinished: return "bus unfinished";
+        case sdk::TapKind::none: break;
+    }
+    return "bus";
+}
+
+// ---- one tap ---------------------------------------------------------------------------------------
+
+bool is_debit(ByteView command) { return command.size() >= 2 && command[0] == 0x80 && command[1] == 0x54; }
+
+struct TapResult {
+    std::optional<sdk::TransactionRecord> record;
+    bool declined = false;
+    bool repeat = false;
+};
+
+TapResult run_flow(SimTerminal& t, const Event& e) {
+    TapResult out;
+    if (e.kind == EventKind::bus_tap) {
+        auto tap = t.terminal->transit_tap({t.entry->line, e.station, static_cast<std::uint32_t>(e.terminal + 1)});
+        if (tap) {
+            if (tap->result == sdk::TapResult::repeat_no_charge) out.repeat = true;
+            out.record = tap->record;
+            return out;
+        }
+        if (tap.error().code == sdk::FlowErrorCode::insufficient_balance) {
+            out.declined = true;
+            return out;
+        }
+        if (tap.error().code == sdk::FlowErrorCode::card_removed) throw tap.error();
+        fail(exit_codes::check_failed, fmt::format("tap at {}: {}", t.entry->terminal_id, tap.error().message));
+    }
+    auto paid = t.terminal->purchase(e.amount_fen);
+    if (paid) {
+        out.record = *paid;
+        return out;
+    }
+    if (paid.error().code == sdk::FlowErrorCode::insufficient_balance) {
+        out.declined = true;
+        return out;
+    }
+    if (paid.error().code == sdk::FlowErrorCode::card_removed) throw paid.error();
+    fail(exit_codes::check_failed, fmt::format("purchase at {}: {}", t.entry->terminal_id, paid.error().message));
+}
+
+// ---- uploads ---------------------------------------------------------------------------------------
+
+struct UploadTotals {
+    std::mutex mutex;
+    std::size_t failures = 0, uploaded = 0, approved = 0, suspense = 0, duplicates = 0;
+};
+
+// Entry taps on distance lines move no money (fare 0) and the clearing refuses amount 0 (response 13):
+// they stay on the card (EF1A, the offline ATC) and in the terminal's trip statistics, not in the upload.
+void drop_zero_fare_records(sdk::TransactionQueue& queue) {
+    std::vector<std::uint64_t> zero;
+    for (const auto& q : queue.batch(queue.size()))
+        if (q.record.amount_fen == 0) zero.push_back(q.sequence);
+    for (std::size_t start = 0; start < zero.size(); start += sdk::QueueLimits{}.ack_batch_max) {
+        const std::size_t end = std::min(zero.size(), start + sdk::QueueLimits{}.ack_batch_max);
+        if (auto done = queue.acknowledge(std::span(zero).subspan(start, end - start)); !done)
+            fail(exit_codes::io_error, "queue: " + done.error().message);
+    }
+}
+
+void upload_one(SimTerminal& t, std::uint16_t port, UploadTotals& totals) {
+    drop_zero_fare_records(*t.queue);
+    if (t.queue->size() == 0) return;
+    sdk::ClearingOptions options;
+    options.terminal_id = t.entry->terminal_id;
+    options.response_timeout = upload_response_timeout;
+    options.batch_number = ++t.uploads;
+    auto client = sdk::ClearingClient::connect({"127.0.0.1", port}, options);
+    std::optional<sdk::UploadReport> report;
+    if (client && (*client)->sign_on()) {
+        auto uploaded = (*client)->upload(*t.queue);
+        report = uploaded ? *uploaded : (*client)->last_report();
+        if (!uploaded) {
+            std::lock_guard lock(totals.mutex);
+            ++totals.failures;
+        }
+    } else {
+        std::lock_guard lock(totals.mutex);
+        ++totals.failures;
+    }
+    if (report) {
+        std::lock_guard lock(totals.mutex);
+        totals.uploaded += report->acknowledged;
+        totals.approved += report->approved;
+        totals.suspense += report->suspense;
+        totals.duplicates += report->duplicates;
+    }
+}
+
+// Uploads the given terminals with `threads` at once (each terminal's queue is touched by one thread).
+void upload_terminals(std::vector<SimTerminal*> due, std::uint16_t port, std::size_t threads, UploadTotals& totals) {
+    std::atomic<std::size_t> next{0};
+    std::vector<std::thread> pool;
+    for (std::size_t i = 0; i < std::min(threads, due.size()); ++i)
+        pool.emplace_back([&] {
+            for (std::size_t k = next++; k < due.size(); k = next++) upload_one(*due[k], port, totals);
+        });
+    for (auto& th : pool) th.join();
+}
+
+// SIGKILLs and restarts the clearing every `interval` while alive.
+class ClearingKiller {
+public:
+    ClearingKiller(Daemon& clearing, double interval_s, std::mutex& daemon_mutex)
+        : clearing_(clearing), mutex_(daemon_mutex) {
+        if (interval_s <= 0) return;
+        thread_ = std::thread([this, interval_s] {
+            std::unique_lock lock(wait_mutex_);
+            while (!stop_) {
+                if (wake_.wait_for(lock, std::chrono::duration<double>(interval_s), [this] { return stop_; })) break;
+                std::lock_guard daemon_lock(mutex_);
+                clearing_.kill_now();
+                ++kills_;
+                try {
+                    clearing_.restart();
+                } catch (const CommandFailed& e) {
+                    error_ = e.what();
+                    return;
+                }
+            }
+        });
+    }
+    ~ClearingKiller() { stop(); }
+    void stop() {
+        {
+            std::lock_guard lock(wait_mutex_);
+            stop_ = true;
+        }
+        wake_.notify_all();
+        if (thread_.joinable()) thread_.join();
+        if (!error_.empty()) fail(exit_codes::tool_failed, "restarting the clearing: " + error_);
+    }
+    std::size_t kills() const { return kills_; }
+
+private:
+    Daemon& clearing_;
+    std::mutex& mutex_;
+    std::mutex wait_mutex_;
+    std::condition_variable wake_;
+    bool stop_ = false;
+    std::atomic<std::size_t> kills_{0};
+    std::string error_;
+    std::thread thread_;
+};
+
+}  // namespace
+
+// ---- participants and terminals ----------------------------------------------------------------------
+
+void plan_participants_and_terminals(const WorldPaths& world, Island& island, const std::string& hsm_endpoint,
+                                     const DayOptions& options) {
+    static const char* const operators[] = {"Haikou Public Transit", "Sanya Bus Group", "Danzhou City Bus"};
+    const std::size_t bus_operators = std::min(bus_operators_max, std::max<std::size_t>(1, options.buses));
+    for (std::size_t i = 0; i < bus_operators; ++i)
+        island.participants.push_back({1001 + i, operators[i], "bus", fmt::format("62220201{:08}", 1001 + i), 30});
+    for (std::size_t i = 0; i < options.clinics; ++i)
+        island.participants.push_back({3001 + i, fmt::format("Clinic {:02}", i + 1), "clinic", fmt::format("62220203{:08}", 3001 + i), 0});
+    for (std::size_t i = 0; i < options.shops; ++i)
+        island.participants.push_back({5001 + i, fmt::format("Shop {:03}", i + 1), "shop", fmt::format("62220205{:08}", 5001 + i), 60});
+    auto add = [&](const std::string& prefix, const std::string& kind, std::size_t n, std::uint64_t participant,
+                   std::uint16_t line, bool distance) {
+        TerminalEntry t;
+        t.terminal_id = fmt::format("{}{:05}", prefix, n);
+        t.psam_terminal_id = fmt::format("4601{}{:07}", kind == "bus" ? 1 : kind == "clinic" ? 3 : 5, n);
+        t.participant_id = participant;
+        t.kind = kind;
+        t.line = line;
+        t.distance_fares = distance;
+        t.psam_image = island.images_dir / "psams" / (t.terminal_id + ".img");
+        t.queue = island.images_dir / "queues" / (t.terminal_id + ".queue");
+        issue_psam(world, hsm_endpoint, t.psam_terminal_id, t.psam_image);
+        island.terminals.push_back(t);
+    };
+    std::error_code ec;
+    fs::create_directories(island.images_dir / "queues", ec);
+    // Every third line charges by distance (tap in, tap out); the others a flat fare.
+    for (std::size_t i = 0; i < options.buses; ++i)
+        add("BUS", "bus", i + 1, 1001 + i % bus_operators, static_cast<std::uint16_t>(i + 1), i % 3 == 2);
+    for (std::size_t i = 0; i < options.clinics; ++i) add("CLN", "clinic", i + 1, 3001 + i, 0, false);
+    for (std::size_t i = 0; i < options.shops; ++i) add("SHP", "shop", i + 1, 5001 + i, 0, false);
+}
+
+// ---- the day ---------------------------------------------------------------------------------------
+
+DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearing, const DayOptions& options,
+                  const std::function<void(double, const std::string&)>& progress) {
+    const auto started = std::chrono::steady_clock::now();
+    DayReport report;
+    const Plan plan = plan_day(island, options);
+    Seconds now = day_start_s;
+    std::vector<SimTerminal> terminals = open_terminals(island, &now, options.business_date);
+    std::vector<std::unique_ptr<cos::VirtualCard>> cards;
+    for (std::size_t c = 0; c < std::min(options.cards, island.cards.size()); ++c)
+        cards.push_back(must(cos::VirtualCard::open(island.cards[c].image), "card " + island.cards[c].asn));
+
+    std::mutex daemon_mutex;
+    std::unique_ptr<DropProxy> proxy;
+    if (options.drop_rate > 0) proxy = std::make_unique<DropProxy>(clearing.port(), options.drop_rate, options.seed);
+    const std::uint16_t upload_port = proxy ? proxy->port() : clearing.port();
+    ClearingKiller killer(clearing, options.kill_clearing_every_s, daemon_mutex);
+    UploadTotals totals;
+
+    report.transaction_log = world.dir / "transactions.log";
+    TransactionLog log(report.transaction_log);
+    Random faults(mix(options.seed, 0xFA017));
+
+    // Terminals connect in slots of 30 simulated minutes; each one every upload_every_min.
+    const Seconds slot_s = 1800;
+    const std::uint32_t slots_per_cycle = std::max<std::uint32_t>(1, static_cast<std::uint32_t>(options.upload_every_min * 60 / slot_s));
+    Seconds next_slot = day_start_s + slot_s;
+    std::uint32_t slot_index = 0;
+    double upload_s = 0;
+    auto upload_slot = [&](bool everyone) {
+        std::vector<SimTerminal*> due;
+        for (auto& t : terminals)
+            if (everyone || t.upload_phase % slots_per_cycle == slot_index % slots_per_cycle) due.push_back(&t);
+        const auto t0 = std::chrono::steady_clock::now();
+        upload_terminals(due, upload_port, options.upload_threads, totals);
+        upload_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        ++report.upload_rounds;
+    };
+
+    const std::size_t progress_every = std::max<std::size_t>(1, plan.events.size() / 200);
+    for (std::size_t i = 0; i < plan.events.size(); ++i) {
+        if (interrupted()) fail(exit_codes::interrupted, "interrupted");
+        const Event& e = plan.events[i];
+        while (e.at >= next_slot) {
+            now = next_slot;
+            upload_slot(false);
+            ++slot_index;
+            next_slot += slot_s;
+        }
+        now = e.at;
+        SimTerminal& t = terminals[e.terminal];
+        cos::VirtualCard* card = cards[e.card].get();
+        t.card_reader->insert(card);
+        const bool tear = options.tear_rate > 0 && faults.chance(options.tear_rate);
+        const bool tear_after_card = faults.chance(0.7);
+        if (tear)
+            t.card_reader->set_fault_plan([tear_after_card](std::size_t, ByteView command) {
+                return is_debit(command) ? (tear_after_card ? sdk::Fault::after_card : sdk::Fault::before_card) : sdk::Fault::none;
+            });
+        TapResult result;
+        try {
+            result = run_flow(t, e);
+        } catch (const sdk::FlowError&) {
+            // The card left mid-debit; the passenger taps again: recover() decides what happened.
+            ++report.tears;
+            t.card_reader->set_fault_plan(nullptr);
+            t.card_reader->insert(card);
+            auto recovered = t.terminal->recover();
+            if (!recovered) fail(exit_codes::check_failed, fmt::format("recover at {}: {}", t.entry->terminal_id, recovered.error().message));
+            if (!recovered->recorded.empty()) {
+                ++report.tears_recovered;
+                result.record = recovered->recorded.front();
+            } else {
+                ++report.tears_abandoned;
+                t.card_reader->insert(card);
+                result = run_flow(t, e);
+            }
+        }
+        t.card_reader->set_fault_plan(nullptr);
+        t.card_reader->insert(nullptr);
+        if (result.declined) ++report.declined;
+        if (result.repeat) ++report.repeat_taps;
+        if (result.record) {
+            const std::string kind = kind_name(*result.record, t.entry->kind);
+            log.write(kind, t, *result.record);
+            auto& totals_for_kind = report.by_kind[kind];
+            ++totals_for_kind.count;
+            totals_for_kind.amount_fen += result.record->amount_fen;
+            ++report.transactions;
+            if (result.record->amount_fen == 0) ++report.zero_fare_entries;
+        }
+        if (i % progress_every == 0 && progress)
+            progress(static_cast<double>(i) / static_cast<double>(plan.events.size()),
+                     fmt::format("{:02}:{:02} {} transactions", e.at / 3600, e.at / 60 % 60, report.transactions));
+    }
+    report.digest = log.finish();
+
+    // End of the day: every terminal connects until its queue is empty.
+    for (std::size_t round = 0;; ++round) {
+        if (interrupted()) fail(exit_codes::interrupted, "interrupted");
+        upload_slot(true);
+        std::size_t left = 0;
+        for (auto& t : terminals) left += t.queue->size();
+        if (progress) progress(1.0, fmt::format("end of day: {} transactions still queued", left));
+        if (left == 0) break;
+        if (round + 1 >= final_upload_rounds_max)
+            fail(exit_codes::clearing_error, fmt::format("{} transactions still queued after {} upload rounds", left, round + 1));
+        std::this_thread::sleep_for(final_upload_pause);
+    }
+    killer.stop();
+    {
+        std::lock_guard lock(daemon_mutex);
+        if (!clearing.running()) clearing.restart();
+    }
+    report.clearing_kills = killer.kills();
+    report.dropped_frames = proxy ? proxy->dropped() : 0;
+    report.upload_failures = totals.failures;
+    report.uploaded = totals.uploaded;
+    report.approved = totals.approved;
+    report.suspense = totals.suspense;
+    report.duplicates = totals.duplicates;
+    report.upload_seconds = upload_s;
+    report.run_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    return report;
+}
+
+}  // namespace coconut::cli

@@ -1,0 +1,83 @@
+// An island day through the terminal SDK: buses (flat and entry/exit fares, morning and evening peaks),
+// shops and clinics, every card tap a real Terminal flow on an in-process reader against the card's image,
+// terminals offline most of the day and uploading their queues in batches to coconut-clearingd.
+//
+// Deterministic: the day's plan (who taps where and when), the card and PSAM images (seeded DRBGs) and the
+// simulated clock derive from the seed, so the same seed on a freshly issued island gives the same
+// transactions. Each completed card transaction is one line of the transaction log (no MACs: those
+// depend on the keys of the ceremony); its SHA-256 is the day's digest.
+//
+// Faults: a torn tap (the card leaves during DEBIT, before or after the card executed it) is resolved by
+// Terminal::recover() when the passenger taps again, then retried if the card proves the debit never ran;
+// lost network messages are a proxy between the terminals and the clearing that drops frames (and with
+// them the TCP connection); the clearing can be SIGKILLed and restarted at an interval. Uploads retry
+// until every queue is empty (bounded).
+#pragma once
+
+#include "world.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+
+namespace coconut::cli {
+
+class Daemon;
+
+struct DayOptions {
+    std::size_t cards = 1000;
+    std::size_t buses = 40;
+    std::size_t clinics = 8;
+    std::size_t shops = 60;
+    double hours = 17;                  // the service day starts at 06:00 local time
+    std::uint64_t seed = 1;
+    std::size_t transactions = 0;       // target for the day; 0 = ~6 per card (a resident's real day)
+    std::string business_date = "20261126";  // YYYYMMDD, Hainan local
+    double tear_rate = 0;               // share of debits whose card leaves during DEBIT
+    double drop_rate = 0;               // share of ISO 8583 frames lost between terminals and clearing
+    double kill_clearing_every_s = 0;   // SIGKILL + restart coconut-clearingd at this wall-clock interval
+    std::size_t upload_every_min = 120; // each terminal connects about this often (simulated minutes)
+    std::size_t upload_threads = 4;     // terminals uploading at once
+};
+
+struct KindTotals {
+    std::size_t count = 0;
+    std::uint64_t amount_fen = 0;
+};
+
+struct DayReport {
+    std::map<std::string, KindTotals> by_kind;  // bus flat, bus entry, bus exit, bus unfinished, shop, clinic purse
+    std::size_t transactions = 0;               // completed card transactions (in the log)
+    std::size_t declined = 0;                   // insufficient balance
+    std::size_t repeat_taps = 0;                // a second tap inside the window: not charged
+    std::size_t tears = 0;
+    std::size_t tears_recovered = 0;  // the card had debited: recorded from GET TRANSACTION PROVE
+    std::size_t tears_abandoned = 0;  // the card had not: the tap was made again
+    std::size_t zero_fare_entries = 0;  // entry taps that moved no money (not uploaded: see simulate.cpp)
+    std::size_t upload_rounds = 0;
+    std::size_t upload_failures = 0;  // connections that ended in an error (retried later)
+    std::size_t uploaded = 0;         // acknowledged by the clearing
+    std::size_t approved = 0;
+    std::size_t suspense = 0;
+    std::size_t duplicates = 0;
+    std::size_t dropped_frames = 0;
+    std::size_t clearing_kills = 0;
+    std::string digest;  // SHA-256 of the transaction log, hex
+    fs::path transaction_log;
+    double run_seconds = 0;
+    double upload_seconds = 0;
+};
+
+// Participants and terminals for `options` (bus operators, clinics, shops), with PSAMs issued through the
+// HSM. Deterministic names and ids.
+void plan_participants_and_terminals(const WorldPaths& world, Island& island, const std::string& hsm_endpoint,
+                                     const DayOptions& options);
+
+// Runs the day against a running clearing daemon (`clearing` may be restarted by the kill option).
+// `progress(fraction, text)` is called now and then.
+DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearing, const DayOptions& options,
+                  const std::function<void(double, const std::string&)>& progress);
+
+}  // namespace coconut::cli

@@ -1,0 +1,127 @@
+#include "verify.hpp"
+
+#include "errors.hpp"
+#include "process.hpp"
+
+#include <coconut/clearing/clearing.hpp>
+#include <coconut/cos/card.hpp>
+#include <coconut/ledger/ledger.hpp>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+namespace coconut::cli {
+
+namespace {
+
+using nlohmann::json;
+
+// The daemon's own directory lock (coconut-clearingd: DIR/clearingd.lock): held while we read, so no daemon
+// starts writing under us and we never read a directory a daemon is serving.
+class DataLock {
+public:
+    explicit DataLock(const fs::path& dir) {
+        fd_ = ::open((dir / "clearingd.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd_ < 0 || ::flock(fd_, LOCK_EX | LOCK_NB) != 0)
+            fail(exit_codes::tool_failed, fmt::format("{} is in use by a running coconut-clearingd", dir.string()));
+    }
+    ~DataLock() {
+        if (fd_ >= 0) ::close(fd_);
+    }
+    DataLock(const DataLock&) = delete;
+    DataLock& operator=(const DataLock&) = delete;
+
+private:
+    int fd_ = -1;
+};
+
+std::int64_t signed_balance(const ledger::Ledger& book, const ledger::Id& id) {
+    auto account = book.lookup_account(id);
+    if (!account) fail(exit_codes::io_error, "ledger: " + account.error().message);
+    if (!*account) return 0;
+    const ledger::Account& a = **account;
+    // Posted money only: a pending hold has not moved anything yet (it is posted or voided later).
+    return static_cast<std::int64_t>(a.credits_posted) - static_cast<std::int64_t>(a.debits_posted);
+}
+
+clearing::Asn asn_of(const std::string& digits) {
+    clearing::Asn asn{};
+    const auto bcd = digits_to_bcd(digits);
+    if (!bcd || bcd->size() != asn.size()) fail(exit_codes::bad_input, "bad ASN " + digits);
+    std::copy(bcd->begin(), bcd->end(), asn.begin());
+    return asn;
+}
+
+}  // namespace
+
+std::pair<int, std::string> ledger_check(const fs::path& data_dir) {
+    const ToolRun run = run_tool({require_tool("coconut-clearingd"), "check", "--data", data_dir.string()});
+    return {run.exit_code, run.output};
+}
+
+Verification verify_island(const WorldPaths& world, const Island& island) {
+    Verification v;
+    const auto [check_code, check_output] = ledger_check(world.clearing_data());
+    v.ledger_check_ok = check_code == 0;
+    v.ledger_check_summary = check_output;
+
+    // Shadows as the clearing's registry and ledger see them.
+    const json cards = json::parse(run_tool_or_fail(
+        {require_tool("coconut-clearingd"), "admin", "--data", world.clearing_data().string(), "list", "cards"}));
+    std::map<std::string, std::pair<std::int64_t, std::int64_t>> shadows;  // asn → (registry mirror, ledger)
+    for (const auto& c : cards)
+        shadows[c.at("asn")] = {c.at("shadow_balance_fen").get<std::int64_t>(), c.value("ledger_shadow_balance_fen", std::int64_t{-1})};
+    const json risks = json::parse(run_tool_or_fail(
+        {require_tool("coconut-clearingd"), "admin", "--data", world.clearing_data().string(), "list", "risk"}));
+    for (const auto& r : risks) {
+        ++v.risk_flags;
+        ++v.risk_by_kind[r.at("kind").get<std::string>()];
+    }
+
+    DataLock lock(world.clearing_data());
+    ledger::Options options;
+    options.directory = world.clearing_data().string();
+    auto opened = ledger::Ledger::open(options);
+    if (!opened) fail(exit_codes::io_error, "cannot open the ledger: " + opened.error().message);
+    const ledger::Ledger& book = *opened.value();
+
+    MoneyLine card_line{"cards (balances on the cards)", 0, 0};
+    for (const auto& card : island.cards) {
+        auto image = cos::VirtualCard::open(card.image);
+        if (!image) fail(exit_codes::bad_input, image.error().message);
+        const std::int64_t on_card = image.value()->snapshot().balance_fen;
+        const auto found = shadows.find(card.asn);
+        ++v.cards_checked;
+        if (found == shadows.end()) {
+            v.card_mismatches.push_back(card.asn + ": not registered at the clearing");
+            continue;
+        }
+        if (found->second.first != on_card || found->second.second != on_card)
+            v.card_mismatches.push_back(fmt::format("{}: card {}, shadow {} (ledger {})", card.asn, on_card, found->second.first,
+                                                    found->second.second));
+        card_line.purse_fen += on_card;
+        card_line.medical_fen += signed_balance(book, clearing::medical_account(asn_of(card.asn)));
+    }
+    v.money.push_back(card_line);
+    for (const auto& p : island.participants)
+        v.money.push_back({fmt::format("{} ({}, {})", p.name, p.kind, p.id),
+                           signed_balance(book, clearing::payable_account(p.id, clearing::ledgers::purse)),
+                           signed_balance(book, clearing::payable_account(p.id, clearing::ledgers::medical))});
+    v.money.push_back({"purse float / medical fund", signed_balance(book, clearing::purse_float_account),
+                       signed_balance(book, clearing::medical_fund_account)});
+    v.money.push_back({"fee income", signed_balance(book, clearing::purse_fee_income_account),
+                       signed_balance(book, clearing::medical_fee_income_account)});
+    v.money.push_back({"suspense", signed_balance(book, clearing::purse_suspense_account),
+                       signed_balance(book, clearing::medical_suspense_account)});
+    for (const auto& line : v.money) {
+        v.purse_total_fen += line.purse_fen;
+        v.medical_total_fen += line.medical_fen;
+    }
+    return v;
+}
+
+}  // namespace coconut::cli
