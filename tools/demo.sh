@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The card demo (README main job): install the Debian packages, build coconut-vcard and the demo, then
-# personalize a card and a PSAM, read them through pcscd + vpcd, and run a load and a purchase through
-# the APDU shell. Needs root (or sudo) for setup.sh and for pcscd's /run/pcscd.
+# The README's main job: a whole island day end to end (`coconut demo`). Installs the Debian packages,
+# builds coconut and the daemons it runs, then: coconut-hsmd and coconut-clearingd on free loopback ports,
+# the key ceremony, 1,000 cards and the terminals' PSAMs issued with HSM-derived keys, a simulated day of
+# ≥ 100,000 card transactions through the terminal SDK (with torn taps and lost network messages),
+# uploads, ledger check, cards = shadows, money conservation, a summary. Needs root (or sudo) for setup.sh.
 #   BUILD_DIR   build directory (default: build)
-#   DEMO_DIR    work directory for profiles, images and logs (default: demo-run, git-ignored)
-#   extra arguments go to coconut-card-demo (e.g. --skip-pcsc)
+#   DEMO_DIR    the island directory (default: demo-run, git-ignored; replaced on every run)
+#   extra arguments go to `coconut demo` (e.g. --size small, --seed N)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 build_dir="${BUILD_DIR:-$repo/build}"
@@ -12,6 +14,6 @@ demo_dir="${DEMO_DIR:-$repo/demo-run}"
 
 "$repo/tools/setup.sh"
 cmake -S "$repo" -B "$build_dir" -G Ninja
-cmake --build "$build_dir" --target coconut-vcard coconut-card-demo
-exec "$build_dir/tools/card-demo/coconut-card-demo" \
-  --vcard "$build_dir/card-os-apdu/coconut-vcard" --work-dir "$demo_dir" "$@"
+cmake --build "$build_dir" --target coconut
+rm -rf "$demo_dir"
+exec "$build_dir/tools/coconut/coconut" demo --dir "$demo_dir" "$@"

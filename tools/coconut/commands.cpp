@@ -8,6 +8,7 @@
 #include "verify.hpp"
 
 #include <coconut/cos/card.hpp>
+#include <coconut/durable_file.hpp>
 #include <coconut/sdk/apps.hpp>
 #include <coconut/sdk/channel.hpp>
 #include <coconut/sdk/reader.hpp>
@@ -169,7 +170,12 @@ int simulate(const SimulateArgs& args) {
     print_day(std::cout, day);
     print_verification(std::cout, verification, false);
     std::cout << fmt::format("transaction log {} sha256 {}\n", day.transaction_log.string(), day.digest);
-    (void)setup;
+    const std::string text =
+        json{{"seed", args.day.seed}, {"images_dir", setup.images_dir.string()}, {"day", day_json(day)}, {"verification", verification_json(verification)}}
+            .dump(1) + "\n";
+    if (const auto error = write_file_atomically(world.dir / "simulate.json", ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+        !error.empty())
+        fail(exit_codes::io_error, error);
     return verification.ok() ? exit_codes::ok : exit_codes::check_failed;
 }
 

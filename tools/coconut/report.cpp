@@ -1,6 +1,7 @@
 #include "report.hpp"
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <unistd.h>
 
@@ -86,6 +87,28 @@ void print_verification(std::ostream& out, const Verification& v, bool every_par
     for (const auto& key : order)
         out << fmt::format("  {:<40} {:>20} {:>20}\n", key, format_fen(grouped[key].purse_fen), format_fen(grouped[key].medical_fen));
     out << fmt::format("  {:<40} {:>20} {:>20}\n", "total", format_fen(v.purse_total_fen), format_fen(v.medical_total_fen));
+}
+
+using nlohmann::json;
+
+nlohmann::json day_json(const DayReport& day) {
+    json kinds = json::object();
+    for (const auto& [kind, t] : day.by_kind) kinds[kind] = {{"count", t.count}, {"amount_fen", t.amount_fen}};
+    return {{"transactions", day.transactions}, {"by_kind", kinds},          {"declined", day.declined},
+            {"tears", day.tears},               {"tears_recovered", day.tears_recovered},
+            {"tears_abandoned", day.tears_abandoned}, {"dropped_frames", day.dropped_frames},
+            {"clearing_kills", day.clearing_kills},   {"uploaded", day.uploaded},
+            {"approved", day.approved},         {"suspense", day.suspense}, {"duplicates", day.duplicates},
+            {"upload_failures", day.upload_failures}, {"zero_fare_entries", day.zero_fare_entries},
+            {"digest", day.digest},             {"transaction_log", day.transaction_log.string()}};
+}
+
+nlohmann::json verification_json(const Verification& v) {
+    json money = json::array();
+    for (const auto& m : v.money) money.push_back({{"name", m.name}, {"purse_fen", m.purse_fen}, {"medical_fen", m.medical_fen}});
+    return {{"cards_checked", v.cards_checked}, {"card_mismatches", v.card_mismatches}, {"ledger_check_ok", v.ledger_check_ok},
+            {"purse_total_fen", v.purse_total_fen}, {"medical_total_fen", v.medical_total_fen}, {"risk_flags", v.risk_flags},
+            {"money", money}, {"ok", v.ok()}};
 }
 
 }  // namespace coconut::cli

@@ -5,6 +5,8 @@
 #include "simulate.hpp"
 #include "verify.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <ostream>
@@ -31,5 +33,8 @@ private:
 
 void print_day(std::ostream& out, const DayReport& day);
 void print_verification(std::ostream& out, const Verification& v, bool every_participant);
+// The same as JSON (summary.json of demo and simulate, read by the tests).
+nlohmann::json day_json(const DayReport& day);
+nlohmann::json verification_json(const Verification& v);
 
 }  // namespace coconut::cli

@@ -127,7 +127,7 @@ Plan plan_day(const Island& island, const DayOptions& options) {
                 e.terminal = plan.shops[random.below(plan.shops.size())];
                 e.at = clamp_time(8 * 3600 + random.unit() * 13.5 * 3600, end);
                 const double size = random.unit();
-                e.amount_fen = static_cast<std::uint32_t>(300 + size * size * 6000) / 10 * 10;
+                e.amount_fen = static_cast<std::uint32_t>(300 + size * size * 3000) / 10 * 10;
             } else {
                 e.kind = EventKind::clinic;
                 e.terminal = plan.clinics[random.below(plan.clinics.size())];

@@ -101,8 +101,8 @@ std::vector<CeremonyKey> run_ceremony(const WorldPaths& world, bool quiet);
 struct CardIssueOptions {
     std::size_t count = 0;
     std::uint64_t seed = 1;  // card DRBG seeds, ASNs and opening balances derive from it
-    std::uint32_t purse_opening_fen_min = 20'000;
-    std::uint32_t purse_opening_fen_max = 50'000;
+    std::uint32_t purse_opening_fen_min = 50'000;
+    std::uint32_t purse_opening_fen_max = 100'000;
     std::uint32_t medical_opening_fen = 100'000;
 };
 

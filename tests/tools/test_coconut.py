@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the coconut CLI (tools/coconut): the demo at CI size, the simulator's determinism,
+a simulated day under faults, and bad inputs. Each mode starts its own coconut-hsmd and coconut-clearingd
+(through coconut, on free loopback ports) in a fresh directory and removes it afterwards; card images live
+in a tmpfs directory (/dev/shm) when there is one, as the demo's do.
+
+    test_coconut.py COCONUT demo_small | deterministic | faults | bad_inputs
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+COCONUT = sys.argv[1]
+MODE = sys.argv[2]
+# Every coconut run is bounded; the CI-size demo takes ~10 s on the 2-core VM.
+RUN_TIMEOUT_S = 240
+
+
+def scratch(prefix):
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    return tempfile.mkdtemp(prefix=prefix, dir=base)
+
+
+def run(args, expect=0):
+    done = subprocess.run([COCONUT] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=RUN_TIMEOUT_S)
+    if done.returncode != expect:
+        print(done.stdout)
+        raise AssertionError(f"coconut {' '.join(args)} exited {done.returncode}, expected {expect}")
+    return done.stdout
+
+
+def check_invariants(summary, cards):
+    v = summary["verification"]
+    assert v["cards_checked"] == cards, v["cards_checked"]
+    assert v["card_mismatches"] == [], v["card_mismatches"][:5]  # every card's balance = its shadow
+    assert v["ledger_check_ok"], "ledger check failed"
+    assert v["purse_total_fen"] == 0, v["purse_total_fen"]      # cards + payables + float + fees + suspense
+    assert v["medical_total_fen"] == 0, v["medical_total_fen"]
+    assert v["ok"]
+    day = summary["day"]
+    # Every transaction that moved money reached the clearing (entries of 0 fen are kept off the upload).
+    moved = day["transactions"] - day["zero_fare_entries"]
+    assert day["uploaded"] >= moved, (day["uploaded"], moved)
+
+
+def demo_small():
+    work = scratch("coconut-demo-test-")
+    try:
+        out = run(["demo", "--dir", os.path.join(work, "island"), "--size", "small", "--images", os.path.join(work, "media")])
+        summary = json.load(open(os.path.join(work, "island", "summary.json")))
+        check_invariants(summary, 100)
+        day = summary["day"]
+        assert day["transactions"] >= 2500, day["transactions"]
+        kinds = day["by_kind"]
+        for kind in ("bus flat", "bus entry", "bus exit", "shop", "clinic purse"):
+            assert kinds.get(kind, {}).get("count", 0) > 0, f"no {kind} transactions: {kinds}"
+        assert day["tears"] > 0 and day["tears_recovered"] + day["tears_abandoned"] == day["tears"], day
+        assert day["dropped_frames"] > 0, day
+        assert "nothing created or lost" in out and "ledger check: ok" in out, out
+        print(f"demo small: {day['transactions']} transactions, {day['tears']} tears, {day['dropped_frames']} frames lost, "
+              f"{summary['timings_s']['total']:.1f} s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def simulate(work, name, seed, extra=(), transactions=800):
+    island = os.path.join(work, name)
+    args = ["simulate", "--dir", island, "--images", os.path.join(work, name + "-media"), "--cards", "40", "--buses", "4",
+            "--clinics", "1", "--shops", "4", "--transactions", str(transactions), "--seed", str(seed)] + list(extra)
+    run(args)
+    summary = json.load(open(os.path.join(island, "simulate.json")))
+    check_invariants(summary, 40)
+    return summary, open(os.path.join(island, "transactions.log")).read()
+
+
+def deterministic():
+    work = scratch("coconut-determinism-test-")
+    try:
+        first, first_log = simulate(work, "a", 42)
+        second, second_log = simulate(work, "b", 42)
+        other, _ = simulate(work, "c", 43)
+        assert first["day"]["transactions"] > 600, first["day"]["transactions"]
+        assert first_log == second_log, "the same seed gave different transactions"
+        assert first["day"]["digest"] == second["day"]["digest"]
+        assert other["day"]["digest"] != first["day"]["digest"], "another seed gave the same day"
+        print(f"deterministic: {first['day']['transactions']} transactions, digest {first['day']['digest'][:16]}… twice")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def faults():
+    work = scratch("coconut-faults-test-")
+    try:
+        summary, _ = simulate(work, "f", 7, ["--tear-rate", "0.03", "--drop-rate", "0.01", "--kill-clearing-every", "0.7",
+                                             "--upload-every-min", "30"], transactions=3000)
+        day = summary["day"]
+        assert day["tears"] > 0 and day["tears_recovered"] > 0 and day["tears_abandoned"] > 0, day
+        assert day["dropped_frames"] > 0, day
+        assert day["clearing_kills"] > 0, day
+        print(f"faults: {day['tears']} tears, {day['dropped_frames']} frames lost, clearing killed {day['clearing_kills']} times; "
+              "invariants hold")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bad_inputs():
+    work = scratch("coconut-bad-input-test-")
+    try:
+        run(["card", "show", os.path.join(work, "missing.img")], expect=7)
+        garbage = os.path.join(work, "garbage.img")
+        open(garbage, "wb").write(b"not a card image" * 10)
+        run(["card", "show", garbage], expect=7)
+        run(["simulate", "--dir", work, "--tear-rate", "2"], expect=2)
+        run(["demo", "--size", "huge", "--dir", os.path.join(work, "d")], expect=2)
+        run(["ledger", "check", "--data", os.path.join(work, "nowhere")], expect=7)
+        run(["card", "issue", "--dir", os.path.join(work, "no-ceremony"), "--count", "1"], expect=7)
+        island = os.path.join(work, "island")
+        run(["keys", "ceremony", "--dir", island])
+        assert oct(os.stat(os.path.join(island, "keys", "transport.key")).st_mode & 0o777) == "0o600"
+        run(["keys", "ceremony", "--dir", island], expect=7)  # a second ceremony would replace the scheme's keys
+        out = run(["card", "issue", "--dir", island, "--count", "3", "--out", os.path.join(work, "cards")])
+        assert "issued 3 cards" in out, out
+        shown = run(["card", "show", os.path.join(work, "cards", "cards", "46010000000000000001.img")])
+        assert "46010000000000000001" in shown and "balance" in shown, shown
+        print("bad inputs: specific exit codes; ceremony refuses to run twice; issue + show work")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+{"demo_small": demo_small, "deterministic": deterministic, "faults": faults, "bad_inputs": bad_inputs}[MODE]()
