@@ -67,6 +67,9 @@ void print_verification(std::ostream& out, const Verification& v, bool every_par
                        format_fen(v.medical_total_fen), v.purse_total_fen == 0 && v.medical_total_fen == 0 ? "nothing created or lost" : "MONEY MISSING");
     out << fmt::format("  risk flags: {}", v.risk_flags);
     for (const auto& [kind, n] : v.risk_by_kind) out << fmt::format("  {} {}", kind, n);
+    if (v.risk_flags > 0)
+        out << "\n    (expected offline: atc_gap = the card's ATC moved on entry taps of 0 fen, which are not uploaded, or on a "
+               "terminal that uploads later; shadow_mismatch = uploads arriving out of order across terminals)";
     out << "\n";
     out << "Money by participant (signed: credits − debits):\n";
     std::map<std::string, MoneyLine> grouped;
