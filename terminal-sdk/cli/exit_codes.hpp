@@ -33,10 +33,16 @@ inline constexpr int exit_hotlist_error = 25;    // the hotlist cannot be loaded
 inline constexpr int exit_fares_error = 26;      // the fares file is missing or invalid
 inline constexpr int exit_timeout = 27;          // `wait`: the card did not arrive/leave in time
 
-// Talking to the clearing (`upload`).
+// Talking to the clearing (upload, load, clinic-pay, sync-hotlist, reconcile).
 inline constexpr int exit_clearing_unreachable = 28;  // no connection, no answer in time, connection closed
 inline constexpr int exit_clearing_refused = 29;      // sign-on refused, or an answer that makes no sense
 inline constexpr int exit_upload_incomplete = 30;     // some transactions were answered with a code that keeps them queued
+// Online flows (load, clinic-pay) and end of shift.
+inline constexpr int exit_declined = 31;        // the clearing refused the load / authorization (response code printed)
+inline constexpr int exit_no_answer = 32;       // no answer in time: a reversal advice is queued (upload sends it)
+inline constexpr int exit_wrong_pin = 33;       // VERIFY refused the PIN (tries left in the status word)
+inline constexpr int exit_out_of_balance = 34;  // reconcile: 0510 answered 95, the batch stays open
+inline constexpr int exit_batch_error = 35;     // the batch state file is damaged or cannot be written
 
 inline int exit_code(sdk::FlowErrorCode code) {
     using sdk::FlowErrorCode;
@@ -51,6 +57,9 @@ inline int exit_code(sdk::FlowErrorCode code) {
         case FlowErrorCode::unknown_line: return exit_unknown_line;
         case FlowErrorCode::queue_full: return exit_queue_full;
         case FlowErrorCode::storage_error: return exit_storage_error;
+        case FlowErrorCode::declined: return exit_declined;
+        case FlowErrorCode::no_answer: return exit_no_answer;
+        case FlowErrorCode::wrong_pin: return exit_wrong_pin;
     }
     return exit_internal;
 }
@@ -89,8 +98,14 @@ inline constexpr const char* exit_code_table =
     "  25  hotlist_error: hotlist file damaged, or a delta that does not apply\n"
     "  26  fares_error: the fares file is missing or invalid\n"
     "  27  timeout: `wait` ran out of time\n"
-    "  28  clearing_unreachable: `upload` could not reach the clearing or got no answer in time\n"
-    "  29  clearing_refused: `upload` sign-on refused or the clearing's answer made no sense\n"
-    "  30  upload_incomplete: some transactions stay queued (refused with a code other than 00/59/94)\n";
+    "  28  clearing_unreachable: could not reach the clearing or got no answer in time (nothing pending)\n"
+    "  29  clearing_refused: sign-on or the request refused, or the clearing's answer made no sense\n"
+    "  30  upload_incomplete: some records stay queued (a 0320 refused with a code other than 00/59/94,\n"
+    "      an advice answered 03/30/91/96)\n"
+    "  31  declined: the clearing refused the load or the clinic authorization (response code printed)\n"
+    "  32  no_answer: the clearing did not answer in time; a reversal advice is queued for `upload`\n"
+    "  33  wrong_pin: the card refused the PIN\n"
+    "  34  out_of_balance: `reconcile` answered 95; the batch stays open\n"
+    "  35  batch_error: the batch state file (--batch-file) is damaged or cannot be written\n";
 
 }  // namespace coconut::terminal_cli

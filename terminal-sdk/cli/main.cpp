@@ -247,13 +247,16 @@ int cmd_recover(const Options& options) {
         json recorded = json::array();
         json abandoned = json::array();
         for (const auto& r : outcome->recorded) recorded.push_back(to_json(r));
+        json reversed = json::array();
         for (const auto& r : outcome->abandoned) abandoned.push_back(to_json(r));
-        print_json({{"recorded", recorded}, {"abandoned", abandoned}, {"open_intents", still_open}});
+        for (const auto& r : outcome->reversed) reversed.push_back(to_json(r));
+        print_json({{"recorded", recorded}, {"abandoned", abandoned}, {"reversed", reversed}, {"open_intents", still_open}});
     } else {
         print_text(fmt::format("recovered {} debit(s), abandoned {} intent(s); {} intent(s) of other cards still open",
                                outcome->recorded.size(), outcome->abandoned.size(), still_open));
         for (const auto& r : outcome->recorded) print_text("  recorded  " + to_text(r));
         for (const auto& r : outcome->abandoned) print_text("  abandoned " + to_text(r));
+        for (const auto& r : outcome->reversed) print_text("  reversed  " + to_text(r));
     }
     return exit_ok;
 }
@@ -406,12 +409,14 @@ constexpr const char* footer_text =
     "--json: purchase and tap print one JSON object per transaction (one per line); every other\n"
     "command prints one JSON document; an error prints {\"error\": {...}} on stdout as well.\n\n";
 
-struct UploadOptions {
+// How a command reaches the clearing (upload, load, clinic-pay, sync-hotlist, reconcile).
+struct ClearingCliOptions {
     std::string clearing;     // HOST:PORT of coconut-clearingd
     std::string terminal_id;  // field 41 as registered at the clearing
+    std::string merchant_id;  // field 42 of the 0100 (clinic-pay)
     std::size_t in_flight = sdk::clearing_in_flight_default;
     std::uint32_t timeout_ms = 10000;
-    std::uint32_t batch_number = 1;
+    std::string batch_file;   // default: the queue path + ".batch"
 };
 
 CliError from_clearing(const sdk::ClearingError& error) {
@@ -424,6 +429,8 @@ CliError from_clearing(const sdk::ClearingError& error) {
         case sdk::ClearingErrorCode::protocol_error:
         case sdk::ClearingErrorCode::refused: code = exit_clearing_refused; break;
         case sdk::ClearingErrorCode::queue_error: code = exit_storage_error; break;
+        case sdk::ClearingErrorCode::batch_error: code = exit_batch_error; break;
+        case sdk::ClearingErrorCode::hotlist_error: code = exit_hotlist_error; break;
     }
     return CliError{code, "clearing", std::string(sdk::to_string(error.code)), error.message};
 }
@@ -431,24 +438,33 @@ CliError from_clearing(const sdk::ClearingError& error) {
 json to_json(const sdk::UploadReport& r, std::size_t remaining) {
     return {{"sent", r.sent},         {"acknowledged", r.acknowledged}, {"approved", r.approved},
             {"suspense", r.suspense}, {"duplicates", r.duplicates},     {"kept", r.kept},
-            {"skipped", r.skipped},   {"by_response_code", r.by_response_code}, {"remaining", remaining}};
+            {"advices", r.advices},   {"refused", r.refused},           {"by_response_code", r.by_response_code},
+            {"remaining", remaining}};
+}
+
+// Connected and signed on (the clearing answers 03 to anything else).
+Result<std::unique_ptr<sdk::ClearingClient>, CliError> open_clearing(const Options& options, const ClearingCliOptions& clearing) {
+    auto endpoint = sdk::parse_clearing_endpoint(clearing.clearing);
+    if (!endpoint) return Unexpected{usage("--clearing " + endpoint.error())};
+    sdk::ClearingOptions client_options;
+    client_options.terminal_id = clearing.terminal_id;
+    client_options.merchant_id = clearing.merchant_id;
+    client_options.in_flight = clearing.in_flight;
+    client_options.response_timeout = std::chrono::milliseconds(clearing.timeout_ms);
+    client_options.batch_path = clearing.batch_file.empty() ? options.queue_path + ".batch" : clearing.batch_file;
+    auto client = sdk::ClearingClient::connect(*endpoint, client_options);
+    if (!client) return Unexpected{from_clearing(client.error())};
+    if (auto signed_on = (*client)->sign_on(); !signed_on) return Unexpected{from_clearing(signed_on.error())};
+    return std::move(*client);
 }
 
 // upload: sign on, send every queued offline purchase (many in flight), delete what the clearing
 // acknowledged (00 booked, 59 suspense, 94 duplicate), keep the rest.
-int cmd_upload(const Options& options, const UploadOptions& upload) {
-    auto endpoint = sdk::parse_clearing_endpoint(upload.clearing);
-    if (!endpoint) return report(usage("--clearing " + endpoint.error()), options.json);
+int cmd_upload(const Options& options, const ClearingCliOptions& upload) {
     auto queue = sdk::TransactionQueue::open(options.queue_path);
     if (!queue) return report(CliError{exit_queue_error, "queue", "queue_error", queue.error().message}, options.json);
-    sdk::ClearingOptions client_options;
-    client_options.terminal_id = upload.terminal_id;
-    client_options.in_flight = upload.in_flight;
-    client_options.response_timeout = std::chrono::milliseconds(upload.timeout_ms);
-    client_options.batch_number = upload.batch_number;
-    auto client = sdk::ClearingClient::connect(*endpoint, client_options);
-    if (!client) return report(from_clearing(client.error()), options.json);
-    if (auto signed_on = (*client)->sign_on(); !signed_on) return report(from_clearing(signed_on.error()), options.json);
+    auto client = open_clearing(options, upload);
+    if (!client) return report(client.error(), options.json);
     auto result = (*client)->upload(**queue);
     if (!result) {
         if (options.json) std::fprintf(stderr, "%s\n", to_json((*client)->last_report(), (*queue)->size()).dump().c_str());
@@ -465,10 +481,109 @@ int cmd_upload(const Options& options, const UploadOptions& upload) {
     return result->kept > 0 ? exit_upload_incomplete : exit_ok;
 }
 
+// load AMOUNT: INIT FOR LOAD → 0200 → 0210 MAC2 → CREDIT FOR LOAD → 0220 (queued until acknowledged).
+int cmd_load(const Options& options, const ClearingCliOptions& clearing, std::uint32_t amount_fen) {
+    auto session = open_session(options, true);
+    if (!session) return report(session.error(), options.json);
+    auto client = open_clearing(options, clearing);
+    if (!client) return report(client.error(), options.json);
+    auto outcome = (*session)->terminal->load(amount_fen, **client);
+    if (!outcome) return report(from_flow(outcome.error()), options.json);
+    (void)(*client)->sign_off();
+    const sdk::TransactionRecord& r = outcome->record;
+    if (options.json) {
+        print_json({{"result", "loaded"},
+                    {"amount_fen", r.amount_fen},
+                    {"balance_before_fen", r.balance_before_fen},
+                    {"balance_after_fen", r.balance_after_fen},
+                    {"confirmed", outcome->confirmed},
+                    {"confirmation_code", outcome->confirmation_code},
+                    {"record", terminal_cli::to_json(r)}});
+    } else {
+        print_text(fmt::format("loaded {} CNY: balance {} -> {} CNY; confirmation {}", yuan(r.amount_fen), yuan(r.balance_before_fen),
+                               yuan(r.balance_after_fen),
+                               outcome->confirmed ? "acknowledged" : "queued (" + outcome->confirmation_code + ")"));
+    }
+    return exit_ok;
+}
+
+// clinic-pay AMOUNT --pin PIN: medical account hold (0100) first, the purse for the remainder, 0220 completion.
+int cmd_clinic_pay(const Options& options, const ClearingCliOptions& clearing, std::uint32_t amount_fen, const std::string& pin) {
+    auto session = open_session(options, true);
+    if (!session) return report(session.error(), options.json);
+    auto client = open_clearing(options, clearing);
+    if (!client) return report(client.error(), options.json);
+    auto outcome = (*session)->terminal->clinic_payment(amount_fen, pin, **client);
+    if (!outcome) return report(from_flow(outcome.error()), options.json);
+    (void)(*client)->sign_off();
+    if (options.json) {
+        print_json({{"result", "paid"},
+                    {"amount_fen", outcome->amount_fen},
+                    {"medical_fen", outcome->medical_fen},
+                    {"purse_fen", outcome->purse_fen},
+                    {"authorization_code", outcome->authorization_code},
+                    {"completion_code", outcome->completion_code},
+                    {"purse_record", outcome->purse_record ? terminal_cli::to_json(*outcome->purse_record) : json(nullptr)}});
+    } else {
+        print_text(fmt::format("paid {} CNY: medical account {} CNY (authorization {}), purse {} CNY", yuan(outcome->amount_fen),
+                               yuan(outcome->medical_fen), outcome->authorization_code, yuan(outcome->purse_fen)));
+    }
+    return exit_ok;
+}
+
+int cmd_sync_hotlist(const Options& options, const ClearingCliOptions& clearing) {
+    auto hotlist = sdk::Hotlist::load(options.hotlist_path);
+    if (!hotlist) return report(CliError{exit_hotlist_error, "hotlist", "hotlist_error", hotlist.error().message}, options.json);
+    auto client = open_clearing(options, clearing);
+    if (!client) return report(client.error(), options.json);
+    auto synced = (*client)->sync_hotlist(*hotlist);
+    if (!synced) return report(from_clearing(synced.error()), options.json);
+    (void)(*client)->sign_off();
+    if (options.json) {
+        print_json({{"from_version", synced->from_version}, {"to_version", synced->to_version}, {"chunks", synced->chunks},
+                    {"added", synced->added}, {"removed", synced->removed}, {"count", hotlist->size()}});
+    } else {
+        print_text(fmt::format("hotlist version {} -> {} ({} chunk(s), +{} -{}), {} blocked card(s)", synced->from_version,
+                               synced->to_version, synced->chunks, synced->added, synced->removed, hotlist->size()));
+    }
+    return exit_ok;
+}
+
+json to_json(const sdk::BatchTotals& t) {
+    return {{"debits_count", t.debits_count},
+            {"debits_fen", t.debits_fen},
+            {"credits_count", t.credits_count},
+            {"credits_fen", t.credits_fen},
+            {"credit_reversals_count", t.credit_reversals_count},
+            {"credit_reversals_fen", t.credit_reversals_fen},
+            {"debit_reversals_count", t.debit_reversals_count},
+            {"debit_reversals_fen", t.debit_reversals_fen}};
+}
+
+// reconcile: 0500 with this batch's totals; 00 closes the batch, 95 keeps it open (exit 34).
+int cmd_reconcile(const Options& options, const ClearingCliOptions& clearing) {
+    auto client = open_clearing(options, clearing);
+    if (!client) return report(client.error(), options.json);
+    auto result = (*client)->reconcile();
+    if (!result) return report(from_clearing(result.error()), options.json);
+    (void)(*client)->sign_off();
+    if (options.json) {
+        print_json({{"batch_number", result->batch_number}, {"balanced", result->balanced}, {"totals", to_json(result->totals)},
+                    {"host_net", result->host_net}, {"next_batch_number", (*client)->batch().batch_number()}});
+    } else {
+        const auto& t = result->totals;
+        print_text(fmt::format("batch {}: {} — debits {} / {} fen, credits {} / {} fen, reversals {} / {} fen and {} / {} fen; host net {}",
+                               result->batch_number, result->balanced ? "balanced" : "OUT OF BALANCE", t.debits_count, t.debits_fen,
+                               t.credits_count, t.credits_fen, t.credit_reversals_count, t.credit_reversals_fen,
+                               t.debit_reversals_count, t.debit_reversals_fen, result->host_net));
+    }
+    return result->balanced ? exit_ok : exit_out_of_balance;
+}
+
 }  // namespace
 
 int run(int argc, char** argv) {
-    CLI::App app{"coconut-terminal: shop purchases, bus taps, recovery, queue and hotlist over the Coconut Card terminal SDK"};
+    CLI::App app{"coconut-terminal: shop purchases, bus taps, online loads, clinic payments, recovery, queue, hotlist and clearing over the Coconut Card terminal SDK"};
     app.footer(std::string(footer_text) + exit_code_table);
     app.require_subcommand(1);
     app.fallthrough();
@@ -528,20 +643,42 @@ int run(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::Range(std::uint32_t{0}, wait_timeout_ms_max));
 
-    UploadOptions upload_options;
-    auto* upload = app.add_subcommand("upload", "Upload the queue to the clearing (0320, many in flight); delete what it acknowledged");
-    upload->add_option("--clearing", upload_options.clearing, "coconut-clearingd HOST:PORT")->required();
-    upload->add_option("--terminal-id", upload_options.terminal_id, "Terminal id as registered at the clearing (field 41, 8 characters)")
-        ->required();
-    upload->add_option("--in-flight", upload_options.in_flight, "Uploads awaiting an answer at once")
+    // The clearing options every online command takes.
+    ClearingCliOptions clearing_options;
+    const auto add_clearing_options = [&](CLI::App* command) {
+        command->add_option("--clearing", clearing_options.clearing, "coconut-clearingd HOST:PORT")->required();
+        command->add_option("--terminal-id", clearing_options.terminal_id,
+                            "Terminal id as registered at the clearing (field 41, 8 characters)")
+            ->required();
+        command->add_option("--timeout-ms", clearing_options.timeout_ms, "Give up when an answer takes longer")
+            ->capture_default_str()
+            ->check(CLI::Range(std::uint32_t{100}, std::uint32_t{600000}));
+        command->add_option("--batch-file", clearing_options.batch_file,
+                            "Batch number, STAN counter and batch totals (default: the queue path + .batch)");
+    };
+    auto* upload = app.add_subcommand("upload", "Upload the queue to the clearing (0320 and advices, many in flight); delete what it acknowledged");
+    add_clearing_options(upload);
+    upload->add_option("--in-flight", clearing_options.in_flight, "Uploads awaiting an answer at once")
         ->capture_default_str()
         ->check(CLI::Range(std::size_t{1}, sdk::clearing_in_flight_max));
-    upload->add_option("--timeout-ms", upload_options.timeout_ms, "Give up when an answer takes longer (exit 28)")
-        ->capture_default_str()
-        ->check(CLI::Range(std::uint32_t{100}, std::uint32_t{600000}));
-    upload->add_option("--batch", upload_options.batch_number, "Batch number (field 60)")
-        ->capture_default_str()
-        ->check(CLI::Range(std::uint32_t{0}, std::uint32_t{999999}));
+    std::uint32_t online_amount_fen = 0;
+    auto* load = app.add_subcommand("load", "Online load of AMOUNT fen (0200/0210, CREDIT FOR LOAD, 0220)");
+    load->add_option("AMOUNT", online_amount_fen, "Amount in fen")
+        ->required()
+        ->check(CLI::Range(std::uint32_t{1}, std::numeric_limits<std::uint32_t>::max()));
+    add_clearing_options(load);
+    std::string pin;
+    auto* clinic_pay = app.add_subcommand("clinic-pay", "Clinic payment of AMOUNT fen: medical account hold (0100), purse for the rest, 0220");
+    clinic_pay->add_option("AMOUNT", online_amount_fen, "Amount in fen")
+        ->required()
+        ->check(CLI::Range(std::uint32_t{1}, std::numeric_limits<std::uint32_t>::max()));
+    clinic_pay->add_option("--pin", pin, "Cardholder PIN (4-12 digits)")->required();
+    clinic_pay->add_option("--merchant-id", clearing_options.merchant_id, "Field 42 (card acceptor id) of the 0100");
+    add_clearing_options(clinic_pay);
+    auto* sync_hotlist = app.add_subcommand("sync-hotlist", "Download the hotlist changes since the local version (0800 70=101)");
+    add_clearing_options(sync_hotlist);
+    auto* reconcile = app.add_subcommand("reconcile", "End of shift: 0500 with this batch's totals; 00 closes the batch");
+    add_clearing_options(reconcile);
 
     try {
         app.parse(argc, argv);
@@ -565,7 +702,11 @@ int run(int argc, char** argv) {
     if (*hotlist_remove) return cmd_hotlist_change(options, asn_digits, std::nullopt);
     if (*hotlist_show) return cmd_hotlist_show(options, asn_digits);
     if (*wait) return cmd_wait(options, wait_absent, wait_timeout_ms);
-    if (*upload) return cmd_upload(options, upload_options);
+    if (*upload) return cmd_upload(options, clearing_options);
+    if (*load) return cmd_load(options, clearing_options, online_amount_fen);
+    if (*clinic_pay) return cmd_clinic_pay(options, clearing_options, online_amount_fen, pin);
+    if (*sync_hotlist) return cmd_sync_hotlist(options, clearing_options);
+    if (*reconcile) return cmd_reconcile(options, clearing_options);
     return exit_usage;
 }
 

@@ -59,6 +59,11 @@ nlohmann::json to_json(const sdk::TransactionRecord& r, std::optional<std::uint6
     out["vehicle"] = r.vehicle;
     out["entry_station"] = r.entry_station;
     out["intent_sequence"] = r.intent_sequence;
+    out["link"] = sdk::to_string(r.link);
+    if (r.link != sdk::LinkKind::offline_purchase) {
+        out["stan"] = r.stan;
+        out["batch_number"] = r.batch_number;
+    }
     return out;
 }
 

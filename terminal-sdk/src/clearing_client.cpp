@@ -1,6 +1,11 @@
 // ISO 8583 client of the clearing daemon: blocking calls over Boost.Asio with a deadline on every read.
+#include <coconut/apdu/tlv.hpp>
+#include <coconut/durable_file.hpp>
 #include <coconut/iso8583/card_data.hpp>
 #include <coconut/sdk/clearing_client.hpp>
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -10,6 +15,8 @@
 
 #include <cassert>
 #include <charconv>
+#include <fstream>
+#include <sstream>
 #include <unordered_map>
 
 namespace coconut::sdk {
@@ -27,9 +34,55 @@ Unexpected<ClearingError> fail(ClearingErrorCode code, std::string message, std:
     return Unexpected<ClearingError>{ClearingError{code, std::move(message), std::move(response_code)}};
 }
 
-bool acknowledging(std::string_view response_code) {
+// An offline purchase leaves the queue on these (see the header).
+bool acknowledging_upload(std::string_view response_code) {
     return response_code == "00" || response_code == "59" || response_code == "94";
 }
+
+// An advice is repeated until a final answer: these four say "not now" (not signed on, our message did not
+// parse, issuer or system down).
+bool acknowledging_advice(std::string_view response_code) {
+    return response_code != "03" && response_code != "30" && response_code != "91" && response_code != "96";
+}
+
+bool acknowledging(const TransactionRecord& record, std::string_view response_code) {
+    return record.link == LinkKind::offline_purchase ? acknowledging_upload(response_code) : acknowledging_advice(response_code);
+}
+
+// What the host counts in its batch totals (ISO8583.md §4.7): 00, and 59 for an upload (booked to
+// suspense) or a load confirmation (posted: the card holds the money, the TAC is flagged).
+bool booked_by_host(const TransactionRecord& record, std::string_view response_code) {
+    if (response_code == "00") return true;
+    return response_code == "59" && (record.link == LinkKind::offline_purchase || record.link == LinkKind::load_confirmation);
+}
+
+// The response MTI: request class + 10 (0320 → 0330, 0221 → 0230: a repeat is answered like the original).
+std::string response_mti(std::string_view request_mti) {
+    std::string mti(request_mti);
+    mti[2] = static_cast<char>(mti[2] + 1);
+    mti[3] = '0';
+    return mti;
+}
+
+constexpr std::string_view processing_load = "210000";
+constexpr std::string_view processing_medical = "003000";
+
+bool is_load(LinkKind link) { return link == LinkKind::load_confirmation || link == LinkKind::load_reversal; }
+
+std::string card_number(const TransactionRecord& r) { return r.asn_digits().substr(4); }  // DESIGN §4
+
+template <std::size_t N>
+ByteView view(const std::array<std::uint8_t, N>& a) {
+    return ByteView(a.data(), N);
+}
+
+Bytes when_bytes(const crypto::CardDateTime& when) {
+    Bytes out(when.date.begin(), when.date.end());
+    out.insert(out.end(), when.time.begin(), when.time.end());
+    return out;
+}
+
+std::string hex_text(const Bytes& tlvs) { return to_hex(tlvs); }
 
 }  // namespace
 
@@ -42,6 +95,8 @@ std::string_view to_string(ClearingErrorCode code) {
         case ClearingErrorCode::protocol_error: return "protocol_error";
         case ClearingErrorCode::refused: return "refused";
         case ClearingErrorCode::queue_error: return "queue_error";
+        case ClearingErrorCode::batch_error: return "batch_error";
+        case ClearingErrorCode::hotlist_error: return "hotlist_error";
     }
     return "?";
 }
@@ -70,10 +125,89 @@ std::string encode_card_data(const TransactionRecord& r) {
     t.terminal_id = r.terminal_id;
     t.when = r.when;
     t.tac = r.tac;
-    return iso8583::encode_purse_transaction(t);
+    std::string text = iso8583::encode_purse_transaction(t);
+    if (r.type == crypto::type_capp_purchase) {
+        // DF0C: where the transit tap happened (line ‖ station), for the clearing's per-line figures.
+        Bytes place = be_bytes(r.line, 2);
+        append_be(place, r.station, 2);
+        text += to_hex(apdu::encode_tlv(0xDF0C, place));
+    }
+    return text;
 }
 
-Message upload_request(const TransactionRecord& r, std::uint32_t stan, const ClearingOptions& options) {
+std::string encode_load_request_data(const TransactionRecord& intent, const std::array<std::uint8_t, 4>& card_random,
+                                     const crypto::Mac4& mac1) {
+    Bytes tlvs;
+    apdu::append_tlv(tlvs, 0xDF01, view(intent.asn));
+    apdu::append_tlv(tlvs, 0xDF02, Bytes{crypto::type_ep_load});
+    apdu::append_tlv(tlvs, 0xDF03, be_bytes(intent.balance_before_fen, 4));
+    apdu::append_tlv(tlvs, 0xDF04, be_bytes(intent.atc, 2));
+    apdu::append_tlv(tlvs, 0xDF06, view(intent.terminal_id));
+    apdu::append_tlv(tlvs, 0xDF07, when_bytes(intent.when));
+    apdu::append_tlv(tlvs, 0xDF09, view(mac1));
+    apdu::append_tlv(tlvs, 0xDF0A, view(card_random));
+    return hex_text(tlvs);
+}
+
+std::string encode_clinic_request_data(const TransactionRecord& intent, ByteView cryptogram8) {
+    Bytes tlvs;
+    apdu::append_tlv(tlvs, 0xDF01, view(intent.asn));
+    apdu::append_tlv(tlvs, 0xDF0B, cryptogram8);
+    return hex_text(tlvs);
+}
+
+// Load confirmation (ISO8583.md §4.3): what the HSM needs to check the load TAC — the amount is field 4.
+// Load reversal (§4.5): DF01 ‖ DF04 name the 0200. Clinic completions and reversals carry no field 62:
+// 60 + 90 name the 0100.
+std::optional<std::string> encode_advice_data(const TransactionRecord& r) {
+    if (!is_load(r.link)) return std::nullopt;
+    Bytes tlvs;
+    apdu::append_tlv(tlvs, 0xDF01, view(r.asn));
+    if (r.link == LinkKind::load_confirmation) {
+        apdu::append_tlv(tlvs, 0xDF02, Bytes{crypto::type_ep_load});
+        apdu::append_tlv(tlvs, 0xDF03, be_bytes(r.balance_before_fen, 4));
+    }
+    apdu::append_tlv(tlvs, 0xDF04, be_bytes(r.atc, 2));
+    if (r.link == LinkKind::load_confirmation) {
+        apdu::append_tlv(tlvs, 0xDF06, view(r.terminal_id));
+        apdu::append_tlv(tlvs, 0xDF07, when_bytes(r.when));
+        apdu::append_tlv(tlvs, 0xDF08, view(r.tac));
+    }
+    return hex_text(tlvs);
+}
+
+std::string original_data_elements(const TransactionRecord& r) {
+    const std::string_view original_mti = is_load(r.link) ? "0200" : "0100";
+    return fmt::format("{}{:06}{}{}", original_mti, r.stan, bcd_to_digits(view(r.transmitted)), std::string(22, '0'));
+}
+
+std::array<std::uint8_t, 8> clinic_challenge(std::string_view terminal_id, std::uint32_t stan, std::string_view transmitted,
+                                             std::uint32_t amount_fen) {
+    const std::string input = fmt::format("{}{:06}{}{:012}", terminal_id, stan, transmitted, amount_fen);
+    std::array<std::uint8_t, 32> digest{};
+    unsigned int length = 0;
+    EVP_Digest(input.data(), input.size(), digest.data(), &length, EVP_sha256(), nullptr);
+    std::array<std::uint8_t, 8> out{};
+    std::copy_n(digest.begin(), out.size(), out.begin());
+    return out;
+}
+
+Message advice_request(const TransactionRecord& r, std::uint32_t stan, std::string_view terminal_id, bool repeat) {
+    assert(r.link != LinkKind::offline_purchase && r.link != LinkKind::clinic_hold);
+    const bool reversal = r.link == LinkKind::load_reversal || r.link == LinkKind::clinic_reversal;
+    Message m(reversal ? (repeat ? "0421" : "0420") : (repeat ? "0221" : "0220"));
+    m.set(2, card_number(r));
+    m.set(3, is_load(r.link) ? processing_load : processing_medical);
+    m.set_number(4, r.amount_fen, 12);
+    m.set_number(11, stan, 6);
+    m.set(41, terminal_id);
+    m.set_number(60, r.batch_number, 6);
+    if (auto data = encode_advice_data(r)) m.set(62, *data);
+    m.set(90, original_data_elements(r));
+    return m;
+}
+
+Message upload_request(const TransactionRecord& r, std::uint32_t stan, std::string_view terminal_id, std::uint32_t batch_number) {
     const std::string asn = r.asn_digits();
     const std::string date = bcd_to_digits(r.when.date);
     Message m("0320");
@@ -84,25 +218,126 @@ Message upload_request(const TransactionRecord& r, std::uint32_t stan, const Cle
     m.set(12, bcd_to_digits(r.when.time));
     m.set(13, date.substr(4, 4));
     m.set(25, "08");
-    m.set(41, options.terminal_id);
-    m.set_number(60, options.batch_number, 6);
+    m.set(41, terminal_id);
+    m.set_number(60, batch_number, 6);
     m.set(62, encode_card_data(r));
     return m;
 }
 
+// ---- batch state ---------------------------------------------------------------------------------
+
+namespace {
+
+constexpr std::string_view batch_file_magic = "coconut-terminal-batch 1";
+
+std::uint32_t advance_stan(std::uint32_t stan, std::uint32_t count) {
+    return static_cast<std::uint32_t>((std::uint64_t{stan} - 1 + count) % stan_max) + 1;
+}
+
+}  // namespace
+
+BatchState BatchState::in_memory(std::uint32_t batch_number) {
+    BatchState state;
+    state.batch_number_ = batch_number;
+    return state;
+}
+
+Result<BatchState, std::string> BatchState::open(const std::filesystem::path& path) {
+    BatchState state;
+    state.path_ = path;
+    std::ifstream in(path);
+    if (!in) {
+        if (std::filesystem::exists(path)) return Unexpected<std::string>{path.string() + ": cannot read the batch state"};
+        return state;
+    }
+    const auto damaged = [&](std::string_view why) {
+        return Unexpected<std::string>{fmt::format("{}: damaged batch state ({})", path.string(), why)};
+    };
+    std::string magic;
+    std::getline(in, magic);
+    if (magic != batch_file_magic) return damaged("not a coconut terminal batch file");
+    BatchTotals& t = state.totals_;
+    std::string key;
+    std::uint64_t batch = 0, stan = 0;
+    const auto pair = [&](std::string_view name, std::uint64_t& count, std::uint64_t& fen) {
+        return static_cast<bool>(in >> key >> count >> fen) && key == name;
+    };
+    if (!(in >> key >> batch) || key != "batch" || batch == 0 || batch > batch_number_max) return damaged("batch");
+    if (!(in >> key >> stan) || key != "stan" || stan == 0 || stan > stan_max) return damaged("stan");
+    if (!pair("debits", t.debits_count, t.debits_fen) || !pair("credits", t.credits_count, t.credits_fen) ||
+        !pair("credit_reversals", t.credit_reversals_count, t.credit_reversals_fen) ||
+        !pair("debit_reversals", t.debit_reversals_count, t.debit_reversals_fen))
+        return damaged("totals");
+    state.batch_number_ = static_cast<std::uint32_t>(batch);
+    state.next_stan_ = static_cast<std::uint32_t>(stan);  // every STAN before it may have been used
+    return state;
+}
+
+Status<std::string> BatchState::save() const {
+    if (path_.empty()) return Ok{};
+    const BatchTotals& t = totals_;
+    const std::string text = fmt::format(
+        "{}\nbatch {}\nstan {}\ndebits {} {}\ncredits {} {}\ncredit_reversals {} {}\ndebit_reversals {} {}\n", batch_file_magic,
+        batch_number_, advance_stan(next_stan_, reserved_left_), t.debits_count, t.debits_fen, t.credits_count, t.credits_fen,
+        t.credit_reversals_count, t.credit_reversals_fen, t.debit_reversals_count, t.debit_reversals_fen);
+    if (std::string error = write_file_atomically(path_, ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+        !error.empty())
+        return Unexpected<std::string>{std::move(error)};
+    return Ok{};
+}
+
+Result<std::uint32_t, std::string> BatchState::take_stan() {
+    if (reserved_left_ == 0) {
+        reserved_left_ = stan_block_size;
+        if (auto saved = save(); !saved) {
+            reserved_left_ = 0;
+            return Unexpected<std::string>{saved.error()};
+        }
+    }
+    const std::uint32_t stan = next_stan_;
+    next_stan_ = advance_stan(next_stan_, 1);
+    --reserved_left_;
+    return stan;
+}
+
+Status<std::string> BatchState::count(const TransactionRecord& r) {
+    switch (r.link) {
+        case LinkKind::offline_purchase:
+        case LinkKind::clinic_completion: totals_.debits_count++, totals_.debits_fen += r.amount_fen; break;
+        case LinkKind::load_confirmation: totals_.credits_count++, totals_.credits_fen += r.amount_fen; break;
+        case LinkKind::load_reversal:
+        case LinkKind::clinic_reversal: return count_reversal(r.link, r.amount_fen);
+        case LinkKind::clinic_hold: return Ok{};
+    }
+    return save();
+}
+
+Status<std::string> BatchState::count_reversal(LinkKind original, std::uint32_t amount_fen) {
+    if (is_load(original)) {
+        totals_.credit_reversals_count++, totals_.credit_reversals_fen += amount_fen;
+    } else {
+        totals_.debit_reversals_count++, totals_.debit_reversals_fen += amount_fen;
+    }
+    return save();
+}
+
+Status<std::string> BatchState::close() {
+    batch_number_ = batch_number_ == batch_number_max ? 1 : batch_number_ + 1;
+    totals_ = {};
+    return save();
+}
+
+// ---- the connection ------------------------------------------------------------------------------
+
 struct ClearingClient::State {
     asio::io_context io;
     tcp::socket socket{io};
+    ClearingEndpoint endpoint;
     ClearingOptions options;
-    std::uint32_t next_stan = 1;
+    BatchState batch;
+    bool signed_on = false;  // sign on again after a reconnect
     UploadReport report;
     std::array<std::uint8_t, iso8583::frame_size_max> buffer{};
-
-    std::uint32_t take_stan() {
-        const std::uint32_t stan = next_stan;
-        next_stan = next_stan == stan_max ? 1 : next_stan + 1;
-        return stan;
-    }
 
     // Runs the io_context until the operation completed or the deadline passed (then the socket is
     // closed, which completes the operation with operation_aborted).
@@ -122,6 +357,37 @@ struct ClearingClient::State {
         return result;
     }
 
+    Status<ClearingError> open_socket() {
+        tcp::resolver resolver(io);
+        boost::system::error_code ec;
+        const auto endpoints = resolver.resolve(endpoint.host, std::to_string(endpoint.port), ec);
+        if (ec) return fail(ClearingErrorCode::connect_failed, endpoint.host + ": " + ec.message());
+        if (socket.is_open()) socket.close(ec);
+        ec = run(options.connect_timeout, [&](boost::system::error_code& result) {
+            asio::async_connect(socket, endpoints, [&](boost::system::error_code e, const tcp::endpoint&) { result = e; });
+        });
+        if (ec) {
+            return fail(ClearingErrorCode::connect_failed,
+                        "cannot connect to " + endpoint.host + ":" + std::to_string(endpoint.port) + ": " + ec.message());
+        }
+        socket.set_option(tcp::no_delay(true), ec);
+        return Ok{};
+    }
+
+    // A timeout closes the socket (a late answer must not be taken for the next request's): reconnect.
+    Status<ClearingError> ensure_open() {
+        if (socket.is_open()) return Ok{};
+        if (auto opened = open_socket(); !opened) return opened;
+        if (signed_on) return network(1);
+        return Ok{};
+    }
+
+    Result<std::uint32_t, ClearingError> take_stan() {
+        auto stan = batch.take_stan();
+        if (!stan) return fail(ClearingErrorCode::batch_error, stan.error());
+        return *stan;
+    }
+
     Status<ClearingError> send(const Message& m) {
         auto encoded = iso8583::encode(m, iso8583::coconut_dictionary());
         if (!encoded) return fail(ClearingErrorCode::bad_option, "cannot encode " + m.mti() + ": " + iso8583::describe(encoded.error()));
@@ -129,7 +395,10 @@ struct ClearingClient::State {
         if (!framed) return fail(ClearingErrorCode::bad_option, "message too large");
         boost::system::error_code ec;
         asio::write(socket, asio::buffer(*framed), ec);  // small; the kernel buffer holds a full window
-        if (ec) return fail(ClearingErrorCode::closed, "send: " + ec.message());
+        if (ec) {
+            socket.close(ec);
+            return fail(ClearingErrorCode::closed, "send: " + ec.message());
+        }
         return Ok{};
     }
 
@@ -140,9 +409,10 @@ struct ClearingClient::State {
                              [&](boost::system::error_code e, std::size_t) { result = e; });
         });
         if (ec == asio::error::timed_out) return fail(ClearingErrorCode::timeout, "no answer from the clearing in time");
-        if (ec) return fail(ClearingErrorCode::closed, "the clearing closed the connection: " + ec.message());
+        if (ec) return closed(ec);
         body_size = (std::size_t{buffer[0]} << 8) | buffer[1];
         if (body_size == 0 || body_size > iso8583::message_size_max) {
+            socket.close(ec);
             return fail(ClearingErrorCode::protocol_error, "frame header announces " + std::to_string(body_size) + " bytes");
         }
         ec = run(options.response_timeout, [&](boost::system::error_code& result) {
@@ -150,26 +420,54 @@ struct ClearingClient::State {
                              [&](boost::system::error_code e, std::size_t) { result = e; });
         });
         if (ec == asio::error::timed_out) return fail(ClearingErrorCode::timeout, "answer cut off");
-        if (ec) return fail(ClearingErrorCode::closed, "the clearing closed the connection: " + ec.message());
+        if (ec) return closed(ec);
         auto parsed = iso8583::parse(ByteView(buffer.data(), body_size), iso8583::coconut_dictionary());
         if (!parsed) return fail(ClearingErrorCode::protocol_error, "answer does not parse: " + iso8583::describe(parsed.error()));
         if (!parsed->get(39) || !parsed->get(11)) return fail(ClearingErrorCode::protocol_error, "answer without 39 or 11");
         return std::move(parsed).value();
     }
 
-    Status<ClearingError> network(std::uint32_t code) {
-        Message m("0800");
-        m.set_number(11, take_stan(), 6);
-        m.set(41, options.terminal_id);
-        m.set_number(70, code, 3);
-        if (auto s = send(m); !s) return s;
+    Unexpected<ClearingError> closed(boost::system::error_code ec) {
+        boost::system::error_code ignored;
+        socket.close(ignored);
+        return fail(ClearingErrorCode::closed, "the clearing closed the connection: " + ec.message());
+    }
+
+    // One request, its one answer (same STAN, the matching response MTI).
+    Result<Message, ClearingError> exchange(const Message& m) {
+        if (auto open = ensure_open(); !open) return Unexpected<ClearingError>{open.error()};
+        if (auto s = send(m); !s) return Unexpected<ClearingError>{s.error()};
         auto answer = receive();
-        if (!answer) return Unexpected<ClearingError>{answer.error()};
-        if (answer->mti() != "0810" || answer->get(11) != m.get(11)) {
-            return fail(ClearingErrorCode::protocol_error, "answer " + answer->mti() + " does not match the 0800");
+        if (!answer) return answer;
+        if (answer->mti() != response_mti(m.mti()) || answer->get(11) != m.get(11)) {
+            boost::system::error_code ignored;
+            socket.close(ignored);
+            return fail(ClearingErrorCode::protocol_error, "answer " + answer->mti() + " does not match the " + m.mti());
         }
+        return answer;
+    }
+
+    Result<Message, ClearingError> network_exchange(std::uint32_t code, const std::optional<std::string>& field48 = {}) {
+        auto stan = take_stan();
+        if (!stan) return Unexpected<ClearingError>{stan.error()};
+        Message m("0800");
+        m.set_number(11, *stan, 6);
+        m.set(41, options.terminal_id);
+        if (field48) m.set(48, *field48);
+        m.set_number(70, code, 3);
+        return exchange(m);
+    }
+
+    Status<ClearingError> network(std::uint32_t code) {
+        auto answer = network_exchange(code);
+        if (!answer) return Unexpected<ClearingError>{answer.error()};
         const std::string code_text(*answer->get(39));
         if (code_text != "00") return fail(ClearingErrorCode::refused, "the clearing answered " + code_text, code_text);
+        return Ok{};
+    }
+
+    Status<ClearingError> counted(const TransactionRecord& record) {
+        if (auto c = batch.count(record); !c) return fail(ClearingErrorCode::batch_error, c.error());
         return Ok{};
     }
 };
@@ -185,56 +483,70 @@ Result<std::unique_ptr<ClearingClient>, ClearingError> ClearingClient::connect(c
     if (options.in_flight == 0 || options.in_flight > clearing_in_flight_max) {
         return fail(ClearingErrorCode::bad_option, "in-flight must be 1-" + std::to_string(clearing_in_flight_max));
     }
-    if (options.batch_number > batch_number_max) return fail(ClearingErrorCode::bad_option, "batch number above 999999");
+    if (options.batch_number == 0 || options.batch_number > batch_number_max) return fail(ClearingErrorCode::bad_option, "batch number must be 1-999999");
     auto state = std::make_unique<State>();
+    state->endpoint = endpoint;
     state->options = std::move(options);
-    tcp::resolver resolver(state->io);
-    boost::system::error_code ec;
-    const auto endpoints = resolver.resolve(endpoint.host, std::to_string(endpoint.port), ec);
-    if (ec) return fail(ClearingErrorCode::connect_failed, endpoint.host + ": " + ec.message());
-    ec = state->run(state->options.connect_timeout, [&](boost::system::error_code& result) {
-        asio::async_connect(state->socket, endpoints, [&](boost::system::error_code e, const tcp::endpoint&) { result = e; });
-    });
-    if (ec) {
-        return fail(ClearingErrorCode::connect_failed,
-                    "cannot connect to " + endpoint.host + ":" + std::to_string(endpoint.port) + ": " + ec.message());
+    if (state->options.batch_path.empty()) {
+        state->batch = BatchState::in_memory(state->options.batch_number);
+    } else {
+        auto batch = BatchState::open(state->options.batch_path);
+        if (!batch) return fail(ClearingErrorCode::batch_error, batch.error());
+        state->batch = std::move(batch).value();
     }
-    state->socket.set_option(tcp::no_delay(true), ec);
+    if (auto opened = state->open_socket(); !opened) return Unexpected<ClearingError>{opened.error()};
     return std::unique_ptr<ClearingClient>(new ClearingClient(std::move(state)));
 }
 
-Status<ClearingError> ClearingClient::sign_on() { return state_->network(1); }
-Status<ClearingError> ClearingClient::sign_off() { return state_->network(2); }
+Status<ClearingError> ClearingClient::sign_on() {
+    auto done = state_->network(1);
+    if (done) state_->signed_on = true;
+    return done;
+}
+Status<ClearingError> ClearingClient::sign_off() {
+    state_->signed_on = false;
+    return state_->network(2);
+}
 const UploadReport& ClearingClient::last_report() const { return state_->report; }
+BatchState& ClearingClient::batch() { return state_->batch; }
+const ClearingOptions& ClearingClient::options() const { return state_->options; }
+Result<std::uint32_t, ClearingError> ClearingClient::take_stan() { return state_->take_stan(); }
 
 Result<UploadReport, ClearingError> ClearingClient::upload(TransactionQueue& queue) {
     State& s = *state_;
     s.report = {};
-    std::vector<QueuedTransaction> work;
-    for (auto& q : queue.batch(queue.size())) {
-        if (q.record.type == 0x06 || q.record.type == 0x09) {
-            work.push_back(std::move(q));
-        } else {
-            s.report.skipped++;
-        }
-    }
+    if (auto open = s.ensure_open(); !open) return Unexpected<ClearingError>{open.error()};
+    const std::vector<QueuedTransaction> work = queue.batch(queue.size());
+    struct InFlight {
+        std::size_t index;
+        std::string response_mti;
+    };
     // One acknowledgement per chunk: its records are deleted in one durable write.
     const std::size_t chunk_max = QueueLimits{}.ack_batch_max;
     for (std::size_t start = 0; start < work.size(); start += chunk_max) {
         const std::size_t end = std::min(work.size(), start + chunk_max);
-        std::unordered_map<std::string, std::uint64_t> pending;  // STAN → queue sequence
-        std::vector<std::uint64_t> acknowledged;
+        std::unordered_map<std::string, InFlight> pending;  // STAN → record
+        std::vector<std::pair<std::size_t, bool>> acknowledged;  // index into work, answered 00
         std::optional<ClearingError> failure;
         std::size_t next = start;
         while (!failure && (next < end || !pending.empty())) {
             while (next < end && pending.size() < s.options.in_flight) {
-                const Message request = upload_request(work[next].record, s.take_stan(), s.options);
+                auto stan = s.take_stan();
+                if (!stan) {
+                    failure = stan.error();
+                    break;
+                }
+                const TransactionRecord& record = work[next].record;
+                const bool advice = record.link != LinkKind::offline_purchase;
+                const Message request = advice ? advice_request(record, *stan, s.options.terminal_id, true)
+                                               : upload_request(record, *stan, s.options.terminal_id, s.batch.batch_number());
                 if (auto sent = s.send(request); !sent) {
                     failure = sent.error();
                     break;
                 }
-                pending.emplace(std::string(*request.get(11)), work[next].sequence);
+                pending.emplace(std::string(*request.get(11)), InFlight{next, response_mti(request.mti())});
                 s.report.sent++;
+                if (advice) s.report.advices++;
                 ++next;
             }
             if (failure || pending.empty()) break;
@@ -244,32 +556,268 @@ Result<UploadReport, ClearingError> ClearingClient::upload(TransactionQueue& que
                 break;
             }
             const auto found = pending.find(std::string(*answer->get(11)));
-            if (answer->mti() != "0330" || found == pending.end()) {
+            if (found == pending.end() || answer->mti() != found->second.response_mti) {
                 failure = ClearingError{ClearingErrorCode::protocol_error,
-                                        "answer " + answer->mti() + " STAN " + std::string(*answer->get(11)) + " matches no upload", {}};
+                                        "answer " + answer->mti() + " STAN " + std::string(*answer->get(11)) + " matches no request", {}};
+                boost::system::error_code ignored;
+                s.socket.close(ignored);
                 break;
             }
+            const TransactionRecord& record = work[found->second.index].record;
             const std::string code(*answer->get(39));
             s.report.by_response_code[code]++;
-            if (acknowledging(code)) {
-                acknowledged.push_back(found->second);
+            if (acknowledging(record, code)) {
+                acknowledged.emplace_back(found->second.index, booked_by_host(record, code));
                 if (code == "00") s.report.approved++;
                 if (code == "59") s.report.suspense++;
                 if (code == "94") s.report.duplicates++;
+                if (code != "00" && record.link != LinkKind::offline_purchase) s.report.refused++;
             } else {
                 s.report.kept++;
             }
             pending.erase(found);
         }
         if (!acknowledged.empty()) {
-            if (auto done = queue.acknowledge(acknowledged); !done) {
+            std::vector<std::uint64_t> sequences;
+            for (const auto& [i, approved] : acknowledged) sequences.push_back(work[i].sequence);
+            if (auto done = queue.acknowledge(sequences); !done) {
                 return fail(ClearingErrorCode::queue_error, "acknowledge: " + done.error().message);
             }
             s.report.acknowledged += acknowledged.size();
+            // Counted after the deletion is durable: a crash in between under-counts (the 0500 then says
+            // 95), it never counts a record twice.
+            for (const auto& [i, booked] : acknowledged) {
+                if (!booked) continue;
+                if (auto c = s.counted(work[i].record); !c) return Unexpected<ClearingError>{c.error()};
+            }
         }
         if (failure) return Unexpected<ClearingError>{*failure};
     }
     return s.report;
+}
+
+// ---- online exchanges ----------------------------------------------------------------------------
+
+namespace {
+
+void set_transaction_fields(Message& m, const TransactionRecord& r, std::string_view processing_code,
+                            std::string_view terminal_id) {
+    const std::string date = bcd_to_digits(r.when.date);
+    m.set(2, card_number(r));
+    m.set(3, processing_code);
+    m.set_number(4, r.amount_fen, 12);
+    m.set(7, bcd_to_digits(view(r.transmitted)));
+    m.set_number(11, r.stan, 6);
+    m.set(12, bcd_to_digits(r.when.time));
+    m.set(13, date.substr(4, 4));
+    m.set(41, terminal_id);
+    m.set_number(60, r.batch_number, 6);
+}
+
+}  // namespace
+
+Result<LoadApproval, ClearingError> ClearingClient::request_load(const TransactionRecord& intent,
+                                                                 const std::array<std::uint8_t, 4>& card_random,
+                                                                 const crypto::Mac4& mac1) {
+    Message m("0200");
+    set_transaction_fields(m, intent, processing_load, state_->options.terminal_id);
+    m.set(62, encode_load_request_data(intent, card_random, mac1));
+    auto answer = state_->exchange(m);
+    if (!answer) return Unexpected<ClearingError>{answer.error()};
+    LoadApproval approval;
+    approval.response_code = std::string(*answer->get(39));
+    if (auto id = answer->get(38)) approval.authorization_id = std::string(*id);
+    if (approval.response_code != "00") return approval;
+    // 62 DF09 carries MAC2.
+    const auto raw = answer->get(62) ? from_hex(*answer->get(62)) : std::nullopt;
+    auto tlvs = raw ? apdu::parse_tlvs(*raw) : Result<std::vector<apdu::Tlv>, apdu::TlvError>(Unexpected{apdu::TlvError::truncated_tag});
+    const apdu::Tlv* mac2 = tlvs ? apdu::find_tlv(*tlvs, 0xDF09) : nullptr;
+    if (mac2 == nullptr || mac2->value.size() != approval.mac2.size()) {
+        return fail(ClearingErrorCode::protocol_error, "0210 approved without MAC2 (field 62 DF09, 4 bytes)", "00");
+    }
+    std::copy(mac2->value.begin(), mac2->value.end(), approval.mac2.begin());
+    return approval;
+}
+
+Result<ClinicApproval, ClearingError> ClearingClient::authorize(const TransactionRecord& intent, ByteView cryptogram8) {
+    Message m("0100");
+    set_transaction_fields(m, intent, processing_medical, state_->options.terminal_id);
+    if (!state_->options.merchant_id.empty()) m.set(42, state_->options.merchant_id);
+    m.set(62, encode_clinic_request_data(intent, cryptogram8));
+    auto answer = state_->exchange(m);
+    if (!answer) return Unexpected<ClearingError>{answer.error()};
+    ClinicApproval approval;
+    approval.response_code = std::string(*answer->get(39));
+    if (approval.response_code == "00") approval.approved_fen = intent.amount_fen;
+    if (approval.response_code == "10") {
+        // Partial approval: field 4 of the 0110 is the amount held.
+        const auto held = answer->get_number(4);
+        if (!held || *held == 0 || *held > intent.amount_fen) {
+            return fail(ClearingErrorCode::protocol_error, "0110 partial approval without a held amount in (0, requested]", "10");
+        }
+        approval.approved_fen = static_cast<std::uint32_t>(*held);
+    }
+    return approval;
+}
+
+Result<std::string, ClearingError> ClearingClient::reverse(const TransactionRecord& reversal) {
+    auto stan = state_->take_stan();
+    if (!stan) return Unexpected<ClearingError>{stan.error()};
+    Message m = advice_request(reversal, *stan, state_->options.terminal_id, false);
+    m.set_mti("0400");
+    auto answer = state_->exchange(m);
+    if (!answer) return Unexpected<ClearingError>{answer.error()};
+    std::string code(*answer->get(39));
+    if (code == "00") {
+        if (auto c = state_->batch.count_reversal(reversal.link, reversal.amount_fen); !c) {
+            return fail(ClearingErrorCode::batch_error, c.error());
+        }
+    }
+    return code;
+}
+
+Result<std::string, ClearingError> ClearingClient::send_advice(TransactionQueue& queue, std::uint64_t sequence) {
+    std::optional<TransactionRecord> record;
+    for (const auto& q : queue.batch(queue.size())) {
+        if (q.sequence == sequence) record = q.record;
+    }
+    if (!record || record->link == LinkKind::offline_purchase) {
+        return fail(ClearingErrorCode::queue_error, fmt::format("no queued advice {}", sequence));
+    }
+    auto stan = state_->take_stan();
+    if (!stan) return Unexpected<ClearingError>{stan.error()};
+    auto answer = state_->exchange(advice_request(*record, *stan, state_->options.terminal_id, false));
+    if (!answer) return Unexpected<ClearingError>{answer.error()};
+    std::string code(*answer->get(39));
+    if (acknowledging(*record, code)) {
+        const std::uint64_t sequences[] = {sequence};
+        if (auto done = queue.acknowledge(sequences); !done) {
+            return fail(ClearingErrorCode::queue_error, "acknowledge: " + done.error().message);
+        }
+        if (booked_by_host(*record, code)) {
+            if (auto c = state_->counted(*record); !c) return Unexpected<ClearingError>{c.error()};
+        }
+    }
+    return code;
+}
+
+// ---- hotlist download ----------------------------------------------------------------------------
+
+namespace {
+
+// 63 of a 0810: VVVVVVVV ‖ M ‖ (+|-)ASN(20 digits)…
+struct HotlistChunk {
+    std::uint64_t version = 0;
+    bool more = false;
+    std::vector<std::pair<Asn, bool>> entries;  // true: blocked
+};
+
+constexpr std::size_t hotlist_version_digits = 8;
+constexpr std::size_t hotlist_entry_size = 21;
+// 48 carries the chunk index in 4 digits.
+constexpr std::uint32_t hotlist_chunks_max = 9999;
+
+Result<HotlistChunk, std::string> parse_hotlist_chunk(std::string_view text) {
+    using Fail = Unexpected<std::string>;
+    if (text.size() < hotlist_version_digits + 1) return Fail{"field 63 shorter than version and more-flag"};
+    HotlistChunk chunk;
+    for (char c : text.substr(0, hotlist_version_digits)) {
+        if (c < '0' || c > '9') return Fail{"field 63 version is not 8 digits"};
+        chunk.version = chunk.version * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    const char more = text[hotlist_version_digits];
+    if (more != '0' && more != '1') return Fail{"field 63 more-flag is not 0/1"};
+    chunk.more = more == '1';
+    std::string_view rest = text.substr(hotlist_version_digits + 1);
+    if (rest.size() % hotlist_entry_size != 0) return Fail{"field 63 entries are not (+|-) and 20 digits each"};
+    for (; !rest.empty(); rest.remove_prefix(hotlist_entry_size)) {
+        const char sign = rest[0];
+        const auto bcd = digits_to_bcd(rest.substr(1, 20));
+        if ((sign != '+' && sign != '-') || !bcd || bcd->size() != 10) return Fail{"field 63 entry '" + std::string(rest.substr(0, 21)) + "'"};
+        Asn asn{};
+        std::copy(bcd->begin(), bcd->end(), asn.begin());
+        chunk.entries.emplace_back(asn, sign == '+');
+    }
+    return chunk;
+}
+
+}  // namespace
+
+Result<HotlistSyncReport, ClearingError> ClearingClient::sync_hotlist(Hotlist& hotlist) {
+    HotlistSyncReport report;
+    report.from_version = hotlist.version();
+    report.to_version = hotlist.version();
+    std::map<Asn, bool> changes;  // the last word on each card wins
+    for (std::uint32_t chunk_index = 0;; ++chunk_index) {
+        if (chunk_index > hotlist_chunks_max) return fail(ClearingErrorCode::protocol_error, "hotlist download exceeds 9999 chunks");
+        auto answer = state_->network_exchange(101, fmt::format("{:08}{:04}", report.from_version, chunk_index));
+        if (!answer) return Unexpected<ClearingError>{answer.error()};
+        const std::string code(*answer->get(39));
+        if (code != "00") return fail(ClearingErrorCode::refused, "hotlist download: the clearing answered " + code, code);
+        const auto field63 = answer->get(63);
+        if (!field63) return fail(ClearingErrorCode::protocol_error, "0810 hotlist chunk without field 63");
+        auto chunk = parse_hotlist_chunk(*field63);
+        if (!chunk) return fail(ClearingErrorCode::protocol_error, chunk.error());
+        // Each chunk's version is the one the terminal holds after it: they only grow.
+        if (chunk_index > 0 && chunk->version < report.to_version) {
+            return fail(ClearingErrorCode::protocol_error, "hotlist chunk versions go backwards; sync again");
+        }
+        report.to_version = chunk->version;
+        report.chunks++;
+        for (const auto& [asn, blocked] : chunk->entries) changes[asn] = blocked;
+        if (!chunk->more) break;
+    }
+    if (report.to_version == report.from_version && changes.empty()) return report;
+    if (report.to_version <= report.from_version) {
+        // A restored host behind this terminal: the local list cannot move backwards by a delta.
+        return fail(ClearingErrorCode::hotlist_error, fmt::format("the clearing's hotlist version {} is not above the local {}",
+                                                                  report.to_version, report.from_version));
+    }
+    HotlistDelta delta;
+    delta.from_version = report.from_version;
+    delta.to_version = report.to_version;
+    for (const auto& [asn, blocked] : changes) {
+        // The download carries no reason: a card the issuer blocked.
+        if (blocked) delta.added.emplace_back(asn, BlockReason::issuer);
+        else delta.removed.push_back(asn);
+    }
+    report.added = delta.added.size();
+    report.removed = delta.removed.size();
+    if (auto applied = hotlist.apply(delta); !applied) return fail(ClearingErrorCode::hotlist_error, applied.error().message);
+    return report;
+}
+
+// ---- reconciliation ------------------------------------------------------------------------------
+
+Result<ReconcileReport, ClearingError> ClearingClient::reconcile() {
+    State& s = *state_;
+    auto stan = s.take_stan();
+    if (!stan) return Unexpected<ClearingError>{stan.error()};
+    ReconcileReport report;
+    report.batch_number = s.batch.batch_number();
+    report.totals = s.batch.totals();
+    const BatchTotals& t = report.totals;
+    Message m("0500");
+    m.set_number(11, *stan, 6);
+    m.set(41, s.options.terminal_id);
+    m.set_number(60, report.batch_number, 6);
+    m.set_number(74, t.credits_count, 10);
+    m.set_number(75, t.credit_reversals_count, 10);
+    m.set_number(76, t.debits_count, 10);
+    m.set_number(77, t.debit_reversals_count, 10);
+    m.set_number(86, t.credits_fen, 16);
+    m.set_number(87, t.credit_reversals_fen, 16);
+    m.set_number(88, t.debits_fen, 16);
+    m.set_number(89, t.debit_reversals_fen, 16);
+    auto answer = s.exchange(m);
+    if (!answer) return Unexpected<ClearingError>{answer.error()};
+    const std::string code(*answer->get(39));
+    if (auto net = answer->get(97)) report.host_net = std::string(*net);
+    if (code == "95") return report;
+    if (code != "00") return fail(ClearingErrorCode::refused, "reconciliation: the clearing answered " + code, code);
+    report.balanced = true;
+    if (auto closed = s.batch.close(); !closed) return fail(ClearingErrorCode::batch_error, closed.error());
+    return report;
 }
 
 }  // namespace coconut::sdk

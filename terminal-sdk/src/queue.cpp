@@ -69,6 +69,18 @@ void get(ByteView in, std::size_t& pos, std::array<std::uint8_t, N>& a) {
 
 // ---- record codec ------------------------------------------------------------------------------
 
+std::string_view to_string(LinkKind kind) {
+    switch (kind) {
+        case LinkKind::offline_purchase: return "offline_purchase";
+        case LinkKind::load_confirmation: return "load_confirmation";
+        case LinkKind::load_reversal: return "load_reversal";
+        case LinkKind::clinic_completion: return "clinic_completion";
+        case LinkKind::clinic_reversal: return "clinic_reversal";
+        case LinkKind::clinic_hold: return "clinic_hold";
+    }
+    return "?";
+}
+
 Bytes encode_record(const TransactionRecord& r) {
     Bytes out;
     put(out, r.asn);
@@ -91,6 +103,11 @@ Bytes encode_record(const TransactionRecord& r) {
     append_be(out, r.vehicle, 4);
     append_be(out, r.entry_station, 2);
     append_be(out, r.intent_sequence, 8);
+    out.push_back(static_cast<std::uint8_t>(r.link));
+    append_be(out, r.stan, 4);
+    put(out, r.transmitted);
+    append_be(out, r.batch_number, 4);
+    assert(out.size() <= transaction_record_size);
     out.resize(transaction_record_size, 0);  // reserved tail
     return out;
 }
@@ -124,6 +141,12 @@ std::optional<TransactionRecord> decode_record(ByteView in) {
     r.vehicle = read_be32(in.subspan(pos, 4)), pos += 4;
     r.entry_station = read_be16(in.subspan(pos, 2)), pos += 2;
     r.intent_sequence = read_be(in.subspan(pos, 8)), pos += 8;
+    const std::uint8_t link = in[pos++];
+    if (link > link_kind_max) return std::nullopt;
+    r.link = static_cast<LinkKind>(link);
+    r.stan = read_be32(in.subspan(pos, 4)), pos += 4;
+    get(in, pos, r.transmitted);
+    r.batch_number = read_be32(in.subspan(pos, 4)), pos += 4;
     return r;
 }
 

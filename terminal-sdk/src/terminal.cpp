@@ -1,3 +1,4 @@
+#include <coconut/sdk/clearing_client.hpp>
 #include <coconut/sdk/terminal.hpp>
 
 #include <fmt/format.h>
@@ -81,6 +82,9 @@ std::string_view to_string(FlowErrorCode code) {
         case FlowErrorCode::unknown_line: return "unknown_line";
         case FlowErrorCode::queue_full: return "queue_full";
         case FlowErrorCode::storage_error: return "storage_error";
+        case FlowErrorCode::declined: return "declined";
+        case FlowErrorCode::no_answer: return "no_answer";
+        case FlowErrorCode::wrong_pin: return "wrong_pin";
     }
     return "card_error";
 }
@@ -162,6 +166,17 @@ Result<RecoveryOutcome, FlowError> Terminal::recover_card(const PurseInfo& info)
     PurseApp purse(card_channel_);
     for (const QueuedTransaction& intent : queue_.open_intents()) {
         if (intent.record.asn != info.asn || intent.record.issuer_id != info.issuer_id) continue;
+        if (intent.record.link == LinkKind::clinic_hold) {
+            // The terminal stopped between the 0100 and the completion: the hold is not completed.
+            auto reversal = queue_reversal(intent, LinkKind::clinic_reversal, nullptr);
+            if (!reversal) return Unexpected{reversal.error()};
+            outcome.reversed.push_back(*reversal);
+            continue;
+        }
+        if (intent.record.type == crypto::type_ep_load) {
+            if (auto resolved = recover_load(intent, outcome); !resolved) return Unexpected{resolved.error()};
+            continue;
+        }
         TransactionRecord record = intent.record;
         record.intent_sequence = intent.sequence;
         record.recovered = true;
@@ -372,6 +387,287 @@ Result<TapOutcome, FlowError> Terminal::transit_tap(const TapRequest& tap) {
     auto done = debit(session->info, draft, {{cos::sfi_capp_record, record}, {cos::sfi_trip_log, record}});
     if (!done) return Unexpected{done.error()};
     return TapOutcome{result, fare, done->balance_after_fen, *done};
+}
+
+}  // namespace coconut::sdk
+
+// ---- online flows --------------------------------------------------------------------------------
+
+namespace coconut::sdk {
+namespace {
+
+constexpr std::uint16_t sw_pin_blocked = 0x6983;
+
+// Field 7: MMDDhhmmss, UTC, as BCD.
+std::array<std::uint8_t, 5> transmission_time(std::chrono::system_clock::time_point now) {
+    const std::time_t t = std::chrono::system_clock::to_time_t(now);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    const auto bcd = digits_to_bcd(fmt::format("{:02}{:02}{:02}{:02}{:02}", tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec));
+    std::array<std::uint8_t, 5> out{};
+    std::copy(bcd->begin(), bcd->end(), out.begin());
+    return out;
+}
+
+FlowError from_host(const ClearingError& e, bool reversal_queued) {
+    FlowError error{FlowErrorCode::no_answer, fmt::format("clearing: {} ({})", e.message, to_string(e.code))};
+    error.reversal_queued = reversal_queued;
+    return error;
+}
+
+FlowError declined(std::string_view what, const std::string& code) {
+    FlowError error{FlowErrorCode::declined, fmt::format("{}: the clearing answered {}", what, code)};
+    error.response_code = code;
+    return error;
+}
+
+bool logged(const std::vector<PurseLogRecord>& log, const TransactionRecord& r) {
+    return std::any_of(log.begin(), log.end(), [&](const PurseLogRecord& l) {
+        return l.atc == static_cast<std::uint16_t>(r.atc + 1) && l.amount_fen == r.amount_fen && l.type == r.type &&
+               l.terminal_id == r.terminal_id && same_when(l.when, r.when);
+    });
+}
+
+}  // namespace
+
+Result<TransactionRecord, FlowError> Terminal::queue_reversal(const QueuedTransaction& intent, LinkKind reversal,
+                                                              ClearingClient* host) {
+    TransactionRecord record = intent.record;
+    record.link = reversal;
+    record.intent_sequence = intent.sequence;
+    auto sequence = queue_.append(record);
+    if (!sequence) return Unexpected{from_queue(sequence.error())};
+    // Sent once now; if the link is down it stays queued and upload() repeats it (0421) until acknowledged.
+    if (host) (void)host->send_advice(queue_, *sequence);
+    return record;
+}
+
+Result<Ok, FlowError> Terminal::recover_load(const QueuedTransaction& intent, RecoveryOutcome& outcome) {
+    PurseApp purse(card_channel_);
+    TransactionRecord record = intent.record;
+    record.intent_sequence = intent.sequence;
+    record.recovered = true;
+    auto proof = purse.transaction_prove(crypto::type_ep_load, record.atc);
+    if (!proof) {
+        if (proof.error().sw != sw_mac_unavailable) return Unexpected{from_card(proof.error())};
+        // No proof for that online ATC: the card's log says whether CREDIT FOR LOAD ran.
+        auto log = purse.read_log();
+        if (!log) return Unexpected{from_card(log.error())};
+        if (!logged(*log, record)) {
+            auto reversal = queue_reversal(intent, LinkKind::load_reversal, nullptr);
+            if (!reversal) return Unexpected{reversal.error()};
+            outcome.reversed.push_back(*reversal);
+            return Ok{};
+        }
+        record.unproven = true;
+    } else {
+        record.tac = proof->tac;
+    }
+    if (auto appended = queue_.append(record); !appended) return Unexpected{from_queue(appended.error())};
+    outcome.recorded.push_back(record);
+    return Ok{};
+}
+
+Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, ClearingClient& host) {
+    if (amount_fen == 0) return Unexpected{FlowError{FlowErrorCode::card_error, "a load of 0 fen"}};
+    auto session = open_card();
+    if (!session) return Unexpected{session.error()};
+    const auto now = clock_();
+    if (auto ok = check_card(session->info, hotlist_, now); !ok) return Unexpected{ok.error()};
+    if (auto recovered = recover_card(session->info); !recovered) return Unexpected{recovered.error()};
+    if (queue_.full()) return Unexpected{FlowError{FlowErrorCode::queue_full, "transaction queue full: upload before taking loads"}};
+    auto terminal_id = open_psam();
+    if (!terminal_id) return Unexpected{terminal_id.error()};
+    auto stan = host.take_stan();
+    if (!stan) return Unexpected{FlowError{FlowErrorCode::storage_error, stan.error().message}};
+
+    PurseApp purse(card_channel_);
+    auto init = purse.initialize_load(amount_fen, *terminal_id);
+    if (!init) return Unexpected{from_card(init.error())};
+    TransactionRecord draft;
+    draft.asn = session->info.asn;
+    draft.issuer_id = session->info.issuer_id;
+    draft.type = crypto::type_ep_load;
+    draft.atc = init->online_atc;
+    draft.amount_fen = amount_fen;
+    draft.balance_before_fen = init->balance_fen;
+    draft.balance_after_fen = init->balance_fen + amount_fen;
+    draft.terminal_id = *terminal_id;
+    draft.when = to_card_date_time(now);
+    draft.link = LinkKind::load_confirmation;
+    draft.stan = *stan;
+    draft.transmitted = transmission_time(now);
+    draft.batch_number = host.batch().batch_number();
+    auto intent_sequence = queue_.record_intent(draft);
+    if (!intent_sequence) return Unexpected{from_queue(intent_sequence.error())};
+    const QueuedTransaction intent{*intent_sequence, draft};
+
+    auto approval = host.request_load(draft, init->random, init->mac1);
+    if (!approval) {
+        // The 0200 may have been booked as a pending load: reverse it.
+        auto reversal = queue_reversal(intent, LinkKind::load_reversal, &host);
+        if (!reversal) return Unexpected{reversal.error()};
+        return Unexpected{from_host(approval.error(), true)};
+    }
+    if (approval->response_code != "00") {
+        if (auto a = queue_.abandon_intent(intent.sequence); !a) return Unexpected{from_queue(a.error())};
+        return Unexpected{declined("load", approval->response_code)};
+    }
+    // A card already gone never receives CREDIT: reverse now rather than when it comes back.
+    auto present = card_reader_.wait_for_card(true, std::chrono::milliseconds(0));
+    if (present && !*present) {
+        auto reversal = queue_reversal(intent, LinkKind::load_reversal, &host);
+        if (!reversal) return Unexpected{reversal.error()};
+        FlowError error{FlowErrorCode::card_removed, "card left before CREDIT FOR LOAD: the load is reversed"};
+        error.reversal_queued = true;
+        return Unexpected{error};
+    }
+    auto credited = purse.credit_for_load(draft.when, approval->mac2);
+    if (!credited) {
+        if (credited.error().transport) {
+            return Unexpected{FlowError{FlowErrorCode::card_removed,
+                                        "card left during CREDIT FOR LOAD: present it again to confirm or reverse the load"}};
+        }
+        // The card refused MAC2 (9302 …): nothing changed on it.
+        auto reversal = queue_reversal(intent, LinkKind::load_reversal, &host);
+        if (!reversal) return Unexpected{reversal.error()};
+        FlowError error = from_card(credited.error());
+        error.reversal_queued = true;
+        return Unexpected{error};
+    }
+    LoadOutcome outcome;
+    outcome.record = draft;
+    outcome.record.tac = *credited;
+    outcome.record.intent_sequence = intent.sequence;
+    auto sequence = queue_.append(outcome.record);
+    if (!sequence) return Unexpected{from_queue(sequence.error())};
+    auto confirmed = host.send_advice(queue_, *sequence);
+    if (confirmed) {
+        outcome.confirmation_code = *confirmed;
+        outcome.confirmed = *confirmed == "00";
+    }
+    return outcome;
+}
+
+Result<Ok, FlowError> Terminal::reverse_hold(const QueuedTransaction& intent, std::uint32_t held_fen, ClearingClient& host) {
+    TransactionRecord reversal = intent.record;
+    reversal.link = LinkKind::clinic_reversal;
+    reversal.amount_fen = held_fen;
+    auto answer = host.reverse(reversal);
+    if (answer && (*answer == "00" || *answer == "25")) {
+        // 00 voided; 25 the host holds nothing to void.
+        if (auto a = queue_.abandon_intent(intent.sequence); !a) return Unexpected{from_queue(a.error())};
+        return Ok{};
+    }
+    QueuedTransaction held = intent;
+    held.record.amount_fen = held_fen;
+    auto queued = queue_reversal(held, LinkKind::clinic_reversal, &host);
+    if (!queued) return Unexpected{queued.error()};
+    return Ok{};
+}
+
+Result<ClinicOutcome, FlowError> Terminal::medical_part(const PurseInfo& info, std::uint32_t amount_fen, std::string_view pin,
+                                                        ClearingClient& host, QueuedTransaction& hold) {
+    auto terminal_id = open_psam();
+    if (!terminal_id) return Unexpected{terminal_id.error()};
+    SocialSecurityApp ss(card_channel_);
+    if (auto s = ss.select(); !s) return Unexpected{from_card(s.error())};
+    if (auto verified = ss.verify_pin(pin); !verified) {
+        const std::uint16_t sw = verified.error().sw;
+        if ((sw & 0xFFF0) == 0x63C0 || sw == sw_pin_blocked)
+            return Unexpected{FlowError{FlowErrorCode::wrong_pin, "PIN refused: " + verified.error().message, sw}};
+        return Unexpected{from_card(verified.error())};
+    }
+    // The medical link (DF04) must exist: a card without it pays from the purse only (caller's choice).
+    if (auto account = ss.medical_account(); !account) return Unexpected{from_card(account.error())};
+    auto stan = host.take_stan();
+    if (!stan) return Unexpected{FlowError{FlowErrorCode::storage_error, stan.error().message}};
+    const auto now = clock_();
+    TransactionRecord draft;
+    draft.asn = info.asn;
+    draft.issuer_id = info.issuer_id;
+    draft.amount_fen = amount_fen;
+    draft.terminal_id = *terminal_id;
+    draft.when = to_card_date_time(now);
+    draft.link = LinkKind::clinic_hold;
+    draft.stan = *stan;
+    draft.transmitted = transmission_time(now);
+    draft.batch_number = host.batch().batch_number();
+    const auto challenge = clinic_challenge(host.options().terminal_id, draft.stan, bcd_to_digits(draft.transmitted), amount_fen);
+    auto cryptogram = ss.internal_authenticate(challenge);
+    if (!cryptogram) return Unexpected{from_card(cryptogram.error())};
+    auto intent_sequence = queue_.record_intent(draft);
+    if (!intent_sequence) return Unexpected{from_queue(intent_sequence.error())};
+    hold = QueuedTransaction{*intent_sequence, draft};
+
+    auto approval = host.authorize(draft, *cryptogram);
+    if (!approval) {
+        auto reversal = queue_reversal(hold, LinkKind::clinic_reversal, &host);
+        if (!reversal) return Unexpected{reversal.error()};
+        return Unexpected{from_host(approval.error(), true)};
+    }
+    const std::string& code = approval->response_code;
+    if (code != "00" && code != "10") {
+        // Nothing held: 51 (nothing available) goes on to the purse, anything else stops here.
+        if (auto a = queue_.abandon_intent(hold.sequence); !a) return Unexpected{from_queue(a.error())};
+        hold.sequence = 0;
+        if (code != "51") return Unexpected{declined("clinic authorization", code)};
+    }
+    ClinicOutcome outcome;
+    outcome.amount_fen = amount_fen;
+    outcome.authorization_code = code;
+    outcome.medical_fen = approval->approved_fen;
+    outcome.purse_fen = amount_fen - approval->approved_fen;
+    return outcome;
+}
+
+Result<ClinicOutcome, FlowError> Terminal::clinic_payment(std::uint32_t amount_fen, std::string_view pin, ClearingClient& host) {
+    if (amount_fen == 0) return Unexpected{FlowError{FlowErrorCode::card_error, "a payment of 0 fen"}};
+    auto session = open_card();
+    if (!session) return Unexpected{session.error()};
+    if (auto ok = check_card(session->info, hotlist_, clock_()); !ok) return Unexpected{ok.error()};
+    if (auto recovered = recover_card(session->info); !recovered) return Unexpected{recovered.error()};
+    if (queue_.full()) return Unexpected{FlowError{FlowErrorCode::queue_full, "transaction queue full: upload before taking payments"}};
+
+    QueuedTransaction hold{};
+    auto medical = medical_part(session->info, amount_fen, pin, host, hold);
+    if (!medical) return medical;
+    ClinicOutcome outcome = *medical;
+
+    if (outcome.purse_fen > 0) {
+        PurseApp purse(card_channel_);
+        auto reselected = purse.select();  // the SSSE application is selected
+        Result<TransactionRecord, FlowError> paid = Unexpected{FlowError{FlowErrorCode::card_error, ""}};
+        if (!reselected) {
+            paid = Unexpected{from_card(reselected.error())};
+        } else {
+            TransactionRecord draft;
+            draft.type = crypto::type_ep_purchase;
+            draft.amount_fen = outcome.purse_fen;
+            paid = debit(session->info, draft, {});
+        }
+        if (!paid) {
+            // The bill is not paid: the medical hold is released (0400, or a queued 0420).
+            FlowError error = paid.error();
+            if (hold.sequence != 0) {
+                if (auto reversed = reverse_hold(hold, outcome.medical_fen, host); !reversed) return Unexpected{reversed.error()};
+                error.message += "; the medical hold is reversed";
+                error.reversal_queued = true;
+            }
+            return Unexpected{error};
+        }
+        outcome.purse_record = *paid;
+    }
+    if (hold.sequence != 0) {
+        TransactionRecord completion = hold.record;
+        completion.link = LinkKind::clinic_completion;
+        completion.amount_fen = outcome.medical_fen;
+        completion.intent_sequence = hold.sequence;
+        auto sequence = queue_.append(completion);
+        if (!sequence) return Unexpected{from_queue(sequence.error())};
+        if (auto answer = host.send_advice(queue_, *sequence)) outcome.completion_code = *answer;
+    }
+    return outcome;
 }
 
 }  // namespace coconut::sdk

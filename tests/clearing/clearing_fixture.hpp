@@ -8,6 +8,7 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <future>
 #include <random>
@@ -20,11 +21,15 @@ using iso8583::Message;
 using iso8583::ResponseCode;
 
 inline const std::string tac_master_hex = "404142434445464748494A4B4C4D4E4F";
+inline const std::string load_master_hex = "11223344556677888877665544332211";
+inline const std::string internal_auth_master_hex = "00112233445566778899AABBCCDDEEFF";
 inline const std::string issuer_hex = "4600000000000001";
 inline const std::string psam_terminal = "460100000001";
 inline const std::string card_a = "46010000000012345678";
 inline const std::string card_b = "46010000000087654321";
 inline constexpr std::uint64_t bus_operator = 1001;
+inline constexpr std::uint64_t clinic = 3003;
+inline const std::string clinic_psam_terminal = "460100000003";
 
 struct TempDir {
     std::filesystem::path path;
@@ -49,9 +54,11 @@ inline Asn asn_of(const std::string& digits) {
 inline std::string registry_json() {
     return R"({
       "participants": [{"id": 1001, "name": "Haikou Bus No. 1", "kind": "bus", "bank_account": "6222000011112222", "fee_rate_bp": 30},
-                       {"id": 2002, "name": "Coconut Shop", "kind": "shop", "bank_account": "6222000033334444"}],
+                       {"id": 2002, "name": "Coconut Shop", "kind": "shop", "bank_account": "6222000033334444"},
+                       {"id": 3003, "name": "Haikou Clinic", "kind": "clinic", "bank_account": "6222000055556666"}],
       "terminals": [{"terminal_id": "BUS00001", "psam_terminal_id": "460100000001", "participant_id": 1001, "merchant_id": "HKBUS0001"},
-                    {"terminal_id": "SHOP0001", "psam_terminal_id": "460100000002", "participant_id": 2002}],
+                    {"terminal_id": "SHOP0001", "psam_terminal_id": "460100000002", "participant_id": 2002},
+                    {"terminal_id": "CLINIC01", "psam_terminal_id": "460100000003", "participant_id": 3003}],
       "cards": [{"asn": "46010000000012345678", "issuer_id": "4600000000000001", "purse_balance_fen": 5000, "medical_balance_fen": 20000},
                 {"asn": "46010000000087654321", "issuer_id": "4600000000000001", "purse_balance_fen": 1000}]
     })";
@@ -123,23 +130,30 @@ struct Rig {
     std::unique_ptr<ledger::Ledger> ledger;
     std::unique_ptr<Registry> registry;
     std::unique_ptr<ledger::Writer> writer;
-    std::unique_ptr<TacVerifier> verifier;
+    std::unique_ptr<LocalHsm> verifier;
     std::unique_ptr<Engine> engine;
     SessionState session;
+    // The ledger's clock (ns); tests move it to make holds expire.
+    std::shared_ptr<std::atomic<std::uint64_t>> clock_ns = std::make_shared<std::atomic<std::uint64_t>>(1'800'000'000'000'000'000ULL);
 
-    Rig() {
+    explicit Rig(EngineOptions engine_options = {}) {
         const auto store_dir = dir.path / "hsm";
         REQUIRE(hsm::KeyStore::init(store_dir).ok());
         auto store = hsm::KeyStore::open(store_dir);
         REQUIRE(store.ok());
         REQUIRE(store->add_key("mk-tac", 1, hsm::KeyType::tdes2, hsm::KeyUsage::tac, crypto::Key16(hex(tac_master_hex))).ok());
+        REQUIRE(store->add_key("mk-load", 1, hsm::KeyType::tdes2, hsm::KeyUsage::load, crypto::Key16(hex(load_master_hex))).ok());
+        REQUIRE(store->add_key("mk-internal-auth", 1, hsm::KeyType::tdes2, hsm::KeyUsage::internal_auth,
+                               crypto::Key16(hex(internal_auth_master_hex)))
+                    .ok());
         auto service = std::make_shared<const hsm::Hsm>(std::make_shared<const hsm::KeyStore>(std::move(store.value())));
-        verifier = std::make_unique<LocalTacVerifier>(service, "mk-tac");
+        verifier = std::make_unique<LocalHsm>(service, "mk-tac");
         const auto data = dir.path / "data";
         std::filesystem::create_directories(data);
         ledger::Options options;
         options.directory = data.string();
         options.check_after_commit = true;
+        options.clock_ns = [clock = clock_ns] { return clock->load(); };
         auto opened = ledger::Ledger::open(options);
         REQUIRE_MESSAGE(opened.ok(), (opened.ok() ? "" : opened.error().message));
         ledger = std::move(opened.value());
@@ -148,9 +162,13 @@ struct Rig {
         registry = std::move(reg.value());
         auto loaded = load_registry(*ledger, *registry, registry_json());
         REQUIRE_MESSAGE(loaded.ok(), (loaded.ok() ? "" : loaded.error().message));
-        writer = std::make_unique<ledger::Writer>(*ledger);
-        engine = std::make_unique<Engine>(*ledger, *writer, *registry, *verifier);
+        ledger::WriterOptions writer_options;
+        writer_options.expiry_interval = std::chrono::milliseconds(10);  // the expiry sweep, quickly
+        writer = std::make_unique<ledger::Writer>(*ledger, writer_options);
+        engine = std::make_unique<Engine>(*ledger, *writer, *registry, *verifier, *verifier, engine_options);
     }
+
+    void advance_clock_s(std::uint64_t seconds) { clock_ns->fetch_add(seconds * 1'000'000'000ULL); }
 
     Message send(const Message& request) {
         std::promise<Message> answer;
@@ -173,6 +191,20 @@ struct Rig {
     std::int64_t shadow(const std::string& asn) const { return balance(purse_shadow_account(asn_of(asn))); }
     std::int64_t payable(std::uint64_t participant) const { return balance(payable_account(participant, ledgers::purse)); }
     std::int64_t suspense() const { return balance(purse_suspense_account); }
+    std::int64_t medical(const std::string& asn) const { return balance(medical_account(asn_of(asn))); }
+    std::int64_t medical_payable(std::uint64_t participant) const { return balance(payable_account(participant, ledgers::medical)); }
+    std::int64_t float_balance() const { return balance(purse_float_account); }
+    ledger::Account account(const ledger::Id& id) const {
+        auto a = ledger->lookup_account(id);
+        REQUIRE(a.ok());
+        REQUIRE(a->has_value());
+        return **a;
+    }
+    std::optional<ledger::PendingState> state(const ledger::Id& id) const {
+        auto s = ledger->pending_state(id);
+        REQUIRE(s.ok());
+        return *s;
+    }
     CardRecord card(const std::string& asn) const {
         auto c = registry->card(asn_of(asn));
         REQUIRE(c.ok());

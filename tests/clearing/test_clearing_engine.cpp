@@ -204,7 +204,7 @@ TEST_CASE("bad uploads get specific response codes and book nothing") {
         m.set(62, data.substr(0, data.size() - 14));
         CHECK(rig.code(m) == "30");
     }
-    SUBCASE("not yet supported MTI: 12") {
+    SUBCASE("a 0200 with the purchase processing code: 12") {
         Message m = upload_message(Tap{}, 1);
         m.set_mti("0200");
         const Message answer = rig.send(m);
@@ -376,7 +376,7 @@ TEST_CASE("0500: the batch's totals balance against the host's bookings; re-uplo
     CHECK(rig.code(reconciliation(2, 1, 200)) == "95");
     Message with_loads = reconciliation(1, 3, 600);
     with_loads.set_number(74, 1, 10);
-    CHECK(rig.code(with_loads) == "95");  // no loads are booked yet
+    CHECK(rig.code(with_loads) == "95");  // the host booked no load in batch 1
     Message missing = reconciliation(1, 3, 600);
     missing.clear(88);
     CHECK(rig.code(missing) == "30");

@@ -94,7 +94,7 @@ def test(vcard, workdir, extra):
     record = terminal.json(["purchase", "--amount", "250"])
     expected_fields = {"asn", "card_number", "issuer_id", "type", "type_name", "atc", "amount_fen", "balance_before_fen",
                        "balance_after_fen", "terminal_id", "terminal_serial", "date", "time", "date_time", "tac",
-                       "mac2", "flags", "tap_kind", "line", "station", "vehicle", "entry_station", "intent_sequence"}
+                       "mac2", "flags", "tap_kind", "line", "station", "vehicle", "entry_station", "intent_sequence", "link"}
     check_equal("record fields", set(record), expected_fields)
     check_equal("card number = rightmost 16 ASN digits", record["card_number"], harness.ASN[-16:])
     check_equal("queue count", terminal.json(["queue", "count"]), {"count": 1, "open_intents": 0})

@@ -3,6 +3,8 @@
 #include <coconut/clearing/clearing.hpp>
 #include <coconut/hsm/client.hpp>
 
+#include "internal.hpp"
+
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
 
@@ -12,6 +14,19 @@
 
 namespace coconut::clearing {
 
+namespace detail {
+
+std::uint64_t wall_clock_ns() {
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
+void log_line(const std::string& line) { std::fprintf(stderr, "coconut-clearingd: %s\n", line.c_str()); }
+
+}  // namespace detail
+
+using detail::log_line;
+using detail::wall_clock_ns;
 using iso8583::Message;
 using iso8583::ResponseCode;
 
@@ -24,13 +39,7 @@ constexpr int echoed_fields[] = {2, 3, 4, 7, 11, 12, 13, 25, 32, 41, 42, 49, 60,
 constexpr std::uint64_t nmc_sign_on = 1;
 constexpr std::uint64_t nmc_sign_off = 2;
 constexpr std::uint64_t nmc_echo = 301;
-
-std::uint64_t wall_clock_ns() {
-    return static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
-}
-
-void log_line(const std::string& line) { std::fprintf(stderr, "coconut-clearingd: %s\n", line.c_str()); }
+constexpr std::uint64_t nmc_hotlist_download = 101;
 
 bool link_failure(hsm::Errc code) {
     switch (code) {
@@ -49,6 +58,30 @@ bool link_failure(hsm::Errc code) {
 }
 
 }  // namespace
+
+std::optional<std::uint32_t> batch_of(const Message& request) {
+    auto batch = request.get(60);
+    if (!batch || batch->size() < 6) return std::nullopt;
+    std::uint32_t n = 0;
+    for (char c : batch->substr(0, 6)) {
+        if (c < '0' || c > '9') return std::nullopt;
+        n = n * 10 + static_cast<std::uint32_t>(c - '0');
+    }
+    return n;
+}
+
+Place place_of(const TerminalId& terminal_id, std::uint8_t type, std::uint16_t line, std::uint16_t station,
+               const crypto::CardDateTime& when) {
+    Place place;
+    place.terminal_id = terminal_id;
+    place.type = type;
+    place.line = line;
+    place.station = station;
+    // YYMMDDhhmm from the card's YYYYMMDD hhmmss.
+    std::copy(when.date.begin() + 1, when.date.end(), place.local_time_bcd.begin());
+    std::copy(when.time.begin(), when.time.begin() + 2, place.local_time_bcd.begin() + 3);
+    return place;
+}
 
 Message make_response(const Message& request, ResponseCode code) {
     auto mti = iso8583::response_mti(request.mti());
@@ -112,17 +145,23 @@ std::optional<Message> format_error_response(ByteView message) {
 
 // ---- TAC verifiers ----------------------------------------------------------------------------------------
 
-LocalTacVerifier::LocalTacVerifier(std::shared_ptr<const hsm::Hsm> hsm, std::string tac_master_label)
+LocalHsm::LocalHsm(std::shared_ptr<const hsm::Hsm> hsm, std::string tac_master_label)
     : hsm_(std::move(hsm)), label_(std::move(tac_master_label)) {}
 
-void LocalTacVerifier::verify(const hsm::PurchaseTac& transaction, Handler handler) {
+void LocalHsm::verify(const hsm::PurchaseTac& transaction, Handler handler) {
     auto verdicts = hsm_->verify_purchase_tacs(label_, std::span<const hsm::PurchaseTac>(&transaction, 1));
     if (!verdicts) return handler(Unexpected<hsm::Failure>{verdicts.error()});
     assert(verdicts->size() == 1);
     handler((*verdicts)[0]);
 }
 
-struct RemoteTacVerifier::State : std::enable_shared_from_this<State> {
+void LocalHsm::load_mac2(const hsm::LoadRequest& request, LoadHandler handler) { handler(hsm_->load_mac2(request)); }
+void LocalHsm::verify_load_tac(const hsm::LoadTac& load, VerdictHandler handler) { handler(hsm_->verify_load_tac(load)); }
+void LocalHsm::verify_internal_auth(const hsm::InternalAuth& auth, VerdictHandler handler) {
+    handler(hsm_->verify_internal_auth(auth));
+}
+
+struct RemoteHsm::State : std::enable_shared_from_this<State> {
     boost::asio::any_io_executor executor;
     hsm::wire::Endpoint endpoint;
     hsm::wire::ClientCredentials credentials;
@@ -151,10 +190,34 @@ struct RemoteTacVerifier::State : std::enable_shared_from_this<State> {
         client.reset();
         batcher.reset();
     }
+
+    // Wraps a handler so that a link failure drops the link (the next request reconnects). The
+    // handler may run on the client's strand: reset on the verifier's executor.
+    template <class T>
+    std::function<void(hsm::Outcome<T>)> watch(std::function<void(hsm::Outcome<T>)> handler) {
+        const std::uint64_t link = generation;
+        return [state = shared_from_this(), link, handler = std::move(handler)](hsm::Outcome<T> outcome) {
+            if (!outcome && link_failure(outcome.error().code)) {
+                boost::asio::post(state->executor, [state, link] { state->reset(link); });
+            }
+            handler(std::move(outcome));
+        };
+    }
+
+    // The link, connecting if needed; nullptr (handler already called) when shutting down.
+    template <class T>
+    bool ready(const std::function<void(hsm::Outcome<T>)>& handler) {
+        if (closed) {
+            handler(hsm::fail(hsm::Errc::closed, "the clearing daemon is shutting down"));
+            return false;
+        }
+        if (!batcher) connect();
+        return true;
+    }
 };
 
-RemoteTacVerifier::RemoteTacVerifier(boost::asio::any_io_executor executor, hsm::wire::Endpoint endpoint,
-                                     hsm::wire::ClientCredentials credentials, std::string tac_master_label)
+RemoteHsm::RemoteHsm(boost::asio::any_io_executor executor, hsm::wire::Endpoint endpoint,
+                     hsm::wire::ClientCredentials credentials, std::string tac_master_label)
     : state_(std::make_shared<State>()) {
     state_->executor = std::move(executor);
     state_->endpoint = std::move(endpoint);
@@ -162,24 +225,31 @@ RemoteTacVerifier::RemoteTacVerifier(boost::asio::any_io_executor executor, hsm:
     state_->label = std::move(tac_master_label);
 }
 
-RemoteTacVerifier::~RemoteTacVerifier() { close(); }
+RemoteHsm::~RemoteHsm() { close(); }
 
-void RemoteTacVerifier::close() {
+void RemoteHsm::close() {
     state_->closed = true;
     state_->reset(state_->generation);
 }
 
-void RemoteTacVerifier::verify(const hsm::PurchaseTac& transaction, Handler handler) {
-    if (state_->closed) return handler(hsm::fail(hsm::Errc::closed, "the clearing daemon is shutting down"));
-    if (!state_->batcher) state_->connect();
-    const std::uint64_t link = state_->generation;
-    state_->batcher->submit(transaction, [state = state_, link, handler = std::move(handler)](hsm::Outcome<hsm::Verdict> verdict) {
-        if (!verdict && link_failure(verdict.error().code)) {
-            // The handler may run on the batcher's strand: reset on the verifier's executor.
-            boost::asio::post(state->executor, [state, link] { state->reset(link); });
-        }
-        handler(std::move(verdict));
-    });
+void RemoteHsm::verify(const hsm::PurchaseTac& transaction, Handler handler) {
+    if (!state_->ready(handler)) return;
+    state_->batcher->submit(transaction, state_->watch(std::move(handler)));
+}
+
+void RemoteHsm::load_mac2(const hsm::LoadRequest& request, LoadHandler handler) {
+    if (!state_->ready(handler)) return;
+    state_->client->async_load_mac2(request, state_->watch(std::move(handler)));
+}
+
+void RemoteHsm::verify_load_tac(const hsm::LoadTac& load, VerdictHandler handler) {
+    if (!state_->ready(handler)) return;
+    state_->client->async_verify_load_tac(load, state_->watch(std::move(handler)));
+}
+
+void RemoteHsm::verify_internal_auth(const hsm::InternalAuth& auth, VerdictHandler handler) {
+    if (!state_->ready(handler)) return;
+    state_->client->async_verify_internal_auth(auth, state_->watch(std::move(handler)));
 }
 
 // ---- engine -----------------------------------------------------------------------------------------------
@@ -199,7 +269,14 @@ struct Engine::Upload {
 };
 
 Engine::Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registry, TacVerifier& verifier, EngineOptions options)
-    : ledger_(ledger), writer_(writer), registry_(registry), verifier_(verifier), options_(options) {}
+    : ledger_(ledger), writer_(writer), registry_(registry), verifier_(verifier), options_(std::move(options)),
+      journal_next_sequence_(ledger.head().sequence + 1) {}
+
+Engine::Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registry, TacVerifier& verifier,
+               CardServices& card_services, EngineOptions options)
+    : Engine(ledger, writer, registry, verifier, std::move(options)) {
+    card_services_ = &card_services;
+}
 
 void Engine::handle(const Message& request, SessionState& session, Respond respond) {
     stats_.requests++;
@@ -208,10 +285,46 @@ void Engine::handle(const Message& request, SessionState& session, Respond respo
     if (mti == "0800" || mti == "0801") return sign_on(request, session, std::move(respond));
     if (mti == "0320" || mti == "0321") return offline_upload(request, session, std::move(respond));
     if (mti == "0500" || mti == "0501") return reconcile(request, session, std::move(respond));
-    // 0100, 0200, 0220, 0400, 0420: not built yet (clearing/README.md "Not yet").
+    const bool online = mti == "0200" || mti == "0201" || mti == "0100" || mti == "0101" || mti == "0220" || mti == "0221" ||
+                        mti == "0400" || mti == "0401" || mti == "0420" || mti == "0421";
+    if (online && card_services_ == nullptr) {
+        stats_.refused++;
+        stats_.in_flight--;
+        return respond(make_response(request, ResponseCode::issuer_inoperative));
+    }
+    if (mti == "0200" || mti == "0201") return online_load(request, session, std::move(respond));
+    if (mti == "0100" || mti == "0101") return clinic_authorization(request, session, std::move(respond));
+    if (mti == "0220" || mti == "0221") return advice(request, session, std::move(respond));
+    if (online) return reversal(request, session, std::move(respond));
     stats_.refused++;
     stats_.in_flight--;
     respond(make_response(request, ResponseCode::invalid_transaction));
+}
+
+Result<std::size_t> Engine::scan_expiries() {
+    // Bounded work per call: the rest waits for the next call.
+    constexpr std::size_t entries_per_read = 1024;
+    constexpr std::size_t reads_per_call_max = 16;
+    std::size_t found = 0;
+    for (std::size_t read = 0; read < reads_per_call_max; ++read) {
+        auto entries = ledger_.read_journal(journal_next_sequence_, entries_per_read);
+        if (!entries) return Unexpected<Error>{Error{ErrorCode::storage, entries.error().message}};
+        for (const ledger::JournalEntry& entry : *entries) {
+            journal_next_sequence_ = entry.sequence + 1;
+            if (entry.kind != ledger::JournalKind::pending_expired || entry.payload.size() != 16) continue;
+            const ledger::Id id{read_be(ByteView(entry.payload).first(8)), read_be(ByteView(entry.payload).subspan(8, 8))};
+            auto transfer = ledger_.lookup_transfer(id);
+            if (!transfer) return Unexpected<Error>{Error{ErrorCode::storage, transfer.error().message}};
+            if (!*transfer) continue;
+            ++found;
+            const bool load = (*transfer)->code == transfer_codes::online_load;
+            (load ? stats_.loads_expired : stats_.holds_expired)++;
+            log_line(fmt::format("{} {} of {} fen expired unresolved (participant {})", load ? "load" : "hold",
+                                 ledger::to_string(id), (*transfer)->amount, (*transfer)->user_data_64));
+        }
+        if (entries->size() < entries_per_read) break;
+    }
+    return found;
 }
 
 void Engine::sign_on(const Message& request, SessionState& session, Respond respond) {
@@ -229,7 +342,10 @@ void Engine::sign_on(const Message& request, SessionState& session, Respond resp
         session.signed_on.erase(std::string(*terminal_id));
         return answer(ResponseCode::approved);
     }
-    if (*code != nmc_sign_on) return answer(ResponseCode::invalid_transaction);  // 101 hotlist: not yet
+    if (*code == nmc_hotlist_download) {
+        return hotlist_download(request, session, std::move(respond));
+    }
+    if (*code != nmc_sign_on) return answer(ResponseCode::invalid_transaction);
     auto terminal = registry_.terminal(*terminal_id);
     if (!terminal) {
         log_line("sign-on: " + terminal.error().message);
@@ -240,31 +356,32 @@ void Engine::sign_on(const Message& request, SessionState& session, Respond resp
     answer(ResponseCode::approved);
 }
 
-// 0500: the terminal's totals of a batch (76 debits number, 88 debits amount; 74/86 credits, 75/77/87/89
-// reversals — all zero until loads and reversals exist) against the host's bookings of that batch from
-// that terminal. 00 balanced, 95 out of balance; 97 = the host's net, D + debits amount.
+// 0500 (ISO8583.md §4.7): the terminal's eight totals of a batch against the host's bookings of that
+// batch from that terminal. 00 balanced, 95 out of balance; 97 = the host's net.
 void Engine::reconcile(const Message& request, SessionState& session, Respond respond) {
-    auto answer = [&](ResponseCode code, std::optional<std::uint64_t> host_debits_fen = {}) {
+    auto answer = [&](ResponseCode code, std::optional<std::int64_t> host_net_fen = {}) {
         if (code != ResponseCode::approved && code != ResponseCode::out_of_balance) stats_.refused++;
         stats_.in_flight--;
         Message response = make_response(request, code);
-        if (host_debits_fen) response.set(97, "D" + *iso8583::digits(*host_debits_fen, 16));
+        if (host_net_fen) {
+            const std::uint64_t magnitude = static_cast<std::uint64_t>(*host_net_fen < 0 ? -*host_net_fen : *host_net_fen);
+            response.set(97, (*host_net_fen < 0 ? "C" : "D") + *iso8583::digits(magnitude, 16));
+        }
         respond(std::move(response));
     };
     const auto terminal_id = request.get(41);
-    const auto batch = request.get(60);
-    const auto debits_count = request.get_number(76);
-    const auto debits_fen = request.get_number(88);
-    if (!terminal_id || !request.has(11) || !batch || batch->size() < 6 || !debits_count || !debits_fen) {
+    const auto batch_number = batch_of(request);
+    if (!terminal_id || !request.has(11) || !batch_number || !request.has(76) || !request.has(88)) {
         return answer(ResponseCode::format_error);
     }
-    std::uint32_t batch_number = 0;
-    for (char c : batch->substr(0, 6)) {
-        if (c < '0' || c > '9') return answer(ResponseCode::format_error);
-        batch_number = batch_number * 10 + static_cast<std::uint32_t>(c - '0');
-    }
-    for (int field : {74, 75, 77, 86, 87, 89}) {
-        if (request.has(field) && !request.get_number(field)) return answer(ResponseCode::format_error);
+    // Terminal's totals in field order 74..77 (counts), 86..89 (amounts); absent = 0.
+    std::array<std::uint64_t, 8> terminal_totals{};
+    constexpr int total_fields[] = {74, 75, 76, 77, 86, 87, 88, 89};
+    for (std::size_t i = 0; i < terminal_totals.size(); ++i) {
+        if (!request.has(total_fields[i])) continue;
+        auto value = request.get_number(total_fields[i]);
+        if (!value) return answer(ResponseCode::format_error);
+        terminal_totals[i] = *value;
     }
     if (options_.require_sign_on && !session.signed_on.count(std::string(*terminal_id))) {
         return answer(ResponseCode::invalid_merchant);
@@ -275,14 +392,44 @@ void Engine::reconcile(const Message& request, SessionState& session, Respond re
         return answer(ResponseCode::system_malfunction);
     }
     if (!*terminal) return answer(ResponseCode::invalid_merchant);
-    const bool same_batch = (*terminal)->batch_number == batch_number;
-    const std::uint64_t host_count = same_batch ? (*terminal)->batch_debits_count : 0;
-    const std::uint64_t host_fen = same_batch ? (*terminal)->batch_debits_fen : 0;
-    // Loads and reversals are not booked yet: a terminal reporting any is out of balance by definition.
-    bool credits_zero = true;
-    for (int field : {74, 75, 77, 86, 87, 89}) credits_zero = credits_zero && request.get_number(field).value_or(0) == 0;
-    const bool balanced = credits_zero && *debits_count == host_count && *debits_fen == host_fen;
-    answer(balanced ? ResponseCode::approved : ResponseCode::out_of_balance, host_fen);
+    TerminalRecord host = **terminal;
+    if (host.batch_number != *batch_number) host = TerminalRecord{};  // nothing booked in that batch
+    const std::array<std::uint64_t, 8> host_totals = {
+        host.batch_credits_count, host.batch_credit_reversals_count, host.batch_debits_count, host.batch_debit_reversals_count,
+        host.batch_credits_fen,   host.batch_credit_reversals_fen,   host.batch_debits_fen,   host.batch_debit_reversals_fen};
+    const std::int64_t net = static_cast<std::int64_t>(host.batch_debits_fen) - static_cast<std::int64_t>(host.batch_debit_reversals_fen) -
+                             static_cast<std::int64_t>(host.batch_credits_fen) + static_cast<std::int64_t>(host.batch_credit_reversals_fen);
+    answer(terminal_totals == host_totals ? ResponseCode::approved : ResponseCode::out_of_balance, net);
+}
+
+// 0800 70=101 (ISO8583.md §4.6): 48 = version from (8) ‖ chunk index (4); 63 = the chunk.
+void Engine::hotlist_download(const Message& request, SessionState& session, Respond respond) {
+    auto answer = [&](ResponseCode code, std::optional<std::string> field63 = {}) {
+        if (code != ResponseCode::approved) stats_.refused++;
+        stats_.in_flight--;
+        Message response = make_response(request, code);
+        if (field63) response.set(63, *field63);
+        respond(std::move(response));
+    };
+    const auto terminal_id = request.get(41);
+    const auto position = request.get(48);
+    if (!terminal_id || !position || position->size() != 12) return answer(ResponseCode::format_error);
+    std::uint64_t from_version = 0, chunk_index = 0;
+    for (std::size_t i = 0; i < 12; ++i) {
+        const char c = (*position)[i];
+        if (c < '0' || c > '9') return answer(ResponseCode::format_error);
+        std::uint64_t& target = i < 8 ? from_version : chunk_index;
+        target = target * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    if (options_.require_sign_on && !session.signed_on.count(std::string(*terminal_id))) {
+        return answer(ResponseCode::invalid_merchant);
+    }
+    auto chunk = registry_.hotlist_chunk(from_version, static_cast<std::uint32_t>(chunk_index));
+    if (!chunk) {
+        log_line("hotlist: " + chunk.error().message);
+        return answer(ResponseCode::system_malfunction);
+    }
+    answer(ResponseCode::approved, encode_hotlist_chunk(*chunk));
 }
 
 void Engine::finish(const std::shared_ptr<Upload>& upload, ResponseCode code) {
@@ -308,15 +455,7 @@ void Engine::offline_upload(const Message& request, SessionState& session, Respo
     }
     upload->stan = static_cast<std::uint32_t>(*stan);
     upload->terminal_id = std::string(*terminal_id);
-    if (auto batch = request.get(60); batch && batch->size() >= 6) {
-        std::uint32_t n = 0;
-        bool digits = true;
-        for (char c : batch->substr(0, 6)) {
-            digits = digits && c >= '0' && c <= '9';
-            n = n * 10 + static_cast<std::uint32_t>(c - '0');
-        }
-        if (digits) upload->batch_number = n;
-    }
+    upload->batch_number = batch_of(request);
 
     auto terminal = registry_.terminal(*terminal_id);
     if (!terminal) {
@@ -407,6 +546,7 @@ void Engine::book(std::shared_ptr<Upload> upload, hsm::Verdict verdict) {
     transfer.code = upload->tac_valid ? transfer_codes::offline_purchase : transfer_codes::tac_failed;
     transfer.user_data_64 = upload->participant_id;
     transfer.user_data_32 = t.terminal_serial;
+    transfer.user_data_128 = make_place(place_of(t.terminal_id, t.type, iso8583::transit_line(t), iso8583::transit_station(t), t.when));
 
     // Registry work in the booking's own transaction: shadow mirror, ATC, risk flags, the terminal's STAN.
     auto hook = [this, upload](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
@@ -456,14 +596,8 @@ void Engine::book(std::shared_ptr<Upload> upload, hsm::Verdict verdict) {
             if (*terminal) {
                 TerminalRecord r = **terminal;
                 r.last_stan = upload->stan;
-                if (upload->batch_number && *upload->batch_number != r.batch_number) {
-                    r.batch_number = *upload->batch_number;  // a new batch: its totals start at zero
-                    r.batch_debits_count = 0;
-                    r.batch_debits_fen = 0;
-                }
                 r.uploads++;
-                r.batch_debits_count++;
-                r.batch_debits_fen += upload->amount_fen;
+                count_in_batch(r, upload->batch_number, BatchTotal::debit, upload->amount_fen);
                 if (auto s = registry_.put_terminal(txn, r); !s) return s;
             }
         }

@@ -40,6 +40,84 @@ ledger::Id opening_balance_transfer(const Asn& asn, std::uint32_t ledger_number)
     return derive("opening", material);
 }
 
+ledger::Id online_load_transfer(const Asn& asn, std::uint16_t online_atc, std::uint8_t attempt) {
+    // Attempt 0 is exactly DESIGN.md §4's derive_id(ASN ‖ online ATC ‖ 02), recomputable by anyone.
+    Bytes material(asn.begin(), asn.end());
+    append_be(material, online_atc, 2);
+    material.push_back(crypto::type_ep_load);
+    if (attempt > 0) material.push_back(attempt);
+    return ledger::derive_id(material);
+}
+
+ledger::Id clinic_hold_transfer(std::string_view terminal_id, std::uint32_t batch_number, std::uint32_t stan) {
+    assert(batch_number <= 999'999 && stan <= 999'999);
+    std::string material(terminal_id);
+    material += *iso8583::digits(batch_number, 6);
+    material += *iso8583::digits(stan, 6);
+    return ledger::derive_id(ByteView(reinterpret_cast<const std::uint8_t*>(material.data()), material.size()));
+}
+
+ledger::Id resolving_transfer(const ledger::Id& pending_id, Resolution resolution) {
+    Bytes material = be_bytes(pending_id.high, 8);
+    append_be(material, pending_id.low, 8);
+    material.push_back(static_cast<std::uint8_t>(resolution));
+    return ledger::derive_id(material);
+}
+
+void count_in_batch(TerminalRecord& r, std::optional<std::uint32_t> batch_number, BatchTotal total, std::uint64_t amount_fen) {
+    if (batch_number && *batch_number != r.batch_number) {
+        // A new batch: its totals start at zero.
+        const TerminalRecord kept = r;
+        r = TerminalRecord{};
+        r.terminal_id = kept.terminal_id;
+        r.psam_terminal_id = kept.psam_terminal_id;
+        r.participant_id = kept.participant_id;
+        r.merchant_id = kept.merchant_id;
+        r.last_stan = kept.last_stan;
+        r.uploads = kept.uploads;
+        r.batch_number = *batch_number;
+    }
+    switch (total) {
+        case BatchTotal::debit: r.batch_debits_count++, r.batch_debits_fen += amount_fen; break;
+        case BatchTotal::credit: r.batch_credits_count++, r.batch_credits_fen += amount_fen; break;
+        case BatchTotal::credit_reversal: r.batch_credit_reversals_count++, r.batch_credit_reversals_fen += amount_fen; break;
+        case BatchTotal::debit_reversal: r.batch_debit_reversals_count++, r.batch_debit_reversals_fen += amount_fen; break;
+    }
+}
+
+std::string encode_hotlist_chunk(const HotlistChunk& chunk) {
+    assert(chunk.version <= hotlist_version_max && chunk.entries.size() <= hotlist_entries_per_chunk);
+    std::string out = *iso8583::digits(chunk.version, 8);
+    out += chunk.more ? '1' : '0';
+    for (const HotlistEntry& e : chunk.entries) {
+        out += e.added ? '+' : '-';
+        out += bcd_to_digits(e.asn);
+    }
+    return out;
+}
+
+std::optional<HotlistChunk> parse_hotlist_chunk(std::string_view text) {
+    constexpr std::size_t header = 9, entry = 21;
+    if (text.size() < header || (text.size() - header) % entry != 0) return std::nullopt;
+    HotlistChunk chunk;
+    for (char c : text.substr(0, 8)) {
+        if (c < '0' || c > '9') return std::nullopt;
+        chunk.version = chunk.version * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    if (text[8] != '0' && text[8] != '1') return std::nullopt;
+    chunk.more = text[8] == '1';
+    for (std::size_t at = header; at < text.size(); at += entry) {
+        HotlistEntry e;
+        if (text[at] != '+' && text[at] != '-') return std::nullopt;
+        e.added = text[at] == '+';
+        auto bcd = digits_to_bcd(text.substr(at + 1, 20));
+        if (!bcd || bcd->size() != e.asn.size()) return std::nullopt;
+        std::copy(bcd->begin(), bcd->end(), e.asn.begin());
+        chunk.entries.push_back(e);
+    }
+    return chunk;
+}
+
 ledger::Id make_place(const Place& place) {
     Bytes b(place.terminal_id.begin(), place.terminal_id.end());
     b.push_back(place.type);

@@ -14,12 +14,17 @@ struct Registry::Tables {
     MDB_dbi participants = 0;
     MDB_dbi terminals = 0;
     MDB_dbi risk = 0;
+    MDB_dbi loads = 0;    // ASN ‖ online ATC → LoadAttempt
+    MDB_dbi holds = 0;    // hold transfer id → HoldRecord
+    MDB_dbi hotlist = 0;  // version BE8 → + / - ‖ ASN
 };
 
 namespace {
 
 // Leading byte of every stored record: a layout change gets a new version instead of a silent misread.
 constexpr std::uint8_t record_version = 1;
+// Terminal records: version 2 added the credit and reversal totals (ISO8583.md §4.7); version 1 still reads.
+constexpr std::uint8_t terminal_record_version = 2;
 constexpr std::size_t card_record_size = 1 + 10 + 8 + 1 + 1 + 4 + 4 + 8 + 1 + 2 + 4 + 4;
 constexpr std::size_t terminal_id_chars = 8;    // field 41, ans 8
 constexpr std::size_t merchant_id_chars_max = 15;  // field 42, ans 15
@@ -79,6 +84,10 @@ std::string_view to_string(RiskKind kind) {
         case RiskKind::shadow_mismatch: return "shadow_mismatch";
         case RiskKind::hotlisted_card_used: return "hotlisted_card_used";
         case RiskKind::shadow_negative: return "shadow_negative";
+        case RiskKind::mac1_invalid: return "mac1_invalid";
+        case RiskKind::load_tac_invalid: return "load_tac_invalid";
+        case RiskKind::late_load_confirmation: return "late_load_confirmation";
+        case RiskKind::internal_auth_invalid: return "internal_auth_invalid";
     }
     return "?";
 }
@@ -129,7 +138,7 @@ std::optional<CardRecord> decode_card(ByteView b) {
 Bytes encode_terminal(const TerminalRecord& t) {
     assert(t.terminal_id.size() == terminal_id_chars && t.merchant_id.size() <= merchant_id_chars_max);
     Bytes out;
-    out.push_back(record_version);
+    out.push_back(terminal_record_version);
     append(out, text_view(t.terminal_id));
     append(out, t.psam_terminal_id);
     append_be(out, t.participant_id, 8);
@@ -138,14 +147,23 @@ Bytes encode_terminal(const TerminalRecord& t) {
     append_be(out, t.uploads, 8);
     append_be(out, t.batch_debits_count, 4);
     append_be(out, t.batch_debits_fen, 8);
+    append_be(out, t.batch_credits_count, 4);
+    append_be(out, t.batch_credits_fen, 8);
+    append_be(out, t.batch_credit_reversals_count, 4);
+    append_be(out, t.batch_credit_reversals_fen, 8);
+    append_be(out, t.batch_debit_reversals_count, 4);
+    append_be(out, t.batch_debit_reversals_fen, 8);
     out.push_back(static_cast<std::uint8_t>(t.merchant_id.size()));
     append(out, text_view(t.merchant_id));
     return out;
 }
 
 std::optional<TerminalRecord> decode_terminal(ByteView b) {
-    constexpr std::size_t fixed = 1 + terminal_id_chars + 6 + 8 + 4 + 4 + 8 + 4 + 8 + 1;
-    if (b.size() < fixed || b[0] != record_version) return std::nullopt;
+    constexpr std::size_t fixed_v1 = 1 + terminal_id_chars + 6 + 8 + 4 + 4 + 8 + 4 + 8 + 1;
+    constexpr std::size_t totals_v2 = 3 * (4 + 8);
+    if (b.empty() || (b[0] != record_version && b[0] != terminal_record_version)) return std::nullopt;
+    const std::size_t fixed = b[0] == terminal_record_version ? fixed_v1 + totals_v2 : fixed_v1;
+    if (b.size() < fixed) return std::nullopt;
     TerminalRecord t;
     std::size_t at = 1;
     t.terminal_id.assign(reinterpret_cast<const char*>(b.data() + at), terminal_id_chars), at += terminal_id_chars;
@@ -156,6 +174,14 @@ std::optional<TerminalRecord> decode_terminal(ByteView b) {
     t.uploads = read_be(b.subspan(at, 8)), at += 8;
     t.batch_debits_count = read_be32(b.subspan(at)), at += 4;
     t.batch_debits_fen = read_be(b.subspan(at, 8)), at += 8;
+    if (b[0] == terminal_record_version) {
+        for (auto [count, fen] : {std::pair{&t.batch_credits_count, &t.batch_credits_fen},
+                                  std::pair{&t.batch_credit_reversals_count, &t.batch_credit_reversals_fen},
+                                  std::pair{&t.batch_debit_reversals_count, &t.batch_debit_reversals_fen}}) {
+            *count = read_be32(b.subspan(at)), at += 4;
+            *fen = read_be(b.subspan(at, 8)), at += 8;
+        }
+    }
     const std::size_t merchant_size = b[at++];
     if (merchant_size > merchant_id_chars_max || b.size() != fixed + merchant_size) return std::nullopt;
     t.merchant_id.assign(reinterpret_cast<const char*>(b.data() + at), merchant_size);
@@ -203,7 +229,8 @@ Result<std::unique_ptr<Registry>> Registry::open(lmdb::Env& env) {
         MDB_dbi* dbi;
     };
     for (Named n : {Named{"cards", &tables->cards}, Named{"participants", &tables->participants},
-                    Named{"terminals", &tables->terminals}, Named{"risk", &tables->risk}}) {
+                    Named{"terminals", &tables->terminals}, Named{"risk", &tables->risk}, Named{"loads", &tables->loads},
+                    Named{"holds", &tables->holds}, Named{"hotlist", &tables->hotlist}}) {
         auto dbi = env.open_table(n.name);
         if (!dbi) return Unexpected<Error>{storage_error(dbi.error())};
         *n.dbi = *dbi;
@@ -331,7 +358,7 @@ Result<std::vector<RiskFlag>> Registry::risk_flags() const {
     return scan<RiskFlag>(
         env_, tables_->risk,
         [](ByteView k, ByteView v) -> std::optional<RiskFlag> {
-            if (k.size() != 14 || v.size() < 8 || k[0] < 1 || k[0] > 6) return std::nullopt;
+            if (k.size() != 14 || v.size() < 8 || k[0] < 1 || k[0] > risk_kind_max) return std::nullopt;
             RiskFlag f;
             f.kind = static_cast<RiskKind>(k[0]);
             std::copy_n(k.begin() + 1, 10, f.asn.begin());
@@ -342,6 +369,164 @@ Result<std::vector<RiskFlag>> Registry::risk_flags() const {
             return f;
         },
         "risk");
+}
+
+// ---- online loads, clinic holds, hotlist ------------------------------------------------------------------
+
+namespace {
+
+Bytes id_bytes(const ledger::Id& id) {
+    Bytes b = be_bytes(id.high, 8);
+    append_be(b, id.low, 8);
+    return b;
+}
+
+ledger::Id read_id(ByteView b) { return ledger::Id{read_be(b.first(8)), read_be(b.subspan(8, 8))}; }
+
+Bytes load_key(const Asn& asn, std::uint16_t online_atc) {
+    Bytes key(asn.begin(), asn.end());
+    append_be(key, online_atc, 2);
+    return key;
+}
+
+Bytes encode_load_attempt(const LoadAttempt& a) {
+    assert(a.terminal_id.size() == terminal_id_chars);
+    Bytes out{record_version, a.attempt};
+    append(out, id_bytes(a.request_digest));
+    append_be(out, a.amount_fen, 8);
+    append(out, text_view(a.terminal_id));
+    return out;
+}
+
+std::optional<LoadAttempt> decode_load_attempt(ByteView b) {
+    if (b.size() != 2 + 16 + 8 + terminal_id_chars || b[0] != record_version) return std::nullopt;
+    LoadAttempt a;
+    a.attempt = b[1];
+    a.request_digest = read_id(b.subspan(2));
+    a.amount_fen = read_be(b.subspan(18, 8));
+    a.terminal_id.assign(reinterpret_cast<const char*>(b.data() + 26), terminal_id_chars);
+    return a;
+}
+
+Bytes encode_hold(const HoldRecord& h) {
+    Bytes out{record_version};
+    append(out, id_bytes(h.request_digest));
+    append_be(out, h.requested_fen, 8);
+    append(out, h.asn);
+    return out;
+}
+
+std::optional<HoldRecord> decode_hold(ByteView b) {
+    if (b.size() != 1 + 16 + 8 + 10 || b[0] != record_version) return std::nullopt;
+    HoldRecord h;
+    h.request_digest = read_id(b.subspan(1));
+    h.requested_fen = read_be(b.subspan(17, 8));
+    std::copy_n(b.begin() + 25, 10, h.asn.begin());
+    return h;
+}
+
+constexpr std::size_t hotlist_entry_size = 1 + 10;
+
+std::optional<HotlistEntry> decode_hotlist_entry(ByteView b) {
+    if (b.size() != hotlist_entry_size || (b[0] != '+' && b[0] != '-')) return std::nullopt;
+    HotlistEntry e;
+    e.added = b[0] == '+';
+    std::copy_n(b.begin() + 1, 10, e.asn.begin());
+    return e;
+}
+
+lmdb::Error corrupt(const char* what) { return lmdb::Error{MDB_CORRUPTED, what}; }
+
+lmdb::Result<std::uint64_t> hotlist_version_in(const lmdb::Txn& txn, MDB_dbi table) {
+    auto cursor = lmdb::Cursor::open(txn, table);
+    if (!cursor) return Unexpected<lmdb::Error>{cursor.error()};
+    auto last = cursor->last();
+    if (!last) return Unexpected<lmdb::Error>{last.error()};
+    if (!*last) return std::uint64_t{0};
+    if ((*last)->key.size() != 8) return Unexpected<lmdb::Error>{corrupt("decode hotlist key")};
+    return read_be((*last)->key);
+}
+
+}  // namespace
+
+Result<std::optional<LoadAttempt>> Registry::load_attempt(const Asn& asn, std::uint16_t online_atc) const {
+    return in_read_txn<std::optional<LoadAttempt>>(env_, [&](lmdb::Txn& txn) -> Result<std::optional<LoadAttempt>> {
+        auto value = txn.get(tables_->loads, load_key(asn, online_atc));
+        if (!value) return Unexpected<Error>{storage_error(value.error())};
+        if (!*value) return std::optional<LoadAttempt>{};
+        auto attempt = decode_load_attempt(**value);
+        if (!attempt) return Unexpected<Error>{Error{ErrorCode::storage, "undecodable load attempt record"}};
+        return attempt;
+    });
+}
+
+lmdb::Status Registry::put_load_attempt(lmdb::Txn& txn, const Asn& asn, std::uint16_t online_atc, const LoadAttempt& a) const {
+    const Bytes bytes = encode_load_attempt(a);
+    assert(decode_load_attempt(bytes).has_value());  // pair assertion
+    return txn.put(tables_->loads, load_key(asn, online_atc), bytes);
+}
+
+Result<std::optional<HoldRecord>> Registry::hold(const ledger::Id& hold_id) const {
+    return in_read_txn<std::optional<HoldRecord>>(env_, [&](lmdb::Txn& txn) -> Result<std::optional<HoldRecord>> {
+        auto value = txn.get(tables_->holds, id_bytes(hold_id));
+        if (!value) return Unexpected<Error>{storage_error(value.error())};
+        if (!*value) return std::optional<HoldRecord>{};
+        auto hold = decode_hold(**value);
+        if (!hold) return Unexpected<Error>{Error{ErrorCode::storage, "undecodable hold record"}};
+        return hold;
+    });
+}
+
+lmdb::Status Registry::put_hold(lmdb::Txn& txn, const ledger::Id& hold_id, const HoldRecord& h) const {
+    const Bytes bytes = encode_hold(h);
+    assert(decode_hold(bytes).has_value());  // pair assertion
+    return txn.put(tables_->holds, id_bytes(hold_id), bytes);
+}
+
+Result<std::uint64_t> Registry::hotlist_version() const {
+    return in_read_txn<std::uint64_t>(env_, [&](lmdb::Txn& txn) -> Result<std::uint64_t> {
+        auto version = hotlist_version_in(txn, tables_->hotlist);
+        if (!version) return Unexpected<Error>{storage_error(version.error())};
+        return *version;
+    });
+}
+
+Result<HotlistChunk> Registry::hotlist_chunk(std::uint64_t from_version, std::uint32_t chunk_index) const {
+    return in_read_txn<HotlistChunk>(env_, [&](lmdb::Txn& txn) -> Result<HotlistChunk> {
+        auto head = hotlist_version_in(txn, tables_->hotlist);
+        if (!head) return Unexpected<Error>{storage_error(head.error())};
+        // A terminal ahead of us (a restored host) replays the whole log: applied in order to any
+        // list, it yields the current hotlist.
+        if (from_version > *head) from_version = 0;
+        // Versions are dense (one entry each), so chunk k is a key range, stable while entries append.
+        const std::uint64_t first = from_version + 1 + std::uint64_t{chunk_index} * hotlist_entries_per_chunk;
+        HotlistChunk chunk;
+        chunk.version = std::max(from_version, std::min(*head, first - 1));
+        for (std::uint64_t version = first; version <= *head && chunk.entries.size() < hotlist_entries_per_chunk; ++version) {
+            auto value = txn.get(tables_->hotlist, be_bytes(version, 8));
+            if (!value) return Unexpected<Error>{storage_error(value.error())};
+            auto entry = *value ? decode_hotlist_entry(**value) : std::nullopt;
+            if (!entry) return Unexpected<Error>{Error{ErrorCode::storage, "hotlist version " + std::to_string(version) + " missing or undecodable"}};
+            chunk.entries.push_back(*entry);
+            chunk.version = version;
+        }
+        chunk.more = chunk.version < *head;
+        return chunk;
+    });
+}
+
+lmdb::Result<std::optional<std::uint64_t>> Registry::record_status_change(lmdb::Txn& txn, const Asn& asn, CardStatus before,
+                                                                          CardStatus after) const {
+    if (before == after) return std::optional<std::uint64_t>{};
+    auto head = hotlist_version_in(txn, tables_->hotlist);
+    if (!head) return Unexpected<lmdb::Error>{head.error()};
+    // An operating limit, far away (a province hotlists ~10^5 cards a year): refuse rather than wrap.
+    if (*head >= hotlist_version_max) return Unexpected<lmdb::Error>{lmdb::Error{MDB_MAP_FULL, "hotlist version space (8 digits) used up"}};
+    const std::uint64_t version = *head + 1;
+    Bytes value{static_cast<std::uint8_t>(after == CardStatus::active ? '-' : '+')};
+    append(value, asn);
+    if (auto put = txn.put(tables_->hotlist, be_bytes(version, 8), value); !put) return Unexpected<lmdb::Error>{put.error()};
+    return std::optional<std::uint64_t>{version};
 }
 
 // ---- registry file --------------------------------------------------------------------------------------
@@ -580,12 +765,11 @@ Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std
                             auto stored = registry.terminal_in(txn, t.terminal_id);
                             if (!stored) return Unexpected<lmdb::Error>{stored.error()};
                             TerminalRecord r = t;
-                            if (*stored) {  // keep the runtime fields
-                                r.last_stan = (*stored)->last_stan;
-                                r.batch_number = (*stored)->batch_number;
-                                r.uploads = (*stored)->uploads;
-                                r.batch_debits_count = (*stored)->batch_debits_count;
-                                r.batch_debits_fen = (*stored)->batch_debits_fen;
+                            if (*stored) {  // keep the runtime fields (STAN, batch and its totals)
+                                r = **stored;
+                                r.psam_terminal_id = t.psam_terminal_id;
+                                r.participant_id = t.participant_id;
+                                r.merchant_id = t.merchant_id;
                             }
                             if (auto s = registry.put_terminal(txn, r); !s) return s;
                         }
@@ -620,6 +804,14 @@ Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std
         }
         COCONUT_TRY(created, apply_all(ledger, events, [&](lmdb::Txn& txn) -> lmdb::Status {
                         for (std::size_t i = start; i < end; ++i) {
+                            // A status set by the file is a hotlist change like any other (a new card
+                            // counts as coming from active).
+                            auto current = registry.card_in(txn, parsed.cards[i].asn);
+                            if (!current) return Unexpected<lmdb::Error>{current.error()};
+                            const CardStatus before = *current ? (*current)->status : CardStatus::active;
+                            if (auto r = registry.record_status_change(txn, parsed.cards[i].asn, before, parsed.cards[i].status); !r) {
+                                return Unexpected<lmdb::Error>{r.error()};
+                            }
                             if (auto s = registry.put_card(txn, parsed.cards[i]); !s) return s;
                         }
                         return Ok{};
@@ -638,7 +830,15 @@ Status set_card_status(ledger::Ledger& ledger, Registry& registry, const Asn& as
     if (!stored) return Unexpected<Error>{bad_input("card " + bcd_to_digits(asn) + " is not registered")};
     CardRecord card = *stored;
     card.status = status;
-    auto done = apply_all(ledger, {}, [&](lmdb::Txn& txn) { return registry.put_card(txn, card); });
+    // Status and hotlist entry in one commit, so the version a terminal downloads matches the registry.
+    auto done = apply_all(ledger, {}, [&](lmdb::Txn& txn) -> lmdb::Status {
+        auto current = registry.card_in(txn, asn);
+        if (!current) return Unexpected<lmdb::Error>{current.error()};
+        if (*current) card = **current, card.status = status;
+        auto recorded = registry.record_status_change(txn, asn, *current ? (*current)->status : stored->status, status);
+        if (!recorded) return Unexpected<lmdb::Error>{recorded.error()};
+        return registry.put_card(txn, card);
+    });
     if (!done) return Unexpected<Error>{done.error()};
     return Ok{};
 }

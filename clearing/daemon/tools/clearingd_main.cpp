@@ -108,6 +108,7 @@ struct ServeOptions {
     std::uint32_t group_delay_us = static_cast<std::uint32_t>(ledger::writer_group_delay_default.count());
     std::size_t group_requests_max = ledger::writer_group_requests_max_default;
     bool allow_without_sign_on = false;
+    EngineOptions engine;
 };
 
 int serve(const ServeOptions& o) {
@@ -134,10 +135,11 @@ int serve(const ServeOptions& o) {
     ledger::Writer writer(*data->ledger, writer_options);
 
     boost::asio::io_context io(1);
-    RemoteTacVerifier verifier(io.get_executor(), *hsm_endpoint, std::move(credentials).value(), o.tac_key);
-    EngineOptions engine_options;
+    RemoteHsm verifier(io.get_executor(), *hsm_endpoint, std::move(credentials).value(), o.tac_key);
+    EngineOptions engine_options = o.engine;
     engine_options.require_sign_on = !o.allow_without_sign_on;
-    Engine engine(*data->ledger, writer, *data->registry, verifier, engine_options);
+    engine_options.tac_key_label = o.tac_key;
+    Engine engine(*data->ledger, writer, *data->registry, verifier, verifier, engine_options);
     ServerOptions server_options;
     server_options.host = listen->host;
     server_options.port = listen->port;
@@ -179,6 +181,16 @@ int serve(const ServeOptions& o) {
     };
     signals.async_wait(on_signal);
 
+    // Loads and holds released by the ledger's timeout: counted and logged once a second.
+    boost::asio::steady_timer expiry_timer(io);
+    std::function<void(boost::system::error_code)> scan_expiries = [&](boost::system::error_code timer_error) {
+        if (timer_error || draining) return;
+        if (auto found = engine.scan_expiries(); !found) std::cerr << "coconut-clearingd: expiry scan: " << found.error().message << "\n";
+        expiry_timer.expires_after(std::chrono::seconds(1));
+        expiry_timer.async_wait(scan_expiries);
+    };
+    scan_expiries({});
+
     if (!o.ready_file.empty()) {
         const std::string temp = o.ready_file + ".tmp";
         std::ofstream out(temp, std::ios::trunc);
@@ -195,10 +207,12 @@ int serve(const ServeOptions& o) {
     server.reset();
     writer.stop();  // commits whatever was queued (no answer can reach anybody now; a retry answers `exists`)
     const auto& s = engine.stats();
-    std::cerr << fmt::format("coconut-clearingd: stopped: {} requests, {} booked, {} re-uploads, {} suspense, {} duplicates, "
-                             "{} refused\n",
+    std::cerr << fmt::format("coconut-clearingd: stopped: {} requests, {} booked, {} repeats, {} suspense, {} duplicates, "
+                             "{} refused; loads {} approved {} confirmed {} expired; holds {} approved {} completed {} expired; "
+                             "{} reversals\n",
                              s.requests.load(), s.booked.load(), s.exists.load(), s.suspense.load(), s.duplicates.load(),
-                             s.refused.load());
+                             s.refused.load(), s.loads_approved.load(), s.loads_confirmed.load(), s.loads_expired.load(),
+                             s.holds_approved.load(), s.completions.load(), s.holds_expired.load(), s.reversals.load());
     return exit_ok;
 }
 
@@ -307,7 +321,11 @@ int admin_list(const std::string& dir, const std::string& what) {
                            {"merchant_id", t.merchant_id},
                            {"last_stan", t.last_stan},
                            {"batch_number", t.batch_number},
-                           {"uploads", t.uploads}});
+                           {"uploads", t.uploads},
+                           {"batch_totals", {{"debits", {t.batch_debits_count, t.batch_debits_fen}},
+                                             {"credits", {t.batch_credits_count, t.batch_credits_fen}},
+                                             {"credit_reversals", {t.batch_credit_reversals_count, t.batch_credit_reversals_fen}},
+                                             {"debit_reversals", {t.batch_debit_reversals_count, t.batch_debit_reversals_fen}}}}});
         }
     } else {  // risk
         auto flags = data->registry->risk_flags();
@@ -356,7 +374,7 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     serve_cmd->add_option("--data", serve_options.data, "data directory (LMDB ledger and registries)")->required();
     serve_cmd->add_option("--hsm", serve_options.hsm, "coconut-hsmd HOST:PORT")->capture_default_str();
-    serve_cmd->add_option("--hsm-key", serve_options.hsm_key, "client key file (coconut-hsmd client add --permissions tac)")->required();
+    serve_cmd->add_option("--hsm-key", serve_options.hsm_key, "client key file (coconut-hsmd client add --permissions tac,load,auth)")->required();
     serve_cmd->add_option("--tac-key", serve_options.tac_key, "label of the TAC master key at the HSM")->capture_default_str();
     serve_cmd->add_option("--ready-file", serve_options.ready_file, "write the ISO 8583 port here once listening");
     serve_cmd->add_option("--connections-max", serve_options.connections_max, "connections served at once")
@@ -374,7 +392,18 @@ int main(int argc, char** argv) {
     serve_cmd->add_option("--group-requests-max", serve_options.group_requests_max, "ledger group commit: requests per commit (1: commit per request)")
         ->capture_default_str()
         ->check(CLI::Range(1, 8190));
-    serve_cmd->add_flag("--allow-without-sign-on", serve_options.allow_without_sign_on, "accept 0320 without a prior 0800 sign-on");
+    serve_cmd->add_flag("--allow-without-sign-on", serve_options.allow_without_sign_on, "accept requests without a prior 0800 sign-on");
+    serve_cmd->add_option("--load-timeout", serve_options.engine.load_timeout_s, "seconds an approved load waits for its 0220 confirmation")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 7 * 86400));
+    serve_cmd->add_option("--hold-timeout", serve_options.engine.hold_timeout_s, "seconds a clinic hold waits for its 0220 completion")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 7 * 86400));
+    serve_cmd->add_option("--load-key", serve_options.engine.load_key_label, "label of the load (DLK) master key at the HSM")
+        ->capture_default_str();
+    serve_cmd->add_option("--internal-auth-key", serve_options.engine.internal_auth_key_label,
+                          "label of the INTERNAL AUTHENTICATE (IAK) master key at the HSM")
+        ->capture_default_str();
 
     std::string data_dir;
     bool as_json = false;

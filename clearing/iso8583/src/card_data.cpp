@@ -1,60 +1,147 @@
-// Field 62 card data (card_data.hpp, ISO8583.md §3.1).
+// Field 62 card data (card_data.hpp, ISO8583.md §3.1, §4).
 #include <coconut/apdu/tlv.hpp>
 #include <coconut/iso8583/card_data.hpp>
 
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cassert>
 #include <cstdio>
+#include <stdexcept>
 
 namespace coconut::iso8583 {
 namespace {
 
-// Field 62 tags of an offline purchase (ISO8583.md §3.1) and their sizes in bytes.
-struct TagSpec {
-    std::uint32_t tag;
-    std::size_t size;
-    const char* name;
+using Fail = Unexpected<std::string>;
+
+std::string tag_text(std::uint32_t tag) {
+    char text[8];
+    std::snprintf(text, sizeof text, "%04X", tag);
+    return text;
+}
+
+// Field 62 parsed to TLVs, read tag by tag; the first problem is kept and reported by the caller.
+class Card62 {
+public:
+    static Result<Card62, std::string> parse(std::string_view field62) {
+        auto raw = from_hex(field62);
+        if (!raw) return Fail{"field 62 is not hex text (ISO8583.md §3.1)"};
+        auto tlvs = apdu::parse_tlvs(*raw);
+        if (!tlvs) return Fail{"field 62 is not BER-TLV"};
+        return Card62(std::move(*tlvs));
+    }
+
+    // The value of `tag`, which must be present and `size` bytes long (or size_min..size_max).
+    ByteView required(std::uint32_t tag, const char* name, std::size_t size_min, std::size_t size_max = 0) {
+        if (size_max == 0) size_max = size_min;
+        const apdu::Tlv* tlv = apdu::find_tlv(tlvs_, tag);
+        if (tlv == nullptr) {
+            fail(std::string("field 62 lacks ") + tag_text(tag) + " (" + name + ")");
+            return {};
+        }
+        return checked(*tlv, name, size_min, size_max);
+    }
+    // The value of `tag` if present (empty if absent or wrong: the error is recorded).
+    ByteView optional(std::uint32_t tag, const char* name, std::size_t size_min, std::size_t size_max = 0) {
+        if (size_max == 0) size_max = size_min;
+        const apdu::Tlv* tlv = apdu::find_tlv(tlvs_, tag);
+        if (tlv == nullptr) return {};
+        return checked(*tlv, name, size_min, size_max);
+    }
+    template <std::size_t N>
+    void copy(std::uint32_t tag, const char* name, std::array<std::uint8_t, N>& out) {
+        ByteView v = required(tag, name, N);
+        if (v.size() == N) std::copy(v.begin(), v.end(), out.begin());
+    }
+    std::uint32_t number(std::uint32_t tag, const char* name, std::size_t size) {
+        ByteView v = required(tag, name, size);
+        return v.size() == size ? static_cast<std::uint32_t>(read_be(v)) : 0;
+    }
+    void asn(CardAsn& out) {
+        copy(0xDF01, "ASN", out);
+        if (ok() && !is_bcd(out)) fail("DF01 (ASN): not BCD");
+    }
+    void terminal_id(CardTerminalId& out) {
+        copy(0xDF06, "terminal id", out);
+        if (ok() && !is_bcd(out)) fail("DF06 (terminal id): not BCD");
+    }
+    void when(crypto::CardDateTime& out) {
+        ByteView v = required(0xDF07, "card date/time", 7);
+        if (v.size() != 7) return;
+        if (!is_bcd(v)) return fail("DF07 (card date/time): not BCD");
+        std::copy(v.begin(), v.begin() + 4, out.date.begin());
+        std::copy(v.begin() + 4, v.end(), out.time.begin());
+    }
+    void type(std::uint8_t& out, std::initializer_list<std::uint8_t> allowed, const char* expected) {
+        ByteView v = required(0xDF02, "transaction type", 1);
+        if (v.size() != 1) return;
+        out = v[0];
+        for (std::uint8_t a : allowed) {
+            if (out == a) return;
+        }
+        fail("DF02 (transaction type): " + to_hex(v) + ", expected " + expected);
+    }
+
+    bool ok() const { return error_.empty(); }
+    const std::string& error() const { return error_; }
+
+private:
+    explicit Card62(std::vector<apdu::Tlv> tlvs) : tlvs_(std::move(tlvs)) {}
+    ByteView checked(const apdu::Tlv& tlv, const char* name, std::size_t size_min, std::size_t size_max) {
+        if (tlv.value.size() < size_min || tlv.value.size() > size_max) {
+            const std::string expected =
+                size_min == size_max ? std::to_string(size_min) : std::to_string(size_min) + "–" + std::to_string(size_max);
+            fail(tag_text(tlv.tag) + " (" + name + "): " + std::to_string(tlv.value.size()) + " bytes, expected " + expected);
+            return {};
+        }
+        return tlv.value;
+    }
+    void fail(std::string message) {
+        if (error_.empty()) error_ = std::move(message);
+    }
+    std::vector<apdu::Tlv> tlvs_;
+    std::string error_;
 };
-constexpr TagSpec purchase_tags[] = {
-    {0xDF01, 10, "ASN"},          {0xDF02, 1, "transaction type"}, {0xDF03, 4, "balance before"},
-    {0xDF04, 2, "offline ATC"},   {0xDF05, 4, "terminal serial"},  {0xDF06, 6, "terminal id"},
-    {0xDF07, 7, "card date/time"}, {0xDF08, 4, "TAC"},
-};
+
+// Parses with `read`, turning the first recorded problem into the error.
+template <class T, class Read>
+Result<T, std::string> parse_with(std::string_view field62, Read read) {
+    auto card = Card62::parse(field62);
+    if (!card) return Fail{card.error()};
+    T out;
+    read(*card, out);
+    if (!card->ok()) return Fail{card->error()};
+    return out;
+}
+
+Bytes when_bytes(const crypto::CardDateTime& when) {
+    Bytes b(when.date.begin(), when.date.end());
+    append(b, when.time);
+    return b;
+}
 
 }  // namespace
 
+std::uint16_t transit_line(const PurseTransaction& t) {
+    return t.transit_record.size() >= transit_record_size_min ? read_be16(t.transit_record) : 0;
+}
+std::uint16_t transit_station(const PurseTransaction& t) {
+    return t.transit_record.size() >= transit_record_size_min ? read_be16(ByteView(t.transit_record).subspan(2)) : 0;
+}
+
 Result<PurseTransaction, std::string> parse_purse_transaction(std::string_view field62) {
-    using Fail = Unexpected<std::string>;
-    auto raw = from_hex(field62);
-    if (!raw) return Fail{"field 62 is not hex text (ISO8583.md §3.1)"};
-    auto tlvs = apdu::parse_tlvs(*raw);
-    if (!tlvs) return Fail{"field 62 is not BER-TLV"};
-    PurseTransaction t;
-    for (const TagSpec& spec : purchase_tags) {
-        const apdu::Tlv* tlv = apdu::find_tlv(*tlvs, spec.tag);
-        char tag_text[8];
-        std::snprintf(tag_text, sizeof tag_text, "%04X", spec.tag);
-        if (tlv == nullptr) return Fail{std::string("field 62 lacks ") + tag_text + " (" + spec.name + ")"};
-        if (tlv->value.size() != spec.size) {
-            return Fail{std::string(tag_text) + " (" + spec.name + "): " + std::to_string(tlv->value.size()) +
-                        " bytes, expected " + std::to_string(spec.size)};
-        }
-    }
-    auto value = [&](std::uint32_t tag) -> const Bytes& { return apdu::find_tlv(*tlvs, tag)->value; };
-    std::copy(value(0xDF01).begin(), value(0xDF01).end(), t.asn.begin());
-    t.type = value(0xDF02)[0];
-    t.balance_before_fen = read_be32(value(0xDF03));
-    t.offline_atc = read_be16(value(0xDF04));
-    t.terminal_serial = read_be32(value(0xDF05));
-    std::copy(value(0xDF06).begin(), value(0xDF06).end(), t.terminal_id.begin());
-    std::copy(value(0xDF07).begin(), value(0xDF07).begin() + 4, t.when.date.begin());
-    std::copy(value(0xDF07).begin() + 4, value(0xDF07).end(), t.when.time.begin());
-    std::copy(value(0xDF08).begin(), value(0xDF08).end(), t.tac.begin());
-    if (!is_bcd(t.asn)) return Fail{"DF01 (ASN): not BCD"};
-    if (t.type != crypto::type_ep_purchase && t.type != crypto::type_capp_purchase) {
-        return Fail{"DF02 (transaction type): " + to_hex(ByteView(&t.type, 1)) + ", expected 06 or 09 for an offline purchase"};
-    }
-    if (!is_bcd(t.terminal_id)) return Fail{"DF06 (terminal id): not BCD"};
-    if (!is_bcd(value(0xDF07))) return Fail{"DF07 (card date/time): not BCD"};
-    return t;
+    return parse_with<PurseTransaction>(field62, [](Card62& c, PurseTransaction& t) {
+        c.asn(t.asn);
+        c.type(t.type, {crypto::type_ep_purchase, crypto::type_capp_purchase}, "06 or 09 for an offline purchase");
+        t.balance_before_fen = c.number(0xDF03, "balance before", 4);
+        t.offline_atc = static_cast<std::uint16_t>(c.number(0xDF04, "offline ATC", 2));
+        t.terminal_serial = c.number(0xDF05, "terminal serial", 4);
+        c.terminal_id(t.terminal_id);
+        c.when(t.when);
+        c.copy(0xDF08, "TAC", t.tac);
+        ByteView transit = c.optional(0xDF0C, "transit record", transit_record_size_min, transit_record_size_max);
+        t.transit_record.assign(transit.begin(), transit.end());
+    });
 }
 
 std::string encode_purse_transaction(const PurseTransaction& t) {
@@ -65,11 +152,121 @@ std::string encode_purse_transaction(const PurseTransaction& t) {
     apdu::append_tlv(out, 0xDF04, be_bytes(t.offline_atc, 2));
     apdu::append_tlv(out, 0xDF05, be_bytes(t.terminal_serial, 4));
     apdu::append_tlv(out, 0xDF06, t.terminal_id);
-    Bytes when(t.when.date.begin(), t.when.date.end());
-    append(when, t.when.time);
-    apdu::append_tlv(out, 0xDF07, when);
+    apdu::append_tlv(out, 0xDF07, when_bytes(t.when));
     apdu::append_tlv(out, 0xDF08, t.tac);
+    if (!t.transit_record.empty()) apdu::append_tlv(out, 0xDF0C, t.transit_record);
     return to_hex(out);
+}
+
+Result<LoadRequestData, std::string> parse_load_request(std::string_view field62) {
+    return parse_with<LoadRequestData>(field62, [](Card62& c, LoadRequestData& l) {
+        c.asn(l.asn);
+        c.type(l.type, {crypto::type_ep_load}, "02 for an EP load");
+        l.old_balance_fen = c.number(0xDF03, "old balance", 4);
+        l.online_atc = static_cast<std::uint16_t>(c.number(0xDF04, "online ATC", 2));
+        c.terminal_id(l.terminal_id);
+        c.when(l.when);
+        c.copy(0xDF09, "MAC1", l.mac1);
+        c.copy(0xDF0A, "card random", l.card_random);
+        ByteView version = c.optional(0xDF0D, "key version", 1);
+        if (version.size() == 1) l.key_version = version[0];
+    });
+}
+
+std::string encode_load_request(const LoadRequestData& l) {
+    Bytes out;
+    apdu::append_tlv(out, 0xDF01, l.asn);
+    apdu::append_tlv(out, 0xDF02, ByteView(&l.type, 1));
+    apdu::append_tlv(out, 0xDF03, be_bytes(l.old_balance_fen, 4));
+    apdu::append_tlv(out, 0xDF04, be_bytes(l.online_atc, 2));
+    apdu::append_tlv(out, 0xDF06, l.terminal_id);
+    apdu::append_tlv(out, 0xDF07, when_bytes(l.when));
+    apdu::append_tlv(out, 0xDF09, l.mac1);
+    apdu::append_tlv(out, 0xDF0A, l.card_random);
+    if (l.key_version) apdu::append_tlv(out, 0xDF0D, ByteView(&*l.key_version, 1));
+    return to_hex(out);
+}
+
+Result<LoadAnswerData, std::string> parse_load_answer(std::string_view field62) {
+    return parse_with<LoadAnswerData>(field62, [](Card62& c, LoadAnswerData& a) {
+        c.asn(a.asn);
+        a.online_atc = static_cast<std::uint16_t>(c.number(0xDF04, "online ATC", 2));
+        c.copy(0xDF09, "MAC2", a.mac2);
+    });
+}
+
+std::string encode_load_answer(const LoadAnswerData& a) {
+    Bytes out;
+    apdu::append_tlv(out, 0xDF01, a.asn);
+    apdu::append_tlv(out, 0xDF04, be_bytes(a.online_atc, 2));
+    apdu::append_tlv(out, 0xDF09, a.mac2);
+    return to_hex(out);
+}
+
+Result<LoadConfirmationData, std::string> parse_load_confirmation(std::string_view field62) {
+    return parse_with<LoadConfirmationData>(field62, [](Card62& c, LoadConfirmationData& l) {
+        c.asn(l.asn);
+        c.type(l.type, {crypto::type_ep_load}, "02 for an EP load");
+        l.old_balance_fen = c.number(0xDF03, "old balance", 4);
+        l.online_atc = static_cast<std::uint16_t>(c.number(0xDF04, "online ATC", 2));
+        c.terminal_id(l.terminal_id);
+        c.when(l.when);
+        c.copy(0xDF08, "TAC", l.tac);
+    });
+}
+
+std::string encode_load_confirmation(const LoadConfirmationData& l) {
+    Bytes out;
+    apdu::append_tlv(out, 0xDF01, l.asn);
+    apdu::append_tlv(out, 0xDF02, ByteView(&l.type, 1));
+    apdu::append_tlv(out, 0xDF03, be_bytes(l.old_balance_fen, 4));
+    apdu::append_tlv(out, 0xDF04, be_bytes(l.online_atc, 2));
+    apdu::append_tlv(out, 0xDF06, l.terminal_id);
+    apdu::append_tlv(out, 0xDF07, when_bytes(l.when));
+    apdu::append_tlv(out, 0xDF08, l.tac);
+    return to_hex(out);
+}
+
+Result<LoadReferenceData, std::string> parse_load_reference(std::string_view field62) {
+    return parse_with<LoadReferenceData>(field62, [](Card62& c, LoadReferenceData& r) {
+        c.asn(r.asn);
+        r.online_atc = static_cast<std::uint16_t>(c.number(0xDF04, "online ATC", 2));
+    });
+}
+
+std::string encode_load_reference(const LoadReferenceData& r) {
+    Bytes out;
+    apdu::append_tlv(out, 0xDF01, r.asn);
+    apdu::append_tlv(out, 0xDF04, be_bytes(r.online_atc, 2));
+    return to_hex(out);
+}
+
+Result<ClinicAuthorizationData, std::string> parse_clinic_authorization(std::string_view field62) {
+    return parse_with<ClinicAuthorizationData>(field62, [](Card62& c, ClinicAuthorizationData& a) {
+        c.asn(a.asn);
+        c.copy(0xDF0B, "INTERNAL AUTHENTICATE response", a.cryptogram);
+    });
+}
+
+std::string encode_clinic_authorization(const ClinicAuthorizationData& a) {
+    Bytes out;
+    apdu::append_tlv(out, 0xDF01, a.asn);
+    apdu::append_tlv(out, 0xDF0B, a.cryptogram);
+    return to_hex(out);
+}
+
+std::array<std::uint8_t, 8> clinic_challenge(std::string_view terminal_id41, std::string_view stan11,
+                                             std::string_view transmission_time7, std::string_view amount4) {
+    std::string material;
+    for (std::string_view part : {terminal_id41, stan11, transmission_time7, amount4}) material.append(part);
+    std::array<std::uint8_t, 32> digest{};
+    unsigned size = 0;
+    if (EVP_Digest(material.data(), material.size(), digest.data(), &size, EVP_sha256(), nullptr) != 1 || size != digest.size()) {
+        throw std::runtime_error("SHA-256 failed (OpenSSL)");  // a broken crypto library, not an input error
+    }
+    std::array<std::uint8_t, 8> challenge{};
+    std::copy_n(digest.begin(), challenge.size(), challenge.begin());
+    return challenge;
 }
 
 }  // namespace coconut::iso8583

@@ -318,7 +318,8 @@ std::optional<ResponseCode> parse_response_code(std::string_view text) {
     static constexpr ResponseCode known[] = {
         ResponseCode::approved,           ResponseCode::refer_to_card_issuer,
         ResponseCode::invalid_merchant,   ResponseCode::do_not_honour,
-        ResponseCode::error,              ResponseCode::invalid_transaction,
+        ResponseCode::error,              ResponseCode::partial_approval,
+        ResponseCode::invalid_transaction,
         ResponseCode::invalid_amount,     ResponseCode::invalid_card_number,
         ResponseCode::unable_to_locate_record, ResponseCode::format_error,
         ResponseCode::lost_card,          ResponseCode::stolen_card,

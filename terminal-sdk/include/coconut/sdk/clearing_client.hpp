@@ -1,23 +1,37 @@
-// The terminal's link to the clearing daemon (ISO 8583 over TCP, clearing/ISO8583.md): sign-on, and the
-// upload of the store-and-forward queue — many 0320 in flight, each transaction deleted from the queue
-// only after the clearing acknowledged it (TransactionQueue::acknowledge, durably).
+// The terminal's link to the clearing daemon (ISO 8583 over TCP, clearing/ISO8583.md): sign-on, the
+// upload of the store-and-forward queue — many messages in flight, each record deleted from the queue only
+// after the clearing acknowledged it (TransactionQueue::acknowledge, durably) — and the online exchanges
+// the terminal flows use (Terminal::load, Terminal::clinic_payment): 0200 load, 0100 clinic hold, 0400
+// reversal; hotlist download (0800 70 = 101); end-of-shift reconciliation (0500).
 //
 //   auto client = ClearingClient::connect({"127.0.0.1", 8583}, {.terminal_id = "BUS00001"});
 //   client.value()->sign_on();
 //   auto report = client.value()->upload(queue);   // counts per response code; what stays queued
 //
-// Acknowledgement: 00 (booked, or already booked: a re-upload lands on the same ledger id), 59 (TAC
-// failed: booked to the clearing's suspense account) and 94 (the clearing holds a different transaction
-// under that id: flagged there, retrying cannot help) delete the transaction. Every other answer, and
-// every transaction without an answer, stays queued for the next upload. Blocking; one connection.
+// What upload() sends per queued record (TransactionRecord::link): offline purchases as 0320, load
+// confirmations and clinic completions as 0221 (repeat of the 0220 the flow sent first), reversal advices
+// as 0421. Acknowledgement: a 0320 leaves the queue on 00 (booked, or already booked: a re-upload lands on
+// the same ledger id), 59 (TAC failed: booked to suspense) and 94 (the clearing holds a different
+// transaction under that id: flagged there, retrying cannot help). An advice leaves the queue on every
+// final answer (everything but 03 not signed on, 30 format error, 91 and 96, which say "try again").
+// Every other answer, and every record without an answer, stays queued for the next upload.
+//
+// Batch state (field 60 and the 0500 totals) and the STAN counter persist in a small file
+// (ClearingOptions::batch_path): a hold's ledger id is derive_id(41 ‖ batch ‖ STAN), so a STAN must not
+// repeat inside a batch across process restarts. STANs are reserved in blocks (one write per block).
+//
+// Blocking; one connection, re-opened (and signed on again) after a timeout or a closed link.
 #pragma once
 
 #include <coconut/iso8583/iso8583.hpp>
 #include <coconut/result.hpp>
 #include <coconut/sdk/queue.hpp>
 
+#include <coconut/sdk/hotlist.hpp>
+
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -43,7 +57,53 @@ struct ClearingOptions {
     // an HSM batch: milliseconds; 10 s means the link or the daemon is gone).
     std::chrono::milliseconds response_timeout{10'000};
     std::size_t in_flight = clearing_in_flight_default;
-    std::uint32_t batch_number = 1;  // field 60 (6 digits)
+    std::uint32_t batch_number = 1;  // field 60 (6 digits) when batch_path is empty (state kept in memory)
+    std::filesystem::path batch_path;  // durable batch number, STAN counter and batch totals
+    std::string merchant_id;           // field 42 of the 0100 when set (≤ 15 characters)
+};
+
+// The terminal's totals of the current batch as the host counts them (ISO8583.md §4.7): what it booked
+// (00; 59 for an upload or a load confirmation) and the reversals it answered 00.
+struct BatchTotals {
+    std::uint64_t debits_count = 0;              // 76: purchases (0320) and clinic completions (0220)
+    std::uint64_t debits_fen = 0;                // 88
+    std::uint64_t credits_count = 0;             // 74: confirmed loads (0220)
+    std::uint64_t credits_fen = 0;               // 86
+    std::uint64_t credit_reversals_count = 0;    // 75: load reversals (0400 / 0420)
+    std::uint64_t credit_reversals_fen = 0;      // 87
+    std::uint64_t debit_reversals_count = 0;     // 77: clinic hold reversals (0400 / 0420)
+    std::uint64_t debit_reversals_fen = 0;       // 89
+    friend bool operator==(const BatchTotals&, const BatchTotals&) = default;
+};
+
+// Batch number, STAN reservation and totals; saved durably (new file + rename) on every change when it
+// has a path. A missing file starts batch 1 at STAN 1; a damaged one is refused.
+class BatchState {
+public:
+    static Result<BatchState, std::string> open(const std::filesystem::path& path);
+    static BatchState in_memory(std::uint32_t batch_number);
+
+    std::uint32_t batch_number() const { return batch_number_; }
+    const BatchTotals& totals() const { return totals_; }
+    // The next STAN (1–999999, wrapping). Writes the file once per stan_block_size STANs.
+    Result<std::uint32_t, std::string> take_stan();
+    // Adds a record the host booked to the totals.
+    Status<std::string> count(const TransactionRecord& record);
+    // Counts a reversal answered 00 online (0400 → 0410), which never entered the queue.
+    Status<std::string> count_reversal(LinkKind original, std::uint32_t amount_fen);
+    // 0510 balanced: the next batch starts with zero totals.
+    Status<std::string> close();
+
+    // STANs reserved per write: a crash skips at most this many.
+    static constexpr std::uint32_t stan_block_size = 100;
+
+private:
+    Status<std::string> save() const;
+    std::filesystem::path path_;
+    std::uint32_t batch_number_ = 1;
+    std::uint32_t next_stan_ = 1;
+    std::uint32_t reserved_left_ = 0;  // STANs from next_stan_ on that the file already accounts for
+    BatchTotals totals_;
 };
 
 enum class ClearingErrorCode : std::uint8_t {
@@ -52,8 +112,10 @@ enum class ClearingErrorCode : std::uint8_t {
     timeout,          // no answer within response_timeout
     closed,           // the clearing closed the connection
     protocol_error,   // an answer that does not parse or matches no request
-    refused,          // sign-on refused (the response code is in `response_code`)
+    refused,          // the clearing refused (the response code is in `response_code`)
     queue_error,      // acknowledge() failed: nothing more is sent
+    batch_error,      // the batch state file could not be read or written
+    hotlist_error,    // a downloaded hotlist does not apply to the local one (nothing was changed)
 };
 std::string_view to_string(ClearingErrorCode code);
 
@@ -70,14 +132,60 @@ struct UploadReport {
     std::size_t suspense = 0;      // 59
     std::size_t duplicates = 0;    // 94
     std::size_t kept = 0;          // any other answer: still queued
-    std::size_t skipped = 0;       // not an offline purchase (loads go up with 0220, not built yet)
+    std::size_t advices = 0;       // of `sent`: 0221 / 0421 advices (the rest are 0320)
+    std::size_t refused = 0;       // advices acknowledged with a final refusal (not 00)
     std::map<std::string, std::size_t> by_response_code;
 };
 
-// Field 62 of a 0320 (ISO8583.md §3.1): DF01–DF08 as upper-case hex text.
+// 0210 to a load request.
+struct LoadApproval {
+    std::string response_code;  // 00: mac2 is set
+    crypto::Mac4 mac2{};
+    std::string authorization_id;  // field 38
+};
+
+// 0110 to a clinic authorization: 00 the full amount held, 10 a partial hold (approved_fen), 51 nothing.
+struct ClinicApproval {
+    std::string response_code;
+    std::uint32_t approved_fen = 0;
+};
+
+struct HotlistSyncReport {
+    std::uint64_t from_version = 0;
+    std::uint64_t to_version = 0;
+    std::size_t chunks = 0;
+    std::size_t added = 0;
+    std::size_t removed = 0;
+};
+
+struct ReconcileReport {
+    std::uint32_t batch_number = 0;
+    BatchTotals totals;          // what the terminal sent
+    bool balanced = false;       // 39 = 00 (the batch is closed); false: 95 out of balance
+    std::string host_net;        // field 97 of the 0510 (C/D + 16 digits) when present
+};
+
+// Card data of the online messages (field 62): the load request (0200), a load confirmation or reversal,
+// and the clinic authorization with its INTERNAL AUTHENTICATE proof.
+std::string encode_load_request_data(const TransactionRecord& intent, const std::array<std::uint8_t, 4>& card_random,
+                                     const crypto::Mac4& mac1);
+std::string encode_clinic_request_data(const TransactionRecord& intent, ByteView cryptogram8);
+// The message upload() / the flows send for a queued record; `repeat` gives 0221 / 0421.
+iso8583::Message advice_request(const TransactionRecord& record, std::uint32_t stan, std::string_view terminal_id,
+                                bool repeat);
+// Field 90: original MTI ‖ STAN ‖ transmission date/time ‖ 22 zeros (no acquirer/forwarder ids).
+std::string original_data_elements(const TransactionRecord& record);
+// The 8-byte challenge the card answers with INTERNAL AUTHENTICATE for a clinic hold, recomputed by the
+// clearing from the 0100 (ISO8583.md §4.4): SHA-256(41 ‖ 11 ‖ 7 ‖ 4, the ASCII text as sent)[0..8].
+std::array<std::uint8_t, 8> clinic_challenge(std::string_view terminal_id, std::uint32_t stan, std::string_view transmitted,
+                                             std::uint32_t amount_fen);
+
+// Field 62 of a 0320 (ISO8583.md §3.1): DF01–DF08 as upper-case hex text, and DF0C (line ‖ station, 2
+// bytes each) for a transit tap (type 09).
 std::string encode_card_data(const TransactionRecord& record);
-// The 0320 for one queued record.
-iso8583::Message upload_request(const TransactionRecord& record, std::uint32_t stan, const ClearingOptions& options);
+// The 0320 for one queued offline purchase.
+iso8583::Message upload_request(const TransactionRecord& record, std::uint32_t stan, std::string_view terminal_id,
+                                std::uint32_t batch_number);
 
 class ClearingClient {
 public:
@@ -87,10 +195,35 @@ public:
     ClearingClient(const ClearingClient&) = delete;
     ClearingClient& operator=(const ClearingClient&) = delete;
 
-    // 0800 / 70 = 001. refused with the response code unless 00.
+    // 0800 / 70 = 001. refused with the response code unless 00. After a reconnect the client signs on
+    // again by itself.
     Status<ClearingError> sign_on();
     Status<ClearingError> sign_off();
-    // Uploads every queued transaction (oldest first), acknowledging in chunks of at most
+
+    BatchState& batch();
+    const ClearingOptions& options() const;
+    // The next STAN from the batch state (batch_error if it cannot be saved).
+    Result<std::uint32_t, ClearingError> take_stan();
+
+    // 0200 → 0210 for a load intent (its stan / transmitted / batch set by the caller). timeout / closed
+    // mean the outcome is unknown: the caller reverses (0420).
+    Result<LoadApproval, ClearingError> request_load(const TransactionRecord& intent, const std::array<std::uint8_t, 4>& card_random,
+                                                     const crypto::Mac4& mac1);
+    // 0100 → 0110 for a clinic hold intent, with the card's INTERNAL AUTHENTICATE answer over
+    // clinic_challenge() of the same message.
+    Result<ClinicApproval, ClearingError> authorize(const TransactionRecord& intent, ByteView cryptogram8);
+    // 0400 → 0410 of a load or clinic hold (record.link load_reversal / clinic_reversal); the response code.
+    Result<std::string, ClearingError> reverse(const TransactionRecord& reversal);
+    // Sends the queued advice `sequence` once (0220 / 0420, not a repeat) and acknowledges it in the queue
+    // on a final answer. The response code; a link failure leaves it queued.
+    Result<std::string, ClearingError> send_advice(TransactionQueue& queue, std::uint64_t sequence);
+
+    // 0800 70 = 101 from the local version, every chunk (48 = version ‖ chunk index), then one delta
+    // applied durably to `hotlist` (all or nothing).
+    Result<HotlistSyncReport, ClearingError> sync_hotlist(Hotlist& hotlist);
+    // 0500 with the batch totals; 00 closes the batch (next batch number, zero totals).
+    Result<ReconcileReport, ClearingError> reconcile();
+    // Uploads every queued record (oldest first), acknowledging in chunks of at most
     // QueueLimits::ack_batch_max. On a link failure, what was acknowledged stays deleted and the rest
     // stays queued; the error is returned (the report so far is in `last_report()`).
     Result<UploadReport, ClearingError> upload(TransactionQueue& queue);

@@ -8,6 +8,9 @@
 //                2 acknowledgement (payload: count u32 ‖ sequences u64…)
 //                3 debit intent (payload: TransactionRecord without TAC/MAC2): written before DEBIT is sent
 //                4 intent abandoned (payload: intent sequence u64): the card proved the debit never happened
+// Online flows use the same kinds: a load or a clinic hold is an intent (written before its 0200 / 0100
+// goes out); what the clearing must still be told (load confirmation 0220, clinic completion 0220,
+// reversal advice 0420) is a transaction record with its `link` kind, uploaded until acknowledged.
 // The end of the log is the first zero length. A record whose checksum fails is a write torn by a crash
 // only if nothing but zeros follows it; then it is dropped (the flow that wrote it never returned). Any
 // other damage refuses to open the queue — records are never silently lost.
@@ -37,6 +40,18 @@ enum class TapKind : std::uint8_t {
     unfinished = 4,  // an entry older than the journey limit, charged the line's maximum fare at this tap
 };
 
+// What a record is on the clearing link (clearing/ISO8583.md §4) — how upload() sends it.
+enum class LinkKind : std::uint8_t {
+    offline_purchase = 0,   // 0320 (type 06 / 09)
+    load_confirmation = 1,  // 0220, 3 = 210000, with the card's load TAC (type 02)
+    load_reversal = 2,      // 0420, 3 = 210000: the card was not credited (type 02)
+    clinic_completion = 3,  // 0220, 3 = 003000: posts the hold for amount_fen (the medical part)
+    clinic_reversal = 4,    // 0420, 3 = 003000: voids the hold (amount_fen = the amount held)
+    clinic_hold = 5,        // an intent only: the 0100 went out, its outcome is not settled yet
+};
+std::string_view to_string(LinkKind kind);
+inline constexpr std::uint8_t link_kind_max = 5;
+
 // One card transaction as the terminal records and uploads it (its clearing id is (ASN, ATC, type)).
 struct TransactionRecord {
     Asn asn{};
@@ -60,6 +75,12 @@ struct TransactionRecord {
     std::uint32_t vehicle = 0;
     std::uint16_t entry_station = 0;
     std::uint64_t intent_sequence = 0;  // the intent this record completes (0: none)
+    // Online records (link ≠ offline_purchase): the original request (0200 / 0100) they belong to —
+    // field 90 of the advice names it, and a clinic hold's ledger id is derive_id(41 ‖ batch ‖ STAN).
+    LinkKind link = LinkKind::offline_purchase;
+    std::uint32_t stan = 0;                       // field 11 of the original request
+    std::array<std::uint8_t, 5> transmitted{};    // its field 7, MMDDhhmmss (UTC) as BCD
+    std::uint32_t batch_number = 0;               // its field 60
 
     std::string asn_digits() const { return bcd_to_digits(asn); }
 };

@@ -7,6 +7,18 @@
 //                       the journey limit is charged the line's maximum fare at the next tap
 //   recover()           a card that left mid-debit is back: GET TRANSACTION PROVE (and the card's log)
 //                       decide whether the debit happened; it is recorded exactly once or dropped
+//   load(amount, host)  online load: INIT FOR LOAD → intent → 0200 (MAC1) → 0210 (MAC2) → CREDIT FOR LOAD
+//                       → confirmation (0220 with the card's TAC, queued until acknowledged)
+//   clinic_payment(…)   SSSE + PIN + INTERNAL AUTHENTICATE over the host's challenge → intent → 0100 hold
+//                       on the medical account (00 full, 10 partial, 51 none) → purse purchase for the
+//                       remainder (queued for 0320) → 0220 completion of the medical part
+//
+// Online loads are never lost and never credited twice: the intent is durable before the 0200 goes out.
+// No 0210, a MAC2 the card refuses, or a card gone before CREDIT → a 0420 reversal advice, durable in
+// the queue and repeated until acknowledged. A card that left while CREDIT was in flight keeps the intent
+// open; when it is presented again (any flow, or recover()), its online ATC proof and log decide:
+// credited → confirmation (0220), not credited → reversal (0420). An open clinic hold intent found the
+// same way (the terminal stopped between 0100 and the completion) is reversed.
 //
 // Never a lost charge: the intent is durable before DEBIT is sent, so a crash or a pulled card leaves a
 // trace that recover() resolves. Never a double charge: a debit's outcome is resolved before that card
@@ -22,6 +34,8 @@
 #include <map>
 
 namespace coconut::sdk {
+
+class ClearingClient;
 
 // Fares of one line. Flat: every tap pays flat_fare_fen. Distance: entry pays nothing, exit pays
 // fare_by_stops[min(|exit − entry|, last)].
@@ -75,6 +89,9 @@ enum class FlowErrorCode : std::uint8_t {
     unknown_line,
     queue_full,            // the terminal stops taking payments until it uploads
     storage_error,         // the queue could not write
+    declined,              // the clearing refused (response_code set); the card was not credited / debited
+    no_answer,             // the clearing did not answer in time: a reversal advice is queued
+    wrong_pin,             // VERIFY refused (sw 63Cx: tries left; 6983: blocked)
 };
 std::string_view to_string(FlowErrorCode code);
 
@@ -85,11 +102,29 @@ struct FlowError {
     std::string message;
     std::uint16_t sw = 0;
     std::optional<BlockReason> block_reason;
+    std::string response_code;  // declined: field 39 of the clearing's answer
+    bool reversal_queued = false;  // an online flow left a 0420 advice in the queue (sent, or to be sent by upload)
 };
 
 struct RecoveryOutcome {
-    std::vector<TransactionRecord> recorded;   // debits that happened, now in the queue
+    std::vector<TransactionRecord> recorded;   // debits (and loads) that happened, now in the queue
     std::vector<TransactionRecord> abandoned;  // debits the card proved never happened
+    std::vector<TransactionRecord> reversed;   // loads the card proved never credited, clinic holds left open: 0420 queued
+};
+
+struct LoadOutcome {
+    TransactionRecord record;        // the load (type 02) with the card's TAC, link load_confirmation
+    std::string confirmation_code;   // the 0230's response code; empty: no answer (the 0220 stays queued)
+    bool confirmed = false;          // acknowledged by the clearing (deleted from the queue)
+};
+
+struct ClinicOutcome {
+    std::uint32_t amount_fen = 0;    // the bill
+    std::uint32_t medical_fen = 0;   // paid from the medical account (the hold, completed)
+    std::uint32_t purse_fen = 0;     // paid from the purse (the remainder)
+    std::string authorization_code;  // 0110 response: 00, 10 (partial) or 51 (nothing from the medical account)
+    std::string completion_code;     // 0230 response; empty: no answer yet (the 0220 stays queued)
+    std::optional<TransactionRecord> purse_record;  // the remainder purchase, queued for 0320
 };
 
 using Clock = std::function<std::chrono::system_clock::time_point()>;
@@ -102,6 +137,8 @@ public:
     Result<TransactionRecord, FlowError> purchase(std::uint32_t amount_fen);
     Result<TapOutcome, FlowError> transit_tap(const TapRequest& tap);
     Result<RecoveryOutcome, FlowError> recover();
+    Result<LoadOutcome, FlowError> load(std::uint32_t amount_fen, ClearingClient& host);
+    Result<ClinicOutcome, FlowError> clinic_payment(std::uint32_t amount_fen, std::string_view pin, ClearingClient& host);
     Result<std::uint32_t, FlowError> balance();
     Result<Cardholder, FlowError> cardholder();
 
@@ -114,6 +151,15 @@ private:
     Result<Session, FlowError> open_card();
     Result<TerminalId, FlowError> open_psam();
     Result<RecoveryOutcome, FlowError> recover_card(const PurseInfo& info);
+    // Resolves an open load intent from the card's online ATC proof / log.
+    Result<Ok, FlowError> recover_load(const QueuedTransaction& intent, RecoveryOutcome& outcome);
+    // Replaces an open online intent with its reversal advice (one durable write); sends it when `host` is
+    // given (it stays queued for upload otherwise).
+    Result<TransactionRecord, FlowError> queue_reversal(const QueuedTransaction& intent, LinkKind reversal, ClearingClient* host);
+    // A clinic hold that will not be completed: 0400 online, else a queued 0420.
+    Result<Ok, FlowError> reverse_hold(const QueuedTransaction& intent, std::uint32_t held_fen, ClearingClient& host);
+    Result<ClinicOutcome, FlowError> medical_part(const PurseInfo& info, std::uint32_t amount_fen, std::string_view pin,
+                                                  ClearingClient& host, QueuedTransaction& hold);
     // INIT → 80 70 → [80 DC …] → intent → DEBIT → 80 72 → record.
     Result<TransactionRecord, FlowError> debit(const PurseInfo& info, TransactionRecord draft,
                                                const std::vector<std::pair<std::uint8_t, Bytes>>& capp_updates);

@@ -125,6 +125,18 @@ ledger::Id payable_account(std::uint64_t participant_id, std::uint32_t ledger_nu
 // DESIGN.md §4: purse purchase = hash of (ASN, offline ATC, type); a re-sent upload lands on it.
 ledger::Id offline_purchase_transfer(const Asn& asn, std::uint16_t offline_atc, std::uint8_t type);
 ledger::Id opening_balance_transfer(const Asn& asn, std::uint32_t ledger_number);
+// Online load (ISO8583.md §4.1): derive_id(ASN ‖ online ATC BE2 ‖ 02) for attempt 0 exactly (DESIGN.md §4);
+// a later attempt with the same ATC (the first was reversed or expired) appends the attempt number.
+ledger::Id online_load_transfer(const Asn& asn, std::uint16_t online_atc, std::uint8_t attempt = 0);
+// Clinic hold: derive_id(field 41 (8 ASCII) ‖ batch number (6 ASCII digits) ‖ STAN (6 ASCII digits)) of the 0100.
+ledger::Id clinic_hold_transfer(std::string_view terminal_id, std::uint32_t batch_number, std::uint32_t stan);
+// The transfers that resolve a pending one: derive_id(pending id BE16 ‖ suffix).
+enum class Resolution : std::uint8_t {
+    post = 1,       // load confirmation, clinic completion
+    void_hold = 2,  // reversal (0400 / 0420)
+    late_load = 3,  // confirmation of a load that was voided or expired meanwhile: booked single-phase
+};
+ledger::Id resolving_transfer(const ledger::Id& pending_id, Resolution resolution);
 
 // The fixed accounts of the plan (float, fund, fee income, suspense), for start-up and `admin load`.
 std::vector<ledger::Account> fixed_accounts();
@@ -174,10 +186,53 @@ struct TerminalRecord {
     std::uint32_t last_stan = 0;
     std::uint32_t batch_number = 0;  // from field 60 (6 digits) of the latest booking
     std::uint64_t uploads = 0;
-    // Totals of batch_number (0500 reconciliation): new bookings only, a re-upload adds nothing.
-    std::uint32_t batch_debits_count = 0;
+    // Totals of batch_number (0500 reconciliation, ISO8583.md §4.7): new bookings only, a repeat adds nothing.
+    std::uint32_t batch_debits_count = 0;  // 0320 purchases, clinic completions
     std::uint64_t batch_debits_fen = 0;
+    std::uint32_t batch_credits_count = 0;  // loads confirmed
+    std::uint64_t batch_credits_fen = 0;
+    std::uint32_t batch_credit_reversals_count = 0;  // loads voided by 0400 / 0420
+    std::uint64_t batch_credit_reversals_fen = 0;
+    std::uint32_t batch_debit_reversals_count = 0;  // clinic holds voided by 0400 / 0420
+    std::uint64_t batch_debit_reversals_fen = 0;
 };
+
+// Which 0500 total a new booking counts in.
+enum class BatchTotal : std::uint8_t { debit, credit, credit_reversal, debit_reversal };
+// Adds one booking to the terminal's totals; a booking of another batch number starts a new batch.
+void count_in_batch(TerminalRecord& terminal, std::optional<std::uint32_t> batch_number, BatchTotal total,
+                    std::uint64_t amount_fen);
+
+// An online load attempt (table "loads", keyed by ASN ‖ online ATC): what a 0220 or 0400 refers to.
+struct LoadAttempt {
+    std::uint8_t attempt = 0;          // online_load_transfer(asn, atc, attempt)
+    ledger::Id request_digest;         // of the 0200's 2, 4, 41, 62: a repeat has the same
+    std::uint64_t amount_fen = 0;
+    std::string terminal_id;           // field 41 of the 0200: only it may reverse the load
+};
+
+// A clinic hold (table "holds", keyed by the hold's transfer id).
+struct HoldRecord {
+    ledger::Id request_digest;          // of the 0100's 2, 4, 42, 62
+    std::uint64_t requested_fen = 0;    // field 4 of the 0100 (the hold may be less: partial approval)
+    Asn asn{};
+};
+
+// One chunk of the hotlist log (ISO8583.md §4.6).
+inline constexpr std::size_t hotlist_entries_per_chunk = 47;  // 8 + 1 + 47 × 21 = 996 ≤ 999 characters of field 63
+inline constexpr std::uint64_t hotlist_version_max = 99'999'999;  // 8 digits in fields 48 and 63
+struct HotlistEntry {
+    bool added = true;  // + (card left active) or - (card back to active)
+    Asn asn{};
+};
+struct HotlistChunk {
+    std::uint64_t version = 0;  // what the terminal holds after applying this chunk
+    bool more = false;
+    std::vector<HotlistEntry> entries;
+};
+// Field 63 of the 0810: VVVVVVVV ‖ M ‖ (+|-)ASN…
+std::string encode_hotlist_chunk(const HotlistChunk& chunk);
+std::optional<HotlistChunk> parse_hotlist_chunk(std::string_view field63);
 
 enum class RiskKind : std::uint8_t {
     tac_invalid = 1,           // booked to suspense
@@ -186,7 +241,12 @@ enum class RiskKind : std::uint8_t {
     shadow_mismatch = 4,       // in-order upload whose balance before ≠ the shadow balance
     hotlisted_card_used = 5,   // an offline transaction of a card not active in the registry
     shadow_negative = 6,       // the shadow went below zero (the card spent money we never saw loaded)
+    mac1_invalid = 7,          // 0200 whose load MAC1 the HSM refused (nothing booked)
+    load_tac_invalid = 8,      // 0220 load confirmation whose TAC failed (posted anyway if pending: MAC2 was ours)
+    late_load_confirmation = 9,  // 0220 for a load already reversed / expired: booked late
+    internal_auth_invalid = 10,  // 0100 whose INTERNAL AUTHENTICATE cryptogram failed (nothing booked)
 };
+inline constexpr std::uint8_t risk_kind_max = 10;
 std::string_view to_string(RiskKind kind);
 
 struct RiskFlag {
@@ -232,6 +292,21 @@ public:
     // Keyed by (kind, ASN, ATC, type): raising the same flag twice (a re-upload) keeps one.
     // Returns true when the flag is new.
     lmdb::Result<bool> put_risk(lmdb::Txn& txn, const RiskFlag& flag) const;
+
+    // Online loads and clinic holds (written by the booking's hook, read by confirmations and reversals).
+    Result<std::optional<LoadAttempt>> load_attempt(const Asn& asn, std::uint16_t online_atc) const;
+    lmdb::Status put_load_attempt(lmdb::Txn& txn, const Asn& asn, std::uint16_t online_atc, const LoadAttempt& attempt) const;
+    Result<std::optional<HoldRecord>> hold(const ledger::Id& hold_id) const;
+    lmdb::Status put_hold(lmdb::Txn& txn, const ledger::Id& hold_id, const HoldRecord& hold) const;
+
+    // The versioned hotlist (ISO8583.md §4.6): one log entry per version, version 0 = empty.
+    Result<std::uint64_t> hotlist_version() const;
+    // Changes from_version+1+47·chunk … ; from a version above the current one: the whole log.
+    Result<HotlistChunk> hotlist_chunk(std::uint64_t from_version, std::uint32_t chunk_index) const;
+    // Appends one entry (version = current + 1) when `before` and `after` differ in hotlist membership
+    // or are two different refusal statuses; returns the new version, or nothing when nothing changed.
+    lmdb::Result<std::optional<std::uint64_t>> record_status_change(lmdb::Txn& txn, const Asn& asn, CardStatus before,
+                                                                    CardStatus after) const;
 
     struct Tables;
 
@@ -286,26 +361,46 @@ public:
     virtual void verify(const hsm::PurchaseTac& transaction, Handler handler) = 0;
 };
 
-// In process (tests, tools): the HSM's services called directly, one item per call.
-class LocalTacVerifier final : public TacVerifier {
+// The HSM's online card services (ISO8583.md §4.2–§4.4): load MAC1 → MAC2, load TAC, INTERNAL
+// AUTHENTICATE. Requests name their keys; each handler is called exactly once, on any thread.
+class CardServices {
 public:
-    LocalTacVerifier(std::shared_ptr<const hsm::Hsm> hsm, std::string tac_master_label);
+    using LoadHandler = std::function<void(hsm::Outcome<hsm::LoadAnswer>)>;
+    using VerdictHandler = std::function<void(hsm::Outcome<hsm::Verdict>)>;
+    virtual ~CardServices() = default;
+    virtual void load_mac2(const hsm::LoadRequest& request, LoadHandler handler) = 0;
+    virtual void verify_load_tac(const hsm::LoadTac& load, VerdictHandler handler) = 0;
+    virtual void verify_internal_auth(const hsm::InternalAuth& auth, VerdictHandler handler) = 0;
+};
+
+// In process (tests, tools): the HSM's services called directly, one item per call.
+class LocalHsm final : public TacVerifier, public CardServices {
+public:
+    LocalHsm(std::shared_ptr<const hsm::Hsm> hsm, std::string tac_master_label);
     void verify(const hsm::PurchaseTac& transaction, Handler handler) override;
+    void load_mac2(const hsm::LoadRequest& request, LoadHandler handler) override;
+    void verify_load_tac(const hsm::LoadTac& load, VerdictHandler handler) override;
+    void verify_internal_auth(const hsm::InternalAuth& auth, VerdictHandler handler) override;
 
 private:
     std::shared_ptr<const hsm::Hsm> hsm_;
     std::string label_;
 };
+using LocalTacVerifier = LocalHsm;  // its name before the online flows
 
-// coconut-hsmd over the network, through hsm::TacBatcher (full batches, bounded delay). A broken link
-// fails the requests in flight (the terminal gets 91 and retries) and the next request reconnects.
-// All calls on `executor`'s thread.
-class RemoteTacVerifier final : public TacVerifier {
+// coconut-hsmd over the network, one link: purchase TACs through hsm::TacBatcher (full batches, bounded
+// delay), the online card services one request each (pipelined on the same link). A broken link fails
+// the requests in flight (the terminal gets 91 and retries) and the next request reconnects. All calls
+// on `executor`'s thread.
+class RemoteHsm final : public TacVerifier, public CardServices {
 public:
-    RemoteTacVerifier(boost::asio::any_io_executor executor, hsm::wire::Endpoint endpoint,
-                      hsm::wire::ClientCredentials credentials, std::string tac_master_label);
-    ~RemoteTacVerifier() override;
+    RemoteHsm(boost::asio::any_io_executor executor, hsm::wire::Endpoint endpoint,
+              hsm::wire::ClientCredentials credentials, std::string tac_master_label);
+    ~RemoteHsm() override;
     void verify(const hsm::PurchaseTac& transaction, Handler handler) override;
+    void load_mac2(const hsm::LoadRequest& request, LoadHandler handler) override;
+    void verify_load_tac(const hsm::LoadTac& load, VerdictHandler handler) override;
+    void verify_internal_auth(const hsm::InternalAuth& auth, VerdictHandler handler) override;
     // Closes the link (shutdown).
     void close();
 
@@ -314,6 +409,7 @@ public:
 private:
     std::shared_ptr<State> state_;
 };
+using RemoteTacVerifier = RemoteHsm;  // its name before the online flows
 
 // ---- authorization engine -------------------------------------------------------------------------------
 
@@ -327,6 +423,22 @@ struct EngineOptions {
     std::uint64_t purchase_amount_fen_max = 1'000'000;
     // Answer 03 to a 0320 from a terminal that has not signed on over this connection.
     bool require_sign_on = true;
+    // Largest online load (0200): the purse maximum on the card (CARD-SPEC: 100,000 fen) is the same;
+    // above it 61.
+    std::uint64_t load_amount_fen_max = 100'000;
+    // Largest clinic authorization (0100); above it 61.
+    std::uint64_t clinic_amount_fen_max = 10'000'000;
+    // An approved load (0210 sent) waits this long for its 0220 confirmation or a reversal before the
+    // ledger releases it. CREDIT FOR LOAD follows MAC2 within seconds; 5 minutes covers a terminal
+    // that loses its link and retries its advice; a confirmation after that is still booked (late).
+    std::uint32_t load_timeout_s = 300;
+    // A clinic hold waits this long for its completion: the patient stands at the counter while the
+    // clinic dispenses; 15 minutes, after which the medical money is free again (completion → 54).
+    std::uint32_t hold_timeout_s = 900;
+    // Key labels at the HSM (versions: DF0D for loads, the card registry's for TACs, newest for IAK).
+    std::string load_key_label = std::string(hsm::default_load_label);
+    std::string tac_key_label = std::string(hsm::default_tac_label);
+    std::string internal_auth_key_label = std::string(hsm::default_internal_auth_label);
 };
 
 struct EngineStats {
@@ -337,6 +449,13 @@ struct EngineStats {
     std::atomic<std::uint64_t> duplicates{0};    // 94
     std::atomic<std::uint64_t> refused{0};       // any other non-00 answer
     std::atomic<std::uint64_t> in_flight{0};     // requests handled but not yet answered
+    std::atomic<std::uint64_t> loads_approved{0};   // 0210 00 with a new pending load
+    std::atomic<std::uint64_t> loads_confirmed{0};  // 0220 posted (or booked late)
+    std::atomic<std::uint64_t> holds_approved{0};   // 0110 00 / 10 with a new hold
+    std::atomic<std::uint64_t> completions{0};      // 0220 posted a hold
+    std::atomic<std::uint64_t> reversals{0};        // 0400 / 0420 that voided something
+    std::atomic<std::uint64_t> loads_expired{0};    // released by the ledger's timeout (scan_expiries)
+    std::atomic<std::uint64_t> holds_expired{0};
 };
 
 class Engine {
@@ -344,34 +463,73 @@ public:
     // Called exactly once per request, on the I/O thread, the writer thread or the HSM's thread.
     using Respond = std::function<void(iso8583::Message)>;
 
+    // Without card services (offline uploads only): the online messages are answered 91.
     Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registry, TacVerifier& verifier,
            EngineOptions options = {});
+    Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registry, TacVerifier& verifier,
+           CardServices& card_services, EngineOptions options = {});
 
     // Handles one parsed request. `session` is only touched synchronously (on the calling thread).
     void handle(const iso8583::Message& request, SessionState& session, Respond respond);
 
+    // Reads the ledger's journal since the last call (from the head at construction) and counts and
+    // logs the loads and holds the ledger released by timeout. Call periodically from one thread (the
+    // daemon: every second); returns how many expiries it found.
+    Result<std::size_t> scan_expiries();
+
     const EngineStats& stats() const { return stats_; }
+    const EngineOptions& options() const { return options_; }
 
     struct Upload;
+    struct Online;
 
 private:
     void sign_on(const iso8583::Message& request, SessionState& session, Respond respond);
     void offline_upload(const iso8583::Message& request, SessionState& session, Respond respond);
     void reconcile(const iso8583::Message& request, SessionState& session, Respond respond);
+    void hotlist_download(const iso8583::Message& request, SessionState& session, Respond respond);
     void book(std::shared_ptr<Upload> upload, hsm::Verdict verdict);
     void finish(const std::shared_ptr<Upload>& upload, iso8583::ResponseCode code);
+
+    // online.cpp
+    std::shared_ptr<Online> begin_online(const iso8583::Message& request, SessionState& session, Respond respond,
+                                         std::string_view processing_code);
+    void online_load(const iso8583::Message& request, SessionState& session, Respond respond);
+    void load_confirmation(std::shared_ptr<Online> online);
+    void clinic_authorization(const iso8583::Message& request, SessionState& session, Respond respond);
+    void clinic_completion(std::shared_ptr<Online> online);
+    void advice(const iso8583::Message& request, SessionState& session, Respond respond);
+    void reversal(const iso8583::Message& request, SessionState& session, Respond respond);
+    void reverse_load(std::shared_ptr<Online> online);
+    void reverse_hold(std::shared_ptr<Online> online);
+    void void_pending(std::shared_ptr<Online> online, BatchTotal total);
+    void approve_load(std::shared_ptr<Online> online, const hsm::LoadAnswer& answer);
+    void hold_medical(std::shared_ptr<Online> online);
+    void submit(std::shared_ptr<Online> online, ledger::Transfer transfer,
+                std::function<lmdb::Status(lmdb::Txn&, ledger::ResultCode)> hook,
+                std::function<void(ledger::ResultCode)> done);
+    void flag_only(std::shared_ptr<Online> online, RiskFlag flag, iso8583::ResponseCode code);
+    void answer(const std::shared_ptr<Online>& online, iso8583::ResponseCode code);
 
     ledger::Ledger& ledger_;
     ledger::Writer& writer_;
     Registry& registry_;
     TacVerifier& verifier_;
+    CardServices* card_services_ = nullptr;
     const EngineOptions options_;
     EngineStats stats_;
+    std::uint64_t journal_next_sequence_ = 1;  // scan_expiries
 };
 
 // The response to `request`: the request's fields that identify the transaction (2, 3, 4, 7, 11, 12,
 // 13, 25, 32, 41, 42, 49, 60, 70) echoed, the response MTI, 39 = code.
 iso8583::Message make_response(const iso8583::Message& request, iso8583::ResponseCode code);
+
+// Field 60's batch number (its first 6 digits); nullopt when absent or not digits.
+std::optional<std::uint32_t> batch_of(const iso8583::Message& request);
+// The Place of a card transaction (user_data_128): card local time YYMMDDhhmm from DF07.
+Place place_of(const TerminalId& terminal_id, std::uint8_t type, std::uint16_t line, std::uint16_t station,
+               const crypto::CardDateTime& when);
 
 // After a parse error: the response MTI, 11 and 41 read from the raw message as far as it parses, so
 // the terminal can match a 30 to its request. nullopt when they cannot be read (close the connection).

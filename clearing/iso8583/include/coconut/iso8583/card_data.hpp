@@ -1,33 +1,107 @@
-// Card data of an offline purse transaction as carried in field 62 (ISO8583.md §3.1): hex text of
-// BER-TLV tags DF01–DF08. The one encoder and parser, used by the terminal SDK's clearing client and by
-// the clearing daemon.
+// Card data carried in field 62 (ISO8583.md §3.1, §4): hex text of BER-TLV tags DF01–DF0D. The one
+// encoder and parser of each message's card data, used by the terminal SDK's clearing client and by the
+// clearing daemon.
 #pragma once
 
+#include <coconut/apdu/bytes.hpp>
 #include <coconut/crypto/card_crypto.hpp>
 #include <coconut/result.hpp>
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
 namespace coconut::iso8583 {
 
+using CardAsn = std::array<std::uint8_t, 10>;        // DF01, BCD
+using CardTerminalId = std::array<std::uint8_t, 6>;  // DF06, BCD
+
+// DF0C, the transit record of a bus tap: line (2, BE) ‖ station (2, BE) ‖ optionally more bytes of the
+// CAPP record (opaque to the host).
+inline constexpr std::size_t transit_record_size_min = 4;
+inline constexpr std::size_t transit_record_size_max = 48;
+
+// 0320: one offline purse transaction (DF01–DF08, DF0C optional).
 struct PurseTransaction {
-    std::array<std::uint8_t, 10> asn{};  // DF01, BCD
-    std::uint8_t type = 0;               // DF02: 06 EP purchase, 09 CAPP (transit) purchase
+    CardAsn asn{};                         // DF01
+    std::uint8_t type = 0;                 // DF02: 06 EP purchase, 09 CAPP (transit) purchase
     std::uint32_t balance_before_fen = 0;  // DF03
     std::uint16_t offline_atc = 0;         // DF04: the ATC INITIALIZE reported
     std::uint32_t terminal_serial = 0;     // DF05
-    std::array<std::uint8_t, 6> terminal_id{};  // DF06, BCD
-    crypto::CardDateTime when;                  // DF07: date(4) ‖ time(3), BCD
-    crypto::Mac4 tac{};                         // DF08
+    CardTerminalId terminal_id{};          // DF06, BCD
+    crypto::CardDateTime when;             // DF07: date(4) ‖ time(3), BCD
+    crypto::Mac4 tac{};                    // DF08
+    Bytes transit_record;                  // DF0C; empty when absent
+};
+// Line and station of DF0C (0, 0 without a transit record).
+std::uint16_t transit_line(const PurseTransaction& transaction);
+std::uint16_t transit_station(const PurseTransaction& transaction);
+
+// 0200: the card's INITIALIZE FOR LOAD answer and the terminal's data (ISO8583.md §4.2).
+struct LoadRequestData {
+    CardAsn asn{};                       // DF01
+    std::uint8_t type = crypto::type_ep_load;  // DF02
+    std::uint32_t old_balance_fen = 0;   // DF03
+    std::uint16_t online_atc = 0;        // DF04
+    CardTerminalId terminal_id{};        // DF06
+    crypto::CardDateTime when;           // DF07: what CREDIT FOR LOAD will carry
+    crypto::Mac4 mac1{};                 // DF09
+    std::array<std::uint8_t, 4> card_random{};  // DF0A
+    std::optional<std::uint8_t> key_version;    // DF0D
 };
 
-// Parses the hex text of field 62. The error names the tag and the problem ("DF04 (offline ATC): 1 bytes,
-// expected 2"). Field 62 is at most 999 characters (LLLVAR); a purchase needs 104.
+// 0210: the host's answer (DF01, DF04, DF09 = MAC2).
+struct LoadAnswerData {
+    CardAsn asn{};
+    std::uint16_t online_atc = 0;
+    crypto::Mac4 mac2{};
+};
+
+// 0220 (3 = 210000): the load confirmation with the card's TAC (ISO8583.md §4.3).
+struct LoadConfirmationData {
+    CardAsn asn{};                      // DF01
+    std::uint8_t type = crypto::type_ep_load;  // DF02
+    std::uint32_t old_balance_fen = 0;  // DF03: balance before the credit
+    std::uint16_t online_atc = 0;       // DF04: before the credit
+    CardTerminalId terminal_id{};       // DF06
+    crypto::CardDateTime when;          // DF07
+    crypto::Mac4 tac{};                 // DF08
+};
+
+// 0400 / 0420 of a load: which load (DF01, DF04).
+struct LoadReferenceData {
+    CardAsn asn{};
+    std::uint16_t online_atc = 0;
+};
+
+// 0100: the card and its INTERNAL AUTHENTICATE answer (ISO8583.md §4.4).
+struct ClinicAuthorizationData {
+    CardAsn asn{};                            // DF01
+    std::array<std::uint8_t, 8> cryptogram{};  // DF0B
+};
+
+// Each parser takes the hex text of field 62; the error names the tag and the problem ("DF04 (offline
+// ATC): 1 bytes, expected 2"). Field 62 is at most 999 characters (LLLVAR). Encoders write upper-case
+// hex of the tags in ascending order.
 Result<PurseTransaction, std::string> parse_purse_transaction(std::string_view field62);
-// The inverse: upper-case hex of DF01..DF08.
 std::string encode_purse_transaction(const PurseTransaction& transaction);
+Result<LoadRequestData, std::string> parse_load_request(std::string_view field62);
+std::string encode_load_request(const LoadRequestData& load);
+Result<LoadAnswerData, std::string> parse_load_answer(std::string_view field62);
+std::string encode_load_answer(const LoadAnswerData& answer);
+Result<LoadConfirmationData, std::string> parse_load_confirmation(std::string_view field62);
+std::string encode_load_confirmation(const LoadConfirmationData& confirmation);
+Result<LoadReferenceData, std::string> parse_load_reference(std::string_view field62);
+std::string encode_load_reference(const LoadReferenceData& reference);
+Result<ClinicAuthorizationData, std::string> parse_clinic_authorization(std::string_view field62);
+std::string encode_clinic_authorization(const ClinicAuthorizationData& authorization);
+
+// The INTERNAL AUTHENTICATE challenge of a 0100 (ISO8583.md §4.4): the first 8 bytes of
+// SHA-256(41 ‖ 11 ‖ 7 ‖ 4), the fields' ASCII text exactly as sent. Both the terminal and the host
+// compute it, so the card's answer binds the terminal, the STAN, the time and the amount.
+std::array<std::uint8_t, 8> clinic_challenge(std::string_view terminal_id41, std::string_view stan11,
+                                             std::string_view transmission_time7, std::string_view amount4);
 
 }  // namespace coconut::iso8583

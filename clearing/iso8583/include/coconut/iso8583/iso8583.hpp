@@ -178,6 +178,7 @@ enum class ResponseCode : std::uint8_t {
     invalid_merchant = 3,              // 03 unknown terminal / participant
     do_not_honour = 5,                 // 05
     error = 6,                         // 06
+    partial_approval = 10,             // 10 0110: less than asked was held (field 4 = the amount held)
     invalid_transaction = 12,          // 12
     invalid_amount = 13,               // 13
     invalid_card_number = 14,          // 14 unknown card

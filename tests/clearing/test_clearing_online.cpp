@@ -1,0 +1,641 @@
+// The online flows of the engine with an in-process HSM (ISO8583.md §4): one test per rule, bad inputs
+// included. Card cryptograms (MAC1, TAC, INTERNAL AUTHENTICATE) are computed from the card keys the
+// scheme's masters diversify to (CARD-SPEC §4), exactly as a card would.
+#include "clearing_fixture.hpp"
+
+#include <thread>
+
+using namespace clearing_test;
+
+namespace {
+
+crypto::Key16 card_key(const std::string& master_hex, const std::string& asn) {
+    crypto::Block issuer{};
+    const Bytes issuer_bytes = hex(issuer_hex);
+    std::copy(issuer_bytes.begin(), issuer_bytes.end(), issuer.begin());
+    const Asn card = asn_of(asn);
+    return crypto::diversify_card_key(crypto::Key16(hex(master_hex)), issuer, crypto::card_factor_from_asn(card));
+}
+
+template <std::size_t N>
+std::array<std::uint8_t, N> bcd(const std::string& digits) {
+    std::array<std::uint8_t, N> out{};
+    const Bytes b = *digits_to_bcd(digits);
+    std::copy(b.begin(), b.end(), out.begin());
+    return out;
+}
+
+// One online load as the card and the terminal see it.
+struct Load {
+    std::string asn = card_a;
+    std::uint32_t amount_fen = 3000;
+    std::uint32_t old_balance_fen = 5000;
+    std::uint16_t atc = 7;
+    std::array<std::uint8_t, 4> random{0x11, 0x22, 0x33, 0x44};
+    std::string terminal = psam_terminal;
+    std::string date = "20261126";
+    std::string time = "103000";
+    bool forge_mac1 = false;
+    bool forge_tac = false;
+
+    crypto::CardDateTime when() const {
+        crypto::CardDateTime w;
+        w.date = bcd<4>(date);
+        w.time = bcd<3>(time);
+        return w;
+    }
+    crypto::Key8 session() const { return crypto::load_session_key(card_key(load_master_hex, asn), random, atc); }
+    crypto::Mac4 mac2() const {
+        return crypto::des_mac(session(), crypto::load_mac2_input(amount_fen, crypto::type_ep_load, bcd<6>(terminal), when()));
+    }
+    crypto::Mac4 tac() const {
+        crypto::Mac4 t = crypto::des_mac(crypto::tac_key(card_key(tac_master_hex, asn)),
+                                         crypto::load_tac_input(old_balance_fen + amount_fen, atc, amount_fen,
+                                                                crypto::type_ep_load, bcd<6>(terminal), when()));
+        if (forge_tac) t[3] ^= 0x01;
+        return t;
+    }
+};
+
+Message online_message(const std::string& mti, const std::string& processing, std::uint64_t amount_fen, std::uint32_t stan,
+                       const std::string& pan, const std::string& terminal_id, std::uint32_t batch = 1) {
+    Message m(mti);
+    m.set(2, pan.substr(4));
+    m.set(3, processing);
+    m.set_number(4, amount_fen, 12);
+    m.set(7, "1126023000");
+    m.set_number(11, stan, 6);
+    m.set(41, terminal_id);
+    m.set_number(60, batch, 6);
+    return m;
+}
+
+Message load_request(const Load& load, std::uint32_t stan, const std::string& terminal_id = "BUS00001") {
+    Message m = online_message("0200", "210000", load.amount_fen, stan, load.asn, terminal_id);
+    iso8583::LoadRequestData d;
+    d.asn = asn_of(load.asn);
+    d.old_balance_fen = load.old_balance_fen;
+    d.online_atc = load.atc;
+    d.terminal_id = bcd<6>(load.terminal);
+    d.when = load.when();
+    d.card_random = load.random;
+    d.mac1 = crypto::des_mac(load.session(),
+                             crypto::load_mac1_input(load.old_balance_fen, load.amount_fen, crypto::type_ep_load, d.terminal_id));
+    if (load.forge_mac1) d.mac1[0] ^= 0x80;
+    m.set(62, iso8583::encode_load_request(d));
+    return m;
+}
+
+Message load_confirmation(const Load& load, std::uint32_t stan, const std::string& terminal_id = "BUS00001") {
+    Message m = online_message("0220", "210000", load.amount_fen, stan, load.asn, terminal_id);
+    iso8583::LoadConfirmationData d;
+    d.asn = asn_of(load.asn);
+    d.old_balance_fen = load.old_balance_fen;
+    d.online_atc = load.atc;
+    d.terminal_id = bcd<6>(load.terminal);
+    d.when = load.when();
+    d.tac = load.tac();
+    m.set(62, iso8583::encode_load_confirmation(d));
+    return m;
+}
+
+std::string original(const std::string& mti, std::uint32_t stan) {
+    return mti + *iso8583::digits(stan, 6) + "1126023000" + std::string(22, '0');
+}
+
+Message load_reversal(const Load& load, std::uint32_t stan, const std::string& mti = "0400", const std::string& terminal_id = "BUS00001") {
+    Message m = online_message(mti, "210000", load.amount_fen, stan, load.asn, terminal_id);
+    m.set(62, iso8583::encode_load_reference({asn_of(load.asn), load.atc}));
+    m.set(90, original("0200", stan));
+    return m;
+}
+
+// A clinic authorization with the card's INTERNAL AUTHENTICATE answer over the §4.4 challenge.
+Message clinic_authorization(std::uint64_t amount_fen, std::uint32_t stan, const std::string& asn = card_a,
+                             const std::string& terminal_id = "CLINIC01", bool forge = false) {
+    Message m = online_message("0100", "003000", amount_fen, stan, asn, terminal_id);
+    m.set(42, "HKCLINIC0000001");
+    const auto challenge = iso8583::clinic_challenge(*m.get(41), *m.get(11), *m.get(7), *m.get(4));
+    iso8583::ClinicAuthorizationData d;
+    d.asn = asn_of(asn);
+    const Bytes cryptogram = crypto::tdes_ecb_encrypt(card_key(internal_auth_master_hex, asn), challenge);
+    std::copy(cryptogram.begin(), cryptogram.end(), d.cryptogram.begin());
+    if (forge) d.cryptogram[7] ^= 0x01;
+    m.set(62, iso8583::encode_clinic_authorization(d));
+    return m;
+}
+
+Message clinic_completion(std::uint64_t amount_fen, std::uint32_t stan, std::uint32_t authorization_stan,
+                          const std::string& asn = card_a) {
+    Message m = online_message("0220", "003000", amount_fen, stan, asn, "CLINIC01");
+    m.set(90, original("0100", authorization_stan));
+    return m;
+}
+
+Message clinic_reversal(std::uint64_t amount_fen, std::uint32_t stan, std::uint32_t authorization_stan,
+                        const std::string& mti = "0400") {
+    Message m = online_message(mti, "003000", amount_fen, stan, card_a, "CLINIC01");
+    m.set(90, original("0100", authorization_stan));
+    return m;
+}
+
+ledger::Id load_id(const Load& load, std::uint8_t attempt = 0) { return online_load_transfer(asn_of(load.asn), load.atc, attempt); }
+ledger::Id hold_id(std::uint32_t stan) { return clinic_hold_transfer("CLINIC01", 1, stan); }
+
+// Waits (bounded) until the writer's expiry sweep has released `id`.
+void wait_expired(Rig& rig, const ledger::Id& id) {
+    for (int i = 0; i < 500 && rig.state(id) != ledger::PendingState::expired; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    REQUIRE(rig.state(id) == ledger::PendingState::expired);
+}
+
+}  // namespace
+
+// ---- 0200 / 0210 -----------------------------------------------------------------------------------------
+
+TEST_CASE("0200: a valid MAC1 books a pending load float → shadow before 00 with the card's MAC2") {
+    Rig rig;
+    rig.sign_on();
+    const Load load;
+    const Message answer = rig.send(load_request(load, 1));
+    CHECK(answer.mti() == "0210");
+    REQUIRE(*answer.get(39) == "00");
+    auto data = iso8583::parse_load_answer(*answer.get(62));
+    REQUIRE(data.ok());
+    CHECK(data->mac2 == load.mac2());
+    CHECK(data->online_atc == 7);
+    auto transfer = rig.ledger->lookup_transfer(load_id(load));
+    REQUIRE(transfer.ok());
+    REQUIRE(transfer->has_value());
+    CHECK((*transfer)->code == transfer_codes::online_load);
+    CHECK((*transfer)->flags == ledger::transfer_flags::pending);
+    CHECK((*transfer)->timeout_s == 300);
+    CHECK((*transfer)->debit_account_id == purse_float_account);
+    CHECK((*transfer)->credit_account_id == purse_shadow_account(asn_of(card_a)));
+    CHECK(parse_place((*transfer)->user_data_128).type == crypto::type_ep_load);
+    CHECK(rig.account(purse_shadow_account(asn_of(card_a))).credits_pending == 3000);
+    // Pending money is not in the mirror (ISO8583.md §4.3): the shadow still shows 5000.
+    CHECK(rig.card(card_a).shadow_balance_fen == 5000);
+    CHECK(rig.engine->stats().loads_approved == 1);
+    rig.require_check();
+}
+
+TEST_CASE("0200: a repeat answers the same MAC2 without a second hold; other content on the same ATC is 94") {
+    Rig rig;
+    rig.sign_on();
+    const Load load;
+    const Message first = rig.send(load_request(load, 1));
+    const Message again = rig.send(load_request(load, 1));
+    REQUIRE(*first.get(39) == "00");
+    REQUIRE(*again.get(39) == "00");
+    CHECK(*again.get(62) == *first.get(62));
+    CHECK(rig.account(purse_shadow_account(asn_of(card_a))).credits_pending == 3000);
+    CHECK(rig.engine->stats().loads_approved == 1);
+    Load other = load;
+    other.amount_fen = 4000;
+    CHECK(rig.code(load_request(other, 2)) == "94");
+    CHECK(rig.flags_of(RiskKind::duplicate_different) == 1);
+    CHECK(rig.account(purse_shadow_account(asn_of(card_a))).credits_pending == 3000);
+    rig.require_check();
+}
+
+TEST_CASE("0200: a forged MAC1 is 59, books nothing and raises mac1_invalid") {
+    Rig rig;
+    rig.sign_on();
+    Load load;
+    load.forge_mac1 = true;
+    const Message answer = rig.send(load_request(load, 1));
+    CHECK(*answer.get(39) == "59");
+    CHECK_FALSE(answer.has(62));
+    CHECK(rig.state(load_id(load)) == std::nullopt);
+    CHECK(rig.account(purse_shadow_account(asn_of(card_a))).credits_pending == 0);
+    CHECK(rig.flags_of(RiskKind::mac1_invalid) == 1);
+    CHECK(rig.card(card_a).risk_flags == 1);
+    rig.require_check();
+}
+
+TEST_CASE("0200: unknown, lost and blocked cards, unsigned terminals and bad amounts are refused, nothing booked") {
+    Rig rig;
+    Load load;
+    CHECK(rig.code(load_request(load, 1)) == "03");  // not signed on
+    rig.sign_on();
+    SUBCASE("unknown card: 14") {
+        load.asn = "46010000000099999999";
+        CHECK(rig.code(load_request(load, 2)) == "14");
+    }
+    SUBCASE("lost card: 41, blocked card: 62") {
+        REQUIRE(set_card_status(*rig.ledger, *rig.registry, asn_of(card_a), CardStatus::lost).ok());
+        CHECK(rig.code(load_request(load, 2)) == "41");
+        REQUIRE(set_card_status(*rig.ledger, *rig.registry, asn_of(card_a), CardStatus::blocked).ok());
+        CHECK(rig.code(load_request(load, 3)) == "62");
+    }
+    SUBCASE("amount 0: 13; above the load limit: 61") {
+        load.amount_fen = 0;
+        CHECK(rig.code(load_request(load, 2)) == "13");
+        load.amount_fen = 100'001;
+        CHECK(rig.code(load_request(load, 3)) == "61");
+    }
+    SUBCASE("DF06 not the terminal's PSAM id: 58") {
+        load.terminal = "460100000002";
+        CHECK(rig.code(load_request(load, 2)) == "58");
+    }
+    SUBCASE("field 62 without MAC1: 30; another processing code: 12") {
+        Message m = load_request(load, 2);
+        m.set(62, iso8583::encode_load_reference({asn_of(card_a), 7}));
+        CHECK(rig.code(m) == "30");
+        m = load_request(load, 3);
+        m.set(3, "000000");
+        CHECK(rig.code(m) == "12");
+    }
+    CHECK(rig.state(load_id(load)) == std::nullopt);
+    CHECK(rig.account(purse_shadow_account(asn_of(card_a))).credits_pending == 0);
+    rig.require_check();
+}
+
+// ---- 0220 load confirmation ------------------------------------------------------------------------------
+
+TEST_CASE("0220: the card's TAC posts the load; the mirror follows; a repeat answers 00 again") {
+    Rig rig;
+    rig.sign_on();
+    const Load load;
+    REQUIRE(rig.code(load_request(load, 1)) == "00");
+    const Message answer = rig.send(load_confirmation(load, 2));
+    CHECK(answer.mti() == "0230");
+    CHECK(*answer.get(39) == "00");
+    CHECK(rig.state(load_id(load)) == ledger::PendingState::posted);
+    CHECK(rig.shadow(card_a) == 8000);
+    CHECK(rig.card(card_a).shadow_balance_fen == 8000);
+    CHECK(rig.code(load_confirmation(load, 2)) == "00");
+    CHECK(rig.shadow(card_a) == 8000);
+    CHECK(rig.engine->stats().loads_confirmed == 1);
+    // A reversal after the confirmation reverses nothing: 0400 → 12, 0420 → 00 (acknowledged).
+    CHECK(rig.code(load_reversal(load, 3)) == "12");
+    CHECK(rig.code(load_reversal(load, 4, "0420")) == "00");
+    CHECK(rig.shadow(card_a) == 8000);
+    rig.require_check();
+}
+
+TEST_CASE("0220: a forged TAC still posts the load (MAC2 was ours, the card holds the money), answered 59 and flagged") {
+    Rig rig;
+    rig.sign_on();
+    Load load;
+    REQUIRE(rig.code(load_request(load, 1)) == "00");
+    load.forge_tac = true;
+    CHECK(rig.code(load_confirmation(load, 2)) == "59");
+    CHECK(rig.state(load_id(load)) == ledger::PendingState::posted);
+    CHECK(rig.shadow(card_a) == 8000);
+    CHECK(rig.flags_of(RiskKind::load_tac_invalid) == 1);
+    CHECK(rig.code(load_confirmation(load, 2)) == "59");  // the repeat: same answer, one flag
+    CHECK(rig.flags_of(RiskKind::load_tac_invalid) == 1);
+    rig.require_check();
+}
+
+TEST_CASE("0220: confirmation of an unknown load is 25; of another amount 13; nothing booked") {
+    Rig rig;
+    rig.sign_on();
+    Load load;
+    CHECK(rig.code(load_confirmation(load, 1)) == "25");
+    REQUIRE(rig.code(load_request(load, 2)) == "00");
+    Load other = load;
+    other.amount_fen = 2999;
+    CHECK(rig.code(load_confirmation(other, 3)) == "13");
+    CHECK(rig.state(load_id(load)) == ledger::PendingState::pending);
+    CHECK(rig.shadow(card_a) == 5000);
+    rig.require_check();
+}
+
+TEST_CASE("0220 after the load was reversed: a valid TAC books it late and flags; a forged one books nothing") {
+    Rig rig;
+    rig.sign_on();
+    Load load;
+    REQUIRE(rig.code(load_request(load, 1)) == "00");
+    REQUIRE(rig.code(load_reversal(load, 2)) == "00");
+    CHECK(rig.state(load_id(load)) == ledger::PendingState::voided);
+    Load forged = load;
+    forged.forge_tac = true;
+    CHECK(rig.code(load_confirmation(forged, 3)) == "59");
+    CHECK(rig.shadow(card_a) == 5000);
+    CHECK(rig.code(load_confirmation(load, 4)) == "00");
+    CHECK(rig.shadow(card_a) == 8000);
+    CHECK(rig.card(card_a).shadow_balance_fen == 8000);
+    CHECK(rig.flags_of(RiskKind::late_load_confirmation) == 1);
+    auto late = rig.ledger->lookup_transfer(resolving_transfer(load_id(load), Resolution::late_load));
+    REQUIRE(late.ok());
+    REQUIRE(late->has_value());
+    CHECK((*late)->code == transfer_codes::online_load);
+    CHECK(rig.code(load_confirmation(load, 4)) == "00");  // repeat
+    CHECK(rig.shadow(card_a) == 8000);
+    rig.require_check();
+}
+
+// ---- 0400 / 0420 reversals of loads --------------------------------------------------------------------------
+
+TEST_CASE("0400/0420 void a pending load idempotently; unknown originals: 0400 → 25, 0420 → 00 with nothing booked") {
+    Rig rig;
+    rig.sign_on();
+    Load load;
+    CHECK(rig.code(load_reversal(load, 1)) == "25");
+    CHECK(rig.code(load_reversal(load, 2, "0420")) == "00");
+    REQUIRE(rig.code(load_request(load, 3)) == "00");
+    // Only the terminal that asked for the load may reverse it.
+    rig.sign_on("SHOP0001");
+    CHECK(rig.code(load_reversal(load, 4, "0400", "SHOP0001")) == "25");
+    CHECK(rig.code(load_reversal(load, 5, "0420")) == "00");
+    CHECK(rig.state(load_id(load)) == ledger::PendingState::voided);
+    CHECK(rig.code(load_reversal(load, 5, "0420")) == "00");
+    CHECK(rig.code(load_reversal(load, 6)) == "00");
+    CHECK(rig.engine->stats().reversals == 1);
+    CHECK(rig.account(purse_shadow_account(asn_of(card_a))).credits_pending == 0);
+    CHECK(rig.shadow(card_a) == 5000);
+    // The repeat of the reversed 0200 is refused; a new INITIALIZE (new random, same ATC) is a new attempt.
+    CHECK(rig.code(load_request(load, 3)) == "12");
+    Load again = load;
+    again.random = {0x55, 0x66, 0x77, 0x88};
+    const Message answer = rig.send(load_request(again, 7));
+    REQUIRE(*answer.get(39) == "00");
+    CHECK(iso8583::parse_load_answer(*answer.get(62))->mac2 == again.mac2());
+    CHECK(rig.state(load_id(again, 1)) == ledger::PendingState::pending);
+    CHECK(rig.code(load_confirmation(again, 8)) == "00");
+    CHECK(rig.shadow(card_a) == 8000);
+    rig.require_check();
+}
+
+TEST_CASE("an unconfirmed load expires by the ledger's timeout: counted by scan_expiries; a late confirmation is still booked") {
+    EngineOptions options;
+    options.load_timeout_s = 60;
+    Rig rig(options);
+    rig.sign_on();
+    Load load;
+    REQUIRE(rig.code(load_request(load, 1)) == "00");
+    rig.advance_clock_s(59);
+    REQUIRE(rig.engine->scan_expiries().ok());
+    CHECK(rig.engine->stats().loads_expired == 0);
+    rig.advance_clock_s(2);
+    wait_expired(rig, load_id(load));
+    auto found = rig.engine->scan_expiries();
+    REQUIRE(found.ok());
+    CHECK(*found == 1);
+    CHECK(rig.engine->stats().loads_expired == 1);
+    CHECK(rig.account(purse_shadow_account(asn_of(card_a))).credits_pending == 0);
+    rig.require_check();
+    CHECK(rig.code(load_reversal(load, 2)) == "00");  // nothing left to release
+    CHECK(rig.code(load_confirmation(load, 3)) == "00");
+    CHECK(rig.shadow(card_a) == 8000);
+    CHECK(rig.flags_of(RiskKind::late_load_confirmation) == 1);
+    rig.require_check();
+}
+
+// ---- 0100 / 0110 clinic authorization ----------------------------------------------------------------------
+
+TEST_CASE("0100: INTERNAL AUTHENTICATE verified, a hold medical account → clinic payable before 00") {
+    Rig rig;
+    rig.sign_on("CLINIC01");
+    const Message answer = rig.send(clinic_authorization(8000, 1));
+    CHECK(answer.mti() == "0110");
+    REQUIRE(*answer.get(39) == "00");
+    CHECK(*answer.get(4) == "000000008000");
+    auto hold = rig.ledger->lookup_transfer(hold_id(1));
+    REQUIRE(hold.ok());
+    REQUIRE(hold->has_value());
+    CHECK((*hold)->code == transfer_codes::clinic_medical);
+    CHECK((*hold)->ledger == ledgers::medical);
+    CHECK((*hold)->timeout_s == 900);
+    CHECK((*hold)->debit_account_id == medical_account(asn_of(card_a)));
+    CHECK((*hold)->credit_account_id == payable_account(clinic, ledgers::medical));
+    CHECK((*hold)->user_data_64 == clinic);
+    CHECK((*hold)->user_data_32 == 1);
+    CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 8000);
+    CHECK(rig.code(clinic_authorization(8000, 1)) == "00");  // repeat: no second hold
+    CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 8000);
+    CHECK(rig.code(clinic_authorization(9000, 1)) == "94");  // same id, other amount
+    CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 8000);
+    rig.require_check();
+}
+
+TEST_CASE("0100: below the amount the medical account holds what it has (10, field 4 = held); empty → 51") {
+    Rig rig;
+    rig.sign_on("CLINIC01");
+    const Message partial = rig.send(clinic_authorization(25000, 1));
+    REQUIRE(*partial.get(39) == "10");
+    CHECK(*partial.get(4) == "000000020000");
+    CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 20000);
+    const Message repeat = rig.send(clinic_authorization(25000, 1));
+    CHECK(*repeat.get(39) == "10");
+    CHECK(*repeat.get(4) == "000000020000");
+    CHECK(rig.code(clinic_authorization(100, 2)) == "51");
+    CHECK(rig.code(clinic_authorization(100, 3, card_b)) == "51");  // card_b has no medical money
+    rig.require_check();
+}
+
+TEST_CASE("0100: forged cryptogram 59, non-clinic terminal 58, hotlisted or unknown card, bad amounts — nothing held") {
+    Rig rig;
+    rig.sign_on("CLINIC01");
+    rig.sign_on("SHOP0001");
+    CHECK(rig.code(clinic_authorization(100, 1, card_a, "CLINIC01", true)) == "59");
+    CHECK(rig.flags_of(RiskKind::internal_auth_invalid) == 1);
+    CHECK(rig.code(clinic_authorization(100, 2, card_a, "SHOP0001")) == "58");
+    CHECK(rig.code(clinic_authorization(100, 3, "46010000000099999999")) == "14");
+    CHECK(rig.code(clinic_authorization(0, 4)) == "13");
+    CHECK(rig.code(clinic_authorization(10'000'001, 5)) == "61");
+    Message bad_challenge = clinic_authorization(100, 6);
+    bad_challenge.set_number(4, 101, 12);  // the card answered for another amount
+    CHECK(rig.code(bad_challenge) == "59");
+    REQUIRE(set_card_status(*rig.ledger, *rig.registry, asn_of(card_a), CardStatus::lost).ok());
+    CHECK(rig.code(clinic_authorization(100, 7)) == "41");
+    CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 0);
+    rig.require_check();
+}
+
+// ---- 0220 completion, 0400 reversal of holds -------------------------------------------------------------------
+
+TEST_CASE("0220 completion posts the actual amount, releases the rest; repeat 00; above the hold 13; other amount 94") {
+    Rig rig;
+    rig.sign_on("CLINIC01");
+    REQUIRE(rig.code(clinic_authorization(8000, 1)) == "00");
+    CHECK(rig.code(clinic_completion(8001, 2, 1)) == "13");
+    CHECK(rig.code(clinic_completion(0, 2, 1)) == "13");
+    CHECK(rig.code(clinic_completion(6500, 2, 99)) == "25");
+    const Message done = rig.send(clinic_completion(6500, 2, 1));
+    CHECK(done.mti() == "0230");
+    CHECK(*done.get(39) == "00");
+    CHECK(rig.medical(card_a) == 20000 - 6500);
+    CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 0);
+    CHECK(rig.medical_payable(clinic) == 6500);
+    CHECK(rig.code(clinic_completion(6500, 2, 1)) == "00");
+    CHECK(rig.code(clinic_completion(6000, 3, 1)) == "94");
+    CHECK(rig.medical(card_a) == 20000 - 6500);
+    CHECK(rig.code(clinic_reversal(8000, 4, 1)) == "12");  // completed: nothing to reverse
+    rig.require_check();
+}
+
+TEST_CASE("0400 voids a hold (repeat 00); the completion afterwards is 25; unknown hold 0400 → 25, 0420 → 00") {
+    Rig rig;
+    rig.sign_on("CLINIC01");
+    CHECK(rig.code(clinic_reversal(100, 1, 50)) == "25");
+    CHECK(rig.code(clinic_reversal(100, 2, 50, "0420")) == "00");
+    REQUIRE(rig.code(clinic_authorization(8000, 3)) == "00");
+    CHECK(rig.code(clinic_reversal(8000, 4, 3)) == "00");
+    CHECK(rig.code(clinic_reversal(8000, 4, 3)) == "00");
+    CHECK(rig.code(clinic_reversal(8000, 5, 3, "0420")) == "00");
+    CHECK(rig.state(hold_id(3)) == ledger::PendingState::voided);
+    CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 0);
+    CHECK(rig.medical(card_a) == 20000);
+    CHECK(rig.code(clinic_completion(8000, 6, 3)) == "25");
+    rig.require_check();
+}
+
+TEST_CASE("a hold expires by the ledger's timeout: the completion is 54, the reversal 00, the expiry counted") {
+    EngineOptions options;
+    options.hold_timeout_s = 120;
+    Rig rig(options);
+    rig.sign_on("CLINIC01");
+    REQUIRE(rig.code(clinic_authorization(8000, 1)) == "00");
+    rig.advance_clock_s(121);
+    wait_expired(rig, hold_id(1));
+    CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 0);
+    REQUIRE(rig.engine->scan_expiries().ok());
+    CHECK(rig.engine->stats().holds_expired == 1);
+    CHECK(rig.code(clinic_completion(8000, 2, 1)) == "54");
+    CHECK(rig.code(clinic_completion(8000, 2, 1)) == "54");
+    CHECK(rig.code(clinic_reversal(8000, 3, 1)) == "00");
+    CHECK(rig.medical(card_a) == 20000);
+    rig.require_check();
+}
+
+// ---- 0800 hotlist download ---------------------------------------------------------------------------------
+
+namespace {
+
+Message hotlist_request(std::uint64_t from_version, std::uint32_t chunk, std::uint32_t stan) {
+    Message m = network_message(101, stan);
+    m.set(48, *iso8583::digits(from_version, 8) + *iso8583::digits(chunk, 4));
+    return m;
+}
+
+std::string nth_card(std::size_t i) { return "4601000001" + *iso8583::digits(i, 10); }
+
+}  // namespace
+
+TEST_CASE("hotlist: every status change bumps the version; chunks of 47 from version 0 and deltas from a version") {
+    Rig rig;
+    rig.sign_on();
+    // 110 more cards, all hotlisted, then one returned to active and card_a lost.
+    std::string json = R"({"cards": [)";
+    for (std::size_t i = 0; i < 110; ++i) {
+        json += (i ? "," : "") + std::string(R"({"asn": ")") + nth_card(i) + R"(", "issuer_id": ")" + issuer_hex + R"(", "status": "blocked"})";
+    }
+    json += "]}";
+    REQUIRE(load_registry(*rig.ledger, *rig.registry, json).ok());
+    CHECK(*rig.registry->hotlist_version() == 110);
+    REQUIRE(set_card_status(*rig.ledger, *rig.registry, asn_of(nth_card(5)), CardStatus::active).ok());
+    REQUIRE(set_card_status(*rig.ledger, *rig.registry, asn_of(card_a), CardStatus::lost).ok());
+    REQUIRE(set_card_status(*rig.ledger, *rig.registry, asn_of(card_a), CardStatus::lost).ok());  // no change: no version
+    CHECK(*rig.registry->hotlist_version() == 112);
+
+    // From version 0: 112 changes in chunks of 47, 47, 18; applying them gives the current list.
+    std::set<std::string> list;
+    std::uint64_t version = 0;
+    std::uint32_t chunks = 0;
+    for (bool more = true; more; ++chunks) {
+        const Message answer = rig.send(hotlist_request(0, chunks, 10 + chunks));
+        REQUIRE(*answer.get(39) == "00");
+        REQUIRE(answer.get(63)->size() <= 999);
+        auto chunk = parse_hotlist_chunk(*answer.get(63));
+        REQUIRE(chunk.has_value());
+        CHECK(chunk->entries.size() == (chunks < 2 ? 47u : 18u));
+        for (const auto& e : chunk->entries) e.added ? (void)list.insert(bcd_to_digits(e.asn)) : (void)list.erase(bcd_to_digits(e.asn));
+        version = chunk->version;
+        more = chunk->more;
+        REQUIRE(chunks < 5);
+    }
+    CHECK(chunks == 3);
+    CHECK(version == 112);
+    CHECK(list.size() == 110);
+    CHECK(list.count(card_a) == 1);
+    CHECK(list.count(nth_card(5)) == 0);
+
+    // A terminal at version 110 gets the two changes since.
+    const Message delta = rig.send(hotlist_request(110, 0, 20));
+    CHECK(*delta.get(63) == "000001120-" + nth_card(5) + "+" + card_a);
+    // Up to date: an empty chunk; ahead of the host: the whole log again.
+    CHECK(*rig.send(hotlist_request(112, 0, 21)).get(63) == "000001120");
+    CHECK(parse_hotlist_chunk(*rig.send(hotlist_request(500, 0, 22)).get(63))->entries.size() == 47);
+    // Bad field 48: 30; not signed on: 03.
+    Message bad = hotlist_request(0, 0, 23);
+    bad.set(48, "12345");
+    CHECK(rig.code(bad) == "30");
+    SessionState other;
+    std::promise<Message> answer;
+    rig.engine->handle(hotlist_request(0, 0, 24), other, [&](Message m) { answer.set_value(std::move(m)); });
+    CHECK(*answer.get_future().get().get(39) == "03");
+    rig.require_check();
+}
+
+// ---- 0320 place, 0500 totals ---------------------------------------------------------------------------------
+
+TEST_CASE("0320: the transfer's user_data_128 carries the place: PSAM terminal, type, line and station of DF0C, card time") {
+    Rig rig;
+    rig.sign_on();
+    Message m = upload_message(Tap{}, 1);
+    auto t = parse_purse_transaction(*m.get(62));
+    REQUIRE(t.ok());
+    t->transit_record = {0x00, 0x2A, 0x01, 0x07, 0xEE};
+    m.set(62, encode_purse_transaction(*t));
+    REQUIRE(rig.code(m) == "00");
+    auto transfer = rig.ledger->lookup_transfer(offline_purchase_transfer(asn_of(card_a), 0, crypto::type_capp_purchase));
+    REQUIRE(transfer.ok());
+    const Place place = parse_place((*transfer)->user_data_128);
+    CHECK(bcd_to_digits(place.terminal_id) == psam_terminal);
+    CHECK(place.type == crypto::type_capp_purchase);
+    CHECK(place.line == 42);
+    CHECK(place.station == 0x0107);
+    CHECK(to_hex(place.local_time_bcd) == "2611261030");
+    // DF0C shorter than line + station: 30.
+    t->transit_record = {0x00, 0x2A};
+    m.set(62, encode_purse_transaction(*t));
+    CHECK(rig.code(m) == "30");
+}
+
+TEST_CASE("0500: loads, load reversals, clinic completions and hold reversals count in the batch totals") {
+    Rig rig;
+    rig.sign_on();
+    rig.sign_on("CLINIC01");
+    // BUS00001: one purchase, one confirmed load, one reversed load.
+    REQUIRE(rig.code(upload_message(Tap{}, 1)) == "00");
+    Load load;
+    REQUIRE(rig.code(load_request(load, 2)) == "00");
+    REQUIRE(rig.code(load_confirmation(load, 3)) == "00");
+    REQUIRE(rig.code(load_confirmation(load, 3)) == "00");  // a repeat adds nothing
+    Load second;
+    second.atc = 8;
+    second.amount_fen = 1000;
+    REQUIRE(rig.code(load_request(second, 4)) == "00");
+    REQUIRE(rig.code(load_reversal(second, 4)) == "00");
+    Message bus("0500");
+    bus.set_number(11, 9, 6);
+    bus.set(41, "BUS00001");
+    bus.set_number(60, 1, 6);
+    const std::pair<int, std::uint64_t> totals[] = {{74, 1}, {75, 1}, {76, 1}, {77, 0}, {86, 3000}, {87, 1000}, {88, 200}, {89, 0}};
+    for (auto [field, value] : totals) bus.set_number(field, value, field < 80 ? 10 : 16);
+    const Message balanced = rig.send(bus);
+    CHECK(*balanced.get(39) == "00");
+    CHECK(*balanced.get(97) == "C0000000000001800");  // 200 − 3000 + 1000
+    bus.set_number(87, 0, 16);
+    CHECK(rig.code(bus) == "95");
+    // CLINIC01: one completion (partial), one reversed hold.
+    REQUIRE(rig.code(clinic_authorization(5000, 1)) == "00");
+    REQUIRE(rig.code(clinic_completion(4200, 2, 1)) == "00");
+    REQUIRE(rig.code(clinic_authorization(3000, 3)) == "00");
+    REQUIRE(rig.code(clinic_reversal(3000, 4, 3)) == "00");
+    Message clinic_totals("0500");
+    clinic_totals.set_number(11, 5, 6);
+    clinic_totals.set(41, "CLINIC01");
+    clinic_totals.set_number(60, 1, 6);
+    const std::pair<int, std::uint64_t> clinic_values[] = {{74, 0}, {75, 0}, {76, 1}, {77, 1}, {86, 0}, {87, 0}, {88, 4200}, {89, 3000}};
+    for (auto [field, value] : clinic_values) clinic_totals.set_number(field, value, field < 80 ? 10 : 16);
+    const Message clinic_answer = rig.send(clinic_totals);
+    CHECK(*clinic_answer.get(39) == "00");
+    CHECK(*clinic_answer.get(97) == "D0000000000001200");
+    rig.require_check();
+}
