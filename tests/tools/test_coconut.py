@@ -56,7 +56,7 @@ def demo_small():
         day = summary["day"]
         assert day["transactions"] >= 2500, day["transactions"]
         kinds = day["by_kind"]
-        for kind in ("bus flat", "bus entry", "bus exit", "shop", "clinic purse"):
+        for kind in ("bus flat", "bus entry", "bus exit", "shop", "clinic medical", "clinic purse", "top-up"):
             assert kinds.get(kind, {}).get("count", 0) > 0, f"no {kind} transactions: {kinds}"
         assert day["tears"] > 0 and day["tears_recovered"] + day["tears_abandoned"] == day["tears"], day
         assert day["dropped_frames"] > 0, day

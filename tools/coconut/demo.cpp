@@ -43,7 +43,7 @@ DayOptions day_for(const std::string& size, std::uint64_t seed) {
     day.buses = 40;
     day.clinics = 8;
     day.shops = 60;
-    day.transactions = 112'000;  // ~6 % of the planned taps are declined (purse empty: no top-ups yet)
+    day.transactions = 104'000;
     day.tear_rate = 0.002;
     day.drop_rate = 0.0005;
     return day;

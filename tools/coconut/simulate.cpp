@@ -33,6 +33,13 @@ constexpr std::uint32_t bus_flat_fare_fen = 200;
 // Distance lines: fare by stops travelled (index = stops, last entry for anything longer).
 const std::vector<std::uint32_t> distance_fares_fen = {100, 100, 200, 200, 300, 300, 400, 400, 500};
 constexpr std::uint16_t stations_per_line = 20;
+// Cards are issued with this PIN (world.cpp); the clinic flow verifies it before the medical account.
+constexpr std::string_view card_pin = "123456";
+// A cardholder tops up at a shop's counter when the purse falls below this, by top_up_fen (capped so the
+// purse stays under its 1,000 CNY maximum).
+constexpr std::uint32_t top_up_below_fen = 5'000;
+constexpr std::uint32_t top_up_fen = 50'000;
+constexpr std::uint32_t purse_max_fen = 100'000;
 constexpr std::size_t bus_operators_max = 3;
 // Realistic resident: ~6 card transactions a day.
 constexpr std::size_t default_transactions_per_card = 6;
@@ -174,10 +181,15 @@ struct SimTerminal {
     const TerminalEntry* entry = nullptr;
     std::unique_ptr<cos::VirtualCard> psam;
     std::unique_ptr<sdk::InProcessReader> card_reader;
+    cos::VirtualCard* card_reader_card = nullptr;  // the card being served (re-presented after an online failure)
     std::unique_ptr<sdk::InProcessReader> psam_reader;
     std::unique_ptr<sdk::TransactionQueue> queue;
     sdk::Hotlist hotlist;
     std::unique_ptr<sdk::Terminal> terminal;
+    // The terminal's one link to the clearing (online flows and uploads), made when needed and dropped
+    // after a link error. One per terminal: the batch state file (STAN counter) has one owner.
+    std::unique_ptr<sdk::ClearingClient> link;
+    fs::path batch_path;
     std::uint32_t uploads = 0;
     std::uint32_t upload_phase = 0;  // which upload slot of the cycle this terminal uses
 };
@@ -218,6 +230,7 @@ std::vector<SimTerminal> open_terminals(const Island& island, Seconds* clock_sou
                                                      entry.kind == "bus" ? transit_for(entry) : sdk::TransitConfig{});
         t.terminal->set_clock([clock_source, date] { return local_time(date, *clock_source); });
         t.upload_phase = static_cast<std::uint32_t>(i);
+        t.batch_path = entry.queue.string() + ".batch";
     }
     return terminals;
 }
@@ -238,6 +251,12 @@ public:
         out_ << line;
         EVP_DigestUpdate(sha_.get(), line.data(), line.size());
     }
+    // The medical part of a clinic visit: an account transaction, no card record.
+    void write_medical(const SimTerminal& t, const std::string& asn, std::uint32_t amount_fen) {
+        const std::string line = fmt::format("clinic-medical {} {} {}\n", t.entry->terminal_id, asn, amount_fen);
+        out_ << line;
+        EVP_DigestUpdate(sha_.get(), line.data(), line.size());
+    }
     std::string finish() {
         out_.flush();
         if (!out_) fail(exit_codes::io_error, "the transaction log could not be written");
@@ -253,6 +272,7 @@ private:
 };
 
 std::string kind_name(const sdk::TransactionRecord& r, const std::string& terminal_kind) {
+    if (r.type == crypto::type_ep_load) return "top-up";
     if (terminal_kind == "shop") return "shop";
     if (terminal_kind == "clinic") return "clinic purse";
     switch (r.tap_kind) {
@@ -273,10 +293,39 @@ struct TapResult {
     std::optional<sdk::TransactionRecord> record;
     bool declined = false;
     bool repeat = false;
+    std::uint32_t medical_fen = 0;  // clinic: paid from the medical account
 };
 
-TapResult run_flow(SimTerminal& t, const Event& e) {
+sdk::ClearingClient* link_of(SimTerminal& t, std::uint16_t port);
+
+// A clinic visit: the medical account online first, the purse for the rest (Terminal::clinic_payment).
+// Without a link to the clearing the clinic cannot reach the medical account and takes the purse.
+std::optional<TapResult> clinic_visit(SimTerminal& t, const Event& e, std::uint16_t port) {
+    sdk::ClearingClient* link = link_of(t, port);
+    if (!link) return std::nullopt;
+    auto paid = t.terminal->clinic_payment(e.amount_fen, card_pin, *link);
     TapResult out;
+    if (paid) {
+        out.medical_fen = paid->medical_fen;
+        out.record = paid->purse_record;
+        return out;
+    }
+    if (paid.error().code == sdk::FlowErrorCode::insufficient_balance) {
+        out.declined = true;
+        return out;
+    }
+    if (std::getenv("COCONUT_DEBUG")) fmt::print(stderr, "clinic: {} {}\n", paid.error().message, paid.error().response_code);
+    t.link.reset();
+    if (paid.error().code == sdk::FlowErrorCode::no_answer || paid.error().code == sdk::FlowErrorCode::declined) return std::nullopt;
+    fail(exit_codes::check_failed, fmt::format("clinic payment at {}: {}", t.entry->terminal_id, paid.error().message));
+}
+
+TapResult run_flow(SimTerminal& t, const Event& e, std::uint16_t port) {
+    TapResult out;
+    if (e.kind == EventKind::clinic) {
+        if (auto visit = clinic_visit(t, e, port)) return *visit;
+        t.card_reader->insert(t.card_reader_card);
+    }
     if (e.kind == EventKind::bus_tap) {
         auto tap = t.terminal->transit_tap({t.entry->line, e.station, static_cast<std::uint32_t>(e.terminal + 1)});
         if (tap) {
@@ -304,6 +353,23 @@ TapResult run_flow(SimTerminal& t, const Event& e) {
     fail(exit_codes::check_failed, fmt::format("purchase at {}: {}", t.entry->terminal_id, paid.error().message));
 }
 
+// An online load at a shop's counter (Terminal::load): 0200/0210 with the HSM's MAC2, CREDIT FOR LOAD,
+// the 0220 confirmation (queued until acknowledged when its answer is lost). nullopt: not loaded.
+std::optional<sdk::TransactionRecord> top_up(SimTerminal& shop, cos::VirtualCard* card, std::uint16_t port) {
+    const std::uint32_t balance = card->snapshot().balance_fen;
+    const std::uint32_t amount = std::min(top_up_fen, purse_max_fen - balance) / 100 * 100;
+    sdk::ClearingClient* link = link_of(shop, port);
+    if (!link || amount == 0) return std::nullopt;
+    shop.card_reader->insert(card);
+    auto loaded = shop.terminal->load(amount, *link);
+    shop.card_reader->insert(nullptr);
+    if (loaded) return loaded->record;
+    shop.link.reset();
+    const auto code = loaded.error().code;
+    if (code == sdk::FlowErrorCode::no_answer || code == sdk::FlowErrorCode::declined) return std::nullopt;
+    fail(exit_codes::check_failed, fmt::format("load at {}: {}", shop.entry->terminal_id, loaded.error().message));
+}
+
 // ---- uploads ---------------------------------------------------------------------------------------
 
 struct UploadTotals {
@@ -316,7 +382,7 @@ struct UploadTotals {
 void drop_zero_fare_records(sdk::TransactionQueue& queue) {
     std::vector<std::uint64_t> zero;
     for (const auto& q : queue.batch(queue.size()))
-        if (q.record.amount_fen == 0) zero.push_back(q.sequence);
+        if (q.record.type == crypto::type_capp_purchase && q.record.amount_fen == 0) zero.push_back(q.sequence);
     for (std::size_t start = 0; start < zero.size(); start += sdk::QueueLimits{}.ack_batch_max) {
         const std::size_t end = std::min(zero.size(), start + sdk::QueueLimits{}.ack_batch_max);
         if (auto done = queue.acknowledge(std::span(zero).subspan(start, end - start)); !done)
@@ -324,33 +390,39 @@ void drop_zero_fare_records(sdk::TransactionQueue& queue) {
     }
 }
 
-void upload_one(SimTerminal& t, std::uint16_t port, UploadTotals& totals) {
-    drop_zero_fare_records(*t.queue);
-    if (t.queue->size() == 0) return;
+// The terminal's clearing link, connected and signed on; nullptr when the clearing cannot be reached.
+sdk::ClearingClient* link_of(SimTerminal& t, std::uint16_t port) {
+    if (t.link) return t.link.get();
     sdk::ClearingOptions options;
     options.terminal_id = t.entry->terminal_id;
     options.response_timeout = upload_response_timeout;
-    options.batch_number = ++t.uploads;
+    options.batch_path = t.batch_path;
     auto client = sdk::ClearingClient::connect({"127.0.0.1", port}, options);
-    std::optional<sdk::UploadReport> report;
-    if (client && (*client)->sign_on()) {
-        auto uploaded = (*client)->upload(*t.queue);
-        report = uploaded ? *uploaded : (*client)->last_report();
-        if (!uploaded) {
-            std::lock_guard lock(totals.mutex);
-            ++totals.failures;
-        }
-    } else {
+    if (!client || !(*client)->sign_on()) return nullptr;
+    t.link = std::move(client).value();
+    return t.link.get();
+}
+
+void upload_one(SimTerminal& t, std::uint16_t port, UploadTotals& totals) {
+    drop_zero_fare_records(*t.queue);
+    if (t.queue->size() == 0) return;
+    sdk::ClearingClient* link = link_of(t, port);
+    if (!link) {
         std::lock_guard lock(totals.mutex);
         ++totals.failures;
+        return;
     }
-    if (report) {
-        std::lock_guard lock(totals.mutex);
-        totals.uploaded += report->acknowledged;
-        totals.approved += report->approved;
-        totals.suspense += report->suspense;
-        totals.duplicates += report->duplicates;
+    auto uploaded = link->upload(*t.queue);
+    const sdk::UploadReport report = uploaded ? *uploaded : link->last_report();
+    std::lock_guard lock(totals.mutex);
+    if (!uploaded) {
+        ++totals.failures;
+        t.link.reset();  // reconnect next time
     }
+    totals.uploaded += report.acknowledged;
+    totals.approved += report.approved;
+    totals.suspense += report.suspense;
+    totals.duplicates += report.duplicates;
 }
 
 // Uploads the given terminals with `threads` at once (each terminal's queue is touched by one thread).
@@ -499,8 +571,21 @@ DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearin
         now = e.at;
         SimTerminal& t = terminals[e.terminal];
         cos::VirtualCard* card = cards[e.card].get();
+        if (card->snapshot().balance_fen < top_up_below_fen) {
+            SimTerminal& counter = terminals[plan.shops[e.card % plan.shops.size()]];
+            if (auto load = top_up(counter, card, upload_port)) {
+                log.write("top-up", counter, *load);
+                auto& loads = report.by_kind["top-up"];
+                ++loads.count;
+                loads.amount_fen += load->amount_fen;
+            } else {
+                ++report.top_ups_failed;
+            }
+        }
         t.card_reader->insert(card);
-        const bool tear = options.tear_rate > 0 && faults.chance(options.tear_rate);
+        t.card_reader_card = card;
+        // Tears on purchases and taps (the clinic's online flow has its own recovery, not simulated here).
+        const bool tear = options.tear_rate > 0 && faults.chance(options.tear_rate) && e.kind != EventKind::clinic;
         const bool tear_after_card = faults.chance(0.7);
         if (tear)
             t.card_reader->set_fault_plan([tear_after_card](std::size_t, ByteView command) {
@@ -508,7 +593,7 @@ DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearin
             });
         TapResult result;
         try {
-            result = run_flow(t, e);
+            result = run_flow(t, e, upload_port);
         } catch (const sdk::FlowError&) {
             // The card left mid-debit; the passenger taps again: recover() decides what happened.
             ++report.tears;
@@ -522,13 +607,19 @@ DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearin
             } else {
                 ++report.tears_abandoned;
                 t.card_reader->insert(card);
-                result = run_flow(t, e);
+                result = run_flow(t, e, upload_port);
             }
         }
         t.card_reader->set_fault_plan(nullptr);
         t.card_reader->insert(nullptr);
         if (result.declined) ++report.declined;
         if (result.repeat) ++report.repeat_taps;
+        if (result.medical_fen > 0) {
+            log.write_medical(t, island.cards[e.card].asn, result.medical_fen);
+            auto& medical = report.by_kind["clinic medical"];
+            ++medical.count;
+            medical.amount_fen += result.medical_fen;
+        }
         if (result.record) {
             const std::string kind = kind_name(*result.record, t.entry->kind);
             log.write(kind, t, *result.record);

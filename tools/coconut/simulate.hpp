@@ -48,9 +48,10 @@ struct KindTotals {
 };
 
 struct DayReport {
-    std::map<std::string, KindTotals> by_kind;  // bus flat, bus entry, bus exit, bus unfinished, shop, clinic purse
+    std::map<std::string, KindTotals> by_kind;  // bus flat/entry/exit/unfinished, shop, clinic medical, clinic purse, top-up
     std::size_t transactions = 0;               // completed card transactions (in the log)
     std::size_t declined = 0;                   // insufficient balance
+    std::size_t top_ups_failed = 0;             // the load could not complete (clearing unreachable, no answer)
     std::size_t repeat_taps = 0;                // a second tap inside the window: not charged
     std::size_t tears = 0;
     std::size_t tears_recovered = 0;  // the card had debited: recorded from GET TRANSACTION PROVE

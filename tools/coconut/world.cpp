@@ -42,9 +42,9 @@ struct ClientSpec {
     fs::path (WorldPaths::*key_file)() const;
 };
 constexpr ClientSpec scheme_clients[] = {
-    {"clearing", "key-info,tac", &WorldPaths::clearing_key},
+    // The clearing verifies TACs and serves the online flows: load MAC2, INTERNAL AUTHENTICATE.
+    {"clearing", "key-info,tac,load,auth", &WorldPaths::clearing_key},
     {"issuance", "key-info,issuance", &WorldPaths::issuance_key},
-    {"online", "key-info,tac,load,auth", &WorldPaths::online_key},
 };
 
 void write_private(const fs::path& path, const std::string& text) {
@@ -211,8 +211,8 @@ std::vector<CeremonyKey> run_ceremony(const WorldPaths& world, bool quiet) {
               << fmt::format("  {}/custodian-1.txt, custodian-2.txt  one component sheet per custodian: print, hand over, delete\n",
                              world.keys().string())
               << fmt::format("  {}  the transport key, for the personalization station only\n", world.transport_key().string())
-              << fmt::format("  {}, {}, {}  HSM client keys: the clearing daemon, issuance, the online service\n",
-                             world.clearing_key().string(), world.issuance_key().string(), world.online_key().string())
+              << fmt::format("  {}, {}  HSM client keys: the clearing daemon, the personalization station\n",
+                             world.clearing_key().string(), world.issuance_key().string())
               << fmt::format("KCVs only (no secrets): {}\n", world.ceremony().string());
     return keys;
 }

@@ -3,7 +3,7 @@
 // terminal queues — and a manifest (island.json) listing what was issued.
 //
 //   D/hsm/                 coconut-hsmd key store (sealed keys, local master key, audit log)
-//   D/keys/                HSM client keys (clearing, issuance, online), the personalization station's
+//   D/keys/                HSM client keys (clearing, issuance), the personalization station's
 //                          transport key, the custodians' component sheets, ceremony.json (KCVs only)
 //   D/clearing/            coconut-clearingd data (LMDB ledger + registries)
 //   D/registry/            every registry JSON loaded with `coconut-clearingd admin load`
@@ -32,7 +32,6 @@ struct WorldPaths {
     fs::path keys() const { return dir / "keys"; }
     fs::path clearing_key() const { return keys() / "clearing.key"; }
     fs::path issuance_key() const { return keys() / "issuance.key"; }
-    fs::path online_key() const { return keys() / "online.key"; }
     fs::path transport_key() const { return keys() / "transport.key"; }
     fs::path ceremony() const { return keys() / "ceremony.json"; }
     fs::path clearing_data() const { return dir / "clearing"; }
@@ -101,9 +100,9 @@ std::vector<CeremonyKey> run_ceremony(const WorldPaths& world, bool quiet);
 struct CardIssueOptions {
     std::size_t count = 0;
     std::uint64_t seed = 1;  // card DRBG seeds, ASNs and opening balances derive from it
-    std::uint32_t purse_opening_fen_min = 50'000;
-    std::uint32_t purse_opening_fen_max = 100'000;
-    std::uint32_t medical_opening_fen = 100'000;
+    std::uint32_t purse_opening_fen_min = 10'000;
+    std::uint32_t purse_opening_fen_max = 30'000;
+    std::uint32_t medical_opening_fen = 10'000;  // 100 CNY: clinic bills beyond it fall to the purse
 };
 
 // Personalizes `count` new cards (keys derived by the HSM, received under the transport key and checked
