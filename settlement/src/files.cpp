@@ -327,6 +327,11 @@ std::string validate_xml(std::string_view xml, const std::filesystem::path& sche
 
 Status write_files(const std::filesystem::path& cycle_dir, const std::vector<File>& files) {
     if (auto made = make_directory_durably(cycle_dir); !made) return made;
+    // A crash inside write_file_atomically leaves NAME.tmp: never a file anyone should pick up.
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(cycle_dir, ec)) {
+        if (entry.path().extension() == ".tmp") std::filesystem::remove(entry.path(), ec);
+    }
     std::vector<const File*> missing;
     for (const File& file : files) {
         const auto path = cycle_dir / file.name;

@@ -255,6 +255,7 @@ Result<Positions> compute_positions(const ledger::Ledger& ledger, const std::vec
     positions.last_sequence = range.second;
     const std::uint64_t total = range.second + 1 - range.first;
     Scan scan(ledger, participants);
+    std::size_t chunks = 0;
     for (std::uint64_t next = range.first; next <= range.second;) {
         const std::size_t limit = static_cast<std::size_t>(std::min<std::uint64_t>(journal_chunk_entries, range.second + 1 - next));
         auto chunk = ledger.read_journal(next, limit);  // its own short read transaction
@@ -270,6 +271,7 @@ Result<Positions> compute_positions(const ledger::Ledger& ledger, const std::vec
             if (auto added = scan.add(*transfer); !added) return Unexpected{added.error()};
         }
         positions.entries_read += chunk->size();
+        if (++chunks % chunks_per_page_release == 0) ledger.release_resident_pages();
         if (progress) progress(positions.entries_read, total);
     }
     return scan.finish(std::move(positions));

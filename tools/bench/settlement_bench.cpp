@@ -200,6 +200,7 @@ int baseline_scan(const Options& o, const settlement::Window& window) {
     auto range = settlement::journal_range(**opened, window);
     if (!range) return 1;
     std::uint64_t entries = 0, transfers = 0, amount_sum = 0;
+    std::size_t chunks = 0;
     for (std::uint64_t next = range->first; next <= range->second;) {
         const auto limit = static_cast<std::size_t>(std::min<std::uint64_t>(settlement::journal_chunk_entries, range->second + 1 - next));
         auto chunk = (*opened)->read_journal(next, limit);
@@ -212,6 +213,7 @@ int baseline_scan(const Options& o, const settlement::Window& window) {
             }
         }
         next += chunk->size();
+        if (++chunks % settlement::chunks_per_page_release == 0) (*opened)->release_resident_pages();  // as the cycle does
     }
     fmt::print("  baseline read {} journal entries, {} transfers, Σ amount {}\n", entries, transfers, amount_sum);
     return 0;

@@ -564,6 +564,8 @@ Ledger::~Ledger() = default;
 
 lmdb::Env& Ledger::env() { return state_->env; }
 
+void Ledger::release_resident_pages() const { state_->env.drop_resident_pages(); }
+
 JournalHead Ledger::head() const {
     if (state_->options.read_only) (void)refresh_head(*state_);  // on error: the head last read
     std::lock_guard lock(state_->head_mutex);

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <sys/mman.h>
+
 #include <cassert>
 
 namespace coconut::lmdb {
@@ -67,6 +69,15 @@ bool Env::read_only() const {
     unsigned flags = 0;
     mdb_env_get_flags(env_, &flags);
     return (flags & MDB_RDONLY) != 0;
+}
+
+void Env::drop_resident_pages() const {
+    MDB_envinfo info{};
+    mdb_env_info(env_, &info);
+    unsigned flags = 0;
+    mdb_env_get_flags(env_, &flags);
+    assert((flags & MDB_WRITEMAP) == 0);  // with a writable map, MADV_DONTNEED could drop unwritten data
+    if (info.me_mapaddr != nullptr) ::madvise(info.me_mapaddr, info.me_mapsize, MADV_DONTNEED);
 }
 
 std::size_t Env::map_size_bytes() const {

@@ -372,6 +372,11 @@ public:
     // the head verify. Reads in one read transaction.
     Result<CheckReport> check() const;
 
+    // Releases this process's resident pages of the ledger's memory map (lmdb::Env::drop_resident_pages):
+    // a reader streaming the whole journal (settlement) calls it between chunks so its RSS stays
+    // bounded instead of growing with the size of the file it has read.
+    void release_resident_pages() const;
+
     // The environment, for tables of the daemon that must commit together with the ledger later.
     lmdb::Env& env();
 

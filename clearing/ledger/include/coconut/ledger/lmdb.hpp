@@ -63,6 +63,11 @@ public:
     // read-only environment it only opens (a read transaction): a missing table is MDB_NOTFOUND.
     Result<MDB_dbi> open_table(const char* name);
     bool read_only() const;
+    // Drops this process's resident pages of the memory map (madvise MADV_DONTNEED). The data stays
+    // in the OS page cache and faults back in on the next access; nothing can be lost because LMDB
+    // maps the file shared and read-only here (never MDB_WRITEMAP) and writes with pwrite. Lets a
+    // reader that streams through a large environment keep its RSS bounded.
+    void drop_resident_pages() const;
     std::size_t map_size_bytes() const;
 
 private:
