@@ -531,6 +531,25 @@ Result<Work> begin_work(State& s, lmdb::Txn& txn) {
     return Work{s, &txn, head};
 }
 
+// Reads the committed head from the environment into s.committed (at open; and on every head() of a
+// read-only ledger, whose writer is another process).
+Status<Error> refresh_head(State& s) {
+    auto txn = lmdb::Txn::begin(s.env, lmdb::Txn::Mode::read_only);
+    if (!txn) return Unexpected{to_error(txn.error(), s)};
+    auto raw = txn->get(s.tables.meta, view(head_key));
+    if (!raw) return Unexpected{to_error(raw.error(), s)};
+    if (!*raw) return Ok{};
+    auto head = decode_head(**raw);
+    if (!head) return Unexpected{corrupt("ledger journal head does not decode")};
+    std::lock_guard lock(s.head_mutex);
+    s.committed = *head;
+    return Ok{};
+}
+
+Error read_only_error(const State& s) {
+    return Error{ErrorCode::storage, fmt::format("ledger in {} is open read-only: it takes no writes", s.options.directory)};
+}
+
 // Commits are ordered by LMDB's writer lock, but two committers may reach this point out of order;
 // head timestamps never decrease in commit order, so the later commit's head wins.
 void publish_head(State& s, const JournalHead& head) {
@@ -545,14 +564,18 @@ Ledger::~Ledger() = default;
 
 lmdb::Env& Ledger::env() { return state_->env; }
 
+void Ledger::release_resident_pages() const { state_->env.drop_resident_pages(); }
+
 JournalHead Ledger::head() const {
+    if (state_->options.read_only) (void)refresh_head(*state_);  // on error: the head last read
     std::lock_guard lock(state_->head_mutex);
     return state_->committed;
 }
 
 Result<std::unique_ptr<Ledger>> Ledger::open(Options options) {
     if (!options.clock_ns) options.clock_ns = realtime_ns;
-    auto env = lmdb::Env::open(options.directory, {options.map_size_bytes, tables_max, options.readers_max});
+    auto env = lmdb::Env::open(options.directory,
+                               {options.map_size_bytes, tables_max, options.readers_max, options.read_only});
     if (!env) {
         return Unexpected{Error{env.error().map_full() ? ErrorCode::map_full : ErrorCode::storage,
                                 fmt::format("cannot open ledger in {}: {}", options.directory, env.error().message())}};
@@ -573,15 +596,7 @@ Result<std::unique_ptr<Ledger>> Ledger::open(Options options) {
         if (!dbi) return Unexpected{to_error(dbi.error(), *state)};
         *named.dbi = *dbi;
     }
-    auto txn = lmdb::Txn::begin(state->env, lmdb::Txn::Mode::read_only);
-    if (!txn) return Unexpected{to_error(txn.error(), *state)};
-    auto raw = txn->get(t.meta, view(head_key));
-    if (!raw) return Unexpected{to_error(raw.error(), *state)};
-    if (*raw) {
-        auto head = decode_head(**raw);
-        if (!head) return Unexpected{corrupt("ledger journal head does not decode")};
-        state->committed = *head;
-    }
+    if (auto read = refresh_head(*state); !read) return Unexpected{read.error()};
     return std::unique_ptr<Ledger>(new Ledger(std::move(state)));
 }
 
@@ -593,6 +608,7 @@ Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<cons
 }
 
 Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<const Batch> batches) {
+    if (state_->options.read_only) return Unexpected{read_only_error(*state_)};
     for (const Batch& batch : batches) {
         if (batch.events.size() > batch_events_max) {
             return Unexpected{Error{ErrorCode::too_large, fmt::format("batch of {} events exceeds batch_events_max {}",
@@ -639,6 +655,7 @@ Result<std::vector<EventResult>> Ledger::apply(std::span<const Event> batch) {
 }
 
 Result<std::size_t> Ledger::expire_pending() {
+    if (state_->options.read_only) return Unexpected{read_only_error(*state_)};
     State& s = *state_;
     auto txn = lmdb::Txn::begin(s.env, lmdb::Txn::Mode::read_write);
     if (!txn) return Unexpected{to_error(txn.error(), s)};
@@ -663,6 +680,11 @@ Id derive_id(ByteView material) {
         throw std::runtime_error("EVP_Digest(SHA-256) failed");
     }
     return decode_id(digest);
+}
+
+std::optional<Transfer> journal_transfer(const JournalEntry& entry) {
+    if (entry.kind != JournalKind::transfer_created) return std::nullopt;
+    return decode_transfer(entry.payload);
 }
 
 std::string to_string(const Id& id) { return fmt::format("{:016X}{:016X}", id.high, id.low); }

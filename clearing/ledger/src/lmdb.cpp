@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <sys/mman.h>
+
 #include <cassert>
 
 namespace coconut::lmdb {
@@ -32,7 +34,8 @@ Result<Env> Env::open(const std::string& directory, const EnvOptions& options) {
     if (int rc = mdb_env_set_mapsize(raw, options.map_size_bytes); rc != 0) return fail(rc, "mdb_env_set_mapsize");
     if (int rc = mdb_env_set_maxdbs(raw, options.tables_max); rc != 0) return fail(rc, "mdb_env_set_maxdbs");
     if (int rc = mdb_env_set_maxreaders(raw, options.readers_max); rc != 0) return fail(rc, "mdb_env_set_maxreaders");
-    if (int rc = mdb_env_open(raw, directory.c_str(), env_flags, file_mode); rc != 0) return fail(rc, "mdb_env_open");
+    const unsigned flags_open = env_flags | (options.read_only ? MDB_RDONLY : 0u);
+    if (int rc = mdb_env_open(raw, directory.c_str(), flags_open, file_mode); rc != 0) return fail(rc, "mdb_env_open");
     unsigned flags = 0;
     mdb_env_get_flags(raw, &flags);
     assert((flags & (MDB_NOSYNC | MDB_NOMETASYNC | MDB_MAPASYNC)) == 0);
@@ -52,12 +55,29 @@ Env::~Env() {
 }
 
 Result<MDB_dbi> Env::open_table(const char* name) {
-    auto txn = Txn::begin(*this, Txn::Mode::read_write);
+    const bool reading = read_only();
+    auto txn = Txn::begin(*this, reading ? Txn::Mode::read_only : Txn::Mode::read_write);
     if (!txn) return Unexpected{txn.error()};
     MDB_dbi dbi = 0;
-    if (int rc = mdb_dbi_open(txn->get(), name, MDB_CREATE, &dbi); rc != 0) return fail(rc, "mdb_dbi_open");
+    if (int rc = mdb_dbi_open(txn->get(), name, reading ? 0u : MDB_CREATE, &dbi); rc != 0) return fail(rc, "mdb_dbi_open");
+    // Committing (also a read transaction) keeps the handle open for the environment's lifetime.
     if (auto committed = txn->commit(); !committed) return Unexpected{committed.error()};
     return dbi;
+}
+
+bool Env::read_only() const {
+    unsigned flags = 0;
+    mdb_env_get_flags(env_, &flags);
+    return (flags & MDB_RDONLY) != 0;
+}
+
+void Env::drop_resident_pages() const {
+    MDB_envinfo info{};
+    mdb_env_info(env_, &info);
+    unsigned flags = 0;
+    mdb_env_get_flags(env_, &flags);
+    assert((flags & MDB_WRITEMAP) == 0);  // with a writable map, MADV_DONTNEED could drop unwritten data
+    if (info.me_mapaddr != nullptr) ::madvise(info.me_mapaddr, info.me_mapsize, MADV_DONTNEED);
 }
 
 std::size_t Env::map_size_bytes() const {

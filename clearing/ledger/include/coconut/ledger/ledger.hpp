@@ -265,6 +265,11 @@ struct Options {
     // Run check() after every committed batch and abort on a violation (DESIGN.md §8: "asserted
     // after every batch in debug builds"). O(size of the ledger): tests and debug runs only.
     bool check_after_commit = false;
+    // Open the environment MDB_RDONLY (contract 4 of the session brief): for settlement and tools
+    // that read while the daemon serves the directory. Nothing is created (a directory without a
+    // ledger fails to open), apply()/expire_pending() fail with ErrorCode::storage, and head() reads
+    // the committed head from the environment each time (the writer is another process).
+    bool read_only = false;
 };
 
 // A balance snapshot of an account with the `history` flag, after the change at `timestamp`.
@@ -298,6 +303,10 @@ struct JournalEntry {
     // previous hash is all zero.
     Hash hash{};
 };
+
+// The transfer of a transfer_created journal entry (its payload is the stored record); nullopt for
+// other kinds or a payload that does not decode. For readers of the change stream (settlement).
+std::optional<Transfer> journal_transfer(const JournalEntry& entry);
 
 struct JournalHead {
     std::uint64_t sequence = 0;
@@ -353,7 +362,8 @@ public:
     Result<std::vector<JournalEntry>> read_journal(std::uint64_t from_sequence, std::size_t limit) const;
     // The earliest time a hold falls due (ns), if any is open with a timeout.
     Result<std::optional<std::uint64_t>> next_expiry_ns() const;
-    // The committed journal head.
+    // The committed journal head (read-only: the latest commit of the writing process; on a storage
+    // error the head last read).
     JournalHead head() const;
 
     // Every invariant of DESIGN.md §8: Σ debits = Σ credits per ledger (pending and posted); each
@@ -361,6 +371,11 @@ public:
     // stored state agrees; every transfer in the journal is stored byte for byte; the hash chain and
     // the head verify. Reads in one read transaction.
     Result<CheckReport> check() const;
+
+    // Releases this process's resident pages of the ledger's memory map (lmdb::Env::drop_resident_pages):
+    // a reader streaming the whole journal (settlement) calls it between chunks so its RSS stays
+    // bounded instead of growing with the size of the file it has read.
+    void release_resident_pages() const;
 
     // The environment, for tables of the daemon that must commit together with the ledger later.
     lmdb::Env& env();

@@ -41,6 +41,9 @@ struct EnvOptions {
     std::size_t map_size_bytes = 0;
     unsigned tables_max = 0;   // named databases (mdb_env_set_maxdbs)
     unsigned readers_max = 0;  // concurrent read transactions (mdb_env_set_maxreaders)
+    // MDB_RDONLY: no write transaction can begin, nothing is created. Another process (the daemon)
+    // may write the environment meanwhile; every read transaction sees its latest commit.
+    bool read_only = false;
 };
 
 class Env {
@@ -56,8 +59,15 @@ public:
     ~Env();
 
     MDB_env* get() const { return env_; }
-    // Opens or creates a named table in a short write transaction of its own (start-up only).
+    // Opens or creates a named table in a short write transaction of its own (start-up only). In a
+    // read-only environment it only opens (a read transaction): a missing table is MDB_NOTFOUND.
     Result<MDB_dbi> open_table(const char* name);
+    bool read_only() const;
+    // Drops this process's resident pages of the memory map (madvise MADV_DONTNEED). The data stays
+    // in the OS page cache and faults back in on the next access; nothing can be lost because LMDB
+    // maps the file shared and read-only here (never MDB_WRITEMAP) and writes with pwrite. Lets a
+    // reader that streams through a large environment keep its RSS bounded.
+    void drop_resident_pages() const;
     std::size_t map_size_bytes() const;
 
 private:

@@ -1,0 +1,365 @@
+// Nightly settlement (coconut::settlement, DESIGN.md §9): a clearing cycle per business date turns the
+// day's cleared transfers into net positions per participant and per funding source, ISO 20022
+// pain.001.001.09 credit-transfer files, CSV statements, a summary, the settlement transfers posted
+// back into the ledger through its one writer, and reconciliation against the bank's camt.053/054.
+// settlement/README.md describes the rules (cut-off, fee rounding, file names, exit codes); this
+// header is the whole API.
+//
+// The cycle, step by step (state stored durably in OUT/<cycle>/cycle.json after each step):
+//   open → computed → files_written → posted → reconciled
+//   1. window: [start, end) in ledger time; end = the cut-off on the business date (local time UTC+8),
+//      start = the previous cycle's end (or the cut-off of the day before). Late uploads (ledger
+//      timestamp ≥ end) fall into the next cycle.
+//   2. positions: the journal of the window, read in bounded chunks (never one long read
+//      transaction); only POSTED money counts (single-phase transfers and post_pending; pending holds,
+//      voids and expiries move nothing). All positions plus fees must sum to zero.
+//   3. files: deterministic (same cycle → same bytes), atomic (coconut/durable_file.hpp), never
+//      overwritten with different content.
+//   4. posting: per participant a linked chain (fee, payout per ledger) with ids derived from cycle,
+//      participant, ledger and kind: posting again answers `exists` and books nothing new.
+//   5. reconciliation: camt.053.001.08 / camt.054.001.08, XSD-validated, matched by EndToEndId+amount.
+//
+// Errors: every expected failure is an Error whose code maps to one exit code of coconut-settle.
+#pragma once
+
+#include <coconut/clearing/clearing.hpp>
+#include <coconut/ledger/ledger.hpp>
+#include <coconut/result.hpp>
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace coconut::settlement {
+
+// ---- errors ---------------------------------------------------------------------------------------
+
+enum class ErrorCode : std::uint8_t {
+    bad_input,     // a command-line value or the config file: the message names it
+    too_early,     // the cycle's cut-off (plus the settling margin) has not passed yet: run later
+    storage,       // the ledger or the output directory cannot be read / written
+    conflict,      // existing files or cycle state differ from what this run computes
+    unbalanced,    // positions do not sum to zero, or a transfer cannot be attributed: nothing proceeds
+    posting,       // the daemon refused or could not be reached: retry (posting is idempotent)
+    locked,        // direct posting while a daemon serves the ledger directory
+    invalid_file,  // a camt file does not parse or is not valid against its XSD: nothing changed
+    incomplete,    // reconciliation found missing / mismatched / duplicate entries
+    wrong_state,   // the command needs a cycle in another state (e.g. reconcile before posting)
+};
+std::string_view to_string(ErrorCode code);
+
+struct Error {
+    ErrorCode code = ErrorCode::bad_input;
+    std::string message;
+};
+
+template <class T>
+using Result = coconut::Result<T, Error>;
+using Status = coconut::Status<Error>;
+
+// ---- business dates, cut-off, cycles -----------------------------------------------------------------
+
+// Hainan local time: UTC+8 all year (no daylight saving).
+inline constexpr std::int64_t local_utc_offset_s = 8 * 3600;
+// A cycle may run only this long after its cut-off: a transfer whose ledger timestamp was taken just
+// before the cut-off may still be committing (the writer stamps at the start of its transaction).
+inline constexpr std::chrono::seconds settling_margin{60};
+inline constexpr std::uint32_t minutes_per_day = 24 * 60;
+
+using Date = std::chrono::year_month_day;
+// "2026-11-26" → the date; nullopt when malformed or not a calendar date.
+std::optional<Date> parse_date(std::string_view text);
+std::string format_date(const Date& date);  // "2026-11-26"
+// The cycle id: business date as YYYYMMDD (20261126); as BE u32 in user_data_128 bytes 0–3 of the
+// settlement transfers (clearing.hpp).
+std::uint32_t cycle_id(const Date& date);
+std::optional<Date> date_of_cycle(std::uint32_t id);
+// "HH:MM", 00:01 … 24:00 (24:00 = local midnight at the end of the business date) → minutes.
+std::optional<std::uint32_t> parse_cutoff(std::string_view text);
+std::string format_cutoff(std::uint32_t minutes);
+// The cut-off instant of `date`, ns since the Unix epoch (UTC).
+std::uint64_t cutoff_ns(const Date& date, std::uint32_t cutoff_minutes);
+
+struct Window {
+    std::uint64_t start_ns = 0;  // inclusive
+    std::uint64_t end_ns = 0;    // exclusive: the cut-off
+    friend bool operator==(const Window&, const Window&) = default;
+};
+
+enum class CycleState : std::uint8_t { open = 0, computed = 1, files_written = 2, posted = 3, reconciled = 4 };
+std::string_view to_string(CycleState state);
+std::optional<CycleState> parse_cycle_state(std::string_view text);
+
+// The settlement's own configuration (a JSON file, format in settlement/README.md): who pays.
+struct DebtorAccount {
+    std::string name;      // Dbtr/Nm, ≤ 140 characters
+    std::string account;   // DbtrAcct/Id/Othr/Id, ≤ 34 characters
+    std::string agent_bic; // DbtrAgt/FinInstnId/BICFI (8 or 11 characters)
+};
+struct Config {
+    std::string initiator_name = "Coconut Card Clearing";  // GrpHdr/InitgPty/Nm
+    DebtorAccount purse_float;   // the issuing bank's account holding the cardholders' purse money
+    DebtorAccount medical_fund;  // the social-insurance agency's medical fund account
+    std::uint32_t cutoff_minutes = minutes_per_day;  // default 24:00
+};
+Result<Config> parse_config(std::string_view json_text);
+
+// ---- positions ---------------------------------------------------------------------------------------
+
+// What a participant's counted transfers were (clearing.hpp transfer codes + participant kind).
+enum class Kind : std::uint8_t {
+    bus = 0,             // offline purchase (code 1) at a "bus" participant
+    shop = 1,            // offline purchase at a "shop"
+    clinic_purse = 2,    // offline purchase at a "clinic" (card purse)
+    clinic_medical = 3,  // medical payment (code 5) posted to a clinic (ledger 2)
+    load = 4,            // online load (code 4) taken at the participant's counter: cash it owes the float
+};
+inline constexpr std::size_t kinds_count = 5;
+std::string_view to_string(Kind kind);
+
+struct KindTotals {
+    std::uint64_t count = 0;
+    std::uint64_t gross_fen = 0;
+    friend bool operator==(const KindTotals&, const KindTotals&) = default;
+};
+
+// Fee rule (README "Fees"): fee = round_half_up(base × rate_bp / 10,000), computed ONCE per participant
+// and funding source on the cycle's total base (never per transaction). Base: purchases (purse) or
+// medical payments (medical); loads bear no fee.
+std::uint64_t fee_fen(std::uint64_t base_fen, std::uint32_t rate_bp);
+
+// Money per funding source (ledger) of one participant. Signed: + the participant receives.
+struct SourceAmounts {
+    std::uint64_t base_fen = 0;  // purchases (purse) / medical payments (medical)
+    std::uint64_t loads_fen = 0; // purse only
+    std::uint64_t fee_fen = 0;
+    std::int64_t net_fen = 0;    // base − loads − fee: paid by the funding source when > 0, owed to it when < 0
+    friend bool operator==(const SourceAmounts&, const SourceAmounts&) = default;
+};
+
+struct ParticipantPosition {
+    clearing::Participant participant;
+    std::array<KindTotals, kinds_count> kinds{};
+    SourceAmounts purse;
+    SourceAmounts medical;
+    std::int64_t net_fen() const { return purse.net_fen + medical.net_fen; }
+};
+
+struct FundingPositions {
+    std::int64_t purse_float_fen = 0;   // loads received − purchases paid (signed, + receives)
+    std::int64_t medical_fund_fen = 0;  // − medical payments
+    std::int64_t fee_income_purse_fen = 0;
+    std::int64_t fee_income_medical_fen = 0;
+    friend bool operator==(const FundingPositions&, const FundingPositions&) = default;
+};
+
+struct Positions {
+    std::uint32_t cycle = 0;
+    Window window;
+    std::uint64_t first_sequence = 0;  // journal range read: [first, last]; first > last when empty
+    std::uint64_t last_sequence = 0;
+    std::uint64_t entries_read = 0;
+    std::uint64_t transfers_counted = 0;
+    KindTotals suspense;               // TAC-failed purchases (code 2): never paid out
+    std::vector<ParticipantPosition> participants;  // with activity, by participant id
+    FundingPositions funding;
+    // Σ participant nets + funding sources + fee income; must be 0 (checked by compute_positions).
+    std::int64_t balance_fen() const;
+};
+
+// Progress of a long step: units done of total (journal entries).
+using Progress = std::function<void(std::uint64_t done, std::uint64_t total)>;
+
+// Journal entries per read transaction: short-lived readers let LMDB reuse pages (DESIGN.md §8);
+// 4,096 entries (~0.7 MiB) take a few ms.
+inline constexpr std::size_t journal_chunk_entries = 4096;
+// Chunks between two releases of the map's resident pages (Ledger::release_resident_pages): ~40 MiB
+// of journal, so a cycle over any number of transfers stays far below 1 GiB of RSS.
+inline constexpr std::size_t chunks_per_page_release = 64;
+
+// The journal range of `window`: the first and last sequence whose timestamps fall in it (binary
+// search, one short read per probe). first > last when no entry falls in it.
+Result<std::pair<std::uint64_t, std::uint64_t>> journal_range(const ledger::Ledger& ledger, const Window& window);
+
+// Reads the window's journal and computes every position. Fails with `unbalanced` when a counted
+// transfer names no registered participant or the sum is not zero, `storage` on a ledger error.
+Result<Positions> compute_positions(const ledger::Ledger& ledger, const std::vector<clearing::Participant>& participants,
+                                    std::uint32_t cycle, const Window& window, const Progress& progress = {});
+
+// ---- payments and postings ---------------------------------------------------------------------------
+
+enum class Source : std::uint8_t { purse_float = 1, medical_fund = 2 };  // = the ledger number
+std::string_view to_string(Source source);
+
+// One credit transfer of a pain.001 file: a funding source pays a participant its positive net.
+struct Payment {
+    Source source = Source::purse_float;
+    std::uint64_t participant_id = 0;
+    std::string end_to_end_id;  // "CC20261126-1001-P" / "-M": derived from cycle, participant, source
+    std::uint64_t amount_fen = 0;
+};
+std::string end_to_end_id(std::uint32_t cycle, std::uint64_t participant_id, Source source);
+std::vector<Payment> payments(const Positions& positions);
+
+// The settlement transfers of the cycle (DESIGN.md §9), per participant a linked chain in this order:
+// purse fee, purse payout, medical fee, medical payout (those with an amount). Payout = payable →
+// float/fund of base − fee (what the payable holds for the cycle, net of the fee); fee = payable → fee
+// income. Ids: derive_id("settlement" ‖ cycle BE4 ‖ participant BE8 ‖ ledger BE4 ‖ code BE2).
+std::vector<ledger::Transfer> settlement_transfers(const Positions& positions);
+ledger::Id settlement_transfer_id(std::uint32_t cycle, std::uint64_t participant_id, std::uint32_t ledger_number,
+                                  std::uint16_t code);
+
+// Transfers per posting request (contract 3: ≤ 1000 per POST /v1/clerk/transfers). Chains never span
+// requests.
+inline constexpr std::size_t post_request_transfers_max = 1000;
+
+struct PostOutcome {
+    std::uint64_t created = 0;
+    std::uint64_t existed = 0;
+};
+
+// Where settlement transfers go. Both implementations apply each request in one write transaction
+// through the ledger's rules; the answer per transfer is ok / exists / a ResultCode name.
+class Poster {
+public:
+    virtual ~Poster() = default;
+    // Applies `transfers` (≤ post_request_transfers_max, whole chains) in order; returns one result
+    // name per transfer ("ok", "exists", or ledger::to_string(ResultCode)).
+    virtual Result<std::vector<std::string>> post(const std::vector<ledger::Transfer>& transfers) = 0;
+};
+
+// Through the daemon: POST /v1/clerk/transfers with a settlement-role clerk token (contract 3).
+// `endpoint` is "http://HOST:PORT" (loopback / internal network; no TLS).
+Result<std::unique_ptr<Poster>> make_http_poster(std::string_view endpoint, std::string token);
+
+// Directly into a ledger opened read-write by this process: allowed only when no daemon serves the
+// directory, proven by holding the daemon's flock on DIR/clearingd.lock for the poster's lifetime.
+class DirectoryLock {
+public:
+    // Fails with `locked` when another process (a running coconut-clearingd) holds it.
+    static Result<DirectoryLock> acquire(const std::filesystem::path& directory);
+    DirectoryLock(DirectoryLock&& other) noexcept;
+    DirectoryLock& operator=(DirectoryLock&&) = delete;
+    ~DirectoryLock();
+
+private:
+    explicit DirectoryLock(int fd) : fd_(fd) {}
+    int fd_ = -1;
+};
+std::unique_ptr<Poster> make_direct_poster(ledger::Ledger& ledger);
+
+// Posts every transfer (chunked by whole chains); fails with `posting` naming the first transfer
+// that was neither ok nor exists.
+Result<PostOutcome> post_all(Poster& poster, const std::vector<ledger::Transfer>& transfers);
+
+// ---- files ---------------------------------------------------------------------------------------------
+
+struct File {
+    std::string name;      // relative to the cycle directory
+    std::string contents;  // exact bytes
+};
+
+// Every file of the cycle, deterministic: pain.001 per debtor account that pays anything
+// (pain001-<cycle>-purse-float.xml, pain001-<cycle>-medical-fund.xml), participant-<id>.csv per
+// participant with activity, summary.txt, summary.json.
+std::vector<File> render_files(const Positions& positions, const Config& config);
+std::string render_summary_text(const Positions& positions);
+
+// XSD validation with libxml2. `schemas_dir` holds pain.001.001.09.xsd, camt.053.001.08.xsd,
+// camt.054.001.08.xsd (settlement/schemas, copied from the shared ISO 20022 set).
+std::filesystem::path default_schemas_dir();
+// Empty when `xml` is valid against `schema_file`; otherwise the first errors (line: message).
+std::string validate_xml(std::string_view xml, const std::filesystem::path& schema_file);
+
+// Writes each file atomically unless it already holds exactly these bytes; a file that exists with
+// other content is a `conflict` and nothing more is written.
+Status write_files(const std::filesystem::path& cycle_dir, const std::vector<File>& files);
+
+// ---- cycle state -----------------------------------------------------------------------------------------
+
+struct ReconciliationReport {
+    std::vector<std::string> matched;             // EndToEndIds
+    std::vector<std::string> missing;             // expected, not in any file
+    struct Mismatch {
+        std::string end_to_end_id;
+        std::uint64_t expected_fen = 0;
+        std::uint64_t booked_fen = 0;
+    };
+    std::vector<Mismatch> mismatched;
+    std::vector<std::string> duplicates;          // booked more than once (a double payment)
+    std::vector<std::string> unknown;             // entries whose EndToEndId this cycle did not send
+    bool complete() const { return missing.empty() && mismatched.empty() && duplicates.empty(); }
+};
+
+struct CycleRecord {
+    std::uint32_t cycle = 0;
+    CycleState state = CycleState::open;
+    Window window;
+    std::uint32_t cutoff_minutes = minutes_per_day;
+    std::uint64_t first_sequence = 0;
+    std::uint64_t last_sequence = 0;
+    std::string positions_sha256;              // of summary.json: a re-run must compute the same
+    std::map<std::string, std::string> files;  // name → SHA-256 hex
+    std::uint64_t transfers_posted = 0;        // created + existed when posted
+    std::optional<ReconciliationReport> reconciliation;  // the last one
+};
+
+// OUT/<cycle>/: the cycle's files and its state (cycle.json).
+std::filesystem::path cycle_directory(const std::filesystem::path& out, std::uint32_t cycle);
+Result<std::optional<CycleRecord>> load_cycle(const std::filesystem::path& out, std::uint32_t cycle);
+Status save_cycle(const std::filesystem::path& out, const CycleRecord& record);
+// Every cycle under OUT, by cycle id.
+Result<std::vector<CycleRecord>> list_cycles(const std::filesystem::path& out);
+
+// The window of `date`: ends at its cut-off; starts where the previous stored cycle ended (else at
+// the previous day's cut-off). Fails with `conflict` when the next stored cycle does not start at
+// this end (its cut-off was chosen differently), `bad_input` for an empty window.
+Result<Window> cycle_window(const std::filesystem::path& out, const Date& date, std::uint32_t cutoff_minutes);
+
+// ---- the run -------------------------------------------------------------------------------------------
+
+struct RunOptions {
+    Date date;
+    Config config;
+    std::filesystem::path out;
+    std::filesystem::path schemas_dir = default_schemas_dir();
+    bool dry_run = false;           // compute and render only; write and post nothing
+    std::uint64_t now_ns = 0;       // wall clock (0: the real clock); the cut-off must be past
+    Progress progress;
+    // Test hook: called with the state just reached (after it was saved), e.g. to kill the process.
+    std::function<void(CycleState)> after_step;
+};
+
+struct RunReport {
+    CycleRecord record;
+    Positions positions;
+    std::vector<File> files;
+    PostOutcome posting;
+    bool resumed = false;  // the cycle existed before this run
+};
+
+// The whole cycle, resumable at any point (a crash between steps is repaired by running again):
+// recompute the positions (and compare with the stored digest), write/verify the files, post (ids
+// make it idempotent), save the state after each step. `poster` may be null only for dry runs.
+Result<RunReport> run_cycle(const ledger::Ledger& ledger, const std::vector<clearing::Participant>& participants,
+                            Poster* poster, const RunOptions& options);
+
+// Reconciles a posted cycle against camt.053 / camt.054 files (all validated before anything is
+// matched; an invalid file changes nothing). A complete match moves the cycle to `reconciled`.
+Result<ReconciliationReport> reconcile(const std::filesystem::path& out, std::uint32_t cycle,
+                                       const std::vector<std::filesystem::path>& camt_files,
+                                       const std::filesystem::path& schemas_dir = default_schemas_dir());
+
+// Helpers shared by the CLI and tests.
+std::string format_fen(std::int64_t fen);  // 12345 → "123.45", -5 → "-0.05"
+std::string sha256_hex(std::string_view bytes);
+
+}  // namespace coconut::settlement

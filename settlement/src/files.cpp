@@ -1,0 +1,358 @@
+// The cycle's files: pain.001.001.09 per debtor account, a CSV statement per participant, the
+// summary (text + JSON). Everything is a pure function of the positions and the config, so the same
+// cycle renders the same bytes; write_files() never replaces a file with different content.
+#include "internal.hpp"
+
+#include <coconut/durable_file.hpp>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <libxml/parser.h>
+#include <libxml/xmlschemas.h>
+
+#include <chrono>
+#include <memory>
+
+namespace coconut::settlement {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr std::string_view currency = "CNY";
+constexpr std::string_view pain001_namespace = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.09";
+// Validation errors quoted in a message: the first few say what is wrong.
+constexpr std::size_t xml_errors_max = 5;
+
+std::string xml_escape(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    for (char c : text) {
+        switch (c) {
+            case '&': out += "&amp;"; break;
+            case '<': out += "&lt;"; break;
+            case '>': out += "&gt;"; break;
+            case '"': out += "&quot;"; break;
+            case '\'': out += "&apos;"; break;
+            default: out += c;
+        }
+    }
+    return out;
+}
+
+// "2026-11-27T00:00:00+08:00": an instant in Hainan local time.
+std::string local_time(std::uint64_t ns) {
+    using namespace std::chrono;
+    const sys_seconds local{seconds{static_cast<std::int64_t>(ns / 1'000'000'000) + local_utc_offset_s}};
+    const auto day = floor<days>(local);
+    const year_month_day date{day};
+    const hh_mm_ss time{local - day};
+    return fmt::format("{}T{:02}:{:02}:{:02}+08:00", format_date(date), time.hours().count(), time.minutes().count(),
+                       time.seconds().count());
+}
+
+Date business_date(std::uint32_t cycle) {
+    auto date = date_of_cycle(cycle);
+    assert(date.has_value());
+    return *date;
+}
+
+const DebtorAccount& debtor(const Config& config, Source source) {
+    return source == Source::purse_float ? config.purse_float : config.medical_fund;
+}
+
+std::string_view source_tag(Source source) { return source == Source::purse_float ? "purse-float" : "medical-fund"; }
+
+const clearing::Participant& participant_of(const Positions& positions, std::uint64_t id) {
+    for (const auto& p : positions.participants) {
+        if (p.participant.id == id) return p.participant;
+    }
+    assert(false && "a payment names a participant of the positions");
+    std::abort();
+}
+
+std::string render_pain001(const Positions& positions, const Config& config, Source source, const std::vector<Payment>& paid) {
+    std::uint64_t sum_fen = 0;
+    for (const auto& p : paid) sum_fen += p.amount_fen;
+    const Date date = business_date(positions.cycle);
+    const Date execution{std::chrono::sys_days(date) + std::chrono::days{1}};
+    const std::string message_id = fmt::format("CC{}-{}", positions.cycle, source == Source::purse_float ? "PURSE" : "MEDICAL");
+    const DebtorAccount& from = debtor(config, source);
+    std::string x;
+    x += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+    x += fmt::format("<Document xmlns=\"{}\">\n  <CstmrCdtTrfInitn>\n    <GrpHdr>\n", pain001_namespace);
+    x += fmt::format("      <MsgId>{}</MsgId>\n      <CreDtTm>{}</CreDtTm>\n", message_id, local_time(positions.window.end_ns));
+    x += fmt::format("      <NbOfTxs>{}</NbOfTxs>\n      <CtrlSum>{}</CtrlSum>\n", paid.size(), format_fen(static_cast<std::int64_t>(sum_fen)));
+    x += fmt::format("      <InitgPty>\n        <Nm>{}</Nm>\n      </InitgPty>\n    </GrpHdr>\n", xml_escape(config.initiator_name));
+    x += fmt::format("    <PmtInf>\n      <PmtInfId>{}</PmtInfId>\n      <PmtMtd>TRF</PmtMtd>\n", message_id);
+    // One bank entry per credit transfer, so the statement names each EndToEndId.
+    x += "      <BtchBookg>false</BtchBookg>\n";
+    x += fmt::format("      <NbOfTxs>{}</NbOfTxs>\n      <CtrlSum>{}</CtrlSum>\n", paid.size(), format_fen(static_cast<std::int64_t>(sum_fen)));
+    x += fmt::format("      <ReqdExctnDt>\n        <Dt>{}</Dt>\n      </ReqdExctnDt>\n", format_date(execution));
+    x += fmt::format("      <Dbtr>\n        <Nm>{}</Nm>\n      </Dbtr>\n", xml_escape(from.name));
+    x += fmt::format("      <DbtrAcct>\n        <Id>\n          <Othr>\n            <Id>{}</Id>\n          </Othr>\n        </Id>\n"
+                     "        <Ccy>{}</Ccy>\n      </DbtrAcct>\n",
+                     xml_escape(from.account), currency);
+    x += fmt::format("      <DbtrAgt>\n        <FinInstnId>\n          <BICFI>{}</BICFI>\n        </FinInstnId>\n      </DbtrAgt>\n",
+                     from.agent_bic);
+    for (const Payment& p : paid) {
+        const clearing::Participant& to = participant_of(positions, p.participant_id);
+        x += "      <CdtTrfTxInf>\n";
+        x += fmt::format("        <PmtId>\n          <EndToEndId>{}</EndToEndId>\n        </PmtId>\n", p.end_to_end_id);
+        x += fmt::format("        <Amt>\n          <InstdAmt Ccy=\"{}\">{}</InstdAmt>\n        </Amt>\n", currency,
+                         format_fen(static_cast<std::int64_t>(p.amount_fen)));
+        x += fmt::format("        <Cdtr>\n          <Nm>{}</Nm>\n        </Cdtr>\n", xml_escape(to.name));
+        x += fmt::format("        <CdtrAcct>\n          <Id>\n            <Othr>\n              <Id>{}</Id>\n            </Othr>\n"
+                         "          </Id>\n        </CdtrAcct>\n",
+                         xml_escape(to.bank_account));
+        x += fmt::format("        <RmtInf>\n          <Ustrd>Coconut Card settlement {} participant {}</Ustrd>\n        </RmtInf>\n",
+                         format_date(date), p.participant_id);
+        x += "      </CdtTrfTxInf>\n";
+    }
+    x += "    </PmtInf>\n  </CstmrCdtTrfInitn>\n</Document>\n";
+    return x;
+}
+
+std::string render_csv(const Positions& positions, const ParticipantPosition& p) {
+    std::string csv = "cycle,participant_id,item,ledger,count,amount_fen\n";
+    const auto row = [&](std::string_view item, std::string_view ledger_name, std::string count, std::int64_t amount) {
+        csv += fmt::format("{},{},{},{},{},{}\n", positions.cycle, p.participant.id, item, ledger_name, count, amount);
+    };
+    for (std::size_t k = 0; k < kinds_count; ++k) {
+        const Kind kind = static_cast<Kind>(k);
+        row(to_string(kind), kind == Kind::clinic_medical ? "medical" : "purse", std::to_string(p.kinds[k].count),
+            static_cast<std::int64_t>(p.kinds[k].gross_fen));
+    }
+    row("fee", "purse", "", static_cast<std::int64_t>(p.purse.fee_fen));
+    row("fee", "medical", "", static_cast<std::int64_t>(p.medical.fee_fen));
+    row("net", "purse", "", p.purse.net_fen);
+    row("net", "medical", "", p.medical.net_fen);
+    return csv;
+}
+
+json kind_json(const KindTotals& t) { return json{{"count", t.count}, {"gross_fen", t.gross_fen}}; }
+
+json source_json(const SourceAmounts& s) {
+    return json{{"base_fen", s.base_fen}, {"loads_fen", s.loads_fen}, {"fee_fen", s.fee_fen}, {"net_fen", s.net_fen}};
+}
+
+std::string render_summary_json(const Positions& positions, const std::vector<Payment>& paid) {
+    json participants = json::array();
+    json collections = json::array();
+    for (const auto& p : positions.participants) {
+        json kinds = json::object();
+        for (std::size_t k = 0; k < kinds_count; ++k) kinds[std::string(to_string(static_cast<Kind>(k)))] = kind_json(p.kinds[k]);
+        participants.push_back({{"id", p.participant.id},
+                                {"name", p.participant.name},
+                                {"kind", p.participant.kind},
+                                {"fee_rate_bp", p.participant.fee_rate_bp},
+                                {"kinds", kinds},
+                                {"purse", source_json(p.purse)},
+                                {"medical", source_json(p.medical)},
+                                {"net_fen", p.net_fen()}});
+        if (p.purse.net_fen < 0) {
+            collections.push_back({{"participant_id", p.participant.id}, {"source", "purse_float"}, {"amount_fen", -p.purse.net_fen}});
+        }
+    }
+    json payments_json = json::array();
+    for (const auto& p : paid) {
+        payments_json.push_back({{"source", to_string(p.source)},
+                                 {"participant_id", p.participant_id},
+                                 {"end_to_end_id", p.end_to_end_id},
+                                 {"amount_fen", p.amount_fen}});
+    }
+    const json summary = {
+        {"cycle", positions.cycle},
+        {"business_date", format_date(business_date(positions.cycle))},
+        {"window", {{"start_ns", positions.window.start_ns}, {"end_ns", positions.window.end_ns},
+                    {"start", local_time(positions.window.start_ns)}, {"end", local_time(positions.window.end_ns)}}},
+        {"journal", {{"first_sequence", positions.first_sequence}, {"last_sequence", positions.last_sequence},
+                     {"entries", positions.entries_read}, {"transfers", positions.transfers_counted}}},
+        {"participants", participants},
+        {"funding", {{"purse_float_fen", positions.funding.purse_float_fen}, {"medical_fund_fen", positions.funding.medical_fund_fen},
+                     {"fee_income_purse_fen", positions.funding.fee_income_purse_fen},
+                     {"fee_income_medical_fen", positions.funding.fee_income_medical_fen}}},
+        {"suspense", {{"count", positions.suspense.count}, {"amount_fen", positions.suspense.gross_fen}}},
+        {"payments", payments_json},
+        {"collections", collections},
+        {"balance_fen", positions.balance_fen()}};
+    return summary.dump(2) + "\n";
+}
+
+struct XmlErrors {
+    std::vector<std::string> lines;
+};
+
+void collect_error(void* context, xmlErrorPtr error) {
+    auto* errors = static_cast<XmlErrors*>(context);
+    if (errors->lines.size() >= xml_errors_max || error == nullptr) return;
+    std::string message = error->message ? error->message : "unknown error";
+    while (!message.empty() && message.back() == '\n') message.pop_back();
+    errors->lines.push_back(fmt::format("line {}: {}", error->line, message));
+}
+
+std::string joined(const XmlErrors& errors) {
+    std::string out;
+    for (const auto& line : errors.lines) out += (out.empty() ? "" : "; ") + line;
+    return out.empty() ? "invalid" : out;
+}
+
+}  // namespace
+
+std::string_view to_string(Source source) { return source == Source::purse_float ? "purse_float" : "medical_fund"; }
+
+std::string end_to_end_id(std::uint32_t cycle, std::uint64_t participant_id, Source source) {
+    return fmt::format("CC{}-{}-{}", cycle, participant_id, source == Source::purse_float ? "P" : "M");
+}
+
+std::vector<Payment> payments(const Positions& positions) {
+    std::vector<Payment> out;
+    for (Source source : {Source::purse_float, Source::medical_fund}) {
+        for (const auto& p : positions.participants) {
+            const std::int64_t net = source == Source::purse_float ? p.purse.net_fen : p.medical.net_fen;
+            if (net <= 0) continue;
+            out.push_back(Payment{source, p.participant.id, end_to_end_id(positions.cycle, p.participant.id, source),
+                                  static_cast<std::uint64_t>(net)});
+        }
+    }
+    return out;
+}
+
+std::vector<File> render_files(const Positions& positions, const Config& config) {
+    std::vector<File> files;
+    const auto paid = payments(positions);
+    for (Source source : {Source::purse_float, Source::medical_fund}) {
+        std::vector<Payment> from_source;
+        for (const auto& p : paid) {
+            if (p.source == source) from_source.push_back(p);
+        }
+        // A pain.001 needs at least one credit transfer (PmtInf/CdtTrfTxInf 1..n): no file when nothing is paid.
+        if (from_source.empty()) continue;
+        files.push_back({fmt::format("pain001-{}-{}.xml", positions.cycle, source_tag(source)),
+                         render_pain001(positions, config, source, from_source)});
+    }
+    for (const auto& p : positions.participants) {
+        files.push_back({fmt::format("participant-{}.csv", p.participant.id), render_csv(positions, p)});
+    }
+    files.push_back({"summary.txt", render_summary_text(positions)});
+    files.push_back({"summary.json", render_summary_json(positions, paid)});
+    return files;
+}
+
+std::string render_summary_text(const Positions& positions) {
+    const Date date = business_date(positions.cycle);
+    std::string t;
+    t += fmt::format("Coconut Card settlement, cycle {} (business date {})\n", positions.cycle, format_date(date));
+    t += fmt::format("window {} to {} (ledger time, UTC+8), journal entries {} to {} ({} read, {} transfers)\n\n",
+                     local_time(positions.window.start_ns), local_time(positions.window.end_ns), positions.first_sequence,
+                     positions.last_sequence, positions.entries_read, positions.transfers_counted);
+    t += fmt::format("{:>11}  {:<20}  {:<6}  {:>8}  {:>13}  {:>13}  {:>13}  {:>11}  {:>14}\n", "participant", "name", "kind", "count",
+                     "purchases", "medical", "loads", "fee", "net");
+    std::uint64_t count_total = 0;
+    std::int64_t purchases_total = 0, medical_total = 0, loads_total = 0, fee_total = 0, net_total = 0;
+    for (const auto& p : positions.participants) {
+        std::uint64_t count = 0;
+        for (const auto& k : p.kinds) count += k.count;
+        const std::int64_t fee = static_cast<std::int64_t>(p.purse.fee_fen + p.medical.fee_fen);
+        t += fmt::format("{:>11}  {:<20.20}  {:<6}  {:>8}  {:>13}  {:>13}  {:>13}  {:>11}  {:>14}\n", p.participant.id, p.participant.name,
+                         p.participant.kind, count, format_fen(static_cast<std::int64_t>(p.purse.base_fen)),
+                         format_fen(static_cast<std::int64_t>(p.medical.base_fen)),
+                         format_fen(static_cast<std::int64_t>(p.purse.loads_fen)), format_fen(fee), format_fen(p.net_fen()));
+        count_total += count;
+        purchases_total += static_cast<std::int64_t>(p.purse.base_fen);
+        medical_total += static_cast<std::int64_t>(p.medical.base_fen);
+        loads_total += static_cast<std::int64_t>(p.purse.loads_fen);
+        fee_total += fee;
+        net_total += p.net_fen();
+    }
+    t += fmt::format("{:>11}  {:<20}  {:<6}  {:>8}  {:>13}  {:>13}  {:>13}  {:>11}  {:>14}\n\n", "total", "", "", count_total,
+                     format_fen(purchases_total), format_fen(medical_total), format_fen(loads_total), format_fen(fee_total),
+                     format_fen(net_total));
+    t += fmt::format("purse float    {:>14}\nmedical fund   {:>14}\nfee income     {:>14}\nbalance        {:>14}\n",
+                     format_fen(positions.funding.purse_float_fen), format_fen(positions.funding.medical_fund_fen),
+                     format_fen(positions.funding.fee_income_purse_fen + positions.funding.fee_income_medical_fen),
+                     format_fen(positions.balance_fen()));
+    const auto paid = payments(positions);
+    for (Source source : {Source::purse_float, Source::medical_fund}) {
+        std::size_t n = 0;
+        std::int64_t sum = 0;
+        for (const auto& p : paid) {
+            if (p.source != source) continue;
+            ++n;
+            sum += static_cast<std::int64_t>(p.amount_fen);
+        }
+        t += fmt::format("payments from {:<13} {:>6} transfers {:>14}\n", to_string(source), n, format_fen(sum));
+    }
+    for (const auto& p : positions.participants) {
+        if (p.purse.net_fen < 0) {
+            t += fmt::format("to collect from participant {} for the purse float: {}\n", p.participant.id, format_fen(-p.purse.net_fen));
+        }
+    }
+    if (positions.suspense.count > 0) {
+        t += fmt::format("suspense (TAC failed, not settled): {} transfers, {}\n", positions.suspense.count,
+                         format_fen(static_cast<std::int64_t>(positions.suspense.gross_fen)));
+    }
+    return t;
+}
+
+// ---- XSD validation --------------------------------------------------------------------------------
+
+std::filesystem::path default_schemas_dir() { return COCONUT_SETTLEMENT_SCHEMAS_DIR; }
+
+std::string validate_xml(std::string_view xml, const std::filesystem::path& schema_file) {
+    XmlErrors errors;
+    const auto parser = std::unique_ptr<xmlSchemaParserCtxt, decltype(&xmlSchemaFreeParserCtxt)>(
+        xmlSchemaNewParserCtxt(schema_file.c_str()), xmlSchemaFreeParserCtxt);
+    if (!parser) return "cannot read schema " + schema_file.string();
+    xmlSchemaSetParserStructuredErrors(parser.get(), collect_error, &errors);
+    const auto schema = std::unique_ptr<xmlSchema, decltype(&xmlSchemaFree)>(xmlSchemaParse(parser.get()), xmlSchemaFree);
+    if (!schema) return "cannot parse schema " + schema_file.string() + ": " + joined(errors);
+    // No network, no entity expansion: bank files are data, never instructions to fetch anything.
+    const auto document = std::unique_ptr<xmlDoc, decltype(&xmlFreeDoc)>(
+        xmlReadMemory(xml.data(), static_cast<int>(xml.size()), "document.xml", nullptr, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING),
+        xmlFreeDoc);
+    if (!document) {
+        const xmlError* last = xmlGetLastError();
+        return fmt::format("not well-formed XML: {}", last && last->message ? std::string(last->message) : "parse error");
+    }
+    const auto validator = std::unique_ptr<xmlSchemaValidCtxt, decltype(&xmlSchemaFreeValidCtxt)>(xmlSchemaNewValidCtxt(schema.get()),
+                                                                                                 xmlSchemaFreeValidCtxt);
+    xmlSchemaSetValidStructuredErrors(validator.get(), collect_error, &errors);
+    if (xmlSchemaValidateDoc(validator.get(), document.get()) != 0) return joined(errors);
+    return {};
+}
+
+// ---- writing ----------------------------------------------------------------------------------------
+
+Status write_files(const std::filesystem::path& cycle_dir, const std::vector<File>& files) {
+    if (auto made = make_directory_durably(cycle_dir); !made) return made;
+    // A crash inside write_file_atomically leaves NAME.tmp: never a file anyone should pick up.
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(cycle_dir, ec)) {
+        if (entry.path().extension() == ".tmp") std::filesystem::remove(entry.path(), ec);
+    }
+    std::vector<const File*> missing;
+    for (const File& file : files) {
+        const auto path = cycle_dir / file.name;
+        std::error_code ec;
+        if (!std::filesystem::exists(path, ec)) {
+            missing.push_back(&file);
+            continue;
+        }
+        COCONUT_SETTLE_TRY(existing, read_text_file(path));
+        if (existing != file.contents) {
+            return Unexpected{Error{ErrorCode::conflict, fmt::format("{} exists with different content (sha256 {}, this run {}): the "
+                                                                     "ledger or the registry changed since it was written; refusing to "
+                                                                     "overwrite a bank file",
+                                                                     path.string(), sha256_hex(existing), sha256_hex(file.contents))}};
+        }
+    }
+    for (const File* file : missing) {
+        const std::string error = write_file_atomically(cycle_dir / file->name, as_bytes(file->contents), 0600);
+        if (!error.empty()) return Unexpected{Error{ErrorCode::storage, error}};
+    }
+    return Ok{};
+}
+
+}  // namespace coconut::settlement

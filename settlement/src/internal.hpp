@@ -1,0 +1,24 @@
+// Helpers shared by settlement's source files. Not part of the public API.
+#pragma once
+
+#include <coconut/settlement/settlement.hpp>
+
+#include <cassert>
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+// Unwraps a Result into `var` or returns its error from the enclosing function.
+#define COCONUT_SETTLE_TRY(var, expr)                    \
+    auto var##_result = (expr);                          \
+    if (!var##_result) return Unexpected{var##_result.error()}; \
+    auto var = std::move(*var##_result)
+
+namespace coconut::settlement {
+
+Result<std::string> read_text_file(const std::filesystem::path& path);
+ByteView as_bytes(std::string_view text);
+// create_directories + fsync of the parent, so the directory's name is durable.
+Status make_directory_durably(const std::filesystem::path& dir);
+
+}  // namespace coconut::settlement

@@ -1,0 +1,280 @@
+// Positions: the window's journal read in bounded chunks, each posted transfer classified by its code
+// and the participant it belongs to (clearing.hpp: transfer codes, user-data layout, account plan).
+#include "internal.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <unordered_map>
+
+namespace coconut::settlement {
+
+namespace {
+
+using clearing::Participant;
+namespace codes = clearing::transfer_codes;
+__extension__ typedef __int128 Wide;
+__extension__ typedef unsigned __int128 WideUnsigned;  // Σ of many u64 amounts cannot wrap
+
+constexpr std::uint32_t bp_per_unit = 10'000;
+
+struct IdHash {
+    std::size_t operator()(const ledger::Id& id) const noexcept { return std::hash<std::uint64_t>{}(id.high ^ (id.low * 0x9E3779B97F4A7C15ull)); }
+};
+
+Error unbalanced(std::string message) { return Error{ErrorCode::unbalanced, std::move(message)}; }
+Error storage(const ledger::Error& e) { return Error{ErrorCode::storage, e.message}; }
+
+// One participant's accumulators while the journal is read.
+struct Accumulator {
+    std::array<KindTotals, kinds_count> kinds{};
+    Wide purse_flow = 0;    // credited to its purse payable − loads it collected
+    Wide medical_flow = 0;  // credited to its medical payable
+    bool active = false;
+};
+
+class Scan {
+public:
+    Scan(const ledger::Ledger& ledger, const std::vector<Participant>& participants) : ledger_(ledger), participants_(participants) {
+        accumulators_.resize(participants.size());
+        for (std::size_t i = 0; i < participants.size(); ++i) {
+            by_id_.emplace(participants[i].id, i);
+            payables_.emplace(clearing::payable_account(participants[i].id, clearing::ledgers::purse), Payable{i, clearing::ledgers::purse});
+            payables_.emplace(clearing::payable_account(participants[i].id, clearing::ledgers::medical), Payable{i, clearing::ledgers::medical});
+        }
+    }
+
+    Status add(const ledger::Transfer& t) {
+        // Only posted money counts: a pending hold reserves, a void or an expiry releases; neither moves.
+        if ((t.flags & (ledger::transfer_flags::pending | ledger::transfer_flags::void_pending)) != 0) return Ok{};
+        switch (t.code) {
+            case codes::offline_purchase: return purchase(t);
+            case codes::clinic_medical: return medical(t);
+            case codes::online_load: return load(t);
+            case codes::tac_failed:
+                suspense_.count += 1;
+                suspense_.gross_fen += t.amount;
+                return Ok{};
+            default:  // opening balances, settlement's own transfers: not the day's business
+                return Ok{};
+        }
+    }
+
+    Result<Positions> finish(Positions positions) {
+        Wide balance = float_flow_ + fund_flow_;
+        for (std::size_t i = 0; i < participants_.size(); ++i) {
+            const Accumulator& a = accumulators_[i];
+            if (!a.active) continue;
+            ParticipantPosition p;
+            p.participant = participants_[i];
+            p.kinds = a.kinds;
+            const auto gross = [&](Kind k) { return a.kinds[static_cast<std::size_t>(k)].gross_fen; };
+            COCONUT_SETTLE_TRY(purse_base, sum(gross(Kind::bus), gross(Kind::shop), gross(Kind::clinic_purse)));
+            p.purse = amounts(purse_base, gross(Kind::load), p.participant.fee_rate_bp);
+            p.medical = amounts(gross(Kind::clinic_medical), 0, p.participant.fee_rate_bp);
+            // The flows were accumulated from the accounts each transfer moved; the kinds from its
+            // classification. They must agree before anything is paid.
+            if (a.purse_flow != Wide{p.purse.base_fen} - p.purse.loads_fen || a.medical_flow != Wide{p.medical.base_fen}) {
+                return Unexpected{unbalanced(fmt::format("participant {}: classified totals disagree with the accounts moved", p.participant.id))};
+            }
+            positions.funding.fee_income_purse_fen += static_cast<std::int64_t>(p.purse.fee_fen);
+            positions.funding.fee_income_medical_fen += static_cast<std::int64_t>(p.medical.fee_fen);
+            balance += Wide{p.purse.net_fen} + p.medical.net_fen + p.purse.fee_fen + p.medical.fee_fen;
+            positions.participants.push_back(std::move(p));
+        }
+        if (!fits(float_flow_) || !fits(fund_flow_)) return Unexpected{unbalanced("a funding position exceeds 64 bits")};
+        positions.funding.purse_float_fen = static_cast<std::int64_t>(float_flow_);
+        positions.funding.medical_fund_fen = static_cast<std::int64_t>(fund_flow_);
+        positions.suspense = suspense_;
+        if (balance != 0 || positions.balance_fen() != 0) {
+            return Unexpected{unbalanced(fmt::format("cycle {}: positions and fees do not sum to zero (off by {} fen)", positions.cycle,
+                                                     static_cast<std::int64_t>(balance)))};
+        }
+        return positions;
+    }
+
+private:
+    struct Payable {
+        std::size_t index;
+        std::uint32_t ledger_number;
+    };
+
+    static bool fits(Wide v) { return v >= Wide{INT64_MIN} && v <= Wide{INT64_MAX}; }
+
+    static Result<std::uint64_t> sum(std::uint64_t a, std::uint64_t b, std::uint64_t c) {
+        const Wide total = Wide{a} + b + c;
+        if (total > Wide{INT64_MAX}) return Unexpected{unbalanced("a participant's gross exceeds 63 bits")};
+        return static_cast<std::uint64_t>(total);
+    }
+
+    static SourceAmounts amounts(std::uint64_t base, std::uint64_t loads, std::uint32_t rate_bp) {
+        SourceAmounts s;
+        s.base_fen = base;
+        s.loads_fen = loads;
+        s.fee_fen = fee_fen(base, rate_bp);
+        s.net_fen = static_cast<std::int64_t>(base) - static_cast<std::int64_t>(loads) - static_cast<std::int64_t>(s.fee_fen);
+        return s;
+    }
+
+    Status count(std::size_t index, Kind kind, std::uint64_t amount) {
+        Accumulator& a = accumulators_[index];
+        KindTotals& totals = a.kinds[static_cast<std::size_t>(kind)];
+        if (totals.gross_fen > static_cast<std::uint64_t>(INT64_MAX) - amount) {
+            return Unexpected{unbalanced(fmt::format("participant {}: {} gross exceeds 63 bits", participants_[index].id, to_string(kind)))};
+        }
+        totals.count += 1;
+        totals.gross_fen += amount;
+        a.active = true;
+        return Ok{};
+    }
+
+    Result<Payable> payable_of(const ledger::Transfer& t, std::uint32_t ledger_number) const {
+        auto found = payables_.find(t.credit_account_id);
+        if (found == payables_.end() || found->second.ledger_number != ledger_number) {
+            return Unexpected{unbalanced(fmt::format("transfer {} (code {}) credits {}, which is no registered participant's payable "
+                                                     "on ledger {}",
+                                                     ledger::to_string(t.id), t.code, ledger::to_string(t.credit_account_id), ledger_number))};
+        }
+        return found->second;
+    }
+
+    Status purchase(const ledger::Transfer& t) {
+        COCONUT_SETTLE_TRY(payable, payable_of(t, clearing::ledgers::purse));
+        const std::string& kind = participants_[payable.index].kind;
+        const Kind k = kind == "bus" ? Kind::bus : kind == "clinic" ? Kind::clinic_purse : Kind::shop;
+        if (auto s = count(payable.index, k, t.amount); !s) return s;
+        accumulators_[payable.index].purse_flow += t.amount;
+        float_flow_ -= t.amount;  // the float holds the purse money the card spent
+        return Ok{};
+    }
+
+    Status medical(const ledger::Transfer& t) {
+        COCONUT_SETTLE_TRY(payable, payable_of(t, clearing::ledgers::medical));
+        if (auto s = count(payable.index, Kind::clinic_medical, t.amount); !s) return s;
+        accumulators_[payable.index].medical_flow += t.amount;
+        fund_flow_ -= t.amount;
+        return Ok{};
+    }
+
+    // A load credits the card and debits the float; the participant at whose counter it was taken
+    // (user_data_64; for a post, the hold's if the post carries none) holds the cash and owes it.
+    Status load(const ledger::Transfer& t) {
+        std::uint64_t participant_id = t.user_data_64;
+        if (participant_id == 0 && (t.flags & ledger::transfer_flags::post_pending) != 0) {
+            auto hold = ledger_.lookup_transfer(t.pending_id);
+            if (!hold) return Unexpected{storage(hold.error())};
+            if (*hold) participant_id = (*hold)->user_data_64;
+        }
+        auto found = by_id_.find(participant_id);
+        if (found == by_id_.end()) {
+            return Unexpected{unbalanced(fmt::format("load {} names participant {}, which is not registered", ledger::to_string(t.id),
+                                                     participant_id))};
+        }
+        if (auto s = count(found->second, Kind::load, t.amount); !s) return s;
+        accumulators_[found->second].purse_flow -= t.amount;
+        float_flow_ += t.amount;
+        return Ok{};
+    }
+
+    const ledger::Ledger& ledger_;
+    const std::vector<Participant>& participants_;
+    std::vector<Accumulator> accumulators_;
+    std::unordered_map<std::uint64_t, std::size_t> by_id_;
+    std::unordered_map<ledger::Id, Payable, IdHash> payables_;
+    Wide float_flow_ = 0;
+    Wide fund_flow_ = 0;
+    KindTotals suspense_;
+};
+
+Result<std::uint64_t> timestamp_at(const ledger::Ledger& ledger, std::uint64_t sequence) {
+    auto entries = ledger.read_journal(sequence, 1);
+    if (!entries) return Unexpected{storage(entries.error())};
+    if (entries->empty() || entries->front().sequence != sequence) {
+        return Unexpected{Error{ErrorCode::storage, fmt::format("journal entry {} is missing", sequence)}};
+    }
+    return entries->front().timestamp;
+}
+
+// The first sequence in [1, head + 1] whose timestamp is ≥ `timestamp` (timestamps strictly increase
+// with the sequence, so this is a binary search).
+Result<std::uint64_t> first_at_or_after(const ledger::Ledger& ledger, std::uint64_t head, std::uint64_t timestamp) {
+    std::uint64_t low = 1;
+    std::uint64_t high = head + 1;
+    while (low < high) {
+        const std::uint64_t middle = low + (high - low) / 2;
+        COCONUT_SETTLE_TRY(at, timestamp_at(ledger, middle));
+        if (at < timestamp) {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    return low;
+}
+
+}  // namespace
+
+std::string_view to_string(Kind kind) {
+    switch (kind) {
+        case Kind::bus: return "bus";
+        case Kind::shop: return "shop";
+        case Kind::clinic_purse: return "clinic_purse";
+        case Kind::clinic_medical: return "clinic_medical";
+        case Kind::load: return "load";
+    }
+    return "unknown";
+}
+
+std::uint64_t fee_fen(std::uint64_t base_fen, std::uint32_t rate_bp) {
+    assert(rate_bp <= clearing::fee_rate_bp_max);
+    // Round half up: + 5,000 before the integer division by 10,000 (amounts are never negative).
+    const WideUnsigned scaled = static_cast<WideUnsigned>(base_fen) * rate_bp + bp_per_unit / 2;
+    return static_cast<std::uint64_t>(scaled / bp_per_unit);
+}
+
+std::int64_t Positions::balance_fen() const {
+    Wide total = Wide{funding.purse_float_fen} + funding.medical_fund_fen + funding.fee_income_purse_fen + funding.fee_income_medical_fen;
+    for (const auto& p : participants) total += p.net_fen();
+    return static_cast<std::int64_t>(total);
+}
+
+Result<std::pair<std::uint64_t, std::uint64_t>> journal_range(const ledger::Ledger& ledger, const Window& window) {
+    const std::uint64_t head = ledger.head().sequence;
+    COCONUT_SETTLE_TRY(first, first_at_or_after(ledger, head, window.start_ns));
+    COCONUT_SETTLE_TRY(after_last, first_at_or_after(ledger, head, window.end_ns));
+    return std::pair{first, after_last - 1};
+}
+
+Result<Positions> compute_positions(const ledger::Ledger& ledger, const std::vector<Participant>& participants, std::uint32_t cycle,
+                                    const Window& window, const Progress& progress) {
+    Positions positions;
+    positions.cycle = cycle;
+    positions.window = window;
+    COCONUT_SETTLE_TRY(range, journal_range(ledger, window));
+    positions.first_sequence = range.first;
+    positions.last_sequence = range.second;
+    const std::uint64_t total = range.second + 1 - range.first;
+    Scan scan(ledger, participants);
+    std::size_t chunks = 0;
+    for (std::uint64_t next = range.first; next <= range.second;) {
+        const std::size_t limit = static_cast<std::size_t>(std::min<std::uint64_t>(journal_chunk_entries, range.second + 1 - next));
+        auto chunk = ledger.read_journal(next, limit);  // its own short read transaction
+        if (!chunk) return Unexpected{storage(chunk.error())};
+        if (chunk->size() != limit) return Unexpected{Error{ErrorCode::storage, fmt::format("journal ends before sequence {}", range.second)}};
+        for (const ledger::JournalEntry& entry : *chunk) {
+            assert(entry.sequence == next);
+            assert(entry.timestamp >= window.start_ns && entry.timestamp < window.end_ns);
+            ++next;
+            auto transfer = ledger::journal_transfer(entry);
+            if (!transfer) continue;
+            ++positions.transfers_counted;
+            if (auto added = scan.add(*transfer); !added) return Unexpected{added.error()};
+        }
+        positions.entries_read += chunk->size();
+        if (++chunks % chunks_per_page_release == 0) ledger.release_resident_pages();
+        if (progress) progress(positions.entries_read, total);
+    }
+    return scan.finish(std::move(positions));
+}
+
+}  // namespace coconut::settlement

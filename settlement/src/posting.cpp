@@ -1,0 +1,257 @@
+// The settlement transfers and the two ways to book them: through the daemon's clerk API (the
+// production path: one writer) or directly into a ledger no daemon serves (tests, recovery).
+#include "internal.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace coconut::settlement {
+
+namespace {
+
+namespace codes = clearing::transfer_codes;
+using nlohmann::json;
+
+// The clerk API answers within one group commit; a daemon that does not answer in this long is
+// treated as unreachable (the run fails with `posting` and can be repeated).
+constexpr std::chrono::seconds http_timeout{30};
+// A response body above this is not the clerk API's answer to ≤ 1000 transfers.
+constexpr std::size_t response_bytes_max = 1 << 20;
+
+ledger::Transfer make_transfer(std::uint32_t cycle, std::uint64_t participant_id, std::uint32_t ledger_number, std::uint16_t code,
+                               std::uint64_t amount_fen) {
+    ledger::Transfer t;
+    t.id = settlement_transfer_id(cycle, participant_id, ledger_number, code);
+    t.debit_account_id = clearing::payable_account(participant_id, ledger_number);
+    if (code == codes::settlement_fee) {
+        t.credit_account_id = ledger_number == clearing::ledgers::purse ? clearing::purse_fee_income_account
+                                                                        : clearing::medical_fee_income_account;
+    } else {
+        t.credit_account_id = ledger_number == clearing::ledgers::purse ? clearing::purse_float_account : clearing::medical_fund_account;
+    }
+    t.amount = amount_fen;
+    t.ledger = ledger_number;
+    t.code = code;
+    t.flags = ledger::transfer_flags::linked;
+    // clearing.hpp: settlement transfers carry the cycle id (YYYYMMDD, BE u32) in user_data_128 bytes 0–3.
+    t.user_data_128 = ledger::Id{std::uint64_t{cycle} << 32, 0};
+    t.user_data_64 = participant_id;
+    return t;
+}
+
+// ---- direct -----------------------------------------------------------------------------------------
+
+class DirectPoster final : public Poster {
+public:
+    explicit DirectPoster(ledger::Ledger& ledger) : ledger_(ledger) {}
+
+    Result<std::vector<std::string>> post(const std::vector<ledger::Transfer>& transfers) override {
+        assert(transfers.size() <= post_request_transfers_max);
+        const std::vector<ledger::Event> events(transfers.begin(), transfers.end());
+        auto results = ledger_.apply(events);
+        if (!results) return Unexpected{Error{ErrorCode::storage, results.error().message}};
+        std::vector<std::string> names;
+        for (const auto& r : *results) names.emplace_back(ledger::to_string(r.code));
+        return names;
+    }
+
+private:
+    ledger::Ledger& ledger_;
+};
+
+// ---- HTTP -------------------------------------------------------------------------------------------
+
+std::string id_hex(const ledger::Id& id) { return fmt::format("{:016x}{:016x}", id.high, id.low); }
+
+json transfer_json(const ledger::Transfer& t) {
+    json flags = json::array();
+    if ((t.flags & ledger::transfer_flags::linked) != 0) flags.push_back("linked");
+    return json{{"id", id_hex(t.id)},
+                {"debit_account_id", id_hex(t.debit_account_id)},
+                {"credit_account_id", id_hex(t.credit_account_id)},
+                {"amount", t.amount},
+                {"ledger", t.ledger},
+                {"code", t.code},
+                {"flags", flags},
+                {"user_data_128", id_hex(t.user_data_128)},
+                {"user_data_64", t.user_data_64},
+                {"user_data_32", t.user_data_32}};
+}
+
+class HttpPoster final : public Poster {
+public:
+    HttpPoster(std::string host, std::string port, std::string token)
+        : host_(std::move(host)), port_(std::move(port)), token_(std::move(token)) {}
+
+    Result<std::vector<std::string>> post(const std::vector<ledger::Transfer>& transfers) override {
+        namespace beast = boost::beast;
+        namespace http = beast::http;
+        json body = {{"transfers", json::array()}};
+        for (const auto& t : transfers) body["transfers"].push_back(transfer_json(t));
+        http::response<http::string_body> response;
+        try {
+            boost::asio::io_context io;
+            boost::asio::ip::tcp::resolver resolver(io);
+            beast::tcp_stream stream(io);
+            stream.expires_after(http_timeout);
+            stream.connect(resolver.resolve(host_, port_));
+            http::request<http::string_body> request{http::verb::post, "/v1/clerk/transfers", 11};
+            request.set(http::field::host, host_);
+            request.set(http::field::authorization, "Bearer " + token_);
+            request.set(http::field::content_type, "application/json");
+            request.body() = body.dump();
+            request.prepare_payload();
+            http::write(stream, request);
+            beast::flat_buffer buffer;
+            http::response_parser<http::string_body> parser;
+            parser.body_limit(response_bytes_max);
+            http::read(stream, buffer, parser);
+            response = parser.release();
+            beast::error_code ignored;
+            stream.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_both, ignored);
+        } catch (const std::exception& e) {
+            return Unexpected{Error{ErrorCode::posting, fmt::format("clearing daemon at {}:{}: {}", host_, port_, e.what())}};
+        }
+        if (response.result() != http::status::ok) {
+            return Unexpected{Error{ErrorCode::posting, fmt::format("POST /v1/clerk/transfers answered {}: {}", response.result_int(),
+                                                                    response.body().substr(0, 500))}};
+        }
+        return parse_results(response.body(), transfers);
+    }
+
+private:
+    static Result<std::vector<std::string>> parse_results(const std::string& body, const std::vector<ledger::Transfer>& transfers) {
+        const json answer = json::parse(body, nullptr, false);
+        if (answer.is_discarded() || !answer.contains("results") || !answer["results"].is_array() ||
+            answer["results"].size() != transfers.size()) {
+            return Unexpected{Error{ErrorCode::posting, "POST /v1/clerk/transfers: the answer is not one result per transfer"}};
+        }
+        std::vector<std::string> names;
+        for (std::size_t i = 0; i < transfers.size(); ++i) {
+            const json& r = answer["results"][i];
+            if (!r.contains("id") || !r["id"].is_string() || r["id"].get<std::string>() != id_hex(transfers[i].id) ||
+                !r.contains("result") || !r["result"].is_string()) {
+                return Unexpected{Error{ErrorCode::posting, fmt::format("POST /v1/clerk/transfers: result {} does not name transfer {}", i,
+                                                                        id_hex(transfers[i].id))}};
+            }
+            names.push_back(r["result"].get<std::string>());
+        }
+        return names;
+    }
+
+    std::string host_;
+    std::string port_;
+    std::string token_;
+};
+
+}  // namespace
+
+ledger::Id settlement_transfer_id(std::uint32_t cycle, std::uint64_t participant_id, std::uint32_t ledger_number, std::uint16_t code) {
+    static constexpr std::string_view domain = "settlement";
+    Bytes material(domain.begin(), domain.end());
+    append_be(material, cycle, 4);
+    append_be(material, participant_id, 8);
+    append_be(material, ledger_number, 4);
+    append_be(material, code, 2);
+    return ledger::derive_id(material);
+}
+
+std::vector<ledger::Transfer> settlement_transfers(const Positions& positions) {
+    std::vector<ledger::Transfer> out;
+    for (const auto& p : positions.participants) {
+        const std::size_t chain_start = out.size();
+        const std::uint64_t id = p.participant.id;
+        for (auto [ledger_number, amounts] : {std::pair{clearing::ledgers::purse, &p.purse}, std::pair{clearing::ledgers::medical, &p.medical}}) {
+            if (amounts->fee_fen > 0) out.push_back(make_transfer(positions.cycle, id, ledger_number, codes::settlement_fee, amounts->fee_fen));
+            const std::uint64_t payout = amounts->base_fen - amounts->fee_fen;  // fee ≤ base: rate ≤ 100 %
+            if (payout > 0) out.push_back(make_transfer(positions.cycle, id, ledger_number, codes::settlement_payout, payout));
+        }
+        if (out.size() > chain_start) out.back().flags &= static_cast<std::uint16_t>(~ledger::transfer_flags::linked);  // closes the chain
+    }
+    return out;
+}
+
+Result<PostOutcome> post_all(Poster& poster, const std::vector<ledger::Transfer>& transfers) {
+    PostOutcome outcome;
+    std::size_t start = 0;
+    while (start < transfers.size()) {
+        // Take whole chains (a chain ends at a transfer without `linked`) up to the request limit.
+        std::size_t end = start;
+        std::size_t cut = start;
+        while (end < transfers.size() && end - start < post_request_transfers_max) {
+            ++end;
+            if ((transfers[end - 1].flags & ledger::transfer_flags::linked) == 0) cut = end;
+        }
+        assert(cut > start);  // a chain has at most 4 transfers
+        const std::vector<ledger::Transfer> request(transfers.begin() + static_cast<std::ptrdiff_t>(start),
+                                                    transfers.begin() + static_cast<std::ptrdiff_t>(cut));
+        COCONUT_SETTLE_TRY(results, poster.post(request));
+        for (std::size_t i = 0; i < results.size(); ++i) {
+            if (results[i] == "ok") {
+                ++outcome.created;
+            } else if (results[i] == "exists") {
+                ++outcome.existed;
+            } else {
+                return Unexpected{Error{ErrorCode::posting, fmt::format("settlement transfer {} (participant {}, code {}) was refused: {}",
+                                                                        ledger::to_string(request[i].id), request[i].user_data_64,
+                                                                        request[i].code, results[i])}};
+            }
+        }
+        start = cut;
+    }
+    return outcome;
+}
+
+std::unique_ptr<Poster> make_direct_poster(ledger::Ledger& ledger) { return std::make_unique<DirectPoster>(ledger); }
+
+Result<std::unique_ptr<Poster>> make_http_poster(std::string_view endpoint, std::string token) {
+    constexpr std::string_view scheme = "http://";
+    if (endpoint.substr(0, scheme.size()) != scheme) {
+        return Unexpected{Error{ErrorCode::bad_input, fmt::format("--clearingd {}: expected http://HOST:PORT", endpoint)}};
+    }
+    std::string_view rest = endpoint.substr(scheme.size());
+    if (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
+    const auto colon = rest.rfind(':');
+    if (colon == std::string_view::npos || colon == 0 || colon + 1 == rest.size()) {
+        return Unexpected{Error{ErrorCode::bad_input, fmt::format("--clearingd {}: expected http://HOST:PORT", endpoint)}};
+    }
+    if (token.empty()) return Unexpected{Error{ErrorCode::bad_input, "the clerk token is empty"}};
+    return std::unique_ptr<Poster>(std::make_unique<HttpPoster>(std::string(rest.substr(0, colon)), std::string(rest.substr(colon + 1)),
+                                                                std::move(token)));
+}
+
+// ---- the daemon's directory lock ----------------------------------------------------------------------
+
+Result<DirectoryLock> DirectoryLock::acquire(const std::filesystem::path& directory) {
+    // The same lock coconut-clearingd takes for serve/admin (clearingd_main.cpp): while we hold it no
+    // daemon can start on the directory, and if a daemon holds it we must not write.
+    const auto path = directory / "clearingd.lock";
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return Unexpected{Error{ErrorCode::storage, fmt::format("cannot open {}: {}", path.string(), std::strerror(errno))}};
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        ::close(fd);
+        return Unexpected{Error{ErrorCode::locked, fmt::format("{} is served by a running coconut-clearingd: post through it "
+                                                               "(--clearingd http://HOST:PORT) instead of directly",
+                                                               directory.string())}};
+    }
+    return DirectoryLock(fd);
+}
+
+DirectoryLock::DirectoryLock(DirectoryLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+
+DirectoryLock::~DirectoryLock() {
+    if (fd_ >= 0) ::close(fd_);
+}
+
+}  // namespace coconut::settlement

@@ -1,0 +1,219 @@
+// coconut-settle as the clerk (and the scheduler) uses it: kill -9 at random points of `run`, then
+// `run` again — identical files, no double posting; exit codes; status / list / report / reconcile.
+#include "camt_samples.hpp"
+#include "settlement_fixture.hpp"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+#include <thread>
+
+using namespace test;
+
+namespace {
+
+std::string read(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+void write(const std::filesystem::path& path, std::string_view text) {
+    std::ofstream out(path, std::ios::binary);
+    out << text;
+}
+
+std::map<std::string, std::string> snapshot(const std::filesystem::path& dir) {
+    std::map<std::string, std::string> files;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) files[e.path().filename().string()] = read(e.path());
+    return files;
+}
+
+// Starts coconut-settle with `args` (stdout/stderr to `log`), `env` added to the environment.
+pid_t spawn(const std::vector<std::string>& args, const std::filesystem::path& log, const std::vector<std::string>& env = {}) {
+    const pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        FILE* out = std::fopen(log.c_str(), "w");
+        if (out != nullptr) {
+            dup2(fileno(out), STDOUT_FILENO);
+            dup2(fileno(out), STDERR_FILENO);
+        }
+        for (const auto& e : env) putenv(const_cast<char*>(e.c_str()));
+        std::vector<char*> argv{const_cast<char*>(COCONUT_SETTLE_EXE)};
+        for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+        argv.push_back(nullptr);
+        execv(COCONUT_SETTLE_EXE, argv.data());
+        _exit(127);
+    }
+    return child;
+}
+
+int wait_exit(pid_t child) {
+    int status = 0;
+    REQUIRE(waitpid(child, &status, 0) == child);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+struct Cli {
+    int code = 0;
+    std::string output;
+};
+
+Cli settle(const std::vector<std::string>& args, const std::filesystem::path& scratch, const std::vector<std::string>& env = {}) {
+    const auto log = scratch / "cli.log";
+    const int code = wait_exit(spawn(args, log, env));
+    return Cli{code, read(log)};
+}
+
+// The hand-computed day in a ledger directory no process holds open, plus the config file.
+struct Setup {
+    Day day;
+    std::filesystem::path config;
+    Setup() {
+        day.book_the_day();
+        day.close();
+        config = day.out() / ".." / (day.out().filename().string() + "-config.json");
+        write(config, config_json);
+    }
+    ~Setup() { std::filesystem::remove(config); }
+    std::vector<std::string> run_args(const std::filesystem::path& data, const std::filesystem::path& out) const {
+        return {"run", "--date", "2026-03-10", "--data", data.string(), "--config", config.string(), "--direct", "--out", out.string()};
+    }
+};
+
+// Settlement transfers in the journal: each id exactly once (a double posting would be a second
+// transfer_created entry or a different id).
+std::map<ledger::Id, int> settlement_entries(const ledger::Ledger& ledger) {  // NOLINT
+    std::map<ledger::Id, int> seen;
+    const auto entries = ledger.read_journal(1, 100'000).value();
+    for (const auto& e : entries) {
+        auto t = ledger::journal_transfer(e);
+        if (t && (t->code == codes::settlement_payout || t->code == codes::settlement_fee)) ++seen[t->id];
+    }
+    return seen;
+}
+
+}  // namespace
+
+// Every settlement transfer once, with its amount: the payables were debited exactly once.
+void require_posted_once(Day& day) {
+    day.open();
+    const auto seen = settlement_entries(*day.ledger);
+    CHECK(seen.size() == 8);
+    for (const auto& [id, count] : seen) CHECK(count == 1);
+    auto payable = day.ledger->lookup_account(clearing::payable_account(1002, clearing::ledgers::purse)).value();
+    CHECK(payable->debits_posted == 2040);  // fee 26 + payout 2,014, once
+    auto check = day.ledger->check();
+    REQUIRE(check.ok());
+    CHECK(check->ok());
+    day.close();
+}
+
+TEST_CASE("kill -9 at random points of run, then run again: identical files, no double posting") {
+    Setup s;
+    TempDir pristine;  // the day before any settlement, for the second part
+    std::filesystem::copy_file(s.day.data.path() / "data.mdb", pristine.path() / "data.mdb");
+    // The reference: the same ledger copied, settled without interruption.
+    TempDir reference_data;
+    TempDir reference_out;
+    std::filesystem::copy_file(s.day.data.path() / "data.mdb", reference_data.path() / "data.mdb");
+    TempDir scratch;
+    const Cli reference = settle(s.run_args(reference_data.path(), reference_out.path()), scratch.path());
+    REQUIRE_MESSAGE(reference.code == 0, reference.output);
+    const auto expected = snapshot(cycle_directory(reference_out.path(), 20260310));
+    REQUIRE(expected.size() == 9);  // 8 files + cycle.json
+
+    std::mt19937 random(7);
+    int finished_before_kill = 0;
+    for (int round = 0; round < 30; ++round) {
+        const pid_t child = spawn(s.run_args(s.day.data.path(), s.day.out()), scratch.path() / "kill.log");
+        std::this_thread::sleep_for(std::chrono::microseconds(random() % 50'000));
+        kill(child, SIGKILL);
+        if (wait_exit(child) == 0) ++finished_before_kill;
+    }
+    MESSAGE("runs that finished before their kill: " << finished_before_kill << " of 30");
+    const Cli final_run = settle(s.run_args(s.day.data.path(), s.day.out()), scratch.path());
+    REQUIRE_MESSAGE(final_run.code == 0, final_run.output);
+    CHECK(snapshot(cycle_directory(s.day.out(), 20260310)) == expected);
+    s.day.close();
+    require_posted_once(s.day);
+
+    // A crash right after each state was saved, on the pristine ledger.
+    TempDir out;
+    for (const char* step : {"computed", "files_written", "posted"}) {
+        const Cli crashed = settle(s.run_args(pristine.path(), out.path()), scratch.path(), {std::string("COCONUT_SETTLE_TEST_EXIT_AFTER=") + step});
+        CHECK(crashed.code == 99);
+        CHECK(to_string(load_cycle(out.path(), 20260310).value()->state) == step);
+    }
+    REQUIRE(settle(s.run_args(pristine.path(), out.path()), scratch.path()).code == 0);
+    CHECK(snapshot(cycle_directory(out.path(), 20260310)) == expected);
+}
+
+TEST_CASE("coconut-settle: exit codes a scheduler can act on") {
+    Setup s;
+    TempDir scratch;
+    const auto out = s.day.out().string();
+    const auto data = s.day.data.path().string();
+    CHECK(settle({"run", "--date", "2026-13-01", "--data", data, "--config", s.config.string(), "--direct", "--out", out}, scratch.path()).code == 2);
+    CHECK(settle({"run", "--date", "2026-03-10", "--data", data, "--config", s.config.string(), "--out", out}, scratch.path()).code == 2);
+    const Cli early = settle({"run", "--date", "2099-01-01", "--data", data, "--config", s.config.string(), "--direct", "--out", out}, scratch.path());
+    CHECK(early.code == 3);
+    CHECK(early.output.find("cut-off") != std::string::npos);
+    CHECK(settle({"run", "--date", "2026-03-10", "--data", (scratch.path() / "nothing").string(), "--config", s.config.string(),
+                  "--clearingd", "http://127.0.0.1:1", "--out", out},
+                 scratch.path(), {"COCONUT_CLERK_TOKEN=t"})
+              .code == 4);
+    // Posting through an unreachable daemon: files are written, the cycle waits at files_written.
+    const Cli unreachable = settle({"run", "--date", "2026-03-10", "--data", data, "--config", s.config.string(), "--clearingd",
+                                    "http://127.0.0.1:1", "--out", out},
+                                   scratch.path(), {"COCONUT_CLERK_TOKEN=t"});
+    CHECK(unreachable.code == 7);
+    CHECK(load_cycle(s.day.out(), 20260310).value()->state == CycleState::files_written);
+    const Cli dry = settle({"run", "--date", "2026-03-11", "--data", data, "--config", s.config.string(), "--dry-run", "--out", out}, scratch.path());
+    CHECK(dry.code == 0);
+    CHECK(dry.output.find("dry run") != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(cycle_directory(s.day.out(), 20260311)));
+    const Cli ran = settle(s.run_args(data, out), scratch.path());
+    REQUIRE_MESSAGE(ran.code == 0, ran.output);
+    CHECK(ran.output.find("posted (resumed)") != std::string::npos);
+    CHECK(ran.output.find("Haikou Bus") != std::string::npos);
+}
+
+TEST_CASE("coconut-settle: status, list, report and reconcile") {
+    Setup s;
+    TempDir scratch;
+    const auto out = s.day.out().string();
+    REQUIRE(settle(s.run_args(s.day.data.path(), s.day.out()), scratch.path()).code == 0);
+    const Cli status = settle({"status", "--out", out}, scratch.path());
+    CHECK(status.code == 0);
+    CHECK(status.output.find("cycle 20260310 (2026-03-10): posted") != std::string::npos);
+    const Cli list = settle({"list", "--out", out}, scratch.path());
+    CHECK(list.output.find("20260310   2026-03-10  posted") != std::string::npos);
+    const Cli report = settle({"report", "--cycle", "20260310", "--out", out}, scratch.path());
+    CHECK(report.code == 0);
+    CHECK(report.output.find("to collect from participant 1004") != std::string::npos);
+
+    const auto partial = scratch.path() / "partial.xml";
+    write(partial, camt053({{"CC20260310-1001-P", "8.31", "B1"}}));
+    const Cli incomplete = settle({"reconcile", "--cycle", "20260310", partial.string(), "--out", out}, scratch.path());
+    CHECK(incomplete.code == 10);
+    CHECK(incomplete.output.find("MISSING     CC20260310-1002-P") != std::string::npos);
+    const auto broken = scratch.path() / "broken.xml";
+    write(broken, "<Document>");
+    CHECK(settle({"reconcile", "--cycle", "20260310", broken.string(), "--out", out}, scratch.path()).code == 9);
+    const auto statement = scratch.path() / "statement.xml";
+    write(statement, camt053({{"CC20260310-1001-P", "8.31", "B1"}, {"CC20260310-1002-P", "15.14", "B2"}, {"CC20260310-1003-P", "11.94", "B3"}}));
+    const auto notification = scratch.path() / "notification.xml";
+    write(notification, camt054({{"CC20260310-1003-M", "64.67", "M1"}}));
+    const Cli full = settle({"reconcile", "--cycle", "2026-03-10", statement.string(), notification.string(), "--out", out}, scratch.path());
+    CHECK(full.code == 0);
+    CHECK(full.output.find("4 matched, 0 missing, 0 mismatched, 0 duplicate, 0 unknown: reconciled") != std::string::npos);
+    CHECK(settle({"status", "--cycle", "20260310", "--out", out}, scratch.path()).output.find("reconciled") != std::string::npos);
+}
