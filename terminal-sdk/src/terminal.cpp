@@ -593,14 +593,16 @@ Result<ClinicOutcome, FlowError> Terminal::medical_part(const PurseInfo& info, s
     draft.stan = *stan;
     draft.transmitted = transmission_time(now);
     draft.batch_number = host.batch().batch_number();
-    const auto challenge = clinic_challenge(host.options().terminal_id, draft.stan, bcd_to_digits(draft.transmitted), amount_fen);
-    auto cryptogram = ss.internal_authenticate(challenge);
-    if (!cryptogram) return Unexpected{from_card(cryptogram.error())};
+    auto answer = ss.internal_authenticate(host.clinic_challenge(draft));
+    if (!answer) return Unexpected{from_card(answer.error())};
+    if (answer->size() != 8) return Unexpected{FlowError{FlowErrorCode::card_error, "INTERNAL AUTHENTICATE answered not 8 bytes"}};
+    std::array<std::uint8_t, 8> cryptogram{};
+    std::copy(answer->begin(), answer->end(), cryptogram.begin());
     auto intent_sequence = queue_.record_intent(draft);
     if (!intent_sequence) return Unexpected{from_queue(intent_sequence.error())};
     hold = QueuedTransaction{*intent_sequence, draft};
 
-    auto approval = host.authorize(draft, *cryptogram);
+    auto approval = host.authorize(draft, cryptogram);
     if (!approval) {
         auto reversal = queue_reversal(hold, LinkKind::clinic_reversal, &host);
         if (!reversal) return Unexpected{reversal.error()};
