@@ -409,9 +409,9 @@ std::array<std::uint8_t, 5> transmission_time(std::chrono::system_clock::time_po
     return out;
 }
 
-FlowError from_host(const ClearingError& e, bool reversal_queued) {
+FlowError from_host(const ClearingError& e, bool reversed) {
     FlowError error{FlowErrorCode::no_answer, fmt::format("clearing: {} ({})", e.message, to_string(e.code))};
-    error.reversal_queued = reversal_queued;
+    error.reversed = reversed;
     return error;
 }
 
@@ -519,7 +519,7 @@ Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, Clearing
         auto reversal = queue_reversal(intent, LinkKind::load_reversal, &host);
         if (!reversal) return Unexpected{reversal.error()};
         FlowError error{FlowErrorCode::card_removed, "card left before CREDIT FOR LOAD: the load is reversed"};
-        error.reversal_queued = true;
+        error.reversed = true;
         return Unexpected{error};
     }
     auto credited = purse.credit_for_load(draft.when, approval->mac2);
@@ -532,7 +532,7 @@ Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, Clearing
         auto reversal = queue_reversal(intent, LinkKind::load_reversal, &host);
         if (!reversal) return Unexpected{reversal.error()};
         FlowError error = from_card(credited.error());
-        error.reversal_queued = true;
+        error.reversed = true;
         return Unexpected{error};
     }
     LoadOutcome outcome;
@@ -654,7 +654,7 @@ Result<ClinicOutcome, FlowError> Terminal::clinic_payment(std::uint32_t amount_f
             if (hold.sequence != 0) {
                 if (auto reversed = reverse_hold(hold, outcome.medical_fen, host); !reversed) return Unexpected{reversed.error()};
                 error.message += "; the medical hold is reversed";
-                error.reversal_queued = true;
+                error.reversed = true;
             }
             return Unexpected{error};
         }

@@ -141,7 +141,7 @@ TEST_CASE("no 0210 in time: the card is not credited and a 0420 reversal names t
     auto loaded = rig.terminal->load(5000, *rig.client);
     REQUIRE_FALSE(loaded.ok());
     CHECK(loaded.error().code == FlowErrorCode::no_answer);
-    CHECK(loaded.error().reversal_queued);
+    CHECK(loaded.error().reversed);
     CHECK(rig.snap().balance_fen == 1000);
     CHECK(rig.snap().online_atc == 0);
     const auto reversals = rig.host->received("0420");
@@ -202,7 +202,7 @@ TEST_CASE("a MAC2 the card refuses (9302): nothing credited, the load is reverse
     auto loaded = rig.terminal->load(5000, *rig.client);
     REQUIRE_FALSE(loaded.ok());
     CHECK(loaded.error().sw == 0x9302);
-    CHECK(loaded.error().reversal_queued);
+    CHECK(loaded.error().reversed);
     CHECK(rig.snap().balance_fen == 1000);
     CHECK(rig.host->received("0420").size() == 1);
     CHECK(rig.queue->size() == 0);
@@ -275,7 +275,7 @@ TEST_CASE("card removed from the reader before CREDIT is sent: the load is rever
     auto loaded = rig.terminal->load(5000, *rig.client);
     REQUIRE_FALSE(loaded.ok());
     CHECK(loaded.error().code == FlowErrorCode::card_removed);
-    CHECK(loaded.error().reversal_queued);
+    CHECK(loaded.error().reversed);
     CHECK(rig.host->received("0420").size() == 1);
     CHECK(rig.queue->open_intents().empty());
     rig.card_reader.insert(rig.card.get());
