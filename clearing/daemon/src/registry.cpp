@@ -828,15 +828,15 @@ Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std
 Status set_card_status(ledger::Ledger& ledger, Registry& registry, const Asn& asn, CardStatus status) {
     COCONUT_TRY(stored, registry.card(asn));
     if (!stored) return Unexpected<Error>{bad_input("card " + bcd_to_digits(asn) + " is not registered")};
-    CardRecord card = *stored;
-    card.status = status;
     // Status and hotlist entry in one commit, so the version a terminal downloads matches the registry.
+    // The record is read again inside the write transaction: a booking may have changed it meanwhile.
     auto done = apply_all(ledger, {}, [&](lmdb::Txn& txn) -> lmdb::Status {
         auto current = registry.card_in(txn, asn);
         if (!current) return Unexpected<lmdb::Error>{current.error()};
-        if (*current) card = **current, card.status = status;
-        auto recorded = registry.record_status_change(txn, asn, *current ? (*current)->status : stored->status, status);
+        CardRecord card = *current ? **current : *stored;
+        auto recorded = registry.record_status_change(txn, asn, card.status, status);
         if (!recorded) return Unexpected<lmdb::Error>{recorded.error()};
+        card.status = status;
         return registry.put_card(txn, card);
     });
     if (!done) return Unexpected<Error>{done.error()};

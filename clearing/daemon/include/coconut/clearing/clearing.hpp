@@ -163,6 +163,7 @@ struct CardRecord {
     std::uint32_t medical_opening_fen = 0;                // medical account at issue (booked from the fund)
     // Mirror of the purse shadow account, kept in the same transaction as every booking, so the
     // online mismatch check needs no ledger read (`check` verifies the mirror against the ledger).
+    // Posted money only: a pending load (0210 sent, 0220 not yet) is not in it (ISO8583.md §4.3).
     std::int64_t shadow_balance_fen = 0;
     bool offline_atc_seen = false;
     std::uint16_t offline_atc_max = 0;  // highest offline ATC booked
@@ -334,7 +335,8 @@ struct LoadReport {
     std::size_t transfers_created = 0;
 };
 Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std::string_view json_text);
-// Sets a card's status (the hotlist): lost / blocked cards are refused online.
+// Sets a card's status (the hotlist): lost / blocked cards are refused online. A change records a
+// hotlist entry (a new version, ISO8583.md §4.6) in the same commit; setting the same status is a no-op.
 Status set_card_status(ledger::Ledger& ledger, Registry& registry, const Asn& asn, CardStatus status);
 
 // ---- check ----------------------------------------------------------------------------------------------
