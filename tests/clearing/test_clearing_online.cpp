@@ -70,14 +70,21 @@ Message online_message(const std::string& mti, const std::string& processing, st
     return m;
 }
 
-Message load_request(const Load& load, std::uint32_t stan, const std::string& terminal_id = "BUS00001") {
-    Message m = online_message("0200", "210000", load.amount_fen, stan, load.asn, terminal_id);
-    iso8583::LoadRequestData d;
+// The card data a load's 0200 and 0220 share (DF01–DF04, DF06, DF07).
+template <class Data>
+Data load_data(const Load& load) {
+    Data d;
     d.asn = asn_of(load.asn);
     d.old_balance_fen = load.old_balance_fen;
     d.online_atc = load.atc;
     d.terminal_id = bcd<6>(load.terminal);
     d.when = load.when();
+    return d;
+}
+
+Message load_request(const Load& load, std::uint32_t stan, const std::string& terminal_id = "BUS00001") {
+    Message m = online_message("0200", "210000", load.amount_fen, stan, load.asn, terminal_id);
+    auto d = load_data<iso8583::LoadRequestData>(load);
     d.card_random = load.random;
     d.mac1 = crypto::des_mac(load.session(),
                              crypto::load_mac1_input(load.old_balance_fen, load.amount_fen, crypto::type_ep_load, d.terminal_id));
@@ -88,12 +95,7 @@ Message load_request(const Load& load, std::uint32_t stan, const std::string& te
 
 Message load_confirmation(const Load& load, std::uint32_t stan, const std::string& terminal_id = "BUS00001") {
     Message m = online_message("0220", "210000", load.amount_fen, stan, load.asn, terminal_id);
-    iso8583::LoadConfirmationData d;
-    d.asn = asn_of(load.asn);
-    d.old_balance_fen = load.old_balance_fen;
-    d.online_atc = load.atc;
-    d.terminal_id = bcd<6>(load.terminal);
-    d.when = load.when();
+    auto d = load_data<iso8583::LoadConfirmationData>(load);
     d.tac = load.tac();
     m.set(62, iso8583::encode_load_confirmation(d));
     return m;

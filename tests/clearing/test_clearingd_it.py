@@ -532,6 +532,16 @@ def online_load(stack, link, card, amount, stan):
     return init
 
 
+def clinic_authorization(stack, card, amount, stan):
+    """A 0100 whose DF0B is the card's INTERNAL AUTHENTICATE over SHA-256(41 ‖ 11 ‖ 7 ‖ 4)[0..8] (ISO8583.md §4.4)."""
+    fields = online_fields(CARDS[card], "003000", amount, stan, "CLINIC01")
+    challenge = hashlib.sha256((fields[41] + fields[11] + fields[7] + fields[4]).encode()).hexdigest()[:16].upper()
+    shell = CardShell(stack.vcard, os.path.join(stack.dir, f"card{card}.img"))
+    cryptogram = shell.internal_authenticate(challenge)
+    shell.close()
+    return {**fields, 62: tlv([("DF01", CARDS[card]), ("DF0B", cryptogram)])}
+
+
 def phase_online(stack):
     log("phase online")
     path = os.path.join(stack.dir, "clinic.json")
@@ -566,23 +576,13 @@ def phase_online(stack):
 
     # Clinic: 25,000 asked, 20,000 on the medical account → partial approval; completed with 15,000.
     link.sign_on("CLINIC01", stan=30)
-    clinic = online_fields(CARDS[1], "003000", 25000, 31, "CLINIC01")
-    challenge = hashlib.sha256((clinic[41] + clinic[11] + clinic[7] + clinic[4]).encode()).hexdigest()[:16].upper()
-    shell = CardShell(stack.vcard, os.path.join(stack.dir, "card1.img"))
-    cryptogram = shell.internal_authenticate(challenge)
-    shell.close()
-    _, answer = link.call("0100", {**clinic, 62: tlv([("DF01", CARDS[1]), ("DF0B", cryptogram)])})
+    _, answer = link.call("0100", clinic_authorization(stack, 1, 25000, 31))
     assert answer[39] == "10" and answer[4] == f"{MEDICAL_FEN:012d}", answer
     _, answer = link.call("0220", {**online_fields(CARDS[1], "003000", 15000, 32, "CLINIC01"), 90: original("0100", 31)})
     assert answer[39] == "00", answer
     _, answer = link.call("0220", {**online_fields(CARDS[1], "003000", 12000, 33, "CLINIC01"), 90: original("0100", 31)})
     assert answer[39] == "94", answer  # the same completion with another amount
-    clinic = online_fields(CARDS[2], "003000", 3000, 34, "CLINIC01")
-    challenge = hashlib.sha256((clinic[41] + clinic[11] + clinic[7] + clinic[4]).encode()).hexdigest()[:16].upper()
-    shell = CardShell(stack.vcard, os.path.join(stack.dir, "card2.img"))
-    cryptogram = shell.internal_authenticate(challenge)
-    shell.close()
-    _, answer = link.call("0100", {**clinic, 62: tlv([("DF01", CARDS[2]), ("DF0B", cryptogram)])})
+    _, answer = link.call("0100", clinic_authorization(stack, 2, 3000, 34))
     assert answer[39] == "00", answer
     _, answer = link.call("0400", {**online_fields(CARDS[2], "003000", 3000, 35, "CLINIC01"), 90: original("0100", 34)})
     assert answer[39] == "00", answer
