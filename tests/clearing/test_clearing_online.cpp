@@ -641,3 +641,31 @@ TEST_CASE("0500: loads, load reversals, clinic completions and hold reversals co
     CHECK(*clinic_answer.get(97) == "D0000000000001200");
     rig.require_check();
 }
+
+// ---- check ----------------------------------------------------------------------------------------------------
+
+TEST_CASE("check finds a status changed behind the hotlist's back and a load record without its transfer") {
+    Rig rig;
+    rig.sign_on();
+    REQUIRE(rig.code(load_request(Load{}, 1)) == "00");
+    REQUIRE(set_card_status(*rig.ledger, *rig.registry, asn_of(card_b), CardStatus::blocked).ok());
+    auto clean = check(*rig.ledger, *rig.registry);
+    REQUIRE(clean.ok());
+    CHECK(clean->ok());
+    CHECK(clean->load_attempts == 1);
+    CHECK(clean->hotlist_version == 1);
+
+    CardRecord lost = rig.card(card_a);
+    lost.status = CardStatus::lost;
+    auto txn = lmdb::Txn::begin(rig.ledger->env(), lmdb::Txn::Mode::read_write);
+    REQUIRE(txn.ok());
+    REQUIRE(rig.registry->put_card(*txn, lost).ok());  // no hotlist entry
+    LoadAttempt orphan{0, ledger::Id{}, 500, "BUS00001"};
+    REQUIRE(rig.registry->put_load_attempt(*txn, asn_of(card_b), 3, orphan).ok());  // no transfer
+    REQUIRE(txn->commit().ok());
+    auto report = check(*rig.ledger, *rig.registry);
+    REQUIRE(report.ok());
+    REQUIRE(report->problems.size() == 2);
+    CHECK(report->problems[0].find("load of card " + card_b + " online ATC 3") != std::string::npos);
+    CHECK(report->problems[1] == "card " + card_a + " is not active but not on the hotlist log");
+}

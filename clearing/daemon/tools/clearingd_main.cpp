@@ -233,6 +233,9 @@ int run_check(const std::string& dir, bool as_json) {
                           {"pending_open", report->ledger.pending_open},
                           {"cards", report->cards},
                           {"risk_flags", report->risk_flags},
+                          {"load_attempts", report->load_attempts},
+                          {"holds", report->holds},
+                          {"hotlist_version", report->hotlist_version},
                           {"problems", problems}}
                          .dump()
                   << "\n";
