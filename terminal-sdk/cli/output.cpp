@@ -110,6 +110,8 @@ nlohmann::json to_json(const sdk::Cardholder& h) {
 CliError from_flow(const sdk::FlowError& error) {
     CliError out{exit_code(error.code), "flow", std::string(sdk::to_string(error.code)), error.message, error.sw, {}};
     if (error.block_reason) out.block_reason = std::string(sdk::to_string(*error.block_reason));
+    out.response_code = error.response_code;
+    out.reversed = error.reversed;
     return out;
 }
 
@@ -117,11 +119,15 @@ int report(const CliError& error, bool as_json) {
     std::string line = fmt::format("coconut-terminal: {} (exit {}): {}", error.code, error.exit_code, error.message);
     if (error.sw != 0) line += fmt::format(" [status word {:04X}]", error.sw);
     if (!error.block_reason.empty()) line += fmt::format(" [reason: {}]", error.block_reason);
+    if (!error.response_code.empty()) line += fmt::format(" [response code {}]", error.response_code);
+    if (error.reversed) line += " [reversed]";
     std::fprintf(stderr, "%s\n", line.c_str());
     if (as_json) {
         nlohmann::json e{{"kind", error.kind}, {"code", error.code}, {"message", error.message}, {"exit_code", error.exit_code}};
         if (error.sw != 0) e["sw"] = fmt::format("{:04X}", error.sw);
         if (!error.block_reason.empty()) e["block_reason"] = error.block_reason;
+        if (!error.response_code.empty()) e["response_code"] = error.response_code;
+        if (error.reversed) e["reversed"] = true;
         std::printf("%s\n", nlohmann::json{{"error", e}}.dump().c_str());
     }
     std::fflush(stdout);

@@ -27,7 +27,8 @@ std::string to_text(const sdk::TapOutcome& outcome);
 nlohmann::json to_json(const sdk::Cardholder& holder);
 
 // An error as the CLI reports it: one line on stderr always, and with --json also a JSON document on
-// stdout: {"error": {"kind", "code", "message", "sw"?, "block_reason"?, "exit_code"}}.
+// stdout: {"error": {"kind", "code", "message", "sw"?, "block_reason"?, "response_code"?, "reversed"?,
+// "exit_code"}}.
 struct CliError {
     int exit_code;
     std::string kind;  // "flow", "reader", "image", "queue", "hotlist", "fares", "usage", "timeout"
@@ -35,6 +36,8 @@ struct CliError {
     std::string message;
     std::uint16_t sw = 0;
     std::string block_reason{};
+    std::string response_code{};   // declined: the clearing's field 39
+    bool reversed = false;  // the flow reversed (0400) or queued a reversal advice (0420)
 };
 
 CliError from_flow(const sdk::FlowError& error);

@@ -1,11 +1,9 @@
 // ISO 8583 client of the clearing daemon: blocking calls over Boost.Asio with a deadline on every read.
-#include <coconut/apdu/tlv.hpp>
 #include <coconut/durable_file.hpp>
 #include <coconut/iso8583/card_data.hpp>
 #include <coconut/sdk/clearing_client.hpp>
 
 #include <fmt/format.h>
-#include <openssl/evp.h>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -76,13 +74,7 @@ ByteView view(const std::array<std::uint8_t, N>& a) {
     return ByteView(a.data(), N);
 }
 
-Bytes when_bytes(const crypto::CardDateTime& when) {
-    Bytes out(when.date.begin(), when.date.end());
-    out.insert(out.end(), when.time.begin(), when.time.end());
-    return out;
-}
 
-std::string hex_text(const Bytes& tlvs) { return to_hex(tlvs); }
 
 }  // namespace
 
@@ -125,71 +117,52 @@ std::string encode_card_data(const TransactionRecord& r) {
     t.terminal_id = r.terminal_id;
     t.when = r.when;
     t.tac = r.tac;
-    std::string text = iso8583::encode_purse_transaction(t);
     if (r.type == crypto::type_capp_purchase) {
-        // DF0C: where the transit tap happened (line ‖ station), for the clearing's per-line figures.
-        Bytes place = be_bytes(r.line, 2);
-        append_be(place, r.station, 2);
-        text += to_hex(apdu::encode_tlv(0xDF0C, place));
+        // DF0C: where the transit tap happened (line ‖ station), for the clearing's Place of the transfer.
+        t.transit_record = be_bytes(r.line, 2);
+        append_be(t.transit_record, r.station, 2);
     }
-    return text;
+    return iso8583::encode_purse_transaction(t);
 }
+
+namespace {
 
 std::string encode_load_request_data(const TransactionRecord& intent, const std::array<std::uint8_t, 4>& card_random,
                                      const crypto::Mac4& mac1) {
-    Bytes tlvs;
-    apdu::append_tlv(tlvs, 0xDF01, view(intent.asn));
-    apdu::append_tlv(tlvs, 0xDF02, Bytes{crypto::type_ep_load});
-    apdu::append_tlv(tlvs, 0xDF03, be_bytes(intent.balance_before_fen, 4));
-    apdu::append_tlv(tlvs, 0xDF04, be_bytes(intent.atc, 2));
-    apdu::append_tlv(tlvs, 0xDF06, view(intent.terminal_id));
-    apdu::append_tlv(tlvs, 0xDF07, when_bytes(intent.when));
-    apdu::append_tlv(tlvs, 0xDF09, view(mac1));
-    apdu::append_tlv(tlvs, 0xDF0A, view(card_random));
-    return hex_text(tlvs);
-}
-
-std::string encode_clinic_request_data(const TransactionRecord& intent, ByteView cryptogram8) {
-    Bytes tlvs;
-    apdu::append_tlv(tlvs, 0xDF01, view(intent.asn));
-    apdu::append_tlv(tlvs, 0xDF0B, cryptogram8);
-    return hex_text(tlvs);
+    iso8583::LoadRequestData load;
+    load.asn = intent.asn;
+    load.old_balance_fen = intent.balance_before_fen;
+    load.online_atc = intent.atc;
+    load.terminal_id = intent.terminal_id;
+    load.when = intent.when;
+    load.mac1 = mac1;
+    load.card_random = card_random;
+    return iso8583::encode_load_request(load);
 }
 
 // Load confirmation (ISO8583.md §4.3): what the HSM needs to check the load TAC — the amount is field 4.
 // Load reversal (§4.5): DF01 ‖ DF04 name the 0200. Clinic completions and reversals carry no field 62:
 // 60 + 90 name the 0100.
 std::optional<std::string> encode_advice_data(const TransactionRecord& r) {
-    if (!is_load(r.link)) return std::nullopt;
-    Bytes tlvs;
-    apdu::append_tlv(tlvs, 0xDF01, view(r.asn));
     if (r.link == LinkKind::load_confirmation) {
-        apdu::append_tlv(tlvs, 0xDF02, Bytes{crypto::type_ep_load});
-        apdu::append_tlv(tlvs, 0xDF03, be_bytes(r.balance_before_fen, 4));
+        iso8583::LoadConfirmationData confirmation;
+        confirmation.asn = r.asn;
+        confirmation.old_balance_fen = r.balance_before_fen;
+        confirmation.online_atc = r.atc;
+        confirmation.terminal_id = r.terminal_id;
+        confirmation.when = r.when;
+        confirmation.tac = r.tac;
+        return iso8583::encode_load_confirmation(confirmation);
     }
-    apdu::append_tlv(tlvs, 0xDF04, be_bytes(r.atc, 2));
-    if (r.link == LinkKind::load_confirmation) {
-        apdu::append_tlv(tlvs, 0xDF06, view(r.terminal_id));
-        apdu::append_tlv(tlvs, 0xDF07, when_bytes(r.when));
-        apdu::append_tlv(tlvs, 0xDF08, view(r.tac));
-    }
-    return hex_text(tlvs);
+    if (r.link == LinkKind::load_reversal) return iso8583::encode_load_reference({r.asn, r.atc});
+    return std::nullopt;
 }
+
+}  // namespace
 
 std::string original_data_elements(const TransactionRecord& r) {
     const std::string_view original_mti = is_load(r.link) ? "0200" : "0100";
     return fmt::format("{}{:06}{}{}", original_mti, r.stan, bcd_to_digits(view(r.transmitted)), std::string(22, '0'));
-}
-
-std::array<std::uint8_t, 8> clinic_challenge(std::string_view terminal_id, std::uint32_t stan, std::string_view transmitted,
-                                             std::uint32_t amount_fen) {
-    const std::string input = fmt::format("{}{:06}{}{:012}", terminal_id, stan, transmitted, amount_fen);
-    std::array<std::uint8_t, 32> digest{};
-    unsigned int length = 0;
-    EVP_Digest(input.data(), input.size(), digest.data(), &length, EVP_sha256(), nullptr);
-    std::array<std::uint8_t, 8> out{};
-    std::copy_n(digest.begin(), out.size(), out.begin());
-    return out;
 }
 
 Message advice_request(const TransactionRecord& r, std::uint32_t stan, std::string_view terminal_id, bool repeat) {
@@ -628,22 +601,29 @@ Result<LoadApproval, ClearingError> ClearingClient::request_load(const Transacti
     approval.response_code = std::string(*answer->get(39));
     if (auto id = answer->get(38)) approval.authorization_id = std::string(*id);
     if (approval.response_code != "00") return approval;
-    // 62 DF09 carries MAC2.
-    const auto raw = answer->get(62) ? from_hex(*answer->get(62)) : std::nullopt;
-    auto tlvs = raw ? apdu::parse_tlvs(*raw) : Result<std::vector<apdu::Tlv>, apdu::TlvError>(Unexpected{apdu::TlvError::truncated_tag});
-    const apdu::Tlv* mac2 = tlvs ? apdu::find_tlv(*tlvs, 0xDF09) : nullptr;
-    if (mac2 == nullptr || mac2->value.size() != approval.mac2.size()) {
-        return fail(ClearingErrorCode::protocol_error, "0210 approved without MAC2 (field 62 DF09, 4 bytes)", "00");
+    // 62 = DF01 ‖ DF04 ‖ DF09 (MAC2) of this very load.
+    auto data = answer->get(62) ? iso8583::parse_load_answer(*answer->get(62))
+                                : Result<iso8583::LoadAnswerData, std::string>(Unexpected<std::string>{"no field 62"});
+    if (!data) return fail(ClearingErrorCode::protocol_error, "0210 approved without a valid MAC2: " + data.error(), "00");
+    if (data->asn != intent.asn || data->online_atc != intent.atc) {
+        return fail(ClearingErrorCode::protocol_error, "0210 MAC2 is for another card or online ATC", "00");
     }
-    std::copy(mac2->value.begin(), mac2->value.end(), approval.mac2.begin());
+    approval.mac2 = data->mac2;
     return approval;
 }
 
-Result<ClinicApproval, ClearingError> ClearingClient::authorize(const TransactionRecord& intent, ByteView cryptogram8) {
+std::array<std::uint8_t, 8> ClearingClient::clinic_challenge(const TransactionRecord& intent) const {
+    Message m("0100");
+    set_transaction_fields(m, intent, processing_medical, state_->options.terminal_id);
+    return iso8583::clinic_challenge(*m.get(41), *m.get(11), *m.get(7), *m.get(4));
+}
+
+Result<ClinicApproval, ClearingError> ClearingClient::authorize(const TransactionRecord& intent,
+                                                                const std::array<std::uint8_t, 8>& cryptogram) {
     Message m("0100");
     set_transaction_fields(m, intent, processing_medical, state_->options.terminal_id);
     if (!state_->options.merchant_id.empty()) m.set(42, state_->options.merchant_id);
-    m.set(62, encode_clinic_request_data(intent, cryptogram8));
+    m.set(62, iso8583::encode_clinic_authorization({intent.asn, cryptogram}));
     auto answer = state_->exchange(m);
     if (!answer) return Unexpected<ClearingError>{answer.error()};
     ClinicApproval approval;

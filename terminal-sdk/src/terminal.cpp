@@ -409,9 +409,26 @@ std::array<std::uint8_t, 5> transmission_time(std::chrono::system_clock::time_po
     return out;
 }
 
-FlowError from_host(const ClearingError& e, bool reversal_queued) {
+// The record of an online request (0200 / 0100) before it goes out: the card, the terminal, the card
+// date/time and the request's STAN, field 7 and batch.
+TransactionRecord online_draft(const PurseInfo& info, const TerminalId& terminal_id, std::uint32_t amount_fen, LinkKind link,
+                               std::uint32_t stan, std::uint32_t batch_number, std::chrono::system_clock::time_point now) {
+    TransactionRecord draft;
+    draft.asn = info.asn;
+    draft.issuer_id = info.issuer_id;
+    draft.amount_fen = amount_fen;
+    draft.terminal_id = terminal_id;
+    draft.when = to_card_date_time(now);
+    draft.link = link;
+    draft.stan = stan;
+    draft.transmitted = transmission_time(now);
+    draft.batch_number = batch_number;
+    return draft;
+}
+
+FlowError from_host(const ClearingError& e, bool reversed) {
     FlowError error{FlowErrorCode::no_answer, fmt::format("clearing: {} ({})", e.message, to_string(e.code))};
-    error.reversal_queued = reversal_queued;
+    error.reversed = reversed;
     return error;
 }
 
@@ -484,20 +501,12 @@ Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, Clearing
     PurseApp purse(card_channel_);
     auto init = purse.initialize_load(amount_fen, *terminal_id);
     if (!init) return Unexpected{from_card(init.error())};
-    TransactionRecord draft;
-    draft.asn = session->info.asn;
-    draft.issuer_id = session->info.issuer_id;
+    TransactionRecord draft = online_draft(session->info, *terminal_id, amount_fen, LinkKind::load_confirmation, *stan,
+                                           host.batch().batch_number(), now);
     draft.type = crypto::type_ep_load;
     draft.atc = init->online_atc;
-    draft.amount_fen = amount_fen;
     draft.balance_before_fen = init->balance_fen;
     draft.balance_after_fen = init->balance_fen + amount_fen;
-    draft.terminal_id = *terminal_id;
-    draft.when = to_card_date_time(now);
-    draft.link = LinkKind::load_confirmation;
-    draft.stan = *stan;
-    draft.transmitted = transmission_time(now);
-    draft.batch_number = host.batch().batch_number();
     auto intent_sequence = queue_.record_intent(draft);
     if (!intent_sequence) return Unexpected{from_queue(intent_sequence.error())};
     const QueuedTransaction intent{*intent_sequence, draft};
@@ -519,7 +528,7 @@ Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, Clearing
         auto reversal = queue_reversal(intent, LinkKind::load_reversal, &host);
         if (!reversal) return Unexpected{reversal.error()};
         FlowError error{FlowErrorCode::card_removed, "card left before CREDIT FOR LOAD: the load is reversed"};
-        error.reversal_queued = true;
+        error.reversed = true;
         return Unexpected{error};
     }
     auto credited = purse.credit_for_load(draft.when, approval->mac2);
@@ -532,7 +541,7 @@ Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, Clearing
         auto reversal = queue_reversal(intent, LinkKind::load_reversal, &host);
         if (!reversal) return Unexpected{reversal.error()};
         FlowError error = from_card(credited.error());
-        error.reversal_queued = true;
+        error.reversed = true;
         return Unexpected{error};
     }
     LoadOutcome outcome;
@@ -582,25 +591,18 @@ Result<ClinicOutcome, FlowError> Terminal::medical_part(const PurseInfo& info, s
     if (auto account = ss.medical_account(); !account) return Unexpected{from_card(account.error())};
     auto stan = host.take_stan();
     if (!stan) return Unexpected{FlowError{FlowErrorCode::storage_error, stan.error().message}};
-    const auto now = clock_();
-    TransactionRecord draft;
-    draft.asn = info.asn;
-    draft.issuer_id = info.issuer_id;
-    draft.amount_fen = amount_fen;
-    draft.terminal_id = *terminal_id;
-    draft.when = to_card_date_time(now);
-    draft.link = LinkKind::clinic_hold;
-    draft.stan = *stan;
-    draft.transmitted = transmission_time(now);
-    draft.batch_number = host.batch().batch_number();
-    const auto challenge = clinic_challenge(host.options().terminal_id, draft.stan, bcd_to_digits(draft.transmitted), amount_fen);
-    auto cryptogram = ss.internal_authenticate(challenge);
-    if (!cryptogram) return Unexpected{from_card(cryptogram.error())};
+    const TransactionRecord draft = online_draft(info, *terminal_id, amount_fen, LinkKind::clinic_hold, *stan,
+                                                 host.batch().batch_number(), clock_());
+    auto answer = ss.internal_authenticate(host.clinic_challenge(draft));
+    if (!answer) return Unexpected{from_card(answer.error())};
+    if (answer->size() != 8) return Unexpected{FlowError{FlowErrorCode::card_error, "INTERNAL AUTHENTICATE answered not 8 bytes"}};
+    std::array<std::uint8_t, 8> cryptogram{};
+    std::copy(answer->begin(), answer->end(), cryptogram.begin());
     auto intent_sequence = queue_.record_intent(draft);
     if (!intent_sequence) return Unexpected{from_queue(intent_sequence.error())};
     hold = QueuedTransaction{*intent_sequence, draft};
 
-    auto approval = host.authorize(draft, *cryptogram);
+    auto approval = host.authorize(draft, cryptogram);
     if (!approval) {
         auto reversal = queue_reversal(hold, LinkKind::clinic_reversal, &host);
         if (!reversal) return Unexpected{reversal.error()};
@@ -652,7 +654,7 @@ Result<ClinicOutcome, FlowError> Terminal::clinic_payment(std::uint32_t amount_f
             if (hold.sequence != 0) {
                 if (auto reversed = reverse_hold(hold, outcome.medical_fen, host); !reversed) return Unexpected{reversed.error()};
                 error.message += "; the medical hold is reversed";
-                error.reversal_queued = true;
+                error.reversed = true;
             }
             return Unexpected{error};
         }

@@ -70,14 +70,21 @@ Message online_message(const std::string& mti, const std::string& processing, st
     return m;
 }
 
-Message load_request(const Load& load, std::uint32_t stan, const std::string& terminal_id = "BUS00001") {
-    Message m = online_message("0200", "210000", load.amount_fen, stan, load.asn, terminal_id);
-    iso8583::LoadRequestData d;
+// The card data a load's 0200 and 0220 share (DF01–DF04, DF06, DF07).
+template <class Data>
+Data load_data(const Load& load) {
+    Data d;
     d.asn = asn_of(load.asn);
     d.old_balance_fen = load.old_balance_fen;
     d.online_atc = load.atc;
     d.terminal_id = bcd<6>(load.terminal);
     d.when = load.when();
+    return d;
+}
+
+Message load_request(const Load& load, std::uint32_t stan, const std::string& terminal_id = "BUS00001") {
+    Message m = online_message("0200", "210000", load.amount_fen, stan, load.asn, terminal_id);
+    auto d = load_data<iso8583::LoadRequestData>(load);
     d.card_random = load.random;
     d.mac1 = crypto::des_mac(load.session(),
                              crypto::load_mac1_input(load.old_balance_fen, load.amount_fen, crypto::type_ep_load, d.terminal_id));
@@ -88,12 +95,7 @@ Message load_request(const Load& load, std::uint32_t stan, const std::string& te
 
 Message load_confirmation(const Load& load, std::uint32_t stan, const std::string& terminal_id = "BUS00001") {
     Message m = online_message("0220", "210000", load.amount_fen, stan, load.asn, terminal_id);
-    iso8583::LoadConfirmationData d;
-    d.asn = asn_of(load.asn);
-    d.old_balance_fen = load.old_balance_fen;
-    d.online_atc = load.atc;
-    d.terminal_id = bcd<6>(load.terminal);
-    d.when = load.when();
+    auto d = load_data<iso8583::LoadConfirmationData>(load);
     d.tac = load.tac();
     m.set(62, iso8583::encode_load_confirmation(d));
     return m;
@@ -638,4 +640,32 @@ TEST_CASE("0500: loads, load reversals, clinic completions and hold reversals co
     CHECK(*clinic_answer.get(39) == "00");
     CHECK(*clinic_answer.get(97) == "D0000000000001200");
     rig.require_check();
+}
+
+// ---- check ----------------------------------------------------------------------------------------------------
+
+TEST_CASE("check finds a status changed behind the hotlist's back and a load record without its transfer") {
+    Rig rig;
+    rig.sign_on();
+    REQUIRE(rig.code(load_request(Load{}, 1)) == "00");
+    REQUIRE(set_card_status(*rig.ledger, *rig.registry, asn_of(card_b), CardStatus::blocked).ok());
+    auto clean = check(*rig.ledger, *rig.registry);
+    REQUIRE(clean.ok());
+    CHECK(clean->ok());
+    CHECK(clean->load_attempts == 1);
+    CHECK(clean->hotlist_version == 1);
+
+    CardRecord lost = rig.card(card_a);
+    lost.status = CardStatus::lost;
+    auto txn = lmdb::Txn::begin(rig.ledger->env(), lmdb::Txn::Mode::read_write);
+    REQUIRE(txn.ok());
+    REQUIRE(rig.registry->put_card(*txn, lost).ok());  // no hotlist entry
+    LoadAttempt orphan{0, ledger::Id{}, 500, "BUS00001"};
+    REQUIRE(rig.registry->put_load_attempt(*txn, asn_of(card_b), 3, orphan).ok());  // no transfer
+    REQUIRE(txn->commit().ok());
+    auto report = check(*rig.ledger, *rig.registry);
+    REQUIRE(report.ok());
+    REQUIRE(report->problems.size() == 2);
+    CHECK(report->problems[0].find("load of card " + card_b + " online ATC 3") != std::string::npos);
+    CHECK(report->problems[1] == "card " + card_a + " is not active but not on the hotlist log");
 }

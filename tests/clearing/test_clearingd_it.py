@@ -9,13 +9,21 @@ Phase "flows":  a forged TAC (a genuine transaction whose TAC was altered on the
                 with a different amount is refused with 94 and flagged; every card's shadow balance
                 equals the card's own balance; `check` passes; a malformed frame gets 30 and the daemon
                 keeps serving.
+Phase "online": a real card image driven through `coconut-vcard shell` (INITIALIZE FOR LOAD, CREDIT FOR
+                LOAD, INTERNAL AUTHENTICATE) against the daemon's online messages (ISO8583.md §4): a load
+                approved with the HSM's MAC2 and confirmed with the card's TAC; a repeat answered with the
+                same MAC2; a forged MAC1 refused 59; a load reversed; a load that expires (--load-timeout 1)
+                yet is credited and confirmed late; a clinic authorization partially approved (10) and
+                completed, another reversed; a lost card in the downloaded hotlist and refused online (41);
+                0500 balanced; afterwards shadow = card balance and `check` passes.
 Phase "kill9":  kill -9 of the daemon at random moments while a terminal uploads; after each restart
                 every acknowledged transaction is in the ledger; at the end each is booked exactly once
                 and `check` passes.
 
-Usage: test_clearingd_it.py HSMD CLEARINGD TERMINAL VCARD [flows|kill9|all] [--transactions N]
+Usage: test_clearingd_it.py HSMD CLEARINGD TERMINAL VCARD [flows|kill9|online|all] [--transactions N]
 """
 
+import hashlib
 import json
 import os
 import random
@@ -37,6 +45,7 @@ MASTER_KEYS = {  # the scheme's masters (tests/integration/pcsc_harness.py)
 }
 ISSUER_ID = "4600000000000001"
 OPENING_FEN = 50000
+MEDICAL_FEN = 20000
 CARDS = ["46010000000000000011", "46010000000000000022", "46010000000000000033"]
 TERMINALS = [("BUS00001", "460100000001", 1001), ("SHOP0001", "460100000002", 2002)]
 WAIT_S = 20  # every wait for a process is bounded
@@ -88,7 +97,9 @@ def wait_port(port):
 
 FIELDS = {2: ("ll", 19), 3: ("fix", 6), 4: ("fix", 12), 7: ("fix", 10), 11: ("fix", 6), 12: ("fix", 6), 13: ("fix", 4),
           25: ("fix", 2), 32: ("ll", 11), 39: ("fix", 2), 41: ("fix", 8), 42: ("fix", 15), 49: ("fix", 3),
-          60: ("lll", 999), 62: ("lll", 999), 70: ("fix", 3)}
+          48: ("lll", 999), 60: ("lll", 999), 62: ("lll", 999), 63: ("lll", 999), 70: ("fix", 3),
+          74: ("fix", 10), 75: ("fix", 10), 76: ("fix", 10), 77: ("fix", 10), 86: ("fix", 16), 87: ("fix", 16),
+          88: ("fix", 16), 89: ("fix", 16), 90: ("fix", 42), 97: ("fix", 17)}
 
 
 def encode(mti, fields):
@@ -198,7 +209,12 @@ class Stack:
         component_2 = f"{int(component_1, 16) ^ int(MASTER_KEYS['dtk'], 16):032X}"
         run([self.hsmd, "key", "import", "--store", self.store, "--label", "mk-tac", "--version", "1", "--usage", "tac"],
             input_text=f"{component_1}\n{component_2}\n")
-        run([self.hsmd, "client", "add", "--store", self.store, "--id", "clearing", "--permissions", "tac",
+        for label, usage, master in (("mk-load", "load", "dlk"), ("mk-internal-auth", "internal-auth", "iak")):
+            component_1 = os.urandom(16).hex().upper()
+            component_2 = f"{int(component_1, 16) ^ int(MASTER_KEYS[master], 16):032X}"
+            run([self.hsmd, "key", "import", "--store", self.store, "--label", label, "--version", "1", "--usage", usage],
+                input_text=f"{component_1}\n{component_2}\n")
+        run([self.hsmd, "client", "add", "--store", self.store, "--id", "clearing", "--permissions", "tac,load,auth",
              "--key-out", self.key])
         ready = os.path.join(self.dir, "hsm.port")
         self.hsm_process = subprocess.Popen([self.hsmd, "serve", "--store", self.store, "--listen", "127.0.0.1:0",
@@ -218,7 +234,8 @@ class Stack:
             "participants": [{"id": 1001, "name": "Haikou Bus", "kind": "bus", "bank_account": "6222000011112222", "fee_rate_bp": 30},
                              {"id": 2002, "name": "Coconut Shop", "kind": "shop", "bank_account": "6222000033334444"}],
             "terminals": [{"terminal_id": t, "psam_terminal_id": p, "participant_id": pid} for t, p, pid in TERMINALS],
-            "cards": [{"asn": asn, "issuer_id": ISSUER_ID, "purse_balance_fen": OPENING_FEN} for asn in CARDS],
+            "cards": [{"asn": asn, "issuer_id": ISSUER_ID, "purse_balance_fen": OPENING_FEN, "medical_balance_fen": MEDICAL_FEN}
+                      for asn in CARDS],
         }
         path = os.path.join(self.dir, "registry.json")
         with open(path, "w") as f:
@@ -232,12 +249,13 @@ class Stack:
             json.dump(profile, f)
         run([self.vcard, "personalize", "--profile", path, "--out", os.path.join(self.dir, name + ".img")])
 
-    def start_daemon(self):
+    def start_daemon(self, extra=()):
         ready = os.path.join(self.dir, "clearingd.port")
         if os.path.exists(ready):
             os.remove(ready)
         self.daemon = subprocess.Popen([self.clearingd, "serve", "--iso-listen", "127.0.0.1:0", "--data", self.data,
-                                        "--hsm", f"127.0.0.1:{self.hsm_port}", "--hsm-key", self.key, "--ready-file", ready],
+                                        "--hsm", f"127.0.0.1:{self.hsm_port}", "--hsm-key", self.key, "--ready-file", ready,
+                                        *extra],
                                        stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "clearingd.log"), "a"))
         self.port = wait_ready_file(ready, self.daemon, "coconut-clearingd")
         wait_port(self.port)
@@ -416,6 +434,212 @@ def phase_kill9(stack, transactions):
     log(f"  ok  check after kill -9: {report['transfers']} transfers, {report['journal_entries']} journal entries")
 
 
+# ---- online flows with a real card image ---------------------------------------------------------------------
+
+PURSE_AID = "A000000632010105"
+CLINIC = {"participants": [{"id": 3003, "name": "Haikou Clinic", "kind": "clinic", "bank_account": "6222000055556666"}],
+          "terminals": [{"terminal_id": "CLINIC01", "psam_terminal_id": "460100000003", "participant_id": 3003}]}
+
+
+class CardShell:
+    """`coconut-vcard shell IMAGE`: one APDU per line; the purse application selected."""
+
+    def __init__(self, vcard, image):
+        self.process = subprocess.Popen([vcard, "shell", image], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        data, sw = self.apdu("00A40400" + f"{len(PURSE_AID) // 2:02X}" + PURSE_AID)
+        assert sw == "9000", sw
+
+    def apdu(self, command):
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline().strip()
+        assert line and not line.startswith("ERROR"), (command, line)
+        return line[:-4].strip(), line[-4:]
+
+    def initialize_for_load(self, amount, terminal):
+        data, sw = self.apdu(f"805000020B01{amount:08X}{terminal}10")
+        assert sw == "9000", sw
+        return {"old_balance": int(data[0:8], 16), "atc": int(data[8:12], 16), "key_version": data[12:14],
+                "random": data[16:24], "mac1": data[24:32]}
+
+    def credit_for_load(self, date, time_text, mac2):
+        data, sw = self.apdu(f"805200000B{date}{time_text}{mac2}04")
+        assert sw == "9000", (sw, "CREDIT FOR LOAD refused")
+        return data
+
+    def internal_authenticate(self, challenge_hex):
+        data, sw = self.apdu(f"0088000108{challenge_hex}")
+        assert sw == "9000", sw
+        return data
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=WAIT_S)
+
+
+def tlv(items):
+    return "".join(tag + f"{len(value) // 2:02X}" + value for tag, value in items).upper()
+
+
+def parse_tlv(text):
+    out, at = {}, 0
+    while at < len(text):
+        tag, size = text[at:at + 4], int(text[at + 4:at + 6], 16) * 2
+        out[tag] = text[at + 6:at + 6 + size]
+        at += 6 + size
+    return out
+
+
+DATE, TIME = "20261126", "103000"
+
+
+def online_fields(asn, processing, amount, stan, terminal_id, batch="000001"):
+    return {2: asn[4:], 3: processing, 4: f"{amount:012d}", 7: "1126023000", 11: f"{stan:06d}", 41: terminal_id, 60: batch}
+
+
+def load_request(asn, amount, stan, init, terminal="460100000001", mac1=None):
+    fields = online_fields(asn, "210000", amount, stan, "BUS00001")
+    fields[62] = tlv([("DF01", asn), ("DF02", "02"), ("DF03", f"{init['old_balance']:08X}"), ("DF04", f"{init['atc']:04X}"),
+                      ("DF06", terminal), ("DF07", DATE + TIME), ("DF09", mac1 or init["mac1"]), ("DF0A", init["random"]),
+                      ("DF0D", init["key_version"])])
+    return fields
+
+
+def load_confirmation(asn, amount, stan, init, tac, terminal="460100000001"):
+    fields = online_fields(asn, "210000", amount, stan, "BUS00001")
+    fields[62] = tlv([("DF01", asn), ("DF02", "02"), ("DF03", f"{init['old_balance']:08X}"), ("DF04", f"{init['atc']:04X}"),
+                      ("DF06", terminal), ("DF07", DATE + TIME), ("DF08", tac)])
+    return fields
+
+
+def original(mti, stan):
+    return mti + f"{stan:06d}" + "1126023000" + "0" * 22
+
+
+def online_load(stack, link, card, amount, stan):
+    """INITIALIZE FOR LOAD, 0200, CREDIT FOR LOAD, 0220; returns the card's new balance."""
+    shell = CardShell(stack.vcard, os.path.join(stack.dir, f"card{card}.img"))
+    init = shell.initialize_for_load(amount, "460100000001")
+    _, answer = link.call("0200", load_request(CARDS[card], amount, stan, init))
+    assert answer[39] == "00", answer
+    mac2 = parse_tlv(answer[62])["DF09"]
+    _, repeat = link.call("0200", load_request(CARDS[card], amount, stan, init))
+    assert repeat[39] == "00" and repeat[62] == answer[62], repeat
+    tac = shell.credit_for_load(DATE, TIME, mac2)
+    shell.close()
+    _, confirmed = link.call("0220", load_confirmation(CARDS[card], amount, stan + 1, init, tac))
+    assert confirmed[39] == "00", confirmed
+    return init
+
+
+def clinic_authorization(stack, card, amount, stan):
+    """A 0100 whose DF0B is the card's INTERNAL AUTHENTICATE over SHA-256(41 ‖ 11 ‖ 7 ‖ 4)[0..8] (ISO8583.md §4.4)."""
+    fields = online_fields(CARDS[card], "003000", amount, stan, "CLINIC01")
+    challenge = hashlib.sha256((fields[41] + fields[11] + fields[7] + fields[4]).encode()).hexdigest()[:16].upper()
+    shell = CardShell(stack.vcard, os.path.join(stack.dir, f"card{card}.img"))
+    cryptogram = shell.internal_authenticate(challenge)
+    shell.close()
+    return {**fields, 62: tlv([("DF01", CARDS[card]), ("DF0B", cryptogram)])}
+
+
+def phase_online(stack):
+    log("phase online")
+    path = os.path.join(stack.dir, "clinic.json")
+    with open(path, "w") as f:
+        json.dump(CLINIC, f)
+    run([stack.clearingd, "admin", "--data", stack.data, "load", path])
+    stack.start_daemon()
+    link = Link(stack.port)
+    link.sign_on("BUS00001")
+
+    online_load(stack, link, 0, 3000, 10)
+    assert stack.card_balance(0) == OPENING_FEN + 3000
+    log("  ok  0200 → MAC2 (a repeat: the same MAC2) → CREDIT FOR LOAD → 0220 with the card's TAC: 00")
+
+    shell = CardShell(stack.vcard, os.path.join(stack.dir, "card1.img"))
+    init = shell.initialize_for_load(1000, "460100000001")
+    forged = f"{int(init['mac1'], 16) ^ 0x80:08X}"
+    _, answer = link.call("0200", load_request(CARDS[1], 1000, 20, init, mac1=forged))
+    assert answer[39] == "59" and 62 not in answer, answer
+    _, answer = link.call("0420", {**online_fields(CARDS[1], "210000", 1000, 21, "BUS00001"),
+                                   62: tlv([("DF01", CARDS[1]), ("DF04", f"{init['atc']:04X}")]), 90: original("0200", 20)})
+    assert answer[39] == "00", answer  # the advice of an unknown original: acknowledged, nothing booked
+    init = shell.initialize_for_load(1000, "460100000001")
+    _, answer = link.call("0200", load_request(CARDS[1], 1000, 22, init))
+    assert answer[39] == "00", answer
+    _, answer = link.call("0400", {**online_fields(CARDS[1], "210000", 1000, 23, "BUS00001"),
+                                   62: tlv([("DF01", CARDS[1]), ("DF04", f"{init['atc']:04X}")]), 90: original("0200", 22)})
+    assert answer[39] == "00", answer
+    shell.close()
+    assert stack.card_balance(1) == OPENING_FEN
+    log("  ok  forged MAC1 → 59 (nothing booked); 0420 of an unknown load → 00; a load reversed by 0400 → 00")
+
+    # Clinic: 25,000 asked, 20,000 on the medical account → partial approval; completed with 15,000.
+    link.sign_on("CLINIC01", stan=30)
+    _, answer = link.call("0100", clinic_authorization(stack, 1, 25000, 31))
+    assert answer[39] == "10" and answer[4] == f"{MEDICAL_FEN:012d}", answer
+    _, answer = link.call("0220", {**online_fields(CARDS[1], "003000", 15000, 32, "CLINIC01"), 90: original("0100", 31)})
+    assert answer[39] == "00", answer
+    _, answer = link.call("0220", {**online_fields(CARDS[1], "003000", 12000, 33, "CLINIC01"), 90: original("0100", 31)})
+    assert answer[39] == "94", answer  # the same completion with another amount
+    _, answer = link.call("0100", clinic_authorization(stack, 2, 3000, 34))
+    assert answer[39] == "00", answer
+    _, answer = link.call("0400", {**online_fields(CARDS[2], "003000", 3000, 35, "CLINIC01"), 90: original("0100", 34)})
+    assert answer[39] == "00", answer
+    medical = {c["asn"]: c["medical_balance_fen"] for c in stack.admin("cards")}
+    assert medical == {CARDS[0]: MEDICAL_FEN, CARDS[1]: MEDICAL_FEN - 15000, CARDS[2]: MEDICAL_FEN}, medical
+    log("  ok  0100 with INTERNAL AUTHENTICATE: partial approval 10, completion 00, repeat with another amount 94, 0400 voids a hold")
+
+    # 0500: the bus terminal's batch: one load confirmed, one reversed.
+    totals = {74: 1, 75: 1, 76: 0, 77: 0, 86: 3000, 87: 1000, 88: 0, 89: 0}
+    _, answer = link.call("0500", {11: "000040", 41: "BUS00001", 60: "000001",
+                                   **{f: f"{v:0{10 if f < 80 else 16}d}" for f, v in totals.items()}})
+    assert answer[39] == "00" and answer[97] == "C0000000000002000", answer
+    link.close()
+    assert stack.stop_daemon() == 0
+    log("  ok  0500 with credits and credit reversals balanced")
+
+    # A lost card: in the hotlist the terminal downloads, refused online with 41.
+    run([stack.clearingd, "admin", "--data", stack.data, "card-status", CARDS[2], "lost"])
+    stack.start_daemon(["--load-timeout", "1"])
+    link = Link(stack.port)
+    link.sign_on("BUS00001", stan=50)
+    _, answer = link.call("0800", {11: "000051", 41: "BUS00001", 70: "101", 48: "000000000000"})
+    assert answer[39] == "00" and answer[63] == "000000010+" + CARDS[2], answer
+    shell = CardShell(stack.vcard, os.path.join(stack.dir, "card2.img"))
+    init = shell.initialize_for_load(500, "460100000001")
+    _, answer = link.call("0200", load_request(CARDS[2], 500, 52, init))
+    assert answer[39] == "41", answer
+    shell.close()
+    log("  ok  hotlist download from version 0 carries the lost card; its 0200 is refused with 41")
+
+    # A load nobody confirms expires (--load-timeout 1): the daemon logs it; the card was credited after
+    # all, so its late confirmation is booked.
+    shell = CardShell(stack.vcard, os.path.join(stack.dir, "card0.img"))
+    init = shell.initialize_for_load(700, "460100000001")
+    _, answer = link.call("0200", load_request(CARDS[0], 700, 60, init))
+    assert answer[39] == "00", answer
+    mac2 = parse_tlv(answer[62])["DF09"]
+    deadline = time.time() + WAIT_S
+    log_path = os.path.join(stack.dir, "clearingd.log")
+    while "expired unresolved" not in open(log_path).read():
+        assert time.time() < deadline, "the load did not expire"
+        time.sleep(0.1)
+    tac = shell.credit_for_load(DATE, TIME, mac2)
+    shell.close()
+    _, answer = link.call("0220", load_confirmation(CARDS[0], 700, 61, init, tac))
+    assert answer[39] == "00", answer
+    link.close()
+    assert stack.stop_daemon() == 0
+    assert stack.card_balance(0) == OPENING_FEN + 3000 + 700
+    kinds = sorted(f["kind"] for f in stack.admin("risk"))
+    assert kinds == ["duplicate_different", "late_load_confirmation", "mac1_invalid"], kinds
+    log("  ok  an unconfirmed load expired (logged); the card's late confirmation booked it; flags " + ", ".join(kinds))
+    stack.shadows_match_cards()
+    report = stack.check()
+    log(f"  ok  check: {report['transfers']} transfers, {report['pending_open']} open holds")
+
+
 def main():
     if len(sys.argv) < 5:
         sys.exit(__doc__)
@@ -433,6 +657,8 @@ def main():
             phase_flows(stack)
         if phases in ("kill9", "all"):
             phase_kill9(stack, transactions)
+        if phases in ("online", "all"):
+            phase_online(stack)
         ok = True
     finally:
         stack.close()

@@ -1,4 +1,5 @@
 // ISO 8583:1987 codec: byte-exact messages, round trips and every parse error (clearing/ISO8583.md).
+#include <coconut/iso8583/card_data.hpp>
 #include <coconut/iso8583/iso8583.hpp>
 
 #include <doctest/doctest.h>
@@ -377,4 +378,46 @@ TEST_CASE("digits: zero-padded, refusing values that do not fit") {
     m.set(4, "00000000100A");
     CHECK_FALSE(m.get_number(4).has_value());
     CHECK_FALSE(m.get_number(5).has_value());
+}
+
+// ---- field 62 of the online messages (ISO8583.md §3.1, §4) ----
+
+TEST_CASE("the clinic challenge is SHA-256(41 ‖ 11 ‖ 7 ‖ 4)[0..8] over the fields' text (ISO8583.md §4.4 vector)") {
+    const auto challenge = coconut::iso8583::clinic_challenge("CLINIC01", "000031", "1126023000", "000000025000");
+    CHECK(coconut::to_hex(challenge) == "C7B2A0947A3B0AB8");
+    CHECK(coconut::iso8583::clinic_challenge("CLINIC01", "000031", "1126023000", "000000025001") != challenge);
+}
+
+TEST_CASE("load request, answer, confirmation, reference and clinic data round-trip; a missing or short tag is named") {
+    using namespace coconut::iso8583;
+    LoadRequestData request;
+    request.asn = {0x00, 0x00, 0x62, 0x31, 0x23, 0x45, 0x67, 0x89, 0x01, 0x23};
+    request.old_balance_fen = 5000;
+    request.online_atc = 7;
+    request.terminal_id = {0x46, 0x01, 0x00, 0x00, 0x00, 0x01};
+    request.when.date = {0x20, 0x26, 0x11, 0x26};
+    request.when.time = {0x10, 0x30, 0x00};
+    request.mac1 = {1, 2, 3, 4};
+    request.card_random = {5, 6, 7, 8};
+    request.key_version = 1;
+    const std::string text = encode_load_request(request);
+    auto parsed = parse_load_request(text);
+    REQUIRE(parsed.ok());
+    CHECK(parsed->mac1 == request.mac1);
+    CHECK(parsed->card_random == request.card_random);
+    CHECK(parsed->key_version == std::optional<std::uint8_t>(1));
+    CHECK(encode_load_request(*parsed) == text);
+    CHECK(parse_load_request(text.substr(0, text.size() - 8) + "DF0D020101").error() == "DF0D (key version): 2 bytes, expected 1");
+    CHECK(parse_load_request(text.substr(0, text.size() - 8)).ok());  // DF0D is optional
+    CHECK(parse_load_answer(encode_load_answer({request.asn, 7, {9, 9, 9, 9}}))->mac2 == coconut::crypto::Mac4{9, 9, 9, 9});
+    LoadConfirmationData confirmation;
+    confirmation.asn = request.asn;
+    confirmation.tac = {0xAA, 0xBB, 0xCC, 0xDD};
+    confirmation.when = request.when;
+    CHECK(parse_load_confirmation(encode_load_confirmation(confirmation))->tac == confirmation.tac);
+    CHECK(parse_load_confirmation(encode_load_reference({request.asn, 7})).error() == "field 62 lacks DF02 (transaction type)");
+    CHECK(parse_load_reference(encode_load_reference({request.asn, 7}))->online_atc == 7);
+    ClinicAuthorizationData clinic{request.asn, {1, 2, 3, 4, 5, 6, 7, 8}};
+    CHECK(parse_clinic_authorization(encode_clinic_authorization(clinic))->cryptogram == clinic.cryptogram);
+    CHECK(parse_clinic_authorization("DF010A00006231234567890123").error() == "field 62 lacks DF0B (INTERNAL AUTHENTICATE response)");
 }

@@ -462,7 +462,12 @@ void Engine::clinic_completion(std::shared_ptr<Online> online) {
     post.amount = online->amount_fen;  // the rest of the hold is released
     post.user_data_64 = online->terminal.participant_id;
     post.user_data_32 = online->stan;
-    auto hook = [this, online](lmdb::Txn& txn, ledger::ResultCode code) -> lmdb::Status {
+    auto hook = [this, online, asn = (*hold)->asn](lmdb::Txn& txn, ledger::ResultCode code) -> lmdb::Status {
+        if (duplicate(code)) {
+            return raise_flag(registry_, txn,
+                              RiskFlag{RiskKind::duplicate_different, asn, static_cast<std::uint16_t>(online->stan), 0, wall_clock_ns(),
+                                       fmt::format("completion of hold {}: {}", ledger::to_string(online->transfer_id), ledger::to_string(code))});
+        }
         if (code != ledger::ResultCode::ok) return Ok{};
         return count_terminal(registry_, txn, online->terminal_id, online->stan, online->batch_number, BatchTotal::debit,
                               online->amount_fen);

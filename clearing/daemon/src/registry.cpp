@@ -483,6 +483,32 @@ lmdb::Status Registry::put_hold(lmdb::Txn& txn, const ledger::Id& hold_id, const
     return txn.put(tables_->holds, id_bytes(hold_id), bytes);
 }
 
+Result<std::vector<Registry::StoredLoadAttempt>> Registry::load_attempts() const {
+    return scan<StoredLoadAttempt>(
+        env_, tables_->loads,
+        [](ByteView k, ByteView v) -> std::optional<StoredLoadAttempt> {
+            auto attempt = decode_load_attempt(v);
+            if (k.size() != 12 || !attempt) return std::nullopt;
+            StoredLoadAttempt stored;
+            std::copy_n(k.begin(), 10, stored.asn.begin());
+            stored.online_atc = read_be16(k.subspan(10));
+            stored.attempt = *attempt;
+            return stored;
+        },
+        "load attempt");
+}
+
+Result<std::vector<std::pair<ledger::Id, HoldRecord>>> Registry::holds() const {
+    return scan<std::pair<ledger::Id, HoldRecord>>(
+        env_, tables_->holds,
+        [](ByteView k, ByteView v) -> std::optional<std::pair<ledger::Id, HoldRecord>> {
+            auto hold = decode_hold(v);
+            if (k.size() != 16 || !hold) return std::nullopt;
+            return std::pair{read_id(k), *hold};
+        },
+        "hold");
+}
+
 Result<std::uint64_t> Registry::hotlist_version() const {
     return in_read_txn<std::uint64_t>(env_, [&](lmdb::Txn& txn) -> Result<std::uint64_t> {
         auto version = hotlist_version_in(txn, tables_->hotlist);
@@ -828,15 +854,15 @@ Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std
 Status set_card_status(ledger::Ledger& ledger, Registry& registry, const Asn& asn, CardStatus status) {
     COCONUT_TRY(stored, registry.card(asn));
     if (!stored) return Unexpected<Error>{bad_input("card " + bcd_to_digits(asn) + " is not registered")};
-    CardRecord card = *stored;
-    card.status = status;
     // Status and hotlist entry in one commit, so the version a terminal downloads matches the registry.
+    // The record is read again inside the write transaction: a booking may have changed it meanwhile.
     auto done = apply_all(ledger, {}, [&](lmdb::Txn& txn) -> lmdb::Status {
         auto current = registry.card_in(txn, asn);
         if (!current) return Unexpected<lmdb::Error>{current.error()};
-        if (*current) card = **current, card.status = status;
-        auto recorded = registry.record_status_change(txn, asn, *current ? (*current)->status : stored->status, status);
+        CardRecord card = *current ? **current : *stored;
+        auto recorded = registry.record_status_change(txn, asn, card.status, status);
         if (!recorded) return Unexpected<lmdb::Error>{recorded.error()};
+        card.status = status;
         return registry.put_card(txn, card);
     });
     if (!done) return Unexpected<Error>{done.error()};
@@ -844,6 +870,59 @@ Status set_card_status(ledger::Ledger& ledger, Registry& registry, const Asn& as
 }
 
 // ---- check ----------------------------------------------------------------------------------------------
+
+namespace {
+
+// The online tables against the ledger, and the hotlist log against the card statuses.
+Status check_online(const ledger::Ledger& ledger, const Registry& registry, const std::vector<CardRecord>& cards,
+                    CheckReport& report) {
+    COCONUT_TRY(attempts, registry.load_attempts());
+    report.load_attempts = attempts.size();
+    for (const auto& a : attempts) {
+        const ledger::Id id = online_load_transfer(a.asn, a.online_atc, a.attempt.attempt);
+        COCONUT_TRY(transfer, ledger.lookup_transfer(id));
+        if (!transfer || transfer->code != transfer_codes::online_load || (transfer->flags & ledger::transfer_flags::pending) == 0 ||
+            transfer->credit_account_id != purse_shadow_account(a.asn) || transfer->amount != a.attempt.amount_fen) {
+            report.problems.push_back("load of card " + bcd_to_digits(a.asn) + " online ATC " + std::to_string(a.online_atc) +
+                                      ": no pending online_load transfer " + ledger::to_string(id) + " of " +
+                                      std::to_string(a.attempt.amount_fen) + " fen to its purse shadow");
+        }
+    }
+    COCONUT_TRY(holds, registry.holds());
+    report.holds = holds.size();
+    for (const auto& [id, hold] : holds) {
+        COCONUT_TRY(transfer, ledger.lookup_transfer(id));
+        if (!transfer || transfer->code != transfer_codes::clinic_medical || (transfer->flags & ledger::transfer_flags::pending) == 0 ||
+            transfer->debit_account_id != medical_account(hold.asn) || transfer->amount > hold.requested_fen) {
+            report.problems.push_back("hold " + ledger::to_string(id) + " of card " + bcd_to_digits(hold.asn) +
+                                      ": no pending clinic_medical transfer from its medical account within the amount asked");
+        }
+    }
+    std::set<Asn> listed;
+    std::uint32_t chunk_index = 0;
+    for (bool more = true; more; ++chunk_index) {
+        COCONUT_TRY(chunk, registry.hotlist_chunk(0, chunk_index));
+        for (const HotlistEntry& e : chunk.entries) {
+            if (e.added) listed.insert(e.asn);
+            else listed.erase(e.asn);
+        }
+        report.hotlist_version = chunk.version;
+        more = chunk.more;
+    }
+    std::set<Asn> refused;
+    for (const CardRecord& card : cards) {
+        if (card.status != CardStatus::active) refused.insert(card.asn);
+    }
+    for (const Asn& asn : refused) {
+        if (!listed.count(asn)) report.problems.push_back("card " + bcd_to_digits(asn) + " is not active but not on the hotlist log");
+    }
+    for (const Asn& asn : listed) {
+        if (!refused.count(asn)) report.problems.push_back("card " + bcd_to_digits(asn) + " is on the hotlist log but active");
+    }
+    return Ok{};
+}
+
+}  // namespace
 
 Result<CheckReport> check(const ledger::Ledger& ledger, const Registry& registry) {
     CheckReport report;
@@ -890,6 +969,7 @@ Result<CheckReport> check(const ledger::Ledger& ledger, const Registry& registry
     }
     COCONUT_TRY(flags, registry.risk_flags());
     report.risk_flags = flags.size();
+    if (auto s = check_online(ledger, registry, cards, report); !s) return Unexpected<Error>{s.error()};
     return report;
 }
 

@@ -233,6 +233,9 @@ int run_check(const std::string& dir, bool as_json) {
                           {"pending_open", report->ledger.pending_open},
                           {"cards", report->cards},
                           {"risk_flags", report->risk_flags},
+                          {"load_attempts", report->load_attempts},
+                          {"holds", report->holds},
+                          {"hotlist_version", report->hotlist_version},
                           {"problems", problems}}
                          .dump()
                   << "\n";
@@ -327,6 +330,19 @@ int admin_list(const std::string& dir, const std::string& what) {
                                              {"credit_reversals", {t.batch_credit_reversals_count, t.batch_credit_reversals_fen}},
                                              {"debit_reversals", {t.batch_debit_reversals_count, t.batch_debit_reversals_fen}}}}});
         }
+    } else if (what == "hotlist") {  // the whole log, as a terminal at version 0 downloads it
+        std::uint32_t chunk_index = 0;
+        for (bool more = true; more; ++chunk_index) {
+            auto chunk = data->registry->hotlist_chunk(0, chunk_index);
+            if (!chunk) return fail(exit_storage, chunk.error().message);
+            for (std::size_t i = 0; i < chunk->entries.size(); ++i) {
+                const HotlistEntry& e = chunk->entries[i];
+                out.push_back({{"version", chunk->version - chunk->entries.size() + i + 1},
+                               {"change", e.added ? "+" : "-"},
+                               {"asn", bcd_to_digits(e.asn)}});
+            }
+            more = chunk->more;
+        }
     } else {  // risk
         auto flags = data->registry->risk_flags();
         if (!flags) return fail(exit_storage, flags.error().message);
@@ -419,9 +435,9 @@ int main(int argc, char** argv) {
     load_cmd->add_option("FILE", registry_file, "registry JSON (clearing/README.md)")->required();
     std::string what;
     auto* list_cmd = admin_cmd->add_subcommand("list", "print a registry as JSON");
-    list_cmd->add_option("WHAT", what, "cards | participants | terminals | risk")
+    list_cmd->add_option("WHAT", what, "cards | participants | terminals | risk | hotlist")
         ->required()
-        ->check(CLI::IsMember({"cards", "participants", "terminals", "risk"}));
+        ->check(CLI::IsMember({"cards", "participants", "terminals", "risk", "hotlist"}));
     std::string asn_text, status_text;
     auto* status_cmd = admin_cmd->add_subcommand("card-status", "set a card's status (lost / blocked cards are refused online)");
     status_cmd->add_option("ASN", asn_text, "20 digits")->required();

@@ -120,6 +120,29 @@ Bytes when_bytes(const crypto::CardDateTime& when) {
     return b;
 }
 
+// DF01–DF04, DF06, DF07: what the 0200 and the 0220 of a load both carry.
+template <class Load>
+void read_load(Card62& c, Load& l) {
+    c.asn(l.asn);
+    c.type(l.type, {crypto::type_ep_load}, "02 for an EP load");
+    l.old_balance_fen = c.number(0xDF03, "old balance", 4);
+    l.online_atc = static_cast<std::uint16_t>(c.number(0xDF04, "online ATC", 2));
+    c.terminal_id(l.terminal_id);
+    c.when(l.when);
+}
+
+template <class Load>
+Bytes write_load(const Load& l) {
+    Bytes out;
+    apdu::append_tlv(out, 0xDF01, l.asn);
+    apdu::append_tlv(out, 0xDF02, ByteView(&l.type, 1));
+    apdu::append_tlv(out, 0xDF03, be_bytes(l.old_balance_fen, 4));
+    apdu::append_tlv(out, 0xDF04, be_bytes(l.online_atc, 2));
+    apdu::append_tlv(out, 0xDF06, l.terminal_id);
+    apdu::append_tlv(out, 0xDF07, when_bytes(l.when));
+    return out;
+}
+
 }  // namespace
 
 std::uint16_t transit_line(const PurseTransaction& t) {
@@ -160,12 +183,7 @@ std::string encode_purse_transaction(const PurseTransaction& t) {
 
 Result<LoadRequestData, std::string> parse_load_request(std::string_view field62) {
     return parse_with<LoadRequestData>(field62, [](Card62& c, LoadRequestData& l) {
-        c.asn(l.asn);
-        c.type(l.type, {crypto::type_ep_load}, "02 for an EP load");
-        l.old_balance_fen = c.number(0xDF03, "old balance", 4);
-        l.online_atc = static_cast<std::uint16_t>(c.number(0xDF04, "online ATC", 2));
-        c.terminal_id(l.terminal_id);
-        c.when(l.when);
+        read_load(c, l);
         c.copy(0xDF09, "MAC1", l.mac1);
         c.copy(0xDF0A, "card random", l.card_random);
         ByteView version = c.optional(0xDF0D, "key version", 1);
@@ -174,13 +192,7 @@ Result<LoadRequestData, std::string> parse_load_request(std::string_view field62
 }
 
 std::string encode_load_request(const LoadRequestData& l) {
-    Bytes out;
-    apdu::append_tlv(out, 0xDF01, l.asn);
-    apdu::append_tlv(out, 0xDF02, ByteView(&l.type, 1));
-    apdu::append_tlv(out, 0xDF03, be_bytes(l.old_balance_fen, 4));
-    apdu::append_tlv(out, 0xDF04, be_bytes(l.online_atc, 2));
-    apdu::append_tlv(out, 0xDF06, l.terminal_id);
-    apdu::append_tlv(out, 0xDF07, when_bytes(l.when));
+    Bytes out = write_load(l);
     apdu::append_tlv(out, 0xDF09, l.mac1);
     apdu::append_tlv(out, 0xDF0A, l.card_random);
     if (l.key_version) apdu::append_tlv(out, 0xDF0D, ByteView(&*l.key_version, 1));
@@ -205,24 +217,13 @@ std::string encode_load_answer(const LoadAnswerData& a) {
 
 Result<LoadConfirmationData, std::string> parse_load_confirmation(std::string_view field62) {
     return parse_with<LoadConfirmationData>(field62, [](Card62& c, LoadConfirmationData& l) {
-        c.asn(l.asn);
-        c.type(l.type, {crypto::type_ep_load}, "02 for an EP load");
-        l.old_balance_fen = c.number(0xDF03, "old balance", 4);
-        l.online_atc = static_cast<std::uint16_t>(c.number(0xDF04, "online ATC", 2));
-        c.terminal_id(l.terminal_id);
-        c.when(l.when);
+        read_load(c, l);
         c.copy(0xDF08, "TAC", l.tac);
     });
 }
 
 std::string encode_load_confirmation(const LoadConfirmationData& l) {
-    Bytes out;
-    apdu::append_tlv(out, 0xDF01, l.asn);
-    apdu::append_tlv(out, 0xDF02, ByteView(&l.type, 1));
-    apdu::append_tlv(out, 0xDF03, be_bytes(l.old_balance_fen, 4));
-    apdu::append_tlv(out, 0xDF04, be_bytes(l.online_atc, 2));
-    apdu::append_tlv(out, 0xDF06, l.terminal_id);
-    apdu::append_tlv(out, 0xDF07, when_bytes(l.when));
+    Bytes out = write_load(l);
     apdu::append_tlv(out, 0xDF08, l.tac);
     return to_hex(out);
 }

@@ -165,28 +165,11 @@ struct ReconcileReport {
     std::string host_net;        // field 97 of the 0510 (C/D + 16 digits) when present
 };
 
-// Card data of the online messages (field 62): the load request (0200), a load confirmation or reversal,
-// and the clinic authorization with its INTERNAL AUTHENTICATE proof.
-std::string encode_load_request_data(const TransactionRecord& intent, const std::array<std::uint8_t, 4>& card_random,
-                                     const crypto::Mac4& mac1);
-std::string encode_clinic_request_data(const TransactionRecord& intent, ByteView cryptogram8);
 // The message upload() / the flows send for a queued record; `repeat` gives 0221 / 0421.
 iso8583::Message advice_request(const TransactionRecord& record, std::uint32_t stan, std::string_view terminal_id,
                                 bool repeat);
 // Field 90: original MTI ‖ STAN ‖ transmission date/time ‖ 22 zeros (no acquirer/forwarder ids).
 std::string original_data_elements(const TransactionRecord& record);
-// The 8-byte challenge the card answers with INTERNAL AUTHENTICATE for a clinic hold, recomputed by the
-// clearing from the 0100 (ISO8583.md §4.4): SHA-256(41 ‖ 11 ‖ 7 ‖ 4, the ASCII text as sent)[0..8].
-std::array<std::uint8_t, 8> clinic_challenge(std::string_view terminal_id, std::uint32_t stan, std::string_view transmitted,
-                                             std::uint32_t amount_fen);
-
-// Field 62 of a 0320 (ISO8583.md §3.1): DF01–DF08 as upper-case hex text, and DF0C (line ‖ station, 2
-// bytes each) for a transit tap (type 09).
-std::string encode_card_data(const TransactionRecord& record);
-// The 0320 for one queued offline purchase.
-iso8583::Message upload_request(const TransactionRecord& record, std::uint32_t stan, std::string_view terminal_id,
-                                std::uint32_t batch_number);
-
 class ClearingClient {
 public:
     static Result<std::unique_ptr<ClearingClient>, ClearingError> connect(const ClearingEndpoint& endpoint,
@@ -209,9 +192,11 @@ public:
     // mean the outcome is unknown: the caller reverses (0420).
     Result<LoadApproval, ClearingError> request_load(const TransactionRecord& intent, const std::array<std::uint8_t, 4>& card_random,
                                                      const crypto::Mac4& mac1);
-    // 0100 → 0110 for a clinic hold intent, with the card's INTERNAL AUTHENTICATE answer over
-    // clinic_challenge() of the same message.
-    Result<ClinicApproval, ClearingError> authorize(const TransactionRecord& intent, ByteView cryptogram8);
+    // The challenge the card must answer with INTERNAL AUTHENTICATE for the 0100 of this hold intent
+    // (ISO8583.md §4.4: SHA-256 of fields 41 ‖ 11 ‖ 7 ‖ 4 as sent; the host recomputes it).
+    std::array<std::uint8_t, 8> clinic_challenge(const TransactionRecord& intent) const;
+    // 0100 → 0110 for a clinic hold intent, with the card's INTERNAL AUTHENTICATE answer.
+    Result<ClinicApproval, ClearingError> authorize(const TransactionRecord& intent, const std::array<std::uint8_t, 8>& cryptogram);
     // 0400 → 0410 of a load or clinic hold (record.link load_reversal / clinic_reversal); the response code.
     Result<std::string, ClearingError> reverse(const TransactionRecord& reversal);
     // Sends the queued advice `sequence` once (0220 / 0420, not a repeat) and acknowledges it in the queue

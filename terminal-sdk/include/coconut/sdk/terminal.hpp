@@ -103,7 +103,7 @@ struct FlowError {
     std::uint16_t sw = 0;
     std::optional<BlockReason> block_reason;
     std::string response_code;  // declined: field 39 of the clearing's answer
-    bool reversal_queued = false;  // an online flow left a 0420 advice in the queue (sent, or to be sent by upload)
+    bool reversed = false;  // the flow reversed what the host may have booked: 0400 answered, or a 0420 advice queued (sent, or left for upload)
 };
 
 struct RecoveryOutcome {

@@ -163,6 +163,7 @@ struct CardRecord {
     std::uint32_t medical_opening_fen = 0;                // medical account at issue (booked from the fund)
     // Mirror of the purse shadow account, kept in the same transaction as every booking, so the
     // online mismatch check needs no ledger read (`check` verifies the mirror against the ledger).
+    // Posted money only: a pending load (0210 sent, 0220 not yet) is not in it (ISO8583.md §4.3).
     std::int64_t shadow_balance_fen = 0;
     bool offline_atc_seen = false;
     std::uint16_t offline_atc_max = 0;  // highest offline ATC booked
@@ -298,6 +299,14 @@ public:
     lmdb::Status put_load_attempt(lmdb::Txn& txn, const Asn& asn, std::uint16_t online_atc, const LoadAttempt& attempt) const;
     Result<std::optional<HoldRecord>> hold(const ledger::Id& hold_id) const;
     lmdb::Status put_hold(lmdb::Txn& txn, const ledger::Id& hold_id, const HoldRecord& hold) const;
+    // Every record, for `check`.
+    struct StoredLoadAttempt {
+        Asn asn{};
+        std::uint16_t online_atc = 0;
+        LoadAttempt attempt;
+    };
+    Result<std::vector<StoredLoadAttempt>> load_attempts() const;
+    Result<std::vector<std::pair<ledger::Id, HoldRecord>>> holds() const;
 
     // The versioned hotlist (ISO8583.md §4.6): one log entry per version, version 0 = empty.
     Result<std::uint64_t> hotlist_version() const;
@@ -334,19 +343,25 @@ struct LoadReport {
     std::size_t transfers_created = 0;
 };
 Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std::string_view json_text);
-// Sets a card's status (the hotlist): lost / blocked cards are refused online.
+// Sets a card's status (the hotlist): lost / blocked cards are refused online. A change records a
+// hotlist entry (a new version, ISO8583.md §4.6) in the same commit; setting the same status is a no-op.
 Status set_card_status(ledger::Ledger& ledger, Registry& registry, const Asn& asn, CardStatus status);
 
 // ---- check ----------------------------------------------------------------------------------------------
 
 // Every invariant: the ledger's own (Ledger::check) plus the daemon's — each card's accounts exist on
 // the right ledgers, the shadow mirror equals the purse shadow account, nothing was ever debited from
-// suspense, every payable belongs to a registered participant.
+// suspense, every payable belongs to a registered participant, every load attempt and hold record
+// names its pending transfer (right code, accounts, amount), and the hotlist log replayed from
+// version 0 gives exactly the cards whose status is not active.
 struct CheckReport {
     ledger::CheckReport ledger;
     std::vector<std::string> problems;  // the daemon's own
     std::size_t cards = 0;
     std::size_t risk_flags = 0;
+    std::size_t load_attempts = 0;
+    std::size_t holds = 0;
+    std::uint64_t hotlist_version = 0;
     bool ok() const { return ledger.ok() && problems.empty(); }
 };
 Result<CheckReport> check(const ledger::Ledger& ledger, const Registry& registry);

@@ -1,0 +1,158 @@
+// The SDK's online flows against the real clearing engine and ISO 8583 server on loopback (in-process HSM,
+// LMDB ledger in a temporary directory), with in-process cards whose reader can lose the card at a chosen
+// APDU: the card pulled during CREDIT FOR LOAD is resolved on its next presentation — confirmed (0221) or
+// reversed (0421) — and the clearing's shadow balance ends equal to the card's balance; a reversed load
+// attempt does not block the next load on the same online ATC; reconciliation balances.
+#include "clearing_fixture.hpp"
+
+#include <coconut/cos/card.hpp>
+#include <coconut/sdk/clearing_client.hpp>
+#include <coconut/sdk/terminal.hpp>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <thread>
+
+using namespace clearing_test;
+namespace sdk = coconut::sdk;
+namespace asio = boost::asio;
+
+namespace {
+
+const std::string purchase_master_hex = "0123456789ABCDEFFEDCBA9876543210";
+
+bool is_ins(ByteView command, std::uint8_t cla, std::uint8_t ins) {
+    return command.size() >= 2 && command[0] == cla && command[1] == ins;
+}
+
+// The clearing (engine + ISO 8583 server on an ephemeral loopback port) and one terminal with card A.
+struct LinkRig {
+    Rig clearing;
+    asio::io_context io;
+    asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
+    std::unique_ptr<Server> server;
+    std::thread thread;
+
+    std::unique_ptr<cos::VirtualCard> card;
+    std::unique_ptr<cos::VirtualCard> psam;
+    sdk::InProcessReader card_reader{"card", nullptr};
+    sdk::InProcessReader psam_reader{"psam", nullptr};
+    std::unique_ptr<sdk::TransactionQueue> queue;
+    sdk::Hotlist hotlist;
+    std::unique_ptr<sdk::Terminal> terminal;
+    std::unique_ptr<sdk::ClearingClient> client;
+
+    LinkRig() {
+        server = std::make_unique<Server>(io, *clearing.engine, ServerOptions{});
+        thread = std::thread([this] { io.run(); });
+        const auto dir = clearing.dir.path;
+        const nlohmann::json card_profile = {
+            {"kind", "card"}, {"asn", card_a}, {"issuer_id", issuer_hex}, {"balance_fen", 5000}, {"pin", "123456"},
+            {"seed", "5EED5EED"}, {"start_date", "20260101"}, {"expiry_date", "20351231"},
+            {"master_keys", {{"dpk", purchase_master_hex}, {"dlk", load_master_hex}, {"dtk", tac_master_hex},
+                             {"iak", internal_auth_master_hex}, {"damk", purchase_master_hex}}}};
+        REQUIRE(cos::create_image(dir / "card.img", card_profile).ok());
+        const nlohmann::json psam_profile = {{"kind", "psam"}, {"terminal_id", psam_terminal}, {"purchase_key", purchase_master_hex},
+                                             {"key_level", "master"}, {"issuer_id", issuer_hex}, {"terminal_serial", 1}};
+        REQUIRE(cos::create_image(dir / "psam.img", psam_profile).ok());
+        card = std::move(cos::VirtualCard::open(dir / "card.img").value());
+        psam = std::move(cos::VirtualCard::open(dir / "psam.img").value());
+        card_reader.insert(card.get());
+        psam_reader.insert(psam.get());
+        queue = std::move(sdk::TransactionQueue::open(dir / "terminal.queue").value());
+        terminal = std::make_unique<sdk::Terminal>(card_reader, psam_reader, *queue, hotlist);
+
+        sdk::ClearingOptions options;
+        options.terminal_id = "BUS00001";
+        options.batch_path = dir / "terminal.batch";
+        auto connected = sdk::ClearingClient::connect({"127.0.0.1", server->port()}, options);
+        REQUIRE_MESSAGE(connected.ok(), (connected.ok() ? "" : connected.error().message));
+        client = std::move(connected.value());
+        REQUIRE(client->sign_on().ok());
+    }
+    ~LinkRig() {
+        client.reset();
+        std::promise<void> drained;
+        asio::post(io, [&] { server->shutdown([&] { drained.set_value(); }); });
+        drained.get_future().wait_for(std::chrono::seconds(10));
+        io.stop();
+        thread.join();
+    }
+
+    void lose_card_at_credit(sdk::Fault fault) {
+        card_reader.set_fault_plan([fault](std::size_t, ByteView c) { return is_ins(c, 0x80, 0x52) ? fault : sdk::Fault::none; });
+    }
+    void present_again() {
+        card_reader.set_fault_plan(nullptr);
+        card_reader.insert(card.get());
+    }
+    std::int64_t card_balance() const { return card->snapshot().balance_fen; }
+};
+
+}  // namespace
+
+TEST_CASE("link: an online load through the real clearing posts the load; shadow = card") {
+    LinkRig rig;
+    auto loaded = rig.terminal->load(1500, *rig.client);
+    REQUIRE_MESSAGE(loaded.ok(), (loaded.ok() ? "" : loaded.error().message));
+    CHECK(loaded->confirmed);
+    CHECK(rig.card_balance() == 6500);
+    CHECK(rig.clearing.shadow(card_a) == 6500);
+    CHECK(rig.queue->size() == 0);
+}
+
+TEST_CASE("link: card pulled after CREDIT ran — the next presentation confirms it (0221); shadow = card") {
+    LinkRig rig;
+    rig.lose_card_at_credit(sdk::Fault::after_card);
+    auto loaded = rig.terminal->load(1500, *rig.client);
+    REQUIRE_FALSE(loaded.ok());
+    CHECK(loaded.error().code == sdk::FlowErrorCode::card_removed);
+    CHECK(rig.card_balance() == 6500);
+    CHECK(rig.clearing.shadow(card_a) == 5000);  // pending at the clearing: not in the posted shadow
+
+    rig.present_again();
+    auto recovered = rig.terminal->recover();
+    REQUIRE(recovered.ok());
+    REQUIRE(recovered->recorded.size() == 1);
+    auto report = rig.client->upload(*rig.queue);
+    REQUIRE_MESSAGE(report.ok(), (report.ok() ? "" : report.error().message));
+    CHECK(report->approved == 1);
+    CHECK(rig.queue->size() == 0);
+    CHECK(rig.clearing.shadow(card_a) == 6500);
+    auto reconciled = rig.client->reconcile();
+    REQUIRE(reconciled.ok());
+    CHECK(reconciled->balanced);
+}
+
+TEST_CASE("link: CREDIT never reached the card — reversed (0421) on its return; the next load on the same ATC works") {
+    LinkRig rig;
+    rig.lose_card_at_credit(sdk::Fault::before_card);
+    auto loaded = rig.terminal->load(1500, *rig.client);
+    REQUIRE_FALSE(loaded.ok());
+    CHECK(rig.card_balance() == 5000);
+
+    rig.present_again();
+    auto recovered = rig.terminal->recover();
+    REQUIRE(recovered.ok());
+    REQUIRE(recovered->reversed.size() == 1);
+    auto report = rig.client->upload(*rig.queue);
+    REQUIRE(report.ok());
+    CHECK(report->acknowledged == 1);
+    CHECK(rig.clearing.shadow(card_a) == 5000);
+
+    // The card's online ATC did not move: the clearing takes the next attempt on that ATC as a new load.
+    auto again = rig.terminal->load(700, *rig.client);
+    REQUIRE_MESSAGE(again.ok(), (again.ok() ? "" : again.error().message));
+    CHECK(again->confirmed);
+    CHECK(rig.card_balance() == 5700);
+    CHECK(rig.clearing.shadow(card_a) == 5700);
+    auto reconciled = rig.client->reconcile();
+    REQUIRE(reconciled.ok());
+    CHECK(reconciled->balanced);
+    CHECK(reconciled->totals.credits_fen == 700);
+    CHECK(reconciled->totals.credit_reversals_fen == 1500);
+}
