@@ -61,6 +61,15 @@ def demo_small():
         assert day["tears"] > 0 and day["tears_recovered"] + day["tears_abandoned"] == day["tears"], day
         assert day["dropped_frames"] > 0, day
         assert "nothing created or lost" in out and "ledger check: ok" in out, out
+        # Settlement: pain.001 files valid against the XSD, every payout booked by the bank and matched,
+        # and after the payouts are posted the books still hold (cards = shadows, check, Σ = 0).
+        settlement = summary["settlement"]
+        assert settlement["files_valid"], settlement
+        assert settlement["payments"] > 0 and settlement["transfers_posted"] > 0, settlement
+        assert settlement["reconciled"] and settlement["matched"] == settlement["payments"], settlement
+        assert settlement["missing"] == 0 and settlement["mismatched"] == 0 and settlement["duplicates"] == 0, settlement
+        check_invariants({"verification": summary["after_settlement"], "day": day}, 100)
+        assert summary["ok"]
         print(f"demo small: {day['transactions']} transactions, {day['tears']} tears, {day['dropped_frames']} frames lost, "
               f"{summary['timings_s']['total']:.1f} s")
     finally:

@@ -3,6 +3,7 @@
 #include "errors.hpp"
 #include "report.hpp"
 #include "services.hpp"
+#include "settle.hpp"
 #include "setup.hpp"
 #include "verify.hpp"
 
@@ -97,17 +98,38 @@ int demo(const DemoArgs& args) {
                               verification.cards_checked - verification.card_mismatches.size(), verification.cards_checked,
                               verification.purse_total_fen == 0 && verification.medical_total_fen == 0 ? "conserved" : "NOT conserved"));
 
+    t0 = Clock::now();
+    const SettlementOutcome settlement = settle_and_reconcile(world, island);
+    const Verification after = verify_island(world, island);
+    const double settle_s = since(t0);
+    progress.step(fmt::format("settlement cycle {}: {} payments in {} pain.001 files ({}), {} transfers posted; bank statements "
+                              "reconciled: {} matched, {} missing, {} mismatched",
+                              settlement.cycle, settlement.payments, settlement.pain_files.size(),
+                              settlement.files_valid ? "valid against the XSD" : "INVALID", settlement.transfers_posted,
+                              settlement.matched, settlement.missing, settlement.mismatched));
+    const bool all_ok = verification.ok() && after.ok() && settlement.files_valid && settlement.reconciled;
+
     const double total_s = since(started);
     std::cout << "\n";
     print_day(std::cout, day);
     print_verification(std::cout, verification, args.size == "small");
+    std::cout << fmt::format("Settlement (cycle {}): {} payouts {} to {} participants' banks, fees {}; pain.001 {}; camt.053 "
+                             "reconciliation {} ({} matched, {} missing, {} mismatched, {} duplicates); after posting: cards = "
+                             "shadows {}, ledger check {}, money {}\n",
+                             settlement.cycle, settlement.payments, format_fen(static_cast<std::int64_t>(settlement.paid_fen)),
+                             settlement.payments, format_fen(static_cast<std::int64_t>(settlement.fees_fen)),
+                             settlement.files_valid ? "valid" : "INVALID", settlement.reconciled ? "complete" : "INCOMPLETE",
+                             settlement.matched, settlement.missing, settlement.mismatched, settlement.duplicates,
+                             after.card_mismatches.empty() ? "ok" : "MISMATCH", after.ledger_check_ok ? "ok" : "FAILED",
+                             after.purse_total_fen == 0 && after.medical_total_fen == 0 ? "conserved" : "NOT conserved");
     std::cout << fmt::format("Timings: setup (ceremony, {} cards, {} PSAMs, registry) {:.1f} s · day {:.1f} s ({:.0f} transactions/s, "
-                             "uploads {:.1f} s) · verification {:.1f} s · total {:.1f} s\n",
+                             "uploads {:.1f} s) · verification {:.1f} s · settlement + reconciliation {:.1f} s · total {:.1f} s\n",
                              setup.cards_issued, setup.terminals, setup_s, day_s, static_cast<double>(day.transactions) / day_s,
-                             day.upload_seconds, verify_s, total_s);
-    std::cout << fmt::format("Files: island {} · images, PSAMs, queues {} (tmpfs) · ledger {} · transaction log {} (sha256 {:.16}…)\n",
+                             day.upload_seconds, verify_s, settle_s, total_s);
+    std::cout << fmt::format("Files: island {} · images, PSAMs, queues {} · ledger {} · transaction log {} (sha256 {:.16}…) · "
+                             "settlement {} · bank statements {}\n",
                              world.dir.string(), setup.images_dir.string(), world.clearing_data().string(),
-                             day.transaction_log.string(), day.digest);
+                             day.transaction_log.string(), day.digest, settlement.cycle_dir.string(), (world.dir / "bank").string());
     std::cout << setup.tokens << "\n";
 
     const json summary{{"size", args.size},
@@ -116,12 +138,20 @@ int demo(const DemoArgs& args) {
                        {"images_dir", setup.images_dir.string()},
                        {"day", day_json(day)},
                        {"verification", verification_json(verification)},
-                       {"timings_s", {{"setup", setup_s}, {"day", day_s}, {"uploads", day.upload_seconds}, {"verification", verify_s}, {"total", total_s}}}};
+                       {"after_settlement", verification_json(after)},
+                       {"settlement", {{"cycle", settlement.cycle}, {"cycle_dir", settlement.cycle_dir.string()},
+                                       {"payments", settlement.payments}, {"paid_fen", settlement.paid_fen}, {"fees_fen", settlement.fees_fen},
+                                       {"transfers_posted", settlement.transfers_posted}, {"files_valid", settlement.files_valid},
+                                       {"matched", settlement.matched}, {"missing", settlement.missing},
+                                       {"mismatched", settlement.mismatched}, {"duplicates", settlement.duplicates},
+                                       {"reconciled", settlement.reconciled}}},
+                       {"ok", all_ok},
+                       {"timings_s", {{"setup", setup_s}, {"day", day_s}, {"uploads", day.upload_seconds}, {"verification", verify_s}, {"settlement", settle_s}, {"total", total_s}}}};
     const std::string text = summary.dump(1) + "\n";
     if (const auto error = write_file_atomically(world.dir / "summary.json", ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
         !error.empty())
         fail(exit_codes::io_error, error);
-    return verification.ok() ? exit_codes::ok : exit_codes::check_failed;
+    return all_ok ? exit_codes::ok : exit_codes::check_failed;
 }
 
 }  // namespace coconut::cli
