@@ -9,9 +9,11 @@ in a tmpfs directory (/dev/shm) when there is one, as the demo's do.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 COCONUT = sys.argv[1]
 MODE = sys.argv[2]
@@ -140,4 +142,42 @@ def bad_inputs():
         shutil.rmtree(work, ignore_errors=True)
 
 
-{"demo_small": demo_small, "deterministic": deterministic, "faults": faults, "bad_inputs": bad_inputs}[MODE]()
+def daemons_of(island):
+    """PIDs of processes whose command line names the island directory (coconut-hsmd, coconut-clearingd)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if args and os.path.basename(args[0]).startswith(b"coconut-") and any(island.encode() in a for a in args):
+            found.append(int(pid))
+    return found
+
+
+def interrupt():
+    work = scratch("coconut-interrupt-test-")
+    try:
+        island = os.path.join(work, "island")
+        demo = subprocess.Popen([COCONUT, "demo", "--dir", island, "--size", "day", "--images", os.path.join(work, "media")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        ready = os.path.join(island, "logs", "clearingd.ready")
+        deadline = time.monotonic() + 60
+        while not os.path.exists(ready):
+            assert demo.poll() is None, demo.stderr.read()
+            assert time.monotonic() < deadline, "the clearing never became ready"
+            time.sleep(0.05)
+        assert len(daemons_of(island)) == 2, daemons_of(island)  # coconut-hsmd and coconut-clearingd
+        demo.send_signal(signal.SIGINT)
+        code = demo.wait(timeout=30)
+        assert code == 130, code
+        assert "interrupted" in demo.stderr.read()
+        assert daemons_of(island) == [], daemons_of(island)
+        print("interrupt: SIGINT during the day stopped both daemons, exit 130")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+{"interrupt": interrupt, "demo_small": demo_small, "deterministic": deterministic, "faults": faults, "bad_inputs": bad_inputs}[MODE]()
