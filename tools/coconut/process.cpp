@@ -73,25 +73,13 @@ fs::path own_directory() {
     return ec ? fs::path{} : self.parent_path();
 }
 
-// Where this build puts each tool (compile definitions from tools/coconut/CMakeLists.txt).
+// Where this build puts each tool: "name=path,name=path,…" (tools/coconut/CMakeLists.txt).
 std::string build_path(const std::string& name) {
-#ifdef COCONUT_HSMD_PATH
-    if (name == "coconut-hsmd") return COCONUT_HSMD_PATH;
-#endif
-#ifdef COCONUT_HSM_PATH
-    if (name == "coconut-hsm") return COCONUT_HSM_PATH;
-#endif
-#ifdef COCONUT_CLEARINGD_PATH
-    if (name == "coconut-clearingd") return COCONUT_CLEARINGD_PATH;
-#endif
-#ifdef COCONUT_SETTLE_PATH
-    if (name == "coconut-settle") return COCONUT_SETTLE_PATH;
-#endif
-#ifdef COCONUT_TERMINAL_PATH
-    if (name == "coconut-terminal") return COCONUT_TERMINAL_PATH;
-#endif
-#ifdef COCONUT_VCARD_PATH
-    if (name == "coconut-vcard") return COCONUT_VCARD_PATH;
+#ifdef COCONUT_BUILT_TOOLS
+    std::stringstream entries(COCONUT_BUILT_TOOLS);
+    std::string entry;
+    while (std::getline(entries, entry, ','))
+        if (entry.rfind(name + "=", 0) == 0) return entry.substr(name.size() + 1);
 #endif
     return {};
 }
