@@ -314,7 +314,6 @@ std::optional<TapResult> clinic_visit(SimTerminal& t, const Event& e, std::uint1
         out.declined = true;
         return out;
     }
-    if (std::getenv("COCONUT_DEBUG")) fmt::print(stderr, "clinic: {} {}\n", paid.error().message, paid.error().response_code);
     t.link.reset();
     if (paid.error().code == sdk::FlowErrorCode::no_answer || paid.error().code == sdk::FlowErrorCode::declined) return std::nullopt;
     fail(exit_codes::check_failed, fmt::format("clinic payment at {}: {}", t.entry->terminal_id, paid.error().message));
