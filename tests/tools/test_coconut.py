@@ -4,7 +4,7 @@ a simulated day under faults, and bad inputs. Each mode starts its own coconut-h
 (through coconut, on free loopback ports) in a fresh directory and removes it afterwards; card images live
 in a tmpfs directory (/dev/shm) when there is one, as the demo's do.
 
-    test_coconut.py COCONUT demo_small | deterministic | faults | bad_inputs
+    test_coconut.py COCONUT demo_small | deterministic | faults | bad_inputs | interrupt | pcsc
 """
 import json
 import os
@@ -118,6 +118,20 @@ def faults():
         shutil.rmtree(work, ignore_errors=True)
 
 
+def pcsc():
+    work = scratch("coconut-pcsc-test-")
+    try:
+        summary, log = simulate(work, "p", 11, ["--pcsc-taps", "5"])
+        day = summary["day"]
+        assert day["pcsc_taps"] == 5, day
+        # The same day in process only: the taps through pcscd + vpcd made exactly the same transactions.
+        plain, plain_log = simulate(work, "q", 11)
+        assert log == plain_log, "taps through PC/SC changed the day's transactions"
+        print(f"pcsc: 5 taps through pcscd + vpcd, the same {day['transactions']} transactions as in process")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def bad_inputs():
     work = scratch("coconut-bad-input-test-")
     try:
@@ -180,4 +194,4 @@ def interrupt():
         shutil.rmtree(work, ignore_errors=True)
 
 
-{"interrupt": interrupt, "demo_small": demo_small, "deterministic": deterministic, "faults": faults, "bad_inputs": bad_inputs}[MODE]()
+{"pcsc": pcsc, "interrupt": interrupt, "demo_small": demo_small, "deterministic": deterministic, "faults": faults, "bad_inputs": bad_inputs}[MODE]()

@@ -49,6 +49,7 @@ struct DemoArgs {
     std::string size = "day";  // small | day
     std::string images;        // default: a tmpfs directory under /dev/shm when there is one
     std::uint64_t seed = 20261126;
+    std::size_t pcsc_taps = 0;
 };
 int demo(const DemoArgs& args);
 

@@ -67,7 +67,8 @@ int demo(const DemoArgs& args) {
     const WorldPaths world{fs::absolute(args.dir)};
     if (fs::exists(world.manifest()))
         fail(exit_codes::bad_input, fmt::format("{} already holds an island: remove it or choose another --dir", world.dir.string()));
-    const DayOptions day_options = day_for(args.size, args.seed);
+    DayOptions day_options = day_for(args.size, args.seed);
+    day_options.pcsc_taps = args.pcsc_taps;
     const fs::path images = args.images.empty() ? default_images_dir(world.dir) : fs::absolute(args.images);
     std::error_code ec;
     fs::remove_all(images, ec);  // an earlier demo of this directory

@@ -83,6 +83,8 @@ int main(int argc, char** argv) {
     simulate_cmd->add_option("--drop-rate", sim.day.drop_rate, "share of ISO 8583 frames lost")->check(CLI::Range(0.0, 0.2));
     simulate_cmd->add_option("--kill-clearing-every", sim.day.kill_clearing_every_s, "SIGKILL + restart the clearing every SECONDS")
         ->check(CLI::Range(0.2, 3600.0));
+    simulate_cmd->add_option("--pcsc-taps", sim.day.pcsc_taps, "send this many taps through pcscd + vpcd (needs root for pcscd)")
+        ->check(CLI::Range(0, 1000));
     simulate_cmd->add_option("--upload-every-min", sim.day.upload_every_min, "each terminal uploads this often (simulated minutes)")
         ->capture_default_str()->check(CLI::Range(30, 1440));
     simulate_cmd->callback([&] { command = [&] { return simulate(sim); }; });
@@ -94,6 +96,7 @@ int main(int argc, char** argv) {
     demo_cmd->add_option("--size", demo_args.size, "small (CI) | day (1,000 cards, ≥ 100,000 transactions)")->capture_default_str();
     demo_cmd->add_option("--images", demo_args.images, "card images, PSAMs and queues (default: tmpfs under /dev/shm)");
     demo_cmd->add_option("--seed", demo_args.seed, "seed of the day")->capture_default_str();
+    demo_cmd->add_option("--pcsc-taps", demo_args.pcsc_taps, "send this many taps through pcscd + vpcd (needs root)")->check(CLI::Range(0, 1000));
     demo_cmd->callback([&] { command = [&] { return demo(demo_args); }; });
 
     auto* ledger = app.add_subcommand("ledger", "the clearing ledger")->require_subcommand(1);

@@ -49,6 +49,7 @@ void print_day(std::ostream& out, const DayReport& day) {
         out << fmt::format("  {:<16} {:>8}  {:>18}\n", kind, totals.count, format_fen(static_cast<std::int64_t>(totals.amount_fen)));
     out << fmt::format("  declined (insufficient balance) {}, repeat taps not charged {}, top-ups that could not complete {}\n",
                        day.declined, day.repeat_taps, day.top_ups_failed);
+    if (day.pcsc_taps > 0) out << fmt::format("  {} of them through pcscd + vpcd (coconut-vcard serve, PcscReader)\n", day.pcsc_taps);
     out << fmt::format("Faults: {} torn debits ({} recovered from the card's proof, {} proven not to have happened and tapped "
                        "again); {} ISO 8583 frames lost; clearing killed {} times\n",
                        day.tears, day.tears_recovered, day.tears_abandoned, day.dropped_frames, day.clearing_kills);
@@ -98,7 +99,7 @@ using nlohmann::json;
 nlohmann::json day_json(const DayReport& day) {
     json kinds = json::object();
     for (const auto& [kind, t] : day.by_kind) kinds[kind] = {{"count", t.count}, {"amount_fen", t.amount_fen}};
-    return {{"transactions", day.transactions}, {"by_kind", kinds},          {"declined", day.declined}, {"top_ups_failed", day.top_ups_failed},
+    return {{"transactions", day.transactions}, {"by_kind", kinds},          {"declined", day.declined}, {"pcsc_taps", day.pcsc_taps}, {"top_ups_failed", day.top_ups_failed},
             {"tears", day.tears},               {"tears_recovered", day.tears_recovered},
             {"tears_abandoned", day.tears_abandoned}, {"dropped_frames", day.dropped_frames},
             {"clearing_kills", day.clearing_kills},   {"uploaded", day.uploaded},

@@ -2,6 +2,7 @@
 
 #include "drop_proxy.hpp"
 #include "errors.hpp"
+#include "pcsc_env.hpp"
 #include "process.hpp"
 
 #include <coconut/cos/card.hpp>
@@ -319,14 +320,15 @@ std::optional<TapResult> clinic_visit(SimTerminal& t, const Event& e, std::uint1
     fail(exit_codes::check_failed, fmt::format("clinic payment at {}: {}", t.entry->terminal_id, paid.error().message));
 }
 
-TapResult run_flow(SimTerminal& t, const Event& e, std::uint16_t port) {
+TapResult run_flow(SimTerminal& t, const Event& e, std::uint16_t port, sdk::Terminal* over = nullptr) {
+    sdk::Terminal& terminal = over ? *over : *t.terminal;
     TapResult out;
     if (e.kind == EventKind::clinic) {
         if (auto visit = clinic_visit(t, e, port)) return *visit;
         t.card_reader->insert(t.card_reader_card);
     }
     if (e.kind == EventKind::bus_tap) {
-        auto tap = t.terminal->transit_tap({t.entry->line, e.station, static_cast<std::uint32_t>(e.terminal + 1)});
+        auto tap = terminal.transit_tap({t.entry->line, e.station, static_cast<std::uint32_t>(e.terminal + 1)});
         if (tap) {
             if (tap->result == sdk::TapResult::repeat_no_charge) out.repeat = true;
             out.record = tap->record;
@@ -339,7 +341,7 @@ TapResult run_flow(SimTerminal& t, const Event& e, std::uint16_t port) {
         if (tap.error().code == sdk::FlowErrorCode::card_removed) throw tap.error();
         fail(exit_codes::check_failed, fmt::format("tap at {}: {}", t.entry->terminal_id, tap.error().message));
     }
-    auto paid = t.terminal->purchase(e.amount_fen);
+    auto paid = terminal.purchase(e.amount_fen);
     if (paid) {
         out.record = *paid;
         return out;
@@ -350,6 +352,40 @@ TapResult run_flow(SimTerminal& t, const Event& e, std::uint16_t port) {
     }
     if (paid.error().code == sdk::FlowErrorCode::card_removed) throw paid.error();
     fail(exit_codes::check_failed, fmt::format("purchase at {}: {}", t.entry->terminal_id, paid.error().message));
+}
+
+// One tap or purchase through the real PC/SC stack: pcscd + `coconut-vcard serve` with this card's and this
+// terminal's PSAM images, PcscReader on both virtual readers, a Terminal over the same queue and hotlist.
+// The in-process copies are closed first and reopened after (an image has one writer at a time).
+TapResult run_over_pcsc(SimTerminal& t, std::unique_ptr<cos::VirtualCard>& card, const CardEntry& card_entry, const Event& e,
+                        const fs::path& work, const sdk::Clock& clock) {
+    t.card_reader->insert(nullptr);
+    t.psam_reader->insert(nullptr);
+    card.reset();
+    t.psam.reset();
+    TapResult result;
+    {
+        pcsc_env::VcardStack stack;
+        try {
+            stack.start_pcscd(work);
+            stack.start_serve(require_tool("coconut-vcard"), work, card_entry.image, t.entry->psam_image);
+            auto card_reader = pcsc_env::open_reader_with_card(pcsc_env::card_reader);
+            auto psam_reader = pcsc_env::open_reader_with_card(pcsc_env::psam_reader);
+            sdk::Terminal terminal(*card_reader, *psam_reader, *t.queue, t.hotlist,
+                                   t.entry->kind == "bus" ? transit_for(*t.entry) : sdk::TransitConfig{});
+            terminal.set_clock(clock);
+            result = run_flow(t, e, 0, &terminal);
+        } catch (const std::runtime_error& error) {
+            if (dynamic_cast<const CommandFailed*>(&error)) throw;
+            fail(exit_codes::tool_failed, fmt::format("PC/SC stack ({}): {}", work.string(), error.what()));
+        }
+        const auto codes = stack.stop();
+        if (codes.serve != 0) fail(exit_codes::tool_failed, fmt::format("coconut-vcard serve exited {} (see {})", codes.serve, work.string()));
+    }
+    card = must(cos::VirtualCard::open(card_entry.image), "card " + card_entry.asn);
+    t.psam = must(cos::VirtualCard::open(t.entry->psam_image), "PSAM " + t.entry->terminal_id);
+    t.psam_reader->insert(t.psam.get());
+    return result;
 }
 
 // An online load at a shop's counter (Terminal::load): 0200/0210 with the HSM's MAC2, CREDIT FOR LOAD,
@@ -558,6 +594,9 @@ DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearin
     };
 
     const std::size_t progress_every = std::max<std::size_t>(1, plan.events.size() / 200);
+    // Taps sent through pcscd + vpcd, spread evenly over the day.
+    const std::size_t pcsc_every = options.pcsc_taps > 0 ? std::max<std::size_t>(1, plan.events.size() / (options.pcsc_taps + 1)) : 0;
+    if (options.pcsc_taps > 0) fs::create_directories(world.logs() / "pcsc");
     for (std::size_t i = 0; i < plan.events.size(); ++i) {
         if (interrupted()) fail(exit_codes::interrupted, "interrupted");
         const Event& e = plan.events[i];
@@ -580,6 +619,22 @@ DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearin
             } else {
                 ++report.top_ups_failed;
             }
+        }
+        if (pcsc_every > 0 && e.kind != EventKind::clinic && report.pcsc_taps < options.pcsc_taps && i % pcsc_every == pcsc_every / 2) {
+            const TapResult over = run_over_pcsc(t, cards[e.card], island.cards[e.card], e, world.logs() / "pcsc",
+                                                 [&now, &options] { return local_time(options.business_date, now); });
+            ++report.pcsc_taps;
+            if (over.record) {
+                const std::string kind = kind_name(*over.record, t.entry->kind);
+                log.write(kind, t, *over.record);
+                ++report.by_kind[kind].count;
+                report.by_kind[kind].amount_fen += over.record->amount_fen;
+                ++report.transactions;
+                if (over.record->amount_fen == 0) ++report.zero_fare_entries;
+            }
+            if (over.declined) ++report.declined;
+            if (over.repeat) ++report.repeat_taps;
+            continue;
         }
         t.card_reader->insert(card);
         t.card_reader_card = card;

@@ -40,6 +40,7 @@ struct DayOptions {
     double kill_clearing_every_s = 0;   // SIGKILL + restart coconut-clearingd at this wall-clock interval
     std::size_t upload_every_min = 120; // each terminal connects about this often (simulated minutes)
     std::size_t upload_threads = 4;     // terminals uploading at once
+    std::size_t pcsc_taps = 0;          // taps/purchases sent through pcscd + vpcd (coconut-vcard serve) instead of in process
 };
 
 struct KindTotals {
@@ -53,6 +54,7 @@ struct DayReport {
     std::size_t declined = 0;                   // insufficient balance
     std::size_t top_ups_failed = 0;             // the load could not complete (clearing unreachable, no answer)
     std::size_t repeat_taps = 0;                // a second tap inside the window: not charged
+    std::size_t pcsc_taps = 0;  // done through the real PC/SC stack
     std::size_t tears = 0;
     std::size_t tears_recovered = 0;  // the card had debited: recorded from GET TRANSACTION PROVE
     std::size_t tears_abandoned = 0;  // the card had not: the tap was made again
