@@ -486,7 +486,7 @@ public:
                 ++kills_;
                 try {
                     clearing_.restart();
-                } catch (const CommandFailed& e) {
+                } catch (const std::exception& e) {  // CommandFailed, or the spawn itself failing
                     error_ = e.what();
                     return;
                 }
