@@ -30,7 +30,7 @@ std::string_view balance_page_html() {
 </style>
 </head>
 <body>
-<h1>Coconut Card 椰岛一卡通</h1>
+<h1>Coconut Card</h1>
 <form id="lookup">
   <label for="card">Card number (16 digits)</label>
   <input id="card" name="card" inputmode="numeric" autocomplete="off" maxlength="16" pattern="[0-9]{16}" required>
