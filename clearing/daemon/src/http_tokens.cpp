@@ -175,16 +175,14 @@ std::optional<std::uint8_t> parse_roles(std::string_view text) {
     static const std::map<std::string_view, std::uint8_t> names{
         {"hotlist", roles::hotlist}, {"registry", roles::registry}, {"settlement", roles::settlement}, {"read", roles::read}};
     std::uint8_t out = 0;
-    while (!text.empty()) {
+    for (;;) {
         const auto comma = text.find(',');
-        const auto name = text.substr(0, comma);
-        auto found = names.find(name);
-        if (found == names.end()) return std::nullopt;
+        auto found = names.find(text.substr(0, comma));
+        if (found == names.end()) return std::nullopt;  // also an empty name ("", "read,")
         out |= found->second;
-        text = comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
+        if (comma == std::string_view::npos) return out;
+        text = text.substr(comma + 1);
     }
-    if (out == 0) return std::nullopt;
-    return out;
 }
 
 std::vector<std::string> role_names(std::uint8_t bits) {
