@@ -137,7 +137,8 @@ class Client:
 
 def raw_exchange(port, data, read_timeout=5):
     with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as s:
-        s.sendall(data)
+        if data:
+            s.sendall(data)
         out = b""
         try:
             while True:
@@ -427,6 +428,23 @@ def check_no_token_readable(stack, seen):
     it.log(f"  ok  none of {len(stack.secrets)} tokens appears in {len(seen)} answers or in the data directory")
 
 
+def check_connection_limit(stack):
+    stack.start_daemon(["--http-connections-max", "3"])
+    held = [socket.create_connection(("127.0.0.1", stack.http_port), timeout=5) for _ in range(3)]
+    time.sleep(0.2)  # the daemon has accepted them
+    # The refusal is written at accept, before any request is read (sending one could race the close).
+    answer = raw_exchange(stack.http_port, b"")
+    assert answer.startswith("HTTP/1.1 503") and '"busy"' in answer, answer
+    held.pop().close()
+    time.sleep(0.2)
+    answer = raw_exchange(stack.http_port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.startswith("HTTP/1.1 200"), answer
+    for s in held:
+        s.close()
+    assert stack.stop_daemon() == 0
+    it.log("  ok  bounded connections: above --http-connections-max a new connection gets 503 busy; a freed slot serves again")
+
+
 def phase_api(stack, openapi_path):
     it.log("phase api")
     stack.start_daemon(["--http-token-rate", "100000"])
@@ -443,6 +461,7 @@ def phase_api(stack, openapi_path):
     assert stack.stop_daemon() == 0
     report = stack.check()
     it.log(f"  ok  check after the API phase: {report['transfers']} transfers")
+    check_connection_limit(stack)
 
 
 # ---- phase page --------------------------------------------------------------------------------------------------

@@ -241,12 +241,14 @@ struct Api::State {
                                                                                  std::string_view authorization) {
         auto token = bearer_token(authorization);
         if (!token) return unauthorized("Authorization: Bearer <card token> required");
-        if (auto limited = rate_limit(s.tokens.hash(*token))) return *limited;
+        if (token->size() > token_chars_max) return error_response(404, "not_found", "no such card for this token");
+        const TokenHash presented = s.tokens.hash(*token);
+        if (auto limited = rate_limit(presented)) return *limited;
         auto number = parse_card_number(number_text);
         if (!number) return error_response(404, "not_found", "no such card for this token");
         auto stored = s.tokens.card_token(*number);
         if (!stored) return storage_failure(stored.error().message);
-        if (!*stored || !s.tokens.matches(**stored, *token)) return error_response(404, "not_found", "no such card for this token");
+        if (!*stored || !Tokens::matches(**stored, presented)) return error_response(404, "not_found", "no such card for this token");
         return std::pair{*number, **stored};
     }
 

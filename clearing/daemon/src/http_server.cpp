@@ -148,9 +148,20 @@ private:
             beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(2));
             stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {});
         } else {
+            // Lingering close: send FIN, then read and drop what the client still sends (the rest of a
+            // refused request) for a short while; closing with unread bytes would send a reset that can
+            // destroy our answer in the client's buffers before it reads it.
             beast::error_code ignored;
             stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+            beast::get_lowest_layer(stream_).expires_after(linger_);
+            drain();
         }
+    }
+
+    void drain() {
+        stream_.async_read_some(net::buffer(discard_), [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+            if (!ec) self->drain();
+        });
     }
 
     std::shared_ptr<HttpServer::State> server_;
@@ -159,6 +170,8 @@ private:
     std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
     bhttp::response<bhttp::string_body> response_;
     std::chrono::steady_clock::time_point started_;
+    static constexpr std::chrono::seconds linger_{2};
+    std::array<char, 4096> discard_{};
     unsigned version_ = 11;
     bool keep_alive_ = false;
 };

@@ -239,9 +239,7 @@ TokenHash Tokens::hash(std::string_view token) const {
     return out;
 }
 
-bool Tokens::matches(const CardToken& stored, std::string_view token) const {
-    if (token.size() > token_chars_max) return false;
-    const TokenHash presented = hash(token);
+bool Tokens::matches(const CardToken& stored, const TokenHash& presented) {
     return sodium_memcmp(presented.data(), stored.hash.data(), presented.size()) == 0;
 }
 

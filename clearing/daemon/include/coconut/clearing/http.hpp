@@ -108,8 +108,8 @@ public:
     // hash, which reveals nothing about the token).
     Result<std::optional<Clerk>> clerk(std::string_view token) const;
     Result<std::vector<ClerkAction>> journal(std::uint64_t after_sequence, std::size_t limit) const;
-    // True when the token is the card's (sodium_memcmp).
-    bool matches(const CardToken& stored, std::string_view token) const;
+    // True when `presented` (hash() of the token sent) is the card's (sodium_memcmp, constant time).
+    static bool matches(const CardToken& stored, const TokenHash& presented);
 
     // Writes inside a caller's write transaction (the writer's BatchHook, or an offline commit).
     lmdb::Status put_card_token(lmdb::Txn& txn, const CardNumber& number, const CardToken& token) const;
