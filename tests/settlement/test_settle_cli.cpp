@@ -13,27 +13,12 @@
 #include <sstream>
 #include <thread>
 
-using namespace test;
+using namespace settle_test;
 
 namespace {
 
-std::string read(const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
 
-void write(const std::filesystem::path& path, std::string_view text) {
-    std::ofstream out(path, std::ios::binary);
-    out << text;
-}
 
-std::map<std::string, std::string> snapshot(const std::filesystem::path& dir) {
-    std::map<std::string, std::string> files;
-    for (const auto& e : std::filesystem::directory_iterator(dir)) files[e.path().filename().string()] = read(e.path());
-    return files;
-}
 
 // Starts `exe` with `args` (stdout/stderr to `log`), `env` added to the environment.
 pid_t spawn_tool(const char* exe, const std::vector<std::string>& args, const std::filesystem::path& log,
@@ -95,7 +80,7 @@ struct Setup {
 
 // Settlement transfers in the journal: each id exactly once (a double posting would be a second
 // transfer_created entry or a different id).
-std::map<ledger::Id, int> settlement_entries(const ledger::Ledger& ledger) {  // NOLINT
+std::map<ledger::Id, int> settlement_entries(const ledger::Ledger& ledger) {
     std::map<ledger::Id, int> seen;
     const auto entries = ledger.read_journal(1, 100'000).value();
     for (const auto& e : entries) {
