@@ -167,7 +167,7 @@ struct Positions {
     std::uint64_t first_sequence = 0;  // journal range read: [first, last]; first > last when empty
     std::uint64_t last_sequence = 0;
     std::uint64_t entries_read = 0;
-    std::uint64_t transfers_counted = 0;
+    std::uint64_t transfers_counted = 0;  // transfer entries read (classified or ignored)
     KindTotals suspense;               // TAC-failed purchases (code 2): never paid out
     std::vector<ParticipantPosition> participants;  // with activity, by participant id
     FundingPositions funding;
