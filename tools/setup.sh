@@ -13,6 +13,8 @@ packages=(
   # network, text, tests, XML
   libboost-dev libfmt-dev nlohmann-json3-dev libcli11-dev doctest-dev libxml2-dev libxml2-utils
   libbenchmark-dev
+  # HTTP API tests and benchmark: the balance page in headless Chromium, the query load from wrk
+  chromium wrk curl
 )
 
 missing=()

@@ -3,6 +3,8 @@
 // online loads and clinic holds (pending → posted in part, voided, expired).
 #pragma once
 
+#include "../clearing/ledger_fixture.hpp"
+
 #include <coconut/clearing/clearing.hpp>
 #include <coconut/settlement/settlement.hpp>
 
@@ -11,35 +13,43 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <memory>
+#include <sstream>
 #include <string>
 
-namespace test {
+namespace settle_test {
 
 using namespace coconut;
 using namespace coconut::settlement;
 namespace codes = clearing::transfer_codes;
 
-inline constexpr std::uint64_t ns_per_s = 1'000'000'000;
+using test::ns_per_s;
 
-class TempDir {
-public:
-    TempDir() {
-        std::string pattern = (std::filesystem::temp_directory_path() / "coconut-settle-XXXXXX").string();
-        REQUIRE(mkdtemp(pattern.data()) != nullptr);
-        path_ = pattern;
-    }
-    ~TempDir() {
-        std::error_code ignored;
-        std::filesystem::remove_all(path_, ignored);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    const std::filesystem::path& path() const { return path_; }
-
-private:
-    std::filesystem::path path_;
+// The ledger tests' temporary directory, with its path as a std::filesystem::path.
+struct TempDir : test::TempDir {
+    std::filesystem::path path() const { return test::TempDir::path(); }
 };
+
+inline std::string read(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+inline void write(const std::filesystem::path& path, std::string_view text) {
+    std::ofstream out(path, std::ios::binary);
+    out << text;
+}
+
+// Every file of a directory by name, with its bytes.
+inline std::map<std::string, std::string> snapshot(const std::filesystem::path& dir) {
+    std::map<std::string, std::string> files;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) files[e.path().filename().string()] = read(e.path());
+    return files;
+}
 
 inline Date date(int y, unsigned m, unsigned d) { return Date{std::chrono::year{y}, std::chrono::month{m}, std::chrono::day{d}}; }
 // A local (UTC+8) wall time on `day`, in ns.
@@ -112,7 +122,7 @@ struct Day {
         ledger.reset();
     }
 
-    const std::filesystem::path& out() const { return out_dir.path(); }
+    std::filesystem::path out() const { return out_dir.path(); }
     void at(std::uint64_t ns) { clock->store(ns); }
 
     ledger::Id book(ledger::Transfer t, ledger::ResultCode expected = ledger::ResultCode::ok) {
@@ -143,28 +153,26 @@ struct Day {
         t.user_data_64 = participant;
         return book(t);
     }
-    ledger::Id load_hold(std::uint64_t participant, std::uint64_t fen) {
+    ledger::Id hold(const ledger::Id& debit, const ledger::Id& credit, std::uint32_t ledger_number, std::uint16_t code,
+                    std::uint64_t participant, std::uint64_t fen, std::uint32_t timeout_s = 0) {
         ledger::Transfer t;
-        t.debit_account_id = clearing::purse_float_account;
-        t.credit_account_id = clearing::purse_shadow_account(card(1));
+        t.debit_account_id = debit;
+        t.credit_account_id = credit;
         t.amount = fen;
-        t.ledger = clearing::ledgers::purse;
-        t.code = codes::online_load;
+        t.ledger = ledger_number;
+        t.code = code;
         t.flags = ledger::transfer_flags::pending;
+        t.timeout_s = timeout_s;
         t.user_data_64 = participant;
         return book(t);
     }
+    ledger::Id load_hold(std::uint64_t participant, std::uint64_t fen) {
+        return hold(clearing::purse_float_account, clearing::purse_shadow_account(card(1)), clearing::ledgers::purse, codes::online_load,
+                    participant, fen);
+    }
     ledger::Id medical_hold(std::uint64_t clinic, std::uint64_t fen, std::uint32_t timeout_s = 0) {
-        ledger::Transfer t;
-        t.debit_account_id = clearing::medical_account(card(1));
-        t.credit_account_id = clearing::payable_account(clinic, clearing::ledgers::medical);
-        t.amount = fen;
-        t.ledger = clearing::ledgers::medical;
-        t.code = codes::clinic_medical;
-        t.flags = ledger::transfer_flags::pending;
-        t.timeout_s = timeout_s;
-        t.user_data_64 = clinic;
-        return book(t);
+        return hold(clearing::medical_account(card(1)), clearing::payable_account(clinic, clearing::ledgers::medical), clearing::ledgers::medical,
+                    codes::clinic_medical, clinic, fen, timeout_s);
     }
     // user_data_64 0: the post carries no participant (settlement takes the hold's).
     ledger::Id post(const ledger::Id& hold, std::uint64_t fen = ledger::amount_max, std::uint64_t participant = 0) {
@@ -220,4 +228,4 @@ struct Day {
     }
 };
 
-}  // namespace test
+}  // namespace settle_test

@@ -13,30 +13,16 @@
 #include <sstream>
 #include <thread>
 
-using namespace test;
+using namespace settle_test;
 
 namespace {
 
-std::string read(const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
 
-void write(const std::filesystem::path& path, std::string_view text) {
-    std::ofstream out(path, std::ios::binary);
-    out << text;
-}
 
-std::map<std::string, std::string> snapshot(const std::filesystem::path& dir) {
-    std::map<std::string, std::string> files;
-    for (const auto& e : std::filesystem::directory_iterator(dir)) files[e.path().filename().string()] = read(e.path());
-    return files;
-}
 
-// Starts coconut-settle with `args` (stdout/stderr to `log`), `env` added to the environment.
-pid_t spawn(const std::vector<std::string>& args, const std::filesystem::path& log, const std::vector<std::string>& env = {}) {
+// Starts `exe` with `args` (stdout/stderr to `log`), `env` added to the environment.
+pid_t spawn_tool(const char* exe, const std::vector<std::string>& args, const std::filesystem::path& log,
+                 const std::vector<std::string>& env = {}) {
     const pid_t child = fork();
     REQUIRE(child >= 0);
     if (child == 0) {
@@ -46,13 +32,17 @@ pid_t spawn(const std::vector<std::string>& args, const std::filesystem::path& l
             dup2(fileno(out), STDERR_FILENO);
         }
         for (const auto& e : env) putenv(const_cast<char*>(e.c_str()));
-        std::vector<char*> argv{const_cast<char*>(COCONUT_SETTLE_EXE)};
+        std::vector<char*> argv{const_cast<char*>(exe)};
         for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
         argv.push_back(nullptr);
-        execv(COCONUT_SETTLE_EXE, argv.data());
+        execv(exe, argv.data());
         _exit(127);
     }
     return child;
+}
+
+pid_t spawn(const std::vector<std::string>& args, const std::filesystem::path& log, const std::vector<std::string>& env = {}) {
+    return spawn_tool(COCONUT_SETTLE_EXE, args, log, env);
 }
 
 int wait_exit(pid_t child) {
@@ -90,7 +80,7 @@ struct Setup {
 
 // Settlement transfers in the journal: each id exactly once (a double posting would be a second
 // transfer_created entry or a different id).
-std::map<ledger::Id, int> settlement_entries(const ledger::Ledger& ledger) {  // NOLINT
+std::map<ledger::Id, int> settlement_entries(const ledger::Ledger& ledger) {
     std::map<ledger::Id, int> seen;
     const auto entries = ledger.read_journal(1, 100'000).value();
     for (const auto& e : entries) {
@@ -132,13 +122,19 @@ TEST_CASE("kill -9 at random points of run, then run again: identical files, no 
 
     std::mt19937 random(7);
     int finished_before_kill = 0;
+    std::map<std::string, int> states_after_kill;
     for (int round = 0; round < 30; ++round) {
         const pid_t child = spawn(s.run_args(s.day.data.path(), s.day.out()), scratch.path() / "kill.log");
-        std::this_thread::sleep_for(std::chrono::microseconds(random() % 50'000));
+        std::this_thread::sleep_for(std::chrono::microseconds(random() % 40'000));
         kill(child, SIGKILL);
         if (wait_exit(child) == 0) ++finished_before_kill;
+        auto record = load_cycle(s.day.out(), 20260310);
+        REQUIRE(record.ok());  // a kill never leaves a state file that does not decode
+        ++states_after_kill[*record ? std::string(to_string((*record)->state)) : "none"];
     }
-    MESSAGE("runs that finished before their kill: " << finished_before_kill << " of 30");
+    std::string states;
+    for (const auto& [state, count] : states_after_kill) states += fmt::format(" {} {}", state, count);
+    MESSAGE("runs that finished before their kill: " << finished_before_kill << " of 30; state after each kill:" << states);
     const Cli final_run = settle(s.run_args(s.day.data.path(), s.day.out()), scratch.path());
     REQUIRE_MESSAGE(final_run.code == 0, final_run.output);
     CHECK(snapshot(cycle_directory(s.day.out(), 20260310)) == expected);
@@ -217,3 +213,105 @@ TEST_CASE("coconut-settle: status, list, report and reconcile") {
     CHECK(full.output.find("4 matched, 0 missing, 0 mismatched, 0 duplicate, 0 unknown: reconciled") != std::string::npos);
     CHECK(settle({"status", "--cycle", "20260310", "--out", out}, scratch.path()).output.find("reconciled") != std::string::npos);
 }
+
+#if defined(COCONUT_CLEARINGD_EXE) && defined(COCONUT_HSMD_EXE)
+
+namespace {
+
+Cli tool(const char* exe, const std::vector<std::string>& args, const std::filesystem::path& scratch) {
+    const auto log = scratch / "tool.log";
+    const int code = wait_exit(spawn_tool(exe, args, log));
+    return Cli{code, read(log)};
+}
+
+// Waits (bounded) for a daemon's ready file: the port it listens on.
+int wait_port_file(const std::filesystem::path& path, pid_t daemon) {
+    for (int i = 0; i < 1000; ++i) {
+        std::error_code ec;
+        if (std::filesystem::file_size(path, ec) > 0 && !ec) return std::stoi(read(path));
+        int status = 0;
+        REQUIRE_MESSAGE(waitpid(daemon, &status, WNOHANG) == 0, "the daemon exited before it was ready");
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    FAIL("daemon not ready within 20 s: " << path.string());
+    return 0;
+}
+
+// Stops a daemon this test started (by its pid).
+struct Stopper {
+    pid_t pid;
+    ~Stopper() {
+        if (pid > 0) {
+            kill(pid, SIGTERM);
+            int status = 0;
+            waitpid(pid, &status, 0);
+        }
+    }
+};
+
+}  // namespace
+
+TEST_CASE("posting through the daemon's clerk API: once, idempotent, and --direct refused while it serves") {
+    Setup s;
+    TempDir scratch;
+    const auto data = s.day.data.path();
+    const auto store = scratch.path() / "hsm-store";
+    const auto hsm_key = scratch.path() / "clearing.key";
+    REQUIRE(tool(COCONUT_HSMD_EXE, {"init", "--store", store.string()}, scratch.path()).code == 0);
+    REQUIRE(tool(COCONUT_HSMD_EXE, {"client", "add", "--store", store.string(), "--id", "clearing", "--permissions", "tac", "--key-out",
+                                    hsm_key.string()},
+                 scratch.path())
+                .code == 0);
+    const Cli clerk = tool(COCONUT_CLEARINGD_EXE, {"admin", "--data", data.string(), "clerk-add", "--name", "settler", "--roles", "settlement"},
+                           scratch.path());
+    REQUIRE_MESSAGE(clerk.code == 0, clerk.output);
+    const auto token_file = scratch.path() / "settler.token";
+    write(token_file, clerk.output);
+    const auto reader = tool(COCONUT_CLEARINGD_EXE, {"admin", "--data", data.string(), "clerk-add", "--name", "reader", "--roles", "read"},
+                             scratch.path());
+    const auto reader_token = scratch.path() / "reader.token";
+    write(reader_token, reader.output);
+
+    const auto hsm_ready = scratch.path() / "hsm.port";
+    Stopper hsmd{spawn_tool(COCONUT_HSMD_EXE, {"serve", "--store", store.string(), "--listen", "127.0.0.1:0", "--ready-file", hsm_ready.string()},
+                            scratch.path() / "hsmd.log")};
+    const int hsm_port = wait_port_file(hsm_ready, hsmd.pid);
+    const auto iso_ready = scratch.path() / "iso.port";
+    const auto http_ready = scratch.path() / "http.port";
+    Stopper clearingd{spawn_tool(COCONUT_CLEARINGD_EXE,
+                                 {"serve", "--iso-listen", "127.0.0.1:0", "--data", data.string(), "--hsm", fmt::format("127.0.0.1:{}", hsm_port),
+                                  "--hsm-key", hsm_key.string(), "--ready-file", iso_ready.string(), "--http-listen", "127.0.0.1:0",
+                                  "--http-ready-file", http_ready.string()},
+                                 scratch.path() / "clearingd.log")};
+    wait_port_file(iso_ready, clearingd.pid);
+    const std::string endpoint = fmt::format("http://127.0.0.1:{}", wait_port_file(http_ready, clearingd.pid));
+
+    const auto out = s.day.out();
+    auto args = [&](const std::filesystem::path& o, const std::filesystem::path& token) {
+        return std::vector<std::string>{"run",         "--date",   "2026-03-10", "--data",       data.string(), "--config", s.config.string(),
+                                        "--clearingd", endpoint,   "--token-file", token.string(), "--out",       o.string()};
+    };
+    const Cli wrong_role = settle(args(out, reader_token), scratch.path());
+    CHECK(wrong_role.code == 7);  // 403: the read role may not post
+    CHECK(load_cycle(out, 20260310).value()->state == CycleState::files_written);
+    const Cli posted = settle(args(out, token_file), scratch.path());
+    REQUIRE_MESSAGE(posted.code == 0, posted.output);
+    CHECK(posted.output.find("8 transfers posted now (8 new, 0 already booked)") != std::string::npos);
+    const Cli direct = settle({"run", "--date", "2026-03-11", "--data", data.string(), "--config", s.config.string(), "--direct", "--out",
+                               out.string()},
+                              scratch.path());
+    CHECK(direct.code == 8);
+    // The same cycle settled again from scratch (its state lost): the daemon books nothing new.
+    TempDir again;
+    const Cli reposted = settle(args(again.path(), token_file), scratch.path());
+    REQUIRE_MESSAGE(reposted.code == 0, reposted.output);
+    CHECK(reposted.output.find("8 transfers posted now (0 new, 8 already booked)") != std::string::npos);
+    CHECK(snapshot(cycle_directory(again.path(), 20260310)) == snapshot(cycle_directory(out, 20260310)));
+
+    kill(clearingd.pid, SIGTERM);
+    CHECK(wait_exit(clearingd.pid) == 0);
+    clearingd.pid = 0;
+    require_posted_once(s.day);
+}
+
+#endif

@@ -7,21 +7,11 @@
 #include <fstream>
 #include <sstream>
 
-using namespace test;
+using namespace settle_test;
 
 namespace {
 
-std::string read(const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
 
-void write(const std::filesystem::path& path, std::string_view text) {
-    std::ofstream out(path, std::ios::binary);
-    out << text;
-}
 
 const ParticipantPosition& position(const Positions& p, std::uint64_t id) {
     for (const auto& x : p.participants) {
@@ -42,11 +32,6 @@ RunReport run(Day& d, const Date& business_date, bool dry_run = false) {
     return std::move(*report);
 }
 
-std::map<std::string, std::string> snapshot(const std::filesystem::path& dir) {
-    std::map<std::string, std::string> files;
-    for (const auto& e : std::filesystem::directory_iterator(dir)) files[e.path().filename().string()] = read(e.path());
-    return files;
-}
 
 const std::string expected_purse_pain001 = R"(<?xml version="1.0" encoding="UTF-8"?>
 <Document xmlns="urn:iso:std:iso:20022:tech:xsd:pain.001.001.09">

@@ -1,6 +1,7 @@
 // coconut-clearingd: serve (ISO 8583 for terminals), check (every invariant of a data directory),
 // admin (registries). Usage, options and exit codes: clearing/README.md.
 #include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/http.hpp>
 
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -17,6 +18,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 namespace {
 
@@ -109,6 +111,13 @@ struct ServeOptions {
     std::size_t group_requests_max = ledger::writer_group_requests_max_default;
     bool allow_without_sign_on = false;
     EngineOptions engine;
+    // HTTP API (clearing/README.md "HTTP API"); empty http_listen: no HTTP port.
+    std::string http_listen;
+    std::string tls_cert;
+    std::string tls_key;
+    std::size_t http_connections_max = http::http_connections_max_default;
+    double token_requests_per_s = http::token_requests_per_s_default;
+    std::string http_ready_file;
 };
 
 int serve(const ServeOptions& o) {
@@ -124,6 +133,8 @@ int serve(const ServeOptions& o) {
     if (!lock) return fail(exit_locked, lock.error());
     auto data = open_data(o.data, true);
     if (!data) return fail(exit_storage, data.error());
+    auto tokens = http::Tokens::open(data->ledger->env(), o.data);
+    if (!tokens) return fail(exit_storage, tokens.error().message);
     // The fixed accounts exist from the first start (idempotent: `exists` afterwards).
     const auto fixed = fixed_accounts();
     std::vector<ledger::Event> events(fixed.begin(), fixed.end());
@@ -139,7 +150,8 @@ int serve(const ServeOptions& o) {
     EngineOptions engine_options = o.engine;
     engine_options.require_sign_on = !o.allow_without_sign_on;
     engine_options.tac_key_label = o.tac_key;
-    Engine engine(*data->ledger, writer, *data->registry, verifier, verifier, engine_options);
+    http::MeteredHsm metered_hsm(verifier, verifier);
+    Engine engine(*data->ledger, writer, *data->registry, metered_hsm, metered_hsm, engine_options);
     ServerOptions server_options;
     server_options.host = listen->host;
     server_options.port = listen->port;
@@ -152,6 +164,39 @@ int serve(const ServeOptions& o) {
     } catch (const std::system_error& e) {
         return fail(exit_listen, fmt::format("cannot listen on {}: {}", o.iso_listen, e.what()));
     }
+
+    // The HTTP API on a thread and io_context of its own: a slow query never delays a terminal.
+    boost::asio::io_context http_io(1);
+    std::unique_ptr<http::HttpServer> http_server;
+    if (!o.http_listen.empty()) {
+        auto http_endpoint = hsm::wire::parse_endpoint(o.http_listen, true);
+        if (!http_endpoint) return fail(exit_usage, "--http-listen: " + http_endpoint.error().message);
+        http::HttpOptions http_options;
+        http_options.host = http_endpoint->host;
+        http_options.port = http_endpoint->port;
+        http_options.connections_max = o.http_connections_max;
+        http_options.token_requests_per_s = o.token_requests_per_s;
+        http_options.token_burst = std::max(http::token_burst_default, o.token_requests_per_s);
+        http_options.tls_certificate = o.tls_cert;
+        http_options.tls_private_key = o.tls_key;
+        http::Services services{*data->ledger, writer, *data->registry, **tokens, &engine.stats(), &server->stats(),
+                                &metered_hsm.stats()};
+        try {
+            http_server = std::make_unique<http::HttpServer>(http_io, services, http_options);
+        } catch (const std::exception& e) {
+            return fail(exit_listen, fmt::format("cannot serve HTTP on {}: {}", o.http_listen, e.what()));
+        }
+    }
+    auto http_work = boost::asio::make_work_guard(http_io);
+    std::thread http_thread([&] { http_io.run(); });
+    struct JoinHttp {
+        boost::asio::io_context& io;
+        std::thread& thread;
+        ~JoinHttp() {
+            io.stop();
+            if (thread.joinable()) thread.join();
+        }
+    } join_http{http_io, http_thread};
 
     // SIGTERM / SIGINT: stop accepting and reading, answer every request in hand (its booking
     // committed), then exit. A second signal or the drain timeout stops at once.
@@ -167,6 +212,7 @@ int serve(const ServeOptions& o) {
         }
         draining = true;
         std::cerr << fmt::format("coconut-clearingd: signal {}, finishing the requests in hand\n", signal);
+        if (http_server) http_server->shutdown();
         server->shutdown([&] {
             verifier.close();
             io.stop();
@@ -191,6 +237,15 @@ int serve(const ServeOptions& o) {
     };
     scan_expiries({});
 
+    if (http_server && !o.http_ready_file.empty()) {
+        const std::string temp = o.http_ready_file + ".tmp";
+        std::ofstream out(temp, std::ios::trunc);
+        out << http_server->port() << "\n";
+        out.close();
+        if (!out || std::rename(temp.c_str(), o.http_ready_file.c_str()) != 0) {
+            return fail(exit_storage, "cannot write the HTTP ready file " + o.http_ready_file);
+        }
+    }
     if (!o.ready_file.empty()) {
         const std::string temp = o.ready_file + ".tmp";
         std::ofstream out(temp, std::ios::trunc);
@@ -201,9 +256,16 @@ int serve(const ServeOptions& o) {
         }
     }
     std::cout << fmt::format("coconut-clearingd: listening on {}:{} (data {}, HSM {}:{})\n", listen->host, server->port(),
-                             o.data, hsm_endpoint->host, hsm_endpoint->port)
-              << std::flush;
+                             o.data, hsm_endpoint->host, hsm_endpoint->port);
+    if (http_server) {
+        std::cout << fmt::format("coconut-clearingd: HTTP{} on {}:{}\n", http_server->tls() ? "S" : "", o.http_listen.substr(0, o.http_listen.rfind(':')),
+                                 http_server->port());
+    }
+    std::cout << std::flush;
     io.run();
+    http_io.stop();
+    http_thread.join();
+    http_server.reset();
     server.reset();
     writer.stop();  // commits whatever was queued (no answer can reach anybody now; a retry answers `exists`)
     const auto& s = engine.stats();
@@ -375,6 +437,51 @@ int admin_card_status(const std::string& dir, const std::string& asn_text, const
     return exit_ok;
 }
 
+// ---- admin: HTTP tokens -----------------------------------------------------------------------------------
+
+struct OpenedWithTokens {
+    DirectoryLock lock;
+    Opened data;
+    std::unique_ptr<http::Tokens> tokens;
+};
+
+coconut::Result<OpenedWithTokens, std::pair<int, std::string>> open_for_tokens(const std::string& dir) {
+    using Failure = Unexpected<std::pair<int, std::string>>;
+    auto lock = DirectoryLock::acquire(dir);
+    if (!lock) return Failure{{exit_locked, lock.error()}};
+    auto data = open_data(dir, false);
+    if (!data) return Failure{{exit_storage, data.error()}};
+    auto tokens = http::Tokens::open(data->ledger->env(), dir);
+    if (!tokens) return Failure{{exit_storage, tokens.error().message}};
+    return OpenedWithTokens{std::move(lock).value(), std::move(data).value(), std::move(tokens).value()};
+}
+
+int admin_clerk_add(const std::string& dir, const std::string& name, const std::string& roles_text) {
+    auto roles = http::parse_roles(roles_text);
+    if (!roles) return fail(exit_usage, "--roles: a comma-separated list of hotlist, registry, settlement, read");
+    auto opened = open_for_tokens(dir);
+    if (!opened) return fail(opened.error().first, opened.error().second);
+    auto token = http::add_clerk(*opened->data.ledger, *opened->tokens, name, *roles);
+    if (!token) return fail(exit_for(token.error()), token.error().message);
+    std::cout << *token << "\n";
+    return exit_ok;
+}
+
+int admin_issue_tokens(const std::string& dir, const std::string& out, const std::vector<std::string>& card_texts) {
+    std::vector<http::CardNumber> cards;
+    for (const auto& text : card_texts) {
+        auto number = http::parse_card_number(text);
+        if (!number) return fail(exit_usage, "--card " + text + ": must be 16 digits");
+        cards.push_back(*number);
+    }
+    auto opened = open_for_tokens(dir);
+    if (!opened) return fail(opened.error().first, opened.error().second);
+    auto issued = http::issue_card_tokens(*opened->data.ledger, *opened->data.registry, *opened->tokens, cards, out);
+    if (!issued) return fail(exit_for(issued.error()), issued.error().message);
+    std::cout << fmt::format("{} tokens written to {}\n", *issued, out);
+    return exit_ok;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -420,6 +527,17 @@ int main(int argc, char** argv) {
     serve_cmd->add_option("--internal-auth-key", serve_options.engine.internal_auth_key_label,
                           "label of the INTERNAL AUTHENTICATE (IAK) master key at the HSM")
         ->capture_default_str();
+    // HTTP API options.
+    serve_cmd->add_option("--http-listen", serve_options.http_listen, "HOST:PORT for the HTTP API and balance page (port 0: any free port)");
+    serve_cmd->add_option("--http-ready-file", serve_options.http_ready_file, "write the HTTP port here once listening");
+    serve_cmd->add_option("--tls-cert", serve_options.tls_cert, "PEM certificate chain: serve HTTPS instead of HTTP");
+    serve_cmd->add_option("--tls-key", serve_options.tls_key, "PEM private key of --tls-cert");
+    serve_cmd->add_option("--http-connections-max", serve_options.http_connections_max, "HTTP connections served at once")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 65535));
+    serve_cmd->add_option("--http-token-rate", serve_options.token_requests_per_s, "requests per second per card or clerk token (429 above)")
+        ->capture_default_str()
+        ->check(CLI::Range(0.1, 1e6));
 
     std::string data_dir;
     bool as_json = false;
@@ -443,6 +561,16 @@ int main(int argc, char** argv) {
     status_cmd->add_option("ASN", asn_text, "20 digits")->required();
     status_cmd->add_option("STATUS", status_text, "active | lost | blocked")->required();
 
+    // Tokens (contract 3 of the session brief; clearing/README.md "HTTP API").
+    std::string clerk_name, clerk_roles, tokens_out;
+    std::vector<std::string> token_cards;
+    auto* clerk_cmd = admin_cmd->add_subcommand("clerk-add", "add a clerk; prints the clerk's token once (daemon must be stopped)");
+    clerk_cmd->add_option("--name", clerk_name, "the clerk's name, as journaled")->required();
+    clerk_cmd->add_option("--roles", clerk_roles, "comma-separated: hotlist, registry, settlement, read")->required();
+    auto* issue_cmd = admin_cmd->add_subcommand("issue-tokens", "write a token file per card (daemon must be stopped)");
+    issue_cmd->add_option("--out", tokens_out, "directory for <card number>.token files (0600)")->required();
+    issue_cmd->add_option("--card", token_cards, "16-digit card number (repeatable; none: every card without a token)");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -454,6 +582,8 @@ int main(int argc, char** argv) {
         if (load_cmd->parsed()) return admin_load(data_dir, registry_file);
         if (list_cmd->parsed()) return admin_list(data_dir, what);
         if (status_cmd->parsed()) return admin_card_status(data_dir, asn_text, status_text);
+        if (clerk_cmd->parsed()) return admin_clerk_add(data_dir, clerk_name, clerk_roles);
+        if (issue_cmd->parsed()) return admin_issue_tokens(data_dir, tokens_out, token_cards);
     } catch (const std::exception& e) {
         return fail(exit_check_failed, std::string("internal error: ") + e.what());
     }

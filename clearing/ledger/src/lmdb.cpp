@@ -5,6 +5,11 @@
 #include <sys/mman.h>
 
 #include <cassert>
+#include <cinttypes>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
 
 namespace coconut::lmdb {
 namespace {
@@ -72,12 +77,26 @@ bool Env::read_only() const {
 }
 
 void Env::drop_resident_pages() const {
-    MDB_envinfo info{};
-    mdb_env_info(env_, &info);
     unsigned flags = 0;
     mdb_env_get_flags(env_, &flags);
     assert((flags & MDB_WRITEMAP) == 0);  // with a writable map, MADV_DONTNEED could drop unwritten data
-    if (info.me_mapaddr != nullptr) ::madvise(info.me_mapaddr, info.me_mapsize, MADV_DONTNEED);
+    // LMDB does not publish its map address (MDB_envinfo::me_mapaddr is only set with MDB_FIXEDMAP):
+    // find the mapping of this environment's data file in /proc/self/maps.
+    const char* directory = nullptr;
+    if (mdb_env_get_path(env_, &directory) != 0 || directory == nullptr) return;
+    std::error_code ec;
+    const auto data_file = std::filesystem::canonical(std::filesystem::path(directory) / "data.mdb", ec);
+    if (ec) return;
+    std::ifstream maps("/proc/self/maps");
+    std::string line;
+    while (std::getline(maps, line)) {
+        const auto path_at = line.find('/');
+        if (path_at == std::string::npos || line.compare(path_at, std::string::npos, data_file.string()) != 0) continue;
+        std::uintptr_t start = 0;
+        std::uintptr_t end = 0;
+        if (std::sscanf(line.c_str(), "%" SCNxPTR "-%" SCNxPTR, &start, &end) != 2 || end <= start) continue;
+        ::madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);
+    }
 }
 
 std::size_t Env::map_size_bytes() const {

@@ -321,6 +321,29 @@ Result<std::vector<Transfer>> Ledger::account_transfers(const Id& account_id, st
     });
 }
 
+Result<std::vector<Transfer>> Ledger::account_transfers_before(const Id& account_id, std::uint64_t before_timestamp,
+                                                               std::size_t limit) const {
+    return read<std::vector<Transfer>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::vector<Transfer>> {
+        std::vector<Transfer> out;
+        if (before_timestamp == 0) return out;
+        auto cursor = lmdb::Cursor::open(txn, state_->tables.account_transfers);
+        if (!cursor) return Unexpected{cursor.error()};
+        const IdBytes prefix = encode(account_id);
+        // The first key at or after (account, before): step back from it (or from the table's end).
+        auto entry = cursor->seek(account_time_key(account_id, before_timestamp));
+        if (!entry) return Unexpected{entry.error()};
+        for (entry = *entry ? cursor->prev() : cursor->last(); out.size() < limit; entry = cursor->prev()) {
+            if (!entry) return Unexpected{entry.error()};
+            if (!*entry || !has_prefix((*entry)->key, prefix)) break;
+            auto transfer = find_transfer(txn, state_->tables, decode_id((*entry)->value));
+            if (!transfer) return Unexpected{transfer.error()};
+            if (!*transfer) return corrupted("account index names a missing transfer");
+            out.push_back(**transfer);
+        }
+        return out;
+    });
+}
+
 Result<std::vector<Balance>> Ledger::account_balances(const Id& account_id, std::uint64_t after_timestamp,
                                                       std::size_t limit) const {
     return read<std::vector<Balance>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::vector<Balance>> {

@@ -24,8 +24,19 @@ void Writer::stop() {
 
 WriterStats Writer::stats() const {
     std::lock_guard lock(mutex_);
-    return stats_;
+    WriterStats out = stats_;
+    out.queue_depth = queue_.size();
+    return out;
 }
+
+namespace {
+template <std::size_t N>
+std::size_t bucket_of(const std::array<std::uint64_t, N>& bounds, std::uint64_t value) {
+    std::size_t i = 0;
+    while (i < N && value > bounds[i]) ++i;
+    return i;
+}
+}  // namespace
 
 bool Writer::enqueue(Request& request, bool wait) {
     std::unique_lock lock(mutex_);
@@ -102,9 +113,15 @@ void Writer::commit_group(std::vector<Request>& group) {
         batches.push_back(Batch{request.events, request.after});
         events += request.events.size();
     }
+    const auto start = std::chrono::steady_clock::now();
     auto results = ledger_.apply_group(std::span<const Batch>(batches));
+    const auto commit_us = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count());
     {
         std::lock_guard lock(mutex_);
+        stats_.commit_us_sum += commit_us;
+        ++stats_.commit_us_counts[bucket_of(commit_us_buckets, commit_us)];
+        ++stats_.commit_requests_counts[bucket_of(commit_requests_buckets, group.size())];
         ++stats_.commits;
         stats_.requests += group.size();
         stats_.events += events;

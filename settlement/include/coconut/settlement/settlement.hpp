@@ -167,7 +167,7 @@ struct Positions {
     std::uint64_t first_sequence = 0;  // journal range read: [first, last]; first > last when empty
     std::uint64_t last_sequence = 0;
     std::uint64_t entries_read = 0;
-    std::uint64_t transfers_counted = 0;
+    std::uint64_t transfers_counted = 0;  // transfer entries read (classified or ignored)
     KindTotals suspense;               // TAC-failed purchases (code 2): never paid out
     std::vector<ParticipantPosition> participants;  // with activity, by participant id
     FundingPositions funding;
@@ -181,9 +181,11 @@ using Progress = std::function<void(std::uint64_t done, std::uint64_t total)>;
 // Journal entries per read transaction: short-lived readers let LMDB reuse pages (DESIGN.md §8);
 // 4,096 entries (~0.7 MiB) take a few ms.
 inline constexpr std::size_t journal_chunk_entries = 4096;
-// Chunks between two releases of the map's resident pages (Ledger::release_resident_pages): ~40 MiB
-// of journal, so a cycle over any number of transfers stays far below 1 GiB of RSS.
-inline constexpr std::size_t chunks_per_page_release = 64;
+// Chunks between two releases of the map's resident pages (Ledger::release_resident_pages): ~12 MiB
+// of journal. The kernel maps up to 16 neighbouring file pages per fault (fault-around) and the
+// journal's pages lie between the other tables' pages, so residency grows up to 16 × what was read;
+// releasing often keeps a cycle over any number of transfers far below 1 GiB of RSS.
+inline constexpr std::size_t chunks_per_page_release = 16;
 
 // The journal range of `window`: the first and last sequence whose timestamps fall in it (binary
 // search, one short read per probe). first > last when no entry falls in it.

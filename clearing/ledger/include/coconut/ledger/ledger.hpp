@@ -354,6 +354,9 @@ public:
     // Transfers that debit or credit `account_id`, oldest first, with timestamp > after_timestamp.
     Result<std::vector<Transfer>> account_transfers(const Id& account_id, std::uint64_t after_timestamp,
                                                     std::size_t limit) const;
+    // The same newest first, with timestamp < before_timestamp (the query API's pages, newest first).
+    Result<std::vector<Transfer>> account_transfers_before(const Id& account_id, std::uint64_t before_timestamp,
+                                                           std::size_t limit) const;
     // Balance snapshots (accounts with the history flag), oldest first, timestamp > after_timestamp.
     Result<std::vector<Balance>> account_balances(const Id& account_id, std::uint64_t after_timestamp,
                                                   std::size_t limit) const;
@@ -407,11 +410,19 @@ struct WriterOptions {
     std::chrono::milliseconds expiry_interval = writer_expiry_interval_default;
 };
 
+// Histogram bounds of WriterStats (Prometheus "le" buckets; a last bucket counts everything above).
+inline constexpr std::array<std::uint64_t, 8> commit_us_buckets{250, 500, 1000, 2000, 5000, 10000, 50000, 250000};
+inline constexpr std::array<std::uint64_t, 8> commit_requests_buckets{1, 2, 4, 16, 64, 256, 1024, 8190};
+
 struct WriterStats {
     std::uint64_t commits = 0;
     std::uint64_t requests = 0;
     std::uint64_t events = 0;
     std::uint64_t failed_commits = 0;
+    std::uint64_t queue_depth = 0;     // requests waiting now
+    std::uint64_t commit_us_sum = 0;   // time in apply_group (apply + fsync), summed
+    std::array<std::uint64_t, commit_us_buckets.size() + 1> commit_us_counts{};            // per bucket, not cumulative
+    std::array<std::uint64_t, commit_requests_buckets.size() + 1> commit_requests_counts{};  // requests per commit
 };
 
 using Reply = Result<std::vector<EventResult>>;

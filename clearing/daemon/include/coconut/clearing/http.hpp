@@ -1,0 +1,254 @@
+// The clearing daemon's HTTP side (coconut::clearing::http): the cardholder query API, the clerk API,
+// /metrics, /healthz, the OpenAPI document and the balance page, served by coconut-clearingd on its own
+// port (`--http-listen HOST:PORT`, optional TLS). clearing/README.md "HTTP API" describes the endpoints;
+// clearing/openapi.json is the contract.
+//
+// Tokens (DESIGN.md §8 "token hash"): every card has its own bearer token and every clerk one token
+// with roles. A token is 24 random bytes shown once (base64url, prefixed "card_" / "clerk_"); what is
+// stored is its keyed BLAKE2b hash (crypto_generichash) under a 32-byte key kept in
+// DATA/http-token.key (mode 0600). Neither the key nor a hash is ever served, so a token cannot be
+// read back from the daemon, its files or its answers.
+//
+// Threads: reads (balances, transactions, lookups) open their own LMDB read transaction on the HTTP
+// thread and never wait for the ledger writer. Every change (token issue, hotlist, registrations,
+// settlement postings, the clerk journal) goes through the daemon's one ledger::Writer as a request
+// whose BatchHook writes the tables below in the commit's transaction; the HTTP answer is sent from the
+// writer's callback, i.e. after the commit is durable.
+#pragma once
+
+#include <coconut/clearing/clearing.hpp>
+
+#include <boost/asio/io_context.hpp>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace coconut::clearing::http {
+
+// ---- card numbers ----------------------------------------------------------------------------------
+
+// The logical card number: the ASN's rightmost 8 bytes, 16 digits (DESIGN.md §4, ISO8583.md field 2).
+using CardNumber = std::array<std::uint8_t, 8>;
+CardNumber card_number_of(const Asn& asn);
+std::optional<CardNumber> parse_card_number(std::string_view digits);  // exactly 16 digits
+std::string to_string(const CardNumber& number);
+
+// ---- tokens, clerks, the clerk journal ----------------------------------------------------------------
+
+inline constexpr std::size_t token_random_bytes = 24;  // 192 bits: guessing is hopeless, rate limit or not
+inline constexpr std::size_t token_chars_max = 64;     // longer Authorization values are refused unhashed
+inline constexpr std::string_view card_token_prefix = "card_";
+inline constexpr std::string_view clerk_token_prefix = "clerk_";
+using TokenHash = std::array<std::uint8_t, 32>;
+
+namespace roles {
+inline constexpr std::uint8_t hotlist = 1u << 0;     // put cards on / off the hotlist
+inline constexpr std::uint8_t registry = 1u << 1;    // register participants, terminals; issue card tokens
+inline constexpr std::uint8_t settlement = 1u << 2;  // post settlement transfers
+inline constexpr std::uint8_t read = 1u << 3;        // look up cards, risk flags, suspense, the journal
+inline constexpr std::uint8_t all = hotlist | registry | settlement | read;
+}  // namespace roles
+// "hotlist,read" → bits; nullopt for an unknown or empty name.
+std::optional<std::uint8_t> parse_roles(std::string_view text);
+std::vector<std::string> role_names(std::uint8_t roles);
+
+struct Clerk {
+    std::string name;
+    std::uint8_t roles = 0;
+    std::uint64_t created_ns = 0;
+};
+
+struct CardToken {
+    Asn asn{};
+    TokenHash hash{};
+    std::uint64_t issued_ns = 0;
+};
+
+// One clerk action, durable in the same commit as its effect (key: sequence from 1).
+struct ClerkAction {
+    std::uint64_t sequence = 0;
+    std::uint64_t timestamp_ns = 0;
+    std::string clerk;    // the clerk's name ("admin" for the offline commands)
+    std::string action;   // "hotlist", "card_token", "participant", "terminal", "transfers", "lookup", …
+    std::string target;   // card number, participant id, terminal id, …
+    std::string outcome;  // "ok" or what refused it
+    std::string detail;
+};
+
+inline constexpr std::size_t clerk_name_chars_max = 64;
+inline constexpr std::size_t journal_page_max = 1000;
+
+// Tables "http_card_tokens" (card number → ASN, hash), "http_clerks" (hash → clerk) and
+// "http_clerk_journal" in the ledger's environment, and the token key file.
+class Tokens {
+public:
+    // Opens (creates) the tables and reads DATA/http-token.key, creating it (0600) when missing.
+    // Start-up only, before the writer runs. A key file readable by others is refused.
+    static Result<std::unique_ptr<Tokens>> open(lmdb::Env& env, const std::filesystem::path& data_directory);
+    ~Tokens();
+    Tokens(const Tokens&) = delete;
+    Tokens& operator=(const Tokens&) = delete;
+
+    // A fresh token (CSPRNG) with its prefix.
+    static std::string new_token(std::string_view prefix);
+    TokenHash hash(std::string_view token) const;
+
+    // Reads (own read transaction, any thread).
+    Result<std::optional<CardToken>> card_token(const CardNumber& number) const;
+    // The clerk whose token this is (constant-time hash compare happens in the B-tree lookup of the
+    // hash, which reveals nothing about the token).
+    Result<std::optional<Clerk>> clerk(std::string_view token) const;
+    Result<std::vector<ClerkAction>> journal(std::uint64_t after_sequence, std::size_t limit) const;
+    // True when `presented` (hash() of the token sent) is the card's (sodium_memcmp, constant time).
+    static bool matches(const CardToken& stored, const TokenHash& presented);
+
+    // Writes inside a caller's write transaction (the writer's BatchHook, or an offline commit).
+    lmdb::Status put_card_token(lmdb::Txn& txn, const CardNumber& number, const CardToken& token) const;
+    lmdb::Status put_clerk(lmdb::Txn& txn, const TokenHash& hash, const Clerk& clerk) const;
+    lmdb::Result<std::uint64_t> append_journal(lmdb::Txn& txn, ClerkAction action) const;
+    lmdb::Result<std::optional<CardToken>> card_token_in(const lmdb::Txn& txn, const CardNumber& number) const;
+
+    struct State;
+
+private:
+    explicit Tokens(std::unique_ptr<State> state);
+    std::unique_ptr<State> state_;
+};
+
+// Offline commands (the daemon stopped, the directory locked by the caller). Each commits once.
+// clerk-add: returns the new clerk token (shown once).
+Result<std::string> add_clerk(ledger::Ledger& ledger, Tokens& tokens, std::string_view name, std::uint8_t roles);
+// issue-tokens: a token for each card in `cards` (empty: every registered card without one), written
+// to out/<card number>.token (0600, token + "\n"). Returns how many were issued.
+Result<std::size_t> issue_card_tokens(ledger::Ledger& ledger, const Registry& registry, Tokens& tokens,
+                                      const std::vector<CardNumber>& cards, const std::filesystem::path& out);
+
+// ---- metrics the daemon feeds ---------------------------------------------------------------------------
+
+// Counts the daemon's HSM calls (TAC verifications, load MAC2, load TACs, INTERNAL AUTHENTICATE) around
+// the daemon's HSM link (for /metrics).
+struct HsmStats {
+    std::atomic<std::uint64_t> calls{0};
+    std::atomic<std::uint64_t> failures{0};  // no verdict (link down, HSM error)
+    std::atomic<std::uint64_t> latency_us_sum{0};
+};
+
+class MeteredHsm final : public TacVerifier, public CardServices {
+public:
+    MeteredHsm(TacVerifier& tacs, CardServices& services) : tacs_(tacs), services_(services) {}
+    void verify(const hsm::PurchaseTac& transaction, Handler handler) override;
+    void load_mac2(const hsm::LoadRequest& request, LoadHandler handler) override;
+    void verify_load_tac(const hsm::LoadTac& load, VerdictHandler handler) override;
+    void verify_internal_auth(const hsm::InternalAuth& auth, VerdictHandler handler) override;
+    const HsmStats& stats() const { return stats_; }
+
+private:
+    // Wraps a handler so that the call is counted and timed when its outcome arrives.
+    template <class Outcome>
+    std::function<void(Outcome)> metered(std::function<void(Outcome)> handler);
+
+    TacVerifier& tacs_;
+    CardServices& services_;
+    HsmStats stats_;
+};
+
+// ---- server -----------------------------------------------------------------------------------------------
+
+// Connections at once: beyond it a new connection is answered 503 and closed (a phone retries); each
+// costs a socket and ~16 KiB of buffers.
+inline constexpr std::size_t http_connections_max_default = 512;
+// Request head (request line + headers): a browser's is ~1 KiB; beyond it 431.
+inline constexpr std::size_t http_header_bytes_max_default = 8 * 1024;
+// Request body: 1,000 settlement transfers of ~330 bytes of JSON fit; beyond it 413.
+inline constexpr std::size_t http_body_bytes_max_default = 1024 * 1024;
+// A request must arrive whole within this after the previous answer (or the connection's start); the
+// same bound closes idle keep-alive connections, so a slow client cannot hold a connection slot.
+inline constexpr std::chrono::seconds http_read_timeout_default{10};
+inline constexpr std::chrono::seconds http_write_timeout_default{10};
+// Per card / clerk token: a burst of this many, refilled at this rate per second (429 beyond).
+inline constexpr double token_requests_per_s_default = 10.0;
+inline constexpr double token_burst_default = 20.0;
+// Tokens tracked by the rate limiter; the least recently seen are dropped beyond it.
+inline constexpr std::size_t rate_limited_tokens_max = 100'000;
+// Settlement transfers per POST (contract 3).
+inline constexpr std::size_t transfers_per_request_max = 1000;
+inline constexpr std::size_t transactions_page_default = 10;
+inline constexpr std::size_t transactions_page_max = 100;
+
+struct HttpOptions {
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 0;  // 0: ephemeral (HttpServer::port())
+    std::size_t connections_max = http_connections_max_default;
+    std::size_t header_bytes_max = http_header_bytes_max_default;
+    std::size_t body_bytes_max = http_body_bytes_max_default;
+    std::chrono::milliseconds read_timeout = http_read_timeout_default;
+    std::chrono::milliseconds write_timeout = http_write_timeout_default;
+    double token_requests_per_s = token_requests_per_s_default;
+    double token_burst = token_burst_default;
+    std::filesystem::path tls_certificate;  // both set: HTTPS only
+    std::filesystem::path tls_private_key;
+};
+
+// Latency buckets of the request histogram (µs, Prometheus "le").
+inline constexpr std::array<std::uint64_t, 10> latency_buckets_us{100, 250, 500, 1000, 2500, 5000, 10000, 50000, 250000, 1000000};
+
+struct HttpStats {
+    std::atomic<std::uint64_t> connections_accepted{0};
+    std::atomic<std::uint64_t> connections_refused{0};
+    std::atomic<std::uint64_t> connections_open{0};
+    std::atomic<std::uint64_t> timeouts{0};
+    std::atomic<std::uint64_t> tls_handshake_failures{0};
+    std::array<std::atomic<std::uint64_t>, 6> responses_by_class{};  // index status / 100 (1xx … 5xx)
+    std::atomic<std::uint64_t> rate_limited{0};
+    std::array<std::atomic<std::uint64_t>, latency_buckets_us.size() + 1> latency_buckets{};  // last: +Inf
+    std::atomic<std::uint64_t> latency_us_sum{0};
+};
+
+// What the API reads and writes. The stats pointers may be null (tests).
+struct Services {
+    ledger::Ledger& ledger;
+    ledger::Writer& writer;
+    Registry& registry;
+    Tokens& tokens;
+    const EngineStats* engine = nullptr;
+    const ServerStats* iso_server = nullptr;
+    const HsmStats* hsm = nullptr;
+};
+
+// The HTTP listener (Boost.Beast): one object per connection, bounded head and body, a deadline on
+// every read and write, bounded connections, keep-alive, optional TLS. Runs on `io` (any number of
+// threads: each connection has its strand).
+class HttpServer {
+public:
+    // Binds and listens; throws std::system_error (address) or std::runtime_error (TLS files) at start-up.
+    HttpServer(boost::asio::io_context& io, Services services, HttpOptions options);
+    ~HttpServer();
+    std::uint16_t port() const;
+    bool tls() const;
+    // Stops accepting; open connections close after their current answer.
+    void shutdown();
+    const HttpStats& stats() const;
+
+    struct State;
+
+private:
+    std::shared_ptr<State> state_;
+};
+
+// ---- pieces exposed for tests -----------------------------------------------------------------------------
+
+// The embedded balance page (/).
+std::string_view balance_page_html();
+// The OpenAPI document served at /v1/openapi.json (clearing/openapi.json compiled in).
+std::string_view openapi_json();
+
+}  // namespace coconut::clearing::http

@@ -1,0 +1,978 @@
+// The HTTP API: cardholder reads, clerk operations (journaled), settlement postings, /metrics,
+// /healthz, the OpenAPI document and the balance page. Endpoints: clearing/openapi.json.
+#include "http_api.hpp"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <ctime>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <variant>
+
+namespace coconut::clearing::http {
+
+using nlohmann::json;
+
+namespace {
+
+// ---- small leaves ------------------------------------------------------------------------------------
+
+std::string id_hex(const ledger::Id& id) { return fmt::format("{:016x}{:016x}", id.high, id.low); }
+
+std::optional<ledger::Id> parse_id_hex(const json& value) {
+    if (!value.is_string()) return std::nullopt;
+    const std::string text = value.get<std::string>();
+    if (text.size() != 32) return std::nullopt;
+    ledger::Id id;
+    for (int half = 0; half < 2; ++half) {
+        std::uint64_t part = 0;
+        const char* first = text.data() + half * 16;
+        auto [end, ec] = std::from_chars(first, first + 16, part, 16);
+        if (ec != std::errc() || end != first + 16) return std::nullopt;
+        (half == 0 ? id.high : id.low) = part;
+    }
+    return id;
+}
+
+std::string iso_time(std::uint64_t ns) {
+    const std::time_t seconds = static_cast<std::time_t>(ns / 1'000'000'000);
+    std::tm utc{};
+    gmtime_r(&seconds, &utc);
+    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour,
+                       utc.tm_min, utc.tm_sec, (ns / 1'000'000) % 1000);
+}
+
+std::optional<std::uint64_t> parse_u64(std::string_view text) {
+    std::uint64_t value = 0;
+    if (text.empty() || text.size() > 20) return std::nullopt;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+    return value;
+}
+
+struct Target {
+    std::vector<std::string_view> segments;  // "/v1/cards/1" → v1, cards, 1
+    std::map<std::string_view, std::string_view> query;
+};
+
+Target split_target(std::string_view target) {
+    Target out;
+    const auto question = target.find('?');
+    std::string_view path = target.substr(0, question);
+    std::string_view query = question == std::string_view::npos ? std::string_view{} : target.substr(question + 1);
+    while (!path.empty()) {
+        if (path.front() == '/') {
+            path.remove_prefix(1);
+            continue;
+        }
+        const auto slash = path.find('/');
+        out.segments.push_back(path.substr(0, slash));
+        path = slash == std::string_view::npos ? std::string_view{} : path.substr(slash);
+    }
+    while (!query.empty()) {
+        const auto amp = query.find('&');
+        const std::string_view pair = query.substr(0, amp);
+        const auto eq = pair.find('=');
+        out.query[pair.substr(0, eq)] = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+        query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    }
+    return out;
+}
+
+std::optional<std::string_view> bearer_token(std::string_view authorization) {
+    constexpr std::string_view scheme = "Bearer ";
+    if (authorization.size() <= scheme.size() || authorization.substr(0, scheme.size()) != scheme) return std::nullopt;
+    return authorization.substr(scheme.size());
+}
+
+ApiResponse json_response(unsigned status, const json& body) { return ApiResponse{status, "application/json", body.dump(), {}}; }
+
+ApiResponse storage_failure(std::string_view message) { return error_response(503, "storage", message); }
+
+// ---- rate limit -----------------------------------------------------------------------------------------
+
+// A token bucket per token hash: `burst` requests at once, refilled at `rate` per second.
+class RateLimiter {
+public:
+    RateLimiter(double rate_per_s, double burst) : rate_(rate_per_s), burst_(burst) {}
+
+    // True when the request may go ahead; false: answer 429 after retry_after_s.
+    bool admit(const TokenHash& key, double& retry_after_s) {
+        const auto now = std::chrono::steady_clock::now();
+        std::lock_guard lock(mutex_);
+        if (buckets_.size() >= rate_limited_tokens_max) forget_full(now);
+        auto [it, fresh] = buckets_.try_emplace(key, Bucket{burst_, now});
+        Bucket& b = it->second;
+        if (!fresh) {
+            const double elapsed_s = std::chrono::duration<double>(now - b.last).count();
+            b.tokens = std::min(burst_, b.tokens + elapsed_s * rate_);
+            b.last = now;
+        }
+        if (b.tokens >= 1.0) {
+            b.tokens -= 1.0;
+            return true;
+        }
+        retry_after_s = (1.0 - b.tokens) / rate_;
+        return false;
+    }
+
+private:
+    struct Bucket {
+        double tokens;
+        std::chrono::steady_clock::time_point last;
+    };
+    struct Hash {
+        std::size_t operator()(const TokenHash& h) const {
+            std::size_t out = 0;
+            std::memcpy(&out, h.data(), sizeof out);
+            return out;
+        }
+    };
+    // Buckets that have refilled completely carry no state worth keeping.
+    void forget_full(std::chrono::steady_clock::time_point now) {
+        const auto refill = std::chrono::duration<double>(burst_ / rate_);
+        std::erase_if(buckets_, [&](const auto& entry) { return now - entry.second.last >= refill; });
+        if (buckets_.size() >= rate_limited_tokens_max) buckets_.clear();  // a flood of distinct tokens: start over
+    }
+
+    const double rate_;
+    const double burst_;
+    std::mutex mutex_;
+    std::unordered_map<TokenHash, Bucket, Hash> buckets_;
+};
+
+// ---- transaction history ----------------------------------------------------------------------------------
+
+// What a cardholder sees a transfer as (clearing.hpp transfer_codes; participant kind tells bus from shop).
+std::string_view kind_of(const ledger::Transfer& t, std::string_view participant_kind) {
+    const bool voided = (t.flags & ledger::transfer_flags::void_pending) != 0;
+    switch (t.code) {
+        case transfer_codes::offline_purchase:
+        case transfer_codes::tac_failed:
+            if (participant_kind == "bus") return "bus";
+            if (participant_kind == "clinic") return "clinic";
+            return "shop";
+        case transfer_codes::opening_balance: return "load";
+        case transfer_codes::online_load: return voided ? "reversal" : "load";
+        case transfer_codes::clinic_medical: return voided ? "reversal" : "clinic";
+        default: return "other";
+    }
+}
+
+std::string_view state_of(const ledger::Transfer& t) {
+    if ((t.flags & ledger::transfer_flags::pending) != 0) return "pending";
+    if ((t.flags & ledger::transfer_flags::void_pending) != 0) return "voided";
+    if (t.code == transfer_codes::tac_failed) return "under_review";  // booked to suspense
+    return "posted";
+}
+
+std::string bcd_local_time(const std::array<std::uint8_t, 5>& bcd) {
+    const std::string d = bcd_to_digits(bcd);  // YYMMDDhhmm
+    return fmt::format("20{}-{}-{}T{}:{}", d.substr(0, 2), d.substr(2, 2), d.substr(4, 2), d.substr(6, 2), d.substr(8, 2));
+}
+
+struct CardAccounts {
+    ledger::Id purse;
+    ledger::Id medical;
+};
+
+std::int64_t cleared(const ledger::Account& a) {
+    return static_cast<std::int64_t>(a.credits_posted) - static_cast<std::int64_t>(a.debits_posted);
+}
+
+}  // namespace
+
+ApiResponse error_response(unsigned status, std::string_view code, std::string_view message) {
+    return json_response(status, json{{"error", {{"code", code}, {"message", message}}}});
+}
+
+// ---- the API ---------------------------------------------------------------------------------------------------
+
+struct Api::State {
+    State(Services services, const HttpOptions& http_options, HttpStats& http_stats)
+        : s(services), options(http_options), stats(http_stats), limiter(http_options.token_requests_per_s, http_options.token_burst) {}
+
+    Services s;
+    const HttpOptions& options;
+    HttpStats& stats;
+    RateLimiter limiter;
+
+    // ---- helpers ----
+
+    // Participants by id, read once per request.
+    struct Participants {
+        const Registry& registry;
+        std::map<std::uint64_t, std::optional<Participant>> cache;
+        const std::optional<Participant>& get(std::uint64_t id) {
+            auto [it, fresh] = cache.try_emplace(id);
+            if (fresh && id != 0) {
+                auto found = registry.participant(id);
+                if (found) it->second = *found;
+            }
+            return it->second;
+        }
+    };
+
+    std::optional<ApiResponse> rate_limit(const TokenHash& key) {
+        double retry_after_s = 0;
+        if (limiter.admit(key, retry_after_s)) return std::nullopt;
+        stats.rate_limited.fetch_add(1, std::memory_order_relaxed);
+        ApiResponse r = error_response(429, "rate_limited", "too many requests for this token; slow down");
+        r.headers.emplace_back("Retry-After", std::to_string(static_cast<unsigned>(retry_after_s) + 1));
+        return r;
+    }
+
+    static ApiResponse unauthorized(std::string_view message) {
+        ApiResponse r = error_response(401, "unauthorized", message);
+        r.headers.emplace_back("WWW-Authenticate", "Bearer");
+        return r;
+    }
+
+    // ---- cardholder ----
+
+    // 401 without a bearer token, 429 above its rate, 404 when it is not this card's (whether the card
+    // exists or not); else the card's accounts.
+    std::variant<ApiResponse, std::pair<CardNumber, CardToken>> authenticate_card(std::string_view number_text,
+                                                                                 std::string_view authorization) {
+        auto token = bearer_token(authorization);
+        if (!token) return unauthorized("Authorization: Bearer <card token> required");
+        if (token->size() > token_chars_max) return error_response(404, "not_found", "no such card for this token");
+        const TokenHash presented = s.tokens.hash(*token);
+        if (auto limited = rate_limit(presented)) return *limited;
+        auto number = parse_card_number(number_text);
+        if (!number) return error_response(404, "not_found", "no such card for this token");
+        auto stored = s.tokens.card_token(*number);
+        if (!stored) return storage_failure(stored.error().message);
+        if (!*stored || !Tokens::matches(**stored, presented)) return error_response(404, "not_found", "no such card for this token");
+        return std::pair{*number, **stored};
+    }
+
+    ApiResponse card(const CardNumber& number, const CardToken& token) {
+        auto record = s.registry.card(token.asn);
+        if (!record) return storage_failure(record.error().message);
+        if (!*record) return error_response(404, "not_found", "no such card for this token");
+        const CardAccounts accounts{purse_shadow_account(token.asn), medical_account(token.asn)};
+        auto purse = s.ledger.lookup_account(accounts.purse);
+        auto medical = s.ledger.lookup_account(accounts.medical);
+        if (!purse || !medical) return storage_failure("ledger read failed");
+        json out{{"card_number", to_string(number)}, {"status", to_string((*record)->status)}, {"currency", "CNY"}};
+        std::uint64_t last_ns = 0;
+        if (*purse) {
+            const ledger::Account& a = **purse;
+            out["purse"] = {{"balance_fen", cleared(a)}, {"pending_credit_fen", a.credits_pending}, {"pending_debit_fen", a.debits_pending}};
+            auto newest = s.ledger.account_transfers_before(accounts.purse, ~std::uint64_t{0}, 1);
+            if (newest && !newest->empty()) last_ns = std::max(last_ns, newest->front().timestamp);
+        }
+        if (*medical) {
+            const ledger::Account& a = **medical;
+            out["medical"] = {{"balance_fen", cleared(a)}, {"pending_debit_fen", a.debits_pending},
+                              {"available_fen", cleared(a) - static_cast<std::int64_t>(a.debits_pending)}};
+            auto newest = s.ledger.account_transfers_before(accounts.medical, ~std::uint64_t{0}, 1);
+            if (newest && !newest->empty()) last_ns = std::max(last_ns, newest->front().timestamp);
+        }
+        out["last_cleared_at"] = last_ns ? json(iso_time(last_ns)) : json(nullptr);
+        return json_response(200, out);
+    }
+
+    // Balance snapshots of `account` from `oldest` to `newest` (ns), by timestamp.
+    std::map<std::uint64_t, ledger::Balance> snapshots(const ledger::Id& account, std::uint64_t oldest, std::uint64_t newest) {
+        constexpr std::size_t chunk = 256;
+        std::map<std::uint64_t, ledger::Balance> out;
+        for (std::uint64_t after = oldest - 1;;) {
+            auto page = s.ledger.account_balances(account, after, chunk);
+            if (!page || page->empty()) break;
+            for (const auto& b : *page) {
+                if (b.timestamp > newest) return out;
+                out.emplace(b.timestamp, b);
+            }
+            if (page->size() < chunk) break;
+            after = page->back().timestamp;
+        }
+        return out;
+    }
+
+    ApiResponse transactions(const CardNumber& number, const CardToken& token, const Target& target) {
+        std::size_t limit = transactions_page_default;
+        if (auto it = target.query.find("limit"); it != target.query.end()) {
+            auto value = parse_u64(it->second);
+            if (!value || *value == 0 || *value > transactions_page_max) {
+                return error_response(400, "bad_request", fmt::format("limit must be 1 to {}", transactions_page_max));
+            }
+            limit = *value;
+        }
+        std::uint64_t before = ~std::uint64_t{0};
+        if (auto it = target.query.find("cursor"); it != target.query.end()) {
+            auto value = parse_u64(it->second);
+            if (!value) return error_response(400, "bad_request", "cursor must be the next_cursor of a previous page");
+            before = *value;
+        }
+        const CardAccounts accounts{purse_shadow_account(token.asn), medical_account(token.asn)};
+        auto purse = s.ledger.account_transfers_before(accounts.purse, before, limit + 1);
+        auto medical = s.ledger.account_transfers_before(accounts.medical, before, limit + 1);
+        if (!purse || !medical) return storage_failure("ledger read failed");
+        // Timestamps are unique across the ledger, so merging the two newest-first lists is exact.
+        std::vector<ledger::Transfer> merged;
+        std::merge(purse->begin(), purse->end(), medical->begin(), medical->end(), std::back_inserter(merged),
+                   [](const auto& a, const auto& b) { return a.timestamp > b.timestamp; });
+        const bool more = merged.size() > limit;
+        if (more) merged.resize(limit);
+        std::map<std::uint64_t, ledger::Balance> balances[2];
+        for (int which = 0; which < 2; ++which) {
+            const ledger::Id& account = which == 0 ? accounts.purse : accounts.medical;
+            std::uint64_t oldest = ~std::uint64_t{0}, newest = 0;
+            for (const auto& t : merged) {
+                if (t.debit_account_id != account && t.credit_account_id != account) continue;
+                oldest = std::min(oldest, t.timestamp);
+                newest = std::max(newest, t.timestamp);
+            }
+            if (newest != 0) balances[which] = snapshots(account, oldest, newest);
+        }
+        Participants participants{s.registry, {}};
+        json items = json::array();
+        for (const auto& t : merged) {
+            const int which = (t.debit_account_id == accounts.purse || t.credit_account_id == accounts.purse) ? 0 : 1;
+            const ledger::Id& account = which == 0 ? accounts.purse : accounts.medical;
+            const auto& participant = participants.get(t.user_data_64);
+            std::int64_t amount = static_cast<std::int64_t>(t.amount) * (t.debit_account_id == account ? -1 : 1);
+            if ((t.flags & ledger::transfer_flags::void_pending) != 0) amount = -amount;  // the hold given back
+            json item{{"id", id_hex(t.id)},
+                      {"time", iso_time(t.timestamp)},
+                      {"kind", kind_of(t, participant ? std::string_view(participant->kind) : std::string_view{})},
+                      {"state", state_of(t)},
+                      {"account", which == 0 ? "purse" : "medical"},
+                      {"amount_fen", amount}};
+            if (auto b = balances[which].find(t.timestamp); b != balances[which].end()) {
+                item["balance_after_fen"] = static_cast<std::int64_t>(b->second.credits_posted) - static_cast<std::int64_t>(b->second.debits_posted);
+            } else {
+                item["balance_after_fen"] = nullptr;
+            }
+            json place = json::object();
+            if (participant) place["participant"] = participant->name;
+            if (t.code == transfer_codes::offline_purchase || t.code == transfer_codes::tac_failed) {
+                const Place p = parse_place(t.user_data_128);
+                if (p.line != 0) place["line"] = p.line;
+                if (p.station != 0) place["station"] = p.station;
+                place["local_time"] = bcd_local_time(p.local_time_bcd);
+            }
+            item["place"] = place;
+            items.push_back(std::move(item));
+        }
+        json out{{"card_number", to_string(number)}, {"transactions", items}};
+        out["next_cursor"] = more ? json(std::to_string(merged.back().timestamp)) : json(nullptr);
+        return json_response(200, out);
+    }
+
+    void cardholder(const ApiRequest& request, const Target& target, const Respond& respond) {
+        const auto& seg = target.segments;  // v1 cards {n} [transactions]
+        if (request.method != "GET") return respond(error_response(405, "method_not_allowed", "cardholder endpoints are GET"));
+        auto who = authenticate_card(seg[2], request.authorization);
+        if (auto* refused = std::get_if<ApiResponse>(&who)) return respond(std::move(*refused));
+        const auto& [number, token] = std::get<1>(who);
+        if (seg.size() == 3) return respond(card(number, token));
+        return respond(transactions(number, token, target));
+    }
+
+    // ---- clerk ----
+
+    // The work of one clerk request: what to write (ledger events and the hook's own writes) and the
+    // answer once committed. The journal entry is added in the same commit.
+    struct Change {
+        std::vector<ledger::Event> events;
+        std::function<lmdb::Status(lmdb::Txn&, std::span<const ledger::EventResult>)> write;  // may be empty
+        std::function<ApiResponse(std::span<const ledger::EventResult>)> answer;
+        ClerkAction action;
+    };
+
+    void commit(Change change, Respond respond) {
+        auto shared = std::make_shared<Change>(std::move(change));
+        const Tokens& tokens = s.tokens;
+        ledger::BatchHook hook = [shared, &tokens](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
+            if (shared->write) {
+                if (auto written = shared->write(txn, results); !written) return written;
+            }
+            auto logged = tokens.append_journal(txn, shared->action);
+            if (!logged) return Unexpected{logged.error()};
+            return Ok{};
+        };
+        auto on_commit = [shared, respond](ledger::Reply reply) {
+            if (!reply) return respond(storage_failure(reply.error().message));
+            respond(shared->answer(*reply));
+        };
+        auto events = shared->events;
+        if (!s.writer.try_submit(std::move(events), std::move(on_commit), std::move(hook))) {
+            respond(error_response(503, "busy", "the ledger writer's queue is full; retry shortly"));
+        }
+    }
+
+    // A read answered after its journal entry is durable.
+    void journaled_read(ApiResponse response, ClerkAction action, Respond respond) {
+        auto shared = std::make_shared<ApiResponse>(std::move(response));
+        commit(Change{{}, {}, [shared](auto) { return *shared; }, std::move(action)}, std::move(respond));
+    }
+
+    // Card number → ASN via the registry (clerk requests only: a scan of the cards table).
+    Result<std::optional<Asn>> find_card(const CardNumber& number) {
+        auto token = s.tokens.card_token(number);
+        if (!token) return Unexpected<Error>{token.error()};
+        if (*token) return std::optional<Asn>((*token)->asn);
+        auto cards = s.registry.cards();
+        if (!cards) return Unexpected<Error>{cards.error()};
+        for (const auto& c : *cards) {
+            if (card_number_of(c.asn) == number) return std::optional<Asn>(c.asn);
+        }
+        return std::optional<Asn>();
+    }
+
+    json risk_json(const RiskFlag& f) {
+        return {{"kind", to_string(f.kind)},  {"card_number", to_string(card_number_of(f.asn))},
+                {"atc", f.atc},                {"type", fmt::format("{:02X}", f.type)},
+                {"time", iso_time(f.timestamp_ns)}, {"detail", f.detail}};
+    }
+
+    void clerk_card(const Clerk& clerk, const ApiRequest& request, const Target& target, Respond respond) {
+        const auto& seg = target.segments;  // v1 clerk cards {n} [status|token]
+        auto number = parse_card_number(seg[3]);
+        if (!number) return respond(error_response(400, "bad_request", "card number must be 16 digits"));
+        auto asn = find_card(*number);
+        if (!asn) return respond(storage_failure(asn.error().message));
+        if (!*asn) return respond(error_response(404, "not_found", "card " + to_string(*number) + " is not registered"));
+        const std::string card_text = to_string(*number);
+        if (seg.size() == 4) {
+            if (request.method != "GET") return respond(error_response(405, "method_not_allowed", "GET only"));
+            if (!(clerk.roles & roles::read)) return respond(error_response(403, "forbidden", "role read required"));
+            auto record = s.registry.card(**asn);
+            auto flags = s.registry.risk_flags();
+            auto token = s.tokens.card_token(*number);
+            if (!record || !*record || !flags || !token) return respond(storage_failure("registry read failed"));
+            json risk = json::array();
+            for (const auto& f : *flags) {
+                if (f.asn == **asn) risk.push_back(risk_json(f));
+            }
+            const CardRecord& c = **record;
+            json out{{"card_number", card_text},
+                     {"asn", bcd_to_digits(c.asn)},
+                     {"status", to_string(c.status)},
+                     {"shadow_balance_fen", c.shadow_balance_fen},
+                     {"offline_purchases", c.offline_purchases},
+                     {"risk_flag_count", c.risk_flags},
+                     {"risk_flags", risk},
+                     {"token_issued_at", *token ? json(iso_time((*token)->issued_ns)) : json(nullptr)}};
+            return journaled_read(json_response(200, out), ClerkAction{0, 0, clerk.name, "card_lookup", card_text, "ok", ""},
+                                  std::move(respond));
+        }
+        if (seg[4] == "status") return set_status(clerk, request, **asn, card_text, std::move(respond));
+        if (seg[4] == "token") return issue_token(clerk, request, *number, **asn, std::move(respond));
+        respond(error_response(404, "not_found", "no such endpoint"));
+    }
+
+    void set_status(const Clerk& clerk, const ApiRequest& request, const Asn& asn, const std::string& card_text, Respond respond) {
+        if (request.method != "PUT") return respond(error_response(405, "method_not_allowed", "PUT only"));
+        if (!(clerk.roles & roles::hotlist)) return respond(error_response(403, "forbidden", "role hotlist required"));
+        const json body = json::parse(request.body, nullptr, false);
+        if (body.is_discarded() || !body.is_object() || !body.contains("status") || !body["status"].is_string()) {
+            return respond(error_response(400, "bad_request", "body must be {\"status\":\"active\"|\"lost\"|\"blocked\",\"reason\":\"…\"}"));
+        }
+        auto status = parse_card_status(body["status"].get<std::string>());
+        if (!status) return respond(error_response(400, "bad_request", "status must be active, lost or blocked"));
+        const std::string reason = body.contains("reason") && body["reason"].is_string() ? body["reason"].get<std::string>() : "";
+        if (reason.size() > name_chars_max) return respond(error_response(400, "bad_request", "reason longer than 128 characters"));
+        const Registry& registry = s.registry;
+        // Read-modify-write inside the writer's transaction: the engine's hooks update the same record.
+        auto write = [&registry, asn, status = *status](lmdb::Txn& txn, auto) -> lmdb::Status {
+            auto stored = registry.card_in(txn, asn);
+            if (!stored) return Unexpected{stored.error()};
+            if (!*stored) return Unexpected{lmdb::Error{MDB_NOTFOUND, "card vanished"}};
+            CardRecord card = **stored;
+            // The hotlist terminals download (ISO8583.md §4.6) gets its new version in the same commit.
+            auto recorded = registry.record_status_change(txn, asn, card.status, status);
+            if (!recorded) return Unexpected{recorded.error()};
+            card.status = status;
+            return registry.put_card(txn, card);
+        };
+        json answer{{"card_number", card_text}, {"status", to_string(*status)}};
+        commit(Change{{}, write, [answer](auto) { return json_response(200, answer); },
+                      ClerkAction{0, 0, clerk.name, "card_status", card_text, "ok", fmt::format("{} {}", to_string(*status), reason)}},
+               std::move(respond));
+    }
+
+    void issue_token(const Clerk& clerk, const ApiRequest& request, const CardNumber& number, const Asn& asn, Respond respond) {
+        if (request.method != "POST") return respond(error_response(405, "method_not_allowed", "POST only"));
+        if (!(clerk.roles & roles::registry)) return respond(error_response(403, "forbidden", "role registry required"));
+        auto token = std::make_shared<std::string>(Tokens::new_token(card_token_prefix));
+        const CardToken stored{asn, s.tokens.hash(*token), static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                               std::chrono::system_clock::now().time_since_epoch()).count())};
+        const Tokens& tokens = s.tokens;
+        auto write = [&tokens, number, stored](lmdb::Txn& txn, auto) { return tokens.put_card_token(txn, number, stored); };
+        const std::string card_text = to_string(number);
+        // Issuing again replaces the card's token: the old one stops working (a lost phone).
+        commit(Change{{}, write, [token, card_text](auto) { return json_response(201, json{{"card_number", card_text}, {"token", *token}}); },
+                      ClerkAction{0, 0, clerk.name, "card_token", card_text, "ok", "issued (replaces any earlier token)"}},
+               std::move(respond));
+    }
+
+    // ---- registrations ----
+
+    static std::optional<std::string> text(const json& body, const char* key, std::size_t max, bool required, std::string& out) {
+        if (!body.contains(key)) {
+            if (required) return fmt::format("\"{}\" is required", key);
+            return std::nullopt;
+        }
+        if (!body[key].is_string()) return fmt::format("\"{}\" must be a string", key);
+        out = body[key].get<std::string>();
+        if (out.size() > max) return fmt::format("\"{}\" longer than {} characters", key, max);
+        if (required && out.empty()) return fmt::format("\"{}\" must not be empty", key);
+        for (char c : out) {
+            if (c < 0x20 || c > 0x7E) return fmt::format("\"{}\" must be printable ASCII", key);
+        }
+        return std::nullopt;
+    }
+
+    static std::optional<std::string> only_keys(const json& body, std::initializer_list<std::string_view> keys) {
+        for (const auto& [key, value] : body.items()) {
+            if (std::find(keys.begin(), keys.end(), key) == keys.end()) return fmt::format("unknown field \"{}\"", key);
+        }
+        return std::nullopt;
+    }
+
+    void register_participant(const Clerk& clerk, const ApiRequest& request, Respond respond) {
+        const json body = json::parse(request.body, nullptr, false);
+        if (body.is_discarded() || !body.is_object()) return respond(error_response(400, "bad_request", "body must be a JSON object"));
+        Participant p;
+        std::optional<std::string> problem = only_keys(body, {"id", "name", "kind", "bank_account", "fee_rate_bp"});
+        constexpr std::uint64_t participant_id_max = 99'999'999'999ULL;  // field 32: n..11
+        if (!problem && (!body.contains("id") || !body["id"].is_number_unsigned() || body["id"].get<std::uint64_t>() == 0 ||
+                         body["id"].get<std::uint64_t>() > participant_id_max)) {
+            problem = "\"id\" must be 1 to 99999999999 (field 32)";
+        }
+        if (!problem) p.id = body["id"].get<std::uint64_t>();
+        if (!problem) problem = text(body, "name", name_chars_max, true, p.name);
+        if (!problem) problem = text(body, "kind", 16, true, p.kind);
+        if (!problem && p.kind != "bus" && p.kind != "shop" && p.kind != "clinic") problem = "\"kind\" must be bus, shop or clinic";
+        if (!problem) problem = text(body, "bank_account", 34, true, p.bank_account);
+        if (!problem && body.contains("fee_rate_bp")) {
+            if (!body["fee_rate_bp"].is_number_unsigned() || body["fee_rate_bp"].get<std::uint64_t>() > fee_rate_bp_max) {
+                problem = "\"fee_rate_bp\" must be 0 to 10000";
+            } else {
+                p.fee_rate_bp = body["fee_rate_bp"].get<std::uint32_t>();
+            }
+        }
+        if (problem) return respond(error_response(400, "bad_request", *problem));
+        std::vector<ledger::Event> events;
+        for (std::uint32_t l : {ledgers::purse, ledgers::medical}) {
+            ledger::Account a;
+            a.id = payable_account(p.id, l);
+            a.ledger = l;
+            a.code = account_codes::participant_payable;
+            a.flags = ledger::account_flags::history;
+            events.emplace_back(a);
+        }
+        const Registry& registry = s.registry;
+        auto write = [&registry, p](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
+            for (const auto& r : results) {
+                if (!ledger::succeeded(r.code)) return Unexpected{lmdb::Error{MDB_BAD_TXN, "participant payable account"}};
+            }
+            return registry.put_participant(txn, p);
+        };
+        json answer{{"id", p.id}, {"name", p.name}, {"kind", p.kind}, {"bank_account", p.bank_account}, {"fee_rate_bp", p.fee_rate_bp}};
+        commit(Change{std::move(events), write, [answer](auto) { return json_response(201, answer); },
+                      ClerkAction{0, 0, clerk.name, "participant", std::to_string(p.id), "ok", p.kind + " " + p.name}},
+               std::move(respond));
+    }
+
+    void register_terminal(const Clerk& clerk, const ApiRequest& request, Respond respond) {
+        const json body = json::parse(request.body, nullptr, false);
+        if (body.is_discarded() || !body.is_object()) return respond(error_response(400, "bad_request", "body must be a JSON object"));
+        TerminalRecord t;
+        std::string psam;
+        std::optional<std::string> problem = only_keys(body, {"terminal_id", "psam_terminal_id", "participant_id", "merchant_id"});
+        if (!problem) problem = text(body, "terminal_id", 8, true, t.terminal_id);
+        if (!problem && t.terminal_id.size() != 8) problem = "\"terminal_id\" must be 8 characters (field 41)";
+        if (!problem) problem = text(body, "psam_terminal_id", 12, true, psam);
+        auto psam_bcd = digits_to_bcd(psam);
+        if (!problem && (psam.size() != 12 || !psam_bcd)) problem = "\"psam_terminal_id\" must be 12 digits";
+        if (!problem) std::copy(psam_bcd->begin(), psam_bcd->end(), t.psam_terminal_id.begin());
+        if (!problem) problem = text(body, "merchant_id", 15, false, t.merchant_id);
+        if (!problem && (!body.contains("participant_id") || !body["participant_id"].is_number_unsigned())) {
+            problem = "\"participant_id\" must be a registered participant's id";
+        }
+        if (problem) return respond(error_response(400, "bad_request", *problem));
+        t.participant_id = body["participant_id"].get<std::uint64_t>();
+        auto participant = s.registry.participant(t.participant_id);
+        if (!participant) return respond(storage_failure(participant.error().message));
+        if (!*participant) return respond(error_response(400, "bad_request", "participant " + std::to_string(t.participant_id) + " is not registered"));
+        const Registry& registry = s.registry;
+        auto write = [&registry, t](lmdb::Txn& txn, auto) -> lmdb::Status {
+            auto stored = registry.terminal_in(txn, t.terminal_id);
+            if (!stored) return Unexpected{stored.error()};
+            TerminalRecord r = t;
+            if (*stored) {  // a re-registration keeps the runtime fields (STAN, batch)
+                r.last_stan = (*stored)->last_stan;
+                r.batch_number = (*stored)->batch_number;
+                r.uploads = (*stored)->uploads;
+                r.batch_debits_count = (*stored)->batch_debits_count;
+                r.batch_debits_fen = (*stored)->batch_debits_fen;
+            }
+            return registry.put_terminal(txn, r);
+        };
+        json answer{{"terminal_id", t.terminal_id}, {"psam_terminal_id", psam}, {"participant_id", t.participant_id}, {"merchant_id", t.merchant_id}};
+        commit(Change{{}, write, [answer](auto) { return json_response(201, answer); },
+                      ClerkAction{0, 0, clerk.name, "terminal", t.terminal_id, "ok", "participant " + std::to_string(t.participant_id)}},
+               std::move(respond));
+    }
+
+    // ---- settlement postings (contract 3) ----
+
+    static std::optional<std::string> parse_transfer(const json& j, ledger::Transfer& t) {
+        if (!j.is_object()) return "not an object";
+        if (auto bad = only_keys(j, {"id", "debit_account_id", "credit_account_id", "amount", "pending_id", "ledger", "code", "flags",
+                                     "timeout_s", "user_data_128", "user_data_64", "user_data_32"})) {
+            return bad;
+        }
+        const std::pair<const char*, ledger::Id*> ids[] = {{"id", &t.id},
+                                                            {"debit_account_id", &t.debit_account_id},
+                                                            {"credit_account_id", &t.credit_account_id},
+                                                            {"pending_id", &t.pending_id},
+                                                            {"user_data_128", &t.user_data_128}};
+        for (const auto& [key, out] : ids) {
+            if (!j.contains(key)) continue;
+            auto id = parse_id_hex(j[key]);
+            if (!id) return fmt::format("\"{}\" must be 32 hex digits", key);
+            *out = *id;
+        }
+        if (!j.contains("id")) return "\"id\" is required";
+        auto number = [&](const char* key, std::uint64_t max, auto& out) -> std::optional<std::string> {
+            if (!j.contains(key)) return std::nullopt;
+            if (!j[key].is_number_unsigned() || j[key].get<std::uint64_t>() > max) return fmt::format("\"{}\" must be an integer 0 to {}", key, max);
+            out = static_cast<std::remove_reference_t<decltype(out)>>(j[key].get<std::uint64_t>());
+            return std::nullopt;
+        };
+        if (auto bad = number("amount", ~std::uint64_t{0}, t.amount)) return bad;
+        if (auto bad = number("ledger", 0xFFFFFFFFu, t.ledger)) return bad;
+        if (auto bad = number("code", 0xFFFFu, t.code)) return bad;
+        if (auto bad = number("timeout_s", 0xFFFFFFFFu, t.timeout_s)) return bad;
+        if (auto bad = number("user_data_64", ~std::uint64_t{0}, t.user_data_64)) return bad;
+        if (auto bad = number("user_data_32", 0xFFFFFFFFu, t.user_data_32)) return bad;
+        if (j.contains("flags")) {
+            if (!j["flags"].is_array()) return "\"flags\" must be an array of names";
+            static const std::map<std::string, std::uint16_t> names{{"linked", ledger::transfer_flags::linked},
+                                                                    {"pending", ledger::transfer_flags::pending},
+                                                                    {"post_pending", ledger::transfer_flags::post_pending},
+                                                                    {"void_pending", ledger::transfer_flags::void_pending}};
+            for (const auto& f : j["flags"]) {
+                auto found = f.is_string() ? names.find(f.get<std::string>()) : names.end();
+                if (found == names.end()) return "\"flags\" names must be linked, pending, post_pending or void_pending";
+                t.flags |= found->second;
+            }
+        }
+        return std::nullopt;
+    }
+
+    void post_transfers(const Clerk& clerk, const ApiRequest& request, Respond respond) {
+        if (request.method != "POST") return respond(error_response(405, "method_not_allowed", "POST only"));
+        if (!(clerk.roles & roles::settlement)) return respond(error_response(403, "forbidden", "role settlement required"));
+        const json body = json::parse(request.body, nullptr, false);
+        if (body.is_discarded() || !body.is_object() || !body.contains("transfers") || !body["transfers"].is_array() || body.size() != 1) {
+            return respond(error_response(400, "bad_request", "body must be {\"transfers\":[…]}"));
+        }
+        const json& list = body["transfers"];
+        if (list.empty() || list.size() > transfers_per_request_max) {
+            return respond(error_response(400, "bad_request", fmt::format("1 to {} transfers per request", transfers_per_request_max)));
+        }
+        std::vector<ledger::Event> events;
+        events.reserve(list.size());
+        std::vector<ledger::Id> ids;
+        for (std::size_t i = 0; i < list.size(); ++i) {
+            ledger::Transfer t;
+            if (auto bad = parse_transfer(list[i], t)) return respond(error_response(400, "bad_request", fmt::format("transfers[{}]: {}", i, *bad)));
+            ids.push_back(t.id);
+            events.emplace_back(t);
+        }
+        auto answer = [ids](std::span<const ledger::EventResult> results) {
+            json out = json::array();
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                out.push_back({{"id", id_hex(ids[i])}, {"result", std::string(ledger::to_string(results[i].code))}});
+            }
+            return json_response(200, json{{"results", out}});
+        };
+        ClerkAction action{0, 0, clerk.name, "transfers", fmt::format("{} transfers", ids.size()), "ok", "first " + id_hex(ids.front())};
+        // The journal entry says how many succeeded: written by the hook, which sees the results.
+        auto shared = std::make_shared<ClerkAction>(action);
+        const Tokens& tokens = s.tokens;
+        ledger::BatchHook hook = [shared, &tokens](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
+            const auto ok = std::count_if(results.begin(), results.end(), [](const auto& r) { return ledger::succeeded(r.code); });
+            ClerkAction a = *shared;
+            a.detail += fmt::format(", {} ok or exists, {} refused", ok, results.size() - static_cast<std::size_t>(ok));
+            auto logged = tokens.append_journal(txn, a);
+            if (!logged) return Unexpected{logged.error()};
+            return Ok{};
+        };
+        auto on_commit = [answer, respond](ledger::Reply reply) {
+            if (!reply) return respond(storage_failure(reply.error().message));
+            respond(answer(*reply));
+        };
+        if (!s.writer.try_submit(std::move(events), std::move(on_commit), std::move(hook))) {
+            respond(error_response(503, "busy", "the ledger writer's queue is full; retry shortly"));
+        }
+    }
+
+    // ---- clerk lists ----
+
+    void risk(const Clerk& clerk, const Target& target, Respond respond) {
+        auto flags = s.registry.risk_flags();
+        if (!flags) return respond(storage_failure(flags.error().message));
+        std::optional<CardNumber> only;
+        if (auto it = target.query.find("card"); it != target.query.end()) {
+            only = parse_card_number(it->second);
+            if (!only) return respond(error_response(400, "bad_request", "card must be 16 digits"));
+        }
+        json out = json::array();
+        for (const auto& f : *flags) {
+            if (!only || card_number_of(f.asn) == *only) out.push_back(risk_json(f));
+        }
+        journaled_read(json_response(200, json{{"risk_flags", out}}),
+                       ClerkAction{0, 0, clerk.name, "risk_list", only ? to_string(*only) : "all", "ok", ""}, std::move(respond));
+    }
+
+    void suspense(const Clerk& clerk, const Target& target, Respond respond) {
+        std::size_t limit = transactions_page_max;
+        std::uint64_t before = ~std::uint64_t{0};
+        if (auto it = target.query.find("limit"); it != target.query.end()) {
+            auto value = parse_u64(it->second);
+            if (!value || *value == 0 || *value > transactions_page_max) return respond(error_response(400, "bad_request", "limit must be 1 to 100"));
+            limit = *value;
+        }
+        if (auto it = target.query.find("cursor"); it != target.query.end()) {
+            auto value = parse_u64(it->second);
+            if (!value) return respond(error_response(400, "bad_request", "cursor must be a next_cursor"));
+            before = *value;
+        }
+        auto purse = s.ledger.account_transfers_before(purse_suspense_account, before, limit + 1);
+        auto medical = s.ledger.account_transfers_before(medical_suspense_account, before, limit + 1);
+        if (!purse || !medical) return respond(storage_failure("ledger read failed"));
+        std::vector<ledger::Transfer> merged;
+        std::merge(purse->begin(), purse->end(), medical->begin(), medical->end(), std::back_inserter(merged),
+                   [](const auto& a, const auto& b) { return a.timestamp > b.timestamp; });
+        const bool more = merged.size() > limit;
+        if (more) merged.resize(limit);
+        json items = json::array();
+        for (const auto& t : merged) {
+            const Place p = parse_place(t.user_data_128);
+            items.push_back({{"id", id_hex(t.id)},
+                             {"time", iso_time(t.timestamp)},
+                             {"amount_fen", t.amount},
+                             {"ledger", t.ledger},
+                             {"debit_account_id", id_hex(t.debit_account_id)},
+                             {"participant_id", t.user_data_64},
+                             {"psam_terminal_id", bcd_to_digits(p.terminal_id)},
+                             {"terminal_serial", t.user_data_32}});
+        }
+        json out{{"suspense", items}, {"next_cursor", more ? json(std::to_string(merged.back().timestamp)) : json(nullptr)}};
+        journaled_read(json_response(200, out), ClerkAction{0, 0, clerk.name, "suspense_list", "", "ok", ""}, std::move(respond));
+    }
+
+    void journal(const Target& target, Respond respond) {
+        std::uint64_t after = 0;
+        std::size_t limit = transactions_page_max;
+        if (auto it = target.query.find("after"); it != target.query.end()) {
+            auto value = parse_u64(it->second);
+            if (!value) return respond(error_response(400, "bad_request", "after must be a sequence number"));
+            after = *value;
+        }
+        if (auto it = target.query.find("limit"); it != target.query.end()) {
+            auto value = parse_u64(it->second);
+            if (!value || *value == 0 || *value > journal_page_max) return respond(error_response(400, "bad_request", "limit must be 1 to 1000"));
+            limit = *value;
+        }
+        auto entries = s.tokens.journal(after, limit);
+        if (!entries) return respond(storage_failure(entries.error().message));
+        json items = json::array();
+        for (const auto& a : *entries) {
+            items.push_back({{"sequence", a.sequence}, {"time", iso_time(a.timestamp_ns)}, {"clerk", a.clerk}, {"action", a.action},
+                             {"target", a.target}, {"outcome", a.outcome}, {"detail", a.detail}});
+        }
+        // Reading the journal is not itself journaled: it would grow with every look at it.
+        respond(json_response(200, json{{"entries", items}}));
+    }
+
+    void clerk_api(const ApiRequest& request, const Target& target, Respond respond) {
+        auto token = bearer_token(request.authorization);
+        if (!token) return respond(unauthorized("Authorization: Bearer <clerk token> required"));
+        if (auto limited = rate_limit(s.tokens.hash(*token))) return respond(std::move(*limited));
+        auto clerk = s.tokens.clerk(*token);
+        if (!clerk) return respond(storage_failure(clerk.error().message));
+        if (!*clerk) return respond(unauthorized("unknown clerk token"));
+        const auto& seg = target.segments;  // v1 clerk …
+        const std::string_view what = seg[2];
+        auto need = [&](std::uint8_t role, std::string_view method) -> std::optional<ApiResponse> {
+            if (request.method != method) return error_response(405, "method_not_allowed", std::string(method) + " only");
+            if (!((*clerk)->roles & role)) return error_response(403, "forbidden", "this clerk lacks the role " + role_names(role).front());
+            return std::nullopt;
+        };
+        if (what == "cards" && (seg.size() == 4 || seg.size() == 5)) return clerk_card(**clerk, request, target, std::move(respond));
+        if (seg.size() != 3) return respond(error_response(404, "not_found", "no such endpoint"));
+        std::optional<ApiResponse> refused;
+        if (what == "transfers") return post_transfers(**clerk, request, std::move(respond));
+        if (what == "participants") {
+            if ((refused = need(roles::registry, "POST"))) return respond(std::move(*refused));
+            return register_participant(**clerk, request, std::move(respond));
+        }
+        if (what == "terminals") {
+            if ((refused = need(roles::registry, "POST"))) return respond(std::move(*refused));
+            return register_terminal(**clerk, request, std::move(respond));
+        }
+        if (what == "risk" || what == "suspense" || what == "journal") {
+            if ((refused = need(roles::read, "GET"))) return respond(std::move(*refused));
+            if (what == "risk") return risk(**clerk, target, std::move(respond));
+            if (what == "suspense") return suspense(**clerk, target, std::move(respond));
+            return journal(target, std::move(respond));
+        }
+        respond(error_response(404, "not_found", "no such endpoint"));
+    }
+
+    // ---- operations ----
+
+    std::string metrics();
+
+    ApiResponse healthz() {
+        const auto writer = s.writer.stats();
+        const bool queue_ok = writer.queue_depth < ledger::writer_queue_requests_max_default;
+        auto fixed = s.ledger.lookup_account(purse_float_account);
+        const bool ok = queue_ok && fixed.ok();
+        return json_response(ok ? 200 : 503, json{{"status", ok ? "ok" : "degraded"},
+                                                  {"ledger_readable", fixed.ok()},
+                                                  {"writer_queue_depth", writer.queue_depth},
+                                                  {"journal_sequence", s.ledger.head().sequence}});
+    }
+};
+
+Api::Api(Services services, const HttpOptions& options, HttpStats& stats)
+    : state_(std::make_unique<State>(services, options, stats)) {}
+
+Api::~Api() = default;
+
+void Api::handle(const ApiRequest& request, Respond respond) {
+    const Target target = split_target(request.target);
+    const auto& seg = target.segments;
+    State& st = *state_;
+    auto get_only = [&](auto&& make) {
+        if (request.method != "GET") return respond(error_response(405, "method_not_allowed", "GET only"));
+        respond(make());
+    };
+    if (seg.empty()) {
+        return get_only([] { return ApiResponse{200, "text/html; charset=utf-8", std::string(balance_page_html()), {}}; });
+    }
+    if (seg.size() == 1 && seg[0] == "healthz") return get_only([&] { return st.healthz(); });
+    if (seg.size() == 1 && seg[0] == "metrics") {
+        return get_only([&] { return ApiResponse{200, "text/plain; version=0.0.4", st.metrics(), {}}; });
+    }
+    if (seg.size() == 2 && seg[0] == "v1" && seg[1] == "openapi.json") {
+        return get_only([] { return ApiResponse{200, "application/json", std::string(openapi_json()), {}}; });
+    }
+    if (seg.size() >= 3 && seg[0] == "v1" && seg[1] == "cards" && (seg.size() == 3 || (seg.size() == 4 && seg[3] == "transactions"))) {
+        return st.cardholder(request, target, respond);
+    }
+    if (seg.size() >= 3 && seg[0] == "v1" && seg[1] == "clerk") return st.clerk_api(request, target, std::move(respond));
+    respond(error_response(404, "not_found", "no such endpoint"));
+}
+
+// ---- /metrics (Prometheus text format 0.0.4) ------------------------------------------------------------------
+
+namespace {
+
+struct Text {
+    std::string out;
+    void family(std::string_view name, std::string_view type, std::string_view help) {
+        out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+    }
+    void sample(std::string_view name, std::uint64_t value, std::string_view labels = {}) {
+        out += labels.empty() ? fmt::format("{} {}\n", name, value) : fmt::format("{}{{{}}} {}\n", name, labels, value);
+    }
+    void counter(std::string_view name, std::string_view help, std::uint64_t value) {
+        family(name, "counter", help);
+        sample(name, value);
+    }
+    void gauge(std::string_view name, std::string_view help, std::uint64_t value) {
+        family(name, "gauge", help);
+        sample(name, value);
+    }
+    // `counts` per bucket (not cumulative), the last one above every bound.
+    template <std::size_t N, class Count>
+    void histogram(std::string_view name, std::string_view help, const std::array<std::uint64_t, N>& bounds,
+                   const std::array<Count, N + 1>& counts, std::uint64_t sum, double unit) {
+        family(name, "histogram", help);
+        std::uint64_t cumulative = 0;
+        for (std::size_t i = 0; i < N; ++i) {
+            cumulative += static_cast<std::uint64_t>(counts[i]);
+            out += fmt::format("{}_bucket{{le=\"{:g}\"}} {}\n", name, static_cast<double>(bounds[i]) * unit, cumulative);
+        }
+        cumulative += static_cast<std::uint64_t>(counts[N]);
+        out += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n{}_sum {}\n{}_count {}\n", name, cumulative, name,
+                           static_cast<double>(sum) * unit, name, cumulative);
+    }
+};
+
+}  // namespace
+
+std::string Api::State::metrics() {
+    Text t;
+    std::array<std::uint64_t, latency_buckets_us.size() + 1> latency{};
+    for (std::size_t i = 0; i < latency.size(); ++i) latency[i] = stats.latency_buckets[i].load(std::memory_order_relaxed);
+    t.histogram("coconut_http_request_duration_seconds", "HTTP request latency (read to answer written)", latency_buckets_us, latency,
+                stats.latency_us_sum.load(), 1e-6);
+    t.family("coconut_http_responses_total", "counter", "HTTP responses by status class");
+    for (std::size_t c = 1; c < stats.responses_by_class.size(); ++c) {
+        t.sample("coconut_http_responses_total", stats.responses_by_class[c].load(), fmt::format("class=\"{}xx\"", c));
+    }
+    t.counter("coconut_http_rate_limited_total", "requests answered 429", stats.rate_limited.load());
+    t.counter("coconut_http_connections_accepted_total", "HTTP connections accepted", stats.connections_accepted.load());
+    t.counter("coconut_http_connections_refused_total", "HTTP connections refused above the limit", stats.connections_refused.load());
+    t.gauge("coconut_http_connections_open", "HTTP connections open now", stats.connections_open.load());
+    t.counter("coconut_http_timeouts_total", "HTTP connections closed by a read or write deadline", stats.timeouts.load());
+    t.counter("coconut_http_tls_handshake_failures_total", "TLS handshakes that failed", stats.tls_handshake_failures.load());
+
+    const ledger::WriterStats w = s.writer.stats();
+    t.counter("coconut_ledger_commits_total", "ledger group commits", w.commits);
+    t.counter("coconut_ledger_commit_failures_total", "ledger commits that failed (nothing written)", w.failed_commits);
+    t.counter("coconut_ledger_requests_total", "requests committed by the ledger writer", w.requests);
+    t.counter("coconut_ledger_events_total", "ledger events (accounts, transfers) applied", w.events);
+    t.gauge("coconut_ledger_writer_queue_depth", "requests waiting for the ledger writer", w.queue_depth);
+    t.histogram("coconut_ledger_commit_duration_seconds", "apply + durable commit of one group", ledger::commit_us_buckets,
+                w.commit_us_counts, w.commit_us_sum, 1e-6);
+    std::uint64_t requests_sum = w.requests;
+    t.histogram("coconut_ledger_commit_requests", "requests per group commit (batch size)", ledger::commit_requests_buckets,
+                w.commit_requests_counts, requests_sum, 1.0);
+    t.gauge("coconut_ledger_journal_sequence", "last committed journal sequence", s.ledger.head().sequence);
+
+    if (s.engine) {
+        const EngineStats& e = *s.engine;
+        t.counter("coconut_iso_requests_total", "ISO 8583 requests handled", e.requests.load());
+        t.family("coconut_iso_outcomes_total", "counter", "ISO 8583 request outcomes");
+        t.sample("coconut_iso_outcomes_total", e.booked.load(), "outcome=\"booked\"");
+        t.sample("coconut_iso_outcomes_total", e.exists.load(), "outcome=\"exists\"");
+        t.sample("coconut_iso_outcomes_total", e.suspense.load(), "outcome=\"suspense\"");
+        t.sample("coconut_iso_outcomes_total", e.duplicates.load(), "outcome=\"duplicate\"");
+        t.sample("coconut_iso_outcomes_total", e.refused.load(), "outcome=\"refused\"");
+        t.gauge("coconut_iso_in_flight", "ISO 8583 requests handled but not yet answered", e.in_flight.load());
+    }
+    if (s.iso_server) {
+        const ServerStats& v = *s.iso_server;
+        t.counter("coconut_iso_connections_accepted_total", "terminal connections accepted", v.connections_accepted.load());
+        t.counter("coconut_iso_connections_refused_total", "terminal connections refused above the limit", v.connections_refused.load());
+        t.counter("coconut_iso_format_errors_total", "frames answered 30", v.format_errors.load());
+        t.counter("coconut_iso_timeouts_total", "terminal connections closed by a timeout", v.timeouts.load());
+    }
+    if (s.hsm) {
+        t.counter("coconut_hsm_tac_verifications_total", "TAC verifications asked of the HSM", s.hsm->calls.load());
+        t.counter("coconut_hsm_tac_failures_total", "TAC verifications without a verdict (link, HSM error)", s.hsm->failures.load());
+        t.family("coconut_hsm_tac_latency_seconds_total", "counter", "summed HSM verification latency");
+        t.out += fmt::format("coconut_hsm_tac_latency_seconds_total {}\n", static_cast<double>(s.hsm->latency_us_sum.load()) * 1e-6);
+    }
+    return std::move(t.out);
+}
+
+}  // namespace coconut::clearing::http

@@ -1,0 +1,47 @@
+// Between the HTTP transport (http_server.cpp) and the API (http_api.cpp): a request as the API sees
+// it, the answer, and the router. Private to the daemon library.
+#pragma once
+
+#include <coconut/clearing/http.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace coconut::clearing::http {
+
+struct ApiRequest {
+    std::string method;  // "GET", "POST", …
+    std::string target;  // path and query, as sent
+    std::string authorization;
+    std::string body;
+};
+
+struct ApiResponse {
+    unsigned status = 200;
+    std::string content_type = "application/json";
+    std::string body;
+    std::vector<std::pair<std::string, std::string>> headers;  // extra (Retry-After, WWW-Authenticate)
+};
+
+// {"error":{"code":…,"message":…}} with `status`.
+ApiResponse error_response(unsigned status, std::string_view code, std::string_view message);
+
+// Routes and answers requests. handle() runs on an HTTP thread; `respond` is called exactly once, on
+// that thread (reads) or on the ledger writer's thread (changes, after their durable commit).
+class Api {
+public:
+    using Respond = std::function<void(ApiResponse)>;
+    Api(Services services, const HttpOptions& options, HttpStats& stats);
+    ~Api();
+    void handle(const ApiRequest& request, Respond respond);
+
+    struct State;
+
+private:
+    std::unique_ptr<State> state_;
+};
+
+}  // namespace coconut::clearing::http

@@ -1,0 +1,254 @@
+// The HTTP transport (Boost.Beast): accept with a connection bound, one session per connection on its
+// own strand, a parser with head and body limits, a deadline on every read and write, keep-alive,
+// optional TLS. The API (http_api.cpp) answers; this file only moves bytes.
+#include <utility>  // before Boost.Asio (Boost 1.74 + C++20)
+
+#include "http_api.hpp"
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+
+#include <stdexcept>
+
+namespace coconut::clearing::http {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = net::ip::tcp;
+
+struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
+    State(net::io_context& io_context, Services services, HttpOptions opts)
+        : io(io_context), options(std::move(opts)), api(services, options, stats), acceptor(io_context) {}
+
+    net::io_context& io;
+    const HttpOptions options;
+    HttpStats stats;
+    Api api;
+    tcp::acceptor acceptor;
+    std::optional<net::ssl::context> tls;
+    std::atomic<bool> stopping{false};
+
+    void accept();
+    void refuse(tcp::socket socket);
+    void record(unsigned status, std::chrono::steady_clock::duration elapsed) {
+        stats.responses_by_class[std::min<std::size_t>(status / 100, stats.responses_by_class.size() - 1)].fetch_add(1, std::memory_order_relaxed);
+        const auto us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
+        std::size_t bucket = 0;
+        while (bucket < latency_buckets_us.size() && us > latency_buckets_us[bucket]) ++bucket;
+        stats.latency_buckets[bucket].fetch_add(1, std::memory_order_relaxed);
+        stats.latency_us_sum.fetch_add(us, std::memory_order_relaxed);
+    }
+};
+
+namespace {
+
+bhttp::response<bhttp::string_body> to_beast(const ApiResponse& r, unsigned version, bool keep_alive) {
+    bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(r.status), version};
+    out.set(bhttp::field::content_type, r.content_type);
+    out.set(bhttp::field::cache_control, "no-store");
+    out.set("X-Content-Type-Options", "nosniff");
+    if (r.content_type.starts_with("text/html")) {
+        // The page is self-contained: nothing may load from elsewhere, and it may only talk to us.
+        out.set("Content-Security-Policy",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+                "form-action 'self'; frame-ancestors 'none'");
+    }
+    for (const auto& [name, value] : r.headers) out.set(name, value);
+    out.body() = r.body;
+    out.keep_alive(keep_alive);
+    out.prepare_payload();
+    return out;
+}
+
+// What a parse failure is answered with (the connection closes afterwards).
+ApiResponse parse_failure(const beast::error_code& ec) {
+    if (ec == bhttp::error::header_limit) return error_response(431, "header_too_large", "request head above the limit");
+    if (ec == bhttp::error::body_limit) return error_response(413, "body_too_large", "request body above the limit");
+    return error_response(400, "malformed_request", "the request is not valid HTTP/1.1: " + ec.message());
+}
+
+template <class Stream>
+class Session : public std::enable_shared_from_this<Session<Stream>> {
+public:
+    Session(std::shared_ptr<HttpServer::State> server, Stream stream) : server_(std::move(server)), stream_(std::move(stream)) {
+        server_->stats.connections_open.fetch_add(1, std::memory_order_relaxed);
+    }
+    ~Session() { server_->stats.connections_open.fetch_sub(1, std::memory_order_relaxed); }
+
+    void start() {
+        if constexpr (std::is_same_v<Stream, beast::ssl_stream<beast::tcp_stream>>) {
+            beast::get_lowest_layer(stream_).expires_after(server_->options.read_timeout);
+            stream_.async_handshake(net::ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
+                if (ec) {
+                    self->server_->stats.tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
+                    return;  // the socket closes with the session
+                }
+                self->read();
+            });
+        } else {
+            read();
+        }
+    }
+
+private:
+    void read() {
+        if (server_->stopping.load()) return close();
+        parser_.emplace();
+        parser_->header_limit(static_cast<std::uint32_t>(server_->options.header_bytes_max));
+        parser_->body_limit(server_->options.body_bytes_max);
+        // One deadline for the whole request, from the previous answer on: an idle keep-alive
+        // connection and a client that dribbles its request both lose the slot at the same bound.
+        beast::get_lowest_layer(stream_).expires_after(server_->options.read_timeout);
+        bhttp::async_read(stream_, buffer_, *parser_, [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+            self->on_read(ec);
+        });
+    }
+
+    void on_read(beast::error_code ec) {
+        started_ = std::chrono::steady_clock::now();
+        if (ec == bhttp::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset) return close();
+        if (ec == beast::error::timeout) {
+            server_->stats.timeouts.fetch_add(1, std::memory_order_relaxed);
+            return;  // nothing more can be said to a client that stalled; the socket closes
+        }
+        if (ec) return write(parse_failure(ec), false);
+        const auto& request = parser_->get();
+        ApiRequest api_request{std::string(request.method_string()), std::string(request.target()),
+                               std::string(request[bhttp::field::authorization]), request.body()};
+        version_ = request.version();
+        keep_alive_ = request.keep_alive();
+        server_->api.handle(api_request, [self = this->shared_from_this()](ApiResponse response) {
+            // Possibly on the ledger writer's thread: continue on this connection's strand.
+            net::post(self->stream_.get_executor(),
+                      [self, response = std::move(response)]() mutable { self->write(std::move(response), self->keep_alive_); });
+        });
+    }
+
+    void write(ApiResponse response, bool keep_alive) {
+        keep_alive = keep_alive && !server_->stopping.load();
+        response_ = to_beast(response, version_, keep_alive);
+        beast::get_lowest_layer(stream_).expires_after(server_->options.write_timeout);
+        bhttp::async_write(stream_, response_, [self = this->shared_from_this(), keep_alive, status = response.status](beast::error_code ec, std::size_t) {
+            self->server_->record(status, std::chrono::steady_clock::now() - self->started_);
+            if (ec == beast::error::timeout) self->server_->stats.timeouts.fetch_add(1, std::memory_order_relaxed);
+            if (ec) return;
+            if (!keep_alive) return self->close();
+            self->read();
+        });
+    }
+
+    void close() {
+        if constexpr (std::is_same_v<Stream, beast::ssl_stream<beast::tcp_stream>>) {
+            beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(2));
+            stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {});
+        } else {
+            // Lingering close: send FIN, then read and drop what the client still sends (the rest of a
+            // refused request) for a short while; closing with unread bytes would send a reset that can
+            // destroy our answer in the client's buffers before it reads it.
+            beast::error_code ignored;
+            stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+            beast::get_lowest_layer(stream_).expires_after(linger_);
+            drain();
+        }
+    }
+
+    void drain() {
+        stream_.async_read_some(net::buffer(discard_), [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
+            if (!ec) self->drain();
+        });
+    }
+
+    std::shared_ptr<HttpServer::State> server_;
+    Stream stream_;
+    beast::flat_buffer buffer_;
+    std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+    bhttp::response<bhttp::string_body> response_;
+    std::chrono::steady_clock::time_point started_;
+    static constexpr std::chrono::seconds linger_{2};
+    std::array<char, 4096> discard_{};
+    unsigned version_ = 11;
+    bool keep_alive_ = false;
+};
+
+}  // namespace
+
+void HttpServer::State::accept() {
+    acceptor.async_accept(net::make_strand(io), [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
+        if (ec == net::error::operation_aborted || self->stopping.load()) return;
+        if (!ec) {
+            if (self->stats.connections_open.load() >= self->options.connections_max) {
+                self->refuse(std::move(socket));
+            } else {
+                self->stats.connections_accepted.fetch_add(1, std::memory_order_relaxed);
+                if (self->tls) {
+                    using Tls = beast::ssl_stream<beast::tcp_stream>;
+                    std::make_shared<Session<Tls>>(self, Tls(beast::tcp_stream(std::move(socket)), *self->tls))->start();
+                } else {
+                    std::make_shared<Session<beast::tcp_stream>>(self, beast::tcp_stream(std::move(socket)))->start();
+                }
+            }
+        }
+        self->accept();  // an accept error (EMFILE, …) is transient: keep listening
+    });
+}
+
+// Above connections_max: a short 503 if the socket takes it at once (plain HTTP only), then close.
+void HttpServer::State::refuse(tcp::socket socket) {
+    stats.connections_refused.fetch_add(1, std::memory_order_relaxed);
+    if (!tls) {
+        static const std::string busy =
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\nRetry-After: 1\r\n"
+            "Content-Length: 77\r\n\r\n{\"error\":{\"code\":\"busy\",\"message\":\"too many connections; retry shortly\"}}\n";
+        beast::error_code ignored;
+        socket.non_blocking(true, ignored);
+        socket.write_some(net::buffer(busy), ignored);
+    }
+    beast::error_code ignored;
+    socket.close(ignored);
+}
+
+HttpServer::HttpServer(net::io_context& io, Services services, HttpOptions options)
+    : state_(std::make_shared<State>(io, services, std::move(options))) {
+    State& s = *state_;
+    if (!s.options.tls_certificate.empty() || !s.options.tls_private_key.empty()) {
+        if (s.options.tls_certificate.empty() || s.options.tls_private_key.empty()) {
+            throw std::runtime_error("TLS needs both --tls-cert and --tls-key");
+        }
+        s.tls.emplace(net::ssl::context::tls_server);
+        s.tls->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 | net::ssl::context::no_sslv3 |
+                           net::ssl::context::no_tlsv1 | net::ssl::context::no_tlsv1_1 | net::ssl::context::single_dh_use);
+        beast::error_code ec;
+        s.tls->use_certificate_chain_file(s.options.tls_certificate.string(), ec);
+        if (ec) throw std::runtime_error("TLS certificate " + s.options.tls_certificate.string() + ": " + ec.message());
+        s.tls->use_private_key_file(s.options.tls_private_key.string(), net::ssl::context::pem, ec);
+        if (ec) throw std::runtime_error("TLS private key " + s.options.tls_private_key.string() + ": " + ec.message());
+    }
+    const tcp::endpoint endpoint(net::ip::make_address(s.options.host), s.options.port);
+    s.acceptor.open(endpoint.protocol());
+    s.acceptor.set_option(net::socket_base::reuse_address(true));
+    s.acceptor.bind(endpoint);
+    s.acceptor.listen(net::socket_base::max_listen_connections);
+    state_->accept();
+}
+
+HttpServer::~HttpServer() { shutdown(); }
+
+std::uint16_t HttpServer::port() const { return state_->acceptor.local_endpoint().port(); }
+bool HttpServer::tls() const { return state_->tls.has_value(); }
+const HttpStats& HttpServer::stats() const { return state_->stats; }
+
+void HttpServer::shutdown() {
+    state_->stopping.store(true);
+    net::post(state_->acceptor.get_executor(), [state = state_] {
+        beast::error_code ignored;
+        state->acceptor.close(ignored);
+    });
+}
+
+}  // namespace coconut::clearing::http

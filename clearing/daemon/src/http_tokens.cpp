@@ -1,0 +1,413 @@
+// Card and clerk tokens (keyed hashes only), the clerk journal, and the offline token commands.
+#include <coconut/clearing/http.hpp>
+#include <coconut/durable_file.hpp>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <sodium.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cassert>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+
+namespace coconut::clearing::http {
+
+namespace {
+
+constexpr std::uint8_t record_version = 1;
+constexpr std::size_t card_token_record_size = 1 + 10 + 32 + 8;
+constexpr std::size_t token_key_bytes = crypto_generichash_KEYBYTES;
+constexpr const char* token_key_file = "http-token.key";
+
+Error storage_error(const lmdb::Error& e) { return Error{ErrorCode::storage, e.message()}; }
+Error storage_error(const ledger::Error& e) { return Error{ErrorCode::storage, e.message}; }
+
+ByteView text_view(std::string_view s) { return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()}; }
+
+std::uint64_t now_ns() {
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
+// The 32-byte token key, wiped when the store closes.
+struct TokenKey {
+    std::array<std::uint8_t, token_key_bytes> bytes{};
+    ~TokenKey() { sodium_memzero(bytes.data(), bytes.size()); }
+};
+
+// Reads DATA/http-token.key (owner-only, exactly 32 bytes) or creates it from the CSPRNG.
+Status load_or_create_key(const std::filesystem::path& path, TokenKey& key) {
+    if (!std::filesystem::exists(path)) {
+        randombytes_buf(key.bytes.data(), key.bytes.size());
+        if (auto failed = write_file_atomically(path, key.bytes, 0600); !failed.empty()) {
+            return Unexpected<Error>{Error{ErrorCode::storage, "cannot create the token key: " + failed}};
+        }
+        return Ok{};
+    }
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return Unexpected<Error>{Error{ErrorCode::storage, fmt::format("cannot open {}: {}", path.string(), std::strerror(errno))}};
+    struct stat st {};
+    const bool stat_ok = ::fstat(fd, &st) == 0;
+    ssize_t n = -1;
+    if (stat_ok && S_ISREG(st.st_mode) && (st.st_mode & 077) == 0) n = ::read(fd, key.bytes.data(), key.bytes.size() + 0);
+    std::uint8_t extra = 0;
+    const bool longer = n == static_cast<ssize_t>(key.bytes.size()) && ::read(fd, &extra, 1) == 1;
+    ::close(fd);
+    if (!stat_ok || !S_ISREG(st.st_mode) || (st.st_mode & 077) != 0) {
+        return Unexpected<Error>{Error{ErrorCode::storage, fmt::format("{} must be a regular file readable by its owner only "
+                                                                       "(chmod 600 {})", path.string(), path.string())}};
+    }
+    if (n != static_cast<ssize_t>(key.bytes.size()) || longer) {
+        return Unexpected<Error>{Error{ErrorCode::storage, fmt::format("{} must hold exactly {} bytes", path.string(), key.bytes.size())}};
+    }
+    return Ok{};
+}
+
+Bytes encode_card_token(const CardToken& t) {
+    Bytes out;
+    out.reserve(card_token_record_size);
+    out.push_back(record_version);
+    append(out, t.asn);
+    append(out, t.hash);
+    append_be(out, t.issued_ns, 8);
+    assert(out.size() == card_token_record_size);
+    return out;
+}
+
+std::optional<CardToken> decode_card_token(ByteView b) {
+    if (b.size() != card_token_record_size || b[0] != record_version) return std::nullopt;
+    CardToken t;
+    std::copy_n(b.begin() + 1, t.asn.size(), t.asn.begin());
+    std::copy_n(b.begin() + 11, t.hash.size(), t.hash.begin());
+    t.issued_ns = read_be(b.subspan(43, 8));
+    return t;
+}
+
+Bytes encode_clerk(const Clerk& c) {
+    assert(!c.name.empty() && c.name.size() <= clerk_name_chars_max);
+    Bytes out;
+    out.push_back(record_version);
+    out.push_back(c.roles);
+    append_be(out, c.created_ns, 8);
+    append(out, text_view(c.name));
+    return out;
+}
+
+std::optional<Clerk> decode_clerk(ByteView b) {
+    if (b.size() < 11 || b.size() > 10 + clerk_name_chars_max || b[0] != record_version) return std::nullopt;
+    Clerk c;
+    c.roles = b[1];
+    c.created_ns = read_be(b.subspan(2, 8));
+    c.name.assign(reinterpret_cast<const char*>(b.data() + 10), b.size() - 10);
+    return c;
+}
+
+std::array<std::uint8_t, 8> sequence_key(std::uint64_t sequence) {
+    std::array<std::uint8_t, 8> key{};
+    for (int i = 0; i < 8; ++i) key[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(sequence >> (56 - 8 * i));
+    return key;
+}
+
+nlohmann::json action_json(const ClerkAction& a) {
+    return {{"timestamp_ns", a.timestamp_ns}, {"clerk", a.clerk},   {"action", a.action},
+            {"target", a.target},             {"outcome", a.outcome}, {"detail", a.detail}};
+}
+
+std::optional<ClerkAction> decode_action(std::uint64_t sequence, ByteView value) {
+    auto j = nlohmann::json::parse(value.begin(), value.end(), nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return std::nullopt;
+    try {
+        return ClerkAction{sequence, j.at("timestamp_ns").get<std::uint64_t>(), j.at("clerk").get<std::string>(),
+                           j.at("action").get<std::string>(), j.at("target").get<std::string>(),
+                           j.at("outcome").get<std::string>(), j.at("detail").get<std::string>()};
+    } catch (const nlohmann::json::exception&) {
+        return std::nullopt;
+    }
+}
+
+template <class T>
+Result<T> read_txn(const lmdb::Env& env, auto&& body) {
+    auto txn = lmdb::Txn::begin(env, lmdb::Txn::Mode::read_only);
+    if (!txn) return Unexpected<Error>{storage_error(txn.error())};
+    auto out = body(*txn);
+    if (!out) return Unexpected<Error>{storage_error(out.error())};
+    return std::move(*out);
+}
+
+// One offline commit of `write` (no ledger events) through the ledger, so the journal head and the
+// tables move together.
+Status commit_offline(ledger::Ledger& ledger, std::function<lmdb::Status(lmdb::Txn&)> write) {
+    ledger::Batch batch;
+    batch.after = [&](lmdb::Txn& txn, std::span<const ledger::EventResult>) { return write(txn); };
+    auto applied = ledger.apply_group(std::span<const ledger::Batch>(&batch, 1));
+    if (!applied) return Unexpected<Error>{storage_error(applied.error())};
+    return Ok{};
+}
+
+}  // namespace
+
+// ---- card numbers, roles ------------------------------------------------------------------------------
+
+CardNumber card_number_of(const Asn& asn) {
+    CardNumber number{};
+    std::copy(asn.end() - number.size(), asn.end(), number.begin());
+    return number;
+}
+
+std::optional<CardNumber> parse_card_number(std::string_view digits) {
+    if (digits.size() != 16) return std::nullopt;
+    auto bcd = digits_to_bcd(digits);
+    if (!bcd || bcd->size() != 8) return std::nullopt;
+    CardNumber number{};
+    std::copy(bcd->begin(), bcd->end(), number.begin());
+    return number;
+}
+
+std::string to_string(const CardNumber& number) { return bcd_to_digits(number); }
+
+std::optional<std::uint8_t> parse_roles(std::string_view text) {
+    static const std::map<std::string_view, std::uint8_t> names{
+        {"hotlist", roles::hotlist}, {"registry", roles::registry}, {"settlement", roles::settlement}, {"read", roles::read}};
+    std::uint8_t out = 0;
+    for (;;) {
+        const auto comma = text.find(',');
+        auto found = names.find(text.substr(0, comma));
+        if (found == names.end()) return std::nullopt;  // also an empty name ("", "read,")
+        out |= found->second;
+        if (comma == std::string_view::npos) return out;
+        text = text.substr(comma + 1);
+    }
+}
+
+std::vector<std::string> role_names(std::uint8_t bits) {
+    std::vector<std::string> out;
+    if (bits & roles::hotlist) out.emplace_back("hotlist");
+    if (bits & roles::registry) out.emplace_back("registry");
+    if (bits & roles::settlement) out.emplace_back("settlement");
+    if (bits & roles::read) out.emplace_back("read");
+    return out;
+}
+
+// ---- Tokens -------------------------------------------------------------------------------------------------
+
+struct Tokens::State {
+    lmdb::Env& env;
+    MDB_dbi card_tokens = 0;
+    MDB_dbi clerks = 0;
+    MDB_dbi journal = 0;
+    TokenKey key;
+};
+
+Tokens::Tokens(std::unique_ptr<State> state) : state_(std::move(state)) {}
+Tokens::~Tokens() = default;
+
+Result<std::unique_ptr<Tokens>> Tokens::open(lmdb::Env& env, const std::filesystem::path& data_directory) {
+    if (sodium_init() < 0) return Unexpected<Error>{Error{ErrorCode::storage, "libsodium cannot initialise"}};
+    auto state = std::make_unique<State>(State{env, 0, 0, 0, {}});
+    const std::pair<MDB_dbi*, const char*> tables[] = {
+        {&state->card_tokens, "http_card_tokens"}, {&state->clerks, "http_clerks"}, {&state->journal, "http_clerk_journal"}};
+    for (const auto& [dbi, name] : tables) {
+        auto opened = env.open_table(name);
+        if (!opened) return Unexpected<Error>{storage_error(opened.error())};
+        *dbi = *opened;
+    }
+    if (auto loaded = load_or_create_key(data_directory / token_key_file, state->key); !loaded) return Unexpected<Error>{loaded.error()};
+    return std::unique_ptr<Tokens>(new Tokens(std::move(state)));
+}
+
+std::string Tokens::new_token(std::string_view prefix) {
+    std::array<std::uint8_t, token_random_bytes> random{};
+    randombytes_buf(random.data(), random.size());
+    constexpr int variant = sodium_base64_VARIANT_URLSAFE_NO_PADDING;
+    std::string text(sodium_base64_ENCODED_LEN(token_random_bytes, variant), '\0');
+    sodium_bin2base64(text.data(), text.size(), random.data(), random.size(), variant);
+    text.resize(std::strlen(text.c_str()));
+    sodium_memzero(random.data(), random.size());
+    return std::string(prefix) + text;
+}
+
+TokenHash Tokens::hash(std::string_view token) const {
+    TokenHash out{};
+    crypto_generichash(out.data(), out.size(), reinterpret_cast<const unsigned char*>(token.data()), token.size(),
+                       state_->key.bytes.data(), state_->key.bytes.size());
+    return out;
+}
+
+bool Tokens::matches(const CardToken& stored, const TokenHash& presented) {
+    return sodium_memcmp(presented.data(), stored.hash.data(), presented.size()) == 0;
+}
+
+lmdb::Result<std::optional<CardToken>> Tokens::card_token_in(const lmdb::Txn& txn, const CardNumber& number) const {
+    auto raw = txn.get(state_->card_tokens, number);
+    if (!raw) return Unexpected{raw.error()};
+    if (!*raw) return std::optional<CardToken>();
+    auto decoded = decode_card_token(**raw);
+    if (!decoded) return Unexpected{lmdb::Error{MDB_CORRUPTED, "card token record"}};
+    return decoded;
+}
+
+Result<std::optional<CardToken>> Tokens::card_token(const CardNumber& number) const {
+    return read_txn<std::optional<CardToken>>(state_->env, [&](const lmdb::Txn& txn) { return card_token_in(txn, number); });
+}
+
+Result<std::optional<Clerk>> Tokens::clerk(std::string_view token) const {
+    if (token.size() > token_chars_max) return std::optional<Clerk>();
+    const TokenHash key = hash(token);
+    return read_txn<std::optional<Clerk>>(state_->env, [&](const lmdb::Txn& txn) -> lmdb::Result<std::optional<Clerk>> {
+        auto raw = txn.get(state_->clerks, key);
+        if (!raw) return Unexpected{raw.error()};
+        if (!*raw) return std::optional<Clerk>();
+        auto decoded = decode_clerk(**raw);
+        if (!decoded) return Unexpected{lmdb::Error{MDB_CORRUPTED, "clerk record"}};
+        return decoded;
+    });
+}
+
+Result<std::vector<ClerkAction>> Tokens::journal(std::uint64_t after_sequence, std::size_t limit) const {
+    return read_txn<std::vector<ClerkAction>>(state_->env, [&](const lmdb::Txn& txn) -> lmdb::Result<std::vector<ClerkAction>> {
+        std::vector<ClerkAction> out;
+        auto cursor = lmdb::Cursor::open(txn, state_->journal);
+        if (!cursor) return Unexpected{cursor.error()};
+        for (auto entry = cursor->seek(sequence_key(after_sequence + 1)); out.size() < limit; entry = cursor->next()) {
+            if (!entry) return Unexpected{entry.error()};
+            if (!*entry) break;
+            auto action = decode_action(read_be((*entry)->key), (*entry)->value);
+            if (!action) return Unexpected{lmdb::Error{MDB_CORRUPTED, "clerk journal entry"}};
+            out.push_back(std::move(*action));
+        }
+        return out;
+    });
+}
+
+lmdb::Status Tokens::put_card_token(lmdb::Txn& txn, const CardNumber& number, const CardToken& token) const {
+    return txn.put(state_->card_tokens, number, encode_card_token(token));
+}
+
+lmdb::Status Tokens::put_clerk(lmdb::Txn& txn, const TokenHash& hash, const Clerk& clerk) const {
+    return txn.put(state_->clerks, hash, encode_clerk(clerk));
+}
+
+lmdb::Result<std::uint64_t> Tokens::append_journal(lmdb::Txn& txn, ClerkAction action) const {
+    auto cursor = lmdb::Cursor::open(txn, state_->journal);
+    if (!cursor) return Unexpected{cursor.error()};
+    auto last = cursor->last();
+    if (!last) return Unexpected{last.error()};
+    action.sequence = *last ? read_be((*last)->key) + 1 : 1;
+    if (action.timestamp_ns == 0) action.timestamp_ns = now_ns();
+    const std::string value = action_json(action).dump();
+    if (auto put = txn.put(state_->journal, sequence_key(action.sequence), text_view(value)); !put) return Unexpected{put.error()};
+    return action.sequence;
+}
+
+// ---- offline commands ------------------------------------------------------------------------------------
+
+Result<std::string> add_clerk(ledger::Ledger& ledger, Tokens& tokens, std::string_view name, std::uint8_t roles) {
+    if (name.empty() || name.size() > clerk_name_chars_max) {
+        return Unexpected<Error>{Error{ErrorCode::bad_input, fmt::format("clerk name must be 1 to {} characters", clerk_name_chars_max)}};
+    }
+    for (char c : name) {
+        if (c < 0x21 || c > 0x7E) return Unexpected<Error>{Error{ErrorCode::bad_input, "clerk name must be printable ASCII without spaces"}};
+    }
+    if (roles == 0 || (roles & ~roles::all) != 0) return Unexpected<Error>{Error{ErrorCode::bad_input, "clerk roles invalid"}};
+    std::string token = Tokens::new_token(clerk_token_prefix);
+    const Clerk clerk{std::string(name), roles, now_ns()};
+    auto committed = commit_offline(ledger, [&](lmdb::Txn& txn) -> lmdb::Status {
+        if (auto put = tokens.put_clerk(txn, tokens.hash(token), clerk); !put) return put;
+        auto logged = tokens.append_journal(txn, ClerkAction{0, 0, "admin", "clerk_add", clerk.name, "ok",
+                                                             fmt::format("roles {}", fmt::join(role_names(roles), ","))});
+        if (!logged) return Unexpected{logged.error()};
+        return Ok{};
+    });
+    if (!committed) return Unexpected<Error>{committed.error()};
+    return token;
+}
+
+Result<std::size_t> issue_card_tokens(ledger::Ledger& ledger, const Registry& registry, Tokens& tokens,
+                                      const std::vector<CardNumber>& cards, const std::filesystem::path& out) {
+    auto registered = registry.cards();
+    if (!registered) return Unexpected<Error>{registered.error()};
+    std::map<CardNumber, Asn> by_number;
+    for (const CardRecord& card : *registered) by_number.emplace(card_number_of(card.asn), card.asn);
+    std::vector<std::pair<CardNumber, Asn>> chosen;
+    if (cards.empty()) {
+        for (const auto& [number, asn] : by_number) {
+            auto existing = tokens.card_token(number);
+            if (!existing) return Unexpected<Error>{existing.error()};
+            if (!*existing) chosen.emplace_back(number, asn);
+        }
+    } else {
+        for (const CardNumber& number : cards) {
+            auto found = by_number.find(number);
+            if (found == by_number.end()) {
+                return Unexpected<Error>{Error{ErrorCode::bad_input, "card " + to_string(number) + " is not registered"}};
+            }
+            chosen.emplace_back(number, found->second);
+        }
+    }
+    std::error_code ec;
+    std::filesystem::create_directories(out, ec);
+    if (!std::filesystem::is_directory(out)) return Unexpected<Error>{Error{ErrorCode::bad_input, "--out " + out.string() + " is not a directory"}};
+    // Files first, then one commit: a crash in between leaves files whose tokens do not work (re-issue),
+    // never a stored hash whose token nobody has.
+    std::vector<CardToken> issued;
+    issued.reserve(chosen.size());
+    for (const auto& [number, asn] : chosen) {
+        std::string token = Tokens::new_token(card_token_prefix);
+        const std::string line = token + "\n";
+        if (auto failed = write_file_atomically(out / (to_string(number) + ".token"), text_view(line), 0600); !failed.empty()) {
+            return Unexpected<Error>{Error{ErrorCode::storage, failed}};
+        }
+        issued.push_back(CardToken{asn, tokens.hash(token), now_ns()});
+        sodium_memzero(token.data(), token.size());
+    }
+    if (issued.empty()) return std::size_t{0};
+    auto committed = commit_offline(ledger, [&](lmdb::Txn& txn) -> lmdb::Status {
+        for (std::size_t i = 0; i < issued.size(); ++i) {
+            if (auto put = tokens.put_card_token(txn, chosen[i].first, issued[i]); !put) return put;
+        }
+        auto logged = tokens.append_journal(txn, ClerkAction{0, 0, "admin", "issue_tokens", fmt::format("{} cards", issued.size()), "ok",
+                                                             "written to " + out.string()});
+        if (!logged) return Unexpected{logged.error()};
+        return Ok{};
+    });
+    if (!committed) return Unexpected<Error>{committed.error()};
+    return issued.size();
+}
+
+// ---- metered HSM ---------------------------------------------------------------------------------------------
+
+template <class Outcome>
+std::function<void(Outcome)> MeteredHsm::metered(std::function<void(Outcome)> handler) {
+    stats_.calls.fetch_add(1, std::memory_order_relaxed);
+    const auto start = std::chrono::steady_clock::now();
+    return [this, start, handler = std::move(handler)](Outcome outcome) {
+        const auto elapsed = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start);
+        stats_.latency_us_sum.fetch_add(static_cast<std::uint64_t>(elapsed.count()), std::memory_order_relaxed);
+        if (!outcome) stats_.failures.fetch_add(1, std::memory_order_relaxed);
+        handler(std::move(outcome));
+    };
+}
+
+void MeteredHsm::verify(const hsm::PurchaseTac& transaction, Handler handler) {
+    tacs_.verify(transaction, metered(std::move(handler)));
+}
+
+void MeteredHsm::load_mac2(const hsm::LoadRequest& request, LoadHandler handler) {
+    services_.load_mac2(request, metered(std::move(handler)));
+}
+
+void MeteredHsm::verify_load_tac(const hsm::LoadTac& load, VerdictHandler handler) {
+    services_.verify_load_tac(load, metered(std::move(handler)));
+}
+
+void MeteredHsm::verify_internal_auth(const hsm::InternalAuth& auth, VerdictHandler handler) {
+    services_.verify_internal_auth(auth, metered(std::move(handler)));
+}
+
+}  // namespace coconut::clearing::http

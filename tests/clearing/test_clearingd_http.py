@@ -1,0 +1,647 @@
+"""coconut-clearingd's HTTP API end to end on loopback (issue 6).
+
+The stack of test_clearingd_it.py (coconut-hsmd + coconut-clearingd, terminals in process) plus 1,000
+more registered cards, clerk tokens from `admin clerk-add` and card tokens from `admin issue-tokens`.
+
+Phase "api":    every endpoint; pagination across pages; 401 / 404 (a token of another card) / 405 /
+                400; oversize head (431) and body (413); malformed requests; clerk roles (403); hotlist
+                on/off; settlement postings (ok, exists, exists_with_different_amount, a failed linked
+                chain, invalid bodies applying nothing); token re-issue; registrations; risk, suspense,
+                journal; /metrics, /healthz, /v1/openapi.json; isolation across 1,000 cards; no token
+                ever readable back (answers, metrics, journal, data files); `check` afterwards.
+Phase "page":   the balance page in headless Chromium: the balance and the transactions shown, a wrong
+                token and a blocked card explained; a screenshot kept under ARTIFACTS.
+Phase "tls":    HTTPS with a certificate made here (openssl req), curl --cacert; plain HTTP and an
+                untrusted certificate refused; the per-token rate limit (429 with Retry-After).
+Phase "load":   while a terminal uploads at full speed, balance queries keep answering.
+
+Usage: test_clearingd_http.py HSMD CLEARINGD TERMINAL VCARD OPENAPI_JSON ARTIFACTS [api|page|tls|load|all]
+"""
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_clearingd_it as it  # noqa: E402  (the shared stack: hsmd, cards, terminals, ISO 8583 helpers)
+
+EXTRA_CARDS = 1000
+PURSE_BASE_FEN = 100  # extra card i holds PURSE_BASE_FEN + i fen: a wrong card's answer shows
+
+
+def extra_asn(i):
+    return f"4601900000{i:010d}"
+
+
+def card_number(asn):
+    return asn[4:]
+
+
+class HttpStack(it.Stack):
+    def __init__(self, tools, workdir):
+        super().__init__(tools, workdir)
+        self.http_port = None
+        self.tokens_dir = os.path.join(workdir, "tokens")
+        self.clerk = {}
+        self.secrets = []  # every token handed out: none may ever come back
+        self.issued_online = []
+
+    def setup(self):
+        super().setup()
+        registry = {"cards": [{"asn": extra_asn(i), "issuer_id": it.ISSUER_ID, "purse_balance_fen": PURSE_BASE_FEN + i,
+                               "medical_balance_fen": 1000} for i in range(EXTRA_CARDS)]}
+        path = os.path.join(self.dir, "extra.json")
+        with open(path, "w") as f:
+            json.dump(registry, f)
+        it.run([self.clearingd, "admin", "--data", self.data, "load", path])
+        for name, roles in (("alice", "hotlist,registry,settlement,read"), ("reader", "read"), ("settler", "settlement")):
+            out = it.run([self.clearingd, "admin", "--data", self.data, "clerk-add", "--name", name, "--roles", roles]).stdout.strip()
+            assert out.startswith("clerk_") and len(out) > 30, out
+            self.clerk[name] = out
+            self.secrets.append(out)
+        out = it.run([self.clearingd, "admin", "--data", self.data, "issue-tokens", "--out", self.tokens_dir]).stdout
+        assert out.startswith(f"{EXTRA_CARDS + len(it.CARDS)} tokens"), out
+        for name in os.listdir(self.tokens_dir):
+            path = os.path.join(self.tokens_dir, name)
+            assert os.stat(path).st_mode & 0o777 == 0o600, name
+            self.secrets.append(open(path).read().strip())
+        # A second run issues nothing: every card has its token.
+        out = it.run([self.clearingd, "admin", "--data", self.data, "issue-tokens", "--out", self.tokens_dir + "2"]).stdout
+        assert out.startswith("0 tokens"), out
+        key = os.path.join(self.data, "http-token.key")
+        assert os.stat(key).st_mode & 0o777 == 0o600 and os.path.getsize(key) == 32
+        it.log(f"  ok  setup: {EXTRA_CARDS + len(it.CARDS)} card tokens (0600 files), 3 clerks, token key 0600")
+
+    def token(self, number):
+        with open(os.path.join(self.tokens_dir, number + ".token")) as f:
+            return f.read().strip()
+
+    def start_daemon(self, extra=()):
+        ready = os.path.join(self.dir, "clearingd.port")
+        http_ready = os.path.join(self.dir, "http.port")
+        for path in (ready, http_ready):
+            if os.path.exists(path):
+                os.remove(path)
+        self.daemon = subprocess.Popen([self.clearingd, "serve", "--iso-listen", "127.0.0.1:0", "--data", self.data,
+                                        "--hsm", f"127.0.0.1:{self.hsm_port}", "--hsm-key", self.key, "--ready-file", ready,
+                                        "--http-listen", "127.0.0.1:0", "--http-ready-file", http_ready, *extra],
+                                       stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "clearingd.log"), "a"))
+        self.port = it.wait_ready_file(ready, self.daemon, "coconut-clearingd")
+        self.http_port = int(open(http_ready).read().strip())
+        it.wait_port(self.http_port)
+
+
+class Client:
+    """One keep-alive HTTP connection; remembers every body it saw (the token check reads them all)."""
+
+    def __init__(self, port, seen=None):
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        self.seen = seen if seen is not None else []
+
+    def call(self, method, path, token=None, body=None, headers=None):
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = "Bearer " + token
+        data = None if body is None else (body if isinstance(body, (bytes, str)) else json.dumps(body))
+        try:
+            self.conn.request(method, path, body=data, headers=h)
+            response = self.conn.getresponse()
+        except (http.client.HTTPException, ConnectionError):
+            self.conn.close()
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            self.conn.request(method, path, body=data, headers=h)
+            response = self.conn.getresponse()
+        raw = response.read().decode()
+        self.seen.append(raw)
+        if response.getheader("Connection", "").lower() == "close":
+            self.conn.close()
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = raw
+        return response.status, parsed, response
+
+    def get(self, path, token=None):
+        status, body, _ = self.call("GET", path, token)
+        return status, body
+
+
+def raw_exchange(port, data, read_timeout=5):
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as s:
+        if data:
+            s.sendall(data)
+        out = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except socket.timeout:
+            pass
+    return out.decode(errors="replace")
+
+
+def assert_error(status, body, expected_status, code=None):
+    assert status == expected_status, (status, body)
+    assert isinstance(body, dict) and set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    if code:
+        assert body["error"]["code"] == code, body
+
+
+# ---- phase api -----------------------------------------------------------------------------------------------
+
+def upload_some(stack):
+    """Five bus rides on card 0, four shop purchases on card 2, one forged TAC of card 1 (suspense)."""
+    stack.purchases(0, 0, "bus.log", 200, 5)
+    stack.purchases(1, 0, "forged.log", 150, 1)
+    stack.purchases(2, 1, "shop.log", 999, 4)
+    forged = stack.queue_list("forged.log")["transactions"][0]
+    link = it.Link(stack.port)
+    link.sign_on("BUS00001")
+    _, answer = link.call("0320", it.upload_fields(forged, "BUS00001", 2, tac=f"{int(forged['tac'], 16) ^ 1:08X}"))
+    assert answer[39] == "59", answer
+    link.close()
+    for queue, terminal in (("bus.log", 0), ("shop.log", 1)):
+        out = json.loads(stack.upload(queue, terminal).stdout)
+        assert out["remaining"] == 0, out
+
+
+def check_card_reads(stack, client):
+    card0 = card_number(it.CARDS[0])
+    token0 = stack.token(card0)
+    status, card = client.get(f"/v1/cards/{card0}", token0)
+    assert status == 200, card
+    assert card["card_number"] == card0 and card["status"] == "active" and card["currency"] == "CNY", card
+    assert card["purse"]["balance_fen"] == it.OPENING_FEN - 5 * 200, card
+    assert card["purse"]["pending_credit_fen"] == 0 and card["last_cleared_at"].endswith("Z"), card
+    # Pagination across pages, newest first: 5 rides + the opening balance.
+    pages, items, cursor = 0, [], None
+    while True:
+        path = f"/v1/cards/{card0}/transactions?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        status, page = client.get(path, token0)
+        assert status == 200, page
+        pages += 1
+        items += page["transactions"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        assert len(page["transactions"]) == 2
+    assert pages == 3 and len(items) == 6, (pages, items)
+    assert len({t["id"] for t in items}) == 6
+    times = [t["time"] for t in items]
+    assert times == sorted(times, reverse=True), times
+    assert [t["kind"] for t in items] == ["bus"] * 5 + ["load"], items
+    assert all(t["amount_fen"] == -200 and t["place"]["participant"] == "Haikou Bus" for t in items[:5]), items
+    assert items[0]["balance_after_fen"] == card["purse"]["balance_fen"], items[0]
+    for newer, older in zip(items, items[1:]):  # each balance after = the older one + this amount
+        assert newer["balance_after_fen"] == older["balance_after_fen"] + newer["amount_fen"], (newer, older)
+    status, one = client.get(f"/v1/cards/{card0}/transactions?limit=100", token0)
+    assert [t["id"] for t in one["transactions"]] == [t["id"] for t in items] and one["next_cursor"] is None
+    card2 = card_number(it.CARDS[2])
+    status, shop = client.get(f"/v1/cards/{card2}/transactions", stack.token(card2))
+    assert status == 200 and [t["kind"] for t in shop["transactions"]] == ["shop"] * 4 + ["load"], shop
+    it.log("  ok  balance and transactions: newest first, 3 pages of 2, kinds bus/shop/load, balance after each")
+
+
+def check_refusals(stack, client):
+    card0, card2 = card_number(it.CARDS[0]), card_number(it.CARDS[2])
+    token0 = stack.token(card0)
+    for path in (f"/v1/cards/{card0}", f"/v1/cards/{card0}/transactions"):
+        status, body = client.get(path)
+        assert_error(status, body, 401, "unauthorized")
+        status, body, _ = client.call("GET", path, headers={"Authorization": "Basic " + token0})
+        assert_error(status, body, 401)
+        status, body = client.get(path.replace(card0, card2), token0)  # another card's token: 404, as if absent
+        assert_error(status, body, 404, "not_found")
+    for path in ("/v1/cards/9999999999999999", "/v1/cards/12345", "/v1/cards/abcdefabcdefabcd/transactions"):
+        status, body = client.get(path, token0)
+        assert_error(status, body, 404, "not_found")
+    status, body = client.get(f"/v1/cards/{card0}", "card_forged-token-of-the-right-shape")
+    assert_error(status, body, 404)
+    for query in ("limit=0", "limit=101", "limit=abc", "cursor=xyz", "cursor=-1"):
+        status, body = client.get(f"/v1/cards/{card0}/transactions?{query}", token0)
+        assert_error(status, body, 400, "bad_request")
+    status, body, _ = client.call("DELETE", f"/v1/cards/{card0}", token0)
+    assert_error(status, body, 405)
+    status, body = client.get("/v2/nothing")
+    assert_error(status, body, 404)
+    # Oversize head (431), oversize body (413), malformed request line (400): a JSON error, then close.
+    status, body, _ = client.call("GET", f"/v1/cards/{card0}", token0, headers={"X-Padding": "a" * 10000})
+    assert_error(status, body, 431, "header_too_large")
+    # The body limit is enforced from Content-Length, before the body is read (the answer comes at once).
+    answer = raw_exchange(stack.http_port, b"POST /v1/clerk/transfers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                          stack.clerk["alice"].encode() + b"\r\nContent-Length: 2097152\r\n\r\n{")
+    assert answer.startswith("HTTP/1.1 413") and '"body_too_large"' in answer, answer
+    for garbage in (b"GARBAGE\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n", b"GET /healthz HTTP/1.1\r\nContent-Length: x\r\n\r\n"):
+        answer = raw_exchange(stack.http_port, garbage)
+        assert answer.startswith("HTTP/1.1 400") and '"malformed_request"' in answer, answer
+    # A client that sends half a request and stalls loses the connection at the read deadline.
+    with socket.create_connection(("127.0.0.1", stack.http_port), timeout=20) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        start = time.time()
+        assert s.recv(100) == b""
+        assert time.time() - start < 15
+    it.log("  ok  401 (none / not Bearer), 404 (another card's token, unknown, malformed), 400, 405, 431, 413, "
+           "malformed requests, stalled client closed")
+
+
+def check_clerk(stack, client):
+    alice, reader, settler = stack.clerk["alice"], stack.clerk["reader"], stack.clerk["settler"]
+    card1 = card_number(it.CARDS[1])
+    status, body, _ = client.call("PUT", f"/v1/clerk/cards/{card1}/status", reader, {"status": "lost"})
+    assert_error(status, body, 403, "forbidden")
+    status, body, _ = client.call("PUT", f"/v1/clerk/cards/{card1}/status", "clerk_unknown", {"status": "lost"})
+    assert_error(status, body, 401)
+    status, body, _ = client.call("PUT", f"/v1/clerk/cards/{card1}/status", alice, {"status": "stolen"})
+    assert_error(status, body, 400)
+    status, body, _ = client.call("PUT", f"/v1/clerk/cards/{card1}/status", alice, {"status": "lost", "reason": "phoned in"})
+    assert status == 200 and body == {"card_number": card1, "status": "lost"}, body
+    status, body = client.get(f"/v1/cards/{card1}", stack.token(card1))
+    assert status == 200 and body["status"] == "lost", body
+    # Terminals see the clerk's change at their next hotlist sync (ISO8583.md §4.6).
+    link = it.Link(stack.port)
+    link.sign_on("BUS00001", stan=70)
+    _, answer = link.call("0800", {11: "000071", 41: "BUS00001", 70: "101", 48: "000000000000"})
+    assert answer[39] == "00" and answer[63].endswith("0+" + it.CARDS[1]), answer
+    link.close()
+    status, body = client.get(f"/v1/clerk/cards/{card1}", reader)
+    assert status == 200 and body["status"] == "lost" and body["token_issued_at"], body
+    assert [f["kind"] for f in body["risk_flags"]] == ["tac_invalid"], body
+    status, body, _ = client.call("PUT", f"/v1/clerk/cards/{card1}/status", alice, {"status": "active"})
+    assert status == 200 and body["status"] == "active"
+    status, body = client.get("/v1/clerk/cards/0000000000000000", reader)
+    assert_error(status, body, 404)
+    it.log("  ok  hotlist on/off (role hotlist; read cannot), the cardholder sees the status, risk flags per card")
+
+    status, body = client.get("/v1/clerk/risk", reader)
+    assert status == 200 and [f["card_number"] for f in body["risk_flags"]] == [card1], body
+    status, body = client.get("/v1/clerk/suspense", reader)
+    assert status == 200 and len(body["suspense"]) == 1 and body["suspense"][0]["amount_fen"] == 150, body
+    status, body = client.get("/v1/clerk/suspense", settler)
+    assert_error(status, body, 403)
+
+    # Registrations.
+    status, body, _ = client.call("POST", "/v1/clerk/participants", alice,
+                                  {"id": 3003, "name": "Coconut Clinic", "kind": "clinic", "bank_account": "6222000055556666"})
+    assert status == 201 and body["id"] == 3003, body
+    for bad in ({"id": 0, "name": "x", "kind": "bus", "bank_account": "1"}, {"id": 5, "name": "x", "kind": "taxi", "bank_account": "1"},
+                {"id": 5, "name": "x", "kind": "bus", "bank_account": "1", "extra": 1}, [1, 2]):
+        status, body, _ = client.call("POST", "/v1/clerk/participants", alice, bad)
+        assert_error(status, body, 400)
+    status, body, _ = client.call("POST", "/v1/clerk/terminals", alice,
+                                  {"terminal_id": "CLN00001", "psam_terminal_id": "460100000009", "participant_id": 3003})
+    assert status == 201, body
+    status, body, _ = client.call("POST", "/v1/clerk/terminals", alice,
+                                  {"terminal_id": "CLN00002", "psam_terminal_id": "460100000010", "participant_id": 4004})
+    assert_error(status, body, 400)
+    status, body, _ = client.call("POST", "/v1/clerk/terminals", reader,
+                                  {"terminal_id": "CLN00002", "psam_terminal_id": "460100000010", "participant_id": 3003})
+    assert_error(status, body, 403)
+    it.log("  ok  risk flags, suspense (role read), participant and terminal registration (role registry), bad bodies 400")
+
+    # Token re-issue: the new token works, the old one is dead.
+    card2 = card_number(it.CARDS[2])
+    old = stack.token(card2)
+    status, body, _ = client.call("POST", f"/v1/clerk/cards/{card2}/token", alice)
+    assert status == 201 and body["card_number"] == card2 and body["token"].startswith("card_"), body
+    new = body["token"]
+    stack.secrets.append(new)
+    stack.issued_online.append(new)
+    assert client.get(f"/v1/cards/{card2}", new)[0] == 200
+    assert client.get(f"/v1/cards/{card2}", old)[0] == 404
+    with open(os.path.join(stack.tokens_dir, card2 + ".token"), "w") as f:
+        f.write(new + "\n")
+    it.log("  ok  POST /v1/clerk/cards/{n}/token: 201, the new token works, the old one answers 404")
+
+
+def transfer(id_hex, amount, debit, credit, code=8, flags=()):
+    return {"id": id_hex, "debit_account_id": debit, "credit_account_id": credit, "amount": amount, "ledger": 1, "code": code,
+            "flags": list(flags), "user_data_128": "0" * 24 + "01347d6b", "user_data_64": 1001, "user_data_32": 0}
+
+
+def payable_hex(participant, ledger):
+    import hashlib
+    return hashlib.sha256(b"payable" + participant.to_bytes(8, "big") + ledger.to_bytes(4, "big")).hexdigest()[:32]
+
+
+def check_transfers(stack, client):
+    settler, reader = stack.clerk["settler"], stack.clerk["reader"]
+    payable = payable_hex(1001, 1)
+    fee_income = f"{3:032x}"
+    purse_float = f"{1:032x}"
+    first = transfer("a1" * 16, 30, payable, fee_income)
+    status, body, _ = client.call("POST", "/v1/clerk/transfers", settler, {"transfers": [first]})
+    assert status == 200 and body == {"results": [{"id": "a1" * 16, "result": "ok"}]}, body
+    status, body, _ = client.call("POST", "/v1/clerk/transfers", settler, {"transfers": [first, dict(first, amount=31)]})
+    assert [r["result"] for r in body["results"]] == ["exists", "exists_with_different_amount"], body
+    # A linked chain whose second transfer names a missing account: both fail.
+    chain = [transfer("b1" * 16, 10, payable, purse_float, code=7, flags=["linked"]), transfer("b2" * 16, 10, payable, "fe" * 16, code=7)]
+    status, body, _ = client.call("POST", "/v1/clerk/transfers", settler, {"transfers": chain})
+    assert [r["result"] for r in body["results"]] == ["linked_event_failed", "credit_account_not_found"], body
+    # Invalid bodies are refused whole: nothing applied.
+    probe = transfer("c1" * 16, 5, payable, fee_income)
+    bad_bodies = [{"transfers": [probe, dict(probe, id="xyz")]}, {"transfers": [probe, dict(probe, colour="red")]},
+                  {"transfers": [probe, dict(probe, amount=-1)]}, {"transfers": [probe, dict(probe, flags=["sticky"])]},
+                  {"transfers": []}, {"transfers": [probe] * 1001}, {"transfer": [probe]}, "not json"]
+    for bad in bad_bodies:
+        status, body, _ = client.call("POST", "/v1/clerk/transfers", settler, bad)
+        assert_error(status, body, 400, "bad_request")
+    status, body, _ = client.call("POST", "/v1/clerk/transfers", settler, {"transfers": [probe]})
+    assert body["results"][0]["result"] == "ok", body  # first time it is applied
+    status, body, _ = client.call("POST", "/v1/clerk/transfers", reader, {"transfers": [probe]})
+    assert_error(status, body, 403)
+    big = [transfer(f"{0xd0000 + i:032x}", 1, payable, fee_income) for i in range(1000)]
+    status, body, _ = client.call("POST", "/v1/clerk/transfers", settler, {"transfers": big})
+    assert status == 200 and all(r["result"] == "ok" for r in body["results"]) and len(body["results"]) == 1000, body
+    it.log("  ok  POST /v1/clerk/transfers: ok, exists, exists_with_different_amount, failed linked chain, "
+           "1,000 in one request, invalid bodies apply nothing, role settlement")
+
+
+def check_isolation(stack, seen):
+    client = Client(stack.http_port, seen)
+    numbers = [card_number(extra_asn(i)) for i in range(EXTRA_CARDS)]
+    tokens = [stack.token(n) for n in numbers]
+    for i, number in enumerate(numbers):
+        status, body = client.get(f"/v1/cards/{number}", tokens[i])
+        assert status == 200 and body["purse"]["balance_fen"] == PURSE_BASE_FEN + i, (i, body)
+        other = numbers[(i + 1) % EXTRA_CARDS]
+        status, body = client.get(f"/v1/cards/{other}/transactions", tokens[i])
+        assert status == 404, (i, body)
+    answered = sum(client.get(f"/v1/cards/{n}", tokens[0])[0] == 200 for n in numbers)
+    assert answered == 1, answered
+    it.log(f"  ok  isolation: {EXTRA_CARDS} cards each read with its own token; no token reads another card "
+           f"({EXTRA_CARDS} neighbour reads + one token against all {EXTRA_CARDS} cards: 1 answer)")
+
+
+def check_operations(stack, client, openapi_path):
+    status, body = client.get("/healthz")
+    assert status == 200 and body["status"] == "ok" and body["ledger_readable"], body
+    status, text = client.get("/metrics")
+    assert status == 200
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    for name in ("coconut_http_request_duration_seconds_count", "coconut_ledger_commits_total", "coconut_iso_requests_total",
+                 "coconut_hsm_tac_verifications_total", "coconut_http_connections_accepted_total"):
+        assert values.get(name, 0) > 0, (name, values.get(name))
+    for name in ("coconut_ledger_writer_queue_depth", "coconut_http_connections_open", 'coconut_ledger_commit_requests_bucket{le="+Inf"}',
+                 'coconut_ledger_commit_duration_seconds_bucket{le="+Inf"}', "coconut_iso_in_flight"):
+        assert name in values, name
+    assert values['coconut_http_responses_total{class="4xx"}'] > 0
+    status, document = client.get("/v1/openapi.json")
+    with open(openapi_path) as f:
+        assert status == 200 and document == json.load(f)
+    assert document["openapi"].startswith("3.")
+    status, page, response = client.call("GET", "/")
+    assert status == 200 and "<form" in page and response.getheader("Content-Type").startswith("text/html")
+    assert "default-src 'none'" in response.getheader("Content-Security-Policy")
+    assert "http://" not in page and "https://" not in page  # no external resource
+    status, body = client.get("/v1/clerk/journal?limit=1000", stack.clerk["reader"])
+    actions = [(e["clerk"], e["action"]) for e in body["entries"]]
+    for expected in (("admin", "clerk_add"), ("admin", "issue_tokens"), ("alice", "card_status"), ("alice", "card_token"),
+                     ("settler", "transfers"), ("alice", "participant"), ("alice", "terminal"), ("reader", "card_lookup"),
+                     ("reader", "risk_list"), ("reader", "suspense_list")):
+        assert expected in actions, (expected, actions)
+    it.log(f"  ok  /healthz, /metrics ({len(values)} samples), /v1/openapi.json = clearing/openapi.json, page at /, "
+           f"clerk journal ({len(actions)} entries, who did what)")
+
+
+def check_no_token_readable(stack, seen):
+    bodies = "\n".join(seen)
+    files = b""
+    for root, _, names in os.walk(stack.data):
+        for name in names:
+            with open(os.path.join(root, name), "rb") as f:
+                files += f.read()
+    for secret in stack.secrets:
+        shown_once = 1 if secret in stack.issued_online else 0  # the 201 of POST …/token shows it, once
+        assert bodies.count(secret) == shown_once, "a token came back in an answer"
+        assert secret.encode() not in files, "a token is stored in clear in the data directory"
+        random_part = secret.split("_", 1)[1]
+        assert random_part.encode() not in files
+    it.log(f"  ok  none of {len(stack.secrets)} tokens appears in {len(seen)} answers or in the data directory")
+
+
+def check_connection_limit(stack):
+    stack.start_daemon(["--http-connections-max", "3"])
+    held = [socket.create_connection(("127.0.0.1", stack.http_port), timeout=5) for _ in range(3)]
+    time.sleep(0.2)  # the daemon has accepted them
+    # The refusal is written at accept, before any request is read (sending one could race the close).
+    answer = raw_exchange(stack.http_port, b"")
+    assert answer.startswith("HTTP/1.1 503") and '"busy"' in answer, answer
+    held.pop().close()
+    time.sleep(0.2)
+    answer = raw_exchange(stack.http_port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.startswith("HTTP/1.1 200"), answer
+    for s in held:
+        s.close()
+    assert stack.stop_daemon() == 0
+    it.log("  ok  bounded connections: above --http-connections-max a new connection gets 503 busy; a freed slot serves again")
+
+
+def phase_api(stack, openapi_path):
+    it.log("phase api")
+    stack.start_daemon(["--http-token-rate", "100000"])
+    upload_some(stack)
+    seen = []
+    client = Client(stack.http_port, seen)
+    check_card_reads(stack, client)
+    check_refusals(stack, client)
+    check_clerk(stack, client)
+    check_transfers(stack, client)
+    check_isolation(stack, seen)
+    check_operations(stack, client, openapi_path)
+    check_no_token_readable(stack, seen)
+    assert stack.stop_daemon() == 0
+    report = stack.check()
+    it.log(f"  ok  check after the API phase: {report['transfers']} transfers")
+    check_connection_limit(stack)
+
+
+# ---- phase page --------------------------------------------------------------------------------------------------
+
+def chromium(url, artifacts, screenshot=None):
+    argv = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+            "--no-first-run", "--virtual-time-budget=8000", "--window-size=390,844",
+            f"--user-data-dir={os.path.join(artifacts, 'chromium-profile')}"]
+    argv += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
+    result = subprocess.run(argv + [url], capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def element_text(dom, element_id):
+    start = dom.index(f'id="{element_id}"')
+    start = dom.index(">", start) + 1
+    return dom[start:dom.index("<", start)]
+
+
+def phase_page(stack, artifacts):
+    it.log("phase page")
+    os.makedirs(artifacts, exist_ok=True)
+    stack.start_daemon()
+    stack.purchases(0, 0, "page.log", 300, 3)
+    assert json.loads(stack.upload("page.log", 0).stdout)["remaining"] == 0
+    card0 = card_number(it.CARDS[0])
+    base = f"http://127.0.0.1:{stack.http_port}/"
+    api = Client(stack.http_port)
+    _, expected = api.get(f"/v1/cards/{card0}", stack.token(card0))
+    url = f"{base}#card={card0}&token={stack.token(card0)}"
+    dom = chromium(url, artifacts)
+    shown = element_text(dom, "purse-balance")
+    want = f"¥{expected['purse']['balance_fen'] / 100:.2f}"
+    assert shown == want, (shown, want)
+    rows = dom.count("<tr>")
+    _, history = api.get(f"/v1/cards/{card0}/transactions?limit=10", stack.token(card0))
+    assert rows == len(history["transactions"]) and rows >= 4, (rows, history)
+    assert "Bus ride" in dom and "-¥3.00" in dom
+    assert 'id="message" class="message" hidden' in dom  # no error shown
+    screenshot = os.path.join(artifacts, "balance_page.png")
+    if os.path.exists(screenshot):
+        os.remove(screenshot)
+    chromium(url, artifacts, screenshot)
+    assert os.path.getsize(screenshot) > 5000
+    it.log(f"  ok  headless Chromium shows {shown} and {rows} transactions; screenshot {screenshot}")
+
+    dom = chromium(f"{base}#card={card0}&token=card_wrong", artifacts)
+    assert "Card number or token is wrong" in element_text(dom, "message"), element_text(dom, "message")
+    card1 = card_number(it.CARDS[1])
+    status, _, _ = api.call("PUT", f"/v1/clerk/cards/{card1}/status", stack.clerk["alice"], {"status": "blocked"})
+    assert status == 200
+    dom = chromium(f"{base}#card={card1}&token={stack.token(card1)}", artifacts)
+    assert "This card is blocked" in element_text(dom, "message"), element_text(dom, "message")
+    chromium(f"{base}#card={card1}&token={stack.token(card1)}", artifacts, os.path.join(artifacts, "balance_page_blocked.png"))
+    api.call("PUT", f"/v1/clerk/cards/{card1}/status", stack.clerk["alice"], {"status": "active"})
+    it.log("  ok  a wrong token and a blocked card are explained on the page")
+    assert stack.stop_daemon() == 0
+
+
+# ---- phase tls --------------------------------------------------------------------------------------------------------
+
+def phase_tls(stack):
+    it.log("phase tls")
+    cert, key = os.path.join(stack.dir, "cert.pem"), os.path.join(stack.dir, "key.pem")
+    it.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+            "-out", cert, "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+    stack.start_daemon(["--tls-cert", cert, "--tls-key", key])
+    card0 = card_number(it.CARDS[0])
+    token = stack.token(card0)
+    url = f"https://127.0.0.1:{stack.http_port}/v1/cards/{card0}"
+    result = it.run(["curl", "-sS", "--cacert", cert, "-H", f"Authorization: Bearer {token}", url])
+    body = json.loads(result.stdout)
+    assert body["card_number"] == card0 and "purse" in body, body
+    untrusted = subprocess.run(["curl", "-sS", url], capture_output=True, text=True, timeout=30)
+    assert untrusted.returncode == 60, (untrusted.returncode, untrusted.stderr)  # peer certificate cannot be verified
+    plain = raw_exchange(stack.http_port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert not plain.startswith("HTTP/1.1 200"), plain
+    it.log("  ok  HTTPS with a test certificate (curl --cacert); untrusted certificate and plain HTTP refused")
+
+    # The per-token rate limit (default: a burst of 20, 10 per second).
+    context = ssl.create_default_context(cafile=cert)
+    conn = http.client.HTTPSConnection("127.0.0.1", stack.http_port, context=context, timeout=10)
+    statuses = []
+    for _ in range(40):
+        conn.request("GET", f"/v1/cards/{card0}", headers={"Authorization": f"Bearer {token}"})
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        statuses.append(response.status)
+        if response.status == 429:
+            assert body["error"]["code"] == "rate_limited" and int(response.getheader("Retry-After")) >= 1
+    assert statuses[0] == 200 and statuses.count(429) >= 10, statuses
+    card2 = card_number(it.CARDS[2])
+    conn.request("GET", f"/v1/cards/{card2}", headers={"Authorization": f"Bearer {stack.token(card2)}"})
+    assert conn.getresponse().status == 200  # another token is not limited
+    conn.close()
+    it.log(f"  ok  rate limit: {statuses.count(200)} answered, {statuses.count(429)} refused 429 with Retry-After; "
+           "other tokens unaffected")
+    assert stack.stop_daemon() == 0
+
+
+# ---- phase load --------------------------------------------------------------------------------------------------------
+
+def phase_load(stack, purchases=600):
+    it.log("phase load")
+    stack.start_daemon(["--http-token-rate", "100000"])
+    stack.purchases(0, 0, "load.log", 10, purchases)
+    numbers = [card_number(extra_asn(i)) for i in range(EXTRA_CARDS)]
+    tokens = {n: stack.token(n) for n in numbers}
+    latencies, failures = [], []
+    stop = threading.Event()
+
+    def reader(offset):
+        client = Client(stack.http_port, seen=[])
+        i = offset
+        while not stop.is_set():
+            n = numbers[i % EXTRA_CARDS]
+            start = time.perf_counter()
+            status, body = client.get(f"/v1/cards/{n}", tokens[n])
+            latencies.append(time.perf_counter() - start)
+            if status != 200:
+                failures.append((status, body))
+            i += 7
+
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    start = time.time()
+    out = json.loads(stack.upload("load.log", 0).stdout)
+    upload_s = time.time() - start
+    during = len(latencies)
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert out["acknowledged"] == purchases and out["remaining"] == 0, out
+    assert not failures, failures[:3]
+    assert during >= 100, during
+    ordered = sorted(latencies)
+    p99 = ordered[int(len(ordered) * 0.99)]
+    assert ordered[-1] < 2.0 and p99 < 0.25, (p99, ordered[-1])
+    it.log(f"  ok  {purchases} uploads in {upload_s:.1f} s while {during} balance queries answered "
+           f"(p99 {p99 * 1000:.1f} ms, max {ordered[-1] * 1000:.1f} ms, none failed)")
+    assert stack.stop_daemon() == 0
+    stack.check()
+
+
+def main():
+    if len(sys.argv) < 7:
+        sys.exit(__doc__)
+    tools = [os.path.abspath(p) for p in sys.argv[1:5]]
+    openapi_path, artifacts = os.path.abspath(sys.argv[5]), os.path.abspath(sys.argv[6])
+    phases = sys.argv[7] if len(sys.argv) > 7 else "all"
+    workdir = tempfile.mkdtemp(prefix="coconut-clearingd-http-")
+    stack = HttpStack(tools, workdir)
+    ok = False
+    try:
+        stack.setup()
+        if phases in ("api", "all"):
+            phase_api(stack, openapi_path)
+        if phases in ("page", "all"):
+            phase_page(stack, artifacts)
+        if phases in ("tls", "all"):
+            phase_tls(stack)
+        if phases in ("load", "all"):
+            phase_load(stack)
+        ok = True
+    finally:
+        stack.close()
+        if ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            it.log(f"FAILED; work directory kept: {workdir}")
+    it.log("PASS")
+
+
+if __name__ == "__main__":
+    main()
