@@ -599,6 +599,21 @@ TEST_CASE("0320: the transfer's user_data_128 carries the place: PSAM terminal, 
     CHECK(rig.code(m) == "30");
 }
 
+namespace {
+
+// A 0500 of batch 1 with the terminal's eight totals: 74..77 counts, 86..89 amounts.
+Message totals_message(const std::string& terminal_id, std::uint32_t stan, const std::array<std::uint64_t, 8>& totals) {
+    Message m("0500");
+    m.set_number(11, stan, 6);
+    m.set(41, terminal_id);
+    m.set_number(60, 1, 6);
+    constexpr int fields[] = {74, 75, 76, 77, 86, 87, 88, 89};
+    for (std::size_t i = 0; i < totals.size(); ++i) m.set_number(fields[i], totals[i], fields[i] < 80 ? 10 : 16);
+    return m;
+}
+
+}  // namespace
+
 TEST_CASE("0500: loads, load reversals, clinic completions and hold reversals count in the batch totals") {
     Rig rig;
     rig.sign_on();
@@ -614,12 +629,7 @@ TEST_CASE("0500: loads, load reversals, clinic completions and hold reversals co
     second.amount_fen = 1000;
     REQUIRE(rig.code(load_request(second, 4)) == "00");
     REQUIRE(rig.code(load_reversal(second, 4)) == "00");
-    Message bus("0500");
-    bus.set_number(11, 9, 6);
-    bus.set(41, "BUS00001");
-    bus.set_number(60, 1, 6);
-    const std::pair<int, std::uint64_t> totals[] = {{74, 1}, {75, 1}, {76, 1}, {77, 0}, {86, 3000}, {87, 1000}, {88, 200}, {89, 0}};
-    for (auto [field, value] : totals) bus.set_number(field, value, field < 80 ? 10 : 16);
+    Message bus = totals_message("BUS00001", 9, {1, 1, 1, 0, 3000, 1000, 200, 0});
     const Message balanced = rig.send(bus);
     CHECK(*balanced.get(39) == "00");
     CHECK(*balanced.get(97) == "C0000000000001800");  // 200 − 3000 + 1000
@@ -630,13 +640,7 @@ TEST_CASE("0500: loads, load reversals, clinic completions and hold reversals co
     REQUIRE(rig.code(clinic_completion(4200, 2, 1)) == "00");
     REQUIRE(rig.code(clinic_authorization(3000, 3)) == "00");
     REQUIRE(rig.code(clinic_reversal(3000, 4, 3)) == "00");
-    Message clinic_totals("0500");
-    clinic_totals.set_number(11, 5, 6);
-    clinic_totals.set(41, "CLINIC01");
-    clinic_totals.set_number(60, 1, 6);
-    const std::pair<int, std::uint64_t> clinic_values[] = {{74, 0}, {75, 0}, {76, 1}, {77, 1}, {86, 0}, {87, 0}, {88, 4200}, {89, 3000}};
-    for (auto [field, value] : clinic_values) clinic_totals.set_number(field, value, field < 80 ? 10 : 16);
-    const Message clinic_answer = rig.send(clinic_totals);
+    const Message clinic_answer = rig.send(totals_message("CLINIC01", 5, {0, 0, 1, 1, 0, 0, 4200, 3000}));
     CHECK(*clinic_answer.get(39) == "00");
     CHECK(*clinic_answer.get(97) == "D0000000000001200");
     rig.require_check();

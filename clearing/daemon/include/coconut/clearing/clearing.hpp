@@ -1,6 +1,9 @@
 // The clearing daemon's library (coconut::clearing): the account plan, the card data of field 62, the
-// registries (cards, participants, terminals, risk flags) kept in the ledger's LMDB environment, the
-// authorization engine that turns ISO 8583 requests into ledger bookings, and the TCP server.
+// registries (cards, participants, terminals, risk flags, online load attempts, clinic holds, the
+// versioned hotlist) kept in the ledger's LMDB environment, the HSM services (TAC verification, load
+// MAC2, INTERNAL AUTHENTICATE; in process or over the network), the authorization engine that turns
+// ISO 8583 requests into ledger bookings (offline uploads, online loads, clinic holds, reversals,
+// hotlist download, reconciliation), and the TCP server.
 // clearing/README.md describes the daemon (ports, options, flows); clearing/ISO8583.md the messages.
 //
 // Threads (DESIGN.md §8): one Asio I/O thread runs the server, the engine and the HSM client; ONE
