@@ -541,7 +541,8 @@ int cmd_sync_hotlist(const Options& options, const ClearingCliOptions& clearing)
     (void)(*client)->sign_off();
     if (options.json) {
         print_json({{"from_version", synced->from_version}, {"to_version", synced->to_version}, {"chunks", synced->chunks},
-                    {"added", synced->added}, {"removed", synced->removed}, {"count", hotlist->size()}});
+                    {"added", synced->added}, {"removed", synced->removed}, {"replaced", synced->replaced},
+                    {"count", hotlist->size()}});
     } else {
         print_text(fmt::format("hotlist version {} -> {} ({} chunk(s), +{} -{}), {} blocked card(s)", synced->from_version,
                                synced->to_version, synced->chunks, synced->added, synced->removed, hotlist->size()));

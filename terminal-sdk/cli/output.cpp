@@ -15,6 +15,7 @@ std::string_view type_name(std::uint8_t type) {
         case crypto::type_ed_purchase: return "ed_purchase";
         case crypto::type_ep_purchase: return "ep_purchase";
         case crypto::type_capp_purchase: return "capp_purchase";
+        case 0: return "medical_account";  // a clinic hold / completion / reversal: no purse transaction
         default: return "unknown";
     }
 }

@@ -748,21 +748,28 @@ Result<HotlistSyncReport, ClearingError> ClearingClient::sync_hotlist(Hotlist& h
         if (!chunk->more) break;
     }
     if (report.to_version == report.from_version && changes.empty()) return report;
-    if (report.to_version <= report.from_version) {
-        // A restored host behind this terminal: the local list cannot move backwards by a delta.
-        return fail(ClearingErrorCode::hotlist_error, fmt::format("the clearing's hotlist version {} is not above the local {}",
-                                                                  report.to_version, report.from_version));
+    if (report.to_version == report.from_version) {
+        return fail(ClearingErrorCode::protocol_error, "hotlist changes without a new version");
     }
-    HotlistDelta delta;
-    delta.from_version = report.from_version;
-    delta.to_version = report.to_version;
+    std::vector<std::pair<Asn, BlockReason>> added;
+    std::vector<Asn> removed;
     for (const auto& [asn, blocked] : changes) {
         // The download carries no reason: a card the issuer blocked.
-        if (blocked) delta.added.emplace_back(asn, BlockReason::issuer);
-        else delta.removed.push_back(asn);
+        if (blocked) added.emplace_back(asn, BlockReason::issuer);
+        else removed.push_back(asn);
     }
-    report.added = delta.added.size();
-    report.removed = delta.removed.size();
+    report.added = added.size();
+    report.removed = removed.size();
+    if (report.to_version < report.from_version) {
+        // A host restored behind this terminal answers with its whole log from version 0 (ISO8583.md
+        // §4.6): that log, applied to an empty list, is its list.
+        report.replaced = true;
+        if (auto replaced = hotlist.replace(report.to_version, added); !replaced) {
+            return fail(ClearingErrorCode::hotlist_error, replaced.error().message);
+        }
+        return report;
+    }
+    HotlistDelta delta{report.from_version, report.to_version, std::move(added), std::move(removed)};
     if (auto applied = hotlist.apply(delta); !applied) return fail(ClearingErrorCode::hotlist_error, applied.error().message);
     return report;
 }

@@ -92,6 +92,21 @@ Status<HotlistError> Hotlist::apply(const HotlistDelta& delta) {
     return Ok{};
 }
 
+Status<HotlistError> Hotlist::replace(std::uint64_t version, const std::vector<std::pair<Asn, BlockReason>>& blocked) {
+    if (blocked.size() > hotlist_entries_max)
+        return Unexpected{HotlistError{HotlistErrorCode::too_large, fmt::format("hotlist would hold {} cards", blocked.size())}};
+    std::map<Asn, BlockReason> next(blocked.begin(), blocked.end());
+    const auto previous_version = version_;
+    blocked_.swap(next);
+    version_ = version;
+    if (auto saved = save(); !saved) {
+        blocked_.swap(next);
+        version_ = previous_version;
+        return saved;
+    }
+    return Ok{};
+}
+
 Status<HotlistError> Hotlist::save() const {
     if (path_.empty()) return Ok{};
     Bytes file(hotlist_magic.begin(), hotlist_magic.end());

@@ -207,6 +207,8 @@ def scenario(tools, workdir):
             for terminal in TERMINALS:
                 out = online.online(terminal, ["reconcile"])
                 check_equal(f"{terminal} batch {out['batch_number']} balanced", out["balanced"], True)
+                check_equal(f"{terminal}: nothing left to send, no open intent", online.term(terminal, ["queue", "count"]),
+                            {"count": 0, "open_intents": 0})
 
             log("afterwards: shadows = cards, medical accounts, check")
             balances = {card: online.balance(card) for card in CARDS}

@@ -4,6 +4,7 @@
 // reversed (0421) — and the clearing's shadow balance ends equal to the card's balance; a reversed load
 // attempt does not block the next load on the same online ATC; reconciliation balances.
 #include "clearing_fixture.hpp"
+#include "fake_host.hpp"
 
 #include <coconut/cos/card.hpp>
 #include <coconut/sdk/clearing_client.hpp>
@@ -91,6 +92,59 @@ struct LinkRig {
         card_reader.insert(card.get());
     }
     std::int64_t card_balance() const { return card->snapshot().balance_fen; }
+
+    // Puts `proxy` between the terminal and the clearing: a new client connected through it.
+    void connect_through(std::uint16_t port) {
+        sdk::ClearingOptions options;
+        options.terminal_id = "BUS00001";
+        options.batch_path = clearing.dir.path / "terminal.batch";
+        options.response_timeout = std::chrono::milliseconds(300);
+        auto connected = sdk::ClearingClient::connect({"127.0.0.1", port}, options);
+        REQUIRE(connected.ok());
+        client = std::move(connected.value());
+        REQUIRE(client->sign_on().ok());
+    }
+};
+
+// A blocking ISO 8583 connection to the clearing (the proxy's upstream side).
+class Upstream {
+public:
+    explicit Upstream(std::uint16_t port) {
+        fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in address{};
+        address.sin_family = AF_INET;
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        address.sin_port = htons(port);
+        REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    }
+    ~Upstream() { ::close(fd_); }
+    Upstream(const Upstream&) = delete;
+    Upstream& operator=(const Upstream&) = delete;
+
+    std::optional<Message> call(const Message& request) {
+        auto encoded = iso8583::encode(request, iso8583::coconut_dictionary());
+        if (!encoded) return std::nullopt;
+        const Bytes framed = *iso8583::frame(*encoded);
+        if (::write(fd_, framed.data(), framed.size()) != static_cast<ssize_t>(framed.size())) return std::nullopt;
+        std::array<std::uint8_t, 2> header{};
+        if (!read_exact(header.data(), header.size())) return std::nullopt;
+        Bytes body((std::size_t{header[0]} << 8) | header[1]);
+        if (!read_exact(body.data(), body.size())) return std::nullopt;
+        auto parsed = iso8583::parse(body, iso8583::coconut_dictionary());
+        if (!parsed) return std::nullopt;
+        return *parsed;
+    }
+
+private:
+    bool read_exact(std::uint8_t* out, std::size_t size) {
+        for (std::size_t done = 0; done < size;) {
+            const ssize_t n = ::read(fd_, out + done, size - done);
+            if (n <= 0) return false;
+            done += static_cast<std::size_t>(n);
+        }
+        return true;
+    }
+    int fd_ = -1;
 };
 
 }  // namespace
@@ -154,5 +208,49 @@ TEST_CASE("link: CREDIT never reached the card — reversed (0421) on its return
     REQUIRE(reconciled.ok());
     CHECK(reconciled->balanced);
     CHECK(reconciled->totals.credits_fen == 700);
+    CHECK(reconciled->totals.credit_reversals_fen == 1500);
+}
+
+TEST_CASE("link: the 0210 is lost after the clearing booked the load — the 0420 voids it; shadow = card; balanced") {
+    LinkRig rig;
+    auto upstream = std::make_shared<Upstream>(rig.server->port());
+    sdk_test::FakeHost proxy([upstream](const Message& request) -> std::optional<Message> {
+        auto answer = upstream->call(request);
+        if (request.mti() == "0200") return std::nullopt;  // booked upstream, the answer lost on the way back
+        return answer;
+    });
+    rig.connect_through(proxy.port());
+    auto loaded = rig.terminal->load(1500, *rig.client);
+    REQUIRE_FALSE(loaded.ok());
+    CHECK(loaded.error().code == sdk::FlowErrorCode::no_answer);
+    CHECK(loaded.error().reversed);
+    CHECK(proxy.received("0420").size() == 1);
+    CHECK(rig.queue->size() == 0);
+    CHECK(rig.card_balance() == 5000);
+    CHECK(rig.clearing.shadow(card_a) == 5000);
+    auto reconciled = rig.client->reconcile();
+    REQUIRE(reconciled.ok());
+    CHECK(reconciled->balanced);
+    CHECK(reconciled->totals.credit_reversals_fen == 1500);
+}
+
+TEST_CASE("link: the 0200 never reached the clearing — the 0420 is acknowledged with nothing booked; 0500 says 95") {
+    LinkRig rig;
+    auto upstream = std::make_shared<Upstream>(rig.server->port());
+    sdk_test::FakeHost proxy([upstream](const Message& request) -> std::optional<Message> {
+        if (request.mti() == "0200") return std::nullopt;  // lost on the way to the clearing
+        return upstream->call(request);
+    });
+    rig.connect_through(proxy.port());
+    auto loaded = rig.terminal->load(1500, *rig.client);
+    REQUIRE_FALSE(loaded.ok());
+    CHECK(loaded.error().code == sdk::FlowErrorCode::no_answer);
+    CHECK(rig.queue->size() == 0);  // the 0430 answered 00 (ISO8583.md §4.5: an advice is always acknowledged)
+    CHECK(rig.card_balance() == 5000);
+    CHECK(rig.clearing.shadow(card_a) == 5000);
+    // The terminal counted a load reversal the clearing never booked: the totals disagree, and 0500 says so.
+    auto reconciled = rig.client->reconcile();
+    REQUIRE(reconciled.ok());
+    CHECK_FALSE(reconciled->balanced);
     CHECK(reconciled->totals.credit_reversals_fen == 1500);
 }

@@ -436,6 +436,25 @@ TEST_CASE("hotlist download: every chunk from the local version, applied as one 
     CHECK(requests[1].get(48) == "000000000001");
 }
 
+TEST_CASE("a host restored behind the terminal sends its whole log: the local list is replaced by it") {
+    Asn a{}, b{};
+    a[9] = 0x01;
+    b[9] = 0x02;
+    OnlineRig rig(1000, [](const Message& r) -> std::optional<Message> {
+        Message m = reply(r, "00");
+        if (r.mti() == "0800" && r.get_number(70) == 101u) m.set(63, "000000020+00000000000000000002+00000000000000000003-00000000000000000003");
+        return m;
+    });
+    REQUIRE(rig.hotlist.apply({0, 5, {{a, BlockReason::lost}}, {}}).ok());
+    auto report = rig.client->sync_hotlist(rig.hotlist);
+    REQUIRE_MESSAGE(report.ok(), (report.ok() ? "" : report.error().message));
+    CHECK(report->replaced);
+    CHECK(rig.hotlist.version() == 2);
+    CHECK(rig.hotlist.size() == 1);
+    CHECK_FALSE(rig.hotlist.blocked(a));
+    CHECK(rig.hotlist.blocked(b) == BlockReason::issuer);
+}
+
 TEST_CASE("a malformed hotlist chunk changes nothing") {
     OnlineRig rig(1000, [](const Message& r) -> std::optional<Message> {
         Message m = reply(r, "00");

@@ -77,6 +77,29 @@ def test(vcard, workdir, extra):
     queue = terminal.queue()
     check_equal("nothing queued, no intent left open", (queue["count"], queue["open_intents"]), (0, []))
 
+    log("online commands that never reach a clearing: the card stays untouched")
+    closed = ["--clearing", "127.0.0.1:1", "--terminal-id", "TOPUP001"]  # port 1 on loopback: connection refused
+    terminal.run(["load"], expect="usage")
+    terminal.run(["load", "100"], expect="usage")
+    terminal.run(["load", "0"] + closed, expect="usage")
+    terminal.run(["load", "100", "--clearing", "nowhere", "--terminal-id", "TOPUP001"], expect="usage")
+    terminal.run(["load", "100", "--clearing", "127.0.0.1:1", "--terminal-id", "SHORT"], expect="usage")
+    terminal.run(["clinic-pay", "100"] + closed, expect="usage")
+    error = terminal.json(["load", "100"] + closed, expect="clearing_unreachable")["error"]
+    check_equal("load with the clearing down: error code", error["code"], "connect_failed")
+    error = terminal.json(["clinic-pay", "100", "--pin", "123456"] + closed, expect="clearing_unreachable")["error"]
+    check_equal("clinic-pay with the clearing down: error code", error["code"], "connect_failed")
+    terminal.json(["sync-hotlist"] + closed, expect="clearing_unreachable")
+    bad_batch = os.path.join(workdir, "bad.batch")
+    with open(bad_batch, "w") as out:
+        out.write("coconut-terminal-batch 1\nbatch twelve\n")
+    error = terminal.json(["reconcile", "--batch-file", bad_batch] + closed, expect="batch_error")["error"]
+    check_equal("damaged batch file: error code", error["code"], "batch_error")
+    after_online = it.card_info(vcard, card)
+    check_equal("balance and online ATC after the refused online commands",
+                (after_online["balance_fen"], after_online["online_atc"]), (before["balance_fen"], before["online_atc"]))
+    check_equal("nothing queued, no intent left open", (terminal.queue()["count"], terminal.queue()["open_intents"]), (0, []))
+
     log("hotlist file operations")
     show = terminal.json(["hotlist", "show", "--asn", harness.ASN])
     check_equal("empty hotlist", (show["version"], show["count"], show["blocked"]), (0, 0, False))

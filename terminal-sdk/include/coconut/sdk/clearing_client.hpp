@@ -25,9 +25,8 @@
 
 #include <coconut/iso8583/iso8583.hpp>
 #include <coconut/result.hpp>
-#include <coconut/sdk/queue.hpp>
-
 #include <coconut/sdk/hotlist.hpp>
+#include <coconut/sdk/queue.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -156,6 +155,7 @@ struct HotlistSyncReport {
     std::size_t chunks = 0;
     std::size_t added = 0;
     std::size_t removed = 0;
+    bool replaced = false;  // the host was behind this terminal: its whole list replaced the local one
 };
 
 struct ReconcileReport {
@@ -204,7 +204,8 @@ public:
     Result<std::string, ClearingError> send_advice(TransactionQueue& queue, std::uint64_t sequence);
 
     // 0800 70 = 101 from the local version, every chunk (48 = version ‖ chunk index), then one delta
-    // applied durably to `hotlist` (all or nothing).
+    // applied durably to `hotlist` (all or nothing). A host whose version is below the local one sends
+    // its whole log from 0: the local list is replaced by it.
     Result<HotlistSyncReport, ClearingError> sync_hotlist(Hotlist& hotlist);
     // 0500 with the batch totals; 00 closes the batch (next batch number, zero totals).
     Result<ReconcileReport, ClearingError> reconcile();

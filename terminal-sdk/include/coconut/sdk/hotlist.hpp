@@ -43,6 +43,9 @@ public:
     std::optional<BlockReason> blocked(const Asn& asn) const;
     // Applies a delta in memory and, when a path is set, saves the list durably (new file + rename).
     Status<HotlistError> apply(const HotlistDelta& delta);
+    // Replaces the whole list (a host restored behind this terminal sends its complete log from version 0:
+    // the result is its list at `version`, which may be below the local version). Saved durably.
+    Status<HotlistError> replace(std::uint64_t version, const std::vector<std::pair<Asn, BlockReason>>& blocked);
 
 private:
     Status<HotlistError> save() const;
