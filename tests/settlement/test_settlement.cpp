@@ -553,7 +553,9 @@ TEST_CASE("a malformed or schema-invalid camt file changes nothing") {
         {"schema-invalid", invalid},
         {"wrong document", expected_purse_pain001},
     };
-    for (const auto& [name, text] : cases) {
+    for (const auto& c : cases) {
+        const std::string& name = c.first;  // not a structured binding: CAPTURE's lambda takes it by reference
+        const std::string& text = c.second;
         CAPTURE(name);
         const auto path = d.out() / (name + ".xml");
         write(path, text);
