@@ -184,7 +184,7 @@ def check_card_reads(stack, client):
     assert card["card_number"] == card0 and card["status"] == "active" and card["currency"] == "CNY", card
     assert card["purse"]["balance_fen"] == it.OPENING_FEN - 5 * 200, card
     assert card["purse"]["pending_credit_fen"] == 0 and card["last_cleared_at"].endswith("Z"), card
-    # Pagination across pages, newest first: 5 rides + the opening balance.
+    # Pagination across pages, newest first: 5 rides + the opening balances of the purse and the medical account.
     pages, items, cursor = 0, [], None
     while True:
         path = f"/v1/cards/{card0}/transactions?limit=2" + (f"&cursor={cursor}" if cursor else "")
@@ -196,21 +196,24 @@ def check_card_reads(stack, client):
         if cursor is None:
             break
         assert len(page["transactions"]) == 2
-    assert pages == 3 and len(items) == 6, (pages, items)
-    assert len({t["id"] for t in items}) == 6
+    assert pages == 4 and len(items) == 7, (pages, items)
+    assert len({t["id"] for t in items}) == 7
     times = [t["time"] for t in items]
     assert times == sorted(times, reverse=True), times
-    assert [t["kind"] for t in items] == ["bus"] * 5 + ["load"], items
+    assert [t["kind"] for t in items] == ["bus"] * 5 + ["load"] * 2, items
+    assert {t["account"] for t in items[5:]} == {"purse", "medical"}, items
     assert all(t["amount_fen"] == -200 and t["place"]["participant"] == "Haikou Bus" for t in items[:5]), items
     assert items[0]["balance_after_fen"] == card["purse"]["balance_fen"], items[0]
-    for newer, older in zip(items, items[1:]):  # each balance after = the older one + this amount
-        assert newer["balance_after_fen"] == older["balance_after_fen"] + newer["amount_fen"], (newer, older)
+    for account in ("purse", "medical"):  # each balance after = the account's older one + this amount
+        mine = [t for t in items if t["account"] == account]
+        for newer, older in zip(mine, mine[1:]):
+            assert newer["balance_after_fen"] == older["balance_after_fen"] + newer["amount_fen"], (newer, older)
     status, one = client.get(f"/v1/cards/{card0}/transactions?limit=100", token0)
     assert [t["id"] for t in one["transactions"]] == [t["id"] for t in items] and one["next_cursor"] is None
     card2 = card_number(it.CARDS[2])
     status, shop = client.get(f"/v1/cards/{card2}/transactions", stack.token(card2))
-    assert status == 200 and [t["kind"] for t in shop["transactions"]] == ["shop"] * 4 + ["load"], shop
-    it.log("  ok  balance and transactions: newest first, 3 pages of 2, kinds bus/shop/load, balance after each")
+    assert status == 200 and [t["kind"] for t in shop["transactions"]] == ["shop"] * 4 + ["load"] * 2, shop
+    it.log("  ok  balance and transactions: newest first, 4 pages of 2, kinds bus/shop/load, balance after each")
 
 
 def check_refusals(stack, client):
