@@ -63,7 +63,9 @@ class HttpStack(it.Stack):
             json.dump(registry, f)
         it.run([self.clearingd, "admin", "--data", self.data, "load", path])
         for name, roles in (("alice", "hotlist,registry,settlement,read"), ("reader", "read"), ("settler", "settlement")):
-            out = it.run([self.clearingd, "admin", "--data", self.data, "clerk-add", "--name", name, "--roles", roles]).stdout.strip()
+            # Both spellings: `admin --data DIR clerk-add` and contract 3's `admin clerk-add --data DIR`.
+            where = ["admin", "--data", self.data, "clerk-add"] if name != "settler" else ["admin", "clerk-add", "--data", self.data]
+            out = it.run([self.clearingd, *where, "--name", name, "--roles", roles]).stdout.strip()
             assert out.startswith("clerk_") and len(out) > 30, out
             self.clerk[name] = out
             self.secrets.append(out)
@@ -73,6 +75,13 @@ class HttpStack(it.Stack):
             path = os.path.join(self.tokens_dir, name)
             assert os.stat(path).st_mode & 0o777 == 0o600, name
             self.secrets.append(open(path).read().strip())
+        for bad, code in ((["--roles", "admin", "--name", "x"], 2), (["--roles", "read", "--name", "two words"], 5)):
+            result = it.run([self.clearingd, "admin", "clerk-add", "--data", self.data, *bad], check=False)
+            assert result.returncode == code, (bad, result.returncode, result.stderr)
+        for bad, code in ((["--card", "1234"], 2), (["--card", "1234567812345678"], 5)):
+            result = it.run([self.clearingd, "admin", "issue-tokens", "--data", self.data, "--out", self.tokens_dir + "x", *bad],
+                            check=False)
+            assert result.returncode == code, (bad, result.returncode, result.stderr)
         # A second run issues nothing: every card has its token.
         out = it.run([self.clearingd, "admin", "--data", self.data, "issue-tokens", "--out", self.tokens_dir + "2"]).stdout
         assert out.startswith("0 tokens"), out
@@ -449,6 +458,8 @@ def phase_api(stack, openapi_path):
     it.log("phase api")
     stack.start_daemon(["--http-token-rate", "100000"])
     upload_some(stack)
+    locked = it.run([stack.clearingd, "admin", "issue-tokens", "--data", stack.data, "--out", stack.tokens_dir + "y"], check=False)
+    assert locked.returncode == 3, (locked.returncode, locked.stderr)  # the serving daemon holds the directory
     seen = []
     client = Client(stack.http_port, seen)
     check_card_reads(stack, client)
