@@ -150,6 +150,13 @@ Status commit_offline(ledger::Ledger& ledger, std::function<lmdb::Status(lmdb::T
     return Ok{};
 }
 
+// The journal entry of an offline command (clerk "admin").
+lmdb::Status journal_admin(const Tokens& tokens, lmdb::Txn& txn, std::string action, std::string target, std::string detail) {
+    auto logged = tokens.append_journal(txn, ClerkAction{0, 0, "admin", std::move(action), std::move(target), "ok", std::move(detail)});
+    if (!logged) return Unexpected{logged.error()};
+    return Ok{};
+}
+
 }  // namespace
 
 // ---- card numbers, roles ------------------------------------------------------------------------------
@@ -319,10 +326,7 @@ Result<std::string> add_clerk(ledger::Ledger& ledger, Tokens& tokens, std::strin
     const Clerk clerk{std::string(name), roles, now_ns()};
     auto committed = commit_offline(ledger, [&](lmdb::Txn& txn) -> lmdb::Status {
         if (auto put = tokens.put_clerk(txn, tokens.hash(token), clerk); !put) return put;
-        auto logged = tokens.append_journal(txn, ClerkAction{0, 0, "admin", "clerk_add", clerk.name, "ok",
-                                                             fmt::format("roles {}", fmt::join(role_names(roles), ","))});
-        if (!logged) return Unexpected{logged.error()};
-        return Ok{};
+        return journal_admin(tokens, txn, "clerk_add", clerk.name, fmt::format("roles {}", fmt::join(role_names(roles), ",")));
     });
     if (!committed) return Unexpected<Error>{committed.error()};
     return token;
@@ -371,10 +375,7 @@ Result<std::size_t> issue_card_tokens(ledger::Ledger& ledger, const Registry& re
         for (std::size_t i = 0; i < issued.size(); ++i) {
             if (auto put = tokens.put_card_token(txn, chosen[i].first, issued[i]); !put) return put;
         }
-        auto logged = tokens.append_journal(txn, ClerkAction{0, 0, "admin", "issue_tokens", fmt::format("{} cards", issued.size()), "ok",
-                                                             "written to " + out.string()});
-        if (!logged) return Unexpected{logged.error()};
-        return Ok{};
+        return journal_admin(tokens, txn, "issue_tokens", fmt::format("{} cards", issued.size()), "written to " + out.string());
     });
     if (!committed) return Unexpected<Error>{committed.error()};
     return issued.size();

@@ -97,6 +97,15 @@ coconut::Result<Opened, std::string> open_data(const std::string& dir, bool crea
 
 // ---- serve ----------------------------------------------------------------------------------------------
 
+// Writes "PORT\n" to `path` through a rename, so a reader never sees a partial file.
+bool write_port_file(const std::string& path, std::uint16_t port) {
+    const std::string temp = path + ".tmp";
+    std::ofstream out(temp, std::ios::trunc);
+    out << port << "\n";
+    out.close();
+    return out && std::rename(temp.c_str(), path.c_str()) == 0;
+}
+
 struct ServeOptions {
     std::string iso_listen = "127.0.0.1:8583";
     std::string data;
@@ -225,23 +234,12 @@ int serve(const ServeOptions& o) {
     };
     signals.async_wait(on_signal);
 
-    if (http_server && !o.http_ready_file.empty()) {
-        const std::string temp = o.http_ready_file + ".tmp";
-        std::ofstream out(temp, std::ios::trunc);
-        out << http_server->port() << "\n";
-        out.close();
-        if (!out || std::rename(temp.c_str(), o.http_ready_file.c_str()) != 0) {
-            return fail(exit_storage, "cannot write the HTTP ready file " + o.http_ready_file);
-        }
+    // The HTTP port first: whoever waits for the ISO 8583 ready file finds both.
+    if (http_server && !o.http_ready_file.empty() && !write_port_file(o.http_ready_file, http_server->port())) {
+        return fail(exit_storage, "cannot write the HTTP ready file " + o.http_ready_file);
     }
-    if (!o.ready_file.empty()) {
-        const std::string temp = o.ready_file + ".tmp";
-        std::ofstream out(temp, std::ios::trunc);
-        out << server->port() << "\n";
-        out.close();
-        if (!out || std::rename(temp.c_str(), o.ready_file.c_str()) != 0) {
-            return fail(exit_storage, "cannot write the ready file " + o.ready_file);
-        }
+    if (!o.ready_file.empty() && !write_port_file(o.ready_file, server->port())) {
+        return fail(exit_storage, "cannot write the ready file " + o.ready_file);
     }
     std::cout << fmt::format("coconut-clearingd: listening on {}:{} (data {}, HSM {}:{})\n", listen->host, server->port(),
                              o.data, hsm_endpoint->host, hsm_endpoint->port);
