@@ -310,7 +310,24 @@ def check_clerk(stack, client):
     status, body, _ = client.call("POST", "/v1/clerk/terminals", reader,
                                   {"terminal_id": "CLN00002", "psam_terminal_id": "460100000010", "participant_id": 3003})
     assert_error(status, body, 403)
-    it.log("  ok  risk flags, suspense (role read), participant and terminal registration (role registry), bad bodies 400")
+    # A card registered online: its token comes once, in the 201; registering it again is a conflict.
+    new_card = {"asn": "46019999000000000042", "issuer_id": it.ISSUER_ID, "purse_balance_fen": 4321, "medical_balance_fen": 800}
+    status, body, _ = client.call("POST", "/v1/clerk/cards", alice, new_card)
+    assert status == 201 and body["card_number"] == "9999000000000042" and body["token"].startswith("card_"), body
+    stack.secrets.append(body["token"])
+    stack.issued_online.append(body["token"])
+    status, card = client.get("/v1/cards/9999000000000042", body["token"])
+    assert status == 200 and card["purse"]["balance_fen"] == 4321 and card["medical"]["balance_fen"] == 800, card
+    status, body, _ = client.call("POST", "/v1/clerk/cards", alice, dict(new_card, purse_balance_fen=1))
+    assert_error(status, body, 409, "conflict")
+    for bad in (dict(new_card, asn="123"), dict(new_card, issuer_id="zz"), dict(new_card, purse_balance_fen=-5),
+                dict(new_card, status="stolen"), dict(new_card, colour="red")):
+        status, body, _ = client.call("POST", "/v1/clerk/cards", alice, bad)
+        assert_error(status, body, 400)
+    status, body, _ = client.call("POST", "/v1/clerk/cards", reader, dict(new_card, asn="46019999000000000043"))
+    assert_error(status, body, 403)
+    it.log("  ok  risk flags, suspense (role read); participant, terminal and card registration (role registry; the card's "
+           "token in the 201, a second registration 409); bad bodies 400")
 
     # Token re-issue: the new token works, the old one is dead.
     card2 = card_number(it.CARDS[2])
@@ -415,7 +432,7 @@ def check_operations(stack, client, openapi_path):
     actions = [(e["clerk"], e["action"]) for e in body["entries"]]
     for expected in (("admin", "clerk_add"), ("admin", "issue_tokens"), ("alice", "card_status"), ("alice", "card_token"),
                      ("settler", "transfers"), ("alice", "participant"), ("alice", "terminal"), ("reader", "card_lookup"),
-                     ("reader", "risk_list"), ("reader", "suspense_list")):
+                     ("reader", "risk_list"), ("reader", "suspense_list"), ("alice", "card")):
         assert expected in actions, (expected, actions)
     it.log(f"  ok  /healthz, /metrics ({len(values)} samples), /v1/openapi.json = clearing/openapi.json, page at /, "
            f"clerk journal ({len(actions)} entries, who did what)")
