@@ -268,23 +268,29 @@ struct Api::State {
         auto purse = s.ledger.lookup_account(accounts.purse);
         auto medical = s.ledger.lookup_account(accounts.medical);
         if (!purse || !medical) return storage_failure("ledger read failed");
-        json out{{"card_number", to_string(number)}, {"status", to_string((*record)->status)}, {"currency", "CNY"}};
+        // The hottest answer: formatted directly (every value is a number, digits or a fixed word), not
+        // through a JSON tree, whose allocations showed in the profile under wrk.
         std::uint64_t last_ns = 0;
+        for (const ledger::Id& id : {accounts.purse, accounts.medical}) {
+            auto newest = s.ledger.account_transfers_before(id, ~std::uint64_t{0}, 1);
+            if (newest && !newest->empty()) last_ns = std::max(last_ns, newest->front().timestamp);
+        }
+        std::string purse_text = "null", medical_text = "null";
         if (*purse) {
             const ledger::Account& a = **purse;
-            out["purse"] = {{"balance_fen", cleared(a)}, {"pending_credit_fen", a.credits_pending}, {"pending_debit_fen", a.debits_pending}};
-            auto newest = s.ledger.account_transfers_before(accounts.purse, ~std::uint64_t{0}, 1);
-            if (newest && !newest->empty()) last_ns = std::max(last_ns, newest->front().timestamp);
+            purse_text = fmt::format(R"({{"balance_fen":{},"pending_credit_fen":{},"pending_debit_fen":{}}})", cleared(a), a.credits_pending,
+                                     a.debits_pending);
         }
         if (*medical) {
             const ledger::Account& a = **medical;
-            out["medical"] = {{"balance_fen", cleared(a)}, {"pending_debit_fen", a.debits_pending},
-                              {"available_fen", cleared(a) - static_cast<std::int64_t>(a.debits_pending)}};
-            auto newest = s.ledger.account_transfers_before(accounts.medical, ~std::uint64_t{0}, 1);
-            if (newest && !newest->empty()) last_ns = std::max(last_ns, newest->front().timestamp);
+            medical_text = fmt::format(R"({{"available_fen":{},"balance_fen":{},"pending_debit_fen":{}}})",
+                                       cleared(a) - static_cast<std::int64_t>(a.debits_pending), cleared(a), a.debits_pending);
         }
-        out["last_cleared_at"] = last_ns ? json(iso_time(last_ns)) : json(nullptr);
-        return json_response(200, out);
+        const std::string last = last_ns ? "\"" + iso_time(last_ns) + "\"" : "null";
+        return ApiResponse{200, "application/json",
+                           fmt::format(R"({{"card_number":"{}","currency":"CNY","last_cleared_at":{},"medical":{},"purse":{},"status":"{}"}})",
+                                       to_string(number), last, medical_text, purse_text, to_string((*record)->status)),
+                           {}};
     }
 
     // Balance snapshots of `account` from `oldest` to `newest` (ns), by timestamp.
