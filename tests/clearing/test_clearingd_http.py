@@ -63,7 +63,9 @@ class HttpStack(it.Stack):
             json.dump(registry, f)
         it.run([self.clearingd, "admin", "--data", self.data, "load", path])
         for name, roles in (("alice", "hotlist,registry,settlement,read"), ("reader", "read"), ("settler", "settlement")):
-            out = it.run([self.clearingd, "admin", "--data", self.data, "clerk-add", "--name", name, "--roles", roles]).stdout.strip()
+            # Both spellings: `admin --data DIR clerk-add` and contract 3's `admin clerk-add --data DIR`.
+            where = ["admin", "--data", self.data, "clerk-add"] if name != "settler" else ["admin", "clerk-add", "--data", self.data]
+            out = it.run([self.clearingd, *where, "--name", name, "--roles", roles]).stdout.strip()
             assert out.startswith("clerk_") and len(out) > 30, out
             self.clerk[name] = out
             self.secrets.append(out)
@@ -73,6 +75,13 @@ class HttpStack(it.Stack):
             path = os.path.join(self.tokens_dir, name)
             assert os.stat(path).st_mode & 0o777 == 0o600, name
             self.secrets.append(open(path).read().strip())
+        for bad, code in ((["--roles", "admin", "--name", "x"], 2), (["--roles", "read", "--name", "two words"], 5)):
+            result = it.run([self.clearingd, "admin", "clerk-add", "--data", self.data, *bad], check=False)
+            assert result.returncode == code, (bad, result.returncode, result.stderr)
+        for bad, code in ((["--card", "1234"], 2), (["--card", "1234567812345678"], 5)):
+            result = it.run([self.clearingd, "admin", "issue-tokens", "--data", self.data, "--out", self.tokens_dir + "x", *bad],
+                            check=False)
+            assert result.returncode == code, (bad, result.returncode, result.stderr)
         # A second run issues nothing: every card has its token.
         out = it.run([self.clearingd, "admin", "--data", self.data, "issue-tokens", "--out", self.tokens_dir + "2"]).stdout
         assert out.startswith("0 tokens"), out
@@ -310,7 +319,24 @@ def check_clerk(stack, client):
     status, body, _ = client.call("POST", "/v1/clerk/terminals", reader,
                                   {"terminal_id": "CLN00002", "psam_terminal_id": "460100000010", "participant_id": 3003})
     assert_error(status, body, 403)
-    it.log("  ok  risk flags, suspense (role read), participant and terminal registration (role registry), bad bodies 400")
+    # A card registered online: its token comes once, in the 201; registering it again is a conflict.
+    new_card = {"asn": "46019999000000000042", "issuer_id": it.ISSUER_ID, "purse_balance_fen": 4321, "medical_balance_fen": 800}
+    status, body, _ = client.call("POST", "/v1/clerk/cards", alice, new_card)
+    assert status == 201 and body["card_number"] == "9999000000000042" and body["token"].startswith("card_"), body
+    stack.secrets.append(body["token"])
+    stack.issued_online.append(body["token"])
+    status, card = client.get("/v1/cards/9999000000000042", body["token"])
+    assert status == 200 and card["purse"]["balance_fen"] == 4321 and card["medical"]["balance_fen"] == 800, card
+    status, body, _ = client.call("POST", "/v1/clerk/cards", alice, dict(new_card, purse_balance_fen=1))
+    assert_error(status, body, 409, "conflict")
+    for bad in (dict(new_card, asn="123"), dict(new_card, issuer_id="zz"), dict(new_card, purse_balance_fen=-5),
+                dict(new_card, status="stolen"), dict(new_card, colour="red")):
+        status, body, _ = client.call("POST", "/v1/clerk/cards", alice, bad)
+        assert_error(status, body, 400)
+    status, body, _ = client.call("POST", "/v1/clerk/cards", reader, dict(new_card, asn="46019999000000000043"))
+    assert_error(status, body, 403)
+    it.log("  ok  risk flags, suspense (role read); participant, terminal and card registration (role registry; the card's "
+           "token in the 201, a second registration 409); bad bodies 400")
 
     # Token re-issue: the new token works, the old one is dead.
     card2 = card_number(it.CARDS[2])
@@ -415,7 +441,7 @@ def check_operations(stack, client, openapi_path):
     actions = [(e["clerk"], e["action"]) for e in body["entries"]]
     for expected in (("admin", "clerk_add"), ("admin", "issue_tokens"), ("alice", "card_status"), ("alice", "card_token"),
                      ("settler", "transfers"), ("alice", "participant"), ("alice", "terminal"), ("reader", "card_lookup"),
-                     ("reader", "risk_list"), ("reader", "suspense_list")):
+                     ("reader", "risk_list"), ("reader", "suspense_list"), ("alice", "card")):
         assert expected in actions, (expected, actions)
     it.log(f"  ok  /healthz, /metrics ({len(values)} samples), /v1/openapi.json = clearing/openapi.json, page at /, "
            f"clerk journal ({len(actions)} entries, who did what)")
@@ -458,6 +484,8 @@ def phase_api(stack, openapi_path):
     it.log("phase api")
     stack.start_daemon(["--http-token-rate", "100000"])
     upload_some(stack)
+    locked = it.run([stack.clearingd, "admin", "issue-tokens", "--data", stack.data, "--out", stack.tokens_dir + "y"], check=False)
+    assert locked.returncode == 3, (locked.returncode, locked.stderr)  # the serving daemon holds the directory
     seen = []
     client = Client(stack.http_port, seen)
     check_card_reads(stack, client)

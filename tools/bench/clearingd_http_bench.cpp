@@ -12,7 +12,7 @@
 //   3. wrk queries alone       → queries/s without writes (reference)
 //
 //   clearingd_http_bench [--cards 1000] [--connections 64] [--wrk-threads 2] [--seconds 10]
-//                        [--write-window 512] [--dir /var/tmp]
+//                        [--write-window 512] [--http-threads 1] [--dir /var/tmp]
 #include <coconut/clearing/http.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -161,7 +161,7 @@ void write_script(const std::filesystem::path& path, const std::filesystem::path
 
 int main(int argc, char** argv) {
     CLI::App app{"clearingd_http_bench: balance queries/s and p99 (wrk) while the ledger takes writes"};
-    std::size_t cards = 1000, connections = 64, wrk_threads = 2, write_window = 512;
+    std::size_t cards = 1000, connections = 64, wrk_threads = 2, write_window = 512, http_threads = 1;
     unsigned seconds = 10;
     std::string base = "/var/tmp";
     app.add_option("--cards", cards)->capture_default_str();
@@ -169,6 +169,7 @@ int main(int argc, char** argv) {
     app.add_option("--wrk-threads", wrk_threads)->capture_default_str();
     app.add_option("--seconds", seconds, "length of each phase")->capture_default_str();
     app.add_option("--write-window", write_window, "writer requests in flight")->capture_default_str();
+    app.add_option("--http-threads", http_threads, "HTTP I/O threads (coconut-clearingd --http-threads)")->capture_default_str();
     app.add_option("--dir", base, "where the ledger lives (a real disk: commits are synced)")->capture_default_str();
     CLI11_PARSE(app, argc, argv);
 
@@ -193,20 +194,22 @@ int main(int argc, char** argv) {
     write_script(dir / "cards.lua", dir / "tokens", cards);
 
     ledger::Writer writer(*ledger);
-    boost::asio::io_context io(1);
+    boost::asio::io_context io(static_cast<int>(http_threads));
     http::HttpOptions http_options;
     http_options.token_requests_per_s = 1e9;  // the limiter still runs on every request, it just never refuses
     http_options.token_burst = 1e9;
     http_options.connections_max = std::max<std::size_t>(connections * 2, http::http_connections_max_default);
     http::HttpServer server(io, http::Services{*ledger, writer, *registry, *tokens}, http_options);
-    std::thread http_thread([&] { io.run(); });
+    std::vector<std::thread> http_threads_running;
+    for (std::size_t t = 0; t < http_threads; ++t) http_threads_running.emplace_back([&] { io.run(); });
 
     const std::string wrk = fmt::format("wrk -t{} -c{} -d{}s --latency -s {} http://127.0.0.1:{}", wrk_threads, connections, seconds,
                                         (dir / "cards.lua").string(), server.port());
     WriteLoad writes(writer, cards, write_window, 1'000'000);
     const auto phase = std::chrono::seconds(seconds);
 
-    fmt::print("clearingd_http_bench: {} cards, {} connections, {} s per phase, ledger in {}\n", cards, connections, seconds, dir.string());
+    fmt::print("clearingd_http_bench: {} cards, {} connections, {} HTTP thread(s), {} s per phase, ledger in {}\n", cards, connections,
+               http_threads, seconds, dir.string());
     const double writes_alone = writes.run(phase);
     fmt::print("  1. writes alone:                {:>9.0f} writes/s\n", writes_alone);
 
@@ -232,7 +235,7 @@ int main(int argc, char** argv) {
 
     server.shutdown();
     io.stop();
-    http_thread.join();
+    for (auto& t : http_threads_running) t.join();
     writer.stop();
     std::filesystem::remove_all(dir);
     return 0;

@@ -181,6 +181,14 @@ struct CardAccounts {
     ledger::Id medical;
 };
 
+// The first event that neither succeeded nor existed, as "<index>: <ResultCode name>".
+std::optional<std::string> first_failure(std::span<const ledger::EventResult> results) {
+    for (std::size_t i = 0; i < results.size(); ++i) {
+        if (!ledger::succeeded(results[i].code)) return fmt::format("event {}: {}", i, ledger::to_string(results[i].code));
+    }
+    return std::nullopt;
+}
+
 std::int64_t cleared(const ledger::Account& a) {
     return static_cast<std::int64_t>(a.credits_posted) - static_cast<std::int64_t>(a.debits_posted);
 }
@@ -260,23 +268,29 @@ struct Api::State {
         auto purse = s.ledger.lookup_account(accounts.purse);
         auto medical = s.ledger.lookup_account(accounts.medical);
         if (!purse || !medical) return storage_failure("ledger read failed");
-        json out{{"card_number", to_string(number)}, {"status", to_string((*record)->status)}, {"currency", "CNY"}};
+        // The hottest answer: formatted directly (every value is a number, digits or a fixed word), not
+        // through a JSON tree, whose allocations showed in the profile under wrk.
         std::uint64_t last_ns = 0;
+        for (const ledger::Id& id : {accounts.purse, accounts.medical}) {
+            auto newest = s.ledger.account_transfers_before(id, ~std::uint64_t{0}, 1);
+            if (newest && !newest->empty()) last_ns = std::max(last_ns, newest->front().timestamp);
+        }
+        std::string purse_text = "null", medical_text = "null";
         if (*purse) {
             const ledger::Account& a = **purse;
-            out["purse"] = {{"balance_fen", cleared(a)}, {"pending_credit_fen", a.credits_pending}, {"pending_debit_fen", a.debits_pending}};
-            auto newest = s.ledger.account_transfers_before(accounts.purse, ~std::uint64_t{0}, 1);
-            if (newest && !newest->empty()) last_ns = std::max(last_ns, newest->front().timestamp);
+            purse_text = fmt::format(R"({{"balance_fen":{},"pending_credit_fen":{},"pending_debit_fen":{}}})", cleared(a), a.credits_pending,
+                                     a.debits_pending);
         }
         if (*medical) {
             const ledger::Account& a = **medical;
-            out["medical"] = {{"balance_fen", cleared(a)}, {"pending_debit_fen", a.debits_pending},
-                              {"available_fen", cleared(a) - static_cast<std::int64_t>(a.debits_pending)}};
-            auto newest = s.ledger.account_transfers_before(accounts.medical, ~std::uint64_t{0}, 1);
-            if (newest && !newest->empty()) last_ns = std::max(last_ns, newest->front().timestamp);
+            medical_text = fmt::format(R"({{"available_fen":{},"balance_fen":{},"pending_debit_fen":{}}})",
+                                       cleared(a) - static_cast<std::int64_t>(a.debits_pending), cleared(a), a.debits_pending);
         }
-        out["last_cleared_at"] = last_ns ? json(iso_time(last_ns)) : json(nullptr);
-        return json_response(200, out);
+        const std::string last = last_ns ? "\"" + iso_time(last_ns) + "\"" : "null";
+        return ApiResponse{200, "application/json",
+                           fmt::format(R"({{"card_number":"{}","currency":"CNY","last_cleared_at":{},"medical":{},"purse":{},"status":"{}"}})",
+                                       to_string(number), last, medical_text, purse_text, to_string((*record)->status)),
+                           {}};
     }
 
     // Balance snapshots of `account` from `oldest` to `newest` (ns), by timestamp.
@@ -381,19 +395,27 @@ struct Api::State {
 
     // The work of one clerk request: what to write (ledger events and the hook's own writes) and the
     // answer once committed. The journal entry is added in the same commit.
+    // `write` runs in the commit's transaction; an expected refusal (already registered, …) sets
+    // action.outcome instead of failing, because a failing hook would fail the whole group commit,
+    // terminals' bookings included. An error return is for storage failures only.
     struct Change {
         std::vector<ledger::Event> events;
-        std::function<lmdb::Status(lmdb::Txn&, std::span<const ledger::EventResult>)> write;  // may be empty
-        std::function<ApiResponse(std::span<const ledger::EventResult>)> answer;
+        std::function<lmdb::Status(lmdb::Txn&, std::span<const ledger::EventResult>, ClerkAction&)> write;  // may be empty
+        std::function<ApiResponse(const ClerkAction&)> answer;  // after the commit
         ClerkAction action;
     };
+
+    static ApiResponse refused_or(const ClerkAction& action, unsigned status, const json& body) {
+        if (action.outcome != "ok") return error_response(409, "conflict", action.outcome);
+        return json_response(status, body);
+    }
 
     void commit(Change change, Respond respond) {
         auto shared = std::make_shared<Change>(std::move(change));
         const Tokens& tokens = s.tokens;
         ledger::BatchHook hook = [shared, &tokens](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
             if (shared->write) {
-                if (auto written = shared->write(txn, results); !written) return written;
+                if (auto written = shared->write(txn, results, shared->action); !written) return written;
             }
             auto logged = tokens.append_journal(txn, shared->action);
             if (!logged) return Unexpected{logged.error()};
@@ -401,7 +423,7 @@ struct Api::State {
         };
         auto on_commit = [shared, respond](ledger::Reply reply) {
             if (!reply) return respond(storage_failure(reply.error().message));
-            respond(shared->answer(*reply));
+            respond(shared->answer(shared->action));
         };
         auto events = shared->events;
         if (!s.writer.try_submit(std::move(events), std::move(on_commit), std::move(hook))) {
@@ -412,7 +434,7 @@ struct Api::State {
     // A read answered after its journal entry is durable.
     void journaled_read(ApiResponse response, ClerkAction action, Respond respond) {
         auto shared = std::make_shared<ApiResponse>(std::move(response));
-        commit(Change{{}, {}, [shared](auto) { return *shared; }, std::move(action)}, std::move(respond));
+        commit(Change{{}, {}, [shared](const ClerkAction&) { return *shared; }, std::move(action)}, std::move(respond));
     }
 
     // Card number → ASN via the registry (clerk requests only: a scan of the cards table).
@@ -483,10 +505,13 @@ struct Api::State {
         if (reason.size() > name_chars_max) return respond(error_response(400, "bad_request", "reason longer than 128 characters"));
         const Registry& registry = s.registry;
         // Read-modify-write inside the writer's transaction: the engine's hooks update the same record.
-        auto write = [&registry, asn, status = *status](lmdb::Txn& txn, auto) -> lmdb::Status {
+        auto write = [&registry, asn, status = *status](lmdb::Txn& txn, auto, ClerkAction& action) -> lmdb::Status {
             auto stored = registry.card_in(txn, asn);
             if (!stored) return Unexpected{stored.error()};
-            if (!*stored) return Unexpected{lmdb::Error{MDB_NOTFOUND, "card vanished"}};
+            if (!*stored) {
+                action.outcome = "card not registered";
+                return Ok{};
+            }
             CardRecord card = **stored;
             // The hotlist terminals download (ISO8583.md §4.6) gets its new version in the same commit.
             auto recorded = registry.record_status_change(txn, asn, card.status, status);
@@ -495,7 +520,7 @@ struct Api::State {
             return registry.put_card(txn, card);
         };
         json answer{{"card_number", card_text}, {"status", to_string(*status)}};
-        commit(Change{{}, write, [answer](auto) { return json_response(200, answer); },
+        commit(Change{{}, write, [answer](const ClerkAction& done) { return refused_or(done, 200, answer); },
                       ClerkAction{0, 0, clerk.name, "card_status", card_text, "ok", fmt::format("{} {}", to_string(*status), reason)}},
                std::move(respond));
     }
@@ -507,10 +532,10 @@ struct Api::State {
         const CardToken stored{asn, s.tokens.hash(*token), static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                                                std::chrono::system_clock::now().time_since_epoch()).count())};
         const Tokens& tokens = s.tokens;
-        auto write = [&tokens, number, stored](lmdb::Txn& txn, auto) { return tokens.put_card_token(txn, number, stored); };
+        auto write = [&tokens, number, stored](lmdb::Txn& txn, auto, ClerkAction&) { return tokens.put_card_token(txn, number, stored); };
         const std::string card_text = to_string(number);
         // Issuing again replaces the card's token: the old one stops working (a lost phone).
-        commit(Change{{}, write, [token, card_text](auto) { return json_response(201, json{{"card_number", card_text}, {"token", *token}}); },
+        commit(Change{{}, write, [token, card_text](const ClerkAction&) { return json_response(201, json{{"card_number", card_text}, {"token", *token}}); },
                       ClerkAction{0, 0, clerk.name, "card_token", card_text, "ok", "issued (replaces any earlier token)"}},
                std::move(respond));
     }
@@ -572,15 +597,117 @@ struct Api::State {
             events.emplace_back(a);
         }
         const Registry& registry = s.registry;
-        auto write = [&registry, p](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
-            for (const auto& r : results) {
-                if (!ledger::succeeded(r.code)) return Unexpected{lmdb::Error{MDB_BAD_TXN, "participant payable account"}};
+        auto write = [&registry, p](lmdb::Txn& txn, std::span<const ledger::EventResult> results, ClerkAction& action) -> lmdb::Status {
+            if (auto failed = first_failure(results)) {
+                action.outcome = "payable account: " + *failed;
+                return Ok{};
             }
             return registry.put_participant(txn, p);
         };
         json answer{{"id", p.id}, {"name", p.name}, {"kind", p.kind}, {"bank_account", p.bank_account}, {"fee_rate_bp", p.fee_rate_bp}};
-        commit(Change{std::move(events), write, [answer](auto) { return json_response(201, answer); },
+        commit(Change{std::move(events), write, [answer](const ClerkAction& done) { return refused_or(done, 201, answer); },
                       ClerkAction{0, 0, clerk.name, "participant", std::to_string(p.id), "ok", p.kind + " " + p.name}},
+               std::move(respond));
+    }
+
+    // A card with its two accounts, opening balances and its token (shown once, in the 201), in one
+    // commit. Field names as in the registry file (clearing/README.md).
+    void register_card(const Clerk& clerk, const ApiRequest& request, Respond respond) {
+        const json body = json::parse(request.body, nullptr, false);
+        if (body.is_discarded() || !body.is_object()) return respond(error_response(400, "bad_request", "body must be a JSON object"));
+        CardRecord card;
+        std::string asn_text, issuer_text, status_text;
+        std::optional<std::string> problem =
+            only_keys(body, {"asn", "issuer_id", "status", "purse_balance_fen", "medical_balance_fen", "tac_key_version"});
+        if (!problem) problem = text(body, "asn", 20, true, asn_text);
+        auto asn_bcd = digits_to_bcd(asn_text);
+        if (!problem && (asn_text.size() != 20 || !asn_bcd)) problem = "\"asn\" must be 20 digits";
+        if (!problem) std::copy(asn_bcd->begin(), asn_bcd->end(), card.asn.begin());
+        if (!problem) problem = text(body, "issuer_id", 16, true, issuer_text);
+        auto issuer = from_hex(issuer_text);
+        if (!problem && (!issuer || issuer->size() != 8)) problem = "\"issuer_id\" must be 16 hex digits";
+        if (!problem) std::copy(issuer->begin(), issuer->end(), card.issuer_id.begin());
+        if (!problem) problem = text(body, "status", 16, false, status_text);
+        if (!problem && !status_text.empty()) {
+            auto status = parse_card_status(status_text);
+            if (!status) problem = "\"status\" must be active, lost or blocked";
+            else card.status = *status;
+        }
+        auto amount = [&](const char* key, std::uint64_t max, std::uint64_t& out) -> std::optional<std::string> {
+            if (!body.contains(key)) return std::nullopt;
+            if (!body[key].is_number_unsigned() || body[key].get<std::uint64_t>() > max) return fmt::format("\"{}\" must be 0 to {}", key, max);
+            out = body[key].get<std::uint64_t>();
+            return std::nullopt;
+        };
+        std::uint64_t purse = 0, medical = 0, version = 0;
+        if (!problem) problem = amount("purse_balance_fen", opening_balance_fen_max, purse);
+        if (!problem) problem = amount("medical_balance_fen", opening_balance_fen_max, medical);
+        if (!problem) problem = amount("tac_key_version", 255, version);
+        if (problem) return respond(error_response(400, "bad_request", *problem));
+        card.opening_balance_fen = static_cast<std::uint32_t>(purse);
+        card.medical_opening_fen = static_cast<std::uint32_t>(medical);
+        card.tac_key_version = static_cast<std::uint8_t>(version);
+        card.shadow_balance_fen = card.opening_balance_fen;
+
+        std::vector<ledger::Event> events;
+        auto account = [&](const ledger::Id& id, std::uint32_t l, std::uint16_t code, std::uint16_t flags) {
+            ledger::Account a;
+            a.id = id;
+            a.ledger = l;
+            a.code = code;
+            a.flags = flags;
+            events.emplace_back(a);
+        };
+        account(purse_shadow_account(card.asn), ledgers::purse, account_codes::card_purse_shadow, ledger::account_flags::history);
+        account(medical_account(card.asn), ledgers::medical, account_codes::card_medical,
+                ledger::account_flags::history | ledger::account_flags::debits_must_not_exceed_credits);
+        auto opening = [&](std::uint32_t l, const ledger::Id& from, const ledger::Id& to, std::uint32_t fen) {
+            if (fen == 0) return;
+            ledger::Transfer t;
+            t.id = opening_balance_transfer(card.asn, l);
+            t.debit_account_id = from;
+            t.credit_account_id = to;
+            t.amount = fen;
+            t.ledger = l;
+            t.code = transfer_codes::opening_balance;
+            events.emplace_back(t);
+        };
+        opening(ledgers::purse, purse_float_account, purse_shadow_account(card.asn), card.opening_balance_fen);
+        opening(ledgers::medical, medical_fund_account, medical_account(card.asn), card.medical_opening_fen);
+
+        const CardNumber number = card_number_of(card.asn);
+        auto token = std::make_shared<std::string>(Tokens::new_token(card_token_prefix));
+        const CardToken stored_token{card.asn, s.tokens.hash(*token), static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                                        std::chrono::system_clock::now().time_since_epoch()).count())};
+        const Registry& registry = s.registry;
+        const Tokens& tokens = s.tokens;
+        auto write = [&registry, &tokens, card, number, stored_token](lmdb::Txn& txn, std::span<const ledger::EventResult> results,
+                                                                     ClerkAction& action) -> lmdb::Status {
+            auto existing = registry.card_in(txn, card.asn);
+            if (!existing) return Unexpected{existing.error()};
+            auto same_number = tokens.card_token_in(txn, number);
+            if (!same_number) return Unexpected{same_number.error()};
+            if (*existing) {
+                action.outcome = "card already registered (its accounts and balances are kept)";
+            } else if (*same_number && (*same_number)->asn != card.asn) {
+                action.outcome = "another card has the same card number (the ASN's rightmost 16 digits)";
+            } else if (auto failed = first_failure(results)) {
+                action.outcome = "ledger: " + *failed;
+            }
+            if (action.outcome != "ok") return Ok{};
+            if (auto put = registry.put_card(txn, card); !put) return put;
+            return tokens.put_card_token(txn, number, stored_token);
+        };
+        const std::string card_text = to_string(number);
+        json answer{{"card_number", card_text}, {"asn", asn_text}, {"status", to_string(card.status)}};
+        commit(Change{std::move(events), write,
+                      [answer, token](const ClerkAction& done) {
+                          json out = answer;
+                          if (done.outcome == "ok") out["token"] = *token;
+                          return refused_or(done, 201, out);
+                      },
+                      ClerkAction{0, 0, clerk.name, "card", card_text, "ok",
+                                  fmt::format("purse {} fen, medical {} fen", card.opening_balance_fen, card.medical_opening_fen)}},
                std::move(respond));
     }
 
@@ -606,7 +733,7 @@ struct Api::State {
         if (!participant) return respond(storage_failure(participant.error().message));
         if (!*participant) return respond(error_response(400, "bad_request", "participant " + std::to_string(t.participant_id) + " is not registered"));
         const Registry& registry = s.registry;
-        auto write = [&registry, t](lmdb::Txn& txn, auto) -> lmdb::Status {
+        auto write = [&registry, t](lmdb::Txn& txn, auto, ClerkAction&) -> lmdb::Status {
             auto stored = registry.terminal_in(txn, t.terminal_id);
             if (!stored) return Unexpected{stored.error()};
             TerminalRecord r = t;
@@ -620,7 +747,7 @@ struct Api::State {
             return registry.put_terminal(txn, r);
         };
         json answer{{"terminal_id", t.terminal_id}, {"psam_terminal_id", psam}, {"participant_id", t.participant_id}, {"merchant_id", t.merchant_id}};
-        commit(Change{{}, write, [answer](auto) { return json_response(201, answer); },
+        commit(Change{{}, write, [answer](const ClerkAction& done) { return refused_or(done, 201, answer); },
                       ClerkAction{0, 0, clerk.name, "terminal", t.terminal_id, "ok", "participant " + std::to_string(t.participant_id)}},
                std::move(respond));
     }
@@ -820,6 +947,10 @@ struct Api::State {
         if (what == "participants") {
             if ((refused = need(roles::registry, "POST"))) return respond(std::move(*refused));
             return register_participant(**clerk, request, std::move(respond));
+        }
+        if (what == "cards") {
+            if ((refused = need(roles::registry, "POST"))) return respond(std::move(*refused));
+            return register_card(**clerk, request, std::move(respond));
         }
         if (what == "terminals") {
             if ((refused = need(roles::registry, "POST"))) return respond(std::move(*refused));

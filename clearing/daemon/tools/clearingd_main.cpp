@@ -97,6 +97,15 @@ coconut::Result<Opened, std::string> open_data(const std::string& dir, bool crea
 
 // ---- serve ----------------------------------------------------------------------------------------------
 
+// Writes "PORT\n" to `path` through a rename, so a reader never sees a partial file.
+bool write_port_file(const std::string& path, std::uint16_t port) {
+    const std::string temp = path + ".tmp";
+    std::ofstream out(temp, std::ios::trunc);
+    out << port << "\n";
+    out.close();
+    return out && std::rename(temp.c_str(), path.c_str()) == 0;
+}
+
 struct ServeOptions {
     std::string iso_listen = "127.0.0.1:8583";
     std::string data;
@@ -237,23 +246,12 @@ int serve(const ServeOptions& o) {
     };
     scan_expiries({});
 
-    if (http_server && !o.http_ready_file.empty()) {
-        const std::string temp = o.http_ready_file + ".tmp";
-        std::ofstream out(temp, std::ios::trunc);
-        out << http_server->port() << "\n";
-        out.close();
-        if (!out || std::rename(temp.c_str(), o.http_ready_file.c_str()) != 0) {
-            return fail(exit_storage, "cannot write the HTTP ready file " + o.http_ready_file);
-        }
+    // The HTTP port first: whoever waits for the ISO 8583 ready file finds both.
+    if (http_server && !o.http_ready_file.empty() && !write_port_file(o.http_ready_file, http_server->port())) {
+        return fail(exit_storage, "cannot write the HTTP ready file " + o.http_ready_file);
     }
-    if (!o.ready_file.empty()) {
-        const std::string temp = o.ready_file + ".tmp";
-        std::ofstream out(temp, std::ios::trunc);
-        out << server->port() << "\n";
-        out.close();
-        if (!out || std::rename(temp.c_str(), o.ready_file.c_str()) != 0) {
-            return fail(exit_storage, "cannot write the ready file " + o.ready_file);
-        }
+    if (!o.ready_file.empty() && !write_port_file(o.ready_file, server->port())) {
+        return fail(exit_storage, "cannot write the ready file " + o.ready_file);
     }
     std::cout << fmt::format("coconut-clearingd: listening on {}:{} (data {}, HSM {}:{})\n", listen->host, server->port(),
                              o.data, hsm_endpoint->host, hsm_endpoint->port);
@@ -570,6 +568,9 @@ int main(int argc, char** argv) {
     auto* issue_cmd = admin_cmd->add_subcommand("issue-tokens", "write a token file per card (daemon must be stopped)");
     issue_cmd->add_option("--out", tokens_out, "directory for <card number>.token files (0600)")->required();
     issue_cmd->add_option("--card", token_cards, "16-digit card number (repeatable; none: every card without a token)");
+    // `admin clerk-add --data DIR …` as well as `admin --data DIR clerk-add …` (contract 3 spells the former).
+    clerk_cmd->fallthrough();
+    issue_cmd->fallthrough();
 
     try {
         app.parse(argc, argv);

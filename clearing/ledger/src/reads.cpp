@@ -302,45 +302,49 @@ Result<std::optional<PendingState>> Ledger::pending_state(const Id& id) const {
     });
 }
 
+namespace {
+
+// The transfers named by the account index from `entry` on, stepping forwards (next) or backwards
+// (prev) while the key is still the account's, at most `limit`.
+lmdb::Result<std::vector<Transfer>> walk_account_index(const lmdb::Txn& txn, const Tables& tables, lmdb::Cursor& cursor,
+                                                       const Id& account_id, lmdb::Result<std::optional<lmdb::Cursor::Entry>> entry,
+                                                       bool backwards, std::size_t limit) {
+    std::vector<Transfer> out;
+    const IdBytes prefix = encode(account_id);
+    for (; out.size() < limit; entry = backwards ? cursor.prev() : cursor.next()) {
+        if (!entry) return Unexpected{entry.error()};
+        if (!*entry || !has_prefix((*entry)->key, prefix)) break;
+        auto transfer = find_transfer(txn, tables, decode_id((*entry)->value));
+        if (!transfer) return Unexpected{transfer.error()};
+        if (!*transfer) return corrupted("account index names a missing transfer");
+        out.push_back(**transfer);
+    }
+    return out;
+}
+
+}  // namespace
+
 Result<std::vector<Transfer>> Ledger::account_transfers(const Id& account_id, std::uint64_t after_timestamp,
                                                         std::size_t limit) const {
     return read<std::vector<Transfer>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::vector<Transfer>> {
-        std::vector<Transfer> out;
         auto cursor = lmdb::Cursor::open(txn, state_->tables.account_transfers);
         if (!cursor) return Unexpected{cursor.error()};
-        const IdBytes prefix = encode(account_id);
-        for (auto entry = cursor->seek(account_time_key(account_id, after_timestamp + 1)); out.size() < limit; entry = cursor->next()) {
-            if (!entry) return Unexpected{entry.error()};
-            if (!*entry || !has_prefix((*entry)->key, prefix)) break;
-            auto transfer = find_transfer(txn, state_->tables, decode_id((*entry)->value));
-            if (!transfer) return Unexpected{transfer.error()};
-            if (!*transfer) return corrupted("account index names a missing transfer");
-            out.push_back(**transfer);
-        }
-        return out;
+        auto first = cursor->seek(account_time_key(account_id, after_timestamp + 1));
+        return walk_account_index(txn, state_->tables, *cursor, account_id, std::move(first), false, limit);
     });
 }
 
 Result<std::vector<Transfer>> Ledger::account_transfers_before(const Id& account_id, std::uint64_t before_timestamp,
                                                                std::size_t limit) const {
     return read<std::vector<Transfer>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::vector<Transfer>> {
-        std::vector<Transfer> out;
-        if (before_timestamp == 0) return out;
+        if (before_timestamp == 0) return std::vector<Transfer>();
         auto cursor = lmdb::Cursor::open(txn, state_->tables.account_transfers);
         if (!cursor) return Unexpected{cursor.error()};
-        const IdBytes prefix = encode(account_id);
         // The first key at or after (account, before): step back from it (or from the table's end).
-        auto entry = cursor->seek(account_time_key(account_id, before_timestamp));
-        if (!entry) return Unexpected{entry.error()};
-        for (entry = *entry ? cursor->prev() : cursor->last(); out.size() < limit; entry = cursor->prev()) {
-            if (!entry) return Unexpected{entry.error()};
-            if (!*entry || !has_prefix((*entry)->key, prefix)) break;
-            auto transfer = find_transfer(txn, state_->tables, decode_id((*entry)->value));
-            if (!transfer) return Unexpected{transfer.error()};
-            if (!*transfer) return corrupted("account index names a missing transfer");
-            out.push_back(**transfer);
-        }
-        return out;
+        auto at = cursor->seek(account_time_key(account_id, before_timestamp));
+        if (!at) return Unexpected{at.error()};
+        auto first = *at ? cursor->prev() : cursor->last();
+        return walk_account_index(txn, state_->tables, *cursor, account_id, std::move(first), true, limit);
     });
 }
 
