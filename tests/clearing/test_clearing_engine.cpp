@@ -108,6 +108,48 @@ TEST_CASE("the same id from another participant's terminal is a duplicate too") 
     CHECK(rig.payable(2002) == 0);
 }
 
+TEST_CASE("a zero fare (CAPP purchase of 0 fen) is booked as a 0-fen transfer: TAC checked, idempotent, no ATC gap") {
+    Rig rig;
+    rig.sign_on();
+    Tap entry;  // the entry tap of a distance line
+    entry.amount_fen = 0;
+    CHECK(rig.code(upload_message(entry, 1)) == "00");
+    auto stored = rig.ledger->lookup_transfer(offline_purchase_transfer(asn_of(card_a), 0, crypto::type_capp_purchase));
+    REQUIRE(stored.ok());
+    REQUIRE(stored->has_value());
+    CHECK((*stored)->amount == 0);
+    CHECK((*stored)->code == transfer_codes::offline_purchase);
+    CHECK((*stored)->credit_account_id == payable_account(bus_operator, ledgers::purse));
+    CHECK(rig.code(upload_message(entry, 2)) == "00");  // a re-upload lands on the same id
+    CHECK(rig.engine->stats().booked == 1);
+    Tap exit;
+    exit.atc = 1;
+    exit.amount_fen = 300;
+    CHECK(rig.code(upload_message(exit, 3)) == "00");
+    CHECK(rig.flags_of(RiskKind::atc_gap) == 0);
+    CHECK(rig.flags_of(RiskKind::shadow_mismatch) == 0);
+    CHECK(rig.shadow(card_a) == 4700);
+    CHECK(rig.payable(bus_operator) == 300);
+    // A forged zero-fare TAC: suspense, 59, flagged — nothing paid either way.
+    Tap forged = entry;
+    forged.atc = 2;
+    forged.balance_before_fen = 4700;
+    forged.forge_tac = true;
+    CHECK(rig.code(upload_message(forged, 4)) == "59");
+    CHECK(rig.flags_of(RiskKind::tac_invalid) == 1);
+    CHECK(rig.payable(bus_operator) == 300);
+    CHECK(rig.suspense() == 0);
+    CHECK(rig.card(card_a).offline_atc_max == 2);
+    CHECK(rig.card(card_a).offline_purchases == 3);
+    // An EP purchase (06) of 0 is not a purchase: 13, nothing booked.
+    Tap ep = entry;
+    ep.type = crypto::type_ep_purchase;
+    ep.atc = 3;
+    CHECK(rig.code(upload_message(ep, 5)) == "13");
+    CHECK(rig.card(card_a).offline_atc_max == 2);
+    rig.require_check();
+}
+
 TEST_CASE("an ATC gap raises a risk flag; the booking still happens") {
     Rig rig;
     rig.sign_on();
@@ -178,10 +220,11 @@ TEST_CASE("bad uploads get specific response codes and book nothing") {
         tap.terminal = "460100000009";
         CHECK(rig.code(upload_message(tap, 1)) == "58");
     }
-    SUBCASE("amount 0: 13") {
-        Message m = upload_message(Tap{}, 1);
-        m.set_number(4, 0, 12);
-        CHECK(rig.code(m) == "13");
+    SUBCASE("amount 0 of an EP purchase (06): 13") {
+        Tap tap;
+        tap.type = crypto::type_ep_purchase;
+        tap.amount_fen = 0;
+        CHECK(rig.code(upload_message(tap, 1)) == "13");
     }
     SUBCASE("processing code other than purchase: 12") {
         Message m = upload_message(Tap{}, 1);

@@ -467,7 +467,7 @@ void Engine::offline_upload(const Message& request, SessionState& session, Respo
         return finish(upload, ResponseCode::invalid_merchant);
     }
     upload->participant_id = (*terminal)->participant_id;
-    if (*amount == 0 || *amount > options_.purchase_amount_fen_max) return finish(upload, ResponseCode::invalid_amount);
+    if (*amount > options_.purchase_amount_fen_max) return finish(upload, ResponseCode::invalid_amount);
     upload->amount_fen = *amount;
 
     auto parsed = parse_purse_transaction(*card_data);
@@ -477,6 +477,10 @@ void Engine::offline_upload(const Message& request, SessionState& session, Respo
     }
     upload->transaction = *parsed;
     const PurseTransaction& t = upload->transaction;
+    // A zero fare is a CAPP purchase (type 09: the entry tap of a distance line) with its TAC and its
+    // offline ATC: booked like any purchase (a 0-fen transfer) so the card's ATC sequence has no gap.
+    // An EP purchase (06) of 0 is not a purchase.
+    if (upload->amount_fen == 0 && t.type != crypto::type_capp_purchase) return finish(upload, ResponseCode::invalid_amount);
     const std::string asn_digits = bcd_to_digits(t.asn);
     if (*pan != std::string_view(asn_digits).substr(4)) return finish(upload, ResponseCode::invalid_card_number);
     if (t.terminal_id != (*terminal)->psam_terminal_id) return finish(upload, ResponseCode::not_permitted_to_terminal);
