@@ -471,6 +471,28 @@ TEST_CASE("0220 completion posts the actual amount, releases the rest; repeat 00
     rig.require_check();
 }
 
+TEST_CASE("0221: the repeat of an unanswered completion carries a new STAN and still lands on the booked completion") {
+    Rig rig;
+    rig.sign_on("CLINIC01");
+    REQUIRE(rig.code(clinic_authorization(8000, 1)) == "00");
+    REQUIRE(rig.code(clinic_completion(6500, 2, 1)) == "00");  // the 0230 lost on the way back
+    Message repeat = clinic_completion(6500, 3, 1);
+    repeat.set_mti("0221");
+    const Message answer = rig.send(repeat);
+    CHECK(answer.mti() == "0230");
+    CHECK(*answer.get(39) == "00");
+    CHECK(rig.engine->stats().completions == 1);
+    CHECK(rig.engine->stats().duplicates == 0);
+    CHECK(rig.medical(card_a) == 20000 - 6500);
+    CHECK(rig.medical_payable(clinic) == 6500);
+    auto posted = rig.ledger->lookup_transfer(resolving_transfer(hold_id(1), Resolution::post));
+    REQUIRE(posted.ok());
+    REQUIRE(posted->has_value());
+    CHECK((*posted)->user_data_32 == 1);  // the 0100's STAN
+    CHECK(rig.flags().empty());
+    rig.require_check();
+}
+
 TEST_CASE("0400 voids a hold (repeat 00); the completion afterwards is 25; unknown hold 0400 → 25, 0420 → 00") {
     Rig rig;
     rig.sign_on("CLINIC01");

@@ -461,7 +461,9 @@ void Engine::clinic_completion(std::shared_ptr<Online> online) {
     post.flags = ledger::transfer_flags::post_pending;
     post.amount = online->amount_fen;  // the rest of the hold is released
     post.user_data_64 = online->terminal.participant_id;
-    post.user_data_32 = online->stan;
+    // The 0100's STAN (field 90), not this advice's: a 0221 repeat carries a new STAN of its own and
+    // must land on `exists`, not on exists_with_different_user_data_32.
+    post.user_data_32 = *stan;
     auto hook = [this, online, asn = (*hold)->asn](lmdb::Txn& txn, ledger::ResultCode code) -> lmdb::Status {
         if (duplicate(code)) {
             return raise_flag(registry_, txn,
