@@ -177,7 +177,7 @@ TEST_CASE("an in-order upload whose balance before differs from the shadow raise
     tap.balance_before_fen = 6000;  // the shadow says 5000: a load we never saw, or a clone
     CHECK(rig.code(upload_message(tap, 1)) == "00");
     REQUIRE(rig.flags_of(RiskKind::shadow_mismatch) == 1);
-    CHECK(rig.flags()[0].detail == "balance before 6000 fen, shadow 5000 fen");
+    CHECK(rig.flags()[0].detail == "balance before 6000 fen above shadow 5000 + unconfirmed loads 0 fen");
     CHECK(rig.card(card_a).risk_flags == 1);
 }
 

@@ -23,10 +23,18 @@ std::uint64_t wall_clock_ns() {
 
 void log_line(const std::string& line) { std::fprintf(stderr, "coconut-clearingd: %s\n", line.c_str()); }
 
+std::uint64_t when_number(const crypto::CardDateTime& when) {
+    std::uint64_t n = 0;
+    for (std::uint8_t b : when.date) n = n << 8 | b;
+    for (std::uint8_t b : when.time) n = n << 8 | b;
+    return n;
+}
+
 }  // namespace detail
 
 using detail::log_line;
 using detail::wall_clock_ns;
+using detail::when_number;
 using iso8583::Message;
 using iso8583::ResponseCode;
 
@@ -55,6 +63,25 @@ bool link_failure(hsm::Errc code) {
         case hsm::Errc::unknown_command: return true;
         default: return false;
     }
+}
+
+// Records `atc` as booked in the card's contiguous prefix (CardRecord::offline_atc_next / _ahead). An
+// ATC more than 64 above the prefix is not remembered: the prefix stops below it (no comparison, never
+// a false one).
+void mark_atc_booked(CardRecord& card, std::uint16_t atc) {
+    constexpr std::uint16_t window = 64;
+    if (atc < card.offline_atc_next) return;
+    if (atc > card.offline_atc_next) {
+        const auto offset = static_cast<std::uint16_t>(atc - card.offline_atc_next - 1);
+        if (offset < window) card.offline_atc_ahead |= std::uint64_t{1} << offset;
+        return;
+    }
+    ++card.offline_atc_next;  // bit i of the window now names ATC offline_atc_next + i
+    while ((card.offline_atc_ahead & 1) != 0) {
+        card.offline_atc_ahead >>= 1;
+        ++card.offline_atc_next;
+    }
+    card.offline_atc_ahead >>= 1;  // bit 0 named the (missing) new offline_atc_next
 }
 
 }  // namespace
@@ -566,12 +593,22 @@ void Engine::book(std::shared_ptr<Upload> upload, hsm::Verdict verdict) {
         };
         const ledger::ResultCode code = results[0].code;
         if (code == ledger::ResultCode::ok) {
-            // Only an upload that follows the highest ATC seen can be compared with the shadow: uploads
-            // from several terminals arrive in any order.
-            const bool in_order = card.offline_atc_seen ? t.offline_atc == card.offline_atc_max + 1 : t.offline_atc == 0;
-            if (in_order && static_cast<std::int64_t>(t.balance_before_fen) != card.shadow_balance_fen) {
-                flag(RiskKind::shadow_mismatch, fmt::format("balance before {} fen, shadow {} fen", t.balance_before_fen,
-                                                            card.shadow_balance_fen));
+            // shadow_mismatch (README "Risk flags"): the shadow equals the card's balance before this
+            // purchase only when every earlier offline ATC is booked and no later one is (uploads from
+            // many terminals arrive in any order), up to the card's loads: unconfirmed ones may be on
+            // the card and not in the shadow, and posted ones may have been credited after the purchase.
+            const bool newest = !card.offline_atc_seen || t.offline_atc > card.offline_atc_max;
+            if (newest && t.offline_atc == card.offline_atc_next) {
+                const auto before = static_cast<std::int64_t>(t.balance_before_fen);
+                const std::int64_t most = card.shadow_balance_fen + static_cast<std::int64_t>(card.unconfirmed_loads_fen);
+                const bool loads_precede = card.latest_load_when < when_number(t.when);
+                if (before > most) {
+                    flag(RiskKind::shadow_mismatch, fmt::format("balance before {} fen above shadow {} + unconfirmed loads {} fen",
+                                                                before, card.shadow_balance_fen, card.unconfirmed_loads_fen));
+                } else if (loads_precede && before < card.shadow_balance_fen) {
+                    flag(RiskKind::shadow_mismatch, fmt::format("balance before {} fen below shadow {} fen", before,
+                                                                card.shadow_balance_fen));
+                }
             }
             const std::uint32_t expected = card.offline_atc_seen ? card.offline_atc_max + 1u : 0u;
             if (t.offline_atc > expected) {
@@ -581,6 +618,7 @@ void Engine::book(std::shared_ptr<Upload> upload, hsm::Verdict verdict) {
             card.shadow_balance_fen -= static_cast<std::int64_t>(upload->amount_fen);
             if (card.shadow_balance_fen < 0) flag(RiskKind::shadow_negative, fmt::format("shadow {} fen", card.shadow_balance_fen));
             if (!card.offline_atc_seen || t.offline_atc > card.offline_atc_max) card.offline_atc_max = t.offline_atc;
+            mark_atc_booked(card, t.offline_atc);
             card.offline_atc_seen = true;
             card.offline_purchases++;
             if (card.status != CardStatus::active) flag(RiskKind::hotlisted_card_used, std::string(to_string(card.status)));

@@ -17,6 +17,7 @@ namespace coconut::clearing {
 
 using detail::log_line;
 using detail::wall_clock_ns;
+using detail::when_number;
 using iso8583::Message;
 using iso8583::ResponseCode;
 
@@ -83,14 +84,25 @@ lmdb::Status raise_flag(const Registry& registry, lmdb::Txn& txn, const RiskFlag
     return registry.put_card(txn, updated);
 }
 
-// The shadow mirror follows posted money only (ISO8583.md §4.3): called when a load is posted.
-lmdb::Status credit_mirror(const Registry& registry, lmdb::Txn& txn, const Asn& asn, std::uint64_t amount_fen) {
+// Changes the card record (if the card exists) inside a booking's write transaction.
+template <class Change>
+lmdb::Status update_card(const Registry& registry, lmdb::Txn& txn, const Asn& asn, Change change) {
     auto card = registry.card_in(txn, asn);
     if (!card) return Unexpected<lmdb::Error>{card.error()};
     if (!*card) return Ok{};
     CardRecord updated = **card;
-    updated.shadow_balance_fen += static_cast<std::int64_t>(amount_fen);
+    change(updated);
     return registry.put_card(txn, updated);
+}
+
+// The shadow mirror follows posted money only (ISO8583.md §4.3): called when a load is posted. The load
+// leaves the unconfirmed ones; its card time bounds which purchases the shadow can be compared with.
+lmdb::Status credit_mirror(const Registry& registry, lmdb::Txn& txn, const iso8583::LoadConfirmationData& c, std::uint64_t amount_fen) {
+    return update_card(registry, txn, c.asn, [&](CardRecord& card) {
+        card.shadow_balance_fen += static_cast<std::int64_t>(amount_fen);
+        card.unconfirmed_loads_fen -= std::min(card.unconfirmed_loads_fen, amount_fen);
+        card.latest_load_when = std::max(card.latest_load_when, when_number(c.when));
+    });
 }
 
 lmdb::Status count_terminal(const Registry& registry, lmdb::Txn& txn, const std::string& terminal_id, std::uint32_t stan,
@@ -314,6 +326,9 @@ void Engine::approve_load(std::shared_ptr<Online> online, const hsm::LoadAnswer&
         }
         if (code != ledger::ResultCode::ok) return Ok{};
         if (auto s = registry_.put_load_attempt(txn, load.asn, load.online_atc, online->attempt); !s) return s;
+        // Not posted yet, but the card may be credited before the 0220 arrives (or without it).
+        auto unconfirmed = update_card(registry_, txn, load.asn, [&](CardRecord& card) { card.unconfirmed_loads_fen += online->amount_fen; });
+        if (!unconfirmed) return unconfirmed;
         return count_terminal(registry_, txn, online->terminal_id, online->stan, online->batch_number, std::nullopt, 0);
     };
     submit(online, transfer, hook, [this, online](ledger::ResultCode code) {
@@ -411,7 +426,7 @@ void Engine::load_confirmation(std::shared_ptr<Online> online) {
         auto hook = [this, online, tac_valid, live](lmdb::Txn& txn, ledger::ResultCode code) -> lmdb::Status {
             if (code != ledger::ResultCode::ok) return Ok{};
             const iso8583::LoadConfirmationData& c = online->confirmation;
-            if (auto s = credit_mirror(registry_, txn, c.asn, online->amount_fen); !s) return s;
+            if (auto s = credit_mirror(registry_, txn, c, online->amount_fen); !s) return s;
             if (!tac_valid) {
                 auto flagged = raise_flag(registry_, txn, RiskFlag{RiskKind::load_tac_invalid, c.asn, c.online_atc, c.type, wall_clock_ns(),
                                                                    "load confirmation with an invalid TAC: posted (MAC2 was ours)"});

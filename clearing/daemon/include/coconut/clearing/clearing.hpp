@@ -170,6 +170,16 @@ struct CardRecord {
     std::int64_t shadow_balance_fen = 0;
     bool offline_atc_seen = false;
     std::uint16_t offline_atc_max = 0;  // highest offline ATC booked
+    // The contiguous prefix of booked offline ATCs: every ATC below offline_atc_next is booked;
+    // bit i of offline_atc_ahead = ATC offline_atc_next + 1 + i is booked (a window of 64 above it).
+    std::uint16_t offline_atc_next = 0;
+    std::uint64_t offline_atc_ahead = 0;
+    // Loads approved (0210 00) and not posted: the card may hold them before the 0220 arrives (or
+    // forever, when the confirmation is lost and the load reversed / expired). Bounds shadow_mismatch.
+    std::uint64_t unconfirmed_loads_fen = 0;
+    // Card date-time (YYYYMMDD ‖ hhmmss, BCD, as a number) of the latest posted load's CREDIT: a purchase
+    // older than it may predate that load on the card.
+    std::uint64_t latest_load_when = 0;
     std::uint32_t offline_purchases = 0;
     std::uint32_t risk_flags = 0;  // count of risk flags raised for this card
 };
