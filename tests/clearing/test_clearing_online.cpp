@@ -746,3 +746,32 @@ TEST_CASE("shadow_mismatch: compared only when every earlier offline ATC is book
     CHECK(rig.flags_of(RiskKind::shadow_mismatch) == 2);
     rig.require_check();
 }
+
+// ---- 0500: reversals ---------------------------------------------------------------------------------------------
+
+TEST_CASE("0500: every reversal answered 00 counts once with its own field 4 — unknown original, partial hold, repeats") {
+    Rig rig;
+    rig.sign_on();
+    rig.sign_on("CLINIC01");
+    // The 0100 asked 25000 and the medical account holds 20000: held 20000 (10), the 0110 lost; the
+    // terminal reverses what it asked.
+    const Message partial = rig.send(clinic_authorization(25000, 1));
+    REQUIRE(*partial.get(39) == "10");
+    CHECK(rig.code(clinic_reversal(25000, 2, 1, "0420")) == "00");
+    CHECK(rig.code(clinic_reversal(25000, 3, 1, "0421")) == "00");  // its repeat (new STAN): counted once
+    CHECK(rig.state(hold_id(1)) == ledger::PendingState::voided);
+    // A 0420 whose 0100 never arrived: acknowledged, nothing booked, counted once.
+    CHECK(rig.code(clinic_reversal(700, 4, 50, "0420")) == "00");
+    CHECK(rig.code(clinic_reversal(700, 5, 50, "0421")) == "00");
+    // A 0400 for an unknown hold is refused (25): not counted by either side.
+    CHECK(rig.code(clinic_reversal(900, 6, 51)) == "25");
+    CHECK(rig.code(totals_message("CLINIC01", 7, {0, 0, 0, 2, 0, 0, 0, 25700})) == "00");
+    CHECK(rig.medical(card_a) == 20000);
+    // A load reversal (0420) of a 0200 the clearing never received: counted as a credit reversal.
+    Load load;
+    CHECK(rig.code(load_reversal(load, 1, "0420")) == "00");
+    CHECK(rig.code(load_reversal(load, 2, "0421")) == "00");
+    CHECK(rig.code(totals_message("BUS00001", 3, {0, 1, 0, 0, 0, 3000, 0, 0})) == "00");
+    CHECK(rig.shadow(card_a) == 5000);
+    rig.require_check();
+}

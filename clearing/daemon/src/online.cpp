@@ -129,6 +129,7 @@ struct Engine::Online {
     std::uint64_t amount_fen = 0;
     CardRecord card;
     ledger::Id transfer_id;  // the pending load or hold
+    ledger::Id reversal_key;  // 0400 / 0420: names the reversal whatever is found (counted once)
     ledger::Id digest;
     LoadAttempt attempt;
     iso8583::LoadRequestData load;
@@ -640,12 +641,14 @@ void Engine::reverse_load(std::shared_ptr<Online> online) {
         return answer(online, ResponseCode::system_malfunction);
     }
     // Only the terminal that asked for the load may reverse it.
-    if (!*attempt || (*attempt)->terminal_id != online->terminal_id) {
-        online->transfer_id = ledger::Id{};
-    } else {
-        online->transfer_id = online_load_transfer(reference->asn, reference->online_atc, (*attempt)->attempt);
-        online->held_fen = (*attempt)->amount_fen;
-    }
+    const bool found = *attempt && (*attempt)->terminal_id == online->terminal_id;
+    // The reversal's key: the void's id when the load is known; else the terminal ‖ ASN ‖ online ATC it names.
+    Bytes key(online->terminal_id.begin(), online->terminal_id.end());
+    key.insert(key.end(), reference->asn.begin(), reference->asn.end());
+    append_be(key, reference->online_atc, 2);
+    online->transfer_id = found ? online_load_transfer(reference->asn, reference->online_atc, (*attempt)->attempt) : ledger::Id{};
+    online->reversal_key = found ? resolving_transfer(online->transfer_id, Resolution::void_hold) : ledger::derive_id(key);
+    if (found) online->held_fen = (*attempt)->amount_fen;
     void_pending(online, BatchTotal::credit_reversal);
 }
 
@@ -661,16 +664,43 @@ void Engine::reverse_hold(std::shared_ptr<Online> online) {
     }
     const bool found = *hold && *transfer && *online->request.get(2) == std::string_view(bcd_to_digits((*hold)->asn)).substr(4);
     online->transfer_id = found ? hold_id : ledger::Id{};
+    online->reversal_key = resolving_transfer(hold_id, Resolution::void_hold);
     online->held_fen = found ? (*transfer)->amount : 0;
     void_pending(online, BatchTotal::debit_reversal);
+}
+
+// The 0500 rule for reversals (ISO8583.md §4.7): every 0400 / 0420 answered 00 is counted once, with
+// the amount of its own field 4 — what the terminal counts — whether it voided a load or a hold (in full
+// or a partial hold), found it expired or posted, or did not find it. A repeat adds nothing.
+lmdb::Status Engine::count_reversal(const Registry& registry, lmdb::Txn& txn, const Online& online, BatchTotal total) {
+    auto added = registry.put_reversal(txn, online.reversal_key, online.amount_fen);
+    if (!added) return Unexpected<lmdb::Error>{added.error()};
+    return count_terminal(registry, txn, online.terminal_id, online.stan, online.batch_number,
+                          *added ? std::optional<BatchTotal>(total) : std::nullopt, online.amount_fen);
+}
+
+// A reversal answered 00 with nothing for the ledger to do: only its count, in a write transaction.
+void Engine::acknowledge_reversal(std::shared_ptr<Online> online, BatchTotal total) {
+    auto hook = [this, online, total](lmdb::Txn& txn, std::span<const ledger::EventResult>) {
+        return count_reversal(registry_, txn, *online, total);
+    };
+    auto on_commit = [this, online](ledger::Reply reply) {
+        if (!reply) {
+            log_line("reversal not counted: " + reply.error().message);
+            return answer(online, ResponseCode::system_malfunction);  // the terminal repeats it
+        }
+        answer(online, ResponseCode::approved);
+    };
+    if (!writer_.try_submit({}, std::move(on_commit), std::move(hook))) answer(online, ResponseCode::issuer_inoperative);
 }
 
 // Voids online->transfer_id (zero: the original was not found). Idempotent: the void's id is derived.
 void Engine::void_pending(std::shared_ptr<Online> online, BatchTotal total) {
     auto not_found = [&] {
         // An advice must be acknowledged or the terminal repeats it forever; nothing is booked.
-        if (online->advice) log_line(fmt::format("0420 from {} STAN {}: original not found, acknowledged", online->terminal_id, online->stan));
-        answer(online, online->advice ? ResponseCode::approved : ResponseCode::unable_to_locate_record);
+        if (!online->advice) return answer(online, ResponseCode::unable_to_locate_record);
+        log_line(fmt::format("0420 from {} STAN {}: original not found, acknowledged", online->terminal_id, online->stan));
+        acknowledge_reversal(online, total);
     };
     if (online->transfer_id.zero()) return not_found();
     auto state = ledger_.pending_state(online->transfer_id);
@@ -679,19 +709,23 @@ void Engine::void_pending(std::shared_ptr<Online> online, BatchTotal total) {
         return answer(online, ResponseCode::system_malfunction);
     }
     if (!*state) return not_found();
-    if (**state == ledger::PendingState::expired) return answer(online, ResponseCode::approved);  // nothing left to release
+    if (**state == ledger::PendingState::expired) return acknowledge_reversal(online, total);  // nothing left to release
     if (**state == ledger::PendingState::posted) {
         log_line(fmt::format("{} from {} STAN {}: original {} already posted, nothing reversed", online->request.mti(),
                              online->terminal_id, online->stan, ledger::to_string(online->transfer_id)));
-        return answer(online, online->advice ? ResponseCode::approved : ResponseCode::invalid_transaction);
+        if (online->advice) return acknowledge_reversal(online, total);
+        return answer(online, ResponseCode::invalid_transaction);
     }
     ledger::Transfer cancel;
     cancel.id = resolving_transfer(online->transfer_id, Resolution::void_hold);
     cancel.pending_id = online->transfer_id;
     cancel.flags = ledger::transfer_flags::void_pending;
     auto hook = [this, online, total](lmdb::Txn& txn, ledger::ResultCode code) -> lmdb::Status {
-        if (code != ledger::ResultCode::ok) return Ok{};
-        return count_terminal(registry_, txn, online->terminal_id, online->stan, online->batch_number, total, online->held_fen);
+        using ledger::ResultCode;
+        const bool acknowledged = ledger::succeeded(code) || code == ResultCode::pending_transfer_expired ||
+                                  (code == ResultCode::pending_transfer_already_posted && online->advice);
+        if (!acknowledged) return Ok{};
+        return count_reversal(registry_, txn, *online, total);
     };
     submit(online, cancel, hook, [this, online](ledger::ResultCode code) {
         using ledger::ResultCode;

@@ -17,6 +17,7 @@ struct Registry::Tables {
     MDB_dbi loads = 0;    // ASN ‖ online ATC → LoadAttempt
     MDB_dbi holds = 0;    // hold transfer id → HoldRecord
     MDB_dbi hotlist = 0;  // version BE8 → + / - ‖ ASN
+    MDB_dbi reversals = 0;  // reversal key → amount counted (BE8)
 };
 
 namespace {
@@ -242,7 +243,7 @@ Result<std::unique_ptr<Registry>> Registry::open(lmdb::Env& env) {
     };
     for (Named n : {Named{"cards", &tables->cards}, Named{"participants", &tables->participants},
                     Named{"terminals", &tables->terminals}, Named{"risk", &tables->risk}, Named{"loads", &tables->loads},
-                    Named{"holds", &tables->holds}, Named{"hotlist", &tables->hotlist}}) {
+                    Named{"holds", &tables->holds}, Named{"hotlist", &tables->hotlist}, Named{"reversals", &tables->reversals}}) {
         auto dbi = env.open_table(n.name);
         if (!dbi) return Unexpected<Error>{storage_error(dbi.error())};
         *n.dbi = *dbi;
@@ -493,6 +494,15 @@ lmdb::Status Registry::put_hold(lmdb::Txn& txn, const ledger::Id& hold_id, const
     const Bytes bytes = encode_hold(h);
     assert(decode_hold(bytes).has_value());  // pair assertion
     return txn.put(tables_->holds, id_bytes(hold_id), bytes);
+}
+
+lmdb::Result<bool> Registry::put_reversal(lmdb::Txn& txn, const ledger::Id& key, std::uint64_t amount_fen) const {
+    auto existing = txn.get(tables_->reversals, id_bytes(key));
+    if (!existing) return Unexpected<lmdb::Error>{existing.error()};
+    if (*existing) return false;
+    auto put = txn.put(tables_->reversals, id_bytes(key), be_bytes(amount_fen, 8));
+    if (!put) return Unexpected<lmdb::Error>{put.error()};
+    return true;
 }
 
 Result<std::vector<Registry::StoredLoadAttempt>> Registry::load_attempts() const {

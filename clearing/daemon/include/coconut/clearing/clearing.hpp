@@ -312,6 +312,9 @@ public:
     lmdb::Status put_load_attempt(lmdb::Txn& txn, const Asn& asn, std::uint16_t online_atc, const LoadAttempt& attempt) const;
     Result<std::optional<HoldRecord>> hold(const ledger::Id& hold_id) const;
     lmdb::Status put_hold(lmdb::Txn& txn, const ledger::Id& hold_id, const HoldRecord& hold) const;
+    // Reversals answered 00 and counted in the 0500 totals (table `reversals`: key → field 4), so a
+    // repeat (0421, new STAN) is not counted twice. Returns true when the key is new.
+    lmdb::Result<bool> put_reversal(lmdb::Txn& txn, const ledger::Id& key, std::uint64_t amount_fen) const;
     // Every record, for `check`.
     struct StoredLoadAttempt {
         Asn asn{};
@@ -531,6 +534,8 @@ private:
     void reverse_load(std::shared_ptr<Online> online);
     void reverse_hold(std::shared_ptr<Online> online);
     void void_pending(std::shared_ptr<Online> online, BatchTotal total);
+    void acknowledge_reversal(std::shared_ptr<Online> online, BatchTotal total);
+    static lmdb::Status count_reversal(const Registry& registry, lmdb::Txn& txn, const Online& online, BatchTotal total);
     void approve_load(std::shared_ptr<Online> online, const hsm::LoadAnswer& answer);
     void hold_medical(std::shared_ptr<Online> online);
     void submit(std::shared_ptr<Online> online, ledger::Transfer transfer,
