@@ -65,23 +65,31 @@ bool link_failure(hsm::Errc code) {
     }
 }
 
-// Records `atc` as booked in the card's contiguous prefix (CardRecord::offline_atc_next / _ahead). An
-// ATC more than 64 above the prefix is not remembered: the prefix stops below it (no comparison, never
-// a false one).
-void mark_atc_booked(CardRecord& card, std::uint16_t atc) {
-    constexpr std::uint16_t window = 64;
-    if (atc < card.offline_atc_next) return;
-    if (atc > card.offline_atc_next) {
-        const auto offset = static_cast<std::uint16_t>(atc - card.offline_atc_next - 1);
-        if (offset < window) card.offline_atc_ahead |= std::uint64_t{1} << offset;
-        return;
+// Records `atc` as booked in the card's contiguous prefix (CardRecord::offline_atc_next / _ahead, a
+// window of 64 ATCs above the prefix). An ATC still missing when one 65 or more above it is booked is
+// given up: returned (each an atc_gap) and passed, so the prefix moves on.
+std::vector<std::uint16_t> mark_atc_booked(CardRecord& card, std::uint16_t atc) {
+    constexpr int window = 64;
+    std::vector<std::uint16_t> missing;
+    auto pass = [&card] {  // offline_atc_next is booked or given up: move past it and what follows it
+        ++card.offline_atc_next;  // bit i of the window now names ATC offline_atc_next + i
+        while ((card.offline_atc_ahead & 1) != 0) {
+            card.offline_atc_ahead >>= 1;
+            ++card.offline_atc_next;
+        }
+        card.offline_atc_ahead >>= 1;  // bit 0 named the (missing) new offline_atc_next
+    };
+    if (atc < card.offline_atc_next) return missing;
+    while (int{atc} - int{card.offline_atc_next} - 1 >= window) {
+        missing.push_back(card.offline_atc_next);
+        pass();
     }
-    ++card.offline_atc_next;  // bit i of the window now names ATC offline_atc_next + i
-    while ((card.offline_atc_ahead & 1) != 0) {
-        card.offline_atc_ahead >>= 1;
-        ++card.offline_atc_next;
+    if (atc == card.offline_atc_next) {
+        pass();
+    } else if (atc > card.offline_atc_next) {
+        card.offline_atc_ahead |= std::uint64_t{1} << (atc - card.offline_atc_next - 1);
     }
-    card.offline_atc_ahead >>= 1;  // bit 0 named the (missing) new offline_atc_next
+    return missing;
 }
 
 }  // namespace
@@ -610,15 +618,15 @@ void Engine::book(std::shared_ptr<Upload> upload, hsm::Verdict verdict) {
                                                                 card.shadow_balance_fen));
                 }
             }
-            const std::uint32_t expected = card.offline_atc_seen ? card.offline_atc_max + 1u : 0u;
-            if (t.offline_atc > expected) {
-                flag(RiskKind::atc_gap, fmt::format("offline ATC {} after highest {}", t.offline_atc,
-                                                    card.offline_atc_seen ? std::to_string(card.offline_atc_max) : "none"));
-            }
             card.shadow_balance_fen -= static_cast<std::int64_t>(upload->amount_fen);
             if (card.shadow_balance_fen < 0) flag(RiskKind::shadow_negative, fmt::format("shadow {} fen", card.shadow_balance_fen));
             if (!card.offline_atc_seen || t.offline_atc > card.offline_atc_max) card.offline_atc_max = t.offline_atc;
-            mark_atc_booked(card, t.offline_atc);
+            // atc_gap (README "Risk flags"): an offline ATC still missing when 64 later ones could have
+            // arrived — not merely one that arrives late from another terminal.
+            for (std::uint16_t atc : mark_atc_booked(card, t.offline_atc)) {
+                flags.push_back(RiskFlag{RiskKind::atc_gap, t.asn, atc, 0, wall_clock_ns(),
+                                         fmt::format("offline ATC {} missing when ATC {} was booked", atc, t.offline_atc)});
+            }
             card.offline_atc_seen = true;
             card.offline_purchases++;
             if (card.status != CardStatus::active) flag(RiskKind::hotlisted_card_used, std::string(to_string(card.status)));
