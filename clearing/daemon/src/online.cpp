@@ -72,18 +72,6 @@ bool duplicate(ledger::ResultCode code) {
 
 // ---- registry work inside a booking's write transaction ----
 
-lmdb::Status raise_flag(const Registry& registry, lmdb::Txn& txn, const RiskFlag& flag) {
-    auto added = registry.put_risk(txn, flag);
-    if (!added) return Unexpected<lmdb::Error>{added.error()};
-    if (!*added) return Ok{};
-    auto card = registry.card_in(txn, flag.asn);
-    if (!card) return Unexpected<lmdb::Error>{card.error()};
-    if (!*card) return Ok{};
-    CardRecord updated = **card;
-    updated.risk_flags++;
-    return registry.put_card(txn, updated);
-}
-
 // Changes the card record (if the card exists) inside a booking's write transaction.
 template <class Change>
 lmdb::Status update_card(const Registry& registry, lmdb::Txn& txn, const Asn& asn, Change change) {
@@ -93,6 +81,13 @@ lmdb::Status update_card(const Registry& registry, lmdb::Txn& txn, const Asn& as
     CardRecord updated = **card;
     change(updated);
     return registry.put_card(txn, updated);
+}
+
+lmdb::Status raise_flag(const Registry& registry, lmdb::Txn& txn, const RiskFlag& flag) {
+    auto added = registry.put_risk(txn, flag);
+    if (!added) return Unexpected<lmdb::Error>{added.error()};
+    if (!*added) return Ok{};
+    return update_card(registry, txn, flag.asn, [](CardRecord& card) { card.risk_flags++; });
 }
 
 // The shadow mirror follows posted money only (ISO8583.md §4.3): called when a load is posted. The load
