@@ -285,6 +285,8 @@ Status<std::string> BatchState::count(const TransactionRecord& r) {
     return save();
 }
 
+// A reversal counts when the host answered it 00, with the amount the terminal sent in its field 4 —
+// the host counts the same (ISO8583.md §4.7), whatever it found (a partial hold, nothing at all).
 Status<std::string> BatchState::count_reversal(LinkKind original, std::uint32_t amount_fen) {
     if (is_load(original)) {
         totals_.credit_reversals_count++, totals_.credit_reversals_fen += amount_fen;

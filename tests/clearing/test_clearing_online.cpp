@@ -471,6 +471,28 @@ TEST_CASE("0220 completion posts the actual amount, releases the rest; repeat 00
     rig.require_check();
 }
 
+TEST_CASE("0221: the repeat of an unanswered completion carries a new STAN and still lands on the booked completion") {
+    Rig rig;
+    rig.sign_on("CLINIC01");
+    REQUIRE(rig.code(clinic_authorization(8000, 1)) == "00");
+    REQUIRE(rig.code(clinic_completion(6500, 2, 1)) == "00");  // the 0230 lost on the way back
+    Message repeat = clinic_completion(6500, 3, 1);
+    repeat.set_mti("0221");
+    const Message answer = rig.send(repeat);
+    CHECK(answer.mti() == "0230");
+    CHECK(*answer.get(39) == "00");
+    CHECK(rig.engine->stats().completions == 1);
+    CHECK(rig.engine->stats().duplicates == 0);
+    CHECK(rig.medical(card_a) == 20000 - 6500);
+    CHECK(rig.medical_payable(clinic) == 6500);
+    auto posted = rig.ledger->lookup_transfer(resolving_transfer(hold_id(1), Resolution::post));
+    REQUIRE(posted.ok());
+    REQUIRE(posted->has_value());
+    CHECK((*posted)->user_data_32 == 1);  // the 0100's STAN
+    CHECK(rig.flags().empty());
+    rig.require_check();
+}
+
 TEST_CASE("0400 voids a hold (repeat 00); the completion afterwards is 25; unknown hold 0400 → 25, 0420 → 00") {
     Rig rig;
     rig.sign_on("CLINIC01");
@@ -672,4 +694,84 @@ TEST_CASE("check finds a status changed behind the hotlist's back and a load rec
     REQUIRE(report->problems.size() == 2);
     CHECK(report->problems[0].find("load of card " + card_b + " online ATC 3") != std::string::npos);
     CHECK(report->problems[1] == "card " + card_a + " is not active but not on the hotlist log");
+}
+
+// ---- shadow_mismatch with out-of-order uploads and loads ------------------------------------------------------
+
+TEST_CASE("shadow_mismatch: compared only when every earlier offline ATC is booked, within the card's known loads") {
+    Rig rig;
+    rig.sign_on();
+    auto tap = [](std::uint16_t atc, std::uint32_t before, const std::string& time = "103000") {
+        Tap t;
+        t.atc = atc;
+        t.balance_before_fen = before;
+        t.time = time;
+        return t;
+    };
+    // Out of order: 0, 2, 3, then 1. ATC 3 follows the highest seen, but 1 is missing: not compared.
+    CHECK(rig.code(upload_message(tap(0, 5000), 1)) == "00");
+    CHECK(rig.code(upload_message(tap(2, 4600), 2)) == "00");
+    CHECK(rig.code(upload_message(tap(3, 4400), 3)) == "00");
+    CHECK(rig.code(upload_message(tap(1, 4800), 4)) == "00");
+    CHECK(rig.flags_of(RiskKind::shadow_mismatch) == 0);
+    CHECK(rig.card(card_a).offline_atc_next == 4);
+    CHECK(rig.card(card_a).offline_atc_ahead == 0);
+    CHECK(rig.shadow(card_a) == 4200);
+    // A load approved and credited on the card, its 0220 not uploaded yet: the card holds 7200.
+    Load load;
+    load.old_balance_fen = 4200;
+    load.amount_fen = 3000;
+    REQUIRE(rig.code(load_request(load, 5)) == "00");
+    CHECK(rig.card(card_a).unconfirmed_loads_fen == 3000);
+    CHECK(rig.code(upload_message(tap(4, 7200, "120000"), 6)) == "00");
+    CHECK(rig.flags_of(RiskKind::shadow_mismatch) == 0);
+    REQUIRE(rig.code(load_confirmation(load, 7)) == "00");
+    CHECK(rig.card(card_a).unconfirmed_loads_fen == 0);
+    CHECK(rig.shadow(card_a) == 7000);
+    // More than the shadow and the card's unconfirmed loads: flagged.
+    CHECK(rig.code(upload_message(tap(5, 7500, "120500"), 8)) == "00");
+    CHECK(rig.flags_of(RiskKind::shadow_mismatch) == 1);
+    // Less than the shadow while every posted load precedes the purchase on the card: flagged.
+    CHECK(rig.code(upload_message(tap(6, 6000, "121000"), 9)) == "00");
+    CHECK(rig.flags_of(RiskKind::shadow_mismatch) == 2);
+    // A load credited after a purchase and posted before that purchase's upload: the card held less, no flag.
+    Load later;
+    later.atc = 8;
+    later.old_balance_fen = 5800;
+    later.amount_fen = 1000;
+    later.time = "130000";
+    REQUIRE(rig.code(load_request(later, 10)) == "00");
+    REQUIRE(rig.code(load_confirmation(later, 11)) == "00");
+    CHECK(rig.code(upload_message(tap(7, 5800, "125900"), 12)) == "00");
+    CHECK(rig.flags_of(RiskKind::shadow_mismatch) == 2);
+    rig.require_check();
+}
+
+// ---- 0500: reversals ---------------------------------------------------------------------------------------------
+
+TEST_CASE("0500: every reversal answered 00 counts once with its own field 4 — unknown original, partial hold, repeats") {
+    Rig rig;
+    rig.sign_on();
+    rig.sign_on("CLINIC01");
+    // The 0100 asked 25000 and the medical account holds 20000: held 20000 (10), the 0110 lost; the
+    // terminal reverses what it asked.
+    const Message partial = rig.send(clinic_authorization(25000, 1));
+    REQUIRE(*partial.get(39) == "10");
+    CHECK(rig.code(clinic_reversal(25000, 2, 1, "0420")) == "00");
+    CHECK(rig.code(clinic_reversal(25000, 3, 1, "0421")) == "00");  // its repeat (new STAN): counted once
+    CHECK(rig.state(hold_id(1)) == ledger::PendingState::voided);
+    // A 0420 whose 0100 never arrived: acknowledged, nothing booked, counted once.
+    CHECK(rig.code(clinic_reversal(700, 4, 50, "0420")) == "00");
+    CHECK(rig.code(clinic_reversal(700, 5, 50, "0421")) == "00");
+    // A 0400 for an unknown hold is refused (25): not counted by either side.
+    CHECK(rig.code(clinic_reversal(900, 6, 51)) == "25");
+    CHECK(rig.code(totals_message("CLINIC01", 7, {0, 0, 0, 2, 0, 0, 0, 25700})) == "00");
+    CHECK(rig.medical(card_a) == 20000);
+    // A load reversal (0420) of a 0200 the clearing never received: counted as a credit reversal.
+    Load load;
+    CHECK(rig.code(load_reversal(load, 1, "0420")) == "00");
+    CHECK(rig.code(load_reversal(load, 2, "0421")) == "00");
+    CHECK(rig.code(totals_message("BUS00001", 3, {0, 1, 0, 0, 0, 3000, 0, 0})) == "00");
+    CHECK(rig.shadow(card_a) == 5000);
+    rig.require_check();
 }

@@ -191,7 +191,6 @@ TEST_CASE("transfer validation answers in precedence order") {
     t = transfer(100, 1, 2, 1);
     t.timeout_s = 5;
     CHECK(f.one(t) == ResultCode::timeout_reserved_for_pending_transfer);
-    CHECK(f.one(transfer(100, 1, 2, 0)) == ResultCode::amount_must_not_be_zero);
     t = transfer(100, 1, 2, 1);
     t.ledger = 0;
     CHECK(f.one(t) == ResultCode::ledger_must_not_be_zero);
@@ -262,6 +261,34 @@ TEST_CASE("a counter that would wrap answers overflows_<counter>") {
 }
 
 // ---- two-phase transfers ---------------------------------------------------------------------------------
+
+TEST_CASE("amount 0 is a transfer that moves nothing: single-phase, pending, post and void keep their rules") {
+    Fixture f;
+    open_accounts(f);
+    CHECK(f.one(transfer(100, 1, 2, 0)) == ResultCode::ok);
+    CHECK(f.get(1).debits_posted == 0);
+    CHECK(f.get(2).credits_posted == 0);
+    auto stored = f.ledger->lookup_transfer(make_id(100)).value();
+    REQUIRE(stored.has_value());
+    CHECK(stored->amount == 0);
+    CHECK(f.one(transfer(100, 1, 2, 0)) == ResultCode::exists);
+    CHECK(f.one(transfer(100, 1, 2, 1)) == ResultCode::exists_with_different_amount);
+    // A pending 0 resolves at most once like any hold; posting it posts 0, more is refused.
+    CHECK(f.one(transfer(200, 1, 2, 0, transfer_flags::pending)) == ResultCode::ok);
+    CHECK(f.ledger->pending_state(make_id(200)).value() == PendingState::pending);
+    CHECK(f.one(post(201, 200, 1)) == ResultCode::exceeds_pending_transfer_amount);
+    CHECK(f.one(post(202, 200)) == ResultCode::ok);
+    CHECK(f.one(void_(203, 200)) == ResultCode::pending_transfer_already_posted);
+    CHECK(f.one(transfer(300, 1, 2, 0, transfer_flags::pending)) == ResultCode::ok);
+    CHECK(f.one(void_(301, 300)) == ResultCode::ok);
+    CHECK(f.ledger->pending_state(make_id(300)).value() == PendingState::voided);
+    // Posting 0 of a real hold posts nothing and releases it all (amount_max, not 0, means "all").
+    CHECK(f.one(transfer(400, 1, 2, 300, transfer_flags::pending)) == ResultCode::ok);
+    CHECK(f.one(post(401, 400, 0)) == ResultCode::ok);
+    CHECK(f.get(1).debits_pending == 0);
+    CHECK(f.get(1).debits_posted == 0);
+    CHECK(f.get(2).credits_posted == 0);
+}
 
 TEST_CASE("a pending transfer reserves its amount in the pending counters") {
     Fixture f;

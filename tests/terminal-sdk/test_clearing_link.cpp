@@ -234,7 +234,7 @@ TEST_CASE("link: the 0210 is lost after the clearing booked the load — the 042
     CHECK(reconciled->totals.credit_reversals_fen == 1500);
 }
 
-TEST_CASE("link: the 0200 never reached the clearing — the 0420 is acknowledged with nothing booked; 0500 says 95") {
+TEST_CASE("link: the 0200 never reached the clearing — the 0420 is acknowledged with nothing booked; both count it; 0500 balances") {
     LinkRig rig;
     auto upstream = std::make_shared<Upstream>(rig.server->port());
     sdk_test::FakeHost proxy([upstream](const Message& request) -> std::optional<Message> {
@@ -248,9 +248,10 @@ TEST_CASE("link: the 0200 never reached the clearing — the 0420 is acknowledge
     CHECK(rig.queue->size() == 0);  // the 0430 answered 00 (ISO8583.md §4.5: an advice is always acknowledged)
     CHECK(rig.card_balance() == 5000);
     CHECK(rig.clearing.shadow(card_a) == 5000);
-    // The terminal counted a load reversal the clearing never booked: the totals disagree, and 0500 says so.
+    // Both sides count every reversal answered 00 with its field 4 (ISO8583.md §4.7), booked or not.
     auto reconciled = rig.client->reconcile();
     REQUIRE(reconciled.ok());
-    CHECK_FALSE(reconciled->balanced);
+    CHECK(reconciled->balanced);
+    CHECK(reconciled->totals.credit_reversals_count == 1);
     CHECK(reconciled->totals.credit_reversals_fen == 1500);
 }

@@ -412,19 +412,6 @@ struct UploadTotals {
     std::size_t failures = 0, uploaded = 0, approved = 0, suspense = 0, duplicates = 0;
 };
 
-// Entry taps on distance lines move no money (fare 0) and the clearing refuses amount 0 (response 13):
-// they stay on the card (EF1A, the offline ATC) and in the terminal's trip statistics, not in the upload.
-void drop_zero_fare_records(sdk::TransactionQueue& queue) {
-    std::vector<std::uint64_t> zero;
-    for (const auto& q : queue.batch(queue.size()))
-        if (q.record.type == crypto::type_capp_purchase && q.record.amount_fen == 0) zero.push_back(q.sequence);
-    for (std::size_t start = 0; start < zero.size(); start += sdk::QueueLimits{}.ack_batch_max) {
-        const std::size_t end = std::min(zero.size(), start + sdk::QueueLimits{}.ack_batch_max);
-        if (auto done = queue.acknowledge(std::span(zero).subspan(start, end - start)); !done)
-            fail(exit_codes::io_error, "queue: " + done.error().message);
-    }
-}
-
 // The terminal's clearing link, connected and signed on; nullptr when the clearing cannot be reached.
 sdk::ClearingClient* link_of(SimTerminal& t, std::uint16_t port) {
     if (t.link) return t.link.get();
@@ -439,7 +426,6 @@ sdk::ClearingClient* link_of(SimTerminal& t, std::uint16_t port) {
 }
 
 void upload_one(SimTerminal& t, std::uint16_t port, UploadTotals& totals) {
-    drop_zero_fare_records(*t.queue);
     if (t.queue->size() == 0) return;
     sdk::ClearingClient* link = link_of(t, port);
     if (!link) {

@@ -23,10 +23,18 @@ std::uint64_t wall_clock_ns() {
 
 void log_line(const std::string& line) { std::fprintf(stderr, "coconut-clearingd: %s\n", line.c_str()); }
 
+std::uint64_t when_number(const crypto::CardDateTime& when) {
+    std::uint64_t n = 0;
+    for (std::uint8_t b : when.date) n = n << 8 | b;
+    for (std::uint8_t b : when.time) n = n << 8 | b;
+    return n;
+}
+
 }  // namespace detail
 
 using detail::log_line;
 using detail::wall_clock_ns;
+using detail::when_number;
 using iso8583::Message;
 using iso8583::ResponseCode;
 
@@ -55,6 +63,33 @@ bool link_failure(hsm::Errc code) {
         case hsm::Errc::unknown_command: return true;
         default: return false;
     }
+}
+
+// Records `atc` as booked in the card's contiguous prefix (CardRecord::offline_atc_next / _ahead, a
+// window of 64 ATCs above the prefix). An ATC still missing when one 65 or more above it is booked is
+// given up: returned (each an atc_gap) and passed, so the prefix moves on.
+std::vector<std::uint16_t> mark_atc_booked(CardRecord& card, std::uint16_t atc) {
+    constexpr int window = 64;
+    std::vector<std::uint16_t> missing;
+    auto pass = [&card] {  // offline_atc_next is booked or given up: move past it and what follows it
+        ++card.offline_atc_next;  // bit i of the window now names ATC offline_atc_next + i
+        while ((card.offline_atc_ahead & 1) != 0) {
+            card.offline_atc_ahead >>= 1;
+            ++card.offline_atc_next;
+        }
+        card.offline_atc_ahead >>= 1;  // bit 0 named the (missing) new offline_atc_next
+    };
+    if (atc < card.offline_atc_next) return missing;
+    while (int{atc} - int{card.offline_atc_next} - 1 >= window) {
+        missing.push_back(card.offline_atc_next);
+        pass();
+    }
+    if (atc == card.offline_atc_next) {
+        pass();
+    } else if (atc > card.offline_atc_next) {
+        card.offline_atc_ahead |= std::uint64_t{1} << (atc - card.offline_atc_next - 1);
+    }
+    return missing;
 }
 
 }  // namespace
@@ -467,7 +502,7 @@ void Engine::offline_upload(const Message& request, SessionState& session, Respo
         return finish(upload, ResponseCode::invalid_merchant);
     }
     upload->participant_id = (*terminal)->participant_id;
-    if (*amount == 0 || *amount > options_.purchase_amount_fen_max) return finish(upload, ResponseCode::invalid_amount);
+    if (*amount > options_.purchase_amount_fen_max) return finish(upload, ResponseCode::invalid_amount);
     upload->amount_fen = *amount;
 
     auto parsed = parse_purse_transaction(*card_data);
@@ -477,6 +512,10 @@ void Engine::offline_upload(const Message& request, SessionState& session, Respo
     }
     upload->transaction = *parsed;
     const PurseTransaction& t = upload->transaction;
+    // A zero fare is a CAPP purchase (type 09: the entry tap of a distance line) with its TAC and its
+    // offline ATC: booked like any purchase (a 0-fen transfer) so the card's ATC sequence has no gap.
+    // An EP purchase (06) of 0 is not a purchase.
+    if (upload->amount_fen == 0 && t.type != crypto::type_capp_purchase) return finish(upload, ResponseCode::invalid_amount);
     const std::string asn_digits = bcd_to_digits(t.asn);
     if (*pan != std::string_view(asn_digits).substr(4)) return finish(upload, ResponseCode::invalid_card_number);
     if (t.terminal_id != (*terminal)->psam_terminal_id) return finish(upload, ResponseCode::not_permitted_to_terminal);
@@ -562,21 +601,32 @@ void Engine::book(std::shared_ptr<Upload> upload, hsm::Verdict verdict) {
         };
         const ledger::ResultCode code = results[0].code;
         if (code == ledger::ResultCode::ok) {
-            // Only an upload that follows the highest ATC seen can be compared with the shadow: uploads
-            // from several terminals arrive in any order.
-            const bool in_order = card.offline_atc_seen ? t.offline_atc == card.offline_atc_max + 1 : t.offline_atc == 0;
-            if (in_order && static_cast<std::int64_t>(t.balance_before_fen) != card.shadow_balance_fen) {
-                flag(RiskKind::shadow_mismatch, fmt::format("balance before {} fen, shadow {} fen", t.balance_before_fen,
-                                                            card.shadow_balance_fen));
-            }
-            const std::uint32_t expected = card.offline_atc_seen ? card.offline_atc_max + 1u : 0u;
-            if (t.offline_atc > expected) {
-                flag(RiskKind::atc_gap, fmt::format("offline ATC {} after highest {}", t.offline_atc,
-                                                    card.offline_atc_seen ? std::to_string(card.offline_atc_max) : "none"));
+            // shadow_mismatch (README "Risk flags"): the shadow equals the card's balance before this
+            // purchase only when every earlier offline ATC is booked and no later one is (uploads from
+            // many terminals arrive in any order), up to the card's loads: unconfirmed ones may be on
+            // the card and not in the shadow, and posted ones may have been credited after the purchase.
+            const bool newest = !card.offline_atc_seen || t.offline_atc > card.offline_atc_max;
+            if (newest && t.offline_atc == card.offline_atc_next) {
+                const auto before = static_cast<std::int64_t>(t.balance_before_fen);
+                const std::int64_t most = card.shadow_balance_fen + static_cast<std::int64_t>(card.unconfirmed_loads_fen);
+                const bool loads_precede = card.latest_load_when < when_number(t.when);
+                if (before > most) {
+                    flag(RiskKind::shadow_mismatch, fmt::format("balance before {} fen above shadow {} + unconfirmed loads {} fen",
+                                                                before, card.shadow_balance_fen, card.unconfirmed_loads_fen));
+                } else if (loads_precede && before < card.shadow_balance_fen) {
+                    flag(RiskKind::shadow_mismatch, fmt::format("balance before {} fen below shadow {} fen", before,
+                                                                card.shadow_balance_fen));
+                }
             }
             card.shadow_balance_fen -= static_cast<std::int64_t>(upload->amount_fen);
             if (card.shadow_balance_fen < 0) flag(RiskKind::shadow_negative, fmt::format("shadow {} fen", card.shadow_balance_fen));
             if (!card.offline_atc_seen || t.offline_atc > card.offline_atc_max) card.offline_atc_max = t.offline_atc;
+            // atc_gap (README "Risk flags"): an offline ATC still missing when 64 later ones could have
+            // arrived — not merely one that arrives late from another terminal.
+            for (std::uint16_t atc : mark_atc_booked(card, t.offline_atc)) {
+                flags.push_back(RiskFlag{RiskKind::atc_gap, t.asn, atc, 0, wall_clock_ns(),
+                                         fmt::format("offline ATC {} missing when ATC {} was booked", atc, t.offline_atc)});
+            }
             card.offline_atc_seen = true;
             card.offline_purchases++;
             if (card.status != CardStatus::active) flag(RiskKind::hotlisted_card_used, std::string(to_string(card.status)));

@@ -1,6 +1,8 @@
 // Helpers shared by the engine's source files (not part of the library's API).
 #pragma once
 
+#include <coconut/clearing/clearing.hpp>
+
 #include <cstdint>
 #include <string>
 
@@ -10,5 +12,7 @@ namespace coconut::clearing::detail {
 void log_line(const std::string& line);
 // Wall clock in ns since the Unix epoch (risk flag timestamps).
 std::uint64_t wall_clock_ns();
+// A card date-time as a number ordered like the time (YYYYMMDD ‖ hhmmss BCD, big-endian).
+std::uint64_t when_number(const crypto::CardDateTime& when);
 
 }  // namespace coconut::clearing::detail

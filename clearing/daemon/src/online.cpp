@@ -17,6 +17,7 @@ namespace coconut::clearing {
 
 using detail::log_line;
 using detail::wall_clock_ns;
+using detail::when_number;
 using iso8583::Message;
 using iso8583::ResponseCode;
 
@@ -71,26 +72,32 @@ bool duplicate(ledger::ResultCode code) {
 
 // ---- registry work inside a booking's write transaction ----
 
-lmdb::Status raise_flag(const Registry& registry, lmdb::Txn& txn, const RiskFlag& flag) {
-    auto added = registry.put_risk(txn, flag);
-    if (!added) return Unexpected<lmdb::Error>{added.error()};
-    if (!*added) return Ok{};
-    auto card = registry.card_in(txn, flag.asn);
-    if (!card) return Unexpected<lmdb::Error>{card.error()};
-    if (!*card) return Ok{};
-    CardRecord updated = **card;
-    updated.risk_flags++;
-    return registry.put_card(txn, updated);
-}
-
-// The shadow mirror follows posted money only (ISO8583.md §4.3): called when a load is posted.
-lmdb::Status credit_mirror(const Registry& registry, lmdb::Txn& txn, const Asn& asn, std::uint64_t amount_fen) {
+// Changes the card record (if the card exists) inside a booking's write transaction.
+template <class Change>
+lmdb::Status update_card(const Registry& registry, lmdb::Txn& txn, const Asn& asn, Change change) {
     auto card = registry.card_in(txn, asn);
     if (!card) return Unexpected<lmdb::Error>{card.error()};
     if (!*card) return Ok{};
     CardRecord updated = **card;
-    updated.shadow_balance_fen += static_cast<std::int64_t>(amount_fen);
+    change(updated);
     return registry.put_card(txn, updated);
+}
+
+lmdb::Status raise_flag(const Registry& registry, lmdb::Txn& txn, const RiskFlag& flag) {
+    auto added = registry.put_risk(txn, flag);
+    if (!added) return Unexpected<lmdb::Error>{added.error()};
+    if (!*added) return Ok{};
+    return update_card(registry, txn, flag.asn, [](CardRecord& card) { card.risk_flags++; });
+}
+
+// The shadow mirror follows posted money only (ISO8583.md §4.3): called when a load is posted. The load
+// leaves the unconfirmed ones; its card time bounds which purchases the shadow can be compared with.
+lmdb::Status credit_mirror(const Registry& registry, lmdb::Txn& txn, const iso8583::LoadConfirmationData& c, std::uint64_t amount_fen) {
+    return update_card(registry, txn, c.asn, [&](CardRecord& card) {
+        card.shadow_balance_fen += static_cast<std::int64_t>(amount_fen);
+        card.unconfirmed_loads_fen -= std::min(card.unconfirmed_loads_fen, amount_fen);
+        card.latest_load_when = std::max(card.latest_load_when, when_number(c.when));
+    });
 }
 
 lmdb::Status count_terminal(const Registry& registry, lmdb::Txn& txn, const std::string& terminal_id, std::uint32_t stan,
@@ -117,6 +124,7 @@ struct Engine::Online {
     std::uint64_t amount_fen = 0;
     CardRecord card;
     ledger::Id transfer_id;  // the pending load or hold
+    ledger::Id reversal_key;  // 0400 / 0420: names the reversal whatever is found (counted once)
     ledger::Id digest;
     LoadAttempt attempt;
     iso8583::LoadRequestData load;
@@ -314,6 +322,9 @@ void Engine::approve_load(std::shared_ptr<Online> online, const hsm::LoadAnswer&
         }
         if (code != ledger::ResultCode::ok) return Ok{};
         if (auto s = registry_.put_load_attempt(txn, load.asn, load.online_atc, online->attempt); !s) return s;
+        // Not posted yet, but the card may be credited before the 0220 arrives (or without it).
+        auto unconfirmed = update_card(registry_, txn, load.asn, [&](CardRecord& card) { card.unconfirmed_loads_fen += online->amount_fen; });
+        if (!unconfirmed) return unconfirmed;
         return count_terminal(registry_, txn, online->terminal_id, online->stan, online->batch_number, std::nullopt, 0);
     };
     submit(online, transfer, hook, [this, online](ledger::ResultCode code) {
@@ -411,7 +422,7 @@ void Engine::load_confirmation(std::shared_ptr<Online> online) {
         auto hook = [this, online, tac_valid, live](lmdb::Txn& txn, ledger::ResultCode code) -> lmdb::Status {
             if (code != ledger::ResultCode::ok) return Ok{};
             const iso8583::LoadConfirmationData& c = online->confirmation;
-            if (auto s = credit_mirror(registry_, txn, c.asn, online->amount_fen); !s) return s;
+            if (auto s = credit_mirror(registry_, txn, c, online->amount_fen); !s) return s;
             if (!tac_valid) {
                 auto flagged = raise_flag(registry_, txn, RiskFlag{RiskKind::load_tac_invalid, c.asn, c.online_atc, c.type, wall_clock_ns(),
                                                                    "load confirmation with an invalid TAC: posted (MAC2 was ours)"});
@@ -461,7 +472,9 @@ void Engine::clinic_completion(std::shared_ptr<Online> online) {
     post.flags = ledger::transfer_flags::post_pending;
     post.amount = online->amount_fen;  // the rest of the hold is released
     post.user_data_64 = online->terminal.participant_id;
-    post.user_data_32 = online->stan;
+    // The 0100's STAN (field 90), not this advice's: a 0221 repeat carries a new STAN of its own and
+    // must land on `exists`, not on exists_with_different_user_data_32.
+    post.user_data_32 = *stan;
     auto hook = [this, online, asn = (*hold)->asn](lmdb::Txn& txn, ledger::ResultCode code) -> lmdb::Status {
         if (duplicate(code)) {
             return raise_flag(registry_, txn,
@@ -623,12 +636,14 @@ void Engine::reverse_load(std::shared_ptr<Online> online) {
         return answer(online, ResponseCode::system_malfunction);
     }
     // Only the terminal that asked for the load may reverse it.
-    if (!*attempt || (*attempt)->terminal_id != online->terminal_id) {
-        online->transfer_id = ledger::Id{};
-    } else {
-        online->transfer_id = online_load_transfer(reference->asn, reference->online_atc, (*attempt)->attempt);
-        online->held_fen = (*attempt)->amount_fen;
-    }
+    const bool found = *attempt && (*attempt)->terminal_id == online->terminal_id;
+    // The reversal's key: the void's id when the load is known; else the terminal ‖ ASN ‖ online ATC it names.
+    Bytes key(online->terminal_id.begin(), online->terminal_id.end());
+    key.insert(key.end(), reference->asn.begin(), reference->asn.end());
+    append_be(key, reference->online_atc, 2);
+    online->transfer_id = found ? online_load_transfer(reference->asn, reference->online_atc, (*attempt)->attempt) : ledger::Id{};
+    online->reversal_key = found ? resolving_transfer(online->transfer_id, Resolution::void_hold) : ledger::derive_id(key);
+    if (found) online->held_fen = (*attempt)->amount_fen;
     void_pending(online, BatchTotal::credit_reversal);
 }
 
@@ -644,16 +659,43 @@ void Engine::reverse_hold(std::shared_ptr<Online> online) {
     }
     const bool found = *hold && *transfer && *online->request.get(2) == std::string_view(bcd_to_digits((*hold)->asn)).substr(4);
     online->transfer_id = found ? hold_id : ledger::Id{};
+    online->reversal_key = resolving_transfer(hold_id, Resolution::void_hold);
     online->held_fen = found ? (*transfer)->amount : 0;
     void_pending(online, BatchTotal::debit_reversal);
+}
+
+// The 0500 rule for reversals (ISO8583.md §4.7): every 0400 / 0420 answered 00 is counted once, with
+// the amount of its own field 4 — what the terminal counts — whether it voided a load or a hold (in full
+// or a partial hold), found it expired or posted, or did not find it. A repeat adds nothing.
+lmdb::Status Engine::count_reversal(const Registry& registry, lmdb::Txn& txn, const Online& online, BatchTotal total) {
+    auto added = registry.put_reversal(txn, online.reversal_key, online.amount_fen);
+    if (!added) return Unexpected<lmdb::Error>{added.error()};
+    return count_terminal(registry, txn, online.terminal_id, online.stan, online.batch_number,
+                          *added ? std::optional<BatchTotal>(total) : std::nullopt, online.amount_fen);
+}
+
+// A reversal answered 00 with nothing for the ledger to do: only its count, in a write transaction.
+void Engine::acknowledge_reversal(std::shared_ptr<Online> online, BatchTotal total) {
+    auto hook = [this, online, total](lmdb::Txn& txn, std::span<const ledger::EventResult>) {
+        return count_reversal(registry_, txn, *online, total);
+    };
+    auto on_commit = [this, online](ledger::Reply reply) {
+        if (!reply) {
+            log_line("reversal not counted: " + reply.error().message);
+            return answer(online, ResponseCode::system_malfunction);  // the terminal repeats it
+        }
+        answer(online, ResponseCode::approved);
+    };
+    if (!writer_.try_submit({}, std::move(on_commit), std::move(hook))) answer(online, ResponseCode::issuer_inoperative);
 }
 
 // Voids online->transfer_id (zero: the original was not found). Idempotent: the void's id is derived.
 void Engine::void_pending(std::shared_ptr<Online> online, BatchTotal total) {
     auto not_found = [&] {
         // An advice must be acknowledged or the terminal repeats it forever; nothing is booked.
-        if (online->advice) log_line(fmt::format("0420 from {} STAN {}: original not found, acknowledged", online->terminal_id, online->stan));
-        answer(online, online->advice ? ResponseCode::approved : ResponseCode::unable_to_locate_record);
+        if (!online->advice) return answer(online, ResponseCode::unable_to_locate_record);
+        log_line(fmt::format("0420 from {} STAN {}: original not found, acknowledged", online->terminal_id, online->stan));
+        acknowledge_reversal(online, total);
     };
     if (online->transfer_id.zero()) return not_found();
     auto state = ledger_.pending_state(online->transfer_id);
@@ -662,19 +704,23 @@ void Engine::void_pending(std::shared_ptr<Online> online, BatchTotal total) {
         return answer(online, ResponseCode::system_malfunction);
     }
     if (!*state) return not_found();
-    if (**state == ledger::PendingState::expired) return answer(online, ResponseCode::approved);  // nothing left to release
+    if (**state == ledger::PendingState::expired) return acknowledge_reversal(online, total);  // nothing left to release
     if (**state == ledger::PendingState::posted) {
         log_line(fmt::format("{} from {} STAN {}: original {} already posted, nothing reversed", online->request.mti(),
                              online->terminal_id, online->stan, ledger::to_string(online->transfer_id)));
-        return answer(online, online->advice ? ResponseCode::approved : ResponseCode::invalid_transaction);
+        if (online->advice) return acknowledge_reversal(online, total);
+        return answer(online, ResponseCode::invalid_transaction);
     }
     ledger::Transfer cancel;
     cancel.id = resolving_transfer(online->transfer_id, Resolution::void_hold);
     cancel.pending_id = online->transfer_id;
     cancel.flags = ledger::transfer_flags::void_pending;
     auto hook = [this, online, total](lmdb::Txn& txn, ledger::ResultCode code) -> lmdb::Status {
-        if (code != ledger::ResultCode::ok) return Ok{};
-        return count_terminal(registry_, txn, online->terminal_id, online->stan, online->batch_number, total, online->held_fen);
+        using ledger::ResultCode;
+        const bool acknowledged = ledger::succeeded(code) || code == ResultCode::pending_transfer_expired ||
+                                  (code == ResultCode::pending_transfer_already_posted && online->advice);
+        if (!acknowledged) return Ok{};
+        return count_reversal(registry_, txn, *online, total);
     };
     submit(online, cancel, hook, [this, online](ledger::ResultCode code) {
         using ledger::ResultCode;

@@ -17,15 +17,18 @@ struct Registry::Tables {
     MDB_dbi loads = 0;    // ASN ‖ online ATC → LoadAttempt
     MDB_dbi holds = 0;    // hold transfer id → HoldRecord
     MDB_dbi hotlist = 0;  // version BE8 → + / - ‖ ASN
+    MDB_dbi reversals = 0;  // reversal key → amount counted (BE8)
 };
 
 namespace {
 
 // Leading byte of every stored record: a layout change gets a new version instead of a silent misread.
 constexpr std::uint8_t record_version = 1;
+constexpr std::uint8_t card_record_version = 2;  // 1: without the ATC prefix and load fields
 // Terminal records: version 2 added the credit and reversal totals (ISO8583.md §4.7); version 1 still reads.
 constexpr std::uint8_t terminal_record_version = 2;
-constexpr std::size_t card_record_size = 1 + 10 + 8 + 1 + 1 + 4 + 4 + 8 + 1 + 2 + 4 + 4;
+constexpr std::size_t card_record_size_v1 = 1 + 10 + 8 + 1 + 1 + 4 + 4 + 8 + 1 + 2 + 4 + 4;
+constexpr std::size_t card_record_size = card_record_size_v1 + 2 + 8 + 8 + 8;
 constexpr std::size_t terminal_id_chars = 8;    // field 41, ans 8
 constexpr std::size_t merchant_id_chars_max = 15;  // field 42, ans 15
 constexpr std::uint64_t participant_id_max = 99'999'999'999ULL;  // field 32: n..11
@@ -97,7 +100,7 @@ std::string_view to_string(RiskKind kind) {
 Bytes encode_card(const CardRecord& c) {
     Bytes out;
     out.reserve(card_record_size);
-    out.push_back(record_version);
+    out.push_back(card_record_version);
     append(out, c.asn);
     append(out, c.issuer_id);
     out.push_back(static_cast<std::uint8_t>(c.status));
@@ -109,12 +112,17 @@ Bytes encode_card(const CardRecord& c) {
     append_be(out, c.offline_atc_max, 2);
     append_be(out, c.offline_purchases, 4);
     append_be(out, c.risk_flags, 4);
+    append_be(out, c.offline_atc_next, 2);
+    append_be(out, c.offline_atc_ahead, 8);
+    append_be(out, c.unconfirmed_loads_fen, 8);
+    append_be(out, c.latest_load_when, 8);
     assert(out.size() == card_record_size);
     return out;
 }
 
 std::optional<CardRecord> decode_card(ByteView b) {
-    if (b.size() != card_record_size || b[0] != record_version) return std::nullopt;
+    const bool v1 = b.size() == card_record_size_v1 && b[0] == record_version;
+    if (!v1 && (b.size() != card_record_size || b[0] != card_record_version)) return std::nullopt;
     CardRecord c;
     std::size_t at = 1;
     std::copy_n(b.begin() + at, 10, c.asn.begin()), at += 10;
@@ -131,6 +139,11 @@ std::optional<CardRecord> decode_card(ByteView b) {
     c.offline_atc_max = read_be16(b.subspan(at)), at += 2;
     c.offline_purchases = read_be32(b.subspan(at)), at += 4;
     c.risk_flags = read_be32(b.subspan(at)), at += 4;
+    if (v1) return c;  // prefix 0: a card booked before the prefix existed is not compared (lenient, sound)
+    c.offline_atc_next = read_be16(b.subspan(at)), at += 2;
+    c.offline_atc_ahead = read_be(b.subspan(at, 8)), at += 8;
+    c.unconfirmed_loads_fen = read_be(b.subspan(at, 8)), at += 8;
+    c.latest_load_when = read_be(b.subspan(at, 8)), at += 8;
     assert(at == card_record_size);
     return c;
 }
@@ -230,7 +243,7 @@ Result<std::unique_ptr<Registry>> Registry::open(lmdb::Env& env) {
     };
     for (Named n : {Named{"cards", &tables->cards}, Named{"participants", &tables->participants},
                     Named{"terminals", &tables->terminals}, Named{"risk", &tables->risk}, Named{"loads", &tables->loads},
-                    Named{"holds", &tables->holds}, Named{"hotlist", &tables->hotlist}}) {
+                    Named{"holds", &tables->holds}, Named{"hotlist", &tables->hotlist}, Named{"reversals", &tables->reversals}}) {
         auto dbi = env.open_table(n.name);
         if (!dbi) return Unexpected<Error>{storage_error(dbi.error())};
         *n.dbi = *dbi;
@@ -481,6 +494,15 @@ lmdb::Status Registry::put_hold(lmdb::Txn& txn, const ledger::Id& hold_id, const
     const Bytes bytes = encode_hold(h);
     assert(decode_hold(bytes).has_value());  // pair assertion
     return txn.put(tables_->holds, id_bytes(hold_id), bytes);
+}
+
+lmdb::Result<bool> Registry::put_reversal(lmdb::Txn& txn, const ledger::Id& key, std::uint64_t amount_fen) const {
+    auto existing = txn.get(tables_->reversals, id_bytes(key));
+    if (!existing) return Unexpected<lmdb::Error>{existing.error()};
+    if (*existing) return false;
+    auto put = txn.put(tables_->reversals, id_bytes(key), be_bytes(amount_fen, 8));
+    if (!put) return Unexpected<lmdb::Error>{put.error()};
+    return true;
 }
 
 Result<std::vector<Registry::StoredLoadAttempt>> Registry::load_attempts() const {

@@ -545,6 +545,9 @@ int main(int argc, char** argv) {
 
     auto* admin_cmd = app.add_subcommand("admin", "registries: cards, participants, terminals, risk flags");
     admin_cmd->require_subcommand(1);
+    // `admin SUBCOMMAND --data DIR` too (the contract's spelling): the subcommands, created below,
+    // inherit the fallthrough and hand --data up to `admin`.
+    admin_cmd->fallthrough();
     admin_cmd->add_option("--data", data_dir, "data directory")->required();
     std::string registry_file;
     auto* load_cmd = admin_cmd->add_subcommand("load", "load a registry JSON file (idempotent; daemon must be stopped)");

@@ -299,7 +299,7 @@ Step single_or_pending(Work& w, const Transfer& t) {
     if (t.debit_account_id == t.credit_account_id) return rejected(ResultCode::accounts_must_be_different);
     if (!t.pending_id.zero()) return rejected(ResultCode::pending_id_must_be_zero);
     if (t.timeout_s != 0 && !pending) return rejected(ResultCode::timeout_reserved_for_pending_transfer);
-    if (t.amount == 0) return rejected(ResultCode::amount_must_not_be_zero);
+    // Amount 0 is a valid transfer (TigerBeetle ≥ 0.16): it records an event and moves nothing.
     if (t.ledger == 0) return rejected(ResultCode::ledger_must_not_be_zero);
     if (t.code == 0) return rejected(ResultCode::code_must_not_be_zero);
 

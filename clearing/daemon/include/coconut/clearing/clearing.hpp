@@ -170,6 +170,16 @@ struct CardRecord {
     std::int64_t shadow_balance_fen = 0;
     bool offline_atc_seen = false;
     std::uint16_t offline_atc_max = 0;  // highest offline ATC booked
+    // The contiguous prefix of booked offline ATCs: every ATC below offline_atc_next is booked;
+    // bit i of offline_atc_ahead = ATC offline_atc_next + 1 + i is booked (a window of 64 above it).
+    std::uint16_t offline_atc_next = 0;
+    std::uint64_t offline_atc_ahead = 0;
+    // Loads approved (0210 00) and not posted: the card may hold them before the 0220 arrives (or
+    // forever, when the confirmation is lost and the load reversed / expired). Bounds shadow_mismatch.
+    std::uint64_t unconfirmed_loads_fen = 0;
+    // Card date-time (YYYYMMDD ‖ hhmmss, BCD, as a number) of the latest posted load's CREDIT: a purchase
+    // older than it may predate that load on the card.
+    std::uint64_t latest_load_when = 0;
     std::uint32_t offline_purchases = 0;
     std::uint32_t risk_flags = 0;  // count of risk flags raised for this card
 };
@@ -302,6 +312,9 @@ public:
     lmdb::Status put_load_attempt(lmdb::Txn& txn, const Asn& asn, std::uint16_t online_atc, const LoadAttempt& attempt) const;
     Result<std::optional<HoldRecord>> hold(const ledger::Id& hold_id) const;
     lmdb::Status put_hold(lmdb::Txn& txn, const ledger::Id& hold_id, const HoldRecord& hold) const;
+    // Reversals answered 00 and counted in the 0500 totals (table `reversals`: key → field 4), so a
+    // repeat (0421, new STAN) is not counted twice. Returns true when the key is new.
+    lmdb::Result<bool> put_reversal(lmdb::Txn& txn, const ledger::Id& key, std::uint64_t amount_fen) const;
     // Every record, for `check`.
     struct StoredLoadAttempt {
         Asn asn{};
@@ -521,6 +534,8 @@ private:
     void reverse_load(std::shared_ptr<Online> online);
     void reverse_hold(std::shared_ptr<Online> online);
     void void_pending(std::shared_ptr<Online> online, BatchTotal total);
+    void acknowledge_reversal(std::shared_ptr<Online> online, BatchTotal total);
+    static lmdb::Status count_reversal(const Registry& registry, lmdb::Txn& txn, const Online& online, BatchTotal total);
     void approve_load(std::shared_ptr<Online> online, const hsm::LoadAnswer& answer);
     void hold_medical(std::shared_ptr<Online> online);
     void submit(std::shared_ptr<Online> online, ledger::Transfer transfer,
