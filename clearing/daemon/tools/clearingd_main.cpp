@@ -571,9 +571,6 @@ int main(int argc, char** argv) {
     auto* issue_cmd = admin_cmd->add_subcommand("issue-tokens", "write a token file per card (daemon must be stopped)");
     issue_cmd->add_option("--out", tokens_out, "directory for <card number>.token files (0600)")->required();
     issue_cmd->add_option("--card", token_cards, "16-digit card number (repeatable; none: every card without a token)");
-    // `admin clerk-add --data DIR …` as well as `admin --data DIR clerk-add …` (contract 3 spells the former).
-    clerk_cmd->fallthrough();
-    issue_cmd->fallthrough();
 
     try {
         app.parse(argc, argv);
