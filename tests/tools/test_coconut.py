@@ -216,25 +216,35 @@ def daemons_of(island):
     return found
 
 
+def interrupt_at(work, name, size, reached, expected_daemons):
+    """Starts `coconut demo`, waits until the file `reached` (relative to the island) exists, sends SIGINT:
+    exit 130 and none of the daemons it started left running."""
+    island = os.path.join(work, name)
+    demo = subprocess.Popen([COCONUT, "demo", "--dir", island, "--size", size, "--images", os.path.join(work, name + "-media")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    marker = os.path.join(island, reached)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(marker):
+        assert demo.poll() is None, demo.stderr.read()
+        assert time.monotonic() < deadline, f"the demo never reached {reached}"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert len(daemons_of(island)) == expected_daemons, daemons_of(island)
+    demo.send_signal(signal.SIGINT)
+    code = demo.wait(timeout=30)
+    assert code == 130, code
+    assert "interrupted" in demo.stderr.read()
+    assert daemons_of(island) == [], daemons_of(island)
+
+
 def interrupt():
     work = scratch("coconut-interrupt-test-")
     try:
-        island = os.path.join(work, "island")
-        demo = subprocess.Popen([COCONUT, "demo", "--dir", island, "--size", "day", "--images", os.path.join(work, "media")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        ready = os.path.join(island, "logs", "clearingd.ready")
-        deadline = time.monotonic() + 60
-        while not os.path.exists(ready):
-            assert demo.poll() is None, demo.stderr.read()
-            assert time.monotonic() < deadline, "the clearing never became ready"
-            time.sleep(0.05)
-        assert len(daemons_of(island)) == 2, daemons_of(island)  # coconut-hsmd and coconut-clearingd
-        demo.send_signal(signal.SIGINT)
-        code = demo.wait(timeout=30)
-        assert code == 130, code
-        assert "interrupted" in demo.stderr.read()
-        assert daemons_of(island) == [], daemons_of(island)
-        print("interrupt: SIGINT during the day stopped both daemons, exit 130")
+        # During the day: coconut-hsmd and coconut-clearingd.
+        interrupt_at(work, "day", "day", os.path.join("logs", "clearingd.ready"), 2)
+        # During the night, while the settlement clerk waits for the cut-off with the clearing serving again.
+        interrupt_at(work, "night", "small", "settlement.json", 2)
+        print("interrupt: SIGINT during the day and during the settlement wait stopped every daemon, exit 130")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
