@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <regex>
 #include <sstream>
@@ -169,6 +170,10 @@ SettlementOutcome settle_live(const WorldPaths& world, const Island& island, con
         day + std::chrono::minutes(cutoff_minute) - std::chrono::hours(8));
     const auto ready = cutoff_instant + st::settling_margin + std::chrono::milliseconds(500);
     const auto wait_started = std::chrono::system_clock::now();
+    // Said once also without a terminal (no progress bar there): a log shows why nothing happens for a minute.
+    std::cerr << fmt::format("  … coconut-settle can run cycle {} from its cut-off {} (UTC+8) + {} s: waiting {:.0f} s\n", outcome.cycle,
+                             outcome.cutoff, st::settling_margin.count(),
+                             std::chrono::duration<double>(ready - wait_started).count());
     while (std::chrono::system_clock::now() < ready) {
         const double total = std::chrono::duration<double>(ready - wait_started).count();
         const double left = std::chrono::duration<double>(ready - std::chrono::system_clock::now()).count();
