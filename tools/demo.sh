@@ -3,7 +3,10 @@
 # builds coconut and the daemons it runs, then: coconut-hsmd and coconut-clearingd on free loopback ports,
 # the key ceremony, 1,000 cards and the terminals' PSAMs issued with HSM-derived keys, a simulated day of
 # ≥ 100,000 card transactions through the terminal SDK (with torn taps and lost network messages),
-# uploads, ledger check, cards = shadows, money conservation, a summary. Needs root (or sudo) for setup.sh.
+# uploads, the cardholder API checked with the cards' tokens, ledger check, cards = shadows, money
+# conservation, then the night: coconut-settle run against the live daemon (posting through its clerk API),
+# coconut-settle reconcile against the bank's camt.053, the checks again, a summary. About 3 minutes, of
+# which 1-2 waiting for the settlement cut-off + 60 s margin. Needs root (or sudo) for setup.sh.
 #   BUILD_DIR   build directory (default: build)
 #   DEMO_DIR    the island directory (default: demo-run, git-ignored; replaced on every run)
 #   extra arguments go to `coconut demo` (e.g. --size small, --seed N)
@@ -14,6 +17,6 @@ demo_dir="${DEMO_DIR:-$repo/demo-run}"
 
 "$repo/tools/setup.sh"
 cmake -S "$repo" -B "$build_dir" -G Ninja
-cmake --build "$build_dir" --target coconut
+cmake --build "$build_dir" --target coconut coconut-settle
 rm -rf "$demo_dir"
 exec "$build_dir/tools/coconut/coconut" demo --dir "$demo_dir" "$@"

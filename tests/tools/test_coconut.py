@@ -17,7 +17,9 @@ import time
 
 COCONUT = sys.argv[1]
 MODE = sys.argv[2]
-# Every coconut run is bounded; the CI-size demo takes ~10 s on the 2-core VM.
+SETTLE = os.environ.get("COCONUT_SETTLE", os.path.join(os.path.dirname(COCONUT), "..", "..", "settlement", "coconut-settle"))
+# Every coconut run is bounded; the CI-size demo takes ~5 s of work plus 60-120 s waiting for the settlement
+# cut-off + settling margin (coconut-settle runs a cycle only from cut-off + 60 s) on the 2-core VM.
 RUN_TIMEOUT_S = 240
 
 
@@ -63,17 +65,56 @@ def demo_small():
         assert day["tears"] > 0 and day["tears_recovered"] + day["tears_abandoned"] == day["tears"], day
         assert day["dropped_frames"] > 0, day
         assert "nothing created or lost" in out and "ledger check: ok" in out, out
-        # Settlement: pain.001 files valid against the XSD, every payout booked by the bank and matched,
-        # and after the payouts are posted the books still hold (cards = shadows, check, Σ = 0).
+        island = os.path.join(work, "island")
+        # Cardholder tokens: one file per card, mode 0600, each a card_ token; the demo asked the running daemon's
+        # cardholder API with a few of them (own token = the card's balance, another card's 404, none 401).
+        tokens_dir = os.path.join(island, "tokens")
+        token_files = sorted(os.listdir(tokens_dir))
+        assert len(token_files) == 100, len(token_files)
+        for name in token_files:
+            path = os.path.join(tokens_dir, name)
+            assert len(name) == len("0000000000000001.token") and name.endswith(".token"), name
+            assert oct(os.stat(path).st_mode & 0o777) == "0o600", (path, oct(os.stat(path).st_mode))
+            assert open(path).read().startswith("card_"), path
+        assert len(set(open(os.path.join(tokens_dir, n)).read() for n in token_files)) == 100, "two cards share a token"
+        tokens = summary["tokens"]
+        assert tokens["ok"] and tokens["cards_checked"] >= 5 and tokens["files"] == 100 and tokens["problems"] == [], tokens
+        # Settlement through coconut-settle against the live daemon: pain.001 valid against the XSD, every
+        # payout booked by the bank and matched by coconut-settle reconcile, a second run posted nothing.
         settlement = summary["settlement"]
         assert settlement["files_valid"], settlement
         assert settlement["payments"] > 0 and settlement["transfers_posted"] > 0, settlement
+        assert settlement["second_run_new"] == 0, settlement
         assert settlement["reconciled"] and settlement["matched"] == settlement["payments"], settlement
         assert settlement["missing"] == 0 and settlement["mismatched"] == 0 and settlement["duplicates"] == 0, settlement
+        cycle = json.load(open(os.path.join(settlement["cycle_dir"], "cycle.json")))
+        assert cycle["state"] == "reconciled", cycle["state"]
+        assert "transfers posted through POST /v1/clerk/transfers" in out, out
+        # The postings in the daemon's ledger: each participant's payable held the day's takings before and is
+        # zero after (payout + fee); the fees are in fee income; the books still balance.
+        before = {m["name"]: m for m in summary["verification"]["money"]}
+        after = {m["name"]: m for m in summary["after_settlement"]["money"]}
+        island_json = json.load(open(os.path.join(island, "island.json")))
+        participants = [f"{p['name']} ({p['kind']}, {p['id']})" for p in island_json["participants"]]
+        assert len(participants) >= 3 and all(n in after for n in participants), (participants, list(after))
+        assert all(before[n]["purse_fen"] > 0 for n in participants if "(bus," in n), before
+        for n in participants:
+            assert after[n]["purse_fen"] == 0 and after[n]["medical_fen"] == 0, (n, after[n])
+        fees = after["fee income"]
+        assert fees["purse_fen"] + fees["medical_fen"] == settlement["fees_fen"] > 0, (fees, settlement["fees_fen"])
+        assert summary["coconut_ledger_check_ok"], summary
+        # Posting is idempotent: one more run (the daemon is stopped now, so --direct) books nothing new.
+        again = subprocess.run([SETTLE, "run", "--date", settlement["date"], "--data", os.path.join(island, "clearing"),
+                                "--config", os.path.join(island, "settlement.json"), "--direct",
+                                "--out", os.path.join(island, "settlement")],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=RUN_TIMEOUT_S)
+        assert again.returncode == 0, again.stdout
+        assert " (0 new, " in again.stdout, again.stdout
         check_invariants({"verification": summary["after_settlement"], "day": day}, 100)
         assert summary["ok"]
         print(f"demo small: {day['transactions']} transactions, {day['tears']} tears, {day['dropped_frames']} frames lost, "
-              f"{summary['timings_s']['total']:.1f} s")
+              f"{settlement['transfers_posted']} settlement transfers, {summary['timings_s']['total']:.1f} s "
+              f"({summary['timings_s']['settling_wait']:.1f} s settling wait)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -149,6 +190,10 @@ def bad_inputs():
         run(["keys", "ceremony", "--dir", island], expect=7)  # a second ceremony would replace the scheme's keys
         out = run(["card", "issue", "--dir", island, "--count", "3", "--out", os.path.join(work, "cards")])
         assert "issued 3 cards" in out, out
+        for n in (1, 2, 3):  # `card issue` writes each cardholder's API token once, 0600
+            token = os.path.join(island, "tokens", f"{n:016}.token")
+            assert oct(os.stat(token).st_mode & 0o777) == "0o600", token
+            assert open(token).read().startswith("card_") and open(token).read().endswith("\n"), token
         shown = run(["card", "show", os.path.join(work, "cards", "cards", "46010000000000000001.img")])
         assert "46010000000000000001" in shown and "balance" in shown, shown
         print("bad inputs: specific exit codes; ceremony refuses to run twice; issue + show work")
@@ -171,25 +216,35 @@ def daemons_of(island):
     return found
 
 
+def interrupt_at(work, name, size, reached, expected_daemons):
+    """Starts `coconut demo`, waits until the file `reached` (relative to the island) exists, sends SIGINT:
+    exit 130 and none of the daemons it started left running."""
+    island = os.path.join(work, name)
+    demo = subprocess.Popen([COCONUT, "demo", "--dir", island, "--size", size, "--images", os.path.join(work, name + "-media")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    marker = os.path.join(island, reached)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(marker):
+        assert demo.poll() is None, demo.stderr.read()
+        assert time.monotonic() < deadline, f"the demo never reached {reached}"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert len(daemons_of(island)) == expected_daemons, daemons_of(island)
+    demo.send_signal(signal.SIGINT)
+    code = demo.wait(timeout=30)
+    assert code == 130, code
+    assert "interrupted" in demo.stderr.read()
+    assert daemons_of(island) == [], daemons_of(island)
+
+
 def interrupt():
     work = scratch("coconut-interrupt-test-")
     try:
-        island = os.path.join(work, "island")
-        demo = subprocess.Popen([COCONUT, "demo", "--dir", island, "--size", "day", "--images", os.path.join(work, "media")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        ready = os.path.join(island, "logs", "clearingd.ready")
-        deadline = time.monotonic() + 60
-        while not os.path.exists(ready):
-            assert demo.poll() is None, demo.stderr.read()
-            assert time.monotonic() < deadline, "the clearing never became ready"
-            time.sleep(0.05)
-        assert len(daemons_of(island)) == 2, daemons_of(island)  # coconut-hsmd and coconut-clearingd
-        demo.send_signal(signal.SIGINT)
-        code = demo.wait(timeout=30)
-        assert code == 130, code
-        assert "interrupted" in demo.stderr.read()
-        assert daemons_of(island) == [], daemons_of(island)
-        print("interrupt: SIGINT during the day stopped both daemons, exit 130")
+        # During the day: coconut-hsmd and coconut-clearingd.
+        interrupt_at(work, "day", "day", os.path.join("logs", "clearingd.ready"), 2)
+        # During the night, while the settlement clerk waits for the cut-off with the clearing serving again.
+        interrupt_at(work, "night", "small", "settlement.json", 2)
+        print("interrupt: SIGINT during the day and during the settlement wait stopped every daemon, exit 130")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

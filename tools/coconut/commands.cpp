@@ -57,7 +57,7 @@ int card_issue(const CardIssueArgs& args) {
     const json loaded = register_with_clearing(world, fmt::format("cards-{}", island.cards.size()), {}, {}, cards);
     std::cout << fmt::format("issued {} cards into {} ({} … {}); registered with the clearing: {}\n", cards.size(),
                              (island.images_dir / "cards").string(), cards.front().asn, cards.back().asn, loaded.dump());
-    std::cout << issue_card_tokens(world) << "\n";
+    std::cout << issue_card_tokens(world, island.cards) << "\n";
     return exit_codes::ok;
 }
 

@@ -152,6 +152,16 @@ std::string run_tool_or_fail(const std::vector<std::string>& argv, const std::st
     return run.output;
 }
 
+std::uint16_t wait_for_port(const fs::path& ready_file, const std::string& what, const fs::path& log) {
+    const auto deadline = std::chrono::steady_clock::now() + daemon_ready_wait;
+    while (true) {
+        if (auto port = read_port(ready_file)) return *port;
+        if (std::chrono::steady_clock::now() > deadline)
+            fail(exit_codes::tool_failed, fmt::format("{} did not report its port in time (see {})", what, log.string()));
+        std::this_thread::sleep_for(10ms);
+    }
+}
+
 Daemon Daemon::start(std::string name, std::vector<std::string> argv, const fs::path& ready_file, const fs::path& log) {
     Daemon daemon;
     daemon.name_ = std::move(name);
@@ -207,9 +217,12 @@ void Daemon::kill_now() {
 
 void Daemon::restart() {
     if (child_.running()) stop();
-    // Come back on the same port: the terminals know the address, not the process.
-    for (auto& arg : argv_) {
+    // Come back on the same port: the terminals know the address, not the process. (Only the port the ready
+    // file reports: a second listener, e.g. --http-listen, takes a free port again.)
+    for (std::size_t i = 0; i < argv_.size(); ++i) {
+        auto& arg = argv_[i];
         const auto colon = arg.rfind(":0");
+        if (i > 0 && argv_[i - 1] == "--http-listen") continue;
         if (port_ != 0 && colon != std::string::npos && colon + 2 == arg.size() && arg.rfind("127.0.0.1", 0) == 0)
             arg = "127.0.0.1:" + std::to_string(port_);
     }

@@ -45,6 +45,10 @@ ToolRun run_tool(const std::vector<std::string>& argv, const std::string& stdin_
 std::string run_tool_or_fail(const std::vector<std::string>& argv, const std::string& stdin_text = {},
                              std::chrono::milliseconds timeout = tool_wait);
 
+// The port a daemon writes into `ready_file` (a second listener's ready file), waited for up to
+// daemon_ready_wait; fails naming `log`.
+std::uint16_t wait_for_port(const std::filesystem::path& ready_file, const std::string& what, const std::filesystem::path& log);
+
 // A daemon started with `--ready-file FILE` (and port 0 in its arguments): running until stop().
 class Daemon {
 public:

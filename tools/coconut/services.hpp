@@ -1,6 +1,7 @@
 // The island's daemons for one command: coconut-hsmd over D/hsm and coconut-clearingd over D/clearing, each
 // on a free loopback port, logs in D/logs, stopped (SIGTERM, by PID) when this object goes away — and by
-// the SIGINT handler if the user interrupts.
+// the SIGINT handler if the user interrupts. With `http`, the clearing also serves its HTTP API (cardholder
+// and clerk) on a free loopback port of its own (`--http-listen`, port in D/logs/clearingd-http.ready).
 #pragma once
 
 #include "process.hpp"
@@ -12,7 +13,7 @@ namespace coconut::cli {
 
 class Services {
 public:
-    explicit Services(WorldPaths world) : world_(std::move(world)) {}
+    explicit Services(WorldPaths world, bool http = false) : world_(std::move(world)), http_(http) {}
 
     Daemon& hsm() {
         if (!hsm_) {
@@ -29,13 +30,28 @@ public:
     Daemon& clearing() {
         if (!clearing_) {
             const std::string hsm_endpoint = hsm().endpoint();
-            clearing_ = Daemon::start("coconut-clearingd",
-                                      {require_tool("coconut-clearingd"), "serve", "--data", world_.clearing_data().string(),
-                                       "--iso-listen", "127.0.0.1:0", "--hsm", hsm_endpoint, "--hsm-key",
-                                       world_.clearing_key().string()},
-                                      world_.logs() / "clearingd.ready", world_.logs() / "clearingd.log");
+            std::vector<std::string> argv{require_tool("coconut-clearingd"), "serve", "--data", world_.clearing_data().string(),
+                                          "--iso-listen", "127.0.0.1:0", "--hsm", hsm_endpoint, "--hsm-key",
+                                          world_.clearing_key().string()};
+            if (http_) {
+                std::error_code ignored;
+                fs::remove(http_ready_file(), ignored);
+                argv.insert(argv.end(), {"--http-listen", "127.0.0.1:0", "--http-ready-file", http_ready_file().string()});
+            }
+            clearing_ = Daemon::start("coconut-clearingd", std::move(argv), world_.logs() / "clearingd.ready", world_.logs() / "clearingd.log");
+            if (http_) http_port_ = wait_for_port(http_ready_file(), "coconut-clearingd HTTP", world_.logs() / "clearingd.log");
         }
         return *clearing_;
+    }
+
+    // "127.0.0.1:PORT" of the clearing's HTTP API (starts the clearing; needs `http`).
+    std::string clearing_http() {
+        clearing();
+        return "127.0.0.1:" + std::to_string(http_port_);
+    }
+    std::uint16_t clearing_http_port() {
+        clearing();
+        return http_port_;
     }
 
     // SIGTERM: the clearing answers what it holds, syncs and exits 0.
@@ -47,7 +63,10 @@ public:
     }
 
 private:
+    fs::path http_ready_file() const { return world_.logs() / "clearingd-http.ready"; }
     WorldPaths world_;
+    bool http_ = false;
+    std::uint16_t http_port_ = 0;
     std::optional<Daemon> hsm_;
     std::optional<Daemon> clearing_;
 };

@@ -1,6 +1,7 @@
 #include "settle.hpp"
 
 #include "errors.hpp"
+#include "process.hpp"
 
 #include <coconut/clearing/clearing.hpp>
 #include <coconut/durable_file.hpp>
@@ -12,10 +13,16 @@
 #include <libxml/tree.h>
 #include <libxml/xpath.h>
 
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <iostream>
 #include <map>
+#include <regex>
 #include <sstream>
+#include <thread>
 
 namespace coconut::cli {
 
@@ -79,14 +86,19 @@ Instruction read_pain001(const fs::path& file) {
     return out;
 }
 
+std::uint64_t fen_of(const std::string& amount) {
+    const auto dot = amount.find('.');
+    std::string cents = dot == std::string::npos ? "00" : (amount.substr(dot + 1) + "00").substr(0, 2);
+    return std::stoull(amount.substr(0, dot)) * 100 + std::stoull(cents);
+}
+
 // The bank's statement of the debtor account: one booked debit per credit transfer, with its own reference.
 std::string camt053(const Instruction& pain, std::uint32_t cycle, const std::string& booking_date) {
     std::string entries;
     std::uint64_t total_fen = 0;
     std::size_t n = 0;
     for (const auto& line : pain.lines) {
-        const auto dot = line.amount.find('.');
-        total_fen += std::stoull(line.amount.substr(0, dot)) * 100 + (dot == std::string::npos ? 0 : std::stoull(line.amount.substr(dot + 1)));
+        total_fen += fen_of(line.amount);
         entries += fmt::format(R"(      <Ntry>
         <Amt Ccy="CNY">{0}</Amt>
         <CdtDbtInd>DBIT</CdtDbtInd>
@@ -126,74 +138,124 @@ std::string camt053(const Instruction& pain, std::uint32_t cycle, const std::str
 
 }  // namespace
 
-SettlementOutcome settle_and_reconcile(const WorldPaths& world, const Island& island) {
+SettlementOutcome settle_live(const WorldPaths& world, const Island& island, const std::string& http_endpoint,
+                              const fs::path& token_file, Progress& progress) {
     SettlementOutcome outcome;
-    auto lock = st::DirectoryLock::acquire(world.clearing_data());
-    if (!lock) fail(exit_codes::tool_failed, "settlement: " + lock.error().message);
-    ledger::Options ledger_options;
-    ledger_options.directory = world.clearing_data().string();
-    auto book = ledger::Ledger::open(ledger_options);
-    if (!book) fail(exit_codes::io_error, "settlement: " + book.error().message);
+    const std::string settle = require_tool("coconut-settle");
+    const fs::path out = world.dir / "settlement";
 
-    // Today in Hainan (UTC+8), cut-off at the end of the current minute.
+    // Today in Hainan (UTC+8); the cut-off is the end of the current minute, after every booking of the day.
     const auto now = std::chrono::system_clock::now();
     const auto local = std::chrono::floor<std::chrono::minutes>(now + std::chrono::hours(8));
     const auto day = std::chrono::floor<std::chrono::days>(local);
-    const st::Date date{day};
-    const auto minute_of_day = static_cast<std::uint32_t>((local - day).count()) + 1;
+    const std::chrono::year_month_day date{day};
+    const auto cutoff_minute = static_cast<std::uint32_t>((local - day).count()) + 1;  // 1 … 1440 (24:00)
+    outcome.date = fmt::format("{:04}-{:02}-{:02}", static_cast<int>(date.year()), static_cast<unsigned>(date.month()),
+                               static_cast<unsigned>(date.day()));
+    outcome.cutoff = fmt::format("{:02}:{:02}", cutoff_minute / 60, cutoff_minute % 60);
+    outcome.cycle = static_cast<std::uint32_t>(static_cast<int>(date.year()) * 10000 + static_cast<int>(static_cast<unsigned>(date.month())) * 100 +
+                                               static_cast<int>(static_cast<unsigned>(date.day())));
+    outcome.cycle_dir = st::cycle_directory(out, outcome.cycle);
 
-    st::RunOptions options;
-    options.date = date;
-    options.out = world.dir / "settlement";
-    options.config.purse_float = {"Hainan Coconut Bank purse float", "FLOAT0001", "HNCBCNBJXXX"};
-    options.config.medical_fund = {"Hainan Social Insurance medical fund", "FUND0001", "HNSICNBJ"};
-    options.config.cutoff_minutes = minute_of_day;
-    const auto window = st::cycle_window(options.out, date, minute_of_day);
-    if (!window) fail(exit_codes::tool_failed, "settlement: " + window.error().message);
-    options.now_ns = window->end_ns + static_cast<std::uint64_t>(st::settling_margin.count()) * 1'000'000'000ull;
+    const fs::path config = world.dir / "settlement.json";
+    write_text(config, nlohmann::json{{"initiator_name", "Coconut Card Clearing"},
+                                      {"cutoff", outcome.cutoff},
+                                      {"purse_float", {{"name", "Hainan Coconut Bank purse float"}, {"account", "FLOAT0001"}, {"agent_bic", "HNCBCNBJXXX"}}},
+                                      {"medical_fund", {{"name", "Hainan Social Insurance medical fund"}, {"account", "FUND0001"}, {"agent_bic", "HNSICNBJ"}}}}
+                               .dump(1) + "\n");
 
-    std::vector<clearing::Participant> participants;
-    for (const auto& p : island.participants) participants.push_back({p.id, p.name, p.kind, p.bank_account, p.fee_rate_bp});
-    auto poster = st::make_direct_poster(*book.value());
-    auto run = st::run_cycle(*book.value(), participants, poster.get(), options);
-    if (!run) fail(exit_codes::tool_failed, "settlement: " + run.error().message);
-    outcome.cycle = run->record.cycle;
-    outcome.cycle_dir = st::cycle_directory(options.out, outcome.cycle);
-    outcome.transfers_posted = run->record.transfers_posted;
-    for (const auto& p : run->positions.participants) outcome.fees_fen += p.purse.fee_fen + p.medical.fee_fen;
+    // coconut-settle runs a cycle from cut-off + settling margin on: a booking stamped just before the cut-off
+    // may still be committing. The clerk waits like an operator's scheduler would.
+    const auto cutoff_instant = std::chrono::time_point_cast<std::chrono::system_clock::duration>(
+        day + std::chrono::minutes(cutoff_minute) - std::chrono::hours(8));
+    const auto ready = cutoff_instant + st::settling_margin + std::chrono::milliseconds(500);
+    const auto wait_started = std::chrono::system_clock::now();
+    // Said once also without a terminal (no progress bar there): a log shows why nothing happens for a minute.
+    std::cerr << fmt::format("  … coconut-settle can run cycle {} from its cut-off {} (UTC+8) + {} s: waiting {:.0f} s\n", outcome.cycle,
+                             outcome.cutoff, st::settling_margin.count(),
+                             std::chrono::duration<double>(ready - wait_started).count());
+    while (std::chrono::system_clock::now() < ready) {
+        const double total = std::chrono::duration<double>(ready - wait_started).count();
+        const double left = std::chrono::duration<double>(ready - std::chrono::system_clock::now()).count();
+        progress.update(1.0 - left / total, fmt::format("cut-off {} (UTC+8) + {} s settling margin: {:.0f} s", outcome.cutoff,
+                                                        st::settling_margin.count(), left));
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    progress.done();
+    outcome.waited_s = std::chrono::duration<double>(std::chrono::system_clock::now() - wait_started).count();
 
-    // Every pain.001 validated; the bank books each of its transfers.
+    const std::vector<std::string> run_argv{settle, "run", "--date", outcome.date, "--data", world.clearing_data().string(),
+                                            "--config", config.string(), "--clearingd", "http://" + http_endpoint,
+                                            "--token-file", token_file.string(), "--out", out.string()};
+    const std::regex posted(R"((\d+) transfers posted now \((\d+) new, (\d+) already booked\))");
+    std::smatch match;
+    for (int run = 0; run < 2; ++run) {
+        const std::string output = run_tool_or_fail(run_argv);
+        write_text(world.logs() / fmt::format("settle-run-{}.log", run + 1), output);
+        if (!std::regex_search(output, match, posted)) fail(exit_codes::tool_failed, "coconut-settle run printed no posting line: " + output);
+        (run == 0 ? outcome.transfers_posted : outcome.second_run_new) = std::stoull(match[2].str());
+        if (run == 0) outcome.run_output = output;
+    }
+
+    // The postings as the daemon's ledger holds them (read-only while it serves): every payable back to zero,
+    // the fees in fee income.
+    {
+        ledger::Options options;
+        options.directory = world.clearing_data().string();
+        options.read_only = true;
+        auto book = ledger::Ledger::open(options);
+        if (!book) fail(exit_codes::io_error, "settlement: " + book.error().message);
+        const auto balance = [&](const ledger::Id& id) {
+            auto account = book.value()->lookup_account(id);
+            if (!account) fail(exit_codes::io_error, "ledger: " + account.error().message);
+            if (!*account) return std::int64_t{0};
+            return static_cast<std::int64_t>((*account)->credits_posted) - static_cast<std::int64_t>((*account)->debits_posted);
+        };
+        for (const auto& p : island.participants)
+            for (const auto ledger_id : {clearing::ledgers::purse, clearing::ledgers::medical})
+                if (const std::int64_t left = balance(clearing::payable_account(p.id, ledger_id)); left != 0)
+                    outcome.payables_not_zero.push_back(fmt::format("{} ({}) ledger {}: {} fen", p.name, p.id, ledger_id, left));
+        outcome.fees_fen = static_cast<std::uint64_t>(balance(clearing::purse_fee_income_account) + balance(clearing::medical_fee_income_account));
+    }
+
+    // Every pain.001 validated; the bank books each of its transfers in a camt.053 of the debtor account.
     outcome.files_valid = true;
-    const std::string booking_date = fmt::format("{:04}-{:02}-{:02}", static_cast<int>(date.year()),
-                                                 static_cast<unsigned>(date.month()), static_cast<unsigned>(date.day()));
     fs::create_directories(world.dir / "bank");
-    for (const auto& file : run->files) {
-        if (file.name.rfind("pain001", 0) != 0) continue;
-        const fs::path pain = outcome.cycle_dir / file.name;
+    std::vector<fs::path> pains;
+    for (const auto& entry : fs::directory_iterator(outcome.cycle_dir))
+        if (entry.path().filename().string().rfind("pain001", 0) == 0) pains.push_back(entry.path());
+    std::sort(pains.begin(), pains.end());
+    const fs::path schemas = st::default_schemas_dir();
+    std::vector<std::string> reconcile_argv{settle, "reconcile", "--cycle", std::to_string(outcome.cycle), "--out", out.string()};
+    for (const auto& pain : pains) {
         outcome.pain_files.push_back(pain);
-        if (!st::validate_xml(file.contents, options.schemas_dir / "pain.001.001.09.xsd").empty()) outcome.files_valid = false;
+        if (!st::validate_xml(read_text(pain), schemas / "pain.001.001.09.xsd").empty()) outcome.files_valid = false;
         const Instruction instruction = read_pain001(pain);
         outcome.payments += instruction.lines.size();
-        const std::string statement = camt053(instruction, outcome.cycle, booking_date);
-        if (const auto errors = st::validate_xml(statement, options.schemas_dir / "camt.053.001.08.xsd"); !errors.empty())
+        for (const auto& line : instruction.lines) outcome.paid_fen += fen_of(line.amount);
+        const std::string statement = camt053(instruction, outcome.cycle, outcome.date);
+        if (const auto errors = st::validate_xml(statement, schemas / "camt.053.001.08.xsd"); !errors.empty())
             fail(exit_codes::check_failed, "the generated bank statement is not valid camt.053.001.08: " + errors);
         const fs::path camt = world.dir / "bank" / fmt::format("camt053-{}-{}.xml", outcome.cycle, instruction.debtor_account);
         write_text(camt, statement);
         outcome.camt_files.push_back(camt);
-    }
-    for (const auto& p : run->positions.participants) {
-        if (p.purse.net_fen > 0) outcome.paid_fen += static_cast<std::uint64_t>(p.purse.net_fen);
-        if (p.medical.net_fen > 0) outcome.paid_fen += static_cast<std::uint64_t>(p.medical.net_fen);
+        reconcile_argv.push_back(camt.string());
     }
     if (fs::exists(outcome.cycle_dir / "summary.txt")) outcome.summary_text = read_text(outcome.cycle_dir / "summary.txt");
 
-    auto reconciled = st::reconcile(options.out, outcome.cycle, outcome.camt_files, options.schemas_dir);
-    if (!reconciled) fail(exit_codes::check_failed, "reconciliation: " + reconciled.error().message);
-    outcome.matched = reconciled->matched.size();
-    outcome.missing = reconciled->missing.size();
-    outcome.mismatched = reconciled->mismatched.size();
-    outcome.duplicates = reconciled->duplicates.size();
-    outcome.reconciled = reconciled->complete();
+    // coconut-settle reconcile: exit 0 reconciled, 10 incomplete (the report is stored in cycle.json either way).
+    const ToolRun reconciled = run_tool(reconcile_argv);
+    write_text(world.logs() / "settle-reconcile.log", reconciled.output);
+    if (reconciled.exit_code != 0 && reconciled.exit_code != 10)
+        fail(exit_codes::tool_failed, fmt::format("coconut-settle reconcile failed (exit {}): {}", reconciled.exit_code, reconciled.output));
+    auto record = st::load_cycle(out, outcome.cycle);
+    if (!record || !*record || !(*record)->reconciliation) fail(exit_codes::tool_failed, "cycle.json holds no reconciliation");
+    const auto& report = *(*record)->reconciliation;
+    outcome.matched = report.matched.size();
+    outcome.missing = report.missing.size();
+    outcome.mismatched = report.mismatched.size();
+    outcome.duplicates = report.duplicates.size();
+    outcome.reconciled = reconciled.exit_code == 0 && report.complete();
     return outcome;
 }
 

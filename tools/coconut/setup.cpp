@@ -13,7 +13,7 @@ double since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 SetupReport prepare_island(const WorldPaths& world, Services& services, const std::string& images, const DayOptions& day,
-                           Progress& progress) {
+                           Progress& progress, bool settlement_clerk) {
     SetupReport report;
     auto t0 = std::chrono::steady_clock::now();
     if (!fs::exists(world.hsm_store())) {
@@ -43,7 +43,11 @@ SetupReport prepare_island(const WorldPaths& world, Services& services, const st
 
     t0 = std::chrono::steady_clock::now();
     register_with_clearing(world, "island", island.participants, island.terminals, island.cards);
-    report.tokens = issue_card_tokens(world);
+    report.tokens = issue_card_tokens(world, island.cards);
+    if (settlement_clerk && !fs::exists(world.keys() / "settlement.token"))
+        report.settlement_token = add_clerk(world, "settlement", "settlement");
+    else if (settlement_clerk)
+        report.settlement_token = world.keys() / "settlement.token";
     services.clearing();
     report.register_s = since(t0);
     progress.step(fmt::format("registered {} participants, {} terminals, {} cards at the clearing; {} serving ISO 8583 on {}",

@@ -1,6 +1,6 @@
 // Bringing an island to the point where a day can run: ceremony (if the directory has none), participants,
 // terminals with their PSAMs, the cards, all registered with the clearing (before it serves: registry loads
-// take its directory lock), cardholder tokens — then the clearing is started.
+// take its directory lock), cardholder tokens, clerks — then the clearing is started.
 #pragma once
 
 #include "report.hpp"
@@ -17,10 +17,12 @@ struct SetupReport {
     std::size_t terminals = 0;
     std::string tokens;
     fs::path images_dir;
+    fs::path settlement_token;  // the settlement clerk's token file (when asked for)
 };
 
-// `images` empty: island.json's images_dir, else D/media.
+// `images` empty: island.json's images_dir, else D/media. `settlement_clerk`: also add the clerk "settlement"
+// (role settlement) to the clearing's HTTP API, its token in D/keys/settlement.token.
 SetupReport prepare_island(const WorldPaths& world, Services& services, const std::string& images, const DayOptions& day,
-                           Progress& progress);
+                           Progress& progress, bool settlement_clerk = false);
 
 }  // namespace coconut::cli

@@ -322,18 +322,37 @@ nlohmann::json register_with_clearing(const WorldPaths& world, const std::string
     }
 }
 
-std::string issue_card_tokens(const WorldPaths& world) {
-    const std::string clearingd = require_tool("coconut-clearingd");
-    const ToolRun help = run_tool({clearingd, "admin", "--help"});
-    if (help.output.find("issue-tokens") == std::string::npos)
-        return "cardholder tokens: not issued (this coconut-clearingd has no `admin issue-tokens`)";
+fs::path card_token_file(const WorldPaths& world, const std::string& asn) {
+    return world.tokens() / (asn.substr(asn.size() - 16) + ".token");
+}
+
+std::string issue_card_tokens(const WorldPaths& world, const std::vector<CardEntry>& cards) {
     std::error_code ec;
     fs::create_directories(world.tokens(), ec);
     fs::permissions(world.tokens(), fs::perms::owner_all, ec);
-    const std::string output = run_tool_or_fail(
-        {clearingd, "admin", "issue-tokens", "--data", world.clearing_data().string(), "--out", world.tokens().string()});
-    std::string line = output.substr(0, output.find('\n'));
-    return fmt::format("cardholder tokens: {} ({}, mode 0600, shown nowhere else)", line, world.tokens().string());
+    const std::string output = run_tool_or_fail({require_tool("coconut-clearingd"), "admin", "--data", world.clearing_data().string(),
+                                                 "issue-tokens", "--out", world.tokens().string()});
+    // One file per card, readable by its owner only (the token is shown nowhere else).
+    for (const auto& card : cards) {
+        const fs::path file = card_token_file(world, card.asn);
+        const auto status = fs::status(file, ec);
+        if (ec || !fs::is_regular_file(status))
+            fail(exit_codes::check_failed, fmt::format("card {}: no token file {}", card.asn, file.string()));
+        if ((status.permissions() & fs::perms::all) != (fs::perms::owner_read | fs::perms::owner_write))
+            fail(exit_codes::check_failed, fmt::format("{} is not mode 0600", file.string()));
+    }
+    return fmt::format("cardholder tokens: {} ({} cards, one 0600 file each in {}, shown nowhere else)",
+                       output.substr(0, output.find('\n')), cards.size(), world.tokens().string());
+}
+
+fs::path add_clerk(const WorldPaths& world, const std::string& name, const std::string& roles) {
+    const std::string output = run_tool_or_fail({require_tool("coconut-clearingd"), "admin", "--data", world.clearing_data().string(),
+                                                 "clerk-add", "--name", name, "--roles", roles});
+    const std::string token = output.substr(0, output.find('\n'));
+    if (token.rfind("clerk_", 0) != 0) fail(exit_codes::tool_failed, "coconut-clearingd admin clerk-add printed no token: " + output);
+    const fs::path file = world.keys() / (name + ".token");
+    write_private(file, token + "\n");
+    return file;
 }
 
 }  // namespace coconut::cli

@@ -121,8 +121,14 @@ nlohmann::json register_with_clearing(const WorldPaths& world, const std::string
                                       const std::vector<Participant>& participants,
                                       const std::vector<TerminalEntry>& terminals, const std::vector<CardEntry>& cards);
 
-// Cardholder API tokens (coconut-clearingd admin issue-tokens, when this build has it) into D/tokens.
-// Returns a one-line report.
-std::string issue_card_tokens(const WorldPaths& world);
+// Cardholder API tokens (`coconut-clearingd admin issue-tokens`: every registered card without a token) into
+// D/tokens; checks that each of `cards` has its file, mode 0600. Returns a one-line report.
+std::string issue_card_tokens(const WorldPaths& world, const std::vector<CardEntry>& cards);
+// D/tokens/<card number>.token: the card number is the ASN's rightmost 16 digits.
+fs::path card_token_file(const WorldPaths& world, const std::string& asn);
+
+// A clerk of the clearing's HTTP API (`coconut-clearingd admin clerk-add`, the daemon stopped) with `roles`
+// ("settlement", "read,hotlist" …); its token, printed once by the tool, is kept in D/keys/<name>.token (0600).
+fs::path add_clerk(const WorldPaths& world, const std::string& name, const std::string& roles);
 
 }  // namespace coconut::cli
