@@ -5,8 +5,8 @@
 # ≥ 100,000 card transactions through the terminal SDK (with torn taps and lost network messages),
 # uploads, the cardholder API checked with the cards' tokens, ledger check, cards = shadows, money
 # conservation, then the night: coconut-settle run against the live daemon (posting through its clerk API),
-# coconut-settle reconcile against the bank's camt.053, the checks again, a summary. About 3 minutes, of
-# which 1-2 waiting for the settlement cut-off + 60 s margin. Needs root (or sudo) for setup.sh.
+# coconut-settle reconcile against the bank's camt.053, the checks again, a summary. About 35 s of work once
+# built on 2 cores (day size). Needs root (or sudo) for setup.sh.
 #   BUILD_DIR   build directory (default: build)
 #   DEMO_DIR    the island directory (default: demo-run, git-ignored; replaced on every run)
 #   extra arguments go to `coconut demo` (e.g. --size small, --seed N)

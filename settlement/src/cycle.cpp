@@ -96,7 +96,7 @@ std::string encode_record(const CycleRecord& r) {
     json j = {{"cycle", r.cycle},
               {"state", to_string(r.state)},
               {"window", window_json(r.window)},
-              {"cutoff", format_cutoff(r.cutoff_minutes)},
+              {"cutoff", format_cutoff(r.cutoff_seconds)},
               {"first_sequence", r.first_sequence},
               {"last_sequence", r.last_sequence},
               {"positions_sha256", r.positions_sha256},
@@ -115,7 +115,7 @@ std::optional<CycleRecord> decode_record(const std::string& text) {
         auto cutoff = parse_cutoff(j.at("cutoff").get<std::string>());
         if (!state || !cutoff) return std::nullopt;
         r.state = *state;
-        r.cutoff_minutes = *cutoff;
+        r.cutoff_seconds = *cutoff;
         r.window = {j.at("window").at("start_ns").get<std::uint64_t>(), j.at("window").at("end_ns").get<std::uint64_t>()};
         r.first_sequence = j.at("first_sequence").get<std::uint64_t>();
         r.last_sequence = j.at("last_sequence").get<std::uint64_t>();
@@ -178,20 +178,24 @@ std::optional<Date> date_of_cycle(std::uint32_t id) {
 }
 
 std::optional<std::uint32_t> parse_cutoff(std::string_view text) {
-    if (text.size() != 5 || text[2] != ':') return std::nullopt;
+    if ((text.size() != 5 && text.size() != 8) || text[2] != ':' || (text.size() == 8 && text[5] != ':')) return std::nullopt;
     auto h = digits(text.substr(0, 2));
     auto m = digits(text.substr(3, 2));
-    if (!h || !m || *m > 59) return std::nullopt;
-    const std::uint32_t minutes = *h * 60 + *m;
-    if (minutes == 0 || minutes > minutes_per_day) return std::nullopt;
-    return minutes;
+    auto s = text.size() == 8 ? digits(text.substr(6, 2)) : std::optional<unsigned>{0};
+    if (!h || !m || !s || *m > 59 || *s > 59) return std::nullopt;
+    const std::uint32_t seconds = *h * 3600 + *m * 60 + *s;
+    if (seconds == 0 || seconds > seconds_per_day) return std::nullopt;
+    return seconds;
 }
 
-std::string format_cutoff(std::uint32_t minutes) { return fmt::format("{:02}:{:02}", minutes / 60, minutes % 60); }
+std::string format_cutoff(std::uint32_t seconds) {
+    if (seconds % 60 == 0) return fmt::format("{:02}:{:02}", seconds / 3600, seconds / 60 % 60);
+    return fmt::format("{:02}:{:02}:{:02}", seconds / 3600, seconds / 60 % 60, seconds % 60);
+}
 
-std::uint64_t cutoff_ns(const Date& date, std::uint32_t cutoff_minutes) {
+std::uint64_t cutoff_ns(const Date& date, std::uint32_t cutoff_seconds) {
     const std::int64_t midnight_utc_s = std::chrono::sys_days(date).time_since_epoch().count() * std::int64_t{86400};
-    const std::int64_t cutoff_s = midnight_utc_s + std::int64_t{cutoff_minutes} * 60 - local_utc_offset_s;
+    const std::int64_t cutoff_s = midnight_utc_s + std::int64_t{cutoff_seconds} - local_utc_offset_s;
     return static_cast<std::uint64_t>(cutoff_s) * ns_per_s;
 }
 
@@ -232,8 +236,8 @@ Result<Config> parse_config(std::string_view json_text) {
             config.initiator_name = value.get<std::string>();
         } else if (name == "cutoff") {
             auto cutoff = value.is_string() ? parse_cutoff(value.get<std::string>()) : std::nullopt;
-            if (!cutoff) return Unexpected{bad_input("config: cutoff must be \"HH:MM\" from 00:01 to 24:00")};
-            config.cutoff_minutes = *cutoff;
+            if (!cutoff) return Unexpected{bad_input("config: cutoff must be \"HH:MM\" or \"HH:MM:SS\" from 00:00:01 to 24:00")};
+            config.cutoff_seconds = *cutoff;
         } else if (name != "purse_float" && name != "medical_fund") {
             return Unexpected{bad_input(fmt::format("config: unknown field {}", name))};
         }
@@ -291,10 +295,10 @@ Result<std::vector<CycleRecord>> list_cycles(const std::filesystem::path& out) {
     return records;
 }
 
-Result<Window> cycle_window(const std::filesystem::path& out, const Date& date, std::uint32_t cutoff_minutes) {
+Result<Window> cycle_window(const std::filesystem::path& out, const Date& date, std::uint32_t cutoff_seconds) {
     const Date previous{std::chrono::sys_days(date) - std::chrono::days{1}};
     const Date next{std::chrono::sys_days(date) + std::chrono::days{1}};
-    Window window{cutoff_ns(previous, cutoff_minutes), cutoff_ns(date, cutoff_minutes)};
+    Window window{cutoff_ns(previous, cutoff_seconds), cutoff_ns(date, cutoff_seconds)};
     COCONUT_SETTLE_TRY(before, load_cycle(out, cycle_id(previous)));
     if (before) window.start_ns = before->window.end_ns;
     COCONUT_SETTLE_TRY(after, load_cycle(out, cycle_id(next)));
@@ -302,8 +306,8 @@ Result<Window> cycle_window(const std::filesystem::path& out, const Date& date, 
         return Unexpected{Error{ErrorCode::conflict,
                                 fmt::format("cycle {} starts at {} ns but this cut-off ({}) ends cycle {} at {} ns: use the "
                                             "cut-off the next cycle was run with ({})",
-                                            cycle_id(next), after->window.start_ns, format_cutoff(cutoff_minutes), cycle_id(date),
-                                            window.end_ns, format_cutoff(after->cutoff_minutes))}};
+                                            cycle_id(next), after->window.start_ns, format_cutoff(cutoff_seconds), cycle_id(date),
+                                            window.end_ns, format_cutoff(after->cutoff_seconds))}};
     }
     if (window.start_ns >= window.end_ns) {
         return Unexpected{bad_input(fmt::format("cycle {}: the window is empty (the previous cycle ended at {} ns, this cut-off is {} ns)",

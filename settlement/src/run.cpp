@@ -66,16 +66,16 @@ Result<RunReport> run_cycle(const ledger::Ledger& ledger, const std::vector<clea
     if (stored) {
         record = std::move(*stored);  // the window is fixed once the cycle exists
     } else {
-        COCONUT_SETTLE_TRY(window, cycle_window(options.out, options.date, options.config.cutoff_minutes));
+        COCONUT_SETTLE_TRY(window, cycle_window(options.out, options.date, options.config.cutoff_seconds));
         record.cycle = cycle;
         record.window = window;
-        record.cutoff_minutes = options.config.cutoff_minutes;
+        record.cutoff_seconds = options.config.cutoff_seconds;
     }
     const std::uint64_t now_ns = options.now_ns != 0 ? options.now_ns : realtime_ns();
-    const std::uint64_t ready_ns = record.window.end_ns + static_cast<std::uint64_t>(settling_margin.count()) * ns_per_s;
+    const std::uint64_t ready_ns = record.window.end_ns + static_cast<std::uint64_t>(options.margin.count()) * ns_per_s;
     if (now_ns < ready_ns) {
         return Unexpected{Error{ErrorCode::too_early, fmt::format("cycle {} closes at its cut-off {} (UTC+8) and can run {} s after it",
-                                                                  cycle, format_cutoff(record.cutoff_minutes), settling_margin.count())}};
+                                                                  cycle, format_cutoff(record.cutoff_seconds), options.margin.count())}};
     }
     if (!options.dry_run && poster == nullptr) return Unexpected{Error{ErrorCode::bad_input, "no way to post: give --clearingd or --direct"}};
 

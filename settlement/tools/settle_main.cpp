@@ -100,6 +100,7 @@ struct RunArgs {
     std::string schemas;
     bool direct = false;
     bool dry_run = false;
+    std::uint32_t margin_s = static_cast<std::uint32_t>(settlement::settling_margin.count());
 };
 
 settlement::Result<std::string> clerk_token(const std::string& token_file) {
@@ -125,8 +126,8 @@ int run(const RunArgs& a) {
     if (!config) return fail(config.error());
     if (!a.cutoff.empty()) {
         auto cutoff = parse_cutoff(a.cutoff);
-        if (!cutoff) return usage("--cutoff " + a.cutoff + ": expected HH:MM from 00:01 to 24:00");
-        config->cutoff_minutes = *cutoff;
+        if (!cutoff) return usage("--cutoff " + a.cutoff + ": expected HH:MM or HH:MM:SS from 00:00:01 to 24:00");
+        config->cutoff_seconds = *cutoff;
     }
     if (a.direct && !a.clearingd.empty()) return usage("give either --clearingd or --direct");
     if (!a.dry_run && !a.direct && a.clearingd.empty()) return usage("run needs --clearingd http://HOST:PORT (or --direct, or --dry-run)");
@@ -166,6 +167,7 @@ int run(const RunArgs& a) {
     run_options.out = a.out;
     if (!a.schemas.empty()) run_options.schemas_dir = a.schemas;
     run_options.dry_run = a.dry_run;
+    run_options.margin = std::chrono::seconds(a.margin_s);
     run_options.progress = ProgressPrinter(isatty(STDERR_FILENO) == 1);
     if (const char* kill_at = std::getenv("COCONUT_SETTLE_TEST_EXIT_AFTER")) {
         // Test hook (tests/settlement): exit abruptly right after a state was saved, like a crash.
@@ -215,7 +217,7 @@ std::string reconciliation_line(const CycleRecord& r) {
 void print_record(const CycleRecord& r) {
     std::cout << fmt::format("cycle {} ({}): {}\n", r.cycle, format_date(*date_of_cycle(r.cycle)), to_string(r.state));
     std::cout << fmt::format("  window [{}, {}) ns, cut-off {} UTC+8, journal {}..{}\n", r.window.start_ns, r.window.end_ns,
-                             format_cutoff(r.cutoff_minutes), r.first_sequence, r.last_sequence);
+                             format_cutoff(r.cutoff_seconds), r.first_sequence, r.last_sequence);
     std::cout << fmt::format("  {} files, {} settlement transfers posted, {}\n", r.files.size(), r.transfers_posted, reconciliation_line(r));
 }
 
@@ -299,7 +301,12 @@ int main(int argc, char** argv) {
     run_cmd->add_option("--date", run_args.date, "business date YYYY-MM-DD (local time UTC+8)")->required();
     run_cmd->add_option("--data", run_args.data, "the clearing daemon's data directory (its LMDB ledger)")->required();
     run_cmd->add_option("--config", run_args.config, "settlement config JSON (debtor accounts, cut-off)")->required();
-    run_cmd->add_option("--cutoff", run_args.cutoff, "cut-off HH:MM local time (overrides the config; default 24:00)");
+    run_cmd->add_option("--cutoff", run_args.cutoff, "cut-off HH:MM[:SS] local time (overrides the config; default 24:00)");
+    run_cmd->add_option("--settling-margin", run_args.margin_s,
+                        "seconds after the cut-off before the cycle may run (bookings stamped just before it may still be committing); "
+                        "lower only when every terminal has stopped uploading")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 86400));
     run_cmd->add_option("--clearingd", run_args.clearingd, "post through the daemon's clerk API at http://HOST:PORT");
     run_cmd->add_option("--token-file", run_args.token_file, "settlement clerk token file (else $COCONUT_CLERK_TOKEN)");
     run_cmd->add_flag("--direct", run_args.direct, "post directly into the ledger (only while no daemon serves --data)");

@@ -174,12 +174,20 @@ TEST_CASE("business dates, cut-off and cycle ids") {
     CHECK(parse_date("2026-03-10") == day);
     CHECK_FALSE(parse_date("2026-02-30").has_value());
     CHECK_FALSE(parse_date("2026-3-10").has_value());
-    CHECK(parse_cutoff("24:00") == 1440u);
-    CHECK(parse_cutoff("23:30") == 1410u);
+    CHECK(parse_cutoff("24:00") == 86400u);
+    CHECK(parse_cutoff("23:30") == 84600u);
+    CHECK(parse_cutoff("23:30:07") == 84607u);
+    CHECK(format_cutoff(84600) == "23:30");
+    CHECK(format_cutoff(84607) == "23:30:07");
     CHECK_FALSE(parse_cutoff("00:00").has_value());
+    CHECK_FALSE(parse_cutoff("00:00:00").has_value());
+    CHECK(parse_cutoff("00:00:01") == 1u);
     CHECK_FALSE(parse_cutoff("24:01").has_value());
+    CHECK_FALSE(parse_cutoff("24:00:01").has_value());
+    CHECK_FALSE(parse_cutoff("12:00:60").has_value());
+    CHECK_FALSE(parse_cutoff("12:00:5").has_value());
     // 2026-03-10 24:00 UTC+8 = 2026-03-10T16:00:00Z = 1773158400 s.
-    CHECK(cutoff_ns(day, 1440) == 1'773'158'400ull * ns_per_s);
+    CHECK(cutoff_ns(day, seconds_per_day) == 1'773'158'400ull * ns_per_s);
     CHECK(format_fen(-5) == "-0.05");
     CHECK(format_fen(123456) == "1234.56");
 }
@@ -202,7 +210,7 @@ TEST_CASE("the config is validated field by field") {
 TEST_CASE("a hand-computed day gives exactly the expected positions") {
     Day d;
     d.book_the_day();
-    const Window window{cutoff_ns(day_before, 1440), cutoff_ns(day, 1440)};
+    const Window window{cutoff_ns(day_before, seconds_per_day), cutoff_ns(day, seconds_per_day)};
     auto computed = compute_positions(*d.ledger, d.participants(), cycle_id(day), window);
     REQUIRE_MESSAGE(computed.ok(), (computed.ok() ? "" : computed.error().message));
     const Positions& p = *computed;
@@ -372,11 +380,11 @@ TEST_CASE("late transactions go to the next cycle, early ones to the previous") 
     const RunReport next = run(d, day_after);
     REQUIRE(next.positions.participants.size() == 1);
     CHECK(kind(next.positions.participants[0], Kind::bus) == KindTotals{1, 999});
-    CHECK(next.record.window.start_ns == cutoff_ns(day, 1440));  // continues where the cycle before ended
+    CHECK(next.record.window.start_ns == cutoff_ns(day, seconds_per_day));  // continues where the cycle before ended
     const RunReport before = run(d, day_before);
     REQUIRE(before.positions.participants.size() == 1);
     CHECK(kind(before.positions.participants[0], Kind::bus) == KindTotals{1, 111});
-    CHECK(before.record.window.end_ns == cutoff_ns(day, 1440) - 24 * 3600 * ns_per_s);
+    CHECK(before.record.window.end_ns == cutoff_ns(day, seconds_per_day) - 24 * 3600 * ns_per_s);
 }
 
 TEST_CASE("settlement's own transfers are not business of the next cycle") {
@@ -410,11 +418,14 @@ TEST_CASE("a cycle does not run before its cut-off has passed") {
     Day d;
     auto poster = make_direct_poster(*d.ledger);
     RunOptions o = d.run_options(day);
-    o.now_ns = cutoff_ns(day, 1440) + 30 * ns_per_s;  // inside the settling margin
+    o.now_ns = cutoff_ns(day, seconds_per_day) + 30 * ns_per_s;  // inside the settling margin
     auto r = run_cycle(*d.ledger, d.participants(), poster.get(), o);
     REQUIRE_FALSE(r.ok());
     CHECK(r.error().code == ErrorCode::too_early);
     CHECK(std::filesystem::is_empty(d.out()));
+    // A shorter margin (every terminal has stopped uploading) lets the same moment run it.
+    o.margin = std::chrono::seconds(10);
+    CHECK(run_cycle(*d.ledger, d.participants(), poster.get(), o).ok());
 }
 
 TEST_CASE("a transfer paying no registered participant stops the cycle before anything is written") {
@@ -450,7 +461,7 @@ TEST_CASE("a changed cut-off cannot leave a gap or an overlap with the next cycl
     d.book_the_day();
     run(d, day_after);  // starts at the 24:00 cut-off of `day`
     RunOptions o = d.run_options(day);
-    o.config.cutoff_minutes = 23 * 60;
+    o.config.cutoff_seconds = 23 * 3600;
     auto poster = make_direct_poster(*d.ledger);
     auto r = run_cycle(*d.ledger, d.participants(), poster.get(), o);
     REQUIRE_FALSE(r.ok());

@@ -254,7 +254,7 @@ int main(int argc, char** argv) {
     app.add_option("--cards", o.cards)->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     const auto date = settlement::parse_date(o.date);
-    const std::uint32_t cutoff = settlement::minutes_per_day;
+    const std::uint32_t cutoff = settlement::seconds_per_day;
     const settlement::Date previous{std::chrono::sys_days(*date) - std::chrono::days{1}};
     const settlement::Window window{settlement::cutoff_ns(previous, cutoff), settlement::cutoff_ns(*date, cutoff)};
 

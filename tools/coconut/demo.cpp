@@ -113,7 +113,7 @@ int demo(const DemoArgs& args) {
     progress.step(fmt::format("coconut-clearingd serving again (ISO 8583 {}, HTTP {}) for the settlement clerk",
                               services.clearing().endpoint(), services.clearing_http()));
     const SettlementOutcome settlement = settle_live(world, island, services.clearing_http(), setup.settlement_token, progress);
-    progress.step(fmt::format("coconut-settle run (cycle {}, cut-off {} UTC+8, run after waiting {:.0f} s for cut-off + 60 s): {} payments in {} pain.001 "
+    progress.step(fmt::format("coconut-settle run (cycle {}, cut-off {} UTC+8, run after waiting {:.0f} s for cut-off + settling margin): {} payments in {} pain.001 "
                               "files ({}), {} transfers posted through POST /v1/clerk/transfers, a second run posted {}; payables {}; "
                               "coconut-settle reconcile: {} matched, {} missing, {} mismatched",
                               settlement.cycle, settlement.cutoff, settlement.waited_s, settlement.payments, settlement.pain_files.size(),

@@ -54,7 +54,7 @@ void print_day(std::ostream& out, const DayReport& day) {
                        "again); {} ISO 8583 frames lost; clearing killed {} times\n",
                        day.tears, day.tears_recovered, day.tears_abandoned, day.dropped_frames, day.clearing_kills);
     out << fmt::format("Uploads: {} acknowledged ({} approved, {} suspense, {} duplicates) in {} rounds; {} connections failed "
-                       "and were retried; {} zero-fare entry taps kept off the upload\n",
+                       "and were retried; {} of them zero-fare entry taps (booked as 0-fen transfers: the ATC sequence stays whole)\n",
                        day.uploaded, day.approved, day.suspense, day.duplicates, day.upload_rounds, day.upload_failures,
                        day.zero_fare_entries);
 }
@@ -70,8 +70,9 @@ void print_verification(std::ostream& out, const Verification& v, bool every_par
     out << fmt::format("  risk flags: {}", v.risk_flags);
     for (const auto& [kind, n] : v.risk_by_kind) out << fmt::format("  {} {}", kind, n);
     if (v.risk_flags > 0)
-        out << "\n    (expected offline: atc_gap = the card's ATC moved on entry taps of 0 fen, which are not uploaded, or on a "
-               "terminal that uploads later; shadow_mismatch = uploads arriving out of order across terminals)";
+        out << "\n    (atc_gap = an offline ATC still missing when one 65 or more above it is booked: a tap on a terminal that "
+               "uploads much later or never; shadow_mismatch = a card holding more than its cleared balance plus its unconfirmed "
+               "loads, or less once every earlier ATC is booked)";
     out << "\n";
     out << "Money by participant (signed: credits − debits):\n";
     std::map<std::string, MoneyLine> grouped;

@@ -144,17 +144,17 @@ SettlementOutcome settle_live(const WorldPaths& world, const Island& island, con
     const std::string settle = require_tool("coconut-settle");
     const fs::path out = world.dir / "settlement";
 
-    // Today in Hainan (UTC+8); the cut-off is the end of the current minute, after every booking of the day.
+    // Today in Hainan (UTC+8); the cut-off is two seconds from now (every booking of the day is committed:
+    // the terminals have finished), capped at 24:00 of the business date.
     const auto now = std::chrono::system_clock::now();
-    const auto local = std::chrono::floor<std::chrono::minutes>(now + std::chrono::hours(8));
+    const auto local = std::chrono::floor<std::chrono::seconds>(now + std::chrono::hours(8));
     const auto day = std::chrono::floor<std::chrono::days>(local);
     const std::chrono::year_month_day date{day};
-    const auto cutoff_minute = static_cast<std::uint32_t>((local - day).count()) + 1;  // 1 … 1440 (24:00)
+    const auto cutoff_second = std::min<std::uint32_t>(static_cast<std::uint32_t>((local - day).count()) + 2, st::seconds_per_day);
     outcome.date = fmt::format("{:04}-{:02}-{:02}", static_cast<int>(date.year()), static_cast<unsigned>(date.month()),
                                static_cast<unsigned>(date.day()));
-    outcome.cutoff = fmt::format("{:02}:{:02}", cutoff_minute / 60, cutoff_minute % 60);
-    outcome.cycle = static_cast<std::uint32_t>(static_cast<int>(date.year()) * 10000 + static_cast<int>(static_cast<unsigned>(date.month())) * 100 +
-                                               static_cast<int>(static_cast<unsigned>(date.day())));
+    outcome.cutoff = st::format_cutoff(cutoff_second);
+    outcome.cycle = st::cycle_id(date);
     outcome.cycle_dir = st::cycle_directory(out, outcome.cycle);
 
     const fs::path config = world.dir / "settlement.json";
@@ -164,28 +164,31 @@ SettlementOutcome settle_live(const WorldPaths& world, const Island& island, con
                                       {"medical_fund", {{"name", "Hainan Social Insurance medical fund"}, {"account", "FUND0001"}, {"agent_bic", "HNSICNBJ"}}}}
                                .dump(1) + "\n");
 
-    // coconut-settle runs a cycle from cut-off + settling margin on: a booking stamped just before the cut-off
-    // may still be committing. The clerk waits like an operator's scheduler would.
+    // coconut-settle runs a cycle from cut-off + settling margin on (60 s by default: a booking stamped just
+    // before the cut-off may still be committing). Here every terminal has stopped and the daemon has been
+    // restarted since the last booking, so nothing can be in flight: a margin of 2 s, given explicitly.
+    constexpr std::chrono::seconds margin{2};
     const auto cutoff_instant = std::chrono::time_point_cast<std::chrono::system_clock::duration>(
-        day + std::chrono::minutes(cutoff_minute) - std::chrono::hours(8));
-    const auto ready = cutoff_instant + st::settling_margin + std::chrono::milliseconds(500);
+        day + std::chrono::seconds(cutoff_second) - std::chrono::hours(8));
+    const auto ready = cutoff_instant + margin + std::chrono::milliseconds(500);
     const auto wait_started = std::chrono::system_clock::now();
-    // Said once also without a terminal (no progress bar there): a log shows why nothing happens for a minute.
+    // Said once also without a terminal (no progress bar there): a log shows why nothing happens for a moment.
     std::cerr << fmt::format("  … coconut-settle can run cycle {} from its cut-off {} (UTC+8) + {} s: waiting {:.0f} s\n", outcome.cycle,
-                             outcome.cutoff, st::settling_margin.count(),
+                             outcome.cutoff, margin.count(),
                              std::chrono::duration<double>(ready - wait_started).count());
     while (std::chrono::system_clock::now() < ready) {
         const double total = std::chrono::duration<double>(ready - wait_started).count();
         const double left = std::chrono::duration<double>(ready - std::chrono::system_clock::now()).count();
         progress.update(1.0 - left / total, fmt::format("cut-off {} (UTC+8) + {} s settling margin: {:.0f} s", outcome.cutoff,
-                                                        st::settling_margin.count(), left));
+                                                        margin.count(), left));
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
     progress.done();
     outcome.waited_s = std::chrono::duration<double>(std::chrono::system_clock::now() - wait_started).count();
 
     const std::vector<std::string> run_argv{settle, "run", "--date", outcome.date, "--data", world.clearing_data().string(),
-                                            "--config", config.string(), "--clearingd", "http://" + http_endpoint,
+                                            "--config", config.string(), "--settling-margin", std::to_string(margin.count()),
+                                            "--clearingd", "http://" + http_endpoint,
                                             "--token-file", token_file.string(), "--out", out.string()};
     const std::regex posted(R"((\d+) transfers posted now \((\d+) new, (\d+) already booked\))");
     std::smatch match;

@@ -58,7 +58,7 @@ struct DayReport {
     std::size_t tears = 0;
     std::size_t tears_recovered = 0;  // the card had debited: recorded from GET TRANSACTION PROVE
     std::size_t tears_abandoned = 0;  // the card had not: the tap was made again
-    std::size_t zero_fare_entries = 0;  // entry taps that moved no money (not uploaded: see simulate.cpp)
+    std::size_t zero_fare_entries = 0;  // entry taps that moved no money (uploaded like any tap: booked as 0-fen transfers)
     std::size_t upload_rounds = 0;
     std::size_t upload_failures = 0;  // connections that ended in an error (retried later)
     std::size_t uploaded = 0;         // acknowledged by the clearing

@@ -72,7 +72,7 @@ inline constexpr std::int64_t local_utc_offset_s = 8 * 3600;
 // A cycle may run only this long after its cut-off: a transfer whose ledger timestamp was taken just
 // before the cut-off may still be committing (the writer stamps at the start of its transaction).
 inline constexpr std::chrono::seconds settling_margin{60};
-inline constexpr std::uint32_t minutes_per_day = 24 * 60;
+inline constexpr std::uint32_t seconds_per_day = 24 * 3600;
 
 using Date = std::chrono::year_month_day;
 // "2026-11-26" → the date; nullopt when malformed or not a calendar date.
@@ -82,11 +82,12 @@ std::string format_date(const Date& date);  // "2026-11-26"
 // settlement transfers (clearing.hpp).
 std::uint32_t cycle_id(const Date& date);
 std::optional<Date> date_of_cycle(std::uint32_t id);
-// "HH:MM", 00:01 … 24:00 (24:00 = local midnight at the end of the business date) → minutes.
+// "HH:MM" or "HH:MM:SS", 00:00:01 … 24:00 (24:00 = local midnight at the end of the business date) →
+// seconds after local midnight. Formatted back as HH:MM when on a whole minute, else HH:MM:SS.
 std::optional<std::uint32_t> parse_cutoff(std::string_view text);
-std::string format_cutoff(std::uint32_t minutes);
+std::string format_cutoff(std::uint32_t seconds);
 // The cut-off instant of `date`, ns since the Unix epoch (UTC).
-std::uint64_t cutoff_ns(const Date& date, std::uint32_t cutoff_minutes);
+std::uint64_t cutoff_ns(const Date& date, std::uint32_t cutoff_seconds);
 
 struct Window {
     std::uint64_t start_ns = 0;  // inclusive
@@ -108,7 +109,7 @@ struct Config {
     std::string initiator_name = "Coconut Card Clearing";  // GrpHdr/InitgPty/Nm
     DebtorAccount purse_float;   // the issuing bank's account holding the cardholders' purse money
     DebtorAccount medical_fund;  // the social-insurance agency's medical fund account
-    std::uint32_t cutoff_minutes = minutes_per_day;  // default 24:00
+    std::uint32_t cutoff_seconds = seconds_per_day;  // seconds after local midnight; default 24:00
 };
 Result<Config> parse_config(std::string_view json_text);
 
@@ -305,7 +306,7 @@ struct CycleRecord {
     std::uint32_t cycle = 0;
     CycleState state = CycleState::open;
     Window window;
-    std::uint32_t cutoff_minutes = minutes_per_day;
+    std::uint32_t cutoff_seconds = seconds_per_day;
     std::uint64_t first_sequence = 0;
     std::uint64_t last_sequence = 0;
     std::string positions_sha256;              // of summary.json: a re-run must compute the same
@@ -324,7 +325,7 @@ Result<std::vector<CycleRecord>> list_cycles(const std::filesystem::path& out);
 // The window of `date`: ends at its cut-off; starts where the previous stored cycle ended (else at
 // the previous day's cut-off). Fails with `conflict` when the next stored cycle does not start at
 // this end (its cut-off was chosen differently), `bad_input` for an empty window.
-Result<Window> cycle_window(const std::filesystem::path& out, const Date& date, std::uint32_t cutoff_minutes);
+Result<Window> cycle_window(const std::filesystem::path& out, const Date& date, std::uint32_t cutoff_seconds);
 
 // ---- the run -------------------------------------------------------------------------------------------
 
@@ -335,6 +336,9 @@ struct RunOptions {
     std::filesystem::path schemas_dir = default_schemas_dir();
     bool dry_run = false;           // compute and render only; write and post nothing
     std::uint64_t now_ns = 0;       // wall clock (0: the real clock); the cut-off must be past
+    // How long after the cut-off the cycle may run (default settling_margin). Shorter only when every
+    // terminal has finished uploading and nothing can still be committing (e.g. the demo's island).
+    std::chrono::seconds margin = settling_margin;
     Progress progress;
     // Test hook: called with the state just reached (after it was saved), e.g. to kill the process.
     std::function<void(CycleState)> after_step;
