@@ -17,7 +17,8 @@ ctest --test-dir build --output-on-failure -j "$jobs"
 if [ "${COCONUT_SKIP_ASAN:-0}" != 1 ]; then
   CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
     -DCOCONUT_SANITIZE=ON -DCOCONUT_FUZZ=ON >/dev/null
-  ninja -C build-asan -j "$jobs"
+  # Only what the sanitizer step runs: the unit-test executables and the fuzzers (not every tool again).
+  ninja -C build-asan -j "$jobs" coconut_unit_tests coconut_fuzzers
   export ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -L unit -LE slow
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -L fuzz

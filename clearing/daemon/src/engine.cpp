@@ -313,12 +313,12 @@ Engine::Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registr
     card_services_ = &card_services;
 }
 
-void Engine::handle(const Message& request, SessionState& session, Respond respond) {
+void Engine::handle(Message request, SessionState& session, Respond respond) {
     stats_.requests++;
     stats_.in_flight++;
     const std::string& mti = request.mti();
     if (mti == "0800" || mti == "0801") return sign_on(request, session, std::move(respond));
-    if (mti == "0320" || mti == "0321") return offline_upload(request, session, std::move(respond));
+    if (mti == "0320" || mti == "0321") return offline_upload(std::move(request), session, std::move(respond));
     if (mti == "0500" || mti == "0501") return reconcile(request, session, std::move(respond));
     const bool online = mti == "0200" || mti == "0201" || mti == "0100" || mti == "0101" || mti == "0220" || mti == "0221" ||
                         mti == "0400" || mti == "0401" || mti == "0420" || mti == "0421";
@@ -475,9 +475,10 @@ void Engine::finish(const std::shared_ptr<Upload>& upload, ResponseCode code) {
     upload->respond(make_response(upload->request, code));
 }
 
-void Engine::offline_upload(const Message& request, SessionState& session, Respond respond) {
+void Engine::offline_upload(Message message, SessionState& session, Respond respond) {
     auto upload = std::make_shared<Upload>();
-    upload->request = request;
+    upload->request = std::move(message);
+    const Message& request = upload->request;
     upload->respond = std::move(respond);
     const auto pan = request.get(2);
     const auto amount = request.get_number(4);
@@ -492,9 +493,15 @@ void Engine::offline_upload(const Message& request, SessionState& session, Respo
     upload->terminal_id = std::string(*terminal_id);
     upload->batch_number = batch_of(request);
 
-    auto terminal = registry_.terminal(*terminal_id);
+    // The terminal, the card and the stored transfer from one snapshot (one read transaction).
+    auto snapshot = ledger_.begin_read();
+    if (!snapshot) {
+        log_line("0320: " + snapshot.error().message);
+        return finish(upload, ResponseCode::system_malfunction);
+    }
+    auto terminal = registry_.terminal_in(*snapshot, *terminal_id);
     if (!terminal) {
-        log_line("0320: " + terminal.error().message);
+        log_line("0320: " + terminal.error().message());
         return finish(upload, ResponseCode::system_malfunction);
     }
     if (!*terminal) return finish(upload, ResponseCode::invalid_merchant);
@@ -520,9 +527,9 @@ void Engine::offline_upload(const Message& request, SessionState& session, Respo
     if (*pan != std::string_view(asn_digits).substr(4)) return finish(upload, ResponseCode::invalid_card_number);
     if (t.terminal_id != (*terminal)->psam_terminal_id) return finish(upload, ResponseCode::not_permitted_to_terminal);
 
-    auto card = registry_.card(t.asn);
+    auto card = registry_.card_in(*snapshot, t.asn);
     if (!card) {
-        log_line("0320: " + card.error().message);
+        log_line("0320: " + card.error().message());
         return finish(upload, ResponseCode::system_malfunction);
     }
     if (!*card) return finish(upload, ResponseCode::invalid_card_number);
@@ -531,7 +538,8 @@ void Engine::offline_upload(const Message& request, SessionState& session, Respo
 
     // A re-upload of a booked transaction is answered from the ledger without the HSM; a changed one
     // goes to the writer so its 94 and its risk flag are recorded like any booking.
-    auto stored = ledger_.lookup_transfer(upload->transfer_id);
+    auto stored = ledger_.lookup_transfer(*snapshot, upload->transfer_id);
+    snapshot->abort();  // back to the pool before the HSM and the writer
     if (!stored) {
         log_line("0320: " + stored.error().message);
         return finish(upload, ResponseCode::system_malfunction);

@@ -11,7 +11,7 @@
 
 #include <cstdio>
 #include <cstring>
-#include <deque>
+#include <vector>
 #include <set>
 
 namespace coconut::clearing {
@@ -117,7 +117,7 @@ private:
             return close();
         }
         in_flight_++;
-        server_->engine.handle(*message, state_, [self = shared_from_this()](iso8583::Message response) {
+        server_->engine.handle(std::move(*message), state_, [self = shared_from_this()](iso8583::Message response) {
             // Called on the writer thread for bookings: back to the I/O thread.
             asio::post(self->socket_.get_executor(), [self, response = std::move(response)] { self->on_answer(response); });
         });
@@ -143,24 +143,38 @@ private:
         auto framed = iso8583::frame(*encoded);
         if (!framed) return close();
         writes_.push_back(std::move(*framed));
-        if (!writing_) write_next();
+        // Start the write after the handlers already queued (the rest of a commit's answers) have
+        // added theirs, so they share it.
+        if (!writing_ && !write_posted_) {
+            write_posted_ = true;
+            asio::post(socket_.get_executor(), [self = shared_from_this()] {
+                self->write_posted_ = false;
+                if (self->closed_ || self->writing_ || self->writes_.empty()) return self->finish_if_done();
+                self->write_next();
+            });
+        }
     }
 
+    // Every answer queued so far goes out in one gather write (one syscall for a commit's worth of
+    // answers to this terminal); answers queued meanwhile wait for the next one.
     void write_next() {
         writing_ = true;
-        asio::async_write(socket_, asio::buffer(writes_.front()), [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
+        std::swap(writes_, sending_);
+        buffers_.clear();
+        for (const Bytes& frame : sending_) buffers_.emplace_back(asio::buffer(frame));
+        asio::async_write(socket_, buffers_, [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
             self->writing_ = false;
+            self->sending_.clear();
             if (self->closed_) return self->finish_if_done();
             if (ec) return self->close();
-            self->writes_.pop_front();
             if (!self->writes_.empty()) return self->write_next();
             self->finish_if_done();
         });
     }
 
     void finish_if_done() {
-        if (draining_ && !closed_ && in_flight_ == 0 && !writing_ && writes_.empty() && !reading_) close();
-        if (closed_ && in_flight_ == 0 && !writing_ && !reported_) {
+        if (draining_ && !closed_ && in_flight_ == 0 && !writing_ && !write_posted_ && writes_.empty() && !reading_) close();
+        if (closed_ && in_flight_ == 0 && !writing_ && !write_posted_ && !reported_) {
             reported_ = true;
             server_->closed(shared_from_this());
         }
@@ -182,11 +196,14 @@ private:
     std::shared_ptr<Server::State> server_;
     std::array<std::uint8_t, iso8583::frame_size_max> buffer_{};
     std::size_t have_ = 0;
-    std::deque<Bytes> writes_;
+    std::vector<Bytes> writes_;   // answers waiting for the next write
+    std::vector<Bytes> sending_;  // answers of the write in progress
+    std::vector<asio::const_buffer> buffers_;
     SessionState state_;
     std::size_t in_flight_ = 0;
     bool reading_ = false;
     bool writing_ = false;
+    bool write_posted_ = false;
     bool draining_ = false;
     bool closed_ = false;
     bool reported_ = false;

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cassert>
 
 namespace coconut::iso8583 {
@@ -120,7 +121,16 @@ Result<std::string, Error> parse_field(Reader& reader, int field, const FieldSpe
 
 void Message::set(int field, std::string_view value) {
     assert(field >= field_first && field <= field_last);
-    fields_[static_cast<std::size_t>(field)] = std::string(value);
+    if (fields_.empty() || fields_.back().first < field) {  // parse and most builders go in order
+        fields_.emplace_back(field, std::string(value));
+        return;
+    }
+    auto at = std::lower_bound(fields_.begin(), fields_.end(), field, [](const Field& f, int n) { return f.first < n; });
+    if (at != fields_.end() && at->first == field) {
+        at->second.assign(value);
+    } else {
+        fields_.emplace(at, field, std::string(value));
+    }
 }
 
 void Message::set(int field, ByteView value) { set(field, as_text(value)); }
@@ -133,16 +143,23 @@ void Message::set_number(int field, std::uint64_t value, std::size_t width) {
 
 void Message::clear(int field) {
     assert(field >= field_first && field <= field_last);
-    fields_[static_cast<std::size_t>(field)].reset();
+    std::erase_if(fields_, [field](const Field& f) { return f.first == field; });
 }
 
-bool Message::has(int field) const {
-    return field >= field_first && field <= field_last && fields_[static_cast<std::size_t>(field)].has_value();
+const Message::Field* Message::find(int field) const {
+    for (const Field& f : fields_) {
+        if (f.first == field) return &f;
+        if (f.first > field) break;
+    }
+    return nullptr;
 }
+
+bool Message::has(int field) const { return find(field) != nullptr; }
 
 std::optional<std::string_view> Message::get(int field) const {
-    if (!has(field)) return std::nullopt;
-    return std::string_view(*fields_[static_cast<std::size_t>(field)]);
+    const Field* f = find(field);
+    if (f == nullptr) return std::nullopt;
+    return std::string_view(f->second);
 }
 
 std::optional<Bytes> Message::get_bytes(int field) const {
@@ -210,13 +227,11 @@ Result<Bytes, Error> encode(const Message& message, const Dictionary& dictionary
     std::array<std::uint8_t, 2 * bitmap_size> bitmap{};
     bool any_field = false;
     bool secondary = message.secondary_bitmap;
-    for (int field = field_first; field <= field_last; ++field) {
-        auto value = message.get(field);
-        if (!value) continue;
+    for (const auto& [field, value] : message.fields()) {
         const FieldSpec& spec = dictionary[static_cast<std::size_t>(field)];
         if (spec.format == Format::none) return fail(ErrorCode::unknown_field, field, 0);
-        if (!length_allowed(spec, value->size())) return fail(ErrorCode::bad_length, field, 0);
-        if (auto bad = check_characters(spec.format, *value)) return fail(*bad, field, 0);
+        if (!length_allowed(spec, value.size())) return fail(ErrorCode::bad_length, field, 0);
+        if (auto bad = check_characters(spec.format, value)) return fail(*bad, field, 0);
         set_bit(bitmap.data(), field);
         any_field = true;
         secondary = secondary || field > 64;
@@ -228,16 +243,14 @@ Result<Bytes, Error> encode(const Message& message, const Dictionary& dictionary
     out.reserve(256);
     out.insert(out.end(), message.mti().begin(), message.mti().end());
     out.insert(out.end(), bitmap.begin(), bitmap.begin() + static_cast<std::ptrdiff_t>(secondary ? 2 * bitmap_size : bitmap_size));
-    for (int field = field_first; field <= field_last; ++field) {
-        auto value = message.get(field);
-        if (!value) continue;
+    for (const auto& [field, value] : message.fields()) {
         const FieldSpec& spec = dictionary[static_cast<std::size_t>(field)];
         if (const std::size_t width = prefix_digits(spec.length_kind); width > 0) {
-            const auto prefix = digits(value->size(), width);
+            const auto prefix = digits(value.size(), width);
             assert(prefix.has_value());  // length_allowed() bounded it by length_max ≤ 999
             out.insert(out.end(), prefix->begin(), prefix->end());
         }
-        out.insert(out.end(), value->begin(), value->end());
+        out.insert(out.end(), value.begin(), value.end());
     }
     if (out.size() > message_size_max) return fail(ErrorCode::oversize, 0, 0);
     return out;

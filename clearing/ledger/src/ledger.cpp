@@ -674,12 +674,7 @@ Result<std::size_t> Ledger::expire_pending() {
 // ---- small public helpers ---------------------------------------------------------------------------------
 
 Id derive_id(ByteView material) {
-    std::array<std::uint8_t, 32> digest{};
-    unsigned size = 0;
-    if (EVP_Digest(material.data(), material.size(), digest.data(), &size, EVP_sha256(), nullptr) != 1) {
-        throw std::runtime_error("EVP_Digest(SHA-256) failed");
-    }
-    return decode_id(digest);
+    return decode_id(records::sha256(material));
 }
 
 std::optional<Transfer> journal_transfer(const JournalEntry& entry) {

@@ -9,7 +9,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <string>
+#include <vector>
 
 namespace coconut::lmdb {
 namespace {
@@ -27,6 +29,11 @@ constexpr unsigned env_flags = MDB_NOTLS;
 constexpr mdb_mode_t file_mode = 0600;
 
 }  // namespace
+
+struct ReadPool {
+    std::mutex mutex;
+    std::vector<MDB_txn*> idle;  // reset read transactions, each holding its reader slot
+};
 
 std::string Error::message() const { return fmt::format("{}: {}", operation, mdb_strerror(rc)); }
 
@@ -47,16 +54,29 @@ Result<Env> Env::open(const std::string& directory, const EnvOptions& options) {
     return env;
 }
 
+Env::Env(MDB_env* env) : env_(env), reads_(std::make_unique<ReadPool>()) {}
+
+Env::Env(Env&& other) noexcept : env_(std::exchange(other.env_, nullptr)), reads_(std::move(other.reads_)) {}
+
 Env& Env::operator=(Env&& other) noexcept {
     if (this != &other) {
-        if (env_ != nullptr) mdb_env_close(env_);
+        close();
         env_ = std::exchange(other.env_, nullptr);
+        reads_ = std::move(other.reads_);
     }
     return *this;
 }
 
-Env::~Env() {
-    if (env_ != nullptr) mdb_env_close(env_);
+Env::~Env() { close(); }
+
+// Every transaction must have ended before the environment closes (LMDB's rule); the idle pooled ones
+// are released here.
+void Env::close() {
+    if (reads_) {
+        for (MDB_txn* txn : reads_->idle) mdb_txn_abort(txn);
+        reads_->idle.clear();
+    }
+    if (env_ != nullptr) mdb_env_close(std::exchange(env_, nullptr));
 }
 
 Result<MDB_dbi> Env::open_table(const char* name) {
@@ -109,31 +129,57 @@ std::size_t Env::map_size_bytes() const {
 
 Result<Txn> Txn::begin(const Env& env, Mode mode, Txn* parent) {
     assert(parent == nullptr || mode == Mode::read_write);
+    ReadPool* pool = mode == Mode::read_only ? env.read_pool() : nullptr;
     MDB_txn* raw = nullptr;
+    if (pool != nullptr) {
+        {
+            std::lock_guard lock(pool->mutex);
+            if (!pool->idle.empty()) {
+                raw = pool->idle.back();
+                pool->idle.pop_back();
+            }
+        }
+        if (raw != nullptr && mdb_txn_renew(raw) == 0) return Txn(raw, pool);
+        if (raw != nullptr) mdb_txn_abort(raw);  // could not renew: begin afresh below
+        raw = nullptr;
+    }
     const unsigned flags = mode == Mode::read_only ? MDB_RDONLY : 0;
     if (int rc = mdb_txn_begin(env.get(), parent ? parent->get() : nullptr, flags, &raw); rc != 0) {
         return fail(rc, "mdb_txn_begin");
     }
-    return Txn(raw);
+    return Txn(raw, pool);
 }
 
 Txn& Txn::operator=(Txn&& other) noexcept {
     if (this != &other) {
         abort();
         txn_ = std::exchange(other.txn_, nullptr);
+        pool_ = std::exchange(other.pool_, nullptr);
     }
     return *this;
 }
 
 Status Txn::commit() {
     assert(txn_ != nullptr);
+    pool_ = nullptr;
     const int rc = mdb_txn_commit(std::exchange(txn_, nullptr));  // frees the handle even on failure
     if (rc != 0) return fail(rc, "mdb_txn_commit");
     return Ok{};
 }
 
 void Txn::abort() {
-    if (txn_ != nullptr) mdb_txn_abort(std::exchange(txn_, nullptr));
+    if (txn_ == nullptr) return;
+    MDB_txn* txn = std::exchange(txn_, nullptr);
+    ReadPool* pool = std::exchange(pool_, nullptr);
+    if (pool != nullptr) {
+        mdb_txn_reset(txn);  // releases the snapshot; the handle and its reader slot stay
+        std::lock_guard lock(pool->mutex);
+        if (pool->idle.size() < read_pool_idle_max) {
+            pool->idle.push_back(txn);
+            return;
+        }
+    }
+    mdb_txn_abort(txn);
 }
 
 Result<std::optional<ByteView>> Txn::get(MDB_dbi table, ByteView key) const {

@@ -275,21 +275,45 @@ private:
     std::uint64_t journal_transfers_ = 0;
 };
 
+// The same reads in a caller's read transaction.
+template <class T>
+Result<T> read_in(const State& s, const lmdb::Txn& txn, auto&& body) {
+    auto out = body(txn);
+    if (!out) return Unexpected{to_error(out.error(), s)};
+    return std::move(*out);
+}
+
+lmdb::Result<std::optional<Account>> find_account(const lmdb::Txn& txn, const Tables& t, const Id& id) {
+    auto raw = txn.get(t.accounts, encode(id));
+    if (!raw) return Unexpected{raw.error()};
+    if (!*raw) return std::optional<Account>();
+    auto account = decode_account(**raw);
+    if (!account) return corrupted("account record");
+    return account;
+}
+
 }  // namespace
 
+Result<lmdb::Txn> Ledger::begin_read() const {
+    auto txn = lmdb::Txn::begin(state_->env, lmdb::Txn::Mode::read_only);
+    if (!txn) return Unexpected{to_error(txn.error(), *state_)};
+    return std::move(*txn);
+}
+
 Result<std::optional<Account>> Ledger::lookup_account(const Id& id) const {
-    return read<std::optional<Account>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::optional<Account>> {
-        auto raw = txn.get(state_->tables.accounts, encode(id));
-        if (!raw) return Unexpected{raw.error()};
-        if (!*raw) return std::optional<Account>();
-        auto account = decode_account(**raw);
-        if (!account) return corrupted("account record");
-        return account;
-    });
+    return read<std::optional<Account>>(*state_, [&](const lmdb::Txn& txn) { return find_account(txn, state_->tables, id); });
+}
+
+Result<std::optional<Account>> Ledger::lookup_account(const lmdb::Txn& txn, const Id& id) const {
+    return read_in<std::optional<Account>>(*state_, txn, [&](const lmdb::Txn& t) { return find_account(t, state_->tables, id); });
 }
 
 Result<std::optional<Transfer>> Ledger::lookup_transfer(const Id& id) const {
     return read<std::optional<Transfer>>(*state_, [&](const lmdb::Txn& txn) { return find_transfer(txn, state_->tables, id); });
+}
+
+Result<std::optional<Transfer>> Ledger::lookup_transfer(const lmdb::Txn& txn, const Id& id) const {
+    return read_in<std::optional<Transfer>>(*state_, txn, [&](const lmdb::Txn& t) { return find_transfer(t, state_->tables, id); });
 }
 
 Result<std::optional<PendingState>> Ledger::pending_state(const Id& id) const {
@@ -334,17 +358,33 @@ Result<std::vector<Transfer>> Ledger::account_transfers(const Id& account_id, st
     });
 }
 
+namespace {
+
+lmdb::Result<std::vector<Transfer>> transfers_before(const lmdb::Txn& txn, const Tables& tables, const Id& account_id,
+                                                     std::uint64_t before_timestamp, std::size_t limit) {
+    if (before_timestamp == 0) return std::vector<Transfer>();
+    auto cursor = lmdb::Cursor::open(txn, tables.account_transfers);
+    if (!cursor) return Unexpected{cursor.error()};
+    // The first key at or after (account, before): step back from it (or from the table's end).
+    auto at = cursor->seek(account_time_key(account_id, before_timestamp));
+    if (!at) return Unexpected{at.error()};
+    auto first = *at ? cursor->prev() : cursor->last();
+    return walk_account_index(txn, tables, *cursor, account_id, std::move(first), true, limit);
+}
+
+}  // namespace
+
 Result<std::vector<Transfer>> Ledger::account_transfers_before(const Id& account_id, std::uint64_t before_timestamp,
                                                                std::size_t limit) const {
-    return read<std::vector<Transfer>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::vector<Transfer>> {
-        if (before_timestamp == 0) return std::vector<Transfer>();
-        auto cursor = lmdb::Cursor::open(txn, state_->tables.account_transfers);
-        if (!cursor) return Unexpected{cursor.error()};
-        // The first key at or after (account, before): step back from it (or from the table's end).
-        auto at = cursor->seek(account_time_key(account_id, before_timestamp));
-        if (!at) return Unexpected{at.error()};
-        auto first = *at ? cursor->prev() : cursor->last();
-        return walk_account_index(txn, state_->tables, *cursor, account_id, std::move(first), true, limit);
+    return read<std::vector<Transfer>>(*state_, [&](const lmdb::Txn& txn) {
+        return transfers_before(txn, state_->tables, account_id, before_timestamp, limit);
+    });
+}
+
+Result<std::vector<Transfer>> Ledger::account_transfers_before(const lmdb::Txn& txn, const Id& account_id,
+                                                               std::uint64_t before_timestamp, std::size_t limit) const {
+    return read_in<std::vector<Transfer>>(*state_, txn, [&](const lmdb::Txn& t) {
+        return transfers_before(t, state_->tables, account_id, before_timestamp, limit);
     });
 }
 

@@ -49,6 +49,8 @@ std::optional<JournalHead> decode_head(ByteView bytes);
 // Journal value: kind (1) ‖ timestamp (8) ‖ hash (32) ‖ payload.
 Bytes encode_journal_value(const JournalEntry& entry);
 std::optional<JournalEntry> decode_journal(std::uint64_t sequence, ByteView bytes);
+// SHA-256 of `message` (journal chain and derived ids).
+Hash sha256(ByteView message);
 // The chain: SHA-256(previous ‖ sequence BE8 ‖ kind ‖ timestamp BE8 ‖ payload).
 Hash chain_hash(const Hash& previous, std::uint64_t sequence, JournalKind kind, std::uint64_t timestamp,
                 ByteView payload);

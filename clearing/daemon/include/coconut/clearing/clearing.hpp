@@ -501,7 +501,7 @@ public:
            CardServices& card_services, EngineOptions options = {});
 
     // Handles one parsed request. `session` is only touched synchronously (on the calling thread).
-    void handle(const iso8583::Message& request, SessionState& session, Respond respond);
+    void handle(iso8583::Message request, SessionState& session, Respond respond);
 
     // Reads the ledger's journal since the last call (from the head at construction) and counts and
     // logs the loads and holds the ledger released by timeout. Call periodically from one thread (the
@@ -516,7 +516,7 @@ public:
 
 private:
     void sign_on(const iso8583::Message& request, SessionState& session, Respond respond);
-    void offline_upload(const iso8583::Message& request, SessionState& session, Respond respond);
+    void offline_upload(iso8583::Message request, SessionState& session, Respond respond);
     void reconcile(const iso8583::Message& request, SessionState& session, Respond respond);
     void hotlist_download(const iso8583::Message& request, SessionState& session, Respond respond);
     void book(std::shared_ptr<Upload> upload, hsm::Verdict verdict);

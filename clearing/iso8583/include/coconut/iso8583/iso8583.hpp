@@ -29,6 +29,8 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 #include <string_view>
 
 namespace coconut::iso8583 {
@@ -139,12 +141,20 @@ public:
     // it when the message carried one (possibly empty), so parse → encode reproduces the bytes.
     bool secondary_bitmap = false;
 
+    // The present fields, ascending by number (what encode() walks).
+    using Field = std::pair<int, std::string>;
+    const std::vector<Field>& fields() const { return fields_; }
+
     // Same MTI and same fields; whether an empty secondary bitmap was on the wire does not count.
     friend bool operator==(const Message& a, const Message& b) { return a.mti_ == b.mti_ && a.fields_ == b.fields_; }
 
 private:
+    const Field* find(int field) const;
+
     std::string mti_;
-    std::array<std::optional<std::string>, field_last + 1> fields_{};
+    // Sorted by field number, each at most once: a message carries a dozen of the 128 fields, so a
+    // short vector is smaller and faster to build, copy and search than a slot per field.
+    std::vector<Field> fields_;
 };
 
 // Parses one message (without frame header) against `dictionary`.

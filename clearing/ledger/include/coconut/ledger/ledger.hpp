@@ -350,6 +350,13 @@ public:
 
     Result<std::optional<Account>> lookup_account(const Id& id) const;
     Result<std::optional<Transfer>> lookup_transfer(const Id& id) const;
+    // Several reads from one snapshot: begin_read() opens a read transaction (renewed from the
+    // environment's pool: cheap) and the overloads below read through it. Keep it short-lived.
+    Result<lmdb::Txn> begin_read() const;
+    Result<std::optional<Account>> lookup_account(const lmdb::Txn& txn, const Id& id) const;
+    Result<std::optional<Transfer>> lookup_transfer(const lmdb::Txn& txn, const Id& id) const;
+    Result<std::vector<Transfer>> account_transfers_before(const lmdb::Txn& txn, const Id& account_id,
+                                                           std::uint64_t before_timestamp, std::size_t limit) const;
     Result<std::optional<PendingState>> pending_state(const Id& id) const;
     // Transfers that debit or credit `account_id`, oldest first, with timestamp > after_timestamp.
     Result<std::vector<Transfer>> account_transfers(const Id& account_id, std::uint64_t after_timestamp,

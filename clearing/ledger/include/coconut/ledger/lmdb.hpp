@@ -18,6 +18,7 @@
 #include <lmdb.h>
 
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -46,13 +47,19 @@ struct EnvOptions {
     bool read_only = false;
 };
 
+// Idle read transactions of one environment, kept after mdb_txn_reset so the next read renews one
+// (mdb_txn_renew: no allocation and, under MDB_NOTLS, no trip through the reader table's lock) instead
+// of beginning a new one. Each idle entry keeps its reader slot, so the pool is small.
+struct ReadPool;
+inline constexpr std::size_t read_pool_idle_max = 16;
+
 class Env {
 public:
     // Opens (creating if needed) the environment in `directory` (the directory must exist), with
     // MDB_NOTLS and full sync.
     static Result<Env> open(const std::string& directory, const EnvOptions& options);
 
-    Env(Env&& other) noexcept : env_(std::exchange(other.env_, nullptr)) {}
+    Env(Env&& other) noexcept;
     Env& operator=(Env&& other) noexcept;
     Env(const Env&) = delete;
     Env& operator=(const Env&) = delete;
@@ -70,19 +77,24 @@ public:
     void drop_resident_pages() const;
     std::size_t map_size_bytes() const;
 
+    ReadPool* read_pool() const { return reads_.get(); }
+
 private:
-    explicit Env(MDB_env* env) : env_(env) {}
+    explicit Env(MDB_env* env);
+    void close();
     MDB_env* env_ = nullptr;
+    std::unique_ptr<ReadPool> reads_;
 };
 
 class Txn {
 public:
     enum class Mode { read_only, read_write };
     // Begins a transaction; with `parent`, a nested write transaction whose changes reach the parent
-    // only on commit() (used for linked chains).
+    // only on commit() (used for linked chains). A read transaction is renewed from the environment's
+    // ReadPool when one is idle there, and goes back to it when it ends.
     static Result<Txn> begin(const Env& env, Mode mode, Txn* parent = nullptr);
 
-    Txn(Txn&& other) noexcept : txn_(std::exchange(other.txn_, nullptr)) {}
+    Txn(Txn&& other) noexcept : txn_(std::exchange(other.txn_, nullptr)), pool_(std::exchange(other.pool_, nullptr)) {}
     Txn& operator=(Txn&& other) noexcept;
     Txn(const Txn&) = delete;
     Txn& operator=(const Txn&) = delete;
@@ -103,8 +115,9 @@ public:
     Result<bool> del(MDB_dbi table, ByteView key);
 
 private:
-    explicit Txn(MDB_txn* txn) : txn_(txn) {}
+    explicit Txn(MDB_txn* txn, ReadPool* pool = nullptr) : txn_(txn), pool_(pool) {}
     MDB_txn* txn_ = nullptr;
+    ReadPool* pool_ = nullptr;  // set for read transactions: where abort() returns the handle
 };
 
 class Cursor {
