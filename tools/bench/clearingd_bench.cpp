@@ -105,6 +105,7 @@ struct Daemon {
         writer = std::make_unique<ledger::Writer>(*ledger, writer_options);
         EngineOptions engine_options;
         engine_options.require_sign_on = false;
+        engine_options.completion_executor = io.get_executor();
         engine = std::make_unique<Engine>(*ledger, *writer, *registry, *verifier, engine_options);
         server = std::make_unique<Server>(io, *engine, ServerOptions{});
         thread = std::thread([this] { io.run(); });

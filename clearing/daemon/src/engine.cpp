@@ -662,31 +662,41 @@ void Engine::book(std::shared_ptr<Upload> upload, hsm::Verdict verdict) {
         return Ok{};
     };
 
-    auto on_commit = [this, upload](ledger::Reply reply) {
-        if (!reply) {
-            log_line("ledger: " + reply.error().message);
-            return finish(upload, reply.error().code == ledger::ErrorCode::stopped ? ResponseCode::issuer_inoperative
-                                                                                    : ResponseCode::system_malfunction);
+    auto on_commit = [this, upload](ledger::Reply reply) mutable {
+        if (options_.completion_executor) {
+            boost::asio::post(*options_.completion_executor, [this, upload = std::move(upload), reply = std::move(reply)] {
+                answer_booking(upload, reply);
+            });
+        } else {
+            answer_booking(upload, reply);
         }
-        const ledger::ResultCode code = (*reply)[0].code;
-        if (code == ledger::ResultCode::ok || code == ledger::ResultCode::exists) {
-            if (code == ledger::ResultCode::ok) stats_.booked++;
-            else stats_.exists++;
-            if (!upload->tac_valid) stats_.suspense++;
-            return finish(upload, upload->tac_valid ? ResponseCode::approved : ResponseCode::suspected_fraud);
-        }
-        if (code >= ledger::ResultCode::exists_with_different_flags && code <= ledger::ResultCode::exists_with_different_code) {
-            stats_.duplicates++;
-            log_line(fmt::format("duplicate id {} with different content: {}", ledger::to_string(upload->transfer_id),
-                                 ledger::to_string(code)));
-            return finish(upload, ResponseCode::duplicate_transmission);
-        }
-        log_line(fmt::format("transfer {}: {}", ledger::to_string(upload->transfer_id), ledger::to_string(code)));
-        finish(upload, ResponseCode::system_malfunction);
     };
     if (!writer_.try_submit({ledger::Event(transfer)}, std::move(on_commit), std::move(hook))) {
         finish(upload, ResponseCode::issuer_inoperative);  // writer queue full or stopping: retry later
     }
+}
+
+void Engine::answer_booking(const std::shared_ptr<Upload>& upload, const ledger::Reply& reply) {
+    if (!reply) {
+        log_line("ledger: " + reply.error().message);
+        return finish(upload, reply.error().code == ledger::ErrorCode::stopped ? ResponseCode::issuer_inoperative
+                                                                                : ResponseCode::system_malfunction);
+    }
+    const ledger::ResultCode code = (*reply)[0].code;
+    if (code == ledger::ResultCode::ok || code == ledger::ResultCode::exists) {
+        if (code == ledger::ResultCode::ok) stats_.booked++;
+        else stats_.exists++;
+        if (!upload->tac_valid) stats_.suspense++;
+        return finish(upload, upload->tac_valid ? ResponseCode::approved : ResponseCode::suspected_fraud);
+    }
+    if (code >= ledger::ResultCode::exists_with_different_flags && code <= ledger::ResultCode::exists_with_different_code) {
+        stats_.duplicates++;
+        log_line(fmt::format("duplicate id {} with different content: {}", ledger::to_string(upload->transfer_id),
+                             ledger::to_string(code)));
+        return finish(upload, ResponseCode::duplicate_transmission);
+    }
+    log_line(fmt::format("transfer {}: {}", ledger::to_string(upload->transfer_id), ledger::to_string(code)));
+    finish(upload, ResponseCode::system_malfunction);
 }
 
 }  // namespace coconut::clearing

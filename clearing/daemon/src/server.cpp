@@ -117,10 +117,15 @@ private:
             return close();
         }
         in_flight_++;
+        handling_ = true;
         server_->engine.handle(std::move(*message), state_, [self = shared_from_this()](iso8583::Message response) {
-            // Called on the writer thread for bookings: back to the I/O thread.
+            // Already on the I/O thread (a booking's answer the engine built there): answer now. From
+            // inside handle() (an immediate answer: process_frames is mid-loop) or from another thread
+            // (writer, HSM client): through the I/O thread's queue.
+            if (self->server_->io.get_executor().running_in_this_thread() && !self->handling_) return self->on_answer(response);
             asio::post(self->socket_.get_executor(), [self, response = std::move(response)] { self->on_answer(response); });
         });
+        handling_ = false;
     }
 
     void on_answer(const iso8583::Message& response) {
@@ -204,6 +209,7 @@ private:
     bool reading_ = false;
     bool writing_ = false;
     bool write_posted_ = false;
+    bool handling_ = false;  // inside engine.handle(): answers must not re-enter process_frames
     bool draining_ = false;
     bool closed_ = false;
     bool reported_ = false;

@@ -159,6 +159,7 @@ int serve(const ServeOptions& o) {
     EngineOptions engine_options = o.engine;
     engine_options.require_sign_on = !o.allow_without_sign_on;
     engine_options.tac_key_label = o.tac_key;
+    engine_options.completion_executor = io.get_executor();  // answers are built on the I/O thread
     http::MeteredHsm metered_hsm(verifier, verifier);
     Engine engine(*data->ledger, writer, *data->registry, metered_hsm, metered_hsm, engine_options);
     ServerOptions server_options;

@@ -470,6 +470,10 @@ struct EngineOptions {
     std::string load_key_label = std::string(hsm::default_load_label);
     std::string tac_key_label = std::string(hsm::default_tac_label);
     std::string internal_auth_key_label = std::string(hsm::default_internal_auth_label);
+    // Where an upload's answer is built after its commit (the terminals' I/O thread): the ledger
+    // writer only hands the result over, so its thread spends itself on commits. Unset: on the
+    // writer's thread.
+    std::optional<boost::asio::any_io_executor> completion_executor;
 };
 
 struct EngineStats {
@@ -521,6 +525,7 @@ private:
     void hotlist_download(const iso8583::Message& request, SessionState& session, Respond respond);
     void book(std::shared_ptr<Upload> upload, hsm::Verdict verdict);
     void finish(const std::shared_ptr<Upload>& upload, iso8583::ResponseCode code);
+    void answer_booking(const std::shared_ptr<Upload>& upload, const ledger::Reply& reply);
 
     // online.cpp
     std::shared_ptr<Online> begin_online(const iso8583::Message& request, SessionState& session, Respond respond,
