@@ -224,7 +224,8 @@ struct RunResult {
     double requests_per_commit = 0, commit_ms = 0;  // the writer's group size and apply+sync time
 };
 
-RunResult run(Daemon& daemon, std::size_t connections, std::size_t per_connection, std::uint16_t atc_base, double rate_per_s) {
+RunResult run(Daemon& daemon, std::size_t connections, std::size_t per_connection, std::uint16_t atc_base, double rate_per_s,
+              std::size_t window) {
     const ledger::WriterStats before = daemon.writer->stats();
     asio::io_context io;
     std::vector<std::vector<std::int64_t>> latencies(connections);
@@ -236,6 +237,7 @@ RunResult run(Daemon& daemon, std::size_t connections, std::size_t per_connectio
             t->frames.push_back(upload_frame(c, static_cast<std::uint16_t>(atc_base + i), static_cast<std::uint32_t>(i + 1)));
         }
         t->sent_at.resize(per_connection);
+        t->window = window;
         if (rate_per_s > 0) {
             t->interval = std::chrono::nanoseconds(static_cast<std::int64_t>(1e9 * connections / rate_per_s));
             t->phase = t->interval * static_cast<std::int64_t>(c) / static_cast<std::int64_t>(connections);
@@ -277,12 +279,15 @@ void print(const char* what, const RunResult& r) {
 
 int main(int argc, char** argv) {
     CLI::App app{"clearingd_bench: durable authorizations per second through coconut::clearing on loopback"};
-    std::size_t connections = 64, uploads = 100'000, per_request_uploads = 3'000;
+    std::size_t connections = 64, uploads = 100'000, per_request_uploads = 3'000, window = 32;
+    std::size_t group_max = ledger::writer_group_requests_max_default;
     double rate = 6000;
     double rate_seconds = 10;
     std::string dir = "/var/tmp";
     app.add_option("--connections", connections)->capture_default_str()->check(CLI::Range(1, 1000));
     app.add_option("--uploads", uploads, "group-commit run, total")->capture_default_str();
+    app.add_option("--window", window, "unanswered uploads per connection (saturated runs)")->capture_default_str()->check(CLI::Range(1, 64));
+    app.add_option("--group-max", group_max, "the writer's requests per commit (WriterOptions::group_requests_max)")->capture_default_str();
     app.add_option("--per-request-uploads", per_request_uploads, "commit-per-request run, total")->capture_default_str();
     app.add_option("--rate", rate, "offered load of the fixed-rate run, per second")->capture_default_str();
     app.add_option("--rate-seconds", rate_seconds, "duration of the fixed-rate run")->capture_default_str();
@@ -296,15 +301,16 @@ int main(int argc, char** argv) {
                 std::string(12, '-').c_str(), std::string(11, '-').c_str(), std::string(11, '-').c_str(), std::string(8, '-').c_str(),
                 std::string(12, '-').c_str(), std::string(11, '-').c_str());
     {
-        Daemon daemon(dir, connections, ledger::writer_group_requests_max_default, "group");
-        print("group commit, 32 in flight per connection", run(daemon, connections, uploads / connections, 0, 0));
+        Daemon daemon(dir, connections, group_max, "group");
+        print(fmt::format("group commit, {} in flight per connection", window).c_str(), run(daemon, connections, uploads / connections, 0, 0, window));
         const auto per_connection = static_cast<std::size_t>(rate * rate_seconds) / connections;
         print(fmt::format("group commit, fixed {:.0f}/s offered", rate).c_str(),
-              run(daemon, connections, per_connection, static_cast<std::uint16_t>(uploads / connections + 1), rate));
+              run(daemon, connections, per_connection, static_cast<std::uint16_t>(uploads / connections + 1), rate, window));
     }
     {
         Daemon daemon(dir, connections, 1, "single");
-        print("commit per request, 32 in flight per connection", run(daemon, connections, per_request_uploads / connections, 0, 0));
+        print(fmt::format("commit per request, {} in flight per connection", window).c_str(),
+              run(daemon, connections, per_request_uploads / connections, 0, 0, window));
     }
     return 0;
 }
