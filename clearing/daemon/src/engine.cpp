@@ -596,7 +596,9 @@ void Engine::book(std::shared_ptr<Upload> upload, hsm::Verdict verdict) {
     transfer.user_data_128 = make_place(place_of(t.terminal_id, t.type, iso8583::transit_line(t), iso8583::transit_station(t), t.when));
 
     // Registry work in the booking's own transaction: shadow mirror, ATC, risk flags, the terminal's STAN.
-    auto hook = [this, upload](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
+    // The hook runs inside the commit, before on_commit (which owns `upload`) is called: a plain
+    // pointer keeps the std::function allocation-free and the Upload's release off the writer thread.
+    auto hook = [this, upload = upload.get()](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
         assert(results.size() == 1);
         const PurseTransaction& t = upload->transaction;
         auto stored_card = registry_.card_in(txn, t.asn);

@@ -109,8 +109,8 @@ void Writer::commit_group(std::vector<Request>& group) {
     std::vector<Batch> batches;
     batches.reserve(group.size());
     std::uint64_t events = 0;
-    for (const Request& request : group) {
-        batches.push_back(Batch{request.events, request.after});
+    for (Request& request : group) {
+        batches.push_back(Batch{request.events, std::move(request.after)});  // the hook runs once, here
         events += request.events.size();
     }
     const auto start = std::chrono::steady_clock::now();
