@@ -94,6 +94,31 @@ TEST_CASE("an 0800 echo parses field by field") {
     CHECK(*parsed == echo_message() );
 }
 
+TEST_CASE("fields set in any order, overwritten or cleared encode in field order, same bytes as built in order") {
+    Message in_order("0800");
+    in_order.set(7, "1126194100");
+    in_order.set_number(11, 1, 6);
+    in_order.set(70, "301");
+    Message shuffled("0800");
+    shuffled.set(70, "999");
+    shuffled.set(41, "TERM0001");
+    shuffled.set(7, "0000000000");
+    shuffled.set_number(11, 1, 6);
+    shuffled.set(7, "1126194100");  // overwrite
+    shuffled.set(70, "301");        // overwrite
+    shuffled.clear(41);
+    shuffled.clear(3);  // absent: nothing happens
+    CHECK(shuffled == in_order);
+    REQUIRE(shuffled.fields().size() == 3);
+    CHECK(shuffled.fields()[0].first == 7);
+    CHECK(shuffled.fields()[1].first == 11);
+    CHECK(shuffled.fields()[2].first == 70);
+    CHECK(encode(shuffled).value() == encode(in_order).value());
+    CHECK(to_hex(encode(shuffled).value()) == to_hex(hex(echo_hex)));
+    CHECK_FALSE(shuffled.has(41));
+    CHECK(shuffled.get(41) == std::nullopt);
+}
+
 TEST_CASE("an 0200 with LLVAR and LLLVAR fields encodes byte for byte and parses back") {
     auto encoded = encode(purchase_message());
     REQUIRE(encoded.ok());

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <future>
+#include <limits>
 #include <map>
 #include <random>
 #include <thread>
@@ -545,6 +546,46 @@ TEST_CASE("account_transfers lists the transfers on both sides of an account, ol
     CHECK(transfers[0].id == make_id(100));
     CHECK(transfers[1].id == make_id(101));
     CHECK(f.ledger->account_transfers(make_id(1), 0, 1).value().size() == 1);
+}
+
+TEST_CASE("begin_read: several reads from one snapshot that later commits do not change") {
+    Fixture f;
+    open_accounts(f);
+    fund(f, 100, 1000);
+    auto snapshot = f.ledger->begin_read();
+    REQUIRE(snapshot.ok());
+    CHECK(f.one(transfer(101, 1, 2, 10)) == ResultCode::ok);  // committed while the snapshot is open
+    // The snapshot sees the state before 101, the one-shot reads the state after it.
+    CHECK((*f.ledger->lookup_account(*snapshot, make_id(1)))->debits_posted == 0);
+    CHECK_FALSE(f.ledger->lookup_transfer(*snapshot, make_id(101))->has_value());
+    CHECK(f.ledger->lookup_transfer(*snapshot, make_id(100))->has_value());
+    CHECK(f.ledger->account_transfers_before(*snapshot, make_id(1), std::numeric_limits<std::uint64_t>::max(), 10)->size() == 1);
+    CHECK(f.get(1).debits_posted == 10);
+    CHECK(f.ledger->account_transfers_before(make_id(1), std::numeric_limits<std::uint64_t>::max(), 10)->size() == 2);
+    snapshot->abort();
+    // A read transaction renewed from the pool starts from the latest commit, not the old snapshot.
+    auto again = f.ledger->begin_read();
+    REQUIRE(again.ok());
+    CHECK((*f.ledger->lookup_account(*again, make_id(1)))->debits_posted == 10);
+    CHECK(f.ledger->lookup_transfer(*again, make_id(101))->has_value());
+}
+
+TEST_CASE("pooled read transactions: more open at once than the pool keeps, each sees the latest commit") {
+    Fixture f;
+    open_accounts(f);
+    // Ten rounds of 56 at once: were the transactions beyond the pool's bound not released, their
+    // reader slots would run out (readers_max 126) by the third round.
+    for (int round = 0; round < 10; ++round) {
+        fund(f, 200 + static_cast<std::uint64_t>(round), 1);
+        std::vector<lmdb::Txn> open;
+        for (std::size_t i = 0; i < lmdb::read_pool_idle_max + 40; ++i) {
+            auto txn = f.ledger->begin_read();
+            REQUIRE(txn.ok());
+            CHECK((*f.ledger->lookup_account(*txn, make_id(1)))->credits_posted == static_cast<std::uint64_t>(round + 1));
+            open.push_back(std::move(*txn));
+        }
+        open.clear();  // back to the pool up to its bound, the rest aborted
+    }
 }
 
 TEST_CASE("the journal numbers every committed event from 1 and chains each hash to the previous") {
