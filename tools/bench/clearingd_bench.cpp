@@ -78,7 +78,8 @@ struct Daemon {
     std::unique_ptr<Server> server;
     std::thread thread;
 
-    Daemon(const std::filesystem::path& base, std::size_t cards, std::size_t group_requests_max, const char* name) {
+    Daemon(const std::filesystem::path& base, std::size_t cards, std::size_t group_requests_max, std::chrono::microseconds group_delay,
+           const char* name) {
         dir = base / fmt::format("clearingd-bench-{}-{}", ::getpid(), name);
         std::filesystem::remove_all(dir);
         std::filesystem::create_directories(dir / "data");
@@ -102,6 +103,7 @@ struct Daemon {
         if (!loaded) throw std::runtime_error(loaded.error().message);
         ledger::WriterOptions writer_options;
         writer_options.group_requests_max = group_requests_max;
+        writer_options.group_delay = group_delay;
         writer = std::make_unique<ledger::Writer>(*ledger, writer_options);
         EngineOptions engine_options;
         engine_options.require_sign_on = false;
@@ -281,6 +283,7 @@ int main(int argc, char** argv) {
     CLI::App app{"clearingd_bench: durable authorizations per second through coconut::clearing on loopback"};
     std::size_t connections = 64, uploads = 100'000, per_request_uploads = 3'000, window = 32;
     std::size_t group_max = ledger::writer_group_requests_max_default;
+    auto group_delay_us = static_cast<std::uint64_t>(ledger::writer_group_delay_default.count());
     double rate = 6000;
     double rate_seconds = 10;
     std::string dir = "/var/tmp";
@@ -288,6 +291,8 @@ int main(int argc, char** argv) {
     app.add_option("--uploads", uploads, "group-commit run, total")->capture_default_str();
     app.add_option("--window", window, "unanswered uploads per connection (saturated runs)")->capture_default_str()->check(CLI::Range(1, 64));
     app.add_option("--group-max", group_max, "the writer's requests per commit (WriterOptions::group_requests_max)")->capture_default_str();
+    app.add_option("--group-delay-us", group_delay_us, "how long the writer waits for more requests (WriterOptions::group_delay)")
+        ->capture_default_str();
     app.add_option("--per-request-uploads", per_request_uploads, "commit-per-request run, total")->capture_default_str();
     app.add_option("--rate", rate, "offered load of the fixed-rate run, per second")->capture_default_str();
     app.add_option("--rate-seconds", rate_seconds, "duration of the fixed-rate run")->capture_default_str();
@@ -301,14 +306,14 @@ int main(int argc, char** argv) {
                 std::string(12, '-').c_str(), std::string(11, '-').c_str(), std::string(11, '-').c_str(), std::string(8, '-').c_str(),
                 std::string(12, '-').c_str(), std::string(11, '-').c_str());
     {
-        Daemon daemon(dir, connections, group_max, "group");
+        Daemon daemon(dir, connections, group_max, std::chrono::microseconds(group_delay_us), "group");
         print(fmt::format("group commit, {} in flight per connection", window).c_str(), run(daemon, connections, uploads / connections, 0, 0, window));
         const auto per_connection = static_cast<std::size_t>(rate * rate_seconds) / connections;
         print(fmt::format("group commit, fixed {:.0f}/s offered", rate).c_str(),
               run(daemon, connections, per_connection, static_cast<std::uint16_t>(uploads / connections + 1), rate, window));
     }
     {
-        Daemon daemon(dir, connections, 1, "single");
+        Daemon daemon(dir, connections, 1, std::chrono::microseconds(group_delay_us), "single");
         print(fmt::format("commit per request, {} in flight per connection", window).c_str(),
               run(daemon, connections, per_request_uploads / connections, 0, 0, window));
     }
