@@ -588,14 +588,7 @@ struct Api::State {
         }
         if (problem) return respond(error_response(400, "bad_request", *problem));
         std::vector<ledger::Event> events;
-        for (std::uint32_t l : {ledgers::purse, ledgers::medical}) {
-            ledger::Account a;
-            a.id = payable_account(p.id, l);
-            a.ledger = l;
-            a.code = account_codes::participant_payable;
-            a.flags = ledger::account_flags::history;
-            events.emplace_back(a);
-        }
+        append_participant_opening(events, p.id);
         const Registry& registry = s.registry;
         auto write = [&registry, p](lmdb::Txn& txn, std::span<const ledger::EventResult> results, ClerkAction& action) -> lmdb::Status {
             if (auto failed = first_failure(results)) {
@@ -650,30 +643,7 @@ struct Api::State {
         card.shadow_balance_fen = card.opening_balance_fen;
 
         std::vector<ledger::Event> events;
-        auto account = [&](const ledger::Id& id, std::uint32_t l, std::uint16_t code, std::uint16_t flags) {
-            ledger::Account a;
-            a.id = id;
-            a.ledger = l;
-            a.code = code;
-            a.flags = flags;
-            events.emplace_back(a);
-        };
-        account(purse_shadow_account(card.asn), ledgers::purse, account_codes::card_purse_shadow, ledger::account_flags::history);
-        account(medical_account(card.asn), ledgers::medical, account_codes::card_medical,
-                ledger::account_flags::history | ledger::account_flags::debits_must_not_exceed_credits);
-        auto opening = [&](std::uint32_t l, const ledger::Id& from, const ledger::Id& to, std::uint32_t fen) {
-            if (fen == 0) return;
-            ledger::Transfer t;
-            t.id = opening_balance_transfer(card.asn, l);
-            t.debit_account_id = from;
-            t.credit_account_id = to;
-            t.amount = fen;
-            t.ledger = l;
-            t.code = transfer_codes::opening_balance;
-            events.emplace_back(t);
-        };
-        opening(ledgers::purse, purse_float_account, purse_shadow_account(card.asn), card.opening_balance_fen);
-        opening(ledgers::medical, medical_fund_account, medical_account(card.asn), card.medical_opening_fen);
+        append_card_opening(events, card);
 
         const CardNumber number = card_number_of(card.asn);
         auto token = std::make_shared<std::string>(Tokens::new_token(card_token_prefix));

@@ -139,21 +139,52 @@ Place parse_place(const ledger::Id& user_data_128) {
     return place;
 }
 
+namespace {
+
+ledger::Account account(ledger::Id id, std::uint32_t ledger_number, std::uint16_t code,
+                        std::uint16_t flags = ledger::account_flags::history) {
+    ledger::Account a;
+    a.id = id;
+    a.ledger = ledger_number;
+    a.code = code;
+    a.flags = flags;
+    return a;
+}
+
+}  // namespace
+
 std::vector<ledger::Account> fixed_accounts() {
-    auto account = [](ledger::Id id, std::uint32_t ledger_number, std::uint16_t code) {
-        ledger::Account a;
-        a.id = id;
-        a.ledger = ledger_number;
-        a.code = code;
-        a.flags = ledger::account_flags::history;
-        return a;
-    };
     return {account(purse_float_account, ledgers::purse, account_codes::purse_float),
             account(medical_fund_account, ledgers::medical, account_codes::medical_fund),
             account(purse_fee_income_account, ledgers::purse, account_codes::fee_income),
             account(medical_fee_income_account, ledgers::medical, account_codes::fee_income),
             account(purse_suspense_account, ledgers::purse, account_codes::suspense),
             account(medical_suspense_account, ledgers::medical, account_codes::suspense)};
+}
+
+void append_participant_opening(std::vector<ledger::Event>& events, std::uint64_t participant_id) {
+    for (std::uint32_t l : {ledgers::purse, ledgers::medical}) {
+        events.emplace_back(account(payable_account(participant_id, l), l, account_codes::participant_payable));
+    }
+}
+
+void append_card_opening(std::vector<ledger::Event>& events, const CardRecord& card) {
+    events.emplace_back(account(purse_shadow_account(card.asn), ledgers::purse, account_codes::card_purse_shadow));
+    events.emplace_back(account(medical_account(card.asn), ledgers::medical, account_codes::card_medical,
+                                ledger::account_flags::history | ledger::account_flags::debits_must_not_exceed_credits));
+    auto opening = [&](std::uint32_t l, const ledger::Id& from, const ledger::Id& to, std::uint32_t fen) {
+        if (fen == 0) return;
+        ledger::Transfer t;
+        t.id = opening_balance_transfer(card.asn, l);
+        t.debit_account_id = from;
+        t.credit_account_id = to;
+        t.amount = fen;
+        t.ledger = l;
+        t.code = transfer_codes::opening_balance;
+        events.emplace_back(t);
+    };
+    opening(ledgers::purse, purse_float_account, purse_shadow_account(card.asn), card.opening_balance_fen);
+    opening(ledgers::medical, medical_fund_account, medical_account(card.asn), card.medical_opening_fen);
 }
 
 }  // namespace coconut::clearing

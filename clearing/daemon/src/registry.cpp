@@ -721,15 +721,6 @@ Result<Parsed> parse_registry(std::string_view json_text) {
     return out;
 }
 
-ledger::Account make_account(ledger::Id id, std::uint32_t ledger_number, std::uint16_t code, std::uint16_t flags) {
-    ledger::Account a;
-    a.id = id;
-    a.ledger = ledger_number;
-    a.code = code;
-    a.flags = flags;
-    return a;
-}
-
 // Applies `events` with `hook` in one commit; any event that is neither ok nor exists fails the
 // whole commit (the hook reports it), so a registry load is all-or-nothing per commit.
 Result<std::pair<std::size_t, std::size_t>> apply_all(ledger::Ledger& ledger, const std::vector<ledger::Event>& events,
@@ -796,12 +787,7 @@ Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std
     {
         std::vector<ledger::Event> events;
         for (const auto& a : fixed_accounts()) events.emplace_back(a);
-        for (const auto& p : parsed.participants) {
-            for (std::uint32_t l : {ledgers::purse, ledgers::medical}) {
-                events.emplace_back(make_account(payable_account(p.id, l), l, account_codes::participant_payable,
-                                                 ledger::account_flags::history));
-            }
-        }
+        for (const auto& p : parsed.participants) append_participant_opening(events, p.id);
         if (events.size() > ledger::batch_events_max) {
             return Unexpected<Error>{bad_input("registry: more than 4,000 participants in one file; split it")};
         }
@@ -831,25 +817,7 @@ Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std
     for (std::size_t start = 0; start < parsed.cards.size(); start += cards_per_commit) {
         const std::size_t end = std::min(parsed.cards.size(), start + cards_per_commit);
         std::vector<ledger::Event> events;
-        for (std::size_t i = start; i < end; ++i) {
-            const CardRecord& c = parsed.cards[i];
-            events.emplace_back(make_account(purse_shadow_account(c.asn), ledgers::purse, account_codes::card_purse_shadow,
-                                             ledger::account_flags::history));
-            events.emplace_back(make_account(medical_account(c.asn), ledgers::medical, account_codes::card_medical,
-                                             ledger::account_flags::history | ledger::account_flags::debits_must_not_exceed_credits));
-            auto opening = [&](std::uint32_t l, ledger::Id from, ledger::Id to, std::uint32_t amount) {
-                ledger::Transfer t;
-                t.id = opening_balance_transfer(c.asn, l);
-                t.debit_account_id = from;
-                t.credit_account_id = to;
-                t.amount = amount;
-                t.ledger = l;
-                t.code = transfer_codes::opening_balance;
-                events.emplace_back(t);
-            };
-            if (c.opening_balance_fen > 0) opening(ledgers::purse, purse_float_account, purse_shadow_account(c.asn), c.opening_balance_fen);
-            if (c.medical_opening_fen > 0) opening(ledgers::medical, medical_fund_account, medical_account(c.asn), c.medical_opening_fen);
-        }
+        for (std::size_t i = start; i < end; ++i) append_card_opening(events, parsed.cards[i]);
         COCONUT_TRY(created, apply_all(ledger, events, [&](lmdb::Txn& txn) -> lmdb::Status {
                         for (std::size_t i = start; i < end; ++i) {
                             // A status set by the file is a hotlist change like any other (a new card

@@ -184,6 +184,12 @@ struct CardRecord {
     std::uint32_t risk_flags = 0;  // count of risk flags raised for this card
 };
 
+// What opens a participant or a card in the ledger (DESIGN.md §8), the same for `admin load` and the
+// clerk API: a participant's payable account on each ledger; a card's purse shadow and medical
+// accounts, then its nonzero opening balances (from the float and the fund).
+void append_participant_opening(std::vector<ledger::Event>& events, std::uint64_t participant_id);
+void append_card_opening(std::vector<ledger::Event>& events, const CardRecord& card);
+
 struct Participant {
     std::uint64_t id = 0;  // field 32, acquiring institution id (≤ 11 digits)
     std::string name;
