@@ -78,6 +78,7 @@ void Writer::run() {
     for (;;) {
         {
             std::unique_lock lock(mutex_);
+            const bool was_idle = queue_.empty();
             // Idle: wake for work, for stop, or to release due holds.
             if (!work_available_.wait_for(lock, options_.expiry_interval, [&] { return stopping_ || !queue_.empty(); })) {
                 lock.unlock();
@@ -85,11 +86,15 @@ void Writer::run() {
                 continue;
             }
             if (queue_.empty()) return;  // stopping and drained
-            // Wait up to group_delay for more requests, unless the group is already full.
-            const auto deadline = std::chrono::steady_clock::now() + options_.group_delay;
-            work_available_.wait_until(lock, deadline, [&] {
-                return stopping_ || queue_.size() >= options_.group_requests_max;
-            });
+            // Woken from idle by a first request: wait up to group_delay for others, unless the group
+            // is already full. Requests that queued up during the previous commit go at once: they have
+            // waited a commit already, and the next ones gather during this one.
+            if (was_idle) {
+                const auto deadline = std::chrono::steady_clock::now() + options_.group_delay;
+                work_available_.wait_until(lock, deadline, [&] {
+                    return stopping_ || queue_.size() >= options_.group_requests_max;
+                });
+            }
             std::size_t events = 0;
             while (!queue_.empty() && group.size() < options_.group_requests_max &&
                    events + queue_.front().events.size() <= batch_events_max) {

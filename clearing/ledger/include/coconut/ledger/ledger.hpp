@@ -404,8 +404,9 @@ private:
 inline constexpr std::size_t writer_queue_requests_max_default = 4096;
 // Requests per commit: one commit may carry this many, as long as their events fit batch_events_max.
 inline constexpr std::size_t writer_group_requests_max_default = 1024;
-// How long the writer waits for more requests after the first before committing. Each commit costs
-// one fsync (~0.3 ms here); 200 µs lets a burst share a commit while adding little latency.
+// How long an idle writer, woken by a first request, waits for more before committing. Each commit
+// costs one fsync (~0.3 ms here); 200 µs lets a burst share a commit while adding little latency.
+// Requests that queued during a commit go into the next one at once (no delay).
 inline constexpr std::chrono::microseconds writer_group_delay_default{200};
 // When idle, the writer looks for due holds this often.
 inline constexpr std::chrono::milliseconds writer_expiry_interval_default{1000};
