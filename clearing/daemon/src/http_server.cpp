@@ -16,6 +16,13 @@
 
 #include <fmt/format.h>
 
+#include <sched.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
 #include <stdexcept>
 
 namespace coconut::clearing::http {
@@ -256,6 +263,33 @@ HttpServer::HttpServer(net::io_context& io, Services services, HttpOptions optio
 }
 
 HttpServer::~HttpServer() { shutdown(); }
+
+std::optional<ThreadPriority> parse_thread_priority(std::string_view text) {
+    if (text == "idle") return ThreadPriority{true, 0};
+    if (text == "normal") return ThreadPriority{false, 0};
+    constexpr std::string_view nice_prefix = "nice:";
+    if (!text.starts_with(nice_prefix)) return std::nullopt;
+    text.remove_prefix(nice_prefix.size());
+    int nice = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), nice);
+    if (ec != std::errc() || end != text.data() + text.size() || nice < 1 || nice > 19) return std::nullopt;
+    return ThreadPriority{false, nice};
+}
+
+Status lower_thread_priority(const ThreadPriority& priority) {
+    const auto tid = static_cast<pid_t>(::gettid());
+    if (priority.idle) {
+        const sched_param param{};
+        if (::sched_setscheduler(tid, SCHED_IDLE, &param) != 0) {
+            return Unexpected<Error>{Error{ErrorCode::storage, fmt::format("sched_setscheduler(SCHED_IDLE): {}", std::strerror(errno))}};
+        }
+        return Ok{};
+    }
+    if (priority.nice != 0 && ::setpriority(PRIO_PROCESS, static_cast<id_t>(tid), priority.nice) != 0) {
+        return Unexpected<Error>{Error{ErrorCode::storage, fmt::format("setpriority(nice {}): {}", priority.nice, std::strerror(errno))}};
+    }
+    return Ok{};
+}
 
 std::uint16_t HttpServer::port() const { return state_->acceptor.local_endpoint().port(); }
 bool HttpServer::tls() const { return state_->tls.has_value(); }

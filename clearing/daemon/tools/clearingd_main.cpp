@@ -126,6 +126,7 @@ struct ServeOptions {
     std::string tls_key;
     std::size_t http_connections_max = http::http_connections_max_default;
     double token_requests_per_s = http::token_requests_per_s_default;
+    std::string http_priority{http::http_thread_priority_default};
     std::string http_ready_file;
 };
 
@@ -198,7 +199,13 @@ int serve(const ServeOptions& o) {
         }
     }
     auto http_work = boost::asio::make_work_guard(http_io);
-    std::thread http_thread([&] { http_io.run(); });
+    std::thread http_thread([&] {
+        // Bookings before balance queries (http.hpp ThreadPriority); checked when parsing the options.
+        if (auto lowered = http::lower_thread_priority(*http::parse_thread_priority(o.http_priority)); !lowered) {
+            std::cerr << "coconut-clearingd: the HTTP thread keeps the daemon's priority: " << lowered.error().message << "\n";
+        }
+        http_io.run();
+    });
     struct JoinHttp {
         boost::asio::io_context& io;
         std::thread& thread;
@@ -534,6 +541,10 @@ int main(int argc, char** argv) {
     serve_cmd->add_option("--http-connections-max", serve_options.http_connections_max, "HTTP connections served at once")
         ->capture_default_str()
         ->check(CLI::Range(1, 65535));
+    serve_cmd->add_option("--http-priority", serve_options.http_priority,
+                          "scheduling of the HTTP thread below the ledger writer and terminal I/O: idle, nice:N (1-19) or normal")
+        ->capture_default_str()
+        ->check([](const std::string& text) { return http::parse_thread_priority(text) ? std::string() : "idle, nice:1 … nice:19 or normal"; });
     serve_cmd->add_option("--http-token-rate", serve_options.token_requests_per_s, "requests per second per card or clerk token (429 above)")
         ->capture_default_str()
         ->check(CLI::Range(0.1, 1e6));

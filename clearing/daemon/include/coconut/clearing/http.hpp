@@ -184,6 +184,26 @@ inline constexpr std::size_t transfers_per_request_max = 1000;
 inline constexpr std::size_t transactions_page_default = 10;
 inline constexpr std::size_t transactions_page_max = 100;
 
+// Scheduling: bookings before balance queries. The threads that serve HTTP may run below the ledger
+// writer and the terminal I/O thread, which keep the daemon's own priority:
+//   "idle"   SCHED_IDLE: the HTTP thread runs on what the booking threads leave; a booking thread that
+//            wakes (a commit's fsync done, a terminal's request) takes the core from it at once;
+//   "nice:N" SCHED_OTHER at nice N (1…19): a smaller CPU share, but under EEVDF a waking writer may
+//            wait out the HTTP thread's slice;
+//   "normal" the daemon's own priority (no preference).
+// Linux applies both per thread (sched_setscheduler / setpriority on the thread id), and an
+// unprivileged thread may lower itself but not raise itself again. docs/BENCHMARKS.md ("HTTP") has the
+// measurements behind the default.
+struct ThreadPriority {
+    bool idle = false;
+    int nice = 0;  // with idle false: 0 = normal
+};
+inline constexpr std::string_view http_thread_priority_default = "nice:10";
+// "idle", "normal", "nice:N" (N 1…19); nullopt otherwise.
+std::optional<ThreadPriority> parse_thread_priority(std::string_view text);
+// Applies `priority` to the calling thread. Error: what the kernel said.
+Status lower_thread_priority(const ThreadPriority& priority);
+
 struct HttpOptions {
     std::string host = "127.0.0.1";
     std::uint16_t port = 0;  // 0: ephemeral (HttpServer::port())
