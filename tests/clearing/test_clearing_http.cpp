@@ -180,3 +180,44 @@ TEST_CASE("the HTTP thread's priority parses, and lowering it changes only the c
     CHECK(::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid())) == caller_nice);
     CHECK(::sched_getscheduler(::gettid()) == caller_policy);
 }
+
+TEST_CASE("a revoked clerk token is refused like an unknown one, listed as revoked, and journaled") {
+    test::Fixture f;
+    auto tokens = http::Tokens::open(f.ledger->env(), f.dir.path());
+    REQUIRE(tokens.ok());
+    http::Tokens& t = **tokens;
+    auto alice = http::add_clerk(*f.ledger, t, "alice", http::roles::read | http::roles::hotlist);
+    auto alice2 = http::add_clerk(*f.ledger, t, "alice", http::roles::read);
+    auto bob = http::add_clerk(*f.ledger, t, "bob", http::roles::registry);
+    REQUIRE((alice.ok() && alice2.ok() && bob.ok()));
+    REQUIRE(t.clerk(*alice)->has_value());
+
+    auto revoked = http::revoke_clerk(*f.ledger, t, "alice");
+    REQUIRE(revoked.ok());
+    CHECK(*revoked == 2);  // both of alice's tokens
+    CHECK_FALSE(t.clerk(*alice)->has_value());
+    CHECK_FALSE(t.clerk(*alice2)->has_value());
+    REQUIRE(t.clerk(*bob)->has_value());
+    CHECK((*t.clerk(*bob))->name == "bob");
+
+    // Again, or an unknown name: refused, nothing journaled.
+    CHECK(http::revoke_clerk(*f.ledger, t, "alice").error().code == ErrorCode::bad_input);
+    CHECK(http::revoke_clerk(*f.ledger, t, "carol").error().code == ErrorCode::bad_input);
+
+    auto clerks = t.clerks();
+    REQUIRE(clerks.ok());
+    REQUIRE(clerks->size() == 3);
+    CHECK(clerks->at(0).name == "alice");
+    CHECK(clerks->at(0).revoked());
+    CHECK(clerks->at(1).revoked());
+    CHECK(clerks->at(2).name == "bob");
+    CHECK(clerks->at(2).roles == http::roles::registry);
+
+    auto journal = t.journal(0, 10);
+    REQUIRE(journal.ok());
+    REQUIRE(journal->size() == 4);  // three clerk_add, one clerk_revoke
+    CHECK(journal->back().action == "clerk_revoke");
+    CHECK(journal->back().target == "alice");
+    CHECK(journal->back().clerk == "admin");
+    CHECK(journal->back().detail == "2 token(s)");
+}

@@ -498,6 +498,31 @@ def phase_api(stack, openapi_path):
     assert stack.stop_daemon() == 0
     report = stack.check()
     it.log(f"  ok  check after the API phase: {report['transfers']} transfers")
+    check_clerk_revoke(stack, seen)
+
+
+def check_clerk_revoke(stack, seen):
+    """Offline clerk-list / clerk-revoke: no token in the list, a revoked token is answered 401 like an
+    unknown one, the other clerks keep theirs, the revocation is journaled."""
+    admin = [stack.clearingd, "admin", "--data", stack.data]
+    listed = it.run([*admin, "clerk-list"]).stdout
+    assert "reader\tread\t" in listed and "alice\thotlist,registry,settlement,read\t" in listed, listed
+    assert all(secret not in listed for secret in stack.secrets) and "clerk_" not in listed, listed
+    out = it.run([*admin, "clerk-revoke", "--name", "reader"]).stdout
+    assert out.startswith("revoked 1 token(s) of clerk reader"), out
+    for name in ("reader", "nobody"):
+        again = it.run([*admin, "clerk-revoke", "--name", name], check=False)
+        assert again.returncode == 5 and "with a token in force" in again.stderr, (name, again.returncode, again.stderr)
+    assert "reader\trevoked\t" in it.run([*admin, "clerk-list"]).stdout
+    stack.start_daemon()
+    client = Client(stack.http_port, seen)
+    status, body = client.get("/v1/clerk/journal", stack.clerk["reader"])
+    assert status == 401 and body["error"]["code"] == "unauthorized", (status, body)
+    status, body = client.get("/v1/clerk/journal?limit=1000", stack.clerk["alice"])
+    assert status == 200, (status, body)
+    assert any(e["action"] == "clerk_revoke" and e["target"] == "reader" and e["clerk"] == "admin" for e in body["entries"]), body
+    assert stack.stop_daemon() == 0
+    it.log("  ok  clerk-list shows no token; clerk-revoke: the token answered 401, journaled; repeat or unknown name: exit 5")
     check_connection_limit(stack)
 
 
