@@ -115,7 +115,8 @@ ApiResponse storage_failure(std::string_view message) { return error_response(50
 
 // ---- rate limit -----------------------------------------------------------------------------------------
 
-// A token bucket per token hash: `burst` requests at once, refilled at `rate` per second.
+// A token bucket per key (a token's hash, or a client address in the first 16 bytes): `burst` requests at
+// once, refilled at `rate` per second.
 class RateLimiter {
 public:
     RateLimiter(double rate_per_s, double burst) : rate_(rate_per_s), burst_(burst) {}
@@ -146,9 +147,13 @@ private:
         std::chrono::steady_clock::time_point last;
     };
     struct Hash {
-        std::size_t operator()(const TokenHash& h) const {
+        std::size_t operator()(const TokenHash& h) const {  // all four words: address keys are mostly zeros
             std::size_t out = 0;
-            std::memcpy(&out, h.data(), sizeof out);
+            for (std::size_t at = 0; at < h.size(); at += sizeof out) {
+                std::size_t word = 0;
+                std::memcpy(&word, h.data() + at, sizeof word);
+                out = (out ^ word) * 0x9E3779B97F4A7C15ull;
+            }
             return out;
         }
     };
@@ -222,12 +227,17 @@ ApiResponse error_response(unsigned status, std::string_view code, std::string_v
 
 struct Api::State {
     State(Services services, const HttpOptions& http_options, HttpStats& http_stats)
-        : s(services), options(http_options), stats(http_stats), limiter(http_options.token_requests_per_s, http_options.token_burst) {}
+        : s(services),
+          options(http_options),
+          stats(http_stats),
+          limiter(http_options.token_requests_per_s, http_options.token_burst),
+          address_limiter(http_options.address_failures_per_s, http_options.address_failure_burst) {}
 
     Services s;
     const HttpOptions& options;
     HttpStats& stats;
     RateLimiter limiter;
+    RateLimiter address_limiter;  // requests without a valid token, per client address
 
     // ---- helpers ----
 
@@ -245,6 +255,19 @@ struct Api::State {
             return it->second;
         }
     };
+
+    // A request without a valid token (none, unknown, revoked, another card's): its failure answer, or
+    // 429 once its address has had address_failure_burst of them (refilled at address_failures_per_s).
+    ApiResponse unauthenticated(const ApiRequest& request, ApiResponse failure) {
+        TokenHash key{};
+        std::copy(request.peer.begin(), request.peer.end(), key.begin());
+        double retry_after_s = 0;
+        if (address_limiter.admit(key, retry_after_s)) return failure;
+        stats.rate_limited.fetch_add(1, std::memory_order_relaxed);
+        ApiResponse r = error_response(429, "rate_limited", "too many requests without a valid token from this address; slow down");
+        r.headers.emplace_back("Retry-After", std::to_string(static_cast<unsigned>(retry_after_s) + 1));
+        return r;
+    }
 
     std::optional<ApiResponse> rate_limit(const TokenHash& key) {
         double retry_after_s = 0;
@@ -421,16 +444,17 @@ struct Api::State {
         const auto seg = target.segments();  // v1 cards {n} [transactions]
         if (request.method != "GET") return error_response(405, "method_not_allowed", "cardholder endpoints are GET");
         auto token = bearer_token(request.authorization);
-        if (!token) return unauthorized("Authorization: Bearer <card token> required");
-        if (token->size() > token_chars_max) return error_response(404, "not_found", "no such card for this token");
+        if (!token) return unauthenticated(request, unauthorized("Authorization: Bearer <card token> required"));
+        const ApiResponse not_found = error_response(404, "not_found", "no such card for this token");
+        if (token->size() > token_chars_max) return unauthenticated(request, not_found);
         const TokenHash presented = s.tokens.hash(*token);
         if (auto limited = rate_limit(presented)) return std::move(*limited);
         auto number = parse_card_number(seg[2]);
-        if (!number) return error_response(404, "not_found", "no such card for this token");
+        if (!number) return unauthenticated(request, not_found);
         auto txn = s.ledger.begin_read();
         if (!txn) return storage_failure(txn.error().message);
         auto who = card_for(*txn, *number, presented);
-        if (auto* refused = std::get_if<ApiResponse>(&who)) return std::move(*refused);
+        if (auto* refused = std::get_if<ApiResponse>(&who)) return refused->status == 404 ? unauthenticated(request, std::move(*refused)) : std::move(*refused);
         const CardHolder& holder = std::get<CardHolder>(who);
         if (seg.size() == 3) return card(*txn, holder);
         return transactions(*txn, holder.number, holder.token, target);
@@ -973,11 +997,11 @@ struct Api::State {
 
     void clerk_api(const ApiRequest& request, const Target& target, Respond respond) {
         auto token = bearer_token(request.authorization);
-        if (!token) return respond(unauthorized("Authorization: Bearer <clerk token> required"));
+        if (!token) return respond(unauthenticated(request, unauthorized("Authorization: Bearer <clerk token> required")));
         if (auto limited = rate_limit(s.tokens.hash(*token))) return respond(std::move(*limited));
         auto clerk = s.tokens.clerk(*token);
         if (!clerk) return respond(storage_failure(clerk.error().message));
-        if (!*clerk) return respond(unauthorized("unknown clerk token"));
+        if (!*clerk) return respond(unauthenticated(request, unauthorized("unknown clerk token")));
         const auto seg = target.segments();  // v1 clerk …
         const std::string_view what = seg[2];
         auto need = [&](std::uint8_t role, std::string_view method) -> std::optional<ApiResponse> {

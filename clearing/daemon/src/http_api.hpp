@@ -4,6 +4,8 @@
 
 #include <coconut/clearing/http.hpp>
 
+#include <array>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -13,6 +15,8 @@
 
 namespace coconut::clearing::http {
 
+using PeerAddress = std::array<std::uint8_t, 16>;
+
 // Views into the transport's parsed request, which outlives the request's handling (until `respond`
 // has been called and the answer written); the API copies what it keeps beyond handle().
 struct ApiRequest {
@@ -20,6 +24,7 @@ struct ApiRequest {
     std::string_view target;  // path and query, as sent
     std::string_view authorization;
     std::string_view body;
+    PeerAddress peer{};  // the client's address (IPv4 as ::ffff:a.b.c.d)
 };
 
 struct ApiResponse {

@@ -97,6 +97,12 @@ public:
     ~Session() { server_->stats.connections_open.fetch_sub(1, std::memory_order_relaxed); }
 
     void start() {
+        beast::error_code ec;
+        const auto remote = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
+        if (!ec) {
+            const auto address = remote.address();
+            peer_ = address.is_v4() ? net::ip::make_address_v6(net::ip::v4_mapped, address.to_v4()).to_bytes() : address.to_v6().to_bytes();
+        }
         if constexpr (std::is_same_v<Stream, beast::ssl_stream<beast::tcp_stream>>) {
             beast::get_lowest_layer(stream_).expires_after(server_->options.read_timeout);
             stream_.async_handshake(net::ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
@@ -135,7 +141,7 @@ private:
         if (ec) return write(parse_failure(ec), false);
         const auto& request = parser_->get();
         const ApiRequest api_request{view(request.method_string()), view(request.target()), view(request[bhttp::field::authorization]),
-                                     request.body()};
+                                     request.body(), peer_};
         version_ = request.version();
         keep_alive_ = request.keep_alive();
         // The parser (which api_request views) and this session live until the answer is written:
@@ -194,6 +200,7 @@ private:
     std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
     std::shared_ptr<Session> handling_;  // this session, while the API handles its request
     std::string out_;                    // the answer being written (its capacity reused)
+    PeerAddress peer_{};                 // the client's address, for the limit on requests without a valid token
     std::chrono::steady_clock::time_point started_;
     static constexpr std::chrono::seconds linger_{2};
     std::array<char, 4096> discard_{};

@@ -127,6 +127,7 @@ struct ServeOptions {
     std::string tls_key;
     std::size_t http_connections_max = http::http_connections_max_default;
     double token_requests_per_s = http::token_requests_per_s_default;
+    double address_failures_per_s = http::address_failures_per_s_default;
     std::string http_priority{http::http_thread_priority_default};
     std::string http_ready_file;
 };
@@ -189,6 +190,8 @@ int serve(const ServeOptions& o) {
         http_options.connections_max = o.http_connections_max;
         http_options.token_requests_per_s = o.token_requests_per_s;
         http_options.token_burst = std::max(http::token_burst_default, o.token_requests_per_s);
+        http_options.address_failures_per_s = o.address_failures_per_s;
+        http_options.address_failure_burst = std::max(http::address_failure_burst_default, o.address_failures_per_s);
         http_options.tls_certificate = o.tls_cert;
         http_options.tls_private_key = o.tls_key;
         http::Services services{*data->ledger, writer, *data->registry, **tokens, &engine.stats(), &server->stats(),
@@ -572,6 +575,10 @@ int main(int argc, char** argv) {
                           "scheduling of the HTTP thread below the ledger writer and terminal I/O: idle, nice:N (1-19) or normal")
         ->capture_default_str()
         ->check([](const std::string& text) { return http::parse_thread_priority(text) ? std::string() : "idle, nice:1 … nice:19 or normal"; });
+    serve_cmd->add_option("--http-address-rate", serve_options.address_failures_per_s,
+                          "requests per second without a valid token per client address, after a burst of 50 (429 above)")
+        ->capture_default_str()
+        ->check(CLI::Range(0.01, 1e6));
     serve_cmd->add_option("--http-token-rate", serve_options.token_requests_per_s, "requests per second per card or clerk token (429 above)")
         ->capture_default_str()
         ->check(CLI::Range(0.1, 1e6));

@@ -189,6 +189,12 @@ inline constexpr std::chrono::seconds http_write_timeout_default{10};
 // Per card / clerk token: a burst of this many, refilled at this rate per second (429 beyond).
 inline constexpr double token_requests_per_s_default = 10.0;
 inline constexpr double token_burst_default = 20.0;
+// Per client address, requests without a valid token (none, unknown, revoked, another card's): a burst
+// of this many, refilled at this rate per second (429 with Retry-After beyond). A cardholder who
+// mistypes a token a few times is never refused; a script trying tokens or card numbers is slowed to
+// the rate. Addresses are whole (an IPv6 client that rotates within its /64 counts as many).
+inline constexpr double address_failures_per_s_default = 2.0;
+inline constexpr double address_failure_burst_default = 50.0;
 // Tokens tracked by the rate limiter; the least recently seen are dropped beyond it.
 inline constexpr std::size_t rate_limited_tokens_max = 100'000;
 // Settlement transfers per POST (contract 3).
@@ -226,6 +232,8 @@ struct HttpOptions {
     std::chrono::milliseconds write_timeout = http_write_timeout_default;
     double token_requests_per_s = token_requests_per_s_default;
     double token_burst = token_burst_default;
+    double address_failures_per_s = address_failures_per_s_default;
+    double address_failure_burst = address_failure_burst_default;
     std::filesystem::path tls_certificate;  // both set: HTTPS only
     std::filesystem::path tls_private_key;
 };
