@@ -204,10 +204,11 @@ inline constexpr std::size_t transactions_page_max = 100;
 
 // Scheduling: bookings before balance queries. The threads that serve HTTP may run below the ledger
 // writer and the terminal I/O thread, which keep the daemon's own priority:
-//   "idle"   SCHED_IDLE: the HTTP thread runs on what the booking threads leave; a booking thread that
-//            wakes (a commit's fsync done, a terminal's request) takes the core from it at once;
-//   "nice:N" SCHED_OTHER at nice N (1…19): a smaller CPU share, but under EEVDF a waking writer may
-//            wait out the HTTP thread's slice;
+//   "nice:N" SCHED_OTHER at nice N (1…19): at nice 10 ~1/9 of a nice-0 thread's weight when the cores
+//            are busy, full speed when not; weights act inside the daemon's scheduling group, so
+//            queries yield to bookings, not to unrelated processes. The default;
+//   "idle"   SCHED_IDLE: runs on what every other thread leaves; a waking booking thread takes the
+//            core at once, but so does any process on the host (query p99 168 ms during a compile);
 //   "normal" the daemon's own priority (no preference).
 // Linux applies both per thread (sched_setscheduler / setpriority on the thread id), and an
 // unprivileged thread may lower itself but not raise itself again. docs/BENCHMARKS.md ("HTTP") has the
