@@ -1,14 +1,18 @@
 // coconut::clearing::http pieces without a socket: the newest-first ledger read behind pagination, the
-// token store (keyed hashes, the key file's rules), card numbers and roles. The endpoints themselves are
+// token store (keyed hashes, the key file's rules), card numbers and roles, the HTTP thread's priority. The endpoints themselves are
 // tested end to end by test_clearingd_http.py.
 #include <coconut/clearing/http.hpp>
 
 #include "ledger_fixture.hpp"
 
+#include <sched.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <iterator>
+#include <thread>
 
 namespace {
 
@@ -146,4 +150,74 @@ TEST_CASE("add_clerk refuses an empty, spaced or overlong name and empty roles")
     auto journal = (*tokens)->journal(0, 10);
     REQUIRE(journal.ok());
     CHECK(journal->empty());  // nothing refused was journaled as done
+}
+
+TEST_CASE("the HTTP thread's priority parses, and lowering it changes only the calling thread") {
+    CHECK(http::parse_thread_priority("idle")->idle);
+    CHECK(http::parse_thread_priority("normal")->nice == 0);
+    CHECK_FALSE(http::parse_thread_priority("normal")->idle);
+    CHECK(http::parse_thread_priority("nice:10")->nice == 10);
+    CHECK(http::parse_thread_priority("nice:19")->nice == 19);
+    for (std::string_view bad : {"", "nice:", "nice:0", "nice:20", "nice:-1", "nice:5x", "IDLE", "batch", "nice: 5"}) {
+        CHECK_MESSAGE(!http::parse_thread_priority(bad), bad);
+    }
+    REQUIRE(http::parse_thread_priority(http::http_thread_priority_default));
+
+    const int caller_nice = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()));
+    const int caller_policy = ::sched_getscheduler(::gettid());
+    int niced = -100, idle_policy = -1;
+    std::thread([&] {
+        REQUIRE(http::lower_thread_priority(*http::parse_thread_priority("nice:19")).ok());  // never above the caller's: allowed unprivileged
+        niced = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()));
+    }).join();
+    std::thread([&] {
+        REQUIRE(http::lower_thread_priority(*http::parse_thread_priority("idle")).ok());
+        idle_policy = ::sched_getscheduler(::gettid());
+    }).join();
+    CHECK(niced == 19);
+    CHECK(idle_policy == SCHED_IDLE);
+    // The test's own thread (standing for the ledger writer) kept its priority.
+    CHECK(::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid())) == caller_nice);
+    CHECK(::sched_getscheduler(::gettid()) == caller_policy);
+}
+
+TEST_CASE("a revoked clerk token is refused like an unknown one, listed as revoked, and journaled") {
+    test::Fixture f;
+    auto tokens = http::Tokens::open(f.ledger->env(), f.dir.path());
+    REQUIRE(tokens.ok());
+    http::Tokens& t = **tokens;
+    auto alice = http::add_clerk(*f.ledger, t, "alice", http::roles::read | http::roles::hotlist);
+    auto alice2 = http::add_clerk(*f.ledger, t, "alice", http::roles::read);
+    auto bob = http::add_clerk(*f.ledger, t, "bob", http::roles::registry);
+    REQUIRE((alice.ok() && alice2.ok() && bob.ok()));
+    REQUIRE(t.clerk(*alice)->has_value());
+
+    auto revoked = http::revoke_clerk(*f.ledger, t, "alice");
+    REQUIRE(revoked.ok());
+    CHECK(*revoked == 2);  // both of alice's tokens
+    CHECK_FALSE(t.clerk(*alice)->has_value());
+    CHECK_FALSE(t.clerk(*alice2)->has_value());
+    REQUIRE(t.clerk(*bob)->has_value());
+    CHECK((*t.clerk(*bob))->name == "bob");
+
+    // Again, or an unknown name: refused, nothing journaled.
+    CHECK(http::revoke_clerk(*f.ledger, t, "alice").error().code == ErrorCode::bad_input);
+    CHECK(http::revoke_clerk(*f.ledger, t, "carol").error().code == ErrorCode::bad_input);
+
+    auto clerks = t.clerks();
+    REQUIRE(clerks.ok());
+    REQUIRE(clerks->size() == 3);
+    CHECK(clerks->at(0).name == "alice");
+    CHECK(clerks->at(0).revoked());
+    CHECK(clerks->at(1).revoked());
+    CHECK(clerks->at(2).name == "bob");
+    CHECK(clerks->at(2).roles == http::roles::registry);
+
+    auto journal = t.journal(0, 10);
+    REQUIRE(journal.ok());
+    REQUIRE(journal->size() == 4);  // three clerk_add, one clerk_revoke
+    CHECK(journal->back().action == "clerk_revoke");
+    CHECK(journal->back().target == "alice");
+    CHECK(journal->back().clerk == "admin");
+    CHECK(journal->back().detail == "2 token(s)");
 }

@@ -482,7 +482,7 @@ def check_connection_limit(stack):
 
 def phase_api(stack, openapi_path):
     it.log("phase api")
-    stack.start_daemon(["--http-token-rate", "100000"])
+    stack.start_daemon(["--http-token-rate", "100000", "--http-address-rate", "100000"])
     upload_some(stack)
     locked = it.run([stack.clearingd, "admin", "issue-tokens", "--data", stack.data, "--out", stack.tokens_dir + "y"], check=False)
     assert locked.returncode == 3, (locked.returncode, locked.stderr)  # the serving daemon holds the directory
@@ -498,6 +498,60 @@ def phase_api(stack, openapi_path):
     assert stack.stop_daemon() == 0
     report = stack.check()
     it.log(f"  ok  check after the API phase: {report['transfers']} transfers")
+    check_clerk_revoke(stack, seen)
+    check_address_limit(stack, seen)
+
+
+def check_address_limit(stack, seen):
+    """Requests without a valid token, per client address: a burst of 50, then 429 with Retry-After at
+    the rate; requests with a valid token from the same address still answered."""
+    stack.start_daemon(["--http-address-rate", "0.5"])
+    client = Client(stack.http_port, seen)
+    number, other = card_number(it.CARDS[0]), card_number(it.CARDS[2])
+    statuses = []
+    for i in range(50):
+        path, token = ((f"/v1/cards/{number}", None), (f"/v1/cards/{number}", stack.token(other)),
+                       ("/v1/clerk/journal", "clerk_" + "x" * 32))[i % 3]
+        status, _ = client.get(path, token)
+        statuses.append(status)
+    assert set(statuses) == {401, 404}, statuses  # refused as such, not yet limited
+    status, body, response = client.call("GET", f"/v1/cards/{number}", stack.token(other))
+    assert status == 429 and body["error"]["code"] == "rate_limited", (status, body)
+    assert int(response.getheader("Retry-After")) >= 1, response.getheaders()
+    status, body, response = client.call("GET", "/v1/clerk/journal", None)
+    assert status == 429 and response.getheader("Retry-After"), (status, body)
+    status, body = client.get(f"/v1/cards/{number}", stack.token(number))  # a valid token still answers
+    assert status == 200 and body["card_number"] == number, (status, body)
+    status, body = client.get("/v1/clerk/journal", stack.clerk["alice"])
+    assert status == 200, (status, body)
+    metrics = client.get("/metrics")[1]
+    assert any(line.startswith("coconut_http_rate_limited_total ") and int(line.split()[1]) >= 2 for line in metrics.splitlines()), metrics
+    assert stack.stop_daemon() == 0
+    it.log("  ok  per address: 50 requests without a valid token answered 401/404, then 429 with Retry-After; valid tokens unaffected")
+
+
+def check_clerk_revoke(stack, seen):
+    """Offline clerk-list / clerk-revoke: no token in the list, a revoked token is answered 401 like an
+    unknown one, the other clerks keep theirs, the revocation is journaled."""
+    admin = [stack.clearingd, "admin", "--data", stack.data]
+    listed = it.run([*admin, "clerk-list"]).stdout
+    assert "reader\tread\t" in listed and "alice\thotlist,registry,settlement,read\t" in listed, listed
+    assert all(secret not in listed for secret in stack.secrets) and "clerk_" not in listed, listed
+    out = it.run([*admin, "clerk-revoke", "--name", "reader"]).stdout
+    assert out.startswith("revoked 1 token(s) of clerk reader"), out
+    for name in ("reader", "nobody"):
+        again = it.run([*admin, "clerk-revoke", "--name", name], check=False)
+        assert again.returncode == 5 and "with a token in force" in again.stderr, (name, again.returncode, again.stderr)
+    assert "reader\trevoked\t" in it.run([*admin, "clerk-list"]).stdout
+    stack.start_daemon()
+    client = Client(stack.http_port, seen)
+    status, body = client.get("/v1/clerk/journal", stack.clerk["reader"])
+    assert status == 401 and body["error"]["code"] == "unauthorized", (status, body)
+    status, body = client.get("/v1/clerk/journal?limit=1000", stack.clerk["alice"])
+    assert status == 200, (status, body)
+    assert any(e["action"] == "clerk_revoke" and e["target"] == "reader" and e["clerk"] == "admin" for e in body["entries"]), body
+    assert stack.stop_daemon() == 0
+    it.log("  ok  clerk-list shows no token; clerk-revoke: the token answered 401, journaled; repeat or unknown name: exit 5")
     check_connection_limit(stack)
 
 

@@ -55,34 +55,53 @@ std::optional<std::uint64_t> parse_u64(std::string_view text) {
     return value;
 }
 
-struct Target {
-    std::vector<std::string_view> segments;  // "/v1/cards/1" → v1, cards, 1
-    std::map<std::string_view, std::string_view> query;
-};
+// The request target split in place: path segments ("/v1/cards/1" → v1, cards, 1) and the raw query,
+// searched when a parameter is asked for (no containers: this runs for every request).
+class Target {
+public:
+    static constexpr std::size_t segments_max = 8;  // no endpoint has more than 5
 
-Target split_target(std::string_view target) {
-    Target out;
-    const auto question = target.find('?');
-    std::string_view path = target.substr(0, question);
-    std::string_view query = question == std::string_view::npos ? std::string_view{} : target.substr(question + 1);
-    while (!path.empty()) {
-        if (path.front() == '/') {
-            path.remove_prefix(1);
-            continue;
+    explicit Target(std::string_view target) {
+        const auto question = target.find('?');
+        std::string_view path = target.substr(0, question);
+        if (question != std::string_view::npos) query_ = target.substr(question + 1);
+        while (!path.empty()) {
+            if (path.front() == '/') {
+                path.remove_prefix(1);
+                continue;
+            }
+            const auto slash = path.find('/');
+            if (count_ == segments_max) {
+                too_deep_ = true;
+                break;
+            }
+            parts_[count_++] = path.substr(0, slash);
+            path = slash == std::string_view::npos ? std::string_view{} : path.substr(slash);
         }
-        const auto slash = path.find('/');
-        out.segments.push_back(path.substr(0, slash));
-        path = slash == std::string_view::npos ? std::string_view{} : path.substr(slash);
     }
-    while (!query.empty()) {
-        const auto amp = query.find('&');
-        const std::string_view pair = query.substr(0, amp);
-        const auto eq = pair.find('=');
-        out.query[pair.substr(0, eq)] = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
-        query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+
+    // Empty when the path is deeper than any endpoint (routed to 404).
+    std::span<const std::string_view> segments() const { return too_deep_ ? std::span<const std::string_view>{} : std::span(parts_.data(), count_); }
+    bool too_deep() const { return too_deep_; }
+    // The value of `key` in the query (the last one when repeated; "" for a key without '=').
+    std::optional<std::string_view> param(std::string_view key) const {
+        std::optional<std::string_view> found;
+        for (std::string_view rest = query_; !rest.empty();) {
+            const auto amp = rest.find('&');
+            const std::string_view pair = rest.substr(0, amp);
+            const auto eq = pair.find('=');
+            if (pair.substr(0, eq) == key) found = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+            rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
+        }
+        return found;
     }
-    return out;
-}
+
+private:
+    std::array<std::string_view, segments_max> parts_{};
+    std::size_t count_ = 0;
+    bool too_deep_ = false;
+    std::string_view query_;
+};
 
 std::optional<std::string_view> bearer_token(std::string_view authorization) {
     constexpr std::string_view scheme = "Bearer ";
@@ -96,7 +115,8 @@ ApiResponse storage_failure(std::string_view message) { return error_response(50
 
 // ---- rate limit -----------------------------------------------------------------------------------------
 
-// A token bucket per token hash: `burst` requests at once, refilled at `rate` per second.
+// A token bucket per key (a token's hash, or a client address in the first 16 bytes): `burst` requests at
+// once, refilled at `rate` per second.
 class RateLimiter {
 public:
     RateLimiter(double rate_per_s, double burst) : rate_(rate_per_s), burst_(burst) {}
@@ -127,9 +147,13 @@ private:
         std::chrono::steady_clock::time_point last;
     };
     struct Hash {
-        std::size_t operator()(const TokenHash& h) const {
+        std::size_t operator()(const TokenHash& h) const {  // all four words: address keys are mostly zeros
             std::size_t out = 0;
-            std::memcpy(&out, h.data(), sizeof out);
+            for (std::size_t at = 0; at < h.size(); at += sizeof out) {
+                std::size_t word = 0;
+                std::memcpy(&word, h.data() + at, sizeof word);
+                out = (out ^ word) * 0x9E3779B97F4A7C15ull;
+            }
             return out;
         }
     };
@@ -203,28 +227,47 @@ ApiResponse error_response(unsigned status, std::string_view code, std::string_v
 
 struct Api::State {
     State(Services services, const HttpOptions& http_options, HttpStats& http_stats)
-        : s(services), options(http_options), stats(http_stats), limiter(http_options.token_requests_per_s, http_options.token_burst) {}
+        : s(services),
+          options(http_options),
+          stats(http_stats),
+          limiter(http_options.token_requests_per_s, http_options.token_burst),
+          address_limiter(http_options.address_failures_per_s, http_options.address_failure_burst) {}
 
     Services s;
     const HttpOptions& options;
     HttpStats& stats;
     RateLimiter limiter;
+    RateLimiter address_limiter;  // requests without a valid token, per client address
 
     // ---- helpers ----
 
     // Participants by id, read once per request.
     struct Participants {
         const Registry& registry;
+        const lmdb::Txn& txn;
         std::map<std::uint64_t, std::optional<Participant>> cache;
         const std::optional<Participant>& get(std::uint64_t id) {
             auto [it, fresh] = cache.try_emplace(id);
             if (fresh && id != 0) {
-                auto found = registry.participant(id);
+                auto found = registry.participant_in(txn, id);
                 if (found) it->second = *found;
             }
             return it->second;
         }
     };
+
+    // A request without a valid token (none, unknown, revoked, another card's): its failure answer, or
+    // 429 once its address has had address_failure_burst of them (refilled at address_failures_per_s).
+    ApiResponse unauthenticated(const ApiRequest& request, ApiResponse failure) {
+        TokenHash key{};
+        std::copy(request.peer.begin(), request.peer.end(), key.begin());
+        double retry_after_s = 0;
+        if (address_limiter.admit(key, retry_after_s)) return failure;
+        stats.rate_limited.fetch_add(1, std::memory_order_relaxed);
+        ApiResponse r = error_response(429, "rate_limited", "too many requests without a valid token from this address; slow down");
+        r.headers.emplace_back("Retry-After", std::to_string(static_cast<unsigned>(retry_after_s) + 1));
+        return r;
+    }
 
     std::optional<ApiResponse> rate_limit(const TokenHash& key) {
         double retry_after_s = 0;
@@ -243,62 +286,71 @@ struct Api::State {
 
     // ---- cardholder ----
 
-    // 401 without a bearer token, 429 above its rate, 404 when it is not this card's (whether the card
-    // exists or not); else the card's accounts.
-    std::variant<ApiResponse, std::pair<CardNumber, CardToken>> authenticate_card(std::string_view number_text,
-                                                                                 std::string_view authorization) {
-        auto token = bearer_token(authorization);
-        if (!token) return unauthorized("Authorization: Bearer <card token> required");
-        if (token->size() > token_chars_max) return error_response(404, "not_found", "no such card for this token");
-        const TokenHash presented = s.tokens.hash(*token);
-        if (auto limited = rate_limit(presented)) return *limited;
-        auto number = parse_card_number(number_text);
-        if (!number) return error_response(404, "not_found", "no such card for this token");
-        auto stored = s.tokens.card_token(*number);
-        if (!stored) return storage_failure(stored.error().message);
+    // The card a cardholder request is for, read in the request's one snapshot: 404 when the token is
+    // not this card's, whether the card exists or not.
+    struct CardHolder {
+        CardNumber number;
+        CardToken token;
+    };
+    std::variant<ApiResponse, CardHolder> card_for(const lmdb::Txn& txn, const CardNumber& number, const TokenHash& presented) {
+        auto stored = s.tokens.card_token_in(txn, number);
+        if (!stored) return storage_failure(stored.error().message());
         if (!*stored || !Tokens::matches(**stored, presented)) return error_response(404, "not_found", "no such card for this token");
-        return std::pair{*number, **stored};
+        return CardHolder{number, **stored};
     }
 
-    ApiResponse card(const CardNumber& number, const CardToken& token) {
-        auto record = s.registry.card(token.asn);
-        if (!record) return storage_failure(record.error().message);
+    // The hottest answer: formatted directly into one buffer (every value is a number, digits or a fixed
+    // word), not through a JSON tree, whose allocations showed in the profile under wrk.
+    ApiResponse card(const lmdb::Txn& txn, const CardHolder& holder) {
+        const Asn& asn = holder.token.asn;
+        auto record = s.registry.card_in(txn, asn);
+        if (!record) return storage_failure(record.error().message());
         if (!*record) return error_response(404, "not_found", "no such card for this token");
-        const CardAccounts accounts{purse_shadow_account(token.asn), medical_account(token.asn)};
-        auto purse = s.ledger.lookup_account(accounts.purse);
-        auto medical = s.ledger.lookup_account(accounts.medical);
+        const CardAccounts accounts{purse_shadow_account(asn), medical_account(asn)};
+        auto purse = s.ledger.lookup_account(txn, accounts.purse);
+        auto medical = s.ledger.lookup_account(txn, accounts.medical);
         if (!purse || !medical) return storage_failure("ledger read failed");
-        // The hottest answer: formatted directly (every value is a number, digits or a fixed word), not
-        // through a JSON tree, whose allocations showed in the profile under wrk.
         std::uint64_t last_ns = 0;
         for (const ledger::Id& id : {accounts.purse, accounts.medical}) {
-            auto newest = s.ledger.account_transfers_before(id, ~std::uint64_t{0}, 1);
+            auto newest = s.ledger.account_transfers_before(txn, id, ~std::uint64_t{0}, 1);
             if (newest && !newest->empty()) last_ns = std::max(last_ns, newest->front().timestamp);
         }
-        std::string purse_text = "null", medical_text = "null";
-        if (*purse) {
-            const ledger::Account& a = **purse;
-            purse_text = fmt::format(R"({{"balance_fen":{},"pending_credit_fen":{},"pending_debit_fen":{}}})", cleared(a), a.credits_pending,
-                                     a.debits_pending);
+        ApiResponse out{200, "application/json", {}, {}};
+        out.body.reserve(320);
+        auto to = std::back_inserter(out.body);
+        fmt::format_to(to, R"({{"card_number":"{}","currency":"CNY","last_cleared_at":)", to_string(holder.number));
+        if (last_ns) {
+            fmt::format_to(to, "\"{}\"", iso_time(last_ns));
+        } else {
+            out.body += "null";
         }
+        out.body += R"(,"medical":)";
         if (*medical) {
             const ledger::Account& a = **medical;
-            medical_text = fmt::format(R"({{"available_fen":{},"balance_fen":{},"pending_debit_fen":{}}})",
-                                       cleared(a) - static_cast<std::int64_t>(a.debits_pending), cleared(a), a.debits_pending);
+            fmt::format_to(to, R"({{"available_fen":{},"balance_fen":{},"pending_debit_fen":{}}})",
+                           cleared(a) - static_cast<std::int64_t>(a.debits_pending), cleared(a), a.debits_pending);
+        } else {
+            out.body += "null";
         }
-        const std::string last = last_ns ? "\"" + iso_time(last_ns) + "\"" : "null";
-        return ApiResponse{200, "application/json",
-                           fmt::format(R"({{"card_number":"{}","currency":"CNY","last_cleared_at":{},"medical":{},"purse":{},"status":"{}"}})",
-                                       to_string(number), last, medical_text, purse_text, to_string((*record)->status)),
-                           {}};
+        out.body += R"(,"purse":)";
+        if (*purse) {
+            const ledger::Account& a = **purse;
+            fmt::format_to(to, R"({{"balance_fen":{},"pending_credit_fen":{},"pending_debit_fen":{}}})", cleared(a), a.credits_pending,
+                           a.debits_pending);
+        } else {
+            out.body += "null";
+        }
+        fmt::format_to(to, R"(,"status":"{}"}})", to_string((*record)->status));
+        return out;
     }
 
     // Balance snapshots of `account` from `oldest` to `newest` (ns), by timestamp.
-    std::map<std::uint64_t, ledger::Balance> snapshots(const ledger::Id& account, std::uint64_t oldest, std::uint64_t newest) {
+    std::map<std::uint64_t, ledger::Balance> snapshots(const lmdb::Txn& txn, const ledger::Id& account, std::uint64_t oldest,
+                                                       std::uint64_t newest) {
         constexpr std::size_t chunk = 256;
         std::map<std::uint64_t, ledger::Balance> out;
         for (std::uint64_t after = oldest - 1;;) {
-            auto page = s.ledger.account_balances(account, after, chunk);
+            auto page = s.ledger.account_balances(txn, account, after, chunk);
             if (!page || page->empty()) break;
             for (const auto& b : *page) {
                 if (b.timestamp > newest) return out;
@@ -310,24 +362,24 @@ struct Api::State {
         return out;
     }
 
-    ApiResponse transactions(const CardNumber& number, const CardToken& token, const Target& target) {
+    ApiResponse transactions(const lmdb::Txn& txn, const CardNumber& number, const CardToken& token, const Target& target) {
         std::size_t limit = transactions_page_default;
-        if (auto it = target.query.find("limit"); it != target.query.end()) {
-            auto value = parse_u64(it->second);
+        if (auto it = target.param("limit")) {
+            auto value = parse_u64(*it);
             if (!value || *value == 0 || *value > transactions_page_max) {
                 return error_response(400, "bad_request", fmt::format("limit must be 1 to {}", transactions_page_max));
             }
             limit = *value;
         }
         std::uint64_t before = ~std::uint64_t{0};
-        if (auto it = target.query.find("cursor"); it != target.query.end()) {
-            auto value = parse_u64(it->second);
+        if (auto it = target.param("cursor")) {
+            auto value = parse_u64(*it);
             if (!value) return error_response(400, "bad_request", "cursor must be the next_cursor of a previous page");
             before = *value;
         }
         const CardAccounts accounts{purse_shadow_account(token.asn), medical_account(token.asn)};
-        auto purse = s.ledger.account_transfers_before(accounts.purse, before, limit + 1);
-        auto medical = s.ledger.account_transfers_before(accounts.medical, before, limit + 1);
+        auto purse = s.ledger.account_transfers_before(txn, accounts.purse, before, limit + 1);
+        auto medical = s.ledger.account_transfers_before(txn, accounts.medical, before, limit + 1);
         if (!purse || !medical) return storage_failure("ledger read failed");
         // Timestamps are unique across the ledger, so merging the two newest-first lists is exact.
         std::vector<ledger::Transfer> merged;
@@ -344,9 +396,9 @@ struct Api::State {
                 oldest = std::min(oldest, t.timestamp);
                 newest = std::max(newest, t.timestamp);
             }
-            if (newest != 0) balances[which] = snapshots(account, oldest, newest);
+            if (newest != 0) balances[which] = snapshots(txn, account, oldest, newest);
         }
-        Participants participants{s.registry, {}};
+        Participants participants{s.registry, txn, {}};
         json items = json::array();
         for (const auto& t : merged) {
             const int which = (t.debit_account_id == accounts.purse || t.credit_account_id == accounts.purse) ? 0 : 1;
@@ -381,14 +433,31 @@ struct Api::State {
         return json_response(200, out);
     }
 
+    // GET /v1/cards/{n}[/transactions]: 401 without a bearer token, 429 above its rate, 404 when it is
+    // not this card's; every read of the answer in ONE read transaction (one snapshot, one reader slot
+    // renewal), closed before the answer is sent.
     void cardholder(const ApiRequest& request, const Target& target, const Respond& respond) {
-        const auto& seg = target.segments;  // v1 cards {n} [transactions]
-        if (request.method != "GET") return respond(error_response(405, "method_not_allowed", "cardholder endpoints are GET"));
-        auto who = authenticate_card(seg[2], request.authorization);
-        if (auto* refused = std::get_if<ApiResponse>(&who)) return respond(std::move(*refused));
-        const auto& [number, token] = std::get<1>(who);
-        if (seg.size() == 3) return respond(card(number, token));
-        return respond(transactions(number, token, target));
+        respond(cardholder_answer(request, target));
+    }
+
+    ApiResponse cardholder_answer(const ApiRequest& request, const Target& target) {
+        const auto seg = target.segments();  // v1 cards {n} [transactions]
+        if (request.method != "GET") return error_response(405, "method_not_allowed", "cardholder endpoints are GET");
+        auto token = bearer_token(request.authorization);
+        if (!token) return unauthenticated(request, unauthorized("Authorization: Bearer <card token> required"));
+        const ApiResponse not_found = error_response(404, "not_found", "no such card for this token");
+        if (token->size() > token_chars_max) return unauthenticated(request, not_found);
+        const TokenHash presented = s.tokens.hash(*token);
+        if (auto limited = rate_limit(presented)) return std::move(*limited);
+        auto number = parse_card_number(seg[2]);
+        if (!number) return unauthenticated(request, not_found);
+        auto txn = s.ledger.begin_read();
+        if (!txn) return storage_failure(txn.error().message);
+        auto who = card_for(*txn, *number, presented);
+        if (auto* refused = std::get_if<ApiResponse>(&who)) return refused->status == 404 ? unauthenticated(request, std::move(*refused)) : std::move(*refused);
+        const CardHolder& holder = std::get<CardHolder>(who);
+        if (seg.size() == 3) return card(*txn, holder);
+        return transactions(*txn, holder.number, holder.token, target);
     }
 
     // ---- clerk ----
@@ -457,7 +526,7 @@ struct Api::State {
     }
 
     void clerk_card(const Clerk& clerk, const ApiRequest& request, const Target& target, Respond respond) {
-        const auto& seg = target.segments;  // v1 clerk cards {n} [status|token]
+        const auto seg = target.segments();  // v1 clerk cards {n} [status|token]
         auto number = parse_card_number(seg[3]);
         if (!number) return respond(error_response(400, "bad_request", "card number must be 16 digits"));
         auto asn = find_card(*number);
@@ -823,8 +892,8 @@ struct Api::State {
         auto flags = s.registry.risk_flags();
         if (!flags) return respond(storage_failure(flags.error().message));
         std::optional<CardNumber> only;
-        if (auto it = target.query.find("card"); it != target.query.end()) {
-            only = parse_card_number(it->second);
+        if (auto it = target.param("card")) {
+            only = parse_card_number(*it);
             if (!only) return respond(error_response(400, "bad_request", "card must be 16 digits"));
         }
         json out = json::array();
@@ -838,13 +907,13 @@ struct Api::State {
     void suspense(const Clerk& clerk, const Target& target, Respond respond) {
         std::size_t limit = transactions_page_max;
         std::uint64_t before = ~std::uint64_t{0};
-        if (auto it = target.query.find("limit"); it != target.query.end()) {
-            auto value = parse_u64(it->second);
+        if (auto it = target.param("limit")) {
+            auto value = parse_u64(*it);
             if (!value || *value == 0 || *value > transactions_page_max) return respond(error_response(400, "bad_request", "limit must be 1 to 100"));
             limit = *value;
         }
-        if (auto it = target.query.find("cursor"); it != target.query.end()) {
-            auto value = parse_u64(it->second);
+        if (auto it = target.param("cursor")) {
+            auto value = parse_u64(*it);
             if (!value) return respond(error_response(400, "bad_request", "cursor must be a next_cursor"));
             before = *value;
         }
@@ -875,13 +944,13 @@ struct Api::State {
     void journal(const Target& target, Respond respond) {
         std::uint64_t after = 0;
         std::size_t limit = transactions_page_max;
-        if (auto it = target.query.find("after"); it != target.query.end()) {
-            auto value = parse_u64(it->second);
+        if (auto it = target.param("after")) {
+            auto value = parse_u64(*it);
             if (!value) return respond(error_response(400, "bad_request", "after must be a sequence number"));
             after = *value;
         }
-        if (auto it = target.query.find("limit"); it != target.query.end()) {
-            auto value = parse_u64(it->second);
+        if (auto it = target.param("limit")) {
+            auto value = parse_u64(*it);
             if (!value || *value == 0 || *value > journal_page_max) return respond(error_response(400, "bad_request", "limit must be 1 to 1000"));
             limit = *value;
         }
@@ -898,12 +967,12 @@ struct Api::State {
 
     void clerk_api(const ApiRequest& request, const Target& target, Respond respond) {
         auto token = bearer_token(request.authorization);
-        if (!token) return respond(unauthorized("Authorization: Bearer <clerk token> required"));
+        if (!token) return respond(unauthenticated(request, unauthorized("Authorization: Bearer <clerk token> required")));
         if (auto limited = rate_limit(s.tokens.hash(*token))) return respond(std::move(*limited));
         auto clerk = s.tokens.clerk(*token);
         if (!clerk) return respond(storage_failure(clerk.error().message));
-        if (!*clerk) return respond(unauthorized("unknown clerk token"));
-        const auto& seg = target.segments;  // v1 clerk …
+        if (!*clerk) return respond(unauthenticated(request, unauthorized("unknown clerk token")));
+        const auto seg = target.segments();  // v1 clerk …
         const std::string_view what = seg[2];
         auto need = [&](std::uint8_t role, std::string_view method) -> std::optional<ApiResponse> {
             if (request.method != method) return error_response(405, "method_not_allowed", std::string(method) + " only");
@@ -957,8 +1026,9 @@ Api::Api(Services services, const HttpOptions& options, HttpStats& stats)
 Api::~Api() = default;
 
 void Api::handle(const ApiRequest& request, Respond respond) {
-    const Target target = split_target(request.target);
-    const auto& seg = target.segments;
+    const Target target(request.target);
+    if (target.too_deep()) return respond(error_response(404, "not_found", "no such endpoint"));
+    const auto seg = target.segments();
     State& st = *state_;
     auto get_only = [&](auto&& make) {
         if (request.method != "GET") return respond(error_response(405, "method_not_allowed", "GET only"));

@@ -4,24 +4,32 @@
 
 #include <coconut/clearing/http.hpp>
 
+#include <array>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
 namespace coconut::clearing::http {
 
+using PeerAddress = std::array<std::uint8_t, 16>;
+
+// Views into the transport's parsed request, which outlives the request's handling (until `respond`
+// has been called and the answer written); the API copies what it keeps beyond handle().
 struct ApiRequest {
-    std::string method;  // "GET", "POST", …
-    std::string target;  // path and query, as sent
-    std::string authorization;
-    std::string body;
+    std::string_view method;  // "GET", "POST", …
+    std::string_view target;  // path and query, as sent
+    std::string_view authorization;
+    std::string_view body;
+    PeerAddress peer{};  // the client's address (IPv4 as ::ffff:a.b.c.d)
 };
 
 struct ApiResponse {
     unsigned status = 200;
-    std::string content_type = "application/json";
+    std::string_view content_type = "application/json";  // a constant
     std::string body;
     std::vector<std::pair<std::string, std::string>> headers;  // extra (Retry-After, WWW-Authenticate)
 };

@@ -293,8 +293,55 @@ Result<std::optional<Clerk>> Tokens::clerk(std::string_view token) const {
         if (!*raw) return std::optional<Clerk>();
         auto decoded = decode_clerk(**raw);
         if (!decoded) return Unexpected{lmdb::Error{MDB_CORRUPTED, "clerk record"}};
+        if (decoded->revoked()) return std::optional<Clerk>();
         return decoded;
     });
+}
+
+lmdb::Result<std::vector<std::pair<TokenHash, Clerk>>> Tokens::clerks_in(const lmdb::Txn& txn) const {
+    std::vector<std::pair<TokenHash, Clerk>> out;
+    auto cursor = lmdb::Cursor::open(txn, state_->clerks);
+    if (!cursor) return Unexpected{cursor.error()};
+    for (auto entry = cursor->first();; entry = cursor->next()) {
+        if (!entry) return Unexpected{entry.error()};
+        if (!*entry) break;
+        auto clerk = decode_clerk((*entry)->value);
+        if (!clerk || (*entry)->key.size() != TokenHash{}.size()) return Unexpected{lmdb::Error{MDB_CORRUPTED, "clerk record"}};
+        TokenHash key{};
+        std::copy((*entry)->key.begin(), (*entry)->key.end(), key.begin());
+        out.emplace_back(key, std::move(*clerk));
+    }
+    return out;
+}
+
+Result<std::vector<Clerk>> Tokens::clerks() const {
+    return read_txn<std::vector<Clerk>>(state_->env, [&](const lmdb::Txn& txn) -> lmdb::Result<std::vector<Clerk>> {
+        auto all = clerks_in(txn);
+        if (!all) return Unexpected{all.error()};
+        std::vector<Clerk> out;
+        for (auto& entry : *all) out.push_back(std::move(entry.second));
+        std::stable_sort(out.begin(), out.end(), [](const Clerk& a, const Clerk& b) { return a.created_ns < b.created_ns; });
+        return out;
+    });
+}
+
+Result<std::size_t> revoke_clerk(ledger::Ledger& ledger, Tokens& tokens, std::string_view name) {
+    std::size_t revoked = 0;
+    auto committed = commit_offline(ledger, [&](lmdb::Txn& txn) -> lmdb::Status {
+        auto all = tokens.clerks_in(txn);
+        if (!all) return Unexpected{all.error()};
+        for (auto& [key, clerk] : *all) {
+            if (clerk.name != name || clerk.revoked()) continue;
+            clerk.roles = 0;
+            if (auto put = tokens.put_clerk(txn, key, clerk); !put) return put;
+            ++revoked;
+        }
+        if (revoked == 0) return Ok{};  // nothing to journal; the caller reports it
+        return journal_admin(tokens, txn, "clerk_revoke", std::string(name), fmt::format("{} token(s)", revoked));
+    });
+    if (!committed) return Unexpected<Error>{committed.error()};
+    if (revoked == 0) return Unexpected<Error>{Error{ErrorCode::bad_input, "no clerk " + std::string(name) + " with a token in force"}};
+    return revoked;
 }
 
 Result<std::vector<ClerkAction>> Tokens::journal(std::uint64_t after_sequence, std::size_t limit) const {

@@ -344,13 +344,19 @@ Result<std::optional<TerminalRecord>> Registry::terminal(std::string_view termin
 
 Result<std::optional<Participant>> Registry::participant(std::uint64_t id) const {
     return in_read_txn<std::optional<Participant>>(env_, [&](lmdb::Txn& txn) -> Result<std::optional<Participant>> {
-        auto value = txn.get(tables_->participants, be_bytes(id, 8));
-        if (!value) return Unexpected<Error>{storage_error(value.error())};
-        if (!*value) return std::optional<Participant>{};
-        auto p = decode_participant(**value);
-        if (!p) return Unexpected<Error>{Error{ErrorCode::storage, "undecodable participant record"}};
-        return p;
+        auto p = participant_in(txn, id);
+        if (!p) return Unexpected<Error>{storage_error(p.error())};
+        return *p;
     });
+}
+
+lmdb::Result<std::optional<Participant>> Registry::participant_in(const lmdb::Txn& txn, std::uint64_t id) const {
+    auto value = txn.get(tables_->participants, be_bytes(id, 8));
+    if (!value) return Unexpected<lmdb::Error>{value.error()};
+    if (!*value) return std::optional<Participant>{};
+    auto p = decode_participant(**value);
+    if (!p) return Unexpected<lmdb::Error>{lmdb::Error{MDB_CORRUPTED, "undecodable participant record"}};
+    return p;
 }
 
 Result<std::vector<CardRecord>> Registry::cards() const {

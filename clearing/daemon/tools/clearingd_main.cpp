@@ -16,6 +16,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <ctime>
 #include <iostream>
 #include <sstream>
 #include <thread>
@@ -126,6 +127,8 @@ struct ServeOptions {
     std::string tls_key;
     std::size_t http_connections_max = http::http_connections_max_default;
     double token_requests_per_s = http::token_requests_per_s_default;
+    double address_failures_per_s = http::address_failures_per_s_default;
+    std::string http_priority{http::http_thread_priority_default};
     std::string http_ready_file;
 };
 
@@ -187,6 +190,8 @@ int serve(const ServeOptions& o) {
         http_options.connections_max = o.http_connections_max;
         http_options.token_requests_per_s = o.token_requests_per_s;
         http_options.token_burst = std::max(http::token_burst_default, o.token_requests_per_s);
+        http_options.address_failures_per_s = o.address_failures_per_s;
+        http_options.address_failure_burst = std::max(http::address_failure_burst_default, o.address_failures_per_s);
         http_options.tls_certificate = o.tls_cert;
         http_options.tls_private_key = o.tls_key;
         http::Services services{*data->ledger, writer, *data->registry, **tokens, &engine.stats(), &server->stats(),
@@ -198,7 +203,13 @@ int serve(const ServeOptions& o) {
         }
     }
     auto http_work = boost::asio::make_work_guard(http_io);
-    std::thread http_thread([&] { http_io.run(); });
+    std::thread http_thread([&] {
+        // Bookings before balance queries (http.hpp ThreadPriority); checked when parsing the options.
+        if (auto lowered = http::lower_thread_priority(*http::parse_thread_priority(o.http_priority)); !lowered) {
+            std::cerr << "coconut-clearingd: the HTTP thread keeps the daemon's priority: " << lowered.error().message << "\n";
+        }
+        http_io.run();
+    });
     struct JoinHttp {
         boost::asio::io_context& io;
         std::thread& thread;
@@ -455,6 +466,32 @@ coconut::Result<OpenedWithTokens, std::pair<int, std::string>> open_for_tokens(c
     return OpenedWithTokens{std::move(lock).value(), std::move(data).value(), std::move(tokens).value()};
 }
 
+// One line per clerk token: name, roles (or "revoked"), creation time (UTC).
+int admin_clerk_list(const std::string& dir) {
+    auto opened = open_for_tokens(dir);
+    if (!opened) return fail(opened.error().first, opened.error().second);
+    auto clerks = opened->tokens->clerks();
+    if (!clerks) return fail(exit_storage, clerks.error().message);
+    for (const http::Clerk& c : *clerks) {
+        const std::time_t created = static_cast<std::time_t>(c.created_ns / 1'000'000'000);
+        std::tm utc{};
+        gmtime_r(&created, &utc);
+        std::cout << fmt::format("{}\t{}\t{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z\n", c.name,
+                                 c.revoked() ? std::string("revoked") : fmt::format("{}", fmt::join(http::role_names(c.roles), ",")),
+                                 utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec);
+    }
+    return exit_ok;
+}
+
+int admin_clerk_revoke(const std::string& dir, const std::string& name) {
+    auto opened = open_for_tokens(dir);
+    if (!opened) return fail(opened.error().first, opened.error().second);
+    auto revoked = http::revoke_clerk(*opened->data.ledger, *opened->tokens, name);
+    if (!revoked) return fail(exit_for(revoked.error()), revoked.error().message);
+    std::cout << fmt::format("revoked {} token(s) of clerk {}\n", *revoked, name);
+    return exit_ok;
+}
+
 int admin_clerk_add(const std::string& dir, const std::string& name, const std::string& roles_text) {
     auto roles = http::parse_roles(roles_text);
     if (!roles) return fail(exit_usage, "--roles: a comma-separated list of hotlist, registry, settlement, read");
@@ -534,6 +571,14 @@ int main(int argc, char** argv) {
     serve_cmd->add_option("--http-connections-max", serve_options.http_connections_max, "HTTP connections served at once")
         ->capture_default_str()
         ->check(CLI::Range(1, 65535));
+    serve_cmd->add_option("--http-priority", serve_options.http_priority,
+                          "scheduling of the HTTP thread below the ledger writer and terminal I/O: idle, nice:N (1-19) or normal")
+        ->capture_default_str()
+        ->check([](const std::string& text) { return http::parse_thread_priority(text) ? std::string() : "idle, nice:1 … nice:19 or normal"; });
+    serve_cmd->add_option("--http-address-rate", serve_options.address_failures_per_s,
+                          "requests per second without a valid token per client address, after a burst of 50 (429 above)")
+        ->capture_default_str()
+        ->check(CLI::Range(0.01, 1e6));
     serve_cmd->add_option("--http-token-rate", serve_options.token_requests_per_s, "requests per second per card or clerk token (429 above)")
         ->capture_default_str()
         ->check(CLI::Range(0.1, 1e6));
@@ -569,6 +614,10 @@ int main(int argc, char** argv) {
     auto* clerk_cmd = admin_cmd->add_subcommand("clerk-add", "add a clerk; prints the clerk's token once (daemon must be stopped)");
     clerk_cmd->add_option("--name", clerk_name, "the clerk's name, as journaled")->required();
     clerk_cmd->add_option("--roles", clerk_roles, "comma-separated: hotlist, registry, settlement, read")->required();
+    auto* clerk_list_cmd = admin_cmd->add_subcommand("clerk-list", "list clerk tokens: name, roles or revoked, created (never a token or hash)");
+    std::string revoke_name;
+    auto* clerk_revoke_cmd = admin_cmd->add_subcommand("clerk-revoke", "revoke every token of a clerk, journaled (daemon must be stopped)");
+    clerk_revoke_cmd->add_option("--name", revoke_name, "the clerk's name")->required();
     auto* issue_cmd = admin_cmd->add_subcommand("issue-tokens", "write a token file per card (daemon must be stopped)");
     issue_cmd->add_option("--out", tokens_out, "directory for <card number>.token files (0600)")->required();
     issue_cmd->add_option("--card", token_cards, "16-digit card number (repeatable; none: every card without a token)");
@@ -585,6 +634,8 @@ int main(int argc, char** argv) {
         if (list_cmd->parsed()) return admin_list(data_dir, what);
         if (status_cmd->parsed()) return admin_card_status(data_dir, asn_text, status_text);
         if (clerk_cmd->parsed()) return admin_clerk_add(data_dir, clerk_name, clerk_roles);
+        if (clerk_list_cmd->parsed()) return admin_clerk_list(data_dir);
+        if (clerk_revoke_cmd->parsed()) return admin_clerk_revoke(data_dir, revoke_name);
         if (issue_cmd->parsed()) return admin_issue_tokens(data_dir, tokens_out, token_cards);
     } catch (const std::exception& e) {
         return fail(exit_check_failed, std::string("internal error: ") + e.what());

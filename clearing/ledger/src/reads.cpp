@@ -388,21 +388,37 @@ Result<std::vector<Transfer>> Ledger::account_transfers_before(const lmdb::Txn& 
     });
 }
 
+namespace {
+
+lmdb::Result<std::vector<Balance>> balances_after(const lmdb::Txn& txn, const Tables& tables, const Id& account_id,
+                                                  std::uint64_t after_timestamp, std::size_t limit) {
+    std::vector<Balance> out;
+    auto cursor = lmdb::Cursor::open(txn, tables.history);
+    if (!cursor) return Unexpected{cursor.error()};
+    const IdBytes prefix = encode(account_id);
+    for (auto entry = cursor->seek(account_time_key(account_id, after_timestamp + 1)); out.size() < limit; entry = cursor->next()) {
+        if (!entry) return Unexpected{entry.error()};
+        if (!*entry || !has_prefix((*entry)->key, prefix)) break;
+        auto balance = decode_balance(read_be((*entry)->key.subspan(id_size)), (*entry)->value);
+        if (!balance) return corrupted("history record");
+        out.push_back(*balance);
+    }
+    return out;
+}
+
+}  // namespace
+
 Result<std::vector<Balance>> Ledger::account_balances(const Id& account_id, std::uint64_t after_timestamp,
                                                       std::size_t limit) const {
-    return read<std::vector<Balance>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::vector<Balance>> {
-        std::vector<Balance> out;
-        auto cursor = lmdb::Cursor::open(txn, state_->tables.history);
-        if (!cursor) return Unexpected{cursor.error()};
-        const IdBytes prefix = encode(account_id);
-        for (auto entry = cursor->seek(account_time_key(account_id, after_timestamp + 1)); out.size() < limit; entry = cursor->next()) {
-            if (!entry) return Unexpected{entry.error()};
-            if (!*entry || !has_prefix((*entry)->key, prefix)) break;
-            auto balance = decode_balance(read_be((*entry)->key.subspan(id_size)), (*entry)->value);
-            if (!balance) return corrupted("history record");
-            out.push_back(*balance);
-        }
-        return out;
+    return read<std::vector<Balance>>(*state_, [&](const lmdb::Txn& txn) {
+        return balances_after(txn, state_->tables, account_id, after_timestamp, limit);
+    });
+}
+
+Result<std::vector<Balance>> Ledger::account_balances(const lmdb::Txn& txn, const Id& account_id, std::uint64_t after_timestamp,
+                                                      std::size_t limit) const {
+    return read_in<std::vector<Balance>>(*state_, txn, [&](const lmdb::Txn& t) {
+        return balances_after(t, state_->tables, account_id, after_timestamp, limit);
     });
 }
 

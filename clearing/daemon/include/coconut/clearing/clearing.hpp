@@ -305,6 +305,7 @@ public:
     Result<std::vector<RiskFlag>> risk_flags() const;
 
     lmdb::Result<std::optional<CardRecord>> card_in(const lmdb::Txn& txn, const Asn& asn) const;
+    lmdb::Result<std::optional<Participant>> participant_in(const lmdb::Txn& txn, std::uint64_t id) const;
     lmdb::Result<std::optional<TerminalRecord>> terminal_in(const lmdb::Txn& txn, std::string_view terminal_id) const;
     lmdb::Status put_card(lmdb::Txn& txn, const CardRecord& card) const;
     lmdb::Status put_participant(lmdb::Txn& txn, const Participant& participant) const;

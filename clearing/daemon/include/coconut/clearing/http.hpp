@@ -10,7 +10,9 @@
 // read back from the daemon, its files or its answers.
 //
 // Threads: reads (balances, transactions, lookups) open their own LMDB read transaction on the HTTP
-// thread and never wait for the ledger writer. Every change (token issue, hotlist, registrations,
+// thread and never wait for the ledger writer; a cardholder query does all its reads (token, card,
+// accounts, history, participants) in ONE read transaction. The HTTP thread runs below the ledger
+// writer (ThreadPriority, --http-priority). Every change (token issue, hotlist, registrations,
 // settlement postings, the clerk journal) goes through the daemon's one ledger::Writer as a request
 // whose BatchHook writes the tables below in the commit's transaction; the HTTP answer is sent from the
 // writer's callback, i.e. after the commit is durable.
@@ -61,10 +63,13 @@ inline constexpr std::uint8_t all = hotlist | registry | settlement | read;
 std::optional<std::uint8_t> parse_roles(std::string_view text);
 std::vector<std::string> role_names(std::uint8_t roles);
 
+// A clerk token's record. roles 0: revoked (the record stays, so the journal's names keep their
+// meaning; the token is answered 401 like an unknown one).
 struct Clerk {
     std::string name;
     std::uint8_t roles = 0;
     std::uint64_t created_ns = 0;
+    bool revoked() const { return roles == 0; }
 };
 
 struct CardToken {
@@ -104,9 +109,11 @@ public:
 
     // Reads (own read transaction, any thread).
     Result<std::optional<CardToken>> card_token(const CardNumber& number) const;
-    // The clerk whose token this is (constant-time hash compare happens in the B-tree lookup of the
-    // hash, which reveals nothing about the token).
+    // The clerk whose token this is, nullopt for an unknown or revoked token (the lookup is by the
+    // token's keyed hash, which reveals nothing about the token).
     Result<std::optional<Clerk>> clerk(std::string_view token) const;
+    // Every clerk token's record, revoked ones included, oldest first (no hash: nothing to read back).
+    Result<std::vector<Clerk>> clerks() const;
     Result<std::vector<ClerkAction>> journal(std::uint64_t after_sequence, std::size_t limit) const;
     // True when `presented` (hash() of the token sent) is the card's (sodium_memcmp, constant time).
     static bool matches(const CardToken& stored, const TokenHash& presented);
@@ -116,6 +123,8 @@ public:
     lmdb::Status put_clerk(lmdb::Txn& txn, const TokenHash& hash, const Clerk& clerk) const;
     lmdb::Result<std::uint64_t> append_journal(lmdb::Txn& txn, ClerkAction action) const;
     lmdb::Result<std::optional<CardToken>> card_token_in(const lmdb::Txn& txn, const CardNumber& number) const;
+    // Every clerk record with its key (the token's hash), in key order.
+    lmdb::Result<std::vector<std::pair<TokenHash, Clerk>>> clerks_in(const lmdb::Txn& txn) const;
 
     struct State;
 
@@ -127,6 +136,9 @@ private:
 // Offline commands (the daemon stopped, the directory locked by the caller). Each commits once.
 // clerk-add: returns the new clerk token (shown once).
 Result<std::string> add_clerk(ledger::Ledger& ledger, Tokens& tokens, std::string_view name, std::uint8_t roles);
+// clerk-revoke: revokes every token of the clerk `name` (journaled); returns how many. bad_input when
+// the clerk has no token that is not revoked already.
+Result<std::size_t> revoke_clerk(ledger::Ledger& ledger, Tokens& tokens, std::string_view name);
 // issue-tokens: a token for each card in `cards` (empty: every registered card without one), written
 // to out/<card number>.token (0600, token + "\n"). Returns how many were issued.
 Result<std::size_t> issue_card_tokens(ledger::Ledger& ledger, const Registry& registry, Tokens& tokens,
@@ -177,12 +189,39 @@ inline constexpr std::chrono::seconds http_write_timeout_default{10};
 // Per card / clerk token: a burst of this many, refilled at this rate per second (429 beyond).
 inline constexpr double token_requests_per_s_default = 10.0;
 inline constexpr double token_burst_default = 20.0;
+// Per client address, requests without a valid token (none, unknown, revoked, another card's): a burst
+// of this many, refilled at this rate per second (429 with Retry-After beyond). A cardholder who
+// mistypes a token a few times is never refused; a script trying tokens or card numbers is slowed to
+// the rate. Addresses are whole (an IPv6 client that rotates within its /64 counts as many).
+inline constexpr double address_failures_per_s_default = 2.0;
+inline constexpr double address_failure_burst_default = 50.0;
 // Tokens tracked by the rate limiter; the least recently seen are dropped beyond it.
 inline constexpr std::size_t rate_limited_tokens_max = 100'000;
 // Settlement transfers per POST (contract 3).
 inline constexpr std::size_t transfers_per_request_max = 1000;
 inline constexpr std::size_t transactions_page_default = 10;
 inline constexpr std::size_t transactions_page_max = 100;
+
+// Scheduling: bookings before balance queries. The threads that serve HTTP may run below the ledger
+// writer and the terminal I/O thread, which keep the daemon's own priority:
+//   "nice:N" SCHED_OTHER at nice N (1…19): at nice 10 ~1/9 of a nice-0 thread's weight when the cores
+//            are busy, full speed when not; weights act inside the daemon's scheduling group, so
+//            queries yield to bookings, not to unrelated processes. The default;
+//   "idle"   SCHED_IDLE: runs on what every other thread leaves; a waking booking thread takes the
+//            core at once, but so does any process on the host (query p99 168 ms during a compile);
+//   "normal" the daemon's own priority (no preference).
+// Linux applies both per thread (sched_setscheduler / setpriority on the thread id), and an
+// unprivileged thread may lower itself but not raise itself again. docs/BENCHMARKS.md ("HTTP") has the
+// measurements behind the default.
+struct ThreadPriority {
+    bool idle = false;
+    int nice = 0;  // with idle false: 0 = normal
+};
+inline constexpr std::string_view http_thread_priority_default = "nice:10";
+// "idle", "normal", "nice:N" (N 1…19); nullopt otherwise.
+std::optional<ThreadPriority> parse_thread_priority(std::string_view text);
+// Applies `priority` to the calling thread. Error: what the kernel said.
+Status lower_thread_priority(const ThreadPriority& priority);
 
 struct HttpOptions {
     std::string host = "127.0.0.1";
@@ -194,6 +233,8 @@ struct HttpOptions {
     std::chrono::milliseconds write_timeout = http_write_timeout_default;
     double token_requests_per_s = token_requests_per_s_default;
     double token_burst = token_burst_default;
+    double address_failures_per_s = address_failures_per_s_default;
+    double address_failure_burst = address_failure_burst_default;
     std::filesystem::path tls_certificate;  // both set: HTTPS only
     std::filesystem::path tls_private_key;
 };

@@ -367,6 +367,8 @@ public:
     // Balance snapshots (accounts with the history flag), oldest first, timestamp > after_timestamp.
     Result<std::vector<Balance>> account_balances(const Id& account_id, std::uint64_t after_timestamp,
                                                   std::size_t limit) const;
+    Result<std::vector<Balance>> account_balances(const lmdb::Txn& txn, const Id& account_id, std::uint64_t after_timestamp,
+                                                  std::size_t limit) const;
     // Journal entries with sequence ≥ from_sequence, at most `limit` (settlement reads in chunks so a
     // read transaction never lives long: long readers stop LMDB from reusing pages).
     Result<std::vector<JournalEntry>> read_journal(std::uint64_t from_sequence, std::size_t limit) const;
