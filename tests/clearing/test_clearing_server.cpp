@@ -34,6 +34,9 @@ struct ServerRig {
         drained.get_future().wait_for(std::chrono::seconds(10));
         io.stop();
         thread.join();
+        // As coconut-clearingd does: the writer finishes and drops its requests (each holds its
+        // session) while the io_context the sessions' sockets and timers belong to still exists.
+        rig.writer->stop();
     }
 };
 

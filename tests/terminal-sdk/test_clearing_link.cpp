@@ -82,6 +82,7 @@ struct LinkRig {
         drained.get_future().wait_for(std::chrono::seconds(10));
         io.stop();
         thread.join();
+        clearing.writer->stop();  // its requests hold sessions: drop them while the io_context exists
     }
 
     void lose_card_at_credit(sdk::Fault fault) {
