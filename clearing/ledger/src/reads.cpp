@@ -17,13 +17,20 @@ constexpr std::size_t check_problems_max = 100;
 
 __extension__ typedef unsigned __int128 Sum;  // per-ledger sums of u64 counters cannot wrap
 
+// Runs `body` in the caller's read transaction, mapping its storage error.
+template <class T>
+Result<T> read_in(const State& s, const lmdb::Txn& txn, auto&& body) {
+    auto out = body(txn);
+    if (!out) return Unexpected{to_error(out.error(), s)};
+    return std::move(*out);
+}
+
+// Runs `body` in a read transaction of its own.
 template <class T>
 Result<T> read(const State& s, auto&& body) {
     auto txn = lmdb::Txn::begin(s.env, lmdb::Txn::Mode::read_only);
     if (!txn) return Unexpected{to_error(txn.error(), s)};
-    auto out = body(*txn);
-    if (!out) return Unexpected{to_error(out.error(), s)};
-    return std::move(*out);
+    return read_in<T>(s, *txn, body);
 }
 
 Unexpected<lmdb::Error> corrupted(const char* where) { return Unexpected{lmdb::Error{MDB_CORRUPTED, where}}; }
@@ -274,14 +281,6 @@ private:
     std::map<Id, ReplayPending> pendings_;
     std::uint64_t journal_transfers_ = 0;
 };
-
-// The same reads in a caller's read transaction.
-template <class T>
-Result<T> read_in(const State& s, const lmdb::Txn& txn, auto&& body) {
-    auto out = body(txn);
-    if (!out) return Unexpected{to_error(out.error(), s)};
-    return std::move(*out);
-}
 
 lmdb::Result<std::optional<Account>> find_account(const lmdb::Txn& txn, const Tables& t, const Id& id) {
     auto raw = txn.get(t.accounts, encode(id));
