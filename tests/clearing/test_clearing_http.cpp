@@ -51,6 +51,21 @@ TEST_CASE("account_transfers_before pages newest first and never repeats or skip
     auto first = f.ledger->account_transfers_before(ledger::make_id(1), 0, 10);
     REQUIRE(first.ok());
     CHECK(first->empty());
+
+    // The newest transfer's timestamp from the index alone: account 1's is transfer 16's, account 3's
+    // (before it in key order, its only transfer in the middle) transfer 13's, account 4 has none.
+    auto txn = f.ledger->begin_read();
+    REQUIRE(txn.ok());
+    auto newest_of = [&](std::uint64_t account) {
+        auto at = f.ledger->latest_transfer_timestamp(*txn, ledger::make_id(account));
+        REQUIRE(at.ok());
+        return *at;
+    };
+    auto timestamp_of = [&](std::uint64_t id) { return f.ledger->lookup_transfer(ledger::make_id(id))->value().timestamp; };
+    CHECK(newest_of(1) == timestamp_of(16));
+    CHECK(newest_of(3) == timestamp_of(13));
+    CHECK(newest_of(2) == timestamp_of(16));
+    CHECK(newest_of(4) == 0);
 }
 
 TEST_CASE("tokens are stored as keyed hashes under an owner-only key, never in clear") {

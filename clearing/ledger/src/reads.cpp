@@ -359,16 +359,21 @@ Result<std::vector<Transfer>> Ledger::account_transfers(const Id& account_id, st
 
 namespace {
 
+// The account index entry just before (account, before_timestamp): the first key at or after it, then one
+// step back (or the table's last entry). It may belong to another account: callers check the prefix.
+lmdb::Result<std::optional<lmdb::Cursor::Entry>> index_entry_before(lmdb::Cursor& cursor, const Id& account_id,
+                                                                    std::uint64_t before_timestamp) {
+    auto at = cursor.seek(account_time_key(account_id, before_timestamp));
+    if (!at) return Unexpected{at.error()};
+    return *at ? cursor.prev() : cursor.last();
+}
+
 lmdb::Result<std::vector<Transfer>> transfers_before(const lmdb::Txn& txn, const Tables& tables, const Id& account_id,
                                                      std::uint64_t before_timestamp, std::size_t limit) {
     if (before_timestamp == 0) return std::vector<Transfer>();
     auto cursor = lmdb::Cursor::open(txn, tables.account_transfers);
     if (!cursor) return Unexpected{cursor.error()};
-    // The first key at or after (account, before): step back from it (or from the table's end).
-    auto at = cursor->seek(account_time_key(account_id, before_timestamp));
-    if (!at) return Unexpected{at.error()};
-    auto first = *at ? cursor->prev() : cursor->last();
-    return walk_account_index(txn, tables, *cursor, account_id, std::move(first), true, limit);
+    return walk_account_index(txn, tables, *cursor, account_id, index_entry_before(*cursor, account_id, before_timestamp), true, limit);
 }
 
 }  // namespace
@@ -384,6 +389,18 @@ Result<std::vector<Transfer>> Ledger::account_transfers_before(const lmdb::Txn& 
                                                                std::uint64_t before_timestamp, std::size_t limit) const {
     return read_in<std::vector<Transfer>>(*state_, txn, [&](const lmdb::Txn& t) {
         return transfers_before(t, state_->tables, account_id, before_timestamp, limit);
+    });
+}
+
+Result<std::uint64_t> Ledger::latest_transfer_timestamp(const lmdb::Txn& txn, const Id& account_id) const {
+    return read_in<std::uint64_t>(*state_, txn, [&](const lmdb::Txn& t) -> lmdb::Result<std::uint64_t> {
+        auto cursor = lmdb::Cursor::open(t, state_->tables.account_transfers);
+        if (!cursor) return Unexpected{cursor.error()};
+        auto entry = index_entry_before(*cursor, account_id, ~std::uint64_t{0});
+        if (!entry) return Unexpected{entry.error()};
+        if (!*entry || !has_prefix((*entry)->key, encode(account_id))) return std::uint64_t{0};
+        if ((*entry)->key.size() != id_size + timestamp_size) return corrupted("account index key");
+        return read_be((*entry)->key.subspan(id_size));  // the key is account id ‖ timestamp: no transfer read
     });
 }
 

@@ -357,6 +357,9 @@ public:
     Result<std::optional<Transfer>> lookup_transfer(const lmdb::Txn& txn, const Id& id) const;
     Result<std::vector<Transfer>> account_transfers_before(const lmdb::Txn& txn, const Id& account_id,
                                                            std::uint64_t before_timestamp, std::size_t limit) const;
+    // The timestamp of the newest transfer that debits or credits `account_id` (0: none), from the
+    // account index alone (no transfer record is read).
+    Result<std::uint64_t> latest_transfer_timestamp(const lmdb::Txn& txn, const Id& account_id) const;
     Result<std::optional<PendingState>> pending_state(const Id& id) const;
     // Transfers that debit or credit `account_id`, oldest first, with timestamp > after_timestamp.
     Result<std::vector<Transfer>> account_transfers(const Id& account_id, std::uint64_t after_timestamp,
