@@ -696,6 +696,41 @@ TEST_CASE("apply_group applies several batches in one commit with results per ba
     CHECK(f.ledger->head().sequence == before + 2);
 }
 
+TEST_CASE("one group: each batch sees the accounts as the batches before left them; a failed chain's accounts leave no trace") {
+    Fixture f;
+    open_accounts(f, account_flags::debits_must_not_exceed_credits | account_flags::history);
+    const std::vector<Event> fund_1 = {transfer(100, 3, 1, 50)};
+    // Opens account 7 and credits it, then fails: 7 must not exist afterwards, 3 not be debited by 20.
+    const std::vector<Event> failing_chain = {account(7, 1, 10, account_flags::linked), transfer(101, 3, 7, 20, transfer_flags::linked),
+                                              transfer(102, 1, 9, 1)};
+    const std::vector<Event> into_7 = {transfer(103, 3, 7, 5)};
+    const std::vector<Event> spend_1 = {transfer(104, 1, 2, 30)};  // only possible with batch 1's credit seen
+    const std::vector<Event> overspend_1 = {transfer(105, 1, 2, 21)};  // 50 − 30 = 20 left
+    const std::span<const Event> batches[] = {fund_1, failing_chain, into_7, spend_1, overspend_1};
+    auto results = f.ledger->apply_group(batches);
+    REQUIRE(results.ok());
+    CHECK((*results)[0][0].code == ResultCode::ok);
+    CHECK((*results)[1][0].code == ResultCode::linked_event_failed);
+    CHECK((*results)[1][1].code == ResultCode::linked_event_failed);
+    CHECK((*results)[1][2].code == ResultCode::credit_account_not_found);
+    CHECK((*results)[2][0].code == ResultCode::credit_account_not_found);
+    CHECK((*results)[3][0].code == ResultCode::ok);
+    CHECK((*results)[4][0].code == ResultCode::exceeds_credits);
+    CHECK(f.get(1).credits_posted == 50);
+    CHECK(f.get(1).debits_posted == 30);
+    CHECK(f.get(2).credits_posted == 30);
+    CHECK(f.get(3).debits_posted == 50);
+    CHECK_FALSE(f.ledger->lookup_account(make_id(7)).value().has_value());
+    auto history = f.ledger->account_balances(make_id(1), 0, 10);
+    REQUIRE(history.ok());
+    REQUIRE(history->size() == 2);  // one row per change, each with the balance after it
+    CHECK((*history)[0].credits_posted == 50);
+    CHECK((*history)[0].debits_posted == 0);
+    CHECK((*history)[1].credits_posted == 50);
+    CHECK((*history)[1].debits_posted == 30);
+    f.require_check();
+}
+
 TEST_CASE("a batch above batch_events_max is refused whole") {
     Fixture f;
     std::vector<Event> big(batch_events_max + 1, Event(account(1)));

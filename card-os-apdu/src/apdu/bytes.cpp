@@ -14,7 +14,9 @@ std::uint64_t read_be(ByteView b) {
 
 void append_be(Bytes& out, std::uint64_t value, std::size_t width) {
     assert(width <= 8);
-    for (std::size_t i = width; i > 0; --i) out.push_back(static_cast<std::uint8_t>(value >> (8 * (i - 1))));
+    const std::size_t at = out.size();
+    out.resize(at + width);  // one size check instead of one per byte
+    for (std::size_t i = 0; i < width; ++i) out[at + i] = static_cast<std::uint8_t>(value >> (8 * (width - 1 - i)));
 }
 
 Bytes be_bytes(std::uint64_t value, std::size_t width) {

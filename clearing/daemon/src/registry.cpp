@@ -148,9 +148,15 @@ std::optional<CardRecord> decode_card(ByteView b) {
     return c;
 }
 
+// Terminal record sizes: version 1's fixed part (with the batch's debit totals and the merchant id's
+// length byte), and what version 2 adds (credit, credit-reversal and debit-reversal totals).
+constexpr std::size_t terminal_fixed_v1 = 1 + terminal_id_chars + 6 + 8 + 4 + 4 + 8 + 4 + 8 + 1;
+constexpr std::size_t terminal_totals_v2 = 3 * (4 + 8);
+
 Bytes encode_terminal(const TerminalRecord& t) {
     assert(t.terminal_id.size() == terminal_id_chars && t.merchant_id.size() <= merchant_id_chars_max);
     Bytes out;
+    out.reserve(terminal_fixed_v1 + terminal_totals_v2 + t.merchant_id.size());  // one allocation per booking
     out.push_back(terminal_record_version);
     append(out, text_view(t.terminal_id));
     append(out, t.psam_terminal_id);
@@ -172,10 +178,8 @@ Bytes encode_terminal(const TerminalRecord& t) {
 }
 
 std::optional<TerminalRecord> decode_terminal(ByteView b) {
-    constexpr std::size_t fixed_v1 = 1 + terminal_id_chars + 6 + 8 + 4 + 4 + 8 + 4 + 8 + 1;
-    constexpr std::size_t totals_v2 = 3 * (4 + 8);
     if (b.empty() || (b[0] != record_version && b[0] != terminal_record_version)) return std::nullopt;
-    const std::size_t fixed = b[0] == terminal_record_version ? fixed_v1 + totals_v2 : fixed_v1;
+    const std::size_t fixed = b[0] == terminal_record_version ? terminal_fixed_v1 + terminal_totals_v2 : terminal_fixed_v1;
     if (b.size() < fixed) return std::nullopt;
     TerminalRecord t;
     std::size_t at = 1;

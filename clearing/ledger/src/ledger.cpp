@@ -10,6 +10,10 @@
 #include <cassert>
 #include <cstdlib>
 #include <ctime>
+#include <optional>
+#include <unordered_map>
+#include <utility>
+#include <vector>
 
 namespace coconut::ledger {
 
@@ -53,10 +57,49 @@ Error corrupt(std::string what) { return Error{ErrorCode::corrupt, std::move(wha
 
 // ---- transaction-scoped work ----------------------------------------------------------------------
 
+// The accounts a write transaction has read or changed, decoded, with the changed ones written back
+// once when the transaction's events are done (flush_accounts) instead of at every transfer: a group
+// of bookings debits many cards but credits the same few payables, so this saves a B-tree search and
+// a record rewrite per account and transfer. The state machine reads and writes accounts only here;
+// an account's history row (per transfer) and a new account's record are still written at once.
+struct AccountCache {
+    struct Entry {
+        Account account;
+        bool dirty = false;  // changed since read: to write back
+    };
+    struct IdHash {
+        std::size_t operator()(const Id& id) const noexcept { return std::hash<std::uint64_t>{}(id.low ^ (id.high * 0x9E3779B97F4A7C15u)); }
+    };
+    std::unordered_map<Id, Entry, IdHash> entries;
+    // While a linked chain runs in its nested transaction: every entry's state before each change,
+    // replayed backwards if the chain fails (then its nested transaction is aborted too).
+    std::vector<std::pair<Id, std::optional<Entry>>>* undo = nullptr;
+
+    void set(const Id& id, Entry entry) {
+        auto it = entries.find(id);
+        if (undo != nullptr) undo->emplace_back(id, it == entries.end() ? std::nullopt : std::optional<Entry>(it->second));
+        if (it == entries.end()) {
+            entries.emplace(id, entry);
+        } else {
+            it->second = entry;
+        }
+    }
+    void roll_back(std::vector<std::pair<Id, std::optional<Entry>>>& log) {
+        for (auto it = log.rbegin(); it != log.rend(); ++it) {
+            if (it->second) {
+                entries.insert_or_assign(it->first, *it->second);
+            } else {
+                entries.erase(it->first);
+            }
+        }
+    }
+};
+
 struct Work {
     State& state;
     lmdb::Txn* txn;
     JournalHead head;  // advanced by every journal entry; restored when a chain rolls back
+    AccountCache accounts{};
 
     std::uint64_t next_timestamp() { return ++head.timestamp; }
     std::uint64_t peek_timestamp() const { return head.timestamp + 1; }
@@ -69,12 +112,26 @@ namespace {
 Unexpected<lmdb::Error> corrupted(const char* where) { return Unexpected{lmdb::Error{MDB_CORRUPTED, where}}; }
 
 lmdb::Result<std::optional<Account>> get_account(Work& w, const Id& id) {
+    if (auto it = w.accounts.entries.find(id); it != w.accounts.entries.end()) return std::optional<Account>(it->second.account);
     auto raw = w.txn->get(w.state.tables.accounts, encode(id));
     if (!raw) return Unexpected{raw.error()};
     if (!*raw) return std::optional<Account>();
     auto account = decode_account(**raw);
     if (!account || account->id != id) return corrupted("account record");
+    w.accounts.set(id, {*account, false});
     return account;
+}
+
+// Writes back the accounts changed in this transaction: once, after its last event (see AccountCache).
+lmdb::Status flush_accounts(Work& w) {
+    for (auto& [id, entry] : w.accounts.entries) {
+        if (!entry.dirty) continue;
+        const auto bytes = encode(entry.account);
+        assert(decode_account(bytes) == entry.account);
+        if (auto put = w.txn->put(w.state.tables.accounts, encode(id), bytes); !put) return put;
+        entry.dirty = false;
+    }
+    return Ok{};
 }
 
 lmdb::Result<std::optional<Transfer>> get_transfer(Work& w, const Id& id) {
@@ -111,9 +168,10 @@ lmdb::Status journal_append(Work& w, JournalKind kind, std::uint64_t timestamp, 
     return Ok{};
 }
 
-// Stores an account after a change, with its history snapshot when it keeps history.
+// Records an account's change (written back by flush_accounts), with its history snapshot at once when
+// it keeps history.
 lmdb::Status put_account(Work& w, const Account& account, std::uint64_t timestamp) {
-    if (auto put = w.txn->put(w.state.tables.accounts, encode(account.id), encode(account)); !put) return put;
+    w.accounts.set(account.id, {account, true});
     if ((account.flags & account_flags::history) == 0) return Ok{};
     return w.txn->put(w.state.tables.history, account_time_key(account.id, timestamp), encode_balance(account));
 }
@@ -413,13 +471,16 @@ lmdb::Status apply_chain(Work& w, std::span<const Event> chain, std::span<EventR
     auto child = lmdb::Txn::begin(w.state.env, lmdb::Txn::Mode::read_write, parent);
     if (!child) return Unexpected{child.error()};
     const JournalHead saved = w.head;
+    std::vector<std::pair<Id, std::optional<AccountCache::Entry>>> undo;
     w.txn = &*child;
+    w.accounts.undo = &undo;
     std::optional<std::size_t> failed_at;
     for (std::size_t i = 0; i < chain.size(); ++i) {
         auto step = apply_event(w, chain[i]);
         if (!step) {
             w.txn = parent;
-            return Unexpected{step.error()};
+            w.accounts.undo = nullptr;
+            return Unexpected{step.error()};  // the whole group fails: the cache goes with it
         }
         results[i] = *step;
         if (!succeeded(step->code)) {
@@ -428,8 +489,10 @@ lmdb::Status apply_chain(Work& w, std::span<const Event> chain, std::span<EventR
         }
     }
     w.txn = parent;
+    w.accounts.undo = nullptr;
     if (!failed_at) return child->commit();
     child->abort();
+    w.accounts.roll_back(undo);  // accounts read in the chain go too: one it created no longer exists
     w.head.sequence = saved.sequence;
     w.head.hash = saved.hash;  // timestamps stay consumed: gaps are allowed, reuse is not needed
     const EventResult failure = results[*failed_at];
@@ -633,6 +696,7 @@ Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<cons
         }
         out.push_back(std::move(*results));
     }
+    if (auto flushed = flush_accounts(w); !flushed) return Unexpected{to_error(flushed.error(), s)};
     if (auto put = txn->put(s.tables.meta, view(head_key), encode(w.head)); !put) return Unexpected{to_error(put.error(), s)};
     if (auto committed = txn->commit(); !committed) return Unexpected{to_error(committed.error(), s)};
     publish_head(s, w.head);
@@ -665,6 +729,7 @@ Result<std::size_t> Ledger::expire_pending() {
     auto expired = expire_due(w);
     if (!expired) return Unexpected{to_error(expired.error(), s)};
     if (*expired == 0) return std::size_t{0};  // nothing to commit; the txn aborts
+    if (auto flushed = flush_accounts(w); !flushed) return Unexpected{to_error(flushed.error(), s)};
     if (auto put = txn->put(s.tables.meta, view(head_key), encode(w.head)); !put) return Unexpected{to_error(put.error(), s)};
     if (auto committed = txn->commit(); !committed) return Unexpected{to_error(committed.error(), s)};
     publish_head(s, w.head);

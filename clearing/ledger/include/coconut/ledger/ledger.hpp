@@ -232,8 +232,9 @@ using Result = coconut::Result<T, Error>;
 
 // Work of the ledger's user (e.g. the daemon's card registry: last seen ATC, risk flags) that must
 // commit atomically with a batch's bookings: called inside the write transaction after the batch's
-// events, with their results. Write only to the caller's own tables (opened with
-// env().open_table()); never commit or abort `txn`. An error fails the whole commit.
+// events, with their results. Read and write only the caller's own tables (opened with
+// env().open_table()): the ledger's own records are not all written yet (account records are written
+// back once at the end of the group). Never commit or abort `txn`. An error fails the whole commit.
 using BatchHook = std::function<lmdb::Status(lmdb::Txn& txn, std::span<const EventResult> results)>;
 
 struct Batch {
