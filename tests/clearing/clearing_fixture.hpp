@@ -164,6 +164,7 @@ struct Rig {
         REQUIRE_MESSAGE(loaded.ok(), (loaded.ok() ? "" : loaded.error().message));
         ledger::WriterOptions writer_options;
         writer_options.expiry_interval = std::chrono::milliseconds(10);  // the expiry sweep, quickly
+        writer_options.group_hooks = registry->group_hooks();
         writer = std::make_unique<ledger::Writer>(*ledger, writer_options);
         engine = std::make_unique<Engine>(*ledger, *writer, *registry, *verifier, *verifier, engine_options);
     }

@@ -328,7 +328,57 @@ TEST_CASE("many uploads in flight at once are each booked exactly once (group co
     CHECK(rig.card(card_a).offline_purchases == count);
     CHECK(rig.flags().empty());
     CHECK(rig.writer->stats().commits < static_cast<std::uint64_t>(2 * count));
+    auto terminal = rig.registry->terminal("BUS00001");
+    REQUIRE(terminal.ok());
+    REQUIRE(terminal->has_value());
+    CHECK((*terminal)->uploads == static_cast<std::uint64_t>(count));  // each booking counted once, retries not
+    CHECK((*terminal)->batch_debits_count == static_cast<std::uint32_t>(count));
+    CHECK((*terminal)->batch_debits_fen == static_cast<std::uint64_t>(10 * count));
     rig.require_check();
+}
+
+TEST_CASE("registry group write-back: each hook sees what earlier hooks of the group wrote; other transactions and failed groups see none of it") {
+    Rig rig;
+    rig.writer->stop();  // this test drives apply_group itself
+    const Asn asn = asn_of(card_a);
+    const std::uint32_t before = rig.card(card_a).offline_purchases;
+    std::vector<std::uint32_t> seen_in_group, seen_outside;
+    auto count_one = [&](lmdb::Txn& txn, std::span<const ledger::EventResult>) -> lmdb::Status {
+        auto card = rig.registry->card_in(txn, asn);
+        if (!card) return Unexpected<lmdb::Error>{card.error()};
+        REQUIRE(card->has_value());
+        seen_in_group.push_back((*card)->offline_purchases);
+        seen_outside.push_back(rig.card(card_a).offline_purchases);  // its own read transaction: committed state
+        CardRecord changed = **card;
+        changed.offline_purchases++;
+        return rig.registry->put_card(txn, changed);
+    };
+    auto fail = [](lmdb::Txn&, std::span<const ledger::EventResult>) -> lmdb::Status {
+        return Unexpected<lmdb::Error>{lmdb::Error{MDB_PANIC, "hook failure (test)"}};
+    };
+    const ledger::GroupHooks hooks = rig.registry->group_hooks();
+    auto run = [&](std::vector<ledger::BatchHook> batch_hooks) {
+        std::vector<ledger::Batch> batches;
+        for (auto& hook : batch_hooks) batches.push_back(ledger::Batch{{}, hook});
+        return rig.ledger->apply_group(std::span<const ledger::Batch>(batches), hooks).ok();
+    };
+
+    REQUIRE(run({count_one, count_one, count_one}));
+    CHECK(seen_in_group == std::vector<std::uint32_t>{before, before + 1, before + 2});
+    CHECK(seen_outside == std::vector<std::uint32_t>{before, before, before});
+    CHECK(rig.card(card_a).offline_purchases == before + 3);
+
+    CHECK_FALSE(run({count_one, fail}));  // nothing of a failed group is written, nor kept for the next
+    CHECK(rig.card(card_a).offline_purchases == before + 3);
+    REQUIRE(run({count_one}));
+    CHECK(rig.card(card_a).offline_purchases == before + 4);
+
+    // Outside a group (a direct write transaction) records are written through at once.
+    auto txn = lmdb::Txn::begin(rig.ledger->env(), lmdb::Txn::Mode::read_write);
+    REQUIRE(txn.ok());
+    REQUIRE(count_one(*txn, {}).ok());
+    REQUIRE(txn->commit().ok());
+    CHECK(rig.card(card_a).offline_purchases == before + 5);
 }
 
 TEST_CASE("registry file: every error names the entry and the field; nothing is written") {

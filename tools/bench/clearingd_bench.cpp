@@ -104,6 +104,7 @@ struct Daemon {
         ledger::WriterOptions writer_options;
         writer_options.group_requests_max = group_requests_max;
         writer_options.group_delay = group_delay;
+        writer_options.group_hooks = registry->group_hooks();
         writer = std::make_unique<ledger::Writer>(*ledger, writer_options);
         EngineOptions engine_options;
         engine_options.require_sign_on = false;

@@ -236,8 +236,64 @@ Bytes risk_key(const RiskFlag& f) {
 
 // ---- Registry -------------------------------------------------------------------------------------------
 
-Registry::Registry(lmdb::Env& env, std::unique_ptr<Tables> tables) : env_(env), tables_(std::move(tables)) {}
+// The group write-back (Registry::group_hooks): records read or written in the group's transaction,
+// decoded; `dirty` ones are put by the group's finish hook.
+struct Registry::GroupCache {
+    template <class Record>
+    struct Entry {
+        Record record;
+        bool dirty = false;
+    };
+    const Registry* owner = nullptr;
+    const lmdb::Txn* txn = nullptr;
+    std::map<Asn, Entry<CardRecord>> cards;
+    std::map<std::string, Entry<TerminalRecord>, std::less<>> terminals;
+};
+
+namespace {
+// The group cache of the group commit running on this thread (the ledger writer's), if any.
+thread_local const void* active_group_cache = nullptr;
+}  // namespace
+
+Registry::Registry(lmdb::Env& env, std::unique_ptr<Tables> tables)
+    : env_(env), tables_(std::move(tables)), group_(std::make_unique<GroupCache>()) {}
 Registry::~Registry() = default;
+
+Registry::GroupCache* Registry::group_cache_for(const lmdb::Txn& txn) const {
+    if (active_group_cache != group_.get() || group_->txn != &txn) return nullptr;
+    return group_.get();
+}
+
+ledger::GroupHooks Registry::group_hooks() const {
+    GroupCache* cache = group_.get();
+    ledger::GroupHooks hooks;
+    hooks.begin = [cache](lmdb::Txn& txn) {
+        cache->txn = &txn;
+        cache->cards.clear();
+        cache->terminals.clear();
+        active_group_cache = cache;
+    };
+    hooks.finish = [this, cache](lmdb::Txn& txn) -> lmdb::Status {
+        for (auto& [asn, entry] : cache->cards) {
+            if (!entry.dirty) continue;
+            if (auto s = write_card(txn, entry.record); !s) return s;
+            entry.dirty = false;
+        }
+        for (auto& [id, entry] : cache->terminals) {
+            if (!entry.dirty) continue;
+            if (auto s = write_terminal(txn, entry.record); !s) return s;
+            entry.dirty = false;
+        }
+        return Ok{};
+    };
+    hooks.end = [cache] {
+        active_group_cache = nullptr;
+        cache->txn = nullptr;
+        cache->cards.clear();
+        cache->terminals.clear();
+    };
+    return hooks;
+}
 
 Result<std::unique_ptr<Registry>> Registry::open(lmdb::Env& env) {
     auto tables = std::make_unique<Tables>();
@@ -256,24 +312,44 @@ Result<std::unique_ptr<Registry>> Registry::open(lmdb::Env& env) {
 }
 
 lmdb::Result<std::optional<CardRecord>> Registry::card_in(const lmdb::Txn& txn, const Asn& asn) const {
+    GroupCache* group = group_cache_for(txn);
+    if (group) {
+        if (auto it = group->cards.find(asn); it != group->cards.end()) return std::optional<CardRecord>(it->second.record);
+    }
     auto value = txn.get(tables_->cards, asn);
     if (!value) return Unexpected<lmdb::Error>{value.error()};
     if (!*value) return std::optional<CardRecord>{};
     auto card = decode_card(**value);
     if (!card) return Unexpected<lmdb::Error>{lmdb::Error{MDB_CORRUPTED, "decode card record"}};
+    if (group) group->cards.emplace(asn, GroupCache::Entry<CardRecord>{*card, false});
     return card;
 }
 
 lmdb::Result<std::optional<TerminalRecord>> Registry::terminal_in(const lmdb::Txn& txn, std::string_view terminal_id) const {
+    GroupCache* group = group_cache_for(txn);
+    if (group) {
+        if (auto it = group->terminals.find(terminal_id); it != group->terminals.end()) {
+            return std::optional<TerminalRecord>(it->second.record);
+        }
+    }
     auto value = txn.get(tables_->terminals, text_view(terminal_id));
     if (!value) return Unexpected<lmdb::Error>{value.error()};
     if (!*value) return std::optional<TerminalRecord>{};
     auto terminal = decode_terminal(**value);
     if (!terminal) return Unexpected<lmdb::Error>{lmdb::Error{MDB_CORRUPTED, "decode terminal record"}};
+    if (group) group->terminals.emplace(std::string(terminal_id), GroupCache::Entry<TerminalRecord>{*terminal, false});
     return terminal;
 }
 
 lmdb::Status Registry::put_card(lmdb::Txn& txn, const CardRecord& card) const {
+    if (GroupCache* group = group_cache_for(txn)) {
+        group->cards.insert_or_assign(card.asn, GroupCache::Entry<CardRecord>{card, true});
+        return Ok{};
+    }
+    return write_card(txn, card);
+}
+
+lmdb::Status Registry::write_card(lmdb::Txn& txn, const CardRecord& card) const {
     const Bytes bytes = encode_card(card);
     assert(decode_card(bytes).has_value());  // pair assertion
     return txn.put(tables_->cards, card.asn, bytes);
@@ -285,6 +361,14 @@ lmdb::Status Registry::put_participant(lmdb::Txn& txn, const Participant& p) con
 }
 
 lmdb::Status Registry::put_terminal(lmdb::Txn& txn, const TerminalRecord& t) const {
+    if (GroupCache* group = group_cache_for(txn)) {
+        group->terminals.insert_or_assign(t.terminal_id, GroupCache::Entry<TerminalRecord>{t, true});
+        return Ok{};
+    }
+    return write_terminal(txn, t);
+}
+
+lmdb::Status Registry::write_terminal(lmdb::Txn& txn, const TerminalRecord& t) const {
     const Bytes bytes = encode_terminal(t);
     assert(decode_terminal(bytes).has_value());  // pair assertion
     return txn.put(tables_->terminals, text_view(t.terminal_id), bytes);

@@ -155,6 +155,7 @@ int serve(const ServeOptions& o) {
     ledger::WriterOptions writer_options;
     writer_options.group_delay = std::chrono::microseconds(o.group_delay_us);
     writer_options.group_requests_max = o.group_requests_max;
+    writer_options.group_hooks = data->registry->group_hooks();
     ledger::Writer writer(*data->ledger, writer_options);
 
     boost::asio::io_context io(1);

@@ -670,7 +670,7 @@ Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<cons
     return apply_group(std::span<const Batch>(plain));
 }
 
-Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<const Batch> batches) {
+Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<const Batch> batches, const GroupHooks& hooks) {
     if (state_->options.read_only) return Unexpected{read_only_error(*state_)};
     for (const Batch& batch : batches) {
         if (batch.events.size() > batch_events_max) {
@@ -686,6 +686,13 @@ Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<cons
     Work& w = *work;
     auto expired = expire_due(w);
     if (!expired) return Unexpected{to_error(expired.error(), s)};
+    if (hooks.begin) hooks.begin(*txn);
+    struct EndHook {
+        const GroupHooks& hooks;
+        ~EndHook() {
+            if (hooks.end) hooks.end();
+        }
+    } end_hook{hooks};  // runs after the commit or on any failure return, before the transaction aborts
     std::vector<std::vector<EventResult>> out;
     out.reserve(batches.size());
     for (const Batch& batch : batches) {
@@ -695,6 +702,9 @@ Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<cons
             if (auto hooked = batch.after(*txn, *results); !hooked) return Unexpected{to_error(hooked.error(), s)};
         }
         out.push_back(std::move(*results));
+    }
+    if (hooks.finish) {
+        if (auto finished = hooks.finish(*txn); !finished) return Unexpected{to_error(finished.error(), s)};
     }
     if (auto flushed = flush_accounts(w); !flushed) return Unexpected{to_error(flushed.error(), s)};
     if (auto put = txn->put(s.tables.meta, view(head_key), encode(w.head)); !put) return Unexpected{to_error(put.error(), s)};

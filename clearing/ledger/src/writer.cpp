@@ -119,7 +119,7 @@ void Writer::commit_group(std::vector<Request>& group) {
         events += request.events.size();
     }
     const auto start = std::chrono::steady_clock::now();
-    auto results = ledger_.apply_group(std::span<const Batch>(batches));
+    auto results = ledger_.apply_group(std::span<const Batch>(batches), options_.group_hooks);
     const auto commit_us = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count());
     {

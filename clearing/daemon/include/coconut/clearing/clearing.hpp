@@ -314,6 +314,13 @@ public:
     // Returns true when the flag is new.
     lmdb::Result<bool> put_risk(lmdb::Txn& txn, const RiskFlag& flag) const;
 
+    // For the ledger writer's WriterOptions::group_hooks (one writer per registry): inside a group
+    // commit, the card and terminal records that card_in / terminal_in / put_card / put_terminal read
+    // or write through the group's transaction on the writer thread are kept decoded, and each one
+    // written is put once before the commit, instead of once per booking (a terminal's batch upload
+    // rewrote its record per transaction). Other threads and transactions read and write through.
+    ledger::GroupHooks group_hooks() const;
+
     // Online loads and clinic holds (written by the booking's hook, read by confirmations and reversals).
     Result<std::optional<LoadAttempt>> load_attempt(const Asn& asn, std::uint16_t online_atc) const;
     lmdb::Status put_load_attempt(lmdb::Txn& txn, const Asn& asn, std::uint16_t online_atc, const LoadAttempt& attempt) const;
@@ -344,8 +351,13 @@ public:
 
 private:
     Registry(lmdb::Env& env, std::unique_ptr<Tables> tables);
+    struct GroupCache;
+    GroupCache* group_cache_for(const lmdb::Txn& txn) const;  // the writer's, when `txn` is its group's
+    lmdb::Status write_card(lmdb::Txn& txn, const CardRecord& card) const;
+    lmdb::Status write_terminal(lmdb::Txn& txn, const TerminalRecord& terminal) const;
     lmdb::Env& env_;
     std::unique_ptr<Tables> tables_;
+    std::unique_ptr<GroupCache> group_;  // used by the writer thread only
 };
 
 // Encoded forms, exposed for the pair assertions in tests.

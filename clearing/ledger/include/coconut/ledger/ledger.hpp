@@ -242,6 +242,16 @@ struct Batch {
     BatchHook after;  // may be empty
 };
 
+// Work of the ledger's user around a whole group commit (the daemon's registry keeps the card and
+// terminal records its BatchHooks change and writes each once per group): `begin` before the group's
+// first event, `finish` after its last BatchHook and before the commit (an error fails the group,
+// nothing written), `end` after the commit or its failure, always. Any may be empty.
+struct GroupHooks {
+    std::function<void(lmdb::Txn& txn)> begin;
+    std::function<lmdb::Status(lmdb::Txn& txn)> finish;
+    std::function<void()> end;
+};
+
 // Events in one batch (and so in one write transaction). TigerBeetle's limit (8,189 per 1 MiB
 // request) keeps one batch's dirty pages a few MiB; ours is the same order of magnitude.
 inline constexpr std::size_t batch_events_max = 8190;
@@ -342,7 +352,7 @@ public:
     Result<std::vector<std::vector<EventResult>>> apply_group(std::span<const std::span<const Event>> batches);
     // The same, with a hook per batch run in the same transaction right after the batch's events
     // (BatchHook below); an error from any hook fails the whole group, nothing written.
-    Result<std::vector<std::vector<EventResult>>> apply_group(std::span<const Batch> batches);
+    Result<std::vector<std::vector<EventResult>>> apply_group(std::span<const Batch> batches, const GroupHooks& hooks = {});
     // Releases holds whose timeout has passed (up to expiries_per_commit_max) in a commit of its own;
     // returns how many. apply() does this too, so this is for idle periods.
     Result<std::size_t> expire_pending();
@@ -422,6 +432,7 @@ struct WriterOptions {
     std::size_t group_requests_max = writer_group_requests_max_default;
     std::chrono::microseconds group_delay = writer_group_delay_default;
     std::chrono::milliseconds expiry_interval = writer_expiry_interval_default;
+    GroupHooks group_hooks{};  // around every group commit (see GroupHooks)
 };
 
 // Histogram bounds of WriterStats (Prometheus "le" buckets; a last bucket counts everything above).
