@@ -5,11 +5,12 @@ target_compile_options(coconut_options INTERFACE -Wall -Wextra -Wpedantic)
 
 # Unity build: each target's sources compiled in batches of up to 8 per translation unit, so the
 # headers and the template code they share are compiled once per batch instead of once per file.
-# Helpers in anonymous namespaces must therefore have names unique within their target.
+# Helpers in anonymous namespaces must therefore have names unique within their target; sources GCC
+# would warn about in a batch are listed in cmake/CoconutBuildSpeed.cmake.
 option(COCONUT_UNITY_BUILD "Compile each target's sources in batches (CMake UNITY_BUILD)" ON)
 set(CMAKE_UNITY_BUILD ${COCONUT_UNITY_BUILD})
 
-# Precompiled headers (cmake/CoconutPch.cmake): the third-party headers most translation units include.
+# Precompiled headers (cmake/CoconutBuildSpeed.cmake): the third-party headers most translation units include.
 option(COCONUT_PCH "Precompile the heavy third-party headers once per build directory" ON)
 set(COCONUT_PCH_HEADERS
   # First: Boost 1.74's asio/awaitable.hpp uses std::exchange without <utility> (DESIGN.md §3).
