@@ -20,7 +20,6 @@ using nlohmann::json;
 
 namespace {
 
-constexpr std::uint64_t ns_per_s = 1'000'000'000;
 constexpr std::string_view state_file = "cycle.json";
 // Longest name and account the pain.001 elements take (Max140Text, Max34Text).
 constexpr std::size_t debtor_name_chars_max = 140;

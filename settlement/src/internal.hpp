@@ -16,6 +16,8 @@
 
 namespace coconut::settlement {
 
+constexpr std::uint64_t ns_per_s = 1'000'000'000;
+
 Result<std::string> read_text_file(const std::filesystem::path& path);
 ByteView as_bytes(std::string_view text);
 // create_directories + fsync of the parent, so the directory's name is durable.

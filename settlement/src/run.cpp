@@ -11,8 +11,6 @@ namespace coconut::settlement {
 
 namespace {
 
-constexpr std::uint64_t ns_per_s = 1'000'000'000;
-
 std::uint64_t realtime_ns() {
     timespec now{};
     clock_gettime(CLOCK_REALTIME, &now);

@@ -2,7 +2,7 @@
 #include <coconut/durable_file.hpp>
 #include <coconut/sdk/hotlist.hpp>
 
-#include <openssl/evp.h>
+#include "checksum.hpp"
 
 #include <fmt/format.h>
 
@@ -14,15 +14,6 @@ namespace {
 
 constexpr std::array<std::uint8_t, 8> hotlist_magic{'C', 'O', 'C', 'O', 'H', 'O', 'T', '1'};
 constexpr std::size_t entry_size = 11;
-
-std::array<std::uint8_t, 8> checksum(ByteView data) {
-    std::array<std::uint8_t, 32> digest{};
-    unsigned int length = 0;
-    EVP_Digest(data.data(), data.size(), digest.data(), &length, EVP_sha256(), nullptr);
-    std::array<std::uint8_t, 8> out{};
-    std::copy(digest.begin(), digest.begin() + 8, out.begin());
-    return out;
-}
 
 bool valid_reason(std::uint8_t r) { return r >= 1 && r <= 4; }
 

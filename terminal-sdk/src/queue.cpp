@@ -2,8 +2,9 @@
 #include <coconut/durable_file.hpp>
 #include <coconut/sdk/queue.hpp>
 
+#include "checksum.hpp"
+
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -18,7 +19,6 @@ namespace {
 
 constexpr std::array<std::uint8_t, 8> queue_magic{'C', 'O', 'C', 'O', 'Q', 'U', 'E', '1'};
 constexpr std::size_t file_header_size = 16;
-constexpr std::size_t checksum_size = 8;
 // length(4) ‖ kind(1) ‖ sequence(8)
 constexpr std::size_t record_prefix_size = 13;
 // The log grows in steps this large so appends do not change the file size (cheap fdatasync).
@@ -30,15 +30,6 @@ constexpr std::uint8_t kind_transaction = 1;
 constexpr std::uint8_t kind_ack = 2;
 constexpr std::uint8_t kind_intent = 3;
 constexpr std::uint8_t kind_abandon = 4;
-
-std::array<std::uint8_t, checksum_size> checksum(ByteView data) {
-    std::array<std::uint8_t, 32> digest{};
-    unsigned int length = 0;
-    EVP_Digest(data.data(), data.size(), digest.data(), &length, EVP_sha256(), nullptr);
-    std::array<std::uint8_t, checksum_size> out{};
-    std::copy(digest.begin(), digest.begin() + checksum_size, out.begin());
-    return out;
-}
 
 Bytes frame(std::uint8_t kind, std::uint64_t sequence, ByteView payload) {
     Bytes out;

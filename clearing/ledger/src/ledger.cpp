@@ -107,10 +107,6 @@ struct Work {
 
 namespace {
 
-// Storage errors inside the state machine: lmdb errors pass through; an undecodable record is
-// reported as an lmdb-style error with rc MDB_CORRUPTED so callers see it as corrupt.
-Unexpected<lmdb::Error> corrupted(const char* where) { return Unexpected{lmdb::Error{MDB_CORRUPTED, where}}; }
-
 lmdb::Result<std::optional<Account>> get_account(Work& w, const Id& id) {
     if (auto it = w.accounts.entries.find(id); it != w.accounts.entries.end()) return std::optional<Account>(it->second.account);
     auto raw = w.txn->get(w.state.tables.accounts, encode(id));

@@ -35,4 +35,8 @@ using State = Ledger::State;
 
 Error to_error(const lmdb::Error& error, const State& state);
 
+// Storage errors inside the state machine: lmdb errors pass through; an undecodable record is
+// reported as an lmdb-style error with rc MDB_CORRUPTED so callers see it as corrupt.
+inline Unexpected<lmdb::Error> corrupted(const char* where) { return Unexpected{lmdb::Error{MDB_CORRUPTED, where}}; }
+
 }  // namespace coconut::ledger

@@ -33,8 +33,6 @@ Result<T> read(const State& s, auto&& body) {
     return read_in<T>(s, *txn, body);
 }
 
-Unexpected<lmdb::Error> corrupted(const char* where) { return Unexpected{lmdb::Error{MDB_CORRUPTED, where}}; }
-
 lmdb::Result<std::optional<Transfer>> find_transfer(const lmdb::Txn& txn, const Tables& t, const Id& id) {
     auto raw = txn.get(t.transfers, encode(id));
     if (!raw) return Unexpected{raw.error()};
