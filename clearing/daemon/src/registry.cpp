@@ -244,7 +244,6 @@ struct Registry::GroupCache {
         Record record;
         bool dirty = false;
     };
-    const Registry* owner = nullptr;
     const lmdb::Txn* txn = nullptr;
     std::map<Asn, Entry<CardRecord>> cards;
     std::map<std::string, Entry<TerminalRecord>, std::less<>> terminals;
