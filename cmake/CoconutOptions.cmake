@@ -10,25 +10,8 @@ target_compile_options(coconut_options INTERFACE -Wall -Wextra -Wpedantic)
 option(COCONUT_UNITY_BUILD "Compile each target's sources in batches (CMake UNITY_BUILD)" ON)
 set(CMAKE_UNITY_BUILD ${COCONUT_UNITY_BUILD})
 
-# Precompiled headers (cmake/CoconutBuildSpeed.cmake): the third-party headers most translation units include.
-# Off by default: on top of the unity build it did not pay (clean builds, user + sys CPU seconds:
-# g++ tools/test.sh configuration 900 without, 936 with; clang ASan + fuzz targets 494 without, 491 with;
-# GCC loads the whole 170 MB header into every translation unit).
-option(COCONUT_PCH "Precompile the heavy third-party headers once per build directory" OFF)
-set(COCONUT_PCH_HEADERS
-  # First: Boost 1.74's asio/awaitable.hpp uses std::exchange without <utility> (DESIGN.md §3).
-  <utility>
-  <algorithm> <array> <atomic> <chrono> <cstdint> <cstring> <filesystem> <fstream> <functional>
-  <iostream> <map> <memory> <mutex> <optional> <set> <sstream> <string> <string_view> <thread> <vector>
-  <fmt/format.h> <nlohmann/json.hpp>
-  <boost/asio/any_io_executor.hpp> <boost/asio/connect.hpp> <boost/asio/io_context.hpp>
-  <boost/asio/ip/tcp.hpp> <boost/asio/post.hpp> <boost/asio/read.hpp> <boost/asio/steady_timer.hpp>
-  <boost/asio/strand.hpp> <boost/asio/write.hpp>)
-# Boost 1.74's asio/awaitable.hpp uses std::exchange without <utility> (DESIGN.md §3); with COCONUT_PCH
-# the precompiled header includes <utility> first instead (a forced include before it would disable it).
-if(NOT COCONUT_PCH)
-  target_compile_options(coconut_options INTERFACE "$<$<COMPILE_LANGUAGE:CXX>:SHELL:-include utility>")
-endif()
+# Boost 1.74's asio/awaitable.hpp uses std::exchange without <utility> (DESIGN.md §3).
+target_compile_options(coconut_options INTERFACE "$<$<COMPILE_LANGUAGE:CXX>:SHELL:-include utility>")
 
 if(COCONUT_SANITIZE)
   target_compile_options(coconut_options INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer

@@ -1,1 +1,0 @@
-// The translation unit that builds the precompiled header (cmake/CoconutBuildSpeed.cmake).
