@@ -188,7 +188,7 @@ Outcome<std::vector<Verdict>> Hsm::verify_purchase_tacs(std::string_view tac_mas
     // is reused because a batch from one clearing run nearly always shares both.
     std::array<std::optional<crypto::Key16>, 256> masters;
     std::array<bool, 256> resolved{};
-    std::optional<crypto::Key16> issuer_key;
+    std::optional<crypto::TdesKey> issuer_key;  // with its key schedules: it enciphers two blocks per card
     std::uint8_t issuer_key_version = 0;
     IssuerId issuer_key_id{};
 
@@ -213,7 +213,7 @@ Outcome<std::vector<Verdict>> Hsm::verify_purchase_tacs(std::string_view tac_mas
                 verdict = Verdict::key_unavailable;
             } else {
                 if (!issuer_key || issuer_key_version != version || issuer_key_id != item.card.issuer_id) {
-                    issuer_key = crypto::diversify(*masters[version], issuer_factor(item.card.issuer_id));
+                    issuer_key.emplace(crypto::diversify(*masters[version], issuer_factor(item.card.issuer_id)));
                     issuer_key_version = version;
                     issuer_key_id = item.card.issuer_id;
                 }

@@ -2,6 +2,9 @@
 #include <coconut/crypto/card_crypto.hpp>
 
 #include <doctest/doctest.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
 
 using namespace coconut;
 using namespace coconut::crypto;
@@ -118,4 +121,65 @@ TEST_CASE("card factor is the rightmost 8 bytes of the ASN") {
 TEST_CASE("purchase TAC input layout") {
     CHECK(hx(purchase_tac_input(0x1000, 0x06, hex("001122334455"), 0x00000001, when("20120229", "135100"))) ==
           "0000100006001122334455000000012012022913510" "0");
+}
+
+namespace {
+// The reference: OpenSSL EVP DES-EDE3 (single DES as K‖K‖K), independent of the DES block functions
+// card_crypto uses.
+Bytes evp_ede3(bool cbc, ByteView key24, const Block& iv, ByteView data, bool encrypt) {
+    EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, cbc ? "DES-EDE3-CBC" : "DES-EDE3-ECB", nullptr);
+    EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+    REQUIRE(cipher != nullptr);
+    REQUIRE(ctx != nullptr);
+    Bytes out(data.size() + 8);
+    int n = 0, final_n = 0;
+    REQUIRE(EVP_CipherInit_ex2(ctx, cipher, key24.data(), cbc ? iv.data() : nullptr, encrypt ? 1 : 0, nullptr) == 1);
+    EVP_CIPHER_CTX_set_padding(ctx, 0);
+    REQUIRE(EVP_CipherUpdate(ctx, out.data(), &n, data.data(), static_cast<int>(data.size())) == 1);
+    REQUIRE(EVP_CipherFinal_ex(ctx, out.data() + n, &final_n) == 1);
+    out.resize(static_cast<std::size_t>(n + final_n));
+    EVP_CIPHER_CTX_free(ctx);
+    EVP_CIPHER_free(cipher);
+    return out;
+}
+Bytes ede3_key(ByteView k1, ByteView k2) {
+    Bytes out(k1.begin(), k1.end());
+    append(out, k2);
+    append(out, k1);
+    return out;
+}
+}  // namespace
+
+TEST_CASE("DES, 3DES, CBC and the MACs agree with OpenSSL EVP DES-EDE3 over random keys and lengths") {
+    for (int round = 0; round < 200; ++round) {
+        const Bytes raw = random_bytes(16 + 8 + 48);
+        const Key16 key(ByteView(raw).first(16));
+        const Key8 single(ByteView(raw).first(8));
+        Block iv;
+        std::copy_n(raw.begin() + 16, 8, iv.begin());
+        const std::size_t blocks = 1 + static_cast<std::size_t>(round % 6);
+        const ByteView data = ByteView(raw).subspan(24, 8 * blocks);
+        const Bytes k3 = ede3_key(key.view().first(8), key.view().subspan(8, 8));
+        const Bytes k1 = ede3_key(single.view(), single.view());
+        INFO("round ", round, " key ", hx(key.view()), " data ", hx(data));
+
+        CHECK(hx(tdes_ecb_encrypt(key, data)) == hx(evp_ede3(false, k3, iv, data, true)));
+        CHECK(hx(tdes_ecb_decrypt(key, data)) == hx(evp_ede3(false, k3, iv, data, false)));
+        CHECK(hx(tdes_cbc_encrypt(key, iv, data)) == hx(evp_ede3(true, k3, iv, data, true)));
+        CHECK(hx(tdes_cbc_decrypt(key, iv, data)) == hx(evp_ede3(true, k3, iv, data, false)));
+        CHECK(hx(des_ecb_encrypt(single, data)) == hx(evp_ede3(false, k1, iv, data, true)));
+        CHECK(hx(des_ecb_decrypt(single, data)) == hx(evp_ede3(false, k1, iv, data, false)));
+
+        // MAC algorithm 1 over every length 0…47: the last block of CBC over the padded data.
+        const ByteView message = ByteView(raw).subspan(24, static_cast<std::size_t>(round) % 48);
+        const Bytes cbc = evp_ede3(true, k1, iv, pad_method2(message), true);
+        CHECK(hx(des_mac8(single, message, iv)) == hx(ByteView(cbc).last(8)));
+
+        // The key with its schedules kept gives what the one-shot functions give.
+        const TdesKey kept(key);
+        Block factor;
+        std::copy_n(raw.begin() + 24, 8, factor.begin());
+        CHECK(hx(kept.encrypt(factor)) == hx(tdes_ecb_encrypt(key, factor)));
+        CHECK(hx(diversify(kept, factor).view()) == hx(diversify(key, factor).view()));
+    }
 }

@@ -1,5 +1,6 @@
 #include <coconut/crypto/card_crypto.hpp>
 
+#include <openssl/des.h>  // the DES block functions; see CMakeLists.txt for why not EVP
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -12,17 +13,11 @@ namespace {
 
 // Fetched once: implicit fetching on every call costs more than the cipher itself.
 struct Ciphers {
-    EVP_CIPHER* des_ede3_ecb = EVP_CIPHER_fetch(nullptr, "DES-EDE3-ECB", nullptr);
-    EVP_CIPHER* des_ede3_cbc = EVP_CIPHER_fetch(nullptr, "DES-EDE3-CBC", nullptr);
     EVP_CIPHER* sm4_ecb = EVP_CIPHER_fetch(nullptr, "SM4-ECB", nullptr);
     Ciphers() {
-        if (!des_ede3_ecb || !des_ede3_cbc || !sm4_ecb) throw std::runtime_error("OpenSSL: 3DES or SM4 unavailable");
+        if (!sm4_ecb) throw std::runtime_error("OpenSSL: SM4 unavailable");
     }
-    ~Ciphers() {
-        EVP_CIPHER_free(des_ede3_ecb);
-        EVP_CIPHER_free(des_ede3_cbc);
-        EVP_CIPHER_free(sm4_ecb);
-    }
+    ~Ciphers() { EVP_CIPHER_free(sm4_ecb); }
 };
 
 const Ciphers& ciphers() {
@@ -59,63 +54,111 @@ Bytes run_cipher(const EVP_CIPHER* cipher, const std::uint8_t* key, const std::u
     return out;
 }
 
-// K1‖K2‖K1 (2-key) or K‖K‖K (single) as the 24-byte EDE3 key; wiped on scope exit.
-struct Ede3Key {
-    std::array<std::uint8_t, 24> bytes{};
-    explicit Ede3Key(const Key16& key) {
-        std::memcpy(bytes.data(), key.data(), 16);
-        std::memcpy(bytes.data() + 16, key.data(), 8);
-    }
-    explicit Ede3Key(const Key8& key) {
-        for (int i = 0; i < 3; ++i) std::memcpy(bytes.data() + 8 * i, key.data(), 8);
-    }
-    ~Ede3Key() { secure_wipe(bytes.data(), bytes.size()); }
-};
-
 void require_blocks(ByteView data, std::size_t block) {
     if (data.size() % block != 0) throw std::invalid_argument("cipher input is not a whole number of blocks");
 }
 
-Block first_block(const Bytes& b) {
-    Block out{};
-    std::memcpy(out.data(), b.data(), 8);
+Key8 key8_of(const Bytes& b) { return Key8(ByteView(b).first(8)); }
+
+static_assert(sizeof(DES_key_schedule) == 128, "TdesKey's storage holds two DES key schedules");
+
+// One DES key schedule; wiped when it goes out of scope.
+struct DesSchedule {
+    DES_key_schedule schedule{};
+    explicit DesSchedule(const std::uint8_t* key8) { set(key8, schedule); }
+    ~DesSchedule() { secure_wipe(&schedule, sizeof schedule); }
+    DesSchedule(const DesSchedule&) = delete;
+    DesSchedule& operator=(const DesSchedule&) = delete;
+
+    // Parity bits are ignored, as the card does.
+    static void set(const std::uint8_t* key8, DES_key_schedule& out) {
+        DES_cblock key;
+        std::memcpy(key, key8, 8);
+        DES_set_key_unchecked(&key, &out);
+        secure_wipe(key, sizeof key);
+    }
+};
+
+// OpenSSL's DES prototypes take non-const inputs and schedules that they only read.
+const_DES_cblock* input_block(const std::uint8_t* in) {
+    return reinterpret_cast<const_DES_cblock*>(const_cast<std::uint8_t*>(in));
+}
+
+void des_block(const DES_key_schedule& schedule, const std::uint8_t* in, std::uint8_t* out, bool encrypt) {
+    DES_ecb_encrypt(input_block(in), reinterpret_cast<DES_cblock*>(out),
+                    const_cast<DES_key_schedule*>(&schedule), encrypt ? DES_ENCRYPT : DES_DECRYPT);
+}
+
+// K1‖K2‖K1 on one block.
+void tdes_block(const DES_key_schedule& k1, const DES_key_schedule& k2, const std::uint8_t* in, std::uint8_t* out,
+                bool encrypt) {
+    DES_ecb3_encrypt(input_block(in), reinterpret_cast<DES_cblock*>(out),
+                     const_cast<DES_key_schedule*>(&k1), const_cast<DES_key_schedule*>(&k2),
+                     const_cast<DES_key_schedule*>(&k1), encrypt ? DES_ENCRYPT : DES_DECRYPT);
+}
+
+Bytes des_ecb(const Key8& key, ByteView data, bool encrypt) {
+    require_blocks(data, 8);
+    const DesSchedule k(key.data());
+    Bytes out(data.size());
+    for (std::size_t at = 0; at < data.size(); at += 8) des_block(k.schedule, data.data() + at, out.data() + at, encrypt);
     return out;
 }
 
-Key8 key8_of(const Bytes& b) { return Key8(ByteView(b).first(8)); }
+Bytes tdes_ecb(const Key16& key, ByteView data, bool encrypt) {
+    require_blocks(data, 8);
+    const TdesKey k(key);
+    Bytes out(data.size());
+    for (std::size_t at = 0; at < data.size(); at += 8) k.apply(data.data() + at, out.data() + at, encrypt);
+    return out;
+}
+
+Bytes tdes_cbc(const Key16& key, const Block& iv, ByteView data, bool encrypt) {
+    require_blocks(data, 8);
+    const TdesKey k(key);
+    Bytes out(data.size());
+    Block chain = iv;
+    for (std::size_t at = 0; at < data.size(); at += 8) {
+        if (encrypt) {
+            Block x;
+            for (std::size_t i = 0; i < 8; ++i) x[i] = static_cast<std::uint8_t>(data[at + i] ^ chain[i]);
+            k.apply(x.data(), out.data() + at, true);
+            std::memcpy(chain.data(), out.data() + at, 8);
+        } else {
+            k.apply(data.data() + at, out.data() + at, false);
+            for (std::size_t i = 0; i < 8; ++i) out[at + i] ^= chain[i];
+            std::memcpy(chain.data(), data.data() + at, 8);
+        }
+    }
+    return out;
+}
 
 }  // namespace
 
-Bytes des_ecb_encrypt(const Key8& key, ByteView data) {
-    require_blocks(data, 8);
-    Ede3Key k(key);
-    return run_cipher(ciphers().des_ede3_ecb, k.bytes.data(), nullptr, data, true);
+TdesKey::TdesKey(const Key16& key) {
+    DesSchedule::set(key.data(), *reinterpret_cast<DES_key_schedule*>(schedules_.data()));
+    DesSchedule::set(key.data() + 8, *reinterpret_cast<DES_key_schedule*>(schedules_.data() + 128));
 }
-Bytes des_ecb_decrypt(const Key8& key, ByteView data) {
-    require_blocks(data, 8);
-    Ede3Key k(key);
-    return run_cipher(ciphers().des_ede3_ecb, k.bytes.data(), nullptr, data, false);
+
+TdesKey::~TdesKey() { secure_wipe(schedules_.data(), schedules_.size()); }
+
+void TdesKey::apply(const std::uint8_t* in, std::uint8_t* out, bool encrypt) const {
+    tdes_block(*reinterpret_cast<const DES_key_schedule*>(schedules_.data()),
+               *reinterpret_cast<const DES_key_schedule*>(schedules_.data() + 128), in, out, encrypt);
 }
-Bytes tdes_ecb_encrypt(const Key16& key, ByteView data) {
-    require_blocks(data, 8);
-    Ede3Key k(key);
-    return run_cipher(ciphers().des_ede3_ecb, k.bytes.data(), nullptr, data, true);
+
+Block TdesKey::encrypt(const Block& in) const {
+    Block out;
+    apply(in.data(), out.data(), true);
+    return out;
 }
-Bytes tdes_ecb_decrypt(const Key16& key, ByteView data) {
-    require_blocks(data, 8);
-    Ede3Key k(key);
-    return run_cipher(ciphers().des_ede3_ecb, k.bytes.data(), nullptr, data, false);
-}
-Bytes tdes_cbc_encrypt(const Key16& key, const Block& iv, ByteView data) {
-    require_blocks(data, 8);
-    Ede3Key k(key);
-    return run_cipher(ciphers().des_ede3_cbc, k.bytes.data(), iv.data(), data, true);
-}
-Bytes tdes_cbc_decrypt(const Key16& key, const Block& iv, ByteView data) {
-    require_blocks(data, 8);
-    Ede3Key k(key);
-    return run_cipher(ciphers().des_ede3_cbc, k.bytes.data(), iv.data(), data, false);
-}
+
+Bytes des_ecb_encrypt(const Key8& key, ByteView data) { return des_ecb(key, data, true); }
+Bytes des_ecb_decrypt(const Key8& key, ByteView data) { return des_ecb(key, data, false); }
+Bytes tdes_ecb_encrypt(const Key16& key, ByteView data) { return tdes_ecb(key, data, true); }
+Bytes tdes_ecb_decrypt(const Key16& key, ByteView data) { return tdes_ecb(key, data, false); }
+Bytes tdes_cbc_encrypt(const Key16& key, const Block& iv, ByteView data) { return tdes_cbc(key, iv, data, true); }
+Bytes tdes_cbc_decrypt(const Key16& key, const Block& iv, ByteView data) { return tdes_cbc(key, iv, data, false); }
 Bytes sm4_ecb_encrypt(const Key16& key, ByteView data) {
     require_blocks(data, 16);
     return run_cipher(ciphers().sm4_ecb, key.data(), nullptr, data, true);
@@ -132,13 +175,21 @@ Bytes pad_method2(ByteView data) {
     return out;
 }
 
+// MAC algorithm 1 over data ‖ 80 ‖ 00…: CBC with one DES key, keeping only the chaining block.
 Block des_mac8(const Key8& key, ByteView data, const Block& iv) {
-    const Bytes padded = pad_method2(data);
-    Ede3Key k(key);
-    const Bytes cbc = run_cipher(ciphers().des_ede3_cbc, k.bytes.data(), iv.data(), padded, true);
-    Block out{};
-    std::memcpy(out.data(), cbc.data() + cbc.size() - 8, 8);
-    return out;
+    const DesSchedule k(key.data());
+    Block chain = iv;
+    std::size_t at = 0;
+    for (; at + 8 <= data.size(); at += 8) {
+        for (std::size_t i = 0; i < 8; ++i) chain[i] ^= data[at + i];
+        des_block(k.schedule, chain.data(), chain.data(), true);
+    }
+    Block last{};
+    if (at < data.size()) std::memcpy(last.data(), data.data() + at, data.size() - at);
+    last[data.size() - at] = 0x80;
+    for (std::size_t i = 0; i < 8; ++i) chain[i] ^= last[i];
+    des_block(k.schedule, chain.data(), chain.data(), true);
+    return chain;
 }
 
 Mac4 des_mac(const Key8& key, ByteView data, const Block& iv) {
@@ -147,24 +198,26 @@ Mac4 des_mac(const Key8& key, ByteView data, const Block& iv) {
 }
 
 Block retail_mac(const Key16& key, ByteView data, const Block& iv) {
-    const Key8 k1(key.view().first(8));
-    const Key8 k2(key.view().subspan(8, 8));
-    const Block chained = des_mac8(k1, data, iv);
-    const Bytes decrypted = des_ecb_decrypt(k2, chained);
-    return first_block(des_ecb_encrypt(k1, decrypted));
+    const Block chained = des_mac8(Key8(key.view().first(8)), data, iv);
+    const DesSchedule k1(key.data()), k2(key.data() + 8);
+    Block out;
+    des_block(k2.schedule, chained.data(), out.data(), false);
+    des_block(k1.schedule, out.data(), out.data(), true);
+    return out;
 }
 
-Key16 diversify(const Key16& master, const Block& factor) {
-    Bytes input(16);
-    for (std::size_t i = 0; i < 8; ++i) {
-        input[i] = factor[i];
-        input[8 + i] = static_cast<std::uint8_t>(~factor[i]);
-    }
-    Bytes out = tdes_ecb_encrypt(master, input);
+Key16 diversify(const TdesKey& master, const Block& factor) {
+    std::array<std::uint8_t, 16> out{};
+    master.apply(factor.data(), out.data(), true);
+    Block inverted;
+    for (std::size_t i = 0; i < 8; ++i) inverted[i] = static_cast<std::uint8_t>(~factor[i]);
+    master.apply(inverted.data(), out.data() + 8, true);
     Key16 key(out);
     secure_wipe(out.data(), out.size());
     return key;
 }
+
+Key16 diversify(const Key16& master, const Block& factor) { return diversify(TdesKey(master), factor); }
 
 Key16 diversify_card_key(const Key16& master, const Block& issuer_factor, const Block& card_factor) {
     return diversify(diversify(master, issuer_factor), card_factor);

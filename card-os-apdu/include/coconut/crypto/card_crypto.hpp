@@ -1,4 +1,5 @@
-// Card cryptography of the PBOC / T-Union 3DES profile (CARD-SPEC §4), all through OpenSSL 3 EVP.
+// Card cryptography of the PBOC / T-Union 3DES profile (CARD-SPEC §4), through OpenSSL 3: DES and
+// 3DES through its DES block functions, SM4 through EVP.
 // Used by the card OS, the PSAM, the HSM and the tools — the one implementation of these rules.
 //
 // Failures of OpenSSL itself (a missing provider) are start-up errors and throw std::runtime_error;
@@ -49,7 +50,7 @@ using Kcv = std::array<std::uint8_t, 3>;
 
 // ---- primitives ------------------------------------------------------------------------------
 
-// Single DES ECB, computed as DES-EDE3 with K‖K‖K (no legacy provider). data: multiple of 8.
+// Single DES ECB. data: multiple of 8.
 Bytes des_ecb_encrypt(const Key8& key, ByteView data);
 Bytes des_ecb_decrypt(const Key8& key, ByteView data);
 // 2-key 3DES (K1‖K2‖K1) ECB. data: multiple of 8.
@@ -61,6 +62,23 @@ Bytes tdes_cbc_decrypt(const Key16& key, const Block& iv, ByteView data);
 // SM4 (GB/T 32907) ECB. data: multiple of 16.
 Bytes sm4_ecb_encrypt(const Key16& key, ByteView data);
 Bytes sm4_ecb_decrypt(const Key16& key, ByteView data);
+
+// A 2-key 3DES key (K1‖K2‖K1) with its DES key schedules computed once, for a key that enciphers
+// many blocks in a row (a master or issuer key across a batch). Wiped on destruction; not copyable.
+class TdesKey {
+public:
+    explicit TdesKey(const Key16& key);
+    ~TdesKey();
+    TdesKey(const TdesKey&) = delete;
+    TdesKey& operator=(const TdesKey&) = delete;
+
+    Block encrypt(const Block& in) const;
+    // One block, in and out 8 bytes each (may be the same).
+    void apply(const std::uint8_t* in, std::uint8_t* out, bool encrypt) const;
+
+private:
+    alignas(8) std::array<std::uint8_t, 256> schedules_{};  // two OpenSSL DES_key_schedule
+};
 
 // ---- MACs (ISO 9797-1) ------------------------------------------------------------------------
 
@@ -77,6 +95,7 @@ Block retail_mac(const Key16& key, ByteView data, const Block& iv = {});
 
 // One-level diversification: 3DES(MK, F) ‖ 3DES(MK, NOT F).
 Key16 diversify(const Key16& master, const Block& factor);
+Key16 diversify(const TdesKey& master, const Block& factor);
 // Profile: issuer key = Div(master, issuer factor); card key = Div(issuer key, card factor).
 Key16 diversify_card_key(const Key16& master, const Block& issuer_factor, const Block& card_factor);
 // TAC key: XOR of the two halves of the DTK, used as single DES.
