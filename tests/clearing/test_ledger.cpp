@@ -537,6 +537,60 @@ TEST_CASE("history: an account with the history flag keeps its balance after eac
     CHECK(f.ledger->account_balances(make_id(2), 0, 100).value().empty());
 }
 
+TEST_CASE("account index: an expiry is a balance row in the history, not a transfer; the last transfer's time stays") {
+    Fixture f;
+    open_accounts(f, account_flags::history);
+    fund(f, 100, 1000);
+    Transfer hold = transfer(101, 1, 2, 300, transfer_flags::pending);
+    hold.timeout_s = 1;
+    REQUIRE(f.one(hold) == ResultCode::ok);
+    const std::uint64_t hold_time = f.ledger->lookup_transfer(make_id(101)).value()->timestamp;
+    f.advance_s(5);
+    REQUIRE(f.ledger->expire_pending().value() == 1u);
+
+    // History: funding, hold, release at expiry — each with the balance after it.
+    const auto balances = f.ledger->account_balances(make_id(1), 0, 100).value();
+    REQUIRE(balances.size() == 3);
+    CHECK(balances[1].debits_pending == 300);
+    CHECK(balances[2].debits_pending == 0);
+    CHECK(balances[2].credits_posted == 1000);
+    CHECK(balances[2].timestamp > hold_time);
+    // Transfers: only the two real ones, whichever way the index is walked.
+    const auto forward = f.ledger->account_transfers(make_id(1), 0, 10).value();
+    REQUIRE(forward.size() == 2);
+    CHECK(forward[1].id == make_id(101));
+    const auto backward = f.ledger->account_transfers_before(make_id(1), std::numeric_limits<std::uint64_t>::max(), 1).value();
+    REQUIRE(backward.size() == 1);
+    CHECK(backward[0].id == make_id(101));
+    auto snapshot = f.ledger->begin_read();
+    REQUIRE(snapshot.ok());
+    CHECK(f.ledger->latest_transfer_timestamp(*snapshot, make_id(1)).value() == hold_time);
+    // Account 2 keeps no history: its expiry leaves no row at all, and its last transfer is the hold.
+    CHECK(f.ledger->latest_transfer_timestamp(*snapshot, make_id(2)).value() == hold_time);
+    CHECK(f.ledger->account_balances(*snapshot, make_id(2), 0, 10).value().empty());
+    snapshot->abort();
+    f.require_check();
+}
+
+TEST_CASE("a ledger with the tables from before the account index is refused, and left as it was") {
+    TempDir dir;
+    {
+        auto env = lmdb::Env::open(dir.path(), {64u << 20, 4, 8, false});
+        REQUIRE(env.ok());
+        REQUIRE(env->open_table("history").ok());
+    }
+    Options options;
+    options.directory = dir.path();
+    auto opened = Ledger::open(options);
+    REQUIRE_FALSE(opened.ok());
+    CHECK(opened.error().code == ErrorCode::storage);
+    CHECK(opened.error().message.find("former 'history' table") != std::string::npos);
+    auto env = lmdb::Env::open(dir.path(), {64u << 20, 16, 8, true});
+    REQUIRE(env.ok());
+    CHECK_FALSE(env->has_table("account_index").value());  // nothing was created in it
+    CHECK(env->has_table("history").value());
+}
+
 TEST_CASE("account_transfers lists the transfers on both sides of an account, oldest first") {
     Fixture f;
     open_accounts(f);

@@ -164,23 +164,35 @@ lmdb::Status journal_append(Work& w, JournalKind kind, std::uint64_t timestamp, 
     return Ok{};
 }
 
-// Records an account's change (written back by flush_accounts), with its history snapshot at once when
-// it keeps history.
-lmdb::Status put_account(Work& w, const Account& account, std::uint64_t timestamp) {
-    w.accounts.set(account.id, {account, true});
-    if ((account.flags & account_flags::history) == 0) return Ok{};
-    return w.txn->put(w.state.tables.history, account_time_key(account.id, timestamp), encode_balance(account));
+// Records an account's change; flush_accounts writes it back once per transaction.
+void put_account(Work& w, const Account& account) { w.accounts.set(account.id, {account, true}); }
+
+// The account index row of `account` at `timestamp` (clearing/LEDGER.md §2): the id of the transfer
+// that changed it, then — when the account keeps history — its balance after that change. One row
+// serves both the account's transfers and its balance history, one B-tree insert per account and
+// event. An expiry changes balances without a transfer: its row has a zero id (history only).
+lmdb::Status put_index_row(Work& w, const Account& account, std::uint64_t timestamp, const Id& transfer) {
+    const bool history = (account.flags & account_flags::history) != 0;
+    if (!history && transfer.zero()) return Ok{};
+    std::array<std::uint8_t, id_size + balance_size> value{};
+    const IdBytes id = encode(transfer);
+    std::copy(id.begin(), id.end(), value.begin());
+    if (history) {
+        const BalanceBytes balance = encode_balance(account);
+        std::copy(balance.begin(), balance.end(), value.begin() + id_size);
+    }
+    return w.txn->put(w.state.tables.account_index, account_time_key(account.id, timestamp),
+                      ByteView(value.data(), history ? value.size() : id_size));
 }
 
-lmdb::Status put_transfer(Work& w, const Transfer& stored) {
+// The transfer, its two account index rows (dr and cr: its accounts as it left them) and its journal entry.
+lmdb::Status put_transfer(Work& w, const Transfer& stored, const Account& dr, const Account& cr) {
+    assert(dr.id == stored.debit_account_id && cr.id == stored.credit_account_id);
     const auto bytes = encode(stored);
     assert(decode_transfer(bytes) == stored);  // pair assertion: what we write decodes to what we meant
     if (auto put = w.txn->put(w.state.tables.transfers, encode(stored.id), bytes, MDB_NOOVERWRITE); !put) return put;
-    const auto id = encode(stored.id);
-    for (const Id& account : {stored.debit_account_id, stored.credit_account_id}) {
-        if (auto put = w.txn->put(w.state.tables.account_transfers, account_time_key(account, stored.timestamp), id); !put) {
-            return put;
-        }
+    for (const Account* account : {&dr, &cr}) {
+        if (auto put = put_index_row(w, *account, stored.timestamp, stored.id); !put) return put;
     }
     return journal_append(w, JournalKind::transfer_created, stored.timestamp, bytes);
 }
@@ -330,8 +342,8 @@ Step post_or_void(Work& w, const Transfer& t) {
         dr.debits_posted += amount;
         cr.credits_posted += amount;
     }
-    if (auto s = put_account(w, dr, stored.timestamp); !s) return Unexpected{s.error()};
-    if (auto s = put_account(w, cr, stored.timestamp); !s) return Unexpected{s.error()};
+    put_account(w, dr);
+    put_account(w, cr);
     if (auto s = put_pending_state(w, p.id, post ? PendingState::posted : PendingState::voided); !s) {
         return Unexpected{s.error()};
     }
@@ -340,7 +352,7 @@ Step post_or_void(Work& w, const Transfer& t) {
             return Unexpected{d.error()};
         }
     }
-    if (auto s = put_transfer(w, stored); !s) return Unexpected{s.error()};
+    if (auto s = put_transfer(w, stored, dr, cr); !s) return Unexpected{s.error()};
     return EventResult{ResultCode::ok, stored.timestamp};
 }
 
@@ -400,8 +412,8 @@ Step single_or_pending(Work& w, const Transfer& t) {
         dr.debits_posted += amount;
         cr.credits_posted += amount;
     }
-    if (auto s = put_account(w, dr, stored.timestamp); !s) return Unexpected{s.error()};
-    if (auto s = put_account(w, cr, stored.timestamp); !s) return Unexpected{s.error()};
+    put_account(w, dr);
+    put_account(w, cr);
     if (pending) {
         if (auto s = put_pending_state(w, stored.id, PendingState::pending); !s) return Unexpected{s.error()};
         if (stored.timeout_s != 0) {
@@ -410,7 +422,7 @@ Step single_or_pending(Work& w, const Transfer& t) {
             }
         }
     }
-    if (auto s = put_transfer(w, stored); !s) return Unexpected{s.error()};
+    if (auto s = put_transfer(w, stored, dr, cr); !s) return Unexpected{s.error()};
     return EventResult{ResultCode::ok, stored.timestamp};
 }
 
@@ -563,8 +575,11 @@ lmdb::Result<std::size_t> expire_due(Work& w) {
         dr.debits_pending -= p.amount;
         cr.credits_pending -= p.amount;
         const std::uint64_t timestamp = w.next_timestamp();
-        if (auto s = put_account(w, dr, timestamp); !s) return Unexpected{s.error()};
-        if (auto s = put_account(w, cr, timestamp); !s) return Unexpected{s.error()};
+        put_account(w, dr);
+        put_account(w, cr);
+        for (const Account* account : {&dr, &cr}) {
+            if (auto s = put_index_row(w, *account, timestamp, Id{}); !s) return Unexpected{s.error()};
+        }
         if (auto s = put_pending_state(w, id, PendingState::expired); !s) return Unexpected{s.error()};
         if (auto d = w.txn->del(w.state.tables.expiries, key); !d) return Unexpected{d.error()};
         if (auto s = journal_append(w, JournalKind::pending_expired, timestamp, encode(id)); !s) return Unexpected{s.error()};
@@ -647,9 +662,20 @@ Result<std::unique_ptr<Ledger>> Ledger::open(Options options) {
     };
     const Named names[] = {{&t.accounts, "accounts"},   {&t.transfers, "transfers"},
                            {&t.pending, "pending"},     {&t.expiries, "expiries"},
-                           {&t.failed, "failed_ids"},   {&t.account_transfers, "account_transfers"},
-                           {&t.history, "history"},     {&t.journal, "journal"},
-                           {&t.meta, "meta"}};
+                           {&t.failed, "failed_ids"},   {&t.account_index, "account_index"},
+                           {&t.journal, "journal"},     {&t.meta, "meta"}};
+    // Ledgers written before the account index had two tables in its place; their rows would be
+    // missing from every account's transfers and history.
+    for (const char* former : {"account_transfers", "history"}) {
+        auto found = state->env.has_table(former);
+        if (!found) return Unexpected{to_error(found.error(), *state)};
+        if (*found) {
+            return Unexpected{Error{ErrorCode::storage,
+                                    fmt::format("cannot open ledger in {}: it has the former '{}' table (a ledger written before "
+                                                "the account index, clearing/LEDGER.md §2); this build does not convert it",
+                                                state->options.directory, former)}};
+        }
+    }
     for (const Named& named : names) {
         auto dbi = state->env.open_table(named.name);
         if (!dbi) return Unexpected{to_error(dbi.error(), *state)};

@@ -17,8 +17,7 @@ struct Tables {
     MDB_dbi pending = 0;            // pending transfer id → PendingState
     MDB_dbi expiries = 0;           // expires_at ‖ id → (empty): open holds with a timeout, by due time
     MDB_dbi failed = 0;             // transfer id → ResultCode of its transient failure
-    MDB_dbi account_transfers = 0;  // account id ‖ timestamp → transfer id
-    MDB_dbi history = 0;            // account id ‖ timestamp → balance (accounts with `history`)
+    MDB_dbi account_index = 0;      // account id ‖ timestamp → transfer id [‖ balance after it, with `history`]
     MDB_dbi journal = 0;            // sequence → kind ‖ timestamp ‖ hash ‖ payload
     MDB_dbi meta = 0;               // "head" → JournalHead
 };

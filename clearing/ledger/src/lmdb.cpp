@@ -90,6 +90,16 @@ Result<MDB_dbi> Env::open_table(const char* name) {
     return dbi;
 }
 
+Result<bool> Env::has_table(const char* name) const {
+    auto txn = Txn::begin(*this, Txn::Mode::read_only);
+    if (!txn) return Unexpected{txn.error()};
+    MDB_dbi dbi = 0;
+    const int rc = mdb_dbi_open(txn->get(), name, 0, &dbi);
+    if (rc == MDB_NOTFOUND) return false;
+    if (rc != 0) return fail(rc, "mdb_dbi_open");
+    return true;  // the handle closes with the read transaction: it was not committed
+}
+
 bool Env::read_only() const {
     unsigned flags = 0;
     mdb_env_get_flags(env_, &flags);

@@ -327,6 +327,13 @@ namespace {
 
 // The transfers named by the account index from `entry` on, stepping forwards (next) or backwards
 // (prev) while the key is still the account's, at most `limit`.
+// The transfer id of an account index row (clearing/LEDGER.md §2): zero for a balance change without a
+// transfer (an expiry); nullopt when the row does not decode.
+std::optional<Id> index_row_transfer(ByteView value) {
+    if (value.size() != id_size && value.size() != id_size + balance_size) return std::nullopt;
+    return decode_id(value.first(id_size));
+}
+
 lmdb::Result<std::vector<Transfer>> walk_account_index(const lmdb::Txn& txn, const Tables& tables, lmdb::Cursor& cursor,
                                                        const Id& account_id, lmdb::Result<std::optional<lmdb::Cursor::Entry>> entry,
                                                        bool backwards, std::size_t limit) {
@@ -335,7 +342,10 @@ lmdb::Result<std::vector<Transfer>> walk_account_index(const lmdb::Txn& txn, con
     for (; out.size() < limit; entry = backwards ? cursor.prev() : cursor.next()) {
         if (!entry) return Unexpected{entry.error()};
         if (!*entry || !has_prefix((*entry)->key, prefix)) break;
-        auto transfer = find_transfer(txn, tables, decode_id((*entry)->value));
+        const auto id = index_row_transfer((*entry)->value);
+        if (!id) return corrupted("account index row");
+        if (id->zero()) continue;  // an expiry's balance row
+        auto transfer = find_transfer(txn, tables, *id);
         if (!transfer) return Unexpected{transfer.error()};
         if (!*transfer) return corrupted("account index names a missing transfer");
         out.push_back(**transfer);
@@ -348,7 +358,7 @@ lmdb::Result<std::vector<Transfer>> walk_account_index(const lmdb::Txn& txn, con
 Result<std::vector<Transfer>> Ledger::account_transfers(const Id& account_id, std::uint64_t after_timestamp,
                                                         std::size_t limit) const {
     return read<std::vector<Transfer>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::vector<Transfer>> {
-        auto cursor = lmdb::Cursor::open(txn, state_->tables.account_transfers);
+        auto cursor = lmdb::Cursor::open(txn, state_->tables.account_index);
         if (!cursor) return Unexpected{cursor.error()};
         auto first = cursor->seek(account_time_key(account_id, after_timestamp + 1));
         return walk_account_index(txn, state_->tables, *cursor, account_id, std::move(first), false, limit);
@@ -369,7 +379,7 @@ lmdb::Result<std::optional<lmdb::Cursor::Entry>> index_entry_before(lmdb::Cursor
 lmdb::Result<std::vector<Transfer>> transfers_before(const lmdb::Txn& txn, const Tables& tables, const Id& account_id,
                                                      std::uint64_t before_timestamp, std::size_t limit) {
     if (before_timestamp == 0) return std::vector<Transfer>();
-    auto cursor = lmdb::Cursor::open(txn, tables.account_transfers);
+    auto cursor = lmdb::Cursor::open(txn, tables.account_index);
     if (!cursor) return Unexpected{cursor.error()};
     return walk_account_index(txn, tables, *cursor, account_id, index_entry_before(*cursor, account_id, before_timestamp), true, limit);
 }
@@ -392,13 +402,18 @@ Result<std::vector<Transfer>> Ledger::account_transfers_before(const lmdb::Txn& 
 
 Result<std::uint64_t> Ledger::latest_transfer_timestamp(const lmdb::Txn& txn, const Id& account_id) const {
     return read_in<std::uint64_t>(*state_, txn, [&](const lmdb::Txn& t) -> lmdb::Result<std::uint64_t> {
-        auto cursor = lmdb::Cursor::open(t, state_->tables.account_transfers);
+        auto cursor = lmdb::Cursor::open(t, state_->tables.account_index);
         if (!cursor) return Unexpected{cursor.error()};
-        auto entry = index_entry_before(*cursor, account_id, ~std::uint64_t{0});
-        if (!entry) return Unexpected{entry.error()};
-        if (!*entry || !has_prefix((*entry)->key, encode(account_id))) return std::uint64_t{0};
-        if ((*entry)->key.size() != id_size + timestamp_size) return corrupted("account index key");
-        return read_be((*entry)->key.subspan(id_size));  // the key is account id ‖ timestamp: no transfer read
+        const IdBytes prefix = encode(account_id);
+        // The last row with a transfer: the key is account id ‖ timestamp, so no transfer is read.
+        for (auto entry = index_entry_before(*cursor, account_id, ~std::uint64_t{0});; entry = cursor->prev()) {
+            if (!entry) return Unexpected{entry.error()};
+            if (!*entry || !has_prefix((*entry)->key, prefix)) return std::uint64_t{0};
+            if ((*entry)->key.size() != id_size + timestamp_size) return corrupted("account index key");
+            const auto id = index_row_transfer((*entry)->value);
+            if (!id) return corrupted("account index row");
+            if (!id->zero()) return read_be((*entry)->key.subspan(id_size));
+        }
     });
 }
 
@@ -407,14 +422,17 @@ namespace {
 lmdb::Result<std::vector<Balance>> balances_after(const lmdb::Txn& txn, const Tables& tables, const Id& account_id,
                                                   std::uint64_t after_timestamp, std::size_t limit) {
     std::vector<Balance> out;
-    auto cursor = lmdb::Cursor::open(txn, tables.history);
+    auto cursor = lmdb::Cursor::open(txn, tables.account_index);
     if (!cursor) return Unexpected{cursor.error()};
     const IdBytes prefix = encode(account_id);
     for (auto entry = cursor->seek(account_time_key(account_id, after_timestamp + 1)); out.size() < limit; entry = cursor->next()) {
         if (!entry) return Unexpected{entry.error()};
         if (!*entry || !has_prefix((*entry)->key, prefix)) break;
-        auto balance = decode_balance(read_be((*entry)->key.subspan(id_size)), (*entry)->value);
-        if (!balance) return corrupted("history record");
+        const ByteView value = (*entry)->value;
+        if (!index_row_transfer(value)) return corrupted("account index row");
+        if (value.size() == id_size) break;  // the account keeps no history: its rows carry no balance
+        auto balance = decode_balance(read_be((*entry)->key.subspan(id_size)), value.subspan(id_size));
+        if (!balance) return corrupted("account index balance");
         out.push_back(*balance);
     }
     return out;

@@ -69,6 +69,8 @@ public:
     // Opens or creates a named table in a short write transaction of its own (start-up only). In a
     // read-only environment it only opens (a read transaction): a missing table is MDB_NOTFOUND.
     Result<MDB_dbi> open_table(const char* name);
+    // Whether a named table exists, without creating it.
+    Result<bool> has_table(const char* name) const;
     bool read_only() const;
     // Drops this process's resident pages of the memory map (madvise MADV_DONTNEED). The data stays
     // in the OS page cache and faults back in on the next access; nothing can be lost because LMDB
