@@ -5,7 +5,12 @@
 // in the same run, and the latency at a fixed offered load (default 6,000/s: a province's peak × 10).
 //
 //   clearingd_bench [--connections 64] [--uploads 100000] [--per-request-uploads 3000] [--rate 6000]
-//                   [--rate-seconds 10] [--dir /var/tmp]
+//                   [--rate-seconds 10] [--cards-per-connection 1] [--dir /var/tmp]
+//
+// Each connection uploads the taps of its own cards (--cards-per-connection, taken in turn, each
+// card's offline ATCs in order). With one card per connection a group's card records, card accounts
+// and account index rows share few leaf pages; more cards per connection spread them as a province's
+// many cards would.
 #include <coconut/clearing/clearing.hpp>
 #include <coconut/crypto/card_crypto.hpp>
 
@@ -227,8 +232,8 @@ struct RunResult {
     double requests_per_commit = 0, commit_ms = 0;  // the writer's group size and apply+sync time
 };
 
-RunResult run(Daemon& daemon, std::size_t connections, std::size_t per_connection, std::uint16_t atc_base, double rate_per_s,
-              std::size_t window) {
+RunResult run(Daemon& daemon, std::size_t connections, std::size_t cards_per_connection, std::size_t per_connection,
+              std::uint16_t atc_base, double rate_per_s, std::size_t window) {
     const ledger::WriterStats before = daemon.writer->stats();
     asio::io_context io;
     std::vector<std::vector<std::int64_t>> latencies(connections);
@@ -237,7 +242,9 @@ RunResult run(Daemon& daemon, std::size_t connections, std::size_t per_connectio
     for (std::size_t c = 0; c < connections; ++c) {
         auto t = std::make_shared<Terminal>(io, latencies[c], failures);
         for (std::size_t i = 0; i < per_connection; ++i) {
-            t->frames.push_back(upload_frame(c, static_cast<std::uint16_t>(atc_base + i), static_cast<std::uint32_t>(i + 1)));
+            const std::size_t card = c + connections * (i % cards_per_connection);
+            const auto atc = static_cast<std::uint16_t>(atc_base + i / cards_per_connection);
+            t->frames.push_back(upload_frame(card, atc, static_cast<std::uint32_t>(i + 1)));
         }
         t->sent_at.resize(per_connection);
         t->window = window;
@@ -282,7 +289,7 @@ void print(const char* what, const RunResult& r) {
 
 int main(int argc, char** argv) {
     CLI::App app{"clearingd_bench: durable authorizations per second through coconut::clearing on loopback"};
-    std::size_t connections = 64, uploads = 100'000, per_request_uploads = 3'000, window = 32;
+    std::size_t connections = 64, uploads = 100'000, per_request_uploads = 3'000, window = 32, cards_per_connection = 1;
     std::size_t group_max = ledger::writer_group_requests_max_default;
     auto group_delay_us = static_cast<std::uint64_t>(ledger::writer_group_delay_default.count());
     double rate = 6000;
@@ -297,26 +304,40 @@ int main(int argc, char** argv) {
     app.add_option("--per-request-uploads", per_request_uploads, "commit-per-request run, total")->capture_default_str();
     app.add_option("--rate", rate, "offered load of the fixed-rate run, per second")->capture_default_str();
     app.add_option("--rate-seconds", rate_seconds, "duration of the fixed-rate run")->capture_default_str();
+    app.add_option("--cards-per-connection", cards_per_connection, "cards whose taps each connection uploads, in turn")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1000));
     app.add_option("--dir", dir, "where the ledgers are created (a real disk: the commits are synced)")->capture_default_str();
     CLI11_PARSE(app, argc, argv);
+    // Each card's offline ATCs must fit the card's 16-bit counter across the saturated and fixed-rate runs.
+    const std::size_t atcs_per_card = (uploads / connections + static_cast<std::size_t>(rate * rate_seconds) / connections) / cards_per_connection + 2;
+    if (atcs_per_card > 65'535) {
+        std::fprintf(stderr, "clearingd_bench: %zu offline ATCs per card do not fit a card's 16-bit counter: use more --cards-per-connection\n",
+                     atcs_per_card);
+        return 2;
+    }
+    const std::size_t cards = connections * cards_per_connection;
 
-    std::printf("clearingd_bench, %zu connections, loopback, in-process HSM, synced LMDB commits in %s\n\n", connections, dir.c_str());
+    std::printf("clearingd_bench, %zu connections, %zu cards, loopback, in-process HSM, synced LMDB commits in %s\n\n", connections, cards,
+                dir.c_str());
     std::printf("| %-44s | %8s | %10s | %9s | %9s | %s | %s | %s |\n", "run", "answers", "per second", "p50 us", "p99 us", "not 00",
                 "per commit", "commit ms");
     std::printf("|%s|%s|%s|%s|%s|%s|%s|%s|\n", std::string(46, '-').c_str(), std::string(10, '-').c_str(),
                 std::string(12, '-').c_str(), std::string(11, '-').c_str(), std::string(11, '-').c_str(), std::string(8, '-').c_str(),
                 std::string(12, '-').c_str(), std::string(11, '-').c_str());
     {
-        Daemon daemon(dir, connections, group_max, std::chrono::microseconds(group_delay_us), "group");
-        print(fmt::format("group commit, {} in flight per connection", window).c_str(), run(daemon, connections, uploads / connections, 0, 0, window));
+        Daemon daemon(dir, cards, group_max, std::chrono::microseconds(group_delay_us), "group");
+        print(fmt::format("group commit, {} in flight per connection", window).c_str(),
+              run(daemon, connections, cards_per_connection, uploads / connections, 0, 0, window));
         const auto per_connection = static_cast<std::size_t>(rate * rate_seconds) / connections;
+        const auto next_atc = static_cast<std::uint16_t>(uploads / connections / cards_per_connection + 1);
         print(fmt::format("group commit, fixed {:.0f}/s offered", rate).c_str(),
-              run(daemon, connections, per_connection, static_cast<std::uint16_t>(uploads / connections + 1), rate, window));
+              run(daemon, connections, cards_per_connection, per_connection, next_atc, rate, window));
     }
     {
-        Daemon daemon(dir, connections, 1, std::chrono::microseconds(group_delay_us), "single");
+        Daemon daemon(dir, cards, 1, std::chrono::microseconds(group_delay_us), "single");
         print(fmt::format("commit per request, {} in flight per connection", window).c_str(),
-              run(daemon, connections, per_request_uploads / connections, 0, 0, window));
+              run(daemon, connections, cards_per_connection, per_request_uploads / connections, 0, 0, window));
     }
     return 0;
 }
