@@ -716,6 +716,62 @@ TEST_CASE("check detects a tampered journal entry, account or transfer") {
     }
 }
 
+TEST_CASE("check detects a tampered account index: a missing row, a wrong balance, a wrong size") {
+    Fixture f(map_size_bytes_default, false);
+    open_accounts(f, account_flags::history);  // account 1 keeps history, 2 and 3 do not
+    f.apply({transfer(100, 3, 1, 50), transfer(101, 1, 2, 20)});
+    f.require_check();
+    // Account 1's newest index row (the key is account id ‖ timestamp: the last of its prefix).
+    auto last_row_of_1 = [&](lmdb::Txn& txn, MDB_dbi dbi) {
+        auto cursor = lmdb::Cursor::open(txn, dbi);
+        REQUIRE(cursor.ok());
+        Bytes after(24, 0);
+        after[15] = 2;  // account 2's first possible key
+        auto entry = cursor->seek(after);
+        REQUIRE(entry.ok());
+        auto row = *entry ? cursor->prev() : cursor->last();
+        REQUIRE(row.ok());
+        REQUIRE(row->has_value());
+        REQUIRE((*row)->key[15] == 1);
+        return std::make_pair(Bytes((*row)->key.begin(), (*row)->key.end()), Bytes((*row)->value.begin(), (*row)->value.end()));
+    };
+    auto tamper = [&](auto&& change) {
+        auto dbi = f.ledger->env().open_table("account_index");
+        REQUIRE(dbi.ok());
+        auto txn = lmdb::Txn::begin(f.ledger->env(), lmdb::Txn::Mode::read_write);
+        REQUIRE(txn.ok());
+        change(*txn, *dbi);
+        REQUIRE(txn->commit().ok());
+    };
+    auto reports = [&](std::string_view what) {
+        auto report = f.ledger->check().value();
+        CHECK_FALSE(report.ok());
+        bool found = false;
+        for (const auto& p : report.problems) found = found || p.find(what) != std::string::npos;
+        CHECK_MESSAGE(found, what);
+    };
+    SUBCASE("a row removed") {
+        tamper([&](lmdb::Txn& txn, MDB_dbi dbi) { REQUIRE(txn.del(dbi, last_row_of_1(txn, dbi).first).value()); });
+        reports("rows name a transfer, 4 expected");
+        reports("the last balance row of account");  // the row before it holds the balance before 101
+    }
+    SUBCASE("a balance changed") {
+        tamper([&](lmdb::Txn& txn, MDB_dbi dbi) {
+            auto [key, value] = last_row_of_1(txn, dbi);
+            value[16 + 15] += 1;  // debits_posted's low byte
+            REQUIRE(txn.put(dbi, key, value).ok());
+        });
+        reports("the last balance row of account");
+    }
+    SUBCASE("a history account's row without its balance") {
+        tamper([&](lmdb::Txn& txn, MDB_dbi dbi) {
+            auto [key, value] = last_row_of_1(txn, dbi);
+            REQUIRE(txn.put(dbi, key, ByteView(value).first(16)).ok());
+        });
+        reports("has 16 bytes");
+    }
+}
+
 TEST_CASE("state and journal head survive closing and reopening") {
     Fixture f;
     open_accounts(f);

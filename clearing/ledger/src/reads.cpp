@@ -61,6 +61,7 @@ public:
         if (auto r = replay_journal(); !r) return Unexpected{r.error()};
         if (auto r = compare_accounts(); !r) return Unexpected{r.error()};
         if (auto r = compare_transfers_and_pending(); !r) return Unexpected{r.error()};
+        if (auto r = compare_account_index(); !r) return Unexpected{r.error()};
         return std::move(report_);
     }
 
@@ -268,6 +269,55 @@ private:
             if (replayed == pendings_.end() || replayed->second.state != PendingState::pending) {
                 problem("expiry index names {} which is not open", to_string(id));
             }
+        }
+        return Ok{};
+    }
+
+    // The account index (clearing/LEDGER.md §2): two rows with a transfer id per transfer, each row the
+    // size its account's history flag calls for, and the last balance row of every account with
+    // history equal to that account's balance.
+    lmdb::Status compare_account_index() {
+        auto cursor = lmdb::Cursor::open(txn_, s_.tables.account_index);
+        if (!cursor) return Unexpected{cursor.error()};
+        std::uint64_t transfer_rows = 0;
+        const Account* account = nullptr;  // the replayed account whose rows are being read
+        std::optional<Id> current;
+        std::optional<Balance> last;
+        const auto compare_last = [&] {
+            if (account == nullptr || !last) return;
+            const Account& a = *account;
+            const Balance now{last->timestamp, a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted};
+            if (*last != now) problem("account index: the last balance row of account {} differs from its balance", to_string(a.id));
+        };
+        for (auto entry = cursor->first();; entry = cursor->next()) {
+            if (!entry) return Unexpected{entry.error()};
+            if (!*entry) break;
+            const ByteView key = (*entry)->key, value = (*entry)->value;
+            if (key.size() != id_size + timestamp_size) {
+                problem("account index: a key of {} bytes", key.size());
+                continue;
+            }
+            const Id id = decode_id(key.first(id_size));
+            if (!current || id != *current) {
+                compare_last();
+                current = id;
+                last.reset();
+                const auto found = accounts_.find(id);
+                account = found == accounts_.end() ? nullptr : &found->second;
+                if (account == nullptr) problem("account index: rows for {}, which the journal never created", to_string(id));
+            }
+            if (account == nullptr) continue;
+            const bool history = (account->flags & account_flags::history) != 0;
+            if (value.size() != (history ? id_size + balance_size : id_size)) {
+                problem("account index: a row of account {} has {} bytes", to_string(id), value.size());
+                continue;
+            }
+            if (!decode_id(value.first(id_size)).zero()) ++transfer_rows;
+            if (history) last = decode_balance(read_be(key.subspan(id_size)), value.subspan(id_size));
+        }
+        compare_last();
+        if (transfer_rows != 2 * journal_transfers_) {
+            problem("account index: {} rows name a transfer, {} expected (two per transfer)", transfer_rows, 2 * journal_transfers_);
         }
         return Ok{};
     }
