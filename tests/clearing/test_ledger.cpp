@@ -934,6 +934,45 @@ TEST_CASE("the writer groups concurrent requests into fewer commits, each answer
     f.require_check();
 }
 
+TEST_CASE("group_linger_below: a request queued during a commit waits, up to group_delay, for another") {
+    using namespace std::chrono_literals;
+    for (const std::size_t linger : {std::size_t{0}, std::size_t{2}}) {
+        CAPTURE(linger);
+        Fixture f(map_size_bytes_default, false);
+        std::promise<void> release;
+        std::shared_future<void> released = release.get_future().share();
+        std::atomic<int> groups{0};
+        WriterOptions options;
+        options.group_requests_max = 2;
+        options.group_delay = std::chrono::microseconds(10'000'000);  // long: only a second request ends the wait
+        options.group_linger_below = linger;
+        options.group_hooks.begin = [&](lmdb::Txn&) {
+            if (groups.fetch_add(1) == 0) released.wait();  // hold the first commit open
+        };
+        Writer writer(*f.ledger, options);
+        auto a1 = writer.submit(std::vector<Event>{account(1)});
+        auto a2 = writer.submit(std::vector<Event>{account(2)});
+        for (int i = 0; i < 5000 && groups.load() == 0; ++i) std::this_thread::sleep_for(1ms);
+        REQUIRE(groups.load() == 1);  // {a1, a2} is being committed
+        auto b = writer.submit(std::vector<Event>{account(3)});  // queues during that commit
+        release.set_value();
+        REQUIRE(a1.wait_for(10s) == std::future_status::ready);
+        REQUIRE(a2.wait_for(10s) == std::future_status::ready);
+        if (linger == 0) {
+            CHECK(b.wait_for(10s) == std::future_status::ready);  // committed alone, at once
+            CHECK(writer.stats().commits == 2);
+        } else {
+            CHECK(b.wait_for(200ms) == std::future_status::timeout);  // lingering for a second request
+            auto c = writer.submit(std::vector<Event>{account(4)});
+            CHECK(b.wait_for(10s) == std::future_status::ready);
+            CHECK(c.wait_for(10s) == std::future_status::ready);
+            CHECK(writer.stats().commits == 2);  // {a1, a2} and {b, c}
+        }
+        writer.stop();
+        CHECK(f.ledger->lookup_account(make_id(3)).value().has_value());
+    }
+}
+
 TEST_CASE("the writer refuses work when its queue is full and after stop") {
     Fixture f(map_size_bytes_default, false);
     WriterOptions options;

@@ -84,7 +84,7 @@ struct Daemon {
     std::thread thread;
 
     Daemon(const std::filesystem::path& base, std::size_t cards, std::size_t group_requests_max, std::chrono::microseconds group_delay,
-           const char* name) {
+           std::size_t group_linger_below, const char* name) {
         dir = base / fmt::format("clearingd-bench-{}-{}", ::getpid(), name);
         std::filesystem::remove_all(dir);
         std::filesystem::create_directories(dir / "data");
@@ -109,6 +109,7 @@ struct Daemon {
         ledger::WriterOptions writer_options;
         writer_options.group_requests_max = group_requests_max;
         writer_options.group_delay = group_delay;
+        writer_options.group_linger_below = group_linger_below;
         writer_options.group_hooks = registry->group_hooks();
         writer = std::make_unique<ledger::Writer>(*ledger, writer_options);
         EngineOptions engine_options;
@@ -290,7 +291,7 @@ void print(const char* what, const RunResult& r) {
 int main(int argc, char** argv) {
     CLI::App app{"clearingd_bench: durable authorizations per second through coconut::clearing on loopback"};
     std::size_t connections = 64, uploads = 100'000, per_request_uploads = 3'000, window = 32, cards_per_connection = 1;
-    std::size_t group_max = ledger::writer_group_requests_max_default;
+    std::size_t group_max = ledger::writer_group_requests_max_default, linger_below = ledger::WriterOptions{}.group_linger_below;
     auto group_delay_us = static_cast<std::uint64_t>(ledger::writer_group_delay_default.count());
     double rate = 6000;
     double rate_seconds = 10;
@@ -300,6 +301,8 @@ int main(int argc, char** argv) {
     app.add_option("--window", window, "unanswered uploads per connection (saturated runs)")->capture_default_str()->check(CLI::Range(1, 64));
     app.add_option("--group-max", group_max, "the writer's requests per commit (WriterOptions::group_requests_max)")->capture_default_str();
     app.add_option("--group-delay-us", group_delay_us, "how long the writer waits for more requests (WriterOptions::group_delay)")
+        ->capture_default_str();
+    app.add_option("--group-linger-below", linger_below, "the writer also waits group_delay when fewer requests queued (WriterOptions::group_linger_below)")
         ->capture_default_str();
     app.add_option("--per-request-uploads", per_request_uploads, "commit-per-request run, total")->capture_default_str();
     app.add_option("--rate", rate, "offered load of the fixed-rate run, per second")->capture_default_str();
@@ -326,7 +329,7 @@ int main(int argc, char** argv) {
                 std::string(12, '-').c_str(), std::string(11, '-').c_str(), std::string(11, '-').c_str(), std::string(8, '-').c_str(),
                 std::string(12, '-').c_str(), std::string(11, '-').c_str());
     {
-        Daemon daemon(dir, cards, group_max, std::chrono::microseconds(group_delay_us), "group");
+        Daemon daemon(dir, cards, group_max, std::chrono::microseconds(group_delay_us), linger_below, "group");
         print(fmt::format("group commit, {} in flight per connection", window).c_str(),
               run(daemon, connections, cards_per_connection, uploads / connections, 0, 0, window));
         const auto per_connection = static_cast<std::size_t>(rate * rate_seconds) / connections;
@@ -335,7 +338,7 @@ int main(int argc, char** argv) {
               run(daemon, connections, cards_per_connection, per_connection, next_atc, rate, window));
     }
     {
-        Daemon daemon(dir, cards, 1, std::chrono::microseconds(group_delay_us), "single");
+        Daemon daemon(dir, cards, 1, std::chrono::microseconds(group_delay_us), 0, "single");
         print(fmt::format("commit per request, {} in flight per connection", window).c_str(),
               run(daemon, connections, cards_per_connection, per_request_uploads / connections, 0, 0, window));
     }

@@ -119,6 +119,7 @@ struct ServeOptions {
     std::uint32_t read_idle_timeout_s = static_cast<std::uint32_t>(read_idle_timeout_default.count());
     std::uint32_t group_delay_us = static_cast<std::uint32_t>(ledger::writer_group_delay_default.count());
     std::size_t group_requests_max = ledger::writer_group_requests_max_default;
+    std::size_t group_linger_below = ledger::WriterOptions{}.group_linger_below;
     bool allow_without_sign_on = false;
     EngineOptions engine;
     // HTTP API (clearing/README.md "HTTP API"); empty http_listen: no HTTP port.
@@ -155,6 +156,7 @@ int serve(const ServeOptions& o) {
     ledger::WriterOptions writer_options;
     writer_options.group_delay = std::chrono::microseconds(o.group_delay_us);
     writer_options.group_requests_max = o.group_requests_max;
+    writer_options.group_linger_below = o.group_linger_below;
     writer_options.group_hooks = data->registry->group_hooks();
     ledger::Writer writer(*data->ledger, writer_options);
 
@@ -552,6 +554,11 @@ int main(int argc, char** argv) {
     serve_cmd->add_option("--group-requests-max", serve_options.group_requests_max, "ledger group commit: requests per commit (1: commit per request)")
         ->capture_default_str()
         ->check(CLI::Range(1, 8190));
+    serve_cmd->add_option("--group-linger-below", serve_options.group_linger_below,
+                          "ledger group commit: when fewer requests queued during a commit, wait --group-delay-us for this many "
+                          "(0: only after idle; fewer, larger commits write fewer pages)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 8190));
     serve_cmd->add_flag("--allow-without-sign-on", serve_options.allow_without_sign_on, "accept requests without a prior 0800 sign-on");
     serve_cmd->add_option("--load-timeout", serve_options.engine.load_timeout_s, "seconds an approved load waits for its 0220 confirmation")
         ->capture_default_str()

@@ -88,12 +88,13 @@ void Writer::run() {
             if (queue_.empty()) return;  // stopping and drained
             // Woken from idle by a first request: wait up to group_delay for others, unless the group
             // is already full. Requests that queued up during the previous commit go at once: they have
-            // waited a commit already, and the next ones gather during this one.
-            if (was_idle) {
+            // waited a commit already, and the next ones gather during this one — unless fewer than
+            // group_linger_below did: then up to group_delay more, until that many are queued.
+            const bool linger = !was_idle && queue_.size() < options_.group_linger_below;
+            if (was_idle || linger) {
+                const std::size_t enough = linger ? options_.group_linger_below : options_.group_requests_max;
                 const auto deadline = std::chrono::steady_clock::now() + options_.group_delay;
-                work_available_.wait_until(lock, deadline, [&] {
-                    return stopping_ || queue_.size() >= options_.group_requests_max;
-                });
+                work_available_.wait_until(lock, deadline, [&] { return stopping_ || queue_.size() >= enough; });
             }
             std::size_t events = 0;
             while (!queue_.empty() && group.size() < options_.group_requests_max &&
