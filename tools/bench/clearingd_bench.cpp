@@ -5,7 +5,8 @@
 // in the same run, and the latency at a fixed offered load (default 6,000/s: a province's peak × 10).
 //
 //   clearingd_bench [--connections 64] [--uploads 100000] [--per-request-uploads 3000] [--rate 6000]
-//                   [--rate-seconds 10] [--cards-per-connection 1] [--dir /var/tmp]
+//                   [--rate-seconds 10] [--cards-per-connection 1] [--group-delay-us 200]
+//                   [--group-linger-below 0] [--dir /var/tmp]
 //
 // Each connection uploads the taps of its own cards (--cards-per-connection, taken in turn, each
 // card's offline ATCs in order). With one card per connection a group's card records, card accounts

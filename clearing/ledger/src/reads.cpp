@@ -375,8 +375,6 @@ Result<std::optional<PendingState>> Ledger::pending_state(const Id& id) const {
 
 namespace {
 
-// The transfers named by the account index from `entry` on, stepping forwards (next) or backwards
-// (prev) while the key is still the account's, at most `limit`.
 // The transfer id of an account index row (clearing/LEDGER.md §2): zero for a balance change without a
 // transfer (an expiry); nullopt when the row does not decode.
 std::optional<Id> index_row_transfer(ByteView value) {
@@ -384,6 +382,8 @@ std::optional<Id> index_row_transfer(ByteView value) {
     return decode_id(value.first(id_size));
 }
 
+// The transfers named by the account index from `entry` on, stepping forwards (next) or backwards
+// (prev) while the key is still the account's, at most `limit`; expiries' balance rows are skipped.
 lmdb::Result<std::vector<Transfer>> walk_account_index(const lmdb::Txn& txn, const Tables& tables, lmdb::Cursor& cursor,
                                                        const Id& account_id, lmdb::Result<std::optional<lmdb::Cursor::Entry>> entry,
                                                        bool backwards, std::size_t limit) {
