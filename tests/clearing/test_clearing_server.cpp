@@ -225,3 +225,99 @@ TEST_CASE("server: shutdown answers the requests in hand before closing") {
     CHECK(drained.get_future().wait_for(std::chrono::seconds(10)) == std::future_status::ready);
     CHECK(s->rig.payable(bus_operator) == 1000);
 }
+
+// ---- scheduling: the ledger writer's own CPU (serve --writer-cpu) ----------------------------------------
+
+namespace {
+std::vector<int> affinity_of(std::thread::native_handle_type thread) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    REQUIRE(::pthread_getaffinity_np(thread, sizeof set, &set) == 0);
+    std::vector<int> out;
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+        if (CPU_ISSET(cpu, &set)) out.push_back(cpu);
+    }
+    return out;
+}
+}  // namespace
+
+TEST_CASE("writer CPU layout: off, auto and a CPU number against the allowed CPUs; bad values name what is wrong") {
+    const std::vector<int> allowed = allowed_cpus();
+    REQUIRE_FALSE(allowed.empty());
+    CHECK(allowed == affinity_of(::pthread_self()));
+
+    auto off = plan_cpu_layout("off");
+    REQUIRE(off.ok());
+    CHECK_FALSE(off->has_value());
+    REQUIRE(plan_cpu_layout(writer_cpu_default).ok());
+
+    for (std::string_view bad : {"", "on", "-1", "1x", " 1", "0x1", "auto "}) {
+        auto planned = plan_cpu_layout(bad);
+        REQUIRE_MESSAGE(!planned.ok(), bad);
+        CHECK(planned.error().code == ErrorCode::bad_input);
+        CHECK(planned.error().message.find("not off, auto or a CPU number") != std::string::npos);
+    }
+    auto absent = plan_cpu_layout(std::to_string(CPU_SETSIZE - 1));
+    REQUIRE_FALSE(absent.ok());
+    CHECK(absent.error().message == "--writer-cpu: CPU " + std::to_string(CPU_SETSIZE - 1) + " is not one this process may use (" + format_cpus(allowed) + ")");
+
+    // Restricted to one CPU: auto plans nothing, and that CPU cannot be the writer's alone.
+    std::thread([&] {
+        REQUIRE(pin_thread(::pthread_self(), std::array{allowed.front()}).ok());
+        auto automatic = plan_cpu_layout("auto");
+        REQUIRE(automatic.ok());
+        CHECK_FALSE(automatic->has_value());
+        auto only = plan_cpu_layout(std::to_string(allowed.front()));
+        REQUIRE_FALSE(only.ok());
+        CHECK(only.error().message.find("the only one") != std::string::npos);
+    }).join();
+
+    if (allowed.size() >= 2) {
+        auto automatic = plan_cpu_layout("auto");
+        REQUIRE(automatic.ok());
+        REQUIRE(automatic->has_value());
+        CHECK((*automatic)->writer == allowed.back());
+        CHECK((*automatic)->others == std::vector<int>(allowed.begin(), allowed.end() - 1));
+        auto first = plan_cpu_layout(std::to_string(allowed.front()));
+        REQUIRE(first.ok());
+        CHECK((**first).writer == allowed.front());
+        CHECK((**first).others == std::vector<int>(allowed.begin() + 1, allowed.end()));
+    }
+}
+
+TEST_CASE("writer CPU layout: CPU lists print as ranges") {
+    CHECK(format_cpus(std::vector<int>{}).empty());
+    CHECK(format_cpus(std::vector<int>{3}) == "3");
+    CHECK(format_cpus(std::vector<int>{0, 1}) == "0-1");
+    CHECK(format_cpus(std::vector<int>{0, 1, 2, 5, 7, 8}) == "0-2,5,7-8");
+}
+
+TEST_CASE("writer CPU layout: pin_thread moves only that thread; the pinned ledger writer still commits") {
+    const std::vector<int> allowed = allowed_cpus();
+    const std::vector<int> before = affinity_of(::pthread_self());
+    std::thread([&] {
+        REQUIRE(pin_thread(::pthread_self(), std::array{allowed.back()}).ok());
+        CHECK(affinity_of(::pthread_self()) == std::vector<int>{allowed.back()});
+    }).join();
+    CHECK(affinity_of(::pthread_self()) == before);
+    auto out_of_range = pin_thread(::pthread_self(), std::array{CPU_SETSIZE});
+    REQUIRE_FALSE(out_of_range.ok());
+    CHECK(out_of_range.error().message == "CPU " + std::to_string(CPU_SETSIZE) + " is out of range");
+    CHECK(affinity_of(::pthread_self()) == before);
+
+    Rig rig;
+    ledger::Writer& writer = *rig.writer;
+    REQUIRE(pin_thread(writer.native_handle(), std::array{allowed.back()}).ok());
+    CHECK(affinity_of(writer.native_handle()) == std::vector<int>{allowed.back()});
+    ledger::Account account;
+    account.id = ledger::make_id(990001);
+    account.ledger = ledgers::purse;
+    account.code = 1;
+    auto reply = writer.submit({account}).get();
+    REQUIRE(reply.ok());
+    CHECK(reply->front().code == ledger::ResultCode::ok);
+    // Named once running (it has answered): what top -H and /proc/PID/task/TID/comm show.
+    char name[16] = {};
+    REQUIRE(::pthread_getname_np(writer.native_handle(), name, sizeof name) == 0);
+    CHECK(std::string_view(name) == "ledger-writer");
+}

@@ -316,9 +316,57 @@ class Stack:
 
 # ---- phases -------------------------------------------------------------------------------------------------
 
+def thread_cpus(pid):
+    """{thread name: [Cpus_allowed_list, ...]} of a running process, from /proc."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            name = f.read().strip()
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            cpus = next(line.split(":", 1)[1].strip() for line in f if line.startswith("Cpus_allowed_list:"))
+        out.setdefault(name, []).append(cpus)
+    return out
+
+
+def cpu_list(cpus):
+    """[0, 2, 3] -> "0,2-3" (the kernel's Cpus_allowed_list spelling)."""
+    parts, i = [], 0
+    while i < len(cpus):
+        j = i
+        while j + 1 < len(cpus) and cpus[j + 1] == cpus[j] + 1:
+            j += 1
+        parts.append(str(cpus[i]) if i == j else f"{cpus[i]}-{cpus[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def check_writer_cpu(stack):
+    """serve --writer-cpu: a bad value is refused before anything starts; auto puts the ledger writer alone on
+    the highest allowed CPU and every other daemon thread on the rest."""
+    allowed = sorted(os.sched_getaffinity(0))
+    bad = run([stack.clearingd, "serve", "--iso-listen", "127.0.0.1:0", "--data", stack.data, "--hsm", f"127.0.0.1:{stack.hsm_port}",
+               "--hsm-key", stack.key, "--writer-cpu", "4000"], check=False)
+    assert bad.returncode == 2, (bad.returncode, bad.stderr)
+    assert f"--writer-cpu: CPU 4000 is not one this process may use ({cpu_list(allowed)})" in bad.stderr, bad.stderr
+    stack.start_daemon(["--writer-cpu", "auto"])
+    threads = thread_cpus(stack.daemon.pid)
+    assert threads.get("ledger-writer") is not None, threads
+    if len(allowed) >= 2:
+        others = cpu_list(allowed[:-1])
+        assert threads["ledger-writer"] == [str(allowed[-1])], threads
+        for name, cpus in threads.items():
+            if name != "ledger-writer":
+                assert all(c == others for c in cpus), threads
+        log(f"  ok  --writer-cpu auto: ledger writer alone on CPU {allowed[-1]}, {sum(map(len, threads.values())) - 1} other threads on {others}")
+    else:
+        assert all(c == cpu_list(allowed) for cpus in threads.values() for c in cpus), threads
+        log("  ok  --writer-cpu auto on one CPU: no layout")
+    log("  ok  --writer-cpu 4000 refused with exit 2, naming the allowed CPUs")
+
+
 def phase_flows(stack):
     log("phase flows")
-    stack.start_daemon()
+    check_writer_cpu(stack)
     stack.purchases(0, 0, "bus.log", 200, 5)
     stack.purchases(1, 0, "bus.log", 150, 3)
     stack.purchases(2, 1, "shop.log", 999, 4)
@@ -398,7 +446,7 @@ def phase_kill9(stack, transactions):
     while remaining > 0:
         rounds += 1
         assert rounds <= 200, "upload did not finish in 200 rounds"
-        stack.start_daemon()
+        stack.start_daemon(["--writer-cpu", "auto"] if rounds % 2 else [])  # with and without the writer's own CPU
         uploader = subprocess.Popen([stack.terminal, "--json", "--queue", os.path.join(stack.dir, queue), "upload",
                                      "--clearing", f"127.0.0.1:{stack.port}", "--terminal-id", "BUS00001",
                                      "--timeout-ms", "5000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

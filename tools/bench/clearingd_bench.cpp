@@ -31,6 +31,8 @@
 #include <filesystem>
 #include <thread>
 
+#include <pthread.h>
+
 namespace {
 
 using namespace coconut;
@@ -85,7 +87,7 @@ struct Daemon {
     std::thread thread;
 
     Daemon(const std::filesystem::path& base, std::size_t cards, std::size_t group_requests_max, std::chrono::microseconds group_delay,
-           std::size_t group_linger_below, const char* name) {
+           std::size_t group_linger_below, const std::optional<CpuLayout>& layout, const char* name) {
         dir = base / fmt::format("clearingd-bench-{}-{}", ::getpid(), name);
         std::filesystem::remove_all(dir);
         std::filesystem::create_directories(dir / "data");
@@ -113,6 +115,9 @@ struct Daemon {
         writer_options.group_linger_below = group_linger_below;
         writer_options.group_hooks = registry->group_hooks();
         writer = std::make_unique<ledger::Writer>(*ledger, writer_options);
+        if (layout) {
+            if (auto pinned = pin_thread(writer->native_handle(), std::array{layout->writer}); !pinned) throw std::runtime_error(pinned.error().message);
+        }
         EngineOptions engine_options;
         engine_options.require_sign_on = false;
         engine_options.completion_executor = io.get_executor();
@@ -311,6 +316,11 @@ int main(int argc, char** argv) {
     app.add_option("--cards-per-connection", cards_per_connection, "cards whose taps each connection uploads, in turn")
         ->capture_default_str()
         ->check(CLI::Range(1, 1000));
+    std::string writer_cpu{writer_cpu_default};
+    app.add_option("--writer-cpu", writer_cpu,
+                   "coconut-clearingd --writer-cpu: the ledger writer alone on this CPU (off, auto or N); the daemon's I/O "
+                   "thread and the terminals' on the others")
+        ->capture_default_str();
     app.add_option("--dir", dir, "where the ledgers are created (a real disk: the commits are synced)")->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     // Each card's offline ATCs must fit the card's 16-bit counter across the saturated and fixed-rate runs.
@@ -321,16 +331,30 @@ int main(int argc, char** argv) {
         return 2;
     }
     const std::size_t cards = connections * cards_per_connection;
+    auto layout = plan_cpu_layout(writer_cpu);
+    if (!layout) {
+        std::fprintf(stderr, "clearingd_bench: %s\n", layout.error().message.c_str());
+        return 2;
+    }
+    // As coconut-clearingd does it: threads started from here on inherit the others' CPUs.
+    if (*layout) {
+        if (auto pinned = pin_thread(pthread_self(), (*layout)->others); !pinned) {
+            std::fprintf(stderr, "clearingd_bench: %s\n", pinned.error().message.c_str());
+            return 2;
+        }
+    }
 
-    std::printf("clearingd_bench, %zu connections, %zu cards, loopback, in-process HSM, synced LMDB commits in %s\n\n", connections, cards,
-                dir.c_str());
+    std::printf("clearingd_bench, %zu connections, %zu cards, loopback, in-process HSM, synced LMDB commits in %s; %s\n\n", connections,
+                cards, dir.c_str(),
+                *layout ? fmt::format("ledger writer on CPU {}, every other thread on CPU {}", (*layout)->writer, format_cpus((*layout)->others)).c_str()
+                        : "no CPU layout");
     std::printf("| %-44s | %8s | %10s | %9s | %9s | %s | %s | %s |\n", "run", "answers", "per second", "p50 us", "p99 us", "not 00",
                 "per commit", "commit ms");
     std::printf("|%s|%s|%s|%s|%s|%s|%s|%s|\n", std::string(46, '-').c_str(), std::string(10, '-').c_str(),
                 std::string(12, '-').c_str(), std::string(11, '-').c_str(), std::string(11, '-').c_str(), std::string(8, '-').c_str(),
                 std::string(12, '-').c_str(), std::string(11, '-').c_str());
     {
-        Daemon daemon(dir, cards, group_max, std::chrono::microseconds(group_delay_us), linger_below, "group");
+        Daemon daemon(dir, cards, group_max, std::chrono::microseconds(group_delay_us), linger_below, *layout, "group");
         print(fmt::format("group commit, {} in flight per connection", window).c_str(),
               run(daemon, connections, cards_per_connection, uploads / connections, 0, 0, window));
         const auto per_connection = static_cast<std::size_t>(rate * rate_seconds) / connections;
@@ -339,7 +363,7 @@ int main(int argc, char** argv) {
               run(daemon, connections, cards_per_connection, per_connection, next_atc, rate, window));
     }
     {
-        Daemon daemon(dir, cards, 1, std::chrono::microseconds(group_delay_us), 0, "single");
+        Daemon daemon(dir, cards, 1, std::chrono::microseconds(group_delay_us), 0, *layout, "single");
         print(fmt::format("commit per request, {} in flight per connection", window).c_str(),
               run(daemon, connections, cards_per_connection, per_request_uploads / connections, 0, 0, window));
     }

@@ -35,6 +35,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -285,6 +286,11 @@ int main(int argc, char** argv) {
     app.add_option("--wrk-delay-ms", delay_ms, "each connection waits this long between an answer and its next request (0: saturate)")
         ->capture_default_str();
     app.add_option("--query-target", query_target, "send every query to this path instead of /v1/cards/{n} (diagnosis: \"/none\" is a 404 without ledger reads)");
+    std::string writer_cpu{writer_cpu_default};
+    app.add_option("--writer-cpu", writer_cpu,
+                   "coconut-clearingd --writer-cpu: the ledger writer alone on this CPU (off, auto or N); the HTTP threads, "
+                   "the write load's thread and wrk on the others")
+        ->capture_default_str();
     app.add_option("--dir", base, "where the ledger lives (a real disk: commits are synced)")->capture_default_str();
     CLI11_PARSE(app, argc, argv);
 
@@ -308,7 +314,20 @@ int main(int argc, char** argv) {
     }
     write_script(dir / "cards.lua", dir / "tokens", cards, query_target, delay_ms);
 
+    auto layout = plan_cpu_layout(writer_cpu);
+    if (!layout) {
+        fmt::print(stderr, "{}\n", layout.error().message);
+        return 2;
+    }
+    // As coconut-clearingd does it: threads started from here on inherit the others' CPUs (the HTTP
+    // threads, the write load's thread); the writer moves to its own.
+    const auto pinned = [](const clearing::Status& status) {
+        if (!status) fmt::print(stderr, "{}\n", status.error().message);
+        return status.ok();
+    };
+    if (*layout && !pinned(pin_thread(pthread_self(), (*layout)->others))) return 2;
     ledger::Writer writer(*ledger);
+    if (*layout && !pinned(pin_thread(writer.native_handle(), std::array{(*layout)->writer}))) return 2;
     boost::asio::io_context io(static_cast<int>(http_threads));
     http::HttpOptions http_options;
     http_options.token_requests_per_s = 1e9;  // the limiter still runs on every request, it just never refuses
@@ -326,7 +345,7 @@ int main(int argc, char** argv) {
     }
 
     const http::ThreadPriority wrk_sched = *http::parse_thread_priority(wrk_priority);
-    const std::string wrk_prefix = wrk_sched.idle ? "chrt --idle 0 " : wrk_sched.nice ? fmt::format("nice -n {} ", wrk_sched.nice) : "";
+    const std::string wrk_prefix = (*layout ? fmt::format("taskset -c {} ", format_cpus((*layout)->others)) : std::string()) + (wrk_sched.idle ? "chrt --idle 0 " : wrk_sched.nice ? fmt::format("nice -n {} ", wrk_sched.nice) : "");
     const auto wrk_command = [&](unsigned duration_s) {
         return fmt::format("{}wrk -t{} -c{} -d{}s --latency -s {} http://127.0.0.1:{}", wrk_prefix, wrk_threads, connections, duration_s,
                            (dir / "cards.lua").string(), server.port());
@@ -339,8 +358,11 @@ int main(int argc, char** argv) {
     const auto slice = std::chrono::seconds(slice_s);
 
     fmt::print("clearingd_http_bench: {} cards, {} connections, {} HTTP thread(s) at priority {}, wrk at {}, {} s per phase in {} rounds, "
-               "ledger in {}\n",
-               cards, connections, http_threads, http_priority, wrk_priority, seconds, rounds, dir.string());
+               "ledger in {}; {}\n",
+               cards, connections, http_threads, http_priority, wrk_priority, seconds, rounds, dir.string(),
+               *layout ? fmt::format("ledger writer on CPU {}, everything else (wrk too) on CPU {}", (*layout)->writer,
+                                     format_cpus((*layout)->others))
+                       : std::string("no CPU layout"));
     // One write load for phases 1 and 2, never paused between them; they alternate round by round, so
     // the disk's drift and the ledger's growth fall on both alike.
     WriteLoad writes(writer, cards, write_window, 1'000'000);

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -120,6 +121,7 @@ struct ServeOptions {
     std::uint32_t group_delay_us = static_cast<std::uint32_t>(ledger::writer_group_delay_default.count());
     std::size_t group_requests_max = ledger::writer_group_requests_max_default;
     std::size_t group_linger_below = ledger::WriterOptions{}.group_linger_below;
+    std::string writer_cpu{writer_cpu_default};
     bool allow_without_sign_on = false;
     EngineOptions engine;
     // HTTP API (clearing/README.md "HTTP API"); empty http_listen: no HTTP port.
@@ -138,6 +140,8 @@ int serve(const ServeOptions& o) {
     if (!listen) return fail(exit_usage, "--iso-listen: " + listen.error().message);
     auto hsm_endpoint = hsm::wire::parse_endpoint(o.hsm);
     if (!hsm_endpoint) return fail(exit_usage, "--hsm: " + hsm_endpoint.error().message);
+    auto layout = plan_cpu_layout(o.writer_cpu);
+    if (!layout) return fail(exit_usage, layout.error().message);
     auto credentials = hsm::wire::read_client_credentials(o.hsm_key);
     if (!credentials) return fail(exit_hsm_key, "--hsm-key: " + credentials.error().message);
     std::error_code ec;
@@ -158,7 +162,17 @@ int serve(const ServeOptions& o) {
     writer_options.group_requests_max = o.group_requests_max;
     writer_options.group_linger_below = o.group_linger_below;
     writer_options.group_hooks = data->registry->group_hooks();
+    // With a CPU layout every thread started from here on (the writer first, then the HTTP thread)
+    // inherits the others' CPUs, and the writer alone moves to its own.
+    if (*layout) {
+        if (auto pinned = pin_thread(pthread_self(), (*layout)->others); !pinned) return fail(exit_usage, "--writer-cpu: " + pinned.error().message);
+    }
     ledger::Writer writer(*data->ledger, writer_options);
+    if (*layout) {
+        if (auto pinned = pin_thread(writer.native_handle(), std::array{(*layout)->writer}); !pinned) {
+            return fail(exit_usage, "--writer-cpu: " + pinned.error().message);
+        }
+    }
 
     boost::asio::io_context io(1);
     RemoteHsm verifier(io.get_executor(), *hsm_endpoint, std::move(credentials).value(), o.tac_key);
@@ -207,6 +221,7 @@ int serve(const ServeOptions& o) {
     }
     auto http_work = boost::asio::make_work_guard(http_io);
     std::thread http_thread([&] {
+        ::pthread_setname_np(::pthread_self(), "clearingd-http");
         // Bookings before balance queries (http.hpp ThreadPriority); checked when parsing the options.
         if (auto lowered = http::lower_thread_priority(*http::parse_thread_priority(o.http_priority)); !lowered) {
             std::cerr << "coconut-clearingd: the HTTP thread keeps the daemon's priority: " << lowered.error().message << "\n";
@@ -270,6 +285,10 @@ int serve(const ServeOptions& o) {
     }
     std::cout << fmt::format("coconut-clearingd: listening on {}:{} (data {}, HSM {}:{})\n", listen->host, server->port(),
                              o.data, hsm_endpoint->host, hsm_endpoint->port);
+    if (*layout) {
+        std::cout << fmt::format("coconut-clearingd: ledger writer on CPU {}, other threads on CPU {}\n", (*layout)->writer,
+                                 format_cpus((*layout)->others));
+    }
     if (http_server) {
         std::cout << fmt::format("coconut-clearingd: HTTP{} on {}:{}\n", http_server->tls() ? "S" : "", o.http_listen.substr(0, o.http_listen.rfind(':')),
                                  http_server->port());
@@ -559,6 +578,10 @@ int main(int argc, char** argv) {
                           "(0: only after idle; fewer, larger commits write fewer pages)")
         ->capture_default_str()
         ->check(CLI::Range(0, 8190));
+    serve_cmd->add_option("--writer-cpu", serve_options.writer_cpu,
+                          "a CPU of its own for the ledger writer, every other thread on the rest: off, auto (the highest "
+                          "allowed CPU when there are two or more) or a CPU number")
+        ->capture_default_str();
     serve_cmd->add_flag("--allow-without-sign-on", serve_options.allow_without_sign_on, "accept requests without a prior 0800 sign-on");
     serve_cmd->add_option("--load-timeout", serve_options.engine.load_timeout_s, "seconds an approved load waits for its 0220 confirmation")
         ->capture_default_str()

@@ -1,6 +1,8 @@
 // The ledger writer thread: group commit (DESIGN.md §8).
 #include <coconut/ledger/ledger.hpp>
 
+#include <pthread.h>
+
 #include <cassert>
 
 namespace coconut::ledger {
@@ -74,6 +76,7 @@ std::future<Reply> Writer::submit(std::vector<Event> events) {
 }
 
 void Writer::run() {
+    ::pthread_setname_np(::pthread_self(), "ledger-writer");  // top -H, /proc/PID/task/TID/comm
     std::vector<Request> group;
     for (;;) {
         {

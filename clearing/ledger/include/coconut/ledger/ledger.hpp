@@ -481,6 +481,8 @@ public:
     // Drains the queue and joins the thread; later submissions complete with `stopped`.
     void stop();
     WriterStats stats() const;
+    // The writer thread, for its owner's scheduling (CPU affinity: clearing::pin_thread).
+    std::thread::native_handle_type native_handle() { return thread_.native_handle(); }
 
 private:
     struct Request {
