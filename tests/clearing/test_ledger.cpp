@@ -591,6 +591,64 @@ TEST_CASE("a ledger with the tables from before the account index is refused, an
     CHECK(env->has_table("history").value());
 }
 
+TEST_CASE("a ledger whose transfers table holds transfer records (before they moved to the journal) is refused, and left as it was") {
+    TempDir dir;
+    Bytes record(128, 0);
+    record[15] = 100;
+    {
+        auto env = lmdb::Env::open(dir.path(), {64u << 20, 4, 8, false});
+        REQUIRE(env.ok());
+        auto dbi = env->open_table("transfers");
+        REQUIRE(dbi.ok());
+        auto txn = lmdb::Txn::begin(*env, lmdb::Txn::Mode::read_write);
+        REQUIRE(txn.ok());
+        REQUIRE(txn->put(*dbi, ByteView(record).first(16), record).ok());
+        REQUIRE(txn->commit().ok());
+    }
+    Options options;
+    options.directory = dir.path();
+    auto opened = Ledger::open(options);
+    REQUIRE_FALSE(opened.ok());
+    CHECK(opened.error().code == ErrorCode::storage);
+    CHECK(opened.error().message.find("holds 128-byte transfer records") != std::string::npos);
+    auto env = lmdb::Env::open(dir.path(), {64u << 20, 16, 8, true});
+    REQUIRE(env.ok());
+    CHECK_FALSE(env->has_table("meta").value());  // opened, but the journal head was never written
+    auto dbi = env->open_table("transfers");
+    REQUIRE(dbi.ok());
+    auto txn = lmdb::Txn::begin(*env, lmdb::Txn::Mode::read_only);
+    REQUIRE(txn.ok());
+    const auto kept = txn->get(*dbi, ByteView(record).first(16)).value();
+    REQUIRE(kept.has_value());
+    CHECK(Bytes(kept->begin(), kept->end()) == record);
+}
+
+TEST_CASE("a transfer is stored once, in the journal; its id leads to that entry") {
+    Fixture f;
+    open_accounts(f);
+    f.apply({transfer(100, 1, 2, 10), transfer(101, 1, 2, 20)});
+    auto dbi = f.ledger->env().open_table("transfers");
+    REQUIRE(dbi.ok());
+    auto txn = lmdb::Txn::begin(f.ledger->env(), lmdb::Txn::Mode::read_only);
+    REQUIRE(txn.ok());
+    Bytes key(16, 0);
+    key[15] = 101;
+    const auto reference = txn->get(*dbi, key).value();
+    REQUIRE(reference.has_value());
+    REQUIRE(reference->size() == 8);  // the journal sequence, not the 128-byte record
+    const auto sequence = static_cast<std::uint64_t>(reference->back());
+    const auto entries = f.ledger->read_journal(sequence, 1).value();
+    REQUIRE(entries.size() == 1);
+    CHECK(entries.front().sequence == sequence);
+    const auto journaled = journal_transfer(entries.front());
+    REQUIRE(journaled.has_value());
+    CHECK(journaled->id == make_id(101));
+    CHECK(journaled->amount == 20);
+    const auto looked_up = f.ledger->lookup_transfer(make_id(101)).value();
+    REQUIRE(looked_up.has_value());
+    CHECK(*looked_up == *journaled);
+}
+
 TEST_CASE("account_transfers lists the transfers on both sides of an account, oldest first") {
     Fixture f;
     open_accounts(f);
@@ -703,6 +761,23 @@ TEST_CASE("check detects a tampered journal entry, account or transfer") {
         }
         CHECK(replay);
         CHECK(balance);
+    }
+    SUBCASE("a transfer's reference to its journal entry") {
+        // Transfer 100's id made to lead to transfer 101's entry: check names it; a read refuses it as corrupt.
+        Bytes key_100(16, 0), key_101(16, 0);
+        key_100[15] = 100;
+        key_101[15] = 101;
+        tamper("transfers", [&](lmdb::Txn& txn, MDB_dbi dbi) {
+            const auto other = txn.get(dbi, key_101).value();
+            REQUIRE(txn.put(dbi, key_100, Bytes(other->begin(), other->end())).ok());
+        });
+        auto report = f.ledger->check().value();
+        CHECK_FALSE(report.ok());
+        REQUIRE_FALSE(report.problems.empty());
+        CHECK(report.problems.front().find("transfer 00000000000000000000000000000064 is not stored as journaled") != std::string::npos);
+        auto read = f.ledger->lookup_transfer(make_id(100));
+        REQUIRE_FALSE(read.ok());
+        CHECK(read.error().code == ErrorCode::corrupt);
     }
     SUBCASE("pending state") {
         tamper("pending", [](lmdb::Txn& txn, MDB_dbi dbi) {

@@ -130,14 +130,7 @@ lmdb::Status flush_accounts(Work& w) {
     return Ok{};
 }
 
-lmdb::Result<std::optional<Transfer>> get_transfer(Work& w, const Id& id) {
-    auto raw = w.txn->get(w.state.tables.transfers, encode(id));
-    if (!raw) return Unexpected{raw.error()};
-    if (!*raw) return std::optional<Transfer>();
-    auto transfer = decode_transfer(**raw);
-    if (!transfer || transfer->id != id) return corrupted("transfer record");
-    return transfer;
-}
+lmdb::Result<std::optional<Transfer>> get_transfer(Work& w, const Id& id) { return find_transfer(*w.txn, w.state.tables, id); }
 
 lmdb::Result<std::optional<PendingState>> get_pending_state(Work& w, const Id& id) {
     auto raw = w.txn->get(w.state.tables.pending, encode(id));
@@ -185,16 +178,21 @@ lmdb::Status put_index_row(Work& w, const Account& account, std::uint64_t timest
                       ByteView(value.data(), history ? value.size() : id_size));
 }
 
-// The transfer, its two account index rows (dr and cr: its accounts as it left them) and its journal entry.
+// The transfer: its journal entry, which holds the record, its id's reference to that entry, and its
+// two account index rows (dr and cr: its accounts as it left them). The record is written once, in the
+// journal's append-only pages; the id table's rows are 8 bytes (clearing/LEDGER.md §2).
 lmdb::Status put_transfer(Work& w, const Transfer& stored, const Account& dr, const Account& cr) {
     assert(dr.id == stored.debit_account_id && cr.id == stored.credit_account_id);
     const auto bytes = encode(stored);
     assert(decode_transfer(bytes) == stored);  // pair assertion: what we write decodes to what we meant
-    if (auto put = w.txn->put(w.state.tables.transfers, encode(stored.id), bytes, MDB_NOOVERWRITE); !put) return put;
+    const SequenceKey entry = sequence_key(w.head.sequence + 1);  // the sequence journal_append gives it
+    if (auto put = w.txn->put(w.state.tables.transfers, encode(stored.id), entry, MDB_NOOVERWRITE); !put) return put;
     for (const Account* account : {&dr, &cr}) {
         if (auto put = put_index_row(w, *account, stored.timestamp, stored.id); !put) return put;
     }
-    return journal_append(w, JournalKind::transfer_created, stored.timestamp, bytes);
+    auto appended = journal_append(w, JournalKind::transfer_created, stored.timestamp, bytes);
+    assert(!appended || sequence_key(w.head.sequence) == entry);
+    return appended;
 }
 
 lmdb::Status put_pending_state(Work& w, const Id& id, PendingState state) {
@@ -620,6 +618,31 @@ Status<Error> refresh_head(State& s) {
     return Ok{};
 }
 
+// Ledgers written by earlier builds kept each transfer's 128-byte record in the transfers table;
+// this build reads 8-byte journal references there (clearing/LEDGER.md §2) and does not convert.
+// Runs before any table is created, so a refused ledger is left exactly as it was.
+Status<Error> refuse_record_transfers(State& s) {
+    auto exists = s.env.has_table("transfers");
+    if (!exists) return Unexpected{to_error(exists.error(), s)};
+    if (!*exists) return Ok{};
+    auto table = s.env.open_table("transfers");
+    if (!table) return Unexpected{to_error(table.error(), s)};
+    auto txn = lmdb::Txn::begin(s.env, lmdb::Txn::Mode::read_only);
+    if (!txn) return Unexpected{to_error(txn.error(), s)};
+    auto cursor = lmdb::Cursor::open(*txn, *table);
+    if (!cursor) return Unexpected{to_error(cursor.error(), s)};
+    auto first = cursor->first();
+    if (!first) return Unexpected{to_error(first.error(), s)};
+    if (*first && (*first)->value.size() != sizeof(SequenceKey)) {
+        return Unexpected{Error{ErrorCode::storage,
+                                fmt::format("cannot open ledger in {}: its transfers table holds {}-byte transfer records (a ledger "
+                                            "written before the records moved to the journal, clearing/LEDGER.md §2); this build "
+                                            "does not convert it",
+                                            s.options.directory, (*first)->value.size())}};
+    }
+    return Ok{};
+}
+
 Error read_only_error(const State& s) {
     return Error{ErrorCode::storage, fmt::format("ledger in {} is open read-only: it takes no writes", s.options.directory)};
 }
@@ -676,6 +699,7 @@ Result<std::unique_ptr<Ledger>> Ledger::open(Options options) {
                                                 state->options.directory, former)}};
         }
     }
+    if (auto format = refuse_record_transfers(*state); !format) return Unexpected{format.error()};
     for (const Named& named : names) {
         auto dbi = state->env.open_table(named.name);
         if (!dbi) return Unexpected{to_error(dbi.error(), *state)};

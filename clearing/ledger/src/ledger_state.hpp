@@ -13,7 +13,7 @@ namespace coconut::ledger {
 // The ledger's tables (clearing/LEDGER.md §2).
 struct Tables {
     MDB_dbi accounts = 0;           // id → Account
-    MDB_dbi transfers = 0;          // id → Transfer (immutable, MDB_NOOVERWRITE)
+    MDB_dbi transfers = 0;          // id → journal sequence of its transfer_created entry (MDB_NOOVERWRITE)
     MDB_dbi pending = 0;            // pending transfer id → PendingState
     MDB_dbi expiries = 0;           // expires_at ‖ id → (empty): open holds with a timeout, by due time
     MDB_dbi failed = 0;             // transfer id → ResultCode of its transient failure
@@ -37,5 +37,10 @@ Error to_error(const lmdb::Error& error, const State& state);
 // Storage errors inside the state machine: lmdb errors pass through; an undecodable record is
 // reported as an lmdb-style error with rc MDB_CORRUPTED so callers see it as corrupt.
 inline Unexpected<lmdb::Error> corrupted(const char* where) { return Unexpected{lmdb::Error{MDB_CORRUPTED, where}}; }
+
+// The transfer `id` as its journal entry holds it (the transfers table maps an id to that entry's
+// sequence, clearing/LEDGER.md §2); nullopt when no transfer has that id. A reference that does not
+// lead to a transfer_created entry of that id is reported as corrupt.
+lmdb::Result<std::optional<Transfer>> find_transfer(const lmdb::Txn& txn, const Tables& tables, const Id& id);
 
 }  // namespace coconut::ledger

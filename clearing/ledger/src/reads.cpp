@@ -33,14 +33,26 @@ Result<T> read(const State& s, auto&& body) {
     return read_in<T>(s, *txn, body);
 }
 
+}  // namespace
+
 lmdb::Result<std::optional<Transfer>> find_transfer(const lmdb::Txn& txn, const Tables& t, const Id& id) {
-    auto raw = txn.get(t.transfers, encode(id));
+    auto reference = txn.get(t.transfers, encode(id));
+    if (!reference) return Unexpected{reference.error()};
+    if (!*reference) return std::optional<Transfer>();
+    if ((*reference)->size() != sizeof(SequenceKey)) return corrupted("transfer reference");
+    auto raw = txn.get(t.journal, **reference);
     if (!raw) return Unexpected{raw.error()};
-    if (!*raw) return std::optional<Transfer>();
-    auto transfer = decode_transfer(**raw);
-    if (!transfer) return corrupted("transfer record");
+    if (!*raw) return corrupted("transfer reference without its journal entry");
+    const ByteView value = **raw;
+    if (value.size() != journal_payload_offset + transfer_size || value[0] != static_cast<std::uint8_t>(JournalKind::transfer_created)) {
+        return corrupted("transfer's journal entry");
+    }
+    auto transfer = decode_transfer(value.subspan(journal_payload_offset));
+    if (!transfer || transfer->id != id) return corrupted("transfer's journal entry");
     return transfer;
 }
+
+namespace {
 
 bool has_prefix(ByteView key, const IdBytes& prefix) {
     return key.size() == id_size + timestamp_size && std::equal(prefix.begin(), prefix.end(), key.begin());
@@ -133,9 +145,11 @@ private:
                     problem("journal {}: transfer payload does not decode", e.sequence);
                     return Ok{};
                 }
+                // The transfers table must lead this id to this entry (and so to what it journaled).
                 auto stored = txn_.get(s_.tables.transfers, encode(transfer->id));
                 if (!stored) return Unexpected{stored.error()};
-                if (!*stored || !std::equal((*stored)->begin(), (*stored)->end(), e.payload.begin(), e.payload.end())) {
+                const SequenceKey here = sequence_key(e.sequence);
+                if (!*stored || !std::equal((*stored)->begin(), (*stored)->end(), here.begin(), here.end())) {
                     problem("journal {}: transfer {} is not stored as journaled", e.sequence, to_string(transfer->id));
                 }
                 replay_transfer(*transfer, e.sequence);

@@ -211,7 +211,7 @@ Bytes encode_journal_value(const JournalEntry& entry) {
 }
 
 std::optional<JournalEntry> decode_journal(std::uint64_t sequence, ByteView bytes) {
-    constexpr std::size_t header = 1 + 8 + hash_size;
+    constexpr std::size_t header = journal_payload_offset;
     if (bytes.size() < header) return std::nullopt;
     JournalEntry entry;
     entry.sequence = sequence;

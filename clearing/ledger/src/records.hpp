@@ -47,6 +47,7 @@ std::array<std::uint8_t, head_size> encode(const JournalHead& head);
 std::optional<JournalHead> decode_head(ByteView bytes);
 
 // Journal value: kind (1) ‖ timestamp (8) ‖ hash (32) ‖ payload.
+inline constexpr std::size_t journal_payload_offset = 1 + 8 + hash_size;
 Bytes encode_journal_value(const JournalEntry& entry);
 std::optional<JournalEntry> decode_journal(std::uint64_t sequence, ByteView bytes);
 // SHA-256 of `message` (journal chain and derived ids).
