@@ -341,14 +341,14 @@ def cpu_list(cpus):
 
 
 def check_writer_cpu(stack):
-    """serve --writer-cpu: a bad value is refused before anything starts; auto puts the ledger writer alone on
-    the highest allowed CPU and every other daemon thread on the rest."""
+    """serve --writer-cpu: a bad value is refused before anything starts; the default (auto) puts the ledger
+    writer alone on the highest allowed CPU and every other daemon thread on the rest."""
     allowed = sorted(os.sched_getaffinity(0))
     bad = run([stack.clearingd, "serve", "--iso-listen", "127.0.0.1:0", "--data", stack.data, "--hsm", f"127.0.0.1:{stack.hsm_port}",
                "--hsm-key", stack.key, "--writer-cpu", "4000"], check=False)
     assert bad.returncode == 2, (bad.returncode, bad.stderr)
     assert f"--writer-cpu: CPU 4000 is not one this process may use ({cpu_list(allowed)})" in bad.stderr, bad.stderr
-    stack.start_daemon(["--writer-cpu", "auto"])
+    stack.start_daemon()
     threads = thread_cpus(stack.daemon.pid)
     assert threads.get("ledger-writer") is not None, threads
     if len(allowed) >= 2:
@@ -357,7 +357,7 @@ def check_writer_cpu(stack):
         for name, cpus in threads.items():
             if name != "ledger-writer":
                 assert all(c == others for c in cpus), threads
-        log(f"  ok  --writer-cpu auto: ledger writer alone on CPU {allowed[-1]}, {sum(map(len, threads.values())) - 1} other threads on {others}")
+        log(f"  ok  default --writer-cpu auto: ledger writer alone on CPU {allowed[-1]}, {sum(map(len, threads.values())) - 1} other threads on {others}")
     else:
         assert all(c == cpu_list(allowed) for cpus in threads.values() for c in cpus), threads
         log("  ok  --writer-cpu auto on one CPU: no layout")
@@ -446,7 +446,7 @@ def phase_kill9(stack, transactions):
     while remaining > 0:
         rounds += 1
         assert rounds <= 200, "upload did not finish in 200 rounds"
-        stack.start_daemon(["--writer-cpu", "auto"] if rounds % 2 else [])  # with and without the writer's own CPU
+        stack.start_daemon([] if rounds % 2 else ["--writer-cpu", "off"])  # with and without the writer's own CPU
         uploader = subprocess.Popen([stack.terminal, "--json", "--queue", os.path.join(stack.dir, queue), "upload",
                                      "--clearing", f"127.0.0.1:{stack.port}", "--terminal-id", "BUS00001",
                                      "--timeout-ms", "5000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -337,6 +337,7 @@ int main(int argc, char** argv) {
     std::vector<std::thread> http_threads_running;
     for (std::size_t t = 0; t < http_threads; ++t) {
         http_threads_running.emplace_back([&] {
+            ::pthread_setname_np(::pthread_self(), "clearingd-http");
             if (auto lowered = http::lower_thread_priority(*http::parse_thread_priority(http_priority)); !lowered) {
                 throw std::runtime_error(lowered.error().message);
             }

@@ -579,8 +579,8 @@ int main(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::Range(0, 8190));
     serve_cmd->add_option("--writer-cpu", serve_options.writer_cpu,
-                          "a CPU of its own for the ledger writer, every other thread on the rest: off, auto (the highest "
-                          "allowed CPU when there are two or more) or a CPU number")
+                          "a CPU of its own for the ledger writer, every other thread on the rest: auto (the highest "
+                          "allowed CPU when there are two or more), a CPU number, or off")
         ->capture_default_str();
     serve_cmd->add_flag("--allow-without-sign-on", serve_options.allow_without_sign_on, "accept requests without a prior 0800 sign-on");
     serve_cmd->add_option("--load-timeout", serve_options.engine.load_timeout_s, "seconds an approved load waits for its 0220 confirmation")

@@ -604,7 +604,9 @@ struct CpuLayout {
     int writer = -1;          // the ledger writer's CPU
     std::vector<int> others;  // every other thread of the daemon (ascending)
 };
-inline constexpr std::string_view writer_cpu_default = "off";
+// The default: bookings before everything else, as the HTTP thread's nice:10 (http.hpp ThreadPriority);
+// "off" on a host shared with services that should have the daemon's threads on every CPU.
+inline constexpr std::string_view writer_cpu_default = "auto";
 // From --writer-cpu, against the CPUs the calling thread may run on (sched_getaffinity):
 //   "off"  no layout (nullopt);
 //   "auto" the highest allowed CPU when two or more are allowed, else no layout;
