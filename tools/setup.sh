@@ -17,6 +17,25 @@ packages=(
   chromium wrk curl
 )
 
+sudo_cmd=()
+[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+
+# vpcd, pcscd's virtual reader driver, listens on 35963 (slot 0, the card) and 35964 (slot 1, the PSAM):
+# inside Linux's ephemeral range (32768-60999), so any outgoing connection on the machine may take one
+# of them as its local port, and a pcscd started meanwhile gets "Address already in use" and no reader
+# (PCSC.md §7). Reserve them, so the kernel never hands them out (a runtime setting, checked each time).
+reserved=/proc/sys/net/ipv4/ip_local_reserved_ports
+vpcd_ports=35963-35964
+if [ -r "$reserved" ] && ! grep -Eq "(^|,)${vpcd_ports}(,|$)" "$reserved"; then
+  current=$(cat "$reserved")
+  if echo "${current:+$current,}${vpcd_ports}" | "${sudo_cmd[@]}" tee "$reserved" >/dev/null 2>&1; then
+    echo "setup: vpcd ports ${vpcd_ports} reserved (net.ipv4.ip_local_reserved_ports = $(cat "$reserved"))"
+  else
+    echo "setup: warning: cannot reserve the vpcd ports ${vpcd_ports} (net.ipv4.ip_local_reserved_ports);" \
+         "a PC/SC test may then fail now and then with 'Address already in use' in pcscd's log" >&2
+  fi
+fi
+
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
@@ -30,7 +49,5 @@ if [ ${#missing[@]} -eq 0 ]; then
 fi
 
 echo "setup: installing ${missing[*]}"
-sudo_cmd=()
-[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
 "${sudo_cmd[@]}" apt-get update -qq
 DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}"

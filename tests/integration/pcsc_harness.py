@@ -204,8 +204,24 @@ class PcscStack:
                                      + self.serve_log_text())
             return self.card_present(slot)
 
-        wait_until(present, CARD_PRESENT_WAIT_S, f"a card in slot {slot}", 0.1)
+        try:
+            wait_until(present, CARD_PRESENT_WAIT_S, f"a card in slot {slot}", 0.1)
+        except AssertionError as timeout:
+            raise AssertionError(f"{timeout}{self.port_conflict()}") from None
         log(f"  card present in slot {slot}")
+
+    def port_conflict(self):
+        """Why no reader came up, when pcscd's log says vpcd could not bind its port: who holds it."""
+        path = os.path.join(self.workdir, f"pcscd-{self.starts}.log")
+        try:
+            with open(path, encoding="utf-8", errors="replace") as text:
+                if "Address already in use" not in text.read():
+                    return ""
+        except OSError:
+            return ""
+        holders = run(["ss", "-tanp", "( sport = :35963 or sport = :35964 )"], check=False, timeout=10).stdout
+        return ("\n  pcscd's vpcd could not bind its port (Address already in use); sockets on 35963/35964 now:\n"
+                + holders + "  tools/setup.sh keeps these ports out of the ephemeral range (net.ipv4.ip_local_reserved_ports)")
 
 
 # ---- output of the command-line PC/SC clients --------------------------------------------------------

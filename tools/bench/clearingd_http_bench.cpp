@@ -330,6 +330,7 @@ int main(int argc, char** argv) {
     if (*layout && !pinned(pin_thread(writer.native_handle(), std::array{(*layout)->writer}))) return 2;
     boost::asio::io_context io(static_cast<int>(http_threads));
     http::HttpOptions http_options;
+    http_options.io_threads = http_threads;
     http_options.token_requests_per_s = 1e9;  // the limiter still runs on every request, it just never refuses
     http_options.token_burst = 1e9;
     http_options.connections_max = std::max<std::size_t>(connections * 2, http::http_connections_max_default);

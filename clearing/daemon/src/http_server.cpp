@@ -1,5 +1,5 @@
-// The HTTP transport (Boost.Beast): accept with a connection bound, one session per connection on its
-// own strand, a parser with head and body limits, a deadline on every read and write, keep-alive,
+// The HTTP transport (Boost.Beast): accept with a connection bound, one session per connection (on a
+// strand of its own when several threads run the io_context), a parser with head and body limits, a deadline on every read and write, keep-alive,
 // optional TLS. The API (http_api.cpp) answers; this file only moves bytes.
 #include <utility>  // before Boost.Asio (Boost 1.74 + C++20)
 
@@ -151,8 +151,8 @@ private:
         server_->api.handle(api_request, [this](ApiResponse response) { respond(std::move(response)); });
     }
 
-    // On this connection's strand: at once (reads answer inline); from the ledger writer's thread
-    // (changes, after their durable commit): posted to the strand.
+    // On this connection's executor: at once (reads answer inline); from the ledger writer's thread
+    // (changes, after their durable commit): posted to it.
     void respond(ApiResponse response) {
         net::dispatch(stream_.get_executor(), [self = std::move(handling_), response = std::move(response)]() mutable {
             self->write(std::move(response), self->keep_alive_);
@@ -211,7 +211,8 @@ private:
 }  // namespace
 
 void HttpServer::State::accept() {
-    acceptor.async_accept(net::make_strand(io), [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
+    const auto executor = options.io_threads > 1 ? net::any_io_executor(net::make_strand(io)) : net::any_io_executor(io.get_executor());
+    acceptor.async_accept(executor, [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
         if (ec == net::error::operation_aborted || self->stopping.load()) return;
         if (!ec) {
             if (self->stats.connections_open.load() >= self->options.connections_max) {

@@ -237,6 +237,9 @@ struct HttpOptions {
     double address_failure_burst = address_failure_burst_default;
     std::filesystem::path tls_certificate;  // both set: HTTPS only
     std::filesystem::path tls_private_key;
+    // Threads that run the io_context. With one (coconut-clearingd), a connection's handlers can never
+    // run at once, so connections get the io_context's executor; with more, each gets a strand.
+    std::size_t io_threads = 1;
 };
 
 // Latency buckets of the request histogram (µs, Prometheus "le").
