@@ -6,7 +6,7 @@
 //
 //   clearingd_bench [--connections 64] [--uploads 100000] [--per-request-uploads 3000] [--rate 6000]
 //                   [--rate-seconds 10] [--cards-per-connection 1] [--group-delay-us 200]
-//                   [--group-linger-below 0] [--dir /var/tmp]
+//                   [--group-linger-below 0] [--writer-cpu auto] [--dir /var/tmp]
 //
 // Each connection uploads the taps of its own cards (--cards-per-connection, taken in turn, each
 // card's offline ATCs in order). With one card per connection a group's card records, card accounts

@@ -26,7 +26,10 @@
 //   clearingd_http_bench [--cards 1000] [--connections 64] [--wrk-threads 2] [--seconds 10] [--rounds 5]
 //                        [--write-window 512] [--http-threads 1] [--dir /var/tmp]
 //                        [--http-priority nice:10] [--wrk-priority nice:10] [--query-target PATH]
-//                        [--wrk-delay-ms 0]
+//                        [--wrk-delay-ms 0] [--writer-cpu auto]
+// --writer-cpu (coconut-clearingd's, default auto): the ledger writer alone on one CPU; the HTTP threads,
+// the write load's thread and wrk (taskset) on the others — the query clients would otherwise take the
+// writer's CPU, which in production they do not share.
 // --wrk-delay-ms D paces the query load through wrk's delay() hook (64 connections / (D + latency):
 // D = 2 gives ~20,000/s) to measure the write drop at the target rate instead of at saturation.
 #include <coconut/clearing/http.hpp>
