@@ -61,6 +61,7 @@ std::string_view key_usage_name(KeyUsage usage) {
         case KeyUsage::internal_auth: return "internal-auth";
         case KeyUsage::maintenance: return "maintenance";
         case KeyUsage::transport: return "transport";
+        case KeyUsage::ssse_auth: return "ssse-auth";
     }
     return "";
 }
@@ -73,7 +74,7 @@ std::optional<KeyType> parse_key_type(std::string_view name) {
 
 std::optional<KeyUsage> parse_key_usage(std::string_view name) {
     for (KeyUsage u : {KeyUsage::purchase, KeyUsage::load, KeyUsage::tac, KeyUsage::internal_auth,
-                       KeyUsage::maintenance, KeyUsage::transport})
+                       KeyUsage::maintenance, KeyUsage::transport, KeyUsage::ssse_auth})
         if (key_usage_name(u) == name) return u;
     return std::nullopt;
 }
@@ -86,6 +87,7 @@ std::string_view card_key_name(KeyUsage usage) {
         case KeyUsage::internal_auth: return "IAK";
         case KeyUsage::maintenance: return "DAMK";
         case KeyUsage::transport: return "";
+        case KeyUsage::ssse_auth: return "SSSE_IAK";
     }
     return "";
 }

@@ -121,8 +121,8 @@ Outcome<KeyInfo> Hsm::key_info(const KeyRef& ref, Usage* usage) const {
 Outcome<CardKeySet> Hsm::derive_card_keys(const CardIdentity& card, const KeyRef& transport,
                                           std::span<const KeyRef> masters, Usage* usage) const {
     if (auto ok = check_card(card); !ok) return Unexpected<Failure>{ok.error()};
-    // One master per card-key usage: purchase, load, tac, internal-auth, maintenance.
-    constexpr std::size_t max_masters = 5;
+    // One master per card-key usage: purchase, load, tac, internal-auth, maintenance, ssse-auth.
+    constexpr std::size_t max_masters = 6;
     if (masters.empty() || masters.size() > max_masters)
         return fail(Errc::bad_request, fmt::format("name 1–{} master keys, not {}", max_masters, masters.size()));
     auto kek = resolve(*store_, transport, KeyUsage::transport);
@@ -264,7 +264,14 @@ Outcome<LoadAnswer> Hsm::load_mac2(const LoadRequest& load, Usage* usage) const 
 
 Outcome<Verdict> Hsm::verify_internal_auth(const InternalAuth& auth, Usage* usage) const {
     if (auto ok = check_card(auth.card); !ok) return Unexpected<Failure>{ok.error()};
-    auto master = resolve(*store_, auth.key, KeyUsage::internal_auth);
+    // The purse's IAK or the SSSE application's: the same computation, the caller names which proof it wants.
+    auto info = store_->find(auth.key);
+    if (!info) return Unexpected<Failure>{info.error()};
+    if (info->usage != KeyUsage::internal_auth && info->usage != KeyUsage::ssse_auth)
+        return fail(Errc::wrong_key_usage,
+                    fmt::format("key {}:{} is a {} key; INTERNAL AUTHENTICATE needs an internal-auth or ssse-auth key",
+                                info->label, info->version, key_usage_name(info->usage)));
+    auto master = resolve(*store_, KeyRef{info->label, info->version}, info->usage);
     if (!master) return Unexpected<Failure>{master.error()};
     const Verdict verdict = card_level::check_internal_auth(card_key(master->key, auth.card), auth);
     record(usage, master->info, std::string(verdict_name(verdict)));

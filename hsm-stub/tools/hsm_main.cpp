@@ -129,7 +129,8 @@ int main(int argc, char** argv) {
     std::string transport{hsm::default_transport_label};
     std::vector<std::string> masters = {std::string(hsm::default_purchase_label), std::string(hsm::default_load_label),
                                         std::string(hsm::default_tac_label), std::string(hsm::default_internal_auth_label),
-                                        std::string(hsm::default_maintenance_label)};
+                                        std::string(hsm::default_maintenance_label),
+                                        std::string(hsm::default_ssse_auth_label)};
     auto* derive = app.add_subcommand("derive-card-keys", "derive a card's keys, encrypted under a transport key, with KCVs");
     card_options(derive);
     derive->add_option("--transport", transport, "transport key LABEL[:VERSION]")->capture_default_str();
@@ -172,7 +173,7 @@ int main(int argc, char** argv) {
     card_options(auth);
     auth->add_option("--challenge", f.challenge, "host challenge, 16 hex digits")->required();
     auth->add_option("--cryptogram", f.cryptogram, "card answer, 16 hex digits")->required();
-    auth->add_option("--key", auth_key, "internal-auth master LABEL[:VERSION]")->capture_default_str();
+    auth->add_option("--key", auth_key, "internal-auth or ssse-auth master LABEL[:VERSION]")->capture_default_str();
 
     try {
         app.parse(argc, argv);

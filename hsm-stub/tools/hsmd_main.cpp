@@ -342,7 +342,7 @@ int main(int argc, char** argv) {
         sub->add_option("--label", label, "key label")->required();
         sub->add_option("--version", version, "key version 1–255")->required()->check(CLI::Range(1, 255));
         if (with_usage) {
-            sub->add_option("--usage", usage_text, "purchase | load | tac | internal-auth | maintenance | transport")->required();
+            sub->add_option("--usage", usage_text, "purchase | load | tac | internal-auth | maintenance | ssse-auth | transport")->required();
             sub->add_option("--type", type_text, "tdes2 | sm4")->capture_default_str();
         }
     };

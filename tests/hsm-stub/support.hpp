@@ -56,6 +56,7 @@ inline const char* const tac_master_hex = "404142434445464748494A4B4C4D4E4F";
 inline const char* const tac_master_v2_hex = "A1A2A3A4A5A6A7A8B1B2B3B4B5B6B7B8";
 inline const char* const auth_master_hex = "0F1E2D3C4B5A69788796A5B4C3D2E1F0";
 inline const char* const maintenance_master_hex = "5566778899AABBCCDDEEFF0011223344";
+inline const char* const ssse_auth_master_hex = "E0E1E2E3E4E5E6E7F0F1F2F3F4F5F6F7";
 inline const char* const transport_hex = "C0C1C2C3C4C5C6C7C8C9CACBCCCDCECF";
 
 // A store in `dir` (under init) holding the keys above (tac v1 retired when `retire_tac_v1`), and two
@@ -71,6 +72,7 @@ inline void make_store(const std::filesystem::path& dir, bool retire_tac_v1 = fa
     REQUIRE(store->add_key("mk-tac", 2, hsm::KeyType::tdes2, U::tac, key16(tac_master_v2_hex)).ok());
     REQUIRE(store->add_key("mk-internal-auth", 1, hsm::KeyType::tdes2, U::internal_auth, key16(auth_master_hex)).ok());
     REQUIRE(store->add_key("mk-maintenance", 1, hsm::KeyType::tdes2, U::maintenance, key16(maintenance_master_hex)).ok());
+    REQUIRE(store->add_key("mk-ssse-auth", 1, hsm::KeyType::tdes2, U::ssse_auth, key16(ssse_auth_master_hex)).ok());
     REQUIRE(store->add_key("kek-issuance", 1, hsm::KeyType::tdes2, U::transport, key16(transport_hex)).ok());
     if (retire_tac_v1) REQUIRE(store->retire_key("mk-tac", 1).ok());
     REQUIRE(store->save().ok());

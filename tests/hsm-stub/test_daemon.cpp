@@ -398,8 +398,10 @@ TEST_CASE("coconut-hsm prints JSON with --json; verdicts set the exit status; co
     auto derived = run(cli + " derive-card-keys --asn 46000000001234567890 --issuer 4600000000000001");
     REQUIRE_MESSAGE(derived.exit_code == 0, derived.output);
     const auto json = nlohmann::json::parse(derived.output);
-    REQUIRE(json["keys"].size() == 5);
+    REQUIRE(json["keys"].size() == 6);  // the default masters: DPK, DLK, DTK, IAK, DAMK and the SSSE's own IAK
     CHECK(json["keys"][1]["key"] == "DLK");
+    CHECK(json["keys"][5]["key"] == "SSSE_IAK");
+    CHECK(json["keys"][5]["kcv"] == coconut::to_hex(crypto::kcv(independent_card_key(key16(ssse_auth_master_hex), alice))));
     CHECK(json["keys"][1]["kcv"] == coconut::to_hex(crypto::kcv(independent_card_key(key16(load_master_hex), alice))));
     CHECK(derived.output.find(coconut::to_hex(independent_card_key(key16(load_master_hex), alice).view())) == std::string::npos);
 

@@ -53,7 +53,7 @@ TEST_CASE("keys survive sealing and reopening, never listed with key bytes") {
     auto store = hsm::KeyStore::open(dir / "store");
     REQUIRE(store.ok());
     const auto keys = store->list();
-    REQUIRE(keys.size() == 7);
+    REQUIRE(keys.size() == 8);
     CHECK(keys.front().label == "kek-issuance");
     auto tac1 = store->find({"mk-tac", 1});
     REQUIRE_FALSE(tac1.ok());

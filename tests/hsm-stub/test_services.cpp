@@ -41,15 +41,15 @@ hsm::LoadRequest vector4_load() {
 TEST_CASE("derived card keys equal an independent two-level diversification, exported under the transport key") {
     Loaded h;
     const std::vector<hsm::KeyRef> masters = {{"mk-purchase", 1}, {"mk-load", 1}, {"mk-tac", 0}, {"mk-internal-auth", 1},
-                                              {"mk-maintenance", 1}};
+                                              {"mk-maintenance", 1}, {"mk-ssse-auth", 1}};
     auto set = h.hsm->derive_card_keys(alice, {"kek-issuance", 0}, masters);
     REQUIRE(set.ok());
     CHECK(set->transport.version == 1);
     CHECK(coconut::to_hex(set->transport_kcv) == coconut::to_hex(tdes_block(key16(transport_hex), Bytes(8, 0))).substr(0, 6));
-    REQUIRE(set->keys.size() == 5);
+    REQUIRE(set->keys.size() == 6);
     const std::vector<std::string> master_hex = {purchase_master_hex, load_master_hex, tac_master_v2_hex, auth_master_hex,
-                                                 maintenance_master_hex};
-    for (std::size_t i = 0; i < 5; ++i) {
+                                                 maintenance_master_hex, ssse_auth_master_hex};
+    for (std::size_t i = 0; i < master_hex.size(); ++i) {
         CAPTURE(i);
         const crypto::Key16 expected = independent_card_key(key16(master_hex[i]), alice);
         // Decrypt the export with the transport key, block by block.
@@ -60,6 +60,24 @@ TEST_CASE("derived card keys equal an independent two-level diversification, exp
     }
     CHECK(set->keys[2].master.version == 2);  // "newest" resolved to the active TAC master
     CHECK(hsm::card_key_name(set->keys[2].usage) == "DTK");
+    CHECK(set->keys[5].usage == hsm::KeyUsage::ssse_auth);
+    CHECK(hsm::card_key_name(set->keys[5].usage) == "SSSE_IAK");
+}
+
+TEST_CASE("derive-card-keys takes at most one master per card-key usage: six, not seven") {
+    Loaded h;
+    std::vector<hsm::KeyRef> masters = {{"mk-purchase", 1}, {"mk-load", 1},        {"mk-tac", 0},
+                                        {"mk-internal-auth", 1}, {"mk-maintenance", 1}, {"mk-ssse-auth", 1}};
+    CHECK(h.hsm->derive_card_keys(alice, {"kek-issuance", 0}, masters).ok());
+    masters.push_back({"mk-tac", 2});
+    CHECK(h.hsm->derive_card_keys(alice, {"kek-issuance", 0}, masters).error().code == Errc::bad_request);
+}
+
+TEST_CASE("the ssse-auth usage has a name, parses back, and mk-ssse-auth is its default label") {
+    CHECK(hsm::key_usage_name(hsm::KeyUsage::ssse_auth) == "ssse-auth");
+    CHECK(hsm::parse_key_usage("ssse-auth") == hsm::KeyUsage::ssse_auth);
+    CHECK(hsm::default_ssse_auth_label == "mk-ssse-auth");
+    CHECK(static_cast<int>(hsm::KeyUsage::ssse_auth) == 7);  // the wire and store byte (PROTOCOL.md)
 }
 
 TEST_CASE("derive-card-keys refuses a transport key used as a master, a master used as transport, repeated usages") {
@@ -245,6 +263,36 @@ TEST_CASE("INTERNAL AUTHENTICATE: the cryptogram 3DES(IAK, challenge) verifies, 
     CHECK(h.hsm->verify_internal_auth(auth).value() == Verdict::invalid);
     auth.key = {"mk-tac", 2};
     CHECK(h.hsm->verify_internal_auth(auth).error().code == Errc::wrong_key_usage);
+}
+
+TEST_CASE("INTERNAL AUTHENTICATE under an ssse-auth master: the SSSE key's cryptogram verifies, the purse IAK's does not") {
+    Loaded h;
+    hsm::InternalAuth auth;
+    auth.key = {"mk-ssse-auth", 1};
+    auth.card = alice;
+    auth.challenge = {1, 2, 3, 4, 5, 6, 7, 8};
+    const Bytes ssse = tdes_block(independent_card_key(key16(ssse_auth_master_hex), alice), auth.challenge);
+    const Bytes purse = tdes_block(independent_card_key(key16(auth_master_hex), alice), auth.challenge);
+    REQUIRE(ssse != purse);
+    std::copy(ssse.begin(), ssse.end(), auth.cryptogram.begin());
+    hsm::Usage used;
+    CHECK(h.hsm->verify_internal_auth(auth, &used).value() == Verdict::valid);
+    CHECK(used.key_label == "mk-ssse-auth");
+    // The purse application's answer (no PIN behind it) is not a proof under the SSSE master.
+    std::copy(purse.begin(), purse.end(), auth.cryptogram.begin());
+    CHECK(h.hsm->verify_internal_auth(auth).value() == Verdict::invalid);
+    // And the other way round: the SSSE answer is no purse proof.
+    auth.key = {"mk-internal-auth", 1};
+    std::copy(ssse.begin(), ssse.end(), auth.cryptogram.begin());
+    CHECK(h.hsm->verify_internal_auth(auth).value() == Verdict::invalid);
+    // Keys of unrelated usages stay refused.
+    for (const char* label : {"mk-purchase", "mk-load", "mk-maintenance", "kek-issuance"}) {
+        CAPTURE(label);
+        auth.key = {label, 1};
+        const auto refused = h.hsm->verify_internal_auth(auth);
+        REQUIRE_FALSE(refused.ok());
+        CHECK(refused.error().code == Errc::wrong_key_usage);
+    }
 }
 
 TEST_CASE("input parsers reject malformed card fields with the field named") {

@@ -102,14 +102,17 @@ enum class KeyUsage : std::uint8_t {
     purchase = 1,       // DPK master (and the issuer key exported to PSAMs)
     load = 2,           // DLK master
     tac = 3,            // DTK master
-    internal_auth = 4,  // IAK master (clinic payments)
+    internal_auth = 4,  // the purse's IAK master (its INTERNAL AUTHENTICATE answers without a PIN)
     maintenance = 5,    // DAMK master
     transport = 6,      // KEK: exports are encrypted under it, it never derives anything
+    ssse_auth = 7,      // the SSSE application's IAK master: answered only after VERIFY, so the one key
+                        // whose cryptogram proves a medical payment's card presence with the holder
 };
 enum class KeyStatus : std::uint8_t { active = 1, retired = 2 };
 
 std::string_view key_type_name(KeyType type);     // "tdes2", "sm4"
-std::string_view key_usage_name(KeyUsage usage);  // "purchase", "load", "tac", "internal-auth", "maintenance", "transport"
+// "purchase", "load", "tac", "internal-auth", "maintenance", "transport", "ssse-auth"
+std::string_view key_usage_name(KeyUsage usage);
 std::optional<KeyType> parse_key_type(std::string_view name);
 std::optional<KeyUsage> parse_key_usage(std::string_view name);
 
@@ -147,6 +150,7 @@ inline constexpr std::string_view default_load_label = "mk-load";
 inline constexpr std::string_view default_tac_label = "mk-tac";
 inline constexpr std::string_view default_internal_auth_label = "mk-internal-auth";
 inline constexpr std::string_view default_maintenance_label = "mk-maintenance";
+inline constexpr std::string_view default_ssse_auth_label = "mk-ssse-auth";
 inline constexpr std::string_view default_transport_label = "kek-issuance";
 
 // ---- clients ----------------------------------------------------------------------------------
@@ -301,7 +305,8 @@ struct CardKeySet {
     std::vector<ExportedKey> keys;
 };
 
-// Card key names by master usage: DPK (purchase), DLK (load), DTK (tac), IAK (internal-auth), DAMK (maintenance).
+// Card key names by master usage: DPK (purchase), DLK (load), DTK (tac), IAK (internal-auth), DAMK (maintenance),
+// SSSE_IAK (ssse-auth); in lower case, the key's name in a card profile (card-os-apdu/IMAGE-FORMAT.md).
 std::string_view card_key_name(KeyUsage usage);
 
 // One purchase TAC to verify (CARD-SPEC §4: TAC over amount ‖ type ‖ terminal id ‖ terminal serial ‖ date ‖ time).
@@ -361,7 +366,7 @@ struct LoadAnswer {
 };
 
 struct InternalAuth {
-    KeyRef key;  // internal-auth master
+    KeyRef key;  // a master of usage internal-auth (the purse's IAK) or ssse-auth (the SSSE application's)
     CardIdentity card;
     std::array<std::uint8_t, 8> challenge{};
     std::array<std::uint8_t, 8> cryptogram{};  // the card's 3DES(IAK, challenge)
@@ -403,6 +408,9 @@ public:
     // Verifies the card's load MAC1 and, only if it is valid, computes MAC2 (CARD-SPEC §4).
     Outcome<LoadAnswer> load_mac2(const LoadRequest& load, Usage* usage = nullptr) const;
 
+    // Valid when the cryptogram is 3DES(card key, challenge), the card key derived from `auth.key`, a master
+    // of usage internal-auth or ssse-auth (any other usage: wrong_key_usage). Which of the two a proof needs
+    // is the caller's rule: a medical payment accepts only ssse-auth (PROTOCOL.md).
     Outcome<Verdict> verify_internal_auth(const InternalAuth& auth, Usage* usage = nullptr) const;
 
 private:
