@@ -1,3 +1,4 @@
+#include <coconut/hsm/ca.hpp>
 #include <coconut/hsm/client.hpp>
 
 #include <boost/asio/connect.hpp>
@@ -374,6 +375,16 @@ Outcome<Verdict> Client::verify_internal_auth(const InternalAuth& request) {
 }
 Outcome<Bytes> Client::call(wire::Command command, Bytes payload) {
     return state_->wait<Bytes>([&](auto done) { state_->client->async_call(command, std::move(payload), done); });
+}
+Outcome<Bytes> Client::ca_certificate() {
+    auto payload = call(wire::Command::ca_certificate, {});
+    if (!payload) return payload;
+    return wire::decode_certificate(*payload);
+}
+Outcome<Bytes> Client::sign_certificate(const CertificateSigning& signing) {
+    auto payload = call(wire::Command::sign_certificate, wire::encode(signing));
+    if (!payload) return payload;
+    return wire::decode_certificate(*payload);
 }
 
 // ---- batching -------------------------------------------------------------------------------------

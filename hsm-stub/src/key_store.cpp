@@ -8,6 +8,10 @@
 //   key count(2)    ‖ per key:    label len(1) ‖ label ‖ version(1) ‖ type(1) ‖ usage(1) ‖ status(1) ‖
 //                                 created(8) ‖ retired(8) ‖ key(16) ‖ kcv(3)
 //   client count(2) ‖ per client: id len(1) ‖ id ‖ permissions(4) ‖ created(8) ‖ key(32)
+//   format version 2 only (written once the store holds a signing key, so stores without one stay
+//   readable by builds that know version 1):
+//   signing key count(2) ‖ per key: label len(1) ‖ label ‖ created(8) ‖ key len(2) ‖ PKCS#8 DER key ‖
+//                                   certificate len(2) ‖ certificate DER
 #include <coconut/hsm/audit.hpp>
 #include <coconut/hsm/hsm.hpp>
 
@@ -42,6 +46,7 @@ using detail::SecureBuffer;
 
 constexpr std::array<std::uint8_t, 8> store_magic = {'C', 'O', 'C', 'O', 'H', 'S', 'M', '1'};
 constexpr std::uint16_t store_format_version = 1;
+constexpr std::uint16_t store_format_version_signing = 2;  // version 1 + the signing keys
 constexpr std::size_t key_id_bytes = 8;
 constexpr std::size_t header_bytes = 8 + 2 + key_id_bytes + 8 + crypto_secretbox_NONCEBYTES + 4;
 // A full store (max_keys × 73 B + max_clients × 77 B + headers) is ~380 KiB; 1 MiB bounds what a
@@ -112,6 +117,11 @@ struct ClientEntry {
     ClientInfo info;
     std::size_t offset = 0;  // into State::arena
 };
+struct SigningKeyEntry {
+    KeyStore::SigningKeyInfo info;
+    std::size_t offset = 0;  // into State::arena
+    std::size_t size = 0;
+};
 
 crypto::Kcv compute_kcv(KeyType type, const crypto::Key16& key) {
     if (type == KeyType::tdes2) return crypto::kcv(key);
@@ -159,6 +169,7 @@ struct KeyStore::State {
     SecureBuffer arena{1024};  // key and client key bytes, addressed by offset
     std::vector<KeyEntry> keys;       // sorted by (label, version)
     std::vector<ClientEntry> clients;  // sorted by id
+    std::vector<SigningKeyEntry> signing_keys;  // in the order added
 
     crypto::Key16 key_at(std::size_t offset) const {
         return crypto::Key16(ByteView(arena.data() + offset, key_bytes));
@@ -270,9 +281,9 @@ Outcome<KeyStore> KeyStore::open(const std::filesystem::path& dir) {
     const std::uint64_t generation = header.be(8);
     const std::uint8_t* nonce = header.bytes(crypto_secretbox_NONCEBYTES);
     const std::size_t cipher_len = header.be(4);
-    if (version != store_format_version)
-        return fail(Errc::store_corrupt, fmt::format("{} has format version {}; this build reads version {}", name,
-                                                     version, store_format_version));
+    if (version != store_format_version && version != store_format_version_signing)
+        return fail(Errc::store_corrupt, fmt::format("{} has format version {}; this build reads versions {} and {}", name,
+                                                     version, store_format_version, store_format_version_signing));
     if (std::memcmp(key_id, state->key_id.data(), key_id_bytes) != 0)
         return fail(Errc::store_wrong_master_key,
                     fmt::format("{} was sealed under a different master key (key id {}, {} has key id {})", name,
@@ -342,6 +353,25 @@ Outcome<KeyStore> KeyStore::open(const std::filesystem::path& dir) {
         entry.offset = state->arena.append(key, client_key_bytes);
         state->clients.push_back(std::move(entry));
     }
+    const std::size_t signing_count = version == store_format_version_signing ? in.be(2) : 0;
+    if (signing_count > max_signing_keys)
+        return fail(Errc::store_corrupt, fmt::format("{} claims {} signing keys, above the limit of {}", name, signing_count,
+                                                     max_signing_keys));
+    for (std::size_t i = 0; i < signing_count && !in.failed; ++i) {
+        SigningKeyEntry entry;
+        entry.info.label = in.text();
+        entry.info.created_unix_s = static_cast<std::int64_t>(in.be(8));
+        entry.size = in.be(2);
+        const std::uint8_t* key = entry.size <= max_signing_key_bytes ? in.bytes(entry.size) : nullptr;
+        const std::size_t certificate_size = in.be(2);
+        const std::uint8_t* certificate = certificate_size <= max_signing_certificate_bytes ? in.bytes(certificate_size) : nullptr;
+        if (in.failed) break;
+        if (!valid_label(entry.info.label) || key == nullptr || certificate == nullptr || entry.size == 0 || certificate_size == 0)
+            return fail(Errc::store_corrupt, fmt::format("{}: signing key record {} has an invalid field", name, i + 1));
+        entry.info.certificate_der.assign(certificate, certificate + certificate_size);
+        entry.offset = state->arena.append(key, entry.size);
+        state->signing_keys.push_back(std::move(entry));
+    }
     if (in.failed || in.at != in.size)
         return fail(Errc::store_corrupt, fmt::format("{}: the sealed contents do not parse (bad record lengths)", name));
     return KeyStore(std::move(state));
@@ -352,7 +382,8 @@ Status<Failure> KeyStore::save() {
     ++s.generation;
     SecureBuffer plain(256);
     SecureWriter out{plain};
-    out.be(store_format_version, 2);
+    const std::uint16_t version = s.signing_keys.empty() ? store_format_version : store_format_version_signing;
+    out.be(version, 2);
     out.bytes(s.key_id.data(), key_id_bytes);
     out.be(s.generation, 8);
     out.be(s.keys.size(), 2);
@@ -374,11 +405,22 @@ Status<Failure> KeyStore::save() {
         out.be(static_cast<std::uint64_t>(c.info.created_unix_s), 8);
         out.bytes(s.arena.data() + c.offset, client_key_bytes);
     }
+    if (version == store_format_version_signing) {
+        out.be(s.signing_keys.size(), 2);
+        for (const SigningKeyEntry& k : s.signing_keys) {
+            out.text(k.info.label);
+            out.be(static_cast<std::uint64_t>(k.info.created_unix_s), 8);
+            out.be(k.size, 2);
+            out.bytes(s.arena.data() + k.offset, k.size);
+            out.be(k.info.certificate_der.size(), 2);
+            out.bytes(k.info.certificate_der.data(), k.info.certificate_der.size());
+        }
+    }
 
     Bytes sealed;
     sealed.reserve(header_bytes + crypto_secretbox_MACBYTES + plain.size());
     append(sealed, store_magic);
-    append_be(sealed, store_format_version, 2);
+    append_be(sealed, version, 2);
     append(sealed, s.key_id);
     append_be(sealed, s.generation, 8);
     std::array<std::uint8_t, crypto_secretbox_NONCEBYTES> nonce{};
@@ -529,6 +571,42 @@ crypto::Secret<32> KeyStore::audit_key() const {
     crypto::Secret<32> key;
     crypto_kdf_derive_from_key(key.data(), key.size(), 1, kdf_context_audit, state_->master.data());
     return key;
+}
+
+// ---- signing keys ---------------------------------------------------------------------------------
+
+std::optional<KeyStore::SigningKeyInfo> KeyStore::signing_key(std::string_view label) const {
+    for (const SigningKeyEntry& k : state_->signing_keys)
+        if (k.info.label == label) return k.info;
+    return std::nullopt;
+}
+
+Status<Failure> KeyStore::add_signing_key(std::string_view label, ByteView private_key_der, Bytes certificate_der) {
+    if (!valid_label(label))
+        return fail(Errc::bad_request,
+                    fmt::format("signing key label '{}' is not 1–{} characters of a-z 0-9 . _ -", label, max_label_chars));
+    if (private_key_der.empty() || private_key_der.size() > max_signing_key_bytes)
+        return fail(Errc::bad_request, fmt::format("a signing key is 1–{} bytes of PKCS#8 DER", max_signing_key_bytes));
+    if (certificate_der.empty() || certificate_der.size() > max_signing_certificate_bytes)
+        return fail(Errc::bad_request, fmt::format("a signing key's certificate is 1–{} bytes of DER", max_signing_certificate_bytes));
+    if (signing_key(label)) return fail(Errc::key_exists, fmt::format("signing key '{}' already exists", label));
+    if (state_->signing_keys.size() >= max_signing_keys)
+        return fail(Errc::bad_request, fmt::format("the store holds the maximum of {} signing keys", max_signing_keys));
+    SigningKeyEntry entry;
+    entry.info = {std::string(label), now_unix_s(), std::move(certificate_der)};
+    entry.size = private_key_der.size();
+    entry.offset = state_->arena.append(private_key_der.data(), private_key_der.size());
+    state_->signing_keys.push_back(std::move(entry));
+    return Ok{};
+}
+
+Status<Failure> KeyStore::with_signing_key(std::string_view label, const std::function<void(ByteView)>& use) const {
+    for (const SigningKeyEntry& k : state_->signing_keys) {
+        if (k.info.label != label) continue;
+        use(ByteView(state_->arena.data() + k.offset, k.size));
+        return Ok{};
+    }
+    return fail(Errc::key_not_found, fmt::format("no signing key labelled '{}'", label));
 }
 
 // ---- ceremony -------------------------------------------------------------------------------------

@@ -161,7 +161,9 @@ std::optional<Command> command_from_byte(std::uint8_t byte) {
         case Command::verify_purchase_tacs:
         case Command::verify_load_tac:
         case Command::load_mac2:
-        case Command::verify_internal_auth: return static_cast<Command>(byte);
+        case Command::verify_internal_auth:
+        case Command::ca_certificate:
+        case Command::sign_certificate: return static_cast<Command>(byte);
     }
     return std::nullopt;
 }
@@ -175,6 +177,8 @@ std::string_view command_name(Command command) {
         case Command::verify_load_tac: return "verify-load-tac";
         case Command::load_mac2: return "load-mac2";
         case Command::verify_internal_auth: return "verify-internal-auth";
+        case Command::ca_certificate: return "ca-certificate";
+        case Command::sign_certificate: return "sign-certificate";
     }
     return "unknown";
 }
@@ -188,6 +192,9 @@ std::uint32_t required_permission(Command command) {
         case Command::verify_load_tac: return permit_tac;
         case Command::load_mac2: return permit_load;
         case Command::verify_internal_auth: return permit_auth;
+        // The CA certificate is public: whoever may look up keys may fetch it.
+        case Command::ca_certificate: return permit_ca | permit_key_info;
+        case Command::sign_certificate: return permit_ca;
     }
     return 0;
 }

@@ -1,3 +1,4 @@
+#include <coconut/hsm/ca.hpp>
 #include <coconut/hsm/server.hpp>
 
 #include "secure_buffer.hpp"
@@ -76,6 +77,28 @@ Answer serve(Outcome<Decoded> decoded, Call call) {
     return answer;
 }
 
+// The island CA's commands (ca.hpp): a certificate in, a certificate out.
+Answer dispatch_ca(const KeyStore& store, wire::Command command, ByteView payload) {
+    Answer answer;
+    Outcome<Bytes> certificate = Bytes{};
+    if (command == wire::Command::ca_certificate) {
+        certificate = payload.empty() ? ca_certificate(store) : Outcome<Bytes>(fail(Errc::bad_request, "ca-certificate takes no payload"));
+        answer.usage.result = "ok";
+    } else {
+        auto signing = wire::decode_sign_certificate(payload);
+        auto issued = signing ? sign_certificate(store, *signing, &answer.usage) : Outcome<IssuedCertificate>(Unexpected<Failure>{signing.error()});
+        certificate = issued ? Outcome<Bytes>(std::move(issued->certificate_der)) : Outcome<Bytes>(Unexpected<Failure>{issued.error()});
+    }
+    if (!certificate) {
+        Answer failed = error_answer(certificate.error());
+        failed.usage.key_label = std::string(ca_label);
+        return failed;
+    }
+    answer.usage.key_label = std::string(ca_label);
+    answer.payload = wire::encode_certificate(*certificate);
+    return answer;
+}
+
 Answer dispatch(const Hsm& hsm, wire::Command command, ByteView payload) {
     using wire::Command;
     switch (command) {
@@ -115,6 +138,8 @@ Answer dispatch(const Hsm& hsm, wire::Command command, ByteView payload) {
                              u->key_label = r.key.label;
                              return hsm.verify_internal_auth(r, u);
                          });
+        case Command::ca_certificate:
+        case Command::sign_certificate: return dispatch_ca(hsm.store(), command, payload);
     }
     return error_answer({Errc::unknown_command, "unknown command"});
 }

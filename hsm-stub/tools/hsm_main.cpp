@@ -8,9 +8,12 @@
 //     verify-load-tac       --issuer --asn --new-balance --atc --amount --type --terminal --date --time --tac [--key]
 //     load-mac2             --issuer --asn --old-balance --amount --type --terminal --atc --random --mac1 --date --time [--key]
 //     verify-internal-auth  --issuer --asn --challenge --cryptogram [--key]
+//     ca-certificate        [--out FILE]                         the island CA certificate (PEM)
+//     sign-certificate      --profile terminal|server --name N --csr FILE [--san IP:…|DNS:…] [--validity-days D] [--out FILE]
 //
 // Exit status: 0 success (and a "valid" verdict), 3 an "invalid" verdict, 1 an error, 2 a usage error.
 // Key bytes are never printed in clear: derived keys appear only encrypted under the transport key.
+#include <coconut/hsm/ca.hpp>
 #include <coconut/hsm/client.hpp>
 
 #include <CLI/CLI.hpp>
@@ -19,6 +22,7 @@
 
 #include <charconv>
 #include <csignal>
+#include <fstream>
 #include <iostream>
 
 namespace hsm = coconut::hsm;
@@ -175,6 +179,21 @@ int main(int argc, char** argv) {
     auth->add_option("--cryptogram", f.cryptogram, "card answer, 16 hex digits")->required();
     auth->add_option("--key", auth_key, "internal-auth or ssse-auth master LABEL[:VERSION]")->capture_default_str();
 
+    std::string certificate_out;
+    auto* ca_cmd = app.add_subcommand("ca-certificate", "the island CA certificate (PEM; permission ca or key-info)");
+    ca_cmd->add_option("--out", certificate_out, "write it here (default: stdout)");
+    std::string profile_text = "terminal", csr_file;
+    hsm::CertificateSigning signing;
+    auto* sign_cmd = app.add_subcommand("sign-certificate", "have the island CA sign a certificate request (permission ca)");
+    sign_cmd->add_option("--profile", profile_text, "terminal | server")->capture_default_str();
+    sign_cmd->add_option("--name", signing.name, "terminal id (8 characters) or the server's name")->required();
+    sign_cmd->add_option("--csr", csr_file, "PKCS#10 request, PEM or DER")->required();
+    sign_cmd->add_option("--san", signing.subject_alt_names, "server: IP:ADDRESS or DNS:NAME (repeatable)");
+    sign_cmd->add_option("--validity-days", signing.validity_days, "days from now")
+        ->capture_default_str()
+        ->check(CLI::Range(1, static_cast<int>(hsm::certificate_validity_days_max)));
+    sign_cmd->add_option("--out", certificate_out, "write the certificate here (default: stdout)");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -294,6 +313,45 @@ int main(int argc, char** argv) {
         else
             std::cout << (valid ? fmt::format("MAC1 valid; MAC2 {}\n", to_hex(answer->mac2)) : std::string("MAC1 invalid; no MAC2\n"));
         return valid ? exit_ok : exit_invalid;
+    }
+    if (ca_cmd->parsed() || sign_cmd->parsed()) {
+        if (sign_cmd->parsed()) {
+            const auto profile = coconut::tls::parse_profile(profile_text);
+            if (!profile || *profile == coconut::tls::Profile::ca) {
+                std::cerr << "coconut-hsm: --profile must be terminal or server\n";
+                return exit_usage;
+            }
+            signing.profile = *profile;
+            std::ifstream in(csr_file, std::ios::binary);
+            if (!in) return report({hsm::Errc::io_error, fmt::format("cannot read {}", csr_file)});
+            signing.request.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+        }
+        TRY(der, sign_cmd->parsed() ? hsm_client.sign_certificate(signing) : hsm_client.ca_certificate());
+        auto certificate = coconut::tls::parse_certificate(der.value());
+        if (!certificate) return report({hsm::Errc::protocol_error, "the HSM answered with a certificate that does not parse"});
+        if (!certificate_out.empty()) {
+            if (auto written = coconut::tls::write_certificate(certificate_out, *certificate); !written)
+                return report({hsm::Errc::io_error, written.error().message});
+        }
+        const auto info = coconut::tls::describe(*certificate);
+        const auto unix_s = [](auto when) { return std::chrono::system_clock::to_time_t(when); };
+        if (json_output) {
+            std::cout << nlohmann::json{{"subject", info.subject.common_name},
+                                        {"organization", info.subject.organization},
+                                        {"serial", info.serial_hex},
+                                        {"not_before_unix_s", unix_s(info.not_before)},
+                                        {"not_after_unix_s", unix_s(info.not_after)},
+                                        {"subject_alt_names", info.subject_alt_names},
+                                        {"pem", coconut::tls::to_pem(*certificate)}}
+                             .dump()
+                      << "\n";
+        } else if (certificate_out.empty()) {
+            std::cout << coconut::tls::to_pem(*certificate);
+        } else {
+            std::cout << fmt::format("{} (O={}) serial {}, written to {}\n", info.subject.common_name, info.subject.organization,
+                                     info.serial_hex, certificate_out);
+        }
+        return exit_ok;
     }
     if (auth->parsed()) {
         TRY(ref, key_of(auth_key));

@@ -10,10 +10,13 @@
 //   coconut-hsmd client list   --store DIR [--json]
 //   coconut-hsmd client remove --store DIR --id ID
 //   coconut-hsmd audit verify  --store DIR
+//   coconut-hsmd ca init        --store DIR [--name CN] [--validity-days D]   (idempotent; key never leaves)
+//   coconut-hsmd ca certificate --store DIR [--out FILE]
 //
 // Exit status: 0 success, 1 an operating error (message on stderr), 2 a usage error.
 // A running daemon picks up ceremony changes on SIGHUP; SIGTERM / SIGINT stop it.
 #include <coconut/hsm/audit.hpp>
+#include <coconut/hsm/ca.hpp>
 #include <coconut/hsm/hsm.hpp>
 #include <coconut/hsm/protocol.hpp>
 #include <coconut/hsm/server.hpp>
@@ -207,6 +210,54 @@ int client_list(const std::string& dir, bool json) {
     return 0;
 }
 
+// The island CA certificate as PEM, to `out` (0644) or stdout; a one-line summary on stderr.
+int print_ca_certificate(const coconut::Bytes& der, const std::string& out, bool created) {
+    auto certificate = coconut::tls::parse_certificate(der);
+    if (!certificate) return report({hsm::Errc::store_corrupt, "the sealed CA certificate does not parse"});
+    const auto info = coconut::tls::describe(*certificate);
+    const std::time_t until = std::chrono::system_clock::to_time_t(info.not_after);
+    char date[16];
+    std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&until));
+    std::cerr << fmt::format("island CA {} \"{}\" serial {}, valid until {} (key sealed in the store, never exported)\n",
+                             created ? "created:" : "exists:", info.subject.common_name, info.serial_hex, date);
+    if (out.empty()) {
+        std::cout << coconut::tls::to_pem(*certificate) << std::flush;
+        return 0;
+    }
+    if (auto written = coconut::tls::write_certificate(out, *certificate); !written)
+        return report({hsm::Errc::io_error, written.error().message});
+    return 0;
+}
+
+int ca_init(const std::string& dir, const std::string& name, std::uint32_t validity_days, const std::string& out) {
+    {
+        auto store = hsm::KeyStore::open(dir);
+        if (!store) return report(store.error());
+        if (auto existing = hsm::ca_certificate(store.value())) return print_ca_certificate(*existing, out, false);
+    }
+    coconut::Bytes der;
+    const int code = ceremony(dir, "ca-init", [&](hsm::KeyStore& store, hsm::AuditEntry& entry) -> hsm::Outcome<coconut::Ok> {
+        entry.key_label = std::string(hsm::ca_label);
+        auto made = hsm::create_ca(store, name, validity_days);
+        if (!made) return coconut::Unexpected<hsm::Failure>{made.error()};
+        der = made->certificate_der;
+        auto certificate = coconut::tls::parse_certificate(der);
+        entry.result = certificate ? fmt::format("EC P-256 key generated and sealed; certificate CN={} serial {}", name,
+                                                 coconut::tls::describe(*certificate).serial_hex)
+                                   : "created";
+        return coconut::Ok{};
+    });
+    return code != 0 ? code : print_ca_certificate(der, out, true);
+}
+
+int ca_show(const std::string& dir, const std::string& out) {
+    auto store = hsm::KeyStore::open(dir);
+    if (!store) return report(store.error());
+    auto der = hsm::ca_certificate(store.value());
+    if (!der) return report(der.error());
+    return print_ca_certificate(*der, out, false);
+}
+
 int audit_verify(const std::string& dir) {
     auto store = hsm::KeyStore::open(dir);
     if (!store) return report(store.error());
@@ -366,13 +417,29 @@ int main(int argc, char** argv) {
     add_store(client_add_cmd);
     client_add_cmd->add_option("--id", client_id, "client id")->required();
     client_add_cmd->add_option("--key-out", key_out, "client key file to create")->required();
-    client_add_cmd->add_option("--permissions", permissions_text, "key-info,issuance,tac,load,auth or all")->capture_default_str();
+    client_add_cmd->add_option("--permissions", permissions_text, "key-info,issuance,tac,load,auth,ca or all")->capture_default_str();
     auto* client_list_cmd = client->add_subcommand("list", "list clients");
     add_store(client_list_cmd);
     client_list_cmd->add_flag("--json", json, "JSON output");
     auto* client_remove_cmd = client->add_subcommand("remove", "remove a client");
     add_store(client_remove_cmd);
     client_remove_cmd->add_option("--id", client_id, "client id")->required();
+
+    std::string ca_name{hsm::ca_common_name_default};
+    std::uint32_t ca_validity_days = hsm::ca_validity_days_default;
+    std::string certificate_out;
+    auto* ca = app.add_subcommand("ca", "the island CA for the ISO 8583 link's TLS (its key never leaves the store)");
+    ca->require_subcommand(1);
+    auto* ca_init_cmd = ca->add_subcommand("init", "generate the CA key and its certificate in the store (idempotent)");
+    add_store(ca_init_cmd);
+    ca_init_cmd->add_option("--name", ca_name, "the CA's common name")->capture_default_str();
+    ca_init_cmd->add_option("--validity-days", ca_validity_days, "the CA certificate's validity")
+        ->capture_default_str()
+        ->check(CLI::Range(1u, hsm::ca_validity_days_max));
+    ca_init_cmd->add_option("--out", certificate_out, "write the CA certificate (PEM) here (default: stdout)");
+    auto* ca_certificate_cmd = ca->add_subcommand("certificate", "print (or write) the CA certificate, PEM");
+    add_store(ca_certificate_cmd);
+    ca_certificate_cmd->add_option("--out", certificate_out, "write it here (default: stdout)");
 
     auto* audit = app.add_subcommand("audit", "audit log");
     audit->require_subcommand(1);
@@ -413,7 +480,7 @@ int main(int argc, char** argv) {
     if (client_add_cmd->parsed()) {
         const auto permissions = hsm::parse_permissions(permissions_text);
         if (!permissions) {
-            std::cerr << fmt::format("coconut-hsmd: unknown permission list '{}' (use key-info,issuance,tac,load,auth or all)\n",
+            std::cerr << fmt::format("coconut-hsmd: unknown permission list '{}' (use key-info,issuance,tac,load,auth,ca or all)\n",
                                      permissions_text);
             return 2;
         }
@@ -422,5 +489,7 @@ int main(int argc, char** argv) {
     if (client_list_cmd->parsed()) return client_list(store_dir, json);
     if (client_remove_cmd->parsed()) return client_remove(store_dir, client_id);
     if (verify->parsed()) return audit_verify(store_dir);
+    if (ca_init_cmd->parsed()) return ca_init(store_dir, ca_name, ca_validity_days, certificate_out);
+    if (ca_certificate_cmd->parsed()) return ca_show(store_dir, certificate_out);
     return 2;
 }

@@ -16,6 +16,7 @@
 // create a new one to reconnect. Request-level errors (unknown key, not permitted …) fail only that request.
 #pragma once
 
+#include <coconut/hsm/ca.hpp>
 #include <coconut/hsm/hsm.hpp>
 #include <coconut/hsm/protocol.hpp>
 
@@ -86,6 +87,9 @@ public:
     Outcome<LoadAnswer> load_mac2(const LoadRequest& request);
     Outcome<Verdict> verify_internal_auth(const InternalAuth& request);
     Outcome<Bytes> call(wire::Command command, Bytes payload);
+    // The island CA (ca.hpp): its certificate, and a certificate signed for a request (both DER).
+    Outcome<Bytes> ca_certificate();
+    Outcome<Bytes> sign_certificate(const CertificateSigning& signing);
 
     struct State;
 

@@ -30,6 +30,7 @@
 #include <array>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -162,9 +163,10 @@ enum Permission : std::uint32_t {
     permit_tac = 1u << 2,        // verify_purchase_tacs, verify_load_tac
     permit_load = 1u << 3,       // load_mac2
     permit_auth = 1u << 4,       // verify_internal_auth
-    permit_all = permit_key_info | permit_issuance | permit_tac | permit_load | permit_auth,
+    permit_ca = 1u << 5,         // sign_certificate, ca_certificate (the island CA, ca.hpp)
+    permit_all = permit_key_info | permit_issuance | permit_tac | permit_load | permit_auth | permit_ca,
 };
-// "key-info,issuance,tac,load,auth" ↔ bits; "all" accepted on input.
+// "key-info,issuance,tac,load,auth,ca" ↔ bits; "all" accepted on input.
 std::string permissions_to_string(std::uint32_t permissions);
 std::optional<std::uint32_t> parse_permissions(std::string_view text);
 
@@ -188,6 +190,11 @@ struct ClientInfo {
 // 1024 clients leave two orders of magnitude of room while bounding what a corrupt count can ask for.
 inline constexpr std::size_t max_keys = 4096;
 inline constexpr std::size_t max_clients = 1024;
+// An island has one CA key per generation: 16 leaves room for rollovers. A P-256 key in PKCS#8 is
+// ~140 bytes and its certificate ~600: the byte limits bound what a corrupt length can ask for.
+inline constexpr std::size_t max_signing_keys = 16;
+inline constexpr std::size_t max_signing_key_bytes = 512;
+inline constexpr std::size_t max_signing_certificate_bytes = 4096;
 inline constexpr std::size_t master_key_bytes = 32;  // crypto_secretbox_KEYBYTES
 
 struct StorePaths {
@@ -261,6 +268,21 @@ public:
     // Key for the audit log's keyed hash chain, derived from the local master key (crypto_kdf), so the
     // chain cannot be recomputed by someone who can edit audit.log but cannot read master.key.
     crypto::Secret<32> audit_key() const;
+
+    // ---- signing keys (the island CA's EC key, ca.hpp) ----
+    // Private keys other than 3DES/SM4 keys, sealed with them: PKCS#8 DER (≤ max_signing_key_bytes) with
+    // the certificate (DER, ≤ max_signing_certificate_bytes) that names the key. They never leave the
+    // process: a service uses one through with_signing_key().
+    struct SigningKeyInfo {
+        std::string label;
+        std::int64_t created_unix_s = 0;
+        Bytes certificate_der;
+    };
+    std::optional<SigningKeyInfo> signing_key(std::string_view label) const;
+    // key_exists when the label is taken; bad_request for a label, a size or the store's limit.
+    Status<Failure> add_signing_key(std::string_view label, ByteView private_key_der, Bytes certificate_der);
+    // Calls `use` with the key's PKCS#8 DER in guarded memory (no copy is made). key_not_found.
+    Status<Failure> with_signing_key(std::string_view label, const std::function<void(ByteView private_key_der)>& use) const;
 
     struct State;
 

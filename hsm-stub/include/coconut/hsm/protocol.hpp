@@ -48,9 +48,12 @@ enum class Command : std::uint8_t {
     verify_load_tac = 0x21,
     load_mac2 = 0x30,
     verify_internal_auth = 0x40,
+    ca_certificate = 0x50,    // the island CA (ca.hpp)
+    sign_certificate = 0x51,
 };
 std::optional<Command> command_from_byte(std::uint8_t byte);
 std::string_view command_name(Command command);  // "verify-purchase-tacs", … (audit log, errors)
+// The permission bits of which a client needs at least one.
 std::uint32_t required_permission(Command command);
 
 // Size of one item of a verify_purchase_tacs payload:
