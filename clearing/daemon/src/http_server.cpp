@@ -252,7 +252,7 @@ HttpServer::HttpServer(net::io_context& io, Services services, HttpOptions optio
     State& s = *state_;
     if (!s.options.tls_certificate.empty() || !s.options.tls_private_key.empty()) {
         if (s.options.tls_certificate.empty() || s.options.tls_private_key.empty()) {
-            throw std::runtime_error("TLS needs both --tls-cert and --tls-key");
+            throw std::runtime_error("TLS needs both --http-tls-cert and --http-tls-key");
         }
         s.tls.emplace(net::ssl::context::tls_server);
         s.tls->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 | net::ssl::context::no_sslv3 |

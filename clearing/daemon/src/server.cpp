@@ -1,10 +1,14 @@
 // The ISO 8583 listener: one Session per connection, on one I/O thread (so engine session state and
 // the connection's counters need no locks). Every read has a deadline; frames are bounded by
 // iso8583::frame_size_max; a connection has at most in_flight_per_connection_max requests being
-// processed — beyond that it stops reading until answers go out.
+// processed — beyond that it stops reading until answers go out. With ServerOptions::tls a connection
+// first completes a mutual-TLS handshake within handshake_timeout (coconut::tls verifies the client
+// certificate against the island CA); its terminal id becomes the session's authenticated_terminal_id.
 #include <coconut/clearing/clearing.hpp>
+#include <coconut/tls/tls.hpp>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
@@ -20,7 +24,7 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 
 namespace {
-class Session;
+class SessionBase;
 }
 
 struct Server::State : std::enable_shared_from_this<State> {
@@ -31,35 +35,92 @@ struct Server::State : std::enable_shared_from_this<State> {
     ServerOptions options;
     tcp::acceptor acceptor;
     ServerStats stats;
-    std::set<std::shared_ptr<Session>> sessions;
+    std::set<std::shared_ptr<SessionBase>> sessions;
     bool stopping = false;
     std::function<void()> on_drained;
 
     void accept();
-    void closed(const std::shared_ptr<Session>& session);
+    void closed(const std::shared_ptr<SessionBase>& session);
 };
 
 namespace {
 
-class Session : public std::enable_shared_from_this<Session> {
+// What the server's connection set holds: a session of either stream type.
+class SessionBase {
 public:
-    Session(tcp::socket socket, std::shared_ptr<Server::State> server)
-        : socket_(std::move(socket)), timer_(socket_.get_executor()), server_(std::move(server)) {
+    virtual ~SessionBase() = default;
+    virtual void start() = 0;
+    virtual void drain() = 0;
+};
+
+using TlsStream = asio::ssl::stream<tcp::socket>;
+
+// One connection over `Stream`: tcp::socket (--insecure-terminals) or TlsStream.
+template <class Stream>
+class Session final : public SessionBase, public std::enable_shared_from_this<Session<Stream>> {
+public:
+    static constexpr bool tls = std::is_same_v<Stream, TlsStream>;
+
+    template <class... Context>
+    Session(tcp::socket socket, std::shared_ptr<Server::State> server, Context&... context)
+        : socket_(std::move(socket), context...), timer_(socket_.get_executor()), server_(std::move(server)) {
         boost::system::error_code ignored;
-        socket_.set_option(tcp::no_delay(true), ignored);  // answers are small and latency-bound
+        socket_.lowest_layer().set_option(tcp::no_delay(true), ignored);  // answers are small and latency-bound
     }
 
-    void start() { read_more(); }
+    void start() override {
+        if constexpr (tls) {
+            handshake();
+        } else {
+            read_more();
+        }
+    }
 
     // Graceful stop: no more reads; close once every request in hand is answered and written.
-    void drain() {
+    void drain() override {
         draining_ = true;
         boost::system::error_code ignored;
-        if (reading_) socket_.cancel(ignored);
+        if (handshaking_) return close();
+        if (reading_) socket_.lowest_layer().cancel(ignored);
         finish_if_done();
     }
 
 private:
+    using std::enable_shared_from_this<Session<Stream>>::shared_from_this;
+
+    // The TLS handshake, bounded by handshake_timeout: a peer that stalls it (or never starts) is closed
+    // and counted, like one whose certificate does not verify.
+    void handshake() {
+        handshaking_ = true;
+        timer_.expires_after(server_->options.handshake_timeout);
+        timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+            if (ec || !self->handshaking_ || self->closed_) return;
+            self->server_->stats.tls_handshake_failures++;
+            self->server_->stats.timeouts++;
+            self->close();
+        });
+        socket_.async_handshake(asio::ssl::stream_base::server, [self = shared_from_this()](boost::system::error_code ec) {
+            self->handshaking_ = false;
+            self->timer_.cancel();
+            if (self->closed_) return self->finish_if_done();
+            if (ec) {
+                self->server_->stats.tls_handshake_failures++;
+                return self->close();
+            }
+            // The server context verified the chain to the island CA; a certificate that is not a
+            // terminal's (another profile, a CN that is not a field 41) does not log in.
+            auto terminal_id = coconut::tls::terminal_id_of_peer(self->socket_.native_handle());
+            if (!terminal_id) {
+                self->server_->stats.tls_handshake_failures++;
+                return self->close();
+            }
+            (coconut::tls::ClientContext::resumed(self->socket_.native_handle()) ? self->server_->stats.tls_handshakes_resumed
+                                                                                  : self->server_->stats.tls_handshakes_full)++;
+            self->state_.authenticated_terminal_id = std::move(*terminal_id);
+            self->read_more();
+        });
+    }
+
     void read_more() {
         if (closed_ || draining_ || reading_ || in_flight_ >= server_->options.in_flight_per_connection_max) return;
         if (have_ == buffer_.size()) return close();  // cannot happen: frame_size() bounds a frame
@@ -190,13 +251,13 @@ private:
             closed_ = true;
             boost::system::error_code ignored;
             timer_.cancel();
-            socket_.shutdown(tcp::socket::shutdown_both, ignored);
-            socket_.close(ignored);
+            socket_.lowest_layer().shutdown(tcp::socket::shutdown_both, ignored);
+            socket_.lowest_layer().close(ignored);
         }
         finish_if_done();
     }
 
-    tcp::socket socket_;
+    Stream socket_;
     asio::steady_timer timer_;
     std::shared_ptr<Server::State> server_;
     std::array<std::uint8_t, iso8583::frame_size_max> buffer_{};
@@ -210,6 +271,7 @@ private:
     bool writing_ = false;
     bool write_posted_ = false;
     bool handling_ = false;  // inside engine.handle(): answers must not re-enter process_frames
+    bool handshaking_ = false;
     bool draining_ = false;
     bool closed_ = false;
     bool reported_ = false;
@@ -227,7 +289,12 @@ void Server::State::accept() {
                 socket.close(ignored);
             } else {
                 self->stats.connections_accepted++;
-                auto session = std::make_shared<Session>(std::move(socket), self);
+                std::shared_ptr<SessionBase> session;
+                if (self->options.tls) {
+                    session = std::make_shared<Session<TlsStream>>(std::move(socket), self, *self->options.tls);
+                } else {
+                    session = std::make_shared<Session<tcp::socket>>(std::move(socket), self);
+                }
                 self->sessions.insert(session);
                 session->start();
             }
@@ -236,7 +303,7 @@ void Server::State::accept() {
     });
 }
 
-void Server::State::closed(const std::shared_ptr<Session>& session) {
+void Server::State::closed(const std::shared_ptr<SessionBase>& session) {
     sessions.erase(session);
     if (stopping && sessions.empty() && on_drained) {
         auto done = std::move(on_drained);

@@ -2,6 +2,7 @@
 // admin (registries). Usage, options and exit codes: clearing/README.md.
 #include <coconut/clearing/clearing.hpp>
 #include <coconut/clearing/http.hpp>
+#include <coconut/tls/tls.hpp>
 
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -123,11 +124,17 @@ struct ServeOptions {
     std::size_t group_linger_below = ledger::WriterOptions{}.group_linger_below;
     std::string writer_cpu{writer_cpu_default};
     bool allow_without_sign_on = false;
+    // TLS for terminals (clearing/README.md "TLS for terminals"): all three, or --insecure-terminals.
+    std::string tls_cert;
+    std::string tls_key;
+    std::string tls_ca;
+    bool insecure_terminals = false;
+    std::uint32_t handshake_timeout_s = static_cast<std::uint32_t>(handshake_timeout_default.count());
     EngineOptions engine;
     // HTTP API (clearing/README.md "HTTP API"); empty http_listen: no HTTP port.
     std::string http_listen;
-    std::string tls_cert;
-    std::string tls_key;
+    std::string http_tls_cert;
+    std::string http_tls_key;
     std::size_t http_connections_max = http::http_connections_max_default;
     double token_requests_per_s = http::token_requests_per_s_default;
     double address_failures_per_s = http::address_failures_per_s_default;
@@ -135,9 +142,27 @@ struct ServeOptions {
     std::string http_ready_file;
 };
 
+// The ISO 8583 listener's TLS context, or nullptr with --insecure-terminals. A usage error when neither
+// or both are asked for, or when the TLS files are incomplete.
+clearing::Result<std::shared_ptr<boost::asio::ssl::context>> terminal_tls(const ServeOptions& o) {
+    const bool any_file = !o.tls_cert.empty() || !o.tls_key.empty() || !o.tls_ca.empty();
+    if (o.insecure_terminals && any_file)
+        return Unexpected<Error>{{ErrorCode::bad_input, "--insecure-terminals and --tls-cert/--tls-key/--tls-ca exclude each other"}};
+    if (o.insecure_terminals) return std::shared_ptr<boost::asio::ssl::context>();
+    if (o.tls_cert.empty() || o.tls_key.empty() || o.tls_ca.empty())
+        return Unexpected<Error>{{ErrorCode::bad_input,
+                                  "terminals connect over mutual TLS: give --tls-cert, --tls-key and --tls-ca (the island CA), or "
+                                  "--insecure-terminals for plain TCP (local development only)"}};
+    auto context = tls::make_server_context({o.tls_ca, o.tls_cert, o.tls_key});
+    if (!context) return Unexpected<Error>{{ErrorCode::bad_input, "TLS for terminals: " + context.error().message}};
+    return std::make_shared<boost::asio::ssl::context>(std::move(context).value());
+}
+
 int serve(const ServeOptions& o) {
     auto listen = hsm::wire::parse_endpoint(o.iso_listen, true);
     if (!listen) return fail(exit_usage, "--iso-listen: " + listen.error().message);
+    auto terminal_context = terminal_tls(o);
+    if (!terminal_context) return fail(exit_usage, terminal_context.error().message);
     auto hsm_endpoint = hsm::wire::parse_endpoint(o.hsm);
     if (!hsm_endpoint) return fail(exit_usage, "--hsm: " + hsm_endpoint.error().message);
     auto layout = plan_cpu_layout(o.writer_cpu);
@@ -188,6 +213,8 @@ int serve(const ServeOptions& o) {
     server_options.connections_max = o.connections_max;
     server_options.in_flight_per_connection_max = o.in_flight_max;
     server_options.read_idle_timeout = std::chrono::seconds(o.read_idle_timeout_s);
+    server_options.tls = *terminal_context;
+    server_options.handshake_timeout = std::chrono::seconds(o.handshake_timeout_s);
     std::unique_ptr<Server> server;
     try {
         server = std::make_unique<Server>(io, engine, server_options);
@@ -209,8 +236,8 @@ int serve(const ServeOptions& o) {
         http_options.token_burst = std::max(http::token_burst_default, o.token_requests_per_s);
         http_options.address_failures_per_s = o.address_failures_per_s;
         http_options.address_failure_burst = std::max(http::address_failure_burst_default, o.address_failures_per_s);
-        http_options.tls_certificate = o.tls_cert;
-        http_options.tls_private_key = o.tls_key;
+        http_options.tls_certificate = o.http_tls_cert;
+        http_options.tls_private_key = o.http_tls_key;
         http::Services services{*data->ledger, writer, *data->registry, **tokens, &engine.stats(), &server->stats(),
                                 &metered_hsm.stats()};
         try {
@@ -285,6 +312,10 @@ int serve(const ServeOptions& o) {
     }
     std::cout << fmt::format("coconut-clearingd: listening on {}:{} (data {}, HSM {}:{})\n", listen->host, server->port(),
                              o.data, hsm_endpoint->host, hsm_endpoint->port);
+    std::cout << (server_options.tls ? fmt::format("coconut-clearingd: terminals over mutual TLS (client certificates of the CA in {})\n",
+                                                   o.tls_ca)
+                                     : std::string("coconut-clearingd: terminals over PLAIN TCP (--insecure-terminals): any "
+                                                   "peer may claim any terminal id\n"));
     if (*layout) {
         std::cout << fmt::format("coconut-clearingd: ledger writer on CPU {}, other threads on CPU {}\n", (*layout)->writer,
                                  format_cpus((*layout)->others));
@@ -307,6 +338,11 @@ int serve(const ServeOptions& o) {
                              s.requests.load(), s.booked.load(), s.exists.load(), s.suspense.load(), s.duplicates.load(),
                              s.refused.load(), s.loads_approved.load(), s.loads_confirmed.load(), s.loads_expired.load(),
                              s.holds_approved.load(), s.completions.load(), s.holds_expired.load(), s.reversals.load());
+    if (server_options.tls) {
+        const ServerStats& t = server->stats();
+        std::cerr << fmt::format("coconut-clearingd: TLS handshakes: {} full, {} resumed, {} failed\n", t.tls_handshakes_full.load(),
+                                 t.tls_handshakes_resumed.load(), t.tls_handshake_failures.load());
+    }
     return exit_ok;
 }
 
@@ -583,6 +619,15 @@ int main(int argc, char** argv) {
                           "allowed CPU when there are two or more), a CPU number, or off")
         ->capture_default_str();
     serve_cmd->add_flag("--allow-without-sign-on", serve_options.allow_without_sign_on, "accept requests without a prior 0800 sign-on");
+    // TLS for terminals.
+    serve_cmd->add_option("--tls-cert", serve_options.tls_cert, "ISO 8583 port: PEM server certificate (chain) from the island CA");
+    serve_cmd->add_option("--tls-key", serve_options.tls_key, "ISO 8583 port: PEM private key of --tls-cert (mode 0600)");
+    serve_cmd->add_option("--tls-ca", serve_options.tls_ca, "ISO 8583 port: PEM island CA certificate; terminals' certificates must chain to it");
+    serve_cmd->add_flag("--insecure-terminals", serve_options.insecure_terminals,
+                        "ISO 8583 port over plain TCP, no terminal authentication (local development only)");
+    serve_cmd->add_option("--handshake-timeout-s", serve_options.handshake_timeout_s, "close a connection whose TLS handshake takes longer")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 600));
     serve_cmd->add_option("--load-timeout", serve_options.engine.load_timeout_s, "seconds an approved load waits for its 0220 confirmation")
         ->capture_default_str()
         ->check(CLI::Range(1, 7 * 86400));
@@ -597,8 +642,8 @@ int main(int argc, char** argv) {
     // HTTP API options.
     serve_cmd->add_option("--http-listen", serve_options.http_listen, "HOST:PORT for the HTTP API and balance page (port 0: any free port)");
     serve_cmd->add_option("--http-ready-file", serve_options.http_ready_file, "write the HTTP port here once listening");
-    serve_cmd->add_option("--tls-cert", serve_options.tls_cert, "PEM certificate chain: serve HTTPS instead of HTTP");
-    serve_cmd->add_option("--tls-key", serve_options.tls_key, "PEM private key of --tls-cert");
+    serve_cmd->add_option("--http-tls-cert", serve_options.http_tls_cert, "PEM certificate chain: serve HTTPS instead of HTTP");
+    serve_cmd->add_option("--http-tls-key", serve_options.http_tls_key, "PEM private key of --http-tls-cert");
     serve_cmd->add_option("--http-connections-max", serve_options.http_connections_max, "HTTP connections served at once")
         ->capture_default_str()
         ->check(CLI::Range(1, 65535));

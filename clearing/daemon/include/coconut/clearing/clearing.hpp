@@ -28,6 +28,10 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/io_context.hpp>
 
+namespace boost::asio::ssl {
+class context;  // coconut/tls/tls.hpp makes one (ServerOptions::tls)
+}
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -560,6 +564,9 @@ private:
     void reverse_load(std::shared_ptr<Online> online);
     void reverse_hold(std::shared_ptr<Online> online);
     void void_pending(std::shared_ptr<Online> online, BatchTotal total);
+    // The terminal id of the connection's client certificate (TLS, set by the server before the first
+    // request). When set, a request whose field 41 differs is answered 63 and nothing else happens.
+    std::optional<std::string> authenticated_terminal_id;
     void acknowledge_reversal(std::shared_ptr<Online> online, BatchTotal total);
     static lmdb::Status count_reversal(const Registry& registry, lmdb::Txn& txn, const Online& online, BatchTotal total);
     void approve_load(std::shared_ptr<Online> online, const hsm::LoadAnswer& answer);
@@ -672,3 +679,16 @@ private:
 };
 
 }  // namespace coconut::clearing
+// A TLS handshake must complete within this (two round trips and two signatures; a terminal on a slow
+// mobile link needs well under a second): a peer that opens connections and stalls them is closed.
+inline constexpr std::chrono::seconds handshake_timeout_default{10};
+    // Mutual TLS for terminals (clearing/README.md "TLS for terminals"): a server context from
+    // coconut::tls::make_server_context. Set: every connection completes a handshake with a terminal
+    // certificate chained to the island CA within handshake_timeout, else it is closed and counted in
+    // tls_handshake_failures; the certificate's terminal id is the session's authenticated_terminal_id.
+    // Unset: plain TCP (`serve --insecure-terminals`).
+    std::shared_ptr<boost::asio::ssl::context> tls;
+    std::chrono::milliseconds handshake_timeout = handshake_timeout_default;
+    std::atomic<std::uint64_t> tls_handshakes_full{0};     // with a certificate verification
+    std::atomic<std::uint64_t> tls_handshakes_resumed{0};  // a session ticket, no certificate sent
+    std::atomic<std::uint64_t> tls_handshake_failures{0};  // closed: no / unverifiable / non-terminal certificate, timeout
