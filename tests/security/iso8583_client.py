@@ -142,7 +142,7 @@ class Link:
         try:
             self.sock = tls.context().wrap_socket(raw, server_hostname="127.0.0.1")
             self.tls_version = self.sock.version()
-        except (ssl.SSLError, ConnectionError, socket.timeout) as error:
+        except OSError as error:  # ssl.SSLError, a reset or a timeout during the handshake
             raw.close()
             raise Refused(f"TLS handshake: {error}") from error
 
@@ -156,7 +156,7 @@ class Link:
             if header is None:
                 return None
             body = self._exact(struct.unpack(">H", header)[0])
-        except (ssl.SSLError, ConnectionError) as error:
+        except OSError as error:  # ssl.SSLError (an alert), a reset, a timeout: no answer
             self.last_error = str(error)
             return None
         return decode(body) if body is not None else None
@@ -174,7 +174,7 @@ class Link:
         """The answer's fields, or None when the server closed the connection instead of answering."""
         try:
             self.send_raw(encode(mti, fields))
-        except (ssl.SSLError, ConnectionError) as error:
+        except OSError as error:
             self.last_error = str(error)
             return None
         answer = self.receive()
@@ -183,7 +183,7 @@ class Link:
     def call_raw(self, frame):
         try:
             self.send_raw(frame)
-        except (ssl.SSLError, ConnectionError) as error:
+        except OSError as error:
             self.last_error = str(error)
             return None
         answer = self.receive()

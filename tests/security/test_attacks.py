@@ -99,8 +99,8 @@ class Load:
         self.shell = shell
         self.tac = None
 
-    def request(self, stan):
-        fields = online_fields(self.card, "210000", self.amount, stan, self.terminal_id)
+    def request(self, stan, terminal_id=None):
+        fields = online_fields(self.card, "210000", self.amount, stan, terminal_id or self.terminal_id)
         fields[62] = iso.tlv([("DF01", CARDS[self.card]), ("DF02", "02"), ("DF03", f"{self.init['old_balance']:08X}"),
                               ("DF04", f"{self.init['atc']:04X}"), ("DF06", self.psam_terminal), ("DF07", self.date + self.time),
                               ("DF09", self.init["mac1"]), ("DF0A", self.init["random"]), ("DF0D", self.init["key_version"])])
@@ -125,12 +125,12 @@ class Load:
         self.shell.close()
 
 
-def attacker_completes_load(v, load, answer, link, stan):
+def attacker_completes_load(load, answer, link, stan, terminal_id=None):
     """What an attacker does with a 0210 00: credit the card and confirm. Logged as money that moved."""
     if code(answer) != "00":
         return
     tac = load.credit(answer)
-    confirmed = link.call("0220", load.confirmation(stan)) if tac else None
+    confirmed = link.call("0220", load.confirmation(stan, terminal_id)) if tac else None
     log(f"        the attacker credited the card (TAC {tac}) and confirmed it: {code(confirmed)}")
 
 
@@ -221,8 +221,9 @@ def claims_resend(island, v):
 @phase("impostor_tls", tls_only=True)
 def impostor_tls(island, v):
     """Issue 16 reproduction 2 over TLS: posing as the shop with one's own card — no client certificate, a
-    certificate from another CA, plain TCP on the TLS port, a genuine certificate of another terminal (field 41
-    mismatch → 63) or with the shop's PSAM id (58). No attempt ever gets a 0210 00."""
+    certificate from another CA, plain TCP on the TLS port, the server's certificate as a client's, a genuine
+    certificate of another terminal (field 41 mismatch → 63) or with the shop's PSAM id (58), an island
+    certificate of an unregistered terminal (03). No attempt ever gets a 0210 00."""
     island.start_daemon()
     rec = island.purchases(0, 1, "shop.log", 450)[0]
     load = Load(island, 1, 5000, "SHOP0001")
@@ -236,11 +237,11 @@ def impostor_tls(island, v):
             v.expect(expect_codes is None, f"{label}: handshake refused ({refused})")
             return
         answers = {"0800": link.call("0800", {7: utc_field7(), 11: "000001", 41: claim, 70: "001"})}
-        answers["0200"] = link.call("0200", load.request(2)) if answers["0800"] is not None else None
+        answers["0200"] = link.call("0200", load.request(2, claim)) if answers["0800"] is not None else None
         answers["0320"] = link.call("0320", upload_fields(rec, claim, 3)) if answers["0200"] is not None else None
         if code(answers["0200"]) == "00":
             approvals.append(label)
-            attacker_completes_load(v, load, answers["0200"], link, 4)
+            attacker_completes_load(load, answers["0200"], link, 4, claim)
         link.close()
         got = {m: code(a) for m, a in answers.items()}
         if expect_codes is None:
@@ -258,8 +259,16 @@ def impostor_tls(island, v):
         got = None
         log(f"        plain TCP: {error}")
     v.expect(got is None, "plain TCP on the TLS port: no answer", got)
+    # The daemon's own server certificate (stolen from its host) as a client certificate: wrong purpose.
+    ca_file, server_cert, server_key = island.tls_files
+    attempt("the server's certificate as a client certificate", iso.TlsIdentity(ca_file, server_cert, server_key),
+            "SHOP0001", None)
     attempt("BUS00001's certificate claiming SHOP0001", island.identity("BUS00001"), "SHOP0001",
             {"0800": "63", "0200": "63", "0320": "63"})
+    # A certificate of the island CA for a terminal id the registry does not know (e.g. issued, never registered).
+    ghost_cert, ghost_key = island.issue("terminal", "GHOST001")
+    attempt("an island certificate for the unregistered GHOST001", iso.TlsIdentity(ca_file, ghost_cert, ghost_key),
+            "GHOST001", {"0800": "03", "0200": "03", "0320": "03"})
     # The bus terminal as itself, but with the shop's PSAM id in the card data: the 0200's DF06 is not its PSAM.
     attempt("BUS00001's certificate, DF06 of the shop's PSAM", island.identity("BUS00001"), "BUS00001",
             {"0800": "00", "0200": "58", "0320": "58"})
@@ -277,8 +286,8 @@ def impostor_tls(island, v):
 @phase("suspended_terminal")
 def suspended_terminal(island, v):
     """A terminal suspended by a clerk (PUT /v1/clerk/terminals/{id}/status) is refused with 58 on every request,
-    on its open connection and at sign-on; the attacker's load through it never gets 0210 00. Reactivated, it
-    is served again."""
+    on its open connection and at sign-on; the attacker's load through it never gets 0210 00; a retired one
+    likewise. Reactivated, it is served again."""
     island.start_daemon()
     recs = island.purchases(0, 1, "shop.log", 300, 2)
     link = island.link("SHOP0001")
@@ -297,7 +306,7 @@ def suspended_terminal(island, v):
     v.expect(code(answer) == "58", "open connection: the attacker's 0200 answered 58", answer)
     if code(answer) == "00":
         approvals.append("open connection")
-        attacker_completes_load(v, load, answer, link, 5)
+        attacker_completes_load(load, answer, link, 5)
     link.close()
     fresh = island.link("SHOP0001", sign_on=False)
     signed = fresh.call("0800", {7: utc_field7(), 11: "000010", 41: "SHOP0001", 70: "001"})
@@ -306,14 +315,23 @@ def suspended_terminal(island, v):
     v.expect(code(answer) in ("58", "03"), "new connection: the attacker's 0200 refused (58, or 03 not signed on)", answer)
     if code(answer) == "00":
         approvals.append("new connection")
-        attacker_completes_load(v, load, answer, fresh, 12)
+        attacker_completes_load(load, answer, fresh, 12)
     fresh.close()
     load.close()
     v.expect(not approvals, "no attempt got 0210 00", approvals)
     v.expect(island.card_balance(1) == OPENING_FEN, "the attacker's card gained nothing", island.card_balance(1))
     status, body, _ = island.set_terminal_status("SHOP0001", "active")
     v.expect(status == 200, "clerk sets SHOP0001 active again → 200", (status, body))
-    link = island.link("SHOP0001", stan=20)
+    # A retired terminal is refused the same way.
+    status, body, _ = island.set_terminal_status("BUS00001", "retired")
+    v.expect(status == 200, "clerk sets BUS00001 retired → 200", (status, body))
+    retired = island.link("BUS00001", sign_on=False)
+    signed = retired.call("0800", {7: utc_field7(), 11: "000030", 41: "BUS00001", 70: "001"})
+    retired.close()
+    v.expect(code(signed) == "58", "the retired BUS00001: sign-on answered 58", signed)
+    link = island.link("SHOP0001", stan=20, sign_on=False)
+    signed = link.call("0800", {7: utc_field7(), 11: "000020", 41: "SHOP0001", 70: "001"})
+    v.expect(code(signed) == "00", "reactivated: sign-on 00", signed)
     later = link.call("0320", upload_fields(recs[1], "SHOP0001", 21))
     link.close()
     v.expect(code(later) == "00", "reactivated: the kept 0320 answered 00", later)
@@ -379,7 +397,9 @@ def forged_limit(island, v):
     v.expect("terminal_suspended" in kinds, "risk flag terminal_suspended raised", sorted(set(kinds)))
     status, body, _ = island.set_terminal_status("SHOP0001", "active")
     v.expect(status == 200, "clerk sets SHOP0001 active again → 200", (status, body))
-    link = island.link("SHOP0001", stan=50)
+    link = island.link("SHOP0001", stan=50, sign_on=False)
+    signed = link.call("0800", {7: utc_field7(), 11: "000050", 41: "SHOP0001", 70: "001"})
+    v.expect(code(signed) == "00", "reactivated: sign-on 00", signed)
     later = link.call("0320", upload_fields(recs[1], "SHOP0001", 51))
     link.close()
     v.expect(code(later) == "00", "reactivated: the kept genuine 0320 answered 00", later)
@@ -454,8 +474,18 @@ def clinic_expired(island, v):
     assert cryptogram, sw
     expired = link.call("0100", hold_request(1, fields, cryptogram, challenge))
     v.expect(code(expired) == "59", "a genuine card's proof over an expired challenge: 59", expired)
-    complete_if_approved(link, expired, 1, 10, "CLINIC01", "000001", 11)
+    spent = complete_if_approved(link, expired, 1, 10, "CLINIC01", "000001", 11) or 0
+    # The same card and terminal with a fresh challenge: accepted (the refusal was the expiry), then reversed.
+    challenge, _ = request_challenge(link, 1, "CLINIC01", 20)
+    fields = online_fields(1, "003000", 3000, 21, "CLINIC01", "000001")
+    cryptogram, sw = card_proof(island, 1, fields, challenge)
+    fresh = link.call("0100", hold_request(1, fields, cryptogram, challenge))
+    v.expect(code(fresh) == "00", "the same proof over a fresh challenge: 00", fresh)
+    reversal = {**online_fields(1, "003000", 3000, 22, "CLINIC01", "000001"), 90: "0100" + "000021" + "0" * 32}
+    reversed_ = link.call("0400", reversal)
+    v.expect(code(reversed_) == "00", "…and its reversal (0400): 00", reversed_)
     link.close()
+    log(f"        medical spent over the expired challenge: {spent} fen")
     island.verify_no_money_moved(v, {1001: 0, 2002: 0})
 
 
