@@ -472,6 +472,9 @@ using RemoteTacVerifier = RemoteHsm;  // its name before the online flows
 // Per-connection state the engine keeps (sign-on).
 struct SessionState {
     std::set<std::string> signed_on;  // field 41 of terminals signed on over this connection
+    // The terminal id of the connection's client certificate (TLS, set by the server before the first
+    // request). When set, a request whose field 41 differs is answered 63 and nothing else happens.
+    std::optional<std::string> authenticated_terminal_id;
 };
 
 struct EngineOptions {
@@ -564,9 +567,6 @@ private:
     void reverse_load(std::shared_ptr<Online> online);
     void reverse_hold(std::shared_ptr<Online> online);
     void void_pending(std::shared_ptr<Online> online, BatchTotal total);
-    // The terminal id of the connection's client certificate (TLS, set by the server before the first
-    // request). When set, a request whose field 41 differs is answered 63 and nothing else happens.
-    std::optional<std::string> authenticated_terminal_id;
     void acknowledge_reversal(std::shared_ptr<Online> online, BatchTotal total);
     static lmdb::Status count_reversal(const Registry& registry, lmdb::Txn& txn, const Online& online, BatchTotal total);
     void approve_load(std::shared_ptr<Online> online, const hsm::LoadAnswer& answer);
@@ -641,6 +641,9 @@ inline constexpr std::chrono::seconds read_idle_timeout_default{120};
 inline constexpr std::chrono::seconds frame_timeout_default{10};
 // Graceful shutdown waits at most this long for answers in flight.
 inline constexpr std::chrono::seconds drain_timeout_default{30};
+// A TLS handshake must complete within this (two round trips and two signatures; a terminal on a slow
+// mobile link needs well under a second): a peer that opens connections and stalls them is closed.
+inline constexpr std::chrono::seconds handshake_timeout_default{10};
 
 struct ServerOptions {
     std::string host = "127.0.0.1";
@@ -649,6 +652,13 @@ struct ServerOptions {
     std::size_t in_flight_per_connection_max = in_flight_per_connection_max_default;
     std::chrono::milliseconds read_idle_timeout = read_idle_timeout_default;
     std::chrono::milliseconds frame_timeout = frame_timeout_default;
+    // Mutual TLS for terminals (clearing/README.md "TLS for terminals"): a server context from
+    // coconut::tls::make_server_context. Set: every connection completes a handshake with a terminal
+    // certificate chained to the island CA within handshake_timeout, else it is closed and counted in
+    // tls_handshake_failures; the certificate's terminal id is the session's authenticated_terminal_id.
+    // Unset: plain TCP (`serve --insecure-terminals`).
+    std::shared_ptr<boost::asio::ssl::context> tls;
+    std::chrono::milliseconds handshake_timeout = handshake_timeout_default;
 };
 
 struct ServerStats {
@@ -657,6 +667,9 @@ struct ServerStats {
     std::atomic<std::uint64_t> format_errors{0};        // answered 30
     std::atomic<std::uint64_t> closed_bad_frame{0};     // closed: unreadable frame
     std::atomic<std::uint64_t> timeouts{0};
+    std::atomic<std::uint64_t> tls_handshakes_full{0};     // with a certificate verification
+    std::atomic<std::uint64_t> tls_handshakes_resumed{0};  // a session ticket, no certificate sent
+    std::atomic<std::uint64_t> tls_handshake_failures{0};  // closed: no / unverifiable / non-terminal certificate, timeout
 };
 
 // The ISO 8583 listener: one object per connection, 2-byte length framing, bounded frames, timeouts
@@ -679,16 +692,3 @@ private:
 };
 
 }  // namespace coconut::clearing
-// A TLS handshake must complete within this (two round trips and two signatures; a terminal on a slow
-// mobile link needs well under a second): a peer that opens connections and stalls them is closed.
-inline constexpr std::chrono::seconds handshake_timeout_default{10};
-    // Mutual TLS for terminals (clearing/README.md "TLS for terminals"): a server context from
-    // coconut::tls::make_server_context. Set: every connection completes a handshake with a terminal
-    // certificate chained to the island CA within handshake_timeout, else it is closed and counted in
-    // tls_handshake_failures; the certificate's terminal id is the session's authenticated_terminal_id.
-    // Unset: plain TCP (`serve --insecure-terminals`).
-    std::shared_ptr<boost::asio::ssl::context> tls;
-    std::chrono::milliseconds handshake_timeout = handshake_timeout_default;
-    std::atomic<std::uint64_t> tls_handshakes_full{0};     // with a certificate verification
-    std::atomic<std::uint64_t> tls_handshakes_resumed{0};  // a session ticket, no certificate sent
-    std::atomic<std::uint64_t> tls_handshake_failures{0};  // closed: no / unverifiable / non-terminal certificate, timeout
