@@ -417,6 +417,9 @@ struct ClearingCliOptions {
     std::size_t in_flight = sdk::clearing_in_flight_default;
     std::uint32_t timeout_ms = 10000;
     std::string batch_file;   // default: the queue path + ".batch"
+    // Mutual TLS (clearing/README.md "TLS for terminals"): all three, or --insecure for plain TCP.
+    std::string ca, certificate, private_key;
+    bool insecure = false;
 };
 
 CliError from_clearing(const sdk::ClearingError& error) {
@@ -431,6 +434,7 @@ CliError from_clearing(const sdk::ClearingError& error) {
         case sdk::ClearingErrorCode::queue_error: code = exit_storage_error; break;
         case sdk::ClearingErrorCode::batch_error: code = exit_batch_error; break;
         case sdk::ClearingErrorCode::hotlist_error: code = exit_hotlist_error; break;
+        case sdk::ClearingErrorCode::tls_error: code = exit_tls_error; break;
     }
     return CliError{code, "clearing", std::string(sdk::to_string(error.code)), error.message};
 }
@@ -452,6 +456,14 @@ Result<std::unique_ptr<sdk::ClearingClient>, CliError> open_clearing(const Optio
     client_options.in_flight = clearing.in_flight;
     client_options.response_timeout = std::chrono::milliseconds(clearing.timeout_ms);
     client_options.batch_path = clearing.batch_file.empty() ? options.queue_path + ".batch" : clearing.batch_file;
+    const bool any_tls = !clearing.ca.empty() || !clearing.certificate.empty() || !clearing.private_key.empty();
+    if (clearing.insecure && any_tls) return Unexpected{usage("--insecure excludes --ca, --cert and --key")};
+    if (!clearing.insecure) {
+        if (clearing.ca.empty() || clearing.certificate.empty() || clearing.private_key.empty())
+            return Unexpected{usage("the clearing is reached over mutual TLS: give --ca, --cert and --key (from `coconut terminal "
+                                    "register`), or --insecure for a daemon serving --insecure-terminals")};
+        client_options.tls = sdk::ClearingTls{clearing.ca, clearing.certificate, clearing.private_key};
+    }
     auto client = sdk::ClearingClient::connect(*endpoint, client_options);
     if (!client) return Unexpected{from_clearing(client.error())};
     if (auto signed_on = (*client)->sign_on(); !signed_on) return Unexpected{from_clearing(signed_on.error())};
@@ -656,6 +668,11 @@ int run(int argc, char** argv) {
             ->check(CLI::Range(std::uint32_t{100}, std::uint32_t{600000}));
         command->add_option("--batch-file", clearing_options.batch_file,
                             "Batch number, STAN counter and batch totals (default: the queue path + .batch)");
+        command->add_option("--ca", clearing_options.ca, "TLS: the island CA certificate (PEM) the clearing's must chain to");
+        command->add_option("--cert", clearing_options.certificate, "TLS: this terminal's certificate (PEM, CN = the terminal id)");
+        command->add_option("--key", clearing_options.private_key, "TLS: this terminal's private key (PEM, mode 0600)");
+        command->add_flag("--insecure", clearing_options.insecure,
+                          "Plain TCP without TLS, for a clearing serving --insecure-terminals (local development)");
     };
     auto* upload = app.add_subcommand("upload", "Upload the queue to the clearing (0320 and advices, many in flight); delete what it acknowledged");
     add_clearing_options(upload);

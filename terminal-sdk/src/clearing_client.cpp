@@ -3,6 +3,8 @@
 #include <coconut/iso8583/card_data.hpp>
 #include <coconut/sdk/clearing_client.hpp>
 
+#include "clearing_link.hpp"
+
 #include <fmt/format.h>
 
 #include <boost/asio/connect.hpp>
@@ -89,6 +91,7 @@ std::string_view to_string(ClearingErrorCode code) {
         case ClearingErrorCode::queue_error: return "queue_error";
         case ClearingErrorCode::batch_error: return "batch_error";
         case ClearingErrorCode::hotlist_error: return "hotlist_error";
+        case ClearingErrorCode::tls_error: return "tls_error";
     }
     return "?";
 }
@@ -306,7 +309,8 @@ Status<std::string> BatchState::close() {
 
 struct ClearingClient::State {
     asio::io_context io;
-    tcp::socket socket{io};
+    detail::ClearingLink socket{io};  // the connection: TCP, or mutual TLS over it (ClearingOptions::tls)
+    LinkStats link_stats;
     ClearingEndpoint endpoint;
     ClearingOptions options;
     BatchState batch;
@@ -337,15 +341,28 @@ struct ClearingClient::State {
         boost::system::error_code ec;
         const auto endpoints = resolver.resolve(endpoint.host, std::to_string(endpoint.port), ec);
         if (ec) return fail(ClearingErrorCode::connect_failed, endpoint.host + ": " + ec.message());
-        if (socket.is_open()) socket.close(ec);
+        const std::string where = endpoint.host + ":" + std::to_string(endpoint.port);
+        auto fresh = socket.reopen(endpoint.host);
+        if (!fresh) return fail(ClearingErrorCode::tls_error, "TLS: " + fresh.error());
         ec = run(options.connect_timeout, [&](boost::system::error_code& result) {
-            asio::async_connect(socket, endpoints, [&](boost::system::error_code e, const tcp::endpoint&) { result = e; });
+            asio::async_connect(**fresh, endpoints, [&](boost::system::error_code e, const tcp::endpoint&) { result = e; });
+        });
+        if (ec) return fail(ClearingErrorCode::connect_failed, "cannot connect to " + where + ": " + ec.message());
+        (*fresh)->set_option(tcp::no_delay(true), ec);
+        link_stats.connects++;
+        if (!socket.tls()) return Ok{};
+        // The handshake verifies the server's certificate (island CA, this host); the server's verdict
+        // on ours arrives with its first answer under TLS 1.3 (a refusal then reads as a closed link).
+        ec = run(options.connect_timeout, [&](boost::system::error_code& result) {
+            socket.async_handshake([&](boost::system::error_code e) { result = e; });
         });
         if (ec) {
-            return fail(ClearingErrorCode::connect_failed,
-                        "cannot connect to " + endpoint.host + ":" + std::to_string(endpoint.port) + ": " + ec.message());
+            socket.close(ec);
+            return fail(ClearingErrorCode::connect_failed, "TLS handshake with " + where + " failed: " + ec.message() +
+                                                               " (is the server's certificate from the CA in " +
+                                                               options.tls->ca.string() + " and issued for " + endpoint.host + "?)");
         }
-        socket.set_option(tcp::no_delay(true), ec);
+        (socket.resumed() ? link_stats.tls_resumed : link_stats.tls_full)++;
         return Ok{};
     }
 
@@ -405,6 +422,10 @@ struct ClearingClient::State {
     Unexpected<ClearingError> closed(boost::system::error_code ec) {
         boost::system::error_code ignored;
         socket.close(ignored);
+        // Under TLS 1.3 the clearing's refusal of this terminal's certificate arrives as an alert here.
+        if (ec.category() == asio::error::get_ssl_category())
+            return fail(ClearingErrorCode::closed, "the clearing closed the TLS connection: " + ec.message() +
+                                                       " (is this terminal's certificate valid and from the island CA?)");
         return fail(ClearingErrorCode::closed, "the clearing closed the connection: " + ec.message());
     }
 
@@ -462,6 +483,11 @@ Result<std::unique_ptr<ClearingClient>, ClearingError> ClearingClient::connect(c
     auto state = std::make_unique<State>();
     state->endpoint = endpoint;
     state->options = std::move(options);
+    if (const auto& files = state->options.tls) {
+        auto context = tls::ClientContext::create({files->ca, files->certificate, files->private_key});
+        if (!context) return fail(ClearingErrorCode::tls_error, "TLS: " + context.error().message);
+        state->socket.use_tls(std::move(context).value());
+    }
     if (state->options.batch_path.empty()) {
         state->batch = BatchState::in_memory(state->options.batch_number);
     } else {
@@ -483,6 +509,7 @@ Status<ClearingError> ClearingClient::sign_off() {
     return state_->network(2);
 }
 const UploadReport& ClearingClient::last_report() const { return state_->report; }
+const LinkStats& ClearingClient::link_stats() const { return state_->link_stats; }
 BatchState& ClearingClient::batch() { return state_->batch; }
 const ClearingOptions& ClearingClient::options() const { return state_->options; }
 Result<std::uint32_t, ClearingError> ClearingClient::take_stan() { return state_->take_stan(); }

@@ -20,7 +20,8 @@
 // (ClearingOptions::batch_path): a hold's ledger id is derive_id(41 ‖ batch ‖ STAN), so a STAN must not
 // repeat inside a batch across process restarts. STANs are reserved in blocks (one write per block).
 //
-// Blocking; one connection, re-opened (and signed on again) after a timeout or a closed link.
+// Blocking; one connection (plain TCP, or mutual TLS with ClearingOptions::tls), re-opened (and signed on
+// again; under TLS resuming the session) after a timeout or a closed link.
 #pragma once
 
 #include <coconut/iso8583/iso8583.hpp>
@@ -33,6 +34,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace coconut::sdk {
@@ -49,8 +51,20 @@ Result<ClearingEndpoint, std::string> parse_clearing_endpoint(std::string_view t
 inline constexpr std::size_t clearing_in_flight_default = 32;
 inline constexpr std::size_t clearing_in_flight_max = 64;
 
+// Mutual TLS to the clearing's ISO 8583 port (clearing/README.md "TLS for terminals"): the island CA the
+// server's certificate must chain to (and name the host connected to), this terminal's certificate (its
+// CN is the terminal id) and key (mode 0600; `coconut terminal register` writes all three). A reconnect
+// offers the previous session's ticket, so it costs no certificate verification.
+struct ClearingTls {
+    std::filesystem::path ca;
+    std::filesystem::path certificate;
+    std::filesystem::path private_key;
+};
+
 struct ClearingOptions {
     std::string terminal_id;  // field 41: exactly 8 printable characters, as registered at the clearing
+    // Unset: plain TCP, which only a daemon started with --insecure-terminals accepts.
+    std::optional<ClearingTls> tls;
     std::chrono::milliseconds connect_timeout{5'000};
     // An answer must come within this after its request (the daemon answers after a synced commit and
     // an HSM batch: milliseconds; 10 s means the link or the daemon is gone).
@@ -107,7 +121,7 @@ private:
 
 enum class ClearingErrorCode : std::uint8_t {
     bad_option,       // terminal id / endpoint / in-flight out of range
-    connect_failed,   // no TCP connection
+    connect_failed,   // no TCP connection, or the TLS handshake failed (the server's certificate refused)
     timeout,          // no answer within response_timeout
     closed,           // the clearing closed the connection
     protocol_error,   // an answer that does not parse or matches no request
@@ -115,6 +129,7 @@ enum class ClearingErrorCode : std::uint8_t {
     queue_error,      // acknowledge() failed: nothing more is sent
     batch_error,      // the batch state file could not be read or written
     hotlist_error,    // a downloaded hotlist does not apply to the local one (nothing was changed)
+    tls_error,        // the TLS files (CA, certificate, key) are missing, unreadable, too open or do not match
 };
 std::string_view to_string(ClearingErrorCode code);
 
@@ -122,6 +137,13 @@ struct ClearingError {
     ClearingErrorCode code = ClearingErrorCode::connect_failed;
     std::string message;
     std::string response_code;  // field 39 when the clearing answered
+};
+
+// The connections a client made: reconnects after a timeout or a closed link count too.
+struct LinkStats {
+    std::uint64_t connects = 0;
+    std::uint64_t tls_full = 0;     // TLS handshakes with certificates exchanged
+    std::uint64_t tls_resumed = 0;  // TLS handshakes that resumed the previous session
 };
 
 struct UploadReport {
@@ -214,6 +236,7 @@ public:
     // stays queued; the error is returned (the report so far is in `last_report()`).
     Result<UploadReport, ClearingError> upload(TransactionQueue& queue);
     const UploadReport& last_report() const;
+    const LinkStats& link_stats() const;
 
     struct State;
 
