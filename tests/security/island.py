@@ -232,6 +232,41 @@ class Island:
              "-days", "30", "-extfile", extensions])
         return iso.TlsIdentity(self.tls_files[0], cert, key)
 
+    def foreign_server(self):
+        """(cert, key) of a server certificate for 127.0.0.1 from the attacker's own CA: a fake clearing."""
+        d = os.path.join(self.dir, "foreign")
+        self.foreign_identity("SHOP0001")  # makes the CA
+        key, csr, cert = (os.path.join(d, "server" + ext) for ext in (".key", ".csr", ".pem"))
+        run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+             "-out", csr, "-subj", "/O=Coconut Card server/CN=coconut-clearingd"])
+        extensions = os.path.join(d, "server.ext")
+        with open(extensions, "w") as f:
+            f.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                    "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n")
+        run(["openssl", "x509", "-req", "-in", csr, "-CA", os.path.join(d, "ca.pem"), "-CAkey", os.path.join(d, "ca.key"),
+             "-CAcreateserial", "-out", cert, "-days", "30", "-extfile", extensions])
+        return cert, key
+
+    def terminal_tls_options(self, terminal_id):
+        """coconut-terminal's options to reach the clearing: --ca/--cert/--key, or --insecure in plain mode (on a
+        build that has it)."""
+        if self.plain:
+            upload_help = run([self.terminal, "upload", "--help"], check=False).stdout
+            return ["--insecure"] if "--insecure" in upload_help else []
+        identity = self.identities[terminal_id]
+        return ["--ca", identity.ca, "--cert", identity.cert, "--key", identity.key]
+
+    def upload(self, queue, terminal_id, port=None, timeout_ms=5000):
+        """`coconut-terminal upload` of a queue to the clearing (or to `port`); (exit code, JSON report or {})."""
+        result = run([self.terminal, "--json", "--queue", os.path.join(self.dir, queue), "upload", "--clearing",
+                      f"127.0.0.1:{port or self.port}", "--terminal-id", terminal_id, "--timeout-ms", str(timeout_ms),
+                      *self.terminal_tls_options(terminal_id)], check=False, timeout=120)
+        try:
+            report = json.loads(result.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            report = {}
+        return result.returncode, report, result.stderr.strip()
+
     def identity(self, terminal_id):
         return None if self.plain else self.identities[terminal_id]
 

@@ -647,6 +647,103 @@ def exact_replay(island, v):
     island.verify_no_money_moved(v, {2002: 250, 1001: 0}, medical={1: MEDICAL_FEN - 4000})
 
 
+class FakeClearing:
+    """An attacker's clearing on a free loopback port (plain TCP, or TLS with a certificate of another CA): it
+    approves everything — 0810 00, 0330 00 with a DF10 that is not the record's (`right_digest`: the record's
+    own) — so that a terminal trusting it would delete its queue and the shop would never be paid."""
+
+    def __init__(self, tls_files=None, right_digest=False):
+        import socket
+        import ssl
+        import threading
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.context = None
+        if tls_files:
+            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.context.load_cert_chain(*tls_files)
+        self.right_digest = right_digest
+        self.requests = []
+        self.handshake_failures = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            sock.settimeout(10)
+            if self.context:
+                try:
+                    sock = self.context.wrap_socket(sock, server_side=True)
+                except OSError as error:
+                    self.handshake_failures.append(str(error))
+                    sock.close()
+                    continue
+            self.answer_all(sock)
+
+    def answer_all(self, sock):
+        import struct
+        try:
+            while True:
+                header = sock.recv(2)
+                if len(header) < 2:
+                    return
+                size, body = struct.unpack(">H", header)[0], b""
+                while len(body) < size:
+                    chunk = sock.recv(size - len(body))
+                    if not chunk:
+                        return
+                    body += chunk
+                mti, fields = iso.decode(body)
+                self.requests.append(mti)
+                answer = {f: v for f, v in fields.items() if f in (2, 3, 4, 7, 11, 12, 13, 25, 41, 60, 70)}
+                answer[39] = "00"
+                if mti == "0320":
+                    data = iso.parse_tlv(fields[62])
+                    amount = int(fields[4]) + (0 if self.right_digest else 1)
+                    answer[62] = iso.tlv([("DF10", iso.record_digest(data["DF01"], amount, data["DF02"], data["DF06"],
+                                                                     data["DF05"], data["DF07"], data["DF08"]))])
+                sock.sendall(iso.encode(mti[:2] + str(int(mti[2]) + 1) + mti[3], answer))
+        except OSError:
+            return
+        finally:
+            sock.close()
+
+    def close(self):
+        self.listener.close()
+
+
+@phase("fake_clearing")
+def fake_clearing(island, v):
+    """Responses were not authenticated either (issue 16, reproduction 2): a fake clearing that approves every
+    upload must not make the terminal delete its queue. Over TLS the terminal refuses the fake's certificate
+    (another CA), even when the fake answers with the right digests; over plain TCP it keeps every record whose
+    approval's DF10 is not its own record's digest. Then the genuine clearing books them once."""
+    island.start_daemon()
+    recs = island.purchases(0, 1, "shop.log", 700, 3)
+    fake = FakeClearing(None if island.plain else island.foreign_server(), right_digest=not island.plain)
+    rc, report, stderr = island.upload("shop.log", "SHOP0001", port=fake.port)
+    fake.close()
+    left = len(island.queue_records("shop.log"))
+    log(f"        coconut-terminal upload to the fake: exit {rc}, {report or stderr}; the fake saw {fake.requests}"
+        f"{', handshake failures ' + str(fake.handshake_failures) if fake.handshake_failures else ''}")
+    if island.plain:
+        v.expect(fake.requests.count("0320") == len(recs), "the terminal uploaded to the fake", fake.requests)
+    else:
+        v.expect(fake.handshake_failures and not fake.requests,
+                 "the terminal broke off the TLS handshake with the fake: no ISO 8583 message reached it",
+                 (fake.handshake_failures, fake.requests))
+    v.expect(left == len(recs), f"every record still queued ({len(recs)}) after the fake's approvals", left)
+    v.expect(rc not in (0, 2), "coconut-terminal upload reports failure (exit neither 0 nor usage 2)", rc)
+    rc, report, stderr = island.upload("shop.log", "SHOP0001")
+    v.expect(rc == 0 and report.get("approved") == len(recs) and report.get("remaining") == 0,
+             "then the genuine clearing: every record approved and deleted", (rc, report or stderr))
+    island.verify_no_money_moved(v, {2002: 700 * len(recs), 1001: 0})
+
+
 # ---- main ----------------------------------------------------------------------------------------------------
 
 def run_phase(name, tools, plain):
