@@ -568,13 +568,13 @@ def atc_ffff(island, v):
         added = len(island.admin("risk")) - flags
         what = "valid TAC" if tac is None else "forged TAC"
         v.expect(code(answer) == expected, f"DF04 = FFFF, {what}: {expected} ({time.time() - started:.2f} s)", answer)
-        v.expect(added <= 3, f"DF04 = FFFF, {what}: at most 3 risk flags for it", added)
+        v.expect(added <= 3, f"DF04 = FFFF, {what}: at most 3 risk flags for it ({added})")
     for i, rec in enumerate(recs):
         answer = link.call("0320", upload_fields(rec, "SHOP0001", 10 + i))
         v.expect(code(answer) == "00", f"genuine upload {i} with its real DF04: 00", answer)
     link.close()
     growth = island.data_bytes() - size_before
-    v.expect(growth < 1 << 20, "the data directory grew by less than 1 MiB", f"{growth} bytes")
+    v.expect(growth < 1 << 20, f"the data directory grew by less than 1 MiB ({growth} bytes)")
     total = len(island.admin("risk"))
     status, body, size = island.http("GET", "/v1/clerk/risk")
     items = body.get("risk_flags", []) if isinstance(body, dict) else []
