@@ -34,10 +34,27 @@ Unexpected<ClearingError> fail(ClearingErrorCode code, std::string message, std:
     return Unexpected<ClearingError>{ClearingError{code, std::move(message), std::move(response_code)}};
 }
 
-// An offline purchase leaves the queue on these (see the header).
-bool acknowledging_upload(std::string_view response_code) {
-    return response_code == "00" || response_code == "59" || response_code == "94";
+// The record digest an approval carries (ISO8583.md §4.8), when field 62 holds one.
+std::optional<iso8583::RecordDigest> approval_digest(const Message& answer) {
+    auto field62 = answer.get(62);
+    if (!field62) return std::nullopt;
+    auto digest = iso8583::parse_record_digest(*field62);
+    if (!digest) return std::nullopt;
+    return *digest;
 }
+
+// What the host booked is this very record: an approval whose DF10 is the digest of its TAC-covered fields.
+// Records the host does not book with a digest (completions, reversals) are judged by the code alone.
+bool host_booked_this_record(const TransactionRecord& record, const Message& answer) {
+    if (answer.get(39) != "00") return false;
+    if (record.link == LinkKind::offline_purchase) return approval_digest(answer) == record_digest(record);
+    if (record.link == LinkKind::load_confirmation) return approval_digest(answer) == record_digest(record);
+    return true;
+}
+
+// An offline purchase leaves the queue only on an approval of this very record (see the header): 59 (its
+// TAC failed at the clearing) and 94 (another record holds its id) keep it for review.
+bool acknowledging_upload(const TransactionRecord& record, const Message& answer) { return host_booked_this_record(record, answer); }
 
 // An advice is repeated until a final answer: these four say "not now" (not signed on, our message did not
 // parse, issuer or system down).
@@ -45,15 +62,19 @@ bool acknowledging_advice(std::string_view response_code) {
     return response_code != "03" && response_code != "30" && response_code != "91" && response_code != "96";
 }
 
-bool acknowledging(const TransactionRecord& record, std::string_view response_code) {
-    return record.link == LinkKind::offline_purchase ? acknowledging_upload(response_code) : acknowledging_advice(response_code);
+bool acknowledging(const TransactionRecord& record, const Message& answer) {
+    const std::string_view code = answer.get(39).value_or("");
+    if (record.link == LinkKind::offline_purchase) return acknowledging_upload(record, answer);
+    // A load confirmation approved for another record than ours is kept (and reported), like an upload.
+    if (record.link == LinkKind::load_confirmation && code == "00") return host_booked_this_record(record, answer);
+    return acknowledging_advice(code);
 }
 
-// What the host counts in its batch totals (ISO8583.md §4.7): 00, and 59 for an upload (booked to
-// suspense) or a load confirmation (posted: the card holds the money, the TAC is flagged).
+// What the host counts in its batch totals (ISO8583.md §4.7): 00, and 59 for a load confirmation
+// (posted: the card holds the money, the TAC is flagged). An upload answered 59 is not booked.
 bool booked_by_host(const TransactionRecord& record, std::string_view response_code) {
     if (response_code == "00") return true;
-    return response_code == "59" && (record.link == LinkKind::offline_purchase || record.link == LinkKind::load_confirmation);
+    return response_code == "59" && record.link == LinkKind::load_confirmation;
 }
 
 // The response MTI: request class + 10 (0320 → 0330, 0221 → 0230: a repeat is answered like the original).
@@ -126,6 +147,26 @@ std::string encode_card_data(const TransactionRecord& r) {
         append_be(t.transit_record, r.station, 2);
     }
     return iso8583::encode_purse_transaction(t);
+}
+
+iso8583::RecordDigest record_digest(const TransactionRecord& r) {
+    if (r.link == LinkKind::load_confirmation) {
+        iso8583::LoadConfirmationData confirmation;
+        confirmation.asn = r.asn;
+        confirmation.online_atc = r.atc;
+        confirmation.terminal_id = r.terminal_id;
+        confirmation.when = r.when;
+        confirmation.tac = r.tac;
+        return iso8583::load_confirmation_digest(confirmation, r.amount_fen);
+    }
+    iso8583::PurseTransaction t;
+    t.asn = r.asn;
+    t.type = r.type;
+    t.terminal_serial = r.terminal_serial;
+    t.terminal_id = r.terminal_id;
+    t.when = r.when;
+    t.tac = r.tac;
+    return iso8583::purchase_digest(t, r.amount_fen);
 }
 
 namespace {
@@ -483,11 +524,12 @@ Result<std::unique_ptr<ClearingClient>, ClearingError> ClearingClient::connect(c
     auto state = std::make_unique<State>();
     state->endpoint = endpoint;
     state->options = std::move(options);
-    if (const auto& files = state->options.tls) {
-        auto context = tls::ClientContext::create({files->ca, files->certificate, files->private_key});
-        if (!context) return fail(ClearingErrorCode::tls_error, "TLS: " + context.error().message);
-        state->socket.use_tls(std::move(context).value());
+    if (auto& files = state->options.tls; files && !files->context) {
+        auto context = make_tls_context(*files);
+        if (!context) return Unexpected<ClearingError>{context.error()};
+        files->context = std::move(context).value();
     }
+    if (state->options.tls) state->socket.use_tls(state->options.tls->context);
     if (state->options.batch_path.empty()) {
         state->batch = BatchState::in_memory(state->options.batch_number);
     } else {
@@ -497,6 +539,12 @@ Result<std::unique_ptr<ClearingClient>, ClearingError> ClearingClient::connect(c
     }
     if (auto opened = state->open_socket(); !opened) return Unexpected<ClearingError>{opened.error()};
     return std::unique_ptr<ClearingClient>(new ClearingClient(std::move(state)));
+}
+
+Result<std::shared_ptr<tls::ClientContext>, ClearingError> make_tls_context(const ClearingTls& files) {
+    auto context = tls::ClientContext::create({files.ca, files.certificate, files.private_key});
+    if (!context) return fail(ClearingErrorCode::tls_error, "TLS: " + context.error().message);
+    return std::make_shared<tls::ClientContext>(std::move(context).value());
 }
 
 Status<ClearingError> ClearingClient::sign_on() {
@@ -568,14 +616,18 @@ Result<UploadReport, ClearingError> ClearingClient::upload(TransactionQueue& que
             const TransactionRecord& record = work[found->second.index].record;
             const std::string code(*answer->get(39));
             s.report.by_response_code[code]++;
-            if (acknowledging(record, code)) {
+            if (code == "59") s.report.suspense++;
+            if (code == "94") s.report.duplicates++;
+            if (acknowledging(record, *answer)) {
                 acknowledged.emplace_back(found->second.index, booked_by_host(record, code));
                 if (code == "00") s.report.approved++;
-                if (code == "59") s.report.suspense++;
-                if (code == "94") s.report.duplicates++;
                 if (code != "00" && record.link != LinkKind::offline_purchase) s.report.refused++;
             } else {
                 s.report.kept++;
+                if (code == "00") s.report.digest_mismatches++;
+                if (record.link == LinkKind::offline_purchase && (code == "59" || code == "94" || code == "00")) {
+                    s.report.kept_for_review.push_back(work[found->second.index].sequence);
+                }
             }
             pending.erase(found);
         }
@@ -641,18 +693,39 @@ Result<LoadApproval, ClearingError> ClearingClient::request_load(const Transacti
     return approval;
 }
 
-std::array<std::uint8_t, 8> ClearingClient::clinic_challenge(const TransactionRecord& intent) const {
-    Message m("0100");
-    set_transaction_fields(m, intent, processing_medical, state_->options.terminal_id);
-    return iso8583::clinic_challenge(*m.get(41), *m.get(11), *m.get(7), *m.get(4));
+Result<iso8583::HostChallenge, ClearingError> ClearingClient::request_challenge(const Asn& asn) {
+    auto stan = state_->take_stan();
+    if (!stan) return Unexpected<ClearingError>{stan.error()};
+    Message m("0800");
+    m.set(2, bcd_to_digits(asn).substr(4));
+    m.set_number(11, *stan, 6);
+    m.set(41, state_->options.terminal_id);
+    m.set_number(70, 201, 3);
+    m.set(62, iso8583::encode_challenge_request({asn}));
+    auto answer = state_->exchange(m);
+    if (!answer) return Unexpected<ClearingError>{answer.error()};
+    const std::string code(answer->get(39).value_or(""));
+    if (code != "00") return fail(ClearingErrorCode::refused, "card-presence challenge: the clearing answered " + code, code);
+    auto data = answer->get(62) ? iso8583::parse_challenge_answer(*answer->get(62))
+                                : Result<iso8583::ChallengeAnswerData, std::string>(Unexpected<std::string>{"no field 62"});
+    if (!data) return fail(ClearingErrorCode::protocol_error, "0810 challenge: " + data.error(), code);
+    if (data->asn != asn) return fail(ClearingErrorCode::protocol_error, "0810 challenge is for another card", code);
+    return data->challenge;
 }
 
-Result<ClinicApproval, ClearingError> ClearingClient::authorize(const TransactionRecord& intent,
+std::array<std::uint8_t, 8> ClearingClient::clinic_proof_input(const TransactionRecord& intent,
+                                                               const iso8583::HostChallenge& challenge) const {
+    Message m("0100");
+    set_transaction_fields(m, intent, processing_medical, state_->options.terminal_id);
+    return iso8583::clinic_proof_input(challenge, {*m.get(41), *m.get(11), *m.get(7), *m.get(4), *m.get(60)}, intent.asn);
+}
+
+Result<ClinicApproval, ClearingError> ClearingClient::authorize(const TransactionRecord& intent, const iso8583::HostChallenge& challenge,
                                                                 const std::array<std::uint8_t, 8>& cryptogram) {
     Message m("0100");
     set_transaction_fields(m, intent, processing_medical, state_->options.terminal_id);
     if (!state_->options.merchant_id.empty()) m.set(42, state_->options.merchant_id);
-    m.set(62, iso8583::encode_clinic_authorization({intent.asn, cryptogram}));
+    m.set(62, iso8583::encode_clinic_authorization({intent.asn, cryptogram, challenge}));
     auto answer = state_->exchange(m);
     if (!answer) return Unexpected<ClearingError>{answer.error()};
     ClinicApproval approval;
@@ -698,7 +771,7 @@ Result<std::string, ClearingError> ClearingClient::send_advice(TransactionQueue&
     auto answer = state_->exchange(advice_request(*record, *stan, state_->options.terminal_id, false));
     if (!answer) return Unexpected<ClearingError>{answer.error()};
     std::string code(*answer->get(39));
-    if (acknowledging(*record, code)) {
+    if (acknowledging(*record, *answer)) {
         const std::uint64_t sequences[] = {sequence};
         if (auto done = queue.acknowledge(sequences); !done) {
             return fail(ClearingErrorCode::queue_error, "acknowledge: " + done.error().message);

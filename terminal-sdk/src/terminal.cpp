@@ -593,7 +593,11 @@ Result<ClinicOutcome, FlowError> Terminal::medical_part(const PurseInfo& info, s
     if (!stan) return Unexpected{FlowError{FlowErrorCode::storage_error, stan.error().message}};
     const TransactionRecord draft = online_draft(info, *terminal_id, amount_fen, LinkKind::clinic_hold, *stan,
                                                  host.batch().batch_number(), clock_());
-    auto answer = ss.internal_authenticate(host.clinic_challenge(draft));
+    // Card presence for exactly this hold, once: the host's fresh challenge, answered by the PIN-gated
+    // social-security application over the hold's fields (ISO8583.md §4.4).
+    auto challenge = host.request_challenge(info.asn);
+    if (!challenge) return Unexpected{from_host(challenge.error(), false)};
+    auto answer = ss.internal_authenticate(host.clinic_proof_input(draft, *challenge));
     if (!answer) return Unexpected{from_card(answer.error())};
     if (answer->size() != 8) return Unexpected{FlowError{FlowErrorCode::card_error, "INTERNAL AUTHENTICATE answered not 8 bytes"}};
     std::array<std::uint8_t, 8> cryptogram{};
@@ -602,7 +606,7 @@ Result<ClinicOutcome, FlowError> Terminal::medical_part(const PurseInfo& info, s
     if (!intent_sequence) return Unexpected{from_queue(intent_sequence.error())};
     hold = QueuedTransaction{*intent_sequence, draft};
 
-    auto approval = host.authorize(draft, cryptogram);
+    auto approval = host.authorize(draft, *challenge, cryptogram);
     if (!approval) {
         auto reversal = queue_reversal(hold, LinkKind::clinic_reversal, &host);
         if (!reversal) return Unexpected{reversal.error()};

@@ -22,7 +22,8 @@ using iso8583::ResponseCode;
 
 inline const std::string tac_master_hex = "404142434445464748494A4B4C4D4E4F";
 inline const std::string load_master_hex = "11223344556677888877665544332211";
-inline const std::string internal_auth_master_hex = "00112233445566778899AABBCCDDEEFF";
+inline const std::string internal_auth_master_hex = "00112233445566778899AABBCCDDEEFF";  // the purse's IAK (no PIN)
+inline const std::string ssse_auth_master_hex = "8899AABBCCDDEEFF0011223344556677";      // the SSSE application's
 inline const std::string issuer_hex = "4600000000000001";
 inline const std::string psam_terminal = "460100000001";
 inline const std::string card_a = "46010000000012345678";
@@ -71,7 +72,8 @@ struct Tap {
     std::uint32_t amount_fen = 200;
     std::uint32_t balance_before_fen = 5000;
     std::uint16_t atc = 0;
-    std::uint32_t terminal_serial = 1;
+    // The PSAM's serial: unset, one per ATC (atc + 1), as one card's taps at one terminal get.
+    std::optional<std::uint32_t> terminal_serial;
     std::string terminal = psam_terminal;
     std::string date = "20261126";
     std::string time = "103000";
@@ -84,7 +86,7 @@ inline PurseTransaction purse_transaction(const Tap& tap) {
     t.type = tap.type;
     t.balance_before_fen = tap.balance_before_fen;
     t.offline_atc = tap.atc;
-    t.terminal_serial = tap.terminal_serial;
+    t.terminal_serial = tap.terminal_serial.value_or(tap.atc + 1u);
     const Bytes terminal = *digits_to_bcd(tap.terminal);
     std::copy(terminal.begin(), terminal.end(), t.terminal_id.begin());
     const Bytes date = *digits_to_bcd(tap.date), time = *digits_to_bcd(tap.time);
@@ -96,9 +98,15 @@ inline PurseTransaction purse_transaction(const Tap& tap) {
     const crypto::Key16 dtk = crypto::diversify_card_key(crypto::Key16(hex(tac_master_hex)), issuer,
                                                          crypto::card_factor_from_asn(t.asn));
     t.tac = crypto::des_mac(crypto::tac_key(dtk),
-                            crypto::purchase_tac_input(tap.amount_fen, tap.type, t.terminal_id, tap.terminal_serial, t.when));
+                            crypto::purchase_tac_input(tap.amount_fen, tap.type, t.terminal_id, t.terminal_serial, t.when));
     if (tap.forge_tac) t.tac[0] ^= 0x01;
     return t;
+}
+
+// The clearing id of the tap's upload: what its TAC proves (ASN, PSAM terminal id, terminal serial).
+inline ledger::Id purchase_id(const Tap& tap) {
+    const PurseTransaction t = purse_transaction(tap);
+    return offline_purchase_transfer(t.asn, t.terminal_id, t.terminal_serial);
 }
 
 inline Message upload_message(const Tap& tap, std::uint32_t stan, const std::string& terminal_id = "BUS00001") {
@@ -145,6 +153,9 @@ struct Rig {
         REQUIRE(store->add_key("mk-load", 1, hsm::KeyType::tdes2, hsm::KeyUsage::load, crypto::Key16(hex(load_master_hex))).ok());
         REQUIRE(store->add_key("mk-internal-auth", 1, hsm::KeyType::tdes2, hsm::KeyUsage::internal_auth,
                                crypto::Key16(hex(internal_auth_master_hex)))
+                    .ok());
+        REQUIRE(store->add_key(hsm::default_ssse_auth_label, 1, hsm::KeyType::tdes2, hsm::KeyUsage::ssse_auth,
+                               crypto::Key16(hex(ssse_auth_master_hex)))
                     .ok());
         auto service = std::make_shared<const hsm::Hsm>(std::make_shared<const hsm::KeyStore>(std::move(store.value())));
         verifier = std::make_unique<LocalHsm>(service, "mk-tac");
@@ -211,6 +222,12 @@ struct Rig {
         REQUIRE(c.ok());
         REQUIRE(c->has_value());
         return **c;
+    }
+    TerminalRecord terminal(const std::string& terminal_id) const {
+        auto t = registry->terminal(terminal_id);
+        REQUIRE(t.ok());
+        REQUIRE(t->has_value());
+        return **t;
     }
     std::vector<RiskFlag> flags() const {
         auto f = registry->risk_flags();

@@ -31,7 +31,10 @@ TEST_CASE("a valid TAC moves the fare from the card's purse shadow to the partic
     CHECK(answer.mti() == "0330");
     CHECK(*answer.get(39) == "00");
     CHECK(*answer.get(11) == "000007");
-    CHECK_FALSE(answer.has(62));
+    // The approval names the record booked (ISO8583.md §4.8).
+    auto digest = iso8583::parse_record_digest(answer.get(62).value_or(""));
+    REQUIRE(digest.ok());
+    CHECK(*digest == iso8583::purchase_digest(purse_transaction(Tap{}), 200));
     CHECK(rig.shadow(card_a) == 4800);
     CHECK(rig.payable(bus_operator) == 200);
     CHECK(rig.suspense() == 0);
@@ -43,7 +46,7 @@ TEST_CASE("a valid TAC moves the fare from the card's purse shadow to the partic
     REQUIRE(terminal.ok());
     CHECK((*terminal)->last_stan == 7);
     CHECK((*terminal)->batch_number == 1);
-    auto transfer = rig.ledger->lookup_transfer(offline_purchase_transfer(asn_of(card_a), 0, crypto::type_capp_purchase));
+    auto transfer = rig.ledger->lookup_transfer(purchase_id(Tap{}));
     REQUIRE(transfer.ok());
     REQUIRE(transfer->has_value());
     CHECK((*transfer)->code == transfer_codes::offline_purchase);
@@ -65,47 +68,165 @@ TEST_CASE("a re-upload of the same transaction is acknowledged again and booked 
     rig.require_check();
 }
 
-TEST_CASE("a forged TAC lands in suspense, is answered 59, flagged, and never reaches the payable") {
+TEST_CASE("a forged TAC is recorded for review under an id of its own, answered 59, and moves no card's or merchant's money") {
+    Rig rig;
+    rig.sign_on();
+    Tap forged;
+    forged.forge_tac = true;
+    const Message answer = rig.send(upload_message(forged, 1));
+    CHECK(*answer.get(39) == "59");
+    CHECK_FALSE(answer.has(62));  // no record digest: nothing was booked
+    CHECK(rig.suspense() == 200);
+    CHECK(rig.balance(purse_review_claims_account) == -200);
+    CHECK(rig.payable(bus_operator) == 0);
+    CHECK(rig.shadow(card_a) == 5000);  // an unproven record never moves the card's money
+    CHECK(rig.flags_of(RiskKind::tac_invalid) == 1);
+    auto canonical = rig.ledger->lookup_transfer(purchase_id(forged));
+    REQUIRE(canonical.ok());
+    CHECK_FALSE(canonical->has_value());  // the genuine upload's id stays free
+    // Re-upload: same answer, still one review record, one flag, counted once against the terminal.
+    CHECK(rig.code(upload_message(forged, 2)) == "59");
+    CHECK(rig.suspense() == 200);
+    CHECK(rig.flags_of(RiskKind::tac_invalid) == 1);
+    CHECK(rig.terminal("BUS00001").forged_count == 1);
+    rig.require_check();
+}
+
+TEST_CASE("a forged upload first does not stop the genuine one: it is booked normally afterwards") {
     Rig rig;
     rig.sign_on();
     Tap forged;
     forged.forge_tac = true;
     CHECK(rig.code(upload_message(forged, 1)) == "59");
-    CHECK(rig.suspense() == 200);
-    CHECK(rig.payable(bus_operator) == 0);
-    CHECK(rig.shadow(card_a) == 4800);  // the card did pay: the shadow follows it
-    CHECK(rig.flags_of(RiskKind::tac_invalid) == 1);
-    // Re-upload: same answer, still one booking, one flag.
-    CHECK(rig.code(upload_message(forged, 2)) == "59");
-    CHECK(rig.suspense() == 200);
-    CHECK(rig.flags_of(RiskKind::tac_invalid) == 1);
+    const Message genuine = rig.send(upload_message(Tap{}, 2));
+    CHECK(*genuine.get(39) == "00");
+    CHECK(iso8583::parse_record_digest(genuine.get(62).value_or("")).value() == iso8583::purchase_digest(purse_transaction(Tap{}), 200));
+    CHECK(rig.payable(bus_operator) == 200);
+    CHECK(rig.shadow(card_a) == 4800);
+    CHECK(rig.suspense() == 200);  // the forgery stays on review, apart from the money
+    // The forgery sent again after the genuine booking collides with it: 94, nothing moves.
+    CHECK(rig.code(upload_message(forged, 3)) == "94");
+    CHECK(rig.payable(bus_operator) == 200);
+    CHECK(rig.shadow(card_a) == 4800);
     rig.require_check();
 }
 
-TEST_CASE("the same transfer id with a different amount is refused with 94 and flagged") {
+TEST_CASE("a genuine upload re-sent with other claims (DF03, DF04) is answered as booked, flagged, never booked again") {
     Rig rig;
     rig.sign_on();
     CHECK(rig.code(upload_message(Tap{}, 1)) == "00");
-    Tap changed;
-    changed.amount_fen = 900;
-    CHECK(rig.code(upload_message(changed, 2)) == "94");
+    std::uint32_t stan = 2;
+    for (std::uint16_t claimed_atc : {1, 2, 3, 0xFFFF}) {
+        Tap replay;
+        replay.terminal_serial = 1;  // the same PSAM serial: the same purchase
+        replay.atc = claimed_atc;
+        replay.balance_before_fen = 4000 + claimed_atc;
+        const Message answer = rig.send(upload_message(replay, stan++));
+        CHECK(*answer.get(39) == "00");
+        CHECK(answer.has(62));
+    }
     CHECK(rig.payable(bus_operator) == 200);
     CHECK(rig.shadow(card_a) == 4800);
-    REQUIRE(rig.flags_of(RiskKind::duplicate_different) == 1);
-    CHECK(rig.flags()[0].detail.find("exists_with_different_amount") != std::string::npos);
-    CHECK(rig.engine->stats().duplicates == 1);
+    CHECK(rig.card(card_a).offline_purchases == 1);
+    CHECK(rig.engine->stats().booked == 1);
+    CHECK(rig.flags_of(RiskKind::claims_differ) == 1);  // one per booking, whatever the claims
+    CHECK(rig.flags_of(RiskKind::atc_gap) == 0);
     rig.require_check();
 }
 
-TEST_CASE("the same id from another participant's terminal is a duplicate too") {
+TEST_CASE("a valid TAC with other covered fields under a booked id (a serial spent twice) is a serial conflict: 94, review") {
+    Rig rig;
+    rig.sign_on();
+    CHECK(rig.code(upload_message(Tap{}, 1)) == "00");
+    Tap changed;  // a restored PSAM image spent serial 1 again, for another amount
+    changed.atc = 1;
+    changed.terminal_serial = 1;
+    changed.amount_fen = 900;
+    changed.balance_before_fen = 4800;
+    CHECK(rig.code(upload_message(changed, 2)) == "94");
+    CHECK(rig.payable(bus_operator) == 200);
+    CHECK(rig.shadow(card_a) == 4800);
+    CHECK(rig.suspense() == 900);  // on review, apart from the card's and the merchant's money
+    CHECK(rig.flags_of(RiskKind::serial_conflict) == 1);
+    CHECK(rig.engine->stats().duplicates == 1);
+    CHECK(rig.terminal("BUS00001").forged_count == 0);  // a valid TAC is no forgery
+    // A forged TAC on the booked id: 94, review, counted as forged.
+    Tap forged = changed;
+    forged.amount_fen = 700;
+    forged.forge_tac = true;
+    CHECK(rig.code(upload_message(forged, 3)) == "94");
+    CHECK(rig.terminal("BUS00001").forged_count == 1);
+    CHECK(rig.payable(bus_operator) == 200);
+    rig.require_check();
+}
+
+TEST_CASE("the same card ATC at another terminal is another purchase: the offline ATC keys nothing") {
     Rig rig;
     rig.sign_on();
     rig.sign_on("SHOP0001");
     CHECK(rig.code(upload_message(Tap{}, 1)) == "00");
     Tap elsewhere;
     elsewhere.terminal = "460100000002";
-    CHECK(rig.code(upload_message(elsewhere, 2, "SHOP0001")) == "94");
-    CHECK(rig.payable(2002) == 0);
+    CHECK(rig.code(upload_message(elsewhere, 2, "SHOP0001")) == "00");
+    CHECK(rig.payable(2002) == 200);
+    CHECK(rig.payable(bus_operator) == 200);
+}
+
+TEST_CASE("past the forged-TAC limit a terminal is suspended: flagged, refused 58 on every request until a clerk reactivates it") {
+    EngineOptions options;
+    options.forged_tacs_per_day = 3;
+    Rig rig(options);
+    rig.sign_on();
+    std::uint32_t stan = 1;
+    for (std::uint16_t atc = 0; atc < 4; ++atc) {
+        Tap forged;
+        forged.atc = atc;
+        forged.forge_tac = true;
+        CHECK(rig.code(upload_message(forged, stan++)) == "59");
+    }
+    CHECK(rig.terminal("BUS00001").status == TerminalStatus::suspended);
+    CHECK(rig.flags_of(RiskKind::terminal_suspended) == 1);
+    CHECK(rig.code(upload_message(Tap{}, stan++)) == "58");
+    CHECK(rig.code(network_message(1, stan++)) == "58");  // sign-on too
+    CHECK(rig.payable(bus_operator) == 0);
+    REQUIRE(set_terminal_status(*rig.ledger, *rig.registry, "BUS00001", TerminalStatus::active).ok());
+    CHECK(rig.code(upload_message(Tap{}, stan++)) == "00");
+    CHECK(rig.payable(bus_operator) == 200);
+    rig.require_check();
+}
+
+TEST_CASE("over TLS a request for another terminal than the certificate's is answered 63 and does nothing") {
+    Rig rig;
+    rig.session.authenticated_terminal_id = "SHOP0001";
+    CHECK(rig.code(network_message(1, 1, "BUS00001")) == "63");
+    CHECK(rig.code(network_message(1, 2, "SHOP0001")) == "00");
+    rig.session.signed_on.insert("BUS00001");  // even a session signed on for it by other means
+    CHECK(rig.code(upload_message(Tap{}, 3, "BUS00001")) == "63");
+    CHECK(rig.payable(bus_operator) == 0);
+    CHECK(rig.shadow(card_a) == 5000);
+}
+
+TEST_CASE("a claimed offline ATC far above the card's is flagged once and not expanded; a far jump gives one gap range") {
+    Rig rig;
+    rig.sign_on();
+    Tap far;
+    far.atc = 0xFFFF;
+    CHECK(rig.code(upload_message(far, 1)) == "00");  // the TAC proves the purchase: booked
+    CHECK(rig.flags_of(RiskKind::atc_implausible) == 1);
+    CHECK(rig.flags_of(RiskKind::atc_gap) == 0);
+    CHECK(rig.card(card_a).offline_atc_next == 0);  // the claim moved nothing
+    CHECK(rig.flags().size() == 1);
+    // A jump within the plausible bound: the missing range is one flag, whatever its length.
+    Tap jump;
+    jump.atc = 1000;
+    jump.amount_fen = 10;
+    CHECK(rig.code(upload_message(jump, 2)) == "00");
+    REQUIRE(rig.flags_of(RiskKind::atc_gap) == 1);
+    for (const auto& f : rig.flags()) {
+        if (f.kind == RiskKind::atc_gap) CHECK(f.detail == "offline ATCs 0–935 given up when ATC 1000 was booked (936 missing)");
+    }
+    CHECK(rig.card(card_a).offline_atc_next == 936);
+    rig.require_check();
 }
 
 TEST_CASE("a zero fare (CAPP purchase of 0 fen) is booked as a 0-fen transfer: TAC checked, idempotent, no ATC gap") {
@@ -114,7 +235,7 @@ TEST_CASE("a zero fare (CAPP purchase of 0 fen) is booked as a 0-fen transfer: T
     Tap entry;  // the entry tap of a distance line
     entry.amount_fen = 0;
     CHECK(rig.code(upload_message(entry, 1)) == "00");
-    auto stored = rig.ledger->lookup_transfer(offline_purchase_transfer(asn_of(card_a), 0, crypto::type_capp_purchase));
+    auto stored = rig.ledger->lookup_transfer(purchase_id(Tap{}));
     REQUIRE(stored.ok());
     REQUIRE(stored->has_value());
     CHECK((*stored)->amount == 0);
@@ -130,7 +251,7 @@ TEST_CASE("a zero fare (CAPP purchase of 0 fen) is booked as a 0-fen transfer: T
     CHECK(rig.flags_of(RiskKind::shadow_mismatch) == 0);
     CHECK(rig.shadow(card_a) == 4700);
     CHECK(rig.payable(bus_operator) == 300);
-    // A forged zero-fare TAC: suspense, 59, flagged — nothing paid either way.
+    // A forged zero-fare TAC: review, 59, flagged — nothing paid either way.
     Tap forged = entry;
     forged.atc = 2;
     forged.balance_before_fen = 4700;
@@ -139,14 +260,14 @@ TEST_CASE("a zero fare (CAPP purchase of 0 fen) is booked as a 0-fen transfer: T
     CHECK(rig.flags_of(RiskKind::tac_invalid) == 1);
     CHECK(rig.payable(bus_operator) == 300);
     CHECK(rig.suspense() == 0);
-    CHECK(rig.card(card_a).offline_atc_max == 2);
-    CHECK(rig.card(card_a).offline_purchases == 3);
+    CHECK(rig.card(card_a).offline_atc_max == 1);  // an unproven record's claims are not taken
+    CHECK(rig.card(card_a).offline_purchases == 2);
     // An EP purchase (06) of 0 is not a purchase: 13, nothing booked.
     Tap ep = entry;
     ep.type = crypto::type_ep_purchase;
     ep.atc = 3;
     CHECK(rig.code(upload_message(ep, 5)) == "13");
-    CHECK(rig.card(card_a).offline_atc_max == 2);
+    CHECK(rig.card(card_a).offline_atc_max == 1);
     rig.require_check();
 }
 
@@ -182,6 +303,7 @@ TEST_CASE("an ATC arriving late is no gap; one still missing when 64 later ones 
     REQUIRE(rig.flags_of(RiskKind::atc_gap) == 1);
     for (const auto& f : rig.flags()) {
         if (f.kind == RiskKind::atc_gap) CHECK(f.atc == 2);
+        if (f.kind == RiskKind::atc_gap) CHECK(f.detail == "offline ATCs 2–2 given up when ATC 67 was booked (1 missing)");
     }
     CHECK(rig.card(card_a).offline_atc_next == 68);  // passed the missing ATC: comparisons resume
     CHECK(rig.card(card_a).offline_atc_ahead == 0);

@@ -112,19 +112,45 @@ Message load_reversal(const Load& load, std::uint32_t stan, const std::string& m
     return m;
 }
 
-// A clinic authorization with the card's INTERNAL AUTHENTICATE answer over the §4.4 challenge.
-Message clinic_authorization(std::uint64_t amount_fen, std::uint32_t stan, const std::string& asn = card_a,
-                             const std::string& terminal_id = "CLINIC01", bool forge = false) {
+// A challenge from the host (0800 70 = 201) for the card at the terminal; zeros when the host refuses one
+// (the 0100 then shows what the host answers without a valid challenge).
+iso8583::HostChallenge challenge_for(Rig& rig, const std::string& asn, const std::string& terminal_id, std::uint32_t stan) {
+    Message m = network_message(201, stan, terminal_id);
+    m.set(2, asn.substr(4));
+    m.set(62, iso8583::encode_challenge_request({asn_of(asn)}));
+    const Message answer = rig.send(m);
+    if (answer.get(39) != "00") return {};
+    auto data = iso8583::parse_challenge_answer(answer.get(62).value_or(""));
+    REQUIRE(data.ok());
+    return data->challenge;
+}
+
+// Which card key answers INTERNAL AUTHENTICATE: the SSSE application's (after VERIFY PIN) or the purse's
+// (no PIN), as a card does for each application.
+enum class ProofKey { ssse, purse };
+
+// A 0100 carrying `challenge` and the card's INTERNAL AUTHENTICATE answer over the §4.4 proof input.
+Message clinic_authorization_over(const iso8583::HostChallenge& challenge, std::uint64_t amount_fen, std::uint32_t stan,
+                                  const std::string& asn, const std::string& terminal_id, bool forge = false,
+                                  ProofKey key = ProofKey::ssse) {
     Message m = online_message("0100", "003000", amount_fen, stan, asn, terminal_id);
     m.set(42, "HKCLINIC0000001");
-    const auto challenge = iso8583::clinic_challenge(*m.get(41), *m.get(11), *m.get(7), *m.get(4));
     iso8583::ClinicAuthorizationData d;
     d.asn = asn_of(asn);
-    const Bytes cryptogram = crypto::tdes_ecb_encrypt(card_key(internal_auth_master_hex, asn), challenge);
+    d.challenge = challenge;
+    const auto input = iso8583::clinic_proof_input(challenge, {*m.get(41), *m.get(11), *m.get(7), *m.get(4), *m.get(60)}, d.asn);
+    const std::string& master = key == ProofKey::ssse ? ssse_auth_master_hex : internal_auth_master_hex;
+    const Bytes cryptogram = crypto::tdes_ecb_encrypt(card_key(master, asn), input);
     std::copy(cryptogram.begin(), cryptogram.end(), d.cryptogram.begin());
     if (forge) d.cryptogram[7] ^= 0x01;
     m.set(62, iso8583::encode_clinic_authorization(d));
     return m;
+}
+
+// A clinic authorization over a fresh challenge.
+Message clinic_authorization(Rig& rig, std::uint64_t amount_fen, std::uint32_t stan, const std::string& asn = card_a,
+                             const std::string& terminal_id = "CLINIC01", bool forge = false, ProofKey key = ProofKey::ssse) {
+    return clinic_authorization_over(challenge_for(rig, asn, terminal_id, stan), amount_fen, stan, asn, terminal_id, forge, key);
 }
 
 Message clinic_completion(std::uint64_t amount_fen, std::uint32_t stan, std::uint32_t authorization_stan,
@@ -278,6 +304,30 @@ TEST_CASE("0220: the card's TAC posts the load; the mirror follows; a repeat ans
     rig.require_check();
 }
 
+TEST_CASE("0220: a confirmation from another terminal than the 0200's, or with another PSAM id, is refused 58; nothing posted") {
+    Rig rig;
+    rig.sign_on();
+    rig.sign_on("SHOP0001");
+    const Load load;
+    REQUIRE(rig.code(load_request(load, 1)) == "00");
+    Load at_shop = load;
+    at_shop.terminal = "460100000002";  // the shop's own PSAM: everything consistent for SHOP0001
+    CHECK(rig.code(load_confirmation(at_shop, 2, "SHOP0001")) == "58");
+    CHECK(rig.code(load_confirmation(at_shop, 3, "BUS00001")) == "58");  // the right 41, another DF06
+    CHECK(rig.flags_of(RiskKind::wrong_terminal) >= 1);
+    CHECK(rig.state(load_id(load)) == ledger::PendingState::pending);
+    CHECK(rig.shadow(card_a) == 5000);
+    CHECK(rig.payable(2002) == 0);
+    // The terminal that asked confirms it: posted, with the digest of its record.
+    const Message confirmed = rig.send(load_confirmation(load, 4));
+    CHECK(*confirmed.get(39) == "00");
+    iso8583::LoadConfirmationData c = load_data<iso8583::LoadConfirmationData>(load);
+    c.tac = load.tac();
+    CHECK(iso8583::parse_record_digest(confirmed.get(62).value_or("")).value() == iso8583::load_confirmation_digest(c, load.amount_fen));
+    CHECK(rig.shadow(card_a) == 8000);
+    rig.require_check();
+}
+
 TEST_CASE("0220: a forged TAC still posts the load (MAC2 was ours, the card holds the money), answered 59 and flagged") {
     Rig rig;
     rig.sign_on();
@@ -393,7 +443,8 @@ TEST_CASE("an unconfirmed load expires by the ledger's timeout: counted by scan_
 TEST_CASE("0100: INTERNAL AUTHENTICATE verified, a hold medical account → clinic payable before 00") {
     Rig rig;
     rig.sign_on("CLINIC01");
-    const Message answer = rig.send(clinic_authorization(8000, 1));
+    const Message request = clinic_authorization(rig, 8000, 1);
+    const Message answer = rig.send(request);
     CHECK(answer.mti() == "0110");
     REQUIRE(*answer.get(39) == "00");
     CHECK(*answer.get(4) == "000000008000");
@@ -408,25 +459,87 @@ TEST_CASE("0100: INTERNAL AUTHENTICATE verified, a hold medical account → clin
     CHECK((*hold)->user_data_64 == clinic);
     CHECK((*hold)->user_data_32 == 1);
     CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 8000);
-    CHECK(rig.code(clinic_authorization(8000, 1)) == "00");  // repeat: no second hold
+    CHECK(rig.code(request) == "00");  // the same message repeated (its answer lost): no second hold
     CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 8000);
-    CHECK(rig.code(clinic_authorization(9000, 1)) == "94");  // same id, other amount
+    CHECK(rig.code(clinic_authorization(rig, 9000, 1)) == "94");  // same id, other amount
     CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 8000);
     rig.require_check();
+}
+
+TEST_CASE("0100: one card-presence proof holds once — field 60, a new STAN or a reused challenge all get 59") {
+    Rig rig;
+    rig.sign_on("CLINIC01");
+    const iso8583::HostChallenge challenge = challenge_for(rig, card_a, "CLINIC01", 1);
+    Message genuine = clinic_authorization_over(challenge, 2500, 1, card_a, "CLINIC01");
+    // Field 60 changed (another hold id) under the same cryptogram: the proof covers 60, so it fails.
+    Message other_batch = genuine;
+    other_batch.set(60, "000002");
+    CHECK(rig.code(other_batch) == "59");
+    CHECK(rig.flags_of(RiskKind::internal_auth_invalid) == 1);
+    CHECK(rig.code(genuine) == "00");
+    // After the hold, the challenge is spent: replays with any field 60 are refused before the HSM.
+    for (const char* batch : {"000002", "000003", "000004"}) {
+        Message replay = genuine;
+        replay.set(60, batch);
+        CHECK(rig.code(replay) == "59");
+    }
+    // The same challenge, answered again by the card for another STAN: used once already.
+    CHECK(rig.code(clinic_authorization_over(challenge, 2500, 2, card_a, "CLINIC01")) == "59");
+    CHECK(rig.flags_of(RiskKind::challenge_refused) == 2);  // one per refused 0100 id (STAN 1, STAN 2)
+    CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 2500);
+    rig.require_check();
+}
+
+TEST_CASE("0100: a challenge of another terminal, another card, a made-up or an expired one is refused 59") {
+    EngineOptions options;
+    options.challenge_ttl_s = 1;
+    Rig rig(options);
+    rig.sign_on("CLINIC01");
+    rig.sign_on("SHOP0001");
+    const auto shops = challenge_for(rig, card_a, "SHOP0001", 1);
+    CHECK(rig.code(clinic_authorization_over(shops, 100, 2, card_a, "CLINIC01")) == "59");
+    const auto card_bs = challenge_for(rig, card_b, "CLINIC01", 3);
+    CHECK(rig.code(clinic_authorization_over(card_bs, 100, 4, card_a, "CLINIC01")) == "59");
+    iso8583::HostChallenge made_up = challenge_for(rig, card_a, "CLINIC01", 5);
+    made_up[12] ^= 0x40;
+    CHECK(rig.code(clinic_authorization_over(made_up, 100, 6, card_a, "CLINIC01")) == "59");
+    const auto old = challenge_for(rig, card_a, "CLINIC01", 7);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+    CHECK(rig.code(clinic_authorization_over(old, 100, 8, card_a, "CLINIC01")) == "59");
+    CHECK(rig.flags_of(RiskKind::challenge_refused) >= 1);
+    CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 0);
+    // A challenge request for an unknown card: 14; without field 62: 30.
+    Message unknown = network_message(201, 9, "CLINIC01");
+    unknown.set(2, "0000000099999999");
+    unknown.set(62, iso8583::encode_challenge_request({asn_of("46010000000099999999")}));
+    CHECK(rig.code(unknown) == "14");
+    Message bare = network_message(201, 10, "CLINIC01");
+    bare.set(2, card_a.substr(4));
+    CHECK(rig.code(bare) == "30");
+}
+
+TEST_CASE("0100: a proof from the purse application (no PIN) cannot authorize a medical hold") {
+    Rig rig;
+    rig.sign_on("CLINIC01");
+    CHECK(rig.code(clinic_authorization(rig, 2500, 1, card_a, "CLINIC01", false, ProofKey::purse)) == "59");
+    CHECK(rig.flags_of(RiskKind::internal_auth_invalid) == 1);
+    CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 0);
+    CHECK(rig.code(clinic_authorization(rig, 2500, 2, card_a, "CLINIC01", false, ProofKey::ssse)) == "00");
 }
 
 TEST_CASE("0100: below the amount the medical account holds what it has (10, field 4 = held); empty → 51") {
     Rig rig;
     rig.sign_on("CLINIC01");
-    const Message partial = rig.send(clinic_authorization(25000, 1));
+    const Message request = clinic_authorization(rig, 25000, 1);
+    const Message partial = rig.send(request);
     REQUIRE(*partial.get(39) == "10");
     CHECK(*partial.get(4) == "000000020000");
     CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 20000);
-    const Message repeat = rig.send(clinic_authorization(25000, 1));
+    const Message repeat = rig.send(request);
     CHECK(*repeat.get(39) == "10");
     CHECK(*repeat.get(4) == "000000020000");
-    CHECK(rig.code(clinic_authorization(100, 2)) == "51");
-    CHECK(rig.code(clinic_authorization(100, 3, card_b)) == "51");  // card_b has no medical money
+    CHECK(rig.code(clinic_authorization(rig, 100, 2)) == "51");
+    CHECK(rig.code(clinic_authorization(rig, 100, 3, card_b)) == "51");  // card_b has no medical money
     rig.require_check();
 }
 
@@ -434,17 +547,17 @@ TEST_CASE("0100: forged cryptogram 59, non-clinic terminal 58, hotlisted or unkn
     Rig rig;
     rig.sign_on("CLINIC01");
     rig.sign_on("SHOP0001");
-    CHECK(rig.code(clinic_authorization(100, 1, card_a, "CLINIC01", true)) == "59");
+    CHECK(rig.code(clinic_authorization(rig, 100, 1, card_a, "CLINIC01", true)) == "59");
     CHECK(rig.flags_of(RiskKind::internal_auth_invalid) == 1);
-    CHECK(rig.code(clinic_authorization(100, 2, card_a, "SHOP0001")) == "58");
-    CHECK(rig.code(clinic_authorization(100, 3, "46010000000099999999")) == "14");
-    CHECK(rig.code(clinic_authorization(0, 4)) == "13");
-    CHECK(rig.code(clinic_authorization(10'000'001, 5)) == "61");
-    Message bad_challenge = clinic_authorization(100, 6);
+    CHECK(rig.code(clinic_authorization(rig, 100, 2, card_a, "SHOP0001")) == "58");
+    CHECK(rig.code(clinic_authorization(rig, 100, 3, "46010000000099999999")) == "14");
+    CHECK(rig.code(clinic_authorization(rig, 0, 4)) == "13");
+    CHECK(rig.code(clinic_authorization(rig, 10'000'001, 5)) == "61");
+    Message bad_challenge = clinic_authorization(rig, 100, 6);
     bad_challenge.set_number(4, 101, 12);  // the card answered for another amount
     CHECK(rig.code(bad_challenge) == "59");
     REQUIRE(set_card_status(*rig.ledger, *rig.registry, asn_of(card_a), CardStatus::lost).ok());
-    CHECK(rig.code(clinic_authorization(100, 7)) == "41");
+    CHECK(rig.code(clinic_authorization(rig, 100, 7)) == "41");
     CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 0);
     rig.require_check();
 }
@@ -454,7 +567,7 @@ TEST_CASE("0100: forged cryptogram 59, non-clinic terminal 58, hotlisted or unkn
 TEST_CASE("0220 completion posts the actual amount, releases the rest; repeat 00; above the hold 13; other amount 94") {
     Rig rig;
     rig.sign_on("CLINIC01");
-    REQUIRE(rig.code(clinic_authorization(8000, 1)) == "00");
+    REQUIRE(rig.code(clinic_authorization(rig, 8000, 1)) == "00");
     CHECK(rig.code(clinic_completion(8001, 2, 1)) == "13");
     CHECK(rig.code(clinic_completion(0, 2, 1)) == "13");
     CHECK(rig.code(clinic_completion(6500, 2, 99)) == "25");
@@ -474,7 +587,7 @@ TEST_CASE("0220 completion posts the actual amount, releases the rest; repeat 00
 TEST_CASE("0221: the repeat of an unanswered completion carries a new STAN and still lands on the booked completion") {
     Rig rig;
     rig.sign_on("CLINIC01");
-    REQUIRE(rig.code(clinic_authorization(8000, 1)) == "00");
+    REQUIRE(rig.code(clinic_authorization(rig, 8000, 1)) == "00");
     REQUIRE(rig.code(clinic_completion(6500, 2, 1)) == "00");  // the 0230 lost on the way back
     Message repeat = clinic_completion(6500, 3, 1);
     repeat.set_mti("0221");
@@ -498,7 +611,7 @@ TEST_CASE("0400 voids a hold (repeat 00); the completion afterwards is 25; unkno
     rig.sign_on("CLINIC01");
     CHECK(rig.code(clinic_reversal(100, 1, 50)) == "25");
     CHECK(rig.code(clinic_reversal(100, 2, 50, "0420")) == "00");
-    REQUIRE(rig.code(clinic_authorization(8000, 3)) == "00");
+    REQUIRE(rig.code(clinic_authorization(rig, 8000, 3)) == "00");
     CHECK(rig.code(clinic_reversal(8000, 4, 3)) == "00");
     CHECK(rig.code(clinic_reversal(8000, 4, 3)) == "00");
     CHECK(rig.code(clinic_reversal(8000, 5, 3, "0420")) == "00");
@@ -514,7 +627,7 @@ TEST_CASE("a hold expires by the ledger's timeout: the completion is 54, the rev
     options.hold_timeout_s = 120;
     Rig rig(options);
     rig.sign_on("CLINIC01");
-    REQUIRE(rig.code(clinic_authorization(8000, 1)) == "00");
+    REQUIRE(rig.code(clinic_authorization(rig, 8000, 1)) == "00");
     rig.advance_clock_s(121);
     wait_expired(rig, hold_id(1));
     CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 0);
@@ -607,7 +720,7 @@ TEST_CASE("0320: the transfer's user_data_128 carries the place: PSAM terminal, 
     t->transit_record = {0x00, 0x2A, 0x01, 0x07, 0xEE};
     m.set(62, encode_purse_transaction(*t));
     REQUIRE(rig.code(m) == "00");
-    auto transfer = rig.ledger->lookup_transfer(offline_purchase_transfer(asn_of(card_a), 0, crypto::type_capp_purchase));
+    auto transfer = rig.ledger->lookup_transfer(purchase_id(Tap{}));
     REQUIRE(transfer.ok());
     const Place place = parse_place((*transfer)->user_data_128);
     CHECK(bcd_to_digits(place.terminal_id) == psam_terminal);
@@ -658,9 +771,9 @@ TEST_CASE("0500: loads, load reversals, clinic completions and hold reversals co
     bus.set_number(87, 0, 16);
     CHECK(rig.code(bus) == "95");
     // CLINIC01: one completion (partial), one reversed hold.
-    REQUIRE(rig.code(clinic_authorization(5000, 1)) == "00");
+    REQUIRE(rig.code(clinic_authorization(rig, 5000, 1)) == "00");
     REQUIRE(rig.code(clinic_completion(4200, 2, 1)) == "00");
-    REQUIRE(rig.code(clinic_authorization(3000, 3)) == "00");
+    REQUIRE(rig.code(clinic_authorization(rig, 3000, 3)) == "00");
     REQUIRE(rig.code(clinic_reversal(3000, 4, 3)) == "00");
     const Message clinic_answer = rig.send(totals_message("CLINIC01", 5, {0, 0, 1, 1, 0, 0, 4200, 3000}));
     CHECK(*clinic_answer.get(39) == "00");
@@ -755,7 +868,7 @@ TEST_CASE("0500: every reversal answered 00 counts once with its own field 4 —
     rig.sign_on("CLINIC01");
     // The 0100 asked 25000 and the medical account holds 20000: held 20000 (10), the 0110 lost; the
     // terminal reverses what it asked.
-    const Message partial = rig.send(clinic_authorization(25000, 1));
+    const Message partial = rig.send(clinic_authorization(rig, 25000, 1));
     REQUIRE(*partial.get(39) == "10");
     CHECK(rig.code(clinic_reversal(25000, 2, 1, "0420")) == "00");
     CHECK(rig.code(clinic_reversal(25000, 3, 1, "0421")) == "00");  // its repeat (new STAN): counted once

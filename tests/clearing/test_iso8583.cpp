@@ -407,10 +407,49 @@ TEST_CASE("digits: zero-padded, refusing values that do not fit") {
 
 // ---- field 62 of the online messages (ISO8583.md §3.1, §4) ----
 
-TEST_CASE("the clinic challenge is SHA-256(41 ‖ 11 ‖ 7 ‖ 4)[0..8] over the fields' text (ISO8583.md §4.4 vector)") {
-    const auto challenge = coconut::iso8583::clinic_challenge("CLINIC01", "000031", "1126023000", "000000025000");
-    CHECK(coconut::to_hex(challenge) == "C7B2A0947A3B0AB8");
-    CHECK(coconut::iso8583::clinic_challenge("CLINIC01", "000031", "1126023000", "000000025001") != challenge);
+TEST_CASE("the clinic proof input is SHA-256 over the host challenge, 41, 11, 7, 4, 60 and the ASN (ISO8583.md §4.4 vector)") {
+    using namespace coconut::iso8583;
+    HostChallenge challenge{};
+    for (std::size_t i = 0; i < challenge.size(); ++i) challenge[i] = static_cast<std::uint8_t>(i + 1);
+    const CardAsn asn = {0x00, 0x00, 0x62, 0x31, 0x23, 0x45, 0x67, 0x89, 0x01, 0x23};
+    const auto input = clinic_proof_input(challenge, {"CLINIC01", "000031", "1126023000", "000000025000", "000001"}, asn);
+    CHECK(coconut::to_hex(input) == "6E2FA354B9B6F97B");
+    // Field 60 is covered: another batch (another hold id) needs another proof.
+    CHECK(coconut::to_hex(clinic_proof_input(challenge, {"CLINIC01", "000031", "1126023000", "000000025000", "000002"}, asn)) ==
+          "3F468FD3279AB061");
+    CHECK(clinic_proof_input(challenge, {"CLINIC01", "000031", "1126023000", "000000025001", "000001"}, asn) != input);
+    HostChallenge other = challenge;
+    other[15] ^= 1;
+    CHECK(clinic_proof_input(other, {"CLINIC01", "000031", "1126023000", "000000025000", "000001"}, asn) != input);
+}
+
+TEST_CASE("the record digest covers what the TAC covers and the TAC, not the claims DF03 / DF04 / DF0C (ISO8583.md §4.8 vector)") {
+    using namespace coconut::iso8583;
+    PurseTransaction t;
+    t.asn = {0x46, 0x01, 0x00, 0x00, 0x00, 0x00, 0x12, 0x34, 0x56, 0x78};
+    t.type = 0x09;
+    t.terminal_id = {0x46, 0x01, 0x00, 0x00, 0x00, 0x01};
+    t.terminal_serial = 1;
+    t.when.date = {0x20, 0x26, 0x11, 0x26};
+    t.when.time = {0x10, 0x30, 0x00};
+    t.tac = {1, 2, 3, 4};
+    t.balance_before_fen = 5000;
+    t.offline_atc = 7;
+    const RecordDigest digest = purchase_digest(t, 200);
+    CHECK(coconut::to_hex(digest) == "F66719E8ECAF72C2");
+    PurseTransaction claims = t;
+    claims.balance_before_fen = 1;
+    claims.offline_atc = 0xFFFF;
+    claims.transit_record = {0, 1, 0, 2};
+    CHECK(purchase_digest(claims, 200) == digest);
+    PurseTransaction serial = t;
+    serial.terminal_serial = 2;
+    CHECK(purchase_digest(serial, 200) != digest);
+    CHECK(purchase_digest(t, 201) != digest);
+    auto parsed = parse_record_digest(encode_record_digest(digest));
+    REQUIRE(parsed.ok());
+    CHECK(*parsed == digest);
+    CHECK_FALSE(parse_record_digest("DF0402001F").ok());
 }
 
 TEST_CASE("load request, answer, confirmation, reference and clinic data round-trip; a missing or short tag is named") {
@@ -442,7 +481,9 @@ TEST_CASE("load request, answer, confirmation, reference and clinic data round-t
     CHECK(parse_load_confirmation(encode_load_confirmation(confirmation))->tac == confirmation.tac);
     CHECK(parse_load_confirmation(encode_load_reference({request.asn, 7})).error() == "field 62 lacks DF02 (transaction type)");
     CHECK(parse_load_reference(encode_load_reference({request.asn, 7}))->online_atc == 7);
-    ClinicAuthorizationData clinic{request.asn, {1, 2, 3, 4, 5, 6, 7, 8}};
+    ClinicAuthorizationData clinic{request.asn, {1, 2, 3, 4, 5, 6, 7, 8}, {9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9}};
     CHECK(parse_clinic_authorization(encode_clinic_authorization(clinic))->cryptogram == clinic.cryptogram);
+    CHECK(parse_clinic_authorization(encode_clinic_authorization(clinic))->challenge == clinic.challenge);
+    CHECK(parse_clinic_authorization("DF010A00006231234567890123DF0B080102030405060708").error() == "field 62 lacks DF0E (host challenge)");
     CHECK(parse_clinic_authorization("DF010A00006231234567890123").error() == "field 62 lacks DF0B (INTERNAL AUTHENTICATE response)");
 }

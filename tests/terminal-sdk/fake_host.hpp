@@ -3,6 +3,7 @@
 // client time out. Connections are served one at a time, in order (the client has one).
 #pragma once
 
+#include <coconut/iso8583/card_data.hpp>
 #include <coconut/iso8583/iso8583.hpp>
 
 #include <doctest/doctest.h>
@@ -24,8 +25,14 @@ namespace sdk_test {
 
 using coconut::iso8583::Message;
 
-// The answer a real host gives: the response MTI, 11 and 41 echoed, 39 set.
+// The challenge this host hands out for 0800 70 = 201 (a real host's is single-use and tagged).
+inline constexpr coconut::iso8583::HostChallenge fake_challenge = {0xC0, 0xC0, 0x0A, 0x55, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+
+// The answer a real host gives: the response MTI, 11 and 41 echoed, 39 set; an approval of a record the
+// terminal queues (0320, a 0220 load confirmation) names it with DF10 (ISO8583.md §4.8), a challenge
+// request gets fake_challenge.
 inline Message reply(const Message& request, std::string_view code) {
+    namespace iso = coconut::iso8583;
     std::string mti = request.mti();
     mti[2] = static_cast<char>(mti[2] + 1);
     mti[3] = '0';
@@ -34,6 +41,21 @@ inline Message reply(const Message& request, std::string_view code) {
         if (auto v = request.get(field)) m.set(field, *v);
     }
     m.set(39, code);
+    if (code != "00") return m;
+    const auto amount = static_cast<std::uint32_t>(request.get_number(4).value_or(0));
+    if (request.mti().starts_with("032")) {
+        auto t = iso::parse_purse_transaction(request.get(62).value_or(""));
+        REQUIRE(t.ok());
+        m.set(62, iso::encode_record_digest(iso::purchase_digest(*t, amount)));
+    } else if (request.mti().starts_with("022") && request.get(3) == "210000") {
+        auto c = iso::parse_load_confirmation(request.get(62).value_or(""));
+        REQUIRE(c.ok());
+        m.set(62, iso::encode_record_digest(iso::load_confirmation_digest(*c, amount)));
+    } else if (request.mti().starts_with("080") && request.get(70) == "201") {
+        auto card = iso::parse_challenge_request(request.get(62).value_or(""));
+        REQUIRE(card.ok());
+        m.set(62, iso::encode_challenge_answer({card->asn, fake_challenge}));
+    }
     return m;
 }
 

@@ -18,7 +18,6 @@ using namespace sdk_test;
 namespace {
 
 constexpr std::string_view terminal_name = "CLINIC01";
-const std::string master_iak = master_dpk;  // card_profile personalizes IAK from the same master
 
 crypto::Key16 card_key(const std::string& master, const Asn& asn) {
     return crypto::diversify(crypto::diversify(crypto::Key16(hex(master)), issuer_factor()), crypto::card_factor_from_asn(asn));
@@ -283,7 +282,7 @@ TEST_CASE("card removed from the reader before CREDIT is sent: the load is rever
     CHECK(rig.terminal->recover()->reversed.empty());
 }
 
-TEST_CASE("clinic payment, full medical approval: the challenge is the host's, the cryptogram is the card's IAK") {
+TEST_CASE("clinic payment, full medical approval: the challenge is the host's, the cryptogram the SSSE application's") {
     OnlineRig rig(1000, approving("00"));
     auto paid = rig.terminal->clinic_payment(800, "123456", *rig.client);
     REQUIRE_MESSAGE(paid.ok(), (paid.ok() ? "" : paid.error().message));
@@ -296,16 +295,15 @@ TEST_CASE("clinic payment, full medical approval: the challenge is the host's, t
     const Message& a = authorizations[0];
     CHECK(a.get(3) == "003000");
     CHECK(a.get(60) == "000001");
-    // The host's recomputation: SHA-256 of the four fields' text as sent (ISO8583.md §4.4).
-    const std::string text = std::string(terminal_name) + std::string(*a.get(11)) + std::string(*a.get(7)) + std::string(*a.get(4));
-    CHECK(text.size() == 36);
-    std::array<std::uint8_t, 32> digest{};
-    unsigned int length = 0;
-    EVP_Digest(text.data(), text.size(), digest.data(), &length, EVP_sha256(), nullptr);
-    const Bytes challenge(digest.begin(), digest.begin() + 8);
-    CHECK(field62(a).size() == 2);
+    // The host's recomputation (ISO8583.md §4.4): over its challenge and the hold's fields as sent.
+    CHECK(field62(a).size() == 3);
+    CHECK(tag(a, 0xDF0E) == Bytes(fake_challenge.begin(), fake_challenge.end()));
+    CHECK(rig.host->received("0800").size() >= 1);
     const Asn asn = asn_of(a);
-    CHECK(tag(a, 0xDF0B) == crypto::tdes_ecb_encrypt(card_key(master_iak, asn), challenge));
+    const auto input = iso8583::clinic_proof_input(fake_challenge, {*a.get(41), *a.get(11), *a.get(7), *a.get(4), *a.get(60)}, asn);
+    const Bytes challenge(input.begin(), input.end());
+    // From the SSSE application after VERIFY, under its own key: the purse IAK's answer would prove no PIN.
+    CHECK(tag(a, 0xDF0B) == crypto::tdes_ecb_encrypt(card_key(master_ssse_iak, asn), challenge));
     const auto completions = rig.host->received("0220");
     REQUIRE(completions.size() == 1);
     CHECK(completions[0].get(3) == "003000");
@@ -523,4 +521,45 @@ TEST_CASE("a transit tap's 0320 carries DF0C line and station") {
     const auto uploads = rig.host->received("0320");
     REQUIRE(uploads.size() == 1);
     CHECK(tag(uploads[0], 0xDF0C) == Bytes{0x00, 0x01, 0x00, 0x09});
+}
+
+TEST_CASE("a queued purchase leaves the queue only on 00 naming it (DF10); 59, 94 and another record's digest keep it") {
+    // The answer the host gives to each 0320, in turn.
+    std::vector<std::function<Message(const Message&)>> answers = {
+        [](const Message& r) { return reply(r, "59"); },  // its TAC failed at the clearing: recorded for review
+        [](const Message& r) { return reply(r, "94"); },  // another record holds its id
+        [](const Message& r) {                            // an approval of another record
+            Message m = reply(r, "00");
+            m.set(62, iso8583::encode_record_digest({1, 2, 3, 4, 5, 6, 7, 8}));
+            return m;
+        },
+        [](const Message& r) {  // an approval without a digest (a host that does not name what it booked)
+            Message m = reply(r, "00");
+            m.clear(62);
+            return m;
+        },
+        [](const Message& r) { return reply(r, "00"); },  // this very record
+    };
+    std::size_t next = 0;
+    OnlineRig rig(1000, [&](const Message& r) -> std::optional<Message> {
+        if (r.mti() != "0320") return reply(r, "00");
+        return answers.at(std::min(next++, answers.size() - 1))(r);
+    });
+    TapRequest tap;
+    tap.line = 1;
+    tap.station = 9;
+    REQUIRE(rig.terminal->transit_tap(tap).ok());
+    for (std::size_t round = 0; round + 1 < answers.size(); ++round) {
+        auto report = rig.client->upload(*rig.queue);
+        REQUIRE(report.ok());
+        CHECK(rig.queue->size() == 1);
+        CHECK(report->kept == 1);
+        CHECK(report->kept_for_review.size() == 1);
+        CHECK(rig.client->batch().totals().debits_count == 0);
+    }
+    auto last = rig.client->upload(*rig.queue);
+    REQUIRE(last.ok());
+    CHECK(last->approved == 1);
+    CHECK(rig.queue->size() == 0);
+    CHECK(rig.client->batch().totals().debits_count == 1);
 }

@@ -8,6 +8,9 @@
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
 
+#include <sodium.h>
+
+#include <bit>
 #include <cassert>
 #include <chrono>
 #include <cstdio>
@@ -48,6 +51,7 @@ constexpr std::uint64_t nmc_sign_on = 1;
 constexpr std::uint64_t nmc_sign_off = 2;
 constexpr std::uint64_t nmc_echo = 301;
 constexpr std::uint64_t nmc_hotlist_download = 101;
+constexpr std::uint64_t nmc_card_challenge = 201;
 
 bool link_failure(hsm::Errc code) {
     switch (code) {
@@ -65,13 +69,21 @@ bool link_failure(hsm::Errc code) {
     }
 }
 
+// An offline ATC range given up: every ATC in first…last not booked when an ATC 65 or more above it was.
+struct AtcGap {
+    std::uint16_t first = 0;
+    std::uint16_t last = 0;
+    std::uint32_t missing = 0;  // of first…last, those never booked
+};
+
 // Records `atc` as booked in the card's contiguous prefix (CardRecord::offline_atc_next / _ahead, a
-// window of 64 ATCs above the prefix). An ATC still missing when one 65 or more above it is booked is
-// given up: returned (each an atc_gap) and passed, so the prefix moves on.
-std::vector<std::uint16_t> mark_atc_booked(CardRecord& card, std::uint16_t atc) {
+// window of 64 ATCs above the prefix). ATCs still missing when one 65 or more above them is booked are
+// given up: returned as one range, and the prefix moves past them. Constant work whatever the ATC (a
+// claim: the TAC does not cover it); the caller refuses ATCs beyond atc_ahead_plausible_max first.
+std::optional<AtcGap> mark_atc_booked(CardRecord& card, std::uint16_t atc) {
     constexpr int window = 64;
-    std::vector<std::uint16_t> missing;
-    auto pass = [&card] {  // offline_atc_next is booked or given up: move past it and what follows it
+    // offline_atc_next is booked or given up: move past it and the booked ATCs that follow it.
+    auto pass = [&card] {
         ++card.offline_atc_next;  // bit i of the window now names ATC offline_atc_next + i
         while ((card.offline_atc_ahead & 1) != 0) {
             card.offline_atc_ahead >>= 1;
@@ -79,18 +91,34 @@ std::vector<std::uint16_t> mark_atc_booked(CardRecord& card, std::uint16_t atc) 
         }
         card.offline_atc_ahead >>= 1;  // bit 0 named the (missing) new offline_atc_next
     };
-    if (atc < card.offline_atc_next) return missing;
-    while (int{atc} - int{card.offline_atc_next} - 1 >= window) {
-        missing.push_back(card.offline_atc_next);
-        pass();
+    if (atc < card.offline_atc_next) return std::nullopt;
+    std::optional<AtcGap> gap;
+    const int distance = int{atc} - int{card.offline_atc_next} - 1;  // atc's bit in the window
+    if (distance >= 2 * window) {
+        // Everything the window holds lies below atc - window: give up next … atc - window - 1 at once.
+        const int booked = std::popcount(card.offline_atc_ahead);
+        const auto last = static_cast<std::uint16_t>(atc - window - 1);
+        gap = AtcGap{card.offline_atc_next, last, static_cast<std::uint32_t>(last - card.offline_atc_next + 1 - booked)};
+        card.offline_atc_next = static_cast<std::uint16_t>(atc - window);
+        card.offline_atc_ahead = 0;
+    } else {
+        while (int{atc} - int{card.offline_atc_next} - 1 >= window) {  // at most `window` rounds
+            if (!gap) gap = AtcGap{card.offline_atc_next, card.offline_atc_next, 0};
+            gap->last = card.offline_atc_next;
+            gap->missing++;
+            pass();
+        }
     }
     if (atc == card.offline_atc_next) {
         pass();
     } else if (atc > card.offline_atc_next) {
         card.offline_atc_ahead |= std::uint64_t{1} << (atc - card.offline_atc_next - 1);
     }
-    return missing;
+    return gap;
 }
+
+// Days since 1970-01-01 (UTC): the forged-TAC count's day.
+std::uint32_t utc_day() { return static_cast<std::uint32_t>(wall_clock_ns() / 86'400'000'000'000ULL); }
 
 }  // namespace
 
@@ -299,8 +327,13 @@ struct Engine::Upload {
     std::uint32_t stan = 0;
     std::optional<std::uint32_t> batch_number;
     CardRecord card;
-    ledger::Id transfer_id;
-    bool tac_valid = false;
+    ledger::Id transfer_id;  // the canonical id (offline_purchase_transfer)
+    PurchaseProof proof;     // of this upload
+    bool conflicts_with_booked = false;  // a record with other covered fields is booked under transfer_id
+    std::optional<RiskKind> reviewed;    // tac_invalid / serial_conflict: recorded for review, not booked
+    bool suspended_terminal = false;     // this upload took the terminal past the forged-TAC limit
+    std::optional<PurchaseProof> raced;  // booked by another upload between the snapshot and the commit
+    std::uint64_t booked_amount_fen = 0;  // the approval's record (for DF10)
 };
 
 Engine::Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registry, TacVerifier& verifier, EngineOptions options)
@@ -316,6 +349,14 @@ Engine::Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registr
 void Engine::handle(Message request, SessionState& session, Respond respond) {
     stats_.requests++;
     stats_.in_flight++;
+    // A TLS connection speaks for the terminal of its certificate only (clearing/README.md "Security model").
+    if (session.authenticated_terminal_id && request.has(41) && *request.get(41) != *session.authenticated_terminal_id) {
+        stats_.refused++;
+        stats_.in_flight--;
+        log_line(fmt::format("{} with 41 = {} over the connection of terminal {}: refused 63", request.mti(), *request.get(41),
+                             *session.authenticated_terminal_id));
+        return respond(make_response(request, ResponseCode::security_violation));
+    }
     const std::string& mti = request.mti();
     if (mti == "0800" || mti == "0801") return sign_on(request, session, std::move(respond));
     if (mti == "0320" || mti == "0321") return offline_upload(std::move(request), session, std::move(respond));
@@ -380,6 +421,7 @@ void Engine::sign_on(const Message& request, SessionState& session, Respond resp
     if (*code == nmc_hotlist_download) {
         return hotlist_download(request, session, std::move(respond));
     }
+    if (*code == nmc_card_challenge) return issue_challenge(request, session, std::move(respond));
     if (*code != nmc_sign_on) return answer(ResponseCode::invalid_transaction);
     auto terminal = registry_.terminal(*terminal_id);
     if (!terminal) {
@@ -387,8 +429,102 @@ void Engine::sign_on(const Message& request, SessionState& session, Respond resp
         return answer(ResponseCode::system_malfunction);
     }
     if (!*terminal) return answer(ResponseCode::invalid_merchant);
+    if ((*terminal)->status != TerminalStatus::active) return answer(ResponseCode::not_permitted_to_terminal);
     session.signed_on.insert(std::string(*terminal_id));
     answer(ResponseCode::approved);
+}
+
+std::optional<ResponseCode> Engine::refuse_terminal(const Message& request, const SessionState& session,
+                                                    const std::optional<TerminalRecord>& terminal) const {
+    if (!terminal) return ResponseCode::invalid_merchant;
+    // Suspended or retired terminals are refused on every request, not only at sign-on: a clerk's
+    // suspension takes effect on connections already open.
+    if (terminal->status != TerminalStatus::active) return ResponseCode::not_permitted_to_terminal;
+    if (options_.require_sign_on && !session.signed_on.count(std::string(request.get(41).value_or("")))) {
+        return ResponseCode::invalid_merchant;
+    }
+    return std::nullopt;
+}
+
+namespace {
+
+// The tag of a clinic challenge (ISO8583.md §4.4): keyed BLAKE2b over the terminal, the card, the issue
+// time and the random part, so the host recognizes its own challenges without storing them.
+std::array<std::uint8_t, 8> challenge_tag(const ChallengeKey& key, std::string_view terminal_id, const Asn& asn, ByteView issued) {
+    constexpr std::string_view domain = "coconut-challenge-v1";
+    Bytes material(domain.begin(), domain.end());
+    material.reserve(domain.size() + 1 + terminal_id.size() + asn.size() + issued.size());
+    material.push_back(static_cast<std::uint8_t>(terminal_id.size()));
+    for (char c : terminal_id) material.push_back(static_cast<std::uint8_t>(c));
+    append(material, asn);
+    append(material, issued);
+    std::array<std::uint8_t, crypto_generichash_BYTES_MIN> digest{};
+    crypto_generichash(digest.data(), digest.size(), material.data(), material.size(), key.bytes.data(), key.bytes.size());
+    std::array<std::uint8_t, 8> tag{};
+    std::copy_n(digest.begin(), tag.size(), tag.begin());
+    return tag;
+}
+
+}  // namespace
+
+// 0800 70 = 201 (ISO8583.md §4.4): a challenge for the card at this terminal, valid challenge_ttl_s, once.
+void Engine::issue_challenge(const Message& request, SessionState& session, Respond respond) {
+    auto answer = [&](ResponseCode code, std::optional<std::string> field62 = {}) {
+        if (code != ResponseCode::approved) stats_.refused++;
+        stats_.in_flight--;
+        Message response = make_response(request, code);
+        if (field62) response.set(62, *field62);
+        respond(std::move(response));
+    };
+    const auto terminal_id = request.get(41);
+    const auto pan = request.get(2);
+    if (!terminal_id || !pan || !request.has(62)) return answer(ResponseCode::format_error);
+    auto parsed = iso8583::parse_challenge_request(*request.get(62));
+    if (!parsed) return answer(ResponseCode::format_error);
+    auto terminal = registry_.terminal(*terminal_id);
+    if (!terminal) {
+        log_line("challenge: " + terminal.error().message);
+        return answer(ResponseCode::system_malfunction);
+    }
+    if (auto refused = refuse_terminal(request, session, *terminal)) return answer(*refused);
+    if (*pan != std::string_view(bcd_to_digits(parsed->asn)).substr(4)) return answer(ResponseCode::invalid_card_number);
+    auto card = registry_.card(parsed->asn);
+    if (!card) {
+        log_line("challenge: " + card.error().message);
+        return answer(ResponseCode::system_malfunction);
+    }
+    if (!*card) return answer(ResponseCode::invalid_card_number);
+    iso8583::ChallengeAnswerData challenge;
+    challenge.asn = parsed->asn;
+    const Bytes issued_at = be_bytes(wall_clock_ns() / 1'000'000'000ULL, 4);
+    std::copy(issued_at.begin(), issued_at.end(), challenge.challenge.begin());
+    randombytes_buf(challenge.challenge.data() + 4, 4);
+    const auto tag = challenge_tag(registry_.challenge_key(), *terminal_id, parsed->asn, ByteView(challenge.challenge).first(8));
+    std::copy(tag.begin(), tag.end(), challenge.challenge.begin() + 8);
+    answer(ResponseCode::approved, iso8583::encode_challenge_answer(challenge));
+}
+
+bool Engine::claim_challenge(const iso8583::HostChallenge& challenge) {
+    std::lock_guard lock(challenges_mutex_);
+    return challenges_in_flight_.insert(challenge).second;
+}
+
+void Engine::release_challenge(const iso8583::HostChallenge& challenge) {
+    std::lock_guard lock(challenges_mutex_);
+    challenges_in_flight_.erase(challenge);
+}
+
+std::optional<std::string> Engine::check_challenge(const iso8583::HostChallenge& challenge, std::string_view terminal_id,
+                                                   const Asn& asn) const {
+    const auto tag = challenge_tag(registry_.challenge_key(), terminal_id, asn, ByteView(challenge).first(8));
+    if (sodium_memcmp(tag.data(), challenge.data() + 8, tag.size()) != 0) return "not issued to this terminal for this card";
+    const std::uint64_t now_s = wall_clock_ns() / 1'000'000'000ULL;
+    const std::uint64_t issued_s = read_be32(ByteView(challenge).first(4));
+    // A few seconds of clock step on the host are tolerated; nothing more.
+    constexpr std::uint64_t clock_step_s = 5;
+    if (issued_s > now_s + clock_step_s) return "issued in the future";
+    if (now_s > issued_s + options_.challenge_ttl_s) return fmt::format("expired ({} s old, valid {} s)", now_s - issued_s, options_.challenge_ttl_s);
+    return std::nullopt;
 }
 
 // 0500 (ISO8583.md §4.7): the terminal's eight totals of a batch against the host's bookings of that
@@ -472,7 +608,13 @@ void Engine::finish(const std::shared_ptr<Upload>& upload, ResponseCode code) {
         stats_.refused++;
     }
     stats_.in_flight--;
-    upload->respond(make_response(upload->request, code));
+    Message response = make_response(upload->request, code);
+    // An approval names the record it booked (ISO8583.md §4.8): the terminal deletes its queued record
+    // only when this digest is its own record's.
+    if (code == ResponseCode::approved) {
+        response.set(62, iso8583::encode_record_digest(iso8583::purchase_digest(upload->transaction, static_cast<std::uint32_t>(upload->booked_amount_fen))));
+    }
+    upload->respond(std::move(response));
 }
 
 void Engine::offline_upload(Message message, SessionState& session, Respond respond) {
@@ -493,7 +635,7 @@ void Engine::offline_upload(Message message, SessionState& session, Respond resp
     upload->terminal_id = std::string(*terminal_id);
     upload->batch_number = batch_of(request);
 
-    // The terminal, the card and the stored transfer from one snapshot (one read transaction).
+    // The terminal, the card and the stored record from one snapshot (one read transaction).
     auto snapshot = ledger_.begin_read();
     if (!snapshot) {
         log_line("0320: " + snapshot.error().message);
@@ -504,10 +646,7 @@ void Engine::offline_upload(Message message, SessionState& session, Respond resp
         log_line("0320: " + terminal.error().message());
         return finish(upload, ResponseCode::system_malfunction);
     }
-    if (!*terminal) return finish(upload, ResponseCode::invalid_merchant);
-    if (options_.require_sign_on && !session.signed_on.count(upload->terminal_id)) {
-        return finish(upload, ResponseCode::invalid_merchant);
-    }
+    if (auto refused = refuse_terminal(request, session, *terminal)) return finish(upload, *refused);
     upload->participant_id = (*terminal)->participant_id;
     if (*amount > options_.purchase_amount_fen_max) return finish(upload, ResponseCode::invalid_amount);
     upload->amount_fen = *amount;
@@ -519,9 +658,8 @@ void Engine::offline_upload(Message message, SessionState& session, Respond resp
     }
     upload->transaction = *parsed;
     const PurseTransaction& t = upload->transaction;
-    // A zero fare is a CAPP purchase (type 09: the entry tap of a distance line) with its TAC and its
-    // offline ATC: booked like any purchase (a 0-fen transfer) so the card's ATC sequence has no gap.
-    // An EP purchase (06) of 0 is not a purchase.
+    // A zero fare is a CAPP purchase (type 09: the entry tap of a distance line) with its TAC: booked
+    // like any purchase (a 0-fen transfer). An EP purchase (06) of 0 is not a purchase.
     if (upload->amount_fen == 0 && t.type != crypto::type_capp_purchase) return finish(upload, ResponseCode::invalid_amount);
     const std::string asn_digits = bcd_to_digits(t.asn);
     if (*pan != std::string_view(asn_digits).substr(4)) return finish(upload, ResponseCode::invalid_card_number);
@@ -534,26 +672,19 @@ void Engine::offline_upload(Message message, SessionState& session, Respond resp
     }
     if (!*card) return finish(upload, ResponseCode::invalid_card_number);
     upload->card = **card;
-    upload->transfer_id = offline_purchase_transfer(t.asn, t.offline_atc, t.type);
+    upload->transfer_id = offline_purchase_transfer(t.asn, t.terminal_id, t.terminal_serial);
+    upload->proof = purchase_proof(t, static_cast<std::uint32_t>(upload->amount_fen));
 
-    // A re-upload of a booked transaction is answered from the ledger without the HSM; a changed one
-    // goes to the writer so its 94 and its risk flag are recorded like any booking.
-    auto stored = ledger_.lookup_transfer(*snapshot, upload->transfer_id);
+    auto stored = registry_.purchase_proof_in(*snapshot, upload->transfer_id);
     snapshot->abort();  // back to the pool before the HSM and the writer
     if (!stored) {
-        log_line("0320: " + stored.error().message);
+        log_line("0320: " + stored.error().message());
         return finish(upload, ResponseCode::system_malfunction);
     }
-    if (*stored && (*stored)->amount == upload->amount_fen && (*stored)->debit_account_id == purse_shadow_account(t.asn)) {
-        const bool paid = (*stored)->code == transfer_codes::offline_purchase &&
-                          (*stored)->credit_account_id == payable_account(upload->participant_id, ledgers::purse);
-        const bool suspended = (*stored)->code == transfer_codes::tac_failed;
-        if (paid || suspended) {
-            stats_.exists++;
-            return finish(upload, paid ? ResponseCode::approved : ResponseCode::suspected_fraud);
-        }
-    }
-    if (*stored) return book(upload, hsm::Verdict::valid);  // differs: the ledger answers exists_with_different_*
+    // A re-upload with the booked TAC and covered fields is answered from the stored record: nothing is
+    // booked, only claims that differ are flagged (ISO8583.md §4.8). Anything else is judged by its TAC.
+    if (*stored && same_proven_record(**stored, upload->proof)) return answer_stored(upload, **stored);
+    upload->conflicts_with_booked = stored->has_value();
 
     hsm::PurchaseTac item;
     item.key_version = upload->card.tac_key_version;
@@ -571,8 +702,8 @@ void Engine::offline_upload(Message message, SessionState& session, Respond resp
             return finish(upload, ResponseCode::issuer_inoperative);
         }
         switch (*verdict) {
-            case hsm::Verdict::valid:
-            case hsm::Verdict::invalid: return book(upload, *verdict);
+            case hsm::Verdict::valid: return upload->conflicts_with_booked ? review(upload, RiskKind::serial_conflict) : book(upload);
+            case hsm::Verdict::invalid: return review(upload, RiskKind::tac_invalid);
             case hsm::Verdict::key_unavailable:
                 log_line("HSM: TAC key version " + std::to_string(upload->card.tac_key_version) + " unavailable");
                 return finish(upload, ResponseCode::issuer_inoperative);
@@ -581,85 +712,218 @@ void Engine::offline_upload(Message message, SessionState& session, Respond resp
     });
 }
 
-void Engine::book(std::shared_ptr<Upload> upload, hsm::Verdict verdict) {
+// A re-upload of a booked record (same TAC, same covered fields): the first booking's answer; claims
+// that differ from the booked ones raise one claims_differ flag per booking.
+void Engine::answer_stored(const std::shared_ptr<Upload>& upload, const PurchaseProof& stored) {
+    stats_.exists++;
+    upload->booked_amount_fen = stored.amount_fen;
+    if (stored.claims_digest == upload->proof.claims_digest) return finish(upload, ResponseCode::approved);
     const PurseTransaction& t = upload->transaction;
-    upload->tac_valid = verdict == hsm::Verdict::valid;
+    const RiskFlag flag{RiskKind::claims_differ, t.asn, stored.offline_atc, t.type, wall_clock_ns(),
+                        fmt::format("re-upload from {} of serial {} claims ATC {} balance {} fen; booked with ATC {} balance {} fen",
+                                    upload->terminal_id, t.terminal_serial, t.offline_atc, t.balance_before_fen, stored.offline_atc,
+                                    stored.balance_before_fen)};
+    auto hook = [this, flag](lmdb::Txn& txn, std::span<const ledger::EventResult>) { return put_flags(txn, flag.asn, {flag}); };
+    auto on_commit = [this, upload](ledger::Reply reply) {
+        if (!reply) log_line("risk flag not recorded: " + reply.error().message);
+        finish(upload, ResponseCode::approved);
+    };
+    // Queue full: the answer still goes out, only the flag waits for the next repeat.
+    if (!writer_.try_submit({}, std::move(on_commit), std::move(hook))) finish(upload, ResponseCode::approved);
+}
+
+// An upload that is not booked: a TAC that failed (answered 59), or a valid TAC under a booked purchase's
+// id with other covered fields (a serial spent twice; answered 94). Recorded under its own id for review,
+// review claims → suspense: the card's shadow and the merchant's payable stay as they are. A failed TAC
+// counts against the terminal's daily limit; past it the terminal is suspended.
+void Engine::review(std::shared_ptr<Upload> upload, RiskKind kind) {
+    const PurseTransaction& t = upload->transaction;
+    upload->reviewed = kind;
     ledger::Transfer transfer;
-    transfer.id = upload->transfer_id;
-    transfer.debit_account_id = purse_shadow_account(t.asn);
-    transfer.credit_account_id = upload->tac_valid ? payable_account(upload->participant_id, ledgers::purse) : purse_suspense_account;
+    transfer.id = review_transfer(upload->transfer_id, upload->request.get(4).value_or(""), upload->request.get(62).value_or(""));
+    transfer.debit_account_id = purse_review_claims_account;
+    transfer.credit_account_id = purse_suspense_account;
     transfer.amount = upload->amount_fen;
     transfer.ledger = ledgers::purse;
-    transfer.code = upload->tac_valid ? transfer_codes::offline_purchase : transfer_codes::tac_failed;
+    transfer.code = kind == RiskKind::tac_invalid ? transfer_codes::tac_failed : transfer_codes::serial_conflict;
     transfer.user_data_64 = upload->participant_id;
     transfer.user_data_32 = t.terminal_serial;
     transfer.user_data_128 = make_place(place_of(t.terminal_id, t.type, iso8583::transit_line(t), iso8583::transit_station(t), t.when));
 
-    // Registry work in the booking's own transaction: shadow mirror, ATC, risk flags, the terminal's STAN.
-    // The hook runs inside the commit, before on_commit (which owns `upload`) is called: a plain
-    // pointer keeps the std::function allocation-free and the Upload's release off the writer thread.
+    auto hook = [this, upload = upload.get(), kind](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
+        assert(results.size() == 1);
+        if (results[0].code != ledger::ResultCode::ok) return Ok{};  // the same record again: counted once
+        const PurseTransaction& t = upload->transaction;
+        std::vector<RiskFlag> flags;
+        flags.push_back(RiskFlag{kind, t.asn, t.offline_atc, t.type, wall_clock_ns(),
+                                 fmt::format("{} fen from {} serial {}: {}", upload->amount_fen, upload->terminal_id, t.terminal_serial,
+                                             kind == RiskKind::tac_invalid ? "TAC invalid, recorded for review"
+                                                                           : "valid TAC under a booked purchase's id, recorded for review")});
+        if (kind == RiskKind::tac_invalid) {
+            auto terminal = registry_.terminal_in(txn, upload->terminal_id);
+            if (!terminal) return Unexpected<lmdb::Error>{terminal.error()};
+            if (*terminal) {
+                TerminalRecord r = **terminal;
+                const std::uint32_t today = utc_day();
+                if (r.forged_day != today) r.forged_day = today, r.forged_count = 0;
+                r.forged_count++;
+                if (r.forged_count > options_.forged_tacs_per_day && r.status == TerminalStatus::active) {
+                    r.status = TerminalStatus::suspended;
+                    upload->suspended_terminal = true;
+                    flags.push_back(RiskFlag{RiskKind::terminal_suspended, t.asn, 0, 0, wall_clock_ns(),
+                                             fmt::format("terminal {} suspended: {} uploads with a failed TAC today (limit {})",
+                                                         r.terminal_id, r.forged_count, options_.forged_tacs_per_day)});
+                }
+                if (auto s = registry_.put_terminal(txn, r); !s) return s;
+            }
+        }
+        return put_flags(txn, t.asn, flags);
+    };
+    auto on_commit = [this, upload](ledger::Reply reply) mutable {
+        auto done = [this, upload, reply = std::move(reply)] {
+            if (!reply) {
+                log_line("ledger: " + reply.error().message);
+                return finish(upload, reply.error().code == ledger::ErrorCode::stopped ? ResponseCode::issuer_inoperative
+                                                                                        : ResponseCode::system_malfunction);
+            }
+            const ledger::ResultCode code = (*reply)[0].code;
+            if (code != ledger::ResultCode::ok && code != ledger::ResultCode::exists) {
+                log_line(fmt::format("review record {}: {}", ledger::to_string(upload->transfer_id), ledger::to_string(code)));
+                return finish(upload, ResponseCode::system_malfunction);
+            }
+            if (upload->suspended_terminal) log_line("terminal " + upload->terminal_id + " suspended: too many failed TACs today");
+            const bool forged = upload->reviewed == RiskKind::tac_invalid;
+            if (forged) stats_.suspense++;
+            else stats_.duplicates++;
+            // A forged record answered 94 when it collides with a booked one (the genuine record is booked).
+            finish(upload, forged && !upload->conflicts_with_booked ? ResponseCode::suspected_fraud : ResponseCode::duplicate_transmission);
+        };
+        if (options_.completion_executor) {
+            boost::asio::post(*options_.completion_executor, std::move(done));
+        } else {
+            done();
+        }
+    };
+    if (!writer_.try_submit({ledger::Event(transfer)}, std::move(on_commit), std::move(hook))) {
+        finish(upload, ResponseCode::issuer_inoperative);
+    }
+}
+
+lmdb::Status Engine::put_flags(lmdb::Txn& txn, const Asn& asn, const std::vector<RiskFlag>& flags) {
+    assert(flags.size() <= risk_flags_per_message_max);
+    std::uint32_t added_count = 0;
+    for (const RiskFlag& f : flags) {
+        auto added = registry_.put_risk(txn, f);
+        if (!added) return Unexpected<lmdb::Error>{added.error()};
+        if (*added) added_count++;
+    }
+    if (added_count == 0) return Ok{};
+    auto card = registry_.card_in(txn, asn);
+    if (!card) return Unexpected<lmdb::Error>{card.error()};
+    if (!*card) return Ok{};
+    CardRecord updated = **card;
+    updated.risk_flags += added_count;
+    return registry_.put_card(txn, updated);
+}
+
+void Engine::book(std::shared_ptr<Upload> upload) {
+    const PurseTransaction& t = upload->transaction;
+    ledger::Transfer transfer;
+    transfer.id = upload->transfer_id;
+    transfer.debit_account_id = purse_shadow_account(t.asn);
+    transfer.credit_account_id = payable_account(upload->participant_id, ledgers::purse);
+    transfer.amount = upload->amount_fen;
+    transfer.ledger = ledgers::purse;
+    transfer.code = transfer_codes::offline_purchase;
+    transfer.user_data_64 = upload->participant_id;
+    transfer.user_data_32 = t.terminal_serial;
+    transfer.user_data_128 = make_place(place_of(t.terminal_id, t.type, iso8583::transit_line(t), iso8583::transit_station(t), t.when));
+
+    // Registry work in the booking's own transaction: the proof, shadow mirror, ATC, risk flags, the
+    // terminal's STAN. The hook runs inside the commit, before on_commit (which owns `upload`) is called:
+    // a plain pointer keeps the std::function allocation-free and the Upload's release off the writer thread.
     auto hook = [this, upload = upload.get()](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
         assert(results.size() == 1);
         const PurseTransaction& t = upload->transaction;
+        const ledger::ResultCode code = results[0].code;
+        if (code != ledger::ResultCode::ok) {
+            // Another upload of this id was booked in the same group or since the snapshot: judged by
+            // what that one stored (the writer applies them in order).
+            auto stored = registry_.purchase_proof_in(txn, upload->transfer_id);
+            if (!stored) return Unexpected<lmdb::Error>{stored.error()};
+            upload->raced = *stored ? std::optional<PurchaseProof>(**stored) : std::nullopt;
+            if (*stored && !same_proven_record(**stored, upload->proof)) {
+                return put_flags(txn, t.asn,
+                                 {RiskFlag{RiskKind::serial_conflict, t.asn, t.offline_atc, t.type, wall_clock_ns(),
+                                           fmt::format("valid TAC under a booked purchase's id from {} serial {} (racing uploads)",
+                                                       upload->terminal_id, t.terminal_serial)}});
+            }
+            return Ok{};
+        }
+        if (auto s = registry_.put_purchase_proof(txn, upload->transfer_id, upload->proof); !s) return s;
         auto stored_card = registry_.card_in(txn, t.asn);
         if (!stored_card) return Unexpected<lmdb::Error>{stored_card.error()};
         if (!*stored_card) return Ok{};  // removed meanwhile: nothing to mirror
         CardRecord card = **stored_card;
         std::vector<RiskFlag> flags;
-        auto flag = [&](RiskKind kind, std::string detail) {
-            flags.push_back(RiskFlag{kind, t.asn, t.offline_atc, t.type, wall_clock_ns(), std::move(detail)});
+        auto flag = [&](RiskKind kind, std::uint16_t atc, std::string detail) {
+            flags.push_back(RiskFlag{kind, t.asn, atc, t.type, wall_clock_ns(), std::move(detail)});
         };
-        const ledger::ResultCode code = results[0].code;
-        if (code == ledger::ResultCode::ok) {
-            // shadow_mismatch (README "Risk flags"): the shadow equals the card's balance before this
-            // purchase only when every earlier offline ATC is booked and no later one is (uploads from
-            // many terminals arrive in any order), up to the card's loads: unconfirmed ones may be on
-            // the card and not in the shadow, and posted ones may have been credited after the purchase.
-            const bool newest = !card.offline_atc_seen || t.offline_atc > card.offline_atc_max;
-            if (newest && t.offline_atc == card.offline_atc_next) {
-                const auto before = static_cast<std::int64_t>(t.balance_before_fen);
-                const std::int64_t most = card.shadow_balance_fen + static_cast<std::int64_t>(card.unconfirmed_loads_fen);
-                const bool loads_precede = card.latest_load_when < when_number(t.when);
-                if (before > most) {
-                    flag(RiskKind::shadow_mismatch, fmt::format("balance before {} fen above shadow {} + unconfirmed loads {} fen",
-                                                                before, card.shadow_balance_fen, card.unconfirmed_loads_fen));
-                } else if (loads_precede && before < card.shadow_balance_fen) {
-                    flag(RiskKind::shadow_mismatch, fmt::format("balance before {} fen below shadow {} fen", before,
-                                                                card.shadow_balance_fen));
-                }
+        // DF03 and DF04 are claims (the TAC does not cover them): they feed these risk rules only.
+        const bool plausible_atc = int{t.offline_atc} - int{card.offline_atc_next} < int{atc_ahead_plausible_max};
+        if (!plausible_atc) {
+            flag(RiskKind::atc_implausible, t.offline_atc,
+                 fmt::format("claimed offline ATC {} is {} above the card's booked prefix {}: not used", t.offline_atc,
+                             t.offline_atc - card.offline_atc_next, card.offline_atc_next));
+        }
+        // shadow_mismatch (README "Risk flags"): the shadow equals the card's balance before this
+        // purchase only when every earlier offline ATC is booked and no later one is (uploads from
+        // many terminals arrive in any order), up to the card's loads: unconfirmed ones may be on
+        // the card and not in the shadow, and posted ones may have been credited after the purchase.
+        const bool newest = !card.offline_atc_seen || t.offline_atc > card.offline_atc_max;
+        if (plausible_atc && newest && t.offline_atc == card.offline_atc_next) {
+            const auto before = static_cast<std::int64_t>(t.balance_before_fen);
+            const std::int64_t most = card.shadow_balance_fen + static_cast<std::int64_t>(card.unconfirmed_loads_fen);
+            const bool loads_precede = card.latest_load_when < when_number(t.when);
+            if (before > most) {
+                flag(RiskKind::shadow_mismatch, t.offline_atc,
+                     fmt::format("balance before {} fen above shadow {} + unconfirmed loads {} fen", before, card.shadow_balance_fen,
+                                 card.unconfirmed_loads_fen));
+            } else if (loads_precede && before < card.shadow_balance_fen) {
+                flag(RiskKind::shadow_mismatch, t.offline_atc,
+                     fmt::format("balance before {} fen below shadow {} fen", before, card.shadow_balance_fen));
             }
-            card.shadow_balance_fen -= static_cast<std::int64_t>(upload->amount_fen);
-            if (card.shadow_balance_fen < 0) flag(RiskKind::shadow_negative, fmt::format("shadow {} fen", card.shadow_balance_fen));
-            if (!card.offline_atc_seen || t.offline_atc > card.offline_atc_max) card.offline_atc_max = t.offline_atc;
-            // atc_gap (README "Risk flags"): an offline ATC still missing when 64 later ones could have
-            // arrived — not merely one that arrives late from another terminal.
-            for (std::uint16_t atc : mark_atc_booked(card, t.offline_atc)) {
-                flags.push_back(RiskFlag{RiskKind::atc_gap, t.asn, atc, 0, wall_clock_ns(),
-                                         fmt::format("offline ATC {} missing when ATC {} was booked", atc, t.offline_atc)});
+        }
+        card.shadow_balance_fen -= static_cast<std::int64_t>(upload->amount_fen);
+        if (card.shadow_balance_fen < 0) flag(RiskKind::shadow_negative, t.offline_atc, fmt::format("shadow {} fen", card.shadow_balance_fen));
+        if (plausible_atc) {
+            if (newest) card.offline_atc_max = t.offline_atc;
+            // atc_gap (README "Risk flags"): offline ATCs still missing when 64 later ones could have
+            // arrived — not merely one that arrives late from another terminal. One flag per range.
+            if (auto gap = mark_atc_booked(card, t.offline_atc)) {
+                flag(RiskKind::atc_gap, gap->first,
+                     fmt::format("offline ATCs {}–{} given up when ATC {} was booked ({} missing)", gap->first, gap->last, t.offline_atc,
+                                 gap->missing));
             }
             card.offline_atc_seen = true;
-            card.offline_purchases++;
-            if (card.status != CardStatus::active) flag(RiskKind::hotlisted_card_used, std::string(to_string(card.status)));
-            if (!upload->tac_valid) flag(RiskKind::tac_invalid, "booked to suspense");
-        } else if (code != ledger::ResultCode::exists && !ledger::succeeded(code)) {
-            flag(RiskKind::duplicate_different, fmt::format("{} (amount {} fen)", ledger::to_string(code), upload->amount_fen));
         }
+        card.offline_purchases++;
+        if (card.status != CardStatus::active) flag(RiskKind::hotlisted_card_used, t.offline_atc, std::string(to_string(card.status)));
+        assert(flags.size() <= risk_flags_per_message_max);
         for (const RiskFlag& f : flags) {
             auto added = registry_.put_risk(txn, f);
             if (!added) return Unexpected<lmdb::Error>{added.error()};
             if (*added) card.risk_flags++;
         }
         if (auto s = registry_.put_card(txn, card); !s) return s;
-        if (code == ledger::ResultCode::ok) {
-            auto terminal = registry_.terminal_in(txn, upload->terminal_id);
-            if (!terminal) return Unexpected<lmdb::Error>{terminal.error()};
-            if (*terminal) {
-                TerminalRecord r = **terminal;
-                r.last_stan = upload->stan;
-                r.uploads++;
-                count_in_batch(r, upload->batch_number, BatchTotal::debit, upload->amount_fen);
-                if (auto s = registry_.put_terminal(txn, r); !s) return s;
-            }
+        auto terminal = registry_.terminal_in(txn, upload->terminal_id);
+        if (!terminal) return Unexpected<lmdb::Error>{terminal.error()};
+        if (*terminal) {
+            TerminalRecord r = **terminal;
+            r.last_stan = upload->stan;
+            r.uploads++;
+            count_in_batch(r, upload->batch_number, BatchTotal::debit, upload->amount_fen);
+            if (auto s = registry_.put_terminal(txn, r); !s) return s;
         }
         return Ok{};
     };
@@ -685,16 +949,21 @@ void Engine::answer_booking(const std::shared_ptr<Upload>& upload, const ledger:
                                                                                 : ResponseCode::system_malfunction);
     }
     const ledger::ResultCode code = (*reply)[0].code;
-    if (code == ledger::ResultCode::ok || code == ledger::ResultCode::exists) {
-        if (code == ledger::ResultCode::ok) stats_.booked++;
-        else stats_.exists++;
-        if (!upload->tac_valid) stats_.suspense++;
-        return finish(upload, upload->tac_valid ? ResponseCode::approved : ResponseCode::suspected_fraud);
+    if (code == ledger::ResultCode::ok) {
+        stats_.booked++;
+        upload->booked_amount_fen = upload->amount_fen;
+        return finish(upload, ResponseCode::approved);
     }
-    if (code >= ledger::ResultCode::exists_with_different_flags && code <= ledger::ResultCode::exists_with_different_code) {
+    // Booked by a racing upload of the same id: its answer when it is the same record, else 94.
+    if (upload->raced && same_proven_record(*upload->raced, upload->proof)) {
+        stats_.exists++;
+        upload->booked_amount_fen = upload->raced->amount_fen;
+        return finish(upload, ResponseCode::approved);
+    }
+    if (code == ledger::ResultCode::exists || (code >= ledger::ResultCode::exists_with_different_flags &&
+                                               code <= ledger::ResultCode::exists_with_different_code)) {
         stats_.duplicates++;
-        log_line(fmt::format("duplicate id {} with different content: {}", ledger::to_string(upload->transfer_id),
-                             ledger::to_string(code)));
+        log_line(fmt::format("purchase id {} booked with another record: {}", ledger::to_string(upload->transfer_id), ledger::to_string(code)));
         return finish(upload, ResponseCode::duplicate_transmission);
     }
     log_line(fmt::format("transfer {}: {}", ledger::to_string(upload->transfer_id), ledger::to_string(code)));

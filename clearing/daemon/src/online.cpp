@@ -131,12 +131,15 @@ struct Engine::Online {
     iso8583::LoadConfirmationData confirmation;
     iso8583::ClinicAuthorizationData clinic;
     std::uint64_t held_fen = 0;
+    bool challenge_claimed = false;  // 0100: clinic.challenge is in challenges_in_flight_ until answered
     // Added to the answer.
     std::optional<std::uint64_t> field4;
     std::optional<std::string> field62;
 };
 
 void Engine::answer(const std::shared_ptr<Online>& online, ResponseCode code) {
+    if (online->challenge_claimed) release_challenge(online->clinic.challenge);
+    online->challenge_claimed = false;
     if (code != ResponseCode::approved && code != ResponseCode::partial_approval) stats_.refused++;
     if (code == ResponseCode::duplicate_transmission) stats_.duplicates++;
     stats_.in_flight--;
@@ -175,8 +178,8 @@ std::shared_ptr<Engine::Online> Engine::begin_online(const Message& request, Ses
         answer(online, ResponseCode::system_malfunction);
         return nullptr;
     }
-    if (!*terminal || (options_.require_sign_on && !session.signed_on.count(online->terminal_id))) {
-        answer(online, ResponseCode::invalid_merchant);
+    if (auto refused = refuse_terminal(request, session, *terminal)) {
+        answer(online, *refused);
         return nullptr;
     }
     online->terminal = **terminal;
@@ -367,6 +370,15 @@ void Engine::load_confirmation(std::shared_ptr<Online> online) {
         return answer(online, ResponseCode::system_malfunction);
     }
     if (!*attempt) return answer(online, ResponseCode::unable_to_locate_record);
+    // Only the terminal that asked for the load confirms it, with its own PSAM's id in DF06: a
+    // confirmation from elsewhere would move the load's cash liability to another participant.
+    if ((*attempt)->terminal_id != online->terminal_id || c.terminal_id != online->terminal.psam_terminal_id) {
+        return flag_only(online,
+                         RiskFlag{RiskKind::wrong_terminal, c.asn, c.online_atc, c.type, wall_clock_ns(),
+                                  fmt::format("0220 from {} for the load {} asked for: nothing posted", online->terminal_id,
+                                              (*attempt)->terminal_id)},
+                         ResponseCode::not_permitted_to_terminal);
+    }
     online->attempt = **attempt;
     online->transfer_id = online_load_transfer(c.asn, c.online_atc, online->attempt.attempt);
     if (online->amount_fen != online->attempt.amount_fen) return answer(online, ResponseCode::invalid_amount);
@@ -438,6 +450,11 @@ void Engine::load_confirmation(std::shared_ptr<Online> online) {
         };
         submit(online, transfer, hook, [this, online, tac_valid](ledger::ResultCode code) {
             if (code == ledger::ResultCode::ok) stats_.loads_confirmed++;
+            if (ledger::succeeded(code) && tac_valid) {
+                // The record booked (ISO8583.md §4.8): the terminal deletes its queued advice only when it is its own.
+                online->field62 = iso8583::encode_record_digest(
+                    iso8583::load_confirmation_digest(online->confirmation, static_cast<std::uint32_t>(online->amount_fen)));
+            }
             if (ledger::succeeded(code)) return answer(online, tac_valid ? ResponseCode::approved : ResponseCode::suspected_fraud);
             if (duplicate(code)) return answer(online, ResponseCode::duplicate_transmission);
             log_line(fmt::format("load confirmation {}: {}", ledger::to_string(online->transfer_id), ledger::to_string(code)));
@@ -543,10 +560,36 @@ void Engine::clinic_authorization(const Message& request, SessionState& session,
         return answer(online, (*hold)->amount == online->amount_fen ? ResponseCode::approved : ResponseCode::partial_approval);
     }
 
+    // Card presence (ISO8583.md §4.4): the host's own challenge, for this terminal and card, fresh and
+    // unused, answered by the card over every field that defines the hold.
+    const iso8583::HostChallenge& challenge = online->clinic.challenge;
+    auto refuse_challenge = [&](std::string why) {
+        return flag_only(online,
+                         RiskFlag{RiskKind::challenge_refused, online->clinic.asn, static_cast<std::uint16_t>(online->stan), 0,
+                                  wall_clock_ns(), fmt::format("0100 from {}: challenge {}", online->terminal_id, why)},
+                         ResponseCode::suspected_fraud);
+    };
+    if (auto wrong = check_challenge(challenge, online->terminal_id, online->clinic.asn)) return refuse_challenge(*wrong);
+    auto snapshot = ledger_.begin_read();
+    if (!snapshot) {
+        log_line("0100: " + snapshot.error().message);
+        return answer(online, ResponseCode::system_malfunction);
+    }
+    auto used = registry_.challenge_used_in(*snapshot, challenge);
+    snapshot->abort();
+    if (!used) {
+        log_line("0100: " + used.error().message());
+        return answer(online, ResponseCode::system_malfunction);
+    }
+    if (*used) return refuse_challenge("already used by a hold");
+    if (!claim_challenge(challenge)) return refuse_challenge("in use by another 0100 right now");
+    online->challenge_claimed = true;
+
     hsm::InternalAuth auth;
     auth.key = hsm::KeyRef{options_.internal_auth_key_label, hsm::newest_version};
     auth.card = hsm::CardIdentity{online->card.issuer_id, online->clinic.asn};
-    auth.challenge = iso8583::clinic_challenge(*request.get(41), *request.get(11), *request.get(7), *request.get(4));
+    const iso8583::ClinicHoldFields hold_fields{*request.get(41), *request.get(11), *request.get(7), *request.get(4), *request.get(60)};
+    auth.challenge = iso8583::clinic_proof_input(challenge, hold_fields, online->clinic.asn);
     auth.cryptogram = online->clinic.cryptogram;
     card_services_->verify_internal_auth(auth, [this, online](hsm::Outcome<hsm::Verdict> verdict) {
         if (!verdict) {
@@ -596,6 +639,10 @@ void Engine::hold_medical(std::shared_ptr<Online> online) {
         if (auto s = registry_.put_hold(txn, online->transfer_id, HoldRecord{online->digest, online->amount_fen, online->clinic.asn}); !s) {
             return s;
         }
+        // The challenge is spent with the hold, durably; challenges older than their life are forgotten.
+        const auto now_s = static_cast<std::uint32_t>(wall_clock_ns() / 1'000'000'000ULL);
+        const std::uint32_t forget_before_s = now_s > options_.challenge_ttl_s + 60 ? now_s - options_.challenge_ttl_s - 60 : 0;
+        if (auto s = registry_.put_challenge_used(txn, online->clinic.challenge, forget_before_s); !s) return s;
         return count_terminal(registry_, txn, online->terminal_id, online->stan, online->batch_number, std::nullopt, 0);
     };
     submit(online, hold, hook, [this, online](ledger::ResultCode code) {

@@ -25,13 +25,20 @@ ledger::Id payable_account(std::uint64_t participant_id, std::uint32_t ledger_nu
     return derive("payable", material);
 }
 
-ledger::Id offline_purchase_transfer(const Asn& asn, std::uint16_t offline_atc, std::uint8_t type) {
-    // Exactly DESIGN.md §4 / ISO8583.md §4: derive_id(ASN ‖ offline ATC ‖ type), no domain prefix, so
-    // a terminal or a tool can recompute it from the record alone.
+ledger::Id offline_purchase_transfer(const Asn& asn, const TerminalId& psam_terminal_id, std::uint32_t terminal_serial) {
     Bytes material(asn.begin(), asn.end());
-    append_be(material, offline_atc, 2);
-    material.push_back(type);
-    return ledger::derive_id(material);
+    append(material, psam_terminal_id);
+    append_be(material, terminal_serial, 4);
+    return derive("purchase", material);
+}
+
+ledger::Id review_transfer(const ledger::Id& canonical_id, std::string_view amount4, std::string_view field62) {
+    Bytes material = be_bytes(canonical_id.high, 8);
+    append_be(material, canonical_id.low, 8);
+    append_be(material, amount4.size(), 2);
+    material.insert(material.end(), amount4.begin(), amount4.end());
+    material.insert(material.end(), field62.begin(), field62.end());
+    return derive("review", material);
 }
 
 ledger::Id opening_balance_transfer(const Asn& asn, std::uint32_t ledger_number) {
@@ -75,6 +82,9 @@ void count_in_batch(TerminalRecord& r, std::optional<std::uint32_t> batch_number
         r.merchant_id = kept.merchant_id;
         r.last_stan = kept.last_stan;
         r.uploads = kept.uploads;
+        r.status = kept.status;
+        r.forged_day = kept.forged_day;
+        r.forged_count = kept.forged_count;
         r.batch_number = *batch_number;
     }
     switch (total) {
@@ -159,7 +169,8 @@ std::vector<ledger::Account> fixed_accounts() {
             account(purse_fee_income_account, ledgers::purse, account_codes::fee_income),
             account(medical_fee_income_account, ledgers::medical, account_codes::fee_income),
             account(purse_suspense_account, ledgers::purse, account_codes::suspense),
-            account(medical_suspense_account, ledgers::medical, account_codes::suspense)};
+            account(medical_suspense_account, ledgers::medical, account_codes::suspense),
+            account(purse_review_claims_account, ledgers::purse, account_codes::review_claims)};
 }
 
 void append_participant_opening(std::vector<ledger::Event>& events, std::uint64_t participant_id) {

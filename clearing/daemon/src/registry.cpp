@@ -2,6 +2,7 @@
 #include <coconut/clearing/clearing.hpp>
 
 #include <nlohmann/json.hpp>
+#include <sodium.h>
 
 #include <cassert>
 #include <chrono>
@@ -18,6 +19,9 @@ struct Registry::Tables {
     MDB_dbi holds = 0;    // hold transfer id → HoldRecord
     MDB_dbi hotlist = 0;  // version BE8 → + / - ‖ ASN
     MDB_dbi reversals = 0;  // reversal key → amount counted (BE8)
+    MDB_dbi purchases = 0;  // offline purchase transfer id → PurchaseProof
+    MDB_dbi challenges = 0;  // clinic challenge (16) used by a hold → empty
+    MDB_dbi meta = 0;       // name → value: "challenge-key" (32 bytes)
 };
 
 namespace {
@@ -25,8 +29,12 @@ namespace {
 // Leading byte of every stored record: a layout change gets a new version instead of a silent misread.
 constexpr std::uint8_t record_version = 1;
 constexpr std::uint8_t card_record_version = 2;  // 1: without the ATC prefix and load fields
-// Terminal records: version 2 added the credit and reversal totals (ISO8583.md §4.7); version 1 still reads.
-constexpr std::uint8_t terminal_record_version = 2;
+// Terminal records: version 2 added the credit and reversal totals (ISO8583.md §4.7), version 3 the
+// status and the forged-TAC count; versions 1 and 2 still read (as active terminals).
+constexpr std::uint8_t terminal_record_version = 3;
+constexpr std::uint8_t terminal_record_version_2 = 2;
+constexpr std::uint8_t purchase_proof_version = 1;
+constexpr std::size_t purchase_proof_size = 1 + 4 + 7 + 1 + 4 + 2 + 4 + 8;
 constexpr std::size_t card_record_size_v1 = 1 + 10 + 8 + 1 + 1 + 4 + 4 + 8 + 1 + 2 + 4 + 4;
 constexpr std::size_t card_record_size = card_record_size_v1 + 2 + 8 + 8 + 8;
 constexpr std::size_t terminal_id_chars = 8;    // field 41, ans 8
@@ -38,6 +46,13 @@ Error storage_error(const ledger::Error& e) { return Error{ErrorCode::storage, e
 Error bad_input(std::string message) { return Error{ErrorCode::bad_input, std::move(message)}; }
 
 ByteView text_view(std::string_view s) { return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()}; }
+
+Bytes id_bytes(const ledger::Id& id) {
+    Bytes b = be_bytes(id.high, 8);
+    append_be(b, id.low, 8);
+    return b;
+}
+
 
 const Error& to_error(const Error& e) { return e; }
 Error to_error(const ledger::Error& e) { return storage_error(e); }
@@ -91,9 +106,89 @@ std::string_view to_string(RiskKind kind) {
         case RiskKind::load_tac_invalid: return "load_tac_invalid";
         case RiskKind::late_load_confirmation: return "late_load_confirmation";
         case RiskKind::internal_auth_invalid: return "internal_auth_invalid";
+        case RiskKind::claims_differ: return "claims_differ";
+        case RiskKind::serial_conflict: return "serial_conflict";
+        case RiskKind::terminal_suspended: return "terminal_suspended";
+        case RiskKind::atc_implausible: return "atc_implausible";
+        case RiskKind::wrong_terminal: return "wrong_terminal";
+        case RiskKind::challenge_refused: return "challenge_refused";
     }
     return "?";
 }
+
+std::string_view to_string(TerminalStatus status) {
+    switch (status) {
+        case TerminalStatus::active: return "active";
+        case TerminalStatus::suspended: return "suspended";
+        case TerminalStatus::retired: return "retired";
+    }
+    return "?";
+}
+
+std::optional<TerminalStatus> parse_terminal_status(std::string_view text) {
+    if (text == "active") return TerminalStatus::active;
+    if (text == "suspended") return TerminalStatus::suspended;
+    if (text == "retired") return TerminalStatus::retired;
+    return std::nullopt;
+}
+
+ChallengeKey::~ChallengeKey() { sodium_memzero(bytes.data(), bytes.size()); }
+
+PurchaseProof purchase_proof(const iso8583::PurseTransaction& t, std::uint32_t amount_fen) {
+    PurchaseProof p;
+    p.tac = t.tac;
+    p.when = t.when;
+    p.type = t.type;
+    p.amount_fen = amount_fen;
+    p.offline_atc = t.offline_atc;
+    p.balance_before_fen = t.balance_before_fen;
+    Bytes claims = be_bytes(t.balance_before_fen, 4);
+    append_be(claims, t.offline_atc, 2);
+    append(claims, t.transit_record);
+    const ledger::Id digest = ledger::derive_id(claims);
+    const Bytes digest_bytes = be_bytes(digest.high, 8);
+    std::copy(digest_bytes.begin(), digest_bytes.end(), p.claims_digest.begin());
+    return p;
+}
+
+bool same_proven_record(const PurchaseProof& a, const PurchaseProof& b) {
+    return a.tac == b.tac && a.when.date == b.when.date && a.when.time == b.when.time && a.type == b.type &&
+           a.amount_fen == b.amount_fen;
+}
+
+namespace {
+
+Bytes encode_purchase_proof(const PurchaseProof& p) {
+    Bytes out{purchase_proof_version};
+    append(out, p.tac);
+    append(out, p.when.date);
+    append(out, p.when.time);
+    out.push_back(p.type);
+    append_be(out, p.amount_fen, 4);
+    append_be(out, p.offline_atc, 2);
+    append_be(out, p.balance_before_fen, 4);
+    append(out, p.claims_digest);
+    assert(out.size() == purchase_proof_size);
+    return out;
+}
+
+std::optional<PurchaseProof> decode_purchase_proof(ByteView b) {
+    if (b.size() != purchase_proof_size || b[0] != purchase_proof_version) return std::nullopt;
+    PurchaseProof p;
+    std::size_t at = 1;
+    std::copy_n(b.begin() + at, 4, p.tac.begin()), at += 4;
+    std::copy_n(b.begin() + at, 4, p.when.date.begin()), at += 4;
+    std::copy_n(b.begin() + at, 3, p.when.time.begin()), at += 3;
+    p.type = b[at++];
+    p.amount_fen = read_be32(b.subspan(at)), at += 4;
+    p.offline_atc = read_be16(b.subspan(at)), at += 2;
+    p.balance_before_fen = read_be32(b.subspan(at)), at += 4;
+    std::copy_n(b.begin() + at, 8, p.claims_digest.begin()), at += 8;
+    assert(at == purchase_proof_size);
+    return p;
+}
+
+}  // namespace
 
 // ---- record codecs -------------------------------------------------------------------------------------
 
@@ -152,11 +247,12 @@ std::optional<CardRecord> decode_card(ByteView b) {
 // length byte), and what version 2 adds (credit, credit-reversal and debit-reversal totals).
 constexpr std::size_t terminal_fixed_v1 = 1 + terminal_id_chars + 6 + 8 + 4 + 4 + 8 + 4 + 8 + 1;
 constexpr std::size_t terminal_totals_v2 = 3 * (4 + 8);
+constexpr std::size_t terminal_status_v3 = 1 + 4 + 4;
 
 Bytes encode_terminal(const TerminalRecord& t) {
     assert(t.terminal_id.size() == terminal_id_chars && t.merchant_id.size() <= merchant_id_chars_max);
     Bytes out;
-    out.reserve(terminal_fixed_v1 + terminal_totals_v2 + t.merchant_id.size());  // one allocation per booking
+    out.reserve(terminal_fixed_v1 + terminal_totals_v2 + terminal_status_v3 + t.merchant_id.size());  // one allocation per booking
     out.push_back(terminal_record_version);
     append(out, text_view(t.terminal_id));
     append(out, t.psam_terminal_id);
@@ -172,14 +268,19 @@ Bytes encode_terminal(const TerminalRecord& t) {
     append_be(out, t.batch_credit_reversals_fen, 8);
     append_be(out, t.batch_debit_reversals_count, 4);
     append_be(out, t.batch_debit_reversals_fen, 8);
+    out.push_back(static_cast<std::uint8_t>(t.status));
+    append_be(out, t.forged_day, 4);
+    append_be(out, t.forged_count, 4);
     out.push_back(static_cast<std::uint8_t>(t.merchant_id.size()));
     append(out, text_view(t.merchant_id));
     return out;
 }
 
 std::optional<TerminalRecord> decode_terminal(ByteView b) {
-    if (b.empty() || (b[0] != record_version && b[0] != terminal_record_version)) return std::nullopt;
-    const std::size_t fixed = b[0] == terminal_record_version ? terminal_fixed_v1 + terminal_totals_v2 : terminal_fixed_v1;
+    if (b.empty() || b[0] < record_version || b[0] > terminal_record_version) return std::nullopt;
+    const std::uint8_t version = b[0];
+    const std::size_t fixed = terminal_fixed_v1 + (version >= terminal_record_version_2 ? terminal_totals_v2 : 0) +
+                              (version >= terminal_record_version ? terminal_status_v3 : 0);
     if (b.size() < fixed) return std::nullopt;
     TerminalRecord t;
     std::size_t at = 1;
@@ -191,13 +292,20 @@ std::optional<TerminalRecord> decode_terminal(ByteView b) {
     t.uploads = read_be(b.subspan(at, 8)), at += 8;
     t.batch_debits_count = read_be32(b.subspan(at)), at += 4;
     t.batch_debits_fen = read_be(b.subspan(at, 8)), at += 8;
-    if (b[0] == terminal_record_version) {
+    if (version >= terminal_record_version_2) {
         for (auto [count, fen] : {std::pair{&t.batch_credits_count, &t.batch_credits_fen},
                                   std::pair{&t.batch_credit_reversals_count, &t.batch_credit_reversals_fen},
                                   std::pair{&t.batch_debit_reversals_count, &t.batch_debit_reversals_fen}}) {
             *count = read_be32(b.subspan(at)), at += 4;
             *fen = read_be(b.subspan(at, 8)), at += 8;
         }
+    }
+    if (version >= terminal_record_version) {
+        const std::uint8_t status = b[at++];
+        if (status < 1 || status > 3) return std::nullopt;
+        t.status = static_cast<TerminalStatus>(status);
+        t.forged_day = read_be32(b.subspan(at)), at += 4;
+        t.forged_count = read_be32(b.subspan(at)), at += 4;
     }
     const std::size_t merchant_size = b[at++];
     if (merchant_size > merchant_id_chars_max || b.size() != fixed + merchant_size) return std::nullopt;
@@ -254,8 +362,8 @@ namespace {
 thread_local const void* active_group_cache = nullptr;
 }  // namespace
 
-Registry::Registry(lmdb::Env& env, std::unique_ptr<Tables> tables)
-    : env_(env), tables_(std::move(tables)), group_(std::make_unique<GroupCache>()) {}
+Registry::Registry(lmdb::Env& env, std::unique_ptr<Tables> tables, ChallengeKey challenge_key)
+    : env_(env), tables_(std::move(tables)), challenge_key_(std::move(challenge_key)), group_(std::make_unique<GroupCache>()) {}
 Registry::~Registry() = default;
 
 Registry::GroupCache* Registry::group_cache_for(const lmdb::Txn& txn) const {
@@ -294,7 +402,48 @@ ledger::GroupHooks Registry::group_hooks() const {
     return hooks;
 }
 
+namespace {
+
+constexpr std::string_view challenge_key_name = "challenge-key";
+
+// The challenge key stored in `meta`, made and stored on first use in a writable environment. A
+// read-only environment (settlement, `check`) never issues challenges: a zero key there.
+Result<ChallengeKey> load_challenge_key(lmdb::Env& env, MDB_dbi meta) {
+    ChallengeKey key;
+    auto read = lmdb::Txn::begin(env, lmdb::Txn::Mode::read_only);
+    if (!read) return Unexpected<Error>{storage_error(read.error())};
+    auto stored = read->get(meta, text_view(challenge_key_name));
+    if (!stored) return Unexpected<Error>{storage_error(stored.error())};
+    if (*stored) {
+        if ((*stored)->size() != key.bytes.size()) return Unexpected<Error>{Error{ErrorCode::storage, "undecodable challenge key"}};
+        std::copy((*stored)->begin(), (*stored)->end(), key.bytes.begin());
+        return key;
+    }
+    read->abort();
+    if (env.read_only()) return key;
+    randombytes_buf(key.bytes.data(), key.bytes.size());
+    auto write = lmdb::Txn::begin(env, lmdb::Txn::Mode::read_write);
+    if (!write) return Unexpected<Error>{storage_error(write.error())};
+    if (auto put = write->put(meta, text_view(challenge_key_name), key.bytes); !put) return Unexpected<Error>{storage_error(put.error())};
+    if (auto committed = write->commit(); !committed) return Unexpected<Error>{storage_error(committed.error())};
+    return key;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Registry>> Registry::open(lmdb::Env& env) {
+    // Offline purchase ids changed from (ASN, offline ATC, type) to what the TAC proves (ASN, PSAM
+    // terminal id, terminal serial; ISO8583.md §4.8) together with the "purchases" table: a registry
+    // without that table holds purchases under ids this build would not find, so it is refused.
+    auto had_cards = env.has_table("cards");
+    auto has_purchases = env.has_table("purchases");
+    if (!had_cards || !has_purchases) return Unexpected<Error>{storage_error((!had_cards ? had_cards : has_purchases).error())};
+    if (*had_cards && !*has_purchases) {
+        return Unexpected<Error>{Error{ErrorCode::conflict,
+                                       "this ledger was written before offline purchase ids were derived from ASN, PSAM terminal id "
+                                       "and terminal serial (clearing/ISO8583.md §4.8; no \"purchases\" table): it cannot be "
+                                       "served or checked by this build; start a new data directory"}};
+    }
     auto tables = std::make_unique<Tables>();
     struct Named {
         const char* name;
@@ -302,12 +451,59 @@ Result<std::unique_ptr<Registry>> Registry::open(lmdb::Env& env) {
     };
     for (Named n : {Named{"cards", &tables->cards}, Named{"participants", &tables->participants},
                     Named{"terminals", &tables->terminals}, Named{"risk", &tables->risk}, Named{"loads", &tables->loads},
-                    Named{"holds", &tables->holds}, Named{"hotlist", &tables->hotlist}, Named{"reversals", &tables->reversals}}) {
+                    Named{"holds", &tables->holds}, Named{"hotlist", &tables->hotlist}, Named{"reversals", &tables->reversals},
+                    Named{"purchases", &tables->purchases}, Named{"challenges", &tables->challenges},
+                    Named{"meta", &tables->meta}}) {
         auto dbi = env.open_table(n.name);
         if (!dbi) return Unexpected<Error>{storage_error(dbi.error())};
         *n.dbi = *dbi;
     }
-    return std::unique_ptr<Registry>(new Registry(env, std::move(tables)));
+    auto challenge_key = load_challenge_key(env, tables->meta);
+    if (!challenge_key) return Unexpected<Error>{challenge_key.error()};
+    return std::unique_ptr<Registry>(new Registry(env, std::move(tables), std::move(*challenge_key)));
+}
+
+const ChallengeKey& Registry::challenge_key() const { return challenge_key_; }
+
+lmdb::Result<bool> Registry::challenge_used_in(const lmdb::Txn& txn, const iso8583::HostChallenge& challenge) const {
+    auto value = txn.get(tables_->challenges, challenge);
+    if (!value) return Unexpected<lmdb::Error>{value.error()};
+    return value->has_value();
+}
+
+lmdb::Status Registry::put_challenge_used(lmdb::Txn& txn, const iso8583::HostChallenge& challenge, std::uint32_t forget_before_s) const {
+    if (auto put = txn.put(tables_->challenges, challenge, ByteView{}); !put) return put;
+    // Keys start with the issue time (BE4): the oldest come first.
+    std::vector<Bytes> expired;
+    {
+        auto cursor = lmdb::Cursor::open(txn, tables_->challenges);
+        if (!cursor) return Unexpected<lmdb::Error>{cursor.error()};
+        for (auto entry = cursor->first(); expired.size() < challenges_pruned_per_use; entry = cursor->next()) {
+            if (!entry) return Unexpected<lmdb::Error>{entry.error()};
+            if (!*entry || (*entry)->key.size() < 4 || read_be32((*entry)->key) >= forget_before_s) break;
+            expired.emplace_back((*entry)->key.begin(), (*entry)->key.end());
+        }
+    }
+    for (const Bytes& key : expired) {
+        if (auto deleted = txn.del(tables_->challenges, key); !deleted) return Unexpected<lmdb::Error>{deleted.error()};
+    }
+    return Ok{};
+}
+
+lmdb::Result<std::optional<PurchaseProof>> Registry::purchase_proof_in(const lmdb::Txn& txn, const ledger::Id& transfer_id) const {
+    const Bytes key = id_bytes(transfer_id);
+    auto value = txn.get(tables_->purchases, key);
+    if (!value) return Unexpected<lmdb::Error>{value.error()};
+    if (!*value) return std::optional<PurchaseProof>{};
+    auto proof = decode_purchase_proof(**value);
+    if (!proof) return Unexpected<lmdb::Error>{lmdb::Error{MDB_CORRUPTED, "decode purchase record"}};
+    return proof;
+}
+
+lmdb::Status Registry::put_purchase_proof(lmdb::Txn& txn, const ledger::Id& transfer_id, const PurchaseProof& proof) const {
+    const Bytes bytes = encode_purchase_proof(proof);
+    assert(decode_purchase_proof(bytes) == proof);  // pair assertion
+    return txn.put(tables_->purchases, id_bytes(transfer_id), bytes);
 }
 
 lmdb::Result<std::optional<CardRecord>> Registry::card_in(const lmdb::Txn& txn, const Asn& asn) const {
@@ -460,32 +656,85 @@ Result<std::vector<TerminalRecord>> Registry::terminals() const {
                                 "terminal");
 }
 
+namespace {
+
+constexpr std::size_t risk_key_size = 1 + 10 + 2 + 1;
+
+std::optional<RiskFlag> decode_risk(ByteView k, ByteView v) {
+    if (k.size() != risk_key_size || v.size() < 8 || k[0] < 1 || k[0] > risk_kind_max) return std::nullopt;
+    RiskFlag f;
+    f.kind = static_cast<RiskKind>(k[0]);
+    std::copy_n(k.begin() + 1, 10, f.asn.begin());
+    f.atc = read_be16(k.subspan(11));
+    f.type = k[13];
+    f.timestamp_ns = read_be(v.first(8));
+    f.detail.assign(reinterpret_cast<const char*>(v.data() + 8), v.size() - 8);
+    return f;
+}
+
+}  // namespace
+
+Result<Registry::RiskPage> Registry::risk_page(std::string_view cursor, std::size_t limit, const std::optional<Asn>& asn) const {
+    if (limit == 0 || limit > risk_page_limit_max) {
+        return Unexpected<Error>{bad_input("limit must be 1 to " + std::to_string(risk_page_limit_max))};
+    }
+    // The cursor is the last key of the previous page, as hex.
+    Bytes after;
+    if (!cursor.empty()) {
+        auto key = from_hex(cursor);
+        if (!key || key->size() != risk_key_size) return Unexpected<Error>{bad_input("cursor is not one a risk page returned")};
+        after = std::move(*key);
+    }
+    return in_read_txn<RiskPage>(env_, [&](lmdb::Txn& txn) -> Result<RiskPage> {
+        auto c = lmdb::Cursor::open(txn, tables_->risk);
+        if (!c) return Unexpected<Error>{storage_error(c.error())};
+        RiskPage page;
+        // The first key to look at: after the cursor; with a card, the card's keys of each kind in turn
+        // (kind ‖ ASN ‖ …), so a page costs its own flags and one seek per kind, never a scan of others.
+        auto start = [&](std::uint8_t kind) {
+            Bytes key{kind};
+            if (asn) append(key, *asn);
+            return key;
+        };
+        auto entry = after.empty() ? (asn ? c->seek(start(1)) : c->first()) : c->seek(after);
+        if (entry && *entry && !after.empty() && std::equal((*entry)->key.begin(), (*entry)->key.end(), after.begin(), after.end())) {
+            entry = c->next();
+        }
+        // One flag beyond the page tells whether another page follows.
+        while (page.flags.size() <= limit) {
+            if (!entry) return Unexpected<Error>{storage_error(entry.error())};
+            if (!*entry) break;
+            const ByteView key = (*entry)->key;
+            if (asn && (key.size() != risk_key_size || !std::equal(asn->begin(), asn->end(), key.begin() + 1))) {
+                // Outside this card's flags of key[0]'s kind: seek the card's flags of that kind if they
+                // come later, else of the next kind.
+                const bool before_card = key.size() == risk_key_size &&
+                                         std::lexicographical_compare(key.begin() + 1, key.begin() + 11, asn->begin(), asn->end());
+                const int kind = key.empty() ? risk_kind_max + 1 : (before_card ? key[0] : key[0] + 1);
+                if (kind > risk_kind_max) break;
+                entry = c->seek(start(static_cast<std::uint8_t>(kind)));
+                continue;
+            }
+            auto flag = decode_risk(key, (*entry)->value);
+            if (!flag) return Unexpected<Error>{Error{ErrorCode::storage, "undecodable risk record"}};
+            page.flags.push_back(std::move(*flag));
+            entry = c->next();
+        }
+        if (page.flags.size() > limit) {
+            page.flags.pop_back();
+            page.next_cursor = to_hex(risk_key(page.flags.back()));
+        }
+        return page;
+    });
+}
+
 Result<std::vector<RiskFlag>> Registry::risk_flags() const {
-    return scan<RiskFlag>(
-        env_, tables_->risk,
-        [](ByteView k, ByteView v) -> std::optional<RiskFlag> {
-            if (k.size() != 14 || v.size() < 8 || k[0] < 1 || k[0] > risk_kind_max) return std::nullopt;
-            RiskFlag f;
-            f.kind = static_cast<RiskKind>(k[0]);
-            std::copy_n(k.begin() + 1, 10, f.asn.begin());
-            f.atc = read_be16(k.subspan(11));
-            f.type = k[13];
-            f.timestamp_ns = read_be(v.first(8));
-            f.detail.assign(reinterpret_cast<const char*>(v.data() + 8), v.size() - 8);
-            return f;
-        },
-        "risk");
+    return scan<RiskFlag>(env_, tables_->risk, decode_risk, "risk");
 }
 
 // ---- online loads, clinic holds, hotlist ------------------------------------------------------------------
 
 namespace {
-
-Bytes id_bytes(const ledger::Id& id) {
-    Bytes b = be_bytes(id.high, 8);
-    append_be(b, id.low, 8);
-    return b;
-}
 
 ledger::Id read_id(ByteView b) { return ledger::Id{read_be(b.first(8)), read_be(b.subspan(8, 8))}; }
 
@@ -947,6 +1196,20 @@ Status set_card_status(ledger::Ledger& ledger, Registry& registry, const Asn& as
         if (!recorded) return Unexpected<lmdb::Error>{recorded.error()};
         card.status = status;
         return registry.put_card(txn, card);
+    });
+    if (!done) return Unexpected<Error>{done.error()};
+    return Ok{};
+}
+
+Status set_terminal_status(ledger::Ledger& ledger, Registry& registry, std::string_view terminal_id, TerminalStatus status) {
+    COCONUT_TRY(stored, registry.terminal(terminal_id));
+    if (!stored) return Unexpected<Error>{bad_input("terminal " + std::string(terminal_id) + " is not registered")};
+    auto done = apply_all(ledger, {}, [&](lmdb::Txn& txn) -> lmdb::Status {
+        auto current = registry.terminal_in(txn, terminal_id);
+        if (!current) return Unexpected<lmdb::Error>{current.error()};
+        TerminalRecord terminal = *current ? **current : *stored;
+        terminal.status = status;
+        return registry.put_terminal(txn, terminal);
     });
     if (!done) return Unexpected<Error>{done.error()};
     return Ok{};

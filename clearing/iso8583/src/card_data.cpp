@@ -108,7 +108,7 @@ template <class T, class Read>
 Result<T, std::string> parse_with(std::string_view field62, Read read) {
     auto card = Card62::parse(field62);
     if (!card) return Fail{card.error()};
-    T out;
+    T out{};
     read(*card, out);
     if (!card->ok()) return Fail{card->error()};
     return out;
@@ -246,6 +246,7 @@ Result<ClinicAuthorizationData, std::string> parse_clinic_authorization(std::str
     return parse_with<ClinicAuthorizationData>(field62, [](Card62& c, ClinicAuthorizationData& a) {
         c.asn(a.asn);
         c.copy(0xDF0B, "INTERNAL AUTHENTICATE response", a.cryptogram);
+        c.copy(0xDF0E, "host challenge", a.challenge);
     });
 }
 
@@ -253,21 +254,80 @@ std::string encode_clinic_authorization(const ClinicAuthorizationData& a) {
     Bytes out;
     apdu::append_tlv(out, 0xDF01, a.asn);
     apdu::append_tlv(out, 0xDF0B, a.cryptogram);
+    apdu::append_tlv(out, 0xDF0E, a.challenge);
     return to_hex(out);
 }
 
-std::array<std::uint8_t, 8> clinic_challenge(std::string_view terminal_id41, std::string_view stan11,
-                                             std::string_view transmission_time7, std::string_view amount4) {
-    std::string material;
-    for (std::string_view part : {terminal_id41, stan11, transmission_time7, amount4}) material.append(part);
+Result<ChallengeRequestData, std::string> parse_challenge_request(std::string_view field62) {
+    return parse_with<ChallengeRequestData>(field62, [](Card62& c, ChallengeRequestData& r) { c.asn(r.asn); });
+}
+
+std::string encode_challenge_request(const ChallengeRequestData& r) {
+    Bytes out;
+    apdu::append_tlv(out, 0xDF01, r.asn);
+    return to_hex(out);
+}
+
+Result<ChallengeAnswerData, std::string> parse_challenge_answer(std::string_view field62) {
+    return parse_with<ChallengeAnswerData>(field62, [](Card62& c, ChallengeAnswerData& a) {
+        c.asn(a.asn);
+        c.copy(0xDF0E, "host challenge", a.challenge);
+    });
+}
+
+std::string encode_challenge_answer(const ChallengeAnswerData& a) {
+    Bytes out;
+    apdu::append_tlv(out, 0xDF01, a.asn);
+    apdu::append_tlv(out, 0xDF0E, a.challenge);
+    return to_hex(out);
+}
+
+Result<RecordDigest, std::string> parse_record_digest(std::string_view field62) {
+    return parse_with<RecordDigest>(field62, [](Card62& c, RecordDigest& d) { c.copy(0xDF10, "record digest", d); });
+}
+
+std::string encode_record_digest(const RecordDigest& digest) {
+    Bytes out;
+    apdu::append_tlv(out, 0xDF10, digest);
+    return to_hex(out);
+}
+
+namespace {
+
+// The first N bytes of SHA-256 over the parts.
+template <std::size_t N>
+std::array<std::uint8_t, N> sha256_prefix(std::initializer_list<ByteView> parts) {
+    static_assert(N <= 32);
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
     std::array<std::uint8_t, 32> digest{};
     unsigned size = 0;
-    if (EVP_Digest(material.data(), material.size(), digest.data(), &size, EVP_sha256(), nullptr) != 1 || size != digest.size()) {
-        throw std::runtime_error("SHA-256 failed (OpenSSL)");  // a broken crypto library, not an input error
-    }
-    std::array<std::uint8_t, 8> challenge{};
-    std::copy_n(digest.begin(), challenge.size(), challenge.begin());
-    return challenge;
+    bool ok = ctx != nullptr && EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1;
+    for (ByteView part : parts) ok = ok && EVP_DigestUpdate(ctx, part.data(), part.size()) == 1;
+    ok = ok && EVP_DigestFinal_ex(ctx, digest.data(), &size) == 1 && size == digest.size();
+    EVP_MD_CTX_free(ctx);
+    if (!ok) throw std::runtime_error("SHA-256 failed (OpenSSL)");  // a broken crypto library, not an input error
+    std::array<std::uint8_t, N> out{};
+    std::copy_n(digest.begin(), N, out.begin());
+    return out;
+}
+
+ByteView text_bytes(std::string_view text) { return {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()}; }
+
+}  // namespace
+
+std::array<std::uint8_t, 8> clinic_proof_input(const HostChallenge& challenge, const ClinicHoldFields& hold, const CardAsn& asn) {
+    return sha256_prefix<8>({text_bytes("coconut-clinic-v2"), challenge, text_bytes(hold.terminal_id41), text_bytes(hold.stan11),
+                             text_bytes(hold.transmission_time7), text_bytes(hold.amount4), text_bytes(hold.batch60), asn});
+}
+
+RecordDigest purchase_digest(const PurseTransaction& t, std::uint32_t amount_fen) {
+    return sha256_prefix<8>({text_bytes("coconut-record-v1"), t.asn, be_bytes(amount_fen, 4), ByteView(&t.type, 1), t.terminal_id,
+                             be_bytes(t.terminal_serial, 4), when_bytes(t.when), t.tac});
+}
+
+RecordDigest load_confirmation_digest(const LoadConfirmationData& c, std::uint32_t amount_fen) {
+    return sha256_prefix<8>({text_bytes("coconut-record-v1"), c.asn, be_bytes(amount_fen, 4), ByteView(&c.type, 1), c.terminal_id,
+                             be_bytes(c.online_atc, 4), when_bytes(c.when), c.tac});
 }
 
 }  // namespace coconut::iso8583

@@ -10,9 +10,12 @@
 //
 // What upload() sends per queued record (TransactionRecord::link): offline purchases as 0320, load
 // confirmations and clinic completions as 0221 (repeat of the 0220 the flow sent first), reversal advices
-// as 0421. Acknowledgement: a 0320 leaves the queue on 00 (booked, or already booked: a re-upload lands on
-// the same ledger id), 59 (TAC failed: booked to suspense) and 94 (the clearing holds a different
-// transaction under that id: flagged there, retrying cannot help). An advice leaves the queue on every
+// as 0421. Acknowledgement: a 0320 leaves the queue only on 00 whose field 62 DF10 equals this record's
+// digest (record_digest: the clearing booked exactly this record — or had booked it already: a re-upload
+// lands on the same ledger id). 59 (its TAC failed: recorded for review, nothing booked), 94 (another
+// record holds its id) and an approval of another record keep it queued and are reported
+// (UploadReport::kept_for_review): money evidence is never deleted on an answer that does not prove it
+// was booked. A load confirmation likewise needs its digest on 00. Other advices leave the queue on every
 // final answer (everything but 03 not signed on, 30 format error, 91 and 96, which say "try again").
 // Every other answer, and every record without an answer, stays queued for the next upload.
 //
@@ -24,10 +27,12 @@
 // again; under TLS resuming the session) after a timeout or a closed link.
 #pragma once
 
+#include <coconut/iso8583/card_data.hpp>
 #include <coconut/iso8583/iso8583.hpp>
 #include <coconut/result.hpp>
 #include <coconut/sdk/hotlist.hpp>
 #include <coconut/sdk/queue.hpp>
+#include <coconut/tls/tls.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -36,6 +41,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace coconut::sdk {
 
@@ -59,7 +65,11 @@ struct ClearingTls {
     std::filesystem::path ca;
     std::filesystem::path certificate;
     std::filesystem::path private_key;
+    // Made from the three files by connect() when null. Give the clients one terminal opens one after
+    // another the same context (make_tls_context) and a new client resumes the session of the last.
+    std::shared_ptr<tls::ClientContext> context;
 };
+
 
 struct ClearingOptions {
     std::string terminal_id;  // field 41: exactly 8 printable characters, as registered at the clearing
@@ -139,6 +149,9 @@ struct ClearingError {
     std::string response_code;  // field 39 when the clearing answered
 };
 
+// The context for `files` (tls_error names the file that is wrong), for ClearingTls::context.
+Result<std::shared_ptr<tls::ClientContext>, ClearingError> make_tls_context(const ClearingTls& files);
+
 // The connections a client made: reconnects after a timeout or a closed link count too.
 struct LinkStats {
     std::uint64_t connects = 0;
@@ -155,8 +168,14 @@ struct UploadReport {
     std::size_t kept = 0;          // any other answer: still queued
     std::size_t advices = 0;       // of `sent`: 0221 / 0421 advices (the rest are 0320)
     std::size_t refused = 0;       // advices acknowledged with a final refusal (not 00)
+    std::size_t digest_mismatches = 0;  // 00 for another record than the one sent: kept
+    std::vector<std::uint64_t> kept_for_review;  // queue sequences answered 59, 94 or a mismatching 00
     std::map<std::string, std::size_t> by_response_code;
 };
+
+// The digest the clearing's approval carries in DF10 for this queued record (offline purchase or load
+// confirmation; ISO8583.md §4.8).
+iso8583::RecordDigest record_digest(const TransactionRecord& record);
 
 // 0210 to a load request.
 struct LoadApproval {
@@ -214,11 +233,16 @@ public:
     // mean the outcome is unknown: the caller reverses (0420).
     Result<LoadApproval, ClearingError> request_load(const TransactionRecord& intent, const std::array<std::uint8_t, 4>& card_random,
                                                      const crypto::Mac4& mac1);
-    // The challenge the card must answer with INTERNAL AUTHENTICATE for the 0100 of this hold intent
-    // (ISO8583.md §4.4: SHA-256 of fields 41 ‖ 11 ‖ 7 ‖ 4 as sent; the host recomputes it).
-    std::array<std::uint8_t, 8> clinic_challenge(const TransactionRecord& intent) const;
-    // 0100 → 0110 for a clinic hold intent, with the card's INTERNAL AUTHENTICATE answer.
-    Result<ClinicApproval, ClearingError> authorize(const TransactionRecord& intent, const std::array<std::uint8_t, 8>& cryptogram);
+    // 0800 70 = 201 → 0810: a single-use card-presence challenge for this card at this terminal, valid for
+    // about a minute (ISO8583.md §4.4). refused with the response code unless 00.
+    Result<iso8583::HostChallenge, ClearingError> request_challenge(const std::array<std::uint8_t, 10>& asn);
+    // What the card's social-security application must answer with INTERNAL AUTHENTICATE (after VERIFY
+    // PIN) for the 0100 of this hold intent: SHA-256 over the challenge and fields 41, 11, 7, 4, 60 as sent
+    // and the ASN (ISO8583.md §4.4; the host recomputes it).
+    std::array<std::uint8_t, 8> clinic_proof_input(const TransactionRecord& intent, const iso8583::HostChallenge& challenge) const;
+    // 0100 → 0110 for a clinic hold intent, with the challenge and the card's INTERNAL AUTHENTICATE answer.
+    Result<ClinicApproval, ClearingError> authorize(const TransactionRecord& intent, const iso8583::HostChallenge& challenge,
+                                                    const std::array<std::uint8_t, 8>& cryptogram);
     // 0400 → 0410 of a load or clinic hold (record.link load_reversal / clinic_reversal); the response code.
     Result<std::string, ClearingError> reverse(const TransactionRecord& reversal);
     // Sends the queued advice `sequence` once (0220 / 0420, not a repeat) and acknowledges it in the queue

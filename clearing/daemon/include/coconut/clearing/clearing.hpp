@@ -37,6 +37,7 @@ class context;  // coconut/tls/tls.hpp makes one (ServerOptions::tls)
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -85,17 +86,24 @@ inline constexpr std::uint16_t purse_float = 10;         // ledger 1: cardholder
 inline constexpr std::uint16_t medical_fund = 11;        // ledger 2: the social-insurance fund
 inline constexpr std::uint16_t fee_income = 12;          // per ledger: the scheme's fees (posted by settlement)
 inline constexpr std::uint16_t suspense = 13;            // per ledger: TAC failed; never paid out until resolved
+inline constexpr std::uint16_t review_claims = 14;       // ledger 1: what terminals claimed without proof (debited by review records)
 }  // namespace account_codes
 
 // Transfer.code
 namespace transfer_codes {
 inline constexpr std::uint16_t offline_purchase = 1;  // purse shadow → participant payable (TAC valid)
-inline constexpr std::uint16_t tac_failed = 2;        // purse shadow → suspense (TAC invalid)
+// An upload whose TAC failed (a forgery, or a record damaged on the terminal): review claims → suspense,
+// under an id of its own (review_transfer). Neither the card's shadow nor a payable is touched: an
+// unproven record never moves a cardholder's money nor pays a merchant.
+inline constexpr std::uint16_t tac_failed = 2;
 inline constexpr std::uint16_t opening_balance = 3;   // float → purse shadow, fund → medical (registry load)
 inline constexpr std::uint16_t online_load = 4;       // float → purse shadow: pending at 0200, posted by 0220, voided by 0400/0420/timeout
 inline constexpr std::uint16_t clinic_medical = 5;    // medical account → clinic payable (ledger 2): hold at 0100, posted (partially) by 0220, voided by 0400/expiry
 inline constexpr std::uint16_t settlement_payout = 7; // settlement: participant payable → float (ledger 1) / fund (ledger 2), the net paid by the bank
 inline constexpr std::uint16_t settlement_fee = 8;    // settlement: participant payable → fee income, the scheme's fee
+// A second record with a valid TAC under a booked purchase's id (the PSAM spent a serial twice, e.g. a
+// restored PSAM image): review claims → suspense for a person to resolve; never booked twice.
+inline constexpr std::uint16_t serial_conflict = 9;
 }  // namespace transfer_codes
 
 // Transfer user data (what the query API and settlement read back without other tables):
@@ -127,12 +135,20 @@ inline constexpr ledger::Id purse_fee_income_account = ledger::make_id(3);
 inline constexpr ledger::Id medical_fee_income_account = ledger::make_id(4);
 inline constexpr ledger::Id purse_suspense_account = ledger::make_id(5);
 inline constexpr ledger::Id medical_suspense_account = ledger::make_id(6);
+inline constexpr ledger::Id purse_review_claims_account = ledger::make_id(7);
 
 ledger::Id purse_shadow_account(const Asn& asn);     // derive_id("purse" ‖ ASN)
 ledger::Id medical_account(const Asn& asn);          // derive_id("medical" ‖ ASN)
 ledger::Id payable_account(std::uint64_t participant_id, std::uint32_t ledger_number);  // derive_id("payable" ‖ id ‖ ledger)
-// DESIGN.md §4: purse purchase = hash of (ASN, offline ATC, type); a re-sent upload lands on it.
-ledger::Id offline_purchase_transfer(const Asn& asn, std::uint16_t offline_atc, std::uint8_t type);
+// Offline purchase (docs: clearing/ISO8583.md §4.8): derive_id("purchase" ‖ ASN ‖ PSAM terminal id ‖
+// terminal serial BE4) — only what the TAC proves: it is computed under the card's own key and covers the
+// terminal id and serial, and the PSAM spends each serial once. A re-sent upload lands on it whatever the
+// claims it carries (DF03 balance before, DF04 offline ATC, DF0C transit record) say.
+ledger::Id offline_purchase_transfer(const Asn& asn, const TerminalId& psam_terminal_id, std::uint32_t terminal_serial);
+// An upload recorded for review instead of booked (TAC invalid, or a serial conflict):
+// derive_id("review" ‖ canonical id ‖ SHA-256 of the record as uploaded (fields 4 and 62)), so a forgery
+// never occupies the id the genuine upload needs, and the same forgery re-sent lands on the same record.
+ledger::Id review_transfer(const ledger::Id& canonical_id, std::string_view amount4, std::string_view field62);
 ledger::Id opening_balance_transfer(const Asn& asn, std::uint32_t ledger_number);
 // Online load (ISO8583.md §4.1): derive_id(ASN ‖ online ATC BE2 ‖ 02) for attempt 0 exactly (DESIGN.md §4);
 // a later attempt with the same ATC (the first was reversed or expired) appends the attempt number.
@@ -162,6 +178,12 @@ using iso8583::PurseTransaction;
 enum class CardStatus : std::uint8_t { active = 1, lost = 2, blocked = 3 };
 std::string_view to_string(CardStatus status);
 std::optional<CardStatus> parse_card_status(std::string_view text);
+
+// A terminal the clearing serves (active) or refuses on every request (39 = 58): suspended (by a clerk,
+// or automatically past the forged-TAC limit) until a clerk reactivates it; retired for good.
+enum class TerminalStatus : std::uint8_t { active = 1, suspended = 2, retired = 3 };
+std::string_view to_string(TerminalStatus status);
+std::optional<TerminalStatus> parse_terminal_status(std::string_view text);
 
 struct CardRecord {
     Asn asn{};
@@ -221,6 +243,11 @@ struct TerminalRecord {
     std::uint64_t batch_credit_reversals_fen = 0;
     std::uint32_t batch_debit_reversals_count = 0;  // clinic holds voided by 0400 / 0420
     std::uint64_t batch_debit_reversals_fen = 0;
+    TerminalStatus status = TerminalStatus::active;
+    // Uploads with a TAC that failed, on forged_day (days since 1970-01-01, UTC): past
+    // EngineOptions::forged_tacs_per_day the terminal is suspended.
+    std::uint32_t forged_day = 0;
+    std::uint32_t forged_count = 0;
 };
 
 // Which 0500 total a new booking counts in.
@@ -242,6 +269,33 @@ struct HoldRecord {
     ledger::Id request_digest;          // of the 0100's 2, 4, 42, 62
     std::uint64_t requested_fen = 0;    // field 4 of the 0100 (the hold may be less: partial approval)
     Asn asn{};
+};
+
+// What an offline purchase's booking keeps beyond its ledger transfer (table "purchases", keyed by the
+// transfer id): the TAC and the fields it covers, so a re-upload is answered from the stored record only
+// when its TAC and covered fields are the same (ISO8583.md §4.8), and the claims as first booked.
+struct PurchaseProof {
+    crypto::Mac4 tac{};
+    crypto::CardDateTime when;  // DF07
+    std::uint8_t type = 0;      // DF02
+    std::uint32_t amount_fen = 0;
+    std::uint16_t offline_atc = 0;         // DF04 as first booked (a claim)
+    std::uint32_t balance_before_fen = 0;  // DF03 as first booked (a claim)
+    std::array<std::uint8_t, 8> claims_digest{};  // of DF03, DF04, DF0C: a repeat with other claims is flagged
+    friend bool operator==(const PurchaseProof&, const PurchaseProof&) = default;
+};
+PurchaseProof purchase_proof(const iso8583::PurseTransaction& transaction, std::uint32_t amount_fen);
+// The TAC and every field it covers are equal (the claims may differ).
+bool same_proven_record(const PurchaseProof& a, const PurchaseProof& b);
+
+// The host key that tags clinic challenges (ISO8583.md §4.4): made once at random, kept in the registry;
+// wiped from memory on destruction.
+struct ChallengeKey {
+    std::array<std::uint8_t, 32> bytes{};
+    ChallengeKey() = default;
+    ChallengeKey(const ChallengeKey&) = default;
+    ChallengeKey& operator=(const ChallengeKey&) = default;
+    ~ChallengeKey();
 };
 
 // One chunk of the hotlist log (ISO8583.md §4.6).
@@ -271,9 +325,22 @@ enum class RiskKind : std::uint8_t {
     load_tac_invalid = 8,      // 0220 load confirmation whose TAC failed (posted anyway if pending: MAC2 was ours)
     late_load_confirmation = 9,  // 0220 for a load already reversed / expired: booked late
     internal_auth_invalid = 10,  // 0100 whose INTERNAL AUTHENTICATE cryptogram failed (nothing booked)
+    claims_differ = 11,        // a booked purchase re-sent with other claims (DF03, DF04, DF0C): answered as booked
+    serial_conflict = 12,      // a second valid TAC under a booked purchase's id: recorded for review, answered 94
+    terminal_suspended = 13,   // a terminal suspended past the forged-TAC limit (detail names it)
+    atc_implausible = 14,      // a claimed offline ATC far above the card's booked ones: flagged, not used
+    wrong_terminal = 15,       // a 0220 load confirmation from another terminal than the 0200's (nothing posted)
+    challenge_refused = 16,    // a 0100 whose host challenge was unknown, expired, used or another's (nothing booked)
 };
-inline constexpr std::uint8_t risk_kind_max = 10;
+inline constexpr std::uint8_t risk_kind_max = 16;
 std::string_view to_string(RiskKind kind);
+
+// One stored flag per (kind, ASN, atc, type): raising it again changes nothing. The writer raises at most
+// risk_flags_per_message_max per message, so no message can make unbounded work.
+inline constexpr std::size_t risk_flags_per_message_max = 4;
+// A claimed offline ATC more than this above the card's contiguous booked prefix is not believed: one
+// atc_implausible flag, and the prefix is left as it was (64 is the window of ATCs tracked above it).
+inline constexpr std::uint16_t atc_ahead_plausible_max = 1024;
 
 struct RiskFlag {
     RiskKind kind = RiskKind::tac_invalid;
@@ -319,6 +386,28 @@ public:
     // Keyed by (kind, ASN, ATC, type): raising the same flag twice (a re-upload) keeps one.
     // Returns true when the flag is new.
     lmdb::Result<bool> put_risk(lmdb::Txn& txn, const RiskFlag& flag) const;
+    // One page of flags in key order, after `cursor` (the previous page's next_cursor; empty: from the
+    // start), at most `limit` (1 … risk_page_limit_max); only the card's flags when `asn` is set.
+    // Error bad_input: a cursor that is not one this function returned.
+    struct RiskPage {
+        std::vector<RiskFlag> flags;
+        std::string next_cursor;  // empty: this was the last page
+    };
+    static constexpr std::size_t risk_page_limit_max = 500;
+    Result<RiskPage> risk_page(std::string_view cursor, std::size_t limit, const std::optional<Asn>& asn = {}) const;
+
+    // Offline purchases booked (ISO8583.md §4.8), written by the booking's hook.
+    lmdb::Result<std::optional<PurchaseProof>> purchase_proof_in(const lmdb::Txn& txn, const ledger::Id& transfer_id) const;
+    lmdb::Status put_purchase_proof(lmdb::Txn& txn, const ledger::Id& transfer_id, const PurchaseProof& proof) const;
+
+    // Clinic challenges (ISO8583.md §4.4): the tagging key, and the challenges holds have used (table
+    // "challenges", keyed by the challenge, whose first 4 bytes are its issue time: oldest first).
+    const ChallengeKey& challenge_key() const;
+    lmdb::Result<bool> challenge_used_in(const lmdb::Txn& txn, const iso8583::HostChallenge& challenge) const;
+    // Records `challenge` as used and deletes at most challenges_pruned_per_use entries issued before
+    // `forget_before_s` (they are refused as expired anyway): the table stays bounded by the TTL.
+    static constexpr std::size_t challenges_pruned_per_use = 4;
+    lmdb::Status put_challenge_used(lmdb::Txn& txn, const iso8583::HostChallenge& challenge, std::uint32_t forget_before_s) const;
 
     // For the ledger writer's WriterOptions::group_hooks (one writer per registry): inside a group
     // commit, the card and terminal records that card_in / terminal_in / put_card / put_terminal read
@@ -356,13 +445,14 @@ public:
     struct Tables;
 
 private:
-    Registry(lmdb::Env& env, std::unique_ptr<Tables> tables);
+    Registry(lmdb::Env& env, std::unique_ptr<Tables> tables, ChallengeKey challenge_key);
     struct GroupCache;
     GroupCache* group_cache_for(const lmdb::Txn& txn) const;  // the writer's, when `txn` is its group's
     lmdb::Status write_card(lmdb::Txn& txn, const CardRecord& card) const;
     lmdb::Status write_terminal(lmdb::Txn& txn, const TerminalRecord& terminal) const;
     lmdb::Env& env_;
     std::unique_ptr<Tables> tables_;
+    ChallengeKey challenge_key_;
     std::unique_ptr<GroupCache> group_;  // used by the writer thread only
 };
 
@@ -387,6 +477,8 @@ Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std
 // Sets a card's status (the hotlist): lost / blocked cards are refused online. A change records a
 // hotlist entry (a new version, ISO8583.md §4.6) in the same commit; setting the same status is a no-op.
 Status set_card_status(ledger::Ledger& ledger, Registry& registry, const Asn& asn, CardStatus status);
+// Sets a terminal's status (refused on every request unless active). Error bad_input: unknown terminal.
+Status set_terminal_status(ledger::Ledger& ledger, Registry& registry, std::string_view terminal_id, TerminalStatus status);
 
 // ---- check ----------------------------------------------------------------------------------------------
 
@@ -497,7 +589,14 @@ struct EngineOptions {
     // Key labels at the HSM (versions: DF0D for loads, the card registry's for TACs, newest for IAK).
     std::string load_key_label = std::string(hsm::default_load_label);
     std::string tac_key_label = std::string(hsm::default_tac_label);
-    std::string internal_auth_key_label = std::string(hsm::default_internal_auth_label);
+    // The 0100's card-presence proof: only the PIN-protected social-security application's key.
+    std::string internal_auth_key_label = std::string(hsm::default_ssse_auth_label);
+    // Uploads with a failed TAC one terminal may send per day (UTC) before it is suspended: a genuine
+    // terminal sends none (a damaged record now and then); a forger trying TACs is stopped early.
+    std::uint32_t forged_tacs_per_day = 20;
+    // A clinic challenge (0800 70 = 201) is valid this long: the card is at the counter (PIN entry
+    // included), so a minute; a proof over an older one is refused.
+    std::uint32_t challenge_ttl_s = 60;
     // Where an upload's answer is built after its commit (the terminals' I/O thread): the ledger
     // writer only hands the result over, so its thread spends itself on commits. Unset: on the
     // writer's thread.
@@ -551,7 +650,23 @@ private:
     void offline_upload(iso8583::Message request, SessionState& session, Respond respond);
     void reconcile(const iso8583::Message& request, SessionState& session, Respond respond);
     void hotlist_download(const iso8583::Message& request, SessionState& session, Respond respond);
-    void book(std::shared_ptr<Upload> upload, hsm::Verdict verdict);
+    void issue_challenge(const iso8583::Message& request, SessionState& session, Respond respond);
+    // The terminal of a request is the connection's (TLS), registered, active, signed on: the code
+    // refusing it, or nothing. `terminal` is read in `txn`.
+    std::optional<iso8583::ResponseCode> refuse_terminal(const iso8583::Message& request, const SessionState& session,
+                                                         const std::optional<TerminalRecord>& terminal) const;
+    void review(std::shared_ptr<Upload> upload, RiskKind kind);
+    void answer_stored(const std::shared_ptr<Upload>& upload, const PurchaseProof& stored);
+    // Raises `flags` (at most risk_flags_per_message_max) for the card, counting the new ones on it.
+    lmdb::Status put_flags(lmdb::Txn& txn, const Asn& asn, const std::vector<RiskFlag>& flags);
+    // Why `challenge` is not a valid one for this terminal and card now; nothing when it is (it may
+    // still have been used: the caller checks the table and the holds in flight).
+    std::optional<std::string> check_challenge(const iso8583::HostChallenge& challenge, std::string_view terminal_id,
+                                               const Asn& asn) const;
+    // Challenges of 0100s between their check and their hold's commit: one use at a time.
+    bool claim_challenge(const iso8583::HostChallenge& challenge);
+    void release_challenge(const iso8583::HostChallenge& challenge);
+    void book(std::shared_ptr<Upload> upload);
     void finish(const std::shared_ptr<Upload>& upload, iso8583::ResponseCode code);
     void answer_booking(const std::shared_ptr<Upload>& upload, const ledger::Reply& reply);
 
@@ -585,6 +700,8 @@ private:
     const EngineOptions options_;
     EngineStats stats_;
     std::uint64_t journal_next_sequence_ = 1;  // scan_expiries
+    std::mutex challenges_mutex_;
+    std::set<iso8583::HostChallenge> challenges_in_flight_;
 };
 
 // The response to `request`: the request's fields that identify the transaction (2, 3, 4, 7, 11, 12,

@@ -76,11 +76,31 @@ struct LoadReferenceData {
     std::uint16_t online_atc = 0;
 };
 
-// 0100: the card and its INTERNAL AUTHENTICATE answer (ISO8583.md §4.4).
+// DF0E: a card-presence challenge the host issued (0810 to 0800 70 = 201, ISO8583.md §4.4): issued-at
+// (seconds since the epoch, BE4) ‖ random (4) ‖ tag (8, keyed by the host). Opaque to the terminal.
+using HostChallenge = std::array<std::uint8_t, 16>;
+
+// 0800 70 = 201, the request for a challenge: which card (DF01).
+struct ChallengeRequestData {
+    CardAsn asn{};
+};
+
+// 0810 to it: the card and its challenge (DF01, DF0E).
+struct ChallengeAnswerData {
+    CardAsn asn{};
+    HostChallenge challenge{};
+};
+
+// 0100: the card, its INTERNAL AUTHENTICATE answer and the challenge it answered (ISO8583.md §4.4).
 struct ClinicAuthorizationData {
     CardAsn asn{};                            // DF01
     std::array<std::uint8_t, 8> cryptogram{};  // DF0B
+    HostChallenge challenge{};                // DF0E
 };
+
+// DF10 in approvals of records a terminal queues (0330, 0230): a digest of the booked record, so the
+// terminal deletes its queued record only when the host booked exactly that record (ISO8583.md §4.8).
+using RecordDigest = std::array<std::uint8_t, 8>;
 
 // Each parser takes the hex text of field 62; the error names the tag and the problem ("DF04 (offline
 // ATC): 1 bytes, expected 2"). Field 62 is at most 999 characters (LLLVAR). Encoders write upper-case
@@ -97,11 +117,33 @@ Result<LoadReferenceData, std::string> parse_load_reference(std::string_view fie
 std::string encode_load_reference(const LoadReferenceData& reference);
 Result<ClinicAuthorizationData, std::string> parse_clinic_authorization(std::string_view field62);
 std::string encode_clinic_authorization(const ClinicAuthorizationData& authorization);
+Result<ChallengeRequestData, std::string> parse_challenge_request(std::string_view field62);
+std::string encode_challenge_request(const ChallengeRequestData& request);
+Result<ChallengeAnswerData, std::string> parse_challenge_answer(std::string_view field62);
+std::string encode_challenge_answer(const ChallengeAnswerData& answer);
+// DF10 alone (what an approval's field 62 carries).
+Result<RecordDigest, std::string> parse_record_digest(std::string_view field62);
+std::string encode_record_digest(const RecordDigest& digest);
 
-// The INTERNAL AUTHENTICATE challenge of a 0100 (ISO8583.md §4.4): the first 8 bytes of
-// SHA-256(41 ‖ 11 ‖ 7 ‖ 4), the fields' ASCII text exactly as sent. Both the terminal and the host
-// compute it, so the card's answer binds the terminal, the STAN, the time and the amount.
-std::array<std::uint8_t, 8> clinic_challenge(std::string_view terminal_id41, std::string_view stan11,
-                                             std::string_view transmission_time7, std::string_view amount4);
+// The fields of a 0100 that define the hold, as the ASCII text sent: the card's proof covers them all.
+struct ClinicHoldFields {
+    std::string_view terminal_id41;
+    std::string_view stan11;
+    std::string_view transmission_time7;
+    std::string_view amount4;
+    std::string_view batch60;
+};
+// What the card's INTERNAL AUTHENTICATE answers for a 0100 (ISO8583.md §4.4): the first 8 bytes of
+// SHA-256("coconut-clinic-v2" ‖ DF0E ‖ 41 ‖ 11 ‖ 7 ‖ 4 ‖ 60 ‖ ASN). Terminal and host compute it alike;
+// the card's cryptogram over it proves card presence for exactly this hold, once (the host's challenge
+// is single-use), and changes with any field that would change the hold's id or amount.
+std::array<std::uint8_t, 8> clinic_proof_input(const HostChallenge& challenge, const ClinicHoldFields& hold, const CardAsn& asn);
+
+// The digest of an offline purchase's TAC-covered fields and its TAC: the first 8 bytes of
+// SHA-256("coconut-record-v1" ‖ ASN ‖ amount BE4 ‖ type ‖ DF06 ‖ DF05 BE4 ‖ DF07 ‖ TAC). DF03, DF04 and
+// DF0C (claims the TAC does not cover) are not in it.
+RecordDigest purchase_digest(const PurseTransaction& transaction, std::uint32_t amount_fen);
+// The same for a load confirmation (0220 3 = 210000): ASN ‖ amount ‖ type ‖ DF06 ‖ online ATC BE4 ‖ DF07 ‖ TAC.
+RecordDigest load_confirmation_digest(const LoadConfirmationData& confirmation, std::uint32_t amount_fen);
 
 }  // namespace coconut::iso8583

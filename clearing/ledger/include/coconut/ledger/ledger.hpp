@@ -64,7 +64,7 @@ struct Id {
 };
 inline constexpr Id make_id(std::uint64_t low) { return Id{0, low}; }
 // The first 16 bytes of SHA-256(material): an id an originator can recompute (DESIGN.md §4, e.g.
-// material = ASN ‖ offline ATC ‖ transaction type).
+// material = "purchase" ‖ ASN ‖ PSAM terminal id ‖ terminal serial).
 Id derive_id(ByteView material);
 std::string to_string(const Id& id);  // 32 hex digits
 
