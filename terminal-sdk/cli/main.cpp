@@ -462,7 +462,7 @@ Result<std::unique_ptr<sdk::ClearingClient>, CliError> open_clearing(const Optio
         if (clearing.ca.empty() || clearing.certificate.empty() || clearing.private_key.empty())
             return Unexpected{usage("the clearing is reached over mutual TLS: give --ca, --cert and --key (from `coconut terminal "
                                     "register`), or --insecure for a daemon serving --insecure-terminals")};
-        client_options.tls = sdk::ClearingTls{clearing.ca, clearing.certificate, clearing.private_key};
+        client_options.tls = sdk::ClearingTls{clearing.ca, clearing.certificate, clearing.private_key, nullptr};
     }
     auto client = sdk::ClearingClient::connect(*endpoint, client_options);
     if (!client) return Unexpected{from_clearing(client.error())};

@@ -25,8 +25,8 @@ public:
 
     // TLS from now on: every connection verifies the server against the context's CA and shows its
     // certificate.
-    void use_tls(tls::ClientContext context) { context_.emplace(std::move(context)); }
-    bool tls() const { return context_.has_value(); }
+    void use_tls(std::shared_ptr<tls::ClientContext> context) { context_ = std::move(context); }
+    bool tls() const { return context_ != nullptr; }
 
     // Closes the current connection and returns the TCP socket of a new one to connect; with TLS the
     // stream is prepared to check `server_host` and to offer the cached session.
@@ -71,7 +71,7 @@ public:
 
 private:
     boost::asio::io_context& io_;
-    std::optional<tls::ClientContext> context_;
+    std::shared_ptr<tls::ClientContext> context_;
     boost::asio::ip::tcp::socket plain_;
     std::unique_ptr<TlsStream> tls_;
 };

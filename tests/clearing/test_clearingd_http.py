@@ -101,7 +101,8 @@ class HttpStack(it.Stack):
                 os.remove(path)
         self.daemon = subprocess.Popen([self.clearingd, "serve", "--iso-listen", "127.0.0.1:0", "--data", self.data,
                                         "--hsm", f"127.0.0.1:{self.hsm_port}", "--hsm-key", self.key, "--ready-file", ready,
-                                        "--http-listen", "127.0.0.1:0", "--http-ready-file", http_ready, *extra],
+                                        "--http-listen", "127.0.0.1:0", "--http-ready-file", http_ready,
+                                        *([] if "--insecure-terminals" in extra else self.tls.server_args()), *extra],
                                        stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "clearingd.log"), "a"))
         self.port = it.wait_ready_file(ready, self.daemon, "coconut-clearingd")
         self.http_port = int(open(http_ready).read().strip())
@@ -175,7 +176,7 @@ def upload_some(stack):
     stack.purchases(1, 0, "forged.log", 150, 1)
     stack.purchases(2, 1, "shop.log", 999, 4)
     forged = stack.queue_list("forged.log")["transactions"][0]
-    link = it.Link(stack.port)
+    link = stack.link("BUS00001")
     link.sign_on("BUS00001")
     _, answer = link.call("0320", it.upload_fields(forged, "BUS00001", 2, tac=f"{int(forged['tac'], 16) ^ 1:08X}"))
     assert answer[39] == "59", answer
@@ -281,7 +282,7 @@ def check_clerk(stack, client):
     status, body = client.get(f"/v1/cards/{card1}", stack.token(card1))
     assert status == 200 and body["status"] == "lost", body
     # Terminals see the clerk's change at their next hotlist sync (ISO8583.md §4.6).
-    link = it.Link(stack.port)
+    link = stack.link("BUS00001")
     link.sign_on("BUS00001", stan=70)
     _, answer = link.call("0800", {11: "000071", 41: "BUS00001", 70: "101", 48: "000000000000"})
     assert answer[39] == "00" and answer[63].endswith("0+" + it.CARDS[1]), answer
@@ -620,7 +621,7 @@ def phase_tls(stack):
     cert, key = os.path.join(stack.dir, "cert.pem"), os.path.join(stack.dir, "key.pem")
     it.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
             "-out", cert, "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-    stack.start_daemon(["--tls-cert", cert, "--tls-key", key])
+    stack.start_daemon(["--http-tls-cert", cert, "--http-tls-key", key])
     card0 = card_number(it.CARDS[0])
     token = stack.token(card0)
     url = f"https://127.0.0.1:{stack.http_port}/v1/cards/{card0}"

@@ -20,6 +20,10 @@ Phase "kill9":  kill -9 of the daemon at random moments while a terminal uploads
                 every acknowledged transaction is in the ledger; at the end each is booked exactly once
                 and `check` passes.
 
+Terminals reach the daemon over mutual TLS (tests/tls_island.py: the island CA in coconut-hsmd, a certificate
+per terminal); phase "flows" also checks that the daemon refuses to start without TLS or --insecure-terminals,
+closes a plain-TCP peer on its TLS port and serves plain TCP only with --insecure-terminals.
+
 Usage: test_clearingd_it.py HSMD CLEARINGD TERMINAL VCARD [flows|kill9|online|all] [--transactions N]
 """
 
@@ -36,6 +40,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import tls_island  # noqa: E402  (the island CA in coconut-hsmd; certificates for the daemon and the terminals)
+
 MASTER_KEYS = {  # the scheme's masters (tests/integration/pcsc_harness.py)
     "dpk": "0123456789ABCDEFFEDCBA9876543210",
     "dlk": "11223344556677888877665544332211",
@@ -48,6 +55,7 @@ OPENING_FEN = 50000
 MEDICAL_FEN = 20000
 CARDS = ["46010000000000000011", "46010000000000000022", "46010000000000000033"]
 TERMINALS = [("BUS00001", "460100000001", 1001), ("SHOP0001", "460100000002", 2002)]
+TLS_TERMINALS = ["BUS00001", "SHOP0001", "CLINIC01"]  # a certificate each (CLINIC01 is registered in phase online)
 WAIT_S = 20  # every wait for a process is bounded
 
 
@@ -142,8 +150,9 @@ def decode(message):
 
 
 class Link:
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(self, port, tls=None, terminal_id=None):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = tls.wrap(sock, terminal_id) if tls else sock
 
     def send_raw(self, data):
         self.sock.sendall(data)
@@ -202,6 +211,7 @@ class Stack:
         self.hsm_process = None
         self.daemon = None
         self.port = None
+        self.tls = tls_island.IslandTls(self.hsmd, self.store, workdir)
 
     def setup(self):
         run([self.hsmd, "init", "--store", self.store])
@@ -216,11 +226,15 @@ class Stack:
                 input_text=f"{component_1}\n{component_2}\n")
         run([self.hsmd, "client", "add", "--store", self.store, "--id", "clearing", "--permissions", "tac,load,auth",
              "--key-out", self.key])
+        self.tls.init_ca()
         ready = os.path.join(self.dir, "hsm.port")
         self.hsm_process = subprocess.Popen([self.hsmd, "serve", "--store", self.store, "--listen", "127.0.0.1:0",
                                              "--ready-file", ready], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.hsm_port = wait_ready_file(ready, self.hsm_process, "coconut-hsmd")
         log(f"  coconut-hsmd pid {self.hsm_process.pid} on port {self.hsm_port}")
+        self.tls.issue_server(self.hsm_port)
+        for terminal_id in TLS_TERMINALS:
+            self.tls.issue_terminal(self.hsm_port, terminal_id)
         for index, asn in enumerate(CARDS):
             self.personalize(f"card{index}", {
                 "kind": "card", "asn": asn, "issuer_id": ISSUER_ID, "balance_fen": OPENING_FEN, "max_balance_fen": 1000000,
@@ -255,10 +269,14 @@ class Stack:
             os.remove(ready)
         self.daemon = subprocess.Popen([self.clearingd, "serve", "--iso-listen", "127.0.0.1:0", "--data", self.data,
                                         "--hsm", f"127.0.0.1:{self.hsm_port}", "--hsm-key", self.key, "--ready-file", ready,
-                                        *extra],
+                                        *([] if "--insecure-terminals" in extra else self.tls.server_args()), *extra],
                                        stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "clearingd.log"), "a"))
         self.port = wait_ready_file(ready, self.daemon, "coconut-clearingd")
         wait_port(self.port)
+
+    def link(self, terminal_id="BUS00001"):
+        """An ISO 8583 connection over TLS with `terminal_id`'s certificate."""
+        return Link(self.port, self.tls, terminal_id)
 
     def stop_daemon(self, sig=signal.SIGTERM):
         if self.daemon and self.daemon.poll() is None:
@@ -289,7 +307,8 @@ class Stack:
 
     def upload(self, queue, terminal_index, check=True, timeout_ms=10000):
         argv = [self.terminal, "--json", "--queue", os.path.join(self.dir, queue), "upload", "--clearing",
-                f"127.0.0.1:{self.port}", "--terminal-id", TERMINALS[terminal_index][0], "--timeout-ms", str(timeout_ms)]
+                f"127.0.0.1:{self.port}", "--terminal-id", TERMINALS[terminal_index][0], "--timeout-ms", str(timeout_ms),
+                *self.tls.terminal_args(TERMINALS[terminal_index][0])]
         result = run(argv, check=check, timeout=600)
         return result
 
@@ -345,7 +364,7 @@ def check_writer_cpu(stack):
     writer alone on the highest allowed CPU and every other daemon thread on the rest."""
     allowed = sorted(os.sched_getaffinity(0))
     bad = run([stack.clearingd, "serve", "--iso-listen", "127.0.0.1:0", "--data", stack.data, "--hsm", f"127.0.0.1:{stack.hsm_port}",
-               "--hsm-key", stack.key, "--writer-cpu", "4000"], check=False)
+               "--hsm-key", stack.key, "--writer-cpu", "4000", *stack.tls.server_args()], check=False)
     assert bad.returncode == 2, (bad.returncode, bad.stderr)
     assert f"--writer-cpu: CPU 4000 is not one this process may use ({cpu_list(allowed)})" in bad.stderr, bad.stderr
     stack.start_daemon()
@@ -364,8 +383,36 @@ def check_writer_cpu(stack):
     log("  ok  --writer-cpu 4000 refused with exit 2, naming the allowed CPUs")
 
 
+def check_terminal_transport(stack):
+    """Mutual TLS or, explicitly, plain TCP: nothing in between."""
+    base = [stack.clearingd, "serve", "--iso-listen", "127.0.0.1:0", "--data", stack.data, "--hsm", f"127.0.0.1:{stack.hsm_port}",
+            "--hsm-key", stack.key]
+    neither = run(base, check=False)
+    assert neither.returncode == 2 and "--insecure-terminals" in neither.stderr, (neither.returncode, neither.stderr)
+    both = run(base + stack.tls.server_args() + ["--insecure-terminals"], check=False)
+    assert both.returncode == 2 and "exclude each other" in both.stderr, (both.returncode, both.stderr)
+    log("  ok  serve without --tls-* nor --insecure-terminals (or with both) refused with exit 2")
+    stack.start_daemon()
+    plain = Link(stack.port)  # ISO 8583 where a ClientHello belongs: the handshake fails, the connection closes
+    plain.send_raw(encode("0800", {11: "000001", 41: "BUS00001", 70: "001"}))
+    assert plain.receive() is None
+    plain.close()
+    link = stack.link("BUS00001")
+    link.sign_on("BUS00001")
+    assert link.sock.version() in ("TLSv1.3", "TLSv1.2"), link.sock.version()
+    link.close()
+    assert stack.stop_daemon() == 0
+    stack.start_daemon(["--insecure-terminals"])
+    plain = Link(stack.port)
+    plain.sign_on("BUS00001")
+    plain.close()
+    assert stack.stop_daemon() == 0
+    log("  ok  a plain-TCP peer on the TLS port is closed, a terminal certificate signs on; --insecure-terminals serves plain TCP")
+
+
 def phase_flows(stack):
     log("phase flows")
+    check_terminal_transport(stack)
     check_writer_cpu(stack)
     stack.purchases(0, 0, "bus.log", 200, 5)
     stack.purchases(1, 0, "bus.log", 150, 3)
@@ -376,7 +423,7 @@ def phase_flows(stack):
     # A genuine transaction whose TAC was altered on the way arrives first: suspense, 59, flagged.
     forged = bus[0]
     bad_tac = f"{int(forged['tac'], 16) ^ 1:08X}"
-    link = Link(stack.port)
+    link = stack.link("BUS00001")
     link.sign_on("BUS00001")
     _, answer = link.call("0320", upload_fields(forged, "BUS00001", 2, tac=bad_tac))
     assert answer[39] == "59", answer
@@ -413,7 +460,7 @@ def phase_flows(stack):
     link.send_raw(bytes(broken))
     _, answer = link.receive()
     assert answer[39] == "30" and answer[11] == "000004", answer
-    bad = Link(stack.port)
+    bad = stack.link("BUS00001")
     bad.send_raw(b"\xff\xff0800")
     assert bad.receive() is None
     bad.close()
@@ -449,7 +496,8 @@ def phase_kill9(stack, transactions):
         stack.start_daemon([] if rounds % 2 else ["--writer-cpu", "off"])  # with and without the writer's own CPU
         uploader = subprocess.Popen([stack.terminal, "--json", "--queue", os.path.join(stack.dir, queue), "upload",
                                      "--clearing", f"127.0.0.1:{stack.port}", "--terminal-id", "BUS00001",
-                                     "--timeout-ms", "5000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     "--timeout-ms", "5000", *stack.tls.terminal_args("BUS00001")],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         killed = False
         if rounds < 100:
             time.sleep(random.uniform(0.005, 0.06))  # an upload of 3,000 takes ~0.3-3 s here
@@ -597,7 +645,7 @@ def phase_online(stack):
         json.dump(CLINIC, f)
     run([stack.clearingd, "admin", "--data", stack.data, "load", path])
     stack.start_daemon()
-    link = Link(stack.port)
+    link = stack.link("BUS00001")
     link.sign_on("BUS00001")
 
     online_load(stack, link, 0, 3000, 10)
@@ -622,7 +670,9 @@ def phase_online(stack):
     assert stack.card_balance(1) == OPENING_FEN
     log("  ok  forged MAC1 → 59 (nothing booked); 0420 of an unknown load → 00; a load reversed by 0400 → 00")
 
-    # Clinic: 25,000 asked, 20,000 on the medical account → partial approval; completed with 15,000.
+    # Clinic: 25,000 asked, 20,000 on the medical account → partial approval; completed with 15,000. The
+    # clinic's own connection: a TLS connection speaks for the terminal of its certificate only.
+    bus_link, link = link, stack.link("CLINIC01")
     link.sign_on("CLINIC01", stan=30)
     _, answer = link.call("0100", clinic_authorization(stack, 1, 25000, 31))
     assert answer[39] == "10" and answer[4] == f"{MEDICAL_FEN:012d}", answer
@@ -637,6 +687,8 @@ def phase_online(stack):
     medical = {c["asn"]: c["medical_balance_fen"] for c in stack.admin("cards")}
     assert medical == {CARDS[0]: MEDICAL_FEN, CARDS[1]: MEDICAL_FEN - 15000, CARDS[2]: MEDICAL_FEN}, medical
     log("  ok  0100 with INTERNAL AUTHENTICATE: partial approval 10, completion 00, repeat with another amount 94, 0400 voids a hold")
+    link.close()
+    link = bus_link
 
     # 0500: the bus terminal's batch: one load confirmed; two reversals answered 00 — the 0420 of the
     # unknown load counts too, with its field 4 (ISO8583.md §4.7), as the terminal counts it.
@@ -651,7 +703,7 @@ def phase_online(stack):
     # A lost card: in the hotlist the terminal downloads, refused online with 41.
     run([stack.clearingd, "admin", "--data", stack.data, "card-status", CARDS[2], "lost"])
     stack.start_daemon(["--load-timeout", "1"])
-    link = Link(stack.port)
+    link = stack.link("BUS00001")
     link.sign_on("BUS00001", stan=50)
     _, answer = link.call("0800", {11: "000051", 41: "BUS00001", 70: "101", 48: "000000000000"})
     assert answer[39] == "00" and answer[63] == "000000010+" + CARDS[2], answer

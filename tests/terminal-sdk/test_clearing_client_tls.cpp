@@ -52,7 +52,7 @@ struct TlsLinkRig {
     sdk::ClearingOptions options(const std::string& file = "BUS00001") const {
         sdk::ClearingOptions o;
         o.terminal_id = "BUS00001";
-        o.tls = sdk::ClearingTls{pki.dir / "ca.pem", pki.dir / (file + ".pem"), pki.dir / (file + ".key")};
+        o.tls = sdk::ClearingTls{pki.dir / "ca.pem", pki.dir / (file + ".pem"), pki.dir / (file + ".key"), nullptr};
         return o;
     }
     auto connect(const sdk::ClearingOptions& o, const std::string& host = "127.0.0.1") {

@@ -4,7 +4,7 @@ a simulated day under faults, and bad inputs. Each mode starts its own coconut-h
 (through coconut, on free loopback ports) in a fresh directory and removes it afterwards; card images live
 in a tmpfs directory (/dev/shm) when there is one, as the demo's do.
 
-    test_coconut.py COCONUT demo_small | deterministic | faults | bad_inputs | interrupt | pcsc
+    test_coconut.py COCONUT demo_small | deterministic | faults | bad_inputs | interrupt | pcsc | tls
 """
 import json
 import os
@@ -201,6 +201,66 @@ def bad_inputs():
         shutil.rmtree(work, ignore_errors=True)
 
 
+def certificate_of(path):
+    """Subject, serial and end date of a PEM certificate (openssl x509)."""
+    out = subprocess.run(["openssl", "x509", "-in", path, "-noout", "-subject", "-serial", "-enddate"], capture_output=True,
+                         text=True, check=True).stdout
+    return dict(line.split("=", 1) for line in out.strip().splitlines())
+
+
+def tls_certificates():
+    """`coconut terminal register` makes the terminal's key (0600) and certificate (CN = terminal id) signed by the
+    island CA in the HSM, with the CA certificate beside them; `--renew-within-days` keeps a certificate that is far
+    from its end and renews one that is near it; `coconut tls server-cert` does the same for the daemon; bad input
+    gets its exit code."""
+    work = scratch("coconut-tls-test-")
+    try:
+        island = os.path.join(work, "island")
+        run(["keys", "ceremony", "--dir", island])
+        assert os.path.exists(os.path.join(island, "tls", "ca.pem"))
+        assert oct(os.stat(os.path.join(island, "keys", "enrolment.key")).st_mode & 0o777) == "0o600"
+        register = ["terminal", "register", "--dir", island, "--terminal-id", "KIOSK001", "--psam-terminal-id", "460150000099",
+                    "--kind", "shop", "--participant-id", "5099", "--participant-name", "Kiosk", "--bank-account", "6222020500005099"]
+        out = run(register + ["--validity-days", "90"])
+        assert "terminal KIOSK001: certificate issued by the island CA" in out, out
+        media = os.path.join(island, "media", "tls", "KIOSK001")
+        assert oct(os.stat(os.path.join(media, "key.pem")).st_mode & 0o777) == "0o600"
+        first = certificate_of(os.path.join(media, "cert.pem"))
+        assert "CN = KIOSK001" in first["subject"] and "O = Coconut Card terminal" in first["subject"], first
+        ca = certificate_of(os.path.join(media, "ca.pem"))
+        assert ca == certificate_of(os.path.join(island, "tls", "ca.pem")), ca
+        verified = subprocess.run(["openssl", "verify", "-CAfile", os.path.join(media, "ca.pem"), os.path.join(media, "cert.pem")],
+                                  capture_output=True, text=True)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        # Registered again: only the certificate is looked at; 90 days left is more than 30: kept.
+        out = run(register)
+        assert "already registered" in out and "kept" in out, out
+        assert certificate_of(os.path.join(media, "cert.pem")) == first
+        # Renewal when the end is within 100 days: a new certificate (new serial, new key).
+        key_before = open(os.path.join(media, "key.pem")).read()
+        out = run(["terminal", "certificate", "--dir", island, "--terminal-id", "KIOSK001", "--renew-within-days", "100",
+                   "--validity-days", "365"])
+        assert "renewed" in out, out
+        second = certificate_of(os.path.join(media, "cert.pem"))
+        assert second["serial"] != first["serial"] and second["notAfter"] != first["notAfter"], (first, second)
+        assert open(os.path.join(media, "key.pem")).read() != key_before
+        out = run(["tls", "server-cert", "--dir", island])
+        assert "server coconut-clearingd: certificate issued" in out and "--tls-cert" in out, out
+        server = certificate_of(os.path.join(island, "tls", "clearingd", "cert.pem"))
+        assert "O = Coconut Card server" in server["subject"], server
+        # Bad input: exit codes.
+        run(["terminal", "certificate", "--dir", island, "--terminal-id", "KIOSK01"], expect=2)  # not 8 characters
+        run(["terminal", "certificate", "--dir", island, "--terminal-id", "NOSUCH01"], expect=7)  # not registered
+        run(["terminal", "certificate", "--dir", island, "--terminal-id", "KIOSK001", "--validity-days", "900"], expect=2)
+        run(["terminal", "certificate", "--dir", island, "--terminal-id", "KIOSK001", "--validity-days", "30",
+             "--renew-within-days", "30"], expect=2)
+        run(["tls", "server-cert", "--dir", island, "--san", "IP:not-an-address"], expect=2)
+        run(["terminal", "certificate", "--dir", os.path.join(work, "no-island"), "--terminal-id", "KIOSK001"], expect=7)
+        print("tls: register issues a 0600 key and a CA-signed certificate; renewal within N days; server certificate; exit codes")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def daemons_of(island):
     """PIDs of processes whose command line names the island directory (coconut-hsmd, coconut-clearingd)."""
     found = []
@@ -249,4 +309,5 @@ def interrupt():
         shutil.rmtree(work, ignore_errors=True)
 
 
-{"pcsc": pcsc, "interrupt": interrupt, "demo_small": demo_small, "deterministic": deterministic, "faults": faults, "bad_inputs": bad_inputs}[MODE]()
+{"pcsc": pcsc, "interrupt": interrupt, "demo_small": demo_small, "deterministic": deterministic, "faults": faults, "bad_inputs": bad_inputs,
+ "tls": tls_certificates}[MODE]()

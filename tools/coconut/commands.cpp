@@ -1,5 +1,6 @@
 #include "commands.hpp"
 
+#include "certificates.hpp"
 #include "errors.hpp"
 #include "process.hpp"
 #include "report.hpp"
@@ -69,11 +70,34 @@ int psam_issue(const fs::path& dir, const std::string& terminal_id, const fs::pa
     return exit_codes::ok;
 }
 
+namespace {
+
+// One line per certificate: what was done, where.
+void print_certificate(const std::string& what, const TlsIdentity& identity, const CertificateOutcome& outcome) {
+    std::cout << fmt::format("{}: certificate {} (serial {}, valid until {}) in {}: cert.pem, key.pem (0600), ca.pem\n", what,
+                             outcome.issued ? "issued by the island CA, " + outcome.reason : outcome.reason, outcome.serial,
+                             format_date(outcome.not_after), identity.dir.string());
+}
+
+}  // namespace
+
 int terminal_register(const TerminalRegisterArgs& args) {
     if (args.kind != "bus" && args.kind != "shop" && args.kind != "clinic") fail(exit_codes::usage, "--kind must be bus, shop or clinic");
+    if (!tls::valid_terminal_id(args.terminal_id))
+        fail(exit_codes::usage, fmt::format("--terminal-id '{}' must be exactly 8 printable characters (ISO 8583 field 41)", args.terminal_id));
     const WorldPaths world{fs::absolute(args.dir)};
     Island island = load_island(world, default_images(world, ""));
     HsmAccess hsm(world, args.hsm);
+    const TlsIdentity identity = args.tls_dir.empty() ? terminal_identity(island, args.terminal_id) : TlsIdentity{fs::absolute(args.tls_dir)};
+    const CertificateOrder order{tls::Profile::terminal, args.terminal_id, {}, args.validity_days, args.renew_within_days};
+    const bool registered = std::any_of(island.terminals.begin(), island.terminals.end(),
+                                        [&](const TerminalEntry& t) { return t.terminal_id == args.terminal_id; });
+    if (registered) {
+        // Already on the island: only its certificate (renewal before expiry).
+        print_certificate(fmt::format("terminal {} (already registered)", args.terminal_id), identity,
+                          ensure_certificate(world, hsm.endpoint, identity, order));
+        return exit_codes::ok;
+    }
     Participant participant{args.participant_id, args.participant_name, args.kind, args.bank_account, args.fee_rate_bp};
     TerminalEntry terminal{args.terminal_id, args.psam_terminal_id, args.participant_id, args.kind, args.line, args.distance_fares,
                            island.images_dir / "psams" / (args.terminal_id + ".img"),
@@ -85,6 +109,36 @@ int terminal_register(const TerminalRegisterArgs& args) {
     save_island(world, island);
     std::cout << fmt::format("terminal {} ({} of participant {} {}) registered; PSAM {}: {}\n", args.terminal_id, args.kind,
                              args.participant_id, args.participant_name, terminal.psam_image.string(), loaded.dump());
+    print_certificate("terminal " + args.terminal_id, identity, ensure_certificate(world, hsm.endpoint, identity, order));
+    return exit_codes::ok;
+}
+
+int terminal_certificate(const CertificateArgs& args) {
+    if (!tls::valid_terminal_id(args.name))
+        fail(exit_codes::usage, fmt::format("--terminal-id '{}' must be exactly 8 printable characters (ISO 8583 field 41)", args.name));
+    const WorldPaths world{fs::absolute(args.dir)};
+    const Island island = load_island(world, default_images(world, ""));
+    if (std::none_of(island.terminals.begin(), island.terminals.end(), [&](const TerminalEntry& t) { return t.terminal_id == args.name; }))
+        fail(exit_codes::bad_input, fmt::format("terminal {} is not registered on this island (coconut terminal register)", args.name));
+    HsmAccess hsm(world, args.hsm);
+    const TlsIdentity identity = args.out.empty() ? terminal_identity(island, args.name) : TlsIdentity{fs::absolute(args.out)};
+    print_certificate("terminal " + args.name, identity,
+                      ensure_certificate(world, hsm.endpoint, identity,
+                                         {tls::Profile::terminal, args.name, {}, args.validity_days, args.renew_within_days}));
+    return exit_codes::ok;
+}
+
+int server_certificate(const CertificateArgs& args) {
+    const WorldPaths world{fs::absolute(args.dir)};
+    HsmAccess hsm(world, args.hsm);
+    const TlsIdentity identity = args.out.empty() ? clearing_identity(world) : TlsIdentity{fs::absolute(args.out)};
+    const std::string name = args.name.empty() ? std::string(clearing_common_name) : args.name;
+    const std::vector<std::string> alt_names = args.alt_names.empty() ? clearing_alt_names : args.alt_names;
+    print_certificate("server " + name, identity,
+                      ensure_certificate(world, hsm.endpoint, identity,
+                                         {tls::Profile::server, name, alt_names, args.validity_days, args.renew_within_days}));
+    std::cout << fmt::format("coconut-clearingd serve … --tls-cert {} --tls-key {} --tls-ca {}\n", identity.certificate().string(),
+                             identity.private_key().string(), identity.ca().string());
     return exit_codes::ok;
 }
 

@@ -34,8 +34,27 @@ struct TerminalRegisterArgs {
     std::uint16_t line = 0;
     bool distance_fares = false;
     std::string hsm;
+    // TLS identity (certificates.hpp): default IMAGES/tls/<terminal id>.
+    fs::path tls_dir;
+    std::uint16_t validity_days = 365;
+    std::uint16_t renew_within_days = 30;
 };
+// Registers the terminal (PSAM, participant, clearing registry) unless island.json already lists it, then
+// makes sure its TLS certificate exists and is not within renew_within_days of its end.
 int terminal_register(const TerminalRegisterArgs& args);
+
+// `coconut terminal certificate` (a terminal's) and `coconut tls server-cert` (the clearing daemon's).
+struct CertificateArgs {
+    fs::path dir;
+    std::string name;                    // terminal id, or the server's common name
+    std::vector<std::string> alt_names;  // server: IP:… / DNS:…
+    fs::path out;                        // default: the identity's usual directory
+    std::uint16_t validity_days = 365;
+    std::uint16_t renew_within_days = 30;
+    std::string hsm;
+};
+int terminal_certificate(const CertificateArgs& args);
+int server_certificate(const CertificateArgs& args);
 
 struct SimulateArgs {
     fs::path dir;

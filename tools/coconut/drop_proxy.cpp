@@ -15,8 +15,11 @@ namespace coconut::cli {
 
 namespace {
 
-// An ISO 8583 frame: 2-byte length + at most 8192 bytes (iso8583::frame_size_max).
-constexpr std::size_t frame_max = 8194;
+// A TLS record: 5-byte header + at most 2^14 + 256 bytes of ciphertext (RFC 8446 §5.2); an ISO 8583 frame
+// (2-byte length + at most 8192 bytes, iso8583::frame_size_max) is smaller.
+constexpr std::size_t tls_header_bytes = 5;
+constexpr std::size_t tls_record_max = tls_header_bytes + (1u << 14) + 256;
+constexpr std::uint8_t tls_application_data = 23;
 // poll() granularity: how soon a connection notices the proxy is stopping.
 constexpr int poll_ms = 100;
 
@@ -45,13 +48,18 @@ bool write_all(int fd, const std::uint8_t* data, std::size_t size) {
     return true;
 }
 
-// Moves whole frames from `buffer` to `to`; returns false when a frame is to be lost or a write fails.
+// Moves whole frames (or TLS records) from `buffer` to `to`; returns false when one is to be lost, a TLS
+// record is malformed or a write fails.
 template <class DropDecision>
-bool forward_frames(std::vector<std::uint8_t>& buffer, int to, DropDecision drop) {
-    while (buffer.size() >= 2) {
-        const std::size_t length = 2 + (static_cast<std::size_t>(buffer[0]) << 8 | buffer[1]);
+bool forward_frames(std::vector<std::uint8_t>& buffer, int to, DropDecision drop, DropProxy::Framing framing) {
+    const bool tls = framing == DropProxy::Framing::tls_records;
+    const std::size_t header = tls ? tls_header_bytes : 2;
+    while (buffer.size() >= header) {
+        const std::size_t length =
+            header + (static_cast<std::size_t>(buffer[header - 2]) << 8 | buffer[header - 1]);
+        if (tls && length > tls_record_max) return false;
         if (buffer.size() < length) return true;
-        if (drop()) return false;
+        if ((!tls || buffer[0] == tls_application_data) && drop()) return false;
         if (!write_all(to, buffer.data(), length)) return false;
         buffer.erase(buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(length));
     }
@@ -60,8 +68,8 @@ bool forward_frames(std::vector<std::uint8_t>& buffer, int to, DropDecision drop
 
 }  // namespace
 
-DropProxy::DropProxy(std::uint16_t upstream_port, double drop_rate, std::uint64_t seed)
-    : upstream_port_(upstream_port), drop_rate_(drop_rate), random_(seed) {
+DropProxy::DropProxy(std::uint16_t upstream_port, double drop_rate, std::uint64_t seed, Framing framing)
+    : upstream_port_(upstream_port), drop_rate_(drop_rate), framing_(framing), random_(seed) {
     listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in address{};
     address.sin_family = AF_INET;
@@ -107,7 +115,7 @@ void DropProxy::serve(int client_fd) {
         return;
     }
     std::vector<std::uint8_t> from_client, from_upstream;
-    std::array<std::uint8_t, frame_max> chunk{};
+    std::array<std::uint8_t, tls_record_max> chunk{};
     auto drop = [this] { return drop_now(); };
     bool open = true;
     while (open && !stopping_) {
@@ -122,7 +130,7 @@ void DropProxy::serve(int client_fd) {
             }
             auto& buffer = side == 0 ? from_client : from_upstream;
             buffer.insert(buffer.end(), chunk.begin(), chunk.begin() + n);
-            open = forward_frames(buffer, side == 0 ? upstream_fd : client_fd, drop);
+            open = forward_frames(buffer, side == 0 ? upstream_fd : client_fd, drop, framing_);
         }
     }
     ::close(client_fd);

@@ -66,7 +66,37 @@ int main(int argc, char** argv) {
     register_cmd->add_option("--line", reg.line, "bus line served");
     register_cmd->add_flag("--distance-fares", reg.distance_fares, "entry/exit fares by stops (else flat)");
     register_cmd->add_option("--hsm", reg.hsm, "a running coconut-hsmd HOST:PORT (default: start one)");
+    const auto add_validity = [](CLI::App* command, std::uint16_t& validity_days, std::uint16_t& renew_within_days) {
+        command->add_option("--validity-days", validity_days, "TLS certificate validity")
+            ->capture_default_str()
+            ->check(CLI::Range(1, 825));
+        command->add_option("--renew-within-days", renew_within_days,
+                            "renew the certificate when it ends within this many days (else keep it)")
+            ->capture_default_str()
+            ->check(CLI::Range(0, 824));
+    };
+    register_cmd->add_option("--tls-dir", reg.tls_dir, "where the terminal's cert.pem, key.pem (0600), ca.pem go (default IMAGES/tls/ID)");
+    add_validity(register_cmd, reg.validity_days, reg.renew_within_days);
     register_cmd->callback([&] { command = [&] { return terminal_register(reg); }; });
+    CertificateArgs terminal_cert;
+    auto* terminal_cert_cmd = terminal->add_subcommand("certificate", "issue or renew a registered terminal's TLS certificate (island CA in the HSM)");
+    terminal_cert_cmd->add_option("--dir", terminal_cert.dir, "island directory")->required();
+    terminal_cert_cmd->add_option("--terminal-id", terminal_cert.name, "terminal id, 8 characters (ISO 8583 field 41)")->required();
+    terminal_cert_cmd->add_option("--out", terminal_cert.out, "directory for cert.pem, key.pem (0600), ca.pem (default IMAGES/tls/ID)");
+    terminal_cert_cmd->add_option("--hsm", terminal_cert.hsm, "a running coconut-hsmd HOST:PORT (default: start one)");
+    add_validity(terminal_cert_cmd, terminal_cert.validity_days, terminal_cert.renew_within_days);
+    terminal_cert_cmd->callback([&] { command = [&] { return terminal_certificate(terminal_cert); }; });
+
+    auto* tls_cmd = app.add_subcommand("tls", "TLS for the ISO 8583 link (island CA in the HSM)")->require_subcommand(1);
+    CertificateArgs server_cert;
+    auto* server_cert_cmd = tls_cmd->add_subcommand("server-cert", "issue or renew coconut-clearingd's server certificate");
+    server_cert_cmd->add_option("--dir", server_cert.dir, "island directory")->required();
+    server_cert_cmd->add_option("--name", server_cert.name, "common name (default coconut-clearingd)");
+    server_cert_cmd->add_option("--san", server_cert.alt_names, "IP:ADDRESS or DNS:NAME terminals dial (repeatable; default IP:127.0.0.1 DNS:localhost)");
+    server_cert_cmd->add_option("--out", server_cert.out, "directory for cert.pem, key.pem (0600), ca.pem (default D/tls/clearingd)");
+    server_cert_cmd->add_option("--hsm", server_cert.hsm, "a running coconut-hsmd HOST:PORT (default: start one)");
+    add_validity(server_cert_cmd, server_cert.validity_days, server_cert.renew_within_days);
+    server_cert_cmd->callback([&] { command = [&] { return server_certificate(server_cert); }; });
 
     SimulateArgs sim;
     auto* simulate_cmd = app.add_subcommand("simulate", "an island day through the terminal SDK, uploaded to the clearing");

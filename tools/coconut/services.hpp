@@ -2,8 +2,11 @@
 // on a free loopback port, logs in D/logs, stopped (SIGTERM, by PID) when this object goes away — and by
 // the SIGINT handler if the user interrupts. With `http`, the clearing also serves its HTTP API (cardholder
 // and clerk) on a free loopback port of its own (`--http-listen`, port in D/logs/clearingd-http.ready).
+// Terminals reach the clearing over mutual TLS: before the HSM starts, its store gets the island CA if it
+// has none (certificates.hpp); before the clearing starts, its server certificate is issued or renewed.
 #pragma once
 
+#include "certificates.hpp"
 #include "process.hpp"
 #include "world.hpp"
 
@@ -19,6 +22,7 @@ public:
         if (!hsm_) {
             std::error_code ec;
             fs::create_directories(world_.logs(), ec);
+            if (!fs::exists(island_ca_file(world_), ec)) ensure_island_ca(world_);
             hsm_ = Daemon::start("coconut-hsmd",
                                  {require_tool("coconut-hsmd"), "serve", "--store", world_.hsm_store().string(), "--listen",
                                   "127.0.0.1:0", "--threads", "2"},
@@ -30,9 +34,13 @@ public:
     Daemon& clearing() {
         if (!clearing_) {
             const std::string hsm_endpoint = hsm().endpoint();
+            const TlsIdentity identity = clearing_identity(world_);
+            ensure_certificate(world_, hsm_endpoint, identity,
+                               {tls::Profile::server, clearing_common_name, clearing_alt_names, 365, renew_within_days_default});
             std::vector<std::string> argv{require_tool("coconut-clearingd"), "serve", "--data", world_.clearing_data().string(),
                                           "--iso-listen", "127.0.0.1:0", "--hsm", hsm_endpoint, "--hsm-key",
-                                          world_.clearing_key().string()};
+                                          world_.clearing_key().string(), "--tls-cert", identity.certificate().string(),
+                                          "--tls-key", identity.private_key().string(), "--tls-ca", identity.ca().string()};
             if (http_) {
                 std::error_code ignored;
                 fs::remove(http_ready_file(), ignored);

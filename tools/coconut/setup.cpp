@@ -1,5 +1,6 @@
 #include "setup.hpp"
 
+#include "certificates.hpp"
 #include "errors.hpp"
 
 #include <fmt/format.h>
@@ -40,6 +41,13 @@ SetupReport prepare_island(const WorldPaths& world, Services& services, const st
     report.issue_s = since(t0);
     progress.step(fmt::format("issued {} cards and {} PSAMs (keys derived by the HSM, under the transport key) into {}",
                               report.cards_issued, report.terminals, island.images_dir.string()));
+    // Each terminal's TLS certificate (CN = its terminal id), signed by the island CA inside the HSM.
+    t0 = std::chrono::steady_clock::now();
+    report.certificates_issued = ensure_terminal_certificates(world, island, hsm);
+    report.certificates_s = since(t0);
+    progress.step(fmt::format("{} terminal certificates issued by the island CA in coconut-hsmd ({} kept) into {}",
+                              report.certificates_issued, island.terminals.size() - report.certificates_issued,
+                              (island.images_dir / "tls").string()));
 
     t0 = std::chrono::steady_clock::now();
     register_with_clearing(world, "island", island.participants, island.terminals, island.cards);

@@ -1,5 +1,6 @@
 #include "simulate.hpp"
 
+#include "certificates.hpp"
 #include "drop_proxy.hpp"
 #include "errors.hpp"
 #include "pcsc_env.hpp"
@@ -191,6 +192,9 @@ struct SimTerminal {
     // after a link error. One per terminal: the batch state file (STAN counter) has one owner.
     std::unique_ptr<sdk::ClearingClient> link;
     fs::path batch_path;
+    TlsIdentity tls;  // its certificate for the clearing (IMAGES/tls/<terminal id>)
+    // The TLS context (and session cache) every link of this terminal uses: a new link resumes.
+    std::shared_ptr<coconut::tls::ClientContext> tls_context;
     std::uint32_t uploads = 0;
     std::uint32_t upload_phase = 0;  // which upload slot of the cycle this terminal uses
 };
@@ -232,6 +236,7 @@ std::vector<SimTerminal> open_terminals(const Island& island, Seconds* clock_sou
         t.terminal->set_clock([clock_source, date] { return local_time(date, *clock_source); });
         t.upload_phase = static_cast<std::uint32_t>(i);
         t.batch_path = entry.queue.string() + ".batch";
+        t.tls = terminal_identity(island, entry.terminal_id);
     }
     return terminals;
 }
@@ -419,6 +424,12 @@ sdk::ClearingClient* link_of(SimTerminal& t, std::uint16_t port) {
     options.terminal_id = t.entry->terminal_id;
     options.response_timeout = upload_response_timeout;
     options.batch_path = t.batch_path;
+    options.tls = sdk::ClearingTls{t.tls.ca(), t.tls.certificate(), t.tls.private_key(), t.tls_context};
+    if (!t.tls_context) {
+        auto context = sdk::make_tls_context(*options.tls);
+        if (!context) fail(exit_codes::bad_input, fmt::format("terminal {}: {}", t.entry->terminal_id, context.error().message));
+        t.tls_context = options.tls->context = *context;
+    }
     auto client = sdk::ClearingClient::connect({"127.0.0.1", port}, options);
     if (!client || !(*client)->sign_on()) return nullptr;
     t.link = std::move(client).value();
@@ -554,7 +565,8 @@ DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearin
 
     std::mutex daemon_mutex;
     std::unique_ptr<DropProxy> proxy;
-    if (options.drop_rate > 0) proxy = std::make_unique<DropProxy>(clearing.port(), options.drop_rate, options.seed);
+    if (options.drop_rate > 0)
+        proxy = std::make_unique<DropProxy>(clearing.port(), options.drop_rate, options.seed, DropProxy::Framing::tls_records);
     const std::uint16_t upload_port = proxy ? proxy->port() : clearing.port();
     ClearingKiller killer(clearing, options.kill_clearing_every_s, daemon_mutex);
     UploadTotals totals;

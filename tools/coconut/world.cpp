@@ -1,5 +1,6 @@
 #include "world.hpp"
 
+#include "certificates.hpp"
 #include "errors.hpp"
 #include "process.hpp"
 
@@ -191,6 +192,9 @@ std::vector<CeremonyKey> run_ceremony(const WorldPaths& world, bool quiet) {
     for (const ClientSpec& client : scheme_clients)
         run_tool_or_fail({hsmd, "client", "add", "--store", store, "--id", client.id, "--permissions", client.permissions,
                           "--key-out", (world.*client.key_file)().string()});
+    // The island CA for the ISO 8583 link's TLS: its key generated inside the HSM store, never exported;
+    // the enrolment client (permission ca) has terminal and server certificates signed.
+    ensure_island_ca(world);
 
     const json listed = json::parse(run_tool_or_fail({hsmd, "key", "list", "--store", store, "--json"}));
     std::vector<CeremonyKey> keys;
@@ -213,6 +217,9 @@ std::vector<CeremonyKey> run_ceremony(const WorldPaths& world, bool quiet) {
               << fmt::format("  {}  the transport key, for the personalization station only\n", world.transport_key().string())
               << fmt::format("  {}, {}  HSM client keys: the clearing daemon, the personalization station\n",
                              world.clearing_key().string(), world.issuance_key().string())
+              << fmt::format("  {}  HSM client key of the enrolment station (has TLS certificates signed by the island CA)\n",
+                             enrolment_key_file(world).string())
+              << fmt::format("Island CA certificate (public; its key stays sealed in the HSM store): {}\n", island_ca_file(world).string())
               << fmt::format("KCVs only (no secrets): {}\n", world.ceremony().string());
     return keys;
 }
