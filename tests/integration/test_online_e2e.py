@@ -31,6 +31,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "clearing"))
 import pcsc_harness as pcsc  # noqa: E402
 from pcsc_harness import CARD_READER, PSAM_READER, ISSUER_ID, MASTER_KEYS, check_equal, log  # noqa: E402
 from test_clearingd_it import run, wait_port, wait_ready_file  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, ".."))
+import tls_island  # noqa: E402  (terminals reach the clearing over mutual TLS: the island CA in coconut-hsmd)
 
 CARDS = {  # ASN → (opening purse, opening medical account), fen
     "A": ("46010000000000000101", 5000, 3000),
@@ -72,11 +74,16 @@ class Online:
         self.hsm_key = os.path.join(self.dir, "clearing.key")
         run([self.hsmd, "client", "add", "--store", store, "--id", "clearing", "--permissions", "tac,load,auth",
              "--key-out", self.hsm_key])
+        self.tls = tls_island.IslandTls(self.hsmd, store, self.dir)
+        self.tls.init_ca()
         ready = os.path.join(self.dir, "hsm.port")
         self.hsm = subprocess.Popen([self.hsmd, "serve", "--store", store, "--listen", "127.0.0.1:0", "--ready-file", ready],
                                     stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "hsmd.log"), "w"))
         self.hsm_port = wait_ready_file(ready, self.hsm, "coconut-hsmd")
         log(f"  coconut-hsmd pid {self.hsm.pid} on port {self.hsm_port}")
+        self.tls.issue_server(self.hsm_port)
+        for terminal in TERMINALS:
+            self.tls.issue_terminal(self.hsm_port, terminal)
 
         for name, (asn, purse, _) in CARDS.items():
             profile = pcsc.card_profile(balance_fen=purse)
@@ -105,7 +112,8 @@ class Online:
     def start_daemon(self):
         ready = os.path.join(self.dir, "clearingd.port")
         self.daemon = subprocess.Popen([self.clearingd, "serve", "--iso-listen", "127.0.0.1:0", "--data", self.data,
-                                        "--hsm", f"127.0.0.1:{self.hsm_port}", "--hsm-key", self.hsm_key, "--ready-file", ready],
+                                        "--hsm", f"127.0.0.1:{self.hsm_port}", "--hsm-key", self.hsm_key, "--ready-file", ready,
+                                        *self.tls.server_args()],
                                        stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "clearingd.log"), "a"))
         self.port = wait_ready_file(ready, self.daemon, "coconut-clearingd")
         wait_port(self.port)
@@ -150,7 +158,8 @@ class Online:
         return json.loads(lines[-1]) if lines else None
 
     def online(self, terminal, args, expect=0):
-        return self.term(terminal, args + ["--clearing", f"127.0.0.1:{self.port}", "--terminal-id", terminal], expect=expect)
+        return self.term(terminal, args + ["--clearing", f"127.0.0.1:{self.port}", "--terminal-id", terminal,
+                                           *self.tls.terminal_args(terminal)], expect=expect)
 
     def balance(self, card):
         self.present(card, "BUS00001")

@@ -35,7 +35,7 @@ EXIT = {"ok": 0, "usage": 2, "card_removed": 10, "no_card": 11, "card_error": 12
         "storage_error": 19, "no_service": 20, "reader_not_found": 21, "reader_error": 22, "image_error": 23,
         "queue_error": 24, "hotlist_error": 25, "fares_error": 26, "timeout": 27, "clearing_unreachable": 28,
         "clearing_refused": 29, "upload_incomplete": 30, "declined": 31, "no_answer": 32, "wrong_pin": 33,
-        "out_of_balance": 34, "batch_error": 35}
+        "out_of_balance": 34, "batch_error": 35, "tls_error": 36}
 
 
 class Tools:

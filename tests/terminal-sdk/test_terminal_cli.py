@@ -78,7 +78,17 @@ def test(vcard, workdir, extra):
     check_equal("nothing queued, no intent left open", (queue["count"], queue["open_intents"]), (0, []))
 
     log("online commands that never reach a clearing: the card stays untouched")
-    closed = ["--clearing", "127.0.0.1:1", "--terminal-id", "TOPUP001"]  # port 1 on loopback: connection refused
+    # Port 1 on loopback: connection refused. Plain TCP (--insecure): these are about an unreachable clearing.
+    closed = ["--clearing", "127.0.0.1:1", "--terminal-id", "TOPUP001", "--insecure"]
+    # The clearing is reached over mutual TLS unless --insecure is given; TLS files that cannot be used are tls_error.
+    tls_less = ["--clearing", "127.0.0.1:1", "--terminal-id", "TOPUP001"]
+    error = terminal.json(["sync-hotlist"] + tls_less, expect="usage")["error"]
+    check_equal("no --ca/--cert/--key and no --insecure: named", "--insecure" in error["message"], True)
+    terminal.run(["sync-hotlist", "--ca", "ca.pem"] + closed, expect="usage")
+    missing = os.path.join(workdir, "missing.pem")
+    error = terminal.json(["sync-hotlist", "--ca", missing, "--cert", missing, "--key", missing] + tls_less,
+                          expect="tls_error")["error"]
+    check_equal("unreadable TLS files: the file named", missing in error["message"], True)
     terminal.run(["load"], expect="usage")
     terminal.run(["load", "100"], expect="usage")
     terminal.run(["load", "0"] + closed, expect="usage")
