@@ -51,7 +51,8 @@ public:
             case codes::offline_purchase: return purchase(t);
             case codes::clinic_medical: return medical(t);
             case codes::online_load: return load(t);
-            case codes::tac_failed:
+            case codes::tac_failed:       // a failed TAC, recorded for review
+            case codes::serial_conflict:  // a second valid TAC under a booked id, recorded for review
                 suspense_.count += 1;
                 suspense_.gross_fen += t.amount;
                 return Ok{};

@@ -279,7 +279,8 @@ TEST_CASE("posting through the daemon's clerk API: once, idempotent, and --direc
     const auto iso_ready = scratch.path() / "iso.port";
     const auto http_ready = scratch.path() / "http.port";
     Stopper clearingd{spawn_tool(COCONUT_CLEARINGD_EXE,
-                                 {"serve", "--iso-listen", "127.0.0.1:0", "--data", data.string(), "--hsm", fmt::format("127.0.0.1:{}", hsm_port),
+                                 // No terminal connects here: the settlement clerk's HTTP API is what is tested.
+                                 {"serve", "--insecure-terminals", "--iso-listen", "127.0.0.1:0", "--data", data.string(), "--hsm", fmt::format("127.0.0.1:{}", hsm_port),
                                   "--hsm-key", hsm_key.string(), "--ready-file", iso_ready.string(), "--http-listen", "127.0.0.1:0",
                                   "--http-ready-file", http_ready.string()},
                                  scratch.path() / "clearingd.log")};

@@ -539,13 +539,12 @@ struct Api::State {
             if (request.method != "GET") return respond(error_response(405, "method_not_allowed", "GET only"));
             if (!(clerk.roles & roles::read)) return respond(error_response(403, "forbidden", "role read required"));
             auto record = s.registry.card(**asn);
-            auto flags = s.registry.risk_flags();
+            // The card's first page of flags; the rest through GET /v1/clerk/risk?card=…&cursor=….
+            auto flags = s.registry.risk_page("", risk_page_default, **asn);
             auto token = s.tokens.card_token(*number);
             if (!record || !*record || !flags || !token) return respond(storage_failure("registry read failed"));
             json risk = json::array();
-            for (const auto& f : *flags) {
-                if (f.asn == **asn) risk.push_back(risk_json(f));
-            }
+            for (const auto& f : flags->flags) risk.push_back(risk_json(f));
             const CardRecord& c = **record;
             json out{{"card_number", card_text},
                      {"asn", bcd_to_digits(c.asn)},
@@ -554,6 +553,7 @@ struct Api::State {
                      {"offline_purchases", c.offline_purchases},
                      {"risk_flag_count", c.risk_flags},
                      {"risk_flags", risk},
+                     {"risk_flags_next_cursor", flags->next_cursor.empty() ? json(nullptr) : json(flags->next_cursor)},
                      {"token_issued_at", *token ? json(iso_time((*token)->issued_ns)) : json(nullptr)}};
             return journaled_read(json_response(200, out), ClerkAction{0, 0, clerk.name, "card_lookup", card_text, "ok", ""},
                                   std::move(respond));
@@ -890,20 +890,68 @@ struct Api::State {
 
     // ---- clerk lists ----
 
+    // Risk flags a page at a time (?limit=1…500, default 100; ?cursor= from the previous page's
+    // next_cursor; ?card= one card's): bounded work and bytes per request however many flags exist.
     void risk(const Clerk& clerk, const Target& target, Respond respond) {
-        auto flags = s.registry.risk_flags();
-        if (!flags) return respond(storage_failure(flags.error().message));
         std::optional<CardNumber> only;
+        std::optional<Asn> asn;
         if (auto it = target.param("card")) {
             only = parse_card_number(*it);
             if (!only) return respond(error_response(400, "bad_request", "card must be 16 digits"));
+            auto found = find_card(*only);
+            if (!found) return respond(storage_failure(found.error().message));
+            if (!*found) return respond(error_response(404, "not_found", "card " + to_string(*only) + " is not registered"));
+            asn = **found;
+        }
+        std::size_t limit = risk_page_default;
+        if (auto it = target.param("limit")) {
+            auto value = parse_u64(*it);
+            if (!value || *value == 0 || *value > Registry::risk_page_limit_max) {
+                return respond(error_response(400, "bad_request", fmt::format("limit must be 1 to {}", Registry::risk_page_limit_max)));
+            }
+            limit = *value;
+        }
+        auto page = s.registry.risk_page(target.param("cursor").value_or(""), limit, asn);
+        if (!page) {
+            if (page.error().code == ErrorCode::bad_input) return respond(error_response(400, "bad_request", page.error().message));
+            return respond(storage_failure(page.error().message));
         }
         json out = json::array();
-        for (const auto& f : *flags) {
-            if (!only || card_number_of(f.asn) == *only) out.push_back(risk_json(f));
+        for (const auto& f : page->flags) out.push_back(risk_json(f));
+        json body{{"risk_flags", out}, {"next_cursor", page->next_cursor.empty() ? json(nullptr) : json(page->next_cursor)}};
+        journaled_read(json_response(200, body), ClerkAction{0, 0, clerk.name, "risk_list", only ? to_string(*only) : "all", "ok", ""},
+                       std::move(respond));
+    }
+
+    // PUT /v1/clerk/terminals/{id}/status {"status":"active"|"suspended"|"retired","reason":"…"} (role
+    // registry): a suspended or retired terminal is refused (58) on every request from the next one on.
+    void set_terminal_status(const Clerk& clerk, const ApiRequest& request, const std::string& terminal_id, Respond respond) {
+        if (request.method != "PUT") return respond(error_response(405, "method_not_allowed", "PUT only"));
+        if (!(clerk.roles & roles::registry)) return respond(error_response(403, "forbidden", "role registry required"));
+        const json body = json::parse(request.body, nullptr, false);
+        if (body.is_discarded() || !body.is_object() || !body.contains("status") || !body["status"].is_string()) {
+            return respond(error_response(400, "bad_request", "body must be {\"status\":\"active\"|\"suspended\"|\"retired\",\"reason\":\"…\"}"));
         }
-        journaled_read(json_response(200, json{{"risk_flags", out}}),
-                       ClerkAction{0, 0, clerk.name, "risk_list", only ? to_string(*only) : "all", "ok", ""}, std::move(respond));
+        auto status = parse_terminal_status(body["status"].get<std::string>());
+        if (!status) return respond(error_response(400, "bad_request", "status must be active, suspended or retired"));
+        const std::string reason = body.contains("reason") && body["reason"].is_string() ? body["reason"].get<std::string>() : "";
+        if (reason.size() > name_chars_max) return respond(error_response(400, "bad_request", "reason longer than 128 characters"));
+        const Registry& registry = s.registry;
+        auto write = [&registry, terminal_id, status = *status](lmdb::Txn& txn, auto, ClerkAction& action) -> lmdb::Status {
+            auto stored = registry.terminal_in(txn, terminal_id);
+            if (!stored) return Unexpected{stored.error()};
+            if (!*stored) {
+                action.outcome = "terminal not registered";
+                return Ok{};
+            }
+            TerminalRecord terminal = **stored;
+            terminal.status = status;
+            return registry.put_terminal(txn, terminal);
+        };
+        json answer{{"terminal_id", terminal_id}, {"status", to_string(*status)}};
+        commit(Change{{}, write, [answer](const ClerkAction& done) { return refused_or(done, 200, answer); },
+                      ClerkAction{0, 0, clerk.name, "terminal_status", terminal_id, "ok", fmt::format("{} {}", to_string(*status), reason)}},
+               std::move(respond));
     }
 
     void suspense(const Clerk& clerk, const Target& target, Respond respond) {
@@ -982,6 +1030,9 @@ struct Api::State {
             return std::nullopt;
         };
         if (what == "cards" && (seg.size() == 4 || seg.size() == 5)) return clerk_card(**clerk, request, target, std::move(respond));
+        if (what == "terminals" && seg.size() == 5 && seg[4] == "status") {
+            return set_terminal_status(**clerk, request, std::string(seg[3]), std::move(respond));
+        }
         if (seg.size() != 3) return respond(error_response(404, "not_found", "no such endpoint"));
         std::optional<ApiResponse> refused;
         if (what == "transfers") return post_transfers(**clerk, request, std::move(respond));

@@ -201,6 +201,8 @@ inline constexpr std::size_t rate_limited_tokens_max = 100'000;
 inline constexpr std::size_t transfers_per_request_max = 1000;
 inline constexpr std::size_t transactions_page_default = 10;
 inline constexpr std::size_t transactions_page_max = 100;
+// Risk flags per page of GET /v1/clerk/risk when ?limit is not given (at most Registry::risk_page_limit_max).
+inline constexpr std::size_t risk_page_default = 100;
 
 // Scheduling: bookings before balance queries. The threads that serve HTTP may run below the ledger
 // writer and the terminal I/O thread, which keep the daemon's own priority:
