@@ -47,6 +47,7 @@ constexpr const char* dlk = "374598B5C0B0EAE1E1D06609AC5BB369";
 constexpr const char* dtk = "CAA6025290114BFCC3C9043F70F7A07A";
 constexpr const char* iak = "404142434445464748494A4B4C4D4E4F";
 constexpr const char* damk = "505152535455565758595A5B5C5D5E5F";
+constexpr const char* ssse_iak = "606162636465666768696A6B6C6D6E6F";
 
 [[noreturn]] void fail(const char* what, ByteView command, ByteView response = {}) {
     std::fprintf(stderr, "fuzz_apdu_dispatcher: %s\n  command  %s\n  response %s\n", what, to_hex(command).c_str(),
@@ -55,7 +56,7 @@ constexpr const char* damk = "505152535455565758595A5B5C5D5E5F";
 }
 
 json card_profile(const char* protocol, bool master) {
-    json keys = {{"dpk", dpk}, {"dlk", dlk}, {"dtk", dtk}, {"iak", iak}, {"damk", damk}};
+    json keys = {{"dpk", dpk}, {"dlk", dlk}, {"dtk", dtk}, {"iak", iak}, {"damk", damk}, {"ssse_iak", ssse_iak}};
     json p = {
         {"kind", "card"},
         {"asn", "03100000000000012345"},

@@ -305,6 +305,17 @@ TEST_CASE("personalize refuses a bad profile naming the field") {
     p = card_profile();
     p["kind"] = "toaster";
     refused(p, "kind");
+    p = card_profile();
+    p["keys"].erase("ssse_iak");  // a profile written before the SSSE application had a key of its own
+    refused(p, "keys.ssse_iak");
+    p = card_profile();
+    p["keys"]["ssse_iak"] = std::string(test_iak);  // the purse's key answers without a PIN
+    refused(p, "keys.ssse_iak");
+    p = card_profile();
+    p["master_keys"] = p["keys"];
+    p.erase("keys");
+    p["master_keys"]["ssse_iak"] = std::string(test_iak);
+    refused(p, "master_keys.ssse_iak");
     json psam = psam_profile("0123456789ABCDEFFEDCBA9876543210");
     psam["terminal_id"] = "46010000000";  // 11 digits
     refused(psam, "terminal_id");
@@ -422,6 +433,65 @@ TEST_CASE("a card without a purchase key of index 01 answers 9403 at INITIALIZE 
     select_purse(**card);
     CHECK(send(**card, init_purchase_apdu(1)).sw_hex() == "9403");
     CHECK(send(**card, init_purchase_apdu(1, test_terminal, true)).sw_hex() == "9403");
+}
+
+namespace {
+// A payload as the build before the SSSE key wrote it: the same layout, five keys, no ssse_auth entry.
+Bytes without_ssse_key(Bytes p) {
+    // Key entry: usage(1) ‖ index(1) ‖ version(1) ‖ alg(1) ‖ tries(1) ‖ key(16); the key count (u16) precedes
+    // the first entry, the DPK.
+    constexpr std::ptrdiff_t entry_size = 21;
+    const Bytes dpk = hex(test_dpk);
+    const auto first = std::search(p.begin(), p.end(), dpk.begin(), dpk.end()) - 5;
+    REQUIRE(first - p.begin() >= 2);
+    REQUIRE(*first == 0x01);  // usage: purchase
+    const auto count_at = first - 2;
+    const std::uint16_t count = read_be16(ByteView(&*count_at, 2));
+    REQUIRE(count == 6);
+    const Bytes ssse = hex(test_ssse_iak);
+    const auto entry = std::search(p.begin(), p.end(), ssse.begin(), ssse.end()) - 5;
+    REQUIRE(*entry == 0x06);  // usage: SSSE internal authenticate (IMAGE-FORMAT.md)
+    p.erase(entry, entry + entry_size);
+    *(count_at + 1) = static_cast<std::uint8_t>(count - 1);
+    return p;
+}
+}  // namespace
+
+TEST_CASE("an image without the SSSE key (personalized before it existed) is refused with ImageError::missing_key naming it") {
+    auto payload = cos::personalize(card_profile());
+    REQUIRE(payload.ok());
+    const Bytes old = without_ssse_key(payload.value());
+    TempDir dir;
+    const auto path = dir / "old.img";
+    REQUIRE(cos::FileStorage::create(path, cos::ImageKind::card, old, false).ok());
+    const Bytes before = read_file(path);
+    auto card = VirtualCard::open(path);
+    REQUIRE_FALSE(card.ok());
+    CHECK(card.error().code == cos::ImageError::missing_key);
+    CHECK_MESSAGE(card.error().message.find("ssse_iak") != std::string::npos, card.error().message);
+    CHECK_MESSAGE(card.error().message.find("ssse_auth") != std::string::npos, card.error().message);
+    CHECK(read_file(path) == before);  // refused, never reset or rewritten
+    // The same payload in memory, too.
+    auto in_memory = VirtualCard::in_memory(old);
+    REQUIRE_FALSE(in_memory.ok());
+    CHECK(in_memory.error().code == cos::ImageError::missing_key);
+}
+
+TEST_CASE("the SSSE key survives reopen: the reopened card answers SSSE INTERNAL AUTHENTICATE under it") {
+    TempDir dir;
+    const auto path = dir / "card.img";
+    REQUIRE(cos::create_image(path, card_profile()).ok());
+    {
+        auto card = open_ok(path);
+        select_purse(*card);
+        do_purchase(*card, 100);  // one commit rewrites the whole state, keys included
+    }
+    auto card = open_ok(path);
+    select_ssse(*card);
+    REQUIRE(sw(*card, "00 20 00 00 03 123456") == "9000");
+    const Rsp r = send(*card, "00 88 00 01 08 0011223344556677 08");
+    REQUIRE(r.sw_hex() == "9000");
+    CHECK(r.data_hex() == hx(crypto::tdes_ecb_encrypt(key16(test_ssse_iak), hex("0011223344556677"))));
 }
 
 TEST_SUITE_END();

@@ -14,6 +14,7 @@ constexpr std::string_view master_dlk = "00112233445566778899AABBCCDDEEFF";
 constexpr std::string_view master_dtk = "F0E1D2C3B4A5968778695A4B3C2D1E0F";
 constexpr std::string_view master_iak = "1F2E3D4C5B6A79880123456789ABCDEF";
 constexpr std::string_view master_damk = "A5A5A5A55A5A5A5A0F0F0F0FF0F0F0F0";
+constexpr std::string_view master_ssse_iak = "C3C3C3C33C3C3C3C1E1E1E1EE1E1E1E1";
 
 crypto::Block issuer_factor() {
     crypto::Block b{};
@@ -34,7 +35,8 @@ json diversified_card_profile() {
                             {"dlk", std::string(master_dlk)},
                             {"dtk", std::string(master_dtk)},
                             {"iak", std::string(master_iak)},
-                            {"damk", std::string(master_damk)}};
+                            {"damk", std::string(master_damk)},
+                            {"ssse_iak", std::string(master_ssse_iak)}};
     return p;
 }
 
@@ -199,6 +201,11 @@ TEST_CASE("a card personalized with master_keys uses the two-level diversified k
     // INTERNAL AUTHENTICATE with the diversified IAK.
     const Rsp ia = send(*card, "00 88 00 01 08 0011223344556677 08");
     CHECK(ia.data_hex() == hx(crypto::tdes_ecb_encrypt(key16(card_key(master_iak)), hex("0011223344556677"))));
+    // The SSSE application's INTERNAL AUTHENTICATE, after VERIFY, with the key diversified from its own master.
+    REQUIRE(send(*card, select_ssse_apdu).sw_hex() == "9000");
+    REQUIRE(send(*card, "00 20 00 00 03 123456").sw_hex() == "9000");
+    const Rsp ssse = send(*card, "00 88 00 01 08 0011223344556677 08");
+    CHECK(ssse.data_hex() == hx(crypto::tdes_ecb_encrypt(key16(card_key(master_ssse_iak)), hex("0011223344556677"))));
 }
 
 TEST_CASE("full terminal purchase card + PSAM: SELECT, INIT, 80 70, DEBIT, 80 72; TAC from the card's DTK") {

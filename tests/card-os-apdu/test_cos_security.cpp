@@ -209,7 +209,7 @@ TEST_CASE("a new GET CHALLENGE replaces the previous challenge") {
 
 // ---- INTERNAL AUTHENTICATE ---------------------------------------------------------------------
 
-TEST_CASE("INTERNAL AUTHENTICATE answers 3DES(IAK, challenge)") {
+TEST_CASE("INTERNAL AUTHENTICATE in the purse answers 3DES(purse IAK, challenge), no PIN needed") {
     auto card = make_card();
     select_purse(*card);
     const Rsp r = send(*card, "00 88 00 01 08 1122334455667788 08");
@@ -230,11 +230,48 @@ TEST_CASE("INTERNAL AUTHENTICATE inside SSSE requires a verified PIN (6982 other
     CHECK(sw(*card, verify_right) == "9000");
     const Rsp r = send(*card, "00 88 00 01 08 A1B2C3D4E5F60718 08");
     CHECK(r.sw_hex() == "9000");
-    CHECK(r.data_hex() == hx(crypto::tdes_ecb_encrypt(key16(test_iak), hex("A1B2C3D4E5F60718"))));
+    CHECK(r.data_hex() == hx(crypto::tdes_ecb_encrypt(key16(test_ssse_iak), hex("A1B2C3D4E5F60718"))));
     // The verified state is volatile.
     card->power_off();
     select_ssse(*card);
     CHECK(sw(*card, "00 88 00 01 08 A1B2C3D4E5F60718 08") == "6982");
+}
+
+TEST_CASE("INTERNAL AUTHENTICATE in SSSE and in DF04 answers under the SSSE key, never the purse IAK") {
+    const std::string challenge = "0011223344556677";
+    const std::string command = "00 88 00 01 08 " + challenge + " 08";
+    const std::string purse_answer = hx(crypto::tdes_ecb_encrypt(key16(test_iak), hex(challenge)));
+    const std::string ssse_answer = hx(crypto::tdes_ecb_encrypt(key16(test_ssse_iak), hex(challenge)));
+    REQUIRE(purse_answer != ssse_answer);
+
+    auto card = make_card();
+    select_purse(*card);
+    const Rsp purse = send(*card, command);
+    REQUIRE(purse.sw_hex() == "9000");
+    CHECK(purse.data_hex() == purse_answer);
+
+    select_ssse(*card);
+    REQUIRE(sw(*card, verify_right) == "9000");
+    const Rsp ssse = send(*card, command);
+    REQUIRE(ssse.sw_hex() == "9000");
+    CHECK(ssse.data_hex() == ssse_answer);
+    CHECK(ssse.data_hex() != purse.data_hex());
+
+    REQUIRE(sw(*card, "00 A4 00 00 02 DF04") == "9000");
+    const Rsp medical = send(*card, command);
+    REQUIRE(medical.sw_hex() == "9000");
+    CHECK(medical.data_hex() == ssse_answer);
+
+    // Back in the purse (PIN still verified), the purse key again: the PIN does not lend the SSSE key.
+    select_purse(*card);
+    CHECK(send(*card, command).data_hex() == purse_answer);
+}
+
+TEST_CASE("INTERNAL AUTHENTICATE in DF04 without VERIFY answers 6982") {
+    auto card = make_card();
+    select_ssse(*card);
+    REQUIRE(sw(*card, "00 A4 00 00 02 DF04") == "9000");
+    CHECK(sw(*card, "00 88 00 01 08 0011223344556677 08") == "6982");
 }
 
 // ---- SSSE records ------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ inline constexpr std::string_view test_dlk = "374598B5C0B0EAE1E1D06609AC5BB369";
 inline constexpr std::string_view test_dtk = "CAA6025290114BFCC3C9043F70F7A07A";   // CARD-SPEC §4 vector 4
 inline constexpr std::string_view test_iak = "404142434445464748494A4B4C4D4E4F";
 inline constexpr std::string_view test_damk = "505152535455565758595A5B5C5D5E5F";
+inline constexpr std::string_view test_ssse_iak = "606162636465666768696A6B6C6D6E6F";  // the SSSE application's own
 inline constexpr std::string_view test_asn = "03100000000000012345";
 inline constexpr std::string_view test_issuer_id = "0460000000000001";
 inline constexpr std::string_view test_pin = "123456";
@@ -71,7 +72,8 @@ inline json card_profile() {
           {"dlk", std::string(test_dlk)},
           {"dtk", std::string(test_dtk)},
           {"iak", std::string(test_iak)},
-          {"damk", std::string(test_damk)}}},
+          {"damk", std::string(test_damk)},
+          {"ssse_iak", std::string(test_ssse_iak)}}},
         {"key_version", 1},
     };
 }

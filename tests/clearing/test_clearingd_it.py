@@ -49,6 +49,7 @@ MASTER_KEYS = {  # the scheme's masters (tests/integration/pcsc_harness.py)
     "dtk": "2B7E151628AED2A6ABF7158809CF4F3C",
     "iak": "00112233445566778899AABBCCDDEEFF",
     "damk": "FFEEDDCCBBAA99887766554433221100",
+    "ssse_iak": "8899AABBCCDDEEFF0011223344556677",
 }
 ISSUER_ID = "4600000000000001"
 OPENING_FEN = 50000
@@ -219,7 +220,8 @@ class Stack:
         component_2 = f"{int(component_1, 16) ^ int(MASTER_KEYS['dtk'], 16):032X}"
         run([self.hsmd, "key", "import", "--store", self.store, "--label", "mk-tac", "--version", "1", "--usage", "tac"],
             input_text=f"{component_1}\n{component_2}\n")
-        for label, usage, master in (("mk-load", "load", "dlk"), ("mk-internal-auth", "internal-auth", "iak")):
+        for label, usage, master in (("mk-load", "load", "dlk"), ("mk-internal-auth", "internal-auth", "iak"),
+                                     ("mk-ssse-auth", "ssse-auth", "ssse_iak")):
             component_1 = os.urandom(16).hex().upper()
             component_2 = f"{int(component_1, 16) ^ int(MASTER_KEYS[master], 16):032X}"
             run([self.hsmd, "key", "import", "--store", self.store, "--label", label, "--version", "1", "--usage", usage],

@@ -52,8 +52,8 @@ nlohmann::json card_profile(nlohmann::json keys, bool master_level) {
 }
 
 nlohmann::json master_keys() {
-    return {{"dpk", purchase_master_hex}, {"dlk", load_master_hex}, {"dtk", tac_master_hex},
-            {"iak", auth_master_hex},     {"damk", maintenance_master_hex}};
+    return {{"dpk", purchase_master_hex}, {"dlk", load_master_hex},         {"dtk", tac_master_hex},
+            {"iak", auth_master_hex},     {"damk", maintenance_master_hex}, {"ssse_iak", ssse_auth_master_hex}};
 }
 
 std::unique_ptr<hsm::Hsm> hsm_over(const TempDir& dir) {
@@ -148,12 +148,12 @@ TEST_CASE("keys from derive-card-keys, decrypted with the transport key, persona
     TempDir dir;
     auto service = hsm_over(dir);
     const std::vector<hsm::KeyRef> masters = {{"mk-purchase", 1}, {"mk-load", 1}, {"mk-tac", 1}, {"mk-internal-auth", 1},
-                                              {"mk-maintenance", 1}};
+                                              {"mk-maintenance", 1}, {"mk-ssse-auth", 1}};
     auto set = service->derive_card_keys(hsm_test::card(issuer_hex, asn_digits), {"kek-issuance", 1}, masters);
     REQUIRE(set.ok());
     nlohmann::json keys;
-    const char* names[] = {"dpk", "dlk", "dtk", "iak", "damk"};
-    for (std::size_t i = 0; i < 5; ++i) {
+    const char* names[] = {"dpk", "dlk", "dtk", "iak", "damk", "ssse_iak"};
+    for (std::size_t i = 0; i < 6; ++i) {
         const Bytes clear = crypto::tdes_ecb_decrypt(key16(transport_hex), set->keys[i].encrypted);
         CHECK(crypto::kcv(crypto::Key16(clear)) == set->keys[i].kcv);  // the personalizer's KCV check
         keys[names[i]] = coconut::to_hex(clear);
@@ -163,6 +163,36 @@ TEST_CASE("keys from derive-card-keys, decrypted with the transport key, persona
     const LoadOutcome done = load(*card, *service, 2500, at, at);
     REQUIRE(done.credit.sw == 0x9000);
     CHECK(card->snapshot().balance_fen == 12500);
+}
+
+TEST_CASE("the SSSE application's INTERNAL AUTHENTICATE verifies under mk-ssse-auth; the purse's (no PIN) does not") {
+    TempDir dir;
+    auto service = hsm_over(dir);
+    auto card = make_card(card_profile(master_keys(), true));
+    hsm::InternalAuth auth;
+    auth.card = hsm_test::card(issuer_hex, asn_digits);
+    auth.challenge = {0xC1, 0x1E, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05};
+    const Bytes command = coconut::concat(hex("0088000108"), auth.challenge, hex("08"));
+    const auto verdict = [&](std::string_view label, const Bytes& cryptogram) {
+        REQUIRE(cryptogram.size() == 8);
+        auth.key = {std::string(label), 0};
+        std::copy(cryptogram.begin(), cryptogram.end(), auth.cryptogram.begin());
+        return service->verify_internal_auth(auth).value();
+    };
+
+    select(*card, "00A4040008A00000063201010500");
+    const Rsp purse = send(*card, command);
+    REQUIRE(purse.sw == 0x9000);
+    CHECK(verdict("mk-internal-auth", purse.data) == Verdict::valid);
+    CHECK(verdict("mk-ssse-auth", purse.data) == Verdict::invalid);
+
+    select(*card, "00A404000F7378312E73682EC9E7BBE1B1A3D5CF00");
+    CHECK(send(*card, command).sw == 0x6982);  // no PIN, no proof
+    REQUIRE(send(*card, hex("0020000003123456")).sw == 0x9000);
+    const Rsp ssse = send(*card, command);
+    REQUIRE(ssse.sw == 0x9000);
+    CHECK(verdict("mk-ssse-auth", ssse.data) == Verdict::valid);
+    CHECK(verdict("mk-internal-auth", ssse.data) == Verdict::invalid);
 }
 
 TEST_CASE("a PSAM holding the HSM's exported issuer key completes a purchase whose TAC the HSM verifies") {

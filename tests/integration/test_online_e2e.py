@@ -66,7 +66,8 @@ class Online:
     def setup(self):
         store = os.path.join(self.dir, "hsm")
         run([self.hsmd, "init", "--store", store])
-        for label, usage, key in [("mk-tac", "tac", "dtk"), ("mk-load", "load", "dlk"), ("mk-internal-auth", "internal-auth", "iak")]:
+        for label, usage, key in [("mk-tac", "tac", "dtk"), ("mk-load", "load", "dlk"), ("mk-internal-auth", "internal-auth", "iak"),
+                                  ("mk-ssse-auth", "ssse-auth", "ssse_iak")]:
             component_1 = os.urandom(16).hex().upper()
             component_2 = f"{int(component_1, 16) ^ int(MASTER_KEYS[key], 16):032X}"
             run([self.hsmd, "key", "import", "--store", store, "--label", label, "--version", "1", "--usage", usage],

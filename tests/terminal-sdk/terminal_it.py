@@ -53,7 +53,7 @@ def explicit_card_profile(tac_check, protocol="T=1", balance_fen=harness.OPENING
     dpk = harness.run([tac_check, "card-key", MASTER_KEYS["dpk"], ISSUER_ID, ASN]).stdout.strip()
     del profile["master_keys"]
     profile["keys"] = {"dpk": dpk, "dlk": MASTER_KEYS["dlk"], "dtk": CARD_DTK, "iak": MASTER_KEYS["iak"],
-                       "damk": MASTER_KEYS["damk"]}
+                       "damk": MASTER_KEYS["damk"], "ssse_iak": MASTER_KEYS["ssse_iak"]}
     return profile
 
 

@@ -55,7 +55,8 @@ struct LinkRig {
             {"kind", "card"}, {"asn", card_a}, {"issuer_id", issuer_hex}, {"balance_fen", 5000}, {"pin", "123456"},
             {"seed", "5EED5EED"}, {"start_date", "20260101"}, {"expiry_date", "20351231"},
             {"master_keys", {{"dpk", purchase_master_hex}, {"dlk", load_master_hex}, {"dtk", tac_master_hex},
-                             {"iak", internal_auth_master_hex}, {"damk", purchase_master_hex}}}};
+                             {"iak", internal_auth_master_hex}, {"damk", purchase_master_hex},
+                             {"ssse_iak", ssse_auth_master_hex}}}};
         REQUIRE(cos::create_image(dir / "card.img", card_profile).ok());
         const nlohmann::json psam_profile = {{"kind", "psam"}, {"terminal_id", psam_terminal}, {"purchase_key", purchase_master_hex},
                                              {"key_level", "master"}, {"issuer_id", issuer_hex}, {"terminal_serial", 1}};

@@ -20,6 +20,8 @@ using namespace coconut::sdk;
 inline const std::string master_dpk = "11223344556677888877665544332211";
 inline const std::string master_dlk = "2233445566778899AABBCCDDEEFF0011";
 inline const std::string master_dtk = "CAA6025290114BFCC3C9043F70F7A07A";
+// The SSSE application's own INTERNAL AUTHENTICATE master (the purse's IAK comes from master_dpk below).
+inline const std::string master_ssse_iak = "5A5A5A5AA5A5A5A5C3C3C3C33C3C3C3C";
 inline const std::string issuer_hex = "4861696E616E0001";
 
 struct TempDir {
@@ -36,7 +38,8 @@ inline nlohmann::json card_profile(const std::string& asn, std::uint32_t balance
     return {{"kind", "card"},     {"asn", asn},        {"issuer_id", issuer_hex}, {"balance_fen", balance},
             {"pin", "123456"},    {"protocol", protocol}, {"seed", "5EED"},
             {"cardholder", {{"name", "海南 椰子"}, {"ssn", "460100198001011234"}, {"sex", "1"}, {"birth_date", "19800101"}}},
-            {"master_keys", {{"dpk", master_dpk}, {"dlk", master_dlk}, {"dtk", master_dtk}, {"iak", master_dpk}, {"damk", master_dlk}}}};
+            {"master_keys", {{"dpk", master_dpk}, {"dlk", master_dlk}, {"dtk", master_dtk}, {"iak", master_dpk}, {"damk", master_dlk},
+                             {"ssse_iak", master_ssse_iak}}}};
 }
 
 inline crypto::Block issuer_factor() {

@@ -37,7 +37,8 @@ inline nlohmann::json card_profile(const char* seed) {
               {"dlk", "11223344556677888877665544332211"},
               {"dtk", "2B7E151628AED2A6ABF7158809CF4F3C"},
               {"iak", "404142434445464748494A4B4C4D4E4F"},
-              {"damk", "000102030405060708090A0B0C0D0E0F"}}}};
+              {"damk", "000102030405060708090A0B0C0D0E0F"},
+              {"ssse_iak", "606162636465666768696A6B6C6D6E6F"}}}};
 }
 
 }  // namespace coconut::bench

@@ -39,6 +39,7 @@ const char* const master_dlk = "11223344556677888877665544332211";
 const char* const master_dtk = "2B7E151628AED2A6ABF7158809CF4F3C";
 const char* const master_iak = "404142434445464748494A4B4C4D4E4F";
 const char* const master_damk = "000102030405060708090A0B0C0D0E0F";
+const char* const master_ssse_iak = "606162636465666768696A6B6C6D6E6F";  // the SSSE application's own IAK
 const char* const issuer_id = "4600000000000001";     // EF15 issuer id = the issuer diversification factor
 const char* const asn = "46010000000012345678";       // card factor = its rightmost 8 bytes
 const char* const load_terminal_id = "460100000099";  // the bank counter doing the online load
@@ -90,7 +91,8 @@ nlohmann::json card_profile() {
               {"dlk", master_dlk},
               {"dtk", master_dtk},
               {"iak", master_iak},
-              {"damk", master_damk}}},
+              {"damk", master_damk},
+              {"ssse_iak", master_ssse_iak}}},
             {"key_version", 1}};
 }
 

@@ -19,7 +19,7 @@ SetupReport prepare_island(const WorldPaths& world, Services& services, const st
     auto t0 = std::chrono::steady_clock::now();
     if (!fs::exists(world.hsm_store())) {
         run_ceremony(world, true);
-        progress.step(fmt::format("key ceremony: 6 keys from 2 components each, 2 HSM clients ({})", world.keys().string()));
+        progress.step(fmt::format("key ceremony: 7 keys from 2 components each, 2 HSM clients ({})", world.keys().string()));
     }
     report.ceremony_s = since(t0);
 

@@ -30,10 +30,13 @@ struct KeySpec {
     const char* usage;
     const char* card_key;  // profile name of the derived card key ("" for the transport key)
 };
+// mk-internal-auth is the purse's INTERNAL AUTHENTICATE master (answered without a PIN); mk-ssse-auth the
+// SSSE application's (answered only after VERIFY), the one a medical payment's proof must come from.
 constexpr KeySpec scheme_keys[] = {
-    {"mk-purchase", "purchase", "dpk"},     {"mk-load", "load", "dlk"},
-    {"mk-tac", "tac", "dtk"},               {"mk-internal-auth", "internal-auth", "iak"},
-    {"mk-maintenance", "maintenance", "damk"}, {"kek-issuance", "transport", ""},
+    {"mk-purchase", "purchase", "dpk"},        {"mk-load", "load", "dlk"},
+    {"mk-tac", "tac", "dtk"},                  {"mk-internal-auth", "internal-auth", "iak"},
+    {"mk-maintenance", "maintenance", "damk"}, {"mk-ssse-auth", "ssse-auth", "ssse_iak"},
+    {"kek-issuance", "transport", ""},
 };
 constexpr std::size_t custodians = 2;
 

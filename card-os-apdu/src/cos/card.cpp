@@ -71,7 +71,7 @@ Result<std::unique_ptr<VirtualCard>, ImageFailure> VirtualCard::from_storage(std
     auto loaded = storage->load();
     if (!loaded) return Unexpected{loaded.error()};
     auto decoded = decode_state(loaded->payload);
-    if (!decoded) return Unexpected{ImageFailure{ImageError::corrupt, "corrupt image: the card state does not decode"}};
+    if (!decoded) return Unexpected{decoded.error()};
     auto state = std::make_unique<State>();
     state->storage = std::move(storage);
     state->generation = loaded->generation;

@@ -305,10 +305,12 @@ Response VirtualCard::State::internal_authenticate(const Command& c) {
     const DfRole role = current_df().role;
     if (role != DfRole::purse && role != DfRole::ssse && role != DfRole::medical)
         return status_only(Sw::conditions_not_satisfied);
-    // Clinic payments: card presence is proven only together with the holder's PIN (CARD-SPEC §7).
-    if ((role == DfRole::ssse || role == DfRole::medical) && !vs.pin_verified)
-        return status_only(Sw::security_status_not_satisfied);
-    KeyEntry* key = find_key(KeyUsage::internal_auth, c.p2);
+    // Clinic payments: card presence is proven only together with the holder's PIN, under the SSSE
+    // application's own key — the purse's IAK answers without a PIN, so its cryptogram proves nothing about
+    // the holder (CARD-SPEC §7 profile).
+    const bool ssse = role == DfRole::ssse || role == DfRole::medical;
+    if (ssse && !vs.pin_verified) return status_only(Sw::security_status_not_satisfied);
+    KeyEntry* key = find_key(ssse ? KeyUsage::ssse_auth : KeyUsage::internal_auth, c.p2);
     if (!key) return status_only(Sw::key_not_found);
     return Response{crypto::tdes_ecb_encrypt(key->value, c.data)};
 }

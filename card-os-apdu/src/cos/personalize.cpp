@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace coconut::cos {
@@ -172,9 +173,10 @@ void add_card_keys(CardState& s, const json& profile, ByteView issuer_id, ByteVi
     std::copy(issuer_id.begin(), issuer_id.end(), issuer_factor.begin());
     const crypto::Block card_factor = crypto::card_factor_from_asn(asn);
 
-    const std::pair<const char*, KeyUsage> names[] = {{"dpk", KeyUsage::purchase},   {"dlk", KeyUsage::load},
-                                                      {"dtk", KeyUsage::tac},        {"iak", KeyUsage::internal_auth},
-                                                      {"damk", KeyUsage::maintenance}};
+    // iak: the purse's INTERNAL AUTHENTICATE key; ssse_iak: the SSSE application's own (PIN-gated) one.
+    const std::pair<const char*, KeyUsage> names[] = {
+        {"dpk", KeyUsage::purchase},      {"dlk", KeyUsage::load},         {"dtk", KeyUsage::tac},
+        {"iak", KeyUsage::internal_auth}, {"damk", KeyUsage::maintenance}, {"ssse_iak", KeyUsage::ssse_auth}};
     for (const auto& [name, usage] : names) {
         const std::string field = fmt::format("{}.{}", explicit_keys ? "keys" : "master_keys", name);
         const json* v = member(keys, name);
@@ -191,6 +193,14 @@ void add_card_keys(CardState& s, const json& profile, ByteView issuer_id, ByteVi
         entry.value = key;
         s.keys.push_back(std::move(entry));
     }
+    // The SSSE key exists so that a PIN-less purse cryptogram cannot stand in for the SSSE one.
+    const auto value_of = [&](KeyUsage usage) {
+        const auto of_usage = [&](const KeyEntry& k) { return k.usage == usage; };
+        return std::find_if(s.keys.begin(), s.keys.end(), of_usage)->value;
+    };
+    if (value_of(KeyUsage::ssse_auth) == value_of(KeyUsage::internal_auth))
+        fail(fmt::format("{}.ssse_iak", explicit_keys ? "keys" : "master_keys"),
+             "must differ from iak (the purse answers INTERNAL AUTHENTICATE without a PIN)");
 }
 
 CardState card_from_profile(const json& profile) {

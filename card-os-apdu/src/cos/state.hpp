@@ -52,7 +52,16 @@ struct Df {
     std::vector<Ef> efs;
 };
 
-enum class KeyUsage : std::uint8_t { purchase = 1, load = 2, tac = 3, internal_auth = 4, maintenance = 5 };
+enum class KeyUsage : std::uint8_t {
+    purchase = 1,
+    load = 2,
+    tac = 3,
+    internal_auth = 4,  // the purse's IAK: INTERNAL AUTHENTICATE in the purse ADF, without a PIN
+    maintenance = 5,
+    // The SSSE application's own INTERNAL AUTHENTICATE key, answered only after VERIFY: a medical payment's
+    // card-presence proof must come from a key the purse cannot use (card-os-apdu/README.md).
+    ssse_auth = 6,
+};
 
 // Consecutive failures a key tolerates (EXTERNAL AUTHENTICATE) before it blocks.
 inline constexpr std::uint8_t key_tries_max = 3;
@@ -116,8 +125,9 @@ struct CardState {
 };
 
 Bytes encode_state(const CardState& state);
-// nullopt if the payload does not decode (corrupt image).
-std::optional<CardState> decode_state(ByteView payload);
+// ImageError::corrupt if the payload does not decode or lacks what the applications index without checks;
+// ImageError::missing_key for a card without its SSSE INTERNAL AUTHENTICATE key (KeyUsage::ssse_auth).
+Result<CardState, ImageFailure> decode_state(ByteView payload);
 
 // ---- volatile ------------------------------------------------------------------------------------
 

@@ -223,16 +223,19 @@ Bytes encode_state(const CardState& s) {
     return w.take();
 }
 
-std::optional<CardState> decode_state(ByteView payload) {
+Result<CardState, ImageFailure> decode_state(ByteView payload) {
+    const auto corrupt = [] {
+        return Unexpected{ImageFailure{ImageError::corrupt, "corrupt image: the card state does not decode"}};
+    };
     Reader r(payload);
     CardState s;
     const auto kind = payload_kind(payload);
-    if (!kind) return std::nullopt;
+    if (!kind) return corrupt();
     r.u8();
     s.kind = *kind;
-    if (r.u8() != payload_version) return std::nullopt;
+    if (r.u8() != payload_version) return corrupt();
     const auto protocol = r.u8();
-    if (protocol > 1) return std::nullopt;
+    if (protocol > 1) return corrupt();
     s.protocol = static_cast<Protocol>(protocol);
 
     const std::size_t df_count = r.count(dfs_max);
@@ -241,10 +244,10 @@ std::optional<CardState> decode_state(ByteView payload) {
         df.fid = r.u16();
         df.aid = r.bytes();
         const auto role = r.u8();
-        if (!enum_in_range(role, DfRole::mf, DfRole::psam)) return std::nullopt;
+        if (!enum_in_range(role, DfRole::mf, DfRole::psam)) return corrupt();
         df.role = static_cast<DfRole>(role);
         df.parent = static_cast<std::int8_t>(r.u8());
-        if (df.parent >= static_cast<std::int8_t>(i) || (i > 0 && df.parent < 0)) return std::nullopt;
+        if (df.parent >= static_cast<std::int8_t>(i) || (i > 0 && df.parent < 0)) return corrupt();
         const std::size_t ef_count = r.count(efs_per_df_max);
         for (std::size_t j = 0; j < ef_count && !r.failed(); ++j) {
             Ef ef;
@@ -256,7 +259,7 @@ std::optional<CardState> decode_state(ByteView payload) {
             if (!enum_in_range(type, EfType::transparent, EfType::tlv_records) ||
                 !enum_in_range(read, Access::always, Access::external_auth) ||
                 !enum_in_range(write, Access::always, Access::external_auth))
-                return std::nullopt;
+                return corrupt();
             ef.type = static_cast<EfType>(type);
             ef.read = static_cast<Access>(read);
             ef.write = static_cast<Access>(write);
@@ -269,13 +272,13 @@ std::optional<CardState> decode_state(ByteView payload) {
         }
         s.dfs.push_back(std::move(df));
     }
-    if (s.dfs.empty()) return std::nullopt;
+    if (s.dfs.empty()) return corrupt();
 
     const std::size_t key_count = r.count(keys_max);
     for (std::size_t i = 0; i < key_count && !r.failed(); ++i) {
         KeyEntry k;
         const auto usage = r.u8();
-        if (!enum_in_range(usage, KeyUsage::purchase, KeyUsage::maintenance)) return std::nullopt;
+        if (!enum_in_range(usage, KeyUsage::purchase, KeyUsage::ssse_auth)) return corrupt();
         k.usage = static_cast<KeyUsage>(usage);
         k.index = r.u8();
         k.version = r.u8();
@@ -311,7 +314,16 @@ std::optional<CardState> decode_state(ByteView payload) {
 
     r.fixed(s.drbg_seed);
     s.drbg_reserved = r.u64();
-    if (r.failed() || !r.at_end() || !structurally_valid(s)) return std::nullopt;
+    if (r.failed() || !r.at_end() || !structurally_valid(s)) return corrupt();
+    // Not migrated: the SSSE key derives from a master only the issuer's HSM holds, and a copy of the
+    // purse IAK would let the purse answer for the SSSE application again (IMAGE-FORMAT.md).
+    if (s.kind == ImageKind::card && !has_key(s, KeyUsage::ssse_auth)) {
+        return Unexpected{ImageFailure{
+            ImageError::missing_key,
+            "card image without the SSSE application's INTERNAL AUTHENTICATE key (ssse_auth, profile key "
+            "\"ssse_iak\"): personalized before the SSSE application had a key of its own (or damaged); "
+            "personalize the card again from its profile"}};
+    }
     return s;
 }
 

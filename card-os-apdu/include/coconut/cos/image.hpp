@@ -35,6 +35,8 @@ enum class ImageError : std::uint8_t {
     bad_magic,            // not a coconut card image
     unsupported_version,  // written by a newer format
     corrupt,              // no slot with a valid checksum, or a payload that does not decode
+    missing_key,          // a card without a key this build requires: the SSSE INTERNAL AUTHENTICATE key
+                          // (images personalized before it existed); personalize the card again
     too_large,            // state does not fit the slot
     exists,               // create_image without overwrite
     invalid_profile,
