@@ -637,3 +637,46 @@ TEST_CASE("the place in a transfer's user_data_128 round-trips, byte positions a
     CHECK(clearing::parse_place(id) == place);
     CHECK(clearing::parse_place(ledger::Id{}) == clearing::Place{});
 }
+
+TEST_CASE("risk flags page by cursor: every flag once, in key order, a card's alone, a bad cursor or limit refused") {
+    Rig rig;
+    // 7 flags of card_a, 3 of card_b, over two kinds, written straight into the table.
+    auto txn = lmdb::Txn::begin(rig.ledger->env(), lmdb::Txn::Mode::read_write);
+    REQUIRE(txn.ok());
+    for (std::uint16_t i = 0; i < 10; ++i) {
+        const RiskKind kind = i % 2 == 0 ? RiskKind::atc_gap : RiskKind::claims_differ;
+        const std::string& card = i < 7 ? card_a : card_b;
+        REQUIRE(rig.registry->put_risk(*txn, RiskFlag{kind, asn_of(card), i, 9, 1, "flag " + std::to_string(i)}).ok());
+    }
+    REQUIRE(txn->commit().ok());
+    std::vector<std::string> seen;
+    std::string cursor;
+    std::size_t pages = 0;
+    do {
+        auto page = rig.registry->risk_page(cursor, 3);
+        REQUIRE(page.ok());
+        CHECK(page->flags.size() <= 3);
+        for (const auto& f : page->flags) seen.push_back(f.detail);
+        cursor = page->next_cursor;
+        REQUIRE(++pages <= 10);
+    } while (!cursor.empty());
+    CHECK(pages == 4);
+    CHECK(seen.size() == 10);
+    CHECK(std::set<std::string>(seen.begin(), seen.end()).size() == 10);
+    std::vector<std::string> only_b;
+    cursor.clear();
+    do {
+        auto page = rig.registry->risk_page(cursor, 2, asn_of(card_b));
+        REQUIRE(page.ok());
+        for (const auto& f : page->flags) {
+            CHECK(f.asn == asn_of(card_b));
+            only_b.push_back(f.detail);
+        }
+        cursor = page->next_cursor;
+    } while (!cursor.empty());
+    CHECK(only_b == std::vector<std::string>{"flag 8", "flag 7", "flag 9"});  // atc_gap (3) before claims_differ (11)
+    CHECK(rig.registry->risk_page("", 1, asn_of("46019999999999999999"))->flags.empty());
+    CHECK(rig.registry->risk_page("zz", 3).error().code == ErrorCode::bad_input);
+    CHECK(rig.registry->risk_page("", 0).error().code == ErrorCode::bad_input);
+    CHECK(rig.registry->risk_page("", Registry::risk_page_limit_max + 1).error().code == ErrorCode::bad_input);
+}

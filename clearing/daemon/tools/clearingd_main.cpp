@@ -329,6 +329,10 @@ int serve(const ServeOptions& o) {
     http_io.stop();
     http_thread.join();
     http_server.reset();
+    const ServerStats& tls_stats = server->stats();
+    const std::string tls_summary =
+        fmt::format("coconut-clearingd: TLS handshakes: {} full, {} resumed, {} failed\n", tls_stats.tls_handshakes_full.load(),
+                    tls_stats.tls_handshakes_resumed.load(), tls_stats.tls_handshake_failures.load());
     server.reset();
     writer.stop();  // commits whatever was queued (no answer can reach anybody now; a retry answers `exists`)
     const auto& s = engine.stats();
@@ -338,11 +342,7 @@ int serve(const ServeOptions& o) {
                              s.requests.load(), s.booked.load(), s.exists.load(), s.suspense.load(), s.duplicates.load(),
                              s.refused.load(), s.loads_approved.load(), s.loads_confirmed.load(), s.loads_expired.load(),
                              s.holds_approved.load(), s.completions.load(), s.holds_expired.load(), s.reversals.load());
-    if (server_options.tls) {
-        const ServerStats& t = server->stats();
-        std::cerr << fmt::format("coconut-clearingd: TLS handshakes: {} full, {} resumed, {} failed\n", t.tls_handshakes_full.load(),
-                                 t.tls_handshakes_resumed.load(), t.tls_handshake_failures.load());
-    }
+    if (server_options.tls) std::cerr << tls_summary;
     return exit_ok;
 }
 
@@ -637,8 +637,17 @@ int main(int argc, char** argv) {
     serve_cmd->add_option("--load-key", serve_options.engine.load_key_label, "label of the load (DLK) master key at the HSM")
         ->capture_default_str();
     serve_cmd->add_option("--internal-auth-key", serve_options.engine.internal_auth_key_label,
-                          "label of the INTERNAL AUTHENTICATE (IAK) master key at the HSM")
+                          "label of the master key a clinic 0100's card-presence proof is verified under: the social-security "
+                          "application's (usage ssse-auth), never the purse IAK")
         ->capture_default_str();
+    serve_cmd->add_option("--challenge-ttl-s", serve_options.engine.challenge_ttl_s,
+                          "seconds a clinic card-presence challenge (0800 70=201) stays valid")
+        ->capture_default_str()
+        ->check(CLI::Range(5, 600));
+    serve_cmd->add_option("--forged-tacs-per-day", serve_options.engine.forged_tacs_per_day,
+                          "uploads with a failed TAC one terminal may send per UTC day before it is suspended")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1'000'000));
     // HTTP API options.
     serve_cmd->add_option("--http-listen", serve_options.http_listen, "HOST:PORT for the HTTP API and balance page (port 0: any free port)");
     serve_cmd->add_option("--http-ready-file", serve_options.http_ready_file, "write the HTTP port here once listening");
