@@ -7,6 +7,15 @@
 //   clearingd_bench [--connections 64] [--uploads 100000] [--per-request-uploads 3000] [--rate 6000]
 //                   [--rate-seconds 10] [--cards-per-connection 1] [--group-delay-us 200]
 //                   [--group-linger-below 0] [--writer-cpu auto] [--dir /var/tmp]
+//                   [--tls | --alternate N] [--handshakes 2000]
+//
+// --tls: the terminals connect over mutual TLS (coconut::tls, as coconut-clearingd serves them: a
+// throwaway island CA, a server certificate, one terminal certificate all connections show), then the
+// same runs. --alternate N: one daemon listening both ways, N pairs of phases plain ↔ TLS (the order
+// swapped every pair, so a drift of the disk or the machine falls on both), each phase the saturated
+// and the fixed-rate run; then the TLS/plain ratios per pair and their median, and the handshakes per
+// second, full (certificate verification, signatures) and resumed (session ticket). Handshakes are
+// measured apart from the uploads: every connection of an upload run is set up before its clock starts.
 //
 // Each connection uploads the taps of its own cards (--cards-per-connection, taken in turn, each
 // card's offline ATCs in order). With one card per connection a group's card records, card accounts
@@ -15,10 +24,13 @@
 #include <coconut/clearing/clearing.hpp>
 #include <coconut/crypto/card_crypto.hpp>
 
+#include <coconut/tls/tls.hpp>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <CLI/CLI.hpp>
@@ -40,6 +52,7 @@ using namespace coconut::clearing;
 namespace asio = boost::asio;
 using asio::ip::tcp;
 using Clock = std::chrono::steady_clock;
+using TlsStream = asio::ssl::stream<tcp::socket>;
 
 const std::string tac_master_hex = "404142434445464748494A4B4C4D4E4F";
 const std::string issuer_hex = "4600000000000001";
@@ -75,6 +88,37 @@ Bytes upload_frame(std::size_t card, std::uint16_t atc, std::uint32_t stan) {
     return *iso8583::frame(*iso8583::encode(m, iso8583::coconut_dictionary()));
 }
 
+// A throwaway island PKI for the TLS runs (in production the CA key stays inside coconut-hsmd): the CA,
+// the server's certificate for 127.0.0.1, and the certificate of BUS00001, which every connection shows.
+struct Pki {
+    std::filesystem::path dir;
+    explicit Pki(const std::filesystem::path& where) : dir(where) {
+        std::filesystem::create_directories(dir);
+        const auto now = std::chrono::system_clock::now();
+        const auto ca_key = tls::generate_key().value();
+        const auto ca = tls::make_ca_certificate(ca_key, "clearingd_bench CA", now - std::chrono::hours(1), now + std::chrono::hours(48),
+                                                 tls::random_serial())
+                            .value();
+        tls::write_certificate(dir / "ca.pem", ca).value();
+        issue(ca, ca_key, tls::Profile::server, "coconut-clearingd", {"IP:127.0.0.1"}, "server");
+        issue(ca, ca_key, tls::Profile::terminal, "BUS00001", {}, "terminal");
+    }
+    void issue(const tls::Certificate& ca, const tls::PrivateKey& ca_key, tls::Profile profile, const std::string& name,
+               std::vector<std::string> alt_names, const std::string& file) const {
+        const auto key = tls::generate_key().value();
+        const auto now = std::chrono::system_clock::now();
+        const auto certificate = tls::issue_certificate(tls::make_request(key, {name, "bench"}).value(),
+                                                        {profile, name, std::move(alt_names), now - std::chrono::hours(1),
+                                                         now + std::chrono::hours(24), tls::random_serial()},
+                                                        ca, ca_key)
+                                     .value();
+        tls::write_private_key(dir / (file + ".key"), key).value();
+        tls::write_certificate(dir / (file + ".pem"), certificate).value();
+    }
+    tls::ServerFiles server() const { return {dir / "ca.pem", dir / "server.pem", dir / "server.key"}; }
+    tls::ClientFiles terminal() const { return {dir / "ca.pem", dir / "terminal.pem", dir / "terminal.key"}; }
+};
+
 struct Daemon {
     std::filesystem::path dir;
     std::unique_ptr<ledger::Ledger> ledger;
@@ -83,11 +127,12 @@ struct Daemon {
     std::unique_ptr<LocalTacVerifier> verifier;
     std::unique_ptr<Engine> engine;
     asio::io_context io;
-    std::unique_ptr<Server> server;
+    std::unique_ptr<Server> server;      // plain TCP (--insecure-terminals)
+    std::unique_ptr<Server> tls_server;  // mutual TLS, on the same engine and I/O thread
     std::thread thread;
 
     Daemon(const std::filesystem::path& base, std::size_t cards, std::size_t group_requests_max, std::chrono::microseconds group_delay,
-           std::size_t group_linger_below, const std::optional<CpuLayout>& layout, const char* name) {
+           std::size_t group_linger_below, const std::optional<CpuLayout>& layout, const char* name, const Pki* pki = nullptr) {
         dir = base / fmt::format("clearingd-bench-{}-{}", ::getpid(), name);
         std::filesystem::remove_all(dir);
         std::filesystem::create_directories(dir / "data");
@@ -123,11 +168,20 @@ struct Daemon {
         engine_options.completion_executor = io.get_executor();
         engine = std::make_unique<Engine>(*ledger, *writer, *registry, *verifier, engine_options);
         server = std::make_unique<Server>(io, *engine, ServerOptions{});
+        if (pki) {
+            ServerOptions tls_options;
+            tls_options.tls = std::make_shared<asio::ssl::context>(tls::make_server_context(pki->server()).value());
+            tls_server = std::make_unique<Server>(io, *engine, tls_options);
+        }
         thread = std::thread([this] { io.run(); });
     }
     ~Daemon() {
-        asio::post(io, [this] { server->shutdown([this] { io.stop(); }); });
+        asio::post(io, [this] {
+            if (tls_server) tls_server->shutdown([] {});
+            server->shutdown([this] { io.stop(); });
+        });
         thread.join();
+        tls_server.reset();
         server.reset();
         writer->stop();
         engine.reset();
@@ -138,10 +192,12 @@ struct Daemon {
     }
 };
 
-// One terminal connection: sends its frames with at most `window` unanswered (0 rate) or at a fixed
-// rate, and records each answer's latency.
-struct Terminal : std::enable_shared_from_this<Terminal> {
-    tcp::socket socket;
+// One terminal connection over `Stream` (tcp::socket or TlsStream): sends its frames with at most `window`
+// unanswered (0 rate) or at a fixed rate, and records each answer's latency.
+template <class Stream>
+struct Terminal : std::enable_shared_from_this<Terminal<Stream>> {
+    using std::enable_shared_from_this<Terminal<Stream>>::shared_from_this;
+    Stream socket;
     asio::steady_timer pacer;
     std::vector<Bytes> frames;
     std::vector<Clock::time_point> sent_at;
@@ -150,13 +206,15 @@ struct Terminal : std::enable_shared_from_this<Terminal> {
     std::chrono::nanoseconds interval{0};
     std::chrono::nanoseconds phase{0};  // fixed rate: this connection's offset, so arrivals are spread evenly
     std::vector<asio::const_buffer> queued, in_write;
+    Bytes coalesced;  // TLS: the frames of one write, contiguous
     bool writing = false;
     Bytes inbox = Bytes(65536);
     std::size_t have = 0;
     std::atomic<std::size_t>& failures;
 
-    Terminal(asio::io_context& io, std::vector<std::int64_t>& lat, std::atomic<std::size_t>& fail)
-        : socket(io), pacer(io), latencies_ns(lat), failures(fail) {}
+    template <class... Context>
+    Terminal(asio::io_context& io, std::vector<std::int64_t>& lat, std::atomic<std::size_t>& fail, Context&... context)
+        : socket(io, context...), pacer(io), latencies_ns(lat), failures(fail) {}
 
     void start() {
         read();
@@ -187,6 +245,15 @@ struct Terminal : std::enable_shared_from_this<Terminal> {
         writing = true;
         std::swap(queued, in_write);
         queued.clear();
+        if constexpr (std::is_same_v<Stream, TlsStream>) {
+            // As the daemon does: one buffer, so one TLS record and one send for the frames due together.
+            coalesced.clear();
+            for (const auto& buffer : in_write) {
+                const auto* bytes = static_cast<const std::uint8_t*>(buffer.data());
+                coalesced.insert(coalesced.end(), bytes, bytes + buffer.size());
+            }
+            in_write.assign(1, asio::buffer(coalesced));
+        }
         asio::async_write(socket, in_write, [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
             self->writing = false;
             self->in_write.clear();
@@ -231,6 +298,12 @@ struct Terminal : std::enable_shared_from_this<Terminal> {
     }
 };
 
+// How the terminals reach the daemon in a run.
+struct Transport {
+    tls::ClientContext* tls = nullptr;  // null: plain TCP
+    const char* name() const { return tls ? "TLS" : "plain"; }
+};
+
 struct RunResult {
     double per_second = 0;
     double p50_us = 0, p99_us = 0;
@@ -239,15 +312,16 @@ struct RunResult {
     double requests_per_commit = 0, commit_ms = 0;  // the writer's group size and apply+sync time
 };
 
-RunResult run(Daemon& daemon, std::size_t connections, std::size_t cards_per_connection, std::size_t per_connection,
-              std::uint16_t atc_base, double rate_per_s, std::size_t window) {
+template <class Stream, class... Context>
+RunResult run_over(Daemon& daemon, std::size_t connections, std::size_t cards_per_connection, std::size_t per_connection,
+                   std::uint16_t atc_base, double rate_per_s, std::size_t window, Context&... context) {
     const ledger::WriterStats before = daemon.writer->stats();
     asio::io_context io;
     std::vector<std::vector<std::int64_t>> latencies(connections);
     std::atomic<std::size_t> failures{0};
-    std::vector<std::shared_ptr<Terminal>> terminals;
+    std::vector<std::shared_ptr<Terminal<Stream>>> terminals;
     for (std::size_t c = 0; c < connections; ++c) {
-        auto t = std::make_shared<Terminal>(io, latencies[c], failures);
+        auto t = std::make_shared<Terminal<Stream>>(io, latencies[c], failures, context.context()...);
         for (std::size_t i = 0; i < per_connection; ++i) {
             const std::size_t card = c + connections * (i % cards_per_connection);
             const auto atc = static_cast<std::uint16_t>(atc_base + i / cards_per_connection);
@@ -259,8 +333,15 @@ RunResult run(Daemon& daemon, std::size_t connections, std::size_t cards_per_con
             t->interval = std::chrono::nanoseconds(static_cast<std::int64_t>(1e9 * connections / rate_per_s));
             t->phase = t->interval * static_cast<std::int64_t>(c) / static_cast<std::int64_t>(connections);
         }
-        t->socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), daemon.server->port()));
-        t->socket.set_option(tcp::no_delay(true));
+        if constexpr (sizeof...(Context) == 0) {
+            t->socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), daemon.server->port()));
+            t->socket.set_option(tcp::no_delay(true));
+        } else {
+            (context.prepare(t->socket.native_handle(), "127.0.0.1").value(), ...);
+            t->socket.lowest_layer().connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), daemon.tls_server->port()));
+            t->socket.lowest_layer().set_option(tcp::no_delay(true));
+            t->socket.handshake(asio::ssl::stream_base::client);
+        }
         terminals.push_back(t);
     }
     const auto start = Clock::now();
@@ -287,9 +368,134 @@ RunResult run(Daemon& daemon, std::size_t connections, std::size_t cards_per_con
     return r;
 }
 
+RunResult run(Daemon& daemon, Transport transport, std::size_t connections, std::size_t cards_per_connection,
+              std::size_t per_connection, std::uint16_t atc_base, double rate_per_s, std::size_t window) {
+    if (transport.tls)
+        return run_over<TlsStream>(daemon, connections, cards_per_connection, per_connection, atc_base, rate_per_s, window, *transport.tls);
+    return run_over<tcp::socket>(daemon, connections, cards_per_connection, per_connection, atc_base, rate_per_s, window);
+}
+
+// TLS handshakes per second against the daemon's TLS port, `threads` client threads each connecting,
+// handshaking and closing in turn: full ones (no session offered) or resumed ones (the ticket of a
+// connection made first). A handshake that does not resume when it should (or the reverse) counts as
+// a failure.
+struct HandshakeResult {
+    double per_second = 0;
+    std::size_t count = 0, failures = 0;
+};
+
+HandshakeResult handshakes(Daemon& daemon, const Pki& pki, bool resumed, std::size_t count, std::size_t threads) {
+    const tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"), daemon.tls_server->port());
+    std::vector<tls::ClientContext> contexts;
+    for (std::size_t t = 0; t < threads; ++t) contexts.push_back(tls::ClientContext::create(pki.terminal()).value());
+    if (resumed) {
+        // One exchange per context takes the server's session ticket (sent after the handshake).
+        for (auto& context : contexts) {
+            asio::io_context io;
+            TlsStream stream(io, context.context());
+            context.prepare(stream.native_handle(), "127.0.0.1").value();
+            stream.lowest_layer().connect(endpoint);
+            stream.handshake(asio::ssl::stream_base::client);
+            iso8583::Message echo("0800");
+            echo.set(11, "000001");
+            echo.set(41, "BUS00001");
+            echo.set(70, "301");
+            asio::write(stream, asio::buffer(*iso8583::frame(*iso8583::encode(echo, iso8583::coconut_dictionary()))));
+            std::array<std::uint8_t, 2> header{};
+            asio::read(stream, asio::buffer(header));
+            Bytes body(static_cast<std::size_t>(header[0] << 8 | header[1]));
+            asio::read(stream, asio::buffer(body));
+        }
+    }
+    std::atomic<std::size_t> failures{0};
+    std::vector<std::thread> workers;
+    const auto start = Clock::now();
+    for (std::size_t t = 0; t < threads; ++t) {
+        workers.emplace_back([&, t] {
+            asio::io_context io;
+            for (std::size_t i = t; i < count; i += threads) {
+                if (!resumed) contexts[t].forget_session();
+                TlsStream stream(io, contexts[t].context());
+                boost::system::error_code ec;
+                if (!contexts[t].prepare(stream.native_handle(), "127.0.0.1")) failures++;
+                stream.lowest_layer().connect(endpoint, ec);
+                if (!ec) stream.handshake(asio::ssl::stream_base::client, ec);
+                if (ec || tls::ClientContext::resumed(stream.native_handle()) != resumed) failures++;
+                stream.lowest_layer().close(ec);
+            }
+        });
+    }
+    for (auto& worker : workers) worker.join();
+    HandshakeResult r;
+    r.count = count;
+    r.failures = failures;
+    r.per_second = static_cast<double>(count) / std::chrono::duration<double>(Clock::now() - start).count();
+    return r;
+}
+
 void print(const char* what, const RunResult& r) {
     std::printf("| %-44s | %8zu | %10.0f | %9.0f | %9.0f | %6zu | %7.0f | %6.2f |\n", what, r.count, r.per_second, r.p50_us, r.p99_us,
                 r.failures, r.requests_per_commit, r.commit_ms);
+}
+
+double median(std::vector<double> values) {
+    std::sort(values.begin(), values.end());
+    return values.empty() ? 0 : values[values.size() / 2];
+}
+
+std::string list(const std::vector<double>& values, const char* format) {
+    std::string out;
+    for (double v : values) out += (out.empty() ? "" : " ") + fmt::format(fmt::runtime(format), v);
+    return out;
+}
+
+struct Workload {
+    std::size_t connections = 0, cards_per_connection = 0, uploads = 0, window = 0, handshakes = 0;
+    double rate = 0, rate_seconds = 0;
+};
+
+// --alternate: plain and TLS phases on one daemon, the order swapped every pair.
+int alternate_phases(const std::string& dir, const Workload& w, std::size_t pairs, std::size_t group_max,
+                     std::chrono::microseconds group_delay, std::size_t linger_below, const std::optional<CpuLayout>& layout,
+                     const Pki& pki) {
+    Daemon daemon(dir, w.connections * w.cards_per_connection, group_max, group_delay, linger_below, layout, "alternate", &pki);
+    tls::ClientContext client = tls::ClientContext::create(pki.terminal()).value();
+    const std::size_t saturated_per_connection = w.uploads / w.connections;
+    const auto rate_per_connection = static_cast<std::size_t>(w.rate * w.rate_seconds) / w.connections;
+    std::uint16_t atc = 0;
+    std::vector<double> ratios, p99_plain, p99_tls, p99_difference;
+    for (std::size_t pair = 0; pair < pairs; ++pair) {
+        RunResult saturated[2], fixed[2];  // [0] plain, [1] TLS
+        for (int step = 0; step < 2; ++step) {
+            const int which = (pair % 2 == 0) ? step : 1 - step;
+            const Transport transport{which == 1 ? &client : nullptr};
+            saturated[which] = run(daemon, transport, w.connections, w.cards_per_connection, saturated_per_connection, atc, 0, w.window);
+            atc = static_cast<std::uint16_t>(atc + saturated_per_connection / w.cards_per_connection + 1);
+            print(fmt::format("{} {}: group commit, {} in flight", pair + 1, transport.name(), w.window).c_str(), saturated[which]);
+            fixed[which] = run(daemon, transport, w.connections, w.cards_per_connection, rate_per_connection, atc, w.rate, w.window);
+            atc = static_cast<std::uint16_t>(atc + rate_per_connection / w.cards_per_connection + 1);
+            print(fmt::format("{} {}: fixed {:.0f}/s offered", pair + 1, transport.name(), w.rate).c_str(), fixed[which]);
+        }
+        ratios.push_back(saturated[1].per_second / saturated[0].per_second);
+        p99_plain.push_back(fixed[0].p99_us);
+        p99_tls.push_back(fixed[1].p99_us);
+        p99_difference.push_back(fixed[1].p99_us - fixed[0].p99_us);
+    }
+    std::printf("\nTLS / plain, saturated, per pair: %s; median %.2f\n", list(ratios, "{:.2f}").c_str(), median(ratios));
+    std::printf("p99 at %.0f/s offered: plain median %.0f us, TLS median %.0f us; TLS - plain per pair: %s us; median %.0f us\n", w.rate,
+                median(p99_plain), median(p99_tls), list(p99_difference, "{:.0f}").c_str(), median(p99_difference));
+    if (w.handshakes > 0) {
+        constexpr std::size_t threads = 2;  // one per core of the machines this is measured on
+        const HandshakeResult full = handshakes(daemon, pki, false, w.handshakes, threads);
+        const HandshakeResult resumed = handshakes(daemon, pki, true, w.handshakes, threads);
+        std::printf("TLS handshakes (%zu client threads, connect + handshake + close): full %.0f/s, resumed %.0f/s (%zu + %zu failed); "
+                    "the daemon counted %llu full, %llu resumed, %llu failed in all\n",
+                    threads, full.per_second, resumed.per_second, full.failures, resumed.failures,
+                    static_cast<unsigned long long>(daemon.tls_server->stats().tls_handshakes_full.load()),
+                    static_cast<unsigned long long>(daemon.tls_server->stats().tls_handshakes_resumed.load()),
+                    static_cast<unsigned long long>(daemon.tls_server->stats().tls_handshake_failures.load()));
+    }
+    return 0;
 }
 
 }  // namespace
@@ -322,9 +528,19 @@ int main(int argc, char** argv) {
                    "thread and the terminals' on the others")
         ->capture_default_str();
     app.add_option("--dir", dir, "where the ledgers are created (a real disk: the commits are synced)")->capture_default_str();
+    bool use_tls = false;
+    std::size_t alternate = 0, handshake_count = 2000;
+    auto* tls_flag = app.add_flag("--tls", use_tls, "the terminals connect over mutual TLS (as coconut-clearingd serves them)");
+    app.add_option("--alternate", alternate, "pairs of phases plain ↔ TLS on one daemon, then the ratios and handshakes/s")
+        ->check(CLI::Range(1, 50))
+        ->excludes(tls_flag);
+    app.add_option("--handshakes", handshake_count, "--alternate: TLS handshakes measured, full and resumed each (0: none)")
+        ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     // Each card's offline ATCs must fit the card's 16-bit counter across the saturated and fixed-rate runs.
-    const std::size_t atcs_per_card = (uploads / connections + static_cast<std::size_t>(rate * rate_seconds) / connections) / cards_per_connection + 2;
+    const std::size_t phases = alternate > 0 ? 2 * alternate : 1;
+    const std::size_t atcs_per_card =
+        phases * ((uploads / connections + static_cast<std::size_t>(rate * rate_seconds) / connections) / cards_per_connection + 2);
     if (atcs_per_card > 65'535) {
         std::fprintf(stderr, "clearingd_bench: %zu offline ATCs per card do not fit a card's 16-bit counter: use more --cards-per-connection\n",
                      atcs_per_card);
@@ -344,8 +560,23 @@ int main(int argc, char** argv) {
         }
     }
 
-    std::printf("clearingd_bench, %zu connections, %zu cards, loopback, in-process HSM, synced LMDB commits in %s; %s\n\n", connections,
-                cards, dir.c_str(),
+    std::unique_ptr<Pki> pki;
+    std::optional<tls::ClientContext> client;
+    if (use_tls || alternate > 0) {
+        pki = std::make_unique<Pki>(std::filesystem::path(dir) / fmt::format("clearingd-bench-{}-pki", ::getpid()));
+        client.emplace(tls::ClientContext::create(pki->terminal()).value());
+    }
+    struct RemovePki {
+        const std::unique_ptr<Pki>& pki;
+        ~RemovePki() {
+            std::error_code ignored;
+            if (pki) std::filesystem::remove_all(pki->dir, ignored);
+        }
+    } remove_pki{pki};
+    const Transport transport{use_tls ? &*client : nullptr};
+
+    std::printf("clearingd_bench, %zu connections, %zu cards, loopback, %s, in-process HSM, synced LMDB commits in %s; %s\n\n",
+                connections, cards, alternate > 0 ? "plain TCP and mutual TLS alternated" : use_tls ? "mutual TLS" : "plain TCP", dir.c_str(),
                 *layout ? fmt::format("ledger writer on CPU {}, every other thread on CPU {}", (*layout)->writer, format_cpus((*layout)->others)).c_str()
                         : "no CPU layout");
     std::printf("| %-44s | %8s | %10s | %9s | %9s | %s | %s | %s |\n", "run", "answers", "per second", "p50 us", "p99 us", "not 00",
@@ -353,19 +584,23 @@ int main(int argc, char** argv) {
     std::printf("|%s|%s|%s|%s|%s|%s|%s|%s|\n", std::string(46, '-').c_str(), std::string(10, '-').c_str(),
                 std::string(12, '-').c_str(), std::string(11, '-').c_str(), std::string(11, '-').c_str(), std::string(8, '-').c_str(),
                 std::string(12, '-').c_str(), std::string(11, '-').c_str());
+    if (alternate > 0) {
+        const Workload workload{connections, cards_per_connection, uploads, window, handshake_count, rate, rate_seconds};
+        return alternate_phases(dir, workload, alternate, group_max, std::chrono::microseconds(group_delay_us), linger_below, *layout, *pki);
+    }
     {
-        Daemon daemon(dir, cards, group_max, std::chrono::microseconds(group_delay_us), linger_below, *layout, "group");
+        Daemon daemon(dir, cards, group_max, std::chrono::microseconds(group_delay_us), linger_below, *layout, "group", pki.get());
         print(fmt::format("group commit, {} in flight per connection", window).c_str(),
-              run(daemon, connections, cards_per_connection, uploads / connections, 0, 0, window));
+              run(daemon, transport, connections, cards_per_connection, uploads / connections, 0, 0, window));
         const auto per_connection = static_cast<std::size_t>(rate * rate_seconds) / connections;
         const auto next_atc = static_cast<std::uint16_t>(uploads / connections / cards_per_connection + 1);
         print(fmt::format("group commit, fixed {:.0f}/s offered", rate).c_str(),
-              run(daemon, connections, cards_per_connection, per_connection, next_atc, rate, window));
+              run(daemon, transport, connections, cards_per_connection, per_connection, next_atc, rate, window));
     }
     {
-        Daemon daemon(dir, cards, 1, std::chrono::microseconds(group_delay_us), 0, *layout, "single");
+        Daemon daemon(dir, cards, 1, std::chrono::microseconds(group_delay_us), 0, *layout, "single", pki.get());
         print(fmt::format("commit per request, {} in flight per connection", window).c_str(),
-              run(daemon, connections, cards_per_connection, per_request_uploads / connections, 0, 0, window));
+              run(daemon, transport, connections, cards_per_connection, per_request_uploads / connections, 0, 0, window));
     }
     return 0;
 }

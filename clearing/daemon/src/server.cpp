@@ -227,7 +227,15 @@ private:
         writing_ = true;
         std::swap(writes_, sending_);
         buffers_.clear();
-        for (const Bytes& frame : sending_) buffers_.emplace_back(asio::buffer(frame));
+        if constexpr (tls) {
+            // Asio's TLS stream encrypts one buffer per record and write: the answers go into one buffer
+            // first, so a commit's worth of answers is one record (up to 16 KiB each) and one send.
+            coalesced_.clear();
+            for (const Bytes& frame : sending_) coalesced_.insert(coalesced_.end(), frame.begin(), frame.end());
+            buffers_.emplace_back(asio::buffer(coalesced_));
+        } else {
+            for (const Bytes& frame : sending_) buffers_.emplace_back(asio::buffer(frame));
+        }
         asio::async_write(socket_, buffers_, [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
             self->writing_ = false;
             self->sending_.clear();
@@ -265,6 +273,7 @@ private:
     std::vector<Bytes> writes_;   // answers waiting for the next write
     std::vector<Bytes> sending_;  // answers of the write in progress
     std::vector<asio::const_buffer> buffers_;
+    Bytes coalesced_;  // TLS: the answers of one write, contiguous
     SessionState state_;
     std::size_t in_flight_ = 0;
     bool reading_ = false;

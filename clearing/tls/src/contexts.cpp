@@ -176,7 +176,15 @@ Status ClientContext::prepare(SSL* ssl, std::string_view server_host) {
     std::lock_guard lock(cache_->mutex);
     if (SSL_SESSION* session = cache_->session) {
         const bool fresh = static_cast<std::time_t>(SSL_SESSION_get_time(session) + SSL_SESSION_get_timeout(session)) > std::time(nullptr);
-        if (fresh && SSL_SESSION_is_resumable(session) == 1) SSL_set_session(ssl, session);  // takes its own reference
+        // A copy: libssl marks the session a connection used not resumable when that connection ends
+        // without a close_notify, and the cache must stay usable for the next one.
+        if (fresh && SSL_SESSION_is_resumable(session) == 1) {
+            SSL_SESSION* copy = SSL_SESSION_dup(session);
+            if (copy != nullptr) {
+                SSL_set_session(ssl, copy);  // takes its own reference
+                SSL_SESSION_free(copy);
+            }
+        }
     }
     return Ok{};
 }
