@@ -7,7 +7,7 @@ packages=(
   # toolchain
   build-essential cmake pkg-config git ninja-build clang libclang-rt-14-dev
   # crypto, storage, PC/SC
-  libssl-dev libsodium-dev liblmdb-dev lmdb-utils libpcsclite-dev
+  libssl-dev openssl libsodium-dev liblmdb-dev lmdb-utils libpcsclite-dev
   # real PC/SC stack for tests and the demo (PCSC.md)
   pcscd vsmartcard-vpcd pcsc-tools opensc python3-pyscard
   # network, text, tests, XML
