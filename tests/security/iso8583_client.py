@@ -119,29 +119,35 @@ class TlsIdentity:
 
     def __init__(self, ca, cert=None, key=None):
         self.ca, self.cert, self.key = ca, cert, key
+        self._context = None
 
     def context(self):
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_verify_locations(self.ca)
-        if self.cert:
-            ctx.load_cert_chain(self.cert, self.key)
-        return ctx
+        """One context per identity: a session it received can be resumed on its next connection."""
+        if self._context is None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_verify_locations(self.ca)
+            if self.cert:
+                ctx.load_cert_chain(self.cert, self.key)
+            self._context = ctx
+        return self._context
 
 
 class Link:
     """One terminal connection. `tls`: None for plain TCP, else a TlsIdentity. Raises Refused when the server
     refuses the handshake; `receive` returns None when the server closes the connection."""
 
-    def __init__(self, port, tls=None, timeout=10):
+    def __init__(self, port, tls=None, timeout=10, session=None):
         raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.tls_version = None
+        self.resumed = False
         if tls is None:
             self.sock = raw
             return
         try:
-            self.sock = tls.context().wrap_socket(raw, server_hostname="127.0.0.1")
+            self.sock = tls.context().wrap_socket(raw, server_hostname="127.0.0.1", session=session)
             self.tls_version = self.sock.version()
+            self.resumed = self.sock.session_reused
         except OSError as error:  # ssl.SSLError, a reset or a timeout during the handshake
             raw.close()
             raise Refused(f"TLS handshake: {error}") from error
@@ -188,6 +194,10 @@ class Link:
             return None
         answer = self.receive()
         return None if answer is None else answer[1]
+
+    def session(self):
+        """The TLS session to resume (TLS 1.3: its ticket arrives with the first answer), or None."""
+        return getattr(self.sock, "session", None)
 
     def close(self):
         try:
