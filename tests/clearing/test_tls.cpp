@@ -26,6 +26,7 @@ struct Handshake {
     std::optional<std::string> terminal_id;  // what the server read from the client certificate
     bool resumed = false;                    // client side
     std::string version;
+    std::string session;  // tls::describe_session on the client
 };
 
 // One connection over loopback: server and client handshakes, then one byte from the server that the
@@ -56,6 +57,7 @@ Handshake handshake(ssl::context& server_context, ssl::context& client_context, 
             if (handshake_error) return;
             result.resumed = tls::ClientContext::resumed(client.native_handle());
             result.version = SSL_get_version(client.native_handle());
+            result.session = tls::describe_session(client.native_handle());
             if (!read_after) return;
             asio::async_read(client, asio::buffer(&received, 1), [&](boost::system::error_code read_error, std::size_t) {
                 if (!read_error) CHECK(received == sent);
@@ -247,6 +249,7 @@ TEST_CASE("mutual TLS over loopback: a full handshake, then a resumed one, the t
     CHECK_MESSAGE(!first.server_error, first.server_error.message());
     CHECK_MESSAGE(!first.client_error, first.client_error.message());
     CHECK(first.version == "TLSv1.3");
+    CHECK(first.session == "TLSv1.3 TLS_AES_128_GCM_SHA256");
     CHECK(first.terminal_id == "BUS00001");
     CHECK_FALSE(first.resumed);
     CHECK(client.has_session());
@@ -255,6 +258,7 @@ TEST_CASE("mutual TLS over loopback: a full handshake, then a resumed one, the t
     CHECK(!second.server_error);
     CHECK(!second.client_error);
     CHECK(second.resumed);
+    CHECK(second.session == "TLSv1.3 TLS_AES_128_GCM_SHA256 (resumed)");
     CHECK(second.terminal_id == "BUS00001");
 
     client.forget_session();
