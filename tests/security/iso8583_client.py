@@ -95,6 +95,14 @@ def record_digest(asn, amount_fen, tx_type, psam_terminal, serial, when, tac):
     return hashlib.sha256(data).hexdigest()[:16].upper()
 
 
+def load_confirmation_digest(asn, amount_fen, psam_terminal, online_atc, when, tac):
+    """DF10 of a 0230 approving a load confirmation (ISO8583.md §4.8): the same over ASN ‖ amount BE4 ‖ 02 ‖ DF06 ‖
+    online ATC BE4 ‖ DF07 ‖ TAC."""
+    data = (b"coconut-record-v1" + bytes.fromhex(asn) + struct.pack(">I", amount_fen) + b"\x02"
+            + bytes.fromhex(psam_terminal) + struct.pack(">I", online_atc) + bytes.fromhex(when) + bytes.fromhex(tac))
+    return hashlib.sha256(data).hexdigest()[:16].upper()
+
+
 def clinic_input(challenge_hex, f41, f11, f7, f4, f60, asn_hex):
     """INTERNAL AUTHENTICATE input of a 0100: first 8 bytes of SHA-256("coconut-clinic-v2" ‖ DF0E ‖ 41 ‖ 11 ‖ 7 ‖ 4 ‖
     60 ‖ ASN(10)), the field texts exactly as sent."""

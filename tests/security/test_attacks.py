@@ -122,6 +122,11 @@ class Load:
                               ("DF07", self.date + self.time), ("DF08", self.tac)])
         return fields
 
+    def digest(self):
+        """DF10 a 0230 approving this load's confirmation carries."""
+        return iso.load_confirmation_digest(CARDS[self.card], self.amount, self.psam_terminal, self.init["atc"],
+                                            self.date + self.time, self.tac)
+
     def close(self):
         self.shell.close()
 
@@ -563,6 +568,8 @@ def load_confirm_other_terminal(island, v):
     v.expect(len(island.admin("risk")) > flags_before, "a risk flag raised", island.risk_kinds())
     genuine = bus.call("0220", load.confirmation(12))
     v.expect(code(genuine) == "00", "the genuine 0220 from BUS00001: 00", genuine)
+    v.expect(answer_df10(genuine) == load.digest(), "its 0230 carries DF10 = the digest of the confirmed load",
+             answer_df10(genuine))
     load.close()
     bus.close()
     shop.close()
@@ -643,7 +650,8 @@ def exact_replay(island, v):
     assert load.credit(first), "CREDIT FOR LOAD refused the host's MAC2"
     confirm = iso.encode("0220", load.confirmation(11))
     first, second = bus.call_raw(confirm), bus.call_raw(confirm)
-    v.expect(code(first) == "00" and code(second) == "00", "the same 0220 frame twice: 00 each", (first, second))
+    v.expect(code(first) == "00" and code(second) == "00" and first.get(62) == second.get(62),
+             "the same 0220 frame twice: 00 each, the same field 62", (first, second))
     late = bus.call_raw(request)
     log(f"        the 0200 frame again after its confirmation: {code(late)} (books nothing: verified below)")
     bus.close()
