@@ -358,7 +358,8 @@ def suspended_terminal(island, v):
 @phase("forged_first")
 def forged_first(island, v):
     """Issue 16 reproduction 3: a forged upload (random TAC, otherwise the genuine fields) arrives first and must
-    not occupy the genuine record's id: 59; the genuine upload then books normally (00 + DF10 of its record)."""
+    not occupy the genuine record's id: 59; the genuine upload then books normally (00 + DF10 of its record).
+    The genuine record with a higher amount under its TAC afterwards: refused, nothing more paid."""
     island.start_daemon()
     rec = island.purchases(0, 1, "shop.log", 999)[0]
     forged_tac = random_tac(rec["tac"])
@@ -376,6 +377,12 @@ def forged_first(island, v):
     repeat = link.call("0320", upload_fields(rec, "SHOP0001", 5))
     v.expect(code(repeat) == "00" and repeat.get(62) == genuine.get(62), "the genuine upload repeated: the same 00",
              repeat)
+    # The genuine record with the amount raised (a TAC-covered field) under its genuine TAC: a colliding forgery.
+    raised = upload_fields(rec, "SHOP0001", 6)
+    raised[4] = f"{rec['amount_fen'] + 5000:012d}"
+    raised = link.call("0320", raised)
+    v.expect(code(raised) in ("94", "59"), "the genuine record with its amount raised by 5,000 fen: 94 (never 00)",
+             raised)
     link.close()
     island.verify_no_money_moved(v, {2002: 999, 1001: 0})
 
