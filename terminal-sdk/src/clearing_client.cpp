@@ -2,6 +2,7 @@
 #include <coconut/durable_file.hpp>
 #include <coconut/iso8583/card_data.hpp>
 #include <coconut/sdk/clearing_client.hpp>
+#include <coconut/iso8583/profile.hpp>
 
 #include "clearing_link.hpp"
 
@@ -28,7 +29,8 @@ using iso8583::Message;
 namespace {
 
 constexpr std::uint32_t stan_max = 999'999;  // field 11 is n6; 0 is not used
-constexpr std::uint32_t batch_number_max = 999'999;
+using iso8583::batch_number_max;
+using iso8583::ResponseCode;
 
 Unexpected<ClearingError> fail(ClearingErrorCode code, std::string message, std::string response_code = {}) {
     return Unexpected<ClearingError>{ClearingError{code, std::move(message), std::move(response_code)}};
@@ -46,7 +48,7 @@ std::optional<iso8583::RecordDigest> approval_digest(const Message& answer) {
 // What the host booked is this very record: an approval whose DF10 is the digest of its TAC-covered fields.
 // Records the host does not book with a digest (completions, reversals) are judged by the code alone.
 bool host_booked_this_record(const TransactionRecord& record, const Message& answer) {
-    if (answer.get(39) != "00") return false;
+    if (iso8583::response_code_of(answer) != ResponseCode::approved) return false;
     if (record.link == LinkKind::offline_purchase) return approval_digest(answer) == record_digest(record);
     if (record.link == LinkKind::load_confirmation) return approval_digest(answer) == record_digest(record);
     return true;
@@ -58,23 +60,25 @@ bool acknowledging_upload(const TransactionRecord& record, const Message& answer
 
 // An advice is repeated until a final answer: these four say "not now" (not signed on, our message did not
 // parse, issuer or system down).
-bool acknowledging_advice(std::string_view response_code) {
-    return response_code != "03" && response_code != "30" && response_code != "91" && response_code != "96";
+bool acknowledging_advice(std::optional<ResponseCode> code) {
+    return code != ResponseCode::invalid_merchant && code != ResponseCode::format_error && code != ResponseCode::issuer_inoperative &&
+           code != ResponseCode::system_malfunction;
 }
 
 bool acknowledging(const TransactionRecord& record, const Message& answer) {
-    const std::string_view code = answer.get(39).value_or("");
+    const auto code = iso8583::response_code_of(answer);
     if (record.link == LinkKind::offline_purchase) return acknowledging_upload(record, answer);
     // A load confirmation approved for another record than ours is kept (and reported), like an upload.
-    if (record.link == LinkKind::load_confirmation && code == "00") return host_booked_this_record(record, answer);
+    if (record.link == LinkKind::load_confirmation && code == ResponseCode::approved) return host_booked_this_record(record, answer);
     return acknowledging_advice(code);
 }
 
 // What the host counts in its batch totals (ISO8583.md §4.7): 00, and 59 for a load confirmation
 // (posted: the card holds the money, the TAC is flagged). An upload answered 59 is not booked.
-bool booked_by_host(const TransactionRecord& record, std::string_view response_code) {
-    if (response_code == "00") return true;
-    return response_code == "59" && record.link == LinkKind::load_confirmation;
+bool booked_by_host(const TransactionRecord& record, const Message& answer) {
+    const auto code = iso8583::response_code_of(answer);
+    if (code == ResponseCode::approved) return true;
+    return code == ResponseCode::suspected_fraud && record.link == LinkKind::load_confirmation;
 }
 
 // The response MTI: request class + 10 (0320 → 0330, 0221 → 0230: a repeat is answered like the original).
@@ -85,12 +89,11 @@ std::string response_mti(std::string_view request_mti) {
     return mti;
 }
 
-constexpr std::string_view processing_load = "210000";
-constexpr std::string_view processing_medical = "003000";
+using iso8583::ProcessingCode;
 
 bool is_load(LinkKind link) { return link == LinkKind::load_confirmation || link == LinkKind::load_reversal; }
 
-std::string card_number(const TransactionRecord& r) { return r.asn_digits().substr(4); }  // DESIGN §4
+std::string card_number(const TransactionRecord& r) { return iso8583::card_number(r.asn); }
 
 template <std::size_t N>
 ByteView view(const std::array<std::uint8_t, N>& a) {
@@ -206,7 +209,7 @@ std::optional<std::string> encode_advice_data(const TransactionRecord& r) {
 
 std::string original_data_elements(const TransactionRecord& r) {
     const std::string_view original_mti = is_load(r.link) ? "0200" : "0100";
-    return fmt::format("{}{:06}{}{}", original_mti, r.stan, bcd_to_digits(view(r.transmitted)), std::string(22, '0'));
+    return iso8583::encode_original_data({std::string(original_mti), r.stan, bcd_to_digits(view(r.transmitted))});
 }
 
 Message advice_request(const TransactionRecord& r, std::uint32_t stan, std::string_view terminal_id, bool repeat) {
@@ -214,11 +217,11 @@ Message advice_request(const TransactionRecord& r, std::uint32_t stan, std::stri
     const bool reversal = r.link == LinkKind::load_reversal || r.link == LinkKind::clinic_reversal;
     Message m(reversal ? (repeat ? "0421" : "0420") : (repeat ? "0221" : "0220"));
     m.set(2, card_number(r));
-    m.set(3, is_load(r.link) ? processing_load : processing_medical);
+    m.set(3, iso8583::processing_code_text(is_load(r.link) ? ProcessingCode::purse_load : ProcessingCode::medical_purchase));
     m.set_number(4, r.amount_fen, 12);
     m.set_number(11, stan, 6);
     m.set(41, terminal_id);
-    m.set_number(60, r.batch_number, 6);
+    m.set(60, iso8583::batch_field(r.batch_number));
     if (auto data = encode_advice_data(r)) m.set(62, *data);
     m.set(90, original_data_elements(r));
     return m;
@@ -228,15 +231,15 @@ Message upload_request(const TransactionRecord& r, std::uint32_t stan, std::stri
     const std::string asn = r.asn_digits();
     const std::string date = bcd_to_digits(r.when.date);
     Message m("0320");
-    m.set(2, asn.substr(4));  // the logical card number: the ASN's rightmost 16 digits (DESIGN §4)
-    m.set(3, "000000");
+    m.set(2, iso8583::card_number(r.asn));
+    m.set(3, iso8583::processing_code_text(ProcessingCode::purse_purchase));
     m.set_number(4, r.amount_fen, 12);
     m.set_number(11, stan, 6);
     m.set(12, bcd_to_digits(r.when.time));
     m.set(13, date.substr(4, 4));
     m.set(25, "08");
     m.set(41, terminal_id);
-    m.set_number(60, batch_number, 6);
+    m.set(60, iso8583::batch_field(batch_number));
     m.set(62, encode_card_data(r));
     return m;
 }
@@ -411,7 +414,7 @@ struct ClearingClient::State {
     Status<ClearingError> ensure_open() {
         if (socket.is_open()) return Ok{};
         if (auto opened = open_socket(); !opened) return opened;
-        if (signed_on) return network(1);
+        if (signed_on) return network(iso8583::NetworkCode::sign_on);
         return Ok{};
     }
 
@@ -484,18 +487,15 @@ struct ClearingClient::State {
         return answer;
     }
 
-    Result<Message, ClearingError> network_exchange(std::uint32_t code, const std::optional<std::string>& field48 = {}) {
+    Result<Message, ClearingError> network_exchange(iso8583::NetworkCode code, const std::optional<std::string>& field48 = {}) {
         auto stan = take_stan();
         if (!stan) return Unexpected<ClearingError>{stan.error()};
-        Message m("0800");
-        m.set_number(11, *stan, 6);
-        m.set(41, options.terminal_id);
+        Message m = iso8583::network_request(code, *stan, options.terminal_id);
         if (field48) m.set(48, *field48);
-        m.set_number(70, code, 3);
         return exchange(m);
     }
 
-    Status<ClearingError> network(std::uint32_t code) {
+    Status<ClearingError> network(iso8583::NetworkCode code) {
         auto answer = network_exchange(code);
         if (!answer) return Unexpected<ClearingError>{answer.error()};
         const std::string code_text(*answer->get(39));
@@ -548,13 +548,13 @@ Result<std::shared_ptr<tls::ClientContext>, ClearingError> make_tls_context(cons
 }
 
 Status<ClearingError> ClearingClient::sign_on() {
-    auto done = state_->network(1);
+    auto done = state_->network(iso8583::NetworkCode::sign_on);
     if (done) state_->signed_on = true;
     return done;
 }
 Status<ClearingError> ClearingClient::sign_off() {
     state_->signed_on = false;
-    return state_->network(2);
+    return state_->network(iso8583::NetworkCode::sign_off);
 }
 const UploadReport& ClearingClient::last_report() const { return state_->report; }
 const LinkStats& ClearingClient::link_stats() const { return state_->link_stats; }
@@ -619,7 +619,7 @@ Result<UploadReport, ClearingError> ClearingClient::upload(TransactionQueue& que
             if (code == "59") s.report.suspense++;
             if (code == "94") s.report.duplicates++;
             if (acknowledging(record, *answer)) {
-                acknowledged.emplace_back(found->second.index, booked_by_host(record, code));
+                acknowledged.emplace_back(found->second.index, booked_by_host(record, *answer));
                 if (code == "00") s.report.approved++;
                 if (code != "00" && record.link != LinkKind::offline_purchase) s.report.refused++;
             } else {
@@ -654,18 +654,18 @@ Result<UploadReport, ClearingError> ClearingClient::upload(TransactionQueue& que
 
 namespace {
 
-void set_transaction_fields(Message& m, const TransactionRecord& r, std::string_view processing_code,
+void set_transaction_fields(Message& m, const TransactionRecord& r, ProcessingCode processing_code,
                             std::string_view terminal_id) {
     const std::string date = bcd_to_digits(r.when.date);
     m.set(2, card_number(r));
-    m.set(3, processing_code);
+    m.set(3, iso8583::processing_code_text(processing_code));
     m.set_number(4, r.amount_fen, 12);
     m.set(7, bcd_to_digits(view(r.transmitted)));
     m.set_number(11, r.stan, 6);
     m.set(12, bcd_to_digits(r.when.time));
     m.set(13, date.substr(4, 4));
     m.set(41, terminal_id);
-    m.set_number(60, r.batch_number, 6);
+    m.set(60, iso8583::batch_field(r.batch_number));
 }
 
 }  // namespace
@@ -674,7 +674,7 @@ Result<LoadApproval, ClearingError> ClearingClient::request_load(const Transacti
                                                                  const std::array<std::uint8_t, 4>& card_random,
                                                                  const crypto::Mac4& mac1) {
     Message m("0200");
-    set_transaction_fields(m, intent, processing_load, state_->options.terminal_id);
+    set_transaction_fields(m, intent, ProcessingCode::purse_load, state_->options.terminal_id);
     m.set(62, encode_load_request_data(intent, card_random, mac1));
     auto answer = state_->exchange(m);
     if (!answer) return Unexpected<ClearingError>{answer.error()};
@@ -696,11 +696,8 @@ Result<LoadApproval, ClearingError> ClearingClient::request_load(const Transacti
 Result<iso8583::HostChallenge, ClearingError> ClearingClient::request_challenge(const Asn& asn) {
     auto stan = state_->take_stan();
     if (!stan) return Unexpected<ClearingError>{stan.error()};
-    Message m("0800");
-    m.set(2, bcd_to_digits(asn).substr(4));
-    m.set_number(11, *stan, 6);
-    m.set(41, state_->options.terminal_id);
-    m.set_number(70, 201, 3);
+    Message m = iso8583::network_request(iso8583::NetworkCode::card_challenge, *stan, state_->options.terminal_id);
+    m.set(2, iso8583::card_number(asn));
     m.set(62, iso8583::encode_challenge_request({asn}));
     auto answer = state_->exchange(m);
     if (!answer) return Unexpected<ClearingError>{answer.error()};
@@ -716,14 +713,14 @@ Result<iso8583::HostChallenge, ClearingError> ClearingClient::request_challenge(
 std::array<std::uint8_t, 8> ClearingClient::clinic_proof_input(const TransactionRecord& intent,
                                                                const iso8583::HostChallenge& challenge) const {
     Message m("0100");
-    set_transaction_fields(m, intent, processing_medical, state_->options.terminal_id);
+    set_transaction_fields(m, intent, ProcessingCode::medical_purchase, state_->options.terminal_id);
     return iso8583::clinic_proof_input(challenge, {*m.get(41), *m.get(11), *m.get(7), *m.get(4), *m.get(60)}, intent.asn);
 }
 
 Result<ClinicApproval, ClearingError> ClearingClient::authorize(const TransactionRecord& intent, const iso8583::HostChallenge& challenge,
                                                                 const std::array<std::uint8_t, 8>& cryptogram) {
     Message m("0100");
-    set_transaction_fields(m, intent, processing_medical, state_->options.terminal_id);
+    set_transaction_fields(m, intent, ProcessingCode::medical_purchase, state_->options.terminal_id);
     if (!state_->options.merchant_id.empty()) m.set(42, state_->options.merchant_id);
     m.set(62, iso8583::encode_clinic_authorization({intent.asn, cryptogram, challenge}));
     auto answer = state_->exchange(m);
@@ -776,7 +773,7 @@ Result<std::string, ClearingError> ClearingClient::send_advice(TransactionQueue&
         if (auto done = queue.acknowledge(sequences); !done) {
             return fail(ClearingErrorCode::queue_error, "acknowledge: " + done.error().message);
         }
-        if (booked_by_host(*record, code)) {
+        if (booked_by_host(*record, *answer)) {
             if (auto c = state_->counted(*record); !c) return Unexpected<ClearingError>{c.error()};
         }
     }
@@ -787,42 +784,6 @@ Result<std::string, ClearingError> ClearingClient::send_advice(TransactionQueue&
 
 namespace {
 
-// 63 of a 0810: VVVVVVVV ‖ M ‖ (+|-)ASN(20 digits)…
-struct HotlistChunk {
-    std::uint64_t version = 0;
-    bool more = false;
-    std::vector<std::pair<Asn, bool>> entries;  // true: blocked
-};
-
-constexpr std::size_t hotlist_version_digits = 8;
-constexpr std::size_t hotlist_entry_size = 21;
-// 48 carries the chunk index in 4 digits.
-constexpr std::uint32_t hotlist_chunks_max = 9999;
-
-Result<HotlistChunk, std::string> parse_hotlist_chunk(std::string_view text) {
-    using Fail = Unexpected<std::string>;
-    if (text.size() < hotlist_version_digits + 1) return Fail{"field 63 shorter than version and more-flag"};
-    HotlistChunk chunk;
-    for (char c : text.substr(0, hotlist_version_digits)) {
-        if (c < '0' || c > '9') return Fail{"field 63 version is not 8 digits"};
-        chunk.version = chunk.version * 10 + static_cast<std::uint64_t>(c - '0');
-    }
-    const char more = text[hotlist_version_digits];
-    if (more != '0' && more != '1') return Fail{"field 63 more-flag is not 0/1"};
-    chunk.more = more == '1';
-    std::string_view rest = text.substr(hotlist_version_digits + 1);
-    if (rest.size() % hotlist_entry_size != 0) return Fail{"field 63 entries are not (+|-) and 20 digits each"};
-    for (; !rest.empty(); rest.remove_prefix(hotlist_entry_size)) {
-        const char sign = rest[0];
-        const auto bcd = digits_to_bcd(rest.substr(1, 20));
-        if ((sign != '+' && sign != '-') || !bcd || bcd->size() != 10) return Fail{"field 63 entry '" + std::string(rest.substr(0, 21)) + "'"};
-        Asn asn{};
-        std::copy(bcd->begin(), bcd->end(), asn.begin());
-        chunk.entries.emplace_back(asn, sign == '+');
-    }
-    return chunk;
-}
-
 }  // namespace
 
 Result<HotlistSyncReport, ClearingError> ClearingClient::sync_hotlist(Hotlist& hotlist) {
@@ -831,14 +792,15 @@ Result<HotlistSyncReport, ClearingError> ClearingClient::sync_hotlist(Hotlist& h
     report.to_version = hotlist.version();
     std::map<Asn, bool> changes;  // the last word on each card wins
     for (std::uint32_t chunk_index = 0;; ++chunk_index) {
-        if (chunk_index > hotlist_chunks_max) return fail(ClearingErrorCode::protocol_error, "hotlist download exceeds 9999 chunks");
-        auto answer = state_->network_exchange(101, fmt::format("{:08}{:04}", report.from_version, chunk_index));
+        if (chunk_index > iso8583::hotlist_chunk_index_max) return fail(ClearingErrorCode::protocol_error, "hotlist download exceeds 9999 chunks");
+        auto answer = state_->network_exchange(iso8583::NetworkCode::hotlist_download,
+                                               iso8583::encode_hotlist_position({report.from_version, chunk_index}));
         if (!answer) return Unexpected<ClearingError>{answer.error()};
         const std::string code(*answer->get(39));
         if (code != "00") return fail(ClearingErrorCode::refused, "hotlist download: the clearing answered " + code, code);
         const auto field63 = answer->get(63);
         if (!field63) return fail(ClearingErrorCode::protocol_error, "0810 hotlist chunk without field 63");
-        auto chunk = parse_hotlist_chunk(*field63);
+        auto chunk = iso8583::parse_hotlist_chunk(*field63);
         if (!chunk) return fail(ClearingErrorCode::protocol_error, chunk.error());
         // Each chunk's version is the one the terminal holds after it: they only grow.
         if (chunk_index > 0 && chunk->version < report.to_version) {
@@ -846,7 +808,7 @@ Result<HotlistSyncReport, ClearingError> ClearingClient::sync_hotlist(Hotlist& h
         }
         report.to_version = chunk->version;
         report.chunks++;
-        for (const auto& [asn, blocked] : chunk->entries) changes[asn] = blocked;
+        for (const iso8583::HotlistEntry& entry : chunk->entries) changes[entry.asn] = entry.added;
         if (!chunk->more) break;
     }
     if (report.to_version == report.from_version && changes.empty()) return report;
@@ -889,15 +851,8 @@ Result<ReconcileReport, ClearingError> ClearingClient::reconcile() {
     Message m("0500");
     m.set_number(11, *stan, 6);
     m.set(41, s.options.terminal_id);
-    m.set_number(60, report.batch_number, 6);
-    m.set_number(74, t.credits_count, 10);
-    m.set_number(75, t.credit_reversals_count, 10);
-    m.set_number(76, t.debits_count, 10);
-    m.set_number(77, t.debit_reversals_count, 10);
-    m.set_number(86, t.credits_fen, 16);
-    m.set_number(87, t.credit_reversals_fen, 16);
-    m.set_number(88, t.debits_fen, 16);
-    m.set_number(89, t.debit_reversals_fen, 16);
+    m.set(60, iso8583::batch_field(report.batch_number));
+    iso8583::set_batch_totals(m, t);
     auto answer = s.exchange(m);
     if (!answer) return Unexpected<ClearingError>{answer.error()};
     const std::string code(*answer->get(39));

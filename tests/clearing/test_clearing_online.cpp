@@ -679,7 +679,7 @@ TEST_CASE("hotlist: every status change bumps the version; chunks of 47 from ver
         REQUIRE(*answer.get(39) == "00");
         REQUIRE(answer.get(63)->size() <= 999);
         auto chunk = parse_hotlist_chunk(*answer.get(63));
-        REQUIRE(chunk.has_value());
+        REQUIRE(chunk.ok());
         CHECK(chunk->entries.size() == (chunks < 2 ? 47u : 18u));
         for (const auto& e : chunk->entries) e.added ? (void)list.insert(bcd_to_digits(e.asn)) : (void)list.erase(bcd_to_digits(e.asn));
         version = chunk->version;

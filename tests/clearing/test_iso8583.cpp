@@ -487,3 +487,84 @@ TEST_CASE("load request, answer, confirmation, reference and clinic data round-t
     CHECK(parse_clinic_authorization("DF010A00006231234567890123DF0B080102030405060708").error() == "field 62 lacks DF0E (host challenge)");
     CHECK(parse_clinic_authorization("DF010A00006231234567890123").error() == "field 62 lacks DF0B (INTERNAL AUTHENTICATE response)");
 }
+
+// ---- the profile shared by the SDK and the daemon (profile.hpp) ----
+
+#include <coconut/iso8583/profile.hpp>
+
+TEST_CASE("profile: processing and network codes, field 2, 60 and 90 — what one side writes the other reads") {
+    using namespace coconut::iso8583;
+    CHECK(processing_code_text(ProcessingCode::purse_purchase) == "000000");
+    CHECK(processing_code_text(ProcessingCode::medical_purchase) == "003000");
+    CHECK(processing_code_text(ProcessingCode::purse_load) == "210000");
+    CHECK(parse_processing_code("210000") == ProcessingCode::purse_load);
+    CHECK_FALSE(parse_processing_code("999999").has_value());
+    const Message sign_on = network_request(NetworkCode::card_challenge, 42, "CLINIC01");
+    CHECK(sign_on.mti() == "0800");
+    CHECK(sign_on.get(70) == "201");
+    CHECK(sign_on.get(11) == "000042");
+    CHECK(network_code_of(sign_on) == NetworkCode::card_challenge);
+    Message unknown = sign_on;
+    unknown.set(70, "777");
+    CHECK_FALSE(network_code_of(unknown).has_value());
+    CHECK(card_number({0x46, 0x01, 0x00, 0x00, 0x00, 0x00, 0x12, 0x34, 0x56, 0x78}) == "0000000012345678");
+    Message batch("0200");
+    batch.set(60, batch_field(7));
+    CHECK(batch.get(60) == "000007");
+    CHECK(batch_of(batch) == 7u);
+    batch.set(60, "00A007");
+    CHECK_FALSE(batch_of(batch).has_value());
+    const std::string field90 = encode_original_data({"0100", 31, "1126023000"});
+    CHECK(field90 == "0100" "000031" "1126023000" "0000000000000000000000");
+    CHECK(field90.size() == 42);
+    auto original = parse_original_data(field90);
+    REQUIRE(original.has_value());
+    CHECK(original->stan == 31);
+    CHECK(original->mti == "0100");
+    CHECK_FALSE(parse_original_data(field90.substr(1)).has_value());
+}
+
+TEST_CASE("profile: hotlist position and chunk, 0500 totals and field 97 round-trip; bad text is named") {
+    using namespace coconut::iso8583;
+    CHECK(encode_hotlist_position({12, 3}) == "000000120003");
+    CHECK(parse_hotlist_position("000000120003")->chunk_index == 3u);
+    CHECK_FALSE(parse_hotlist_position("00000012003").has_value());
+    HotlistChunk chunk{5, true, {{true, {0x46, 0x01, 0, 0, 0, 0, 0, 0, 0, 0x11}}, {false, {0x46, 0x01, 0, 0, 0, 0, 0, 0, 0, 0x22}}}};
+    const std::string field63 = encode_hotlist_chunk(chunk);
+    CHECK(field63 == "000000051+46010000000000000011-46010000000000000022");
+    CHECK(parse_hotlist_chunk(field63).value() == chunk);
+    CHECK(parse_hotlist_chunk("000000051*46010000000000000011").error() == "field 63 entry 1: not + or -");
+    CHECK(parse_hotlist_chunk("0000000x1").error() == "field 63 version is not 8 digits");
+    CHECK(parse_hotlist_chunk("000000052").error() == "field 63 more-flag is not 0 or 1");
+    Message reconcile("0500");
+    BatchTotalsFields totals;
+    totals.debits_count = 3;
+    totals.debits_fen = 900;
+    totals.credit_reversals_count = 1;
+    totals.credit_reversals_fen = 2000;
+    set_batch_totals(reconcile, totals);
+    CHECK(reconcile.get(76) == "0000000003");
+    CHECK(reconcile.get(88) == "0000000000000900");
+    CHECK(batch_totals_of(reconcile) == totals);
+    reconcile.clear(88);
+    CHECK_FALSE(batch_totals_of(reconcile).has_value());
+    CHECK(encode_net_amount(-1000) == "C0000000000001000");
+    CHECK(parse_net_amount("D0000000000000900") == 900);
+    CHECK(parse_net_amount(encode_net_amount(-1000)) == -1000);
+    CHECK_FALSE(parse_net_amount("X0000000000000900").has_value());
+}
+
+TEST_CASE("profile: a response echoes the identifying fields and carries the code") {
+    using namespace coconut::iso8583;
+    Message request("0320");
+    request.set(2, "0000000012345678");
+    request.set(11, "000007");
+    request.set(41, "BUS00001");
+    request.set(62, "DF0102AAAA");
+    const Message response = make_response(request, ResponseCode::duplicate_transmission);
+    CHECK(response.mti() == "0330");
+    CHECK(response.get(11) == "000007");
+    CHECK(response.get(41) == "BUS00001");
+    CHECK_FALSE(response.has(62));
+    CHECK(response_code_of(response) == ResponseCode::duplicate_transmission);
+}

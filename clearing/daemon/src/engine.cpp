@@ -43,16 +43,6 @@ using iso8583::ResponseCode;
 
 namespace {
 
-// Fields echoed in a response (ISO8583.md §4): what identifies the transaction to the terminal.
-constexpr int echoed_fields[] = {2, 3, 4, 7, 11, 12, 13, 25, 32, 41, 42, 49, 60, 70};
-
-// Network management codes (field 70).
-constexpr std::uint64_t nmc_sign_on = 1;
-constexpr std::uint64_t nmc_sign_off = 2;
-constexpr std::uint64_t nmc_echo = 301;
-constexpr std::uint64_t nmc_hotlist_download = 101;
-constexpr std::uint64_t nmc_card_challenge = 201;
-
 bool link_failure(hsm::Errc code) {
     switch (code) {
         case hsm::Errc::connection_failed:
@@ -122,17 +112,6 @@ std::uint32_t utc_day() { return static_cast<std::uint32_t>(wall_clock_ns() / 86
 
 }  // namespace
 
-std::optional<std::uint32_t> batch_of(const Message& request) {
-    auto batch = request.get(60);
-    if (!batch || batch->size() < 6) return std::nullopt;
-    std::uint32_t n = 0;
-    for (char c : batch->substr(0, 6)) {
-        if (c < '0' || c > '9') return std::nullopt;
-        n = n * 10 + static_cast<std::uint32_t>(c - '0');
-    }
-    return n;
-}
-
 Place place_of(const TerminalId& terminal_id, std::uint8_t type, std::uint16_t line, std::uint16_t station,
                const crypto::CardDateTime& when) {
     Place place;
@@ -144,17 +123,6 @@ Place place_of(const TerminalId& terminal_id, std::uint8_t type, std::uint16_t l
     std::copy(when.date.begin() + 1, when.date.end(), place.local_time_bcd.begin());
     std::copy(when.time.begin(), when.time.begin() + 2, place.local_time_bcd.begin() + 3);
     return place;
-}
-
-Message make_response(const Message& request, ResponseCode code) {
-    auto mti = iso8583::response_mti(request.mti());
-    assert(mti.has_value());  // the server refuses response MTIs before the engine sees them
-    Message response(*mti);
-    for (int field : echoed_fields) {
-        if (auto value = request.get(field)) response.set(field, *value);
-    }
-    response.set(39, iso8583::response_code_text(code));
-    return response;
 }
 
 std::optional<Message> format_error_response(ByteView message) {
@@ -409,20 +377,18 @@ void Engine::sign_on(const Message& request, SessionState& session, Respond resp
         stats_.in_flight--;
         respond(make_response(request, code));
     };
-    const auto code = request.get_number(70);
+    if (!request.get_number(70) || !request.has(11)) return answer(ResponseCode::format_error);
+    const auto code = iso8583::network_code_of(request);
     const auto terminal_id = request.get(41);
-    if (!code || !request.has(11)) return answer(ResponseCode::format_error);
-    if (*code == nmc_echo) return answer(ResponseCode::approved);
+    if (code == iso8583::NetworkCode::echo) return answer(ResponseCode::approved);
     if (!terminal_id) return answer(ResponseCode::format_error);
-    if (*code == nmc_sign_off) {
+    if (code == iso8583::NetworkCode::sign_off) {
         session.signed_on.erase(std::string(*terminal_id));
         return answer(ResponseCode::approved);
     }
-    if (*code == nmc_hotlist_download) {
-        return hotlist_download(request, session, std::move(respond));
-    }
-    if (*code == nmc_card_challenge) return issue_challenge(request, session, std::move(respond));
-    if (*code != nmc_sign_on) return answer(ResponseCode::invalid_transaction);
+    if (code == iso8583::NetworkCode::hotlist_download) return hotlist_download(request, session, std::move(respond));
+    if (code == iso8583::NetworkCode::card_challenge) return issue_challenge(request, session, std::move(respond));
+    if (code != iso8583::NetworkCode::sign_on) return answer(ResponseCode::invalid_transaction);
     auto terminal = registry_.terminal(*terminal_id);
     if (!terminal) {
         log_line("sign-on: " + terminal.error().message);
@@ -534,43 +500,33 @@ void Engine::reconcile(const Message& request, SessionState& session, Respond re
         if (code != ResponseCode::approved && code != ResponseCode::out_of_balance) stats_.refused++;
         stats_.in_flight--;
         Message response = make_response(request, code);
-        if (host_net_fen) {
-            const std::uint64_t magnitude = static_cast<std::uint64_t>(*host_net_fen < 0 ? -*host_net_fen : *host_net_fen);
-            response.set(97, (*host_net_fen < 0 ? "C" : "D") + *iso8583::digits(magnitude, 16));
-        }
+        if (host_net_fen) response.set(97, iso8583::encode_net_amount(*host_net_fen));
         respond(std::move(response));
     };
     const auto terminal_id = request.get(41);
     const auto batch_number = batch_of(request);
-    if (!terminal_id || !request.has(11) || !batch_number || !request.has(76) || !request.has(88)) {
-        return answer(ResponseCode::format_error);
-    }
-    // Terminal's totals in field order 74..77 (counts), 86..89 (amounts); absent = 0.
-    std::array<std::uint64_t, 8> terminal_totals{};
-    constexpr int total_fields[] = {74, 75, 76, 77, 86, 87, 88, 89};
-    for (std::size_t i = 0; i < terminal_totals.size(); ++i) {
-        if (!request.has(total_fields[i])) continue;
-        auto value = request.get_number(total_fields[i]);
-        if (!value) return answer(ResponseCode::format_error);
-        terminal_totals[i] = *value;
-    }
-    if (options_.require_sign_on && !session.signed_on.count(std::string(*terminal_id))) {
-        return answer(ResponseCode::invalid_merchant);
-    }
+    const auto terminal_totals = iso8583::batch_totals_of(request);
+    if (!terminal_id || !request.has(11) || !batch_number || !terminal_totals) return answer(ResponseCode::format_error);
     auto terminal = registry_.terminal(*terminal_id);
     if (!terminal) {
         log_line("0500: " + terminal.error().message);
         return answer(ResponseCode::system_malfunction);
     }
-    if (!*terminal) return answer(ResponseCode::invalid_merchant);
+    if (auto refused = refuse_terminal(request, session, *terminal)) return answer(*refused);
     TerminalRecord host = **terminal;
     if (host.batch_number != *batch_number) host = TerminalRecord{};  // nothing booked in that batch
-    const std::array<std::uint64_t, 8> host_totals = {
-        host.batch_credits_count, host.batch_credit_reversals_count, host.batch_debits_count, host.batch_debit_reversals_count,
-        host.batch_credits_fen,   host.batch_credit_reversals_fen,   host.batch_debits_fen,   host.batch_debit_reversals_fen};
+    iso8583::BatchTotalsFields host_totals;
+    host_totals.credits_count = host.batch_credits_count;
+    host_totals.credit_reversals_count = host.batch_credit_reversals_count;
+    host_totals.debits_count = host.batch_debits_count;
+    host_totals.debit_reversals_count = host.batch_debit_reversals_count;
+    host_totals.credits_fen = host.batch_credits_fen;
+    host_totals.credit_reversals_fen = host.batch_credit_reversals_fen;
+    host_totals.debits_fen = host.batch_debits_fen;
+    host_totals.debit_reversals_fen = host.batch_debit_reversals_fen;
     const std::int64_t net = static_cast<std::int64_t>(host.batch_debits_fen) - static_cast<std::int64_t>(host.batch_debit_reversals_fen) -
                              static_cast<std::int64_t>(host.batch_credits_fen) + static_cast<std::int64_t>(host.batch_credit_reversals_fen);
-    answer(terminal_totals == host_totals ? ResponseCode::approved : ResponseCode::out_of_balance, net);
+    answer(*terminal_totals == host_totals ? ResponseCode::approved : ResponseCode::out_of_balance, net);
 }
 
 // 0800 70=101 (ISO8583.md §4.6): 48 = version from (8) ‖ chunk index (4); 63 = the chunk.
@@ -583,19 +539,15 @@ void Engine::hotlist_download(const Message& request, SessionState& session, Res
         respond(std::move(response));
     };
     const auto terminal_id = request.get(41);
-    const auto position = request.get(48);
-    if (!terminal_id || !position || position->size() != 12) return answer(ResponseCode::format_error);
-    std::uint64_t from_version = 0, chunk_index = 0;
-    for (std::size_t i = 0; i < 12; ++i) {
-        const char c = (*position)[i];
-        if (c < '0' || c > '9') return answer(ResponseCode::format_error);
-        std::uint64_t& target = i < 8 ? from_version : chunk_index;
-        target = target * 10 + static_cast<std::uint64_t>(c - '0');
+    const auto position = iso8583::parse_hotlist_position(request.get(48).value_or(""));
+    if (!terminal_id || !position) return answer(ResponseCode::format_error);
+    auto terminal = registry_.terminal(*terminal_id);
+    if (!terminal) {
+        log_line("hotlist: " + terminal.error().message);
+        return answer(ResponseCode::system_malfunction);
     }
-    if (options_.require_sign_on && !session.signed_on.count(std::string(*terminal_id))) {
-        return answer(ResponseCode::invalid_merchant);
-    }
-    auto chunk = registry_.hotlist_chunk(from_version, static_cast<std::uint32_t>(chunk_index));
+    if (auto refused = refuse_terminal(request, session, *terminal)) return answer(*refused);
+    auto chunk = registry_.hotlist_chunk(position->version, position->chunk_index);
     if (!chunk) {
         log_line("hotlist: " + chunk.error().message);
         return answer(ResponseCode::system_malfunction);
@@ -628,7 +580,7 @@ void Engine::offline_upload(Message message, SessionState& session, Respond resp
     const auto terminal_id = request.get(41);
     const auto card_data = request.get(62);
     if (!pan || !amount || !stan || !terminal_id || !card_data) return finish(upload, ResponseCode::format_error);
-    if (auto processing = request.get(3); processing && *processing != "000000") {
+    if (request.has(3) && iso8583::processing_code_of(request) != iso8583::ProcessingCode::purse_purchase) {
         return finish(upload, ResponseCode::invalid_transaction);
     }
     upload->stan = static_cast<std::uint32_t>(*stan);

@@ -23,19 +23,13 @@ using iso8583::ResponseCode;
 
 namespace {
 
-constexpr std::string_view processing_load = "210000";
-constexpr std::string_view processing_clinic = "003000";
+using iso8583::ProcessingCode;
 
-// Field 90 (n42): original MTI (4) ‖ original STAN (6) ‖ …
+// Field 90's original STAN (ISO8583.md §4.5): the 0100 a completion or reversal names.
 std::optional<std::uint32_t> original_stan(const Message& request) {
-    auto original = request.get(90);
-    if (!original || original->size() != 42) return std::nullopt;
-    std::uint32_t stan = 0;
-    for (char c : original->substr(4, 6)) {
-        if (c < '0' || c > '9') return std::nullopt;
-        stan = stan * 10 + static_cast<std::uint32_t>(c - '0');
-    }
-    return stan;
+    auto original = iso8583::parse_original_data(request.get(90).value_or(""));
+    if (!original) return std::nullopt;
+    return original->stan;
 }
 
 // What makes two requests "the same content" (a repeat) rather than a different transaction on the
@@ -151,7 +145,7 @@ void Engine::answer(const std::shared_ptr<Online>& online, ResponseCode code) {
 
 // §4.1: fields every online message carries, the processing code, the terminal and its sign-on.
 std::shared_ptr<Engine::Online> Engine::begin_online(const Message& request, SessionState& session, Respond respond,
-                                                     std::string_view processing_code) {
+                                                     ProcessingCode processing_code) {
     auto online = std::make_shared<Online>();
     online->request = request;
     online->respond = std::move(respond);
@@ -168,7 +162,7 @@ std::shared_ptr<Engine::Online> Engine::begin_online(const Message& request, Ses
     online->stan = static_cast<std::uint32_t>(*stan);
     online->terminal_id = std::string(*terminal_id);
     online->batch_number = *batch_number;
-    if (request.get(3) != processing_code) {
+    if (iso8583::processing_code_of(request) != processing_code) {
         answer(online, ResponseCode::invalid_transaction);
         return nullptr;
     }
@@ -222,7 +216,7 @@ void Engine::flag_only(std::shared_ptr<Online> online, RiskFlag flag, ResponseCo
 // ---- 0200 online load ----------------------------------------------------------------------------------
 
 void Engine::online_load(const Message& request, SessionState& session, Respond respond) {
-    auto online = begin_online(request, session, std::move(respond), processing_load);
+    auto online = begin_online(request, session, std::move(respond), ProcessingCode::purse_load);
     if (!online) return;
     if (online->amount_fen == 0) return answer(online, ResponseCode::invalid_amount);
     if (online->amount_fen > options_.load_amount_fen_max) return answer(online, ResponseCode::exceeds_amount_limit);
@@ -343,13 +337,12 @@ void Engine::approve_load(std::shared_ptr<Online> online, const hsm::LoadAnswer&
 // ---- 0220 advices: load confirmation, clinic completion ------------------------------------------------------
 
 void Engine::advice(const Message& request, SessionState& session, Respond respond) {
-    const auto processing = request.get(3);
-    if (processing == processing_load) {
-        if (auto online = begin_online(request, session, std::move(respond), processing_load)) load_confirmation(online);
+    if (iso8583::processing_code_of(request) == ProcessingCode::purse_load) {
+        if (auto online = begin_online(request, session, std::move(respond), ProcessingCode::purse_load)) load_confirmation(online);
         return;
     }
     // Anything else is refused by begin_online with 12 (or 30).
-    if (auto online = begin_online(request, session, std::move(respond), processing_clinic)) clinic_completion(online);
+    if (auto online = begin_online(request, session, std::move(respond), ProcessingCode::medical_purchase)) clinic_completion(online);
 }
 
 void Engine::load_confirmation(std::shared_ptr<Online> online) {
@@ -517,7 +510,7 @@ void Engine::clinic_completion(std::shared_ptr<Online> online) {
 // ---- 0100 clinic authorization ---------------------------------------------------------------------------
 
 void Engine::clinic_authorization(const Message& request, SessionState& session, Respond respond) {
-    auto online = begin_online(request, session, std::move(respond), processing_clinic);
+    auto online = begin_online(request, session, std::move(respond), ProcessingCode::medical_purchase);
     if (!online) return;
     auto participant = registry_.participant(online->terminal.participant_id);
     if (!participant) {
@@ -667,11 +660,11 @@ void Engine::hold_medical(std::shared_ptr<Online> online) {
 // ---- 0400 / 0420 reversals --------------------------------------------------------------------------------
 
 void Engine::reversal(const Message& request, SessionState& session, Respond respond) {
-    if (request.get(3) == processing_load) {
-        if (auto online = begin_online(request, session, std::move(respond), processing_load)) reverse_load(online);
+    if (iso8583::processing_code_of(request) == ProcessingCode::purse_load) {
+        if (auto online = begin_online(request, session, std::move(respond), ProcessingCode::purse_load)) reverse_load(online);
         return;
     }
-    if (auto online = begin_online(request, session, std::move(respond), processing_clinic)) reverse_hold(online);
+    if (auto online = begin_online(request, session, std::move(respond), ProcessingCode::medical_purchase)) reverse_hold(online);
 }
 
 void Engine::reverse_load(std::shared_ptr<Online> online) {

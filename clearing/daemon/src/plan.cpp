@@ -95,39 +95,6 @@ void count_in_batch(TerminalRecord& r, std::optional<std::uint32_t> batch_number
     }
 }
 
-std::string encode_hotlist_chunk(const HotlistChunk& chunk) {
-    assert(chunk.version <= hotlist_version_max && chunk.entries.size() <= hotlist_entries_per_chunk);
-    std::string out = *iso8583::digits(chunk.version, 8);
-    out += chunk.more ? '1' : '0';
-    for (const HotlistEntry& e : chunk.entries) {
-        out += e.added ? '+' : '-';
-        out += bcd_to_digits(e.asn);
-    }
-    return out;
-}
-
-std::optional<HotlistChunk> parse_hotlist_chunk(std::string_view text) {
-    constexpr std::size_t header = 9, entry = 21;
-    if (text.size() < header || (text.size() - header) % entry != 0) return std::nullopt;
-    HotlistChunk chunk;
-    for (char c : text.substr(0, 8)) {
-        if (c < '0' || c > '9') return std::nullopt;
-        chunk.version = chunk.version * 10 + static_cast<std::uint64_t>(c - '0');
-    }
-    if (text[8] != '0' && text[8] != '1') return std::nullopt;
-    chunk.more = text[8] == '1';
-    for (std::size_t at = header; at < text.size(); at += entry) {
-        HotlistEntry e;
-        if (text[at] != '+' && text[at] != '-') return std::nullopt;
-        e.added = text[at] == '+';
-        auto bcd = digits_to_bcd(text.substr(at + 1, 20));
-        if (!bcd || bcd->size() != e.asn.size()) return std::nullopt;
-        std::copy(bcd->begin(), bcd->end(), e.asn.begin());
-        chunk.entries.push_back(e);
-    }
-    return chunk;
-}
-
 ledger::Id make_place(const Place& place) {
     Bytes b(place.terminal_id.begin(), place.terminal_id.end());
     b.push_back(place.type);

@@ -29,6 +29,7 @@
 
 #include <coconut/iso8583/card_data.hpp>
 #include <coconut/iso8583/iso8583.hpp>
+#include <coconut/iso8583/profile.hpp>
 #include <coconut/result.hpp>
 #include <coconut/sdk/hotlist.hpp>
 #include <coconut/sdk/queue.hpp>
@@ -86,18 +87,9 @@ struct ClearingOptions {
 };
 
 // The terminal's totals of the current batch as the host counts them (ISO8583.md §4.7): what it booked
-// (00; 59 for an upload or a load confirmation) and the reversals it answered 00.
-struct BatchTotals {
-    std::uint64_t debits_count = 0;              // 76: purchases (0320) and clinic completions (0220)
-    std::uint64_t debits_fen = 0;                // 88
-    std::uint64_t credits_count = 0;             // 74: confirmed loads (0220)
-    std::uint64_t credits_fen = 0;               // 86
-    std::uint64_t credit_reversals_count = 0;    // 75: load reversals (0400 / 0420)
-    std::uint64_t credit_reversals_fen = 0;      // 87
-    std::uint64_t debit_reversals_count = 0;     // 77: clinic hold reversals (0400 / 0420)
-    std::uint64_t debit_reversals_fen = 0;       // 89
-    friend bool operator==(const BatchTotals&, const BatchTotals&) = default;
-};
+// (00; 59 for a load confirmation) and the reversals it answered 00 — fields 74–77 and 86–89 of the 0500,
+// one definition for both ends (coconut/iso8583/profile.hpp).
+using BatchTotals = iso8583::BatchTotalsFields;
 
 // Batch number, STAN reservation and totals; saved durably (new file + rename) on every change when it
 // has a path. A missing file starts batch 1 at STAN 1; a damaged one is refused.

@@ -22,6 +22,7 @@
 #include <coconut/hsm/protocol.hpp>
 #include <coconut/iso8583/card_data.hpp>
 #include <coconut/iso8583/iso8583.hpp>
+#include <coconut/iso8583/profile.hpp>
 #include <coconut/ledger/ledger.hpp>
 #include <coconut/result.hpp>
 
@@ -298,21 +299,13 @@ struct ChallengeKey {
     ~ChallengeKey();
 };
 
-// One chunk of the hotlist log (ISO8583.md §4.6).
-inline constexpr std::size_t hotlist_entries_per_chunk = 47;  // 8 + 1 + 47 × 21 = 996 ≤ 999 characters of field 63
-inline constexpr std::uint64_t hotlist_version_max = 99'999'999;  // 8 digits in fields 48 and 63
-struct HotlistEntry {
-    bool added = true;  // + (card left active) or - (card back to active)
-    Asn asn{};
-};
-struct HotlistChunk {
-    std::uint64_t version = 0;  // what the terminal holds after applying this chunk
-    bool more = false;
-    std::vector<HotlistEntry> entries;
-};
-// Field 63 of the 0810: VVVVVVVV ‖ M ‖ (+|-)ASN…
-std::string encode_hotlist_chunk(const HotlistChunk& chunk);
-std::optional<HotlistChunk> parse_hotlist_chunk(std::string_view field63);
+// The hotlist log's chunks as field 63 carries them (ISO8583.md §4.6): the profile's types, shared with the SDK.
+using iso8583::encode_hotlist_chunk;
+using iso8583::hotlist_entries_per_chunk;
+using iso8583::hotlist_version_max;
+using iso8583::HotlistChunk;
+using iso8583::HotlistEntry;
+using iso8583::parse_hotlist_chunk;
 
 enum class RiskKind : std::uint8_t {
     tac_invalid = 1,           // booked to suspense
@@ -672,7 +665,7 @@ private:
 
     // online.cpp
     std::shared_ptr<Online> begin_online(const iso8583::Message& request, SessionState& session, Respond respond,
-                                         std::string_view processing_code);
+                                         iso8583::ProcessingCode processing_code);
     void online_load(const iso8583::Message& request, SessionState& session, Respond respond);
     void load_confirmation(std::shared_ptr<Online> online);
     void clinic_authorization(const iso8583::Message& request, SessionState& session, Respond respond);
@@ -704,12 +697,9 @@ private:
     std::set<iso8583::HostChallenge> challenges_in_flight_;
 };
 
-// The response to `request`: the request's fields that identify the transaction (2, 3, 4, 7, 11, 12,
-// 13, 25, 32, 41, 42, 49, 60, 70) echoed, the response MTI, 39 = code.
-iso8583::Message make_response(const iso8583::Message& request, iso8583::ResponseCode code);
-
-// Field 60's batch number (its first 6 digits); nullopt when absent or not digits.
-std::optional<std::uint32_t> batch_of(const iso8583::Message& request);
+// Responses and field 60 as the ISO 8583 profile defines them (coconut/iso8583/profile.hpp).
+using iso8583::batch_of;
+using iso8583::make_response;
 // The Place of a card transaction (user_data_128): card local time YYMMDDhhmm from DF07.
 Place place_of(const TerminalId& terminal_id, std::uint8_t type, std::uint16_t line, std::uint16_t station,
                const crypto::CardDateTime& when);

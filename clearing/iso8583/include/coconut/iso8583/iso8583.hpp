@@ -204,7 +204,7 @@ enum class ResponseCode : std::uint8_t {
     suspected_fraud = 59,              // 59 TAC / MAC verification failed
     exceeds_amount_limit = 61,         // 61
     restricted_card = 62,              // 62 blocked card
-    security_violation = 63,           // 63 bad message MAC
+    security_violation = 63,           // 63 field 41 not the TLS certificate's terminal
     out_of_balance = 95,               // 95 reconciliation (0510)
     issuer_inoperative = 91,           // 91 HSM unreachable
     duplicate_transmission = 94,       // 94 same id, different content
