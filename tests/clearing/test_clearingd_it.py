@@ -479,6 +479,17 @@ def phase_flows(stack):
     log(f"  ok  check: {report['transfers']} transfers, {report['journal_entries']} journal entries, "
         f"{report['risk_flags']} risk flags")
 
+    # The operator suspends a terminal offline; a status that does not exist is a usage error.
+    run([stack.clearingd, "admin", "--data", stack.data, "terminal-status", "SHOP0001", "suspended"])
+    statuses = {t["terminal_id"]: t["status"] for t in stack.admin("terminals")}
+    assert statuses == {"BUS00001": "active", "SHOP0001": "suspended"}, statuses
+    bad = run([stack.clearingd, "admin", "--data", stack.data, "terminal-status", "SHOP0001", "paused"], check=False)
+    assert bad.returncode == 2 and "active, suspended or retired" in bad.stderr, (bad.returncode, bad.stderr)
+    unknown = run([stack.clearingd, "admin", "--data", stack.data, "terminal-status", "NOBODY00", "retired"], check=False)
+    assert unknown.returncode != 0 and "not registered" in unknown.stderr, (unknown.returncode, unknown.stderr)
+    run([stack.clearingd, "admin", "--data", stack.data, "terminal-status", "SHOP0001", "active"])
+    log("  ok  admin terminal-status: suspended and listed, a bad status exit 2, an unknown terminal named")
+
 
 def phase_kill9(stack, transactions):
     log(f"phase kill9 ({transactions} transactions)")

@@ -452,6 +452,8 @@ int admin_list(const std::string& dir, const std::string& what) {
                            {"psam_terminal_id", bcd_to_digits(t.psam_terminal_id)},
                            {"participant_id", t.participant_id},
                            {"merchant_id", t.merchant_id},
+                           {"status", to_string(t.status)},
+                           {"forged_tacs", {{"day", t.forged_day}, {"count", t.forged_count}}},
                            {"last_stan", t.last_stan},
                            {"batch_number", t.batch_number},
                            {"uploads", t.uploads},
@@ -501,6 +503,18 @@ int admin_card_status(const std::string& dir, const std::string& asn_text, const
     auto data = open_data(dir, false);
     if (!data) return fail(exit_storage, data.error());
     auto done = set_card_status(*data->ledger, *data->registry, asn, *status);
+    if (!done) return fail(exit_for(done.error()), done.error().message);
+    return exit_ok;
+}
+
+int admin_terminal_status(const std::string& dir, const std::string& terminal_id, const std::string& status_text) {
+    auto status = parse_terminal_status(status_text);
+    if (!status) return fail(exit_usage, "status must be active, suspended or retired");
+    auto lock = DirectoryLock::acquire(dir);
+    if (!lock) return fail(exit_locked, lock.error());
+    auto data = open_data(dir, false);
+    if (!data) return fail(exit_storage, data.error());
+    auto done = set_terminal_status(*data->ledger, *data->registry, terminal_id, *status);
     if (!done) return fail(exit_for(done.error()), done.error().message);
     return exit_ok;
 }
@@ -692,6 +706,11 @@ int main(int argc, char** argv) {
     auto* status_cmd = admin_cmd->add_subcommand("card-status", "set a card's status (lost / blocked cards are refused online)");
     status_cmd->add_option("ASN", asn_text, "20 digits")->required();
     status_cmd->add_option("STATUS", status_text, "active | lost | blocked")->required();
+    std::string terminal_text;
+    auto* terminal_status_cmd =
+        admin_cmd->add_subcommand("terminal-status", "set a terminal's status (suspended / retired terminals get 58 on every request)");
+    terminal_status_cmd->add_option("TERMINAL", terminal_text, "field 41, 8 characters")->required();
+    terminal_status_cmd->add_option("STATUS", status_text, "active | suspended | retired")->required();
 
     // Tokens (contract 3 of the session brief; clearing/README.md "HTTP API").
     std::string clerk_name, clerk_roles, tokens_out;
@@ -718,6 +737,7 @@ int main(int argc, char** argv) {
         if (load_cmd->parsed()) return admin_load(data_dir, registry_file);
         if (list_cmd->parsed()) return admin_list(data_dir, what);
         if (status_cmd->parsed()) return admin_card_status(data_dir, asn_text, status_text);
+        if (terminal_status_cmd->parsed()) return admin_terminal_status(data_dir, terminal_text, status_text);
         if (clerk_cmd->parsed()) return admin_clerk_add(data_dir, clerk_name, clerk_roles);
         if (clerk_list_cmd->parsed()) return admin_clerk_list(data_dir);
         if (clerk_revoke_cmd->parsed()) return admin_clerk_revoke(data_dir, revoke_name);
