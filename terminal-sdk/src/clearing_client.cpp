@@ -134,7 +134,10 @@ Result<ClearingEndpoint, std::string> parse_clearing_endpoint(std::string_view t
     return ClearingEndpoint{std::string(text.substr(0, colon)), static_cast<std::uint16_t>(port)};
 }
 
-std::string encode_card_data(const TransactionRecord& r) {
+namespace {
+
+// A queued purchase's card data as the 0320 carries it (DF01–DF08, DF0C for a transit tap).
+iso8583::PurseTransaction purse_transaction_of(const TransactionRecord& r) {
     iso8583::PurseTransaction t;
     t.asn = r.asn;
     t.type = r.type;
@@ -149,27 +152,28 @@ std::string encode_card_data(const TransactionRecord& r) {
         t.transit_record = be_bytes(r.line, 2);
         append_be(t.transit_record, r.station, 2);
     }
-    return iso8583::encode_purse_transaction(t);
+    return t;
 }
 
+// A queued load confirmation's card data (ISO8583.md §4.3): what the HSM needs to check the load TAC.
+iso8583::LoadConfirmationData load_confirmation_of(const TransactionRecord& r) {
+    iso8583::LoadConfirmationData confirmation;
+    confirmation.asn = r.asn;
+    confirmation.old_balance_fen = r.balance_before_fen;
+    confirmation.online_atc = r.atc;
+    confirmation.terminal_id = r.terminal_id;
+    confirmation.when = r.when;
+    confirmation.tac = r.tac;
+    return confirmation;
+}
+
+}  // namespace
+
+std::string encode_card_data(const TransactionRecord& r) { return iso8583::encode_purse_transaction(purse_transaction_of(r)); }
+
 iso8583::RecordDigest record_digest(const TransactionRecord& r) {
-    if (r.link == LinkKind::load_confirmation) {
-        iso8583::LoadConfirmationData confirmation;
-        confirmation.asn = r.asn;
-        confirmation.online_atc = r.atc;
-        confirmation.terminal_id = r.terminal_id;
-        confirmation.when = r.when;
-        confirmation.tac = r.tac;
-        return iso8583::load_confirmation_digest(confirmation, r.amount_fen);
-    }
-    iso8583::PurseTransaction t;
-    t.asn = r.asn;
-    t.type = r.type;
-    t.terminal_serial = r.terminal_serial;
-    t.terminal_id = r.terminal_id;
-    t.when = r.when;
-    t.tac = r.tac;
-    return iso8583::purchase_digest(t, r.amount_fen);
+    if (r.link == LinkKind::load_confirmation) return iso8583::load_confirmation_digest(load_confirmation_of(r), r.amount_fen);
+    return iso8583::purchase_digest(purse_transaction_of(r), r.amount_fen);
 }
 
 namespace {
@@ -191,16 +195,7 @@ std::string encode_load_request_data(const TransactionRecord& intent, const std:
 // Load reversal (§4.5): DF01 ‖ DF04 name the 0200. Clinic completions and reversals carry no field 62:
 // 60 + 90 name the 0100.
 std::optional<std::string> encode_advice_data(const TransactionRecord& r) {
-    if (r.link == LinkKind::load_confirmation) {
-        iso8583::LoadConfirmationData confirmation;
-        confirmation.asn = r.asn;
-        confirmation.old_balance_fen = r.balance_before_fen;
-        confirmation.online_atc = r.atc;
-        confirmation.terminal_id = r.terminal_id;
-        confirmation.when = r.when;
-        confirmation.tac = r.tac;
-        return iso8583::encode_load_confirmation(confirmation);
-    }
+    if (r.link == LinkKind::load_confirmation) return iso8583::encode_load_confirmation(load_confirmation_of(r));
     if (r.link == LinkKind::load_reversal) return iso8583::encode_load_reference({r.asn, r.atc});
     return std::nullopt;
 }

@@ -563,17 +563,36 @@ struct Api::State {
         respond(error_response(404, "not_found", "no such endpoint"));
     }
 
+    // The body of a status change, {"status":"…","reason":"…"}: `status` parsed by `parse` (one of `names`),
+    // the optional reason (≤ 128 characters); the 400 answer when it is not.
+    template <class Status>
+    static std::optional<ApiResponse> read_status_body(const ApiRequest& request, std::optional<Status> (*parse)(std::string_view),
+                                                       std::initializer_list<std::string_view> names, std::optional<Status>& status,
+                                                       std::string& reason) {
+        std::string quoted, listed;
+        for (std::string_view name : names) {
+            quoted += (quoted.empty() ? "" : "|") + fmt::format("\"{}\"", name);
+            listed += (listed.empty() ? "" : ", ") + std::string(name);
+        }
+        const json body = json::parse(request.body, nullptr, false);
+        if (body.is_discarded() || !body.is_object() || !body.contains("status") || !body["status"].is_string()) {
+            return error_response(400, "bad_request", "body must be {\"status\":" + quoted + ",\"reason\":\"…\"}");
+        }
+        status = parse(body["status"].get<std::string>());
+        if (!status) return error_response(400, "bad_request", "status must be one of " + listed);
+        reason = body.contains("reason") && body["reason"].is_string() ? body["reason"].get<std::string>() : "";
+        if (reason.size() > name_chars_max) return error_response(400, "bad_request", "reason longer than 128 characters");
+        return std::nullopt;
+    }
+
     void set_status(const Clerk& clerk, const ApiRequest& request, const Asn& asn, const std::string& card_text, Respond respond) {
         if (request.method != "PUT") return respond(error_response(405, "method_not_allowed", "PUT only"));
         if (!(clerk.roles & roles::hotlist)) return respond(error_response(403, "forbidden", "role hotlist required"));
-        const json body = json::parse(request.body, nullptr, false);
-        if (body.is_discarded() || !body.is_object() || !body.contains("status") || !body["status"].is_string()) {
-            return respond(error_response(400, "bad_request", "body must be {\"status\":\"active\"|\"lost\"|\"blocked\",\"reason\":\"…\"}"));
+        std::optional<CardStatus> status;
+        std::string reason;
+        if (auto bad = read_status_body(request, parse_card_status, {"active", "lost", "blocked"}, status, reason)) {
+            return respond(std::move(*bad));
         }
-        auto status = parse_card_status(body["status"].get<std::string>());
-        if (!status) return respond(error_response(400, "bad_request", "status must be active, lost or blocked"));
-        const std::string reason = body.contains("reason") && body["reason"].is_string() ? body["reason"].get<std::string>() : "";
-        if (reason.size() > name_chars_max) return respond(error_response(400, "bad_request", "reason longer than 128 characters"));
         const Registry& registry = s.registry;
         // Read-modify-write inside the writer's transaction: the engine's hooks update the same record.
         auto write = [&registry, asn, status = *status](lmdb::Txn& txn, auto, ClerkAction& action) -> lmdb::Status {
@@ -928,14 +947,11 @@ struct Api::State {
     void set_terminal_status(const Clerk& clerk, const ApiRequest& request, const std::string& terminal_id, Respond respond) {
         if (request.method != "PUT") return respond(error_response(405, "method_not_allowed", "PUT only"));
         if (!(clerk.roles & roles::registry)) return respond(error_response(403, "forbidden", "role registry required"));
-        const json body = json::parse(request.body, nullptr, false);
-        if (body.is_discarded() || !body.is_object() || !body.contains("status") || !body["status"].is_string()) {
-            return respond(error_response(400, "bad_request", "body must be {\"status\":\"active\"|\"suspended\"|\"retired\",\"reason\":\"…\"}"));
+        std::optional<TerminalStatus> status;
+        std::string reason;
+        if (auto bad = read_status_body(request, parse_terminal_status, {"active", "suspended", "retired"}, status, reason)) {
+            return respond(std::move(*bad));
         }
-        auto status = parse_terminal_status(body["status"].get<std::string>());
-        if (!status) return respond(error_response(400, "bad_request", "status must be active, suspended or retired"));
-        const std::string reason = body.contains("reason") && body["reason"].is_string() ? body["reason"].get<std::string>() : "";
-        if (reason.size() > name_chars_max) return respond(error_response(400, "bad_request", "reason longer than 128 characters"));
         const Registry& registry = s.registry;
         auto write = [&registry, terminal_id, status = *status](lmdb::Txn& txn, auto, ClerkAction& action) -> lmdb::Status {
             auto stored = registry.terminal_in(txn, terminal_id);
