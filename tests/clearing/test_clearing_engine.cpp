@@ -680,3 +680,23 @@ TEST_CASE("risk flags page by cursor: every flag once, in key order, a card's al
     CHECK(rig.registry->risk_page("", 0).error().code == ErrorCode::bad_input);
     CHECK(rig.registry->risk_page("", Registry::risk_page_limit_max + 1).error().code == ErrorCode::bad_input);
 }
+
+TEST_CASE("check finds money credited to the review claims account (an unproven claim turned into money)") {
+    Rig rig;
+    rig.sign_on();
+    ledger::Transfer t;
+    t.id = ledger::make_id(9001);
+    t.debit_account_id = purse_float_account;
+    t.credit_account_id = purse_review_claims_account;
+    t.amount = 100;
+    t.ledger = ledgers::purse;
+    t.code = transfer_codes::opening_balance;
+    const std::vector<ledger::Event> events{ledger::Event(t)};
+    auto applied = rig.ledger->apply(events);
+    REQUIRE(applied.ok());
+    REQUIRE((*applied)[0].code == ledger::ResultCode::ok);
+    auto report = check(*rig.ledger, *rig.registry);
+    REQUIRE(report.ok());
+    REQUIRE(report->problems.size() == 1);
+    CHECK(report->problems[0].find("review claims account") != std::string::npos);
+}

@@ -1303,6 +1303,15 @@ Result<CheckReport> check(const ledger::Ledger& ledger, const Registry& registry
                                       " was debited: money whose TAC failed left suspense");
         }
     }
+    // Review records only ever debit the review claims account (review claims → suspense): nothing
+    // credits it, so an unproven claim can never be turned into money anywhere.
+    {
+        COCONUT_TRY(account, ledger.lookup_account(purse_review_claims_account));
+        if (account && (account->credits_posted != 0 || account->credits_pending != 0)) {
+            report.problems.push_back("review claims account " + ledger::to_string(purse_review_claims_account) +
+                                      " was credited: only review records (to suspense) may touch it");
+        }
+    }
     COCONUT_TRY(participants, registry.participants());
     COCONUT_TRY(terminals, registry.terminals());
     std::set<std::uint64_t> participant_ids;
