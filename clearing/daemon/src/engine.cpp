@@ -107,6 +107,9 @@ std::optional<AtcGap> mark_atc_booked(CardRecord& card, std::uint16_t atc) {
     return gap;
 }
 
+// Where a purchase's stored record lives: what its id is made of.
+Registry::PurchaseKey purchase_key_of(const PurseTransaction& t) { return {t.asn, t.terminal_id, t.terminal_serial}; }
+
 // Days since 1970-01-01 (UTC): the forged-TAC count's day.
 std::uint32_t utc_day() { return static_cast<std::uint32_t>(wall_clock_ns() / 86'400'000'000'000ULL); }
 
@@ -627,7 +630,7 @@ void Engine::offline_upload(Message message, SessionState& session, Respond resp
     upload->transfer_id = offline_purchase_transfer(t.asn, t.terminal_id, t.terminal_serial);
     upload->proof = purchase_proof(t, static_cast<std::uint32_t>(upload->amount_fen));
 
-    auto stored = registry_.purchase_proof_in(*snapshot, upload->transfer_id);
+    auto stored = registry_.purchase_proof_in(*snapshot, purchase_key_of(t));
     snapshot->abort();  // back to the pool before the HSM and the writer
     if (!stored) {
         log_line("0320: " + stored.error().message());
@@ -801,7 +804,7 @@ void Engine::book(std::shared_ptr<Upload> upload) {
         if (code != ledger::ResultCode::ok) {
             // Another upload of this id was booked in the same group or since the snapshot: judged by
             // what that one stored (the writer applies them in order).
-            auto stored = registry_.purchase_proof_in(txn, upload->transfer_id);
+            auto stored = registry_.purchase_proof_in(txn, purchase_key_of(t));
             if (!stored) return Unexpected<lmdb::Error>{stored.error()};
             upload->raced = *stored ? std::optional<PurchaseProof>(**stored) : std::nullopt;
             if (*stored && !same_proven_record(**stored, upload->proof)) {
@@ -812,7 +815,7 @@ void Engine::book(std::shared_ptr<Upload> upload) {
             }
             return Ok{};
         }
-        if (auto s = registry_.put_purchase_proof(txn, upload->transfer_id, upload->proof); !s) return s;
+        if (auto s = registry_.put_purchase_proof(txn, purchase_key_of(t), upload->proof); !s) return s;
         auto stored_card = registry_.card_in(txn, t.asn);
         if (!stored_card) return Unexpected<lmdb::Error>{stored_card.error()};
         if (!*stored_card) return Ok{};  // removed meanwhile: nothing to mirror

@@ -19,7 +19,7 @@ struct Registry::Tables {
     MDB_dbi holds = 0;    // hold transfer id → HoldRecord
     MDB_dbi hotlist = 0;  // version BE8 → + / - ‖ ASN
     MDB_dbi reversals = 0;  // reversal key → amount counted (BE8)
-    MDB_dbi purchases = 0;  // offline purchase transfer id → PurchaseProof
+    MDB_dbi purchases = 0;  // ASN ‖ PSAM terminal id ‖ terminal serial → PurchaseProof
     MDB_dbi challenges = 0;  // clinic challenge (16) used by a hold → empty
     MDB_dbi meta = 0;       // name → value: "challenge-key" (32 bytes)
 };
@@ -490,9 +490,19 @@ lmdb::Status Registry::put_challenge_used(lmdb::Txn& txn, const iso8583::HostCha
     return Ok{};
 }
 
-lmdb::Result<std::optional<PurchaseProof>> Registry::purchase_proof_in(const lmdb::Txn& txn, const ledger::Id& transfer_id) const {
-    const Bytes key = id_bytes(transfer_id);
-    auto value = txn.get(tables_->purchases, key);
+namespace {
+
+Bytes purchase_key(const Registry::PurchaseKey& k) {
+    Bytes key(k.asn.begin(), k.asn.end());
+    append(key, k.psam_terminal_id);
+    append_be(key, k.terminal_serial, 4);
+    return key;
+}
+
+}  // namespace
+
+lmdb::Result<std::optional<PurchaseProof>> Registry::purchase_proof_in(const lmdb::Txn& txn, const PurchaseKey& k) const {
+    auto value = txn.get(tables_->purchases, purchase_key(k));
     if (!value) return Unexpected<lmdb::Error>{value.error()};
     if (!*value) return std::optional<PurchaseProof>{};
     auto proof = decode_purchase_proof(**value);
@@ -500,10 +510,10 @@ lmdb::Result<std::optional<PurchaseProof>> Registry::purchase_proof_in(const lmd
     return proof;
 }
 
-lmdb::Status Registry::put_purchase_proof(lmdb::Txn& txn, const ledger::Id& transfer_id, const PurchaseProof& proof) const {
+lmdb::Status Registry::put_purchase_proof(lmdb::Txn& txn, const PurchaseKey& k, const PurchaseProof& proof) const {
     const Bytes bytes = encode_purchase_proof(proof);
     assert(decode_purchase_proof(bytes) == proof);  // pair assertion
-    return txn.put(tables_->purchases, id_bytes(transfer_id), bytes);
+    return txn.put(tables_->purchases, purchase_key(k), bytes);
 }
 
 lmdb::Result<std::optional<CardRecord>> Registry::card_in(const lmdb::Txn& txn, const Asn& asn) const {

@@ -389,9 +389,16 @@ public:
     static constexpr std::size_t risk_page_limit_max = 500;
     Result<RiskPage> risk_page(std::string_view cursor, std::size_t limit, const std::optional<Asn>& asn = {}) const;
 
-    // Offline purchases booked (ISO8583.md §4.8), written by the booking's hook.
-    lmdb::Result<std::optional<PurchaseProof>> purchase_proof_in(const lmdb::Txn& txn, const ledger::Id& transfer_id) const;
-    lmdb::Status put_purchase_proof(lmdb::Txn& txn, const ledger::Id& transfer_id, const PurchaseProof& proof) const;
+    // Offline purchases booked (ISO8583.md §4.8), written by the booking's hook. Keyed by what the id is
+    // made of (ASN ‖ PSAM terminal id ‖ serial), not by the id's hash: one card's purchases share leaf
+    // pages, so a group of bookings dirties about as many pages here as it does card records.
+    struct PurchaseKey {
+        Asn asn{};
+        TerminalId psam_terminal_id{};
+        std::uint32_t terminal_serial = 0;
+    };
+    lmdb::Result<std::optional<PurchaseProof>> purchase_proof_in(const lmdb::Txn& txn, const PurchaseKey& key) const;
+    lmdb::Status put_purchase_proof(lmdb::Txn& txn, const PurchaseKey& key, const PurchaseProof& proof) const;
 
     // Clinic challenges (ISO8583.md §4.4): the tagging key, and the challenges holds have used (table
     // "challenges", keyed by the challenge, whose first 4 bytes are its issue time: oldest first).
