@@ -430,6 +430,9 @@ def check_operations(stack, client, openapi_path):
                  'coconut_ledger_commit_duration_seconds_bucket{le="+Inf"}', "coconut_iso_in_flight"):
         assert name in values, name
     assert values['coconut_http_responses_total{class="4xx"}'] > 0
+    # The terminals of this stack connect over mutual TLS: their handshakes are counted.
+    assert values['coconut_iso_tls_handshakes_total{kind="full"}'] > 0, values.get('coconut_iso_tls_handshakes_total{kind="full"}')
+    assert 'coconut_iso_tls_handshakes_total{kind="resumed"}' in values and "coconut_iso_tls_handshake_failures_total" in values
     status, document = client.get("/v1/openapi.json")
     with open(openapi_path) as f:
         assert status == 200 and document == json.load(f)

@@ -952,6 +952,9 @@ struct Api::State {
         if (auto bad = read_status_body(request, parse_terminal_status, {"active", "suspended", "retired"}, status, reason)) {
             return respond(std::move(*bad));
         }
+        auto known = s.registry.terminal(terminal_id);
+        if (!known) return respond(storage_failure(known.error().message));
+        if (!*known) return respond(error_response(404, "not_found", "terminal " + terminal_id + " is not registered"));
         const Registry& registry = s.registry;
         auto write = [&registry, terminal_id, status = *status](lmdb::Txn& txn, auto, ClerkAction& action) -> lmdb::Status {
             auto stored = registry.terminal_in(txn, terminal_id);
@@ -1205,6 +1208,12 @@ std::string Api::State::metrics() {
         t.counter("coconut_iso_connections_refused_total", "terminal connections refused above the limit", v.connections_refused.load());
         t.counter("coconut_iso_format_errors_total", "frames answered 30", v.format_errors.load());
         t.counter("coconut_iso_timeouts_total", "terminal connections closed by a timeout", v.timeouts.load());
+        t.family("coconut_iso_tls_handshakes_total", "counter", "terminal TLS handshakes completed");
+        t.sample("coconut_iso_tls_handshakes_total", v.tls_handshakes_full.load(), "kind=\"full\"");
+        t.sample("coconut_iso_tls_handshakes_total", v.tls_handshakes_resumed.load(), "kind=\"resumed\"");
+        t.counter("coconut_iso_tls_handshake_failures_total",
+                  "terminal connections closed in the handshake (no, unverifiable or non-terminal certificate; timeout)",
+                  v.tls_handshake_failures.load());
     }
     if (s.hsm) {
         t.counter("coconut_hsm_tac_verifications_total", "TAC verifications asked of the HSM", s.hsm->calls.load());
