@@ -443,7 +443,7 @@ json to_json(const sdk::UploadReport& r, std::size_t remaining) {
     return {{"sent", r.sent},         {"acknowledged", r.acknowledged}, {"approved", r.approved},
             {"suspense", r.suspense}, {"duplicates", r.duplicates},     {"kept", r.kept},
             {"advices", r.advices},   {"refused", r.refused},           {"by_response_code", r.by_response_code},
-            {"remaining", remaining}};
+            {"digest_mismatches", r.digest_mismatches}, {"kept_for_review", r.kept_for_review}, {"remaining", remaining}};
 }
 
 // Connected and signed on (the clearing answers 03 to anything else).
@@ -470,8 +470,8 @@ Result<std::unique_ptr<sdk::ClearingClient>, CliError> open_clearing(const Optio
     return std::move(*client);
 }
 
-// upload: sign on, send every queued offline purchase (many in flight), delete what the clearing
-// acknowledged (00 booked, 59 suspense, 94 duplicate), keep the rest.
+// upload: sign on, send every queued offline purchase (many in flight), delete what the clearing booked
+// (00 naming this very record in DF10), keep the rest — 59, 94 and a mismatching 00 are listed for review.
 int cmd_upload(const Options& options, const ClearingCliOptions& upload) {
     auto queue = sdk::TransactionQueue::open(options.queue_path);
     if (!queue) return report(CliError{exit_queue_error, "queue", "queue_error", queue.error().message}, options.json);
@@ -486,9 +486,15 @@ int cmd_upload(const Options& options, const ClearingCliOptions& upload) {
     if (options.json) {
         print_json(to_json(*result, (*queue)->size()));
     } else {
-        print_text(fmt::format("uploaded {}: {} acknowledged ({} approved, {} suspense, {} duplicate), {} kept, {} remaining",
-                               result->sent, result->acknowledged, result->approved, result->suspense, result->duplicates,
-                               result->kept, (*queue)->size()));
+        print_text(fmt::format("uploaded {}: {} acknowledged ({} approved), {} kept ({} TAC refused, {} duplicate id, {} approval of "
+                               "another record), {} remaining",
+                               result->sent, result->acknowledged, result->approved, result->kept, result->suspense, result->duplicates,
+                               result->digest_mismatches, (*queue)->size()));
+        if (!result->kept_for_review.empty()) {
+            std::string sequences;
+            for (std::uint64_t sequence : result->kept_for_review) sequences += (sequences.empty() ? "" : " ") + std::to_string(sequence);
+            print_text("kept for review (queue sequence): " + sequences);
+        }
     }
     return result->kept > 0 ? exit_upload_incomplete : exit_ok;
 }

@@ -752,7 +752,7 @@ class FakeClearing:
 
 @phase("fake_clearing")
 def fake_clearing(island, v):
-    """Responses were not authenticated either (issue 16, reproduction 2): a fake clearing that approves every
+    """Responses were not authenticated either: a fake clearing that approves every
     upload must not make the terminal delete its queue. Over TLS the terminal refuses the fake's certificate
     (another CA), even when the fake answers with the right digests; over plain TCP it keeps every record whose
     approval's DF10 is not its own record's digest. Then the genuine clearing books them once."""
