@@ -207,34 +207,39 @@ std::string original_data_elements(const TransactionRecord& r) {
     return iso8583::encode_original_data({std::string(original_mti), r.stan, bcd_to_digits(view(r.transmitted))});
 }
 
+namespace {
+
+// The fields of a card-transaction request for a record (ISO8583.md §4.1): its card, amount, STAN and batch.
+iso8583::TransactionFields transaction_fields(const TransactionRecord& r, ProcessingCode processing, std::uint32_t stan,
+                                              std::string_view terminal_id, std::uint32_t batch_number) {
+    iso8583::TransactionFields f;
+    f.card_number = card_number(r);
+    f.processing = processing;
+    f.amount_fen = r.amount_fen;
+    f.stan = stan;
+    f.terminal_id = std::string(terminal_id);
+    f.batch_number = batch_number;
+    return f;
+}
+
+}  // namespace
+
 Message advice_request(const TransactionRecord& r, std::uint32_t stan, std::string_view terminal_id, bool repeat) {
     assert(r.link != LinkKind::offline_purchase && r.link != LinkKind::clinic_hold);
     const bool reversal = r.link == LinkKind::load_reversal || r.link == LinkKind::clinic_reversal;
-    Message m(reversal ? (repeat ? "0421" : "0420") : (repeat ? "0221" : "0220"));
-    m.set(2, card_number(r));
-    m.set(3, iso8583::processing_code_text(is_load(r.link) ? ProcessingCode::purse_load : ProcessingCode::medical_purchase));
-    m.set_number(4, r.amount_fen, 12);
-    m.set_number(11, stan, 6);
-    m.set(41, terminal_id);
-    m.set(60, iso8583::batch_field(r.batch_number));
+    const ProcessingCode processing = is_load(r.link) ? ProcessingCode::purse_load : ProcessingCode::medical_purchase;
+    Message m = iso8583::transaction_request(reversal ? iso8583::MessageType::reversal_advice : iso8583::MessageType::advice,
+                                             transaction_fields(r, processing, stan, terminal_id, r.batch_number), repeat);
     if (auto data = encode_advice_data(r)) m.set(62, *data);
     m.set(90, original_data_elements(r));
     return m;
 }
 
 Message upload_request(const TransactionRecord& r, std::uint32_t stan, std::string_view terminal_id, std::uint32_t batch_number) {
-    const std::string asn = r.asn_digits();
-    const std::string date = bcd_to_digits(r.when.date);
-    Message m("0320");
-    m.set(2, iso8583::card_number(r.asn));
-    m.set(3, iso8583::processing_code_text(ProcessingCode::purse_purchase));
-    m.set_number(4, r.amount_fen, 12);
-    m.set_number(11, stan, 6);
-    m.set(12, bcd_to_digits(r.when.time));
-    m.set(13, date.substr(4, 4));
-    m.set(25, "08");
-    m.set(41, terminal_id);
-    m.set(60, iso8583::batch_field(batch_number));
+    iso8583::TransactionFields f = transaction_fields(r, ProcessingCode::purse_purchase, stan, terminal_id, batch_number);
+    f.local_time = bcd_to_digits(r.when.time);
+    f.local_date = bcd_to_digits(r.when.date).substr(4, 4);
+    Message m = iso8583::transaction_request(iso8583::MessageType::upload, f);
     m.set(62, encode_card_data(r));
     return m;
 }
@@ -649,18 +654,14 @@ Result<UploadReport, ClearingError> ClearingClient::upload(TransactionQueue& que
 
 namespace {
 
-void set_transaction_fields(Message& m, const TransactionRecord& r, ProcessingCode processing_code,
-                            std::string_view terminal_id) {
-    const std::string date = bcd_to_digits(r.when.date);
-    m.set(2, card_number(r));
-    m.set(3, iso8583::processing_code_text(processing_code));
-    m.set_number(4, r.amount_fen, 12);
-    m.set(7, bcd_to_digits(view(r.transmitted)));
-    m.set_number(11, r.stan, 6);
-    m.set(12, bcd_to_digits(r.when.time));
-    m.set(13, date.substr(4, 4));
-    m.set(41, terminal_id);
-    m.set(60, iso8583::batch_field(r.batch_number));
+// An online request (0200, 0100) for an intent: its own STAN and batch, the transmission time and the
+// card's local time, which MAC2 / the clinic proof cover.
+Message online_request(iso8583::MessageType type, const TransactionRecord& r, ProcessingCode processing, std::string_view terminal_id) {
+    iso8583::TransactionFields f = transaction_fields(r, processing, r.stan, terminal_id, r.batch_number);
+    f.transmission_time = bcd_to_digits(view(r.transmitted));
+    f.local_time = bcd_to_digits(r.when.time);
+    f.local_date = bcd_to_digits(r.when.date).substr(4, 4);
+    return iso8583::transaction_request(type, f);
 }
 
 }  // namespace
@@ -668,8 +669,7 @@ void set_transaction_fields(Message& m, const TransactionRecord& r, ProcessingCo
 Result<LoadApproval, ClearingError> ClearingClient::request_load(const TransactionRecord& intent,
                                                                  const std::array<std::uint8_t, 4>& card_random,
                                                                  const crypto::Mac4& mac1) {
-    Message m("0200");
-    set_transaction_fields(m, intent, ProcessingCode::purse_load, state_->options.terminal_id);
+    Message m = online_request(iso8583::MessageType::financial, intent, ProcessingCode::purse_load, state_->options.terminal_id);
     m.set(62, encode_load_request_data(intent, card_random, mac1));
     auto answer = state_->exchange(m);
     if (!answer) return Unexpected<ClearingError>{answer.error()};
@@ -707,15 +707,13 @@ Result<iso8583::HostChallenge, ClearingError> ClearingClient::request_challenge(
 
 std::array<std::uint8_t, 8> ClearingClient::clinic_proof_input(const TransactionRecord& intent,
                                                                const iso8583::HostChallenge& challenge) const {
-    Message m("0100");
-    set_transaction_fields(m, intent, ProcessingCode::medical_purchase, state_->options.terminal_id);
+    Message m = online_request(iso8583::MessageType::authorization, intent, ProcessingCode::medical_purchase, state_->options.terminal_id);
     return iso8583::clinic_proof_input(challenge, {*m.get(41), *m.get(11), *m.get(7), *m.get(4), *m.get(60)}, intent.asn);
 }
 
 Result<ClinicApproval, ClearingError> ClearingClient::authorize(const TransactionRecord& intent, const iso8583::HostChallenge& challenge,
                                                                 const std::array<std::uint8_t, 8>& cryptogram) {
-    Message m("0100");
-    set_transaction_fields(m, intent, ProcessingCode::medical_purchase, state_->options.terminal_id);
+    Message m = online_request(iso8583::MessageType::authorization, intent, ProcessingCode::medical_purchase, state_->options.terminal_id);
     if (!state_->options.merchant_id.empty()) m.set(42, state_->options.merchant_id);
     m.set(62, iso8583::encode_clinic_authorization({intent.asn, cryptogram, challenge}));
     auto answer = state_->exchange(m);
@@ -738,7 +736,7 @@ Result<std::string, ClearingError> ClearingClient::reverse(const TransactionReco
     auto stan = state_->take_stan();
     if (!stan) return Unexpected<ClearingError>{stan.error()};
     Message m = advice_request(reversal, *stan, state_->options.terminal_id, false);
-    m.set_mti("0400");
+    m.set_mti(iso8583::request_mti(iso8583::MessageType::reversal));  // the same fields, asked online
     auto answer = state_->exchange(m);
     if (!answer) return Unexpected<ClearingError>{answer.error()};
     std::string code(*answer->get(39));
@@ -843,7 +841,7 @@ Result<ReconcileReport, ClearingError> ClearingClient::reconcile() {
     report.batch_number = s.batch.batch_number();
     report.totals = s.batch.totals();
     const BatchTotals& t = report.totals;
-    Message m("0500");
+    Message m(iso8583::request_mti(iso8583::MessageType::reconciliation));
     m.set_number(11, *stan, 6);
     m.set(41, s.options.terminal_id);
     m.set(60, iso8583::batch_field(report.batch_number));

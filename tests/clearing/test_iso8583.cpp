@@ -568,3 +568,43 @@ TEST_CASE("profile: a response echoes the identifying fields and carries the cod
     CHECK_FALSE(response.has(62));
     CHECK(response_code_of(response) == ResponseCode::duplicate_transmission);
 }
+
+TEST_CASE("profile: each request type has one MTI, repeats map to it, responses to none; a transaction request carries §4.1's fields") {
+    using namespace coconut::iso8583;
+    for (MessageType type : {MessageType::authorization, MessageType::financial, MessageType::advice, MessageType::upload,
+                             MessageType::reversal, MessageType::reversal_advice, MessageType::reconciliation, MessageType::network}) {
+        CHECK(request_type_of(request_mti(type)) == type);
+        CHECK(request_type_of(request_mti(type, true)) == type);
+        CHECK(response_mti(request_mti(type)).has_value());
+        CHECK_FALSE(request_type_of(*response_mti(request_mti(type))).has_value());
+    }
+    CHECK(request_mti(MessageType::upload) == "0320");
+    CHECK(request_mti(MessageType::advice, true) == "0221");
+    CHECK_FALSE(request_type_of("0120").has_value());
+    CHECK_FALSE(request_type_of("0322").has_value());
+    CHECK_FALSE(request_type_of("032").has_value());
+    TransactionFields f;
+    f.card_number = "0000000012345678";
+    f.amount_fen = 250;
+    f.stan = 9;
+    f.terminal_id = "BUS00001";
+    f.batch_number = 3;
+    f.local_time = "103000";
+    f.local_date = "1126";
+    const Message upload = transaction_request(MessageType::upload, f);
+    CHECK(upload.mti() == "0320");
+    CHECK(upload.get(3) == "000000");
+    CHECK(upload.get(4) == "000000000250");
+    CHECK(upload.get(11) == "000009");
+    CHECK(upload.get(25) == "08");
+    CHECK(upload.get(60) == "000003");
+    CHECK_FALSE(upload.has(7));
+    f.processing = ProcessingCode::medical_purchase;
+    f.transmission_time = "1126023000";
+    const Message hold = transaction_request(MessageType::authorization, f);
+    CHECK(hold.mti() == "0100");
+    CHECK(hold.get(7) == "1126023000");
+    CHECK_FALSE(hold.has(25));
+    CHECK(processing_code_of(hold) == ProcessingCode::medical_purchase);
+    CHECK(encode(hold, coconut_dictionary()).ok());
+}

@@ -328,24 +328,32 @@ void Engine::handle(Message request, SessionState& session, Respond respond) {
                              *session.authenticated_terminal_id));
         return respond(make_response(request, ResponseCode::security_violation));
     }
-    const std::string& mti = request.mti();
-    if (mti == "0800" || mti == "0801") return sign_on(request, session, std::move(respond));
-    if (mti == "0320" || mti == "0321") return offline_upload(std::move(request), session, std::move(respond));
-    if (mti == "0500" || mti == "0501") return reconcile(request, session, std::move(respond));
-    const bool online = mti == "0200" || mti == "0201" || mti == "0100" || mti == "0101" || mti == "0220" || mti == "0221" ||
-                        mti == "0400" || mti == "0401" || mti == "0420" || mti == "0421";
-    if (online && card_services_ == nullptr) {
+    using iso8583::MessageType;
+    const std::optional<MessageType> type = iso8583::request_type_of(request.mti());
+    if (type == MessageType::network) return sign_on(request, session, std::move(respond));
+    if (type == MessageType::upload) return offline_upload(std::move(request), session, std::move(respond));
+    if (type == MessageType::reconciliation) return reconcile(request, session, std::move(respond));
+    if (!type) {
+        stats_.refused++;
+        stats_.in_flight--;
+        return respond(make_response(request, ResponseCode::invalid_transaction));
+    }
+    // The online messages need the HSM's card services (load MAC2, TACs, card-presence proofs).
+    if (card_services_ == nullptr) {
         stats_.refused++;
         stats_.in_flight--;
         return respond(make_response(request, ResponseCode::issuer_inoperative));
     }
-    if (mti == "0200" || mti == "0201") return online_load(request, session, std::move(respond));
-    if (mti == "0100" || mti == "0101") return clinic_authorization(request, session, std::move(respond));
-    if (mti == "0220" || mti == "0221") return advice(request, session, std::move(respond));
-    if (online) return reversal(request, session, std::move(respond));
-    stats_.refused++;
-    stats_.in_flight--;
-    respond(make_response(request, ResponseCode::invalid_transaction));
+    switch (*type) {
+        case MessageType::financial: return online_load(request, session, std::move(respond));
+        case MessageType::authorization: return clinic_authorization(request, session, std::move(respond));
+        case MessageType::advice: return advice(request, session, std::move(respond));
+        case MessageType::reversal:
+        case MessageType::reversal_advice: return reversal(request, session, std::move(respond));
+        case MessageType::upload:
+        case MessageType::reconciliation:
+        case MessageType::network: break;  // handled above
+    }
 }
 
 Result<std::size_t> Engine::scan_expiries() {

@@ -149,7 +149,7 @@ std::shared_ptr<Engine::Online> Engine::begin_online(const Message& request, Ses
     auto online = std::make_shared<Online>();
     online->request = request;
     online->respond = std::move(respond);
-    online->advice = request.mti().starts_with("042");
+    online->advice = iso8583::request_type_of(request.mti()) == iso8583::MessageType::reversal_advice;
     const auto amount = request.get_number(4);
     const auto stan = request.get_number(11);
     const auto terminal_id = request.get(41);

@@ -24,6 +24,55 @@ constexpr std::size_t hotlist_entry_chars = 21;  // + or - ‖ ASN as 20 digits
 
 }  // namespace
 
+namespace {
+
+struct TypeMti {
+    MessageType type;
+    std::string_view mti;
+};
+constexpr TypeMti request_mtis[] = {
+    {MessageType::authorization, "0100"}, {MessageType::financial, "0200"},       {MessageType::advice, "0220"},
+    {MessageType::upload, "0320"},        {MessageType::reversal, "0400"},        {MessageType::reversal_advice, "0420"},
+    {MessageType::reconciliation, "0500"}, {MessageType::network, "0800"},
+};
+
+}  // namespace
+
+std::string request_mti(MessageType type, bool repeat) {
+    for (const TypeMti& t : request_mtis) {
+        if (t.type != type) continue;
+        std::string mti(t.mti);
+        if (repeat) mti[3] = '1';
+        return mti;
+    }
+    assert(false);  // every type has its MTI above
+    return {};
+}
+
+std::optional<MessageType> request_type_of(std::string_view mti) {
+    if (mti.size() != mti_size || (mti[3] != '0' && mti[3] != '1')) return std::nullopt;
+    for (const TypeMti& t : request_mtis) {
+        if (mti.substr(0, 3) == t.mti.substr(0, 3)) return t.type;
+    }
+    return std::nullopt;
+}
+
+Message transaction_request(MessageType type, const TransactionFields& f, bool repeat) {
+    assert(f.stan <= 999'999 && f.terminal_id.size() == 8);
+    Message m(request_mti(type, repeat));
+    m.set(2, f.card_number);
+    m.set(3, processing_code_text(f.processing));
+    m.set_number(4, f.amount_fen, 12);
+    if (!f.transmission_time.empty()) m.set(7, f.transmission_time);
+    m.set_number(11, f.stan, 6);
+    if (!f.local_time.empty()) m.set(12, f.local_time);
+    if (!f.local_date.empty()) m.set(13, f.local_date);
+    if (type == MessageType::upload) m.set(25, "08");
+    m.set(41, f.terminal_id);
+    m.set(60, batch_field(f.batch_number));
+    return m;
+}
+
 std::string_view processing_code_text(ProcessingCode code) {
     switch (code) {
         case ProcessingCode::purse_purchase: return "000000";

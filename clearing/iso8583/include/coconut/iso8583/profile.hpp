@@ -27,6 +27,25 @@
 
 namespace coconut::iso8583 {
 
+// ---- message types (§4) --------------------------------------------------------------------------------
+
+// The requests a terminal sends; each is answered with its response MTI (response_mti). A repeat (the
+// originator digit 1: 0321, 0221, 0421, …) is the same type, answered like the original.
+enum class MessageType : std::uint8_t {
+    authorization,    // 0100: clinic hold on the medical account (§4.4)
+    financial,        // 0200: online load (§4.2)
+    advice,           // 0220: load confirmation (§4.3), clinic completion (§4.5)
+    upload,           // 0320: one offline purse purchase (§4.8)
+    reversal,         // 0400: reversal of a load or a hold (§4.5)
+    reversal_advice,  // 0420: the same when the terminal got no answer in time
+    reconciliation,   // 0500: batch totals (§4.7)
+    network,          // 0800: sign-on, echo, hotlist, card-presence challenge (NetworkCode)
+};
+// "0320", or "0321" for a repeat.
+std::string request_mti(MessageType type, bool repeat = false);
+// The type of a request MTI, repeats included; nullopt for a response or an MTI we do not serve.
+std::optional<MessageType> request_type_of(std::string_view mti);
+
 // ---- field 3: processing code (type ‖ from account ‖ to account) ---------------------------------------
 
 enum class ProcessingCode : std::uint8_t {
@@ -72,6 +91,24 @@ struct OriginalData {
 };
 std::string encode_original_data(const OriginalData& original);
 std::optional<OriginalData> parse_original_data(std::string_view field90);
+
+// ---- the fields of a card-transaction request (§4.1, §4.8) --------------------------------------------------
+
+// What 0100, 0200, 0220, 0320, 0400 and 0420 carry besides their card data (62) and original (90).
+struct TransactionFields {
+    std::string card_number;                                // 2 (card_number of the ASN)
+    ProcessingCode processing = ProcessingCode::purse_purchase;  // 3
+    std::uint64_t amount_fen = 0;                           // 4
+    std::string transmission_time;                          // 7 MMDDhhmmss; empty: not sent (0320, advices)
+    std::uint32_t stan = 0;                                 // 11
+    std::string local_time;                                 // 12 hhmmss of the card transaction; empty: not sent
+    std::string local_date;                                 // 13 MMDD; empty: not sent
+    std::string terminal_id;                                // 41
+    std::uint32_t batch_number = 0;                         // 60
+};
+// A request of `type` with these fields; an upload (0320) also carries 25 = 08 (store-and-forward).
+// The caller adds 62 (card data), 42 (0100's merchant) and 90 (advices and reversals).
+Message transaction_request(MessageType type, const TransactionFields& fields, bool repeat = false);
 
 // ---- hotlist download: fields 48 and 63 (§4.6) ----------------------------------------------------------
 
