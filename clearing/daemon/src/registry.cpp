@@ -152,8 +152,7 @@ PurchaseProof purchase_proof(const iso8583::PurseTransaction& t, std::uint32_t a
 }
 
 bool same_proven_record(const PurchaseProof& a, const PurchaseProof& b) {
-    return a.tac == b.tac && a.when.date == b.when.date && a.when.time == b.when.time && a.type == b.type &&
-           a.amount_fen == b.amount_fen;
+    return a.tac == b.tac && a.when == b.when && a.type == b.type && a.amount_fen == b.amount_fen;
 }
 
 namespace {

@@ -117,6 +117,7 @@ Key8 purchase_session_key(const Key16& dpk, ByteView random4, std::uint16_t offl
 struct CardDateTime {
     std::array<std::uint8_t, 4> date{};
     std::array<std::uint8_t, 3> time{};
+    friend bool operator==(const CardDateTime&, const CardDateTime&) = default;
 };
 
 Bytes load_mac1_input(std::uint32_t old_balance, std::uint32_t amount, std::uint8_t type, ByteView terminal_id6);
