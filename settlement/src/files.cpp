@@ -300,7 +300,29 @@ std::string render_summary_text(const Positions& positions) {
 
 std::filesystem::path default_schemas_dir() { return COCONUT_SETTLEMENT_SCHEMAS_DIR; }
 
+std::optional<std::string> xml_input_refusal(std::string_view xml) {
+    std::string_view rest = xml;
+    if (rest.starts_with("\xEF\xBB\xBF")) rest.remove_prefix(3);  // the UTF-8 byte order mark
+    if (rest.starts_with("\xFE\xFF") || rest.starts_with("\xFF\xFE") || (!rest.empty() && rest.front() == '\0')) {
+        return "not UTF-8 (ISO 20022 files are UTF-8)";
+    }
+    // The prolog: white space, the XML declaration, processing instructions and comments, up to the root
+    // element. A document type declaration can only stand here.
+    for (;;) {
+        const auto start = rest.find_first_not_of(" \t\r\n");
+        if (start == std::string_view::npos) return std::nullopt;
+        rest.remove_prefix(start);
+        if (rest.starts_with("<!DOCTYPE")) return "a document type declaration (<!DOCTYPE): refused before parsing";
+        const std::string_view close = rest.starts_with("<?") ? "?>" : rest.starts_with("<!--") ? "-->" : "";
+        if (close.empty()) return std::nullopt;  // the root element (or not XML: the parser says so)
+        const auto end = rest.find(close);
+        if (end == std::string_view::npos) return std::nullopt;
+        rest.remove_prefix(end + close.size());
+    }
+}
+
 std::string validate_xml(std::string_view xml, const std::filesystem::path& schema_file) {
+    if (auto refused = xml_input_refusal(xml)) return *refused;
     XmlErrors errors;
     const auto parser = std::unique_ptr<xmlSchemaParserCtxt, decltype(&xmlSchemaFreeParserCtxt)>(
         xmlSchemaNewParserCtxt(schema_file.c_str()), xmlSchemaFreeParserCtxt);

@@ -130,6 +130,7 @@ Result<std::vector<Booking>> read_camt(const std::filesystem::path& path, const 
     if (ec) return Unexpected{invalid(path, "cannot read: " + ec.message())};
     if (size > camt_file_bytes_max) return Unexpected{invalid(path, "larger than 256 MiB")};
     COCONUT_SETTLE_TRY(text, read_text_file(path));
+    if (auto refused = xml_input_refusal(text)) return Unexpected{invalid(path, *refused)};
     Document document(xmlReadMemory(text.data(), static_cast<int>(text.size()), path.c_str(), nullptr,
                                     XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING),
                       xmlFreeDoc);

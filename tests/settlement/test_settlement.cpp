@@ -584,3 +584,30 @@ TEST_CASE("reconciling a cycle that was not posted is refused") {
     REQUIRE_FALSE(r.ok());
     CHECK(r.error().code == ErrorCode::bad_input);
 }
+
+TEST_CASE("a bank file with a DOCTYPE is refused before parsing: no entity is ever expanded") {
+    Day d;
+    d.book_the_day();
+    run(d, day);
+    // Nested entities in an attribute: expanded by the parser before any schema check.
+    std::string bomb = "<?xml version=\"1.0\"?>\n<!-- a bank's header -->\n<!DOCTYPE Document [\n <!ENTITY a \"aaaaaaaaaaaaaaaa\">\n";
+    char previous = 'a';
+    for (char name = 'b'; name <= 'p'; ++name) {
+        bomb += std::string(" <!ENTITY ") + name + " \"";
+        for (int i = 0; i < 16; ++i) bomb += std::string("&") + previous + ";";
+        bomb += "\">\n";
+        previous = name;
+    }
+    bomb += "]>\n<Document xmlns=\"urn:iso:std:iso:20022:tech:xsd:camt.053.001.08\" x=\"&p;\"/>\n";
+    const auto file = d.out() / "bomb.xml";
+    write(file, bomb);
+    auto report = reconcile(d.out(), cycle_id(day), {file});
+    REQUIRE_FALSE(report.ok());
+    // Refused by name before the parser ran (parsed, it was 45 s of CPU and 400 MB, then a schema error).
+    CHECK(report.error().message.find("<!DOCTYPE") != std::string::npos);
+    CHECK(validate_xml(bomb, default_schemas_dir() / "camt.053.001.08.xsd").find("DOCTYPE") != std::string::npos);
+    CHECK(xml_input_refusal("\xEF\xBB\xBF<?xml version=\"1.0\"?><!--x--> <!DOCTYPE D>").has_value());
+    CHECK(xml_input_refusal(std::string("\xFF\xFE<\0D\0", 6)).value() == "not UTF-8 (ISO 20022 files are UTF-8)");
+    // A comment or text that merely mentions a DOCTYPE after the root element is data, not a declaration.
+    CHECK_FALSE(xml_input_refusal("<?xml version=\"1.0\"?><Document><Note>&lt;!DOCTYPE</Note></Document>").has_value());
+}

@@ -281,6 +281,11 @@ std::string render_summary_text(const Positions& positions);
 std::filesystem::path default_schemas_dir();
 // Empty when `xml` is valid against `schema_file`; otherwise the first errors (line: message).
 std::string validate_xml(std::string_view xml, const std::filesystem::path& schema_file);
+// Why `xml` is refused before any parser sees it, or nothing: a document type declaration (ISO 20022
+// files never carry one; its entities would be expanded by the parser before any schema check — a few KB
+// of nested entities cost minutes of CPU and gigabytes), or a document that is not UTF-8 (a UTF-16 one
+// would hide its prolog from this check). Every XML input (camt.053/054, validate_xml) passes here first.
+std::optional<std::string> xml_input_refusal(std::string_view xml);
 
 // Writes each file atomically unless it already holds exactly these bytes; a file that exists with
 // other content is a `conflict` and nothing more is written.
