@@ -294,6 +294,13 @@ def check_clerk(stack, client):
     assert status == 200 and body["status"] == "active"
     status, body = client.get("/v1/clerk/cards/0000000000000000", reader)
     assert_error(status, body, 404)
+    # A clerk without the role learns nothing, not even whether a card exists: 403 for a registered card
+    # and for an unknown one alike (the role is checked before the lookup).
+    for number in (card1, "0000000000000000"):
+        status, body = client.get(f"/v1/clerk/cards/{number}", settler)
+        assert_error(status, body, 403)
+        status, body, _ = client.call("PUT", f"/v1/clerk/cards/{number}/status", reader, {"status": "lost"})
+        assert_error(status, body, 403)
     it.log("  ok  hotlist on/off (role hotlist; read cannot), the cardholder sees the status, risk flags per card")
 
     status, body = client.get("/v1/clerk/risk", reader)

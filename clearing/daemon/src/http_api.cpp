@@ -529,6 +529,20 @@ struct Api::State {
 
     void clerk_card(const Clerk& clerk, const ApiRequest& request, const Target& target, Respond respond) {
         const auto seg = target.segments();  // v1 clerk cards {n} [status|token]
+        // Method and role before anything is looked up: a clerk without the role learns nothing, not even
+        // whether the card exists (404 against 403).
+        struct Route {
+            std::string_view method;
+            std::uint8_t role;
+            const char* role_name;
+        };
+        const Route route = seg.size() == 4        ? Route{"GET", roles::read, "read"}
+                            : seg[4] == "status" ? Route{"PUT", roles::hotlist, "hotlist"}
+                            : seg[4] == "token"  ? Route{"POST", roles::registry, "registry"}
+                                                 : Route{"", 0, ""};
+        if (route.method.empty()) return respond(error_response(404, "not_found", "no such endpoint"));
+        if (request.method != route.method) return respond(error_response(405, "method_not_allowed", std::string(route.method) + " only"));
+        if (!(clerk.roles & route.role)) return respond(error_response(403, "forbidden", std::string("role ") + route.role_name + " required"));
         auto number = parse_card_number(seg[3]);
         if (!number) return respond(error_response(400, "bad_request", "card number must be 16 digits"));
         auto asn = find_card(*number);
