@@ -236,3 +236,31 @@ TEST_CASE("a revoked clerk token is refused like an unknown one, listed as revok
     CHECK(journal->back().clerk == "admin");
     CHECK(journal->back().detail == "2 token(s)");
 }
+
+TEST_CASE("issue-tokens writes each token file under a new temporary name: a file placed at a predictable name is left alone") {
+    test::Fixture f;
+    auto tokens = http::Tokens::open(f.ledger->env(), f.dir.path());
+    REQUIRE(tokens.ok());
+    auto registry = Registry::open(f.ledger->env());
+    REQUIRE(registry.ok());
+    auto loaded = load_registry(*f.ledger, **registry, R"({"cards": [{"asn": "46010000000012345678", "issuer_id": "4600000000000001"}]})");
+    REQUIRE_MESSAGE(loaded.ok(), (loaded.ok() ? "" : loaded.error().message));
+    const auto out = std::filesystem::path(f.dir.path()) / "tokens";
+    std::filesystem::create_directories(out);
+    // What a tool using "<file>.tmp" would have opened, truncated and renamed over the token file.
+    const auto planted = out / "0000000012345678.token.tmp";
+    std::ofstream(planted) << "planted\n";
+    ::chmod(planted.c_str(), 0644);
+    auto issued = http::issue_card_tokens(*f.ledger, **registry, **tokens, {}, out);
+    REQUIRE_MESSAGE(issued.ok(), (issued.ok() ? "" : issued.error().message));
+    CHECK(*issued == 1);
+    CHECK(file_text(planted) == "planted\n");
+    const auto token_file = out / "0000000012345678.token";
+    struct stat st {};
+    REQUIRE(::stat(token_file.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+    CHECK(file_text(token_file).starts_with("card_"));
+    std::size_t files = 0;
+    for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator(out)) ++files;
+    CHECK(files == 2);  // the token and the planted file: no temporary left behind
+}

@@ -8,6 +8,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <cassert>
@@ -153,13 +154,17 @@ Status commit_offline(ledger::Ledger& ledger, std::function<lmdb::Status(lmdb::T
 // A token file (0600, written whole under a temporary name, then renamed) without its own fsync: a
 // thousand cards would cost two thousand synced writes; sync_filesystem_of() makes them all durable
 // at once before the tokens are committed.
+// The temporary name is new (mkostemp: O_CREAT | O_EXCL, mode 0600): a file someone placed under a
+// predictable name is never opened, truncated or renamed over the token file.
 bool write_token_file(const std::filesystem::path& path, std::string_view line) {
-    const std::filesystem::path temp = path.string() + ".tmp";
-    const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    std::string temp = path.string() + ".XXXXXX";
+    const int fd = ::mkostemp(temp.data(), O_CLOEXEC);
     if (fd < 0) return false;
     const bool ok = ::fchmod(fd, 0600) == 0 && ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
     ::close(fd);
-    return ok && std::rename(temp.c_str(), path.c_str()) == 0;
+    if (ok && std::rename(temp.c_str(), path.c_str()) == 0) return true;
+    ::unlink(temp.c_str());
+    return false;
 }
 
 // syncfs(2) of the file system holding `directory`: every file written and renamed there is durable.
