@@ -423,7 +423,12 @@ def check_isolation(stack, seen):
 def check_operations(stack, client, openapi_path):
     status, body = client.get("/healthz")
     assert status == 200 and body["status"] == "ok" and body["ledger_readable"], body
-    status, text = client.get("/metrics")
+    # /metrics is an operator's: no token 401, a clerk without the role read 403, a reader 200.
+    status, body = client.get("/metrics")
+    assert_error(status, body, 401)
+    status, body = client.get("/metrics", stack.clerk["settler"])
+    assert_error(status, body, 403)
+    status, text = client.get("/metrics", stack.clerk["reader"])
     assert status == 200
     values = {}
     for line in text.splitlines():
@@ -535,7 +540,7 @@ def check_address_limit(stack, seen):
     assert status == 200 and body["card_number"] == number, (status, body)
     status, body = client.get("/v1/clerk/journal", stack.clerk["alice"])
     assert status == 200, (status, body)
-    metrics = client.get("/metrics")[1]
+    metrics = client.get("/metrics", stack.clerk["alice"])[1]  # the reader was revoked above
     assert any(line.startswith("coconut_http_rate_limited_total ") and int(line.split()[1]) >= 2 for line in metrics.splitlines()), metrics
     assert stack.stop_daemon() == 0
     it.log("  ok  per address: 50 requests without a valid token answered 401/404, then 429 with Retry-After; valid tokens unaffected")

@@ -1094,6 +1094,19 @@ struct Api::State {
 
     std::string metrics();
 
+    // /metrics for a clerk token with the role read (Prometheus: `authorization: credentials_file`): the
+    // outcome counts, suspense and risk figures are operators' business, not the public's.
+    void metrics_for_clerk(const ApiRequest& request, Respond respond) {
+        auto token = bearer_token(request.authorization);
+        if (!token) return respond(unauthenticated(request, unauthorized("Authorization: Bearer <clerk token> with the role read required")));
+        if (auto limited = rate_limit(s.tokens.hash(*token))) return respond(std::move(*limited));
+        auto clerk = s.tokens.clerk(*token);
+        if (!clerk) return respond(storage_failure(clerk.error().message));
+        if (!*clerk) return respond(unauthenticated(request, unauthorized("unknown clerk token")));
+        if (!((*clerk)->roles & roles::read)) return respond(error_response(403, "forbidden", "role read required"));
+        respond(ApiResponse{200, "text/plain; version=0.0.4", metrics(), {}});
+    }
+
     ApiResponse healthz() {
         const auto writer = s.writer.stats();
         const bool queue_ok = writer.queue_depth < ledger::writer_queue_requests_max_default;
@@ -1125,7 +1138,8 @@ void Api::handle(const ApiRequest& request, Respond respond) {
     }
     if (seg.size() == 1 && seg[0] == "healthz") return get_only([&] { return st.healthz(); });
     if (seg.size() == 1 && seg[0] == "metrics") {
-        return get_only([&] { return ApiResponse{200, "text/plain; version=0.0.4", st.metrics(), {}}; });
+        if (request.method != "GET") return respond(error_response(405, "method_not_allowed", "GET only"));
+        return st.metrics_for_clerk(request, std::move(respond));
     }
     if (seg.size() == 2 && seg[0] == "v1" && seg[1] == "openapi.json") {
         return get_only([] { return ApiResponse{200, "application/json", std::string(openapi_json()), {}}; });
