@@ -490,6 +490,19 @@ def phase_flows(stack):
     run([stack.clearingd, "admin", "--data", stack.data, "terminal-status", "SHOP0001", "active"])
     log("  ok  admin terminal-status: suspended and listed, a bad status exit 2, an unknown terminal named")
 
+    # A ledger that outgrows its map: the write fails whole, the error names --map-size; a larger map works.
+    small = os.path.join(stack.dir, "small-map")
+    registry = os.path.join(stack.dir, "many-cards.json")
+    with open(registry, "w") as f:
+        json.dump({"cards": [{"asn": f"4601{i:016d}", "issuer_id": ISSUER_ID, "purse_balance_fen": 100} for i in range(3000)]}, f)
+    full = run([stack.clearingd, "admin", "--data", small, "--map-size", "1MiB", "load", registry], check=False)
+    assert full.returncode == 4 and "map full" in full.stderr and "--map-size" in full.stderr, (full.returncode, full.stderr)
+    bad = run([stack.clearingd, "admin", "--data", small, "--map-size", "12XB", "list", "cards"], check=False)
+    assert bad.returncode == 2 and "KiB, MiB, GiB or TiB" in bad.stderr, (bad.returncode, bad.stderr)
+    run([stack.clearingd, "admin", "--data", small, "--map-size", "64MiB", "load", registry])
+    assert len(json.loads(run([stack.clearingd, "admin", "--data", small, "--map-size", "64MiB", "list", "cards"]).stdout)) == 3000
+    log("  ok  --map-size: a 1 MiB map fills (exit 4, the error names --map-size), 64 MiB holds 3,000 cards, 12XB exit 2")
+
 
 def phase_kill9(stack, transactions):
     log(f"phase kill9 ({transactions} transactions)")

@@ -85,12 +85,37 @@ struct Opened {
     std::unique_ptr<Registry> registry;
 };
 
+// The LMDB map every command of this process opens the ledger with (--map-size). The file is sparse:
+// the map only bounds how large the ledger may grow before writes fail with "map full".
+std::size_t map_size_bytes = ledger::map_size_bytes_default;
+
+// "64GiB", "512MiB", "1TiB" or a number of bytes; between 1 MiB and 16 TiB.
+coconut::Result<std::size_t, std::string> parse_map_size(const std::string& text) {
+    std::size_t digits = 0;
+    while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+    const std::string unit = text.substr(digits);
+    std::uint64_t shift = 0;
+    if (unit == "KiB") shift = 10;
+    else if (unit == "MiB") shift = 20;
+    else if (unit == "GiB") shift = 30;
+    else if (unit == "TiB") shift = 40;
+    else if (!unit.empty()) return Unexpected<std::string>{"unit must be KiB, MiB, GiB or TiB (or none: bytes)"};
+    if (digits == 0 || digits > 15) return Unexpected<std::string>{"expected a number, e.g. 64GiB"};
+    const std::uint64_t bytes = std::stoull(text.substr(0, digits)) << shift;
+    constexpr std::uint64_t min = std::uint64_t{1} << 20, max = std::uint64_t{16} << 40;
+    if (bytes < min || bytes > max || (bytes >> shift) != std::stoull(text.substr(0, digits))) {
+        return Unexpected<std::string>{"must be between 1MiB and 16TiB"};
+    }
+    return static_cast<std::size_t>(bytes);
+}
+
 coconut::Result<Opened, std::string> open_data(const std::string& dir, bool create) {
     std::error_code ec;
     if (create) std::filesystem::create_directories(dir, ec);
     if (!std::filesystem::is_directory(dir)) return Unexpected<std::string>{fmt::format("data directory {} does not exist", dir)};
     ledger::Options options;
     options.directory = dir;
+    options.map_size_bytes = map_size_bytes;
     auto opened = ledger::Ledger::open(options);
     if (!opened) return Unexpected<std::string>{fmt::format("cannot open the ledger in {}: {}", dir, opened.error().message)};
     auto registry = Registry::open(opened.value()->env());
@@ -600,7 +625,13 @@ int main(int argc, char** argv) {
         "5 bad registry input; 6 cannot listen; 7 HSM client key file");
 
     ServeOptions serve_options;
+    std::string map_size_text;
+    const std::string map_size_help = fmt::format(
+        "LMDB map size: how large the ledger may grow (the file is sparse), e.g. 64GiB, 1TiB; default {} GiB. When a "
+        "write reports \"map full\", restart with a larger one",
+        ledger::map_size_bytes_default >> 30);
     auto* serve_cmd = app.add_subcommand("serve", "serve terminals over ISO 8583 (TCP, 2-byte length frames)");
+    serve_cmd->add_option("--map-size", map_size_text, map_size_help);
     serve_cmd->add_option("--iso-listen", serve_options.iso_listen, "HOST:PORT for terminals (port 0: any free port)")
         ->capture_default_str();
     serve_cmd->add_option("--data", serve_options.data, "data directory (LMDB ledger and registries)")->required();
@@ -686,6 +717,7 @@ int main(int argc, char** argv) {
     bool as_json = false;
     auto* check_cmd = app.add_subcommand("check", "verify every ledger and registry invariant; exit 1 on a violation");
     check_cmd->add_option("--data", data_dir, "data directory")->required();
+    check_cmd->add_option("--map-size", map_size_text, map_size_help);
     check_cmd->add_flag("--json", as_json, "machine-readable report");
 
     auto* admin_cmd = app.add_subcommand("admin", "registries: cards, participants, terminals, risk flags");
@@ -694,6 +726,7 @@ int main(int argc, char** argv) {
     // inherit the fallthrough and hand --data up to `admin`.
     admin_cmd->fallthrough();
     admin_cmd->add_option("--data", data_dir, "data directory")->required();
+    admin_cmd->add_option("--map-size", map_size_text, map_size_help);
     std::string registry_file;
     auto* load_cmd = admin_cmd->add_subcommand("load", "load a registry JSON file (idempotent; daemon must be stopped)");
     load_cmd->add_option("FILE", registry_file, "registry JSON (clearing/README.md)")->required();
@@ -730,6 +763,11 @@ int main(int argc, char** argv) {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         return app.exit(e) == 0 ? exit_ok : exit_usage;
+    }
+    if (!map_size_text.empty()) {
+        auto parsed = parse_map_size(map_size_text);
+        if (!parsed) return fail(exit_usage, "--map-size " + map_size_text + ": " + parsed.error());
+        map_size_bytes = *parsed;
     }
     try {
         if (serve_cmd->parsed()) return serve(serve_options);

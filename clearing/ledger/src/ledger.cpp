@@ -47,7 +47,7 @@ Error to_error(const lmdb::Error& error, const State& state) {
     if (error.map_full()) {
         return Error{ErrorCode::map_full,
                      fmt::format("ledger map full: the LMDB map of {} bytes in {} is used up; nothing of this "
-                                 "batch was written. Restart with a larger map size ({})",
+                                 "batch was written. Restart with a larger map size (coconut-clearingd --map-size) ({})",
                                  state.env.map_size_bytes(), state.options.directory, error.message())};
     }
     return Error{ErrorCode::storage, fmt::format("ledger storage error in {}: {}", state.options.directory, error.message())};
