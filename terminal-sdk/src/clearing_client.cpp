@@ -49,9 +49,8 @@ std::optional<iso8583::RecordDigest> approval_digest(const Message& answer) {
 // Records the host does not book with a digest (completions, reversals) are judged by the code alone.
 bool host_booked_this_record(const TransactionRecord& record, const Message& answer) {
     if (iso8583::response_code_of(answer) != ResponseCode::approved) return false;
-    if (record.link == LinkKind::offline_purchase) return approval_digest(answer) == record_digest(record);
-    if (record.link == LinkKind::load_confirmation) return approval_digest(answer) == record_digest(record);
-    return true;
+    const bool carries_digest = record.link == LinkKind::offline_purchase || record.link == LinkKind::load_confirmation;
+    return !carries_digest || approval_digest(answer) == record_digest(record);
 }
 
 // An offline purchase leaves the queue only on an approval of this very record (see the header): 59 (its

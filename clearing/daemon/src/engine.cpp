@@ -110,6 +110,16 @@ std::optional<AtcGap> mark_atc_booked(CardRecord& card, std::uint16_t atc) {
 // Where a purchase's stored record lives: what its id is made of.
 Registry::PurchaseKey purchase_key_of(const PurseTransaction& t) { return {t.asn, t.terminal_id, t.terminal_serial}; }
 
+// Runs `work` where answers are built (EngineOptions::completion_executor), or here when none is set.
+template <class Work>
+void run_on(const std::optional<boost::asio::any_io_executor>& executor, Work&& work) {
+    if (executor) {
+        boost::asio::post(*executor, std::forward<Work>(work));
+    } else {
+        work();
+    }
+}
+
 // Days since 1970-01-01 (UTC): the forged-TAC count's day.
 std::uint32_t utc_day() { return static_cast<std::uint32_t>(wall_clock_ns() / 86'400'000'000'000ULL); }
 
@@ -686,7 +696,9 @@ void Engine::answer_stored(const std::shared_ptr<Upload>& upload, const Purchase
                         fmt::format("re-upload from {} of serial {} claims ATC {} balance {} fen; booked with ATC {} balance {} fen",
                                     upload->terminal_id, t.terminal_serial, t.offline_atc, t.balance_before_fen, stored.offline_atc,
                                     stored.balance_before_fen)};
-    auto hook = [this, flag](lmdb::Txn& txn, std::span<const ledger::EventResult>) { return put_flags(txn, flag.asn, {flag}); };
+    auto hook = [this, flag](lmdb::Txn& txn, std::span<const ledger::EventResult>) {
+        return detail::raise_flags(registry_, txn, flag.asn, std::span<const RiskFlag>(&flag, 1));
+    };
     auto on_commit = [this, upload](ledger::Reply reply) {
         if (!reply) log_line("risk flag not recorded: " + reply.error().message);
         finish(upload, ResponseCode::approved);
@@ -740,7 +752,7 @@ void Engine::review(std::shared_ptr<Upload> upload, RiskKind kind) {
                 if (auto s = registry_.put_terminal(txn, r); !s) return s;
             }
         }
-        return put_flags(txn, t.asn, flags);
+        return detail::raise_flags(registry_, txn, t.asn, flags);
     };
     auto on_commit = [this, upload](ledger::Reply reply) mutable {
         auto done = [this, upload, reply = std::move(reply)] {
@@ -761,33 +773,33 @@ void Engine::review(std::shared_ptr<Upload> upload, RiskKind kind) {
             // A forged record answered 94 when it collides with a booked one (the genuine record is booked).
             finish(upload, forged && !upload->conflicts_with_booked ? ResponseCode::suspected_fraud : ResponseCode::duplicate_transmission);
         };
-        if (options_.completion_executor) {
-            boost::asio::post(*options_.completion_executor, std::move(done));
-        } else {
-            done();
-        }
+        run_on(options_.completion_executor, std::move(done));
     };
     if (!writer_.try_submit({ledger::Event(transfer)}, std::move(on_commit), std::move(hook))) {
         finish(upload, ResponseCode::issuer_inoperative);
     }
 }
 
-lmdb::Status Engine::put_flags(lmdb::Txn& txn, const Asn& asn, const std::vector<RiskFlag>& flags) {
+namespace detail {
+
+lmdb::Status raise_flags(const Registry& registry, lmdb::Txn& txn, const Asn& asn, std::span<const RiskFlag> flags) {
     assert(flags.size() <= risk_flags_per_message_max);
     std::uint32_t added_count = 0;
     for (const RiskFlag& f : flags) {
-        auto added = registry_.put_risk(txn, f);
+        auto added = registry.put_risk(txn, f);
         if (!added) return Unexpected<lmdb::Error>{added.error()};
         if (*added) added_count++;
     }
     if (added_count == 0) return Ok{};
-    auto card = registry_.card_in(txn, asn);
+    auto card = registry.card_in(txn, asn);
     if (!card) return Unexpected<lmdb::Error>{card.error()};
     if (!*card) return Ok{};
     CardRecord updated = **card;
     updated.risk_flags += added_count;
-    return registry_.put_card(txn, updated);
+    return registry.put_card(txn, updated);
 }
+
+}  // namespace detail
 
 void Engine::book(std::shared_ptr<Upload> upload) {
     const PurseTransaction& t = upload->transaction;
@@ -816,10 +828,10 @@ void Engine::book(std::shared_ptr<Upload> upload) {
             if (!stored) return Unexpected<lmdb::Error>{stored.error()};
             upload->raced = *stored ? std::optional<PurchaseProof>(**stored) : std::nullopt;
             if (*stored && !same_proven_record(**stored, upload->proof)) {
-                return put_flags(txn, t.asn,
-                                 {RiskFlag{RiskKind::serial_conflict, t.asn, t.offline_atc, t.type, wall_clock_ns(),
-                                           fmt::format("valid TAC under a booked purchase's id from {} serial {} (racing uploads)",
-                                                       upload->terminal_id, t.terminal_serial)}});
+                const RiskFlag conflict{RiskKind::serial_conflict, t.asn, t.offline_atc, t.type, wall_clock_ns(),
+                                        fmt::format("valid TAC under a booked purchase's id from {} serial {} (racing uploads)",
+                                                    upload->terminal_id, t.terminal_serial)};
+                return detail::raise_flags(registry_, txn, t.asn, std::span<const RiskFlag>(&conflict, 1));
             }
             return Ok{};
         }
@@ -892,13 +904,8 @@ void Engine::book(std::shared_ptr<Upload> upload) {
     };
 
     auto on_commit = [this, upload](ledger::Reply reply) mutable {
-        if (options_.completion_executor) {
-            boost::asio::post(*options_.completion_executor, [this, upload = std::move(upload), reply = std::move(reply)] {
-                answer_booking(upload, reply);
-            });
-        } else {
-            answer_booking(upload, reply);
-        }
+        run_on(options_.completion_executor,
+               [this, upload = std::move(upload), reply = std::move(reply)] { answer_booking(upload, reply); });
     };
     if (!writer_.try_submit({ledger::Event(transfer)}, std::move(on_commit), std::move(hook))) {
         finish(upload, ResponseCode::issuer_inoperative);  // writer queue full or stopping: retry later

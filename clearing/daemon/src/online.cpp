@@ -78,10 +78,7 @@ lmdb::Status update_card(const Registry& registry, lmdb::Txn& txn, const Asn& as
 }
 
 lmdb::Status raise_flag(const Registry& registry, lmdb::Txn& txn, const RiskFlag& flag) {
-    auto added = registry.put_risk(txn, flag);
-    if (!added) return Unexpected<lmdb::Error>{added.error()};
-    if (!*added) return Ok{};
-    return update_card(registry, txn, flag.asn, [](CardRecord& card) { card.risk_flags++; });
+    return detail::raise_flags(registry, txn, flag.asn, std::span<const RiskFlag>(&flag, 1));
 }
 
 // The shadow mirror follows posted money only (ISO8583.md §4.3): called when a load is posted. The load

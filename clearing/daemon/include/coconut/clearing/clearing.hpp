@@ -657,8 +657,6 @@ private:
                                                          const std::optional<TerminalRecord>& terminal) const;
     void review(std::shared_ptr<Upload> upload, RiskKind kind);
     void answer_stored(const std::shared_ptr<Upload>& upload, const PurchaseProof& stored);
-    // Raises `flags` (at most risk_flags_per_message_max) for the card, counting the new ones on it.
-    lmdb::Status put_flags(lmdb::Txn& txn, const Asn& asn, const std::vector<RiskFlag>& flags);
     // Why `challenge` is not a valid one for this terminal and card now; nothing when it is (it may
     // still have been used: the caller checks the table and the holds in flight).
     std::optional<std::string> check_challenge(const iso8583::HostChallenge& challenge, std::string_view terminal_id,
