@@ -27,17 +27,34 @@ if(COCONUT_FUZZ)
   target_compile_options(coconut_options INTERFACE -fsanitize=fuzzer-no-link)
 endif()
 
-# coconut_add_fuzzer(name source... LIBS libs...) — a libFuzzer executable, only with COCONUT_FUZZ.
+# coconut_add_fuzzer(name SOURCES source... LIBS libs... [RUN_SECONDS s [CORPUS dir] [RUN_ARGS args...]])
+# A libFuzzer executable, only with COCONUT_FUZZ; tools/fuzz is on its include path (fuzz_support.hpp).
+# With RUN_SECONDS, also a ctest test labelled `fuzz` (docs/FUZZING.md): tools/fuzz/run.sh fuzzes for that
+# long from a scratch copy of CORPUS (default fuzz/corpus/<name> of the calling directory), after replaying
+# fuzz/regressions/<name> when it exists. RUN_ARGS are passed on to run.sh (--dict FILE, --max-len N).
 function(coconut_add_fuzzer name)
-  cmake_parse_arguments(FUZZ "" "" "SOURCES;LIBS" ${ARGN})
+  cmake_parse_arguments(FUZZ "" "RUN_SECONDS;CORPUS" "SOURCES;LIBS;RUN_ARGS" ${ARGN})
   if(NOT COCONUT_FUZZ)
     return()
   endif()
   add_executable(${name} ${FUZZ_SOURCES})
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tools/fuzz)
   target_link_libraries(${name} PRIVATE ${FUZZ_LIBS} coconut::options)
   target_link_options(${name} PRIVATE -fsanitize=fuzzer)
   if(NOT TARGET coconut_fuzzers)
     add_custom_target(coconut_fuzzers)
   endif()
   add_dependencies(coconut_fuzzers ${name})
+  if(FUZZ_RUN_SECONDS)
+    if(NOT FUZZ_CORPUS)
+      set(FUZZ_CORPUS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/${name})
+    endif()
+    set(regressions ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/regressions/${name})
+    add_test(NAME ${name}
+             COMMAND ${PROJECT_SOURCE_DIR}/tools/fuzz/run.sh --fuzzer $<TARGET_FILE:${name}> --seconds ${FUZZ_RUN_SECONDS}
+                     --corpus ${FUZZ_CORPUS} --regressions ${regressions} ${FUZZ_RUN_ARGS})
+    # The run, start-up and the replay of the corpus, with room for a loaded machine.
+    math(EXPR timeout "${FUZZ_RUN_SECONDS} * 3 + 60")
+    set_tests_properties(${name} PROPERTIES LABELS "fuzz" TIMEOUT ${timeout})
+  endif()
 endfunction()

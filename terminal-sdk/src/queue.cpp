@@ -181,7 +181,13 @@ Status<QueueError> TransactionQueue::load() {
     std::size_t pos = file_header_size;
     while (pos + 4 <= size) {
         const std::size_t length = read_be32(ByteView(file).subspan(pos, 4));
-        if (length == 0) break;  // end of the log (preallocated zeros)
+        if (length == 0) {
+            // The end of the log, when only the preallocated zeros follow. Anything else after a zero
+            // length word is a damaged record with records behind it, which an append would overwrite.
+            if (!std::all_of(file.begin() + static_cast<std::ptrdiff_t>(pos), file.end(), [](std::uint8_t b) { return b == 0; }))
+                return corrupt(pos, "zero length with records after it");
+            break;
+        }
         const std::size_t total = 4 + length + checksum_size;
         const bool fits = length >= 9 && length <= payload_max + 9 && pos + total <= size;
         const bool valid = fits && [&] {

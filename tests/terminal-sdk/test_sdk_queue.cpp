@@ -117,6 +117,22 @@ TEST_CASE("queue: a torn final append is dropped; damage before other records re
     CHECK(refused.error().code == QueueErrorCode::corrupt);
 }
 
+TEST_CASE("queue: a zeroed length word with records after it refuses to open, not an end that drops them") {
+    TempDir dir;
+    const auto path = dir.path / "q.log";
+    {
+        auto q = open_queue(path);
+        REQUIRE(q->append(sample(1, 1)).ok());
+        REQUIRE(q->append(sample(2, 2)).ok());
+    }
+    // The first record's length word reads 0 (found by fuzz_queue_file): the end of the log only if
+    // nothing but zeros follows; here two records do, which the next append would overwrite.
+    for (off_t at = 16; at < 20; ++at) poke(path, at, 0x00);
+    auto refused = TransactionQueue::open(path);
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error().code == QueueErrorCode::corrupt);
+}
+
 TEST_CASE("queue: a file that is not a queue is refused") {
     TempDir dir;
     const auto path = dir.path / "q.log";

@@ -11,7 +11,7 @@
 // Online flows use the same kinds: a load or a clinic hold is an intent (written before its 0200 / 0100
 // goes out); what the clearing must still be told (load confirmation 0220, clinic completion 0220,
 // reversal advice 0420) is a transaction record with its `link` kind, uploaded until acknowledged.
-// The end of the log is the first zero length. A record whose checksum fails is a write torn by a crash
+// The end of the log is the first zero length; only zeros may follow it. A record whose checksum fails is a write torn by a crash
 // only if nothing but zeros follows it; then it is dropped (the flow that wrote it never returned). Any
 // other damage refuses to open the queue — records are never silently lost.
 // When most of the log is dead (acknowledged) it is rewritten: live records to a new file, fsync,
