@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of fuzz_apdu_dispatcher into card-os-apdu/fuzz/corpus/ (committed; rerun after
+"""Writes the seed corpus of fuzz_apdu_dispatcher into card-os-apdu/fuzz/corpus/fuzz_apdu_dispatcher/ (committed; rerun after
 changing the input layout documented at the top of fuzz_apdu_dispatcher.cpp). One file per terminal
 session a real reader would run, so the fuzzer starts from every application's deep states."""
 import os
 import pathlib
 
 HERE = pathlib.Path(__file__).resolve().parent
-OUT = HERE / "corpus"
+OUT = HERE / "corpus" / "fuzz_apdu_dispatcher"
 
 CARD_T1, CARD_T0, PSAM, CARD_MASTER = 0, 1, 2, 3
 PRESELECT, SSSE_FIRST, PIN_FIRST = 0x04, 0x08, 0x10
@@ -65,7 +65,7 @@ SEEDS.update({
 
 
 def main():
-    OUT.mkdir(exist_ok=True)
+    OUT.mkdir(parents=True, exist_ok=True)
     for name, data in SEEDS.items():
         (OUT / f"seed-{name}").write_bytes(data)
     print(f"wrote {len(SEEDS)} seeds to {os.path.relpath(OUT)}")
