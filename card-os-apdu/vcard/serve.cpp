@@ -11,6 +11,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -37,6 +38,13 @@ struct Slot {
     std::uint16_t port = 0;
     std::unique_ptr<cos::VirtualCard> card;
     ImageLock lock;
+    bool power_cut = false;  // --tear-after fired: `card` is gone, the slot stays empty
+};
+
+// What the slot threads tell the main thread (which waits in sigwait): a planned power cut happened.
+struct PowerCutNotice {
+    std::atomic<bool> happened{false};
+    pthread_t main_thread{};
 };
 
 const char* control_name(std::uint8_t code) {
@@ -88,7 +96,14 @@ VpcdLink::Outcome serve_session(Slot& slot, VpcdLink& link, const StopSignal& st
             }
             continue;
         }
-        Bytes response = slot.card->transmit(message);
+        Bytes response;
+        try {
+            response = slot.card->transmit(message);
+        } catch (const cos::PowerCut&) {
+            // No response: the card lost power inside the command. The caller drops the connection.
+            slot.power_cut = true;
+            return VpcdLink::Outcome::stopped;
+        }
         if (response.size() > vpcd_payload_max) response = {0x67, 0x00};  // cannot be framed
         if (verbose) {
             std::fprintf(stderr, "serve[%s]: %s -> %s\n", slot.name.c_str(), to_hex(message).c_str(),
@@ -98,8 +113,8 @@ VpcdLink::Outcome serve_session(Slot& slot, VpcdLink& link, const StopSignal& st
     }
 }
 
-// Connects, serves, reconnects with back-off; returns only when a stop is requested.
-void run_slot(Slot& slot, const ServeOptions& options, const StopSignal& stop) {
+// Connects, serves, reconnects with back-off; returns when a stop is requested or the card lost power.
+void run_slot(Slot& slot, const ServeOptions& options, const StopSignal& stop, PowerCutNotice& notice) {
     auto delay = std::chrono::milliseconds(reconnect_delay_first);
     bool reported_waiting = false;
     while (!stop.requested()) {
@@ -121,6 +136,17 @@ void run_slot(Slot& slot, const ServeOptions& options, const StopSignal& stop) {
         delay = reconnect_delay_first;
         const auto outcome = serve_session(slot, link, stop, options.verbose);
         link.close();
+        if (slot.power_cut) {
+            // The connection is closed mid-command, as a card pulled out: vpcd drops the slot and pcscd
+            // reports the card removed. The object that saw the cut is discarded (card.hpp).
+            slot.card.reset();
+            std::fprintf(stderr,
+                         "serve[%s]: card removed by the power cut; start coconut-vcard again on %s to re-insert it\n",
+                         slot.name.c_str(), slot.image_path.c_str());
+            notice.happened.store(true, std::memory_order_release);
+            pthread_kill(notice.main_thread, SIGUSR1);
+            return;
+        }
         // Leaving the reader is a power cut for the card: volatile state goes, the image stays.
         slot.card->power_off();
         if (outcome == VpcdLink::Outcome::stopped) break;
@@ -173,8 +199,12 @@ int run_serve(const ServeOptions& options) {
                 return exit_failure;
             }
         }
-        auto opened = options.volatile_images ? open_volatile(slot.image_path)
-                                              : cos::VirtualCard::open(slot.image_path);
+        // The first image is the one --tear-after cuts; every durable image counts its writes for -v.
+        const TearPlan tear = slot.port == options.port ? options.tear : TearPlan{};
+        auto opened = options.volatile_images
+                          ? open_volatile(slot.image_path)
+                          : open_card_with_tear(slot.image_path, tear, "serve[" + slot.image_path + "]",
+                                                options.verbose);
         if (!opened) {
             std::fprintf(stderr, "serve: %s\n", opened.error().message.c_str());
             return exit_failure;
@@ -196,24 +226,39 @@ int run_serve(const ServeOptions& options) {
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGTERM);
     sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGUSR1);  // a slot thread's power-cut notice
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     ::signal(SIGPIPE, SIG_IGN);
 
     if (options.volatile_images) {
         std::fprintf(stderr, "serve: --volatile: changes stay in memory and are lost at exit\n");
     }
+    if (options.tear.armed()) {
+        std::fprintf(stderr, "serve: --tear-after %llu: the power of %s goes at that durable write\n",
+                     static_cast<unsigned long long>(options.tear.write_number), options.card_image.c_str());
+    }
     StopSignal stop;
+    PowerCutNotice notice;
+    notice.main_thread = pthread_self();
     std::vector<std::thread> threads;
     for (Slot& slot : slots)
-        threads.emplace_back([&slot, &options, &stop] { run_slot(slot, options, stop); });
+        threads.emplace_back([&slot, &options, &stop, &notice] { run_slot(slot, options, stop, notice); });
 
     int signal_number = 0;
-    sigwait(&stop_signals, &signal_number);
-    std::fprintf(stderr, "serve: %s received, removing the card%s\n",
-                 signal_number == SIGINT ? "SIGINT" : "SIGTERM", slots.size() > 1 ? "s" : "");
+    for (;;) {
+        sigwait(&stop_signals, &signal_number);
+        // A SIGUSR1 from outside is not a notice: keep serving.
+        if (signal_number != SIGUSR1 || notice.happened.load(std::memory_order_acquire)) break;
+    }
+    if (signal_number == SIGUSR1) {
+        std::fprintf(stderr, "serve: power cut injected; removing every card and exiting with %d\n", exit_power_cut);
+    } else {
+        std::fprintf(stderr, "serve: %s received, removing the card%s\n",
+                     signal_number == SIGINT ? "SIGINT" : "SIGTERM", slots.size() > 1 ? "s" : "");
+    }
     stop.request();
     for (auto& thread : threads) thread.join();
-    return exit_ok;
+    return signal_number == SIGUSR1 ? exit_power_cut : exit_ok;
 }
 
 }  // namespace coconut::vcard

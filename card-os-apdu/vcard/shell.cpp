@@ -41,13 +41,13 @@ std::string format_response(ByteView response) {
 
 }  // namespace
 
-int run_shell(const std::string& image_path, bool echo) {
+int run_shell(const std::string& image_path, bool echo, const TearPlan& tear) {
     ImageLock lock;
     if (auto busy = ImageLock::acquire(image_path, lock)) {
         std::fprintf(stderr, "shell: %s\n", busy->c_str());
         return exit_failure;
     }
-    auto opened = cos::VirtualCard::open(image_path);
+    auto opened = open_card_with_tear(image_path, tear, "shell", false);
     if (!opened) {
         std::fprintf(stderr, "shell: %s\n", opened.error().message.c_str());
         return exit_failure;
@@ -75,7 +75,16 @@ int run_shell(const std::string& image_path, bool echo) {
             std::fflush(stdout);
             continue;
         }
-        const Bytes response = card.transmit(*command);
+        Bytes response;
+        try {
+            response = card.transmit(*command);
+        } catch (const cos::PowerCut&) {
+            // The card lost power inside this command: it never answers it, and takes no more.
+            std::fprintf(stderr, "shell: line %zu: the card lost power (--tear-after); no response. Run the shell "
+                                 "again on %s to see what survived\n",
+                         line_number, image_path.c_str());
+            return exit_power_cut;
+        }
         std::printf("%s\n", format_response(response).c_str());
         std::fflush(stdout);
     }

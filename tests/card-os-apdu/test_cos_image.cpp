@@ -260,6 +260,55 @@ TEST_CASE("a damaged newest slot falls back to the previous commit (the torn-wri
     CHECK(card->snapshot().offline_atc == 1);
 }
 
+namespace {
+// A wrong-PIN VERIFY (one commit: the try counter) on a card whose storage cuts that commit after `bytes`.
+void verify_wrong_pin_cut(const std::filesystem::path& path, std::size_t bytes) {
+    auto storage = cos::FileStorage::open(path);
+    REQUIRE(storage.ok());
+    cos::FileStorage* file = storage.value().get();
+    auto card = VirtualCard::from_storage(std::move(storage).value());
+    REQUIRE(card.ok());
+    select_purse(*card.value());
+    file->inject_power_cut_after(bytes);
+    CHECK_THROWS_AS(card.value()->transmit(hex("00 20 00 00 03 111111")), cos::PowerCut);
+}
+}  // namespace
+
+TEST_CASE("a power cut in the first commit after personalization leaves the personalized card") {
+    TempDir dir;
+    const auto path = dir / "card.img";
+    REQUIRE(cos::create_image(path, card_profile()).ok());
+    const std::size_t slot = slot_size_of(read_file(path));
+    verify_wrong_pin_cut(path, slot / 2);
+    auto card = open_ok(path);
+    CHECK(card->snapshot().pin_tries_left == 3);
+    CHECK(card->snapshot().generation == 1);
+}
+
+TEST_CASE("an image holding generation 1 in slot A (older layout) survives a cut in its next commit") {
+    TempDir dir;
+    const auto path = dir / "card.img";
+    REQUIRE(cos::create_image(path, card_profile()).ok());
+    Bytes image = read_file(path);
+    const std::size_t slot = slot_size_of(image);
+    // Move generation 1 from slot B to slot A, B empty: the layout images were created with before.
+    std::copy(image.begin() + static_cast<long>(cos::image_header_size + slot), image.end(),
+              image.begin() + static_cast<long>(cos::image_header_size));
+    std::fill(image.begin() + static_cast<long>(cos::image_header_size + slot), image.end(), 0);
+    write_file(path, image);
+    verify_wrong_pin_cut(path, slot / 2);
+    {
+        auto card = open_ok(path);
+        CHECK(card->snapshot().pin_tries_left == 3);
+        select_purse(*card);
+        CHECK(send(*card, "00 20 00 00 03 111111").sw_hex() == "63C2");  // a whole commit: generation 2
+    }
+    verify_wrong_pin_cut(path, slot - 1);  // generation 3 torn: generation 2 must survive
+    auto card = open_ok(path);
+    CHECK(card->snapshot().pin_tries_left == 2);
+    CHECK(card->snapshot().generation == 2);
+}
+
 TEST_CASE("personalize refuses a bad profile naming the field") {
     const auto refused = [](const json& profile, std::string_view field) {
         const auto r = cos::personalize(profile);

@@ -179,8 +179,8 @@ class PcscStack:
         self.pcscd = None
         return code
 
-    def start_serve(self, card_image, psam_image=None):
-        argv = [self.vcard, "serve", card_image] + (["--psam", psam_image] if psam_image else [])
+    def start_serve(self, card_image, psam_image=None, extra_args=()):
+        argv = [self.vcard, "serve", card_image] + (["--psam", psam_image] if psam_image else []) + list(extra_args)
         self.serve_log = open(self.serve_log_path, "a")
         self.serve = subprocess.Popen(argv, stdout=self.serve_log, stderr=subprocess.STDOUT)
         log(f"  coconut-vcard serve started (pid {self.serve.pid})")

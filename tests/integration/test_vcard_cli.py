@@ -185,11 +185,49 @@ def test_one_writer_per_image(vcard, workdir):
     refused([vcard, "serve", image, "--psam", image, "--port", "45963"], "one image in both slots", "in use")
 
 
+def test_shell_tear(vcard, workdir):
+    log("shell --tear-after: the power goes at the N-th durable write; the slots decide what survives")
+    image = personalize(vcard, workdir, "tear", card_profile())
+    wrong_pin = "0020000003111111"  # one durable write each (the try counter)
+    generation = info(vcard, image)["generation"]
+
+    result = run([vcard, "shell", image, "--tear-after", "1"], check=False,
+                 input_text=f"{SELECT_PURSE}\n{wrong_pin}\n{SELECT_PURSE}\n")
+    check_equal("torn at write 1 (half by default): exit code", result.returncode, 3)
+    check_equal("torn at write 1: only the SELECT before it answered", len(result.stdout.splitlines()), 1)
+    check_equal("the cut is reported", "power cut at durable write 1" in result.stderr and "torn" in result.stderr,
+                True)
+    state = info(vcard, image)
+    check_equal("torn write: PIN tries and generation as before the VERIFY",
+                (state["pin_tries_left"], state["generation"]), (3, generation))
+
+    result = run([vcard, "shell", image, "--tear-after", "1", "--tear-bytes", "0"], check=False,
+                 input_text=f"{SELECT_PURSE}\n{wrong_pin}\n")
+    check_equal("--tear-bytes 0: exit code", result.returncode, 3)
+    check_equal("--tear-bytes 0: nothing written", info(vcard, image)["generation"], generation)
+
+    result = run([vcard, "shell", image, "--tear-after", "2", "--tear-bytes", "all"], check=False,
+                 input_text=f"{SELECT_PURSE}\n{wrong_pin}\n{wrong_pin}\n{wrong_pin}\n")
+    check_equal("complete at write 2: exit code", result.returncode, 3)
+    check_equal("complete at write 2: the first VERIFY answered, the second not", result.stdout.splitlines()[1:],
+                ["63C2"])
+    state = info(vcard, image)
+    check_equal("complete write: both VERIFYs counted, the third never ran",
+                (state["pin_tries_left"], state["generation"]), (1, generation + 2))
+
+    refused([vcard, "shell", image, "--tear-bytes", "all"], "--tear-bytes without --tear-after", "--tear-after")
+    refused([vcard, "shell", image, "--tear-after", "1", "--tear-bytes", "most"], "--tear-bytes neither a count nor "
+            "half/all", "--tear-bytes")
+    refused([vcard, "shell", image, "--tear-after", "0"], "--tear-after 0", "--tear-after")
+    refused([vcard, "serve", image, "--volatile", "--tear-after", "1"], "--tear-after with --volatile", "--volatile")
+
+
 def test(vcard, workdir, _extra):
     test_personalize_and_info(vcard, workdir)
     test_one_writer_per_image(vcard, workdir)
     test_shell_format(vcard, workdir)
     test_shell_persistence(vcard, workdir)
+    test_shell_tear(vcard, workdir)
 
 
 if __name__ == "__main__":

@@ -166,9 +166,11 @@ Status<ImageFailure> FileStorage::create(const std::filesystem::path& path, Imag
         return Unexpected{failure(ImageError::exists, path, "image exists (use --force to overwrite)")};
     if (slot_prefix_size + payload.size() + digest_size > slot_size)
         return Unexpected{failure(ImageError::too_large, path, "card state does not fit the image slot")};
+    // Generation 1 goes where the commit rule puts it, slot 1 mod 2 = B; slot A stays empty (invalid), so
+    // the first commit (generation 2) lands on A and a cut in it leaves generation 1 whole.
     Bytes file = make_header(kind, slot_size);
+    file.resize(image_header_size + static_cast<std::size_t>(slot_size), 0);
     append(file, make_slot(payload, 1, slot_size));
-    file.resize(image_header_size + 2 * static_cast<std::size_t>(slot_size), 0);  // slot B: empty, invalid
 
     if (const std::string error = write_file_atomically(path, file); !error.empty())
         return Unexpected{failure(ImageError::io_error, path, error)};
@@ -177,24 +179,33 @@ Status<ImageFailure> FileStorage::create(const std::filesystem::path& path, Imag
 
 Result<Storage::Loaded, ImageFailure> FileStorage::load() {
     std::optional<DecodedSlot> best;
+    std::size_t best_index = 0;
     Bytes slot(slot_size_);
-    for (int index = 0; index < 2; ++index) {
-        const off_t offset = static_cast<off_t>(image_header_size + static_cast<std::size_t>(index) * slot_size_);
+    for (std::size_t index = 0; index < 2; ++index) {
+        const off_t offset = static_cast<off_t>(image_header_size + index * slot_size_);
         if (!read_all(fd_, slot.data(), slot.size(), offset)) return Unexpected{io_failure(path_, "read slot")};
         auto decoded = decode_slot(slot);
-        if (decoded && (!best || decoded->generation > best->generation)) best = std::move(decoded);
+        if (decoded && (!best || decoded->generation > best->generation)) {
+            best = std::move(decoded);
+            best_index = index;
+        }
     }
     if (!best) return Unexpected{failure(ImageError::corrupt, path_, "corrupt image: no state slot has a valid checksum")};
     if (payload_kind(best->payload) != kind_)
         return Unexpected{failure(ImageError::corrupt, path_, "corrupt image: state kind differs from the header")};
+    newest_slot_ = best_index;
     return Loaded{std::move(best->payload), best->generation};
 }
 
 Status<ImageFailure> FileStorage::commit(ByteView payload, std::uint64_t generation) {
     if (slot_prefix_size + payload.size() + digest_size > slot_size_)
         return Unexpected{failure(ImageError::too_large, path_, "card state does not fit the image slot")};
-    // Generation g lives in slot g % 2, so the write always lands on the older of the two slots.
-    const off_t offset = static_cast<off_t>(image_header_size + (generation % 2) * slot_size_);
+    // Generation g lives in slot g % 2, so the write always lands on the older of the two slots. An image
+    // created before create() followed that rule holds generation 1 in slot A: whatever the numbering, never
+    // write over the slot load() found newest, or a cut in that write would leave no valid slot at all.
+    std::size_t index = generation % 2;
+    if (newest_slot_ && *newest_slot_ == index) index = 1 - index;
+    const off_t offset = static_cast<off_t>(image_header_size + index * slot_size_);
     const Bytes slot = make_slot(payload, generation, slot_size_);
     if (cut_after_bytes_) {
         const std::size_t cut = std::min(*cut_after_bytes_, slot.size());
@@ -205,6 +216,7 @@ Status<ImageFailure> FileStorage::commit(ByteView payload, std::uint64_t generat
     }
     if (!write_all(fd_, slot, offset)) return Unexpected{io_failure(path_, "write slot")};
     if (::fdatasync(fd_) != 0) return Unexpected{io_failure(path_, "fdatasync")};
+    newest_slot_ = index;
     return Ok{};
 }
 

@@ -91,6 +91,8 @@ public:
     // Fault injection: the next commit writes only the first `bytes` bytes of its slot, then throws PowerCut
     // (bytes ≥ slot size: the whole slot is written and synced, then PowerCut — "cut right after the write").
     void inject_power_cut_after(std::size_t bytes) { cut_after_bytes_ = bytes; }
+    // Bytes one commit writes (a cut at or past this many bytes leaves the whole new state on disk).
+    std::uint32_t slot_size() const { return slot_size_; }
 
 private:
     FileStorage(int fd, std::filesystem::path path, ImageKind kind, std::uint32_t slot_size);
@@ -99,6 +101,7 @@ private:
     ImageKind kind_;
     std::uint32_t slot_size_;
     std::optional<std::size_t> cut_after_bytes_;
+    std::optional<std::size_t> newest_slot_;  // index of the slot holding the newest generation (load, commit)
 };
 
 // Memory only (benchmarks, fuzzing): commit keeps the payload, nothing touches a disk.
