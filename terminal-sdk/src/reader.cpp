@@ -238,6 +238,16 @@ Result<std::size_t, ReaderError> PcscReader::transmit_into(ByteView command, std
         if (rv == SCARD_W_REMOVED_CARD || rv == SCARD_E_NO_SMARTCARD) handles_->card_connected = false;
         return Unexpected{pcsc_error("SCardTransmit " + name_, rv)};
     }
+    // No byte at all, not even a status word, yet "success": the card went away inside the command. vpcd
+    // reports a virtual card that dropped its connection this way (PC/SC itself only notices the removal at
+    // its next presence poll), and no card answers a command with nothing. Like SCARD_W_REMOVED_CARD the
+    // command may or may not have run, so it is card_removed (the flow's cue to recover), not a malformed
+    // response. One or more bytes stay the channel's to judge.
+    if (length == 0) {
+        handles_->card_connected = false;
+        return Unexpected{ReaderError{ReaderErrorCode::card_removed,
+                                      name_ + ": the card answered nothing (no status word): it left during the command"}};
+    }
     return static_cast<std::size_t>(length);
 }
 
