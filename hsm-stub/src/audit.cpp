@@ -12,6 +12,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -74,6 +75,59 @@ std::optional<ParsedLine> parse_line(std::string_view line, std::string& why) {
 }
 
 }  // namespace
+
+namespace {
+
+// Adds one to `key`'s count in `counts`, which tells at most `distinct` keys apart (the rest: "other").
+void bump(std::map<std::string, std::uint64_t, std::less<>>& counts, std::string_view key, std::size_t distinct) {
+    auto it = counts.find(key);
+    if (it == counts.end()) it = counts.size() < distinct ? counts.emplace(std::string(key), 0).first : counts.try_emplace("other", 0).first;
+    ++it->second;
+}
+
+// "a=3 b=2 …", the largest counts first, at most `top` of them.
+std::string top_counts(const std::map<std::string, std::uint64_t, std::less<>>& counts, std::size_t top) {
+    std::vector<std::pair<std::uint64_t, std::string_view>> sorted;
+    sorted.reserve(counts.size());
+    for (const auto& [key, count] : counts) sorted.emplace_back(count, key);
+    const std::size_t shown = std::min(top, sorted.size());
+    std::partial_sort(sorted.begin(), sorted.begin() + static_cast<std::ptrdiff_t>(shown), sorted.end(),
+                      [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+    std::string out;
+    for (std::size_t i = 0; i < shown; ++i) out += fmt::format("{}{}={}", i == 0 ? "" : " ", sorted[i].second, sorted[i].first);
+    return out;
+}
+
+}  // namespace
+
+void RefusalTally::count(std::string_view reason, std::string_view address, std::string_view claimed_client) {
+    std::lock_guard lock(mutex_);
+    ++total_;
+    bump(reasons_, reason, max_tally_reasons);
+    if (!address.empty()) bump(addresses_, address, max_tally_addresses);
+    if (!claimed_client.empty()) bump(clients_, claimed_client, max_tally_clients);
+}
+
+std::optional<AuditEntry> RefusalTally::take() {
+    std::lock_guard lock(mutex_);
+    const auto now = std::chrono::steady_clock::now();
+    if (total_ == 0) {
+        since_ = now;
+        return std::nullopt;
+    }
+    const double seconds = std::chrono::duration<double>(now - since_).count();
+    std::string result = fmt::format("{} refused in {:.1f} s; reasons: {}", total_, seconds, top_counts(reasons_, max_tally_reasons));
+    if (!addresses_.empty())
+        result += fmt::format("; addresses: {}{} (top: {})", addresses_.size(), addresses_.contains("other") ? " or more" : "",
+                              top_counts(addresses_, max_tally_top));
+    if (!clients_.empty()) result += fmt::format("; claimed clients: {}", top_counts(clients_, max_tally_top));
+    total_ = 0;
+    reasons_.clear();
+    addresses_.clear();
+    clients_.clear();
+    since_ = now;
+    return AuditEntry{"unauthenticated", "refusals", "", {}, std::move(result)};
+}
 
 std::string ceremony_actor() {
     const passwd* user = ::getpwuid(::geteuid());

@@ -1,3 +1,4 @@
+#include <coconut/core/admission.hpp>
 #include <coconut/hsm/ca.hpp>
 #include <coconut/hsm/server.hpp>
 
@@ -33,16 +34,30 @@ struct Server::Shared : std::enable_shared_from_this<Server::Shared> {
     std::list<std::weak_ptr<Connection>> connections;
     std::atomic<std::size_t> connection_count{0};
     std::atomic<bool> stopping{false};
+    core::AcceptBackoff backoff;               // on the acceptor's strand
+    core::AddressAdmission address_admission;  // unauthenticated connections per address
+    core::IdentityAdmission client_admission;  // authenticated connections per client id
+    RefusalTally tally;                        // everything refused before authentication
+    asio::steady_timer tally_timer;            // writes the tally's line every refusal_audit_interval
+    std::atomic<std::uint64_t> refused_not_allowed{0};
+    std::atomic<std::uint64_t> refused_total{0};
 
     Shared(asio::io_context& io_context, std::shared_ptr<const KeyStore> store, AuditLog& audit_log, ServerConfig cfg)
         : io(io_context), acceptor(asio::make_strand(io_context)), audit(audit_log), config(std::move(cfg)),
-          hsm(std::make_shared<const Hsm>(std::move(store))) {}
+          hsm(std::make_shared<const Hsm>(std::move(store))), backoff(acceptor.get_executor()),
+          address_admission({.per_key = config.max_connections_per_address}),
+          client_admission({.per_key = config.max_connections_per_client}), tally_timer(asio::make_strand(io_context)) {}
 
     std::shared_ptr<const Hsm> current() {
         std::lock_guard lock(mutex);
         return hsm;
     }
     void accept_next();
+    void admit(tcp::socket socket);
+    void schedule_tally();
+    void write_tally() {
+        if (auto entry = tally.take()) (void)audit.append(*entry);
+    }
 };
 
 namespace {
@@ -148,12 +163,12 @@ Answer dispatch(const Hsm& hsm, wire::Command command, ByteView payload) {
 
 class Connection : public std::enable_shared_from_this<Connection> {
 public:
-    Connection(tcp::socket socket, std::shared_ptr<Server::Shared> shared)
-        : socket_(std::move(socket)), timer_(socket_.get_executor()), shared_(std::move(shared)) {
+    // `address_ticket`: the slot this connection holds in its address's count until it authenticates
+    // (empty for a connection that is only refused).
+    Connection(tcp::socket socket, std::shared_ptr<Server::Shared> shared, std::string address, core::AddressTicket address_ticket)
+        : socket_(std::move(socket)), timer_(socket_.get_executor()), shared_(std::move(shared)), address_(std::move(address)),
+          address_ticket_(std::move(address_ticket)) {
         ++shared_->connection_count;
-        error_code ec;
-        const auto remote = socket_.remote_endpoint(ec);
-        peer_ = ec ? std::string("peer:unknown") : fmt::format("peer:{}:{}", remote.address().to_string(), remote.port());
         randombytes_buf(nonce_.data(), nonce_.size());
     }
     ~Connection() { --shared_->connection_count; }
@@ -167,8 +182,10 @@ public:
         });
     }
 
-    // Refuses the connection (limit reached) with a notice and closes it.
-    void reject(Errc code, std::string message) {
+    // Refuses the connection (limit reached) with a notice and closes it; `reason` names the limit in
+    // the refusal tally.
+    void reject(const char* reason, Errc code, std::string message) {
+        tally_reason_ = reason;
         asio::post(socket_.get_executor(), [self = shared_from_this(), code, message = std::move(message)] {
             self->shut(code, message);
         });
@@ -229,6 +246,7 @@ private:
         if (!bind_client(request->client_id)) return;
         if (!wire::request_authentic(*key_, nonce_, request.value()))
             return shut(Errc::bad_mac, fmt::format("request seq {} failed authentication", request->seq));
+        if (!authenticated_ && !authenticate()) return;
         if (request->seq <= last_seq_)
             return shut(Errc::replayed_sequence,
                         fmt::format("sequence {} is not greater than the previous {} (replay or reordering)", request->seq, last_seq_));
@@ -272,6 +290,19 @@ private:
         return true;
     }
 
+    // The first request whose MAC verified: the connection leaves its address's count for its client's.
+    bool authenticate() {
+        authenticated_ = true;  // from here on every closure is one audit line of its own
+        client_ticket_ = shared_->client_admission.admit(client_id_);
+        if (!client_ticket_) {
+            shut(Errc::server_busy, fmt::format("client '{}' already holds {} connections (--max-connections-per-client); "
+                                                "try again later", client_id_, shared_->config.max_connections_per_client));
+            return false;
+        }
+        address_ticket_.release();
+        return true;
+    }
+
     void send(Bytes frame, bool then_close) {
         out_ = std::move(frame);
         arm(shared_->config.write_timeout, "sending a response");
@@ -288,9 +319,15 @@ private:
         send(wire::encode_fatal(code, message), true);
     }
 
+    // Before authentication: counted in the tally (by reason, address and a registered client id the
+    // peer named); after it: one audit line.
     void audit_closure(Errc code, const std::string& message) {
-        (void)shared_->audit.append({client_id_.empty() ? peer_ : client_id_, "connection-closed", "", {},
-                                     fmt::format("{}: {}", errc_name(code), message)});
+        if (!authenticated_) {
+            shared_->tally.count(tally_reason_ != nullptr ? std::string_view(tally_reason_) : errc_name(code), address_,
+                                 key_ ? std::string_view(client_id_) : std::string_view());
+            return;
+        }
+        (void)shared_->audit.append({client_id_, "connection-closed", "", {}, fmt::format("{}: {}", errc_name(code), message)});
     }
 
     void close_now() {
@@ -303,7 +340,11 @@ private:
     tcp::socket socket_;
     asio::steady_timer timer_;
     std::shared_ptr<Server::Shared> shared_;
-    std::string peer_;
+    std::string address_;                    // the peer's address, canonical
+    core::AddressTicket address_ticket_;     // held until authenticated
+    core::IdentityTicket client_ticket_;     // held once authenticated
+    bool authenticated_ = false;
+    const char* tally_reason_ = nullptr;     // set by reject()
     wire::Nonce nonce_{};
     std::uint64_t phase_ = 0;
     std::array<std::uint8_t, wire::length_prefix_bytes> length_{};
@@ -318,34 +359,68 @@ private:
 void Server::Shared::accept_next() {
     acceptor.async_accept(asio::make_strand(io), [this, self = shared_from_this()](const error_code& ec, tcp::socket socket) {
         if (stopping || !acceptor.is_open()) return;
-        if (ec) {
-            // A transient failure (EMFILE, ECONNABORTED) must not stop the server from accepting.
-            accept_next();
-            return;
-        }
-        error_code ignored;
-        socket.set_option(tcp::no_delay(true), ignored);
-        const bool full = connection_count.load() >= config.max_connections;
-        auto connection = std::make_shared<Connection>(std::move(socket), self);
-        if (full) {
-            connection->reject(Errc::server_busy,
-                               fmt::format("the HSM serves at most {} connections; try again later", config.max_connections));
-        } else {
-            {
-                std::lock_guard lock(mutex);
-                connections.remove_if([](const std::weak_ptr<Connection>& c) { return c.expired(); });
-                connections.push_back(connection);
-            }
-            connection->start();
-        }
-        accept_next();
+        if (!ec) admit(std::move(socket));
+        if (core::AcceptBackoff::is_exhaustion(ec)) tally.count("accept_out_of_descriptors", {});
+        // Out of descriptors: accept again after a pause (the pending peers wait in the backlog) rather
+        // than at once, which fails at once and spins a core.
+        backoff.after(ec, [this, self] { accept_next(); });
+    });
+}
+
+void Server::Shared::admit(tcp::socket socket) {
+    error_code ec;
+    const auto remote = socket.remote_endpoint(ec);
+    if (ec) return;  // the peer left already
+    const auto address = core::canonical_address(remote.address());
+    std::string address_text = address.to_string();
+    if (!config.allow.contains(address)) {
+        // Closed without a word: a peer that may not connect does not even learn that this is an HSM.
+        refused_not_allowed.fetch_add(1, std::memory_order_relaxed);
+        tally.count("not_allowed", address_text);
+        return;
+    }
+    socket.set_option(tcp::no_delay(true), ec);
+    auto ticket = address_admission.admit(address);
+    if (!ticket) {
+        std::make_shared<Connection>(std::move(socket), shared_from_this(), std::move(address_text), core::AddressTicket{})
+            ->reject("per_address_limit", Errc::server_busy,
+                     fmt::format("this address already holds {} connections that have not authenticated "
+                                 "(--max-connections-per-address); try again later", config.max_connections_per_address));
+        return;
+    }
+    if (connection_count.load() >= config.max_connections) {
+        ticket.release();
+        refused_total.fetch_add(1, std::memory_order_relaxed);
+        std::make_shared<Connection>(std::move(socket), shared_from_this(), std::move(address_text), core::AddressTicket{})
+            ->reject("connection_limit", Errc::server_busy,
+                     fmt::format("the HSM serves at most {} connections; try again later", config.max_connections));
+        return;
+    }
+    auto connection = std::make_shared<Connection>(std::move(socket), shared_from_this(), std::move(address_text), std::move(ticket));
+    {
+        std::lock_guard lock(mutex);
+        connections.remove_if([](const std::weak_ptr<Connection>& c) { return c.expired(); });
+        connections.push_back(connection);
+    }
+    connection->start();
+}
+
+void Server::Shared::schedule_tally() {
+    tally_timer.expires_after(config.refusal_audit_interval);
+    tally_timer.async_wait([self = shared_from_this()](const error_code& ec) {
+        if (ec || self->stopping) return;
+        self->write_tally();
+        self->schedule_tally();
     });
 }
 
 Server::Server(asio::io_context& io, std::shared_ptr<const KeyStore> store, AuditLog& audit, ServerConfig config)
     : shared_(std::make_shared<Shared>(io, std::move(store), audit, std::move(config))) {}
 
-Server::~Server() { stop(); }
+Server::~Server() {
+    stop();
+    shared_->write_tally();  // what connections closing after stop() still counted
+}
 
 Outcome<std::uint16_t> Server::start() {
     Shared& s = *shared_;
@@ -362,15 +437,19 @@ Outcome<std::uint16_t> Server::start() {
         return fail(Errc::io_error, fmt::format("cannot listen on {}:{}: {}", s.config.listen.host, s.config.listen.port, ec.message()));
     const std::uint16_t port = s.acceptor.local_endpoint().port();
     s.accept_next();
+    s.schedule_tally();
     return port;
 }
 
 void Server::stop() {
     if (shared_->stopping.exchange(true)) return;
     asio::post(shared_->acceptor.get_executor(), [shared = shared_] {
+        shared->backoff.cancel();
         error_code ignored;
         shared->acceptor.close(ignored);
     });
+    asio::post(shared_->tally_timer.get_executor(), [shared = shared_] { shared->tally_timer.cancel(); });
+    shared_->write_tally();
     std::lock_guard lock(shared_->mutex);
     for (auto& weak : shared_->connections)
         if (auto connection = weak.lock()) connection->close();
@@ -384,5 +463,11 @@ void Server::reload(std::shared_ptr<const KeyStore> store) {
 }
 
 std::size_t Server::connection_count() const { return shared_->connection_count.load(); }
+
+Server::Stats Server::stats() const {
+    const Shared& s = *shared_;
+    return {s.refused_not_allowed.load(), s.address_admission.stats().refused_per_key, s.refused_total.load(),
+            s.client_admission.stats().refused_per_key, s.backoff.exhausted_count()};
+}
 
 }  // namespace coconut::hsm

@@ -1,7 +1,9 @@
 // coconut-hsmd — the HSM daemon and its local ceremony commands.
 //
 //   coconut-hsmd init   --store DIR
-//   coconut-hsmd serve  --store DIR --listen 127.0.0.1:7501 [--threads N] [--max-connections N] [--ready-file F]
+//   coconut-hsmd serve  --store DIR --listen 127.0.0.1:7501 [--threads N] [--allow ADDR[/PREFIX],…] [--max-connections N]
+//                       [--max-connections-per-address N] [--max-connections-per-client N] [--idle-timeout-ms MS]
+//                       [--refusal-audit-interval-ms MS] [--ready-file F]
 //   coconut-hsmd key import   --store DIR --label L --version V --usage U [--components 2|3]   (components on stdin)
 //   coconut-hsmd key generate --store DIR --label L --version V --usage U
 //   coconut-hsmd key list     --store DIR [--json]
@@ -15,6 +17,7 @@
 //
 // Exit status: 0 success, 1 an operating error (message on stderr), 2 a usage error.
 // A running daemon picks up ceremony changes on SIGHUP; SIGTERM / SIGINT stop it.
+#include <coconut/core/admission.hpp>
 #include <coconut/hsm/audit.hpp>
 #include <coconut/hsm/ca.hpp>
 #include <coconut/hsm/hsm.hpp>
@@ -268,10 +271,25 @@ int audit_verify(const std::string& dir) {
     return 0;
 }
 
-int serve(const std::string& dir, const std::string& listen, unsigned threads, std::size_t max_connections,
-          unsigned idle_timeout_ms, const std::string& ready_file) {
+// Warns on stderr when the allow-list and the listen address do not fit together.
+void warn_about_allow(const hsm::wire::Endpoint& endpoint, const coconut::core::AddressList& allow) {
+    boost::system::error_code ec;
+    const auto address = boost::asio::ip::make_address(endpoint.host, ec);
+    const bool loopback_listen = !ec && address.is_loopback();
+    if (allow.is_everything())
+        std::cerr << "coconut-hsmd: WARNING: --allow admits every address: anyone who can reach the port can hold connection "
+                     "slots and fill the refusal counts; name the clearing and issuance hosts instead\n";
+    else if (!loopback_listen && allow.to_string() == coconut::core::AddressList::loopback().to_string())
+        std::cerr << fmt::format("coconut-hsmd: listening on {} but only loopback peers are allowed; name the client hosts "
+                                 "with --allow (e.g. --allow 127.0.0.1,10.0.0.0/8)\n", endpoint.host);
+}
+
+int serve(const std::string& dir, const std::string& listen, unsigned threads, hsm::ServerConfig config, const std::string& ready_file) {
     auto endpoint = hsm::wire::parse_endpoint(listen, true);
     if (!endpoint) return report(endpoint.error());
+    // Every connection costs a descriptor: the default soft limit (often 1,024) would be reached before
+    // the connection limits.
+    const std::uint64_t open_files = coconut::core::raise_open_file_limit();
     auto store = hsm::KeyStore::open(dir);
     if (!store) return report(store.error());
     auto shared_store = std::make_shared<const hsm::KeyStore>(std::move(store.value()));
@@ -279,16 +297,14 @@ int serve(const std::string& dir, const std::string& listen, unsigned threads, s
     if (!audit) return report(audit.error());
 
     boost::asio::io_context io(static_cast<int>(threads));
-    hsm::ServerConfig config;
     config.listen = endpoint.value();
-    config.max_connections = max_connections;
-    config.idle_timeout = std::chrono::milliseconds(idle_timeout_ms);
+    warn_about_allow(config.listen, config.allow);
     hsm::Server server(io, shared_store, *audit.value(), config);
     auto port = server.start();
     if (!port) return report(port.error());
     (void)audit.value()->append({"daemon", "serve-start", "", {},
-                                 fmt::format("listening on {}:{}, store generation {}", endpoint->host, port.value(),
-                                             shared_store->generation())});
+                                 fmt::format("listening on {}:{}, store generation {}, allow {}", endpoint->host, port.value(),
+                                             shared_store->generation(), config.allow.to_string())});
 
     boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
     std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec, int signal) {
@@ -307,8 +323,8 @@ int serve(const std::string& dir, const std::string& listen, unsigned threads, s
             signals.async_wait(on_signal);
             return;
         }
+        server.stop();  // writes the refusal tally first
         (void)audit.value()->append({"daemon", "serve-stop", "", {}, fmt::format("signal {}", signal)});
-        server.stop();
         io.stop();
     };
     signals.async_wait(on_signal);
@@ -320,8 +336,10 @@ int serve(const std::string& dir, const std::string& listen, unsigned threads, s
         if (f == nullptr || std::fputs(text.c_str(), f) < 0 || std::fclose(f) != 0 || std::rename(temp.c_str(), ready_file.c_str()) != 0)
             return report({hsm::Errc::io_error, fmt::format("cannot write ready file {}", ready_file)});
     }
-    std::cout << fmt::format("coconut-hsmd: listening on {}:{} ({} threads, at most {} connections)\n", endpoint->host,
-                             port.value(), threads, max_connections)
+    std::cout << fmt::format("coconut-hsmd: listening on {}:{} ({} threads, at most {} connections, {} per address before "
+                             "authentication, {} per client; allow {}; open-file limit {})\n",
+                             endpoint->host, port.value(), threads, config.max_connections, config.max_connections_per_address,
+                             config.max_connections_per_client, config.allow.to_string(), open_files)
               << std::flush;
 
     // A handler that throws is a bug: record it, stop serving and exit non-zero rather than limp on.
@@ -367,15 +385,37 @@ int main(int argc, char** argv) {
 
     std::string listen = fmt::format("127.0.0.1:{}", hsm::wire::default_port);
     unsigned threads = std::max(1u, std::thread::hardware_concurrency());
-    std::size_t max_connections = hsm::ServerConfig{}.max_connections;
-    unsigned idle_timeout_ms = static_cast<unsigned>(hsm::ServerConfig{}.idle_timeout.count());
+    const hsm::ServerConfig defaults;
+    std::size_t max_connections = defaults.max_connections;
+    std::size_t max_per_address = defaults.max_connections_per_address;
+    std::size_t max_per_client = defaults.max_connections_per_client;
+    std::string allow_text = defaults.allow.to_string();
+    unsigned idle_timeout_ms = static_cast<unsigned>(defaults.idle_timeout.count());
+    unsigned refusal_interval_ms = static_cast<unsigned>(defaults.refusal_audit_interval.count());
     std::string ready_file;
-    auto* serve_cmd = app.add_subcommand("serve", "serve the HSM protocol (PROTOCOL.md) on TCP");
+    auto* serve_cmd = app.add_subcommand("serve", "serve the HSM protocol (PROTOCOL.md) on TCP; limits: PROTOCOL.md, \"Connection limits\"");
     add_store(serve_cmd);
     serve_cmd->add_option("--listen", listen, "HOST:PORT (port 0 = any free port)")->capture_default_str();
     serve_cmd->add_option("--threads", threads, "I/O threads")->check(CLI::Range(1, 64))->capture_default_str();
-    serve_cmd->add_option("--max-connections", max_connections, "connection limit")->check(CLI::Range(1, 4096))->capture_default_str();
+    serve_cmd->add_option("--allow", allow_text,
+                          "client addresses allowed to connect: ADDR or ADDR/PREFIX, comma-separated (others are closed without a "
+                          "word; 0.0.0.0/0,::/0 = anyone)")
+        ->capture_default_str();
+    serve_cmd->add_option("--max-connections", max_connections, "connections open at once, all clients together")
+        ->check(CLI::Range(1, 4096))
+        ->capture_default_str();
+    serve_cmd->add_option("--max-connections-per-address", max_per_address,
+                          "connections one client address may hold before they authenticate")
+        ->check(CLI::Range(1, 4096))
+        ->capture_default_str();
+    serve_cmd->add_option("--max-connections-per-client", max_per_client, "authenticated connections one client id may hold")
+        ->check(CLI::Range(1, 4096))
+        ->capture_default_str();
     serve_cmd->add_option("--idle-timeout-ms", idle_timeout_ms, "close connections idle this long")
+        ->check(CLI::Range(100, 3'600'000))
+        ->capture_default_str();
+    serve_cmd->add_option("--refusal-audit-interval-ms", refusal_interval_ms,
+                          "write refusals before authentication as one audit line per this interval (and at stop)")
         ->check(CLI::Range(100, 3'600'000))
         ->capture_default_str();
     serve_cmd->add_option("--ready-file", ready_file, "write the bound port here once listening");
@@ -468,7 +508,21 @@ int main(int argc, char** argv) {
                                  hsm::StorePaths{store_dir}.master_key().string());
         return 0;
     }
-    if (serve_cmd->parsed()) return serve(store_dir, listen, threads, max_connections, idle_timeout_ms, ready_file);
+    if (serve_cmd->parsed()) {
+        hsm::ServerConfig config;
+        try {
+            config.allow = coconut::core::AddressList::parse(allow_text);
+        } catch (const std::invalid_argument& e) {
+            std::cerr << fmt::format("coconut-hsmd: --allow: {}\n", e.what());
+            return 2;
+        }
+        config.max_connections = max_connections;
+        config.max_connections_per_address = max_per_address;
+        config.max_connections_per_client = max_per_client;
+        config.idle_timeout = std::chrono::milliseconds(idle_timeout_ms);
+        config.refusal_audit_interval = std::chrono::milliseconds(refusal_interval_ms);
+        return serve(store_dir, listen, threads, std::move(config), ready_file);
+    }
     if (import->parsed() || generate->parsed()) {
         auto ut = parse_usage_and_type();
         if (!ut) return 2;

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -29,14 +30,23 @@ inline constexpr auto daemon_stop_timeout = std::chrono::seconds(5);
 // Receive timeout of raw test sockets: no test read may hang.
 inline constexpr int raw_socket_timeout_s = 10;
 
-// A raw TCP connection for speaking (and breaking) the protocol by hand.
+// A raw TCP connection for speaking (and breaking) the protocol by hand. `source`: the local address
+// to connect from (another loopback address such as "127.0.0.2" is another client address to the
+// daemon); nullptr lets the kernel choose (127.0.0.1).
 class RawConnection {
 public:
-    explicit RawConnection(std::uint16_t port) {
+    explicit RawConnection(std::uint16_t port, const char* source = nullptr) {
         fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
         timeval tv{raw_socket_timeout_s, 0};
         ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        if (source != nullptr) {
+            sockaddr_in local{};
+            local.sin_family = AF_INET;
+            if (::inet_pton(AF_INET, source, &local.sin_addr) != 1 ||
+                ::bind(fd_, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0)
+                return;
+        }
         sockaddr_in addr{};
         addr.sin_family = AF_INET;
         addr.sin_port = htons(port);
@@ -95,7 +105,9 @@ private:
 
 class Daemon {
 public:
-    Daemon(const std::filesystem::path& dir, std::vector<std::string> extra = {}) : dir_(dir) {
+    // `open_files`: if set, the daemon's RLIMIT_NOFILE, soft and hard (it cannot raise it further).
+    Daemon(const std::filesystem::path& dir, std::vector<std::string> extra = {}, std::optional<rlim_t> open_files = std::nullopt)
+        : dir_(dir) {
         const std::filesystem::path ready = dir / "ready";
         std::filesystem::remove(ready);
         std::vector<std::string> args = {COCONUT_HSMD_PATH, "serve",       "--store",      (dir / "store").string(),
@@ -110,6 +122,10 @@ public:
             const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
             ::dup2(out, 1);
             ::dup2(out, 2);
+            if (open_files) {
+                const rlimit limit{*open_files, *open_files};
+                if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) std::_Exit(126);
+            }
             std::vector<char*> argv;
             for (auto& a : args) argv.push_back(a.data());
             argv.push_back(nullptr);

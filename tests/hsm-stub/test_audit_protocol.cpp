@@ -4,6 +4,7 @@
 #include <coconut/hsm/audit.hpp>
 #include <coconut/hsm/protocol.hpp>
 
+#include <fmt/format.h>
 #include <sodium.h>
 
 #include <sstream>
@@ -49,6 +50,41 @@ void write_log(const std::filesystem::path& file) {
 }
 
 }  // namespace
+
+TEST_CASE("refusals before authentication become one line: counts by reason, the top addresses, claimed clients") {
+    hsm::RefusalTally tally;
+    CHECK_FALSE(tally.take().has_value());  // nothing counted, no line
+    for (int i = 0; i < 7; ++i) tally.count("unknown_client", "203.0.113.9");
+    for (int i = 0; i < 3; ++i) tally.count("bad_mac", "198.51.100.2", "clearing");
+    tally.count("not_allowed", "192.0.2.1");
+    tally.count("accept_out_of_descriptors", "");
+    const auto entry = tally.take();
+    REQUIRE(entry.has_value());
+    CHECK(entry->client == "unauthenticated");
+    CHECK(entry->command == "refusals");
+    CHECK(entry->key_label.empty());
+    CHECK(entry->result.starts_with("12 refused in "));
+    CHECK(entry->result.find("reasons: unknown_client=7 bad_mac=3 accept_out_of_descriptors=1 not_allowed=1;") != std::string::npos);
+    CHECK(entry->result.find("addresses: 3 (top: 203.0.113.9=7 198.51.100.2=3 192.0.2.1=1)") != std::string::npos);
+    CHECK(entry->result.ends_with("; claimed clients: clearing=3"));
+    CHECK_FALSE(tally.take().has_value());  // take() reset the counts
+}
+
+TEST_CASE("a refusal tally stays bounded: a flood from many addresses still makes one line within the line limit") {
+    hsm::RefusalTally tally;
+    for (std::uint32_t i = 0; i < 3 * hsm::max_tally_addresses; ++i)
+        tally.count(i % 2 == 0 ? "protocol_error" : "timeout", fmt::format("2001:db8::{:x}:{:x}", i >> 16, i & 0xFFFF));
+    for (std::size_t i = 0; i < 2 * hsm::max_tally_reasons; ++i) tally.count(fmt::format("reason_{:02}", i), "192.0.2.1");
+    const auto entry = tally.take();
+    REQUIRE(entry.has_value());
+    CHECK(entry->result.find(fmt::format("addresses: {} or more", hsm::max_tally_addresses + 1)) != std::string::npos);
+    CHECK(entry->result.find("other=") != std::string::npos);
+    TempDir dir;
+    auto log = hsm::AuditLog::open(dir / "audit.log", test_audit_key(7));
+    REQUIRE(log.ok());
+    REQUIRE(log.value()->append(*entry).ok());  // within max_audit_line_bytes
+    CHECK(hsm::AuditLog::verify(dir / "audit.log", test_audit_key(7)).ok());
+}
 
 TEST_CASE("an untouched audit log verifies, including lines appended by two writers") {
     TempDir dir;

@@ -24,9 +24,12 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace coconut::hsm {
@@ -47,6 +50,42 @@ inline constexpr std::int64_t audit_sync_interval_ms = 1000;
 
 // "ceremony:<login name>": the audit log's client field for a local ceremony command.
 std::string ceremony_actor();
+
+// Refusals before authentication — connections from addresses not on the allow-list, over a
+// connection limit, naming an unknown client, failing their first MAC, sending a frame that does not
+// parse, idle or slow before their first request — are counted here and written as ONE line per
+// interval (Server: ServerConfig::refusal_audit_interval, and at shutdown), so that a flood of junk
+// connections costs the log a line a minute instead of a line per connection. Authenticated events
+// stay one line each. The line (client "unauthenticated", command "refusals"):
+//   "result":"2000 refused in 60.0 s; reasons: protocol_error=1200 unknown_client=800; addresses: 2
+//             (top: 127.0.0.1=1990 127.0.0.2=10); claimed clients: clearing=3"
+// `claimed clients` lists registered client ids named by requests whose MAC failed (unknown ids are
+// never echoed). Memory and the line are bounded: at most max_tally_reasons reasons,
+// max_tally_addresses addresses and max_tally_clients client ids are told apart per interval (the
+// rest are counted together as "other"); the line names the top max_tally_top of each.
+inline constexpr std::size_t max_tally_reasons = 32;
+inline constexpr std::size_t max_tally_addresses = 4096;  // ≈ 300 KiB at most, freed at each line
+inline constexpr std::size_t max_tally_clients = 64;
+inline constexpr std::size_t max_tally_top = 5;
+
+class RefusalTally {
+public:
+    // Counts one refusal. `reason`: a short name from a fixed set (errc_name(), "not_allowed", …);
+    // `address`: the peer's address, empty for an event of the listener itself; `claimed_client`: a
+    // registered client id the peer named, or empty. Thread-safe, no I/O.
+    void count(std::string_view reason, std::string_view address, std::string_view claimed_client = {});
+    // The audit line for everything counted since the previous take() (or construction), and resets;
+    // nullopt if nothing was counted.
+    std::optional<AuditEntry> take();
+
+private:
+    std::mutex mutex_;
+    std::chrono::steady_clock::time_point since_ = std::chrono::steady_clock::now();
+    std::uint64_t total_ = 0;
+    std::map<std::string, std::uint64_t, std::less<>> reasons_;
+    std::map<std::string, std::uint64_t, std::less<>> addresses_;
+    std::map<std::string, std::uint64_t, std::less<>> clients_;
+};
 
 class AuditLog {
 public:
