@@ -13,7 +13,9 @@
 
 #include "secure_buffer.hpp"
 
+#include <algorithm>
 #include <deque>
+#include <optional>
 
 namespace coconut::hsm {
 
@@ -21,10 +23,22 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using error_code = boost::system::error_code;
 
+// How a connection ended: the Link's rules (client.hpp) depend on it.
+enum class End {
+    open,         // not ended
+    timeout,      // no hello / no answer within our timeout: the HSM hangs
+    peer,         // the HSM closed it or it broke (end of stream, reset, fatal notice, failed write)
+    unreachable,  // it could not be opened (resolve, connect, hello refused)
+    protocol,     // the HSM's answer broke the protocol (bad MAC, unexpected seq): not retried
+    local,        // closed by this side
+};
+
 struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
     State(asio::any_io_executor executor, wire::ClientCredentials creds, ClientOptions opts)
-        : strand(asio::make_strand(executor)), socket(strand), resolver(strand), timer(strand),
-          client_id(std::move(creds.client_id)), key(detail::make_guarded<ClientKey>(creds.key)), options(opts) {}
+        : State(std::move(executor), std::move(creds.client_id), detail::make_guarded<ClientKey>(creds.key), opts) {}
+    State(asio::any_io_executor executor, std::string id, std::shared_ptr<const ClientKey> client_key, ClientOptions opts)
+        : strand(asio::make_strand(executor)), socket(strand), resolver(strand), timer(strand), client_id(std::move(id)),
+          key(std::move(client_key)), options(opts) {}
 
     struct Pending {
         std::uint64_t seq = 0;
@@ -50,6 +64,9 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
     };
     std::deque<Waiting> waiting;
     Failure closed_because{Errc::closed, "the client is not connected"};
+    End end = End::open;
+    std::function<void()> on_end;  // called once, when the connection ends (before its handlers fail)
+    std::chrono::steady_clock::time_point last_sent{};  // the last request handed to call()
     std::uint64_t next_seq = 1;
     std::uint64_t phase = 0;
     std::deque<Pending> outstanding;  // in seq order; the front is the next response expected
@@ -61,9 +78,10 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
     void arm(std::chrono::milliseconds timeout, std::string what) {
         const std::uint64_t id = ++phase;
         timer.expires_after(timeout);
-        timer.async_wait([self = shared_from_this(), id, what = std::move(what)](const error_code& ec) {
+        timer.async_wait([self = shared_from_this(), id, timeout, what = std::move(what)](const error_code& ec) {
             if (ec || id != self->phase) return;
-            self->fail_all({Errc::timeout, fmt::format("the HSM did not answer within the timeout while {}", what)});
+            self->fail_all({Errc::timeout, fmt::format("the HSM did not answer within {} ms while {}", timeout.count(), what)},
+                           End::timeout);
         });
     }
     void disarm() {
@@ -72,10 +90,12 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
     }
 
     // The connection is finished: every outstanding request fails with `why`.
-    void fail_all(Failure why) {
+    void fail_all(Failure why, End how) {
+        const bool ending = !closed;
         if (!closed) {
             closed = true;
             closed_because = why;
+            end = how;
         }
         connected = false;
         connecting = false;
@@ -89,6 +109,7 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
         outstanding.clear();
         auto queued = std::move(waiting);
         waiting.clear();
+        if (ending && on_end) std::exchange(on_end, nullptr)();
         for (Pending& p : pending) p.handler(Unexpected<Failure>{closed_because});
         for (Waiting& w : queued) w.handler(Unexpected<Failure>{closed_because});
     }
@@ -121,25 +142,26 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
     }
 
     void connect_failed(const std::shared_ptr<std::function<void(Status<Failure>)>>& done, std::string message) {
-        fail_all({Errc::connection_failed, message});
+        fail_all({Errc::connection_failed, message}, End::unreachable);
         (*done)(Unexpected<Failure>{closed_because});
     }
 
     void read_hello(std::shared_ptr<std::function<void(Status<Failure>)>> done) {
         read_frame([self = shared_from_this(), done](Outcome<Bytes> frame) {
             if (!frame) {
-                self->fail_all(frame.error());
+                self->fail_all(frame.error(), End::unreachable);
                 return (*done)(Unexpected<Failure>{self->closed_because});
             }
             auto hello = wire::decode_hello(frame.value());
             if (!hello) {
-                self->fail_all(hello.error());
+                self->fail_all(hello.error(), End::unreachable);
                 return (*done)(Unexpected<Failure>{self->closed_because});
             }
             self->disarm();
             self->nonce = hello->nonce;
             self->connecting = false;
             self->connected = true;
+            self->last_sent = std::chrono::steady_clock::now();  // quiet since the hello
             self->read_responses();
             auto queued = std::move(self->waiting);
             self->waiting.clear();
@@ -174,11 +196,16 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
     void read_responses() {
         read_frame([self = shared_from_this()](Outcome<Bytes> frame) {
             if (self->closed) return;
-            if (!frame) return self->fail_all(frame.error());
+            if (!frame) {
+                const bool unparsable = frame.error().code == Errc::frame_too_large || frame.error().code == Errc::protocol_error;
+                return self->fail_all(frame.error(), unparsable ? End::protocol : End::peer);
+            }
             auto response = wire::decode_response(*self->key, self->nonce, frame.value());
-            if (!response) return self->fail_all(response.error());
+            // A fatal notice (the idle timeout, a full server …) is the HSM closing the connection.
+            if (!response) return self->fail_all(response.error(), wire::is_fatal_notice(frame.value()) ? End::peer : End::protocol);
             if (self->outstanding.empty() || self->outstanding.front().seq != response->seq)
-                return self->fail_all({Errc::protocol_error, fmt::format("response for seq {} was not expected", response->seq)});
+                return self->fail_all({Errc::protocol_error, fmt::format("response for seq {} was not expected", response->seq)},
+                                      End::protocol);
             Pending pending = std::move(self->outstanding.front());
             self->outstanding.pop_front();
             if (self->outstanding.empty())
@@ -207,6 +234,7 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
         if (outstanding.size() >= options.max_outstanding)
             return handler(fail(Errc::server_busy, fmt::format("{} requests are already outstanding on this connection",
                                                                options.max_outstanding)));
+        last_sent = std::chrono::steady_clock::now();
         const std::uint64_t seq = next_seq++;
         Bytes frame = wire::encode_request(*key, nonce, seq, client_id, static_cast<std::uint8_t>(command),
                                            payload);
@@ -226,7 +254,7 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
         writing = true;
         asio::async_write(socket, asio::buffer(write_queue.front()), [self = shared_from_this()](const error_code& ec, std::size_t) {
             if (self->closed) return;
-            if (ec) return self->fail_all({Errc::connection_failed, fmt::format("sending to the HSM failed: {}", ec.message())});
+            if (ec) return self->fail_all({Errc::connection_failed, fmt::format("sending to the HSM failed: {}", ec.message())}, End::peer);
             self->write_queue.pop_front();
             self->write_next();
         });
@@ -241,7 +269,7 @@ std::shared_ptr<AsyncClient> AsyncClient::create(asio::any_io_executor executor,
 }
 
 AsyncClient::~AsyncClient() {
-    asio::post(state_->strand, [state = state_] { state->fail_all({Errc::closed, "the client was destroyed"}); });
+    asio::post(state_->strand, [state = state_] { state->fail_all({Errc::closed, "the client was destroyed"}, End::local); });
 }
 
 asio::any_io_executor AsyncClient::get_executor() const { return state_->strand; }
@@ -259,7 +287,7 @@ void AsyncClient::async_call(wire::Command command, Bytes payload, Handler<Bytes
 }
 
 void AsyncClient::close() {
-    asio::post(state_->strand, [state = state_] { state->fail_all({Errc::closed, "the client closed the connection"}); });
+    asio::post(state_->strand, [state = state_] { state->fail_all({Errc::closed, "the client closed the connection"}, End::local); });
 }
 
 namespace {
@@ -269,6 +297,16 @@ AsyncClient::Handler<Bytes> decoding(AsyncClient::Handler<T> handler, Decode dec
     return [handler = std::move(handler), decode](Outcome<Bytes> payload) {
         if (!payload) return handler(Unexpected<Failure>{payload.error()});
         handler(decode(payload.value()));
+    };
+}
+
+// Decodes a batch's verdicts: one per transaction sent.
+auto verdicts_for(std::size_t expected) {
+    return [expected](ByteView payload) -> Outcome<std::vector<Verdict>> {
+        auto verdicts = wire::decode_verdicts(payload);
+        if (verdicts && verdicts->size() != expected)
+            return fail(Errc::protocol_error, fmt::format("{} verdicts for {} transactions", verdicts->size(), expected));
+        return verdicts;
     };
 }
 }  // namespace
@@ -291,14 +329,8 @@ void AsyncClient::async_verify_purchase_tacs(const wire::PurchaseTacBatch& batch
         });
         return;
     }
-    const std::size_t expected = batch.items.size();
     async_call(wire::Command::verify_purchase_tacs, wire::encode(batch),
-               decoding<std::vector<Verdict>>(std::move(handler), [expected](ByteView payload) -> Outcome<std::vector<Verdict>> {
-                   auto verdicts = wire::decode_verdicts(payload);
-                   if (verdicts && verdicts->size() != expected)
-                       return fail(Errc::protocol_error, fmt::format("{} verdicts for {} transactions", verdicts->size(), expected));
-                   return verdicts;
-               }));
+               decoding<std::vector<Verdict>>(std::move(handler), verdicts_for(batch.items.size())));
 }
 void AsyncClient::async_verify_load_tac(const LoadTac& request, Handler<Verdict> handler) {
     async_call(wire::Command::verify_load_tac, wire::encode(request), decoding<Verdict>(std::move(handler), wire::decode_verdict));
@@ -307,6 +339,295 @@ void AsyncClient::async_load_mac2(const LoadRequest& request, Handler<LoadAnswer
     async_call(wire::Command::load_mac2, wire::encode(request), decoding<LoadAnswer>(std::move(handler), wire::decode_load_answer));
 }
 void AsyncClient::async_verify_internal_auth(const InternalAuth& request, Handler<Verdict> handler) {
+    async_call(wire::Command::verify_internal_auth, wire::encode(request),
+               decoding<Verdict>(std::move(handler), wire::decode_verdict));
+}
+
+// ---- link -------------------------------------------------------------------------------------------
+
+std::string_view breaker_state_name(BreakerState state) {
+    switch (state) {
+        case BreakerState::closed: return "closed";
+        case BreakerState::open: return "open";
+        case BreakerState::half_open: return "half_open";
+    }
+    return "unknown";
+}
+
+bool Link::retry_safe(wire::Command command) {
+    using wire::Command;
+    switch (command) {
+        case Command::key_info:
+        case Command::derive_card_keys:
+        case Command::export_issuer_key:
+        case Command::verify_purchase_tacs:
+        case Command::verify_load_tac:
+        case Command::load_mac2:
+        case Command::verify_internal_auth:
+        case Command::ca_certificate: return true;
+        case Command::sign_certificate: return false;
+    }
+    return false;
+}
+
+// All of the link's work, and its connections' (whose strands run inside the link's), on one strand.
+struct Link::State : std::enable_shared_from_this<Link::State> {
+    State(asio::any_io_executor executor, wire::Endpoint where, wire::ClientCredentials creds, LinkOptions opts)
+        : strand(asio::make_strand(executor)), endpoint(std::move(where)), client_id(std::move(creds.client_id)),
+          key(detail::make_guarded<ClientKey>(creds.key)), options(std::move(opts)), probe_timer(strand) {
+        options.connections_max = std::max<std::size_t>(options.connections_max, 1);
+        if (!options.keepalive_tac_label.empty())
+            keepalive_payload = wire::encode(wire::PurchaseTacBatch{options.keepalive_tac_label, {}});
+    }
+
+    struct Connection {
+        explicit Connection(asio::strand<asio::any_io_executor>& strand) : quiet_timer(strand) {}
+        std::uint64_t id = 0;
+        std::shared_ptr<AsyncClient::State> client;
+        std::size_t in_flight = 0;  // requests handed to it whose handler has not run
+        asio::steady_timer quiet_timer;
+    };
+
+    asio::strand<asio::any_io_executor> strand;
+    wire::Endpoint endpoint;
+    std::string client_id;
+    std::shared_ptr<const ClientKey> key;  // in guarded, locked memory
+    LinkOptions options;
+    Bytes keepalive_payload;  // empty: no keep-alive request (the probe is the hello)
+    std::vector<std::shared_ptr<Connection>> connections;  // oldest first
+    std::uint64_t next_connection_id = 1;
+    asio::steady_timer probe_timer;
+    BreakerState breaker = BreakerState::closed;
+    std::optional<Failure> opened_because;  // the timeout that opened the breaker
+    bool closed = false;
+    LinkStats stats;
+
+    void set_breaker(BreakerState state) {
+        breaker = state;
+        stats.breaker.store(state);
+    }
+    void log(const std::string& line) const {
+        if (options.log) options.log(line);
+    }
+
+    // ---- connections ----
+
+    // A new connection in the pool; `connected` (optional) hears how its hello went.
+    std::shared_ptr<Connection> open_connection(std::function<void(Status<Failure>)> connected = nullptr) {
+        auto connection = std::make_shared<Connection>(strand);
+        connection->id = next_connection_id++;
+        connection->client = std::make_shared<AsyncClient::State>(strand, client_id, key, options.client);
+        connection->client->on_end = [weak = weak_from_this(), id = connection->id] {
+            if (auto self = weak.lock()) self->forget(id);
+        };
+        connections.push_back(connection);
+        connection->client->connect(endpoint, [weak = weak_from_this(), connection, connected = std::move(connected)](Status<Failure> hello) {
+            auto self = weak.lock();
+            if (!self) return;
+            if (hello) {
+                ++self->stats.connections_opened;
+                self->watch_quiet(connection);
+            }
+            if (connected) connected(std::move(hello));
+        });
+        return connection;
+    }
+
+    // Drops an ended connection from the pool; keeps it alive until the current handler has returned.
+    void forget(std::uint64_t id) {
+        auto it = std::find_if(connections.begin(), connections.end(), [id](const auto& c) { return c->id == id; });
+        if (it == connections.end()) return;
+        auto connection = std::move(*it);
+        connections.erase(it);
+        connection->quiet_timer.cancel();
+        asio::post(strand, [connection = std::move(connection)] {});
+    }
+
+    // Ends every connection: their requests fail with `why`.
+    void close_connections(const Failure& why) {
+        auto ending = std::move(connections);
+        connections.clear();
+        for (auto& connection : ending) {
+            connection->quiet_timer.cancel();
+            connection->client->fail_all(why, End::local);
+        }
+    }
+
+    // The connection for the next request (rule 4): the least busy; a new one when all are busy and
+    // the pool has room.
+    std::shared_ptr<Connection> pick() {
+        std::shared_ptr<Connection> best;
+        for (auto& connection : connections)
+            if (!best || connection->in_flight < best->in_flight) best = connection;
+        if (!best || (best->in_flight > 0 && connections.size() < options.connections_max)) best = open_connection();
+        return best;
+    }
+
+    // ---- keep-alive (rule 1) ----
+
+    void watch_quiet(const std::shared_ptr<Connection>& connection) {
+        if (options.keepalive_interval.count() <= 0 || closed) return;
+        connection->quiet_timer.expires_at(connection->client->last_sent + options.keepalive_interval);
+        connection->quiet_timer.async_wait([weak = weak_from_this(), connection](const error_code& ec) {
+            auto self = weak.lock();
+            if (ec || !self || connection->client->end != End::open) return;
+            self->on_quiet(connection);
+        });
+    }
+
+    void on_quiet(const std::shared_ptr<Connection>& connection) {
+        const auto now = std::chrono::steady_clock::now();
+        if (connection->in_flight > 0 || now - connection->client->last_sent < options.keepalive_interval)
+            return watch_quiet(connection);
+        if (connections.empty() || connections.front() != connection) {
+            // An extra connection the traffic no longer needs: closed by us, not by the HSM's timeout.
+            forget(connection->id);
+            connection->client->fail_all({Errc::closed, "the link closed a quiet extra connection"}, End::local);
+            return;
+        }
+        if (keepalive_payload.empty()) {
+            connection->client->last_sent = now;  // nothing to send: the HSM will close it, rule 2 covers that
+            return;
+        }
+        ++stats.keepalives;
+        send_on(connection, wire::Command::verify_purchase_tacs, keepalive_payload, [](Outcome<Bytes>) {}, false);
+        watch_quiet(connection);
+    }
+
+    // ---- requests ----
+
+    void call(wire::Command command, Bytes payload, Handler<Bytes> handler, bool may_retry) {
+        if (closed) return handler(fail(Errc::closed, "the HSM link was closed"));
+        if (breaker != BreakerState::closed) {
+            ++stats.fast_failures;
+            return handler(fail(Errc::connection_failed,
+                                fmt::format("the HSM link is {} (circuit breaker) since: {}", breaker_state_name(breaker),
+                                            opened_because ? opened_because->message : std::string("a timeout"))));
+        }
+        send_on(pick(), command, std::move(payload), std::move(handler), may_retry && retry_safe(command));
+    }
+
+    void send_on(const std::shared_ptr<Connection>& connection, wire::Command command, Bytes payload, Handler<Bytes> handler,
+                 bool may_retry) {
+        ++connection->in_flight;
+        // A copy to send again (rule 2); a full TAC batch is 46 KiB, once per request in flight.
+        std::optional<Bytes> again;
+        if (may_retry) again = payload;
+        connection->client->call(command, std::move(payload),
+                                 [self = shared_from_this(), connection, command, again = std::move(again),
+                                  handler = std::move(handler)](Outcome<Bytes> answer) mutable {
+                                     --connection->in_flight;
+                                     self->answered(*connection, command, std::move(again), std::move(handler), std::move(answer));
+                                 });
+    }
+
+    void answered(const Connection& connection, wire::Command command, std::optional<Bytes> again, Handler<Bytes> handler,
+                  Outcome<Bytes> answer) {
+        const End end = connection.client->end;
+        if (answer || end == End::open) return handler(std::move(answer));  // a verdict or a request-level error
+        if (end == End::timeout) {
+            ++stats.timeouts;
+            open_breaker(answer.error());
+            return handler(std::move(answer));
+        }
+        if (end == End::peer && again && !closed) {
+            ++stats.retries;
+            return call(command, std::move(*again), std::move(handler), false);
+        }
+        handler(std::move(answer));
+    }
+
+    // ---- circuit breaker (rule 3) ----
+
+    void open_breaker(const Failure& why) {
+        if (closed || breaker == BreakerState::open) return;
+        log(fmt::format("HSM link {}:{} open (circuit breaker, requests fail at once for {} ms, then a probe): {}",
+                        endpoint.host, endpoint.port, options.breaker_cooldown.count(), why.message));
+        set_breaker(BreakerState::open);
+        ++stats.breaker_opens;
+        opened_because = why;
+        close_connections({Errc::connection_failed, "the HSM link opened (circuit breaker) after: " + why.message});
+        probe_timer.expires_after(options.breaker_cooldown);
+        probe_timer.async_wait([weak = weak_from_this()](const error_code& ec) {
+            auto self = weak.lock();
+            if (!ec && self && !self->closed) self->probe();
+        });
+    }
+
+    // Half-open: one request on a fresh connection decides.
+    void probe() {
+        set_breaker(BreakerState::half_open);
+        ++stats.probes;
+        auto decide = [weak = weak_from_this()](bool answered, const Failure& why) {
+            auto self = weak.lock();
+            if (!self || self->closed || self->breaker != BreakerState::half_open) return;
+            if (answered) {
+                self->log(fmt::format("HSM link {}:{} closed again (the probe was answered)", self->endpoint.host, self->endpoint.port));
+                self->opened_because.reset();
+                return self->set_breaker(BreakerState::closed);
+            }
+            self->set_breaker(BreakerState::closed);  // so that open_breaker counts a new opening
+            self->open_breaker(why);
+        };
+        // Without a keep-alive request the hello decides; with one, its answer (a failed hello fails it too).
+        const bool hello_decides = keepalive_payload.empty();
+        auto connection = open_connection([decide, hello_decides](Status<Failure> hello) {
+            if (!hello) return decide(false, hello.error());
+            if (hello_decides) decide(true, {});
+        });
+        if (hello_decides) return;
+        ++connection->in_flight;
+        connection->client->call(wire::Command::verify_purchase_tacs, keepalive_payload, [decide, connection](Outcome<Bytes> answer) {
+            --connection->in_flight;
+            // Any authenticated answer, even a request-level error, shows that the HSM serves requests again.
+            decide(static_cast<bool>(answer) || connection->client->end == End::open, answer ? Failure{} : answer.error());
+        });
+    }
+};
+
+std::shared_ptr<Link> Link::create(asio::any_io_executor executor, wire::Endpoint endpoint, wire::ClientCredentials credentials,
+                                   LinkOptions options) {
+    std::shared_ptr<Link> link(new Link());
+    link->state_ = std::make_shared<State>(std::move(executor), std::move(endpoint), std::move(credentials), std::move(options));
+    return link;
+}
+
+Link::~Link() { close(); }
+
+void Link::close() {
+    asio::post(state_->strand, [state = state_] {
+        if (state->closed) return;
+        state->closed = true;
+        state->probe_timer.cancel();
+        state->close_connections({Errc::closed, "the HSM link was closed"});
+    });
+}
+
+asio::any_io_executor Link::get_executor() const { return state_->strand; }
+const LinkStats& Link::stats() const { return state_->stats; }
+
+void Link::async_call(wire::Command command, Bytes payload, Handler<Bytes> handler) {
+    asio::post(state_->strand, [state = state_, command, payload = std::move(payload), handler = std::move(handler)]() mutable {
+        state->call(command, std::move(payload), std::move(handler), true);
+    });
+}
+void Link::async_verify_purchase_tacs(const wire::PurchaseTacBatch& batch, Handler<std::vector<Verdict>> handler) {
+    if (batch.items.size() > max_batch_items) {
+        asio::post(state_->strand, [handler = std::move(handler), n = batch.items.size()] {
+            handler(fail(Errc::batch_too_large, fmt::format("a batch holds at most {} transactions, not {}", max_batch_items, n)));
+        });
+        return;
+    }
+    async_call(wire::Command::verify_purchase_tacs, wire::encode(batch),
+               decoding<std::vector<Verdict>>(std::move(handler), verdicts_for(batch.items.size())));
+}
+void Link::async_verify_load_tac(const LoadTac& request, Handler<Verdict> handler) {
+    async_call(wire::Command::verify_load_tac, wire::encode(request), decoding<Verdict>(std::move(handler), wire::decode_verdict));
+}
+void Link::async_load_mac2(const LoadRequest& request, Handler<LoadAnswer> handler) {
+    async_call(wire::Command::load_mac2, wire::encode(request), decoding<LoadAnswer>(std::move(handler), wire::decode_load_answer));
+}
+void Link::async_verify_internal_auth(const InternalAuth& request, Handler<Verdict> handler) {
     async_call(wire::Command::verify_internal_auth, wire::encode(request),
                decoding<Verdict>(std::move(handler), wire::decode_verdict));
 }
@@ -390,10 +711,15 @@ Outcome<Bytes> Client::sign_certificate(const CertificateSigning& signing) {
 // ---- batching -------------------------------------------------------------------------------------
 
 struct TacBatcher::State : std::enable_shared_from_this<TacBatcher::State> {
-    State(std::shared_ptr<AsyncClient> c, std::string l, std::size_t items, std::chrono::microseconds delay)
-        : client(std::move(c)), label(std::move(l)), batch_items(items), max_delay(delay), timer(client->get_executor()) {}
+    // Sends one batch (AsyncClient or Link).
+    using Send = std::function<void(const wire::PurchaseTacBatch&, AsyncClient::Handler<std::vector<Verdict>>)>;
 
-    std::shared_ptr<AsyncClient> client;
+    State(asio::any_io_executor executor, Send s, std::string l, std::size_t items, std::chrono::microseconds delay)
+        : strand(std::move(executor)), send_batch(std::move(s)), label(std::move(l)), batch_items(items), max_delay(delay),
+          timer(strand) {}
+
+    asio::any_io_executor strand;  // the client's (link's)
+    Send send_batch;
     std::string label;
     std::size_t batch_items;
     std::chrono::microseconds max_delay;
@@ -421,7 +747,7 @@ struct TacBatcher::State : std::enable_shared_from_this<TacBatcher::State> {
         if (items.empty()) return;
         wire::PurchaseTacBatch batch{label, std::move(items)};
         items.clear();
-        client->async_verify_purchase_tacs(batch, [handlers = std::move(handlers)](Outcome<std::vector<Verdict>> verdicts) {
+        send_batch(batch, [handlers = std::move(handlers)](Outcome<std::vector<Verdict>> verdicts) {
             for (std::size_t i = 0; i < handlers.size(); ++i) {
                 if (verdicts)
                     handlers[i](verdicts.value()[i]);
@@ -437,18 +763,38 @@ std::shared_ptr<TacBatcher> TacBatcher::create(std::shared_ptr<AsyncClient> clie
                                                std::size_t batch_items, std::chrono::microseconds max_delay) {
     std::shared_ptr<TacBatcher> batcher(new TacBatcher());
     batch_items = std::clamp<std::size_t>(batch_items, 1, max_batch_items);
-    batcher->state_ = std::make_shared<State>(std::move(client), std::move(tac_master_label), batch_items, max_delay);
+    auto executor = client->get_executor();
+    batcher->state_ = std::make_shared<State>(
+        std::move(executor),
+        [client = std::move(client)](const wire::PurchaseTacBatch& batch, AsyncClient::Handler<std::vector<Verdict>> handler) {
+            client->async_verify_purchase_tacs(batch, std::move(handler));
+        },
+        std::move(tac_master_label), batch_items, max_delay);
+    return batcher;
+}
+
+std::shared_ptr<TacBatcher> TacBatcher::create(std::shared_ptr<Link> link, std::string tac_master_label, std::size_t batch_items,
+                                               std::chrono::microseconds max_delay) {
+    std::shared_ptr<TacBatcher> batcher(new TacBatcher());
+    batch_items = std::clamp<std::size_t>(batch_items, 1, max_batch_items);
+    auto executor = link->get_executor();
+    batcher->state_ = std::make_shared<State>(
+        std::move(executor),
+        [link = std::move(link)](const wire::PurchaseTacBatch& batch, Link::Handler<std::vector<Verdict>> handler) {
+            link->async_verify_purchase_tacs(batch, std::move(handler));
+        },
+        std::move(tac_master_label), batch_items, max_delay);
     return batcher;
 }
 
 void TacBatcher::submit(const PurchaseTac& transaction, std::function<void(Outcome<Verdict>)> handler) {
-    asio::post(state_->client->get_executor(), [state = state_, transaction, handler = std::move(handler)]() mutable {
+    asio::post(state_->strand, [state = state_, transaction, handler = std::move(handler)]() mutable {
         state->add(transaction, std::move(handler));
     });
 }
 
 void TacBatcher::flush() {
-    asio::post(state_->client->get_executor(), [state = state_] { state->send(); });
+    asio::post(state_->strand, [state = state_] { state->send(); });
 }
 
 }  // namespace coconut::hsm

@@ -261,8 +261,10 @@ Failure fatal_notice(ByteView body) {
 }
 }  // namespace
 
+bool is_fatal_notice(ByteView body) { return body.size() >= 2 && body[1] == static_cast<std::uint8_t>(FrameKind::fatal); }
+
 Outcome<Hello> decode_hello(ByteView body) {
-    if (body.size() >= 2 && body[1] == static_cast<std::uint8_t>(FrameKind::fatal)) return Unexpected<Failure>{fatal_notice(body)};
+    if (is_fatal_notice(body)) return Unexpected<Failure>{fatal_notice(body)};
     Reader in(body, "hello");
     if (auto ok = check_envelope(in, FrameKind::hello); !ok) return Unexpected<Failure>{ok.error()};
     Hello hello;
@@ -295,7 +297,7 @@ bool request_authentic(const ClientKey& key, const Nonce& nonce, const Request& 
 }
 
 Outcome<Response> decode_response(const ClientKey& key, const Nonce& nonce, ByteView body) {
-    if (body.size() >= 2 && body[1] == static_cast<std::uint8_t>(FrameKind::fatal)) return Unexpected<Failure>{fatal_notice(body)};
+    if (is_fatal_notice(body)) return Unexpected<Failure>{fatal_notice(body)};
     Reader in(body, "response");
     if (auto ok = check_envelope(in, FrameKind::response); !ok) return Unexpected<Failure>{ok.error()};
     Response response;

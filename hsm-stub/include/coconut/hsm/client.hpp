@@ -1,5 +1,6 @@
 // Client of coconut-hsmd (coconut::hsm_client): asynchronous on Boost.Asio, synchronous on top of it,
-// and a batcher that turns single TAC verifications into full batches.
+// a link that rides through idle closes and a hung HSM (Link), and a batcher that turns single TAC
+// verifications into full batches.
 //
 //   auto credentials = coconut::hsm::wire::read_client_credentials("clearing.key").value();
 //   auto client = coconut::hsm::Client::connect({"127.0.0.1", 7501}, credentials);   // synchronous
@@ -22,9 +23,11 @@
 
 #include <boost/asio/any_io_executor.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <string_view>
 
 namespace coconut::hsm {
 
@@ -98,12 +101,112 @@ private:
     std::unique_ptr<State> state_;
 };
 
+// ---- Link: connections to one HSM that ride through ------------------------------------------------
+//
+// A small pool of AsyncClient connections to one endpoint, opened on demand, with four rules:
+//
+// 1. Keep-alive. The HSM closes a connection on which no request started for its idle timeout (60 s,
+//    PROTOCOL.md "What closes a connection"). A connection on which nothing was sent for
+//    `keepalive_interval` gets the keep-alive request (an empty TAC batch: authenticated, answered
+//    without cryptography, one audit line); only the oldest connection is kept so — an extra
+//    connection quiet that long is closed by the link instead.
+// 2. Retry once. A request whose connection the HSM closed or that broke (end of stream, reset, a
+//    fatal notice, a failed write) is sent again, once, on a fresh connection — if its command is
+//    retry_safe(). A timeout is never retried (rule 3), nor a connection that could not be opened.
+// 3. Circuit breaker. A timeout (no answer within `client.request_timeout`, no hello within
+//    `client.connect_timeout`: the HSM hangs) opens the breaker: every connection is closed, their
+//    requests fail, and while the breaker is open every new request fails at once with
+//    connection_failed ("the HSM link is open …") instead of waiting. `breaker_cooldown` after it
+//    opened, one probe (the keep-alive request on a fresh connection, half-open) is sent; its answer
+//    closes the breaker, its failure opens it for another cooldown.
+// 4. Concurrency. The HSM serves the requests of one connection one after another; a request goes to
+//    the connection with the fewest requests in flight, and a new connection is opened (up to
+//    `connections_max`) when every one is busy — so up to connections_max TAC batches are verified at
+//    once, each connection pipelining at most client.max_outstanding requests.
+//
+// Every handler is called exactly once, on the link's strand.
+struct LinkOptions {
+    // Per connection: connect_timeout and request_timeout are the HSM's timeout (rule 3).
+    ClientOptions client;
+    // Connections at once (rule 4): the HSM verifies one batch per connection at a time; 4 keep its
+    // I/O threads busy without taking many of its 256 connection slots.
+    std::size_t connections_max = 4;
+    // Rule 1; zero turns keep-alives off. 20 s: a third of the HSM's default idle timeout, so one late
+    // or lost keep-alive still leaves room for the next.
+    std::chrono::milliseconds keepalive_interval{20'000};
+    // Rule 3: how long new requests fail at once before a probe is sent.
+    std::chrono::milliseconds breaker_cooldown{2'000};
+    // The TAC master label of the keep-alive and probe (an empty verify-purchase-tacs batch): the client
+    // needs the permission tac. Empty: the keep-alive is off and the probe is the connection's hello.
+    std::string keepalive_tac_label;
+    // Told one line per breaker transition (opened, half-open probe failed, closed); on the link's strand.
+    std::function<void(const std::string&)> log;
+};
+
+enum class BreakerState : std::uint8_t { closed = 0, open = 1, half_open = 2 };
+std::string_view breaker_state_name(BreakerState state);  // "closed", "open", "half_open"
+
+// Counters of a Link (read from any thread, e.g. for /metrics).
+struct LinkStats {
+    std::atomic<BreakerState> breaker{BreakerState::closed};
+    std::atomic<std::uint64_t> breaker_opens{0};      // closed/half-open → open
+    std::atomic<std::uint64_t> fast_failures{0};      // requests failed at once because the breaker was open
+    std::atomic<std::uint64_t> timeouts{0};           // requests failed by a timeout (the HSM hangs)
+    std::atomic<std::uint64_t> retries{0};            // requests sent again after their connection broke
+    std::atomic<std::uint64_t> connections_opened{0}; // connections whose hello arrived
+    std::atomic<std::uint64_t> keepalives{0};         // keep-alive requests sent
+    std::atomic<std::uint64_t> probes{0};             // half-open probes sent
+};
+
+class Link : public std::enable_shared_from_this<Link> {
+public:
+    template <class T>
+    using Handler = std::function<void(Outcome<T>)>;
+
+    static std::shared_ptr<Link> create(boost::asio::any_io_executor executor, wire::Endpoint endpoint,
+                                        wire::ClientCredentials credentials, LinkOptions options = {});
+    ~Link();
+
+    // Whether a request may be sent twice (rule 2): its answer is a function of the request and the key
+    // store alone and the HSM keeps no state a second execution would change (the audit log gets one
+    // more line). True for key-info, the key derivations and exports, every verification, load-mac2 (a
+    // derivation: MAC1 checked, MAC2 computed from the same fields — the same MAC2 twice; the load
+    // itself is booked by the caller, never by the HSM) and ca-certificate; false for sign-certificate
+    // (each signing issues a new certificate with a new random serial).
+    static bool retry_safe(wire::Command command);
+
+    // A raw command: the response payload or the response's error; the rules above apply.
+    void async_call(wire::Command command, Bytes payload, Handler<Bytes> handler);
+    // batch.items.size() ≤ max_batch_items (else batch_too_large without a round trip).
+    void async_verify_purchase_tacs(const wire::PurchaseTacBatch& batch, Handler<std::vector<Verdict>> handler);
+    void async_verify_load_tac(const LoadTac& request, Handler<Verdict> handler);
+    void async_load_mac2(const LoadRequest& request, Handler<LoadAnswer> handler);
+    void async_verify_internal_auth(const InternalAuth& request, Handler<Verdict> handler);
+
+    // Closes every connection (outstanding handlers get Errc::closed) and stops keep-alives and probes;
+    // later requests fail with Errc::closed.
+    void close();
+    boost::asio::any_io_executor get_executor() const;
+    const LinkStats& stats() const;
+
+    struct State;
+
+private:
+    Link() = default;
+    std::shared_ptr<State> state_;
+};
+
 // Collects single purchase TAC verifications into batches: a batch is sent when it holds
-// `batch_items` transactions or `max_delay` after its first one, whichever comes first. Runs on the
-// AsyncClient's executor; submit() may be called from any thread.
+// `batch_items` transactions or `max_delay` after its first one, whichever comes first, without
+// waiting for the batches already sent (they are bounded by the client's max_outstanding, and over a
+// Link verified concurrently). Runs on the client's (link's) executor; submit() may be called from any
+// thread.
 class TacBatcher : public std::enable_shared_from_this<TacBatcher> {
 public:
     static std::shared_ptr<TacBatcher> create(std::shared_ptr<AsyncClient> client, std::string tac_master_label,
+                                              std::size_t batch_items = max_batch_items,
+                                              std::chrono::microseconds max_delay = std::chrono::milliseconds(2));
+    static std::shared_ptr<TacBatcher> create(std::shared_ptr<Link> link, std::string tac_master_label,
                                               std::size_t batch_items = max_batch_items,
                                               std::chrono::microseconds max_delay = std::chrono::milliseconds(2));
     void submit(const PurchaseTac& transaction, std::function<void(Outcome<Verdict>)> handler);

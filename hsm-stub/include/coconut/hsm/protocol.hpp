@@ -102,6 +102,8 @@ struct Response {
 };
 // A response body, or a fatal notice (returned as the failure it announces). bad_mac if the MAC is wrong.
 Outcome<Response> decode_response(const ClientKey& key, const Nonce& nonce, ByteView body);
+// True if `body` is a fatal notice: the server closes the connection after it.
+bool is_fatal_notice(ByteView body);
 
 // ---- payloads (big-endian; a KeyRef is label len(1) ‖ label ‖ version(1)) -----------------------
 
