@@ -140,6 +140,12 @@ struct ServeOptions {
     std::string hsm = "127.0.0.1:7501";
     std::string hsm_key;
     std::string tac_key = std::string(hsm::default_tac_label);
+    // The HSM link (clearing/README.md "The HSM link").
+    std::uint32_t hsm_timeout_ms = static_cast<std::uint32_t>(RemoteHsmOptions{}.timeout.count());
+    std::uint32_t hsm_keepalive_s =
+        static_cast<std::uint32_t>(std::chrono::duration_cast<std::chrono::seconds>(RemoteHsmOptions{}.keepalive_interval).count());
+    std::uint32_t hsm_breaker_cooldown_ms = static_cast<std::uint32_t>(RemoteHsmOptions{}.breaker_cooldown.count());
+    std::size_t hsm_connections = RemoteHsmOptions{}.connections_max;
     std::string ready_file;
     std::size_t connections_max = connections_max_default;
     std::size_t in_flight_max = in_flight_per_connection_max_default;
@@ -225,7 +231,12 @@ int serve(const ServeOptions& o) {
     }
 
     boost::asio::io_context io(1);
-    RemoteHsm verifier(io.get_executor(), *hsm_endpoint, std::move(credentials).value(), o.tac_key);
+    RemoteHsmOptions hsm_link;
+    hsm_link.timeout = std::chrono::milliseconds(o.hsm_timeout_ms);
+    hsm_link.keepalive_interval = std::chrono::seconds(o.hsm_keepalive_s);
+    hsm_link.breaker_cooldown = std::chrono::milliseconds(o.hsm_breaker_cooldown_ms);
+    hsm_link.connections_max = o.hsm_connections;
+    RemoteHsm verifier(io.get_executor(), *hsm_endpoint, std::move(credentials).value(), o.tac_key, hsm_link);
     EngineOptions engine_options = o.engine;
     engine_options.require_sign_on = !o.allow_without_sign_on;
     engine_options.tac_key_label = o.tac_key;
@@ -638,6 +649,22 @@ int main(int argc, char** argv) {
     serve_cmd->add_option("--hsm", serve_options.hsm, "coconut-hsmd HOST:PORT")->capture_default_str();
     serve_cmd->add_option("--hsm-key", serve_options.hsm_key, "client key file (coconut-hsmd client add --permissions tac,load,auth)")->required();
     serve_cmd->add_option("--tac-key", serve_options.tac_key, "label of the TAC master key at the HSM")->capture_default_str();
+    serve_cmd->add_option("--hsm-timeout-ms", serve_options.hsm_timeout_ms,
+                          "HSM timeout: no hello or answer within this fails the requests (91) and opens the circuit breaker")
+        ->capture_default_str()
+        ->check(CLI::Range(100, 60'000));
+    serve_cmd->add_option("--hsm-keepalive-s", serve_options.hsm_keepalive_s,
+                          "keep-alive to the HSM on a connection quiet this long (below the HSM's idle timeout, 60 s; 0: none)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 3600));
+    serve_cmd->add_option("--hsm-breaker-cooldown-ms", serve_options.hsm_breaker_cooldown_ms,
+                          "after an HSM timeout, answer 91 at once for this long, then probe the HSM (half-open)")
+        ->capture_default_str()
+        ->check(CLI::Range(10, 600'000));
+    serve_cmd->add_option("--hsm-connections", serve_options.hsm_connections,
+                          "connections to the HSM at once (TAC batches verified concurrently)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 64));
     serve_cmd->add_option("--ready-file", serve_options.ready_file, "write the ISO 8583 port here once listening");
     serve_cmd->add_option("--connections-max", serve_options.connections_max, "connections served at once")
         ->capture_default_str()
