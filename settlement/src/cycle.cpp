@@ -142,6 +142,7 @@ std::string_view to_string(ErrorCode code) {
         case ErrorCode::invalid_file: return "invalid_file";
         case ErrorCode::incomplete: return "incomplete";
         case ErrorCode::wrong_state: return "wrong_state";
+        case ErrorCode::untrusted: return "untrusted";
     }
     return "unknown";
 }

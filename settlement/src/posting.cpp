@@ -1,11 +1,8 @@
 // The settlement transfers and the two ways to book them: through the daemon's clerk API (the
 // production path: one writer) or directly into a ledger no daemon serves (tests, recovery).
+#include "clerk_http.hpp"
 #include "internal.hpp"
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -91,43 +88,19 @@ json transfer_json(const ledger::Transfer& t) {
 
 class HttpPoster final : public Poster {
 public:
-    HttpPoster(std::string host, std::string port, std::string token)
-        : host_(std::move(host)), port_(std::move(port)), token_(std::move(token)) {}
+    HttpPoster(std::unique_ptr<ClerkConnection> connection, std::string token)
+        : connection_(std::move(connection)), token_(std::move(token)) {}
 
     Result<std::vector<std::string>> post(const std::vector<ledger::Transfer>& transfers) override {
-        namespace beast = boost::beast;
-        namespace http = beast::http;
         json body = {{"transfers", json::array()}};
         for (const auto& t : transfers) body["transfers"].push_back(transfer_json(t));
-        http::response<http::string_body> response;
-        try {
-            boost::asio::io_context io;
-            boost::asio::ip::tcp::resolver resolver(io);
-            beast::tcp_stream stream(io);
-            stream.expires_after(http_timeout);
-            stream.connect(resolver.resolve(host_, port_));
-            http::request<http::string_body> request{http::verb::post, "/v1/clerk/transfers", 11};
-            request.set(http::field::host, host_);
-            request.set(http::field::authorization, "Bearer " + token_);
-            request.set(http::field::content_type, "application/json");
-            request.body() = body.dump();
-            request.prepare_payload();
-            http::write(stream, request);
-            beast::flat_buffer buffer;
-            http::response_parser<http::string_body> parser;
-            parser.body_limit(response_bytes_max);
-            http::read(stream, buffer, parser);
-            response = parser.release();
-            beast::error_code ignored;
-            stream.socket().shutdown(boost::asio::ip::tcp::socket::shutdown_both, ignored);
-        } catch (const std::exception& e) {
-            return Unexpected{Error{ErrorCode::posting, fmt::format("clearing daemon at {}:{}: {}", host_, port_, e.what())}};
+        auto response = connection_->post_json("/v1/clerk/transfers", token_, body.dump(), http_timeout, response_bytes_max);
+        if (!response) return Unexpected{response.error()};
+        if (response->status != 200) {
+            return Unexpected{Error{ErrorCode::posting, fmt::format("POST /v1/clerk/transfers answered {}: {}", response->status,
+                                                                    response->body.substr(0, 500))}};
         }
-        if (response.result() != http::status::ok) {
-            return Unexpected{Error{ErrorCode::posting, fmt::format("POST /v1/clerk/transfers answered {}: {}", response.result_int(),
-                                                                    response.body().substr(0, 500))}};
-        }
-        return parse_results(response.body(), transfers);
+        return parse_results(response->body, transfers);
     }
 
 private:
@@ -150,8 +123,7 @@ private:
         return names;
     }
 
-    std::string host_;
-    std::string port_;
+    std::unique_ptr<ClerkConnection> connection_;
     std::string token_;
 };
 
@@ -215,20 +187,11 @@ Result<PostOutcome> post_all(Poster& poster, const std::vector<ledger::Transfer>
 
 std::unique_ptr<Poster> make_direct_poster(ledger::Ledger& ledger) { return std::make_unique<DirectPoster>(ledger); }
 
-Result<std::unique_ptr<Poster>> make_http_poster(std::string_view endpoint, std::string token) {
-    constexpr std::string_view scheme = "http://";
-    if (endpoint.substr(0, scheme.size()) != scheme) {
-        return Unexpected{Error{ErrorCode::bad_input, fmt::format("--clearingd {}: expected http://HOST:PORT", endpoint)}};
-    }
-    std::string_view rest = endpoint.substr(scheme.size());
-    if (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
-    const auto colon = rest.rfind(':');
-    if (colon == std::string_view::npos || colon == 0 || colon + 1 == rest.size()) {
-        return Unexpected{Error{ErrorCode::bad_input, fmt::format("--clearingd {}: expected http://HOST:PORT", endpoint)}};
-    }
+Result<std::unique_ptr<Poster>> make_http_poster(std::string_view endpoint, std::string token, const std::filesystem::path& ca_file) {
+    COCONUT_SETTLE_TRY(parsed, parse_clerk_endpoint(endpoint));
     if (token.empty()) return Unexpected{Error{ErrorCode::bad_input, "the clerk token is empty"}};
-    return std::unique_ptr<Poster>(std::make_unique<HttpPoster>(std::string(rest.substr(0, colon)), std::string(rest.substr(colon + 1)),
-                                                                std::move(token)));
+    COCONUT_SETTLE_TRY(connection, ClerkConnection::create(std::move(parsed), ca_file));
+    return std::unique_ptr<Poster>(std::make_unique<HttpPoster>(std::move(connection), std::move(token)));
 }
 
 // ---- the daemon's directory lock ----------------------------------------------------------------------

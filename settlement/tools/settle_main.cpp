@@ -30,6 +30,7 @@ constexpr int exit_locked = 8;       // --direct while a daemon serves the direc
 constexpr int exit_invalid_file = 9; // a camt file is malformed or invalid: nothing changed
 constexpr int exit_incomplete = 10;  // reconciliation: missing / mismatched / duplicate entries
 constexpr int exit_wrong_state = 11; // e.g. reconcile before posting
+constexpr int exit_untrusted = 12;   // https://: the daemon's certificate refused (--ca, host): fix the configuration
 
 int exit_for(ErrorCode code) {
     switch (code) {
@@ -43,6 +44,7 @@ int exit_for(ErrorCode code) {
         case ErrorCode::invalid_file: return exit_invalid_file;
         case ErrorCode::incomplete: return exit_incomplete;
         case ErrorCode::wrong_state: return exit_wrong_state;
+        case ErrorCode::untrusted: return exit_untrusted;
     }
     return exit_internal;
 }
@@ -97,6 +99,7 @@ struct RunArgs {
     std::string cutoff;
     std::string clearingd;
     std::string token_file;
+    std::string ca;
     std::string schemas;
     bool direct = false;
     bool dry_run = false;
@@ -130,7 +133,8 @@ int run(const RunArgs& a) {
         config->cutoff_seconds = *cutoff;
     }
     if (a.direct && !a.clearingd.empty()) return usage("give either --clearingd or --direct");
-    if (!a.dry_run && !a.direct && a.clearingd.empty()) return usage("run needs --clearingd http://HOST:PORT (or --direct, or --dry-run)");
+    if (!a.dry_run && !a.direct && a.clearingd.empty())
+        return usage("run needs --clearingd https://HOST:PORT --ca FILE (or http:// on loopback, --direct, or --dry-run)");
 
     std::optional<DirectoryLock> lock;
     if (a.direct && !a.dry_run) {
@@ -156,7 +160,7 @@ int run(const RunArgs& a) {
     } else {
         auto token = clerk_token(a.token_file);
         if (!token) return fail(token.error());
-        auto made = make_http_poster(a.clearingd, std::move(*token));
+        auto made = make_http_poster(a.clearingd, std::move(*token), a.ca);
         if (!made) return fail(made.error());
         poster = std::move(*made);
     }
@@ -307,8 +311,13 @@ int main(int argc, char** argv) {
                         "lower only when every terminal has stopped uploading")
         ->capture_default_str()
         ->check(CLI::Range(0, 86400));
-    run_cmd->add_option("--clearingd", run_args.clearingd, "post through the daemon's clerk API at http://HOST:PORT");
+    run_cmd->add_option("--clearingd", run_args.clearingd,
+                        "post through the daemon's clerk API at https://HOST:PORT (with --ca), or http://HOST:PORT: over plain "
+                        "HTTP the clerk token travels in clear, so use it only for a daemon on this host (loopback)");
     run_cmd->add_option("--token-file", run_args.token_file, "settlement clerk token file (else $COCONUT_CLERK_TOKEN)");
+    run_cmd->add_option("--ca", run_args.ca,
+                        "https://: PEM CA certificate(s) the daemon's certificate must chain to; it must also name the URL's host "
+                        "(TLS 1.2 at least; a refused certificate exits 12 before the token is sent)");
     run_cmd->add_flag("--direct", run_args.direct, "post directly into the ledger (only while no daemon serves --data)");
     run_cmd->add_flag("--dry-run", run_args.dry_run, "compute and print; write and post nothing");
     run_cmd->add_option("--schemas", run_args.schemas, "directory of the ISO 20022 XSDs");

@@ -3,6 +3,8 @@
 #include "camt_samples.hpp"
 #include "settlement_fixture.hpp"
 
+#include <coconut/tls/tls.hpp>
+
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -308,6 +310,93 @@ TEST_CASE("posting through the daemon's clerk API: once, idempotent, and --direc
     REQUIRE_MESSAGE(reposted.code == 0, reposted.output);
     CHECK(reposted.output.find("8 transfers posted now (0 new, 8 already booked)") != std::string::npos);
     CHECK(snapshot(cycle_directory(again.path(), 20260310)) == snapshot(cycle_directory(out, 20260310)));
+
+    kill(clearingd.pid, SIGTERM);
+    CHECK(wait_exit(clearingd.pid) == 0);
+    clearingd.pid = 0;
+    require_posted_once(s.day);
+}
+
+
+namespace {
+
+// A certificate authority and a server certificate for 127.0.0.1 under it, written as PEM files.
+struct TestPki {
+    std::filesystem::path ca, certificate, key;
+};
+TestPki make_pki(const std::filesystem::path& dir, const std::string& name) {
+    using namespace std::chrono;
+    const auto now = system_clock::now();
+    auto ca_key = tls::generate_key().value();
+    auto ca = tls::make_ca_certificate(ca_key, name + " CA", now - hours(1), now + hours(48), tls::random_serial()).value();
+    auto server_key = tls::generate_key().value();
+    auto request = tls::make_request(server_key, {"clearingd", std::string(tls::server_organization)}).value();
+    tls::IssueOptions options{tls::Profile::server, "clearingd", {"IP:127.0.0.1"}, now - hours(1), now + hours(24), tls::random_serial()};
+    auto certificate = tls::issue_certificate(request, options, ca, ca_key).value();
+    TestPki pki{dir / (name + "-ca.pem"), dir / (name + "-server.pem"), dir / (name + "-server.key")};
+    REQUIRE(tls::write_certificate(pki.ca, ca).ok());
+    REQUIRE(tls::write_certificate(pki.certificate, certificate).ok());
+    REQUIRE(tls::write_private_key(pki.key, server_key).ok());
+    return pki;
+}
+
+}  // namespace
+
+TEST_CASE("posting over HTTPS: the daemon's certificate verified against --ca; a wrong CA posts nothing (exit 12)") {
+    Setup s;
+    TempDir scratch;
+    const auto data = s.day.data.path();
+    const auto store = scratch.path() / "hsm-store";
+    const auto hsm_key = scratch.path() / "clearing.key";
+    REQUIRE(tool(COCONUT_HSMD_EXE, {"init", "--store", store.string()}, scratch.path()).code == 0);
+    REQUIRE(tool(COCONUT_HSMD_EXE, {"client", "add", "--store", store.string(), "--id", "clearing", "--permissions", "tac", "--key-out",
+                                    hsm_key.string()},
+                 scratch.path())
+                .code == 0);
+    const Cli clerk = tool(COCONUT_CLEARINGD_EXE, {"admin", "--data", data.string(), "clerk-add", "--name", "settler", "--roles", "settlement"},
+                           scratch.path());
+    REQUIRE_MESSAGE(clerk.code == 0, clerk.output);
+    const auto token_file = scratch.path() / "settler.token";
+    write(token_file, clerk.output);
+    const TestPki pki = make_pki(scratch.path(), "island");
+    const TestPki stranger = make_pki(scratch.path(), "stranger");
+
+    const auto hsm_ready = scratch.path() / "hsm.port";
+    Stopper hsmd{spawn_tool(COCONUT_HSMD_EXE, {"serve", "--store", store.string(), "--listen", "127.0.0.1:0", "--ready-file", hsm_ready.string()},
+                            scratch.path() / "hsmd.log")};
+    const int hsm_port = wait_port_file(hsm_ready, hsmd.pid);
+    const auto iso_ready = scratch.path() / "iso.port";
+    const auto http_ready = scratch.path() / "http.port";
+    Stopper clearingd{spawn_tool(COCONUT_CLEARINGD_EXE,
+                                 {"serve", "--insecure-terminals", "--iso-listen", "127.0.0.1:0", "--data", data.string(), "--hsm",
+                                  fmt::format("127.0.0.1:{}", hsm_port), "--hsm-key", hsm_key.string(), "--ready-file", iso_ready.string(),
+                                  "--http-listen", "127.0.0.1:0", "--http-ready-file", http_ready.string(), "--http-tls-cert",
+                                  pki.certificate.string(), "--http-tls-key", pki.key.string()},
+                                 scratch.path() / "clearingd.log")};
+    wait_port_file(iso_ready, clearingd.pid);
+    const int http_port = wait_port_file(http_ready, clearingd.pid);
+
+    const auto out = s.day.out();
+    auto args = [&](const std::string& scheme, const std::vector<std::string>& extra) {
+        std::vector<std::string> a{"run", "--date", "2026-03-10", "--data", data.string(), "--config", s.config.string(), "--clearingd",
+                                   fmt::format("{}://127.0.0.1:{}", scheme, http_port), "--token-file", token_file.string(), "--out",
+                                   out.string()};
+        a.insert(a.end(), extra.begin(), extra.end());
+        return a;
+    };
+    const Cli no_ca = settle(args("https", {}), scratch.path());
+    CHECK(no_ca.code == 2);
+    CHECK(no_ca.output.find("--ca") != std::string::npos);
+    const Cli wrong_ca = settle(args("https", {"--ca", stranger.ca.string()}), scratch.path());
+    CHECK(wrong_ca.code == 12);
+    CHECK_MESSAGE(wrong_ca.output.find("certificate was refused") != std::string::npos, wrong_ca.output);
+    CHECK(load_cycle(out, 20260310).value()->state == CycleState::files_written);
+    const Cli plain = settle(args("http", {}), scratch.path());
+    CHECK(plain.code == 7);  // the daemon serves HTTPS only
+    const Cli posted = settle(args("https", {"--ca", pki.ca.string()}), scratch.path());
+    REQUIRE_MESSAGE(posted.code == 0, posted.output);
+    // 8 new: neither the wrong CA nor plain HTTP booked anything.
+    CHECK_MESSAGE(posted.output.find("8 transfers posted now (8 new, 0 already booked)") != std::string::npos, posted.output);
 
     kill(clearingd.pid, SIGTERM);
     CHECK(wait_exit(clearingd.pid) == 0);

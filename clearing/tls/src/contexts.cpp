@@ -153,8 +153,14 @@ ClientContext::~ClientContext() {
 Result<ClientContext> ClientContext::create(const ClientFiles& files) {
     ssl::context context(ssl::context::tls_client);
     if (auto common = common_setup(context, files.ca); !common) return Unexpected<Error>{common.error()};
-    if (auto identity = use_identity(context, files.certificate, files.private_key); !identity)
-        return Unexpected<Error>{identity.error()};
+    // No certificate and no key: a client that authenticates otherwise (a clerk token over HTTPS) and
+    // only verifies the server. One without the other is a configuration mistake.
+    if (files.certificate.empty() != files.private_key.empty())
+        return fail(ErrorCode::bad_input, "a client certificate needs its private key, and a key its certificate");
+    if (!files.certificate.empty()) {
+        if (auto identity = use_identity(context, files.certificate, files.private_key); !identity)
+            return Unexpected<Error>{identity.error()};
+    }
     context.set_verify_mode(ssl::verify_peer);
     SSL_CTX* native = context.native_handle();
     SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);

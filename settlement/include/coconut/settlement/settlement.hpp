@@ -53,6 +53,7 @@ enum class ErrorCode : std::uint8_t {
     invalid_file,  // a camt file does not parse or is not valid against its XSD: nothing changed
     incomplete,    // reconciliation found missing / mismatched / duplicate entries
     wrong_state,   // the command needs a cycle in another state (e.g. reconcile before posting)
+    untrusted,     // https://: the daemon's certificate was refused (--ca, the URL's host); nothing was sent
 };
 std::string_view to_string(ErrorCode code);
 
@@ -240,8 +241,11 @@ public:
 };
 
 // Through the daemon: POST /v1/clerk/transfers with a settlement-role clerk token (contract 3).
-// `endpoint` is "http://HOST:PORT" (loopback / internal network; no TLS).
-Result<std::unique_ptr<Poster>> make_http_poster(std::string_view endpoint, std::string token);
+// `endpoint` is "https://HOST:PORT": TLS 1.2 at least, the daemon's certificate verified against
+// `ca_file` (required) and the URL's host before the token is sent (settlement/README.md "Posting over
+// HTTPS"); or "http://HOST:PORT", where the token travels in clear (a daemon on loopback only).
+Result<std::unique_ptr<Poster>> make_http_poster(std::string_view endpoint, std::string token,
+                                                 const std::filesystem::path& ca_file = {});
 
 // Directly into a ledger opened read-write by this process: allowed only when no daemon serves the
 // directory, proven by holding the daemon's flock on DIR/clearingd.lock for the poster's lifetime.

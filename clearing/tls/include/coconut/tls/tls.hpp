@@ -245,6 +245,8 @@ struct ServerFiles {
 // key (checked to belong together), session tickets with session_lifetime. The message names the file.
 Result<boost::asio::ssl::context> make_server_context(const ServerFiles& files);
 
+// Both `certificate` and `private_key` empty: a client without a certificate of its own, which only
+// verifies the server (the settlement poster over HTTPS, authenticated by its clerk token).
 struct ClientFiles {
     std::filesystem::path ca;           // PEM: the island CA certificate the server must chain to
     std::filesystem::path certificate;  // PEM: this terminal's certificate
