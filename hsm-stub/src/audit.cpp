@@ -40,7 +40,10 @@ std::string utc_now() {
     return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03}Z", fmt::gmtime(std::chrono::system_clock::to_time_t(now)), ms);
 }
 
-std::string json_string(std::string_view text) { return nlohmann::json(std::string(text)).dump(); }
+// Fields may carry a client's bytes (a key label): what is not UTF-8 is written as U+FFFD, never thrown.
+std::string json_string(std::string_view text) {
+    return nlohmann::json(std::string(text)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 struct ParsedLine {
     std::uint64_t seq = 0;

@@ -86,6 +86,17 @@ TEST_CASE("a refusal tally stays bounded: a flood from many addresses still make
     CHECK(hsm::AuditLog::verify(dir / "audit.log", test_audit_key(7)).ok());
 }
 
+TEST_CASE("a key label that is not UTF-8 is written with its bytes replaced, and the log still verifies") {
+    // A client's request names its key with any bytes; the line naming it must neither throw (found by
+    // fuzz_hsm_frames: the exception ended the HSM) nor break the chain.
+    TempDir dir;
+    auto log = hsm::AuditLog::open(dir / "audit.log", test_audit_key(7));
+    REQUIRE(log.ok());
+    REQUIRE(log.value()->append({"issuance", "verify-internal-auth", "\xFE-ssse-auth", {1}, "key_not_found"}).ok());
+    CHECK(hsm::AuditLog::verify(dir / "audit.log", test_audit_key(7)).ok());
+    CHECK(lines_of(dir / "audit.log")[0].find("-ssse-auth") != std::string::npos);
+}
+
 TEST_CASE("an untouched audit log verifies, including lines appended by two writers") {
     TempDir dir;
     write_log(dir / "audit.log");
