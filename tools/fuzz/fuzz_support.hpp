@@ -34,7 +34,9 @@ namespace coconut::fuzz {
 }
 
 // A directory for the files one fuzz process writes, removed at exit. On /dev/shm when it exists:
-// fsync there is free, so a target that commits per input runs at memory speed.
+// fsync there is free, so a target that commits per input runs at memory speed. libFuzzer ends a
+// process without running destructors (a crash, -max_total_time), so the directory is named after the
+// process id and the next process of the same target removes those of processes that are gone.
 class ScratchDir {
 public:
     explicit ScratchDir(std::string_view name) {
@@ -42,9 +44,18 @@ public:
         const std::filesystem::path base = std::filesystem::is_directory("/dev/shm", ec) && ::access("/dev/shm", W_OK) == 0
                                                ? std::filesystem::path("/dev/shm")
                                                : std::filesystem::temp_directory_path();
-        std::string pattern = (base / ("coconut-fuzz-" + std::string(name) + ".XXXXXX")).string();
-        if (::mkdtemp(pattern.data()) == nullptr) fail(name, "cannot create a scratch directory");
-        path_ = pattern;
+        const std::string prefix = "coconut-fuzz-" + std::string(name) + "-";
+        for (const auto& entry : std::filesystem::directory_iterator(base, ec)) {
+            const std::string file = entry.path().filename().string();
+            if (!file.starts_with(prefix)) continue;
+            const std::string pid = file.substr(prefix.size());
+            if (!pid.empty() && pid.find_first_not_of("0123456789") == std::string::npos &&
+                !std::filesystem::exists("/proc/" + pid, ec))
+                std::filesystem::remove_all(entry.path(), ec);
+        }
+        path_ = base / (prefix + std::to_string(::getpid()));
+        std::filesystem::remove_all(path_, ec);
+        if (!std::filesystem::create_directories(path_, ec)) fail(name, "cannot create a scratch directory");
     }
     ~ScratchDir() {
         std::error_code ignored;

@@ -2,16 +2,18 @@
 # Runs one libFuzzer target for a bounded time on a scratch copy of its committed seed corpus, after
 # replaying its regression inputs (inputs that once crashed: each must pass before fuzzing starts).
 #   tools/fuzz/run.sh --fuzzer EXE --seconds N --corpus DIR [--regressions DIR] [--dict FILE] [--max-len N]
+#                     [-- LIBFUZZER_FLAG...]
 # EXE is built by a clang build configured with -DCOCONUT_FUZZ=ON (and -DCOCONUT_SANITIZE=ON for ASan and
 # UBSan); ctest runs this for every target registered with RUN_SECONDS (cmake/CoconutOptions.cmake).
 # Exit status: 0 when libFuzzer finished without a crash, leak, timeout, out-of-memory or sanitizer report;
 # otherwise libFuzzer's, with the crashing input left in the scratch directory (printed) for `EXE FILE`
 # to replay. docs/FUZZING.md describes the targets and the long runs.
 set -eu
-usage="usage: run.sh --fuzzer EXE --seconds N --corpus DIR [--regressions DIR] [--dict FILE] [--max-len N]"
-fuzzer= seconds= corpus= regressions= dict= max_len=
+usage="usage: run.sh --fuzzer EXE --seconds N --corpus DIR [--regressions DIR] [--dict FILE] [--max-len N] [-- FLAG...]"
+fuzzer= seconds= corpus= regressions= dict= max_len= flags=
 while [ $# -gt 0 ]; do
     case "$1" in
+        --) shift; flags="$*"; break ;;
         --fuzzer) fuzzer=$2 ;;
         --seconds) seconds=$2 ;;
         --corpus) corpus=$2 ;;
@@ -38,7 +40,8 @@ if [ -n "$regressions" ] && [ -d "$regressions" ]; then set -- "$regressions"; f
 status=0
 UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1} \
 ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} \
-"$fuzzer" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+# shellcheck disable=SC2086  # the flags are separate words
+"$fuzzer" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 $flags \
     -artifact_prefix="$scratch/artifacts/" "$scratch/corpus" "$@" || status=$?
 
 if [ "$status" -ne 0 ]; then
