@@ -82,8 +82,23 @@ void read_everything(const fuzz_world::World& world) {
 }
 
 void write_seeds(const std::filesystem::path& dir) {
-    // Raw mode: every record the sample registry stores, as it stores it.
+    // Raw mode: every record the sample registry stores, as it stores it, with one record of each kind
+    // the daemon adds while it serves (written by the registry's own writers).
     auto world = fuzz_world::open_world(scratch() / "seed");
+    {
+        const Registry& r = *world.registry;
+        const Asn asn{0x46, 0x01, 0, 0, 0, 0, 0x11, 0x11, 0x22, 0x22};
+        auto txn = lmdb::Txn::begin(world.ledger->env(), lmdb::Txn::Mode::read_write);
+        if (!txn) fuzz::fail(target, "seed: write transaction");
+        (void)r.put_risk(*txn, RiskFlag{RiskKind::atc_gap, asn, 7, 0x06, 1'790'000'000'000'000'000, "offline ATC 7 after 3"});
+        (void)r.put_load_attempt(*txn, asn, 4, LoadAttempt{1, ledger::Id{11, 12}, 1000, "SHOP0042"});
+        (void)r.put_hold(*txn, ledger::Id{21, 22}, HoldRecord{ledger::Id{23, 24}, 2500, asn});
+        (void)r.put_reversal(*txn, ledger::Id{31, 32}, 1000);
+        const PurchaseProof proof{{1, 2, 3, 4}, {{0x20, 0x26, 0x12, 0x06}, {0x10, 0x00, 0x00}}, 0x06, 250, 7, 8000, {}};
+        (void)r.put_purchase_proof(*txn, {asn, {0x46, 0x01, 0, 0, 0, 0x42}, 9}, proof);
+        (void)r.put_challenge_used(*txn, iso8583::HostChallenge{0x69, 0x80, 0, 0, 1}, 0);
+        if (!txn->commit()) fuzz::fail(target, "seed: commit");
+    }
     Bytes all{0};
     for (std::size_t t = 0; t < std::size(tables); ++t) {
         Bytes one{0};
