@@ -126,6 +126,9 @@ std::string render_csv(const Positions& positions, const ParticipantPosition& p)
     }
     row("fee", "purse", "", static_cast<std::int64_t>(p.purse.fee_fen));
     row("fee", "medical", "", static_cast<std::int64_t>(p.medical.fee_fen));
+    // Adjustments only when there were any: a cycle without them keeps the statement it always had.
+    if (p.purse.adjustments_fen != 0) row("adjustments", "purse", "", p.purse.adjustments_fen);
+    if (p.medical.adjustments_fen != 0) row("adjustments", "medical", "", p.medical.adjustments_fen);
     row("net", "purse", "", p.purse.net_fen);
     row("net", "medical", "", p.medical.net_fen);
     return csv;
@@ -134,7 +137,9 @@ std::string render_csv(const Positions& positions, const ParticipantPosition& p)
 json kind_json(const KindTotals& t) { return json{{"count", t.count}, {"gross_fen", t.gross_fen}}; }
 
 json source_json(const SourceAmounts& s) {
-    return json{{"base_fen", s.base_fen}, {"loads_fen", s.loads_fen}, {"fee_fen", s.fee_fen}, {"net_fen", s.net_fen}};
+    json out{{"base_fen", s.base_fen}, {"loads_fen", s.loads_fen}, {"fee_fen", s.fee_fen}, {"net_fen", s.net_fen}};
+    if (s.adjustments_fen != 0) out["adjustments_fen"] = s.adjustments_fen;
+    return out;
 }
 
 std::string render_summary_json(const Positions& positions, const std::vector<Payment>& paid) {

@@ -30,6 +30,8 @@ struct Accumulator {
     std::array<KindTotals, kinds_count> kinds{};
     Wide purse_flow = 0;    // credited to its purse payable − loads it collected
     Wide medical_flow = 0;  // credited to its medical payable
+    Wide purse_adjustments = 0;  // manual adjustments: credited − debited, per ledger
+    Wide medical_adjustments = 0;
     bool active = false;
 };
 
@@ -51,6 +53,7 @@ public:
             case codes::offline_purchase: return purchase(t);
             case codes::clinic_medical: return medical(t);
             case codes::online_load: return load(t);
+            case codes::manual_adjustment: return adjustment(t);
             case codes::tac_failed:       // a failed TAC, recorded for review
             case codes::serial_conflict:  // a second valid TAC under a booked id, recorded for review
                 suspense_.count += 1;
@@ -71,11 +74,15 @@ public:
             p.kinds = a.kinds;
             const auto gross = [&](Kind k) { return a.kinds[static_cast<std::size_t>(k)].gross_fen; };
             COCONUT_SETTLE_TRY(purse_base, sum(gross(Kind::bus), gross(Kind::shop), gross(Kind::clinic_purse)));
-            p.purse = amounts(purse_base, gross(Kind::load), p.participant.fee_rate_bp);
-            p.medical = amounts(gross(Kind::clinic_medical), 0, p.participant.fee_rate_bp);
+            if (!fits(a.purse_adjustments) || !fits(a.medical_adjustments)) {
+                return Unexpected{unbalanced(fmt::format("participant {}: adjustments exceed 63 bits", p.participant.id))};
+            }
+            p.purse = amounts(purse_base, gross(Kind::load), p.participant.fee_rate_bp, static_cast<std::int64_t>(a.purse_adjustments));
+            p.medical = amounts(gross(Kind::clinic_medical), 0, p.participant.fee_rate_bp, static_cast<std::int64_t>(a.medical_adjustments));
             // The flows were accumulated from the accounts each transfer moved; the kinds from its
             // classification. They must agree before anything is paid.
-            if (a.purse_flow != Wide{p.purse.base_fen} - p.purse.loads_fen || a.medical_flow != Wide{p.medical.base_fen}) {
+            if (a.purse_flow != Wide{p.purse.base_fen} - p.purse.loads_fen + p.purse.adjustments_fen ||
+                a.medical_flow != Wide{p.medical.base_fen} + p.medical.adjustments_fen) {
                 return Unexpected{unbalanced(fmt::format("participant {}: classified totals disagree with the accounts moved", p.participant.id))};
             }
             positions.funding.fee_income_purse_fen += static_cast<std::int64_t>(p.purse.fee_fen);
@@ -108,12 +115,13 @@ private:
         return static_cast<std::uint64_t>(total);
     }
 
-    static SourceAmounts amounts(std::uint64_t base, std::uint64_t loads, std::uint32_t rate_bp) {
+    static SourceAmounts amounts(std::uint64_t base, std::uint64_t loads, std::uint32_t rate_bp, std::int64_t adjustments) {
         SourceAmounts s;
         s.base_fen = base;
         s.loads_fen = loads;
         s.fee_fen = fee_fen(base, rate_bp);
-        s.net_fen = static_cast<std::int64_t>(base) - static_cast<std::int64_t>(loads) - static_cast<std::int64_t>(s.fee_fen);
+        s.adjustments_fen = adjustments;
+        s.net_fen = static_cast<std::int64_t>(base) - static_cast<std::int64_t>(loads) - static_cast<std::int64_t>(s.fee_fen) + adjustments;
         return s;
     }
 
@@ -174,6 +182,25 @@ private:
         if (auto s = count(found->second, Kind::load, t.amount); !s) return s;
         accumulators_[found->second].purse_flow -= t.amount;
         float_flow_ += t.amount;
+        return Ok{};
+    }
+
+    // An approved manual adjustment that credits or debits a participant's payable belongs to that
+    // participant's net; its other side is the ledger's float / fund, or a card's medical account (the
+    // fund's money, as for medical payments). Between two payables it moves net from one to the other.
+    Status adjustment(const ledger::Transfer& t) {
+        Wide& funding = t.ledger == clearing::ledgers::purse ? float_flow_ : fund_flow_;
+        for (const auto& [account, sign] : {std::pair{t.credit_account_id, Wide{1}}, std::pair{t.debit_account_id, Wide{-1}}}) {
+            auto found = payables_.find(account);
+            if (found == payables_.end() || found->second.ledger_number != t.ledger) continue;
+            Accumulator& a = accumulators_[found->second.index];
+            const Wide delta = sign * Wide{t.amount};
+            const bool purse = t.ledger == clearing::ledgers::purse;
+            (purse ? a.purse_flow : a.medical_flow) += delta;
+            (purse ? a.purse_adjustments : a.medical_adjustments) += delta;
+            funding -= delta;
+            a.active = true;
+        }
         return Ok{};
     }
 

@@ -53,7 +53,7 @@ class DirectPoster final : public Poster {
 public:
     explicit DirectPoster(ledger::Ledger& ledger) : ledger_(ledger) {}
 
-    Result<std::vector<std::string>> post(const std::vector<ledger::Transfer>& transfers) override {
+    Result<std::vector<std::string>> post(const CycleWindow&, const std::vector<ledger::Transfer>& transfers) override {
         assert(transfers.size() <= post_request_transfers_max);
         const std::vector<ledger::Event> events(transfers.begin(), transfers.end());
         auto results = ledger_.apply(events);
@@ -91,8 +91,9 @@ public:
     HttpPoster(std::unique_ptr<ClerkConnection> connection, std::string token)
         : connection_(std::move(connection)), token_(std::move(token)) {}
 
-    Result<std::vector<std::string>> post(const std::vector<ledger::Transfer>& transfers) override {
-        json body = {{"transfers", json::array()}};
+    Result<std::vector<std::string>> post(const CycleWindow& cycle, const std::vector<ledger::Transfer>& transfers) override {
+        json body = {{"cycle", {{"id", cycle.cycle}, {"window_start_ns", cycle.window.start_ns}, {"window_end_ns", cycle.window.end_ns}}},
+                     {"transfers", json::array()}};
         for (const auto& t : transfers) body["transfers"].push_back(transfer_json(t));
         auto response = connection_->post_json("/v1/clerk/transfers", token_, body.dump(), http_timeout, response_bytes_max);
         if (!response) return Unexpected{response.error()};
@@ -146,15 +147,19 @@ std::vector<ledger::Transfer> settlement_transfers(const Positions& positions) {
         const std::uint64_t id = p.participant.id;
         for (auto [ledger_number, amounts] : {std::pair{clearing::ledgers::purse, &p.purse}, std::pair{clearing::ledgers::medical, &p.medical}}) {
             if (amounts->fee_fen > 0) out.push_back(make_transfer(positions.cycle, id, ledger_number, codes::settlement_fee, amounts->fee_fen));
-            const std::uint64_t payout = amounts->base_fen - amounts->fee_fen;  // fee ≤ base: rate ≤ 100 %
-            if (payout > 0) out.push_back(make_transfer(positions.cycle, id, ledger_number, codes::settlement_payout, payout));
+            // fee ≤ base (rate ≤ 100 %); adjustments may take the payout below zero: then the participant
+            // owes the difference (collected like loads) and nothing is paid out.
+            const std::int64_t payout = static_cast<std::int64_t>(amounts->base_fen - amounts->fee_fen) + amounts->adjustments_fen;
+            if (payout > 0) {
+                out.push_back(make_transfer(positions.cycle, id, ledger_number, codes::settlement_payout, static_cast<std::uint64_t>(payout)));
+            }
         }
         if (out.size() > chain_start) out.back().flags &= static_cast<std::uint16_t>(~ledger::transfer_flags::linked);  // closes the chain
     }
     return out;
 }
 
-Result<PostOutcome> post_all(Poster& poster, const std::vector<ledger::Transfer>& transfers) {
+Result<PostOutcome> post_all(Poster& poster, const CycleWindow& cycle, const std::vector<ledger::Transfer>& transfers) {
     PostOutcome outcome;
     std::size_t start = 0;
     while (start < transfers.size()) {
@@ -168,7 +173,7 @@ Result<PostOutcome> post_all(Poster& poster, const std::vector<ledger::Transfer>
         assert(cut > start);  // a chain has at most 4 transfers
         const std::vector<ledger::Transfer> request(transfers.begin() + static_cast<std::ptrdiff_t>(start),
                                                     transfers.begin() + static_cast<std::ptrdiff_t>(cut));
-        COCONUT_SETTLE_TRY(results, poster.post(request));
+        COCONUT_SETTLE_TRY(results, poster.post(cycle, request));
         for (std::size_t i = 0; i < results.size(); ++i) {
             if (results[i] == "ok") {
                 ++outcome.created;

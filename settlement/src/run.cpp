@@ -110,7 +110,8 @@ Result<RunReport> run_cycle(const ledger::Ledger& ledger, const std::vector<clea
         if (auto s = step(options, record, CycleState::files_written); !s) return Unexpected{s.error()};
     }
     if (record.state < CycleState::posted) {
-        COCONUT_SETTLE_TRY(outcome, post_all(*poster, settlement_transfers(report.positions)));
+        const CycleWindow cycle{report.positions.cycle, report.positions.window};
+        COCONUT_SETTLE_TRY(outcome, post_all(*poster, cycle, settlement_transfers(report.positions)));
         report.posting = outcome;
         record.transfers_posted = outcome.created + outcome.existed;
         if (auto s = step(options, record, CycleState::posted); !s) return Unexpected{s.error()};

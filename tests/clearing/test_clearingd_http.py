@@ -18,9 +18,11 @@ Phase "load":   while a terminal uploads at full speed, balance queries keep ans
 Usage: test_clearingd_http.py HSMD CLEARINGD TERMINAL VCARD OPENAPI_JSON ARTIFACTS [api|page|tls|load|all]
 """
 
+import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -62,7 +64,8 @@ class HttpStack(it.Stack):
         with open(path, "w") as f:
             json.dump(registry, f)
         it.run([self.clearingd, "admin", "--data", self.data, "load", path])
-        for name, roles in (("alice", "hotlist,registry,settlement,read"), ("reader", "read"), ("settler", "settlement")):
+        for name, roles in (("alice", "hotlist,registry,settlement,read"), ("reader", "read"), ("settler", "settlement"),
+                            ("maker", "adjust"), ("checker", "adjust,read")):
             # Both spellings: `admin --data DIR clerk-add` and contract 3's `admin clerk-add --data DIR`.
             where = ["admin", "--data", self.data, "clerk-add"] if name != "settler" else ["admin", "clerk-add", "--data", self.data]
             out = it.run([self.clearingd, *where, "--name", name, "--roles", roles]).stdout.strip()
@@ -87,7 +90,7 @@ class HttpStack(it.Stack):
         assert out.startswith("0 tokens"), out
         key = os.path.join(self.data, "http-token.key")
         assert os.stat(key).st_mode & 0o777 == 0o600 and os.path.getsize(key) == 32
-        it.log(f"  ok  setup: {EXTRA_CARDS + len(it.CARDS)} card tokens (0600 files), 3 clerks, token key 0600")
+        it.log(f"  ok  setup: {EXTRA_CARDS + len(it.CARDS)} card tokens (0600 files), 5 clerks, token key 0600")
 
     def token(self, number):
         with open(os.path.join(self.tokens_dir, number + ".token")) as f:
@@ -361,47 +364,191 @@ def check_clerk(stack, client):
     it.log("  ok  POST /v1/clerk/cards/{n}/token: 201, the new token works, the old one answers 404")
 
 
-def transfer(id_hex, amount, debit, credit, code=8, flags=()):
-    return {"id": id_hex, "debit_account_id": debit, "credit_account_id": credit, "amount": amount, "ledger": 1, "code": code,
-            "flags": list(flags), "user_data_128": "0" * 24 + "01347d6b", "user_data_64": 1001, "user_data_32": 0}
+def derive_hex(domain, material):
+    """ledger::derive_id: the first 16 bytes of SHA-256(domain ‖ material), as 32 hex digits."""
+    return hashlib.sha256(domain + material).hexdigest()[:32]
 
 
 def payable_hex(participant, ledger):
-    import hashlib
-    return hashlib.sha256(b"payable" + participant.to_bytes(8, "big") + ledger.to_bytes(4, "big")).hexdigest()[:32]
+    return derive_hex(b"payable", participant.to_bytes(8, "big") + ledger.to_bytes(4, "big"))
+
+
+def purse_shadow_hex(asn):
+    return derive_hex(b"purse", bytes.fromhex(asn))
+
+
+def medical_hex(asn):
+    return derive_hex(b"medical", bytes.fromhex(asn))
+
+
+def settlement_transfer(cycle, participant, ledger, code, amount, linked):
+    material = cycle.to_bytes(4, "big") + participant.to_bytes(8, "big") + ledger.to_bytes(4, "big") + code.to_bytes(2, "big")
+    credit = (3 if ledger == 1 else 4) if code == 8 else ledger  # fee income 3 / 4; float 1, fund 2
+    return {"id": derive_hex(b"settlement", material), "debit_account_id": payable_hex(participant, ledger),
+            "credit_account_id": f"{credit:032x}", "amount": amount, "ledger": ledger, "code": code,
+            "flags": ["linked"] if linked else [], "user_data_128": f"{cycle:08x}" + "0" * 24, "user_data_64": participant,
+            "user_data_32": 0}
+
+
+def today_cycle():
+    local = time.gmtime(time.time() + 8 * 3600)
+    return local.tm_year * 10000 + local.tm_mon * 100 + local.tm_mday
+
+
+def journal_entries(client, token, action):
+    status, body = client.get("/v1/clerk/journal?limit=1000", token)
+    assert status == 200, body
+    return [e for e in body["entries"] if e["action"] == action]
 
 
 def check_transfers(stack, client):
+    """The settlement role posts only what a settlement cycle produces, as the daemon computes it; the
+    daemon of this phase runs with --settlement-margin-s 1."""
     settler, reader = stack.clerk["settler"], stack.clerk["reader"]
-    payable = payable_hex(1001, 1)
-    fee_income = f"{3:032x}"
-    purse_float = f"{1:032x}"
-    first = transfer("a1" * 16, 30, payable, fee_income)
-    status, body, _ = client.call("POST", "/v1/clerk/transfers", settler, {"transfers": [first]})
-    assert status == 200 and body == {"results": [{"id": "a1" * 16, "result": "ok"}]}, body
-    status, body, _ = client.call("POST", "/v1/clerk/transfers", settler, {"transfers": [first, dict(first, amount=31)]})
-    assert [r["result"] for r in body["results"]] == ["exists", "exists_with_different_amount"], body
-    # A linked chain whose second transfer names a missing account: both fail.
-    chain = [transfer("b1" * 16, 10, payable, purse_float, code=7, flags=["linked"]), transfer("b2" * 16, 10, payable, "fe" * 16, code=7)]
-    status, body, _ = client.call("POST", "/v1/clerk/transfers", settler, {"transfers": chain})
-    assert [r["result"] for r in body["results"]] == ["linked_event_failed", "credit_account_not_found"], body
-    # Invalid bodies are refused whole: nothing applied.
-    probe = transfer("c1" * 16, 5, payable, fee_income)
-    bad_bodies = [{"transfers": [probe, dict(probe, id="xyz")]}, {"transfers": [probe, dict(probe, colour="red")]},
-                  {"transfers": [probe, dict(probe, amount=-1)]}, {"transfers": [probe, dict(probe, flags=["sticky"])]},
-                  {"transfers": []}, {"transfers": [probe] * 1001}, {"transfer": [probe]}, "not json"]
+    cycle = today_cycle()
+    now_ns = time.time_ns()
+    window = {"id": cycle, "window_start_ns": 0, "window_end_ns": now_ns - 2_000_000_000}
+
+    def post(transfers, claim=window, token=settler):
+        return client.call("POST", "/v1/clerk/transfers", token, {"cycle": claim, "transfers": transfers})[:2]
+
+    # The insider attack: a card's purse debited to a shop's payable as if it were a purchase.
+    card2 = card_number(it.CARDS[2])
+    before = client.get(f"/v1/cards/{card2}", stack.token(card2))[1]["purse"]["balance_fen"]
+    fake_purchase = {"id": "a1" * 16, "debit_account_id": purse_shadow_hex(it.CARDS[2]), "credit_account_id": payable_hex(2002, 1),
+                     "amount": 5000, "ledger": 1, "code": 1, "flags": [], "user_data_64": 2002}
+    status, body = post([fake_purchase])
+    assert_error(status, body, 403, "forbidden")
+    assert body["error"]["message"].startswith("settlement transfer rule: transfers[0]: code 1 is not a settlement transfer"), body
+    assert client.get(f"/v1/cards/{card2}", stack.token(card2))[1]["purse"]["balance_fen"] == before
+    # Settlement-shaped but invented: an id of no cycle, a pending flag, a voided hold of someone else.
+    shaped = settlement_transfer(cycle, 1001, 1, 8, 1, linked=False)
+    for bad, says in ((dict(shaped, id="b1" * 16), "is none of cycle"), (dict(shaped, flags=["pending"]), "single-phase"),
+                      (dict(shaped, flags=["void_pending"], pending_id="c1" * 16), "single-phase"),
+                      (dict(shaped, credit_account_id=f"{1:032x}"), "moves")):
+        status, body = post([bad])
+        assert_error(status, body, 403, "forbidden")
+        assert says in body["error"]["message"], (says, body)
+    # The window rule: a date, start < end, ended at least the margin ago, joined to the previous cycle.
+    for claim, says in ((dict(window, id=20261399), "not a business date"), (dict(window, window_start_ns=now_ns), "start must be"),
+                        (dict(window, window_end_ns=now_ns + 10**12), "ends less than 1 s ago")):
+        status, body = post([shaped], claim)
+        assert_error(status, body, 403, "forbidden")
+        assert body["error"]["message"].startswith("settlement window rule: ") and says in body["error"]["message"], (says, body)
+    # The daemon names the amount it computed; the fee and payout it computes are what it accepts.
+    expected = {}
+    for code in (8, 7):
+        status, body = post([settlement_transfer(cycle, 1001, 1, code, 1, linked=False)])
+        assert_error(status, body, 403, "forbidden")
+        found = re.search(r"differs from the (\d+) fen the daemon computes for participant 1001's purse", body["error"]["message"])
+        assert found, body
+        expected[code] = int(found.group(1))
+    base = expected[7] + expected[8]  # purchases at 1001 (no loads, no adjustments yet): payout + fee
+    assert expected[7] > 0 and expected[8] == (base * 30 + 5000) // 10000, expected  # 30 bp, rounded half up
+    chain = [settlement_transfer(cycle, 1001, 1, 8, expected[8], linked=True), settlement_transfer(cycle, 1001, 1, 7, expected[7], linked=False)]
+    status, body = post([chain[0], dict(chain[1], amount=expected[7] + 1)])
+    assert_error(status, body, 403, "forbidden")  # one wrong transfer refuses the whole request
+    status, body = post(chain)
+    assert status == 200 and [r["result"] for r in body["results"]] == ["ok", "ok"], body
+    status, body = post(chain)
+    assert status == 200 and [r["result"] for r in body["results"]] == ["exists", "exists"], body
+    # The cycle's window is fixed now; the next cycle must start where it ended.
+    status, body = post(chain, dict(window, window_end_ns=window["window_end_ns"] - 1))
+    assert_error(status, body, 403, "forbidden")
+    assert "a cycle's window never changes" in body["error"]["message"], body
+    status, body = post([shaped], {"id": cycle + 1, "window_start_ns": 5, "window_end_ns": window["window_end_ns"] + 1})
+    assert_error(status, body, 403, "forbidden")
+    assert "must begin where cycle" in body["error"]["message"], body
+    # Malformed requests: 400, nothing applied.
+    probe = chain[0]
+    bad_bodies = [{"cycle": window, "transfers": [probe, dict(probe, id="xyz")]}, {"cycle": window, "transfers": [dict(probe, colour="red")]},
+                  {"cycle": window, "transfers": [dict(probe, amount=-1)]}, {"cycle": window, "transfers": [dict(probe, flags=["sticky"])]},
+                  {"cycle": window, "transfers": []}, {"cycle": window, "transfers": [probe] * 1001}, {"transfers": [probe]},
+                  {"cycle": dict(window, colour="red"), "transfers": [probe]}, {"cycle": dict(window, id=-1), "transfers": [probe]},
+                  {"cycle": window, "transfer": [probe]}, "not json"]
     for bad in bad_bodies:
         status, body, _ = client.call("POST", "/v1/clerk/transfers", settler, bad)
         assert_error(status, body, 400, "bad_request")
-    status, body, _ = client.call("POST", "/v1/clerk/transfers", settler, {"transfers": [probe]})
-    assert body["results"][0]["result"] == "ok", body  # first time it is applied
-    status, body, _ = client.call("POST", "/v1/clerk/transfers", reader, {"transfers": [probe]})
+    status, body = post(chain, token=reader)
     assert_error(status, body, 403)
-    big = [transfer(f"{0xd0000 + i:032x}", 1, payable, fee_income) for i in range(1000)]
-    status, body, _ = client.call("POST", "/v1/clerk/transfers", settler, {"transfers": big})
-    assert status == 200 and all(r["result"] == "ok" for r in body["results"]) and len(body["results"]) == 1000, body
-    it.log("  ok  POST /v1/clerk/transfers: ok, exists, exists_with_different_amount, failed linked chain, "
-           "1,000 in one request, invalid bodies apply nothing, role settlement")
+    refused = [e for e in journal_entries(client, reader, "settlement") if e["outcome"] == "refused"]
+    assert any("code 1 is not a settlement transfer" in e["detail"] for e in refused), refused
+    posted = [e for e in journal_entries(client, reader, "settlement") if e["outcome"] == "ok"]
+    assert len(posted) == 2 and f"2 transfers, {expected[7] + expected[8]} fen" in posted[0]["detail"], posted
+    it.log("  ok  POST /v1/clerk/transfers: a purse debit posed as settlement 403 (card untouched), invented / pending / "
+           "void shapes 403, window rules 403, the daemon's own fee and payout ok then exists, one wrong amount refuses the "
+           "request, the window fixed, invalid bodies 400, refusals journaled")
+    return window, expected
+
+
+def check_adjustments(stack, client, window, expected):
+    """Manual adjustments: one clerk proposes, another approves; only payables, float / fund and card
+    medical accounts; the approved amount lands in the participant's next settlement."""
+    maker, checker, reader, settler = stack.clerk["maker"], stack.clerk["checker"], stack.clerk["reader"], stack.clerk["settler"]
+    payable = payable_hex(1001, 1)
+    proposal = {"debit_account_id": f"{1:032x}", "credit_account_id": payable, "ledger": 1, "amount": 250,
+                "reason": "ride charged twice on 12-05, refunded to the operator"}
+    for bad, status_code in ((dict(proposal, amount=0), 400), (dict(proposal, reason=""), 400), (dict(proposal, colour="red"), 400),
+                             ({k: v for k, v in proposal.items() if k != "ledger"}, 400), (dict(proposal, reason="a\nb"), 400)):
+        status, body, _ = client.call("POST", "/v1/clerk/adjustments", maker, bad)
+        assert_error(status, body, status_code)
+    for debit, says in ((purse_shadow_hex(it.CARDS[0]), "purse shadow"), (f"{5:032x}", "owned by another rule"),
+                        (f"{3:032x}", "owned by another rule"), ("ee" * 16, "does not exist"), (medical_hex(it.CARDS[0]), "is on ledger 2")):
+        status, body, _ = client.call("POST", "/v1/clerk/adjustments", maker, dict(proposal, debit_account_id=debit))
+        assert_error(status, body, 403, "forbidden")
+        assert body["error"]["message"].startswith("adjustment account rule: ") and says in body["error"]["message"], (says, body)
+    for token in (reader, settler):
+        status, body, _ = client.call("POST", "/v1/clerk/adjustments", token, proposal)
+        assert_error(status, body, 403)
+    status, body, _ = client.call("POST", "/v1/clerk/adjustments", maker, proposal)
+    assert status == 201 and body["status"] == "proposed" and body["maker"] == "maker" and body["amount"] == 250, body
+    number = body["number"]
+    # Nothing moved: the cycle after the posted one computes no payout for 1001 yet (only the window of
+    # activity after the first cycle, which has none) — and the maker cannot approve.
+    status, body, _ = client.call("POST", f"/v1/clerk/adjustments/{number}/approve", maker, {"note": "self"})
+    assert_error(status, body, 403, "forbidden")
+    assert body["error"]["message"].startswith("maker-checker rule"), body
+    assert client.get(f"/v1/clerk/adjustments/{number}", reader)[1]["status"] == "proposed"
+    status, body, _ = client.call("POST", f"/v1/clerk/adjustments/{number}/approve", checker, {"note": "operator's letter 12-06"})
+    assert status == 200 and body["status"] == "approved" and body["checker"] == "checker", body
+    for who in (checker, maker):
+        status, body, _ = client.call("POST", f"/v1/clerk/adjustments/{number}/approve", who)
+        assert_error(status, body, 409)
+    status, body, _ = client.call("POST", f"/v1/clerk/adjustments/{number}/reject", checker)
+    assert_error(status, body, 409)
+    # A proposal the ledger refuses at approval (more than the card's medical account holds) stays proposed.
+    status, body, _ = client.call("POST", "/v1/clerk/adjustments", maker,
+                                  {"debit_account_id": medical_hex(it.CARDS[1]), "credit_account_id": payable_hex(1001, 2), "ledger": 2,
+                                   "amount": 10**9, "reason": "too much"})
+    assert status == 201, body
+    too_much = body["number"]
+    status, body, _ = client.call("POST", f"/v1/clerk/adjustments/{too_much}/approve", checker)
+    assert_error(status, body, 409)
+    assert "exceeds_credits" in body["error"]["message"], body
+    status, body, _ = client.call("POST", f"/v1/clerk/adjustments/{too_much}/reject", maker, {"note": "withdrawn"})
+    assert status == 200 and body["status"] == "rejected", body
+    status, body = client.get("/v1/clerk/adjustments?status=approved", reader)
+    assert status == 200 and [a["number"] for a in body["adjustments"]] == [number], body
+    assert client.get("/v1/clerk/adjustments?status=maybe", reader)[0] == 400
+    assert client.get("/v1/clerk/adjustments/999", reader)[0] == 404
+    # The journal has both steps with accounts and amounts.
+    approved = journal_entries(client, reader, "adjustment_approve")
+    ok = [e for e in approved if e["outcome"] == "ok"]
+    assert len(ok) == 1 and ok[0]["clerk"] == "checker" and "250 fen" in ok[0]["detail"] and payable in ok[0]["detail"], approved
+    assert any(e["outcome"] == "refused" and e["clerk"] == "maker" for e in approved), approved
+    proposed = journal_entries(client, reader, "adjustment_propose")
+    assert any(e["outcome"] == "ok" and "250 fen" in e["detail"] and "refunded" in e["detail"] for e in proposed), proposed
+    # The next cycle (joined to the posted one) pays the adjustment out with the participant's payout.
+    time.sleep(1.5)
+    cycle = window["id"] + 1
+    claim = {"id": cycle, "window_start_ns": window["window_end_ns"], "window_end_ns": time.time_ns() - 1_100_000_000}
+    status, body = client.call("POST", "/v1/clerk/transfers", settler,
+                               {"cycle": claim, "transfers": [settlement_transfer(cycle, 1001, 1, 7, 1, linked=False)]})[:2]
+    assert_error(status, body, 403, "forbidden")
+    assert "differs from the 250 fen" in body["error"]["message"], body
+    it.log("  ok  adjustments: bad bodies 400; purse shadow, suspense, fee income, unknown and wrong-ledger accounts 403; roles; "
+           "the maker cannot approve (403), another clerk can (200, then 409); a ledger refusal leaves it proposed; both steps "
+           "journaled with accounts and amounts; the next cycle's payout is the 250 fen adjustment")
 
 
 def check_isolation(stack, seen):
@@ -456,7 +603,7 @@ def check_operations(stack, client, openapi_path):
     status, body = client.get("/v1/clerk/journal?limit=1000", stack.clerk["reader"])
     actions = [(e["clerk"], e["action"]) for e in body["entries"]]
     for expected in (("admin", "clerk_add"), ("admin", "issue_tokens"), ("alice", "card_status"), ("alice", "card_token"),
-                     ("settler", "transfers"), ("alice", "participant"), ("alice", "terminal"), ("reader", "card_lookup"),
+                     ("settler", "settlement"), ("alice", "participant"), ("alice", "terminal"), ("reader", "card_lookup"),
                      ("reader", "risk_list"), ("reader", "suspense_list"), ("alice", "card")):
         assert expected in actions, (expected, actions)
     it.log(f"  ok  /healthz, /metrics ({len(values)} samples), /v1/openapi.json = clearing/openapi.json, page at /, "
@@ -498,8 +645,9 @@ def check_connection_limit(stack):
 
 def phase_api(stack, openapi_path):
     it.log("phase api")
-    stack.start_daemon(["--http-token-rate", "100000", "--http-address-rate", "100000"])
+    stack.start_daemon(["--http-token-rate", "100000", "--http-address-rate", "100000", "--settlement-margin-s", "1"])
     upload_some(stack)
+    time.sleep(2.1)  # the settlement window below ends 2 s ago: after these bookings
     locked = it.run([stack.clearingd, "admin", "issue-tokens", "--data", stack.data, "--out", stack.tokens_dir + "y"], check=False)
     assert locked.returncode == 3, (locked.returncode, locked.stderr)  # the serving daemon holds the directory
     seen = []
@@ -507,7 +655,8 @@ def phase_api(stack, openapi_path):
     check_card_reads(stack, client)
     check_refusals(stack, client)
     check_clerk(stack, client)
-    check_transfers(stack, client)
+    window, expected = check_transfers(stack, client)
+    check_adjustments(stack, client, window, expected)
     check_isolation(stack, seen)
     check_operations(stack, client, openapi_path)
     check_no_token_readable(stack, seen)

@@ -342,7 +342,7 @@ TEST_CASE("re-running a posted cycle writes identical files and books nothing ne
     CHECK(d.ledger->head().sequence == head);
     // Posting the same cycle again through the poster answers exists for every transfer.
     auto poster = make_direct_poster(*d.ledger);
-    auto reposted = post_all(*poster, settlement_transfers(again.positions));
+    auto reposted = post_all(*poster, CycleWindow{again.positions.cycle, again.positions.window}, settlement_transfers(again.positions));
     REQUIRE(reposted.ok());
     CHECK(reposted->created == 0);
     CHECK(reposted->existed == 8);
@@ -485,7 +485,7 @@ TEST_CASE("the HTTP poster refuses a malformed endpoint or an empty token") {
     REQUIRE(unreachable.ok());
     ledger::Transfer t;
     t.id = ledger::make_id(1);
-    auto posted = post_all(**unreachable, {t});
+    auto posted = post_all(**unreachable, CycleWindow{20261126, {1, 2}}, {t});
     REQUIRE_FALSE(posted.ok());
     CHECK(posted.error().code == ErrorCode::posting);
 }

@@ -44,7 +44,9 @@ public:
             if (http_) {
                 std::error_code ignored;
                 fs::remove(http_ready_file(), ignored);
-                argv.insert(argv.end(), {"--http-listen", "127.0.0.1:0", "--http-ready-file", http_ready_file().string()});
+                // The demo's settlement runs 2 s after its cut-off (settle.cpp: every terminal has stopped).
+                argv.insert(argv.end(), {"--http-listen", "127.0.0.1:0", "--http-ready-file", http_ready_file().string(),
+                                         "--settlement-margin-s", "2"});
             }
             clearing_ = Daemon::start("coconut-clearingd", std::move(argv), world_.logs() / "clearingd.ready", world_.logs() / "clearingd.log");
             if (http_) http_port_ = wait_for_port(http_ready_file(), "coconut-clearingd HTTP", world_.logs() / "clearingd.log");

@@ -1,6 +1,10 @@
 // The HTTP API: cardholder reads, clerk operations (journaled), settlement postings, /metrics,
 // /healthz, the OpenAPI document and the balance page. Endpoints: clearing/openapi.json.
 #include "http_api.hpp"
+#include "manual_money.hpp"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -37,6 +41,11 @@ std::optional<ledger::Id> parse_id_hex(const json& value) {
         (half == 0 ? id.high : id.low) = part;
     }
     return id;
+}
+
+std::uint64_t now_ns() {
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
 }
 
 std::string iso_time(std::uint64_t ns) {
@@ -184,6 +193,7 @@ std::string_view kind_of(const ledger::Transfer& t, std::string_view participant
         case transfer_codes::opening_balance: return "load";
         case transfer_codes::online_load: return voided ? "reversal" : "load";
         case transfer_codes::clinic_medical: return voided ? "reversal" : "clinic";
+        case transfer_codes::manual_adjustment: return "adjustment";
         default: return "other";
     }
 }
@@ -232,12 +242,22 @@ struct Api::State {
           stats(http_stats),
           limiter(http_options.token_requests_per_s, http_options.token_burst),
           address_limiter(http_options.address_failures_per_s, http_options.address_failure_burst) {}
+    // A settlement check still running finishes (and answers) before the members it uses go.
+    ~State() { settlement_worker.join(); }
 
     Services s;
     const HttpOptions& options;
     HttpStats& stats;
     RateLimiter limiter;
     RateLimiter address_limiter;  // requests without a valid token, per client address
+    // Settlement requests and adjustment decisions are checked and committed one at a time (a second
+    // one meanwhile is answered 503): what they read (recorded cycles, a proposal's status) cannot
+    // change between the check and the commit. Positions are computed on their own thread, never on
+    // an HTTP thread; the last cycle's expected transfers are kept for its next request.
+    std::atomic<bool> settlement_busy{false};
+    std::atomic<bool> adjustment_busy{false};
+    boost::asio::thread_pool settlement_worker{1};
+    std::optional<std::pair<CycleClaim, std::shared_ptr<const ExpectedTransfers>>> settlement_cache;  // worker thread only
 
     // ---- helpers ----
 
@@ -873,52 +893,311 @@ struct Api::State {
         return std::nullopt;
     }
 
+    static std::optional<std::string> parse_cycle(const json& j, CycleClaim& claim) {
+        if (!j.is_object()) return "\"cycle\" must be {\"id\":YYYYMMDD,\"window_start_ns\":…,\"window_end_ns\":…}";
+        if (auto bad = only_keys(j, {"id", "window_start_ns", "window_end_ns"})) return "cycle: " + *bad;
+        for (const char* key : {"id", "window_start_ns", "window_end_ns"}) {
+            if (!j.contains(key) || !j[key].is_number_unsigned()) return fmt::format("cycle: \"{}\" must be an unsigned integer", key);
+        }
+        if (j["id"].get<std::uint64_t>() > 0xFFFFFFFFu) return std::string("cycle: \"id\" must be a date YYYYMMDD");
+        claim = CycleClaim{static_cast<std::uint32_t>(j["id"].get<std::uint64_t>()), j["window_start_ns"].get<std::uint64_t>(),
+                           j["window_end_ns"].get<std::uint64_t>()};
+        return std::nullopt;
+    }
+
+    // POST /v1/clerk/transfers (role settlement): {"cycle":{…},"transfers":[…]}. Only the transfers the
+    // daemon itself derives for that cycle's window are accepted (manual_money.hpp); anything else is
+    // refused whole with 403 naming the rule, and the refusal is journaled.
     void post_transfers(const Clerk& clerk, const ApiRequest& request, Respond respond) {
         if (request.method != "POST") return respond(error_response(405, "method_not_allowed", "POST only"));
         if (!(clerk.roles & roles::settlement)) return respond(error_response(403, "forbidden", "role settlement required"));
         const json body = json::parse(request.body, nullptr, false);
-        if (body.is_discarded() || !body.is_object() || !body.contains("transfers") || !body["transfers"].is_array() || body.size() != 1) {
-            return respond(error_response(400, "bad_request", "body must be {\"transfers\":[…]}"));
+        if (body.is_discarded() || !body.is_object() || !body.contains("transfers") || !body["transfers"].is_array() ||
+            !body.contains("cycle") || body.size() != 2) {
+            return respond(error_response(400, "bad_request", "body must be {\"cycle\":{…},\"transfers\":[…]}"));
         }
+        CycleClaim claim;
+        if (auto bad = parse_cycle(body["cycle"], claim)) return respond(error_response(400, "bad_request", *bad));
         const json& list = body["transfers"];
         if (list.empty() || list.size() > transfers_per_request_max) {
             return respond(error_response(400, "bad_request", fmt::format("1 to {} transfers per request", transfers_per_request_max)));
         }
-        std::vector<ledger::Event> events;
-        events.reserve(list.size());
-        std::vector<ledger::Id> ids;
+        std::vector<ledger::Transfer> transfers(list.size());
         for (std::size_t i = 0; i < list.size(); ++i) {
-            ledger::Transfer t;
-            if (auto bad = parse_transfer(list[i], t)) return respond(error_response(400, "bad_request", fmt::format("transfers[{}]: {}", i, *bad)));
-            ids.push_back(t.id);
-            events.emplace_back(t);
+            if (auto bad = parse_transfer(list[i], transfers[i])) return respond(error_response(400, "bad_request", fmt::format("transfers[{}]: {}", i, *bad)));
         }
-        auto answer = [ids](std::span<const ledger::EventResult> results) {
-            json out = json::array();
-            for (std::size_t i = 0; i < ids.size(); ++i) {
-                out.push_back({{"id", id_hex(ids[i])}, {"result", std::string(ledger::to_string(results[i].code))}});
+        if (settlement_busy.exchange(true)) return respond(busy("another settlement request is being checked"));
+        boost::asio::post(settlement_worker, [this, clerk, claim, transfers = std::move(transfers), respond = std::move(respond)]() mutable {
+            auto release_and = [this, respond](ApiResponse r) {
+                settlement_busy.store(false);
+                respond(std::move(r));
+            };
+            check_and_post_settlement(clerk, claim, std::move(transfers), release_and);
+        });
+    }
+
+    static ApiResponse busy(std::string_view what) {
+        ApiResponse r = error_response(503, "busy", std::string(what) + "; retry shortly");
+        r.headers.emplace_back("Retry-After", "1");
+        return r;
+    }
+
+    // A settlement or adjustment request refused by a rule: 403 naming it, after the refusal is journaled.
+    void refuse_by_rule(const Clerk& clerk, std::string action, std::string target, std::string rule, Respond respond) {
+        const ApiResponse refusal = error_response(403, "forbidden", rule);
+        commit(Change{{}, {}, [refusal](const ClerkAction&) { return refusal; }, ClerkAction{0, 0, clerk.name, std::move(action), std::move(target), "refused", rule}},
+               std::move(respond));
+    }
+
+    // On the settlement worker, with settlement_busy held (released by `respond`).
+    void check_and_post_settlement(const Clerk& clerk, const CycleClaim& claim, std::vector<ledger::Transfer> transfers, Respond respond) {
+        const std::string target = fmt::format("cycle {}", claim.cycle);
+        auto recorded = s.tokens.settlement_cycle(claim.cycle);
+        auto latest = s.tokens.latest_settlement_cycle();
+        if (!recorded || !latest) return respond(storage_failure((!recorded ? recorded.error() : latest.error()).message));
+        const std::uint64_t now = now_ns();
+        if (auto bad = window_refusal(claim, *recorded, *latest, now, options.settlement_margin)) {
+            return refuse_by_rule(clerk, "settlement", target, "settlement window rule: " + *bad, std::move(respond));
+        }
+        if (!settlement_cache || settlement_cache->first != claim) {
+            auto computed = expected_settlement_transfers(s.ledger, s.registry, claim);
+            if (!computed) {
+                if (computed.error().code == ErrorCode::storage) return respond(storage_failure(computed.error().message));
+                return respond(error_response(409, "conflict", computed.error().message));
             }
-            return json_response(200, json{{"results", out}});
-        };
-        ClerkAction action{0, 0, clerk.name, "transfers", fmt::format("{} transfers", ids.size()), "ok", "first " + id_hex(ids.front())};
-        // The journal entry says how many succeeded: written by the hook, which sees the results.
-        auto shared = std::make_shared<ClerkAction>(action);
+            settlement_cache.emplace(claim, std::make_shared<const ExpectedTransfers>(std::move(*computed)));
+        }
+        const ExpectedTransfers& expected = *settlement_cache->second;
+        std::uint64_t total_fen = 0;
+        for (std::size_t i = 0; i < transfers.size(); ++i) {
+            if (auto bad = settlement_refusal(transfers[i], expected, claim.cycle)) {
+                return refuse_by_rule(clerk, "settlement", target, fmt::format("settlement transfer rule: transfers[{}]: {}", i, *bad),
+                                      std::move(respond));
+            }
+            total_fen += transfers[i].amount;
+        }
+        std::vector<ledger::Event> events(transfers.begin(), transfers.end());
+        std::vector<ledger::Id> ids;
+        for (const auto& t : transfers) ids.push_back(t.id);
+        const SettlementCycle record{claim.cycle, claim.start_ns, claim.end_ns, now, clerk.name};
+        const bool first_posting = !*recorded;
         const Tokens& tokens = s.tokens;
-        ledger::BatchHook hook = [shared, &tokens](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
+        auto action = std::make_shared<ClerkAction>(ClerkAction{0, 0, clerk.name, "settlement", target, "ok",
+                                                                fmt::format("window [{}, {}) ns: {} transfers, {} fen", claim.start_ns,
+                                                                            claim.end_ns, ids.size(), total_fen)});
+        ledger::BatchHook hook = [action, record, first_posting, &tokens](lmdb::Txn& txn,
+                                                                          std::span<const ledger::EventResult> results) -> lmdb::Status {
+            if (first_posting) {
+                if (auto put = tokens.put_settlement_cycle(txn, record); !put) return put;
+            }
             const auto ok = std::count_if(results.begin(), results.end(), [](const auto& r) { return ledger::succeeded(r.code); });
-            ClerkAction a = *shared;
+            ClerkAction a = *action;
             a.detail += fmt::format(", {} ok or exists, {} refused", ok, results.size() - static_cast<std::size_t>(ok));
             auto logged = tokens.append_journal(txn, a);
             if (!logged) return Unexpected{logged.error()};
             return Ok{};
         };
-        auto on_commit = [answer, respond](ledger::Reply reply) {
+        auto on_commit = [ids, respond](ledger::Reply reply) {
             if (!reply) return respond(storage_failure(reply.error().message));
-            respond(answer(*reply));
+            json out = json::array();
+            for (std::size_t i = 0; i < ids.size(); ++i) {
+                out.push_back({{"id", id_hex(ids[i])}, {"result", std::string(ledger::to_string((*reply)[i].code))}});
+            }
+            respond(json_response(200, json{{"results", out}}));
         };
-        if (!s.writer.try_submit(std::move(events), std::move(on_commit), std::move(hook))) {
+        if (!s.writer.try_submit(std::move(events), on_commit, std::move(hook))) {
             respond(error_response(503, "busy", "the ledger writer's queue is full; retry shortly"));
         }
+    }
+
+    // ---- manual adjustments (maker-checker) ----
+
+    static json adjustment_json(const Adjustment& a) {
+        json out{{"number", a.number},
+                 {"debit_account_id", id_hex(a.debit_account_id)},
+                 {"credit_account_id", id_hex(a.credit_account_id)},
+                 {"ledger", a.ledger},
+                 {"amount", a.amount},
+                 {"reason", a.reason},
+                 {"maker", a.maker},
+                 {"proposed_at", iso_time(a.proposed_ns)},
+                 {"status", std::string(to_string(a.status))},
+                 {"transfer_id", id_hex(adjustment_transfer(a.number))}};
+        if (a.status != AdjustmentStatus::proposed) {
+            out["checker"] = a.checker;
+            out["decided_at"] = iso_time(a.decided_ns);
+            out["note"] = a.note;
+        }
+        return out;
+    }
+
+    static std::string adjustment_summary(const Adjustment& a) {
+        return fmt::format("{} fen on ledger {}: {} → {}; reason: {}", a.amount, a.ledger, id_hex(a.debit_account_id), id_hex(a.credit_account_id),
+                           a.reason);
+    }
+
+    // A note or reason: 1 (or 0 when optional) to 500 characters of printable text (UTF-8 allowed).
+    static std::optional<std::string> free_text(const json& body, const char* key, bool required, std::string& out) {
+        if (!body.contains(key)) return required ? std::optional<std::string>(fmt::format("\"{}\" is required", key)) : std::nullopt;
+        if (!body[key].is_string()) return fmt::format("\"{}\" must be a string", key);
+        out = body[key].get<std::string>();
+        if ((required && out.empty()) || out.size() > adjustment_text_max) return fmt::format("\"{}\" must be 1 to {} bytes", key, adjustment_text_max);
+        if (std::any_of(out.begin(), out.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7F; })) {
+            return fmt::format("\"{}\" must not contain control characters", key);
+        }
+        return std::nullopt;
+    }
+
+    // POST /v1/clerk/adjustments {"debit_account_id","credit_account_id","ledger","amount","reason"} (role
+    // adjust): a proposal; nothing moves until another clerk approves it.
+    void propose_adjustment(const Clerk& clerk, const ApiRequest& request, Respond respond) {
+        const json body = json::parse(request.body, nullptr, false);
+        if (body.is_discarded() || !body.is_object()) return respond(error_response(400, "bad_request", "body must be a JSON object"));
+        std::optional<std::string> problem = only_keys(body, {"debit_account_id", "credit_account_id", "ledger", "amount", "reason"});
+        Adjustment a;
+        for (const auto& [key, out] : {std::pair{"debit_account_id", &a.debit_account_id}, std::pair{"credit_account_id", &a.credit_account_id}}) {
+            if (problem) break;
+            auto id = body.contains(key) ? parse_id_hex(body[key]) : std::nullopt;
+            if (!id) problem = fmt::format("\"{}\" must be 32 hex digits", key);
+            else *out = *id;
+        }
+        if (!problem && (!body.contains("ledger") || !body["ledger"].is_number_unsigned())) problem = "\"ledger\" must be 1 (purse) or 2 (medical)";
+        if (!problem && (!body.contains("amount") || !body["amount"].is_number_unsigned() || body["amount"].get<std::uint64_t>() == 0 ||
+                         body["amount"].get<std::uint64_t>() > adjustment_fen_max)) {
+            problem = fmt::format("\"amount\" must be 1 to {} fen", adjustment_fen_max);
+        }
+        if (!problem) problem = free_text(body, "reason", true, a.reason);
+        if (problem) return respond(error_response(400, "bad_request", *problem));
+        a.ledger = static_cast<std::uint32_t>(std::min<std::uint64_t>(body["ledger"].get<std::uint64_t>(), 0xFFFFFFFFu));
+        a.amount = body["amount"].get<std::uint64_t>();
+        a.maker = clerk.name;
+        auto refused = adjustment_refusal(s.ledger, a);
+        if (!refused) return respond(storage_failure(refused.error().message));
+        if (*refused) return refuse_by_rule(clerk, "adjustment_propose", "new", "adjustment account rule: " + **refused, std::move(respond));
+        const Tokens& tokens = s.tokens;
+        auto proposal = std::make_shared<Adjustment>(a);
+        auto write = [proposal, &tokens](lmdb::Txn& txn, auto, ClerkAction& action) -> lmdb::Status {
+            auto number = tokens.next_adjustment_number(txn);
+            if (!number) return Unexpected{number.error()};
+            proposal->number = *number;
+            proposal->proposed_ns = now_ns();
+            action.target = fmt::format("adjustment {}", *number);
+            return tokens.put_adjustment(txn, *proposal);
+        };
+        commit(Change{{}, write, [proposal](const ClerkAction&) { return json_response(201, adjustment_json(*proposal)); },
+                      ClerkAction{0, 0, clerk.name, "adjustment_propose", "", "ok", adjustment_summary(a)}},
+               std::move(respond));
+    }
+
+    // POST /v1/clerk/adjustments/{n}/approve|reject {"note":"…"} (role adjust). Approval by the maker is
+    // refused (403); approval books the transfer and marks the proposal in the same commit.
+    void decide_adjustment(const Clerk& clerk, const ApiRequest& request, std::string_view number_text, bool approve, Respond respond) {
+        const auto number = parse_u64(number_text);
+        if (!number || *number == 0) return respond(error_response(404, "not_found", "no such adjustment"));
+        const json body = request.body.empty() ? json::object() : json::parse(request.body, nullptr, false);
+        if (body.is_discarded() || !body.is_object()) return respond(error_response(400, "bad_request", "body must be a JSON object"));
+        std::string note;
+        std::optional<std::string> problem = only_keys(body, {"note"});
+        if (!problem) problem = free_text(body, "note", false, note);
+        if (problem) return respond(error_response(400, "bad_request", *problem));
+        if (adjustment_busy.exchange(true)) return respond(busy("another adjustment decision is being committed"));
+        auto release_and = [this, respond](ApiResponse r) {
+            adjustment_busy.store(false);
+            respond(std::move(r));
+        };
+        const std::string target = fmt::format("adjustment {}", *number);
+        auto found = s.tokens.adjustment(*number);
+        if (!found) return release_and(storage_failure(found.error().message));
+        if (!*found) return release_and(error_response(404, "not_found", "no such adjustment"));
+        Adjustment a = **found;
+        if (a.status != AdjustmentStatus::proposed) {
+            return release_and(error_response(409, "conflict", fmt::format("adjustment {} was {} by {} already", a.number, to_string(a.status), a.checker)));
+        }
+        if (approve && a.maker == clerk.name) {
+            return refuse_by_rule(clerk, "adjustment_approve", target,
+                                  "maker-checker rule: the clerk who proposed an adjustment cannot approve it; another clerk with the role "
+                                  "adjust must",
+                                  release_and);
+        }
+        std::vector<ledger::Event> events;
+        if (approve) {
+            auto refused = adjustment_refusal(s.ledger, a);
+            if (!refused) return release_and(storage_failure(refused.error().message));
+            if (*refused) return refuse_by_rule(clerk, "adjustment_approve", target, "adjustment account rule: " + **refused, release_and);
+            events.emplace_back(adjustment_transfer_of(a));
+        }
+        a.status = approve ? AdjustmentStatus::approved : AdjustmentStatus::rejected;
+        a.checker = clerk.name;
+        a.decided_ns = now_ns();
+        a.note = note;
+        auto decided = std::make_shared<Adjustment>(a);
+        auto ledger_result = std::make_shared<std::string>();
+        const Tokens& tokens = s.tokens;
+        auto write = [decided, ledger_result, &tokens](lmdb::Txn& txn, std::span<const ledger::EventResult> results, ClerkAction& action) -> lmdb::Status {
+            if (!results.empty() && !ledger::succeeded(results[0].code)) {  // the ledger refused: the proposal stays open
+                *ledger_result = std::string(ledger::to_string(results[0].code));
+                action.outcome = "refused by the ledger: " + *ledger_result;
+                return Ok{};
+            }
+            return tokens.put_adjustment(txn, *decided);
+        };
+        auto answer = [decided, ledger_result](const ClerkAction&) {
+            if (!ledger_result->empty()) {
+                return error_response(409, "conflict", fmt::format("the ledger refused adjustment {}'s transfer: {}; it stays proposed",
+                                                                   decided->number, *ledger_result));
+            }
+            return json_response(200, adjustment_json(*decided));
+        };
+        commit(Change{std::move(events), write, answer,
+                      ClerkAction{0, 0, clerk.name, approve ? "adjustment_approve" : "adjustment_reject", target, "ok",
+                                  adjustment_summary(a) + (note.empty() ? "" : "; note: " + note) + "; proposed by " + a.maker}},
+               release_and);
+    }
+
+    // GET /v1/clerk/adjustments[?status=proposed&after=N&limit=M] and GET /v1/clerk/adjustments/{n}
+    // (role adjust or read).
+    void list_adjustments(const Target& target, Respond respond) {
+        std::optional<AdjustmentStatus> status;
+        if (auto text = target.param("status")) {
+            status = parse_adjustment_status(*text);
+            if (!status) return respond(error_response(400, "bad_request", "status must be proposed, approved or rejected"));
+        }
+        std::uint64_t after = 0;
+        std::size_t limit = 100;
+        if (auto text = target.param("after")) {
+            auto value = parse_u64(*text);
+            if (!value) return respond(error_response(400, "bad_request", "after must be a proposal number"));
+            after = *value;
+        }
+        if (auto text = target.param("limit")) {
+            auto value = parse_u64(*text);
+            if (!value || *value == 0 || *value > journal_page_max) return respond(error_response(400, "bad_request", fmt::format("limit must be 1 to {}", journal_page_max)));
+            limit = *value;
+        }
+        auto page = s.tokens.adjustments(after, limit, status);
+        if (!page) return respond(storage_failure(page.error().message));
+        json items = json::array();
+        for (const auto& a : *page) items.push_back(adjustment_json(a));
+        respond(json_response(200, json{{"adjustments", items}}));
+    }
+
+    void adjustments(const Clerk& clerk, const ApiRequest& request, const Target& target, Respond respond) {
+        const auto seg = target.segments();  // v1 clerk adjustments [n [approve|reject]]
+        const bool decision = seg.size() == 5 && (seg[4] == "approve" || seg[4] == "reject");
+        if (seg.size() > 5 || (seg.size() == 5 && !decision)) return respond(error_response(404, "not_found", "no such endpoint"));
+        const std::string_view method = seg.size() == 4 ? "GET" : decision ? "POST" : request.method == "GET" ? "GET" : "POST";
+        if (request.method != method) return respond(error_response(405, "method_not_allowed", std::string(method) + " only"));
+        const std::uint8_t allowed = method == "GET" ? (roles::adjust | roles::read) : roles::adjust;
+        if (!(clerk.roles & allowed)) {
+            return respond(error_response(403, "forbidden", method == "GET" ? "role adjust or read required" : "role adjust required"));
+        }
+        if (decision) return decide_adjustment(clerk, request, seg[3], seg[4] == "approve", std::move(respond));
+        if (seg.size() == 3) return method == "GET" ? list_adjustments(target, std::move(respond)) : propose_adjustment(clerk, request, std::move(respond));
+        const auto number = parse_u64(seg[3]);
+        auto found = number ? s.tokens.adjustment(*number) : Result<std::optional<Adjustment>>(std::optional<Adjustment>());
+        if (!found) return respond(storage_failure(found.error().message));
+        if (!*found) return respond(error_response(404, "not_found", "no such adjustment"));
+        respond(json_response(200, adjustment_json(**found)));
     }
 
     // ---- clerk lists ----
@@ -1063,6 +1342,7 @@ struct Api::State {
             return std::nullopt;
         };
         if (what == "cards" && (seg.size() == 4 || seg.size() == 5)) return clerk_card(**clerk, request, target, std::move(respond));
+        if (what == "adjustments") return adjustments(**clerk, request, target, std::move(respond));
         if (what == "terminals" && seg.size() == 5 && seg[4] == "status") {
             return set_terminal_status(**clerk, request, std::string(seg[3]), std::move(respond));
         }

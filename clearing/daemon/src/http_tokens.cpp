@@ -185,6 +185,87 @@ lmdb::Status journal_admin(const Tokens& tokens, lmdb::Txn& txn, std::string act
 
 }  // namespace
 
+// Settlement cycles and adjustments are JSON values (rare, read by people): ids as 32 hex digits.
+std::string id_text(const ledger::Id& id) { return fmt::format("{:016x}{:016x}", id.high, id.low); }
+
+std::optional<ledger::Id> id_of_text(const std::string& text) {
+    if (text.size() != 32) return std::nullopt;
+    ledger::Id id;
+    for (int half = 0; half < 2; ++half) {
+        std::uint64_t part = 0;
+        for (int i = 0; i < 16; ++i) {
+            const char c = text[static_cast<std::size_t>(half * 16 + i)];
+            const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+            if (digit < 0) return std::nullopt;
+            part = part << 4 | static_cast<std::uint64_t>(digit);
+        }
+        (half == 0 ? id.high : id.low) = part;
+    }
+    return id;
+}
+
+std::string encode_cycle(const SettlementCycle& c) {
+    return nlohmann::json{{"start_ns", c.start_ns}, {"end_ns", c.end_ns}, {"first_posted_ns", c.first_posted_ns}, {"clerk", c.clerk}}.dump();
+}
+
+std::optional<SettlementCycle> decode_cycle(std::uint32_t cycle, ByteView value) {
+    auto j = nlohmann::json::parse(value.begin(), value.end(), nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return std::nullopt;
+    try {
+        return SettlementCycle{cycle, j.at("start_ns").get<std::uint64_t>(), j.at("end_ns").get<std::uint64_t>(),
+                               j.at("first_posted_ns").get<std::uint64_t>(), j.at("clerk").get<std::string>()};
+    } catch (const nlohmann::json::exception&) {
+        return std::nullopt;
+    }
+}
+
+std::string encode_adjustment(const Adjustment& a) {
+    return nlohmann::json{{"debit_account_id", id_text(a.debit_account_id)},
+                          {"credit_account_id", id_text(a.credit_account_id)},
+                          {"ledger", a.ledger},
+                          {"amount", a.amount},
+                          {"reason", a.reason},
+                          {"maker", a.maker},
+                          {"proposed_ns", a.proposed_ns},
+                          {"status", std::string(to_string(a.status))},
+                          {"checker", a.checker},
+                          {"decided_ns", a.decided_ns},
+                          {"note", a.note}}
+        .dump();
+}
+
+std::optional<Adjustment> decode_adjustment(std::uint64_t number, ByteView value) {
+    auto j = nlohmann::json::parse(value.begin(), value.end(), nullptr, false);
+    if (j.is_discarded() || !j.is_object()) return std::nullopt;
+    try {
+        Adjustment a;
+        a.number = number;
+        auto debit = id_of_text(j.at("debit_account_id").get<std::string>());
+        auto credit = id_of_text(j.at("credit_account_id").get<std::string>());
+        auto status = parse_adjustment_status(j.at("status").get<std::string>());
+        if (!debit || !credit || !status) return std::nullopt;
+        a.debit_account_id = *debit;
+        a.credit_account_id = *credit;
+        a.ledger = j.at("ledger").get<std::uint32_t>();
+        a.amount = j.at("amount").get<std::uint64_t>();
+        a.reason = j.at("reason").get<std::string>();
+        a.maker = j.at("maker").get<std::string>();
+        a.proposed_ns = j.at("proposed_ns").get<std::uint64_t>();
+        a.status = *status;
+        a.checker = j.at("checker").get<std::string>();
+        a.decided_ns = j.at("decided_ns").get<std::uint64_t>();
+        a.note = j.at("note").get<std::string>();
+        return a;
+    } catch (const nlohmann::json::exception&) {
+        return std::nullopt;
+    }
+}
+
+std::array<std::uint8_t, 4> cycle_key(std::uint32_t cycle) {
+    return {static_cast<std::uint8_t>(cycle >> 24), static_cast<std::uint8_t>(cycle >> 16), static_cast<std::uint8_t>(cycle >> 8),
+            static_cast<std::uint8_t>(cycle)};
+}
+
 // ---- card numbers, roles ------------------------------------------------------------------------------
 
 CardNumber card_number_of(const Asn& asn) {
@@ -205,8 +286,11 @@ std::optional<CardNumber> parse_card_number(std::string_view digits) {
 std::string to_string(const CardNumber& number) { return bcd_to_digits(number); }
 
 std::optional<std::uint8_t> parse_roles(std::string_view text) {
-    static const std::map<std::string_view, std::uint8_t> names{
-        {"hotlist", roles::hotlist}, {"registry", roles::registry}, {"settlement", roles::settlement}, {"read", roles::read}};
+    static const std::map<std::string_view, std::uint8_t> names{{"hotlist", roles::hotlist},
+                                                                 {"registry", roles::registry},
+                                                                 {"settlement", roles::settlement},
+                                                                 {"read", roles::read},
+                                                                 {"adjust", roles::adjust}};
     std::uint8_t out = 0;
     for (;;) {
         const auto comma = text.find(',');
@@ -224,7 +308,24 @@ std::vector<std::string> role_names(std::uint8_t bits) {
     if (bits & roles::registry) out.emplace_back("registry");
     if (bits & roles::settlement) out.emplace_back("settlement");
     if (bits & roles::read) out.emplace_back("read");
+    if (bits & roles::adjust) out.emplace_back("adjust");
     return out;
+}
+
+std::string_view to_string(AdjustmentStatus status) {
+    switch (status) {
+        case AdjustmentStatus::proposed: return "proposed";
+        case AdjustmentStatus::approved: return "approved";
+        case AdjustmentStatus::rejected: return "rejected";
+    }
+    return "unknown";
+}
+
+std::optional<AdjustmentStatus> parse_adjustment_status(std::string_view text) {
+    for (auto status : {AdjustmentStatus::proposed, AdjustmentStatus::approved, AdjustmentStatus::rejected}) {
+        if (text == to_string(status)) return status;
+    }
+    return std::nullopt;
 }
 
 // ---- Tokens -------------------------------------------------------------------------------------------------
@@ -234,6 +335,8 @@ struct Tokens::State {
     MDB_dbi card_tokens = 0;
     MDB_dbi clerks = 0;
     MDB_dbi journal = 0;
+    MDB_dbi settlement_cycles = 0;
+    MDB_dbi adjustments = 0;
     TokenKey key;
 };
 
@@ -242,9 +345,12 @@ Tokens::~Tokens() = default;
 
 Result<std::unique_ptr<Tokens>> Tokens::open(lmdb::Env& env, const std::filesystem::path& data_directory) {
     if (sodium_init() < 0) return Unexpected<Error>{Error{ErrorCode::storage, "libsodium cannot initialise"}};
-    auto state = std::make_unique<State>(State{env, 0, 0, 0, {}});
-    const std::pair<MDB_dbi*, const char*> tables[] = {
-        {&state->card_tokens, "http_card_tokens"}, {&state->clerks, "http_clerks"}, {&state->journal, "http_clerk_journal"}};
+    auto state = std::make_unique<State>(State{env, 0, 0, 0, 0, 0, {}});
+    const std::pair<MDB_dbi*, const char*> tables[] = {{&state->card_tokens, "http_card_tokens"},
+                                                       {&state->clerks, "http_clerks"},
+                                                       {&state->journal, "http_clerk_journal"},
+                                                       {&state->settlement_cycles, "http_settlement_cycles"},
+                                                       {&state->adjustments, "http_adjustments"}};
     for (const auto& [dbi, name] : tables) {
         auto opened = env.open_table(name);
         if (!opened) return Unexpected<Error>{storage_error(opened.error())};
@@ -383,6 +489,83 @@ lmdb::Result<std::uint64_t> Tokens::append_journal(lmdb::Txn& txn, ClerkAction a
     const std::string value = action_json(action).dump();
     if (auto put = txn.put(state_->journal, sequence_key(action.sequence), text_view(value)); !put) return Unexpected{put.error()};
     return action.sequence;
+}
+
+// ---- settlement cycles, adjustments ----------------------------------------------------------------------
+
+lmdb::Status Tokens::put_settlement_cycle(lmdb::Txn& txn, const SettlementCycle& cycle) const {
+    return txn.put(state_->settlement_cycles, cycle_key(cycle.cycle), text_view(encode_cycle(cycle)));
+}
+
+Result<std::optional<SettlementCycle>> Tokens::settlement_cycle(std::uint32_t cycle) const {
+    return read_txn<std::optional<SettlementCycle>>(state_->env, [&](const lmdb::Txn& txn) -> lmdb::Result<std::optional<SettlementCycle>> {
+        auto raw = txn.get(state_->settlement_cycles, cycle_key(cycle));
+        if (!raw) return Unexpected{raw.error()};
+        if (!*raw) return std::optional<SettlementCycle>();
+        auto decoded = decode_cycle(cycle, **raw);
+        if (!decoded) return Unexpected{lmdb::Error{MDB_CORRUPTED, "settlement cycle record"}};
+        return decoded;
+    });
+}
+
+Result<std::optional<SettlementCycle>> Tokens::latest_settlement_cycle() const {
+    return read_txn<std::optional<SettlementCycle>>(state_->env, [&](const lmdb::Txn& txn) -> lmdb::Result<std::optional<SettlementCycle>> {
+        // Few records (one per business day): a full scan for the latest window end.
+        std::optional<SettlementCycle> latest;
+        auto cursor = lmdb::Cursor::open(txn, state_->settlement_cycles);
+        if (!cursor) return Unexpected{cursor.error()};
+        for (auto entry = cursor->first();; entry = cursor->next()) {
+            if (!entry) return Unexpected{entry.error()};
+            if (!*entry) break;
+            if ((*entry)->key.size() != 4) return Unexpected{lmdb::Error{MDB_CORRUPTED, "settlement cycle key"}};
+            auto decoded = decode_cycle(static_cast<std::uint32_t>(read_be((*entry)->key)), (*entry)->value);
+            if (!decoded) return Unexpected{lmdb::Error{MDB_CORRUPTED, "settlement cycle record"}};
+            if (!latest || decoded->end_ns > latest->end_ns) latest = std::move(decoded);
+        }
+        return latest;
+    });
+}
+
+lmdb::Result<std::uint64_t> Tokens::next_adjustment_number(const lmdb::Txn& txn) const {
+    auto cursor = lmdb::Cursor::open(txn, state_->adjustments);
+    if (!cursor) return Unexpected{cursor.error()};
+    auto last = cursor->last();
+    if (!last) return Unexpected{last.error()};
+    return *last ? read_be((*last)->key) + 1 : 1;
+}
+
+lmdb::Status Tokens::put_adjustment(lmdb::Txn& txn, const Adjustment& adjustment) const {
+    return txn.put(state_->adjustments, sequence_key(adjustment.number), text_view(encode_adjustment(adjustment)));
+}
+
+lmdb::Result<std::optional<Adjustment>> Tokens::adjustment_in(const lmdb::Txn& txn, std::uint64_t number) const {
+    auto raw = txn.get(state_->adjustments, sequence_key(number));
+    if (!raw) return Unexpected{raw.error()};
+    if (!*raw) return std::optional<Adjustment>();
+    auto decoded = decode_adjustment(number, **raw);
+    if (!decoded) return Unexpected{lmdb::Error{MDB_CORRUPTED, "adjustment record"}};
+    return decoded;
+}
+
+Result<std::optional<Adjustment>> Tokens::adjustment(std::uint64_t number) const {
+    return read_txn<std::optional<Adjustment>>(state_->env, [&](const lmdb::Txn& txn) { return adjustment_in(txn, number); });
+}
+
+Result<std::vector<Adjustment>> Tokens::adjustments(std::uint64_t after_number, std::size_t limit,
+                                                    std::optional<AdjustmentStatus> status) const {
+    return read_txn<std::vector<Adjustment>>(state_->env, [&](const lmdb::Txn& txn) -> lmdb::Result<std::vector<Adjustment>> {
+        std::vector<Adjustment> out;
+        auto cursor = lmdb::Cursor::open(txn, state_->adjustments);
+        if (!cursor) return Unexpected{cursor.error()};
+        for (auto entry = cursor->seek(sequence_key(after_number + 1)); out.size() < limit; entry = cursor->next()) {
+            if (!entry) return Unexpected{entry.error()};
+            if (!*entry) break;
+            auto decoded = decode_adjustment(read_be((*entry)->key), (*entry)->value);
+            if (!decoded) return Unexpected{lmdb::Error{MDB_CORRUPTED, "adjustment record"}};
+            if (!status || decoded->status == *status) out.push_back(std::move(*decoded));
+        }
+        return out;
+    });
 }
 
 // ---- offline commands ------------------------------------------------------------------------------------

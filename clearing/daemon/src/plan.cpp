@@ -47,6 +47,12 @@ ledger::Id opening_balance_transfer(const Asn& asn, std::uint32_t ledger_number)
     return derive("opening", material);
 }
 
+ledger::Id adjustment_transfer(std::uint64_t proposal_number) {
+    Bytes material;
+    append_be(material, proposal_number, 8);
+    return derive("adjustment", material);
+}
+
 ledger::Id online_load_transfer(const Asn& asn, std::uint16_t online_atc, std::uint8_t attempt) {
     // Attempt 0 is exactly DESIGN.md §4's derive_id(ASN ‖ online ATC ‖ 02), recomputable by anyone.
     Bytes material(asn.begin(), asn.end());

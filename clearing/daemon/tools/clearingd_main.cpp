@@ -171,6 +171,7 @@ struct ServeOptions {
     double address_failures_per_s = http::address_failures_per_s_default;
     std::string http_priority{http::http_thread_priority_default};
     std::string http_ready_file;
+    unsigned settlement_margin_s = static_cast<unsigned>(http::settlement_margin_default.count());
 };
 
 // The ISO 8583 listener's TLS context, or nullptr with --insecure-terminals. A usage error when neither
@@ -274,6 +275,7 @@ int serve(const ServeOptions& o) {
         http_options.address_failure_burst = std::max(http::address_failure_burst_default, o.address_failures_per_s);
         http_options.tls_certificate = o.http_tls_cert;
         http_options.tls_private_key = o.http_tls_key;
+        http_options.settlement_margin = std::chrono::seconds(o.settlement_margin_s);
         http::Services services{*data->ledger, writer, *data->registry, **tokens, &engine.stats(), &server->stats(),
                                 &metered_hsm.stats()};
         try {
@@ -725,6 +727,11 @@ int main(int argc, char** argv) {
     serve_cmd->add_option("--http-ready-file", serve_options.http_ready_file, "write the HTTP port here once listening");
     serve_cmd->add_option("--http-tls-cert", serve_options.http_tls_cert, "PEM certificate chain: serve HTTPS instead of HTTP");
     serve_cmd->add_option("--http-tls-key", serve_options.http_tls_key, "PEM private key of --http-tls-cert");
+    serve_cmd->add_option("--settlement-margin-s", serve_options.settlement_margin_s,
+                          "a settlement cycle's window must have ended this many seconds ago before its transfers are accepted "
+                          "(bookings stamped before the end have committed); coconut-settle's --settling-margin must not be smaller")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 3600));
     serve_cmd->add_option("--http-connections-max", serve_options.http_connections_max, "HTTP connections served at once")
         ->capture_default_str()
         ->check(CLI::Range(1, 65535));

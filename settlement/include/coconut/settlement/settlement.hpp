@@ -143,7 +143,9 @@ struct SourceAmounts {
     std::uint64_t base_fen = 0;  // purchases (purse) / medical payments (medical)
     std::uint64_t loads_fen = 0; // purse only
     std::uint64_t fee_fen = 0;
-    std::int64_t net_fen = 0;    // base − loads − fee: paid by the funding source when > 0, owed to it when < 0
+    std::int64_t net_fen = 0;    // base − loads − fee + adjustments: paid by the funding source when > 0, owed to it when < 0
+    // Approved manual adjustments (code 10) to or from the participant's payable: + credited, − debited.
+    std::int64_t adjustments_fen = 0;
     friend bool operator==(const SourceAmounts&, const SourceAmounts&) = default;
 };
 
@@ -215,8 +217,8 @@ std::vector<Payment> payments(const Positions& positions);
 
 // The settlement transfers of the cycle (DESIGN.md §9), per participant a linked chain in this order:
 // purse fee, purse payout, medical fee, medical payout (those with an amount). Payout = payable →
-// float/fund of base − fee (what the payable holds for the cycle, net of the fee); fee = payable → fee
-// income. Ids: derive_id("settlement" ‖ cycle BE4 ‖ participant BE8 ‖ ledger BE4 ‖ code BE2).
+// float/fund of base − fee + adjustments when positive (what the payable holds for the cycle, net of
+// the fee); fee = payable → fee income. Ids: derive_id("settlement" ‖ cycle BE4 ‖ participant BE8 ‖ ledger BE4 ‖ code BE2).
 std::vector<ledger::Transfer> settlement_transfers(const Positions& positions);
 ledger::Id settlement_transfer_id(std::uint32_t cycle, std::uint64_t participant_id, std::uint32_t ledger_number,
                                   std::uint16_t code);
@@ -230,17 +232,26 @@ struct PostOutcome {
     std::uint64_t existed = 0;
 };
 
+// The cycle a posting belongs to. The daemon recomputes the positions of exactly this window and
+// accepts only the transfers settlement_transfers() derives from them (clearing/README.md "Settlement
+// postings"); windows of successive cycles must join end to start.
+struct CycleWindow {
+    std::uint32_t cycle = 0;
+    Window window;
+};
+
 // Where settlement transfers go. Both implementations apply each request in one write transaction
 // through the ledger's rules; the answer per transfer is ok / exists / a ResultCode name.
 class Poster {
 public:
     virtual ~Poster() = default;
-    // Applies `transfers` (≤ post_request_transfers_max, whole chains) in order; returns one result
-    // name per transfer ("ok", "exists", or ledger::to_string(ResultCode)).
-    virtual Result<std::vector<std::string>> post(const std::vector<ledger::Transfer>& transfers) = 0;
+    // Applies `transfers` (≤ post_request_transfers_max, whole chains of `cycle`) in order; returns one
+    // result name per transfer ("ok", "exists", or ledger::to_string(ResultCode)).
+    virtual Result<std::vector<std::string>> post(const CycleWindow& cycle, const std::vector<ledger::Transfer>& transfers) = 0;
 };
 
-// Through the daemon: POST /v1/clerk/transfers with a settlement-role clerk token (contract 3).
+// Through the daemon: POST /v1/clerk/transfers with a settlement-role clerk token (contract 3), the
+// request naming the cycle and its window.
 // `endpoint` is "https://HOST:PORT": TLS 1.2 at least, the daemon's certificate verified against
 // `ca_file` (required) and the URL's host before the token is sent (settlement/README.md "Posting over
 // HTTPS"); or "http://HOST:PORT", where the token travels in clear (a daemon on loopback only).
@@ -265,7 +276,7 @@ std::unique_ptr<Poster> make_direct_poster(ledger::Ledger& ledger);
 
 // Posts every transfer (chunked by whole chains); fails with `posting` naming the first transfer
 // that was neither ok nor exists.
-Result<PostOutcome> post_all(Poster& poster, const std::vector<ledger::Transfer>& transfers);
+Result<PostOutcome> post_all(Poster& poster, const CycleWindow& cycle, const std::vector<ledger::Transfer>& transfers);
 
 // ---- files ---------------------------------------------------------------------------------------------
 

@@ -106,6 +106,9 @@ inline constexpr std::uint16_t settlement_fee = 8;    // settlement: participant
 // A second record with a valid TAC under a booked purchase's id (the PSAM spent a serial twice, e.g. a
 // restored PSAM image): review claims → suspense for a person to resolve; never booked twice.
 inline constexpr std::uint16_t serial_conflict = 9;
+// A manual adjustment: proposed by one clerk, approved by another (clearing/README.md "Manual
+// adjustments"); between participant payables, the ledger's float / fund and card medical accounts only.
+inline constexpr std::uint16_t manual_adjustment = 10;
 }  // namespace transfer_codes
 
 // Transfer user data (what the query API and settlement read back without other tables):
@@ -152,6 +155,8 @@ ledger::Id offline_purchase_transfer(const Asn& asn, const TerminalId& psam_term
 // never occupies the id the genuine upload needs, and the same forgery re-sent lands on the same record.
 ledger::Id review_transfer(const ledger::Id& canonical_id, std::string_view amount4, std::string_view field62);
 ledger::Id opening_balance_transfer(const Asn& asn, std::uint32_t ledger_number);
+// The transfer an approved manual adjustment books: derive_id("adjustment" ‖ proposal number BE8).
+ledger::Id adjustment_transfer(std::uint64_t proposal_number);
 // Online load (ISO8583.md §4.1): derive_id(ASN ‖ online ATC BE2 ‖ 02) for attempt 0 exactly (DESIGN.md §4);
 // a later attempt with the same ATC (the first was reversed or expired) appends the attempt number.
 ledger::Id online_load_transfer(const Asn& asn, std::uint16_t online_atc, std::uint8_t attempt = 0);

@@ -55,9 +55,10 @@ using TokenHash = std::array<std::uint8_t, 32>;
 namespace roles {
 inline constexpr std::uint8_t hotlist = 1u << 0;     // put cards on / off the hotlist
 inline constexpr std::uint8_t registry = 1u << 1;    // register participants, terminals; issue card tokens
-inline constexpr std::uint8_t settlement = 1u << 2;  // post settlement transfers
+inline constexpr std::uint8_t settlement = 1u << 2;  // post the transfers of a settlement cycle (only those)
 inline constexpr std::uint8_t read = 1u << 3;        // look up cards, risk flags, suspense, the journal
-inline constexpr std::uint8_t all = hotlist | registry | settlement | read;
+inline constexpr std::uint8_t adjust = 1u << 4;      // propose, approve or reject manual adjustments (maker-checker)
+inline constexpr std::uint8_t all = hotlist | registry | settlement | read | adjust;
 }  // namespace roles
 // "hotlist,read" → bits; nullopt for an unknown or empty name.
 std::optional<std::uint8_t> parse_roles(std::string_view text);
@@ -87,6 +88,38 @@ struct ClerkAction {
     std::string target;   // card number, participant id, terminal id, …
     std::string outcome;  // "ok" or what refused it
     std::string detail;
+};
+
+// A settlement cycle the daemon accepted postings for (table "http_settlement_cycles", key: cycle BE4).
+// Every later request for the cycle must name the same window; a new cycle's window must begin where the
+// latest cycle's ended (clearing/README.md "Settlement postings").
+struct SettlementCycle {
+    std::uint32_t cycle = 0;  // business date YYYYMMDD
+    std::uint64_t start_ns = 0;
+    std::uint64_t end_ns = 0;
+    std::uint64_t first_posted_ns = 0;
+    std::string clerk;
+};
+
+// A manual adjustment (table "http_adjustments", key: number BE8): one clerk proposes, another approves;
+// the money moves only at the approval, as the transfer adjustment_transfer(number) (code 10).
+enum class AdjustmentStatus : std::uint8_t { proposed = 1, approved = 2, rejected = 3 };
+std::string_view to_string(AdjustmentStatus status);
+std::optional<AdjustmentStatus> parse_adjustment_status(std::string_view text);
+
+struct Adjustment {
+    std::uint64_t number = 0;
+    ledger::Id debit_account_id;
+    ledger::Id credit_account_id;
+    std::uint32_t ledger = 0;
+    std::uint64_t amount = 0;
+    std::string reason;
+    std::string maker;
+    std::uint64_t proposed_ns = 0;
+    AdjustmentStatus status = AdjustmentStatus::proposed;
+    std::string checker;  // who approved or rejected it
+    std::uint64_t decided_ns = 0;
+    std::string note;     // the checker's note
 };
 
 inline constexpr std::size_t clerk_name_chars_max = 64;
@@ -122,6 +155,20 @@ public:
     lmdb::Status put_card_token(lmdb::Txn& txn, const CardNumber& number, const CardToken& token) const;
     lmdb::Status put_clerk(lmdb::Txn& txn, const TokenHash& hash, const Clerk& clerk) const;
     lmdb::Result<std::uint64_t> append_journal(lmdb::Txn& txn, ClerkAction action) const;
+    lmdb::Status put_settlement_cycle(lmdb::Txn& txn, const SettlementCycle& cycle) const;
+    // Proposals get numbers from 1 in order; put_adjustment writes a proposal or its decision.
+    lmdb::Result<std::uint64_t> next_adjustment_number(const lmdb::Txn& txn) const;
+    lmdb::Status put_adjustment(lmdb::Txn& txn, const Adjustment& adjustment) const;
+    lmdb::Result<std::optional<Adjustment>> adjustment_in(const lmdb::Txn& txn, std::uint64_t number) const;
+
+    // Reads (own read transaction).
+    Result<std::optional<SettlementCycle>> settlement_cycle(std::uint32_t cycle) const;
+    // The cycle with the latest window end, nullopt before the first posting.
+    Result<std::optional<SettlementCycle>> latest_settlement_cycle() const;
+    Result<std::optional<Adjustment>> adjustment(std::uint64_t number) const;
+    // Proposals after `after_number`, oldest first, at most `limit`; only those in `status` when given.
+    Result<std::vector<Adjustment>> adjustments(std::uint64_t after_number, std::size_t limit,
+                                                std::optional<AdjustmentStatus> status) const;
     lmdb::Result<std::optional<CardToken>> card_token_in(const lmdb::Txn& txn, const CardNumber& number) const;
     // Every clerk record with its key (the token's hash), in key order.
     lmdb::Result<std::vector<std::pair<TokenHash, Clerk>>> clerks_in(const lmdb::Txn& txn) const;
@@ -199,6 +246,11 @@ inline constexpr double address_failure_burst_default = 50.0;
 inline constexpr std::size_t rate_limited_tokens_max = 100'000;
 // Settlement transfers per POST (contract 3).
 inline constexpr std::size_t transfers_per_request_max = 1000;
+// A manual adjustment moves at most 10,000,000 CNY; its reason and the checker's note are ≤ 500 bytes.
+inline constexpr std::uint64_t adjustment_fen_max = 1'000'000'000;
+// How long ago a settlement window must have ended (coconut-settle's settling margin, 60 s by default).
+inline constexpr std::chrono::seconds settlement_margin_default{60};
+inline constexpr std::size_t adjustment_text_max = 500;
 inline constexpr std::size_t transactions_page_default = 10;
 inline constexpr std::size_t transactions_page_max = 100;
 // Risk flags per page of GET /v1/clerk/risk when ?limit is not given (at most Registry::risk_page_limit_max).
@@ -239,6 +291,8 @@ struct HttpOptions {
     double address_failure_burst = address_failure_burst_default;
     std::filesystem::path tls_certificate;  // both set: HTTPS only
     std::filesystem::path tls_private_key;
+    // A settlement cycle's window must have ended this long ago before its postings are accepted.
+    std::chrono::seconds settlement_margin = settlement_margin_default;
     // Threads that run the io_context. With one (coconut-clearingd), a connection's handlers can never
     // run at once, so connections get the io_context's executor; with more, each gets a strand.
     std::size_t io_threads = 1;
