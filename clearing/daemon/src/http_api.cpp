@@ -1482,6 +1482,10 @@ std::string Api::State::metrics() {
     t.counter("coconut_http_rate_limited_total", "requests answered 429", stats.rate_limited.load());
     t.counter("coconut_http_connections_accepted_total", "HTTP connections accepted", stats.connections_accepted.load());
     t.counter("coconut_http_connections_refused_total", "HTTP connections refused above the limit", stats.connections_refused.load());
+    t.counter("coconut_http_connections_refused_per_address_total", "HTTP connections refused above one address's share",
+              stats.connections_refused_per_address.load());
+    t.counter("coconut_http_accept_pauses_total", "HTTP accepts deferred: the process was out of descriptors or memory",
+              stats.accept_pauses.load());
     t.gauge("coconut_http_connections_open", "HTTP connections open now", stats.connections_open.load());
     t.counter("coconut_http_timeouts_total", "HTTP connections closed by a read or write deadline", stats.timeouts.load());
     t.counter("coconut_http_tls_handshake_failures_total", "TLS handshakes that failed", stats.tls_handshake_failures.load());
@@ -1514,6 +1518,13 @@ std::string Api::State::metrics() {
         const ServerStats& v = *s.iso_server;
         t.counter("coconut_iso_connections_accepted_total", "terminal connections accepted", v.connections_accepted.load());
         t.counter("coconut_iso_connections_refused_total", "terminal connections refused above the limit", v.connections_refused.load());
+        t.counter("coconut_iso_connections_refused_per_address_total", "terminal connections refused above one address's share",
+                  v.connections_refused_per_address.load());
+        t.counter("coconut_iso_connections_refused_per_terminal_total", "connections closed after the handshake: the terminal had its share",
+                  v.connections_refused_per_terminal.load());
+        t.counter("coconut_iso_sign_on_timeouts_total", "connections closed without a sign-on within the deadline", v.sign_on_timeouts.load());
+        t.counter("coconut_iso_accept_pauses_total", "terminal accepts deferred: the process was out of descriptors or memory",
+                  v.accept_pauses.load());
         t.counter("coconut_iso_format_errors_total", "frames answered 30", v.format_errors.load());
         t.counter("coconut_iso_timeouts_total", "terminal connections closed by a timeout", v.timeouts.load());
         t.family("coconut_iso_tls_handshakes_total", "counter", "terminal TLS handshakes completed");

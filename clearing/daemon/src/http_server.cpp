@@ -6,6 +6,8 @@
 
 #include "http_api.hpp"
 
+#include <coconut/core/admission.hpp>
+
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/write.hpp>
@@ -35,18 +37,25 @@ using tcp = net::ip::tcp;
 
 struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
     State(net::io_context& io_context, Services services, HttpOptions opts)
-        : io(io_context), options(std::move(opts)), api(services, options, stats), acceptor(io_context) {}
+        : io(io_context),
+          options(std::move(opts)),
+          api(services, options, stats),
+          acceptor(io_context),
+          addresses({options.connections_per_address, options.connections_max}),
+          backoff(acceptor.get_executor()) {}
 
     net::io_context& io;
     const HttpOptions options;
     HttpStats stats;
     Api api;
     tcp::acceptor acceptor;
+    core::AddressAdmission addresses;  // per client address and in total; a session holds its ticket
+    core::AcceptBackoff backoff;
     std::optional<net::ssl::context> tls;
     std::atomic<bool> stopping{false};
 
     void accept();
-    void refuse(tcp::socket socket);
+    void refuse(tcp::socket socket, core::Refusal why);
     void record(unsigned status, std::chrono::steady_clock::duration elapsed) {
         stats.responses_by_class[std::min<std::size_t>(status / 100, stats.responses_by_class.size() - 1)].fetch_add(1, std::memory_order_relaxed);
         const auto us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
@@ -92,7 +101,8 @@ ApiResponse parse_failure(const beast::error_code& ec) {
 template <class Stream>
 class Session : public std::enable_shared_from_this<Session<Stream>> {
 public:
-    Session(std::shared_ptr<HttpServer::State> server, Stream stream) : server_(std::move(server)), stream_(std::move(stream)) {
+    Session(std::shared_ptr<HttpServer::State> server, Stream stream, core::AddressTicket address)
+        : server_(std::move(server)), stream_(std::move(stream)), address_(std::move(address)) {
         server_->stats.connections_open.fetch_add(1, std::memory_order_relaxed);
     }
     ~Session() { server_->stats.connections_open.fetch_sub(1, std::memory_order_relaxed); }
@@ -197,6 +207,7 @@ private:
 
     std::shared_ptr<HttpServer::State> server_;
     Stream stream_;
+    core::AddressTicket address_;  // the connection's slot, released with the session
     beast::flat_buffer buffer_;
     std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
     std::shared_ptr<Session> handling_;  // this session, while the API handles its request
@@ -216,25 +227,32 @@ void HttpServer::State::accept() {
     acceptor.async_accept(executor, [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
         if (ec == net::error::operation_aborted || self->stopping.load()) return;
         if (!ec) {
-            if (self->stats.connections_open.load() >= self->options.connections_max) {
-                self->refuse(std::move(socket));
+            beast::error_code peer_error;
+            const auto peer = socket.remote_endpoint(peer_error);
+            auto ticket = peer_error ? core::AddressTicket() : self->addresses.admit(peer.address());
+            if (!ticket) {
+                self->refuse(std::move(socket), ticket.refusal());
             } else {
                 self->stats.connections_accepted.fetch_add(1, std::memory_order_relaxed);
                 if (self->tls) {
                     using Tls = beast::ssl_stream<beast::tcp_stream>;
-                    std::make_shared<Session<Tls>>(self, Tls(beast::tcp_stream(std::move(socket)), *self->tls))->start();
+                    std::make_shared<Session<Tls>>(self, Tls(beast::tcp_stream(std::move(socket)), *self->tls), std::move(ticket))->start();
                 } else {
-                    std::make_shared<Session<beast::tcp_stream>>(self, beast::tcp_stream(std::move(socket)))->start();
+                    std::make_shared<Session<beast::tcp_stream>>(self, beast::tcp_stream(std::move(socket)), std::move(ticket))->start();
                 }
             }
         }
-        self->accept();  // an accept error (EMFILE, …) is transient: keep listening
+        // Out of descriptors (EMFILE …): wait and retry instead of spinning on the same error.
+        if (self->backoff.after(ec, [self] { self->accept(); }) == core::AcceptStep::accept_later) {
+            self->stats.accept_pauses.fetch_add(1, std::memory_order_relaxed);
+        }
     });
 }
 
-// Above connections_max: a short 503 if the socket takes it at once (plain HTTP only), then close.
-void HttpServer::State::refuse(tcp::socket socket) {
-    stats.connections_refused.fetch_add(1, std::memory_order_relaxed);
+// Above connections_max or the address's share: a short 503 if the socket takes it at once (plain HTTP
+// only), then close.
+void HttpServer::State::refuse(tcp::socket socket, core::Refusal why) {
+    (why == core::Refusal::per_key ? stats.connections_refused_per_address : stats.connections_refused).fetch_add(1, std::memory_order_relaxed);
     if (!tls) {
         static const std::string busy =
             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\nRetry-After: 1\r\n"
@@ -308,6 +326,7 @@ void HttpServer::shutdown() {
     state_->stopping.store(true);
     net::post(state_->acceptor.get_executor(), [state = state_] {
         beast::error_code ignored;
+        state->backoff.cancel();
         state->acceptor.close(ignored);
     });
 }

@@ -5,6 +5,7 @@
 // first completes a mutual-TLS handshake within handshake_timeout (coconut::tls verifies the client
 // certificate against the island CA); its terminal id becomes the session's authenticated_terminal_id.
 #include <coconut/clearing/clearing.hpp>
+#include <coconut/core/admission.hpp>
 #include <coconut/tls/tls.hpp>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -29,11 +30,20 @@ class SessionBase;
 
 struct Server::State : std::enable_shared_from_this<State> {
     State(asio::io_context& io_context, Engine& e, ServerOptions o)
-        : io(io_context), engine(e), options(std::move(o)), acceptor(io_context) {}
+        : io(io_context),
+          engine(e),
+          options(std::move(o)),
+          acceptor(io_context),
+          addresses({options.connections_per_address, options.connections_max}),
+          terminals({options.connections_per_terminal, core::AdmissionLimits::unlimited}),
+          backoff(io_context.get_executor()) {}
     asio::io_context& io;
     Engine& engine;
     ServerOptions options;
     tcp::acceptor acceptor;
+    core::AddressAdmission addresses;  // every connection, from accept: per client address and in total
+    core::IdentityAdmission terminals;  // TLS connections, from the handshake: per terminal certificate
+    core::AcceptBackoff backoff;
     ServerStats stats;
     std::set<std::shared_ptr<SessionBase>> sessions;
     bool stopping = false;
@@ -62,13 +72,27 @@ public:
     static constexpr bool tls = std::is_same_v<Stream, TlsStream>;
 
     template <class... Context>
-    Session(tcp::socket socket, std::shared_ptr<Server::State> server, Context&... context)
-        : socket_(std::move(socket), context...), timer_(socket_.get_executor()), server_(std::move(server)) {
+    Session(tcp::socket socket, std::shared_ptr<Server::State> server, core::AddressTicket address, Context&... context)
+        : socket_(std::move(socket), context...),
+          timer_(socket_.get_executor()),
+          sign_on_timer_(socket_.get_executor()),
+          server_(std::move(server)),
+          address_(std::move(address)) {
         boost::system::error_code ignored;
         socket_.lowest_layer().set_option(tcp::no_delay(true), ignored);  // answers are small and latency-bound
     }
 
     void start() override {
+        // The sign-on deadline runs from accept: whatever a peer sends (an echo, a handshake it stalls),
+        // it holds a slot for at most this long unless its terminal signs on.
+        if (server_->options.sign_on_timeout.count() > 0) {
+            sign_on_timer_.expires_after(server_->options.sign_on_timeout);
+            sign_on_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+                if (ec || self->closed_ || !self->state_.signed_on.empty()) return;
+                self->server_->stats.sign_on_timeouts++;
+                self->close();
+            });
+        }
         if constexpr (tls) {
             handshake();
         } else {
@@ -116,6 +140,11 @@ private:
             }
             (coconut::tls::ClientContext::resumed(self->socket_.native_handle()) ? self->server_->stats.tls_handshakes_resumed
                                                                                   : self->server_->stats.tls_handshakes_full)++;
+            self->terminal_ = self->server_->terminals.admit(*terminal_id);
+            if (!self->terminal_) {
+                self->server_->stats.connections_refused_per_terminal++;
+                return self->close();
+            }
             self->state_.authenticated_terminal_id = std::move(*terminal_id);
             self->read_more();
         });
@@ -259,6 +288,7 @@ private:
             closed_ = true;
             boost::system::error_code ignored;
             timer_.cancel();
+            sign_on_timer_.cancel();
             socket_.lowest_layer().shutdown(tcp::socket::shutdown_both, ignored);
             socket_.lowest_layer().close(ignored);
         }
@@ -267,7 +297,10 @@ private:
 
     Stream socket_;
     asio::steady_timer timer_;
+    asio::steady_timer sign_on_timer_;
     std::shared_ptr<Server::State> server_;
+    core::AddressTicket address_;    // the connection's slot, released with the session
+    core::IdentityTicket terminal_;  // TLS: its terminal's slot, from the handshake
     std::array<std::uint8_t, iso8583::frame_size_max> buffer_{};
     std::size_t have_ = 0;
     std::vector<Bytes> writes_;   // answers waiting for the next write
@@ -292,23 +325,27 @@ void Server::State::accept() {
     acceptor.async_accept([self = shared_from_this()](boost::system::error_code ec, tcp::socket socket) {
         if (self->stopping) return;
         if (!ec) {
-            if (self->sessions.size() >= self->options.connections_max) {
-                self->stats.connections_refused++;
+            boost::system::error_code peer_error;
+            const auto peer = socket.remote_endpoint(peer_error);
+            auto ticket = peer_error ? core::AddressTicket() : self->addresses.admit(peer.address());
+            if (!ticket) {
+                (ticket.refusal() == core::Refusal::per_key ? self->stats.connections_refused_per_address : self->stats.connections_refused)++;
                 boost::system::error_code ignored;
                 socket.close(ignored);
             } else {
                 self->stats.connections_accepted++;
                 std::shared_ptr<SessionBase> session;
                 if (self->options.tls) {
-                    session = std::make_shared<Session<TlsStream>>(std::move(socket), self, *self->options.tls);
+                    session = std::make_shared<Session<TlsStream>>(std::move(socket), self, std::move(ticket), *self->options.tls);
                 } else {
-                    session = std::make_shared<Session<tcp::socket>>(std::move(socket), self);
+                    session = std::make_shared<Session<tcp::socket>>(std::move(socket), self, std::move(ticket));
                 }
                 self->sessions.insert(session);
                 session->start();
             }
         }
-        self->accept();
+        // Out of descriptors (EMFILE …): wait and retry instead of spinning on the same error.
+        if (self->backoff.after(ec, [self] { self->accept(); }) == core::AcceptStep::accept_later) self->stats.accept_pauses++;
     });
 }
 
@@ -333,6 +370,7 @@ Server::Server(asio::io_context& io, Engine& engine, ServerOptions options)
 
 Server::~Server() {
     boost::system::error_code ignored;
+    state_->backoff.cancel();
     state_->acceptor.close(ignored);
 }
 
@@ -343,6 +381,7 @@ const ServerStats& Server::stats() const { return state_->stats; }
 void Server::shutdown(std::function<void()> done) {
     state_->stopping = true;
     boost::system::error_code ignored;
+    state_->backoff.cancel();
     state_->acceptor.close(ignored);
     state_->on_drained = std::move(done);
     if (state_->sessions.empty()) {

@@ -2,6 +2,7 @@
 // admin (registries). Usage, options and exit codes: clearing/README.md.
 #include <coconut/clearing/clearing.hpp>
 #include <coconut/clearing/http.hpp>
+#include <coconut/core/admission.hpp>
 #include <coconut/tls/tls.hpp>
 
 #include <boost/asio/signal_set.hpp>
@@ -148,6 +149,9 @@ struct ServeOptions {
     std::size_t hsm_connections = RemoteHsmOptions{}.connections_max;
     std::string ready_file;
     std::size_t connections_max = connections_max_default;
+    std::size_t connections_per_address = connections_per_address_default;
+    std::size_t connections_per_terminal = connections_per_terminal_default;
+    std::uint32_t sign_on_timeout_s = static_cast<std::uint32_t>(sign_on_timeout_default.count());
     std::size_t in_flight_max = in_flight_per_connection_max_default;
     std::uint32_t read_idle_timeout_s = static_cast<std::uint32_t>(read_idle_timeout_default.count());
     std::uint32_t group_delay_us = static_cast<std::uint32_t>(ledger::writer_group_delay_default.count());
@@ -167,6 +171,7 @@ struct ServeOptions {
     std::string http_tls_cert;
     std::string http_tls_key;
     std::size_t http_connections_max = http::http_connections_max_default;
+    std::size_t http_connections_per_address = http::http_connections_per_address_default;
     double token_requests_per_s = http::token_requests_per_s_default;
     double address_failures_per_s = http::address_failures_per_s_default;
     std::string http_priority{http::http_thread_priority_default};
@@ -201,6 +206,8 @@ int serve(const ServeOptions& o) {
     if (!layout) return fail(exit_usage, layout.error().message);
     auto credentials = hsm::wire::read_client_credentials(o.hsm_key);
     if (!credentials) return fail(exit_hsm_key, "--hsm-key: " + credentials.error().message);
+    // Every connection costs a descriptor: the soft limit (often 1,024) is below the connection limits.
+    const std::uint64_t open_files = core::raise_open_file_limit();
     std::error_code ec;
     std::filesystem::create_directories(o.data, ec);
     auto lock = DirectoryLock::acquire(o.data);
@@ -248,6 +255,9 @@ int serve(const ServeOptions& o) {
     server_options.host = listen->host;
     server_options.port = listen->port;
     server_options.connections_max = o.connections_max;
+    server_options.connections_per_address = o.connections_per_address;
+    server_options.connections_per_terminal = o.connections_per_terminal;
+    server_options.sign_on_timeout = std::chrono::seconds(o.sign_on_timeout_s);
     server_options.in_flight_per_connection_max = o.in_flight_max;
     server_options.read_idle_timeout = std::chrono::seconds(o.read_idle_timeout_s);
     server_options.tls = *terminal_context;
@@ -269,6 +279,7 @@ int serve(const ServeOptions& o) {
         http_options.host = http_endpoint->host;
         http_options.port = http_endpoint->port;
         http_options.connections_max = o.http_connections_max;
+        http_options.connections_per_address = o.http_connections_per_address;
         http_options.token_requests_per_s = o.token_requests_per_s;
         http_options.token_burst = std::max(http::token_burst_default, o.token_requests_per_s);
         http_options.address_failures_per_s = o.address_failures_per_s;
@@ -354,6 +365,9 @@ int serve(const ServeOptions& o) {
                                                    o.tls_ca)
                                      : std::string("coconut-clearingd: terminals over PLAIN TCP (--insecure-terminals): any "
                                                    "peer may claim any terminal id\n"));
+    std::cout << fmt::format("coconut-clearingd: open-file limit {}; terminal connections at most {} ({} per address, {} per "
+                             "terminal), sign-on within {} s\n",
+                             open_files, o.connections_max, o.connections_per_address, o.connections_per_terminal, o.sign_on_timeout_s);
     if (*layout) {
         std::cout << fmt::format("coconut-clearingd: ledger writer on CPU {}, other threads on CPU {}\n", (*layout)->writer,
                                  format_cpus((*layout)->others));
@@ -671,6 +685,20 @@ int main(int argc, char** argv) {
     serve_cmd->add_option("--connections-max", serve_options.connections_max, "connections served at once")
         ->capture_default_str()
         ->check(CLI::Range(1, 65535));
+    serve_cmd->add_option("--connections-per-address", serve_options.connections_per_address,
+                          "connections one client address may hold at once, before authentication (a carrier gateway or NAT "
+                          "puts many terminals behind one)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 65535));
+    serve_cmd->add_option("--connections-per-terminal", serve_options.connections_per_terminal,
+                          "connections one terminal certificate may hold at once (TLS)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1024));
+    serve_cmd->add_option("--sign-on-timeout-s", serve_options.sign_on_timeout_s,
+                          "close a connection whose terminal has not signed on within this many seconds of connecting (0: never; "
+                          "an echo does not count)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 3600));
     serve_cmd->add_option("--in-flight-max", serve_options.in_flight_max, "requests in process per connection")
         ->capture_default_str()
         ->check(CLI::Range(1, 4096));
@@ -733,6 +761,10 @@ int main(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::Range(1, 3600));
     serve_cmd->add_option("--http-connections-max", serve_options.http_connections_max, "HTTP connections served at once")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 65535));
+    serve_cmd->add_option("--http-connections-per-address", serve_options.http_connections_per_address,
+                          "HTTP connections one client address may hold at once")
         ->capture_default_str()
         ->check(CLI::Range(1, 65535));
     serve_cmd->add_option("--http-priority", serve_options.http_priority,

@@ -781,6 +781,16 @@ inline constexpr std::chrono::seconds drain_timeout_default{30};
 // A TLS handshake must complete within this (two round trips and two signatures; a terminal on a slow
 // mobile link needs well under a second): a peer that opens connections and stalls them is closed.
 inline constexpr std::chrono::seconds handshake_timeout_default{10};
+// Connections one client address may hold at once, before anything is authenticated: a quarter of the
+// total, generous for a carrier's gateway or a clinic's NAT with many terminals behind one address,
+// yet one peer cannot take every slot.
+inline constexpr std::size_t connections_per_address_default = 256;
+// Connections one terminal (its certificate's terminal id) may hold at once: a terminal uses one, two
+// while it reconnects.
+inline constexpr std::size_t connections_per_terminal_default = 4;
+// A connection whose terminal has not signed on within this is closed (an echo or anything else before
+// sign-on does not keep it): a terminal signs on first, within a round trip of connecting.
+inline constexpr std::chrono::seconds sign_on_timeout_default{5};
 
 struct ServerOptions {
     std::string host = "127.0.0.1";
@@ -796,11 +806,18 @@ struct ServerOptions {
     // Unset: plain TCP (`serve --insecure-terminals`).
     std::shared_ptr<boost::asio::ssl::context> tls;
     std::chrono::milliseconds handshake_timeout = handshake_timeout_default;
+    std::size_t connections_per_address = connections_per_address_default;
+    std::size_t connections_per_terminal = connections_per_terminal_default;  // TLS: per certificate
+    std::chrono::milliseconds sign_on_timeout = sign_on_timeout_default;       // 0: no deadline
 };
 
 struct ServerStats {
     std::atomic<std::uint64_t> connections_accepted{0};
-    std::atomic<std::uint64_t> connections_refused{0};  // above connections_max
+    std::atomic<std::uint64_t> connections_refused{0};               // above connections_max
+    std::atomic<std::uint64_t> connections_refused_per_address{0};   // above connections_per_address
+    std::atomic<std::uint64_t> connections_refused_per_terminal{0};  // closed after the handshake: above connections_per_terminal
+    std::atomic<std::uint64_t> sign_on_timeouts{0};                  // closed: no sign-on within sign_on_timeout
+    std::atomic<std::uint64_t> accept_pauses{0};                     // accept waited: out of descriptors or memory
     std::atomic<std::uint64_t> format_errors{0};        // answered 30
     std::atomic<std::uint64_t> closed_bad_frame{0};     // closed: unreadable frame
     std::atomic<std::uint64_t> timeouts{0};

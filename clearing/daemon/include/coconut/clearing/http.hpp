@@ -225,6 +225,9 @@ private:
 // Connections at once: beyond it a new connection is answered 503 and closed (a phone retries); each
 // costs a socket and ~16 KiB of buffers.
 inline constexpr std::size_t http_connections_max_default = 512;
+// Connections one client address may hold at once (a quarter of the total): a cardholder app's backend
+// or an office NAT needs many, one peer holding them cannot starve the others.
+inline constexpr std::size_t http_connections_per_address_default = 128;
 // Request head (request line + headers): a browser's is ~1 KiB; beyond it 431.
 inline constexpr std::size_t http_header_bytes_max_default = 8 * 1024;
 // Request body: 1,000 settlement transfers of ~330 bytes of JSON fit; beyond it 413.
@@ -281,6 +284,7 @@ struct HttpOptions {
     std::string host = "127.0.0.1";
     std::uint16_t port = 0;  // 0: ephemeral (HttpServer::port())
     std::size_t connections_max = http_connections_max_default;
+    std::size_t connections_per_address = http_connections_per_address_default;
     std::size_t header_bytes_max = http_header_bytes_max_default;
     std::size_t body_bytes_max = http_body_bytes_max_default;
     std::chrono::milliseconds read_timeout = http_read_timeout_default;
@@ -303,7 +307,9 @@ inline constexpr std::array<std::uint64_t, 10> latency_buckets_us{100, 250, 500,
 
 struct HttpStats {
     std::atomic<std::uint64_t> connections_accepted{0};
-    std::atomic<std::uint64_t> connections_refused{0};
+    std::atomic<std::uint64_t> connections_refused{0};              // above connections_max
+    std::atomic<std::uint64_t> connections_refused_per_address{0};  // above connections_per_address
+    std::atomic<std::uint64_t> accept_pauses{0};                    // accept waited: out of descriptors or memory
     std::atomic<std::uint64_t> connections_open{0};
     std::atomic<std::uint64_t> timeouts{0};
     std::atomic<std::uint64_t> tls_handshake_failures{0};
