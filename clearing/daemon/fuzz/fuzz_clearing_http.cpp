@@ -10,6 +10,8 @@
 // The ledger, registry and tokens are made once per process and keep what earlier inputs changed.
 // Properties: nothing crashes; every request the parser takes gets exactly one answer, within
 // answer_wait_max, with a status 100–599, and a JSON answer's body parses as JSON.
+// FUZZ_HTTP_TRACE=1 in the environment prints each request line and its answer's status (to check what
+// a corpus file reaches).
 #include "clearing_world.hpp"
 #include "http_api.hpp"
 
@@ -160,11 +162,17 @@ void write_seeds(const std::filesystem::path& dir) {
                                       R"({"terminal_id":"SHOP0043","psam_terminal_id":"460100000046","participant_id":4004})") +
                          http_request("POST", "/v1/clerk/cards", "{registry}",
                                       R"({"asn":"46010000000099990000","issuer_id":"4600000000000001","purse_balance_fen":100})"));
-    seed("terminal-status", http_request("PUT", "/v1/clerk/terminals/SHOP0042/status", "{hotlist}", R"({"status":"suspended"})"));
+    seed("terminal-status", http_request("PUT", "/v1/clerk/terminals/SHOP0042/status", "{registry}", R"({"status":"suspended"})"));
     seed("lists", http_request("GET", "/v1/clerk/risk?limit=2", "{read}") + http_request("GET", "/v1/clerk/suspense", "{read}") +
                       http_request("GET", "/v1/clerk/journal?after=0&limit=3", "{read}"));
+    // A settlement posting as coconut-settle's poster writes it (settlement/src/posting.cpp).
+    constexpr std::string_view transfer =
+        R"({"id":"0000000000000000000000000134dcb6","debit_account_id":"00000000000000000000000000000001",)"
+        R"("credit_account_id":"00000000000000000000000000000002","amount":831,"ledger":1,"code":40,"flags":[],)"
+        R"("user_data_128":"0134dcb6000000000000000000000000"})";
     seed("transfers", http_request("POST", "/v1/clerk/transfers", "{settlement}",
-                                   R"({"transfers":[{"id":"1","debit_account_id":"2","credit_account_id":"3","amount":1,"ledger":1,"code":1}]})"));
+                                   R"({"cycle":{"id":20261206,"window_start_ns":1796400000000000000,"window_end_ns":1796486400000000000},)"
+                                   R"("transfers":[)" + std::string(transfer) + "]}"));
     seed("adjustments", http_request("GET", "/v1/clerk/adjustments", "{all}"));
     seed("unknown-token-and-garbage", http_request("GET", "/v1/clerk/cards/" + card0, "clerk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA") +
                                           "GET /%zz HTTP/1.0\r\n\r\n");
@@ -203,7 +211,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         const auto field = [](boost::beast::string_view s) { return std::string_view(s.data(), s.size()); };
         const http::ApiRequest api_request{field(request.method_string()), field(request.target()),
                                            field(request[bhttp::field::authorization]), request.body(), peer};
-        check(answer(daemon, api_request));
+        const http::ApiResponse response = answer(daemon, api_request);
+        static const bool trace = std::getenv("FUZZ_HTTP_TRACE") != nullptr;
+        if (trace) {
+            std::fprintf(stderr, "%.*s %.*s -> %u %.120s\n", static_cast<int>(api_request.method.size()), api_request.method.data(),
+                         static_cast<int>(api_request.target.size()), api_request.target.data(), response.status, response.body.c_str());
+        }
+        check(response);
         if (!request.keep_alive()) return 0;
     }
     return 0;
