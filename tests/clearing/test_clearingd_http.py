@@ -569,7 +569,7 @@ def check_isolation(stack, seen):
 
 def check_operations(stack, client, openapi_path):
     status, body = client.get("/healthz")
-    assert status == 200 and body["status"] == "ok" and body["ledger_readable"], body
+    assert status == 200 and body["status"] == "ok" and body["ledger_readable"] and body["storage"] == "ok", body
     # /metrics is an operator's: no token 401, a clerk without the role read 403, a reader 200.
     status, body = client.get("/metrics")
     assert_error(status, body, 401)
@@ -589,6 +589,14 @@ def check_operations(stack, client, openapi_path):
                  'coconut_ledger_commit_duration_seconds_bucket{le="+Inf"}', "coconut_iso_in_flight"):
         assert name in values, name
     assert values['coconut_http_responses_total{class="4xx"}'] > 0
+    # The HSM link (hsm::LinkStats): breaker closed, the connection its TAC batches went over counted.
+    assert values["coconut_hsm_breaker_open"] == 0 and values["coconut_hsm_breaker_state"] == 0, values.get("coconut_hsm_breaker_state")
+    assert values["coconut_hsm_connections_opened_total"] > 0, values.get("coconut_hsm_connections_opened_total")
+    for name in ("coconut_hsm_breaker_opens_total", "coconut_hsm_fast_failures_total", "coconut_hsm_retries_total",
+                 "coconut_hsm_keepalives_total", "coconut_hsm_timeouts_total", "coconut_hsm_probes_total"):
+        assert name in values, name
+    # Storage (the full disk itself: test_clearingd_full_disk.py): not full, no storage error.
+    assert values["coconut_ledger_storage_full"] == 0 and values["coconut_ledger_storage_errors_total"] == 0, values
     # The terminals of this stack connect over mutual TLS: their handshakes are counted.
     assert values['coconut_iso_tls_handshakes_total{kind="full"}'] > 0, values.get('coconut_iso_tls_handshakes_total{kind="full"}')
     assert 'coconut_iso_tls_handshakes_total{kind="resumed"}' in values and "coconut_iso_tls_handshake_failures_total" in values

@@ -14,6 +14,7 @@
 #include <cassert>
 #include <chrono>
 #include <cstdio>
+#include <utility>
 
 namespace coconut::clearing {
 
@@ -25,6 +26,35 @@ std::uint64_t wall_clock_ns() {
 }
 
 void log_line(const std::string& line) { std::fprintf(stderr, "coconut-clearingd: %s\n", line.c_str()); }
+
+LogLimiter::LogLimiter(std::string counted, std::chrono::steady_clock::duration interval)
+    : counted_(std::move(counted)), interval_(interval) {}
+
+void LogLimiter::log(const std::string& line) {
+    const auto now = std::chrono::steady_clock::now();
+    std::uint64_t held = 0;
+    {
+        std::lock_guard lock(mutex_);
+        if (logged_ && now - last_line_ < interval_) {
+            ++held_;
+            return;
+        }
+        logged_ = true;
+        last_line_ = now;
+        held = std::exchange(held_, 0);
+    }
+    log_line(held == 0 ? line : fmt::format("{} (+{} more {} since the previous such line)", line, held, counted_));
+}
+
+void log_storage_failure(const std::string& line) {
+    static LogLimiter limiter("refused requests");
+    limiter.log(line);
+}
+
+void log_hsm_failure(const std::string& line) {
+    static LogLimiter limiter("HSM failures");
+    limiter.log(line);
+}
 
 std::uint64_t when_number(const crypto::CardDateTime& when) {
     std::uint64_t n = 0;
@@ -564,7 +594,7 @@ void Engine::offline_upload(Message message, SessionState& session, Respond resp
     item.tac = t.tac;
     verifier_.verify(item, [this, upload](hsm::Outcome<hsm::Verdict> verdict) {
         if (!verdict) {
-            log_line("HSM: " + verdict.error().message);
+            detail::log_hsm_failure("HSM: " + verdict.error().message);
             return finish(upload, ResponseCode::issuer_inoperative);
         }
         switch (*verdict) {
@@ -650,7 +680,7 @@ void Engine::review(std::shared_ptr<Upload> upload, RiskKind kind) {
     auto on_commit = [this, upload](ledger::Reply reply) mutable {
         auto done = [this, upload, reply = std::move(reply)] {
             if (!reply) {
-                log_line("ledger: " + reply.error().message);
+                detail::log_storage_failure("ledger: " + reply.error().message);
                 return finish(upload, reply.error().code == ledger::ErrorCode::stopped ? ResponseCode::issuer_inoperative
                                                                                         : ResponseCode::system_malfunction);
             }
@@ -807,7 +837,7 @@ void Engine::book(std::shared_ptr<Upload> upload) {
 
 void Engine::answer_booking(const std::shared_ptr<Upload>& upload, const ledger::Reply& reply) {
     if (!reply) {
-        log_line("ledger: " + reply.error().message);
+        detail::log_storage_failure("ledger: " + reply.error().message);
         return finish(upload, reply.error().code == ledger::ErrorCode::stopped ? ResponseCode::issuer_inoperative
                                                                                 : ResponseCode::system_malfunction);
     }

@@ -1,6 +1,7 @@
 // The HTTP API: cardholder reads, clerk operations (journaled), settlement postings, /metrics,
 // /healthz, the OpenAPI document and the balance page. Endpoints: clearing/openapi.json.
 #include "http_api.hpp"
+#include "internal.hpp"
 #include "manual_money.hpp"
 
 #include <boost/asio/post.hpp>
@@ -120,7 +121,11 @@ std::optional<std::string_view> bearer_token(std::string_view authorization) {
 
 ApiResponse json_response(unsigned status, const json& body) { return ApiResponse{status, "application/json", body.dump(), {}}; }
 
-ApiResponse storage_failure(std::string_view message) { return error_response(503, "storage", message); }
+// Logged through the daemon's storage limiter: while the disk is full every write is refused.
+ApiResponse storage_failure(std::string_view message) {
+    clearing::detail::log_storage_failure(fmt::format("HTTP: {}", message));
+    return error_response(503, "storage", message);
+}
 
 // ---- rate limit -----------------------------------------------------------------------------------------
 
@@ -1387,15 +1392,20 @@ struct Api::State {
         respond(ApiResponse{200, "text/plain; version=0.0.4", metrics(), {}});
     }
 
+    // 503 while the writer's queue is full, the ledger does not read, or storage is full (the last
+    // commit failed for lack of space and none has succeeded since: WriterStats::storage_full).
     ApiResponse healthz() {
         const auto writer = s.writer.stats();
         const bool queue_ok = writer.queue_depth < ledger::writer_queue_requests_max_default;
         auto fixed = s.ledger.lookup_account(purse_float_account);
-        const bool ok = queue_ok && fixed.ok();
-        return json_response(ok ? 200 : 503, json{{"status", ok ? "ok" : "degraded"},
-                                                  {"ledger_readable", fixed.ok()},
-                                                  {"writer_queue_depth", writer.queue_depth},
-                                                  {"journal_sequence", s.ledger.head().sequence}});
+        const bool ok = queue_ok && fixed.ok() && !writer.storage_full;
+        json body{{"status", ok ? "ok" : "degraded"},
+                  {"ledger_readable", fixed.ok()},
+                  {"storage", writer.storage_full ? "full" : "ok"},
+                  {"writer_queue_depth", writer.queue_depth},
+                  {"journal_sequence", s.ledger.head().sequence}};
+        if (writer.storage_full) body["storage_error"] = writer.storage_error;
+        return json_response(ok ? 200 : 503, body);
     }
 };
 
@@ -1502,6 +1512,9 @@ std::string Api::State::metrics() {
     t.histogram("coconut_ledger_commit_requests", "requests per group commit (batch size)", ledger::commit_requests_buckets,
                 w.commit_requests_counts, requests_sum, 1.0);
     t.gauge("coconut_ledger_journal_sequence", "last committed journal sequence", s.ledger.head().sequence);
+    t.gauge("coconut_ledger_storage_full", "1 while the last commit failed for lack of space (disk or map full) and none succeeded since",
+            w.storage_full ? 1 : 0);
+    t.counter("coconut_ledger_storage_errors_total", "ledger commits that failed in storage (disk full, map full, I/O)", w.storage_errors);
 
     if (s.engine) {
         const EngineStats& e = *s.engine;
@@ -1539,6 +1552,20 @@ std::string Api::State::metrics() {
         t.counter("coconut_hsm_tac_failures_total", "TAC verifications without a verdict (link, HSM error)", s.hsm->failures.load());
         t.family("coconut_hsm_tac_latency_seconds_total", "counter", "summed HSM verification latency");
         t.out += fmt::format("coconut_hsm_tac_latency_seconds_total {}\n", static_cast<double>(s.hsm->latency_us_sum.load()) * 1e-6);
+    }
+    if (s.hsm_link) {
+        const hsm::LinkStats& l = *s.hsm_link;
+        t.gauge("coconut_hsm_breaker_state", "the HSM link's circuit breaker: 0 closed, 1 open, 2 half-open (one probe out)",
+                static_cast<std::uint64_t>(l.breaker.load()));
+        t.gauge("coconut_hsm_breaker_open", "1 while the HSM link's circuit breaker is open or half-open (requests fail at once)",
+                l.breaker.load() == hsm::BreakerState::closed ? 0 : 1);
+        t.counter("coconut_hsm_breaker_opens_total", "times the HSM link's circuit breaker opened", l.breaker_opens.load());
+        t.counter("coconut_hsm_fast_failures_total", "HSM requests failed at once because the breaker was open", l.fast_failures.load());
+        t.counter("coconut_hsm_timeouts_total", "HSM requests failed by a timeout (the HSM hangs)", l.timeouts.load());
+        t.counter("coconut_hsm_retries_total", "HSM requests sent again after their connection broke", l.retries.load());
+        t.counter("coconut_hsm_connections_opened_total", "HSM connections opened (hello received)", l.connections_opened.load());
+        t.counter("coconut_hsm_keepalives_total", "keep-alive requests sent to the HSM", l.keepalives.load());
+        t.counter("coconut_hsm_probes_total", "half-open probes sent to the HSM", l.probes.load());
     }
     return std::move(t.out);
 }

@@ -185,7 +185,7 @@ void Engine::submit(std::shared_ptr<Online> online, ledger::Transfer transfer,
     };
     auto on_commit = [this, online, done = std::move(done), id = transfer.id](ledger::Reply reply) {
         if (!reply) {
-            log_line("ledger: " + reply.error().message);
+            detail::log_storage_failure("ledger: " + reply.error().message);
             return answer(online, reply.error().code == ledger::ErrorCode::stopped ? ResponseCode::issuer_inoperative
                                                                                    : ResponseCode::system_malfunction);
         }
@@ -273,7 +273,7 @@ void Engine::online_load(const Message& request, SessionState& session, Respond 
     mac1.when = load.when;
     card_services_->load_mac2(mac1, [this, online, repeat](hsm::Outcome<hsm::LoadAnswer> mac2) {
         if (!mac2) {
-            log_line("HSM load_mac2: " + mac2.error().message);
+            detail::log_hsm_failure("HSM load_mac2: " + mac2.error().message);
             return answer(online, ResponseCode::issuer_inoperative);
         }
         const iso8583::LoadRequestData& load = online->load;
@@ -387,7 +387,7 @@ void Engine::load_confirmation(std::shared_ptr<Online> online) {
     tac.tac = c.tac;
     card_services_->verify_load_tac(tac, [this, online](hsm::Outcome<hsm::Verdict> verdict) {
         if (!verdict) {
-            log_line("HSM verify_load_tac: " + verdict.error().message);
+            detail::log_hsm_failure("HSM verify_load_tac: " + verdict.error().message);
             return answer(online, ResponseCode::issuer_inoperative);
         }
         if (*verdict != hsm::Verdict::valid && *verdict != hsm::Verdict::invalid) return answer(online, ResponseCode::issuer_inoperative);
@@ -583,7 +583,7 @@ void Engine::clinic_authorization(const Message& request, SessionState& session,
     auth.cryptogram = online->clinic.cryptogram;
     card_services_->verify_internal_auth(auth, [this, online](hsm::Outcome<hsm::Verdict> verdict) {
         if (!verdict) {
-            log_line("HSM verify_internal_auth: " + verdict.error().message);
+            detail::log_hsm_failure("HSM verify_internal_auth: " + verdict.error().message);
             return answer(online, ResponseCode::issuer_inoperative);
         }
         if (*verdict != hsm::Verdict::valid) {

@@ -288,7 +288,7 @@ int serve(const ServeOptions& o) {
         http_options.tls_private_key = o.http_tls_key;
         http_options.settlement_margin = std::chrono::seconds(o.settlement_margin_s);
         http::Services services{*data->ledger, writer, *data->registry, **tokens, &engine.stats(), &server->stats(),
-                                &metered_hsm.stats()};
+                                &metered_hsm.stats(), &verifier.link_stats()};
         try {
             http_server = std::make_unique<http::HttpServer>(http_io, services, http_options);
         } catch (const std::exception& e) {

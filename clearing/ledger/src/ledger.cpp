@@ -7,7 +7,12 @@
 
 #include <openssl/evp.h>
 
+#include <sys/statvfs.h>
+#include <unistd.h>
+
 #include <cassert>
+#include <cerrno>
+#include <cstring>
 #include <cstdlib>
 #include <ctime>
 #include <optional>
@@ -38,9 +43,32 @@ bool add_overflows(std::uint64_t a, std::uint64_t b) { return a > ~std::uint64_t
 using Step = lmdb::Result<EventResult>;
 EventResult rejected(ResultCode code) { return EventResult{code, 0}; }
 
+// Bytes this process may still write in `directory`'s file system: a root process also gets the
+// blocks reserved for root. Nothing (nullopt) when statvfs fails.
+std::optional<std::uint64_t> free_bytes(const std::string& directory) {
+    struct statvfs fs {};
+    if (::statvfs(directory.c_str(), &fs) != 0) return std::nullopt;
+    const std::uint64_t blocks = ::geteuid() == 0 ? fs.f_bfree : fs.f_bavail;
+    return blocks * fs.f_frsize;
+}
+
+// ENOSPC, or EIO (a short write) on a file system with (almost) no room left: the free bytes then.
+std::optional<std::uint64_t> storage_full(const lmdb::Error& error, const std::string& directory) {
+    if (error.rc != ENOSPC && error.rc != EIO) return std::nullopt;
+    const auto free = free_bytes(directory);
+    if (error.rc == ENOSPC) return free.value_or(0);
+    if (free && *free < storage_full_below_bytes) return free;
+    return std::nullopt;
+}
+
 }  // namespace
 
 Error to_error(const lmdb::Error& error, const State& state) {
+    if (auto free = storage_full(error, state.options.directory)) {
+        return Error{ErrorCode::storage_full,
+                     fmt::format("storage full: {} has {} bytes free; the commit was refused, nothing was lost ({}: {})",
+                                 state.options.directory, *free, error.operation, std::strerror(ENOSPC))};
+    }
     if (error.rc == MDB_CORRUPTED) {
         return Error{ErrorCode::corrupt, fmt::format("ledger in {} is corrupt: {}", state.options.directory, error.operation)};
     }

@@ -85,7 +85,11 @@ void Writer::run() {
             // Idle: wake for work, for stop, or to release due holds.
             if (!work_available_.wait_for(lock, options_.expiry_interval, [&] { return stopping_ || !queue_.empty(); })) {
                 lock.unlock();
-                (void)ledger_.expire_pending();  // an error here resurfaces on the next commit
+                auto expired = ledger_.expire_pending();  // an error here resurfaces on the next commit
+                if (!expired || *expired > 0) {           // 0: nothing was committed, nothing learnt
+                    std::lock_guard relock(mutex_);
+                    note_storage(expired ? nullptr : &expired.error());
+                }
                 continue;
             }
             if (queue_.empty()) return;  // stopping and drained
@@ -113,6 +117,19 @@ void Writer::run() {
     }
 }
 
+void Writer::note_storage(const Error* failure) {
+    if (failure == nullptr) {
+        stats_.storage_full = false;
+        stats_.storage_error.clear();
+        return;
+    }
+    const bool full = failure->code == ErrorCode::storage_full || failure->code == ErrorCode::map_full;
+    if (full || failure->code == ErrorCode::storage) ++stats_.storage_errors;
+    if (!full) return;  // only a commit that succeeds says that there is room again
+    stats_.storage_full = true;
+    stats_.storage_error = failure->message;
+}
+
 void Writer::commit_group(std::vector<Request>& group) {
     assert(!group.empty());
     std::vector<Batch> batches;
@@ -135,6 +152,7 @@ void Writer::commit_group(std::vector<Request>& group) {
         stats_.requests += group.size();
         stats_.events += events;
         if (!results) ++stats_.failed_commits;
+        note_storage(results ? nullptr : &results.error());
     }
     // Only now, after the durable commit (or its failure), does anyone hear back.
     for (std::size_t i = 0; i < group.size(); ++i) {

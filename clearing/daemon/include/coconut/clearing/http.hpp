@@ -328,6 +328,7 @@ struct Services {
     const EngineStats* engine = nullptr;
     const ServerStats* iso_server = nullptr;
     const HsmStats* hsm = nullptr;
+    const hsm::LinkStats* hsm_link = nullptr;  // RemoteHsm::link_stats(): breaker, retries, keep-alives
 };
 
 // The HTTP listener (Boost.Beast): one object per connection, bounded head and body, a deadline on

@@ -214,7 +214,11 @@ struct EventResult {
 
 enum class ErrorCode : std::uint8_t {
     map_full,   // LMDB map size used up: nothing of the batch was written; restart with a larger map
-    storage,    // any other LMDB / file-system failure (ENOSPC, EIO, …)
+    // The file system of the ledger's directory is full: ENOSPC, or EIO (LMDB's report of a short
+    // write) while less than storage_full_below_bytes are free. Nothing of the batch was written; the
+    // next commit succeeds once space is freed. The message names the directory and its free bytes.
+    storage_full,
+    storage,    // any other LMDB / file-system failure (EIO with room left, …)
     corrupt,    // a stored record or the journal head does not decode (a bug or a damaged file)
     too_large,  // batch above batch_events_max
     stopped,    // the writer is stopping and takes no more requests
@@ -224,6 +228,12 @@ struct Error {
     ErrorCode code = ErrorCode::storage;
     std::string message;
 };
+
+// LMDB writes a commit's pages with pwrite; when the file system fills up in the middle, the write is
+// short and LMDB reports EIO, not ENOSPC (mdb_page_flush). A short write stops where the blocks ran
+// out, so what is free afterwards is a few blocks at most: EIO with less than this free is "full"
+// (1 MiB leaves room for file-system metadata and another process writing meanwhile).
+inline constexpr std::uint64_t storage_full_below_bytes = std::uint64_t{1} << 20;
 
 template <class T>
 using Result = coconut::Result<T, Error>;
@@ -449,6 +459,13 @@ struct WriterStats {
     std::uint64_t requests = 0;
     std::uint64_t events = 0;
     std::uint64_t failed_commits = 0;
+    // Commits (the writer's own expiries included) that failed in storage: storage_full, map_full or
+    // storage. A failure is counted once, however many requests it refused.
+    std::uint64_t storage_errors = 0;
+    // The last commit failed for lack of space (storage_full or map_full) and none has succeeded
+    // since; storage_error is that failure's message (empty otherwise).
+    bool storage_full = false;
+    std::string storage_error;
     std::uint64_t queue_depth = 0;     // requests waiting now
     std::uint64_t commit_us_sum = 0;   // time in apply_group (apply + fsync), summed
     std::array<std::uint64_t, commit_us_buckets.size() + 1> commit_us_counts{};            // per bucket, not cumulative
@@ -493,6 +510,9 @@ private:
     void run();
     bool enqueue(Request& request, bool wait);
     void commit_group(std::vector<Request>& group);
+    // Records a commit's outcome in stats_ (storage_full, storage_errors); nullptr: it succeeded.
+    // Called with mutex_ held.
+    void note_storage(const Error* failure);
 
     Ledger& ledger_;
     const WriterOptions options_;
