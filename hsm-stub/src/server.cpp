@@ -15,6 +15,7 @@
 #include <sodium.h>
 
 #include <list>
+#include <map>
 
 namespace coconut::hsm {
 
@@ -55,12 +56,37 @@ struct Server::Shared : std::enable_shared_from_this<Server::Shared> {
     void accept_next();
     void admit(tcp::socket socket);
     void schedule_tally();
+    // Keep-alives (an empty purchase-TAC batch: no key, no card; hsm::Link sends one on a quiet
+    // connection every 20 s) are counted per client and written with the tally, one line per interval,
+    // not a line each: an idle clearing daemon would otherwise add ~4,300 lines a day.
+    std::mutex keepalive_mutex;
+    std::map<std::string, std::uint64_t, std::less<>> keepalives;
+    void count_keepalive(const std::string& client) {
+        std::lock_guard lock(keepalive_mutex);
+        ++keepalives[client];
+    }
     void write_tally() {
         if (auto entry = tally.take()) (void)audit.append(*entry);
+        std::map<std::string, std::uint64_t, std::less<>> counted;
+        {
+            std::lock_guard lock(keepalive_mutex);
+            counted.swap(keepalives);
+        }
+        if (counted.empty()) return;
+        std::string detail;
+        for (const auto& [client, count] : counted) detail += fmt::format("{}{}={}", detail.empty() ? "" : " ", client, count);
+        (void)audit.append({"", "keep-alives", "", {}, detail});
     }
 };
 
 namespace {
+
+// An empty purchase-TAC batch: what hsm::Link sends to keep a quiet connection open.
+bool is_keepalive(wire::Command command, ByteView payload) {
+    if (command != wire::Command::verify_purchase_tacs) return false;
+    auto batch = wire::decode_purchase_tac_batch(payload);
+    return batch && batch->items.empty();
+}
 
 // The answer to one authenticated request.
 struct Answer {
@@ -261,6 +287,10 @@ private:
                                                                     permissions_to_string(permissions_))});
         } else {
             answer = dispatch(*shared_->current(), *command, request->payload);
+        }
+        if (answer.status == Errc::ok && is_keepalive(*command, request->payload)) {
+            shared_->count_keepalive(client_id_);
+            return send(wire::encode_response(*key_, nonce_, request->seq, answer.status, answer.payload), false);
         }
         auto logged = shared_->audit.append(
             {client_id_, std::string(wire::command_name(*command)), answer.usage.key_label, answer.usage.key_versions,

@@ -257,3 +257,27 @@ TEST_CASE("2,000 junk connections add one refusal line to the audit log, not a l
     const auto verified = run(fmt::format("{} audit verify --store {}", COCONUT_HSMD_PATH, (install.dir / "store").string()));
     CHECK_MESSAGE(verified.exit_code == 0, verified.output);
 }
+
+TEST_CASE("keep-alives (empty TAC batches) are one audit line per interval with a count, not a line each") {
+    AdmissionInstallation install;
+    Daemon daemon(install.dir.path());
+    const std::string before = install.audit_text();
+    auto client = hsm::Client::connect(daemon.endpoint(), install.credentials("clearing"));
+    REQUIRE(client.ok());
+    for (int i = 0; i < 50; ++i) {
+        auto answer = (*client)->verify_purchase_tacs("mk-tac", {});
+        REQUIRE(answer.ok());
+        CHECK(answer->empty());
+    }
+    client.value().reset();
+    daemon.stop();
+    const std::string after = install.audit_text();
+    REQUIRE(after.compare(0, before.size(), before) == 0);
+    const std::string added = after.substr(before.size());
+    CHECK(added.find("verify-purchase-tacs") == std::string::npos);  // none of the 50 has a line of its own
+    CHECK_MESSAGE(added.find("\"keep-alives\"") != std::string::npos, added);
+    CHECK_MESSAGE(added.find("clearing=50") != std::string::npos, added);
+    CHECK(std::count(added.begin(), added.end(), '\n') <= 4);  // keep-alives, the connection's close, serve-stop
+    const auto verified = run(fmt::format("{} audit verify --store {}", COCONUT_HSMD_PATH, (install.dir / "store").string()));
+    CHECK_MESSAGE(verified.exit_code == 0, verified.output);
+}
