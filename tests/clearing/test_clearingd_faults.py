@@ -1,26 +1,32 @@
-"""coconut-clearingd on a file system that fills up (clearing/README.md "Operations").
+"""coconut-clearingd through faults of what it stands on (clearing/README.md "A full disk", "The HSM link").
 
-The stack of test_clearingd_it.py (coconut-hsmd + coconut-clearingd, terminals in process) with the
-daemon's data directory on an 8 MiB tmpfs mounted here. Terminal uploads are booked; then a filler
-file takes the rest of the tmpfs and the same terminal keeps uploading. Required:
+The stack of test_clearingd_it.py (coconut-hsmd + coconut-clearingd, terminals in process).
+
+Phase "full_disk": the daemon's data directory on an 8 MiB tmpfs mounted here. Terminal uploads are
+booked; then a filler file takes the rest of the tmpfs and the same terminal keeps uploading. Required:
   - the refusals name the full storage: "storage full: DIR has N bytes free …" (ENOSPC), never
     LMDB's "Input/output error" of its short write;
   - the log holds a bounded number of lines however many requests are refused (one per 10 s, the next
     one with the count of those in between);
   - /healthz answers 503 {"status":"degraded","storage":"full",…}; /metrics shows
     coconut_ledger_storage_full 1 and coconut_ledger_storage_errors_total > 0;
-  - after the filler is removed the next upload is booked, /healthz is 200 again, the gauge is 0, the
-    saved queue uploads whole, and `coconut-clearingd check` passes.
+  - after the filler is removed the saved queue uploads whole, /healthz is 200 again, the gauge is 0,
+    and `coconut-clearingd check` passes.
+  Needs root (mount -t tmpfs); without it the test says so and exits 77 (ctest: skipped).
 
-Needs root (mount -t tmpfs); without it the test says so and exits 77 (ctest: skipped).
+Phase "hsm_hung": coconut-hsmd stopped (SIGSTOP) while a terminal uploads: the first upload times out
+(91), the breaker opens, the rest are answered 91 at once; the log holds a bounded number of "HSM:"
+lines, /metrics shows the breaker open with its openings and fast failures; after SIGCONT and the
+cooldown the saved queue uploads whole and the breaker is closed.
 
-Usage: test_clearingd_full_disk.py HSMD CLEARINGD TERMINAL VCARD
+Usage: test_clearingd_faults.py HSMD CLEARINGD TERMINAL VCARD full_disk|hsm_hung
 """
 
 import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -35,10 +41,13 @@ TMPFS_BYTES = 8 << 20       # room for the small ledger of three cards, then the
 RECORDS = 40                # purchases made before the disk fills: the uploads refused, then booked
 REFUSALS_MIN = 300          # refused uploads while full: far more than the log lines allowed
 LOG_INTERVAL_S = 10         # the daemon's repeated_log_interval (clearing/daemon/src/internal.hpp)
+HSM_TIMEOUT_MS = 500        # --hsm-timeout-ms: the first upload to the stopped HSM waits this long
+HSM_COOLDOWN_MS = 2000      # --hsm-breaker-cooldown-ms
+HSM_FAST_MIN = 200          # uploads answered 91 at once behind the open breaker
 
 
-class DiskStack(web.HttpStack):
-    """The stack with its data directory on a tmpfs; one clerk (role read) for /metrics."""
+class FaultStack(web.HttpStack):
+    """The stack with its HTTP listener and one clerk (role read) for /metrics (no 1,000 extra cards)."""
 
     def setup(self):
         it.Stack.setup(self)
@@ -175,29 +184,93 @@ def phase_full_disk(stack):
     it.log(f"  ok  check after the full disk: {report['transfers']} transfers")
 
 
+def phase_hsm_hung(stack):
+    stack.start_daemon(["--hsm-timeout-ms", str(HSM_TIMEOUT_MS), "--hsm-breaker-cooldown-ms", str(HSM_COOLDOWN_MS)])
+    client = web.Client(stack.http_port)
+    token = stack.clerk["ops"]
+    stack.purchases(2, 0, "hung.log", 100, 20)
+    records = stack.queue_list("hung.log")["transactions"]
+    link = stack.link("BUS00001")
+    link.sign_on("BUS00001")
+    start = log_size(stack)
+    stack.hsm_process.send_signal(signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        _, answer = link.call("0320", it.upload_fields(records[0], "BUS00001", 2))
+        assert answer[39] == "91", answer
+        first_s = time.monotonic() - began
+        answers = {}
+        stan = 3
+        fast_began = time.monotonic()
+        while answers.get("91", 0) < HSM_FAST_MIN and stan < 4 * HSM_FAST_MIN:
+            _, answer = link.call("0320", it.upload_fields(records[stan % len(records)], "BUS00001", stan))
+            answers[answer[39]] = answers.get(answer[39], 0) + 1
+            stan += 1
+        fast_s = time.monotonic() - fast_began
+        assert answers == {"91": HSM_FAST_MIN}, answers
+        values = metrics(client, token)
+        elapsed = time.monotonic() - began
+    finally:
+        stack.hsm_process.send_signal(signal.SIGCONT)
+    link.close()
+    lines = log_lines(stack, start)
+    hsm_lines = [line for line in lines if ": HSM: " in line]
+    allowed = 2 + int(elapsed / LOG_INTERVAL_S)
+    assert 1 <= len(hsm_lines) <= allowed, (len(hsm_lines), allowed, lines)
+    assert len(lines) <= allowed + 4, lines  # + the breaker's transitions (opened, probe, reopened)
+    assert values["coconut_hsm_breaker_open"] == 1 and values["coconut_hsm_breaker_opens_total"] >= 1, values
+    assert values["coconut_hsm_fast_failures_total"] >= HSM_FAST_MIN - 1, values["coconut_hsm_fast_failures_total"]
+    assert values["coconut_hsm_timeouts_total"] >= 1, values["coconut_hsm_timeouts_total"]
+    it.log(f"  ok  HSM stopped: first upload 91 after {first_s * 1000:.0f} ms, then {HSM_FAST_MIN} answered 91 in "
+           f"{fast_s:.2f} s; breaker open, {values['coconut_hsm_fast_failures_total']:.0f} fast failures, "
+           f"{values['coconut_hsm_breaker_opens_total']:.0f} opening(s); {len(hsm_lines)} \"HSM:\" log line(s), {len(lines)} in all")
+
+    deadline = time.monotonic() + it.WAIT_S
+    while True:  # the next probe after the cooldown closes the breaker
+        values = metrics(client, token)
+        if values["coconut_hsm_breaker_open"] == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert values["coconut_hsm_breaker_open"] == 0 and values["coconut_hsm_breaker_state"] == 0, values
+    out = json.loads(stack.upload("hung.log", 0).stdout)
+    assert out["remaining"] == 0, out
+    it.log(f"  ok  HSM continued: breaker closed after the cooldown, the saved queue of {len(records)} uploaded whole")
+    assert stack.stop_daemon() == 0
+    stack.check()
+
+
 def main():
-    if len(sys.argv) < 5:
+    if len(sys.argv) < 6 or sys.argv[5] not in ("full_disk", "hsm_hung"):
         sys.exit(__doc__)
     tools = [os.path.abspath(p) for p in sys.argv[1:5]]
-    workdir = tempfile.mkdtemp(prefix="coconut-clearingd-disk-")
-    stack = DiskStack(tools, workdir)
-    mounted, why = mount_tmpfs(stack.data)
-    if not mounted:
-        shutil.rmtree(workdir, ignore_errors=True)
-        it.log(f"SKIPPED: cannot mount a tmpfs for the data directory (needs root): {why}")
-        sys.exit(SKIP)
+    phase = sys.argv[5]
+    workdir = tempfile.mkdtemp(prefix="coconut-clearingd-faults-")
+    stack = FaultStack(tools, workdir)
+    mounted = False
+    if phase == "full_disk":
+        mounted, why = mount_tmpfs(stack.data)
+        if not mounted:
+            shutil.rmtree(workdir, ignore_errors=True)
+            it.log(f"SKIPPED: cannot mount a tmpfs for the data directory (needs root): {why}")
+            sys.exit(SKIP)
     ok = False
     try:
-        it.log("phase full-disk")
+        it.log(f"phase {phase}")
         stack.setup()
-        phase_full_disk(stack)
+        if phase == "full_disk":
+            phase_full_disk(stack)
+        else:
+            phase_hsm_hung(stack)
         ok = True
     finally:
+        if stack.hsm_process and stack.hsm_process.poll() is None:
+            stack.hsm_process.send_signal(signal.SIGCONT)
         stack.close()
-        if not ok:  # keep the ledger next to the daemon's log
-            shutil.copytree(stack.data, os.path.join(workdir, "data-copy"), ignore=shutil.ignore_patterns("filler"),
-                            dirs_exist_ok=True)
-        unmount(stack.data)
+        if mounted:
+            if not ok:  # keep the ledger next to the daemon's log
+                shutil.copytree(stack.data, os.path.join(workdir, "data-copy"), ignore=shutil.ignore_patterns("filler"),
+                                dirs_exist_ok=True)
+            unmount(stack.data)
         if ok:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
