@@ -3,7 +3,8 @@
 The stack of test_clearingd_it.py (coconut-hsmd + coconut-clearingd, terminals in process).
 
 Phase "full_disk": the daemon's data directory on an 8 MiB tmpfs mounted here. Terminal uploads are
-booked; then a filler file takes the rest of the tmpfs and the same terminal keeps uploading. Required:
+booked; then a filler file takes the rest of the tmpfs but 20,000 bytes (so that LMDB's writes come
+out short: EIO) and the same terminal keeps uploading. Required:
   - the refusals name the full storage: "storage full: DIR has N bytes free …" (ENOSPC), never
     LMDB's "Input/output error" of its short write;
   - the log holds a bounded number of lines however many requests are refused (one per 10 s, the next
@@ -40,6 +41,9 @@ SKIP = 77                   # ctest SKIP_RETURN_CODE
 TMPFS_BYTES = 8 << 20       # room for the small ledger of three cards, then the filler
 RECORDS = 40                # purchases made before the disk fills: the uploads refused, then booked
 REFUSALS_MIN = 300          # refused uploads while full: far more than the log lines allowed
+# Left free after filling: less than the next commits need, so their pwrite is short and LMDB reports
+# EIO ("Input/output error", what a disk filling in the middle of a write gives), not ENOSPC.
+FILL_LEAVE_BYTES = 20000
 LOG_INTERVAL_S = 10         # the daemon's repeated_log_interval (clearing/daemon/src/internal.hpp)
 HSM_TIMEOUT_MS = 500        # --hsm-timeout-ms: the first upload to the stopped HSM waits this long
 HSM_COOLDOWN_MS = 2000      # --hsm-breaker-cooldown-ms
@@ -68,7 +72,7 @@ def unmount(directory):
 
 
 def fill(directory):
-    """Writes a filler file until the file system is full (the last blocks too); returns its path."""
+    """Writes a filler file until the file system is full, then gives FILL_LEAVE_BYTES back; returns its path."""
     path = os.path.join(directory, "filler")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -80,6 +84,7 @@ def fill(directory):
                 except OSError as e:
                     assert e.errno == errno.ENOSPC, e
                     break
+        os.ftruncate(fd, os.fstat(fd).st_size - FILL_LEAVE_BYTES)
     finally:
         os.close(fd)
     return path
