@@ -10,7 +10,7 @@ target_compile_options(coconut_options INTERFACE -Wall -Wextra -Wpedantic)
 option(COCONUT_UNITY_BUILD "Compile each target's sources in batches (CMake UNITY_BUILD)" ON)
 set(CMAKE_UNITY_BUILD ${COCONUT_UNITY_BUILD})
 
-# Boost 1.74's asio/awaitable.hpp uses std::exchange without <utility> (DESIGN.md §3).
+# Boost 1.74's asio/awaitable.hpp uses std::exchange without <utility> (docs/DESIGN.md §3).
 target_compile_options(coconut_options INTERFACE "$<$<COMPILE_LANGUAGE:CXX>:SHELL:-include utility>")
 
 if(COCONUT_SANITIZE)

@@ -8,7 +8,7 @@ packages=(
   build-essential cmake pkg-config git ninja-build clang libclang-rt-14-dev
   # crypto, storage, PC/SC
   libssl-dev openssl libsodium-dev liblmdb-dev lmdb-utils libpcsclite-dev
-  # real PC/SC stack for tests and the demo (PCSC.md)
+  # real PC/SC stack for tests and the demo (docs/PCSC.md)
   pcscd vsmartcard-vpcd pcsc-tools opensc python3-pyscard
   # network, text, tests, XML
   libboost-dev libfmt-dev nlohmann-json3-dev libcli11-dev doctest-dev libxml2-dev libxml2-utils
@@ -23,7 +23,7 @@ sudo_cmd=()
 # vpcd, pcscd's virtual reader driver, listens on 35963 (slot 0, the card) and 35964 (slot 1, the PSAM):
 # inside Linux's ephemeral range (32768-60999), so any outgoing connection on the machine may take one
 # of them as its local port, and a pcscd started meanwhile gets "Address already in use" and no reader
-# (PCSC.md §7). Reserve them, so the kernel never hands them out (a runtime setting, checked each time).
+# (docs/PCSC.md §7). Reserve them, so the kernel never hands them out (a runtime setting, checked each time).
 reserved=/proc/sys/net/ipv4/ip_local_reserved_ports
 vpcd_ports=35963-35964
 if [ -r "$reserved" ] && ! grep -Eq "(^|,)${vpcd_ports}(,|$)" "$reserved"; then

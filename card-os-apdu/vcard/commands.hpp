@@ -29,7 +29,7 @@ struct ServeOptions {
     std::string card_image;
     std::string psam_image;  // empty: no PSAM
     std::string host = "127.0.0.1";
-    std::uint16_t port = 35963;    // vpcd slot 0 (PCSC.md §2); the PSAM takes port + 1
+    std::uint16_t port = 35963;    // vpcd slot 0 (docs/PCSC.md §2); the PSAM takes port + 1
     bool verbose = false;          // log every APDU on stderr
     bool volatile_images = false;  // load the images into memory and never write them back (benchmarks)
     TearPlan tear;                 // cut the first image's power at that durable write (tear.hpp)

@@ -1,5 +1,5 @@
 // coconut-vcard: personalize card / PSAM images, inspect them, drive them from an APDU shell, and serve
-// them to pcscd through vsmartcard's vpcd driver (PCSC.md).
+// them to pcscd through vsmartcard's vpcd driver (docs/PCSC.md).
 #include "commands.hpp"
 
 #include <CLI/CLI.hpp>

@@ -26,7 +26,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Reconnect back-off: pcscd needs ~60 ms to create its socket after start (PCSC.md §4), so start short;
+// Reconnect back-off: pcscd needs ~60 ms to create its socket after start (docs/PCSC.md §4), so start short;
 // cap at 1 s so a restarted pcscd sees the card again within about one of its 400 ms polls.
 constexpr auto reconnect_delay_first = 50ms;
 constexpr auto reconnect_delay_max = 1000ms;

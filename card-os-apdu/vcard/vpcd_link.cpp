@@ -129,7 +129,7 @@ VpcdLink::Outcome VpcdLink::read_exact(std::uint8_t* out, std::size_t size, cons
         const int ready = wait_fd(fd_, POLLIN, stop, -1);
         if (ready < 0) return stop.requested() ? Outcome::stopped : Outcome::error;
         // Linux drops out of quick-ack mode after a while; re-arm it before every read or vpcd's split
-        // length/payload writes meet a 40 ms delayed ACK (PCSC.md §5).
+        // length/payload writes meet a 40 ms delayed ACK (docs/PCSC.md §5).
         const int on = 1;
         ::setsockopt(fd_, IPPROTO_TCP, TCP_QUICKACK, &on, sizeof on);
         const ssize_t n = ::recv(fd_, out + done, size - done, 0);

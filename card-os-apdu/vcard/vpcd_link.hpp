@@ -1,11 +1,11 @@
-// The virtual-ICC side of vsmartcard's vpcd protocol (PCSC.md §3): a TCP client to the vpcd driver inside
+// The virtual-ICC side of vsmartcard's vpcd protocol (docs/PCSC.md §3): a TCP client to the vpcd driver inside
 // pcscd. vpcd always speaks first; every message is a 2-byte big-endian length and that many bytes.
 //
 //   1-byte payloads are control messages:  00 power off, 01 power on, 02 reset (no reply),
 //                                          04 get ATR (reply: the ATR)
 //   anything else is a command APDU        (reply: the response APDU)
 //
-// Latency rules (PCSC.md §5): TCP_NODELAY on the socket, TCP_QUICKACK re-armed before EVERY recv (Linux
+// Latency rules (docs/PCSC.md §5): TCP_NODELAY on the socket, TCP_QUICKACK re-armed before EVERY recv (Linux
 // clears it), length and payload in ONE send. Without them each APDU costs ~44 ms instead of ~0.1 ms.
 #pragma once
 

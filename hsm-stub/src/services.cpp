@@ -1,4 +1,4 @@
-// The card services of the CARD-SPEC §4 profile, over a loaded key store.
+// The card services of the docs/CARD-SPEC.md §4 profile, over a loaded key store.
 // Every MAC comparison is constant-time (sodium_memcmp); derived keys are crypto::Secret values that
 // wipe themselves when they go out of scope.
 #include <coconut/hsm/hsm.hpp>

@@ -63,7 +63,7 @@ void print_text(const std::string& text) {
     std::fflush(stdout);
 }
 
-// "2026-11-26 12:00:00" or "20261126120000", Hainan local time (UTC+8, CARD-SPEC / DESIGN §4).
+// "2026-11-26 12:00:00" or "20261126120000", Hainan local time (UTC+8, docs/DESIGN.md §4.4).
 Result<std::chrono::system_clock::time_point, std::string> parse_time(const std::string& text) {
     std::string digits;
     for (char c : text)

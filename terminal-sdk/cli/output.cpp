@@ -38,7 +38,7 @@ nlohmann::json to_json(const sdk::TransactionRecord& r, std::optional<std::uint6
     nlohmann::json out;
     if (sequence) out["sequence"] = *sequence;
     out["asn"] = asn;
-    out["card_number"] = asn.size() >= 16 ? asn.substr(asn.size() - 16) : asn;  // DESIGN §4: rightmost 16 digits
+    out["card_number"] = asn.size() >= 16 ? asn.substr(asn.size() - 16) : asn;  // docs/DESIGN.md §4.2: rightmost 16 digits
     out["issuer_id"] = to_hex(r.issuer_id);
     out["type"] = fmt::format("{:02X}", r.type);
     out["type_name"] = type_name(r.type);

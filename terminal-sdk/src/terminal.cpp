@@ -244,7 +244,7 @@ Result<TransactionRecord, FlowError> Terminal::debit(const PurseInfo& info, Tran
             return Unexpected{FlowError{FlowErrorCode::card_removed,
                                         "card left during DEBIT: outcome unknown until recover() sees the card again"}};
         }
-        // The card answered an error status: nothing changed on it (CARD-SPEC §2).
+        // The card answered an error status: nothing changed on it (docs/CARD-SPEC.md §2).
         if (auto a = queue_.abandon_intent(*intent); !a) return Unexpected{from_queue(a.error())};
         return Unexpected{from_card(debited.error())};
     }

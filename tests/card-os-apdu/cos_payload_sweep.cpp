@@ -1,8 +1,8 @@
 // Every single-byte edit of a personalized card and PSAM payload (7 values per byte) is either refused by
 // VirtualCard::in_memory or yields a card that survives a session touching every application — SELECTs,
 // reads, a CAPP purchase and a load with correct MACs, failed DEBITs, PIN, authentication, power off —
-// without a crash or an exception (IMAGE-FORMAT.md: "anything left over or missing is corrupt"; issue 2:
-// "never a crash"). An image is checksummed, not MACed, so a payload like these is what a damaged writer
+// without a crash or an exception (IMAGE-FORMAT.md: "anything left over or missing is corrupt"; card-os-apdu/README.md:
+// never a crash). An image is checksummed, not MACed, so a payload like these is what a damaged writer
 // or a hand-edited file would hand the card. Each session runs in a forked child, so one crash reports its
 // offset and the sweep goes on. Found three decode holes on 2026-11-26 (purse without EF15 / EF18, no DPK
 // of index 01), fixed in 24981e6.

@@ -2,7 +2,7 @@
 // two counters a failure commits (MAC-failure counter of a wrong-MAC DEBIT, PIN tries of a wrong VERIFY):
 // after every cut the image is reopened and must be entirely before or entirely after the command —
 // balance, online / offline ATC, EF18 log record, EF1A bus record, EF1E trip record, PSAM serial
-// (issue 2 "Power cut", DESIGN.md §5, image.hpp FileStorage::inject_power_cut_after).
+// (docs/DESIGN.md §5, image.hpp FileStorage::inject_power_cut_after).
 //
 // The cut points are random byte counts across the slot written by the commit, plus the edges: 0 (nothing
 // written), slot size − 1 (everything but the last checksum byte) and ≥ slot size (the whole slot written

@@ -1,4 +1,4 @@
-// Every vector of CARD-SPEC §4, written out as the spec gives it.
+// Every vector of docs/CARD-SPEC.md §4, written out as the spec gives it.
 #include <coconut/crypto/card_crypto.hpp>
 
 #include <doctest/doctest.h>

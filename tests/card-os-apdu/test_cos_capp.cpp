@@ -1,5 +1,5 @@
 // The composite (CAPP) purchase: INITIALIZE FOR CAPP PURCHASE, UPDATE CAPP DATA CACHE (80 DC) into EF1A
-// and EF1E, DEBIT committing the cache atomically (CARD-SPEC §2, §5, §6 and the issue-2 contract).
+// and EF1E, DEBIT committing the cache atomically (docs/CARD-SPEC.md §2, §5, §6 and card-os-apdu/README.md).
 #include "test_cos_support.hpp"
 
 using namespace cos_test;

@@ -1,5 +1,5 @@
 // Command dispatch, malformed APDUs, SELECT and the purse FCI, READ BINARY / READ RECORD
-// (CARD-SPEC §1, §3, §6, §8 and the issue-2 behaviour contract).
+// (docs/CARD-SPEC.md §1, §3, §6, §8 and card-os-apdu/README.md).
 #include "test_cos_support.hpp"
 
 using namespace cos_test;
@@ -73,7 +73,7 @@ TEST_CASE("SELECT the purse ADF by AID answers the purse FCI (6F 84 A5 {9F08, 9F
     CHECK(fci.data_hex() == expected);
 }
 
-TEST_CASE("EF15 holds issuer id, ASN and the app data as CARD-SPEC §6 lays them out") {
+TEST_CASE("EF15 holds issuer id, ASN and the app data as docs/CARD-SPEC.md §6 lays them out") {
     auto card = make_card();
     select_purse(*card);
     const Rsp ef15 = send(*card, "00 B0 95 00 1E");

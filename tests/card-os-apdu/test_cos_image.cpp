@@ -1,5 +1,5 @@
 // Card images and personalization: create, reopen, refuse corrupt / truncated images with the right
-// ImageError, refuse bad profiles (issue 2 deliverable 5, image.hpp).
+// ImageError, refuse bad profiles (IMAGE-FORMAT.md, image.hpp).
 #include "test_cos_support.hpp"
 
 #include <openssl/evp.h>
@@ -461,7 +461,7 @@ TEST_CASE("a payload whose purse DF lost its EF18 log is refused (ImageError::co
 
 TEST_CASE("a card without a purchase key of index 01 answers 9403 at INITIALIZE FOR PURCHASE, never crashes") {
     // Found by the payload sweep: the DPK's key index edited to 02; INITIALIZE answered 9000 and the DEBIT
-    // dereferenced the missing key. Either refusing the payload or 9403 at INITIALIZE is right (CARD-SPEC §4:
+    // dereferenced the missing key. Either refusing the payload or 9403 at INITIALIZE is right (docs/CARD-SPEC.md §4:
     // an unsupported key index → 9403). The DEBIT is not sent here: it would crash this test binary.
     auto payload = cos::personalize(card_profile());
     REQUIRE(payload.ok());

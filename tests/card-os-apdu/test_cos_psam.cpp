@@ -1,5 +1,5 @@
 // The PSAM: EF16 terminal id, EF17 key index, INIT SAM FOR PURCHASE (80 70) and VERIFY MAC2 (80 72),
-// and the full terminal sequence card + PSAM with diversified keys (CARD-SPEC §4, §5, issue-2 contract).
+// and the full terminal sequence card + PSAM with diversified keys (docs/CARD-SPEC.md §4, §5, card-os-apdu/README.md).
 #include "test_cos_support.hpp"
 
 using namespace cos_test;

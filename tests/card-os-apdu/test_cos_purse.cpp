@@ -1,5 +1,5 @@
 // The purse ADF: GET BALANCE, load, purchase, the purse log, GET TRANSACTION PROVE, the MAC-failure lock
-// and APPLICATION UNBLOCK (CARD-SPEC §2, §4, §6 and the issue-2 behaviour contract). Every MAC and TAC
+// and APPLICATION UNBLOCK (docs/CARD-SPEC.md §2, §4, §6 and card-os-apdu/README.md). Every MAC and TAC
 // the card answers is recomputed here from the test keys.
 #include "test_cos_support.hpp"
 
@@ -83,7 +83,7 @@ TEST_CASE("a load writes EF18 record 1: post-increment online ATC, amount, type 
     CHECK(rec.data_hex() == log_record(1, 5000, 0x02, test_terminal, w));
 }
 
-TEST_CASE("CARD-SPEC §4 vector 4 through the card: the real card's TAC ED0F8755") {
+TEST_CASE("docs/CARD-SPEC.md §4 vector 4 through the card: the real card's TAC ED0F8755") {
     // Personalize with the real card's DLK and DTK (the test keys are those) and balance 0. The random is the
     // card's own, so MAC1 and MAC2 are recomputed from it; the TAC does not depend on the random and must be
     // the real card's ED0F8755.
@@ -279,7 +279,7 @@ TEST_CASE("MAC1 computed for a different amount answers 9302") {
 }
 
 TEST_CASE("a DEBIT that failed its MAC1 ends the transaction: the right MAC1 after it answers 6985") {
-    // No second guess on one INITIALIZE (security; CARD-SPEC §2 "any command other than the next step
+    // No second guess on one INITIALIZE (security; docs/CARD-SPEC.md §2 "any command other than the next step
     // cancels", and a failed step is not a pending one).
     auto card = make_card();
     const PurseState before = observe(*card);
@@ -624,7 +624,7 @@ std::unique_ptr<VirtualCard> card_with_atc_ffff(bool online) {
 }
 }  // namespace
 
-// An ATC that wrapped to 0000 would repeat (ASN, ATC, type) — the ledger's transfer id (DESIGN.md §4) — and
+// An ATC that wrapped to 0000 would repeat (ASN, ATC, type) — a load's ledger transfer id (docs/DESIGN.md §4.3) — and
 // the GET TRANSACTION PROVE key; real e-purse cards stop transacting when the counter is exhausted.
 TEST_CASE("an offline ATC at FFFF: INITIALIZE FOR PURCHASE / CAPP answers 6985, the counter never wraps") {
     auto card = card_with_atc_ffff(false);

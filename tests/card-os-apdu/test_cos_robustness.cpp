@@ -1,6 +1,6 @@
-// Robustness: a sweep of every CLA/INS with odd bodies through every application answers only CARD-SPEC §3
-// status words, never data with an error, never a crash, and moves no money (issue 2: "malformed APDUs
-// (truncated, Lc mismatch, Le oddities) get 6700/6A86/…, never a crash").
+// Robustness: a sweep of every CLA/INS with odd bodies through every application answers only docs/CARD-SPEC.md §3
+// status words, never data with an error, never a crash, and moves no money (malformed APDUs —
+// truncated, Lc mismatch, Le oddities — get 6700/6A86/…, never a crash).
 #include "test_cos_support.hpp"
 
 #include <functional>
@@ -12,7 +12,7 @@ TEST_SUITE_BEGIN("cos robustness");
 
 namespace {
 
-// CARD-SPEC §3, plus the parameterised words 61xx (T=0), 6Cxx and 63Cx.
+// docs/CARD-SPEC.md §3, plus the parameterised words 61xx (T=0), 6Cxx and 63Cx.
 bool spec_status_word(std::uint16_t sw) {
     static const std::set<std::uint16_t> fixed{0x9000, 0x6581, 0x6700, 0x6981, 0x6982, 0x6983, 0x6984, 0x6985,
                                                0x6986, 0x6A80, 0x6A81, 0x6A82, 0x6A83, 0x6A86, 0x6A88, 0x6B00,

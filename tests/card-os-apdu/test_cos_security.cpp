@@ -1,5 +1,5 @@
 // Security state: VERIFY (PIN), GET CHALLENGE, EXTERNAL / INTERNAL AUTHENTICATE, and the social-security
-// application SSSE (CARD-SPEC §2, §7 and the issue-2 behaviour contract).
+// application SSSE (docs/CARD-SPEC.md §2, §7 and card-os-apdu/README.md).
 #include "test_cos_support.hpp"
 
 #include <set>

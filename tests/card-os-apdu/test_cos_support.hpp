@@ -1,6 +1,6 @@
 // Shared helpers of the card OS tests (test_cos_*.cpp, cos_power_cut.cpp).
 //
-// These tests are written from CARD-SPEC.md and the behaviour contract in issue 2, independently of the
+// These tests are written from docs/CARD-SPEC.md and card-os-apdu/README.md, independently of the
 // card OS implementation: every expected MAC, TAC and record is recomputed here from the spec with the
 // card crypto helpers (coconut::crypto), never read back from the card.
 #pragma once
@@ -33,9 +33,9 @@ using nlohmann::json;
 
 // ---- the test card's personalization ---------------------------------------------------------
 // Distinct keys per role so a card that uses the wrong key for a MAC fails.
-inline constexpr std::string_view test_dpk = "11223344556677888877665544332211";   // CARD-SPEC §4 vector 3
-inline constexpr std::string_view test_dlk = "374598B5C0B0EAE1E1D06609AC5BB369";   // CARD-SPEC §4 vector 4
-inline constexpr std::string_view test_dtk = "CAA6025290114BFCC3C9043F70F7A07A";   // CARD-SPEC §4 vector 4
+inline constexpr std::string_view test_dpk = "11223344556677888877665544332211";   // docs/CARD-SPEC.md §4 vector 3
+inline constexpr std::string_view test_dlk = "374598B5C0B0EAE1E1D06609AC5BB369";   // docs/CARD-SPEC.md §4 vector 4
+inline constexpr std::string_view test_dtk = "CAA6025290114BFCC3C9043F70F7A07A";   // docs/CARD-SPEC.md §4 vector 4
 inline constexpr std::string_view test_iak = "404142434445464748494A4B4C4D4E4F";
 inline constexpr std::string_view test_damk = "505152535455565758595A5B5C5D5E5F";
 inline constexpr std::string_view test_ssse_iak = "606162636465666768696A6B6C6D6E6F";  // the SSSE application's own
@@ -167,7 +167,7 @@ inline std::uint32_t balance(VirtualCard& card) {
     return read_be32(r.data);
 }
 
-// ---- INITIALIZE FOR LOAD / CREDIT FOR LOAD (CARD-SPEC §2, §4) ----------------------------------
+// ---- INITIALIZE FOR LOAD / CREDIT FOR LOAD (docs/CARD-SPEC.md §2, §4) ----------------------------------
 
 inline Bytes init_load_apdu(std::uint32_t amount, std::string_view terminal = test_terminal, std::uint8_t key_index = 1) {
     return concat(hex("80 50 00 02 0B"), Bytes{key_index}, be_bytes(amount, 4), hex(terminal), hex("10"));
@@ -217,7 +217,7 @@ inline LoadDone do_load(VirtualCard& card, std::uint32_t amount, const CardDateT
     return done;
 }
 
-// ---- INITIALIZE FOR PURCHASE / CAPP, DEBIT (CARD-SPEC §2, §4) ---------------------------------
+// ---- INITIALIZE FOR PURCHASE / CAPP, DEBIT (docs/CARD-SPEC.md §2, §4) ---------------------------------
 
 inline Bytes init_purchase_apdu(std::uint32_t amount, std::string_view terminal = test_terminal, bool capp = false,
                                 std::uint8_t key_index = 1) {
@@ -353,7 +353,7 @@ inline PurseState observe(VirtualCard& card) {
     return s;
 }
 
-// An EF18 log record as CARD-SPEC §6 lays it out: ATC(2) ‖ overdraft limit(3) ‖ amount(4) ‖ type(1) ‖
+// An EF18 log record as docs/CARD-SPEC.md §6 lays it out: ATC(2) ‖ overdraft limit(3) ‖ amount(4) ‖ type(1) ‖
 // terminal id(6) ‖ date(4) ‖ time(3); the ATC is the post-increment value.
 inline std::string log_record(std::uint16_t atc_after, std::uint32_t amount, std::uint8_t type,
                               std::string_view terminal, const CardDateTime& w) {

@@ -1,5 +1,5 @@
 // A T=0 image: case-4 commands that produce data answer 61xx and GET RESPONSE (00 C0) returns the data
-// (CARD-SPEC §8 and the issue-2 contract).
+// (docs/CARD-SPEC.md §8 and card-os-apdu/README.md).
 #include "test_cos_support.hpp"
 
 using namespace cos_test;

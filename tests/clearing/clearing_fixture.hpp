@@ -1,6 +1,6 @@
 // Test rig of the clearing engine: a temporary data directory with the ledger, the registries, a
 // writer thread, an in-process HSM (hsm::Hsm over a key store with a known TAC master) and the engine;
-// helpers that build 0320 uploads whose TAC is computed from the card's DTK (CARD-SPEC §4).
+// helpers that build 0320 uploads whose TAC is computed from the card's DTK (docs/CARD-SPEC.md §4).
 #pragma once
 
 #include <coconut/clearing/clearing.hpp>

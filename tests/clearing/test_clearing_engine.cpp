@@ -1,4 +1,4 @@
-// The authorization engine with an in-process HSM: each rule of issue 5 / DESIGN.md §8, one test each.
+// The authorization engine with an in-process HSM: each rule of clearing/README.md "Messages implemented", one test each.
 #include "clearing_fixture.hpp"
 
 using namespace clearing_test;

@@ -1,6 +1,6 @@
 // The online flows of the engine with an in-process HSM (ISO8583.md §4): one test per rule, bad inputs
 // included. Card cryptograms (MAC1, TAC, INTERNAL AUTHENTICATE) are computed from the card keys the
-// scheme's masters diversify to (CARD-SPEC §4), exactly as a card would.
+// scheme's masters diversify to (docs/CARD-SPEC.md §4), exactly as a card would.
 #include "clearing_fixture.hpp"
 
 #include <thread>

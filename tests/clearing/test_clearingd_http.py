@@ -1,4 +1,4 @@
-"""coconut-clearingd's HTTP API end to end on loopback (issue 6).
+"""coconut-clearingd's HTTP API end to end on loopback.
 
 The stack of test_clearingd_it.py (coconut-hsmd + coconut-clearingd, terminals in process) plus 1,000
 more registered cards, clerk tokens from `admin clerk-add` and card tokens from `admin issue-tokens`.
@@ -66,7 +66,7 @@ class HttpStack(it.Stack):
         it.run([self.clearingd, "admin", "--data", self.data, "load", path])
         for name, roles in (("alice", "hotlist,registry,settlement,read"), ("reader", "read"), ("settler", "settlement"),
                             ("maker", "adjust"), ("checker", "adjust,read")):
-            # Both spellings: `admin --data DIR clerk-add` and contract 3's `admin clerk-add --data DIR`.
+            # Both spellings: `admin --data DIR clerk-add` and the documented `admin clerk-add --data DIR`.
             where = ["admin", "--data", self.data, "clerk-add"] if name != "settler" else ["admin", "clerk-add", "--data", self.data]
             out = it.run([self.clearingd, *where, "--name", name, "--roles", roles]).stdout.strip()
             assert out.startswith("clerk_") and len(out) > 30, out

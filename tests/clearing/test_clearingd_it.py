@@ -561,7 +561,7 @@ def phase_kill9(stack, transactions):
 # ---- online flows with a real card image ---------------------------------------------------------------------
 
 PURSE_AID = "A000000632010105"
-SSSE_AID = "7378312E73682EC9E7BBE1B1A3D5CF"  # the social-security application (CARD-SPEC §1)
+SSSE_AID = "7378312E73682EC9E7BBE1B1A3D5CF"  # the social-security application (docs/CARD-SPEC.md §1)
 CARD_PIN = "123456"
 CLINIC = {"participants": [{"id": 3003, "name": "Haikou Clinic", "kind": "clinic", "bank_account": "6222000055556666"}],
           "terminals": [{"terminal_id": "CLINIC01", "psam_terminal_id": "460100000003", "participant_id": 3003}]}

@@ -1,4 +1,4 @@
-// Options::read_only (contract 4 of the session brief): a second process reads the ledger while the
+// Options::read_only: a second process reads the ledger while the
 // daemon writes it. MDB_RDONLY, no table created, writes refused, the head follows the writer.
 #include "ledger_fixture.hpp"
 

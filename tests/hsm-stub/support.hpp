@@ -1,5 +1,5 @@
 // Shared helpers of the hsm-stub tests: temporary store directories with known keys, and an
-// independent computation of the CARD-SPEC §4 derivation and MACs from the raw crypto primitives
+// independent computation of the docs/CARD-SPEC.md §4 derivation and MACs from the raw crypto primitives
 // (block by block — not through the HSM's code path, nor through crypto::diversify / des_mac).
 #pragma once
 
@@ -78,7 +78,7 @@ inline void make_store(const std::filesystem::path& dir, bool retire_tac_v1 = fa
     REQUIRE(store->save().ok());
 }
 
-// ---- independent CARD-SPEC §4 computations ------------------------------------------------------
+// ---- independent docs/CARD-SPEC.md §4 computations ------------------------------------------------------
 
 inline Bytes tdes_block(const crypto::Key16& key, ByteView block8) { return crypto::tdes_ecb_encrypt(key, block8); }
 

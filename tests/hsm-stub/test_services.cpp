@@ -1,4 +1,4 @@
-// Card services: derivation against an independent computation, CARD-SPEC §4 vectors 2–4, batches.
+// Card services: derivation against an independent computation, docs/CARD-SPEC.md §4 vectors 2–4, batches.
 #include "support.hpp"
 
 #include <algorithm>
@@ -22,7 +22,7 @@ struct Loaded {
 
 const hsm::CardIdentity alice = card("4600000000000001", "46000000001234567890");
 
-// CARD-SPEC §4 vector 4 (a real card's load).
+// docs/CARD-SPEC.md §4 vector 4 (a real card's load).
 hsm::LoadRequest vector4_load() {
     hsm::LoadRequest load;
     load.old_balance_fen = 0;

@@ -1,6 +1,6 @@
 """Shared pieces of the card integration tests: profiles, images, and the real PC/SC stack.
 
-The stack is brought up exactly as PCSC.md section 4 describes: wait until no other pcscd runs (only one
+The stack is brought up exactly as docs/PCSC.md §4 describes: wait until no other pcscd runs (only one
 per machine), rm -rf /run/pcscd, pcscd --foreground, wait for its socket, start `coconut-vcard serve`,
 wait until `opensc-tool -l` shows the card. Every wait is bounded; every process we start is stopped by
 its PID and reaped.

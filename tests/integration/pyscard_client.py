@@ -88,7 +88,7 @@ def t0(amount_fen, when):
     card = connect(CARD_READER)
     psam = connect(PSAM_READER)
     result = {"protocol": "T=0" if card.getProtocol() == card.T0_protocol else "other"}
-    # Case 4 under T=0: the card answers 61xx; the data comes with GET RESPONSE (CARD-SPEC section 8).
+    # Case 4 under T=0: the card answers 61xx; the data comes with GET RESPONSE (docs/CARD-SPEC.md §8).
     transmit(card, select(PURSE_AID), expected_sw=None)
     result["select_sw"] = transcript[-1]["sw"]
     result["select_data"] = transcript[-1]["response"]

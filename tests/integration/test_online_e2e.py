@@ -1,4 +1,4 @@
-"""Issue 5 end to end through the real stack: pcscd + vpcd + `coconut-vcard serve` (cards and PSAMs) +
+"""The online flows end to end through the real stack: pcscd + vpcd + `coconut-vcard serve` (cards and PSAMs) +
 `coconut-hsmd` + `coconut-clearingd`, driven by `coconut-terminal` as three terminals would be:
 
   TOPUP001 (a shop's top-up point)   load a card online (0200/0210, CREDIT FOR LOAD, 0220); a lost

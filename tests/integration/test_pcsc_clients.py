@@ -46,7 +46,7 @@ def test(vcard, workdir, _extra):
         check_equal("pyscard GET BALANCE", read["balance"], f"{balance_after:08X}")
         check_equal("pyscard READ BINARY EF15", read["ef15"], ef15_expected)
         check_equal("pyscard READ RECORD EF18 #1", read["ef18_1"], ef18_expected)
-        # FCI (CARD-SPEC section 1): 6F L 84 L AID A5 L { 9F08 01 version, 9F0C 1E EF15 }.
+        # FCI (docs/CARD-SPEC.md §1): 6F L 84 L AID A5 L { 9F08 01 version, 9F0C 1E EF15 }.
         fci = "6F31" + "8408" + PURSE_AID + "A525" + "9F080101" + "9F0C1E" + ef15_expected
         check_equal("pyscard SELECT purse FCI", read["transcript"][0]["response"], fci)
 

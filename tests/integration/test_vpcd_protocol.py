@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""`coconut-vcard serve` against a fake vpcd (no pcscd): the wire protocol of PCSC.md section 3 and the
+"""`coconut-vcard serve` against a fake vpcd (no pcscd): the wire protocol of docs/PCSC.md §3 and the
 latency rule of section 5, on a private port so it never meets a real pcscd.
 
 - 2-byte big-endian framing; 04 -> ATR; 00/01/02 get no reply; any longer payload is an APDU -> R-APDU.

@@ -203,7 +203,7 @@ def complete_if_approved(link, answer, card, hold_stan, terminal_id, batch, stan
 
 @phase("claims_resend")
 def claims_resend(island, v):
-    """Issue 16 reproduction 1: one genuine 0320 re-sent 4x with DF04 (offline ATC, a claim the TAC does not cover)
+    """Attack 1: one genuine 0320 re-sent 4x with DF04 (offline ATC, a claim the TAC does not cover)
     changed. Expected: booked once, each re-send answered like the first (00, the same field 62), flag
     claims_differ."""
     island.start_daemon()
@@ -226,7 +226,7 @@ def claims_resend(island, v):
 
 @phase("impostor_tls", tls_only=True)
 def impostor_tls(island, v):
-    """Issue 16 reproduction 2 over TLS: posing as the shop with one's own card — no client certificate, a
+    """Attack 2, over TLS: posing as the shop with one's own card — no client certificate, a
     certificate from another CA, plain TCP on the TLS port, the server's certificate as a client's, a genuine
     certificate of another terminal (field 41 mismatch → 63) or with the shop's PSAM id (58), an island
     certificate of an unregistered terminal (03). No attempt ever gets a 0210 00."""
@@ -357,7 +357,7 @@ def suspended_terminal(island, v):
 
 @phase("forged_first")
 def forged_first(island, v):
-    """Issue 16 reproduction 3: a forged upload (random TAC, otherwise the genuine fields) arrives first and must
+    """Attack 3: a forged upload (random TAC, otherwise the genuine fields) arrives first and must
     not occupy the genuine record's id: 59; the genuine upload then books normally (00 + DF10 of its record).
     The genuine record with a higher amount under its TAC afterwards: refused, nothing more paid."""
     island.start_daemon()
@@ -432,7 +432,7 @@ def forged_limit(island, v):
 
 @phase("clinic_replay")
 def clinic_replay(island, v):
-    """Issue 16 reproduction 4: a clinic's proof of card presence replayed — the same cryptogram with field 60
+    """Attack 4: a clinic's proof of card presence replayed — the same cryptogram with field 60
     changed (another hold id), the same challenge again with another STAN, a challenge of another card or of
     another terminal. Each 59; the medical account is debited once, by the genuine hold."""
     island.start_daemon()
@@ -521,7 +521,7 @@ def clinic_expired(island, v):
 
 @phase("pin_bypass")
 def pin_bypass(island, v):
-    """Issue 16 reproduction 5: a lost card spends the medical account without its PIN — the purse application
+    """Attack 5: a lost card spends the medical account without its PIN — the purse application
     answers INTERNAL AUTHENTICATE without a PIN; its cryptogram over the right input must be refused (59). The
     PIN-protected SSSE proof is then accepted (the refusal is not a blanket one)."""
     island.start_daemon()
@@ -551,7 +551,7 @@ def pin_bypass(island, v):
 
 @phase("load_confirm_other_terminal")
 def load_confirm_other_terminal(island, v):
-    """Issue 16 reproduction 6: a 0220 load confirmation from another terminal than the 0200's (field 41), or with
+    """Attack 6: a 0220 load confirmation from another terminal than the 0200's (field 41), or with
     another DF06: 58, nothing posted; the genuine confirmation then posts the load once."""
     island.start_daemon()
     bus = island.link("BUS00001")
@@ -586,7 +586,7 @@ def load_confirm_other_terminal(island, v):
 
 @phase("atc_ffff")
 def atc_ffff(island, v):
-    """Issue 16 reproduction 7: 0320s claiming DF04 = FFFF (a valid TAC, a forged one): at most 4 risk flags per
+    """Attack 7: 0320s claiming DF04 = FFFF (a valid TAC, a forged one): at most 4 risk flags per
     message (the stated bound), the ledger grows by little, /v1/clerk/risk pages (limit, next_cursor; limit ≤ 500)."""
     island.start_daemon()
     recs = island.purchases(0, 1, "shop.log", 100, 3)

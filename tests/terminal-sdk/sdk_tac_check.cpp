@@ -1,4 +1,4 @@
-// sdk_tac_check: the integration tests' independent view of the card cryptography (CARD-SPEC §4),
+// sdk_tac_check: the integration tests' independent view of the card cryptography (docs/CARD-SPEC.md §4),
 // computed with coconut::card_crypto, never with the SDK or the card OS.
 //
 //   sdk_tac_check card-key MASTER16 ISSUER_ID ASN   the card key Div(Div(MASTER, issuer), card factor), hex

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import pcsc_harness as harness  # noqa: E402  (the shared PC/SC harness)
 from pcsc_harness import ASN, ISSUER_ID, MASTER_KEYS, log  # noqa: E402,F401
 
-# The card's TAC key in clear, so the test can recompute every TAC (CARD-SPEC §4 real-card vector's DTK).
+# The card's TAC key in clear, so the test can recompute every TAC (docs/CARD-SPEC.md §4 real-card vector's DTK).
 CARD_DTK = "CAA6025290114BFCC3C9043F70F7A07A"
 
 FARES = {

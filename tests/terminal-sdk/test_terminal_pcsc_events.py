@@ -16,7 +16,7 @@ from terminal_it import harness, log
 
 check_equal = harness.check_equal
 CYCLES = 3
-# pcscd polls presence every ~400 ms (PCSC.md §6: events after 0.05-0.34 s); 10 s is far beyond that.
+# pcscd polls presence every ~400 ms (docs/PCSC.md §6: events after 0.05-0.34 s); 10 s is far beyond that.
 EVENT_TIMEOUT_MS = 10000
 
 

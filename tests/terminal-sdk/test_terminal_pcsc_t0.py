@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """coconut-terminal with a T=0 card and a T=0 PSAM through pcscd + vpcd: case-4 commands go out without Le
-and the data comes back by GET RESPONSE (61xx, CARD-SPEC §8). A purchase, a flat tap and an entry/exit
+and the data comes back by GET RESPONSE (61xx, docs/CARD-SPEC.md §8). A purchase, a flat tap and an entry/exit
 journey end to end; the APDU trace shows the GET RESPONSEs; every TAC verifies with the card's DTK; the queue
 matches the card's log and balance.
 

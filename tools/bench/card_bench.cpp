@@ -8,7 +8,7 @@
 //                (80 FE 00 00 → 6D00), i.e. one round trip through the stack with no card work.
 //
 // One run prints everything side by side: median and p99 per operation, purchases per second, and ratios.
-// Target (issue 2): a full purchase through the real PC/SC stack under 1 ms median.
+// Target: a full purchase through the real PC/SC stack under 1 ms median.
 #include "bench_card.hpp"
 #include "bench_stats.hpp"
 #include "pcsc_env.hpp"

@@ -5,7 +5,7 @@
 //                  through a Writer whose groups hold ONE request: one synced LMDB commit per transfer.
 //   group commit   the same clients and requests through a Writer with the daemon's defaults: the writer
 //                  takes whatever arrived (up to group_requests_max, waiting ≤ group_delay) and commits
-//                  it in one synced transaction (DESIGN.md §8).
+//                  it in one synced transaction (docs/DESIGN.md §8.2).
 //   batch ceiling  one thread calling Ledger::apply() with full batches of batch_events_max transfers: what
 //                  the state machine + LMDB do when batching is perfect.
 //

@@ -9,7 +9,7 @@
 //                 files), interleaved one for one with the raw APDU floor: 80 FE 00 00, which the card rejects
 //                 at once with 6D00 (one round trip through the stack, no card work), and SCardConnect.
 //
-// One run prints everything side by side with ratios. Target (issue 4): a transit tap through the real
+// One run prints everything side by side with ratios. Target: a transit tap through the real
 // PC/SC stack, durable queue write included, under 2 ms median.
 #include "bench_card.hpp"
 #include "bench_stats.hpp"

@@ -1,10 +1,10 @@
-// The real PC/SC stack for the tools (tools/card-demo, tools/bench): start pcscd (PCSC.md §4 recipe) and
+// The real PC/SC stack for the tools (tools/card-demo, tools/bench): start pcscd (docs/PCSC.md §4 recipe) and
 // `coconut-vcard serve` as children, wait until the readers show the cards, and tear everything down by
 // PID. The PC/SC calls go through the SDK's one wrapper, coconut::sdk::PcscReader; this library only owns
 // the processes around it.
 //
 // Every wait is bounded (named constants below) and every child is reaped (an unreaped pcscd zombie
-// blocks the next pcscd start, PCSC.md §7). Failures to start are start-up failures: std::runtime_error
+// blocks the next pcscd start, docs/PCSC.md §7). Failures to start are start-up failures: std::runtime_error
 // with the reason.
 #pragma once
 
@@ -74,7 +74,7 @@ class Child {
     pid_t pid_ = -1;
 };
 
-// pcscd in the foreground, started and stopped by us (PCSC.md §4).
+// pcscd in the foreground, started and stopped by us (docs/PCSC.md §4).
 class Pcscd {
   public:
     // Waits for a pcscd that is not ours to exit (bounded by foreign_pcscd_wait, saying so on stderr if

@@ -18,7 +18,7 @@ constexpr std::string_view psam_historical = "COCONUT-SAM1";
 
 bool is_get_response(const Command& c) { return c.cla == 0x00 && c.ins == 0xC0; }
 
-// The command a pending transaction may continue with (CARD-SPEC §2: anything else cancels it).
+// The command a pending transaction may continue with (docs/CARD-SPEC.md §2: anything else cancels it).
 bool continues(const PendingTransaction& p, const Command& c) {
     using Kind = PendingTransaction::Kind;
     if (c.cla != 0x80) return false;
@@ -216,7 +216,7 @@ Response VirtualCard::State::dispatch(const Command& c) {
     // A completing command the card refuses (wrong length, bad P1/P2 …) ends the transaction too: the
     // terminal starts again from INITIALIZE rather than retrying a half-checked DEBIT.
     if (!r.ok() && c.cla == 0x80 && (c.ins == 0x52 || c.ins == 0x54)) cancel_pending();
-    // T=0 (CARD-SPEC §8): a case-4 command's data waits for GET RESPONSE; the card answers 61xx.
+    // T=0 (docs/CARD-SPEC.md §8): a case-4 command's data waits for GET RESPONSE; the card answers 61xx.
     if (nv.protocol == Protocol::t0 && r.ok() && !r.data.empty() && !c.data.empty()) {
         vs.t0_response = std::move(r.data);
         const std::size_t n = vs.t0_response.size();

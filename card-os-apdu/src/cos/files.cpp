@@ -307,7 +307,7 @@ Response VirtualCard::State::internal_authenticate(const Command& c) {
         return status_only(Sw::conditions_not_satisfied);
     // Clinic payments: card presence is proven only together with the holder's PIN, under the SSSE
     // application's own key — the purse's IAK answers without a PIN, so its cryptogram proves nothing about
-    // the holder (CARD-SPEC §7 profile).
+    // the holder (docs/CARD-SPEC.md §7 profile).
     const bool ssse = role == DfRole::ssse || role == DfRole::medical;
     if (ssse && !vs.pin_verified) return status_only(Sw::security_status_not_satisfied);
     KeyEntry* key = find_key(ssse ? KeyUsage::ssse_auth : KeyUsage::internal_auth, c.p2);

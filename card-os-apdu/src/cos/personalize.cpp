@@ -161,7 +161,7 @@ Bytes tlv_record(std::uint8_t tag, ByteView value) {
     return r;
 }
 
-// Card keys: explicit, or two-level diversified from master keys (CARD-SPEC §4 profile).
+// Card keys: explicit, or two-level diversified from master keys (docs/CARD-SPEC.md §4 profile).
 void add_card_keys(CardState& s, const json& profile, ByteView issuer_id, ByteView asn) {
     const json* explicit_keys = member(profile, "keys");
     const json* master_keys = member(profile, "master_keys");

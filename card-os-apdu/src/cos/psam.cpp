@@ -1,4 +1,4 @@
-// The PSAM (CARD-SPEC §5): INIT SAM FOR PURCHASE (80 70) computes the card's session key and MAC1 from the
+// The PSAM (docs/CARD-SPEC.md §5): INIT SAM FOR PURCHASE (80 70) computes the card's session key and MAC1 from the
 // issuer-level purchase key; VERIFY MAC2 (80 72) proves the card's debit. The terminal transaction serial
 // is durable: a serial is never handed out twice.
 #include "machine.hpp"
@@ -46,7 +46,7 @@ Response VirtualCard::State::psam_init_for_purchase(const Command& c) {
     if (alg != alg_3des) return status_only(Sw::key_index_not_supported);
     if (factor_count > factors_max) return status_only(Sw::key_not_found);
 
-    // The terminals send card then issuer factor; the key applies issuer then card (CARD-SPEC §4).
+    // The terminals send card then issuer factor; the key applies issuer then card (docs/CARD-SPEC.md §4).
     crypto::Block card_block{};
     std::copy(card_factor.begin(), card_factor.end(), card_block.begin());
     crypto::Key16 dpk;

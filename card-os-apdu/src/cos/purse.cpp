@@ -1,4 +1,4 @@
-// The e-purse application (CARD-SPEC §2, §4, §6): balance, load, purchase, composite (CAPP) purchase,
+// The e-purse application (docs/CARD-SPEC.md §2, §4, §6): balance, load, purchase, composite (CAPP) purchase,
 // transaction proof, the MAC-failure lock and its issuer unblock.
 #include "machine.hpp"
 
@@ -7,7 +7,7 @@
 namespace coconut::cos {
 namespace {
 
-// Profile (CARD-SPEC §2): consecutive MAC failures on a purse key before the application locks.
+// Profile (docs/CARD-SPEC.md §2): consecutive MAC failures on a purse key before the application locks.
 constexpr std::uint8_t mac_failures_max = 3;
 
 // The last ATC value: a counter never wraps (an ATC at FFFF refuses INITIALIZE with 6985).
@@ -51,7 +51,7 @@ Response VirtualCard::State::purse_command(const Command& c) {
 }
 
 Response VirtualCard::State::get_balance(const Command& c) {
-    // P1 is ignored: some readers probe with other values (CARD-SPEC §2).
+    // P1 is ignored: some readers probe with other values (docs/CARD-SPEC.md §2).
     if (auto wrong = check_ep(c.p2)) return *wrong;
     if (!c.data.empty()) return status_only(Sw::wrong_length);
     if (c.le && *c.le != 4 && *c.le != apdu::short_le_max) return status_only(apdu::sw_wrong_le(4));
@@ -229,7 +229,7 @@ Response VirtualCard::State::debit_for_purchase(const Command& c) {
     const auto tac = crypto::des_mac(crypto::tac_key(dtk->value),
                                      crypto::purchase_tac_input(t.amount_fen, type, t.terminal_id, terminal_serial, when));
     const auto mac2 = crypto::des_mac(session, crypto::purchase_mac2_input(t.amount_fen));
-    // One commit: balance, ATC, log record, CAPP cache and proof together (CARD-SPEC §2).
+    // One commit: balance, ATC, log record, CAPP cache and proof together (docs/CARD-SPEC.md §2).
     assert(t.amount_fen <= p.balance_fen);  // INIT checked it and nothing changed the balance since
     p.balance_fen -= t.amount_fen;
     ++p.offline_atc;

@@ -85,7 +85,7 @@ struct Proof {
 
 struct PurseState {
     std::uint32_t balance_fen = 0;
-    std::uint32_t max_balance_fen = 100000;  // Profile default (CARD-SPEC §2)
+    std::uint32_t max_balance_fen = 100000;  // Profile default (docs/CARD-SPEC.md §2)
     std::uint32_t overdraft_limit_fen = 0;
     std::uint16_t online_atc = 0;
     std::uint16_t offline_atc = 0;
@@ -106,7 +106,7 @@ struct PsamState {
     std::array<std::uint8_t, 6> terminal_id{};
     std::uint8_t key_index = default_key_index;
     std::uint8_t key_version = 1;
-    bool key_is_master = false;  // false: issuer-level key (one diversification left, CARD-SPEC §5 profile)
+    bool key_is_master = false;  // false: issuer-level key (one diversification left, docs/CARD-SPEC.md §5 profile)
     std::array<std::uint8_t, 8> issuer_id{};
     crypto::Key16 purchase_key;
     std::uint32_t next_serial = 1;

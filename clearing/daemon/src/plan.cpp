@@ -1,4 +1,4 @@
-// The account plan (DESIGN.md §8).
+// The account plan (docs/DESIGN.md §8.4).
 #include <coconut/clearing/clearing.hpp>
 
 #include <algorithm>
@@ -54,7 +54,7 @@ ledger::Id adjustment_transfer(std::uint64_t proposal_number) {
 }
 
 ledger::Id online_load_transfer(const Asn& asn, std::uint16_t online_atc, std::uint8_t attempt) {
-    // Attempt 0 is exactly DESIGN.md §4's derive_id(ASN ‖ online ATC ‖ 02), recomputable by anyone.
+    // Attempt 0 is exactly docs/DESIGN.md §4.3's derive_id(ASN ‖ online ATC ‖ 02), recomputable by anyone.
     Bytes material(asn.begin(), asn.end());
     append_be(material, online_atc, 2);
     material.push_back(crypto::type_ep_load);

@@ -1,5 +1,5 @@
 // Byte helpers used everywhere: the Bytes type, big-endian integers, BCD, hex (for edges only:
-// logs, CLI, tests). One place for byte order, as STYLE.md asks.
+// logs, CLI, tests). One place for byte order.
 #pragma once
 
 #include <array>

@@ -1,4 +1,4 @@
-// ISO 7816-4 / PBOC status words, exactly as CARD-SPEC §3. One enum, one name each.
+// ISO 7816-4 / PBOC status words, exactly as docs/CARD-SPEC.md §3. One enum, one name each.
 #pragma once
 
 #include <cstdint>

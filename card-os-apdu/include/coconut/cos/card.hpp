@@ -1,5 +1,5 @@
 // The emulated card OS: one object per card (or PSAM) image, answering command APDUs exactly as a
-// PBOC / T-Union e-purse card with the social-security application does (CARD-SPEC.md).
+// PBOC / T-Union e-purse card with the social-security application does (docs/CARD-SPEC.md).
 //
 //   auto card = coconut::cos::VirtualCard::open("alice.img");      // or in_memory(personalize(...))
 //   Bytes response = card.value()->transmit(hex("00A4040008A000000632010105"));

@@ -1,4 +1,4 @@
-// Identifiers and record layouts of the coconut card (CARD-SPEC §1, §6, §7): the one place where an
+// Identifiers and record layouts of the coconut card (docs/CARD-SPEC.md §1, §6, §7): the one place where an
 // AID, a file id, an SFI or a record layout is defined. The card OS, the terminal SDK and the tools
 // all read them from here.
 #pragma once
@@ -60,7 +60,7 @@ inline constexpr std::size_t atc = 0, overdraft_limit = 2, amount = 5, type = 9,
                              time = 20;
 }
 
-// ---- EF1A bus entry/exit record (Profile, CARD-SPEC §6), 48 bytes, written by 80 DC in a CAPP purchase.
+// ---- EF1A bus entry/exit record (Profile, docs/CARD-SPEC.md §6), 48 bytes, written by 80 DC in a CAPP purchase.
 // Record id 01. An entry tap writes state = entered with the entry line/station/time and the amount held
 // (0 for a pure entry record); the exit tap charges by the fare table and writes state = closed.
 namespace bus_record {
@@ -83,7 +83,7 @@ inline constexpr std::size_t entry_station = 35;     // 2: on exit, the entry st
 // 37..47 RFU, zero.
 }  // namespace bus_record
 
-// ---- SSSE (CARD-SPEC §7) ---------------------------------------------------------------------
+// ---- SSSE (docs/CARD-SPEC.md §7) ---------------------------------------------------------------------
 inline constexpr std::uint8_t sfi_ss_issuer = 0x05;  // EF05 issuer items (TLV records)
 inline constexpr std::uint8_t sfi_ss_holder = 0x06;  // EF06 holder items (TLV records)
 inline constexpr std::uint8_t sfi_medical_link = 0x08;  // DF04/EF08 medical account link (TLV records)
@@ -96,7 +96,7 @@ inline constexpr std::uint8_t ssn = 0x08, name = 0x09, sex = 0x0A, ethnicity = 0
 inline constexpr std::uint8_t medical_account = 0x30, insurance_region = 0x31, insured_type = 0x32;
 }  // namespace ss_tag
 
-// ---- PSAM (CARD-SPEC §5) ---------------------------------------------------------------------
+// ---- PSAM (docs/CARD-SPEC.md §5) ---------------------------------------------------------------------
 inline constexpr std::uint8_t sfi_psam_terminal_id = 0x16;  // EF16: terminal id, 6 B BCD
 inline constexpr std::uint8_t sfi_psam_key_index = 0x17;    // EF17: purchase key index(1) ‖ key version(1)
 

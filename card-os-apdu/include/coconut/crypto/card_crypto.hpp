@@ -1,4 +1,4 @@
-// Card cryptography of the PBOC / T-Union 3DES profile (CARD-SPEC §4), through OpenSSL 3: DES and
+// Card cryptography of the PBOC / T-Union 3DES profile (docs/CARD-SPEC.md §4), through OpenSSL 3: DES and
 // 3DES through its DES block functions, SM4 through EVP.
 // Used by the card OS, the PSAM, the HSM and the tools — the one implementation of these rules.
 //
@@ -111,7 +111,7 @@ Key8 load_session_key(const Key16& dlk, ByteView random4, std::uint16_t online_a
 Key8 purchase_session_key(const Key16& dpk, ByteView random4, std::uint16_t offline_atc,
                           std::uint32_t terminal_serial);
 
-// ---- MAC inputs of CARD-SPEC §4 (one place; card, PSAM, HSM and tests all use these) ----------
+// ---- MAC inputs of docs/CARD-SPEC.md §4 (one place; card, PSAM, HSM and tests all use these) ----------
 
 // Card date/time as transmitted: date(4 BCD YYYYMMDD) ‖ time(3 BCD hhmmss).
 struct CardDateTime {
@@ -129,7 +129,7 @@ Bytes purchase_mac2_input(std::uint32_t amount);
 Bytes purchase_tac_input(std::uint32_t amount, std::uint8_t type, ByteView terminal_id6, std::uint32_t terminal_serial,
                          const CardDateTime& when);
 
-// Transaction types (CARD-SPEC §2).
+// Transaction types (docs/CARD-SPEC.md §2).
 inline constexpr std::uint8_t type_ed_load = 0x01;
 inline constexpr std::uint8_t type_ep_load = 0x02;
 inline constexpr std::uint8_t type_ed_purchase = 0x05;

@@ -1,5 +1,5 @@
-// The issuer's HSM (DESIGN.md §7): a key store sealed at rest, the key ceremony, and the card
-// services of the CARD-SPEC §4 profile — all without ever letting a master key out in clear.
+// The issuer's HSM (docs/DESIGN.md §7): a key store sealed at rest, the key ceremony, and the card
+// services of the docs/CARD-SPEC.md §4 profile — all without ever letting a master key out in clear.
 //
 //   coconut::hsm::KeyStore::init("/var/lib/coconut-hsm");              // once: master.key + keys.sealed + audit.log
 //   auto store = coconut::hsm::KeyStore::open("/var/lib/coconut-hsm");  // refuses tampered / truncated / wrong-key stores
@@ -122,7 +122,7 @@ inline constexpr std::size_t max_label_chars = 32;
 bool valid_label(std::string_view label);
 
 // A key is addressed by label + version. Versions are 1..255 because the card reports its key version
-// in one byte (CARD-SPEC §2, INITIALIZE FOR LOAD/PURCHASE). Version 0 in a KeyRef means "the newest
+// in one byte (docs/CARD-SPEC.md §2, INITIALIZE FOR LOAD/PURCHASE). Version 0 in a KeyRef means "the newest
 // active version of this label".
 inline constexpr std::uint8_t newest_version = 0;
 struct KeyRef {
@@ -302,7 +302,7 @@ Outcome<crypto::Key16> combine_key_components(std::span<const crypto::Key16> com
 // A random 2-key 3DES key from libsodium's CSPRNG.
 crypto::Key16 generate_key();
 
-// ---- card services (CARD-SPEC §4 profile, two-level diversification issuer → card) ---------------
+// ---- card services (docs/CARD-SPEC.md §4 profile, two-level diversification issuer → card) ---------------
 
 using IssuerId = std::array<std::uint8_t, 8>;  // EF15 issuer identifier: the issuer factor
 using Asn = std::array<std::uint8_t, 10>;      // application serial number, 20 BCD digits
@@ -331,7 +331,7 @@ struct CardKeySet {
 // SSSE_IAK (ssse-auth); in lower case, the key's name in a card profile (card-os-apdu/IMAGE-FORMAT.md).
 std::string_view card_key_name(KeyUsage usage);
 
-// One purchase TAC to verify (CARD-SPEC §4: TAC over amount ‖ type ‖ terminal id ‖ terminal serial ‖ date ‖ time).
+// One purchase TAC to verify (docs/CARD-SPEC.md §4: TAC over amount ‖ type ‖ terminal id ‖ terminal serial ‖ date ‖ time).
 struct PurchaseTac {
     std::uint8_t key_version = newest_version;  // version of the TAC master key; 0 = newest active
     CardIdentity card;
@@ -416,7 +416,7 @@ public:
                                          std::span<const KeyRef> masters, Usage* usage = nullptr) const;
 
     // The issuer-level purchase key Div(purchase master, issuer id) under `transport`, for PSAM
-    // personalization (CARD-SPEC §5: the PSAM applies the card factor itself).
+    // personalization (docs/CARD-SPEC.md §5: the PSAM applies the card factor itself).
     Outcome<ExportedKey> export_issuer_key(const IssuerId& issuer_id, const KeyRef& purchase_master,
                                            const KeyRef& transport, Usage* usage = nullptr) const;
 
@@ -427,7 +427,7 @@ public:
 
     Outcome<Verdict> verify_load_tac(const LoadTac& load, Usage* usage = nullptr) const;
 
-    // Verifies the card's load MAC1 and, only if it is valid, computes MAC2 (CARD-SPEC §4).
+    // Verifies the card's load MAC1 and, only if it is valid, computes MAC2 (docs/CARD-SPEC.md §4).
     Outcome<LoadAnswer> load_mac2(const LoadRequest& load, Usage* usage = nullptr) const;
 
     // Valid when the cryptogram is 3DES(card key, challenge), the card key derived from `auth.key`, a master
@@ -440,7 +440,7 @@ private:
 };
 
 // The computations that follow diversification, on a card-level key (DTK, DLK, IAK). Hsm's services
-// are "derive the card key from the master, then call one of these"; they are public so the CARD-SPEC §4
+// are "derive the card key from the master, then call one of these"; they are public so the docs/CARD-SPEC.md §4
 // vectors (given as card keys) test exactly the code the services run. Inputs are assumed validated.
 namespace card_level {
 Verdict check_purchase_tac(const crypto::Key16& dtk, const PurchaseTac& transaction);

@@ -1,4 +1,4 @@
-// Nightly settlement (coconut::settlement, DESIGN.md §9): a clearing cycle per business date turns the
+// Nightly settlement (coconut::settlement, docs/DESIGN.md §9): a clearing cycle per business date turns the
 // day's cleared transfers into net positions per participant and per funding source, ISO 20022
 // pain.001.001.09 credit-transfer files, CSV statements, a summary, the settlement transfers posted
 // back into the ledger through its one writer, and reconciliation against the bank's camt.053/054.
@@ -182,7 +182,7 @@ struct Positions {
 // Progress of a long step: units done of total (journal entries).
 using Progress = std::function<void(std::uint64_t done, std::uint64_t total)>;
 
-// Journal entries per read transaction: short-lived readers let LMDB reuse pages (DESIGN.md §8);
+// Journal entries per read transaction: short-lived readers let LMDB reuse pages (docs/DESIGN.md §8.2);
 // 4,096 entries (~0.7 MiB) take a few ms.
 inline constexpr std::size_t journal_chunk_entries = 4096;
 // Chunks between two releases of the map's resident pages (Ledger::release_resident_pages): ~12 MiB
@@ -215,7 +215,7 @@ struct Payment {
 std::string end_to_end_id(std::uint32_t cycle, std::uint64_t participant_id, Source source);
 std::vector<Payment> payments(const Positions& positions);
 
-// The settlement transfers of the cycle (DESIGN.md §9), per participant a linked chain in this order:
+// The settlement transfers of the cycle (docs/DESIGN.md §9.2), per participant a linked chain in this order:
 // purse fee, purse payout, medical fee, medical payout (those with an amount). Payout = payable →
 // float/fund of base − fee + adjustments when positive (what the payable holds for the cycle, net of
 // the fee); fee = payable → fee income. Ids: derive_id("settlement" ‖ cycle BE4 ‖ participant BE8 ‖ ledger BE4 ‖ code BE2).
@@ -223,8 +223,8 @@ std::vector<ledger::Transfer> settlement_transfers(const Positions& positions);
 ledger::Id settlement_transfer_id(std::uint32_t cycle, std::uint64_t participant_id, std::uint32_t ledger_number,
                                   std::uint16_t code);
 
-// Transfers per posting request (contract 3: ≤ 1000 per POST /v1/clerk/transfers). Chains never span
-// requests.
+// Transfers per posting request: the daemon takes ≤ 1000 per POST /v1/clerk/transfers
+// (clearing/README.md "Settlement postings"). Chains never span requests.
 inline constexpr std::size_t post_request_transfers_max = 1000;
 
 struct PostOutcome {
@@ -250,8 +250,8 @@ public:
     virtual Result<std::vector<std::string>> post(const CycleWindow& cycle, const std::vector<ledger::Transfer>& transfers) = 0;
 };
 
-// Through the daemon: POST /v1/clerk/transfers with a settlement-role clerk token (contract 3), the
-// request naming the cycle and its window.
+// Through the daemon: POST /v1/clerk/transfers with a settlement-role clerk token, the request naming
+// the cycle and its window (clearing/README.md "Settlement postings").
 // `endpoint` is "https://HOST:PORT": TLS 1.2 at least, the daemon's certificate verified against
 // `ca_file` (required) and the URL's host before the token is sent (settlement/README.md "Posting over
 // HTTPS"); or "http://HOST:PORT", where the token travels in clear (a daemon on loopback only).

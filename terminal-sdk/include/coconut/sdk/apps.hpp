@@ -117,7 +117,7 @@ private:
     std::uint8_t key_index_ = cos::default_key_index;
 };
 
-// Social-security application (CARD-SPEC §7).
+// Social-security application (docs/CARD-SPEC.md §7).
 struct Cardholder {
     std::string card_identifier;
     std::string card_number;

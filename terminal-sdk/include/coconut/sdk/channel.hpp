@@ -1,6 +1,6 @@
 // The card channel: ISO 7816 transport rules between a typed application and a reader.
 //   - cases 1–4, short and extended (the codec in coconut/apdu/apdu.hpp);
-//   - T=0 (CARD-SPEC §8): case 4 goes out without Le; 61xx → GET RESPONSE (00 C0 00 00 xx) while 61xx
+//   - T=0 (docs/CARD-SPEC.md §8): case 4 goes out without Le; 61xx → GET RESPONSE (00 C0 00 00 xx) while 61xx
 //     follows (6100 = 256); 6Cxx → the same command again with Le = xx; a case-4 command answered 9000
 //     without data → GET RESPONSE with the original Le. The 61xx/6Cxx rules apply on T=1 too (some cards
 //     use them there). Every loop is bounded, so a hostile card cannot keep the terminal busy.

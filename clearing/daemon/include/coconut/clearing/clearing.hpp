@@ -6,7 +6,7 @@
 // hotlist download, reconciliation), and the TCP server.
 // clearing/README.md describes the daemon (ports, options, flows); clearing/ISO8583.md the messages.
 //
-// Threads (DESIGN.md §8): one Asio I/O thread runs the server, the engine and the HSM client; ONE
+// Threads (docs/DESIGN.md §8.1): one Asio I/O thread runs the server, the engine and the HSM client; ONE
 // ledger writer thread (ledger::Writer) commits bookings in groups. A booking's answer is produced by
 // the writer's callback, i.e. only after its commit was synced: nothing is acknowledged before it is
 // durable. Registry changes that belong to a booking (last seen ATC, shadow balance, risk flags, the
@@ -72,7 +72,7 @@ template <class T>
 using Result = coconut::Result<T, Error>;
 using Status = coconut::Status<Error>;
 
-// ---- account plan (DESIGN.md §8) ------------------------------------------------------------------
+// ---- account plan (docs/DESIGN.md §8.4) -----------------------------------------------------------
 
 namespace ledgers {
 inline constexpr std::uint32_t purse = 1;    // the purse: money prepaid by cardholders
@@ -157,7 +157,7 @@ ledger::Id review_transfer(const ledger::Id& canonical_id, std::string_view amou
 ledger::Id opening_balance_transfer(const Asn& asn, std::uint32_t ledger_number);
 // The transfer an approved manual adjustment books: derive_id("adjustment" ‖ proposal number BE8).
 ledger::Id adjustment_transfer(std::uint64_t proposal_number);
-// Online load (ISO8583.md §4.1): derive_id(ASN ‖ online ATC BE2 ‖ 02) for attempt 0 exactly (DESIGN.md §4);
+// Online load (ISO8583.md §4.1): derive_id(ASN ‖ online ATC BE2 ‖ 02) for attempt 0 exactly (docs/DESIGN.md §4.3);
 // a later attempt with the same ATC (the first was reversed or expired) appends the attempt number.
 ledger::Id online_load_transfer(const Asn& asn, std::uint16_t online_atc, std::uint8_t attempt = 0);
 // Clinic hold: derive_id(field 41 (8 ASCII) ‖ batch number (6 ASCII digits) ‖ STAN (6 ASCII digits)) of the 0100.
@@ -219,7 +219,7 @@ struct CardRecord {
     std::uint32_t risk_flags = 0;  // count of risk flags raised for this card
 };
 
-// What opens a participant or a card in the ledger (DESIGN.md §8), the same for `admin load` and the
+// What opens a participant or a card in the ledger (docs/DESIGN.md §8.4), the same for `admin load` and the
 // clerk API: a participant's payable account on each ledger; a card's purse shadow and medical
 // accounts, then its nonzero opening balances (from the float and the fund).
 void append_participant_opening(std::vector<ledger::Event>& events, std::uint64_t participant_id);
@@ -354,7 +354,7 @@ struct RiskFlag {
 inline constexpr std::uint32_t fee_rate_bp_max = 10'000;         // 100 %
 inline constexpr std::size_t registry_file_bytes_max = 64u << 20;  // a province's cards fit with room to spare
 inline constexpr std::size_t name_chars_max = 128;
-// Largest opening balance accepted: the purse's own limit on the card is far below (CARD-SPEC).
+// Largest opening balance accepted: the purse's own limit on the card is far below (docs/CARD-SPEC.md §2).
 inline constexpr std::uint32_t opening_balance_fen_max = 100'000'000;
 
 // The registry tables ("cards", "participants", "terminals", "risk") in the ledger's environment.
@@ -595,11 +595,11 @@ struct SessionState {
 };
 
 struct EngineOptions {
-    // Largest amount of one offline purchase: the card's own balance limit (CARD-SPEC) is below.
+    // Largest amount of one offline purchase: the card's own balance limit (docs/CARD-SPEC.md §2) is below.
     std::uint64_t purchase_amount_fen_max = 1'000'000;
     // Answer 03 to a 0320 from a terminal that has not signed on over this connection.
     bool require_sign_on = true;
-    // Largest online load (0200): the purse maximum on the card (CARD-SPEC: 100,000 fen) is the same;
+    // Largest online load (0200): the purse maximum on the card (docs/CARD-SPEC.md §2: 100,000 fen) is the same;
     // above it 61.
     std::uint64_t load_amount_fen_max = 100'000;
     // Largest clinic authorization (0100); above it 61.

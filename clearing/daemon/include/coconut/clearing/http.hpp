@@ -3,7 +3,7 @@
 // port (`--http-listen HOST:PORT`, optional TLS). clearing/README.md "HTTP API" describes the endpoints;
 // clearing/openapi.json is the contract.
 //
-// Tokens (DESIGN.md §8 "token hash"): every card has its own bearer token and every clerk one token
+// Tokens (docs/DESIGN.md §8.7): every card has its own bearer token and every clerk one token
 // with roles. A token is 24 random bytes shown once (base64url, prefixed "card_" / "clerk_"); what is
 // stored is its keyed BLAKE2b hash (crypto_generichash) under a 32-byte key kept in
 // DATA/http-token.key (mode 0600). Neither the key nor a hash is ever served, so a token cannot be
@@ -38,7 +38,7 @@ namespace coconut::clearing::http {
 
 // ---- card numbers ----------------------------------------------------------------------------------
 
-// The logical card number: the ASN's rightmost 8 bytes, 16 digits (DESIGN.md §4, ISO8583.md field 2).
+// The logical card number: the ASN's rightmost 8 bytes, 16 digits (docs/DESIGN.md §4.2, ISO8583.md field 2).
 using CardNumber = std::array<std::uint8_t, 8>;
 CardNumber card_number_of(const Asn& asn);
 std::optional<CardNumber> parse_card_number(std::string_view digits);  // exactly 16 digits
@@ -247,7 +247,7 @@ inline constexpr double address_failures_per_s_default = 2.0;
 inline constexpr double address_failure_burst_default = 50.0;
 // Tokens tracked by the rate limiter; the least recently seen are dropped beyond it.
 inline constexpr std::size_t rate_limited_tokens_max = 100'000;
-// Settlement transfers per POST (contract 3).
+// Settlement transfers per POST (clearing/README.md "Settlement postings").
 inline constexpr std::size_t transfers_per_request_max = 1000;
 // A manual adjustment moves at most 10,000,000 CNY; its reason and the checker's note are ≤ 500 bytes.
 inline constexpr std::uint64_t adjustment_fen_max = 1'000'000'000;

@@ -181,7 +181,7 @@ Result<std::size_t, Error> frame_size(ByteView buffer);
 
 // ---- response codes (field 39) -----------------------------------------------------------------------
 
-// The 1987 codes we answer with (REFERENCES.md §2); the value is the code's number.
+// The 1987 codes we answer with (docs/REFERENCES.md §2); the value is the code's number.
 enum class ResponseCode : std::uint8_t {
     approved = 0,                      // 00
     refer_to_card_issuer = 1,          // 01

@@ -1,5 +1,5 @@
 // The clearing ledger: double-entry accounts and immutable transfers in LMDB, after TigerBeetle's
-// model (REFERENCES.md §1, DESIGN.md §8). clearing/LEDGER.md describes the tables, the rules and the
+// model (docs/REFERENCES.md §1, docs/DESIGN.md §8.3). clearing/LEDGER.md describes the tables, the rules and the
 // journal; this header is the whole API.
 //
 // Model
@@ -10,7 +10,7 @@
 //             in part; the rest is released), voided, or expires after `timeout_s`.
 //
 // Rules
-//   - Ids are chosen by the originator (DESIGN.md §4) so a retry lands on the same id: the same id
+//   - Ids are chosen by the originator (docs/DESIGN.md §4.3) so a retry lands on the same id: the same id
 //     with identical fields answers `exists` (treat as created: the result carries the original
 //     timestamp); with any field different it answers exists_with_different_<field>.
 //   - An id that failed with a transient error (an account or pending transfer not found, a balance
@@ -63,7 +63,7 @@ struct Id {
     friend constexpr auto operator<=>(const Id&, const Id&) = default;
 };
 inline constexpr Id make_id(std::uint64_t low) { return Id{0, low}; }
-// The first 16 bytes of SHA-256(material): an id an originator can recompute (DESIGN.md §4, e.g.
+// The first 16 bytes of SHA-256(material): an id an originator can recompute (docs/DESIGN.md §4.3, e.g.
 // material = "purchase" ‖ ASN ‖ PSAM terminal id ‖ terminal serial).
 Id derive_id(ByteView material);
 std::string to_string(const Id& id);  // 32 hex digits
@@ -269,7 +269,7 @@ inline constexpr std::size_t batch_events_max = 8190;
 // at once; the rest are released by the following commits.
 inline constexpr std::size_t expiries_per_commit_max = 8190;
 // The default map: the file is sparse, so a large map costs address space only. 64 GiB holds
-// ~150M transfers with their indexes — a year of a province's volume (DESIGN.md §10).
+// ~150M transfers with their indexes — a year of a province's volume (docs/DESIGN.md §10).
 inline constexpr std::size_t map_size_bytes_default = std::size_t{64} << 30;
 // Concurrent read transactions (query API threads, settlement, check).
 inline constexpr unsigned readers_max_default = 126;
@@ -283,10 +283,10 @@ struct Options {
     // Wall clock in ns since the Unix epoch; ledger timestamps are max(previous + 1, clock). Tests
     // inject a fake clock to make holds expire.
     std::function<std::uint64_t()> clock_ns;
-    // Run check() after every committed batch and abort on a violation (DESIGN.md §8: "asserted
-    // after every batch in debug builds"). O(size of the ledger): tests and debug runs only.
+    // Run check() after every committed batch and abort on a violation (docs/DESIGN.md §8.6).
+    // O(size of the ledger): tests and debug runs only.
     bool check_after_commit = false;
-    // Open the environment MDB_RDONLY (contract 4 of the session brief): for settlement and tools
+    // Open the environment MDB_RDONLY: for settlement and tools
     // that read while the daemon serves the directory. Nothing is created (a directory without a
     // ledger fails to open), apply()/expire_pending() fail with ErrorCode::storage, and head() reads
     // the committed head from the environment each time (the writer is another process).
@@ -402,7 +402,7 @@ public:
     // error the head last read).
     JournalHead head() const;
 
-    // Every invariant of DESIGN.md §8: Σ debits = Σ credits per ledger (pending and posted); each
+    // Every invariant of docs/DESIGN.md §8.6: Σ debits = Σ credits per ledger (pending and posted); each
     // account equals the replay of the journal; every pending transfer resolves at most once and its
     // stored state agrees; every transfer in the journal is stored byte for byte; the hash chain and
     // the head verify. Reads in one read transaction.
