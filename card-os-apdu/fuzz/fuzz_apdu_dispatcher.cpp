@@ -1,5 +1,5 @@
-// libFuzzer target for the card OS APDU dispatcher (issue 2: "malformed APDUs get 6700/6A86/…, never a
-// crash"). Arbitrary bytes become a short session against an in-memory card (T=1 or T=0) or PSAM.
+// libFuzzer target for the card OS APDU dispatcher (malformed APDUs get 6700/6A86/…, never a
+// crash: card-os-apdu/README.md). Arbitrary bytes become a short session against an in-memory card (T=1 or T=0) or PSAM.
 //
 // Input layout:
 //   byte 0      device and start state: bits 0-1 = 0 card T=1, 1 card T=0, 2 PSAM, 3 card T=1 with master

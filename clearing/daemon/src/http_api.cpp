@@ -851,7 +851,7 @@ struct Api::State {
                std::move(respond));
     }
 
-    // ---- settlement postings (contract 3) ----
+    // ---- settlement postings (clearing/README.md "Settlement postings") ----
 
     static std::optional<std::string> parse_transfer(const json& j, ledger::Transfer& t) {
         if (!j.is_object()) return "not an object";

@@ -811,7 +811,7 @@ int main(int argc, char** argv) {
     terminal_status_cmd->add_option("TERMINAL", terminal_text, "field 41, 8 characters")->required();
     terminal_status_cmd->add_option("STATUS", status_text, "active | suspended | retired")->required();
 
-    // Tokens (contract 3 of the session brief; clearing/README.md "HTTP API").
+    // Tokens (clearing/README.md "HTTP API").
     std::string clerk_name, clerk_roles, tokens_out;
     std::vector<std::string> token_cards;
     auto* clerk_cmd = admin_cmd->add_subcommand("clerk-add", "add a clerk; prints the clerk's token once (daemon must be stopped)");

@@ -23,7 +23,7 @@ MDB_val to_val(ByteView bytes) {
 }
 ByteView to_view(const MDB_val& value) { return {static_cast<const std::uint8_t*>(value.mv_data), value.mv_size}; }
 
-// MDB_NOTLS: read transactions are not tied to a thread (DESIGN.md §8). Deliberately absent:
+// MDB_NOTLS: read transactions are not tied to a thread (docs/DESIGN.md §8.2). Deliberately absent:
 // MDB_NOSYNC, MDB_NOMETASYNC, MDB_WRITEMAP, MDB_MAPASYNC — each trades durability for speed.
 constexpr unsigned env_flags = MDB_NOTLS;
 constexpr mdb_mode_t file_mode = 0600;

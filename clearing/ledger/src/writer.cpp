@@ -1,4 +1,4 @@
-// The ledger writer thread: group commit (DESIGN.md §8).
+// The ledger writer thread: group commit (docs/DESIGN.md §8.2).
 #include <coconut/ledger/ledger.hpp>
 
 #include <pthread.h>
