@@ -75,7 +75,8 @@ Response VirtualCard::State::initialize(const Command& c) {
 Response VirtualCard::State::initialize_load(const Command&, const KeyEntry& dlk, std::uint32_t amount,
                                              ByteView terminal_id) {
     const PurseState& p = nv.purse;
-    // An exhausted counter would repeat (ASN, ATC, type), the transaction's clearing id: the purse stops.
+    // An exhausted counter would repeat (ASN, ATC, type) — a load's clearing id, and the card log's key
+    // for every transaction: the purse stops.
     if (p.online_atc == atc_max) return status_only(Sw::conditions_not_satisfied);
     if (static_cast<std::uint64_t>(p.balance_fen) + amount > p.max_balance_fen)
         return status_only(Sw::conditions_not_satisfied);

@@ -151,7 +151,7 @@ ledger::Id payable_account(std::uint64_t participant_id, std::uint32_t ledger_nu
 // claims it carries (DF03 balance before, DF04 offline ATC, DF0C transit record) say.
 ledger::Id offline_purchase_transfer(const Asn& asn, const TerminalId& psam_terminal_id, std::uint32_t terminal_serial);
 // An upload recorded for review instead of booked (TAC invalid, or a serial conflict):
-// derive_id("review" ‖ canonical id ‖ SHA-256 of the record as uploaded (fields 4 and 62)), so a forgery
+// derive_id("review" ‖ canonical id ‖ SHA-256 of fields 4 and 62 as uploaded), so a forgery
 // never occupies the id the genuine upload needs, and the same forgery re-sent lands on the same record.
 ledger::Id review_transfer(const ledger::Id& canonical_id, std::string_view amount4, std::string_view field62);
 ledger::Id opening_balance_transfer(const Asn& asn, std::uint32_t ledger_number);
