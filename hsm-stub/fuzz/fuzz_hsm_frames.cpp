@@ -119,11 +119,20 @@ public:
         timeval timeout{close_wait_max_s, 0};
         ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
         ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+        // From 127.0.0.2 … 127.0.0.251 in turn: each closed connection keeps its source port in TIME_WAIT for
+        // a minute, and at a few hundred connections a second one source address runs out of ports.
+        static std::uint32_t next_source = 0;
+        sockaddr_in source{};
+        source.sin_family = AF_INET;
+        source.sin_addr.s_addr = htonl(INADDR_LOOPBACK + 1 + next_source++ % 250);
+        if (::bind(fd_, reinterpret_cast<sockaddr*>(&source), sizeof source) != 0) fuzz::fail(target, "bind");
         sockaddr_in address{};
         address.sin_family = AF_INET;
         address.sin_port = htons(port);
         address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        if (::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) fuzz::fail(target, "connect");
+        while (::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+            if (errno != EINTR) fuzz::fail(target, std::string("connect: ") + std::strerror(errno));
+        }
     }
     ~Link() { ::close(fd_); }
     Link(const Link&) = delete;
@@ -134,6 +143,7 @@ public:
         std::size_t done = 0;
         while (done < bytes.size()) {
             const ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+            if (n < 0 && errno == EINTR) continue;  // libFuzzer's timeout alarm
             if (n <= 0) return false;
             done += static_cast<std::size_t>(n);
         }
@@ -145,7 +155,9 @@ public:
         std::size_t done = 0;
         while (done < n) {
             const ssize_t got = ::recv(fd_, out.data() + done, n - done, 0);
+            if (got < 0 && errno == EINTR) continue;  // libFuzzer's timeout alarm
             if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) fuzz::fail(target, "the server neither answered nor closed");
+            if (got < 0) last_error_ = errno;
             if (got <= 0) return std::nullopt;
             done += static_cast<std::size_t>(got);
         }
@@ -161,9 +173,12 @@ public:
         return body;
     }
     void half_close() { ::shutdown(fd_, SHUT_WR); }
+    // What ended the stream: 0 for the server's close, else the errno of the failed read.
+    int last_error() const { return last_error_; }
 
 private:
     int fd_ = -1;
+    int last_error_ = 0;
 };
 
 Bytes request_op(fuzz::Reader& input, const ClientKey& key, const wire::Nonce& nonce, std::uint64_t seq, std::string_view client) {
@@ -241,7 +256,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (++server.inputs % audit_truncate_every == 0) server.truncate_audit();
     Link link(server.port);
     auto hello_body = link.frame();
-    if (!hello_body) fuzz::fail(target, "no hello");
+    if (!hello_body) fuzz::fail(target, std::string("no hello: ") + (link.last_error() ? std::strerror(link.last_error()) : "closed"));
     auto hello = wire::decode_hello(*hello_body);
     if (!hello) fuzz::fail(target, "a hello that does not decode");
     const wire::Nonce nonce = hello->nonce;
