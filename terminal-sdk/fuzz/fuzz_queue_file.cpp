@@ -142,10 +142,7 @@ void write_seeds(const std::filesystem::path& dir) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-    if (auto dir = fuzz::write_seeds_requested()) {
-        write_seeds(*dir);
-        std::exit(0);
-    }
+    fuzz::write_seeds_if_requested(write_seeds);
     return 0;
 }
 

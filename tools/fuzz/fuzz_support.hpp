@@ -3,7 +3,7 @@
 // property. Header only; each target is one executable.
 //
 // Seeds: a target that builds its seed corpus from the real encoders writes it when run with
-// COCONUT_FUZZ_WRITE_SEEDS=DIR in the environment (write_seeds_requested() in LLVMFuzzerInitialize),
+// COCONUT_FUZZ_WRITE_SEEDS=DIR in the environment (write_seeds_if_requested in LLVMFuzzerInitialize),
 // so the committed corpus can be regenerated after a format change:
 //   COCONUT_FUZZ_WRITE_SEEDS=clearing/iso8583/fuzz/corpus/fuzz_card_data build-fuzz/clearing/iso8583/fuzz_card_data
 #pragma once
@@ -117,6 +117,14 @@ inline std::optional<std::filesystem::path> write_seeds_requested() {
 inline void write_seed(const std::filesystem::path& dir, std::string_view name, ByteView bytes) {
     write_file(dir / name, bytes);
     std::fprintf(stderr, "seed %s (%zu bytes)\n", (dir / name).c_str(), bytes.size());
+}
+// For LLVMFuzzerInitialize: when COCONUT_FUZZ_WRITE_SEEDS names a directory, `write` fills it and the
+// process exits (no fuzzing).
+inline void write_seeds_if_requested(void (*write)(const std::filesystem::path& dir)) {
+    if (auto dir = write_seeds_requested()) {
+        write(*dir);
+        std::exit(0);
+    }
 }
 
 }  // namespace coconut::fuzz
