@@ -309,6 +309,33 @@ auto verdicts_for(std::size_t expected) {
         return verdicts;
     };
 }
+
+// The typed commands AsyncClient and Link both offer, over their raw async_call (and strand, where a
+// refusal is delivered): one encoder, decoder and batch check for each.
+template <class Caller, class Strand>
+void typed_verify_purchase_tacs(Caller& caller, const Strand& strand, const wire::PurchaseTacBatch& batch,
+                                AsyncClient::Handler<std::vector<Verdict>> handler) {
+    if (batch.items.size() > max_batch_items) {
+        asio::post(strand, [handler = std::move(handler), n = batch.items.size()] {
+            handler(fail(Errc::batch_too_large, fmt::format("a batch holds at most {} transactions, not {}", max_batch_items, n)));
+        });
+        return;
+    }
+    caller.async_call(wire::Command::verify_purchase_tacs, wire::encode(batch),
+                      decoding<std::vector<Verdict>>(std::move(handler), verdicts_for(batch.items.size())));
+}
+template <class Caller>
+void typed_verify_load_tac(Caller& caller, const LoadTac& request, AsyncClient::Handler<Verdict> handler) {
+    caller.async_call(wire::Command::verify_load_tac, wire::encode(request), decoding<Verdict>(std::move(handler), wire::decode_verdict));
+}
+template <class Caller>
+void typed_load_mac2(Caller& caller, const LoadRequest& request, AsyncClient::Handler<LoadAnswer> handler) {
+    caller.async_call(wire::Command::load_mac2, wire::encode(request), decoding<LoadAnswer>(std::move(handler), wire::decode_load_answer));
+}
+template <class Caller>
+void typed_verify_internal_auth(Caller& caller, const InternalAuth& request, AsyncClient::Handler<Verdict> handler) {
+    caller.async_call(wire::Command::verify_internal_auth, wire::encode(request), decoding<Verdict>(std::move(handler), wire::decode_verdict));
+}
 }  // namespace
 
 void AsyncClient::async_key_info(const KeyRef& key, Handler<KeyInfo> handler) {
@@ -323,24 +350,12 @@ void AsyncClient::async_export_issuer_key(const wire::ExportIssuerKey& request, 
                decoding<ExportedKey>(std::move(handler), wire::decode_exported_key));
 }
 void AsyncClient::async_verify_purchase_tacs(const wire::PurchaseTacBatch& batch, Handler<std::vector<Verdict>> handler) {
-    if (batch.items.size() > max_batch_items) {
-        asio::post(state_->strand, [handler = std::move(handler), n = batch.items.size()] {
-            handler(fail(Errc::batch_too_large, fmt::format("a batch holds at most {} transactions, not {}", max_batch_items, n)));
-        });
-        return;
-    }
-    async_call(wire::Command::verify_purchase_tacs, wire::encode(batch),
-               decoding<std::vector<Verdict>>(std::move(handler), verdicts_for(batch.items.size())));
+    typed_verify_purchase_tacs(*this, state_->strand, batch, std::move(handler));
 }
-void AsyncClient::async_verify_load_tac(const LoadTac& request, Handler<Verdict> handler) {
-    async_call(wire::Command::verify_load_tac, wire::encode(request), decoding<Verdict>(std::move(handler), wire::decode_verdict));
-}
-void AsyncClient::async_load_mac2(const LoadRequest& request, Handler<LoadAnswer> handler) {
-    async_call(wire::Command::load_mac2, wire::encode(request), decoding<LoadAnswer>(std::move(handler), wire::decode_load_answer));
-}
+void AsyncClient::async_verify_load_tac(const LoadTac& request, Handler<Verdict> handler) { typed_verify_load_tac(*this, request, std::move(handler)); }
+void AsyncClient::async_load_mac2(const LoadRequest& request, Handler<LoadAnswer> handler) { typed_load_mac2(*this, request, std::move(handler)); }
 void AsyncClient::async_verify_internal_auth(const InternalAuth& request, Handler<Verdict> handler) {
-    async_call(wire::Command::verify_internal_auth, wire::encode(request),
-               decoding<Verdict>(std::move(handler), wire::decode_verdict));
+    typed_verify_internal_auth(*this, request, std::move(handler));
 }
 
 // ---- link -------------------------------------------------------------------------------------------
@@ -612,24 +627,12 @@ void Link::async_call(wire::Command command, Bytes payload, Handler<Bytes> handl
     });
 }
 void Link::async_verify_purchase_tacs(const wire::PurchaseTacBatch& batch, Handler<std::vector<Verdict>> handler) {
-    if (batch.items.size() > max_batch_items) {
-        asio::post(state_->strand, [handler = std::move(handler), n = batch.items.size()] {
-            handler(fail(Errc::batch_too_large, fmt::format("a batch holds at most {} transactions, not {}", max_batch_items, n)));
-        });
-        return;
-    }
-    async_call(wire::Command::verify_purchase_tacs, wire::encode(batch),
-               decoding<std::vector<Verdict>>(std::move(handler), verdicts_for(batch.items.size())));
+    typed_verify_purchase_tacs(*this, state_->strand, batch, std::move(handler));
 }
-void Link::async_verify_load_tac(const LoadTac& request, Handler<Verdict> handler) {
-    async_call(wire::Command::verify_load_tac, wire::encode(request), decoding<Verdict>(std::move(handler), wire::decode_verdict));
-}
-void Link::async_load_mac2(const LoadRequest& request, Handler<LoadAnswer> handler) {
-    async_call(wire::Command::load_mac2, wire::encode(request), decoding<LoadAnswer>(std::move(handler), wire::decode_load_answer));
-}
+void Link::async_verify_load_tac(const LoadTac& request, Handler<Verdict> handler) { typed_verify_load_tac(*this, request, std::move(handler)); }
+void Link::async_load_mac2(const LoadRequest& request, Handler<LoadAnswer> handler) { typed_load_mac2(*this, request, std::move(handler)); }
 void Link::async_verify_internal_auth(const InternalAuth& request, Handler<Verdict> handler) {
-    async_call(wire::Command::verify_internal_auth, wire::encode(request),
-               decoding<Verdict>(std::move(handler), wire::decode_verdict));
+    typed_verify_internal_auth(*this, request, std::move(handler));
 }
 
 // ---- synchronous client ---------------------------------------------------------------------------

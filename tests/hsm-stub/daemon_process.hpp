@@ -192,6 +192,30 @@ struct CommandResult {
     std::string output;
 };
 
+// A store with the test keys and two clients whose key files are dir/clearing.key and dir/issuance.key.
+struct Installation {
+    TempDir dir;
+    Installation() {
+        make_store(dir.path());
+        auto store = hsm::KeyStore::open(dir / "store");
+        REQUIRE(store.ok());
+        auto clearing = store->add_client("clearing", hsm::permit_tac);
+        auto issuance = store->add_client("issuance", hsm::permit_all);
+        REQUIRE(clearing.ok());
+        REQUIRE(issuance.ok());
+        REQUIRE(store->save().ok());
+        REQUIRE(hsm::wire::write_client_credentials(dir / "clearing.key", {"clearing", clearing.value()}).ok());
+        REQUIRE(hsm::wire::write_client_credentials(dir / "issuance.key", {"issuance", issuance.value()}).ok());
+    }
+    hsm::wire::ClientCredentials credentials(const std::string& id) const {
+        auto c = hsm::wire::read_client_credentials(dir / (id + ".key"));
+        REQUIRE(c.ok());
+        return std::move(c.value());
+    }
+    std::string audit_text() const { return read_text(dir / "store" / "audit.log"); }
+    bool audit_has(const std::string& needle) const { return audit_text().find(needle) != std::string::npos; }
+};
+
 // Runs a shell command (stdout + stderr captured). Commands given here carry their own timeouts.
 inline CommandResult run(const std::string& command) {
     CommandResult result;

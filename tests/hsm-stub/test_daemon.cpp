@@ -21,30 +21,6 @@ namespace {
 
 const hsm::CardIdentity alice = card("4600000000000001", "46000000001234567890");
 
-// A store with the test keys and two clients whose key files are dir/clearing.key and dir/issuance.key.
-struct Installation {
-    TempDir dir;
-    Installation() {
-        make_store(dir.path());
-        auto store = hsm::KeyStore::open(dir / "store");
-        REQUIRE(store.ok());
-        auto clearing = store->add_client("clearing", hsm::permit_tac);
-        auto issuance = store->add_client("issuance", hsm::permit_all);
-        REQUIRE(clearing.ok());
-        REQUIRE(issuance.ok());
-        REQUIRE(store->save().ok());
-        REQUIRE(wire::write_client_credentials(dir / "clearing.key", {"clearing", clearing.value()}).ok());
-        REQUIRE(wire::write_client_credentials(dir / "issuance.key", {"issuance", issuance.value()}).ok());
-    }
-    wire::ClientCredentials credentials(const std::string& id) const {
-        auto c = wire::read_client_credentials(dir / (id + ".key"));
-        REQUIRE(c.ok());
-        return std::move(c.value());
-    }
-    std::string audit_text() const { return read_text(dir / "store" / "audit.log"); }
-    bool audit_has(const std::string& needle) const { return audit_text().find(needle) != std::string::npos; }
-};
-
 std::unique_ptr<hsm::Client> connect(const Daemon& daemon, wire::ClientCredentials credentials) {
     auto client = hsm::Client::connect(daemon.endpoint(), std::move(credentials));
     REQUIRE_MESSAGE(client.ok(), client.error().message);

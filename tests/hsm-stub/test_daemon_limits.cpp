@@ -21,30 +21,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// A store with two clients: "issuance" (every permission) and "clearing" (TAC only).
-struct AdmissionInstallation {
-    TempDir dir;
-    AdmissionInstallation() {
-        make_store(dir.path());
-        auto store = hsm::KeyStore::open(dir / "store");
-        REQUIRE(store.ok());
-        auto clearing = store->add_client("clearing", hsm::permit_tac);
-        auto issuance = store->add_client("issuance", hsm::permit_all);
-        REQUIRE(clearing.ok());
-        REQUIRE(issuance.ok());
-        REQUIRE(store->save().ok());
-        REQUIRE(wire::write_client_credentials(dir / "clearing.key", {"clearing", clearing.value()}).ok());
-        REQUIRE(wire::write_client_credentials(dir / "issuance.key", {"issuance", issuance.value()}).ok());
-    }
-    wire::ClientCredentials credentials(const std::string& id) const {
-        auto c = wire::read_client_credentials(dir / (id + ".key"));
-        REQUIRE(c.ok());
-        return std::move(c.value());
-    }
-    std::string audit_text() const { return read_text(dir / "store" / "audit.log"); }
-    bool audit_has(const std::string& needle) const { return audit_text().find(needle) != std::string::npos; }
-};
-
 // The daemon's answer to one key-info request (seq 1) on a fresh connection: the response's status,
 // the code of a fatal notice, or nullopt if no hello or no answer came.
 std::optional<Errc> first_answer(RawConnection& raw, const wire::ClientCredentials& credentials) {
@@ -92,7 +68,7 @@ std::uint64_t refused_count(const std::string& line) {
 }  // namespace
 
 TEST_CASE("one address holding unauthenticated connections cannot take every slot: another address still gets in") {
-    AdmissionInstallation install;
+    Installation install;
     Daemon daemon(install.dir.path());  // the defaults: 256 connections, 128 per address
     std::vector<std::unique_ptr<RawConnection>> held;
     int greeted = 0;
@@ -113,7 +89,7 @@ TEST_CASE("one address holding unauthenticated connections cannot take every slo
 }
 
 TEST_CASE("an address not on --allow is closed without a hello; a listed address is served") {
-    AdmissionInstallation install;
+    Installation install;
     Daemon daemon(install.dir.path(), {"--allow", "127.0.0.1,10.0.0.0/8"});
     RawConnection stranger(daemon.port(), "127.0.0.2");
     REQUIRE(stranger.connected());
@@ -128,7 +104,7 @@ TEST_CASE("an address not on --allow is closed without a hello; a listed address
 }
 
 TEST_CASE("by default every loopback address is allowed; a malformed --allow is a usage error") {
-    AdmissionInstallation install;
+    Installation install;
     {
         Daemon daemon(install.dir.path());
         RawConnection other(daemon.port(), "127.0.0.2");
@@ -141,7 +117,7 @@ TEST_CASE("by default every loopback address is allowed; a malformed --allow is 
 }
 
 TEST_CASE("one client id cannot hold more than --max-connections-per-client authenticated connections") {
-    AdmissionInstallation install;
+    Installation install;
     Daemon daemon(install.dir.path(), {"--max-connections-per-client", "2"});
     const auto issuance = install.credentials("issuance");
     auto first = std::make_unique<RawConnection>(daemon.port());
@@ -168,7 +144,7 @@ TEST_CASE("one client id cannot hold more than --max-connections-per-client auth
 }
 
 TEST_CASE("at the descriptor limit the daemon waits instead of spinning, and serves again once descriptors are free") {
-    AdmissionInstallation install;
+    Installation install;
     Daemon daemon(install.dir.path(), {}, rlim_t{64});
     // More peers than the daemon has descriptors: the rest wait in the listen backlog.
     std::vector<std::unique_ptr<RawConnection>> flood;
@@ -195,7 +171,7 @@ TEST_CASE("at the descriptor limit the daemon waits instead of spinning, and ser
 }
 
 TEST_CASE("2,000 junk connections add one refusal line to the audit log, not a line each; the chain still verifies") {
-    AdmissionInstallation install;
+    Installation install;
     Daemon daemon(install.dir.path());
     const std::string before = install.audit_text();
     wire::ClientCredentials forged = install.credentials("clearing");
@@ -259,7 +235,7 @@ TEST_CASE("2,000 junk connections add one refusal line to the audit log, not a l
 }
 
 TEST_CASE("keep-alives (empty TAC batches) are one audit line per interval with a count, not a line each") {
-    AdmissionInstallation install;
+    Installation install;
     Daemon daemon(install.dir.path());
     const std::string before = install.audit_text();
     auto client = hsm::Client::connect(daemon.endpoint(), install.credentials("clearing"));

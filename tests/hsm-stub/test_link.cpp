@@ -34,25 +34,6 @@ std::vector<hsm::PurchaseTac> batch_of(std::size_t count, std::uint32_t salt) {
     return batch;
 }
 
-// A store with the test keys and the client "clearing" (permission tac), its key in dir/clearing.key.
-struct Installation {
-    TempDir dir;
-    Installation() {
-        make_store(dir.path());
-        auto store = hsm::KeyStore::open(dir / "store");
-        REQUIRE(store.ok());
-        auto clearing = store->add_client("clearing", hsm::permit_tac);
-        REQUIRE(clearing.ok());
-        REQUIRE(store->save().ok());
-        REQUIRE(wire::write_client_credentials(dir / "clearing.key", {"clearing", clearing.value()}).ok());
-    }
-    wire::ClientCredentials credentials() const {
-        auto c = wire::read_client_credentials(dir / "clearing.key");
-        REQUIRE(c.ok());
-        return std::move(c.value());
-    }
-};
-
 // Runs `io` until `done` or the deadline; returns done().
 template <class Done>
 bool run_until(asio::io_context& io, Done done, std::chrono::milliseconds deadline = 10s) {
@@ -189,7 +170,7 @@ TEST_CASE("after the HSM closed an idle connection, the next TAC batch is answer
     asio::io_context io;
 
     // The single connection the clearing used before: the idle close fails the next request.
-    auto plain = hsm::AsyncClient::create(io.get_executor(), install.credentials());
+    auto plain = hsm::AsyncClient::create(io.get_executor(), install.credentials("clearing"));
     std::optional<coconut::Status<hsm::Failure>> connected;
     plain->async_connect(daemon.endpoint(), [&](auto s) { connected.emplace(std::move(s)); });
     REQUIRE(run_until(io, [&] { return connected.has_value(); }));
@@ -203,7 +184,7 @@ TEST_CASE("after the HSM closed an idle connection, the next TAC batch is answer
     MESSAGE("a plain connection after the idle close: " << before->error().message);
 
     // The link, keep-alive off so that the HSM does close it.
-    auto link = hsm::Link::create(io.get_executor(), daemon.endpoint(), install.credentials(), options(2'000ms, 0ms));
+    auto link = hsm::Link::create(io.get_executor(), daemon.endpoint(), install.credentials("clearing"), options(2'000ms, 0ms));
     REQUIRE(verify(io, *link, 2).ok());
     std::this_thread::sleep_for(700ms);
     for (std::uint32_t round = 3; round < 6; ++round) {
@@ -222,7 +203,7 @@ TEST_CASE("a keep-alive below the HSM's idle timeout keeps the one connection op
     Installation install;
     Daemon daemon(install.dir.path(), {"--idle-timeout-ms", "500"});
     asio::io_context io;
-    auto link = hsm::Link::create(io.get_executor(), daemon.endpoint(), install.credentials(), options(2'000ms, 150ms));
+    auto link = hsm::Link::create(io.get_executor(), daemon.endpoint(), install.credentials("clearing"), options(2'000ms, 150ms));
     REQUIRE(verify(io, *link, 1).ok());
     run_until(io, [] { return false; }, 1'500ms);  // three idle timeouts
     auto after = verify(io, *link, 2);
@@ -266,7 +247,7 @@ TEST_CASE("a hung HSM opens the breaker: later requests fail at once until a pro
     Installation install;
     Daemon daemon(install.dir.path());
     asio::io_context io;
-    auto link = hsm::Link::create(io.get_executor(), daemon.endpoint(), install.credentials(), options(400ms, 0ms, 500ms));
+    auto link = hsm::Link::create(io.get_executor(), daemon.endpoint(), install.credentials("clearing"), options(400ms, 0ms, 500ms));
     REQUIRE(verify(io, *link, 1).ok());
 
     daemon.signal(SIGSTOP);

@@ -1169,16 +1169,7 @@ struct Api::State {
         }
         std::uint64_t after = 0;
         std::size_t limit = 100;
-        if (auto text = target.param("after")) {
-            auto value = parse_u64(*text);
-            if (!value) return respond(error_response(400, "bad_request", "after must be a proposal number"));
-            after = *value;
-        }
-        if (auto text = target.param("limit")) {
-            auto value = parse_u64(*text);
-            if (!value || *value == 0 || *value > journal_page_max) return respond(error_response(400, "bad_request", fmt::format("limit must be 1 to {}", journal_page_max)));
-            limit = *value;
-        }
+        if (auto bad = page_params(target, "a proposal number", after, limit)) return respond(error_response(400, "bad_request", *bad));
         auto page = s.tokens.adjustments(after, limit, status);
         if (!page) return respond(storage_failure(page.error().message));
         json items = json::array();
@@ -1308,19 +1299,26 @@ struct Api::State {
         journaled_read(json_response(200, out), ClerkAction{0, 0, clerk.name, "suspense_list", "", "ok", ""}, std::move(respond));
     }
 
+    // ?after=N&limit=1…journal_page_max of a list read oldest first: what is wrong, or nullopt with the
+    // values set (unchanged when absent).
+    static std::optional<std::string> page_params(const Target& target, std::string_view after_is, std::uint64_t& after, std::size_t& limit) {
+        if (auto text = target.param("after")) {
+            auto value = parse_u64(*text);
+            if (!value) return fmt::format("after must be {}", after_is);
+            after = *value;
+        }
+        if (auto text = target.param("limit")) {
+            auto value = parse_u64(*text);
+            if (!value || *value == 0 || *value > journal_page_max) return fmt::format("limit must be 1 to {}", journal_page_max);
+            limit = *value;
+        }
+        return std::nullopt;
+    }
+
     void journal(const Target& target, Respond respond) {
         std::uint64_t after = 0;
         std::size_t limit = transactions_page_max;
-        if (auto it = target.param("after")) {
-            auto value = parse_u64(*it);
-            if (!value) return respond(error_response(400, "bad_request", "after must be a sequence number"));
-            after = *value;
-        }
-        if (auto it = target.param("limit")) {
-            auto value = parse_u64(*it);
-            if (!value || *value == 0 || *value > journal_page_max) return respond(error_response(400, "bad_request", "limit must be 1 to 1000"));
-            limit = *value;
-        }
+        if (auto bad = page_params(target, "a sequence number", after, limit)) return respond(error_response(400, "bad_request", *bad));
         auto entries = s.tokens.journal(after, limit);
         if (!entries) return respond(storage_failure(entries.error().message));
         json items = json::array();
