@@ -51,7 +51,7 @@ std::string ascii(ByteView b) {
 
 crypto::CardDateTime to_card_date_time(std::chrono::system_clock::time_point when) {
     // Card time is Hainan local time, UTC+8 all year (no daylight saving).
-    const std::time_t t = std::chrono::system_clock::to_time_t(when) + 8 * 3600;
+    const std::time_t t = std::chrono::system_clock::to_time_t(when) + hainan_utc_offset.count();
     std::tm tm{};
     gmtime_r(&t, &tm);
     crypto::CardDateTime out;

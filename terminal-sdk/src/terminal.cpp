@@ -41,7 +41,7 @@ std::optional<std::chrono::system_clock::time_point> parse_card_time(ByteView bc
     tm.tm_min = std::stoi(d.substr(10, 2));
     tm.tm_sec = std::stoi(d.substr(12, 2));
     if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1) return std::nullopt;
-    return std::chrono::system_clock::from_time_t(timegm(&tm) - 8 * 3600);
+    return std::chrono::system_clock::from_time_t(timegm(&tm) - hainan_utc_offset.count());
 }
 
 bool same_when(const crypto::CardDateTime& a, const crypto::CardDateTime& b) { return a.date == b.date && a.time == b.time; }

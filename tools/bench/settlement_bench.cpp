@@ -122,7 +122,7 @@ int generate(const Options& o, std::uint64_t day_start_ns) {
     ledger::Options options;
     options.directory = o.dir;
     // Every event of the day at 08:00 local and after (each next event +1 ns).
-    options.clock_ns = [day_start_ns] { return day_start_ns + 8 * 3600 * ns_per_s; };
+    options.clock_ns = [day_start_ns] { return day_start_ns + static_cast<std::uint64_t>(coconut::hainan_utc_offset.count()) * ns_per_s; };
     auto opened = ledger::Ledger::open(options);
     if (!opened) return fmt::print(stderr, "{}\n", opened.error().message), 1;
     ledger::Ledger& ledger = **opened;

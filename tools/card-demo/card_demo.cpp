@@ -9,6 +9,7 @@
 #include "pcsc_env.hpp"
 
 #include <coconut/apdu/bytes.hpp>
+#include <coconut/core/identifiers.hpp>
 #include <coconut/apdu/status.hpp>
 #include <coconut/apdu/tlv.hpp>
 #include <coconut/crypto/card_crypto.hpp>
@@ -114,7 +115,7 @@ crypto::Key16 card_key(const char* master) {
 
 // Hainan local time (UTC+8), as the card and the PSAM take it.
 crypto::CardDateTime hainan_now() {
-    std::time_t now = std::time(nullptr) + 8 * 3600;
+    std::time_t now = std::time(nullptr) + coconut::hainan_utc_offset.count();
     std::tm utc{};
     ::gmtime_r(&now, &utc);
     crypto::CardDateTime when;

@@ -147,7 +147,7 @@ SettlementOutcome settle_live(const WorldPaths& world, const Island& island, con
     // Today in Hainan (UTC+8); the cut-off is two seconds from now (every booking of the day is committed:
     // the terminals have finished), capped at 24:00 of the business date.
     const auto now = std::chrono::system_clock::now();
-    const auto local = std::chrono::floor<std::chrono::seconds>(now + std::chrono::hours(8));
+    const auto local = std::chrono::floor<std::chrono::seconds>(now + hainan_utc_offset);
     const auto day = std::chrono::floor<std::chrono::days>(local);
     const std::chrono::year_month_day date{day};
     const auto cutoff_second = std::min<std::uint32_t>(static_cast<std::uint32_t>((local - day).count()) + 2, st::seconds_per_day);
@@ -169,7 +169,7 @@ SettlementOutcome settle_live(const WorldPaths& world, const Island& island, con
     // restarted since the last booking, so nothing can be in flight: a margin of 2 s, given explicitly.
     constexpr std::chrono::seconds margin{2};
     const auto cutoff_instant = std::chrono::time_point_cast<std::chrono::system_clock::duration>(
-        day + std::chrono::seconds(cutoff_second) - std::chrono::hours(8));
+        day + std::chrono::seconds(cutoff_second) - hainan_utc_offset);
     const auto ready = cutoff_instant + margin + std::chrono::milliseconds(500);
     const auto wait_started = std::chrono::system_clock::now();
     // Said once also without a terminal (no progress bar there): a log shows why nothing happens for a moment.

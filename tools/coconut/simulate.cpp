@@ -176,7 +176,7 @@ std::chrono::system_clock::time_point local_time(const std::string& date, Second
     tm.tm_mon = std::stoi(date.substr(4, 2)) - 1;
     tm.tm_mday = std::stoi(date.substr(6, 2));
     const std::time_t midnight_utc = ::timegm(&tm);
-    return std::chrono::system_clock::from_time_t(midnight_utc - 8 * 3600 + at);  // Hainan is UTC+8
+    return std::chrono::system_clock::from_time_t(midnight_utc - coconut::hainan_utc_offset.count() + at);
 }
 
 struct SimTerminal {

@@ -23,6 +23,7 @@
 // the field and says what is wrong. Exceptions only for programmer errors and a broken libsodium/OpenSSL.
 #pragma once
 
+#include <coconut/core/identifiers.hpp>
 #include <coconut/apdu/bytes.hpp>
 #include <coconut/crypto/card_crypto.hpp>
 #include <coconut/result.hpp>
@@ -304,9 +305,9 @@ crypto::Key16 generate_key();
 
 // ---- card services (docs/CARD-SPEC.md §4 profile, two-level diversification issuer → card) ---------------
 
-using IssuerId = std::array<std::uint8_t, 8>;  // EF15 issuer identifier: the issuer factor
-using Asn = std::array<std::uint8_t, 10>;      // application serial number, 20 BCD digits
-using TerminalId = std::array<std::uint8_t, 6>;
+using coconut::Asn;  // coconut/core/identifiers.hpp
+using coconut::IssuerId;
+using coconut::TerminalId;
 
 struct CardIdentity {
     IssuerId issuer_id{};

@@ -69,7 +69,7 @@ using Status = coconut::Status<Error>;
 // ---- business dates, cut-off, cycles -----------------------------------------------------------------
 
 // Hainan local time: UTC+8 all year (no daylight saving).
-inline constexpr std::int64_t local_utc_offset_s = 8 * 3600;
+inline constexpr std::int64_t local_utc_offset_s = hainan_utc_offset.count();
 // A cycle may run only this long after its cut-off: a transfer whose ledger timestamp was taken just
 // before the cut-off may still be committing (the writer stamps at the start of its transaction).
 inline constexpr std::chrono::seconds settling_margin{60};

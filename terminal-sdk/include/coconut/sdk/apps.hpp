@@ -3,6 +3,7 @@
 // of truth with the card OS).
 #pragma once
 
+#include <coconut/core/identifiers.hpp>
 #include <coconut/cos/layout.hpp>
 #include <coconut/crypto/card_crypto.hpp>
 #include <coconut/sdk/channel.hpp>
@@ -27,8 +28,8 @@ struct CardError {
 template <class T>
 using CardResult = Result<T, CardError>;
 
-using Asn = std::array<std::uint8_t, 10>;
-using TerminalId = std::array<std::uint8_t, 6>;
+using coconut::Asn;  // coconut/core/identifiers.hpp
+using coconut::TerminalId;
 
 // EF15 public data as the purse FCI carries it.
 struct PurseInfo {

@@ -16,6 +16,7 @@
 // input from an operator (registry JSON, a data directory) is an Error with a specific message.
 #pragma once
 
+#include <coconut/core/identifiers.hpp>
 #include <coconut/apdu/bytes.hpp>
 #include <coconut/crypto/card_crypto.hpp>
 #include <coconut/hsm/client.hpp>
@@ -50,9 +51,9 @@ class context;  // coconut/tls/tls.hpp makes one (ServerOptions::tls)
 
 namespace coconut::clearing {
 
-using Asn = std::array<std::uint8_t, 10>;
-using IssuerId = std::array<std::uint8_t, 8>;
-using TerminalId = std::array<std::uint8_t, 6>;  // the PSAM terminal id (BCD)
+using coconut::Asn;  // coconut/core/identifiers.hpp
+using coconut::IssuerId;
+using coconut::TerminalId;
 
 // ---- errors -------------------------------------------------------------------------------------
 
