@@ -81,18 +81,12 @@ struct Server::Shared : std::enable_shared_from_this<Server::Shared> {
 
 namespace {
 
-// An empty purchase-TAC batch: what hsm::Link sends to keep a quiet connection open.
-bool is_keepalive(wire::Command command, ByteView payload) {
-    if (command != wire::Command::verify_purchase_tacs) return false;
-    auto batch = wire::decode_purchase_tac_batch(payload);
-    return batch && batch->items.empty();
-}
-
 // The answer to one authenticated request.
 struct Answer {
     Errc status = Errc::ok;
     Bytes payload;
     Usage usage;
+    bool keepalive = false;  // an empty purchase-TAC batch answered: what hsm::Link sends on a quiet connection
 };
 
 Answer error_answer(const Failure& failure) {
@@ -158,11 +152,16 @@ Answer dispatch(const Hsm& hsm, wire::Command command, ByteView payload) {
                 u->key_label = r.master.label;
                 return hsm.export_issuer_key(r.issuer_id, r.master, r.transport, u);
             });
-        case Command::verify_purchase_tacs:
-            return serve(wire::decode_purchase_tac_batch(payload), [&](const wire::PurchaseTacBatch& r, Usage* u) {
+        case Command::verify_purchase_tacs: {
+            bool empty = false;
+            Answer answer = serve(wire::decode_purchase_tac_batch(payload), [&](const wire::PurchaseTacBatch& r, Usage* u) {
                 u->key_label = r.label;
+                empty = r.items.empty();
                 return hsm.verify_purchase_tacs(r.label, r.items, u);
             });
+            answer.keepalive = empty && answer.status == Errc::ok;
+            return answer;
+        }
         case Command::verify_load_tac:
             return serve(wire::decode_load_tac(payload), [&](const LoadTac& r, Usage* u) {
                 u->key_label = r.key.label;
@@ -288,7 +287,7 @@ private:
         } else {
             answer = dispatch(*shared_->current(), *command, request->payload);
         }
-        if (answer.status == Errc::ok && is_keepalive(*command, request->payload)) {
+        if (answer.keepalive) {
             shared_->count_keepalive(client_id_);
             return send(wire::encode_response(*key_, nonce_, request->seq, answer.status, answer.payload), false);
         }

@@ -18,9 +18,6 @@ __extension__ typedef unsigned __int128 WideUnsigned;  // Σ of many u64 amounts
 
 constexpr std::uint32_t bp_per_unit = 10'000;
 
-struct IdHash {
-    std::size_t operator()(const ledger::Id& id) const noexcept { return std::hash<std::uint64_t>{}(id.high ^ (id.low * 0x9E3779B97F4A7C15ull)); }
-};
 
 Error unbalanced(std::string message) { return Error{ErrorCode::unbalanced, std::move(message)}; }
 Error storage(const ledger::Error& e) { return Error{ErrorCode::storage, e.message}; }
@@ -208,7 +205,7 @@ private:
     const std::vector<Participant>& participants_;
     std::vector<Accumulator> accumulators_;
     std::unordered_map<std::uint64_t, std::size_t> by_id_;
-    std::unordered_map<ledger::Id, Payable, IdHash> payables_;
+    std::unordered_map<ledger::Id, Payable, ledger::IdHash> payables_;
     Wide float_flow_ = 0;
     Wide fund_flow_ = 0;
     KindTotals suspense_;

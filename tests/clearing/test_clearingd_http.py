@@ -489,7 +489,8 @@ def check_adjustments(stack, client, window, expected):
     proposal = {"debit_account_id": f"{1:032x}", "credit_account_id": payable, "ledger": 1, "amount": 250,
                 "reason": "ride charged twice on 12-05, refunded to the operator"}
     for bad, status_code in ((dict(proposal, amount=0), 400), (dict(proposal, reason=""), 400), (dict(proposal, colour="red"), 400),
-                             ({k: v for k, v in proposal.items() if k != "ledger"}, 400), (dict(proposal, reason="a\nb"), 400)):
+                             ({k: v for k, v in proposal.items() if k != "ledger"}, 400), (dict(proposal, ledger=3), 400),
+                             (dict(proposal, reason="a\nb"), 400)):
         status, body, _ = client.call("POST", "/v1/clerk/adjustments", maker, bad)
         assert_error(status, body, status_code)
     for debit, says in ((purse_shadow_hex(it.CARDS[0]), "purse shadow"), (f"{5:032x}", "owned by another rule"),

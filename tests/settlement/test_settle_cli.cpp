@@ -239,6 +239,27 @@ int wait_port_file(const std::filesystem::path& path, pid_t daemon) {
     return 0;
 }
 
+// An HSM store with the clearing's client (key in SCRATCH/clearing.key) and a settlement clerk of the
+// ledger in `data` (token in SCRATCH/settler.token).
+struct HsmAndSettler {
+    std::filesystem::path store;
+    std::filesystem::path hsm_key;
+    std::filesystem::path token_file;
+};
+HsmAndSettler hsm_and_settler(const std::filesystem::path& data, const std::filesystem::path& scratch) {
+    HsmAndSettler out{scratch / "hsm-store", scratch / "clearing.key", scratch / "settler.token"};
+    REQUIRE(tool(COCONUT_HSMD_EXE, {"init", "--store", out.store.string()}, scratch).code == 0);
+    REQUIRE(tool(COCONUT_HSMD_EXE, {"client", "add", "--store", out.store.string(), "--id", "clearing", "--permissions", "tac", "--key-out",
+                                    out.hsm_key.string()},
+                 scratch)
+                .code == 0);
+    const Cli clerk = tool(COCONUT_CLEARINGD_EXE, {"admin", "--data", data.string(), "clerk-add", "--name", "settler", "--roles", "settlement"},
+                           scratch);
+    REQUIRE_MESSAGE(clerk.code == 0, clerk.output);
+    write(out.token_file, clerk.output);
+    return out;
+}
+
 // Stops a daemon this test started (by its pid).
 struct Stopper {
     pid_t pid;
@@ -257,18 +278,10 @@ TEST_CASE("posting through the daemon's clerk API: once, idempotent, and --direc
     Setup s;
     TempDir scratch;
     const auto data = s.day.data.path();
-    const auto store = scratch.path() / "hsm-store";
-    const auto hsm_key = scratch.path() / "clearing.key";
-    REQUIRE(tool(COCONUT_HSMD_EXE, {"init", "--store", store.string()}, scratch.path()).code == 0);
-    REQUIRE(tool(COCONUT_HSMD_EXE, {"client", "add", "--store", store.string(), "--id", "clearing", "--permissions", "tac", "--key-out",
-                                    hsm_key.string()},
-                 scratch.path())
-                .code == 0);
-    const Cli clerk = tool(COCONUT_CLEARINGD_EXE, {"admin", "--data", data.string(), "clerk-add", "--name", "settler", "--roles", "settlement"},
-                           scratch.path());
-    REQUIRE_MESSAGE(clerk.code == 0, clerk.output);
-    const auto token_file = scratch.path() / "settler.token";
-    write(token_file, clerk.output);
+    const HsmAndSettler prepared = hsm_and_settler(data, scratch.path());
+    const auto& store = prepared.store;
+    const auto& hsm_key = prepared.hsm_key;
+    const auto& token_file = prepared.token_file;
     const auto reader = tool(COCONUT_CLEARINGD_EXE, {"admin", "--data", data.string(), "clerk-add", "--name", "reader", "--roles", "read"},
                              scratch.path());
     const auto reader_token = scratch.path() / "reader.token";
@@ -346,18 +359,10 @@ TEST_CASE("posting over HTTPS: the daemon's certificate verified against --ca; a
     Setup s;
     TempDir scratch;
     const auto data = s.day.data.path();
-    const auto store = scratch.path() / "hsm-store";
-    const auto hsm_key = scratch.path() / "clearing.key";
-    REQUIRE(tool(COCONUT_HSMD_EXE, {"init", "--store", store.string()}, scratch.path()).code == 0);
-    REQUIRE(tool(COCONUT_HSMD_EXE, {"client", "add", "--store", store.string(), "--id", "clearing", "--permissions", "tac", "--key-out",
-                                    hsm_key.string()},
-                 scratch.path())
-                .code == 0);
-    const Cli clerk = tool(COCONUT_CLEARINGD_EXE, {"admin", "--data", data.string(), "clerk-add", "--name", "settler", "--roles", "settlement"},
-                           scratch.path());
-    REQUIRE_MESSAGE(clerk.code == 0, clerk.output);
-    const auto token_file = scratch.path() / "settler.token";
-    write(token_file, clerk.output);
+    const HsmAndSettler prepared = hsm_and_settler(data, scratch.path());
+    const auto& store = prepared.store;
+    const auto& hsm_key = prepared.hsm_key;
+    const auto& token_file = prepared.token_file;
     const TestPki pki = make_pki(scratch.path(), "island");
     const TestPki stranger = make_pki(scratch.path(), "stranger");
 

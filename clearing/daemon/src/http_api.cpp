@@ -27,27 +27,11 @@ namespace {
 
 // ---- small leaves ------------------------------------------------------------------------------------
 
-std::string id_hex(const ledger::Id& id) { return fmt::format("{:016x}{:016x}", id.high, id.low); }
-
-std::optional<ledger::Id> parse_id_hex(const json& value) {
+std::optional<ledger::Id> id_of_json(const json& value) {
     if (!value.is_string()) return std::nullopt;
-    const std::string text = value.get<std::string>();
-    if (text.size() != 32) return std::nullopt;
-    ledger::Id id;
-    for (int half = 0; half < 2; ++half) {
-        std::uint64_t part = 0;
-        const char* first = text.data() + half * 16;
-        auto [end, ec] = std::from_chars(first, first + 16, part, 16);
-        if (ec != std::errc() || end != first + 16) return std::nullopt;
-        (half == 0 ? id.high : id.low) = part;
-    }
-    return id;
+    return parse_id_hex(value.get_ref<const std::string&>());
 }
 
-std::uint64_t now_ns() {
-    return static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
-}
 
 std::string iso_time(std::uint64_t ns) {
     const std::time_t seconds = static_cast<std::time_t>(ns / 1'000'000'000);
@@ -866,7 +850,7 @@ struct Api::State {
                                                             {"user_data_128", &t.user_data_128}};
         for (const auto& [key, out] : ids) {
             if (!j.contains(key)) continue;
-            auto id = parse_id_hex(j[key]);
+            auto id = id_of_json(j[key]);
             if (!id) return fmt::format("\"{}\" must be 32 hex digits", key);
             *out = *id;
         }
@@ -960,7 +944,7 @@ struct Api::State {
         auto recorded = s.tokens.settlement_cycle(claim.cycle);
         auto latest = s.tokens.latest_settlement_cycle();
         if (!recorded || !latest) return respond(storage_failure((!recorded ? recorded.error() : latest.error()).message));
-        const std::uint64_t now = now_ns();
+        const std::uint64_t now = clearing::detail::wall_clock_ns();
         if (auto bad = window_refusal(claim, *recorded, *latest, now, options.settlement_margin)) {
             return refuse_by_rule(clerk, "settlement", target, "settlement window rule: " + *bad, std::move(respond));
         }
@@ -1062,18 +1046,21 @@ struct Api::State {
         Adjustment a;
         for (const auto& [key, out] : {std::pair{"debit_account_id", &a.debit_account_id}, std::pair{"credit_account_id", &a.credit_account_id}}) {
             if (problem) break;
-            auto id = body.contains(key) ? parse_id_hex(body[key]) : std::nullopt;
+            auto id = body.contains(key) ? id_of_json(body[key]) : std::nullopt;
             if (!id) problem = fmt::format("\"{}\" must be 32 hex digits", key);
             else *out = *id;
         }
-        if (!problem && (!body.contains("ledger") || !body["ledger"].is_number_unsigned())) problem = "\"ledger\" must be 1 (purse) or 2 (medical)";
+        if (!problem && (!body.contains("ledger") || !body["ledger"].is_number_unsigned() ||
+                         (body["ledger"].get<std::uint64_t>() != ledgers::purse && body["ledger"].get<std::uint64_t>() != ledgers::medical))) {
+            problem = "\"ledger\" must be 1 (purse) or 2 (medical)";
+        }
         if (!problem && (!body.contains("amount") || !body["amount"].is_number_unsigned() || body["amount"].get<std::uint64_t>() == 0 ||
                          body["amount"].get<std::uint64_t>() > adjustment_fen_max)) {
             problem = fmt::format("\"amount\" must be 1 to {} fen", adjustment_fen_max);
         }
         if (!problem) problem = free_text(body, "reason", true, a.reason);
         if (problem) return respond(error_response(400, "bad_request", *problem));
-        a.ledger = static_cast<std::uint32_t>(std::min<std::uint64_t>(body["ledger"].get<std::uint64_t>(), 0xFFFFFFFFu));
+        a.ledger = static_cast<std::uint32_t>(body["ledger"].get<std::uint64_t>());
         a.amount = body["amount"].get<std::uint64_t>();
         a.maker = clerk.name;
         auto refused = adjustment_refusal(s.ledger, a);
@@ -1085,7 +1072,7 @@ struct Api::State {
             auto number = tokens.next_adjustment_number(txn);
             if (!number) return Unexpected{number.error()};
             proposal->number = *number;
-            proposal->proposed_ns = now_ns();
+            proposal->proposed_ns = clearing::detail::wall_clock_ns();
             action.target = fmt::format("adjustment {}", *number);
             return tokens.put_adjustment(txn, *proposal);
         };
@@ -1133,7 +1120,7 @@ struct Api::State {
         }
         a.status = approve ? AdjustmentStatus::approved : AdjustmentStatus::rejected;
         a.checker = clerk.name;
-        a.decided_ns = now_ns();
+        a.decided_ns = clearing::detail::wall_clock_ns();
         a.note = note;
         auto decided = std::make_shared<Adjustment>(a);
         auto ledger_result = std::make_shared<std::string>();

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cassert>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -185,24 +186,7 @@ lmdb::Status journal_admin(const Tokens& tokens, lmdb::Txn& txn, std::string act
 
 }  // namespace
 
-// Settlement cycles and adjustments are JSON values (rare, read by people): ids as 32 hex digits.
-std::string id_text(const ledger::Id& id) { return fmt::format("{:016x}{:016x}", id.high, id.low); }
-
-std::optional<ledger::Id> id_of_text(const std::string& text) {
-    if (text.size() != 32) return std::nullopt;
-    ledger::Id id;
-    for (int half = 0; half < 2; ++half) {
-        std::uint64_t part = 0;
-        for (int i = 0; i < 16; ++i) {
-            const char c = text[static_cast<std::size_t>(half * 16 + i)];
-            const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-            if (digit < 0) return std::nullopt;
-            part = part << 4 | static_cast<std::uint64_t>(digit);
-        }
-        (half == 0 ? id.high : id.low) = part;
-    }
-    return id;
-}
+// Settlement cycles and adjustments are JSON values (rare, read by people), ids as id_hex writes them.
 
 std::string encode_cycle(const SettlementCycle& c) {
     return nlohmann::json{{"start_ns", c.start_ns}, {"end_ns", c.end_ns}, {"first_posted_ns", c.first_posted_ns}, {"clerk", c.clerk}}.dump();
@@ -220,8 +204,8 @@ std::optional<SettlementCycle> decode_cycle(std::uint32_t cycle, ByteView value)
 }
 
 std::string encode_adjustment(const Adjustment& a) {
-    return nlohmann::json{{"debit_account_id", id_text(a.debit_account_id)},
-                          {"credit_account_id", id_text(a.credit_account_id)},
+    return nlohmann::json{{"debit_account_id", id_hex(a.debit_account_id)},
+                          {"credit_account_id", id_hex(a.credit_account_id)},
                           {"ledger", a.ledger},
                           {"amount", a.amount},
                           {"reason", a.reason},
@@ -240,8 +224,8 @@ std::optional<Adjustment> decode_adjustment(std::uint64_t number, ByteView value
     try {
         Adjustment a;
         a.number = number;
-        auto debit = id_of_text(j.at("debit_account_id").get<std::string>());
-        auto credit = id_of_text(j.at("credit_account_id").get<std::string>());
+        auto debit = parse_id_hex(j.at("debit_account_id").get<std::string>());
+        auto credit = parse_id_hex(j.at("credit_account_id").get<std::string>());
         auto status = parse_adjustment_status(j.at("status").get<std::string>());
         if (!debit || !credit || !status) return std::nullopt;
         a.debit_account_id = *debit;
@@ -284,6 +268,21 @@ std::optional<CardNumber> parse_card_number(std::string_view digits) {
 }
 
 std::string to_string(const CardNumber& number) { return bcd_to_digits(number); }
+
+std::string id_hex(const ledger::Id& id) { return fmt::format("{:016x}{:016x}", id.high, id.low); }
+
+std::optional<ledger::Id> parse_id_hex(std::string_view text) {
+    if (text.size() != 32) return std::nullopt;
+    ledger::Id id;
+    for (int half = 0; half < 2; ++half) {
+        std::uint64_t part = 0;
+        const char* first = text.data() + half * 16;
+        auto [end, ec] = std::from_chars(first, first + 16, part, 16);
+        if (ec != std::errc() || end != first + 16) return std::nullopt;
+        (half == 0 ? id.high : id.low) = part;
+    }
+    return id;
+}
 
 std::optional<std::uint8_t> parse_roles(std::string_view text) {
     static const std::map<std::string_view, std::uint8_t> names{{"hotlist", roles::hotlist},

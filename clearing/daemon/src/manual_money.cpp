@@ -13,8 +13,6 @@ namespace codes = transfer_codes;
 
 namespace {
 
-std::string id_hex(const ledger::Id& id) { return fmt::format("{:016x}{:016x}", id.high, id.low); }
-
 std::string_view settlement_kind(std::uint16_t code) { return code == codes::settlement_fee ? "fee" : "payout"; }
 
 std::string_view ledger_name(std::uint32_t ledger_number) { return ledger_number == ledgers::purse ? "purse" : "medical"; }

@@ -34,10 +34,7 @@ struct CycleClaim {
 std::optional<std::string> window_refusal(const CycleClaim& claim, const std::optional<SettlementCycle>& recorded,
                                           const std::optional<SettlementCycle>& latest, std::uint64_t now_ns, std::chrono::seconds margin);
 
-struct IdHash {
-    std::size_t operator()(const ledger::Id& id) const noexcept { return id.high ^ (id.low * 0x9E3779B97F4A7C15ull); }
-};
-using ExpectedTransfers = std::unordered_map<ledger::Id, ledger::Transfer, IdHash>;
+using ExpectedTransfers = std::unordered_map<ledger::Id, ledger::Transfer, ledger::IdHash>;
 
 // The cycle's settlement transfers as the daemon computes them (positions over the window, then
 // settlement::settlement_transfers), by id. `unbalanced` positions are an error, never an empty set.

@@ -95,9 +95,6 @@ struct AccountCache {
         Account account;
         bool dirty = false;  // changed since read: to write back
     };
-    struct IdHash {
-        std::size_t operator()(const Id& id) const noexcept { return std::hash<std::uint64_t>{}(id.low ^ (id.high * 0x9E3779B97F4A7C15u)); }
-    };
     std::unordered_map<Id, Entry, IdHash> entries;
     // While a linked chain runs in its nested transaction: every entry's state before each change,
     // replayed backwards if the chain fails (then its nested transaction is aborted too).

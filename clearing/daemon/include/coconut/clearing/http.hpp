@@ -44,6 +44,11 @@ CardNumber card_number_of(const Asn& asn);
 std::optional<CardNumber> parse_card_number(std::string_view digits);  // exactly 16 digits
 std::string to_string(const CardNumber& number);
 
+// Ids as the HTTP API and the clerk tables write them: 32 hex digits of the u128 big-endian, lower case;
+// read in either case. nullopt for anything else.
+std::string id_hex(const ledger::Id& id);
+std::optional<ledger::Id> parse_id_hex(std::string_view text);
+
 // ---- tokens, clerks, the clerk journal ----------------------------------------------------------------
 
 inline constexpr std::size_t token_random_bytes = 24;  // 192 bits: guessing is hopeless, rate limit or not

@@ -63,6 +63,10 @@ struct Id {
     friend constexpr auto operator<=>(const Id&, const Id&) = default;
 };
 inline constexpr Id make_id(std::uint64_t low) { return Id{0, low}; }
+// For unordered containers keyed by Id (ids are SHA-256-derived: mixing the halves suffices).
+struct IdHash {
+    std::size_t operator()(const Id& id) const noexcept { return std::hash<std::uint64_t>{}(id.low ^ (id.high * 0x9E3779B97F4A7C15u)); }
+};
 // The first 16 bytes of SHA-256(material): an id an originator can recompute (docs/DESIGN.md §4.3, e.g.
 // material = "purchase" ‖ ASN ‖ PSAM terminal id ‖ terminal serial).
 Id derive_id(ByteView material);
