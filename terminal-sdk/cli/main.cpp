@@ -137,7 +137,17 @@ struct Session {
     std::unique_ptr<sdk::Terminal> terminal;
 };
 
-Result<std::unique_ptr<Session>, CliError> open_session(const Options& options, bool need_psam) {
+// The queue; an old one (format 1) is converted with its old batch file (`old_batch_file`, default the
+// queue path + ".batch") first.
+Result<std::unique_ptr<sdk::TransactionQueue>, CliError> open_queue(const Options& options, const std::string& old_batch_file = {}) {
+    auto queue = sdk::TransactionQueue::open(options.queue_path, {}, old_batch_file);
+    if (queue) return std::move(*queue);
+    if (queue.error().code == sdk::QueueErrorCode::bad_batch_file)
+        return Unexpected{CliError{exit_batch_error, "clearing", "batch_error", queue.error().message}};
+    return Unexpected{CliError{exit_queue_error, "queue", "queue_error", queue.error().message}};
+}
+
+Result<std::unique_ptr<Session>, CliError> open_session(const Options& options, bool need_psam, const std::string& old_batch_file = {}) {
     auto session = std::make_unique<Session>();
     if (!options.fares_path.empty()) {
         auto fares = load_fares(options.fares_path);
@@ -147,8 +157,8 @@ Result<std::unique_ptr<Session>, CliError> open_session(const Options& options, 
     auto hotlist = sdk::Hotlist::load(options.hotlist_path);
     if (!hotlist) return Unexpected{CliError{exit_hotlist_error, "hotlist", "hotlist_error", hotlist.error().message}};
     session->hotlist = std::move(*hotlist);
-    auto queue = sdk::TransactionQueue::open(options.queue_path);
-    if (!queue) return Unexpected{CliError{exit_queue_error, "queue", "queue_error", queue.error().message}};
+    auto queue = open_queue(options, old_batch_file);
+    if (!queue) return Unexpected{queue.error()};
     session->queue = std::move(*queue);
 
     auto card = open_slot("card", options.reader, "--reader", options.card_image, "--card", cos::ImageKind::card, true);
@@ -276,8 +286,8 @@ int cmd_holder(const Options& options) {
 }
 
 int cmd_queue(const Options& options, bool list) {
-    auto queue = sdk::TransactionQueue::open(options.queue_path);
-    if (!queue) return report(CliError{exit_queue_error, "queue", "queue_error", queue.error().message}, options.json);
+    auto queue = open_queue(options);
+    if (!queue) return report(queue.error(), options.json);
     const auto live = (*queue)->batch((*queue)->size());
     const auto intents = (*queue)->open_intents();
     if (!list) {
@@ -416,7 +426,7 @@ struct ClearingCliOptions {
     std::string merchant_id;  // field 42 of the 0100 (clinic-pay)
     std::size_t in_flight = sdk::clearing_in_flight_default;
     std::uint32_t timeout_ms = 10000;
-    std::string batch_file;   // default: the queue path + ".batch"
+    std::string batch_file;   // an old queue's batch file, converted into the queue (default: the queue path + ".batch")
     // Mutual TLS (clearing/README.md "TLS for terminals"): all three, or --insecure for plain TCP.
     std::string ca, certificate, private_key;
     bool insecure = false;
@@ -446,8 +456,8 @@ json to_json(const sdk::UploadReport& r, std::size_t remaining) {
             {"digest_mismatches", r.digest_mismatches}, {"kept_for_review", r.kept_for_review}, {"remaining", remaining}};
 }
 
-// Connected and signed on (the clearing answers 03 to anything else).
-Result<std::unique_ptr<sdk::ClearingClient>, CliError> open_clearing(const Options& options, const ClearingCliOptions& clearing) {
+// Connected and signed on (the clearing answers 03 to anything else); the batch state in `queue`'s log.
+Result<std::unique_ptr<sdk::ClearingClient>, CliError> open_clearing(const ClearingCliOptions& clearing, sdk::TransactionQueue& queue) {
     auto endpoint = sdk::parse_clearing_endpoint(clearing.clearing);
     if (!endpoint) return Unexpected{usage("--clearing " + endpoint.error())};
     sdk::ClearingOptions client_options;
@@ -455,7 +465,7 @@ Result<std::unique_ptr<sdk::ClearingClient>, CliError> open_clearing(const Optio
     client_options.merchant_id = clearing.merchant_id;
     client_options.in_flight = clearing.in_flight;
     client_options.response_timeout = std::chrono::milliseconds(clearing.timeout_ms);
-    client_options.batch_path = clearing.batch_file.empty() ? options.queue_path + ".batch" : clearing.batch_file;
+    client_options.batch_log = &queue;
     const bool any_tls = !clearing.ca.empty() || !clearing.certificate.empty() || !clearing.private_key.empty();
     if (clearing.insecure && any_tls) return Unexpected{usage("--insecure excludes --ca, --cert and --key")};
     if (!clearing.insecure) {
@@ -473,9 +483,9 @@ Result<std::unique_ptr<sdk::ClearingClient>, CliError> open_clearing(const Optio
 // upload: sign on, send every queued offline purchase (many in flight), delete what the clearing booked
 // (00 naming this very record in DF10), keep the rest — 59, 94 and a mismatching 00 are listed for review.
 int cmd_upload(const Options& options, const ClearingCliOptions& upload) {
-    auto queue = sdk::TransactionQueue::open(options.queue_path);
-    if (!queue) return report(CliError{exit_queue_error, "queue", "queue_error", queue.error().message}, options.json);
-    auto client = open_clearing(options, upload);
+    auto queue = open_queue(options, upload.batch_file);
+    if (!queue) return report(queue.error(), options.json);
+    auto client = open_clearing(upload, **queue);
     if (!client) return report(client.error(), options.json);
     auto result = (*client)->upload(**queue);
     if (!result) {
@@ -501,9 +511,9 @@ int cmd_upload(const Options& options, const ClearingCliOptions& upload) {
 
 // load AMOUNT: INIT FOR LOAD → 0200 → 0210 MAC2 → CREDIT FOR LOAD → 0220 (queued until acknowledged).
 int cmd_load(const Options& options, const ClearingCliOptions& clearing, std::uint32_t amount_fen) {
-    auto session = open_session(options, true);
+    auto session = open_session(options, true, clearing.batch_file);
     if (!session) return report(session.error(), options.json);
-    auto client = open_clearing(options, clearing);
+    auto client = open_clearing(clearing, *(*session)->queue);
     if (!client) return report(client.error(), options.json);
     auto outcome = (*session)->terminal->load(amount_fen, **client);
     if (!outcome) return report(from_flow(outcome.error()), options.json);
@@ -527,9 +537,9 @@ int cmd_load(const Options& options, const ClearingCliOptions& clearing, std::ui
 
 // clinic-pay AMOUNT --pin PIN: medical account hold (0100) first, the purse for the remainder, 0220 completion.
 int cmd_clinic_pay(const Options& options, const ClearingCliOptions& clearing, std::uint32_t amount_fen, const std::string& pin) {
-    auto session = open_session(options, true);
+    auto session = open_session(options, true, clearing.batch_file);
     if (!session) return report(session.error(), options.json);
-    auto client = open_clearing(options, clearing);
+    auto client = open_clearing(clearing, *(*session)->queue);
     if (!client) return report(client.error(), options.json);
     auto outcome = (*session)->terminal->clinic_payment(amount_fen, pin, **client);
     if (!outcome) return report(from_flow(outcome.error()), options.json);
@@ -552,7 +562,9 @@ int cmd_clinic_pay(const Options& options, const ClearingCliOptions& clearing, s
 int cmd_sync_hotlist(const Options& options, const ClearingCliOptions& clearing) {
     auto hotlist = sdk::Hotlist::load(options.hotlist_path);
     if (!hotlist) return report(CliError{exit_hotlist_error, "hotlist", "hotlist_error", hotlist.error().message}, options.json);
-    auto client = open_clearing(options, clearing);
+    auto queue = open_queue(options, clearing.batch_file);  // its log keeps the STAN counter
+    if (!queue) return report(queue.error(), options.json);
+    auto client = open_clearing(clearing, **queue);
     if (!client) return report(client.error(), options.json);
     auto synced = (*client)->sync_hotlist(*hotlist);
     if (!synced) return report(from_clearing(synced.error()), options.json);
@@ -581,14 +593,16 @@ json to_json(const sdk::BatchTotals& t) {
 
 // reconcile: 0500 with this batch's totals; 00 closes the batch, 95 keeps it open (exit 34).
 int cmd_reconcile(const Options& options, const ClearingCliOptions& clearing) {
-    auto client = open_clearing(options, clearing);
+    auto queue = open_queue(options, clearing.batch_file);  // its log keeps the batch state
+    if (!queue) return report(queue.error(), options.json);
+    auto client = open_clearing(clearing, **queue);
     if (!client) return report(client.error(), options.json);
     auto result = (*client)->reconcile();
     if (!result) return report(from_clearing(result.error()), options.json);
     (void)(*client)->sign_off();
     if (options.json) {
         print_json({{"batch_number", result->batch_number}, {"balanced", result->balanced}, {"totals", to_json(result->totals)},
-                    {"host_net", result->host_net}, {"next_batch_number", (*client)->batch().batch_number()}});
+                    {"host_net", result->host_net}, {"next_batch_number", (*client)->batch().batch_number}});
     } else {
         const auto& t = result->totals;
         print_text(fmt::format("batch {}: {} — debits {} / {} fen, credits {} / {} fen, reversals {} / {} fen and {} / {} fen; host net {}",
@@ -673,7 +687,7 @@ int run(int argc, char** argv) {
             ->capture_default_str()
             ->check(CLI::Range(std::uint32_t{100}, std::uint32_t{600000}));
         command->add_option("--batch-file", clearing_options.batch_file,
-                            "Batch number, STAN counter and batch totals (default: the queue path + .batch)");
+                            "An old queue's batch state file, converted into the queue once (default: the queue path + .batch)");
         command->add_option("--ca", clearing_options.ca, "TLS: the island CA certificate (PEM) the clearing's must chain to");
         command->add_option("--cert", clearing_options.certificate, "TLS: this terminal's certificate (PEM, CN = the terminal id)");
         command->add_option("--key", clearing_options.private_key, "TLS: this terminal's private key (PEM, mode 0600)");

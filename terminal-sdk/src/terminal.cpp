@@ -502,7 +502,7 @@ Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, Clearing
     auto init = purse.initialize_load(amount_fen, *terminal_id);
     if (!init) return Unexpected{from_card(init.error())};
     TransactionRecord draft = online_draft(session->info, *terminal_id, amount_fen, LinkKind::load_confirmation, *stan,
-                                           host.batch().batch_number(), now);
+                                           host.batch().batch_number, now);
     draft.type = crypto::type_ep_load;
     draft.atc = init->online_atc;
     draft.balance_before_fen = init->balance_fen;
@@ -592,7 +592,7 @@ Result<ClinicOutcome, FlowError> Terminal::medical_part(const PurseInfo& info, s
     auto stan = host.take_stan();
     if (!stan) return Unexpected{FlowError{FlowErrorCode::storage_error, stan.error().message}};
     const TransactionRecord draft = online_draft(info, *terminal_id, amount_fen, LinkKind::clinic_hold, *stan,
-                                                 host.batch().batch_number(), clock_());
+                                                 host.batch().batch_number, clock_());
     // Card presence for exactly this hold, once: the host's fresh challenge, answered by the PIN-gated
     // social-security application over the hold's fields (ISO8583.md §4.4).
     auto challenge = host.request_challenge(info.asn);

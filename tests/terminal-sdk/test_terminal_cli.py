@@ -100,11 +100,19 @@ def test(vcard, workdir, extra):
     error = terminal.json(["clinic-pay", "100", "--pin", "123456"] + closed, expect="clearing_unreachable")["error"]
     check_equal("clinic-pay with the clearing down: error code", error["code"], "connect_failed")
     terminal.json(["sync-hotlist"] + closed, expect="clearing_unreachable")
+    # An old queue (format 1) is converted with its batch file at open: a damaged one refuses, and the old
+    # queue stays as it was.
+    old_queue = os.path.join(workdir, "old-queue.log")
+    with open(old_queue, "wb") as out:
+        out.write(b"COCOQUE1" + bytes(8 + 4096))
     bad_batch = os.path.join(workdir, "bad.batch")
     with open(bad_batch, "w") as out:
         out.write("coconut-terminal-batch 1\nbatch twelve\n")
-    error = terminal.json(["reconcile", "--batch-file", bad_batch] + closed, expect="batch_error")["error"]
+    old_terminal = it.Terminal(tools, workdir, ["--card", card, "--psam", psam], queue="old-queue.log")
+    error = old_terminal.json(["reconcile", "--batch-file", bad_batch] + closed, expect="batch_error")["error"]
     check_equal("damaged batch file: error code", error["code"], "batch_error")
+    with open(old_queue, "rb") as old:
+        check_equal("the old queue is left unconverted", old.read(8), b"COCOQUE1")
     after_online = it.card_info(vcard, card)
     check_equal("balance and online ATC after the refused online commands",
                 (after_online["balance_fen"], after_online["online_atc"]), (before["balance_fen"], before["online_atc"]))
