@@ -1,3 +1,4 @@
+#include <coconut/core/assert.hpp>
 #include <coconut/sdk/clearing_client.hpp>
 #include <coconut/sdk/terminal.hpp>
 
@@ -29,46 +30,9 @@ FlowError from_queue(const QueueError& e) {
                      e.message};
 }
 
-// The card's BCD YYYYMMDDhhmmss (Hainan time, UTC+8) as a time point; nullopt if not a date.
-std::optional<std::chrono::system_clock::time_point> parse_card_time(ByteView bcd7) {
-    if (!is_bcd(bcd7)) return std::nullopt;
-    const std::string d = bcd_to_digits(bcd7);
-    std::tm tm{};
-    tm.tm_year = std::stoi(d.substr(0, 4)) - 1900;
-    tm.tm_mon = std::stoi(d.substr(4, 2)) - 1;
-    tm.tm_mday = std::stoi(d.substr(6, 2));
-    tm.tm_hour = std::stoi(d.substr(8, 2));
-    tm.tm_min = std::stoi(d.substr(10, 2));
-    tm.tm_sec = std::stoi(d.substr(12, 2));
-    if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1) return std::nullopt;
-    return std::chrono::system_clock::from_time_t(timegm(&tm) - hainan_utc_offset.count());
-}
-
 bool same_when(const crypto::CardDateTime& a, const crypto::CardDateTime& b) { return a.date == b.date && a.time == b.time; }
 
 }  // namespace
-
-std::uint32_t LineFare::max_fare_fen() const {
-    if (!distance_based) return flat_fare_fen;
-    return fare_by_stops.empty() ? 0 : *std::max_element(fare_by_stops.begin(), fare_by_stops.end());
-}
-
-std::uint32_t LineFare::fare(std::uint16_t entry_station, std::uint16_t exit_station) const {
-    if (!distance_based) return flat_fare_fen;
-    if (fare_by_stops.empty()) return 0;
-    const std::size_t stops = entry_station > exit_station ? entry_station - exit_station : exit_station - entry_station;
-    return fare_by_stops[std::min(stops, fare_by_stops.size() - 1)];
-}
-
-std::string_view to_string(TapResult result) {
-    switch (result) {
-        case TapResult::charged_flat: return "charged_flat";
-        case TapResult::entered: return "entered";
-        case TapResult::exited: return "exited";
-        case TapResult::repeat_no_charge: return "repeat_no_charge";
-    }
-    return "entered";
-}
 
 std::string_view to_string(FlowErrorCode code) {
     switch (code) {
@@ -275,6 +239,25 @@ Result<Ok, FlowError> check_card(const PurseInfo& info, const Hotlist& hotlist, 
     return Ok{};
 }
 
+// The bus record a charged tap writes: where and when, what it cost, and the journey state after it.
+cos::bus_record::BusRecord tap_record(const TapRequest& tap, const TapPricing& pricing, const LineFare& line,
+                                      const TerminalId& terminal_id, std::chrono::system_clock::time_point now) {
+    const crypto::CardDateTime when = to_card_date_time(now);
+    cos::bus_record::BusRecord r;
+    r.state = pricing.new_state;
+    r.line = tap.line;
+    r.station = tap.station;
+    r.vehicle = tap.vehicle;
+    std::copy(terminal_id.begin(), terminal_id.end(), r.terminal_id.begin());
+    std::copy(when.date.begin(), when.date.end(), r.date_time.begin());
+    std::copy(when.time.begin(), when.time.end(), r.date_time.begin() + 4);
+    r.fare_fen = pricing.fare_fen;
+    r.operator_id = line.operator_id;
+    r.entry_line = pricing.entry_line;
+    r.entry_station = pricing.entry_station;
+    return r;
+}
+
 }  // namespace
 
 Result<TransactionRecord, FlowError> Terminal::purchase(std::uint32_t amount_fen) {
@@ -289,12 +272,8 @@ Result<TransactionRecord, FlowError> Terminal::purchase(std::uint32_t amount_fen
 }
 
 Result<TapOutcome, FlowError> Terminal::transit_tap(const TapRequest& tap) {
-    namespace br = cos::bus_record;
-    const auto line_it = transit_.lines.find(tap.line);
-    if (line_it == transit_.lines.end())
+    if (!transit_.lines.contains(tap.line))
         return Unexpected{FlowError{FlowErrorCode::unknown_line, fmt::format("line {} has no fare table", tap.line)}};
-    const LineFare& line = line_it->second;
-
     auto session = open_card();
     if (!session) return Unexpected{session.error()};
     const auto now = clock_();
@@ -305,88 +284,31 @@ Result<TapOutcome, FlowError> Terminal::transit_tap(const TapRequest& tap) {
     auto terminal_id = open_psam();
     if (!terminal_id) return Unexpected{terminal_id.error()};
     PurseApp purse(card_channel_);
-    auto current = purse.read_capp_record(br::record_id_value);
+    auto current = purse.read_capp_record(cos::bus_record::record_id_value);
     if (!current) return Unexpected{from_card(current.error())};
-    const ByteView rec = *current;
-    const std::uint8_t state = rec[br::state];
-    const std::uint16_t last_line = read_be16(rec.subspan(br::line, 2));
-    const std::uint16_t last_station = read_be16(rec.subspan(br::station, 2));
-    const auto last_time = parse_card_time(rec.subspan(br::date_time, 7));
-    const bool recent = last_time && now - *last_time >= std::chrono::seconds(0) && now - *last_time < transit_.repeat_tap_window;
-    const bool entered = state == br::state_entered;
-
-    // The same tap again (same line, and same station on distance lines) inside the window.
-    if (recent && last_line == tap.line && (!line.distance_based || last_station == tap.station) &&
-        (line.distance_based || !entered)) {
+    const auto last = cos::bus_record::decode(*current);
+    if (!last) return Unexpected{FlowError{FlowErrorCode::card_error, fmt::format("the card's bus record is {} bytes", current->size())}};
+    const auto pricing = price_tap(transit_, tap, *last, now);
+    COCONUT_ASSERT(pricing.has_value(), "the line's fare table was checked above");
+    if (pricing->result == TapResult::repeat_no_charge) {
         auto b = purse.balance();
         if (!b) return Unexpected{from_card(b.error())};
         return TapOutcome{TapResult::repeat_no_charge, 0, *b, std::nullopt};
     }
-
-    // An open journey that this tap does not close is charged its line's maximum fare now.
-    const bool expired_entry = entered && last_time && now - *last_time >= transit_.journey_limit;
-    const bool closes_journey = entered && !expired_entry && line.distance_based && last_line == tap.line;
-    std::uint32_t unfinished_fare = 0;
-    if (entered && !closes_journey) {
-        const auto open_line = transit_.lines.find(last_line);
-        unfinished_fare = open_line != transit_.lines.end() ? open_line->second.max_fare_fen() : line.max_fare_fen();
-    }
-
-    TapResult result;
-    std::uint32_t fare;
-    TapKind kind;
-    std::uint8_t new_state;
-    std::uint16_t entry_station = 0;
-    if (!line.distance_based) {
-        result = TapResult::charged_flat;
-        fare = line.flat_fare_fen + unfinished_fare;
-        kind = unfinished_fare ? TapKind::unfinished : TapKind::flat;
-        new_state = br::state_closed;
-    } else if (closes_journey) {
-        result = TapResult::exited;
-        entry_station = last_station;
-        fare = line.fare(last_station, tap.station);
-        kind = TapKind::exit;
-        new_state = br::state_closed;
-    } else {
-        result = TapResult::entered;
-        fare = unfinished_fare;
-        kind = unfinished_fare ? TapKind::unfinished : TapKind::entry;
-        new_state = br::state_entered;
-    }
-
-    const crypto::CardDateTime when = to_card_date_time(now);
-    Bytes record(cos::capp_record_size, 0);
-    record[br::record_id] = br::record_id_value;
-    record[br::length] = static_cast<std::uint8_t>(cos::capp_record_size);
-    record[br::state] = new_state;
-    const auto put = [&](std::size_t offset, std::uint64_t value, std::size_t width) {
-        const Bytes b = be_bytes(value, width);
-        std::copy(b.begin(), b.end(), record.begin() + static_cast<std::ptrdiff_t>(offset));
-    };
-    put(br::line, tap.line, 2);
-    put(br::station, tap.station, 2);
-    put(br::vehicle, tap.vehicle, 4);
-    put(br::fare_fen, fare, 4);
-    put(br::operator_id, line.operator_id, 4);
-    put(br::entry_line, result == TapResult::exited ? last_line : 0, 2);
-    put(br::entry_station, entry_station, 2);
-    std::copy(when.date.begin(), when.date.end(), record.begin() + br::date_time);
-    std::copy(when.time.begin(), when.time.end(), record.begin() + br::date_time + 4);
-    std::copy(terminal_id->begin(), terminal_id->end(), record.begin() + br::terminal_id);
+    const Bytes record = cos::bus_record::encode(tap_record(tap, *pricing, transit_.lines.at(tap.line), *terminal_id, now));
 
     TransactionRecord draft;
     draft.type = crypto::type_capp_purchase;
-    draft.amount_fen = fare;
-    draft.tap_kind = kind;
+    draft.amount_fen = pricing->fare_fen;
+    draft.tap_kind = pricing->kind;
     draft.line = tap.line;
     draft.station = tap.station;
     draft.vehicle = tap.vehicle;
-    draft.entry_station = entry_station;
+    draft.entry_station = pricing->entry_station;
     // EF1A gets the new journey state; EF1E keeps the trip history (same 48-byte layout).
     auto done = debit(session->info, draft, {{cos::sfi_capp_record, record}, {cos::sfi_trip_log, record}});
     if (!done) return Unexpected{done.error()};
-    return TapOutcome{result, fare, done->balance_after_fen, *done};
+    return TapOutcome{pricing->result, pricing->fare_fen, done->balance_after_fen, *done};
 }
 
 }  // namespace coconut::sdk
