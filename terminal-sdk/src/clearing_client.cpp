@@ -219,16 +219,26 @@ iso8583::TransactionFields transaction_fields(const TransactionRecord& r, Proces
     return f;
 }
 
+// The pair check of a card-transaction request the SDK built: the fields the clearing books it by are the
+// record's (cheap: map lookups, no encode).
+void check_request(const Message& m, const TransactionRecord& r, std::uint32_t stan, std::uint32_t batch_number) {
+    COCONUT_ASSERT(m.get_number(4) == r.amount_fen && m.get_number(11) == stan && m.get(2) == card_number(r) &&
+                       m.get(60) == iso8583::batch_field(batch_number) && m.get(41).has_value(),
+                   "a request carries its record's amount, card, STAN and batch");
+}
+
 }  // namespace
 
 Message advice_request(const TransactionRecord& r, std::uint32_t stan, std::string_view terminal_id, bool repeat) {
-    assert(r.link != LinkKind::offline_purchase && r.link != LinkKind::clinic_hold);
+    COCONUT_ASSERT(r.link != LinkKind::offline_purchase && r.link != LinkKind::clinic_hold, "an advice is sent for an advice record");
     const bool reversal = r.link == LinkKind::load_reversal || r.link == LinkKind::clinic_reversal;
     const ProcessingCode processing = is_load(r.link) ? ProcessingCode::purse_load : ProcessingCode::medical_purchase;
     Message m = iso8583::transaction_request(reversal ? iso8583::MessageType::reversal_advice : iso8583::MessageType::advice,
                                              transaction_fields(r, processing, stan, terminal_id, r.batch_number), repeat);
     if (auto data = encode_advice_data(r)) m.set(62, *data);
     m.set(90, original_data_elements(r));
+    check_request(m, r, stan, r.batch_number);
+    COCONUT_ASSERT(m.get(90).has_value() && m.get(90)->size() == 42, "field 90 names the original request");
     return m;
 }
 
@@ -238,6 +248,7 @@ Message upload_request(const TransactionRecord& r, std::uint32_t stan, std::stri
     f.local_date = bcd_to_digits(r.when.date).substr(4, 4);
     Message m = iso8583::transaction_request(iso8583::MessageType::upload, f);
     m.set(62, encode_card_data(r));
+    check_request(m, r, stan, batch_number);
     return m;
 }
 
@@ -369,6 +380,11 @@ struct ClearingClient::State {
         if (!encoded) return fail(ClearingErrorCode::bad_option, "cannot encode " + m.mti() + ": " + iso8583::describe(encoded.error()));
         auto framed = iso8583::frame(*encoded);
         if (!framed) return fail(ClearingErrorCode::bad_option, "message too large");
+        // The frame is the length prefix and the message as encoded, which starts with its MTI.
+        COCONUT_ASSERT(framed->size() == encoded->size() + iso8583::frame_header_size &&
+                           (std::size_t{(*framed)[0]} << 8 | (*framed)[1]) == encoded->size() &&
+                           std::equal(m.mti().begin(), m.mti().end(), encoded->begin()),
+                       "ISO 8583 frame of the request");
         boost::system::error_code ec;
         asio::write(socket, asio::buffer(*framed), ec);  // small; the kernel buffer holds a full window
         if (ec) {
@@ -400,6 +416,8 @@ struct ClearingClient::State {
         auto parsed = iso8583::parse(ByteView(buffer.data(), body_size), iso8583::coconut_dictionary());
         if (!parsed) return fail(ClearingErrorCode::protocol_error, "answer does not parse: " + iso8583::describe(parsed.error()));
         if (!parsed->get(39) || !parsed->get(11)) return fail(ClearingErrorCode::protocol_error, "answer without 39 or 11");
+        COCONUT_ASSERT(parsed->mti().size() == 4 && std::equal(parsed->mti().begin(), parsed->mti().end(), buffer.begin()),
+                       "a parsed answer's MTI is the one on the wire");
         return std::move(parsed).value();
     }
 
@@ -630,7 +648,10 @@ Message online_request(iso8583::MessageType type, const TransactionRecord& r, Pr
     f.transmission_time = bcd_to_digits(view(r.transmitted));
     f.local_time = bcd_to_digits(r.when.time);
     f.local_date = bcd_to_digits(r.when.date).substr(4, 4);
-    return iso8583::transaction_request(type, f);
+    Message m = iso8583::transaction_request(type, f);
+    check_request(m, r, r.stan, r.batch_number);
+    COCONUT_ASSERT(m.get(7) == f.transmission_time, "field 7 is the intent's transmission time");
+    return m;
 }
 
 }  // namespace
@@ -811,6 +832,7 @@ Result<ReconcileReport, ClearingError> ClearingClient::reconcile() {
     m.set(41, s.options.terminal_id);
     m.set(60, iso8583::batch_field(report.batch_number));
     iso8583::set_batch_totals(m, t);
+    COCONUT_ASSERT(iso8583::batch_totals_of(m) == t, "the 0500 carries the batch totals");
     auto answer = s.exchange(m);
     if (!answer) return Unexpected<ClearingError>{answer.error()};
     const std::string code(*answer->get(39));

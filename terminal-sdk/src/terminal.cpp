@@ -444,30 +444,31 @@ Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, Clearing
         if (auto a = queue_.abandon_intent(intent.sequence); !a) return Unexpected{from_queue(a.error())};
         return Unexpected{declined("load", approval->response_code)};
     }
-    // A card already gone never receives CREDIT: reverse now rather than when it comes back.
-    auto present = card_reader_.wait_for_card(true, std::chrono::milliseconds(0));
-    if (present && !*present) {
+    return credit_load(intent, approval->mac2, host);
+}
+
+Result<LoadOutcome, FlowError> Terminal::credit_load(const QueuedTransaction& intent, const crypto::Mac4& mac2, ClearingClient& host) {
+    const auto reversed = [&](FlowError error) -> Result<LoadOutcome, FlowError> {
         auto reversal = queue_reversal(intent, LinkKind::load_reversal, &host);
         if (!reversal) return Unexpected{reversal.error()};
-        FlowError error{FlowErrorCode::card_removed, "card left before CREDIT FOR LOAD: the load is reversed"};
         error.reversed = true;
         return Unexpected{error};
-    }
-    auto credited = purse.credit_for_load(draft.when, approval->mac2);
+    };
+    // A card already gone never receives CREDIT: reverse now rather than when it comes back.
+    auto present = card_reader_.wait_for_card(true, std::chrono::milliseconds(0));
+    if (present && !*present) return reversed(FlowError{FlowErrorCode::card_removed, "card left before CREDIT FOR LOAD: the load is reversed"});
+    PurseApp purse(card_channel_);
+    auto credited = purse.credit_for_load(intent.record.when, mac2);
     if (!credited) {
         if (credited.error().transport) {
             return Unexpected{FlowError{FlowErrorCode::card_removed,
                                         "card left during CREDIT FOR LOAD: present it again to confirm or reverse the load"}};
         }
         // The card refused MAC2 (9302 …): nothing changed on it.
-        auto reversal = queue_reversal(intent, LinkKind::load_reversal, &host);
-        if (!reversal) return Unexpected{reversal.error()};
-        FlowError error = from_card(credited.error());
-        error.reversed = true;
-        return Unexpected{error};
+        return reversed(from_card(credited.error()));
     }
     LoadOutcome outcome;
-    outcome.record = draft;
+    outcome.record = intent.record;
     outcome.record.tac = *credited;
     outcome.record.intent_sequence = intent.sequence;
     auto sequence = queue_.append(outcome.record);

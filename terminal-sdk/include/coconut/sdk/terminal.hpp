@@ -124,6 +124,9 @@ private:
     // Replaces an open online intent with its reversal advice (one durable write); sends it when `host` is
     // given (it stays queued for upload otherwise).
     Result<TransactionRecord, FlowError> queue_reversal(const QueuedTransaction& intent, LinkKind reversal, ClearingClient* host);
+    // After the 0210 approved the load `intent`: CREDIT FOR LOAD with its MAC2, then the confirmation
+    // (0220, queued until acknowledged); a card gone or refusing MAC2 reverses the load.
+    Result<LoadOutcome, FlowError> credit_load(const QueuedTransaction& intent, const crypto::Mac4& mac2, ClearingClient& host);
     // A clinic hold that will not be completed: 0400 online, else a queued 0420.
     Result<Ok, FlowError> reverse_hold(const QueuedTransaction& intent, std::uint32_t held_fen, ClearingClient& host);
     Result<ClinicOutcome, FlowError> medical_part(const PurseInfo& info, std::uint32_t amount_fen, std::string_view pin,
