@@ -485,6 +485,7 @@ Result<std::unique_ptr<ClearingClient>, ClearingError> ClearingClient::connect(c
     }
     if (state->options.tls) state->socket.use_tls(state->options.tls->context);
     state->memory_batch.batch_number = state->options.batch_number;
+    if (state->options.batch_log) state->options.batch_log->release_stan_reservation();
     if (auto opened = state->open_socket(); !opened) return Unexpected<ClearingError>{opened.error()};
     return std::unique_ptr<ClearingClient>(new ClearingClient(std::move(state)));
 }

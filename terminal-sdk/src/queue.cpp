@@ -530,6 +530,11 @@ Result<std::uint32_t, QueueError> TransactionQueue::take_stan() {
     return stan;
 }
 
+void TransactionQueue::release_stan_reservation() {
+    batch_.next_stan = batch_.reserved_end();
+    batch_.reserved_left = 0;
+}
+
 Status<QueueError> TransactionQueue::count_reversal(LinkKind original, std::uint32_t amount_fen) {
     BatchState after = batch_;
     after.count_reversal(original, amount_fen);

@@ -252,6 +252,9 @@ TEST_CASE("batch state: STANs are reserved in blocks; a reopen continues after t
     for (std::uint32_t i = 1; i <= 3; ++i) CHECK(*q->take_stan() == i);
     q = open_log(path);
     CHECK(*q->take_stan() == 1 + BatchState::stan_block_size);
+    // A new client on the same log starts after the block, as a restarted process does.
+    q->release_stan_reservation();
+    CHECK(*q->take_stan() == 1 + 2 * BatchState::stan_block_size);
     // Around the end of field 11: 999999 wraps to 1.
     BatchState state;
     state.next_stan = stan_max;

@@ -172,6 +172,10 @@ public:
     const BatchState& batch_state() const { return batch_; }
     // The next STAN (1–999999, wrapping); one durable append per BatchState::stan_block_size STANs.
     Result<std::uint32_t, QueueError> take_stan();
+    // Gives up the STANs reserved and not handed out: the next take_stan() starts a new block after them,
+    // as a restarted process does. A new ClearingClient on this log calls it, so that a client reconnected
+    // in the same process numbers its requests as one started afresh.
+    void release_stan_reservation();
     // A reversal the host answered 00 online (it never entered the queue), counted durably.
     Status<QueueError> count_reversal(LinkKind original, std::uint32_t amount_fen);
     // 0510 balanced: the next batch number and zero totals, durably.
