@@ -44,7 +44,6 @@ std::optional<std::chrono::system_clock::time_point> parse_card_time(ByteView bc
     return std::chrono::system_clock::from_time_t(timegm(&tm) - hainan_utc_offset.count());
 }
 
-
 namespace {
 
 namespace br = cos::bus_record;
@@ -55,8 +54,7 @@ bool repeated_tap(const TransitConfig& config, const LineFare& line, const TapRe
                   std::optional<std::chrono::system_clock::time_point> last_time, std::chrono::system_clock::time_point now) {
     const bool recent = last_time && now - *last_time >= std::chrono::seconds(0) && now - *last_time < config.repeat_tap_window;
     const bool entered = last.state == br::state_entered;
-    return recent && last.line == tap.line && (!line.distance_based || last.station == tap.station) &&
-           (line.distance_based || !entered);
+    return recent && last.line == tap.line && (!line.distance_based || last.station == tap.station) && (line.distance_based || !entered);
 }
 
 // The maximum fare of the line an open journey started on (this tap's line if that one is unknown).
@@ -73,7 +71,8 @@ std::optional<TapPricing> price_tap(const TransitConfig& config, const TapReques
     if (line_it == config.lines.end()) return std::nullopt;
     const LineFare& line = line_it->second;
     const auto last_time = parse_card_time(last.date_time);
-    if (repeated_tap(config, line, tap, last, last_time, now)) return TapPricing{TapResult::repeat_no_charge, 0, TapKind::none, last.state, 0, 0};
+    if (repeated_tap(config, line, tap, last, last_time, now))
+        return TapPricing{TapResult::repeat_no_charge, 0, TapKind::none, last.state, 0, 0};
 
     // An open journey that this tap does not close is charged its line's maximum fare now.
     const bool entered = last.state == br::state_entered;

@@ -56,8 +56,8 @@ TEST_CASE("fares: a distance line charges nothing at entry and the table's fare 
     CHECK(in.new_state == br::state_entered);
     const auto entered = last_tap(br::state_entered, 2, 3, now);
     const auto later = now + std::chrono::minutes(20);
-    for (const auto& [exit_station, fare] : std::vector<std::pair<std::uint16_t, std::uint32_t>>{
-             {4, 200}, {5, 300}, {6, 400}, {1, 300}, {7, 500}, {30, 500}}) {
+    for (const auto& [exit_station, fare] :
+         std::vector<std::pair<std::uint16_t, std::uint32_t>>{{4, 200}, {5, 300}, {6, 400}, {1, 300}, {7, 500}, {30, 500}}) {
         const TapPricing out = priced(tap_at(2, exit_station), entered, later);
         CHECK(out.result == TapResult::exited);
         CHECK(out.fare_fen == fare);

@@ -33,8 +33,8 @@ std::uint32_t advance_stan(std::uint32_t stan, std::uint32_t count);
 
 struct BatchState {
     std::uint32_t batch_number = 1;
-    std::uint32_t next_stan = 1;       // the next STAN handed out
-    std::uint32_t reserved_left = 0;   // STANs from next_stan on that the log already accounts for
+    std::uint32_t next_stan = 1;      // the next STAN handed out
+    std::uint32_t reserved_left = 0;  // STANs from next_stan on that the log already accounts for
     BatchTotals totals;
 
     // STANs reserved per durable write: a crash skips at most this many.

@@ -42,20 +42,24 @@ struct TapRequest {
 };
 
 enum class TapResult : std::uint8_t {
-    charged_flat,     // flat fare charged
-    entered,          // tapped in (and any unfinished journey charged)
-    exited,           // tapped out, fare charged
-    repeat_no_charge, // the same tap again inside the window: gate opens, nothing charged
+    charged_flat,      // flat fare charged
+    entered,           // tapped in (and any unfinished journey charged)
+    exited,            // tapped out, fare charged
+    repeat_no_charge,  // the same tap again inside the window: gate opens, nothing charged
 };
 std::string_view to_string(TapResult result);
 
 // What a tap costs and what the card's bus record says afterwards.
 struct TapPricing {
     TapResult result = TapResult::entered;
-    std::uint32_t fare_fen = 0;      // 0 for repeat_no_charge
-    TapKind kind = TapKind::none;    // how it was priced (the queue record's tap_kind); none for a repeat
-    std::uint8_t new_state = cos::bus_record::state_closed;  // the journey state written to EF1A
-    std::uint16_t entry_line = 0;    // exited: where the journey started
+    // 0 for repeat_no_charge.
+    std::uint32_t fare_fen = 0;
+    // How it was priced (the queue record's tap_kind); none for a repeat.
+    TapKind kind = TapKind::none;
+    // The journey state written to EF1A.
+    std::uint8_t new_state = cos::bus_record::state_closed;
+    // Exited: where the journey started.
+    std::uint16_t entry_line = 0;
     std::uint16_t entry_station = 0;
 };
 
