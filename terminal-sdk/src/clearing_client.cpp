@@ -1,5 +1,6 @@
 // ISO 8583 client of the clearing daemon: blocking calls over Boost.Asio with a deadline on every read.
 #include <coconut/core/assert.hpp>
+#include <coconut/core/endpoint.hpp>
 #include <coconut/iso8583/card_data.hpp>
 #include <coconut/sdk/clearing_client.hpp>
 #include <coconut/iso8583/profile.hpp>
@@ -14,7 +15,6 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 
-#include <charconv>
 #include <fstream>
 #include <sstream>
 #include <unordered_map>
@@ -118,17 +118,9 @@ std::string_view to_string(ClearingErrorCode code) {
 }
 
 Result<ClearingEndpoint, std::string> parse_clearing_endpoint(std::string_view text) {
-    const auto colon = text.rfind(':');
-    if (colon == std::string_view::npos || colon == 0) {
-        return Unexpected<std::string>{"'" + std::string(text) + "': expected HOST:PORT"};
-    }
-    unsigned port = 0;
-    const auto digits = text.substr(colon + 1);
-    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
-    if (ec != std::errc() || end != digits.data() + digits.size() || port == 0 || port > 65535) {
-        return Unexpected<std::string>{"'" + std::string(text) + "': the port must be 1-65535"};
-    }
-    return ClearingEndpoint{std::string(text.substr(0, colon)), static_cast<std::uint16_t>(port)};
+    auto parsed = parse_host_port(text);
+    if (!parsed) return Unexpected<std::string>{parsed.error()};
+    return ClearingEndpoint{std::move(parsed->host), parsed->port};
 }
 
 namespace {

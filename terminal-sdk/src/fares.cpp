@@ -1,10 +1,9 @@
 // Bus fares (fares.hpp): the fare tables and the pricing of one tap, pure functions.
 #include <coconut/core/assert.hpp>
+#include <coconut/core/card_time.hpp>
 #include <coconut/sdk/fares.hpp>
 
 #include <algorithm>
-#include <ctime>
-#include <string>
 
 namespace coconut::sdk {
 
@@ -28,20 +27,6 @@ std::string_view to_string(TapResult result) {
         case TapResult::repeat_no_charge: return "repeat_no_charge";
     }
     return "entered";
-}
-
-std::optional<std::chrono::system_clock::time_point> parse_card_time(ByteView bcd7) {
-    if (!is_bcd(bcd7)) return std::nullopt;
-    const std::string d = bcd_to_digits(bcd7);
-    std::tm tm{};
-    tm.tm_year = std::stoi(d.substr(0, 4)) - 1900;
-    tm.tm_mon = std::stoi(d.substr(4, 2)) - 1;
-    tm.tm_mday = std::stoi(d.substr(6, 2));
-    tm.tm_hour = std::stoi(d.substr(8, 2));
-    tm.tm_min = std::stoi(d.substr(10, 2));
-    tm.tm_sec = std::stoi(d.substr(12, 2));
-    if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1) return std::nullopt;
-    return std::chrono::system_clock::from_time_t(timegm(&tm) - hainan_utc_offset.count());
 }
 
 namespace {

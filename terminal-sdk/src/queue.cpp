@@ -1,6 +1,6 @@
 // The store-and-forward queue log (format in queue.hpp).
 #include <coconut/core/assert.hpp>
-#include <coconut/durable_file.hpp>
+#include <coconut/core/durable_file.hpp>
 #include <coconut/sdk/queue.hpp>
 
 #include "checksum.hpp"
@@ -321,7 +321,8 @@ Status<QueueError> remove_converted_batch_file(const std::filesystem::path& old_
         if (ec) return Unexpected{QueueError{QueueErrorCode::io_error, old_batch_file.string() + ": remove: " + ec.message()}};
         return Ok{};
     }
-    fsync_parent_directory(old_batch_file);
+    if (auto synced = fsync_parent_directory(old_batch_file); !synced)
+        return Unexpected{QueueError{QueueErrorCode::io_error, synced.error().message()}};
     return Ok{};
 }
 
@@ -342,8 +343,8 @@ Status<QueueError> convert_format1(const std::filesystem::path& path, const std:
     if (*old_state) contents.batch = **old_state;
     std::uint64_t end = 0;
     const Bytes image = padded(log_image(contents), end);
-    if (const std::string error = write_file_atomically(path, image); !error.empty())
-        return Unexpected{QueueError{QueueErrorCode::io_error, error}};
+    if (auto written = write_file_atomically(path, image); !written)
+        return Unexpected{QueueError{QueueErrorCode::io_error, written.error().message()}};
     return remove_converted_batch_file(old_batch_file);
 }
 
@@ -371,8 +372,8 @@ Result<std::unique_ptr<TransactionQueue>, QueueError> TransactionQueue::open(con
     const int format = log_format(path);
     const bool old_batch_exists = std::filesystem::exists(old_batch);
     if (format == 0 && !old_batch_exists) {
-        if (const std::string error = write_file_atomically(path, file_header(queue_magic)); !error.empty())
-            return Unexpected{QueueError{QueueErrorCode::io_error, error}};
+        if (auto written = write_file_atomically(path, file_header(queue_magic)); !written)
+            return Unexpected{QueueError{QueueErrorCode::io_error, written.error().message()}};
     } else if (format == 0 || format == 1) {
         if (auto converted = convert_format1(path, old_batch, format == 1); !converted) return Unexpected{converted.error()};
     } else if (format == 2 && old_batch_exists) {
@@ -552,8 +553,8 @@ Status<QueueError> TransactionQueue::compact_if_worthwhile() {
     if (dead_bytes_ < limits_.compaction_dead_bytes_min || dead_bytes_ < 3 * live_bytes) return Ok{};
     std::uint64_t end = 0;
     const Bytes file = padded(log_image({live_, intents_, batch_, next_sequence_, 0}), end);
-    if (const std::string error = write_file_atomically(path_, file); !error.empty())
-        return Unexpected{QueueError{QueueErrorCode::io_error, error}};
+    if (auto written = write_file_atomically(path_, file); !written)
+        return Unexpected{QueueError{QueueErrorCode::io_error, written.error().message()}};
     const int fd = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) return Unexpected{io_error(path_, "reopen after compaction")};
     ::close(fd_);

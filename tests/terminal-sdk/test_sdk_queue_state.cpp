@@ -2,6 +2,8 @@
 // queue and its batch file (terminal-sdk/QUEUE-FORMAT.md).
 #include "test_sdk_support.hpp"
 
+#include <coconut/core/durable_file.hpp>
+
 #include <openssl/evp.h>
 
 #include <fstream>
@@ -394,6 +396,22 @@ TEST_CASE("conversion: the old files stay untouched until the new log is durable
     // Repaired, it converts.
     write_all(batch_file, old_batch);
     old.check(*open_log(queue));
+}
+
+TEST_CASE("conversion: a failed directory fsync refuses the open and keeps the old batch file; the next open finishes") {
+    TempDir dir;
+    const auto queue = dir.path / "q.log";
+    const auto batch_file = dir.path / "q.log.batch";
+    OldTerminal old;
+    old.write(queue, batch_file);
+    inject_directory_fsync_failures(1);  // the rename of the new log is not known durable
+    auto refused = TransactionQueue::open(queue);
+    inject_directory_fsync_failures(0);
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error().code == QueueErrorCode::io_error);
+    CHECK(std::filesystem::exists(batch_file));
+    old.check(*open_log(queue));
+    CHECK_FALSE(std::filesystem::exists(batch_file));
 }
 
 TEST_CASE("conversion: an old queue without a batch file, and a batch file without a queue") {

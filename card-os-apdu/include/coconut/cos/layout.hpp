@@ -3,7 +3,7 @@
 // all read them from here.
 #pragma once
 
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
 #include <coconut/core/assert.hpp>
 
 #include <algorithm>

@@ -7,9 +7,9 @@
 // STAN)); a crash skips at most one block.
 #pragma once
 
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
+#include <coconut/core/result.hpp>
 #include <coconut/iso8583/profile.hpp>
-#include <coconut/result.hpp>
 
 #include <cstdint>
 #include <filesystem>

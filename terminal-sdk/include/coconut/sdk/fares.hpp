@@ -74,7 +74,4 @@ struct TapPricing {
 std::optional<TapPricing> price_tap(const TransitConfig& config, const TapRequest& tap, const cos::bus_record::BusRecord& last,
                                     std::chrono::system_clock::time_point now);
 
-// The card's BCD YYYYMMDDhhmmss (Hainan time, UTC+8) as a time point; nullopt if not a date.
-std::optional<std::chrono::system_clock::time_point> parse_card_time(ByteView bcd7);
-
 }  // namespace coconut::sdk

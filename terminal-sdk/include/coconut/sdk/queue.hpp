@@ -31,7 +31,7 @@
 #pragma once
 
 #include <coconut/crypto/card_crypto.hpp>
-#include <coconut/result.hpp>
+#include <coconut/core/result.hpp>
 #include <coconut/sdk/apps.hpp>
 #include <coconut/sdk/batch_state.hpp>
 
