@@ -1,9 +1,9 @@
 // The HTTP API: cardholder reads, clerk operations (journaled), settlement postings, /metrics,
 // /healthz, the OpenAPI document and the balance page. Endpoints: clearing/openapi.json.
 #include "http_api.hpp"
-#include "internal.hpp"
 #include "manual_money.hpp"
 
+#include <coconut/clearing/log.hpp>
 #include <coconut/clearing/registry_validator.hpp>
 
 #include <boost/asio/post.hpp>
