@@ -1,8 +1,8 @@
 #include "records.hpp"
 
+#include <coconut/core/assert.hpp>
 
 #include <algorithm>
-#include <cassert>
 #include <memory>
 #include <stdexcept>
 
@@ -14,7 +14,7 @@ class Out {
 public:
     explicit Out(std::uint8_t* data) : data_(data) {}
     void u(std::size_t offset, std::uint64_t value, std::size_t width) {
-        assert(width <= 8);
+        COCONUT_ASSERT(width <= 8);
         const auto bytes = be_array<8>(value);  // no allocation: this runs ~30 times per transfer
         std::copy(bytes.end() - static_cast<std::ptrdiff_t>(width), bytes.end(), data_ + offset);
     }
@@ -64,7 +64,7 @@ IdBytes encode(const Id& id) {
 }
 
 Id decode_id(ByteView bytes) {
-    assert(bytes.size() >= id_size);
+    COCONUT_ASSERT(bytes.size() >= id_size);
     return In(bytes).id(0);
 }
 
