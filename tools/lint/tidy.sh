@@ -36,7 +36,7 @@ root=$(pwd)
 mapfile -t sources < <(python3 - "$build/lint/compile_commands.json" "$root" "${prefixes[@]}" <<'EOF'
 import json, re, sys
 db, root, prefixes = sys.argv[1], sys.argv[2] + '/', sys.argv[3:]
-library = re.compile(r'^(core|card-os-apdu|hsm-stub|terminal-sdk|clearing|settlement)/(.+/)?src/[^/]+\.cpp$')
+library = re.compile(r'^(core|card-os-apdu|hsm-stub|terminal-sdk|clearing|settlement)/(.+/)?src/.+\.cpp$')
 seen = set()
 for entry in json.load(open(db)):
     path = entry['file']
