@@ -3,9 +3,9 @@
 #include "state.hpp"
 
 #include <coconut/core/assert.hpp>
+#include <coconut/core/sha256.hpp>
 
 #include <iconv.h>
-#include <openssl/evp.h>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -129,8 +129,7 @@ std::array<std::uint8_t, 32> seed_field(const json& profile) {
     } else {
         material = crypto::random_bytes(32);
     }
-    unsigned int length = 0;
-    EVP_Digest(material.data(), material.size(), seed.data(), &length, EVP_sha256(), nullptr);
+    seed = sha256(material);
     return seed;
 }
 

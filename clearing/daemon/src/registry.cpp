@@ -54,8 +54,9 @@ Bytes id_bytes(const ledger::Id& id) {
 }
 
 
-const Error& to_error(const Error& e) { return e; }
-Error to_error(const ledger::Error& e) { return storage_error(e); }
+// A failed step's error as this file's Error (COCONUT_TRY's conversion).
+Unexpected<Error> as_failure(const Error& e) { return Unexpected<Error>{e}; }
+Unexpected<Error> as_failure(const ledger::Error& e) { return Unexpected<Error>{storage_error(e)}; }
 
 template <std::size_t N>
 std::optional<std::array<std::uint8_t, N>> bcd_field(const nlohmann::json& value, std::size_t digit_count) {
@@ -976,11 +977,6 @@ Status only_keys(const Json& object, std::initializer_list<const char*> keys, co
     return Ok{};
 }
 
-#define COCONUT_TRY(var, expr)                                 \
-    auto var##_result = (expr);                                \
-    if (!var##_result) return Unexpected<Error>{to_error(var##_result.error())}; \
-    auto var = std::move(var##_result).value()
-
 Result<Parsed> parse_registry(std::string_view json_text) {
     if (json_text.size() > registry_file_bytes_max) return Unexpected<Error>{bad_input("registry file larger than 64 MiB")};
     Json root = Json::parse(json_text, nullptr, false);
@@ -1001,16 +997,16 @@ Result<Parsed> parse_registry(std::string_view json_text) {
         if (!p.is_object()) return Unexpected<Error>{bad_input(where + ": not an object")};
         if (auto s = only_keys(p, {"id", "name", "kind", "bank_account", "fee_rate_bp"}, where); !s)
             return Unexpected<Error>{s.error()};
-        COCONUT_TRY(id, unsigned_field(p, "id", participant_id_max, where));
+        COCONUT_TRY(id, unsigned_field(p, "id", participant_id_max, where), as_failure);
         if (id == 0) return Unexpected<Error>{bad_input(where + ": \"id\" must not be 0")};
-        COCONUT_TRY(name, text_field(p, "name", name_chars_max, where));
-        COCONUT_TRY(kind, text_field(p, "kind", 16, where));
+        COCONUT_TRY(name, text_field(p, "name", name_chars_max, where), as_failure);
+        COCONUT_TRY(kind, text_field(p, "kind", 16, where), as_failure);
         if (kind != "bus" && kind != "shop" && kind != "clinic") {
             return Unexpected<Error>{bad_input(where + ": \"kind\" must be bus, shop or clinic")};
         }
-        COCONUT_TRY(bank, text_field(p, "bank_account", 34, where));  // IBAN length
+        COCONUT_TRY(bank, text_field(p, "bank_account", 34, where), as_failure);  // IBAN length
         if (bank.empty()) return Unexpected<Error>{bad_input(where + ": \"bank_account\" must not be empty")};
-        COCONUT_TRY(fee, unsigned_field(p, "fee_rate_bp", fee_rate_bp_max, where, 0));
+        COCONUT_TRY(fee, unsigned_field(p, "fee_rate_bp", fee_rate_bp_max, where, 0), as_failure);
         if (!participant_ids.insert(id).second) return Unexpected<Error>{bad_input(where + ": duplicate id " + std::to_string(id))};
         out.participants.push_back(Participant{id, name, kind, bank, static_cast<std::uint32_t>(fee)});
     }
@@ -1023,15 +1019,15 @@ Result<Parsed> parse_registry(std::string_view json_text) {
         if (auto s = only_keys(t, {"terminal_id", "psam_terminal_id", "participant_id", "merchant_id"}, where); !s)
             return Unexpected<Error>{s.error()};
         TerminalRecord r;
-        COCONUT_TRY(id, text_field(t, "terminal_id", terminal_id_chars, where));
+        COCONUT_TRY(id, text_field(t, "terminal_id", terminal_id_chars, where), as_failure);
         if (id.size() != terminal_id_chars) return Unexpected<Error>{bad_input(where + ": \"terminal_id\" must be 8 characters (field 41)")};
         r.terminal_id = id;
         auto psam = t.contains("psam_terminal_id") ? bcd_field<6>(t.at("psam_terminal_id"), 12) : std::nullopt;
         if (!psam) return Unexpected<Error>{bad_input(where + ": \"psam_terminal_id\" must be 12 digits")};
         r.psam_terminal_id = *psam;
-        COCONUT_TRY(participant, unsigned_field(t, "participant_id", participant_id_max, where));
+        COCONUT_TRY(participant, unsigned_field(t, "participant_id", participant_id_max, where), as_failure);
         r.participant_id = participant;
-        COCONUT_TRY(merchant, text_field(t, "merchant_id", merchant_id_chars_max, where, false));
+        COCONUT_TRY(merchant, text_field(t, "merchant_id", merchant_id_chars_max, where, false), as_failure);
         r.merchant_id = merchant;
         if (!terminal_ids.insert(id).second) return Unexpected<Error>{bad_input(where + ": duplicate terminal_id " + id)};
         out.terminals.push_back(std::move(r));
@@ -1055,13 +1051,13 @@ Result<Parsed> parse_registry(std::string_view json_text) {
                           : std::nullopt;
         if (!issuer || issuer->size() != 8) return Unexpected<Error>{bad_input(where + ": \"issuer_id\" must be 16 hex digits")};
         std::copy(issuer->begin(), issuer->end(), r.issuer_id.begin());
-        COCONUT_TRY(status_text, text_field(c, "status", 16, where, false));
+        COCONUT_TRY(status_text, text_field(c, "status", 16, where, false), as_failure);
         auto status = status_text.empty() ? std::optional<CardStatus>(CardStatus::active) : parse_card_status(status_text);
         if (!status) return Unexpected<Error>{bad_input(where + ": \"status\" must be active, lost or blocked")};
         r.status = *status;
-        COCONUT_TRY(purse, unsigned_field(c, "purse_balance_fen", opening_balance_fen_max, where, 0));
-        COCONUT_TRY(medical, unsigned_field(c, "medical_balance_fen", opening_balance_fen_max, where, 0));
-        COCONUT_TRY(version, unsigned_field(c, "tac_key_version", 255, where, 0));
+        COCONUT_TRY(purse, unsigned_field(c, "purse_balance_fen", opening_balance_fen_max, where, 0), as_failure);
+        COCONUT_TRY(medical, unsigned_field(c, "medical_balance_fen", opening_balance_fen_max, where, 0), as_failure);
+        COCONUT_TRY(version, unsigned_field(c, "tac_key_version", 255, where, 0), as_failure);
         r.opening_balance_fen = static_cast<std::uint32_t>(purse);
         r.medical_opening_fen = static_cast<std::uint32_t>(medical);
         r.tac_key_version = static_cast<std::uint8_t>(version);
@@ -1104,14 +1100,14 @@ Result<std::pair<std::size_t, std::size_t>> apply_all(ledger::Ledger& ledger, co
 }  // namespace
 
 Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std::string_view json_text) {
-    COCONUT_TRY(parsed, parse_registry(json_text));
+    COCONUT_TRY(parsed, parse_registry(json_text), as_failure);
     LoadReport report;
     // Every terminal names a participant of this file or of the registry.
     std::set<std::uint64_t> known;
     for (const auto& p : parsed.participants) known.insert(p.id);
     for (const auto& t : parsed.terminals) {
         if (known.count(t.participant_id)) continue;
-        COCONUT_TRY(stored, registry.participant(t.participant_id));
+        COCONUT_TRY(stored, registry.participant(t.participant_id), as_failure);
         if (!stored) {
             return Unexpected<Error>{bad_input("terminal " + t.terminal_id + ": participant " + std::to_string(t.participant_id) +
                                                " is neither in the file nor in the registry")};
@@ -1119,7 +1115,7 @@ Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std
     }
     // Cards already registered keep their runtime state; their opening balances cannot change.
     for (auto& c : parsed.cards) {
-        COCONUT_TRY(stored, registry.card(c.asn));
+        COCONUT_TRY(stored, registry.card(c.asn), as_failure);
         if (!stored) continue;
         if (stored->opening_balance_fen != c.opening_balance_fen || stored->medical_opening_fen != c.medical_opening_fen) {
             return Unexpected<Error>{Error{ErrorCode::conflict, "card " + bcd_to_digits(c.asn) +
@@ -1159,7 +1155,7 @@ Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std
                             if (auto s = registry.put_terminal(txn, r); !s) return s;
                         }
                         return Ok{};
-                    }));
+                    }), as_failure);
         report.accounts_created += created.first;
     }
     // Cards in chunks: 2 accounts + up to 2 opening transfers each.
@@ -1182,7 +1178,7 @@ Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std
                             if (auto s = registry.put_card(txn, parsed.cards[i]); !s) return s;
                         }
                         return Ok{};
-                    }));
+                    }), as_failure);
         report.accounts_created += created.first;
         report.transfers_created += created.second;
     }
@@ -1193,7 +1189,7 @@ Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std
 }
 
 Status set_card_status(ledger::Ledger& ledger, Registry& registry, const Asn& asn, CardStatus status) {
-    COCONUT_TRY(stored, registry.card(asn));
+    COCONUT_TRY(stored, registry.card(asn), as_failure);
     if (!stored) return Unexpected<Error>{bad_input("card " + bcd_to_digits(asn) + " is not registered")};
     // Status and hotlist entry in one commit, so the version a terminal downloads matches the registry.
     // The record is read again inside the write transaction: a booking may have changed it meanwhile.
@@ -1211,7 +1207,7 @@ Status set_card_status(ledger::Ledger& ledger, Registry& registry, const Asn& as
 }
 
 Status set_terminal_status(ledger::Ledger& ledger, Registry& registry, std::string_view terminal_id, TerminalStatus status) {
-    COCONUT_TRY(stored, registry.terminal(terminal_id));
+    COCONUT_TRY(stored, registry.terminal(terminal_id), as_failure);
     if (!stored) return Unexpected<Error>{bad_input("terminal " + std::string(terminal_id) + " is not registered")};
     auto done = apply_all(ledger, {}, [&](lmdb::Txn& txn) -> lmdb::Status {
         auto current = registry.terminal_in(txn, terminal_id);
@@ -1231,11 +1227,11 @@ namespace {
 // The online tables against the ledger, and the hotlist log against the card statuses.
 Status check_online(const ledger::Ledger& ledger, const Registry& registry, const std::vector<CardRecord>& cards,
                     CheckReport& report) {
-    COCONUT_TRY(attempts, registry.load_attempts());
+    COCONUT_TRY(attempts, registry.load_attempts(), as_failure);
     report.load_attempts = attempts.size();
     for (const auto& a : attempts) {
         const ledger::Id id = online_load_transfer(a.asn, a.online_atc, a.attempt.attempt);
-        COCONUT_TRY(transfer, ledger.lookup_transfer(id));
+        COCONUT_TRY(transfer, ledger.lookup_transfer(id), as_failure);
         if (!transfer || transfer->code != transfer_codes::online_load || (transfer->flags & ledger::transfer_flags::pending) == 0 ||
             transfer->credit_account_id != purse_shadow_account(a.asn) || transfer->amount != a.attempt.amount_fen) {
             report.problems.push_back("load of card " + bcd_to_digits(a.asn) + " online ATC " + std::to_string(a.online_atc) +
@@ -1243,10 +1239,10 @@ Status check_online(const ledger::Ledger& ledger, const Registry& registry, cons
                                       std::to_string(a.attempt.amount_fen) + " fen to its purse shadow");
         }
     }
-    COCONUT_TRY(holds, registry.holds());
+    COCONUT_TRY(holds, registry.holds(), as_failure);
     report.holds = holds.size();
     for (const auto& [id, hold] : holds) {
-        COCONUT_TRY(transfer, ledger.lookup_transfer(id));
+        COCONUT_TRY(transfer, ledger.lookup_transfer(id), as_failure);
         if (!transfer || transfer->code != transfer_codes::clinic_medical || (transfer->flags & ledger::transfer_flags::pending) == 0 ||
             transfer->debit_account_id != medical_account(hold.asn) || transfer->amount > hold.requested_fen) {
             report.problems.push_back("hold " + ledger::to_string(id) + " of card " + bcd_to_digits(hold.asn) +
@@ -1256,7 +1252,7 @@ Status check_online(const ledger::Ledger& ledger, const Registry& registry, cons
     std::set<Asn> listed;
     std::uint32_t chunk_index = 0;
     for (bool more = true; more; ++chunk_index) {
-        COCONUT_TRY(chunk, registry.hotlist_chunk(0, chunk_index));
+        COCONUT_TRY(chunk, registry.hotlist_chunk(0, chunk_index), as_failure);
         for (const HotlistEntry& e : chunk.entries) {
             if (e.added) listed.insert(e.asn);
             else listed.erase(e.asn);
@@ -1284,12 +1280,12 @@ Result<CheckReport> check(const ledger::Ledger& ledger, const Registry& registry
     auto ledger_report = ledger.check();
     if (!ledger_report) return Unexpected<Error>{storage_error(ledger_report.error())};
     report.ledger = std::move(ledger_report).value();
-    COCONUT_TRY(cards, registry.cards());
+    COCONUT_TRY(cards, registry.cards(), as_failure);
     report.cards = cards.size();
     for (const CardRecord& card : cards) {
         const std::string name = "card " + bcd_to_digits(card.asn);
-        COCONUT_TRY(shadow, ledger.lookup_account(purse_shadow_account(card.asn)));
-        COCONUT_TRY(medical, ledger.lookup_account(medical_account(card.asn)));
+        COCONUT_TRY(shadow, ledger.lookup_account(purse_shadow_account(card.asn)), as_failure);
+        COCONUT_TRY(medical, ledger.lookup_account(medical_account(card.asn)), as_failure);
         if (!shadow || shadow->ledger != ledgers::purse || shadow->code != account_codes::card_purse_shadow) {
             report.problems.push_back(name + ": purse shadow account missing or not on ledger 1 / code 1");
             continue;
@@ -1306,7 +1302,7 @@ Result<CheckReport> check(const ledger::Ledger& ledger, const Registry& registry
         }
     }
     for (ledger::Id suspense : {purse_suspense_account, medical_suspense_account}) {
-        COCONUT_TRY(account, ledger.lookup_account(suspense));
+        COCONUT_TRY(account, ledger.lookup_account(suspense), as_failure);
         if (account && (account->debits_posted != 0 || account->debits_pending != 0)) {
             report.problems.push_back("suspense account " + ledger::to_string(suspense) +
                                       " was debited: money whose TAC failed left suspense");
@@ -1315,14 +1311,14 @@ Result<CheckReport> check(const ledger::Ledger& ledger, const Registry& registry
     // Review records only ever debit the review claims account (review claims → suspense): nothing
     // credits it, so an unproven claim can never be turned into money anywhere.
     {
-        COCONUT_TRY(account, ledger.lookup_account(purse_review_claims_account));
+        COCONUT_TRY(account, ledger.lookup_account(purse_review_claims_account), as_failure);
         if (account && (account->credits_posted != 0 || account->credits_pending != 0)) {
             report.problems.push_back("review claims account " + ledger::to_string(purse_review_claims_account) +
                                       " was credited: only review records (to suspense) may touch it");
         }
     }
-    COCONUT_TRY(participants, registry.participants());
-    COCONUT_TRY(terminals, registry.terminals());
+    COCONUT_TRY(participants, registry.participants(), as_failure);
+    COCONUT_TRY(terminals, registry.terminals(), as_failure);
     std::set<std::uint64_t> participant_ids;
     for (const auto& p : participants) participant_ids.insert(p.id);
     for (const auto& t : terminals) {
@@ -1331,7 +1327,7 @@ Result<CheckReport> check(const ledger::Ledger& ledger, const Registry& registry
                                       " not registered");
         }
     }
-    COCONUT_TRY(flags, registry.risk_flags());
+    COCONUT_TRY(flags, registry.risk_flags(), as_failure);
     report.risk_flags = flags.size();
     if (auto s = check_online(ledger, registry, cards, report); !s) return Unexpected<Error>{s.error()};
     return report;

@@ -17,7 +17,7 @@
 #pragma once
 
 #include <coconut/core/identifiers.hpp>
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
 #include <coconut/crypto/card_crypto.hpp>
 #include <coconut/hsm/client.hpp>
 #include <coconut/hsm/hsm.hpp>
@@ -26,7 +26,7 @@
 #include <coconut/iso8583/iso8583.hpp>
 #include <coconut/iso8583/profile.hpp>
 #include <coconut/ledger/ledger.hpp>
-#include <coconut/result.hpp>
+#include <coconut/core/result.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/io_context.hpp>
