@@ -3,6 +3,14 @@ add_library(coconut_options INTERFACE)
 add_library(coconut::options ALIAS coconut_options)
 target_compile_options(coconut_options INTERFACE -Wall -Wextra -Wpedantic)
 
+# Warnings as errors: on in CI (.ci/run, through tools/test.sh's COCONUT_WERROR=ON), off by default so a
+# developer's newer or older compiler does not stop the build over a warning it alone reports. Only the
+# project's own targets link coconut::options; third-party headers are system includes and stay quiet.
+option(COCONUT_WERROR "Treat compiler warnings in the project's own code as errors (-Werror)" OFF)
+if(COCONUT_WERROR)
+  target_compile_options(coconut_options INTERFACE -Werror)
+endif()
+
 # Unity build: each target's sources compiled in batches of up to 8 per translation unit, so the
 # headers and the template code they share are compiled once per batch instead of once per file.
 # Helpers in anonymous namespaces must therefore have names unique within their target; sources GCC

@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   # toolchain
   build-essential cmake pkg-config git ninja-build clang libclang-rt-14-dev
+  # lint (tools/lint: clang-format and clang-tidy 14, in CI)
+  clang-format-14 clang-tidy-14
   # crypto, storage, PC/SC
   libssl-dev openssl libsodium-dev liblmdb-dev lmdb-utils libpcsclite-dev
   # real PC/SC stack for tests and the demo (docs/PCSC.md)

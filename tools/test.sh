@@ -3,7 +3,8 @@
 #   1. build/       g++, warnings on, benchmarks compiled: every ctest test (unit, integration, slow)
 #   2. build-asan/  clang with ASan + UBSan and libFuzzer: the unit tests again, then each fuzz target
 #                   for a bounded time (label "fuzz")
-# Environment: COCONUT_SKIP_ASAN=1 skips step 2 (quick local runs); JOBS overrides the parallelism.
+# Environment: COCONUT_SKIP_ASAN=1 skips step 2 (quick local runs); JOBS overrides the parallelism;
+# COCONUT_WERROR=ON makes step 1's warnings errors (.ci/run sets it; cmake/CoconutOptions.cmake).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +13,9 @@ jobs=${JOBS:-$(nproc)}
 
 # Line tables only (-g1): backtraces, perf and sanitizer reports keep file:line, and the suite compiles
 # about a third faster than with full debug information (configure -DCMAKE_BUILD_TYPE=Debug to debug).
-cmake -S . -B build -G Ninja -DCOCONUT_BENCH=ON -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" >/dev/null
+# COCONUT_WERROR is always passed, so a build directory CI configured with it does not keep it.
+cmake -S . -B build -G Ninja -DCOCONUT_BENCH=ON -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" \
+  -DCOCONUT_WERROR="${COCONUT_WERROR:-OFF}" >/dev/null
 ninja -C build -j "$jobs"
 ctest --test-dir build --output-on-failure -j "$jobs"
 

@@ -12,6 +12,7 @@
 //   readable by builds that know version 1):
 //   signing key count(2) ‖ per key: label len(1) ‖ label ‖ created(8) ‖ key len(2) ‖ PKCS#8 DER key ‖
 //                                   certificate len(2) ‖ certificate DER
+#include <coconut/core/assert.hpp>
 #include <coconut/hsm/audit.hpp>
 #include <coconut/hsm/hsm.hpp>
 
@@ -250,67 +251,72 @@ Status<Failure> KeyStore::init(const std::filesystem::path& dir) {
     return Ok{};
 }
 
-Outcome<KeyStore> KeyStore::open(const std::filesystem::path& dir) {
-    detail::ensure_sodium();
-    StorePaths paths{dir};
-    std::error_code ec;
-    if (!std::filesystem::exists(paths.sealed(), ec))
-        return fail(Errc::store_missing,
-                    fmt::format("no key store at {} (run `coconut-hsmd init --store {}` first)", dir.string(), dir.string()));
-    auto master = read_master_key(paths.master_key());
-    if (!master) return Unexpected<Failure>{master.error()};
+namespace {
 
-    auto file = detail::read_small_file(paths.sealed(), max_sealed_bytes);
-    if (!file) return Unexpected<Failure>{file.error()};
-    const Bytes& sealed = file.value();
-    const std::string name = paths.sealed().string();
+// The clear header of a sealed store (layout at the top of this file), read before unsealing.
+struct SealedHeader {
+    std::uint16_t version = 0;
+    const std::uint8_t* key_id = nullptr;
+    std::uint64_t generation = 0;
+    const std::uint8_t* nonce = nullptr;
+    std::size_t cipher_len = 0;
+};
+
+// Bytes of the header repeated inside the sealed contents: version, key id, generation.
+constexpr std::size_t inner_header_bytes = 2 + key_id_bytes + 8;
+
+Outcome<SealedHeader> read_sealed_header(const Bytes& sealed, const KeyStore::State& state, const std::string& name) {
     if (sealed.size() < header_bytes)
         return fail(Errc::store_truncated,
                     fmt::format("{} is truncated: {} bytes, shorter than its {}-byte header", name, sealed.size(), header_bytes));
     if (!std::equal(store_magic.begin(), store_magic.end(), sealed.begin()))
         return fail(Errc::store_corrupt, fmt::format("{} is not a Coconut HSM key store (bad magic)", name));
-
-    auto state = std::make_unique<State>();
-    state->paths = paths;
-    state->master = std::move(master.value());
-    state->derive_key_id();
-
     Reader header{sealed.data(), header_bytes, store_magic.size()};
-    const auto version = static_cast<std::uint16_t>(header.be(2));
-    const std::uint8_t* key_id = header.bytes(key_id_bytes);
-    const std::uint64_t generation = header.be(8);
-    const std::uint8_t* nonce = header.bytes(crypto_secretbox_NONCEBYTES);
-    const std::size_t cipher_len = header.be(4);
-    if (version != store_format_version && version != store_format_version_signing)
+    SealedHeader h;
+    h.version = static_cast<std::uint16_t>(header.be(2));
+    h.key_id = header.bytes(key_id_bytes);
+    h.generation = header.be(8);
+    h.nonce = header.bytes(crypto_secretbox_NONCEBYTES);
+    h.cipher_len = header.be(4);
+    COCONUT_ASSERT(!header.failed && header.at == header_bytes, "sealed header layout");
+    if (h.version != store_format_version && h.version != store_format_version_signing)
         return fail(Errc::store_corrupt, fmt::format("{} has format version {}; this build reads versions {} and {}", name,
-                                                     version, store_format_version, store_format_version_signing));
-    if (std::memcmp(key_id, state->key_id.data(), key_id_bytes) != 0)
+                                                     h.version, store_format_version, store_format_version_signing));
+    if (std::memcmp(h.key_id, state.key_id.data(), key_id_bytes) != 0)
         return fail(Errc::store_wrong_master_key,
                     fmt::format("{} was sealed under a different master key (key id {}, {} has key id {})", name,
-                                to_hex(ByteView(key_id, key_id_bytes)), paths.master_key().string(),
-                                to_hex(state->key_id)));
-    if (cipher_len < crypto_secretbox_MACBYTES || sealed.size() - header_bytes < cipher_len)
+                                to_hex(ByteView(h.key_id, key_id_bytes)), state.paths.master_key().string(),
+                                to_hex(state.key_id)));
+    if (h.cipher_len < crypto_secretbox_MACBYTES || sealed.size() - header_bytes < h.cipher_len)
         return fail(Errc::store_truncated, fmt::format("{} is truncated: the header announces {} sealed bytes, {} are present",
-                                                       name, cipher_len, sealed.size() - header_bytes));
-    if (sealed.size() - header_bytes > cipher_len)
+                                                       name, h.cipher_len, sealed.size() - header_bytes));
+    if (sealed.size() - header_bytes > h.cipher_len)
         return fail(Errc::store_tampered,
-                    fmt::format("{} has {} unexpected bytes after the sealed contents", name, sealed.size() - header_bytes - cipher_len));
+                    fmt::format("{} has {} unexpected bytes after the sealed contents", name, sealed.size() - header_bytes - h.cipher_len));
+    return h;
+}
 
-    SecureBuffer plain(cipher_len - crypto_secretbox_MACBYTES + 1);
-    if (crypto_secretbox_open_easy(plain.data(), sealed.data() + header_bytes, cipher_len, nonce, state->master.data()) != 0)
+// The sealed contents, authenticated and decrypted, their inner header checked against the clear one.
+Outcome<SecureBuffer> unseal(const Bytes& sealed, const SealedHeader& h, const KeyStore::State& state,
+                             const std::string& name) {
+    SecureBuffer plain(h.cipher_len - crypto_secretbox_MACBYTES + 1);
+    if (crypto_secretbox_open_easy(plain.data(), sealed.data() + header_bytes, h.cipher_len, h.nonce, state.master.data()) != 0)
         return fail(Errc::store_tampered,
                     fmt::format("{} failed authentication: the sealed contents were altered or damaged", name));
-    plain.resize(cipher_len - crypto_secretbox_MACBYTES);
+    plain.resize(h.cipher_len - crypto_secretbox_MACBYTES);
 
     Reader in{plain.data(), plain.size()};
     const auto inner_version = static_cast<std::uint16_t>(in.be(2));
     const std::uint8_t* inner_key_id = in.bytes(key_id_bytes);
     const std::uint64_t inner_generation = in.be(8);
-    if (in.failed || inner_version != version || std::memcmp(inner_key_id, key_id, key_id_bytes) != 0 ||
-        inner_generation != generation)
+    if (in.failed || inner_version != h.version || std::memcmp(inner_key_id, h.key_id, key_id_bytes) != 0 ||
+        inner_generation != h.generation)
         return fail(Errc::store_tampered, fmt::format("{}: the clear header does not match the sealed one (altered header)", name));
-    state->generation = generation;
+    return plain;
+}
 
+// The key records; a record cut short leaves `in` failed for open() to report.
+Status<Failure> read_key_records(Reader& in, KeyStore::State& state, const std::string& name) {
     const std::size_t key_count = in.be(2);
     if (key_count > max_keys)
         return fail(Errc::store_corrupt, fmt::format("{} claims {} keys, above the limit of {}", name, key_count, max_keys));
@@ -331,13 +337,17 @@ Outcome<KeyStore> KeyStore::open(const std::filesystem::path& dir) {
             (entry.info.status != KeyStatus::active && entry.info.status != KeyStatus::retired))
             return fail(Errc::store_corrupt, fmt::format("{}: key record {} has an invalid field", name, i + 1));
         std::memcpy(entry.info.kcv.data(), kcv, 3);
-        entry.offset = state->arena.append(key, key_bytes);
+        entry.offset = state.arena.append(key, key_bytes);
         // Pair assertion on read: the stored KCV must be the KCV of the stored key.
-        if (compute_kcv(entry.info.type, state->key_at(entry.offset)) != entry.info.kcv)
+        if (compute_kcv(entry.info.type, state.key_at(entry.offset)) != entry.info.kcv)
             return fail(Errc::store_corrupt, fmt::format("{}: key {}:{} does not match its stored KCV", name,
                                                          entry.info.label, entry.info.version));
-        state->keys.push_back(std::move(entry));
+        state.keys.push_back(std::move(entry));
     }
+    return Ok{};
+}
+
+Status<Failure> read_client_records(Reader& in, KeyStore::State& state, const std::string& name) {
     const std::size_t client_count = in.be(2);
     if (client_count > max_clients)
         return fail(Errc::store_corrupt, fmt::format("{} claims {} clients, above the limit of {}", name, client_count, max_clients));
@@ -350,9 +360,14 @@ Outcome<KeyStore> KeyStore::open(const std::filesystem::path& dir) {
         if (in.failed) break;
         if (!valid_client_id(entry.info.id) || (entry.info.permissions & ~permit_all) != 0)
             return fail(Errc::store_corrupt, fmt::format("{}: client record {} has an invalid field", name, i + 1));
-        entry.offset = state->arena.append(key, client_key_bytes);
-        state->clients.push_back(std::move(entry));
+        entry.offset = state.arena.append(key, client_key_bytes);
+        state.clients.push_back(std::move(entry));
     }
+    return Ok{};
+}
+
+// Signing keys (format version 2 only).
+Status<Failure> read_signing_key_records(Reader& in, std::uint16_t version, KeyStore::State& state, const std::string& name) {
     const std::size_t signing_count = version == store_format_version_signing ? in.be(2) : 0;
     if (signing_count > max_signing_keys)
         return fail(Errc::store_corrupt, fmt::format("{} claims {} signing keys, above the limit of {}", name, signing_count,
@@ -369,11 +384,50 @@ Outcome<KeyStore> KeyStore::open(const std::filesystem::path& dir) {
         if (!valid_label(entry.info.label) || key == nullptr || certificate == nullptr || entry.size == 0 || certificate_size == 0)
             return fail(Errc::store_corrupt, fmt::format("{}: signing key record {} has an invalid field", name, i + 1));
         entry.info.certificate_der.assign(certificate, certificate + certificate_size);
-        entry.offset = state->arena.append(key, entry.size);
-        state->signing_keys.push_back(std::move(entry));
+        entry.offset = state.arena.append(key, entry.size);
+        state.signing_keys.push_back(std::move(entry));
     }
+    return Ok{};
+}
+
+}  // namespace
+
+Outcome<KeyStore> KeyStore::open(const std::filesystem::path& dir) {
+    detail::ensure_sodium();
+    StorePaths paths{dir};
+    std::error_code ec;
+    if (!std::filesystem::exists(paths.sealed(), ec))
+        return fail(Errc::store_missing,
+                    fmt::format("no key store at {} (run `coconut-hsmd init --store {}` first)", dir.string(), dir.string()));
+    auto master = read_master_key(paths.master_key());
+    if (!master) return Unexpected<Failure>{master.error()};
+
+    auto file = detail::read_small_file(paths.sealed(), max_sealed_bytes);
+    if (!file) return Unexpected<Failure>{file.error()};
+    const Bytes& sealed = file.value();
+    const std::string name = paths.sealed().string();
+
+    auto state = std::make_unique<State>();
+    state->paths = paths;
+    state->master = std::move(master.value());
+    state->derive_key_id();
+
+    auto header = read_sealed_header(sealed, *state, name);
+    if (!header) return Unexpected<Failure>{header.error()};
+    auto plain = unseal(sealed, header.value(), *state, name);
+    if (!plain) return Unexpected<Failure>{plain.error()};
+    state->generation = header->generation;
+
+    Reader in{plain->data(), plain->size(), inner_header_bytes};
+    if (auto keys = read_key_records(in, *state, name); !keys) return Unexpected<Failure>{keys.error()};
+    if (auto clients = read_client_records(in, *state, name); !clients) return Unexpected<Failure>{clients.error()};
+    if (auto signing = read_signing_key_records(in, header->version, *state, name); !signing)
+        return Unexpected<Failure>{signing.error()};
     if (in.failed || in.at != in.size)
         return fail(Errc::store_corrupt, fmt::format("{}: the sealed contents do not parse (bad record lengths)", name));
+    COCONUT_ASSERT(state->keys.size() <= max_keys && state->clients.size() <= max_clients &&
+                       state->signing_keys.size() <= max_signing_keys,
+                   "opened key store within its limits");
     return KeyStore(std::move(state));
 }
 
@@ -430,7 +484,9 @@ Status<Failure> KeyStore::save() {
     const std::size_t at = sealed.size();
     sealed.resize(at + crypto_secretbox_MACBYTES + plain.size());
     crypto_secretbox_easy(sealed.data() + at, plain.data(), plain.size(), nonce.data(), s.master.data());
-    assert(sealed.size() <= max_sealed_bytes);
+    // open() reads back exactly this: the clear header, then the sealed contents to the end of the file.
+    COCONUT_ASSERT(sealed.size() == header_bytes + crypto_secretbox_MACBYTES + plain.size() &&
+                   sealed.size() <= max_sealed_bytes);
     return detail::replace_file_atomically(s.paths.sealed(), sealed);
 }
 

@@ -1,3 +1,4 @@
+#include <coconut/core/assert.hpp>
 #include <coconut/hsm/protocol.hpp>
 
 #include "file_io.hpp"
@@ -32,7 +33,7 @@ struct Writer {
         return *this;
     }
     Writer& text(std::string_view s) {
-        assert(s.size() <= 255);
+        COCONUT_ASSERT(s.size() <= 255);
         out.push_back(static_cast<std::uint8_t>(s.size()));
         out.insert(out.end(), s.begin(), s.end());
         return *this;
@@ -121,7 +122,7 @@ std::array<std::uint8_t, mac_bytes> frame_mac(const ClientKey& key, const Nonce&
 }
 
 Bytes with_length(Bytes body) {
-    assert(body.size() <= max_frame_bytes);
+    COCONUT_ASSERT(body.size() <= max_frame_bytes);
     Bytes frame;
     frame.reserve(length_prefix_bytes + body.size());
     append_be(frame, body.size(), length_prefix_bytes);
@@ -138,6 +139,8 @@ Bytes authenticated_frame(const ClientKey& key, const Nonce& nonce, Writer body)
     append(frame, body.out);
     const auto mac = frame_mac(key, nonce, body.out);
     append(frame, mac);
+    // decode_length refuses a frame above max_frame_bytes: this side must never send one.
+    COCONUT_ASSERT(frame.size() == length_prefix_bytes + body_bytes && body_bytes <= max_frame_bytes, "frame size");
     return frame;
 }
 
@@ -289,6 +292,10 @@ Outcome<Request> decode_request(ByteView body) {
     request.payload = body.subspan(payload_at, in.remaining() - mac_bytes);
     request.mac = body.last(mac_bytes);
     request.authenticated = body.first(body.size() - mac_bytes);
+    // The three views tile the frame: header ‖ payload ‖ MAC, the MAC over everything before it.
+    COCONUT_ASSERT(payload_at + request.payload.size() + request.mac.size() == body.size() &&
+                       request.authenticated.size() == payload_at + request.payload.size(),
+                   "request frame views");
     return request;
 }
 
@@ -310,6 +317,7 @@ Outcome<Response> decode_response(const ClientKey& key, const Nonce& nonce, Byte
     if (crypto_verify_32(expected.data(), body.last(mac_bytes).data()) != 0)
         return fail(Errc::bad_mac, "the response's MAC does not verify: not from the HSM holding this client's key, or altered");
     response.payload = body.subspan(body.size() - in.remaining(), in.remaining() - mac_bytes);
+    COCONUT_ASSERT(response.payload.end() + mac_bytes == body.end(), "response frame views");
     return response;
 }
 
@@ -365,6 +373,10 @@ Bytes encode(const PurchaseTacBatch& request) {
         put_when(w, t.when);
         w.raw(t.tac);
     }
+    // What decode_purchase_tac_batch requires: the batch limit and exactly item-size bytes per item.
+    COCONUT_ASSERT(request.items.size() <= max_batch_items &&
+                       w.out.size() == 1 + request.label.size() + 2 + request.items.size() * purchase_tac_item_bytes,
+                   "TAC batch layout");
     return std::move(w.out);
 }
 
@@ -535,6 +547,7 @@ Bytes encode(std::span<const Verdict> response) {
     w.out.reserve(2 + response.size());
     w.be(response.size(), 2);
     for (Verdict v : response) w.u8(static_cast<std::uint8_t>(v));
+    COCONUT_ASSERT(response.size() <= max_batch_items && w.out.size() == 2 + response.size(), "verdicts layout");
     return std::move(w.out);
 }
 
@@ -569,7 +582,7 @@ Outcome<LoadAnswer> decode_load_answer(ByteView payload) {
     answer.mac1 = static_cast<Verdict>(in.u8("MAC1 verdict"));
     answer.mac2 = in.array<4>("MAC2");
     answer.key_version = in.u8("key version");
-    return finished(in, std::move(answer));
+    return finished(in, answer);
 }
 
 // ---- credentials and endpoints ----------------------------------------------------------------------

@@ -1,9 +1,10 @@
 // Private: libsodium guarded memory for key material (mlocked, guard pages, wiped and unlocked on free).
 #pragma once
 
+#include <coconut/core/assert.hpp>
+
 #include <sodium.h>
 
-#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -43,7 +44,7 @@ public:
     std::size_t capacity() const { return capacity_; }
     std::size_t size() const { return size_; }
     void resize(std::size_t size) {
-        assert(size <= capacity_);
+        COCONUT_ASSERT(size <= capacity_);
         size_ = size;
     }
 

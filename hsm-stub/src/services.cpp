@@ -1,6 +1,7 @@
 // The card services of the docs/CARD-SPEC.md §4 profile, over a loaded key store.
 // Every MAC comparison is constant-time (sodium_memcmp); derived keys are crypto::Secret values that
 // wipe themselves when they go out of scope.
+#include <coconut/core/assert.hpp>
 #include <coconut/hsm/hsm.hpp>
 
 #include "secure_buffer.hpp"
@@ -110,7 +111,7 @@ Verdict check_internal_auth(const crypto::Key16& iak, const InternalAuth& auth) 
 
 }  // namespace card_level
 
-Hsm::Hsm(std::shared_ptr<const KeyStore> store) : store_(std::move(store)) { assert(store_); }
+Hsm::Hsm(std::shared_ptr<const KeyStore> store) : store_(std::move(store)) { COCONUT_ASSERT(store_); }
 
 Outcome<KeyInfo> Hsm::key_info(const KeyRef& ref, Usage* usage) const {
     auto info = store_->find(ref);

@@ -271,7 +271,7 @@ Status save_cycle(const std::filesystem::path& out, const CycleRecord& record) {
     const auto dir = cycle_directory(out, record.cycle);
     if (auto made = make_directory_durably(dir); !made) return made;
     const std::string text = encode_record(record);
-    assert(decode_record(text).has_value());  // pair assertion: what is written reads back
+    COCONUT_ASSERT(decode_record(text).has_value());  // pair assertion: what is written reads back
     if (auto written = write_file_atomically(dir / state_file, as_bytes(text), 0600); !written)
         return Unexpected{Error{ErrorCode::storage, "cannot save the cycle state: " + written.error().message()}};
     return Ok{};

@@ -54,7 +54,7 @@ std::string local_time(std::uint64_t ns) {
 
 Date business_date(std::uint32_t cycle) {
     auto date = date_of_cycle(cycle);
-    assert(date.has_value());
+    COCONUT_ASSERT(date.has_value());
     return *date;
 }
 
@@ -68,7 +68,7 @@ const clearing::Participant& participant_of(const Positions& positions, std::uin
     for (const auto& p : positions.participants) {
         if (p.participant.id == id) return p.participant;
     }
-    assert(false && "a payment names a participant of the positions");
+    COCONUT_ASSERT(false, "a payment names a participant of the positions");
     std::abort();
 }
 

@@ -2,8 +2,8 @@
 #pragma once
 
 #include <coconut/settlement/settlement.hpp>
+#include <coconut/core/assert.hpp>
 
-#include <cassert>
 #include <filesystem>
 #include <string>
 #include <string_view>

@@ -251,7 +251,7 @@ std::string_view to_string(Kind kind) {
 }
 
 std::uint64_t fee_fen(std::uint64_t base_fen, std::uint32_t rate_bp) {
-    assert(rate_bp <= clearing::fee_rate_bp_max);
+    COCONUT_ASSERT(rate_bp <= clearing::fee_rate_bp_max);
     // Round half up: + 5,000 before the integer division by 10,000 (amounts are never negative).
     const WideUnsigned scaled = static_cast<WideUnsigned>(base_fen) * rate_bp + bp_per_unit / 2;
     return static_cast<std::uint64_t>(scaled / bp_per_unit);
@@ -287,8 +287,8 @@ Result<Positions> compute_positions(const ledger::Ledger& ledger, const std::vec
         if (!chunk) return Unexpected{storage(chunk.error())};
         if (chunk->size() != limit) return Unexpected{Error{ErrorCode::storage, fmt::format("journal ends before sequence {}", range.second)}};
         for (const ledger::JournalEntry& entry : *chunk) {
-            assert(entry.sequence == next);
-            assert(entry.timestamp >= window.start_ns && entry.timestamp < window.end_ns);
+            COCONUT_ASSERT(entry.sequence == next);
+            COCONUT_ASSERT(entry.timestamp >= window.start_ns && entry.timestamp < window.end_ns);
             ++next;
             auto transfer = ledger::journal_transfer(entry);
             if (!transfer) continue;

@@ -54,7 +54,7 @@ public:
     explicit DirectPoster(ledger::Ledger& ledger) : ledger_(ledger) {}
 
     Result<std::vector<std::string>> post(const CycleWindow&, const std::vector<ledger::Transfer>& transfers) override {
-        assert(transfers.size() <= post_request_transfers_max);
+        COCONUT_ASSERT(transfers.size() <= post_request_transfers_max);
         const std::vector<ledger::Event> events(transfers.begin(), transfers.end());
         auto results = ledger_.apply(events);
         if (!results) return Unexpected{Error{ErrorCode::storage, results.error().message}};
@@ -170,7 +170,7 @@ Result<PostOutcome> post_all(Poster& poster, const CycleWindow& cycle, const std
             ++end;
             if ((transfers[end - 1].flags & ledger::transfer_flags::linked) == 0) cut = end;
         }
-        assert(cut > start);  // a chain has at most 4 transfers
+        COCONUT_ASSERT(cut > start);  // a chain has at most 4 transfers
         const std::vector<ledger::Transfer> request(transfers.begin() + static_cast<std::ptrdiff_t>(start),
                                                     transfers.begin() + static_cast<std::ptrdiff_t>(cut));
         COCONUT_TRY(results, poster.post(cycle, request));

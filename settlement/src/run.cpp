@@ -81,7 +81,7 @@ Result<RunReport> run_cycle(const ledger::Ledger& ledger, const std::vector<clea
     auto files = render_files(positions, options.config);
     if (auto checked = check_files(positions, files, options.schemas_dir); !checked) return Unexpected{checked.error()};
     const File* summary = find_file(files, "summary.json");
-    assert(summary != nullptr);
+    COCONUT_ASSERT(summary != nullptr);
     const std::string digest = sha256_hex(summary->contents);
     if (!record.positions_sha256.empty() && record.positions_sha256 != digest) {
         return Unexpected{Error{ErrorCode::conflict, fmt::format("cycle {}: the positions differ from those computed before (summary.json "

@@ -1,5 +1,6 @@
 // Image files with two alternating state slots (layout in image.hpp and IMAGE-FORMAT.md).
 #include <coconut/cos/image.hpp>
+#include <coconut/core/assert.hpp>
 #include <coconut/core/durable_file.hpp>
 #include <coconut/core/sha256.hpp>
 
@@ -43,6 +44,7 @@ Bytes make_header(ImageKind kind, std::uint32_t slot_size) {
     header.resize(header_digest_offset, 0);
     const auto digest = sha256(header);
     header.insert(header.end(), digest.begin(), digest.end());
+    COCONUT_ASSERT(header.size() == image_header_size);
     return header;
 }
 
@@ -54,6 +56,9 @@ Bytes make_slot(ByteView payload, std::uint64_t generation, std::uint32_t slot_s
     slot.resize(slot_size - digest_size, 0);
     const auto digest = sha256(ByteView(slot).first(slot_prefix_size + payload.size()));
     slot.insert(slot.end(), digest.begin(), digest.end());
+    // decode_slot reads back the length at 12..15 and takes the digest from the slot's last bytes.
+    COCONUT_ASSERT(slot.size() == slot_size && read_be32(ByteView(slot).subspan(12, 4)) == payload.size(),
+                   "slot layout");
     return slot;
 }
 
@@ -70,7 +75,8 @@ std::optional<DecodedSlot> decode_slot(ByteView slot) {
     if (length > slot.size() - slot_prefix_size - digest_size) return std::nullopt;
     const auto digest = sha256(slot.first(slot_prefix_size + length));
     if (!std::equal(digest.begin(), digest.end(), slot.end() - digest_size)) return std::nullopt;
-    return DecodedSlot{generation, Bytes(slot.begin() + slot_prefix_size, slot.begin() + slot_prefix_size + length)};
+    const auto payload = slot.subspan(slot_prefix_size, length);
+    return DecodedSlot{generation, Bytes(payload.begin(), payload.end())};
 }
 
 bool write_all(int fd, ByteView data, off_t offset) {

@@ -2,6 +2,7 @@
 // card or a PSAM. Every field is validated; an error names the field.
 #include "state.hpp"
 
+#include <coconut/core/assert.hpp>
 #include <coconut/core/sha256.hpp>
 
 #include <iconv.h>
@@ -203,14 +204,9 @@ void add_card_keys(CardState& s, const json& profile, ByteView issuer_id, ByteVi
              "must differ from iak (the purse answers INTERNAL AUTHENTICATE without a PIN)");
 }
 
-CardState card_from_profile(const json& profile) {
-    CardState s;
-    s.kind = ImageKind::card;
-    s.protocol = protocol_field(profile);
-    s.drbg_seed = seed_field(profile);
-
-    const Bytes asn = digits_field(profile, "asn", 20);
-    const Bytes issuer_id = hex_field(profile, "issuer_id", 8);
+// The purse's amounts and the PIN (profile fields max_balance_fen, balance_fen, overdraft_limit_fen, pin,
+// pin_tries).
+void set_purse_and_pin(CardState& s, const json& profile) {
     s.purse.max_balance_fen = static_cast<std::uint32_t>(number_field(profile, "max_balance_fen", 0xFFFFFFFF, 100000));
     s.purse.balance_fen = static_cast<std::uint32_t>(number_field(profile, "balance_fen", 0xFFFFFFFF));
     if (s.purse.balance_fen > s.purse.max_balance_fen) fail("balance_fen", "exceeds max_balance_fen");
@@ -223,42 +219,34 @@ CardState card_from_profile(const json& profile) {
     s.pin.tries_max = static_cast<std::uint8_t>(number_field(profile, "pin_tries", 15, 3));
     if (s.pin.tries_max == 0) fail("pin_tries", "must be at least 1");
     s.pin.tries_left = s.pin.tries_max;
+}
 
-    const json empty = json::object();
-    const json* holder = member(profile, "cardholder");
-    if (holder && !holder->is_object()) fail("cardholder", "must be an object");
-    const json& h = holder ? *holder : empty;
-
-    // MF
-    Df mf;
-    mf.fid = fid_mf;
-    mf.role = DfRole::mf;
-    s.dfs.push_back(std::move(mf));
-
-    // Purse ADF
+// The purse ADF: public data (EF15), cardholder (EF16), management (EF17), the purse log, the CAPP
+// records (EF1A) and the trip log.
+Df purse_adf(const json& profile, const json& holder, ByteView asn, ByteView issuer_id) {
     Df purse;
     purse.fid = fid_purse_adf;
     purse.aid.assign(purse_aid.begin(), purse_aid.end());
     purse.role = DfRole::purse;
     purse.parent = 0;
     const auto app_version = static_cast<std::uint8_t>(number_field(profile, "app_version", 255, 1));
-    Bytes ef15 = issuer_id;
+    Bytes ef15(issuer_id.begin(), issuer_id.end());
     ef15.push_back(static_cast<std::uint8_t>(number_field(profile, "app_type", 255, 0x02)));
     ef15.push_back(app_version);
     append(ef15, asn);
     append(ef15, date_field(profile, "start_date", "20260101"));
     append(ef15, date_field(profile, "expiry_date", "20361231"));
     append_be(ef15, number_field(profile, "fci_data", 0xFFFF, 0), 2);
-    assert(ef15.size() == public_data_size);
+    COCONUT_ASSERT(ef15.size() == public_data_size);
     purse.efs.push_back(transparent(sfi_public, ef15, Access::always, Access::never));
 
     Bytes ef16;
-    ef16.push_back(static_cast<std::uint8_t>(number_field(h, "card_type", 255, 0)));
-    ef16.push_back(static_cast<std::uint8_t>(number_field(h, "staff", 1, 0)));
-    append(ef16, gbk_field(h, "name", 20, ""));
-    append(ef16, ascii_field(h, "id_number", 32, ""));
-    ef16.push_back(static_cast<std::uint8_t>(number_field(h, "id_type", 255, 0)));
-    assert(ef16.size() == cardholder_size);
+    ef16.push_back(static_cast<std::uint8_t>(number_field(holder, "card_type", 255, 0)));
+    ef16.push_back(static_cast<std::uint8_t>(number_field(holder, "staff", 1, 0)));
+    append(ef16, gbk_field(holder, "name", 20, ""));
+    append(ef16, ascii_field(holder, "id_number", 32, ""));
+    ef16.push_back(static_cast<std::uint8_t>(number_field(holder, "id_type", 255, 0)));
+    COCONUT_ASSERT(ef16.size() == cardholder_size);
     purse.efs.push_back(transparent(sfi_cardholder, ef16, Access::always, Access::external_auth));
 
     Bytes ef17 = bcd_of(156, 4);                                  // country: China, ISO 3166 numeric 156
@@ -282,32 +270,36 @@ CardState card_from_profile(const json& profile) {
     purse.efs.push_back(std::move(ef1a));
     purse.efs.push_back(records(sfi_trip_log, EfType::cyclic, trip_log_record_size, trip_log_record_count,
                                 Access::always, Access::never));
-    s.dfs.push_back(std::move(purse));
+    return purse;
+}
 
-    // SSSE
+// The SSSE DF: issuer data (EF05) and the holder's social-security data (EF06).
+Df ssse_df(const json& profile, const json& holder, ByteView asn) {
     Df ssse;
     ssse.fid = fid_ssse_df;
     ssse.aid.assign(ssse_aid.begin(), ssse_aid.end());
     ssse.role = DfRole::ssse;
     ssse.parent = 0;
     Ef ef05 = records(sfi_ss_issuer, EfType::tlv_records, 0, 0, Access::always, Access::never);
-    const std::string default_card_id = "4601" + bcd_to_digits(ByteView(asn).last(6));
-    ef05.records.push_back(tlv_record(ss_tag::card_identifier, ascii_field(h, "ss_card_id", 16, default_card_id, true)));
+    const std::string default_card_id = "4601" + bcd_to_digits(asn.last(6));
+    ef05.records.push_back(tlv_record(ss_tag::card_identifier, ascii_field(holder, "ss_card_id", 16, default_card_id, true)));
     ef05.records.push_back(tlv_record(ss_tag::issue_date, date_field(profile, "start_date", "20260101")));
     ef05.records.push_back(tlv_record(ss_tag::expiry_date, date_field(profile, "expiry_date", "20361231")));
-    ef05.records.push_back(tlv_record(ss_tag::card_number, ascii_field(h, "ss_card_number", 9, "H00000000")));
+    ef05.records.push_back(tlv_record(ss_tag::card_number, ascii_field(holder, "ss_card_number", 9, "H00000000")));
     ssse.efs.push_back(std::move(ef05));
     Ef ef06 = records(sfi_ss_holder, EfType::tlv_records, 0, 0, Access::always, Access::external_auth);
-    ef06.records.push_back(tlv_record(ss_tag::ssn, ascii_field(h, "ssn", 18, "000000000000000000", true)));
-    ef06.records.push_back(tlv_record(ss_tag::name, gbk_field(h, "name", 30, "")));
-    ef06.records.push_back(tlv_record(ss_tag::sex, ascii_field(h, "sex", 1, "0", true)));
-    ef06.records.push_back(tlv_record(ss_tag::ethnicity, digits_field(h, "ethnicity", 2, "01")));
-    ef06.records.push_back(tlv_record(ss_tag::birthplace, digits_field(h, "birthplace", 6, "460100")));
-    ef06.records.push_back(tlv_record(ss_tag::birth_date, date_field(h, "birth_date", "19700101")));
+    ef06.records.push_back(tlv_record(ss_tag::ssn, ascii_field(holder, "ssn", 18, "000000000000000000", true)));
+    ef06.records.push_back(tlv_record(ss_tag::name, gbk_field(holder, "name", 30, "")));
+    ef06.records.push_back(tlv_record(ss_tag::sex, ascii_field(holder, "sex", 1, "0", true)));
+    ef06.records.push_back(tlv_record(ss_tag::ethnicity, digits_field(holder, "ethnicity", 2, "01")));
+    ef06.records.push_back(tlv_record(ss_tag::birthplace, digits_field(holder, "birthplace", 6, "460100")));
+    ef06.records.push_back(tlv_record(ss_tag::birth_date, date_field(holder, "birth_date", "19700101")));
     ssse.efs.push_back(std::move(ef06));
-    s.dfs.push_back(std::move(ssse));
+    return ssse;
+}
 
-    // DF04 medical insurance under SSSE: the medical account link, readable after VERIFY.
+// DF04 medical insurance under SSSE: the medical account link, readable after VERIFY.
+Df medical_df(const json& profile) {
     Df medical;
     medical.fid = fid_medical_df;
     medical.role = DfRole::medical;
@@ -319,7 +311,31 @@ CardState card_from_profile(const json& profile) {
     ef08.records.push_back(
         tlv_record(ss_tag::insured_type, Bytes{static_cast<std::uint8_t>(number_field(profile, "insured_type", 255, 1))}));
     medical.efs.push_back(std::move(ef08));
-    s.dfs.push_back(std::move(medical));
+    return medical;
+}
+
+CardState card_from_profile(const json& profile) {
+    CardState s;
+    s.kind = ImageKind::card;
+    s.protocol = protocol_field(profile);
+    s.drbg_seed = seed_field(profile);
+
+    const Bytes asn = digits_field(profile, "asn", 20);
+    const Bytes issuer_id = hex_field(profile, "issuer_id", 8);
+    set_purse_and_pin(s, profile);
+
+    const json empty = json::object();
+    const json* holder = member(profile, "cardholder");
+    if (holder && !holder->is_object()) fail("cardholder", "must be an object");
+    const json& h = holder ? *holder : empty;
+
+    Df mf;
+    mf.fid = fid_mf;
+    mf.role = DfRole::mf;
+    s.dfs.push_back(std::move(mf));
+    s.dfs.push_back(purse_adf(profile, h, asn, issuer_id));
+    s.dfs.push_back(ssse_df(profile, h, asn));
+    s.dfs.push_back(medical_df(profile));
 
     add_card_keys(s, profile, issuer_id, asn);
     return s;

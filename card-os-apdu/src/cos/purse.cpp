@@ -2,7 +2,7 @@
 // transaction proof, the MAC-failure lock and its issuer unblock.
 #include "machine.hpp"
 
-#include <cassert>
+#include <coconut/core/assert.hpp>
 
 namespace coconut::cos {
 namespace {
@@ -231,7 +231,7 @@ Response VirtualCard::State::debit_for_purchase(const Command& c) {
                                      crypto::purchase_tac_input(t.amount_fen, type, t.terminal_id, terminal_serial, when));
     const auto mac2 = crypto::des_mac(session, crypto::purchase_mac2_input(t.amount_fen));
     // One commit: balance, ATC, log record, CAPP cache and proof together (docs/CARD-SPEC.md §2).
-    assert(t.amount_fen <= p.balance_fen);  // INIT checked it and nothing changed the balance since
+    COCONUT_ASSERT(t.amount_fen <= p.balance_fen);  // INIT checked it and nothing changed the balance since
     p.balance_fen -= t.amount_fen;
     ++p.offline_atc;
     p.mac_failures = 0;

@@ -2,6 +2,8 @@
 // integer big-endian, every variable-length field prefixed with its u16 length.
 #include "state.hpp"
 
+#include <coconut/core/assert.hpp>
+
 namespace coconut::cos {
 namespace {
 
@@ -21,6 +23,7 @@ public:
     void u64(std::uint64_t v) { append_be(out_, v, 8); }
     void boolean(bool v) { u8(v ? 1 : 0); }
     void bytes(ByteView b) {
+        COCONUT_ASSERT(b.size() <= 0xFFFF, "a length-prefixed field fits its u16 length");
         u16(static_cast<std::uint16_t>(b.size()));
         append(out_, b);
     }
@@ -157,6 +160,92 @@ bool structurally_valid(const CardState& s) {
     return purses == 0 && psams == 1 && has_ef(s.dfs[0], sfi_psam_terminal_id, EfType::transparent, 6);
 }
 
+// One EF; false when an enumerated field is out of range.
+bool read_ef(Reader& r, Ef& ef) {
+    ef.fid = r.u16();
+    ef.sfi = r.u8();
+    const auto type = r.u8();
+    const auto read = r.u8();
+    const auto write = r.u8();
+    if (!enum_in_range(type, EfType::transparent, EfType::tlv_records) ||
+        !enum_in_range(read, Access::always, Access::external_auth) ||
+        !enum_in_range(write, Access::always, Access::external_auth))
+        return false;
+    ef.type = static_cast<EfType>(type);
+    ef.read = static_cast<Access>(read);
+    ef.write = static_cast<Access>(write);
+    ef.record_size = r.u16();
+    ef.record_count = r.u16();
+    ef.data = r.bytes();
+    const std::size_t record_count = r.count(records_per_ef_max);
+    for (std::size_t k = 0; k < record_count && !r.failed(); ++k) ef.records.push_back(r.bytes());
+    return true;
+}
+
+// The DF tree, each DF after its parent; false when a field is out of range.
+bool read_dfs(Reader& r, std::vector<Df>& dfs) {
+    const std::size_t df_count = r.count(dfs_max);
+    for (std::size_t i = 0; i < df_count && !r.failed(); ++i) {
+        Df df;
+        df.fid = r.u16();
+        df.aid = r.bytes();
+        const auto role = r.u8();
+        if (!enum_in_range(role, DfRole::mf, DfRole::psam)) return false;
+        df.role = static_cast<DfRole>(role);
+        df.parent = static_cast<std::int8_t>(r.u8());
+        if (df.parent >= static_cast<std::int8_t>(i) || (i > 0 && df.parent < 0)) return false;
+        const std::size_t ef_count = r.count(efs_per_df_max);
+        for (std::size_t j = 0; j < ef_count && !r.failed(); ++j) {
+            Ef ef;
+            if (!read_ef(r, ef)) return false;
+            df.efs.push_back(std::move(ef));
+        }
+        dfs.push_back(std::move(df));
+    }
+    return true;
+}
+
+// The key table; false when a key's usage is out of range.
+bool read_keys(Reader& r, std::vector<KeyEntry>& keys) {
+    const std::size_t key_count = r.count(keys_max);
+    for (std::size_t i = 0; i < key_count && !r.failed(); ++i) {
+        KeyEntry k;
+        const auto usage = r.u8();
+        if (!enum_in_range(usage, KeyUsage::purchase, KeyUsage::ssse_auth)) return false;
+        k.usage = static_cast<KeyUsage>(usage);
+        k.index = r.u8();
+        k.version = r.u8();
+        k.alg = r.u8();
+        k.tries_left = r.u8();
+        r.secret(k.value);
+        keys.push_back(std::move(k));
+    }
+    return true;
+}
+
+void read_purse(Reader& r, PurseState& p) {
+    p.balance_fen = r.u32();
+    p.max_balance_fen = r.u32();
+    p.overdraft_limit_fen = r.u32();
+    p.online_atc = r.u16();
+    p.offline_atc = r.u16();
+    p.mac_failures = r.u8();
+    p.locked = r.boolean();
+    p.load_proof = read_proof(r);
+    p.purchase_proof = read_proof(r);
+    p.capp_proof = read_proof(r);
+}
+
+void read_psam(Reader& r, PsamState& m) {
+    r.fixed(m.terminal_id);
+    m.key_index = r.u8();
+    m.key_version = r.u8();
+    m.key_is_master = r.boolean();
+    r.fixed(m.issuer_id);
+    r.secret(m.purchase_key);
+    m.next_serial = r.u32();
+}
+
 }  // namespace
 
 Bytes encode_state(const CardState& s) {
@@ -164,14 +253,18 @@ Bytes encode_state(const CardState& s) {
     w.u8(static_cast<std::uint8_t>(s.kind));  // first byte = kind (payload_kind relies on it)
     w.u8(payload_version);
     w.u8(static_cast<std::uint8_t>(s.protocol));
+    // Every count within the limit decode_state reads back (a card must never write an image it cannot load).
+    COCONUT_ASSERT(s.dfs.size() <= dfs_max && s.keys.size() <= keys_max, "card state within the payload limits");
     w.u16(static_cast<std::uint16_t>(s.dfs.size()));
     for (const Df& df : s.dfs) {
+        COCONUT_ASSERT(df.efs.size() <= efs_per_df_max);
         w.u16(df.fid);
         w.bytes(df.aid);
         w.u8(static_cast<std::uint8_t>(df.role));
         w.u8(static_cast<std::uint8_t>(df.parent));
         w.u16(static_cast<std::uint16_t>(df.efs.size()));
         for (const Ef& ef : df.efs) {
+            COCONUT_ASSERT(ef.records.size() <= records_per_ef_max);
             w.u16(ef.fid);
             w.u8(ef.sfi);
             w.u8(static_cast<std::uint8_t>(ef.type));
@@ -220,7 +313,9 @@ Bytes encode_state(const CardState& s) {
 
     w.fixed(s.drbg_seed);
     w.u64(s.drbg_reserved);
-    return w.take();
+    Bytes out = w.take();
+    COCONUT_ASSERT(payload_kind(out) == s.kind && out[1] == payload_version, "payload starts with kind and version");
+    return out;
 }
 
 Result<CardState, ImageFailure> decode_state(ByteView payload) {
@@ -238,83 +333,19 @@ Result<CardState, ImageFailure> decode_state(ByteView payload) {
     if (protocol > 1) return corrupt();
     s.protocol = static_cast<Protocol>(protocol);
 
-    const std::size_t df_count = r.count(dfs_max);
-    for (std::size_t i = 0; i < df_count && !r.failed(); ++i) {
-        Df df;
-        df.fid = r.u16();
-        df.aid = r.bytes();
-        const auto role = r.u8();
-        if (!enum_in_range(role, DfRole::mf, DfRole::psam)) return corrupt();
-        df.role = static_cast<DfRole>(role);
-        df.parent = static_cast<std::int8_t>(r.u8());
-        if (df.parent >= static_cast<std::int8_t>(i) || (i > 0 && df.parent < 0)) return corrupt();
-        const std::size_t ef_count = r.count(efs_per_df_max);
-        for (std::size_t j = 0; j < ef_count && !r.failed(); ++j) {
-            Ef ef;
-            ef.fid = r.u16();
-            ef.sfi = r.u8();
-            const auto type = r.u8();
-            const auto read = r.u8();
-            const auto write = r.u8();
-            if (!enum_in_range(type, EfType::transparent, EfType::tlv_records) ||
-                !enum_in_range(read, Access::always, Access::external_auth) ||
-                !enum_in_range(write, Access::always, Access::external_auth))
-                return corrupt();
-            ef.type = static_cast<EfType>(type);
-            ef.read = static_cast<Access>(read);
-            ef.write = static_cast<Access>(write);
-            ef.record_size = r.u16();
-            ef.record_count = r.u16();
-            ef.data = r.bytes();
-            const std::size_t record_count = r.count(records_per_ef_max);
-            for (std::size_t k = 0; k < record_count && !r.failed(); ++k) ef.records.push_back(r.bytes());
-            df.efs.push_back(std::move(ef));
-        }
-        s.dfs.push_back(std::move(df));
-    }
-    if (s.dfs.empty()) return corrupt();
-
-    const std::size_t key_count = r.count(keys_max);
-    for (std::size_t i = 0; i < key_count && !r.failed(); ++i) {
-        KeyEntry k;
-        const auto usage = r.u8();
-        if (!enum_in_range(usage, KeyUsage::purchase, KeyUsage::ssse_auth)) return corrupt();
-        k.usage = static_cast<KeyUsage>(usage);
-        k.index = r.u8();
-        k.version = r.u8();
-        k.alg = r.u8();
-        k.tries_left = r.u8();
-        r.secret(k.value);
-        s.keys.push_back(std::move(k));
-    }
+    if (!read_dfs(r, s.dfs) || s.dfs.empty()) return corrupt();
+    if (!read_keys(r, s.keys)) return corrupt();
     s.pin.bcd = r.bytes();
     s.pin.tries_left = r.u8();
     s.pin.tries_max = r.u8();
-
-    PurseState& p = s.purse;
-    p.balance_fen = r.u32();
-    p.max_balance_fen = r.u32();
-    p.overdraft_limit_fen = r.u32();
-    p.online_atc = r.u16();
-    p.offline_atc = r.u16();
-    p.mac_failures = r.u8();
-    p.locked = r.boolean();
-    p.load_proof = read_proof(r);
-    p.purchase_proof = read_proof(r);
-    p.capp_proof = read_proof(r);
-
-    PsamState& m = s.psam;
-    r.fixed(m.terminal_id);
-    m.key_index = r.u8();
-    m.key_version = r.u8();
-    m.key_is_master = r.boolean();
-    r.fixed(m.issuer_id);
-    r.secret(m.purchase_key);
-    m.next_serial = r.u32();
-
+    read_purse(r, s.purse);
+    read_psam(r, s.psam);
     r.fixed(s.drbg_seed);
     s.drbg_reserved = r.u64();
     if (r.failed() || !r.at_end() || !structurally_valid(s)) return corrupt();
+    // What the card code indexes without checks (encode_state asserts the same limits on the way out).
+    COCONUT_ASSERT(s.dfs.size() <= dfs_max && s.keys.size() <= keys_max && s.dfs.front().parent < 0,
+                   "decoded card state within the payload limits");
     // Not migrated: the SSSE key derives from a master only the issuer's HSM holds, and a copy of the
     // purse IAK would let the purse answer for the SSSE application again (IMAGE-FORMAT.md).
     if (s.kind == ImageKind::card && !has_key(s, KeyUsage::ssse_auth)) {

@@ -1,10 +1,10 @@
 #include <coconut/crypto/card_crypto.hpp>
+#include <coconut/core/assert.hpp>
 
 #include <openssl/des.h>  // the DES block functions; see CMakeLists.txt for why not EVP
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-#include <cassert>
 #include <memory>
 #include <stdexcept>
 
@@ -238,14 +238,14 @@ Kcv kcv(const Key16& key) {
 }
 
 Block card_factor_from_asn(ByteView asn10) {
-    assert(asn10.size() == 10);
+    COCONUT_ASSERT(asn10.size() == 10);
     Block out{};
     std::memcpy(out.data(), asn10.data() + 2, 8);
     return out;
 }
 
 Key8 load_session_key(const Key16& dlk, ByteView random4, std::uint16_t online_atc) {
-    assert(random4.size() == 4);
+    COCONUT_ASSERT(random4.size() == 4);
     Bytes input(random4.begin(), random4.end());
     append_be(input, online_atc, 2);
     input.push_back(0x80);
@@ -255,7 +255,7 @@ Key8 load_session_key(const Key16& dlk, ByteView random4, std::uint16_t online_a
 
 Key8 purchase_session_key(const Key16& dpk, ByteView random4, std::uint16_t offline_atc,
                           std::uint32_t terminal_serial) {
-    assert(random4.size() == 4);
+    COCONUT_ASSERT(random4.size() == 4);
     Bytes input(random4.begin(), random4.end());
     append_be(input, offline_atc, 2);
     append_be(input, terminal_serial & 0xFFFF, 2);
@@ -263,7 +263,7 @@ Key8 purchase_session_key(const Key16& dpk, ByteView random4, std::uint16_t offl
 }
 
 Bytes load_mac1_input(std::uint32_t old_balance, std::uint32_t amount, std::uint8_t type, ByteView terminal_id6) {
-    assert(terminal_id6.size() == 6);
+    COCONUT_ASSERT(terminal_id6.size() == 6);
     Bytes out;
     append_be(out, old_balance, 4);
     append_be(out, amount, 4);
@@ -273,7 +273,7 @@ Bytes load_mac1_input(std::uint32_t old_balance, std::uint32_t amount, std::uint
 }
 
 Bytes load_mac2_input(std::uint32_t amount, std::uint8_t type, ByteView terminal_id6, const CardDateTime& when) {
-    assert(terminal_id6.size() == 6);
+    COCONUT_ASSERT(terminal_id6.size() == 6);
     Bytes out;
     append_be(out, amount, 4);
     out.push_back(type);
@@ -300,7 +300,7 @@ Bytes purchase_mac2_input(std::uint32_t amount) { return be_bytes(amount, 4); }
 
 Bytes purchase_tac_input(std::uint32_t amount, std::uint8_t type, ByteView terminal_id6, std::uint32_t terminal_serial,
                          const CardDateTime& when) {
-    assert(terminal_id6.size() == 6);
+    COCONUT_ASSERT(terminal_id6.size() == 6);
     Bytes out;
     append_be(out, amount, 4);
     out.push_back(type);

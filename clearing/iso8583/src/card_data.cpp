@@ -1,10 +1,10 @@
 // Field 62 card data (card_data.hpp, ISO8583.md §3.1, §4).
 #include <coconut/apdu/tlv.hpp>
 #include <coconut/iso8583/card_data.hpp>
+#include <coconut/core/assert.hpp>
 #include <coconut/core/sha256.hpp>
 
 #include <algorithm>
-#include <cassert>
 #include <cstdio>
 #include <stdexcept>
 
@@ -113,6 +113,9 @@ Result<T, std::string> parse_with(std::string_view field62, Read read) {
     return out;
 }
 
+// Bytes of one DFxx TLV with a short value: two tag bytes, one length byte (values below 128 bytes).
+constexpr std::size_t tlv_bytes(std::size_t value_bytes) { return 2 + 1 + value_bytes; }
+
 Bytes when_bytes(const crypto::CardDateTime& when) {
     Bytes b(when.date.begin(), when.date.end());
     append(b, when.time);
@@ -177,6 +180,12 @@ std::string encode_purse_transaction(const PurseTransaction& t) {
     apdu::append_tlv(out, 0xDF07, when_bytes(t.when));
     apdu::append_tlv(out, 0xDF08, t.tac);
     if (!t.transit_record.empty()) apdu::append_tlv(out, 0xDF0C, t.transit_record);
+    // Every fixed field at the size parse_purse_transaction requires. (The transit record's bounds are the
+    // receiver's check: tests build out-of-bounds DF0C records with this encoder.)
+    COCONUT_ASSERT(out.size() == tlv_bytes(10) + tlv_bytes(1) + tlv_bytes(4) + tlv_bytes(2) + tlv_bytes(4) + tlv_bytes(6) +
+                                     tlv_bytes(7) + tlv_bytes(4) +
+                                     (t.transit_record.empty() ? 0 : tlv_bytes(t.transit_record.size())),
+                   "field 62 purse transaction layout");
     return to_hex(out);
 }
 
@@ -195,6 +204,9 @@ std::string encode_load_request(const LoadRequestData& l) {
     apdu::append_tlv(out, 0xDF09, l.mac1);
     apdu::append_tlv(out, 0xDF0A, l.card_random);
     if (l.key_version) apdu::append_tlv(out, 0xDF0D, ByteView(&*l.key_version, 1));
+    COCONUT_ASSERT(out.size() == tlv_bytes(10) + tlv_bytes(1) + tlv_bytes(4) + tlv_bytes(2) + tlv_bytes(6) + tlv_bytes(7) +
+                                     tlv_bytes(4) + tlv_bytes(4) + (l.key_version ? tlv_bytes(1) : 0),
+                   "field 62 load request layout");
     return to_hex(out);
 }
 

@@ -1,9 +1,9 @@
 #include <coconut/iso8583/iso8583.hpp>
+#include <coconut/core/assert.hpp>
 
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cassert>
 
 namespace coconut::iso8583 {
 namespace {
@@ -73,7 +73,7 @@ public:
     std::size_t offset() const { return offset_; }
     std::size_t remaining() const { return bytes_.size() - offset_; }
     ByteView take(std::size_t count) {
-        assert(count <= remaining());
+        COCONUT_ASSERT(count <= remaining());
         ByteView out = bytes_.subspan(offset_, count);
         offset_ += count;
         return out;
@@ -120,7 +120,7 @@ Result<std::string, Error> parse_field(Reader& reader, int field, const FieldSpe
 // ---- Message --------------------------------------------------------------------------------------
 
 void Message::set(int field, std::string_view value) {
-    assert(field >= field_first && field <= field_last);
+    COCONUT_ASSERT(field >= field_first && field <= field_last);
     if (fields_.empty() || fields_.back().first < field) {  // parse and most builders go in order
         fields_.emplace_back(field, std::string(value));
         return;
@@ -137,12 +137,12 @@ void Message::set(int field, ByteView value) { set(field, as_text(value)); }
 
 void Message::set_number(int field, std::uint64_t value, std::size_t width) {
     auto text = digits(value, width);
-    assert(text.has_value());  // callers range-check amounts and counters before building a message
+    COCONUT_ASSERT(text.has_value());  // callers range-check amounts and counters before building a message
     set(field, *text);
 }
 
 void Message::clear(int field) {
-    assert(field >= field_first && field <= field_last);
+    COCONUT_ASSERT(field >= field_first && field <= field_last);
     std::erase_if(fields_, [field](const Field& f) { return f.first == field; });
 }
 
@@ -205,18 +205,20 @@ Result<Message, Error> parse(ByteView message, const Dictionary& dictionary) {
         return fail(ErrorCode::bad_bitmap, tertiary_bitmap_bit, mti_size + bitmap_size);
     }
 
-    bool any_field = false;
+    std::size_t fields_present = 0;
     for (int field = field_first; field <= bit_last; ++field) {
         if (!bit_is_set(bitmap, field)) continue;
-        any_field = true;
+        ++fields_present;
         const FieldSpec& spec = dictionary[static_cast<std::size_t>(field)];
         if (spec.format == Format::none) return fail(ErrorCode::unknown_field, field, reader.offset());
         auto value = parse_field(reader, field, spec);
         if (!value) return Unexpected{value.error()};
         out.set(field, *value);
     }
-    if (!any_field) return fail(ErrorCode::bad_bitmap, 0, mti_size);
+    if (fields_present == 0) return fail(ErrorCode::bad_bitmap, 0, mti_size);
     if (reader.remaining() != 0) return fail(ErrorCode::trailing_data, 0, reader.offset());
+    // One field per set bit (set() keeps them ordered and unique).
+    COCONUT_ASSERT(out.fields().size() == fields_present && out.secondary_bitmap == secondary, "parsed bitmap");
     return out;
 }
 
@@ -227,6 +229,7 @@ Result<Bytes, Error> encode(const Message& message, const Dictionary& dictionary
     std::array<std::uint8_t, 2 * bitmap_size> bitmap{};
     bool any_field = false;
     bool secondary = message.secondary_bitmap;
+    std::size_t fields_size = 0;  // prefixes and values: what the loop below writes after the bitmaps
     for (const auto& [field, value] : message.fields()) {
         const FieldSpec& spec = dictionary[static_cast<std::size_t>(field)];
         if (spec.format == Format::none) return fail(ErrorCode::unknown_field, field, 0);
@@ -235,6 +238,7 @@ Result<Bytes, Error> encode(const Message& message, const Dictionary& dictionary
         set_bit(bitmap.data(), field);
         any_field = true;
         secondary = secondary || field > 64;
+        fields_size += prefix_digits(spec.length_kind) + value.size();
     }
     if (!any_field) return fail(ErrorCode::bad_bitmap, 0, 0);
     if (secondary) set_bit(bitmap.data(), 1);
@@ -247,11 +251,15 @@ Result<Bytes, Error> encode(const Message& message, const Dictionary& dictionary
         const FieldSpec& spec = dictionary[static_cast<std::size_t>(field)];
         if (const std::size_t width = prefix_digits(spec.length_kind); width > 0) {
             const auto prefix = digits(value.size(), width);
-            assert(prefix.has_value());  // length_allowed() bounded it by length_max ≤ 999
+            COCONUT_ASSERT(prefix.has_value());  // length_allowed() bounded it by length_max ≤ 999
             out.insert(out.end(), prefix->begin(), prefix->end());
         }
         out.insert(out.end(), value.begin(), value.end());
     }
+    // parse() reads back the bitmaps the loops set and each field at its announced length.
+    const std::size_t bitmaps_size = secondary ? 2 * bitmap_size : bitmap_size;
+    COCONUT_ASSERT(out.size() == mti_size + bitmaps_size + fields_size, "ISO 8583 message layout");
+    COCONUT_ASSERT(bit_is_set(ByteView(out).subspan(mti_size, bitmap_size), 1) == secondary, "secondary bitmap bit");
     if (out.size() > message_size_max) return fail(ErrorCode::oversize, 0, 0);
     return out;
 }
@@ -323,7 +331,7 @@ Result<std::size_t, Error> frame_size(ByteView buffer) {
 
 std::string response_code_text(ResponseCode code) {
     auto text = digits(static_cast<std::uint8_t>(code), 2);
-    assert(text.has_value());
+    COCONUT_ASSERT(text.has_value());
     return *text;
 }
 

@@ -1,7 +1,7 @@
 // The Coconut profile of ISO 8583 (profile.hpp, ISO8583.md §3–§4).
 #include <coconut/iso8583/profile.hpp>
+#include <coconut/core/assert.hpp>
 
-#include <cassert>
 
 namespace coconut::iso8583 {
 namespace {
@@ -45,7 +45,7 @@ std::string request_mti(MessageType type, bool repeat) {
         if (repeat) mti[3] = '1';
         return mti;
     }
-    assert(false);  // every type has its MTI above
+    COCONUT_ASSERT(false);  // every type has its MTI above
     return {};
 }
 
@@ -58,7 +58,7 @@ std::optional<MessageType> request_type_of(std::string_view mti) {
 }
 
 Message transaction_request(MessageType type, const TransactionFields& f, bool repeat) {
-    assert(f.stan <= 999'999 && f.terminal_id.size() == 8);
+    COCONUT_ASSERT(f.stan <= 999'999 && f.terminal_id.size() == 8);
     Message m(request_mti(type, repeat));
     m.set(2, f.card_number);
     m.set(3, processing_code_text(f.processing));
@@ -118,7 +118,7 @@ std::optional<NetworkCode> network_code_of(const Message& request) {
 std::string card_number(const CardAsn& asn) { return bcd_to_digits(asn).substr(4); }
 
 std::string batch_field(std::uint32_t batch_number) {
-    assert(batch_number <= batch_number_max);
+    COCONUT_ASSERT(batch_number <= batch_number_max);
     return *digits(batch_number, 6);
 }
 
@@ -131,7 +131,7 @@ std::optional<std::uint32_t> batch_of(const Message& request) {
 }
 
 std::string encode_original_data(const OriginalData& o) {
-    assert(o.mti.size() == mti_size && o.stan <= 999'999 && o.transmission_time.size() == 10);
+    COCONUT_ASSERT(o.mti.size() == mti_size && o.stan <= 999'999 && o.transmission_time.size() == 10);
     return o.mti + *digits(o.stan, 6) + o.transmission_time + std::string(22, '0');
 }
 
@@ -145,7 +145,7 @@ std::optional<OriginalData> parse_original_data(std::string_view field90) {
 }
 
 std::string encode_hotlist_position(const HotlistPosition& p) {
-    assert(p.version <= hotlist_version_max && p.chunk_index <= hotlist_chunk_index_max);
+    COCONUT_ASSERT(p.version <= hotlist_version_max && p.chunk_index <= hotlist_chunk_index_max);
     return *digits(p.version, hotlist_version_digits) + *digits(p.chunk_index, 4);
 }
 
@@ -158,7 +158,7 @@ std::optional<HotlistPosition> parse_hotlist_position(std::string_view field48) 
 }
 
 std::string encode_hotlist_chunk(const HotlistChunk& chunk) {
-    assert(chunk.version <= hotlist_version_max && chunk.entries.size() <= hotlist_entries_per_chunk);
+    COCONUT_ASSERT(chunk.version <= hotlist_version_max && chunk.entries.size() <= hotlist_entries_per_chunk);
     std::string out = *digits(chunk.version, hotlist_version_digits);
     out += chunk.more ? '1' : '0';
     for (const HotlistEntry& e : chunk.entries) {
@@ -240,7 +240,7 @@ std::optional<std::int64_t> parse_net_amount(std::string_view field97) {
 
 Message make_response(const Message& request, ResponseCode code) {
     auto mti = response_mti(request.mti());
-    assert(mti.has_value());  // the daemon refuses response MTIs before its engine sees them
+    COCONUT_ASSERT(mti.has_value());  // the daemon refuses response MTIs before its engine sees them
     Message response(*mti);
     for (int field : echoed_fields) {
         if (auto value = request.get(field)) response.set(field, *value);
