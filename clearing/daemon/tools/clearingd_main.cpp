@@ -1,28 +1,22 @@
 // coconut-clearingd: serve (ISO 8583 for terminals), check (every invariant of a data directory),
 // admin (registries). Usage, options and exit codes: clearing/README.md.
 #include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/daemon.hpp>
 #include <coconut/clearing/http.hpp>
 #include <coconut/core/admission.hpp>
 #include <coconut/tls/tls.hpp>
 
-#include <boost/asio/signal_set.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include <fcntl.h>
-#include <pthread.h>
-#include <sys/file.h>
 #include <unistd.h>
 
-#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <ctime>
 #include <iostream>
 #include <sstream>
-#include <thread>
 
 namespace {
 
@@ -54,32 +48,6 @@ int exit_for(const Error& e) {
     }
     return exit_storage;
 }
-
-// An exclusive flock on DIR/clearingd.lock: the ledger keeps its journal head in memory, so only one
-// process may write a data directory. Released when the process exits.
-class DirectoryLock {
-public:
-    static coconut::Result<DirectoryLock, std::string> acquire(const std::filesystem::path& dir) {
-        const auto path = dir / "clearingd.lock";
-        const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        if (fd < 0) return Unexpected<std::string>{fmt::format("cannot open {}: {}", path.string(), std::strerror(errno))};
-        if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-            ::close(fd);
-            return Unexpected<std::string>{fmt::format("{} is in use by another coconut-clearingd (serve or admin); stop it first",
-                                                       dir.string())};
-        }
-        return DirectoryLock(fd);
-    }
-    DirectoryLock(DirectoryLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    DirectoryLock& operator=(DirectoryLock&&) = delete;
-    ~DirectoryLock() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-
-private:
-    explicit DirectoryLock(int fd) : fd_(fd) {}
-    int fd_ = -1;
-};
 
 struct Opened {
     std::unique_ptr<ledger::Ledger> ledger;
@@ -125,15 +93,6 @@ coconut::Result<Opened, std::string> open_data(const std::string& dir, bool crea
 }
 
 // ---- serve ----------------------------------------------------------------------------------------------
-
-// Writes "PORT\n" to `path` through a rename, so a reader never sees a partial file.
-bool write_port_file(const std::string& path, std::uint16_t port) {
-    const std::string temp = path + ".tmp";
-    std::ofstream out(temp, std::ios::trunc);
-    out << port << "\n";
-    out.close();
-    return out && std::rename(temp.c_str(), path.c_str()) == 0;
-}
 
 struct ServeOptions {
     std::string iso_listen = "127.0.0.1:8583";
@@ -195,206 +154,151 @@ clearing::Result<std::shared_ptr<boost::asio::ssl::context>> terminal_tls(const 
     return std::make_shared<boost::asio::ssl::context>(std::move(context).value());
 }
 
-int serve(const ServeOptions& o) {
-    auto listen = hsm::wire::parse_endpoint(o.iso_listen, true);
-    if (!listen) return fail(exit_usage, "--iso-listen: " + listen.error().message);
-    auto terminal_context = terminal_tls(o);
-    if (!terminal_context) return fail(exit_usage, terminal_context.error().message);
-    auto hsm_endpoint = hsm::wire::parse_endpoint(o.hsm);
-    if (!hsm_endpoint) return fail(exit_usage, "--hsm: " + hsm_endpoint.error().message);
-    auto layout = plan_cpu_layout(o.writer_cpu);
-    if (!layout) return fail(exit_usage, layout.error().message);
-    auto credentials = hsm::wire::read_client_credentials(o.hsm_key);
-    if (!credentials) return fail(exit_hsm_key, "--hsm-key: " + credentials.error().message);
-    // Every connection costs a descriptor: the soft limit (often 1,024) is below the connection limits.
-    const std::uint64_t open_files = core::raise_open_file_limit();
-    std::error_code ec;
-    std::filesystem::create_directories(o.data, ec);
-    auto lock = DirectoryLock::acquire(o.data);
-    if (!lock) return fail(exit_locked, lock.error());
-    auto data = open_data(o.data, true);
-    if (!data) return fail(exit_storage, data.error());
-    auto tokens = http::Tokens::open(data->ledger->env(), o.data);
-    if (!tokens) return fail(exit_storage, tokens.error().message);
-    // The fixed accounts exist from the first start (idempotent: `exists` afterwards).
-    const auto fixed = fixed_accounts();
-    std::vector<ledger::Event> events(fixed.begin(), fixed.end());
-    if (auto applied = data->ledger->apply(events); !applied) return fail(exit_storage, applied.error().message);
-
-    ledger::WriterOptions writer_options;
-    writer_options.group_delay = std::chrono::microseconds(o.group_delay_us);
-    writer_options.group_requests_max = o.group_requests_max;
-    writer_options.group_linger_below = o.group_linger_below;
-    writer_options.group_hooks = data->registry->group_hooks();
-    // With a CPU layout every thread started from here on (the writer first, then the HTTP thread)
-    // inherits the others' CPUs, and the writer alone moves to its own.
-    if (*layout) {
-        if (auto pinned = pin_thread(pthread_self(), (*layout)->others); !pinned) return fail(exit_usage, "--writer-cpu: " + pinned.error().message);
+int exit_for(const DaemonError& e) {
+    switch (e.kind) {
+        case DaemonError::Kind::usage: return exit_usage;
+        case DaemonError::Kind::locked: return exit_locked;
+        case DaemonError::Kind::storage: return exit_storage;
+        case DaemonError::Kind::listen: return exit_listen;
     }
-    ledger::Writer writer(*data->ledger, writer_options);
-    if (*layout) {
-        if (auto pinned = pin_thread(writer.native_handle(), std::array{(*layout)->writer}); !pinned) {
-            return fail(exit_usage, "--writer-cpu: " + pinned.error().message);
-        }
-    }
+    return exit_storage;
+}
 
-    boost::asio::io_context io(1);
-    RemoteHsmOptions hsm_link;
-    hsm_link.timeout = std::chrono::milliseconds(o.hsm_timeout_ms);
-    hsm_link.keepalive_interval = std::chrono::seconds(o.hsm_keepalive_s);
-    hsm_link.breaker_cooldown = std::chrono::milliseconds(o.hsm_breaker_cooldown_ms);
-    hsm_link.connections_max = o.hsm_connections;
-    RemoteHsm verifier(io.get_executor(), *hsm_endpoint, std::move(credentials).value(), o.tac_key, hsm_link);
-    EngineOptions engine_options = o.engine;
-    engine_options.require_sign_on = !o.allow_without_sign_on;
-    engine_options.tac_key_label = o.tac_key;
-    engine_options.completion_executor = io.get_executor();  // answers are built on the I/O thread
-    http::MeteredHsm metered_hsm(verifier, verifier);
-    Engine engine(*data->ledger, writer, *data->registry, metered_hsm, metered_hsm, engine_options);
+// What `serve` cannot start with: its exit code and message.
+struct ServeFailure {
+    int code = exit_usage;
+    std::string message;
+};
+using ServeResult = coconut::Result<DaemonOptions, ServeFailure>;
+
+ServerOptions terminal_server_options(const ServeOptions& o, const hsm::wire::Endpoint& listen,
+                                      std::shared_ptr<boost::asio::ssl::context> tls) {
     ServerOptions server_options;
-    server_options.host = listen->host;
-    server_options.port = listen->port;
+    server_options.host = listen.host;
+    server_options.port = listen.port;
     server_options.connections_max = o.connections_max;
     server_options.connections_per_address = o.connections_per_address;
     server_options.connections_per_terminal = o.connections_per_terminal;
     server_options.sign_on_timeout = std::chrono::seconds(o.sign_on_timeout_s);
     server_options.in_flight_per_connection_max = o.in_flight_max;
     server_options.read_idle_timeout = std::chrono::seconds(o.read_idle_timeout_s);
-    server_options.tls = *terminal_context;
+    server_options.tls = std::move(tls);
     server_options.handshake_timeout = std::chrono::seconds(o.handshake_timeout_s);
-    std::unique_ptr<Server> server;
-    try {
-        server = std::make_unique<Server>(io, engine, server_options);
-    } catch (const std::system_error& e) {
-        return fail(exit_listen, fmt::format("cannot listen on {}: {}", o.iso_listen, e.what()));
-    }
+    return server_options;
+}
 
-    // The HTTP API on a thread and io_context of its own: a slow query never delays a terminal.
-    boost::asio::io_context http_io(1);
-    std::unique_ptr<http::HttpServer> http_server;
+http::HttpOptions http_server_options(const ServeOptions& o, const hsm::wire::Endpoint& listen) {
+    http::HttpOptions http_options;
+    http_options.host = listen.host;
+    http_options.port = listen.port;
+    http_options.connections_max = o.http_connections_max;
+    http_options.connections_per_address = o.http_connections_per_address;
+    http_options.token_requests_per_s = o.token_requests_per_s;
+    http_options.token_burst = std::max(http::token_burst_default, o.token_requests_per_s);
+    http_options.address_failures_per_s = o.address_failures_per_s;
+    http_options.address_failure_burst = std::max(http::address_failure_burst_default, o.address_failures_per_s);
+    http_options.tls_certificate = o.http_tls_cert;
+    http_options.tls_private_key = o.http_tls_key;
+    http_options.settlement_margin = std::chrono::seconds(o.settlement_margin_s);
+    return http_options;
+}
+
+// The HSM link (--hsm, --hsm-key, --tac-key, --hsm-*).
+coconut::Result<RemoteHsmConfig, ServeFailure> remote_hsm_config(const ServeOptions& o) {
+    auto endpoint = hsm::wire::parse_endpoint(o.hsm);
+    if (!endpoint) return Unexpected<ServeFailure>{{exit_usage, "--hsm: " + endpoint.error().message}};
+    auto credentials = hsm::wire::read_client_credentials(o.hsm_key);
+    if (!credentials) return Unexpected<ServeFailure>{{exit_hsm_key, "--hsm-key: " + credentials.error().message}};
+    RemoteHsmConfig config{*endpoint, std::move(credentials).value(), o.tac_key, {}};
+    config.link.timeout = std::chrono::milliseconds(o.hsm_timeout_ms);
+    config.link.keepalive_interval = std::chrono::seconds(o.hsm_keepalive_s);
+    config.link.breaker_cooldown = std::chrono::milliseconds(o.hsm_breaker_cooldown_ms);
+    config.link.connections_max = o.hsm_connections;
+    return config;
+}
+
+// The command line's options as the Daemon takes them: addresses and TLS, the CPU layout, the HSM.
+ServeResult daemon_options(const ServeOptions& o) {
+    auto listen = hsm::wire::parse_endpoint(o.iso_listen, true);
+    if (!listen) return Unexpected<ServeFailure>{{exit_usage, "--iso-listen: " + listen.error().message}};
+    auto terminal_context = terminal_tls(o);
+    if (!terminal_context) return Unexpected<ServeFailure>{{exit_usage, terminal_context.error().message}};
+    DaemonOptions d;
     if (!o.http_listen.empty()) {
         auto http_endpoint = hsm::wire::parse_endpoint(o.http_listen, true);
-        if (!http_endpoint) return fail(exit_usage, "--http-listen: " + http_endpoint.error().message);
-        http::HttpOptions http_options;
-        http_options.host = http_endpoint->host;
-        http_options.port = http_endpoint->port;
-        http_options.connections_max = o.http_connections_max;
-        http_options.connections_per_address = o.http_connections_per_address;
-        http_options.token_requests_per_s = o.token_requests_per_s;
-        http_options.token_burst = std::max(http::token_burst_default, o.token_requests_per_s);
-        http_options.address_failures_per_s = o.address_failures_per_s;
-        http_options.address_failure_burst = std::max(http::address_failure_burst_default, o.address_failures_per_s);
-        http_options.tls_certificate = o.http_tls_cert;
-        http_options.tls_private_key = o.http_tls_key;
-        http_options.settlement_margin = std::chrono::seconds(o.settlement_margin_s);
-        http::Services services{*data->ledger, writer, *data->registry, **tokens, &engine.stats(), &server->stats(),
-                                &metered_hsm.stats(), &verifier.link_stats()};
-        try {
-            http_server = std::make_unique<http::HttpServer>(http_io, services, http_options);
-        } catch (const std::exception& e) {
-            return fail(exit_listen, fmt::format("cannot serve HTTP on {}: {}", o.http_listen, e.what()));
-        }
+        if (!http_endpoint) return Unexpected<ServeFailure>{{exit_usage, "--http-listen: " + http_endpoint.error().message}};
+        d.http = http_server_options(o, *http_endpoint);
+        d.http_priority = *http::parse_thread_priority(o.http_priority);  // checked when parsing the options
     }
-    auto http_work = boost::asio::make_work_guard(http_io);
-    std::thread http_thread([&] {
-        ::pthread_setname_np(::pthread_self(), "clearingd-http");
-        // Bookings before balance queries (http.hpp ThreadPriority); checked when parsing the options.
-        if (auto lowered = http::lower_thread_priority(*http::parse_thread_priority(o.http_priority)); !lowered) {
-            std::cerr << "coconut-clearingd: the HTTP thread keeps the daemon's priority: " << lowered.error().message << "\n";
-        }
-        http_io.run();
-    });
-    struct JoinHttp {
-        boost::asio::io_context& io;
-        std::thread& thread;
-        ~JoinHttp() {
-            io.stop();
-            if (thread.joinable()) thread.join();
-        }
-    } join_http{http_io, http_thread};
+    auto layout = plan_cpu_layout(o.writer_cpu);
+    if (!layout) return Unexpected<ServeFailure>{{exit_usage, layout.error().message}};
+    auto remote = remote_hsm_config(o);
+    if (!remote) return Unexpected<ServeFailure>{remote.error()};
+    d.data = o.data;
+    d.ledger.map_size_bytes = map_size_bytes;
+    d.writer.group_delay = std::chrono::microseconds(o.group_delay_us);
+    d.writer.group_requests_max = o.group_requests_max;
+    d.writer.group_linger_below = o.group_linger_below;
+    d.cpu_layout = *layout;
+    d.remote_hsm = std::move(remote).value();
+    d.engine = o.engine;
+    d.engine.require_sign_on = !o.allow_without_sign_on;
+    d.engine.tac_key_label = o.tac_key;
+    d.terminals.push_back(terminal_server_options(o, *listen, *terminal_context));
+    d.ready_file = o.ready_file;
+    d.http_ready_file = o.http_ready_file;
+    d.handle_signals = true;
+    return d;
+}
 
-    // SIGTERM / SIGINT: stop accepting and reading, answer every request in hand (its booking
-    // committed), then exit. A second signal or the drain timeout stops at once.
-    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-    boost::asio::steady_timer drain_deadline(io);
-    bool draining = false;
-    std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& error, int signal) {
-        if (error) return;
-        if (draining) {
-            std::cerr << "coconut-clearingd: second signal, stopping now\n";
-            io.stop();
-            return;
-        }
-        draining = true;
-        std::cerr << fmt::format("coconut-clearingd: signal {}, finishing the requests in hand\n", signal);
-        if (http_server) http_server->shutdown();
-        server->shutdown([&] {
-            verifier.close();
-            io.stop();
-        });
-        drain_deadline.expires_after(drain_timeout_default);
-        drain_deadline.async_wait([&](boost::system::error_code timer_error) {
-            if (timer_error) return;
-            std::cerr << "coconut-clearingd: drain timeout, stopping with requests unanswered (none is acknowledged)\n";
-            io.stop();
-        });
-        signals.async_wait(on_signal);
-    };
-    signals.async_wait(on_signal);
-
-    // Loads and holds released by the ledger's timeout: counted and logged once a second.
-    boost::asio::steady_timer expiry_timer(io);
-    std::function<void(boost::system::error_code)> scan_expiries = [&](boost::system::error_code timer_error) {
-        if (timer_error || draining) return;
-        if (auto found = engine.scan_expiries(); !found) std::cerr << "coconut-clearingd: expiry scan: " << found.error().message << "\n";
-        expiry_timer.expires_after(std::chrono::seconds(1));
-        expiry_timer.async_wait(scan_expiries);
-    };
-    scan_expiries({});
-
-    // The HTTP port first: whoever waits for the ISO 8583 ready file finds both.
-    if (http_server && !o.http_ready_file.empty() && !write_port_file(o.http_ready_file, http_server->port())) {
-        return fail(exit_storage, "cannot write the HTTP ready file " + o.http_ready_file);
-    }
-    if (!o.ready_file.empty() && !write_port_file(o.ready_file, server->port())) {
-        return fail(exit_storage, "cannot write the ready file " + o.ready_file);
-    }
-    std::cout << fmt::format("coconut-clearingd: listening on {}:{} (data {}, HSM {}:{})\n", listen->host, server->port(),
-                             o.data, hsm_endpoint->host, hsm_endpoint->port);
-    std::cout << (server_options.tls ? fmt::format("coconut-clearingd: terminals over mutual TLS (client certificates of the CA in {})\n",
-                                                   o.tls_ca)
-                                     : std::string("coconut-clearingd: terminals over PLAIN TCP (--insecure-terminals): any "
-                                                   "peer may claim any terminal id\n"));
+void print_started(Daemon& daemon, const ServeOptions& o, std::uint64_t open_files) {
+    const DaemonOptions& d = daemon.options();
+    const ServerOptions& terminals = d.terminals.front();
+    std::cout << fmt::format("coconut-clearingd: listening on {}:{} (data {}, HSM {}:{})\n", terminals.host, daemon.terminal_port(),
+                             o.data, d.remote_hsm->endpoint.host, d.remote_hsm->endpoint.port);
+    std::cout << (terminals.tls ? fmt::format("coconut-clearingd: terminals over mutual TLS (client certificates of the CA in {})\n",
+                                              o.tls_ca)
+                                : std::string("coconut-clearingd: terminals over PLAIN TCP (--insecure-terminals): any "
+                                              "peer may claim any terminal id\n"));
     std::cout << fmt::format("coconut-clearingd: open-file limit {}; terminal connections at most {} ({} per address, {} per "
                              "terminal), sign-on within {} s\n",
                              open_files, o.connections_max, o.connections_per_address, o.connections_per_terminal, o.sign_on_timeout_s);
-    if (*layout) {
-        std::cout << fmt::format("coconut-clearingd: ledger writer on CPU {}, other threads on CPU {}\n", (*layout)->writer,
-                                 format_cpus((*layout)->others));
+    if (const auto& layout = d.cpu_layout) {
+        std::cout << fmt::format("coconut-clearingd: ledger writer on CPU {}, other threads on CPU {}\n", layout->writer,
+                                 format_cpus(layout->others));
     }
-    if (http_server) {
-        std::cout << fmt::format("coconut-clearingd: HTTP{} on {}:{}\n", http_server->tls() ? "S" : "", o.http_listen.substr(0, o.http_listen.rfind(':')),
-                                 http_server->port());
+    if (const http::HttpServer* http_server = daemon.http_server()) {
+        std::cout << fmt::format("coconut-clearingd: HTTP{} on {}:{}\n", http_server->tls() ? "S" : "",
+                                 o.http_listen.substr(0, o.http_listen.rfind(':')), http_server->port());
     }
     std::cout << std::flush;
-    io.run();
-    http_io.stop();
-    http_thread.join();
-    http_server.reset();
-    const ServerStats& tls_stats = server->stats();
-    const std::string tls_summary =
-        fmt::format("coconut-clearingd: TLS handshakes: {} full, {} resumed, {} failed\n", tls_stats.tls_handshakes_full.load(),
-                    tls_stats.tls_handshakes_resumed.load(), tls_stats.tls_handshake_failures.load());
-    server.reset();
-    writer.stop();  // commits whatever was queued (no answer can reach anybody now; a retry answers `exists`)
-    const auto& s = engine.stats();
+}
+
+void print_stopped(Daemon& daemon) {
+    const auto& s = daemon.engine().stats();
     std::cerr << fmt::format("coconut-clearingd: stopped: {} requests, {} booked, {} repeats, {} suspense, {} duplicates, "
                              "{} refused; loads {} approved {} confirmed {} expired; holds {} approved {} completed {} expired; "
                              "{} reversals\n",
                              s.requests.load(), s.booked.load(), s.exists.load(), s.suspense.load(), s.duplicates.load(),
                              s.refused.load(), s.loads_approved.load(), s.loads_confirmed.load(), s.loads_expired.load(),
                              s.holds_approved.load(), s.completions.load(), s.holds_expired.load(), s.reversals.load());
-    if (server_options.tls) std::cerr << tls_summary;
+    if (daemon.options().terminals.front().tls) {
+        const TlsHandshakeCounts tls = daemon.tls_handshakes();
+        std::cerr << fmt::format("coconut-clearingd: TLS handshakes: {} full, {} resumed, {} failed\n", tls.full, tls.resumed, tls.failed);
+    }
+}
+
+int serve(const ServeOptions& o) {
+    auto options = daemon_options(o);
+    if (!options) return fail(options.error().code, options.error().message);
+    // Every connection costs a descriptor: the soft limit (often 1,024) is below the connection limits.
+    const std::uint64_t open_files = core::raise_open_file_limit();
+    auto daemon = Daemon::open(std::move(options).value());
+    if (!daemon) return fail(exit_for(daemon.error()), daemon.error().message);
+    if (auto started = (*daemon)->start(); !started) return fail(exit_for(started.error()), started.error().message);
+    print_started(**daemon, o, open_files);
+    (*daemon)->run();
+    print_stopped(**daemon);
     return exit_ok;
 }
 
@@ -453,7 +357,7 @@ int admin_load(const std::string& dir, const std::string& file) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     auto lock = DirectoryLock::acquire(dir);
-    if (!lock) return fail(exit_locked, lock.error());
+    if (!lock) return fail(exit_locked, lock.error().message);
     auto data = open_data(dir, true);
     if (!data) return fail(exit_storage, data.error());
     auto report = load_registry(*data->ledger, *data->registry, text.str());
@@ -551,7 +455,7 @@ int admin_card_status(const std::string& dir, const std::string& asn_text, const
     Asn asn{};
     std::copy(bcd->begin(), bcd->end(), asn.begin());
     auto lock = DirectoryLock::acquire(dir);
-    if (!lock) return fail(exit_locked, lock.error());
+    if (!lock) return fail(exit_locked, lock.error().message);
     auto data = open_data(dir, false);
     if (!data) return fail(exit_storage, data.error());
     auto done = set_card_status(*data->ledger, *data->registry, asn, *status);
@@ -563,7 +467,7 @@ int admin_terminal_status(const std::string& dir, const std::string& terminal_id
     auto status = parse_terminal_status(status_text);
     if (!status) return fail(exit_usage, "status must be active, suspended or retired");
     auto lock = DirectoryLock::acquire(dir);
-    if (!lock) return fail(exit_locked, lock.error());
+    if (!lock) return fail(exit_locked, lock.error().message);
     auto data = open_data(dir, false);
     if (!data) return fail(exit_storage, data.error());
     auto done = set_terminal_status(*data->ledger, *data->registry, terminal_id, *status);
@@ -582,7 +486,7 @@ struct OpenedWithTokens {
 coconut::Result<OpenedWithTokens, std::pair<int, std::string>> open_for_tokens(const std::string& dir) {
     using Failure = Unexpected<std::pair<int, std::string>>;
     auto lock = DirectoryLock::acquire(dir);
-    if (!lock) return Failure{{exit_locked, lock.error()}};
+    if (!lock) return Failure{{exit_locked, lock.error().message}};
     auto data = open_data(dir, false);
     if (!data) return Failure{{exit_storage, data.error()}};
     auto tokens = http::Tokens::open(data->ledger->env(), dir);
