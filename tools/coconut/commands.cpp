@@ -82,7 +82,13 @@ void print_certificate(const std::string& what, const TlsIdentity& identity, con
 }  // namespace
 
 int terminal_register(const TerminalRegisterArgs& args) {
-    if (args.kind != "bus" && args.kind != "shop" && args.kind != "clinic") fail(exit_codes::usage, "--kind must be bus, shop or clinic");
+    // The entries `admin load` will read, checked by the registry's validator before anything is issued.
+    const Participant participant{args.participant_id, args.participant_name, args.kind, args.bank_account, args.fee_rate_bp};
+    TerminalEntry entry;
+    entry.terminal_id = args.terminal_id;
+    entry.psam_terminal_id = args.psam_terminal_id;
+    entry.participant_id = args.participant_id;
+    if (auto bad = registry_entries_problem(registry_entries({participant}, {entry}, {}))) fail(exit_codes::usage, *bad);
     if (!tls::valid_terminal_id(args.terminal_id))
         fail(exit_codes::usage, fmt::format("--terminal-id '{}' must be exactly 8 printable characters (ISO 8583 field 41)", args.terminal_id));
     const WorldPaths world{fs::absolute(args.dir)};
@@ -98,7 +104,6 @@ int terminal_register(const TerminalRegisterArgs& args) {
                           ensure_certificate(world, hsm.endpoint, identity, order));
         return exit_codes::ok;
     }
-    Participant participant{args.participant_id, args.participant_name, args.kind, args.bank_account, args.fee_rate_bp};
     TerminalEntry terminal{args.terminal_id, args.psam_terminal_id, args.participant_id, args.kind, args.line, args.distance_fares,
                            island.images_dir / "psams" / (args.terminal_id + ".img"),
                            island.images_dir / "queues" / (args.terminal_id + ".queue")};

@@ -5,6 +5,7 @@
 #include "process.hpp"
 
 #include <coconut/apdu/bytes.hpp>
+#include <coconut/clearing/registry_validator.hpp>
 #include <coconut/cos/card.hpp>
 #include <coconut/crypto/card_crypto.hpp>
 #include <coconut/durable_file.hpp>
@@ -304,9 +305,8 @@ void issue_psam(const WorldPaths& world, const std::string& hsm_endpoint, const 
 
 // ---- clearing registry ---------------------------------------------------------------------------------
 
-nlohmann::json register_with_clearing(const WorldPaths& world, const std::string& name,
-                                      const std::vector<Participant>& participants,
-                                      const std::vector<TerminalEntry>& terminals, const std::vector<CardEntry>& cards) {
+json registry_entries(const std::vector<Participant>& participants, const std::vector<TerminalEntry>& terminals,
+                      const std::vector<CardEntry>& cards) {
     json registry{{"participants", json::array()}, {"terminals", json::array()}, {"cards", json::array()}};
     for (const auto& p : participants) registry["participants"].push_back(participant_json(p));
     for (const auto& t : terminals)
@@ -316,6 +316,26 @@ nlohmann::json register_with_clearing(const WorldPaths& world, const std::string
         registry["cards"].push_back({{"asn", c.asn}, {"issuer_id", scheme_issuer_id}, {"status", "active"},
                                      {"purse_balance_fen", c.purse_opening_fen}, {"medical_balance_fen", c.medical_opening_fen},
                                      {"tac_key_version", 0}});
+    return registry;
+}
+
+std::optional<std::string> registry_entries_problem(const json& entries) {
+    const auto first_problem = [&](const char* section, auto read) -> std::optional<std::string> {
+        for (std::size_t i = 0; i < entries.at(section).size(); ++i) {
+            auto entry = read(entries.at(section)[i]);
+            if (!entry) return fmt::format("{}[{}]: {}", section, i, entry.error());
+        }
+        return std::nullopt;
+    };
+    if (auto bad = first_problem("participants", clearing::read_participant)) return bad;
+    if (auto bad = first_problem("terminals", clearing::read_terminal)) return bad;
+    return first_problem("cards", clearing::read_card);
+}
+
+nlohmann::json register_with_clearing(const WorldPaths& world, const std::string& name,
+                                      const std::vector<Participant>& participants,
+                                      const std::vector<TerminalEntry>& terminals, const std::vector<CardEntry>& cards) {
+    const json registry = registry_entries(participants, terminals, cards);
     std::error_code ec;
     fs::create_directories(world.registry(), ec);
     const fs::path file = world.registry() / (name + ".json");

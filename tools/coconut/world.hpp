@@ -115,6 +115,13 @@ std::vector<CardEntry> issue_cards(const WorldPaths& world, Island& island, cons
 void issue_psam(const WorldPaths& world, const std::string& hsm_endpoint, const std::string& psam_terminal_id,
                 const fs::path& image);
 
+// The registry JSON (clearing/README.md "Registry file") of the given participants, terminals and cards.
+nlohmann::json registry_entries(const std::vector<Participant>& participants, const std::vector<TerminalEntry>& terminals,
+                                const std::vector<CardEntry>& cards);
+// The first entry of `entries` (registry_entries) the registry's validator refuses, as "terminals[0]: …";
+// nothing when `admin load` will accept every entry (what needs the stored registry aside).
+std::optional<std::string> registry_entries_problem(const nlohmann::json& entries);
+
 // Registry JSON for the given participants, terminals and cards, written under D/registry and loaded with
 // `coconut-clearingd admin load` (the daemon must not be serving D/clearing). Returns the tool's report.
 nlohmann::json register_with_clearing(const WorldPaths& world, const std::string& name,

@@ -4,6 +4,8 @@
 #include "internal.hpp"
 #include "manual_money.hpp"
 
+#include <coconut/clearing/registry_validator.hpp>
+
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 
@@ -655,21 +657,6 @@ struct Api::State {
 
     // ---- registrations ----
 
-    static std::optional<std::string> text(const json& body, const char* key, std::size_t max, bool required, std::string& out) {
-        if (!body.contains(key)) {
-            if (required) return fmt::format("\"{}\" is required", key);
-            return std::nullopt;
-        }
-        if (!body[key].is_string()) return fmt::format("\"{}\" must be a string", key);
-        out = body[key].get<std::string>();
-        if (out.size() > max) return fmt::format("\"{}\" longer than {} characters", key, max);
-        if (required && out.empty()) return fmt::format("\"{}\" must not be empty", key);
-        for (char c : out) {
-            if (c < 0x20 || c > 0x7E) return fmt::format("\"{}\" must be printable ASCII", key);
-        }
-        return std::nullopt;
-    }
-
     static std::optional<std::string> only_keys(const json& body, std::initializer_list<std::string_view> keys) {
         for (const auto& [key, value] : body.items()) {
             if (std::find(keys.begin(), keys.end(), key) == keys.end()) return fmt::format("unknown field \"{}\"", key);
@@ -680,26 +667,9 @@ struct Api::State {
     void register_participant(const Clerk& clerk, const ApiRequest& request, Respond respond) {
         const json body = json::parse(request.body, nullptr, false);
         if (body.is_discarded() || !body.is_object()) return respond(error_response(400, "bad_request", "body must be a JSON object"));
-        Participant p;
-        std::optional<std::string> problem = only_keys(body, {"id", "name", "kind", "bank_account", "fee_rate_bp"});
-        constexpr std::uint64_t participant_id_max = 99'999'999'999ULL;  // field 32: n..11
-        if (!problem && (!body.contains("id") || !body["id"].is_number_unsigned() || body["id"].get<std::uint64_t>() == 0 ||
-                         body["id"].get<std::uint64_t>() > participant_id_max)) {
-            problem = "\"id\" must be 1 to 99999999999 (field 32)";
-        }
-        if (!problem) p.id = body["id"].get<std::uint64_t>();
-        if (!problem) problem = text(body, "name", name_chars_max, true, p.name);
-        if (!problem) problem = text(body, "kind", 16, true, p.kind);
-        if (!problem && p.kind != "bus" && p.kind != "shop" && p.kind != "clinic") problem = "\"kind\" must be bus, shop or clinic";
-        if (!problem) problem = text(body, "bank_account", 34, true, p.bank_account);
-        if (!problem && body.contains("fee_rate_bp")) {
-            if (!body["fee_rate_bp"].is_number_unsigned() || body["fee_rate_bp"].get<std::uint64_t>() > fee_rate_bp_max) {
-                problem = "\"fee_rate_bp\" must be 0 to 10000";
-            } else {
-                p.fee_rate_bp = body["fee_rate_bp"].get<std::uint32_t>();
-            }
-        }
-        if (problem) return respond(error_response(400, "bad_request", *problem));
+        auto read = read_participant(body);  // registry_validator.hpp, as `admin load`
+        if (!read) return respond(error_response(400, "bad_request", read.error()));
+        const Participant p = std::move(read).value();
         std::vector<ledger::Event> events;
         append_participant_opening(events, p.id);
         const Registry& registry = s.registry;
@@ -721,39 +691,10 @@ struct Api::State {
     void register_card(const Clerk& clerk, const ApiRequest& request, Respond respond) {
         const json body = json::parse(request.body, nullptr, false);
         if (body.is_discarded() || !body.is_object()) return respond(error_response(400, "bad_request", "body must be a JSON object"));
-        CardRecord card;
-        std::string asn_text, issuer_text, status_text;
-        std::optional<std::string> problem =
-            only_keys(body, {"asn", "issuer_id", "status", "purse_balance_fen", "medical_balance_fen", "tac_key_version"});
-        if (!problem) problem = text(body, "asn", 20, true, asn_text);
-        auto asn_bcd = digits_to_bcd(asn_text);
-        if (!problem && (asn_text.size() != 20 || !asn_bcd)) problem = "\"asn\" must be 20 digits";
-        if (!problem) std::copy(asn_bcd->begin(), asn_bcd->end(), card.asn.begin());
-        if (!problem) problem = text(body, "issuer_id", 16, true, issuer_text);
-        auto issuer = from_hex(issuer_text);
-        if (!problem && (!issuer || issuer->size() != 8)) problem = "\"issuer_id\" must be 16 hex digits";
-        if (!problem) std::copy(issuer->begin(), issuer->end(), card.issuer_id.begin());
-        if (!problem) problem = text(body, "status", 16, false, status_text);
-        if (!problem && !status_text.empty()) {
-            auto status = parse_card_status(status_text);
-            if (!status) problem = "\"status\" must be active, lost or blocked";
-            else card.status = *status;
-        }
-        auto amount = [&](const char* key, std::uint64_t max, std::uint64_t& out) -> std::optional<std::string> {
-            if (!body.contains(key)) return std::nullopt;
-            if (!body[key].is_number_unsigned() || body[key].get<std::uint64_t>() > max) return fmt::format("\"{}\" must be 0 to {}", key, max);
-            out = body[key].get<std::uint64_t>();
-            return std::nullopt;
-        };
-        std::uint64_t purse = 0, medical = 0, version = 0;
-        if (!problem) problem = amount("purse_balance_fen", opening_balance_fen_max, purse);
-        if (!problem) problem = amount("medical_balance_fen", opening_balance_fen_max, medical);
-        if (!problem) problem = amount("tac_key_version", 255, version);
-        if (problem) return respond(error_response(400, "bad_request", *problem));
-        card.opening_balance_fen = static_cast<std::uint32_t>(purse);
-        card.medical_opening_fen = static_cast<std::uint32_t>(medical);
-        card.tac_key_version = static_cast<std::uint8_t>(version);
-        card.shadow_balance_fen = card.opening_balance_fen;
+        auto read = read_card(body);  // registry_validator.hpp, as `admin load`
+        if (!read) return respond(error_response(400, "bad_request", read.error()));
+        const CardRecord card = std::move(read).value();
+        const std::string asn_text = bcd_to_digits(card.asn);
 
         std::vector<ledger::Event> events;
         append_card_opening(events, card);
@@ -797,21 +738,10 @@ struct Api::State {
     void register_terminal(const Clerk& clerk, const ApiRequest& request, Respond respond) {
         const json body = json::parse(request.body, nullptr, false);
         if (body.is_discarded() || !body.is_object()) return respond(error_response(400, "bad_request", "body must be a JSON object"));
-        TerminalRecord t;
-        std::string psam;
-        std::optional<std::string> problem = only_keys(body, {"terminal_id", "psam_terminal_id", "participant_id", "merchant_id"});
-        if (!problem) problem = text(body, "terminal_id", 8, true, t.terminal_id);
-        if (!problem && t.terminal_id.size() != 8) problem = "\"terminal_id\" must be 8 characters (field 41)";
-        if (!problem) problem = text(body, "psam_terminal_id", 12, true, psam);
-        auto psam_bcd = digits_to_bcd(psam);
-        if (!problem && (psam.size() != 12 || !psam_bcd)) problem = "\"psam_terminal_id\" must be 12 digits";
-        if (!problem) std::copy(psam_bcd->begin(), psam_bcd->end(), t.psam_terminal_id.begin());
-        if (!problem) problem = text(body, "merchant_id", 15, false, t.merchant_id);
-        if (!problem && (!body.contains("participant_id") || !body["participant_id"].is_number_unsigned())) {
-            problem = "\"participant_id\" must be a registered participant's id";
-        }
-        if (problem) return respond(error_response(400, "bad_request", *problem));
-        t.participant_id = body["participant_id"].get<std::uint64_t>();
+        auto read = read_terminal(body);  // registry_validator.hpp, as `admin load`
+        if (!read) return respond(error_response(400, "bad_request", read.error()));
+        const TerminalRecord t = std::move(read).value();
+        const std::string psam = bcd_to_digits(t.psam_terminal_id);
         auto participant = s.registry.participant(t.participant_id);
         if (!participant) return respond(storage_failure(participant.error().message));
         if (!*participant) return respond(error_response(400, "bad_request", "participant " + std::to_string(t.participant_id) + " is not registered"));

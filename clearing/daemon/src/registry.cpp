@@ -1,5 +1,6 @@
 // The registries in the ledger's LMDB environment, the registry JSON loader and `check`.
 #include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/registry_validator.hpp>
 
 #include <nlohmann/json.hpp>
 #include <sodium.h>
@@ -37,9 +38,6 @@ constexpr std::uint8_t purchase_proof_version = 1;
 constexpr std::size_t purchase_proof_size = 1 + 4 + 7 + 1 + 4 + 2 + 4 + 8;
 constexpr std::size_t card_record_size_v1 = 1 + 10 + 8 + 1 + 1 + 4 + 4 + 8 + 1 + 2 + 4 + 4;
 constexpr std::size_t card_record_size = card_record_size_v1 + 2 + 8 + 8 + 8;
-constexpr std::size_t terminal_id_chars = 8;    // field 41, ans 8
-constexpr std::size_t merchant_id_chars_max = 15;  // field 42, ans 15
-constexpr std::uint64_t participant_id_max = 99'999'999'999ULL;  // field 32: n..11
 
 Error storage_error(const lmdb::Error& e) { return Error{ErrorCode::storage, e.message()}; }
 Error storage_error(const ledger::Error& e) { return Error{ErrorCode::storage, e.message}; }
@@ -56,25 +54,6 @@ Bytes id_bytes(const ledger::Id& id) {
 
 const Error& to_error(const Error& e) { return e; }
 Error to_error(const ledger::Error& e) { return storage_error(e); }
-
-template <std::size_t N>
-std::optional<std::array<std::uint8_t, N>> bcd_field(const nlohmann::json& value, std::size_t digit_count) {
-    if (!value.is_string()) return std::nullopt;
-    const std::string text = value.get<std::string>();
-    if (text.size() != digit_count) return std::nullopt;
-    auto bcd = digits_to_bcd(text);
-    if (!bcd || bcd->size() != N) return std::nullopt;
-    std::array<std::uint8_t, N> out{};
-    std::copy(bcd->begin(), bcd->end(), out.begin());
-    return out;
-}
-
-bool printable(std::string_view s) {
-    for (char c : s) {
-        if (c < 0x20 || c > 0x7E) return false;
-    }
-    return true;
-}
 
 }  // namespace
 
@@ -940,136 +919,65 @@ struct Parsed {
 
 using Json = nlohmann::json;
 
-Result<std::uint64_t> unsigned_field(const Json& object, const char* key, std::uint64_t max, const std::string& where,
-                                     std::optional<std::uint64_t> fallback = std::nullopt) {
-    if (!object.contains(key)) {
-        if (fallback) return *fallback;
-        return Unexpected<Error>{bad_input(where + ": missing \"" + key + "\"")};
-    }
-    const Json& v = object.at(key);
-    if (!v.is_number_unsigned() || v.get<std::uint64_t>() > max) {
-        return Unexpected<Error>{bad_input(where + ": \"" + key + "\" must be an integer 0.." + std::to_string(max))};
-    }
-    return v.get<std::uint64_t>();
-}
-
-Result<std::string> text_field(const Json& object, const char* key, std::size_t max_chars, const std::string& where,
-                               bool required = true) {
-    if (!object.contains(key)) {
-        if (!required) return std::string();
-        return Unexpected<Error>{bad_input(where + ": missing \"" + key + "\"")};
-    }
-    const Json& v = object.at(key);
-    if (!v.is_string() || v.get<std::string>().size() > max_chars || !printable(v.get<std::string>())) {
-        return Unexpected<Error>{
-            bad_input(where + ": \"" + key + "\" must be printable ASCII text of at most " + std::to_string(max_chars) + " characters")};
-    }
-    return v.get<std::string>();
-}
-
-Status only_keys(const Json& object, std::initializer_list<const char*> keys, const std::string& where) {
-    for (auto it = object.begin(); it != object.end(); ++it) {
-        bool known = false;
-        for (const char* k : keys) known = known || it.key() == k;
-        if (!known) return Unexpected<Error>{bad_input(where + ": unknown field \"" + it.key() + "\"")};
-    }
-    return Ok{};
-}
-
 #define COCONUT_TRY(var, expr)                                 \
     auto var##_result = (expr);                                \
     if (!var##_result) return Unexpected<Error>{to_error(var##_result.error())}; \
     auto var = std::move(var##_result).value()
 
+// The file's sections, each entry read by the registry validator (registry_validator.hpp); the error
+// names the entry: "participants[3]: \"kind\" must be bus, shop or clinic".
+template <class Record, class Read>
+Result<std::vector<Record>> read_section(const Json& root, const char* section, Read read) {
+    std::vector<Record> out;
+    if (!root.contains(section)) return out;
+    const Json& entries = root.at(section);
+    if (!entries.is_array()) return Unexpected<Error>{bad_input(std::string("registry: \"") + section + "\" must be an array")};
+    out.reserve(entries.size());
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+        auto record = read(entries[i]);
+        if (!record) return Unexpected<Error>{bad_input(std::string(section) + "[" + std::to_string(i) + "]: " + record.error())};
+        out.push_back(std::move(record).value());
+    }
+    return out;
+}
+
+// The first entry whose key an earlier one has: "<section>[i]: duplicate <what> <key>".
+template <class Record, class Key, class Name>
+Status no_duplicates(const std::vector<Record>& records, const char* section, const char* what, Key key, Name name) {
+    std::set<decltype(key(records.front()))> seen;
+    for (std::size_t i = 0; i < records.size(); ++i) {
+        if (seen.insert(key(records[i])).second) continue;
+        return Unexpected<Error>{bad_input(std::string(section) + "[" + std::to_string(i) + "]: duplicate " + what + " " + name(records[i]))};
+    }
+    return Ok{};
+}
+
 Result<Parsed> parse_registry(std::string_view json_text) {
     if (json_text.size() > registry_file_bytes_max) return Unexpected<Error>{bad_input("registry file larger than 64 MiB")};
     Json root = Json::parse(json_text, nullptr, false);
     if (root.is_discarded() || !root.is_object()) return Unexpected<Error>{bad_input("registry: not a JSON object")};
-    if (auto s = only_keys(root, {"participants", "terminals", "cards"}, "registry"); !s) return Unexpected<Error>{s.error()};
-    Parsed out;
-    std::set<std::uint64_t> participant_ids;
-    for (const char* section : {"participants", "terminals", "cards"}) {
-        if (root.contains(section) && !root.at(section).is_array()) {
-            return Unexpected<Error>{bad_input(std::string("registry: \"") + section + "\" must be an array")};
+    for (auto it = root.begin(); it != root.end(); ++it) {
+        if (it.key() != "participants" && it.key() != "terminals" && it.key() != "cards") {
+            return Unexpected<Error>{bad_input("registry: unknown field \"" + it.key() + "\"")};
         }
     }
-    const Json empty = Json::array();
-    const Json& participants = root.contains("participants") ? root.at("participants") : empty;
-    for (std::size_t i = 0; i < participants.size(); ++i) {
-        const Json& p = participants[i];
-        const std::string where = "participants[" + std::to_string(i) + "]";
-        if (!p.is_object()) return Unexpected<Error>{bad_input(where + ": not an object")};
-        if (auto s = only_keys(p, {"id", "name", "kind", "bank_account", "fee_rate_bp"}, where); !s)
-            return Unexpected<Error>{s.error()};
-        COCONUT_TRY(id, unsigned_field(p, "id", participant_id_max, where));
-        if (id == 0) return Unexpected<Error>{bad_input(where + ": \"id\" must not be 0")};
-        COCONUT_TRY(name, text_field(p, "name", name_chars_max, where));
-        COCONUT_TRY(kind, text_field(p, "kind", 16, where));
-        if (kind != "bus" && kind != "shop" && kind != "clinic") {
-            return Unexpected<Error>{bad_input(where + ": \"kind\" must be bus, shop or clinic")};
-        }
-        COCONUT_TRY(bank, text_field(p, "bank_account", 34, where));  // IBAN length
-        if (bank.empty()) return Unexpected<Error>{bad_input(where + ": \"bank_account\" must not be empty")};
-        COCONUT_TRY(fee, unsigned_field(p, "fee_rate_bp", fee_rate_bp_max, where, 0));
-        if (!participant_ids.insert(id).second) return Unexpected<Error>{bad_input(where + ": duplicate id " + std::to_string(id))};
-        out.participants.push_back(Participant{id, name, kind, bank, static_cast<std::uint32_t>(fee)});
-    }
-    const Json& terminals = root.contains("terminals") ? root.at("terminals") : empty;
-    std::set<std::string> terminal_ids;
-    for (std::size_t i = 0; i < terminals.size(); ++i) {
-        const Json& t = terminals[i];
-        const std::string where = "terminals[" + std::to_string(i) + "]";
-        if (!t.is_object()) return Unexpected<Error>{bad_input(where + ": not an object")};
-        if (auto s = only_keys(t, {"terminal_id", "psam_terminal_id", "participant_id", "merchant_id"}, where); !s)
-            return Unexpected<Error>{s.error()};
-        TerminalRecord r;
-        COCONUT_TRY(id, text_field(t, "terminal_id", terminal_id_chars, where));
-        if (id.size() != terminal_id_chars) return Unexpected<Error>{bad_input(where + ": \"terminal_id\" must be 8 characters (field 41)")};
-        r.terminal_id = id;
-        auto psam = t.contains("psam_terminal_id") ? bcd_field<6>(t.at("psam_terminal_id"), 12) : std::nullopt;
-        if (!psam) return Unexpected<Error>{bad_input(where + ": \"psam_terminal_id\" must be 12 digits")};
-        r.psam_terminal_id = *psam;
-        COCONUT_TRY(participant, unsigned_field(t, "participant_id", participant_id_max, where));
-        r.participant_id = participant;
-        COCONUT_TRY(merchant, text_field(t, "merchant_id", merchant_id_chars_max, where, false));
-        r.merchant_id = merchant;
-        if (!terminal_ids.insert(id).second) return Unexpected<Error>{bad_input(where + ": duplicate terminal_id " + id)};
-        out.terminals.push_back(std::move(r));
-    }
-    const Json& cards = root.contains("cards") ? root.at("cards") : empty;
-    std::set<Asn> asns;
-    for (std::size_t i = 0; i < cards.size(); ++i) {
-        const Json& c = cards[i];
-        const std::string where = "cards[" + std::to_string(i) + "]";
-        if (!c.is_object()) return Unexpected<Error>{bad_input(where + ": not an object")};
-        if (auto s = only_keys(c, {"asn", "issuer_id", "status", "purse_balance_fen", "medical_balance_fen", "tac_key_version"},
-                               where);
-            !s)
-            return Unexpected<Error>{s.error()};
-        CardRecord r;
-        auto asn = c.contains("asn") ? bcd_field<10>(c.at("asn"), 20) : std::nullopt;
-        if (!asn) return Unexpected<Error>{bad_input(where + ": \"asn\" must be 20 digits")};
-        r.asn = *asn;
-        auto issuer = c.contains("issuer_id") && c.at("issuer_id").is_string()
-                          ? from_hex(c.at("issuer_id").get<std::string>())
-                          : std::nullopt;
-        if (!issuer || issuer->size() != 8) return Unexpected<Error>{bad_input(where + ": \"issuer_id\" must be 16 hex digits")};
-        std::copy(issuer->begin(), issuer->end(), r.issuer_id.begin());
-        COCONUT_TRY(status_text, text_field(c, "status", 16, where, false));
-        auto status = status_text.empty() ? std::optional<CardStatus>(CardStatus::active) : parse_card_status(status_text);
-        if (!status) return Unexpected<Error>{bad_input(where + ": \"status\" must be active, lost or blocked")};
-        r.status = *status;
-        COCONUT_TRY(purse, unsigned_field(c, "purse_balance_fen", opening_balance_fen_max, where, 0));
-        COCONUT_TRY(medical, unsigned_field(c, "medical_balance_fen", opening_balance_fen_max, where, 0));
-        COCONUT_TRY(version, unsigned_field(c, "tac_key_version", 255, where, 0));
-        r.opening_balance_fen = static_cast<std::uint32_t>(purse);
-        r.medical_opening_fen = static_cast<std::uint32_t>(medical);
-        r.tac_key_version = static_cast<std::uint8_t>(version);
-        r.shadow_balance_fen = r.opening_balance_fen;
-        if (!asns.insert(r.asn).second) return Unexpected<Error>{bad_input(where + ": duplicate asn " + bcd_to_digits(r.asn))};
-        out.cards.push_back(r);
-    }
-    return out;
+    COCONUT_TRY(participants, read_section<Participant>(root, "participants", read_participant));
+    COCONUT_TRY(terminals, read_section<TerminalRecord>(root, "terminals", read_terminal));
+    COCONUT_TRY(cards, read_section<CardRecord>(root, "cards", read_card));
+    const auto id_text = [](const auto& id) { return std::to_string(id); };
+    if (auto s = no_duplicates(participants, "participants", "id", [](const Participant& p) { return p.id; },
+                               [&](const Participant& p) { return id_text(p.id); });
+        !s)
+        return Unexpected<Error>{s.error()};
+    if (auto s = no_duplicates(terminals, "terminals", "terminal_id", [](const TerminalRecord& t) { return t.terminal_id; },
+                               [](const TerminalRecord& t) { return t.terminal_id; });
+        !s)
+        return Unexpected<Error>{s.error()};
+    if (auto s = no_duplicates(cards, "cards", "asn", [](const CardRecord& c) { return c.asn; },
+                               [](const CardRecord& c) { return bcd_to_digits(c.asn); });
+        !s)
+        return Unexpected<Error>{s.error()};
+    return Parsed{std::move(participants), std::move(terminals), std::move(cards)};
 }
 
 // Applies `events` with `hook` in one commit; any event that is neither ok nor exists fails the
