@@ -23,6 +23,13 @@ SETTLE = os.environ.get("COCONUT_SETTLE", os.path.join(os.path.dirname(COCONUT),
 RUN_TIMEOUT_S = 240
 
 
+# The transaction logs' digests of fixed seeds, as this code makes them. A refactoring must leave them
+# unchanged; a change that alters what a simulated day does (its plan, its flows, the bytes a card writes)
+# updates them deliberately, saying why in its commit.
+DEMO_SMALL_DIGEST = "B39DC396A30E6F18694017E64DED11E6A36A39964C4B129B8F89DF994E12685F"  # demo --size small, seed 20261126
+SIMULATE_SEED_42_DIGEST = "6E5E9DAB642D8103BAF0195354BDC6C0E42871F998EAA3481D3094E1A0727872"  # simulate() below, seed 42
+
+
 def scratch(prefix):
     base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     return tempfile.mkdtemp(prefix=prefix, dir=base)
@@ -59,6 +66,7 @@ def demo_small():
         check_invariants(summary, 100)
         day = summary["day"]
         assert day["transactions"] >= 2500, day["transactions"]
+        assert day["digest"] == DEMO_SMALL_DIGEST, f"the day of seed {summary['seed']} changed: {day['digest']}"
         kinds = day["by_kind"]
         for kind in ("bus flat", "bus entry", "bus exit", "shop", "clinic medical", "clinic purse", "top-up"):
             assert kinds.get(kind, {}).get("count", 0) > 0, f"no {kind} transactions: {kinds}"
@@ -138,6 +146,7 @@ def deterministic():
         assert first["day"]["transactions"] > 600, first["day"]["transactions"]
         assert first_log == second_log, "the same seed gave different transactions"
         assert first["day"]["digest"] == second["day"]["digest"]
+        assert first["day"]["digest"] == SIMULATE_SEED_42_DIGEST, f"the day of seed 42 changed: {first['day']['digest']}"
         assert other["day"]["digest"] != first["day"]["digest"], "another seed gave the same day"
         print(f"deterministic: {first['day']['transactions']} transactions, digest {first['day']['digest'][:16]}… twice")
     finally:
