@@ -1,5 +1,5 @@
 // Positions: the window's journal read in bounded chunks, each posted transfer classified by its code
-// and the participant it belongs to (clearing.hpp: transfer codes, user-data layout, account plan).
+// and the participant it belongs to (coconut/clearing/plan.hpp: transfer codes, user-data layout, account plan).
 #include "internal.hpp"
 
 #include <fmt/format.h>

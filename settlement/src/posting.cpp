@@ -41,7 +41,7 @@ ledger::Transfer make_transfer(std::uint32_t cycle, std::uint64_t participant_id
     t.ledger = ledger_number;
     t.code = code;
     t.flags = ledger::transfer_flags::linked;
-    // clearing.hpp: settlement transfers carry the cycle id (YYYYMMDD, BE u32) in user_data_128 bytes 0–3.
+    // coconut/clearing/plan.hpp: settlement transfers carry the cycle id (YYYYMMDD, BE u32) in user_data_128 bytes 0–3.
     t.user_data_128 = ledger::Id{std::uint64_t{cycle} << 32, 0};
     t.user_data_64 = participant_id;
     return t;

@@ -1,5 +1,6 @@
 // coconut-settle: the settlement clerk's tool — run a cycle, see its state, list cycles, print a
 // cycle's report, reconcile it against the bank's camt files. Usage, exit codes: settlement/README.md.
+#include <coconut/clearing/registry.hpp>
 #include <coconut/settlement/settlement.hpp>
 
 #include <CLI/CLI.hpp>

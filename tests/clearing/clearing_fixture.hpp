@@ -3,8 +3,10 @@
 // helpers that build 0320 uploads whose TAC is computed from the card's DTK (docs/CARD-SPEC.md §4).
 #pragma once
 
-#include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/check.hpp>
 #include <coconut/clearing/daemon.hpp>
+#include <coconut/clearing/engine.hpp>
+#include <coconut/clearing/hsm_adapters.hpp>
 #include <coconut/crypto/card_crypto.hpp>
 
 #include <doctest/doctest.h>

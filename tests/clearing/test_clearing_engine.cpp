@@ -1,6 +1,8 @@
 // The authorization engine with an in-process HSM: each rule of clearing/README.md "Messages implemented", one test each.
 #include "clearing_fixture.hpp"
 
+#include <coconut/clearing/server.hpp>
+
 using namespace clearing_test;
 
 TEST_CASE("sign-on: a registered terminal is approved, an unknown one gets 03; echo needs no sign-on") {

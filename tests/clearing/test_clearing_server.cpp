@@ -1,6 +1,9 @@
 // The ISO 8583 server on loopback: framing, malformed frames, limits; the daemon keeps serving others.
 #include "clearing_fixture.hpp"
 
+#include <coconut/clearing/scheduling.hpp>
+#include <coconut/clearing/server.hpp>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>

@@ -1,6 +1,8 @@
 // The ISO 8583 server with mutual TLS (ServerOptions::tls): a terminal certificate from the island CA is
 // the connection's identity; failed and stalled handshakes are closed and counted; resumption.
 #include "clearing_fixture.hpp"
+
+#include <coconut/clearing/server.hpp>
 #include "tls_fixture.hpp"
 
 #include <boost/asio/connect.hpp>

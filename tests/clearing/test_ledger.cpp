@@ -1021,8 +1021,9 @@ TEST_CASE("group_linger_below: a request queued during a commit waits, up to gro
         options.group_requests_max = 2;
         options.group_delay = std::chrono::microseconds(10'000'000);  // long: only a second request ends the wait
         options.group_linger_below = linger;
-        options.group_hooks.begin = [&](lmdb::Txn&) {
+        options.group_hooks.begin = [&](lmdb::Txn&) -> lmdb::TxnContext* {
             if (groups.fetch_add(1) == 0) released.wait();  // hold the first commit open
+            return nullptr;
         };
         Writer writer(*f.ledger, options);
         auto a1 = writer.submit(std::vector<Event>{account(1)});

@@ -5,7 +5,7 @@
 
 #include "../clearing/ledger_fixture.hpp"
 
-#include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/registry.hpp>
 #include <coconut/settlement/settlement.hpp>
 
 #include <doctest/doctest.h>

@@ -2,6 +2,8 @@
 // context: it verifies the server, shows its certificate, resumes its session after a reconnect, and
 // names what is wrong when a file or a certificate is.
 #include "clearing_fixture.hpp"
+
+#include <coconut/clearing/server.hpp>
 #include "tls_fixture.hpp"
 
 #include <coconut/sdk/clearing_client.hpp>

@@ -4,6 +4,8 @@
 // reversed (0421) — and the clearing's shadow balance ends equal to the card's balance; a reversed load
 // attempt does not block the next load on the same online ATC; reconciliation balances.
 #include "clearing_fixture.hpp"
+
+#include <coconut/clearing/server.hpp>
 #include "fake_host.hpp"
 
 #include <coconut/cos/card.hpp>

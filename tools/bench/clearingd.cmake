@@ -1,4 +1,5 @@
-# clearingd_bench: durable authorizations/s through coconut::clearing (64 ISO 8583 connections on loopback),
+# clearingd_bench: durable authorizations/s through the clearing daemon (coconut::clearing_daemon; 64 ISO 8583
+# connections on loopback),
 # group commit vs commit-per-request in the same run, and latency at a fixed offered load; plain TCP, mutual TLS
 # (--tls) or both alternated (--alternate N) with handshakes/s. See clearing/README.md.
 if(TARGET coconut_clearing_daemon)

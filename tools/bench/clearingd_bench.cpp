@@ -22,8 +22,11 @@
 // card's offline ATCs in order). With one card per connection a group's card records, card accounts
 // and account index rows share few leaf pages; more cards per connection spread them as a province's
 // many cards would.
-#include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/check.hpp>
 #include <coconut/clearing/daemon.hpp>
+#include <coconut/clearing/hsm_adapters.hpp>
+#include <coconut/clearing/scheduling.hpp>
+#include <coconut/clearing/server.hpp>
 #include <coconut/crypto/card_crypto.hpp>
 
 #include <coconut/tls/tls.hpp>

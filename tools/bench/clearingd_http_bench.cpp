@@ -32,8 +32,10 @@
 // writer's CPU, which in production they do not share.
 // --wrk-delay-ms D paces the query load through wrk's delay() hook (64 connections / (D + latency):
 // D = 2 gives ~20,000/s) to measure the write drop at the target rate instead of at saturation.
+#include <coconut/clearing/check.hpp>
 #include <coconut/clearing/daemon.hpp>
 #include <coconut/clearing/http.hpp>
+#include <coconut/clearing/scheduling.hpp>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>

@@ -11,7 +11,7 @@
 //   cycle     in a forked child: settlement::run_cycle (positions, sum-to-zero, pain.001 rendered and
 //             XSD-validated, files written, settlement transfers posted directly).
 // Peak RSS per phase comes from wait4()'s rusage of that child, so phases do not mask each other.
-#include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/registry.hpp>
 #include <coconut/settlement/settlement.hpp>
 
 #include <CLI/CLI.hpp>

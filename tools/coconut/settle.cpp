@@ -3,7 +3,7 @@
 #include "errors.hpp"
 #include "process.hpp"
 
-#include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/plan.hpp>
 #include <coconut/durable_file.hpp>
 #include <coconut/ledger/ledger.hpp>
 #include <coconut/settlement/settlement.hpp>

@@ -3,7 +3,7 @@
 #include "errors.hpp"
 #include "process.hpp"
 
-#include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/plan.hpp>
 #include <coconut/cos/card.hpp>
 #include <coconut/ledger/ledger.hpp>
 

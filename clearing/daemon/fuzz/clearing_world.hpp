@@ -2,7 +2,8 @@
 // and its registry in a fresh directory, loaded from one registry file with every kind of entry.
 #pragma once
 
-#include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/check.hpp>
+#include <coconut/clearing/registry.hpp>
 
 #include <fuzz_support.hpp>
 

@@ -1,7 +1,12 @@
 // coconut-clearingd: serve (ISO 8583 for terminals), check (every invariant of a data directory),
 // admin (registries). Usage, options and exit codes: clearing/README.md.
-#include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/check.hpp>
 #include <coconut/clearing/daemon.hpp>
+#include <coconut/clearing/engine.hpp>
+#include <coconut/clearing/hsm_adapters.hpp>
+#include <coconut/clearing/registry.hpp>
+#include <coconut/clearing/scheduling.hpp>
+#include <coconut/clearing/server.hpp>
 #include <coconut/clearing/http.hpp>
 #include <coconut/core/admission.hpp>
 #include <coconut/tls/tls.hpp>

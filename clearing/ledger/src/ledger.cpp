@@ -3,6 +3,8 @@
 // has passed, so a failed event leaves no trace except its failed-id record.
 #include "ledger_state.hpp"
 
+#include <coconut/core/assert.hpp>
+
 #include <fmt/format.h>
 
 #include <openssl/evp.h>
@@ -10,7 +12,6 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <cassert>
 #include <cerrno>
 #include <cstring>
 #include <cstdlib>
@@ -143,12 +144,21 @@ lmdb::Result<std::optional<Account>> get_account(Work& w, const Id& id) {
     return account;
 }
 
+// An account's balance limits (its flags) hold: what every transfer's check keeps true.
+bool within_limits(const Account& a) {
+    if ((a.flags & account_flags::debits_must_not_exceed_credits) != 0 && a.debits_pending + a.debits_posted > a.credits_posted) {
+        return false;
+    }
+    return (a.flags & account_flags::credits_must_not_exceed_debits) == 0 || a.credits_pending + a.credits_posted <= a.debits_posted;
+}
+
 // Writes back the accounts changed in this transaction: once, after its last event (see AccountCache).
 lmdb::Status flush_accounts(Work& w) {
     for (auto& [id, entry] : w.accounts.entries) {
         if (!entry.dirty) continue;
+        COCONUT_ASSERT(entry.account.id == id && within_limits(entry.account), "a changed account keeps its id and its limits");
         const auto bytes = encode(entry.account);
-        assert(decode_account(bytes) == entry.account);
+        COCONUT_ASSERT(decode_account(bytes) == entry.account, "account record round trip");
         if (auto put = w.txn->put(w.state.tables.accounts, encode(id), bytes); !put) return put;
         entry.dirty = false;
     }
@@ -207,16 +217,16 @@ lmdb::Status put_index_row(Work& w, const Account& account, std::uint64_t timest
 // two account index rows (dr and cr: its accounts as it left them). The record is written once, in the
 // journal's append-only pages; the id table's rows are 8 bytes (clearing/LEDGER.md §2).
 lmdb::Status put_transfer(Work& w, const Transfer& stored, const Account& dr, const Account& cr) {
-    assert(dr.id == stored.debit_account_id && cr.id == stored.credit_account_id);
+    COCONUT_ASSERT(dr.id == stored.debit_account_id && cr.id == stored.credit_account_id);
     const auto bytes = encode(stored);
-    assert(decode_transfer(bytes) == stored);  // pair assertion: what we write decodes to what we meant
+    COCONUT_ASSERT(decode_transfer(bytes) == stored);  // pair assertion: what we write decodes to what we meant
     const SequenceKey entry = sequence_key(w.head.sequence + 1);  // the sequence journal_append gives it
     if (auto put = w.txn->put(w.state.tables.transfers, encode(stored.id), entry, MDB_NOOVERWRITE); !put) return put;
     for (const Account* account : {&dr, &cr}) {
         if (auto put = put_index_row(w, *account, stored.timestamp, stored.id); !put) return put;
     }
     auto appended = journal_append(w, JournalKind::transfer_created, stored.timestamp, bytes);
-    assert(!appended || sequence_key(w.head.sequence) == entry);
+    COCONUT_ASSERT(!appended || sequence_key(w.head.sequence) == entry);
     return appended;
 }
 
@@ -266,7 +276,7 @@ Step create_account(Work& w, const Account& a) {
     Account stored = a;
     stored.timestamp = w.next_timestamp();
     const auto bytes = encode(stored);
-    assert(decode_account(bytes) == stored);
+    COCONUT_ASSERT(decode_account(bytes) == stored);
     if (auto put = w.txn->put(w.state.tables.accounts, encode(stored.id), bytes, MDB_NOOVERWRITE); !put) {
         return Unexpected{put.error()};
     }
@@ -304,6 +314,29 @@ ResultCode compare_existing(const Transfer& t, const Transfer& e) {
     return ResultCode::exists;
 }
 
+// The post / void `t` against its pending transfer `p`: what does not match (the refusal's code), or
+// nothing; `amount` becomes what the resolution moves (a post may move less than was held).
+std::optional<ResultCode> resolution_mismatch(const Transfer& t, const Transfer& p, bool post, std::uint64_t& amount) {
+    if ((p.flags & transfer_flags::pending) == 0) return ResultCode::pending_transfer_not_pending;
+    if (!t.debit_account_id.zero() && t.debit_account_id != p.debit_account_id) {
+        return ResultCode::pending_transfer_has_different_debit_account_id;
+    }
+    if (!t.credit_account_id.zero() && t.credit_account_id != p.credit_account_id) {
+        return ResultCode::pending_transfer_has_different_credit_account_id;
+    }
+    if (t.ledger != 0 && t.ledger != p.ledger) return ResultCode::pending_transfer_has_different_ledger;
+    if (t.code != 0 && t.code != p.code) return ResultCode::pending_transfer_has_different_code;
+    amount = p.amount;
+    if (post) {
+        amount = t.amount == amount_max ? p.amount : t.amount;
+        if (amount > p.amount) return ResultCode::exceeds_pending_transfer_amount;
+    } else if (t.amount != 0 && t.amount != amount_max && t.amount != p.amount) {
+        return ResultCode::pending_transfer_has_different_amount;
+    }
+    COCONUT_ASSERT(amount <= p.amount);
+    return std::nullopt;
+}
+
 Step post_or_void(Work& w, const Transfer& t) {
     const bool post = (t.flags & transfer_flags::post_pending) != 0;
     if (t.pending_id.zero()) return rejected(ResultCode::pending_id_must_not_be_zero);
@@ -315,22 +348,8 @@ Step post_or_void(Work& w, const Transfer& t) {
     if (!found) return Unexpected{found.error()};
     if (!*found) return rejected(ResultCode::pending_transfer_not_found);
     const Transfer& p = **found;
-    if ((p.flags & transfer_flags::pending) == 0) return rejected(ResultCode::pending_transfer_not_pending);
-    if (!t.debit_account_id.zero() && t.debit_account_id != p.debit_account_id) {
-        return rejected(ResultCode::pending_transfer_has_different_debit_account_id);
-    }
-    if (!t.credit_account_id.zero() && t.credit_account_id != p.credit_account_id) {
-        return rejected(ResultCode::pending_transfer_has_different_credit_account_id);
-    }
-    if (t.ledger != 0 && t.ledger != p.ledger) return rejected(ResultCode::pending_transfer_has_different_ledger);
-    if (t.code != 0 && t.code != p.code) return rejected(ResultCode::pending_transfer_has_different_code);
-    std::uint64_t amount = p.amount;
-    if (post) {
-        amount = t.amount == amount_max ? p.amount : t.amount;
-        if (amount > p.amount) return rejected(ResultCode::exceeds_pending_transfer_amount);
-    } else if (t.amount != 0 && t.amount != amount_max && t.amount != p.amount) {
-        return rejected(ResultCode::pending_transfer_has_different_amount);
-    }
+    std::uint64_t amount = 0;
+    if (auto mismatch = resolution_mismatch(t, p, post, amount)) return rejected(*mismatch);
 
     auto state = get_pending_state(w, p.id);
     if (!state) return Unexpected{state.error()};
@@ -348,7 +367,7 @@ Step post_or_void(Work& w, const Transfer& t) {
     if (!*debit || !*credit) return corrupted("pending transfer's account missing");
     Account dr = **debit;
     Account cr = **credit;
-    assert(dr.debits_pending >= p.amount && cr.credits_pending >= p.amount);
+    COCONUT_ASSERT(dr.debits_pending >= p.amount && cr.credits_pending >= p.amount);
     if (post && add_overflows(dr.debits_posted, amount)) return rejected(ResultCode::overflows_debits_posted);
     if (post && add_overflows(cr.credits_posted, amount)) return rejected(ResultCode::overflows_credits_posted);
 
@@ -471,7 +490,7 @@ Step create_transfer(Work& w, const Transfer& t) {
 
 // A transient failure is remembered so that a retry with the same id fails the same way.
 lmdb::Status record_failure(Work& w, const Id& id, ResultCode code) {
-    assert(is_transient(code));
+    COCONUT_ASSERT(is_transient(code));
     const std::uint8_t value = static_cast<std::uint8_t>(code);
     if (auto put = w.txn->put(w.state.tables.failed, encode(id), ByteView(&value, 1)); !put) return put;
     const IdBytes key = encode(id);
@@ -594,7 +613,7 @@ lmdb::Result<std::size_t> expire_due(Work& w) {
         if (!*debit || !*credit) return corrupted("pending transfer's account missing");
         Account dr = **debit;
         Account cr = **credit;
-        assert(dr.debits_pending >= p.amount && cr.credits_pending >= p.amount);
+        COCONUT_ASSERT(dr.debits_pending >= p.amount && cr.credits_pending >= p.amount);
         dr.debits_pending -= p.amount;
         cr.credits_pending -= p.amount;
         const std::uint64_t timestamp = w.next_timestamp();
@@ -757,7 +776,7 @@ Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<cons
     Work& w = *work;
     auto expired = expire_due(w);
     if (!expired) return Unexpected{to_error(expired.error(), s)};
-    if (hooks.begin) hooks.begin(*txn);
+    if (hooks.begin) txn->set_context(hooks.begin(*txn));
     struct EndHook {
         const GroupHooks& hooks;
         ~EndHook() {
@@ -780,6 +799,7 @@ Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<cons
     if (auto flushed = flush_accounts(w); !flushed) return Unexpected{to_error(flushed.error(), s)};
     if (auto put = txn->put(s.tables.meta, view(head_key), encode(w.head)); !put) return Unexpected{to_error(put.error(), s)};
     if (auto committed = txn->commit(); !committed) return Unexpected{to_error(committed.error(), s)};
+    COCONUT_ASSERT(out.size() == batches.size(), "one result list per batch");
     publish_head(s, w.head);
     if (s.options.check_after_commit) {
         auto report = check();

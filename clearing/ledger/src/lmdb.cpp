@@ -1,10 +1,11 @@
 #include <coconut/ledger/lmdb.hpp>
 
+#include <coconut/core/assert.hpp>
+
 #include <fmt/format.h>
 
 #include <sys/mman.h>
 
-#include <cassert>
 #include <cinttypes>
 #include <cstdio>
 #include <filesystem>
@@ -50,7 +51,7 @@ Result<Env> Env::open(const std::string& directory, const EnvOptions& options) {
     if (int rc = mdb_env_open(raw, directory.c_str(), flags_open, file_mode); rc != 0) return fail(rc, "mdb_env_open");
     unsigned flags = 0;
     mdb_env_get_flags(raw, &flags);
-    assert((flags & (MDB_NOSYNC | MDB_NOMETASYNC | MDB_MAPASYNC)) == 0);
+    COCONUT_ASSERT((flags & (MDB_NOSYNC | MDB_NOMETASYNC | MDB_MAPASYNC)) == 0);
     return env;
 }
 
@@ -109,7 +110,7 @@ bool Env::read_only() const {
 void Env::drop_resident_pages() const {
     unsigned flags = 0;
     mdb_env_get_flags(env_, &flags);
-    assert((flags & MDB_WRITEMAP) == 0);  // with a writable map, MADV_DONTNEED could drop unwritten data
+    COCONUT_ASSERT((flags & MDB_WRITEMAP) == 0);  // with a writable map, MADV_DONTNEED could drop unwritten data
     // LMDB does not publish its map address (MDB_envinfo::me_mapaddr is only set with MDB_FIXEDMAP):
     // find the mapping of this environment's data file in /proc/self/maps.
     const char* directory = nullptr;
@@ -138,7 +139,7 @@ std::size_t Env::map_size_bytes() const {
 // ---- Txn --------------------------------------------------------------------------------------------
 
 Result<Txn> Txn::begin(const Env& env, Mode mode, Txn* parent) {
-    assert(parent == nullptr || mode == Mode::read_write);
+    COCONUT_ASSERT(parent == nullptr || mode == Mode::read_write);
     ReadPool* pool = mode == Mode::read_only ? env.read_pool() : nullptr;
     MDB_txn* raw = nullptr;
     if (pool != nullptr) {
@@ -165,12 +166,13 @@ Txn& Txn::operator=(Txn&& other) noexcept {
         abort();
         txn_ = std::exchange(other.txn_, nullptr);
         pool_ = std::exchange(other.pool_, nullptr);
+        context_ = std::exchange(other.context_, nullptr);
     }
     return *this;
 }
 
 Status Txn::commit() {
-    assert(txn_ != nullptr);
+    COCONUT_ASSERT(txn_ != nullptr);
     pool_ = nullptr;
     const int rc = mdb_txn_commit(std::exchange(txn_, nullptr));  // frees the handle even on failure
     if (rc != 0) return fail(rc, "mdb_txn_commit");

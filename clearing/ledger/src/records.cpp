@@ -1,9 +1,10 @@
 #include "records.hpp"
 
+#include <coconut/core/assert.hpp>
+
 #include <openssl/evp.h>
 
 #include <algorithm>
-#include <cassert>
 #include <memory>
 #include <stdexcept>
 
@@ -15,7 +16,7 @@ class Out {
 public:
     explicit Out(std::uint8_t* data) : data_(data) {}
     void u(std::size_t offset, std::uint64_t value, std::size_t width) {
-        assert(width <= 8);
+        COCONUT_ASSERT(width <= 8);
         const auto bytes = be_array<8>(value);  // no allocation: this runs ~30 times per transfer
         std::copy(bytes.end() - static_cast<std::ptrdiff_t>(width), bytes.end(), data_ + offset);
     }
@@ -65,7 +66,7 @@ IdBytes encode(const Id& id) {
 }
 
 Id decode_id(ByteView bytes) {
-    assert(bytes.size() >= id_size);
+    COCONUT_ASSERT(bytes.size() >= id_size);
     return In(bytes).id(0);
 }
 

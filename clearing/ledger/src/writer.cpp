@@ -1,14 +1,15 @@
 // The ledger writer thread: group commit (docs/DESIGN.md §8.2).
 #include <coconut/ledger/ledger.hpp>
 
+#include <coconut/core/assert.hpp>
+
 #include <pthread.h>
 
-#include <cassert>
 
 namespace coconut::ledger {
 
 Writer::Writer(Ledger& ledger, WriterOptions options) : ledger_(ledger), options_(options) {
-    assert(options_.queue_requests_max > 0 && options_.group_requests_max > 0);
+    COCONUT_ASSERT(options_.queue_requests_max > 0 && options_.group_requests_max > 0);
     thread_ = std::thread([this] { run(); });
 }
 
@@ -131,7 +132,7 @@ void Writer::note_storage(const Error* failure) {
 }
 
 void Writer::commit_group(std::vector<Request>& group) {
-    assert(!group.empty());
+    COCONUT_ASSERT(!group.empty() && group.size() <= options_.group_requests_max, "a group holds 1 … group_requests_max requests");
     std::vector<Batch> batches;
     batches.reserve(group.size());
     std::uint64_t events = 0;
@@ -139,6 +140,7 @@ void Writer::commit_group(std::vector<Request>& group) {
         batches.push_back(Batch{request.events, std::move(request.after)});  // the hook runs once, here
         events += request.events.size();
     }
+    COCONUT_ASSERT(events <= batch_events_max, "a group's events fit one write transaction");
     const auto start = std::chrono::steady_clock::now();
     auto results = ledger_.apply_group(std::span<const Batch>(batches), options_.group_hooks);
     const auto commit_us = static_cast<std::uint64_t>(
@@ -154,7 +156,8 @@ void Writer::commit_group(std::vector<Request>& group) {
         if (!results) ++stats_.failed_commits;
         note_storage(results ? nullptr : &results.error());
     }
-    // Only now, after the durable commit (or its failure), does anyone hear back.
+    // Only now, after the durable commit (or its failure), does anyone hear back, in submission order.
+    COCONUT_ASSERT(!results || results->size() == group.size(), "one result list per request");
     for (std::size_t i = 0; i < group.size(); ++i) {
         if (results) {
             group[i].callback(std::move((*results)[i]));

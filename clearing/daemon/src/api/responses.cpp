@@ -1,5 +1,5 @@
 // The API's error JSON, its common answers and the small parsers every handler uses; the rate limiter.
-#include "../internal.hpp"
+#include <coconut/clearing/log.hpp>
 #include "api_internal.hpp"
 
 #include <coconut/core/assert.hpp>

@@ -22,7 +22,7 @@
 // Errors: every expected failure is an Error whose code maps to one exit code of coconut-settle.
 #pragma once
 
-#include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/plan.hpp>
 #include <coconut/ledger/ledger.hpp>
 #include <coconut/result.hpp>
 
@@ -80,7 +80,7 @@ using Date = std::chrono::year_month_day;
 std::optional<Date> parse_date(std::string_view text);
 std::string format_date(const Date& date);  // "2026-11-26"
 // The cycle id: business date as YYYYMMDD (20261126); as BE u32 in user_data_128 bytes 0–3 of the
-// settlement transfers (clearing.hpp).
+// settlement transfers (coconut/clearing/plan.hpp).
 std::uint32_t cycle_id(const Date& date);
 std::optional<Date> date_of_cycle(std::uint32_t id);
 // "HH:MM" or "HH:MM:SS", 00:00:01 … 24:00 (24:00 = local midnight at the end of the business date) →
@@ -116,7 +116,7 @@ Result<Config> parse_config(std::string_view json_text);
 
 // ---- positions ---------------------------------------------------------------------------------------
 
-// What a participant's counted transfers were (clearing.hpp transfer codes + participant kind).
+// What a participant's counted transfers were (coconut/clearing/plan.hpp transfer codes + participant kind).
 enum class Kind : std::uint8_t {
     bus = 0,             // offline purchase (code 1) at a "bus" participant
     shop = 1,            // offline purchase at a "shop"

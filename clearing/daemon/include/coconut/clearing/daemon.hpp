@@ -17,8 +17,12 @@
 // the timers; ONE ledger writer thread commits; the HTTP threads run below the writer's priority.
 #pragma once
 
-#include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/engine.hpp>
+#include <coconut/clearing/hsm_adapters.hpp>
 #include <coconut/clearing/http.hpp>
+#include <coconut/clearing/registry.hpp>
+#include <coconut/clearing/scheduling.hpp>
+#include <coconut/clearing/server.hpp>
 
 #include <boost/asio/io_context.hpp>
 

@@ -18,7 +18,7 @@
 // writer's callback, i.e. after the commit is durable.
 #pragma once
 
-#include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/server.hpp>
 
 #include <boost/asio/io_context.hpp>
 

@@ -259,9 +259,12 @@ struct Batch {
 // Work of the ledger's user around a whole group commit (the daemon's registry keeps the card and
 // terminal records its BatchHooks change and writes each once per group): `begin` before the group's
 // first event, `finish` after its last BatchHook and before the commit (an error fails the group,
-// nothing written), `end` after the commit or its failure, always. Any may be empty.
+// nothing written), `end` after the commit or its failure, always. Any may be empty. The context
+// `begin` returns (may be nullptr) is the group's: attached to the group's transaction
+// (lmdb::Txn::context), every BatchHook and `finish` of the group find it there; no other transaction
+// carries it.
 struct GroupHooks {
-    std::function<void(lmdb::Txn& txn)> begin;
+    std::function<lmdb::TxnContext*(lmdb::Txn& txn)> begin;
     std::function<lmdb::Status(lmdb::Txn& txn)> finish;
     std::function<void()> end;
 };

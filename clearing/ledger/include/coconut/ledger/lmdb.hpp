@@ -88,6 +88,14 @@ private:
     std::unique_ptr<ReadPool> reads_;
 };
 
+// What the user of a write transaction keeps for it, handed along with the transaction to the code it
+// calls: the ledger's group commit attaches the one its GroupHooks::begin made (ledger.hpp), the daemon's
+// registry finds its write-back of card and terminal records there (coconut/clearing/registry.hpp).
+class TxnContext {
+public:
+    virtual ~TxnContext() = default;
+};
+
 class Txn {
 public:
     enum class Mode { read_only, read_write };
@@ -96,7 +104,9 @@ public:
     // ReadPool when one is idle there, and goes back to it when it ends.
     static Result<Txn> begin(const Env& env, Mode mode, Txn* parent = nullptr);
 
-    Txn(Txn&& other) noexcept : txn_(std::exchange(other.txn_, nullptr)), pool_(std::exchange(other.pool_, nullptr)) {}
+    Txn(Txn&& other) noexcept
+        : txn_(std::exchange(other.txn_, nullptr)), pool_(std::exchange(other.pool_, nullptr)),
+          context_(std::exchange(other.context_, nullptr)) {}
     Txn& operator=(Txn&& other) noexcept;
     Txn(const Txn&) = delete;
     Txn& operator=(const Txn&) = delete;
@@ -116,10 +126,15 @@ public:
     // Deletes `key`; deleting a missing key is not an error (returns false).
     Result<bool> del(MDB_dbi table, ByteView key);
 
+    // The context its user attached (TxnContext), or nullptr: not owned, valid while the transaction is.
+    TxnContext* context() const { return context_; }
+    void set_context(TxnContext* context) { context_ = context; }
+
 private:
     explicit Txn(MDB_txn* txn, ReadPool* pool = nullptr) : txn_(txn), pool_(pool) {}
     MDB_txn* txn_ = nullptr;
     ReadPool* pool_ = nullptr;  // set for read transactions: where abort() returns the handle
+    TxnContext* context_ = nullptr;
 };
 
 class Cursor {

@@ -14,7 +14,7 @@
 // other balances, no duplicate within one file) is checked by the caller: it is not a property of one entry.
 #pragma once
 
-#include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/registry.hpp>
 
 #include <nlohmann/json_fwd.hpp>
 

@@ -1,8 +1,9 @@
 // The account plan (docs/DESIGN.md §8.4).
-#include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/plan.hpp>
+#include <coconut/core/assert.hpp>
+#include <coconut/crypto/card_crypto.hpp>
 
 #include <algorithm>
-#include <cassert>
 #include <string>
 
 namespace coconut::clearing {
@@ -12,6 +13,12 @@ ledger::Id derive(std::string_view domain, ByteView material) {
     Bytes input(domain.begin(), domain.end());
     append(input, material);
     return ledger::derive_id(input);
+}
+
+// `n` (≤ 999,999) as 6 ASCII digits, as fields 11 and 60 carry it.
+std::string six_digits(std::uint32_t n) {
+    const std::string text = std::to_string(n);
+    return std::string(6 - text.size(), '0') + text;
 }
 
 }  // namespace
@@ -63,10 +70,10 @@ ledger::Id online_load_transfer(const Asn& asn, std::uint16_t online_atc, std::u
 }
 
 ledger::Id clinic_hold_transfer(std::string_view terminal_id, std::uint32_t batch_number, std::uint32_t stan) {
-    assert(batch_number <= 999'999 && stan <= 999'999);
+    COCONUT_ASSERT(batch_number <= 999'999 && stan <= 999'999, "fields 60 and 11 carry 6 digits");
     std::string material(terminal_id);
-    material += *iso8583::digits(batch_number, 6);
-    material += *iso8583::digits(stan, 6);
+    material += six_digits(batch_number);
+    material += six_digits(stan);
     return ledger::derive_id(ByteView(reinterpret_cast<const std::uint8_t*>(material.data()), material.size()));
 }
 
@@ -75,30 +82,6 @@ ledger::Id resolving_transfer(const ledger::Id& pending_id, Resolution resolutio
     append_be(material, pending_id.low, 8);
     material.push_back(static_cast<std::uint8_t>(resolution));
     return ledger::derive_id(material);
-}
-
-void count_in_batch(TerminalRecord& r, std::optional<std::uint32_t> batch_number, BatchTotal total, std::uint64_t amount_fen) {
-    if (batch_number && *batch_number != r.batch_number) {
-        // A new batch: its totals start at zero.
-        const TerminalRecord kept = r;
-        r = TerminalRecord{};
-        r.terminal_id = kept.terminal_id;
-        r.psam_terminal_id = kept.psam_terminal_id;
-        r.participant_id = kept.participant_id;
-        r.merchant_id = kept.merchant_id;
-        r.last_stan = kept.last_stan;
-        r.uploads = kept.uploads;
-        r.status = kept.status;
-        r.forged_day = kept.forged_day;
-        r.forged_count = kept.forged_count;
-        r.batch_number = *batch_number;
-    }
-    switch (total) {
-        case BatchTotal::debit: r.batch_debits_count++, r.batch_debits_fen += amount_fen; break;
-        case BatchTotal::credit: r.batch_credits_count++, r.batch_credits_fen += amount_fen; break;
-        case BatchTotal::credit_reversal: r.batch_credit_reversals_count++, r.batch_credit_reversals_fen += amount_fen; break;
-        case BatchTotal::debit_reversal: r.batch_debit_reversals_count++, r.batch_debit_reversals_fen += amount_fen; break;
-    }
 }
 
 ledger::Id make_place(const Place& place) {
@@ -152,14 +135,15 @@ void append_participant_opening(std::vector<ledger::Event>& events, std::uint64_
     }
 }
 
-void append_card_opening(std::vector<ledger::Event>& events, const CardRecord& card) {
-    events.emplace_back(account(purse_shadow_account(card.asn), ledgers::purse, account_codes::card_purse_shadow));
-    events.emplace_back(account(medical_account(card.asn), ledgers::medical, account_codes::card_medical,
+void append_card_opening(std::vector<ledger::Event>& events, const Asn& asn, std::uint32_t purse_opening_fen,
+                         std::uint32_t medical_opening_fen) {
+    events.emplace_back(account(purse_shadow_account(asn), ledgers::purse, account_codes::card_purse_shadow));
+    events.emplace_back(account(medical_account(asn), ledgers::medical, account_codes::card_medical,
                                 ledger::account_flags::history | ledger::account_flags::debits_must_not_exceed_credits));
     auto opening = [&](std::uint32_t l, const ledger::Id& from, const ledger::Id& to, std::uint32_t fen) {
         if (fen == 0) return;
         ledger::Transfer t;
-        t.id = opening_balance_transfer(card.asn, l);
+        t.id = opening_balance_transfer(asn, l);
         t.debit_account_id = from;
         t.credit_account_id = to;
         t.amount = fen;
@@ -167,8 +151,8 @@ void append_card_opening(std::vector<ledger::Event>& events, const CardRecord& c
         t.code = transfer_codes::opening_balance;
         events.emplace_back(t);
     };
-    opening(ledgers::purse, purse_float_account, purse_shadow_account(card.asn), card.opening_balance_fen);
-    opening(ledgers::medical, medical_fund_account, medical_account(card.asn), card.medical_opening_fen);
+    opening(ledgers::purse, purse_float_account, purse_shadow_account(asn), purse_opening_fen);
+    opening(ledgers::medical, medical_fund_account, medical_account(asn), medical_opening_fen);
 }
 
 }  // namespace coconut::clearing

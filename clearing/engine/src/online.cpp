@@ -3,14 +3,13 @@
 // booking is sent from the writer's callback, after the commit was synced; the registry records that
 // belong to a booking (load attempt, hold, shadow mirror, batch totals, risk flags) are written by the
 // booking's hook in the same write transaction.
-#include <coconut/clearing/clearing.hpp>
-
 #include "internal.hpp"
+
+#include <coconut/core/assert.hpp>
 
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cassert>
 #include <limits>
 
 namespace coconut::clearing {
@@ -180,7 +179,7 @@ std::shared_ptr<Engine::Online> Engine::begin_online(const Message& request, Ses
 void Engine::submit(std::shared_ptr<Online> online, ledger::Transfer transfer,
                     std::function<lmdb::Status(lmdb::Txn&, ledger::ResultCode)> hook, std::function<void(ledger::ResultCode)> done) {
     auto batch_hook = [hook = std::move(hook)](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
-        assert(results.size() == 1);
+        COCONUT_ASSERT(results.size() == 1);
         return hook(txn, results[0].code);
     };
     auto on_commit = [this, online, done = std::move(done), id = transfer.id](ledger::Reply reply) {
@@ -260,6 +259,12 @@ void Engine::online_load(const Message& request, SessionState& session, Respond 
     online->attempt = LoadAttempt{attempt, online->digest, online->amount_fen, online->terminal_id};
     online->transfer_id = online_load_transfer(load.asn, load.online_atc, attempt);
 
+    request_mac2(std::move(online), repeat);
+}
+
+// MAC1 to the HSM; with its MAC2 a new load is booked pending, a repeat answered with the same MAC2.
+void Engine::request_mac2(std::shared_ptr<Online> online, bool repeat) {
+    const iso8583::LoadRequestData& load = online->load;
     hsm::LoadRequest mac1;
     mac1.key = hsm::KeyRef{options_.load_key_label, load.key_version.value_or(hsm::newest_version)};
     mac1.card = hsm::CardIdentity{online->card.issuer_id, load.asn};
@@ -391,66 +396,71 @@ void Engine::load_confirmation(std::shared_ptr<Online> online) {
             return answer(online, ResponseCode::issuer_inoperative);
         }
         if (*verdict != hsm::Verdict::valid && *verdict != hsm::Verdict::invalid) return answer(online, ResponseCode::issuer_inoperative);
-        const bool tac_valid = *verdict == hsm::Verdict::valid;
-        auto state = ledger_.pending_state(online->transfer_id);
-        if (!state || !*state) {
-            log_line("0220: load " + ledger::to_string(online->transfer_id) + (state ? " has a record but no transfer" : ": " + state.error().message));
-            return answer(online, ResponseCode::system_malfunction);
-        }
+        post_load(online, *verdict == hsm::Verdict::valid);
+    });
+}
+
+// A confirmed load with the HSM's verdict on its TAC: a live pending load is posted; one reversed or
+// expired meanwhile is booked late (valid TAC) or only flagged (invalid TAC).
+void Engine::post_load(std::shared_ptr<Online> online, bool tac_valid) {
+    auto state = ledger_.pending_state(online->transfer_id);
+    if (!state || !*state) {
+        log_line("0220: load " + ledger::to_string(online->transfer_id) + (state ? " has a record but no transfer" : ": " + state.error().message));
+        return answer(online, ResponseCode::system_malfunction);
+    }
+    const iso8583::LoadConfirmationData& c = online->confirmation;
+    const bool live = **state == ledger::PendingState::pending || **state == ledger::PendingState::posted;
+    if (!live && !tac_valid) {
+        return flag_only(online,
+                         RiskFlag{RiskKind::load_tac_invalid, c.asn, c.online_atc, c.type, wall_clock_ns(),
+                                  "confirmation of a reversed / expired load with an invalid TAC: nothing booked"},
+                         ResponseCode::suspected_fraud);
+    }
+    // Live: post the pending load. Reversed or expired yet confirmed with a valid TAC: the card was
+    // credited, so the money is booked late, single phase, and flagged.
+    ledger::Transfer transfer;
+    transfer.id = resolving_transfer(online->transfer_id, live ? Resolution::post : Resolution::late_load);
+    transfer.amount = online->amount_fen;
+    transfer.user_data_64 = online->terminal.participant_id;
+    transfer.user_data_128 = make_place(place_of(c.terminal_id, c.type, 0, 0, c.when));
+    if (live) {
+        transfer.flags = ledger::transfer_flags::post_pending;
+        transfer.pending_id = online->transfer_id;
+    } else {
+        transfer.debit_account_id = purse_float_account;
+        transfer.credit_account_id = purse_shadow_account(c.asn);
+        transfer.ledger = ledgers::purse;
+        transfer.code = transfer_codes::online_load;
+    }
+    auto hook = [this, online, tac_valid, live](lmdb::Txn& txn, ledger::ResultCode code) -> lmdb::Status {
+        if (code != ledger::ResultCode::ok) return Ok{};
         const iso8583::LoadConfirmationData& c = online->confirmation;
-        const bool live = **state == ledger::PendingState::pending || **state == ledger::PendingState::posted;
-        if (!live && !tac_valid) {
-            return flag_only(online,
-                             RiskFlag{RiskKind::load_tac_invalid, c.asn, c.online_atc, c.type, wall_clock_ns(),
-                                      "confirmation of a reversed / expired load with an invalid TAC: nothing booked"},
-                             ResponseCode::suspected_fraud);
+        if (auto s = credit_mirror(registry_, txn, c, online->amount_fen); !s) return s;
+        if (!tac_valid) {
+            auto flagged = raise_flag(registry_, txn, RiskFlag{RiskKind::load_tac_invalid, c.asn, c.online_atc, c.type, wall_clock_ns(),
+                                                               "load confirmation with an invalid TAC: posted (MAC2 was ours)"});
+            if (!flagged) return flagged;
         }
-        // Live: post the pending load. Reversed or expired yet confirmed with a valid TAC: the card was
-        // credited, so the money is booked late, single phase, and flagged.
-        ledger::Transfer transfer;
-        transfer.id = resolving_transfer(online->transfer_id, live ? Resolution::post : Resolution::late_load);
-        transfer.amount = online->amount_fen;
-        transfer.user_data_64 = online->terminal.participant_id;
-        transfer.user_data_128 = make_place(place_of(c.terminal_id, c.type, 0, 0, c.when));
-        if (live) {
-            transfer.flags = ledger::transfer_flags::post_pending;
-            transfer.pending_id = online->transfer_id;
-        } else {
-            transfer.debit_account_id = purse_float_account;
-            transfer.credit_account_id = purse_shadow_account(c.asn);
-            transfer.ledger = ledgers::purse;
-            transfer.code = transfer_codes::online_load;
+        if (!live) {
+            auto flagged = raise_flag(registry_, txn, RiskFlag{RiskKind::late_load_confirmation, c.asn, c.online_atc, c.type,
+                                                               wall_clock_ns(), "confirmed after reversal / expiry: booked late"});
+            if (!flagged) return flagged;
         }
-        auto hook = [this, online, tac_valid, live](lmdb::Txn& txn, ledger::ResultCode code) -> lmdb::Status {
-            if (code != ledger::ResultCode::ok) return Ok{};
-            const iso8583::LoadConfirmationData& c = online->confirmation;
-            if (auto s = credit_mirror(registry_, txn, c, online->amount_fen); !s) return s;
-            if (!tac_valid) {
-                auto flagged = raise_flag(registry_, txn, RiskFlag{RiskKind::load_tac_invalid, c.asn, c.online_atc, c.type, wall_clock_ns(),
-                                                                   "load confirmation with an invalid TAC: posted (MAC2 was ours)"});
-                if (!flagged) return flagged;
-            }
-            if (!live) {
-                auto flagged = raise_flag(registry_, txn, RiskFlag{RiskKind::late_load_confirmation, c.asn, c.online_atc, c.type,
-                                                                   wall_clock_ns(), "confirmed after reversal / expiry: booked late"});
-                if (!flagged) return flagged;
-            }
-            return count_terminal(registry_, txn, online->terminal_id, online->stan, online->batch_number, BatchTotal::credit,
-                                  online->amount_fen);
-        };
-        submit(online, transfer, hook, [this, online, tac_valid](ledger::ResultCode code) {
-            if (code == ledger::ResultCode::ok) stats_.loads_confirmed++;
-            if (ledger::succeeded(code) && tac_valid) {
-                // The record booked (ISO8583.md §4.8): the terminal deletes its queued advice only when it is its own.
-                online->field62 = iso8583::encode_record_digest(
-                    iso8583::load_confirmation_digest(online->confirmation, static_cast<std::uint32_t>(online->amount_fen)));
-            }
-            if (ledger::succeeded(code)) return answer(online, tac_valid ? ResponseCode::approved : ResponseCode::suspected_fraud);
-            if (duplicate(code)) return answer(online, ResponseCode::duplicate_transmission);
-            log_line(fmt::format("load confirmation {}: {}", ledger::to_string(online->transfer_id), ledger::to_string(code)));
-            // Expired or reversed between the state read and the commit: the retry takes the late path.
-            answer(online, ResponseCode::issuer_inoperative);
-        });
+        return count_terminal(registry_, txn, online->terminal_id, online->stan, online->batch_number, BatchTotal::credit,
+                              online->amount_fen);
+    };
+    submit(online, transfer, hook, [this, online, tac_valid](ledger::ResultCode code) {
+        if (code == ledger::ResultCode::ok) stats_.loads_confirmed++;
+        if (ledger::succeeded(code) && tac_valid) {
+            // The record booked (ISO8583.md §4.8): the terminal deletes its queued advice only when it is its own.
+            online->field62 = iso8583::encode_record_digest(
+                iso8583::load_confirmation_digest(online->confirmation, static_cast<std::uint32_t>(online->amount_fen)));
+        }
+        if (ledger::succeeded(code)) return answer(online, tac_valid ? ResponseCode::approved : ResponseCode::suspected_fraud);
+        if (duplicate(code)) return answer(online, ResponseCode::duplicate_transmission);
+        log_line(fmt::format("load confirmation {}: {}", ledger::to_string(online->transfer_id), ledger::to_string(code)));
+        // Expired or reversed between the state read and the commit: the retry takes the late path.
+        answer(online, ResponseCode::issuer_inoperative);
     });
 }
 
@@ -550,8 +560,13 @@ void Engine::clinic_authorization(const Message& request, SessionState& session,
         return answer(online, (*hold)->amount == online->amount_fen ? ResponseCode::approved : ResponseCode::partial_approval);
     }
 
-    // Card presence (ISO8583.md §4.4): the host's own challenge, for this terminal and card, fresh and
-    // unused, answered by the card over every field that defines the hold.
+    prove_card_presence(std::move(online));
+}
+
+// Card presence (ISO8583.md §4.4): the host's own challenge, for this terminal and card, fresh and
+// unused, answered by the card over every field that defines the hold; then the hold.
+void Engine::prove_card_presence(std::shared_ptr<Online> online) {
+    const Message& request = online->request;
     const iso8583::HostChallenge& challenge = online->clinic.challenge;
     auto refuse_challenge = [&](std::string why) {
         return flag_only(online,
@@ -621,7 +636,7 @@ void Engine::hold_medical(std::shared_ptr<Online> online) {
     hold.timeout_s = options_.hold_timeout_s;
     hold.user_data_64 = online->terminal.participant_id;
     hold.user_data_32 = online->stan;
-    Place place;  // clinic holds: the PSAM terminal id only (clearing.hpp)
+    Place place;  // clinic holds: the PSAM terminal id only (plan.hpp)
     place.terminal_id = online->terminal.psam_terminal_id;
     hold.user_data_128 = make_place(place);
     auto hook = [this, online](lmdb::Txn& txn, ledger::ResultCode code) -> lmdb::Status {

@@ -1,5 +1,5 @@
-// CPU layout for the ledger writer (clearing.hpp "scheduling"; clearing/README.md "Scheduling").
-#include <coconut/clearing/clearing.hpp>
+// CPU layout for the ledger writer (scheduling.hpp; clearing/README.md "Scheduling").
+#include <coconut/clearing/scheduling.hpp>
 
 #include <fmt/format.h>
 

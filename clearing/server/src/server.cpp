@@ -4,7 +4,7 @@
 // processed — beyond that it stops reading until answers go out. With ServerOptions::tls a connection
 // first completes a mutual-TLS handshake within handshake_timeout (coconut::tls verifies the client
 // certificate against the island CA); its terminal id becomes the session's authenticated_terminal_id.
-#include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/server.hpp>
 #include <coconut/core/admission.hpp>
 #include <coconut/tls/tls.hpp>
 

@@ -1,9 +1,8 @@
-// RemoteHsm: coconut-hsmd over the network (clearing.hpp) — an hsm::Link (keep-alive, one retry on a
+// RemoteHsm: coconut-hsmd over the network (hsm_adapters.hpp) — an hsm::Link (keep-alive, one retry on a
 // fresh connection, circuit breaker, a few connections at once) with purchase TACs batched on it.
-#include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/hsm_adapters.hpp>
+#include <coconut/clearing/log.hpp>
 #include <coconut/hsm/client.hpp>
-
-#include "internal.hpp"
 
 #include <boost/asio/post.hpp>
 

@@ -1,6 +1,9 @@
 // The authorization engine: ISO 8583 requests → registry checks → HSM → ledger writer → response.
 // Every response to a booking is produced by the writer's callback, after the commit was synced.
-#include <coconut/clearing/clearing.hpp>
+#include <coconut/clearing/engine.hpp>
+#include <coconut/clearing/log.hpp>
+#include <coconut/clearing/risk_rules.hpp>
+#include <coconut/core/assert.hpp>
 #include <coconut/hsm/client.hpp>
 
 #include "internal.hpp"
@@ -11,7 +14,6 @@
 #include <sodium.h>
 
 #include <bit>
-#include <cassert>
 #include <chrono>
 #include <cstdio>
 #include <utility>
@@ -19,42 +21,6 @@
 namespace coconut::clearing {
 
 namespace detail {
-
-std::uint64_t wall_clock_ns() {
-    return static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
-}
-
-void log_line(const std::string& line) { std::fprintf(stderr, "coconut-clearingd: %s\n", line.c_str()); }
-
-LogLimiter::LogLimiter(std::string counted, std::chrono::steady_clock::duration interval)
-    : counted_(std::move(counted)), interval_(interval) {}
-
-void LogLimiter::log(const std::string& line) {
-    const auto now = std::chrono::steady_clock::now();
-    std::uint64_t held = 0;
-    {
-        std::lock_guard lock(mutex_);
-        if (logged_ && now - last_line_ < interval_) {
-            ++held_;
-            return;
-        }
-        logged_ = true;
-        last_line_ = now;
-        held = std::exchange(held_, 0);
-    }
-    log_line(held == 0 ? line : fmt::format("{} (+{} more {} since the previous such line)", line, held, counted_));
-}
-
-void log_storage_failure(const std::string& line) {
-    static LogLimiter limiter("refused requests");
-    limiter.log(line);
-}
-
-void log_hsm_failure(const std::string& line) {
-    static LogLimiter limiter("HSM failures");
-    limiter.log(line);
-}
 
 std::uint64_t when_number(const crypto::CardDateTime& when) {
     std::uint64_t n = 0;
@@ -72,54 +38,6 @@ using iso8583::Message;
 using iso8583::ResponseCode;
 
 namespace {
-
-// An offline ATC range given up: every ATC in first…last not booked when an ATC 65 or more above it was.
-struct AtcGap {
-    std::uint16_t first = 0;
-    std::uint16_t last = 0;
-    std::uint32_t missing = 0;  // of first…last, those never booked
-};
-
-// Records `atc` as booked in the card's contiguous prefix (CardRecord::offline_atc_next / _ahead, a
-// window of 64 ATCs above the prefix). ATCs still missing when one 65 or more above them is booked are
-// given up: returned as one range, and the prefix moves past them. Constant work whatever the ATC (a
-// claim: the TAC does not cover it); the caller refuses ATCs beyond atc_ahead_plausible_max first.
-std::optional<AtcGap> mark_atc_booked(CardRecord& card, std::uint16_t atc) {
-    constexpr int window = 64;
-    // offline_atc_next is booked or given up: move past it and the booked ATCs that follow it.
-    auto pass = [&card] {
-        ++card.offline_atc_next;  // bit i of the window now names ATC offline_atc_next + i
-        while ((card.offline_atc_ahead & 1) != 0) {
-            card.offline_atc_ahead >>= 1;
-            ++card.offline_atc_next;
-        }
-        card.offline_atc_ahead >>= 1;  // bit 0 named the (missing) new offline_atc_next
-    };
-    if (atc < card.offline_atc_next) return std::nullopt;
-    std::optional<AtcGap> gap;
-    const int distance = int{atc} - int{card.offline_atc_next} - 1;  // atc's bit in the window
-    if (distance >= 2 * window) {
-        // Everything the window holds lies below atc - window: give up next … atc - window - 1 at once.
-        const int booked = std::popcount(card.offline_atc_ahead);
-        const auto last = static_cast<std::uint16_t>(atc - window - 1);
-        gap = AtcGap{card.offline_atc_next, last, static_cast<std::uint32_t>(last - card.offline_atc_next + 1 - booked)};
-        card.offline_atc_next = static_cast<std::uint16_t>(atc - window);
-        card.offline_atc_ahead = 0;
-    } else {
-        while (int{atc} - int{card.offline_atc_next} - 1 >= window) {  // at most `window` rounds
-            if (!gap) gap = AtcGap{card.offline_atc_next, card.offline_atc_next, 0};
-            gap->last = card.offline_atc_next;
-            gap->missing++;
-            pass();
-        }
-    }
-    if (atc == card.offline_atc_next) {
-        pass();
-    } else if (atc > card.offline_atc_next) {
-        card.offline_atc_ahead |= std::uint64_t{1} << (atc - card.offline_atc_next - 1);
-    }
-    return gap;
-}
 
 // Where a purchase's stored record lives: what its id is made of.
 Registry::PurchaseKey purchase_key_of(const PurseTransaction& t) { return {t.asn, t.terminal_id, t.terminal_serial}; }
@@ -150,73 +68,6 @@ Place place_of(const TerminalId& terminal_id, std::uint8_t type, std::uint16_t l
     std::copy(when.date.begin() + 1, when.date.end(), place.local_time_bcd.begin());
     std::copy(when.time.begin(), when.time.begin() + 2, place.local_time_bcd.begin() + 3);
     return place;
-}
-
-std::optional<Message> format_error_response(ByteView message) {
-    const auto& dictionary = iso8583::iso87_dictionary();
-    if (message.size() < iso8583::mti_size + iso8583::bitmap_size) return std::nullopt;
-    const std::string mti(reinterpret_cast<const char*>(message.data()), iso8583::mti_size);
-    auto response_mti = iso8583::response_mti(mti);
-    if (!response_mti) return std::nullopt;
-    std::size_t at = iso8583::mti_size;
-    const bool secondary = (message[at] & 0x80) != 0;
-    const std::size_t bitmap_bytes = secondary ? 2 * iso8583::bitmap_size : iso8583::bitmap_size;
-    if (message.size() < at + bitmap_bytes) return std::nullopt;
-    const ByteView bitmap = message.subspan(at, bitmap_bytes);
-    at += bitmap_bytes;
-    auto digits_value = [&](std::size_t count) -> std::optional<std::size_t> {
-        if (at + count > message.size()) return std::nullopt;
-        std::size_t n = 0;
-        for (std::size_t i = 0; i < count; ++i) {
-            const char c = static_cast<char>(message[at + i]);
-            if (c < '0' || c > '9') return std::nullopt;
-            n = n * 10 + static_cast<std::size_t>(c - '0');
-        }
-        at += count;
-        return n;
-    };
-    std::optional<std::string> stan, terminal;
-    // Walk the fields before 41 with the full 1987 dictionary (a field outside our profile still has a
-    // known size), stopping at the first one that cannot be measured.
-    for (int field = iso8583::field_first; field <= 41; ++field) {
-        if ((bitmap[(field - 1) / 8] & (0x80 >> ((field - 1) % 8))) == 0) continue;
-        const iso8583::FieldSpec& spec = dictionary[field];
-        if (spec.format == iso8583::Format::none) break;
-        std::optional<std::size_t> size = spec.length_max;
-        if (spec.length_kind == iso8583::LengthKind::llvar) size = digits_value(2);
-        if (spec.length_kind == iso8583::LengthKind::lllvar) size = digits_value(3);
-        if (!size || *size > spec.length_max || at + *size > message.size()) break;
-        const std::string value(reinterpret_cast<const char*>(message.data() + at), *size);
-        at += *size;
-        if (field == 11) stan = value;
-        if (field == 41) terminal = value;
-    }
-    if (!stan || !terminal) return std::nullopt;
-    Message response(*response_mti);
-    response.set(11, *stan);
-    response.set(41, *terminal);
-    response.set(39, iso8583::response_code_text(ResponseCode::format_error));
-    // Only answer what we could encode: a garbled 11 or 41 means we cannot be understood either.
-    if (!iso8583::encode(response, iso8583::coconut_dictionary())) return std::nullopt;
-    return response;
-}
-
-// ---- TAC verifiers ----------------------------------------------------------------------------------------
-
-LocalHsm::LocalHsm(std::shared_ptr<const hsm::Hsm> hsm, std::string tac_master_label)
-    : hsm_(std::move(hsm)), label_(std::move(tac_master_label)) {}
-
-void LocalHsm::verify(const hsm::PurchaseTac& transaction, Handler handler) {
-    auto verdicts = hsm_->verify_purchase_tacs(label_, std::span<const hsm::PurchaseTac>(&transaction, 1));
-    if (!verdicts) return handler(Unexpected<hsm::Failure>{verdicts.error()});
-    assert(verdicts->size() == 1);
-    handler((*verdicts)[0]);
-}
-
-void LocalHsm::load_mac2(const hsm::LoadRequest& request, LoadHandler handler) { handler(hsm_->load_mac2(request)); }
-void LocalHsm::verify_load_tac(const hsm::LoadTac& load, VerdictHandler handler) { handler(hsm_->verify_load_tac(load)); }
-void LocalHsm::verify_internal_auth(const hsm::InternalAuth& auth, VerdictHandler handler) {
-    handler(hsm_->verify_internal_auth(auth));
 }
 
 // ---- engine -----------------------------------------------------------------------------------------------
@@ -582,6 +433,12 @@ void Engine::offline_upload(Message message, SessionState& session, Respond resp
     if (*stored && same_proven_record(**stored, upload->proof)) return answer_stored(upload, **stored);
     upload->conflicts_with_booked = stored->has_value();
 
+    verify_tac(std::move(upload));
+}
+
+// The HSM's verdict on the upload's TAC decides: book it, record it for review, or refuse it.
+void Engine::verify_tac(std::shared_ptr<Upload> upload) {
+    const PurseTransaction& t = upload->transaction;
     hsm::PurchaseTac item;
     item.key_version = upload->card.tac_key_version;
     item.card.issuer_id = upload->card.issuer_id;
@@ -649,7 +506,7 @@ void Engine::review(std::shared_ptr<Upload> upload, RiskKind kind) {
     transfer.user_data_128 = make_place(place_of(t.terminal_id, t.type, iso8583::transit_line(t), iso8583::transit_station(t), t.when));
 
     auto hook = [this, upload = upload.get(), kind](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
-        assert(results.size() == 1);
+        COCONUT_ASSERT(results.size() == 1);
         if (results[0].code != ledger::ResultCode::ok) return Ok{};  // the same record again: counted once
         const PurseTransaction& t = upload->transaction;
         std::vector<RiskFlag> flags;
@@ -706,7 +563,7 @@ void Engine::review(std::shared_ptr<Upload> upload, RiskKind kind) {
 namespace detail {
 
 lmdb::Status raise_flags(const Registry& registry, lmdb::Txn& txn, const Asn& asn, std::span<const RiskFlag> flags) {
-    assert(flags.size() <= risk_flags_per_message_max);
+    COCONUT_ASSERT(flags.size() <= risk_flags_per_message_max);
     std::uint32_t added_count = 0;
     for (const RiskFlag& f : flags) {
         auto added = registry.put_risk(txn, f);
@@ -741,7 +598,7 @@ void Engine::book(std::shared_ptr<Upload> upload) {
     // terminal's STAN. The hook runs inside the commit, before on_commit (which owns `upload`) is called:
     // a plain pointer keeps the std::function allocation-free and the Upload's release off the writer thread.
     auto hook = [this, upload = upload.get()](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
-        assert(results.size() == 1);
+        COCONUT_ASSERT(results.size() == 1);
         const PurseTransaction& t = upload->transaction;
         const ledger::ResultCode code = results[0].code;
         if (code != ledger::ResultCode::ok) {
@@ -762,54 +619,13 @@ void Engine::book(std::shared_ptr<Upload> upload) {
         auto stored_card = registry_.card_in(txn, t.asn);
         if (!stored_card) return Unexpected<lmdb::Error>{stored_card.error()};
         if (!*stored_card) return Ok{};  // removed meanwhile: nothing to mirror
-        CardRecord card = **stored_card;
-        std::vector<RiskFlag> flags;
-        auto flag = [&](RiskKind kind, std::uint16_t atc, std::string detail) {
-            flags.push_back(RiskFlag{kind, t.asn, atc, t.type, wall_clock_ns(), std::move(detail)});
-        };
-        // DF03 and DF04 are claims (the TAC does not cover them): they feed these risk rules only.
-        const bool plausible_atc = int{t.offline_atc} - int{card.offline_atc_next} < int{atc_ahead_plausible_max};
-        if (!plausible_atc) {
-            flag(RiskKind::atc_implausible, t.offline_atc,
-                 fmt::format("claimed offline ATC {} is {} above the card's booked prefix {}: not used", t.offline_atc,
-                             t.offline_atc - card.offline_atc_next, card.offline_atc_next));
-        }
-        // shadow_mismatch (README "Risk flags"): the shadow equals the card's balance before this
-        // purchase only when every earlier offline ATC is booked and no later one is (uploads from
-        // many terminals arrive in any order), up to the card's loads: unconfirmed ones may be on
-        // the card and not in the shadow, and posted ones may have been credited after the purchase.
-        const bool newest = !card.offline_atc_seen || t.offline_atc > card.offline_atc_max;
-        if (plausible_atc && newest && t.offline_atc == card.offline_atc_next) {
-            const auto before = static_cast<std::int64_t>(t.balance_before_fen);
-            const std::int64_t most = card.shadow_balance_fen + static_cast<std::int64_t>(card.unconfirmed_loads_fen);
-            const bool loads_precede = card.latest_load_when < when_number(t.when);
-            if (before > most) {
-                flag(RiskKind::shadow_mismatch, t.offline_atc,
-                     fmt::format("balance before {} fen above shadow {} + unconfirmed loads {} fen", before, card.shadow_balance_fen,
-                                 card.unconfirmed_loads_fen));
-            } else if (loads_precede && before < card.shadow_balance_fen) {
-                flag(RiskKind::shadow_mismatch, t.offline_atc,
-                     fmt::format("balance before {} fen below shadow {} fen", before, card.shadow_balance_fen));
-            }
-        }
-        card.shadow_balance_fen -= static_cast<std::int64_t>(upload->amount_fen);
-        if (card.shadow_balance_fen < 0) flag(RiskKind::shadow_negative, t.offline_atc, fmt::format("shadow {} fen", card.shadow_balance_fen));
-        if (plausible_atc) {
-            if (newest) card.offline_atc_max = t.offline_atc;
-            // atc_gap (README "Risk flags"): offline ATCs still missing when 64 later ones could have
-            // arrived — not merely one that arrives late from another terminal. One flag per range.
-            if (auto gap = mark_atc_booked(card, t.offline_atc)) {
-                flag(RiskKind::atc_gap, gap->first,
-                     fmt::format("offline ATCs {}–{} given up when ATC {} was booked ({} missing)", gap->first, gap->last, t.offline_atc,
-                                 gap->missing));
-            }
-            card.offline_atc_seen = true;
-        }
-        card.offline_purchases++;
-        if (card.status != CardStatus::active) flag(RiskKind::hotlisted_card_used, t.offline_atc, std::string(to_string(card.status)));
-        assert(flags.size() <= risk_flags_per_message_max);
-        for (const RiskFlag& f : flags) {
-            auto added = registry_.put_risk(txn, f);
+        // The risk rules (risk_rules.hpp) over the card as booked so far; each finding a flag.
+        const risk::Assessment assessed = risk::assess_purchase(
+            **stored_card, risk::PurchaseFacts{upload->amount_fen, t.offline_atc, t.balance_before_fen, when_number(t.when)});
+        CardRecord card = assessed.card;
+        const std::uint64_t now = assessed.findings.empty() ? 0 : wall_clock_ns();
+        for (const risk::Finding& f : assessed.findings) {
+            auto added = registry_.put_risk(txn, RiskFlag{f.kind, t.asn, f.atc, t.type, now, f.detail});
             if (!added) return Unexpected<lmdb::Error>{added.error()};
             if (*added) card.risk_flags++;
         }

@@ -1,0 +1,165 @@
+// The account plan of the clearing (docs/DESIGN.md §8.4): ledgers, account and transfer codes, the
+// fixed accounts, the ids derived for cards, participants and transfers, the Place a card transaction
+// keeps in user_data_128, the participant (who is paid), and the clearing's Error. The bottom layer
+// of clearing/ (clearing/README.md "Layers"): the ledger and the common base only, no Boost, so
+// settlement and the tools read the plan without the daemon.
+#pragma once
+
+#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/identifiers.hpp>
+#include <coconut/ledger/ledger.hpp>
+#include <coconut/result.hpp>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace coconut::clearing {
+
+using coconut::Asn;  // coconut/core/identifiers.hpp
+using coconut::IssuerId;
+using coconut::TerminalId;
+
+// ---- errors -------------------------------------------------------------------------------------
+
+enum class ErrorCode : std::uint8_t {
+    bad_input,  // registry JSON or a command-line value: the message names the field
+    storage,    // LMDB / ledger operating error
+    locked,     // another process (a running daemon) holds the data directory
+    conflict,   // the registry file contradicts what is stored (e.g. a changed opening balance)
+};
+
+struct Error {
+    ErrorCode code = ErrorCode::bad_input;
+    std::string message;
+};
+
+template <class T>
+using Result = coconut::Result<T, Error>;
+using Status = coconut::Status<Error>;
+
+// ---- account plan (docs/DESIGN.md §8.4) -----------------------------------------------------------
+
+namespace ledgers {
+inline constexpr std::uint32_t purse = 1;    // the purse: money prepaid by cardholders
+inline constexpr std::uint32_t medical = 2;  // medical insurance personal accounts
+}  // namespace ledgers
+
+// Account.code
+namespace account_codes {
+inline constexpr std::uint16_t card_purse_shadow = 1;    // per card, ledger 1: what the card should hold
+inline constexpr std::uint16_t card_medical = 2;         // per card, ledger 2: debits_must_not_exceed_credits
+inline constexpr std::uint16_t participant_payable = 3;  // per participant and ledger: owed to the merchant
+inline constexpr std::uint16_t purse_float = 10;         // ledger 1: cardholders' money at the issuing bank
+inline constexpr std::uint16_t medical_fund = 11;        // ledger 2: the social-insurance fund
+inline constexpr std::uint16_t fee_income = 12;          // per ledger: the scheme's fees (posted by settlement)
+inline constexpr std::uint16_t suspense = 13;            // per ledger: TAC failed; never paid out until resolved
+inline constexpr std::uint16_t review_claims = 14;       // ledger 1: what terminals claimed without proof (debited by review records)
+}  // namespace account_codes
+
+// Transfer.code
+namespace transfer_codes {
+inline constexpr std::uint16_t offline_purchase = 1;  // purse shadow → participant payable (TAC valid)
+// An upload whose TAC failed (a forgery, or a record damaged on the terminal): review claims → suspense,
+// under an id of its own (review_transfer). Neither the card's shadow nor a payable is touched: an
+// unproven record never moves a cardholder's money nor pays a merchant.
+inline constexpr std::uint16_t tac_failed = 2;
+inline constexpr std::uint16_t opening_balance = 3;   // float → purse shadow, fund → medical (registry load)
+inline constexpr std::uint16_t online_load = 4;       // float → purse shadow: pending at 0200, posted by 0220, voided by 0400/0420/timeout
+inline constexpr std::uint16_t clinic_medical = 5;    // medical account → clinic payable (ledger 2): hold at 0100, posted (partially) by 0220, voided by 0400/expiry
+inline constexpr std::uint16_t settlement_payout = 7; // settlement: participant payable → float (ledger 1) / fund (ledger 2), the net paid by the bank
+inline constexpr std::uint16_t settlement_fee = 8;    // settlement: participant payable → fee income, the scheme's fee
+// A second record with a valid TAC under a booked purchase's id (the PSAM spent a serial twice, e.g. a
+// restored PSAM image): review claims → suspense for a person to resolve; never booked twice.
+inline constexpr std::uint16_t serial_conflict = 9;
+// A manual adjustment: proposed by one clerk, approved by another (clearing/README.md "Manual
+// adjustments"); between participant payables, the ledger's float / fund and card medical accounts only.
+inline constexpr std::uint16_t manual_adjustment = 10;
+}  // namespace transfer_codes
+
+// Transfer user data (what the query API and settlement read back without other tables):
+//   user_data_64  the participant id (field 32) of the terminal that originated it; for settlement transfers
+//                 the participant paid; 0 for opening balances
+//   user_data_32  the PSAM terminal transaction serial (card transactions); the STAN (account-based)
+//   user_data_128 card transactions (make_place / parse_place): bytes 0–5 PSAM terminal id (BCD), 6 card
+//                 transaction type (02 load, 06 purchase, 09 compound), 7–8 line (BE), 9–10 station (BE),
+//                 11–15 card local time BCD YYMMDDhhmm; line/station 0 without a CAPP record (shop, clinic,
+//                 load). Clinic holds: bytes 0–5 PSAM terminal id, 6 = 0, rest 0.
+//                 Settlement transfers: the cycle id (business date YYYYMMDD as BE u32 in bytes 0–3).
+
+// The user_data_128 of a card transaction, decoded.
+struct Place {
+    TerminalId terminal_id{};  // PSAM terminal id
+    std::uint8_t type = 0;     // card transaction type; 0 for clinic holds
+    std::uint16_t line = 0;
+    std::uint16_t station = 0;
+    std::array<std::uint8_t, 5> local_time_bcd{};  // YYMMDDhhmm, Hainan time
+    friend bool operator==(const Place&, const Place&) = default;
+};
+ledger::Id make_place(const Place& place);
+Place parse_place(const ledger::Id& user_data_128);
+
+// Fixed accounts: small ids that no derived (SHA-256) id reaches in practice.
+inline constexpr ledger::Id purse_float_account = ledger::make_id(1);
+inline constexpr ledger::Id medical_fund_account = ledger::make_id(2);
+inline constexpr ledger::Id purse_fee_income_account = ledger::make_id(3);
+inline constexpr ledger::Id medical_fee_income_account = ledger::make_id(4);
+inline constexpr ledger::Id purse_suspense_account = ledger::make_id(5);
+inline constexpr ledger::Id medical_suspense_account = ledger::make_id(6);
+inline constexpr ledger::Id purse_review_claims_account = ledger::make_id(7);
+
+ledger::Id purse_shadow_account(const Asn& asn);     // derive_id("purse" ‖ ASN)
+ledger::Id medical_account(const Asn& asn);          // derive_id("medical" ‖ ASN)
+ledger::Id payable_account(std::uint64_t participant_id, std::uint32_t ledger_number);  // derive_id("payable" ‖ id ‖ ledger)
+// Offline purchase (docs: clearing/ISO8583.md §4.8): derive_id("purchase" ‖ ASN ‖ PSAM terminal id ‖
+// terminal serial BE4) — only what the TAC proves: it is computed under the card's own key and covers the
+// terminal id and serial, and the PSAM spends each serial once. A re-sent upload lands on it whatever the
+// claims it carries (DF03 balance before, DF04 offline ATC, DF0C transit record) say.
+ledger::Id offline_purchase_transfer(const Asn& asn, const TerminalId& psam_terminal_id, std::uint32_t terminal_serial);
+// An upload recorded for review instead of booked (TAC invalid, or a serial conflict):
+// derive_id("review" ‖ canonical id ‖ SHA-256 of fields 4 and 62 as uploaded), so a forgery
+// never occupies the id the genuine upload needs, and the same forgery re-sent lands on the same record.
+ledger::Id review_transfer(const ledger::Id& canonical_id, std::string_view amount4, std::string_view field62);
+ledger::Id opening_balance_transfer(const Asn& asn, std::uint32_t ledger_number);
+// The transfer an approved manual adjustment books: derive_id("adjustment" ‖ proposal number BE8).
+ledger::Id adjustment_transfer(std::uint64_t proposal_number);
+// Online load (ISO8583.md §4.1): derive_id(ASN ‖ online ATC BE2 ‖ 02) for attempt 0 exactly (docs/DESIGN.md §4.3);
+// a later attempt with the same ATC (the first was reversed or expired) appends the attempt number.
+ledger::Id online_load_transfer(const Asn& asn, std::uint16_t online_atc, std::uint8_t attempt = 0);
+// Clinic hold: derive_id(field 41 (8 ASCII) ‖ batch number (6 ASCII digits) ‖ STAN (6 ASCII digits)) of the 0100.
+ledger::Id clinic_hold_transfer(std::string_view terminal_id, std::uint32_t batch_number, std::uint32_t stan);
+// The transfers that resolve a pending one: derive_id(pending id BE16 ‖ suffix).
+enum class Resolution : std::uint8_t {
+    post = 1,       // load confirmation, clinic completion
+    void_hold = 2,  // reversal (0400 / 0420)
+    late_load = 3,  // confirmation of a load that was voided or expired meanwhile: booked single-phase
+};
+ledger::Id resolving_transfer(const ledger::Id& pending_id, Resolution resolution);
+
+// The fixed accounts of the plan (float, fund, fee income, suspense), for start-up and `admin load`.
+std::vector<ledger::Account> fixed_accounts();
+
+// What opens a participant or a card in the ledger: a participant's payable account on each ledger; a
+// card's purse shadow and medical accounts, then its nonzero opening balances (from the float and the fund).
+void append_participant_opening(std::vector<ledger::Event>& events, std::uint64_t participant_id);
+void append_card_opening(std::vector<ledger::Event>& events, const Asn& asn, std::uint32_t purse_opening_fen,
+                         std::uint32_t medical_opening_fen);
+
+// ---- participants ---------------------------------------------------------------------------------------
+
+// A participant of the scheme: a bus operator, shop or clinic the clearing pays (settlement/README.md).
+struct Participant {
+    std::uint64_t id = 0;  // field 32, acquiring institution id (≤ 11 digits)
+    std::string name;
+    std::string kind;          // "bus", "shop", "clinic"
+    std::string bank_account;  // where settlement pays the payable
+    std::uint32_t fee_rate_bp = 0;  // basis points of gross, ≤ fee_rate_bp_max
+};
+
+inline constexpr std::uint32_t fee_rate_bp_max = 10'000;  // 100 %
+inline constexpr std::size_t name_chars_max = 128;        // a participant's name, a clerk's reason
+
+}  // namespace coconut::clearing
