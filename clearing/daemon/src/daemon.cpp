@@ -119,26 +119,31 @@ struct Daemon::State {
 
 // ---- open ------------------------------------------------------------------------------------------------
 
+DaemonResult<DataDirectory> open_data_directory(const std::filesystem::path& dir, ledger::Options options) {
+    const std::string text = dir.string();
+    if (!std::filesystem::is_directory(dir))
+        return Unexpected<DaemonError>{failure(Kind::storage, fmt::format("data directory {} does not exist", text))};
+    options.directory = text;
+    auto opened = ledger::Ledger::open(options);
+    if (!opened)
+        return Unexpected<DaemonError>{failure(
+            Kind::storage, fmt::format("cannot open the ledger in {}: {}", text, opened.error().message))};
+    auto registry = Registry::open(opened.value()->env());
+    if (!registry) return Unexpected<DaemonError>{failure(Kind::storage, registry.error().message)};
+    return DataDirectory{std::move(opened).value(), std::move(registry).value()};
+}
+
 DaemonStatus Daemon::State::open_data() {
-    const std::string dir = options.data.string();
     std::error_code ec;
     std::filesystem::create_directories(options.data, ec);
     auto locked = DirectoryLock::acquire(options.data);
     if (!locked) return Unexpected<DaemonError>{locked.error()};
     lock.emplace(std::move(locked).value());
-    if (!std::filesystem::is_directory(options.data))
-        return Unexpected<DaemonError>{
-            failure(Kind::storage, fmt::format("data directory {} does not exist", dir))};
-    options.ledger.directory = dir;
-    auto opened = ledger::Ledger::open(options.ledger);
-    if (!opened)
-        return Unexpected<DaemonError>{failure(
-            Kind::storage, fmt::format("cannot open the ledger in {}: {}", dir, opened.error().message))};
-    ledger = std::move(opened).value();
-    auto registry_opened = Registry::open(ledger->env());
-    if (!registry_opened)
-        return Unexpected<DaemonError>{failure(Kind::storage, registry_opened.error().message)};
-    registry = std::move(registry_opened).value();
+    options.ledger.directory = options.data.string();
+    auto data = open_data_directory(options.data, options.ledger);
+    if (!data) return Unexpected<DaemonError>{data.error()};
+    ledger = std::move(data->ledger);
+    registry = std::move(data->registry);
     auto tokens_opened = http::Tokens::open(ledger->env(), options.data);
     if (!tokens_opened) return Unexpected<DaemonError>{failure(Kind::storage, tokens_opened.error().message)};
     tokens = std::move(tokens_opened).value();

@@ -54,10 +54,7 @@ int exit_for(const Error& e) {
     return exit_storage;
 }
 
-struct Opened {
-    std::unique_ptr<ledger::Ledger> ledger;
-    std::unique_ptr<Registry> registry;
-};
+using Opened = DataDirectory;  // daemon.hpp
 
 // The LMDB map every command of this process opens the ledger with (--map-size). The file is sparse:
 // the map only bounds how large the ledger may grow before writes fail with "map full".
@@ -86,15 +83,11 @@ coconut::Result<std::size_t, std::string> parse_map_size(const std::string& text
 coconut::Result<Opened, std::string> open_data(const std::string& dir, bool create) {
     std::error_code ec;
     if (create) std::filesystem::create_directories(dir, ec);
-    if (!std::filesystem::is_directory(dir)) return Unexpected<std::string>{fmt::format("data directory {} does not exist", dir)};
     ledger::Options options;
-    options.directory = dir;
     options.map_size_bytes = map_size_bytes;
-    auto opened = ledger::Ledger::open(options);
-    if (!opened) return Unexpected<std::string>{fmt::format("cannot open the ledger in {}: {}", dir, opened.error().message)};
-    auto registry = Registry::open(opened.value()->env());
-    if (!registry) return Unexpected<std::string>{registry.error().message};
-    return Opened{std::move(opened).value(), std::move(registry).value()};
+    auto opened = open_data_directory(dir, options);
+    if (!opened) return Unexpected<std::string>{opened.error().message};
+    return std::move(opened).value();
 }
 
 // ---- serve ----------------------------------------------------------------------------------------------

@@ -67,6 +67,15 @@ class DirectoryLock {
     int fd_ = -1;
 };
 
+// A data directory's ledger and registry, opened (not locked: the caller holds its DirectoryLock, or
+// reads only). `options.directory` is `dir`. Error storage: the directory is missing, or the ledger or
+// the registry cannot be opened (the message names which).
+struct DataDirectory {
+    std::unique_ptr<ledger::Ledger> ledger;
+    std::unique_ptr<Registry> registry;
+};
+DaemonResult<DataDirectory> open_data_directory(const std::filesystem::path& dir, ledger::Options options);
+
 // coconut-hsmd over the network (serve --hsm, --hsm-key, --tac-key, --hsm-*).
 struct RemoteHsmConfig {
     hsm::wire::Endpoint endpoint;
