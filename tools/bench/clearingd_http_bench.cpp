@@ -315,6 +315,7 @@ int main(int argc, char** argv) {
     daemon_options.data = dir / "data";
     daemon_options.cpu_layout = *layout;
     daemon_options.local_hsm = &no_hsm;
+    daemon_options.expiry_scan_interval = std::chrono::milliseconds(0);  // no engine traffic: nothing expires
     http::HttpOptions& http_options = daemon_options.http.emplace();
     http_options.io_threads = http_threads;
     http_options.token_requests_per_s = 1e9;  // the limiter still runs on every request, it just never refuses

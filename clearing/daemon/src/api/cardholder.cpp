@@ -150,7 +150,11 @@ ApiResponse balance(const Services& s, const lmdb::Txn& txn, const CardHolder& h
     out.body.reserve(320);
     fmt::format_to(std::back_inserter(out.body),
                    R"({{"card_number":"{}","currency":"CNY","last_cleared_at":)", to_string(holder.number));
-    out.body += last_ns ? fmt::format("\"{}\"", iso_time(last_ns)) : std::string("null");
+    if (last_ns) {
+        fmt::format_to(std::back_inserter(out.body), "\"{}\"", iso_time(last_ns));
+    } else {
+        out.body += "null";
+    }
     out.body += R"(,"medical":)";
     account_json(out.body, *medical, true);
     out.body += R"(,"purse":)";
