@@ -22,7 +22,7 @@
 //
 // Checked on every response: at least SW1 SW2, at most 65536 + 2 bytes; transmit() never throws; the
 // balance never exceeds the purse maximum; the ATCs never go down.
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
 #include <coconut/cos/card.hpp>
 #include <coconut/crypto/card_crypto.hpp>
 

@@ -9,13 +9,15 @@
 // Properties: open() never crashes; it refuses with a message or opens a card. An opened card answers a
 // short session of every application with a status word, commits what it changes, and the image then
 // opens again with the same state (the commit it made is the one a reopen loads).
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
+#include <coconut/core/sha256.hpp>
 #include <coconut/cos/card.hpp>
 
 #include <fuzz_support.hpp>
 
 #include <nlohmann/json.hpp>
-#include <openssl/evp.h>
+
+#include <algorithm>
 
 namespace {
 
@@ -35,8 +37,8 @@ fuzz::ScratchDir& scratch() {
 }
 
 void put_sha256(Bytes& file, std::size_t from, std::size_t size, std::size_t at) {
-    unsigned int length = 0;
-    EVP_Digest(file.data() + from, size, file.data() + at, &length, EVP_sha256(), nullptr);
+    const Sha256Digest digest = sha256(ByteView(file).subspan(from, size));
+    std::copy(digest.begin(), digest.end(), file.begin() + static_cast<std::ptrdiff_t>(at));
 }
 
 void repair(Bytes& file, std::uint8_t flags) {

@@ -10,7 +10,7 @@
 #include "commands.hpp"
 #include "image_lock.hpp"
 
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
 #include <coconut/cos/card.hpp>
 
 #include <cstdio>

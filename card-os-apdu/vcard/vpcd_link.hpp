@@ -9,7 +9,7 @@
 // clears it), length and payload in ONE send. Without them each APDU costs ~44 ms instead of ~0.1 ms.
 #pragma once
 
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
 
 #include <atomic>
 #include <chrono>

@@ -1,6 +1,6 @@
 #include "file_io.hpp"
 
-#include <coconut/durable_file.hpp>
+#include <coconut/core/durable_file.hpp>
 
 #include <fmt/format.h>
 
@@ -27,10 +27,7 @@ Status<Failure> write_all(int fd, ByteView bytes, const std::filesystem::path& p
 }
 
 Status<Failure> fsync_directory(const std::filesystem::path& file) {
-    const std::filesystem::path dir = file.has_parent_path() ? file.parent_path() : std::filesystem::path(".");
-    Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (fd.get() < 0 || ::fsync(fd.get()) != 0)
-        return fail(Errc::io_error, fmt::format("cannot fsync directory {}: {}", dir.string(), errno_text()));
+    if (auto synced = fsync_parent_directory(file); !synced) return fail(Errc::io_error, "cannot " + synced.error().message());
     return Ok{};
 }
 
@@ -57,9 +54,9 @@ Status<Failure> write_new_private_file(const std::filesystem::path& path, ByteVi
 }
 
 Status<Failure> replace_file_atomically(const std::filesystem::path& path, ByteView bytes) {
-    // The project's one write-temporary + fsync + rename + directory-fsync (coconut/durable_file.hpp).
-    if (const std::string error = write_file_atomically(path, bytes, 0600); !error.empty())
-        return fail(Errc::io_error, fmt::format("cannot replace {}: {}", path.string(), error));
+    // The project's one write-temporary + fsync + rename + directory-fsync (coconut/core/durable_file.hpp).
+    if (auto written = write_file_atomically(path, bytes, 0600); !written)
+        return fail(Errc::io_error, fmt::format("cannot replace {}: {}", path.string(), written.error().message()));
     return Ok{};
 }
 

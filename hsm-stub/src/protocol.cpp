@@ -3,10 +3,11 @@
 #include "file_io.hpp"
 #include "secure_buffer.hpp"
 
+#include <coconut/core/endpoint.hpp>
+
 #include <fmt/format.h>
 #include <sodium.h>
 
-#include <charconv>
 #include <fstream>
 #include <sstream>
 
@@ -609,18 +610,9 @@ Status<Failure> write_client_credentials(const std::filesystem::path& path, cons
 }
 
 Outcome<Endpoint> parse_endpoint(std::string_view text, bool allow_any_port) {
-    const std::size_t colon = text.rfind(':');
-    if (colon == std::string_view::npos || colon == 0)
-        return fail(Errc::bad_request, fmt::format("'{}' is not HOST:PORT", text));
-    Endpoint endpoint;
-    endpoint.host = std::string(text.substr(0, colon));
-    const std::string_view port = text.substr(colon + 1);
-    unsigned value = 0;
-    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (ec != std::errc() || end != port.data() + port.size() || value > 65535 || (value == 0 && !allow_any_port))
-        return fail(Errc::bad_request, fmt::format("'{}' is not a TCP port (1–65535)", port));
-    endpoint.port = static_cast<std::uint16_t>(value);
-    return endpoint;
+    auto parsed = parse_host_port(text, allow_any_port ? PortZero::allowed : PortZero::refused);
+    if (!parsed) return fail(Errc::bad_request, parsed.error());
+    return Endpoint{std::move(parsed->host), parsed->port};
 }
 
 }  // namespace coconut::hsm::wire

@@ -87,10 +87,6 @@ hsm::Outcome<hsm::KeyRef> key_of(const std::string& text) {
     return *ref;
 }
 
-#define TRY(var, expr)                                                        \
-    auto var = (expr);                                                        \
-    if (!var) return report(var.error())
-
 int print_verdict(hsm::Verdict verdict, nlohmann::json json) {
     json["verdict"] = hsm::verdict_name(verdict);
     if (json_output)
@@ -201,41 +197,41 @@ int main(int argc, char** argv) {
         return app.exit(e) == 0 ? 0 : exit_usage;
     }
 
-    TRY(endpoint, hsm::wire::parse_endpoint(connect));
-    TRY(credentials, hsm::wire::read_client_credentials(key_file));
+    COCONUT_TRY(endpoint, hsm::wire::parse_endpoint(connect), report);
+    COCONUT_TRY(credentials, hsm::wire::read_client_credentials(key_file), report);
     hsm::ClientOptions options;
     options.connect_timeout = std::chrono::milliseconds(timeout_ms);
     options.request_timeout = std::chrono::milliseconds(timeout_ms);
-    TRY(client, hsm::Client::connect(endpoint.value(), std::move(credentials.value()), options));
-    hsm::Client& hsm_client = *client.value();
+    COCONUT_TRY(client, hsm::Client::connect(endpoint, std::move(credentials), options), report);
+    hsm::Client& hsm_client = *client;
 
     if (kcv->parsed()) {
-        TRY(ref, key_of(f.key));
-        TRY(info, hsm_client.key_info(ref.value()));
-        const nlohmann::json json = {{"label", info->label},
-                                     {"version", info->version},
-                                     {"type", hsm::key_type_name(info->type)},
-                                     {"usage", hsm::key_usage_name(info->usage)},
-                                     {"status", info->status == hsm::KeyStatus::active ? "active" : "retired"},
-                                     {"kcv", to_hex(info->kcv)}};
+        COCONUT_TRY(ref, key_of(f.key), report);
+        COCONUT_TRY(info, hsm_client.key_info(ref), report);
+        const nlohmann::json json = {{"label", info.label},
+                                     {"version", info.version},
+                                     {"type", hsm::key_type_name(info.type)},
+                                     {"usage", hsm::key_usage_name(info.usage)},
+                                     {"status", info.status == hsm::KeyStatus::active ? "active" : "retired"},
+                                     {"kcv", to_hex(info.kcv)}};
         if (json_output)
             std::cout << json.dump() << "\n";
         else
-            std::cout << fmt::format("{}:{} {} {} {} KCV {}\n", info->label, info->version, hsm::key_type_name(info->type),
-                                     hsm::key_usage_name(info->usage), json["status"].get<std::string>(), to_hex(info->kcv));
+            std::cout << fmt::format("{}:{} {} {} {} KCV {}\n", info.label, info.version, hsm::key_type_name(info.type),
+                                     hsm::key_usage_name(info.usage), json["status"].get<std::string>(), to_hex(info.kcv));
         return exit_ok;
     }
     if (derive->parsed()) {
-        TRY(card, card_of(f));
-        TRY(kek, key_of(transport));
-        hsm::wire::DeriveCardKeys request{card.value(), kek.value(), {}};
+        COCONUT_TRY(card, card_of(f), report);
+        COCONUT_TRY(kek, key_of(transport), report);
+        hsm::wire::DeriveCardKeys request{card, kek, {}};
         for (const std::string& m : masters) {
-            TRY(ref, key_of(m));
-            request.masters.push_back(ref.value());
+            COCONUT_TRY(ref, key_of(m), report);
+            request.masters.push_back(ref);
         }
-        TRY(set, hsm_client.derive_card_keys(request));
+        COCONUT_TRY(set, hsm_client.derive_card_keys(request), report);
         nlohmann::json keys = nlohmann::json::array();
-        for (const auto& k : set->keys)
+        for (const auto& k : set.keys)
             keys.push_back({{"key", hsm::card_key_name(k.usage)},
                             {"usage", hsm::key_usage_name(k.usage)},
                             {"master", hsm::to_string(k.master)},
@@ -243,75 +239,75 @@ int main(int argc, char** argv) {
                             {"encrypted", to_hex(k.encrypted)}});
         if (json_output) {
             std::cout << nlohmann::json{{"asn", f.asn},
-                                        {"issuer", coconut::to_hex(card->issuer_id)},
-                                        {"transport", hsm::to_string(set->transport)},
-                                        {"transport_kcv", to_hex(set->transport_kcv)},
+                                        {"issuer", coconut::to_hex(card.issuer_id)},
+                                        {"transport", hsm::to_string(set.transport)},
+                                        {"transport_kcv", to_hex(set.transport_kcv)},
                                         {"keys", keys}}
                              .dump()
                       << "\n";
         } else {
-            std::cout << fmt::format("card {} issuer {}; keys encrypted under {} (KCV {})\n", f.asn, to_hex(card->issuer_id),
-                                     hsm::to_string(set->transport), to_hex(set->transport_kcv));
-            for (const auto& k : set->keys)
+            std::cout << fmt::format("card {} issuer {}; keys encrypted under {} (KCV {})\n", f.asn, to_hex(card.issuer_id),
+                                     hsm::to_string(set.transport), to_hex(set.transport_kcv));
+            for (const auto& k : set.keys)
                 std::cout << fmt::format("  {:<5} from {:<24} KCV {}  encrypted {}\n", hsm::card_key_name(k.usage),
                                          hsm::to_string(k.master), to_hex(k.kcv), to_hex(k.encrypted));
         }
         return exit_ok;
     }
     if (export_cmd->parsed()) {
-        TRY(issuer, hsm::parse_issuer_id(f.issuer));
-        TRY(master, key_of(purchase_key));
-        TRY(kek, key_of(transport));
-        TRY(key, hsm_client.export_issuer_key({issuer.value(), master.value(), kek.value()}));
-        const nlohmann::json json = {{"issuer", f.issuer}, {"master", hsm::to_string(key->master)},
-                                     {"kcv", to_hex(key->kcv)}, {"encrypted", to_hex(key->encrypted)}};
+        COCONUT_TRY(issuer, hsm::parse_issuer_id(f.issuer), report);
+        COCONUT_TRY(master, key_of(purchase_key), report);
+        COCONUT_TRY(kek, key_of(transport), report);
+        COCONUT_TRY(key, hsm_client.export_issuer_key({issuer, master, kek}), report);
+        const nlohmann::json json = {{"issuer", f.issuer}, {"master", hsm::to_string(key.master)},
+                                     {"kcv", to_hex(key.kcv)}, {"encrypted", to_hex(key.encrypted)}};
         if (json_output)
             std::cout << json.dump() << "\n";
         else
-            std::cout << fmt::format("issuer purchase key from {}: KCV {} encrypted {}\n", hsm::to_string(key->master),
-                                     to_hex(key->kcv), to_hex(key->encrypted));
+            std::cout << fmt::format("issuer purchase key from {}: KCV {} encrypted {}\n", hsm::to_string(key.master),
+                                     to_hex(key.kcv), to_hex(key.encrypted));
         return exit_ok;
     }
     if (verify_tac->parsed()) {
-        TRY(ref, key_of(tac_key));
-        TRY(card, card_of(f));
-        TRY(type, type_of(f.type));
-        TRY(terminal, hsm::parse_terminal_id(f.terminal));
-        TRY(when, hsm::parse_card_date_time(f.date, f.time));
-        TRY(tac, hex_field<4>(f.tac, "--tac"));
-        const hsm::PurchaseTac item{ref->version, card.value(), f.amount, type.value(), terminal.value(), f.serial, when.value(),
-                                    tac.value()};
-        TRY(verdicts, hsm_client.verify_purchase_tacs(ref->label, std::span(&item, 1)));
-        return print_verdict(verdicts->front(), {{"key", hsm::to_string(ref.value())}});
+        COCONUT_TRY(ref, key_of(tac_key), report);
+        COCONUT_TRY(card, card_of(f), report);
+        COCONUT_TRY(type, type_of(f.type), report);
+        COCONUT_TRY(terminal, hsm::parse_terminal_id(f.terminal), report);
+        COCONUT_TRY(when, hsm::parse_card_date_time(f.date, f.time), report);
+        COCONUT_TRY(tac, hex_field<4>(f.tac, "--tac"), report);
+        const hsm::PurchaseTac item{ref.version, card, f.amount, type, terminal, f.serial, when,
+                                    tac};
+        COCONUT_TRY(verdicts, hsm_client.verify_purchase_tacs(ref.label, std::span(&item, 1)), report);
+        return print_verdict(verdicts.front(), {{"key", hsm::to_string(ref)}});
     }
     if (verify_load_tac->parsed()) {
-        TRY(ref, key_of(tac_key));
-        TRY(card, card_of(f));
-        TRY(type, type_of(f.type));
-        TRY(terminal, hsm::parse_terminal_id(f.terminal));
-        TRY(when, hsm::parse_card_date_time(f.date, f.time));
-        TRY(tac, hex_field<4>(f.tac, "--tac"));
-        TRY(verdict, hsm_client.verify_load_tac({ref.value(), card.value(), f.new_balance, static_cast<std::uint16_t>(f.atc), f.amount,
-                                                 type.value(), terminal.value(), when.value(), tac.value()}));
-        return print_verdict(verdict.value(), {{"key", hsm::to_string(ref.value())}});
+        COCONUT_TRY(ref, key_of(tac_key), report);
+        COCONUT_TRY(card, card_of(f), report);
+        COCONUT_TRY(type, type_of(f.type), report);
+        COCONUT_TRY(terminal, hsm::parse_terminal_id(f.terminal), report);
+        COCONUT_TRY(when, hsm::parse_card_date_time(f.date, f.time), report);
+        COCONUT_TRY(tac, hex_field<4>(f.tac, "--tac"), report);
+        COCONUT_TRY(verdict, hsm_client.verify_load_tac({ref, card, f.new_balance, static_cast<std::uint16_t>(f.atc), f.amount,
+                                                 type, terminal, when, tac}), report);
+        return print_verdict(verdict, {{"key", hsm::to_string(ref)}});
     }
     if (load->parsed()) {
-        TRY(ref, key_of(load_key));
-        TRY(card, card_of(f));
-        TRY(type, type_of(f.type));
-        TRY(terminal, hsm::parse_terminal_id(f.terminal));
-        TRY(when, hsm::parse_card_date_time(f.date, f.time));
-        TRY(random, hex_field<4>(f.random, "--random"));
-        TRY(mac1, hex_field<4>(f.mac1, "--mac1"));
-        TRY(answer, hsm_client.load_mac2({ref.value(), card.value(), f.old_balance, f.amount, type.value(), terminal.value(),
-                                          static_cast<std::uint16_t>(f.atc), random.value(), mac1.value(), when.value()}));
-        const bool valid = answer->mac1 == hsm::Verdict::valid;
-        nlohmann::json json = {{"mac1", hsm::verdict_name(answer->mac1)}, {"key_version", answer->key_version}};
-        if (valid) json["mac2"] = to_hex(answer->mac2);
+        COCONUT_TRY(ref, key_of(load_key), report);
+        COCONUT_TRY(card, card_of(f), report);
+        COCONUT_TRY(type, type_of(f.type), report);
+        COCONUT_TRY(terminal, hsm::parse_terminal_id(f.terminal), report);
+        COCONUT_TRY(when, hsm::parse_card_date_time(f.date, f.time), report);
+        COCONUT_TRY(random, hex_field<4>(f.random, "--random"), report);
+        COCONUT_TRY(mac1, hex_field<4>(f.mac1, "--mac1"), report);
+        COCONUT_TRY(answer, hsm_client.load_mac2({ref, card, f.old_balance, f.amount, type, terminal,
+                                          static_cast<std::uint16_t>(f.atc), random, mac1, when}), report);
+        const bool valid = answer.mac1 == hsm::Verdict::valid;
+        nlohmann::json json = {{"mac1", hsm::verdict_name(answer.mac1)}, {"key_version", answer.key_version}};
+        if (valid) json["mac2"] = to_hex(answer.mac2);
         if (json_output)
             std::cout << json.dump() << "\n";
         else
-            std::cout << (valid ? fmt::format("MAC1 valid; MAC2 {}\n", to_hex(answer->mac2)) : std::string("MAC1 invalid; no MAC2\n"));
+            std::cout << (valid ? fmt::format("MAC1 valid; MAC2 {}\n", to_hex(answer.mac2)) : std::string("MAC1 invalid; no MAC2\n"));
         return valid ? exit_ok : exit_invalid;
     }
     if (ca_cmd->parsed() || sign_cmd->parsed()) {
@@ -326,8 +322,8 @@ int main(int argc, char** argv) {
             if (!in) return report({hsm::Errc::io_error, fmt::format("cannot read {}", csr_file)});
             signing.request.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
         }
-        TRY(der, sign_cmd->parsed() ? hsm_client.sign_certificate(signing) : hsm_client.ca_certificate());
-        auto certificate = coconut::tls::parse_certificate(der.value());
+        COCONUT_TRY(der, sign_cmd->parsed() ? hsm_client.sign_certificate(signing) : hsm_client.ca_certificate(), report);
+        auto certificate = coconut::tls::parse_certificate(der);
         if (!certificate) return report({hsm::Errc::protocol_error, "the HSM answered with a certificate that does not parse"});
         if (!certificate_out.empty()) {
             if (auto written = coconut::tls::write_certificate(certificate_out, *certificate); !written)
@@ -354,12 +350,12 @@ int main(int argc, char** argv) {
         return exit_ok;
     }
     if (auth->parsed()) {
-        TRY(ref, key_of(auth_key));
-        TRY(card, card_of(f));
-        TRY(challenge, hex_field<8>(f.challenge, "--challenge"));
-        TRY(cryptogram, hex_field<8>(f.cryptogram, "--cryptogram"));
-        TRY(verdict, hsm_client.verify_internal_auth({ref.value(), card.value(), challenge.value(), cryptogram.value()}));
-        return print_verdict(verdict.value(), {{"key", hsm::to_string(ref.value())}});
+        COCONUT_TRY(ref, key_of(auth_key), report);
+        COCONUT_TRY(card, card_of(f), report);
+        COCONUT_TRY(challenge, hex_field<8>(f.challenge, "--challenge"), report);
+        COCONUT_TRY(cryptogram, hex_field<8>(f.cryptogram, "--cryptogram"), report);
+        COCONUT_TRY(verdict, hsm_client.verify_internal_auth({ref, card, challenge, cryptogram}), report);
+        return print_verdict(verdict, {{"key", hsm::to_string(ref)}});
     }
     return exit_usage;
 }

@@ -1,6 +1,7 @@
 // The clerk API transport of the settlement poster: plain HTTP or HTTPS (clerk_http.hpp).
 #include "clerk_http.hpp"
 
+#include <coconut/core/endpoint.hpp>
 #include <coconut/tls/tls.hpp>
 
 #include <boost/asio/connect.hpp>
@@ -69,18 +70,10 @@ Result<ClerkEndpoint> parse_clerk_endpoint(std::string_view url) {
         return bad_endpoint(url);
     }
     if (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
-    const auto colon = rest.rfind(':');
-    if (colon == std::string_view::npos || colon == 0 || colon + 1 == rest.size()) return bad_endpoint(url);
-    std::string_view host = rest.substr(0, colon);
-    if (host.front() == '[') {  // [IPv6]:PORT
-        if (host.size() < 3 || host.back() != ']') return bad_endpoint(url);
-        host = host.substr(1, host.size() - 2);
-    }
-    const std::string_view port = rest.substr(colon + 1);
-    if (host.find('/') != std::string_view::npos || port.find_first_not_of("0123456789") != std::string_view::npos)
-        return bad_endpoint(url);
-    endpoint.host = std::string(host);
-    endpoint.port = std::string(port);
+    auto parsed = parse_host_port(rest);  // [IPv6]:PORT in brackets, as in a URL
+    if (!parsed) return bad_endpoint(url);
+    endpoint.host = std::move(parsed->host);
+    endpoint.port = std::to_string(parsed->port);
     return endpoint;
 }
 

@@ -1,12 +1,11 @@
 // Business dates, cut-off windows, the settlement config and the durable cycle state (cycle.json).
 #include "internal.hpp"
 
-#include <coconut/durable_file.hpp>
+#include <coconut/core/durable_file.hpp>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <charconv>
@@ -242,8 +241,8 @@ Result<Config> parse_config(std::string_view json_text) {
             return Unexpected{bad_input(fmt::format("config: unknown field {}", name))};
         }
     }
-    COCONUT_SETTLE_TRY(purse, parse_debtor(document, "purse_float"));
-    COCONUT_SETTLE_TRY(medical, parse_debtor(document, "medical_fund"));
+    COCONUT_TRY(purse, parse_debtor(document, "purse_float"));
+    COCONUT_TRY(medical, parse_debtor(document, "medical_fund"));
     config.purse_float = std::move(purse);
     config.medical_fund = std::move(medical);
     return config;
@@ -273,8 +272,8 @@ Status save_cycle(const std::filesystem::path& out, const CycleRecord& record) {
     if (auto made = make_directory_durably(dir); !made) return made;
     const std::string text = encode_record(record);
     assert(decode_record(text).has_value());  // pair assertion: what is written reads back
-    const std::string error = write_file_atomically(dir / state_file, as_bytes(text), 0600);
-    if (!error.empty()) return Unexpected{Error{ErrorCode::storage, "cannot save the cycle state: " + error}};
+    if (auto written = write_file_atomically(dir / state_file, as_bytes(text), 0600); !written)
+        return Unexpected{Error{ErrorCode::storage, "cannot save the cycle state: " + written.error().message()}};
     return Ok{};
 }
 
@@ -299,9 +298,9 @@ Result<Window> cycle_window(const std::filesystem::path& out, const Date& date, 
     const Date previous{std::chrono::sys_days(date) - std::chrono::days{1}};
     const Date next{std::chrono::sys_days(date) + std::chrono::days{1}};
     Window window{cutoff_ns(previous, cutoff_seconds), cutoff_ns(date, cutoff_seconds)};
-    COCONUT_SETTLE_TRY(before, load_cycle(out, cycle_id(previous)));
+    COCONUT_TRY(before, load_cycle(out, cycle_id(previous)));
     if (before) window.start_ns = before->window.end_ns;
-    COCONUT_SETTLE_TRY(after, load_cycle(out, cycle_id(next)));
+    COCONUT_TRY(after, load_cycle(out, cycle_id(next)));
     if (after && after->window.start_ns != window.end_ns) {
         return Unexpected{Error{ErrorCode::conflict,
                                 fmt::format("cycle {} starts at {} ns but this cut-off ({}) ends cycle {} at {} ns: use the "
@@ -324,17 +323,6 @@ std::string format_fen(std::int64_t fen) {
     return fmt::format("{}{}.{:02}", negative ? "-" : "", magnitude / 100, magnitude % 100);
 }
 
-std::string sha256_hex(std::string_view bytes) {
-    std::array<std::uint8_t, 32> digest{};
-    unsigned size = 0;
-    if (EVP_Digest(bytes.data(), bytes.size(), digest.data(), &size, EVP_sha256(), nullptr) != 1) {
-        throw std::runtime_error("EVP_Digest(SHA-256) failed");
-    }
-    std::string hex;
-    for (auto b : digest) hex += fmt::format("{:02x}", b);
-    return hex;
-}
-
 Result<std::string> read_text_file(const std::filesystem::path& path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) return Unexpected{Error{ErrorCode::storage, fmt::format("cannot read {}", path.string())}};
@@ -351,7 +339,9 @@ Status make_directory_durably(const std::filesystem::path& dir) {
     if (std::filesystem::is_directory(dir, ec)) return Ok{};
     std::filesystem::create_directories(dir, ec);
     if (ec) return Unexpected{Error{ErrorCode::storage, fmt::format("cannot create {}: {}", dir.string(), ec.message())}};
-    fsync_parent_directory(dir);  // the new directory's name survives a crash
+    // The new directory's name survives a crash only once its parent is fsynced.
+    if (auto synced = fsync_parent_directory(dir); !synced)
+        return Unexpected{Error{ErrorCode::storage, fmt::format("cannot create {}: {}", dir.string(), synced.error().message())}};
     return Ok{};
 }
 

@@ -3,7 +3,7 @@
 // cycle renders the same bytes; write_files() never replaces a file with different content.
 #include "internal.hpp"
 
-#include <coconut/durable_file.hpp>
+#include <coconut/core/durable_file.hpp>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -367,7 +367,7 @@ Status write_files(const std::filesystem::path& cycle_dir, const std::vector<Fil
             missing.push_back(&file);
             continue;
         }
-        COCONUT_SETTLE_TRY(existing, read_text_file(path));
+        COCONUT_TRY(existing, read_text_file(path));
         if (existing != file.contents) {
             return Unexpected{Error{ErrorCode::conflict, fmt::format("{} exists with different content (sha256 {}, this run {}): the "
                                                                      "ledger or the registry changed since it was written; refusing to "
@@ -376,8 +376,8 @@ Status write_files(const std::filesystem::path& cycle_dir, const std::vector<Fil
         }
     }
     for (const File* file : missing) {
-        const std::string error = write_file_atomically(cycle_dir / file->name, as_bytes(file->contents), 0600);
-        if (!error.empty()) return Unexpected{Error{ErrorCode::storage, error}};
+        if (auto written = write_file_atomically(cycle_dir / file->name, as_bytes(file->contents), 0600); !written)
+            return Unexpected{Error{ErrorCode::storage, written.error().message()}};
     }
     return Ok{};
 }

@@ -8,12 +8,6 @@
 #include <string>
 #include <string_view>
 
-// Unwraps a Result into `var` or returns its error from the enclosing function.
-#define COCONUT_SETTLE_TRY(var, expr)                    \
-    auto var##_result = (expr);                          \
-    if (!var##_result) return Unexpected{var##_result.error()}; \
-    auto var = std::move(*var##_result)
-
 namespace coconut::settlement {
 
 constexpr std::uint64_t ns_per_s = 1'000'000'000;

@@ -70,7 +70,7 @@ public:
             p.participant = participants_[i];
             p.kinds = a.kinds;
             const auto gross = [&](Kind k) { return a.kinds[static_cast<std::size_t>(k)].gross_fen; };
-            COCONUT_SETTLE_TRY(purse_base, sum(gross(Kind::bus), gross(Kind::shop), gross(Kind::clinic_purse)));
+            COCONUT_TRY(purse_base, sum(gross(Kind::bus), gross(Kind::shop), gross(Kind::clinic_purse)));
             if (!fits(a.purse_adjustments) || !fits(a.medical_adjustments)) {
                 return Unexpected{unbalanced(fmt::format("participant {}: adjustments exceed 63 bits", p.participant.id))};
             }
@@ -145,7 +145,7 @@ private:
     }
 
     Status purchase(const ledger::Transfer& t) {
-        COCONUT_SETTLE_TRY(payable, payable_of(t, clearing::ledgers::purse));
+        COCONUT_TRY(payable, payable_of(t, clearing::ledgers::purse));
         const std::string& kind = participants_[payable.index].kind;
         const Kind k = kind == "bus" ? Kind::bus : kind == "clinic" ? Kind::clinic_purse : Kind::shop;
         if (auto s = count(payable.index, k, t.amount); !s) return s;
@@ -155,7 +155,7 @@ private:
     }
 
     Status medical(const ledger::Transfer& t) {
-        COCONUT_SETTLE_TRY(payable, payable_of(t, clearing::ledgers::medical));
+        COCONUT_TRY(payable, payable_of(t, clearing::ledgers::medical));
         if (auto s = count(payable.index, Kind::clinic_medical, t.amount); !s) return s;
         accumulators_[payable.index].medical_flow += t.amount;
         fund_flow_ -= t.amount;
@@ -227,7 +227,7 @@ Result<std::uint64_t> first_at_or_after(const ledger::Ledger& ledger, std::uint6
     std::uint64_t high = head + 1;
     while (low < high) {
         const std::uint64_t middle = low + (high - low) / 2;
-        COCONUT_SETTLE_TRY(at, timestamp_at(ledger, middle));
+        COCONUT_TRY(at, timestamp_at(ledger, middle));
         if (at < timestamp) {
             low = middle + 1;
         } else {
@@ -265,8 +265,8 @@ std::int64_t Positions::balance_fen() const {
 
 Result<std::pair<std::uint64_t, std::uint64_t>> journal_range(const ledger::Ledger& ledger, const Window& window) {
     const std::uint64_t head = ledger.head().sequence;
-    COCONUT_SETTLE_TRY(first, first_at_or_after(ledger, head, window.start_ns));
-    COCONUT_SETTLE_TRY(after_last, first_at_or_after(ledger, head, window.end_ns));
+    COCONUT_TRY(first, first_at_or_after(ledger, head, window.start_ns));
+    COCONUT_TRY(after_last, first_at_or_after(ledger, head, window.end_ns));
     return std::pair{first, after_last - 1};
 }
 
@@ -275,7 +275,7 @@ Result<Positions> compute_positions(const ledger::Ledger& ledger, const std::vec
     Positions positions;
     positions.cycle = cycle;
     positions.window = window;
-    COCONUT_SETTLE_TRY(range, journal_range(ledger, window));
+    COCONUT_TRY(range, journal_range(ledger, window));
     positions.first_sequence = range.first;
     positions.last_sequence = range.second;
     const std::uint64_t total = range.second + 1 - range.first;

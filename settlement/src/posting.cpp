@@ -173,7 +173,7 @@ Result<PostOutcome> post_all(Poster& poster, const CycleWindow& cycle, const std
         assert(cut > start);  // a chain has at most 4 transfers
         const std::vector<ledger::Transfer> request(transfers.begin() + static_cast<std::ptrdiff_t>(start),
                                                     transfers.begin() + static_cast<std::ptrdiff_t>(cut));
-        COCONUT_SETTLE_TRY(results, poster.post(cycle, request));
+        COCONUT_TRY(results, poster.post(cycle, request));
         for (std::size_t i = 0; i < results.size(); ++i) {
             if (results[i] == "ok") {
                 ++outcome.created;
@@ -193,9 +193,9 @@ Result<PostOutcome> post_all(Poster& poster, const CycleWindow& cycle, const std
 std::unique_ptr<Poster> make_direct_poster(ledger::Ledger& ledger) { return std::make_unique<DirectPoster>(ledger); }
 
 Result<std::unique_ptr<Poster>> make_http_poster(std::string_view endpoint, std::string token, const std::filesystem::path& ca_file) {
-    COCONUT_SETTLE_TRY(parsed, parse_clerk_endpoint(endpoint));
+    COCONUT_TRY(parsed, parse_clerk_endpoint(endpoint));
     if (token.empty()) return Unexpected{Error{ErrorCode::bad_input, "the clerk token is empty"}};
-    COCONUT_SETTLE_TRY(connection, ClerkConnection::create(std::move(parsed), ca_file));
+    COCONUT_TRY(connection, ClerkConnection::create(std::move(parsed), ca_file));
     return std::unique_ptr<Poster>(std::make_unique<HttpPoster>(std::move(connection), std::move(token)));
 }
 

@@ -129,7 +129,7 @@ Result<std::vector<Booking>> read_camt(const std::filesystem::path& path, const 
     const auto size = std::filesystem::file_size(path, ec);
     if (ec) return Unexpected{invalid(path, "cannot read: " + ec.message())};
     if (size > camt_file_bytes_max) return Unexpected{invalid(path, "larger than 256 MiB")};
-    COCONUT_SETTLE_TRY(text, read_text_file(path));
+    COCONUT_TRY(text, read_text_file(path));
     if (auto refused = xml_input_refusal(text)) return Unexpected{invalid(path, *refused)};
     Document document(xmlReadMemory(text.data(), static_cast<int>(text.size()), path.c_str(), nullptr,
                                     XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING),
@@ -159,7 +159,7 @@ Result<std::vector<Booking>> read_camt(const std::filesystem::path& path, const 
 // digest recorded when it was written).
 Result<std::map<std::string, std::uint64_t>> expected_payments(const std::filesystem::path& out, const CycleRecord& record) {
     const auto path = cycle_directory(out, record.cycle) / "summary.json";
-    COCONUT_SETTLE_TRY(text, read_text_file(path));
+    COCONUT_TRY(text, read_text_file(path));
     const auto recorded = record.files.find("summary.json");
     if (recorded == record.files.end() || recorded->second != sha256_hex(text)) {
         return Unexpected{Error{ErrorCode::conflict, fmt::format("{} differs from the file written for the cycle", path.string())}};
@@ -207,7 +207,7 @@ ReconciliationReport match(const std::map<std::string, std::uint64_t>& expected,
 
 Result<ReconciliationReport> reconcile(const std::filesystem::path& out, std::uint32_t cycle,
                                        const std::vector<std::filesystem::path>& camt_files, const std::filesystem::path& schemas_dir) {
-    COCONUT_SETTLE_TRY(stored, load_cycle(out, cycle));
+    COCONUT_TRY(stored, load_cycle(out, cycle));
     if (!stored) return Unexpected{Error{ErrorCode::bad_input, fmt::format("cycle {} has not been run", cycle)}};
     CycleRecord record = std::move(*stored);
     if (record.state < CycleState::posted) {
@@ -217,10 +217,10 @@ Result<ReconciliationReport> reconcile(const std::filesystem::path& out, std::ui
     // Every file is parsed and validated before anything is matched or stored.
     std::vector<Booking> bookings;
     for (const auto& path : camt_files) {
-        COCONUT_SETTLE_TRY(read, read_camt(path, schemas_dir));
+        COCONUT_TRY(read, read_camt(path, schemas_dir));
         bookings.insert(bookings.end(), read.begin(), read.end());
     }
-    COCONUT_SETTLE_TRY(expected, expected_payments(out, record));
+    COCONUT_TRY(expected, expected_payments(out, record));
     ReconciliationReport report = match(expected, bookings);
     record.reconciliation = report;
     if (report.complete()) record.state = CycleState::reconciled;

@@ -58,13 +58,13 @@ Result<RunReport> run_cycle(const ledger::Ledger& ledger, const std::vector<clea
                             const RunOptions& options) {
     const std::uint32_t cycle = cycle_id(options.date);
     RunReport report;
-    COCONUT_SETTLE_TRY(stored, load_cycle(options.out, cycle));
+    COCONUT_TRY(stored, load_cycle(options.out, cycle));
     report.resumed = stored.has_value();
     CycleRecord record;
     if (stored) {
         record = std::move(*stored);  // the window is fixed once the cycle exists
     } else {
-        COCONUT_SETTLE_TRY(window, cycle_window(options.out, options.date, options.config.cutoff_seconds));
+        COCONUT_TRY(window, cycle_window(options.out, options.date, options.config.cutoff_seconds));
         record.cycle = cycle;
         record.window = window;
         record.cutoff_seconds = options.config.cutoff_seconds;
@@ -77,7 +77,7 @@ Result<RunReport> run_cycle(const ledger::Ledger& ledger, const std::vector<clea
     }
     if (!options.dry_run && poster == nullptr) return Unexpected{Error{ErrorCode::bad_input, "no way to post: give --clearingd or --direct"}};
 
-    COCONUT_SETTLE_TRY(positions, compute_positions(ledger, participants, cycle, record.window, options.progress));
+    COCONUT_TRY(positions, compute_positions(ledger, participants, cycle, record.window, options.progress));
     auto files = render_files(positions, options.config);
     if (auto checked = check_files(positions, files, options.schemas_dir); !checked) return Unexpected{checked.error()};
     const File* summary = find_file(files, "summary.json");
@@ -111,7 +111,7 @@ Result<RunReport> run_cycle(const ledger::Ledger& ledger, const std::vector<clea
     }
     if (record.state < CycleState::posted) {
         const CycleWindow cycle{report.positions.cycle, report.positions.window};
-        COCONUT_SETTLE_TRY(outcome, post_all(*poster, cycle, settlement_transfers(report.positions)));
+        COCONUT_TRY(outcome, post_all(*poster, cycle, settlement_transfers(report.positions)));
         report.posting = outcome;
         record.transfers_posted = outcome.created + outcome.existed;
         if (auto s = step(options, record, CycleState::posted); !s) return Unexpected{s.error()};

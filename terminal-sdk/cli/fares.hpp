@@ -14,7 +14,7 @@
 // Each line has exactly one of flat_fare_fen / fare_by_stops_fen; operator_id is optional (0).
 #pragma once
 
-#include <coconut/result.hpp>
+#include <coconut/core/result.hpp>
 #include <coconut/sdk/terminal.hpp>
 
 #include <filesystem>

@@ -79,7 +79,7 @@ Result<std::chrono::system_clock::time_point, std::string> parse_time(const std:
     if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 ||
         tm.tm_sec > 59)
         return Unexpected{fmt::format("--time '{}': not a valid date and time", text)};
-    return std::chrono::system_clock::from_time_t(timegm(&tm) - coconut::hainan_utc_offset.count());
+    return coconut::hainan_time_point(tm);
 }
 
 Result<sdk::Asn, CliError> parse_asn(const std::string& digits) {

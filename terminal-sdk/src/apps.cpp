@@ -49,23 +49,6 @@ std::string ascii(ByteView b) {
 
 }  // namespace
 
-crypto::CardDateTime to_card_date_time(std::chrono::system_clock::time_point when) {
-    // Card time is Hainan local time, UTC+8 all year (no daylight saving).
-    const std::time_t t = std::chrono::system_clock::to_time_t(when) + hainan_utc_offset.count();
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    crypto::CardDateTime out;
-    const Bytes date = bcd_of(static_cast<std::uint64_t>(tm.tm_year + 1900) * 10000 + static_cast<std::uint64_t>(tm.tm_mon + 1) * 100 +
-                                  static_cast<std::uint64_t>(tm.tm_mday),
-                              4);
-    const Bytes time = bcd_of(static_cast<std::uint64_t>(tm.tm_hour) * 10000 + static_cast<std::uint64_t>(tm.tm_min) * 100 +
-                                  static_cast<std::uint64_t>(tm.tm_sec),
-                              3);
-    std::copy(date.begin(), date.end(), out.date.begin());
-    std::copy(time.begin(), time.end(), out.time.begin());
-    return out;
-}
-
 std::string format_date_time(const crypto::CardDateTime& when) {
     const std::string d = bcd_to_digits(when.date);
     const std::string t = bcd_to_digits(when.time);

@@ -1,5 +1,6 @@
 // ISO 8583 client of the clearing daemon: blocking calls over Boost.Asio with a deadline on every read.
-#include <coconut/durable_file.hpp>
+#include <coconut/core/durable_file.hpp>
+#include <coconut/core/endpoint.hpp>
 #include <coconut/iso8583/card_data.hpp>
 #include <coconut/sdk/clearing_client.hpp>
 #include <coconut/iso8583/profile.hpp>
@@ -15,7 +16,6 @@
 #include <boost/asio/write.hpp>
 
 #include <cassert>
-#include <charconv>
 #include <fstream>
 #include <sstream>
 #include <unordered_map>
@@ -120,17 +120,9 @@ std::string_view to_string(ClearingErrorCode code) {
 }
 
 Result<ClearingEndpoint, std::string> parse_clearing_endpoint(std::string_view text) {
-    const auto colon = text.rfind(':');
-    if (colon == std::string_view::npos || colon == 0) {
-        return Unexpected<std::string>{"'" + std::string(text) + "': expected HOST:PORT"};
-    }
-    unsigned port = 0;
-    const auto digits = text.substr(colon + 1);
-    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
-    if (ec != std::errc() || end != digits.data() + digits.size() || port == 0 || port > 65535) {
-        return Unexpected<std::string>{"'" + std::string(text) + "': the port must be 1-65535"};
-    }
-    return ClearingEndpoint{std::string(text.substr(0, colon)), static_cast<std::uint16_t>(port)};
+    auto parsed = parse_host_port(text);
+    if (!parsed) return Unexpected<std::string>{parsed.error()};
+    return ClearingEndpoint{std::move(parsed->host), parsed->port};
 }
 
 namespace {
@@ -299,9 +291,9 @@ Status<std::string> BatchState::save() const {
         "{}\nbatch {}\nstan {}\ndebits {} {}\ncredits {} {}\ncredit_reversals {} {}\ndebit_reversals {} {}\n", batch_file_magic,
         batch_number_, advance_stan(next_stan_, reserved_left_), t.debits_count, t.debits_fen, t.credits_count, t.credits_fen,
         t.credit_reversals_count, t.credit_reversals_fen, t.debit_reversals_count, t.debit_reversals_fen);
-    if (std::string error = write_file_atomically(path_, ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
-        !error.empty())
-        return Unexpected<std::string>{std::move(error)};
+    if (auto written = write_file_atomically(path_, ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+        !written)
+        return Unexpected<std::string>{written.error().message()};
     return Ok{};
 }
 

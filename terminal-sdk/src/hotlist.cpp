@@ -1,5 +1,5 @@
 // Hotlist file: "COCOHOT1" ‖ version u64 ‖ count u32 ‖ count × (ASN(10) ‖ reason u8) ‖ SHA-256[0..8].
-#include <coconut/durable_file.hpp>
+#include <coconut/core/durable_file.hpp>
 #include <coconut/sdk/hotlist.hpp>
 
 #include "checksum.hpp"
@@ -109,8 +109,8 @@ Status<HotlistError> Hotlist::save() const {
     }
     const auto sum = checksum(file);
     file.insert(file.end(), sum.begin(), sum.end());
-    if (const std::string error = write_file_atomically(path_, file); !error.empty())
-        return Unexpected{HotlistError{HotlistErrorCode::io_error, error}};
+    if (auto written = write_file_atomically(path_, file); !written)
+        return Unexpected{HotlistError{HotlistErrorCode::io_error, written.error().message()}};
     return Ok{};
 }
 

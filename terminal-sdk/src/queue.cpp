@@ -1,5 +1,5 @@
 // The store-and-forward queue log (format in queue.hpp).
-#include <coconut/durable_file.hpp>
+#include <coconut/core/durable_file.hpp>
 #include <coconut/sdk/queue.hpp>
 
 #include "checksum.hpp"
@@ -156,8 +156,8 @@ Result<std::unique_ptr<TransactionQueue>, QueueError> TransactionQueue::open(con
     if (!std::filesystem::exists(path)) {
         Bytes header(queue_magic.begin(), queue_magic.end());
         header.resize(file_header_size, 0);
-        if (const std::string error = write_file_atomically(path, header); !error.empty())
-            return Unexpected{QueueError{QueueErrorCode::io_error, error}};
+        if (auto written = write_file_atomically(path, header); !written)
+            return Unexpected{QueueError{QueueErrorCode::io_error, written.error().message()}};
     }
     queue->fd_ = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
     if (queue->fd_ < 0) return Unexpected{io_error(path, "open")};
@@ -341,8 +341,8 @@ Status<QueueError> TransactionQueue::compact_if_worthwhile() {
     for (const auto& [sequence, record] : intents_) coconut::append(file, frame(kind_intent, sequence, encode_record(record)));
     const std::uint64_t end = file.size();
     file.resize((end / allocation_step + 1) * allocation_step, 0);
-    if (const std::string error = write_file_atomically(path_, file); !error.empty())
-        return Unexpected{QueueError{QueueErrorCode::io_error, error}};
+    if (auto written = write_file_atomically(path_, file); !written)
+        return Unexpected{QueueError{QueueErrorCode::io_error, written.error().message()}};
     const int fd = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) return Unexpected{io_error(path_, "reopen after compaction")};
     ::close(fd_);

@@ -29,21 +29,6 @@ FlowError from_queue(const QueueError& e) {
                      e.message};
 }
 
-// The card's BCD YYYYMMDDhhmmss (Hainan time, UTC+8) as a time point; nullopt if not a date.
-std::optional<std::chrono::system_clock::time_point> parse_card_time(ByteView bcd7) {
-    if (!is_bcd(bcd7)) return std::nullopt;
-    const std::string d = bcd_to_digits(bcd7);
-    std::tm tm{};
-    tm.tm_year = std::stoi(d.substr(0, 4)) - 1900;
-    tm.tm_mon = std::stoi(d.substr(4, 2)) - 1;
-    tm.tm_mday = std::stoi(d.substr(6, 2));
-    tm.tm_hour = std::stoi(d.substr(8, 2));
-    tm.tm_min = std::stoi(d.substr(10, 2));
-    tm.tm_sec = std::stoi(d.substr(12, 2));
-    if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1) return std::nullopt;
-    return std::chrono::system_clock::from_time_t(timegm(&tm) - hainan_utc_offset.count());
-}
-
 bool same_when(const crypto::CardDateTime& a, const crypto::CardDateTime& b) { return a.date == b.date && a.time == b.time; }
 
 }  // namespace

@@ -118,18 +118,3 @@ TEST_CASE("BER-TLV: nested FCI, multi-byte tags, long lengths") {
     CHECK(parse_tlvs(hex("8405A0")).error() == TlvError::truncated_value);
     CHECK(parse_tlvs(hex("8485")).error() == TlvError::bad_length);
 }
-
-TEST_CASE("BCD and big-endian helpers") {
-    CHECK(to_hex(*digits_to_bcd("20111221")) == "20111221");
-    CHECK_FALSE(digits_to_bcd("2011122"));
-    CHECK_FALSE(digits_to_bcd("20A1"));
-    CHECK(to_hex(bcd_of(1234, 3)) == "001234");
-    CHECK(*bcd_value(hex("001234")) == 1234);
-    CHECK_FALSE(bcd_value(hex("1A")));
-    CHECK(read_be32(hex("00001C37")) == 0x1C37);
-    CHECK(to_hex(be_bytes(0x1C37, 4)) == "00001C37");
-    CHECK(to_hex(be_array<3>(0x010203)) == "010203");
-    CHECK_FALSE(from_hex("0G"));
-    CHECK_FALSE(from_hex("012"));
-    CHECK(to_hex(*from_hex("01 02:03")) == "010203");
-}

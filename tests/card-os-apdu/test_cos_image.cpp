@@ -2,6 +2,8 @@
 // ImageError, refuse bad profiles (IMAGE-FORMAT.md, image.hpp).
 #include "test_cos_support.hpp"
 
+#include <coconut/core/durable_file.hpp>
+
 #include <openssl/evp.h>
 
 #include <algorithm>
@@ -544,3 +546,14 @@ TEST_CASE("the SSSE key survives reopen: the reopened card answers SSSE INTERNAL
 }
 
 TEST_SUITE_END();
+
+TEST_CASE("a failed directory fsync fails the image's creation (the new name may not survive a crash)") {
+    TempDir dir;
+    const auto path = dir / "card.img";
+    inject_directory_fsync_failures(1);
+    auto created = cos::create_image(path, card_profile());
+    inject_directory_fsync_failures(0);
+    REQUIRE_FALSE(created.ok());
+    CHECK(created.error().code == cos::ImageError::io_error);
+    CHECK(created.error().message.find("fsync directory") != std::string::npos);
+}

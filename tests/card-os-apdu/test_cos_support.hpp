@@ -5,7 +5,7 @@
 // card crypto helpers (coconut::crypto), never read back from the card.
 #pragma once
 
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
 #include <coconut/cos/card.hpp>
 #include <coconut/cos/image.hpp>
 #include <coconut/cos/layout.hpp>

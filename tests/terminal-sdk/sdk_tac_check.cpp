@@ -8,7 +8,7 @@
 // under "transactions" / "recorded" / "record". Each record needs amount_fen, type, terminal_id,
 // terminal_serial, date, time and tac (the names coconut-terminal --json prints). Prints one line per
 // record; exit 0 when every TAC matches, 1 when one does not, 2 on bad input.
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
 #include <coconut/crypto/card_crypto.hpp>
 
 #include <nlohmann/json.hpp>

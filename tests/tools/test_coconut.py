@@ -23,11 +23,13 @@ SETTLE = os.environ.get("COCONUT_SETTLE", os.path.join(os.path.dirname(COCONUT),
 RUN_TIMEOUT_S = 240
 
 
-# The transaction logs' digests of fixed seeds, as this code makes them. A refactoring must leave them
-# unchanged; a change that alters what a simulated day does (its plan, its flows, the bytes a card writes)
-# updates them deliberately, saying why in its commit.
-DEMO_SMALL_DIGEST = "B39DC396A30E6F18694017E64DED11E6A36A39964C4B129B8F89DF994E12685F"  # demo --size small, seed 20261126
-SIMULATE_SEED_42_DIGEST = "6E5E9DAB642D8103BAF0195354BDC6C0E42871F998EAA3481D3094E1A0727872"  # simulate() below, seed 42
+# The transaction log's digest of a fixed seed's day without faults (simulate() below, seed 42), as this code
+# makes it. A refactoring must leave it unchanged; a change that alters what a day does (its plan, its flows,
+# the bytes a card writes) updates it deliberately, saying why in its commit. The demo's own day is not
+# pinned: its lost network messages fall on whichever frame is in flight when the drop comes, so an online
+# clinic payment or top-up differs from run to run (a visit paid from the medical account in one run, from
+# the purse in the next).
+SIMULATE_SEED_42_DIGEST = "6E5E9DAB642D8103BAF0195354BDC6C0E42871F998EAA3481D3094E1A0727872"
 
 
 def scratch(prefix):
@@ -66,7 +68,6 @@ def demo_small():
         check_invariants(summary, 100)
         day = summary["day"]
         assert day["transactions"] >= 2500, day["transactions"]
-        assert day["digest"] == DEMO_SMALL_DIGEST, f"the day of seed {summary['seed']} changed: {day['digest']}"
         kinds = day["by_kind"]
         for kind in ("bus flat", "bus entry", "bus exit", "shop", "clinic medical", "clinic purse", "top-up"):
             assert kinds.get(kind, {}).get("count", 0) > 0, f"no {kind} transactions: {kinds}"

@@ -2,7 +2,7 @@
 // that lasts a whole run, and the test issuer master keys (the same as the card demo's). Header-only.
 #pragma once
 
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
 
 #include <nlohmann/json.hpp>
 

@@ -13,7 +13,7 @@
 #include "bench_stats.hpp"
 #include "pcsc_env.hpp"
 
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
 #include <coconut/cos/card.hpp>
 #include <coconut/crypto/card_crypto.hpp>
 

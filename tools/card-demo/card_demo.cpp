@@ -8,7 +8,7 @@
 //      (card INITIALIZE → PSAM 80 70 → card DEBIT → PSAM 80 72), printing every APDU and its meaning.
 #include "pcsc_env.hpp"
 
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
 #include <coconut/core/identifiers.hpp>
 #include <coconut/apdu/status.hpp>
 #include <coconut/apdu/tlv.hpp>
@@ -111,21 +111,6 @@ nlohmann::json psam_profile() {
 crypto::Key16 card_key(const char* master) {
     return crypto::diversify_card_key(key16(master), block8(hex(issuer_id)),
                                       crypto::card_factor_from_asn(hex(asn)));
-}
-
-// Hainan local time (UTC+8), as the card and the PSAM take it.
-crypto::CardDateTime hainan_now() {
-    std::time_t now = std::time(nullptr) + coconut::hainan_utc_offset.count();
-    std::tm utc{};
-    ::gmtime_r(&now, &utc);
-    crypto::CardDateTime when;
-    const Bytes date = bcd_of(
-        static_cast<std::uint64_t>((utc.tm_year + 1900) * 10000 + (utc.tm_mon + 1) * 100 + utc.tm_mday), 4);
-    const Bytes time =
-        bcd_of(static_cast<std::uint64_t>(utc.tm_hour * 10000 + utc.tm_min * 100 + utc.tm_sec), 3);
-    std::copy(date.begin(), date.end(), when.date.begin());
-    std::copy(time.begin(), time.end(), when.time.begin());
-    return when;
 }
 
 void write_json(const fs::path& path, const nlohmann::json& value) {
@@ -311,7 +296,7 @@ void read_through_pcsc(const std::string& vcard, const fs::path& work, const fs:
 void load_and_purchase(const std::string& vcard, const fs::path& card_image, const fs::path& psam_image) {
     ShellSession card(vcard, card_image);
     ShellSession psam(vcard, psam_image);
-    const crypto::CardDateTime when = hainan_now();
+    const crypto::CardDateTime when = coconut::to_card_date_time(std::chrono::system_clock::now());
     const Bytes when_bytes = concat(when.date, when.time);
 
     std::printf("\n== 3. Online load of %s through the APDU shell (this program is the issuer host) ==\n",

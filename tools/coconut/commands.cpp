@@ -9,7 +9,7 @@
 #include "verify.hpp"
 
 #include <coconut/cos/card.hpp>
-#include <coconut/durable_file.hpp>
+#include <coconut/core/durable_file.hpp>
 #include <coconut/sdk/apps.hpp>
 #include <coconut/sdk/channel.hpp>
 #include <coconut/sdk/reader.hpp>
@@ -232,9 +232,9 @@ int simulate(const SimulateArgs& args) {
     const std::string text =
         json{{"seed", args.day.seed}, {"images_dir", setup.images_dir.string()}, {"day", day_json(day)}, {"verification", verification_json(verification)}}
             .dump(1) + "\n";
-    if (const auto error = write_file_atomically(world.dir / "simulate.json", ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
-        !error.empty())
-        fail(exit_codes::io_error, error);
+    if (auto written = write_file_atomically(world.dir / "simulate.json", ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+        !written)
+        fail(exit_codes::io_error, written.error().message());
     return verification.ok() ? exit_codes::ok : exit_codes::check_failed;
 }
 

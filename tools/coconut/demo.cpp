@@ -8,7 +8,7 @@
 #include "setup.hpp"
 #include "verify.hpp"
 
-#include <coconut/durable_file.hpp>
+#include <coconut/core/durable_file.hpp>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -188,9 +188,9 @@ int demo(const DemoArgs& args) {
                        {"ok", all_ok},
                        {"timings_s", {{"setup", setup_s}, {"day", day_s}, {"uploads", day.upload_seconds}, {"verification", verify_s}, {"settlement", settle_s}, {"settling_wait", settlement.waited_s}, {"total", total_s}}}};
     const std::string text = summary.dump(1) + "\n";
-    if (const auto error = write_file_atomically(world.dir / "summary.json", ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
-        !error.empty())
-        fail(exit_codes::io_error, error);
+    if (auto written = write_file_atomically(world.dir / "summary.json", ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+        !written)
+        fail(exit_codes::io_error, written.error().message());
     return all_ok ? exit_codes::ok : exit_codes::check_failed;
 }
 

@@ -4,7 +4,7 @@
 #include "process.hpp"
 
 #include <coconut/clearing/plan.hpp>
-#include <coconut/durable_file.hpp>
+#include <coconut/core/durable_file.hpp>
 #include <coconut/ledger/ledger.hpp>
 #include <coconut/settlement/settlement.hpp>
 
@@ -39,9 +39,9 @@ std::string read_text(const fs::path& path) {
 }
 
 void write_text(const fs::path& path, const std::string& text) {
-    if (const auto error = write_file_atomically(path, ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
-        !error.empty())
-        fail(exit_codes::io_error, error);
+    if (auto written = write_file_atomically(path, ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+        !written)
+        fail(exit_codes::io_error, written.error().message());
 }
 
 struct BankLine {

@@ -6,6 +6,7 @@
 #include "pcsc_env.hpp"
 #include "process.hpp"
 
+#include <coconut/core/sha256.hpp>
 #include <coconut/cos/card.hpp>
 #include <coconut/sdk/clearing_client.hpp>
 #include <coconut/sdk/hotlist.hpp>
@@ -14,7 +15,6 @@
 #include <coconut/sdk/terminal.hpp>
 
 #include <fmt/format.h>
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <atomic>
@@ -175,8 +175,7 @@ std::chrono::system_clock::time_point local_time(const std::string& date, Second
     tm.tm_year = std::stoi(date.substr(0, 4)) - 1900;
     tm.tm_mon = std::stoi(date.substr(4, 2)) - 1;
     tm.tm_mday = std::stoi(date.substr(6, 2));
-    const std::time_t midnight_utc = ::timegm(&tm);
-    return std::chrono::system_clock::from_time_t(midnight_utc - coconut::hainan_utc_offset.count() + at);
+    return coconut::hainan_time_point(tm) + std::chrono::seconds(at);
 }
 
 struct SimTerminal {
@@ -247,7 +246,6 @@ class TransactionLog {
 public:
     explicit TransactionLog(const fs::path& path) : out_(path, std::ios::trunc) {
         if (!out_) fail(exit_codes::io_error, "cannot write " + path.string());
-        if (!sha_ || EVP_DigestInit_ex(sha_.get(), EVP_sha256(), nullptr) != 1) fail(exit_codes::io_error, "SHA-256 unavailable");
     }
     void write(const std::string& kind, const SimTerminal& t, const sdk::TransactionRecord& r) {
         const std::string line = fmt::format(
@@ -255,26 +253,23 @@ public:
             t.entry->terminal_id, r.asn_digits(), r.type, r.atc, r.amount_fen, r.balance_before_fen, r.balance_after_fen,
             r.terminal_serial, r.line, r.station, r.entry_station, r.recovered ? "recovered" : "-");
         out_ << line;
-        EVP_DigestUpdate(sha_.get(), line.data(), line.size());
+        sha_.update(line);
     }
     // The medical part of a clinic visit: an account transaction, no card record.
     void write_medical(const SimTerminal& t, const std::string& asn, std::uint32_t amount_fen) {
         const std::string line = fmt::format("clinic-medical {} {} {}\n", t.entry->terminal_id, asn, amount_fen);
         out_ << line;
-        EVP_DigestUpdate(sha_.get(), line.data(), line.size());
+        sha_.update(line);
     }
     std::string finish() {
         out_.flush();
         if (!out_) fail(exit_codes::io_error, "the transaction log could not be written");
-        std::uint8_t digest[EVP_MAX_MD_SIZE];
-        unsigned size = 0;
-        EVP_DigestFinal_ex(sha_.get(), digest, &size);
-        return to_hex(ByteView(digest, size));
+        return to_hex(sha_.finish());
     }
 
 private:
     std::ofstream out_;
-    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> sha_{EVP_MD_CTX_new(), &EVP_MD_CTX_free};
+    Sha256 sha_;
 };
 
 std::string kind_name(const sdk::TransactionRecord& r, const std::string& terminal_kind) {

@@ -4,16 +4,16 @@
 #include "errors.hpp"
 #include "process.hpp"
 
-#include <coconut/apdu/bytes.hpp>
 #include <coconut/clearing/registry_validator.hpp>
+#include <coconut/core/bytes.hpp>
 #include <coconut/cos/card.hpp>
 #include <coconut/crypto/card_crypto.hpp>
-#include <coconut/durable_file.hpp>
+#include <coconut/core/durable_file.hpp>
+#include <coconut/core/sha256.hpp>
 #include <coconut/hsm/client.hpp>
 #include <coconut/hsm/hsm.hpp>
 
 #include <fmt/format.h>
-#include <openssl/sha.h>
 
 #include <fstream>
 #include <iostream>
@@ -53,8 +53,8 @@ constexpr ClientSpec scheme_clients[] = {
 };
 
 void write_private(const fs::path& path, const std::string& text) {
-    const std::string error = write_file_atomically(path, ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()), 0600);
-    if (!error.empty()) fail(exit_codes::io_error, fmt::format("cannot write {}: {}", path.string(), error));
+    auto written = write_file_atomically(path, ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()), 0600);
+    if (!written) fail(exit_codes::io_error, fmt::format("cannot write {}: {}", path.string(), written.error().message()));
 }
 
 void make_private_dir(const fs::path& dir) {
@@ -70,16 +70,14 @@ std::string kcv_hex(const crypto::Key16& key) {
 }
 
 std::uint64_t digest64(const std::string& text) {
-    std::uint8_t digest[SHA256_DIGEST_LENGTH];
-    SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
-    return read_be(ByteView(digest, 8));
+    const Sha256Digest digest = sha256(text_bytes(text));
+    return read_be(ByteView(digest).first(8));
 }
 
 std::string seed_hex(std::uint64_t seed, const std::string& what) {
-    std::uint8_t digest[SHA256_DIGEST_LENGTH];
     const std::string text = fmt::format("coconut-card-seed:{}:{}", seed, what);
-    SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
-    return to_hex(ByteView(digest, 16));
+    const Sha256Digest digest = sha256(text_bytes(text));
+    return to_hex(ByteView(digest).first(16));
 }
 
 crypto::Key16 read_transport_key(const WorldPaths& world) {

@@ -8,7 +8,7 @@
 //   COCONUT_FUZZ_WRITE_SEEDS=clearing/iso8583/fuzz/corpus/fuzz_card_data build-fuzz/clearing/iso8583/fuzz_card_data
 #pragma once
 
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
 
 #include <fcntl.h>
 #include <unistd.h>

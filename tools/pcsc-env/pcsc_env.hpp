@@ -8,7 +8,7 @@
 // with the reason.
 #pragma once
 
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
 #include <coconut/sdk/reader.hpp>
 
 #include <sys/types.h>

@@ -1,7 +1,7 @@
 // VirtualCard lifecycle, command dispatch, the T=0 transport behaviour, durable commits and the DRBG.
 #include "machine.hpp"
 
-#include <openssl/evp.h>
+#include <coconut/core/sha256.hpp>
 
 #include <algorithm>
 
@@ -183,9 +183,7 @@ Bytes VirtualCard::State::random(std::size_t count) {
         }
         Bytes input(nv.drbg_seed.begin(), nv.drbg_seed.end());
         append_be(input, vs.drbg_counter++, 8);
-        std::array<std::uint8_t, 32> block{};
-        unsigned int length = 0;
-        EVP_Digest(input.data(), input.size(), block.data(), &length, EVP_sha256(), nullptr);
+        const Sha256Digest block = sha256(input);
         const std::size_t take = std::min(count - out.size(), block.size());
         out.insert(out.end(), block.begin(), block.begin() + static_cast<std::ptrdiff_t>(take));
     }

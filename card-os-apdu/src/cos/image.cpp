@@ -1,9 +1,9 @@
 // Image files with two alternating state slots (layout in image.hpp and IMAGE-FORMAT.md).
 #include <coconut/cos/image.hpp>
-#include <coconut/durable_file.hpp>
+#include <coconut/core/durable_file.hpp>
+#include <coconut/core/sha256.hpp>
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,14 +25,6 @@ constexpr std::size_t header_digest_offset = 32;
 // A slot smaller than this cannot hold a card; larger ones waste a card's worth of disk for nothing.
 constexpr std::uint32_t slot_size_min = 1024;
 constexpr std::uint32_t slot_size_max = 1024 * 1024;
-
-std::array<std::uint8_t, digest_size> sha256(ByteView data) {
-    std::array<std::uint8_t, digest_size> out{};
-    unsigned int length = 0;
-    if (EVP_Digest(data.data(), data.size(), out.data(), &length, EVP_sha256(), nullptr) != 1)
-        throw std::runtime_error("OpenSSL: SHA-256 failed");
-    return out;
-}
 
 ImageFailure failure(ImageError code, const std::filesystem::path& path, std::string_view what) {
     return ImageFailure{code, fmt::format("{}: {}", path.string(), what)};
@@ -172,8 +164,8 @@ Status<ImageFailure> FileStorage::create(const std::filesystem::path& path, Imag
     file.resize(image_header_size + static_cast<std::size_t>(slot_size), 0);
     append(file, make_slot(payload, 1, slot_size));
 
-    if (const std::string error = write_file_atomically(path, file); !error.empty())
-        return Unexpected{failure(ImageError::io_error, path, error)};
+    if (auto written = write_file_atomically(path, file); !written)
+        return Unexpected{failure(ImageError::io_error, path, written.error().message())};
     return Ok{};
 }
 

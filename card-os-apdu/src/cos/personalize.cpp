@@ -2,8 +2,9 @@
 // card or a PSAM. Every field is validated; an error names the field.
 #include "state.hpp"
 
+#include <coconut/core/sha256.hpp>
+
 #include <iconv.h>
-#include <openssl/evp.h>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -127,8 +128,7 @@ std::array<std::uint8_t, 32> seed_field(const json& profile) {
     } else {
         material = crypto::random_bytes(32);
     }
-    unsigned int length = 0;
-    EVP_Digest(material.data(), material.size(), seed.data(), &length, EVP_sha256(), nullptr);
+    seed = sha256(material);
     return seed;
 }
 

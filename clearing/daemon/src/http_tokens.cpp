@@ -1,7 +1,7 @@
 // Card and clerk tokens (keyed hashes only), the clerk journal, and the offline token commands.
 #include <coconut/clearing/http.hpp>
 #include <coconut/core/assert.hpp>
-#include <coconut/durable_file.hpp>
+#include <coconut/core/durable_file.hpp>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -47,8 +47,8 @@ struct TokenKey {
 Status load_or_create_key(const std::filesystem::path& path, TokenKey& key) {
     if (!std::filesystem::exists(path)) {
         randombytes_buf(key.bytes.data(), key.bytes.size());
-        if (auto failed = write_file_atomically(path, key.bytes, 0600); !failed.empty()) {
-            return Unexpected<Error>{Error{ErrorCode::storage, "cannot create the token key: " + failed}};
+        if (auto written = write_file_atomically(path, key.bytes, 0600); !written) {
+            return Unexpected<Error>{Error{ErrorCode::storage, "cannot create the token key: " + written.error().message()}};
         }
         return Ok{};
     }

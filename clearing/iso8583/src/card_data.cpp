@@ -1,8 +1,7 @@
 // Field 62 card data (card_data.hpp, ISO8583.md §3.1, §4).
 #include <coconut/apdu/tlv.hpp>
 #include <coconut/iso8583/card_data.hpp>
-
-#include <openssl/evp.h>
+#include <coconut/core/sha256.hpp>
 
 #include <algorithm>
 #include <cassert>
@@ -297,21 +296,12 @@ namespace {
 // The first N bytes of SHA-256 over the parts.
 template <std::size_t N>
 std::array<std::uint8_t, N> sha256_prefix(std::initializer_list<ByteView> parts) {
-    static_assert(N <= 32);
-    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-    std::array<std::uint8_t, 32> digest{};
-    unsigned size = 0;
-    bool ok = ctx != nullptr && EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1;
-    for (ByteView part : parts) ok = ok && EVP_DigestUpdate(ctx, part.data(), part.size()) == 1;
-    ok = ok && EVP_DigestFinal_ex(ctx, digest.data(), &size) == 1 && size == digest.size();
-    EVP_MD_CTX_free(ctx);
-    if (!ok) throw std::runtime_error("SHA-256 failed (OpenSSL)");  // a broken crypto library, not an input error
+    static_assert(N <= sha256_size);
+    const Sha256Digest digest = sha256(parts);
     std::array<std::uint8_t, N> out{};
     std::copy_n(digest.begin(), N, out.begin());
     return out;
 }
-
-ByteView text_bytes(std::string_view text) { return {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()}; }
 
 }  // namespace
 

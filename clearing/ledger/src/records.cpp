@@ -2,8 +2,6 @@
 
 #include <coconut/core/assert.hpp>
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <memory>
 #include <stdexcept>
@@ -238,28 +236,6 @@ Hash chain_hash(const Hash& previous, std::uint64_t sequence, JournalKind kind, 
     append_be(message, timestamp, 8);
     append(message, payload);
     return sha256(message);
-}
-
-// The digest is fetched from the provider once and each thread reuses one context: EVP_Digest with
-// EVP_sha256() would fetch and allocate on every call, and the writer hashes every journal entry.
-Hash sha256(ByteView message) {
-    struct MdDeleter {
-        void operator()(EVP_MD* md) const { EVP_MD_free(md); }
-    };
-    struct CtxDeleter {
-        void operator()(EVP_MD_CTX* ctx) const { EVP_MD_CTX_free(ctx); }
-    };
-    static const std::unique_ptr<EVP_MD, MdDeleter> md(EVP_MD_fetch(nullptr, "SHA256", nullptr));
-    thread_local const std::unique_ptr<EVP_MD_CTX, CtxDeleter> ctx(EVP_MD_CTX_new());
-    Hash out{};
-    unsigned size = 0;
-    // Failure means OpenSSL itself is broken.
-    if (!md || !ctx || EVP_DigestInit_ex2(ctx.get(), md.get(), nullptr) != 1 ||
-        EVP_DigestUpdate(ctx.get(), message.data(), message.size()) != 1 || EVP_DigestFinal_ex(ctx.get(), out.data(), &size) != 1 ||
-        size != hash_size) {
-        throw std::runtime_error("SHA-256 digest failed");
-    }
-    return out;
 }
 
 }  // namespace coconut::ledger::records

@@ -3,6 +3,7 @@
 // so a damaged record is reported as corrupt instead of being used.
 #pragma once
 
+#include <coconut/core/sha256.hpp>
 #include <coconut/ledger/ledger.hpp>
 
 #include <array>
@@ -50,8 +51,8 @@ std::optional<JournalHead> decode_head(ByteView bytes);
 inline constexpr std::size_t journal_payload_offset = 1 + 8 + hash_size;
 Bytes encode_journal_value(const JournalEntry& entry);
 std::optional<JournalEntry> decode_journal(std::uint64_t sequence, ByteView bytes);
-// SHA-256 of `message` (journal chain and derived ids).
-Hash sha256(ByteView message);
+// SHA-256 of `message` (journal chain and derived ids): core's, which reuses one context per thread.
+using coconut::sha256;
 // The chain: SHA-256(previous ‖ sequence BE8 ‖ kind ‖ timestamp BE8 ‖ payload).
 Hash chain_hash(const Hash& previous, std::uint64_t sequence, JournalKind kind, std::uint64_t timestamp,
                 ByteView payload);

@@ -14,11 +14,11 @@ namespace {
 // The online tables against the ledger, and the hotlist log against the card statuses.
 Status check_online(const ledger::Ledger& ledger, const Registry& registry, const std::vector<CardRecord>& cards,
                     CheckReport& report) {
-    COCONUT_REGISTRY_TRY(attempts, registry.load_attempts());
+    COCONUT_TRY(attempts, registry.load_attempts(), detail::as_failure);
     report.load_attempts = attempts.size();
     for (const auto& a : attempts) {
         const ledger::Id id = online_load_transfer(a.asn, a.online_atc, a.attempt.attempt);
-        COCONUT_REGISTRY_TRY(transfer, ledger.lookup_transfer(id));
+        COCONUT_TRY(transfer, ledger.lookup_transfer(id), detail::as_failure);
         if (!transfer || transfer->code != transfer_codes::online_load || (transfer->flags & ledger::transfer_flags::pending) == 0 ||
             transfer->credit_account_id != purse_shadow_account(a.asn) || transfer->amount != a.attempt.amount_fen) {
             report.problems.push_back("load of card " + bcd_to_digits(a.asn) + " online ATC " + std::to_string(a.online_atc) +
@@ -26,10 +26,10 @@ Status check_online(const ledger::Ledger& ledger, const Registry& registry, cons
                                       std::to_string(a.attempt.amount_fen) + " fen to its purse shadow");
         }
     }
-    COCONUT_REGISTRY_TRY(holds, registry.holds());
+    COCONUT_TRY(holds, registry.holds(), detail::as_failure);
     report.holds = holds.size();
     for (const auto& [id, hold] : holds) {
-        COCONUT_REGISTRY_TRY(transfer, ledger.lookup_transfer(id));
+        COCONUT_TRY(transfer, ledger.lookup_transfer(id), detail::as_failure);
         if (!transfer || transfer->code != transfer_codes::clinic_medical || (transfer->flags & ledger::transfer_flags::pending) == 0 ||
             transfer->debit_account_id != medical_account(hold.asn) || transfer->amount > hold.requested_fen) {
             report.problems.push_back("hold " + ledger::to_string(id) + " of card " + bcd_to_digits(hold.asn) +
@@ -39,7 +39,7 @@ Status check_online(const ledger::Ledger& ledger, const Registry& registry, cons
     std::set<Asn> listed;
     std::uint32_t chunk_index = 0;
     for (bool more = true; more; ++chunk_index) {
-        COCONUT_REGISTRY_TRY(chunk, registry.hotlist_chunk(0, chunk_index));
+        COCONUT_TRY(chunk, registry.hotlist_chunk(0, chunk_index), detail::as_failure);
         for (const HotlistEntry& e : chunk.entries) {
             if (e.added) listed.insert(e.asn);
             else listed.erase(e.asn);
@@ -67,12 +67,12 @@ Result<CheckReport> check(const ledger::Ledger& ledger, const Registry& registry
     auto ledger_report = ledger.check();
     if (!ledger_report) return Unexpected<Error>{storage_error(ledger_report.error())};
     report.ledger = std::move(ledger_report).value();
-    COCONUT_REGISTRY_TRY(cards, registry.cards());
+    COCONUT_TRY(cards, registry.cards(), detail::as_failure);
     report.cards = cards.size();
     for (const CardRecord& card : cards) {
         const std::string name = "card " + bcd_to_digits(card.asn);
-        COCONUT_REGISTRY_TRY(shadow, ledger.lookup_account(purse_shadow_account(card.asn)));
-        COCONUT_REGISTRY_TRY(medical, ledger.lookup_account(medical_account(card.asn)));
+        COCONUT_TRY(shadow, ledger.lookup_account(purse_shadow_account(card.asn)), detail::as_failure);
+        COCONUT_TRY(medical, ledger.lookup_account(medical_account(card.asn)), detail::as_failure);
         if (!shadow || shadow->ledger != ledgers::purse || shadow->code != account_codes::card_purse_shadow) {
             report.problems.push_back(name + ": purse shadow account missing or not on ledger 1 / code 1");
             continue;
@@ -89,7 +89,7 @@ Result<CheckReport> check(const ledger::Ledger& ledger, const Registry& registry
         }
     }
     for (ledger::Id suspense : {purse_suspense_account, medical_suspense_account}) {
-        COCONUT_REGISTRY_TRY(account, ledger.lookup_account(suspense));
+        COCONUT_TRY(account, ledger.lookup_account(suspense), detail::as_failure);
         if (account && (account->debits_posted != 0 || account->debits_pending != 0)) {
             report.problems.push_back("suspense account " + ledger::to_string(suspense) +
                                       " was debited: money whose TAC failed left suspense");
@@ -98,14 +98,14 @@ Result<CheckReport> check(const ledger::Ledger& ledger, const Registry& registry
     // Review records only ever debit the review claims account (review claims → suspense): nothing
     // credits it, so an unproven claim can never be turned into money anywhere.
     {
-        COCONUT_REGISTRY_TRY(account, ledger.lookup_account(purse_review_claims_account));
+        COCONUT_TRY(account, ledger.lookup_account(purse_review_claims_account), detail::as_failure);
         if (account && (account->credits_posted != 0 || account->credits_pending != 0)) {
             report.problems.push_back("review claims account " + ledger::to_string(purse_review_claims_account) +
                                       " was credited: only review records (to suspense) may touch it");
         }
     }
-    COCONUT_REGISTRY_TRY(participants, registry.participants());
-    COCONUT_REGISTRY_TRY(terminals, registry.terminals());
+    COCONUT_TRY(participants, registry.participants(), detail::as_failure);
+    COCONUT_TRY(terminals, registry.terminals(), detail::as_failure);
     std::set<std::uint64_t> participant_ids;
     for (const auto& p : participants) participant_ids.insert(p.id);
     for (const auto& t : terminals) {
@@ -114,7 +114,7 @@ Result<CheckReport> check(const ledger::Ledger& ledger, const Registry& registry
                                       " not registered");
         }
     }
-    COCONUT_REGISTRY_TRY(flags, registry.risk_flags());
+    COCONUT_TRY(flags, registry.risk_flags(), detail::as_failure);
     report.risk_flags = flags.size();
     if (auto s = check_online(ledger, registry, cards, report); !s) return Unexpected<Error>{s.error()};
     return report;

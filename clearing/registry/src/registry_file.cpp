@@ -65,9 +65,9 @@ Result<Parsed> parse_registry(std::string_view json_text) {
             return Unexpected<Error>{bad_input("registry: unknown field \"" + it.key() + "\"")};
         }
     }
-    COCONUT_REGISTRY_TRY(participants, read_section<Participant>(root, "participants", read_participant));
-    COCONUT_REGISTRY_TRY(terminals, read_section<TerminalRecord>(root, "terminals", read_terminal));
-    COCONUT_REGISTRY_TRY(cards, read_section<CardRecord>(root, "cards", read_card));
+    COCONUT_TRY(participants, read_section<Participant>(root, "participants", read_participant), detail::as_failure);
+    COCONUT_TRY(terminals, read_section<TerminalRecord>(root, "terminals", read_terminal), detail::as_failure);
+    COCONUT_TRY(cards, read_section<CardRecord>(root, "cards", read_card), detail::as_failure);
     const auto id_text = [](const auto& id) { return std::to_string(id); };
     if (auto s = no_duplicates(participants, "participants", "id", [](const Participant& p) { return p.id; },
                                [&](const Participant& p) { return id_text(p.id); });
@@ -123,7 +123,7 @@ Status check_participants_known(const Registry& registry, const Parsed& parsed) 
     for (const auto& p : parsed.participants) known.insert(p.id);
     for (const auto& t : parsed.terminals) {
         if (known.count(t.participant_id)) continue;
-        COCONUT_REGISTRY_TRY(stored, registry.participant(t.participant_id));
+        COCONUT_TRY(stored, registry.participant(t.participant_id), detail::as_failure);
         if (!stored) {
             return Unexpected<Error>{bad_input("terminal " + t.terminal_id + ": participant " + std::to_string(t.participant_id) +
                                                " is neither in the file nor in the registry")};
@@ -135,7 +135,7 @@ Status check_participants_known(const Registry& registry, const Parsed& parsed) 
 // Cards already registered keep their runtime state; their opening balances cannot change.
 Status keep_registered_cards(const Registry& registry, std::vector<CardRecord>& cards) {
     for (auto& c : cards) {
-        COCONUT_REGISTRY_TRY(stored, registry.card(c.asn));
+        COCONUT_TRY(stored, registry.card(c.asn), detail::as_failure);
         if (!stored) continue;
         if (stored->opening_balance_fen != c.opening_balance_fen || stored->medical_opening_fen != c.medical_opening_fen) {
             return Unexpected<Error>{Error{ErrorCode::conflict, "card " + bcd_to_digits(c.asn) +
@@ -161,7 +161,7 @@ Status load_participants_and_terminals(ledger::Ledger& ledger, const Registry& r
     if (events.size() > ledger::batch_events_max) {
         return Unexpected<Error>{bad_input("registry: more than 4,000 participants in one file; split it")};
     }
-    COCONUT_REGISTRY_TRY(created, apply_all(ledger, events, [&](lmdb::Txn& txn) -> lmdb::Status {
+    COCONUT_TRY(created, apply_all(ledger, events, [&](lmdb::Txn& txn) -> lmdb::Status {
                              for (const auto& p : parsed.participants) {
                                  if (auto s = registry.put_participant(txn, p); !s) return s;
                              }
@@ -178,7 +178,7 @@ Status load_participants_and_terminals(ledger::Ledger& ledger, const Registry& r
                                  if (auto s = registry.put_terminal(txn, r); !s) return s;
                              }
                              return Ok{};
-                         }));
+                         }), detail::as_failure);
     report.accounts_created += created.first;
     return Ok{};
 }
@@ -193,7 +193,7 @@ Status load_cards(ledger::Ledger& ledger, const Registry& registry, const std::v
         std::vector<ledger::Event> events;
         for (std::size_t i = start; i < end; ++i) append_card_opening(events, cards[i]);
         COCONUT_ASSERT(events.size() <= ledger::batch_events_max);
-        COCONUT_REGISTRY_TRY(created, apply_all(ledger, events, [&](lmdb::Txn& txn) -> lmdb::Status {
+        COCONUT_TRY(created, apply_all(ledger, events, [&](lmdb::Txn& txn) -> lmdb::Status {
                                  for (std::size_t i = start; i < end; ++i) {
                                      auto current = registry.card_in(txn, cards[i].asn);
                                      if (!current) return Unexpected<lmdb::Error>{current.error()};
@@ -204,7 +204,7 @@ Status load_cards(ledger::Ledger& ledger, const Registry& registry, const std::v
                                      if (auto s = registry.put_card(txn, cards[i]); !s) return s;
                                  }
                                  return Ok{};
-                             }));
+                             }), detail::as_failure);
         report.accounts_created += created.first;
         report.transfers_created += created.second;
     }
@@ -214,7 +214,7 @@ Status load_cards(ledger::Ledger& ledger, const Registry& registry, const std::v
 }  // namespace
 
 Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std::string_view json_text) {
-    COCONUT_REGISTRY_TRY(parsed, parse_registry(json_text));
+    COCONUT_TRY(parsed, parse_registry(json_text), detail::as_failure);
     if (auto s = check_participants_known(registry, parsed); !s) return Unexpected<Error>{s.error()};
     if (auto s = keep_registered_cards(registry, parsed.cards); !s) return Unexpected<Error>{s.error()};
     LoadReport report;
@@ -227,7 +227,7 @@ Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std
 }
 
 Status set_card_status(ledger::Ledger& ledger, Registry& registry, const Asn& asn, CardStatus status) {
-    COCONUT_REGISTRY_TRY(stored, registry.card(asn));
+    COCONUT_TRY(stored, registry.card(asn), detail::as_failure);
     if (!stored) return Unexpected<Error>{bad_input("card " + bcd_to_digits(asn) + " is not registered")};
     // Status and hotlist entry in one commit, so the version a terminal downloads matches the registry.
     // The record is read again inside the write transaction: a booking may have changed it meanwhile.
@@ -245,7 +245,7 @@ Status set_card_status(ledger::Ledger& ledger, Registry& registry, const Asn& as
 }
 
 Status set_terminal_status(ledger::Ledger& ledger, Registry& registry, std::string_view terminal_id, TerminalStatus status) {
-    COCONUT_REGISTRY_TRY(stored, registry.terminal(terminal_id));
+    COCONUT_TRY(stored, registry.terminal(terminal_id), detail::as_failure);
     if (!stored) return Unexpected<Error>{bad_input("terminal " + std::string(terminal_id) + " is not registered")};
     auto done = apply_all(ledger, {}, [&](lmdb::Txn& txn) -> lmdb::Status {
         auto current = registry.terminal_in(txn, terminal_id);

@@ -1,6 +1,6 @@
 // Keys, certificate requests and certificates of the island CA (tls.hpp): libcrypto only, one RAII
 // wrapper per handle, every failure with the file or field named.
-#include <coconut/durable_file.hpp>
+#include <coconut/core/durable_file.hpp>
 #include <coconut/tls/tls.hpp>
 
 #include "detail.hpp"
@@ -289,7 +289,7 @@ Status write_private_key(const std::filesystem::path& path, const PrivateKey& ke
         ::unlink(temporary.c_str());
         return fail(ErrorCode::io, message);
     }
-    fsync_parent_directory(path);
+    if (auto synced = fsync_parent_directory(path); !synced) return fail(ErrorCode::io, synced.error().message());
     return Ok{};
 }
 
@@ -417,8 +417,8 @@ Result<Certificate> read_certificate(const std::filesystem::path& path) {
 Status write_certificate(const std::filesystem::path& path, const Certificate& certificate, const std::vector<Certificate>& chain) {
     std::string text = to_pem(certificate);
     for (const Certificate& next : chain) text += to_pem(next);
-    if (std::string error = write_file_atomically(path, view_of(text), 0644); !error.empty())
-        return fail(ErrorCode::io, "certificate " + path.string() + ": " + error);
+    if (auto written = write_file_atomically(path, view_of(text), 0644); !written)
+        return fail(ErrorCode::io, "certificate " + path.string() + ": " + written.error().message());
     return Ok{};
 }
 

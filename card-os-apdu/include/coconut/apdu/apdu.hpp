@@ -6,9 +6,9 @@
 //   case 4: CLA INS P1 P2 Lc data Le    (extended: 00 Lc1 Lc2 data Le1 Le2)
 #pragma once
 
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
 #include <coconut/apdu/status.hpp>
-#include <coconut/result.hpp>
+#include <coconut/core/result.hpp>
 
 #include <cstdint>
 #include <optional>

@@ -1,8 +1,8 @@
 // BER-TLV (ISO 7816-4 annex D / EMV book 3 annex B): multi-byte tags, definite lengths up to 4 bytes.
 #pragma once
 
-#include <coconut/apdu/bytes.hpp>
-#include <coconut/result.hpp>
+#include <coconut/core/bytes.hpp>
+#include <coconut/core/result.hpp>
 
 #include <cstdint>
 #include <optional>

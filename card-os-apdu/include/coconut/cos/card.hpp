@@ -11,7 +11,7 @@
 
 #include <coconut/apdu/apdu.hpp>
 #include <coconut/cos/image.hpp>
-#include <coconut/result.hpp>
+#include <coconut/core/result.hpp>
 
 #include <nlohmann/json_fwd.hpp>
 

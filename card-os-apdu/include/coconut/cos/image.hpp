@@ -15,8 +15,8 @@
 // ~1.5 ms for write-new-file + fsync + rename + directory fsync).
 #pragma once
 
-#include <coconut/apdu/bytes.hpp>
-#include <coconut/result.hpp>
+#include <coconut/core/bytes.hpp>
+#include <coconut/core/result.hpp>
 
 #include <cstdint>
 #include <exception>

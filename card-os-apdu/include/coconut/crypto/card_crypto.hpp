@@ -6,7 +6,8 @@
 // wrong lengths passed by a caller are programmer errors and assert.
 #pragma once
 
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
+#include <coconut/core/card_time.hpp>
 
 #include <array>
 #include <cstdint>
@@ -114,11 +115,7 @@ Key8 purchase_session_key(const Key16& dpk, ByteView random4, std::uint16_t offl
 // ---- MAC inputs of docs/CARD-SPEC.md §4 (one place; card, PSAM, HSM and tests all use these) ----------
 
 // Card date/time as transmitted: date(4 BCD YYYYMMDD) ‖ time(3 BCD hhmmss).
-struct CardDateTime {
-    std::array<std::uint8_t, 4> date{};
-    std::array<std::uint8_t, 3> time{};
-    friend bool operator==(const CardDateTime&, const CardDateTime&) = default;
-};
+using CardDateTime = coconut::CardDateTime;  // Hainan local time (coconut/core/card_time.hpp)
 
 Bytes load_mac1_input(std::uint32_t old_balance, std::uint32_t amount, std::uint8_t type, ByteView terminal_id6);
 Bytes load_mac2_input(std::uint32_t amount, std::uint8_t type, ByteView terminal_id6, const CardDateTime& when);

@@ -24,9 +24,9 @@
 #pragma once
 
 #include <coconut/core/identifiers.hpp>
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
 #include <coconut/crypto/card_crypto.hpp>
-#include <coconut/result.hpp>
+#include <coconut/core/result.hpp>
 
 #include <array>
 #include <cstdint>

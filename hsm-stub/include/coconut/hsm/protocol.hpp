@@ -170,7 +170,8 @@ struct Endpoint {
     std::string host = "127.0.0.1";
     std::uint16_t port = default_port;
 };
-// "HOST:PORT" (port 0 allowed only when `allow_any_port`, for servers asking for an ephemeral port).
+// "HOST:PORT" or "[IPv6]:PORT" (coconut/core/endpoint.hpp; port 0 allowed only when `allow_any_port`, for
+// servers asking for an ephemeral port).
 Outcome<Endpoint> parse_endpoint(std::string_view text, bool allow_any_port = false);
 
 }  // namespace coconut::hsm::wire

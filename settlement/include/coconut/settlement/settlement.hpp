@@ -13,7 +13,7 @@
 //   2. positions: the journal of the window, read in bounded chunks (never one long read
 //      transaction); only POSTED money counts (single-phase transfers and post_pending; pending holds,
 //      voids and expiries move nothing). All positions plus fees must sum to zero.
-//   3. files: deterministic (same cycle → same bytes), atomic (coconut/durable_file.hpp), never
+//   3. files: deterministic (same cycle → same bytes), atomic (coconut/core/durable_file.hpp), never
 //      overwritten with different content.
 //   4. posting: per participant a linked chain (fee, payout per ledger) with ids derived from cycle,
 //      participant, ledger and kind: posting again answers `exists` and books nothing new.
@@ -24,7 +24,8 @@
 
 #include <coconut/clearing/plan.hpp>
 #include <coconut/ledger/ledger.hpp>
-#include <coconut/result.hpp>
+#include <coconut/core/result.hpp>
+#include <coconut/core/sha256.hpp>
 
 #include <array>
 #include <chrono>
@@ -386,6 +387,6 @@ Result<ReconciliationReport> reconcile(const std::filesystem::path& out, std::ui
 
 // Helpers shared by the CLI and tests.
 std::string format_fen(std::int64_t fen);  // 12345 → "123.45", -5 → "-0.05"
-std::string sha256_hex(std::string_view bytes);
+using coconut::sha256_hex;  // lower-case hex of SHA-256 (coconut/core/sha256.hpp)
 
 }  // namespace coconut::settlement

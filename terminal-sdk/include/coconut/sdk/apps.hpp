@@ -147,7 +147,7 @@ private:
 };
 
 // Text helpers shared by the CLI and tests.
-crypto::CardDateTime to_card_date_time(std::chrono::system_clock::time_point when);  // Hainan local time (UTC+8)
+using coconut::to_card_date_time;  // Hainan local time (UTC+8), coconut/core/card_time.hpp
 std::string format_date_time(const crypto::CardDateTime& when);  // "2026-11-26 12:00:00"
 
 }  // namespace coconut::sdk

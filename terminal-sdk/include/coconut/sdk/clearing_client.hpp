@@ -30,7 +30,7 @@
 #include <coconut/iso8583/card_data.hpp>
 #include <coconut/iso8583/iso8583.hpp>
 #include <coconut/iso8583/profile.hpp>
-#include <coconut/result.hpp>
+#include <coconut/core/result.hpp>
 #include <coconut/sdk/hotlist.hpp>
 #include <coconut/sdk/queue.hpp>
 #include <coconut/tls/tls.hpp>

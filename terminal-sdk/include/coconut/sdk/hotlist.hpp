@@ -3,7 +3,7 @@
 // the current version is refused so a lost delta cannot leave a blocked card unblocked.
 #pragma once
 
-#include <coconut/result.hpp>
+#include <coconut/core/result.hpp>
 #include <coconut/sdk/apps.hpp>
 
 #include <filesystem>

@@ -19,7 +19,7 @@
 #pragma once
 
 #include <coconut/crypto/card_crypto.hpp>
-#include <coconut/result.hpp>
+#include <coconut/core/result.hpp>
 #include <coconut/sdk/apps.hpp>
 
 #include <filesystem>

@@ -3,8 +3,8 @@
 // only (the Keyple separation: readers ⟂ transport rules ⟂ card logic).
 #pragma once
 
-#include <coconut/apdu/bytes.hpp>
-#include <coconut/result.hpp>
+#include <coconut/core/bytes.hpp>
+#include <coconut/core/result.hpp>
 
 #include <chrono>
 #include <cstdint>

@@ -3,9 +3,9 @@
 // clearing daemon.
 #pragma once
 
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
 #include <coconut/crypto/card_crypto.hpp>
-#include <coconut/result.hpp>
+#include <coconut/core/result.hpp>
 
 #include <array>
 #include <cstdint>

@@ -21,8 +21,8 @@
 // Error naming the field, so the daemon can answer 39 = 30 (format error).
 #pragma once
 
-#include <coconut/apdu/bytes.hpp>
-#include <coconut/result.hpp>
+#include <coconut/core/bytes.hpp>
+#include <coconut/core/result.hpp>
 
 #include <array>
 #include <cstddef>

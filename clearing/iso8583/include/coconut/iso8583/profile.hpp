@@ -16,7 +16,7 @@
 
 #include <coconut/iso8583/card_data.hpp>
 #include <coconut/iso8583/iso8583.hpp>
-#include <coconut/result.hpp>
+#include <coconut/core/result.hpp>
 
 #include <array>
 #include <cstdint>

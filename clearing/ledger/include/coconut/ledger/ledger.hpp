@@ -29,7 +29,7 @@
 #pragma once
 
 #include <coconut/ledger/lmdb.hpp>
-#include <coconut/result.hpp>
+#include <coconut/core/result.hpp>
 
 #include <array>
 #include <chrono>

@@ -12,8 +12,8 @@
 //     ends (or, in a write transaction, until the next write).
 #pragma once
 
-#include <coconut/apdu/bytes.hpp>
-#include <coconut/result.hpp>
+#include <coconut/core/bytes.hpp>
+#include <coconut/core/result.hpp>
 
 #include <lmdb.h>
 

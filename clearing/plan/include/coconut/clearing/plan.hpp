@@ -5,10 +5,10 @@
 // settlement and the tools read the plan without the daemon.
 #pragma once
 
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
 #include <coconut/core/identifiers.hpp>
 #include <coconut/ledger/ledger.hpp>
-#include <coconut/result.hpp>
+#include <coconut/core/result.hpp>
 
 #include <array>
 #include <cstddef>

@@ -37,8 +37,8 @@
 // Boost.Asio's own constructors (out of memory).
 #pragma once
 
-#include <coconut/apdu/bytes.hpp>
-#include <coconut/result.hpp>
+#include <coconut/core/bytes.hpp>
+#include <coconut/core/result.hpp>
 
 #include <boost/asio/ssl/context.hpp>
 #include <openssl/types.h>

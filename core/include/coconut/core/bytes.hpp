@@ -1,5 +1,5 @@
 // Byte helpers used everywhere: the Bytes type, big-endian integers, BCD, hex (for edges only:
-// logs, CLI, tests). One place for byte order.
+// logs, CLI, tests). One place for byte order (coconut::core, below every component).
 #pragma once
 
 #include <array>
@@ -15,6 +15,9 @@ namespace coconut {
 
 using Bytes = std::vector<std::uint8_t>;
 using ByteView = std::span<const std::uint8_t>;
+
+// The bytes of a string, viewed (for hashing or writing text).
+inline ByteView text_bytes(std::string_view text) { return {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()}; }
 
 // Appends `b` to `out`.
 inline void append(Bytes& out, ByteView b) { out.insert(out.end(), b.begin(), b.end()); }

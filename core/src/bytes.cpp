@@ -1,19 +1,20 @@
-#include <coconut/apdu/bytes.hpp>
+#include <coconut/core/bytes.hpp>
 
-#include <cassert>
+#include <coconut/core/assert.hpp>
+
 #include <stdexcept>
 
 namespace coconut {
 
 std::uint64_t read_be(ByteView b) {
-    assert(b.size() <= 8);
+    COCONUT_ASSERT(b.size() <= 8);
     std::uint64_t value = 0;
     for (std::uint8_t byte : b) value = (value << 8) | byte;
     return value;
 }
 
 void append_be(Bytes& out, std::uint64_t value, std::size_t width) {
-    assert(width <= 8);
+    COCONUT_ASSERT(width <= 8);
     const std::size_t at = out.size();
     out.resize(at + width);  // one size check instead of one per byte
     for (std::size_t i = 0; i < width; ++i) out[at + i] = static_cast<std::uint8_t>(value >> (8 * (width - 1 - i)));
@@ -101,7 +102,7 @@ Bytes bcd_of(std::uint64_t value, std::size_t width) {
         value /= 10;
         out[i - 1] = static_cast<std::uint8_t>((high << 4) | low);
     }
-    assert(value == 0 && "value does not fit the BCD width");
+    COCONUT_ASSERT(value == 0, "value does not fit the BCD width");
     return out;
 }
 
