@@ -42,7 +42,7 @@ inline constexpr int exit_declined = 31;        // the clearing refused the load
 inline constexpr int exit_no_answer = 32;       // no answer in time: a reversal advice is queued (upload sends it)
 inline constexpr int exit_wrong_pin = 33;       // VERIFY refused the PIN (tries left in the status word)
 inline constexpr int exit_out_of_balance = 34;  // reconcile: 0510 answered 95, the batch stays open
-inline constexpr int exit_batch_error = 35;     // the batch state file is damaged or cannot be written
+inline constexpr int exit_batch_error = 35;     // the batch state cannot be written, or an old batch file is damaged
 inline constexpr int exit_tls_error = 36;       // --ca / --cert / --key missing, unreadable, too open or not matching
 
 inline int exit_code(sdk::FlowErrorCode code) {
@@ -107,7 +107,7 @@ inline constexpr const char* exit_code_table =
     "  32  no_answer: the clearing did not answer in time; a reversal advice is queued for `upload`\n"
     "  33  wrong_pin: the card refused the PIN\n"
     "  34  out_of_balance: `reconcile` answered 95; the batch stays open\n"
-    "  35  batch_error: the batch state file (--batch-file) is damaged or cannot be written\n"
+    "  35  batch_error: the batch state cannot be written to the queue, or the old batch file (--batch-file) is damaged\n"
     "  36  tls_error: --ca / --cert / --key missing, unreadable, readable by others, or not belonging together\n";
 
 }  // namespace coconut::terminal_cli

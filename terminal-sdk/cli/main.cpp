@@ -137,7 +137,17 @@ struct Session {
     std::unique_ptr<sdk::Terminal> terminal;
 };
 
-Result<std::unique_ptr<Session>, CliError> open_session(const Options& options, bool need_psam) {
+// The queue; an old one (format 1) is converted with its old batch file (`old_batch_file`, default the
+// queue path + ".batch") first.
+Result<std::unique_ptr<sdk::TransactionQueue>, CliError> open_queue(const Options& options, const std::string& old_batch_file = {}) {
+    auto queue = sdk::TransactionQueue::open(options.queue_path, {}, old_batch_file);
+    if (queue) return std::move(*queue);
+    if (queue.error().code == sdk::QueueErrorCode::bad_batch_file)
+        return Unexpected{CliError{exit_batch_error, "clearing", "batch_error", queue.error().message}};
+    return Unexpected{CliError{exit_queue_error, "queue", "queue_error", queue.error().message}};
+}
+
+Result<std::unique_ptr<Session>, CliError> open_session(const Options& options, bool need_psam, const std::string& old_batch_file = {}) {
     auto session = std::make_unique<Session>();
     if (!options.fares_path.empty()) {
         auto fares = load_fares(options.fares_path);
@@ -147,8 +157,8 @@ Result<std::unique_ptr<Session>, CliError> open_session(const Options& options, 
     auto hotlist = sdk::Hotlist::load(options.hotlist_path);
     if (!hotlist) return Unexpected{CliError{exit_hotlist_error, "hotlist", "hotlist_error", hotlist.error().message}};
     session->hotlist = std::move(*hotlist);
-    auto queue = sdk::TransactionQueue::open(options.queue_path);
-    if (!queue) return Unexpected{CliError{exit_queue_error, "queue", "queue_error", queue.error().message}};
+    auto queue = open_queue(options, old_batch_file);
+    if (!queue) return Unexpected{queue.error()};
     session->queue = std::move(*queue);
 
     auto card = open_slot("card", options.reader, "--reader", options.card_image, "--card", cos::ImageKind::card, true);
@@ -276,8 +286,8 @@ int cmd_holder(const Options& options) {
 }
 
 int cmd_queue(const Options& options, bool list) {
-    auto queue = sdk::TransactionQueue::open(options.queue_path);
-    if (!queue) return report(CliError{exit_queue_error, "queue", "queue_error", queue.error().message}, options.json);
+    auto queue = open_queue(options);
+    if (!queue) return report(queue.error(), options.json);
     const auto live = (*queue)->batch((*queue)->size());
     const auto intents = (*queue)->open_intents();
     if (!list) {
@@ -416,7 +426,7 @@ struct ClearingCliOptions {
     std::string merchant_id;  // field 42 of the 0100 (clinic-pay)
     std::size_t in_flight = sdk::clearing_in_flight_default;
     std::uint32_t timeout_ms = 10000;
-    std::string batch_file;   // default: the queue path + ".batch"
+    std::string batch_file;   // an old queue's batch file, converted into the queue (default: the queue path + ".batch")
     // Mutual TLS (clearing/README.md "TLS for terminals"): all three, or --insecure for plain TCP.
     std::string ca, certificate, private_key;
     bool insecure = false;
@@ -446,8 +456,8 @@ json to_json(const sdk::UploadReport& r, std::size_t remaining) {
             {"digest_mismatches", r.digest_mismatches}, {"kept_for_review", r.kept_for_review}, {"remaining", remaining}};
 }
 
-// Connected and signed on (the clearing answers 03 to anything else).
-Result<std::unique_ptr<sdk::ClearingClient>, CliError> open_clearing(const Options& options, const ClearingCliOptions& clearing) {
+// Connected and signed on (the clearing answers 03 to anything else); the batch state in `queue`'s log.
+Result<std::unique_ptr<sdk::ClearingClient>, CliError> open_clearing(const ClearingCliOptions& clearing, sdk::TransactionQueue& queue) {
     auto endpoint = sdk::parse_clearing_endpoint(clearing.clearing);
     if (!endpoint) return Unexpected{usage("--clearing " + endpoint.error())};
     sdk::ClearingOptions client_options;
@@ -455,7 +465,7 @@ Result<std::unique_ptr<sdk::ClearingClient>, CliError> open_clearing(const Optio
     client_options.merchant_id = clearing.merchant_id;
     client_options.in_flight = clearing.in_flight;
     client_options.response_timeout = std::chrono::milliseconds(clearing.timeout_ms);
-    client_options.batch_path = clearing.batch_file.empty() ? options.queue_path + ".batch" : clearing.batch_file;
+    client_options.batch_log = &queue;
     const bool any_tls = !clearing.ca.empty() || !clearing.certificate.empty() || !clearing.private_key.empty();
     if (clearing.insecure && any_tls) return Unexpected{usage("--insecure excludes --ca, --cert and --key")};
     if (!clearing.insecure) {
@@ -473,9 +483,9 @@ Result<std::unique_ptr<sdk::ClearingClient>, CliError> open_clearing(const Optio
 // upload: sign on, send every queued offline purchase (many in flight), delete what the clearing booked
 // (00 naming this very record in DF10), keep the rest — 59, 94 and a mismatching 00 are listed for review.
 int cmd_upload(const Options& options, const ClearingCliOptions& upload) {
-    auto queue = sdk::TransactionQueue::open(options.queue_path);
-    if (!queue) return report(CliError{exit_queue_error, "queue", "queue_error", queue.error().message}, options.json);
-    auto client = open_clearing(options, upload);
+    auto queue = open_queue(options, upload.batch_file);
+    if (!queue) return report(queue.error(), options.json);
+    auto client = open_clearing(upload, **queue);
     if (!client) return report(client.error(), options.json);
     auto result = (*client)->upload(**queue);
     if (!result) {
@@ -501,9 +511,9 @@ int cmd_upload(const Options& options, const ClearingCliOptions& upload) {
 
 // load AMOUNT: INIT FOR LOAD → 0200 → 0210 MAC2 → CREDIT FOR LOAD → 0220 (queued until acknowledged).
 int cmd_load(const Options& options, const ClearingCliOptions& clearing, std::uint32_t amount_fen) {
-    auto session = open_session(options, true);
+    auto session = open_session(options, true, clearing.batch_file);
     if (!session) return report(session.error(), options.json);
-    auto client = open_clearing(options, clearing);
+    auto client = open_clearing(clearing, *(*session)->queue);
     if (!client) return report(client.error(), options.json);
     auto outcome = (*session)->terminal->load(amount_fen, **client);
     if (!outcome) return report(from_flow(outcome.error()), options.json);
@@ -527,9 +537,9 @@ int cmd_load(const Options& options, const ClearingCliOptions& clearing, std::ui
 
 // clinic-pay AMOUNT --pin PIN: medical account hold (0100) first, the purse for the remainder, 0220 completion.
 int cmd_clinic_pay(const Options& options, const ClearingCliOptions& clearing, std::uint32_t amount_fen, const std::string& pin) {
-    auto session = open_session(options, true);
+    auto session = open_session(options, true, clearing.batch_file);
     if (!session) return report(session.error(), options.json);
-    auto client = open_clearing(options, clearing);
+    auto client = open_clearing(clearing, *(*session)->queue);
     if (!client) return report(client.error(), options.json);
     auto outcome = (*session)->terminal->clinic_payment(amount_fen, pin, **client);
     if (!outcome) return report(from_flow(outcome.error()), options.json);
@@ -552,7 +562,9 @@ int cmd_clinic_pay(const Options& options, const ClearingCliOptions& clearing, s
 int cmd_sync_hotlist(const Options& options, const ClearingCliOptions& clearing) {
     auto hotlist = sdk::Hotlist::load(options.hotlist_path);
     if (!hotlist) return report(CliError{exit_hotlist_error, "hotlist", "hotlist_error", hotlist.error().message}, options.json);
-    auto client = open_clearing(options, clearing);
+    auto queue = open_queue(options, clearing.batch_file);  // its log keeps the STAN counter
+    if (!queue) return report(queue.error(), options.json);
+    auto client = open_clearing(clearing, **queue);
     if (!client) return report(client.error(), options.json);
     auto synced = (*client)->sync_hotlist(*hotlist);
     if (!synced) return report(from_clearing(synced.error()), options.json);
@@ -581,14 +593,16 @@ json to_json(const sdk::BatchTotals& t) {
 
 // reconcile: 0500 with this batch's totals; 00 closes the batch, 95 keeps it open (exit 34).
 int cmd_reconcile(const Options& options, const ClearingCliOptions& clearing) {
-    auto client = open_clearing(options, clearing);
+    auto queue = open_queue(options, clearing.batch_file);  // its log keeps the batch state
+    if (!queue) return report(queue.error(), options.json);
+    auto client = open_clearing(clearing, **queue);
     if (!client) return report(client.error(), options.json);
     auto result = (*client)->reconcile();
     if (!result) return report(from_clearing(result.error()), options.json);
     (void)(*client)->sign_off();
     if (options.json) {
         print_json({{"batch_number", result->batch_number}, {"balanced", result->balanced}, {"totals", to_json(result->totals)},
-                    {"host_net", result->host_net}, {"next_batch_number", (*client)->batch().batch_number()}});
+                    {"host_net", result->host_net}, {"next_batch_number", (*client)->batch().batch_number}});
     } else {
         const auto& t = result->totals;
         print_text(fmt::format("batch {}: {} — debits {} / {} fen, credits {} / {} fen, reversals {} / {} fen and {} / {} fen; host net {}",
@@ -601,13 +615,40 @@ int cmd_reconcile(const Options& options, const ClearingCliOptions& clearing) {
 
 }  // namespace
 
-int run(int argc, char** argv) {
-    CLI::App app{"coconut-terminal: shop purchases, bus taps, online loads, clinic payments, recovery, queue, hotlist and clearing over the Coconut Card terminal SDK"};
-    app.footer(std::string(footer_text) + exit_code_table);
-    app.require_subcommand(1);
-    app.fallthrough();
+namespace {
 
+// What the command line sets, and the subcommands it may name (CLI11 writes into these members).
+struct CommandLine {
     Options options;
+    std::uint32_t amount_fen = 0;
+    std::uint32_t repeat = 1;
+    sdk::TapRequest tap;
+    std::string asn_digits;
+    std::string reason_text = "lost";
+    bool wait_absent = false;
+    std::uint32_t wait_timeout_ms = 10000;
+    ClearingCliOptions clearing;
+    std::uint32_t online_amount_fen = 0;
+    std::string pin;
+    CLI::App* balance = nullptr;
+    CLI::App* purchase = nullptr;
+    CLI::App* tap_command = nullptr;
+    CLI::App* recover = nullptr;
+    CLI::App* holder = nullptr;
+    CLI::App* queue = nullptr;
+    CLI::App* queue_list = nullptr;
+    CLI::App* hotlist_add = nullptr;
+    CLI::App* hotlist_remove = nullptr;
+    CLI::App* hotlist_show = nullptr;
+    CLI::App* wait = nullptr;
+    CLI::App* upload = nullptr;
+    CLI::App* load = nullptr;
+    CLI::App* clinic_pay = nullptr;
+    CLI::App* sync_hotlist = nullptr;
+    CLI::App* reconcile = nullptr;
+};
+
+void add_global_options(CLI::App& app, Options& options) {
     app.add_option("--reader", options.reader, "PC/SC reader holding the card");
     app.add_option("--psam-reader", options.psam_reader, "PC/SC reader holding the PSAM");
     app.add_option("--card", options.card_image, "Card image file, run in process (instead of --reader)");
@@ -618,120 +659,133 @@ int run(int argc, char** argv) {
     app.add_option("--time", options.time_text, "Fixed terminal clock, Hainan time 'YYYY-MM-DD hh:mm:ss' (simulation)");
     app.add_flag("--json", options.json, "Machine-readable output");
     app.add_flag("--trace", options.trace, "Print every APDU exchanged on stderr");
+}
 
+// The commands that need no clearing: card flows, queue, hotlist, wait.
+void add_card_commands(CLI::App& app, CommandLine& c) {
     app.add_subcommand("readers", "List the PC/SC readers");
-    auto* balance = app.add_subcommand("balance", "Read the purse balance");
-    std::uint32_t amount_fen = 0;
-    std::uint32_t repeat = 1;
-    auto* purchase = app.add_subcommand("purchase", "Shop purchase (EP purchase 06) of AMOUNT fen");
-    purchase->add_option("--amount", amount_fen, "Amount in fen (0.01 CNY)")
+    c.balance = app.add_subcommand("balance", "Read the purse balance");
+    c.purchase = app.add_subcommand("purchase", "Shop purchase (EP purchase 06) of AMOUNT fen");
+    c.purchase->add_option("--amount", c.amount_fen, "Amount in fen (0.01 CNY)")
         ->required()
         ->check(CLI::Range(std::uint32_t{1}, std::numeric_limits<std::uint32_t>::max()));
-    purchase->add_option("--repeat", repeat, "Run that many purchases in a row (soak tests)")
+    c.purchase->add_option("--repeat", c.repeat, "Run that many purchases in a row (soak tests)")
         ->check(CLI::Range(std::uint32_t{1}, purchase_repeat_max));
-    sdk::TapRequest tap;
-    auto* tap_command = app.add_subcommand("tap", "Bus tap (CAPP purchase 09): flat fare or entry/exit by the fare table");
-    tap_command->add_option("--line", tap.line, "Line number")->required()->check(CLI::Range(1, 65535));
-    tap_command->add_option("--station", tap.station, "Station number on the line")->required();
-    tap_command->add_option("--vehicle", tap.vehicle, "Vehicle id");
-    auto* recover = app.add_subcommand("recover", "Resolve debits interrupted on this terminal for the card now presented");
-    auto* holder = app.add_subcommand("holder", "Read the cardholder data (social-security application)");
+    c.tap_command = app.add_subcommand("tap", "Bus tap (CAPP purchase 09): flat fare or entry/exit by the fare table");
+    c.tap_command->add_option("--line", c.tap.line, "Line number")->required()->check(CLI::Range(1, 65535));
+    c.tap_command->add_option("--station", c.tap.station, "Station number on the line")->required();
+    c.tap_command->add_option("--vehicle", c.tap.vehicle, "Vehicle id");
+    c.recover = app.add_subcommand("recover", "Resolve debits interrupted on this terminal for the card now presented");
+    c.holder = app.add_subcommand("holder", "Read the cardholder data (social-security application)");
 
-    auto* queue = app.add_subcommand("queue", "Inspect the store-and-forward queue");
-    queue->require_subcommand(1);
-    auto* queue_list = queue->add_subcommand("list", "Transactions awaiting upload, then open intents");
-    queue->add_subcommand("count", "Number of transactions awaiting upload");
+    c.queue = app.add_subcommand("queue", "Inspect the store-and-forward queue");
+    c.queue->require_subcommand(1);
+    c.queue_list = c.queue->add_subcommand("list", "Transactions awaiting upload, then open intents");
+    c.queue->add_subcommand("count", "Number of transactions awaiting upload");
 
     auto* hotlist = app.add_subcommand("hotlist", "Local hotlist updates (one delta per change)");
     hotlist->require_subcommand(1);
-    std::string asn_digits;
-    std::string reason_text = "lost";
-    auto* hotlist_add = hotlist->add_subcommand("add", "Block a card");
-    hotlist_add->add_option("ASN", asn_digits, "Card ASN, 20 digits")->required();
-    hotlist_add->add_option("--reason", reason_text, "lost, stolen, cloned or issuer")->capture_default_str();
-    auto* hotlist_remove = hotlist->add_subcommand("remove", "Unblock a card");
-    hotlist_remove->add_option("ASN", asn_digits, "Card ASN, 20 digits")->required();
-    auto* hotlist_show = hotlist->add_subcommand("show", "Version and size; with --asn, whether that card is blocked");
-    hotlist_show->add_option("--asn", asn_digits, "Card ASN, 20 digits");
+    c.hotlist_add = hotlist->add_subcommand("add", "Block a card");
+    c.hotlist_add->add_option("ASN", c.asn_digits, "Card ASN, 20 digits")->required();
+    c.hotlist_add->add_option("--reason", c.reason_text, "lost, stolen, cloned or issuer")->capture_default_str();
+    c.hotlist_remove = hotlist->add_subcommand("remove", "Unblock a card");
+    c.hotlist_remove->add_option("ASN", c.asn_digits, "Card ASN, 20 digits")->required();
+    c.hotlist_show = hotlist->add_subcommand("show", "Version and size; with --asn, whether that card is blocked");
+    c.hotlist_show->add_option("--asn", c.asn_digits, "Card ASN, 20 digits");
 
-    bool wait_absent = false;
-    std::uint32_t wait_timeout_ms = 10000;
-    auto* wait = app.add_subcommand("wait", "Wait until a card is in the reader (or, with --absent, gone)");
-    wait->add_flag("--absent", wait_absent, "Wait for the card to leave");
-    wait->add_option("--timeout-ms", wait_timeout_ms, "Give up after this long (exit 27)")
+    c.wait = app.add_subcommand("wait", "Wait until a card is in the reader (or, with --absent, gone)");
+    c.wait->add_flag("--absent", c.wait_absent, "Wait for the card to leave");
+    c.wait->add_option("--timeout-ms", c.wait_timeout_ms, "Give up after this long (exit 27)")
         ->capture_default_str()
         ->check(CLI::Range(std::uint32_t{0}, wait_timeout_ms_max));
+}
 
-    // The clearing options every online command takes.
-    ClearingCliOptions clearing_options;
-    const auto add_clearing_options = [&](CLI::App* command) {
-        command->add_option("--clearing", clearing_options.clearing, "coconut-clearingd HOST:PORT")->required();
-        command->add_option("--terminal-id", clearing_options.terminal_id,
-                            "Terminal id as registered at the clearing (field 41, 8 characters)")
-            ->required();
-        command->add_option("--timeout-ms", clearing_options.timeout_ms, "Give up when an answer takes longer")
-            ->capture_default_str()
-            ->check(CLI::Range(std::uint32_t{100}, std::uint32_t{600000}));
-        command->add_option("--batch-file", clearing_options.batch_file,
-                            "Batch number, STAN counter and batch totals (default: the queue path + .batch)");
-        command->add_option("--ca", clearing_options.ca, "TLS: the island CA certificate (PEM) the clearing's must chain to");
-        command->add_option("--cert", clearing_options.certificate, "TLS: this terminal's certificate (PEM, CN = the terminal id)");
-        command->add_option("--key", clearing_options.private_key, "TLS: this terminal's private key (PEM, mode 0600)");
-        command->add_flag("--insecure", clearing_options.insecure,
-                          "Plain TCP without TLS, for a clearing serving --insecure-terminals (local development)");
-    };
-    auto* upload = app.add_subcommand("upload", "Upload the queue to the clearing (0320 and advices, many in flight); delete what it acknowledged");
-    add_clearing_options(upload);
-    upload->add_option("--in-flight", clearing_options.in_flight, "Uploads awaiting an answer at once")
+// The clearing options every online command takes.
+void add_clearing_options(CLI::App* command, ClearingCliOptions& clearing) {
+    command->add_option("--clearing", clearing.clearing, "coconut-clearingd HOST:PORT")->required();
+    command->add_option("--terminal-id", clearing.terminal_id, "Terminal id as registered at the clearing (field 41, 8 characters)")
+        ->required();
+    command->add_option("--timeout-ms", clearing.timeout_ms, "Give up when an answer takes longer")
+        ->capture_default_str()
+        ->check(CLI::Range(std::uint32_t{100}, std::uint32_t{600000}));
+    command->add_option("--batch-file", clearing.batch_file,
+                        "An old queue's batch state file, converted into the queue once (default: the queue path + .batch)");
+    command->add_option("--ca", clearing.ca, "TLS: the island CA certificate (PEM) the clearing's must chain to");
+    command->add_option("--cert", clearing.certificate, "TLS: this terminal's certificate (PEM, CN = the terminal id)");
+    command->add_option("--key", clearing.private_key, "TLS: this terminal's private key (PEM, mode 0600)");
+    command->add_flag("--insecure", clearing.insecure,
+                      "Plain TCP without TLS, for a clearing serving --insecure-terminals (local development)");
+}
+
+// The commands that talk to the clearing.
+void add_clearing_commands(CLI::App& app, CommandLine& c) {
+    c.upload = app.add_subcommand("upload", "Upload the queue to the clearing (0320 and advices, many in flight); delete what it acknowledged");
+    add_clearing_options(c.upload, c.clearing);
+    c.upload->add_option("--in-flight", c.clearing.in_flight, "Uploads awaiting an answer at once")
         ->capture_default_str()
         ->check(CLI::Range(std::size_t{1}, sdk::clearing_in_flight_max));
-    std::uint32_t online_amount_fen = 0;
-    auto* load = app.add_subcommand("load", "Online load of AMOUNT fen (0200/0210, CREDIT FOR LOAD, 0220)");
-    load->add_option("AMOUNT", online_amount_fen, "Amount in fen")
+    c.load = app.add_subcommand("load", "Online load of AMOUNT fen (0200/0210, CREDIT FOR LOAD, 0220)");
+    c.load->add_option("AMOUNT", c.online_amount_fen, "Amount in fen")
         ->required()
         ->check(CLI::Range(std::uint32_t{1}, std::numeric_limits<std::uint32_t>::max()));
-    add_clearing_options(load);
-    std::string pin;
-    auto* clinic_pay = app.add_subcommand("clinic-pay", "Clinic payment of AMOUNT fen: medical account hold (0100), purse for the rest, 0220");
-    clinic_pay->add_option("AMOUNT", online_amount_fen, "Amount in fen")
+    add_clearing_options(c.load, c.clearing);
+    c.clinic_pay = app.add_subcommand("clinic-pay", "Clinic payment of AMOUNT fen: medical account hold (0100), purse for the rest, 0220");
+    c.clinic_pay->add_option("AMOUNT", c.online_amount_fen, "Amount in fen")
         ->required()
         ->check(CLI::Range(std::uint32_t{1}, std::numeric_limits<std::uint32_t>::max()));
-    clinic_pay->add_option("--pin", pin, "Cardholder PIN (4-12 digits)")->required();
-    clinic_pay->add_option("--merchant-id", clearing_options.merchant_id, "Field 42 (card acceptor id) of the 0100");
-    add_clearing_options(clinic_pay);
-    auto* sync_hotlist = app.add_subcommand("sync-hotlist", "Download the hotlist changes since the local version (0800 70=101)");
-    add_clearing_options(sync_hotlist);
-    auto* reconcile = app.add_subcommand("reconcile", "End of shift: 0500 with this batch's totals; 00 closes the batch");
-    add_clearing_options(reconcile);
+    c.clinic_pay->add_option("--pin", c.pin, "Cardholder PIN (4-12 digits)")->required();
+    c.clinic_pay->add_option("--merchant-id", c.clearing.merchant_id, "Field 42 (card acceptor id) of the 0100");
+    add_clearing_options(c.clinic_pay, c.clearing);
+    c.sync_hotlist = app.add_subcommand("sync-hotlist", "Download the hotlist changes since the local version (0800 70=101)");
+    add_clearing_options(c.sync_hotlist, c.clearing);
+    c.reconcile = app.add_subcommand("reconcile", "End of shift: 0500 with this batch's totals; 00 closes the batch");
+    add_clearing_options(c.reconcile, c.clearing);
+}
 
+// Runs the subcommand the command line named.
+int dispatch(const CLI::App& app, const CommandLine& c) {
+    const Options& options = c.options;
+    if (app.got_subcommand("readers")) return cmd_readers(options);
+    if (*c.balance) return cmd_balance(options);
+    if (*c.purchase) return cmd_purchase(options, c.amount_fen, c.repeat);
+    if (*c.tap_command) return cmd_tap(options, c.tap);
+    if (*c.recover) return cmd_recover(options);
+    if (*c.holder) return cmd_holder(options);
+    if (*c.queue) return cmd_queue(options, c.queue_list->parsed());
+    if (*c.hotlist_add) {
+        auto reason = parse_reason(c.reason_text);
+        if (!reason) return report(reason.error(), options.json);
+        return cmd_hotlist_change(options, c.asn_digits, *reason);
+    }
+    if (*c.hotlist_remove) return cmd_hotlist_change(options, c.asn_digits, std::nullopt);
+    if (*c.hotlist_show) return cmd_hotlist_show(options, c.asn_digits);
+    if (*c.wait) return cmd_wait(options, c.wait_absent, c.wait_timeout_ms);
+    if (*c.upload) return cmd_upload(options, c.clearing);
+    if (*c.load) return cmd_load(options, c.clearing, c.online_amount_fen);
+    if (*c.clinic_pay) return cmd_clinic_pay(options, c.clearing, c.online_amount_fen, c.pin);
+    if (*c.sync_hotlist) return cmd_sync_hotlist(options, c.clearing);
+    if (*c.reconcile) return cmd_reconcile(options, c.clearing);
+    return exit_usage;
+}
+
+}  // namespace
+
+int run(int argc, char** argv) {
+    CLI::App app{"coconut-terminal: shop purchases, bus taps, online loads, clinic payments, recovery, queue, hotlist and clearing over the Coconut Card terminal SDK"};
+    app.footer(std::string(footer_text) + exit_code_table);
+    app.require_subcommand(1);
+    app.fallthrough();
+    CommandLine command_line;
+    add_global_options(app, command_line.options);
+    add_card_commands(app, command_line);
+    add_clearing_commands(app, command_line);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& error) {
         const int rc = app.exit(error);
         return rc == 0 ? exit_ok : exit_usage;
     }
-
-    if (app.got_subcommand("readers")) return cmd_readers(options);
-    if (*balance) return cmd_balance(options);
-    if (*purchase) return cmd_purchase(options, amount_fen, repeat);
-    if (*tap_command) return cmd_tap(options, tap);
-    if (*recover) return cmd_recover(options);
-    if (*holder) return cmd_holder(options);
-    if (*queue) return cmd_queue(options, queue_list->parsed());
-    if (*hotlist_add) {
-        auto reason = parse_reason(reason_text);
-        if (!reason) return report(reason.error(), options.json);
-        return cmd_hotlist_change(options, asn_digits, *reason);
-    }
-    if (*hotlist_remove) return cmd_hotlist_change(options, asn_digits, std::nullopt);
-    if (*hotlist_show) return cmd_hotlist_show(options, asn_digits);
-    if (*wait) return cmd_wait(options, wait_absent, wait_timeout_ms);
-    if (*upload) return cmd_upload(options, clearing_options);
-    if (*load) return cmd_load(options, clearing_options, online_amount_fen);
-    if (*clinic_pay) return cmd_clinic_pay(options, clearing_options, online_amount_fen, pin);
-    if (*sync_hotlist) return cmd_sync_hotlist(options, clearing_options);
-    if (*reconcile) return cmd_reconcile(options, clearing_options);
-    return exit_usage;
+    return dispatch(app, command_line);
 }
 
 }  // namespace coconut::terminal_cli

@@ -4,11 +4,12 @@
 // Input: byte 0 = flags, the rest = the file.
 //   bit 0  re-checksum: every record the length fields delimit gets its correct checksum before the file is
 //          written, so the fuzzer reaches the record decoder past the SHA-256 gate
-//   bit 1  after a successful open, append one record and acknowledge the oldest (the write paths on a
-//          log that was read back)
-// Properties: open() never crashes; it refuses (io_error / corrupt) or loads. What it loaded, reopened,
-// loads again with the same records and intents (clearing a torn tail is idempotent); an appended record
-// is there after a reopen.
+//   bit 1  after a successful open, append one record, take a STAN and acknowledge the oldest record,
+//          counting it into the batch totals (the write paths on a log that was read back)
+// Properties: open() never crashes; it refuses (io_error / corrupt) or loads — a format 1 log is converted
+// to format 2 first. What it loaded, reopened, loads again with the same records, intents and batch state
+// (clearing a torn tail and the conversion are idempotent); an appended record is there after a reopen,
+// and the acknowledged one is counted in the totals with it.
 #include <coconut/sdk/queue.hpp>
 
 #include "../src/checksum.hpp"
@@ -21,7 +22,7 @@ using namespace coconut;
 using namespace coconut::sdk;
 
 constexpr std::string_view target = "fuzz_queue_file";
-constexpr std::size_t file_header_size = 16;  // queue.hpp: "COCOQUE1" ‖ 8 zero bytes
+constexpr std::size_t file_header_size = 16;  // queue.hpp: "COCOQUE2" (format 1: "COCOQUE1") ‖ 8 zero bytes
 constexpr std::size_t record_prefix_size = 13;
 
 fuzz::ScratchDir& scratch() {
@@ -44,6 +45,7 @@ void recompute_checksums(Bytes& file) {
 struct Contents {
     std::vector<std::uint64_t> live;
     std::vector<std::uint64_t> intents;
+    BatchState batch;
     friend bool operator==(const Contents&, const Contents&) = default;
 };
 
@@ -54,6 +56,8 @@ Contents contents_of(const TransactionQueue& queue) {
         c.live.push_back(q.sequence);
     }
     for (const auto& q : queue.open_intents()) c.intents.push_back(q.sequence);
+    c.batch = queue.batch_state();
+    if (decode_batch_state(encode_batch_state(c.batch)) == std::nullopt) fuzz::fail(target, "a batch state that does not encode");
     return c;
 }
 
@@ -127,6 +131,18 @@ void write_seeds(const std::filesystem::path& dir) {
     (void)queue->record_intent(transit);
     const std::uint64_t first = 2;
     (void)queue->acknowledge(std::span(&first, 1));
+    // Format 1 held kinds 1–4 only: this log with the old magic is what an upgraded terminal converts.
+    Bytes format1 = trimmed(path);
+    format1[7] = '1';
+    seed("format-1", 0, format1);
+    seed("format-1-append", 2, format1);
+    // Kinds 5 and 6: a STAN block reserved, an acknowledgement counting what the host booked, a reversal
+    // counted, a batch closed.
+    (void)queue->take_stan();
+    const std::uint64_t booked = 4;  // the load confirmation
+    (void)queue->acknowledge(std::span(&booked, 1), std::span(&booked, 1));
+    (void)queue->count_reversal(LinkKind::load_reversal, 100);
+    (void)queue->close_batch();
     const Bytes every_kind = trimmed(path);
     seed("every-kind", 0, every_kind);
     seed("every-kind-append", 2, every_kind);
@@ -168,10 +184,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
     auto appended = again->append(sample_record());
     if (!appended) return 0;  // full
-    if (!loaded.live.empty()) (void)again->acknowledge(std::span(&loaded.live.front(), 1));
+    (void)again->take_stan();
+    BatchState expected = again->batch_state();
+    if (!loaded.live.empty()) {
+        const std::uint64_t oldest = loaded.live.front();
+        for (const auto& q : again->batch(again->size())) {
+            if (q.sequence == oldest && again->acknowledge(std::span(&oldest, 1), std::span(&oldest, 1))) expected.count(q.record);
+        }
+    }
+    const BatchTotals totals = again->batch_state().totals;
+    if (totals != expected.totals) fuzz::fail(target, "an acknowledgement counted other totals than its record's");
     again.reset();
     auto after = reopen(path, "after an append");
-    const auto live = contents_of(*after).live;
-    if (std::find(live.begin(), live.end(), *appended) == live.end()) fuzz::fail(target, "an appended record is gone after a reopen");
+    const auto reopened = contents_of(*after);
+    if (std::find(reopened.live.begin(), reopened.live.end(), *appended) == reopened.live.end())
+        fuzz::fail(target, "an appended record is gone after a reopen");
+    if (reopened.batch.totals != totals) fuzz::fail(target, "the batch totals changed across a reopen");
     return 0;
 }

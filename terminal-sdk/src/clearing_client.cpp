@@ -1,5 +1,5 @@
 // ISO 8583 client of the clearing daemon: blocking calls over Boost.Asio with a deadline on every read.
-#include <coconut/core/durable_file.hpp>
+#include <coconut/core/assert.hpp>
 #include <coconut/core/endpoint.hpp>
 #include <coconut/iso8583/card_data.hpp>
 #include <coconut/sdk/clearing_client.hpp>
@@ -15,7 +15,6 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 
-#include <cassert>
 #include <fstream>
 #include <sstream>
 #include <unordered_map>
@@ -28,7 +27,6 @@ using iso8583::Message;
 
 namespace {
 
-constexpr std::uint32_t stan_max = 999'999;  // field 11 is n6; 0 is not used
 using iso8583::batch_number_max;
 using iso8583::ResponseCode;
 
@@ -213,16 +211,26 @@ iso8583::TransactionFields transaction_fields(const TransactionRecord& r, Proces
     return f;
 }
 
+// The pair check of a card-transaction request the SDK built: the fields the clearing books it by are the
+// record's (cheap: map lookups, no encode).
+void check_request(const Message& m, const TransactionRecord& r, std::uint32_t stan, std::uint32_t batch_number) {
+    COCONUT_ASSERT(m.get_number(4) == r.amount_fen && m.get_number(11) == stan && m.get(2) == card_number(r) &&
+                       m.get(60) == iso8583::batch_field(batch_number) && m.get(41).has_value(),
+                   "a request carries its record's amount, card, STAN and batch");
+}
+
 }  // namespace
 
 Message advice_request(const TransactionRecord& r, std::uint32_t stan, std::string_view terminal_id, bool repeat) {
-    assert(r.link != LinkKind::offline_purchase && r.link != LinkKind::clinic_hold);
+    COCONUT_ASSERT(r.link != LinkKind::offline_purchase && r.link != LinkKind::clinic_hold, "an advice is sent for an advice record");
     const bool reversal = r.link == LinkKind::load_reversal || r.link == LinkKind::clinic_reversal;
     const ProcessingCode processing = is_load(r.link) ? ProcessingCode::purse_load : ProcessingCode::medical_purchase;
     Message m = iso8583::transaction_request(reversal ? iso8583::MessageType::reversal_advice : iso8583::MessageType::advice,
                                              transaction_fields(r, processing, stan, terminal_id, r.batch_number), repeat);
     if (auto data = encode_advice_data(r)) m.set(62, *data);
     m.set(90, original_data_elements(r));
+    check_request(m, r, stan, r.batch_number);
+    COCONUT_ASSERT(m.get(90).has_value() && m.get(90)->size() == 42, "field 90 names the original request");
     return m;
 }
 
@@ -232,112 +240,8 @@ Message upload_request(const TransactionRecord& r, std::uint32_t stan, std::stri
     f.local_date = bcd_to_digits(r.when.date).substr(4, 4);
     Message m = iso8583::transaction_request(iso8583::MessageType::upload, f);
     m.set(62, encode_card_data(r));
+    check_request(m, r, stan, batch_number);
     return m;
-}
-
-// ---- batch state ---------------------------------------------------------------------------------
-
-namespace {
-
-constexpr std::string_view batch_file_magic = "coconut-terminal-batch 1";
-
-std::uint32_t advance_stan(std::uint32_t stan, std::uint32_t count) {
-    return static_cast<std::uint32_t>((std::uint64_t{stan} - 1 + count) % stan_max) + 1;
-}
-
-}  // namespace
-
-BatchState BatchState::in_memory(std::uint32_t batch_number) {
-    BatchState state;
-    state.batch_number_ = batch_number;
-    return state;
-}
-
-Result<BatchState, std::string> BatchState::open(const std::filesystem::path& path) {
-    BatchState state;
-    state.path_ = path;
-    std::ifstream in(path);
-    if (!in) {
-        if (std::filesystem::exists(path)) return Unexpected<std::string>{path.string() + ": cannot read the batch state"};
-        return state;
-    }
-    const auto damaged = [&](std::string_view why) {
-        return Unexpected<std::string>{fmt::format("{}: damaged batch state ({})", path.string(), why)};
-    };
-    std::string magic;
-    std::getline(in, magic);
-    if (magic != batch_file_magic) return damaged("not a coconut terminal batch file");
-    BatchTotals& t = state.totals_;
-    std::string key;
-    std::uint64_t batch = 0, stan = 0;
-    const auto pair = [&](std::string_view name, std::uint64_t& count, std::uint64_t& fen) {
-        return static_cast<bool>(in >> key >> count >> fen) && key == name;
-    };
-    if (!(in >> key >> batch) || key != "batch" || batch == 0 || batch > batch_number_max) return damaged("batch");
-    if (!(in >> key >> stan) || key != "stan" || stan == 0 || stan > stan_max) return damaged("stan");
-    if (!pair("debits", t.debits_count, t.debits_fen) || !pair("credits", t.credits_count, t.credits_fen) ||
-        !pair("credit_reversals", t.credit_reversals_count, t.credit_reversals_fen) ||
-        !pair("debit_reversals", t.debit_reversals_count, t.debit_reversals_fen))
-        return damaged("totals");
-    state.batch_number_ = static_cast<std::uint32_t>(batch);
-    state.next_stan_ = static_cast<std::uint32_t>(stan);  // every STAN before it may have been used
-    return state;
-}
-
-Status<std::string> BatchState::save() const {
-    if (path_.empty()) return Ok{};
-    const BatchTotals& t = totals_;
-    const std::string text = fmt::format(
-        "{}\nbatch {}\nstan {}\ndebits {} {}\ncredits {} {}\ncredit_reversals {} {}\ndebit_reversals {} {}\n", batch_file_magic,
-        batch_number_, advance_stan(next_stan_, reserved_left_), t.debits_count, t.debits_fen, t.credits_count, t.credits_fen,
-        t.credit_reversals_count, t.credit_reversals_fen, t.debit_reversals_count, t.debit_reversals_fen);
-    if (auto written = write_file_atomically(path_, ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
-        !written)
-        return Unexpected<std::string>{written.error().message()};
-    return Ok{};
-}
-
-Result<std::uint32_t, std::string> BatchState::take_stan() {
-    if (reserved_left_ == 0) {
-        reserved_left_ = stan_block_size;
-        if (auto saved = save(); !saved) {
-            reserved_left_ = 0;
-            return Unexpected<std::string>{saved.error()};
-        }
-    }
-    const std::uint32_t stan = next_stan_;
-    next_stan_ = advance_stan(next_stan_, 1);
-    --reserved_left_;
-    return stan;
-}
-
-Status<std::string> BatchState::count(const TransactionRecord& r) {
-    switch (r.link) {
-        case LinkKind::offline_purchase:
-        case LinkKind::clinic_completion: totals_.debits_count++, totals_.debits_fen += r.amount_fen; break;
-        case LinkKind::load_confirmation: totals_.credits_count++, totals_.credits_fen += r.amount_fen; break;
-        case LinkKind::load_reversal:
-        case LinkKind::clinic_reversal: return count_reversal(r.link, r.amount_fen);
-        case LinkKind::clinic_hold: return Ok{};
-    }
-    return save();
-}
-
-// A reversal counts when the host answered it 00, with the amount the terminal sent in its field 4 —
-// the host counts the same (ISO8583.md §4.7), whatever it found (a partial hold, nothing at all).
-Status<std::string> BatchState::count_reversal(LinkKind original, std::uint32_t amount_fen) {
-    if (is_load(original)) {
-        totals_.credit_reversals_count++, totals_.credit_reversals_fen += amount_fen;
-    } else {
-        totals_.debit_reversals_count++, totals_.debit_reversals_fen += amount_fen;
-    }
-    return save();
-}
-
-Status<std::string> BatchState::close() {
-    batch_number_ = batch_number_ == batch_number_max ? 1 : batch_number_ + 1;
-    totals_ = {};
-    return save();
 }
 
 // ---- the connection ------------------------------------------------------------------------------
@@ -348,7 +252,7 @@ struct ClearingClient::State {
     LinkStats link_stats;
     ClearingEndpoint endpoint;
     ClearingOptions options;
-    BatchState batch;
+    BatchState memory_batch;  // without a batch log (ClearingOptions::batch_log)
     bool signed_on = false;  // sign on again after a reconnect
     UploadReport report;
     std::array<std::uint8_t, iso8583::frame_size_max> buffer{};
@@ -409,10 +313,58 @@ struct ClearingClient::State {
         return Ok{};
     }
 
+    // ---- the batch state: in the batch log, or in memory ----
+
+    const BatchState& batch() const { return options.batch_log ? options.batch_log->batch_state() : memory_batch; }
+
     Result<std::uint32_t, ClearingError> take_stan() {
-        auto stan = batch.take_stan();
-        if (!stan) return fail(ClearingErrorCode::batch_error, stan.error());
+        if (!options.batch_log) {
+            const std::uint32_t stan = memory_batch.next_stan;
+            memory_batch.next_stan = advance_stan(stan, 1);
+            return stan;
+        }
+        auto stan = options.batch_log->take_stan();
+        if (!stan) return fail(ClearingErrorCode::batch_error, stan.error().message);
         return *stan;
+    }
+
+    Status<ClearingError> count_reversal(LinkKind original, std::uint32_t amount_fen) {
+        if (!options.batch_log) {
+            memory_batch.count_reversal(original, amount_fen);
+            return Ok{};
+        }
+        if (auto c = options.batch_log->count_reversal(original, amount_fen); !c) return fail(ClearingErrorCode::batch_error, c.error().message);
+        return Ok{};
+    }
+
+    Status<ClearingError> close_batch() {
+        if (!options.batch_log) {
+            memory_batch.close();
+            return Ok{};
+        }
+        if (auto c = options.batch_log->close_batch(); !c) return fail(ClearingErrorCode::batch_error, c.error().message);
+        return Ok{};
+    }
+
+    // With a batch log, only its queue is uploaded: its acknowledgements carry the totals.
+    Status<ClearingError> check_queue(const TransactionQueue& queue) const {
+        if (!options.batch_log || options.batch_log == &queue) return Ok{};
+        return fail(ClearingErrorCode::bad_option, queue.path().string() + " is not the queue that keeps this client's batch state (" +
+                                                       options.batch_log->path().string() + ")");
+    }
+
+    // Deletes `sequences` from the queue and counts `booked` (the records the host booked among them).
+    // With a batch log that is one durable append; in memory the count follows the deletion.
+    Status<ClearingError> acknowledge(TransactionQueue& queue, std::span<const std::uint64_t> sequences,
+                                      std::span<const QueuedTransaction> booked) {
+        std::vector<std::uint64_t> booked_sequences;
+        for (const QueuedTransaction& q : booked) booked_sequences.push_back(q.sequence);
+        const bool with_log = options.batch_log != nullptr;
+        auto done = with_log ? queue.acknowledge(sequences, booked_sequences) : queue.acknowledge(sequences);
+        if (!done) return fail(ClearingErrorCode::queue_error, "acknowledge: " + done.error().message);
+        if (!with_log)
+            for (const QueuedTransaction& q : booked) memory_batch.count(q.record);
+        return Ok{};
     }
 
     Status<ClearingError> send(const Message& m) {
@@ -420,6 +372,11 @@ struct ClearingClient::State {
         if (!encoded) return fail(ClearingErrorCode::bad_option, "cannot encode " + m.mti() + ": " + iso8583::describe(encoded.error()));
         auto framed = iso8583::frame(*encoded);
         if (!framed) return fail(ClearingErrorCode::bad_option, "message too large");
+        // The frame is the length prefix and the message as encoded, which starts with its MTI.
+        COCONUT_ASSERT(framed->size() == encoded->size() + iso8583::frame_header_size &&
+                           (std::size_t{(*framed)[0]} << 8 | (*framed)[1]) == encoded->size() &&
+                           std::equal(m.mti().begin(), m.mti().end(), encoded->begin()),
+                       "ISO 8583 frame of the request");
         boost::system::error_code ec;
         asio::write(socket, asio::buffer(*framed), ec);  // small; the kernel buffer holds a full window
         if (ec) {
@@ -451,6 +408,8 @@ struct ClearingClient::State {
         auto parsed = iso8583::parse(ByteView(buffer.data(), body_size), iso8583::coconut_dictionary());
         if (!parsed) return fail(ClearingErrorCode::protocol_error, "answer does not parse: " + iso8583::describe(parsed.error()));
         if (!parsed->get(39) || !parsed->get(11)) return fail(ClearingErrorCode::protocol_error, "answer without 39 or 11");
+        COCONUT_ASSERT(parsed->mti().size() == 4 && std::equal(parsed->mti().begin(), parsed->mti().end(), buffer.begin()),
+                       "a parsed answer's MTI is the one on the wire");
         return std::move(parsed).value();
     }
 
@@ -494,10 +453,6 @@ struct ClearingClient::State {
         return Ok{};
     }
 
-    Status<ClearingError> counted(const TransactionRecord& record) {
-        if (auto c = batch.count(record); !c) return fail(ClearingErrorCode::batch_error, c.error());
-        return Ok{};
-    }
 };
 
 ClearingClient::ClearingClient(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -521,13 +476,8 @@ Result<std::unique_ptr<ClearingClient>, ClearingError> ClearingClient::connect(c
         files->context = std::move(context).value();
     }
     if (state->options.tls) state->socket.use_tls(state->options.tls->context);
-    if (state->options.batch_path.empty()) {
-        state->batch = BatchState::in_memory(state->options.batch_number);
-    } else {
-        auto batch = BatchState::open(state->options.batch_path);
-        if (!batch) return fail(ClearingErrorCode::batch_error, batch.error());
-        state->batch = std::move(batch).value();
-    }
+    state->memory_batch.batch_number = state->options.batch_number;
+    if (state->options.batch_log) state->options.batch_log->release_stan_reservation();
     if (auto opened = state->open_socket(); !opened) return Unexpected<ClearingError>{opened.error()};
     return std::unique_ptr<ClearingClient>(new ClearingClient(std::move(state)));
 }
@@ -549,94 +499,133 @@ Status<ClearingError> ClearingClient::sign_off() {
 }
 const UploadReport& ClearingClient::last_report() const { return state_->report; }
 const LinkStats& ClearingClient::link_stats() const { return state_->link_stats; }
-BatchState& ClearingClient::batch() { return state_->batch; }
+const BatchState& ClearingClient::batch() const { return state_->batch(); }
 const ClearingOptions& ClearingClient::options() const { return state_->options; }
 Result<std::uint32_t, ClearingError> ClearingClient::take_stan() { return state_->take_stan(); }
 
-Result<UploadReport, ClearingError> ClearingClient::upload(TransactionQueue& queue) {
-    State& s = *state_;
-    s.report = {};
-    if (auto open = s.ensure_open(); !open) return Unexpected<ClearingError>{open.error()};
-    const std::vector<QueuedTransaction> work = queue.batch(queue.size());
+namespace {
+
+// One upload chunk: at most the queue's ack_batch_max records, sent with up to `in_flight` awaiting an
+// answer, then one acknowledgement (the records' deletion and the totals they add, in one append).
+class UploadChunk {
+public:
+    UploadChunk(ClearingClient::State& s, const std::vector<QueuedTransaction>& work, std::size_t start, std::size_t end)
+        : s_(s), work_(work), next_(start), end_(end) {}
+
+    // Sends and receives until every record of the chunk was answered or the link failed.
+    void exchange() {
+        while (!failure_ && (next_ < end_ || !pending_.empty())) {
+            send_window();
+            if (failure_ || pending_.empty()) break;
+            receive_one();
+        }
+    }
+    // Acknowledges what was answered with a final answer, even after a link failure.
+    Status<ClearingError> acknowledge(TransactionQueue& queue) {
+        if (acknowledged_.empty()) return Ok{};
+        std::vector<std::uint64_t> sequences;
+        std::vector<QueuedTransaction> booked;
+        for (const auto& [i, counts] : acknowledged_) {
+            sequences.push_back(work_[i].sequence);
+            if (counts) booked.push_back(work_[i]);
+        }
+        if (auto done = s_.acknowledge(queue, sequences, booked); !done) return done;
+        s_.report.acknowledged += acknowledged_.size();
+        return Ok{};
+    }
+    const std::optional<ClearingError>& failure() const { return failure_; }
+
+private:
     struct InFlight {
         std::size_t index;
         std::string response_mti;
     };
-    // One acknowledgement per chunk: its records are deleted in one durable write.
-    const std::size_t chunk_max = QueueLimits{}.ack_batch_max;
+
+    void send_window() {
+        while (next_ < end_ && pending_.size() < s_.options.in_flight) {
+            auto stan = s_.take_stan();
+            if (!stan) {
+                failure_ = stan.error();
+                return;
+            }
+            const TransactionRecord& record = work_[next_].record;
+            const bool advice = record.link != LinkKind::offline_purchase;
+            const Message request = advice ? advice_request(record, *stan, s_.options.terminal_id, true)
+                                           : upload_request(record, *stan, s_.options.terminal_id, s_.batch().batch_number);
+            if (auto sent = s_.send(request); !sent) {
+                failure_ = sent.error();
+                return;
+            }
+            pending_.emplace(std::string(*request.get(11)), InFlight{next_, response_mti(request.mti())});
+            s_.report.sent++;
+            if (advice) s_.report.advices++;
+            ++next_;
+        }
+    }
+
+    void receive_one() {
+        auto answer = s_.receive();
+        if (!answer) {
+            failure_ = answer.error();
+            return;
+        }
+        const auto found = pending_.find(std::string(*answer->get(11)));
+        if (found == pending_.end() || answer->mti() != found->second.response_mti) {
+            failure_ = ClearingError{ClearingErrorCode::protocol_error,
+                                     "answer " + answer->mti() + " STAN " + std::string(*answer->get(11)) + " matches no request", {}};
+            boost::system::error_code ignored;
+            s_.socket.close(ignored);
+            return;
+        }
+        judge(found->second.index, *answer);
+        pending_.erase(found);
+    }
+
+    // What the answer means for the record: acknowledged (and counted when booked), or kept.
+    void judge(std::size_t index, const Message& answer) {
+        const TransactionRecord& record = work_[index].record;
+        const std::string code(*answer.get(39));
+        UploadReport& report = s_.report;
+        report.by_response_code[code]++;
+        if (code == "59") report.suspense++;
+        if (code == "94") report.duplicates++;
+        if (acknowledging(record, answer)) {
+            acknowledged_.emplace_back(index, booked_by_host(record, answer));
+            if (code == "00") report.approved++;
+            if (code != "00" && record.link != LinkKind::offline_purchase) report.refused++;
+            return;
+        }
+        report.kept++;
+        if (code == "00") report.digest_mismatches++;
+        if (record.link == LinkKind::offline_purchase && (code == "59" || code == "94" || code == "00"))
+            report.kept_for_review.push_back(work_[index].sequence);
+    }
+
+    ClearingClient::State& s_;
+    const std::vector<QueuedTransaction>& work_;
+    std::size_t next_;
+    const std::size_t end_;
+    std::unordered_map<std::string, InFlight> pending_;      // STAN → record
+    std::vector<std::pair<std::size_t, bool>> acknowledged_;  // index into work, booked by the host
+    std::optional<ClearingError> failure_;
+};
+
+}  // namespace
+
+Result<UploadReport, ClearingError> ClearingClient::upload(TransactionQueue& queue) {
+    State& s = *state_;
+    s.report = {};
+    if (auto checked = s.check_queue(queue); !checked) return Unexpected<ClearingError>{checked.error()};
+    if (auto open = s.ensure_open(); !open) return Unexpected<ClearingError>{open.error()};
+    const std::vector<QueuedTransaction> work = queue.batch(queue.size());
+    // One acknowledgement per chunk, as large as this queue takes.
+    const std::size_t chunk_max = queue.limits().ack_batch_max;
+    COCONUT_ASSERT(chunk_max >= 1);
     for (std::size_t start = 0; start < work.size(); start += chunk_max) {
-        const std::size_t end = std::min(work.size(), start + chunk_max);
-        std::unordered_map<std::string, InFlight> pending;  // STAN → record
-        std::vector<std::pair<std::size_t, bool>> acknowledged;  // index into work, answered 00
-        std::optional<ClearingError> failure;
-        std::size_t next = start;
-        while (!failure && (next < end || !pending.empty())) {
-            while (next < end && pending.size() < s.options.in_flight) {
-                auto stan = s.take_stan();
-                if (!stan) {
-                    failure = stan.error();
-                    break;
-                }
-                const TransactionRecord& record = work[next].record;
-                const bool advice = record.link != LinkKind::offline_purchase;
-                const Message request = advice ? advice_request(record, *stan, s.options.terminal_id, true)
-                                               : upload_request(record, *stan, s.options.terminal_id, s.batch.batch_number());
-                if (auto sent = s.send(request); !sent) {
-                    failure = sent.error();
-                    break;
-                }
-                pending.emplace(std::string(*request.get(11)), InFlight{next, response_mti(request.mti())});
-                s.report.sent++;
-                if (advice) s.report.advices++;
-                ++next;
-            }
-            if (failure || pending.empty()) break;
-            auto answer = s.receive();
-            if (!answer) {
-                failure = answer.error();
-                break;
-            }
-            const auto found = pending.find(std::string(*answer->get(11)));
-            if (found == pending.end() || answer->mti() != found->second.response_mti) {
-                failure = ClearingError{ClearingErrorCode::protocol_error,
-                                        "answer " + answer->mti() + " STAN " + std::string(*answer->get(11)) + " matches no request", {}};
-                boost::system::error_code ignored;
-                s.socket.close(ignored);
-                break;
-            }
-            const TransactionRecord& record = work[found->second.index].record;
-            const std::string code(*answer->get(39));
-            s.report.by_response_code[code]++;
-            if (code == "59") s.report.suspense++;
-            if (code == "94") s.report.duplicates++;
-            if (acknowledging(record, *answer)) {
-                acknowledged.emplace_back(found->second.index, booked_by_host(record, *answer));
-                if (code == "00") s.report.approved++;
-                if (code != "00" && record.link != LinkKind::offline_purchase) s.report.refused++;
-            } else {
-                s.report.kept++;
-                if (code == "00") s.report.digest_mismatches++;
-                if (record.link == LinkKind::offline_purchase && (code == "59" || code == "94" || code == "00")) {
-                    s.report.kept_for_review.push_back(work[found->second.index].sequence);
-                }
-            }
-            pending.erase(found);
-        }
-        if (!acknowledged.empty()) {
-            std::vector<std::uint64_t> sequences;
-            for (const auto& [i, approved] : acknowledged) sequences.push_back(work[i].sequence);
-            if (auto done = queue.acknowledge(sequences); !done) {
-                return fail(ClearingErrorCode::queue_error, "acknowledge: " + done.error().message);
-            }
-            s.report.acknowledged += acknowledged.size();
-            // Counted after the deletion is durable: a crash in between under-counts (the 0500 then says
-            // 95), it never counts a record twice.
-            for (const auto& [i, booked] : acknowledged) {
-                if (!booked) continue;
-                if (auto c = s.counted(work[i].record); !c) return Unexpected<ClearingError>{c.error()};
-            }
-        }
-        if (failure) return Unexpected<ClearingError>{*failure};
+        UploadChunk chunk(s, work, start, std::min(work.size(), start + chunk_max));
+        chunk.exchange();
+        if (auto done = chunk.acknowledge(queue); !done) return Unexpected<ClearingError>{done.error()};
+        if (chunk.failure()) return Unexpected<ClearingError>{*chunk.failure()};
     }
     return s.report;
 }
@@ -652,7 +641,10 @@ Message online_request(iso8583::MessageType type, const TransactionRecord& r, Pr
     f.transmission_time = bcd_to_digits(view(r.transmitted));
     f.local_time = bcd_to_digits(r.when.time);
     f.local_date = bcd_to_digits(r.when.date).substr(4, 4);
-    return iso8583::transaction_request(type, f);
+    Message m = iso8583::transaction_request(type, f);
+    check_request(m, r, r.stan, r.batch_number);
+    COCONUT_ASSERT(m.get(7) == f.transmission_time, "field 7 is the intent's transmission time");
+    return m;
 }
 
 }  // namespace
@@ -732,14 +724,13 @@ Result<std::string, ClearingError> ClearingClient::reverse(const TransactionReco
     if (!answer) return Unexpected<ClearingError>{answer.error()};
     std::string code(*answer->get(39));
     if (code == "00") {
-        if (auto c = state_->batch.count_reversal(reversal.link, reversal.amount_fen); !c) {
-            return fail(ClearingErrorCode::batch_error, c.error());
-        }
+        if (auto c = state_->count_reversal(reversal.link, reversal.amount_fen); !c) return Unexpected<ClearingError>{c.error()};
     }
     return code;
 }
 
 Result<std::string, ClearingError> ClearingClient::send_advice(TransactionQueue& queue, std::uint64_t sequence) {
+    if (auto checked = state_->check_queue(queue); !checked) return Unexpected<ClearingError>{checked.error()};
     std::optional<TransactionRecord> record;
     for (const auto& q : queue.batch(queue.size())) {
         if (q.sequence == sequence) record = q.record;
@@ -754,12 +745,9 @@ Result<std::string, ClearingError> ClearingClient::send_advice(TransactionQueue&
     std::string code(*answer->get(39));
     if (acknowledging(*record, *answer)) {
         const std::uint64_t sequences[] = {sequence};
-        if (auto done = queue.acknowledge(sequences); !done) {
-            return fail(ClearingErrorCode::queue_error, "acknowledge: " + done.error().message);
-        }
-        if (booked_by_host(*record, *answer)) {
-            if (auto c = state_->counted(*record); !c) return Unexpected<ClearingError>{c.error()};
-        }
+        std::vector<QueuedTransaction> booked;
+        if (booked_by_host(*record, *answer)) booked.push_back({sequence, *record});
+        if (auto done = state_->acknowledge(queue, sequences, booked); !done) return Unexpected<ClearingError>{done.error()};
     }
     return code;
 }
@@ -829,14 +817,15 @@ Result<ReconcileReport, ClearingError> ClearingClient::reconcile() {
     auto stan = s.take_stan();
     if (!stan) return Unexpected<ClearingError>{stan.error()};
     ReconcileReport report;
-    report.batch_number = s.batch.batch_number();
-    report.totals = s.batch.totals();
+    report.batch_number = s.batch().batch_number;
+    report.totals = s.batch().totals;
     const BatchTotals& t = report.totals;
     Message m(iso8583::request_mti(iso8583::MessageType::reconciliation));
     m.set_number(11, *stan, 6);
     m.set(41, s.options.terminal_id);
     m.set(60, iso8583::batch_field(report.batch_number));
     iso8583::set_batch_totals(m, t);
+    COCONUT_ASSERT(iso8583::batch_totals_of(m) == t, "the 0500 carries the batch totals");
     auto answer = s.exchange(m);
     if (!answer) return Unexpected<ClearingError>{answer.error()};
     const std::string code(*answer->get(39));
@@ -844,7 +833,7 @@ Result<ReconcileReport, ClearingError> ClearingClient::reconcile() {
     if (code == "95") return report;
     if (code != "00") return fail(ClearingErrorCode::refused, "reconciliation: the clearing answered " + code, code);
     report.balanced = true;
-    if (auto closed = s.batch.close(); !closed) return fail(ClearingErrorCode::batch_error, closed.error());
+    if (auto closed = s.close_batch(); !closed) return Unexpected<ClearingError>{closed.error()};
     return report;
 }
 

@@ -1,3 +1,4 @@
+#include <coconut/core/assert.hpp>
 #include <coconut/sdk/clearing_client.hpp>
 #include <coconut/sdk/terminal.hpp>
 
@@ -32,28 +33,6 @@ FlowError from_queue(const QueueError& e) {
 bool same_when(const crypto::CardDateTime& a, const crypto::CardDateTime& b) { return a.date == b.date && a.time == b.time; }
 
 }  // namespace
-
-std::uint32_t LineFare::max_fare_fen() const {
-    if (!distance_based) return flat_fare_fen;
-    return fare_by_stops.empty() ? 0 : *std::max_element(fare_by_stops.begin(), fare_by_stops.end());
-}
-
-std::uint32_t LineFare::fare(std::uint16_t entry_station, std::uint16_t exit_station) const {
-    if (!distance_based) return flat_fare_fen;
-    if (fare_by_stops.empty()) return 0;
-    const std::size_t stops = entry_station > exit_station ? entry_station - exit_station : exit_station - entry_station;
-    return fare_by_stops[std::min(stops, fare_by_stops.size() - 1)];
-}
-
-std::string_view to_string(TapResult result) {
-    switch (result) {
-        case TapResult::charged_flat: return "charged_flat";
-        case TapResult::entered: return "entered";
-        case TapResult::exited: return "exited";
-        case TapResult::repeat_no_charge: return "repeat_no_charge";
-    }
-    return "entered";
-}
 
 std::string_view to_string(FlowErrorCode code) {
     switch (code) {
@@ -260,6 +239,25 @@ Result<Ok, FlowError> check_card(const PurseInfo& info, const Hotlist& hotlist, 
     return Ok{};
 }
 
+// The bus record a charged tap writes: where and when, what it cost, and the journey state after it.
+cos::bus_record::BusRecord tap_record(const TapRequest& tap, const TapPricing& pricing, const LineFare& line,
+                                      const TerminalId& terminal_id, std::chrono::system_clock::time_point now) {
+    const crypto::CardDateTime when = to_card_date_time(now);
+    cos::bus_record::BusRecord r;
+    r.state = pricing.new_state;
+    r.line = tap.line;
+    r.station = tap.station;
+    r.vehicle = tap.vehicle;
+    std::copy(terminal_id.begin(), terminal_id.end(), r.terminal_id.begin());
+    std::copy(when.date.begin(), when.date.end(), r.date_time.begin());
+    std::copy(when.time.begin(), when.time.end(), r.date_time.begin() + 4);
+    r.fare_fen = pricing.fare_fen;
+    r.operator_id = line.operator_id;
+    r.entry_line = pricing.entry_line;
+    r.entry_station = pricing.entry_station;
+    return r;
+}
+
 }  // namespace
 
 Result<TransactionRecord, FlowError> Terminal::purchase(std::uint32_t amount_fen) {
@@ -274,12 +272,8 @@ Result<TransactionRecord, FlowError> Terminal::purchase(std::uint32_t amount_fen
 }
 
 Result<TapOutcome, FlowError> Terminal::transit_tap(const TapRequest& tap) {
-    namespace br = cos::bus_record;
-    const auto line_it = transit_.lines.find(tap.line);
-    if (line_it == transit_.lines.end())
+    if (!transit_.lines.contains(tap.line))
         return Unexpected{FlowError{FlowErrorCode::unknown_line, fmt::format("line {} has no fare table", tap.line)}};
-    const LineFare& line = line_it->second;
-
     auto session = open_card();
     if (!session) return Unexpected{session.error()};
     const auto now = clock_();
@@ -290,88 +284,31 @@ Result<TapOutcome, FlowError> Terminal::transit_tap(const TapRequest& tap) {
     auto terminal_id = open_psam();
     if (!terminal_id) return Unexpected{terminal_id.error()};
     PurseApp purse(card_channel_);
-    auto current = purse.read_capp_record(br::record_id_value);
+    auto current = purse.read_capp_record(cos::bus_record::record_id_value);
     if (!current) return Unexpected{from_card(current.error())};
-    const ByteView rec = *current;
-    const std::uint8_t state = rec[br::state];
-    const std::uint16_t last_line = read_be16(rec.subspan(br::line, 2));
-    const std::uint16_t last_station = read_be16(rec.subspan(br::station, 2));
-    const auto last_time = parse_card_time(rec.subspan(br::date_time, 7));
-    const bool recent = last_time && now - *last_time >= std::chrono::seconds(0) && now - *last_time < transit_.repeat_tap_window;
-    const bool entered = state == br::state_entered;
-
-    // The same tap again (same line, and same station on distance lines) inside the window.
-    if (recent && last_line == tap.line && (!line.distance_based || last_station == tap.station) &&
-        (line.distance_based || !entered)) {
+    const auto last = cos::bus_record::decode(*current);
+    if (!last) return Unexpected{FlowError{FlowErrorCode::card_error, fmt::format("the card's bus record is {} bytes", current->size())}};
+    const auto pricing = price_tap(transit_, tap, *last, now);
+    COCONUT_ASSERT(pricing.has_value(), "the line's fare table was checked above");
+    if (pricing->result == TapResult::repeat_no_charge) {
         auto b = purse.balance();
         if (!b) return Unexpected{from_card(b.error())};
         return TapOutcome{TapResult::repeat_no_charge, 0, *b, std::nullopt};
     }
-
-    // An open journey that this tap does not close is charged its line's maximum fare now.
-    const bool expired_entry = entered && last_time && now - *last_time >= transit_.journey_limit;
-    const bool closes_journey = entered && !expired_entry && line.distance_based && last_line == tap.line;
-    std::uint32_t unfinished_fare = 0;
-    if (entered && !closes_journey) {
-        const auto open_line = transit_.lines.find(last_line);
-        unfinished_fare = open_line != transit_.lines.end() ? open_line->second.max_fare_fen() : line.max_fare_fen();
-    }
-
-    TapResult result;
-    std::uint32_t fare;
-    TapKind kind;
-    std::uint8_t new_state;
-    std::uint16_t entry_station = 0;
-    if (!line.distance_based) {
-        result = TapResult::charged_flat;
-        fare = line.flat_fare_fen + unfinished_fare;
-        kind = unfinished_fare ? TapKind::unfinished : TapKind::flat;
-        new_state = br::state_closed;
-    } else if (closes_journey) {
-        result = TapResult::exited;
-        entry_station = last_station;
-        fare = line.fare(last_station, tap.station);
-        kind = TapKind::exit;
-        new_state = br::state_closed;
-    } else {
-        result = TapResult::entered;
-        fare = unfinished_fare;
-        kind = unfinished_fare ? TapKind::unfinished : TapKind::entry;
-        new_state = br::state_entered;
-    }
-
-    const crypto::CardDateTime when = to_card_date_time(now);
-    Bytes record(cos::capp_record_size, 0);
-    record[br::record_id] = br::record_id_value;
-    record[br::length] = static_cast<std::uint8_t>(cos::capp_record_size);
-    record[br::state] = new_state;
-    const auto put = [&](std::size_t offset, std::uint64_t value, std::size_t width) {
-        const Bytes b = be_bytes(value, width);
-        std::copy(b.begin(), b.end(), record.begin() + static_cast<std::ptrdiff_t>(offset));
-    };
-    put(br::line, tap.line, 2);
-    put(br::station, tap.station, 2);
-    put(br::vehicle, tap.vehicle, 4);
-    put(br::fare_fen, fare, 4);
-    put(br::operator_id, line.operator_id, 4);
-    put(br::entry_line, result == TapResult::exited ? last_line : 0, 2);
-    put(br::entry_station, entry_station, 2);
-    std::copy(when.date.begin(), when.date.end(), record.begin() + br::date_time);
-    std::copy(when.time.begin(), when.time.end(), record.begin() + br::date_time + 4);
-    std::copy(terminal_id->begin(), terminal_id->end(), record.begin() + br::terminal_id);
+    const Bytes record = cos::bus_record::encode(tap_record(tap, *pricing, transit_.lines.at(tap.line), *terminal_id, now));
 
     TransactionRecord draft;
     draft.type = crypto::type_capp_purchase;
-    draft.amount_fen = fare;
-    draft.tap_kind = kind;
+    draft.amount_fen = pricing->fare_fen;
+    draft.tap_kind = pricing->kind;
     draft.line = tap.line;
     draft.station = tap.station;
     draft.vehicle = tap.vehicle;
-    draft.entry_station = entry_station;
+    draft.entry_station = pricing->entry_station;
     // EF1A gets the new journey state; EF1E keeps the trip history (same 48-byte layout).
     auto done = debit(session->info, draft, {{cos::sfi_capp_record, record}, {cos::sfi_trip_log, record}});
     if (!done) return Unexpected{done.error()};
-    return TapOutcome{result, fare, done->balance_after_fen, *done};
+    return TapOutcome{pricing->result, pricing->fare_fen, done->balance_after_fen, *done};
 }
 
 }  // namespace coconut::sdk
@@ -487,7 +424,7 @@ Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, Clearing
     auto init = purse.initialize_load(amount_fen, *terminal_id);
     if (!init) return Unexpected{from_card(init.error())};
     TransactionRecord draft = online_draft(session->info, *terminal_id, amount_fen, LinkKind::load_confirmation, *stan,
-                                           host.batch().batch_number(), now);
+                                           host.batch().batch_number, now);
     draft.type = crypto::type_ep_load;
     draft.atc = init->online_atc;
     draft.balance_before_fen = init->balance_fen;
@@ -507,30 +444,31 @@ Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, Clearing
         if (auto a = queue_.abandon_intent(intent.sequence); !a) return Unexpected{from_queue(a.error())};
         return Unexpected{declined("load", approval->response_code)};
     }
-    // A card already gone never receives CREDIT: reverse now rather than when it comes back.
-    auto present = card_reader_.wait_for_card(true, std::chrono::milliseconds(0));
-    if (present && !*present) {
+    return credit_load(intent, approval->mac2, host);
+}
+
+Result<LoadOutcome, FlowError> Terminal::credit_load(const QueuedTransaction& intent, const crypto::Mac4& mac2, ClearingClient& host) {
+    const auto reversed = [&](FlowError error) -> Result<LoadOutcome, FlowError> {
         auto reversal = queue_reversal(intent, LinkKind::load_reversal, &host);
         if (!reversal) return Unexpected{reversal.error()};
-        FlowError error{FlowErrorCode::card_removed, "card left before CREDIT FOR LOAD: the load is reversed"};
         error.reversed = true;
         return Unexpected{error};
-    }
-    auto credited = purse.credit_for_load(draft.when, approval->mac2);
+    };
+    // A card already gone never receives CREDIT: reverse now rather than when it comes back.
+    auto present = card_reader_.wait_for_card(true, std::chrono::milliseconds(0));
+    if (present && !*present) return reversed(FlowError{FlowErrorCode::card_removed, "card left before CREDIT FOR LOAD: the load is reversed"});
+    PurseApp purse(card_channel_);
+    auto credited = purse.credit_for_load(intent.record.when, mac2);
     if (!credited) {
         if (credited.error().transport) {
             return Unexpected{FlowError{FlowErrorCode::card_removed,
                                         "card left during CREDIT FOR LOAD: present it again to confirm or reverse the load"}};
         }
         // The card refused MAC2 (9302 …): nothing changed on it.
-        auto reversal = queue_reversal(intent, LinkKind::load_reversal, &host);
-        if (!reversal) return Unexpected{reversal.error()};
-        FlowError error = from_card(credited.error());
-        error.reversed = true;
-        return Unexpected{error};
+        return reversed(from_card(credited.error()));
     }
     LoadOutcome outcome;
-    outcome.record = draft;
+    outcome.record = intent.record;
     outcome.record.tac = *credited;
     outcome.record.intent_sequence = intent.sequence;
     auto sequence = queue_.append(outcome.record);
@@ -577,7 +515,7 @@ Result<ClinicOutcome, FlowError> Terminal::medical_part(const PurseInfo& info, s
     auto stan = host.take_stan();
     if (!stan) return Unexpected{FlowError{FlowErrorCode::storage_error, stan.error().message}};
     const TransactionRecord draft = online_draft(info, *terminal_id, amount_fen, LinkKind::clinic_hold, *stan,
-                                                 host.batch().batch_number(), clock_());
+                                                 host.batch().batch_number, clock_());
     // Card presence for exactly this hold, once: the host's fresh challenge, answered by the PIN-gated
     // social-security application over the hold's fields (ISO8583.md §4.4).
     auto challenge = host.request_challenge(info.asn);

@@ -67,7 +67,7 @@ struct LinkRig {
 
         sdk::ClearingOptions options;
         options.terminal_id = "BUS00001";
-        options.batch_path = dir / "terminal.batch";
+        options.batch_log = queue.get();
         auto connected = sdk::ClearingClient::connect({"127.0.0.1", server->port()}, options);
         REQUIRE_MESSAGE(connected.ok(), (connected.ok() ? "" : connected.error().message));
         client = std::move(connected.value());
@@ -90,7 +90,7 @@ struct LinkRig {
     void connect_through(std::uint16_t port) {
         sdk::ClearingOptions options;
         options.terminal_id = "BUS00001";
-        options.batch_path = clearing.dir.path / "terminal.batch";
+        options.batch_log = queue.get();
         options.response_timeout = std::chrono::milliseconds(300);
         auto connected = sdk::ClearingClient::connect({"127.0.0.1", port}, options);
         REQUIRE(connected.ok());

@@ -90,7 +90,7 @@ struct OnlineRig : Rig {
         ClearingOptions options;
         options.terminal_id = std::string(terminal_name);
         options.response_timeout = std::chrono::milliseconds(300);
-        options.batch_path = dir.path / "batch";
+        options.batch_log = queue.get();
         auto c = ClearingClient::connect({"127.0.0.1", host->port()}, options);
         REQUIRE_MESSAGE(c.ok(), (c.ok() ? "" : c.error().message));
         client = std::move(c.value());
@@ -128,8 +128,8 @@ TEST_CASE("an online load credits the card once and its 0220 carries the card's 
     CHECK(confirmations[0].get(90)->substr(10, 10) == *requests[0].get(7));
     CHECK(rig.queue->size() == 0);
     CHECK(rig.queue->open_intents().empty());
-    CHECK(rig.client->batch().totals().credits_count == 1);
-    CHECK(rig.client->batch().totals().credits_fen == 5000);
+    CHECK(rig.client->batch().totals.credits_count == 1);
+    CHECK(rig.client->batch().totals.credits_fen == 5000);
 }
 
 TEST_CASE("no 0210 in time: the card is not credited and a 0420 reversal names the 0200") {
@@ -152,7 +152,7 @@ TEST_CASE("no 0210 in time: the card is not credited and a 0420 reversal names t
     CHECK(read_be16(tag(reversals[0], 0xDF04)) == 0u);
     CHECK(rig.queue->size() == 0);  // acknowledged by the 0430
     CHECK(rig.queue->open_intents().empty());
-    CHECK(rig.client->batch().totals().credit_reversals_count == 1);
+    CHECK(rig.client->batch().totals.credit_reversals_count == 1);
 }
 
 TEST_CASE("a reversal the host does not acknowledge stays queued, survives a restart and is repeated as 0421") {
@@ -310,7 +310,7 @@ TEST_CASE("clinic payment, full medical approval: the challenge is the host's, t
     CHECK(completions[0].get_number(4) == 800u);
     CHECK(completions[0].get(90)->substr(0, 10) == "0100" + std::string(*a.get(11)));
     CHECK(rig.queue->size() == 0);
-    CHECK(rig.client->batch().totals().debits_fen == 800);
+    CHECK(rig.client->batch().totals.debits_fen == 800);
 }
 
 TEST_CASE("clinic payment, partial approval (39 = 10): the purse pays the remainder, the completion posts the part held") {
@@ -373,7 +373,7 @@ TEST_CASE("the purse cannot pay the remainder: the hold is reversed online (0400
     CHECK(rig.host->received("0220").empty());
     CHECK(rig.queue->size() == 0);
     CHECK(rig.queue->open_intents().empty());
-    CHECK(rig.client->batch().totals().debit_reversals_fen == 500);
+    CHECK(rig.client->batch().totals.debit_reversals_fen == 500);
 }
 
 TEST_CASE("a wrong PIN stops the clinic payment before anything goes to the host") {
@@ -490,25 +490,53 @@ TEST_CASE("reconciliation sends the batch totals; 00 closes the batch durably, 9
     out = rig.client->reconcile();
     REQUIRE(out.ok());
     CHECK(out->balanced);
-    rig.connect();  // a new process: the batch file says batch 2, zero totals
-    CHECK(rig.client->batch().batch_number() == 2);
-    CHECK(rig.client->batch().totals() == BatchTotals{});
+    rig.open_queue();  // a new process: the queue's log says batch 2, zero totals
+    rig.make_terminal();
+    rig.connect();
+    CHECK(rig.client->batch().batch_number == 2);
+    CHECK(rig.client->batch().totals == BatchTotals{});
 }
 
 TEST_CASE("STANs never repeat across restarts of the batch state") {
     TempDir dir;
     std::set<std::uint32_t> seen;
     for (int run = 0; run < 3; ++run) {
-        auto state = BatchState::open(dir.path / "batch");
-        REQUIRE(state.ok());
+        auto queue = TransactionQueue::open(dir.path / "queue.log");
+        REQUIRE(queue.ok());
         for (int i = 0; i < 7; ++i) {
-            auto stan = state->take_stan();
+            auto stan = (*queue)->take_stan();
             REQUIRE(stan.ok());
             CHECK(seen.insert(*stan).second);
         }
     }
-    std::ofstream(dir.path / "bad") << "coconut-terminal-batch 1\nbatch x\n";
-    CHECK_FALSE(BatchState::open(dir.path / "bad").ok());
+}
+
+TEST_CASE("upload acknowledges in chunks of the queue's own ack_batch_max, counting each chunk's bookings with it") {
+    OnlineRig rig(2000, approving());
+    QueueLimits limits;
+    limits.ack_batch_max = 2;
+    rig.client.reset();
+    rig.open_queue(limits);
+    rig.make_terminal();
+    rig.connect();
+    for (int i = 0; i < 5; ++i) REQUIRE(rig.terminal->purchase(100).ok());
+    auto report = rig.client->upload(*rig.queue);
+    REQUIRE_MESSAGE(report.ok(), (report.ok() ? "" : report.error().message));
+    CHECK(report->sent == 5);
+    CHECK(report->acknowledged == 5);
+    CHECK(rig.queue->size() == 0);
+    CHECK(rig.client->batch().totals.debits_count == 5);
+    CHECK(rig.client->batch().totals.debits_fen == 500);
+}
+
+TEST_CASE("with a batch log, a client uploads only that queue") {
+    OnlineRig rig(2000, approving());
+    TempDir other_dir;
+    auto other = TransactionQueue::open(other_dir.path / "other.log");
+    REQUIRE(other.ok());
+    auto refused = rig.client->upload(**other);
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error().code == ClearingErrorCode::bad_option);
 }
 
 TEST_CASE("a transit tap's 0320 carries DF0C line and station") {
@@ -555,11 +583,11 @@ TEST_CASE("a queued purchase leaves the queue only on 00 naming it (DF10); 59, 9
         CHECK(rig.queue->size() == 1);
         CHECK(report->kept == 1);
         CHECK(report->kept_for_review.size() == 1);
-        CHECK(rig.client->batch().totals().debits_count == 0);
+        CHECK(rig.client->batch().totals.debits_count == 0);
     }
     auto last = rig.client->upload(*rig.queue);
     REQUIRE(last.ok());
     CHECK(last->approved == 1);
     CHECK(rig.queue->size() == 0);
-    CHECK(rig.client->batch().totals().debits_count == 1);
+    CHECK(rig.client->batch().totals.debits_count == 1);
 }

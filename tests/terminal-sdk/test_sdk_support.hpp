@@ -101,9 +101,9 @@ struct Rig {
         open_queue();
         make_terminal();
     }
-    void open_queue() {
+    void open_queue(QueueLimits limits = {}) {
         queue.reset();
-        auto q = TransactionQueue::open(dir.path / "queue.log");
+        auto q = TransactionQueue::open(dir.path / "queue.log", limits);
         REQUIRE_MESSAGE(q.ok(), (q.ok() ? "" : q.error().message));
         queue = std::move(q.value());
     }

@@ -100,11 +100,49 @@ def test(vcard, workdir, extra):
     error = terminal.json(["clinic-pay", "100", "--pin", "123456"] + closed, expect="clearing_unreachable")["error"]
     check_equal("clinic-pay with the clearing down: error code", error["code"], "connect_failed")
     terminal.json(["sync-hotlist"] + closed, expect="clearing_unreachable")
+    # An old queue (format 1) is converted with its batch file at open: a damaged one refuses, and the old
+    # queue stays as it was.
+    old_queue = os.path.join(workdir, "old-queue.log")
+    with open(old_queue, "wb") as out:
+        out.write(b"COCOQUE1" + bytes(8 + 4096))
     bad_batch = os.path.join(workdir, "bad.batch")
     with open(bad_batch, "w") as out:
         out.write("coconut-terminal-batch 1\nbatch twelve\n")
-    error = terminal.json(["reconcile", "--batch-file", bad_batch] + closed, expect="batch_error")["error"]
+    old_terminal = it.Terminal(tools, workdir, ["--card", card, "--psam", psam], queue="old-queue.log")
+    error = old_terminal.json(["reconcile", "--batch-file", bad_batch] + closed, expect="batch_error")["error"]
     check_equal("damaged batch file: error code", error["code"], "batch_error")
+    with open(old_queue, "rb") as old:
+        check_equal("the old queue is left unconverted", old.read(8), b"COCOQUE1")
+    # With a sound batch file the old queue converts at the first command: its records are all there.
+    # (The log the format 1 queue code wrote: 2 live records, 1 open intent; terminal-sdk/QUEUE-FORMAT.md.)
+    format1 = bytes.fromhex(
+        "434F434F51554531000000000000000000000069010000000000000001100000000000000123450000000000000000060001000000640000"
+        "2710000026AC0000000000000000002920261126130501010203010000000000010007000300000000000000000000000000000000000000"
+        "00000000000000000000000000E26A2278B5E877140000006901000000000000000210000000000000012345000000000000000006000200"
+        "0000FA00002710000026160000000000000000002A2026112613050201020302000000000001000700060000000000000000000000000000"
+        "000000000000000000000000000000000000C004C44E2FDB1CD0000000690300000000000000031000000000000001234500000000000000"
+        "000200030000138800002710000013880000000000000000002B202611261305030102030300000000000100070009000000000000000000"
+        "0000000000010000006700000000000000000300000000C1EC12FA8D4E551600000069010000000000000004100000000000000123450000"
+        "0000000000000200030000138800002710000013880000000000000000002B20261126130503010203030000000000010007000900000000"
+        "000000000000000000030100000067000000000000000003000000000B0E1BD75E536FA70000001502000000000000000500000001000000"
+        "0000000001F8334C27F6242268000000690300000000000000061000000000000001234500000000000000000600040000012C0000271000"
+        "0025E40000000000000000002C20261126130504010203040000000000010007000C00000000000000000000000000000000000000000000"
+        "00000000000000000000041938C1008DAB5A0000006903000000000000000710000000000000012345000000000000000006000500000190"
+        "00002710000025800000000000000000002D20261126130505010203050000000000010007000F0000000000000000000000000000000000"
+        "000000000000000000000000000000E0FFDBCCDA48015E0000001104000000000000000800000000000000077669EC055295D80F"
+    )
+    upgraded = os.path.join(workdir, "upgraded-queue.log")
+    with open(upgraded, "wb") as out:
+        out.write(format1 + bytes(4096))
+    with open(upgraded + ".batch", "w") as out:
+        out.write("coconut-terminal-batch 1\nbatch 7\nstan 250\ndebits 1 100\ncredits 0 0\n"
+                  "credit_reversals 0 0\ndebit_reversals 0 0\n")
+    upgraded_terminal = it.Terminal(tools, workdir, ["--card", card, "--psam", psam], queue="upgraded-queue.log")
+    check_equal("an old queue converted at open: records and intents kept",
+                upgraded_terminal.json(["queue", "count"]), {"count": 2, "open_intents": 1})
+    with open(upgraded, "rb") as converted:
+        check_equal("the converted queue is format 2", converted.read(8), b"COCOQUE2")
+    check_equal("the old batch file is removed once converted", os.path.exists(upgraded + ".batch"), False)
     after_online = it.card_info(vcard, card)
     check_equal("balance and online ATC after the refused online commands",
                 (after_online["balance_fen"], after_online["online_atc"]), (before["balance_fen"], before["online_atc"]))

@@ -188,9 +188,8 @@ struct SimTerminal {
     sdk::Hotlist hotlist;
     std::unique_ptr<sdk::Terminal> terminal;
     // The terminal's one link to the clearing (online flows and uploads), made when needed and dropped
-    // after a link error. One per terminal: the batch state file (STAN counter) has one owner.
+    // after a link error. One per terminal: the batch state (STAN counter, in the queue's log) has one owner.
     std::unique_ptr<sdk::ClearingClient> link;
-    fs::path batch_path;
     TlsIdentity tls;  // its certificate for the clearing (IMAGES/tls/<terminal id>)
     // The TLS context (and session cache) every link of this terminal uses: a new link resumes.
     std::shared_ptr<coconut::tls::ClientContext> tls_context;
@@ -234,7 +233,6 @@ std::vector<SimTerminal> open_terminals(const Island& island, Seconds* clock_sou
                                                      entry.kind == "bus" ? transit_for(entry) : sdk::TransitConfig{});
         t.terminal->set_clock([clock_source, date] { return local_time(date, *clock_source); });
         t.upload_phase = static_cast<std::uint32_t>(i);
-        t.batch_path = entry.queue.string() + ".batch";
         t.tls = terminal_identity(island, entry.terminal_id);
     }
     return terminals;
@@ -418,7 +416,7 @@ sdk::ClearingClient* link_of(SimTerminal& t, std::uint16_t port) {
     sdk::ClearingOptions options;
     options.terminal_id = t.entry->terminal_id;
     options.response_timeout = upload_response_timeout;
-    options.batch_path = t.batch_path;
+    options.batch_log = t.queue.get();
     options.tls = sdk::ClearingTls{t.tls.ca(), t.tls.certificate(), t.tls.private_key(), t.tls_context};
     if (!t.tls_context) {
         auto context = sdk::make_tls_context(*options.tls);

@@ -3,9 +3,14 @@
 // all read them from here.
 #pragma once
 
+#include <coconut/core/bytes.hpp>
+#include <coconut/core/assert.hpp>
+
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 
 namespace coconut::cos {
 
@@ -81,6 +86,65 @@ inline constexpr std::size_t operator_id = 29;       // 4: bus operator (partici
 inline constexpr std::size_t entry_line = 33;        // 2: on exit, the line the journey started on
 inline constexpr std::size_t entry_station = 35;     // 2: on exit, the entry station
 // 37..47 RFU, zero.
+
+// The record's fields (record id, length and lock flag are fixed: 01, 0x30, 00).
+struct BusRecord {
+    std::uint8_t state = state_closed;
+    std::uint16_t line = 0;
+    std::uint16_t station = 0;
+    std::uint32_t vehicle = 0;
+    std::array<std::uint8_t, 6> terminal_id{};
+    std::array<std::uint8_t, 7> date_time{};  // BCD YYYYMMDDhhmmss, Hainan time
+    std::uint32_t fare_fen = 0;
+    std::uint32_t operator_id = 0;
+    std::uint16_t entry_line = 0;
+    std::uint16_t entry_station = 0;
+    friend bool operator==(const BusRecord&, const BusRecord&) = default;
+};
+
+namespace detail {
+inline void put(Bytes& out, std::size_t offset, std::uint64_t value, std::size_t width) {
+    for (std::size_t i = 0; i < width; ++i) out[offset + i] = static_cast<std::uint8_t>(value >> (8 * (width - 1 - i)));
+}
+}  // namespace detail
+
+// The 48 bytes 80 DC writes into EF1A (and EF1E's trip log).
+inline Bytes encode(const BusRecord& r) {
+    Bytes out(capp_record_size, 0);
+    out[record_id] = record_id_value;
+    out[length] = static_cast<std::uint8_t>(capp_record_size);
+    out[state] = r.state;
+    detail::put(out, line, r.line, 2);
+    detail::put(out, station, r.station, 2);
+    detail::put(out, vehicle, r.vehicle, 4);
+    std::copy(r.terminal_id.begin(), r.terminal_id.end(), out.begin() + terminal_id);
+    std::copy(r.date_time.begin(), r.date_time.end(), out.begin() + date_time);
+    detail::put(out, fare_fen, r.fare_fen, 4);
+    detail::put(out, operator_id, r.operator_id, 4);
+    detail::put(out, entry_line, r.entry_line, 2);
+    detail::put(out, entry_station, r.entry_station, 2);
+    COCONUT_ASSERT(out.size() == capp_record_size && read_be16(ByteView(out).subspan(entry_station, 2)) == r.entry_station &&
+                       read_be32(ByteView(out).subspan(fare_fen, 4)) == r.fare_fen,
+                   "bus record encoding");
+    return out;
+}
+
+// A record read from the card; nullopt unless it is 48 bytes.
+inline std::optional<BusRecord> decode(ByteView in) {
+    if (in.size() != capp_record_size) return std::nullopt;
+    BusRecord r;
+    r.state = in[state];
+    r.line = read_be16(in.subspan(line, 2));
+    r.station = read_be16(in.subspan(station, 2));
+    r.vehicle = read_be32(in.subspan(vehicle, 4));
+    std::copy_n(in.begin() + terminal_id, r.terminal_id.size(), r.terminal_id.begin());
+    std::copy_n(in.begin() + date_time, r.date_time.size(), r.date_time.begin());
+    r.fare_fen = read_be32(in.subspan(fare_fen, 4));
+    r.operator_id = read_be32(in.subspan(operator_id, 4));
+    r.entry_line = read_be16(in.subspan(entry_line, 2));
+    r.entry_station = read_be16(in.subspan(entry_station, 2));
+    return r;
+}
 }  // namespace bus_record
 
 // ---- SSSE (docs/CARD-SPEC.md §7) ---------------------------------------------------------------------

@@ -19,9 +19,10 @@
 // final answer (everything but 03 not signed on, 30 format error, 91 and 96, which say "try again").
 // Every other answer, and every record without an answer, stays queued for the next upload.
 //
-// Batch state (field 60 and the 0500 totals) and the STAN counter persist in a small file
-// (ClearingOptions::batch_path): a hold's ledger id is derive_id(41 ‖ batch ‖ STAN), so a STAN must not
-// repeat inside a batch across process restarts. STANs are reserved in blocks (one write per block).
+// Batch state (field 60 and the 0500 totals) and the STAN counter persist in the queue's log
+// (ClearingOptions::batch_log, batch_state.hpp): a hold's ledger id is derive_id(41 ‖ batch ‖ STAN), so a
+// STAN must not repeat inside a batch across process restarts. STANs are reserved in blocks (one append
+// per block); upload() deletes acknowledged records and counts what the host booked in one append.
 //
 // Blocking; one connection (plain TCP, or mutual TLS with ClearingOptions::tls), re-opened (and signed on
 // again; under TLS resuming the session) after a timeout or a closed link.
@@ -81,44 +82,11 @@ struct ClearingOptions {
     // an HSM batch: milliseconds; 10 s means the link or the daemon is gone).
     std::chrono::milliseconds response_timeout{10'000};
     std::size_t in_flight = clearing_in_flight_default;
-    std::uint32_t batch_number = 1;  // field 60 (6 digits) when batch_path is empty (state kept in memory)
-    std::filesystem::path batch_path;  // durable batch number, STAN counter and batch totals
+    std::uint32_t batch_number = 1;  // field 60 (6 digits) when batch_log is null (state kept in memory)
+    // The queue whose log keeps the batch number, STAN counter and batch totals durably (the terminal's
+    // one queue: upload() and send_advice() take only this queue then). Null: kept in memory.
+    TransactionQueue* batch_log = nullptr;
     std::string merchant_id;           // field 42 of the 0100 when set (≤ 15 characters)
-};
-
-// The terminal's totals of the current batch as the host counts them (ISO8583.md §4.7): what it booked
-// (00; 59 for a load confirmation) and the reversals it answered 00 — fields 74–77 and 86–89 of the 0500,
-// one definition for both ends (coconut/iso8583/profile.hpp).
-using BatchTotals = iso8583::BatchTotalsFields;
-
-// Batch number, STAN reservation and totals; saved durably (new file + rename) on every change when it
-// has a path. A missing file starts batch 1 at STAN 1; a damaged one is refused.
-class BatchState {
-public:
-    static Result<BatchState, std::string> open(const std::filesystem::path& path);
-    static BatchState in_memory(std::uint32_t batch_number);
-
-    std::uint32_t batch_number() const { return batch_number_; }
-    const BatchTotals& totals() const { return totals_; }
-    // The next STAN (1–999999, wrapping). Writes the file once per stan_block_size STANs.
-    Result<std::uint32_t, std::string> take_stan();
-    // Adds a record the host booked to the totals.
-    Status<std::string> count(const TransactionRecord& record);
-    // Counts a reversal answered 00 online (0400 → 0410), which never entered the queue.
-    Status<std::string> count_reversal(LinkKind original, std::uint32_t amount_fen);
-    // 0510 balanced: the next batch starts with zero totals.
-    Status<std::string> close();
-
-    // STANs reserved per write: a crash skips at most this many.
-    static constexpr std::uint32_t stan_block_size = 100;
-
-private:
-    Status<std::string> save() const;
-    std::filesystem::path path_;
-    std::uint32_t batch_number_ = 1;
-    std::uint32_t next_stan_ = 1;
-    std::uint32_t reserved_left_ = 0;  // STANs from next_stan_ on that the file already accounts for
-    BatchTotals totals_;
 };
 
 enum class ClearingErrorCode : std::uint8_t {
@@ -129,7 +97,7 @@ enum class ClearingErrorCode : std::uint8_t {
     protocol_error,   // an answer that does not parse or matches no request
     refused,          // the clearing refused (the response code is in `response_code`)
     queue_error,      // acknowledge() failed: nothing more is sent
-    batch_error,      // the batch state file could not be read or written
+    batch_error,      // the batch state could not be written to the queue's log
     hotlist_error,    // a downloaded hotlist does not apply to the local one (nothing was changed)
     tls_error,        // the TLS files (CA, certificate, key) are missing, unreadable, too open or do not match
 };
@@ -216,7 +184,7 @@ public:
     Status<ClearingError> sign_on();
     Status<ClearingError> sign_off();
 
-    BatchState& batch();
+    const BatchState& batch() const;
     const ClearingOptions& options() const;
     // The next STAN from the batch state (batch_error if it cannot be saved).
     Result<std::uint32_t, ClearingError> take_stan();
@@ -247,8 +215,9 @@ public:
     Result<HotlistSyncReport, ClearingError> sync_hotlist(Hotlist& hotlist);
     // 0500 with the batch totals; 00 closes the batch (next batch number, zero totals).
     Result<ReconcileReport, ClearingError> reconcile();
-    // Uploads every queued record (oldest first), acknowledging in chunks of at most
-    // QueueLimits::ack_batch_max. On a link failure, what was acknowledged stays deleted and the rest
+    // Uploads every queued record (oldest first), acknowledging in chunks of at most the queue's own
+    // QueueLimits::ack_batch_max (with a batch log: and counting what the host booked, in the same append).
+    // On a link failure, what was acknowledged stays deleted and the rest
     // stays queued; the error is returned (the report so far is in `last_report()`).
     Result<UploadReport, ClearingError> upload(TransactionQueue& queue);
     const UploadReport& last_report() const;

@@ -1,26 +1,39 @@
 // The store-and-forward queue: every completed card transaction is durable on the terminal before the
-// flow returns, survives kill -9, and leaves only when the clearing acknowledged it.
+// flow returns, survives kill -9, and leaves only when the clearing acknowledged it. The same log keeps
+// the terminal's batch state (batch_state.hpp: batch number, STAN reservations, batch totals), so an
+// acknowledgement and the totals it adds are one append: after a crash they never disagree.
 //
 // Storage: one append-only log file, preallocated in 1 MiB steps (so fdatasync flushes data only).
-//   file header  "COCOQUE1" ‖ 8 zero bytes
+// Format 2 (the full description, with format 1 and the conversion: terminal-sdk/QUEUE-FORMAT.md):
+//   file header  "COCOQUE2" ‖ 8 zero bytes
 //   record       length u32 (of kind..payload) ‖ kind u8 ‖ sequence u64 ‖ payload ‖ SHA-256(length..payload)[0..8]
 //   kinds        1 transaction (payload: TransactionRecord, 96 bytes; `intent_sequence` resolves an intent)
 //                2 acknowledgement (payload: count u32 ‖ sequences u64…)
 //                3 debit intent (payload: TransactionRecord without TAC/MAC2): written before DEBIT is sent
 //                4 intent abandoned (payload: intent sequence u64): the card proved the debit never happened
+//                5 acknowledgement with the batch state after it (payload: batch state ‖ count u32 ‖
+//                  sequences u64…): the records the host booked, counted in the same append
+//                6 batch state (payload: batch state, 73 bytes): a STAN block reserved, a reversal
+//                  counted, a batch closed. The last kind 5 or 6 record holds the current state.
 // Online flows use the same kinds: a load or a clinic hold is an intent (written before its 0200 / 0100
 // goes out); what the clearing must still be told (load confirmation 0220, clinic completion 0220,
 // reversal advice 0420) is a transaction record with its `link` kind, uploaded until acknowledged.
 // The end of the log is the first zero length; only zeros may follow it. A record whose checksum fails is a write torn by a crash
 // only if nothing but zeros follows it; then it is dropped (the flow that wrote it never returned). Any
 // other damage refuses to open the queue — records are never silently lost.
-// When most of the log is dead (acknowledged) it is rewritten: live records to a new file, fsync,
-// rename, fsync the directory.
+// When most of the log is dead (acknowledged) it is rewritten: the batch state, then the live records, to
+// a new file, fsync, rename, fsync the directory.
+//
+// A format 1 log ("COCOQUE1", the same kinds 1–4, the batch state in a separate text file) is converted
+// once by open(): the new log is written beside it and renamed over it, and only then is the old batch
+// file removed. A format 2 log found with an old batch file beside it is one whose conversion was cut
+// after the rename: the log already holds that state, and the file is removed.
 #pragma once
 
 #include <coconut/crypto/card_crypto.hpp>
 #include <coconut/core/result.hpp>
 #include <coconut/sdk/apps.hpp>
+#include <coconut/sdk/batch_state.hpp>
 
 #include <filesystem>
 #include <map>
@@ -94,7 +107,16 @@ struct QueuedTransaction {
     TransactionRecord record;
 };
 
-enum class QueueErrorCode : std::uint8_t { io_error, corrupt, full, unknown_sequence, too_many_intents, no_intent };
+enum class QueueErrorCode : std::uint8_t {
+    io_error,
+    corrupt,
+    full,
+    unknown_sequence,
+    too_many_intents,
+    no_intent,
+    bad_batch_file,  // the old batch file an old queue is converted with is damaged or unreadable
+    bad_limits,      // QueueLimits out of range
+};
 
 struct QueueError {
     QueueErrorCode code;
@@ -105,7 +127,7 @@ struct QueueLimits {
     // Unacknowledged transactions a terminal holds: a validator offline for a whole service day at one tap
     // every two seconds makes ~43,000. Past this the terminal stops taking payments (queue full).
     std::size_t capacity = 50000;
-    // Largest acknowledgement: one upload batch.
+    // Largest acknowledgement: one upload batch (1 to ack_batch_limit).
     std::size_t ack_batch_max = 1024;
     // Debits whose outcome is unknown until their card returns. Each is a passenger who pulled the card
     // mid-debit; more than this on one terminal means something is wrong with the reader.
@@ -114,10 +136,17 @@ struct QueueLimits {
     std::uint64_t compaction_dead_bytes_min = 4u << 20;
 };
 
+// The most sequences one acknowledgement record holds (its payload stays within the record size limit).
+inline constexpr std::size_t ack_batch_limit = 2000;
+
 class TransactionQueue {
 public:
+    // Creates the log when missing. An old queue (format 1) is converted, together with its batch state
+    // file (`old_batch_file`; empty: the queue path + ".batch", where the SDK's CLI and the simulator kept
+    // it), before the queue opens.
     static Result<std::unique_ptr<TransactionQueue>, QueueError> open(const std::filesystem::path& path,
-                                                                     QueueLimits limits = {});
+                                                                     QueueLimits limits = {},
+                                                                     const std::filesystem::path& old_batch_file = {});
     ~TransactionQueue();
     TransactionQueue(const TransactionQueue&) = delete;
     TransactionQueue& operator=(const TransactionQueue&) = delete;
@@ -135,15 +164,34 @@ public:
     std::vector<QueuedTransaction> batch(std::size_t max) const;
     // Deletes acknowledged transactions (durably). Unknown sequences are refused, nothing is deleted.
     Status<QueueError> acknowledge(std::span<const std::uint64_t> sequences);
+    // The same, and counts `booked` (a subset of `sequences`: the records the host booked) into the batch
+    // totals in the same durable append.
+    Status<QueueError> acknowledge(std::span<const std::uint64_t> sequences, std::span<const std::uint64_t> booked);
+
+    // The batch state (batch_state.hpp) as the log holds it.
+    const BatchState& batch_state() const { return batch_; }
+    // The next STAN (1–999999, wrapping); one durable append per BatchState::stan_block_size STANs.
+    Result<std::uint32_t, QueueError> take_stan();
+    // Gives up the STANs reserved and not handed out: the next take_stan() starts a new block after them,
+    // as a restarted process does. A new ClearingClient on this log calls it, so that a client reconnected
+    // in the same process numbers its requests as one started afresh.
+    void release_stan_reservation();
+    // A reversal the host answered 00 online (it never entered the queue), counted durably.
+    Status<QueueError> count_reversal(LinkKind original, std::uint32_t amount_fen);
+    // 0510 balanced: the next batch number and zero totals, durably.
+    Status<QueueError> close_batch();
 
     std::size_t size() const { return live_.size(); }
     bool full() const { return live_.size() >= limits_.capacity; }
     const std::filesystem::path& path() const { return path_; }
+    const QueueLimits& limits() const { return limits_; }
+
 
 private:
     TransactionQueue(std::filesystem::path path, QueueLimits limits);
     Status<QueueError> load();
     Result<std::uint64_t, QueueError> write(std::uint8_t kind, ByteView payload);
+    Status<QueueError> save_batch_state(const BatchState& state);
     Status<QueueError> compact_if_worthwhile();
 
     std::filesystem::path path_;
@@ -155,6 +203,7 @@ private:
     std::uint64_t dead_bytes_ = 0;
     std::map<std::uint64_t, TransactionRecord> live_;
     std::map<std::uint64_t, TransactionRecord> intents_;
+    BatchState batch_;
 };
 
 }  // namespace coconut::sdk

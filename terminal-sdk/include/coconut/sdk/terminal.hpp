@@ -26,6 +26,7 @@
 #pragma once
 
 #include <coconut/sdk/apps.hpp>
+#include <coconut/sdk/fares.hpp>
 #include <coconut/sdk/hotlist.hpp>
 #include <coconut/sdk/queue.hpp>
 
@@ -37,39 +38,6 @@ namespace coconut::sdk {
 
 class ClearingClient;
 
-// Fares of one line. Flat: every tap pays flat_fare_fen. Distance: entry pays nothing, exit pays
-// fare_by_stops[min(|exit − entry|, last)].
-struct LineFare {
-    std::uint16_t line = 0;
-    bool distance_based = false;
-    std::uint32_t flat_fare_fen = 0;
-    std::vector<std::uint32_t> fare_by_stops;
-    std::uint32_t operator_id = 0;
-    std::uint32_t max_fare_fen() const;
-    std::uint32_t fare(std::uint16_t entry_station, std::uint16_t exit_station) const;
-};
-
-struct TransitConfig {
-    std::map<std::uint16_t, LineFare> lines;
-    // A second tap on the same line (and station) inside this window is the same passenger tapping twice.
-    std::chrono::seconds repeat_tap_window{60};
-    // An entry older than this is an unfinished journey: charged the maximum fare at the next tap.
-    std::chrono::minutes journey_limit{180};
-};
-
-struct TapRequest {
-    std::uint16_t line = 0;
-    std::uint16_t station = 0;
-    std::uint32_t vehicle = 0;
-};
-
-enum class TapResult : std::uint8_t {
-    charged_flat,     // flat fare charged
-    entered,          // tapped in (and any unfinished journey charged)
-    exited,           // tapped out, fare charged
-    repeat_no_charge, // the same tap again inside the window: gate opens, nothing charged
-};
-std::string_view to_string(TapResult result);
 
 struct TapOutcome {
     TapResult result = TapResult::entered;
@@ -156,6 +124,9 @@ private:
     // Replaces an open online intent with its reversal advice (one durable write); sends it when `host` is
     // given (it stays queued for upload otherwise).
     Result<TransactionRecord, FlowError> queue_reversal(const QueuedTransaction& intent, LinkKind reversal, ClearingClient* host);
+    // After the 0210 approved the load `intent`: CREDIT FOR LOAD with its MAC2, then the confirmation
+    // (0220, queued until acknowledged); a card gone or refusing MAC2 reverses the load.
+    Result<LoadOutcome, FlowError> credit_load(const QueuedTransaction& intent, const crypto::Mac4& mac2, ClearingClient& host);
     // A clinic hold that will not be completed: 0400 online, else a queued 0420.
     Result<Ok, FlowError> reverse_hold(const QueuedTransaction& intent, std::uint32_t held_fen, ClearingClient& host);
     Result<ClinicOutcome, FlowError> medical_part(const PurseInfo& info, std::uint32_t amount_fen, std::string_view pin,
