@@ -1,9 +1,10 @@
-// Test rig of the clearing engine: a temporary data directory with the ledger, the registries, a
-// writer thread, an in-process HSM (hsm::Hsm over a key store with a known TAC master) and the engine;
+// Test rig of the clearing engine: the daemon (coconut::clearing::Daemon) on a temporary data directory,
+// with an in-process HSM (hsm::Hsm over a key store with a known TAC master);
 // helpers that build 0320 uploads whose TAC is computed from the card's DTK (docs/CARD-SPEC.md §4).
 #pragma once
 
 #include <coconut/clearing/check.hpp>
+#include <coconut/clearing/daemon.hpp>
 #include <coconut/clearing/engine.hpp>
 #include <coconut/clearing/hsm_adapters.hpp>
 #include <coconut/crypto/card_crypto.hpp>
@@ -135,19 +136,50 @@ inline Message network_message(std::uint32_t code, std::uint32_t stan, const std
     return m;
 }
 
+// The daemon (coconut::clearing::Daemon) on a temporary directory with the registry above, an HSM in
+// process, no HTTP port; with `terminals`, ISO 8583 listeners on the daemon's I/O thread, in the
+// background. The engine's answers come from the writer's thread (Rig::send waits for them without the
+// I/O thread); the expiry scan is the tests' to call.
 struct Rig {
     TempDir dir;
-    std::unique_ptr<ledger::Ledger> ledger;
-    std::unique_ptr<Registry> registry;
-    std::unique_ptr<ledger::Writer> writer;
-    std::unique_ptr<LocalHsm> verifier;
-    std::unique_ptr<Engine> engine;
-    SessionState session;
     // The ledger's clock (ns); tests move it to make holds expire.
     std::shared_ptr<std::atomic<std::uint64_t>> clock_ns = std::make_shared<std::atomic<std::uint64_t>>(1'800'000'000'000'000'000ULL);
+    std::unique_ptr<LocalHsm> verifier;
+    std::unique_ptr<Daemon> daemon;
+    ledger::Ledger* ledger = nullptr;
+    Registry* registry = nullptr;
+    ledger::Writer* writer = nullptr;
+    Engine* engine = nullptr;
+    SessionState session;
 
-    explicit Rig(EngineOptions engine_options = {}) {
-        const auto store_dir = dir.path / "hsm";
+    explicit Rig(EngineOptions engine_options = {}, std::vector<ServerOptions> terminals = {}) {
+        verifier = std::make_unique<LocalHsm>(std::make_shared<const hsm::Hsm>(key_store(dir.path / "hsm")), "mk-tac");
+        DaemonOptions options;
+        options.data = dir.path / "data";
+        options.ledger.check_after_commit = true;
+        options.ledger.clock_ns = [clock = clock_ns] { return clock->load(); };
+        options.writer.expiry_interval = std::chrono::milliseconds(10);  // the expiry sweep, quickly
+        options.local_hsm = verifier.get();
+        options.engine = engine_options;
+        options.answers_on_io_thread = false;
+        options.terminals = std::move(terminals);
+        options.expiry_scan_interval = std::chrono::milliseconds(0);
+        options.drain_timeout = std::chrono::seconds(10);
+        auto opened = Daemon::open(std::move(options));
+        REQUIRE_MESSAGE(opened.ok(), (opened.ok() ? "" : opened.error().message));
+        daemon = std::move(opened).value();
+        ledger = &daemon->ledger();
+        registry = &daemon->registry();
+        auto loaded = load_registry(*ledger, *registry, registry_json());
+        REQUIRE_MESSAGE(loaded.ok(), (loaded.ok() ? "" : loaded.error().message));
+        auto started = daemon->start();
+        REQUIRE_MESSAGE(started.ok(), (started.ok() ? "" : started.error().message));
+        writer = &daemon->writer();
+        engine = &daemon->engine();
+        if (!daemon->options().terminals.empty()) daemon->run_in_background();
+    }
+
+    static std::shared_ptr<const hsm::KeyStore> key_store(const std::filesystem::path& store_dir) {
         REQUIRE(hsm::KeyStore::init(store_dir).ok());
         auto store = hsm::KeyStore::open(store_dir);
         REQUIRE(store.ok());
@@ -159,27 +191,7 @@ struct Rig {
         REQUIRE(store->add_key(hsm::default_ssse_auth_label, 1, hsm::KeyType::tdes2, hsm::KeyUsage::ssse_auth,
                                crypto::Key16(hex(ssse_auth_master_hex)))
                     .ok());
-        auto service = std::make_shared<const hsm::Hsm>(std::make_shared<const hsm::KeyStore>(std::move(store.value())));
-        verifier = std::make_unique<LocalHsm>(service, "mk-tac");
-        const auto data = dir.path / "data";
-        std::filesystem::create_directories(data);
-        ledger::Options options;
-        options.directory = data.string();
-        options.check_after_commit = true;
-        options.clock_ns = [clock = clock_ns] { return clock->load(); };
-        auto opened = ledger::Ledger::open(options);
-        REQUIRE_MESSAGE(opened.ok(), (opened.ok() ? "" : opened.error().message));
-        ledger = std::move(opened.value());
-        auto reg = Registry::open(ledger->env());
-        REQUIRE(reg.ok());
-        registry = std::move(reg.value());
-        auto loaded = load_registry(*ledger, *registry, registry_json());
-        REQUIRE_MESSAGE(loaded.ok(), (loaded.ok() ? "" : loaded.error().message));
-        ledger::WriterOptions writer_options;
-        writer_options.expiry_interval = std::chrono::milliseconds(10);  // the expiry sweep, quickly
-        writer_options.group_hooks = registry->group_hooks();
-        writer = std::make_unique<ledger::Writer>(*ledger, writer_options);
-        engine = std::make_unique<Engine>(*ledger, *writer, *registry, *verifier, *verifier, engine_options);
+        return std::make_shared<const hsm::KeyStore>(std::move(store.value()));
     }
 
     void advance_clock_s(std::uint64_t seconds) { clock_ns->fetch_add(seconds * 1'000'000'000ULL); }

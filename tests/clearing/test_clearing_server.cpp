@@ -20,27 +20,16 @@ using asio::ip::tcp;
 
 namespace {
 
+// The daemon with one ISO 8583 listener; its destructor drains as coconut-clearingd does: the writer
+// finishes and drops its requests (each holds its session) while the io_context the sessions' sockets
+// and timers belong to still exists.
 struct ServerRig {
     Rig rig;
-    asio::io_context io;
-    asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
-    std::unique_ptr<Server> server;
-    std::thread thread;
+    asio::io_context& io;
+    Server* server;
 
-    explicit ServerRig(ServerOptions options = {}) {
-        server = std::make_unique<Server>(io, *rig.engine, options);
-        thread = std::thread([this] { io.run(); });
-    }
-    ~ServerRig() {
-        std::promise<void> drained;
-        asio::post(io, [&] { server->shutdown([&] { drained.set_value(); }); });
-        drained.get_future().wait_for(std::chrono::seconds(10));
-        io.stop();
-        thread.join();
-        // As coconut-clearingd does: the writer finishes and drops its requests (each holds its
-        // session) while the io_context the sessions' sockets and timers belong to still exists.
-        rig.writer->stop();
-    }
+    explicit ServerRig(ServerOptions options = {})
+        : rig({}, {std::move(options)}), io(rig.daemon->io()), server(&rig.daemon->terminal_server()) {}
 };
 
 struct Client {

@@ -24,30 +24,22 @@ using asio::ip::tcp;
 
 namespace {
 
+// The daemon with one ISO 8583 listener over mutual TLS.
 struct TlsServerRig {
     Pki pki;
     Rig rig;
-    asio::io_context io;
-    asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
-    std::unique_ptr<Server> server;
-    std::thread thread;
+    Server* server;
 
-    explicit TlsServerRig(std::chrono::milliseconds handshake_timeout = handshake_timeout_default) {
+    explicit TlsServerRig(std::chrono::milliseconds handshake_timeout = handshake_timeout_default)
+        : rig({}, {listener(pki, handshake_timeout)}), server(&rig.daemon->terminal_server()) {}
+
+    static ServerOptions listener(const Pki& pki, std::chrono::milliseconds handshake_timeout) {
         auto context = coconut::tls::make_server_context(pki.server_files());
         REQUIRE(context.ok());
         ServerOptions options;
         options.tls = std::make_shared<ssl::context>(std::move(context).value());
         options.handshake_timeout = handshake_timeout;
-        server = std::make_unique<Server>(io, *rig.engine, options);
-        thread = std::thread([this] { io.run(); });
-    }
-    ~TlsServerRig() {
-        std::promise<void> drained;
-        asio::post(io, [&] { server->shutdown([&] { drained.set_value(); }); });
-        drained.get_future().wait_for(std::chrono::seconds(10));
-        io.stop();
-        thread.join();
-        rig.writer->stop();
+        return options;
     }
 };
 

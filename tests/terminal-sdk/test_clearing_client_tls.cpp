@@ -24,31 +24,24 @@ namespace asio = boost::asio;
 
 namespace {
 
+// The daemon with one ISO 8583 listener over mutual TLS (drained by its destructor).
 struct TlsLinkRig {
     Pki pki;
     Rig clearing;
-    asio::io_context io;
-    asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
-    std::unique_ptr<Server> server;
-    std::thread thread;
+    Server* server;
 
-    explicit TlsLinkRig(std::chrono::milliseconds read_idle_timeout = read_idle_timeout_default) {
+    explicit TlsLinkRig(std::chrono::milliseconds read_idle_timeout = read_idle_timeout_default)
+        : clearing({}, {listener(pki, read_idle_timeout)}), server(&clearing.daemon->terminal_server()) {
+        pki.write_terminal("BUS00001");
+    }
+
+    static ServerOptions listener(const Pki& pki, std::chrono::milliseconds read_idle_timeout) {
         auto context = coconut::tls::make_server_context(pki.server_files());
         REQUIRE(context.ok());
         ServerOptions options;
         options.tls = std::make_shared<asio::ssl::context>(std::move(context).value());
         options.read_idle_timeout = read_idle_timeout;
-        server = std::make_unique<Server>(io, *clearing.engine, options);
-        thread = std::thread([this] { io.run(); });
-        pki.write_terminal("BUS00001");
-    }
-    ~TlsLinkRig() {
-        std::promise<void> drained;
-        asio::post(io, [&] { server->shutdown([&] { drained.set_value(); }); });
-        drained.get_future().wait_for(std::chrono::seconds(10));
-        io.stop();
-        thread.join();
-        clearing.writer->stop();
+        return options;
     }
 
     sdk::ClearingOptions options(const std::string& file = "BUS00001") const {

@@ -34,11 +34,8 @@ bool is_ins(ByteView command, std::uint8_t cla, std::uint8_t ins) {
 
 // The clearing (engine + ISO 8583 server on an ephemeral loopback port) and one terminal with card A.
 struct LinkRig {
-    Rig clearing;
-    asio::io_context io;
-    asio::executor_work_guard<asio::io_context::executor_type> work{io.get_executor()};
-    std::unique_ptr<Server> server;
-    std::thread thread;
+    Rig clearing{{}, {ServerOptions{}}};
+    Server* server = &clearing.daemon->terminal_server();
 
     std::unique_ptr<cos::VirtualCard> card;
     std::unique_ptr<cos::VirtualCard> psam;
@@ -50,8 +47,6 @@ struct LinkRig {
     std::unique_ptr<sdk::ClearingClient> client;
 
     LinkRig() {
-        server = std::make_unique<Server>(io, *clearing.engine, ServerOptions{});
-        thread = std::thread([this] { io.run(); });
         const auto dir = clearing.dir.path;
         const nlohmann::json card_profile = {
             {"kind", "card"}, {"asn", card_a}, {"issuer_id", issuer_hex}, {"balance_fen", 5000}, {"pin", "123456"},
@@ -79,13 +74,7 @@ struct LinkRig {
         REQUIRE(client->sign_on().ok());
     }
     ~LinkRig() {
-        client.reset();
-        std::promise<void> drained;
-        asio::post(io, [&] { server->shutdown([&] { drained.set_value(); }); });
-        drained.get_future().wait_for(std::chrono::seconds(10));
-        io.stop();
-        thread.join();
-        clearing.writer->stop();  // its requests hold sessions: drop them while the io_context exists
+        client.reset();  // then the daemon drains
     }
 
     void lose_card_at_credit(sdk::Fault fault) {

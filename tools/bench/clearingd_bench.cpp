@@ -23,6 +23,7 @@
 // and account index rows share few leaf pages; more cards per connection spread them as a province's
 // many cards would.
 #include <coconut/clearing/check.hpp>
+#include <coconut/clearing/daemon.hpp>
 #include <coconut/clearing/hsm_adapters.hpp>
 #include <coconut/clearing/scheduling.hpp>
 #include <coconut/clearing/server.hpp>
@@ -123,20 +124,18 @@ struct Pki {
     tls::ClientFiles terminal() const { return {dir / "ca.pem", dir / "terminal.pem", dir / "terminal.key"}; }
 };
 
-struct Daemon {
+// coconut-clearingd in process (coconut::clearing::Daemon) with an in-process HSM: a plain TCP listener
+// (--insecure-terminals) and, with a PKI, a mutual-TLS one, on the same engine and I/O thread.
+struct BenchDaemon {
     std::filesystem::path dir;
-    std::unique_ptr<ledger::Ledger> ledger;
-    std::unique_ptr<Registry> registry;
-    std::unique_ptr<ledger::Writer> writer;
     std::unique_ptr<LocalTacVerifier> verifier;
-    std::unique_ptr<Engine> engine;
-    asio::io_context io;
-    std::unique_ptr<Server> server;      // plain TCP (--insecure-terminals)
-    std::unique_ptr<Server> tls_server;  // mutual TLS, on the same engine and I/O thread
-    std::thread thread;
+    std::unique_ptr<Daemon> daemon;
+    Server* server = nullptr;
+    Server* tls_server = nullptr;
+    ledger::Writer* writer = nullptr;
 
-    Daemon(const std::filesystem::path& base, std::size_t cards, std::size_t group_requests_max, std::chrono::microseconds group_delay,
-           std::size_t group_linger_below, const std::optional<CpuLayout>& layout, const char* name, const Pki* pki = nullptr) {
+    BenchDaemon(const std::filesystem::path& base, std::size_t cards, std::size_t group_requests_max, std::chrono::microseconds group_delay,
+                std::size_t group_linger_below, const std::optional<CpuLayout>& layout, const char* name, const Pki* pki = nullptr) {
         dir = base / fmt::format("clearingd-bench-{}-{}", ::getpid(), name);
         std::filesystem::remove_all(dir);
         std::filesystem::create_directories(dir / "data");
@@ -145,10 +144,39 @@ struct Daemon {
         store->add_key("mk-tac", 1, hsm::KeyType::tdes2, hsm::KeyUsage::tac, crypto::Key16(hex(tac_master_hex))).value();
         verifier = std::make_unique<LocalTacVerifier>(
             std::make_shared<const hsm::Hsm>(std::make_shared<const hsm::KeyStore>(std::move(store.value()))), "mk-tac");
-        ledger::Options options;
-        options.directory = (dir / "data").string();
-        ledger = std::move(ledger::Ledger::open(options).value());
-        registry = std::move(Registry::open(ledger->env()).value());
+        daemon = std::move(Daemon::open(options(group_requests_max, group_delay, group_linger_below, layout, pki)).value());
+        load_cards(cards);
+        if (auto started = daemon->start(); !started) throw std::runtime_error(started.error().message);
+        server = &daemon->terminal_server(0);
+        if (pki) tls_server = &daemon->terminal_server(1);
+        writer = &daemon->writer();
+        daemon->run_in_background();
+    }
+    ~BenchDaemon() {
+        daemon.reset();  // drains: the listeners close, the writer commits what was queued
+        std::filesystem::remove_all(dir);
+    }
+
+    DaemonOptions options(std::size_t group_requests_max, std::chrono::microseconds group_delay, std::size_t group_linger_below,
+                          const std::optional<CpuLayout>& layout, const Pki* pki) const {
+        DaemonOptions o;
+        o.data = dir / "data";
+        o.writer.group_requests_max = group_requests_max;
+        o.writer.group_delay = group_delay;
+        o.writer.group_linger_below = group_linger_below;
+        o.cpu_layout = layout;
+        o.local_hsm = verifier.get();
+        o.engine.require_sign_on = false;
+        o.terminals.push_back(ServerOptions{});
+        if (pki) {
+            ServerOptions tls_options;
+            tls_options.tls = std::make_shared<asio::ssl::context>(tls::make_server_context(pki->server()).value());
+            o.terminals.push_back(tls_options);
+        }
+        return o;
+    }
+
+    void load_cards(std::size_t cards) {
         std::string json = R"({"participants": [{"id": 1001, "name": "bus", "kind": "bus", "bank_account": "1"}],
             "terminals": [{"terminal_id": "BUS00001", "psam_terminal_id": "460100000001", "participant_id": 1001}], "cards": [)";
         for (std::size_t c = 0; c < cards; ++c) {
@@ -156,43 +184,8 @@ struct Daemon {
                                 asn_digits(c), issuer_hex);
         }
         json += "]}";
-        auto loaded = load_registry(*ledger, *registry, json);
+        auto loaded = load_registry(daemon->ledger(), daemon->registry(), json);
         if (!loaded) throw std::runtime_error(loaded.error().message);
-        ledger::WriterOptions writer_options;
-        writer_options.group_requests_max = group_requests_max;
-        writer_options.group_delay = group_delay;
-        writer_options.group_linger_below = group_linger_below;
-        writer_options.group_hooks = registry->group_hooks();
-        writer = std::make_unique<ledger::Writer>(*ledger, writer_options);
-        if (layout) {
-            if (auto pinned = pin_thread(writer->native_handle(), std::array{layout->writer}); !pinned) throw std::runtime_error(pinned.error().message);
-        }
-        EngineOptions engine_options;
-        engine_options.require_sign_on = false;
-        engine_options.completion_executor = io.get_executor();
-        engine = std::make_unique<Engine>(*ledger, *writer, *registry, *verifier, engine_options);
-        server = std::make_unique<Server>(io, *engine, ServerOptions{});
-        if (pki) {
-            ServerOptions tls_options;
-            tls_options.tls = std::make_shared<asio::ssl::context>(tls::make_server_context(pki->server()).value());
-            tls_server = std::make_unique<Server>(io, *engine, tls_options);
-        }
-        thread = std::thread([this] { io.run(); });
-    }
-    ~Daemon() {
-        asio::post(io, [this] {
-            if (tls_server) tls_server->shutdown([] {});
-            server->shutdown([this] { io.stop(); });
-        });
-        thread.join();
-        tls_server.reset();
-        server.reset();
-        writer->stop();
-        engine.reset();
-        writer.reset();
-        registry.reset();
-        ledger.reset();
-        std::filesystem::remove_all(dir);
     }
 };
 
@@ -317,7 +310,7 @@ struct RunResult {
 };
 
 template <class Stream, class... Context>
-RunResult run_over(Daemon& daemon, std::size_t connections, std::size_t cards_per_connection, std::size_t per_connection,
+RunResult run_over(BenchDaemon& daemon, std::size_t connections, std::size_t cards_per_connection, std::size_t per_connection,
                    std::uint16_t atc_base, double rate_per_s, std::size_t window, Context&... context) {
     const ledger::WriterStats before = daemon.writer->stats();
     asio::io_context io;
@@ -372,7 +365,7 @@ RunResult run_over(Daemon& daemon, std::size_t connections, std::size_t cards_pe
     return r;
 }
 
-RunResult run(Daemon& daemon, Transport transport, std::size_t connections, std::size_t cards_per_connection,
+RunResult run(BenchDaemon& daemon, Transport transport, std::size_t connections, std::size_t cards_per_connection,
               std::size_t per_connection, std::uint16_t atc_base, double rate_per_s, std::size_t window) {
     if (transport.tls)
         return run_over<TlsStream>(daemon, connections, cards_per_connection, per_connection, atc_base, rate_per_s, window, *transport.tls);
@@ -388,7 +381,7 @@ struct HandshakeResult {
     std::size_t count = 0, failures = 0;
 };
 
-HandshakeResult handshakes(Daemon& daemon, const Pki& pki, bool resumed, std::size_t count, std::size_t threads) {
+HandshakeResult handshakes(BenchDaemon& daemon, const Pki& pki, bool resumed, std::size_t count, std::size_t threads) {
     const tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"), daemon.tls_server->port());
     std::vector<tls::ClientContext> contexts;
     for (std::size_t t = 0; t < threads; ++t) contexts.push_back(tls::ClientContext::create(pki.terminal()).value());
@@ -462,7 +455,7 @@ struct Workload {
 int alternate_phases(const std::string& dir, const Workload& w, std::size_t pairs, std::size_t group_max,
                      std::chrono::microseconds group_delay, std::size_t linger_below, const std::optional<CpuLayout>& layout,
                      const Pki& pki) {
-    Daemon daemon(dir, w.connections * w.cards_per_connection, group_max, group_delay, linger_below, layout, "alternate", &pki);
+    BenchDaemon daemon(dir, w.connections * w.cards_per_connection, group_max, group_delay, linger_below, layout, "alternate", &pki);
     tls::ClientContext client = tls::ClientContext::create(pki.terminal()).value();
     const std::size_t saturated_per_connection = w.uploads / w.connections;
     const auto rate_per_connection = static_cast<std::size_t>(w.rate * w.rate_seconds) / w.connections;
@@ -598,7 +591,7 @@ int main(int argc, char** argv) {
         return alternate_phases(dir, workload, alternate, group_max, std::chrono::microseconds(group_delay_us), linger_below, *layout, *pki);
     }
     {
-        Daemon daemon(dir, cards, group_max, std::chrono::microseconds(group_delay_us), linger_below, *layout, "group", pki.get());
+        BenchDaemon daemon(dir, cards, group_max, std::chrono::microseconds(group_delay_us), linger_below, *layout, "group", pki.get());
         print(fmt::format("group commit, {} in flight per connection", window).c_str(),
               run(daemon, transport, connections, cards_per_connection, uploads / connections, 0, 0, window));
         const auto per_connection = static_cast<std::size_t>(rate * rate_seconds) / connections;
@@ -607,7 +600,7 @@ int main(int argc, char** argv) {
               run(daemon, transport, connections, cards_per_connection, per_connection, next_atc, rate, window));
     }
     {
-        Daemon daemon(dir, cards, 1, std::chrono::microseconds(group_delay_us), 0, *layout, "single", pki.get());
+        BenchDaemon daemon(dir, cards, 1, std::chrono::microseconds(group_delay_us), 0, *layout, "single", pki.get());
         print(fmt::format("commit per request, {} in flight per connection", window).c_str(),
               run(daemon, transport, connections, cards_per_connection, per_request_uploads / connections, 0, 0, window));
     }

@@ -33,10 +33,10 @@
 // --wrk-delay-ms D paces the query load through wrk's delay() hook (64 connections / (D + latency):
 // D = 2 gives ~20,000/s) to measure the write drop at the target rate instead of at saturation.
 #include <coconut/clearing/check.hpp>
+#include <coconut/clearing/daemon.hpp>
 #include <coconut/clearing/http.hpp>
 #include <coconut/clearing/scheduling.hpp>
 
-#include <boost/asio/io_context.hpp>
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -299,57 +299,50 @@ int main(int argc, char** argv) {
     app.add_option("--dir", base, "where the ledger lives (a real disk: commits are synced)")->capture_default_str();
     CLI11_PARSE(app, argc, argv);
 
+    auto layout = plan_cpu_layout(writer_cpu);
+    if (!layout) {
+        fmt::print(stderr, "{}\n", layout.error().message);
+        return 2;
+    }
     const std::filesystem::path dir = std::filesystem::path(base) / fmt::format("clearingd-http-bench-{}", ::getpid());
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir / "data");
-    ledger::Options options;
-    options.directory = (dir / "data").string();
-    auto ledger = std::move(ledger::Ledger::open(options).value());
-    auto registry = std::move(Registry::open(ledger->env()).value());
-    auto tokens = std::move(http::Tokens::open(ledger->env(), dir / "data").value());
+    // The daemon as coconut-clearingd runs it, without an ISO 8583 listener: threads started from here on
+    // inherit the others' CPUs (the HTTP threads, the write load's thread); the writer moves to its own.
+    hsm::KeyStore::init(dir / "hsm").value();  // no key: nothing here asks the HSM
+    LocalHsm no_hsm(std::make_shared<const hsm::Hsm>(std::make_shared<const hsm::KeyStore>(hsm::KeyStore::open(dir / "hsm").value())), "mk-tac");
+    DaemonOptions daemon_options;
+    daemon_options.data = dir / "data";
+    daemon_options.cpu_layout = *layout;
+    daemon_options.local_hsm = &no_hsm;
+    daemon_options.expiry_scan_interval = std::chrono::milliseconds(0);  // no engine traffic: nothing expires
+    http::HttpOptions& http_options = daemon_options.http.emplace();
+    http_options.io_threads = http_threads;
+    http_options.token_requests_per_s = 1e9;  // the limiter still runs on every request, it just never refuses
+    http_options.token_burst = 1e9;
+    http_options.connections_max = std::max<std::size_t>(connections * 2, http::http_connections_max_default);
+    daemon_options.http_priority = *http::parse_thread_priority(http_priority);
+    auto opened = Daemon::open(std::move(daemon_options));
+    if (!opened) throw std::runtime_error(opened.error().message);
+    std::unique_ptr<Daemon> daemon = std::move(opened).value();
     std::string json = R"({"participants": [{"id": 1001, "name": "bus", "kind": "bus", "bank_account": "1"}], "cards": [)";
     for (std::size_t c = 0; c < cards; ++c) {
         json += fmt::format(R"({}{{"asn": "{}", "issuer_id": "4600000000000001", "purse_balance_fen": 90000000, "medical_balance_fen": 1000}})",
                             c ? "," : "", asn_digits(c));
     }
     json += "]}";
-    if (auto loaded = load_registry(*ledger, *registry, json); !loaded) throw std::runtime_error(loaded.error().message);
-    if (auto issued = http::issue_card_tokens(*ledger, *registry, *tokens, {}, dir / "tokens"); !issued || *issued != cards) {
+    if (auto loaded = load_registry(daemon->ledger(), daemon->registry(), json); !loaded) throw std::runtime_error(loaded.error().message);
+    if (auto issued = http::issue_card_tokens(daemon->ledger(), daemon->registry(), daemon->tokens(), {}, dir / "tokens"); !issued || *issued != cards) {
         throw std::runtime_error("issuing tokens failed");
     }
     write_script(dir / "cards.lua", dir / "tokens", cards, query_target, delay_ms);
-
-    auto layout = plan_cpu_layout(writer_cpu);
-    if (!layout) {
-        fmt::print(stderr, "{}\n", layout.error().message);
+    if (auto started = daemon->start(); !started) {
+        fmt::print(stderr, "{}\n", started.error().message);
         return 2;
     }
-    // As coconut-clearingd does it: threads started from here on inherit the others' CPUs (the HTTP
-    // threads, the write load's thread); the writer moves to its own.
-    const auto pinned = [](const clearing::Status& status) {
-        if (!status) fmt::print(stderr, "{}\n", status.error().message);
-        return status.ok();
-    };
-    if (*layout && !pinned(pin_thread(pthread_self(), (*layout)->others))) return 2;
-    ledger::Writer writer(*ledger);
-    if (*layout && !pinned(pin_thread(writer.native_handle(), std::array{(*layout)->writer}))) return 2;
-    boost::asio::io_context io(static_cast<int>(http_threads));
-    http::HttpOptions http_options;
-    http_options.io_threads = http_threads;
-    http_options.token_requests_per_s = 1e9;  // the limiter still runs on every request, it just never refuses
-    http_options.token_burst = 1e9;
-    http_options.connections_max = std::max<std::size_t>(connections * 2, http::http_connections_max_default);
-    http::HttpServer server(io, http::Services{*ledger, writer, *registry, *tokens}, http_options);
-    std::vector<std::thread> http_threads_running;
-    for (std::size_t t = 0; t < http_threads; ++t) {
-        http_threads_running.emplace_back([&] {
-            ::pthread_setname_np(::pthread_self(), "clearingd-http");
-            if (auto lowered = http::lower_thread_priority(*http::parse_thread_priority(http_priority)); !lowered) {
-                throw std::runtime_error(lowered.error().message);
-            }
-            io.run();
-        });
-    }
+    daemon->run_in_background();
+    ledger::Writer& writer = daemon->writer();
+    const http::HttpServer& server = *daemon->http_server();
 
     const http::ThreadPriority wrk_sched = *http::parse_thread_priority(wrk_priority);
     const std::string wrk_prefix = (*layout ? fmt::format("taskset -c {} ", format_cpus((*layout)->others)) : std::string()) + (wrk_sched.idle ? "chrt --idle 0 " : wrk_sched.nice ? fmt::format("nice -n {} ", wrk_sched.nice) : "");
@@ -424,10 +417,7 @@ int main(int argc, char** argv) {
     fmt::print("  wrk command (phase 2 rounds): {}\n", wrk_command(slice_s + 1));
     if (writes.failed() != 0) fmt::print("  WARNING: {} writes failed\n", writes.failed());
 
-    server.shutdown();
-    io.stop();
-    for (auto& t : http_threads_running) t.join();
-    writer.stop();
+    daemon.reset();  // the HTTP threads joined, the writer stopped
     std::filesystem::remove_all(dir);
     return 0;
 }

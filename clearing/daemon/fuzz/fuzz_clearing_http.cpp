@@ -15,6 +15,8 @@
 #include "clearing_world.hpp"
 #include "http_api.hpp"
 
+#include <coconut/clearing/daemon.hpp>
+
 #include <boost/beast/http.hpp>
 
 #include <nlohmann/json.hpp>
@@ -35,34 +37,53 @@ constexpr std::size_t requests_max = 8;
 // A change is answered after its commit on the writer's thread: on /dev/shm within milliseconds.
 constexpr std::chrono::seconds answer_wait_max{10};
 
-struct Daemon {
+// The daemon (coconut::clearing::Daemon: ledger, registry, tokens, writer; no listener, an HSM in process
+// that nothing here asks) and the API over it, without its transport.
+struct InProcess {
     fuzz::ScratchDir dir{target};
-    fuzz_world::World world = fuzz_world::open_world(dir / "data");
-    std::unique_ptr<http::Tokens> tokens;
-    std::unique_ptr<ledger::Writer> writer;
+    std::unique_ptr<LocalHsm> no_hsm;
+    std::unique_ptr<Daemon> daemon;
     http::HttpOptions options;
     http::HttpStats stats;
     std::unique_ptr<http::Api> api;
     std::map<std::string, std::string, std::less<>> placeholders;
 
-    Daemon() {
-        auto opened = http::Tokens::open(world.ledger->env(), dir / "data");
-        if (!opened) fuzz::fail(target, "tokens: " + opened.error().message);
-        tokens = std::move(opened).value();
-        ledger::WriterOptions writer_options;
-        writer_options.group_hooks = world.registry->group_hooks();
-        writer = std::make_unique<ledger::Writer>(*world.ledger, writer_options);
+    InProcess() {
+        if (!hsm::KeyStore::init(dir / "hsm")) fuzz::fail(target, "key store");
+        auto store = hsm::KeyStore::open(dir / "hsm");
+        if (!store) fuzz::fail(target, "key store");
+        no_hsm = std::make_unique<LocalHsm>(
+            std::make_shared<const hsm::Hsm>(std::make_shared<const hsm::KeyStore>(std::move(store).value())), "mk-tac");
+        DaemonOptions daemon_options;
+        daemon_options.data = dir / "data";
+        daemon_options.ledger.map_size_bytes = fuzz_world::map_size_bytes;
+        daemon_options.local_hsm = no_hsm.get();
+        auto opened = Daemon::open(std::move(daemon_options));
+        if (!opened) fuzz::fail(target, "daemon: " + opened.error().message);
+        daemon = std::move(opened).value();
+        if (!load_registry(daemon->ledger(), daemon->registry(), fuzz_world::registry_json)) fuzz::fail(target, "registry file");
+        add_tokens();
+        if (!daemon->start()) fuzz::fail(target, "daemon start");
+        // Rate limits would turn most inputs into 429 after the first few: out of the way.
+        options.token_requests_per_s = options.token_burst = 1e12;
+        options.address_failures_per_s = options.address_failure_burst = 1e12;
+        api = std::make_unique<http::Api>(http::Services{daemon->ledger(), daemon->writer(), daemon->registry(), daemon->tokens()},
+                                          options, stats);
+    }
+
+    // A clerk per role and two cards' tokens, as placeholders.
+    void add_tokens() {
         for (const auto& [name, roles] : {std::pair{"all", http::roles::all}, std::pair{"read", http::roles::read},
                                           std::pair{"hotlist", http::roles::hotlist}, std::pair{"registry", http::roles::registry},
                                           std::pair{"settlement", http::roles::settlement}}) {
-            auto token = http::add_clerk(*world.ledger, *tokens, std::string("fuzz-") + name, roles);
+            auto token = http::add_clerk(daemon->ledger(), daemon->tokens(), std::string("fuzz-") + name, roles);
             if (!token) fuzz::fail(target, "clerk: " + token.error().message);
             placeholders[std::string("{") + name + "}"] = *token;
         }
         std::vector<http::CardNumber> cards;
         for (std::string_view digits : {fuzz_world::card_numbers[0], fuzz_world::card_numbers[1]})
             cards.push_back(*http::parse_card_number(digits));
-        if (!http::issue_card_tokens(*world.ledger, *world.registry, *tokens, cards, dir / "tokens"))
+        if (!http::issue_card_tokens(daemon->ledger(), daemon->registry(), daemon->tokens(), cards, dir / "tokens"))
             fuzz::fail(target, "card tokens");
         for (std::size_t i = 0; i < cards.size(); ++i) {
             std::ifstream in(dir / "tokens" / (http::to_string(cards[i]) + ".token"));
@@ -70,12 +91,7 @@ struct Daemon {
             std::getline(in, token);
             placeholders["{card" + std::to_string(i) + "}"] = token;
         }
-        // Rate limits would turn most inputs into 429 after the first few: out of the way.
-        options.token_requests_per_s = options.token_burst = 1e12;
-        options.address_failures_per_s = options.address_failure_burst = 1e12;
-        api = std::make_unique<http::Api>(http::Services{*world.ledger, *writer, *world.registry, *tokens}, options, stats);
     }
-    ~Daemon() { writer->stop(); }
 
     std::string substituted(std::string_view input) const {
         std::string out;
@@ -99,13 +115,13 @@ struct Daemon {
     }
 };
 
-Daemon& daemon_in_process() {
-    static Daemon daemon;
+InProcess& daemon_in_process() {
+    static InProcess daemon;
     return daemon;
 }
 
 // The API's answer to one request, waited for (it may come from the writer's thread).
-http::ApiResponse answer(Daemon& daemon, const http::ApiRequest& request) {
+http::ApiResponse answer(InProcess& daemon, const http::ApiRequest& request) {
     struct Slot {
         std::mutex mutex;
         std::condition_variable done;
@@ -187,7 +203,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-    Daemon& daemon = daemon_in_process();
+    InProcess& daemon = daemon_in_process();
     const std::string bytes = daemon.substituted({reinterpret_cast<const char*>(data), size});
     std::string_view rest = bytes;
     http::PeerAddress peer{};

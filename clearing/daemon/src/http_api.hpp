@@ -1,5 +1,5 @@
-// Between the HTTP transport (http_server.cpp) and the API (http_api.cpp): a request as the API sees
-// it, the answer, and the router. Private to the daemon library.
+// Between the HTTP transport (http_server.cpp) and the API (api/router.cpp and its handlers, one file per
+// resource): a request as the API sees it, the answer, and the router. Private to the daemon library.
 #pragma once
 
 #include <coconut/clearing/http.hpp>

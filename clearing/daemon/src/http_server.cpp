@@ -1,6 +1,6 @@
 // The HTTP transport (Boost.Beast): accept with a connection bound, one session per connection (on a
 // strand of its own when several threads run the io_context), a parser with head and body limits, a
-// deadline on every read and write, keep-alive, optional TLS. The API (http_api.cpp) answers; this
+// deadline on every read and write, keep-alive, optional TLS. The API (src/api/, routed by router.cpp) answers; this
 // file only moves bytes.
 #include <utility>  // before Boost.Asio (Boost 1.74 + C++20)
 

@@ -1,5 +1,6 @@
 // Card and clerk tokens (keyed hashes only), the clerk journal, and the offline token commands.
 #include <coconut/clearing/http.hpp>
+#include <coconut/core/assert.hpp>
 #include <coconut/core/durable_file.hpp>
 
 #include <fmt/format.h>
@@ -11,7 +12,6 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include <cassert>
 #include <charconv>
 #include <chrono>
 #include <cstring>
@@ -78,7 +78,7 @@ Bytes encode_card_token(const CardToken& t) {
     append(out, t.asn);
     append(out, t.hash);
     append_be(out, t.issued_ns, 8);
-    assert(out.size() == card_token_record_size);
+    COCONUT_ASSERT(out.size() == card_token_record_size);
     return out;
 }
 
@@ -91,8 +91,16 @@ std::optional<CardToken> decode_card_token(ByteView b) {
     return t;
 }
 
+// A card token record that decodes back to what was encoded (issued once per card: the check is cheap).
+Bytes checked_card_token(const CardToken& t) {
+    Bytes out = encode_card_token(t);
+    const auto back = decode_card_token(out);
+    COCONUT_ASSERT(back && back->asn == t.asn && back->hash == t.hash && back->issued_ns == t.issued_ns, "card token record round trip");
+    return out;
+}
+
 Bytes encode_clerk(const Clerk& c) {
-    assert(!c.name.empty() && c.name.size() <= clerk_name_chars_max);
+    COCONUT_ASSERT(!c.name.empty() && c.name.size() <= clerk_name_chars_max, "a clerk's name is checked before it is stored");
     Bytes out;
     out.push_back(record_version);
     out.push_back(c.roles);
@@ -108,6 +116,13 @@ std::optional<Clerk> decode_clerk(ByteView b) {
     c.created_ns = read_be(b.subspan(2, 8));
     c.name.assign(reinterpret_cast<const char*>(b.data() + 10), b.size() - 10);
     return c;
+}
+
+Bytes checked_clerk(const Clerk& c) {
+    Bytes out = encode_clerk(c);
+    const auto back = decode_clerk(out);
+    COCONUT_ASSERT(back && back->name == c.name && back->roles == c.roles && back->created_ns == c.created_ns, "clerk record round trip");
+    return out;
 }
 
 std::array<std::uint8_t, 8> sequence_key(std::uint64_t sequence) {
@@ -471,11 +486,11 @@ Result<std::vector<ClerkAction>> Tokens::journal(std::uint64_t after_sequence, s
 }
 
 lmdb::Status Tokens::put_card_token(lmdb::Txn& txn, const CardNumber& number, const CardToken& token) const {
-    return txn.put(state_->card_tokens, number, encode_card_token(token));
+    return txn.put(state_->card_tokens, number, checked_card_token(token));
 }
 
 lmdb::Status Tokens::put_clerk(lmdb::Txn& txn, const TokenHash& hash, const Clerk& clerk) const {
-    return txn.put(state_->clerks, hash, encode_clerk(clerk));
+    return txn.put(state_->clerks, hash, checked_clerk(clerk));
 }
 
 lmdb::Result<std::uint64_t> Tokens::append_journal(lmdb::Txn& txn, ClerkAction action) const {
@@ -486,6 +501,10 @@ lmdb::Result<std::uint64_t> Tokens::append_journal(lmdb::Txn& txn, ClerkAction a
     action.sequence = *last ? read_be((*last)->key) + 1 : 1;
     if (action.timestamp_ns == 0) action.timestamp_ns = now_ns();
     const std::string value = action_json(action).dump();
+    const auto back = decode_action(action.sequence, text_view(value));
+    COCONUT_ASSERT(back && back->clerk == action.clerk && back->action == action.action && back->outcome == action.outcome &&
+                       back->timestamp_ns == action.timestamp_ns,
+                   "clerk journal entry round trip");
     if (auto put = txn.put(state_->journal, sequence_key(action.sequence), text_view(value)); !put) return Unexpected{put.error()};
     return action.sequence;
 }
@@ -493,7 +512,11 @@ lmdb::Result<std::uint64_t> Tokens::append_journal(lmdb::Txn& txn, ClerkAction a
 // ---- settlement cycles, adjustments ----------------------------------------------------------------------
 
 lmdb::Status Tokens::put_settlement_cycle(lmdb::Txn& txn, const SettlementCycle& cycle) const {
-    return txn.put(state_->settlement_cycles, cycle_key(cycle.cycle), text_view(encode_cycle(cycle)));
+    const std::string value = encode_cycle(cycle);
+    const auto back = decode_cycle(cycle.cycle, text_view(value));
+    COCONUT_ASSERT(back && back->start_ns == cycle.start_ns && back->end_ns == cycle.end_ns && back->clerk == cycle.clerk,
+                   "settlement cycle record round trip");
+    return txn.put(state_->settlement_cycles, cycle_key(cycle.cycle), text_view(value));
 }
 
 Result<std::optional<SettlementCycle>> Tokens::settlement_cycle(std::uint32_t cycle) const {
@@ -534,7 +557,12 @@ lmdb::Result<std::uint64_t> Tokens::next_adjustment_number(const lmdb::Txn& txn)
 }
 
 lmdb::Status Tokens::put_adjustment(lmdb::Txn& txn, const Adjustment& adjustment) const {
-    return txn.put(state_->adjustments, sequence_key(adjustment.number), text_view(encode_adjustment(adjustment)));
+    const std::string value = encode_adjustment(adjustment);
+    const auto back = decode_adjustment(adjustment.number, text_view(value));
+    COCONUT_ASSERT(back && back->debit_account_id == adjustment.debit_account_id && back->credit_account_id == adjustment.credit_account_id &&
+                       back->amount == adjustment.amount && back->status == adjustment.status && back->checker == adjustment.checker,
+                   "adjustment record round trip");
+    return txn.put(state_->adjustments, sequence_key(adjustment.number), text_view(value));
 }
 
 lmdb::Result<std::optional<Adjustment>> Tokens::adjustment_in(const lmdb::Txn& txn, std::uint64_t number) const {

@@ -5,7 +5,7 @@
 //     accepts a transfer only when it equals one the daemon derives, field for field;
 //   - manual adjustments move money only after a second clerk approved one clerk's proposal, and only
 //     between the kinds of accounts no other rule owns.
-// Private to the daemon library; the HTTP handlers (http_api.cpp) journal and commit.
+// Private to the daemon library; the HTTP handlers (api/transfers.cpp, api/adjustments.cpp) journal and commit.
 #pragma once
 
 #include <coconut/clearing/http.hpp>

@@ -1,6 +1,7 @@
 // coconut-clearingd: serve (ISO 8583 for terminals), check (every invariant of a data directory),
 // admin (registries). Usage, options and exit codes: clearing/README.md.
 #include <coconut/clearing/check.hpp>
+#include <coconut/clearing/daemon.hpp>
 #include <coconut/clearing/engine.hpp>
 #include <coconut/clearing/hsm_adapters.hpp>
 #include <coconut/clearing/registry.hpp>
@@ -10,24 +11,17 @@
 #include <coconut/core/admission.hpp>
 #include <coconut/tls/tls.hpp>
 
-#include <boost/asio/signal_set.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include <fcntl.h>
-#include <pthread.h>
-#include <sys/file.h>
 #include <unistd.h>
 
-#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <ctime>
 #include <iostream>
 #include <sstream>
-#include <thread>
 
 namespace {
 
@@ -60,36 +54,7 @@ int exit_for(const Error& e) {
     return exit_storage;
 }
 
-// An exclusive flock on DIR/clearingd.lock: the ledger keeps its journal head in memory, so only one
-// process may write a data directory. Released when the process exits.
-class DirectoryLock {
-public:
-    static coconut::Result<DirectoryLock, std::string> acquire(const std::filesystem::path& dir) {
-        const auto path = dir / "clearingd.lock";
-        const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-        if (fd < 0) return Unexpected<std::string>{fmt::format("cannot open {}: {}", path.string(), std::strerror(errno))};
-        if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-            ::close(fd);
-            return Unexpected<std::string>{fmt::format("{} is in use by another coconut-clearingd (serve or admin); stop it first",
-                                                       dir.string())};
-        }
-        return DirectoryLock(fd);
-    }
-    DirectoryLock(DirectoryLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    DirectoryLock& operator=(DirectoryLock&&) = delete;
-    ~DirectoryLock() {
-        if (fd_ >= 0) ::close(fd_);
-    }
-
-private:
-    explicit DirectoryLock(int fd) : fd_(fd) {}
-    int fd_ = -1;
-};
-
-struct Opened {
-    std::unique_ptr<ledger::Ledger> ledger;
-    std::unique_ptr<Registry> registry;
-};
+using Opened = DataDirectory;  // daemon.hpp
 
 // The LMDB map every command of this process opens the ledger with (--map-size). The file is sparse:
 // the map only bounds how large the ledger may grow before writes fail with "map full".
@@ -118,27 +83,14 @@ coconut::Result<std::size_t, std::string> parse_map_size(const std::string& text
 coconut::Result<Opened, std::string> open_data(const std::string& dir, bool create) {
     std::error_code ec;
     if (create) std::filesystem::create_directories(dir, ec);
-    if (!std::filesystem::is_directory(dir)) return Unexpected<std::string>{fmt::format("data directory {} does not exist", dir)};
     ledger::Options options;
-    options.directory = dir;
     options.map_size_bytes = map_size_bytes;
-    auto opened = ledger::Ledger::open(options);
-    if (!opened) return Unexpected<std::string>{fmt::format("cannot open the ledger in {}: {}", dir, opened.error().message)};
-    auto registry = Registry::open(opened.value()->env());
-    if (!registry) return Unexpected<std::string>{registry.error().message};
-    return Opened{std::move(opened).value(), std::move(registry).value()};
+    auto opened = open_data_directory(dir, options);
+    if (!opened) return Unexpected<std::string>{opened.error().message};
+    return std::move(opened).value();
 }
 
 // ---- serve ----------------------------------------------------------------------------------------------
-
-// Writes "PORT\n" to `path` through a rename, so a reader never sees a partial file.
-bool write_port_file(const std::string& path, std::uint16_t port) {
-    const std::string temp = path + ".tmp";
-    std::ofstream out(temp, std::ios::trunc);
-    out << port << "\n";
-    out.close();
-    return out && std::rename(temp.c_str(), path.c_str()) == 0;
-}
 
 struct ServeOptions {
     std::string iso_listen = "127.0.0.1:8583";
@@ -200,206 +152,151 @@ clearing::Result<std::shared_ptr<boost::asio::ssl::context>> terminal_tls(const 
     return std::make_shared<boost::asio::ssl::context>(std::move(context).value());
 }
 
-int serve(const ServeOptions& o) {
-    auto listen = hsm::wire::parse_endpoint(o.iso_listen, true);
-    if (!listen) return fail(exit_usage, "--iso-listen: " + listen.error().message);
-    auto terminal_context = terminal_tls(o);
-    if (!terminal_context) return fail(exit_usage, terminal_context.error().message);
-    auto hsm_endpoint = hsm::wire::parse_endpoint(o.hsm);
-    if (!hsm_endpoint) return fail(exit_usage, "--hsm: " + hsm_endpoint.error().message);
-    auto layout = plan_cpu_layout(o.writer_cpu);
-    if (!layout) return fail(exit_usage, layout.error().message);
-    auto credentials = hsm::wire::read_client_credentials(o.hsm_key);
-    if (!credentials) return fail(exit_hsm_key, "--hsm-key: " + credentials.error().message);
-    // Every connection costs a descriptor: the soft limit (often 1,024) is below the connection limits.
-    const std::uint64_t open_files = core::raise_open_file_limit();
-    std::error_code ec;
-    std::filesystem::create_directories(o.data, ec);
-    auto lock = DirectoryLock::acquire(o.data);
-    if (!lock) return fail(exit_locked, lock.error());
-    auto data = open_data(o.data, true);
-    if (!data) return fail(exit_storage, data.error());
-    auto tokens = http::Tokens::open(data->ledger->env(), o.data);
-    if (!tokens) return fail(exit_storage, tokens.error().message);
-    // The fixed accounts exist from the first start (idempotent: `exists` afterwards).
-    const auto fixed = fixed_accounts();
-    std::vector<ledger::Event> events(fixed.begin(), fixed.end());
-    if (auto applied = data->ledger->apply(events); !applied) return fail(exit_storage, applied.error().message);
-
-    ledger::WriterOptions writer_options;
-    writer_options.group_delay = std::chrono::microseconds(o.group_delay_us);
-    writer_options.group_requests_max = o.group_requests_max;
-    writer_options.group_linger_below = o.group_linger_below;
-    writer_options.group_hooks = data->registry->group_hooks();
-    // With a CPU layout every thread started from here on (the writer first, then the HTTP thread)
-    // inherits the others' CPUs, and the writer alone moves to its own.
-    if (*layout) {
-        if (auto pinned = pin_thread(pthread_self(), (*layout)->others); !pinned) return fail(exit_usage, "--writer-cpu: " + pinned.error().message);
+int exit_for(const DaemonError& e) {
+    switch (e.kind) {
+        case DaemonError::Kind::usage: return exit_usage;
+        case DaemonError::Kind::locked: return exit_locked;
+        case DaemonError::Kind::storage: return exit_storage;
+        case DaemonError::Kind::listen: return exit_listen;
     }
-    ledger::Writer writer(*data->ledger, writer_options);
-    if (*layout) {
-        if (auto pinned = pin_thread(writer.native_handle(), std::array{(*layout)->writer}); !pinned) {
-            return fail(exit_usage, "--writer-cpu: " + pinned.error().message);
-        }
-    }
+    return exit_storage;
+}
 
-    boost::asio::io_context io(1);
-    RemoteHsmOptions hsm_link;
-    hsm_link.timeout = std::chrono::milliseconds(o.hsm_timeout_ms);
-    hsm_link.keepalive_interval = std::chrono::seconds(o.hsm_keepalive_s);
-    hsm_link.breaker_cooldown = std::chrono::milliseconds(o.hsm_breaker_cooldown_ms);
-    hsm_link.connections_max = o.hsm_connections;
-    RemoteHsm verifier(io.get_executor(), *hsm_endpoint, std::move(credentials).value(), o.tac_key, hsm_link);
-    EngineOptions engine_options = o.engine;
-    engine_options.require_sign_on = !o.allow_without_sign_on;
-    engine_options.tac_key_label = o.tac_key;
-    engine_options.completion_executor = io.get_executor();  // answers are built on the I/O thread
-    http::MeteredHsm metered_hsm(verifier, verifier);
-    Engine engine(*data->ledger, writer, *data->registry, metered_hsm, metered_hsm, engine_options);
+// What `serve` cannot start with: its exit code and message.
+struct ServeFailure {
+    int code = exit_usage;
+    std::string message;
+};
+using ServeResult = coconut::Result<DaemonOptions, ServeFailure>;
+
+ServerOptions terminal_server_options(const ServeOptions& o, const hsm::wire::Endpoint& listen,
+                                      std::shared_ptr<boost::asio::ssl::context> tls) {
     ServerOptions server_options;
-    server_options.host = listen->host;
-    server_options.port = listen->port;
+    server_options.host = listen.host;
+    server_options.port = listen.port;
     server_options.connections_max = o.connections_max;
     server_options.connections_per_address = o.connections_per_address;
     server_options.connections_per_terminal = o.connections_per_terminal;
     server_options.sign_on_timeout = std::chrono::seconds(o.sign_on_timeout_s);
     server_options.in_flight_per_connection_max = o.in_flight_max;
     server_options.read_idle_timeout = std::chrono::seconds(o.read_idle_timeout_s);
-    server_options.tls = *terminal_context;
+    server_options.tls = std::move(tls);
     server_options.handshake_timeout = std::chrono::seconds(o.handshake_timeout_s);
-    std::unique_ptr<Server> server;
-    try {
-        server = std::make_unique<Server>(io, engine, server_options);
-    } catch (const std::system_error& e) {
-        return fail(exit_listen, fmt::format("cannot listen on {}: {}", o.iso_listen, e.what()));
-    }
+    return server_options;
+}
 
-    // The HTTP API on a thread and io_context of its own: a slow query never delays a terminal.
-    boost::asio::io_context http_io(1);
-    std::unique_ptr<http::HttpServer> http_server;
+http::HttpOptions http_server_options(const ServeOptions& o, const hsm::wire::Endpoint& listen) {
+    http::HttpOptions http_options;
+    http_options.host = listen.host;
+    http_options.port = listen.port;
+    http_options.connections_max = o.http_connections_max;
+    http_options.connections_per_address = o.http_connections_per_address;
+    http_options.token_requests_per_s = o.token_requests_per_s;
+    http_options.token_burst = std::max(http::token_burst_default, o.token_requests_per_s);
+    http_options.address_failures_per_s = o.address_failures_per_s;
+    http_options.address_failure_burst = std::max(http::address_failure_burst_default, o.address_failures_per_s);
+    http_options.tls_certificate = o.http_tls_cert;
+    http_options.tls_private_key = o.http_tls_key;
+    http_options.settlement_margin = std::chrono::seconds(o.settlement_margin_s);
+    return http_options;
+}
+
+// The HSM link (--hsm, --hsm-key, --tac-key, --hsm-*).
+coconut::Result<RemoteHsmConfig, ServeFailure> remote_hsm_config(const ServeOptions& o) {
+    auto endpoint = hsm::wire::parse_endpoint(o.hsm);
+    if (!endpoint) return Unexpected<ServeFailure>{{exit_usage, "--hsm: " + endpoint.error().message}};
+    auto credentials = hsm::wire::read_client_credentials(o.hsm_key);
+    if (!credentials) return Unexpected<ServeFailure>{{exit_hsm_key, "--hsm-key: " + credentials.error().message}};
+    RemoteHsmConfig config{*endpoint, std::move(credentials).value(), o.tac_key, {}};
+    config.link.timeout = std::chrono::milliseconds(o.hsm_timeout_ms);
+    config.link.keepalive_interval = std::chrono::seconds(o.hsm_keepalive_s);
+    config.link.breaker_cooldown = std::chrono::milliseconds(o.hsm_breaker_cooldown_ms);
+    config.link.connections_max = o.hsm_connections;
+    return config;
+}
+
+// The command line's options as the Daemon takes them: addresses and TLS, the CPU layout, the HSM.
+ServeResult daemon_options(const ServeOptions& o) {
+    auto listen = hsm::wire::parse_endpoint(o.iso_listen, true);
+    if (!listen) return Unexpected<ServeFailure>{{exit_usage, "--iso-listen: " + listen.error().message}};
+    auto terminal_context = terminal_tls(o);
+    if (!terminal_context) return Unexpected<ServeFailure>{{exit_usage, terminal_context.error().message}};
+    DaemonOptions d;
     if (!o.http_listen.empty()) {
         auto http_endpoint = hsm::wire::parse_endpoint(o.http_listen, true);
-        if (!http_endpoint) return fail(exit_usage, "--http-listen: " + http_endpoint.error().message);
-        http::HttpOptions http_options;
-        http_options.host = http_endpoint->host;
-        http_options.port = http_endpoint->port;
-        http_options.connections_max = o.http_connections_max;
-        http_options.connections_per_address = o.http_connections_per_address;
-        http_options.token_requests_per_s = o.token_requests_per_s;
-        http_options.token_burst = std::max(http::token_burst_default, o.token_requests_per_s);
-        http_options.address_failures_per_s = o.address_failures_per_s;
-        http_options.address_failure_burst = std::max(http::address_failure_burst_default, o.address_failures_per_s);
-        http_options.tls_certificate = o.http_tls_cert;
-        http_options.tls_private_key = o.http_tls_key;
-        http_options.settlement_margin = std::chrono::seconds(o.settlement_margin_s);
-        http::Services services{*data->ledger, writer, *data->registry, **tokens, &engine.stats(), &server->stats(),
-                                &metered_hsm.stats(), &verifier.link_stats()};
-        try {
-            http_server = std::make_unique<http::HttpServer>(http_io, services, http_options);
-        } catch (const std::exception& e) {
-            return fail(exit_listen, fmt::format("cannot serve HTTP on {}: {}", o.http_listen, e.what()));
-        }
+        if (!http_endpoint) return Unexpected<ServeFailure>{{exit_usage, "--http-listen: " + http_endpoint.error().message}};
+        d.http = http_server_options(o, *http_endpoint);
+        d.http_priority = *http::parse_thread_priority(o.http_priority);  // checked when parsing the options
     }
-    auto http_work = boost::asio::make_work_guard(http_io);
-    std::thread http_thread([&] {
-        ::pthread_setname_np(::pthread_self(), "clearingd-http");
-        // Bookings before balance queries (http.hpp ThreadPriority); checked when parsing the options.
-        if (auto lowered = http::lower_thread_priority(*http::parse_thread_priority(o.http_priority)); !lowered) {
-            std::cerr << "coconut-clearingd: the HTTP thread keeps the daemon's priority: " << lowered.error().message << "\n";
-        }
-        http_io.run();
-    });
-    struct JoinHttp {
-        boost::asio::io_context& io;
-        std::thread& thread;
-        ~JoinHttp() {
-            io.stop();
-            if (thread.joinable()) thread.join();
-        }
-    } join_http{http_io, http_thread};
+    auto layout = plan_cpu_layout(o.writer_cpu);
+    if (!layout) return Unexpected<ServeFailure>{{exit_usage, layout.error().message}};
+    auto remote = remote_hsm_config(o);
+    if (!remote) return Unexpected<ServeFailure>{remote.error()};
+    d.data = o.data;
+    d.ledger.map_size_bytes = map_size_bytes;
+    d.writer.group_delay = std::chrono::microseconds(o.group_delay_us);
+    d.writer.group_requests_max = o.group_requests_max;
+    d.writer.group_linger_below = o.group_linger_below;
+    d.cpu_layout = *layout;
+    d.remote_hsm = std::move(remote).value();
+    d.engine = o.engine;
+    d.engine.require_sign_on = !o.allow_without_sign_on;
+    d.engine.tac_key_label = o.tac_key;
+    d.terminals.push_back(terminal_server_options(o, *listen, *terminal_context));
+    d.ready_file = o.ready_file;
+    d.http_ready_file = o.http_ready_file;
+    d.handle_signals = true;
+    return d;
+}
 
-    // SIGTERM / SIGINT: stop accepting and reading, answer every request in hand (its booking
-    // committed), then exit. A second signal or the drain timeout stops at once.
-    boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-    boost::asio::steady_timer drain_deadline(io);
-    bool draining = false;
-    std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& error, int signal) {
-        if (error) return;
-        if (draining) {
-            std::cerr << "coconut-clearingd: second signal, stopping now\n";
-            io.stop();
-            return;
-        }
-        draining = true;
-        std::cerr << fmt::format("coconut-clearingd: signal {}, finishing the requests in hand\n", signal);
-        if (http_server) http_server->shutdown();
-        server->shutdown([&] {
-            verifier.close();
-            io.stop();
-        });
-        drain_deadline.expires_after(drain_timeout_default);
-        drain_deadline.async_wait([&](boost::system::error_code timer_error) {
-            if (timer_error) return;
-            std::cerr << "coconut-clearingd: drain timeout, stopping with requests unanswered (none is acknowledged)\n";
-            io.stop();
-        });
-        signals.async_wait(on_signal);
-    };
-    signals.async_wait(on_signal);
-
-    // Loads and holds released by the ledger's timeout: counted and logged once a second.
-    boost::asio::steady_timer expiry_timer(io);
-    std::function<void(boost::system::error_code)> scan_expiries = [&](boost::system::error_code timer_error) {
-        if (timer_error || draining) return;
-        if (auto found = engine.scan_expiries(); !found) std::cerr << "coconut-clearingd: expiry scan: " << found.error().message << "\n";
-        expiry_timer.expires_after(std::chrono::seconds(1));
-        expiry_timer.async_wait(scan_expiries);
-    };
-    scan_expiries({});
-
-    // The HTTP port first: whoever waits for the ISO 8583 ready file finds both.
-    if (http_server && !o.http_ready_file.empty() && !write_port_file(o.http_ready_file, http_server->port())) {
-        return fail(exit_storage, "cannot write the HTTP ready file " + o.http_ready_file);
-    }
-    if (!o.ready_file.empty() && !write_port_file(o.ready_file, server->port())) {
-        return fail(exit_storage, "cannot write the ready file " + o.ready_file);
-    }
-    std::cout << fmt::format("coconut-clearingd: listening on {}:{} (data {}, HSM {}:{})\n", listen->host, server->port(),
-                             o.data, hsm_endpoint->host, hsm_endpoint->port);
-    std::cout << (server_options.tls ? fmt::format("coconut-clearingd: terminals over mutual TLS (client certificates of the CA in {})\n",
-                                                   o.tls_ca)
-                                     : std::string("coconut-clearingd: terminals over PLAIN TCP (--insecure-terminals): any "
-                                                   "peer may claim any terminal id\n"));
+void print_started(Daemon& daemon, const ServeOptions& o, std::uint64_t open_files) {
+    const DaemonOptions& d = daemon.options();
+    const ServerOptions& terminals = d.terminals.front();
+    std::cout << fmt::format("coconut-clearingd: listening on {}:{} (data {}, HSM {}:{})\n", terminals.host, daemon.terminal_port(),
+                             o.data, d.remote_hsm->endpoint.host, d.remote_hsm->endpoint.port);
+    std::cout << (terminals.tls ? fmt::format("coconut-clearingd: terminals over mutual TLS (client certificates of the CA in {})\n",
+                                              o.tls_ca)
+                                : std::string("coconut-clearingd: terminals over PLAIN TCP (--insecure-terminals): any "
+                                              "peer may claim any terminal id\n"));
     std::cout << fmt::format("coconut-clearingd: open-file limit {}; terminal connections at most {} ({} per address, {} per "
                              "terminal), sign-on within {} s\n",
                              open_files, o.connections_max, o.connections_per_address, o.connections_per_terminal, o.sign_on_timeout_s);
-    if (*layout) {
-        std::cout << fmt::format("coconut-clearingd: ledger writer on CPU {}, other threads on CPU {}\n", (*layout)->writer,
-                                 format_cpus((*layout)->others));
+    if (const auto& layout = d.cpu_layout) {
+        std::cout << fmt::format("coconut-clearingd: ledger writer on CPU {}, other threads on CPU {}\n", layout->writer,
+                                 format_cpus(layout->others));
     }
-    if (http_server) {
-        std::cout << fmt::format("coconut-clearingd: HTTP{} on {}:{}\n", http_server->tls() ? "S" : "", o.http_listen.substr(0, o.http_listen.rfind(':')),
-                                 http_server->port());
+    if (const http::HttpServer* http_server = daemon.http_server()) {
+        std::cout << fmt::format("coconut-clearingd: HTTP{} on {}:{}\n", http_server->tls() ? "S" : "",
+                                 o.http_listen.substr(0, o.http_listen.rfind(':')), http_server->port());
     }
     std::cout << std::flush;
-    io.run();
-    http_io.stop();
-    http_thread.join();
-    http_server.reset();
-    const ServerStats& tls_stats = server->stats();
-    const std::string tls_summary =
-        fmt::format("coconut-clearingd: TLS handshakes: {} full, {} resumed, {} failed\n", tls_stats.tls_handshakes_full.load(),
-                    tls_stats.tls_handshakes_resumed.load(), tls_stats.tls_handshake_failures.load());
-    server.reset();
-    writer.stop();  // commits whatever was queued (no answer can reach anybody now; a retry answers `exists`)
-    const auto& s = engine.stats();
+}
+
+void print_stopped(Daemon& daemon) {
+    const auto& s = daemon.engine().stats();
     std::cerr << fmt::format("coconut-clearingd: stopped: {} requests, {} booked, {} repeats, {} suspense, {} duplicates, "
                              "{} refused; loads {} approved {} confirmed {} expired; holds {} approved {} completed {} expired; "
                              "{} reversals\n",
                              s.requests.load(), s.booked.load(), s.exists.load(), s.suspense.load(), s.duplicates.load(),
                              s.refused.load(), s.loads_approved.load(), s.loads_confirmed.load(), s.loads_expired.load(),
                              s.holds_approved.load(), s.completions.load(), s.holds_expired.load(), s.reversals.load());
-    if (server_options.tls) std::cerr << tls_summary;
+    if (daemon.options().terminals.front().tls) {
+        const TlsHandshakeCounts tls = daemon.tls_handshakes();
+        std::cerr << fmt::format("coconut-clearingd: TLS handshakes: {} full, {} resumed, {} failed\n", tls.full, tls.resumed, tls.failed);
+    }
+}
+
+int serve(const ServeOptions& o) {
+    auto options = daemon_options(o);
+    if (!options) return fail(options.error().code, options.error().message);
+    // Every connection costs a descriptor: the soft limit (often 1,024) is below the connection limits.
+    const std::uint64_t open_files = core::raise_open_file_limit();
+    auto daemon = Daemon::open(std::move(options).value());
+    if (!daemon) return fail(exit_for(daemon.error()), daemon.error().message);
+    if (auto started = (*daemon)->start(); !started) return fail(exit_for(started.error()), started.error().message);
+    print_started(**daemon, o, open_files);
+    (*daemon)->run();
+    print_stopped(**daemon);
     return exit_ok;
 }
 
@@ -458,7 +355,7 @@ int admin_load(const std::string& dir, const std::string& file) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     auto lock = DirectoryLock::acquire(dir);
-    if (!lock) return fail(exit_locked, lock.error());
+    if (!lock) return fail(exit_locked, lock.error().message);
     auto data = open_data(dir, true);
     if (!data) return fail(exit_storage, data.error());
     auto report = load_registry(*data->ledger, *data->registry, text.str());
@@ -473,78 +370,104 @@ int admin_load(const std::string& dir, const std::string& file) {
     return exit_ok;
 }
 
+// `admin list`: each registry as a JSON array, or what failed to read.
+using Listed = coconut::Result<json, std::string>;
+
+Listed list_cards(const Opened& data) {
+    auto cards = data.registry->cards();
+    if (!cards) return Unexpected<std::string>{cards.error().message};
+    json out = json::array();
+    for (const auto& c : *cards) {
+        json j = card_json(c);
+        auto shadow = data.ledger->lookup_account(purse_shadow_account(c.asn));
+        auto medical = data.ledger->lookup_account(medical_account(c.asn));
+        if (shadow && *shadow) {
+            j["ledger_shadow_balance_fen"] = static_cast<std::int64_t>((*shadow)->credits_posted - (*shadow)->debits_posted);
+        }
+        if (medical && *medical) {
+            j["medical_balance_fen"] = (*medical)->credits_posted - (*medical)->debits_posted - (*medical)->debits_pending;
+        }
+        out.push_back(j);
+    }
+    return out;
+}
+
+Listed list_participants(const Opened& data) {
+    auto participants = data.registry->participants();
+    if (!participants) return Unexpected<std::string>{participants.error().message};
+    json out = json::array();
+    for (const auto& p : *participants) {
+        json j{{"id", p.id}, {"name", p.name}, {"kind", p.kind}, {"bank_account", p.bank_account}, {"fee_rate_bp", p.fee_rate_bp}};
+        auto payable = data.ledger->lookup_account(payable_account(p.id, ledgers::purse));
+        if (payable && *payable) j["purse_payable_fen"] = (*payable)->credits_posted - (*payable)->debits_posted;
+        out.push_back(j);
+    }
+    return out;
+}
+
+Listed list_terminals(const Opened& data) {
+    auto terminals = data.registry->terminals();
+    if (!terminals) return Unexpected<std::string>{terminals.error().message};
+    json out = json::array();
+    for (const auto& t : *terminals) {
+        out.push_back({{"terminal_id", t.terminal_id},
+                       {"psam_terminal_id", bcd_to_digits(t.psam_terminal_id)},
+                       {"participant_id", t.participant_id},
+                       {"merchant_id", t.merchant_id},
+                       {"status", to_string(t.status)},
+                       {"forged_tacs", {{"day", t.forged_day}, {"count", t.forged_count}}},
+                       {"last_stan", t.last_stan},
+                       {"batch_number", t.batch_number},
+                       {"uploads", t.uploads},
+                       {"batch_totals", {{"debits", {t.batch_debits_count, t.batch_debits_fen}},
+                                         {"credits", {t.batch_credits_count, t.batch_credits_fen}},
+                                         {"credit_reversals", {t.batch_credit_reversals_count, t.batch_credit_reversals_fen}},
+                                         {"debit_reversals", {t.batch_debit_reversals_count, t.batch_debit_reversals_fen}}}}});
+    }
+    return out;
+}
+
+// The whole log, as a terminal at version 0 downloads it.
+Listed list_hotlist(const Opened& data) {
+    json out = json::array();
+    std::uint32_t chunk_index = 0;
+    for (bool more = true; more; ++chunk_index) {
+        auto chunk = data.registry->hotlist_chunk(0, chunk_index);
+        if (!chunk) return Unexpected<std::string>{chunk.error().message};
+        for (std::size_t i = 0; i < chunk->entries.size(); ++i) {
+            const HotlistEntry& e = chunk->entries[i];
+            out.push_back({{"version", chunk->version - chunk->entries.size() + i + 1}, {"change", e.added ? "+" : "-"}, {"asn", bcd_to_digits(e.asn)}});
+        }
+        more = chunk->more;
+    }
+    return out;
+}
+
+Listed list_risk(const Opened& data) {
+    auto flags = data.registry->risk_flags();
+    if (!flags) return Unexpected<std::string>{flags.error().message};
+    json out = json::array();
+    for (const auto& f : *flags) {
+        out.push_back({{"kind", std::string(to_string(f.kind))},
+                       {"asn", bcd_to_digits(f.asn)},
+                       {"atc", f.atc},
+                       {"type", fmt::format("{:02X}", f.type)},
+                       {"timestamp_ns", f.timestamp_ns},
+                       {"detail", f.detail}});
+    }
+    return out;
+}
+
 int admin_list(const std::string& dir, const std::string& what) {
     auto data = open_data(dir, false);
     if (!data) return fail(exit_storage, data.error());
-    json out = json::array();
-    if (what == "cards") {
-        auto cards = data->registry->cards();
-        if (!cards) return fail(exit_storage, cards.error().message);
-        for (const auto& c : *cards) {
-            json j = card_json(c);
-            auto shadow = data->ledger->lookup_account(purse_shadow_account(c.asn));
-            auto medical = data->ledger->lookup_account(medical_account(c.asn));
-            if (shadow && *shadow) {
-                j["ledger_shadow_balance_fen"] = static_cast<std::int64_t>((*shadow)->credits_posted - (*shadow)->debits_posted);
-            }
-            if (medical && *medical) {
-                j["medical_balance_fen"] = (*medical)->credits_posted - (*medical)->debits_posted - (*medical)->debits_pending;
-            }
-            out.push_back(j);
-        }
-    } else if (what == "participants") {
-        auto participants = data->registry->participants();
-        if (!participants) return fail(exit_storage, participants.error().message);
-        for (const auto& p : *participants) {
-            json j{{"id", p.id}, {"name", p.name}, {"kind", p.kind}, {"bank_account", p.bank_account}, {"fee_rate_bp", p.fee_rate_bp}};
-            auto payable = data->ledger->lookup_account(payable_account(p.id, ledgers::purse));
-            if (payable && *payable) j["purse_payable_fen"] = (*payable)->credits_posted - (*payable)->debits_posted;
-            out.push_back(j);
-        }
-    } else if (what == "terminals") {
-        auto terminals = data->registry->terminals();
-        if (!terminals) return fail(exit_storage, terminals.error().message);
-        for (const auto& t : *terminals) {
-            out.push_back({{"terminal_id", t.terminal_id},
-                           {"psam_terminal_id", bcd_to_digits(t.psam_terminal_id)},
-                           {"participant_id", t.participant_id},
-                           {"merchant_id", t.merchant_id},
-                           {"status", to_string(t.status)},
-                           {"forged_tacs", {{"day", t.forged_day}, {"count", t.forged_count}}},
-                           {"last_stan", t.last_stan},
-                           {"batch_number", t.batch_number},
-                           {"uploads", t.uploads},
-                           {"batch_totals", {{"debits", {t.batch_debits_count, t.batch_debits_fen}},
-                                             {"credits", {t.batch_credits_count, t.batch_credits_fen}},
-                                             {"credit_reversals", {t.batch_credit_reversals_count, t.batch_credit_reversals_fen}},
-                                             {"debit_reversals", {t.batch_debit_reversals_count, t.batch_debit_reversals_fen}}}}});
-        }
-    } else if (what == "hotlist") {  // the whole log, as a terminal at version 0 downloads it
-        std::uint32_t chunk_index = 0;
-        for (bool more = true; more; ++chunk_index) {
-            auto chunk = data->registry->hotlist_chunk(0, chunk_index);
-            if (!chunk) return fail(exit_storage, chunk.error().message);
-            for (std::size_t i = 0; i < chunk->entries.size(); ++i) {
-                const HotlistEntry& e = chunk->entries[i];
-                out.push_back({{"version", chunk->version - chunk->entries.size() + i + 1},
-                               {"change", e.added ? "+" : "-"},
-                               {"asn", bcd_to_digits(e.asn)}});
-            }
-            more = chunk->more;
-        }
-    } else {  // risk
-        auto flags = data->registry->risk_flags();
-        if (!flags) return fail(exit_storage, flags.error().message);
-        for (const auto& f : *flags) {
-            out.push_back({{"kind", std::string(to_string(f.kind))},
-                           {"asn", bcd_to_digits(f.asn)},
-                           {"atc", f.atc},
-                           {"type", fmt::format("{:02X}", f.type)},
-                           {"timestamp_ns", f.timestamp_ns},
-                           {"detail", f.detail}});
-        }
-    }
-    std::cout << out.dump() << "\n";
+    const Listed listed = what == "cards"          ? list_cards(*data)
+                          : what == "participants" ? list_participants(*data)
+                          : what == "terminals"    ? list_terminals(*data)
+                          : what == "hotlist"      ? list_hotlist(*data)
+                                                   : list_risk(*data);
+    if (!listed) return fail(exit_storage, listed.error());
+    std::cout << listed->dump() << "\n";
     return exit_ok;
 }
 
@@ -556,7 +479,7 @@ int admin_card_status(const std::string& dir, const std::string& asn_text, const
     Asn asn{};
     std::copy(bcd->begin(), bcd->end(), asn.begin());
     auto lock = DirectoryLock::acquire(dir);
-    if (!lock) return fail(exit_locked, lock.error());
+    if (!lock) return fail(exit_locked, lock.error().message);
     auto data = open_data(dir, false);
     if (!data) return fail(exit_storage, data.error());
     auto done = set_card_status(*data->ledger, *data->registry, asn, *status);
@@ -568,7 +491,7 @@ int admin_terminal_status(const std::string& dir, const std::string& terminal_id
     auto status = parse_terminal_status(status_text);
     if (!status) return fail(exit_usage, "status must be active, suspended or retired");
     auto lock = DirectoryLock::acquire(dir);
-    if (!lock) return fail(exit_locked, lock.error());
+    if (!lock) return fail(exit_locked, lock.error().message);
     auto data = open_data(dir, false);
     if (!data) return fail(exit_storage, data.error());
     auto done = set_terminal_status(*data->ledger, *data->registry, terminal_id, *status);
@@ -587,7 +510,7 @@ struct OpenedWithTokens {
 coconut::Result<OpenedWithTokens, std::pair<int, std::string>> open_for_tokens(const std::string& dir) {
     using Failure = Unexpected<std::pair<int, std::string>>;
     auto lock = DirectoryLock::acquire(dir);
-    if (!lock) return Failure{{exit_locked, lock.error()}};
+    if (!lock) return Failure{{exit_locked, lock.error().message}};
     auto data = open_data(dir, false);
     if (!data) return Failure{{exit_storage, data.error()}};
     auto tokens = http::Tokens::open(data->ledger->env(), dir);
@@ -649,6 +572,204 @@ int admin_issue_tokens(const std::string& dir, const std::string& out, const std
 
 }  // namespace
 
+// serve: the HSM link (clearing/README.md "The HSM link").
+void add_hsm_options(CLI::App* serve, ServeOptions& o) {
+    serve->add_option("--hsm", o.hsm, "coconut-hsmd HOST:PORT")->capture_default_str();
+    serve->add_option("--hsm-key", o.hsm_key, "client key file (coconut-hsmd client add --permissions tac,load,auth)")->required();
+    serve->add_option("--tac-key", o.tac_key, "label of the TAC master key at the HSM")->capture_default_str();
+    serve->add_option("--hsm-timeout-ms", o.hsm_timeout_ms,
+                          "HSM timeout: no hello or answer within this fails the requests (91) and opens the circuit breaker")
+        ->capture_default_str()
+        ->check(CLI::Range(100, 60'000));
+    serve->add_option("--hsm-keepalive-s", o.hsm_keepalive_s,
+                          "keep-alive to the HSM on a connection quiet this long (below the HSM's idle timeout, 60 s; 0: none)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 3600));
+    serve->add_option("--hsm-breaker-cooldown-ms", o.hsm_breaker_cooldown_ms,
+                          "after an HSM timeout, answer 91 at once for this long, then probe the HSM (half-open)")
+        ->capture_default_str()
+        ->check(CLI::Range(10, 600'000));
+    serve->add_option("--hsm-connections", o.hsm_connections,
+                          "connections to the HSM at once (TAC batches verified concurrently)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 64));
+}
+
+// serve: the ISO 8583 port, its limits and TLS, the ledger writer's group commit and CPU.
+void add_terminal_options(CLI::App* serve, ServeOptions& o) {
+    serve->add_option("--ready-file", o.ready_file, "write the ISO 8583 port here once listening");
+    serve->add_option("--connections-max", o.connections_max, "connections served at once")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 65535));
+    serve->add_option("--connections-per-address", o.connections_per_address,
+                          "connections one client address may hold at once, before authentication (a carrier gateway or NAT "
+                          "puts many terminals behind one)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 65535));
+    serve->add_option("--connections-per-terminal", o.connections_per_terminal,
+                          "connections one terminal certificate may hold at once (TLS)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1024));
+    serve->add_option("--sign-on-timeout-s", o.sign_on_timeout_s,
+                          "close a connection whose terminal has not signed on within this many seconds of connecting (0: never; "
+                          "an echo does not count)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 3600));
+    serve->add_option("--in-flight-max", o.in_flight_max, "requests in process per connection")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 4096));
+    serve->add_option("--read-idle-timeout-s", o.read_idle_timeout_s, "close a silent connection after this")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 86400));
+    serve->add_option("--group-delay-us", o.group_delay_us, "ledger group commit: wait for more requests")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 100000));
+    serve->add_option("--group-requests-max", o.group_requests_max, "ledger group commit: requests per commit (1: commit per request)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 8190));
+    serve->add_option("--group-linger-below", o.group_linger_below,
+                          "ledger group commit: when fewer requests queued during a commit, wait --group-delay-us for this many "
+                          "(0: only after idle; fewer, larger commits write fewer pages)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 8190));
+    serve->add_option("--writer-cpu", o.writer_cpu,
+                          "a CPU of its own for the ledger writer, every other thread on the rest: auto (the highest "
+                          "allowed CPU when there are two or more), a CPU number, or off")
+        ->capture_default_str();
+    serve->add_flag("--allow-without-sign-on", o.allow_without_sign_on, "accept requests without a prior 0800 sign-on");
+    // TLS for terminals.
+    serve->add_option("--tls-cert", o.tls_cert, "ISO 8583 port: PEM server certificate (chain) from the island CA");
+    serve->add_option("--tls-key", o.tls_key, "ISO 8583 port: PEM private key of --tls-cert (mode 0600)");
+    serve->add_option("--tls-ca", o.tls_ca, "ISO 8583 port: PEM island CA certificate; terminals' certificates must chain to it");
+    serve->add_flag("--insecure-terminals", o.insecure_terminals,
+                        "ISO 8583 port over plain TCP, no terminal authentication (local development only)");
+    serve->add_option("--handshake-timeout-s", o.handshake_timeout_s, "close a connection whose TLS handshake takes longer")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 600));
+}
+
+// serve: the engine's timeouts, keys and limits.
+void add_engine_options(CLI::App* serve, ServeOptions& o) {
+    serve->add_option("--load-timeout", o.engine.load_timeout_s, "seconds an approved load waits for its 0220 confirmation")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 7 * 86400));
+    serve->add_option("--hold-timeout", o.engine.hold_timeout_s, "seconds a clinic hold waits for its 0220 completion")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 7 * 86400));
+    serve->add_option("--load-key", o.engine.load_key_label, "label of the load (DLK) master key at the HSM")
+        ->capture_default_str();
+    serve->add_option("--internal-auth-key", o.engine.internal_auth_key_label,
+                          "label of the master key a clinic 0100's card-presence proof is verified under: the social-security "
+                          "application's (usage ssse-auth), never the purse IAK")
+        ->capture_default_str();
+    serve->add_option("--challenge-ttl-s", o.engine.challenge_ttl_s,
+                          "seconds a clinic card-presence challenge (0800 70=201) stays valid")
+        ->capture_default_str()
+        ->check(CLI::Range(5, 600));
+    serve->add_option("--forged-tacs-per-day", o.engine.forged_tacs_per_day,
+                          "uploads with a failed TAC one terminal may send per UTC day before it is suspended")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 1'000'000));
+}
+
+// serve: the HTTP API (clearing/README.md "HTTP API").
+void add_http_options(CLI::App* serve, ServeOptions& o) {
+    // HTTP API options.
+    serve->add_option("--http-listen", o.http_listen, "HOST:PORT for the HTTP API and balance page (port 0: any free port)");
+    serve->add_option("--http-ready-file", o.http_ready_file, "write the HTTP port here once listening");
+    serve->add_option("--http-tls-cert", o.http_tls_cert, "PEM certificate chain: serve HTTPS instead of HTTP");
+    serve->add_option("--http-tls-key", o.http_tls_key, "PEM private key of --http-tls-cert");
+    serve->add_option("--settlement-margin-s", o.settlement_margin_s,
+                          "a settlement cycle's window must have ended this many seconds ago before its transfers are accepted "
+                          "(bookings stamped before the end have committed); coconut-settle's --settling-margin must not be smaller")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 3600));
+    serve->add_option("--http-connections-max", o.http_connections_max, "HTTP connections served at once")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 65535));
+    serve->add_option("--http-connections-per-address", o.http_connections_per_address,
+                          "HTTP connections one client address may hold at once")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 65535));
+    serve->add_option("--http-priority", o.http_priority,
+                          "scheduling of the HTTP thread below the ledger writer and terminal I/O: idle, nice:N (1-19) or normal")
+        ->capture_default_str()
+        ->check([](const std::string& text) { return http::parse_thread_priority(text) ? std::string() : "idle, nice:1 … nice:19 or normal"; });
+    serve->add_option("--http-address-rate", o.address_failures_per_s,
+                          "requests per second without a valid token per client address, after a burst of 50 (429 above)")
+        ->capture_default_str()
+        ->check(CLI::Range(0.01, 1e6));
+    serve->add_option("--http-token-rate", o.token_requests_per_s, "requests per second per card or clerk token (429 above)")
+        ->capture_default_str()
+        ->check(CLI::Range(0.1, 1e6));
+}
+
+// The admin subcommands and what they were given.
+struct AdminCommands {
+    CLI::App* load = nullptr;
+    CLI::App* list = nullptr;
+    CLI::App* card_status = nullptr;
+    CLI::App* terminal_status = nullptr;
+    CLI::App* clerk_add = nullptr;
+    CLI::App* clerk_list = nullptr;
+    CLI::App* clerk_revoke = nullptr;
+    CLI::App* issue_tokens = nullptr;
+    std::string registry_file, what, asn_text, status_text, terminal_text;
+    std::string clerk_name, clerk_roles, tokens_out, revoke_name;
+    std::vector<std::string> token_cards;
+};
+
+// admin: HTTP tokens (clearing/README.md "HTTP API").
+void add_token_commands(CLI::App* admin, AdminCommands& c) {
+    c.clerk_add = admin->add_subcommand("clerk-add", "add a clerk; prints the clerk's token once (daemon must be stopped)");
+    c.clerk_add->add_option("--name", c.clerk_name, "the clerk's name, as journaled")->required();
+    c.clerk_add->add_option("--roles", c.clerk_roles, "comma-separated: hotlist, registry, settlement, read")->required();
+    c.clerk_list = admin->add_subcommand("clerk-list", "list clerk tokens: name, roles or revoked, created (never a token or hash)");
+    c.clerk_revoke = admin->add_subcommand("clerk-revoke", "revoke every token of a clerk, journaled (daemon must be stopped)");
+    c.clerk_revoke->add_option("--name", c.revoke_name, "the clerk's name")->required();
+    c.issue_tokens = admin->add_subcommand("issue-tokens", "write a token file per card (daemon must be stopped)");
+    c.issue_tokens->add_option("--out", c.tokens_out, "directory for <card number>.token files (0600)")->required();
+    c.issue_tokens->add_option("--card", c.token_cards, "16-digit card number (repeatable; none: every card without a token)");
+}
+
+int run_admin(const AdminCommands& c, const std::string& data_dir) {
+    if (c.load->parsed()) return admin_load(data_dir, c.registry_file);
+    if (c.list->parsed()) return admin_list(data_dir, c.what);
+    if (c.card_status->parsed()) return admin_card_status(data_dir, c.asn_text, c.status_text);
+    if (c.terminal_status->parsed()) return admin_terminal_status(data_dir, c.terminal_text, c.status_text);
+    if (c.clerk_add->parsed()) return admin_clerk_add(data_dir, c.clerk_name, c.clerk_roles);
+    if (c.clerk_list->parsed()) return admin_clerk_list(data_dir);
+    if (c.clerk_revoke->parsed()) return admin_clerk_revoke(data_dir, c.revoke_name);
+    if (c.issue_tokens->parsed()) return admin_issue_tokens(data_dir, c.tokens_out, c.token_cards);
+    return exit_usage;
+}
+
+// admin SUBCOMMAND: every subcommand takes --data (and --map-size) from `admin`.
+void add_admin_commands(CLI::App& app, AdminCommands& c, std::string& data_dir, std::string& map_size_text,
+                        const std::string& map_size_help) {
+    auto* admin = app.add_subcommand("admin", "registries: cards, participants, terminals, risk flags");
+    admin->require_subcommand(1);
+    // `admin SUBCOMMAND --data DIR` too (the contract's spelling): the subcommands, created below,
+    // inherit the fallthrough and hand --data up to `admin`.
+    admin->fallthrough();
+    admin->add_option("--data", data_dir, "data directory")->required();
+    admin->add_option("--map-size", map_size_text, map_size_help);
+    c.load = admin->add_subcommand("load", "load a registry JSON file (idempotent; daemon must be stopped)");
+    c.load->add_option("FILE", c.registry_file, "registry JSON (clearing/README.md)")->required();
+    c.list = admin->add_subcommand("list", "print a registry as JSON");
+    c.list->add_option("WHAT", c.what, "cards | participants | terminals | risk | hotlist")
+        ->required()
+        ->check(CLI::IsMember({"cards", "participants", "terminals", "risk", "hotlist"}));
+    c.card_status = admin->add_subcommand("card-status", "set a card's status (lost / blocked cards are refused online)");
+    c.card_status->add_option("ASN", c.asn_text, "20 digits")->required();
+    c.card_status->add_option("STATUS", c.status_text, "active | lost | blocked")->required();
+    c.terminal_status =
+        admin->add_subcommand("terminal-status", "set a terminal's status (suspended / retired terminals get 58 on every request)");
+    c.terminal_status->add_option("TERMINAL", c.terminal_text, "field 41, 8 characters")->required();
+    c.terminal_status->add_option("STATUS", c.status_text, "active | suspended | retired")->required();
+    add_token_commands(admin, c);
+}
+
 int main(int argc, char** argv) {
     CLI::App app{"coconut-clearingd: the clearing daemon (ISO 8583 for terminals, LMDB ledger, TAC verification)"};
     app.require_subcommand(1);
@@ -667,122 +788,10 @@ int main(int argc, char** argv) {
     serve_cmd->add_option("--iso-listen", serve_options.iso_listen, "HOST:PORT for terminals (port 0: any free port)")
         ->capture_default_str();
     serve_cmd->add_option("--data", serve_options.data, "data directory (LMDB ledger and registries)")->required();
-    serve_cmd->add_option("--hsm", serve_options.hsm, "coconut-hsmd HOST:PORT")->capture_default_str();
-    serve_cmd->add_option("--hsm-key", serve_options.hsm_key, "client key file (coconut-hsmd client add --permissions tac,load,auth)")->required();
-    serve_cmd->add_option("--tac-key", serve_options.tac_key, "label of the TAC master key at the HSM")->capture_default_str();
-    serve_cmd->add_option("--hsm-timeout-ms", serve_options.hsm_timeout_ms,
-                          "HSM timeout: no hello or answer within this fails the requests (91) and opens the circuit breaker")
-        ->capture_default_str()
-        ->check(CLI::Range(100, 60'000));
-    serve_cmd->add_option("--hsm-keepalive-s", serve_options.hsm_keepalive_s,
-                          "keep-alive to the HSM on a connection quiet this long (below the HSM's idle timeout, 60 s; 0: none)")
-        ->capture_default_str()
-        ->check(CLI::Range(0, 3600));
-    serve_cmd->add_option("--hsm-breaker-cooldown-ms", serve_options.hsm_breaker_cooldown_ms,
-                          "after an HSM timeout, answer 91 at once for this long, then probe the HSM (half-open)")
-        ->capture_default_str()
-        ->check(CLI::Range(10, 600'000));
-    serve_cmd->add_option("--hsm-connections", serve_options.hsm_connections,
-                          "connections to the HSM at once (TAC batches verified concurrently)")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 64));
-    serve_cmd->add_option("--ready-file", serve_options.ready_file, "write the ISO 8583 port here once listening");
-    serve_cmd->add_option("--connections-max", serve_options.connections_max, "connections served at once")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 65535));
-    serve_cmd->add_option("--connections-per-address", serve_options.connections_per_address,
-                          "connections one client address may hold at once, before authentication (a carrier gateway or NAT "
-                          "puts many terminals behind one)")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 65535));
-    serve_cmd->add_option("--connections-per-terminal", serve_options.connections_per_terminal,
-                          "connections one terminal certificate may hold at once (TLS)")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 1024));
-    serve_cmd->add_option("--sign-on-timeout-s", serve_options.sign_on_timeout_s,
-                          "close a connection whose terminal has not signed on within this many seconds of connecting (0: never; "
-                          "an echo does not count)")
-        ->capture_default_str()
-        ->check(CLI::Range(0, 3600));
-    serve_cmd->add_option("--in-flight-max", serve_options.in_flight_max, "requests in process per connection")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 4096));
-    serve_cmd->add_option("--read-idle-timeout-s", serve_options.read_idle_timeout_s, "close a silent connection after this")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 86400));
-    serve_cmd->add_option("--group-delay-us", serve_options.group_delay_us, "ledger group commit: wait for more requests")
-        ->capture_default_str()
-        ->check(CLI::Range(0, 100000));
-    serve_cmd->add_option("--group-requests-max", serve_options.group_requests_max, "ledger group commit: requests per commit (1: commit per request)")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 8190));
-    serve_cmd->add_option("--group-linger-below", serve_options.group_linger_below,
-                          "ledger group commit: when fewer requests queued during a commit, wait --group-delay-us for this many "
-                          "(0: only after idle; fewer, larger commits write fewer pages)")
-        ->capture_default_str()
-        ->check(CLI::Range(0, 8190));
-    serve_cmd->add_option("--writer-cpu", serve_options.writer_cpu,
-                          "a CPU of its own for the ledger writer, every other thread on the rest: auto (the highest "
-                          "allowed CPU when there are two or more), a CPU number, or off")
-        ->capture_default_str();
-    serve_cmd->add_flag("--allow-without-sign-on", serve_options.allow_without_sign_on, "accept requests without a prior 0800 sign-on");
-    // TLS for terminals.
-    serve_cmd->add_option("--tls-cert", serve_options.tls_cert, "ISO 8583 port: PEM server certificate (chain) from the island CA");
-    serve_cmd->add_option("--tls-key", serve_options.tls_key, "ISO 8583 port: PEM private key of --tls-cert (mode 0600)");
-    serve_cmd->add_option("--tls-ca", serve_options.tls_ca, "ISO 8583 port: PEM island CA certificate; terminals' certificates must chain to it");
-    serve_cmd->add_flag("--insecure-terminals", serve_options.insecure_terminals,
-                        "ISO 8583 port over plain TCP, no terminal authentication (local development only)");
-    serve_cmd->add_option("--handshake-timeout-s", serve_options.handshake_timeout_s, "close a connection whose TLS handshake takes longer")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 600));
-    serve_cmd->add_option("--load-timeout", serve_options.engine.load_timeout_s, "seconds an approved load waits for its 0220 confirmation")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 7 * 86400));
-    serve_cmd->add_option("--hold-timeout", serve_options.engine.hold_timeout_s, "seconds a clinic hold waits for its 0220 completion")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 7 * 86400));
-    serve_cmd->add_option("--load-key", serve_options.engine.load_key_label, "label of the load (DLK) master key at the HSM")
-        ->capture_default_str();
-    serve_cmd->add_option("--internal-auth-key", serve_options.engine.internal_auth_key_label,
-                          "label of the master key a clinic 0100's card-presence proof is verified under: the social-security "
-                          "application's (usage ssse-auth), never the purse IAK")
-        ->capture_default_str();
-    serve_cmd->add_option("--challenge-ttl-s", serve_options.engine.challenge_ttl_s,
-                          "seconds a clinic card-presence challenge (0800 70=201) stays valid")
-        ->capture_default_str()
-        ->check(CLI::Range(5, 600));
-    serve_cmd->add_option("--forged-tacs-per-day", serve_options.engine.forged_tacs_per_day,
-                          "uploads with a failed TAC one terminal may send per UTC day before it is suspended")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 1'000'000));
-    // HTTP API options.
-    serve_cmd->add_option("--http-listen", serve_options.http_listen, "HOST:PORT for the HTTP API and balance page (port 0: any free port)");
-    serve_cmd->add_option("--http-ready-file", serve_options.http_ready_file, "write the HTTP port here once listening");
-    serve_cmd->add_option("--http-tls-cert", serve_options.http_tls_cert, "PEM certificate chain: serve HTTPS instead of HTTP");
-    serve_cmd->add_option("--http-tls-key", serve_options.http_tls_key, "PEM private key of --http-tls-cert");
-    serve_cmd->add_option("--settlement-margin-s", serve_options.settlement_margin_s,
-                          "a settlement cycle's window must have ended this many seconds ago before its transfers are accepted "
-                          "(bookings stamped before the end have committed); coconut-settle's --settling-margin must not be smaller")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 3600));
-    serve_cmd->add_option("--http-connections-max", serve_options.http_connections_max, "HTTP connections served at once")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 65535));
-    serve_cmd->add_option("--http-connections-per-address", serve_options.http_connections_per_address,
-                          "HTTP connections one client address may hold at once")
-        ->capture_default_str()
-        ->check(CLI::Range(1, 65535));
-    serve_cmd->add_option("--http-priority", serve_options.http_priority,
-                          "scheduling of the HTTP thread below the ledger writer and terminal I/O: idle, nice:N (1-19) or normal")
-        ->capture_default_str()
-        ->check([](const std::string& text) { return http::parse_thread_priority(text) ? std::string() : "idle, nice:1 … nice:19 or normal"; });
-    serve_cmd->add_option("--http-address-rate", serve_options.address_failures_per_s,
-                          "requests per second without a valid token per client address, after a burst of 50 (429 above)")
-        ->capture_default_str()
-        ->check(CLI::Range(0.01, 1e6));
-    serve_cmd->add_option("--http-token-rate", serve_options.token_requests_per_s, "requests per second per card or clerk token (429 above)")
-        ->capture_default_str()
-        ->check(CLI::Range(0.1, 1e6));
+    add_hsm_options(serve_cmd, serve_options);
+    add_terminal_options(serve_cmd, serve_options);
+    add_engine_options(serve_cmd, serve_options);
+    add_http_options(serve_cmd, serve_options);
 
     std::string data_dir;
     bool as_json = false;
@@ -790,45 +799,8 @@ int main(int argc, char** argv) {
     check_cmd->add_option("--data", data_dir, "data directory")->required();
     check_cmd->add_option("--map-size", map_size_text, map_size_help);
     check_cmd->add_flag("--json", as_json, "machine-readable report");
-
-    auto* admin_cmd = app.add_subcommand("admin", "registries: cards, participants, terminals, risk flags");
-    admin_cmd->require_subcommand(1);
-    // `admin SUBCOMMAND --data DIR` too (the contract's spelling): the subcommands, created below,
-    // inherit the fallthrough and hand --data up to `admin`.
-    admin_cmd->fallthrough();
-    admin_cmd->add_option("--data", data_dir, "data directory")->required();
-    admin_cmd->add_option("--map-size", map_size_text, map_size_help);
-    std::string registry_file;
-    auto* load_cmd = admin_cmd->add_subcommand("load", "load a registry JSON file (idempotent; daemon must be stopped)");
-    load_cmd->add_option("FILE", registry_file, "registry JSON (clearing/README.md)")->required();
-    std::string what;
-    auto* list_cmd = admin_cmd->add_subcommand("list", "print a registry as JSON");
-    list_cmd->add_option("WHAT", what, "cards | participants | terminals | risk | hotlist")
-        ->required()
-        ->check(CLI::IsMember({"cards", "participants", "terminals", "risk", "hotlist"}));
-    std::string asn_text, status_text;
-    auto* status_cmd = admin_cmd->add_subcommand("card-status", "set a card's status (lost / blocked cards are refused online)");
-    status_cmd->add_option("ASN", asn_text, "20 digits")->required();
-    status_cmd->add_option("STATUS", status_text, "active | lost | blocked")->required();
-    std::string terminal_text;
-    auto* terminal_status_cmd =
-        admin_cmd->add_subcommand("terminal-status", "set a terminal's status (suspended / retired terminals get 58 on every request)");
-    terminal_status_cmd->add_option("TERMINAL", terminal_text, "field 41, 8 characters")->required();
-    terminal_status_cmd->add_option("STATUS", status_text, "active | suspended | retired")->required();
-
-    // Tokens (clearing/README.md "HTTP API").
-    std::string clerk_name, clerk_roles, tokens_out;
-    std::vector<std::string> token_cards;
-    auto* clerk_cmd = admin_cmd->add_subcommand("clerk-add", "add a clerk; prints the clerk's token once (daemon must be stopped)");
-    clerk_cmd->add_option("--name", clerk_name, "the clerk's name, as journaled")->required();
-    clerk_cmd->add_option("--roles", clerk_roles, "comma-separated: hotlist, registry, settlement, read")->required();
-    auto* clerk_list_cmd = admin_cmd->add_subcommand("clerk-list", "list clerk tokens: name, roles or revoked, created (never a token or hash)");
-    std::string revoke_name;
-    auto* clerk_revoke_cmd = admin_cmd->add_subcommand("clerk-revoke", "revoke every token of a clerk, journaled (daemon must be stopped)");
-    clerk_revoke_cmd->add_option("--name", revoke_name, "the clerk's name")->required();
-    auto* issue_cmd = admin_cmd->add_subcommand("issue-tokens", "write a token file per card (daemon must be stopped)");
-    issue_cmd->add_option("--out", tokens_out, "directory for <card number>.token files (0600)")->required();
-    issue_cmd->add_option("--card", token_cards, "16-digit card number (repeatable; none: every card without a token)");
+    AdminCommands admin;
+    add_admin_commands(app, admin, data_dir, map_size_text, map_size_help);
 
     try {
         app.parse(argc, argv);
@@ -843,16 +815,8 @@ int main(int argc, char** argv) {
     try {
         if (serve_cmd->parsed()) return serve(serve_options);
         if (check_cmd->parsed()) return run_check(data_dir, as_json);
-        if (load_cmd->parsed()) return admin_load(data_dir, registry_file);
-        if (list_cmd->parsed()) return admin_list(data_dir, what);
-        if (status_cmd->parsed()) return admin_card_status(data_dir, asn_text, status_text);
-        if (terminal_status_cmd->parsed()) return admin_terminal_status(data_dir, terminal_text, status_text);
-        if (clerk_cmd->parsed()) return admin_clerk_add(data_dir, clerk_name, clerk_roles);
-        if (clerk_list_cmd->parsed()) return admin_clerk_list(data_dir);
-        if (clerk_revoke_cmd->parsed()) return admin_clerk_revoke(data_dir, revoke_name);
-        if (issue_cmd->parsed()) return admin_issue_tokens(data_dir, tokens_out, token_cards);
+        return run_admin(admin, data_dir);
     } catch (const std::exception& e) {
         return fail(exit_check_failed, std::string("internal error: ") + e.what());
     }
-    return exit_usage;
 }

@@ -1,0 +1,205 @@
+// Operations: the balance page (/), /healthz, /v1/openapi.json, and /metrics (Prometheus text format
+// 0.0.4) for a clerk token with the role read (Prometheus: `authorization: credentials_file`).
+#include "api_internal.hpp"
+
+#include <fmt/format.h>
+
+namespace coconut::clearing::http::api {
+
+namespace {
+
+struct Text {
+    std::string out;
+    void family(std::string_view name, std::string_view type, std::string_view help) {
+        out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+    }
+    void sample(std::string_view name, std::uint64_t value, std::string_view labels = {}) {
+        out += labels.empty() ? fmt::format("{} {}\n", name, value)
+                              : fmt::format("{}{{{}}} {}\n", name, labels, value);
+    }
+    void counter(std::string_view name, std::string_view help, std::uint64_t value) {
+        family(name, "counter", help);
+        sample(name, value);
+    }
+    void gauge(std::string_view name, std::string_view help, std::uint64_t value) {
+        family(name, "gauge", help);
+        sample(name, value);
+    }
+    // `counts` per bucket (not cumulative), the last one above every bound.
+    template <std::size_t N, class Count>
+    void histogram(std::string_view name, std::string_view help, const std::array<std::uint64_t, N>& bounds,
+                   const std::array<Count, N + 1>& counts, std::uint64_t sum, double unit) {
+        family(name, "histogram", help);
+        std::uint64_t cumulative = 0;
+        for (std::size_t i = 0; i < N; ++i) {
+            cumulative += static_cast<std::uint64_t>(counts[i]);
+            out += fmt::format("{}_bucket{{le=\"{:g}\"}} {}\n", name, static_cast<double>(bounds[i]) * unit,
+                               cumulative);
+        }
+        cumulative += static_cast<std::uint64_t>(counts[N]);
+        out += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n{}_sum {}\n{}_count {}\n", name, cumulative, name,
+                           static_cast<double>(sum) * unit, name, cumulative);
+    }
+};
+
+void http_metrics(Text& t, const HttpStats& stats) {
+    std::array<std::uint64_t, latency_buckets_us.size() + 1> latency{};
+    for (std::size_t i = 0; i < latency.size(); ++i)
+        latency[i] = stats.latency_buckets[i].load(std::memory_order_relaxed);
+    t.histogram("coconut_http_request_duration_seconds", "HTTP request latency (read to answer written)",
+                latency_buckets_us, latency, stats.latency_us_sum.load(), 1e-6);
+    t.family("coconut_http_responses_total", "counter", "HTTP responses by status class");
+    for (std::size_t c = 1; c < stats.responses_by_class.size(); ++c) {
+        t.sample("coconut_http_responses_total", stats.responses_by_class[c].load(),
+                 fmt::format("class=\"{}xx\"", c));
+    }
+    t.counter("coconut_http_rate_limited_total", "requests answered 429", stats.rate_limited.load());
+    t.counter("coconut_http_connections_accepted_total", "HTTP connections accepted",
+              stats.connections_accepted.load());
+    t.counter("coconut_http_connections_refused_total", "HTTP connections refused above the limit",
+              stats.connections_refused.load());
+    t.counter("coconut_http_connections_refused_per_address_total",
+              "HTTP connections refused above one address's share",
+              stats.connections_refused_per_address.load());
+    t.counter("coconut_http_accept_pauses_total",
+              "HTTP accepts deferred: the process was out of descriptors or memory",
+              stats.accept_pauses.load());
+    t.gauge("coconut_http_connections_open", "HTTP connections open now", stats.connections_open.load());
+    t.counter("coconut_http_timeouts_total", "HTTP connections closed by a read or write deadline",
+              stats.timeouts.load());
+    t.counter("coconut_http_tls_handshake_failures_total", "TLS handshakes that failed",
+              stats.tls_handshake_failures.load());
+}
+
+void ledger_metrics(Text& t, const Services& s) {
+    const ledger::WriterStats w = s.writer.stats();
+    t.counter("coconut_ledger_commits_total", "ledger group commits", w.commits);
+    t.counter("coconut_ledger_commit_failures_total", "ledger commits that failed (nothing written)",
+              w.failed_commits);
+    t.counter("coconut_ledger_requests_total", "requests committed by the ledger writer", w.requests);
+    t.counter("coconut_ledger_events_total", "ledger events (accounts, transfers) applied", w.events);
+    t.gauge("coconut_ledger_writer_queue_depth", "requests waiting for the ledger writer", w.queue_depth);
+    t.histogram("coconut_ledger_commit_duration_seconds", "apply + durable commit of one group",
+                ledger::commit_us_buckets, w.commit_us_counts, w.commit_us_sum, 1e-6);
+    std::uint64_t requests_sum = w.requests;
+    t.histogram("coconut_ledger_commit_requests", "requests per group commit (batch size)",
+                ledger::commit_requests_buckets, w.commit_requests_counts, requests_sum, 1.0);
+    t.gauge("coconut_ledger_journal_sequence", "last committed journal sequence", s.ledger.head().sequence);
+    t.gauge("coconut_ledger_storage_full",
+            "1 while the last commit failed for lack of space (disk or map full) and none succeeded since",
+            w.storage_full ? 1 : 0);
+    t.counter("coconut_ledger_storage_errors_total",
+              "ledger commits that failed in storage (disk full, map full, I/O)", w.storage_errors);
+}
+
+void iso_metrics(Text& t, const EngineStats* engine, const ServerStats* server) {
+    if (engine) {
+        const EngineStats& e = *engine;
+        t.counter("coconut_iso_requests_total", "ISO 8583 requests handled", e.requests.load());
+        t.family("coconut_iso_outcomes_total", "counter", "ISO 8583 request outcomes");
+        t.sample("coconut_iso_outcomes_total", e.booked.load(), "outcome=\"booked\"");
+        t.sample("coconut_iso_outcomes_total", e.exists.load(), "outcome=\"exists\"");
+        t.sample("coconut_iso_outcomes_total", e.suspense.load(), "outcome=\"suspense\"");
+        t.sample("coconut_iso_outcomes_total", e.duplicates.load(), "outcome=\"duplicate\"");
+        t.sample("coconut_iso_outcomes_total", e.refused.load(), "outcome=\"refused\"");
+        t.gauge("coconut_iso_in_flight", "ISO 8583 requests handled but not yet answered",
+                e.in_flight.load());
+    }
+    if (!server) return;
+    const ServerStats& v = *server;
+    t.counter("coconut_iso_connections_accepted_total", "terminal connections accepted",
+              v.connections_accepted.load());
+    t.counter("coconut_iso_connections_refused_total", "terminal connections refused above the limit",
+              v.connections_refused.load());
+    t.counter("coconut_iso_connections_refused_per_address_total",
+              "terminal connections refused above one address's share",
+              v.connections_refused_per_address.load());
+    t.counter("coconut_iso_connections_refused_per_terminal_total",
+              "connections closed after the handshake: the terminal had its share",
+              v.connections_refused_per_terminal.load());
+    t.counter("coconut_iso_sign_on_timeouts_total",
+              "connections closed without a sign-on within the deadline", v.sign_on_timeouts.load());
+    t.counter("coconut_iso_accept_pauses_total",
+              "terminal accepts deferred: the process was out of descriptors or memory",
+              v.accept_pauses.load());
+    t.counter("coconut_iso_format_errors_total", "frames answered 30", v.format_errors.load());
+    t.counter("coconut_iso_timeouts_total", "terminal connections closed by a timeout", v.timeouts.load());
+    t.family("coconut_iso_tls_handshakes_total", "counter", "terminal TLS handshakes completed");
+    t.sample("coconut_iso_tls_handshakes_total", v.tls_handshakes_full.load(), "kind=\"full\"");
+    t.sample("coconut_iso_tls_handshakes_total", v.tls_handshakes_resumed.load(), "kind=\"resumed\"");
+    t.counter("coconut_iso_tls_handshake_failures_total",
+              "terminal connections closed in the handshake (no, unverifiable or non-terminal certificate; "
+              "timeout)",
+              v.tls_handshake_failures.load());
+}
+
+void hsm_metrics(Text& t, const HsmStats* hsm, const hsm::LinkStats* link) {
+    if (hsm) {
+        t.counter("coconut_hsm_tac_verifications_total", "TAC verifications asked of the HSM",
+                  hsm->calls.load());
+        t.counter("coconut_hsm_tac_failures_total", "TAC verifications without a verdict (link, HSM error)",
+                  hsm->failures.load());
+        t.family("coconut_hsm_tac_latency_seconds_total", "counter", "summed HSM verification latency");
+        t.out += fmt::format("coconut_hsm_tac_latency_seconds_total {}\n",
+                             static_cast<double>(hsm->latency_us_sum.load()) * 1e-6);
+    }
+    if (!link) return;
+    const hsm::LinkStats& l = *link;
+    t.gauge("coconut_hsm_breaker_state",
+            "the HSM link's circuit breaker: 0 closed, 1 open, 2 half-open (one probe out)",
+            static_cast<std::uint64_t>(l.breaker.load()));
+    t.gauge("coconut_hsm_breaker_open",
+            "1 while the HSM link's circuit breaker is open or half-open (requests fail at once)",
+            l.breaker.load() == hsm::BreakerState::closed ? 0 : 1);
+    t.counter("coconut_hsm_breaker_opens_total", "times the HSM link's circuit breaker opened",
+              l.breaker_opens.load());
+    t.counter("coconut_hsm_fast_failures_total", "HSM requests failed at once because the breaker was open",
+              l.fast_failures.load());
+    t.counter("coconut_hsm_timeouts_total", "HSM requests failed by a timeout (the HSM hangs)",
+              l.timeouts.load());
+    t.counter("coconut_hsm_retries_total", "HSM requests sent again after their connection broke",
+              l.retries.load());
+    t.counter("coconut_hsm_connections_opened_total", "HSM connections opened (hello received)",
+              l.connections_opened.load());
+    t.counter("coconut_hsm_keepalives_total", "keep-alive requests sent to the HSM", l.keepalives.load());
+    t.counter("coconut_hsm_probes_total", "half-open probes sent to the HSM", l.probes.load());
+}
+
+}  // namespace
+
+void balance_page(Call& call) {
+    call.answer(ApiResponse{200, "text/html; charset=utf-8", std::string(balance_page_html()), {}});
+}
+
+void openapi(Call& call) {
+    call.answer(ApiResponse{200, "application/json", std::string(openapi_json()), {}});
+}
+
+// 503 while the writer's queue is full, the ledger does not read, or storage is full (the last
+// commit failed for lack of space and none has succeeded since: WriterStats::storage_full).
+void healthz(Call& call) {
+    const Services& s = call.s();
+    const auto writer = s.writer.stats();
+    const bool queue_ok = writer.queue_depth < ledger::writer_queue_requests_max_default;
+    auto fixed = s.ledger.lookup_account(purse_float_account);
+    const bool ok = queue_ok && fixed.ok() && !writer.storage_full;
+    json body{{"status", ok ? "ok" : "degraded"},
+              {"ledger_readable", fixed.ok()},
+              {"storage", writer.storage_full ? "full" : "ok"},
+              {"writer_queue_depth", writer.queue_depth},
+              {"journal_sequence", s.ledger.head().sequence}};
+    if (writer.storage_full) body["storage_error"] = writer.storage_error;
+    call.answer(json_response(ok ? 200 : 503, body));
+}
+
+void metrics(Call& call) {
+    const Services& s = call.s();
+    Text t;
+    http_metrics(t, call.api.stats);
+    ledger_metrics(t, s);
+    iso_metrics(t, s.engine, s.iso_server);
+    hsm_metrics(t, s.hsm, s.hsm_link);
+    call.answer(ApiResponse{200, "text/plain; version=0.0.4", std::move(t.out), {}});
+}
+
+}  // namespace coconut::clearing::http::api

@@ -1,0 +1,202 @@
+// The API's routes (clearing/openapi.json) and the one place a request is matched, authenticated and
+// checked against its route's roles before a handler sees it.
+//
+// Order of refusals, the same for every route:
+//   404  the path is deeper than any endpoint;
+//   401 / 429 / 503 under /v1/clerk/…, before anything else: a caller without a clerk token learns
+//        nothing about the clerk endpoints, not even which exist;
+//   404  no route has this path;  405  a route has the path but not the method;
+//   401 / 404 / 429  the route's token (a card's: 404 for a token that is not the card's, as if absent);
+//   403  a clerk without one of the route's roles — before the handler looks anything up, so a clerk
+//        without the role learns nothing, not even whether a card exists.
+#include "api_internal.hpp"
+
+#include <coconut/core/assert.hpp>
+
+#include <fmt/format.h>
+
+namespace coconut::clearing::http::api {
+
+namespace {
+
+constexpr std::uint8_t reader_roles = roles::adjust | roles::read;
+
+// Cardholder routes first: they carry the query load.
+constexpr std::array route_table{
+    Route{"GET", pattern("/v1/cards/{n}"), Auth::card, 0, card_balance},
+    Route{"GET", pattern("/v1/cards/{n}/transactions"), Auth::card, 0, card_transactions},
+    Route{"GET", pattern("/"), Auth::none, 0, balance_page},
+    Route{"GET", pattern("/healthz"), Auth::none, 0, healthz},
+    Route{"GET", pattern("/v1/openapi.json"), Auth::none, 0, openapi},
+    // The outcome counts, suspense and risk figures are operators' business, not the public's.
+    Route{"GET", pattern("/metrics"), Auth::clerk, roles::read, metrics},
+    Route{"GET", pattern("/v1/clerk/cards/{n}"), Auth::clerk, roles::read, clerk_card_lookup},
+    Route{"PUT", pattern("/v1/clerk/cards/{n}/status"), Auth::clerk, roles::hotlist, set_card_status},
+    Route{"POST", pattern("/v1/clerk/cards/{n}/token"), Auth::clerk, roles::registry, issue_card_token},
+    Route{"POST", pattern("/v1/clerk/cards"), Auth::clerk, roles::registry, register_card},
+    Route{"POST", pattern("/v1/clerk/participants"), Auth::clerk, roles::registry, register_participant},
+    Route{"POST", pattern("/v1/clerk/terminals"), Auth::clerk, roles::registry, register_terminal},
+    Route{"PUT", pattern("/v1/clerk/terminals/{id}/status"), Auth::clerk, roles::registry,
+          set_terminal_status},
+    Route{"POST", pattern("/v1/clerk/transfers"), Auth::clerk, roles::settlement, post_transfers},
+    Route{"GET", pattern("/v1/clerk/adjustments"), Auth::clerk, reader_roles, list_adjustments},
+    Route{"POST", pattern("/v1/clerk/adjustments"), Auth::clerk, roles::adjust, propose_adjustment},
+    Route{"GET", pattern("/v1/clerk/adjustments/{n}"), Auth::clerk, reader_roles, show_adjustment},
+    Route{"POST", pattern("/v1/clerk/adjustments/{n}/approve"), Auth::clerk, roles::adjust,
+          approve_adjustment},
+    Route{"POST", pattern("/v1/clerk/adjustments/{n}/reject"), Auth::clerk, roles::adjust, reject_adjustment},
+    Route{"GET", pattern("/v1/clerk/risk"), Auth::clerk, roles::read, risk_list},
+    Route{"GET", pattern("/v1/clerk/suspense"), Auth::clerk, roles::read, suspense_list},
+    Route{"GET", pattern("/v1/clerk/journal"), Auth::clerk, roles::read, journal_list},
+};
+
+constexpr bool is_parameter(std::string_view segment) {
+    return segment.size() >= 2 && segment.front() == '{' && segment.back() == '}';
+}
+
+// Every route is reachable and has at most two parameters (Call::params).
+consteval bool well_formed() {
+    for (const Route& r : route_table) {
+        std::size_t parameters = 0;
+        for (std::size_t i = 0; i < r.path.count; ++i) parameters += is_parameter(r.path.segments[i]) ? 1 : 0;
+        if (parameters > 2 || r.handler == nullptr || (r.auth == Auth::clerk) != (r.roles != 0)) return false;
+    }
+    return true;
+}
+static_assert(well_formed(),
+              "a route has a handler, at most two {…} segments, and roles exactly when clerks call it");
+
+bool path_matches(const Pattern& p, std::span<const std::string_view> segments,
+                  std::array<std::string_view, 2>& params) {
+    if (p.count != segments.size()) return false;
+    std::size_t next = 0;
+    for (std::size_t i = 0; i < p.count; ++i) {
+        if (is_parameter(p.segments[i])) {
+            params[next++] = segments[i];
+        } else if (p.segments[i] != segments[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+// The route for the path and method; otherwise whether some route has the path, and its methods.
+struct Match {
+    const Route* route = nullptr;
+    bool path_known = false;
+    std::string methods;  // "GET", "GET or POST": for the 405
+};
+
+Match match(std::span<const std::string_view> segments, std::string_view method,
+            std::array<std::string_view, 2>& params) {
+    Match m;
+    for (const Route& r : route_table) {
+        std::array<std::string_view, 2> found{};
+        if (!path_matches(r.path, segments, found)) continue;
+        m.path_known = true;
+        if (r.method == method) {
+            m.route = &r;
+            params = found;
+            return m;
+        }
+        m.methods += (m.methods.empty() ? "" : " or ") + std::string(r.method);
+    }
+    return m;
+}
+
+bool under_clerk(std::span<const std::string_view> segments) {
+    return segments.size() >= 3 && segments[0] == "v1" && segments[1] == "clerk";
+}
+
+ApiResponse unauthorized(std::string_view message) {
+    ApiResponse r = error_response(401, "unauthorized", message);
+    r.headers.emplace_back("WWW-Authenticate", "Bearer");
+    return r;
+}
+
+// The clerk of the request's bearer token, or false with the request answered (401, 429, 503).
+bool authenticate_clerk(Call& call) {
+    Api::State& api = call.api;
+    auto token = bearer_token(call.request.authorization);
+    if (!token) {
+        call.answer(
+            api.unauthenticated(call.request, unauthorized("Authorization: Bearer <clerk token> required")));
+        return false;
+    }
+    if (auto limited = api.rate_limit(api.s.tokens.hash(*token))) {
+        call.answer(std::move(*limited));
+        return false;
+    }
+    auto clerk = api.s.tokens.clerk(*token);
+    if (!clerk) {
+        call.answer(storage_failure(clerk.error().message));
+        return false;
+    }
+    if (!*clerk) {
+        call.answer(api.unauthenticated(call.request, unauthorized("unknown clerk token")));
+        return false;
+    }
+    call.clerk = std::move(*clerk);
+    return true;
+}
+
+// A card token's hash in call.presented, or false with the request answered (401, 404, 429). Whether it
+// is the card's is the handler's to check, in its read transaction.
+bool authenticate_card(Call& call) {
+    Api::State& api = call.api;
+    auto token = bearer_token(call.request.authorization);
+    if (!token) {
+        call.answer(
+            api.unauthenticated(call.request, unauthorized("Authorization: Bearer <card token> required")));
+        return false;
+    }
+    if (token->size() > token_chars_max) {
+        call.answer(api.unauthenticated(call.request, not_found("no such card for this token")));
+        return false;
+    }
+    call.presented = api.s.tokens.hash(*token);
+    if (auto limited = api.rate_limit(call.presented)) {
+        call.answer(std::move(*limited));
+        return false;
+    }
+    return true;
+}
+
+// 403 unless the clerk has one of the route's roles.
+bool authorize(Call& call, const Route& route) {
+    if (route.auth != Auth::clerk || (call.who().roles & route.roles) != 0) return true;
+    std::string names;
+    for (const std::string& name : role_names(route.roles)) names += (names.empty() ? "" : " or ") + name;
+    call.answer(error_response(403, "forbidden", fmt::format("role {} required", names)));
+    return false;
+}
+
+}  // namespace
+
+}  // namespace coconut::clearing::http::api
+
+namespace coconut::clearing::http {
+
+Api::Api(Services services, const HttpOptions& options, HttpStats& stats)
+    : state_(std::make_unique<State>(services, options, stats)) {}
+
+Api::~Api() = default;
+
+void Api::handle(const ApiRequest& request, Respond respond) {
+    using namespace api;
+    const Target target(request.target);
+    if (target.too_deep()) return respond(not_found());
+    const auto segments = target.segments();
+    Call call{*state_, request, target, {}, std::nullopt, {}, std::move(respond)};
+    if (under_clerk(segments) && !authenticate_clerk(call)) return;
+    const Match m = match(segments, request.method, call.params);
+    if (!m.path_known) return call.answer(not_found());
+    if (!m.route) return call.answer(error_response(405, "method_not_allowed", m.methods + " only"));
+    const Route& route = *m.route;
+    if (route.auth == Auth::card && !authenticate_card(call)) return;
+    if (route.auth == Auth::clerk && !call.clerk && !authenticate_clerk(call)) return;
+    if (!authorize(call, route)) return;
+    route.handler(call);
+}
+
+}  // namespace coconut::clearing::http
