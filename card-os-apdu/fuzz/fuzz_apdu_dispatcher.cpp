@@ -160,10 +160,8 @@ public:
         const std::uint8_t type = command[2] == 0x03 ? crypto::type_capp_purchase : crypto::type_ep_purchase;
         const auto sespk = crypto::purchase_session_key(key16(dpk), ByteView(response).subspan(11, 4),
                                                         read_be16(ByteView(response).subspan(4, 2)), serial);
-        const auto mac1 = crypto::des_mac(
-            sespk, crypto::purchase_mac1_input(amount, type, ByteView(command).subspan(10, 6), when));
-        send(concat(Bytes{0x80, 0x54, 0x01, 0x00, 0x0F}, be_bytes(serial, 4), when.date, when.time, mac1,
-                    Bytes{0x08}));
+        const auto mac1 = crypto::des_mac(sespk, crypto::purchase_mac1_input(amount, type, ByteView(command).subspan(10, 6), when));
+        send(concat(Bytes{0x80, 0x54, 0x01, 0x00, 0x0F}, be_bytes(serial, 4), when.date, when.time, mac1, Bytes{0x08}));
     }
 
     // A CREDIT with the right MAC2 for the last INITIALIZE FOR LOAD the card answered.
@@ -172,10 +170,10 @@ public:
         const auto& [command, response] = *last_load_init_;
         crypto::CardDateTime when{{0x20, 0x26, 0x11, 0x26}, {0x10, 0x31, 0x00}};
         const std::uint32_t amount = read_be32(ByteView(command).subspan(6, 4));
-        const auto seslk = crypto::load_session_key(key16(dlk), ByteView(response).subspan(8, 4),
-                                                    read_be16(ByteView(response).subspan(4, 2)));
-        const auto mac2 = crypto::des_mac(
-            seslk, crypto::load_mac2_input(amount, crypto::type_ep_load, ByteView(command).subspan(10, 6), when));
+        const auto seslk =
+            crypto::load_session_key(key16(dlk), ByteView(response).subspan(8, 4), read_be16(ByteView(response).subspan(4, 2)));
+        const auto mac2 =
+            crypto::des_mac(seslk, crypto::load_mac2_input(amount, crypto::type_ep_load, ByteView(command).subspan(10, 6), when));
         send(concat(Bytes{0x80, 0x52, 0x00, 0x00, 0x0B}, when.date, when.time, mac2, Bytes{0x04}));
     }
 
@@ -226,14 +224,31 @@ private:
 
 // A fixed session touching every application, for a card decoded from an edited payload.
 void image_session(Session& session) {
-    for (const char* command :
-         {"00A4040008A00000063201010500", "805C000204", "00B0950000", "00B0960000", "00B0970000", "00B201C400",
-          "00B201D400", "00B201F400", "805001020B0100000001001122334455 0F", "805000020B0100000001001122334455 10",
-          "805A000602000008", "0084000008", "0020000003123456", "00880001081122334455667788 08",
-          "00A404000F7378312E73682EC9E7BBE1B1A3D5CF00", "00B2083000", "00B2013000", "00B2012800", "00A4000002DF04",
-          "00B2304000", "00A4040010A0000006324D4F542E435053414D303100", "00B0960006", "00B0970002",
-          "8070000024 11223344 0005 000000FA 06 20261126135100 01 00 0000000000012345 0460000000000001 08",
-          "8072000004 01020304"}) {
+    for (const char* command : {"00A4040008A00000063201010500",
+                                "805C000204",
+                                "00B0950000",
+                                "00B0960000",
+                                "00B0970000",
+                                "00B201C400",
+                                "00B201D400",
+                                "00B201F400",
+                                "805001020B0100000001001122334455 0F",
+                                "805000020B0100000001001122334455 10",
+                                "805A000602000008",
+                                "0084000008",
+                                "0020000003123456",
+                                "00880001081122334455667788 08",
+                                "00A404000F7378312E73682EC9E7BBE1B1A3D5CF00",
+                                "00B2083000",
+                                "00B2013000",
+                                "00B2012800",
+                                "00A4000002DF04",
+                                "00B2304000",
+                                "00A4040010A0000006324D4F542E435053414D303100",
+                                "00B0960006",
+                                "00B0970002",
+                                "8070000024 11223344 0005 000000FA 06 20261126135100 01 00 0000000000012345 0460000000000001 08",
+                                "8072000004 01020304"}) {
         session.send(hex(command));
     }
     session.correct_debit({});

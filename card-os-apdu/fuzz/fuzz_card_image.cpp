@@ -48,8 +48,8 @@ void repair(Bytes& file, std::uint8_t flags) {
     const std::size_t slot_size = read_be32(ByteView(file).subspan(12, 4));
     if (slot_size < slot_prefix_size + digest_size || file.size() < cos::image_header_size + 2 * slot_size) return;
     for (std::size_t slot = cos::image_header_size; slot < cos::image_header_size + 2 * slot_size; slot += slot_size) {
-        const std::size_t length = std::min<std::size_t>(read_be32(ByteView(file).subspan(slot + 12, 4)),
-                                                         slot_size - slot_prefix_size - digest_size);
+        const std::size_t length =
+            std::min<std::size_t>(read_be32(ByteView(file).subspan(slot + 12, 4)), slot_size - slot_prefix_size - digest_size);
         put_sha256(file, slot, slot_prefix_size + length, slot + slot_size - digest_size);
     }
 }
@@ -57,10 +57,9 @@ void repair(Bytes& file, std::uint8_t flags) {
 // Every application's first commands, as a terminal sends them; the VERIFY with a wrong PIN and GET
 // CHALLENGE change non-volatile state (the try counter, the random reserve), so the card commits.
 void session(cos::VirtualCard& card) {
-    for (const char* command :
-         {"00A4040008A00000063201010500", "805C000204", "00B0950000", "00B201C400", "0020000003999999", "0084000008",
-          "00A404000F7378312E73682EC9E7BBE1B1A3D5CF00", "00B2013000", "00A4040010A0000006324D4F542E435053414D303100",
-          "00B0960006", "00B0970002"}) {
+    for (const char* command : {"00A4040008A00000063201010500", "805C000204", "00B0950000", "00B201C400", "0020000003999999", "0084000008",
+                                "00A404000F7378312E73682EC9E7BBE1B1A3D5CF00", "00B2013000", "00A4040010A0000006324D4F542E435053414D303100",
+                                "00B0960006", "00B0970002"}) {
         const Bytes response = card.transmit(hex(command));
         if (response.size() < 2) fuzz::fail(target, std::string("no status word for ") + command);
     }
@@ -74,22 +73,30 @@ bool same_state(const cos::Snapshot& a, const cos::Snapshot& b) {
 }
 
 void write_seeds(const std::filesystem::path& dir) {
-    const nlohmann::json keys = {{"dpk", "00112233445566778899AABBCCDDEEFF"}, {"dlk", "0F0E0D0C0B0A09080706050403020100"},
-                                 {"dtk", "A0A1A2A3A4A5A6A7A8A9AAABACADAEAF"}, {"iak", "B0B1B2B3B4B5B6B7B8B9BABBBCBDBEBF"},
+    const nlohmann::json keys = {{"dpk", "00112233445566778899AABBCCDDEEFF"},  {"dlk", "0F0E0D0C0B0A09080706050403020100"},
+                                 {"dtk", "A0A1A2A3A4A5A6A7A8A9AAABACADAEAF"},  {"iak", "B0B1B2B3B4B5B6B7B8B9BABBBCBDBEBF"},
                                  {"damk", "C0C1C2C3C4C5C6C7C8C9CACBCCCDCECF"}, {"ssse_iak", "D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF"}};
-    const nlohmann::json card = {{"asn", "46010000000012345678"}, {"issuer_id", "4600000000000001"}, {"balance_fen", 1200},
-                                 {"pin", "2468"}, {"seed", "0102030405060708"}, {"medical_account", "46010000000087654321"},
-                                 {"cardholder", {{"name", "LI SI"}, {"ssn", "460100198002023456"}}}, {"keys", keys}};
+    const nlohmann::json card = {{"asn", "46010000000012345678"},
+                                 {"issuer_id", "4600000000000001"},
+                                 {"balance_fen", 1200},
+                                 {"pin", "2468"},
+                                 {"seed", "0102030405060708"},
+                                 {"medical_account", "46010000000087654321"},
+                                 {"cardholder", {{"name", "LI SI"}, {"ssn", "460100198002023456"}}},
+                                 {"keys", keys}};
     nlohmann::json card_t0 = card;
     card_t0["protocol"] = "T=0";
-    const nlohmann::json psam = {{"kind", "psam"}, {"terminal_id", "460100000009"}, {"purchase_key", "33445566778899AABBCCDDEEFF001122"},
-                                 {"issuer_id", "4600000000000001"}, {"terminal_serial", 7}, {"seed", "0A0B0C0D"}};
+    const nlohmann::json psam = {{"kind", "psam"},
+                                 {"terminal_id", "460100000009"},
+                                 {"purchase_key", "33445566778899AABBCCDDEEFF001122"},
+                                 {"issuer_id", "4600000000000001"},
+                                 {"terminal_serial", 7},
+                                 {"seed", "0A0B0C0D"}};
     const auto seed = [&](std::string_view name, const nlohmann::json& profile, cos::ImageKind kind, std::uint8_t flags, bool used) {
         auto payload = cos::personalize(profile);
         if (!payload) fuzz::fail(target, "seed profile: " + payload.error());
         const auto path = scratch() / "seed.img";
-        if (!cos::FileStorage::create(path, kind, *payload, true, seed_slot_size))
-            fuzz::fail(target, "seed image does not fit its slot");
+        if (!cos::FileStorage::create(path, kind, *payload, true, seed_slot_size)) fuzz::fail(target, "seed image does not fit its slot");
         if (used) {
             auto opened = cos::VirtualCard::open(path);
             if (!opened) fuzz::fail(target, "seed image does not open: " + opened.error().message);

@@ -11,8 +11,8 @@ namespace coconut::vcard {
 
 // Exit codes shared by every subcommand.
 inline constexpr int exit_ok = 0;
-inline constexpr int exit_failure = 1;  // bad input, bad image, I/O error
-inline constexpr int exit_usage = 2;    // bad command line (CLI11 reports these itself)
+inline constexpr int exit_failure = 1;    // bad input, bad image, I/O error
+inline constexpr int exit_usage = 2;      // bad command line (CLI11 reports these itself)
 inline constexpr int exit_power_cut = 3;  // --tear-after cut the card's power: restart on the image to re-insert
 
 // personalize --profile PROFILE.json --out IMAGE [--force]

@@ -18,7 +18,7 @@
 namespace coconut::vcard {
 
 class ImageLock {
-  public:
+public:
     // Locks `path` (which must exist) or returns why not. A missing file is not an error here: the card
     // OS reports it with its own message when it opens the image.
     static std::optional<std::string> acquire(const std::string& path, ImageLock& out) {
@@ -28,8 +28,7 @@ class ImageLock {
             const int error = errno;
             ::close(fd);
             if (error == EWOULDBLOCK) {
-                return path +
-                       ": image is in use by another coconut-vcard process (serve or shell); stop it first";
+                return path + ": image is in use by another coconut-vcard process (serve or shell); stop it first";
             }
             return path + ": cannot lock the image: " + std::strerror(error);
         }
@@ -47,7 +46,7 @@ class ImageLock {
     ImageLock(const ImageLock&) = delete;
     ImageLock& operator=(const ImageLock&) = delete;
 
-  private:
+private:
     void reset(int fd) {
         if (fd_ >= 0) ::close(fd_);  // closing the descriptor releases the flock
         fd_ = fd;

@@ -36,11 +36,9 @@ constexpr const char* tear_help =
 
 // --tear-after and --tear-bytes on a subcommand; returns --tear-after (serve excludes it with --volatile).
 CLI::Option* add_tear_options(CLI::App& command, coconut::vcard::TearPlan& plan, std::string& bytes_text) {
-    auto* after = command.add_option("--tear-after", plan.write_number,
-                                     "Cut the card's power at its N-th durable write (1 = the first)")
+    auto* after = command.add_option("--tear-after", plan.write_number, "Cut the card's power at its N-th durable write (1 = the first)")
                       ->check(CLI::Range(std::uint64_t{1}, std::numeric_limits<std::uint64_t>::max()));
-    command.add_option("--tear-bytes", bytes_text,
-                       "How much of the cut write reaches the image: BYTES, 'half' (default) or 'all'")
+    command.add_option("--tear-bytes", bytes_text, "How much of the cut write reaches the image: BYTES, 'half' (default) or 'all'")
         ->needs(after);
     return after;
 }
@@ -56,8 +54,7 @@ int main(int argc, char** argv) {
     std::string image_path;
     bool force = false;
     auto* personalize = app.add_subcommand("personalize", "Create a card or PSAM image from a JSON profile");
-    personalize->add_option("--profile", profile_path, "Profile JSON (card-os-apdu/IMAGE-FORMAT.md)")
-        ->required();
+    personalize->add_option("--profile", profile_path, "Profile JSON (card-os-apdu/IMAGE-FORMAT.md)")->required();
     personalize->add_option("--out", image_path, "Image file to create")->required();
     personalize->add_flag("--force", force, "Overwrite an existing image");
 
@@ -79,22 +76,19 @@ int main(int argc, char** argv) {
 
     ServeOptions serve_options;
     int port = serve_options.port;
-    auto* serve =
-        app.add_subcommand("serve", "Serve images to pcscd through the vpcd driver (vicc TCP client)");
-    serve->footer(std::string(
-        "The card connects to HOST:PORT (vpcd slot 'Virtual PCD 00 00'), the PSAM to HOST:PORT+1\n"
-        "('Virtual PCD 00 01'), each on its own connection and thread. Reconnects with back-off while\n"
-        "pcscd is down or restarts. SIGTERM / SIGINT: disconnect and exit 0. With -v every durable write\n"
-        "of an image is logged ('durable write N'), the numbers --tear-after counts.\n\n") + tear_help);
-    serve->add_option("IMAGE", serve_options.card_image, "Image served on PORT (normally the card)")
-        ->required();
+    auto* serve = app.add_subcommand("serve", "Serve images to pcscd through the vpcd driver (vicc TCP client)");
+    serve->footer(std::string("The card connects to HOST:PORT (vpcd slot 'Virtual PCD 00 00'), the PSAM to HOST:PORT+1\n"
+                              "('Virtual PCD 00 01'), each on its own connection and thread. Reconnects with back-off while\n"
+                              "pcscd is down or restarts. SIGTERM / SIGINT: disconnect and exit 0. With -v every durable write\n"
+                              "of an image is logged ('durable write N'), the numbers --tear-after counts.\n\n") +
+                  tear_help);
+    serve->add_option("IMAGE", serve_options.card_image, "Image served on PORT (normally the card)")->required();
     serve->add_option("--psam", serve_options.psam_image, "Image served on PORT+1 (normally the PSAM)");
     serve->add_option("--port", port, "vpcd TCP port of the first slot")->check(CLI::Range(1, 65534));
     serve->add_option("--host", serve_options.host, "vpcd host (pcscd's machine)");
     serve->add_flag("--verbose,-v", serve_options.verbose, "Log every control message and APDU on stderr");
-    auto* volatile_flag = serve->add_flag(
-        "--volatile", serve_options.volatile_images,
-        "Serve in-memory copies: changes are NOT written to the images (benchmarks of the transport)");
+    auto* volatile_flag = serve->add_flag("--volatile", serve_options.volatile_images,
+                                          "Serve in-memory copies: changes are NOT written to the images (benchmarks of the transport)");
     std::string serve_tear_bytes;
     add_tear_options(*serve, serve_options.tear, serve_tear_bytes)->excludes(volatile_flag);
 

@@ -17,9 +17,7 @@ namespace {
 // A profile is a few hundred bytes; anything this large is not a profile.
 constexpr std::streamsize profile_size_max = 1 << 20;
 
-const char* kind_name(cos::ImageKind kind) {
-    return kind == cos::ImageKind::psam ? "psam" : "card";
-}
+const char* kind_name(cos::ImageKind kind) { return kind == cos::ImageKind::psam ? "psam" : "card"; }
 
 }  // namespace
 
@@ -40,8 +38,7 @@ int run_personalize(const std::string& profile_path, const std::string& image_pa
     try {
         profile = nlohmann::json::parse(text.str());
     } catch (const nlohmann::json::parse_error& error) {
-        std::fprintf(stderr, "personalize: profile %s is not valid JSON: %s\n", profile_path.c_str(),
-                     error.what());
+        std::fprintf(stderr, "personalize: profile %s is not valid JSON: %s\n", profile_path.c_str(), error.what());
         return exit_failure;
     }
     if (!profile.is_object()) {
@@ -68,11 +65,9 @@ int run_personalize(const std::string& profile_path, const std::string& image_pa
     }
     const cos::Snapshot snapshot = card.value()->snapshot();
     if (snapshot.kind == cos::ImageKind::card) {
-        std::printf("personalized card %s, balance %u fen -> %s\n", snapshot.asn.c_str(),
-                    snapshot.balance_fen, image_path.c_str());
+        std::printf("personalized card %s, balance %u fen -> %s\n", snapshot.asn.c_str(), snapshot.balance_fen, image_path.c_str());
     } else {
-        std::printf("personalized psam, terminal %s -> %s\n", snapshot.terminal_id.c_str(),
-                    image_path.c_str());
+        std::printf("personalized psam, terminal %s -> %s\n", snapshot.terminal_id.c_str(), image_path.c_str());
     }
     return exit_ok;
 }
@@ -108,8 +103,7 @@ int run_info(const std::string& image_path, bool as_json) {
         return exit_ok;
     }
     for (const auto& [key, value] : out.items()) {
-        std::printf("%s: %s\n", key.c_str(),
-                    value.is_string() ? value.get<std::string>().c_str() : value.dump().c_str());
+        std::printf("%s: %s\n", key.c_str(), value.is_string() ? value.get<std::string>().c_str() : value.dump().c_str());
     }
     return exit_ok;
 }

@@ -49,14 +49,10 @@ struct PowerCutNotice {
 
 const char* control_name(std::uint8_t code) {
     switch (static_cast<VpcdControl>(code)) {
-        case VpcdControl::power_off:
-            return "power off";
-        case VpcdControl::power_on:
-            return "power on";
-        case VpcdControl::reset:
-            return "reset";
-        case VpcdControl::get_atr:
-            return "get ATR";
+        case VpcdControl::power_off: return "power off";
+        case VpcdControl::power_on: return "power on";
+        case VpcdControl::reset: return "reset";
+        case VpcdControl::get_atr: return "get ATR";
     }
     return "unknown control";
 }
@@ -75,24 +71,16 @@ VpcdLink::Outcome serve_session(Slot& slot, VpcdLink& link, const StopSignal& st
                 std::fprintf(stderr, "serve[%s]: %s\n", slot.name.c_str(), control_name(code));
             }
             switch (static_cast<VpcdControl>(code)) {
-                case VpcdControl::power_off:
-                    slot.card->power_off();
-                    break;
+                case VpcdControl::power_off: slot.card->power_off(); break;
                 // A cold start and a warm reset both begin with fresh volatile state.
-                case VpcdControl::power_on:
-                    slot.card->reset();
-                    break;
-                case VpcdControl::reset:
-                    slot.card->reset();
-                    break;
+                case VpcdControl::power_on: slot.card->reset(); break;
+                case VpcdControl::reset: slot.card->reset(); break;
                 case VpcdControl::get_atr: {
                     const Bytes atr = slot.card->atr();
                     if (auto sent = link.send(atr); sent != VpcdLink::Outcome::ok) return sent;
                     break;
                 }
-                default:
-                    std::fprintf(stderr, "serve[%s]: ignoring unknown vpcd control byte %02X\n",
-                                 slot.name.c_str(), code);
+                default: std::fprintf(stderr, "serve[%s]: ignoring unknown vpcd control byte %02X\n", slot.name.c_str(), code);
             }
             continue;
         }
@@ -106,8 +94,7 @@ VpcdLink::Outcome serve_session(Slot& slot, VpcdLink& link, const StopSignal& st
         }
         if (response.size() > vpcd_payload_max) response = {0x67, 0x00};  // cannot be framed
         if (verbose) {
-            std::fprintf(stderr, "serve[%s]: %s -> %s\n", slot.name.c_str(), to_hex(message).c_str(),
-                         to_hex(response).c_str());
+            std::fprintf(stderr, "serve[%s]: %s -> %s\n", slot.name.c_str(), to_hex(message).c_str(), to_hex(response).c_str());
         }
         if (auto sent = link.send(response); sent != VpcdLink::Outcome::ok) return sent;
     }
@@ -122,16 +109,16 @@ void run_slot(Slot& slot, const ServeOptions& options, const StopSignal& stop, P
         if (auto failure = link.connect(options.host, slot.port, stop, connect_timeout)) {
             if (stop.requested()) break;
             if (!reported_waiting) {
-                std::fprintf(stderr, "serve[%s]: waiting for vpcd at %s:%u (%s); is pcscd running?\n",
-                             slot.name.c_str(), options.host.c_str(), slot.port, failure->c_str());
+                std::fprintf(stderr, "serve[%s]: waiting for vpcd at %s:%u (%s); is pcscd running?\n", slot.name.c_str(),
+                             options.host.c_str(), slot.port, failure->c_str());
                 reported_waiting = true;
             }
             if (!stop.sleep_for(delay)) break;
             delay = std::min(delay * 2, std::chrono::milliseconds(reconnect_delay_max));
             continue;
         }
-        std::fprintf(stderr, "serve[%s]: %s inserted at %s:%u\n", slot.name.c_str(), slot.image_path.c_str(),
-                     options.host.c_str(), slot.port);
+        std::fprintf(stderr, "serve[%s]: %s inserted at %s:%u\n", slot.name.c_str(), slot.image_path.c_str(), options.host.c_str(),
+                     slot.port);
         reported_waiting = false;
         delay = reconnect_delay_first;
         const auto outcome = serve_session(slot, link, stop, options.verbose);
@@ -140,8 +127,7 @@ void run_slot(Slot& slot, const ServeOptions& options, const StopSignal& stop, P
             // The connection is closed mid-command, as a card pulled out: vpcd drops the slot and pcscd
             // reports the card removed. The object that saw the cut is discarded (card.hpp).
             slot.card.reset();
-            std::fprintf(stderr,
-                         "serve[%s]: card removed by the power cut; start coconut-vcard again on %s to re-insert it\n",
+            std::fprintf(stderr, "serve[%s]: card removed by the power cut; start coconut-vcard again on %s to re-insert it\n",
                          slot.name.c_str(), slot.image_path.c_str());
             notice.happened.store(true, std::memory_order_release);
             pthread_kill(notice.main_thread, SIGUSR1);
@@ -151,8 +137,7 @@ void run_slot(Slot& slot, const ServeOptions& options, const StopSignal& stop, P
         slot.card->power_off();
         if (outcome == VpcdLink::Outcome::stopped) break;
         std::fprintf(stderr, "serve[%s]: vpcd connection %s; reconnecting\n", slot.name.c_str(),
-                     outcome == VpcdLink::Outcome::closed ? "closed (pcscd stopped?)"
-                                                          : ("failed: " + link.last_error()).c_str());
+                     outcome == VpcdLink::Outcome::closed ? "closed (pcscd stopped?)" : ("failed: " + link.last_error()).c_str());
         if (!stop.sleep_for(delay)) break;
     }
 }
@@ -162,8 +147,7 @@ std::optional<std::string> resolve_check(const std::string& host) {
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     addrinfo* found = nullptr;
-    if (const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &found); rc != 0)
-        return ::gai_strerror(rc);
+    if (const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &found); rc != 0) return ::gai_strerror(rc);
     ::freeaddrinfo(found);
     return std::nullopt;
 }
@@ -188,8 +172,7 @@ int run_serve(const ServeOptions& options) {
     std::vector<Slot> slots;
     slots.push_back(Slot{"card", options.card_image, options.port, nullptr, {}});
     if (!options.psam_image.empty()) {
-        slots.push_back(
-            Slot{"psam", options.psam_image, static_cast<std::uint16_t>(options.port + 1), nullptr, {}});
+        slots.push_back(Slot{"psam", options.psam_image, static_cast<std::uint16_t>(options.port + 1), nullptr, {}});
     }
     for (Slot& slot : slots) {
         // --volatile never writes the image, so it may share it; a durable serve must be its only writer.
@@ -203,8 +186,7 @@ int run_serve(const ServeOptions& options) {
         const TearPlan tear = slot.port == options.port ? options.tear : TearPlan{};
         auto opened = options.volatile_images
                           ? open_volatile(slot.image_path)
-                          : open_card_with_tear(slot.image_path, tear, "serve[" + slot.image_path + "]",
-                                                options.verbose);
+                          : open_card_with_tear(slot.image_path, tear, "serve[" + slot.image_path + "]", options.verbose);
         if (!opened) {
             std::fprintf(stderr, "serve: %s\n", opened.error().message.c_str());
             return exit_failure;
@@ -216,8 +198,7 @@ int run_serve(const ServeOptions& options) {
                          "slot 1 (--psam)\n",
                          slot.image_path.c_str());
         }
-        slot.name = std::string(slot.card->kind() == cos::ImageKind::psam ? "psam" : "card") + ":" +
-                    std::to_string(slot.port);
+        slot.name = std::string(slot.card->kind() == cos::ImageKind::psam ? "psam" : "card") + ":" + std::to_string(slot.port);
     }
 
     // Block the stop signals in every thread; the main thread takes them with sigwait(), so no handler
@@ -241,8 +222,7 @@ int run_serve(const ServeOptions& options) {
     PowerCutNotice notice;
     notice.main_thread = pthread_self();
     std::vector<std::thread> threads;
-    for (Slot& slot : slots)
-        threads.emplace_back([&slot, &options, &stop, &notice] { run_slot(slot, options, stop, notice); });
+    for (Slot& slot : slots) threads.emplace_back([&slot, &options, &stop, &notice] { run_slot(slot, options, stop, notice); });
 
     int signal_number = 0;
     for (;;) {
@@ -253,8 +233,8 @@ int run_serve(const ServeOptions& options) {
     if (signal_number == SIGUSR1) {
         std::fprintf(stderr, "serve: power cut injected; removing every card and exiting with %d\n", exit_power_cut);
     } else {
-        std::fprintf(stderr, "serve: %s received, removing the card%s\n",
-                     signal_number == SIGINT ? "SIGINT" : "SIGTERM", slots.size() > 1 ? "s" : "");
+        std::fprintf(stderr, "serve: %s received, removing the card%s\n", signal_number == SIGINT ? "SIGINT" : "SIGTERM",
+                     slots.size() > 1 ? "s" : "");
     }
     stop.request();
     for (auto& thread : threads) thread.join();

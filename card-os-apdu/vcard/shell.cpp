@@ -67,8 +67,7 @@ int run_shell(const std::string& image_path, bool echo, const TearPlan& tear) {
         if (line.size() > line_length_max) {
             std::printf("ERROR line %zu: longer than %zu characters\n", line_number, line_length_max);
         } else if (command = from_hex(text); !command) {
-            std::printf("ERROR line %zu: not hex (odd number of digits or a character other than 0-9 A-F)\n",
-                        line_number);
+            std::printf("ERROR line %zu: not hex (odd number of digits or a character other than 0-9 A-F)\n", line_number);
         }
         if (!command) {
             ++bad_lines;
@@ -80,8 +79,9 @@ int run_shell(const std::string& image_path, bool echo, const TearPlan& tear) {
             response = card.transmit(*command);
         } catch (const cos::PowerCut&) {
             // The card lost power inside this command: it never answers it, and takes no more.
-            std::fprintf(stderr, "shell: line %zu: the card lost power (--tear-after); no response. Run the shell "
-                                 "again on %s to see what survived\n",
+            std::fprintf(stderr,
+                         "shell: line %zu: the card lost power (--tear-after); no response. Run the shell "
+                         "again on %s to see what survived\n",
                          line_number, image_path.c_str());
             return exit_power_cut;
         }

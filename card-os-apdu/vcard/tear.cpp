@@ -12,11 +12,9 @@ namespace {
 // The card's image storage with a commit counter in front: on the planned commit it arms the image's own
 // power-cut injection, so the cut write is exactly what FileStorage does under a real tear.
 class TearingStorage final : public cos::Storage {
-  public:
-    TearingStorage(std::unique_ptr<cos::FileStorage> image, TearPlan plan, std::string log_prefix,
-                   bool log_every_write)
-        : image_(std::move(image)), plan_(std::move(plan)), log_prefix_(std::move(log_prefix)),
-          log_every_write_(log_every_write) {}
+public:
+    TearingStorage(std::unique_ptr<cos::FileStorage> image, TearPlan plan, std::string log_prefix, bool log_every_write)
+        : image_(std::move(image)), plan_(std::move(plan)), log_prefix_(std::move(log_prefix)), log_every_write_(log_every_write) {}
 
     Result<Loaded, cos::ImageFailure> load() override { return image_->load(); }
 
@@ -27,21 +25,19 @@ class TearingStorage final : public cos::Storage {
             const std::size_t bytes = plan_.bytes.value_or(slot_size / 2);
             const bool whole = bytes >= slot_size;
             std::fprintf(stderr, "%s: power cut at durable write %llu: %zu of %zu bytes of the new state written (%s)\n",
-                         log_prefix_.c_str(), static_cast<unsigned long long>(writes_), whole ? slot_size : bytes,
-                         slot_size,
+                         log_prefix_.c_str(), static_cast<unsigned long long>(writes_), whole ? slot_size : bytes, slot_size,
                          whole ? "complete: the command is in the image, its response is lost"
                                : "torn: the image keeps the state before the command");
             image_->inject_power_cut_after(bytes);
         } else if (log_every_write_) {
-            std::fprintf(stderr, "%s: durable write %llu\n", log_prefix_.c_str(),
-                         static_cast<unsigned long long>(writes_));
+            std::fprintf(stderr, "%s: durable write %llu\n", log_prefix_.c_str(), static_cast<unsigned long long>(writes_));
         }
         return image_->commit(payload, generation);  // throws cos::PowerCut when armed above
     }
 
     cos::ImageKind kind() const override { return image_->kind(); }
 
-  private:
+private:
     std::unique_ptr<cos::FileStorage> image_;
     TearPlan plan_;
     std::string log_prefix_;
@@ -68,14 +64,11 @@ std::optional<std::string> parse_tear_bytes(const std::string& text, TearPlan& p
     return std::nullopt;
 }
 
-Result<std::unique_ptr<cos::VirtualCard>, cos::ImageFailure> open_card_with_tear(const std::string& image_path,
-                                                                                const TearPlan& plan,
-                                                                                const std::string& log_prefix,
-                                                                                bool log_every_write) {
+Result<std::unique_ptr<cos::VirtualCard>, cos::ImageFailure> open_card_with_tear(const std::string& image_path, const TearPlan& plan,
+                                                                                 const std::string& log_prefix, bool log_every_write) {
     auto image = cos::FileStorage::open(image_path);
     if (!image) return Unexpected{image.error()};
-    return cos::VirtualCard::from_storage(
-        std::make_unique<TearingStorage>(std::move(image).value(), plan, log_prefix, log_every_write));
+    return cos::VirtualCard::from_storage(std::make_unique<TearingStorage>(std::move(image).value(), plan, log_prefix, log_every_write));
 }
 
 }  // namespace coconut::vcard

@@ -36,9 +36,7 @@ std::optional<std::string> parse_tear_bytes(const std::string& text, TearPlan& p
 // the cut is logged on stderr ("<prefix>: power cut at durable write N: B of S bytes of the new state
 // written (...)"). `log_every_write`: every durable write is logged too ("<prefix>: durable write N"), so
 // an integrator can see which command is which write before choosing N.
-Result<std::unique_ptr<cos::VirtualCard>, cos::ImageFailure> open_card_with_tear(const std::string& image_path,
-                                                                                const TearPlan& plan,
-                                                                                const std::string& log_prefix,
-                                                                                bool log_every_write);
+Result<std::unique_ptr<cos::VirtualCard>, cos::ImageFailure> open_card_with_tear(const std::string& image_path, const TearPlan& plan,
+                                                                                 const std::string& log_prefix, bool log_every_write);
 
 }  // namespace coconut::vcard

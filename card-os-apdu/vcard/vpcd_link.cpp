@@ -19,9 +19,7 @@ namespace coconut::vcard {
 
 namespace {
 
-std::string errno_text(int error) {
-    return std::error_code(error, std::generic_category()).message();
-}
+std::string errno_text(int error) { return std::error_code(error, std::generic_category()).message(); }
 
 // Waits until `fd` has `events` or the stop signal fires. Returns 1 ready, 0 timeout, -1 stopped/error.
 int wait_fd(int fd, short events, const StopSignal& stop, int timeout_ms) {
@@ -44,9 +42,7 @@ StopSignal::StopSignal() : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     if (fd_ < 0) throw std::runtime_error("eventfd: " + errno_text(errno));
 }
 
-StopSignal::~StopSignal() {
-    ::close(fd_);
-}
+StopSignal::~StopSignal() { ::close(fd_); }
 
 void StopSignal::request() noexcept {
     requested_.store(true, std::memory_order_release);
@@ -58,8 +54,7 @@ bool StopSignal::sleep_for(std::chrono::milliseconds duration) const {
     pollfd fd{fd_, POLLIN, 0};
     const auto deadline = std::chrono::steady_clock::now() + duration;
     while (!requested()) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
         if (left.count() <= 0) return true;
         ::poll(&fd, 1, static_cast<int>(left.count()));
     }
@@ -68,17 +63,15 @@ bool StopSignal::sleep_for(std::chrono::milliseconds duration) const {
 
 // ---- VpcdLink ---------------------------------------------------------------------------------
 
-VpcdLink::~VpcdLink() {
-    close();
-}
+VpcdLink::~VpcdLink() { close(); }
 
 void VpcdLink::close() noexcept {
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;
 }
 
-std::optional<std::string> VpcdLink::connect(const std::string& host, std::uint16_t port,
-                                             const StopSignal& stop, std::chrono::milliseconds timeout) {
+std::optional<std::string> VpcdLink::connect(const std::string& host, std::uint16_t port, const StopSignal& stop,
+                                             std::chrono::milliseconds timeout) {
     close();
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
@@ -90,8 +83,7 @@ std::optional<std::string> VpcdLink::connect(const std::string& host, std::uint1
     }
     std::string failure = "no address";
     for (addrinfo* address = found; address != nullptr; address = address->ai_next) {
-        const int fd = ::socket(address->ai_family, address->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                                address->ai_protocol);
+        const int fd = ::socket(address->ai_family, address->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, address->ai_protocol);
         if (fd < 0) {
             failure = "socket: " + errno_text(errno);
             continue;

@@ -27,7 +27,7 @@ enum class VpcdControl : std::uint8_t { power_off = 0x00, power_on = 0x01, reset
 // A stop request every blocking wait of the link also watches (an eventfd: once signalled it stays
 // readable, so every thread sees it). Signal-safe to request.
 class StopSignal {
-  public:
+public:
     StopSignal();
     ~StopSignal();
     StopSignal(const StopSignal&) = delete;
@@ -39,14 +39,14 @@ class StopSignal {
     // Sleeps up to `duration`; returns false if the stop was requested meanwhile.
     bool sleep_for(std::chrono::milliseconds duration) const;
 
-  private:
+private:
     int fd_ = -1;
     std::atomic<bool> requested_{false};
 };
 
 // One TCP connection to vpcd.
 class VpcdLink {
-  public:
+public:
     enum class Outcome : std::uint8_t { ok, closed, stopped, error };
 
     VpcdLink() = default;
@@ -66,7 +66,7 @@ class VpcdLink {
     bool is_open() const noexcept { return fd_ >= 0; }
     const std::string& last_error() const noexcept { return last_error_; }
 
-  private:
+private:
     Outcome read_exact(std::uint8_t* out, std::size_t size, const StopSignal& stop);
     int fd_ = -1;
     std::string last_error_;

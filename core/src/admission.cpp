@@ -180,8 +180,8 @@ AcceptBackoff::AcceptBackoff(boost::asio::any_io_executor executor, AcceptBackof
 
 bool AcceptBackoff::is_exhaustion(const boost::system::error_code& error) noexcept {
     using boost::system::errc::errc_t;
-    return error == errc_t::too_many_files_open || error == errc_t::too_many_files_open_in_system ||
-           error == errc_t::no_buffer_space || error == errc_t::not_enough_memory;
+    return error == errc_t::too_many_files_open || error == errc_t::too_many_files_open_in_system || error == errc_t::no_buffer_space ||
+           error == errc_t::not_enough_memory;
 }
 
 // Errors of the one connection being accepted, which accept(2) reports in place of the next one
@@ -190,9 +190,8 @@ bool AcceptBackoff::is_connection_error(const boost::system::error_code& error) 
     using boost::system::errc::errc_t;
     return error == errc_t::connection_aborted || error == errc_t::protocol_error || error == errc_t::operation_not_permitted ||
            error == errc_t::network_down || error == errc_t::no_protocol_option || error == errc_t::host_unreachable ||
-           error == errc_t::network_unreachable || error == errc_t::operation_not_supported ||
-           error == errc_t::interrupted || error == errc_t::resource_unavailable_try_again ||
-           error.value() == EHOSTDOWN || error.value() == ENONET;
+           error == errc_t::network_unreachable || error == errc_t::operation_not_supported || error == errc_t::interrupted ||
+           error == errc_t::resource_unavailable_try_again || error.value() == EHOSTDOWN || error.value() == ENONET;
 }
 
 bool AcceptBackoff::is_closed(const boost::system::error_code& error) noexcept {

@@ -5,8 +5,7 @@
 
 namespace coconut::detail {
 
-void assertion_failed(const char* condition, const char* message, const char* file, int line,
-                      const char* function) noexcept {
+void assertion_failed(const char* condition, const char* message, const char* file, int line, const char* function) noexcept {
     if (message != nullptr) {
         std::fprintf(stderr, "%s:%d: %s: assertion `%s' failed: %s\n", file, line, function, condition, message);
     } else {

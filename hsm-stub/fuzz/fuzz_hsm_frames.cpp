@@ -65,13 +65,14 @@ struct HsmProcess {
         if (!opened) fuzz::fail(target, "store open");
         KeyStore& s = opened.value();
         std::uint8_t seed = 1;
-        for (const auto& [label, usage] : {std::pair{"mk-purchase", KeyUsage::purchase}, std::pair{"mk-load", KeyUsage::load},
-                                           std::pair{"mk-tac", KeyUsage::tac}, std::pair{"mk-internal-auth", KeyUsage::internal_auth},
-                                           std::pair{"mk-maintenance", KeyUsage::maintenance}, std::pair{"mk-ssse-auth", KeyUsage::ssse_auth},
-                                           std::pair{"kek-issuance", KeyUsage::transport}}) {
+        for (const auto& [label, usage] :
+             {std::pair{"mk-purchase", KeyUsage::purchase}, std::pair{"mk-load", KeyUsage::load}, std::pair{"mk-tac", KeyUsage::tac},
+              std::pair{"mk-internal-auth", KeyUsage::internal_auth}, std::pair{"mk-maintenance", KeyUsage::maintenance},
+              std::pair{"mk-ssse-auth", KeyUsage::ssse_auth}, std::pair{"kek-issuance", KeyUsage::transport}}) {
             if (!s.add_key(label, 1, KeyType::tdes2, usage, key(seed++))) fuzz::fail(target, "add key");
         }
-        for (const auto& [id, permissions] : {std::pair{"issuance", std::uint32_t{permit_all}}, std::pair{"clearing", std::uint32_t{permit_tac}}}) {
+        for (const auto& [id, permissions] :
+             {std::pair{"issuance", std::uint32_t{permit_all}}, std::pair{"clearing", std::uint32_t{permit_tac}}}) {
             auto k = s.add_client(id, permissions);
             if (!k) fuzz::fail(target, "add client");
             clients.emplace(id, k.value());

@@ -84,7 +84,8 @@ namespace {
 // Adds one to `key`'s count in `counts`, which tells at most `distinct` keys apart (the rest: "other").
 void bump(std::map<std::string, std::uint64_t, std::less<>>& counts, std::string_view key, std::size_t distinct) {
     auto it = counts.find(key);
-    if (it == counts.end()) it = counts.size() < distinct ? counts.emplace(std::string(key), 0).first : counts.try_emplace("other", 0).first;
+    if (it == counts.end())
+        it = counts.size() < distinct ? counts.emplace(std::string(key), 0).first : counts.try_emplace("other", 0).first;
     ++it->second;
 }
 
@@ -184,7 +185,8 @@ Status<Failure> AuditLog::reload_tail_locked() {
     const auto parsed = parse_line(std::string_view(tail).substr(start == std::string::npos ? 0 : start + 1), why);
     if (!parsed) return fail(Errc::audit_broken, fmt::format("{}: the last line {}", path_.string(), why));
     auto hash = from_hex(parsed->hash_hex);
-    if (!hash || hash->size() != hash_bytes) return fail(Errc::audit_broken, fmt::format("{}: the last line's hash is not 32 bytes of hex", path_.string()));
+    if (!hash || hash->size() != hash_bytes)
+        return fail(Errc::audit_broken, fmt::format("{}: the last line's hash is not 32 bytes of hex", path_.string()));
     last_seq_ = parsed->seq;
     std::copy(hash->begin(), hash->end(), last_hash_.begin());
     return Ok{};
@@ -255,8 +257,8 @@ Outcome<AuditLog::Summary> AuditLog::verify(const std::filesystem::path& path, c
                 break;
             }
             if (line.size() >= max_audit_line_bytes)
-                return fail(Errc::audit_broken, fmt::format("{} line {}: longer than {} bytes", path.string(), number + 1,
-                                                            max_audit_line_bytes));
+                return fail(Errc::audit_broken,
+                            fmt::format("{} line {}: longer than {} bytes", path.string(), number + 1, max_audit_line_bytes));
             line.push_back(c);
         }
         if (!newline && line.empty()) break;
@@ -268,14 +270,16 @@ Outcome<AuditLog::Summary> AuditLog::verify(const std::filesystem::path& path, c
         if (!parsed) return fail(Errc::audit_broken, fmt::format("{} line {} {}", path.string(), number, why));
         if (parsed->seq != number)
             return fail(Errc::audit_broken, fmt::format("{} line {}: seq {} where {} was expected (a line was removed, "
-                                                        "inserted or reordered)", path.string(), number, parsed->seq, number));
+                                                        "inserted or reordered)",
+                                                        path.string(), number, parsed->seq, number));
         if (parsed->prev_hex != to_hex(prev))
-            return fail(Errc::audit_broken, fmt::format("{} line {}: prev does not match the hash of line {}", path.string(),
-                                                        number, number - 1));
+            return fail(Errc::audit_broken,
+                        fmt::format("{} line {}: prev does not match the hash of line {}", path.string(), number, number - 1));
         const auto expected = chain_hash(key, prev, parsed->body);
         if (parsed->hash_hex != to_hex(expected))
             return fail(Errc::audit_broken, fmt::format("{} line {}: hash mismatch (the line was altered, or the log was "
-                                                        "written under another master key)", path.string(), number));
+                                                        "written under another master key)",
+                                                        path.string(), number));
         prev = expected;
         summary.lines = number;
         summary.last_seq = parsed->seq;

@@ -45,8 +45,8 @@ Outcome<CaCertificate> create_ca(KeyStore& store, std::string_view common_name, 
     auto key = tls::generate_key();
     if (!key) return from_tls(key.error(), "CA key");
     const auto now = Clock::now();
-    auto certificate = tls::make_ca_certificate(*key, common_name, now - certificate_backdate,
-                                                now + std::chrono::days(validity_days), tls::random_serial());
+    auto certificate = tls::make_ca_certificate(*key, common_name, now - certificate_backdate, now + std::chrono::days(validity_days),
+                                                tls::random_serial());
     if (!certificate) return from_tls(certificate.error(), "CA certificate");
     auto der = tls::private_key_der(*key);
     if (!der) return from_tls(der.error(), "CA key");
@@ -68,8 +68,8 @@ Outcome<IssuedCertificate> sign_certificate(const KeyStore& store, const Certifi
     if (signing.profile != tls::Profile::terminal && signing.profile != tls::Profile::server)
         return fail(Errc::bad_request, "the profile must be terminal or server");
     if (signing.validity_days == 0 || signing.validity_days > certificate_validity_days_max)
-        return fail(Errc::bad_request, fmt::format("validity_days must be 1–{}, not {}", certificate_validity_days_max,
-                                                   signing.validity_days));
+        return fail(Errc::bad_request,
+                    fmt::format("validity_days must be 1–{}, not {}", certificate_validity_days_max, signing.validity_days));
     if (signing.request.size() > max_certificate_request_bytes)
         return fail(Errc::bad_request, fmt::format("the certificate request is larger than {} bytes", max_certificate_request_bytes));
     auto request = tls::parse_request(signing.request);

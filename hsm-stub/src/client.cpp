@@ -65,7 +65,7 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
     std::deque<Waiting> waiting;
     Failure closed_because{Errc::closed, "the client is not connected"};
     End end = End::open;
-    std::function<void()> on_end;  // called once, when the connection ends (before its handlers fail)
+    std::function<void()> on_end;                       // called once, when the connection ends (before its handlers fail)
     std::chrono::steady_clock::time_point last_sent{};  // the last request handed to call()
     std::uint64_t next_seq = 1;
     std::uint64_t phase = 0;
@@ -132,8 +132,8 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
                                                        [self, done, where](const error_code& ec2, const tcp::endpoint&) {
                                                            if (self->closed) return (*done)(Unexpected<Failure>{self->closed_because});
                                                            if (ec2)
-                                                               return self->connect_failed(
-                                                                   done, fmt::format("cannot connect to {}: {}", where, ec2.message()));
+                                                               return self->connect_failed(done, fmt::format("cannot connect to {}: {}",
+                                                                                                             where, ec2.message()));
                                                            error_code ignored;
                                                            self->socket.set_option(tcp::no_delay(true), ignored);
                                                            self->read_hello(done);
@@ -208,15 +208,12 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
                                       End::protocol);
             Pending pending = std::move(self->outstanding.front());
             self->outstanding.pop_front();
-            if (self->outstanding.empty())
-                self->disarm();
-            else
-                self->arm(self->options.request_timeout, "waiting for a response");
+            if (self->outstanding.empty()) self->disarm();
+            else self->arm(self->options.request_timeout, "waiting for a response");
             if (response->status == Errc::ok) {
                 pending.handler(Bytes(response->payload.begin(), response->payload.end()));
             } else {
-                pending.handler(Unexpected<Failure>{
-                    {response->status, std::string(response->payload.begin(), response->payload.end())}});
+                pending.handler(Unexpected<Failure>{{response->status, std::string(response->payload.begin(), response->payload.end())}});
             }
             self->read_responses();
         });
@@ -225,19 +222,18 @@ struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
     void call(wire::Command command, Bytes payload, Handler<Bytes> handler) {
         if (connecting) {
             if (waiting.size() >= options.max_outstanding)
-                return handler(fail(Errc::server_busy, fmt::format("{} requests are already waiting for the connection",
-                                                                   options.max_outstanding)));
+                return handler(
+                    fail(Errc::server_busy, fmt::format("{} requests are already waiting for the connection", options.max_outstanding)));
             waiting.push_back({command, std::move(payload), std::move(handler)});
             return;
         }
         if (!connected) return handler(Unexpected<Failure>{closed_because});
         if (outstanding.size() >= options.max_outstanding)
-            return handler(fail(Errc::server_busy, fmt::format("{} requests are already outstanding on this connection",
-                                                               options.max_outstanding)));
+            return handler(
+                fail(Errc::server_busy, fmt::format("{} requests are already outstanding on this connection", options.max_outstanding)));
         last_sent = std::chrono::steady_clock::now();
         const std::uint64_t seq = next_seq++;
-        Bytes frame = wire::encode_request(*key, nonce, seq, client_id, static_cast<std::uint8_t>(command),
-                                           payload);
+        Bytes frame = wire::encode_request(*key, nonce, seq, client_id, static_cast<std::uint8_t>(command), payload);
         if (frame.size() - wire::length_prefix_bytes > wire::max_frame_bytes)
             return handler(fail(Errc::frame_too_large, "the request does not fit one frame"));
         if (outstanding.empty()) arm(options.request_timeout, "waiting for a response");
@@ -275,9 +271,8 @@ AsyncClient::~AsyncClient() {
 asio::any_io_executor AsyncClient::get_executor() const { return state_->strand; }
 
 void AsyncClient::async_connect(const wire::Endpoint& endpoint, std::function<void(Status<Failure>)> handler) {
-    asio::post(state_->strand, [state = state_, endpoint, handler = std::move(handler)]() mutable {
-        state->connect(endpoint, std::move(handler));
-    });
+    asio::post(state_->strand,
+               [state = state_, endpoint, handler = std::move(handler)]() mutable { state->connect(endpoint, std::move(handler)); });
 }
 
 void AsyncClient::async_call(wire::Command command, Bytes payload, Handler<Bytes> handler) {
@@ -334,7 +329,8 @@ void typed_load_mac2(Caller& caller, const LoadRequest& request, AsyncClient::Ha
 }
 template <class Caller>
 void typed_verify_internal_auth(Caller& caller, const InternalAuth& request, AsyncClient::Handler<Verdict> handler) {
-    caller.async_call(wire::Command::verify_internal_auth, wire::encode(request), decoding<Verdict>(std::move(handler), wire::decode_verdict));
+    caller.async_call(wire::Command::verify_internal_auth, wire::encode(request),
+                      decoding<Verdict>(std::move(handler), wire::decode_verdict));
 }
 }  // namespace
 
@@ -342,8 +338,7 @@ void AsyncClient::async_key_info(const KeyRef& key, Handler<KeyInfo> handler) {
     async_call(wire::Command::key_info, wire::encode(key), decoding<KeyInfo>(std::move(handler), wire::decode_key_info_response));
 }
 void AsyncClient::async_derive_card_keys(const wire::DeriveCardKeys& request, Handler<CardKeySet> handler) {
-    async_call(wire::Command::derive_card_keys, wire::encode(request),
-               decoding<CardKeySet>(std::move(handler), wire::decode_card_key_set));
+    async_call(wire::Command::derive_card_keys, wire::encode(request), decoding<CardKeySet>(std::move(handler), wire::decode_card_key_set));
 }
 void AsyncClient::async_export_issuer_key(const wire::ExportIssuerKey& request, Handler<ExportedKey> handler) {
     async_call(wire::Command::export_issuer_key, wire::encode(request),
@@ -352,8 +347,12 @@ void AsyncClient::async_export_issuer_key(const wire::ExportIssuerKey& request, 
 void AsyncClient::async_verify_purchase_tacs(const wire::PurchaseTacBatch& batch, Handler<std::vector<Verdict>> handler) {
     typed_verify_purchase_tacs(*this, state_->strand, batch, std::move(handler));
 }
-void AsyncClient::async_verify_load_tac(const LoadTac& request, Handler<Verdict> handler) { typed_verify_load_tac(*this, request, std::move(handler)); }
-void AsyncClient::async_load_mac2(const LoadRequest& request, Handler<LoadAnswer> handler) { typed_load_mac2(*this, request, std::move(handler)); }
+void AsyncClient::async_verify_load_tac(const LoadTac& request, Handler<Verdict> handler) {
+    typed_verify_load_tac(*this, request, std::move(handler));
+}
+void AsyncClient::async_load_mac2(const LoadRequest& request, Handler<LoadAnswer> handler) {
+    typed_load_mac2(*this, request, std::move(handler));
+}
 void AsyncClient::async_verify_internal_auth(const InternalAuth& request, Handler<Verdict> handler) {
     typed_verify_internal_auth(*this, request, std::move(handler));
 }
@@ -391,8 +390,7 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
         : strand(asio::make_strand(executor)), endpoint(std::move(where)), client_id(std::move(creds.client_id)),
           key(detail::make_guarded<ClientKey>(creds.key)), options(std::move(opts)), probe_timer(strand) {
         options.connections_max = std::max<std::size_t>(options.connections_max, 1);
-        if (!options.keepalive_tac_label.empty())
-            keepalive_payload = wire::encode(wire::PurchaseTacBatch{options.keepalive_tac_label, {}});
+        if (!options.keepalive_tac_label.empty()) keepalive_payload = wire::encode(wire::PurchaseTacBatch{options.keepalive_tac_label, {}});
     }
 
     struct Connection {
@@ -408,7 +406,7 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
     std::string client_id;
     std::shared_ptr<const ClientKey> key;  // in guarded, locked memory
     LinkOptions options;
-    Bytes keepalive_payload;  // empty: no keep-alive request (the probe is the hello)
+    Bytes keepalive_payload;                               // empty: no keep-alive request (the probe is the hello)
     std::vector<std::shared_ptr<Connection>> connections;  // oldest first
     std::uint64_t next_connection_id = 1;
     asio::steady_timer probe_timer;
@@ -436,15 +434,16 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
             if (auto self = weak.lock()) self->forget(id);
         };
         connections.push_back(connection);
-        connection->client->connect(endpoint, [weak = weak_from_this(), connection, connected = std::move(connected)](Status<Failure> hello) {
-            auto self = weak.lock();
-            if (!self) return;
-            if (hello) {
-                ++self->stats.connections_opened;
-                self->watch_quiet(connection);
-            }
-            if (connected) connected(std::move(hello));
-        });
+        connection->client->connect(endpoint,
+                                    [weak = weak_from_this(), connection, connected = std::move(connected)](Status<Failure> hello) {
+                                        auto self = weak.lock();
+                                        if (!self) return;
+                                        if (hello) {
+                                            ++self->stats.connections_opened;
+                                            self->watch_quiet(connection);
+                                        }
+                                        if (connected) connected(std::move(hello));
+                                    });
         return connection;
     }
 
@@ -492,8 +491,7 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
 
     void on_quiet(const std::shared_ptr<Connection>& connection) {
         const auto now = std::chrono::steady_clock::now();
-        if (connection->in_flight > 0 || now - connection->client->last_sent < options.keepalive_interval)
-            return watch_quiet(connection);
+        if (connection->in_flight > 0 || now - connection->client->last_sent < options.keepalive_interval) return watch_quiet(connection);
         if (connections.empty() || connections.front() != connection) {
             // An extra connection the traffic no longer needs: closed by us, not by the HSM's timeout.
             forget(connection->id);
@@ -505,7 +503,8 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
             return;
         }
         ++stats.keepalives;
-        send_on(connection, wire::Command::verify_purchase_tacs, keepalive_payload, [](Outcome<Bytes>) {}, false);
+        send_on(
+            connection, wire::Command::verify_purchase_tacs, keepalive_payload, [](Outcome<Bytes>) {}, false);
         watch_quiet(connection);
     }
 
@@ -515,9 +514,9 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
         if (closed) return handler(fail(Errc::closed, "the HSM link was closed"));
         if (breaker != BreakerState::closed) {
             ++stats.fast_failures;
-            return handler(fail(Errc::connection_failed,
-                                fmt::format("the HSM link is {} (circuit breaker) since: {}", breaker_state_name(breaker),
-                                            opened_because ? opened_because->message : std::string("a timeout"))));
+            return handler(
+                fail(Errc::connection_failed, fmt::format("the HSM link is {} (circuit breaker) since: {}", breaker_state_name(breaker),
+                                                          opened_because ? opened_because->message : std::string("a timeout"))));
         }
         send_on(pick(), command, std::move(payload), std::move(handler), may_retry && retry_safe(command));
     }
@@ -556,8 +555,8 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
 
     void open_breaker(const Failure& why) {
         if (closed || breaker == BreakerState::open) return;
-        log(fmt::format("HSM link {}:{} open (circuit breaker, requests fail at once for {} ms, then a probe): {}",
-                        endpoint.host, endpoint.port, options.breaker_cooldown.count(), why.message));
+        log(fmt::format("HSM link {}:{} open (circuit breaker, requests fail at once for {} ms, then a probe): {}", endpoint.host,
+                        endpoint.port, options.breaker_cooldown.count(), why.message));
         set_breaker(BreakerState::open);
         ++stats.breaker_opens;
         opened_because = why;
@@ -629,7 +628,9 @@ void Link::async_call(wire::Command command, Bytes payload, Handler<Bytes> handl
 void Link::async_verify_purchase_tacs(const wire::PurchaseTacBatch& batch, Handler<std::vector<Verdict>> handler) {
     typed_verify_purchase_tacs(*this, state_->strand, batch, std::move(handler));
 }
-void Link::async_verify_load_tac(const LoadTac& request, Handler<Verdict> handler) { typed_verify_load_tac(*this, request, std::move(handler)); }
+void Link::async_verify_load_tac(const LoadTac& request, Handler<Verdict> handler) {
+    typed_verify_load_tac(*this, request, std::move(handler));
+}
 void Link::async_load_mac2(const LoadRequest& request, Handler<LoadAnswer> handler) { typed_load_mac2(*this, request, std::move(handler)); }
 void Link::async_verify_internal_auth(const InternalAuth& request, Handler<Verdict> handler) {
     typed_verify_internal_auth(*this, request, std::move(handler));
@@ -668,9 +669,8 @@ Outcome<std::unique_ptr<Client>> Client::connect(const wire::Endpoint& endpoint,
                                                  ClientOptions options) {
     auto state = std::make_unique<State>();
     state->client = AsyncClient::create(state->io.get_executor(), std::move(credentials), options);
-    auto connected = state->wait<Ok>([&](auto done) {
-        state->client->async_connect(endpoint, [done](Status<Failure> s) { done(std::move(s)); });
-    });
+    auto connected =
+        state->wait<Ok>([&](auto done) { state->client->async_connect(endpoint, [done](Status<Failure> s) { done(std::move(s)); }); });
     if (!connected) return Unexpected<Failure>{connected.error()};
     return std::unique_ptr<Client>(new Client(std::move(state)));
 }
@@ -718,8 +718,7 @@ struct TacBatcher::State : std::enable_shared_from_this<TacBatcher::State> {
     using Send = std::function<void(const wire::PurchaseTacBatch&, AsyncClient::Handler<std::vector<Verdict>>)>;
 
     State(asio::any_io_executor executor, Send s, std::string l, std::size_t items, std::chrono::microseconds delay)
-        : strand(std::move(executor)), send_batch(std::move(s)), label(std::move(l)), batch_items(items), max_delay(delay),
-          timer(strand) {}
+        : strand(std::move(executor)), send_batch(std::move(s)), label(std::move(l)), batch_items(items), max_delay(delay), timer(strand) {}
 
     asio::any_io_executor strand;  // the client's (link's)
     Send send_batch;
@@ -752,18 +751,16 @@ struct TacBatcher::State : std::enable_shared_from_this<TacBatcher::State> {
         items.clear();
         send_batch(batch, [handlers = std::move(handlers)](Outcome<std::vector<Verdict>> verdicts) {
             for (std::size_t i = 0; i < handlers.size(); ++i) {
-                if (verdicts)
-                    handlers[i](verdicts.value()[i]);
-                else
-                    handlers[i](Unexpected<Failure>{verdicts.error()});
+                if (verdicts) handlers[i](verdicts.value()[i]);
+                else handlers[i](Unexpected<Failure>{verdicts.error()});
             }
         });
         handlers.clear();
     }
 };
 
-std::shared_ptr<TacBatcher> TacBatcher::create(std::shared_ptr<AsyncClient> client, std::string tac_master_label,
-                                               std::size_t batch_items, std::chrono::microseconds max_delay) {
+std::shared_ptr<TacBatcher> TacBatcher::create(std::shared_ptr<AsyncClient> client, std::string tac_master_label, std::size_t batch_items,
+                                               std::chrono::microseconds max_delay) {
     std::shared_ptr<TacBatcher> batcher(new TacBatcher());
     batch_items = std::clamp<std::size_t>(batch_items, 1, max_batch_items);
     auto executor = client->get_executor();
@@ -791,9 +788,8 @@ std::shared_ptr<TacBatcher> TacBatcher::create(std::shared_ptr<Link> link, std::
 }
 
 void TacBatcher::submit(const PurchaseTac& transaction, std::function<void(Outcome<Verdict>)> handler) {
-    asio::post(state_->strand, [state = state_, transaction, handler = std::move(handler)]() mutable {
-        state->add(transaction, std::move(handler));
-    });
+    asio::post(state_->strand,
+               [state = state_, transaction, handler = std::move(handler)]() mutable { state->add(transaction, std::move(handler)); });
 }
 
 void TacBatcher::flush() {

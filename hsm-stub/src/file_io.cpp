@@ -35,14 +35,13 @@ Status<Failure> fsync_directory(const std::filesystem::path& file) {
 
 Outcome<Fd> open_private_file(const std::filesystem::path& path, std::string_view what) {
     Fd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-    if (fd.get() < 0)
-        return fail(Errc::io_error, fmt::format("cannot open {} {}: {}", what, path.string(), errno_text()));
+    if (fd.get() < 0) return fail(Errc::io_error, fmt::format("cannot open {} {}: {}", what, path.string(), errno_text()));
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
         return fail(Errc::io_error, fmt::format("{} {} is not a regular file", what, path.string()));
     if ((st.st_mode & 077) != 0)
-        return fail(Errc::io_error, fmt::format("{} {} has mode {:04o}; it must be readable by its owner only (chmod 600 {})",
-                                                what, path.string(), st.st_mode & 07777, path.string()));
+        return fail(Errc::io_error, fmt::format("{} {} has mode {:04o}; it must be readable by its owner only (chmod 600 {})", what,
+                                                path.string(), st.st_mode & 07777, path.string()));
     return fd;
 }
 
@@ -76,6 +75,5 @@ Outcome<Bytes> read_small_file(const std::filesystem::path& path, std::size_t ma
     }
     return out;
 }
-
 
 }  // namespace coconut::hsm::detail

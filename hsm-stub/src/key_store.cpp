@@ -133,9 +133,8 @@ crypto::Kcv compute_kcv(KeyType type, const crypto::Key16& key) {
 
 bool valid_name(std::string_view text, std::size_t max_chars) {
     if (text.empty() || text.size() > max_chars) return false;
-    return std::all_of(text.begin(), text.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-    });
+    return std::all_of(text.begin(), text.end(),
+                       [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'; });
 }
 
 }  // namespace
@@ -150,8 +149,7 @@ Outcome<StoreLock> StoreLock::acquire(const StorePaths& paths) {
     if (fd < 0) return fail(Errc::io_error, fmt::format("cannot open {}: {}", paths.lock().string(), std::strerror(errno)));
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
         ::close(fd);
-        return fail(Errc::store_busy,
-                    fmt::format("{} is held by another ceremony command; wait for it to finish", paths.lock().string()));
+        return fail(Errc::store_busy, fmt::format("{} is held by another ceremony command; wait for it to finish", paths.lock().string()));
     }
     return StoreLock(fd);
 }
@@ -167,14 +165,12 @@ struct KeyStore::State {
     SecureBuffer master{master_key_bytes};
     std::array<std::uint8_t, key_id_bytes> key_id{};
     std::uint64_t generation = 0;
-    SecureBuffer arena{1024};  // key and client key bytes, addressed by offset
-    std::vector<KeyEntry> keys;       // sorted by (label, version)
-    std::vector<ClientEntry> clients;  // sorted by id
+    SecureBuffer arena{1024};                   // key and client key bytes, addressed by offset
+    std::vector<KeyEntry> keys;                 // sorted by (label, version)
+    std::vector<ClientEntry> clients;           // sorted by id
     std::vector<SigningKeyEntry> signing_keys;  // in the order added
 
-    crypto::Key16 key_at(std::size_t offset) const {
-        return crypto::Key16(ByteView(arena.data() + offset, key_bytes));
-    }
+    crypto::Key16 key_at(std::size_t offset) const { return crypto::Key16(ByteView(arena.data() + offset, key_bytes)); }
 
     void derive_key_id() {
         std::array<std::uint8_t, crypto_kdf_BYTES_MIN> sub{};
@@ -207,8 +203,7 @@ Outcome<SecureBuffer> read_master_key(const std::filesystem::path& path) {
     const ssize_t got = ::read(fd->get(), master.data(), master_key_bytes);
     const ssize_t more = ::read(fd->get(), &extra, 1);
     if (got != static_cast<ssize_t>(master_key_bytes) || more != 0)
-        return fail(Errc::master_key_file,
-                    fmt::format("master key file {} must hold exactly {} bytes", path.string(), master_key_bytes));
+        return fail(Errc::master_key_file, fmt::format("master key file {} must hold exactly {} bytes", path.string(), master_key_bytes));
     master.resize(master_key_bytes);
     return master;
 }
@@ -238,16 +233,14 @@ Status<Failure> KeyStore::init(const std::filesystem::path& dir) {
     randombytes_buf(state->master.data(), master_key_bytes);
     state->master.resize(master_key_bytes);
     state->derive_key_id();
-    if (auto written = detail::write_new_private_file(paths.master_key(), ByteView(state->master.data(), master_key_bytes));
-        !written)
+    if (auto written = detail::write_new_private_file(paths.master_key(), ByteView(state->master.data(), master_key_bytes)); !written)
         return Unexpected<Failure>{written.error()};
 
     KeyStore store(std::move(state));
     if (auto saved = store.save(); !saved) return saved;
     auto audit = AuditLog::open(paths.audit_log(), store.audit_key());
     if (!audit) return Unexpected<Failure>{audit.error()};
-    if (auto line = audit.value()->append({ceremony_actor(), "store-init", "", {}, "ok"}); !line)
-        return Unexpected<Failure>{line.error()};
+    if (auto line = audit.value()->append({ceremony_actor(), "store-init", "", {}, "ok"}); !line) return Unexpected<Failure>{line.error()};
     return Ok{};
 }
 
@@ -280,16 +273,15 @@ Outcome<SealedHeader> read_sealed_header(const Bytes& sealed, const KeyStore::St
     h.cipher_len = header.be(4);
     COCONUT_ASSERT(!header.failed && header.at == header_bytes, "sealed header layout");
     if (h.version != store_format_version && h.version != store_format_version_signing)
-        return fail(Errc::store_corrupt, fmt::format("{} has format version {}; this build reads versions {} and {}", name,
-                                                     h.version, store_format_version, store_format_version_signing));
+        return fail(Errc::store_corrupt, fmt::format("{} has format version {}; this build reads versions {} and {}", name, h.version,
+                                                     store_format_version, store_format_version_signing));
     if (std::memcmp(h.key_id, state.key_id.data(), key_id_bytes) != 0)
         return fail(Errc::store_wrong_master_key,
                     fmt::format("{} was sealed under a different master key (key id {}, {} has key id {})", name,
-                                to_hex(ByteView(h.key_id, key_id_bytes)), state.paths.master_key().string(),
-                                to_hex(state.key_id)));
+                                to_hex(ByteView(h.key_id, key_id_bytes)), state.paths.master_key().string(), to_hex(state.key_id)));
     if (h.cipher_len < crypto_secretbox_MACBYTES || sealed.size() - header_bytes < h.cipher_len)
-        return fail(Errc::store_truncated, fmt::format("{} is truncated: the header announces {} sealed bytes, {} are present",
-                                                       name, h.cipher_len, sealed.size() - header_bytes));
+        return fail(Errc::store_truncated, fmt::format("{} is truncated: the header announces {} sealed bytes, {} are present", name,
+                                                       h.cipher_len, sealed.size() - header_bytes));
     if (sealed.size() - header_bytes > h.cipher_len)
         return fail(Errc::store_tampered,
                     fmt::format("{} has {} unexpected bytes after the sealed contents", name, sealed.size() - header_bytes - h.cipher_len));
@@ -297,12 +289,10 @@ Outcome<SealedHeader> read_sealed_header(const Bytes& sealed, const KeyStore::St
 }
 
 // The sealed contents, authenticated and decrypted, their inner header checked against the clear one.
-Outcome<SecureBuffer> unseal(const Bytes& sealed, const SealedHeader& h, const KeyStore::State& state,
-                             const std::string& name) {
+Outcome<SecureBuffer> unseal(const Bytes& sealed, const SealedHeader& h, const KeyStore::State& state, const std::string& name) {
     SecureBuffer plain(h.cipher_len - crypto_secretbox_MACBYTES + 1);
     if (crypto_secretbox_open_easy(plain.data(), sealed.data() + header_bytes, h.cipher_len, h.nonce, state.master.data()) != 0)
-        return fail(Errc::store_tampered,
-                    fmt::format("{} failed authentication: the sealed contents were altered or damaged", name));
+        return fail(Errc::store_tampered, fmt::format("{} failed authentication: the sealed contents were altered or damaged", name));
     plain.resize(h.cipher_len - crypto_secretbox_MACBYTES);
 
     Reader in{plain.data(), plain.size()};
@@ -333,15 +323,14 @@ Status<Failure> read_key_records(Reader& in, KeyStore::State& state, const std::
         const std::uint8_t* kcv = in.bytes(3);
         if (in.failed) break;
         if (!valid_label(entry.info.label) || entry.info.version == 0 || key_type_name(entry.info.type).empty() ||
-            key_usage_name(entry.info.usage).empty() ||
-            (entry.info.status != KeyStatus::active && entry.info.status != KeyStatus::retired))
+            key_usage_name(entry.info.usage).empty() || (entry.info.status != KeyStatus::active && entry.info.status != KeyStatus::retired))
             return fail(Errc::store_corrupt, fmt::format("{}: key record {} has an invalid field", name, i + 1));
         std::memcpy(entry.info.kcv.data(), kcv, 3);
         entry.offset = state.arena.append(key, key_bytes);
         // Pair assertion on read: the stored KCV must be the KCV of the stored key.
         if (compute_kcv(entry.info.type, state.key_at(entry.offset)) != entry.info.kcv)
-            return fail(Errc::store_corrupt, fmt::format("{}: key {}:{} does not match its stored KCV", name,
-                                                         entry.info.label, entry.info.version));
+            return fail(Errc::store_corrupt,
+                        fmt::format("{}: key {}:{} does not match its stored KCV", name, entry.info.label, entry.info.version));
         state.keys.push_back(std::move(entry));
     }
     return Ok{};
@@ -370,8 +359,8 @@ Status<Failure> read_client_records(Reader& in, KeyStore::State& state, const st
 Status<Failure> read_signing_key_records(Reader& in, std::uint16_t version, KeyStore::State& state, const std::string& name) {
     const std::size_t signing_count = version == store_format_version_signing ? in.be(2) : 0;
     if (signing_count > max_signing_keys)
-        return fail(Errc::store_corrupt, fmt::format("{} claims {} signing keys, above the limit of {}", name, signing_count,
-                                                     max_signing_keys));
+        return fail(Errc::store_corrupt,
+                    fmt::format("{} claims {} signing keys, above the limit of {}", name, signing_count, max_signing_keys));
     for (std::size_t i = 0; i < signing_count && !in.failed; ++i) {
         SigningKeyEntry entry;
         entry.info.label = in.text();
@@ -421,12 +410,10 @@ Outcome<KeyStore> KeyStore::open(const std::filesystem::path& dir) {
     Reader in{plain->data(), plain->size(), inner_header_bytes};
     if (auto keys = read_key_records(in, *state, name); !keys) return Unexpected<Failure>{keys.error()};
     if (auto clients = read_client_records(in, *state, name); !clients) return Unexpected<Failure>{clients.error()};
-    if (auto signing = read_signing_key_records(in, header->version, *state, name); !signing)
-        return Unexpected<Failure>{signing.error()};
+    if (auto signing = read_signing_key_records(in, header->version, *state, name); !signing) return Unexpected<Failure>{signing.error()};
     if (in.failed || in.at != in.size)
         return fail(Errc::store_corrupt, fmt::format("{}: the sealed contents do not parse (bad record lengths)", name));
-    COCONUT_ASSERT(state->keys.size() <= max_keys && state->clients.size() <= max_clients &&
-                       state->signing_keys.size() <= max_signing_keys,
+    COCONUT_ASSERT(state->keys.size() <= max_keys && state->clients.size() <= max_clients && state->signing_keys.size() <= max_signing_keys,
                    "opened key store within its limits");
     return KeyStore(std::move(state));
 }
@@ -485,8 +472,7 @@ Status<Failure> KeyStore::save() {
     sealed.resize(at + crypto_secretbox_MACBYTES + plain.size());
     crypto_secretbox_easy(sealed.data() + at, plain.data(), plain.size(), nonce.data(), s.master.data());
     // open() reads back exactly this: the clear header, then the sealed contents to the end of the file.
-    COCONUT_ASSERT(sealed.size() == header_bytes + crypto_secretbox_MACBYTES + plain.size() &&
-                   sealed.size() <= max_sealed_bytes);
+    COCONUT_ASSERT(sealed.size() == header_bytes + crypto_secretbox_MACBYTES + plain.size() && sealed.size() <= max_sealed_bytes);
     return detail::replace_file_atomically(s.paths.sealed(), sealed);
 }
 
@@ -511,8 +497,7 @@ Outcome<KeyInfo> KeyStore::find(const KeyRef& ref) const {
     }
     if (!best) {
         if (!label_seen) return fail(Errc::key_not_found, fmt::format("no key labelled '{}'", ref.label));
-        if (ref.version == newest_version)
-            return fail(Errc::key_retired, fmt::format("every version of key '{}' is retired", ref.label));
+        if (ref.version == newest_version) return fail(Errc::key_retired, fmt::format("every version of key '{}' is retired", ref.label));
         return fail(Errc::key_not_found, fmt::format("key '{}' has no version {}", ref.label, ref.version));
     }
     if (best->info.status == KeyStatus::retired)
@@ -520,17 +505,14 @@ Outcome<KeyInfo> KeyStore::find(const KeyRef& ref) const {
     return best->info;
 }
 
-Outcome<KeyInfo> KeyStore::add_key(std::string_view label, std::uint8_t version, KeyType type, KeyUsage usage,
-                                   const crypto::Key16& key) {
+Outcome<KeyInfo> KeyStore::add_key(std::string_view label, std::uint8_t version, KeyType type, KeyUsage usage, const crypto::Key16& key) {
     if (!valid_label(label))
-        return fail(Errc::bad_request,
-                    fmt::format("key label '{}' is not 1–{} characters of a-z 0-9 . _ -", label, max_label_chars));
+        return fail(Errc::bad_request, fmt::format("key label '{}' is not 1–{} characters of a-z 0-9 . _ -", label, max_label_chars));
     if (version == 0) return fail(Errc::bad_request, "key version must be 1–255 (0 means 'newest' in requests)");
     if (key_type_name(type).empty() || key_usage_name(usage).empty()) return fail(Errc::bad_request, "unknown key type or usage");
     if (state_->find_exact(label, version))
         return fail(Errc::key_exists, fmt::format("key {}:{} already exists; use a new version", label, version));
-    if (state_->keys.size() >= max_keys)
-        return fail(Errc::bad_request, fmt::format("the store holds the maximum of {} keys", max_keys));
+    if (state_->keys.size() >= max_keys) return fail(Errc::bad_request, fmt::format("the store holds the maximum of {} keys", max_keys));
     KeyEntry entry;
     entry.info.label = std::string(label);
     entry.info.version = version;
@@ -565,11 +547,11 @@ Outcome<crypto::Key16> KeyStore::key_material(const KeyRef& ref, KeyUsage usage)
     auto info = find(ref);
     if (!info) return Unexpected<Failure>{info.error()};
     if (info->usage != usage)
-        return fail(Errc::wrong_key_usage, fmt::format("key {}:{} is a {} key; this operation needs a {} key", info->label,
-                                                       info->version, key_usage_name(info->usage), key_usage_name(usage)));
+        return fail(Errc::wrong_key_usage, fmt::format("key {}:{} is a {} key; this operation needs a {} key", info->label, info->version,
+                                                       key_usage_name(info->usage), key_usage_name(usage)));
     if (info->type != KeyType::tdes2)
-        return fail(Errc::unsupported_key_type, fmt::format("key {}:{} is {}; the card profile uses 2-key 3DES only",
-                                                            info->label, info->version, key_type_name(info->type)));
+        return fail(Errc::unsupported_key_type, fmt::format("key {}:{} is {}; the card profile uses 2-key 3DES only", info->label,
+                                                            info->version, key_type_name(info->type)));
     return state_->key_at(state_->find_exact(info->label, info->version)->offset);
 }
 
@@ -587,8 +569,7 @@ std::optional<ClientInfo> KeyStore::client(std::string_view id) const {
 
 Outcome<ClientKey> KeyStore::add_client(std::string_view id, std::uint32_t permissions) {
     if (!valid_client_id(id))
-        return fail(Errc::bad_request,
-                    fmt::format("client id '{}' is not 1–{} characters of a-z 0-9 . _ -", id, max_client_id_chars));
+        return fail(Errc::bad_request, fmt::format("client id '{}' is not 1–{} characters of a-z 0-9 . _ -", id, max_client_id_chars));
     if ((permissions & ~permit_all) != 0 || permissions == 0)
         return fail(Errc::bad_request, "a client needs at least one known permission");
     if (client(id)) return fail(Errc::client_exists, fmt::format("client '{}' already exists", id));

@@ -73,8 +73,8 @@ std::optional<KeyType> parse_key_type(std::string_view name) {
 }
 
 std::optional<KeyUsage> parse_key_usage(std::string_view name) {
-    for (KeyUsage u : {KeyUsage::purchase, KeyUsage::load, KeyUsage::tac, KeyUsage::internal_auth,
-                       KeyUsage::maintenance, KeyUsage::transport, KeyUsage::ssse_auth})
+    for (KeyUsage u : {KeyUsage::purchase, KeyUsage::load, KeyUsage::tac, KeyUsage::internal_auth, KeyUsage::maintenance,
+                       KeyUsage::transport, KeyUsage::ssse_auth})
         if (key_usage_name(u) == name) return u;
     return std::nullopt;
 }
@@ -105,7 +105,7 @@ std::string_view verdict_name(Verdict verdict) {
 namespace {
 constexpr std::pair<Permission, std::string_view> permission_names[] = {
     {permit_key_info, "key-info"}, {permit_issuance, "issuance"}, {permit_tac, "tac"},
-    {permit_load, "load"},         {permit_auth, "auth"},      {permit_ca, "ca"},
+    {permit_load, "load"},         {permit_auth, "auth"},         {permit_ca, "ca"},
 };
 }  // namespace
 

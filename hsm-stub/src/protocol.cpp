@@ -80,8 +80,7 @@ public:
     }
     // Every payload must be consumed exactly.
     Status<Failure> finish() {
-        if (ok() && at_ != data_.size())
-            error_ = fmt::format("{}: {} unexpected bytes after the last field", what_, data_.size() - at_);
+        if (ok() && at_ != data_.size()) error_ = fmt::format("{}: {} unexpected bytes after the last field", what_, data_.size() - at_);
         if (!ok()) return fail(Errc::bad_request, error_);
         return Ok{};
     }
@@ -207,13 +206,16 @@ std::uint32_t required_permission(Command command) {
 
 Bytes encode_hello(const Hello& hello) {
     Writer w;
-    w.u8(protocol_version).u8(static_cast<std::uint8_t>(FrameKind::hello)).raw(hello.nonce).be(hello.max_frame_bytes, 4).be(
-        hello.max_batch_items, 2);
+    w.u8(protocol_version)
+        .u8(static_cast<std::uint8_t>(FrameKind::hello))
+        .raw(hello.nonce)
+        .be(hello.max_frame_bytes, 4)
+        .be(hello.max_batch_items, 2);
     return with_length(std::move(w.out));
 }
 
-Bytes encode_request(const ClientKey& key, const Nonce& nonce, std::uint64_t seq, std::string_view client_id,
-                     std::uint8_t command, ByteView payload) {
+Bytes encode_request(const ClientKey& key, const Nonce& nonce, std::uint64_t seq, std::string_view client_id, std::uint8_t command,
+                     ByteView payload) {
     Writer w;
     w.out.reserve(12 + client_id.size() + payload.size());
     w.u8(protocol_version).u8(static_cast<std::uint8_t>(FrameKind::request)).be(seq, 8).text(client_id).u8(command).raw(payload);
@@ -223,8 +225,7 @@ Bytes encode_request(const ClientKey& key, const Nonce& nonce, std::uint64_t seq
 Bytes encode_response(const ClientKey& key, const Nonce& nonce, std::uint64_t seq, Errc status, ByteView payload) {
     Writer w;
     w.out.reserve(11 + payload.size());
-    w.u8(protocol_version).u8(static_cast<std::uint8_t>(FrameKind::response)).be(seq, 8).u8(static_cast<std::uint8_t>(status)).raw(
-        payload);
+    w.u8(protocol_version).u8(static_cast<std::uint8_t>(FrameKind::response)).be(seq, 8).u8(static_cast<std::uint8_t>(status)).raw(payload);
     return authenticated_frame(key, nonce, std::move(w));
 }
 
@@ -286,8 +287,7 @@ Outcome<Request> decode_request(ByteView body) {
     request.seq = in.be(8, "seq");
     request.client_id = in.text("client id");
     request.command = in.u8("command");
-    if (!in.ok() || in.remaining() < mac_bytes)
-        return fail(Errc::protocol_error, in.ok() ? "request: shorter than its MAC" : in.error());
+    if (!in.ok() || in.remaining() < mac_bytes) return fail(Errc::protocol_error, in.ok() ? "request: shorter than its MAC" : in.error());
     const std::size_t payload_at = body.size() - in.remaining();
     request.payload = body.subspan(payload_at, in.remaining() - mac_bytes);
     request.mac = body.last(mac_bytes);
@@ -311,8 +311,7 @@ Outcome<Response> decode_response(const ClientKey& key, const Nonce& nonce, Byte
     Response response;
     response.seq = in.be(8, "seq");
     response.status = static_cast<Errc>(in.u8("status"));
-    if (!in.ok() || in.remaining() < mac_bytes)
-        return fail(Errc::protocol_error, in.ok() ? "response: shorter than its MAC" : in.error());
+    if (!in.ok() || in.remaining() < mac_bytes) return fail(Errc::protocol_error, in.ok() ? "response: shorter than its MAC" : in.error());
     const auto expected = frame_mac(key, nonce, body.first(body.size() - mac_bytes));
     if (crypto_verify_32(expected.data(), body.last(mac_bytes).data()) != 0)
         return fail(Errc::bad_mac, "the response's MAC does not verify: not from the HSM holding this client's key, or altered");
@@ -410,8 +409,7 @@ Bytes encode(const LoadTac& request) {
     Writer w;
     w.key_ref(request.key);
     put_card(w, request.card);
-    w.be(request.new_balance_fen, 4).be(request.online_atc_before, 2).be(request.amount_fen, 4).u8(request.type).raw(
-        request.terminal_id);
+    w.be(request.new_balance_fen, 4).be(request.online_atc_before, 2).be(request.amount_fen, 4).u8(request.type).raw(request.terminal_id);
     put_when(w, request.when);
     w.raw(request.tac);
     return std::move(w.out);
@@ -436,8 +434,13 @@ Bytes encode(const LoadRequest& request) {
     Writer w;
     w.key_ref(request.key);
     put_card(w, request.card);
-    w.be(request.old_balance_fen, 4).be(request.amount_fen, 4).u8(request.type).raw(request.terminal_id).be(
-        request.online_atc, 2).raw(request.card_random).raw(request.mac1);
+    w.be(request.old_balance_fen, 4)
+        .be(request.amount_fen, 4)
+        .u8(request.type)
+        .raw(request.terminal_id)
+        .be(request.online_atc, 2)
+        .raw(request.card_random)
+        .raw(request.mac1);
     put_when(w, request.when);
     return std::move(w.out);
 }
@@ -506,8 +509,7 @@ Outcome<KeyInfo> decode_key_info_response(ByteView payload) {
 Bytes encode(const CardKeySet& response) {
     Writer w;
     w.key_ref(response.transport).raw(response.transport_kcv).u8(static_cast<std::uint8_t>(response.keys.size()));
-    for (const ExportedKey& k : response.keys)
-        w.u8(static_cast<std::uint8_t>(k.usage)).key_ref(k.master).raw(k.kcv).raw(k.encrypted);
+    for (const ExportedKey& k : response.keys) w.u8(static_cast<std::uint8_t>(k.usage)).key_ref(k.master).raw(k.kcv).raw(k.encrypted);
     return std::move(w.out);
 }
 
@@ -601,7 +603,8 @@ Outcome<ClientCredentials> read_client_credentials(const std::filesystem::path& 
     in >> magic >> version >> client_word >> id >> key_word >> key_hex;
     if (magic != "coconut-hsm-client-key" || version != "1" || client_word != "client" || key_word != "key")
         return fail(Errc::client_credentials,
-                    fmt::format("{} is not a client key file (expected 'coconut-hsm-client-key 1', 'client ID', 'key HEX')", path.string()));
+                    fmt::format("{} is not a client key file (expected 'coconut-hsm-client-key 1', 'client ID', 'key HEX')",
+                                path.string()));
     if (!valid_client_id(id)) return fail(Errc::client_credentials, fmt::format("{}: '{}' is not a valid client id", path.string(), id));
     auto key = from_hex(key_hex);
     sodium_memzero(key_hex.data(), key_hex.size());
@@ -615,8 +618,7 @@ Outcome<ClientCredentials> read_client_credentials(const std::filesystem::path& 
 }
 
 Status<Failure> write_client_credentials(const std::filesystem::path& path, const ClientCredentials& credentials) {
-    std::string text = fmt::format("coconut-hsm-client-key 1\nclient {}\nkey {}\n", credentials.client_id,
-                                   to_hex(credentials.key.view()));
+    std::string text = fmt::format("coconut-hsm-client-key 1\nclient {}\nkey {}\n", credentials.client_id, to_hex(credentials.key.view()));
     auto written = detail::write_new_private_file(path, ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
     sodium_memzero(text.data(), text.size());
     return written;

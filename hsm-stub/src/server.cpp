@@ -30,7 +30,7 @@ struct Server::Shared : std::enable_shared_from_this<Server::Shared> {
     tcp::acceptor acceptor;
     AuditLog& audit;
     ServerConfig config;
-    std::mutex mutex;                      // guards hsm and connections
+    std::mutex mutex;  // guards hsm and connections
     std::shared_ptr<const Hsm> hsm;
     std::list<std::weak_ptr<Connection>> connections;
     std::atomic<std::size_t> connection_count{0};
@@ -121,7 +121,8 @@ Answer dispatch_ca(const KeyStore& store, wire::Command command, ByteView payloa
         answer.usage.result = "ok";
     } else {
         auto signing = wire::decode_sign_certificate(payload);
-        auto issued = signing ? sign_certificate(store, *signing, &answer.usage) : Outcome<IssuedCertificate>(Unexpected<Failure>{signing.error()});
+        auto issued =
+            signing ? sign_certificate(store, *signing, &answer.usage) : Outcome<IssuedCertificate>(Unexpected<Failure>{signing.error()});
         certificate = issued ? Outcome<Bytes>(std::move(issued->certificate_der)) : Outcome<Bytes>(Unexpected<Failure>{issued.error()});
     }
     if (!certificate) {
@@ -173,11 +174,10 @@ Answer dispatch(const Hsm& hsm, wire::Command command, ByteView payload) {
                 return hsm.load_mac2(r, u);
             });
         case Command::verify_internal_auth:
-            return serve(wire::decode_internal_auth(payload),
-                         [&](const InternalAuth& r, Usage* u) {
-                             u->key_label = r.key.label;
-                             return hsm.verify_internal_auth(r, u);
-                         });
+            return serve(wire::decode_internal_auth(payload), [&](const InternalAuth& r, Usage* u) {
+                u->key_label = r.key.label;
+                return hsm.verify_internal_auth(r, u);
+            });
         case Command::ca_certificate:
         case Command::sign_certificate: return dispatch_ca(hsm.store(), command, payload);
     }
@@ -211,9 +211,7 @@ public:
     // the refusal tally.
     void reject(const char* reason, Errc code, std::string message) {
         tally_reason_ = reason;
-        asio::post(socket_.get_executor(), [self = shared_from_this(), code, message = std::move(message)] {
-            self->shut(code, message);
-        });
+        asio::post(socket_.get_executor(), [self = shared_from_this(), code, message = std::move(message)] { self->shut(code, message); });
     }
 
     // Server shutdown: closes the socket on the connection's strand.
@@ -281,9 +279,8 @@ private:
 
         Answer answer;
         if ((permissions_ & wire::required_permission(*command)) == 0) {
-            answer = error_answer({Errc::not_permitted, fmt::format("client '{}' is not permitted to use {} (permissions: {})",
-                                                                    client_id_, wire::command_name(*command),
-                                                                    permissions_to_string(permissions_))});
+            answer = error_answer({Errc::not_permitted, fmt::format("client '{}' is not permitted to use {} (permissions: {})", client_id_,
+                                                                    wire::command_name(*command), permissions_to_string(permissions_))});
         } else {
             answer = dispatch(*shared_->current(), *command, request->payload);
         }
@@ -291,11 +288,9 @@ private:
             shared_->count_keepalive(client_id_);
             return send(wire::encode_response(*key_, nonce_, request->seq, answer.status, answer.payload), false);
         }
-        auto logged = shared_->audit.append(
-            {client_id_, std::string(wire::command_name(*command)), answer.usage.key_label, answer.usage.key_versions,
-             answer.usage.result});
-        if (!logged) answer = error_answer({Errc::io_error, "the audit log cannot be written; request refused: " +
-                                                                logged.error().message});
+        auto logged = shared_->audit.append({client_id_, std::string(wire::command_name(*command)), answer.usage.key_label,
+                                             answer.usage.key_versions, answer.usage.result});
+        if (!logged) answer = error_answer({Errc::io_error, "the audit log cannot be written; request refused: " + logged.error().message});
         send(wire::encode_response(*key_, nonce_, request->seq, answer.status, answer.payload), false);
     }
 
@@ -325,7 +320,8 @@ private:
         client_ticket_ = shared_->client_admission.admit(client_id_);
         if (!client_ticket_) {
             shut(Errc::server_busy, fmt::format("client '{}' already holds {} connections (--max-connections-per-client); "
-                                                "try again later", client_id_, shared_->config.max_connections_per_client));
+                                                "try again later",
+                                                client_id_, shared_->config.max_connections_per_client));
             return false;
         }
         address_ticket_.release();
@@ -369,11 +365,11 @@ private:
     tcp::socket socket_;
     asio::steady_timer timer_;
     std::shared_ptr<Server::Shared> shared_;
-    std::string address_;                    // the peer's address, canonical
-    core::AddressTicket address_ticket_;     // held until authenticated
-    core::IdentityTicket client_ticket_;     // held once authenticated
+    std::string address_;                 // the peer's address, canonical
+    core::AddressTicket address_ticket_;  // held until authenticated
+    core::IdentityTicket client_ticket_;  // held once authenticated
     bool authenticated_ = false;
-    const char* tally_reason_ = nullptr;     // set by reject()
+    const char* tally_reason_ = nullptr;  // set by reject()
     wire::Nonce nonce_{};
     std::uint64_t phase_ = 0;
     std::array<std::uint8_t, wire::length_prefix_bytes> length_{};
@@ -414,7 +410,8 @@ void Server::Shared::admit(tcp::socket socket) {
         std::make_shared<Connection>(std::move(socket), shared_from_this(), std::move(address_text), core::AddressTicket{})
             ->reject("per_address_limit", Errc::server_busy,
                      fmt::format("this address already holds {} connections that have not authenticated "
-                                 "(--max-connections-per-address); try again later", config.max_connections_per_address));
+                                 "(--max-connections-per-address); try again later",
+                                 config.max_connections_per_address));
         return;
     }
     if (connection_count.load() >= config.max_connections) {

@@ -79,15 +79,15 @@ Outcome<ResolvedKey> resolve(const KeyStore& store, const KeyRef& ref, KeyUsage 
 namespace card_level {
 
 Verdict check_purchase_tac(const crypto::Key16& dtk, const PurchaseTac& t) {
-    const crypto::Mac4 expected = crypto::des_mac(
-        crypto::tac_key(dtk), crypto::purchase_tac_input(t.amount_fen, t.type, t.terminal_id, t.terminal_serial, t.when));
+    const crypto::Mac4 expected =
+        crypto::des_mac(crypto::tac_key(dtk), crypto::purchase_tac_input(t.amount_fen, t.type, t.terminal_id, t.terminal_serial, t.when));
     return same(expected, t.tac) ? Verdict::valid : Verdict::invalid;
 }
 
 Verdict check_load_tac(const crypto::Key16& dtk, const LoadTac& load) {
     const crypto::Mac4 expected =
-        crypto::des_mac(crypto::tac_key(dtk), crypto::load_tac_input(load.new_balance_fen, load.online_atc_before,
-                                                                     load.amount_fen, load.type, load.terminal_id, load.when));
+        crypto::des_mac(crypto::tac_key(dtk), crypto::load_tac_input(load.new_balance_fen, load.online_atc_before, load.amount_fen,
+                                                                     load.type, load.terminal_id, load.when));
     return same(expected, load.tac) ? Verdict::valid : Verdict::invalid;
 }
 
@@ -105,8 +105,7 @@ LoadAnswer answer_load(const crypto::Key16& dlk, const LoadRequest& load) {
 
 Verdict check_internal_auth(const crypto::Key16& iak, const InternalAuth& auth) {
     const Bytes expected = crypto::tdes_ecb_encrypt(iak, auth.challenge);
-    return sodium_memcmp(expected.data(), auth.cryptogram.data(), auth.cryptogram.size()) == 0 ? Verdict::valid
-                                                                                               : Verdict::invalid;
+    return sodium_memcmp(expected.data(), auth.cryptogram.data(), auth.cryptogram.size()) == 0 ? Verdict::valid : Verdict::invalid;
 }
 
 }  // namespace card_level
@@ -119,8 +118,8 @@ Outcome<KeyInfo> Hsm::key_info(const KeyRef& ref, Usage* usage) const {
     return info;
 }
 
-Outcome<CardKeySet> Hsm::derive_card_keys(const CardIdentity& card, const KeyRef& transport,
-                                          std::span<const KeyRef> masters, Usage* usage) const {
+Outcome<CardKeySet> Hsm::derive_card_keys(const CardIdentity& card, const KeyRef& transport, std::span<const KeyRef> masters,
+                                          Usage* usage) const {
     if (auto ok = check_card(card); !ok) return Unexpected<Failure>{ok.error()};
     // One master per card-key usage: purchase, load, tac, internal-auth, maintenance, ssse-auth.
     constexpr std::size_t max_masters = 6;
@@ -137,52 +136,47 @@ Outcome<CardKeySet> Hsm::derive_card_keys(const CardIdentity& card, const KeyRef
         if (!info) return Unexpected<Failure>{info.error()};
         if (info->usage == KeyUsage::transport)
             return fail(Errc::wrong_key_usage, fmt::format("{} is a transport key, not a card master key", to_string(ref)));
-        const bool repeated = std::any_of(out.keys.begin(), out.keys.end(),
-                                          [&](const ExportedKey& k) { return k.usage == info->usage; });
-        if (repeated)
-            return fail(Errc::bad_request, fmt::format("two master keys of usage {} named", key_usage_name(info->usage)));
+        const bool repeated = std::any_of(out.keys.begin(), out.keys.end(), [&](const ExportedKey& k) { return k.usage == info->usage; });
+        if (repeated) return fail(Errc::bad_request, fmt::format("two master keys of usage {} named", key_usage_name(info->usage)));
         auto master = resolve(*store_, KeyRef{info->label, info->version}, info->usage);
         if (!master) return Unexpected<Failure>{master.error()};
         const crypto::Key16 derived = card_key(master->key, card);
-        out.keys.push_back(ExportedKey{info->usage, KeyRef{info->label, info->version}, crypto::kcv(derived),
-                                       encrypt_under(kek->key, derived)});
+        out.keys.push_back(
+            ExportedKey{info->usage, KeyRef{info->label, info->version}, crypto::kcv(derived), encrypt_under(kek->key, derived)});
     }
     if (usage != nullptr) {
         usage->key_label = out.transport.label;
         usage->key_versions = {out.transport.version};
         std::string from;
         for (const ExportedKey& k : out.keys) from += (from.empty() ? "" : ",") + to_string(k.master);
-        usage->result = fmt::format("derived {} card keys for ASN {} issuer {} from {}", out.keys.size(),
-                                    bcd_to_digits(card.asn), to_hex(card.issuer_id), from);
+        usage->result = fmt::format("derived {} card keys for ASN {} issuer {} from {}", out.keys.size(), bcd_to_digits(card.asn),
+                                    to_hex(card.issuer_id), from);
     }
     return out;
 }
 
-Outcome<ExportedKey> Hsm::export_issuer_key(const IssuerId& issuer_id, const KeyRef& purchase_master,
-                                            const KeyRef& transport, Usage* usage) const {
+Outcome<ExportedKey> Hsm::export_issuer_key(const IssuerId& issuer_id, const KeyRef& purchase_master, const KeyRef& transport,
+                                            Usage* usage) const {
     auto master = resolve(*store_, purchase_master, KeyUsage::purchase);
     if (!master) return Unexpected<Failure>{master.error()};
     auto kek = resolve(*store_, transport, KeyUsage::transport);
     if (!kek) return Unexpected<Failure>{kek.error()};
     const crypto::Key16 issuer_key = crypto::diversify(master->key, issuer_factor(issuer_id));
-    record(usage, master->info, fmt::format("exported issuer key {} under {}:{}", to_hex(issuer_id), kek->info.label,
-                                            kek->info.version));
+    record(usage, master->info, fmt::format("exported issuer key {} under {}:{}", to_hex(issuer_id), kek->info.label, kek->info.version));
     return ExportedKey{KeyUsage::purchase, KeyRef{master->info.label, master->info.version}, crypto::kcv(issuer_key),
                        encrypt_under(kek->key, issuer_key)};
 }
 
-Outcome<std::vector<Verdict>> Hsm::verify_purchase_tacs(std::string_view tac_master_label,
-                                                        std::span<const PurchaseTac> batch, Usage* usage) const {
+Outcome<std::vector<Verdict>> Hsm::verify_purchase_tacs(std::string_view tac_master_label, std::span<const PurchaseTac> batch,
+                                                        Usage* usage) const {
     if (batch.size() > max_batch_items)
-        return fail(Errc::batch_too_large,
-                    fmt::format("a batch holds at most {} transactions, not {}", max_batch_items, batch.size()));
+        return fail(Errc::batch_too_large, fmt::format("a batch holds at most {} transactions, not {}", max_batch_items, batch.size()));
     const std::string label(tac_master_label);
     // The label must exist and be a TAC key; individual versions may still be unknown or retired.
     auto newest = store_->find(KeyRef{label, newest_version});
     if (!newest && newest.error().code == Errc::key_not_found) return Unexpected<Failure>{newest.error()};
     if (newest && newest->usage != KeyUsage::tac)
-        return fail(Errc::wrong_key_usage, fmt::format("key '{}' is a {} key, not a TAC master key", label,
-                                                       key_usage_name(newest->usage)));
+        return fail(Errc::wrong_key_usage, fmt::format("key '{}' is a {} key, not a TAC master key", label, key_usage_name(newest->usage)));
     const std::uint8_t newest_active = newest ? newest->version : 0;
 
     // Per-version master keys, resolved once per batch; the issuer key of the last (version, issuer)
@@ -270,8 +264,8 @@ Outcome<Verdict> Hsm::verify_internal_auth(const InternalAuth& auth, Usage* usag
     if (!info) return Unexpected<Failure>{info.error()};
     if (info->usage != KeyUsage::internal_auth && info->usage != KeyUsage::ssse_auth)
         return fail(Errc::wrong_key_usage,
-                    fmt::format("key {}:{} is a {} key; INTERNAL AUTHENTICATE needs an internal-auth or ssse-auth key",
-                                info->label, info->version, key_usage_name(info->usage)));
+                    fmt::format("key {}:{} is a {} key; INTERNAL AUTHENTICATE needs an internal-auth or ssse-auth key", info->label,
+                                info->version, key_usage_name(info->usage)));
     auto master = resolve(*store_, KeyRef{info->label, info->version}, info->usage);
     if (!master) return Unexpected<Failure>{master.error()};
     const Verdict verdict = card_level::check_internal_auth(card_key(master->key, auth.card), auth);

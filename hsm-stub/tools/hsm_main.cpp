@@ -89,10 +89,8 @@ hsm::Outcome<hsm::KeyRef> key_of(const std::string& text) {
 
 int print_verdict(hsm::Verdict verdict, nlohmann::json json) {
     json["verdict"] = hsm::verdict_name(verdict);
-    if (json_output)
-        std::cout << json.dump() << "\n";
-    else
-        std::cout << hsm::verdict_name(verdict) << "\n";
+    if (json_output) std::cout << json.dump() << "\n";
+    else std::cout << hsm::verdict_name(verdict) << "\n";
     return verdict == hsm::Verdict::valid ? exit_ok : exit_invalid;
 }
 
@@ -127,10 +125,9 @@ int main(int argc, char** argv) {
     kcv->add_option("--key", f.key, "LABEL[:VERSION]")->required();
 
     std::string transport{hsm::default_transport_label};
-    std::vector<std::string> masters = {std::string(hsm::default_purchase_label), std::string(hsm::default_load_label),
-                                        std::string(hsm::default_tac_label), std::string(hsm::default_internal_auth_label),
-                                        std::string(hsm::default_maintenance_label),
-                                        std::string(hsm::default_ssse_auth_label)};
+    std::vector<std::string> masters = {std::string(hsm::default_purchase_label),    std::string(hsm::default_load_label),
+                                        std::string(hsm::default_tac_label),         std::string(hsm::default_internal_auth_label),
+                                        std::string(hsm::default_maintenance_label), std::string(hsm::default_ssse_auth_label)};
     auto* derive = app.add_subcommand("derive-card-keys", "derive a card's keys, encrypted under a transport key, with KCVs");
     card_options(derive);
     derive->add_option("--transport", transport, "transport key LABEL[:VERSION]")->capture_default_str();
@@ -214,8 +211,7 @@ int main(int argc, char** argv) {
                                      {"usage", hsm::key_usage_name(info.usage)},
                                      {"status", info.status == hsm::KeyStatus::active ? "active" : "retired"},
                                      {"kcv", to_hex(info.kcv)}};
-        if (json_output)
-            std::cout << json.dump() << "\n";
+        if (json_output) std::cout << json.dump() << "\n";
         else
             std::cout << fmt::format("{}:{} {} {} {} KCV {}\n", info.label, info.version, hsm::key_type_name(info.type),
                                      hsm::key_usage_name(info.usage), json["status"].get<std::string>(), to_hex(info.kcv));
@@ -259,13 +255,14 @@ int main(int argc, char** argv) {
         COCONUT_TRY(master, key_of(purchase_key), report);
         COCONUT_TRY(kek, key_of(transport), report);
         COCONUT_TRY(key, hsm_client.export_issuer_key({issuer, master, kek}), report);
-        const nlohmann::json json = {{"issuer", f.issuer}, {"master", hsm::to_string(key.master)},
-                                     {"kcv", to_hex(key.kcv)}, {"encrypted", to_hex(key.encrypted)}};
-        if (json_output)
-            std::cout << json.dump() << "\n";
+        const nlohmann::json json = {{"issuer", f.issuer},
+                                     {"master", hsm::to_string(key.master)},
+                                     {"kcv", to_hex(key.kcv)},
+                                     {"encrypted", to_hex(key.encrypted)}};
+        if (json_output) std::cout << json.dump() << "\n";
         else
-            std::cout << fmt::format("issuer purchase key from {}: KCV {} encrypted {}\n", hsm::to_string(key.master),
-                                     to_hex(key.kcv), to_hex(key.encrypted));
+            std::cout << fmt::format("issuer purchase key from {}: KCV {} encrypted {}\n", hsm::to_string(key.master), to_hex(key.kcv),
+                                     to_hex(key.encrypted));
         return exit_ok;
     }
     if (verify_tac->parsed()) {
@@ -275,8 +272,7 @@ int main(int argc, char** argv) {
         COCONUT_TRY(terminal, hsm::parse_terminal_id(f.terminal), report);
         COCONUT_TRY(when, hsm::parse_card_date_time(f.date, f.time), report);
         COCONUT_TRY(tac, hex_field<4>(f.tac, "--tac"), report);
-        const hsm::PurchaseTac item{ref.version, card, f.amount, type, terminal, f.serial, when,
-                                    tac};
+        const hsm::PurchaseTac item{ref.version, card, f.amount, type, terminal, f.serial, when, tac};
         COCONUT_TRY(verdicts, hsm_client.verify_purchase_tacs(ref.label, std::span(&item, 1)), report);
         return print_verdict(verdicts.front(), {{"key", hsm::to_string(ref)}});
     }
@@ -287,8 +283,10 @@ int main(int argc, char** argv) {
         COCONUT_TRY(terminal, hsm::parse_terminal_id(f.terminal), report);
         COCONUT_TRY(when, hsm::parse_card_date_time(f.date, f.time), report);
         COCONUT_TRY(tac, hex_field<4>(f.tac, "--tac"), report);
-        COCONUT_TRY(verdict, hsm_client.verify_load_tac({ref, card, f.new_balance, static_cast<std::uint16_t>(f.atc), f.amount,
-                                                 type, terminal, when, tac}), report);
+        COCONUT_TRY(verdict,
+                    hsm_client.verify_load_tac(
+                        {ref, card, f.new_balance, static_cast<std::uint16_t>(f.atc), f.amount, type, terminal, when, tac}),
+                    report);
         return print_verdict(verdict, {{"key", hsm::to_string(ref)}});
     }
     if (load->parsed()) {
@@ -299,15 +297,15 @@ int main(int argc, char** argv) {
         COCONUT_TRY(when, hsm::parse_card_date_time(f.date, f.time), report);
         COCONUT_TRY(random, hex_field<4>(f.random, "--random"), report);
         COCONUT_TRY(mac1, hex_field<4>(f.mac1, "--mac1"), report);
-        COCONUT_TRY(answer, hsm_client.load_mac2({ref, card, f.old_balance, f.amount, type, terminal,
-                                          static_cast<std::uint16_t>(f.atc), random, mac1, when}), report);
+        COCONUT_TRY(answer,
+                    hsm_client.load_mac2(
+                        {ref, card, f.old_balance, f.amount, type, terminal, static_cast<std::uint16_t>(f.atc), random, mac1, when}),
+                    report);
         const bool valid = answer.mac1 == hsm::Verdict::valid;
         nlohmann::json json = {{"mac1", hsm::verdict_name(answer.mac1)}, {"key_version", answer.key_version}};
         if (valid) json["mac2"] = to_hex(answer.mac2);
-        if (json_output)
-            std::cout << json.dump() << "\n";
-        else
-            std::cout << (valid ? fmt::format("MAC1 valid; MAC2 {}\n", to_hex(answer.mac2)) : std::string("MAC1 invalid; no MAC2\n"));
+        if (json_output) std::cout << json.dump() << "\n";
+        else std::cout << (valid ? fmt::format("MAC1 valid; MAC2 {}\n", to_hex(answer.mac2)) : std::string("MAC1 invalid; no MAC2\n"));
         return valid ? exit_ok : exit_invalid;
     }
     if (ca_cmd->parsed() || sign_cmd->parsed()) {

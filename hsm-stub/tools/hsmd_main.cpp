@@ -160,18 +160,21 @@ int key_list(const std::string& dir, bool json) {
     if (json) {
         nlohmann::json out = nlohmann::json::array();
         for (const auto& k : keys)
-            out.push_back({{"label", k.label}, {"version", k.version}, {"type", hsm::key_type_name(k.type)},
+            out.push_back({{"label", k.label},
+                           {"version", k.version},
+                           {"type", hsm::key_type_name(k.type)},
                            {"usage", hsm::key_usage_name(k.usage)},
-                           {"status", k.status == hsm::KeyStatus::active ? "active" : "retired"}, {"kcv", kcv_hex(k.kcv)},
-                           {"created_unix_s", k.created_unix_s}, {"retired_unix_s", k.retired_unix_s}});
+                           {"status", k.status == hsm::KeyStatus::active ? "active" : "retired"},
+                           {"kcv", kcv_hex(k.kcv)},
+                           {"created_unix_s", k.created_unix_s},
+                           {"retired_unix_s", k.retired_unix_s}});
         std::cout << out.dump(2) << "\n";
         return 0;
     }
     std::cout << fmt::format("{:<32} {:>7} {:<6} {:<14} {:<8} {}\n", "LABEL", "VERSION", "TYPE", "USAGE", "STATUS", "KCV");
     for (const auto& k : keys)
         std::cout << fmt::format("{:<32} {:>7} {:<6} {:<14} {:<8} {}\n", k.label, k.version, hsm::key_type_name(k.type),
-                                 hsm::key_usage_name(k.usage), k.status == hsm::KeyStatus::active ? "active" : "retired",
-                                 kcv_hex(k.kcv));
+                                 hsm::key_usage_name(k.usage), k.status == hsm::KeyStatus::active ? "active" : "retired", kcv_hex(k.kcv));
     return 0;
 }
 
@@ -183,8 +186,8 @@ int client_add(const std::string& dir, const std::string& id, const std::string&
         if (!key) return coconut::Unexpected<hsm::Failure>{key.error()};
         if (auto written = hsm::wire::write_client_credentials(key_out, {id, key.value()}); !written)
             return coconut::Unexpected<hsm::Failure>{written.error()};
-        std::cout << fmt::format("client {} added (permissions {}); key written to {}\n", id,
-                                 hsm::permissions_to_string(permissions), key_out);
+        std::cout << fmt::format("client {} added (permissions {}); key written to {}\n", id, hsm::permissions_to_string(permissions),
+                                 key_out);
         entry.result = fmt::format("client {} added, permissions {}", id, hsm::permissions_to_string(permissions));
         return coconut::Ok{};
     });
@@ -280,8 +283,10 @@ void warn_about_allow(const hsm::wire::Endpoint& endpoint, const coconut::core::
         std::cerr << "coconut-hsmd: WARNING: --allow admits every address: anyone who can reach the port can hold connection "
                      "slots and fill the refusal counts; name the clearing and issuance hosts instead\n";
     else if (!loopback_listen && allow.to_string() == coconut::core::AddressList::loopback().to_string())
-        std::cerr << fmt::format("coconut-hsmd: listening on {} but only loopback peers are allowed; name the client hosts "
-                                 "with --allow (e.g. --allow 127.0.0.1,10.0.0.0/8)\n", endpoint.host);
+        std::cerr << fmt::format(
+            "coconut-hsmd: listening on {} but only loopback peers are allowed; name the client hosts "
+            "with --allow (e.g. --allow 127.0.0.1,10.0.0.0/8)\n",
+            endpoint.host);
 }
 
 int serve(const std::string& dir, const std::string& listen, unsigned threads, hsm::ServerConfig config, const std::string& ready_file) {
@@ -302,7 +307,10 @@ int serve(const std::string& dir, const std::string& listen, unsigned threads, h
     hsm::Server server(io, shared_store, *audit.value(), config);
     auto port = server.start();
     if (!port) return report(port.error());
-    (void)audit.value()->append({"daemon", "serve-start", "", {},
+    (void)audit.value()->append({"daemon",
+                                 "serve-start",
+                                 "",
+                                 {},
                                  fmt::format("listening on {}:{}, store generation {}, allow {}", endpoint->host, port.value(),
                                              shared_store->generation(), config.allow.to_string())});
 
@@ -336,10 +344,11 @@ int serve(const std::string& dir, const std::string& listen, unsigned threads, h
         if (f == nullptr || std::fputs(text.c_str(), f) < 0 || std::fclose(f) != 0 || std::rename(temp.c_str(), ready_file.c_str()) != 0)
             return report({hsm::Errc::io_error, fmt::format("cannot write ready file {}", ready_file)});
     }
-    std::cout << fmt::format("coconut-hsmd: listening on {}:{} ({} threads, at most {} connections, {} per address before "
-                             "authentication, {} per client; allow {}; open-file limit {})\n",
-                             endpoint->host, port.value(), threads, config.max_connections, config.max_connections_per_address,
-                             config.max_connections_per_client, config.allow.to_string(), open_files)
+    std::cout << fmt::format(
+                     "coconut-hsmd: listening on {}:{} ({} threads, at most {} connections, {} per address before "
+                     "authentication, {} per client; allow {}; open-file limit {})\n",
+                     endpoint->host, port.value(), threads, config.max_connections, config.max_connections_per_address,
+                     config.max_connections_per_client, config.allow.to_string(), open_files)
               << std::flush;
 
     // A handler that throws is a bug: record it, stop serving and exit non-zero rather than limp on.
@@ -393,19 +402,21 @@ int main(int argc, char** argv) {
     unsigned idle_timeout_ms = static_cast<unsigned>(defaults.idle_timeout.count());
     unsigned refusal_interval_ms = static_cast<unsigned>(defaults.refusal_audit_interval.count());
     std::string ready_file;
-    auto* serve_cmd = app.add_subcommand("serve", "serve the HSM protocol (PROTOCOL.md) on TCP; limits: PROTOCOL.md, \"Connection limits\"");
+    auto* serve_cmd =
+        app.add_subcommand("serve", "serve the HSM protocol (PROTOCOL.md) on TCP; limits: PROTOCOL.md, \"Connection limits\"");
     add_store(serve_cmd);
     serve_cmd->add_option("--listen", listen, "HOST:PORT (port 0 = any free port)")->capture_default_str();
     serve_cmd->add_option("--threads", threads, "I/O threads")->check(CLI::Range(1, 64))->capture_default_str();
-    serve_cmd->add_option("--allow", allow_text,
-                          "client addresses allowed to connect: ADDR or ADDR/PREFIX, comma-separated (others are closed without a "
-                          "word; 0.0.0.0/0,::/0 = anyone)")
+    serve_cmd
+        ->add_option("--allow", allow_text,
+                     "client addresses allowed to connect: ADDR or ADDR/PREFIX, comma-separated (others are closed without a "
+                     "word; 0.0.0.0/0,::/0 = anyone)")
         ->capture_default_str();
     serve_cmd->add_option("--max-connections", max_connections, "connections open at once, all clients together")
         ->check(CLI::Range(1, 4096))
         ->capture_default_str();
-    serve_cmd->add_option("--max-connections-per-address", max_per_address,
-                          "connections one client address may hold before they authenticate")
+    serve_cmd
+        ->add_option("--max-connections-per-address", max_per_address, "connections one client address may hold before they authenticate")
         ->check(CLI::Range(1, 4096))
         ->capture_default_str();
     serve_cmd->add_option("--max-connections-per-client", max_per_client, "authenticated connections one client id may hold")
@@ -414,8 +425,9 @@ int main(int argc, char** argv) {
     serve_cmd->add_option("--idle-timeout-ms", idle_timeout_ms, "close connections idle this long")
         ->check(CLI::Range(100, 3'600'000))
         ->capture_default_str();
-    serve_cmd->add_option("--refusal-audit-interval-ms", refusal_interval_ms,
-                          "write refusals before authentication as one audit line per this interval (and at stop)")
+    serve_cmd
+        ->add_option("--refusal-audit-interval-ms", refusal_interval_ms,
+                     "write refusals before authentication as one audit line per this interval (and at stop)")
         ->check(CLI::Range(100, 3'600'000))
         ->capture_default_str();
     serve_cmd->add_option("--ready-file", ready_file, "write the bound port here once listening");
@@ -433,7 +445,8 @@ int main(int argc, char** argv) {
         sub->add_option("--label", label, "key label")->required();
         sub->add_option("--version", version, "key version 1–255")->required()->check(CLI::Range(1, 255));
         if (with_usage) {
-            sub->add_option("--usage", usage_text, "purchase | load | tac | internal-auth | maintenance | ssse-auth | transport")->required();
+            sub->add_option("--usage", usage_text, "purchase | load | tac | internal-auth | maintenance | ssse-auth | transport")
+                ->required();
             sub->add_option("--type", type_text, "tdes2 | sm4")->capture_default_str();
         }
     };

@@ -39,7 +39,8 @@ std::filesystem::path out() { return scratch() / "out"; }
 // The cycle as run_cycle leaves it once posted: cycle.json naming summary.json by its digest.
 void write_posted_cycle() {
     nlohmann::json summary = {{"cycle", cycle}, {"payments", nlohmann::json::array()}};
-    for (const ExpectedPayment& p : cycle_payments) summary["payments"].push_back({{"end_to_end_id", p.end_to_end_id}, {"amount_fen", p.amount_fen}});
+    for (const ExpectedPayment& p : cycle_payments)
+        summary["payments"].push_back({{"end_to_end_id", p.end_to_end_id}, {"amount_fen", p.amount_fen}});
     const std::string text = summary.dump(2);
     std::filesystem::create_directories(cycle_directory(out(), cycle));
     fuzz::write_file(cycle_directory(out(), cycle) / "summary.json", fuzz::bytes_of(text));
@@ -54,8 +55,8 @@ void write_seeds(const std::filesystem::path& dir) {
     using settle_test::camt053;
     using settle_test::camt054;
     const auto seed = [&](std::string_view name, const std::string& text) { fuzz::write_seed(dir, name, fuzz::bytes_of(text)); };
-    seed("statement-complete", camt053({{"CC20260310-1001-P", "8.31", "B1"}, {"CC20260310-1002-P", "15.14", "B2"},
-                                        {"CC20260310-1003-M", "64.67", "B3"}}));
+    seed("statement-complete",
+         camt053({{"CC20260310-1001-P", "8.31", "B1"}, {"CC20260310-1002-P", "15.14", "B2"}, {"CC20260310-1003-M", "64.67", "B3"}}));
     seed("statement-mismatch-unknown", camt053({{"CC20260310-1001-P", "8.13", "B1"}, {"CC20260310-9999-P", "1.00", "B9"}}));
     seed("statement-duplicate", camt053({{"CC20260310-1002-P", "15.14", "B2"}, {"CC20260310-1002-P", "15.14", "B7"}}));
     seed("notification", camt054({{"CC20260310-1003-M", "64.67", "M1"}}));

@@ -77,8 +77,7 @@ Result<ClerkEndpoint> parse_clerk_endpoint(std::string_view url) {
     return endpoint;
 }
 
-ClerkConnection::ClerkConnection(ClerkEndpoint endpoint, std::unique_ptr<Tls> tls)
-    : endpoint_(std::move(endpoint)), tls_(std::move(tls)) {}
+ClerkConnection::ClerkConnection(ClerkEndpoint endpoint, std::unique_ptr<Tls> tls) : endpoint_(std::move(endpoint)), tls_(std::move(tls)) {}
 
 ClerkConnection::~ClerkConnection() = default;
 

@@ -46,8 +46,8 @@ public:
     // POST `target` with a JSON body and the bearer token; the whole exchange bounded by `timeout`, the
     // answer's body by `response_bytes_max`. Errors: `untrusted` when the daemon's certificate is refused
     // (nothing was sent), `posting` when the daemon cannot be reached or the exchange fails.
-    Result<ClerkAnswer> post_json(std::string_view target, std::string_view token, std::string body,
-                                  std::chrono::seconds timeout, std::size_t response_bytes_max);
+    Result<ClerkAnswer> post_json(std::string_view target, std::string_view token, std::string body, std::chrono::seconds timeout,
+                                  std::size_t response_bytes_max);
 
     const ClerkEndpoint& endpoint() const { return endpoint_; }
 

@@ -6,7 +6,6 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-
 #include <algorithm>
 #include <charconv>
 #include <fstream>
@@ -73,8 +72,8 @@ json report_json(const ReconciliationReport& r) {
     for (const auto& m : r.mismatched) {
         mismatched.push_back({{"end_to_end_id", m.end_to_end_id}, {"expected_fen", m.expected_fen}, {"booked_fen", m.booked_fen}});
     }
-    return json{{"matched", r.matched}, {"missing", r.missing}, {"mismatched", mismatched},
-                {"duplicates", r.duplicates}, {"unknown", r.unknown}};
+    return json{
+        {"matched", r.matched}, {"missing", r.missing}, {"mismatched", mismatched}, {"duplicates", r.duplicates}, {"unknown", r.unknown}};
 }
 
 ReconciliationReport report_from(const json& j) {
@@ -82,8 +81,8 @@ ReconciliationReport report_from(const json& j) {
     r.matched = j.at("matched").get<std::vector<std::string>>();
     r.missing = j.at("missing").get<std::vector<std::string>>();
     for (const auto& m : j.at("mismatched")) {
-        r.mismatched.push_back({m.at("end_to_end_id").get<std::string>(), m.at("expected_fen").get<std::uint64_t>(),
-                                m.at("booked_fen").get<std::uint64_t>()});
+        r.mismatched.push_back(
+            {m.at("end_to_end_id").get<std::string>(), m.at("expected_fen").get<std::uint64_t>(), m.at("booked_fen").get<std::uint64_t>()});
     }
     r.duplicates = j.at("duplicates").get<std::vector<std::string>>();
     r.unknown = j.at("unknown").get<std::vector<std::string>>();
@@ -170,8 +169,7 @@ std::uint32_t cycle_id(const Date& date) {
 }
 
 std::optional<Date> date_of_cycle(std::uint32_t id) {
-    const Date date{std::chrono::year{static_cast<int>(id / 10000)}, std::chrono::month{id / 100 % 100},
-                    std::chrono::day{id % 100}};
+    const Date date{std::chrono::year{static_cast<int>(id / 10000)}, std::chrono::month{id / 100 % 100}, std::chrono::day{id % 100}};
     if (!date.ok() || id / 10000 < 2000) return std::nullopt;
     return date;
 }
@@ -250,9 +248,7 @@ Result<Config> parse_config(std::string_view json_text) {
 
 // ---- state ------------------------------------------------------------------------------------------
 
-std::filesystem::path cycle_directory(const std::filesystem::path& out, std::uint32_t cycle) {
-    return out / fmt::format("{}", cycle);
-}
+std::filesystem::path cycle_directory(const std::filesystem::path& out, std::uint32_t cycle) { return out / fmt::format("{}", cycle); }
 
 Result<std::optional<CycleRecord>> load_cycle(const std::filesystem::path& out, std::uint32_t cycle) {
     const auto path = cycle_directory(out, cycle) / state_file;
@@ -302,11 +298,11 @@ Result<Window> cycle_window(const std::filesystem::path& out, const Date& date, 
     if (before) window.start_ns = before->window.end_ns;
     COCONUT_TRY(after, load_cycle(out, cycle_id(next)));
     if (after && after->window.start_ns != window.end_ns) {
-        return Unexpected{Error{ErrorCode::conflict,
-                                fmt::format("cycle {} starts at {} ns but this cut-off ({}) ends cycle {} at {} ns: use the "
-                                            "cut-off the next cycle was run with ({})",
-                                            cycle_id(next), after->window.start_ns, format_cutoff(cutoff_seconds), cycle_id(date),
-                                            window.end_ns, format_cutoff(after->cutoff_seconds))}};
+        return Unexpected{
+            Error{ErrorCode::conflict, fmt::format("cycle {} starts at {} ns but this cut-off ({}) ends cycle {} at {} ns: use the "
+                                                   "cut-off the next cycle was run with ({})",
+                                                   cycle_id(next), after->window.start_ns, format_cutoff(cutoff_seconds), cycle_id(date),
+                                                   window.end_ns, format_cutoff(after->cutoff_seconds))}};
     }
     if (window.start_ns >= window.end_ns) {
         return Unexpected{bad_input(fmt::format("cycle {}: the window is empty (the previous cycle ended at {} ns, this cut-off is {} ns)",

@@ -83,17 +83,20 @@ std::string render_pain001(const Positions& positions, const Config& config, Sou
     x += "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
     x += fmt::format("<Document xmlns=\"{}\">\n  <CstmrCdtTrfInitn>\n    <GrpHdr>\n", pain001_namespace);
     x += fmt::format("      <MsgId>{}</MsgId>\n      <CreDtTm>{}</CreDtTm>\n", message_id, local_time(positions.window.end_ns));
-    x += fmt::format("      <NbOfTxs>{}</NbOfTxs>\n      <CtrlSum>{}</CtrlSum>\n", paid.size(), format_fen(static_cast<std::int64_t>(sum_fen)));
+    x += fmt::format("      <NbOfTxs>{}</NbOfTxs>\n      <CtrlSum>{}</CtrlSum>\n", paid.size(),
+                     format_fen(static_cast<std::int64_t>(sum_fen)));
     x += fmt::format("      <InitgPty>\n        <Nm>{}</Nm>\n      </InitgPty>\n    </GrpHdr>\n", xml_escape(config.initiator_name));
     x += fmt::format("    <PmtInf>\n      <PmtInfId>{}</PmtInfId>\n      <PmtMtd>TRF</PmtMtd>\n", message_id);
     // One bank entry per credit transfer, so the statement names each EndToEndId.
     x += "      <BtchBookg>false</BtchBookg>\n";
-    x += fmt::format("      <NbOfTxs>{}</NbOfTxs>\n      <CtrlSum>{}</CtrlSum>\n", paid.size(), format_fen(static_cast<std::int64_t>(sum_fen)));
+    x += fmt::format("      <NbOfTxs>{}</NbOfTxs>\n      <CtrlSum>{}</CtrlSum>\n", paid.size(),
+                     format_fen(static_cast<std::int64_t>(sum_fen)));
     x += fmt::format("      <ReqdExctnDt>\n        <Dt>{}</Dt>\n      </ReqdExctnDt>\n", format_date(execution));
     x += fmt::format("      <Dbtr>\n        <Nm>{}</Nm>\n      </Dbtr>\n", xml_escape(from.name));
-    x += fmt::format("      <DbtrAcct>\n        <Id>\n          <Othr>\n            <Id>{}</Id>\n          </Othr>\n        </Id>\n"
-                     "        <Ccy>{}</Ccy>\n      </DbtrAcct>\n",
-                     xml_escape(from.account), currency);
+    x += fmt::format(
+        "      <DbtrAcct>\n        <Id>\n          <Othr>\n            <Id>{}</Id>\n          </Othr>\n        </Id>\n"
+        "        <Ccy>{}</Ccy>\n      </DbtrAcct>\n",
+        xml_escape(from.account), currency);
     x += fmt::format("      <DbtrAgt>\n        <FinInstnId>\n          <BICFI>{}</BICFI>\n        </FinInstnId>\n      </DbtrAgt>\n",
                      from.agent_bic);
     for (const Payment& p : paid) {
@@ -103,9 +106,10 @@ std::string render_pain001(const Positions& positions, const Config& config, Sou
         x += fmt::format("        <Amt>\n          <InstdAmt Ccy=\"{}\">{}</InstdAmt>\n        </Amt>\n", currency,
                          format_fen(static_cast<std::int64_t>(p.amount_fen)));
         x += fmt::format("        <Cdtr>\n          <Nm>{}</Nm>\n        </Cdtr>\n", xml_escape(to.name));
-        x += fmt::format("        <CdtrAcct>\n          <Id>\n            <Othr>\n              <Id>{}</Id>\n            </Othr>\n"
-                         "          </Id>\n        </CdtrAcct>\n",
-                         xml_escape(to.bank_account));
+        x += fmt::format(
+            "        <CdtrAcct>\n          <Id>\n            <Othr>\n              <Id>{}</Id>\n            </Othr>\n"
+            "          </Id>\n        </CdtrAcct>\n",
+            xml_escape(to.bank_account));
         x += fmt::format("        <RmtInf>\n          <Ustrd>Coconut Card settlement {} participant {}</Ustrd>\n        </RmtInf>\n",
                          format_date(date), p.participant_id);
         x += "      </CdtTrfTxInf>\n";
@@ -167,21 +171,28 @@ std::string render_summary_json(const Positions& positions, const std::vector<Pa
                                  {"end_to_end_id", p.end_to_end_id},
                                  {"amount_fen", p.amount_fen}});
     }
-    const json summary = {
-        {"cycle", positions.cycle},
-        {"business_date", format_date(business_date(positions.cycle))},
-        {"window", {{"start_ns", positions.window.start_ns}, {"end_ns", positions.window.end_ns},
-                    {"start", local_time(positions.window.start_ns)}, {"end", local_time(positions.window.end_ns)}}},
-        {"journal", {{"first_sequence", positions.first_sequence}, {"last_sequence", positions.last_sequence},
-                     {"entries", positions.entries_read}, {"transfers", positions.transfers_counted}}},
-        {"participants", participants},
-        {"funding", {{"purse_float_fen", positions.funding.purse_float_fen}, {"medical_fund_fen", positions.funding.medical_fund_fen},
-                     {"fee_income_purse_fen", positions.funding.fee_income_purse_fen},
-                     {"fee_income_medical_fen", positions.funding.fee_income_medical_fen}}},
-        {"suspense", {{"count", positions.suspense.count}, {"amount_fen", positions.suspense.gross_fen}}},
-        {"payments", payments_json},
-        {"collections", collections},
-        {"balance_fen", positions.balance_fen()}};
+    const json summary = {{"cycle", positions.cycle},
+                          {"business_date", format_date(business_date(positions.cycle))},
+                          {"window",
+                           {{"start_ns", positions.window.start_ns},
+                            {"end_ns", positions.window.end_ns},
+                            {"start", local_time(positions.window.start_ns)},
+                            {"end", local_time(positions.window.end_ns)}}},
+                          {"journal",
+                           {{"first_sequence", positions.first_sequence},
+                            {"last_sequence", positions.last_sequence},
+                            {"entries", positions.entries_read},
+                            {"transfers", positions.transfers_counted}}},
+                          {"participants", participants},
+                          {"funding",
+                           {{"purse_float_fen", positions.funding.purse_float_fen},
+                            {"medical_fund_fen", positions.funding.medical_fund_fen},
+                            {"fee_income_purse_fen", positions.funding.fee_income_purse_fen},
+                            {"fee_income_medical_fen", positions.funding.fee_income_medical_fen}}},
+                          {"suspense", {{"count", positions.suspense.count}, {"amount_fen", positions.suspense.gross_fen}}},
+                          {"payments", payments_json},
+                          {"collections", collections},
+                          {"balance_fen", positions.balance_fen()}};
     return summary.dump(2) + "\n";
 }
 
@@ -329,22 +340,24 @@ std::optional<std::string> xml_input_refusal(std::string_view xml) {
 std::string validate_xml(std::string_view xml, const std::filesystem::path& schema_file) {
     if (auto refused = xml_input_refusal(xml)) return *refused;
     XmlErrors errors;
-    const auto parser = std::unique_ptr<xmlSchemaParserCtxt, decltype(&xmlSchemaFreeParserCtxt)>(
-        xmlSchemaNewParserCtxt(schema_file.c_str()), xmlSchemaFreeParserCtxt);
+    const auto parser =
+        std::unique_ptr<xmlSchemaParserCtxt, decltype(&xmlSchemaFreeParserCtxt)>(xmlSchemaNewParserCtxt(schema_file.c_str()),
+                                                                                 xmlSchemaFreeParserCtxt);
     if (!parser) return "cannot read schema " + schema_file.string();
     xmlSchemaSetParserStructuredErrors(parser.get(), collect_error, &errors);
     const auto schema = std::unique_ptr<xmlSchema, decltype(&xmlSchemaFree)>(xmlSchemaParse(parser.get()), xmlSchemaFree);
     if (!schema) return "cannot parse schema " + schema_file.string() + ": " + joined(errors);
     // No network, no entity expansion: bank files are data, never instructions to fetch anything.
-    const auto document = std::unique_ptr<xmlDoc, decltype(&xmlFreeDoc)>(
-        xmlReadMemory(xml.data(), static_cast<int>(xml.size()), "document.xml", nullptr, XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING),
-        xmlFreeDoc);
+    const auto document =
+        std::unique_ptr<xmlDoc, decltype(&xmlFreeDoc)>(xmlReadMemory(xml.data(), static_cast<int>(xml.size()), "document.xml", nullptr,
+                                                                     XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING),
+                                                       xmlFreeDoc);
     if (!document) {
         const xmlError* last = xmlGetLastError();
         return fmt::format("not well-formed XML: {}", last && last->message ? std::string(last->message) : "parse error");
     }
-    const auto validator = std::unique_ptr<xmlSchemaValidCtxt, decltype(&xmlSchemaFreeValidCtxt)>(xmlSchemaNewValidCtxt(schema.get()),
-                                                                                                 xmlSchemaFreeValidCtxt);
+    const auto validator =
+        std::unique_ptr<xmlSchemaValidCtxt, decltype(&xmlSchemaFreeValidCtxt)>(xmlSchemaNewValidCtxt(schema.get()), xmlSchemaFreeValidCtxt);
     xmlSchemaSetValidStructuredErrors(validator.get(), collect_error, &errors);
     if (xmlSchemaValidateDoc(validator.get(), document.get()) != 0) return joined(errors);
     return {};

@@ -18,15 +18,14 @@ __extension__ typedef unsigned __int128 WideUnsigned;  // Σ of many u64 amounts
 
 constexpr std::uint32_t bp_per_unit = 10'000;
 
-
 Error unbalanced(std::string message) { return Error{ErrorCode::unbalanced, std::move(message)}; }
 Error storage(const ledger::Error& e) { return Error{ErrorCode::storage, e.message}; }
 
 // One participant's accumulators while the journal is read.
 struct Accumulator {
     std::array<KindTotals, kinds_count> kinds{};
-    Wide purse_flow = 0;    // credited to its purse payable − loads it collected
-    Wide medical_flow = 0;  // credited to its medical payable
+    Wide purse_flow = 0;         // credited to its purse payable − loads it collected
+    Wide medical_flow = 0;       // credited to its medical payable
     Wide purse_adjustments = 0;  // manual adjustments: credited − debited, per ledger
     Wide medical_adjustments = 0;
     bool active = false;
@@ -38,8 +37,10 @@ public:
         accumulators_.resize(participants.size());
         for (std::size_t i = 0; i < participants.size(); ++i) {
             by_id_.emplace(participants[i].id, i);
-            payables_.emplace(clearing::payable_account(participants[i].id, clearing::ledgers::purse), Payable{i, clearing::ledgers::purse});
-            payables_.emplace(clearing::payable_account(participants[i].id, clearing::ledgers::medical), Payable{i, clearing::ledgers::medical});
+            payables_.emplace(clearing::payable_account(participants[i].id, clearing::ledgers::purse),
+                              Payable{i, clearing::ledgers::purse});
+            payables_.emplace(clearing::payable_account(participants[i].id, clearing::ledgers::medical),
+                              Payable{i, clearing::ledgers::medical});
         }
     }
 
@@ -75,12 +76,14 @@ public:
                 return Unexpected{unbalanced(fmt::format("participant {}: adjustments exceed 63 bits", p.participant.id))};
             }
             p.purse = amounts(purse_base, gross(Kind::load), p.participant.fee_rate_bp, static_cast<std::int64_t>(a.purse_adjustments));
-            p.medical = amounts(gross(Kind::clinic_medical), 0, p.participant.fee_rate_bp, static_cast<std::int64_t>(a.medical_adjustments));
+            p.medical =
+                amounts(gross(Kind::clinic_medical), 0, p.participant.fee_rate_bp, static_cast<std::int64_t>(a.medical_adjustments));
             // The flows were accumulated from the accounts each transfer moved; the kinds from its
             // classification. They must agree before anything is paid.
             if (a.purse_flow != Wide{p.purse.base_fen} - p.purse.loads_fen + p.purse.adjustments_fen ||
                 a.medical_flow != Wide{p.medical.base_fen} + p.medical.adjustments_fen) {
-                return Unexpected{unbalanced(fmt::format("participant {}: classified totals disagree with the accounts moved", p.participant.id))};
+                return Unexpected{
+                    unbalanced(fmt::format("participant {}: classified totals disagree with the accounts moved", p.participant.id))};
             }
             positions.funding.fee_income_purse_fen += static_cast<std::int64_t>(p.purse.fee_fen);
             positions.funding.fee_income_medical_fen += static_cast<std::int64_t>(p.medical.fee_fen);
@@ -126,7 +129,8 @@ private:
         Accumulator& a = accumulators_[index];
         KindTotals& totals = a.kinds[static_cast<std::size_t>(kind)];
         if (totals.gross_fen > static_cast<std::uint64_t>(INT64_MAX) - amount) {
-            return Unexpected{unbalanced(fmt::format("participant {}: {} gross exceeds 63 bits", participants_[index].id, to_string(kind)))};
+            return Unexpected{
+                unbalanced(fmt::format("participant {}: {} gross exceeds 63 bits", participants_[index].id, to_string(kind)))};
         }
         totals.count += 1;
         totals.gross_fen += amount;
@@ -137,9 +141,10 @@ private:
     Result<Payable> payable_of(const ledger::Transfer& t, std::uint32_t ledger_number) const {
         auto found = payables_.find(t.credit_account_id);
         if (found == payables_.end() || found->second.ledger_number != ledger_number) {
-            return Unexpected{unbalanced(fmt::format("transfer {} (code {}) credits {}, which is no registered participant's payable "
-                                                     "on ledger {}",
-                                                     ledger::to_string(t.id), t.code, ledger::to_string(t.credit_account_id), ledger_number))};
+            return Unexpected{
+                unbalanced(fmt::format("transfer {} (code {}) credits {}, which is no registered participant's payable "
+                                       "on ledger {}",
+                                       ledger::to_string(t.id), t.code, ledger::to_string(t.credit_account_id), ledger_number))};
         }
         return found->second;
     }
@@ -173,8 +178,8 @@ private:
         }
         auto found = by_id_.find(participant_id);
         if (found == by_id_.end()) {
-            return Unexpected{unbalanced(fmt::format("load {} names participant {}, which is not registered", ledger::to_string(t.id),
-                                                     participant_id))};
+            return Unexpected{
+                unbalanced(fmt::format("load {} names participant {}, which is not registered", ledger::to_string(t.id), participant_id))};
         }
         if (auto s = count(found->second, Kind::load, t.amount); !s) return s;
         accumulators_[found->second].purse_flow -= t.amount;
@@ -285,7 +290,8 @@ Result<Positions> compute_positions(const ledger::Ledger& ledger, const std::vec
         const std::size_t limit = static_cast<std::size_t>(std::min<std::uint64_t>(journal_chunk_entries, range.second + 1 - next));
         auto chunk = ledger.read_journal(next, limit);  // its own short read transaction
         if (!chunk) return Unexpected{storage(chunk.error())};
-        if (chunk->size() != limit) return Unexpected{Error{ErrorCode::storage, fmt::format("journal ends before sequence {}", range.second)}};
+        if (chunk->size() != limit)
+            return Unexpected{Error{ErrorCode::storage, fmt::format("journal ends before sequence {}", range.second)}};
         for (const ledger::JournalEntry& entry : *chunk) {
             COCONUT_ASSERT(entry.sequence == next);
             COCONUT_ASSERT(entry.timestamp >= window.start_ns && entry.timestamp < window.end_ns);

@@ -32,8 +32,8 @@ ledger::Transfer make_transfer(std::uint32_t cycle, std::uint64_t participant_id
     t.id = settlement_transfer_id(cycle, participant_id, ledger_number, code);
     t.debit_account_id = clearing::payable_account(participant_id, ledger_number);
     if (code == codes::settlement_fee) {
-        t.credit_account_id = ledger_number == clearing::ledgers::purse ? clearing::purse_fee_income_account
-                                                                        : clearing::medical_fee_income_account;
+        t.credit_account_id =
+            ledger_number == clearing::ledgers::purse ? clearing::purse_fee_income_account : clearing::medical_fee_income_account;
     } else {
         t.credit_account_id = ledger_number == clearing::ledgers::purse ? clearing::purse_float_account : clearing::medical_fund_account;
     }
@@ -145,13 +145,16 @@ std::vector<ledger::Transfer> settlement_transfers(const Positions& positions) {
     for (const auto& p : positions.participants) {
         const std::size_t chain_start = out.size();
         const std::uint64_t id = p.participant.id;
-        for (auto [ledger_number, amounts] : {std::pair{clearing::ledgers::purse, &p.purse}, std::pair{clearing::ledgers::medical, &p.medical}}) {
-            if (amounts->fee_fen > 0) out.push_back(make_transfer(positions.cycle, id, ledger_number, codes::settlement_fee, amounts->fee_fen));
+        for (auto [ledger_number, amounts] :
+             {std::pair{clearing::ledgers::purse, &p.purse}, std::pair{clearing::ledgers::medical, &p.medical}}) {
+            if (amounts->fee_fen > 0)
+                out.push_back(make_transfer(positions.cycle, id, ledger_number, codes::settlement_fee, amounts->fee_fen));
             // fee ≤ base (rate ≤ 100 %); adjustments may take the payout below zero: then the participant
             // owes the difference (collected like loads) and nothing is paid out.
             const std::int64_t payout = static_cast<std::int64_t>(amounts->base_fen - amounts->fee_fen) + amounts->adjustments_fen;
             if (payout > 0) {
-                out.push_back(make_transfer(positions.cycle, id, ledger_number, codes::settlement_payout, static_cast<std::uint64_t>(payout)));
+                out.push_back(
+                    make_transfer(positions.cycle, id, ledger_number, codes::settlement_payout, static_cast<std::uint64_t>(payout)));
             }
         }
         if (out.size() > chain_start) out.back().flags &= static_cast<std::uint16_t>(~ledger::transfer_flags::linked);  // closes the chain

@@ -31,10 +31,10 @@ Error invalid(const std::filesystem::path& path, std::string what) {
 
 // One booked transaction as the bank reports it.
 struct Booking {
-    std::string end_to_end_id;  // empty when the bank gave none
+    std::string end_to_end_id;                // empty when the bank gave none
     std::optional<std::uint64_t> amount_fen;  // nullopt: not CNY or not representable in fen
     bool debit = true;
-    std::string booking_key;    // the bank's reference (AcctSvcrRef) or, without one, unique per entry
+    std::string booking_key;  // the bank's reference (AcctSvcrRef) or, without one, unique per entry
 };
 
 std::string_view name_of(const xmlNode* node) { return reinterpret_cast<const char*>(node->name); }
@@ -103,8 +103,8 @@ void collect_bookings(const xmlNode* report, const std::string& file_tag, std::v
             for (const xmlNode* tx : children(d, "TxDtls")) details.push_back(tx);
         }
         if (details.empty()) {
-            out.push_back({"", amount_of(child(entry, "Amt")), debit,
-                           entry_ref.empty() ? fmt::format("{}#{}", file_tag, index) : entry_ref});
+            out.push_back(
+                {"", amount_of(child(entry, "Amt")), debit, entry_ref.empty() ? fmt::format("{}#{}", file_tag, index) : entry_ref});
             continue;
         }
         std::size_t sub = 0;
@@ -115,11 +115,12 @@ void collect_bookings(const xmlNode* report, const std::string& file_tag, std::v
             const xmlNode* amount = child(tx, "Amt");
             if (amount == nullptr && details.size() == 1) amount = child(entry, "Amt");
             const std::string tx_ref = text_of(child(refs, "AcctSvcrRef"));
-            std::string key = !tx_ref.empty() ? tx_ref : !entry_ref.empty() ? fmt::format("{}/{}", entry_ref, sub)
-                                                                              : fmt::format("{}#{}/{}", file_tag, index, sub);
+            std::string key = !tx_ref.empty()      ? tx_ref
+                              : !entry_ref.empty() ? fmt::format("{}/{}", entry_ref, sub)
+                                                   : fmt::format("{}#{}/{}", file_tag, index, sub);
             const std::string direction = text_of(child(tx, "CdtDbtInd"));
-            out.push_back({text_of(child(refs, "EndToEndId")), amount_of(amount), direction.empty() ? debit : direction == "DBIT",
-                           std::move(key)});
+            out.push_back(
+                {text_of(child(refs, "EndToEndId")), amount_of(amount), direction.empty() ? debit : direction == "DBIT", std::move(key)});
         }
     }
 }
@@ -167,7 +168,8 @@ Result<std::map<std::string, std::uint64_t>> expected_payments(const std::filesy
     std::map<std::string, std::uint64_t> expected;
     const json summary = json::parse(text, nullptr, false);
     if (summary.is_discarded()) return Unexpected{Error{ErrorCode::storage, path.string() + " does not parse"}};
-    for (const auto& p : summary.at("payments")) expected[p.at("end_to_end_id").get<std::string>()] = p.at("amount_fen").get<std::uint64_t>();
+    for (const auto& p : summary.at("payments"))
+        expected[p.at("end_to_end_id").get<std::string>()] = p.at("amount_fen").get<std::uint64_t>();
     return expected;
 }
 
@@ -211,7 +213,8 @@ Result<ReconciliationReport> reconcile(const std::filesystem::path& out, std::ui
     if (!stored) return Unexpected{Error{ErrorCode::bad_input, fmt::format("cycle {} has not been run", cycle)}};
     CycleRecord record = std::move(*stored);
     if (record.state < CycleState::posted) {
-        return Unexpected{Error{ErrorCode::wrong_state, fmt::format("cycle {} is {}: reconcile after it was posted", cycle, to_string(record.state))}};
+        return Unexpected{
+            Error{ErrorCode::wrong_state, fmt::format("cycle {} is {}: reconcile after it was posted", cycle, to_string(record.state))}};
     }
     if (camt_files.empty()) return Unexpected{Error{ErrorCode::bad_input, "no camt file given"}};
     // Every file is parsed and validated before anything is matched or stored.

@@ -30,8 +30,9 @@ Status check_files(const Positions& positions, const std::vector<File>& files, c
     for (const Payment& p : payments(positions)) {
         for (const auto& position : positions.participants) {
             if (position.participant.id == p.participant_id && position.participant.bank_account.empty()) {
-                return Unexpected{Error{ErrorCode::bad_input, fmt::format("participant {} is owed {} but has no bank_account in the registry",
-                                                                          p.participant_id, format_fen(static_cast<std::int64_t>(p.amount_fen)))}};
+                return Unexpected{
+                    Error{ErrorCode::bad_input, fmt::format("participant {} is owed {} but has no bank_account in the registry",
+                                                            p.participant_id, format_fen(static_cast<std::int64_t>(p.amount_fen)))}};
             }
         }
     }
@@ -39,7 +40,8 @@ Status check_files(const Positions& positions, const std::vector<File>& files, c
         if (f.name.rfind("pain001-", 0) != 0) continue;
         const std::string problems = validate_xml(f.contents, schemas_dir / "pain.001.001.09.xsd");
         if (!problems.empty()) {
-            return Unexpected{Error{ErrorCode::bad_input, fmt::format("{} is not valid against pain.001.001.09.xsd: {}", f.name, problems)}};
+            return Unexpected{
+                Error{ErrorCode::bad_input, fmt::format("{} is not valid against pain.001.001.09.xsd: {}", f.name, problems)}};
         }
     }
     return Ok{};
@@ -75,7 +77,8 @@ Result<RunReport> run_cycle(const ledger::Ledger& ledger, const std::vector<clea
         return Unexpected{Error{ErrorCode::too_early, fmt::format("cycle {} closes at its cut-off {} (UTC+8) and can run {} s after it",
                                                                   cycle, format_cutoff(record.cutoff_seconds), options.margin.count())}};
     }
-    if (!options.dry_run && poster == nullptr) return Unexpected{Error{ErrorCode::bad_input, "no way to post: give --clearingd or --direct"}};
+    if (!options.dry_run && poster == nullptr)
+        return Unexpected{Error{ErrorCode::bad_input, "no way to post: give --clearingd or --direct"}};
 
     COCONUT_TRY(positions, compute_positions(ledger, participants, cycle, record.window, options.progress));
     auto files = render_files(positions, options.config);

@@ -21,17 +21,17 @@ using namespace coconut::settlement;
 // Exit codes a scheduler can act on (settlement/README.md).
 constexpr int exit_ok = 0;
 constexpr int exit_internal = 1;
-constexpr int exit_usage = 2;        // bad argument, config or registry data: fix and re-run
-constexpr int exit_too_early = 3;    // the cut-off has not passed: run later
-constexpr int exit_storage = 4;      // ledger / output directory unreadable or unwritable
-constexpr int exit_conflict = 5;     // existing files/state differ: needs a person
-constexpr int exit_unbalanced = 6;   // positions do not sum to zero / unattributed transfer: needs a person
-constexpr int exit_posting = 7;      // the daemon refused or was unreachable: retry later
-constexpr int exit_locked = 8;       // --direct while a daemon serves the directory
-constexpr int exit_invalid_file = 9; // a camt file is malformed or invalid: nothing changed
-constexpr int exit_incomplete = 10;  // reconciliation: missing / mismatched / duplicate entries
-constexpr int exit_wrong_state = 11; // e.g. reconcile before posting
-constexpr int exit_untrusted = 12;   // https://: the daemon's certificate refused (--ca, host): fix the configuration
+constexpr int exit_usage = 2;         // bad argument, config or registry data: fix and re-run
+constexpr int exit_too_early = 3;     // the cut-off has not passed: run later
+constexpr int exit_storage = 4;       // ledger / output directory unreadable or unwritable
+constexpr int exit_conflict = 5;      // existing files/state differ: needs a person
+constexpr int exit_unbalanced = 6;    // positions do not sum to zero / unattributed transfer: needs a person
+constexpr int exit_posting = 7;       // the daemon refused or was unreachable: retry later
+constexpr int exit_locked = 8;        // --direct while a daemon serves the directory
+constexpr int exit_invalid_file = 9;  // a camt file is malformed or invalid: nothing changed
+constexpr int exit_incomplete = 10;   // reconciliation: missing / mismatched / duplicate entries
+constexpr int exit_wrong_state = 11;  // e.g. reconcile before posting
+constexpr int exit_untrusted = 12;    // https://: the daemon's certificate refused (--ca, host): fix the configuration
 
 int exit_for(ErrorCode code) {
     switch (code) {
@@ -117,7 +117,9 @@ settlement::Result<std::string> clerk_token(const std::string& token_file) {
         token = env;
     }
     while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
-    if (token.empty()) return Unexpected{Error{ErrorCode::bad_input, "--clearingd needs a settlement clerk token: --token-file FILE or COCONUT_CLERK_TOKEN"}};
+    if (token.empty())
+        return Unexpected{
+            Error{ErrorCode::bad_input, "--clearingd needs a settlement clerk token: --token-file FILE or COCONUT_CLERK_TOKEN"}};
     return token;
 }
 
@@ -223,7 +225,8 @@ void print_record(const CycleRecord& r) {
     std::cout << fmt::format("cycle {} ({}): {}\n", r.cycle, format_date(*date_of_cycle(r.cycle)), to_string(r.state));
     std::cout << fmt::format("  window [{}, {}) ns, cut-off {} UTC+8, journal {}..{}\n", r.window.start_ns, r.window.end_ns,
                              format_cutoff(r.cutoff_seconds), r.first_sequence, r.last_sequence);
-    std::cout << fmt::format("  {} files, {} settlement transfers posted, {}\n", r.files.size(), r.transfers_posted, reconciliation_line(r));
+    std::cout << fmt::format("  {} files, {} settlement transfers posted, {}\n", r.files.size(), r.transfers_posted,
+                             reconciliation_line(r));
 }
 
 int status(const std::string& out, const std::string& cycle_text) {
@@ -251,8 +254,8 @@ int list(const std::string& out) {
     if (!records) return fail(records.error());
     std::cout << fmt::format("{:<9}  {:<10}  {:<13}  {:>6}  {:>9}  {}\n", "cycle", "date", "state", "files", "transfers", "reconciliation");
     for (const auto& r : *records) {
-        std::cout << fmt::format("{:<9}  {:<10}  {:<13}  {:>6}  {:>9}  {}\n", r.cycle, format_date(*date_of_cycle(r.cycle)), to_string(r.state),
-                                 r.files.size(), r.transfers_posted, reconciliation_line(r));
+        std::cout << fmt::format("{:<9}  {:<10}  {:<13}  {:>6}  {:>9}  {}\n", r.cycle, format_date(*date_of_cycle(r.cycle)),
+                                 to_string(r.state), r.files.size(), r.transfers_posted, reconciliation_line(r));
     }
     return exit_ok;
 }
@@ -282,7 +285,8 @@ int reconcile_command(const std::string& out, const std::string& cycle_text, con
     for (const auto& m : result->matched) std::cout << "matched     " << m << "\n";
     for (const auto& m : result->missing) std::cout << "MISSING     " << m << "\n";
     for (const auto& m : result->mismatched) {
-        std::cout << fmt::format("MISMATCH    {} expected {} booked {}\n", m.end_to_end_id, format_fen(static_cast<std::int64_t>(m.expected_fen)),
+        std::cout << fmt::format("MISMATCH    {} expected {} booked {}\n", m.end_to_end_id,
+                                 format_fen(static_cast<std::int64_t>(m.expected_fen)),
                                  format_fen(static_cast<std::int64_t>(m.booked_fen)));
     }
     for (const auto& m : result->duplicates) std::cout << "DUPLICATE   " << m << "\n";
@@ -307,9 +311,10 @@ int main(int argc, char** argv) {
     run_cmd->add_option("--data", run_args.data, "the clearing daemon's data directory (its LMDB ledger)")->required();
     run_cmd->add_option("--config", run_args.config, "settlement config JSON (debtor accounts, cut-off)")->required();
     run_cmd->add_option("--cutoff", run_args.cutoff, "cut-off HH:MM[:SS] local time (overrides the config; default 24:00)");
-    run_cmd->add_option("--settling-margin", run_args.margin_s,
-                        "seconds after the cut-off before the cycle may run (bookings stamped just before it may still be committing); "
-                        "lower only when every terminal has stopped uploading")
+    run_cmd
+        ->add_option("--settling-margin", run_args.margin_s,
+                     "seconds after the cut-off before the cycle may run (bookings stamped just before it may still be committing); "
+                     "lower only when every terminal has stopped uploading")
         ->capture_default_str()
         ->check(CLI::Range(0, 86400));
     run_cmd->add_option("--clearingd", run_args.clearingd,

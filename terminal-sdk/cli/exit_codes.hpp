@@ -12,26 +12,26 @@ inline constexpr int exit_internal = 1;  // unexpected failure: a bug or a start
 inline constexpr int exit_usage = 2;     // bad command line
 
 // A flow refused or failed (FlowErrorCode): 10 + the code's position.
-inline constexpr int exit_card_removed = 10;         // the card left; a debit may await `recover`
-inline constexpr int exit_no_card = 11;              // no card in the reader
-inline constexpr int exit_card_error = 12;           // the card answered an error status word
-inline constexpr int exit_psam_error = 13;           // the PSAM failed or is missing
-inline constexpr int exit_insufficient_balance = 14; // 9401
-inline constexpr int exit_blocked_card = 15;         // on the hotlist: the card was not touched
-inline constexpr int exit_expired_card = 16;         // outside its validity dates
-inline constexpr int exit_unknown_line = 17;         // tap on a line with no fare table
-inline constexpr int exit_queue_full = 18;           // the terminal stops taking payments until it uploads
-inline constexpr int exit_storage_error = 19;        // the queue could not be written
+inline constexpr int exit_card_removed = 10;          // the card left; a debit may await `recover`
+inline constexpr int exit_no_card = 11;               // no card in the reader
+inline constexpr int exit_card_error = 12;            // the card answered an error status word
+inline constexpr int exit_psam_error = 13;            // the PSAM failed or is missing
+inline constexpr int exit_insufficient_balance = 14;  // 9401
+inline constexpr int exit_blocked_card = 15;          // on the hotlist: the card was not touched
+inline constexpr int exit_expired_card = 16;          // outside its validity dates
+inline constexpr int exit_unknown_line = 17;          // tap on a line with no fare table
+inline constexpr int exit_queue_full = 18;            // the terminal stops taking payments until it uploads
+inline constexpr int exit_storage_error = 19;         // the queue could not be written
 
 // Setting up the terminal failed.
-inline constexpr int exit_no_service = 20;       // pcscd is not running
-inline constexpr int exit_reader_not_found = 21; // no reader with that name (or no readers at all)
-inline constexpr int exit_reader_error = 22;     // any other PC/SC failure
-inline constexpr int exit_image_error = 23;      // a card or PSAM image cannot be opened
-inline constexpr int exit_queue_error = 24;      // the queue file cannot be opened (damaged, I/O)
-inline constexpr int exit_hotlist_error = 25;    // the hotlist cannot be loaded or the delta applied
-inline constexpr int exit_fares_error = 26;      // the fares file is missing or invalid
-inline constexpr int exit_timeout = 27;          // `wait`: the card did not arrive/leave in time
+inline constexpr int exit_no_service = 20;        // pcscd is not running
+inline constexpr int exit_reader_not_found = 21;  // no reader with that name (or no readers at all)
+inline constexpr int exit_reader_error = 22;      // any other PC/SC failure
+inline constexpr int exit_image_error = 23;       // a card or PSAM image cannot be opened
+inline constexpr int exit_queue_error = 24;       // the queue file cannot be opened (damaged, I/O)
+inline constexpr int exit_hotlist_error = 25;     // the hotlist cannot be loaded or the delta applied
+inline constexpr int exit_fares_error = 26;       // the fares file is missing or invalid
+inline constexpr int exit_timeout = 27;           // `wait`: the card did not arrive/leave in time
 
 // Talking to the clearing (upload, load, clinic-pay, sync-hotlist, reconcile).
 inline constexpr int exit_clearing_unreachable = 28;  // no connection, no answer in time, connection closed
@@ -69,7 +69,8 @@ inline int exit_code(sdk::ReaderErrorCode code) {
     using sdk::ReaderErrorCode;
     switch (code) {
         case ReaderErrorCode::no_service: return exit_no_service;
-        case ReaderErrorCode::no_readers: case ReaderErrorCode::reader_not_found: return exit_reader_not_found;
+        case ReaderErrorCode::no_readers:
+        case ReaderErrorCode::reader_not_found: return exit_reader_not_found;
         case ReaderErrorCode::no_card: return exit_no_card;
         case ReaderErrorCode::card_removed: return exit_card_removed;
         default: return exit_reader_error;

@@ -11,8 +11,7 @@ namespace {
 using nlohmann::json;
 
 // An unsigned integer field within [0, max]; `where` names it for the error.
-Result<std::uint64_t, std::string> unsigned_field(const json& object, const char* name, std::uint64_t max,
-                                                  const std::string& where) {
+Result<std::uint64_t, std::string> unsigned_field(const json& object, const char* name, std::uint64_t max, const std::string& where) {
     const json& value = object.at(name);
     if (!value.is_number_integer() || value.get<std::int64_t>() < 0 || value.get<std::uint64_t>() > max)
         return Unexpected{fmt::format("{}.{}: expected an integer from 0 to {}", where, name, max)};
@@ -41,8 +40,8 @@ Result<sdk::LineFare, std::string> parse_line(const json& entry, const std::stri
     } else {
         const json& table = entry.at("fare_by_stops_fen");
         if (!table.is_array() || table.empty() || table.size() > fare_table_stops_max)
-            return Unexpected{fmt::format("{}.fare_by_stops_fen: expected 1 to {} fares (index = stops travelled)", where,
-                                          fare_table_stops_max)};
+            return Unexpected{
+                fmt::format("{}.fare_by_stops_fen: expected 1 to {} fares (index = stops travelled)", where, fare_table_stops_max)};
         fare.distance_based = true;
         for (std::size_t i = 0; i < table.size(); ++i) {
             const json& f = table[i];

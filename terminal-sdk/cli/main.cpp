@@ -76,8 +76,7 @@ Result<std::chrono::system_clock::time_point, std::string> parse_time(const std:
     tm.tm_hour = std::stoi(digits.substr(8, 2));
     tm.tm_min = std::stoi(digits.substr(10, 2));
     tm.tm_sec = std::stoi(digits.substr(12, 2));
-    if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 ||
-        tm.tm_sec > 59)
+    if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 59)
         return Unexpected{fmt::format("--time '{}': not a valid date and time", text)};
     return coconut::hainan_time_point(tm);
 }
@@ -98,8 +97,8 @@ struct Slot {
     std::unique_ptr<sdk::Reader> reader;
 };
 
-Result<Slot, CliError> open_slot(const char* role, const std::string& pcsc_name, const char* pcsc_flag,
-                                 const std::string& image_path, const char* image_flag, cos::ImageKind kind, bool required) {
+Result<Slot, CliError> open_slot(const char* role, const std::string& pcsc_name, const char* pcsc_flag, const std::string& image_path,
+                                 const char* image_flag, cos::ImageKind kind, bool required) {
     Slot slot;
     if (!pcsc_name.empty() && !image_path.empty())
         return Unexpected{usage(fmt::format("give either {} or {} for the {}, not both", pcsc_flag, image_flag, role))};
@@ -121,8 +120,8 @@ Result<Slot, CliError> open_slot(const char* role, const std::string& pcsc_name,
         return slot;
     }
     if (required)
-        return Unexpected{usage(fmt::format("this command needs a {}: {} NAME (PC/SC) or {} IMAGE (in process)", role,
-                                            pcsc_flag, image_flag))};
+        return Unexpected{
+            usage(fmt::format("this command needs a {}: {} NAME (PC/SC) or {} IMAGE (in process)", role, pcsc_flag, image_flag))};
     slot.reader = std::make_unique<sdk::InProcessReader>(fmt::format("(no {})", role), nullptr);
     return slot;
 }
@@ -164,13 +163,12 @@ Result<std::unique_ptr<Session>, CliError> open_session(const Options& options, 
     auto card = open_slot("card", options.reader, "--reader", options.card_image, "--card", cos::ImageKind::card, true);
     if (!card) return Unexpected{card.error()};
     session->card = std::move(*card);
-    auto psam = open_slot("PSAM", options.psam_reader, "--psam-reader", options.psam_image, "--psam", cos::ImageKind::psam,
-                          need_psam);
+    auto psam = open_slot("PSAM", options.psam_reader, "--psam-reader", options.psam_image, "--psam", cos::ImageKind::psam, need_psam);
     if (!psam) return Unexpected{psam.error()};
     session->psam = std::move(*psam);
 
-    session->terminal = std::make_unique<sdk::Terminal>(*session->card.reader, *session->psam.reader, *session->queue,
-                                                        session->hotlist, session->transit);
+    session->terminal =
+        std::make_unique<sdk::Terminal>(*session->card.reader, *session->psam.reader, *session->queue, session->hotlist, session->transit);
     if (!options.time_text.empty()) {
         auto fixed = parse_time(options.time_text);
         if (!fixed) return Unexpected{usage(fixed.error())};
@@ -339,8 +337,7 @@ int cmd_hotlist_change(const Options& options, const std::string& asn_digits, st
     if (options.json) {
         print_json({{"version", hotlist->version()}, {"count", hotlist->size()}});
     } else {
-        print_text(fmt::format("hotlist {}: version {}, {} blocked card(s)", options.hotlist_path, hotlist->version(),
-                               hotlist->size()));
+        print_text(fmt::format("hotlist {}: version {}, {} blocked card(s)", options.hotlist_path, hotlist->version(), hotlist->size()));
     }
     return exit_ok;
 }
@@ -349,8 +346,7 @@ int cmd_hotlist_show(const Options& options, const std::string& asn_digits) {
     auto hotlist = sdk::Hotlist::load(options.hotlist_path);
     if (!hotlist) return report(CliError{exit_hotlist_error, "hotlist", "hotlist_error", hotlist.error().message}, options.json);
     json out{{"path", options.hotlist_path}, {"version", hotlist->version()}, {"count", hotlist->size()}};
-    std::string text = fmt::format("hotlist {}: version {}, {} blocked card(s)", options.hotlist_path, hotlist->version(),
-                                   hotlist->size());
+    std::string text = fmt::format("hotlist {}: version {}, {} blocked card(s)", options.hotlist_path, hotlist->version(), hotlist->size());
     if (!asn_digits.empty()) {
         auto asn = parse_asn(asn_digits);
         if (!asn) return report(asn.error(), options.json);
@@ -393,8 +389,7 @@ int cmd_wait(const Options& options, bool absent, std::uint32_t timeout_ms) {
         if (!count) return report(from_reader(count.error()), options.json);
         events_after = *count;
     }
-    json out{{"reader", slot->reader->name()}, {"wanted", absent ? "absent" : "present"}, {"reached", *reached},
-             {"elapsed_ms", elapsed_ms}};
+    json out{{"reader", slot->reader->name()}, {"wanted", absent ? "absent" : "present"}, {"reached", *reached}, {"elapsed_ms", elapsed_ms}};
     if (events_before) out["events_before"] = *events_before;
     if (events_after) out["events_after"] = *events_after;
     if (options.json) {
@@ -426,7 +421,7 @@ struct ClearingCliOptions {
     std::string merchant_id;  // field 42 of the 0100 (clinic-pay)
     std::size_t in_flight = sdk::clearing_in_flight_default;
     std::uint32_t timeout_ms = 10000;
-    std::string batch_file;   // an old queue's batch file, converted into the queue (default: the queue path + ".batch")
+    std::string batch_file;  // an old queue's batch file, converted into the queue (default: the queue path + ".batch")
     // Mutual TLS (clearing/README.md "TLS for terminals"): all three, or --insecure for plain TCP.
     std::string ca, certificate, private_key;
     bool insecure = false;
@@ -450,10 +445,18 @@ CliError from_clearing(const sdk::ClearingError& error) {
 }
 
 json to_json(const sdk::UploadReport& r, std::size_t remaining) {
-    return {{"sent", r.sent},         {"acknowledged", r.acknowledged}, {"approved", r.approved},
-            {"suspense", r.suspense}, {"duplicates", r.duplicates},     {"kept", r.kept},
-            {"advices", r.advices},   {"refused", r.refused},           {"by_response_code", r.by_response_code},
-            {"digest_mismatches", r.digest_mismatches}, {"kept_for_review", r.kept_for_review}, {"remaining", remaining}};
+    return {{"sent", r.sent},
+            {"acknowledged", r.acknowledged},
+            {"approved", r.approved},
+            {"suspense", r.suspense},
+            {"duplicates", r.duplicates},
+            {"kept", r.kept},
+            {"advices", r.advices},
+            {"refused", r.refused},
+            {"by_response_code", r.by_response_code},
+            {"digest_mismatches", r.digest_mismatches},
+            {"kept_for_review", r.kept_for_review},
+            {"remaining", remaining}};
 }
 
 // Connected and signed on (the clearing answers 03 to anything else); the batch state in `queue`'s log.
@@ -470,8 +473,9 @@ Result<std::unique_ptr<sdk::ClearingClient>, CliError> open_clearing(const Clear
     if (clearing.insecure && any_tls) return Unexpected{usage("--insecure excludes --ca, --cert and --key")};
     if (!clearing.insecure) {
         if (clearing.ca.empty() || clearing.certificate.empty() || clearing.private_key.empty())
-            return Unexpected{usage("the clearing is reached over mutual TLS: give --ca, --cert and --key (from `coconut terminal "
-                                    "register`), or --insecure for a daemon serving --insecure-terminals")};
+            return Unexpected{
+                usage("the clearing is reached over mutual TLS: give --ca, --cert and --key (from `coconut terminal "
+                      "register`), or --insecure for a daemon serving --insecure-terminals")};
         client_options.tls = sdk::ClearingTls{clearing.ca, clearing.certificate, clearing.private_key, nullptr};
     }
     auto client = sdk::ClearingClient::connect(*endpoint, client_options);
@@ -496,10 +500,11 @@ int cmd_upload(const Options& options, const ClearingCliOptions& upload) {
     if (options.json) {
         print_json(to_json(*result, (*queue)->size()));
     } else {
-        print_text(fmt::format("uploaded {}: {} acknowledged ({} approved), {} kept ({} TAC refused, {} duplicate id, {} approval of "
-                               "another record), {} remaining",
-                               result->sent, result->acknowledged, result->approved, result->kept, result->suspense, result->duplicates,
-                               result->digest_mismatches, (*queue)->size()));
+        print_text(
+            fmt::format("uploaded {}: {} acknowledged ({} approved), {} kept ({} TAC refused, {} duplicate id, {} approval of "
+                        "another record), {} remaining",
+                        result->sent, result->acknowledged, result->approved, result->kept, result->suspense, result->duplicates,
+                        result->digest_mismatches, (*queue)->size()));
         if (!result->kept_for_review.empty()) {
             std::string sequences;
             for (std::uint64_t sequence : result->kept_for_review) sequences += (sequences.empty() ? "" : " ") + std::to_string(sequence);
@@ -570,8 +575,12 @@ int cmd_sync_hotlist(const Options& options, const ClearingCliOptions& clearing)
     if (!synced) return report(from_clearing(synced.error()), options.json);
     (void)(*client)->sign_off();
     if (options.json) {
-        print_json({{"from_version", synced->from_version}, {"to_version", synced->to_version}, {"chunks", synced->chunks},
-                    {"added", synced->added}, {"removed", synced->removed}, {"replaced", synced->replaced},
+        print_json({{"from_version", synced->from_version},
+                    {"to_version", synced->to_version},
+                    {"chunks", synced->chunks},
+                    {"added", synced->added},
+                    {"removed", synced->removed},
+                    {"replaced", synced->replaced},
                     {"count", hotlist->size()}});
     } else {
         print_text(fmt::format("hotlist version {} -> {} ({} chunk(s), +{} -{}), {} blocked card(s)", synced->from_version,
@@ -601,14 +610,17 @@ int cmd_reconcile(const Options& options, const ClearingCliOptions& clearing) {
     if (!result) return report(from_clearing(result.error()), options.json);
     (void)(*client)->sign_off();
     if (options.json) {
-        print_json({{"batch_number", result->batch_number}, {"balanced", result->balanced}, {"totals", to_json(result->totals)},
-                    {"host_net", result->host_net}, {"next_batch_number", (*client)->batch().batch_number}});
+        print_json({{"batch_number", result->batch_number},
+                    {"balanced", result->balanced},
+                    {"totals", to_json(result->totals)},
+                    {"host_net", result->host_net},
+                    {"next_batch_number", (*client)->batch().batch_number}});
     } else {
         const auto& t = result->totals;
         print_text(fmt::format("batch {}: {} — debits {} / {} fen, credits {} / {} fen, reversals {} / {} fen and {} / {} fen; host net {}",
                                result->batch_number, result->balanced ? "balanced" : "OUT OF BALANCE", t.debits_count, t.debits_fen,
-                               t.credits_count, t.credits_fen, t.credit_reversals_count, t.credit_reversals_fen,
-                               t.debit_reversals_count, t.debit_reversals_fen, result->host_net));
+                               t.credits_count, t.credits_fen, t.credit_reversals_count, t.credit_reversals_fen, t.debit_reversals_count,
+                               t.debit_reversals_fen, result->host_net));
     }
     return result->balanced ? exit_ok : exit_out_of_balance;
 }
@@ -719,7 +731,8 @@ void add_clearing_options(CLI::App* command, ClearingCliOptions& clearing) {
 
 // The commands that talk to the clearing.
 void add_clearing_commands(CLI::App& app, CommandLine& c) {
-    c.upload = app.add_subcommand("upload", "Upload the queue to the clearing (0320 and advices, many in flight); delete what it acknowledged");
+    c.upload =
+        app.add_subcommand("upload", "Upload the queue to the clearing (0320 and advices, many in flight); delete what it acknowledged");
     add_clearing_options(c.upload, c.clearing);
     c.upload->add_option("--in-flight", c.clearing.in_flight, "Uploads awaiting an answer at once")
         ->capture_default_str()
@@ -771,7 +784,8 @@ int dispatch(const CLI::App& app, const CommandLine& c) {
 }  // namespace
 
 int run(int argc, char** argv) {
-    CLI::App app{"coconut-terminal: shop purchases, bus taps, online loads, clinic payments, recovery, queue, hotlist and clearing over the Coconut Card terminal SDK"};
+    CLI::App app{
+        "coconut-terminal: shop purchases, bus taps, online loads, clinic payments, recovery, queue, hotlist and clearing over the Coconut Card terminal SDK"};
     app.footer(std::string(footer_text) + exit_code_table);
     app.require_subcommand(1);
     app.fallthrough();

@@ -74,10 +74,10 @@ std::string to_text(const sdk::TransactionRecord& r, std::optional<std::uint64_t
     if (r.unproven) flags += " UNPROVEN";
     if (r.mac2_unverified) flags += " MAC2-UNVERIFIED";
     std::string text = sequence ? fmt::format("#{} ", *sequence) : std::string{};
-    text += fmt::format("{} card {} ATC {} amount {} fen ({} CNY) balance {} -> {} fen, terminal {} serial {}, {}, TAC {} MAC2 {}",
-                        type_name(r.type), r.asn_digits(), r.atc, r.amount_fen, yuan(r.amount_fen), r.balance_before_fen,
-                        r.balance_after_fen, bcd_to_digits(r.terminal_id), r.terminal_serial, sdk::format_date_time(r.when),
-                        to_hex(r.tac), to_hex(r.mac2));
+    text +=
+        fmt::format("{} card {} ATC {} amount {} fen ({} CNY) balance {} -> {} fen, terminal {} serial {}, {}, TAC {} MAC2 {}",
+                    type_name(r.type), r.asn_digits(), r.atc, r.amount_fen, yuan(r.amount_fen), r.balance_before_fen, r.balance_after_fen,
+                    bcd_to_digits(r.terminal_id), r.terminal_serial, sdk::format_date_time(r.when), to_hex(r.tac), to_hex(r.mac2));
     if (r.tap_kind != sdk::TapKind::none) {
         text += fmt::format(", {} line {} station {}", to_string(r.tap_kind), r.line, r.station);
         if (r.tap_kind == sdk::TapKind::exit) text += fmt::format(" (entered at {})", r.entry_station);
@@ -96,16 +96,20 @@ nlohmann::json to_json(const sdk::TapOutcome& outcome) {
 
 std::string to_text(const sdk::TapOutcome& outcome) {
     std::string text = fmt::format("tap {}: fare {} fen ({} CNY), balance {} fen ({} CNY)", sdk::to_string(outcome.result),
-                                   outcome.fare_fen, yuan(outcome.fare_fen), outcome.balance_after_fen,
-                                   yuan(outcome.balance_after_fen));
+                                   outcome.fare_fen, yuan(outcome.fare_fen), outcome.balance_after_fen, yuan(outcome.balance_after_fen));
     if (outcome.record) text += "\n  " + to_text(*outcome.record);
     return text;
 }
 
 nlohmann::json to_json(const sdk::Cardholder& h) {
-    return {{"card_identifier", h.card_identifier}, {"card_number", h.card_number}, {"issue_date", h.issue_date},
-            {"expiry_date", h.expiry_date},         {"ssn", h.ssn},                 {"name", h.name},
-            {"sex", h.sex},                         {"birth_date", h.birth_date}};
+    return {{"card_identifier", h.card_identifier},
+            {"card_number", h.card_number},
+            {"issue_date", h.issue_date},
+            {"expiry_date", h.expiry_date},
+            {"ssn", h.ssn},
+            {"name", h.name},
+            {"sex", h.sex},
+            {"birth_date", h.birth_date}};
 }
 
 CliError from_flow(const sdk::FlowError& error) {

@@ -36,8 +36,8 @@ struct CliError {
     std::string message;
     std::uint16_t sw = 0;
     std::string block_reason{};
-    std::string response_code{};   // declined: the clearing's field 39
-    bool reversed = false;  // the flow reversed (0400) or queued a reversal advice (0420)
+    std::string response_code{};  // declined: the clearing's field 39
+    bool reversed = false;        // the flow reversed (0400) or queued a reversal advice (0420)
 };
 
 CliError from_flow(const sdk::FlowError& error);

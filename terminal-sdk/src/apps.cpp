@@ -18,8 +18,7 @@ CardError status_error(std::uint16_t sw, std::string_view what) {
 template <std::size_t N>
 std::array<std::uint8_t, N> take(ByteView b, std::size_t offset) {
     std::array<std::uint8_t, N> out{};
-    std::copy(b.begin() + static_cast<std::ptrdiff_t>(offset), b.begin() + static_cast<std::ptrdiff_t>(offset + N),
-              out.begin());
+    std::copy(b.begin() + static_cast<std::ptrdiff_t>(offset), b.begin() + static_cast<std::ptrdiff_t>(offset + N), out.begin());
     return out;
 }
 
@@ -52,8 +51,7 @@ std::string ascii(ByteView b) {
 std::string format_date_time(const crypto::CardDateTime& when) {
     const std::string d = bcd_to_digits(when.date);
     const std::string t = bcd_to_digits(when.time);
-    return fmt::format("{}-{}-{} {}:{}:{}", d.substr(0, 4), d.substr(4, 2), d.substr(6, 2), t.substr(0, 2),
-                       t.substr(2, 2), t.substr(4, 2));
+    return fmt::format("{}-{}-{} {}:{}:{}", d.substr(0, 4), d.substr(4, 2), d.substr(6, 2), t.substr(0, 2), t.substr(2, 2), t.substr(4, 2));
 }
 
 // ---- purse -------------------------------------------------------------------------------------
@@ -75,9 +73,11 @@ CardResult<PurseInfo> PurseApp::select() {
     // 6F { 84 AID, A5 { 9F08 version, 9F0C EF15 } }
     auto top = apdu::parse_tlvs(r->data);
     const apdu::Tlv* fci = top ? apdu::find_tlv(*top, 0x6F) : nullptr;
-    auto inner = fci ? apdu::parse_tlvs(fci->value) : Result<std::vector<apdu::Tlv>, apdu::TlvError>(Unexpected{apdu::TlvError::truncated_tag});
+    auto inner =
+        fci ? apdu::parse_tlvs(fci->value) : Result<std::vector<apdu::Tlv>, apdu::TlvError>(Unexpected{apdu::TlvError::truncated_tag});
     const apdu::Tlv* a5 = inner ? apdu::find_tlv(*inner, 0xA5) : nullptr;
-    auto proprietary = a5 ? apdu::parse_tlvs(a5->value) : Result<std::vector<apdu::Tlv>, apdu::TlvError>(Unexpected{apdu::TlvError::truncated_tag});
+    auto proprietary =
+        a5 ? apdu::parse_tlvs(a5->value) : Result<std::vector<apdu::Tlv>, apdu::TlvError>(Unexpected{apdu::TlvError::truncated_tag});
     const apdu::Tlv* ef15 = proprietary ? apdu::find_tlv(*proprietary, 0x9F0C) : nullptr;
     if (!ef15 || ef15->value.size() != cos::public_data_size)
         return Unexpected{CardError{std::nullopt, 0x9000, "purse FCI without EF15 (9F0C, 30 bytes)"}};
@@ -98,8 +98,8 @@ CardResult<std::uint32_t> PurseApp::balance() {
     return read_be32(r->data);
 }
 
-CardResult<InitPurchaseResult> PurseApp::initialize_purchase(std::uint32_t amount_fen, const TerminalId& terminal_id,
-                                                             bool capp, std::uint8_t key_index) {
+CardResult<InitPurchaseResult> PurseApp::initialize_purchase(std::uint32_t amount_fen, const TerminalId& terminal_id, bool capp,
+                                                             std::uint8_t key_index) {
     Bytes data{key_index};
     append_be(data, amount_fen, 4);
     append(data, terminal_id);
@@ -116,8 +116,7 @@ CardResult<InitPurchaseResult> PurseApp::initialize_purchase(std::uint32_t amoun
     return out;
 }
 
-CardResult<InitLoadResult> PurseApp::initialize_load(std::uint32_t amount_fen, const TerminalId& terminal_id,
-                                                     std::uint8_t key_index) {
+CardResult<InitLoadResult> PurseApp::initialize_load(std::uint32_t amount_fen, const TerminalId& terminal_id, std::uint8_t key_index) {
     Bytes data{key_index};
     append_be(data, amount_fen, 4);
     append(data, terminal_id);
@@ -140,8 +139,7 @@ CardResult<Ok> PurseApp::update_capp_cache(std::uint8_t sfi, std::uint8_t record
     return Ok{};
 }
 
-CardResult<DebitResult> PurseApp::debit(std::uint32_t terminal_serial, const crypto::CardDateTime& when,
-                                        const crypto::Mac4& mac1) {
+CardResult<DebitResult> PurseApp::debit(std::uint32_t terminal_serial, const crypto::CardDateTime& when, const crypto::Mac4& mac1) {
     Bytes data = be_bytes(terminal_serial, 4);
     append(data, when.date);
     append(data, when.time);
@@ -169,7 +167,11 @@ CardResult<DebitResult> PurseApp::transaction_prove(std::uint8_t type, std::uint
 CardResult<std::vector<PurseLogRecord>> PurseApp::read_log() {
     std::vector<PurseLogRecord> out;
     for (std::uint8_t n = 1; n <= cos::purse_log_record_count; ++n) {
-        auto r = channel_.transmit(Command{0x00, 0xB2, n, static_cast<std::uint8_t>((cos::sfi_purse_log << 3) | 4), {},
+        auto r = channel_.transmit(Command{0x00,
+                                           0xB2,
+                                           n,
+                                           static_cast<std::uint8_t>((cos::sfi_purse_log << 3) | 4),
+                                           {},
                                            static_cast<std::size_t>(cos::purse_log_record_size)});
         if (!r) return Unexpected{CardError{r.error(), 0, r.error().message}};
         if (r->sw == apdu::value(apdu::Sw::record_not_found)) break;
@@ -190,7 +192,11 @@ CardResult<std::vector<PurseLogRecord>> PurseApp::read_log() {
 
 CardResult<Bytes> PurseApp::read_capp_record(std::uint8_t record_id) {
     // P2 low bits 000: the record whose identifier (first byte) is P1.
-    auto r = run(Command{0x00, 0xB2, record_id, static_cast<std::uint8_t>(cos::sfi_capp_record << 3), {},
+    auto r = run(Command{0x00,
+                         0xB2,
+                         record_id,
+                         static_cast<std::uint8_t>(cos::sfi_capp_record << 3),
+                         {},
                          static_cast<std::size_t>(cos::capp_record_size)},
                  cos::capp_record_size);
     if (!r) return Unexpected{r.error()};
@@ -211,9 +217,8 @@ CardResult<TerminalId> PsamApp::select() {
     return take<6>(id->data, 0);
 }
 
-CardResult<PsamInit> PsamApp::initialize_purchase(const InitPurchaseResult& card, std::uint32_t amount_fen,
-                                                  std::uint8_t type, const crypto::CardDateTime& when,
-                                                  const PurseInfo& purse) {
+CardResult<PsamInit> PsamApp::initialize_purchase(const InitPurchaseResult& card, std::uint32_t amount_fen, std::uint8_t type,
+                                                  const crypto::CardDateTime& when, const PurseInfo& purse) {
     Bytes data(card.random.begin(), card.random.end());
     append_be(data, card.offline_atc, 2);
     append_be(data, amount_fen, 4);

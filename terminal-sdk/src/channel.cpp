@@ -38,8 +38,7 @@ Result<apdu::Response, ReaderError> CardChannel::transmit(const apdu::Command& c
     // Case 4 answered 9000 with no data on T=0: the data waits for GET RESPONSE with the original Le.
     // A card with nothing to give answers that GET RESPONSE with an error: then the 9000 stands.
     const bool asked_for_data = t0 && case4 && sw == apdu::value(apdu::Sw::ok) && data.empty();
-    if (asked_for_data)
-        sw = apdu::sw_bytes_available(static_cast<std::uint8_t>(command.le_or(apdu::short_le_max) & 0xFF));
+    if (asked_for_data) sw = apdu::sw_bytes_available(static_cast<std::uint8_t>(command.le_or(apdu::short_le_max) & 0xFF));
 
     for (std::size_t chained = 0; apdu::is_bytes_available(sw); ++chained) {
         if (chained == get_response_chain_max)

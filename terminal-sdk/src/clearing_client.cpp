@@ -97,8 +97,6 @@ ByteView view(const std::array<std::uint8_t, N>& a) {
     return ByteView(a.data(), N);
 }
 
-
-
 }  // namespace
 
 std::string_view to_string(ClearingErrorCode code) {
@@ -253,7 +251,7 @@ struct ClearingClient::State {
     ClearingEndpoint endpoint;
     ClearingOptions options;
     BatchState memory_batch;  // without a batch log (ClearingOptions::batch_log)
-    bool signed_on = false;  // sign on again after a reconnect
+    bool signed_on = false;   // sign on again after a reconnect
     UploadReport report;
     std::array<std::uint8_t, iso8583::frame_size_max> buffer{};
 
@@ -292,14 +290,13 @@ struct ClearingClient::State {
         if (!socket.tls()) return Ok{};
         // The handshake verifies the server's certificate (island CA, this host); the server's verdict
         // on ours arrives with its first answer under TLS 1.3 (a refusal then reads as a closed link).
-        ec = run(options.connect_timeout, [&](boost::system::error_code& result) {
-            socket.async_handshake([&](boost::system::error_code e) { result = e; });
-        });
+        ec = run(options.connect_timeout,
+                 [&](boost::system::error_code& result) { socket.async_handshake([&](boost::system::error_code e) { result = e; }); });
         if (ec) {
             socket.close(ec);
             return fail(ClearingErrorCode::connect_failed, "TLS handshake with " + where + " failed: " + ec.message() +
-                                                               " (is the server's certificate from the CA in " +
-                                                               options.tls->ca.string() + " and issued for " + endpoint.host + "?)");
+                                                               " (is the server's certificate from the CA in " + options.tls->ca.string() +
+                                                               " and issued for " + endpoint.host + "?)");
         }
         (socket.resumed() ? link_stats.tls_resumed : link_stats.tls_full)++;
         return Ok{};
@@ -333,7 +330,8 @@ struct ClearingClient::State {
             memory_batch.count_reversal(original, amount_fen);
             return Ok{};
         }
-        if (auto c = options.batch_log->count_reversal(original, amount_fen); !c) return fail(ClearingErrorCode::batch_error, c.error().message);
+        if (auto c = options.batch_log->count_reversal(original, amount_fen); !c)
+            return fail(ClearingErrorCode::batch_error, c.error().message);
         return Ok{};
     }
 
@@ -400,8 +398,7 @@ struct ClearingClient::State {
             return fail(ClearingErrorCode::protocol_error, "frame header announces " + std::to_string(body_size) + " bytes");
         }
         ec = run(options.response_timeout, [&](boost::system::error_code& result) {
-            asio::async_read(socket, asio::buffer(buffer.data(), body_size),
-                             [&](boost::system::error_code e, std::size_t) { result = e; });
+            asio::async_read(socket, asio::buffer(buffer.data(), body_size), [&](boost::system::error_code e, std::size_t) { result = e; });
         });
         if (ec == asio::error::timed_out) return fail(ClearingErrorCode::timeout, "answer cut off");
         if (ec) return closed(ec);
@@ -452,21 +449,20 @@ struct ClearingClient::State {
         if (code_text != "00") return fail(ClearingErrorCode::refused, "the clearing answered " + code_text, code_text);
         return Ok{};
     }
-
 };
 
 ClearingClient::ClearingClient(std::unique_ptr<State> state) : state_(std::move(state)) {}
 ClearingClient::~ClearingClient() = default;
 
-Result<std::unique_ptr<ClearingClient>, ClearingError> ClearingClient::connect(const ClearingEndpoint& endpoint,
-                                                                                ClearingOptions options) {
+Result<std::unique_ptr<ClearingClient>, ClearingError> ClearingClient::connect(const ClearingEndpoint& endpoint, ClearingOptions options) {
     if (options.terminal_id.size() != 8) {
         return fail(ClearingErrorCode::bad_option, "terminal id '" + options.terminal_id + "': field 41 is exactly 8 characters");
     }
     if (options.in_flight == 0 || options.in_flight > clearing_in_flight_max) {
         return fail(ClearingErrorCode::bad_option, "in-flight must be 1-" + std::to_string(clearing_in_flight_max));
     }
-    if (options.batch_number == 0 || options.batch_number > batch_number_max) return fail(ClearingErrorCode::bad_option, "batch number must be 1-999999");
+    if (options.batch_number == 0 || options.batch_number > batch_number_max)
+        return fail(ClearingErrorCode::bad_option, "batch number must be 1-999999");
     auto state = std::make_unique<State>();
     state->endpoint = endpoint;
     state->options = std::move(options);
@@ -572,7 +568,8 @@ private:
         const auto found = pending_.find(std::string(*answer->get(11)));
         if (found == pending_.end() || answer->mti() != found->second.response_mti) {
             failure_ = ClearingError{ClearingErrorCode::protocol_error,
-                                     "answer " + answer->mti() + " STAN " + std::string(*answer->get(11)) + " matches no request", {}};
+                                     "answer " + answer->mti() + " STAN " + std::string(*answer->get(11)) + " matches no request",
+                                     {}};
             boost::system::error_code ignored;
             s_.socket.close(ignored);
             return;
@@ -605,7 +602,7 @@ private:
     const std::vector<QueuedTransaction>& work_;
     std::size_t next_;
     const std::size_t end_;
-    std::unordered_map<std::string, InFlight> pending_;      // STAN → record
+    std::unordered_map<std::string, InFlight> pending_;       // STAN → record
     std::vector<std::pair<std::size_t, bool>> acknowledged_;  // index into work, booked by the host
     std::optional<ClearingError> failure_;
 };
@@ -650,8 +647,7 @@ Message online_request(iso8583::MessageType type, const TransactionRecord& r, Pr
 }  // namespace
 
 Result<LoadApproval, ClearingError> ClearingClient::request_load(const TransactionRecord& intent,
-                                                                 const std::array<std::uint8_t, 4>& card_random,
-                                                                 const crypto::Mac4& mac1) {
+                                                                 const std::array<std::uint8_t, 4>& card_random, const crypto::Mac4& mac1) {
     Message m = online_request(iso8583::MessageType::financial, intent, ProcessingCode::purse_load, state_->options.terminal_id);
     m.set(62, encode_load_request_data(intent, card_random, mac1));
     auto answer = state_->exchange(m);
@@ -754,9 +750,7 @@ Result<std::string, ClearingError> ClearingClient::send_advice(TransactionQueue&
 
 // ---- hotlist download ----------------------------------------------------------------------------
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 Result<HotlistSyncReport, ClearingError> ClearingClient::sync_hotlist(Hotlist& hotlist) {
     HotlistSyncReport report;
@@ -764,7 +758,8 @@ Result<HotlistSyncReport, ClearingError> ClearingClient::sync_hotlist(Hotlist& h
     report.to_version = hotlist.version();
     std::map<Asn, bool> changes;  // the last word on each card wins
     for (std::uint32_t chunk_index = 0;; ++chunk_index) {
-        if (chunk_index > iso8583::hotlist_chunk_index_max) return fail(ClearingErrorCode::protocol_error, "hotlist download exceeds 9999 chunks");
+        if (chunk_index > iso8583::hotlist_chunk_index_max)
+            return fail(ClearingErrorCode::protocol_error, "hotlist download exceeds 9999 chunks");
         auto answer = state_->network_exchange(iso8583::NetworkCode::hotlist_download,
                                                iso8583::encode_hotlist_position({report.from_version, chunk_index}));
         if (!answer) return Unexpected<ClearingError>{answer.error()};

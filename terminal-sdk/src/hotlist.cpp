@@ -64,9 +64,8 @@ std::optional<BlockReason> Hotlist::blocked(const Asn& asn) const {
 
 Status<HotlistError> Hotlist::apply(const HotlistDelta& delta) {
     if (delta.from_version != version_ || delta.to_version <= delta.from_version)
-        return Unexpected{HotlistError{HotlistErrorCode::version_gap,
-                                       fmt::format("delta {}→{} does not apply to version {}", delta.from_version,
-                                                   delta.to_version, version_)}};
+        return Unexpected{HotlistError{HotlistErrorCode::version_gap, fmt::format("delta {}→{} does not apply to version {}",
+                                                                                  delta.from_version, delta.to_version, version_)}};
     auto next = blocked_;
     for (const auto& [asn, reason] : delta.added) next[asn] = reason;
     for (const auto& asn : delta.removed) next.erase(asn);

@@ -66,7 +66,8 @@ void get(ByteView in, std::size_t& pos, std::array<std::uint8_t, N>& a) {
 
 // The bytes encode_record fills (the rest of the 96 is reserved), and two field offsets its pair
 // assertions check.
-constexpr std::size_t transaction_record_used = 10 + 8 + 1 + 2 + 4 + 4 + 4 + 6 + 4 + 4 + 3 + 4 + 4 + 1 + 1 + 2 + 2 + 4 + 2 + 8 + 1 + 4 + 5 + 4;
+constexpr std::size_t transaction_record_used =
+    10 + 8 + 1 + 2 + 4 + 4 + 4 + 6 + 4 + 4 + 3 + 4 + 4 + 1 + 1 + 2 + 2 + 4 + 2 + 8 + 1 + 4 + 5 + 4;
 constexpr std::size_t record_amount_offset = 10 + 8 + 1 + 2;
 constexpr std::size_t record_link_offset = transaction_record_used - 4 - 5 - 4 - 1;
 static_assert(transaction_record_used <= transaction_record_size);
@@ -117,7 +118,8 @@ Bytes encode_record(const TransactionRecord& r) {
     out.resize(transaction_record_size, 0);  // reserved tail
     // The fields decode_record reads back from their offsets (cheap: no full decode on the append path).
     COCONUT_ASSERT(read_be32(ByteView(out).subspan(record_amount_offset, 4)) == r.amount_fen &&
-                   out[record_link_offset] == static_cast<std::uint8_t>(r.link), "queue record encoding");
+                       out[record_link_offset] == static_cast<std::uint8_t>(r.link),
+                   "queue record encoding");
     return out;
 }
 
@@ -157,7 +159,8 @@ std::optional<TransactionRecord> decode_record(ByteView in) {
     get(in, pos, r.transmitted);
     r.batch_number = read_be32(in.subspan(pos, 4)), pos += 4;
     COCONUT_ASSERT(pos == transaction_record_used && r.link == static_cast<LinkKind>(in[record_link_offset]) &&
-                   r.amount_fen == read_be32(in.subspan(record_amount_offset, 4)), "queue record decoding");
+                       r.amount_fen == read_be32(in.subspan(record_amount_offset, 4)),
+                   "queue record decoding");
     return r;
 }
 
@@ -203,12 +206,13 @@ std::optional<std::string_view> apply_ack(LogContents& c, ByteView payload, std:
 }
 
 // Applies one record whose checksum holds; why it is refused, or nothing.
-std::optional<std::string_view> apply_record(LogContents& c, std::uint8_t kind, std::uint64_t sequence, ByteView payload,
-                                              std::size_t total, bool format1) {
+std::optional<std::string_view> apply_record(LogContents& c, std::uint8_t kind, std::uint64_t sequence, ByteView payload, std::size_t total,
+                                             bool format1) {
     c.next_sequence = std::max(c.next_sequence, sequence + 1);
     if (format1 && kind > kind_abandon) return "unknown record kind";
     switch (kind) {
-        case kind_transaction: case kind_intent: {
+        case kind_transaction:
+        case kind_intent: {
             auto record = decode_record(payload);
             if (!record) return "transaction payload";
             if (kind == kind_intent) {
@@ -225,7 +229,8 @@ std::optional<std::string_view> apply_record(LogContents& c, std::uint8_t kind, 
             c.intents.erase(read_be(payload));
             c.dead_bytes += total;
             return std::nullopt;
-        case kind_ack_with_state: case kind_batch_state: {
+        case kind_ack_with_state:
+        case kind_batch_state: {
             const auto state = decode_batch_state(payload.first(std::min(payload.size(), batch_state_size)));
             if (!state) return "batch state";
             c.batch = *state;
@@ -245,8 +250,8 @@ Result<Scan, QueueError> scan_log(const std::filesystem::path& path, ByteView fi
     if (file.size() < file_header_size || !std::equal(magic.begin(), magic.end(), file.begin()))
         return Unexpected{QueueError{QueueErrorCode::corrupt, path.string() + ": not a coconut terminal queue"}};
     const auto corrupt = [&](std::size_t at, std::string_view why) {
-        return Unexpected{QueueError{QueueErrorCode::corrupt,
-                                     fmt::format("{}: damaged record at offset {} ({}); refusing to drop records", path.string(), at, why)}};
+        return Unexpected{QueueError{QueueErrorCode::corrupt, fmt::format("{}: damaged record at offset {} ({}); refusing to drop records",
+                                                                          path.string(), at, why)}};
     };
     Scan scan;
     std::size_t pos = file_header_size;
@@ -358,15 +363,14 @@ Status<QueueError> check_limits(const QueueLimits& limits) {
 
 // ---- queue -------------------------------------------------------------------------------------
 
-TransactionQueue::TransactionQueue(std::filesystem::path path, QueueLimits limits)
-    : path_(std::move(path)), limits_(limits) {}
+TransactionQueue::TransactionQueue(std::filesystem::path path, QueueLimits limits) : path_(std::move(path)), limits_(limits) {}
 
 TransactionQueue::~TransactionQueue() {
     if (fd_ >= 0) ::close(fd_);
 }
 
 Result<std::unique_ptr<TransactionQueue>, QueueError> TransactionQueue::open(const std::filesystem::path& path, QueueLimits limits,
-                                                                            const std::filesystem::path& old_batch_file) {
+                                                                             const std::filesystem::path& old_batch_file) {
     if (auto checked = check_limits(limits); !checked) return Unexpected{checked.error()};
     const std::filesystem::path old_batch = old_batch_file.empty() ? std::filesystem::path(path.string() + ".batch") : old_batch_file;
     const int format = log_format(path);
@@ -505,7 +509,8 @@ Status<QueueError> TransactionQueue::acknowledge(std::span<const std::uint64_t> 
     if (!written) return Unexpected{written.error()};
     for (std::uint64_t s : sequences) live_.erase(s);
     batch_ = after;
-    dead_bytes_ += payload.size() + record_prefix_size + checksum_size + sequences.size() * (transaction_record_size + record_prefix_size + checksum_size);
+    dead_bytes_ += payload.size() + record_prefix_size + checksum_size +
+                   sequences.size() * (transaction_record_size + record_prefix_size + checksum_size);
     return compact_if_worthwhile();
 }
 

@@ -78,9 +78,7 @@ void InProcessReader::insert(cos::VirtualCard* card) {
     transmits_ = 0;
 }
 
-void InProcessReader::set_fault_plan(std::function<Fault(std::size_t, ByteView)> decide) {
-    fault_plan_ = std::move(decide);
-}
+void InProcessReader::set_fault_plan(std::function<Fault(std::size_t, ByteView)> decide) { fault_plan_ = std::move(decide); }
 
 // ---- PC/SC ---------------------------------------------------------------------------------------
 
@@ -88,14 +86,16 @@ namespace {
 
 ReaderErrorCode map_pcsc(LONG rv) {
     switch (rv) {
-        case SCARD_E_NO_SERVICE: case SCARD_E_SERVICE_STOPPED: return ReaderErrorCode::no_service;
+        case SCARD_E_NO_SERVICE:
+        case SCARD_E_SERVICE_STOPPED: return ReaderErrorCode::no_service;
         case SCARD_E_NO_READERS_AVAILABLE: return ReaderErrorCode::no_readers;
         case SCARD_E_UNKNOWN_READER: return ReaderErrorCode::reader_not_found;
         case SCARD_E_READER_UNAVAILABLE: return ReaderErrorCode::reader_unavailable;
         case SCARD_E_NO_SMARTCARD: return ReaderErrorCode::no_card;
         case SCARD_W_REMOVED_CARD: return ReaderErrorCode::card_removed;
         case SCARD_W_RESET_CARD: return ReaderErrorCode::card_reset;
-        case SCARD_W_UNRESPONSIVE_CARD: case SCARD_W_UNPOWERED_CARD: return ReaderErrorCode::unresponsive;
+        case SCARD_W_UNRESPONSIVE_CARD:
+        case SCARD_W_UNPOWERED_CARD: return ReaderErrorCode::unresponsive;
         case SCARD_E_SHARING_VIOLATION: return ReaderErrorCode::sharing_violation;
         case SCARD_E_TIMEOUT: return ReaderErrorCode::timeout;
         default: return ReaderErrorCode::internal;
@@ -103,9 +103,7 @@ ReaderErrorCode map_pcsc(LONG rv) {
 }
 
 ReaderError pcsc_error(std::string_view what, LONG rv) {
-    return ReaderError{map_pcsc(rv), fmt::format("{}: {} (0x{:08X})", what, pcsc_stringify_error(rv),
-                                                 static_cast<std::uint32_t>(rv)),
-                       rv};
+    return ReaderError{map_pcsc(rv), fmt::format("{}: {} (0x{:08X})", what, pcsc_stringify_error(rv), static_cast<std::uint32_t>(rv)), rv};
 }
 
 // RAII for SCARDCONTEXT.
@@ -161,20 +159,17 @@ struct PcscReader::Handles {
 
 Result<std::vector<std::string>, ReaderError> list_pcsc_readers() {
     Context context;
-    if (const LONG rv = context.establish(); rv != SCARD_S_SUCCESS)
-        return Unexpected{pcsc_error("SCardEstablishContext", rv)};
+    if (const LONG rv = context.establish(); rv != SCARD_S_SUCCESS) return Unexpected{pcsc_error("SCardEstablishContext", rv)};
     return list_with(context.get());
 }
 
-PcscReader::PcscReader(std::string name, std::unique_ptr<Handles> handles)
-    : name_(std::move(name)), handles_(std::move(handles)) {}
+PcscReader::PcscReader(std::string name, std::unique_ptr<Handles> handles) : name_(std::move(name)), handles_(std::move(handles)) {}
 
 PcscReader::~PcscReader() = default;
 
 Result<std::unique_ptr<PcscReader>, ReaderError> PcscReader::open(const std::string& reader_name) {
     auto handles = std::make_unique<Handles>();
-    if (const LONG rv = handles->context.establish(); rv != SCARD_S_SUCCESS)
-        return Unexpected{pcsc_error("SCardEstablishContext", rv)};
+    if (const LONG rv = handles->context.establish(); rv != SCARD_S_SUCCESS) return Unexpected{pcsc_error("SCardEstablishContext", rv)};
     auto names = list_with(handles->context.get());
     if (!names) return Unexpected{names.error()};
     if (names->empty()) return Unexpected{ReaderError{ReaderErrorCode::no_readers, "pcscd reports no readers"}};
@@ -183,8 +178,8 @@ Result<std::unique_ptr<PcscReader>, ReaderError> PcscReader::open(const std::str
     if (!found) {
         std::string known;
         for (const auto& n : *names) known += (known.empty() ? "" : ", ") + n;
-        return Unexpected{ReaderError{ReaderErrorCode::reader_not_found,
-                                      fmt::format("no reader named '{}' (readers: {})", reader_name, known)}};
+        return Unexpected{
+            ReaderError{ReaderErrorCode::reader_not_found, fmt::format("no reader named '{}' (readers: {})", reader_name, known)}};
     }
     return std::unique_ptr<PcscReader>(new PcscReader(reader_name, std::move(handles)));
 }
@@ -194,8 +189,8 @@ bool PcscReader::connected() const { return handles_->card_connected; }
 Result<Bytes, ReaderError> PcscReader::connect() {
     disconnect();
     DWORD protocol = 0;
-    LONG rv = SCardConnect(handles_->context.get(), name_.c_str(), SCARD_SHARE_SHARED,
-                           SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1, &handles_->card, &protocol);
+    LONG rv = SCardConnect(handles_->context.get(), name_.c_str(), SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1,
+                           &handles_->card, &protocol);
     if (rv == SCARD_W_REMOVED_CARD || rv == SCARD_E_NO_SMARTCARD)
         return Unexpected{ReaderError{ReaderErrorCode::no_card, name_ + ": no card in the reader", rv}};
     if (rv != SCARD_S_SUCCESS) return Unexpected{pcsc_error("SCardConnect " + name_, rv)};
@@ -232,8 +227,8 @@ Result<std::size_t, ReaderError> PcscReader::transmit_into(ByteView command, std
     if (!handles_->card_connected) return Unexpected{ReaderError{ReaderErrorCode::not_connected, name_ + ": not connected"}};
     const SCARD_IO_REQUEST* pci = handles_->active_protocol == SCARD_PROTOCOL_T0 ? SCARD_PCI_T0 : SCARD_PCI_T1;
     DWORD length = static_cast<DWORD>(response.size());
-    const LONG rv = SCardTransmit(handles_->card, pci, command.data(), static_cast<DWORD>(command.size()), nullptr,
-                                  response.data(), &length);
+    const LONG rv =
+        SCardTransmit(handles_->card, pci, command.data(), static_cast<DWORD>(command.size()), nullptr, response.data(), &length);
     if (rv != SCARD_S_SUCCESS) {
         if (rv == SCARD_W_REMOVED_CARD || rv == SCARD_E_NO_SMARTCARD) handles_->card_connected = false;
         return Unexpected{pcsc_error("SCardTransmit " + name_, rv)};
@@ -245,8 +240,8 @@ Result<std::size_t, ReaderError> PcscReader::transmit_into(ByteView command, std
     // response. One or more bytes stay the channel's to judge.
     if (length == 0) {
         handles_->card_connected = false;
-        return Unexpected{ReaderError{ReaderErrorCode::card_removed,
-                                      name_ + ": the card answered nothing (no status word): it left during the command"}};
+        return Unexpected{
+            ReaderError{ReaderErrorCode::card_removed, name_ + ": the card answered nothing (no status word): it left during the command"}};
     }
     return static_cast<std::size_t>(length);
 }

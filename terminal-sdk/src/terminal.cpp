@@ -26,7 +26,7 @@ FlowError from_card(const CardError& e, FlowErrorCode status_code = FlowErrorCod
 
 FlowError from_queue(const QueueError& e) {
     return FlowError{e.code == QueueErrorCode::full || e.code == QueueErrorCode::too_many_intents ? FlowErrorCode::queue_full
-                                                                                                 : FlowErrorCode::storage_error,
+                                                                                                  : FlowErrorCode::storage_error,
                      e.message};
 }
 
@@ -57,15 +57,9 @@ struct Terminal::Session {
     PurseInfo info;
 };
 
-Terminal::Terminal(Reader& card_reader, Reader& psam_reader, TransactionQueue& queue, Hotlist& hotlist,
-                   TransitConfig transit)
-    : card_reader_(card_reader),
-      psam_reader_(psam_reader),
-      card_channel_(card_reader),
-      psam_channel_(psam_reader),
-      queue_(queue),
-      hotlist_(hotlist),
-      transit_(std::move(transit)) {}
+Terminal::Terminal(Reader& card_reader, Reader& psam_reader, TransactionQueue& queue, Hotlist& hotlist, TransitConfig transit)
+    : card_reader_(card_reader), psam_reader_(psam_reader), card_channel_(card_reader), psam_channel_(psam_reader), queue_(queue),
+      hotlist_(hotlist), transit_(std::move(transit)) {}
 
 void Terminal::set_trace(std::function<void(const TraceEntry&)> trace) {
     card_channel_.set_trace(trace);
@@ -154,8 +148,8 @@ Result<RecoveryOutcome, FlowError> Terminal::recover_card(const PurseInfo& info)
             auto log = purse.read_log();
             if (!log) return Unexpected{from_card(log.error())};
             const bool happened = std::any_of(log->begin(), log->end(), [&](const PurseLogRecord& l) {
-                return l.atc == static_cast<std::uint16_t>(record.atc + 1) && l.amount_fen == record.amount_fen &&
-                       l.type == record.type && l.terminal_id == record.terminal_id && same_when(l.when, record.when);
+                return l.atc == static_cast<std::uint16_t>(record.atc + 1) && l.amount_fen == record.amount_fen && l.type == record.type &&
+                       l.terminal_id == record.terminal_id && same_when(l.when, record.when);
             });
             if (!happened) {
                 if (auto a = queue_.abandon_intent(intent.sequence); !a) return Unexpected{from_queue(a.error())};
@@ -205,8 +199,8 @@ Result<TransactionRecord, FlowError> Terminal::debit(const PurseInfo& info, Tran
     auto debited = purse.debit(sam->terminal_serial, when, sam->mac1);
     if (!debited) {
         if (debited.error().transport) {
-            return Unexpected{FlowError{FlowErrorCode::card_removed,
-                                        "card left during DEBIT: outcome unknown until recover() sees the card again"}};
+            return Unexpected{
+                FlowError{FlowErrorCode::card_removed, "card left during DEBIT: outcome unknown until recover() sees the card again"}};
         }
         // The card answered an error status: nothing changed on it (docs/CARD-SPEC.md §2).
         if (auto a = queue_.abandon_intent(*intent); !a) return Unexpected{from_queue(a.error())};
@@ -240,8 +234,8 @@ Result<Ok, FlowError> check_card(const PurseInfo& info, const Hotlist& hotlist, 
 }
 
 // The bus record a charged tap writes: where and when, what it cost, and the journey state after it.
-cos::bus_record::BusRecord tap_record(const TapRequest& tap, const TapPricing& pricing, const LineFare& line,
-                                      const TerminalId& terminal_id, std::chrono::system_clock::time_point now) {
+cos::bus_record::BusRecord tap_record(const TapRequest& tap, const TapPricing& pricing, const LineFare& line, const TerminalId& terminal_id,
+                                      std::chrono::system_clock::time_point now) {
     const crypto::CardDateTime when = to_card_date_time(now);
     cos::bus_record::BusRecord r;
     r.state = pricing.new_state;
@@ -369,8 +363,7 @@ bool logged(const std::vector<PurseLogRecord>& log, const TransactionRecord& r) 
 
 }  // namespace
 
-Result<TransactionRecord, FlowError> Terminal::queue_reversal(const QueuedTransaction& intent, LinkKind reversal,
-                                                              ClearingClient* host) {
+Result<TransactionRecord, FlowError> Terminal::queue_reversal(const QueuedTransaction& intent, LinkKind reversal, ClearingClient* host) {
     TransactionRecord record = intent.record;
     record.link = reversal;
     record.intent_sequence = intent.sequence;
@@ -423,8 +416,8 @@ Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, Clearing
     PurseApp purse(card_channel_);
     auto init = purse.initialize_load(amount_fen, *terminal_id);
     if (!init) return Unexpected{from_card(init.error())};
-    TransactionRecord draft = online_draft(session->info, *terminal_id, amount_fen, LinkKind::load_confirmation, *stan,
-                                           host.batch().batch_number, now);
+    TransactionRecord draft =
+        online_draft(session->info, *terminal_id, amount_fen, LinkKind::load_confirmation, *stan, host.batch().batch_number, now);
     draft.type = crypto::type_ep_load;
     draft.atc = init->online_atc;
     draft.balance_before_fen = init->balance_fen;
@@ -456,7 +449,8 @@ Result<LoadOutcome, FlowError> Terminal::credit_load(const QueuedTransaction& in
     };
     // A card already gone never receives CREDIT: reverse now rather than when it comes back.
     auto present = card_reader_.wait_for_card(true, std::chrono::milliseconds(0));
-    if (present && !*present) return reversed(FlowError{FlowErrorCode::card_removed, "card left before CREDIT FOR LOAD: the load is reversed"});
+    if (present && !*present)
+        return reversed(FlowError{FlowErrorCode::card_removed, "card left before CREDIT FOR LOAD: the load is reversed"});
     PurseApp purse(card_channel_);
     auto credited = purse.credit_for_load(intent.record.when, mac2);
     if (!credited) {
@@ -514,8 +508,8 @@ Result<ClinicOutcome, FlowError> Terminal::medical_part(const PurseInfo& info, s
     if (auto account = ss.medical_account(); !account) return Unexpected{from_card(account.error())};
     auto stan = host.take_stan();
     if (!stan) return Unexpected{FlowError{FlowErrorCode::storage_error, stan.error().message}};
-    const TransactionRecord draft = online_draft(info, *terminal_id, amount_fen, LinkKind::clinic_hold, *stan,
-                                                 host.batch().batch_number, clock_());
+    const TransactionRecord draft =
+        online_draft(info, *terminal_id, amount_fen, LinkKind::clinic_hold, *stan, host.batch().batch_number, clock_());
     // Card presence for exactly this hold, once: the host's fresh challenge, answered by the PIN-gated
     // social-security application over the hold's fields (ISO8583.md §4.4).
     auto challenge = host.request_challenge(info.asn);

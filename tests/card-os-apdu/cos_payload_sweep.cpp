@@ -25,16 +25,37 @@ bool ok(const Bytes& raw) { return raw.size() >= 2 && raw[raw.size() - 2] == 0x9
 
 // Raw transmits only (no REQUIRE: a child must not unwind into doctest).
 void session(VirtualCard& card) {
-    for (const char* command :
-         {"00A4040008A00000063201010500", "805C000204", "00B0950000", "00B0960000", "00B0970000", "00B201C400",
-          "00B202C400", "00B201D400", "00B201F400", "805A000602000008", "0084000008", "0020000003123456",
-          "0020000003000000", "00880001081122334455667788 08", "00A4000002 0015", "00B0000000",
-          "00A404000F7378312E73682EC9E7BBE1B1A3D5CF00", "00B2083000", "00B2013000", "00B2012800", "00A4000002DF04",
-          "00B2304000", "00A4000002 0005", "00B2010000", "00A4000002 3F00",
-          "00A404000E315041592E5359532E444446303100", "00A4040010A0000006324D4F542E435053414D303100", "00B0960006",
-          "00B0970002",
-          "8070000024 11223344 0005 000000FA 06 20261126135100 01 00 0000000000012345 0460000000000001 08",
-          "8072000004 01020304"}) {
+    for (const char* command : {"00A4040008A00000063201010500",
+                                "805C000204",
+                                "00B0950000",
+                                "00B0960000",
+                                "00B0970000",
+                                "00B201C400",
+                                "00B202C400",
+                                "00B201D400",
+                                "00B201F400",
+                                "805A000602000008",
+                                "0084000008",
+                                "0020000003123456",
+                                "0020000003000000",
+                                "00880001081122334455667788 08",
+                                "00A4000002 0015",
+                                "00B0000000",
+                                "00A404000F7378312E73682EC9E7BBE1B1A3D5CF00",
+                                "00B2083000",
+                                "00B2013000",
+                                "00B2012800",
+                                "00A4000002DF04",
+                                "00B2304000",
+                                "00A4000002 0005",
+                                "00B2010000",
+                                "00A4000002 3F00",
+                                "00A404000E315041592E5359532E444446303100",
+                                "00A4040010A0000006324D4F542E435053414D303100",
+                                "00B0960006",
+                                "00B0970002",
+                                "8070000024 11223344 0005 000000FA 06 20261126135100 01 00 0000000000012345 0460000000000001 08",
+                                "8072000004 01020304"}) {
         card.transmit(hex(command));
     }
     const CardDateTime w = when("20261126", "130000");
@@ -96,7 +117,11 @@ TEST_CASE("every single-byte edit of a card or PSAM payload is refused or yields
     for (const auto& [name, payload] : {std::pair<const char*, const Bytes*>{"card", &card}, {"PSAM", &psam}}) {
         for (std::size_t at = 0; at < payload->size(); ++at) {
             const std::uint8_t old_value = (*payload)[at];
-            const std::uint8_t values[] = {0x00, 0x01, 0x02, 0xFF, static_cast<std::uint8_t>(old_value + 1),
+            const std::uint8_t values[] = {0x00,
+                                           0x01,
+                                           0x02,
+                                           0xFF,
+                                           static_cast<std::uint8_t>(old_value + 1),
                                            static_cast<std::uint8_t>(old_value - 1),
                                            static_cast<std::uint8_t>(old_value ^ 0x80)};
             for (std::uint8_t value : values) {
@@ -110,8 +135,8 @@ TEST_CASE("every single-byte edit of a card or PSAM payload is refused or yields
                 if (what.empty()) continue;
                 ++failures;
                 // Report the first few in full; the count says the rest.
-                const std::string report = std::string(name) + " payload byte " + std::to_string(at) + " " +
-                                           hx(Bytes{old_value}) + " -> " + hx(Bytes{value}) + ": " + what;
+                const std::string report = std::string(name) + " payload byte " + std::to_string(at) + " " + hx(Bytes{old_value}) + " -> " +
+                                           hx(Bytes{value}) + ": " + what;
                 if (failures <= 20) FAIL_CHECK(report);
             }
         }

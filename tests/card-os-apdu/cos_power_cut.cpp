@@ -45,8 +45,8 @@ struct CardState {
     bool operator==(const CardState&) const = default;
 };
 std::ostream& operator<<(std::ostream& os, const CardState& s) {
-    return os << "{balance " << s.balance_fen << ", online ATC " << s.online_atc << ", offline ATC " << s.offline_atc
-              << ", MAC failures " << int(s.mac_failures) << ", PIN tries " << int(s.pin_tries_left) << ", EF18.1 " << s.ef18_1 << ", EF1A.1 " << s.ef1a_1
+    return os << "{balance " << s.balance_fen << ", online ATC " << s.online_atc << ", offline ATC " << s.offline_atc << ", MAC failures "
+              << int(s.mac_failures) << ", PIN tries " << int(s.pin_tries_left) << ", EF18.1 " << s.ef18_1 << ", EF1A.1 " << s.ef1a_1
               << ", EF1E.1 " << s.ef1e_1 << "}";
 }
 std::string record(VirtualCard& card, std::string_view apdu) {
@@ -156,10 +156,8 @@ TEST_CASE("a power cut at any byte of the commit leaves the image entirely befor
             const std::uint32_t serial_before = psam.card->snapshot().terminal_serial;
             select_psam(*psam.card);
             const Bytes factors = concat(crypto::card_factor_from_asn(hex(test_asn)), hex(test_issuer_id));
-            const Bytes data = concat(hex("11223344 0005"), be_bytes(amount, 4), Bytes{0x06}, w.date, w.time,
-                                      hex("0100"), factors);
-            const Bytes apdu = concat(Bytes{0x80, 0x70, 0x00, 0x00, static_cast<std::uint8_t>(data.size())}, data,
-                                      Bytes{0x08});
+            const Bytes data = concat(hex("11223344 0005"), be_bytes(amount, 4), Bytes{0x06}, w.date, w.time, hex("0100"), factors);
+            const Bytes apdu = concat(Bytes{0x80, 0x70, 0x00, 0x00, static_cast<std::uint8_t>(data.size())}, data, Bytes{0x08});
             psam.storage->inject_power_cut_after(cut);
             bool cut_happened = false;
             try {
@@ -219,15 +217,13 @@ TEST_CASE("a power cut at any byte of the commit leaves the image entirely befor
             REQUIRE(init.offline_atc == before.offline_atc);
             if (capp) {
                 const Bytes bus = bus_record(static_cast<std::uint8_t>(i % 2), static_cast<std::uint16_t>(i),
-                                             static_cast<std::uint16_t>(i * 7), amount, test_terminal,
-                                             hx(concat(w.date, w.time)));
+                                             static_cast<std::uint16_t>(i * 7), amount, test_terminal, hx(concat(w.date, w.time)));
                 REQUIRE(send(card, update_capp_apdu(0x01, 0xD0, bus)).sw_hex() == "9000");
                 REQUIRE(send(card, update_capp_apdu(0x00, 0xF0, bus)).sw_hex() == "9000");
                 expected.ef1a_1 = hx(bus) + "/9000";
                 expected.ef1e_1 = hx(bus) + "/9000";
             }
-            final_apdu = debit_apdu(terminal_serial,
-                                    w, terminal_purchase_mac1(init, amount, type, test_terminal, terminal_serial, w));
+            final_apdu = debit_apdu(terminal_serial, w, terminal_purchase_mac1(init, amount, type, test_terminal, terminal_serial, w));
             expected.balance_fen -= amount;
             expected.offline_atc = static_cast<std::uint16_t>(before.offline_atc + 1);
             expected.ef18_1 = log_record(expected.offline_atc, amount, type, test_terminal, w) + "/9000";
@@ -251,8 +247,7 @@ TEST_CASE("a power cut at any byte of the commit leaves the image entirely befor
         const CardState now = read_state(*reopened.card);
         const bool is_before = now == before;
         const bool is_after = now == expected;
-        CHECK_MESSAGE((is_before || is_after), "between!\n  before   " << before << "\n  after    " << expected
-                                                                       << "\n  reopened " << now);
+        CHECK_MESSAGE((is_before || is_after), "between!\n  before   " << before << "\n  after    " << expected << "\n  reopened " << now);
         if (cut == 0) CHECK_MESSAGE(is_before, "cut at 0 bytes must leave the image before: " << now);
         if (cut >= slot_size) CHECK_MESSAGE(is_after, "cut after the whole slot must leave the image after: " << now);
         ++(is_before ? tally[static_cast<int>(effective)].before : tally[static_cast<int>(effective)].after);
@@ -279,7 +274,7 @@ TEST_CASE("a power cut at any byte of the commit leaves the image entirely befor
         if (now.pin_tries_left < 3) REQUIRE(sw(*reopened.card, "00 20 00 00 03 123456") == "9000");
     }
     for (int k = 0; k < kind_count; ++k)
-        MESSAGE(std::string(name(static_cast<Kind>(k))) << ": " << tally[k].before << " cuts left the image before, "
-                                           << tally[k].after << " after");
+        MESSAGE(std::string(name(static_cast<Kind>(k)))
+                << ": " << tally[k].before << " cuts left the image before, " << tally[k].after << " after");
     std::filesystem::remove_all(dir);
 }

@@ -33,8 +33,7 @@ TEST_CASE("vector 2: load worked example (SESLK, MAC1, MAC2; the example uses ty
     const Key8 seslk = load_session_key(dlk, hex("11223344"), 0x0000);
     CHECK(hx(seslk.view()) == "9B1D924E05595603");
     CHECK(hx(des_mac(seslk, load_mac1_input(0, 0x1000, type_ed_load, hex("001122334455")))) == "2988AE5A");
-    CHECK(hx(des_mac(seslk, load_mac2_input(0x1000, type_ed_load, hex("001122334455"), when("20111221", "214822")))) ==
-          "3A845BF0");
+    CHECK(hx(des_mac(seslk, load_mac2_input(0x1000, type_ed_load, hex("001122334455"), when("20111221", "214822")))) == "3A845BF0");
     // The MAC inputs are the byte strings the spec writes out.
     CHECK(hx(load_mac1_input(0, 0x1000, 0x01, hex("001122334455"))) == "000000000000100001001122334455");
 }
@@ -43,8 +42,7 @@ TEST_CASE("vector 3: purchase worked example (SESPK, MAC1, MAC2)") {
     const Key16 dpk = key16("11223344556677888877665544332211");
     const Key8 sespk = purchase_session_key(dpk, hex("11223344"), 0x0000, 0x00000001);
     CHECK(hx(sespk.view()) == "003238ABC57659DD");
-    CHECK(hx(des_mac(sespk, purchase_mac1_input(0x1000, type_ep_purchase, hex("001122334455"),
-                                                 when("20120229", "135100")))) == "F15CAB75");
+    CHECK(hx(des_mac(sespk, purchase_mac1_input(0x1000, type_ep_purchase, hex("001122334455"), when("20120229", "135100")))) == "F15CAB75");
     CHECK(hx(des_mac(sespk, purchase_mac2_input(0x1000))) == "56988A13");
 }
 
@@ -56,8 +54,8 @@ TEST_CASE("vector 4: real card load (MAC1, SESLK, TAC key, TAC)") {
     CHECK(hx(des_mac(seslk, load_mac1_input(0, 0x1C37, type_ep_load, hex("000001000050")))) == "06B1BEF5");
     const Key8 tk = tac_key(dtk);
     CHECK(hx(tk.view()) == "096F066DE0E6EB86");
-    CHECK(hx(des_mac(tk, load_tac_input(0x1C37, 0x0000, 0x1C37, type_ep_load, hex("000001000050"),
-                                       when("20140825", "103100")))) == "ED0F8755");
+    CHECK(hx(des_mac(tk, load_tac_input(0x1C37, 0x0000, 0x1C37, type_ep_load, hex("000001000050"), when("20140825", "103100")))) ==
+          "ED0F8755");
 }
 
 TEST_CASE("vector 5: retail MAC equals its definition computed independently") {
@@ -120,7 +118,8 @@ TEST_CASE("card factor is the rightmost 8 bytes of the ASN") {
 
 TEST_CASE("purchase TAC input layout") {
     CHECK(hx(purchase_tac_input(0x1000, 0x06, hex("001122334455"), 0x00000001, when("20120229", "135100"))) ==
-          "0000100006001122334455000000012012022913510" "0");
+          "0000100006001122334455000000012012022913510"
+          "0");
 }
 
 namespace {

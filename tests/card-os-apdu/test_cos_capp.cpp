@@ -15,9 +15,8 @@ struct CappDone {
     Rsp debit;
 };
 // INITIALIZE FOR CAPP PURCHASE → 80 DC EF1A (and EF1E when given) → DEBIT with a MAC1 for type 09.
-CappDone capp_purchase(VirtualCard& card, std::uint32_t amount, ByteView record, ByteView trip = {},
-                       std::uint32_t serial = 1, const CardDateTime& w = when("20261126", "130000"),
-                       bool corrupt_mac1 = false) {
+CappDone capp_purchase(VirtualCard& card, std::uint32_t amount, ByteView record, ByteView trip = {}, std::uint32_t serial = 1,
+                       const CardDateTime& w = when("20261126", "130000"), bool corrupt_mac1 = false) {
     CappDone done;
     done.init = parse_init_purchase(send(card, init_purchase_apdu(amount, test_terminal, true)));
     REQUIRE(send(card, update_capp_apdu(0x01, p2_ef1a, record)).sw_hex() == "9000");
@@ -37,8 +36,7 @@ TEST_CASE("a CAPP purchase writes the EF1A bus record and answers TAC ‖ MAC2 f
     const CappDone done = capp_purchase(*card, 200, record, {}, 0x00000005, w);
     REQUIRE(done.debit.sw_hex() == "9000");
     REQUIRE(done.debit.data.size() == 8);
-    CHECK(hx(ByteView(done.debit.data).first(4)) ==
-          hx(expected_purchase_tac(200, crypto::type_capp_purchase, test_terminal, 5, w)));
+    CHECK(hx(ByteView(done.debit.data).first(4)) == hx(expected_purchase_tac(200, crypto::type_capp_purchase, test_terminal, 5, w)));
     CHECK(hx(ByteView(done.debit.data).last(4)) == hx(expected_purchase_mac2(done.init, 200, 5)));
     CHECK(balance(*card) == test_balance_fen - 200);
     CHECK(card->snapshot().offline_atc == 1);
@@ -80,8 +78,7 @@ TEST_CASE("the CAPP cache is committed only by a successful DEBIT: wrong MAC1 le
     auto card = make_card();
     const PurseState before = observe(*card);
     const Bytes record = bus_record(cos::bus_record::state_entered, 12, 3, 200);
-    const CappDone done =
-        capp_purchase(*card, 200, record, record, 1, when("20261126", "130000"), /*corrupt_mac1=*/true);
+    const CappDone done = capp_purchase(*card, 200, record, record, 1, when("20261126", "130000"), /*corrupt_mac1=*/true);
     CHECK(done.debit.sw_hex() == "9302");
     CHECK(observe(*card) == before);
 }

@@ -68,8 +68,12 @@ TEST_CASE("SELECT the purse ADF by AID answers the purse FCI (6F 84 A5 {9F08, 9F
     REQUIRE(ef15.data.size() == 30);
     const std::uint8_t app_version = ef15.data[cos::ef15::app_version];
     // A5 = 9F08 01 ver (4) + 9F0C 1E EF15 (33) = 37 = 0x25; 6F = 84 08 AID (10) + A5 25 … (39) = 49 = 0x31.
-    const std::string expected = "6F31" "8408A000000632010105" "A525" "9F0801" + hx(Bytes{app_version}) +
-                                 "9F0C1E" + ef15.data_hex();
+    const std::string expected =
+        "6F31"
+        "8408A000000632010105"
+        "A525"
+        "9F0801" +
+        hx(Bytes{app_version}) + "9F0C1E" + ef15.data_hex();
     CHECK(fci.data_hex() == expected);
 }
 
@@ -93,8 +97,8 @@ TEST_CASE("EF16 cardholder: name (20, GBK) at offset 2, id number (32) at offset
     REQUIRE(ef16.sw_hex() == "9000");
     REQUIRE(ef16.data.size() == 55);
     CHECK(hx(ByteView(ef16.data).subspan(2, 4)) == "D5C5C8FD");
-    CHECK(hx(ByteView(ef16.data).subspan(22, 18)) == hx(Bytes{'4', '6', '0', '1', '0', '0', '1', '9', '9', '0', '0',
-                                                             '1', '0', '1', '1', '2', '3', '4'}));
+    CHECK(hx(ByteView(ef16.data).subspan(22, 18)) ==
+          hx(Bytes{'4', '6', '0', '1', '0', '0', '1', '9', '9', '0', '0', '1', '0', '1', '1', '2', '3', '4'}));
     // SSSE EF06 tag 09 holds the same GBK name.
     select_ssse(*card);
     const Rsp name = send(*card, "00 B2 09 30 00");
@@ -106,7 +110,7 @@ TEST_CASE("SELECT answers the SSSE application, the PSE and FIDs") {
     auto card = make_card();
     CHECK(sw(*card, select_ssse_apdu) == "9000");
     CHECK(sw(*card, "00 A4 04 00 0E 315041592E5359532E4444463031 00") == "9000");  // 1PAY.SYS.DDF01
-    CHECK(sw(*card, "00 A4 00 00 02 3F00") == "9000");                            // MF by FID
+    CHECK(sw(*card, "00 A4 00 00 02 3F00") == "9000");                             // MF by FID
     CHECK(sw(*card, "00 A4 00 00 02 3F00 00") == "9000");
     CHECK(sw(*card, select_purse_apdu) == "9000");
     CHECK(sw(*card, "00 A4 04 00 08 A000000632010105") == "9000");  // case 3 form

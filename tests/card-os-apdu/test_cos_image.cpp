@@ -19,8 +19,8 @@ struct TempDir {
     std::filesystem::path path;
     TempDir() {
         static int counter = 0;
-        path = std::filesystem::temp_directory_path() /
-               ("coconut-cos-image-" + std::to_string(::getpid()) + "-" + std::to_string(++counter));
+        path =
+            std::filesystem::temp_directory_path() / ("coconut-cos-image-" + std::to_string(::getpid()) + "-" + std::to_string(++counter));
         std::filesystem::remove_all(path);
         std::filesystem::create_directories(path);
     }

@@ -31,30 +31,29 @@ std::string issuer_key(std::string_view master) { return hx(crypto::diversify(ke
 json diversified_card_profile() {
     json p = card_profile();
     p.erase("keys");
-    p["master_keys"] = json{{"dpk", std::string(master_dpk)},
-                            {"dlk", std::string(master_dlk)},
-                            {"dtk", std::string(master_dtk)},
-                            {"iak", std::string(master_iak)},
-                            {"damk", std::string(master_damk)},
-                            {"ssse_iak", std::string(master_ssse_iak)}};
+    p["master_keys"] =
+        json{{"dpk", std::string(master_dpk)}, {"dlk", std::string(master_dlk)},   {"dtk", std::string(master_dtk)},
+             {"iak", std::string(master_iak)}, {"damk", std::string(master_damk)}, {"ssse_iak", std::string(master_ssse_iak)}};
     return p;
 }
 
 std::unique_ptr<VirtualCard> make_psam() { return make_card(psam_profile(issuer_key(master_dpk))); }
 
 // 80 70: random(4) ‖ offline ATC(2) ‖ amount(4) ‖ type(1) ‖ date-time(7) ‖ key version(1) ‖ alg(1) ‖ factors.
-Bytes init_sam_apdu(ByteView random, std::uint16_t atc, std::uint32_t amount, std::uint8_t type,
-                    const CardDateTime& w, std::uint8_t key_version, std::uint8_t alg, ByteView factors) {
-    const Bytes data = concat(random, be_bytes(atc, 2), be_bytes(amount, 4), Bytes{type}, w.date, w.time,
-                              Bytes{key_version, alg}, factors);
+Bytes init_sam_apdu(ByteView random, std::uint16_t atc, std::uint32_t amount, std::uint8_t type, const CardDateTime& w,
+                    std::uint8_t key_version, std::uint8_t alg, ByteView factors) {
+    const Bytes data = concat(random, be_bytes(atc, 2), be_bytes(amount, 4), Bytes{type}, w.date, w.time, Bytes{key_version, alg}, factors);
     return concat(Bytes{0x80, 0x70, 0x00, 0x00, static_cast<std::uint8_t>(data.size())}, data, Bytes{0x08});
 }
 Bytes both_factors() { return concat(card_factor(), issuer_factor()); }
-Bytes card_factor_only() { const auto f = card_factor(); return Bytes(f.begin(), f.end()); }
+Bytes card_factor_only() {
+    const auto f = card_factor();
+    return Bytes(f.begin(), f.end());
+}
 
 // The PSAM's MAC1 for a card random / ATC, recomputed from the card's diversified DPK.
-std::string expected_sam_mac1(ByteView random, std::uint16_t atc, std::uint32_t serial, std::uint32_t amount,
-                              std::uint8_t type, const CardDateTime& w) {
+std::string expected_sam_mac1(ByteView random, std::uint16_t atc, std::uint32_t serial, std::uint32_t amount, std::uint8_t type,
+                              const CardDateTime& w) {
     const Key8 sespk = crypto::purchase_session_key(key16(card_key(master_dpk)), random, atc, serial);
     return hx(crypto::des_mac(sespk, crypto::purchase_mac1_input(amount, type, hex(test_psam_terminal), w)));
 }
@@ -101,8 +100,7 @@ TEST_CASE("the PSAM serial increments on every successful 80 70, not on a failed
     select_psam(*psam);
     const CardDateTime w = when("20261126", "135100");
     CHECK(psam->snapshot().terminal_serial == 1);
-    CHECK(hx(ByteView(send(*psam, init_sam_apdu(hex("01020304"), 0, 1, 6, w, 1, 0, both_factors())).data).first(4)) ==
-          "00000001");
+    CHECK(hx(ByteView(send(*psam, init_sam_apdu(hex("01020304"), 0, 1, 6, w, 1, 0, both_factors())).data).first(4)) == "00000001");
     CHECK(psam->snapshot().terminal_serial == 2);
     CHECK(sw(*psam, hx(init_sam_apdu(hex("01020304"), 0, 1, 0x05, w, 1, 0, both_factors()))) == "6A80");
     CHECK(psam->snapshot().terminal_serial == 2);
@@ -185,8 +183,7 @@ TEST_CASE("80 72 with the right MAC2 answers 9000, a wrong one 9302") {
     CHECK(send(*psam, concat(hex("80 72 00 00 04"), wrong)).sw_hex() == "9302");
     REQUIRE(sw(*psam, hx(init_sam_apdu(random, 5, 250, 6, w, 1, 0, both_factors()))) == "9000");
     const Key8 sespk2 = crypto::purchase_session_key(key16(card_key(master_dpk)), random, 5, 2);
-    CHECK(send(*psam, concat(hex("80 72 00 00 04"), crypto::des_mac(sespk2, crypto::purchase_mac2_input(250))))
-              .sw_hex() == "9000");
+    CHECK(send(*psam, concat(hex("80 72 00 00 04"), crypto::des_mac(sespk2, crypto::purchase_mac2_input(250)))).sw_hex() == "9000");
 }
 
 TEST_CASE("a card personalized with master_keys uses the two-level diversified keys") {
@@ -216,8 +213,8 @@ TEST_CASE("full terminal purchase card + PSAM: SELECT, INIT, 80 70, DEBIT, 80 72
     const CardDateTime w = when("20261126", "135100");
     const std::uint32_t amount = 350;
     const InitPurchaseResponse init = parse_init_purchase(send(*card, init_purchase_apdu(amount, test_psam_terminal)));
-    const Rsp sam = send(*psam, init_sam_apdu(init.random, init.offline_atc, amount, 0x06, w, init.key_version,
-                                              init.alg_id, both_factors()));
+    const Rsp sam =
+        send(*psam, init_sam_apdu(init.random, init.offline_atc, amount, 0x06, w, init.key_version, init.alg_id, both_factors()));
     REQUIRE(sam.sw_hex() == "9000");
     const std::uint32_t serial = read_be32(sam.data);
     const Rsp debit = send(*card, debit_apdu(serial, w, ByteView(sam.data).last(4)));
@@ -235,10 +232,9 @@ TEST_CASE("full CAPP purchase card + PSAM: INIT CAPP, 80 70 (type 09), 80 DC, DE
     select_purse(*card);
     const CardDateTime w = when("20261126", "135100");
     const std::uint32_t amount = 200;
-    const InitPurchaseResponse init =
-        parse_init_purchase(send(*card, init_purchase_apdu(amount, test_psam_terminal, true)));
-    const Rsp sam = send(*psam, init_sam_apdu(init.random, init.offline_atc, amount, 0x09, w, init.key_version,
-                                              init.alg_id, both_factors()));
+    const InitPurchaseResponse init = parse_init_purchase(send(*card, init_purchase_apdu(amount, test_psam_terminal, true)));
+    const Rsp sam =
+        send(*psam, init_sam_apdu(init.random, init.offline_atc, amount, 0x09, w, init.key_version, init.alg_id, both_factors()));
     REQUIRE(sam.sw_hex() == "9000");
     const Bytes record = bus_record(cos::bus_record::state_entered, 8, 2, amount, test_psam_terminal);
     REQUIRE(send(*card, update_capp_apdu(0x01, 0xD0, record)).sw_hex() == "9000");
@@ -259,8 +255,7 @@ TEST_CASE("the PSAM serial is durable across reopen of its image") {
         auto psam = VirtualCard::open(path);
         REQUIRE(psam.ok());
         select_psam(**psam);
-        for (int i = 0; i < 3; ++i)
-            REQUIRE(sw(**psam, hx(init_sam_apdu(hex("01020304"), 0, 1, 6, w, 1, 0, both_factors()))) == "9000");
+        for (int i = 0; i < 3; ++i) REQUIRE(sw(**psam, hx(init_sam_apdu(hex("01020304"), 0, 1, 6, w, 1, 0, both_factors()))) == "9000");
     }
     auto psam = VirtualCard::open(path);
     REQUIRE(psam.ok());

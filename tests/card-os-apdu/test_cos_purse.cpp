@@ -51,8 +51,7 @@ TEST_CASE("INITIALIZE FOR LOAD answers old balance, online ATC, key version, alg
     CHECK(init.alg_id == 0x00);
     // MAC1 = DES-MAC(SESLK, old balance ‖ amount ‖ 02 ‖ terminal id), SESLK from the card's own random.
     const Key8 seslk = crypto::load_session_key(key16(test_dlk), init.random, init.online_atc);
-    const auto mac1 =
-        crypto::des_mac(seslk, crypto::load_mac1_input(test_balance_fen, 0x1000, crypto::type_ep_load, hex(test_terminal)));
+    const auto mac1 = crypto::des_mac(seslk, crypto::load_mac1_input(test_balance_fen, 0x1000, crypto::type_ep_load, hex(test_terminal)));
     CHECK(hx(init.mac1) == hx(mac1));
 }
 
@@ -95,9 +94,15 @@ TEST_CASE("docs/CARD-SPEC.md §4 vector 4 through the card: the real card's TAC 
     const InitLoadResponse init = parse_init_load(r);
     CHECK(hx(ByteView(r.data).first(8)) == "0000000000000100");  // old balance 0, ATC 0, key version 01, alg 00
     const Key8 seslk = crypto::load_session_key(key16("374598B5C0B0EAE1E1D06609AC5BB369"), init.random, 0);
-    CHECK(hx(init.mac1) ==
-          hx(crypto::des_mac(seslk, hex("00000000" "00001C37" "02" "000001000050"))));
-    const auto mac2 = crypto::des_mac(seslk, hex("00001C37" "02" "000001000050" "20140825" "103100"));
+    CHECK(hx(init.mac1) == hx(crypto::des_mac(seslk, hex("00000000"
+                                                         "00001C37"
+                                                         "02"
+                                                         "000001000050"))));
+    const auto mac2 = crypto::des_mac(seslk, hex("00001C37"
+                                                 "02"
+                                                 "000001000050"
+                                                 "20140825"
+                                                 "103100"));
     const Rsp credit = send(*card, concat(hex("80520000 0B 20140825 103100"), mac2, hex("04")));
     CHECK(credit.sw_hex() == "9000");
     CHECK(credit.data_hex() == "ED0F8755");
@@ -209,8 +214,7 @@ TEST_CASE("a full purchase: DEBIT answers TAC ‖ MAC2, both recomputed from DTK
     const Rsp r = send(*card, debit_apdu(serial, w, mac1));
     REQUIRE(r.sw_hex() == "9000");
     REQUIRE(r.data.size() == 8);
-    CHECK(hx(ByteView(r.data).first(4)) ==
-          hx(expected_purchase_tac(0x1000, crypto::type_ep_purchase, test_terminal, serial, w)));
+    CHECK(hx(ByteView(r.data).first(4)) == hx(expected_purchase_tac(0x1000, crypto::type_ep_purchase, test_terminal, serial, w)));
     CHECK(hx(ByteView(r.data).last(4)) == hx(expected_purchase_mac2(init, 0x1000, serial)));
     CHECK(balance(*card) == test_balance_fen - 0x1000);
     CHECK(card->snapshot().offline_atc == 1);
@@ -227,8 +231,7 @@ TEST_CASE("the purchase session key uses terminal serial bytes 2..3") {
     const Bytes mac1 = terminal_purchase_mac1(init, 300, crypto::type_ep_purchase, test_terminal, serial, w);
     const Rsp r = send(*card, debit_apdu(serial, w, mac1));
     REQUIRE(r.sw_hex() == "9000");
-    CHECK(hx(ByteView(r.data).first(4)) ==
-          hx(expected_purchase_tac(300, crypto::type_ep_purchase, test_terminal, serial, w)));
+    CHECK(hx(ByteView(r.data).first(4)) == hx(expected_purchase_tac(300, crypto::type_ep_purchase, test_terminal, serial, w)));
     CHECK(hx(ByteView(r.data).last(4)) == hx(expected_purchase_mac2(init, 300, serial)));
 }
 
@@ -402,8 +405,7 @@ TEST_CASE("EF18 record 1 is the newest; the cyclic log wraps after 10 records") 
         const CardDateTime w = when("20261126", "1300" + std::string(n < 10 ? "0" : "") + std::to_string(n));
         const Rsp r = send(*card, Bytes{0x00, 0xB2, rec, 0xC4, 0x17});
         REQUIRE(r.sw_hex() == "9000");
-        CHECK_MESSAGE(r.data_hex() == log_record(static_cast<std::uint16_t>(n), n, 0x06, test_terminal, w),
-                      "record " << int(rec));
+        CHECK_MESSAGE(r.data_hex() == log_record(static_cast<std::uint16_t>(n), n, 0x06, test_terminal, w), "record " << int(rec));
     }
     CHECK(sw(*card, "00 B2 0B C4 17") == "6A83");
 }

@@ -36,14 +36,14 @@ std::vector<Bytes> odd_bodies() {
         hex("08 0102030405060708 08"),
         hex("0B 01 00000064 001122334455"),
         hex("0B 01 00000064 001122334455 0F"),
-        hex("0B 01 00000064"),              // Lc says 11, 5 follow
-        hex("03 010203 04 05"),             // Lc says 3, 5 follow
-        hex("00 00 04"),                    // extended Le
-        hex("00 00 00"),                    // extended Le 65536
-        hex("00 00 02 1234"),               // extended Lc
-        hex("00 00 02 1234 00 08"),         // extended Lc + Le
-        hex("00 FF FF 01"),                 // extended Lc far beyond the data
-        hex("00 00"),                       // impossible extended form
+        hex("0B 01 00000064"),       // Lc says 11, 5 follow
+        hex("03 010203 04 05"),      // Lc says 3, 5 follow
+        hex("00 00 04"),             // extended Le
+        hex("00 00 00"),             // extended Le 65536
+        hex("00 00 02 1234"),        // extended Lc
+        hex("00 00 02 1234 00 08"),  // extended Lc + Le
+        hex("00 FF FF 01"),          // extended Lc far beyond the data
+        hex("00 00"),                // impossible extended form
     };
     Bytes long_data(0xFF, 0xA5);
     bodies.push_back(concat(Bytes{0xFF}, long_data));

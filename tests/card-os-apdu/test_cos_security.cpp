@@ -106,8 +106,7 @@ TEST_CASE("a seeded card replays the same random numbers") {
     CHECK(send(*a, "00 84 00 00 08").data_hex() == send(*b, "00 84 00 00 08").data_hex());
     select_purse(*a);
     select_purse(*b);
-    CHECK(parse_init_purchase(send(*a, init_purchase_apdu(1))).random ==
-          parse_init_purchase(send(*b, init_purchase_apdu(1))).random);
+    CHECK(parse_init_purchase(send(*a, init_purchase_apdu(1))).random == parse_init_purchase(send(*b, init_purchase_apdu(1))).random);
     json other = card_profile();
     other["seed"] = "FFEEDDCCBBAA99887766554433221100";
     auto c = make_card(other);
@@ -282,8 +281,7 @@ TEST_CASE("SSSE EF06 records by tag: 00 B2 <tag> (SFI 06 << 3) Le answers tag â€
     // 08 social-security number (18 chars).
     const Rsp ssn = send(*card, "00 B2 08 30 00");
     CHECK(ssn.sw_hex() == "9000");
-    CHECK(ssn.data_hex() == "0812" + hx(Bytes{'4', '6', '0', '1', '0', '0', '1', '9', '9', '0', '0', '1', '0', '1',
-                                             '1', '2', '3', '4'}));
+    CHECK(ssn.data_hex() == "0812" + hx(Bytes{'4', '6', '0', '1', '0', '0', '1', '9', '9', '0', '0', '1', '0', '1', '1', '2', '3', '4'}));
     // 0D birth date, 4 bytes BCD.
     const Rsp birth = send(*card, "00 B2 0D 30 00");
     CHECK(birth.sw_hex() == "9000");

@@ -33,9 +33,9 @@ using nlohmann::json;
 
 // ---- the test card's personalization ---------------------------------------------------------
 // Distinct keys per role so a card that uses the wrong key for a MAC fails.
-inline constexpr std::string_view test_dpk = "11223344556677888877665544332211";   // docs/CARD-SPEC.md §4 vector 3
-inline constexpr std::string_view test_dlk = "374598B5C0B0EAE1E1D06609AC5BB369";   // docs/CARD-SPEC.md §4 vector 4
-inline constexpr std::string_view test_dtk = "CAA6025290114BFCC3C9043F70F7A07A";   // docs/CARD-SPEC.md §4 vector 4
+inline constexpr std::string_view test_dpk = "11223344556677888877665544332211";  // docs/CARD-SPEC.md §4 vector 3
+inline constexpr std::string_view test_dlk = "374598B5C0B0EAE1E1D06609AC5BB369";  // docs/CARD-SPEC.md §4 vector 4
+inline constexpr std::string_view test_dtk = "CAA6025290114BFCC3C9043F70F7A07A";  // docs/CARD-SPEC.md §4 vector 4
 inline constexpr std::string_view test_iak = "404142434445464748494A4B4C4D4E4F";
 inline constexpr std::string_view test_damk = "505152535455565758595A5B5C5D5E5F";
 inline constexpr std::string_view test_ssse_iak = "606162636465666768696A6B6C6D6E6F";  // the SSSE application's own
@@ -185,19 +185,17 @@ inline InitLoadResponse parse_init_load(const Rsp& r) {
     REQUIRE(r.sw_hex() == "9000");
     REQUIRE(r.data.size() == 16);
     const ByteView d(r.data);
-    return {read_be32(d.subspan(0, 4)), read_be16(d.subspan(4, 2)), d[6], d[7],
+    return {read_be32(d.subspan(0, 4)),           read_be16(d.subspan(4, 2)),           d[6], d[7],
             Bytes(d.begin() + 8, d.begin() + 12), Bytes(d.begin() + 12, d.begin() + 16)};
 }
 
-inline Bytes host_load_mac2(const InitLoadResponse& init, std::uint32_t amount, std::string_view terminal,
-                            const CardDateTime& w, std::string_view dlk = test_dlk) {
+inline Bytes host_load_mac2(const InitLoadResponse& init, std::uint32_t amount, std::string_view terminal, const CardDateTime& w,
+                            std::string_view dlk = test_dlk) {
     const Key8 seslk = crypto::load_session_key(key16(dlk), init.random, init.online_atc);
     const auto mac = crypto::des_mac(seslk, crypto::load_mac2_input(amount, crypto::type_ep_load, hex(terminal), w));
     return Bytes(mac.begin(), mac.end());
 }
-inline Bytes credit_apdu(const CardDateTime& w, ByteView mac2) {
-    return concat(hex("80 52 00 00 0B"), w.date, w.time, mac2, hex("04"));
-}
+inline Bytes credit_apdu(const CardDateTime& w, ByteView mac2) { return concat(hex("80 52 00 00 0B"), w.date, w.time, mac2, hex("04")); }
 
 // A completed load: amount, date-time; returns the TAC (and checks SW 9000).
 struct LoadDone {
@@ -221,8 +219,7 @@ inline LoadDone do_load(VirtualCard& card, std::uint32_t amount, const CardDateT
 
 inline Bytes init_purchase_apdu(std::uint32_t amount, std::string_view terminal = test_terminal, bool capp = false,
                                 std::uint8_t key_index = 1) {
-    return concat(hex(capp ? "80 50 03 02 0B" : "80 50 01 02 0B"), Bytes{key_index}, be_bytes(amount, 4),
-                  hex(terminal), hex("0F"));
+    return concat(hex(capp ? "80 50 03 02 0B" : "80 50 01 02 0B"), Bytes{key_index}, be_bytes(amount, 4), hex(terminal), hex("0F"));
 }
 
 struct InitPurchaseResponse {
@@ -237,37 +234,33 @@ inline InitPurchaseResponse parse_init_purchase(const Rsp& r) {
     REQUIRE(r.sw_hex() == "9000");
     REQUIRE(r.data.size() == 15);
     const ByteView d(r.data);
-    return {read_be32(d.subspan(0, 4)), read_be16(d.subspan(4, 2)), Bytes(d.begin() + 6, d.begin() + 9), d[9], d[10],
+    return {read_be32(d.subspan(0, 4)),           read_be16(d.subspan(4, 2)), Bytes(d.begin() + 6, d.begin() + 9), d[9], d[10],
             Bytes(d.begin() + 11, d.begin() + 15)};
 }
 
 inline Key8 sespk_for(const InitPurchaseResponse& init, std::uint32_t terminal_serial, std::string_view dpk = test_dpk) {
     return crypto::purchase_session_key(key16(dpk), init.random, init.offline_atc, terminal_serial);
 }
-inline Bytes terminal_purchase_mac1(const InitPurchaseResponse& init, std::uint32_t amount, std::uint8_t type,
-                                    std::string_view terminal, std::uint32_t terminal_serial, const CardDateTime& w,
-                                    std::string_view dpk = test_dpk) {
-    const auto mac = crypto::des_mac(sespk_for(init, terminal_serial, dpk),
-                                     crypto::purchase_mac1_input(amount, type, hex(terminal), w));
+inline Bytes terminal_purchase_mac1(const InitPurchaseResponse& init, std::uint32_t amount, std::uint8_t type, std::string_view terminal,
+                                    std::uint32_t terminal_serial, const CardDateTime& w, std::string_view dpk = test_dpk) {
+    const auto mac = crypto::des_mac(sespk_for(init, terminal_serial, dpk), crypto::purchase_mac1_input(amount, type, hex(terminal), w));
     return Bytes(mac.begin(), mac.end());
 }
-inline Bytes expected_purchase_mac2(const InitPurchaseResponse& init, std::uint32_t amount,
-                                    std::uint32_t terminal_serial, std::string_view dpk = test_dpk) {
+inline Bytes expected_purchase_mac2(const InitPurchaseResponse& init, std::uint32_t amount, std::uint32_t terminal_serial,
+                                    std::string_view dpk = test_dpk) {
     const auto mac = crypto::des_mac(sespk_for(init, terminal_serial, dpk), crypto::purchase_mac2_input(amount));
     return Bytes(mac.begin(), mac.end());
 }
-inline Bytes expected_purchase_tac(std::uint32_t amount, std::uint8_t type, std::string_view terminal,
-                                   std::uint32_t terminal_serial, const CardDateTime& w,
-                                   std::string_view dtk = test_dtk) {
-    const auto mac = crypto::des_mac(crypto::tac_key(key16(dtk)),
-                                     crypto::purchase_tac_input(amount, type, hex(terminal), terminal_serial, w));
+inline Bytes expected_purchase_tac(std::uint32_t amount, std::uint8_t type, std::string_view terminal, std::uint32_t terminal_serial,
+                                   const CardDateTime& w, std::string_view dtk = test_dtk) {
+    const auto mac =
+        crypto::des_mac(crypto::tac_key(key16(dtk)), crypto::purchase_tac_input(amount, type, hex(terminal), terminal_serial, w));
     return Bytes(mac.begin(), mac.end());
 }
-inline Bytes expected_load_tac(std::uint32_t new_balance, std::uint16_t online_atc_before, std::uint32_t amount,
-                               std::string_view terminal, const CardDateTime& w, std::string_view dtk = test_dtk) {
-    const auto mac = crypto::des_mac(crypto::tac_key(key16(dtk)),
-                                     crypto::load_tac_input(new_balance, online_atc_before, amount,
-                                                            crypto::type_ep_load, hex(terminal), w));
+inline Bytes expected_load_tac(std::uint32_t new_balance, std::uint16_t online_atc_before, std::uint32_t amount, std::string_view terminal,
+                               const CardDateTime& w, std::string_view dtk = test_dtk) {
+    const auto mac = crypto::des_mac(crypto::tac_key(key16(dtk)), crypto::load_tac_input(new_balance, online_atc_before, amount,
+                                                                                         crypto::type_ep_load, hex(terminal), w));
     return Bytes(mac.begin(), mac.end());
 }
 inline Bytes debit_apdu(std::uint32_t terminal_serial, const CardDateTime& w, ByteView mac1) {
@@ -281,12 +274,10 @@ struct PurchaseDone {
 };
 // A completed EP purchase (type 06) with MAC1 computed from the test DPK.
 inline PurchaseDone do_purchase(VirtualCard& card, std::uint32_t amount, std::uint32_t terminal_serial = 1,
-                                const CardDateTime& w = when("20261126", "130000"),
-                                std::string_view terminal = test_terminal) {
+                                const CardDateTime& w = when("20261126", "130000"), std::string_view terminal = test_terminal) {
     PurchaseDone done;
     done.init = parse_init_purchase(send(card, init_purchase_apdu(amount, terminal)));
-    const Bytes mac1 =
-        terminal_purchase_mac1(done.init, amount, crypto::type_ep_purchase, terminal, terminal_serial, w);
+    const Bytes mac1 = terminal_purchase_mac1(done.init, amount, crypto::type_ep_purchase, terminal, terminal_serial, w);
     const Rsp r = send(card, debit_apdu(terminal_serial, w, mac1));
     REQUIRE(r.sw_hex() == "9000");
     REQUIRE(r.data.size() == 8);
@@ -355,10 +346,9 @@ inline PurseState observe(VirtualCard& card) {
 
 // An EF18 log record as docs/CARD-SPEC.md §6 lays it out: ATC(2) ‖ overdraft limit(3) ‖ amount(4) ‖ type(1) ‖
 // terminal id(6) ‖ date(4) ‖ time(3); the ATC is the post-increment value.
-inline std::string log_record(std::uint16_t atc_after, std::uint32_t amount, std::uint8_t type,
-                              std::string_view terminal, const CardDateTime& w) {
-    return hx(concat(be_bytes(atc_after, 2), hex("000000"), be_bytes(amount, 4), Bytes{type}, hex(terminal), w.date,
-                     w.time));
+inline std::string log_record(std::uint16_t atc_after, std::uint32_t amount, std::uint8_t type, std::string_view terminal,
+                              const CardDateTime& w) {
+    return hx(concat(be_bytes(atc_after, 2), hex("000000"), be_bytes(amount, 4), Bytes{type}, hex(terminal), w.date, w.time));
 }
 
 }  // namespace cos_test

@@ -84,8 +84,7 @@ TEST_CASE("T=0: a full purchase works through GET RESPONSE (it does not cancel t
     REQUIRE(send(*card, debit).sw_hex() == "6108");
     const Rsp r = send(*card, "00 C0 00 00 08");
     CHECK(r.sw_hex() == "9000");
-    CHECK(r.data_hex() == hx(expected_purchase_tac(500, 6, test_terminal, 3, w)) +
-                              hx(expected_purchase_mac2(init, 500, 3)));
+    CHECK(r.data_hex() == hx(expected_purchase_tac(500, 6, test_terminal, 3, w)) + hx(expected_purchase_mac2(init, 500, 3)));
     CHECK(balance(*card) == test_balance_fen - 500);
 }
 

@@ -98,8 +98,7 @@ inline PurseTransaction purse_transaction(const Tap& tap) {
     crypto::Block issuer{};
     const Bytes issuer_bytes = hex(issuer_hex);
     std::copy(issuer_bytes.begin(), issuer_bytes.end(), issuer.begin());
-    const crypto::Key16 dtk = crypto::diversify_card_key(crypto::Key16(hex(tac_master_hex)), issuer,
-                                                         crypto::card_factor_from_asn(t.asn));
+    const crypto::Key16 dtk = crypto::diversify_card_key(crypto::Key16(hex(tac_master_hex)), issuer, crypto::card_factor_from_asn(t.asn));
     t.tac = crypto::des_mac(crypto::tac_key(dtk),
                             crypto::purchase_tac_input(tap.amount_fen, tap.type, t.terminal_id, t.terminal_serial, t.when));
     if (tap.forge_tac) t.tac[0] ^= 0x01;
@@ -185,11 +184,13 @@ struct Rig {
         REQUIRE(store.ok());
         REQUIRE(store->add_key("mk-tac", 1, hsm::KeyType::tdes2, hsm::KeyUsage::tac, crypto::Key16(hex(tac_master_hex))).ok());
         REQUIRE(store->add_key("mk-load", 1, hsm::KeyType::tdes2, hsm::KeyUsage::load, crypto::Key16(hex(load_master_hex))).ok());
-        REQUIRE(store->add_key("mk-internal-auth", 1, hsm::KeyType::tdes2, hsm::KeyUsage::internal_auth,
-                               crypto::Key16(hex(internal_auth_master_hex)))
+        REQUIRE(store
+                    ->add_key("mk-internal-auth", 1, hsm::KeyType::tdes2, hsm::KeyUsage::internal_auth,
+                              crypto::Key16(hex(internal_auth_master_hex)))
                     .ok());
-        REQUIRE(store->add_key(hsm::default_ssse_auth_label, 1, hsm::KeyType::tdes2, hsm::KeyUsage::ssse_auth,
-                               crypto::Key16(hex(ssse_auth_master_hex)))
+        REQUIRE(store
+                    ->add_key(hsm::default_ssse_auth_label, 1, hsm::KeyType::tdes2, hsm::KeyUsage::ssse_auth,
+                              crypto::Key16(hex(ssse_auth_master_hex)))
                     .ok());
         return std::make_shared<const hsm::KeyStore>(std::move(store.value()));
     }

@@ -48,8 +48,7 @@ inline Account account(std::uint64_t id, std::uint32_t ledger = 1, std::uint16_t
     return a;
 }
 
-inline Transfer transfer(std::uint64_t id, std::uint64_t debit, std::uint64_t credit, std::uint64_t amount_fen,
-                         std::uint16_t flags = 0) {
+inline Transfer transfer(std::uint64_t id, std::uint64_t debit, std::uint64_t credit, std::uint64_t amount_fen, std::uint16_t flags = 0) {
     Transfer t;
     t.id = make_id(id);
     t.debit_account_id = make_id(debit);

@@ -281,7 +281,7 @@ TEST_CASE("an ATC arriving late is no gap; one still missing when 64 later ones 
     later.atc = 3;
     later.balance_before_fen = 4200;
     CHECK(rig.code(upload_message(later, 2)) == "00");
-    CHECK(rig.flags_of(RiskKind::atc_gap) == 0);  // 1 and 2 may be on their way from another terminal
+    CHECK(rig.flags_of(RiskKind::atc_gap) == 0);          // 1 and 2 may be on their way from another terminal
     CHECK(rig.flags_of(RiskKind::shadow_mismatch) == 0);  // out of order: not comparable
     CHECK(rig.card(card_a).offline_atc_max == 3);
     // The late one fills part of the gap; 2 stays missing while 4..66 arrive: at 67 it is given up.
@@ -461,7 +461,8 @@ TEST_CASE("many uploads in flight at once are each booked exactly once (group co
     rig.require_check();
 }
 
-TEST_CASE("registry group write-back: each hook sees what earlier hooks of the group wrote; other transactions and failed groups see none of it") {
+TEST_CASE(
+    "registry group write-back: each hook sees what earlier hooks of the group wrote; other transactions and failed groups see none of it") {
     Rig rig;
     rig.writer->stop();  // this test drives apply_group itself
     const Asn asn = asn_of(card_a);

@@ -182,7 +182,8 @@ TEST_CASE("the HTTP thread's priority parses, and lowering it changes only the c
     const int caller_policy = ::sched_getscheduler(::gettid());
     int niced = -100, idle_policy = -1;
     std::thread([&] {
-        REQUIRE(http::lower_thread_priority(*http::parse_thread_priority("nice:19")).ok());  // never above the caller's: allowed unprivileged
+        REQUIRE(
+            http::lower_thread_priority(*http::parse_thread_priority("nice:19")).ok());  // never above the caller's: allowed unprivileged
         niced = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()));
     }).join();
     std::thread([&] {

@@ -50,8 +50,8 @@ struct Load {
     }
     crypto::Mac4 tac() const {
         crypto::Mac4 t = crypto::des_mac(crypto::tac_key(card_key(tac_master_hex, asn)),
-                                         crypto::load_tac_input(old_balance_fen + amount_fen, atc, amount_fen,
-                                                                crypto::type_ep_load, bcd<6>(terminal), when()));
+                                         crypto::load_tac_input(old_balance_fen + amount_fen, atc, amount_fen, crypto::type_ep_load,
+                                                                bcd<6>(terminal), when()));
         if (forge_tac) t[3] ^= 0x01;
         return t;
     }
@@ -153,15 +153,13 @@ Message clinic_authorization(Rig& rig, std::uint64_t amount_fen, std::uint32_t s
     return clinic_authorization_over(challenge_for(rig, asn, terminal_id, stan), amount_fen, stan, asn, terminal_id, forge, key);
 }
 
-Message clinic_completion(std::uint64_t amount_fen, std::uint32_t stan, std::uint32_t authorization_stan,
-                          const std::string& asn = card_a) {
+Message clinic_completion(std::uint64_t amount_fen, std::uint32_t stan, std::uint32_t authorization_stan, const std::string& asn = card_a) {
     Message m = online_message("0220", "003000", amount_fen, stan, asn, "CLINIC01");
     m.set(90, original("0100", authorization_stan));
     return m;
 }
 
-Message clinic_reversal(std::uint64_t amount_fen, std::uint32_t stan, std::uint32_t authorization_stan,
-                        const std::string& mti = "0400") {
+Message clinic_reversal(std::uint64_t amount_fen, std::uint32_t stan, std::uint32_t authorization_stan, const std::string& mti = "0400") {
     Message m = online_message(mti, "003000", amount_fen, stan, card_a, "CLINIC01");
     m.set(90, original("0100", authorization_stan));
     return m;
@@ -660,7 +658,8 @@ TEST_CASE("hotlist: every status change bumps the version; chunks of 47 from ver
     // 110 more cards, all hotlisted, then one returned to active and card_a lost.
     std::string json = R"({"cards": [)";
     for (std::size_t i = 0; i < 110; ++i) {
-        json += (i ? "," : "") + std::string(R"({"asn": ")") + nth_card(i) + R"(", "issuer_id": ")" + issuer_hex + R"(", "status": "blocked"})";
+        json +=
+            (i ? "," : "") + std::string(R"({"asn": ")") + nth_card(i) + R"(", "issuer_id": ")" + issuer_hex + R"(", "status": "blocked"})";
     }
     json += "]}";
     REQUIRE(load_registry(*rig.ledger, *rig.registry, json).ok());

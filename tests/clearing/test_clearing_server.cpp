@@ -251,7 +251,8 @@ TEST_CASE("writer CPU layout: off, auto and a CPU number against the allowed CPU
     }
     auto absent = plan_cpu_layout(std::to_string(CPU_SETSIZE - 1));
     REQUIRE_FALSE(absent.ok());
-    CHECK(absent.error().message == "--writer-cpu: CPU " + std::to_string(CPU_SETSIZE - 1) + " is not one this process may use (" + format_cpus(allowed) + ")");
+    CHECK(absent.error().message ==
+          "--writer-cpu: CPU " + std::to_string(CPU_SETSIZE - 1) + " is not one this process may use (" + format_cpus(allowed) + ")");
 
     // Restricted to one CPU: auto plans nothing, and that CPU cannot be the writer's alone.
     std::thread([&] {

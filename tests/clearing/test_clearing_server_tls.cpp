@@ -153,7 +153,8 @@ TEST_CASE("server over TLS: a reconnecting terminal resumes its session and is s
 TEST_CASE("server over TLS: no certificate, another CA's, an expired one or a server certificate: closed and counted") {
     TlsServerRig s;
     const tls_test::Ca other("Another island CA");
-    s.pki.write_identity("foreign", coconut::tls::Profile::terminal, "BUS00001", {}, -std::chrono::hours(1), std::chrono::hours(24), &other);
+    s.pki.write_identity("foreign", coconut::tls::Profile::terminal, "BUS00001", {}, -std::chrono::hours(1), std::chrono::hours(24),
+                         &other);
     s.pki.write_identity("expired", coconut::tls::Profile::terminal, "BUS00001", {}, -std::chrono::hours(48), -std::chrono::hours(24));
     s.pki.write_identity("posing", coconut::tls::Profile::server, "BUS00001", {"IP:127.0.0.1"});
     std::uint64_t failures = 0;

@@ -14,23 +14,25 @@ namespace {
 // 0800 echo test (network management code 301): fields 7, 11, 70 → the canonical bitmaps
 // 8220000000000000 / 0400000000000000.
 const char* const echo_hex =
-    "30383030"            // MTI "0800"
-    "8220000000000000"    // primary: bit 1 (secondary follows), 7, 11
-    "0400000000000000"    // secondary: bit 70
+    "30383030"              // MTI "0800"
+    "8220000000000000"      // primary: bit 1 (secondary follows), 7, 11
+    "0400000000000000"      // secondary: bit 70
     "31313236313934313030"  // 7  "1126194100"
-    "303030303031"        // 11 "000001"
-    "333031";             // 70 "301"
+    "303030303031"          // 11 "000001"
+    "333031";               // 70 "301"
 
 // 0200 with an LLVAR PAN, fixed n fields, an ans terminal id and an LLLVAR private field 62.
 const char* const purchase_hex =
-    "30323030"                                // MTI "0200"
-    "7020000000800004"                        // bits 2, 3, 4, 11, 41, 62
-    "3136" "36323331323334353637383930313233"  // 2  LL "16" "6231234567890123"
-    "303030303030"                            // 3  "000000"
-    "303030303030303031303030"                // 4  "000000001000"
-    "303030313233"                            // 11 "000123"
-    "5430303030303031"                        // 41 "T0000001"
-    "303130" "39463336303230303146";          // 62 LLL "010" "9F3602001F"
+    "30323030"          // MTI "0200"
+    "7020000000800004"  // bits 2, 3, 4, 11, 41, 62
+    "3136"
+    "36323331323334353637383930313233"  // 2  LL "16" "6231234567890123"
+    "303030303030"                      // 3  "000000"
+    "303030303030303031303030"          // 4  "000000001000"
+    "303030313233"                      // 11 "000123"
+    "5430303030303031"                  // 41 "T0000001"
+    "303130"
+    "39463336303230303146";  // 62 LLL "010" "9F3602001F"
 
 Message echo_message() {
     Message m("0800");
@@ -91,7 +93,7 @@ TEST_CASE("an 0800 echo parses field by field") {
     CHECK(parsed->get_number(11) == 1u);
     CHECK(parsed->get(70) == "301");
     CHECK_FALSE(parsed->has(2));
-    CHECK(*parsed == echo_message() );
+    CHECK(*parsed == echo_message());
 }
 
 TEST_CASE("fields set in any order, overwritten or cleared encode in field order, same bytes as built in order") {
@@ -138,7 +140,11 @@ TEST_CASE("binary b fields carry raw bytes") {
     m.set(64, ByteView(hex("0102030405060708")));
     auto encoded = encode(m);
     REQUIRE(encoded.ok());
-    CHECK(to_hex(*encoded) == "30323030" "2000000000000001" "303030303030" "0102030405060708");
+    CHECK(to_hex(*encoded) ==
+          "30323030"
+          "2000000000000001"
+          "303030303030"
+          "0102030405060708");
     auto parsed = parse(*encoded);
     REQUIRE(parsed.ok());
     CHECK(parsed->get_bytes(64) == hex("0102030405060708"));
@@ -176,14 +182,23 @@ TEST_CASE("variable fields round-trip at length zero") {
     m.set(62, "");
     auto encoded = encode(m);
     REQUIRE(encoded.ok());
-    CHECK(to_hex(*encoded) == "30313030" "4000000000000004" "3030" "303030");
+    CHECK(to_hex(*encoded) ==
+          "30313030"
+          "4000000000000004"
+          "3030"
+          "303030");
     auto parsed = parse(*encoded);
     REQUIRE(parsed.ok());
     CHECK(parsed->get(2) == "");
 }
 
 TEST_CASE("a secondary bitmap that is present but empty is accepted and reproduced") {
-    const Bytes raw = hex("30383030" "8220000000000000" "0000000000000000" "31313236313934313030" "303030303031");
+    const Bytes raw =
+        hex("30383030"
+            "8220000000000000"
+            "0000000000000000"
+            "31313236313934313030"
+            "303030303031");
     auto parsed = parse(raw);
     REQUIRE(parsed.ok());
     CHECK(parsed->secondary_bitmap);
@@ -191,7 +206,11 @@ TEST_CASE("a secondary bitmap that is present but empty is accepted and reproduc
     CHECK(encode(*parsed).value() == raw);
     Message without = *parsed;
     without.secondary_bitmap = false;
-    CHECK(to_hex(encode(without).value()) == "30383030" "0220000000000000" "31313236313934313030" "303030303031");
+    CHECK(to_hex(encode(without).value()) ==
+          "30383030"
+          "0220000000000000"
+          "31313236313934313030"
+          "303030303031");
 }
 
 TEST_CASE("every strict prefix of a valid message is truncated") {
@@ -228,17 +247,30 @@ TEST_CASE("a message longer than message_size_max is oversize, at the limit it i
 }
 
 TEST_CASE("bad MTI: not four digits, or not version 1987") {
-    CHECK(parse_error(hex("30324130" "2000000000000000" "303030303030")) == ErrorCode::bad_mti);  // "02A0"
-    CHECK(parse_error(hex("31323030" "2000000000000000" "303030303030")) == ErrorCode::bad_mti);  // "1200"
+    CHECK(parse_error(hex("30324130"
+                          "2000000000000000"
+                          "303030303030")) == ErrorCode::bad_mti);  // "02A0"
+    CHECK(parse_error(hex("31323030"
+                          "2000000000000000"
+                          "303030303030")) == ErrorCode::bad_mti);  // "1200"
     Message m = echo_message();
     m.set_mti("800");
     CHECK(encode_error(m).code == ErrorCode::bad_mti);
 }
 
 TEST_CASE("bad bitmap: no data element, or the tertiary-bitmap bit 65") {
-    CHECK(parse_error(hex("30383030" "0000000000000000")) == ErrorCode::bad_bitmap);
-    CHECK(parse_error(hex("30383030" "8000000000000000" "0000000000000000")) == ErrorCode::bad_bitmap);
-    auto bit65 = parse(hex("30383030" "8220000000000000" "8000000000000000" "31313236313934313030" "303030303031" "30"));
+    CHECK(parse_error(hex("30383030"
+                          "0000000000000000")) == ErrorCode::bad_bitmap);
+    CHECK(parse_error(hex("30383030"
+                          "8000000000000000"
+                          "0000000000000000")) == ErrorCode::bad_bitmap);
+    auto bit65 =
+        parse(hex("30383030"
+                  "8220000000000000"
+                  "8000000000000000"
+                  "31313236313934313030"
+                  "303030303031"
+                  "30"));
     REQUIRE_FALSE(bit65.ok());
     CHECK(bit65.error().code == ErrorCode::bad_bitmap);
     CHECK(bit65.error().field == 65);
@@ -246,17 +278,30 @@ TEST_CASE("bad bitmap: no data element, or the tertiary-bitmap bit 65") {
 }
 
 TEST_CASE("bad length: LL prefix not digits, or above the field maximum") {
-    CHECK(parse_error(hex("30323030" "4000000000000000" "3141" "30")) == ErrorCode::bad_length);  // LL "1A"
+    CHECK(parse_error(hex("30323030"
+                          "4000000000000000"
+                          "3141"
+                          "30")) == ErrorCode::bad_length);  // LL "1A"
     // Field 2 allows 19 digits; "20" is refused before the value is read.
-    auto too_long = parse(hex("30323030" "4000000000000000" "3230" + std::string(40, '3')));
+    auto too_long =
+        parse(hex("30323030"
+                  "4000000000000000"
+                  "3230" +
+                  std::string(40, '3')));
     REQUIRE_FALSE(too_long.ok());
     CHECK(too_long.error().code == ErrorCode::bad_length);
     CHECK(too_long.error().field == 2);
     // Field 36 (LLL, max 104): "105".
-    CHECK(parse_error(hex("30323030" "0000000010000000" "313035" + std::string(210, '3'))) ==
-          ErrorCode::bad_length);
+    CHECK(parse_error(hex("30323030"
+                          "0000000010000000"
+                          "313035" +
+                          std::string(210, '3'))) == ErrorCode::bad_length);
     // At the maximum it parses.
-    CHECK(parse(hex("30323030" "4000000000000000" "3139" + std::string(38, '3'))).ok());
+    CHECK(parse(hex("30323030"
+                    "4000000000000000"
+                    "3139" +
+                    std::string(38, '3')))
+              .ok());
 }
 
 TEST_CASE("bad length on encode: a fixed field of the wrong size, a variable field above its maximum") {
@@ -298,7 +343,9 @@ TEST_CASE("a numeric field with a non-digit is not_numeric, in parse and in enco
 
 TEST_CASE("characters outside an / ans / z are bad_character") {
     Message m = purchase_message();
-    m.set(41, std::string("T000\x01" "001", 8));
+    m.set(41, std::string("T000\x01"
+                          "001",
+                          8));
     CHECK(encode_error(m).code == ErrorCode::bad_character);
     m = purchase_message();
     m.set(39, "0!");
@@ -359,7 +406,7 @@ TEST_CASE("frame_size: needs more, complete, back-to-back frames, zero and overs
     CHECK(second->mti() == "0200");
     CHECK(frame_size(hex("0000")).error().code == ErrorCode::bad_length);
     CHECK(frame_size(hex("2001")).error().code == ErrorCode::oversize);  // 8193
-    CHECK(frame_size(hex("2000")).value() == 0u);                          // 8192: wait for the bytes
+    CHECK(frame_size(hex("2000")).value() == 0u);                        // 8192: wait for the bytes
 }
 
 TEST_CASE("response codes are named and written as two digits") {
@@ -515,7 +562,11 @@ TEST_CASE("profile: processing and network codes, field 2, 60 and 90 — what on
     batch.set(60, "00A007");
     CHECK_FALSE(batch_of(batch).has_value());
     const std::string field90 = encode_original_data({"0100", 31, "1126023000"});
-    CHECK(field90 == "0100" "000031" "1126023000" "0000000000000000000000");
+    CHECK(field90 ==
+          "0100"
+          "000031"
+          "1126023000"
+          "0000000000000000000000");
     CHECK(field90.size() == 42);
     auto original = parse_original_data(field90);
     REQUIRE(original.has_value());

@@ -24,9 +24,7 @@ void open_accounts(Fixture& f, std::uint16_t card_flags = 0) {
 }
 
 // Puts `fen` into account 1 (from funding account 3).
-void fund(Fixture& f, std::uint64_t transfer_id, std::uint64_t fen) {
-    REQUIRE(f.one(transfer(transfer_id, 3, 1, fen)) == ResultCode::ok);
-}
+void fund(Fixture& f, std::uint64_t transfer_id, std::uint64_t fen) { REQUIRE(f.one(transfer(transfer_id, 3, 1, fen)) == ResultCode::ok); }
 
 }  // namespace
 
@@ -80,8 +78,7 @@ TEST_CASE("account validation answers in precedence order") {
     a = account(1);
     a.id = Id::max();
     CHECK(f.one(a) == ResultCode::id_must_not_be_int_max);
-    CHECK(f.one(account(1, 1, 10,
-                        account_flags::debits_must_not_exceed_credits | account_flags::credits_must_not_exceed_debits)) ==
+    CHECK(f.one(account(1, 1, 10, account_flags::debits_must_not_exceed_credits | account_flags::credits_must_not_exceed_debits)) ==
           ResultCode::flags_are_mutually_exclusive);
     a = account(1);
     a.debits_pending = 1;
@@ -417,7 +414,7 @@ TEST_CASE("a hold expires after its timeout: released at the next commit, then p
     f.advance_s(59);
     CHECK(f.ledger->expire_pending().value() == 0u);
     CHECK(f.get(1).debits_pending == 300);
-    f.advance_s(2);  // ledger timestamps run a few ns ahead of the fake clock
+    f.advance_s(2);                              // ledger timestamps run a few ns ahead of the fake clock
     CHECK(f.one(account(9)) == ResultCode::ok);  // any commit sweeps due holds first
     CHECK(f.get(1).debits_pending == 0);
     CHECK(f.get(2).credits_pending == 0);
@@ -457,8 +454,8 @@ TEST_CASE("a hold that falls due inside a batch cannot be posted even before the
 TEST_CASE("a linked chain succeeds as a unit") {
     Fixture f;
     open_accounts(f);
-    const auto results = f.apply({transfer(100, 1, 2, 10, transfer_flags::linked),
-                                  transfer(101, 1, 3, 2, transfer_flags::linked), transfer(102, 3, 2, 1)});
+    const auto results =
+        f.apply({transfer(100, 1, 2, 10, transfer_flags::linked), transfer(101, 1, 3, 2, transfer_flags::linked), transfer(102, 3, 2, 1)});
     for (const auto& r : results) CHECK(r.code == ResultCode::ok);
     CHECK(f.get(1).debits_posted == 12);
 }
@@ -467,8 +464,7 @@ TEST_CASE("a linked chain fails as a unit: nothing booked, the failing event kee
     Fixture f;
     open_accounts(f);
     const auto results = f.apply({transfer(99, 3, 2, 1), transfer(100, 1, 2, 10, transfer_flags::linked),
-                                  transfer(101, 1, 9, 2, transfer_flags::linked), transfer(102, 3, 2, 1),
-                                  transfer(103, 3, 2, 4)});
+                                  transfer(101, 1, 9, 2, transfer_flags::linked), transfer(102, 3, 2, 1), transfer(103, 3, 2, 4)});
     CHECK(results[0].code == ResultCode::ok);
     CHECK(results[1].code == ResultCode::linked_event_failed);
     CHECK(results[2].code == ResultCode::credit_account_not_found);
@@ -485,8 +481,8 @@ TEST_CASE("a linked chain fails as a unit: nothing booked, the failing event kee
 TEST_CASE("a chain still open at the end of the batch fails as a whole") {
     Fixture f;
     open_accounts(f);
-    const auto results = f.apply({transfer(100, 1, 2, 10), transfer(101, 1, 2, 10, transfer_flags::linked),
-                                  transfer(102, 1, 2, 10, transfer_flags::linked)});
+    const auto results = f.apply(
+        {transfer(100, 1, 2, 10), transfer(101, 1, 2, 10, transfer_flags::linked), transfer(102, 1, 2, 10, transfer_flags::linked)});
     CHECK(results[0].code == ResultCode::ok);
     CHECK(results[1].code == ResultCode::linked_event_failed);
     CHECK(results[2].code == ResultCode::linked_event_chain_open);
@@ -889,7 +885,7 @@ TEST_CASE("one group: each batch sees the accounts as the batches before left th
     const std::vector<Event> failing_chain = {account(7, 1, 10, account_flags::linked), transfer(101, 3, 7, 20, transfer_flags::linked),
                                               transfer(102, 1, 9, 1)};
     const std::vector<Event> into_7 = {transfer(103, 3, 7, 5)};
-    const std::vector<Event> spend_1 = {transfer(104, 1, 2, 30)};  // only possible with batch 1's credit seen
+    const std::vector<Event> spend_1 = {transfer(104, 1, 2, 30)};      // only possible with batch 1's credit seen
     const std::vector<Event> overspend_1 = {transfer(105, 1, 2, 21)};  // 50 − 30 = 20 left
     const std::span<const Event> batches[] = {fund_1, failing_chain, into_7, spend_1, overspend_1};
     auto results = f.ledger->apply_group(batches);
@@ -1029,7 +1025,7 @@ TEST_CASE("group_linger_below: a request queued during a commit waits, up to gro
         auto a1 = writer.submit(std::vector<Event>{account(1)});
         auto a2 = writer.submit(std::vector<Event>{account(2)});
         for (int i = 0; i < 5000 && groups.load() == 0; ++i) std::this_thread::sleep_for(1ms);
-        REQUIRE(groups.load() == 1);  // {a1, a2} is being committed
+        REQUIRE(groups.load() == 1);                             // {a1, a2} is being committed
         auto b = writer.submit(std::vector<Event>{account(3)});  // queues during that commit
         release.set_value();
         REQUIRE(a1.wait_for(10s) == std::future_status::ready);
@@ -1108,13 +1104,13 @@ TEST_CASE("a batch hook commits the caller's own table atomically with the batch
     Writer writer(*f.ledger);
     // The hook records how many events of the request were booked.
     auto count_booked = [&](lmdb::Txn& txn, std::span<const EventResult> results) -> lmdb::Status {
-        const auto booked = static_cast<std::uint8_t>(std::count_if(results.begin(), results.end(),
-                                                                    [](const EventResult& r) { return succeeded(r.code); }));
+        const auto booked = static_cast<std::uint8_t>(
+            std::count_if(results.begin(), results.end(), [](const EventResult& r) { return succeeded(r.code); }));
         return txn.put(*cards, key, ByteView(&booked, 1));
     };
     std::promise<Reply> done;
-    writer.submit({transfer(100, 1, 2, 5), transfer(101, 1, 9, 5)}, [&](Reply r) { done.set_value(std::move(r)); },
-                  count_booked);
+    writer.submit(
+        {transfer(100, 1, 2, 5), transfer(101, 1, 9, 5)}, [&](Reply r) { done.set_value(std::move(r)); }, count_booked);
     REQUIRE(done.get_future().get().ok());
     {
         auto txn = lmdb::Txn::begin(f.ledger->env(), lmdb::Txn::Mode::read_only);
@@ -1126,10 +1122,11 @@ TEST_CASE("a batch hook commits the caller's own table atomically with the batch
     }
     // A failing hook fails the request; its events are not booked.
     std::promise<Reply> failed;
-    writer.submit({transfer(102, 1, 2, 5)}, [&](Reply r) { failed.set_value(std::move(r)); },
-                  [](lmdb::Txn&, std::span<const EventResult>) -> lmdb::Status {
-                      return Unexpected{lmdb::Error{EIO, "test hook"}};
-                  });
+    writer.submit(
+        {transfer(102, 1, 2, 5)}, [&](Reply r) { failed.set_value(std::move(r)); },
+        [](lmdb::Txn&, std::span<const EventResult>) -> lmdb::Status {
+            return Unexpected{lmdb::Error{EIO, "test hook"}};
+        });
     auto reply = failed.get_future().get();
     REQUIRE_FALSE(reply.ok());
     CHECK(reply.error().code == ErrorCode::storage);
@@ -1202,8 +1199,7 @@ TEST_CASE("random batches of every event kind keep every invariant, and retries 
                 holds.push_back(t.id.low);
             } else if (kind < 8 && !holds.empty()) {
                 const std::uint64_t hold = holds[random() % holds.size()];
-                t = random() % 2 ? post(next_id++, hold, random() % 3 == 0 ? amount_max : random() % 120)
-                                 : void_(next_id++, hold);
+                t = random() % 2 ? post(next_id++, hold, random() % 3 == 0 ? amount_max : random() % 120) : void_(next_id++, hold);
             } else if (!booked.empty()) {
                 t = booked[random() % booked.size()];  // a retry, identical
                 t.timestamp = 0;
@@ -1235,10 +1231,10 @@ TEST_CASE("random batches of every event kind keep every invariant, and retries 
     }
     f.require_check();
     // The run covered the interesting paths, not just the easy ones.
-    for (ResultCode code : {ResultCode::ok, ResultCode::exists, ResultCode::linked_event_failed,
-                            ResultCode::exceeds_credits, ResultCode::exceeds_debits, ResultCode::pending_transfer_expired,
-                            ResultCode::pending_transfer_already_posted, ResultCode::pending_transfer_already_voided,
-                            ResultCode::exceeds_pending_transfer_amount, ResultCode::accounts_must_be_different}) {
+    for (ResultCode code :
+         {ResultCode::ok, ResultCode::exists, ResultCode::linked_event_failed, ResultCode::exceeds_credits, ResultCode::exceeds_debits,
+          ResultCode::pending_transfer_expired, ResultCode::pending_transfer_already_posted, ResultCode::pending_transfer_already_voided,
+          ResultCode::exceeds_pending_transfer_amount, ResultCode::accounts_must_be_different}) {
         CHECK_MESSAGE(seen[code] > 0, to_string(code));
     }
     auto expired = f.ledger->read_journal(1, 100000).value();

@@ -72,8 +72,8 @@ std::vector<Event> make_batch(std::uint64_t batch, std::uint64_t n, std::mt19937
         threads.emplace_back([&, s] {
             std::mt19937_64 random(static_cast<std::uint64_t>(round * 100 + s));
             for (std::uint64_t n = 0;; ++n) {
-                const std::uint64_t batch = static_cast<std::uint64_t>(round) * round_stride +
-                                            static_cast<std::uint64_t>(s) * submitter_stride + n;
+                const std::uint64_t batch =
+                    static_cast<std::uint64_t>(round) * round_stride + static_cast<std::uint64_t>(s) * submitter_stride + n;
                 auto reply = writer.submit(make_batch(batch, n, random)).get();
                 if (!reply) _exit(3);
                 for (std::size_t i = 0; i < transfers_per_batch; ++i) {
@@ -147,8 +147,7 @@ TEST_CASE("kill -9 at random moments: every acknowledged batch survives, batches
         }
         // All or nothing, acknowledged or not: check each submitter's batches past its last ack too.
         for (int s = 0; s < submitters; ++s) {
-            const std::uint64_t base = static_cast<std::uint64_t>(round) * round_stride +
-                                       static_cast<std::uint64_t>(s) * submitter_stride;
+            const std::uint64_t base = static_cast<std::uint64_t>(round) * round_stride + static_cast<std::uint64_t>(s) * submitter_stride;
             for (std::uint64_t n = 0; n < 2000; ++n) {
                 int present = 0;
                 for (std::uint64_t i : {0, 1, 2, 3, 4, 10, 11, 20}) present += exists(**ledger, transfer_id(base + n, i));

@@ -54,7 +54,7 @@ TEST_CASE("a read-only ledger reads what was committed and refuses writes") {
     REQUIRE(stored.has_value());
     CHECK(stored->id == make_id(10));
     CHECK_FALSE(journal_transfer(journal->front()).has_value());  // an account_created entry
-    reader->release_resident_pages();  // drops mapped pages only: every read still answers the same
+    reader->release_resident_pages();                             // drops mapped pages only: every read still answers the same
     CHECK(reader->lookup_transfer(make_id(10)).value()->amount == 500);
     auto report = reader->check();
     REQUIRE(report.ok());

@@ -48,7 +48,7 @@ TEST_CASE("risk rule shadow_mismatch: only the in-order upload, within unconfirm
     CHECK_FALSE(shadow_mismatch(card, purchase(2, 9999)));  // a late one
     card.unconfirmed_loads_fen = 200;
     CHECK_FALSE(shadow_mismatch(card, purchase(3, 5200)));  // the unconfirmed load may be on the card
-    card.latest_load_when = 20261206'130000;                 // a posted load after the purchase
+    card.latest_load_when = 20261206'130000;                // a posted load after the purchase
     CHECK_FALSE(shadow_mismatch(card, purchase(3, 4900)));
 }
 
@@ -76,7 +76,7 @@ TEST_CASE("risk rule atc_gap: ATCs given up when one 65 or more above them is bo
     CHECK_FALSE(mark_atc_booked(card, 64));  // within the window: waits for 1 … 63
     CHECK(card.offline_atc_next == 1);
     CHECK_FALSE(mark_atc_booked(card, 65));  // 64 above ATC 1: still in time
-    auto gap = mark_atc_booked(card, 66);     // 65 above: ATC 1 is given up
+    auto gap = mark_atc_booked(card, 66);    // 65 above: ATC 1 is given up
     REQUIRE(gap);
     CHECK(*gap == AtcGap{1, 1, 1});
     CHECK(card.offline_atc_next == 2);

@@ -70,7 +70,8 @@ Handshake handshake(ssl::context& server_context, ssl::context& client_context, 
 
 Handshake handshake(ssl::context& server_context, tls::ClientContext& client, const std::string& host = "127.0.0.1",
                     bool read_after = true) {
-    return handshake(server_context, client.context(), [&](SSL* ssl) { REQUIRE(client.prepare(ssl, host).ok()); }, read_after);
+    return handshake(
+        server_context, client.context(), [&](SSL* ssl) { REQUIRE(client.prepare(ssl, host).ok()); }, read_after);
 }
 
 ssl::context server_context(const Pki& pki) {

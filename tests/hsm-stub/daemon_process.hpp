@@ -43,8 +43,7 @@ public:
         if (source != nullptr) {
             sockaddr_in local{};
             local.sin_family = AF_INET;
-            if (::inet_pton(AF_INET, source, &local.sin_addr) != 1 ||
-                ::bind(fd_, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0)
+            if (::inet_pton(AF_INET, source, &local.sin_addr) != 1 || ::bind(fd_, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0)
                 return;
         }
         sockaddr_in addr{};
@@ -110,8 +109,10 @@ public:
         : dir_(dir) {
         const std::filesystem::path ready = dir / "ready";
         std::filesystem::remove(ready);
-        std::vector<std::string> args = {COCONUT_HSMD_PATH, "serve",       "--store",      (dir / "store").string(),
-                                         "--listen",        "127.0.0.1:0", "--ready-file", ready.string(),
+        std::vector<std::string> args = {COCONUT_HSMD_PATH, "serve",
+                                         "--store",         (dir / "store").string(),
+                                         "--listen",        "127.0.0.1:0",
+                                         "--ready-file",    ready.string(),
                                          "--threads",       "2"};
         args.insert(args.end(), extra.begin(), extra.end());
         const std::string log = (dir / "hsmd.log").string();

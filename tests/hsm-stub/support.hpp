@@ -29,9 +29,8 @@ class TempDir {
 public:
     TempDir() {
         static std::atomic<int> counter{0};
-        path_ = std::filesystem::temp_directory_path() /
-                ("coconut-hsm-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
-                 std::to_string(std::random_device{}()));
+        path_ = std::filesystem::temp_directory_path() / ("coconut-hsm-test-" + std::to_string(::getpid()) + "-" +
+                                                          std::to_string(counter++) + "-" + std::to_string(std::random_device{}()));
         std::filesystem::create_directories(path_);
     }
     ~TempDir() {
@@ -122,9 +121,7 @@ inline hsm::CardIdentity card(std::string_view issuer_hex, std::string_view asn_
     return hsm::CardIdentity{hsm::parse_issuer_id(issuer_hex).value(), hsm::parse_asn(asn_digits).value()};
 }
 
-inline crypto::CardDateTime when(std::string_view date8, std::string_view time6) {
-    return hsm::parse_card_date_time(date8, time6).value();
-}
+inline crypto::CardDateTime when(std::string_view date8, std::string_view time6) { return hsm::parse_card_date_time(date8, time6).value(); }
 
 // A purchase with a TAC computed independently under `tac_master`.
 inline hsm::PurchaseTac signed_purchase(const crypto::Key16& tac_master, std::uint8_t key_version, const hsm::CardIdentity& c,

@@ -105,8 +105,7 @@ TEST_CASE("an untouched audit log verifies, including lines appended by two writ
     CHECK(summary->lines == 5);
     CHECK(summary->last_seq == 5);
     const auto lines = lines_of(dir / "audit.log");
-    CHECK(lines[0].find(R"("client":"clearing","command":"verify-purchase-tacs","key":"mk-tac","versions":[2])") !=
-          std::string::npos);
+    CHECK(lines[0].find(R"("client":"clearing","command":"verify-purchase-tacs","key":"mk-tac","versions":[2])") != std::string::npos);
 }
 
 TEST_CASE("a tampered audit log is detected at the first bad line") {

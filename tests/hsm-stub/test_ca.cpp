@@ -124,7 +124,8 @@ TEST_CASE("signing refuses with bad_request and a message naming what is wrong")
         CHECK(issued.error().code == Errc::bad_request);
         return issued.error().message;
     };
-    CHECK(refused({tls::Profile::terminal, "BUS00001", {}, 30, Bytes{'n', 'o', 'p', 'e'}}).find("certificate request: not a certificate request") == 0);
+    CHECK(refused({tls::Profile::terminal, "BUS00001", {}, 30, Bytes{'n', 'o', 'p', 'e'}})
+              .find("certificate request: not a certificate request") == 0);
     Bytes tampered = tls::to_der(tls::parse_request(good).value());
     tampered[tampered.size() - 2] ^= 0x40;
     CHECK(refused({tls::Profile::terminal, "BUS00001", {}, 30, tampered}).find("signature does not verify") != std::string::npos);

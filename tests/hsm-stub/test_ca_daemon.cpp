@@ -26,8 +26,8 @@ struct CaInstallation {
         REQUIRE_MESSAGE(init.exit_code == 0, init.output);
         first_init = init.output;
         for (const auto& [id, permissions] : {std::pair{"enrolment", "ca"}, {"clearing", "tac,key-info"}, {"tac-only", "tac"}}) {
-            const auto added = run(fmt::format("{} client add --store {} --id {} --permissions {} --key-out {}", COCONUT_HSMD_PATH,
-                                               store, id, permissions, (dir / (std::string(id) + ".key")).string()));
+            const auto added = run(fmt::format("{} client add --store {} --id {} --permissions {} --key-out {}", COCONUT_HSMD_PATH, store,
+                                               id, permissions, (dir / (std::string(id) + ".key")).string()));
             REQUIRE_MESSAGE(added.exit_code == 0, added.output);
         }
     }

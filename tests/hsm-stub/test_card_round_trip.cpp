@@ -11,8 +11,8 @@
 #include <nlohmann/json.hpp>
 
 using namespace hsm_test;
-using hsm::Verdict;
 using coconut::cos::VirtualCard;
+using hsm::Verdict;
 
 namespace {
 
@@ -147,8 +147,8 @@ TEST_CASE("a MAC2 the HSM computed for another date/time is refused by the card 
 TEST_CASE("keys from derive-card-keys, decrypted with the transport key, personalize a card that accepts the HSM's MAC2") {
     TempDir dir;
     auto service = hsm_over(dir);
-    const std::vector<hsm::KeyRef> masters = {{"mk-purchase", 1}, {"mk-load", 1}, {"mk-tac", 1}, {"mk-internal-auth", 1},
-                                              {"mk-maintenance", 1}, {"mk-ssse-auth", 1}};
+    const std::vector<hsm::KeyRef> masters = {{"mk-purchase", 1},      {"mk-load", 1},        {"mk-tac", 1},
+                                              {"mk-internal-auth", 1}, {"mk-maintenance", 1}, {"mk-ssse-auth", 1}};
     auto set = service->derive_card_keys(hsm_test::card(issuer_hex, asn_digits), {"kek-issuance", 1}, masters);
     REQUIRE(set.ok());
     nlohmann::json keys;
@@ -222,8 +222,7 @@ TEST_CASE("a PSAM holding the HSM's exported issuer key completes a purchase who
     select(*psam, "00A4040010A0000006324D4F542E435053414D303100");
     const Bytes sam_data = coconut::concat(ByteView(init.data).subspan(11, 4), ByteView(init.data).subspan(4, 2),
                                            coconut::be_bytes(amount, 4), Bytes{crypto::type_ep_purchase}, at.date, at.time,
-                                           ByteView(init.data).subspan(9, 2), ByteView(identity.asn).subspan(2, 8),
-                                           identity.issuer_id);
+                                           ByteView(init.data).subspan(9, 2), ByteView(identity.asn).subspan(2, 8), identity.issuer_id);
     const Rsp sam = send(*psam, coconut::concat(hex("80700000"), Bytes{static_cast<std::uint8_t>(sam_data.size())}, sam_data, hex("08")));
     REQUIRE(sam.sw == 0x9000);
     REQUIRE(sam.data.size() == 8);

@@ -38,8 +38,8 @@ std::vector<hsm::PurchaseTac> batch_of(std::size_t count, std::size_t tamper_eve
 }
 
 Bytes key_info_frame(const wire::ClientCredentials& credentials, const wire::Nonce& nonce, std::uint64_t seq) {
-    return wire::encode_request(credentials.key, nonce, seq, credentials.client_id,
-                                static_cast<std::uint8_t>(wire::Command::key_info), wire::encode(hsm::KeyRef{"mk-load", 1}));
+    return wire::encode_request(credentials.key, nonce, seq, credentials.client_id, static_cast<std::uint8_t>(wire::Command::key_info),
+                                wire::encode(hsm::KeyRef{"mk-load", 1}));
 }
 
 // Expects a fatal notice with `code`, then the connection closed.
@@ -94,7 +94,8 @@ TEST_CASE("through the daemon: TAC batches, load MAC2, derived keys and KCVs are
     REQUIRE_FALSE(missing.ok());
     CHECK(missing.error().code == Errc::key_not_found);
     CHECK(client->key_info({"mk-tac", 2}).ok());
-    CHECK(install.audit_has(R"("client":"issuance","command":"load-mac2","key":"mk-load","versions":[1],"result":"mac1 valid, mac2 issued")"));
+    CHECK(install.audit_has(
+        R"("client":"issuance","command":"load-mac2","key":"mk-load","versions":[1],"result":"mac1 valid, mac2 issued")"));
 }
 
 TEST_CASE("a client without the permission gets not_permitted and keeps its connection") {
@@ -342,8 +343,10 @@ TEST_CASE("an idle connection is closed after the idle timeout, with an audit li
     CHECK(authenticated.closed_by_peer());
     bool audited = false;
     for (int i = 0; i < 250 && !audited; ++i) {
-        audited = install.audit_has(R"("command":"refusals")") && install.audit_has("reasons: timeout=1;") &&
-                  install.audit_has(R"("client":"issuance","command":"connection-closed","key":"","versions":[],"result":"timeout: no progress while waiting for a request")");
+        audited =
+            install.audit_has(R"("command":"refusals")") && install.audit_has("reasons: timeout=1;") &&
+            install.audit_has(
+                R"("client":"issuance","command":"connection-closed","key":"","versions":[],"result":"timeout: no progress while waiting for a request")");
         if (!audited) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     CHECK(audited);
@@ -401,8 +404,9 @@ TEST_CASE("coconut-hsm prints JSON with --json; verdicts set the exit status; co
     CHECK(derived.output.find(coconut::to_hex(independent_card_key(key16(load_master_hex), alice).view())) == std::string::npos);
 
     const auto t = signed_purchase(key16(tac_master_v2_hex), 2, alice, 250, 17);
-    const std::string verify = cli + fmt::format(" verify-tac --issuer 4600000000000001 --asn 46000000001234567890 --amount 250"
-                                                 " --type 06 --terminal 001122334455 --serial 17 --date 20261126 --time 101500 --tac ");
+    const std::string verify = cli + fmt::format(
+                                         " verify-tac --issuer 4600000000000001 --asn 46000000001234567890 --amount 250"
+                                         " --type 06 --terminal 001122334455 --serial 17 --date 20261126 --time 101500 --tac ");
     auto valid = run(verify + coconut::to_hex(t.tac));
     CHECK(valid.exit_code == 0);
     CHECK(nlohmann::json::parse(valid.output)["verdict"] == "valid");
@@ -414,8 +418,9 @@ TEST_CASE("coconut-hsm prints JSON with --json; verdicts set the exit status; co
     CHECK(bad_input.exit_code == 1);
     CHECK(nlohmann::json::parse(bad_input.output)["error"] == "bad_request");
 
-    auto load = run(cli + " load-mac2 --issuer 4600000000000001 --asn 46000000001234567890 --old-balance 0 --amount 100"
-                          " --type 02 --terminal 001122334455 --atc 0 --random 11223344 --mac1 00000000 --date 20261126 --time 120000");
+    auto load = run(cli +
+                    " load-mac2 --issuer 4600000000000001 --asn 46000000001234567890 --old-balance 0 --amount 100"
+                    " --type 02 --terminal 001122334455 --atc 0 --random 11223344 --mac1 00000000 --date 20261126 --time 120000");
     CHECK(load.exit_code == 3);
     CHECK(nlohmann::json::parse(load.output)["mac1"] == "invalid");
 
@@ -438,9 +443,10 @@ TEST_CASE("coconut-hsmd key ceremony: components with their KCVs, the result's K
     const std::string hsmd = COCONUT_HSMD_PATH;
     const std::string store = (dir / "s").string();
     REQUIRE(run(hsmd + " init --store " + store).exit_code == 0);
-    auto imported = run("printf '0123456789ABCDEF0123456789ABCDEF\\nFEDCBA9876543210FEDCBA9876543210\\n"
-                        "0123456789ABCDEF0123456789ABCDEF\\n' | " +
-                        hsmd + " key import --store " + store + " --label mk-tac --version 1 --usage tac --components 3");
+    auto imported =
+        run("printf '0123456789ABCDEF0123456789ABCDEF\\nFEDCBA9876543210FEDCBA9876543210\\n"
+            "0123456789ABCDEF0123456789ABCDEF\\n' | " +
+            hsmd + " key import --store " + store + " --label mk-tac --version 1 --usage tac --components 3");
     REQUIRE_MESSAGE(imported.exit_code == 0, imported.output);
     // XOR of the three is FEDCBA9876543210FEDCBA9876543210.
     const auto kcv_of = [](std::string_view k) { return coconut::to_hex(crypto::kcv(key16(k))); };

@@ -140,7 +140,8 @@ TEST_CASE("one client id cannot hold more than --max-connections-per-client auth
     }
     CHECK(served_again);
     // After authentication the refusal is an event of a known client: one audit line of its own.
-    CHECK(install.audit_has(R"("client":"issuance","command":"connection-closed","key":"","versions":[],"result":"server_busy: client 'issuance' already holds 2 connections)"));
+    CHECK(install.audit_has(
+        R"("client":"issuance","command":"connection-closed","key":"","versions":[],"result":"server_busy: client 'issuance' already holds 2 connections)"));
 }
 
 TEST_CASE("at the descriptor limit the daemon waits instead of spinning, and serves again once descriptors are free") {

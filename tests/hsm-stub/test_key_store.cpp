@@ -24,8 +24,10 @@ TEST_CASE("init refuses a directory that already holds other files (and leaves i
     TempDir dir;
     std::filesystem::create_directories(dir / "shared");
     write_text(dir / "shared" / "notes.txt", "not a key store");
-    std::filesystem::permissions(dir / "shared", std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
-                                                     std::filesystem::perms::group_exec, std::filesystem::perm_options::replace);
+    std::filesystem::permissions(dir / "shared",
+                                 std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                                     std::filesystem::perms::group_exec,
+                                 std::filesystem::perm_options::replace);
     auto init = hsm::KeyStore::init(dir / "shared");
     REQUIRE_FALSE(init.ok());
     CHECK(init.error().message.find("not an empty directory") != std::string::npos);

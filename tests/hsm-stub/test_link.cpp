@@ -47,7 +47,8 @@ bool run_until(asio::io_context& io, Done done, std::chrono::milliseconds deadli
 hsm::Outcome<std::vector<Verdict>> verify(asio::io_context& io, hsm::Link& link, std::uint32_t salt) {
     std::optional<hsm::Outcome<std::vector<Verdict>>> result;
     link.async_verify_purchase_tacs({"mk-tac", batch_of(3, salt)}, [&](auto r) { result.emplace(std::move(r)); });
-    REQUIRE(run_until(io, [&] { return result.has_value(); }, 20s));
+    REQUIRE(run_until(
+        io, [&] { return result.has_value(); }, 20s));
     return std::move(*result);
 }
 
@@ -176,7 +177,8 @@ TEST_CASE("after the HSM closed an idle connection, the next TAC batch is answer
     REQUIRE(run_until(io, [&] { return connected.has_value(); }));
     REQUIRE(connected->ok());
     std::this_thread::sleep_for(700ms);
-    run_until(io, [] { return false; }, 50ms);  // the notice arrives
+    run_until(
+        io, [] { return false; }, 50ms);  // the notice arrives
     std::optional<hsm::Outcome<std::vector<Verdict>>> before;
     plain->async_verify_purchase_tacs({"mk-tac", batch_of(3, 1)}, [&](auto r) { before.emplace(std::move(r)); });
     REQUIRE(run_until(io, [&] { return before.has_value(); }));
@@ -196,7 +198,8 @@ TEST_CASE("after the HSM closed an idle connection, the next TAC batch is answer
     }
     CHECK(link->stats().breaker.load() == hsm::BreakerState::closed);
     link->close();
-    run_until(io, [] { return false; }, 50ms);
+    run_until(
+        io, [] { return false; }, 50ms);
 }
 
 TEST_CASE("a keep-alive below the HSM's idle timeout keeps the one connection open") {
@@ -205,14 +208,16 @@ TEST_CASE("a keep-alive below the HSM's idle timeout keeps the one connection op
     asio::io_context io;
     auto link = hsm::Link::create(io.get_executor(), daemon.endpoint(), install.credentials("clearing"), options(2'000ms, 150ms));
     REQUIRE(verify(io, *link, 1).ok());
-    run_until(io, [] { return false; }, 1'500ms);  // three idle timeouts
+    run_until(
+        io, [] { return false; }, 1'500ms);  // three idle timeouts
     auto after = verify(io, *link, 2);
     REQUIRE_MESSAGE(after.ok(), after.error().message);
     CHECK(link->stats().keepalives.load() >= 5);
     CHECK(link->stats().connections_opened.load() == 1);  // never closed by the HSM
     CHECK(link->stats().retries.load() == 0);
     link->close();
-    run_until(io, [] { return false; }, 50ms);
+    run_until(
+        io, [] { return false; }, 50ms);
 }
 
 TEST_CASE("a request whose connection the HSM closed before answering is sent again once, on a fresh connection") {
@@ -240,7 +245,8 @@ TEST_CASE("a request whose connection the HSM closed before answering is sent ag
     CHECK(hsm::Link::retry_safe(wire::Command::load_mac2));
     CHECK_FALSE(hsm::Link::retry_safe(wire::Command::sign_certificate));
     link->close();
-    run_until(io, [] { return false; }, 50ms);
+    run_until(
+        io, [] { return false; }, 50ms);
 }
 
 TEST_CASE("a hung HSM opens the breaker: later requests fail at once until a probe finds it answering again") {
@@ -276,17 +282,21 @@ TEST_CASE("a hung HSM opens the breaker: later requests fail at once until a pro
     CHECK(link->stats().fast_failures.load() == 10);
 
     // Still hung: the probe times out and the breaker stays open.
-    run_until(io, [&] { return link->stats().probes.load() >= 1 && link->stats().breaker.load() == hsm::BreakerState::open; }, 5s);
-    run_until(io, [] { return false; }, 1'000ms);
+    run_until(
+        io, [&] { return link->stats().probes.load() >= 1 && link->stats().breaker.load() == hsm::BreakerState::open; }, 5s);
+    run_until(
+        io, [] { return false; }, 1'000ms);
     CHECK(link->stats().breaker.load() != hsm::BreakerState::closed);
 
     daemon.signal(SIGCONT);
-    REQUIRE(run_until(io, [&] { return link->stats().breaker.load() == hsm::BreakerState::closed; }, 10s));
+    REQUIRE(run_until(
+        io, [&] { return link->stats().breaker.load() == hsm::BreakerState::closed; }, 10s));
     auto recovered = verify(io, *link, 3);
     REQUIRE_MESSAGE(recovered.ok(), recovered.error().message);
     CHECK(recovered.value()[0] == Verdict::valid);
     link->close();
-    run_until(io, [] { return false; }, 50ms);
+    run_until(
+        io, [] { return false; }, 50ms);
 }
 
 TEST_CASE("TAC batches are verified concurrently: with a slow HSM several are outstanding at once") {
@@ -298,7 +308,8 @@ TEST_CASE("TAC batches are verified concurrently: with a slow HSM several are ou
         for (int i = 0; i < batches; ++i)
             client.async_verify_purchase_tacs({"mk-tac", batch_of(3, static_cast<std::uint32_t>(i))},
                                               [&results, i](auto r) { results[static_cast<std::size_t>(i)].emplace(std::move(r)); });
-        REQUIRE(run_until(io, [&] { return std::all_of(results.begin(), results.end(), [](auto& r) { return r.has_value(); }); }, 20s));
+        REQUIRE(run_until(
+            io, [&] { return std::all_of(results.begin(), results.end(), [](auto& r) { return r.has_value(); }); }, 20s));
         for (auto& r : results) CHECK(r->ok());
     };
     {
@@ -309,7 +320,8 @@ TEST_CASE("TAC batches are verified concurrently: with a slow HSM several are ou
         send_all(*plain);
         CHECK(scripted.busy_max.load() == 1);
         plain->close();
-        run_until(io, [] { return false; }, 50ms);
+        run_until(
+            io, [] { return false; }, 50ms);
     }
     ScriptedHsm scripted(credentials, 200ms);
     auto link = hsm::Link::create(io.get_executor(), scripted.endpoint(), credentials, options(5'000ms, 0ms));
@@ -322,5 +334,6 @@ TEST_CASE("TAC batches are verified concurrently: with a slow HSM several are ou
     CHECK(scripted.connections.load() <= static_cast<int>(hsm::LinkOptions{}.connections_max));
     CHECK(ms < batches * 200);
     link->close();
-    run_until(io, [] { return false; }, 50ms);
+    run_until(
+        io, [] { return false; }, 50ms);
 }

@@ -40,15 +40,15 @@ hsm::LoadRequest vector4_load() {
 
 TEST_CASE("derived card keys equal an independent two-level diversification, exported under the transport key") {
     Loaded h;
-    const std::vector<hsm::KeyRef> masters = {{"mk-purchase", 1}, {"mk-load", 1}, {"mk-tac", 0}, {"mk-internal-auth", 1},
-                                              {"mk-maintenance", 1}, {"mk-ssse-auth", 1}};
+    const std::vector<hsm::KeyRef> masters = {{"mk-purchase", 1},      {"mk-load", 1},        {"mk-tac", 0},
+                                              {"mk-internal-auth", 1}, {"mk-maintenance", 1}, {"mk-ssse-auth", 1}};
     auto set = h.hsm->derive_card_keys(alice, {"kek-issuance", 0}, masters);
     REQUIRE(set.ok());
     CHECK(set->transport.version == 1);
     CHECK(coconut::to_hex(set->transport_kcv) == coconut::to_hex(tdes_block(key16(transport_hex), Bytes(8, 0))).substr(0, 6));
     REQUIRE(set->keys.size() == 6);
-    const std::vector<std::string> master_hex = {purchase_master_hex, load_master_hex, tac_master_v2_hex, auth_master_hex,
-                                                 maintenance_master_hex, ssse_auth_master_hex};
+    const std::vector<std::string> master_hex = {purchase_master_hex, load_master_hex,        tac_master_v2_hex,
+                                                 auth_master_hex,     maintenance_master_hex, ssse_auth_master_hex};
     for (std::size_t i = 0; i < master_hex.size(); ++i) {
         CAPTURE(i);
         const crypto::Key16 expected = independent_card_key(key16(master_hex[i]), alice);
@@ -66,7 +66,7 @@ TEST_CASE("derived card keys equal an independent two-level diversification, exp
 
 TEST_CASE("derive-card-keys takes at most one master per card-key usage: six, not seven") {
     Loaded h;
-    std::vector<hsm::KeyRef> masters = {{"mk-purchase", 1}, {"mk-load", 1},        {"mk-tac", 0},
+    std::vector<hsm::KeyRef> masters = {{"mk-purchase", 1},      {"mk-load", 1},        {"mk-tac", 0},
                                         {"mk-internal-auth", 1}, {"mk-maintenance", 1}, {"mk-ssse-auth", 1}};
     CHECK(h.hsm->derive_card_keys(alice, {"kek-issuance", 0}, masters).ok());
     masters.push_back({"mk-tac", 2});
@@ -167,22 +167,21 @@ TEST_CASE("a TAC batch answers each transaction: valid, invalid, key unavailable
     const crypto::Key16 v2 = key16(tac_master_v2_hex);
     const hsm::CardIdentity bob = card("4600000000000002", "46000000000000000042");
     std::vector<hsm::PurchaseTac> batch;
-    batch.push_back(signed_purchase(v2, 2, alice, 150, 1));                          // 0 valid
-    batch.push_back(signed_purchase(v2, 0, bob, 200, 2));                            // 1 valid (newest = 2)
-    batch.push_back(signed_purchase(v2, 2, alice, 150, 3));                          // 2 tampered below
+    batch.push_back(signed_purchase(v2, 2, alice, 150, 1));  // 0 valid
+    batch.push_back(signed_purchase(v2, 0, bob, 200, 2));    // 1 valid (newest = 2)
+    batch.push_back(signed_purchase(v2, 2, alice, 150, 3));  // 2 tampered below
     batch[2].amount_fen = 15000;
-    batch.push_back(signed_purchase(key16(tac_master_hex), 1, alice, 150, 4));      // 3 retired version
-    batch.push_back(signed_purchase(v2, 9, alice, 150, 5));                          // 4 unknown version
-    batch.push_back(signed_purchase(v2, 2, alice, 150, 6));                          // 5 wrong type
+    batch.push_back(signed_purchase(key16(tac_master_hex), 1, alice, 150, 4));  // 3 retired version
+    batch.push_back(signed_purchase(v2, 9, alice, 150, 5));                     // 4 unknown version
+    batch.push_back(signed_purchase(v2, 2, alice, 150, 6));                     // 5 wrong type
     batch[5].type = crypto::type_ep_load;
-    batch.push_back(signed_purchase(v2, 2, alice, 150, 7));                          // 6 signed for another card
+    batch.push_back(signed_purchase(v2, 2, alice, 150, 7));  // 6 signed for another card
     batch[6].card = bob;
     hsm::Usage usage;
     auto verdicts = h.hsm->verify_purchase_tacs("mk-tac", batch, &usage);
     REQUIRE(verdicts.ok());
-    const std::vector<Verdict> expected = {Verdict::valid,           Verdict::valid,           Verdict::invalid,
-                                           Verdict::key_unavailable, Verdict::key_unavailable, Verdict::malformed,
-                                           Verdict::invalid};
+    const std::vector<Verdict> expected = {Verdict::valid,           Verdict::valid,     Verdict::invalid, Verdict::key_unavailable,
+                                           Verdict::key_unavailable, Verdict::malformed, Verdict::invalid};
     CHECK(verdicts.value() == expected);
     CHECK(usage.key_label == "mk-tac");
     CHECK(usage.key_versions == std::vector<std::uint8_t>{2});

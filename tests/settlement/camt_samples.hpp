@@ -13,7 +13,7 @@ namespace settle_test {
 
 struct BankEntry {
     std::string end_to_end_id;
-    std::string amount;       // "8.31"
+    std::string amount;  // "8.31"
     std::string bank_reference;
 };
 

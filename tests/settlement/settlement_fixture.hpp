@@ -171,8 +171,8 @@ struct Day {
                     participant, fen);
     }
     ledger::Id medical_hold(std::uint64_t clinic, std::uint64_t fen, std::uint32_t timeout_s = 0) {
-        return hold(clearing::medical_account(card(1)), clearing::payable_account(clinic, clearing::ledgers::medical), clearing::ledgers::medical,
-                    codes::clinic_medical, clinic, fen, timeout_s);
+        return hold(clearing::medical_account(card(1)), clearing::payable_account(clinic, clearing::ledgers::medical),
+                    clearing::ledgers::medical, codes::clinic_medical, clinic, fen, timeout_s);
     }
     // user_data_64 0: the post carries no participant (settlement takes the hold's).
     ledger::Id post(const ledger::Id& hold, std::uint64_t fen = ledger::amount_max, std::uint64_t participant = 0) {
@@ -207,8 +207,8 @@ struct Day {
         medical_hold(1003, 2000, 60);          // expires below: nothing
         post(load_hold(1004, 5000));           // the post names no participant: the hold's counts
         void_(load_hold(1004, 700));
-        load_hold(1004, 900);                  // still pending at the cut-off: nothing
-        tac_failed(1002, 150);                 // suspense: never paid
+        load_hold(1004, 900);   // still pending at the cut-off: nothing
+        tac_failed(1002, 150);  // suspense: never paid
         at(local_ns(day, 12, 0));
         REQUIRE(ledger->expire_pending().value() == 1);
         at(local_ns(day_after, 0, 0, 30));

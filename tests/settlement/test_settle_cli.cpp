@@ -19,9 +19,6 @@ using namespace settle_test;
 
 namespace {
 
-
-
-
 // Starts `exe` with `args` (stdout/stderr to `log`), `env` added to the environment.
 pid_t spawn_tool(const char* exe, const std::vector<std::string>& args, const std::filesystem::path& log,
                  const std::vector<std::string>& env = {}) {
@@ -146,7 +143,8 @@ TEST_CASE("kill -9 at random points of run, then run again: identical files, no 
     // A crash right after each state was saved, on the pristine ledger.
     TempDir out;
     for (const char* step : {"computed", "files_written", "posted"}) {
-        const Cli crashed = settle(s.run_args(pristine.path(), out.path()), scratch.path(), {std::string("COCONUT_SETTLE_TEST_EXIT_AFTER=") + step});
+        const Cli crashed =
+            settle(s.run_args(pristine.path(), out.path()), scratch.path(), {std::string("COCONUT_SETTLE_TEST_EXIT_AFTER=") + step});
         CHECK(crashed.code == 99);
         CHECK(to_string(load_cycle(out.path(), 20260310).value()->state) == step);
     }
@@ -159,9 +157,11 @@ TEST_CASE("coconut-settle: exit codes a scheduler can act on") {
     TempDir scratch;
     const auto out = s.day.out().string();
     const auto data = s.day.data.path().string();
-    CHECK(settle({"run", "--date", "2026-13-01", "--data", data, "--config", s.config.string(), "--direct", "--out", out}, scratch.path()).code == 2);
+    CHECK(settle({"run", "--date", "2026-13-01", "--data", data, "--config", s.config.string(), "--direct", "--out", out}, scratch.path())
+              .code == 2);
     CHECK(settle({"run", "--date", "2026-03-10", "--data", data, "--config", s.config.string(), "--out", out}, scratch.path()).code == 2);
-    const Cli early = settle({"run", "--date", "2099-01-01", "--data", data, "--config", s.config.string(), "--direct", "--out", out}, scratch.path());
+    const Cli early =
+        settle({"run", "--date", "2099-01-01", "--data", data, "--config", s.config.string(), "--direct", "--out", out}, scratch.path());
     CHECK(early.code == 3);
     CHECK(early.output.find("cut-off") != std::string::npos);
     CHECK(settle({"run", "--date", "2026-03-10", "--data", (scratch.path() / "nothing").string(), "--config", s.config.string(),
@@ -174,7 +174,8 @@ TEST_CASE("coconut-settle: exit codes a scheduler can act on") {
                                    scratch.path(), {"COCONUT_CLERK_TOKEN=t"});
     CHECK(unreachable.code == 7);
     CHECK(load_cycle(s.day.out(), 20260310).value()->state == CycleState::files_written);
-    const Cli dry = settle({"run", "--date", "2026-03-11", "--data", data, "--config", s.config.string(), "--dry-run", "--out", out}, scratch.path());
+    const Cli dry =
+        settle({"run", "--date", "2026-03-11", "--data", data, "--config", s.config.string(), "--dry-run", "--out", out}, scratch.path());
     CHECK(dry.code == 0);
     CHECK(dry.output.find("dry run") != std::string::npos);
     CHECK_FALSE(std::filesystem::exists(cycle_directory(s.day.out(), 20260311)));
@@ -207,10 +208,12 @@ TEST_CASE("coconut-settle: status, list, report and reconcile") {
     write(broken, "<Document>");
     CHECK(settle({"reconcile", "--cycle", "20260310", broken.string(), "--out", out}, scratch.path()).code == 9);
     const auto statement = scratch.path() / "statement.xml";
-    write(statement, camt053({{"CC20260310-1001-P", "8.31", "B1"}, {"CC20260310-1002-P", "15.14", "B2"}, {"CC20260310-1003-P", "11.94", "B3"}}));
+    write(statement,
+          camt053({{"CC20260310-1001-P", "8.31", "B1"}, {"CC20260310-1002-P", "15.14", "B2"}, {"CC20260310-1003-P", "11.94", "B3"}}));
     const auto notification = scratch.path() / "notification.xml";
     write(notification, camt054({{"CC20260310-1003-M", "64.67", "M1"}}));
-    const Cli full = settle({"reconcile", "--cycle", "2026-03-10", statement.string(), notification.string(), "--out", out}, scratch.path());
+    const Cli full =
+        settle({"reconcile", "--cycle", "2026-03-10", statement.string(), notification.string(), "--out", out}, scratch.path());
     CHECK(full.code == 0);
     CHECK(full.output.find("4 matched, 0 missing, 0 mismatched, 0 duplicate, 0 unknown: reconciled") != std::string::npos);
     CHECK(settle({"status", "--cycle", "20260310", "--out", out}, scratch.path()).output.find("reconciled") != std::string::npos);
@@ -249,12 +252,13 @@ struct HsmAndSettler {
 HsmAndSettler hsm_and_settler(const std::filesystem::path& data, const std::filesystem::path& scratch) {
     HsmAndSettler out{scratch / "hsm-store", scratch / "clearing.key", scratch / "settler.token"};
     REQUIRE(tool(COCONUT_HSMD_EXE, {"init", "--store", out.store.string()}, scratch).code == 0);
-    REQUIRE(tool(COCONUT_HSMD_EXE, {"client", "add", "--store", out.store.string(), "--id", "clearing", "--permissions", "tac", "--key-out",
-                                    out.hsm_key.string()},
+    REQUIRE(tool(COCONUT_HSMD_EXE,
+                 {"client", "add", "--store", out.store.string(), "--id", "clearing", "--permissions", "tac", "--key-out",
+                  out.hsm_key.string()},
                  scratch)
                 .code == 0);
-    const Cli clerk = tool(COCONUT_CLEARINGD_EXE, {"admin", "--data", data.string(), "clerk-add", "--name", "settler", "--roles", "settlement"},
-                           scratch);
+    const Cli clerk =
+        tool(COCONUT_CLEARINGD_EXE, {"admin", "--data", data.string(), "clerk-add", "--name", "settler", "--roles", "settlement"}, scratch);
     REQUIRE_MESSAGE(clerk.code == 0, clerk.output);
     write(out.token_file, clerk.output);
     return out;
@@ -282,30 +286,32 @@ TEST_CASE("posting through the daemon's clerk API: once, idempotent, and --direc
     const auto& store = prepared.store;
     const auto& hsm_key = prepared.hsm_key;
     const auto& token_file = prepared.token_file;
-    const auto reader = tool(COCONUT_CLEARINGD_EXE, {"admin", "--data", data.string(), "clerk-add", "--name", "reader", "--roles", "read"},
-                             scratch.path());
+    const auto reader =
+        tool(COCONUT_CLEARINGD_EXE, {"admin", "--data", data.string(), "clerk-add", "--name", "reader", "--roles", "read"}, scratch.path());
     const auto reader_token = scratch.path() / "reader.token";
     write(reader_token, reader.output);
 
     const auto hsm_ready = scratch.path() / "hsm.port";
-    Stopper hsmd{spawn_tool(COCONUT_HSMD_EXE, {"serve", "--store", store.string(), "--listen", "127.0.0.1:0", "--ready-file", hsm_ready.string()},
+    Stopper hsmd{spawn_tool(COCONUT_HSMD_EXE,
+                            {"serve", "--store", store.string(), "--listen", "127.0.0.1:0", "--ready-file", hsm_ready.string()},
                             scratch.path() / "hsmd.log")};
     const int hsm_port = wait_port_file(hsm_ready, hsmd.pid);
     const auto iso_ready = scratch.path() / "iso.port";
     const auto http_ready = scratch.path() / "http.port";
     Stopper clearingd{spawn_tool(COCONUT_CLEARINGD_EXE,
                                  // No terminal connects here: the settlement clerk's HTTP API is what is tested.
-                                 {"serve", "--insecure-terminals", "--iso-listen", "127.0.0.1:0", "--data", data.string(), "--hsm", fmt::format("127.0.0.1:{}", hsm_port),
-                                  "--hsm-key", hsm_key.string(), "--ready-file", iso_ready.string(), "--http-listen", "127.0.0.1:0",
-                                  "--http-ready-file", http_ready.string()},
+                                 {"serve", "--insecure-terminals", "--iso-listen", "127.0.0.1:0", "--data", data.string(), "--hsm",
+                                  fmt::format("127.0.0.1:{}", hsm_port), "--hsm-key", hsm_key.string(), "--ready-file", iso_ready.string(),
+                                  "--http-listen", "127.0.0.1:0", "--http-ready-file", http_ready.string()},
                                  scratch.path() / "clearingd.log")};
     wait_port_file(iso_ready, clearingd.pid);
     const std::string endpoint = fmt::format("http://127.0.0.1:{}", wait_port_file(http_ready, clearingd.pid));
 
     const auto out = s.day.out();
     auto args = [&](const std::filesystem::path& o, const std::filesystem::path& token) {
-        return std::vector<std::string>{"run",         "--date",   "2026-03-10", "--data",       data.string(), "--config", s.config.string(),
-                                        "--clearingd", endpoint,   "--token-file", token.string(), "--out",       o.string()};
+        return std::vector<std::string>{"run",          "--date",          "2026-03-10",  "--data", data.string(),
+                                        "--config",     s.config.string(), "--clearingd", endpoint, "--token-file",
+                                        token.string(), "--out",           o.string()};
     };
     const Cli wrong_role = settle(args(out, reader_token), scratch.path());
     CHECK(wrong_role.code == 7);  // 403: the read role may not post
@@ -313,9 +319,9 @@ TEST_CASE("posting through the daemon's clerk API: once, idempotent, and --direc
     const Cli posted = settle(args(out, token_file), scratch.path());
     REQUIRE_MESSAGE(posted.code == 0, posted.output);
     CHECK(posted.output.find("8 transfers posted now (8 new, 0 already booked)") != std::string::npos);
-    const Cli direct = settle({"run", "--date", "2026-03-11", "--data", data.string(), "--config", s.config.string(), "--direct", "--out",
-                               out.string()},
-                              scratch.path());
+    const Cli direct =
+        settle({"run", "--date", "2026-03-11", "--data", data.string(), "--config", s.config.string(), "--direct", "--out", out.string()},
+               scratch.path());
     CHECK(direct.code == 8);
     // The same cycle settled again from scratch (its state lost): the daemon books nothing new.
     TempDir again;
@@ -329,7 +335,6 @@ TEST_CASE("posting through the daemon's clerk API: once, idempotent, and --direc
     clearingd.pid = 0;
     require_posted_once(s.day);
 }
-
 
 namespace {
 
@@ -367,24 +372,51 @@ TEST_CASE("posting over HTTPS: the daemon's certificate verified against --ca; a
     const TestPki stranger = make_pki(scratch.path(), "stranger");
 
     const auto hsm_ready = scratch.path() / "hsm.port";
-    Stopper hsmd{spawn_tool(COCONUT_HSMD_EXE, {"serve", "--store", store.string(), "--listen", "127.0.0.1:0", "--ready-file", hsm_ready.string()},
+    Stopper hsmd{spawn_tool(COCONUT_HSMD_EXE,
+                            {"serve", "--store", store.string(), "--listen", "127.0.0.1:0", "--ready-file", hsm_ready.string()},
                             scratch.path() / "hsmd.log")};
     const int hsm_port = wait_port_file(hsm_ready, hsmd.pid);
     const auto iso_ready = scratch.path() / "iso.port";
     const auto http_ready = scratch.path() / "http.port";
     Stopper clearingd{spawn_tool(COCONUT_CLEARINGD_EXE,
-                                 {"serve", "--insecure-terminals", "--iso-listen", "127.0.0.1:0", "--data", data.string(), "--hsm",
-                                  fmt::format("127.0.0.1:{}", hsm_port), "--hsm-key", hsm_key.string(), "--ready-file", iso_ready.string(),
-                                  "--http-listen", "127.0.0.1:0", "--http-ready-file", http_ready.string(), "--http-tls-cert",
-                                  pki.certificate.string(), "--http-tls-key", pki.key.string()},
+                                 {"serve",
+                                  "--insecure-terminals",
+                                  "--iso-listen",
+                                  "127.0.0.1:0",
+                                  "--data",
+                                  data.string(),
+                                  "--hsm",
+                                  fmt::format("127.0.0.1:{}", hsm_port),
+                                  "--hsm-key",
+                                  hsm_key.string(),
+                                  "--ready-file",
+                                  iso_ready.string(),
+                                  "--http-listen",
+                                  "127.0.0.1:0",
+                                  "--http-ready-file",
+                                  http_ready.string(),
+                                  "--http-tls-cert",
+                                  pki.certificate.string(),
+                                  "--http-tls-key",
+                                  pki.key.string()},
                                  scratch.path() / "clearingd.log")};
     wait_port_file(iso_ready, clearingd.pid);
     const int http_port = wait_port_file(http_ready, clearingd.pid);
 
     const auto out = s.day.out();
     auto args = [&](const std::string& scheme, const std::vector<std::string>& extra) {
-        std::vector<std::string> a{"run", "--date", "2026-03-10", "--data", data.string(), "--config", s.config.string(), "--clearingd",
-                                   fmt::format("{}://127.0.0.1:{}", scheme, http_port), "--token-file", token_file.string(), "--out",
+        std::vector<std::string> a{"run",
+                                   "--date",
+                                   "2026-03-10",
+                                   "--data",
+                                   data.string(),
+                                   "--config",
+                                   s.config.string(),
+                                   "--clearingd",
+                                   fmt::format("{}://127.0.0.1:{}", scheme, http_port),
+                                   "--token-file",
+                                   token_file.string(),
+                                   "--out",
                                    out.string()};
         a.insert(a.end(), extra.begin(), extra.end());
         return a;

@@ -11,8 +11,6 @@ using namespace settle_test;
 
 namespace {
 
-
-
 const ParticipantPosition& position(const Positions& p, std::uint64_t id) {
     for (const auto& x : p.participants) {
         if (x.participant.id == id) return x;
@@ -31,7 +29,6 @@ RunReport run(Day& d, const Date& business_date, bool dry_run = false) {
     REQUIRE_MESSAGE(report.ok(), (report.ok() ? "" : report.error().message));
     return std::move(*report);
 }
-
 
 const std::string expected_purse_pain001 = R"(<?xml version="1.0" encoding="UTF-8"?>
 <Document xmlns="urn:iso:std:iso:20022:tech:xsd:pain.001.001.09">
@@ -155,12 +152,12 @@ const std::string expected_shop_csv = R"(cycle,participant_id,item,ledger,count,
 // ---- rules of arithmetic -------------------------------------------------------------------------
 
 TEST_CASE("fees round half up, once on the total") {
-    CHECK(fee_fen(833, 30) == 2);      // 2.499 → 2
-    CHECK(fee_fen(2040, 125) == 26);   // 25.5 → 26
-    CHECK(fee_fen(6500, 50) == 33);    // 32.5 → 33
-    CHECK(fee_fen(1200, 50) == 6);     // 6.0
-    CHECK(fee_fen(199, 25) == 0);      // 0.4975 → 0
-    CHECK(fee_fen(200, 25) == 1);      // 0.5 → 1
+    CHECK(fee_fen(833, 30) == 2);     // 2.499 → 2
+    CHECK(fee_fen(2040, 125) == 26);  // 25.5 → 26
+    CHECK(fee_fen(6500, 50) == 33);   // 32.5 → 33
+    CHECK(fee_fen(1200, 50) == 6);    // 6.0
+    CHECK(fee_fen(199, 25) == 0);     // 0.4975 → 0
+    CHECK(fee_fen(200, 25) == 1);     // 0.5 → 1
     CHECK(fee_fen(12345, 10'000) == 12345);
     CHECK(fee_fen(~std::uint64_t{0} / 2, 10'000) == ~std::uint64_t{0} / 2);  // no intermediate overflow
     // Per transaction it would be 3 × round(0.6 + 0.9 + 0.999) = 1 + 1 + 1: the rule takes the total once.
@@ -498,7 +495,9 @@ TEST_CASE("camt.053 and camt.054 samples reconcile a cycle fully") {
     run(d, day);
     const auto statement = d.out() / "statement.xml";
     const auto notification = d.out() / "notification.xml";
-    write(statement, camt053({{"CC20260310-1001-P", "8.31", "B1"}, {"CC20260310-1002-P", "15.14", "B2"}, {"CC20260310-1003-P", "11.94", "B3"},
+    write(statement, camt053({{"CC20260310-1001-P", "8.31", "B1"},
+                              {"CC20260310-1002-P", "15.14", "B2"},
+                              {"CC20260310-1003-P", "11.94", "B3"},
                               {"SOMEONE-ELSE-42", "99.00", "B4"}}));
     write(notification, camt054({{"CC20260310-1003-M", "64.67", "M1"}}));
     CHECK(validate_xml(read(statement), default_schemas_dir() / "camt.053.001.08.xsd") == "");
@@ -517,7 +516,9 @@ TEST_CASE("the same booking in a camt.054 and the camt.053 is one payment; two b
     run(d, day);
     const auto a = d.out() / "a.xml";
     const auto b = d.out() / "b.xml";
-    write(a, camt053({{"CC20260310-1001-P", "8.31", "B1"}, {"CC20260310-1002-P", "15.14", "B2"}, {"CC20260310-1003-P", "11.94", "B3"},
+    write(a, camt053({{"CC20260310-1001-P", "8.31", "B1"},
+                      {"CC20260310-1002-P", "15.14", "B2"},
+                      {"CC20260310-1003-P", "11.94", "B3"},
                       {"CC20260310-1003-M", "64.67", "M1"}}));
     write(b, camt054({{"CC20260310-1003-M", "64.67", "M1"}, {"CC20260310-1001-P", "8.31", "B9"}}));
     auto report = reconcile(d.out(), cycle_id(day), {a, b});
@@ -532,7 +533,8 @@ TEST_CASE("a missing entry and an amount mismatch are reported and the cycle sta
     d.book_the_day();
     run(d, day);
     const auto statement = d.out() / "statement.xml";
-    write(statement, camt053({{"CC20260310-1001-P", "8.31", "B1"}, {"CC20260310-1002-P", "15.41", "B2"}, {"CC20260310-1003-M", "64.67", "M1"}}));
+    write(statement,
+          camt053({{"CC20260310-1001-P", "8.31", "B1"}, {"CC20260310-1002-P", "15.41", "B2"}, {"CC20260310-1003-M", "64.67", "M1"}}));
     auto report = reconcile(d.out(), cycle_id(day), {statement});
     REQUIRE(report.ok());
     CHECK(report->matched == std::vector<std::string>{"CC20260310-1001-P", "CC20260310-1003-M"});

@@ -60,15 +60,15 @@ int verify(const std::string& dtk_hex) {
         std::copy(time.begin(), time.end(), when.time.begin());
         const Bytes terminal_id = hex(r.at("terminal_id").get<std::string>());
         const auto type = static_cast<std::uint8_t>(std::stoi(r.at("type").get<std::string>(), nullptr, 16));
-        const crypto::Mac4 expected = crypto::des_mac(
-            tac_key, crypto::purchase_tac_input(r.at("amount_fen").get<std::uint32_t>(), type, terminal_id,
-                                                r.at("terminal_serial").get<std::uint32_t>(), when));
+        const crypto::Mac4 expected =
+            crypto::des_mac(tac_key, crypto::purchase_tac_input(r.at("amount_fen").get<std::uint32_t>(), type, terminal_id,
+                                                                r.at("terminal_serial").get<std::uint32_t>(), when));
         const std::string got = r.at("tac").get<std::string>();
         const bool match = to_hex(expected) == got;
         bad += match ? 0 : 1;
-        std::printf("%s ATC %d type %02X amount %u serial %u: TAC %s, recomputed %s\n", match ? "ok " : "BAD",
-                    r.at("atc").get<int>(), type, r.at("amount_fen").get<std::uint32_t>(),
-                    r.at("terminal_serial").get<std::uint32_t>(), got.c_str(), to_hex(expected).c_str());
+        std::printf("%s ATC %d type %02X amount %u serial %u: TAC %s, recomputed %s\n", match ? "ok " : "BAD", r.at("atc").get<int>(), type,
+                    r.at("amount_fen").get<std::uint32_t>(), r.at("terminal_serial").get<std::uint32_t>(), got.c_str(),
+                    to_hex(expected).c_str());
     }
     std::printf("%zu record(s), %d mismatch(es)\n", records.size(), bad);
     return bad == 0 ? 0 : 1;
@@ -81,8 +81,8 @@ int main(int argc, char** argv) {
         const std::vector<std::string> args(argv + 1, argv + argc);
         if (args.size() == 4 && args[0] == "card-key") {
             const Bytes asn = hex(args[3]);
-            const crypto::Key16 key = crypto::diversify_card_key(crypto::Key16(hex(args[1])), block_of(hex(args[2])),
-                                                                 crypto::card_factor_from_asn(asn));
+            const crypto::Key16 key =
+                crypto::diversify_card_key(crypto::Key16(hex(args[1])), block_of(hex(args[2])), crypto::card_factor_from_asn(asn));
             std::printf("%s\n", to_hex(key.view()).c_str());
             return 0;
         }

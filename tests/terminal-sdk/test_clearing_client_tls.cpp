@@ -102,10 +102,9 @@ TEST_CASE("ClearingClient over TLS refuses a server that is not the island's or 
 TEST_CASE("ClearingClient over TLS: the clearing's refusal of a foreign or expired certificate reads as a closed TLS link") {
     TlsLinkRig rig;
     const tls_test::Ca other("Another island CA");
-    rig.pki.write_identity("foreign", coconut::tls::Profile::terminal, "BUS00001", {}, -std::chrono::hours(1),
-                           std::chrono::hours(24), &other);
-    rig.pki.write_identity("expired", coconut::tls::Profile::terminal, "BUS00001", {}, -std::chrono::hours(48),
-                           -std::chrono::hours(24));
+    rig.pki.write_identity("foreign", coconut::tls::Profile::terminal, "BUS00001", {}, -std::chrono::hours(1), std::chrono::hours(24),
+                           &other);
+    rig.pki.write_identity("expired", coconut::tls::Profile::terminal, "BUS00001", {}, -std::chrono::hours(48), -std::chrono::hours(24));
     for (const char* file : {"foreign", "expired"}) {
         CAPTURE(file);
         auto client = rig.connect(rig.options(file));

@@ -28,9 +28,7 @@ namespace {
 
 const std::string purchase_master_hex = "0123456789ABCDEFFEDCBA9876543210";
 
-bool is_ins(ByteView command, std::uint8_t cla, std::uint8_t ins) {
-    return command.size() >= 2 && command[0] == cla && command[1] == ins;
-}
+bool is_ins(ByteView command, std::uint8_t cla, std::uint8_t ins) { return command.size() >= 2 && command[0] == cla && command[1] == ins; }
 
 // The clearing (engine + ISO 8583 server on an ephemeral loopback port) and one terminal with card A.
 struct LinkRig {
@@ -48,15 +46,24 @@ struct LinkRig {
 
     LinkRig() {
         const auto dir = clearing.dir.path;
-        const nlohmann::json card_profile = {
-            {"kind", "card"}, {"asn", card_a}, {"issuer_id", issuer_hex}, {"balance_fen", 5000}, {"pin", "123456"},
-            {"seed", "5EED5EED"}, {"start_date", "20260101"}, {"expiry_date", "20351231"},
-            {"master_keys", {{"dpk", purchase_master_hex}, {"dlk", load_master_hex}, {"dtk", tac_master_hex},
-                             {"iak", internal_auth_master_hex}, {"damk", purchase_master_hex},
-                             {"ssse_iak", ssse_auth_master_hex}}}};
+        const nlohmann::json card_profile = {{"kind", "card"},
+                                             {"asn", card_a},
+                                             {"issuer_id", issuer_hex},
+                                             {"balance_fen", 5000},
+                                             {"pin", "123456"},
+                                             {"seed", "5EED5EED"},
+                                             {"start_date", "20260101"},
+                                             {"expiry_date", "20351231"},
+                                             {"master_keys",
+                                              {{"dpk", purchase_master_hex},
+                                               {"dlk", load_master_hex},
+                                               {"dtk", tac_master_hex},
+                                               {"iak", internal_auth_master_hex},
+                                               {"damk", purchase_master_hex},
+                                               {"ssse_iak", ssse_auth_master_hex}}}};
         REQUIRE(cos::create_image(dir / "card.img", card_profile).ok());
-        const nlohmann::json psam_profile = {{"kind", "psam"}, {"terminal_id", psam_terminal}, {"purchase_key", purchase_master_hex},
-                                             {"key_level", "master"}, {"issuer_id", issuer_hex}, {"terminal_serial", 1}};
+        const nlohmann::json psam_profile = {{"kind", "psam"},        {"terminal_id", psam_terminal}, {"purchase_key", purchase_master_hex},
+                                             {"key_level", "master"}, {"issuer_id", issuer_hex},      {"terminal_serial", 1}};
         REQUIRE(cos::create_image(dir / "psam.img", psam_profile).ok());
         card = std::move(cos::VirtualCard::open(dir / "card.img").value());
         psam = std::move(cos::VirtualCard::open(dir / "psam.img").value());

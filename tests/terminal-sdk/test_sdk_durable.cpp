@@ -20,7 +20,7 @@ TEST_CASE("hotlist: a failed directory fsync is an io_error of the save") {
     REQUIRE_FALSE(applied.ok());
     CHECK(applied.error().code == HotlistErrorCode::io_error);
     CHECK(applied.error().message.find("fsync directory " + dir.path.string()) != std::string::npos);
-    CHECK(list->version() == 0);  // the delta did not take
+    CHECK(list->version() == 0);                                        // the delta did not take
     REQUIRE(list->apply({0, 1, {{a, BlockReason::stolen}}, {}}).ok());  // with a working disk it does
     CHECK(Hotlist::load(path)->blocked(a) == BlockReason::stolen);
 }

@@ -6,9 +6,7 @@
 using namespace sdk_test;
 
 namespace {
-bool is_ins(ByteView command, std::uint8_t cla, std::uint8_t ins) {
-    return command.size() >= 2 && command[0] == cla && command[1] == ins;
-}
+bool is_ins(ByteView command, std::uint8_t cla, std::uint8_t ins) { return command.size() >= 2 && command[0] == cla && command[1] == ins; }
 }  // namespace
 
 TEST_CASE("a shop purchase debits the card, queues one record, and its TAC verifies with the card's DTK") {
@@ -66,9 +64,8 @@ TEST_CASE("card removed before INIT or after INIT: nothing charged, nothing queu
     for (const std::uint8_t failing_ins : {std::uint8_t{0x50}, std::uint8_t{0x54}}) {
         CAPTURE(failing_ins);
         Rig rig(10000);
-        rig.card_reader.set_fault_plan([&](std::size_t, ByteView c) {
-            return is_ins(c, 0x80, failing_ins) ? Fault::before_card : Fault::none;
-        });
+        rig.card_reader.set_fault_plan(
+            [&](std::size_t, ByteView c) { return is_ins(c, 0x80, failing_ins) ? Fault::before_card : Fault::none; });
         auto r = rig.terminal->purchase(300);
         REQUIRE_FALSE(r.ok());
         CHECK(r.error().code == FlowErrorCode::card_removed);
@@ -196,9 +193,8 @@ TEST_CASE("random card pulls over many purchases: balance + recorded charges is 
         const std::uint8_t ins_choices[] = {0xA4, 0x50, 0x54, 0x5A, 0x00};
         const std::uint8_t fail_ins = ins_choices[rng() % 5];
         const Fault fault = rng() % 2 ? Fault::after_card : Fault::before_card;
-        rig.card_reader.set_fault_plan([&](std::size_t, ByteView c) {
-            return fail_ins != 0 && c.size() >= 2 && c[1] == fail_ins ? fault : Fault::none;
-        });
+        rig.card_reader.set_fault_plan(
+            [&](std::size_t, ByteView c) { return fail_ins != 0 && c.size() >= 2 && c[1] == fail_ins ? fault : Fault::none; });
         const std::uint32_t amount = 1 + rng() % 300;
         ++attempts;
         (void)rig.terminal->purchase(amount);

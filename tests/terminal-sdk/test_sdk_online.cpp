@@ -58,8 +58,8 @@ Message answer_load(const Message& request, std::string_view code = "00", bool c
     std::copy_n(when.begin(), 4, t.date.begin());
     std::copy_n(when.begin() + 4, 3, t.time.begin());
     const auto session = crypto::load_session_key(card_key(master_dlk, asn), random, read_be16(atc));
-    auto mac2 = crypto::des_mac(session, crypto::load_mac2_input(static_cast<std::uint32_t>(*request.get_number(4)),
-                                                                crypto::type_ep_load, terminal, t));
+    auto mac2 = crypto::des_mac(session, crypto::load_mac2_input(static_cast<std::uint32_t>(*request.get_number(4)), crypto::type_ep_load,
+                                                                 terminal, t));
     if (corrupt_mac2) mac2[0] ^= 0xFF;
     m.set(62, iso8583::encode_load_answer({asn, read_be16(atc), mac2}));
     m.set(38, "A00001");
@@ -209,9 +209,8 @@ TEST_CASE("a MAC2 the card refuses (9302): nothing credited, the load is reverse
 
 TEST_CASE("card pulled after CREDIT ran: the next presentation confirms the load with the proven TAC, once") {
     OnlineRig rig(1000, approving());
-    rig.card_reader.set_fault_plan([](std::size_t, ByteView c) {
-        return c.size() >= 2 && c[0] == 0x80 && c[1] == 0x52 ? Fault::after_card : Fault::none;
-    });
+    rig.card_reader.set_fault_plan(
+        [](std::size_t, ByteView c) { return c.size() >= 2 && c[0] == 0x80 && c[1] == 0x52 ? Fault::after_card : Fault::none; });
     auto loaded = rig.terminal->load(5000, *rig.client);
     REQUIRE_FALSE(loaded.ok());
     CHECK(loaded.error().code == FlowErrorCode::card_removed);
@@ -239,9 +238,8 @@ TEST_CASE("card pulled after CREDIT ran: the next presentation confirms the load
 
 TEST_CASE("card gone before CREDIT reached it: reversed at once, and nothing left to resolve when it returns") {
     OnlineRig rig(1000, approving());
-    rig.card_reader.set_fault_plan([](std::size_t, ByteView c) {
-        return c.size() >= 2 && c[0] == 0x80 && c[1] == 0x52 ? Fault::before_card : Fault::none;
-    });
+    rig.card_reader.set_fault_plan(
+        [](std::size_t, ByteView c) { return c.size() >= 2 && c[0] == 0x80 && c[1] == 0x52 ? Fault::before_card : Fault::none; });
     auto loaded = rig.terminal->load(5000, *rig.client);
     REQUIRE_FALSE(loaded.ok());
     CHECK(loaded.error().code == FlowErrorCode::card_removed);
@@ -440,7 +438,8 @@ TEST_CASE("a host restored behind the terminal sends its whole log: the local li
     b[9] = 0x02;
     OnlineRig rig(1000, [](const Message& r) -> std::optional<Message> {
         Message m = reply(r, "00");
-        if (r.mti() == "0800" && r.get_number(70) == 101u) m.set(63, "000000020+00000000000000000002+00000000000000000003-00000000000000000003");
+        if (r.mti() == "0800" && r.get_number(70) == 101u)
+            m.set(63, "000000020+00000000000000000002+00000000000000000003-00000000000000000003");
         return m;
     });
     REQUIRE(rig.hotlist.apply({0, 5, {{a, BlockReason::lost}}, {}}).ok());

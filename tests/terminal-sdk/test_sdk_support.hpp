@@ -35,11 +35,21 @@ struct TempDir {
 };
 
 inline nlohmann::json card_profile(const std::string& asn, std::uint32_t balance, const std::string& protocol = "T=1") {
-    return {{"kind", "card"},     {"asn", asn},        {"issuer_id", issuer_hex}, {"balance_fen", balance},
-            {"pin", "123456"},    {"protocol", protocol}, {"seed", "5EED"},
+    return {{"kind", "card"},
+            {"asn", asn},
+            {"issuer_id", issuer_hex},
+            {"balance_fen", balance},
+            {"pin", "123456"},
+            {"protocol", protocol},
+            {"seed", "5EED"},
             {"cardholder", {{"name", "海南 椰子"}, {"ssn", "460100198001011234"}, {"sex", "1"}, {"birth_date", "19800101"}}},
-            {"master_keys", {{"dpk", master_dpk}, {"dlk", master_dlk}, {"dtk", master_dtk}, {"iak", master_dpk}, {"damk", master_dlk},
-                             {"ssse_iak", master_ssse_iak}}}};
+            {"master_keys",
+             {{"dpk", master_dpk},
+              {"dlk", master_dlk},
+              {"dtk", master_dtk},
+              {"iak", master_dpk},
+              {"damk", master_dlk},
+              {"ssse_iak", master_ssse_iak}}}};
 }
 
 inline crypto::Block issuer_factor() {
@@ -51,14 +61,16 @@ inline crypto::Block issuer_factor() {
 
 inline nlohmann::json psam_profile(const std::string& terminal_id) {
     const crypto::Key16 issuer_key = crypto::diversify(crypto::Key16(hex(master_dpk)), issuer_factor());
-    return {{"kind", "psam"}, {"terminal_id", terminal_id}, {"purchase_key", to_hex(issuer_key.view())},
-            {"issuer_id", issuer_hex}, {"terminal_serial", 1}};
+    return {{"kind", "psam"},
+            {"terminal_id", terminal_id},
+            {"purchase_key", to_hex(issuer_key.view())},
+            {"issuer_id", issuer_hex},
+            {"terminal_serial", 1}};
 }
 
 // The card's DTK, recomputed independently of the card OS: Div(Div(master, issuer), card factor).
 inline crypto::Key16 card_dtk(const Asn& asn) {
-    return crypto::diversify(crypto::diversify(crypto::Key16(hex(master_dtk)), issuer_factor()),
-                             crypto::card_factor_from_asn(asn));
+    return crypto::diversify(crypto::diversify(crypto::Key16(hex(master_dtk)), issuer_factor()), crypto::card_factor_from_asn(asn));
 }
 
 inline crypto::Mac4 expected_tac(const TransactionRecord& r) {
@@ -90,8 +102,7 @@ struct Rig {
     std::unique_ptr<Terminal> terminal;
     std::chrono::system_clock::time_point now = base_time();
 
-    explicit Rig(std::uint32_t balance = 10000, const std::string& protocol = "T=1",
-                 const std::string& asn = "10000000000000012345") {
+    explicit Rig(std::uint32_t balance = 10000, const std::string& protocol = "T=1", const std::string& asn = "10000000000000012345") {
         REQUIRE(cos::create_image(card_path, card_profile(asn, balance, protocol)).ok());
         REQUIRE(cos::create_image(psam_path, psam_profile("000001000050")).ok());
         card = open_image(card_path);

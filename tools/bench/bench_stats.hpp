@@ -30,9 +30,7 @@ inline Stats summarize(std::vector<std::int64_t> samples_ns) {
     std::sort(samples_ns.begin(), samples_ns.end());
     stats.count = samples_ns.size();
     stats.median_us = static_cast<double>(samples_ns[samples_ns.size() / 2]) / 1000.0;
-    stats.p99_us =
-        static_cast<double>(samples_ns[std::min(samples_ns.size() - 1, samples_ns.size() * 99 / 100)]) /
-        1000.0;
+    stats.p99_us = static_cast<double>(samples_ns[std::min(samples_ns.size() - 1, samples_ns.size() * 99 / 100)]) / 1000.0;
     stats.per_second = total_ns > 0 ? static_cast<double>(samples_ns.size()) * 1e9 / total_ns : 0;
     return stats;
 }
@@ -56,7 +54,7 @@ inline std::string run_time_and_host() {
 
 // | operation | count | per second | median us | p99 us | ratio (medians) |
 class Table {
-  public:
+public:
     struct Layout {
         int name_width;
         int count_width;
@@ -69,24 +67,21 @@ class Table {
     explicit Table(Layout layout) : layout_(layout) {}
 
     void header() const {
-        std::printf("| %-*s | %*s | %*s | %9s | %9s | %-*s |\n", layout_.name_width, "operation",
-                    layout_.count_width, "count", layout_.per_second_width, layout_.per_second_title,
-                    "median us", "p99 us", layout_.ratio_width, "ratio (medians)");
-        std::printf("|%s|%s|%s|%s|%s|%s|\n", rule(layout_.name_width + 2).c_str(),
-                    rule(layout_.count_width + 2).c_str(), rule(layout_.per_second_width + 2).c_str(),
-                    rule(11).c_str(), rule(11).c_str(), rule(layout_.ratio_rule_width).c_str());
+        std::printf("| %-*s | %*s | %*s | %9s | %9s | %-*s |\n", layout_.name_width, "operation", layout_.count_width, "count",
+                    layout_.per_second_width, layout_.per_second_title, "median us", "p99 us", layout_.ratio_width, "ratio (medians)");
+        std::printf("|%s|%s|%s|%s|%s|%s|\n", rule(layout_.name_width + 2).c_str(), rule(layout_.count_width + 2).c_str(),
+                    rule(layout_.per_second_width + 2).c_str(), rule(11).c_str(), rule(11).c_str(), rule(layout_.ratio_rule_width).c_str());
     }
 
     // show_rate: fill the per-second column (operations whose rate means something).
     void row(const std::string& name, const Stats& stats, const std::string& ratio, bool show_rate) const {
         char per_second[32] = "";
         if (show_rate) std::snprintf(per_second, sizeof per_second, "%.0f", stats.per_second);
-        std::printf("| %-*s | %*zu | %*s | %9.1f | %9.1f | %-*s |\n", layout_.name_width, name.c_str(),
-                    layout_.count_width, stats.count, layout_.per_second_width, per_second, stats.median_us,
-                    stats.p99_us, layout_.ratio_width, ratio.c_str());
+        std::printf("| %-*s | %*zu | %*s | %9.1f | %9.1f | %-*s |\n", layout_.name_width, name.c_str(), layout_.count_width, stats.count,
+                    layout_.per_second_width, per_second, stats.median_us, stats.p99_us, layout_.ratio_width, ratio.c_str());
     }
 
-  private:
+private:
     static std::string rule(int width) { return std::string(static_cast<std::size_t>(width), '-'); }
     Layout layout_;
 };

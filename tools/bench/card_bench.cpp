@@ -61,9 +61,7 @@ const Bytes purse_select = hex("00A4040008A00000063201010500");
 const Bytes psam_select = hex("00A4040010A0000006324D4F542E435053414D303100");
 const Bytes balance_apdu = hex("805C000204");
 
-nlohmann::json card_profile() {
-    return bench::card_profile("B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0");
-}
+nlohmann::json card_profile() { return bench::card_profile("B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0B0"); }
 
 // A production PSAM: the issuer-level purchase key, diversified per card by 80 70.
 nlohmann::json psam_profile() {
@@ -71,10 +69,9 @@ nlohmann::json psam_profile() {
     const Bytes issuer = hex(issuer_id);
     std::copy(issuer.begin(), issuer.end(), issuer_factor.begin());
     const crypto::Key16 issuer_key = crypto::diversify(crypto::Key16(hex(master_dpk)), issuer_factor);
-    return {
-        {"kind", "psam"},        {"terminal_id", "460100000001"}, {"purchase_key", to_hex(issuer_key.view())},
-        {"key_level", "issuer"}, {"issuer_id", issuer_id},        {"key_index", 1},
-        {"key_version", 1},      {"terminal_serial", 1},          {"protocol", "T=1"}};
+    return {{"kind", "psam"},        {"terminal_id", "460100000001"}, {"purchase_key", to_hex(issuer_key.view())},
+            {"key_level", "issuer"}, {"issuer_id", issuer_id},        {"key_index", 1},
+            {"key_version", 1},      {"terminal_serial", 1},          {"protocol", "T=1"}};
 }
 
 std::uint16_t status_word(ByteView response) {
@@ -90,8 +87,7 @@ Bytes expect_ok(const char* what, const Bytes& response) {
 }
 
 // The five APDUs of a purchase. `steps_ns`, if given, receives each APDU's duration.
-void purchase(const Transmit& card, const Transmit& psam, ByteView terminal_id,
-              std::vector<std::int64_t>* steps_ns) {
+void purchase(const Transmit& card, const Transmit& psam, ByteView terminal_id, std::vector<std::int64_t>* steps_ns) {
     auto timed = [&](int step, const Transmit& target, const char* what, const Bytes& command) {
         const auto start = Clock::now();
         Bytes data = expect_ok(what, target(command));
@@ -100,21 +96,16 @@ void purchase(const Transmit& card, const Transmit& psam, ByteView terminal_id,
     };
     timed(0, card, "SELECT purse", purse_select);
     const Bytes init =
-        timed(1, card, "INITIALIZE FOR PURCHASE",
-              concat(hex("805001020B01"), be_bytes(purchase_amount_fen, 4), terminal_id, hex("0F")));
+        timed(1, card, "INITIALIZE FOR PURCHASE", concat(hex("805001020B01"), be_bytes(purchase_amount_fen, 4), terminal_id, hex("0F")));
     // 80 70: card random | offline ATC | amount | type | date-time | key version | alg | card, issuer
     // factors.
     const Bytes asn_bytes = hex(asn);
-    const Bytes sam_data =
-        concat(ByteView(init).subspan(11, 4), ByteView(init).subspan(4, 2), be_bytes(purchase_amount_fen, 4),
-               Bytes{0x06}, date_time, ByteView(init).subspan(9, 2), ByteView(asn_bytes).subspan(2, 8),
-               hex(issuer_id));
-    const Bytes sam = timed(
-        2, psam, "PSAM 80 70",
-        concat(hex("80700000"), Bytes{static_cast<std::uint8_t>(sam_data.size())}, sam_data, hex("08")));
+    const Bytes sam_data = concat(ByteView(init).subspan(11, 4), ByteView(init).subspan(4, 2), be_bytes(purchase_amount_fen, 4),
+                                  Bytes{0x06}, date_time, ByteView(init).subspan(9, 2), ByteView(asn_bytes).subspan(2, 8), hex(issuer_id));
+    const Bytes sam =
+        timed(2, psam, "PSAM 80 70", concat(hex("80700000"), Bytes{static_cast<std::uint8_t>(sam_data.size())}, sam_data, hex("08")));
     const Bytes debit = timed(3, card, "DEBIT FOR PURCHASE",
-                              concat(hex("805401000F"), ByteView(sam).subspan(0, 4), date_time,
-                                     ByteView(sam).subspan(4, 4), hex("08")));
+                              concat(hex("805401000F"), ByteView(sam).subspan(0, 4), date_time, ByteView(sam).subspan(4, 4), hex("08")));
     timed(4, psam, "PSAM 80 72", concat(hex("8072000004"), ByteView(debit).subspan(4, 4)));
 }
 
@@ -146,8 +137,7 @@ T unwrap(Result<T, std::string> result) {
 }
 
 // `between`, if set, runs after every purchase (outside the purchase's timing): the disk floor sample.
-Stats run_in_process(std::size_t purchases, const std::function<CardPair()>& fresh_pair,
-                     const std::function<void()>& between = {}) {
+Stats run_in_process(std::size_t purchases, const std::function<CardPair()>& fresh_pair, const std::function<void()>& between = {}) {
     std::vector<std::int64_t> samples;
     samples.reserve(purchases);
     std::size_t done = 0;
@@ -172,9 +162,8 @@ Stats run_in_process(std::size_t purchases, const std::function<CardPair()>& fre
 // The disk's own floor for one commit: what an image commit is made of (one 16 KiB slot pwrite + fdatasync,
 // image.hpp), on the same file system, interleaved with the file-image purchases.
 class DiskFloor {
-  public:
-    explicit DiskFloor(const fs::path& path)
-        : fd_(::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) {
+public:
+    explicit DiskFloor(const fs::path& path) : fd_(::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) {
         if (fd_ < 0) throw std::runtime_error("cannot create " + path.string());
         slot_.assign(cos::image_default_slot_size, 0x5A);
         for (int slot = 0; slot < 2; ++slot) write_slot(slot);
@@ -188,11 +177,10 @@ class DiskFloor {
     }
     std::vector<std::int64_t>& samples() { return samples_ns_; }
 
-  private:
+private:
     void write_slot(int slot) {
         const off_t offset = static_cast<off_t>(cos::image_header_size + slot * slot_.size());
-        if (::pwrite(fd_, slot_.data(), slot_.size(), offset) != static_cast<ssize_t>(slot_.size()) ||
-            ::fdatasync(fd_) != 0) {
+        if (::pwrite(fd_, slot_.data(), slot_.size(), offset) != static_cast<ssize_t>(slot_.size()) || ::fdatasync(fd_) != 0) {
             throw std::runtime_error("disk floor: write failed");
         }
     }
@@ -212,8 +200,7 @@ struct PcscResults {
 };
 
 // volatile_images: serve --volatile (memory copies), so the figure is the transport alone.
-PcscResults run_pcsc(const std::string& vcard, const fs::path& work, std::size_t purchases,
-                     bool volatile_images) {
+PcscResults run_pcsc(const std::string& vcard, const fs::path& work, std::size_t purchases, bool volatile_images) {
     const fs::path card_image = work / "pcsc-card.img";
     const fs::path psam_image = work / "pcsc-psam.img";
     create_images(card_image, psam_image);
@@ -267,7 +254,7 @@ PcscResults run_pcsc(const std::string& vcard, const fs::path& work, std::size_t
 // the CPU idle, ~50 us with a busy loop beside them). SCHED_IDLE threads run only when nothing else wants
 // the CPU, so they keep the vCPUs out of halt without taking time from the benchmark, pcscd or serve.
 class CpuWaker {
-  public:
+public:
     CpuWaker() {
         const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         for (long cpu = 0; cpu < cpus; ++cpu) {
@@ -290,7 +277,7 @@ class CpuWaker {
     CpuWaker(const CpuWaker&) = delete;
     CpuWaker& operator=(const CpuWaker&) = delete;
 
-  private:
+private:
     std::atomic<bool> stop_{false};
     std::vector<std::thread> threads_;
 };
@@ -299,31 +286,22 @@ std::string filesystem_of(const fs::path& path) {
     struct statfs info {};
     if (::statfs(path.c_str(), &info) != 0) return "?";
     switch (static_cast<unsigned long>(info.f_type)) {
-        case EXT4_SUPER_MAGIC:
-            return "ext4";
-        case TMPFS_MAGIC:
-            return "tmpfs (fdatasync is free: not a durable figure)";
-        case XFS_SUPER_MAGIC:
-            return "xfs";
-        case BTRFS_SUPER_MAGIC:
-            return "btrfs";
-        case OVERLAYFS_SUPER_MAGIC:
-            return "overlayfs";
-        default:
-            return "other";
+        case EXT4_SUPER_MAGIC: return "ext4";
+        case TMPFS_MAGIC: return "tmpfs (fdatasync is free: not a durable figure)";
+        case XFS_SUPER_MAGIC: return "xfs";
+        case BTRFS_SUPER_MAGIC: return "btrfs";
+        case OVERLAYFS_SUPER_MAGIC: return "overlayfs";
+        default: return "other";
     }
 }
 
 // ratio column: medians, two decimals.
-std::string ratio_text(double a, double b, const char* of) {
-    return bench::ratio_text(a, b, of, 2);
-}
+std::string ratio_text(double a, double b, const char* of) { return bench::ratio_text(a, b, of, 2); }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{
-        "card_bench: full purchases in process and through pcscd + vpcd, against the raw APDU floor"};
+    CLI::App app{"card_bench: full purchases in process and through pcscd + vpcd, against the raw APDU floor"};
     std::size_t memory_purchases = 100000;
     std::size_t file_purchases = 2000;
     std::size_t pcsc_purchases = 2000;
@@ -333,16 +311,13 @@ int main(int argc, char** argv) {
     bool skip_pcsc = false;
     bool keep_cpus_awake = false;
     app.add_option("--memory-purchases", memory_purchases, "In-process purchases with memory images");
-    app.add_option("--file-purchases", file_purchases,
-                   "In-process purchases with file images (2 fdatasync each)");
+    app.add_option("--file-purchases", file_purchases, "In-process purchases with file images (2 fdatasync each)");
     app.add_option("--pcsc-purchases", pcsc_purchases, "Purchases (and as many floor APDUs) through pcscd");
     app.add_option("--work-dir", work_dir, "Directory for the images and logs (default: new dir in /tmp)");
     app.add_option("--vcard", vcard, "coconut-vcard executable (serves the images to vpcd)");
-    app.add_option("--cpu", cpu,
-                   "Core the in-process runs are pinned to (-1: not pinned; they are one thread)");
+    app.add_option("--cpu", cpu, "Core the in-process runs are pinned to (-1: not pinned; they are one thread)");
     app.add_flag("--skip-pcsc", skip_pcsc, "Only the in-process runs");
-    app.add_flag("--keep-cpus-awake", keep_cpus_awake,
-                 "Run a SCHED_IDLE busy thread per CPU (this VM wakes an idle vCPU only every 4 ms)");
+    app.add_flag("--keep-cpus-awake", keep_cpus_awake, "Run a SCHED_IDLE busy thread per CPU (this VM wakes an idle vCPU only every 4 ms)");
     CLI11_PARSE(app, argc, argv);
 
     try {
@@ -365,8 +340,7 @@ int main(int argc, char** argv) {
             }
         }
         const Stats memory = run_in_process(memory_purchases, [&] {
-            return CardPair{unwrap(cos::VirtualCard::in_memory(card_payload)),
-                            unwrap(cos::VirtualCard::in_memory(psam_payload))};
+            return CardPair{unwrap(cos::VirtualCard::in_memory(card_payload)), unwrap(cos::VirtualCard::in_memory(psam_payload))};
         });
         DiskFloor disk_floor(work / "disk-floor.bin");
         const Stats file = run_in_process(
@@ -375,8 +349,7 @@ int main(int argc, char** argv) {
                 const fs::path card_image = work / "card.img";
                 const fs::path psam_image = work / "psam.img";
                 create_images(card_image, psam_image);
-                return CardPair{unwrap(cos::VirtualCard::open(card_image)),
-                                unwrap(cos::VirtualCard::open(psam_image))};
+                return CardPair{unwrap(cos::VirtualCard::open(card_image)), unwrap(cos::VirtualCard::open(psam_image))};
             },
             [&] { disk_floor.sample(); });
         const Stats disk = summarize(disk_floor.samples());
@@ -391,8 +364,8 @@ int main(int argc, char** argv) {
 
         const std::string when_and_host = bench::run_time_and_host();
         waker.reset();
-        std::printf("card_bench, one run, %s, %ld cores; images on %s (%s)%s\n\n", when_and_host.c_str(),
-                    sysconf(_SC_NPROCESSORS_ONLN), work.c_str(), filesystem_of(work).c_str(),
+        std::printf("card_bench, one run, %s, %ld cores; images on %s (%s)%s\n\n", when_and_host.c_str(), sysconf(_SC_NPROCESSORS_ONLN),
+                    work.c_str(), filesystem_of(work).c_str(),
                     keep_cpus_awake ? "; --keep-cpus-awake (SCHED_IDLE busy thread per CPU)" : "");
         const bench::Table table({.name_width = 44,
                                   .count_width = 9,
@@ -402,8 +375,7 @@ int main(int argc, char** argv) {
                                   .ratio_rule_width = 20});
         table.header();
         table.row("in-process purchase, memory images (1 core)", memory, "1.00 (baseline)", true);
-        table.row("in-process purchase, file images (1 core)", file,
-                  ratio_text(file.median_us, memory.median_us, "memory"), true);
+        table.row("in-process purchase, file images (1 core)", file, ratio_text(file.median_us, memory.median_us, "memory"), true);
         table.row("disk floor: 16 KiB pwrite + fdatasync", disk,
                   ratio_text(file.median_us, disk.median_us, "disk (file purchase / disk floor)"), false);
         if (!skip_pcsc) {
@@ -416,22 +388,18 @@ int main(int argc, char** argv) {
             table.row("PC/SC full purchase, file images (durable)", pcsc.purchase,
                       ratio_text(pcsc.purchase.median_us, pcsc.floor.median_us, "floor"), true);
             const char* step_names[5] = {"  file: step SELECT purse", "  file: step INITIALIZE FOR PURCHASE",
-                                         "  file: step PSAM 80 70 (commit)", "  file: step DEBIT (commit)",
-                                         "  file: step PSAM 80 72"};
+                                         "  file: step PSAM 80 70 (commit)", "  file: step DEBIT (commit)", "  file: step PSAM 80 72"};
             for (int step = 0; step < 5; ++step) {
-                table.row(step_names[step], pcsc.steps[step],
-                          ratio_text(pcsc.steps[step].median_us, pcsc.floor.median_us, "floor"), false);
+                table.row(step_names[step], pcsc.steps[step], ratio_text(pcsc.steps[step].median_us, pcsc.floor.median_us, "floor"), false);
             }
-            std::printf(
-                "\nPC/SC full purchase, memory images: %s; file images: %s\n",
-                ratio_text(pcsc_memory.purchase.median_us, memory.median_us, "in-process memory").c_str(),
-                ratio_text(pcsc.purchase.median_us, file.median_us, "in-process file").c_str());
+            std::printf("\nPC/SC full purchase, memory images: %s; file images: %s\n",
+                        ratio_text(pcsc_memory.purchase.median_us, memory.median_us, "in-process memory").c_str(),
+                        ratio_text(pcsc.purchase.median_us, file.median_us, "in-process file").c_str());
             std::printf(
                 "target: full purchase through real PC/SC < 1000 us median: memory images %s (%.0f us), "
                 "file images %s (%.0f us; 2 commits, disk floor %.0f us each)\n",
                 pcsc_memory.purchase.median_us < 1000.0 ? "MET" : "NOT MET", pcsc_memory.purchase.median_us,
-                pcsc.purchase.median_us < 1000.0 ? "MET" : "NOT MET", pcsc.purchase.median_us,
-                disk.median_us);
+                pcsc.purchase.median_us < 1000.0 ? "MET" : "NOT MET", pcsc.purchase.median_us, disk.median_us);
         }
     } catch (const std::exception& error) {
         std::fprintf(stderr, "card_bench FAILED: %s\n", error.what());

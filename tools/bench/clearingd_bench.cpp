@@ -142,8 +142,9 @@ struct BenchDaemon {
         hsm::KeyStore::init(dir / "hsm").value();
         auto store = hsm::KeyStore::open(dir / "hsm");
         store->add_key("mk-tac", 1, hsm::KeyType::tdes2, hsm::KeyUsage::tac, crypto::Key16(hex(tac_master_hex))).value();
-        verifier = std::make_unique<LocalTacVerifier>(
-            std::make_shared<const hsm::Hsm>(std::make_shared<const hsm::KeyStore>(std::move(store.value()))), "mk-tac");
+        verifier = std::make_unique<LocalTacVerifier>(std::make_shared<const hsm::Hsm>(
+                                                          std::make_shared<const hsm::KeyStore>(std::move(store.value()))),
+                                                      "mk-tac");
         daemon = std::move(Daemon::open(options(group_requests_max, group_delay, group_linger_below, layout, pki)).value());
         load_cards(cards);
         if (auto started = daemon->start(); !started) throw std::runtime_error(started.error().message);
@@ -180,8 +181,8 @@ struct BenchDaemon {
         std::string json = R"({"participants": [{"id": 1001, "name": "bus", "kind": "bus", "bank_account": "1"}],
             "terminals": [{"terminal_id": "BUS00001", "psam_terminal_id": "460100000001", "participant_id": 1001}], "cards": [)";
         for (std::size_t c = 0; c < cards; ++c) {
-            json += fmt::format(R"({}{{"asn": "{}", "issuer_id": "{}", "purse_balance_fen": 90000000}})", c ? "," : "",
-                                asn_digits(c), issuer_hex);
+            json += fmt::format(R"({}{{"asn": "{}", "issuer_id": "{}", "purse_balance_fen": 90000000}})", c ? "," : "", asn_digits(c),
+                                issuer_hex);
         }
         json += "]}";
         auto loaded = load_registry(daemon->ledger(), daemon->registry(), json);
@@ -490,12 +491,13 @@ int alternate_phases(const std::string& dir, const Workload& w, std::size_t pair
         constexpr std::size_t threads = 2;  // one per core of the machines this is measured on
         const HandshakeResult full = handshakes(daemon, pki, false, w.handshakes, threads);
         const HandshakeResult resumed = handshakes(daemon, pki, true, w.handshakes, threads);
-        std::printf("TLS handshakes (%zu client threads, connect + handshake + close): full %.0f/s, resumed %.0f/s (%zu + %zu failed); "
-                    "the daemon counted %llu full, %llu resumed, %llu failed in all\n",
-                    threads, full.per_second, resumed.per_second, full.failures, resumed.failures,
-                    static_cast<unsigned long long>(daemon.tls_server->stats().tls_handshakes_full.load()),
-                    static_cast<unsigned long long>(daemon.tls_server->stats().tls_handshakes_resumed.load()),
-                    static_cast<unsigned long long>(daemon.tls_server->stats().tls_handshake_failures.load()));
+        std::printf(
+            "TLS handshakes (%zu client threads, connect + handshake + close): full %.0f/s, resumed %.0f/s (%zu + %zu failed); "
+            "the daemon counted %llu full, %llu resumed, %llu failed in all\n",
+            threads, full.per_second, resumed.per_second, full.failures, resumed.failures,
+            static_cast<unsigned long long>(daemon.tls_server->stats().tls_handshakes_full.load()),
+            static_cast<unsigned long long>(daemon.tls_server->stats().tls_handshakes_resumed.load()),
+            static_cast<unsigned long long>(daemon.tls_server->stats().tls_handshake_failures.load()));
     }
     return 0;
 }
@@ -512,11 +514,14 @@ int main(int argc, char** argv) {
     std::string dir = "/var/tmp";
     app.add_option("--connections", connections)->capture_default_str()->check(CLI::Range(1, 1000));
     app.add_option("--uploads", uploads, "group-commit run, total")->capture_default_str();
-    app.add_option("--window", window, "unanswered uploads per connection (saturated runs)")->capture_default_str()->check(CLI::Range(1, 64));
+    app.add_option("--window", window, "unanswered uploads per connection (saturated runs)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 64));
     app.add_option("--group-max", group_max, "the writer's requests per commit (WriterOptions::group_requests_max)")->capture_default_str();
     app.add_option("--group-delay-us", group_delay_us, "how long the writer waits for more requests (WriterOptions::group_delay)")
         ->capture_default_str();
-    app.add_option("--group-linger-below", linger_below, "the writer also waits group_delay when fewer requests queued (WriterOptions::group_linger_below)")
+    app.add_option("--group-linger-below", linger_below,
+                   "the writer also waits group_delay when fewer requests queued (WriterOptions::group_linger_below)")
         ->capture_default_str();
     app.add_option("--per-request-uploads", per_request_uploads, "commit-per-request run, total")->capture_default_str();
     app.add_option("--rate", rate, "offered load of the fixed-rate run, per second")->capture_default_str();
@@ -544,7 +549,8 @@ int main(int argc, char** argv) {
     const std::size_t atcs_per_card =
         phases * ((uploads / connections + static_cast<std::size_t>(rate * rate_seconds) / connections) / cards_per_connection + 2);
     if (atcs_per_card > 65'535) {
-        std::fprintf(stderr, "clearingd_bench: %zu offline ATCs per card do not fit a card's 16-bit counter: use more --cards-per-connection\n",
+        std::fprintf(stderr,
+                     "clearingd_bench: %zu offline ATCs per card do not fit a card's 16-bit counter: use more --cards-per-connection\n",
                      atcs_per_card);
         return 2;
     }
@@ -577,18 +583,24 @@ int main(int argc, char** argv) {
     } remove_pki{pki};
     const Transport transport{use_tls ? &*client : nullptr};
 
-    std::printf("clearingd_bench, %zu connections, %zu cards, loopback, %s, in-process HSM, synced LMDB commits in %s; %s\n\n",
-                connections, cards, alternate > 0 ? "plain TCP and mutual TLS alternated" : use_tls ? "mutual TLS" : "plain TCP", dir.c_str(),
-                *layout ? fmt::format("ledger writer on CPU {}, every other thread on CPU {}", (*layout)->writer, format_cpus((*layout)->others)).c_str()
-                        : "no CPU layout");
+    std::printf(
+        "clearingd_bench, %zu connections, %zu cards, loopback, %s, in-process HSM, synced LMDB commits in %s; %s\n\n", connections, cards,
+        alternate > 0 ? "plain TCP and mutual TLS alternated"
+        : use_tls     ? "mutual TLS"
+                      : "plain TCP",
+        dir.c_str(),
+        *layout
+            ? fmt::format("ledger writer on CPU {}, every other thread on CPU {}", (*layout)->writer, format_cpus((*layout)->others)).c_str()
+            : "no CPU layout");
     std::printf("| %-44s | %8s | %10s | %9s | %9s | %s | %s | %s |\n", "run", "answers", "per second", "p50 us", "p99 us", "not 00",
                 "per commit", "commit ms");
-    std::printf("|%s|%s|%s|%s|%s|%s|%s|%s|\n", std::string(46, '-').c_str(), std::string(10, '-').c_str(),
-                std::string(12, '-').c_str(), std::string(11, '-').c_str(), std::string(11, '-').c_str(), std::string(8, '-').c_str(),
-                std::string(12, '-').c_str(), std::string(11, '-').c_str());
+    std::printf("|%s|%s|%s|%s|%s|%s|%s|%s|\n", std::string(46, '-').c_str(), std::string(10, '-').c_str(), std::string(12, '-').c_str(),
+                std::string(11, '-').c_str(), std::string(11, '-').c_str(), std::string(8, '-').c_str(), std::string(12, '-').c_str(),
+                std::string(11, '-').c_str());
     if (alternate > 0) {
         const Workload workload{connections, cards_per_connection, uploads, window, handshake_count, rate, rate_seconds};
-        return alternate_phases(dir, workload, alternate, group_max, std::chrono::microseconds(group_delay_us), linger_below, *layout, *pki);
+        return alternate_phases(dir, workload, alternate, group_max, std::chrono::microseconds(group_delay_us), linger_below, *layout,
+                                *pki);
     }
     {
         BenchDaemon daemon(dir, cards, group_max, std::chrono::microseconds(group_delay_us), linger_below, *layout, "group", pki.get());

@@ -191,10 +191,11 @@ struct PhaseTotals {
     std::string writer_report() const {
         const auto per_s = [&](std::uint64_t ns) { return static_cast<double>(ns) / 1e6 / seconds; };
         const double c = static_cast<double>(commits);
-        return fmt::format("writer thread: CPU {:.0f} ms/s, runnable-but-waiting {:.0f} ms/s; submitter: CPU {:.0f} ms/s, waiting {:.0f} ms/s; "
-                           "{:.0f} commits/s of {:.0f} requests, {:.2f} ms each",
-                           per_s(run_ns), per_s(wait_ns), per_s(submitter_run_ns), per_s(submitter_wait_ns), c / seconds,
-                           commits ? static_cast<double>(requests) / c : 0.0, commits ? static_cast<double>(commit_us) / c / 1000.0 : 0.0);
+        return fmt::format(
+            "writer thread: CPU {:.0f} ms/s, runnable-but-waiting {:.0f} ms/s; submitter: CPU {:.0f} ms/s, waiting {:.0f} ms/s; "
+            "{:.0f} commits/s of {:.0f} requests, {:.2f} ms each",
+            per_s(run_ns), per_s(wait_ns), per_s(submitter_run_ns), per_s(submitter_wait_ns), c / seconds,
+            commits ? static_cast<double>(requests) / c : 0.0, commits ? static_cast<double>(commit_us) / c / 1000.0 : 0.0);
     }
 };
 
@@ -272,14 +273,18 @@ int main(int argc, char** argv) {
     app.add_option("--cards", cards)->capture_default_str();
     app.add_option("--connections", connections)->capture_default_str();
     app.add_option("--wrk-threads", wrk_threads)->capture_default_str();
-    app.add_option("--seconds", seconds, "length of each phase, summed over its rounds")->capture_default_str()->check(CLI::Range(1u, 3600u));
+    app.add_option("--seconds", seconds, "length of each phase, summed over its rounds")
+        ->capture_default_str()
+        ->check(CLI::Range(1u, 3600u));
     app.add_option("--rounds", rounds, "phases 1 and 2 alternate this many times (--seconds / --rounds each, whole seconds)")
         ->capture_default_str()
         ->check(CLI::Range(1u, 100u));
     app.add_option("--warmup-seconds", warmup_seconds, "writes before the first round, not counted")->capture_default_str();
     app.add_option("--write-window", write_window, "writer requests in flight")->capture_default_str();
     app.add_option("--http-threads", http_threads, "HTTP I/O threads (coconut-clearingd --http-threads)")->capture_default_str();
-    auto priority_check = [](const std::string& text) { return http::parse_thread_priority(text) ? std::string() : "idle, nice:N or normal"; };
+    auto priority_check = [](const std::string& text) {
+        return http::parse_thread_priority(text) ? std::string() : "idle, nice:N or normal";
+    };
     app.add_option("--http-priority", http_priority, "scheduling of the HTTP threads (coconut-clearingd --http-priority)")
         ->capture_default_str()
         ->check(priority_check);
@@ -290,7 +295,8 @@ int main(int argc, char** argv) {
     unsigned delay_ms = 0;
     app.add_option("--wrk-delay-ms", delay_ms, "each connection waits this long between an answer and its next request (0: saturate)")
         ->capture_default_str();
-    app.add_option("--query-target", query_target, "send every query to this path instead of /v1/cards/{n} (diagnosis: \"/none\" is a 404 without ledger reads)");
+    app.add_option("--query-target", query_target,
+                   "send every query to this path instead of /v1/cards/{n} (diagnosis: \"/none\" is a 404 without ledger reads)");
     std::string writer_cpu{writer_cpu_default};
     app.add_option("--writer-cpu", writer_cpu,
                    "coconut-clearingd --writer-cpu: the ledger writer alone on this CPU (off, auto or N); the HTTP threads, "
@@ -310,7 +316,8 @@ int main(int argc, char** argv) {
     // The daemon as coconut-clearingd runs it, without an ISO 8583 listener: threads started from here on
     // inherit the others' CPUs (the HTTP threads, the write load's thread); the writer moves to its own.
     hsm::KeyStore::init(dir / "hsm").value();  // no key: nothing here asks the HSM
-    LocalHsm no_hsm(std::make_shared<const hsm::Hsm>(std::make_shared<const hsm::KeyStore>(hsm::KeyStore::open(dir / "hsm").value())), "mk-tac");
+    LocalHsm no_hsm(std::make_shared<const hsm::Hsm>(std::make_shared<const hsm::KeyStore>(hsm::KeyStore::open(dir / "hsm").value())),
+                    "mk-tac");
     DaemonOptions daemon_options;
     daemon_options.data = dir / "data";
     daemon_options.cpu_layout = *layout;
@@ -327,12 +334,14 @@ int main(int argc, char** argv) {
     std::unique_ptr<Daemon> daemon = std::move(opened).value();
     std::string json = R"({"participants": [{"id": 1001, "name": "bus", "kind": "bus", "bank_account": "1"}], "cards": [)";
     for (std::size_t c = 0; c < cards; ++c) {
-        json += fmt::format(R"({}{{"asn": "{}", "issuer_id": "4600000000000001", "purse_balance_fen": 90000000, "medical_balance_fen": 1000}})",
-                            c ? "," : "", asn_digits(c));
+        json +=
+            fmt::format(R"({}{{"asn": "{}", "issuer_id": "4600000000000001", "purse_balance_fen": 90000000, "medical_balance_fen": 1000}})",
+                        c ? "," : "", asn_digits(c));
     }
     json += "]}";
     if (auto loaded = load_registry(daemon->ledger(), daemon->registry(), json); !loaded) throw std::runtime_error(loaded.error().message);
-    if (auto issued = http::issue_card_tokens(daemon->ledger(), daemon->registry(), daemon->tokens(), {}, dir / "tokens"); !issued || *issued != cards) {
+    if (auto issued = http::issue_card_tokens(daemon->ledger(), daemon->registry(), daemon->tokens(), {}, dir / "tokens");
+        !issued || *issued != cards) {
         throw std::runtime_error("issuing tokens failed");
     }
     write_script(dir / "cards.lua", dir / "tokens", cards, query_target, delay_ms);
@@ -345,7 +354,10 @@ int main(int argc, char** argv) {
     const http::HttpServer& server = *daemon->http_server();
 
     const http::ThreadPriority wrk_sched = *http::parse_thread_priority(wrk_priority);
-    const std::string wrk_prefix = (*layout ? fmt::format("taskset -c {} ", format_cpus((*layout)->others)) : std::string()) + (wrk_sched.idle ? "chrt --idle 0 " : wrk_sched.nice ? fmt::format("nice -n {} ", wrk_sched.nice) : "");
+    const std::string wrk_prefix = (*layout ? fmt::format("taskset -c {} ", format_cpus((*layout)->others)) : std::string()) +
+                                   (wrk_sched.idle   ? "chrt --idle 0 "
+                                    : wrk_sched.nice ? fmt::format("nice -n {} ", wrk_sched.nice)
+                                                     : "");
     const auto wrk_command = [&](unsigned duration_s) {
         return fmt::format("{}wrk -t{} -c{} -d{}s --latency -s {} http://127.0.0.1:{}", wrk_prefix, wrk_threads, connections, duration_s,
                            (dir / "cards.lua").string(), server.port());
@@ -357,12 +369,13 @@ int main(int argc, char** argv) {
     const unsigned slice_s = seconds / rounds;
     const auto slice = std::chrono::seconds(slice_s);
 
-    fmt::print("clearingd_http_bench: {} cards, {} connections, {} HTTP thread(s) at priority {}, wrk at {}, {} s per phase in {} rounds, "
-               "ledger in {}; {}\n",
-               cards, connections, http_threads, http_priority, wrk_priority, seconds, rounds, dir.string(),
-               *layout ? fmt::format("ledger writer on CPU {}, everything else (wrk too) on CPU {}", (*layout)->writer,
-                                     format_cpus((*layout)->others))
-                       : std::string("no CPU layout"));
+    fmt::print(
+        "clearingd_http_bench: {} cards, {} connections, {} HTTP thread(s) at priority {}, wrk at {}, {} s per phase in {} rounds, "
+        "ledger in {}; {}\n",
+        cards, connections, http_threads, http_priority, wrk_priority, seconds, rounds, dir.string(),
+        *layout
+            ? fmt::format("ledger writer on CPU {}, everything else (wrk too) on CPU {}", (*layout)->writer, format_cpus((*layout)->others))
+            : std::string("no CPU layout"));
     // One write load for phases 1 and 2, never paused between them; they alternate round by round, so
     // the disk's drift and the ledger's growth fall on both alike.
     WriteLoad writes(writer, cards, write_window, 1'000'000);
@@ -402,11 +415,13 @@ int main(int argc, char** argv) {
         for (double v : values) out += (out.empty() ? "" : " · ") + fmt::format(fmt::runtime(format), v);
         return out;
     };
-    fmt::print("  1. writes alone:                {:>9.0f} writes/s (rounds: {})\n", writes_alone, list(alone_totals.round_writes_per_s, "{:.0f}"));
-    fmt::print("  2. writes with query load:      {:>9.0f} writes/s (rounds: {}); queries {:.0f}/s, p99 {:.2f} ms worst round "
-               "(rounds: {}), non-2xx {}\n",
-               writes_loaded, list(loaded_totals.round_writes_per_s, "{:.0f}"), queries_loaded, worst_p99, list(round_p99, "{:.2f}"),
-               loaded_non_2xx);
+    fmt::print("  1. writes alone:                {:>9.0f} writes/s (rounds: {})\n", writes_alone,
+               list(alone_totals.round_writes_per_s, "{:.0f}"));
+    fmt::print(
+        "  2. writes with query load:      {:>9.0f} writes/s (rounds: {}); queries {:.0f}/s, p99 {:.2f} ms worst round "
+        "(rounds: {}), non-2xx {}\n",
+        writes_loaded, list(loaded_totals.round_writes_per_s, "{:.0f}"), queries_loaded, worst_p99, list(round_p99, "{:.2f}"),
+        loaded_non_2xx);
     fmt::print("  3. queries alone:               {:>9.0f} queries/s, p99 {:.2f} ms, non-2xx {}\n", alone.requests_per_s, alone.p99_ms,
                alone.non_2xx);
     fmt::print("  write throughput under query load: {:.2f} x alone ({:+.1f} %); target: drop < 10 %\n", writes_loaded / writes_alone,

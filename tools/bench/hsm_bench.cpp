@@ -56,8 +56,8 @@ Workload make_workload() {
     Workload w;
     std::mt19937_64 random(20261126);
     const hsm::IssuerId issuer = hsm::parse_issuer_id("4600000000000001").value();
-    const crypto::Key16 issuer_key = crypto::diversify(tac_master, crypto::Block{issuer[0], issuer[1], issuer[2], issuer[3],
-                                                                                  issuer[4], issuer[5], issuer[6], issuer[7]});
+    const crypto::Key16 issuer_key = crypto::diversify(tac_master, crypto::Block{issuer[0], issuer[1], issuer[2], issuer[3], issuer[4],
+                                                                                 issuer[5], issuer[6], issuer[7]});
     for (std::size_t i = 0; i < transaction_pool; ++i) {
         hsm::PurchaseTac t;
         t.key_version = 1;
@@ -130,8 +130,8 @@ public:
     DaemonProcess(const std::string& hsmd, const std::filesystem::path& dir, unsigned threads) {
         const std::string ready = (dir / "ready").string();
         const std::string log = (dir / "hsmd.log").string();
-        std::vector<std::string> args = {hsmd, "serve", "--store", (dir / "store").string(), "--listen", "127.0.0.1:0",
-                                         "--ready-file", ready, "--threads", std::to_string(threads)};
+        std::vector<std::string> args = {hsmd,           "serve", "--store",   (dir / "store").string(), "--listen", "127.0.0.1:0",
+                                         "--ready-file", ready,   "--threads", std::to_string(threads)};
         std::fflush(nullptr);
         pid_ = ::fork();
         if (pid_ < 0) die("fork failed");
@@ -176,9 +176,8 @@ private:
     std::uint16_t port_ = 0;
 };
 
-Measurement through_daemon(const hsm::wire::Endpoint& endpoint, const hsm::wire::ClientCredentials& credentials,
-                           const Workload& w, std::size_t batches, std::size_t batch, std::size_t connections,
-                           std::size_t in_flight) {
+Measurement through_daemon(const hsm::wire::Endpoint& endpoint, const hsm::wire::ClientCredentials& credentials, const Workload& w,
+                           std::size_t batches, std::size_t batch, std::size_t connections, std::size_t in_flight) {
     boost::asio::io_context io;
     std::vector<std::shared_ptr<hsm::AsyncClient>> clients;
     std::size_t connected = 0;
@@ -235,10 +234,14 @@ int main(int argc, char** argv) {
     unsigned daemon_threads = 2;
     std::string hsmd = COCONUT_HSMD_PATH;
     app.add_option("--batches", batches, "batches per run")->check(CLI::Range(1, 100000))->capture_default_str();
-    app.add_option("--batch", batch, "transactions per batch")->check(CLI::Range(1, static_cast<int>(hsm::max_batch_items)))->capture_default_str();
+    app.add_option("--batch", batch, "transactions per batch")
+        ->check(CLI::Range(1, static_cast<int>(hsm::max_batch_items)))
+        ->capture_default_str();
     app.add_option("--connections", connections, "client connections")->check(CLI::Range(1, 64))->capture_default_str();
     app.add_option("--in-flight", in_flight, "batches in flight per connection")->check(CLI::Range(1, 32))->capture_default_str();
-    app.add_option("--daemon-threads", daemon_threads, "coconut-hsmd I/O threads (and in-process threads)")->check(CLI::Range(1, 64))->capture_default_str();
+    app.add_option("--daemon-threads", daemon_threads, "coconut-hsmd I/O threads (and in-process threads)")
+        ->check(CLI::Range(1, 64))
+        ->capture_default_str();
     app.add_option("--hsmd", hsmd, "coconut-hsmd executable")->capture_default_str();
     CLI11_PARSE(app, argc, argv);
 
@@ -264,14 +267,14 @@ int main(int argc, char** argv) {
     }
     std::filesystem::remove_all(dir);
 
-    fmt::print("hsm_bench: purchase TAC verification, {} batches x {} transactions ({} verifications per run), {} cores\n",
-               batches, batch, batches * batch, std::thread::hardware_concurrency());
+    fmt::print("hsm_bench: purchase TAC verification, {} batches x {} transactions ({} verifications per run), {} cores\n", batches, batch,
+               batches * batch, std::thread::hardware_concurrency());
     fmt::print("  {:<44} {:>12.0f} verifications/s  ({:.2f} s)\n", "in-process, 1 thread", one.per_second, one.seconds);
-    fmt::print("  {:<44} {:>12.0f} verifications/s  ({:.2f} s)\n", fmt::format("in-process, {} threads", daemon_threads),
-               many.per_second, many.seconds);
+    fmt::print("  {:<44} {:>12.0f} verifications/s  ({:.2f} s)\n", fmt::format("in-process, {} threads", daemon_threads), many.per_second,
+               many.seconds);
     fmt::print("  {:<44} {:>12.0f} verifications/s  ({:.2f} s)\n",
-               fmt::format("coconut-hsmd ({} threads), {} conn x {} in flight", daemon_threads, connections, in_flight),
-               remote.per_second, remote.seconds);
+               fmt::format("coconut-hsmd ({} threads), {} conn x {} in flight", daemon_threads, connections, in_flight), remote.per_second,
+               remote.seconds);
     fmt::print("  ratio daemon / in-process ({} threads): {:.2f}; daemon / in-process (1 thread): {:.2f}\n", daemon_threads,
                remote.per_second / many.per_second, remote.per_second / one.per_second);
     fmt::print("  wrong verdicts: in-process {} + {}, daemon {}\n", one.wrong, many.wrong, remote.wrong);

@@ -139,8 +139,8 @@ double percentile_us(std::vector<double>& latencies_us, double fraction) {
 
 // `clients` closed-loop threads, one transfer per request and `in_flight` requests outstanding each,
 // through a Writer with `options`.
-Figures run_clients(Ledger& ledger, Workload& workload, const Config& config, std::uint64_t count,
-                    WriterOptions options, int in_flight, std::string mode) {
+Figures run_clients(Ledger& ledger, Workload& workload, const Config& config, std::uint64_t count, WriterOptions options, int in_flight,
+                    std::string mode) {
     Writer writer(ledger, options);
     std::atomic<std::int64_t> remaining{static_cast<std::int64_t>(count)};
     std::vector<std::vector<double>> latencies(static_cast<std::size_t>(config.clients));
@@ -265,8 +265,7 @@ int main(int argc, char** argv) {
 
     std::vector<Figures> figures;
     const Figures raw = run_raw_lmdb(config.directory + "/raw-lmdb", 500);
-    figures.push_back(run_clients(ledger, workload, config, config.per_transfer_count, one_per_commit, 1,
-                                  "commit per transfer"));
+    figures.push_back(run_clients(ledger, workload, config, config.per_transfer_count, one_per_commit, 1, "commit per transfer"));
     figures.push_back(run_clients(ledger, workload, config, config.group_count, grouped, 1,
                                   fmt::format("group commit (<={} us)", config.group_delay_us)));
     if (config.in_flight > 1) {
@@ -280,22 +279,20 @@ int main(int argc, char** argv) {
 
     double load[3] = {0, 0, 0};
     getloadavg(load, 3);
-    fmt::print("ledger_bench: {} cards, {} participants, {} clients, data in {} ({} CPUs, load average {:.1f})\n",
-               config.cards, config.participants, config.clients, config.directory,
-               std::thread::hardware_concurrency(), load[0]);
-    fmt::print("{:<28} {:>9} {:>8} {:>8} {:>10} {:>9} {:>9} {:>12}\n", "mode", "transfers", "seconds", "commits",
-               "per commit", "p50 us", "p99 us", "transfers/s");
+    fmt::print("ledger_bench: {} cards, {} participants, {} clients, data in {} ({} CPUs, load average {:.1f})\n", config.cards,
+               config.participants, config.clients, config.directory, std::thread::hardware_concurrency(), load[0]);
+    fmt::print("{:<28} {:>9} {:>8} {:>8} {:>10} {:>9} {:>9} {:>12}\n", "mode", "transfers", "seconds", "commits", "per commit", "p50 us",
+               "p99 us", "transfers/s");
     for (const Figures& f : figures) {
-        fmt::print("{:<28} {:>9} {:>8.2f} {:>8} {:>10.1f} {:>9.0f} {:>9.0f} {:>12.0f}\n", f.mode, f.transfers, f.seconds,
-                   f.commits, static_cast<double>(f.transfers) / static_cast<double>(f.commits), f.p50_us, f.p99_us,
-                   f.transfers_per_s());
+        fmt::print("{:<28} {:>9} {:>8.2f} {:>8} {:>10.1f} {:>9.0f} {:>9.0f} {:>12.0f}\n", f.mode, f.transfers, f.seconds, f.commits,
+                   static_cast<double>(f.transfers) / static_cast<double>(f.commits), f.p50_us, f.p99_us, f.transfers_per_s());
     }
-    fmt::print("{:<28} {:>9} {:>8.2f} {:>8} {:>10.1f} {:>9.0f} {:>9.0f} {:>12.0f}   (baseline, one thread)\n", raw.mode,
-               raw.transfers, raw.seconds, raw.commits, 1.0, raw.p50_us, raw.p99_us, raw.transfers_per_s());
+    fmt::print("{:<28} {:>9} {:>8.2f} {:>8} {:>10.1f} {:>9.0f} {:>9.0f} {:>12.0f}   (baseline, one thread)\n", raw.mode, raw.transfers,
+               raw.seconds, raw.commits, 1.0, raw.p50_us, raw.p99_us, raw.transfers_per_s());
     fmt::print("group commit / commit per transfer: {:.1f}x durable transfers/s\n",
                figures[1].transfers_per_s() / figures[0].transfers_per_s());
-    fmt::print("check after the run: {} accounts, {} transfers, {} journal entries, all invariants hold\n",
-               report->accounts, report->transfers, report->journal_entries);
+    fmt::print("check after the run: {} accounts, {} transfers, {} journal entries, all invariants hold\n", report->accounts,
+               report->transfers, report->journal_entries);
     opened->reset();
     if (temporary) std::filesystem::remove_all(config.directory);
     return 0;

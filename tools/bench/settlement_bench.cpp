@@ -59,8 +59,9 @@ std::string registry_json(const Options& o) {
     for (std::uint64_t p = 0; p < o.participants; ++p) {
         // 60 % bus operators, 30 % shops, 10 % clinics; fee rates 0–99 bp.
         const char* kind = p * 10 < o.participants * 6 ? "bus" : p * 10 < o.participants * 9 ? "shop" : "clinic";
-        json += fmt::format("{}{{\"id\":{},\"name\":\"participant {}\",\"kind\":\"{}\",\"bank_account\":\"62220000{:08}\",\"fee_rate_bp\":{}}}",
-                            p ? "," : "", 1001 + p, p, kind, p, p % 100);
+        json +=
+            fmt::format("{}{{\"id\":{},\"name\":\"participant {}\",\"kind\":\"{}\",\"bank_account\":\"62220000{:08}\",\"fee_rate_bp\":{}}}",
+                        p ? "," : "", 1001 + p, p, kind, p, p % 100);
     }
     json += "],\"cards\":[";
     for (std::uint64_t c = 0; c < o.cards; ++c) {
@@ -155,7 +156,8 @@ int generate(const Options& o, std::uint64_t day_start_ns) {
         if (!applied) return fmt::print(stderr, "apply_group: {}\n", applied.error().message), 1;
         for (const auto& results : *applied) {
             for (const auto& r : results) {
-                if (r.code != ledger::ResultCode::ok) return fmt::print(stderr, "generated transfer refused: {}\n", ledger::to_string(r.code)), 1;
+                if (r.code != ledger::ResultCode::ok)
+                    return fmt::print(stderr, "generated transfer refused: {}\n", ledger::to_string(r.code)), 1;
             }
         }
         if (counted % 1'000'000 < batches_per_commit * ledger::batch_events_max) {

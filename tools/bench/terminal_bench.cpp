@@ -56,14 +56,12 @@ constexpr std::size_t debits_per_card_max = 60000;
 constexpr std::size_t hotlist_entries = 10000;
 constexpr std::size_t warmup_operations = 20;
 
-nlohmann::json card_profile() {
-    return bench::card_profile("A0A0A0A0A0A0A0A0A0A0A0A0A0A0A0A0");
-}
+nlohmann::json card_profile() { return bench::card_profile("A0A0A0A0A0A0A0A0A0A0A0A0A0A0A0A0"); }
 
 nlohmann::json psam_profile() {
-    return {{"kind", "psam"},       {"terminal_id", "460100000001"}, {"purchase_key", bench::master_dpk},
-            {"key_level", "master"}, {"issuer_id", issuer_id},       {"key_index", 1},
-            {"key_version", 1},      {"terminal_serial", 1},         {"protocol", "T=1"}};
+    return {{"kind", "psam"},        {"terminal_id", "460100000001"}, {"purchase_key", bench::master_dpk},
+            {"key_level", "master"}, {"issuer_id", issuer_id},        {"key_index", 1},
+            {"key_version", 1},      {"terminal_serial", 1},          {"protocol", "T=1"}};
 }
 
 sdk::TransitConfig transit_config() {
@@ -268,17 +266,14 @@ PcscResults run_pcsc(const std::string& vcard, const fs::path& work, std::size_t
 // ---- report ---------------------------------------------------------------------------------------
 
 // ratio column: medians, one decimal.
-std::string ratio(double a, double b, const char* of) {
-    return bench::ratio_text(a, b, of, 1);
-}
+std::string ratio(double a, double b, const char* of) { return bench::ratio_text(a, b, of, 1); }
 
 // The rows of one in-process run; `images` is "file images" or "memory images".
 void in_process_rows(const bench::Table& table, const std::string& images, const InProcessResults& run) {
     table.row("disk floor during the in-process runs (" + images + ")", run.disk, "1.0 x disk", false);
-    table.row("in-process purchase, " + images + " + disk queue", run.purchase,
-              ratio(run.purchase.median_us, run.disk.median_us, "disk"), true);
-    table.row("in-process flat tap, " + images + " + disk queue", run.tap,
-              ratio(run.tap.median_us, run.disk.median_us, "disk"), true);
+    table.row("in-process purchase, " + images + " + disk queue", run.purchase, ratio(run.purchase.median_us, run.disk.median_us, "disk"),
+              true);
+    table.row("in-process flat tap, " + images + " + disk queue", run.tap, ratio(run.tap.median_us, run.disk.median_us, "disk"), true);
 }
 
 }  // namespace
@@ -292,8 +287,7 @@ int main(int argc, char** argv) {
     bool skip_pcsc = false;
     bool skip_memory = false;
     app.add_option("--in-process", in_process_operations, "Purchases (and as many taps) in process")->capture_default_str();
-    app.add_option("--pcsc", pcsc_operations, "Purchases and taps (and twice as many floor APDUs) through pcscd")
-        ->capture_default_str();
+    app.add_option("--pcsc", pcsc_operations, "Purchases and taps (and twice as many floor APDUs) through pcscd")->capture_default_str();
     app.add_option("--work-dir", work_dir, "Directory for images, queues and logs (default: new dir under the cwd)");
     app.add_option("--vcard", vcard, "coconut-vcard executable (serves the images to vpcd)");
     app.add_flag("--skip-pcsc", skip_pcsc, "Only the in-process runs");
@@ -312,8 +306,8 @@ int main(int argc, char** argv) {
         const std::string when_and_host = bench::run_time_and_host();
         double load[3] = {0, 0, 0};
         ::getloadavg(load, 3);
-        std::printf("terminal_bench, one run, %s, %ld cores, load average %.2f at the end; work dir %s\n\n",
-                    when_and_host.c_str(), sysconf(_SC_NPROCESSORS_ONLN), load[0], work.c_str());
+        std::printf("terminal_bench, one run, %s, %ld cores, load average %.2f at the end; work dir %s\n\n", when_and_host.c_str(),
+                    sysconf(_SC_NPROCESSORS_ONLN), load[0], work.c_str());
         const bench::Table table({.name_width = 58,
                                   .count_width = 6,
                                   .per_second_title = "per s",
@@ -336,10 +330,11 @@ int main(int argc, char** argv) {
                       ratio(pcsc.tap.median_us, pcsc.floor.median_us, "floor"), true);
             // Purchase: SELECT, INIT, PSAM 80 70, DEBIT, PSAM 80 72. Tap: SELECT, READ RECORD EF1A, INIT CAPP,
             // PSAM 80 70, 80 DC (EF1A), 80 DC (EF1E), DEBIT, PSAM 80 72. Each flow starts with SCardConnect.
-            std::printf("\nA purchase is SCardConnect + 5 APDUs, a tap SCardConnect + 8 APDUs; each pays 4 fdatasyncs "
-                        "(PSAM 80 70, queue intent, card DEBIT, queue record).\nFloors of this run: tap >= connect + 8 x "
-                        "APDU floor + 4 x disk floor = %.0f us; measured tap median %.0f us.\n",
-                        pcsc.connect.median_us + 8 * pcsc.floor.median_us + 4 * pcsc.disk.median_us, pcsc.tap.median_us);
+            std::printf(
+                "\nA purchase is SCardConnect + 5 APDUs, a tap SCardConnect + 8 APDUs; each pays 4 fdatasyncs "
+                "(PSAM 80 70, queue intent, card DEBIT, queue record).\nFloors of this run: tap >= connect + 8 x "
+                "APDU floor + 4 x disk floor = %.0f us; measured tap median %.0f us.\n",
+                pcsc.connect.median_us + 8 * pcsc.floor.median_us + 4 * pcsc.disk.median_us, pcsc.tap.median_us);
             std::printf("Target: transit tap through PC/SC incl. the durable queue write < 2000 us median: %s (%.0f us)\n",
                         pcsc.tap.median_us < 2000.0 ? "MET" : "NOT MET", pcsc.tap.median_us);
         }

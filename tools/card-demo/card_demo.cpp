@@ -41,9 +41,9 @@ const char* const master_dtk = "2B7E151628AED2A6ABF7158809CF4F3C";
 const char* const master_iak = "404142434445464748494A4B4C4D4E4F";
 const char* const master_damk = "000102030405060708090A0B0C0D0E0F";
 const char* const master_ssse_iak = "606162636465666768696A6B6C6D6E6F";  // the SSSE application's own IAK
-const char* const issuer_id = "4600000000000001";     // EF15 issuer id = the issuer diversification factor
-const char* const asn = "46010000000012345678";       // card factor = its rightmost 8 bytes
-const char* const load_terminal_id = "460100000099";  // the bank counter doing the online load
+const char* const issuer_id = "4600000000000001";                        // EF15 issuer id = the issuer diversification factor
+const char* const asn = "46010000000012345678";                          // card factor = its rightmost 8 bytes
+const char* const load_terminal_id = "460100000099";                     // the bank counter doing the online load
 constexpr std::uint32_t opening_balance_fen = 5000;
 constexpr std::uint32_t load_amount_fen = 10000;
 constexpr std::uint32_t purchase_amount_fen = 200;  // a bus fare
@@ -58,9 +58,7 @@ std::string fen_text(std::uint32_t fen) {
     return text;
 }
 
-crypto::Key16 key16(const char* hex_text) {
-    return crypto::Key16(hex(hex_text));
-}
+crypto::Key16 key16(const char* hex_text) { return crypto::Key16(hex(hex_text)); }
 crypto::Block block8(ByteView bytes) {
     crypto::Block out{};
     std::copy(bytes.begin(), bytes.begin() + 8, out.begin());
@@ -101,16 +99,14 @@ nlohmann::json card_profile() {
 // factor.
 nlohmann::json psam_profile() {
     const crypto::Key16 issuer_key = crypto::diversify(key16(master_dpk), block8(hex(issuer_id)));
-    return {
-        {"kind", "psam"},        {"terminal_id", "460100000001"}, {"purchase_key", to_hex(issuer_key.view())},
-        {"key_level", "issuer"}, {"issuer_id", issuer_id},        {"key_index", key_index},
-        {"key_version", 1},      {"terminal_serial", 1},          {"protocol", "T=1"}};
+    return {{"kind", "psam"},        {"terminal_id", "460100000001"}, {"purchase_key", to_hex(issuer_key.view())},
+            {"key_level", "issuer"}, {"issuer_id", issuer_id},        {"key_index", key_index},
+            {"key_version", 1},      {"terminal_serial", 1},          {"protocol", "T=1"}};
 }
 
 // A card key as personalized: Div(Div(master, issuer id), card factor).
 crypto::Key16 card_key(const char* master) {
-    return crypto::diversify_card_key(key16(master), block8(hex(issuer_id)),
-                                      crypto::card_factor_from_asn(hex(asn)));
+    return crypto::diversify_card_key(key16(master), block8(hex(issuer_id)), crypto::card_factor_from_asn(hex(asn)));
 }
 
 void write_json(const fs::path& path, const nlohmann::json& value) {
@@ -142,17 +138,14 @@ Response split_response(ByteView raw) {
 // "80 50 00 02 0B 01000027104601000000 99 10" → header bytes spaced, the body in one block.
 std::string command_text(ByteView command) {
     std::string text;
-    for (std::size_t i = 0; i < command.size() && i < 5; ++i)
-        text += (i > 0 ? " " : "") + to_hex(command.subspan(i, 1));
+    for (std::size_t i = 0; i < command.size() && i < 5; ++i) text += (i > 0 ? " " : "") + to_hex(command.subspan(i, 1));
     if (command.size() > 5) text += " " + to_hex(command.subspan(5));
     return text;
 }
 
-void print_exchange(const char* who, ByteView command, const Response& response, const std::string& meaning,
-                    const std::string& result) {
+void print_exchange(const char* who, ByteView command, const Response& response, const std::string& meaning, const std::string& result) {
     std::printf("  %-4s > %s\n         %s\n", who, command_text(command).c_str(), meaning.c_str());
-    std::printf("  %-4s < %s%s%04X  %s\n", who, to_hex(response.data).c_str(),
-                response.data.empty() ? "" : " ", response.sw,
+    std::printf("  %-4s < %s%s%04X  %s\n", who, to_hex(response.data).c_str(), response.data.empty() ? "" : " ", response.sw,
                 std::string(apdu::describe(response.sw)).c_str());
     if (!result.empty()) std::printf("         %s\n", result.c_str());
 }
@@ -187,7 +180,7 @@ std::string describe_fci(const Response& response) {
 // ---- the APDU shell as a co-process --------------------------------------------------------------
 
 class ShellSession {
-  public:
+public:
     ShellSession(const std::string& vcard, const fs::path& image) {
         int to_child[2];
         int from_child[2];
@@ -212,8 +205,7 @@ class ShellSession {
         std::fprintf(to_child_, "%s\n", to_hex(command).c_str());
         std::fflush(to_child_);
         char line[shell_line_max];
-        if (std::fgets(line, sizeof line, from_child_) == nullptr)
-            throw std::runtime_error("the APDU shell exited");
+        if (std::fgets(line, sizeof line, from_child_) == nullptr) throw std::runtime_error("the APDU shell exited");
         std::string text(line);
         while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
         if (text.rfind("ERROR", 0) == 0) throw std::runtime_error("shell: " + text);
@@ -223,61 +215,52 @@ class ShellSession {
         return split_response(*raw);
     }
 
-  private:
+private:
     pcsc_env::Child child_;
     FILE* to_child_ = nullptr;
     FILE* from_child_ = nullptr;
 };
 
-Bytes select_command(ByteView aid) {
-    return concat(hex("00A40400"), Bytes{static_cast<std::uint8_t>(aid.size())}, aid, hex("00"));
-}
+Bytes select_command(ByteView aid) { return concat(hex("00A40400"), Bytes{static_cast<std::uint8_t>(aid.size())}, aid, hex("00")); }
 
 const Bytes purse_aid = hex("A000000632010105");
 const Bytes psam_aid = hex("A0000006324D4F542E435053414D3031");
 
 // ---- part 1: PC/SC ------------------------------------------------------------------------------
 
-void read_through_pcsc(const std::string& vcard, const fs::path& work, const fs::path& card_image,
-                       const fs::path& psam_image) {
+void read_through_pcsc(const std::string& vcard, const fs::path& work, const fs::path& card_image, const fs::path& psam_image) {
     std::printf("\n== 2. The card and the PSAM in the real PC/SC stack (pcscd + vpcd) ==\n");
     pcsc_env::VcardStack stack;
     try {
         stack.start_pcscd(work);
     } catch (const std::exception& error) {
-        throw std::runtime_error(std::string(error.what()) +
-                                 " (pcscd needs root for /run/pcscd; --skip-pcsc runs the rest of the demo)");
+        throw std::runtime_error(std::string(error.what()) + " (pcscd needs root for /run/pcscd; --skip-pcsc runs the rest of the demo)");
     }
     std::printf("  pcscd started (pid %d)\n", stack.pcscd_pid());
     stack.start_serve(vcard, work, card_image, psam_image);
-    std::printf("  coconut-vcard serve started (pid %d): card on '%s', PSAM on '%s'\n", stack.serve_pid(),
-                pcsc_env::card_reader, pcsc_env::psam_reader);
+    std::printf("  coconut-vcard serve started (pid %d): card on '%s', PSAM on '%s'\n", stack.serve_pid(), pcsc_env::card_reader,
+                pcsc_env::psam_reader);
     {
         const auto card = pcsc_env::open_reader_with_card(pcsc_env::card_reader);
         const auto psam = pcsc_env::open_reader_with_card(pcsc_env::psam_reader);
         const Bytes atr = pcsc_env::connect_or_throw(*card);
-        std::printf("  card present, ATR %s, protocol T=%d\n", to_hex(atr).c_str(),
-                    card->protocol() == sdk::CardProtocol::t0 ? 0 : 1);
-        auto exchange = [&](sdk::PcscReader& reader, const char* who, const Bytes& command,
-                            const std::string& meaning,
+        std::printf("  card present, ATR %s, protocol T=%d\n", to_hex(atr).c_str(), card->protocol() == sdk::CardProtocol::t0 ? 0 : 1);
+        auto exchange = [&](sdk::PcscReader& reader, const char* who, const Bytes& command, const std::string& meaning,
                             const std::function<std::string(const Response&)>& decode) {
             const Response response = split_response(pcsc_env::transmit_short(reader, command));
             print_exchange(who, command, response, meaning, response.sw == 0x9000 ? decode(response) : "");
             require_ok(meaning.c_str(), response);
             return response;
         };
-        exchange(*card, "card", select_command(purse_aid), "SELECT the purse ADF A000000632010105",
-                 describe_fci);
+        exchange(*card, "card", select_command(purse_aid), "SELECT the purse ADF A000000632010105", describe_fci);
         exchange(*card, "card", hex("805C000204"), "GET BALANCE",
                  [](const Response& r) { return "balance " + fen_text(read_be32(r.data)); });
-        exchange(*card, "card", hex("00B095001E"), "READ BINARY EF15 (public data, SFI 15)",
-                 [](const Response& r) {
-                     if (r.data.size() < 28) return std::string("short EF15");
-                     const ByteView d(r.data);
-                     return "issuer " + to_hex(d.subspan(0, 8)) + ", ASN " +
-                            bcd_to_digits(d.subspan(10, 10)) + ", valid " + bcd_to_digits(d.subspan(20, 4)) +
-                            ".." + bcd_to_digits(d.subspan(24, 4));
-                 });
+        exchange(*card, "card", hex("00B095001E"), "READ BINARY EF15 (public data, SFI 15)", [](const Response& r) {
+            if (r.data.size() < 28) return std::string("short EF15");
+            const ByteView d(r.data);
+            return "issuer " + to_hex(d.subspan(0, 8)) + ", ASN " + bcd_to_digits(d.subspan(10, 10)) + ", valid " +
+                   bcd_to_digits(d.subspan(20, 4)) + ".." + bcd_to_digits(d.subspan(24, 4));
+        });
         pcsc_env::connect_or_throw(*psam);
         exchange(*psam, "psam", select_command(psam_aid), "SELECT the PSAM DF (MOT.CPSAM01)",
                  [](const Response&) { return std::string(); });
@@ -285,10 +268,8 @@ void read_through_pcsc(const std::string& vcard, const fs::path& work, const fs:
                  [](const Response& r) { return "terminal id " + bcd_to_digits(r.data); });
     }
     const auto exit_codes = stack.stop();
-    std::printf("  stopped: coconut-vcard serve exit %d, pcscd exit %d\n", exit_codes.serve,
-                exit_codes.pcscd);
-    if (exit_codes.serve != 0)
-        throw std::runtime_error("coconut-vcard serve did not exit cleanly on SIGTERM");
+    std::printf("  stopped: coconut-vcard serve exit %d, pcscd exit %d\n", exit_codes.serve, exit_codes.pcscd);
+    if (exit_codes.serve != 0) throw std::runtime_error("coconut-vcard serve did not exit cleanly on SIGTERM");
 }
 
 // ---- part 2: load and purchase through the shell ------------------------------------------------
@@ -301,8 +282,7 @@ void load_and_purchase(const std::string& vcard, const fs::path& card_image, con
 
     std::printf("\n== 3. Online load of %s through the APDU shell (this program is the issuer host) ==\n",
                 fen_text(load_amount_fen).c_str());
-    auto shell_step = [](ShellSession& session, const char* who, const Bytes& command,
-                         const std::string& meaning,
+    auto shell_step = [](ShellSession& session, const char* who, const Bytes& command, const std::string& meaning,
                          const std::function<std::string(const Response&)>& decode) {
         const Response response = session.transmit(command);
         print_exchange(who, command, response, meaning, response.sw == 0x9000 ? decode(response) : "");
@@ -312,112 +292,93 @@ void load_and_purchase(const std::string& vcard, const fs::path& card_image, con
     auto nothing = [](const Response&) { return std::string(); };
     shell_step(card, "card", select_command(purse_aid), "SELECT the purse ADF", describe_fci);
     const Bytes load_terminal = hex(load_terminal_id);
-    const Bytes init_load =
-        concat(hex("805000020B"), Bytes{key_index}, be_bytes(load_amount_fen, 4), load_terminal, hex("10"));
-    const Response init = shell_step(
-        card, "card", init_load,
-        "INITIALIZE FOR LOAD: key 01, amount " + fen_text(load_amount_fen) + ", terminal " + load_terminal_id,
-        [](const Response& r) {
-            const ByteView d(r.data);
-            return "old balance " + fen_text(read_be32(d)) + ", online ATC " +
-                   std::to_string(read_be16(d.subspan(4))) + ", key version " + to_hex(d.subspan(6, 1)) +
-                   ", alg " + to_hex(d.subspan(7, 1)) + ", random " + to_hex(d.subspan(8, 4)) + ", MAC1 " +
-                   to_hex(d.subspan(12, 4));
-        });
+    const Bytes init_load = concat(hex("805000020B"), Bytes{key_index}, be_bytes(load_amount_fen, 4), load_terminal, hex("10"));
+    const Response init = shell_step(card, "card", init_load,
+                                     "INITIALIZE FOR LOAD: key 01, amount " + fen_text(load_amount_fen) + ", terminal " + load_terminal_id,
+                                     [](const Response& r) {
+                                         const ByteView d(r.data);
+                                         return "old balance " + fen_text(read_be32(d)) + ", online ATC " +
+                                                std::to_string(read_be16(d.subspan(4))) + ", key version " + to_hex(d.subspan(6, 1)) +
+                                                ", alg " + to_hex(d.subspan(7, 1)) + ", random " + to_hex(d.subspan(8, 4)) + ", MAC1 " +
+                                                to_hex(d.subspan(12, 4));
+                                     });
     if (init.data.size() != 16) throw std::runtime_error("INITIALIZE FOR LOAD: expected 16 bytes");
     const ByteView init_data(init.data);
     const std::uint32_t old_balance = read_be32(init_data);
     const std::uint16_t online_atc = read_be16(init_data.subspan(4));
     const crypto::Key16 dlk = card_key(master_dlk);
     const crypto::Key8 session_key = crypto::load_session_key(dlk, init_data.subspan(8, 4), online_atc);
-    const auto expected_mac1 = crypto::des_mac(
-        session_key,
-        crypto::load_mac1_input(old_balance, load_amount_fen, crypto::type_ep_load, load_terminal));
+    const auto expected_mac1 =
+        crypto::des_mac(session_key, crypto::load_mac1_input(old_balance, load_amount_fen, crypto::type_ep_load, load_terminal));
     const bool mac1_ok = std::equal(expected_mac1.begin(), expected_mac1.end(), init_data.begin() + 12);
     std::printf("  host : SESLK = 3DES(DLK, random | online ATC | 8000); MAC1 %s\n",
                 mac1_ok ? "verified: the card holds the issuer's DLK" : "WRONG");
     if (!mac1_ok) throw std::runtime_error("load MAC1 does not verify");
-    const auto mac2 = crypto::des_mac(
-        session_key, crypto::load_mac2_input(load_amount_fen, crypto::type_ep_load, load_terminal, when));
-    std::printf("  host : MAC2 = DES-MAC(SESLK, amount | 02 | terminal | date time) = %s\n",
-                to_hex(mac2).c_str());
-    const Response credit = shell_step(
-        card, "card", concat(hex("805200000B"), when_bytes, mac2, hex("04")),
-        "CREDIT FOR LOAD: date " + bcd_to_digits(when.date) + " " + bcd_to_digits(when.time) + ", MAC2",
-        [](const Response& r) { return "TAC " + to_hex(r.data); });
+    const auto mac2 = crypto::des_mac(session_key, crypto::load_mac2_input(load_amount_fen, crypto::type_ep_load, load_terminal, when));
+    std::printf("  host : MAC2 = DES-MAC(SESLK, amount | 02 | terminal | date time) = %s\n", to_hex(mac2).c_str());
+    const Response credit = shell_step(card, "card", concat(hex("805200000B"), when_bytes, mac2, hex("04")),
+                                       "CREDIT FOR LOAD: date " + bcd_to_digits(when.date) + " " + bcd_to_digits(when.time) + ", MAC2",
+                                       [](const Response& r) { return "TAC " + to_hex(r.data); });
     const crypto::Key8 tac_key = crypto::tac_key(card_key(master_dtk));
-    const auto expected_load_tac = crypto::des_mac(
-        tac_key, crypto::load_tac_input(old_balance + load_amount_fen, online_atc, load_amount_fen,
-                                        crypto::type_ep_load, load_terminal, when));
-    const bool load_tac_ok =
-        std::equal(expected_load_tac.begin(), expected_load_tac.end(), credit.data.begin());
+    const auto expected_load_tac =
+        crypto::des_mac(tac_key, crypto::load_tac_input(old_balance + load_amount_fen, online_atc, load_amount_fen, crypto::type_ep_load,
+                                                        load_terminal, when));
+    const bool load_tac_ok = std::equal(expected_load_tac.begin(), expected_load_tac.end(), credit.data.begin());
     std::printf("  host : load TAC %s\n", load_tac_ok ? "verified with the DTK" : "WRONG");
     if (!load_tac_ok) throw std::runtime_error("load TAC does not verify");
 
     std::printf("\n== 4. Purchase of %s: card INITIALIZE -> PSAM 80 70 -> card DEBIT -> PSAM 80 72 ==\n",
                 fen_text(purchase_amount_fen).c_str());
     shell_step(psam, "psam", select_command(psam_aid), "SELECT the PSAM DF", nothing);
-    const Response terminal =
-        shell_step(psam, "psam", hex("00B0960006"), "READ BINARY EF16 (terminal id)",
-                   [](const Response& r) { return "terminal id " + bcd_to_digits(r.data); });
+    const Response terminal = shell_step(psam, "psam", hex("00B0960006"), "READ BINARY EF16 (terminal id)",
+                                         [](const Response& r) { return "terminal id " + bcd_to_digits(r.data); });
     const Bytes terminal_id = terminal.data;
     if (terminal_id.size() != 6) throw std::runtime_error("PSAM terminal id is not 6 bytes");
     shell_step(card, "card", select_command(purse_aid), "SELECT the purse ADF", nothing);
-    const Response init_purchase = shell_step(
-        card, "card",
-        concat(hex("805001020B"), Bytes{key_index}, be_bytes(purchase_amount_fen, 4), terminal_id, hex("0F")),
-        "INITIALIZE FOR PURCHASE: key 01, amount " + fen_text(purchase_amount_fen), [](const Response& r) {
-            const ByteView d(r.data);
-            return "balance " + fen_text(read_be32(d)) + ", offline ATC " +
-                   std::to_string(read_be16(d.subspan(4))) + ", overdraft " + to_hex(d.subspan(6, 3)) +
-                   ", key version " + to_hex(d.subspan(9, 1)) + ", alg " + to_hex(d.subspan(10, 1)) +
-                   ", random " + to_hex(d.subspan(11, 4));
-        });
-    if (init_purchase.data.size() != 15)
-        throw std::runtime_error("INITIALIZE FOR PURCHASE: expected 15 bytes");
+    const Response init_purchase =
+        shell_step(card, "card", concat(hex("805001020B"), Bytes{key_index}, be_bytes(purchase_amount_fen, 4), terminal_id, hex("0F")),
+                   "INITIALIZE FOR PURCHASE: key 01, amount " + fen_text(purchase_amount_fen), [](const Response& r) {
+                       const ByteView d(r.data);
+                       return "balance " + fen_text(read_be32(d)) + ", offline ATC " + std::to_string(read_be16(d.subspan(4))) +
+                              ", overdraft " + to_hex(d.subspan(6, 3)) + ", key version " + to_hex(d.subspan(9, 1)) + ", alg " +
+                              to_hex(d.subspan(10, 1)) + ", random " + to_hex(d.subspan(11, 4));
+                   });
+    if (init_purchase.data.size() != 15) throw std::runtime_error("INITIALIZE FOR PURCHASE: expected 15 bytes");
     const ByteView ip(init_purchase.data);
     const crypto::Block card_factor = crypto::card_factor_from_asn(hex(asn));
-    const Bytes sam_data = concat(ip.subspan(11, 4), ip.subspan(4, 2), be_bytes(purchase_amount_fen, 4),
-                                  Bytes{crypto::type_ep_purchase}, when_bytes, ip.subspan(9, 1),
-                                  ip.subspan(10, 1), card_factor, hex(issuer_id));
-    const Response sam_init = shell_step(
-        psam, "psam",
-        concat(hex("80700000"), Bytes{static_cast<std::uint8_t>(sam_data.size())}, sam_data, hex("08")),
-        "INIT SAM FOR PURCHASE: card random, offline ATC, amount, type 06, date-time, key version, alg, "
-        "factors card + issuer",
-        [](const Response& r) {
-            return "terminal serial " + std::to_string(read_be32(r.data)) + ", MAC1 " +
-                   to_hex(ByteView(r.data).subspan(4, 4));
-        });
+    const Bytes sam_data = concat(ip.subspan(11, 4), ip.subspan(4, 2), be_bytes(purchase_amount_fen, 4), Bytes{crypto::type_ep_purchase},
+                                  when_bytes, ip.subspan(9, 1), ip.subspan(10, 1), card_factor, hex(issuer_id));
+    const Response sam_init =
+        shell_step(psam, "psam", concat(hex("80700000"), Bytes{static_cast<std::uint8_t>(sam_data.size())}, sam_data, hex("08")),
+                   "INIT SAM FOR PURCHASE: card random, offline ATC, amount, type 06, date-time, key version, alg, "
+                   "factors card + issuer",
+                   [](const Response& r) {
+                       return "terminal serial " + std::to_string(read_be32(r.data)) + ", MAC1 " + to_hex(ByteView(r.data).subspan(4, 4));
+                   });
     if (sam_init.data.size() != 8) throw std::runtime_error("80 70: expected 8 bytes");
     const ByteView si(sam_init.data);
-    const Response debit = shell_step(
-        card, "card", concat(hex("805401000F"), si.subspan(0, 4), when_bytes, si.subspan(4, 4), hex("08")),
-        "DEBIT FOR PURCHASE: terminal serial, date time, MAC1", [](const Response& r) {
-            return "TAC " + to_hex(ByteView(r.data).subspan(0, 4)) + ", MAC2 " +
-                   to_hex(ByteView(r.data).subspan(4, 4));
-        });
+    const Response debit =
+        shell_step(card, "card", concat(hex("805401000F"), si.subspan(0, 4), when_bytes, si.subspan(4, 4), hex("08")),
+                   "DEBIT FOR PURCHASE: terminal serial, date time, MAC1", [](const Response& r) {
+                       return "TAC " + to_hex(ByteView(r.data).subspan(0, 4)) + ", MAC2 " + to_hex(ByteView(r.data).subspan(4, 4));
+                   });
     if (debit.data.size() != 8) throw std::runtime_error("DEBIT: expected 8 bytes");
     shell_step(psam, "psam", concat(hex("8072000004"), ByteView(debit.data).subspan(4, 4)),
                "VERIFY MAC2: the PSAM checks the card's proof of debit",
                [](const Response&) { return std::string("MAC2 valid: the purchase is complete"); });
-    const auto expected_tac =
-        crypto::des_mac(tac_key, crypto::purchase_tac_input(purchase_amount_fen, crypto::type_ep_purchase,
-                                                            terminal_id, read_be32(si), when));
+    const auto expected_tac = crypto::des_mac(tac_key, crypto::purchase_tac_input(purchase_amount_fen, crypto::type_ep_purchase,
+                                                                                  terminal_id, read_be32(si), when));
     const bool tac_ok = std::equal(expected_tac.begin(), expected_tac.end(), debit.data.begin());
-    std::printf("  host : purchase TAC %s (clearing checks this with the HSM)\n",
-                tac_ok ? "verified with the DTK" : "WRONG");
+    std::printf("  host : purchase TAC %s (clearing checks this with the HSM)\n", tac_ok ? "verified with the DTK" : "WRONG");
     if (!tac_ok) throw std::runtime_error("purchase TAC does not verify");
-    shell_step(card, "card", hex("805C000204"), "GET BALANCE",
-               [](const Response& r) { return "balance " + fen_text(read_be32(r.data)); });
-    shell_step(
-        card, "card", hex("00B201C417"), "READ RECORD EF18 #1 (newest log record)", [](const Response& r) {
-            const ByteView d(r.data);
-            if (d.size() < 23) return std::string("short record");
-            return "ATC " + std::to_string(read_be16(d)) + ", amount " + fen_text(read_be32(d.subspan(5))) +
-                   ", type " + to_hex(d.subspan(9, 1)) + ", terminal " + bcd_to_digits(d.subspan(10, 6)) +
-                   ", " + bcd_to_digits(d.subspan(16, 4)) + " " + bcd_to_digits(d.subspan(20, 3));
-        });
+    shell_step(card, "card", hex("805C000204"), "GET BALANCE", [](const Response& r) { return "balance " + fen_text(read_be32(r.data)); });
+    shell_step(card, "card", hex("00B201C417"), "READ RECORD EF18 #1 (newest log record)", [](const Response& r) {
+        const ByteView d(r.data);
+        if (d.size() < 23) return std::string("short record");
+        return "ATC " + std::to_string(read_be16(d)) + ", amount " + fen_text(read_be32(d.subspan(5))) + ", type " +
+               to_hex(d.subspan(9, 1)) + ", terminal " + bcd_to_digits(d.subspan(10, 6)) + ", " + bcd_to_digits(d.subspan(16, 4)) + " " +
+               bcd_to_digits(d.subspan(20, 3));
+    });
 }
 
 }  // namespace
@@ -428,8 +389,7 @@ int main(int argc, char** argv) {
     std::string work_dir;
     bool skip_pcsc = false;
     app.add_option("--vcard", vcard, "coconut-vcard executable");
-    app.add_option("--work-dir", work_dir,
-                   "Directory for profiles, images and logs (default: a new one in /tmp)");
+    app.add_option("--work-dir", work_dir, "Directory for profiles, images and logs (default: a new one in /tmp)");
     app.add_flag("--skip-pcsc", skip_pcsc, "Skip the pcscd part (machines without pcscd / vpcd)");
     CLI11_PARSE(app, argc, argv);
 
@@ -440,10 +400,8 @@ int main(int argc, char** argv) {
         write_json(work / "psam.json", psam_profile());
         const fs::path card_image = work / "card.img";
         const fs::path psam_image = work / "psam.img";
-        run_or_throw({vcard, "personalize", "--profile", (work / "card.json").string(), "--out",
-                      card_image.string(), "--force"});
-        run_or_throw({vcard, "personalize", "--profile", (work / "psam.json").string(), "--out",
-                      psam_image.string(), "--force"});
+        run_or_throw({vcard, "personalize", "--profile", (work / "card.json").string(), "--out", card_image.string(), "--force"});
+        run_or_throw({vcard, "personalize", "--profile", (work / "psam.json").string(), "--out", psam_image.string(), "--force"});
 
         if (skip_pcsc) {
             std::printf("\n== 2. (skipped: --skip-pcsc) ==\n");

@@ -81,9 +81,9 @@ std::string reason_to_issue(const TlsIdentity& identity, const CertificateOrder&
     if (info.issuer != tls::describe(enrolment.ca()).subject) return "issued by another CA, replaced";
     const auto left = info.not_after - SystemClock::now();
     if (left <= std::chrono::days(order.renew_within_days))
-        return left <= SystemClock::duration::zero() ? "expired, renewed"
-                                               : fmt::format("ends {} (within {} days), renewed", format_date(info.not_after),
-                                                             order.renew_within_days);
+        return left <= SystemClock::duration::zero()
+                   ? "expired, renewed"
+                   : fmt::format("ends {} (within {} days), renewed", format_date(info.not_after), order.renew_within_days);
     return {};
 }
 
@@ -107,7 +107,7 @@ CertificateOutcome ensure_with(Enrolment& enrolment, const TlsIdentity& identity
     auto key = tls::generate_key();
     if (!key) fail(exit_codes::io_error, key.error().message);
     auto request = tls::make_request(*key, {order.name, std::string(order.profile == tls::Profile::terminal ? tls::terminal_organization
-                                                                                                             : tls::server_organization)});
+                                                                                                            : tls::server_organization)});
     if (!request) fail(exit_codes::usage, request.error().message);
     const std::string pem = tls::to_pem(*request);
     auto der = enrolment.client().sign_certificate(
@@ -133,9 +133,7 @@ CertificateOutcome ensure_with(Enrolment& enrolment, const TlsIdentity& identity
 
 }  // namespace
 
-TlsIdentity terminal_identity(const Island& island, const std::string& terminal_id) {
-    return {island.images_dir / "tls" / terminal_id};
-}
+TlsIdentity terminal_identity(const Island& island, const std::string& terminal_id) { return {island.images_dir / "tls" / terminal_id}; }
 TlsIdentity clearing_identity(const WorldPaths& world) { return {world.dir / "tls" / "clearingd"}; }
 fs::path island_ca_file(const WorldPaths& world) { return world.dir / "tls" / "ca.pem"; }
 fs::path enrolment_key_file(const WorldPaths& world) { return world.keys() / "enrolment.key"; }

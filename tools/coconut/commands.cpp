@@ -32,7 +32,9 @@ fs::path default_images(const WorldPaths& world, const std::string& images) {
 // A running HSM for an issuance command: the one named on the command line, or one started here.
 struct HsmAccess {
     HsmAccess(const WorldPaths& world, const std::string& endpoint) : services(world) {
-        if (!fs::exists(world.hsm_store())) fail(exit_codes::bad_input, fmt::format("{}: no HSM store (run `coconut keys ceremony --dir {}`)", world.hsm_store().string(), world.dir.string()));
+        if (!fs::exists(world.hsm_store()))
+            fail(exit_codes::bad_input,
+                 fmt::format("{}: no HSM store (run `coconut keys ceremony --dir {}`)", world.hsm_store().string(), world.dir.string()));
         this->endpoint = endpoint.empty() ? services.hsm().endpoint() : endpoint;
     }
     Services services;
@@ -90,11 +92,13 @@ int terminal_register(const TerminalRegisterArgs& args) {
     entry.participant_id = args.participant_id;
     if (auto bad = registry_entries_problem(registry_entries({participant}, {entry}, {}))) fail(exit_codes::usage, *bad);
     if (!tls::valid_terminal_id(args.terminal_id))
-        fail(exit_codes::usage, fmt::format("--terminal-id '{}' must be exactly 8 printable characters (ISO 8583 field 41)", args.terminal_id));
+        fail(exit_codes::usage,
+             fmt::format("--terminal-id '{}' must be exactly 8 printable characters (ISO 8583 field 41)", args.terminal_id));
     const WorldPaths world{fs::absolute(args.dir)};
     Island island = load_island(world, default_images(world, ""));
     HsmAccess hsm(world, args.hsm);
-    const TlsIdentity identity = args.tls_dir.empty() ? terminal_identity(island, args.terminal_id) : TlsIdentity{fs::absolute(args.tls_dir)};
+    const TlsIdentity identity =
+        args.tls_dir.empty() ? terminal_identity(island, args.terminal_id) : TlsIdentity{fs::absolute(args.tls_dir)};
     const CertificateOrder order{tls::Profile::terminal, args.terminal_id, {}, args.validity_days, args.renew_within_days};
     const bool registered = std::any_of(island.terminals.begin(), island.terminals.end(),
                                         [&](const TerminalEntry& t) { return t.terminal_id == args.terminal_id; });
@@ -104,7 +108,12 @@ int terminal_register(const TerminalRegisterArgs& args) {
                           ensure_certificate(world, hsm.endpoint, identity, order));
         return exit_codes::ok;
     }
-    TerminalEntry terminal{args.terminal_id, args.psam_terminal_id, args.participant_id, args.kind, args.line, args.distance_fares,
+    TerminalEntry terminal{args.terminal_id,
+                           args.psam_terminal_id,
+                           args.participant_id,
+                           args.kind,
+                           args.line,
+                           args.distance_fares,
                            island.images_dir / "psams" / (args.terminal_id + ".img"),
                            island.images_dir / "queues" / (args.terminal_id + ".queue")};
     issue_psam(world, hsm.endpoint, terminal.psam_terminal_id, terminal.psam_image);
@@ -173,8 +182,11 @@ int card_show(const fs::path& image, bool as_json) {
         json log = json::array();
         if (auto records = purse.read_log())
             for (const auto& r : *records)
-                log.push_back({{"atc", r.atc}, {"type", fmt::format("{:02X}", r.type)}, {"amount_fen", r.amount_fen},
-                               {"terminal", bcd_to_digits(r.terminal_id)}, {"when", sdk::format_date_time(r.when)}});
+                log.push_back({{"atc", r.atc},
+                               {"type", fmt::format("{:02X}", r.type)},
+                               {"amount_fen", r.amount_fen},
+                               {"terminal", bcd_to_digits(r.terminal_id)},
+                               {"when", sdk::format_date_time(r.when)}});
         out["log"] = log;
         if (auto bus = purse.read_capp_record(cos::bus_record::record_id_value)) out["bus_record"] = to_hex(*bus);
         sdk::SocialSecurityApp ssse(channel);
@@ -193,13 +205,16 @@ int card_show(const fs::path& image, bool as_json) {
     std::cout << fmt::format("  card {}  issuer {}  valid {}\n", out["asn"].get<std::string>(), out["issuer_id"].get<std::string>(),
                              out["valid"].get<std::string>());
     if (out.contains("cardholder"))
-        std::cout << fmt::format("  holder {}  SSN {}\n", out["cardholder"]["name"].get<std::string>(), out["cardholder"]["ssn"].get<std::string>());
+        std::cout << fmt::format("  holder {}  SSN {}\n", out["cardholder"]["name"].get<std::string>(),
+                                 out["cardholder"]["ssn"].get<std::string>());
     std::cout << fmt::format("  balance {}  online ATC {}  offline ATC {}{}\n", format_fen(snap.balance_fen), snap.online_atc,
                              snap.offline_atc, snap.purse_locked ? "  PURSE LOCKED" : "");
     std::cout << "  log (newest first):\n";
     for (const auto& r : out["log"])
         std::cout << fmt::format("    {}  {}  ATC {:>5}  {:>12}  terminal {}\n", r["when"].get<std::string>(),
-                                 r["type"] == "02" ? "load    " : r["type"] == "09" ? "transit " : "purchase",
+                                 r["type"] == "02"   ? "load    "
+                                 : r["type"] == "09" ? "transit "
+                                                     : "purchase",
                                  r["atc"].get<int>(), format_fen(r["amount_fen"].get<std::uint32_t>()), r["terminal"].get<std::string>());
     return exit_codes::ok;
 }
@@ -221,18 +236,24 @@ int simulate(const SimulateArgs& args) {
     Progress progress("simulate");
     SetupReport setup = prepare_island(world, services, args.images, args.day, progress);
     Island island = load_island(world, "");
-    DayReport day = run_day(world, island, services.clearing(), args.day, [&](double f, const std::string& text) { progress.update(f, text); });
+    DayReport day =
+        run_day(world, island, services.clearing(), args.day, [&](double f, const std::string& text) { progress.update(f, text); });
     progress.done();
     if (const int code = services.stop_clearing(); code != 0)
-        fail(exit_codes::tool_failed, fmt::format("coconut-clearingd exited {} at stop (see {})", code, (world.logs() / "clearingd.log").string()));
+        fail(exit_codes::tool_failed,
+             fmt::format("coconut-clearingd exited {} at stop (see {})", code, (world.logs() / "clearingd.log").string()));
     const Verification verification = verify_island(world, island);
     print_day(std::cout, day);
     print_verification(std::cout, verification, false);
     std::cout << fmt::format("transaction log {} sha256 {}\n", day.transaction_log.string(), day.digest);
-    const std::string text =
-        json{{"seed", args.day.seed}, {"images_dir", setup.images_dir.string()}, {"day", day_json(day)}, {"verification", verification_json(verification)}}
-            .dump(1) + "\n";
-    if (auto written = write_file_atomically(world.dir / "simulate.json", ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+    const std::string text = json{{"seed", args.day.seed},
+                                  {"images_dir", setup.images_dir.string()},
+                                  {"day", day_json(day)},
+                                  {"verification", verification_json(verification)}}
+                                 .dump(1) +
+                             "\n";
+    if (auto written =
+            write_file_atomically(world.dir / "simulate.json", ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
         !written)
         fail(exit_codes::io_error, written.error().message());
     return verification.ok() ? exit_codes::ok : exit_codes::check_failed;

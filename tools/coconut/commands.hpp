@@ -24,9 +24,9 @@ int psam_issue(const fs::path& dir, const std::string& terminal_id, const fs::pa
 
 struct TerminalRegisterArgs {
     fs::path dir;
-    std::string terminal_id;        // 8 characters (field 41)
-    std::string psam_terminal_id;   // 12 digits
-    std::string kind;               // bus, shop, clinic
+    std::string terminal_id;       // 8 characters (field 41)
+    std::string psam_terminal_id;  // 12 digits
+    std::string kind;              // bus, shop, clinic
     std::uint64_t participant_id = 0;
     std::string participant_name;
     std::string bank_account;

@@ -84,8 +84,8 @@ int demo(const DemoArgs& args) {
     const Island island = load_island(world, "");
 
     t0 = Clock::now();
-    const DayReport day = run_day(world, island, services.clearing(), day_options,
-                                  [&](double f, const std::string& text) { progress.update(f, text); });
+    const DayReport day =
+        run_day(world, island, services.clearing(), day_options, [&](double f, const std::string& text) { progress.update(f, text); });
     progress.done();
     const double day_s = since(t0);
     progress.step(fmt::format("{} card transactions, every queue uploaded ({:.1f} s, uploads {:.1f} s)", day.transactions, day_s,
@@ -94,9 +94,10 @@ int demo(const DemoArgs& args) {
     // The cardholder's view, from the running daemon.
     t0 = Clock::now();
     const TokenCheck tokens = check_card_tokens(world, island, services.clearing_http_port(), 5);
-    progress.step(fmt::format("cardholder API http://{}: {} token files (0600); {} cards asked: own token shows the card's balance, "
-                              "another card's token 404, none 401 — {}",
-                              services.clearing_http(), tokens.token_files, tokens.cards_checked, tokens.ok() ? "ok" : "FAILED"));
+    progress.step(
+        fmt::format("cardholder API http://{}: {} token files (0600); {} cards asked: own token shows the card's balance, "
+                    "another card's token 404, none 401 — {}",
+                    services.clearing_http(), tokens.token_files, tokens.cards_checked, tokens.ok() ? "ok" : "FAILED"));
 
     // The day's books with the daemon stopped (its directory lock): check, cards = shadows, conservation.
     if (const int code = services.stop_clearing(); code != 0)
@@ -113,17 +114,17 @@ int demo(const DemoArgs& args) {
     progress.step(fmt::format("coconut-clearingd serving again (ISO 8583 {}, HTTP {}) for the settlement clerk",
                               services.clearing().endpoint(), services.clearing_http()));
     const SettlementOutcome settlement = settle_live(world, island, services.clearing_http(), setup.settlement_token, progress);
-    progress.step(fmt::format("coconut-settle run (cycle {}, cut-off {} UTC+8, run after waiting {:.0f} s for cut-off + settling margin): {} payments in {} pain.001 "
-                              "files ({}), {} transfers posted through POST /v1/clerk/transfers, a second run posted {}; payables {}; "
-                              "coconut-settle reconcile: {} matched, {} missing, {} mismatched",
-                              settlement.cycle, settlement.cutoff, settlement.waited_s, settlement.payments, settlement.pain_files.size(),
-                              settlement.files_valid ? "valid against the XSD" : "INVALID", settlement.transfers_posted,
-                              settlement.second_run_new, settlement.payables_not_zero.empty() ? "all zero" : "NOT zero", settlement.matched,
-                              settlement.missing, settlement.mismatched));
+    progress.step(fmt::format(
+        "coconut-settle run (cycle {}, cut-off {} UTC+8, run after waiting {:.0f} s for cut-off + settling margin): {} payments in {} pain.001 "
+        "files ({}), {} transfers posted through POST /v1/clerk/transfers, a second run posted {}; payables {}; "
+        "coconut-settle reconcile: {} matched, {} missing, {} mismatched",
+        settlement.cycle, settlement.cutoff, settlement.waited_s, settlement.payments, settlement.pain_files.size(),
+        settlement.files_valid ? "valid against the XSD" : "INVALID", settlement.transfers_posted, settlement.second_run_new,
+        settlement.payables_not_zero.empty() ? "all zero" : "NOT zero", settlement.matched, settlement.missing, settlement.mismatched));
     if (const int code = services.stop_clearing(); code != 0)
         fail(exit_codes::tool_failed, fmt::format("coconut-clearingd exited {} at stop", code));
-    const ToolRun coconut_check = run_tool({fs::read_symlink("/proc/self/exe").string(), "ledger", "check", "--data",
-                                            world.clearing_data().string()});
+    const ToolRun coconut_check =
+        run_tool({fs::read_symlink("/proc/self/exe").string(), "ledger", "check", "--data", world.clearing_data().string()});
     const Verification after = verify_island(world, island);
     const double settle_s = since(t0);
     progress.step(fmt::format("after posting: coconut ledger check {}, coconut-clearingd check {}, cards = shadows {}, money {}",
@@ -136,59 +137,78 @@ int demo(const DemoArgs& args) {
     std::cout << "\n";
     print_day(std::cout, day);
     print_verification(std::cout, verification, args.size == "small");
-    std::cout << fmt::format("Cardholder API: {} token files, all 0600; {} cards asked the running daemon with their own token "
-                             "(balance = the card's), another card's (404) and none (401): {}\n",
-                             tokens.token_files, tokens.cards_checked, tokens.ok() ? "ok" : "FAILED");
+    std::cout << fmt::format(
+        "Cardholder API: {} token files, all 0600; {} cards asked the running daemon with their own token "
+        "(balance = the card's), another card's (404) and none (401): {}\n",
+        tokens.token_files, tokens.cards_checked, tokens.ok() ? "ok" : "FAILED");
     for (const auto& problem : tokens.problems) std::cout << "  " << problem << "\n";
-    std::cout << fmt::format("Settlement (coconut-settle, cycle {}, cut-off {} UTC+8, posted through the live daemon's clerk API): {} "
-                             "payouts {}, fees {}; {} settlement transfers posted, a second run posted {}; every participant's "
-                             "payable {}; pain.001 {}; camt.053 reconciliation {} ({} matched, {} missing, {} mismatched, {} "
-                             "duplicates); after posting: coconut ledger check {}, cards = shadows {}, ledger check {}, money {}\n",
-                             settlement.cycle, settlement.cutoff, settlement.payments,
-                             format_fen(static_cast<std::int64_t>(settlement.paid_fen)),
-                             format_fen(static_cast<std::int64_t>(settlement.fees_fen)), settlement.transfers_posted,
-                             settlement.second_run_new, settlement.payables_not_zero.empty() ? "0 (payout + fee)" : "NOT 0",
-                             settlement.files_valid ? "valid" : "INVALID", settlement.reconciled ? "complete" : "INCOMPLETE",
-                             settlement.matched, settlement.missing, settlement.mismatched, settlement.duplicates,
-                             coconut_check.exit_code == 0 ? "ok" : "FAILED", after.card_mismatches.empty() ? "ok" : "MISMATCH",
-                             after.ledger_check_ok ? "ok" : "FAILED",
-                             after.purse_total_fen == 0 && after.medical_total_fen == 0 ? "conserved" : "NOT conserved");
+    std::cout << fmt::format(
+        "Settlement (coconut-settle, cycle {}, cut-off {} UTC+8, posted through the live daemon's clerk API): {} "
+        "payouts {}, fees {}; {} settlement transfers posted, a second run posted {}; every participant's "
+        "payable {}; pain.001 {}; camt.053 reconciliation {} ({} matched, {} missing, {} mismatched, {} "
+        "duplicates); after posting: coconut ledger check {}, cards = shadows {}, ledger check {}, money {}\n",
+        settlement.cycle, settlement.cutoff, settlement.payments, format_fen(static_cast<std::int64_t>(settlement.paid_fen)),
+        format_fen(static_cast<std::int64_t>(settlement.fees_fen)), settlement.transfers_posted, settlement.second_run_new,
+        settlement.payables_not_zero.empty() ? "0 (payout + fee)" : "NOT 0", settlement.files_valid ? "valid" : "INVALID",
+        settlement.reconciled ? "complete" : "INCOMPLETE", settlement.matched, settlement.missing, settlement.mismatched,
+        settlement.duplicates, coconut_check.exit_code == 0 ? "ok" : "FAILED", after.card_mismatches.empty() ? "ok" : "MISMATCH",
+        after.ledger_check_ok ? "ok" : "FAILED",
+        after.purse_total_fen == 0 && after.medical_total_fen == 0 ? "conserved" : "NOT conserved");
     for (const auto& payable : settlement.payables_not_zero) std::cout << "  payable left: " << payable << "\n";
-    std::cout << fmt::format("Timings: setup (ceremony, {} cards, {} PSAMs, registry) {:.1f} s · day {:.1f} s ({:.0f} transactions/s, "
-                             "uploads {:.1f} s) · API check + verification {:.1f} s · settlement + reconciliation {:.1f} s (of which {:.1f} s "
-                             "waiting for cut-off + settling margin) · total {:.1f} s\n",
-                             setup.cards_issued, setup.terminals, setup_s, day_s, static_cast<double>(day.transactions) / day_s,
-                             day.upload_seconds, verify_s, settle_s, settlement.waited_s, total_s);
-    std::cout << fmt::format("Files: island {} · images, PSAMs, queues {} · ledger {} · transaction log {} (sha256 {:.16}…) · "
-                             "settlement {} · bank statements {} · settlement clerk token {} · logs {}\n",
-                             world.dir.string(), setup.images_dir.string(), world.clearing_data().string(),
-                             day.transaction_log.string(), day.digest, settlement.cycle_dir.string(), (world.dir / "bank").string(),
-                             setup.settlement_token.string(), world.logs().string());
+    std::cout << fmt::format(
+        "Timings: setup (ceremony, {} cards, {} PSAMs, registry) {:.1f} s · day {:.1f} s ({:.0f} transactions/s, "
+        "uploads {:.1f} s) · API check + verification {:.1f} s · settlement + reconciliation {:.1f} s (of which {:.1f} s "
+        "waiting for cut-off + settling margin) · total {:.1f} s\n",
+        setup.cards_issued, setup.terminals, setup_s, day_s, static_cast<double>(day.transactions) / day_s, day.upload_seconds, verify_s,
+        settle_s, settlement.waited_s, total_s);
+    std::cout << fmt::format(
+        "Files: island {} · images, PSAMs, queues {} · ledger {} · transaction log {} (sha256 {:.16}…) · "
+        "settlement {} · bank statements {} · settlement clerk token {} · logs {}\n",
+        world.dir.string(), setup.images_dir.string(), world.clearing_data().string(), day.transaction_log.string(), day.digest,
+        settlement.cycle_dir.string(), (world.dir / "bank").string(), setup.settlement_token.string(), world.logs().string());
     std::cout << setup.tokens << "\n";
 
-    const json summary{{"size", args.size},
-                       {"seed", args.seed},
-                       {"dir", world.dir.string()},
-                       {"images_dir", setup.images_dir.string()},
-                       {"day", day_json(day)},
-                       {"verification", verification_json(verification)},
-                       {"after_settlement", verification_json(after)},
-                       {"tokens", {{"files", tokens.token_files}, {"cards_checked", tokens.cards_checked},
-                                   {"problems", tokens.problems}, {"ok", tokens.ok()}}},
-                       {"coconut_ledger_check_ok", coconut_check.exit_code == 0},
-                       {"settlement", {{"cycle", settlement.cycle}, {"cycle_dir", settlement.cycle_dir.string()},
-                                       {"date", settlement.date}, {"cutoff", settlement.cutoff}, {"waited_s", settlement.waited_s},
-                                       {"second_run_new", settlement.second_run_new},
-                                       {"payables_not_zero", settlement.payables_not_zero},
-                                       {"payments", settlement.payments}, {"paid_fen", settlement.paid_fen}, {"fees_fen", settlement.fees_fen},
-                                       {"transfers_posted", settlement.transfers_posted}, {"files_valid", settlement.files_valid},
-                                       {"matched", settlement.matched}, {"missing", settlement.missing},
-                                       {"mismatched", settlement.mismatched}, {"duplicates", settlement.duplicates},
-                                       {"reconciled", settlement.reconciled}}},
-                       {"ok", all_ok},
-                       {"timings_s", {{"setup", setup_s}, {"day", day_s}, {"uploads", day.upload_seconds}, {"verification", verify_s}, {"settlement", settle_s}, {"settling_wait", settlement.waited_s}, {"total", total_s}}}};
+    const json summary{
+        {"size", args.size},
+        {"seed", args.seed},
+        {"dir", world.dir.string()},
+        {"images_dir", setup.images_dir.string()},
+        {"day", day_json(day)},
+        {"verification", verification_json(verification)},
+        {"after_settlement", verification_json(after)},
+        {"tokens",
+         {{"files", tokens.token_files}, {"cards_checked", tokens.cards_checked}, {"problems", tokens.problems}, {"ok", tokens.ok()}}},
+        {"coconut_ledger_check_ok", coconut_check.exit_code == 0},
+        {"settlement",
+         {{"cycle", settlement.cycle},
+          {"cycle_dir", settlement.cycle_dir.string()},
+          {"date", settlement.date},
+          {"cutoff", settlement.cutoff},
+          {"waited_s", settlement.waited_s},
+          {"second_run_new", settlement.second_run_new},
+          {"payables_not_zero", settlement.payables_not_zero},
+          {"payments", settlement.payments},
+          {"paid_fen", settlement.paid_fen},
+          {"fees_fen", settlement.fees_fen},
+          {"transfers_posted", settlement.transfers_posted},
+          {"files_valid", settlement.files_valid},
+          {"matched", settlement.matched},
+          {"missing", settlement.missing},
+          {"mismatched", settlement.mismatched},
+          {"duplicates", settlement.duplicates},
+          {"reconciled", settlement.reconciled}}},
+        {"ok", all_ok},
+        {"timings_s",
+         {{"setup", setup_s},
+          {"day", day_s},
+          {"uploads", day.upload_seconds},
+          {"verification", verify_s},
+          {"settlement", settle_s},
+          {"settling_wait", settlement.waited_s},
+          {"total", total_s}}}};
     const std::string text = summary.dump(1) + "\n";
-    if (auto written = write_file_atomically(world.dir / "summary.json", ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+    if (auto written =
+            write_file_atomically(world.dir / "summary.json", ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
         !written)
         fail(exit_codes::io_error, written.error().message());
     return all_ok ? exit_codes::ok : exit_codes::check_failed;

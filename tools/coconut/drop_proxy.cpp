@@ -55,8 +55,7 @@ bool forward_frames(std::vector<std::uint8_t>& buffer, int to, DropDecision drop
     const bool tls = framing == DropProxy::Framing::tls_records;
     const std::size_t header = tls ? tls_header_bytes : 2;
     while (buffer.size() >= header) {
-        const std::size_t length =
-            header + (static_cast<std::size_t>(buffer[header - 2]) << 8 | buffer[header - 1]);
+        const std::size_t length = header + (static_cast<std::size_t>(buffer[header - 2]) << 8 | buffer[header - 1]);
         if (tls && length > tls_record_max) return false;
         if (buffer.size() < length) return true;
         if ((!tls || buffer[0] == tls_application_data) && drop()) return false;
@@ -75,8 +74,8 @@ DropProxy::DropProxy(std::uint16_t upstream_port, double drop_rate, std::uint64_
     address.sin_family = AF_INET;
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t size = sizeof address;
-    if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-        ::listen(listen_fd_, 64) != 0 || ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &size) != 0)
+    if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 || ::listen(listen_fd_, 64) != 0 ||
+        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&address), &size) != 0)
         fail(exit_codes::io_error, "the drop proxy cannot listen on 127.0.0.1");
     port_ = ntohs(address.sin_port);
     acceptor_ = std::thread([this] { accept_loop(); });

@@ -12,14 +12,14 @@ namespace coconut::cli {
 
 namespace exit_codes {
 inline constexpr int ok = 0;
-inline constexpr int check_failed = 1;     // an invariant, a balance comparison or a reconciliation failed
-inline constexpr int usage = 2;            // bad command line (CLI11 prints the details)
-inline constexpr int tool_failed = 3;      // another executable exited non-zero, or a daemon did not start
-inline constexpr int io_error = 4;         // a file or directory could not be read or written
-inline constexpr int hsm_error = 5;        // the HSM refused or could not be reached
-inline constexpr int clearing_error = 6;   // uploads did not complete within the retry bound
-inline constexpr int bad_input = 7;        // an input file (image, registry, world directory) is invalid
-inline constexpr int interrupted = 130;    // SIGINT / SIGTERM: daemons stopped, nothing else done
+inline constexpr int check_failed = 1;    // an invariant, a balance comparison or a reconciliation failed
+inline constexpr int usage = 2;           // bad command line (CLI11 prints the details)
+inline constexpr int tool_failed = 3;     // another executable exited non-zero, or a daemon did not start
+inline constexpr int io_error = 4;        // a file or directory could not be read or written
+inline constexpr int hsm_error = 5;       // the HSM refused or could not be reached
+inline constexpr int clearing_error = 6;  // uploads did not complete within the retry bound
+inline constexpr int bad_input = 7;       // an input file (image, registry, world directory) is invalid
+inline constexpr int interrupted = 130;   // SIGINT / SIGTERM: daemons stopped, nothing else done
 }  // namespace exit_codes
 
 struct CommandFailed : std::runtime_error {

@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
 
     auto* terminal = app.add_subcommand("terminal", "terminals")->require_subcommand(1);
     TerminalRegisterArgs reg;
-    auto* register_cmd = terminal->add_subcommand("register", "issue a terminal's PSAM and register it and its participant with the clearing");
+    auto* register_cmd =
+        terminal->add_subcommand("register", "issue a terminal's PSAM and register it and its participant with the clearing");
     register_cmd->add_option("--dir", reg.dir, "island directory")->required();
     register_cmd->add_option("--terminal-id", reg.terminal_id, "terminal id, 8 characters (ISO 8583 field 41)")->required();
     register_cmd->add_option("--psam-terminal-id", reg.psam_terminal_id, "PSAM terminal id, 12 digits")->required();
@@ -67,11 +68,10 @@ int main(int argc, char** argv) {
     register_cmd->add_flag("--distance-fares", reg.distance_fares, "entry/exit fares by stops (else flat)");
     register_cmd->add_option("--hsm", reg.hsm, "a running coconut-hsmd HOST:PORT (default: start one)");
     const auto add_validity = [](CLI::App* command, std::uint16_t& validity_days, std::uint16_t& renew_within_days) {
-        command->add_option("--validity-days", validity_days, "TLS certificate validity")
-            ->capture_default_str()
-            ->check(CLI::Range(1, 825));
-        command->add_option("--renew-within-days", renew_within_days,
-                            "renew the certificate when it ends within this many days (else keep it)")
+        command->add_option("--validity-days", validity_days, "TLS certificate validity")->capture_default_str()->check(CLI::Range(1, 825));
+        command
+            ->add_option("--renew-within-days", renew_within_days,
+                         "renew the certificate when it ends within this many days (else keep it)")
             ->capture_default_str()
             ->check(CLI::Range(0, 824));
     };
@@ -79,7 +79,8 @@ int main(int argc, char** argv) {
     add_validity(register_cmd, reg.validity_days, reg.renew_within_days);
     register_cmd->callback([&] { command = [&] { return terminal_register(reg); }; });
     CertificateArgs terminal_cert;
-    auto* terminal_cert_cmd = terminal->add_subcommand("certificate", "issue or renew a registered terminal's TLS certificate (island CA in the HSM)");
+    auto* terminal_cert_cmd =
+        terminal->add_subcommand("certificate", "issue or renew a registered terminal's TLS certificate (island CA in the HSM)");
     terminal_cert_cmd->add_option("--dir", terminal_cert.dir, "island directory")->required();
     terminal_cert_cmd->add_option("--terminal-id", terminal_cert.name, "terminal id, 8 characters (ISO 8583 field 41)")->required();
     terminal_cert_cmd->add_option("--out", terminal_cert.out, "directory for cert.pem, key.pem (0600), ca.pem (default IMAGES/tls/ID)");
@@ -92,7 +93,8 @@ int main(int argc, char** argv) {
     auto* server_cert_cmd = tls_cmd->add_subcommand("server-cert", "issue or renew coconut-clearingd's server certificate");
     server_cert_cmd->add_option("--dir", server_cert.dir, "island directory")->required();
     server_cert_cmd->add_option("--name", server_cert.name, "common name (default coconut-clearingd)");
-    server_cert_cmd->add_option("--san", server_cert.alt_names, "IP:ADDRESS or DNS:NAME terminals dial (repeatable; default IP:127.0.0.1 DNS:localhost)");
+    server_cert_cmd->add_option("--san", server_cert.alt_names,
+                                "IP:ADDRESS or DNS:NAME terminals dial (repeatable; default IP:127.0.0.1 DNS:localhost)");
     server_cert_cmd->add_option("--out", server_cert.out, "directory for cert.pem, key.pem (0600), ca.pem (default D/tls/clearingd)");
     server_cert_cmd->add_option("--hsm", server_cert.hsm, "a running coconut-hsmd HOST:PORT (default: start one)");
     add_validity(server_cert_cmd, server_cert.validity_days, server_cert.renew_within_days);
@@ -116,7 +118,8 @@ int main(int argc, char** argv) {
     simulate_cmd->add_option("--pcsc-taps", sim.day.pcsc_taps, "send this many taps through pcscd + vpcd (needs root for pcscd)")
         ->check(CLI::Range(0, 1000));
     simulate_cmd->add_option("--upload-every-min", sim.day.upload_every_min, "each terminal uploads this often (simulated minutes)")
-        ->capture_default_str()->check(CLI::Range(30, 1440));
+        ->capture_default_str()
+        ->check(CLI::Range(30, 1440));
     simulate_cmd->callback([&] { command = [&] { return simulate(sim); }; });
 
     DemoArgs demo_args;
@@ -126,7 +129,8 @@ int main(int argc, char** argv) {
     demo_cmd->add_option("--size", demo_args.size, "small (CI) | day (1,000 cards, ≥ 100,000 transactions)")->capture_default_str();
     demo_cmd->add_option("--images", demo_args.images, "card images, PSAMs and queues (default: tmpfs under /dev/shm)");
     demo_cmd->add_option("--seed", demo_args.seed, "seed of the day")->capture_default_str();
-    demo_cmd->add_option("--pcsc-taps", demo_args.pcsc_taps, "send this many taps through pcscd + vpcd (needs root)")->check(CLI::Range(0, 1000));
+    demo_cmd->add_option("--pcsc-taps", demo_args.pcsc_taps, "send this many taps through pcscd + vpcd (needs root)")
+        ->check(CLI::Range(0, 1000));
     demo_cmd->callback([&] { command = [&] { return demo(demo_args); }; });
 
     auto* ledger = app.add_subcommand("ledger", "the clearing ledger")->require_subcommand(1);

@@ -141,8 +141,7 @@ ToolRun run_tool(const std::vector<std::string>& argv, const std::string& stdin_
     return run;
 }
 
-std::string run_tool_or_fail(const std::vector<std::string>& argv, const std::string& stdin_text,
-                             std::chrono::milliseconds timeout) {
+std::string run_tool_or_fail(const std::vector<std::string>& argv, const std::string& stdin_text, std::chrono::milliseconds timeout) {
     ToolRun run = run_tool(argv, stdin_text, timeout);
     if (run.exit_code != 0) {
         std::string command = fs::path(argv[0]).filename().string();

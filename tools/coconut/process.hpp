@@ -39,8 +39,7 @@ struct ToolRun {
 };
 
 // Runs argv to completion with `stdin_text` on its stdin; never throws for a non-zero exit.
-ToolRun run_tool(const std::vector<std::string>& argv, const std::string& stdin_text = {},
-                 std::chrono::milliseconds timeout = tool_wait);
+ToolRun run_tool(const std::vector<std::string>& argv, const std::string& stdin_text = {}, std::chrono::milliseconds timeout = tool_wait);
 // run_tool that fails the command (tool_failed) unless the exit code is 0; returns the output.
 std::string run_tool_or_fail(const std::vector<std::string>& argv, const std::string& stdin_text = {},
                              std::chrono::milliseconds timeout = tool_wait);

@@ -50,13 +50,14 @@ void print_day(std::ostream& out, const DayReport& day) {
     out << fmt::format("  declined (insufficient balance) {}, repeat taps not charged {}, top-ups that could not complete {}\n",
                        day.declined, day.repeat_taps, day.top_ups_failed);
     if (day.pcsc_taps > 0) out << fmt::format("  {} of them through pcscd + vpcd (coconut-vcard serve, PcscReader)\n", day.pcsc_taps);
-    out << fmt::format("Faults: {} torn debits ({} recovered from the card's proof, {} proven not to have happened and tapped "
-                       "again); {} ISO 8583 frames lost; clearing killed {} times\n",
-                       day.tears, day.tears_recovered, day.tears_abandoned, day.dropped_frames, day.clearing_kills);
-    out << fmt::format("Uploads: {} acknowledged ({} approved, {} suspense, {} duplicates) in {} rounds; {} connections failed "
-                       "and were retried; {} of them zero-fare entry taps (booked as 0-fen transfers: the ATC sequence stays whole)\n",
-                       day.uploaded, day.approved, day.suspense, day.duplicates, day.upload_rounds, day.upload_failures,
-                       day.zero_fare_entries);
+    out << fmt::format(
+        "Faults: {} torn debits ({} recovered from the card's proof, {} proven not to have happened and tapped "
+        "again); {} ISO 8583 frames lost; clearing killed {} times\n",
+        day.tears, day.tears_recovered, day.tears_abandoned, day.dropped_frames, day.clearing_kills);
+    out << fmt::format(
+        "Uploads: {} acknowledged ({} approved, {} suspense, {} duplicates) in {} rounds; {} connections failed "
+        "and were retried; {} of them zero-fare entry taps (booked as 0-fen transfers: the ATC sequence stays whole)\n",
+        day.uploaded, day.approved, day.suspense, day.duplicates, day.upload_rounds, day.upload_failures, day.zero_fare_entries);
 }
 
 void print_verification(std::ostream& out, const Verification& v, bool every_participant) {
@@ -66,7 +67,8 @@ void print_verification(std::ostream& out, const Verification& v, bool every_par
     out << fmt::format("  ledger check: {}\n", v.ledger_check_ok ? "ok" : "FAILED");
     if (!v.ledger_check_ok) out << v.ledger_check_summary;
     out << fmt::format("  money: purse ledger sums to {}, medical ledger to {} ({})\n", format_fen(v.purse_total_fen),
-                       format_fen(v.medical_total_fen), v.purse_total_fen == 0 && v.medical_total_fen == 0 ? "nothing created or lost" : "MONEY MISSING");
+                       format_fen(v.medical_total_fen),
+                       v.purse_total_fen == 0 && v.medical_total_fen == 0 ? "nothing created or lost" : "MONEY MISSING");
     out << fmt::format("  risk flags: {}", v.risk_flags);
     for (const auto& [kind, n] : v.risk_by_kind) out << fmt::format("  {} {}", kind, n);
     if (v.risk_flags > 0)
@@ -100,21 +102,37 @@ using nlohmann::json;
 nlohmann::json day_json(const DayReport& day) {
     json kinds = json::object();
     for (const auto& [kind, t] : day.by_kind) kinds[kind] = {{"count", t.count}, {"amount_fen", t.amount_fen}};
-    return {{"transactions", day.transactions}, {"by_kind", kinds},          {"declined", day.declined}, {"pcsc_taps", day.pcsc_taps}, {"top_ups_failed", day.top_ups_failed},
-            {"tears", day.tears},               {"tears_recovered", day.tears_recovered},
-            {"tears_abandoned", day.tears_abandoned}, {"dropped_frames", day.dropped_frames},
-            {"clearing_kills", day.clearing_kills},   {"uploaded", day.uploaded},
-            {"approved", day.approved},         {"suspense", day.suspense}, {"duplicates", day.duplicates},
-            {"upload_failures", day.upload_failures}, {"zero_fare_entries", day.zero_fare_entries},
-            {"digest", day.digest},             {"transaction_log", day.transaction_log.string()}};
+    return {{"transactions", day.transactions},
+            {"by_kind", kinds},
+            {"declined", day.declined},
+            {"pcsc_taps", day.pcsc_taps},
+            {"top_ups_failed", day.top_ups_failed},
+            {"tears", day.tears},
+            {"tears_recovered", day.tears_recovered},
+            {"tears_abandoned", day.tears_abandoned},
+            {"dropped_frames", day.dropped_frames},
+            {"clearing_kills", day.clearing_kills},
+            {"uploaded", day.uploaded},
+            {"approved", day.approved},
+            {"suspense", day.suspense},
+            {"duplicates", day.duplicates},
+            {"upload_failures", day.upload_failures},
+            {"zero_fare_entries", day.zero_fare_entries},
+            {"digest", day.digest},
+            {"transaction_log", day.transaction_log.string()}};
 }
 
 nlohmann::json verification_json(const Verification& v) {
     json money = json::array();
     for (const auto& m : v.money) money.push_back({{"name", m.name}, {"purse_fen", m.purse_fen}, {"medical_fen", m.medical_fen}});
-    return {{"cards_checked", v.cards_checked}, {"card_mismatches", v.card_mismatches}, {"ledger_check_ok", v.ledger_check_ok},
-            {"purse_total_fen", v.purse_total_fen}, {"medical_total_fen", v.medical_total_fen}, {"risk_flags", v.risk_flags},
-            {"money", money}, {"ok", v.ok()}};
+    return {{"cards_checked", v.cards_checked},
+            {"card_mismatches", v.card_mismatches},
+            {"ledger_check_ok", v.ledger_check_ok},
+            {"purse_total_fen", v.purse_total_fen},
+            {"medical_total_fen", v.medical_total_fen},
+            {"risk_flags", v.risk_flags},
+            {"money", money},
+            {"ok", v.ok()}};
 }
 
 }  // namespace coconut::cli

@@ -24,8 +24,8 @@ public:
             fs::create_directories(world_.logs(), ec);
             if (!fs::exists(island_ca_file(world_), ec)) ensure_island_ca(world_);
             hsm_ = Daemon::start("coconut-hsmd",
-                                 {require_tool("coconut-hsmd"), "serve", "--store", world_.hsm_store().string(), "--listen",
-                                  "127.0.0.1:0", "--threads", "2"},
+                                 {require_tool("coconut-hsmd"), "serve", "--store", world_.hsm_store().string(), "--listen", "127.0.0.1:0",
+                                  "--threads", "2"},
                                  world_.logs() / "hsmd.ready", world_.logs() / "hsmd.log");
         }
         return *hsm_;
@@ -37,10 +37,22 @@ public:
             const TlsIdentity identity = clearing_identity(world_);
             ensure_certificate(world_, hsm_endpoint, identity,
                                {tls::Profile::server, clearing_common_name, clearing_alt_names, 365, renew_within_days_default});
-            std::vector<std::string> argv{require_tool("coconut-clearingd"), "serve", "--data", world_.clearing_data().string(),
-                                          "--iso-listen", "127.0.0.1:0", "--hsm", hsm_endpoint, "--hsm-key",
-                                          world_.clearing_key().string(), "--tls-cert", identity.certificate().string(),
-                                          "--tls-key", identity.private_key().string(), "--tls-ca", identity.ca().string()};
+            std::vector<std::string> argv{require_tool("coconut-clearingd"),
+                                          "serve",
+                                          "--data",
+                                          world_.clearing_data().string(),
+                                          "--iso-listen",
+                                          "127.0.0.1:0",
+                                          "--hsm",
+                                          hsm_endpoint,
+                                          "--hsm-key",
+                                          world_.clearing_key().string(),
+                                          "--tls-cert",
+                                          identity.certificate().string(),
+                                          "--tls-key",
+                                          identity.private_key().string(),
+                                          "--tls-ca",
+                                          identity.ca().string()};
             if (http_) {
                 std::error_code ignored;
                 fs::remove(http_ready_file(), ignored);
@@ -48,7 +60,8 @@ public:
                 argv.insert(argv.end(), {"--http-listen", "127.0.0.1:0", "--http-ready-file", http_ready_file().string(),
                                          "--settlement-margin-s", "2"});
             }
-            clearing_ = Daemon::start("coconut-clearingd", std::move(argv), world_.logs() / "clearingd.ready", world_.logs() / "clearingd.log");
+            clearing_ =
+                Daemon::start("coconut-clearingd", std::move(argv), world_.logs() / "clearingd.ready", world_.logs() / "clearingd.log");
             if (http_) http_port_ = wait_for_port(http_ready_file(), "coconut-clearingd HTTP", world_.logs() / "clearingd.log");
         }
         return *clearing_;

@@ -39,8 +39,7 @@ std::string read_text(const fs::path& path) {
 }
 
 void write_text(const fs::path& path, const std::string& text) {
-    if (auto written = write_file_atomically(path, ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
-        !written)
+    if (auto written = write_file_atomically(path, ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size())); !written)
         fail(exit_codes::io_error, written.error().message());
 }
 
@@ -75,10 +74,13 @@ Instruction read_pain001(const fs::path& file) {
     if (!doc) fail(exit_codes::bad_input, file.string() + ": not XML");
     xmlXPathContextPtr context = xmlXPathNewContext(doc);
     Instruction out;
-    const auto accounts = select(context, xmlDocGetRootElement(doc), "//*[local-name()='DbtrAcct']//*[local-name()='Othr']/*[local-name()='Id']");
+    const auto accounts =
+        select(context, xmlDocGetRootElement(doc), "//*[local-name()='DbtrAcct']//*[local-name()='Othr']/*[local-name()='Id']");
     out.debtor_account = accounts.empty() ? "UNKNOWN" : accounts.front();
-    const auto ids = select(context, xmlDocGetRootElement(doc), "//*[local-name()='CdtTrfTxInf']/*[local-name()='PmtId']/*[local-name()='EndToEndId']");
-    const auto amounts = select(context, xmlDocGetRootElement(doc), "//*[local-name()='CdtTrfTxInf']/*[local-name()='Amt']/*[local-name()='InstdAmt']");
+    const auto ids =
+        select(context, xmlDocGetRootElement(doc), "//*[local-name()='CdtTrfTxInf']/*[local-name()='PmtId']/*[local-name()='EndToEndId']");
+    const auto amounts =
+        select(context, xmlDocGetRootElement(doc), "//*[local-name()='CdtTrfTxInf']/*[local-name()='Amt']/*[local-name()='InstdAmt']");
     xmlXPathFreeContext(context);
     xmlFreeDoc(doc);
     if (ids.size() != amounts.size()) fail(exit_codes::bad_input, file.string() + ": transfers without an amount");
@@ -138,8 +140,8 @@ std::string camt053(const Instruction& pain, std::uint32_t cycle, const std::str
 
 }  // namespace
 
-SettlementOutcome settle_live(const WorldPaths& world, const Island& island, const std::string& http_endpoint,
-                              const fs::path& token_file, Progress& progress) {
+SettlementOutcome settle_live(const WorldPaths& world, const Island& island, const std::string& http_endpoint, const fs::path& token_file,
+                              Progress& progress) {
     SettlementOutcome outcome;
     const std::string settle = require_tool("coconut-settle");
     const fs::path out = world.dir / "settlement";
@@ -158,44 +160,59 @@ SettlementOutcome settle_live(const WorldPaths& world, const Island& island, con
     outcome.cycle_dir = st::cycle_directory(out, outcome.cycle);
 
     const fs::path config = world.dir / "settlement.json";
-    write_text(config, nlohmann::json{{"initiator_name", "Coconut Card Clearing"},
-                                      {"cutoff", outcome.cutoff},
-                                      {"purse_float", {{"name", "Hainan Coconut Bank purse float"}, {"account", "FLOAT0001"}, {"agent_bic", "HNCBCNBJXXX"}}},
-                                      {"medical_fund", {{"name", "Hainan Social Insurance medical fund"}, {"account", "FUND0001"}, {"agent_bic", "HNSICNBJ"}}}}
-                               .dump(1) + "\n");
+    write_text(config,
+               nlohmann::json{
+                   {"initiator_name", "Coconut Card Clearing"},
+                   {"cutoff", outcome.cutoff},
+                   {"purse_float", {{"name", "Hainan Coconut Bank purse float"}, {"account", "FLOAT0001"}, {"agent_bic", "HNCBCNBJXXX"}}},
+                   {"medical_fund", {{"name", "Hainan Social Insurance medical fund"}, {"account", "FUND0001"}, {"agent_bic", "HNSICNBJ"}}}}
+                       .dump(1) +
+                   "\n");
 
     // coconut-settle runs a cycle from cut-off + settling margin on (60 s by default: a booking stamped just
     // before the cut-off may still be committing). Here every terminal has stopped and the daemon has been
     // restarted since the last booking, so nothing can be in flight: a margin of 2 s, given explicitly.
     constexpr std::chrono::seconds margin{2};
-    const auto cutoff_instant = std::chrono::time_point_cast<std::chrono::system_clock::duration>(
-        day + std::chrono::seconds(cutoff_second) - hainan_utc_offset);
+    const auto cutoff_instant =
+        std::chrono::time_point_cast<std::chrono::system_clock::duration>(day + std::chrono::seconds(cutoff_second) - hainan_utc_offset);
     const auto ready = cutoff_instant + margin + std::chrono::milliseconds(500);
     const auto wait_started = std::chrono::system_clock::now();
     // Said once also without a terminal (no progress bar there): a log shows why nothing happens for a moment.
     std::cerr << fmt::format("  … coconut-settle can run cycle {} from its cut-off {} (UTC+8) + {} s: waiting {:.0f} s\n", outcome.cycle,
-                             outcome.cutoff, margin.count(),
-                             std::chrono::duration<double>(ready - wait_started).count());
+                             outcome.cutoff, margin.count(), std::chrono::duration<double>(ready - wait_started).count());
     while (std::chrono::system_clock::now() < ready) {
         const double total = std::chrono::duration<double>(ready - wait_started).count();
         const double left = std::chrono::duration<double>(ready - std::chrono::system_clock::now()).count();
-        progress.update(1.0 - left / total, fmt::format("cut-off {} (UTC+8) + {} s settling margin: {:.0f} s", outcome.cutoff,
-                                                        margin.count(), left));
+        progress.update(1.0 - left / total,
+                        fmt::format("cut-off {} (UTC+8) + {} s settling margin: {:.0f} s", outcome.cutoff, margin.count(), left));
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
     progress.done();
     outcome.waited_s = std::chrono::duration<double>(std::chrono::system_clock::now() - wait_started).count();
 
-    const std::vector<std::string> run_argv{settle, "run", "--date", outcome.date, "--data", world.clearing_data().string(),
-                                            "--config", config.string(), "--settling-margin", std::to_string(margin.count()),
-                                            "--clearingd", "http://" + http_endpoint,
-                                            "--token-file", token_file.string(), "--out", out.string()};
+    const std::vector<std::string> run_argv{settle,
+                                            "run",
+                                            "--date",
+                                            outcome.date,
+                                            "--data",
+                                            world.clearing_data().string(),
+                                            "--config",
+                                            config.string(),
+                                            "--settling-margin",
+                                            std::to_string(margin.count()),
+                                            "--clearingd",
+                                            "http://" + http_endpoint,
+                                            "--token-file",
+                                            token_file.string(),
+                                            "--out",
+                                            out.string()};
     const std::regex posted(R"((\d+) transfers posted now \((\d+) new, (\d+) already booked\))");
     std::smatch match;
     for (int run = 0; run < 2; ++run) {
         const std::string output = run_tool_or_fail(run_argv);
         write_text(world.logs() / fmt::format("settle-run-{}.log", run + 1), output);
-        if (!std::regex_search(output, match, posted)) fail(exit_codes::tool_failed, "coconut-settle run printed no posting line: " + output);
+        if (!std::regex_search(output, match, posted))
+            fail(exit_codes::tool_failed, "coconut-settle run printed no posting line: " + output);
         (run == 0 ? outcome.transfers_posted : outcome.second_run_new) = std::stoull(match[2].str());
         if (run == 0) outcome.run_output = output;
     }
@@ -218,7 +235,8 @@ SettlementOutcome settle_live(const WorldPaths& world, const Island& island, con
             for (const auto ledger_id : {clearing::ledgers::purse, clearing::ledgers::medical})
                 if (const std::int64_t left = balance(clearing::payable_account(p.id, ledger_id)); left != 0)
                     outcome.payables_not_zero.push_back(fmt::format("{} ({}) ledger {}: {} fen", p.name, p.id, ledger_id, left));
-        outcome.fees_fen = static_cast<std::uint64_t>(balance(clearing::purse_fee_income_account) + balance(clearing::medical_fee_income_account));
+        outcome.fees_fen =
+            static_cast<std::uint64_t>(balance(clearing::purse_fee_income_account) + balance(clearing::medical_fee_income_account));
     }
 
     // Every pain.001 validated; the bank books each of its transfers in a camt.053 of the debtor account.
@@ -250,7 +268,8 @@ SettlementOutcome settle_live(const WorldPaths& world, const Island& island, con
     const ToolRun reconciled = run_tool(reconcile_argv);
     write_text(world.logs() / "settle-reconcile.log", reconciled.output);
     if (reconciled.exit_code != 0 && reconciled.exit_code != 10)
-        fail(exit_codes::tool_failed, fmt::format("coconut-settle reconcile failed (exit {}): {}", reconciled.exit_code, reconciled.output));
+        fail(exit_codes::tool_failed,
+             fmt::format("coconut-settle reconcile failed (exit {}): {}", reconciled.exit_code, reconciled.output));
     auto record = st::load_cycle(out, outcome.cycle);
     if (!record || !*record || !(*record)->reconciliation) fail(exit_codes::tool_failed, "cycle.json holds no reconciliation");
     const auto& report = *(*record)->reconciliation;

@@ -23,13 +23,13 @@ struct SettlementOutcome {
     std::string date;    // business date YYYY-MM-DD
     std::string cutoff;  // HH:MM UTC+8
     fs::path cycle_dir;
-    std::vector<fs::path> pain_files;   // validated against pain.001.001.09.xsd
-    std::vector<fs::path> camt_files;   // the bank statements, validated against camt.053.001.08.xsd
+    std::vector<fs::path> pain_files;  // validated against pain.001.001.09.xsd
+    std::vector<fs::path> camt_files;  // the bank statements, validated against camt.053.001.08.xsd
     std::size_t payments = 0;
     std::uint64_t paid_fen = 0;
-    std::uint64_t fees_fen = 0;          // fee income in the ledger after posting
-    std::uint64_t transfers_posted = 0;  // new transfers of the first `coconut-settle run`
-    std::uint64_t second_run_new = 0;    // new transfers of the second run (0: posting is idempotent)
+    std::uint64_t fees_fen = 0;                  // fee income in the ledger after posting
+    std::uint64_t transfers_posted = 0;          // new transfers of the first `coconut-settle run`
+    std::uint64_t second_run_new = 0;            // new transfers of the second run (0: posting is idempotent)
     std::vector<std::string> payables_not_zero;  // after posting, each payable must be 0 (payout + fee)
     std::size_t matched = 0, missing = 0, mismatched = 0, duplicates = 0;
     bool files_valid = false;
@@ -37,13 +37,11 @@ struct SettlementOutcome {
     double waited_s = 0;       // for the cut-off + settling margin
     std::string summary_text;  // the cycle's summary.txt
     std::string run_output;    // what the first `coconut-settle run` printed
-    bool ok() const {
-        return files_valid && reconciled && transfers_posted > 0 && second_run_new == 0 && payables_not_zero.empty();
-    }
+    bool ok() const { return files_valid && reconciled && transfers_posted > 0 && second_run_new == 0 && payables_not_zero.empty(); }
 };
 
 // `http_endpoint` HOST:PORT of the serving clearing's HTTP API; `token_file` a settlement clerk's token.
-SettlementOutcome settle_live(const WorldPaths& world, const Island& island, const std::string& http_endpoint,
-                              const fs::path& token_file, Progress& progress);
+SettlementOutcome settle_live(const WorldPaths& world, const Island& island, const std::string& http_endpoint, const fs::path& token_file,
+                              Progress& progress);
 
 }  // namespace coconut::cli

@@ -54,8 +54,7 @@ SetupReport prepare_island(const WorldPaths& world, Services& services, const st
     report.tokens = issue_card_tokens(world, island.cards);
     if (settlement_clerk && !fs::exists(world.keys() / "settlement.token"))
         report.settlement_token = add_clerk(world, "settlement", "settlement");
-    else if (settlement_clerk)
-        report.settlement_token = world.keys() / "settlement.token";
+    else if (settlement_clerk) report.settlement_token = world.keys() / "settlement.token";
     services.clearing();
     report.register_s = since(t0);
     progress.step(fmt::format("registered {} participants, {} terminals, {} cards at the clearing; {} serving ISO 8583 on {}",

@@ -124,8 +124,9 @@ Plan plan_day(const Island& island, const DayOptions& options) {
             e.card = c;
             if (what < 0.70) {
                 const double shape = random.unit();
-                const double t = shape < 0.4 ? random.bell(8 * 3600, 2400) : shape < 0.8 ? random.bell(18 * 3600, 2700)
-                                                                                          : day_start_s + random.unit() * (end - day_start_s);
+                const double t = shape < 0.4   ? random.bell(8 * 3600, 2400)
+                                 : shape < 0.8 ? random.bell(18 * 3600, 2700)
+                                               : day_start_s + random.unit() * (end - day_start_s);
                 e.kind = EventKind::bus_tap;
                 e.terminal = plan.buses[random.below(plan.buses.size())];
                 e.at = clamp_time(t, end);
@@ -162,9 +163,8 @@ Plan plan_day(const Island& island, const DayOptions& options) {
             plan.events.push_back(exit);
         }
     }
-    std::sort(plan.events.begin(), plan.events.end(), [](const Event& a, const Event& b) {
-        return std::tie(a.at, a.card, a.sequence) < std::tie(b.at, b.card, b.sequence);
-    });
+    std::sort(plan.events.begin(), plan.events.end(),
+              [](const Event& a, const Event& b) { return std::tie(a.at, a.card, a.sequence) < std::tie(b.at, b.card, b.sequence); });
     return plan;
 }
 
@@ -246,10 +246,10 @@ public:
         if (!out_) fail(exit_codes::io_error, "cannot write " + path.string());
     }
     void write(const std::string& kind, const SimTerminal& t, const sdk::TransactionRecord& r) {
-        const std::string line = fmt::format(
-            "{} {} {} {} {:02X} {} {} {} {} {} {} {} {} {}\n", sdk::format_date_time(r.when).substr(11), kind,
-            t.entry->terminal_id, r.asn_digits(), r.type, r.atc, r.amount_fen, r.balance_before_fen, r.balance_after_fen,
-            r.terminal_serial, r.line, r.station, r.entry_station, r.recovered ? "recovered" : "-");
+        const std::string line =
+            fmt::format("{} {} {} {} {:02X} {} {} {} {} {} {} {} {} {}\n", sdk::format_date_time(r.when).substr(11), kind,
+                        t.entry->terminal_id, r.asn_digits(), r.type, r.atc, r.amount_fen, r.balance_before_fen, r.balance_after_fen,
+                        r.terminal_serial, r.line, r.station, r.entry_station, r.recovered ? "recovered" : "-");
         out_ << line;
         sha_.update(line);
     }
@@ -378,7 +378,8 @@ TapResult run_over_pcsc(SimTerminal& t, std::unique_ptr<cos::VirtualCard>& card,
             fail(exit_codes::tool_failed, fmt::format("PC/SC stack ({}): {}", work.string(), error.what()));
         }
         const auto codes = stack.stop();
-        if (codes.serve != 0) fail(exit_codes::tool_failed, fmt::format("coconut-vcard serve exited {} (see {})", codes.serve, work.string()));
+        if (codes.serve != 0)
+            fail(exit_codes::tool_failed, fmt::format("coconut-vcard serve exited {} (see {})", codes.serve, work.string()));
     }
     card = must(cos::VirtualCard::open(card_entry.image), "card " + card_entry.asn);
     t.psam = must(cos::VirtualCard::open(t.entry->psam_image), "PSAM " + t.entry->terminal_id);
@@ -464,8 +465,7 @@ void upload_terminals(std::vector<SimTerminal*> due, std::uint16_t port, std::si
 // SIGKILLs and restarts the clearing every `interval` while alive.
 class ClearingKiller {
 public:
-    ClearingKiller(Daemon& clearing, double interval_s, std::mutex& daemon_mutex)
-        : clearing_(clearing), mutex_(daemon_mutex) {
+    ClearingKiller(Daemon& clearing, double interval_s, std::mutex& daemon_mutex) : clearing_(clearing), mutex_(daemon_mutex) {
         if (interval_s <= 0) return;
         thread_ = std::thread([this, interval_s] {
             std::unique_lock lock(wait_mutex_);
@@ -510,8 +510,7 @@ private:
 
 // ---- participants and terminals ----------------------------------------------------------------------
 
-void plan_participants_and_terminals(const WorldPaths& world, Island& island, const std::string& hsm_endpoint,
-                                     const DayOptions& options) {
+void plan_participants_and_terminals(const WorldPaths& world, Island& island, const std::string& hsm_endpoint, const DayOptions& options) {
     static const char* const operators[] = {"Haikou Public Transit", "Sanya Bus Group", "Danzhou City Bus"};
     const std::size_t bus_operators = std::min(bus_operators_max, std::max<std::size_t>(1, options.buses));
     for (std::size_t i = 0; i < bus_operators; ++i)
@@ -520,8 +519,8 @@ void plan_participants_and_terminals(const WorldPaths& world, Island& island, co
         island.participants.push_back({3001 + i, fmt::format("Clinic {:02}", i + 1), "clinic", fmt::format("62220203{:08}", 3001 + i), 0});
     for (std::size_t i = 0; i < options.shops; ++i)
         island.participants.push_back({5001 + i, fmt::format("Shop {:03}", i + 1), "shop", fmt::format("62220205{:08}", 5001 + i), 60});
-    auto add = [&](const std::string& prefix, const std::string& kind, std::size_t n, std::uint64_t participant,
-                   std::uint16_t line, bool distance) {
+    auto add = [&](const std::string& prefix, const std::string& kind, std::size_t n, std::uint64_t participant, std::uint16_t line,
+                   bool distance) {
         TerminalEntry t;
         t.terminal_id = fmt::format("{}{:05}", prefix, n);
         t.psam_terminal_id = fmt::format("4601{}{:07}", kind == "bus" ? 1 : kind == "clinic" ? 3 : 5, n);
@@ -645,7 +644,8 @@ DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearin
             t.card_reader->set_fault_plan(nullptr);
             t.card_reader->insert(card);
             auto recovered = t.terminal->recover();
-            if (!recovered) fail(exit_codes::check_failed, fmt::format("recover at {}: {}", t.entry->terminal_id, recovered.error().message));
+            if (!recovered)
+                fail(exit_codes::check_failed, fmt::format("recover at {}: {}", t.entry->terminal_id, recovered.error().message));
             if (!recovered->recorded.empty()) {
                 ++report.tears_recovered;
                 result.record = recovered->recorded.front();

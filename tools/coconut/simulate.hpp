@@ -31,16 +31,16 @@ struct DayOptions {
     std::size_t buses = 40;
     std::size_t clinics = 8;
     std::size_t shops = 60;
-    double hours = 17;                  // the service day starts at 06:00 local time
+    double hours = 17;  // the service day starts at 06:00 local time
     std::uint64_t seed = 1;
-    std::size_t transactions = 0;       // target for the day; 0 = ~6 per card (a resident's real day)
+    std::size_t transactions = 0;            // target for the day; 0 = ~6 per card (a resident's real day)
     std::string business_date = "20261126";  // YYYYMMDD, Hainan local
-    double tear_rate = 0;               // share of debits whose card leaves during DEBIT
-    double drop_rate = 0;               // share of ISO 8583 frames lost between terminals and clearing
-    double kill_clearing_every_s = 0;   // SIGKILL + restart coconut-clearingd at this wall-clock interval
-    std::size_t upload_every_min = 120; // each terminal connects about this often (simulated minutes)
-    std::size_t upload_threads = 4;     // terminals uploading at once
-    std::size_t pcsc_taps = 0;          // taps/purchases sent through pcscd + vpcd (coconut-vcard serve) instead of in process
+    double tear_rate = 0;                    // share of debits whose card leaves during DEBIT
+    double drop_rate = 0;                    // share of ISO 8583 frames lost between terminals and clearing
+    double kill_clearing_every_s = 0;        // SIGKILL + restart coconut-clearingd at this wall-clock interval
+    std::size_t upload_every_min = 120;      // each terminal connects about this often (simulated minutes)
+    std::size_t upload_threads = 4;          // terminals uploading at once
+    std::size_t pcsc_taps = 0;               // taps/purchases sent through pcscd + vpcd (coconut-vcard serve) instead of in process
 };
 
 struct KindTotals {
@@ -54,10 +54,10 @@ struct DayReport {
     std::size_t declined = 0;                   // insufficient balance
     std::size_t top_ups_failed = 0;             // the load could not complete (clearing unreachable, no answer)
     std::size_t repeat_taps = 0;                // a second tap inside the window: not charged
-    std::size_t pcsc_taps = 0;  // done through the real PC/SC stack
+    std::size_t pcsc_taps = 0;                  // done through the real PC/SC stack
     std::size_t tears = 0;
-    std::size_t tears_recovered = 0;  // the card had debited: recorded from GET TRANSACTION PROVE
-    std::size_t tears_abandoned = 0;  // the card had not: the tap was made again
+    std::size_t tears_recovered = 0;    // the card had debited: recorded from GET TRANSACTION PROVE
+    std::size_t tears_abandoned = 0;    // the card had not: the tap was made again
     std::size_t zero_fare_entries = 0;  // entry taps that moved no money (uploaded like any tap: booked as 0-fen transfers)
     std::size_t upload_rounds = 0;
     std::size_t upload_failures = 0;  // connections that ended in an error (retried later)
@@ -75,8 +75,7 @@ struct DayReport {
 
 // Participants and terminals for `options` (bus operators, clinics, shops), with PSAMs issued through the
 // HSM. Deterministic names and ids.
-void plan_participants_and_terminals(const WorldPaths& world, Island& island, const std::string& hsm_endpoint,
-                                     const DayOptions& options);
+void plan_participants_and_terminals(const WorldPaths& world, Island& island, const std::string& hsm_endpoint, const DayOptions& options);
 
 // Runs the day against a running clearing daemon (`clearing` may be restarted by the kill option).
 // `progress(fraction, text)` is called now and then.

@@ -70,13 +70,13 @@ Verification verify_island(const WorldPaths& world, const Island& island) {
     v.ledger_check_summary = check_output;
 
     // Shadows as the clearing's registry and ledger see them.
-    const json cards = json::parse(run_tool_or_fail(
-        {require_tool("coconut-clearingd"), "admin", "--data", world.clearing_data().string(), "list", "cards"}));
+    const json cards = json::parse(
+        run_tool_or_fail({require_tool("coconut-clearingd"), "admin", "--data", world.clearing_data().string(), "list", "cards"}));
     std::map<std::string, std::pair<std::int64_t, std::int64_t>> shadows;  // asn → (registry mirror, ledger)
     for (const auto& c : cards)
         shadows[c.at("asn")] = {c.at("shadow_balance_fen").get<std::int64_t>(), c.value("ledger_shadow_balance_fen", std::int64_t{-1})};
-    const json risks = json::parse(run_tool_or_fail(
-        {require_tool("coconut-clearingd"), "admin", "--data", world.clearing_data().string(), "list", "risk"}));
+    const json risks = json::parse(
+        run_tool_or_fail({require_tool("coconut-clearingd"), "admin", "--data", world.clearing_data().string(), "list", "risk"}));
     for (const auto& r : risks) {
         ++v.risk_flags;
         ++v.risk_by_kind[r.at("kind").get<std::string>()];
@@ -101,8 +101,8 @@ Verification verify_island(const WorldPaths& world, const Island& island) {
             continue;
         }
         if (found->second.first != on_card || found->second.second != on_card)
-            v.card_mismatches.push_back(fmt::format("{}: card {}, shadow {} (ledger {})", card.asn, on_card, found->second.first,
-                                                    found->second.second));
+            v.card_mismatches.push_back(
+                fmt::format("{}: card {}, shadow {} (ledger {})", card.asn, on_card, found->second.first, found->second.second));
         card_line.purse_fen += on_card;
         card_line.medical_fen += signed_balance(book, clearing::medical_account(asn_of(card.asn)));
     }
@@ -115,8 +115,8 @@ Verification verify_island(const WorldPaths& world, const Island& island) {
                        signed_balance(book, clearing::medical_fund_account)});
     v.money.push_back({"fee income", signed_balance(book, clearing::purse_fee_income_account),
                        signed_balance(book, clearing::medical_fee_income_account)});
-    v.money.push_back({"suspense", signed_balance(book, clearing::purse_suspense_account),
-                       signed_balance(book, clearing::medical_suspense_account)});
+    v.money.push_back(
+        {"suspense", signed_balance(book, clearing::purse_suspense_account), signed_balance(book, clearing::medical_suspense_account)});
     for (const auto& line : v.money) {
         v.purse_total_fen += line.purse_fen;
         v.medical_total_fen += line.medical_fen;

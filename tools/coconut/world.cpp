@@ -34,9 +34,12 @@ struct KeySpec {
 // mk-internal-auth is the purse's INTERNAL AUTHENTICATE master (answered without a PIN); mk-ssse-auth the
 // SSSE application's (answered only after VERIFY), the one a medical payment's proof must come from.
 constexpr KeySpec scheme_keys[] = {
-    {"mk-purchase", "purchase", "dpk"},        {"mk-load", "load", "dlk"},
-    {"mk-tac", "tac", "dtk"},                  {"mk-internal-auth", "internal-auth", "iak"},
-    {"mk-maintenance", "maintenance", "damk"}, {"mk-ssse-auth", "ssse-auth", "ssse_iak"},
+    {"mk-purchase", "purchase", "dpk"},
+    {"mk-load", "load", "dlk"},
+    {"mk-tac", "tac", "dtk"},
+    {"mk-internal-auth", "internal-auth", "iak"},
+    {"mk-maintenance", "maintenance", "damk"},
+    {"mk-ssse-auth", "ssse-auth", "ssse_iak"},
     {"kek-issuance", "transport", ""},
 };
 constexpr std::size_t custodians = 2;
@@ -83,7 +86,8 @@ std::string seed_hex(std::uint64_t seed, const std::string& what) {
 crypto::Key16 read_transport_key(const WorldPaths& world) {
     std::ifstream in(world.transport_key());
     std::string label, version, key_hex;
-    if (!(in >> label >> version >> key_hex)) fail(exit_codes::bad_input, fmt::format("cannot read {} (run `coconut keys ceremony` first)", world.transport_key().string()));
+    if (!(in >> label >> version >> key_hex))
+        fail(exit_codes::bad_input, fmt::format("cannot read {} (run `coconut keys ceremony` first)", world.transport_key().string()));
     const auto bytes = from_hex(key_hex);
     if (!bytes || bytes->size() != 16) fail(exit_codes::bad_input, fmt::format("{}: not a 16-byte key", world.transport_key().string()));
     return crypto::Key16(*bytes);
@@ -133,12 +137,11 @@ Island load_island(const WorldPaths& world, const fs::path& default_images) {
         for (const auto& p : j.at("participants"))
             island.participants.push_back({p.at("id"), p.at("name"), p.at("kind"), p.at("bank_account"), p.at("fee_rate_bp")});
         for (const auto& t : j.at("terminals"))
-            island.terminals.push_back({t.at("terminal_id"), t.at("psam_terminal_id"), t.at("participant_id"), t.at("kind"),
-                                        t.at("line"), t.at("distance_fares"), t.at("psam_image").get<std::string>(),
-                                        t.at("queue").get<std::string>()});
+            island.terminals.push_back({t.at("terminal_id"), t.at("psam_terminal_id"), t.at("participant_id"), t.at("kind"), t.at("line"),
+                                        t.at("distance_fares"), t.at("psam_image").get<std::string>(), t.at("queue").get<std::string>()});
         for (const auto& c : j.at("cards"))
-            island.cards.push_back({c.at("asn"), c.at("image").get<std::string>(), c.at("purse_opening_fen"),
-                                    c.at("medical_opening_fen"), c.at("holder")});
+            island.cards.push_back(
+                {c.at("asn"), c.at("image").get<std::string>(), c.at("purse_opening_fen"), c.at("medical_opening_fen"), c.at("holder")});
     } catch (const json::exception& e) {
         fail(exit_codes::bad_input, fmt::format("{}: {}", world.manifest().string(), e.what()));
     }
@@ -146,16 +149,26 @@ Island load_island(const WorldPaths& world, const fs::path& default_images) {
 }
 
 void save_island(const WorldPaths& world, const Island& island) {
-    json j{{"images_dir", island.images_dir.string()}, {"participants", json::array()}, {"terminals", json::array()}, {"cards", json::array()}};
+    json j{{"images_dir", island.images_dir.string()},
+           {"participants", json::array()},
+           {"terminals", json::array()},
+           {"cards", json::array()}};
     for (const auto& p : island.participants) j["participants"].push_back(participant_json(p));
     for (const auto& t : island.terminals)
-        j["terminals"].push_back({{"terminal_id", t.terminal_id}, {"psam_terminal_id", t.psam_terminal_id},
-                                  {"participant_id", t.participant_id}, {"kind", t.kind}, {"line", t.line},
-                                  {"distance_fares", t.distance_fares}, {"psam_image", t.psam_image.string()},
+        j["terminals"].push_back({{"terminal_id", t.terminal_id},
+                                  {"psam_terminal_id", t.psam_terminal_id},
+                                  {"participant_id", t.participant_id},
+                                  {"kind", t.kind},
+                                  {"line", t.line},
+                                  {"distance_fares", t.distance_fares},
+                                  {"psam_image", t.psam_image.string()},
                                   {"queue", t.queue.string()}});
     for (const auto& c : island.cards)
-        j["cards"].push_back({{"asn", c.asn}, {"image", c.image.string()}, {"purse_opening_fen", c.purse_opening_fen},
-                              {"medical_opening_fen", c.medical_opening_fen}, {"holder", c.holder}});
+        j["cards"].push_back({{"asn", c.asn},
+                              {"image", c.image.string()},
+                              {"purse_opening_fen", c.purse_opening_fen},
+                              {"medical_opening_fen", c.medical_opening_fen},
+                              {"holder", c.holder}});
     write_private(world.manifest(), j.dump(1) + "\n");
 }
 
@@ -172,8 +185,10 @@ std::vector<CeremonyKey> run_ceremony(const WorldPaths& world, bool quiet) {
 
     std::vector<std::string> sheets(custodians);
     for (std::size_t c = 0; c < custodians; ++c)
-        sheets[c] = fmt::format("# Coconut Card key ceremony: custodian {} of {}. One component per key; keep offline,\n"
-                                "# apart from every other custodian's sheet. label version component kcv\n", c + 1, custodians);
+        sheets[c] = fmt::format(
+            "# Coconut Card key ceremony: custodian {} of {}. One component per key; keep offline,\n"
+            "# apart from every other custodian's sheet. label version component kcv\n",
+            c + 1, custodians);
     for (const KeySpec& spec : scheme_keys) {
         std::vector<crypto::Key16> components;
         std::string input;
@@ -182,8 +197,7 @@ std::vector<CeremonyKey> run_ceremony(const WorldPaths& world, bool quiet) {
             input += to_hex(components.back().view()) + "\n";
             sheets[c] += fmt::format("{} 1 {} {}\n", spec.label, to_hex(components.back().view()), kcv_hex(components.back()));
         }
-        run_tool_or_fail({hsmd, "key", "import", "--store", store, "--label", spec.label, "--version", "1", "--usage", spec.usage},
-                         input);
+        run_tool_or_fail({hsmd, "key", "import", "--store", store, "--label", spec.label, "--version", "1", "--usage", spec.usage}, input);
         if (std::string_view(spec.usage) == "transport") {
             auto combined = hsm::combine_key_components(components);
             if (!combined) fail(exit_codes::hsm_error, combined.error().message);
@@ -192,8 +206,8 @@ std::vector<CeremonyKey> run_ceremony(const WorldPaths& world, bool quiet) {
     }
     for (std::size_t c = 0; c < custodians; ++c) write_private(world.keys() / fmt::format("custodian-{}.txt", c + 1), sheets[c]);
     for (const ClientSpec& client : scheme_clients)
-        run_tool_or_fail({hsmd, "client", "add", "--store", store, "--id", client.id, "--permissions", client.permissions,
-                          "--key-out", (world.*client.key_file)().string()});
+        run_tool_or_fail({hsmd, "client", "add", "--store", store, "--id", client.id, "--permissions", client.permissions, "--key-out",
+                          (world.*client.key_file)().string()});
     // The island CA for the ISO 8583 link's TLS: its key generated inside the HSM store, never exported;
     // the enrolment client (permission ca) has terminal and server certificates signed.
     ensure_island_ca(world);
@@ -217,8 +231,8 @@ std::vector<CeremonyKey> run_ceremony(const WorldPaths& world, bool quiet) {
               << fmt::format("  {}/custodian-1.txt, custodian-2.txt  one component sheet per custodian: print, hand over, delete\n",
                              world.keys().string())
               << fmt::format("  {}  the transport key, for the personalization station only\n", world.transport_key().string())
-              << fmt::format("  {}, {}  HSM client keys: the clearing daemon, the personalization station\n",
-                             world.clearing_key().string(), world.issuance_key().string())
+              << fmt::format("  {}, {}  HSM client keys: the clearing daemon, the personalization station\n", world.clearing_key().string(),
+                             world.issuance_key().string())
               << fmt::format("  {}  HSM client key of the enrolment station (has TLS certificates signed by the island CA)\n",
                              enrolment_key_file(world).string())
               << fmt::format("Island CA certificate (public; its key stays sealed in the HSM store): {}\n", island_ca_file(world).string())
@@ -276,16 +290,14 @@ std::vector<CardEntry> issue_cards(const WorldPaths& world, Island& island, cons
                            {"cardholder", {{"name", card.holder}, {"ssn", fmt::format("46010019900101{:04}", n % 10000)}}},
                            {"keys", keys},
                            {"key_version", 1}};
-        if (auto created = cos::create_image(card.image, profile, true); !created)
-            fail(exit_codes::io_error, created.error().message);
+        if (auto created = cos::create_image(card.image, profile, true); !created) fail(exit_codes::io_error, created.error().message);
         issued.push_back(card);
         island.cards.push_back(card);
     }
     return issued;
 }
 
-void issue_psam(const WorldPaths& world, const std::string& hsm_endpoint, const std::string& psam_terminal_id,
-                const fs::path& image) {
+void issue_psam(const WorldPaths& world, const std::string& hsm_endpoint, const std::string& psam_terminal_id, const fs::path& image) {
     const crypto::Key16 transport = read_transport_key(world);
     auto client = connect_hsm(hsm_endpoint, world.issuance_key());
     auto issuer = hsm::parse_issuer_id(scheme_issuer_id);
@@ -293,9 +305,15 @@ void issue_psam(const WorldPaths& world, const std::string& hsm_endpoint, const 
     if (!exported) fail(exit_codes::hsm_error, "export-issuer-key: " + exported.error().message);
     const crypto::Key16 issuer_key(crypto::tdes_ecb_decrypt(transport, exported->encrypted));
     if (crypto::kcv(issuer_key) != exported->kcv) fail(exit_codes::hsm_error, "the exported issuer key does not match its KCV");
-    const json profile{{"kind", "psam"},         {"terminal_id", psam_terminal_id}, {"purchase_key", to_hex(issuer_key.view())},
-                       {"key_level", "issuer"},  {"issuer_id", scheme_issuer_id},   {"key_index", 1},
-                       {"key_version", 1},       {"terminal_serial", 1},            {"seed", seed_hex(0, psam_terminal_id)}};
+    const json profile{{"kind", "psam"},
+                       {"terminal_id", psam_terminal_id},
+                       {"purchase_key", to_hex(issuer_key.view())},
+                       {"key_level", "issuer"},
+                       {"issuer_id", scheme_issuer_id},
+                       {"key_index", 1},
+                       {"key_version", 1},
+                       {"terminal_serial", 1},
+                       {"seed", seed_hex(0, psam_terminal_id)}};
     std::error_code ec;
     fs::create_directories(image.parent_path(), ec);
     if (auto created = cos::create_image(image, profile, true); !created) fail(exit_codes::io_error, created.error().message);
@@ -308,11 +326,16 @@ json registry_entries(const std::vector<Participant>& participants, const std::v
     json registry{{"participants", json::array()}, {"terminals", json::array()}, {"cards", json::array()}};
     for (const auto& p : participants) registry["participants"].push_back(participant_json(p));
     for (const auto& t : terminals)
-        registry["terminals"].push_back({{"terminal_id", t.terminal_id}, {"psam_terminal_id", t.psam_terminal_id},
-                                         {"participant_id", t.participant_id}, {"merchant_id", t.terminal_id}});
+        registry["terminals"].push_back({{"terminal_id", t.terminal_id},
+                                         {"psam_terminal_id", t.psam_terminal_id},
+                                         {"participant_id", t.participant_id},
+                                         {"merchant_id", t.terminal_id}});
     for (const auto& c : cards)
-        registry["cards"].push_back({{"asn", c.asn}, {"issuer_id", scheme_issuer_id}, {"status", "active"},
-                                     {"purse_balance_fen", c.purse_opening_fen}, {"medical_balance_fen", c.medical_opening_fen},
+        registry["cards"].push_back({{"asn", c.asn},
+                                     {"issuer_id", scheme_issuer_id},
+                                     {"status", "active"},
+                                     {"purse_balance_fen", c.purse_opening_fen},
+                                     {"medical_balance_fen", c.medical_opening_fen},
                                      {"tac_key_version", 0}});
     return registry;
 }
@@ -330,15 +353,15 @@ std::optional<std::string> registry_entries_problem(const json& entries) {
     return first_problem("cards", clearing::read_card);
 }
 
-nlohmann::json register_with_clearing(const WorldPaths& world, const std::string& name,
-                                      const std::vector<Participant>& participants,
+nlohmann::json register_with_clearing(const WorldPaths& world, const std::string& name, const std::vector<Participant>& participants,
                                       const std::vector<TerminalEntry>& terminals, const std::vector<CardEntry>& cards) {
     const json registry = registry_entries(participants, terminals, cards);
     std::error_code ec;
     fs::create_directories(world.registry(), ec);
     const fs::path file = world.registry() / (name + ".json");
     write_private(file, registry.dump(1) + "\n");
-    const ToolRun run = run_tool({require_tool("coconut-clearingd"), "admin", "--data", world.clearing_data().string(), "load", file.string()});
+    const ToolRun run =
+        run_tool({require_tool("coconut-clearingd"), "admin", "--data", world.clearing_data().string(), "load", file.string()});
     if (run.exit_code == 3)
         fail(exit_codes::tool_failed, fmt::format("{} is in use by a running coconut-clearingd: stop it to register ({})",
                                                   world.clearing_data().string(), run.output));

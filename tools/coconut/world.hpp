@@ -56,9 +56,9 @@ struct TerminalEntry {
     std::string terminal_id;       // field 41, 8 characters
     std::string psam_terminal_id;  // 12 digits
     std::uint64_t participant_id = 0;
-    std::string kind;  // bus, shop, clinic
-    std::uint16_t line = 0;          // buses: the line the validator serves
-    bool distance_fares = false;     // buses: entry/exit fares by stops (else flat)
+    std::string kind;             // bus, shop, clinic
+    std::uint16_t line = 0;       // buses: the line the validator serves
+    bool distance_fares = false;  // buses: entry/exit fares by stops (else flat)
     fs::path psam_image;
     fs::path queue;
 };
@@ -112,8 +112,7 @@ std::vector<CardEntry> issue_cards(const WorldPaths& world, Island& island, cons
                                    const CardIssueOptions& options);
 
 // A PSAM for `psam_terminal_id` holding the issuer-level purchase key exported by the HSM.
-void issue_psam(const WorldPaths& world, const std::string& hsm_endpoint, const std::string& psam_terminal_id,
-                const fs::path& image);
+void issue_psam(const WorldPaths& world, const std::string& hsm_endpoint, const std::string& psam_terminal_id, const fs::path& image);
 
 // The registry JSON (clearing/README.md "Registry file") of the given participants, terminals and cards.
 nlohmann::json registry_entries(const std::vector<Participant>& participants, const std::vector<TerminalEntry>& terminals,
@@ -124,8 +123,7 @@ std::optional<std::string> registry_entries_problem(const nlohmann::json& entrie
 
 // Registry JSON for the given participants, terminals and cards, written under D/registry and loaded with
 // `coconut-clearingd admin load` (the daemon must not be serving D/clearing). Returns the tool's report.
-nlohmann::json register_with_clearing(const WorldPaths& world, const std::string& name,
-                                      const std::vector<Participant>& participants,
+nlohmann::json register_with_clearing(const WorldPaths& world, const std::string& name, const std::vector<Participant>& participants,
                                       const std::vector<TerminalEntry>& terminals, const std::vector<CardEntry>& cards);
 
 // Cardholder API tokens (`coconut-clearingd admin issue-tokens`: every registered card without a token) into

@@ -28,8 +28,7 @@ namespace coconut::fuzz {
 
 // A property of the code under test does not hold: print it and abort (libFuzzer keeps the input).
 [[noreturn]] inline void fail(std::string_view target, std::string_view what) {
-    std::fprintf(stderr, "%.*s: %.*s\n", static_cast<int>(target.size()), target.data(), static_cast<int>(what.size()),
-                 what.data());
+    std::fprintf(stderr, "%.*s: %.*s\n", static_cast<int>(target.size()), target.data(), static_cast<int>(what.size()), what.data());
     std::abort();
 }
 
@@ -49,8 +48,7 @@ public:
             const std::string file = entry.path().filename().string();
             if (!file.starts_with(prefix)) continue;
             const std::string pid = file.substr(prefix.size());
-            if (!pid.empty() && pid.find_first_not_of("0123456789") == std::string::npos &&
-                !std::filesystem::exists("/proc/" + pid, ec))
+            if (!pid.empty() && pid.find_first_not_of("0123456789") == std::string::npos && !std::filesystem::exists("/proc/" + pid, ec))
                 std::filesystem::remove_all(entry.path(), ec);
         }
         path_ = base / (prefix + std::to_string(::getpid()));

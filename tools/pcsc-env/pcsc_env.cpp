@@ -32,9 +32,7 @@ using Clock = std::chrono::steady_clock;
 // How often to look again for a reader pcscd has not listed yet (right after it starts).
 constexpr auto reader_poll_interval = 50ms;
 
-int exit_code(int wait_status) {
-    return WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : 128 + WTERMSIG(wait_status);
-}
+int exit_code(int wait_status) { return WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : 128 + WTERMSIG(wait_status); }
 
 int open_log(const std::filesystem::path& path) {
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -44,9 +42,7 @@ int open_log(const std::filesystem::path& path) {
 
 }  // namespace
 
-std::string default_vcard_path() {
-    return COCONUT_VCARD_PATH;
-}
+std::string default_vcard_path() { return COCONUT_VCARD_PATH; }
 
 std::filesystem::path make_work_dir(const std::string& requested, const std::string& pattern) {
     if (requested.empty()) {
@@ -104,9 +100,7 @@ Child& Child::operator=(Child&& other) noexcept {
     return *this;
 }
 
-Child::~Child() {
-    stop();
-}
+Child::~Child() { stop(); }
 
 std::optional<int> Child::poll_exit() {
     if (pid_ <= 0) return std::nullopt;
@@ -159,8 +153,8 @@ void Pcscd::start(const std::filesystem::path& log_path, bool report_waiting) {
                                      ") is still running; only one pcscd can run per machine");
         }
         if (report_waiting && !reported) {
-            std::fprintf(stderr, "waiting for the running pcscd (pid %d) to exit (up to %lld s)...\n",
-                         others.front(), static_cast<long long>(foreign_pcscd_wait.count()));
+            std::fprintf(stderr, "waiting for the running pcscd (pid %d) to exit (up to %lld s)...\n", others.front(),
+                         static_cast<long long>(foreign_pcscd_wait.count()));
             reported = true;
         }
         std::this_thread::sleep_for(200ms);
@@ -173,21 +167,16 @@ void Pcscd::start(const std::filesystem::path& log_path, bool report_waiting) {
     const auto socket_deadline = Clock::now() + pcscd_socket_wait;
     struct stat info {};
     while (::stat(pcscd_socket, &info) != 0 || !S_ISSOCK(info.st_mode)) {
-        if (child_.poll_exit())
-            throw std::runtime_error("pcscd exited at start (see " + log_path.string() + ")");
-        if (Clock::now() > socket_deadline)
-            throw std::runtime_error("pcscd did not create its socket in time");
+        if (child_.poll_exit()) throw std::runtime_error("pcscd exited at start (see " + log_path.string() + ")");
+        if (Clock::now() > socket_deadline) throw std::runtime_error("pcscd did not create its socket in time");
         std::this_thread::sleep_for(20ms);
     }
 }
 
-void VcardStack::start_pcscd(const std::filesystem::path& work) {
-    pcscd_.start(work / "pcscd.log");
-}
+void VcardStack::start_pcscd(const std::filesystem::path& work) { pcscd_.start(work / "pcscd.log"); }
 
-void VcardStack::start_serve(const std::string& vcard, const std::filesystem::path& work,
-                             const std::filesystem::path& card_image, const std::filesystem::path& psam_image,
-                             bool volatile_images) {
+void VcardStack::start_serve(const std::string& vcard, const std::filesystem::path& work, const std::filesystem::path& card_image,
+                             const std::filesystem::path& psam_image, bool volatile_images) {
     std::vector<std::string> argv{vcard, "serve", card_image.string(), "--psam", psam_image.string()};
     if (volatile_images) argv.push_back("--volatile");
     const int log_fd = open_log(work / "serve.log");
@@ -204,8 +193,7 @@ VcardStack::ExitCodes VcardStack::stop() {
 
 // ---- readers -------------------------------------------------------------------------------------
 
-std::unique_ptr<sdk::PcscReader> open_reader_with_card(const std::string& reader_name,
-                                                       std::chrono::milliseconds timeout) {
+std::unique_ptr<sdk::PcscReader> open_reader_with_card(const std::string& reader_name, std::chrono::milliseconds timeout) {
     const auto deadline = Clock::now() + timeout;
     for (;;) {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());

@@ -50,11 +50,10 @@ std::vector<pid_t> processes_named(const std::string& name);
 
 // A child process started with posix_spawnp; terminated (SIGTERM, then SIGKILL) and reaped on destruction.
 class Child {
-  public:
+public:
     Child() = default;
     // stdin/stdout/stderr: -1 keeps the parent's. Throws std::runtime_error if the spawn fails.
-    static Child spawn(const std::vector<std::string>& argv, int stdin_fd = -1, int stdout_fd = -1,
-                       int stderr_fd = -1);
+    static Child spawn(const std::vector<std::string>& argv, int stdin_fd = -1, int stdout_fd = -1, int stderr_fd = -1);
     Child(Child&& other) noexcept;
     Child& operator=(Child&& other) noexcept;
     ~Child();
@@ -70,13 +69,13 @@ class Child {
     // (128+n if killed by signal n), or -1 if there was no child.
     int stop(int signal = SIGTERM);
 
-  private:
+private:
     pid_t pid_ = -1;
 };
 
 // pcscd in the foreground, started and stopped by us (docs/PCSC.md §4).
 class Pcscd {
-  public:
+public:
     // Waits for a pcscd that is not ours to exit (bounded by foreign_pcscd_wait, saying so on stderr if
     // `report_waiting`), clears a stale /run/pcscd, starts pcscd (stdout and stderr to `log_path`) and waits
     // for its socket.
@@ -85,14 +84,14 @@ class Pcscd {
     int stop() { return child_.stop(); }
     pid_t pid() const { return child_.pid(); }
 
-  private:
+private:
     Child child_;
 };
 
 // pcscd + `coconut-vcard serve <card> --psam <psam>`: the card in card_reader, the PSAM in psam_reader.
 // Logs go to <work>/pcscd.log and <work>/serve.log. The destructor stops serve, then pcscd.
 class VcardStack {
-  public:
+public:
     struct ExitCodes {
         int serve = -1;
         int pcscd = -1;
@@ -100,15 +99,14 @@ class VcardStack {
 
     void start_pcscd(const std::filesystem::path& work);
     // volatile_images: serve --volatile (memory copies of the images, nothing written back).
-    void start_serve(const std::string& vcard, const std::filesystem::path& work,
-                     const std::filesystem::path& card_image, const std::filesystem::path& psam_image,
-                     bool volatile_images = false);
+    void start_serve(const std::string& vcard, const std::filesystem::path& work, const std::filesystem::path& card_image,
+                     const std::filesystem::path& psam_image, bool volatile_images = false);
     // SIGTERM to serve, then to pcscd; both reaped.
     ExitCodes stop();
     pid_t pcscd_pid() const { return pcscd_.pid(); }
     pid_t serve_pid() const { return serve_.pid(); }
 
-  private:
+private:
     Pcscd pcscd_;  // declared first: destroyed after serve
     Child serve_;
 };

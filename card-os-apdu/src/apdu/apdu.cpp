@@ -62,8 +62,7 @@ Result<Command, ParseError> parse_command(ByteView raw) {
 
 Bytes encode(const Command& command) {
     Bytes out{command.cla, command.ins, command.p1, command.p2};
-    const bool extended = command.extended || command.data.size() > short_lc_max ||
-                          command.le_or(0) > short_le_max;
+    const bool extended = command.extended || command.data.size() > short_lc_max || command.le_or(0) > short_le_max;
     if (!extended) {
         if (!command.data.empty()) {
             out.push_back(static_cast<std::uint8_t>(command.data.size()));

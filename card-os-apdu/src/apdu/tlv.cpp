@@ -35,8 +35,8 @@ Result<std::vector<Tlv>, TlvError> parse_tlvs(ByteView raw) {
             pos += count;
         }
         if (length > raw.size() - pos) return Unexpected{TlvError::truncated_value};
-        out.push_back(Tlv{tag, Bytes(raw.begin() + static_cast<std::ptrdiff_t>(pos),
-                                     raw.begin() + static_cast<std::ptrdiff_t>(pos + length))});
+        out.push_back(
+            Tlv{tag, Bytes(raw.begin() + static_cast<std::ptrdiff_t>(pos), raw.begin() + static_cast<std::ptrdiff_t>(pos + length))});
         pos += length;
     }
     return out;

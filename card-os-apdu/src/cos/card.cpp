@@ -198,8 +198,7 @@ Response VirtualCard::State::dispatch(const Command& c) {
         if (vs.t0_response.empty()) return status_only(Sw::conditions_not_satisfied);
         const std::size_t available = vs.t0_response.size();
         const std::size_t wanted = c.le.value_or(apdu::short_le_max);
-        if (wanted > available && wanted != apdu::short_le_max)
-            return status_only(apdu::sw_wrong_le(static_cast<std::uint8_t>(available)));
+        if (wanted > available && wanted != apdu::short_le_max) return status_only(apdu::sw_wrong_le(static_cast<std::uint8_t>(available)));
         const std::size_t take = std::min(wanted, available);
         Response r{Bytes(vs.t0_response.begin(), vs.t0_response.begin() + static_cast<std::ptrdiff_t>(take))};
         vs.t0_response.erase(vs.t0_response.begin(), vs.t0_response.begin() + static_cast<std::ptrdiff_t>(take));

@@ -103,8 +103,7 @@ Response VirtualCard::State::select(const Command& c) {
     const bool want_fci = c.p2 == 0x00;
     if (c.p1 == 0x04) {
         if (c.data.empty()) return status_only(Sw::wrong_length);
-        if (std::equal(c.data.begin(), c.data.end(), pse_name.begin(), pse_name.end()) &&
-            nv.kind == ImageKind::card) {
+        if (std::equal(c.data.begin(), c.data.end(), pse_name.begin(), pse_name.end()) && nv.kind == ImageKind::card) {
             // PSE: the directory of applications is not kept; the name answers with its FCI.
             vs.current_df = 0;
             vs.current_ef = -1;
@@ -168,8 +167,7 @@ Result<VirtualCard::State::BinaryTarget, Response> VirtualCard::State::binary_ta
         target.offset = (static_cast<std::size_t>(c.p1) << 8) | c.p2;
     }
     if (target.ef->type != EfType::transparent) return Unexpected{status_only(Sw::command_incompatible_with_file)};
-    if (!access_granted(write ? target.ef->write : target.ef->read))
-        return Unexpected{status_only(Sw::security_status_not_satisfied)};
+    if (!access_granted(write ? target.ef->write : target.ef->read)) return Unexpected{status_only(Sw::security_status_not_satisfied)};
     if (target.offset >= target.ef->data.size()) return Unexpected{status_only(Sw::bad_offset)};
     return target;
 }
@@ -199,8 +197,8 @@ Response VirtualCard::State::read_binary(const Command& c) {
     if (le > remaining && le != apdu::short_le_max)
         return status_only(apdu::sw_wrong_le(static_cast<std::uint8_t>(std::min<std::size_t>(remaining, 255))));
     const std::size_t take = std::min(le, remaining);
-    return Response{Bytes(ef->data.begin() + static_cast<std::ptrdiff_t>(offset),
-                          ef->data.begin() + static_cast<std::ptrdiff_t>(offset + take))};
+    return Response{
+        Bytes(ef->data.begin() + static_cast<std::ptrdiff_t>(offset), ef->data.begin() + static_cast<std::ptrdiff_t>(offset + take))};
 }
 
 Response VirtualCard::State::update_binary(const Command& c) {
@@ -238,8 +236,7 @@ Response VirtualCard::State::update_record(const Command& c) {
     if (!record) return status_only(Sw::record_not_found);
     if (ef->type == EfType::tlv_records) {
         // The replacement must be one TLV with the same tag that fits its length byte.
-        if (c.data.size() < 2 || c.data[0] != (*record)[0] || c.data[1] != c.data.size() - 2u)
-            return status_only(Sw::bad_data);
+        if (c.data.size() < 2 || c.data[0] != (*record)[0] || c.data[1] != c.data.size() - 2u) return status_only(Sw::bad_data);
     } else if (c.data.size() != ef->record_size) {
         return status_only(Sw::wrong_length);
     }
@@ -303,8 +300,7 @@ Response VirtualCard::State::internal_authenticate(const Command& c) {
     if (c.p1 != 0x00) return status_only(Sw::bad_p1_p2);
     if (c.data.size() != 8) return status_only(Sw::wrong_length);
     const DfRole role = current_df().role;
-    if (role != DfRole::purse && role != DfRole::ssse && role != DfRole::medical)
-        return status_only(Sw::conditions_not_satisfied);
+    if (role != DfRole::purse && role != DfRole::ssse && role != DfRole::medical) return status_only(Sw::conditions_not_satisfied);
     // Clinic payments: card presence is proven only together with the holder's PIN, under the SSSE
     // application's own key — the purse's IAK answers without a PIN, so its cryptogram proves nothing about
     // the holder (docs/CARD-SPEC.md §7 profile).

@@ -57,8 +57,7 @@ Bytes make_slot(ByteView payload, std::uint64_t generation, std::uint32_t slot_s
     const auto digest = sha256(ByteView(slot).first(slot_prefix_size + payload.size()));
     slot.insert(slot.end(), digest.begin(), digest.end());
     // decode_slot reads back the length at 12..15 and takes the digest from the slot's last bytes.
-    COCONUT_ASSERT(slot.size() == slot_size && read_be32(ByteView(slot).subspan(12, 4)) == payload.size(),
-                   "slot layout");
+    COCONUT_ASSERT(slot.size() == slot_size && read_be32(ByteView(slot).subspan(12, 4)) == payload.size(), "slot layout");
     return slot;
 }
 
@@ -131,9 +130,8 @@ Result<std::unique_ptr<FileStorage>, ImageFailure> FileStorage::open(const std::
     if (::fstat(fd, &st) != 0) return close_on_error(io_failure(path, "fstat"));
     const auto file_size = static_cast<std::size_t>(st.st_size);
     if (file_size < image_header_size)
-        return close_on_error(failure(ImageError::truncated, path,
-                                      fmt::format("truncated image: {} bytes, header needs {}", file_size,
-                                                  image_header_size)));
+        return close_on_error(
+            failure(ImageError::truncated, path, fmt::format("truncated image: {} bytes, header needs {}", file_size, image_header_size)));
     Bytes header(image_header_size);
     if (!read_all(fd, header.data(), header.size(), 0)) return close_on_error(io_failure(path, "read header"));
     if (!std::equal(header_magic.begin(), header_magic.end(), header.begin()))
@@ -144,8 +142,7 @@ Result<std::unique_ptr<FileStorage>, ImageFailure> FileStorage::open(const std::
     const auto version = read_be16(ByteView(header).subspan(8, 2));
     if (version != image_format_version)
         return close_on_error(failure(ImageError::unsupported_version, path,
-                                      fmt::format("image format version {} (this build reads {})", version,
-                                                  image_format_version)));
+                                      fmt::format("image format version {} (this build reads {})", version, image_format_version)));
     const auto kind = payload_kind(ByteView(header).subspan(10, 1));
     if (!kind) return close_on_error(failure(ImageError::corrupt, path, "unknown image kind"));
     const auto slot_size = read_be32(ByteView(header).subspan(12, 4));
@@ -153,13 +150,13 @@ Result<std::unique_ptr<FileStorage>, ImageFailure> FileStorage::open(const std::
         return close_on_error(failure(ImageError::corrupt, path, fmt::format("implausible slot size {}", slot_size)));
     const std::size_t expected = image_header_size + 2 * static_cast<std::size_t>(slot_size);
     if (file_size != expected)
-        return close_on_error(failure(ImageError::truncated, path,
-                                      fmt::format("image is {} bytes, its header says {}", file_size, expected)));
+        return close_on_error(
+            failure(ImageError::truncated, path, fmt::format("image is {} bytes, its header says {}", file_size, expected)));
     return std::unique_ptr<FileStorage>(new FileStorage(fd, path, *kind, slot_size));
 }
 
-Status<ImageFailure> FileStorage::create(const std::filesystem::path& path, ImageKind kind, ByteView payload,
-                                         bool overwrite, std::uint32_t slot_size) {
+Status<ImageFailure> FileStorage::create(const std::filesystem::path& path, ImageKind kind, ByteView payload, bool overwrite,
+                                         std::uint32_t slot_size) {
     if (!overwrite && std::filesystem::exists(path))
         return Unexpected{failure(ImageError::exists, path, "image exists (use --force to overwrite)")};
     if (slot_prefix_size + payload.size() + digest_size > slot_size)

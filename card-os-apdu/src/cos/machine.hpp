@@ -11,14 +11,14 @@ namespace coconut::cos {
 
 using apdu::Command;
 using apdu::Response;
-using apdu::Sw;
 using apdu::status_only;
+using apdu::Sw;
 
 struct VirtualCard::State {
     std::unique_ptr<Storage> storage;
     std::uint64_t generation = 0;
-    CardState nv;     // non-volatile: committed before any response that depends on it
-    VolatileState vs; // lost at power-off
+    CardState nv;      // non-volatile: committed before any response that depends on it
+    VolatileState vs;  // lost at power-off
 
     // ---- card.cpp ----
     Response dispatch(const Command& command);
@@ -62,8 +62,7 @@ struct VirtualCard::State {
     Response get_balance(const Command& c);
     Response initialize(const Command& c);
     Response initialize_load(const Command& c, const KeyEntry& dlk, std::uint32_t amount, ByteView terminal_id);
-    Response initialize_purchase(const Command& c, const KeyEntry& dpk, std::uint32_t amount, ByteView terminal_id,
-                                 bool capp);
+    Response initialize_purchase(const Command& c, const KeyEntry& dpk, std::uint32_t amount, ByteView terminal_id, bool capp);
     Response credit_for_load(const Command& c);
     Response debit_for_purchase(const Command& c);
     Response update_capp_cache(const Command& c);

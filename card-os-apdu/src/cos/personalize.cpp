@@ -23,9 +23,7 @@ struct ProfileError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-[[noreturn]] void fail(std::string_view field, std::string_view problem) {
-    throw ProfileError(fmt::format("{}: {}", field, problem));
-}
+[[noreturn]] void fail(std::string_view field, std::string_view problem) { throw ProfileError(fmt::format("{}: {}", field, problem)); }
 
 const json* member(const json& object, std::string_view field) {
     const auto it = object.find(field);
@@ -42,22 +40,19 @@ std::string string_field(const json& object, std::string_view field, std::option
     return v->get<std::string>();
 }
 
-std::uint64_t number_field(const json& object, std::string_view field, std::uint64_t max,
-                           std::optional<std::uint64_t> fallback = {}) {
+std::uint64_t number_field(const json& object, std::string_view field, std::uint64_t max, std::optional<std::uint64_t> fallback = {}) {
     const json* v = member(object, field);
     if (!v) {
         if (fallback) return *fallback;
         fail(field, "missing");
     }
-    if (!v->is_number_unsigned() && !(v->is_number_integer() && v->get<std::int64_t>() >= 0))
-        fail(field, "must be a non-negative integer");
+    if (!v->is_number_unsigned() && !(v->is_number_integer() && v->get<std::int64_t>() >= 0)) fail(field, "must be a non-negative integer");
     const auto n = v->get<std::uint64_t>();
     if (n > max) fail(field, fmt::format("must be at most {}", max));
     return n;
 }
 
-Bytes digits_field(const json& object, std::string_view field, std::size_t digits,
-                   std::optional<std::string> fallback = {}) {
+Bytes digits_field(const json& object, std::string_view field, std::size_t digits, std::optional<std::string> fallback = {}) {
     const std::string text = string_field(object, field, std::move(fallback));
     auto bcd = digits_to_bcd(text);
     if (text.size() != digits || !bcd) fail(field, fmt::format("expected {} decimal digits", digits));
@@ -99,8 +94,7 @@ Bytes gbk_field(const json& object, std::string_view field, std::size_t width, s
     return out;
 }
 
-Bytes ascii_field(const json& object, std::string_view field, std::size_t width, std::string fallback,
-                  bool exact = false) {
+Bytes ascii_field(const json& object, std::string_view field, std::size_t width, std::string fallback, bool exact = false) {
     const std::string text = string_field(object, field, std::move(fallback));
     for (char c : text)
         if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7E) fail(field, "must be ASCII");
@@ -175,9 +169,9 @@ void add_card_keys(CardState& s, const json& profile, ByteView issuer_id, ByteVi
     const crypto::Block card_factor = crypto::card_factor_from_asn(asn);
 
     // iak: the purse's INTERNAL AUTHENTICATE key; ssse_iak: the SSSE application's own (PIN-gated) one.
-    const std::pair<const char*, KeyUsage> names[] = {
-        {"dpk", KeyUsage::purchase},      {"dlk", KeyUsage::load},         {"dtk", KeyUsage::tac},
-        {"iak", KeyUsage::internal_auth}, {"damk", KeyUsage::maintenance}, {"ssse_iak", KeyUsage::ssse_auth}};
+    const std::pair<const char*, KeyUsage> names[] = {{"dpk", KeyUsage::purchase},     {"dlk", KeyUsage::load},
+                                                      {"dtk", KeyUsage::tac},          {"iak", KeyUsage::internal_auth},
+                                                      {"damk", KeyUsage::maintenance}, {"ssse_iak", KeyUsage::ssse_auth}};
     for (const auto& [name, usage] : names) {
         const std::string field = fmt::format("{}.{}", explicit_keys ? "keys" : "master_keys", name);
         const json* v = member(keys, name);
@@ -249,7 +243,7 @@ Df purse_adf(const json& profile, const json& holder, ByteView asn, ByteView iss
     COCONUT_ASSERT(ef16.size() == cardholder_size);
     purse.efs.push_back(transparent(sfi_cardholder, ef16, Access::always, Access::external_auth));
 
-    Bytes ef17 = bcd_of(156, 4);                                  // country: China, ISO 3166 numeric 156
+    Bytes ef17 = bcd_of(156, 4);                                 // country: China, ISO 3166 numeric 156
     append(ef17, digits_field(profile, "province", 4, "4600"));  // Hainan
     append(ef17, digits_field(profile, "city", 4, "4601"));      // Haikou
     append(ef17, digits_field(profile, "interop_card_type", 4, "0000"));
@@ -257,10 +251,9 @@ Df purse_adf(const json& profile, const json& holder, ByteView asn, ByteView iss
     ef17.resize(management_size, 0);
     purse.efs.push_back(transparent(sfi_management, ef17, Access::always, Access::external_auth));
 
-    purse.efs.push_back(records(sfi_purse_log, EfType::cyclic, purse_log_record_size, purse_log_record_count,
-                                Access::always, Access::never));
-    Ef ef1a = records(sfi_capp_record, EfType::linear_fixed, capp_record_size, capp_record_count, Access::always,
-                      Access::never);
+    purse.efs.push_back(
+        records(sfi_purse_log, EfType::cyclic, purse_log_record_size, purse_log_record_count, Access::always, Access::never));
+    Ef ef1a = records(sfi_capp_record, EfType::linear_fixed, capp_record_size, capp_record_count, Access::always, Access::never);
     for (std::size_t i = 1; i <= capp_record_count; ++i) {
         Bytes record(capp_record_size, 0);
         record[bus_record::record_id] = static_cast<std::uint8_t>(i);
@@ -268,8 +261,7 @@ Df purse_adf(const json& profile, const json& holder, ByteView asn, ByteView iss
         ef1a.records.push_back(std::move(record));
     }
     purse.efs.push_back(std::move(ef1a));
-    purse.efs.push_back(records(sfi_trip_log, EfType::cyclic, trip_log_record_size, trip_log_record_count,
-                                Access::always, Access::never));
+    purse.efs.push_back(records(sfi_trip_log, EfType::cyclic, trip_log_record_size, trip_log_record_count, Access::always, Access::never));
     return purse;
 }
 
@@ -305,8 +297,7 @@ Df medical_df(const json& profile) {
     medical.role = DfRole::medical;
     medical.parent = 2;
     Ef ef08 = records(sfi_medical_link, EfType::tlv_records, 0, 0, Access::pin, Access::never);
-    ef08.records.push_back(
-        tlv_record(ss_tag::medical_account, digits_field(profile, "medical_account", 20, "00000000000000000000")));
+    ef08.records.push_back(tlv_record(ss_tag::medical_account, digits_field(profile, "medical_account", 20, "00000000000000000000")));
     ef08.records.push_back(tlv_record(ss_tag::insurance_region, digits_field(profile, "insurance_region", 6, "460100")));
     ef08.records.push_back(
         tlv_record(ss_tag::insured_type, Bytes{static_cast<std::uint8_t>(number_field(profile, "insured_type", 255, 1))}));
@@ -392,8 +383,7 @@ Result<Bytes, std::string> personalize(const nlohmann::json& profile) {
     }
 }
 
-Status<ImageFailure> create_image(const std::filesystem::path& image_path, const nlohmann::json& profile,
-                                  bool overwrite) {
+Status<ImageFailure> create_image(const std::filesystem::path& image_path, const nlohmann::json& profile, bool overwrite) {
     auto payload = personalize(profile);
     if (!payload) return Unexpected{ImageFailure{ImageError::invalid_profile, payload.error()}};
     return FileStorage::create(image_path, *payload_kind(*payload), *payload, overwrite);

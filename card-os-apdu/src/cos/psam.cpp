@@ -25,8 +25,7 @@ Response VirtualCard::State::psam_command(const Command& c) {
 Response VirtualCard::State::psam_init_for_purchase(const Command& c) {
     if (c.p1 != 0x00 || c.p2 != 0x00) return status_only(Sw::bad_p1_p2);
     const std::size_t n = c.data.size();
-    if (n < init_fixed_size + factor_size || (n - init_fixed_size) % factor_size != 0)
-        return status_only(Sw::wrong_length);
+    if (n < init_fixed_size + factor_size || (n - init_fixed_size) % factor_size != 0) return status_only(Sw::wrong_length);
     const std::size_t factor_count = (n - init_fixed_size) / factor_size;
     const ByteView data(c.data);
     const ByteView card_random = data.subspan(0, 4);
@@ -70,8 +69,7 @@ Response VirtualCard::State::psam_init_for_purchase(const Command& c) {
     if (!commit()) return status_only(Sw::write_failure);
 
     const crypto::Key8 session = crypto::purchase_session_key(dpk, card_random, card_atc, serial);
-    const auto mac1 = crypto::des_mac(session, crypto::purchase_mac1_input(amount, type, m.terminal_id,
-                                                                           card_date_time(date, time)));
+    const auto mac1 = crypto::des_mac(session, crypto::purchase_mac1_input(amount, type, m.terminal_id, card_date_time(date, time)));
     vs.psam_session = PsamSession{true, session, amount};
     Bytes out = be_bytes(serial, 4);
     append(out, mac1);

@@ -34,7 +34,12 @@ std::array<std::uint8_t, N> array_of(ByteView b) {
 
 Response VirtualCard::State::purse_command(const Command& c) {
     switch (c.ins) {
-        case 0x5C: case 0x50: case 0x52: case 0x54: case 0x5A: case 0xDC: break;
+        case 0x5C:
+        case 0x50:
+        case 0x52:
+        case 0x54:
+        case 0x5A:
+        case 0xDC: break;
         default: return status_only(Sw::ins_not_supported);
     }
     if (!purse_selected()) return status_only(Sw::conditions_not_satisfied);
@@ -72,14 +77,12 @@ Response VirtualCard::State::initialize(const Command& c) {
     return initialize_purchase(c, *key, amount, terminal_id, c.p1 == 0x03);
 }
 
-Response VirtualCard::State::initialize_load(const Command&, const KeyEntry& dlk, std::uint32_t amount,
-                                             ByteView terminal_id) {
+Response VirtualCard::State::initialize_load(const Command&, const KeyEntry& dlk, std::uint32_t amount, ByteView terminal_id) {
     const PurseState& p = nv.purse;
     // An exhausted counter would repeat (ASN, ATC, type) — a load's clearing id, and the card log's key
     // for every transaction: the purse stops.
     if (p.online_atc == atc_max) return status_only(Sw::conditions_not_satisfied);
-    if (static_cast<std::uint64_t>(p.balance_fen) + amount > p.max_balance_fen)
-        return status_only(Sw::conditions_not_satisfied);
+    if (static_cast<std::uint64_t>(p.balance_fen) + amount > p.max_balance_fen) return status_only(Sw::conditions_not_satisfied);
     const Bytes rnd = random(4);
     PendingTransaction& t = vs.pending;
     t = PendingTransaction{};
@@ -90,8 +93,8 @@ Response VirtualCard::State::initialize_load(const Command&, const KeyEntry& dlk
     t.atc = p.online_atc;
     t.key_index = dlk.index;
     t.load_session_key = crypto::load_session_key(dlk.value, rnd, p.online_atc);
-    const auto mac1 = crypto::des_mac(t.load_session_key,
-                                      crypto::load_mac1_input(p.balance_fen, amount, crypto::type_ep_load, terminal_id));
+    const auto mac1 =
+        crypto::des_mac(t.load_session_key, crypto::load_mac1_input(p.balance_fen, amount, crypto::type_ep_load, terminal_id));
     Bytes out = be_bytes(p.balance_fen, 4);
     append_be(out, p.online_atc, 2);
     out.push_back(dlk.version);
@@ -101,8 +104,8 @@ Response VirtualCard::State::initialize_load(const Command&, const KeyEntry& dlk
     return Response{out};
 }
 
-Response VirtualCard::State::initialize_purchase(const Command&, const KeyEntry& dpk, std::uint32_t amount,
-                                                 ByteView terminal_id, bool capp) {
+Response VirtualCard::State::initialize_purchase(const Command&, const KeyEntry& dpk, std::uint32_t amount, ByteView terminal_id,
+                                                 bool capp) {
     const PurseState& p = nv.purse;
     if (p.offline_atc == atc_max) return status_only(Sw::conditions_not_satisfied);
     // The overdraft limit is reported (EF18, INIT response) but never lent: a purchase needs the balance.
@@ -134,8 +137,8 @@ Response VirtualCard::State::mac_failure() {
     return status_only(Sw::mac_invalid);
 }
 
-void VirtualCard::State::append_purse_log(std::uint16_t atc, std::uint32_t amount, std::uint8_t type,
-                                          ByteView terminal_id, const crypto::CardDateTime& when) {
+void VirtualCard::State::append_purse_log(std::uint16_t atc, std::uint32_t amount, std::uint8_t type, ByteView terminal_id,
+                                          const crypto::CardDateTime& when) {
     Bytes record;
     append_be(record, atc, 2);
     append_be(record, nv.purse.overdraft_limit_fen, 3);
@@ -169,9 +172,8 @@ Response VirtualCard::State::credit_for_load(const Command& c) {
     PurseState& p = nv.purse;
     const KeyEntry* dtk = find_key(KeyUsage::tac, t.key_index);
     const std::uint32_t new_balance = p.balance_fen + t.amount_fen;
-    const auto tac = crypto::des_mac(crypto::tac_key(dtk->value),
-                                     crypto::load_tac_input(new_balance, p.online_atc, t.amount_fen,
-                                                            crypto::type_ep_load, t.terminal_id, when));
+    const auto tac = crypto::des_mac(crypto::tac_key(dtk->value), crypto::load_tac_input(new_balance, p.online_atc, t.amount_fen,
+                                                                                         crypto::type_ep_load, t.terminal_id, when));
     p.balance_fen = new_balance;
     ++p.online_atc;
     p.mac_failures = 0;
@@ -207,8 +209,7 @@ Response VirtualCard::State::debit_for_purchase(const Command& c) {
     using Kind = PendingTransaction::Kind;
     if (c.p1 != 0x01 || c.p2 != 0x00) return status_only(Sw::bad_p1_p2);
     if (c.data.size() != 15) return status_only(Sw::wrong_length);
-    if (vs.pending.kind != Kind::purchase && vs.pending.kind != Kind::capp)
-        return status_only(Sw::conditions_not_satisfied);
+    if (vs.pending.kind != Kind::purchase && vs.pending.kind != Kind::capp) return status_only(Sw::conditions_not_satisfied);
     const PendingTransaction t = vs.pending;
     const std::uint32_t terminal_serial = read_be32(ByteView(c.data).subspan(0, 4));
     const ByteView date = ByteView(c.data).subspan(4, 4);
@@ -227,8 +228,8 @@ Response VirtualCard::State::debit_for_purchase(const Command& c) {
 
     PurseState& p = nv.purse;
     const KeyEntry* dtk = find_key(KeyUsage::tac, t.key_index);
-    const auto tac = crypto::des_mac(crypto::tac_key(dtk->value),
-                                     crypto::purchase_tac_input(t.amount_fen, type, t.terminal_id, terminal_serial, when));
+    const auto tac =
+        crypto::des_mac(crypto::tac_key(dtk->value), crypto::purchase_tac_input(t.amount_fen, type, t.terminal_id, terminal_serial, when));
     const auto mac2 = crypto::des_mac(session, crypto::purchase_mac2_input(t.amount_fen));
     // One commit: balance, ATC, log record, CAPP cache and proof together (docs/CARD-SPEC.md §2).
     COCONUT_ASSERT(t.amount_fen <= p.balance_fen);  // INIT checked it and nothing changed the balance since

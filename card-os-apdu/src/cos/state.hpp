@@ -18,16 +18,16 @@ namespace coconut::cos {
 enum class EfType : std::uint8_t {
     transparent = 1,
     linear_fixed = 2,
-    cyclic = 3,         // record 1 = newest; a new record pushes the oldest out
-    tlv_records = 4,    // linear variable records, each a TLV addressed by its tag (SSSE)
+    cyclic = 3,       // record 1 = newest; a new record pushes the oldest out
+    tlv_records = 4,  // linear variable records, each a TLV addressed by its tag (SSSE)
 };
 
 // Access condition of one operation on an EF (ISO 7816-4 security attributes, simplified).
 enum class Access : std::uint8_t {
     always = 0,
-    never = 1,         // only the card OS itself (transactions) writes
-    pin = 2,           // after a successful VERIFY
-    external_auth = 3, // after EXTERNAL AUTHENTICATE with the maintenance key
+    never = 1,          // only the card OS itself (transactions) writes
+    pin = 2,            // after a successful VERIFY
+    external_auth = 3,  // after EXTERNAL AUTHENTICATE with the maintenance key
 };
 
 struct Ef {
@@ -46,7 +46,7 @@ enum class DfRole : std::uint8_t { mf = 0, purse = 1, ssse = 2, medical = 3, psa
 
 struct Df {
     std::uint16_t fid = 0;
-    Bytes aid;          // empty for the MF and DF04
+    Bytes aid;  // empty for the MF and DF04
     DfRole role = DfRole::mf;
     std::int8_t parent = -1;  // index in CardState::dfs
     std::vector<Ef> efs;
@@ -137,7 +137,7 @@ struct PendingTransaction {
     std::uint32_t amount_fen = 0;
     std::array<std::uint8_t, 6> terminal_id{};
     std::array<std::uint8_t, 4> random{};
-    std::uint16_t atc = 0;      // the ATC INITIALIZE reported
+    std::uint16_t atc = 0;  // the ATC INITIALIZE reported
     std::uint8_t key_index = 0;
     crypto::Key8 load_session_key;  // load: ready at INIT; purchase: needs the terminal serial (DEBIT)
     struct CacheUpdate {

@@ -154,8 +154,8 @@ bool structurally_valid(const CardState& s) {
         if (df.role == DfRole::psam) ++psams;
     }
     if (s.kind == ImageKind::card) {
-        return purses == 1 && psams == 0 && has_key(s, KeyUsage::purchase) && has_key(s, KeyUsage::load) &&
-               has_key(s, KeyUsage::tac) && !s.pin.bcd.empty() && s.pin.tries_left <= s.pin.tries_max;
+        return purses == 1 && psams == 0 && has_key(s, KeyUsage::purchase) && has_key(s, KeyUsage::load) && has_key(s, KeyUsage::tac) &&
+               !s.pin.bcd.empty() && s.pin.tries_left <= s.pin.tries_max;
     }
     return purses == 0 && psams == 1 && has_ef(s.dfs[0], sfi_psam_terminal_id, EfType::transparent, 6);
 }
@@ -167,8 +167,7 @@ bool read_ef(Reader& r, Ef& ef) {
     const auto type = r.u8();
     const auto read = r.u8();
     const auto write = r.u8();
-    if (!enum_in_range(type, EfType::transparent, EfType::tlv_records) ||
-        !enum_in_range(read, Access::always, Access::external_auth) ||
+    if (!enum_in_range(type, EfType::transparent, EfType::tlv_records) || !enum_in_range(read, Access::always, Access::external_auth) ||
         !enum_in_range(write, Access::always, Access::external_auth))
         return false;
     ef.type = static_cast<EfType>(type);
@@ -319,9 +318,7 @@ Bytes encode_state(const CardState& s) {
 }
 
 Result<CardState, ImageFailure> decode_state(ByteView payload) {
-    const auto corrupt = [] {
-        return Unexpected{ImageFailure{ImageError::corrupt, "corrupt image: the card state does not decode"}};
-    };
+    const auto corrupt = [] { return Unexpected{ImageFailure{ImageError::corrupt, "corrupt image: the card state does not decode"}}; };
     Reader r(payload);
     CardState s;
     const auto kind = payload_kind(payload);
@@ -349,11 +346,10 @@ Result<CardState, ImageFailure> decode_state(ByteView payload) {
     // Not migrated: the SSSE key derives from a master only the issuer's HSM holds, and a copy of the
     // purse IAK would let the purse answer for the SSSE application again (IMAGE-FORMAT.md).
     if (s.kind == ImageKind::card && !has_key(s, KeyUsage::ssse_auth)) {
-        return Unexpected{ImageFailure{
-            ImageError::missing_key,
-            "card image without the SSSE application's INTERNAL AUTHENTICATE key (ssse_auth, profile key "
-            "\"ssse_iak\"): personalized before the SSSE application had a key of its own (or damaged); "
-            "personalize the card again from its profile"}};
+        return Unexpected{ImageFailure{ImageError::missing_key,
+                                       "card image without the SSSE application's INTERNAL AUTHENTICATE key (ssse_auth, profile key "
+                                       "\"ssse_iak\"): personalized before the SSSE application had a key of its own (or damaged); "
+                                       "personalize the card again from its profile"}};
     }
     return s;
 }

@@ -37,11 +37,9 @@ EVP_CIPHER_CTX* thread_ctx() {
 }
 
 // Runs `cipher` over whole blocks without padding. key24/iv as the cipher needs.
-Bytes run_cipher(const EVP_CIPHER* cipher, const std::uint8_t* key, const std::uint8_t* iv, ByteView data,
-                 bool encrypt) {
+Bytes run_cipher(const EVP_CIPHER* cipher, const std::uint8_t* key, const std::uint8_t* iv, ByteView data, bool encrypt) {
     EVP_CIPHER_CTX* ctx = thread_ctx();
-    if (EVP_CipherInit_ex2(ctx, cipher, key, iv, encrypt ? 1 : 0, nullptr) != 1)
-        throw std::runtime_error("OpenSSL: cipher init failed");
+    if (EVP_CipherInit_ex2(ctx, cipher, key, iv, encrypt ? 1 : 0, nullptr) != 1) throw std::runtime_error("OpenSSL: cipher init failed");
     EVP_CIPHER_CTX_set_padding(ctx, 0);
     Bytes out(data.size() + 16);
     int written = 0;
@@ -80,21 +78,17 @@ struct DesSchedule {
 };
 
 // OpenSSL's DES prototypes take non-const inputs and schedules that they only read.
-const_DES_cblock* input_block(const std::uint8_t* in) {
-    return reinterpret_cast<const_DES_cblock*>(const_cast<std::uint8_t*>(in));
-}
+const_DES_cblock* input_block(const std::uint8_t* in) { return reinterpret_cast<const_DES_cblock*>(const_cast<std::uint8_t*>(in)); }
 
 void des_block(const DES_key_schedule& schedule, const std::uint8_t* in, std::uint8_t* out, bool encrypt) {
-    DES_ecb_encrypt(input_block(in), reinterpret_cast<DES_cblock*>(out),
-                    const_cast<DES_key_schedule*>(&schedule), encrypt ? DES_ENCRYPT : DES_DECRYPT);
+    DES_ecb_encrypt(input_block(in), reinterpret_cast<DES_cblock*>(out), const_cast<DES_key_schedule*>(&schedule),
+                    encrypt ? DES_ENCRYPT : DES_DECRYPT);
 }
 
 // K1‖K2‖K1 on one block.
-void tdes_block(const DES_key_schedule& k1, const DES_key_schedule& k2, const std::uint8_t* in, std::uint8_t* out,
-                bool encrypt) {
-    DES_ecb3_encrypt(input_block(in), reinterpret_cast<DES_cblock*>(out),
-                     const_cast<DES_key_schedule*>(&k1), const_cast<DES_key_schedule*>(&k2),
-                     const_cast<DES_key_schedule*>(&k1), encrypt ? DES_ENCRYPT : DES_DECRYPT);
+void tdes_block(const DES_key_schedule& k1, const DES_key_schedule& k2, const std::uint8_t* in, std::uint8_t* out, bool encrypt) {
+    DES_ecb3_encrypt(input_block(in), reinterpret_cast<DES_cblock*>(out), const_cast<DES_key_schedule*>(&k1),
+                     const_cast<DES_key_schedule*>(&k2), const_cast<DES_key_schedule*>(&k1), encrypt ? DES_ENCRYPT : DES_DECRYPT);
 }
 
 Bytes des_ecb(const Key8& key, ByteView data, bool encrypt) {
@@ -253,8 +247,7 @@ Key8 load_session_key(const Key16& dlk, ByteView random4, std::uint16_t online_a
     return key8_of(tdes_ecb_encrypt(dlk, input));
 }
 
-Key8 purchase_session_key(const Key16& dpk, ByteView random4, std::uint16_t offline_atc,
-                          std::uint32_t terminal_serial) {
+Key8 purchase_session_key(const Key16& dpk, ByteView random4, std::uint16_t offline_atc, std::uint32_t terminal_serial) {
     COCONUT_ASSERT(random4.size() == 4);
     Bytes input(random4.begin(), random4.end());
     append_be(input, offline_atc, 2);
@@ -283,8 +276,8 @@ Bytes load_mac2_input(std::uint32_t amount, std::uint8_t type, ByteView terminal
     return out;
 }
 
-Bytes load_tac_input(std::uint32_t new_balance, std::uint16_t online_atc_before, std::uint32_t amount,
-                     std::uint8_t type, ByteView terminal_id6, const CardDateTime& when) {
+Bytes load_tac_input(std::uint32_t new_balance, std::uint16_t online_atc_before, std::uint32_t amount, std::uint8_t type,
+                     ByteView terminal_id6, const CardDateTime& when) {
     Bytes out;
     append_be(out, new_balance, 4);
     append_be(out, online_atc_before, 2);
@@ -313,8 +306,7 @@ Bytes purchase_tac_input(std::uint32_t amount, std::uint8_t type, ByteView termi
 
 Bytes random_bytes(std::size_t count) {
     Bytes out(count);
-    if (count > 0 && RAND_bytes(out.data(), static_cast<int>(count)) != 1)
-        throw std::runtime_error("OpenSSL: RAND_bytes failed");
+    if (count > 0 && RAND_bytes(out.data(), static_cast<int>(count)) != 1) throw std::runtime_error("OpenSSL: RAND_bytes failed");
     return out;
 }
 

@@ -52,8 +52,9 @@ struct InProcess {
         if (!hsm::KeyStore::init(dir / "hsm")) fuzz::fail(target, "key store");
         auto store = hsm::KeyStore::open(dir / "hsm");
         if (!store) fuzz::fail(target, "key store");
-        no_hsm = std::make_unique<LocalHsm>(
-            std::make_shared<const hsm::Hsm>(std::make_shared<const hsm::KeyStore>(std::move(store).value())), "mk-tac");
+        no_hsm =
+            std::make_unique<LocalHsm>(std::make_shared<const hsm::Hsm>(std::make_shared<const hsm::KeyStore>(std::move(store).value())),
+                                       "mk-tac");
         DaemonOptions daemon_options;
         daemon_options.data = dir / "data";
         daemon_options.ledger.map_size_bytes = fuzz_world::map_size_bytes;
@@ -67,15 +68,15 @@ struct InProcess {
         // Rate limits would turn most inputs into 429 after the first few: out of the way.
         options.token_requests_per_s = options.token_burst = 1e12;
         options.address_failures_per_s = options.address_failure_burst = 1e12;
-        api = std::make_unique<http::Api>(http::Services{daemon->ledger(), daemon->writer(), daemon->registry(), daemon->tokens()},
-                                          options, stats);
+        api = std::make_unique<http::Api>(http::Services{daemon->ledger(), daemon->writer(), daemon->registry(), daemon->tokens()}, options,
+                                          stats);
     }
 
     // A clerk per role and two cards' tokens, as placeholders.
     void add_tokens() {
-        for (const auto& [name, roles] : {std::pair{"all", http::roles::all}, std::pair{"read", http::roles::read},
-                                          std::pair{"hotlist", http::roles::hotlist}, std::pair{"registry", http::roles::registry},
-                                          std::pair{"settlement", http::roles::settlement}}) {
+        for (const auto& [name, roles] :
+             {std::pair{"all", http::roles::all}, std::pair{"read", http::roles::read}, std::pair{"hotlist", http::roles::hotlist},
+              std::pair{"registry", http::roles::registry}, std::pair{"settlement", http::roles::settlement}}) {
             auto token = http::add_clerk(daemon->ledger(), daemon->tokens(), std::string("fuzz-") + name, roles);
             if (!token) fuzz::fail(target, "clerk: " + token.error().message);
             placeholders[std::string("{") + name + "}"] = *token;
@@ -144,8 +145,7 @@ http::ApiResponse answer(InProcess& daemon, const http::ApiRequest& request) {
 
 void check(const http::ApiResponse& response) {
     if (response.status < 100 || response.status > 599) fuzz::fail(target, "status outside 100–599");
-    if (response.content_type == "application/json" && !response.body.empty() &&
-        !nlohmann::json::accept(response.body))
+    if (response.content_type == "application/json" && !response.body.empty() && !nlohmann::json::accept(response.body))
         fuzz::fail(target, "a JSON answer whose body is not JSON: " + response.body.substr(0, 200));
 }
 
@@ -162,8 +162,8 @@ void write_seeds(const std::filesystem::path& dir) {
     const std::string card0 = std::string(fuzz_world::card_numbers[0]);
     const std::string card1 = std::string(fuzz_world::card_numbers[1]);
     const auto seed = [&](std::string_view name, const std::string& text) { fuzz::write_seed(dir, name, fuzz::bytes_of(text)); };
-    seed("page-healthz-openapi", http_request("GET", "/", "") + http_request("GET", "/healthz", "") +
-                                     http_request("GET", "/v1/openapi.json", ""));
+    seed("page-healthz-openapi",
+         http_request("GET", "/", "") + http_request("GET", "/healthz", "") + http_request("GET", "/v1/openapi.json", ""));
     seed("metrics", http_request("GET", "/metrics", "{read}"));
     seed("cardholder", http_request("GET", "/v1/cards/" + card0, "{card0}") +
                            http_request("GET", "/v1/cards/" + card0 + "/transactions?limit=5&before=99999999999999999", "{card0}"));
@@ -188,10 +188,11 @@ void write_seeds(const std::filesystem::path& dir) {
         R"("user_data_128":"0134dcb6000000000000000000000000"})";
     seed("transfers", http_request("POST", "/v1/clerk/transfers", "{settlement}",
                                    R"({"cycle":{"id":20261206,"window_start_ns":1796400000000000000,"window_end_ns":1796486400000000000},)"
-                                   R"("transfers":[)" + std::string(transfer) + "]}"));
+                                   R"("transfers":[)" +
+                                       std::string(transfer) + "]}"));
     seed("adjustments", http_request("GET", "/v1/clerk/adjustments", "{all}"));
-    seed("unknown-token-and-garbage", http_request("GET", "/v1/clerk/cards/" + card0, "clerk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA") +
-                                          "GET /%zz HTTP/1.0\r\n\r\n");
+    seed("unknown-token-and-garbage",
+         http_request("GET", "/v1/clerk/cards/" + card0, "clerk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA") + "GET /%zz HTTP/1.0\r\n\r\n");
 }
 
 }  // namespace
@@ -219,7 +220,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         const std::size_t used = parser.put(boost::asio::buffer(rest.data(), rest.size()), ec);
         rest.remove_prefix(std::min(used, rest.size()));
         if (ec == bhttp::error::need_more) parser.put_eof(ec);  // the input ends: the connection closed
-        if (ec || !parser.is_done()) return 0;                 // the server answers 400/413/431 and closes
+        if (ec || !parser.is_done()) return 0;                  // the server answers 400/413/431 and closes
         const auto& request = parser.get();
         const auto field = [](boost::beast::string_view s) { return std::string_view(s.data(), s.size()); };
         const http::ApiRequest api_request{field(request.method_string()), field(request.target()),

@@ -22,8 +22,8 @@ using namespace coconut::clearing;
 
 constexpr std::string_view target = "fuzz_registry";
 // Registry::open's tables.
-constexpr const char* tables[] = {"cards", "participants", "terminals", "risk",       "loads", "holds",
-                                  "hotlist", "reversals",  "purchases", "challenges", "meta"};
+constexpr const char* tables[] = {"cards",   "participants", "terminals", "risk",       "loads", "holds",
+                                  "hotlist", "reversals",    "purchases", "challenges", "meta"};
 constexpr std::size_t risk_pages_max = 8;
 
 fuzz::ScratchDir& scratch() {
@@ -44,7 +44,7 @@ void put_raw(fuzz_world::World& world, fuzz::Reader& input) {
         const MDB_dbi dbi = dbis[input.byte() % dbis.size()];
         const ByteView key = input.take(input.byte());
         const ByteView value = input.take(input.be16());
-        if (key.empty()) continue;  // LMDB refuses empty keys
+        if (key.empty()) continue;               // LMDB refuses empty keys
         if (!txn->put(dbi, key, value)) return;  // e.g. MDB_BAD_VALSIZE: nothing of this input is committed
     }
     if (!txn->commit()) fuzz::fail(target, "commit of the raw records failed");

@@ -29,9 +29,7 @@ namespace {
 
 using Kind = DaemonError::Kind;
 
-DaemonError failure(Kind kind, std::string message) {
-    return DaemonError{kind, std::move(message)};
-}
+DaemonError failure(Kind kind, std::string message) { return DaemonError{kind, std::move(message)}; }
 
 // Writes "PORT\n" to `path` through a rename, so a reader never sees a partial file.
 bool write_port_file(const std::filesystem::path& path, std::uint16_t port) {
@@ -42,9 +40,7 @@ bool write_port_file(const std::filesystem::path& path, std::uint16_t port) {
     return out && std::rename(temp.c_str(), path.c_str()) == 0;
 }
 
-std::string address(const std::string& host, std::uint16_t port) {
-    return fmt::format("{}:{}", host, port);
-}
+std::string address(const std::string& host, std::uint16_t port) { return fmt::format("{}:{}", host, port); }
 
 }  // namespace
 
@@ -54,14 +50,11 @@ DaemonResult<DirectoryLock> DirectoryLock::acquire(const std::filesystem::path& 
     const auto path = dir / "clearingd.lock";
     const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
-        return Unexpected<DaemonError>{
-            failure(Kind::locked, fmt::format("cannot open {}: {}", path.string(), std::strerror(errno)))};
+        return Unexpected<DaemonError>{failure(Kind::locked, fmt::format("cannot open {}: {}", path.string(), std::strerror(errno)))};
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
         ::close(fd);
         return Unexpected<DaemonError>{
-            failure(Kind::locked,
-                    fmt::format("{} is in use by another coconut-clearingd (serve or admin); stop it first",
-                                dir.string()))};
+            failure(Kind::locked, fmt::format("{} is in use by another coconut-clearingd (serve or admin); stop it first", dir.string()))};
     }
     return DirectoryLock(fd);
 }
@@ -126,8 +119,8 @@ DaemonResult<DataDirectory> open_data_directory(const std::filesystem::path& dir
     options.directory = text;
     auto opened = ledger::Ledger::open(options);
     if (!opened)
-        return Unexpected<DaemonError>{failure(
-            Kind::storage, fmt::format("cannot open the ledger in {}: {}", text, opened.error().message))};
+        return Unexpected<DaemonError>{
+            failure(Kind::storage, fmt::format("cannot open the ledger in {}: {}", text, opened.error().message))};
     auto registry = Registry::open(opened.value()->env());
     if (!registry) return Unexpected<DaemonError>{failure(Kind::storage, registry.error().message)};
     return DataDirectory{std::move(opened).value(), std::move(registry).value()};
@@ -150,8 +143,7 @@ DaemonStatus Daemon::State::open_data() {
     // The fixed accounts exist from the first start (idempotent: `exists` afterwards).
     const auto fixed = fixed_accounts();
     std::vector<ledger::Event> events(fixed.begin(), fixed.end());
-    if (auto applied = ledger->apply(events); !applied)
-        return Unexpected<DaemonError>{failure(Kind::storage, applied.error().message)};
+    if (auto applied = ledger->apply(events); !applied) return Unexpected<DaemonError>{failure(Kind::storage, applied.error().message)};
     return Ok{};
 }
 
@@ -198,16 +190,14 @@ DaemonStatus Daemon::State::start_writer() {
 void Daemon::State::start_engine() {
     if (options.remote_hsm) {
         const RemoteHsmConfig& remote = *options.remote_hsm;
-        remote_hsm = std::make_unique<RemoteHsm>(io.get_executor(), remote.endpoint, remote.credentials,
-                                                 remote.tac_key_label, remote.link);
+        remote_hsm = std::make_unique<RemoteHsm>(io.get_executor(), remote.endpoint, remote.credentials, remote.tac_key_label, remote.link);
         metered_hsm = std::make_unique<http::MeteredHsm>(*remote_hsm, *remote_hsm);
     } else {
         metered_hsm = std::make_unique<http::MeteredHsm>(*options.local_hsm, *options.local_hsm);
     }
     EngineOptions engine_options = options.engine;
     if (options.answers_on_io_thread) engine_options.completion_executor = io.get_executor();
-    engine =
-        std::make_unique<Engine>(*ledger, *writer, *registry, *metered_hsm, *metered_hsm, engine_options);
+    engine = std::make_unique<Engine>(*ledger, *writer, *registry, *metered_hsm, *metered_hsm, engine_options);
 }
 
 DaemonStatus Daemon::State::start_terminal_servers() {
@@ -215,9 +205,8 @@ DaemonStatus Daemon::State::start_terminal_servers() {
         try {
             servers.push_back(std::make_unique<Server>(io, *engine, server_options));
         } catch (const std::system_error& e) {
-            return Unexpected<DaemonError>{failure(
-                Kind::listen, fmt::format("cannot listen on {}: {}",
-                                          address(server_options.host, server_options.port), e.what()))};
+            return Unexpected<DaemonError>{
+                failure(Kind::listen, fmt::format("cannot listen on {}: {}", address(server_options.host, server_options.port), e.what()))};
         }
     }
     return Ok{};
@@ -241,8 +230,7 @@ DaemonStatus Daemon::State::start_http() {
         http_server = std::make_unique<http::HttpServer>(*http_io, services, http_options);
     } catch (const std::exception& e) {
         return Unexpected<DaemonError>{
-            failure(Kind::listen, fmt::format("cannot serve HTTP on {}: {}",
-                                              address(http_options.host, http_options.port), e.what()))};
+            failure(Kind::listen, fmt::format("cannot serve HTTP on {}: {}", address(http_options.host, http_options.port), e.what()))};
     }
     start_http_threads();
     return Ok{};
@@ -255,8 +243,7 @@ void Daemon::State::start_http_threads() {
             ::pthread_setname_np(::pthread_self(), "clearingd-http");
             // Bookings before balance queries (http.hpp ThreadPriority).
             if (auto lowered = http::lower_thread_priority(options.http_priority); !lowered) {
-                std::cerr << "coconut-clearingd: the HTTP thread keeps the daemon's priority: "
-                          << lowered.error().message << "\n";
+                std::cerr << "coconut-clearingd: the HTTP thread keeps the daemon's priority: " << lowered.error().message << "\n";
             }
             http_io->run();
         });
@@ -281,8 +268,7 @@ void Daemon::State::watch_signals() {
 // Loads and holds released by the ledger's timeout: counted and logged once per interval.
 void Daemon::State::scan_expiries() {
     if (draining) return;
-    if (auto found = engine->scan_expiries(); !found)
-        std::cerr << "coconut-clearingd: expiry scan: " << found.error().message << "\n";
+    if (auto found = engine->scan_expiries(); !found) std::cerr << "coconut-clearingd: expiry scan: " << found.error().message << "\n";
     expiry_timer.expires_after(options.expiry_scan_interval);
     expiry_timer.async_wait([this](boost::system::error_code timer_error) {
         if (!timer_error) scan_expiries();
@@ -291,15 +277,12 @@ void Daemon::State::scan_expiries() {
 
 // The HTTP port first: whoever waits for the ISO 8583 ready file finds both.
 DaemonStatus Daemon::State::write_ready_files() const {
-    if (http_server && !options.http_ready_file.empty() &&
-        !write_port_file(options.http_ready_file, http_server->port()))
-        return Unexpected<DaemonError>{
-            failure(Kind::storage, "cannot write the HTTP ready file " + options.http_ready_file.string())};
+    if (http_server && !options.http_ready_file.empty() && !write_port_file(options.http_ready_file, http_server->port()))
+        return Unexpected<DaemonError>{failure(Kind::storage, "cannot write the HTTP ready file " + options.http_ready_file.string())};
     if (!options.ready_file.empty()) {
         COCONUT_ASSERT(!servers.empty(), "a ready file names the first ISO 8583 listener's port");
         if (!write_port_file(options.ready_file, servers.front()->port()))
-            return Unexpected<DaemonError>{
-                failure(Kind::storage, "cannot write the ready file " + options.ready_file.string())};
+            return Unexpected<DaemonError>{failure(Kind::storage, "cannot write the ready file " + options.ready_file.string())};
     }
     return Ok{};
 }
@@ -345,8 +328,7 @@ void Daemon::State::drain() {
     drain_deadline.expires_after(options.drain_timeout);
     drain_deadline.async_wait([this](boost::system::error_code timer_error) {
         if (timer_error) return;
-        std::cerr
-            << "coconut-clearingd: drain timeout, stopping with requests unanswered (none is acknowledged)\n";
+        std::cerr << "coconut-clearingd: drain timeout, stopping with requests unanswered (none is acknowledged)\n";
         io.stop();
     });
 }
@@ -389,24 +371,14 @@ void Daemon::shutdown() {
     boost::asio::post(state_->io, [&s = *state_] { s.drain(); });
 }
 
-void Daemon::stop_now() {
-    state_->io.stop();
-}
+void Daemon::stop_now() { state_->io.stop(); }
 
 // ---- accessors -------------------------------------------------------------------------------------------
 
-const DaemonOptions& Daemon::options() const {
-    return state_->options;
-}
-ledger::Ledger& Daemon::ledger() {
-    return *state_->ledger;
-}
-Registry& Daemon::registry() {
-    return *state_->registry;
-}
-http::Tokens& Daemon::tokens() {
-    return *state_->tokens;
-}
+const DaemonOptions& Daemon::options() const { return state_->options; }
+ledger::Ledger& Daemon::ledger() { return *state_->ledger; }
+Registry& Daemon::registry() { return *state_->registry; }
+http::Tokens& Daemon::tokens() { return *state_->tokens; }
 
 ledger::Writer& Daemon::writer() {
     COCONUT_ASSERT(state_->writer, "start() first");
@@ -418,9 +390,7 @@ Engine& Daemon::engine() {
     return *state_->engine;
 }
 
-boost::asio::io_context& Daemon::io() {
-    return state_->io;
-}
+boost::asio::io_context& Daemon::io() { return state_->io; }
 
 Server& Daemon::terminal_server(std::size_t index) {
     COCONUT_ASSERT(index < state_->servers.size(), "no such ISO 8583 listener");
@@ -432,21 +402,15 @@ std::uint16_t Daemon::terminal_port(std::size_t index) const {
     return state_->servers[index]->port();
 }
 
-http::HttpServer* Daemon::http_server() {
-    return state_->http_server.get();
-}
+http::HttpServer* Daemon::http_server() { return state_->http_server.get(); }
 
 const http::HsmStats& Daemon::hsm_stats() const {
     COCONUT_ASSERT(state_->metered_hsm, "start() first");
     return state_->metered_hsm->stats();
 }
 
-const std::optional<CpuLayout>& Daemon::cpu_layout() const {
-    return state_->options.cpu_layout;
-}
+const std::optional<CpuLayout>& Daemon::cpu_layout() const { return state_->options.cpu_layout; }
 
-TlsHandshakeCounts Daemon::tls_handshakes() const {
-    return state_->tls_counts;
-}
+TlsHandshakeCounts Daemon::tls_handshakes() const { return state_->tls_counts; }
 
 }  // namespace coconut::clearing

@@ -37,12 +37,8 @@ using tcp = net::ip::tcp;
 
 struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
     State(net::io_context& io_context, Services services, HttpOptions opts)
-        : io(io_context),
-          options(std::move(opts)),
-          api(services, options, stats),
-          acceptor(io_context),
-          addresses({options.connections_per_address, options.connections_max}),
-          backoff(acceptor.get_executor()) {}
+        : io(io_context), options(std::move(opts)), api(services, options, stats), acceptor(io_context),
+          addresses({options.connections_per_address, options.connections_max}), backoff(acceptor.get_executor()) {}
 
     net::io_context& io;
     const HttpOptions options;
@@ -57,7 +53,8 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
     void accept();
     void refuse(tcp::socket socket, core::Refusal why);
     void record(unsigned status, std::chrono::steady_clock::duration elapsed) {
-        stats.responses_by_class[std::min<std::size_t>(status / 100, stats.responses_by_class.size() - 1)].fetch_add(1, std::memory_order_relaxed);
+        stats.responses_by_class[std::min<std::size_t>(status / 100, stats.responses_by_class.size() - 1)].fetch_add(
+            1, std::memory_order_relaxed);
         const auto us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count());
         std::size_t bucket = 0;
         while (bucket < latency_buckets_us.size() && us > latency_buckets_us[bucket]) ++bucket;
@@ -75,13 +72,15 @@ std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
 void serialize(const ApiResponse& r, unsigned version, bool keep_alive, std::string& out) {
     const beast::string_view reason = bhttp::obsolete_reason(static_cast<bhttp::status>(r.status));
     out.reserve(out.size() + 256 + r.body.size());
-    fmt::format_to(std::back_inserter(out), "HTTP/{}.{} {} {}\r\nContent-Type: {}\r\nCache-Control: no-store\r\n"
-                                            "X-Content-Type-Options: nosniff\r\n",
+    fmt::format_to(std::back_inserter(out),
+                   "HTTP/{}.{} {} {}\r\nContent-Type: {}\r\nCache-Control: no-store\r\n"
+                   "X-Content-Type-Options: nosniff\r\n",
                    version / 10, version % 10, r.status, std::string_view(reason.data(), reason.size()), r.content_type);
     if (r.content_type.starts_with("text/html")) {
         // The page is self-contained: nothing may load from elsewhere, and it may only talk to us.
-        out += "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-               "connect-src 'self'; form-action 'self'; frame-ancestors 'none'\r\n";
+        out +=
+            "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+            "connect-src 'self'; form-action 'self'; frame-ancestors 'none'\r\n";
     }
     for (const auto& [name, value] : r.headers) fmt::format_to(std::back_inserter(out), "{}: {}\r\n", name, value);
     // HTTP/1.1 keeps the connection by default, HTTP/1.0 closes it by default.
@@ -137,9 +136,8 @@ private:
         // One deadline for the whole request, from the previous answer on: an idle keep-alive
         // connection and a client that dribbles its request both lose the slot at the same bound.
         beast::get_lowest_layer(stream_).expires_after(server_->options.read_timeout);
-        bhttp::async_read(stream_, buffer_, *parser_, [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
-            self->on_read(ec);
-        });
+        bhttp::async_read(stream_, buffer_, *parser_,
+                          [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
     }
 
     void on_read(beast::error_code ec) {
@@ -175,13 +173,14 @@ private:
         out_.clear();
         serialize(response, version_, keep_alive, out_);
         beast::get_lowest_layer(stream_).expires_after(server_->options.write_timeout);
-        net::async_write(stream_, net::buffer(out_), [self = this->shared_from_this(), keep_alive, status = response.status](beast::error_code ec, std::size_t) {
-            self->server_->record(status, std::chrono::steady_clock::now() - self->started_);
-            if (ec == beast::error::timeout) self->server_->stats.timeouts.fetch_add(1, std::memory_order_relaxed);
-            if (ec) return;
-            if (!keep_alive) return self->close();
-            self->read();
-        });
+        net::async_write(stream_, net::buffer(out_),
+                         [self = this->shared_from_this(), keep_alive, status = response.status](beast::error_code ec, std::size_t) {
+                             self->server_->record(status, std::chrono::steady_clock::now() - self->started_);
+                             if (ec == beast::error::timeout) self->server_->stats.timeouts.fetch_add(1, std::memory_order_relaxed);
+                             if (ec) return;
+                             if (!keep_alive) return self->close();
+                             self->read();
+                         });
     }
 
     void close() {
@@ -252,7 +251,8 @@ void HttpServer::State::accept() {
 // Above connections_max or the address's share: a short 503 if the socket takes it at once (plain HTTP
 // only), then close.
 void HttpServer::State::refuse(tcp::socket socket, core::Refusal why) {
-    (why == core::Refusal::per_key ? stats.connections_refused_per_address : stats.connections_refused).fetch_add(1, std::memory_order_relaxed);
+    (why == core::Refusal::per_key ? stats.connections_refused_per_address : stats.connections_refused)
+        .fetch_add(1, std::memory_order_relaxed);
     if (!tls) {
         static const std::string busy =
             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\nRetry-After: 1\r\n"

@@ -63,7 +63,8 @@ Status load_or_create_key(const std::filesystem::path& path, TokenKey& key) {
     ::close(fd);
     if (!stat_ok || !S_ISREG(st.st_mode) || (st.st_mode & 077) != 0) {
         return Unexpected<Error>{Error{ErrorCode::storage, fmt::format("{} must be a regular file readable by its owner only "
-                                                                       "(chmod 600 {})", path.string(), path.string())}};
+                                                                       "(chmod 600 {})",
+                                                                       path.string(), path.string())}};
     }
     if (n != static_cast<ssize_t>(key.bytes.size()) || longer) {
         return Unexpected<Error>{Error{ErrorCode::storage, fmt::format("{} must hold exactly {} bytes", path.string(), key.bytes.size())}};
@@ -132,17 +133,21 @@ std::array<std::uint8_t, 8> sequence_key(std::uint64_t sequence) {
 }
 
 nlohmann::json action_json(const ClerkAction& a) {
-    return {{"timestamp_ns", a.timestamp_ns}, {"clerk", a.clerk},   {"action", a.action},
-            {"target", a.target},             {"outcome", a.outcome}, {"detail", a.detail}};
+    return {{"timestamp_ns", a.timestamp_ns}, {"clerk", a.clerk},  {"action", a.action}, {"target", a.target},
+            {"outcome", a.outcome},           {"detail", a.detail}};
 }
 
 std::optional<ClerkAction> decode_action(std::uint64_t sequence, ByteView value) {
     auto j = nlohmann::json::parse(value.begin(), value.end(), nullptr, false);
     if (j.is_discarded() || !j.is_object()) return std::nullopt;
     try {
-        return ClerkAction{sequence, j.at("timestamp_ns").get<std::uint64_t>(), j.at("clerk").get<std::string>(),
-                           j.at("action").get<std::string>(), j.at("target").get<std::string>(),
-                           j.at("outcome").get<std::string>(), j.at("detail").get<std::string>()};
+        return ClerkAction{sequence,
+                           j.at("timestamp_ns").get<std::uint64_t>(),
+                           j.at("clerk").get<std::string>(),
+                           j.at("action").get<std::string>(),
+                           j.at("target").get<std::string>(),
+                           j.at("outcome").get<std::string>(),
+                           j.at("detail").get<std::string>()};
     } catch (const nlohmann::json::exception&) {
         return std::nullopt;
     }
@@ -301,10 +306,10 @@ std::optional<ledger::Id> parse_id_hex(std::string_view text) {
 
 std::optional<std::uint8_t> parse_roles(std::string_view text) {
     static const std::map<std::string_view, std::uint8_t> names{{"hotlist", roles::hotlist},
-                                                                 {"registry", roles::registry},
-                                                                 {"settlement", roles::settlement},
-                                                                 {"read", roles::read},
-                                                                 {"adjust", roles::adjust}};
+                                                                {"registry", roles::registry},
+                                                                {"settlement", roles::settlement},
+                                                                {"read", roles::read},
+                                                                {"adjust", roles::adjust}};
     std::uint8_t out = 0;
     for (;;) {
         const auto comma = text.find(',');
@@ -387,8 +392,8 @@ std::string Tokens::new_token(std::string_view prefix) {
 
 TokenHash Tokens::hash(std::string_view token) const {
     TokenHash out{};
-    crypto_generichash(out.data(), out.size(), reinterpret_cast<const unsigned char*>(token.data()), token.size(),
-                       state_->key.bytes.data(), state_->key.bytes.size());
+    crypto_generichash(out.data(), out.size(), reinterpret_cast<const unsigned char*>(token.data()), token.size(), state_->key.bytes.data(),
+                       state_->key.bytes.size());
     return out;
 }
 
@@ -559,8 +564,9 @@ lmdb::Result<std::uint64_t> Tokens::next_adjustment_number(const lmdb::Txn& txn)
 lmdb::Status Tokens::put_adjustment(lmdb::Txn& txn, const Adjustment& adjustment) const {
     const std::string value = encode_adjustment(adjustment);
     const auto back = decode_adjustment(adjustment.number, text_view(value));
-    COCONUT_ASSERT(back && back->debit_account_id == adjustment.debit_account_id && back->credit_account_id == adjustment.credit_account_id &&
-                       back->amount == adjustment.amount && back->status == adjustment.status && back->checker == adjustment.checker,
+    COCONUT_ASSERT(back && back->debit_account_id == adjustment.debit_account_id &&
+                       back->credit_account_id == adjustment.credit_account_id && back->amount == adjustment.amount &&
+                       back->status == adjustment.status && back->checker == adjustment.checker,
                    "adjustment record round trip");
     return txn.put(state_->adjustments, sequence_key(adjustment.number), text_view(value));
 }
@@ -602,7 +608,8 @@ Result<std::string> add_clerk(ledger::Ledger& ledger, Tokens& tokens, std::strin
         return Unexpected<Error>{Error{ErrorCode::bad_input, fmt::format("clerk name must be 1 to {} characters", clerk_name_chars_max)}};
     }
     for (char c : name) {
-        if (c < 0x21 || c > 0x7E) return Unexpected<Error>{Error{ErrorCode::bad_input, "clerk name must be printable ASCII without spaces"}};
+        if (c < 0x21 || c > 0x7E)
+            return Unexpected<Error>{Error{ErrorCode::bad_input, "clerk name must be printable ASCII without spaces"}};
     }
     if (roles == 0 || (roles & ~roles::all) != 0) return Unexpected<Error>{Error{ErrorCode::bad_input, "clerk roles invalid"}};
     std::string token = Tokens::new_token(clerk_token_prefix);
@@ -639,7 +646,8 @@ Result<std::size_t> issue_card_tokens(ledger::Ledger& ledger, const Registry& re
     }
     std::error_code ec;
     std::filesystem::create_directories(out, ec);
-    if (!std::filesystem::is_directory(out)) return Unexpected<Error>{Error{ErrorCode::bad_input, "--out " + out.string() + " is not a directory"}};
+    if (!std::filesystem::is_directory(out))
+        return Unexpected<Error>{Error{ErrorCode::bad_input, "--out " + out.string() + " is not a directory"}};
     // Files first, durable, then one commit: a crash in between leaves files whose tokens do not work
     // (re-issue), never a stored hash whose token nobody has.
     std::vector<CardToken> issued;
@@ -651,11 +659,13 @@ Result<std::size_t> issue_card_tokens(ledger::Ledger& ledger, const Registry& re
         const bool written = write_token_file(out / (to_string(number) + ".token"), line);
         sodium_memzero(line.data(), line.size());
         if (!written) {
-            return Unexpected<Error>{Error{ErrorCode::storage, fmt::format("cannot write a token file in {}: {}", out.string(), std::strerror(errno))}};
+            return Unexpected<Error>{
+                Error{ErrorCode::storage, fmt::format("cannot write a token file in {}: {}", out.string(), std::strerror(errno))}};
         }
     }
     if (issued.empty()) return std::size_t{0};
-    if (!sync_filesystem_of(out)) return Unexpected<Error>{Error{ErrorCode::storage, fmt::format("cannot sync {}: {}", out.string(), std::strerror(errno))}};
+    if (!sync_filesystem_of(out))
+        return Unexpected<Error>{Error{ErrorCode::storage, fmt::format("cannot sync {}: {}", out.string(), std::strerror(errno))}};
     auto committed = commit_offline(ledger, [&](lmdb::Txn& txn) -> lmdb::Status {
         for (std::size_t i = 0; i < issued.size(); ++i) {
             if (auto put = tokens.put_card_token(txn, chosen[i].first, issued[i]); !put) return put;
@@ -680,9 +690,7 @@ std::function<void(Outcome)> MeteredHsm::metered(std::function<void(Outcome)> ha
     };
 }
 
-void MeteredHsm::verify(const hsm::PurchaseTac& transaction, Handler handler) {
-    tacs_.verify(transaction, metered(std::move(handler)));
-}
+void MeteredHsm::verify(const hsm::PurchaseTac& transaction, Handler handler) { tacs_.verify(transaction, metered(std::move(handler))); }
 
 void MeteredHsm::load_mac2(const hsm::LoadRequest& request, LoadHandler handler) {
     services_.load_mac2(request, metered(std::move(handler)));

@@ -25,9 +25,10 @@ std::optional<std::string> window_refusal(const CycleClaim& claim, const std::op
     if (claim.start_ns >= claim.end_ns) return fmt::format("cycle {}: the window's start must be before its end", claim.cycle);
     const auto margin_ns = static_cast<std::uint64_t>(std::chrono::nanoseconds(margin).count());
     if (claim.end_ns > now_ns || now_ns - claim.end_ns < margin_ns) {
-        return fmt::format("cycle {}: its window ends less than {} s ago (or in the future); transfers stamped before the end may "
-                           "still be committing",
-                           claim.cycle, margin.count());
+        return fmt::format(
+            "cycle {}: its window ends less than {} s ago (or in the future); transfers stamped before the end may "
+            "still be committing",
+            claim.cycle, margin.count());
     }
     if (recorded) {
         if (recorded->start_ns != claim.start_ns || recorded->end_ns != claim.end_ns) {
@@ -55,8 +56,8 @@ Result<ExpectedTransfers> expected_settlement_transfers(const ledger::Ledger& le
     auto positions = settlement::compute_positions(ledger, *participants, claim.cycle, settlement::Window{claim.start_ns, claim.end_ns});
     if (!positions) {
         const auto code = positions.error().code == settlement::ErrorCode::storage ? ErrorCode::storage : ErrorCode::conflict;
-        return Unexpected<Error>{Error{code, fmt::format("cycle {}: the daemon cannot compute its positions: {}", claim.cycle,
-                                                         positions.error().message)}};
+        return Unexpected<Error>{
+            Error{code, fmt::format("cycle {}: the daemon cannot compute its positions: {}", claim.cycle, positions.error().message)}};
     }
     ExpectedTransfers expected;
     for (ledger::Transfer& t : settlement::settlement_transfers(*positions)) expected.emplace(t.id, t);
@@ -65,24 +66,25 @@ Result<ExpectedTransfers> expected_settlement_transfers(const ledger::Ledger& le
 
 std::optional<std::string> settlement_refusal(const ledger::Transfer& posted, const ExpectedTransfers& expected, std::uint32_t cycle) {
     if (posted.code != codes::settlement_payout && posted.code != codes::settlement_fee) {
-        return fmt::format("code {} is not a settlement transfer: the settlement role posts only codes {} (payout) and {} (fee)", posted.code,
-                           codes::settlement_payout, codes::settlement_fee);
+        return fmt::format("code {} is not a settlement transfer: the settlement role posts only codes {} (payout) and {} (fee)",
+                           posted.code, codes::settlement_payout, codes::settlement_fee);
     }
     if ((posted.flags & ~ledger::transfer_flags::linked) != 0 || posted.pending_id != ledger::Id{} || posted.timeout_s != 0) {
         return std::string("settlement transfers are single-phase: no pending, post_pending or void_pending, no pending_id or timeout");
     }
     const auto found = expected.find(posted.id);
     if (found == expected.end()) {
-        return fmt::format("id {} is none of cycle {}'s settlement transfers as the daemon computes them over the cycle's window "
-                           "(ids derive from cycle, participant, ledger and code; a participant without activity has none)",
-                           id_hex(posted.id), cycle);
+        return fmt::format(
+            "id {} is none of cycle {}'s settlement transfers as the daemon computes them over the cycle's window "
+            "(ids derive from cycle, participant, ledger and code; a participant without activity has none)",
+            id_hex(posted.id), cycle);
     }
     const ledger::Transfer& want = found->second;
     const std::string what = fmt::format("participant {}'s {} {}", want.user_data_64, ledger_name(want.ledger), settlement_kind(want.code));
-    if (posted.debit_account_id != want.debit_account_id || posted.credit_account_id != want.credit_account_id || posted.ledger != want.ledger ||
-        posted.code != want.code) {
-        return fmt::format("{} moves {} → {} on ledger {} with code {}", what, id_hex(want.debit_account_id), id_hex(want.credit_account_id),
-                           want.ledger, want.code);
+    if (posted.debit_account_id != want.debit_account_id || posted.credit_account_id != want.credit_account_id ||
+        posted.ledger != want.ledger || posted.code != want.code) {
+        return fmt::format("{} moves {} → {} on ledger {} with code {}", what, id_hex(want.debit_account_id),
+                           id_hex(want.credit_account_id), want.ledger, want.code);
     }
     if (posted.amount != want.amount) {
         return fmt::format("amount {} fen differs from the {} fen the daemon computes for {} over cycle {}'s window", posted.amount,
@@ -90,9 +92,10 @@ std::optional<std::string> settlement_refusal(const ledger::Transfer& posted, co
     }
     if (posted.flags != want.flags || posted.user_data_128 != want.user_data_128 || posted.user_data_64 != want.user_data_64 ||
         posted.user_data_32 != want.user_data_32) {
-        return fmt::format("{}: flags or user data differ from the daemon's (linked chain per participant, cycle in user_data_128, "
-                           "participant in user_data_64)",
-                           what);
+        return fmt::format(
+            "{}: flags or user data differ from the daemon's (linked chain per participant, cycle in user_data_128, "
+            "participant in user_data_64)",
+            what);
     }
     return std::nullopt;
 }
@@ -117,13 +120,15 @@ Result<std::optional<std::string>> adjustment_refusal(const ledger::Ledger& ledg
             case account_codes::medical_fund:
             case account_codes::card_medical: break;
             case account_codes::card_purse_shadow:
-                return std::optional<std::string>(fmt::format("{} account {} is a card's purse shadow: it mirrors the chip and moves only "
-                                                              "with a card transaction (a refund to a purse is a load)",
-                                                              side, id_hex(id)));
+                return std::optional<std::string>(
+                    fmt::format("{} account {} is a card's purse shadow: it mirrors the chip and moves only "
+                                "with a card transaction (a refund to a purse is a load)",
+                                side, id_hex(id)));
             default:
-                return std::optional<std::string>(fmt::format("{} account {} (account code {}) is owned by another rule (fee income: "
-                                                              "settlement; suspense and review claims: review records)",
-                                                              side, id_hex(id), acc.code));
+                return std::optional<std::string>(
+                    fmt::format("{} account {} (account code {}) is owned by another rule (fee income: "
+                                "settlement; suspense and review claims: review records)",
+                                side, id_hex(id), acc.code));
         }
     }
     return std::optional<std::string>();

@@ -33,11 +33,11 @@ using nlohmann::json;
 constexpr int exit_ok = 0;
 constexpr int exit_check_failed = 1;  // `check`: an invariant does not hold (also: internal error)
 constexpr int exit_usage = 2;
-constexpr int exit_locked = 3;        // another coconut-clearingd serves (or administers) this directory
-constexpr int exit_storage = 4;       // the data directory cannot be opened or written
-constexpr int exit_bad_input = 5;     // registry file / argument invalid or contradicting the registry
-constexpr int exit_listen = 6;        // the ISO 8583 address cannot be bound
-constexpr int exit_hsm_key = 7;       // the HSM client key file is missing or malformed
+constexpr int exit_locked = 3;     // another coconut-clearingd serves (or administers) this directory
+constexpr int exit_storage = 4;    // the data directory cannot be opened or written
+constexpr int exit_bad_input = 5;  // registry file / argument invalid or contradicting the registry
+constexpr int exit_listen = 6;     // the ISO 8583 address cannot be bound
+constexpr int exit_hsm_key = 7;    // the HSM client key file is missing or malformed
 
 int fail(int code, const std::string& message) {
     std::cerr << "coconut-clearingd: " << message << "\n";
@@ -252,15 +252,16 @@ ServeResult daemon_options(const ServeOptions& o) {
 void print_started(Daemon& daemon, const ServeOptions& o, std::uint64_t open_files) {
     const DaemonOptions& d = daemon.options();
     const ServerOptions& terminals = d.terminals.front();
-    std::cout << fmt::format("coconut-clearingd: listening on {}:{} (data {}, HSM {}:{})\n", terminals.host, daemon.terminal_port(),
-                             o.data, d.remote_hsm->endpoint.host, d.remote_hsm->endpoint.port);
-    std::cout << (terminals.tls ? fmt::format("coconut-clearingd: terminals over mutual TLS (client certificates of the CA in {})\n",
-                                              o.tls_ca)
-                                : std::string("coconut-clearingd: terminals over PLAIN TCP (--insecure-terminals): any "
-                                              "peer may claim any terminal id\n"));
-    std::cout << fmt::format("coconut-clearingd: open-file limit {}; terminal connections at most {} ({} per address, {} per "
-                             "terminal), sign-on within {} s\n",
-                             open_files, o.connections_max, o.connections_per_address, o.connections_per_terminal, o.sign_on_timeout_s);
+    std::cout << fmt::format("coconut-clearingd: listening on {}:{} (data {}, HSM {}:{})\n", terminals.host, daemon.terminal_port(), o.data,
+                             d.remote_hsm->endpoint.host, d.remote_hsm->endpoint.port);
+    std::cout << (terminals.tls
+                      ? fmt::format("coconut-clearingd: terminals over mutual TLS (client certificates of the CA in {})\n", o.tls_ca)
+                      : std::string("coconut-clearingd: terminals over PLAIN TCP (--insecure-terminals): any "
+                                    "peer may claim any terminal id\n"));
+    std::cout << fmt::format(
+        "coconut-clearingd: open-file limit {}; terminal connections at most {} ({} per address, {} per "
+        "terminal), sign-on within {} s\n",
+        open_files, o.connections_max, o.connections_per_address, o.connections_per_terminal, o.sign_on_timeout_s);
     if (const auto& layout = d.cpu_layout) {
         std::cout << fmt::format("coconut-clearingd: ledger writer on CPU {}, other threads on CPU {}\n", layout->writer,
                                  format_cpus(layout->others));
@@ -274,12 +275,13 @@ void print_started(Daemon& daemon, const ServeOptions& o, std::uint64_t open_fil
 
 void print_stopped(Daemon& daemon) {
     const auto& s = daemon.engine().stats();
-    std::cerr << fmt::format("coconut-clearingd: stopped: {} requests, {} booked, {} repeats, {} suspense, {} duplicates, "
-                             "{} refused; loads {} approved {} confirmed {} expired; holds {} approved {} completed {} expired; "
-                             "{} reversals\n",
-                             s.requests.load(), s.booked.load(), s.exists.load(), s.suspense.load(), s.duplicates.load(),
-                             s.refused.load(), s.loads_approved.load(), s.loads_confirmed.load(), s.loads_expired.load(),
-                             s.holds_approved.load(), s.completions.load(), s.holds_expired.load(), s.reversals.load());
+    std::cerr << fmt::format(
+        "coconut-clearingd: stopped: {} requests, {} booked, {} repeats, {} suspense, {} duplicates, "
+        "{} refused; loads {} approved {} confirmed {} expired; holds {} approved {} completed {} expired; "
+        "{} reversals\n",
+        s.requests.load(), s.booked.load(), s.exists.load(), s.suspense.load(), s.duplicates.load(), s.refused.load(),
+        s.loads_approved.load(), s.loads_confirmed.load(), s.loads_expired.load(), s.holds_approved.load(), s.completions.load(),
+        s.holds_expired.load(), s.reversals.load());
     if (daemon.options().terminals.front().tls) {
         const TlsHandshakeCounts tls = daemon.tls_handshakes();
         std::cerr << fmt::format("coconut-clearingd: TLS handshakes: {} full, {} resumed, {} failed\n", tls.full, tls.resumed, tls.failed);
@@ -419,10 +421,11 @@ Listed list_terminals(const Opened& data) {
                        {"last_stan", t.last_stan},
                        {"batch_number", t.batch_number},
                        {"uploads", t.uploads},
-                       {"batch_totals", {{"debits", {t.batch_debits_count, t.batch_debits_fen}},
-                                         {"credits", {t.batch_credits_count, t.batch_credits_fen}},
-                                         {"credit_reversals", {t.batch_credit_reversals_count, t.batch_credit_reversals_fen}},
-                                         {"debit_reversals", {t.batch_debit_reversals_count, t.batch_debit_reversals_fen}}}}});
+                       {"batch_totals",
+                        {{"debits", {t.batch_debits_count, t.batch_debits_fen}},
+                         {"credits", {t.batch_credits_count, t.batch_credits_fen}},
+                         {"credit_reversals", {t.batch_credit_reversals_count, t.batch_credit_reversals_fen}},
+                         {"debit_reversals", {t.batch_debit_reversals_count, t.batch_debit_reversals_fen}}}}});
     }
     return out;
 }
@@ -436,7 +439,9 @@ Listed list_hotlist(const Opened& data) {
         if (!chunk) return Unexpected<std::string>{chunk.error().message};
         for (std::size_t i = 0; i < chunk->entries.size(); ++i) {
             const HotlistEntry& e = chunk->entries[i];
-            out.push_back({{"version", chunk->version - chunk->entries.size() + i + 1}, {"change", e.added ? "+" : "-"}, {"asn", bcd_to_digits(e.asn)}});
+            out.push_back({{"version", chunk->version - chunk->entries.size() + i + 1},
+                           {"change", e.added ? "+" : "-"},
+                           {"asn", bcd_to_digits(e.asn)}});
         }
         more = chunk->more;
     }
@@ -577,20 +582,22 @@ void add_hsm_options(CLI::App* serve, ServeOptions& o) {
     serve->add_option("--hsm", o.hsm, "coconut-hsmd HOST:PORT")->capture_default_str();
     serve->add_option("--hsm-key", o.hsm_key, "client key file (coconut-hsmd client add --permissions tac,load,auth)")->required();
     serve->add_option("--tac-key", o.tac_key, "label of the TAC master key at the HSM")->capture_default_str();
-    serve->add_option("--hsm-timeout-ms", o.hsm_timeout_ms,
-                          "HSM timeout: no hello or answer within this fails the requests (91) and opens the circuit breaker")
+    serve
+        ->add_option("--hsm-timeout-ms", o.hsm_timeout_ms,
+                     "HSM timeout: no hello or answer within this fails the requests (91) and opens the circuit breaker")
         ->capture_default_str()
         ->check(CLI::Range(100, 60'000));
-    serve->add_option("--hsm-keepalive-s", o.hsm_keepalive_s,
-                          "keep-alive to the HSM on a connection quiet this long (below the HSM's idle timeout, 60 s; 0: none)")
+    serve
+        ->add_option("--hsm-keepalive-s", o.hsm_keepalive_s,
+                     "keep-alive to the HSM on a connection quiet this long (below the HSM's idle timeout, 60 s; 0: none)")
         ->capture_default_str()
         ->check(CLI::Range(0, 3600));
-    serve->add_option("--hsm-breaker-cooldown-ms", o.hsm_breaker_cooldown_ms,
-                          "after an HSM timeout, answer 91 at once for this long, then probe the HSM (half-open)")
+    serve
+        ->add_option("--hsm-breaker-cooldown-ms", o.hsm_breaker_cooldown_ms,
+                     "after an HSM timeout, answer 91 at once for this long, then probe the HSM (half-open)")
         ->capture_default_str()
         ->check(CLI::Range(10, 600'000));
-    serve->add_option("--hsm-connections", o.hsm_connections,
-                          "connections to the HSM at once (TAC batches verified concurrently)")
+    serve->add_option("--hsm-connections", o.hsm_connections, "connections to the HSM at once (TAC batches verified concurrently)")
         ->capture_default_str()
         ->check(CLI::Range(1, 64));
 }
@@ -601,18 +608,21 @@ void add_terminal_options(CLI::App* serve, ServeOptions& o) {
     serve->add_option("--connections-max", o.connections_max, "connections served at once")
         ->capture_default_str()
         ->check(CLI::Range(1, 65535));
-    serve->add_option("--connections-per-address", o.connections_per_address,
-                          "connections one client address may hold at once, before authentication (a carrier gateway or NAT "
-                          "puts many terminals behind one)")
+    serve
+        ->add_option("--connections-per-address", o.connections_per_address,
+                     "connections one client address may hold at once, before authentication (a carrier gateway or NAT "
+                     "puts many terminals behind one)")
         ->capture_default_str()
         ->check(CLI::Range(1, 65535));
-    serve->add_option("--connections-per-terminal", o.connections_per_terminal,
-                          "connections one terminal certificate may hold at once (TLS)")
+    serve
+        ->add_option("--connections-per-terminal", o.connections_per_terminal,
+                     "connections one terminal certificate may hold at once (TLS)")
         ->capture_default_str()
         ->check(CLI::Range(1, 1024));
-    serve->add_option("--sign-on-timeout-s", o.sign_on_timeout_s,
-                          "close a connection whose terminal has not signed on within this many seconds of connecting (0: never; "
-                          "an echo does not count)")
+    serve
+        ->add_option("--sign-on-timeout-s", o.sign_on_timeout_s,
+                     "close a connection whose terminal has not signed on within this many seconds of connecting (0: never; "
+                     "an echo does not count)")
         ->capture_default_str()
         ->check(CLI::Range(0, 3600));
     serve->add_option("--in-flight-max", o.in_flight_max, "requests in process per connection")
@@ -627,14 +637,16 @@ void add_terminal_options(CLI::App* serve, ServeOptions& o) {
     serve->add_option("--group-requests-max", o.group_requests_max, "ledger group commit: requests per commit (1: commit per request)")
         ->capture_default_str()
         ->check(CLI::Range(1, 8190));
-    serve->add_option("--group-linger-below", o.group_linger_below,
-                          "ledger group commit: when fewer requests queued during a commit, wait --group-delay-us for this many "
-                          "(0: only after idle; fewer, larger commits write fewer pages)")
+    serve
+        ->add_option("--group-linger-below", o.group_linger_below,
+                     "ledger group commit: when fewer requests queued during a commit, wait --group-delay-us for this many "
+                     "(0: only after idle; fewer, larger commits write fewer pages)")
         ->capture_default_str()
         ->check(CLI::Range(0, 8190));
-    serve->add_option("--writer-cpu", o.writer_cpu,
-                          "a CPU of its own for the ledger writer, every other thread on the rest: auto (the highest "
-                          "allowed CPU when there are two or more), a CPU number, or off")
+    serve
+        ->add_option("--writer-cpu", o.writer_cpu,
+                     "a CPU of its own for the ledger writer, every other thread on the rest: auto (the highest "
+                     "allowed CPU when there are two or more), a CPU number, or off")
         ->capture_default_str();
     serve->add_flag("--allow-without-sign-on", o.allow_without_sign_on, "accept requests without a prior 0800 sign-on");
     // TLS for terminals.
@@ -642,7 +654,7 @@ void add_terminal_options(CLI::App* serve, ServeOptions& o) {
     serve->add_option("--tls-key", o.tls_key, "ISO 8583 port: PEM private key of --tls-cert (mode 0600)");
     serve->add_option("--tls-ca", o.tls_ca, "ISO 8583 port: PEM island CA certificate; terminals' certificates must chain to it");
     serve->add_flag("--insecure-terminals", o.insecure_terminals,
-                        "ISO 8583 port over plain TCP, no terminal authentication (local development only)");
+                    "ISO 8583 port over plain TCP, no terminal authentication (local development only)");
     serve->add_option("--handshake-timeout-s", o.handshake_timeout_s, "close a connection whose TLS handshake takes longer")
         ->capture_default_str()
         ->check(CLI::Range(1, 600));
@@ -656,18 +668,18 @@ void add_engine_options(CLI::App* serve, ServeOptions& o) {
     serve->add_option("--hold-timeout", o.engine.hold_timeout_s, "seconds a clinic hold waits for its 0220 completion")
         ->capture_default_str()
         ->check(CLI::Range(1, 7 * 86400));
-    serve->add_option("--load-key", o.engine.load_key_label, "label of the load (DLK) master key at the HSM")
+    serve->add_option("--load-key", o.engine.load_key_label, "label of the load (DLK) master key at the HSM")->capture_default_str();
+    serve
+        ->add_option("--internal-auth-key", o.engine.internal_auth_key_label,
+                     "label of the master key a clinic 0100's card-presence proof is verified under: the social-security "
+                     "application's (usage ssse-auth), never the purse IAK")
         ->capture_default_str();
-    serve->add_option("--internal-auth-key", o.engine.internal_auth_key_label,
-                          "label of the master key a clinic 0100's card-presence proof is verified under: the social-security "
-                          "application's (usage ssse-auth), never the purse IAK")
-        ->capture_default_str();
-    serve->add_option("--challenge-ttl-s", o.engine.challenge_ttl_s,
-                          "seconds a clinic card-presence challenge (0800 70=201) stays valid")
+    serve->add_option("--challenge-ttl-s", o.engine.challenge_ttl_s, "seconds a clinic card-presence challenge (0800 70=201) stays valid")
         ->capture_default_str()
         ->check(CLI::Range(5, 600));
-    serve->add_option("--forged-tacs-per-day", o.engine.forged_tacs_per_day,
-                          "uploads with a failed TAC one terminal may send per UTC day before it is suspended")
+    serve
+        ->add_option("--forged-tacs-per-day", o.engine.forged_tacs_per_day,
+                     "uploads with a failed TAC one terminal may send per UTC day before it is suspended")
         ->capture_default_str()
         ->check(CLI::Range(1, 1'000'000));
 }
@@ -679,24 +691,29 @@ void add_http_options(CLI::App* serve, ServeOptions& o) {
     serve->add_option("--http-ready-file", o.http_ready_file, "write the HTTP port here once listening");
     serve->add_option("--http-tls-cert", o.http_tls_cert, "PEM certificate chain: serve HTTPS instead of HTTP");
     serve->add_option("--http-tls-key", o.http_tls_key, "PEM private key of --http-tls-cert");
-    serve->add_option("--settlement-margin-s", o.settlement_margin_s,
-                          "a settlement cycle's window must have ended this many seconds ago before its transfers are accepted "
-                          "(bookings stamped before the end have committed); coconut-settle's --settling-margin must not be smaller")
+    serve
+        ->add_option("--settlement-margin-s", o.settlement_margin_s,
+                     "a settlement cycle's window must have ended this many seconds ago before its transfers are accepted "
+                     "(bookings stamped before the end have committed); coconut-settle's --settling-margin must not be smaller")
         ->capture_default_str()
         ->check(CLI::Range(1, 3600));
     serve->add_option("--http-connections-max", o.http_connections_max, "HTTP connections served at once")
         ->capture_default_str()
         ->check(CLI::Range(1, 65535));
-    serve->add_option("--http-connections-per-address", o.http_connections_per_address,
-                          "HTTP connections one client address may hold at once")
+    serve
+        ->add_option("--http-connections-per-address", o.http_connections_per_address,
+                     "HTTP connections one client address may hold at once")
         ->capture_default_str()
         ->check(CLI::Range(1, 65535));
-    serve->add_option("--http-priority", o.http_priority,
-                          "scheduling of the HTTP thread below the ledger writer and terminal I/O: idle, nice:N (1-19) or normal")
+    serve
+        ->add_option("--http-priority", o.http_priority,
+                     "scheduling of the HTTP thread below the ledger writer and terminal I/O: idle, nice:N (1-19) or normal")
         ->capture_default_str()
-        ->check([](const std::string& text) { return http::parse_thread_priority(text) ? std::string() : "idle, nice:1 … nice:19 or normal"; });
-    serve->add_option("--http-address-rate", o.address_failures_per_s,
-                          "requests per second without a valid token per client address, after a burst of 50 (429 above)")
+        ->check(
+            [](const std::string& text) { return http::parse_thread_priority(text) ? std::string() : "idle, nice:1 … nice:19 or normal"; });
+    serve
+        ->add_option("--http-address-rate", o.address_failures_per_s,
+                     "requests per second without a valid token per client address, after a burst of 50 (429 above)")
         ->capture_default_str()
         ->check(CLI::Range(0.01, 1e6));
     serve->add_option("--http-token-rate", o.token_requests_per_s, "requests per second per card or clerk token (429 above)")

@@ -82,12 +82,12 @@ struct Engine::Upload {
     std::uint32_t stan = 0;
     std::optional<std::uint32_t> batch_number;
     CardRecord card;
-    ledger::Id transfer_id;  // the canonical id (offline_purchase_transfer)
-    PurchaseProof proof;     // of this upload
-    bool conflicts_with_booked = false;  // a record with other covered fields is booked under transfer_id
-    std::optional<RiskKind> reviewed;    // tac_invalid / serial_conflict: recorded for review, not booked
-    bool suspended_terminal = false;     // this upload took the terminal past the forged-TAC limit
-    std::optional<PurchaseProof> raced;  // booked by another upload between the snapshot and the commit
+    ledger::Id transfer_id;               // the canonical id (offline_purchase_transfer)
+    PurchaseProof proof;                  // of this upload
+    bool conflicts_with_booked = false;   // a record with other covered fields is booked under transfer_id
+    std::optional<RiskKind> reviewed;     // tac_invalid / serial_conflict: recorded for review, not booked
+    bool suspended_terminal = false;      // this upload took the terminal past the forged-TAC limit
+    std::optional<PurchaseProof> raced;   // booked by another upload between the snapshot and the commit
     std::uint64_t booked_amount_fen = 0;  // the approval's record (for DF10)
 };
 
@@ -95,8 +95,8 @@ Engine::Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registr
     : ledger_(ledger), writer_(writer), registry_(registry), verifier_(verifier), options_(std::move(options)),
       journal_next_sequence_(ledger.head().sequence + 1) {}
 
-Engine::Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registry, TacVerifier& verifier,
-               CardServices& card_services, EngineOptions options)
+Engine::Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registry, TacVerifier& verifier, CardServices& card_services,
+               EngineOptions options)
     : Engine(ledger, writer, registry, verifier, std::move(options)) {
     card_services_ = &card_services;
 }
@@ -158,8 +158,8 @@ Result<std::size_t> Engine::scan_expiries() {
             ++found;
             const bool load = (*transfer)->code == transfer_codes::online_load;
             (load ? stats_.loads_expired : stats_.holds_expired)++;
-            log_line(fmt::format("{} {} of {} fen expired unresolved (participant {})", load ? "load" : "hold",
-                                 ledger::to_string(id), (*transfer)->amount, (*transfer)->user_data_64));
+            log_line(fmt::format("{} {} of {} fen expired unresolved (participant {})", load ? "load" : "hold", ledger::to_string(id),
+                                 (*transfer)->amount, (*transfer)->user_data_64));
         }
         if (entries->size() < entries_per_read) break;
     }
@@ -284,7 +284,8 @@ std::optional<std::string> Engine::check_challenge(const iso8583::HostChallenge&
     // A few seconds of clock step on the host are tolerated; nothing more.
     constexpr std::uint64_t clock_step_s = 5;
     if (issued_s > now_s + clock_step_s) return "issued in the future";
-    if (now_s > issued_s + options_.challenge_ttl_s) return fmt::format("expired ({} s old, valid {} s)", now_s - issued_s, options_.challenge_ttl_s);
+    if (now_s > issued_s + options_.challenge_ttl_s)
+        return fmt::format("expired ({} s old, valid {} s)", now_s - issued_s, options_.challenge_ttl_s);
     return std::nullopt;
 }
 
@@ -359,7 +360,8 @@ void Engine::finish(const std::shared_ptr<Upload>& upload, ResponseCode code) {
     // An approval names the record it booked (ISO8583.md §4.8): the terminal deletes its queued record
     // only when this digest is its own record's.
     if (code == ResponseCode::approved) {
-        response.set(62, iso8583::encode_record_digest(iso8583::purchase_digest(upload->transaction, static_cast<std::uint32_t>(upload->booked_amount_fen))));
+        response.set(62, iso8583::encode_record_digest(
+                             iso8583::purchase_digest(upload->transaction, static_cast<std::uint32_t>(upload->booked_amount_fen))));
     }
     upload->respond(std::move(response));
 }
@@ -472,7 +474,11 @@ void Engine::answer_stored(const std::shared_ptr<Upload>& upload, const Purchase
     upload->booked_amount_fen = stored.amount_fen;
     if (stored.claims_digest == upload->proof.claims_digest) return finish(upload, ResponseCode::approved);
     const PurseTransaction& t = upload->transaction;
-    const RiskFlag flag{RiskKind::claims_differ, t.asn, stored.offline_atc, t.type, wall_clock_ns(),
+    const RiskFlag flag{RiskKind::claims_differ,
+                        t.asn,
+                        stored.offline_atc,
+                        t.type,
+                        wall_clock_ns(),
                         fmt::format("re-upload from {} of serial {} claims ATC {} balance {} fen; booked with ATC {} balance {} fen",
                                     upload->terminal_id, t.terminal_serial, t.offline_atc, t.balance_before_fen, stored.offline_atc,
                                     stored.balance_before_fen)};
@@ -510,10 +516,11 @@ void Engine::review(std::shared_ptr<Upload> upload, RiskKind kind) {
         if (results[0].code != ledger::ResultCode::ok) return Ok{};  // the same record again: counted once
         const PurseTransaction& t = upload->transaction;
         std::vector<RiskFlag> flags;
-        flags.push_back(RiskFlag{kind, t.asn, t.offline_atc, t.type, wall_clock_ns(),
-                                 fmt::format("{} fen from {} serial {}: {}", upload->amount_fen, upload->terminal_id, t.terminal_serial,
-                                             kind == RiskKind::tac_invalid ? "TAC invalid, recorded for review"
-                                                                           : "valid TAC under a booked purchase's id, recorded for review")});
+        flags.push_back(
+            RiskFlag{kind, t.asn, t.offline_atc, t.type, wall_clock_ns(),
+                     fmt::format("{} fen from {} serial {}: {}", upload->amount_fen, upload->terminal_id, t.terminal_serial,
+                                 kind == RiskKind::tac_invalid ? "TAC invalid, recorded for review"
+                                                               : "valid TAC under a booked purchase's id, recorded for review")});
         if (kind == RiskKind::tac_invalid) {
             auto terminal = registry_.terminal_in(txn, upload->terminal_id);
             if (!terminal) return Unexpected<lmdb::Error>{terminal.error()};
@@ -539,7 +546,7 @@ void Engine::review(std::shared_ptr<Upload> upload, RiskKind kind) {
             if (!reply) {
                 detail::log_storage_failure("ledger: " + reply.error().message);
                 return finish(upload, reply.error().code == ledger::ErrorCode::stopped ? ResponseCode::issuer_inoperative
-                                                                                        : ResponseCode::system_malfunction);
+                                                                                       : ResponseCode::system_malfunction);
             }
             const ledger::ResultCode code = (*reply)[0].code;
             if (code != ledger::ResultCode::ok && code != ledger::ResultCode::exists) {
@@ -608,7 +615,11 @@ void Engine::book(std::shared_ptr<Upload> upload) {
             if (!stored) return Unexpected<lmdb::Error>{stored.error()};
             upload->raced = *stored ? std::optional<PurchaseProof>(**stored) : std::nullopt;
             if (*stored && !same_proven_record(**stored, upload->proof)) {
-                const RiskFlag conflict{RiskKind::serial_conflict, t.asn, t.offline_atc, t.type, wall_clock_ns(),
+                const RiskFlag conflict{RiskKind::serial_conflict,
+                                        t.asn,
+                                        t.offline_atc,
+                                        t.type,
+                                        wall_clock_ns(),
                                         fmt::format("valid TAC under a booked purchase's id from {} serial {} (racing uploads)",
                                                     upload->terminal_id, t.terminal_serial)};
                 return detail::raise_flags(registry_, txn, t.asn, std::span<const RiskFlag>(&conflict, 1));
@@ -620,8 +631,9 @@ void Engine::book(std::shared_ptr<Upload> upload) {
         if (!stored_card) return Unexpected<lmdb::Error>{stored_card.error()};
         if (!*stored_card) return Ok{};  // removed meanwhile: nothing to mirror
         // The risk rules (risk_rules.hpp) over the card as booked so far; each finding a flag.
-        const risk::Assessment assessed = risk::assess_purchase(
-            **stored_card, risk::PurchaseFacts{upload->amount_fen, t.offline_atc, t.balance_before_fen, when_number(t.when)});
+        const risk::Assessment assessed =
+            risk::assess_purchase(**stored_card,
+                                  risk::PurchaseFacts{upload->amount_fen, t.offline_atc, t.balance_before_fen, when_number(t.when)});
         CardRecord card = assessed.card;
         const std::uint64_t now = assessed.findings.empty() ? 0 : wall_clock_ns();
         for (const risk::Finding& f : assessed.findings) {
@@ -655,7 +667,7 @@ void Engine::answer_booking(const std::shared_ptr<Upload>& upload, const ledger:
     if (!reply) {
         detail::log_storage_failure("ledger: " + reply.error().message);
         return finish(upload, reply.error().code == ledger::ErrorCode::stopped ? ResponseCode::issuer_inoperative
-                                                                                : ResponseCode::system_malfunction);
+                                                                               : ResponseCode::system_malfunction);
     }
     const ledger::ResultCode code = (*reply)[0].code;
     if (code == ledger::ResultCode::ok) {
@@ -669,10 +681,11 @@ void Engine::answer_booking(const std::shared_ptr<Upload>& upload, const ledger:
         upload->booked_amount_fen = upload->raced->amount_fen;
         return finish(upload, ResponseCode::approved);
     }
-    if (code == ledger::ResultCode::exists || (code >= ledger::ResultCode::exists_with_different_flags &&
-                                               code <= ledger::ResultCode::exists_with_different_code)) {
+    if (code == ledger::ResultCode::exists ||
+        (code >= ledger::ResultCode::exists_with_different_flags && code <= ledger::ResultCode::exists_with_different_code)) {
         stats_.duplicates++;
-        log_line(fmt::format("purchase id {} booked with another record: {}", ledger::to_string(upload->transfer_id), ledger::to_string(code)));
+        log_line(
+            fmt::format("purchase id {} booked with another record: {}", ledger::to_string(upload->transfer_id), ledger::to_string(code)));
         return finish(upload, ResponseCode::duplicate_transmission);
     }
     log_line(fmt::format("transfer {}: {}", ledger::to_string(upload->transfer_id), ledger::to_string(code)));

@@ -113,7 +113,7 @@ struct Engine::Online {
     std::uint32_t batch_number = 0;
     std::uint64_t amount_fen = 0;
     CardRecord card;
-    ledger::Id transfer_id;  // the pending load or hold
+    ledger::Id transfer_id;   // the pending load or hold
     ledger::Id reversal_key;  // 0400 / 0420: names the reversal whatever is found (counted once)
     ledger::Id digest;
     LoadAttempt attempt;
@@ -191,7 +191,8 @@ void Engine::submit(std::shared_ptr<Online> online, ledger::Transfer transfer,
         const ledger::ResultCode code = (*reply)[0].code;
         if (code == ledger::ResultCode::ok) stats_.booked++;
         if (code == ledger::ResultCode::exists) stats_.exists++;
-        if (duplicate(code)) log_line(fmt::format("duplicate id {} with different content: {}", ledger::to_string(id), ledger::to_string(code)));
+        if (duplicate(code))
+            log_line(fmt::format("duplicate id {} with different content: {}", ledger::to_string(id), ledger::to_string(code)));
         done(code);
     };
     if (!writer_.try_submit({ledger::Event(transfer)}, std::move(on_commit), std::move(batch_hook))) {
@@ -322,7 +323,8 @@ void Engine::approve_load(std::shared_ptr<Online> online, const hsm::LoadAnswer&
         if (code != ledger::ResultCode::ok) return Ok{};
         if (auto s = registry_.put_load_attempt(txn, load.asn, load.online_atc, online->attempt); !s) return s;
         // Not posted yet, but the card may be credited before the 0220 arrives (or without it).
-        auto unconfirmed = update_card(registry_, txn, load.asn, [&](CardRecord& card) { card.unconfirmed_loads_fen += online->amount_fen; });
+        auto unconfirmed =
+            update_card(registry_, txn, load.asn, [&](CardRecord& card) { card.unconfirmed_loads_fen += online->amount_fen; });
         if (!unconfirmed) return unconfirmed;
         return count_terminal(registry_, txn, online->terminal_id, online->stan, online->batch_number, std::nullopt, 0);
     };
@@ -405,7 +407,8 @@ void Engine::load_confirmation(std::shared_ptr<Online> online) {
 void Engine::post_load(std::shared_ptr<Online> online, bool tac_valid) {
     auto state = ledger_.pending_state(online->transfer_id);
     if (!state || !*state) {
-        log_line("0220: load " + ledger::to_string(online->transfer_id) + (state ? " has a record but no transfer" : ": " + state.error().message));
+        log_line("0220: load " + ledger::to_string(online->transfer_id) +
+                 (state ? " has a record but no transfer" : ": " + state.error().message));
         return answer(online, ResponseCode::system_malfunction);
     }
     const iso8583::LoadConfirmationData& c = online->confirmation;
@@ -437,13 +440,15 @@ void Engine::post_load(std::shared_ptr<Online> online, bool tac_valid) {
         const iso8583::LoadConfirmationData& c = online->confirmation;
         if (auto s = credit_mirror(registry_, txn, c, online->amount_fen); !s) return s;
         if (!tac_valid) {
-            auto flagged = raise_flag(registry_, txn, RiskFlag{RiskKind::load_tac_invalid, c.asn, c.online_atc, c.type, wall_clock_ns(),
-                                                               "load confirmation with an invalid TAC: posted (MAC2 was ours)"});
+            auto flagged = raise_flag(registry_, txn,
+                                      RiskFlag{RiskKind::load_tac_invalid, c.asn, c.online_atc, c.type, wall_clock_ns(),
+                                               "load confirmation with an invalid TAC: posted (MAC2 was ours)"});
             if (!flagged) return flagged;
         }
         if (!live) {
-            auto flagged = raise_flag(registry_, txn, RiskFlag{RiskKind::late_load_confirmation, c.asn, c.online_atc, c.type,
-                                                               wall_clock_ns(), "confirmed after reversal / expiry: booked late"});
+            auto flagged = raise_flag(registry_, txn,
+                                      RiskFlag{RiskKind::late_load_confirmation, c.asn, c.online_atc, c.type, wall_clock_ns(),
+                                               "confirmed after reversal / expiry: booked late"});
             if (!flagged) return flagged;
         }
         return count_terminal(registry_, txn, online->terminal_id, online->stan, online->batch_number, BatchTotal::credit,
@@ -496,7 +501,8 @@ void Engine::clinic_completion(std::shared_ptr<Online> online) {
         if (duplicate(code)) {
             return raise_flag(registry_, txn,
                               RiskFlag{RiskKind::duplicate_different, asn, static_cast<std::uint16_t>(online->stan), 0, wall_clock_ns(),
-                                       fmt::format("completion of hold {}: {}", ledger::to_string(online->transfer_id), ledger::to_string(code))});
+                                       fmt::format("completion of hold {}: {}", ledger::to_string(online->transfer_id),
+                                                   ledger::to_string(code))});
         }
         if (code != ledger::ResultCode::ok) return Ok{};
         return count_terminal(registry_, txn, online->terminal_id, online->stan, online->batch_number, BatchTotal::debit,
@@ -656,7 +662,7 @@ void Engine::hold_medical(std::shared_ptr<Online> online) {
         if (ledger::succeeded(code)) {
             online->field4 = online->held_fen;
             return answer(online, online->held_fen == online->amount_fen ? iso8583::ResponseCode::approved
-                                                                        : iso8583::ResponseCode::partial_approval);
+                                                                         : iso8583::ResponseCode::partial_approval);
         }
         if (duplicate(code)) return answer(online, iso8583::ResponseCode::duplicate_transmission);
         // Another hold took the money between our read and the commit (the id is now failed for good:
@@ -758,8 +764,8 @@ void Engine::void_pending(std::shared_ptr<Online> online, BatchTotal total) {
     if (!*state) return not_found();
     if (**state == ledger::PendingState::expired) return acknowledge_reversal(online, total);  // nothing left to release
     if (**state == ledger::PendingState::posted) {
-        log_line(fmt::format("{} from {} STAN {}: original {} already posted, nothing reversed", online->request.mti(),
-                             online->terminal_id, online->stan, ledger::to_string(online->transfer_id)));
+        log_line(fmt::format("{} from {} STAN {}: original {} already posted, nothing reversed", online->request.mti(), online->terminal_id,
+                             online->stan, ledger::to_string(online->transfer_id)));
         if (online->advice) return acknowledge_reversal(online, total);
         return answer(online, ResponseCode::invalid_transaction);
     }

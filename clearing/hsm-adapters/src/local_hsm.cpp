@@ -19,8 +19,6 @@ void LocalHsm::verify(const hsm::PurchaseTac& transaction, Handler handler) {
 
 void LocalHsm::load_mac2(const hsm::LoadRequest& request, LoadHandler handler) { handler(hsm_->load_mac2(request)); }
 void LocalHsm::verify_load_tac(const hsm::LoadTac& load, VerdictHandler handler) { handler(hsm_->verify_load_tac(load)); }
-void LocalHsm::verify_internal_auth(const hsm::InternalAuth& auth, VerdictHandler handler) {
-    handler(hsm_->verify_internal_auth(auth));
-}
+void LocalHsm::verify_internal_auth(const hsm::InternalAuth& auth, VerdictHandler handler) { handler(hsm_->verify_internal_auth(auth)); }
 
 }  // namespace coconut::clearing

@@ -40,11 +40,11 @@ struct RemoteHsm::State {
     }
 };
 
-RemoteHsm::RemoteHsm(boost::asio::any_io_executor executor, hsm::wire::Endpoint endpoint,
-                     hsm::wire::ClientCredentials credentials, std::string tac_master_label, RemoteHsmOptions options)
+RemoteHsm::RemoteHsm(boost::asio::any_io_executor executor, hsm::wire::Endpoint endpoint, hsm::wire::ClientCredentials credentials,
+                     std::string tac_master_label, RemoteHsmOptions options)
     : state_(std::make_shared<State>()) {
-    state_->link = hsm::Link::create(std::move(executor), std::move(endpoint), std::move(credentials),
-                                     link_options(options, tac_master_label));
+    state_->link =
+        hsm::Link::create(std::move(executor), std::move(endpoint), std::move(credentials), link_options(options, tac_master_label));
     state_->batcher = hsm::TacBatcher::create(state_->link, std::move(tac_master_label));
 }
 

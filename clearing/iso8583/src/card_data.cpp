@@ -182,9 +182,8 @@ std::string encode_purse_transaction(const PurseTransaction& t) {
     if (!t.transit_record.empty()) apdu::append_tlv(out, 0xDF0C, t.transit_record);
     // Every fixed field at the size parse_purse_transaction requires. (The transit record's bounds are the
     // receiver's check: tests build out-of-bounds DF0C records with this encoder.)
-    COCONUT_ASSERT(out.size() == tlv_bytes(10) + tlv_bytes(1) + tlv_bytes(4) + tlv_bytes(2) + tlv_bytes(4) + tlv_bytes(6) +
-                                     tlv_bytes(7) + tlv_bytes(4) +
-                                     (t.transit_record.empty() ? 0 : tlv_bytes(t.transit_record.size())),
+    COCONUT_ASSERT(out.size() == tlv_bytes(10) + tlv_bytes(1) + tlv_bytes(4) + tlv_bytes(2) + tlv_bytes(4) + tlv_bytes(6) + tlv_bytes(7) +
+                                     tlv_bytes(4) + (t.transit_record.empty() ? 0 : tlv_bytes(t.transit_record.size())),
                    "field 62 purse transaction layout");
     return to_hex(out);
 }
@@ -204,8 +203,8 @@ std::string encode_load_request(const LoadRequestData& l) {
     apdu::append_tlv(out, 0xDF09, l.mac1);
     apdu::append_tlv(out, 0xDF0A, l.card_random);
     if (l.key_version) apdu::append_tlv(out, 0xDF0D, ByteView(&*l.key_version, 1));
-    COCONUT_ASSERT(out.size() == tlv_bytes(10) + tlv_bytes(1) + tlv_bytes(4) + tlv_bytes(2) + tlv_bytes(6) + tlv_bytes(7) +
-                                     tlv_bytes(4) + tlv_bytes(4) + (l.key_version ? tlv_bytes(1) : 0),
+    COCONUT_ASSERT(out.size() == tlv_bytes(10) + tlv_bytes(1) + tlv_bytes(4) + tlv_bytes(2) + tlv_bytes(6) + tlv_bytes(7) + tlv_bytes(4) +
+                                     tlv_bytes(4) + (l.key_version ? tlv_bytes(1) : 0),
                    "field 62 load request layout");
     return to_hex(out);
 }

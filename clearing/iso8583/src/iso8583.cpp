@@ -11,9 +11,7 @@ namespace {
 // Field 65's bit announces a tertiary bitmap in ISO 8583:1987; no link we talk to uses one.
 constexpr int tertiary_bitmap_bit = 65;
 // Digits in an LL / LLL length prefix.
-constexpr std::size_t prefix_digits(LengthKind kind) {
-    return kind == LengthKind::llvar ? 2 : kind == LengthKind::lllvar ? 3 : 0;
-}
+constexpr std::size_t prefix_digits(LengthKind kind) { return kind == LengthKind::llvar ? 2 : kind == LengthKind::lllvar ? 3 : 0; }
 // An unsigned 64-bit number has at most 20 digits; 19 always fit.
 constexpr std::size_t number_digits_max = 19;
 
@@ -38,26 +36,20 @@ std::optional<ErrorCode> check_characters(Format format, std::string_view value)
         return true;
     };
     switch (format) {
-        case Format::n:
-            return all(is_digit) ? std::nullopt : std::optional(ErrorCode::not_numeric);
+        case Format::n: return all(is_digit) ? std::nullopt : std::optional(ErrorCode::not_numeric);
         case Format::an:
-            return all([](std::uint8_t c) { return is_digit(c) || is_alpha(c) || c == ' '; })
-                       ? std::nullopt
-                       : std::optional(ErrorCode::bad_character);
+            return all([](std::uint8_t c) { return is_digit(c) || is_alpha(c) || c == ' '; }) ? std::nullopt
+                                                                                              : std::optional(ErrorCode::bad_character);
         case Format::ans:
-            return all([](std::uint8_t c) { return c >= 0x20 && c <= 0x7E; }) ? std::nullopt
-                                                                               : std::optional(ErrorCode::bad_character);
+            return all([](std::uint8_t c) { return c >= 0x20 && c <= 0x7E; }) ? std::nullopt : std::optional(ErrorCode::bad_character);
         case Format::z:
-            return all([](std::uint8_t c) { return is_digit(c) || c == '=' || c == 'D'; })
-                       ? std::nullopt
-                       : std::optional(ErrorCode::bad_character);
+            return all([](std::uint8_t c) { return is_digit(c) || c == '=' || c == 'D'; }) ? std::nullopt
+                                                                                           : std::optional(ErrorCode::bad_character);
         case Format::xn:
             if (value.empty() || (value[0] != 'C' && value[0] != 'D')) return ErrorCode::bad_character;
             return all(is_digit, 1) ? std::nullopt : std::optional(ErrorCode::not_numeric);
-        case Format::b:
-            return std::nullopt;
-        case Format::none:
-            return ErrorCode::unknown_field;
+        case Format::b: return std::nullopt;
+        case Format::none: return ErrorCode::unknown_field;
     }
     return ErrorCode::unknown_field;
 }
@@ -337,19 +329,31 @@ std::string response_code_text(ResponseCode code) {
 
 std::optional<ResponseCode> parse_response_code(std::string_view text) {
     static constexpr ResponseCode known[] = {
-        ResponseCode::approved,           ResponseCode::refer_to_card_issuer,
-        ResponseCode::invalid_merchant,   ResponseCode::do_not_honour,
-        ResponseCode::error,              ResponseCode::partial_approval,
+        ResponseCode::approved,
+        ResponseCode::refer_to_card_issuer,
+        ResponseCode::invalid_merchant,
+        ResponseCode::do_not_honour,
+        ResponseCode::error,
+        ResponseCode::partial_approval,
         ResponseCode::invalid_transaction,
-        ResponseCode::invalid_amount,     ResponseCode::invalid_card_number,
-        ResponseCode::unable_to_locate_record, ResponseCode::format_error,
-        ResponseCode::lost_card,          ResponseCode::stolen_card,
-        ResponseCode::insufficient_funds, ResponseCode::expired_card,
-        ResponseCode::incorrect_pin,      ResponseCode::not_permitted_to_cardholder,
-        ResponseCode::not_permitted_to_terminal, ResponseCode::suspected_fraud,
-        ResponseCode::exceeds_amount_limit, ResponseCode::restricted_card,
-        ResponseCode::security_violation, ResponseCode::out_of_balance,
-        ResponseCode::issuer_inoperative, ResponseCode::duplicate_transmission,
+        ResponseCode::invalid_amount,
+        ResponseCode::invalid_card_number,
+        ResponseCode::unable_to_locate_record,
+        ResponseCode::format_error,
+        ResponseCode::lost_card,
+        ResponseCode::stolen_card,
+        ResponseCode::insufficient_funds,
+        ResponseCode::expired_card,
+        ResponseCode::incorrect_pin,
+        ResponseCode::not_permitted_to_cardholder,
+        ResponseCode::not_permitted_to_terminal,
+        ResponseCode::suspected_fraud,
+        ResponseCode::exceeds_amount_limit,
+        ResponseCode::restricted_card,
+        ResponseCode::security_violation,
+        ResponseCode::out_of_balance,
+        ResponseCode::issuer_inoperative,
+        ResponseCode::duplicate_transmission,
         ResponseCode::system_malfunction,
     };
     for (ResponseCode code : known) {

@@ -2,7 +2,6 @@
 #include <coconut/iso8583/profile.hpp>
 #include <coconut/core/assert.hpp>
 
-
 namespace coconut::iso8583 {
 namespace {
 
@@ -31,8 +30,8 @@ struct TypeMti {
     std::string_view mti;
 };
 constexpr TypeMti request_mtis[] = {
-    {MessageType::authorization, "0100"}, {MessageType::financial, "0200"},       {MessageType::advice, "0220"},
-    {MessageType::upload, "0320"},        {MessageType::reversal, "0400"},        {MessageType::reversal_advice, "0420"},
+    {MessageType::authorization, "0100"},  {MessageType::financial, "0200"}, {MessageType::advice, "0220"},
+    {MessageType::upload, "0320"},         {MessageType::reversal, "0400"},  {MessageType::reversal_advice, "0420"},
     {MessageType::reconciliation, "0500"}, {MessageType::network, "0800"},
 };
 
@@ -108,8 +107,8 @@ Message network_request(NetworkCode code, std::uint32_t stan, std::string_view t
 std::optional<NetworkCode> network_code_of(const Message& request) {
     auto code = request.get_number(70);
     if (!code) return std::nullopt;
-    for (NetworkCode known : {NetworkCode::sign_on, NetworkCode::sign_off, NetworkCode::hotlist_download, NetworkCode::card_challenge,
-                              NetworkCode::echo}) {
+    for (NetworkCode known :
+         {NetworkCode::sign_on, NetworkCode::sign_off, NetworkCode::hotlist_download, NetworkCode::card_challenge, NetworkCode::echo}) {
         if (*code == static_cast<std::uint64_t>(known)) return known;
     }
     return std::nullopt;
@@ -201,10 +200,10 @@ struct TotalField {
     std::uint64_t BatchTotalsFields::*member;
 };
 constexpr TotalField total_fields[] = {
-    {74, 10, &BatchTotalsFields::credits_count},      {75, 10, &BatchTotalsFields::credit_reversals_count},
-    {76, 10, &BatchTotalsFields::debits_count},       {77, 10, &BatchTotalsFields::debit_reversals_count},
-    {86, 16, &BatchTotalsFields::credits_fen},        {87, 16, &BatchTotalsFields::credit_reversals_fen},
-    {88, 16, &BatchTotalsFields::debits_fen},         {89, 16, &BatchTotalsFields::debit_reversals_fen},
+    {74, 10, &BatchTotalsFields::credits_count}, {75, 10, &BatchTotalsFields::credit_reversals_count},
+    {76, 10, &BatchTotalsFields::debits_count},  {77, 10, &BatchTotalsFields::debit_reversals_count},
+    {86, 16, &BatchTotalsFields::credits_fen},   {87, 16, &BatchTotalsFields::credit_reversals_fen},
+    {88, 16, &BatchTotalsFields::debits_fen},    {89, 16, &BatchTotalsFields::debit_reversals_fen},
 };
 
 }  // namespace

@@ -183,8 +183,7 @@ lmdb::Status journal_append(Work& w, JournalKind kind, std::uint64_t timestamp, 
     entry.payload.assign(payload.begin(), payload.end());
     entry.hash = chain_hash(w.head.hash, entry.sequence, kind, timestamp, payload);
     // MDB_APPEND: sequence keys only grow, so LMDB can skip the search and fill pages completely.
-    if (auto put = w.txn->put(w.state.tables.journal, sequence_key(entry.sequence), encode_journal_value(entry), MDB_APPEND);
-        !put) {
+    if (auto put = w.txn->put(w.state.tables.journal, sequence_key(entry.sequence), encode_journal_value(entry), MDB_APPEND); !put) {
         return put;
     }
     w.head.sequence = entry.sequence;
@@ -219,7 +218,7 @@ lmdb::Status put_index_row(Work& w, const Account& account, std::uint64_t timest
 lmdb::Status put_transfer(Work& w, const Transfer& stored, const Account& dr, const Account& cr) {
     COCONUT_ASSERT(dr.id == stored.debit_account_id && cr.id == stored.credit_account_id);
     const auto bytes = encode(stored);
-    COCONUT_ASSERT(decode_transfer(bytes) == stored);  // pair assertion: what we write decodes to what we meant
+    COCONUT_ASSERT(decode_transfer(bytes) == stored);             // pair assertion: what we write decodes to what we meant
     const SequenceKey entry = sequence_key(w.head.sequence + 1);  // the sequence journal_append gives it
     if (auto put = w.txn->put(w.state.tables.transfers, encode(stored.id), entry, MDB_NOOVERWRITE); !put) return put;
     for (const Account* account : {&dr, &cr}) {
@@ -235,9 +234,7 @@ lmdb::Status put_pending_state(Work& w, const Id& id, PendingState state) {
     return w.txn->put(w.state.tables.pending, encode(id), ByteView(&value, 1));
 }
 
-std::uint64_t expires_at_ns(const Transfer& pending) {
-    return pending.timestamp + std::uint64_t{pending.timeout_s} * ns_per_s;
-}
+std::uint64_t expires_at_ns(const Transfer& pending) { return pending.timestamp + std::uint64_t{pending.timeout_s} * ns_per_s; }
 
 // ---- accounts -----------------------------------------------------------------------------------------
 
@@ -262,8 +259,7 @@ Step create_account(Work& w, const Account& a) {
         const ResultCode code = compare_existing(a, **existing);
         return EventResult{code, code == ResultCode::exists ? (*existing)->timestamp : 0};
     }
-    if ((a.flags & account_flags::debits_must_not_exceed_credits) != 0 &&
-        (a.flags & account_flags::credits_must_not_exceed_debits) != 0) {
+    if ((a.flags & account_flags::debits_must_not_exceed_credits) != 0 && (a.flags & account_flags::credits_must_not_exceed_debits) != 0) {
         return rejected(ResultCode::flags_are_mutually_exclusive);
     }
     if (a.debits_pending != 0) return rejected(ResultCode::debits_pending_must_be_zero);
@@ -288,9 +284,7 @@ Step create_account(Work& w, const Account& a) {
 
 // ---- transfers ----------------------------------------------------------------------------------------
 
-bool resolves_pending(const Transfer& t) {
-    return (t.flags & (transfer_flags::post_pending | transfer_flags::void_pending)) != 0;
-}
+bool resolves_pending(const Transfer& t) { return (t.flags & (transfer_flags::post_pending | transfer_flags::void_pending)) != 0; }
 
 ResultCode compare_existing(const Transfer& t, const Transfer& e) {
     // For a post or void, zero account/ledger/code fields mean "as the pending transfer", and the
@@ -430,8 +424,7 @@ Step single_or_pending(Work& w, const Transfer& t) {
     if (add_overflows(dr.debits_pending, dr.debits_posted) || add_overflows(dr.debits_pending + dr.debits_posted, amount)) {
         return rejected(ResultCode::overflows_debits);
     }
-    if (add_overflows(cr.credits_pending, cr.credits_posted) ||
-        add_overflows(cr.credits_pending + cr.credits_posted, amount)) {
+    if (add_overflows(cr.credits_pending, cr.credits_posted) || add_overflows(cr.credits_pending + cr.credits_posted, amount)) {
         return rejected(ResultCode::overflows_credits);
     }
     const std::uint64_t timeout_ns = std::uint64_t{t.timeout_s} * ns_per_s;
@@ -678,11 +671,11 @@ Status<Error> refuse_record_transfers(State& s) {
     auto first = cursor->first();
     if (!first) return Unexpected{to_error(first.error(), s)};
     if (*first && (*first)->value.size() != sizeof(SequenceKey)) {
-        return Unexpected{Error{ErrorCode::storage,
-                                fmt::format("cannot open ledger in {}: its transfers table holds {}-byte transfer records (a ledger "
-                                            "written before the records moved to the journal, clearing/LEDGER.md §2); this build "
-                                            "does not convert it",
-                                            s.options.directory, (*first)->value.size())}};
+        return Unexpected{
+            Error{ErrorCode::storage, fmt::format("cannot open ledger in {}: its transfers table holds {}-byte transfer records (a ledger "
+                                                  "written before the records moved to the journal, clearing/LEDGER.md §2); this build "
+                                                  "does not convert it",
+                                                  s.options.directory, (*first)->value.size())}};
     }
     return Ok{};
 }
@@ -715,8 +708,7 @@ JournalHead Ledger::head() const {
 
 Result<std::unique_ptr<Ledger>> Ledger::open(Options options) {
     if (!options.clock_ns) options.clock_ns = realtime_ns;
-    auto env = lmdb::Env::open(options.directory,
-                               {options.map_size_bytes, tables_max, options.readers_max, options.read_only});
+    auto env = lmdb::Env::open(options.directory, {options.map_size_bytes, tables_max, options.readers_max, options.read_only});
     if (!env) {
         return Unexpected{Error{env.error().map_full() ? ErrorCode::map_full : ErrorCode::storage,
                                 fmt::format("cannot open ledger in {}: {}", options.directory, env.error().message())}};
@@ -727,20 +719,20 @@ Result<std::unique_ptr<Ledger>> Ledger::open(Options options) {
         MDB_dbi* dbi;
         const char* name;
     };
-    const Named names[] = {{&t.accounts, "accounts"},   {&t.transfers, "transfers"},
-                           {&t.pending, "pending"},     {&t.expiries, "expiries"},
-                           {&t.failed, "failed_ids"},   {&t.account_index, "account_index"},
-                           {&t.journal, "journal"},     {&t.meta, "meta"}};
+    const Named names[] = {{&t.accounts, "accounts"}, {&t.transfers, "transfers"},
+                           {&t.pending, "pending"},   {&t.expiries, "expiries"},
+                           {&t.failed, "failed_ids"}, {&t.account_index, "account_index"},
+                           {&t.journal, "journal"},   {&t.meta, "meta"}};
     // Ledgers written before the account index had two tables in its place; their rows would be
     // missing from every account's transfers and history.
     for (const char* former : {"account_transfers", "history"}) {
         auto found = state->env.has_table(former);
         if (!found) return Unexpected{to_error(found.error(), *state)};
         if (*found) {
-            return Unexpected{Error{ErrorCode::storage,
-                                    fmt::format("cannot open ledger in {}: it has the former '{}' table (a ledger written before "
-                                                "the account index, clearing/LEDGER.md §2); this build does not convert it",
-                                                state->options.directory, former)}};
+            return Unexpected{
+                Error{ErrorCode::storage, fmt::format("cannot open ledger in {}: it has the former '{}' table (a ledger written before "
+                                                      "the account index, clearing/LEDGER.md §2); this build does not convert it",
+                                                      state->options.directory, former)}};
         }
     }
     if (auto format = refuse_record_transfers(*state); !format) return Unexpected{format.error()};
@@ -764,8 +756,8 @@ Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<cons
     if (state_->options.read_only) return Unexpected{read_only_error(*state_)};
     for (const Batch& batch : batches) {
         if (batch.events.size() > batch_events_max) {
-            return Unexpected{Error{ErrorCode::too_large, fmt::format("batch of {} events exceeds batch_events_max {}",
-                                                                      batch.events.size(), batch_events_max)}};
+            return Unexpected{Error{ErrorCode::too_large,
+                                    fmt::format("batch of {} events exceeds batch_events_max {}", batch.events.size(), batch_events_max)}};
         }
     }
     State& s = *state_;
@@ -804,8 +796,7 @@ Result<std::vector<std::vector<EventResult>>> Ledger::apply_group(std::span<cons
     if (s.options.check_after_commit) {
         auto report = check();
         if (!report || !report->ok()) {
-            fmt::print(stderr, "ledger invariant violated after commit: {}\n",
-                       report ? report->problems.front() : report.error().message);
+            fmt::print(stderr, "ledger invariant violated after commit: {}\n", report ? report->problems.front() : report.error().message);
             std::abort();
         }
     }
@@ -839,9 +830,7 @@ Result<std::size_t> Ledger::expire_pending() {
 
 // ---- small public helpers ---------------------------------------------------------------------------------
 
-Id derive_id(ByteView material) {
-    return decode_id(records::sha256(material));
-}
+Id derive_id(ByteView material) { return decode_id(records::sha256(material)); }
 
 std::optional<Transfer> journal_transfer(const JournalEntry& entry) {
     if (entry.kind != JournalKind::transfer_created) return std::nullopt;
@@ -856,10 +845,8 @@ bool is_transient(ResultCode code) {
         case ResultCode::credit_account_not_found:
         case ResultCode::pending_transfer_not_found:
         case ResultCode::exceeds_credits:
-        case ResultCode::exceeds_debits:
-            return true;
-        default:
-            return false;
+        case ResultCode::exceeds_debits: return true;
+        default: return false;
     }
 }
 

@@ -12,14 +12,14 @@ namespace coconut::ledger {
 
 // The ledger's tables (clearing/LEDGER.md §2).
 struct Tables {
-    MDB_dbi accounts = 0;           // id → Account
-    MDB_dbi transfers = 0;          // id → journal sequence of its transfer_created entry (MDB_NOOVERWRITE)
-    MDB_dbi pending = 0;            // pending transfer id → PendingState
-    MDB_dbi expiries = 0;           // expires_at ‖ id → (empty): open holds with a timeout, by due time
-    MDB_dbi failed = 0;             // transfer id → ResultCode of its transient failure
-    MDB_dbi account_index = 0;      // account id ‖ timestamp → transfer id [‖ balance after it, with `history`]
-    MDB_dbi journal = 0;            // sequence → kind ‖ timestamp ‖ hash ‖ payload
-    MDB_dbi meta = 0;               // "head" → JournalHead
+    MDB_dbi accounts = 0;       // id → Account
+    MDB_dbi transfers = 0;      // id → journal sequence of its transfer_created entry (MDB_NOOVERWRITE)
+    MDB_dbi pending = 0;        // pending transfer id → PendingState
+    MDB_dbi expiries = 0;       // expires_at ‖ id → (empty): open holds with a timeout, by due time
+    MDB_dbi failed = 0;         // transfer id → ResultCode of its transient failure
+    MDB_dbi account_index = 0;  // account id ‖ timestamp → transfer id [‖ balance after it, with `history`]
+    MDB_dbi journal = 0;        // sequence → kind ‖ timestamp ‖ hash ‖ payload
+    MDB_dbi meta = 0;           // "head" → JournalHead
 };
 
 struct Ledger::State {

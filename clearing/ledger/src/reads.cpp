@@ -227,8 +227,8 @@ private:
             } else if (replayed->second != *a) {
                 problem("account {} differs from the replay of its transfers (debits {}/{} credits {}/{}, replay {}/{} {}/{})",
                         to_string(a->id), a->debits_pending, a->debits_posted, a->credits_pending, a->credits_posted,
-                        replayed->second.debits_pending, replayed->second.debits_posted,
-                        replayed->second.credits_pending, replayed->second.credits_posted);
+                        replayed->second.debits_pending, replayed->second.debits_posted, replayed->second.credits_pending,
+                        replayed->second.credits_posted);
             }
             Sums& sums = ledgers[a->ledger];
             sums.debits_pending += a->debits_pending;
@@ -419,8 +419,7 @@ lmdb::Result<std::vector<Transfer>> walk_account_index(const lmdb::Txn& txn, con
 
 }  // namespace
 
-Result<std::vector<Transfer>> Ledger::account_transfers(const Id& account_id, std::uint64_t after_timestamp,
-                                                        std::size_t limit) const {
+Result<std::vector<Transfer>> Ledger::account_transfers(const Id& account_id, std::uint64_t after_timestamp, std::size_t limit) const {
     return read<std::vector<Transfer>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::vector<Transfer>> {
         auto cursor = lmdb::Cursor::open(txn, state_->tables.account_index);
         if (!cursor) return Unexpected{cursor.error()};
@@ -457,8 +456,8 @@ Result<std::vector<Transfer>> Ledger::account_transfers_before(const Id& account
     });
 }
 
-Result<std::vector<Transfer>> Ledger::account_transfers_before(const lmdb::Txn& txn, const Id& account_id,
-                                                               std::uint64_t before_timestamp, std::size_t limit) const {
+Result<std::vector<Transfer>> Ledger::account_transfers_before(const lmdb::Txn& txn, const Id& account_id, std::uint64_t before_timestamp,
+                                                               std::size_t limit) const {
     return read_in<std::vector<Transfer>>(*state_, txn, [&](const lmdb::Txn& t) {
         return transfers_before(t, state_->tables, account_id, before_timestamp, limit);
     });
@@ -504,8 +503,7 @@ lmdb::Result<std::vector<Balance>> balances_after(const lmdb::Txn& txn, const Ta
 
 }  // namespace
 
-Result<std::vector<Balance>> Ledger::account_balances(const Id& account_id, std::uint64_t after_timestamp,
-                                                      std::size_t limit) const {
+Result<std::vector<Balance>> Ledger::account_balances(const Id& account_id, std::uint64_t after_timestamp, std::size_t limit) const {
     return read<std::vector<Balance>>(*state_, [&](const lmdb::Txn& txn) {
         return balances_after(txn, state_->tables, account_id, after_timestamp, limit);
     });

@@ -33,8 +33,7 @@ public:
     std::uint64_t u(std::size_t offset, std::size_t width) const { return read_be(data_.subspan(offset, width)); }
     Id id(std::size_t offset) const { return Id{u(offset, 8), u(offset + 8, 8)}; }
     bool zero_from(std::size_t offset) const {
-        return std::all_of(data_.begin() + static_cast<std::ptrdiff_t>(offset), data_.end(),
-                           [](std::uint8_t b) { return b == 0; });
+        return std::all_of(data_.begin() + static_cast<std::ptrdiff_t>(offset), data_.end(), [](std::uint8_t b) { return b == 0; });
     }
 
 private:
@@ -43,15 +42,36 @@ private:
 
 // Account field offsets.
 enum : std::size_t {
-    a_id = 0, a_debits_pending = 16, a_debits_posted = 24, a_credits_pending = 32, a_credits_posted = 40,
-    a_user_data_128 = 48, a_user_data_64 = 64, a_user_data_32 = 72, a_ledger = 76, a_code = 80,
-    a_flags = 82, a_timestamp = 84, a_reserved = 92,
+    a_id = 0,
+    a_debits_pending = 16,
+    a_debits_posted = 24,
+    a_credits_pending = 32,
+    a_credits_posted = 40,
+    a_user_data_128 = 48,
+    a_user_data_64 = 64,
+    a_user_data_32 = 72,
+    a_ledger = 76,
+    a_code = 80,
+    a_flags = 82,
+    a_timestamp = 84,
+    a_reserved = 92,
 };
 // Transfer field offsets.
 enum : std::size_t {
-    t_id = 0, t_debit = 16, t_credit = 32, t_amount = 48, t_pending_id = 56, t_user_data_128 = 72,
-    t_user_data_64 = 88, t_user_data_32 = 96, t_timeout = 100, t_ledger = 104, t_code = 108, t_flags = 110,
-    t_timestamp = 112, t_reserved = 120,
+    t_id = 0,
+    t_debit = 16,
+    t_credit = 32,
+    t_amount = 48,
+    t_pending_id = 56,
+    t_user_data_128 = 72,
+    t_user_data_64 = 88,
+    t_user_data_32 = 96,
+    t_timeout = 100,
+    t_ledger = 104,
+    t_code = 108,
+    t_flags = 110,
+    t_timestamp = 112,
+    t_reserved = 120,
 };
 static_assert(a_reserved <= account_size && t_reserved <= transfer_size);
 
@@ -215,8 +235,7 @@ std::optional<JournalEntry> decode_journal(std::uint64_t sequence, ByteView byte
     JournalEntry entry;
     entry.sequence = sequence;
     const std::uint8_t kind = bytes[0];
-    if (kind < static_cast<std::uint8_t>(JournalKind::account_created) ||
-        kind > static_cast<std::uint8_t>(JournalKind::id_failed)) {
+    if (kind < static_cast<std::uint8_t>(JournalKind::account_created) || kind > static_cast<std::uint8_t>(JournalKind::id_failed)) {
         return std::nullopt;
     }
     entry.kind = static_cast<JournalKind>(kind);
@@ -226,8 +245,7 @@ std::optional<JournalEntry> decode_journal(std::uint64_t sequence, ByteView byte
     return entry;
 }
 
-Hash chain_hash(const Hash& previous, std::uint64_t sequence, JournalKind kind, std::uint64_t timestamp,
-                ByteView payload) {
+Hash chain_hash(const Hash& previous, std::uint64_t sequence, JournalKind kind, std::uint64_t timestamp, ByteView payload) {
     Bytes message;
     message.reserve(hash_size + 8 + 1 + 8 + payload.size());
     append(message, previous);

@@ -12,9 +12,9 @@
 namespace coconut::ledger::records {
 
 inline constexpr std::size_t id_size = 16;
-inline constexpr std::size_t account_size = 128;   // TigerBeetle's size; the tail is reserved (zero)
+inline constexpr std::size_t account_size = 128;  // TigerBeetle's size; the tail is reserved (zero)
 inline constexpr std::size_t transfer_size = 128;
-inline constexpr std::size_t balance_size = 32;     // four u64 counters
+inline constexpr std::size_t balance_size = 32;  // four u64 counters
 inline constexpr std::size_t timestamp_size = 8;
 inline constexpr std::size_t head_size = 8 + hash_size + 8;
 
@@ -54,7 +54,6 @@ std::optional<JournalEntry> decode_journal(std::uint64_t sequence, ByteView byte
 // SHA-256 of `message` (journal chain and derived ids): core's, which reuses one context per thread.
 using coconut::sha256;
 // The chain: SHA-256(previous ‖ sequence BE8 ‖ kind ‖ timestamp BE8 ‖ payload).
-Hash chain_hash(const Hash& previous, std::uint64_t sequence, JournalKind kind, std::uint64_t timestamp,
-                ByteView payload);
+Hash chain_hash(const Hash& previous, std::uint64_t sequence, JournalKind kind, std::uint64_t timestamp, ByteView payload);
 
 }  // namespace coconut::ledger::records

@@ -5,7 +5,6 @@
 
 #include <pthread.h>
 
-
 namespace coconut::ledger {
 
 Writer::Writer(Ledger& ledger, WriterOptions options) : ledger_(ledger), options_(options) {
@@ -143,8 +142,8 @@ void Writer::commit_group(std::vector<Request>& group) {
     COCONUT_ASSERT(events <= batch_events_max, "a group's events fit one write transaction");
     const auto start = std::chrono::steady_clock::now();
     auto results = ledger_.apply_group(std::span<const Batch>(batches), options_.group_hooks);
-    const auto commit_us = static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count());
+    const auto commit_us =
+        static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count());
     {
         std::lock_guard lock(mutex_);
         stats_.commit_us_sum += commit_us;

@@ -12,8 +12,7 @@ using detail::storage_error;
 namespace {
 
 // The online tables against the ledger, and the hotlist log against the card statuses.
-Status check_online(const ledger::Ledger& ledger, const Registry& registry, const std::vector<CardRecord>& cards,
-                    CheckReport& report) {
+Status check_online(const ledger::Ledger& ledger, const Registry& registry, const std::vector<CardRecord>& cards, CheckReport& report) {
     COCONUT_TRY(attempts, registry.load_attempts(), detail::as_failure);
     report.load_attempts = attempts.size();
     for (const auto& a : attempts) {

@@ -109,7 +109,8 @@ Bytes encode_terminal(const TerminalRecord& t) {
     append_be(out, t.forged_count, 4);
     out.push_back(static_cast<std::uint8_t>(t.merchant_id.size()));
     append(out, text_view(t.merchant_id));
-    COCONUT_ASSERT(out.size() == terminal_fixed_v1 + terminal_totals_v2 + terminal_status_v3 + t.merchant_id.size(), "terminal record layout");
+    COCONUT_ASSERT(out.size() == terminal_fixed_v1 + terminal_totals_v2 + terminal_status_v3 + t.merchant_id.size(),
+                   "terminal record layout");
     return out;
 }
 
@@ -192,7 +193,6 @@ std::optional<PurchaseProof> decode_purchase_proof(ByteView b) {
     return p;
 }
 
-
 Bytes purchase_key(const Registry::PurchaseKey& k) {
     Bytes key(k.asn.begin(), k.asn.end());
     append(key, k.psam_terminal_id);
@@ -201,8 +201,7 @@ Bytes purchase_key(const Registry::PurchaseKey& k) {
 }
 
 std::string encode_participant(const Participant& p) {
-    return nlohmann::json{{"id", p.id}, {"name", p.name}, {"kind", p.kind}, {"bank_account", p.bank_account},
-                          {"fee_rate_bp", p.fee_rate_bp}}
+    return nlohmann::json{{"id", p.id}, {"name", p.name}, {"kind", p.kind}, {"bank_account", p.bank_account}, {"fee_rate_bp", p.fee_rate_bp}}
         .dump();
 }
 

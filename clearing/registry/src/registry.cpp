@@ -17,19 +17,18 @@ using namespace codec;
 using detail::bad_input;
 using detail::storage_error;
 
-
 struct Registry::Tables {
     MDB_dbi cards = 0;
     MDB_dbi participants = 0;
     MDB_dbi terminals = 0;
     MDB_dbi risk = 0;
-    MDB_dbi loads = 0;    // ASN ‖ online ATC → LoadAttempt
-    MDB_dbi holds = 0;    // hold transfer id → HoldRecord
-    MDB_dbi hotlist = 0;  // version BE8 → + / - ‖ ASN
-    MDB_dbi reversals = 0;  // reversal key → amount counted (BE8)
-    MDB_dbi purchases = 0;  // ASN ‖ PSAM terminal id ‖ terminal serial → PurchaseProof
+    MDB_dbi loads = 0;       // ASN ‖ online ATC → LoadAttempt
+    MDB_dbi holds = 0;       // hold transfer id → HoldRecord
+    MDB_dbi hotlist = 0;     // version BE8 → + / - ‖ ASN
+    MDB_dbi reversals = 0;   // reversal key → amount counted (BE8)
+    MDB_dbi purchases = 0;   // ASN ‖ PSAM terminal id ‖ terminal serial → PurchaseProof
     MDB_dbi challenges = 0;  // clinic challenge (16) used by a hold → empty
-    MDB_dbi meta = 0;       // name → value: "challenge-key" (32 bytes)
+    MDB_dbi meta = 0;        // name → value: "challenge-key" (32 bytes)
 };
 
 // ---- Registry -------------------------------------------------------------------------------------------
@@ -135,11 +134,10 @@ Result<std::unique_ptr<Registry>> Registry::open(lmdb::Env& env) {
         const char* name;
         MDB_dbi* dbi;
     };
-    for (Named n : {Named{"cards", &tables->cards}, Named{"participants", &tables->participants},
-                    Named{"terminals", &tables->terminals}, Named{"risk", &tables->risk}, Named{"loads", &tables->loads},
-                    Named{"holds", &tables->holds}, Named{"hotlist", &tables->hotlist}, Named{"reversals", &tables->reversals},
-                    Named{"purchases", &tables->purchases}, Named{"challenges", &tables->challenges},
-                    Named{"meta", &tables->meta}}) {
+    for (Named n : {Named{"cards", &tables->cards}, Named{"participants", &tables->participants}, Named{"terminals", &tables->terminals},
+                    Named{"risk", &tables->risk}, Named{"loads", &tables->loads}, Named{"holds", &tables->holds},
+                    Named{"hotlist", &tables->hotlist}, Named{"reversals", &tables->reversals}, Named{"purchases", &tables->purchases},
+                    Named{"challenges", &tables->challenges}, Named{"meta", &tables->meta}}) {
         auto dbi = env.open_table(n.name);
         if (!dbi) return Unexpected<Error>{storage_error(dbi.error())};
         *n.dbi = *dbi;
@@ -335,17 +333,18 @@ lmdb::Result<std::optional<Participant>> Registry::participant_in(const lmdb::Tx
 }
 
 Result<std::vector<CardRecord>> Registry::cards() const {
-    return scan<CardRecord>(env_, tables_->cards, [](ByteView, ByteView v) { return decode_card(v); }, "card");
+    return scan<CardRecord>(
+        env_, tables_->cards, [](ByteView, ByteView v) { return decode_card(v); }, "card");
 }
 
 Result<std::vector<Participant>> Registry::participants() const {
-    return scan<Participant>(env_, tables_->participants, [](ByteView, ByteView v) { return decode_participant(v); },
-                             "participant");
+    return scan<Participant>(
+        env_, tables_->participants, [](ByteView, ByteView v) { return decode_participant(v); }, "participant");
 }
 
 Result<std::vector<TerminalRecord>> Registry::terminals() const {
-    return scan<TerminalRecord>(env_, tables_->terminals, [](ByteView, ByteView v) { return decode_terminal(v); },
-                                "terminal");
+    return scan<TerminalRecord>(
+        env_, tables_->terminals, [](ByteView, ByteView v) { return decode_terminal(v); }, "terminal");
 }
 
 Result<Registry::RiskPage> Registry::risk_page(std::string_view cursor, std::size_t limit, const std::optional<Asn>& asn) const {
@@ -402,9 +401,7 @@ Result<Registry::RiskPage> Registry::risk_page(std::string_view cursor, std::siz
     });
 }
 
-Result<std::vector<RiskFlag>> Registry::risk_flags() const {
-    return scan<RiskFlag>(env_, tables_->risk, decode_risk, "risk");
-}
+Result<std::vector<RiskFlag>> Registry::risk_flags() const { return scan<RiskFlag>(env_, tables_->risk, decode_risk, "risk"); }
 
 // ---- online loads, clinic holds, hotlist ------------------------------------------------------------------
 
@@ -516,7 +513,9 @@ Result<HotlistChunk> Registry::hotlist_chunk(std::uint64_t from_version, std::ui
             auto value = txn.get(tables_->hotlist, be_bytes(version, 8));
             if (!value) return Unexpected<Error>{storage_error(value.error())};
             auto entry = *value ? decode_hotlist_entry(**value) : std::nullopt;
-            if (!entry) return Unexpected<Error>{Error{ErrorCode::storage, "hotlist version " + std::to_string(version) + " missing or undecodable"}};
+            if (!entry)
+                return Unexpected<Error>{
+                    Error{ErrorCode::storage, "hotlist version " + std::to_string(version) + " missing or undecodable"}};
             chunk.entries.push_back(*entry);
             chunk.version = version;
         }

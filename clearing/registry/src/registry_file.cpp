@@ -51,7 +51,8 @@ Status no_duplicates(const std::vector<Record>& records, const char* section, co
     std::set<decltype(key(records.front()))> seen;
     for (std::size_t i = 0; i < records.size(); ++i) {
         if (seen.insert(key(records[i])).second) continue;
-        return Unexpected<Error>{bad_input(std::string(section) + "[" + std::to_string(i) + "]: duplicate " + what + " " + name(records[i]))};
+        return Unexpected<Error>{
+            bad_input(std::string(section) + "[" + std::to_string(i) + "]: duplicate " + what + " " + name(records[i]))};
     }
     return Ok{};
 }
@@ -69,16 +70,18 @@ Result<Parsed> parse_registry(std::string_view json_text) {
     COCONUT_TRY(terminals, read_section<TerminalRecord>(root, "terminals", read_terminal), detail::as_failure);
     COCONUT_TRY(cards, read_section<CardRecord>(root, "cards", read_card), detail::as_failure);
     const auto id_text = [](const auto& id) { return std::to_string(id); };
-    if (auto s = no_duplicates(participants, "participants", "id", [](const Participant& p) { return p.id; },
-                               [&](const Participant& p) { return id_text(p.id); });
+    if (auto s = no_duplicates(
+            participants, "participants", "id", [](const Participant& p) { return p.id; },
+            [&](const Participant& p) { return id_text(p.id); });
         !s)
         return Unexpected<Error>{s.error()};
-    if (auto s = no_duplicates(terminals, "terminals", "terminal_id", [](const TerminalRecord& t) { return t.terminal_id; },
-                               [](const TerminalRecord& t) { return t.terminal_id; });
+    if (auto s = no_duplicates(
+            terminals, "terminals", "terminal_id", [](const TerminalRecord& t) { return t.terminal_id; },
+            [](const TerminalRecord& t) { return t.terminal_id; });
         !s)
         return Unexpected<Error>{s.error()};
-    if (auto s = no_duplicates(cards, "cards", "asn", [](const CardRecord& c) { return c.asn; },
-                               [](const CardRecord& c) { return bcd_to_digits(c.asn); });
+    if (auto s = no_duplicates(
+            cards, "cards", "asn", [](const CardRecord& c) { return c.asn; }, [](const CardRecord& c) { return bcd_to_digits(c.asn); });
         !s)
         return Unexpected<Error>{s.error()};
     return Parsed{std::move(participants), std::move(terminals), std::move(cards)};
@@ -161,24 +164,27 @@ Status load_participants_and_terminals(ledger::Ledger& ledger, const Registry& r
     if (events.size() > ledger::batch_events_max) {
         return Unexpected<Error>{bad_input("registry: more than 4,000 participants in one file; split it")};
     }
-    COCONUT_TRY(created, apply_all(ledger, events, [&](lmdb::Txn& txn) -> lmdb::Status {
-                             for (const auto& p : parsed.participants) {
-                                 if (auto s = registry.put_participant(txn, p); !s) return s;
-                             }
-                             for (const auto& t : parsed.terminals) {
-                                 auto stored = registry.terminal_in(txn, t.terminal_id);
-                                 if (!stored) return Unexpected<lmdb::Error>{stored.error()};
-                                 TerminalRecord r = t;
-                                 if (*stored) {
-                                     r = **stored;
-                                     r.psam_terminal_id = t.psam_terminal_id;
-                                     r.participant_id = t.participant_id;
-                                     r.merchant_id = t.merchant_id;
-                                 }
-                                 if (auto s = registry.put_terminal(txn, r); !s) return s;
-                             }
-                             return Ok{};
-                         }), detail::as_failure);
+    COCONUT_TRY(created,
+                apply_all(ledger, events,
+                          [&](lmdb::Txn& txn) -> lmdb::Status {
+                              for (const auto& p : parsed.participants) {
+                                  if (auto s = registry.put_participant(txn, p); !s) return s;
+                              }
+                              for (const auto& t : parsed.terminals) {
+                                  auto stored = registry.terminal_in(txn, t.terminal_id);
+                                  if (!stored) return Unexpected<lmdb::Error>{stored.error()};
+                                  TerminalRecord r = t;
+                                  if (*stored) {
+                                      r = **stored;
+                                      r.psam_terminal_id = t.psam_terminal_id;
+                                      r.participant_id = t.participant_id;
+                                      r.merchant_id = t.merchant_id;
+                                  }
+                                  if (auto s = registry.put_terminal(txn, r); !s) return s;
+                              }
+                              return Ok{};
+                          }),
+                detail::as_failure);
     report.accounts_created += created.first;
     return Ok{};
 }
@@ -193,18 +199,21 @@ Status load_cards(ledger::Ledger& ledger, const Registry& registry, const std::v
         std::vector<ledger::Event> events;
         for (std::size_t i = start; i < end; ++i) append_card_opening(events, cards[i]);
         COCONUT_ASSERT(events.size() <= ledger::batch_events_max);
-        COCONUT_TRY(created, apply_all(ledger, events, [&](lmdb::Txn& txn) -> lmdb::Status {
-                                 for (std::size_t i = start; i < end; ++i) {
-                                     auto current = registry.card_in(txn, cards[i].asn);
-                                     if (!current) return Unexpected<lmdb::Error>{current.error()};
-                                     const CardStatus before = *current ? (*current)->status : CardStatus::active;
-                                     if (auto r = registry.record_status_change(txn, cards[i].asn, before, cards[i].status); !r) {
-                                         return Unexpected<lmdb::Error>{r.error()};
-                                     }
-                                     if (auto s = registry.put_card(txn, cards[i]); !s) return s;
-                                 }
-                                 return Ok{};
-                             }), detail::as_failure);
+        COCONUT_TRY(created,
+                    apply_all(ledger, events,
+                              [&](lmdb::Txn& txn) -> lmdb::Status {
+                                  for (std::size_t i = start; i < end; ++i) {
+                                      auto current = registry.card_in(txn, cards[i].asn);
+                                      if (!current) return Unexpected<lmdb::Error>{current.error()};
+                                      const CardStatus before = *current ? (*current)->status : CardStatus::active;
+                                      if (auto r = registry.record_status_change(txn, cards[i].asn, before, cards[i].status); !r) {
+                                          return Unexpected<lmdb::Error>{r.error()};
+                                      }
+                                      if (auto s = registry.put_card(txn, cards[i]); !s) return s;
+                                  }
+                                  return Ok{};
+                              }),
+                    detail::as_failure);
         report.accounts_created += created.first;
         report.transfers_created += created.second;
     }

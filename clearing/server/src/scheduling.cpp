@@ -55,15 +55,17 @@ Result<std::optional<CpuLayout>> plan_cpu_layout(std::string_view writer_cpu) {
     int cpu = -1;
     const auto [end, ec] = std::from_chars(writer_cpu.data(), writer_cpu.data() + writer_cpu.size(), cpu);
     if (writer_cpu.empty() || ec != std::errc() || end != writer_cpu.data() + writer_cpu.size() || cpu < 0) {
-        return Unexpected<Error>{Error{ErrorCode::bad_input, fmt::format("--writer-cpu: \"{}\" is not off, auto or a CPU number", writer_cpu)}};
+        return Unexpected<Error>{
+            Error{ErrorCode::bad_input, fmt::format("--writer-cpu: \"{}\" is not off, auto or a CPU number", writer_cpu)}};
     }
     if (std::find(allowed.begin(), allowed.end(), cpu) == allowed.end()) {
         return Unexpected<Error>{Error{ErrorCode::bad_input, fmt::format("--writer-cpu: CPU {} is not one this process may use ({})", cpu,
                                                                          format_cpus(allowed))}};
     }
     if (allowed.size() < 2) {
-        return Unexpected<Error>{Error{ErrorCode::bad_input,
-                                       fmt::format("--writer-cpu: CPU {} is the only one this process may use; the other threads need another", cpu)}};
+        return Unexpected<Error>{
+            Error{ErrorCode::bad_input,
+                  fmt::format("--writer-cpu: CPU {} is the only one this process may use; the other threads need another", cpu)}};
     }
     return std::optional<CpuLayout>{layout_for(cpu)};
 }
@@ -72,11 +74,13 @@ Status pin_thread(std::thread::native_handle_type thread, std::span<const int> c
     cpu_set_t set;
     CPU_ZERO(&set);
     for (int cpu : cpus) {
-        if (cpu < 0 || cpu >= CPU_SETSIZE) return Unexpected<Error>{Error{ErrorCode::bad_input, fmt::format("CPU {} is out of range", cpu)}};
+        if (cpu < 0 || cpu >= CPU_SETSIZE)
+            return Unexpected<Error>{Error{ErrorCode::bad_input, fmt::format("CPU {} is out of range", cpu)}};
         CPU_SET(cpu, &set);
     }
     if (const int rc = ::pthread_setaffinity_np(thread, sizeof set, &set); rc != 0) {
-        return Unexpected<Error>{Error{ErrorCode::bad_input, fmt::format("pthread_setaffinity_np({}): {}", format_cpus(cpus), std::strerror(rc))}};
+        return Unexpected<Error>{
+            Error{ErrorCode::bad_input, fmt::format("pthread_setaffinity_np({}): {}", format_cpus(cpus), std::strerror(rc))}};
     }
     return Ok{};
 }

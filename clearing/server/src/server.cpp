@@ -30,18 +30,14 @@ class SessionBase;
 
 struct Server::State : std::enable_shared_from_this<State> {
     State(asio::io_context& io_context, Engine& e, ServerOptions o)
-        : io(io_context),
-          engine(e),
-          options(std::move(o)),
-          acceptor(io_context),
+        : io(io_context), engine(e), options(std::move(o)), acceptor(io_context),
           addresses({options.connections_per_address, options.connections_max}),
-          terminals({options.connections_per_terminal, core::AdmissionLimits::unlimited}),
-          backoff(io_context.get_executor()) {}
+          terminals({options.connections_per_terminal, core::AdmissionLimits::unlimited}), backoff(io_context.get_executor()) {}
     asio::io_context& io;
     Engine& engine;
     ServerOptions options;
     tcp::acceptor acceptor;
-    core::AddressAdmission addresses;  // every connection, from accept: per client address and in total
+    core::AddressAdmission addresses;   // every connection, from accept: per client address and in total
     core::IdentityAdmission terminals;  // TLS connections, from the handshake: per terminal certificate
     core::AcceptBackoff backoff;
     ServerStats stats;
@@ -73,11 +69,8 @@ public:
 
     template <class... Context>
     Session(tcp::socket socket, std::shared_ptr<Server::State> server, core::AddressTicket address, Context&... context)
-        : socket_(std::move(socket), context...),
-          timer_(socket_.get_executor()),
-          sign_on_timer_(socket_.get_executor()),
-          server_(std::move(server)),
-          address_(std::move(address)) {
+        : socket_(std::move(socket), context...), timer_(socket_.get_executor()), sign_on_timer_(socket_.get_executor()),
+          server_(std::move(server)), address_(std::move(address)) {
         boost::system::error_code ignored;
         socket_.lowest_layer().set_option(tcp::no_delay(true), ignored);  // answers are small and latency-bound
     }
@@ -139,7 +132,7 @@ private:
                 return self->close();
             }
             (coconut::tls::ClientContext::resumed(self->socket_.native_handle()) ? self->server_->stats.tls_handshakes_resumed
-                                                                                  : self->server_->stats.tls_handshakes_full)++;
+                                                                                 : self->server_->stats.tls_handshakes_full)++;
             self->terminal_ = self->server_->terminals.admit(*terminal_id);
             if (!self->terminal_) {
                 self->server_->stats.connections_refused_per_terminal++;
@@ -329,7 +322,8 @@ void Server::State::accept() {
             const auto peer = socket.remote_endpoint(peer_error);
             auto ticket = peer_error ? core::AddressTicket() : self->addresses.admit(peer.address());
             if (!ticket) {
-                (ticket.refusal() == core::Refusal::per_key ? self->stats.connections_refused_per_address : self->stats.connections_refused)++;
+                (ticket.refusal() == core::Refusal::per_key ? self->stats.connections_refused_per_address
+                                                            : self->stats.connections_refused)++;
                 boost::system::error_code ignored;
                 socket.close(ignored);
             } else {

@@ -57,9 +57,7 @@ std::string fmt_errno(std::string_view what, const std::filesystem::path& path) 
     return std::string(what) + " " + path.string() + ": " + std::strerror(errno);
 }
 
-Unexpected<Error> crypto_failure(std::string_view what) {
-    return fail(ErrorCode::crypto, std::string(what) + ": " + openssl_reason());
-}
+Unexpected<Error> crypto_failure(std::string_view what) { return fail(ErrorCode::crypto, std::string(what) + ": " + openssl_reason()); }
 
 bool printable_ascii(std::string_view text) {
     return std::all_of(text.begin(), text.end(), [](char c) { return c >= 0x20 && c <= 0x7E; });
@@ -75,9 +73,7 @@ bool looks_like_pem(ByteView data) {
     return text.find(begin) != std::string_view::npos;
 }
 
-BioPtr memory_bio(ByteView data) {
-    return BioPtr(BIO_new_mem_buf(data.data(), static_cast<int>(data.size())));
-}
+BioPtr memory_bio(ByteView data) { return BioPtr(BIO_new_mem_buf(data.data(), static_cast<int>(data.size()))); }
 
 // What a memory BIO holds, as text.
 std::string bio_text(BIO* bio) {
@@ -177,8 +173,7 @@ Result<std::string> subject_alt_name_text(const std::vector<std::string>& names)
     for (const std::string& name : names) {
         const bool ip = name.rfind("IP:", 0) == 0 && valid_ip(std::string_view(name).substr(3));
         const bool dns = name.rfind("DNS:", 0) == 0 && valid_dns_name(std::string_view(name).substr(4));
-        if (!ip && !dns)
-            return fail(ErrorCode::bad_input, "subject alternative name '" + name + "' must be IP:<address> or DNS:<name>");
+        if (!ip && !dns) return fail(ErrorCode::bad_input, "subject alternative name '" + name + "' must be IP:<address> or DNS:<name>");
         if (!text.empty()) text += ',';
         text += name;
     }
@@ -207,8 +202,7 @@ Status verify_request_signature(const CertificateRequest& request) {
 }  // namespace
 
 bool valid_terminal_id(std::string_view text) {
-    return text.size() == terminal_id_chars &&
-           std::all_of(text.begin(), text.end(), [](char c) { return c >= 0x21 && c <= 0x7E; });
+    return text.size() == terminal_id_chars && std::all_of(text.begin(), text.end(), [](char c) { return c >= 0x21 && c <= 0x7E; });
 }
 
 // ---- handles ---------------------------------------------------------------------------------------------
@@ -242,7 +236,8 @@ Result<PrivateKey> read_private_key(const std::filesystem::path& path) {
     if (!data) return Unexpected<Error>{data.error()};
     BioPtr bio = memory_bio(*data);
     // No passphrase callback: the files are unencrypted, and an encrypted one must not prompt a daemon.
-    EVP_PKEY* key = PEM_read_bio_PrivateKey(bio.get(), nullptr, [](char*, int, int, void*) { return 0; }, nullptr);
+    EVP_PKEY* key = PEM_read_bio_PrivateKey(
+        bio.get(), nullptr, [](char*, int, int, void*) { return 0; }, nullptr);
     OPENSSL_cleanse(data->data(), data->size());
     if (key == nullptr) {
         ERR_clear_error();
@@ -469,8 +464,8 @@ CertificateInfo describe(const Certificate& certificate) {
         const GENERAL_NAME* name = sk_GENERAL_NAME_value(names.get(), i);
         if (name->type == GEN_DNS) {
             const ASN1_IA5STRING* dns = name->d.dNSName;
-            info.subject_alt_names.push_back(
-                "DNS:" + std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(dns)), static_cast<std::size_t>(ASN1_STRING_length(dns))));
+            info.subject_alt_names.push_back("DNS:" + std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(dns)),
+                                                                  static_cast<std::size_t>(ASN1_STRING_length(dns))));
         } else if (name->type == GEN_IPADD) {
             info.subject_alt_names.push_back("IP:" + format_ip(name->d.iPAddress));
         }
@@ -501,7 +496,7 @@ std::optional<std::string> terminal_id_of(const Certificate& certificate) {
 Bytes random_serial() {
     Bytes serial(serial_bytes);
     if (RAND_bytes(serial.data(), static_cast<int>(serial.size())) != 1) throw std::runtime_error("RAND_bytes failed");
-    serial[0] &= 0x7F;                 // positive
+    serial[0] &= 0x7F;                  // positive
     if (serial[0] == 0) serial[0] = 1;  // all 16 bytes significant, never zero
     return serial;
 }
@@ -510,8 +505,7 @@ namespace {
 
 // The fields every certificate of this CA shares: v3, serial, names, key, validity.
 Result<Certificate> certificate_body(const Bytes& serial, X509_NAME* subject, X509_NAME* issuer, EVP_PKEY* public_key,
-                                     std::chrono::system_clock::time_point not_before,
-                                     std::chrono::system_clock::time_point not_after) {
+                                     std::chrono::system_clock::time_point not_before, std::chrono::system_clock::time_point not_after) {
     if (serial.empty() || serial.size() > serial_bytes_max || serial[0] == 0 || (serial[0] & 0x80) != 0)
         return fail(ErrorCode::bad_input, "a serial number is 1–20 bytes, positive, without a leading zero byte");
     if (not_after <= not_before) return fail(ErrorCode::bad_input, "the validity must end after it begins");
@@ -520,8 +514,8 @@ Result<Certificate> certificate_body(const Bytes& serial, X509_NAME* subject, X5
     X509* x = certificate.get();
     if (!certificate || !number || X509_set_version(x, X509_VERSION_3) != 1 ||
         BN_to_ASN1_INTEGER(number.get(), X509_get_serialNumber(x)) == nullptr || X509_set_subject_name(x, subject) != 1 ||
-        X509_set_issuer_name(x, issuer) != 1 || X509_set_pubkey(x, public_key) != 1 ||
-        !set_time(X509_getm_notBefore(x), not_before) || !set_time(X509_getm_notAfter(x), not_after))
+        X509_set_issuer_name(x, issuer) != 1 || X509_set_pubkey(x, public_key) != 1 || !set_time(X509_getm_notBefore(x), not_before) ||
+        !set_time(X509_getm_notAfter(x), not_after))
         return crypto_failure("certificate fields");
     return certificate;
 }
@@ -537,7 +531,8 @@ Result<Certificate> issue_certificate(const CertificateRequest& request, const I
     switch (options.profile) {
         case Profile::terminal:
             if (!valid_terminal_id(options.common_name))
-                return fail(ErrorCode::bad_input, "terminal id '" + options.common_name + "' must be exactly 8 printable ASCII characters (field 41)");
+                return fail(ErrorCode::bad_input,
+                            "terminal id '" + options.common_name + "' must be exactly 8 printable ASCII characters (field 41)");
             if (!options.subject_alt_names.empty())
                 return fail(ErrorCode::bad_input, "a terminal certificate carries no subject alternative names");
             organization = terminal_organization;
@@ -565,8 +560,7 @@ Result<Certificate> issue_certificate(const CertificateRequest& request, const I
     X509V3_set_ctx(&context, issuer.get(), x, nullptr, nullptr, 0);
     if (!add_extension(x, &context, NID_basic_constraints, "critical,CA:FALSE") ||
         !add_extension(x, &context, NID_key_usage, "critical,digitalSignature") ||
-        !add_extension(x, &context, NID_ext_key_usage, extended_usage) ||
-        !add_extension(x, &context, NID_subject_key_identifier, "hash") ||
+        !add_extension(x, &context, NID_ext_key_usage, extended_usage) || !add_extension(x, &context, NID_subject_key_identifier, "hash") ||
         !add_extension(x, &context, NID_authority_key_identifier, "keyid:always") ||
         (!alt_names->empty() && !add_extension(x, &context, NID_subject_alt_name, *alt_names)))
         return crypto_failure("certificate extensions");
@@ -575,8 +569,8 @@ Result<Certificate> issue_certificate(const CertificateRequest& request, const I
 }
 
 Result<Certificate> make_ca_certificate(const PrivateKey& key, std::string_view common_name,
-                                        std::chrono::system_clock::time_point not_before,
-                                        std::chrono::system_clock::time_point not_after, const Bytes& serial) {
+                                        std::chrono::system_clock::time_point not_before, std::chrono::system_clock::time_point not_after,
+                                        const Bytes& serial) {
     if (!is_p256(key.get())) return fail(ErrorCode::bad_input, "the CA key is not EC P-256");
     auto name = make_name({std::string(common_name), std::string(ca_organization)});
     if (!name) return Unexpected<Error>{name.error()};

@@ -19,8 +19,7 @@ namespace ssl = boost::asio::ssl;
 namespace {
 
 // TLS 1.2 suites when 1.3 is not available: forward secret, AEAD, for the ECDSA keys of this CA.
-constexpr const char* tls12_ciphers =
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305";
+constexpr const char* tls12_ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305";
 // TLS 1.3 suites, AES-128-GCM first: as strong as this link needs and the cheapest per record with AES-NI
 // (an ISO 8583 answer is one small record).
 constexpr const char* tls13_suites = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384";
@@ -35,9 +34,8 @@ using detail::openssl_reason;
 // What both ends share: TLS 1.2 at least, no compression, no renegotiation, the CA file to verify against.
 Status common_setup(ssl::context& context, const std::filesystem::path& ca) {
     SSL_CTX* native = context.native_handle();
-    context.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                        ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::no_compression |
-                        ssl::context::single_dh_use);
+    context.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                        ssl::context::no_tlsv1_1 | ssl::context::no_compression | ssl::context::single_dh_use);
     SSL_CTX_set_options(native, SSL_OP_NO_RENEGOTIATION);
     if (SSL_CTX_set_min_proto_version(native, TLS1_2_VERSION) != 1 || SSL_CTX_set_cipher_list(native, tls12_ciphers) != 1 ||
         SSL_CTX_set_ciphersuites(native, tls13_suites) != 1)

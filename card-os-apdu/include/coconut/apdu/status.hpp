@@ -36,12 +36,8 @@ constexpr std::uint16_t value(Sw sw) { return static_cast<std::uint16_t>(sw); }
 
 // Status words with a parameter byte.
 constexpr std::uint16_t sw_wrong_le(std::uint8_t exact_le) { return static_cast<std::uint16_t>(0x6C00 | exact_le); }
-constexpr std::uint16_t sw_bytes_available(std::uint8_t count) {
-    return static_cast<std::uint16_t>(0x6100 | count);
-}
-constexpr std::uint16_t sw_pin_wrong(std::uint8_t tries_left) {
-    return static_cast<std::uint16_t>(0x63C0 | (tries_left & 0x0F));
-}
+constexpr std::uint16_t sw_bytes_available(std::uint8_t count) { return static_cast<std::uint16_t>(0x6100 | count); }
+constexpr std::uint16_t sw_pin_wrong(std::uint8_t tries_left) { return static_cast<std::uint16_t>(0x63C0 | (tries_left & 0x0F)); }
 
 constexpr bool is_wrong_le(std::uint16_t sw) { return (sw & 0xFF00) == 0x6C00; }
 constexpr bool is_bytes_available(std::uint16_t sw) { return (sw & 0xFF00) == 0x6100; }

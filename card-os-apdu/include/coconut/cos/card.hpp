@@ -83,7 +83,6 @@ private:
 Result<Bytes, std::string> personalize(const nlohmann::json& profile);
 
 // personalize() and write the image file (refuses to overwrite unless `overwrite`).
-Status<ImageFailure> create_image(const std::filesystem::path& image_path, const nlohmann::json& profile,
-                                  bool overwrite = false);
+Status<ImageFailure> create_image(const std::filesystem::path& image_path, const nlohmann::json& profile, bool overwrite = false);
 
 }  // namespace coconut::cos

@@ -80,8 +80,8 @@ public:
     static Result<std::unique_ptr<FileStorage>, ImageFailure> open(const std::filesystem::path& path);
     // Creates a new image file holding `payload` as generation 1 (write to a temporary name, fsync,
     // rename, fsync the directory: creation is the one place where the slow path is fine).
-    static Status<ImageFailure> create(const std::filesystem::path& path, ImageKind kind, ByteView payload,
-                                       bool overwrite, std::uint32_t slot_size = image_default_slot_size);
+    static Status<ImageFailure> create(const std::filesystem::path& path, ImageKind kind, ByteView payload, bool overwrite,
+                                       std::uint32_t slot_size = image_default_slot_size);
     ~FileStorage() override;
 
     Result<Loaded, ImageFailure> load() override;

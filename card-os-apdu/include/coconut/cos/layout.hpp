@@ -24,8 +24,7 @@ inline constexpr std::array<std::uint8_t, 15> ssse_aid{0x73, 0x78, 0x31, 0x2E, 0
 inline constexpr std::array<std::uint8_t, 16> psam_aid{0xA0, 0x00, 0x00, 0x06, 0x32, 0x4D, 0x4F, 0x54,
                                                        0x2E, 0x43, 0x50, 0x53, 0x41, 0x4D, 0x30, 0x31};
 // Payment system environment "1PAY.SYS.DDF01".
-inline constexpr std::array<std::uint8_t, 14> pse_name{'1', 'P', 'A', 'Y', '.', 'S', 'Y', 'S',
-                                                       '.', 'D', 'D', 'F', '0', '1'};
+inline constexpr std::array<std::uint8_t, 14> pse_name{'1', 'P', 'A', 'Y', '.', 'S', 'Y', 'S', '.', 'D', 'D', 'F', '0', '1'};
 
 // File identifiers.
 inline constexpr std::uint16_t fid_mf = 0x3F00;
@@ -35,12 +34,12 @@ inline constexpr std::uint16_t fid_medical_df = 0xDF04;
 inline constexpr std::uint16_t fid_psam_df = 0x1001;
 
 // ---- purse ADF files (SFI = low byte of the FID) ---------------------------------------------
-inline constexpr std::uint8_t sfi_public = 0x15;        // EF15 public data, 30 B
-inline constexpr std::uint8_t sfi_cardholder = 0x16;    // EF16 cardholder, 55 B
-inline constexpr std::uint8_t sfi_management = 0x17;    // EF17 management, 60 B
-inline constexpr std::uint8_t sfi_purse_log = 0x18;     // EF18 cyclic 10 × 23 B
-inline constexpr std::uint8_t sfi_capp_record = 0x1A;   // EF1A composite transit records
-inline constexpr std::uint8_t sfi_trip_log = 0x1E;      // EF1E cyclic trip log, 48 B
+inline constexpr std::uint8_t sfi_public = 0x15;       // EF15 public data, 30 B
+inline constexpr std::uint8_t sfi_cardholder = 0x16;   // EF16 cardholder, 55 B
+inline constexpr std::uint8_t sfi_management = 0x17;   // EF17 management, 60 B
+inline constexpr std::uint8_t sfi_purse_log = 0x18;    // EF18 cyclic 10 × 23 B
+inline constexpr std::uint8_t sfi_capp_record = 0x1A;  // EF1A composite transit records
+inline constexpr std::uint8_t sfi_trip_log = 0x1E;     // EF1E cyclic trip log, 48 B
 
 inline constexpr std::size_t public_data_size = 30;
 inline constexpr std::size_t cardholder_size = 55;
@@ -55,14 +54,12 @@ inline constexpr std::size_t trip_log_record_count = 20;
 
 // EF15 public data: issuer id(8) ‖ app type(1) ‖ app version(1) ‖ ASN(10 BCD) ‖ start(4) ‖ expiry(4) ‖ FCI(2).
 namespace ef15 {
-inline constexpr std::size_t issuer_id = 0, app_type = 8, app_version = 9, asn = 10, start_date = 20,
-                             expiry_date = 24, fci_data = 28;
+inline constexpr std::size_t issuer_id = 0, app_type = 8, app_version = 9, asn = 10, start_date = 20, expiry_date = 24, fci_data = 28;
 }
 
 // EF18 purse log record: ATC(2) ‖ overdraft limit(3) ‖ amount(4) ‖ type(1) ‖ terminal id(6) ‖ date(4) ‖ time(3).
 namespace ef18 {
-inline constexpr std::size_t atc = 0, overdraft_limit = 2, amount = 5, type = 9, terminal_id = 10, date = 16,
-                             time = 20;
+inline constexpr std::size_t atc = 0, overdraft_limit = 2, amount = 5, type = 9, terminal_id = 10, date = 16, time = 20;
 }
 
 // ---- EF1A bus entry/exit record (Profile, docs/CARD-SPEC.md §6), 48 bytes, written by 80 DC in a CAPP purchase.
@@ -148,13 +145,12 @@ inline std::optional<BusRecord> decode(ByteView in) {
 }  // namespace bus_record
 
 // ---- SSSE (docs/CARD-SPEC.md §7) ---------------------------------------------------------------------
-inline constexpr std::uint8_t sfi_ss_issuer = 0x05;  // EF05 issuer items (TLV records)
-inline constexpr std::uint8_t sfi_ss_holder = 0x06;  // EF06 holder items (TLV records)
+inline constexpr std::uint8_t sfi_ss_issuer = 0x05;     // EF05 issuer items (TLV records)
+inline constexpr std::uint8_t sfi_ss_holder = 0x06;     // EF06 holder items (TLV records)
 inline constexpr std::uint8_t sfi_medical_link = 0x08;  // DF04/EF08 medical account link (TLV records)
 namespace ss_tag {
 inline constexpr std::uint8_t card_identifier = 0x01, issue_date = 0x05, expiry_date = 0x06, card_number = 0x07;
-inline constexpr std::uint8_t ssn = 0x08, name = 0x09, sex = 0x0A, ethnicity = 0x0B, birthplace = 0x0C,
-                              birth_date = 0x0D;
+inline constexpr std::uint8_t ssn = 0x08, name = 0x09, sex = 0x0A, ethnicity = 0x0B, birthplace = 0x0C, birth_date = 0x0D;
 // DF04/EF08 (Profile): medical account number (20 digits BCD, 10 B), insurance region (3 B BCD),
 // insured person type (1 B).
 inline constexpr std::uint8_t medical_account = 0x30, insurance_region = 0x31, insured_type = 0x32;

@@ -109,8 +109,7 @@ Block card_factor_from_asn(ByteView asn10);
 // Load session key: 3DES(DLK, random(4) ‖ online ATC(2) ‖ 8000).
 Key8 load_session_key(const Key16& dlk, ByteView random4, std::uint16_t online_atc);
 // Purchase / CAPP session key: 3DES(DPK, random(4) ‖ offline ATC(2) ‖ terminal serial[2..3]).
-Key8 purchase_session_key(const Key16& dpk, ByteView random4, std::uint16_t offline_atc,
-                          std::uint32_t terminal_serial);
+Key8 purchase_session_key(const Key16& dpk, ByteView random4, std::uint16_t offline_atc, std::uint32_t terminal_serial);
 
 // ---- MAC inputs of docs/CARD-SPEC.md §4 (one place; card, PSAM, HSM and tests all use these) ----------
 
@@ -119,8 +118,8 @@ using CardDateTime = coconut::CardDateTime;  // Hainan local time (coconut/core/
 
 Bytes load_mac1_input(std::uint32_t old_balance, std::uint32_t amount, std::uint8_t type, ByteView terminal_id6);
 Bytes load_mac2_input(std::uint32_t amount, std::uint8_t type, ByteView terminal_id6, const CardDateTime& when);
-Bytes load_tac_input(std::uint32_t new_balance, std::uint16_t online_atc_before, std::uint32_t amount,
-                     std::uint8_t type, ByteView terminal_id6, const CardDateTime& when);
+Bytes load_tac_input(std::uint32_t new_balance, std::uint16_t online_atc_before, std::uint32_t amount, std::uint8_t type,
+                     ByteView terminal_id6, const CardDateTime& when);
 Bytes purchase_mac1_input(std::uint32_t amount, std::uint8_t type, ByteView terminal_id6, const CardDateTime& when);
 Bytes purchase_mac2_input(std::uint32_t amount);
 Bytes purchase_tac_input(std::uint32_t amount, std::uint8_t type, ByteView terminal_id6, std::uint32_t terminal_serial,

@@ -34,20 +34,18 @@ json adjustment_json(const Adjustment& a) {
 }
 
 std::string adjustment_summary(const Adjustment& a) {
-    return fmt::format("{} fen on ledger {}: {} → {}; reason: {}", a.amount, a.ledger,
-                       id_hex(a.debit_account_id), id_hex(a.credit_account_id), a.reason);
+    return fmt::format("{} fen on ledger {}: {} → {}; reason: {}", a.amount, a.ledger, id_hex(a.debit_account_id),
+                       id_hex(a.credit_account_id), a.reason);
 }
 
 // A note or reason: 1 (or 0 when optional) to 500 characters of printable text (UTF-8 allowed).
 std::optional<std::string> free_text(const json& body, const char* key, bool required, std::string& out) {
-    if (!body.contains(key))
-        return required ? std::optional<std::string>(fmt::format("\"{}\" is required", key)) : std::nullopt;
+    if (!body.contains(key)) return required ? std::optional<std::string>(fmt::format("\"{}\" is required", key)) : std::nullopt;
     if (!body[key].is_string()) return fmt::format("\"{}\" must be a string", key);
     out = body[key].get<std::string>();
     if ((required && out.empty()) || out.size() > adjustment_text_max)
         return fmt::format("\"{}\" must be 1 to {} bytes", key, adjustment_text_max);
-    if (std::any_of(out.begin(), out.end(),
-                    [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7F; })) {
+    if (std::any_of(out.begin(), out.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7F; })) {
         return fmt::format("\"{}\" must not contain control characters", key);
     }
     return std::nullopt;
@@ -56,24 +54,19 @@ std::optional<std::string> free_text(const json& body, const char* key, bool req
 // A proposal's body {"debit_account_id","credit_account_id","ledger","amount","reason"}: what is wrong,
 // or nullopt with `a` filled.
 std::optional<std::string> read_proposal(const json& body, Adjustment& a) {
-    std::optional<std::string> problem =
-        only_keys(body, {"debit_account_id", "credit_account_id", "ledger", "amount", "reason"});
-    for (const auto& [key, out] : {std::pair{"debit_account_id", &a.debit_account_id},
-                                   std::pair{"credit_account_id", &a.credit_account_id}}) {
+    std::optional<std::string> problem = only_keys(body, {"debit_account_id", "credit_account_id", "ledger", "amount", "reason"});
+    for (const auto& [key, out] :
+         {std::pair{"debit_account_id", &a.debit_account_id}, std::pair{"credit_account_id", &a.credit_account_id}}) {
         if (problem) break;
         auto id = body.contains(key) ? id_of_json(body[key]) : std::nullopt;
-        if (!id)
-            problem = fmt::format("\"{}\" must be 32 hex digits", key);
-        else
-            *out = *id;
+        if (!id) problem = fmt::format("\"{}\" must be 32 hex digits", key);
+        else *out = *id;
     }
     if (!problem && (!body.contains("ledger") || !body["ledger"].is_number_unsigned() ||
-                     (body["ledger"].get<std::uint64_t>() != ledgers::purse &&
-                      body["ledger"].get<std::uint64_t>() != ledgers::medical))) {
+                     (body["ledger"].get<std::uint64_t>() != ledgers::purse && body["ledger"].get<std::uint64_t>() != ledgers::medical))) {
         problem = "\"ledger\" must be 1 (purse) or 2 (medical)";
     }
-    if (!problem && (!body.contains("amount") || !body["amount"].is_number_unsigned() ||
-                     body["amount"].get<std::uint64_t>() == 0 ||
+    if (!problem && (!body.contains("amount") || !body["amount"].is_number_unsigned() || body["amount"].get<std::uint64_t>() == 0 ||
                      body["amount"].get<std::uint64_t>() > adjustment_fen_max)) {
         problem = fmt::format("\"amount\" must be 1 to {} fen", adjustment_fen_max);
     }
@@ -86,8 +79,7 @@ std::optional<std::string> read_proposal(const json& body, Adjustment& a) {
 
 // The decision's commit: on approval the adjustment's transfer and the proposal's new state together;
 // a transfer the ledger refuses leaves the proposal open (409).
-void commit_decision(Api::State& api, const Clerk& clerk, Adjustment a, bool approve,
-                     const std::string& target, Api::Respond release_and) {
+void commit_decision(Api::State& api, const Clerk& clerk, Adjustment a, bool approve, const std::string& target, Api::Respond release_and) {
     std::vector<ledger::Event> events;
     if (approve) events.emplace_back(adjustment_transfer_of(a));
     const std::string proposed_by = a.maker;
@@ -97,11 +89,9 @@ void commit_decision(Api::State& api, const Clerk& clerk, Adjustment a, bool app
     auto decided = std::make_shared<Adjustment>(a);
     auto ledger_result = std::make_shared<std::string>();
     const Tokens& tokens = api.s.tokens;
-    auto write = [decided, ledger_result, &tokens](lmdb::Txn& txn,
-                                                   std::span<const ledger::EventResult> results,
+    auto write = [decided, ledger_result, &tokens](lmdb::Txn& txn, std::span<const ledger::EventResult> results,
                                                    ClerkAction& action) -> lmdb::Status {
-        if (!results.empty() &&
-            !ledger::succeeded(results[0].code)) {  // the ledger refused: the proposal stays open
+        if (!results.empty() && !ledger::succeeded(results[0].code)) {  // the ledger refused: the proposal stays open
             *ledger_result = std::string(ledger::to_string(results[0].code));
             action.outcome = "refused by the ledger: " + *ledger_result;
             return Ok{};
@@ -110,15 +100,13 @@ void commit_decision(Api::State& api, const Clerk& clerk, Adjustment a, bool app
     };
     auto answer = [decided, ledger_result](const ClerkAction&) {
         if (!ledger_result->empty()) {
-            return error_response(
-                409, "conflict",
-                fmt::format("the ledger refused adjustment {}'s transfer: {}; it stays proposed",
-                            decided->number, *ledger_result));
+            return error_response(409, "conflict",
+                                  fmt::format("the ledger refused adjustment {}'s transfer: {}; it stays proposed", decided->number,
+                                              *ledger_result));
         }
         return json_response(200, adjustment_json(*decided));
     };
-    const std::string detail =
-        adjustment_summary(a) + (a.note.empty() ? "" : "; note: " + a.note) + "; proposed by " + proposed_by;
+    const std::string detail = adjustment_summary(a) + (a.note.empty() ? "" : "; note: " + a.note) + "; proposed by " + proposed_by;
     api.commit(Change{std::move(events), write, answer,
                       action_of(clerk, approve ? "adjustment_approve" : "adjustment_reject", target, detail)},
                std::move(release_and));
@@ -126,8 +114,7 @@ void commit_decision(Api::State& api, const Clerk& clerk, Adjustment a, bool app
 
 // With adjustment_busy held (released by `release_and`): the proposal, still open; the maker may not
 // approve; an approval's accounts pass the adjustment rule again.
-void decide(Api::State& api, const Clerk& clerk, std::uint64_t number, std::string note, bool approve,
-            Api::Respond release_and) {
+void decide(Api::State& api, const Clerk& clerk, std::uint64_t number, std::string note, bool approve, Api::Respond release_and) {
     const std::string target = fmt::format("adjustment {}", number);
     auto found = api.s.tokens.adjustment(number);
     if (!found) return release_and(storage_failure(found.error().message));
@@ -135,9 +122,8 @@ void decide(Api::State& api, const Clerk& clerk, std::uint64_t number, std::stri
     Adjustment a = **found;
     COCONUT_ASSERT(a.number == number, "a proposal is read back under its own number");
     if (a.status != AdjustmentStatus::proposed) {
-        return release_and(error_response(
-            409, "conflict",
-            fmt::format("adjustment {} was {} by {} already", a.number, to_string(a.status), a.checker)));
+        return release_and(
+            error_response(409, "conflict", fmt::format("adjustment {} was {} by {} already", a.number, to_string(a.status), a.checker)));
     }
     const std::string action = approve ? "adjustment_approve" : "adjustment_reject";
     if (approve && a.maker == clerk.name) {
@@ -150,9 +136,7 @@ void decide(Api::State& api, const Clerk& clerk, std::uint64_t number, std::stri
     if (approve) {
         auto refused = adjustment_refusal(api.s.ledger, a);
         if (!refused) return release_and(storage_failure(refused.error().message));
-        if (*refused)
-            return api.refuse_by_rule(clerk, action, target, "adjustment account rule: " + **refused,
-                                      release_and);
+        if (*refused) return api.refuse_by_rule(clerk, action, target, "adjustment account rule: " + **refused, release_and);
     }
     a.note = std::move(note);
     commit_decision(api, clerk, std::move(a), approve, target, std::move(release_and));
@@ -162,17 +146,14 @@ void decide(Api::State& api, const Clerk& clerk, std::uint64_t number, std::stri
 void decide_adjustment(Call& call, bool approve) {
     const auto number = parse_u64(call.params[0]);
     if (!number || *number == 0) return call.answer(not_found("no such adjustment"));
-    const json body =
-        call.request.body.empty() ? json::object() : json::parse(call.request.body, nullptr, false);
-    if (body.is_discarded() || !body.is_object())
-        return call.answer(bad_request("body must be a JSON object"));
+    const json body = call.request.body.empty() ? json::object() : json::parse(call.request.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object()) return call.answer(bad_request("body must be a JSON object"));
     std::string note;
     std::optional<std::string> problem = only_keys(body, {"note"});
     if (!problem) problem = free_text(body, "note", false, note);
     if (problem) return call.answer(bad_request(*problem));
     Api::State& api = call.api;
-    if (api.adjustment_busy.exchange(true))
-        return call.answer(busy("another adjustment decision is being committed"));
+    if (api.adjustment_busy.exchange(true)) return call.answer(busy("another adjustment decision is being committed"));
     auto release_and = [&api, respond = std::move(call.respond)](ApiResponse r) {
         api.adjustment_busy.store(false);
         respond(std::move(r));
@@ -191,8 +172,7 @@ void list_adjustments(Call& call) {
     }
     std::uint64_t after = 0;
     std::size_t limit = 100;
-    if (auto bad = page_params(call.target, "a proposal number", after, limit))
-        return call.answer(bad_request(*bad));
+    if (auto bad = page_params(call.target, "a proposal number", after, limit)) return call.answer(bad_request(*bad));
     auto page = call.s().tokens.adjustments(after, limit, status);
     if (!page) return call.answer(storage_failure(page.error().message));
     json items = json::array();
@@ -203,8 +183,7 @@ void list_adjustments(Call& call) {
 // GET /v1/clerk/adjustments/{n}
 void show_adjustment(Call& call) {
     const auto number = parse_u64(call.params[0]);
-    auto found = number ? call.s().tokens.adjustment(*number)
-                        : Result<std::optional<Adjustment>>(std::optional<Adjustment>());
+    auto found = number ? call.s().tokens.adjustment(*number) : Result<std::optional<Adjustment>>(std::optional<Adjustment>());
     if (!found) return call.answer(storage_failure(found.error().message));
     if (!*found) return call.answer(not_found("no such adjustment"));
     call.answer(json_response(200, adjustment_json(**found)));
@@ -220,8 +199,8 @@ void propose_adjustment(Call& call) {
     auto refused = adjustment_refusal(call.s().ledger, a);
     if (!refused) return call.answer(storage_failure(refused.error().message));
     if (*refused) {
-        return call.api.refuse_by_rule(clerk, "adjustment_propose", "new",
-                                       "adjustment account rule: " + **refused, std::move(call.respond));
+        return call.api.refuse_by_rule(clerk, "adjustment_propose", "new", "adjustment account rule: " + **refused,
+                                       std::move(call.respond));
     }
     const Tokens& tokens = call.s().tokens;
     auto proposal = std::make_shared<Adjustment>(a);
@@ -233,20 +212,15 @@ void propose_adjustment(Call& call) {
         action.target = fmt::format("adjustment {}", *number);
         return tokens.put_adjustment(txn, *proposal);
     };
-    call.api.commit(
-        Change{{},
-               write,
-               [proposal](const ClerkAction&) { return json_response(201, adjustment_json(*proposal)); },
-               action_of(clerk, "adjustment_propose", "", adjustment_summary(a))},
-        std::move(call.respond));
+    call.api.commit(Change{{},
+                           write,
+                           [proposal](const ClerkAction&) { return json_response(201, adjustment_json(*proposal)); },
+                           action_of(clerk, "adjustment_propose", "", adjustment_summary(a))},
+                    std::move(call.respond));
 }
 
-void approve_adjustment(Call& call) {
-    decide_adjustment(call, true);
-}
+void approve_adjustment(Call& call) { decide_adjustment(call, true); }
 
-void reject_adjustment(Call& call) {
-    decide_adjustment(call, false);
-}
+void reject_adjustment(Call& call) { decide_adjustment(call, false); }
 
 }  // namespace coconut::clearing::http::api

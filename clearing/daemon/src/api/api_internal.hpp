@@ -69,7 +69,7 @@ std::uint64_t now_ns();
 // The request target split in place: path segments ("/v1/cards/1" → v1, cards, 1) and the raw query,
 // searched when a parameter is asked for (no containers: this runs for every request).
 class Target {
-  public:
+public:
     static constexpr std::size_t segments_max = 8;  // no endpoint has more than 5
 
     explicit Target(std::string_view target);
@@ -79,7 +79,7 @@ class Target {
     // The value of `key` in the query (the last one when repeated; "" for a key without '=').
     std::optional<std::string_view> param(std::string_view key) const;
 
-  private:
+private:
     std::array<std::string_view, segments_max> parts_{};
     std::size_t count_ = 0;
     bool too_deep_ = false;
@@ -88,11 +88,10 @@ class Target {
 
 // ?after=N&limit=1…journal_page_max of a list read oldest first: what is wrong, or nullopt with the
 // values set (unchanged when absent).
-std::optional<std::string> page_params(const Target& target, std::string_view after_is, std::uint64_t& after,
-                                       std::size_t& limit);
+std::optional<std::string> page_params(const Target& target, std::string_view after_is, std::uint64_t& after, std::size_t& limit);
 // ?limit=1…max and ?cursor=N of a list read newest first (values unchanged when absent).
-std::optional<std::string> newest_first_params(const Target& target, std::size_t max, std::size_t& limit,
-                                               std::uint64_t& before, std::string_view cursor_is);
+std::optional<std::string> newest_first_params(const Target& target, std::size_t max, std::size_t& limit, std::uint64_t& before,
+                                               std::string_view cursor_is);
 
 // ---- rate limits
 // ---------------------------------------------------------------------------------------------
@@ -100,12 +99,12 @@ std::optional<std::string> newest_first_params(const Target& target, std::size_t
 // A token bucket per key (a token's hash, or a client address in the first 16 bytes): `burst` requests at
 // once, refilled at `rate` per second.
 class RateLimiter {
-  public:
+public:
     RateLimiter(double rate_per_s, double burst) : rate_(rate_per_s), burst_(burst) {}
     // True when the request may go ahead; false: answer 429 after retry_after_s.
     bool admit(const TokenHash& key, double& retry_after_s);
 
-  private:
+private:
     struct Bucket {
         double tokens;
         std::chrono::steady_clock::time_point last;
@@ -132,9 +131,8 @@ class RateLimiter {
 // terminals' bookings included. An error return is for storage failures only.
 struct Change {
     std::vector<ledger::Event> events;
-    std::function<lmdb::Status(lmdb::Txn&, std::span<const ledger::EventResult>, ClerkAction&)>
-        write;                                              // may be empty
-    std::function<ApiResponse(const ClerkAction&)> answer;  // after the commit
+    std::function<lmdb::Status(lmdb::Txn&, std::span<const ledger::EventResult>, ClerkAction&)> write;  // may be empty
+    std::function<ApiResponse(const ClerkAction&)> answer;                                              // after the commit
     ClerkAction action;
 };
 
@@ -164,8 +162,7 @@ struct Api::State {
     std::atomic<bool> settlement_busy{false};
     std::atomic<bool> adjustment_busy{false};
     boost::asio::thread_pool settlement_worker{1};
-    std::optional<std::pair<CycleClaim, std::shared_ptr<const ExpectedTransfers>>>
-        settlement_cache;  // worker thread only
+    std::optional<std::pair<CycleClaim, std::shared_ptr<const ExpectedTransfers>>> settlement_cache;  // worker thread only
 
     // A request without a valid token (none, unknown, revoked, another card's): its failure answer, or
     // 429 once its address has had address_failure_burst of them (refilled at address_failures_per_s).
@@ -178,8 +175,7 @@ struct Api::State {
     // A read answered after its journal entry is durable.
     void journaled_read(ApiResponse response, ClerkAction action, Respond respond);
     // A settlement or adjustment request refused by a rule: 403 naming it, after the refusal is journaled.
-    void refuse_by_rule(const Clerk& clerk, std::string action, std::string target, std::string rule,
-                        Respond respond);
+    void refuse_by_rule(const Clerk& clerk, std::string action, std::string target, std::string rule, Respond respond);
     // Card number → ASN via the registry (clerk requests only: a scan of the cards table).
     Result<std::optional<Asn>> find_card(const CardNumber& number) const;
 };
@@ -253,14 +249,12 @@ json risk_json(const RiskFlag& flag);
 // The body of a status change, {"status":"…","reason":"…"}: `status` parsed by `parse` (one of `names`),
 // the optional reason (≤ 128 characters); the 400 answer when it is not. The untyped step reads the
 // two strings (responses.cpp).
-std::optional<ApiResponse> read_status_body(const ApiRequest& request,
-                                            std::initializer_list<std::string_view> names,
-                                            std::string& status, std::string& reason);
+std::optional<ApiResponse> read_status_body(const ApiRequest& request, std::initializer_list<std::string_view> names, std::string& status,
+                                            std::string& reason);
 template <class Status>
-std::optional<ApiResponse> read_status_body(const ApiRequest& request,
-                                            std::optional<Status> (*parse)(std::string_view),
-                                            std::initializer_list<std::string_view> names,
-                                            std::optional<Status>& status, std::string& reason) {
+std::optional<ApiResponse> read_status_body(const ApiRequest& request, std::optional<Status> (*parse)(std::string_view),
+                                            std::initializer_list<std::string_view> names, std::optional<Status>& status,
+                                            std::string& reason) {
     std::string text;
     if (auto bad = read_status_body(request, names, text, reason)) return bad;
     status = parse(text);

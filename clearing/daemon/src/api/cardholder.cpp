@@ -34,16 +34,11 @@ std::string_view kind_of(const ledger::Transfer& t, std::string_view participant
             if (participant_kind == "bus") return "bus";
             if (participant_kind == "clinic") return "clinic";
             return "shop";
-        case transfer_codes::opening_balance:
-            return "load";
-        case transfer_codes::online_load:
-            return voided ? "reversal" : "load";
-        case transfer_codes::clinic_medical:
-            return voided ? "reversal" : "clinic";
-        case transfer_codes::manual_adjustment:
-            return "adjustment";
-        default:
-            return "other";
+        case transfer_codes::opening_balance: return "load";
+        case transfer_codes::online_load: return voided ? "reversal" : "load";
+        case transfer_codes::clinic_medical: return voided ? "reversal" : "clinic";
+        case transfer_codes::manual_adjustment: return "adjustment";
+        default: return "other";
     }
 }
 
@@ -56,8 +51,7 @@ std::string_view state_of(const ledger::Transfer& t) {
 
 std::string bcd_local_time(const std::array<std::uint8_t, 5>& bcd) {
     const std::string d = bcd_to_digits(bcd);  // YYMMDDhhmm
-    return fmt::format("20{}-{}-{}T{}:{}", d.substr(0, 2), d.substr(2, 2), d.substr(4, 2), d.substr(6, 2),
-                       d.substr(8, 2));
+    return fmt::format("20{}-{}-{}T{}:{}", d.substr(0, 2), d.substr(2, 2), d.substr(4, 2), d.substr(6, 2), d.substr(8, 2));
 }
 
 // Participants by id, read once per request.
@@ -85,9 +79,7 @@ struct CardHolder {
 // counted against the address like a missing token).
 std::optional<std::pair<lmdb::Txn, CardHolder>> open_card(Call& call) {
     Api::State& api = call.api;
-    auto not_card = [&] {
-        call.answer(api.unauthenticated(call.request, not_found("no such card for this token")));
-    };
+    auto not_card = [&] { call.answer(api.unauthenticated(call.request, not_found("no such card for this token"))); };
     auto number = parse_card_number(call.params[0]);
     if (!number) {
         not_card();
@@ -120,11 +112,10 @@ void account_json(std::string& body, const std::optional<ledger::Account>& accou
     auto to = std::back_inserter(body);
     if (medical) {
         fmt::format_to(to, R"({{"available_fen":{},"balance_fen":{},"pending_debit_fen":{}}})",
-                       cleared(a) - static_cast<std::int64_t>(a.debits_pending), cleared(a),
-                       a.debits_pending);
+                       cleared(a) - static_cast<std::int64_t>(a.debits_pending), cleared(a), a.debits_pending);
     } else {
-        fmt::format_to(to, R"({{"balance_fen":{},"pending_credit_fen":{},"pending_debit_fen":{}}})",
-                       cleared(a), a.credits_pending, a.debits_pending);
+        fmt::format_to(to, R"({{"balance_fen":{},"pending_credit_fen":{},"pending_debit_fen":{}}})", cleared(a), a.credits_pending,
+                       a.debits_pending);
     }
 }
 
@@ -148,8 +139,7 @@ ApiResponse balance(const Services& s, const lmdb::Txn& txn, const CardHolder& h
     }
     ApiResponse out{200, "application/json", {}, {}};
     out.body.reserve(320);
-    fmt::format_to(std::back_inserter(out.body),
-                   R"({{"card_number":"{}","currency":"CNY","last_cleared_at":)", to_string(holder.number));
+    fmt::format_to(std::back_inserter(out.body), R"({{"card_number":"{}","currency":"CNY","last_cleared_at":)", to_string(holder.number));
     if (last_ns) {
         fmt::format_to(std::back_inserter(out.body), "\"{}\"", iso_time(last_ns));
     } else {
@@ -164,8 +154,7 @@ ApiResponse balance(const Services& s, const lmdb::Txn& txn, const CardHolder& h
 }
 
 // Balance snapshots of `account` from `oldest` to `newest` (ns), by timestamp.
-std::map<std::uint64_t, ledger::Balance> snapshots(const Services& s, const lmdb::Txn& txn,
-                                                   const ledger::Id& account, std::uint64_t oldest,
+std::map<std::uint64_t, ledger::Balance> snapshots(const Services& s, const lmdb::Txn& txn, const ledger::Id& account, std::uint64_t oldest,
                                                    std::uint64_t newest) {
     constexpr std::size_t chunk = 256;
     std::map<std::uint64_t, ledger::Balance> out;
@@ -201,8 +190,7 @@ BalancesAfter balances_after(const Services& s, const lmdb::Txn& txn, const Card
     return balances;
 }
 
-json history_item(const ledger::Transfer& t, const CardAccounts& accounts, const BalancesAfter& balances,
-                  Participants& participants) {
+json history_item(const ledger::Transfer& t, const CardAccounts& accounts, const BalancesAfter& balances, Participants& participants) {
     const int which = (t.debit_account_id == accounts.purse || t.credit_account_id == accounts.purse) ? 0 : 1;
     const ledger::Id& account = which == 0 ? accounts.purse : accounts.medical;
     const auto& participant = participants.get(t.user_data_64);
@@ -215,8 +203,8 @@ json history_item(const ledger::Transfer& t, const CardAccounts& accounts, const
               {"account", which == 0 ? "purse" : "medical"},
               {"amount_fen", amount}};
     if (auto b = balances[which].find(t.timestamp); b != balances[which].end()) {
-        item["balance_after_fen"] = static_cast<std::int64_t>(b->second.credits_posted) -
-                                    static_cast<std::int64_t>(b->second.debits_posted);
+        item["balance_after_fen"] =
+            static_cast<std::int64_t>(b->second.credits_posted) - static_cast<std::int64_t>(b->second.debits_posted);
     } else {
         item["balance_after_fen"] = nullptr;
     }
@@ -235,8 +223,7 @@ json history_item(const ledger::Transfer& t, const CardAccounts& accounts, const
 ApiResponse history(const Services& s, const lmdb::Txn& txn, const CardHolder& holder, const Target& target) {
     std::size_t limit = transactions_page_default;
     std::uint64_t before = ~std::uint64_t{0};
-    if (auto bad = newest_first_params(target, transactions_page_max, limit, before,
-                                       "the next_cursor of a previous page")) {
+    if (auto bad = newest_first_params(target, transactions_page_max, limit, before, "the next_cursor of a previous page")) {
         return bad_request(*bad);
     }
     const CardAccounts accounts{purse_shadow_account(holder.token.asn), medical_account(holder.token.asn)};

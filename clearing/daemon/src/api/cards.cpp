@@ -65,18 +65,16 @@ void clerk_card_lookup(Call& call) {
     json risk = json::array();
     for (const auto& f : flags->flags) risk.push_back(risk_json(f));
     const CardRecord& c = **record;
-    json out{
-        {"card_number", card->text},
-        {"asn", bcd_to_digits(c.asn)},
-        {"status", to_string(c.status)},
-        {"shadow_balance_fen", c.shadow_balance_fen},
-        {"offline_purchases", c.offline_purchases},
-        {"risk_flag_count", c.risk_flags},
-        {"risk_flags", risk},
-        {"risk_flags_next_cursor", flags->next_cursor.empty() ? json(nullptr) : json(flags->next_cursor)},
-        {"token_issued_at", *token ? json(iso_time((*token)->issued_ns)) : json(nullptr)}};
-    call.api.journaled_read(json_response(200, out), action_of(call.who(), "card_lookup", card->text),
-                            std::move(call.respond));
+    json out{{"card_number", card->text},
+             {"asn", bcd_to_digits(c.asn)},
+             {"status", to_string(c.status)},
+             {"shadow_balance_fen", c.shadow_balance_fen},
+             {"offline_purchases", c.offline_purchases},
+             {"risk_flag_count", c.risk_flags},
+             {"risk_flags", risk},
+             {"risk_flags_next_cursor", flags->next_cursor.empty() ? json(nullptr) : json(flags->next_cursor)},
+             {"token_issued_at", *token ? json(iso_time((*token)->issued_ns)) : json(nullptr)}};
+    call.api.journaled_read(json_response(200, out), action_of(call.who(), "card_lookup", card->text), std::move(call.respond));
 }
 
 // PUT /v1/clerk/cards/{n}/status {"status":"active"|"lost"|"blocked","reason":"…"}: the hotlist.
@@ -85,14 +83,12 @@ void set_card_status(Call& call) {
     if (!card) return;
     std::optional<CardStatus> status;
     std::string reason;
-    if (auto bad = read_status_body(call.request, parse_card_status, {"active", "lost", "blocked"}, status,
-                                    reason)) {
+    if (auto bad = read_status_body(call.request, parse_card_status, {"active", "lost", "blocked"}, status, reason)) {
         return call.answer(std::move(*bad));
     }
     const Registry& registry = call.s().registry;
     // Read-modify-write inside the writer's transaction: the engine's hooks update the same record.
-    auto write = [&registry, asn = card->asn, status = *status](lmdb::Txn& txn, auto,
-                                                                ClerkAction& action) -> lmdb::Status {
+    auto write = [&registry, asn = card->asn, status = *status](lmdb::Txn& txn, auto, ClerkAction& action) -> lmdb::Status {
         auto stored = registry.card_in(txn, asn);
         if (!stored) return Unexpected{stored.error()};
         if (!*stored) {
@@ -110,8 +106,7 @@ void set_card_status(Call& call) {
     call.api.commit(Change{{},
                            write,
                            [answer](const ClerkAction& done) { return refused_or(done, 200, answer); },
-                           action_of(call.who(), "card_status", card->text,
-                                     fmt::format("{} {}", to_string(*status), reason))},
+                           action_of(call.who(), "card_status", card->text, fmt::format("{} {}", to_string(*status), reason))},
                     std::move(call.respond));
 }
 
@@ -129,12 +124,8 @@ void issue_card_token(Call& call) {
     auto answer = [token, text = card->text](const ClerkAction&) {
         return json_response(201, json{{"card_number", text}, {"token", *token}});
     };
-    call.api.commit(
-        Change{{},
-               write,
-               answer,
-               action_of(call.who(), "card_token", card->text, "issued (replaces any earlier token)")},
-        std::move(call.respond));
+    call.api.commit(Change{{}, write, answer, action_of(call.who(), "card_token", card->text, "issued (replaces any earlier token)")},
+                    std::move(call.respond));
 }
 
 // POST /v1/clerk/cards: field names as in the registry file (clearing/README.md), checked by the
@@ -151,9 +142,9 @@ void register_card(Call& call) {
     const Registry& registry = call.s().registry;
     const Tokens& tokens = call.s().tokens;
     auto token = std::make_shared<std::string>(Tokens::new_token(card_token_prefix));
-    auto write = [&registry, &tokens, card, number, stored = new_card_token(tokens, card.asn, *token)](
-                     lmdb::Txn& txn, std::span<const ledger::EventResult> results,
-                     ClerkAction& action) -> lmdb::Status {
+    auto write = [&registry, &tokens, card, number,
+                  stored = new_card_token(tokens, card.asn, *token)](lmdb::Txn& txn, std::span<const ledger::EventResult> results,
+                                                                     ClerkAction& action) -> lmdb::Status {
         auto existing = registry.card_in(txn, card.asn);
         if (!existing) return Unexpected{existing.error()};
         auto same_number = tokens.card_token_in(txn, number);
@@ -170,8 +161,7 @@ void register_card(Call& call) {
         return tokens.put_card_token(txn, number, stored);
     };
     const std::string card_text = to_string(number);
-    json answer{
-        {"card_number", card_text}, {"asn", bcd_to_digits(card.asn)}, {"status", to_string(card.status)}};
+    json answer{{"card_number", card_text}, {"asn", bcd_to_digits(card.asn)}, {"status", to_string(card.status)}};
     auto respond_with = [answer, token](const ClerkAction& done) {
         json out = answer;
         if (done.outcome == "ok") out["token"] = *token;
@@ -179,8 +169,7 @@ void register_card(Call& call) {
     };
     call.api.commit(Change{std::move(events), write, respond_with,
                            action_of(call.who(), "card", card_text,
-                                     fmt::format("purse {} fen, medical {} fen", card.opening_balance_fen,
-                                                 card.medical_opening_fen))},
+                                     fmt::format("purse {} fen, medical {} fen", card.opening_balance_fen, card.medical_opening_fen))},
                     std::move(call.respond));
 }
 

@@ -8,10 +8,7 @@
 namespace coconut::clearing::http {
 
 Api::State::State(Services services, const HttpOptions& http_options, HttpStats& http_stats)
-    : s(services),
-      options(http_options),
-      stats(http_stats),
-      limiter(http_options.token_requests_per_s, http_options.token_burst),
+    : s(services), options(http_options), stats(http_stats), limiter(http_options.token_requests_per_s, http_options.token_burst),
       address_limiter(http_options.address_failures_per_s, http_options.address_failure_burst) {}
 
 ApiResponse Api::State::unauthenticated(const ApiRequest& request, ApiResponse failure) {
@@ -20,8 +17,7 @@ ApiResponse Api::State::unauthenticated(const ApiRequest& request, ApiResponse f
     double retry_after_s = 0;
     if (address_limiter.admit(key, retry_after_s)) return failure;
     stats.rate_limited.fetch_add(1, std::memory_order_relaxed);
-    ApiResponse r = error_response(429, "rate_limited",
-                                   "too many requests without a valid token from this address; slow down");
+    ApiResponse r = error_response(429, "rate_limited", "too many requests without a valid token from this address; slow down");
     r.headers.emplace_back("Retry-After", std::to_string(static_cast<unsigned>(retry_after_s) + 1));
     return r;
 }
@@ -37,12 +33,10 @@ std::optional<ApiResponse> Api::State::rate_limit(const TokenHash& key) {
 
 void Api::State::commit(api::Change change, Respond respond) {
     COCONUT_ASSERT(change.answer && respond, "a change answers its request");
-    COCONUT_ASSERT(!change.action.clerk.empty() && !change.action.action.empty(),
-                   "every change is journaled with its clerk");
+    COCONUT_ASSERT(!change.action.clerk.empty() && !change.action.action.empty(), "every change is journaled with its clerk");
     auto shared = std::make_shared<api::Change>(std::move(change));
     const Tokens& tokens = s.tokens;
-    ledger::BatchHook hook = [shared, &tokens](lmdb::Txn& txn,
-                                               std::span<const ledger::EventResult> results) -> lmdb::Status {
+    ledger::BatchHook hook = [shared, &tokens](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
         if (shared->write) {
             if (auto written = shared->write(txn, results, shared->action); !written) return written;
         }
@@ -55,18 +49,15 @@ void Api::State::commit(api::Change change, Respond respond) {
         respond(shared->answer(shared->action));
     };
     auto events = shared->events;
-    if (!s.writer.try_submit(std::move(events), std::move(on_commit), std::move(hook)))
-        respond(api::writer_queue_full());
+    if (!s.writer.try_submit(std::move(events), std::move(on_commit), std::move(hook))) respond(api::writer_queue_full());
 }
 
 void Api::State::journaled_read(ApiResponse response, ClerkAction action, Respond respond) {
     auto shared = std::make_shared<ApiResponse>(std::move(response));
-    commit(api::Change{{}, {}, [shared](const ClerkAction&) { return *shared; }, std::move(action)},
-           std::move(respond));
+    commit(api::Change{{}, {}, [shared](const ClerkAction&) { return *shared; }, std::move(action)}, std::move(respond));
 }
 
-void Api::State::refuse_by_rule(const Clerk& clerk, std::string action, std::string target, std::string rule,
-                                Respond respond) {
+void Api::State::refuse_by_rule(const Clerk& clerk, std::string action, std::string target, std::string rule, Respond respond) {
     const ApiResponse refusal = error_response(403, "forbidden", rule);
     commit(api::Change{{},
                        {},

@@ -25,8 +25,7 @@ void risk_list(Call& call) {
     if (auto it = call.target.param("limit")) {
         auto value = parse_u64(*it);
         if (!value || *value == 0 || *value > Registry::risk_page_limit_max) {
-            return call.answer(
-                bad_request(fmt::format("limit must be 1 to {}", Registry::risk_page_limit_max)));
+            return call.answer(bad_request(fmt::format("limit must be 1 to {}", Registry::risk_page_limit_max)));
         }
         limit = *value;
     }
@@ -37,10 +36,8 @@ void risk_list(Call& call) {
     }
     json out = json::array();
     for (const auto& f : page->flags) out.push_back(risk_json(f));
-    json body{{"risk_flags", out},
-              {"next_cursor", page->next_cursor.empty() ? json(nullptr) : json(page->next_cursor)}};
-    call.api.journaled_read(json_response(200, body),
-                            action_of(call.who(), "risk_list", only ? to_string(*only) : "all"),
+    json body{{"risk_flags", out}, {"next_cursor", page->next_cursor.empty() ? json(nullptr) : json(page->next_cursor)}};
+    call.api.journaled_read(json_response(200, body), action_of(call.who(), "risk_list", only ? to_string(*only) : "all"),
                             std::move(call.respond));
 }
 
@@ -71,18 +68,15 @@ void suspense_list(Call& call) {
                          {"psam_terminal_id", bcd_to_digits(p.terminal_id)},
                          {"terminal_serial", t.user_data_32}});
     }
-    json out{{"suspense", items},
-             {"next_cursor", more ? json(std::to_string(merged.back().timestamp)) : json(nullptr)}};
-    call.api.journaled_read(json_response(200, out), action_of(call.who(), "suspense_list", ""),
-                            std::move(call.respond));
+    json out{{"suspense", items}, {"next_cursor", more ? json(std::to_string(merged.back().timestamp)) : json(nullptr)}};
+    call.api.journaled_read(json_response(200, out), action_of(call.who(), "suspense_list", ""), std::move(call.respond));
 }
 
 // Reading the journal is not itself journaled: it would grow with every look at it.
 void journal_list(Call& call) {
     std::uint64_t after = 0;
     std::size_t limit = transactions_page_max;
-    if (auto bad = page_params(call.target, "a sequence number", after, limit))
-        return call.answer(bad_request(*bad));
+    if (auto bad = page_params(call.target, "a sequence number", after, limit)) return call.answer(bad_request(*bad));
     auto entries = call.s().tokens.journal(after, limit);
     if (!entries) return call.answer(storage_failure(entries.error().message));
     json items = json::array();

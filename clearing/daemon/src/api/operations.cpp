@@ -14,8 +14,7 @@ struct Text {
         out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
     }
     void sample(std::string_view name, std::uint64_t value, std::string_view labels = {}) {
-        out += labels.empty() ? fmt::format("{} {}\n", name, value)
-                              : fmt::format("{}{{{}}} {}\n", name, labels, value);
+        out += labels.empty() ? fmt::format("{} {}\n", name, value) : fmt::format("{}{{{}}} {}\n", name, labels, value);
     }
     void counter(std::string_view name, std::string_view help, std::uint64_t value) {
         family(name, "counter", help);
@@ -33,63 +32,51 @@ struct Text {
         std::uint64_t cumulative = 0;
         for (std::size_t i = 0; i < N; ++i) {
             cumulative += static_cast<std::uint64_t>(counts[i]);
-            out += fmt::format("{}_bucket{{le=\"{:g}\"}} {}\n", name, static_cast<double>(bounds[i]) * unit,
-                               cumulative);
+            out += fmt::format("{}_bucket{{le=\"{:g}\"}} {}\n", name, static_cast<double>(bounds[i]) * unit, cumulative);
         }
         cumulative += static_cast<std::uint64_t>(counts[N]);
-        out += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n{}_sum {}\n{}_count {}\n", name, cumulative, name,
-                           static_cast<double>(sum) * unit, name, cumulative);
+        out += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n{}_sum {}\n{}_count {}\n", name, cumulative, name, static_cast<double>(sum) * unit,
+                           name, cumulative);
     }
 };
 
 void http_metrics(Text& t, const HttpStats& stats) {
     std::array<std::uint64_t, latency_buckets_us.size() + 1> latency{};
-    for (std::size_t i = 0; i < latency.size(); ++i)
-        latency[i] = stats.latency_buckets[i].load(std::memory_order_relaxed);
-    t.histogram("coconut_http_request_duration_seconds", "HTTP request latency (read to answer written)",
-                latency_buckets_us, latency, stats.latency_us_sum.load(), 1e-6);
+    for (std::size_t i = 0; i < latency.size(); ++i) latency[i] = stats.latency_buckets[i].load(std::memory_order_relaxed);
+    t.histogram("coconut_http_request_duration_seconds", "HTTP request latency (read to answer written)", latency_buckets_us, latency,
+                stats.latency_us_sum.load(), 1e-6);
     t.family("coconut_http_responses_total", "counter", "HTTP responses by status class");
     for (std::size_t c = 1; c < stats.responses_by_class.size(); ++c) {
-        t.sample("coconut_http_responses_total", stats.responses_by_class[c].load(),
-                 fmt::format("class=\"{}xx\"", c));
+        t.sample("coconut_http_responses_total", stats.responses_by_class[c].load(), fmt::format("class=\"{}xx\"", c));
     }
     t.counter("coconut_http_rate_limited_total", "requests answered 429", stats.rate_limited.load());
-    t.counter("coconut_http_connections_accepted_total", "HTTP connections accepted",
-              stats.connections_accepted.load());
-    t.counter("coconut_http_connections_refused_total", "HTTP connections refused above the limit",
-              stats.connections_refused.load());
-    t.counter("coconut_http_connections_refused_per_address_total",
-              "HTTP connections refused above one address's share",
+    t.counter("coconut_http_connections_accepted_total", "HTTP connections accepted", stats.connections_accepted.load());
+    t.counter("coconut_http_connections_refused_total", "HTTP connections refused above the limit", stats.connections_refused.load());
+    t.counter("coconut_http_connections_refused_per_address_total", "HTTP connections refused above one address's share",
               stats.connections_refused_per_address.load());
-    t.counter("coconut_http_accept_pauses_total",
-              "HTTP accepts deferred: the process was out of descriptors or memory",
+    t.counter("coconut_http_accept_pauses_total", "HTTP accepts deferred: the process was out of descriptors or memory",
               stats.accept_pauses.load());
     t.gauge("coconut_http_connections_open", "HTTP connections open now", stats.connections_open.load());
-    t.counter("coconut_http_timeouts_total", "HTTP connections closed by a read or write deadline",
-              stats.timeouts.load());
-    t.counter("coconut_http_tls_handshake_failures_total", "TLS handshakes that failed",
-              stats.tls_handshake_failures.load());
+    t.counter("coconut_http_timeouts_total", "HTTP connections closed by a read or write deadline", stats.timeouts.load());
+    t.counter("coconut_http_tls_handshake_failures_total", "TLS handshakes that failed", stats.tls_handshake_failures.load());
 }
 
 void ledger_metrics(Text& t, const Services& s) {
     const ledger::WriterStats w = s.writer.stats();
     t.counter("coconut_ledger_commits_total", "ledger group commits", w.commits);
-    t.counter("coconut_ledger_commit_failures_total", "ledger commits that failed (nothing written)",
-              w.failed_commits);
+    t.counter("coconut_ledger_commit_failures_total", "ledger commits that failed (nothing written)", w.failed_commits);
     t.counter("coconut_ledger_requests_total", "requests committed by the ledger writer", w.requests);
     t.counter("coconut_ledger_events_total", "ledger events (accounts, transfers) applied", w.events);
     t.gauge("coconut_ledger_writer_queue_depth", "requests waiting for the ledger writer", w.queue_depth);
-    t.histogram("coconut_ledger_commit_duration_seconds", "apply + durable commit of one group",
-                ledger::commit_us_buckets, w.commit_us_counts, w.commit_us_sum, 1e-6);
+    t.histogram("coconut_ledger_commit_duration_seconds", "apply + durable commit of one group", ledger::commit_us_buckets,
+                w.commit_us_counts, w.commit_us_sum, 1e-6);
     std::uint64_t requests_sum = w.requests;
-    t.histogram("coconut_ledger_commit_requests", "requests per group commit (batch size)",
-                ledger::commit_requests_buckets, w.commit_requests_counts, requests_sum, 1.0);
+    t.histogram("coconut_ledger_commit_requests", "requests per group commit (batch size)", ledger::commit_requests_buckets,
+                w.commit_requests_counts, requests_sum, 1.0);
     t.gauge("coconut_ledger_journal_sequence", "last committed journal sequence", s.ledger.head().sequence);
-    t.gauge("coconut_ledger_storage_full",
-            "1 while the last commit failed for lack of space (disk or map full) and none succeeded since",
+    t.gauge("coconut_ledger_storage_full", "1 while the last commit failed for lack of space (disk or map full) and none succeeded since",
             w.storage_full ? 1 : 0);
-    t.counter("coconut_ledger_storage_errors_total",
-              "ledger commits that failed in storage (disk full, map full, I/O)", w.storage_errors);
+    t.counter("coconut_ledger_storage_errors_total", "ledger commits that failed in storage (disk full, map full, I/O)", w.storage_errors);
 }
 
 void iso_metrics(Text& t, const EngineStats* engine, const ServerStats* server) {
@@ -102,25 +89,18 @@ void iso_metrics(Text& t, const EngineStats* engine, const ServerStats* server) 
         t.sample("coconut_iso_outcomes_total", e.suspense.load(), "outcome=\"suspense\"");
         t.sample("coconut_iso_outcomes_total", e.duplicates.load(), "outcome=\"duplicate\"");
         t.sample("coconut_iso_outcomes_total", e.refused.load(), "outcome=\"refused\"");
-        t.gauge("coconut_iso_in_flight", "ISO 8583 requests handled but not yet answered",
-                e.in_flight.load());
+        t.gauge("coconut_iso_in_flight", "ISO 8583 requests handled but not yet answered", e.in_flight.load());
     }
     if (!server) return;
     const ServerStats& v = *server;
-    t.counter("coconut_iso_connections_accepted_total", "terminal connections accepted",
-              v.connections_accepted.load());
-    t.counter("coconut_iso_connections_refused_total", "terminal connections refused above the limit",
-              v.connections_refused.load());
-    t.counter("coconut_iso_connections_refused_per_address_total",
-              "terminal connections refused above one address's share",
+    t.counter("coconut_iso_connections_accepted_total", "terminal connections accepted", v.connections_accepted.load());
+    t.counter("coconut_iso_connections_refused_total", "terminal connections refused above the limit", v.connections_refused.load());
+    t.counter("coconut_iso_connections_refused_per_address_total", "terminal connections refused above one address's share",
               v.connections_refused_per_address.load());
-    t.counter("coconut_iso_connections_refused_per_terminal_total",
-              "connections closed after the handshake: the terminal had its share",
+    t.counter("coconut_iso_connections_refused_per_terminal_total", "connections closed after the handshake: the terminal had its share",
               v.connections_refused_per_terminal.load());
-    t.counter("coconut_iso_sign_on_timeouts_total",
-              "connections closed without a sign-on within the deadline", v.sign_on_timeouts.load());
-    t.counter("coconut_iso_accept_pauses_total",
-              "terminal accepts deferred: the process was out of descriptors or memory",
+    t.counter("coconut_iso_sign_on_timeouts_total", "connections closed without a sign-on within the deadline", v.sign_on_timeouts.load());
+    t.counter("coconut_iso_accept_pauses_total", "terminal accepts deferred: the process was out of descriptors or memory",
               v.accept_pauses.load());
     t.counter("coconut_iso_format_errors_total", "frames answered 30", v.format_errors.load());
     t.counter("coconut_iso_timeouts_total", "terminal connections closed by a timeout", v.timeouts.load());
@@ -135,45 +115,31 @@ void iso_metrics(Text& t, const EngineStats* engine, const ServerStats* server) 
 
 void hsm_metrics(Text& t, const HsmStats* hsm, const hsm::LinkStats* link) {
     if (hsm) {
-        t.counter("coconut_hsm_tac_verifications_total", "TAC verifications asked of the HSM",
-                  hsm->calls.load());
-        t.counter("coconut_hsm_tac_failures_total", "TAC verifications without a verdict (link, HSM error)",
-                  hsm->failures.load());
+        t.counter("coconut_hsm_tac_verifications_total", "TAC verifications asked of the HSM", hsm->calls.load());
+        t.counter("coconut_hsm_tac_failures_total", "TAC verifications without a verdict (link, HSM error)", hsm->failures.load());
         t.family("coconut_hsm_tac_latency_seconds_total", "counter", "summed HSM verification latency");
-        t.out += fmt::format("coconut_hsm_tac_latency_seconds_total {}\n",
-                             static_cast<double>(hsm->latency_us_sum.load()) * 1e-6);
+        t.out += fmt::format("coconut_hsm_tac_latency_seconds_total {}\n", static_cast<double>(hsm->latency_us_sum.load()) * 1e-6);
     }
     if (!link) return;
     const hsm::LinkStats& l = *link;
-    t.gauge("coconut_hsm_breaker_state",
-            "the HSM link's circuit breaker: 0 closed, 1 open, 2 half-open (one probe out)",
+    t.gauge("coconut_hsm_breaker_state", "the HSM link's circuit breaker: 0 closed, 1 open, 2 half-open (one probe out)",
             static_cast<std::uint64_t>(l.breaker.load()));
-    t.gauge("coconut_hsm_breaker_open",
-            "1 while the HSM link's circuit breaker is open or half-open (requests fail at once)",
+    t.gauge("coconut_hsm_breaker_open", "1 while the HSM link's circuit breaker is open or half-open (requests fail at once)",
             l.breaker.load() == hsm::BreakerState::closed ? 0 : 1);
-    t.counter("coconut_hsm_breaker_opens_total", "times the HSM link's circuit breaker opened",
-              l.breaker_opens.load());
-    t.counter("coconut_hsm_fast_failures_total", "HSM requests failed at once because the breaker was open",
-              l.fast_failures.load());
-    t.counter("coconut_hsm_timeouts_total", "HSM requests failed by a timeout (the HSM hangs)",
-              l.timeouts.load());
-    t.counter("coconut_hsm_retries_total", "HSM requests sent again after their connection broke",
-              l.retries.load());
-    t.counter("coconut_hsm_connections_opened_total", "HSM connections opened (hello received)",
-              l.connections_opened.load());
+    t.counter("coconut_hsm_breaker_opens_total", "times the HSM link's circuit breaker opened", l.breaker_opens.load());
+    t.counter("coconut_hsm_fast_failures_total", "HSM requests failed at once because the breaker was open", l.fast_failures.load());
+    t.counter("coconut_hsm_timeouts_total", "HSM requests failed by a timeout (the HSM hangs)", l.timeouts.load());
+    t.counter("coconut_hsm_retries_total", "HSM requests sent again after their connection broke", l.retries.load());
+    t.counter("coconut_hsm_connections_opened_total", "HSM connections opened (hello received)", l.connections_opened.load());
     t.counter("coconut_hsm_keepalives_total", "keep-alive requests sent to the HSM", l.keepalives.load());
     t.counter("coconut_hsm_probes_total", "half-open probes sent to the HSM", l.probes.load());
 }
 
 }  // namespace
 
-void balance_page(Call& call) {
-    call.answer(ApiResponse{200, "text/html; charset=utf-8", std::string(balance_page_html()), {}});
-}
+void balance_page(Call& call) { call.answer(ApiResponse{200, "text/html; charset=utf-8", std::string(balance_page_html()), {}}); }
 
-void openapi(Call& call) {
-    call.answer(ApiResponse{200, "application/json", std::string(openapi_json()), {}});
-}
+void openapi(Call& call) { call.answer(ApiResponse{200, "application/json", std::string(openapi_json()), {}}); }
 
 // 503 while the writer's queue is full, the ledger does not read, or storage is full (the last
 // commit failed for lack of space and none has succeeded since: WriterStats::storage_full).

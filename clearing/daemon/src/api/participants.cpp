@@ -15,21 +15,15 @@ void register_participant(Call& call) {
     std::vector<ledger::Event> events;
     append_participant_opening(events, p.id);
     const Registry& registry = call.s().registry;
-    auto write = [&registry, p](lmdb::Txn& txn, std::span<const ledger::EventResult> results,
-                                ClerkAction& action) -> lmdb::Status {
+    auto write = [&registry, p](lmdb::Txn& txn, std::span<const ledger::EventResult> results, ClerkAction& action) -> lmdb::Status {
         if (auto failed = first_failure(results)) {
             action.outcome = "payable account: " + *failed;
             return Ok{};
         }
         return registry.put_participant(txn, p);
     };
-    json answer{{"id", p.id},
-                {"name", p.name},
-                {"kind", p.kind},
-                {"bank_account", p.bank_account},
-                {"fee_rate_bp", p.fee_rate_bp}};
-    call.api.commit(Change{std::move(events), write,
-                           [answer](const ClerkAction& done) { return refused_or(done, 201, answer); },
+    json answer{{"id", p.id}, {"name", p.name}, {"kind", p.kind}, {"bank_account", p.bank_account}, {"fee_rate_bp", p.fee_rate_bp}};
+    call.api.commit(Change{std::move(events), write, [answer](const ClerkAction& done) { return refused_or(done, 201, answer); },
                            action_of(call.who(), "participant", std::to_string(p.id), p.kind + " " + p.name)},
                     std::move(call.respond));
 }

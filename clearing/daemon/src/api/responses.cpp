@@ -26,17 +26,11 @@ namespace coconut::clearing::http::api {
 // ---- answers
 // ------------------------------------------------------------------------------------------------
 
-ApiResponse json_response(unsigned status, const json& body) {
-    return ApiResponse{status, "application/json", body.dump(), {}};
-}
+ApiResponse json_response(unsigned status, const json& body) { return ApiResponse{status, "application/json", body.dump(), {}}; }
 
-ApiResponse not_found(std::string_view message) {
-    return error_response(404, "not_found", message);
-}
+ApiResponse not_found(std::string_view message) { return error_response(404, "not_found", message); }
 
-ApiResponse bad_request(std::string_view message) {
-    return error_response(400, "bad_request", message);
-}
+ApiResponse bad_request(std::string_view message) { return error_response(400, "bad_request", message); }
 
 ApiResponse storage_failure(std::string_view message) {
     clearing::detail::log_storage_failure(fmt::format("HTTP: {}", message));
@@ -49,9 +43,7 @@ ApiResponse busy(std::string_view what) {
     return r;
 }
 
-ApiResponse writer_queue_full() {
-    return error_response(503, "busy", "the ledger writer's queue is full; retry shortly");
-}
+ApiResponse writer_queue_full() { return error_response(503, "busy", "the ledger writer's queue is full; retry shortly"); }
 
 // ---- parsers
 // ------------------------------------------------------------------------------------------------
@@ -68,8 +60,8 @@ std::string iso_time(std::uint64_t ns) {
     const std::time_t seconds = static_cast<std::time_t>(ns / 1'000'000'000);
     std::tm utc{};
     gmtime_r(&seconds, &utc);
-    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", utc.tm_year + 1900, utc.tm_mon + 1,
-                       utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, (ns / 1'000'000) % 1000);
+    return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday, utc.tm_hour,
+                       utc.tm_min, utc.tm_sec, (ns / 1'000'000) % 1000);
 }
 
 std::optional<ledger::Id> id_of_json(const json& value) {
@@ -79,15 +71,13 @@ std::optional<ledger::Id> id_of_json(const json& value) {
 
 std::optional<std::string_view> bearer_token(std::string_view authorization) {
     constexpr std::string_view scheme = "Bearer ";
-    if (authorization.size() <= scheme.size() || authorization.substr(0, scheme.size()) != scheme)
-        return std::nullopt;
+    if (authorization.size() <= scheme.size() || authorization.substr(0, scheme.size()) != scheme) return std::nullopt;
     return authorization.substr(scheme.size());
 }
 
 std::optional<std::string> only_keys(const json& body, std::initializer_list<std::string_view> keys) {
     for (const auto& [key, value] : body.items()) {
-        if (std::find(keys.begin(), keys.end(), key) == keys.end())
-            return fmt::format("unknown field \"{}\"", key);
+        if (std::find(keys.begin(), keys.end(), key) == keys.end()) return fmt::format("unknown field \"{}\"", key);
     }
     return std::nullopt;
 }
@@ -100,24 +90,19 @@ std::optional<json> object_body(std::string_view body) {
 
 std::optional<std::string> first_failure(std::span<const ledger::EventResult> results) {
     for (std::size_t i = 0; i < results.size(); ++i) {
-        if (!ledger::succeeded(results[i].code))
-            return fmt::format("event {}: {}", i, ledger::to_string(results[i].code));
+        if (!ledger::succeeded(results[i].code)) return fmt::format("event {}: {}", i, ledger::to_string(results[i].code));
     }
     return std::nullopt;
 }
 
-std::uint64_t now_ns() {
-    return clearing::detail::wall_clock_ns();
-}
+std::uint64_t now_ns() { return clearing::detail::wall_clock_ns(); }
 
-std::optional<ApiResponse> read_status_body(const ApiRequest& request,
-                                            std::initializer_list<std::string_view> names,
-                                            std::string& status, std::string& reason) {
+std::optional<ApiResponse> read_status_body(const ApiRequest& request, std::initializer_list<std::string_view> names, std::string& status,
+                                            std::string& reason) {
     const json body = json::parse(request.body, nullptr, false);
     if (body.is_discarded() || !body.is_object() || !body.contains("status") || !body["status"].is_string()) {
         std::string quoted;
-        for (std::string_view name : names)
-            quoted += (quoted.empty() ? "" : "|") + fmt::format("\"{}\"", name);
+        for (std::string_view name : names) quoted += (quoted.empty() ? "" : "|") + fmt::format("\"{}\"", name);
         return bad_request("body must be {\"status\":" + quoted + ",\"reason\":\"…\"}");
     }
     status = body["status"].get<std::string>();
@@ -158,15 +143,13 @@ std::optional<std::string_view> Target::param(std::string_view key) const {
         const auto amp = rest.find('&');
         const std::string_view pair = rest.substr(0, amp);
         const auto eq = pair.find('=');
-        if (pair.substr(0, eq) == key)
-            found = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+        if (pair.substr(0, eq) == key) found = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
         rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
     }
     return found;
 }
 
-std::optional<std::string> page_params(const Target& target, std::string_view after_is, std::uint64_t& after,
-                                       std::size_t& limit) {
+std::optional<std::string> page_params(const Target& target, std::string_view after_is, std::uint64_t& after, std::size_t& limit) {
     if (auto text = target.param("after")) {
         auto value = parse_u64(*text);
         if (!value) return fmt::format("after must be {}", after_is);
@@ -174,15 +157,14 @@ std::optional<std::string> page_params(const Target& target, std::string_view af
     }
     if (auto text = target.param("limit")) {
         auto value = parse_u64(*text);
-        if (!value || *value == 0 || *value > journal_page_max)
-            return fmt::format("limit must be 1 to {}", journal_page_max);
+        if (!value || *value == 0 || *value > journal_page_max) return fmt::format("limit must be 1 to {}", journal_page_max);
         limit = *value;
     }
     return std::nullopt;
 }
 
-std::optional<std::string> newest_first_params(const Target& target, std::size_t max, std::size_t& limit,
-                                               std::uint64_t& before, std::string_view cursor_is) {
+std::optional<std::string> newest_first_params(const Target& target, std::size_t max, std::size_t& limit, std::uint64_t& before,
+                                               std::string_view cursor_is) {
     if (auto it = target.param("limit")) {
         auto value = parse_u64(*it);
         if (!value || *value == 0 || *value > max) return fmt::format("limit must be 1 to {}", max);
@@ -217,8 +199,7 @@ bool RateLimiter::admit(const TokenHash& key, double& retry_after_s) {
     return false;
 }
 
-std::size_t RateLimiter::Hash::operator()(
-    const TokenHash& h) const {  // all four words: address keys are mostly zeros
+std::size_t RateLimiter::Hash::operator()(const TokenHash& h) const {  // all four words: address keys are mostly zeros
     std::size_t out = 0;
     for (std::size_t at = 0; at < h.size(); at += sizeof out) {
         std::size_t word = 0;
@@ -231,8 +212,7 @@ std::size_t RateLimiter::Hash::operator()(
 void RateLimiter::forget_full(std::chrono::steady_clock::time_point now) {
     const auto refill = std::chrono::duration<double>(burst_ / rate_);
     std::erase_if(buckets_, [&](const auto& entry) { return now - entry.second.last >= refill; });
-    if (buckets_.size() >= rate_limited_tokens_max)
-        buckets_.clear();  // a flood of distinct tokens: start over
+    if (buckets_.size() >= rate_limited_tokens_max) buckets_.clear();  // a flood of distinct tokens: start over
 }
 
 }  // namespace coconut::clearing::http::api

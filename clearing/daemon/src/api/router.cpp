@@ -36,23 +36,19 @@ constexpr std::array route_table{
     Route{"POST", pattern("/v1/clerk/cards"), Auth::clerk, roles::registry, register_card},
     Route{"POST", pattern("/v1/clerk/participants"), Auth::clerk, roles::registry, register_participant},
     Route{"POST", pattern("/v1/clerk/terminals"), Auth::clerk, roles::registry, register_terminal},
-    Route{"PUT", pattern("/v1/clerk/terminals/{id}/status"), Auth::clerk, roles::registry,
-          set_terminal_status},
+    Route{"PUT", pattern("/v1/clerk/terminals/{id}/status"), Auth::clerk, roles::registry, set_terminal_status},
     Route{"POST", pattern("/v1/clerk/transfers"), Auth::clerk, roles::settlement, post_transfers},
     Route{"GET", pattern("/v1/clerk/adjustments"), Auth::clerk, reader_roles, list_adjustments},
     Route{"POST", pattern("/v1/clerk/adjustments"), Auth::clerk, roles::adjust, propose_adjustment},
     Route{"GET", pattern("/v1/clerk/adjustments/{n}"), Auth::clerk, reader_roles, show_adjustment},
-    Route{"POST", pattern("/v1/clerk/adjustments/{n}/approve"), Auth::clerk, roles::adjust,
-          approve_adjustment},
+    Route{"POST", pattern("/v1/clerk/adjustments/{n}/approve"), Auth::clerk, roles::adjust, approve_adjustment},
     Route{"POST", pattern("/v1/clerk/adjustments/{n}/reject"), Auth::clerk, roles::adjust, reject_adjustment},
     Route{"GET", pattern("/v1/clerk/risk"), Auth::clerk, roles::read, risk_list},
     Route{"GET", pattern("/v1/clerk/suspense"), Auth::clerk, roles::read, suspense_list},
     Route{"GET", pattern("/v1/clerk/journal"), Auth::clerk, roles::read, journal_list},
 };
 
-constexpr bool is_parameter(std::string_view segment) {
-    return segment.size() >= 2 && segment.front() == '{' && segment.back() == '}';
-}
+constexpr bool is_parameter(std::string_view segment) { return segment.size() >= 2 && segment.front() == '{' && segment.back() == '}'; }
 
 // Every route is reachable and has at most two parameters (Call::params).
 consteval bool well_formed() {
@@ -63,11 +59,9 @@ consteval bool well_formed() {
     }
     return true;
 }
-static_assert(well_formed(),
-              "a route has a handler, at most two {…} segments, and roles exactly when clerks call it");
+static_assert(well_formed(), "a route has a handler, at most two {…} segments, and roles exactly when clerks call it");
 
-bool path_matches(const Pattern& p, std::span<const std::string_view> segments,
-                  std::array<std::string_view, 2>& params) {
+bool path_matches(const Pattern& p, std::span<const std::string_view> segments, std::array<std::string_view, 2>& params) {
     if (p.count != segments.size()) return false;
     std::size_t next = 0;
     for (std::size_t i = 0; i < p.count; ++i) {
@@ -87,8 +81,7 @@ struct Match {
     std::string methods;  // "GET", "GET or POST": for the 405
 };
 
-Match match(std::span<const std::string_view> segments, std::string_view method,
-            std::array<std::string_view, 2>& params) {
+Match match(std::span<const std::string_view> segments, std::string_view method, std::array<std::string_view, 2>& params) {
     Match m;
     for (const Route& r : route_table) {
         std::array<std::string_view, 2> found{};
@@ -119,8 +112,7 @@ bool authenticate_clerk(Call& call) {
     Api::State& api = call.api;
     auto token = bearer_token(call.request.authorization);
     if (!token) {
-        call.answer(
-            api.unauthenticated(call.request, unauthorized("Authorization: Bearer <clerk token> required")));
+        call.answer(api.unauthenticated(call.request, unauthorized("Authorization: Bearer <clerk token> required")));
         return false;
     }
     if (auto limited = api.rate_limit(api.s.tokens.hash(*token))) {
@@ -146,8 +138,7 @@ bool authenticate_card(Call& call) {
     Api::State& api = call.api;
     auto token = bearer_token(call.request.authorization);
     if (!token) {
-        call.answer(
-            api.unauthenticated(call.request, unauthorized("Authorization: Bearer <card token> required")));
+        call.answer(api.unauthenticated(call.request, unauthorized("Authorization: Bearer <card token> required")));
         return false;
     }
     if (token->size() > token_chars_max) {
@@ -177,8 +168,7 @@ bool authorize(Call& call, const Route& route) {
 
 namespace coconut::clearing::http {
 
-Api::Api(Services services, const HttpOptions& options, HttpStats& stats)
-    : state_(std::make_unique<State>(services, options, stats)) {}
+Api::Api(Services services, const HttpOptions& options, HttpStats& stats) : state_(std::make_unique<State>(services, options, stats)) {}
 
 Api::~Api() = default;
 

@@ -18,9 +18,7 @@ void register_terminal(Call& call) {
     const TerminalRecord t = std::move(read).value();
     auto participant = call.s().registry.participant(t.participant_id);
     if (!participant) return call.answer(storage_failure(participant.error().message));
-    if (!*participant)
-        return call.answer(
-            bad_request("participant " + std::to_string(t.participant_id) + " is not registered"));
+    if (!*participant) return call.answer(bad_request("participant " + std::to_string(t.participant_id) + " is not registered"));
     const Registry& registry = call.s().registry;
     auto write = [&registry, t](lmdb::Txn& txn, auto, ClerkAction&) -> lmdb::Status {
         auto stored = registry.terminal_in(txn, t.terminal_id);
@@ -42,8 +40,7 @@ void register_terminal(Call& call) {
     call.api.commit(Change{{},
                            write,
                            [answer](const ClerkAction& done) { return refused_or(done, 201, answer); },
-                           action_of(call.who(), "terminal", t.terminal_id,
-                                     "participant " + std::to_string(t.participant_id))},
+                           action_of(call.who(), "terminal", t.terminal_id, "participant " + std::to_string(t.participant_id))},
                     std::move(call.respond));
 }
 
@@ -51,16 +48,14 @@ void set_terminal_status(Call& call) {
     const std::string terminal_id(call.params[0]);
     std::optional<TerminalStatus> status;
     std::string reason;
-    if (auto bad = read_status_body(call.request, parse_terminal_status, {"active", "suspended", "retired"},
-                                    status, reason)) {
+    if (auto bad = read_status_body(call.request, parse_terminal_status, {"active", "suspended", "retired"}, status, reason)) {
         return call.answer(std::move(*bad));
     }
     const Registry& registry = call.s().registry;
     auto known = registry.terminal(terminal_id);
     if (!known) return call.answer(storage_failure(known.error().message));
     if (!*known) return call.answer(not_found("terminal " + terminal_id + " is not registered"));
-    auto write = [&registry, terminal_id, status = *status](lmdb::Txn& txn, auto,
-                                                            ClerkAction& action) -> lmdb::Status {
+    auto write = [&registry, terminal_id, status = *status](lmdb::Txn& txn, auto, ClerkAction& action) -> lmdb::Status {
         auto stored = registry.terminal_in(txn, terminal_id);
         if (!stored) return Unexpected{stored.error()};
         if (!*stored) {
@@ -75,8 +70,7 @@ void set_terminal_status(Call& call) {
     call.api.commit(Change{{},
                            write,
                            [answer](const ClerkAction& done) { return refused_or(done, 200, answer); },
-                           action_of(call.who(), "terminal_status", terminal_id,
-                                     fmt::format("{} {}", to_string(*status), reason))},
+                           action_of(call.who(), "terminal_status", terminal_id, fmt::format("{} {}", to_string(*status), reason))},
                     std::move(call.respond));
 }
 

@@ -37,15 +37,13 @@ std::optional<std::string> transfer_numbers(const json& j, ledger::Transfer& t) 
 std::optional<std::string> transfer_flags(const json& j, ledger::Transfer& t) {
     if (!j.contains("flags")) return std::nullopt;
     if (!j["flags"].is_array()) return "\"flags\" must be an array of names";
-    static const std::map<std::string, std::uint16_t> names{
-        {"linked", ledger::transfer_flags::linked},
-        {"pending", ledger::transfer_flags::pending},
-        {"post_pending", ledger::transfer_flags::post_pending},
-        {"void_pending", ledger::transfer_flags::void_pending}};
+    static const std::map<std::string, std::uint16_t> names{{"linked", ledger::transfer_flags::linked},
+                                                            {"pending", ledger::transfer_flags::pending},
+                                                            {"post_pending", ledger::transfer_flags::post_pending},
+                                                            {"void_pending", ledger::transfer_flags::void_pending}};
     for (const auto& f : j["flags"]) {
         auto found = f.is_string() ? names.find(f.get<std::string>()) : names.end();
-        if (found == names.end())
-            return "\"flags\" names must be linked, pending, post_pending or void_pending";
+        if (found == names.end()) return "\"flags\" names must be linked, pending, post_pending or void_pending";
         t.flags |= found->second;
     }
     return std::nullopt;
@@ -54,9 +52,8 @@ std::optional<std::string> transfer_flags(const json& j, ledger::Transfer& t) {
 // A transfer as coconut-settle's poster writes it (settlement/src/posting.cpp).
 std::optional<std::string> parse_transfer(const json& j, ledger::Transfer& t) {
     if (!j.is_object()) return "not an object";
-    if (auto bad =
-            only_keys(j, {"id", "debit_account_id", "credit_account_id", "amount", "pending_id", "ledger",
-                          "code", "flags", "timeout_s", "user_data_128", "user_data_64", "user_data_32"})) {
+    if (auto bad = only_keys(j, {"id", "debit_account_id", "credit_account_id", "amount", "pending_id", "ledger", "code", "flags",
+                                 "timeout_s", "user_data_128", "user_data_64", "user_data_32"})) {
         return bad;
     }
     const std::pair<const char*, ledger::Id*> ids[] = {{"id", &t.id},
@@ -76,26 +73,22 @@ std::optional<std::string> parse_transfer(const json& j, ledger::Transfer& t) {
 }
 
 std::optional<std::string> parse_cycle(const json& j, CycleClaim& claim) {
-    if (!j.is_object())
-        return "\"cycle\" must be {\"id\":YYYYMMDD,\"window_start_ns\":…,\"window_end_ns\":…}";
+    if (!j.is_object()) return "\"cycle\" must be {\"id\":YYYYMMDD,\"window_start_ns\":…,\"window_end_ns\":…}";
     if (auto bad = only_keys(j, {"id", "window_start_ns", "window_end_ns"})) return "cycle: " + *bad;
     for (const char* key : {"id", "window_start_ns", "window_end_ns"}) {
-        if (!j.contains(key) || !j[key].is_number_unsigned())
-            return fmt::format("cycle: \"{}\" must be an unsigned integer", key);
+        if (!j.contains(key) || !j[key].is_number_unsigned()) return fmt::format("cycle: \"{}\" must be an unsigned integer", key);
     }
-    if (j["id"].get<std::uint64_t>() > 0xFFFFFFFFu)
-        return std::string("cycle: \"id\" must be a date YYYYMMDD");
-    claim = CycleClaim{static_cast<std::uint32_t>(j["id"].get<std::uint64_t>()),
-                       j["window_start_ns"].get<std::uint64_t>(), j["window_end_ns"].get<std::uint64_t>()};
+    if (j["id"].get<std::uint64_t>() > 0xFFFFFFFFu) return std::string("cycle: \"id\" must be a date YYYYMMDD");
+    claim = CycleClaim{static_cast<std::uint32_t>(j["id"].get<std::uint64_t>()), j["window_start_ns"].get<std::uint64_t>(),
+                       j["window_end_ns"].get<std::uint64_t>()};
     return std::nullopt;
 }
 
 // The request's cycle and transfers, or the 400 naming what is wrong.
-std::variant<ApiResponse, std::pair<CycleClaim, std::vector<ledger::Transfer>>> read_postings(
-    std::string_view text) {
+std::variant<ApiResponse, std::pair<CycleClaim, std::vector<ledger::Transfer>>> read_postings(std::string_view text) {
     const json body = json::parse(text, nullptr, false);
-    if (body.is_discarded() || !body.is_object() || !body.contains("transfers") ||
-        !body["transfers"].is_array() || !body.contains("cycle") || body.size() != 2) {
+    if (body.is_discarded() || !body.is_object() || !body.contains("transfers") || !body["transfers"].is_array() ||
+        !body.contains("cycle") || body.size() != 2) {
         return bad_request("body must be {\"cycle\":{…},\"transfers\":[…]}");
     }
     CycleClaim claim;
@@ -106,16 +99,14 @@ std::variant<ApiResponse, std::pair<CycleClaim, std::vector<ledger::Transfer>>> 
     }
     std::vector<ledger::Transfer> transfers(list.size());
     for (std::size_t i = 0; i < list.size(); ++i) {
-        if (auto bad = parse_transfer(list[i], transfers[i]))
-            return bad_request(fmt::format("transfers[{}]: {}", i, *bad));
+        if (auto bad = parse_transfer(list[i], transfers[i])) return bad_request(fmt::format("transfers[{}]: {}", i, *bad));
     }
     return std::pair{claim, std::move(transfers)};
 }
 
 // The transfers the daemon derives for the claimed cycle, computed once per cycle (the worker's cache),
 // or the answer refusing it (503 storage, 409 the ledger cannot give them).
-std::variant<ApiResponse, std::shared_ptr<const ExpectedTransfers>> expected_for(Api::State& api,
-                                                                                 const CycleClaim& claim) {
+std::variant<ApiResponse, std::shared_ptr<const ExpectedTransfers>> expected_for(Api::State& api, const CycleClaim& claim) {
     if (!api.settlement_cache || api.settlement_cache->first != claim) {
         auto computed = expected_settlement_transfers(api.s.ledger, api.s.registry, claim);
         if (!computed) {
@@ -129,24 +120,21 @@ std::variant<ApiResponse, std::shared_ptr<const ExpectedTransfers>> expected_for
 
 // The accepted postings through the writer: the cycle's record on its first posting and the journal
 // entry (with the ledger's count of results) in the same commit; the answer lists each transfer's result.
-void submit_postings(Api::State& api, const SettlementCycle& record, bool first_posting,
-                     std::vector<ledger::Transfer> transfers, ClerkAction journaled, Api::Respond respond) {
+void submit_postings(Api::State& api, const SettlementCycle& record, bool first_posting, std::vector<ledger::Transfer> transfers,
+                     ClerkAction journaled, Api::Respond respond) {
     std::vector<ledger::Id> ids;
     for (const auto& t : transfers) ids.push_back(t.id);
     std::vector<ledger::Event> events(transfers.begin(), transfers.end());
     const Tokens& tokens = api.s.tokens;
     auto action = std::make_shared<ClerkAction>(std::move(journaled));
-    ledger::BatchHook hook = [action, record, first_posting, &tokens](
-                                 lmdb::Txn& txn,
-                                 std::span<const ledger::EventResult> results) -> lmdb::Status {
+    ledger::BatchHook hook = [action, record, first_posting, &tokens](lmdb::Txn& txn,
+                                                                      std::span<const ledger::EventResult> results) -> lmdb::Status {
         if (first_posting) {
             if (auto put = tokens.put_settlement_cycle(txn, record); !put) return put;
         }
-        const auto ok = std::count_if(results.begin(), results.end(),
-                                      [](const auto& r) { return ledger::succeeded(r.code); });
+        const auto ok = std::count_if(results.begin(), results.end(), [](const auto& r) { return ledger::succeeded(r.code); });
         ClerkAction a = *action;
-        a.detail +=
-            fmt::format(", {} ok or exists, {} refused", ok, results.size() - static_cast<std::size_t>(ok));
+        a.detail += fmt::format(", {} ok or exists, {} refused", ok, results.size() - static_cast<std::size_t>(ok));
         auto logged = tokens.append_journal(txn, a);
         if (!logged) return Unexpected{logged.error()};
         return Ok{};
@@ -156,8 +144,7 @@ void submit_postings(Api::State& api, const SettlementCycle& record, bool first_
         COCONUT_ASSERT(reply->size() == ids.size(), "one result per transfer posted");
         json out = json::array();
         for (std::size_t i = 0; i < ids.size(); ++i) {
-            out.push_back(
-                {{"id", id_hex(ids[i])}, {"result", std::string(ledger::to_string((*reply)[i].code))}});
+            out.push_back({{"id", id_hex(ids[i])}, {"result", std::string(ledger::to_string((*reply)[i].code))}});
         }
         respond(json_response(200, json{{"results", out}}));
     };
@@ -165,17 +152,15 @@ void submit_postings(Api::State& api, const SettlementCycle& record, bool first_
 }
 
 // On the settlement worker, with settlement_busy held (released by `respond`).
-void check_and_post(Api::State& api, const Clerk& clerk, const CycleClaim& claim,
-                    std::vector<ledger::Transfer> transfers, Api::Respond respond) {
+void check_and_post(Api::State& api, const Clerk& clerk, const CycleClaim& claim, std::vector<ledger::Transfer> transfers,
+                    Api::Respond respond) {
     const std::string target = fmt::format("cycle {}", claim.cycle);
     auto recorded = api.s.tokens.settlement_cycle(claim.cycle);
     auto latest = api.s.tokens.latest_settlement_cycle();
-    if (!recorded || !latest)
-        return respond(storage_failure((!recorded ? recorded.error() : latest.error()).message));
+    if (!recorded || !latest) return respond(storage_failure((!recorded ? recorded.error() : latest.error()).message));
     const std::uint64_t now = now_ns();
     if (auto bad = window_refusal(claim, *recorded, *latest, now, api.options.settlement_margin)) {
-        return api.refuse_by_rule(clerk, "settlement", target, "settlement window rule: " + *bad,
-                                  std::move(respond));
+        return api.refuse_by_rule(clerk, "settlement", target, "settlement window rule: " + *bad, std::move(respond));
     }
     auto expected = expected_for(api, claim);
     if (auto* refused = std::get_if<ApiResponse>(&expected)) return respond(std::move(*refused));
@@ -183,16 +168,15 @@ void check_and_post(Api::State& api, const Clerk& clerk, const CycleClaim& claim
     std::uint64_t total_fen = 0;
     for (std::size_t i = 0; i < transfers.size(); ++i) {
         if (auto bad = settlement_refusal(transfers[i], rules, claim.cycle)) {
-            return api.refuse_by_rule(clerk, "settlement", target,
-                                      fmt::format("settlement transfer rule: transfers[{}]: {}", i, *bad),
+            return api.refuse_by_rule(clerk, "settlement", target, fmt::format("settlement transfer rule: transfers[{}]: {}", i, *bad),
                                       std::move(respond));
         }
         total_fen += transfers[i].amount;
     }
     const SettlementCycle record{claim.cycle, claim.start_ns, claim.end_ns, now, clerk.name};
-    ClerkAction journaled = action_of(clerk, "settlement", target,
-                                      fmt::format("window [{}, {}) ns: {} transfers, {} fen", claim.start_ns,
-                                                  claim.end_ns, transfers.size(), total_fen));
+    ClerkAction journaled =
+        action_of(clerk, "settlement", target,
+                  fmt::format("window [{}, {}) ns: {} transfers, {} fen", claim.start_ns, claim.end_ns, transfers.size(), total_fen));
     submit_postings(api, record, !*recorded, std::move(transfers), std::move(journaled), std::move(respond));
 }
 
@@ -203,17 +187,15 @@ void post_transfers(Call& call) {
     if (auto* bad = std::get_if<ApiResponse>(&postings)) return call.answer(std::move(*bad));
     auto& [claim, transfers] = std::get<std::pair<CycleClaim, std::vector<ledger::Transfer>>>(postings);
     Api::State& api = call.api;
-    if (api.settlement_busy.exchange(true))
-        return call.answer(busy("another settlement request is being checked"));
-    boost::asio::post(api.settlement_worker,
-                      [&api, clerk = call.who(), claim = claim, transfers = std::move(transfers),
-                       respond = std::move(call.respond)]() mutable {
-                          auto release_and = [&api, respond](ApiResponse r) {
-                              api.settlement_busy.store(false);
-                              respond(std::move(r));
-                          };
-                          check_and_post(api, clerk, claim, std::move(transfers), release_and);
-                      });
+    if (api.settlement_busy.exchange(true)) return call.answer(busy("another settlement request is being checked"));
+    boost::asio::post(api.settlement_worker, [&api, clerk = call.who(), claim = claim, transfers = std::move(transfers),
+                                              respond = std::move(call.respond)]() mutable {
+        auto release_and = [&api, respond](ApiResponse r) {
+            api.settlement_busy.store(false);
+            respond(std::move(r));
+        };
+        check_and_post(api, clerk, claim, std::move(transfers), release_and);
+    });
 }
 
 }  // namespace coconut::clearing::http::api

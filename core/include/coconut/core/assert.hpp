@@ -13,15 +13,12 @@
 namespace coconut::detail {
 
 // Writes "FILE:LINE: FUNCTION: assertion `CONDITION' failed[: MESSAGE]" to stderr and aborts.
-[[noreturn]] void assertion_failed(const char* condition, const char* message, const char* file, int line,
-                                   const char* function) noexcept;
+[[noreturn]] void assertion_failed(const char* condition, const char* message, const char* file, int line, const char* function) noexcept;
 
 }  // namespace coconut::detail
 
-#define COCONUT_ASSERT_1(condition, message)                                                          \
-    (static_cast<bool>(condition)                                                                    \
-         ? void(0)                                                                                   \
-         : ::coconut::detail::assertion_failed(#condition, message, __FILE__, __LINE__, __func__))
+#define COCONUT_ASSERT_1(condition, message) \
+    (static_cast<bool>(condition) ? void(0) : ::coconut::detail::assertion_failed(#condition, message, __FILE__, __LINE__, __func__))
 
 // COCONUT_ASSERT(condition) or COCONUT_ASSERT(condition, "what it protects").
 #define COCONUT_ASSERT(...) COCONUT_ASSERT_SELECT(__VA_ARGS__, COCONUT_ASSERT_MSG_, COCONUT_ASSERT_ONE_, unused)(__VA_ARGS__)

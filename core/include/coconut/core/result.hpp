@@ -19,7 +19,7 @@ Unexpected(E) -> Unexpected<E>;
 template <class T, class E>
 class [[nodiscard]] Result {
 public:
-    Result(T value) : state_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit by design
+    Result(T value) : state_(std::in_place_index<0>, std::move(value)) {}                        // NOLINT: implicit by design
     Result(Unexpected<E> failure) : state_(std::in_place_index<1>, std::move(failure.error)) {}  // NOLINT
 
     bool ok() const { return state_.index() == 0; }
@@ -65,11 +65,11 @@ using Status = Result<Ok, E>;
 // is pasted as written, so an overload set's name works.
 #define COCONUT_TRY(...) COCONUT_DETAIL_TRY_PICK(__VA_ARGS__, COCONUT_DETAIL_TRY_CONVERT, COCONUT_DETAIL_TRY_PLAIN, unused)(__VA_ARGS__)
 #define COCONUT_DETAIL_TRY_PICK(_1, _2, _3, name, ...) name
-#define COCONUT_DETAIL_TRY_PLAIN(var, expr)                                  \
-    auto var##_result = (expr);                                             \
+#define COCONUT_DETAIL_TRY_PLAIN(var, expr)                                \
+    auto var##_result = (expr);                                            \
     if (!var##_result) return ::coconut::Unexpected{var##_result.error()}; \
     auto var = std::move(var##_result).value()
-#define COCONUT_DETAIL_TRY_CONVERT(var, expr, on_error)     \
-    auto var##_result = (expr);                            \
+#define COCONUT_DETAIL_TRY_CONVERT(var, expr, on_error)       \
+    auto var##_result = (expr);                               \
     if (!var##_result) return on_error(var##_result.error()); \
     auto var = std::move(var##_result).value()

@@ -35,11 +35,11 @@
 namespace coconut::hsm {
 
 struct AuditEntry {
-    std::string client;   // client id, or "ceremony:<user>" for local ceremony commands
-    std::string command;  // "verify-purchase-tacs", "key-import", "connection-closed", …
+    std::string client;                      // client id, or "ceremony:<user>" for local ceremony commands
+    std::string command;                     // "verify-purchase-tacs", "key-import", "connection-closed", …
     std::string key_label;                   // empty when no key was used
     std::vector<std::uint8_t> key_versions;  // empty when no key was used
-    std::string result;   // "ok", "valid", "invalid", "bad_mac: …" — never key material
+    std::string result;                      // "ok", "valid", "invalid", "bad_mac: …" — never key material
 };
 
 // A line longer than this is refused by `audit verify` (and never written: fields are bounded — ids and

@@ -149,13 +149,13 @@ std::string_view breaker_state_name(BreakerState state);  // "closed", "open", "
 // Counters of a Link (read from any thread, e.g. for /metrics).
 struct LinkStats {
     std::atomic<BreakerState> breaker{BreakerState::closed};
-    std::atomic<std::uint64_t> breaker_opens{0};      // closed/half-open → open
-    std::atomic<std::uint64_t> fast_failures{0};      // requests failed at once because the breaker was open
-    std::atomic<std::uint64_t> timeouts{0};           // requests failed by a timeout (the HSM hangs)
-    std::atomic<std::uint64_t> retries{0};            // requests sent again after their connection broke
-    std::atomic<std::uint64_t> connections_opened{0}; // connections whose hello arrived
-    std::atomic<std::uint64_t> keepalives{0};         // keep-alive requests sent
-    std::atomic<std::uint64_t> probes{0};             // half-open probes sent
+    std::atomic<std::uint64_t> breaker_opens{0};       // closed/half-open → open
+    std::atomic<std::uint64_t> fast_failures{0};       // requests failed at once because the breaker was open
+    std::atomic<std::uint64_t> timeouts{0};            // requests failed by a timeout (the HSM hangs)
+    std::atomic<std::uint64_t> retries{0};             // requests sent again after their connection broke
+    std::atomic<std::uint64_t> connections_opened{0};  // connections whose hello arrived
+    std::atomic<std::uint64_t> keepalives{0};          // keep-alive requests sent
+    std::atomic<std::uint64_t> probes{0};              // half-open probes sent
 };
 
 class Link : public std::enable_shared_from_this<Link> {
@@ -163,8 +163,8 @@ public:
     template <class T>
     using Handler = std::function<void(Outcome<T>)>;
 
-    static std::shared_ptr<Link> create(boost::asio::any_io_executor executor, wire::Endpoint endpoint,
-                                        wire::ClientCredentials credentials, LinkOptions options = {});
+    static std::shared_ptr<Link> create(boost::asio::any_io_executor executor, wire::Endpoint endpoint, wire::ClientCredentials credentials,
+                                        LinkOptions options = {});
     ~Link();
 
     // Whether a request may be sent twice (rule 2): its answer is a function of the request and the key

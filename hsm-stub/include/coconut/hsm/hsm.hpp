@@ -48,14 +48,14 @@ namespace coconut::hsm {
 enum class Errc : std::uint8_t {
     ok = 0,
     // request-level (the connection stays open)
-    bad_request = 1,            // a field is malformed: length, range, BCD, transaction type
-    batch_too_large = 2,        // more items than max_batch_items
-    key_not_found = 3,          // no key with that label / version
-    key_retired = 4,            // the version exists but was retired
-    wrong_key_usage = 5,        // e.g. a transport key named where a TAC master key is needed
-    unsupported_key_type = 6,   // SM4 keys exist in the store but no service of this profile uses them
-    key_exists = 7,             // ceremony: label + version already present
-    not_permitted = 8,          // the client's permissions do not include this command
+    bad_request = 1,           // a field is malformed: length, range, BCD, transaction type
+    batch_too_large = 2,       // more items than max_batch_items
+    key_not_found = 3,         // no key with that label / version
+    key_retired = 4,           // the version exists but was retired
+    wrong_key_usage = 5,       // e.g. a transport key named where a TAC master key is needed
+    unsupported_key_type = 6,  // SM4 keys exist in the store but no service of this profile uses them
+    key_exists = 7,            // ceremony: label + version already present
+    not_permitted = 8,         // the client's permissions do not include this command
     client_exists = 9,
     client_not_found = 10,
     // store and files
@@ -64,24 +64,24 @@ enum class Errc : std::uint8_t {
     store_truncated = 22,
     store_tampered = 23,
     store_wrong_master_key = 24,
-    store_corrupt = 25,         // authentic but inconsistent (a KCV that does not match its key: a bug)
-    master_key_file = 26,       // missing, wrong size or permissions wider than 0600
+    store_corrupt = 25,    // authentic but inconsistent (a KCV that does not match its key: a bug)
+    master_key_file = 26,  // missing, wrong size or permissions wider than 0600
     io_error = 27,
-    store_busy = 28,            // another ceremony holds store.lock
+    store_busy = 28,  // another ceremony holds store.lock
     // audit
     audit_broken = 30,
     // link (client side and connection-closing reasons on the server side)
     connection_failed = 40,
     timeout = 41,
-    protocol_error = 42,        // a frame that does not parse
+    protocol_error = 42,  // a frame that does not parse
     frame_too_large = 43,
     bad_mac = 44,
     replayed_sequence = 45,
     unknown_command = 46,
     unknown_client = 47,
-    closed = 48,                // the peer closed the connection
-    server_busy = 49,           // connection limit reached
-    client_credentials = 50,    // the client key file is missing, malformed or too open
+    closed = 48,              // the peer closed the connection
+    server_busy = 49,         // connection limit reached
+    client_credentials = 50,  // the client key file is missing, malformed or too open
 };
 
 // Stable lower-case name of a code ("bad_mac"), for logs, JSON and the audit log.
@@ -112,7 +112,7 @@ enum class KeyUsage : std::uint8_t {
 };
 enum class KeyStatus : std::uint8_t { active = 1, retired = 2 };
 
-std::string_view key_type_name(KeyType type);     // "tdes2", "sm4"
+std::string_view key_type_name(KeyType type);  // "tdes2", "sm4"
 // "purchase", "load", "tac", "internal-auth", "maintenance", "transport", "ssse-auth"
 std::string_view key_usage_name(KeyUsage usage);
 std::optional<KeyType> parse_key_type(std::string_view name);
@@ -140,7 +140,7 @@ struct KeyInfo {
     KeyType type = KeyType::tdes2;
     KeyUsage usage = KeyUsage::purchase;
     KeyStatus status = KeyStatus::active;
-    crypto::Kcv kcv{};               // first 3 bytes of 3DES(key, 0^8)
+    crypto::Kcv kcv{};  // first 3 bytes of 3DES(key, 0^8)
     std::int64_t created_unix_s = 0;
     std::int64_t retired_unix_s = 0;  // 0 while active
 };
@@ -159,12 +159,12 @@ inline constexpr std::string_view default_transport_label = "kek-issuance";
 
 // What a client may ask for; a client is created with a set of these.
 enum Permission : std::uint32_t {
-    permit_key_info = 1u << 0,   // key_info (KCV lookups)
-    permit_issuance = 1u << 1,   // derive_card_keys, export_issuer_key
-    permit_tac = 1u << 2,        // verify_purchase_tacs, verify_load_tac
-    permit_load = 1u << 3,       // load_mac2
-    permit_auth = 1u << 4,       // verify_internal_auth
-    permit_ca = 1u << 5,         // sign_certificate, ca_certificate (the island CA, ca.hpp)
+    permit_key_info = 1u << 0,  // key_info (KCV lookups)
+    permit_issuance = 1u << 1,  // derive_card_keys, export_issuer_key
+    permit_tac = 1u << 2,       // verify_purchase_tacs, verify_load_tac
+    permit_load = 1u << 3,      // load_mac2
+    permit_auth = 1u << 4,      // verify_internal_auth
+    permit_ca = 1u << 5,        // sign_certificate, ca_certificate (the island CA, ca.hpp)
     permit_all = permit_key_info | permit_issuance | permit_tac | permit_load | permit_auth | permit_ca,
 };
 // "key-info,issuance,tac,load,auth,ca" ↔ bits; "all" accepted on input.
@@ -249,8 +249,7 @@ public:
     // Resolves version 0 to the newest active version. key_not_found / key_retired.
     Outcome<KeyInfo> find(const KeyRef& ref) const;
     // Adds a key (ceremony). key_exists, bad_request (label, version 0, wrong length), store limits.
-    Outcome<KeyInfo> add_key(std::string_view label, std::uint8_t version, KeyType type, KeyUsage usage,
-                             const crypto::Key16& key);
+    Outcome<KeyInfo> add_key(std::string_view label, std::uint8_t version, KeyType type, KeyUsage usage, const crypto::Key16& key);
     Outcome<KeyInfo> retire_key(std::string_view label, std::uint8_t version);
     // A copy of an active key's material for one computation, checked for usage and type
     // (key_not_found, key_retired, wrong_key_usage, unsupported_key_type).
@@ -317,13 +316,13 @@ struct CardIdentity {
 // One derived card key, exported: 3DES-ECB (2-key) of the 16 key bytes under the transport key.
 struct ExportedKey {
     KeyUsage usage = KeyUsage::purchase;
-    KeyRef master;                      // version resolved
-    crypto::Kcv kcv{};                  // of the key in clear (the card personalizer checks it)
+    KeyRef master;      // version resolved
+    crypto::Kcv kcv{};  // of the key in clear (the card personalizer checks it)
     std::array<std::uint8_t, 16> encrypted{};
 };
 
 struct CardKeySet {
-    KeyRef transport;            // version resolved
+    KeyRef transport;  // version resolved
     crypto::Kcv transport_kcv{};
     std::vector<ExportedKey> keys;
 };
@@ -413,17 +412,16 @@ public:
 
     // Derives the card's keys from each master (Div(Div(master, issuer id), card factor)) and returns
     // them encrypted under `transport` (usage transport), each with its KCV. At most one master per usage.
-    Outcome<CardKeySet> derive_card_keys(const CardIdentity& card, const KeyRef& transport,
-                                         std::span<const KeyRef> masters, Usage* usage = nullptr) const;
+    Outcome<CardKeySet> derive_card_keys(const CardIdentity& card, const KeyRef& transport, std::span<const KeyRef> masters,
+                                         Usage* usage = nullptr) const;
 
     // The issuer-level purchase key Div(purchase master, issuer id) under `transport`, for PSAM
     // personalization (docs/CARD-SPEC.md §5: the PSAM applies the card factor itself).
-    Outcome<ExportedKey> export_issuer_key(const IssuerId& issuer_id, const KeyRef& purchase_master,
-                                           const KeyRef& transport, Usage* usage = nullptr) const;
+    Outcome<ExportedKey> export_issuer_key(const IssuerId& issuer_id, const KeyRef& purchase_master, const KeyRef& transport,
+                                           Usage* usage = nullptr) const;
 
     // One verdict per item, in order. Whole-batch failures: label unknown / not a TAC key, batch too large.
-    Outcome<std::vector<Verdict>> verify_purchase_tacs(std::string_view tac_master_label,
-                                                       std::span<const PurchaseTac> batch,
+    Outcome<std::vector<Verdict>> verify_purchase_tacs(std::string_view tac_master_label, std::span<const PurchaseTac> batch,
                                                        Usage* usage = nullptr) const;
 
     Outcome<Verdict> verify_load_tac(const LoadTac& load, Usage* usage = nullptr) const;

@@ -48,7 +48,7 @@ enum class Command : std::uint8_t {
     verify_load_tac = 0x21,
     load_mac2 = 0x30,
     verify_internal_auth = 0x40,
-    ca_certificate = 0x50,    // the island CA (ca.hpp)
+    ca_certificate = 0x50,  // the island CA (ca.hpp)
     sign_certificate = 0x51,
 };
 std::optional<Command> command_from_byte(std::uint8_t byte);
@@ -72,8 +72,8 @@ struct Hello {
 
 // Encoders return whole frames (length prefix included).
 Bytes encode_hello(const Hello& hello);
-Bytes encode_request(const ClientKey& key, const Nonce& nonce, std::uint64_t seq, std::string_view client_id,
-                     std::uint8_t command, ByteView payload);
+Bytes encode_request(const ClientKey& key, const Nonce& nonce, std::uint64_t seq, std::string_view client_id, std::uint8_t command,
+                     ByteView payload);
 Bytes encode_response(const ClientKey& key, const Nonce& nonce, std::uint64_t seq, Errc status, ByteView payload);
 Bytes encode_fatal(Errc code, std::string_view message);
 
@@ -89,7 +89,7 @@ struct Request {
     std::uint8_t command = 0;  // raw: the server checks it after the MAC
     ByteView payload;          // views into the body
     ByteView mac;
-    ByteView authenticated;    // body without the mac
+    ByteView authenticated;  // body without the mac
 };
 Outcome<Request> decode_request(ByteView body);
 // True if `request.mac` is the MAC of nonce ‖ request.authenticated under `key` (constant-time).

@@ -103,15 +103,15 @@ std::optional<CycleState> parse_cycle_state(std::string_view text);
 
 // The settlement's own configuration (a JSON file, format in settlement/README.md): who pays.
 struct DebtorAccount {
-    std::string name;      // Dbtr/Nm, ≤ 140 characters
-    std::string account;   // DbtrAcct/Id/Othr/Id, ≤ 34 characters
-    std::string agent_bic; // DbtrAgt/FinInstnId/BICFI (8 or 11 characters)
+    std::string name;       // Dbtr/Nm, ≤ 140 characters
+    std::string account;    // DbtrAcct/Id/Othr/Id, ≤ 34 characters
+    std::string agent_bic;  // DbtrAgt/FinInstnId/BICFI (8 or 11 characters)
 };
 struct Config {
     std::string initiator_name = "Coconut Card Clearing";  // GrpHdr/InitgPty/Nm
-    DebtorAccount purse_float;   // the issuing bank's account holding the cardholders' purse money
-    DebtorAccount medical_fund;  // the social-insurance agency's medical fund account
-    std::uint32_t cutoff_seconds = seconds_per_day;  // seconds after local midnight; default 24:00
+    DebtorAccount purse_float;                             // the issuing bank's account holding the cardholders' purse money
+    DebtorAccount medical_fund;                            // the social-insurance agency's medical fund account
+    std::uint32_t cutoff_seconds = seconds_per_day;        // seconds after local midnight; default 24:00
 };
 Result<Config> parse_config(std::string_view json_text);
 
@@ -141,10 +141,10 @@ std::uint64_t fee_fen(std::uint64_t base_fen, std::uint32_t rate_bp);
 
 // Money per funding source (ledger) of one participant. Signed: + the participant receives.
 struct SourceAmounts {
-    std::uint64_t base_fen = 0;  // purchases (purse) / medical payments (medical)
-    std::uint64_t loads_fen = 0; // purse only
+    std::uint64_t base_fen = 0;   // purchases (purse) / medical payments (medical)
+    std::uint64_t loads_fen = 0;  // purse only
     std::uint64_t fee_fen = 0;
-    std::int64_t net_fen = 0;    // base − loads − fee + adjustments: paid by the funding source when > 0, owed to it when < 0
+    std::int64_t net_fen = 0;  // base − loads − fee + adjustments: paid by the funding source when > 0, owed to it when < 0
     // Approved manual adjustments (code 10) to or from the participant's payable: + credited, − debited.
     std::int64_t adjustments_fen = 0;
     friend bool operator==(const SourceAmounts&, const SourceAmounts&) = default;
@@ -172,8 +172,8 @@ struct Positions {
     std::uint64_t first_sequence = 0;  // journal range read: [first, last]; first > last when empty
     std::uint64_t last_sequence = 0;
     std::uint64_t entries_read = 0;
-    std::uint64_t transfers_counted = 0;  // transfer entries read (classified or ignored)
-    KindTotals suspense;               // TAC-failed purchases (code 2): never paid out
+    std::uint64_t transfers_counted = 0;            // transfer entries read (classified or ignored)
+    KindTotals suspense;                            // TAC-failed purchases (code 2): never paid out
     std::vector<ParticipantPosition> participants;  // with activity, by participant id
     FundingPositions funding;
     // Σ participant nets + funding sources + fee income; must be 0 (checked by compute_positions).
@@ -221,8 +221,7 @@ std::vector<Payment> payments(const Positions& positions);
 // float/fund of base − fee + adjustments when positive (what the payable holds for the cycle, net of
 // the fee); fee = payable → fee income. Ids: derive_id("settlement" ‖ cycle BE4 ‖ participant BE8 ‖ ledger BE4 ‖ code BE2).
 std::vector<ledger::Transfer> settlement_transfers(const Positions& positions);
-ledger::Id settlement_transfer_id(std::uint32_t cycle, std::uint64_t participant_id, std::uint32_t ledger_number,
-                                  std::uint16_t code);
+ledger::Id settlement_transfer_id(std::uint32_t cycle, std::uint64_t participant_id, std::uint32_t ledger_number, std::uint16_t code);
 
 // Transfers per posting request: the daemon takes ≤ 1000 per POST /v1/clerk/transfers
 // (clearing/README.md "Settlement postings"). Chains never span requests.
@@ -256,8 +255,7 @@ public:
 // `endpoint` is "https://HOST:PORT": TLS 1.2 at least, the daemon's certificate verified against
 // `ca_file` (required) and the URL's host before the token is sent (settlement/README.md "Posting over
 // HTTPS"); or "http://HOST:PORT", where the token travels in clear (a daemon on loopback only).
-Result<std::unique_ptr<Poster>> make_http_poster(std::string_view endpoint, std::string token,
-                                                 const std::filesystem::path& ca_file = {});
+Result<std::unique_ptr<Poster>> make_http_poster(std::string_view endpoint, std::string token, const std::filesystem::path& ca_file = {});
 
 // Directly into a ledger opened read-write by this process: allowed only when no daemon serves the
 // directory, proven by holding the daemon's flock on DIR/clearingd.lock for the poster's lifetime.
@@ -310,16 +308,16 @@ Status write_files(const std::filesystem::path& cycle_dir, const std::vector<Fil
 // ---- cycle state -----------------------------------------------------------------------------------------
 
 struct ReconciliationReport {
-    std::vector<std::string> matched;             // EndToEndIds
-    std::vector<std::string> missing;             // expected, not in any file
+    std::vector<std::string> matched;  // EndToEndIds
+    std::vector<std::string> missing;  // expected, not in any file
     struct Mismatch {
         std::string end_to_end_id;
         std::uint64_t expected_fen = 0;
         std::uint64_t booked_fen = 0;
     };
     std::vector<Mismatch> mismatched;
-    std::vector<std::string> duplicates;          // booked more than once (a double payment)
-    std::vector<std::string> unknown;             // entries whose EndToEndId this cycle did not send
+    std::vector<std::string> duplicates;  // booked more than once (a double payment)
+    std::vector<std::string> unknown;     // entries whose EndToEndId this cycle did not send
     bool complete() const { return missing.empty() && mismatched.empty() && duplicates.empty(); }
 };
 
@@ -330,9 +328,9 @@ struct CycleRecord {
     std::uint32_t cutoff_seconds = seconds_per_day;
     std::uint64_t first_sequence = 0;
     std::uint64_t last_sequence = 0;
-    std::string positions_sha256;              // of summary.json: a re-run must compute the same
-    std::map<std::string, std::string> files;  // name → SHA-256 hex
-    std::uint64_t transfers_posted = 0;        // created + existed when posted
+    std::string positions_sha256;                        // of summary.json: a re-run must compute the same
+    std::map<std::string, std::string> files;            // name → SHA-256 hex
+    std::uint64_t transfers_posted = 0;                  // created + existed when posted
     std::optional<ReconciliationReport> reconciliation;  // the last one
 };
 
@@ -355,8 +353,8 @@ struct RunOptions {
     Config config;
     std::filesystem::path out;
     std::filesystem::path schemas_dir = default_schemas_dir();
-    bool dry_run = false;           // compute and render only; write and post nothing
-    std::uint64_t now_ns = 0;       // wall clock (0: the real clock); the cut-off must be past
+    bool dry_run = false;      // compute and render only; write and post nothing
+    std::uint64_t now_ns = 0;  // wall clock (0: the real clock); the cut-off must be past
     // How long after the cut-off the cycle may run (default settling_margin). Shorter only when every
     // terminal has finished uploading and nothing can still be committing (e.g. the demo's island).
     std::chrono::seconds margin = settling_margin;
@@ -376,8 +374,8 @@ struct RunReport {
 // The whole cycle, resumable at any point (a crash between steps is repaired by running again):
 // recompute the positions (and compare with the stored digest), write/verify the files, post (ids
 // make it idempotent), save the state after each step. `poster` may be null only for dry runs.
-Result<RunReport> run_cycle(const ledger::Ledger& ledger, const std::vector<clearing::Participant>& participants,
-                            Poster* poster, const RunOptions& options);
+Result<RunReport> run_cycle(const ledger::Ledger& ledger, const std::vector<clearing::Participant>& participants, Poster* poster,
+                            const RunOptions& options);
 
 // Reconciles a posted cycle against camt.053 / camt.054 files (all validated before anything is
 // matched; an invalid file changes nothing). A complete match moves the cycle to `reconciled`.
@@ -387,6 +385,6 @@ Result<ReconciliationReport> reconcile(const std::filesystem::path& out, std::ui
 
 // Helpers shared by the CLI and tests.
 std::string format_fen(std::int64_t fen);  // 12345 → "123.45", -5 → "-0.05"
-using coconut::sha256_hex;  // lower-case hex of SHA-256 (coconut/core/sha256.hpp)
+using coconut::sha256_hex;                 // lower-case hex of SHA-256 (coconut/core/sha256.hpp)
 
 }  // namespace coconut::settlement

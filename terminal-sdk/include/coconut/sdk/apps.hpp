@@ -79,8 +79,8 @@ public:
     explicit PurseApp(CardChannel& channel) : channel_(channel) {}
     CardResult<PurseInfo> select();
     CardResult<std::uint32_t> balance();
-    CardResult<InitPurchaseResult> initialize_purchase(std::uint32_t amount_fen, const TerminalId& terminal_id,
-                                                       bool capp, std::uint8_t key_index = cos::default_key_index);
+    CardResult<InitPurchaseResult> initialize_purchase(std::uint32_t amount_fen, const TerminalId& terminal_id, bool capp,
+                                                       std::uint8_t key_index = cos::default_key_index);
     CardResult<InitLoadResult> initialize_load(std::uint32_t amount_fen, const TerminalId& terminal_id,
                                                std::uint8_t key_index = cos::default_key_index);
     // 80 DC: stage a composite record (EF1A record id) or a trip-log entry (sfi = EF1E, record id 0).
@@ -147,7 +147,7 @@ private:
 };
 
 // Text helpers shared by the CLI and tests.
-using coconut::to_card_date_time;  // Hainan local time (UTC+8), coconut/core/card_time.hpp
+using coconut::to_card_date_time;                                // Hainan local time (UTC+8), coconut/core/card_time.hpp
 std::string format_date_time(const crypto::CardDateTime& when);  // "2026-11-26 12:00:00"
 
 }  // namespace coconut::sdk

@@ -72,7 +72,6 @@ struct ClearingTls {
     std::shared_ptr<tls::ClientContext> context;
 };
 
-
 struct ClearingOptions {
     std::string terminal_id;  // field 41: exactly 8 printable characters, as registered at the clearing
     // Unset: plain TCP, which only a daemon started with --insecure-terminals accepts.
@@ -86,20 +85,20 @@ struct ClearingOptions {
     // The queue whose log keeps the batch number, STAN counter and batch totals durably (the terminal's
     // one queue: upload() and send_advice() take only this queue then). Null: kept in memory.
     TransactionQueue* batch_log = nullptr;
-    std::string merchant_id;           // field 42 of the 0100 when set (≤ 15 characters)
+    std::string merchant_id;  // field 42 of the 0100 when set (≤ 15 characters)
 };
 
 enum class ClearingErrorCode : std::uint8_t {
-    bad_option,       // terminal id / endpoint / in-flight out of range
-    connect_failed,   // no TCP connection, or the TLS handshake failed (the server's certificate refused)
-    timeout,          // no answer within response_timeout
-    closed,           // the clearing closed the connection
-    protocol_error,   // an answer that does not parse or matches no request
-    refused,          // the clearing refused (the response code is in `response_code`)
-    queue_error,      // acknowledge() failed: nothing more is sent
-    batch_error,      // the batch state could not be written to the queue's log
-    hotlist_error,    // a downloaded hotlist does not apply to the local one (nothing was changed)
-    tls_error,        // the TLS files (CA, certificate, key) are missing, unreadable, too open or do not match
+    bad_option,      // terminal id / endpoint / in-flight out of range
+    connect_failed,  // no TCP connection, or the TLS handshake failed (the server's certificate refused)
+    timeout,         // no answer within response_timeout
+    closed,          // the clearing closed the connection
+    protocol_error,  // an answer that does not parse or matches no request
+    refused,         // the clearing refused (the response code is in `response_code`)
+    queue_error,     // acknowledge() failed: nothing more is sent
+    batch_error,     // the batch state could not be written to the queue's log
+    hotlist_error,   // a downloaded hotlist does not apply to the local one (nothing was changed)
+    tls_error,       // the TLS files (CA, certificate, key) are missing, unreadable, too open or do not match
 };
 std::string_view to_string(ClearingErrorCode code);
 
@@ -121,14 +120,14 @@ struct LinkStats {
 
 struct UploadReport {
     std::size_t sent = 0;
-    std::size_t acknowledged = 0;  // deleted from the queue
-    std::size_t approved = 0;      // 00
-    std::size_t suspense = 0;      // 59
-    std::size_t duplicates = 0;    // 94
-    std::size_t kept = 0;          // any other answer: still queued
-    std::size_t advices = 0;       // of `sent`: 0221 / 0421 advices (the rest are 0320)
-    std::size_t refused = 0;       // advices acknowledged with a final refusal (not 00)
-    std::size_t digest_mismatches = 0;  // 00 for another record than the one sent: kept
+    std::size_t acknowledged = 0;                // deleted from the queue
+    std::size_t approved = 0;                    // 00
+    std::size_t suspense = 0;                    // 59
+    std::size_t duplicates = 0;                  // 94
+    std::size_t kept = 0;                        // any other answer: still queued
+    std::size_t advices = 0;                     // of `sent`: 0221 / 0421 advices (the rest are 0320)
+    std::size_t refused = 0;                     // advices acknowledged with a final refusal (not 00)
+    std::size_t digest_mismatches = 0;           // 00 for another record than the one sent: kept
     std::vector<std::uint64_t> kept_for_review;  // queue sequences answered 59, 94 or a mismatching 00
     std::map<std::string, std::size_t> by_response_code;
 };
@@ -161,20 +160,18 @@ struct HotlistSyncReport {
 
 struct ReconcileReport {
     std::uint32_t batch_number = 0;
-    BatchTotals totals;          // what the terminal sent
-    bool balanced = false;       // 39 = 00 (the batch is closed); false: 95 out of balance
-    std::string host_net;        // field 97 of the 0510 (C/D + 16 digits) when present
+    BatchTotals totals;     // what the terminal sent
+    bool balanced = false;  // 39 = 00 (the batch is closed); false: 95 out of balance
+    std::string host_net;   // field 97 of the 0510 (C/D + 16 digits) when present
 };
 
 // The message upload() / the flows send for a queued record; `repeat` gives 0221 / 0421.
-iso8583::Message advice_request(const TransactionRecord& record, std::uint32_t stan, std::string_view terminal_id,
-                                bool repeat);
+iso8583::Message advice_request(const TransactionRecord& record, std::uint32_t stan, std::string_view terminal_id, bool repeat);
 // Field 90: original MTI ‖ STAN ‖ transmission date/time ‖ 22 zeros (no acquirer/forwarder ids).
 std::string original_data_elements(const TransactionRecord& record);
 class ClearingClient {
 public:
-    static Result<std::unique_ptr<ClearingClient>, ClearingError> connect(const ClearingEndpoint& endpoint,
-                                                                           ClearingOptions options);
+    static Result<std::unique_ptr<ClearingClient>, ClearingError> connect(const ClearingEndpoint& endpoint, ClearingOptions options);
     ~ClearingClient();
     ClearingClient(const ClearingClient&) = delete;
     ClearingClient& operator=(const ClearingClient&) = delete;

@@ -69,8 +69,8 @@ inline constexpr std::uint8_t link_kind_max = 5;
 struct TransactionRecord {
     Asn asn{};
     std::array<std::uint8_t, 8> issuer_id{};
-    std::uint8_t type = 0;                // 02 load, 06 purchase, 09 CAPP purchase
-    std::uint16_t atc = 0;                // the ATC INITIALIZE reported (offline for purchases, online for loads)
+    std::uint8_t type = 0;  // 02 load, 06 purchase, 09 CAPP purchase
+    std::uint16_t atc = 0;  // the ATC INITIALIZE reported (offline for purchases, online for loads)
     std::uint32_t amount_fen = 0;
     std::uint32_t balance_before_fen = 0;
     std::uint32_t balance_after_fen = 0;
@@ -79,8 +79,8 @@ struct TransactionRecord {
     crypto::CardDateTime when;
     crypto::Mac4 tac{};
     crypto::Mac4 mac2{};
-    bool recovered = false;  // completed by recover() (GET TRANSACTION PROVE) rather than the DEBIT answer
-    bool unproven = false;   // the card's log shows the debit but no proof could be read (clearing flags it)
+    bool recovered = false;        // completed by recover() (GET TRANSACTION PROVE) rather than the DEBIT answer
+    bool unproven = false;         // the card's log shows the debit but no proof could be read (clearing flags it)
     bool mac2_unverified = false;  // the PSAM could not verify the card's MAC2 (the debit happened; TAC decides)
     TapKind tap_kind = TapKind::none;
     std::uint16_t line = 0;
@@ -91,9 +91,9 @@ struct TransactionRecord {
     // Online records (link ≠ offline_purchase): the original request (0200 / 0100) they belong to —
     // field 90 of the advice names it, and a clinic hold's ledger id is derive_id(41 ‖ batch ‖ STAN).
     LinkKind link = LinkKind::offline_purchase;
-    std::uint32_t stan = 0;                       // field 11 of the original request
-    std::array<std::uint8_t, 5> transmitted{};    // its field 7, MMDDhhmmss (UTC) as BCD
-    std::uint32_t batch_number = 0;               // its field 60
+    std::uint32_t stan = 0;                     // field 11 of the original request
+    std::array<std::uint8_t, 5> transmitted{};  // its field 7, MMDDhhmmss (UTC) as BCD
+    std::uint32_t batch_number = 0;             // its field 60
 
     std::string asn_digits() const { return bcd_to_digits(asn); }
 };
@@ -144,9 +144,8 @@ public:
     // Creates the log when missing. An old queue (format 1) is converted, together with its batch state
     // file (`old_batch_file`; empty: the queue path + ".batch", where the SDK's CLI and the simulator kept
     // it), before the queue opens.
-    static Result<std::unique_ptr<TransactionQueue>, QueueError> open(const std::filesystem::path& path,
-                                                                     QueueLimits limits = {},
-                                                                     const std::filesystem::path& old_batch_file = {});
+    static Result<std::unique_ptr<TransactionQueue>, QueueError> open(const std::filesystem::path& path, QueueLimits limits = {},
+                                                                      const std::filesystem::path& old_batch_file = {});
     ~TransactionQueue();
     TransactionQueue(const TransactionQueue&) = delete;
     TransactionQueue& operator=(const TransactionQueue&) = delete;
@@ -185,7 +184,6 @@ public:
     bool full() const { return live_.size() >= limits_.capacity; }
     const std::filesystem::path& path() const { return path_; }
     const QueueLimits& limits() const { return limits_; }
-
 
 private:
     TransactionQueue(std::filesystem::path path, QueueLimits limits);

@@ -21,20 +21,20 @@ class VirtualCard;
 namespace coconut::sdk {
 
 enum class ReaderErrorCode : std::uint8_t {
-    no_service,         // pcscd not running (SCARD_E_NO_SERVICE)
-    no_readers,         // no reader at all
-    reader_not_found,   // no reader with that name
-    reader_unavailable, // reader removed or unusable (SCARD_E_READER_UNAVAILABLE, SCARD_E_UNKNOWN_READER)
-    no_card,            // no card in the reader (SCARD_E_NO_SMARTCARD, SCARD_W_REMOVED_CARD at connect)
-    card_removed,       // the card left during a command (SCARD_W_REMOVED_CARD, or a transmit that "succeeds"
-                        // with no byte at all, as vpcd reports a card gone mid-command): it may or may not have run
-    card_reset,         // another application reset the card (SCARD_W_RESET_CARD)
-    unresponsive,       // the card does not answer (SCARD_W_UNRESPONSIVE_CARD, SCARD_E_TIMEOUT on transmit)
-    sharing_violation,  // another process holds the card exclusively
-    timeout,            // a wait for presence/absence ran out
-    protocol_error,     // malformed response (fewer than 2 bytes), GET RESPONSE chain too long
-    not_connected,      // transmit without connect
-    internal,           // any other PC/SC failure (code in `pcsc_code`)
+    no_service,          // pcscd not running (SCARD_E_NO_SERVICE)
+    no_readers,          // no reader at all
+    reader_not_found,    // no reader with that name
+    reader_unavailable,  // reader removed or unusable (SCARD_E_READER_UNAVAILABLE, SCARD_E_UNKNOWN_READER)
+    no_card,             // no card in the reader (SCARD_E_NO_SMARTCARD, SCARD_W_REMOVED_CARD at connect)
+    card_removed,        // the card left during a command (SCARD_W_REMOVED_CARD, or a transmit that "succeeds"
+                         // with no byte at all, as vpcd reports a card gone mid-command): it may or may not have run
+    card_reset,          // another application reset the card (SCARD_W_RESET_CARD)
+    unresponsive,        // the card does not answer (SCARD_W_UNRESPONSIVE_CARD, SCARD_E_TIMEOUT on transmit)
+    sharing_violation,   // another process holds the card exclusively
+    timeout,             // a wait for presence/absence ran out
+    protocol_error,      // malformed response (fewer than 2 bytes), GET RESPONSE chain too long
+    not_connected,       // transmit without connect
+    internal,            // any other PC/SC failure (code in `pcsc_code`)
 };
 
 struct ReaderError {

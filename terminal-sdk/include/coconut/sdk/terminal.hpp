@@ -38,7 +38,6 @@ namespace coconut::sdk {
 
 class ClearingClient;
 
-
 struct TapOutcome {
     TapResult result = TapResult::entered;
     std::uint32_t fare_fen = 0;
@@ -47,19 +46,19 @@ struct TapOutcome {
 };
 
 enum class FlowErrorCode : std::uint8_t {
-    card_removed,          // the card left; if a debit may have run, an intent awaits recover()
+    card_removed,  // the card left; if a debit may have run, an intent awaits recover()
     no_card,
-    card_error,            // the card refused a command (sw set)
+    card_error,  // the card refused a command (sw set)
     psam_error,
     insufficient_balance,  // 9401
     blocked_card,          // on the hotlist (block_reason set); the card was not debited
     expired_card,
     unknown_line,
-    queue_full,            // the terminal stops taking payments until it uploads
-    storage_error,         // the queue could not write
-    declined,              // the clearing refused (response_code set); the card was not credited / debited
-    no_answer,             // the clearing did not answer in time: a reversal advice is queued
-    wrong_pin,             // VERIFY refused (sw 63Cx: tries left; 6983: blocked)
+    queue_full,     // the terminal stops taking payments until it uploads
+    storage_error,  // the queue could not write
+    declined,       // the clearing refused (response_code set); the card was not credited / debited
+    no_answer,      // the clearing did not answer in time: a reversal advice is queued
+    wrong_pin,      // VERIFY refused (sw 63Cx: tries left; 6983: blocked)
 };
 std::string_view to_string(FlowErrorCode code);
 
@@ -71,7 +70,8 @@ struct FlowError {
     std::uint16_t sw = 0;
     std::optional<BlockReason> block_reason;
     std::string response_code;  // declined: field 39 of the clearing's answer
-    bool reversed = false;  // the flow reversed what the host may have booked: 0400 answered, or a 0420 advice queued (sent, or left for upload)
+    bool reversed =
+        false;  // the flow reversed what the host may have booked: 0400 answered, or a 0420 advice queued (sent, or left for upload)
 };
 
 struct RecoveryOutcome {
@@ -81,17 +81,17 @@ struct RecoveryOutcome {
 };
 
 struct LoadOutcome {
-    TransactionRecord record;        // the load (type 02) with the card's TAC, link load_confirmation
-    std::string confirmation_code;   // the 0230's response code; empty: no answer (the 0220 stays queued)
-    bool confirmed = false;          // acknowledged by the clearing (deleted from the queue)
+    TransactionRecord record;       // the load (type 02) with the card's TAC, link load_confirmation
+    std::string confirmation_code;  // the 0230's response code; empty: no answer (the 0220 stays queued)
+    bool confirmed = false;         // acknowledged by the clearing (deleted from the queue)
 };
 
 struct ClinicOutcome {
-    std::uint32_t amount_fen = 0;    // the bill
-    std::uint32_t medical_fen = 0;   // paid from the medical account (the hold, completed)
-    std::uint32_t purse_fen = 0;     // paid from the purse (the remainder)
-    std::string authorization_code;  // 0110 response: 00, 10 (partial) or 51 (nothing from the medical account)
-    std::string completion_code;     // 0230 response; empty: no answer yet (the 0220 stays queued)
+    std::uint32_t amount_fen = 0;                   // the bill
+    std::uint32_t medical_fen = 0;                  // paid from the medical account (the hold, completed)
+    std::uint32_t purse_fen = 0;                    // paid from the purse (the remainder)
+    std::string authorization_code;                 // 0110 response: 00, 10 (partial) or 51 (nothing from the medical account)
+    std::string completion_code;                    // 0230 response; empty: no answer yet (the 0220 stays queued)
     std::optional<TransactionRecord> purse_record;  // the remainder purchase, queued for 0320
 };
 
@@ -99,8 +99,7 @@ using Clock = std::function<std::chrono::system_clock::time_point()>;
 
 class Terminal {
 public:
-    Terminal(Reader& card_reader, Reader& psam_reader, TransactionQueue& queue, Hotlist& hotlist,
-             TransitConfig transit = {});
+    Terminal(Reader& card_reader, Reader& psam_reader, TransactionQueue& queue, Hotlist& hotlist, TransitConfig transit = {});
 
     Result<TransactionRecord, FlowError> purchase(std::uint32_t amount_fen);
     Result<TapOutcome, FlowError> transit_tap(const TapRequest& tap);

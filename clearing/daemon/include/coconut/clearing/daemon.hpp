@@ -56,13 +56,13 @@ using DaemonStatus = coconut::Status<DaemonError>;
 // process may write a data directory (`serve` for its lifetime, the `admin` commands while they run).
 // Released when destroyed.
 class DirectoryLock {
-  public:
+public:
     static DaemonResult<DirectoryLock> acquire(const std::filesystem::path& dir);
     DirectoryLock(DirectoryLock&& other) noexcept;
     DirectoryLock& operator=(DirectoryLock&&) = delete;
     ~DirectoryLock();
 
-  private:
+private:
     explicit DirectoryLock(int fd) : fd_(fd) {}
     int fd_ = -1;
 };
@@ -126,7 +126,7 @@ struct TlsHandshakeCounts {
 };
 
 class Daemon {
-  public:
+public:
     // Locks and opens the data directory, applies the fixed accounts (idempotent).
     static DaemonResult<std::unique_ptr<Daemon>> open(DaemonOptions options);
     // Stops as the destructor of a running daemon: drain (bounded by the drain timeout), then finish.
@@ -166,7 +166,7 @@ class Daemon {
 
     struct State;
 
-  private:
+private:
     explicit Daemon(std::unique_ptr<State> state);
     std::unique_ptr<State> state_;
 };

@@ -124,7 +124,7 @@ struct Adjustment {
     AdjustmentStatus status = AdjustmentStatus::proposed;
     std::string checker;  // who approved or rejected it
     std::uint64_t decided_ns = 0;
-    std::string note;     // the checker's note
+    std::string note;  // the checker's note
 };
 
 inline constexpr std::size_t clerk_name_chars_max = 64;

@@ -104,12 +104,12 @@ struct EngineOptions {
 
 struct EngineStats {
     std::atomic<std::uint64_t> requests{0};
-    std::atomic<std::uint64_t> booked{0};        // new transfers committed
-    std::atomic<std::uint64_t> exists{0};        // re-uploads answered from the ledger
-    std::atomic<std::uint64_t> suspense{0};      // TAC invalid
-    std::atomic<std::uint64_t> duplicates{0};    // 94
-    std::atomic<std::uint64_t> refused{0};       // any other non-00 answer
-    std::atomic<std::uint64_t> in_flight{0};     // requests handled but not yet answered
+    std::atomic<std::uint64_t> booked{0};           // new transfers committed
+    std::atomic<std::uint64_t> exists{0};           // re-uploads answered from the ledger
+    std::atomic<std::uint64_t> suspense{0};         // TAC invalid
+    std::atomic<std::uint64_t> duplicates{0};       // 94
+    std::atomic<std::uint64_t> refused{0};          // any other non-00 answer
+    std::atomic<std::uint64_t> in_flight{0};        // requests handled but not yet answered
     std::atomic<std::uint64_t> loads_approved{0};   // 0210 00 with a new pending load
     std::atomic<std::uint64_t> loads_confirmed{0};  // 0220 posted (or booked late)
     std::atomic<std::uint64_t> holds_approved{0};   // 0110 00 / 10 with a new hold
@@ -125,10 +125,9 @@ public:
     using Respond = std::function<void(iso8583::Message)>;
 
     // Without card services (offline uploads only): the online messages are answered 91.
-    Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registry, TacVerifier& verifier,
+    Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registry, TacVerifier& verifier, EngineOptions options = {});
+    Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registry, TacVerifier& verifier, CardServices& card_services,
            EngineOptions options = {});
-    Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registry, TacVerifier& verifier,
-           CardServices& card_services, EngineOptions options = {});
 
     // Handles one parsed request. `session` is only touched synchronously (on the calling thread).
     void handle(iso8583::Message request, SessionState& session, Respond respond);
@@ -159,8 +158,7 @@ private:
     void answer_stored(const std::shared_ptr<Upload>& upload, const PurchaseProof& stored);
     // Why `challenge` is not a valid one for this terminal and card now; nothing when it is (it may
     // still have been used: the caller checks the table and the holds in flight).
-    std::optional<std::string> check_challenge(const iso8583::HostChallenge& challenge, std::string_view terminal_id,
-                                               const Asn& asn) const;
+    std::optional<std::string> check_challenge(const iso8583::HostChallenge& challenge, std::string_view terminal_id, const Asn& asn) const;
     // Challenges of 0100s between their check and their hold's commit: one use at a time.
     bool claim_challenge(const iso8583::HostChallenge& challenge);
     void release_challenge(const iso8583::HostChallenge& challenge);
@@ -187,8 +185,7 @@ private:
     static lmdb::Status count_reversal(const Registry& registry, lmdb::Txn& txn, const Online& online, BatchTotal total);
     void approve_load(std::shared_ptr<Online> online, const hsm::LoadAnswer& answer);
     void hold_medical(std::shared_ptr<Online> online);
-    void submit(std::shared_ptr<Online> online, ledger::Transfer transfer,
-                std::function<lmdb::Status(lmdb::Txn&, ledger::ResultCode)> hook,
+    void submit(std::shared_ptr<Online> online, ledger::Transfer transfer, std::function<lmdb::Status(lmdb::Txn&, ledger::ResultCode)> hook,
                 std::function<void(ledger::ResultCode)> done);
     void flag_only(std::shared_ptr<Online> online, RiskFlag flag, iso8583::ResponseCode code);
     void answer(const std::shared_ptr<Online>& online, iso8583::ResponseCode code);
@@ -211,6 +208,5 @@ using iso8583::make_response;
 // The Place of a card transaction (user_data_128): card local time YYMMDDhhmm from DF07.
 Place place_of(const TerminalId& terminal_id, std::uint8_t type, std::uint16_t line, std::uint16_t station,
                const crypto::CardDateTime& when);
-
 
 }  // namespace coconut::clearing

@@ -54,8 +54,8 @@ struct RemoteHsmOptions {
 // timeout, the breaker open, the HSM unreachable) reaches the handler, and the engine answers 91.
 class RemoteHsm final : public TacVerifier, public CardServices {
 public:
-    RemoteHsm(boost::asio::any_io_executor executor, hsm::wire::Endpoint endpoint,
-              hsm::wire::ClientCredentials credentials, std::string tac_master_label, RemoteHsmOptions options = {});
+    RemoteHsm(boost::asio::any_io_executor executor, hsm::wire::Endpoint endpoint, hsm::wire::ClientCredentials credentials,
+              std::string tac_master_label, RemoteHsmOptions options = {});
     ~RemoteHsm() override;
     void verify(const hsm::PurchaseTac& transaction, Handler handler) override;
     void load_mac2(const hsm::LoadRequest& request, LoadHandler handler) override;

@@ -41,13 +41,13 @@ std::uint16_t transit_station(const PurseTransaction& transaction);
 
 // 0200: the card's INITIALIZE FOR LOAD answer and the terminal's data (ISO8583.md §4.2).
 struct LoadRequestData {
-    CardAsn asn{};                       // DF01
-    std::uint8_t type = crypto::type_ep_load;  // DF02
-    std::uint32_t old_balance_fen = 0;   // DF03
-    std::uint16_t online_atc = 0;        // DF04
-    CardTerminalId terminal_id{};        // DF06
-    crypto::CardDateTime when;           // DF07: what CREDIT FOR LOAD will carry
-    crypto::Mac4 mac1{};                 // DF09
+    CardAsn asn{};                              // DF01
+    std::uint8_t type = crypto::type_ep_load;   // DF02
+    std::uint32_t old_balance_fen = 0;          // DF03
+    std::uint16_t online_atc = 0;               // DF04
+    CardTerminalId terminal_id{};               // DF06
+    crypto::CardDateTime when;                  // DF07: what CREDIT FOR LOAD will carry
+    crypto::Mac4 mac1{};                        // DF09
     std::array<std::uint8_t, 4> card_random{};  // DF0A
     std::optional<std::uint8_t> key_version;    // DF0D
 };
@@ -61,13 +61,13 @@ struct LoadAnswerData {
 
 // 0220 (3 = 210000): the load confirmation with the card's TAC (ISO8583.md §4.3).
 struct LoadConfirmationData {
-    CardAsn asn{};                      // DF01
+    CardAsn asn{};                             // DF01
     std::uint8_t type = crypto::type_ep_load;  // DF02
-    std::uint32_t old_balance_fen = 0;  // DF03: balance before the credit
-    std::uint16_t online_atc = 0;       // DF04: before the credit
-    CardTerminalId terminal_id{};       // DF06
-    crypto::CardDateTime when;          // DF07
-    crypto::Mac4 tac{};                 // DF08
+    std::uint32_t old_balance_fen = 0;         // DF03: balance before the credit
+    std::uint16_t online_atc = 0;              // DF04: before the credit
+    CardTerminalId terminal_id{};              // DF06
+    crypto::CardDateTime when;                 // DF07
+    crypto::Mac4 tac{};                        // DF08
 };
 
 // 0400 / 0420 of a load: which load (DF01, DF04).
@@ -93,9 +93,9 @@ struct ChallengeAnswerData {
 
 // 0100: the card, its INTERNAL AUTHENTICATE answer and the challenge it answered (ISO8583.md §4.4).
 struct ClinicAuthorizationData {
-    CardAsn asn{};                            // DF01
+    CardAsn asn{};                             // DF01
     std::array<std::uint8_t, 8> cryptogram{};  // DF0B
-    HostChallenge challenge{};                // DF0E
+    HostChallenge challenge{};                 // DF0E
 };
 
 // DF10 in approvals of records a terminal queues (0330, 0230): a digest of the booked record, so the

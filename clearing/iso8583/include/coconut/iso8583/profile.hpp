@@ -85,7 +85,7 @@ std::optional<std::uint32_t> batch_of(const Message& request);
 // Field 90 (n42): original MTI (4) ‖ original STAN (6) ‖ original transmission date/time (10) ‖ acquirer
 // and forwarding institution ids (22 zeros: not used).
 struct OriginalData {
-    std::string mti;                // "0200", "0100"
+    std::string mti;  // "0200", "0100"
     std::uint32_t stan = 0;
     std::string transmission_time;  // MMDDhhmmss, 10 digits
 };
@@ -96,15 +96,15 @@ std::optional<OriginalData> parse_original_data(std::string_view field90);
 
 // What 0100, 0200, 0220, 0320, 0400 and 0420 carry besides their card data (62) and original (90).
 struct TransactionFields {
-    std::string card_number;                                // 2 (card_number of the ASN)
+    std::string card_number;                                     // 2 (card_number of the ASN)
     ProcessingCode processing = ProcessingCode::purse_purchase;  // 3
-    std::uint64_t amount_fen = 0;                           // 4
-    std::string transmission_time;                          // 7 MMDDhhmmss; empty: not sent (0320, advices)
-    std::uint32_t stan = 0;                                 // 11
-    std::string local_time;                                 // 12 hhmmss of the card transaction; empty: not sent
-    std::string local_date;                                 // 13 MMDD; empty: not sent
-    std::string terminal_id;                                // 41
-    std::uint32_t batch_number = 0;                         // 60
+    std::uint64_t amount_fen = 0;                                // 4
+    std::string transmission_time;                               // 7 MMDDhhmmss; empty: not sent (0320, advices)
+    std::uint32_t stan = 0;                                      // 11
+    std::string local_time;                                      // 12 hhmmss of the card transaction; empty: not sent
+    std::string local_date;                                      // 13 MMDD; empty: not sent
+    std::string terminal_id;                                     // 41
+    std::uint32_t batch_number = 0;                              // 60
 };
 // A request of `type` with these fields; an upload (0320) also carries 25 = 08 (store-and-forward).
 // The caller adds 62 (card data), 42 (0100's merchant) and 90 (advices and reversals).

@@ -112,8 +112,8 @@ struct Account {
 
 struct Transfer {
     Id id;
-    Id debit_account_id;   // for post/void: 0, or must match the pending transfer's
-    Id credit_account_id;  // for post/void: 0, or must match the pending transfer's
+    Id debit_account_id;       // for post/void: 0, or must match the pending transfer's
+    Id credit_account_id;      // for post/void: 0, or must match the pending transfer's
     std::uint64_t amount = 0;  // fen; post: ≤ pending amount or amount_max; void: 0, amount_max or the pending amount
     Id pending_id;             // post/void only: the pending transfer resolved
     Id user_data_128;
@@ -138,50 +138,50 @@ using Event = std::variant<Account, Transfer>;
 // Per-event outcome. Checks run in this order and the first that applies wins (TigerBeetle's
 // precedence); each code's comment says to which events it applies (A accounts, T transfers).
 enum class ResultCode : std::uint8_t {
-    ok = 0,                            // A T created
-    linked_event_failed,               // A T another event of its chain failed
-    linked_event_chain_open,           // A T the batch ended inside a chain
-    timestamp_must_be_zero,            // A T
-    reserved_flag,                     // A T undefined flag bit
-    id_must_not_be_zero,               // A T
-    id_must_not_be_int_max,            // A T
-    exists_with_different_flags,       // A T
-    exists_with_different_pending_id,  // T
-    exists_with_different_timeout,     // T
-    exists_with_different_debit_account_id,   // T
-    exists_with_different_credit_account_id,  // T
-    exists_with_different_amount,             // T
-    exists_with_different_user_data_128,      // A T
-    exists_with_different_user_data_64,       // A T
-    exists_with_different_user_data_32,       // A T
-    exists_with_different_ledger,             // A T
-    exists_with_different_code,               // A T
-    exists,                                   // A T identical to the stored one: treat as ok
-    id_already_failed,                        // T this id failed transiently before
-    flags_are_mutually_exclusive,     // A both balance limits; T more than one of pending/post/void
-    debits_pending_must_be_zero,      // A
-    debits_posted_must_be_zero,       // A
-    credits_pending_must_be_zero,     // A
-    credits_posted_must_be_zero,      // A
-    debit_account_id_must_not_be_zero,        // T
-    debit_account_id_must_not_be_int_max,     // T
-    credit_account_id_must_not_be_zero,       // T
-    credit_account_id_must_not_be_int_max,    // T
-    accounts_must_be_different,               // T
-    pending_id_must_be_zero,                  // T pending_id on a transfer that is not post/void
-    pending_id_must_not_be_zero,              // T post/void
-    pending_id_must_not_be_int_max,           // T
-    pending_id_must_be_different,             // T pending_id == id
-    timeout_reserved_for_pending_transfer,    // T timeout on a non-pending transfer
-    amount_must_not_be_zero,                  // T single-phase or pending transfer of 0
-    ledger_must_not_be_zero,                  // A T
-    code_must_not_be_zero,                    // A T
-    debit_account_not_found,                  // T transient
-    credit_account_not_found,                 // T transient
-    accounts_must_have_the_same_ledger,       // T
-    transfer_must_have_the_same_ledger_as_accounts,  // T
-    pending_transfer_not_found,                      // T transient
-    pending_transfer_not_pending,                    // T pending_id names a transfer without `pending`
+    ok = 0,                                            // A T created
+    linked_event_failed,                               // A T another event of its chain failed
+    linked_event_chain_open,                           // A T the batch ended inside a chain
+    timestamp_must_be_zero,                            // A T
+    reserved_flag,                                     // A T undefined flag bit
+    id_must_not_be_zero,                               // A T
+    id_must_not_be_int_max,                            // A T
+    exists_with_different_flags,                       // A T
+    exists_with_different_pending_id,                  // T
+    exists_with_different_timeout,                     // T
+    exists_with_different_debit_account_id,            // T
+    exists_with_different_credit_account_id,           // T
+    exists_with_different_amount,                      // T
+    exists_with_different_user_data_128,               // A T
+    exists_with_different_user_data_64,                // A T
+    exists_with_different_user_data_32,                // A T
+    exists_with_different_ledger,                      // A T
+    exists_with_different_code,                        // A T
+    exists,                                            // A T identical to the stored one: treat as ok
+    id_already_failed,                                 // T this id failed transiently before
+    flags_are_mutually_exclusive,                      // A both balance limits; T more than one of pending/post/void
+    debits_pending_must_be_zero,                       // A
+    debits_posted_must_be_zero,                        // A
+    credits_pending_must_be_zero,                      // A
+    credits_posted_must_be_zero,                       // A
+    debit_account_id_must_not_be_zero,                 // T
+    debit_account_id_must_not_be_int_max,              // T
+    credit_account_id_must_not_be_zero,                // T
+    credit_account_id_must_not_be_int_max,             // T
+    accounts_must_be_different,                        // T
+    pending_id_must_be_zero,                           // T pending_id on a transfer that is not post/void
+    pending_id_must_not_be_zero,                       // T post/void
+    pending_id_must_not_be_int_max,                    // T
+    pending_id_must_be_different,                      // T pending_id == id
+    timeout_reserved_for_pending_transfer,             // T timeout on a non-pending transfer
+    amount_must_not_be_zero,                           // T single-phase or pending transfer of 0
+    ledger_must_not_be_zero,                           // A T
+    code_must_not_be_zero,                             // A T
+    debit_account_not_found,                           // T transient
+    credit_account_not_found,                          // T transient
+    accounts_must_have_the_same_ledger,                // T
+    transfer_must_have_the_same_ledger_as_accounts,    // T
+    pending_transfer_not_found,                        // T transient
+    pending_transfer_not_pending,                      // T pending_id names a transfer without `pending`
     pending_transfer_has_different_debit_account_id,   // T
     pending_transfer_has_different_credit_account_id,  // T
     pending_transfer_has_different_ledger,             // T
@@ -217,7 +217,7 @@ struct EventResult {
 // ---- operating errors -----------------------------------------------------------------------------
 
 enum class ErrorCode : std::uint8_t {
-    map_full,   // LMDB map size used up: nothing of the batch was written; restart with a larger map
+    map_full,  // LMDB map size used up: nothing of the batch was written; restart with a larger map
     // The file system of the ledger's directory is full: ENOSPC, or EIO (LMDB's report of a short
     // write) while less than storage_full_below_bytes are free. Nothing of the batch was written; the
     // next commit succeeds once space is freed. The message names the directory and its free bytes.
@@ -383,21 +383,18 @@ public:
     Result<lmdb::Txn> begin_read() const;
     Result<std::optional<Account>> lookup_account(const lmdb::Txn& txn, const Id& id) const;
     Result<std::optional<Transfer>> lookup_transfer(const lmdb::Txn& txn, const Id& id) const;
-    Result<std::vector<Transfer>> account_transfers_before(const lmdb::Txn& txn, const Id& account_id,
-                                                           std::uint64_t before_timestamp, std::size_t limit) const;
+    Result<std::vector<Transfer>> account_transfers_before(const lmdb::Txn& txn, const Id& account_id, std::uint64_t before_timestamp,
+                                                           std::size_t limit) const;
     // The timestamp of the newest transfer that debits or credits `account_id` (0: none), from the
     // account index alone (no transfer record is read).
     Result<std::uint64_t> latest_transfer_timestamp(const lmdb::Txn& txn, const Id& account_id) const;
     Result<std::optional<PendingState>> pending_state(const Id& id) const;
     // Transfers that debit or credit `account_id`, oldest first, with timestamp > after_timestamp.
-    Result<std::vector<Transfer>> account_transfers(const Id& account_id, std::uint64_t after_timestamp,
-                                                    std::size_t limit) const;
+    Result<std::vector<Transfer>> account_transfers(const Id& account_id, std::uint64_t after_timestamp, std::size_t limit) const;
     // The same newest first, with timestamp < before_timestamp (the query API's pages, newest first).
-    Result<std::vector<Transfer>> account_transfers_before(const Id& account_id, std::uint64_t before_timestamp,
-                                                           std::size_t limit) const;
+    Result<std::vector<Transfer>> account_transfers_before(const Id& account_id, std::uint64_t before_timestamp, std::size_t limit) const;
     // Balance snapshots (accounts with the history flag), oldest first, timestamp > after_timestamp.
-    Result<std::vector<Balance>> account_balances(const Id& account_id, std::uint64_t after_timestamp,
-                                                  std::size_t limit) const;
+    Result<std::vector<Balance>> account_balances(const Id& account_id, std::uint64_t after_timestamp, std::size_t limit) const;
     Result<std::vector<Balance>> account_balances(const lmdb::Txn& txn, const Id& account_id, std::uint64_t after_timestamp,
                                                   std::size_t limit) const;
     // Journal entries with sequence ≥ from_sequence, at most `limit` (settlement reads in chunks so a
@@ -473,9 +470,9 @@ struct WriterStats {
     // since; storage_error is that failure's message (empty otherwise).
     bool storage_full = false;
     std::string storage_error;
-    std::uint64_t queue_depth = 0;     // requests waiting now
-    std::uint64_t commit_us_sum = 0;   // time in apply_group (apply + fsync), summed
-    std::array<std::uint64_t, commit_us_buckets.size() + 1> commit_us_counts{};            // per bucket, not cumulative
+    std::uint64_t queue_depth = 0;                                                           // requests waiting now
+    std::uint64_t commit_us_sum = 0;                                                         // time in apply_group (apply + fsync), summed
+    std::array<std::uint64_t, commit_us_buckets.size() + 1> commit_us_counts{};              // per bucket, not cumulative
     std::array<std::uint64_t, commit_requests_buckets.size() + 1> commit_requests_counts{};  // requests per commit
 };
 

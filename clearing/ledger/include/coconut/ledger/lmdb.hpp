@@ -26,7 +26,7 @@
 namespace coconut::lmdb {
 
 struct Error {
-    int rc = 0;                // the mdb_* return code (MDB_MAP_FULL, ENOSPC, …)
+    int rc = 0;                  // the mdb_* return code (MDB_MAP_FULL, ENOSPC, …)
     const char* operation = "";  // the mdb_* function that failed
 
     bool map_full() const { return rc == MDB_MAP_FULL; }

@@ -67,11 +67,13 @@ inline constexpr std::uint16_t offline_purchase = 1;  // purse shadow → partic
 // under an id of its own (review_transfer). Neither the card's shadow nor a payable is touched: an
 // unproven record never moves a cardholder's money nor pays a merchant.
 inline constexpr std::uint16_t tac_failed = 2;
-inline constexpr std::uint16_t opening_balance = 3;   // float → purse shadow, fund → medical (registry load)
-inline constexpr std::uint16_t online_load = 4;       // float → purse shadow: pending at 0200, posted by 0220, voided by 0400/0420/timeout
-inline constexpr std::uint16_t clinic_medical = 5;    // medical account → clinic payable (ledger 2): hold at 0100, posted (partially) by 0220, voided by 0400/expiry
-inline constexpr std::uint16_t settlement_payout = 7; // settlement: participant payable → float (ledger 1) / fund (ledger 2), the net paid by the bank
-inline constexpr std::uint16_t settlement_fee = 8;    // settlement: participant payable → fee income, the scheme's fee
+inline constexpr std::uint16_t opening_balance = 3;  // float → purse shadow, fund → medical (registry load)
+inline constexpr std::uint16_t online_load = 4;      // float → purse shadow: pending at 0200, posted by 0220, voided by 0400/0420/timeout
+inline constexpr std::uint16_t clinic_medical =
+    5;  // medical account → clinic payable (ledger 2): hold at 0100, posted (partially) by 0220, voided by 0400/expiry
+inline constexpr std::uint16_t settlement_payout =
+    7;  // settlement: participant payable → float (ledger 1) / fund (ledger 2), the net paid by the bank
+inline constexpr std::uint16_t settlement_fee = 8;  // settlement: participant payable → fee income, the scheme's fee
 // A second record with a valid TAC under a booked purchase's id (the PSAM spent a serial twice, e.g. a
 // restored PSAM image): review claims → suspense for a person to resolve; never booked twice.
 inline constexpr std::uint16_t serial_conflict = 9;
@@ -111,8 +113,8 @@ inline constexpr ledger::Id purse_suspense_account = ledger::make_id(5);
 inline constexpr ledger::Id medical_suspense_account = ledger::make_id(6);
 inline constexpr ledger::Id purse_review_claims_account = ledger::make_id(7);
 
-ledger::Id purse_shadow_account(const Asn& asn);     // derive_id("purse" ‖ ASN)
-ledger::Id medical_account(const Asn& asn);          // derive_id("medical" ‖ ASN)
+ledger::Id purse_shadow_account(const Asn& asn);                                        // derive_id("purse" ‖ ASN)
+ledger::Id medical_account(const Asn& asn);                                             // derive_id("medical" ‖ ASN)
 ledger::Id payable_account(std::uint64_t participant_id, std::uint32_t ledger_number);  // derive_id("payable" ‖ id ‖ ledger)
 // Offline purchase (docs: clearing/ISO8583.md §4.8): derive_id("purchase" ‖ ASN ‖ PSAM terminal id ‖
 // terminal serial BE4) — only what the TAC proves: it is computed under the card's own key and covers the
@@ -154,8 +156,8 @@ void append_card_opening(std::vector<ledger::Event>& events, const Asn& asn, std
 struct Participant {
     std::uint64_t id = 0;  // field 32, acquiring institution id (≤ 11 digits)
     std::string name;
-    std::string kind;          // "bus", "shop", "clinic"
-    std::string bank_account;  // where settlement pays the payable
+    std::string kind;               // "bus", "shop", "clinic"
+    std::string bank_account;       // where settlement pays the payable
     std::uint32_t fee_rate_bp = 0;  // basis points of gross, ≤ fee_rate_bp_max
 };
 

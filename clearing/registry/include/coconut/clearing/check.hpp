@@ -10,7 +10,6 @@
 
 namespace coconut::clearing {
 
-
 // Every invariant: the ledger's own (Ledger::check) plus the daemon's — each card's accounts exist on
 // the right ledgers, the shadow mirror equals the purse shadow account, nothing was ever debited from
 // suspense, every payable belongs to a registered participant, every load attempt and hold record

@@ -57,8 +57,8 @@ struct CardRecord {
     IssuerId issuer_id{};
     CardStatus status = CardStatus::active;
     std::uint8_t tac_key_version = tac_key_newest;  // version of the TAC master (0: newest active)
-    std::uint32_t opening_balance_fen = 0;                // purse balance at issue (booked from the float)
-    std::uint32_t medical_opening_fen = 0;                // medical account at issue (booked from the fund)
+    std::uint32_t opening_balance_fen = 0;          // purse balance at issue (booked from the float)
+    std::uint32_t medical_opening_fen = 0;          // medical account at issue (booked from the fund)
     // Mirror of the purse shadow account, kept in the same transaction as every booking, so the
     // online mismatch check needs no ledger read (`check` verifies the mirror against the ledger).
     // Posted money only: a pending load (0210 sent, 0220 not yet) is not in it (ISO8583.md §4.3).
@@ -81,7 +81,6 @@ struct CardRecord {
 
 // What opens a card in the ledger (plan.hpp), the same for `admin load` and the clerk API.
 void append_card_opening(std::vector<ledger::Event>& events, const CardRecord& card);
-
 
 struct TerminalRecord {
     std::string terminal_id;  // field 41, 8 characters
@@ -110,21 +109,20 @@ struct TerminalRecord {
 // Which 0500 total a new booking counts in.
 enum class BatchTotal : std::uint8_t { debit, credit, credit_reversal, debit_reversal };
 // Adds one booking to the terminal's totals; a booking of another batch number starts a new batch.
-void count_in_batch(TerminalRecord& terminal, std::optional<std::uint32_t> batch_number, BatchTotal total,
-                    std::uint64_t amount_fen);
+void count_in_batch(TerminalRecord& terminal, std::optional<std::uint32_t> batch_number, BatchTotal total, std::uint64_t amount_fen);
 
 // An online load attempt (table "loads", keyed by ASN ‖ online ATC): what a 0220 or 0400 refers to.
 struct LoadAttempt {
-    std::uint8_t attempt = 0;          // online_load_transfer(asn, atc, attempt)
-    ledger::Id request_digest;         // of the 0200's 2, 4, 41, 62: a repeat has the same
+    std::uint8_t attempt = 0;   // online_load_transfer(asn, atc, attempt)
+    ledger::Id request_digest;  // of the 0200's 2, 4, 41, 62: a repeat has the same
     std::uint64_t amount_fen = 0;
-    std::string terminal_id;           // field 41 of the 0200: only it may reverse the load
+    std::string terminal_id;  // field 41 of the 0200: only it may reverse the load
 };
 
 // A clinic hold (table "holds", keyed by the hold's transfer id).
 struct HoldRecord {
-    ledger::Id request_digest;          // of the 0100's 2, 4, 42, 62
-    std::uint64_t requested_fen = 0;    // field 4 of the 0100 (the hold may be less: partial approval)
+    ledger::Id request_digest;        // of the 0100's 2, 4, 42, 62
+    std::uint64_t requested_fen = 0;  // field 4 of the 0100 (the hold may be less: partial approval)
     Asn asn{};
 };
 
@@ -136,8 +134,8 @@ struct PurchaseProof {
     crypto::CardDateTime when;  // DF07
     std::uint8_t type = 0;      // DF02
     std::uint32_t amount_fen = 0;
-    std::uint16_t offline_atc = 0;         // DF04 as first booked (a claim)
-    std::uint32_t balance_before_fen = 0;  // DF03 as first booked (a claim)
+    std::uint16_t offline_atc = 0;                // DF04 as first booked (a claim)
+    std::uint32_t balance_before_fen = 0;         // DF03 as first booked (a claim)
     std::array<std::uint8_t, 8> claims_digest{};  // of DF03, DF04, DF0C: a repeat with other claims is flagged
     friend bool operator==(const PurchaseProof&, const PurchaseProof&) = default;
 };
@@ -164,22 +162,22 @@ using iso8583::HotlistEntry;
 using iso8583::parse_hotlist_chunk;
 
 enum class RiskKind : std::uint8_t {
-    tac_invalid = 1,           // booked to suspense
-    duplicate_different = 2,   // same transfer id, different content (answered 94)
-    atc_gap = 3,               // offline ATC jumped past the highest seen + 1
-    shadow_mismatch = 4,       // in-order upload whose balance before ≠ the shadow balance
-    hotlisted_card_used = 5,   // an offline transaction of a card not active in the registry
-    shadow_negative = 6,       // the shadow went below zero (the card spent money we never saw loaded)
-    mac1_invalid = 7,          // 0200 whose load MAC1 the HSM refused (nothing booked)
-    load_tac_invalid = 8,      // 0220 load confirmation whose TAC failed (posted anyway if pending: MAC2 was ours)
+    tac_invalid = 1,             // booked to suspense
+    duplicate_different = 2,     // same transfer id, different content (answered 94)
+    atc_gap = 3,                 // offline ATC jumped past the highest seen + 1
+    shadow_mismatch = 4,         // in-order upload whose balance before ≠ the shadow balance
+    hotlisted_card_used = 5,     // an offline transaction of a card not active in the registry
+    shadow_negative = 6,         // the shadow went below zero (the card spent money we never saw loaded)
+    mac1_invalid = 7,            // 0200 whose load MAC1 the HSM refused (nothing booked)
+    load_tac_invalid = 8,        // 0220 load confirmation whose TAC failed (posted anyway if pending: MAC2 was ours)
     late_load_confirmation = 9,  // 0220 for a load already reversed / expired: booked late
     internal_auth_invalid = 10,  // 0100 whose INTERNAL AUTHENTICATE cryptogram failed (nothing booked)
-    claims_differ = 11,        // a booked purchase re-sent with other claims (DF03, DF04, DF0C): answered as booked
-    serial_conflict = 12,      // a second valid TAC under a booked purchase's id: recorded for review, answered 94
-    terminal_suspended = 13,   // a terminal suspended past the forged-TAC limit (detail names it)
-    atc_implausible = 14,      // a claimed offline ATC far above the card's booked ones: flagged, not used
-    wrong_terminal = 15,       // a 0220 load confirmation from another terminal than the 0200's (nothing posted)
-    challenge_refused = 16,    // a 0100 whose host challenge was unknown, expired, used or another's (nothing booked)
+    claims_differ = 11,          // a booked purchase re-sent with other claims (DF03, DF04, DF0C): answered as booked
+    serial_conflict = 12,        // a second valid TAC under a booked purchase's id: recorded for review, answered 94
+    terminal_suspended = 13,     // a terminal suspended past the forged-TAC limit (detail names it)
+    atc_implausible = 14,        // a claimed offline ATC far above the card's booked ones: flagged, not used
+    wrong_terminal = 15,         // a 0220 load confirmation from another terminal than the 0200's (nothing posted)
+    challenge_refused = 16,      // a 0100 whose host challenge was unknown, expired, used or another's (nothing booked)
 };
 inline constexpr std::uint8_t risk_kind_max = 16;
 std::string_view to_string(RiskKind kind);

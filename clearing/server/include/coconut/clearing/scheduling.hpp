@@ -13,7 +13,6 @@
 
 namespace coconut::clearing {
 
-
 // The one ledger writer thread carries every booking; on a small machine the terminal I/O, the HTTP
 // queries and anything else in the process take CPU from it in bursts (a balance query load cost the
 // writes 12–14 % and pushed query p99 to 6–7 ms on 2 cores, clearing/README.md "Scheduling"). With a

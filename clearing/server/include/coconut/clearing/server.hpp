@@ -71,7 +71,7 @@ struct ServerOptions {
     std::chrono::milliseconds handshake_timeout = handshake_timeout_default;
     std::size_t connections_per_address = connections_per_address_default;
     std::size_t connections_per_terminal = connections_per_terminal_default;  // TLS: per certificate
-    std::chrono::milliseconds sign_on_timeout = sign_on_timeout_default;       // 0: no deadline
+    std::chrono::milliseconds sign_on_timeout = sign_on_timeout_default;      // 0: no deadline
 };
 
 struct ServerStats {
@@ -81,8 +81,8 @@ struct ServerStats {
     std::atomic<std::uint64_t> connections_refused_per_terminal{0};  // closed after the handshake: above connections_per_terminal
     std::atomic<std::uint64_t> sign_on_timeouts{0};                  // closed: no sign-on within sign_on_timeout
     std::atomic<std::uint64_t> accept_pauses{0};                     // accept waited: out of descriptors or memory
-    std::atomic<std::uint64_t> format_errors{0};        // answered 30
-    std::atomic<std::uint64_t> closed_bad_frame{0};     // closed: unreadable frame
+    std::atomic<std::uint64_t> format_errors{0};                     // answered 30
+    std::atomic<std::uint64_t> closed_bad_frame{0};                  // closed: unreadable frame
     std::atomic<std::uint64_t> timeouts{0};
     std::atomic<std::uint64_t> tls_handshakes_full{0};     // with a certificate verification
     std::atomic<std::uint64_t> tls_handshakes_resumed{0};  // a session ticket, no certificate sent

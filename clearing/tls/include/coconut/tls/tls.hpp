@@ -174,8 +174,7 @@ Result<Certificate> parse_certificate(ByteView pem_or_der);
 Result<std::vector<Certificate>> parse_certificates(ByteView pem);
 Result<Certificate> read_certificate(const std::filesystem::path& path);
 // PEM, mode 0644, through a temporary file renamed over `path`. `chain` is appended after `certificate`.
-Status write_certificate(const std::filesystem::path& path, const Certificate& certificate,
-                         const std::vector<Certificate>& chain = {});
+Status write_certificate(const std::filesystem::path& path, const Certificate& certificate, const std::vector<Certificate>& chain = {});
 Bytes to_der(const Certificate& certificate);
 std::string to_pem(const Certificate& certificate);
 
@@ -221,12 +220,12 @@ inline constexpr std::size_t subject_alt_names_max = 8;
 // The certificate for the request's public key under `options` (the request's own subject is ignored:
 // the issuer decides the name), signed by `issuer_key`, whose certificate is `issuer`. The request's
 // self-signature is verified first. bad_input names the offending option.
-Result<Certificate> issue_certificate(const CertificateRequest& request, const IssueOptions& options,
-                                      const Certificate& issuer, const PrivateKey& issuer_key);
+Result<Certificate> issue_certificate(const CertificateRequest& request, const IssueOptions& options, const Certificate& issuer,
+                                      const PrivateKey& issuer_key);
 // The self-signed island CA certificate for `key` (CN = common_name, O = ca_organization).
 Result<Certificate> make_ca_certificate(const PrivateKey& key, std::string_view common_name,
-                                        std::chrono::system_clock::time_point not_before,
-                                        std::chrono::system_clock::time_point not_after, const Bytes& serial);
+                                        std::chrono::system_clock::time_point not_before, std::chrono::system_clock::time_point not_after,
+                                        const Bytes& serial);
 
 // ---- Boost.Asio contexts -----------------------------------------------------------------------------
 
