@@ -371,8 +371,11 @@ int serve(const ServeOptions& o) {
                                      : std::string("coconut-clearingd: terminals over PLAIN TCP (--insecure-terminals): any "
                                                    "peer may claim any terminal id\n"));
     std::cout << fmt::format("coconut-clearingd: open-file limit {}; terminal connections at most {} ({} per address, {} per "
-                             "terminal), sign-on within {} s\n",
-                             open_files, o.connections_max, o.connections_per_address, o.connections_per_terminal, o.sign_on_timeout_s);
+                             "terminal), {}\n",
+                             open_files, o.connections_max, o.connections_per_address, o.connections_per_terminal,
+                             o.allow_without_sign_on  ? std::string("no sign-on required")
+                             : o.sign_on_timeout_s == 0 ? std::string("no sign-on deadline")
+                                                        : fmt::format("sign-on within {} s", o.sign_on_timeout_s));
     if (*layout) {
         std::cout << fmt::format("coconut-clearingd: ledger writer on CPU {}, other threads on CPU {}\n", (*layout)->writer,
                                  format_cpus((*layout)->others));
