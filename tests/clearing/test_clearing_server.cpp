@@ -28,8 +28,8 @@ struct ServerRig {
     asio::io_context& io;
     Server* server;
 
-    explicit ServerRig(ServerOptions options = {})
-        : rig({}, {std::move(options)}), io(rig.daemon->io()), server(&rig.daemon->terminal_server()) {}
+    explicit ServerRig(ServerOptions options = {}, EngineOptions engine_options = {})
+        : rig(std::move(engine_options), {std::move(options)}), io(rig.daemon->io()), server(&rig.daemon->terminal_server()) {}
 };
 
 struct Client {
@@ -187,6 +187,41 @@ TEST_CASE("server: connections above the limit are closed at once; a stalled fra
     a.send_raw(partial);
     CHECK_FALSE(a.receive().has_value());
     CHECK(s.server->stats().timeouts == 1);
+}
+
+TEST_CASE("server: the sign-on deadline closes a connection that never signs on, unless the engine requires no sign-on") {
+    ServerOptions options;
+    options.sign_on_timeout = std::chrono::milliseconds(300);
+    SUBCASE("sign-on required: an echo does not keep the connection past the deadline") {
+        ServerRig s(options);
+        Client c(s.server->port());
+        c.send(network_message(301, 1));
+        REQUIRE(c.receive());
+        std::this_thread::sleep_for(std::chrono::milliseconds(600));
+        CHECK_FALSE(c.receive().has_value());
+        CHECK(s.server->stats().sign_on_timeouts == 1);
+    }
+    SUBCASE("no sign-on required (serve --allow-without-sign-on): uploads past the deadline are answered") {
+        EngineOptions engine_options;
+        engine_options.require_sign_on = false;
+        ServerRig s(options, engine_options);
+        Client c(s.server->port());
+        std::uint32_t balance = 5000;
+        for (std::uint16_t atc = 0; atc < 3; ++atc) {
+            if (atc > 0) std::this_thread::sleep_for(std::chrono::milliseconds(400));  // 800 ms in all: past the deadline
+            Tap tap;
+            tap.atc = atc;
+            tap.amount_fen = 100;
+            tap.balance_before_fen = balance;
+            balance -= 100;
+            c.send(upload_message(tap, 100 + atc));
+            auto answer = c.receive();
+            REQUIRE(answer);
+            CHECK(*answer->get(39) == "00");
+        }
+        CHECK(s.server->stats().sign_on_timeouts == 0);
+        CHECK(s.rig.payable(bus_operator) == 300);
+    }
 }
 
 TEST_CASE("server: shutdown answers the requests in hand before closing") {

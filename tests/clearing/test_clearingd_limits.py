@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """coconut-clearingd's listeners against one client that would take every slot: connections per client
 address (ISO 8583 and HTTP; another address still gets in), connections per terminal certificate, the
-sign-on deadline (an echo before sign-on does not keep a slot), and an accept loop that waits instead of
+sign-on deadline (an echo before sign-on does not keep a slot; none with --allow-without-sign-on), and an accept loop that waits instead of
 spinning when the process is out of descriptors.
 
 Usage: test_clearingd_limits.py HSMD CLEARINGD TERMINAL VCARD
@@ -75,6 +75,21 @@ def check_sign_on_deadline(stack):
     assert stack.stop_daemon() == 0
     it.log(f"  ok  sign-on deadline 1 s: an echoing peer that never signs on closed after {closed_at:.1f} s, a silent one too; "
            "a signed-on terminal kept")
+
+
+def check_no_deadline_without_sign_on(stack):
+    # With --allow-without-sign-on terminals upload without signing on: the deadline must not close them.
+    stack.start_daemon(["--insecure-terminals", "--allow-without-sign-on", "--sign-on-timeout-s", "1"])
+    link = it.Link(stack.port)
+    _, answer = link.call("0800", {11: "000001", 41: "BUS00001", 70: "301"})
+    assert answer[39] == "00", answer
+    time.sleep(2)  # twice the deadline
+    reply = link.call("0800", {11: "000002", 41: "BUS00001", 70: "301"})
+    assert reply is not None, "closed by the sign-on deadline although no sign-on is required"
+    assert reply[1][39] == "00", reply
+    link.close()
+    assert stack.stop_daemon() == 0
+    it.log("  ok  --allow-without-sign-on with a 1 s sign-on deadline: a connection that never signs on is still served after 2 s")
 
 
 def check_iso_per_address(stack):
@@ -191,6 +206,7 @@ def main():
     try:
         stack.setup()
         check_sign_on_deadline(stack)
+        check_no_deadline_without_sign_on(stack)
         check_iso_per_address(stack)
         check_per_terminal(stack)
         check_http_per_address(stack)

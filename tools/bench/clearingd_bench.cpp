@@ -46,6 +46,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <thread>
 
 #include <pthread.h>
@@ -209,6 +210,8 @@ struct Terminal : std::enable_shared_from_this<Terminal<Stream>> {
     Bytes inbox = Bytes(65536);
     std::size_t have = 0;
     std::atomic<std::size_t>& failures;
+    std::size_t lost = 0;  // uploads never answered: the daemon closed the connection, or the run stalled
+    Clock::time_point last_answer_at{};
 
     template <class... Context>
     Terminal(asio::io_context& io, std::vector<std::int64_t>& lat, std::atomic<std::size_t>& fail, Context&... context)
@@ -264,11 +267,20 @@ struct Terminal : std::enable_shared_from_this<Terminal<Stream>> {
         if (have == inbox.size()) inbox.resize(inbox.size() * 2);
         socket.async_read_some(asio::buffer(inbox.data() + have, inbox.size() - have),
                                [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
-                                   if (ec) return;
+                                   if (ec) return self->stop();
                                    self->have += n;
                                    self->take_answers();
                                    self->read();
                                });
+    }
+    // The connection is gone (or the run gave up on it): what is unanswered is lost, and nothing of this
+    // terminal stays pending, so the run ends and reports it instead of waiting for answers that cannot come.
+    void stop() {
+        if (answered + lost < frames.size()) lost = frames.size() - answered;
+        next = frames.size();
+        pacer.cancel();
+        boost::system::error_code ignored;
+        socket.lowest_layer().close(ignored);
     }
     void take_answers() {
         std::size_t at = 0;
@@ -293,6 +305,7 @@ struct Terminal : std::enable_shared_from_this<Terminal<Stream>> {
             latencies_ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - sent_at[index - 1]).count());
         }
         answered++;
+        last_answer_at = Clock::now();
     }
 };
 
@@ -306,6 +319,7 @@ struct RunResult {
     double per_second = 0;
     double p50_us = 0, p99_us = 0;
     std::size_t count = 0, failures = 0;
+    std::size_t lost = 0;  // never answered (closed connections, a stalled run): counted in failures too
     std::uint64_t commits = 0;
     double requests_per_commit = 0, commit_ms = 0;  // the writer's group size and apply+sync time
 };
@@ -344,14 +358,54 @@ RunResult run_over(BenchDaemon& daemon, std::size_t connections, std::size_t car
     }
     const auto start = Clock::now();
     for (auto& t : terminals) t->start();
+    // A run that makes no progress for this long is given up (its connections closed, the unanswered
+    // uploads counted as lost) rather than left waiting: a stall is a result to report, not to hang on.
+    constexpr auto stall_limit = std::chrono::seconds(60);
+    asio::steady_timer watchdog(io);
+    std::size_t last_answered = 0;
+    auto last_progress = Clock::now();
+    std::function<void()> watch = [&] {
+        watchdog.expires_after(std::chrono::seconds(1));
+        watchdog.async_wait([&](boost::system::error_code ec) {
+            if (ec) return;
+            std::size_t answered = 0, settled = 0;
+            for (auto& t : terminals) {
+                answered += t->answered;
+                settled += t->answered + t->lost;
+            }
+            if (settled == connections * per_connection) return;
+            if (answered != last_answered) {
+                last_answered = answered;
+                last_progress = Clock::now();
+            } else if (Clock::now() - last_progress >= stall_limit) {
+                std::fprintf(stderr, "clearingd_bench: no answer for %lld s with %zu of %zu answered: giving up on this run\n",
+                             static_cast<long long>(stall_limit.count()), answered, connections * per_connection);
+                for (auto& t : terminals) t->stop();
+                return;
+            }
+            watch();
+        });
+    };
+    watch();
     io.run();
-    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    // Up to the last answer: io.run() itself may return up to a second later, at the watchdog's next tick.
+    auto end = start;
+    for (auto& t : terminals) end = std::max(end, t->last_answer_at);
+    const double seconds = std::chrono::duration<double>((end == start ? Clock::now() : end) - start).count();
     std::vector<std::int64_t> all;
     for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
     std::sort(all.begin(), all.end());
     RunResult r;
     r.count = all.size();
-    r.failures = failures;
+    for (auto& t : terminals) r.lost += t->lost;
+    r.failures = failures + r.lost;
+    if (r.lost != 0) {
+        std::size_t closed = 0;
+        for (auto& t : terminals) closed += t->lost != 0;
+        std::fprintf(stderr,
+                     "clearingd_bench: %zu of %zu uploads never answered, on %zu of %zu connections (closed by the daemon or stalled)\n",
+                     r.lost, connections * per_connection, closed, connections);
+    }
     r.per_second = static_cast<double>(all.size()) / seconds;
     const ledger::WriterStats after = daemon.writer->stats();
     r.commits = after.commits - before.commits;
@@ -431,7 +485,10 @@ HandshakeResult handshakes(BenchDaemon& daemon, const Pki& pki, bool resumed, st
     return r;
 }
 
+bool any_lost = false;  // some run had uploads never answered: the exit status is 1
+
 void print(const char* what, const RunResult& r) {
+    any_lost = any_lost || r.lost != 0;
     std::printf("| %-44s | %8zu | %10.0f | %9.0f | %9.0f | %6zu | %7.0f | %6.2f |\n", what, r.count, r.per_second, r.p50_us, r.p99_us,
                 r.failures, r.requests_per_commit, r.commit_ms);
 }
@@ -499,7 +556,7 @@ int alternate_phases(const std::string& dir, const Workload& w, std::size_t pair
             static_cast<unsigned long long>(daemon.tls_server->stats().tls_handshakes_resumed.load()),
             static_cast<unsigned long long>(daemon.tls_server->stats().tls_handshake_failures.load()));
     }
-    return 0;
+    return any_lost ? 1 : 0;
 }
 
 }  // namespace
@@ -616,5 +673,5 @@ int main(int argc, char** argv) {
         print(fmt::format("commit per request, {} in flight per connection", window).c_str(),
               run(daemon, transport, connections, cards_per_connection, per_request_uploads / connections, 0, 0, window));
     }
-    return 0;
+    return any_lost ? 1 : 0;
 }

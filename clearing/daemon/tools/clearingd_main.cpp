@@ -260,8 +260,11 @@ void print_started(Daemon& daemon, const ServeOptions& o, std::uint64_t open_fil
                                     "peer may claim any terminal id\n"));
     std::cout << fmt::format(
         "coconut-clearingd: open-file limit {}; terminal connections at most {} ({} per address, {} per "
-        "terminal), sign-on within {} s\n",
-        open_files, o.connections_max, o.connections_per_address, o.connections_per_terminal, o.sign_on_timeout_s);
+        "terminal), {}\n",
+        open_files, o.connections_max, o.connections_per_address, o.connections_per_terminal,
+        o.allow_without_sign_on    ? std::string("no sign-on required")
+        : o.sign_on_timeout_s == 0 ? std::string("no sign-on deadline")
+                                   : fmt::format("sign-on within {} s", o.sign_on_timeout_s));
     if (const auto& layout = d.cpu_layout) {
         std::cout << fmt::format("coconut-clearingd: ledger writer on CPU {}, other threads on CPU {}\n", layout->writer,
                                  format_cpus(layout->others));

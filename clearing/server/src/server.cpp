@@ -77,8 +77,10 @@ public:
 
     void start() override {
         // The sign-on deadline runs from accept: whatever a peer sends (an echo, a handshake it stalls),
-        // it holds a slot for at most this long unless its terminal signs on.
-        if (server_->options.sign_on_timeout.count() > 0) {
+        // it holds a slot for at most this long unless its terminal signs on. Only when the engine
+        // requires a sign-on: otherwise (serve --allow-without-sign-on) terminals upload without one,
+        // and the deadline would close every connection mid-upload, its answers in flight lost.
+        if (server_->options.sign_on_timeout.count() > 0 && server_->engine.options().require_sign_on) {
             sign_on_timer_.expires_after(server_->options.sign_on_timeout);
             sign_on_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
                 if (ec || self->closed_ || !self->state_.signed_on.empty()) return;

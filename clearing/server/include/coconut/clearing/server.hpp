@@ -52,7 +52,9 @@ inline constexpr std::size_t connections_per_address_default = 256;
 // while it reconnects.
 inline constexpr std::size_t connections_per_terminal_default = 4;
 // A connection whose terminal has not signed on within this is closed (an echo or anything else before
-// sign-on does not keep it): a terminal signs on first, within a round trip of connecting.
+// sign-on does not keep it): a terminal signs on first, within a round trip of connecting. Not applied
+// when the engine does not require a sign-on (EngineOptions::require_sign_on false): its terminals
+// never sign on.
 inline constexpr std::chrono::seconds sign_on_timeout_default{5};
 
 struct ServerOptions {
@@ -71,7 +73,7 @@ struct ServerOptions {
     std::chrono::milliseconds handshake_timeout = handshake_timeout_default;
     std::size_t connections_per_address = connections_per_address_default;
     std::size_t connections_per_terminal = connections_per_terminal_default;  // TLS: per certificate
-    std::chrono::milliseconds sign_on_timeout = sign_on_timeout_default;      // 0: no deadline
+    std::chrono::milliseconds sign_on_timeout = sign_on_timeout_default;      // 0, or no sign-on required: no deadline
 };
 
 struct ServerStats {
