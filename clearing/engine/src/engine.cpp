@@ -16,6 +16,7 @@
 #include <bit>
 #include <chrono>
 #include <cstdio>
+#include <limits>
 #include <utility>
 
 namespace coconut::clearing {
@@ -29,8 +30,17 @@ std::uint64_t when_number(const crypto::CardDateTime& when) {
     return n;
 }
 
+void check_answer(const iso8583::Message& request, const iso8583::Message& response) {
+    COCONUT_ASSERT(iso8583::response_mti(request.mti()) == response.mti(), "an answer carries its request's response MTI");
+    COCONUT_ASSERT(response.get(11) == request.get(11), "an answer carries its request's STAN");
+    COCONUT_ASSERT(response.get(41) == request.get(41), "an answer carries its request's terminal");
+    COCONUT_ASSERT(response.has(39), "an answer carries a response code");
+}
+
 }  // namespace detail
 
+using detail::check_answer;
+using detail::count_answered;
 using detail::log_line;
 using detail::wall_clock_ns;
 using detail::when_number;
@@ -93,7 +103,10 @@ struct Engine::Upload {
 
 Engine::Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registry, TacVerifier& verifier, EngineOptions options)
     : ledger_(ledger), writer_(writer), registry_(registry), verifier_(verifier), options_(std::move(options)),
-      journal_next_sequence_(ledger.head().sequence + 1) {}
+      journal_next_sequence_(ledger.head().sequence + 1) {
+    // A purchase's amount is a 4-byte field of the card's record and its TAC (crypto::PurchaseTac).
+    COCONUT_ASSERT(options_.purchase_amount_fen_max <= std::numeric_limits<std::uint32_t>::max());
+}
 
 Engine::Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registry, TacVerifier& verifier, CardServices& card_services,
                EngineOptions options)
@@ -107,7 +120,7 @@ void Engine::handle(Message request, SessionState& session, Respond respond) {
     // A TLS connection speaks for the terminal of its certificate only (clearing/README.md "Security model").
     if (session.authenticated_terminal_id && request.has(41) && *request.get(41) != *session.authenticated_terminal_id) {
         stats_.refused++;
-        stats_.in_flight--;
+        count_answered(stats_);
         log_line(fmt::format("{} with 41 = {} over the connection of terminal {}: refused 63", request.mti(), *request.get(41),
                              *session.authenticated_terminal_id));
         return respond(make_response(request, ResponseCode::security_violation));
@@ -119,13 +132,13 @@ void Engine::handle(Message request, SessionState& session, Respond respond) {
     if (type == MessageType::reconciliation) return reconcile(request, session, std::move(respond));
     if (!type) {
         stats_.refused++;
-        stats_.in_flight--;
+        count_answered(stats_);
         return respond(make_response(request, ResponseCode::invalid_transaction));
     }
     // The online messages need the HSM's card services (load MAC2, TACs, card-presence proofs).
     if (card_services_ == nullptr) {
         stats_.refused++;
-        stats_.in_flight--;
+        count_answered(stats_);
         return respond(make_response(request, ResponseCode::issuer_inoperative));
     }
     switch (*type) {
@@ -169,8 +182,10 @@ Result<std::size_t> Engine::scan_expiries() {
 void Engine::sign_on(const Message& request, SessionState& session, Respond respond) {
     auto answer = [&](ResponseCode code) {
         if (code != ResponseCode::approved) stats_.refused++;
-        stats_.in_flight--;
-        respond(make_response(request, code));
+        count_answered(stats_);
+        Message response = make_response(request, code);
+        check_answer(request, response);
+        respond(std::move(response));
     };
     if (!request.get_number(70) || !request.has(11)) return answer(ResponseCode::format_error);
     const auto code = iso8583::network_code_of(request);
@@ -232,9 +247,10 @@ std::array<std::uint8_t, 8> challenge_tag(const ChallengeKey& key, std::string_v
 void Engine::issue_challenge(const Message& request, SessionState& session, Respond respond) {
     auto answer = [&](ResponseCode code, std::optional<std::string> field62 = {}) {
         if (code != ResponseCode::approved) stats_.refused++;
-        stats_.in_flight--;
+        count_answered(stats_);
         Message response = make_response(request, code);
         if (field62) response.set(62, *field62);
+        check_answer(request, response);
         respond(std::move(response));
     };
     const auto terminal_id = request.get(41);
@@ -294,9 +310,10 @@ std::optional<std::string> Engine::check_challenge(const iso8583::HostChallenge&
 void Engine::reconcile(const Message& request, SessionState& session, Respond respond) {
     auto answer = [&](ResponseCode code, std::optional<std::int64_t> host_net_fen = {}) {
         if (code != ResponseCode::approved && code != ResponseCode::out_of_balance) stats_.refused++;
-        stats_.in_flight--;
+        count_answered(stats_);
         Message response = make_response(request, code);
         if (host_net_fen) response.set(97, iso8583::encode_net_amount(*host_net_fen));
+        check_answer(request, response);
         respond(std::move(response));
     };
     const auto terminal_id = request.get(41);
@@ -329,9 +346,10 @@ void Engine::reconcile(const Message& request, SessionState& session, Respond re
 void Engine::hotlist_download(const Message& request, SessionState& session, Respond respond) {
     auto answer = [&](ResponseCode code, std::optional<std::string> field63 = {}) {
         if (code != ResponseCode::approved) stats_.refused++;
-        stats_.in_flight--;
+        count_answered(stats_);
         Message response = make_response(request, code);
         if (field63) response.set(63, *field63);
+        check_answer(request, response);
         respond(std::move(response));
     };
     const auto terminal_id = request.get(41);
@@ -355,14 +373,16 @@ void Engine::finish(const std::shared_ptr<Upload>& upload, ResponseCode code) {
     if (code != ResponseCode::approved && code != ResponseCode::suspected_fraud && code != ResponseCode::duplicate_transmission) {
         stats_.refused++;
     }
-    stats_.in_flight--;
+    count_answered(stats_);
     Message response = make_response(upload->request, code);
     // An approval names the record it booked (ISO8583.md §4.8): the terminal deletes its queued record
     // only when this digest is its own record's.
     if (code == ResponseCode::approved) {
+        COCONUT_ASSERT(upload->booked_amount_fen <= std::numeric_limits<std::uint32_t>::max());
         response.set(62, iso8583::encode_record_digest(
                              iso8583::purchase_digest(upload->transaction, static_cast<std::uint32_t>(upload->booked_amount_fen))));
     }
+    check_answer(upload->request, response);
     upload->respond(std::move(response));
 }
 
@@ -423,6 +443,7 @@ void Engine::offline_upload(Message message, SessionState& session, Respond resp
     upload->card = **card;
     upload->transfer_id = offline_purchase_transfer(t.asn, t.terminal_id, t.terminal_serial);
     upload->proof = purchase_proof(t, static_cast<std::uint32_t>(upload->amount_fen));
+    COCONUT_ASSERT(upload->proof.amount_fen == upload->amount_fen, "the amount is within a card record's 4 bytes");
 
     auto stored = registry_.purchase_proof_in(*snapshot, purchase_key_of(t));
     snapshot->abort();  // back to the pool before the HSM and the writer
@@ -470,6 +491,7 @@ void Engine::verify_tac(std::shared_ptr<Upload> upload) {
 // A re-upload of a booked record (same TAC, same covered fields): the first booking's answer; claims
 // that differ from the booked ones raise one claims_differ flag per booking.
 void Engine::answer_stored(const std::shared_ptr<Upload>& upload, const PurchaseProof& stored) {
+    COCONUT_ASSERT(same_proven_record(stored, upload->proof));
     stats_.exists++;
     upload->booked_amount_fen = stored.amount_fen;
     if (stored.claims_digest == upload->proof.claims_digest) return finish(upload, ResponseCode::approved);
@@ -482,11 +504,13 @@ void Engine::answer_stored(const std::shared_ptr<Upload>& upload, const Purchase
                         fmt::format("re-upload from {} of serial {} claims ATC {} balance {} fen; booked with ATC {} balance {} fen",
                                     upload->terminal_id, t.terminal_serial, t.offline_atc, t.balance_before_fen, stored.offline_atc,
                                     stored.balance_before_fen)};
-    auto hook = [this, flag](lmdb::Txn& txn, std::span<const ledger::EventResult>) {
+    auto hook = [this, flag](lmdb::Txn& txn, std::span<const ledger::EventResult> results) {
+        COCONUT_ASSERT(results.empty(), "no events, no results");
         return detail::raise_flags(registry_, txn, flag.asn, std::span<const RiskFlag>(&flag, 1));
     };
     auto on_commit = [this, upload](ledger::Reply reply) {
         if (!reply) log_line("risk flag not recorded: " + reply.error().message);
+        COCONUT_ASSERT(!reply || reply->empty(), "no events, no results");
         finish(upload, ResponseCode::approved);
     };
     // Queue full: the answer still goes out, only the flag waits for the next repeat.
@@ -498,6 +522,8 @@ void Engine::answer_stored(const std::shared_ptr<Upload>& upload, const Purchase
 // review claims → suspense: the card's shadow and the merchant's payable stay as they are. A failed TAC
 // counts against the terminal's daily limit; past it the terminal is suspended.
 void Engine::review(std::shared_ptr<Upload> upload, RiskKind kind) {
+    COCONUT_ASSERT(kind == RiskKind::tac_invalid || kind == RiskKind::serial_conflict);
+    COCONUT_ASSERT(kind == RiskKind::tac_invalid || upload->conflicts_with_booked, "a serial conflict is with a booked record");
     const PurseTransaction& t = upload->transaction;
     upload->reviewed = kind;
     ledger::Transfer transfer;
@@ -510,6 +536,9 @@ void Engine::review(std::shared_ptr<Upload> upload, RiskKind kind) {
     transfer.user_data_64 = upload->participant_id;
     transfer.user_data_32 = t.terminal_serial;
     transfer.user_data_128 = make_place(place_of(t.terminal_id, t.type, iso8583::transit_line(t), iso8583::transit_station(t), t.when));
+    // A review record is not a booking: its id is not the canonical one, the card's shadow is untouched.
+    COCONUT_ASSERT(transfer.id != upload->transfer_id);
+    COCONUT_ASSERT(transfer.amount == upload->proof.amount_fen, "the amount recorded is the amount the TAC covers");
 
     auto hook = [this, upload = upload.get(), kind](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
         COCONUT_ASSERT(results.size() == 1);
@@ -548,6 +577,7 @@ void Engine::review(std::shared_ptr<Upload> upload, RiskKind kind) {
                 return finish(upload, reply.error().code == ledger::ErrorCode::stopped ? ResponseCode::issuer_inoperative
                                                                                        : ResponseCode::system_malfunction);
             }
+            COCONUT_ASSERT(reply->size() == 1, "one result per event submitted");
             const ledger::ResultCode code = (*reply)[0].code;
             if (code != ledger::ResultCode::ok && code != ledger::ResultCode::exists) {
                 log_line(fmt::format("review record {}: {}", ledger::to_string(upload->transfer_id), ledger::to_string(code)));
@@ -600,6 +630,10 @@ void Engine::book(std::shared_ptr<Upload> upload) {
     transfer.user_data_64 = upload->participant_id;
     transfer.user_data_32 = t.terminal_serial;
     transfer.user_data_128 = make_place(place_of(t.terminal_id, t.type, iso8583::transit_line(t), iso8583::transit_station(t), t.when));
+    // A booking under the canonical id of a proven record, for the amount its TAC covers.
+    COCONUT_ASSERT(!upload->reviewed && !upload->conflicts_with_booked, "only an unconflicted valid TAC is booked");
+    COCONUT_ASSERT(transfer.amount == upload->proof.amount_fen, "the amount booked is the amount the TAC covers");
+    COCONUT_ASSERT(transfer.debit_account_id != transfer.credit_account_id);
 
     // Registry work in the booking's own transaction: the proof, shadow mirror, ATC, risk flags, the
     // terminal's STAN. The hook runs inside the commit, before on_commit (which owns `upload`) is called:
@@ -669,6 +703,7 @@ void Engine::answer_booking(const std::shared_ptr<Upload>& upload, const ledger:
         return finish(upload, reply.error().code == ledger::ErrorCode::stopped ? ResponseCode::issuer_inoperative
                                                                                : ResponseCode::system_malfunction);
     }
+    COCONUT_ASSERT(reply->size() == 1, "one result per event submitted");
     const ledger::ResultCode code = (*reply)[0].code;
     if (code == ledger::ResultCode::ok) {
         stats_.booked++;

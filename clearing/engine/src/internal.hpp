@@ -3,6 +3,7 @@
 
 #include <coconut/clearing/engine.hpp>
 #include <coconut/clearing/log.hpp>
+#include <coconut/core/assert.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -17,5 +18,14 @@ std::uint64_t when_number(const crypto::CardDateTime& when);
 // Raises `flags` (at most risk_flags_per_message_max) inside a write transaction; the card's count of
 // flags grows by the new ones (raising one twice keeps one).
 lmdb::Status raise_flags(const Registry& registry, lmdb::Txn& txn, const Asn& asn, std::span<const RiskFlag> flags);
+
+// One answer per request handled (Engine::handle counted it in): the in-flight count never goes below zero.
+inline void count_answered(EngineStats& stats) {
+    const std::uint64_t before = stats.in_flight.fetch_sub(1);
+    COCONUT_ASSERT(before > 0, "an answer for a request that was not in flight");
+}
+// An answer is its request's response: the response MTI (request + 10), the request's STAN and terminal
+// echoed, a response code.
+void check_answer(const iso8583::Message& request, const iso8583::Message& response);
 
 }  // namespace coconut::clearing::detail

@@ -14,6 +14,8 @@
 
 namespace coconut::clearing {
 
+using detail::check_answer;
+using detail::count_answered;
 using detail::log_line;
 using detail::wall_clock_ns;
 using detail::when_number;
@@ -132,10 +134,14 @@ void Engine::answer(const std::shared_ptr<Online>& online, ResponseCode code) {
     online->challenge_claimed = false;
     if (code != ResponseCode::approved && code != ResponseCode::partial_approval) stats_.refused++;
     if (code == ResponseCode::duplicate_transmission) stats_.duplicates++;
-    stats_.in_flight--;
+    count_answered(stats_);
+    // A partial approval names the amount approved; an amount never grows.
+    COCONUT_ASSERT(code != ResponseCode::partial_approval || (online->field4 && *online->field4 < online->amount_fen));
+    COCONUT_ASSERT(!online->field4 || *online->field4 <= online->amount_fen);
     Message response = make_response(online->request, code);
     if (online->field4) response.set_number(4, *online->field4, 12);
     if (online->field62) response.set(62, *online->field62);
+    check_answer(online->request, response);
     online->respond(std::move(response));
 }
 
@@ -178,6 +184,8 @@ std::shared_ptr<Engine::Online> Engine::begin_online(const Message& request, Ses
 
 void Engine::submit(std::shared_ptr<Online> online, ledger::Transfer transfer,
                     std::function<lmdb::Status(lmdb::Txn&, ledger::ResultCode)> hook, std::function<void(ledger::ResultCode)> done) {
+    COCONUT_ASSERT(!transfer.id.zero());
+    COCONUT_ASSERT(transfer.amount <= online->amount_fen, "never more than the terminal asked for");
     auto batch_hook = [hook = std::move(hook)](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
         COCONUT_ASSERT(results.size() == 1);
         return hook(txn, results[0].code);
@@ -188,6 +196,7 @@ void Engine::submit(std::shared_ptr<Online> online, ledger::Transfer transfer,
             return answer(online, reply.error().code == ledger::ErrorCode::stopped ? ResponseCode::issuer_inoperative
                                                                                    : ResponseCode::system_malfunction);
         }
+        COCONUT_ASSERT(reply->size() == 1, "one result per event submitted");
         const ledger::ResultCode code = (*reply)[0].code;
         if (code == ledger::ResultCode::ok) stats_.booked++;
         if (code == ledger::ResultCode::exists) stats_.exists++;
@@ -201,7 +210,10 @@ void Engine::submit(std::shared_ptr<Online> online, ledger::Transfer transfer,
 }
 
 void Engine::flag_only(std::shared_ptr<Online> online, RiskFlag flag, ResponseCode code) {
-    auto hook = [this, flag](lmdb::Txn& txn, std::span<const ledger::EventResult>) { return raise_flag(registry_, txn, flag); };
+    auto hook = [this, flag](lmdb::Txn& txn, std::span<const ledger::EventResult> results) {
+        COCONUT_ASSERT(results.empty(), "no events, no results");
+        return raise_flag(registry_, txn, flag);
+    };
     auto on_commit = [this, online, code](ledger::Reply reply) {
         if (!reply) log_line("risk flag not recorded: " + reply.error().message);
         answer(online, code);
@@ -429,6 +441,7 @@ void Engine::post_load(std::shared_ptr<Online> online, bool tac_valid) {
     if (live) {
         transfer.flags = ledger::transfer_flags::post_pending;
         transfer.pending_id = online->transfer_id;
+        COCONUT_ASSERT(transfer.id != transfer.pending_id);
     } else {
         transfer.debit_account_id = purse_float_account;
         transfer.credit_account_id = purse_shadow_account(c.asn);
@@ -630,6 +643,7 @@ void Engine::hold_medical(std::shared_ptr<Online> online) {
     const std::uint64_t available = (*account)->credits_posted > spent ? (*account)->credits_posted - spent : 0;
     if (available == 0) return answer(online, ResponseCode::insufficient_funds);
     online->held_fen = std::min(available, online->amount_fen);
+    COCONUT_ASSERT(online->held_fen > 0 && online->held_fen <= online->amount_fen);
 
     ledger::Transfer hold;
     hold.id = online->transfer_id;
@@ -734,7 +748,8 @@ lmdb::Status Engine::count_reversal(const Registry& registry, lmdb::Txn& txn, co
 
 // A reversal answered 00 with nothing for the ledger to do: only its count, in a write transaction.
 void Engine::acknowledge_reversal(std::shared_ptr<Online> online, BatchTotal total) {
-    auto hook = [this, online, total](lmdb::Txn& txn, std::span<const ledger::EventResult>) {
+    auto hook = [this, online, total](lmdb::Txn& txn, std::span<const ledger::EventResult> results) {
+        COCONUT_ASSERT(results.empty(), "no events, no results");
         return count_reversal(registry_, txn, *online, total);
     };
     auto on_commit = [this, online](ledger::Reply reply) {
@@ -773,6 +788,7 @@ void Engine::void_pending(std::shared_ptr<Online> online, BatchTotal total) {
     cancel.id = resolving_transfer(online->transfer_id, Resolution::void_hold);
     cancel.pending_id = online->transfer_id;
     cancel.flags = ledger::transfer_flags::void_pending;
+    COCONUT_ASSERT(!cancel.pending_id.zero() && cancel.id != cancel.pending_id);
     auto hook = [this, online, total](lmdb::Txn& txn, ledger::ResultCode code) -> lmdb::Status {
         using ledger::ResultCode;
         const bool acknowledged = ledger::succeeded(code) || code == ResultCode::pending_transfer_expired ||

@@ -93,6 +93,8 @@ std::optional<AtcGap> mark_atc_booked(CardRecord& card, std::uint16_t atc) {
         card.offline_atc_ahead |= std::uint64_t{1} << (atc - card.offline_atc_next - 1);
     }
     COCONUT_ASSERT(atc < card.offline_atc_next || atc - card.offline_atc_next - 1 < window, "the ATC lies in the window or below it");
+    COCONUT_ASSERT(!gap || (gap->first <= gap->last && gap->missing <= std::uint32_t{gap->last} - gap->first + 1u),
+                   "a gap's range holds it");
     return gap;
 }
 
@@ -122,6 +124,9 @@ Assessment assess_purchase(const CardRecord& before, const PurchaseFacts& p) {
     card.offline_purchases++;
     found(hotlisted_card_used(before, p));
     COCONUT_ASSERT(out.findings.size() <= risk_flags_per_message_max);
+    COCONUT_ASSERT(card.shadow_balance_fen == before.shadow_balance_fen - static_cast<std::int64_t>(p.amount_fen),
+                   "the shadow pays the purchase");
+    COCONUT_ASSERT(card.offline_purchases == before.offline_purchases + 1);
     return out;
 }
 

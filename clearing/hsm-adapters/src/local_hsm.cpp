@@ -8,7 +8,9 @@
 namespace coconut::clearing {
 
 LocalHsm::LocalHsm(std::shared_ptr<const hsm::Hsm> hsm, std::string tac_master_label)
-    : hsm_(std::move(hsm)), label_(std::move(tac_master_label)) {}
+    : hsm_(std::move(hsm)), label_(std::move(tac_master_label)) {
+    COCONUT_ASSERT(hsm_ != nullptr);
+}
 
 void LocalHsm::verify(const hsm::PurchaseTac& transaction, Handler handler) {
     auto verdicts = hsm_->verify_purchase_tacs(label_, std::span<const hsm::PurchaseTac>(&transaction, 1));

@@ -2,6 +2,7 @@
 // fresh connection, circuit breaker, a few connections at once) with purchase TACs batched on it.
 #include <coconut/clearing/hsm_adapters.hpp>
 #include <coconut/clearing/log.hpp>
+#include <coconut/core/assert.hpp>
 #include <coconut/hsm/client.hpp>
 
 #include <boost/asio/post.hpp>
@@ -46,6 +47,7 @@ RemoteHsm::RemoteHsm(boost::asio::any_io_executor executor, hsm::wire::Endpoint 
     state_->link =
         hsm::Link::create(std::move(executor), std::move(endpoint), std::move(credentials), link_options(options, tac_master_label));
     state_->batcher = hsm::TacBatcher::create(state_->link, std::move(tac_master_label));
+    COCONUT_ASSERT(state_->link != nullptr && state_->batcher != nullptr);
 }
 
 RemoteHsm::~RemoteHsm() { close(); }

@@ -1,6 +1,7 @@
 // The answer to a request that did not parse (server.hpp format_error_response).
 #include <coconut/clearing/server.hpp>
 
+#include <coconut/core/assert.hpp>
 #include <coconut/iso8583/iso8583.hpp>
 
 namespace coconut::clearing {
@@ -54,6 +55,7 @@ std::optional<Message> format_error_response(ByteView message) {
     response.set(39, iso8583::response_code_text(ResponseCode::format_error));
     // Only answer what we could encode: a garbled 11 or 41 means we cannot be understood either.
     if (!iso8583::encode(response, iso8583::coconut_dictionary())) return std::nullopt;
+    COCONUT_ASSERT(!iso8583::response_mti(response.mti()), "the answer is a response");
     return response;
 }
 

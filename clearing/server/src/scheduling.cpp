@@ -1,5 +1,6 @@
 // CPU layout for the ledger writer (scheduling.hpp; clearing/README.md "Scheduling").
 #include <coconut/clearing/scheduling.hpp>
+#include <coconut/core/assert.hpp>
 
 #include <fmt/format.h>
 
@@ -46,6 +47,8 @@ Result<std::optional<CpuLayout>> plan_cpu_layout(std::string_view writer_cpu) {
         for (int cpu : allowed) {
             if (cpu != writer) layout.others.push_back(cpu);
         }
+        // The writer is one of the allowed CPUs, and another one is left for the other threads.
+        COCONUT_ASSERT(layout.others.size() + 1 == allowed.size() && !layout.others.empty());
         return layout;
     };
     if (writer_cpu == "auto") {

@@ -6,6 +6,7 @@
 // certificate against the island CA); its terminal id becomes the session's authenticated_terminal_id.
 #include <coconut/clearing/server.hpp>
 #include <coconut/core/admission.hpp>
+#include <coconut/core/assert.hpp>
 #include <coconut/tls/tls.hpp>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -140,6 +141,7 @@ private:
                 self->server_->stats.connections_refused_per_terminal++;
                 return self->close();
             }
+            COCONUT_ASSERT(!self->state_.authenticated_terminal_id, "a connection logs in once");
             self->state_.authenticated_terminal_id = std::move(*terminal_id);
             self->read_more();
         });
@@ -148,6 +150,7 @@ private:
     void read_more() {
         if (closed_ || draining_ || reading_ || in_flight_ >= server_->options.in_flight_per_connection_max) return;
         if (have_ == buffer_.size()) return close();  // cannot happen: frame_size() bounds a frame
+        COCONUT_ASSERT(!handshaking_, "no reads before the TLS handshake completes");
         reading_ = true;
         timer_.expires_after(have_ == 0 ? server_->options.read_idle_timeout : server_->options.frame_timeout);
         timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
@@ -167,6 +170,7 @@ private:
             if (draining_ && ec == asio::error::operation_aborted) return finish_if_done();
             return close();
         }
+        COCONUT_ASSERT(n <= buffer_.size() - have_);
         have_ += n;
         process_frames();
         read_more();
@@ -180,6 +184,7 @@ private:
                 return close();
             }
             if (*size == 0) return;
+            COCONUT_ASSERT(*size > iso8583::frame_header_size && *size <= have_, "a whole frame is in the buffer");
             handle_frame(ByteView(buffer_.data() + iso8583::frame_header_size, *size - iso8583::frame_header_size));
             std::memmove(buffer_.data(), buffer_.data() + *size, have_ - *size);
             have_ -= *size;
@@ -201,7 +206,9 @@ private:
             server_->stats.closed_bad_frame++;
             return close();
         }
+        COCONUT_ASSERT(!handling_, "one request at a time into the engine");
         in_flight_++;
+        COCONUT_ASSERT(in_flight_ <= server_->options.in_flight_per_connection_max, "the connection's window holds");
         handling_ = true;
         server_->engine.handle(std::move(*message), state_, [self = shared_from_this()](iso8583::Message response) {
             // Already on the I/O thread (a booking's answer the engine built there): answer now. From
@@ -214,6 +221,9 @@ private:
     }
 
     void on_answer(const iso8583::Message& response) {
+        COCONUT_ASSERT(in_flight_ > 0, "an answer for a request in flight");
+        // An answer is a response (checked against its request by the engine): never a request MTI.
+        COCONUT_ASSERT(!iso8583::response_mti(response.mti()) && response.has(39));
         in_flight_--;
         if (!closed_) send(response);
         if (closed_) return finish_if_done();
@@ -248,6 +258,7 @@ private:
     // Every answer queued so far goes out in one gather write (one syscall for a commit's worth of
     // answers to this terminal); answers queued meanwhile wait for the next one.
     void write_next() {
+        COCONUT_ASSERT(!writing_ && sending_.empty() && !writes_.empty());
         writing_ = true;
         std::swap(writes_, sending_);
         buffers_.clear();
@@ -272,6 +283,7 @@ private:
 
     void finish_if_done() {
         if (draining_ && !closed_ && in_flight_ == 0 && !writing_ && !write_posted_ && writes_.empty() && !reading_) close();
+        COCONUT_ASSERT(!reported_ || closed_, "a session is reported closed only once it is closed");
         if (closed_ && in_flight_ == 0 && !writing_ && !write_posted_ && !reported_) {
             reported_ = true;
             server_->closed(shared_from_this());
@@ -346,7 +358,8 @@ void Server::State::accept() {
 }
 
 void Server::State::closed(const std::shared_ptr<SessionBase>& session) {
-    sessions.erase(session);
+    const std::size_t erased = sessions.erase(session);
+    COCONUT_ASSERT(erased == 1, "a session is closed once");
     if (stopping && sessions.empty() && on_drained) {
         auto done = std::move(on_drained);
         on_drained = nullptr;
