@@ -173,7 +173,7 @@ std::uint64_t raise_open_file_limit() noexcept {
 // ---- AcceptBackoff ----
 
 AcceptBackoff::AcceptBackoff(boost::asio::any_io_executor executor, AcceptBackoffConfig config)
-    : timer_(std::move(executor)), config_(config), delay_(config.delay_initial) {
+    : timer_(executor), config_(config), delay_(config.delay_initial) {
     if (config.delay_initial.count() <= 0 || config.delay_max < config.delay_initial)
         throw std::invalid_argument("accept backoff: need 0 < delay_initial <= delay_max");
 }

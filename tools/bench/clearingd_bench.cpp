@@ -135,8 +135,9 @@ struct BenchDaemon {
     Server* tls_server = nullptr;
     ledger::Writer* writer = nullptr;
 
-    BenchDaemon(const std::filesystem::path& base, std::size_t cards, std::size_t group_requests_max, std::chrono::microseconds group_delay,
-                std::size_t group_linger_below, const std::optional<CpuLayout>& layout, const char* name, const Pki* pki = nullptr) {
+    BenchDaemon(const std::filesystem::path& base, std::size_t connections, std::size_t cards, std::size_t group_requests_max,
+                std::chrono::microseconds group_delay, std::size_t group_linger_below, const std::optional<CpuLayout>& layout,
+                const char* name, const Pki* pki = nullptr) {
         dir = base / fmt::format("clearingd-bench-{}-{}", ::getpid(), name);
         std::filesystem::remove_all(dir);
         std::filesystem::create_directories(dir / "data");
@@ -146,7 +147,7 @@ struct BenchDaemon {
         verifier = std::make_unique<LocalTacVerifier>(std::make_shared<const hsm::Hsm>(
                                                           std::make_shared<const hsm::KeyStore>(std::move(store.value()))),
                                                       "mk-tac");
-        daemon = std::move(Daemon::open(options(group_requests_max, group_delay, group_linger_below, layout, pki)).value());
+        daemon = std::move(Daemon::open(options(connections, group_requests_max, group_delay, group_linger_below, layout, pki)).value());
         load_cards(cards);
         if (auto started = daemon->start(); !started) throw std::runtime_error(started.error().message);
         server = &daemon->terminal_server(0);
@@ -159,8 +160,8 @@ struct BenchDaemon {
         std::filesystem::remove_all(dir);
     }
 
-    DaemonOptions options(std::size_t group_requests_max, std::chrono::microseconds group_delay, std::size_t group_linger_below,
-                          const std::optional<CpuLayout>& layout, const Pki* pki) const {
+    DaemonOptions options(std::size_t connections, std::size_t group_requests_max, std::chrono::microseconds group_delay,
+                          std::size_t group_linger_below, const std::optional<CpuLayout>& layout, const Pki* pki) const {
         DaemonOptions o;
         o.data = dir / "data";
         o.writer.group_requests_max = group_requests_max;
@@ -173,6 +174,10 @@ struct BenchDaemon {
         if (pki) {
             ServerOptions tls_options;
             tls_options.tls = std::make_shared<asio::ssl::context>(tls::make_server_context(pki->server()).value());
+            // Every bench connection shows the one terminal certificate (Pki above), so the daemon's
+            // per-terminal limit (a terminal holds one or two connections) would refuse all but its first
+            // few: the bench lets that one terminal hold all its connections.
+            tls_options.connections_per_terminal = std::max(connections, connections_per_terminal_default);
             o.terminals.push_back(tls_options);
         }
         return o;
@@ -513,7 +518,8 @@ struct Workload {
 int alternate_phases(const std::string& dir, const Workload& w, std::size_t pairs, std::size_t group_max,
                      std::chrono::microseconds group_delay, std::size_t linger_below, const std::optional<CpuLayout>& layout,
                      const Pki& pki) {
-    BenchDaemon daemon(dir, w.connections * w.cards_per_connection, group_max, group_delay, linger_below, layout, "alternate", &pki);
+    BenchDaemon daemon(dir, w.connections, w.connections * w.cards_per_connection, group_max, group_delay, linger_below, layout,
+                       "alternate", &pki);
     tls::ClientContext client = tls::ClientContext::create(pki.terminal()).value();
     const std::size_t saturated_per_connection = w.uploads / w.connections;
     const auto rate_per_connection = static_cast<std::size_t>(w.rate * w.rate_seconds) / w.connections;
@@ -660,7 +666,8 @@ int main(int argc, char** argv) {
                                 *pki);
     }
     {
-        BenchDaemon daemon(dir, cards, group_max, std::chrono::microseconds(group_delay_us), linger_below, *layout, "group", pki.get());
+        BenchDaemon daemon(dir, connections, cards, group_max, std::chrono::microseconds(group_delay_us), linger_below, *layout, "group",
+                           pki.get());
         print(fmt::format("group commit, {} in flight per connection", window).c_str(),
               run(daemon, transport, connections, cards_per_connection, uploads / connections, 0, 0, window));
         const auto per_connection = static_cast<std::size_t>(rate * rate_seconds) / connections;
@@ -669,7 +676,7 @@ int main(int argc, char** argv) {
               run(daemon, transport, connections, cards_per_connection, per_connection, next_atc, rate, window));
     }
     {
-        BenchDaemon daemon(dir, cards, 1, std::chrono::microseconds(group_delay_us), 0, *layout, "single", pki.get());
+        BenchDaemon daemon(dir, connections, cards, 1, std::chrono::microseconds(group_delay_us), 0, *layout, "single", pki.get());
         print(fmt::format("commit per request, {} in flight per connection", window).c_str(),
               run(daemon, transport, connections, cards_per_connection, per_request_uploads / connections, 0, 0, window));
     }

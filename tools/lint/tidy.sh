@@ -65,7 +65,8 @@ printf '%s\n' "${sources[@]}" |
 elapsed=$(( $(date +%s) - start ))
 
 # A finding in a header is reported once per source including it: count each once.
-findings=$(grep -E '^[^ ].*:[0-9]+:[0-9]+: (warning|error): ' "$log" | sort -u | wc -l)
+# (grep exits 1 when there is none: under pipefail that must not end the script.)
+findings=$({ grep -E '^[^ ].*:[0-9]+:[0-9]+: (warning|error): ' "$log" || true; } | sort -u | wc -l)
 if [ "$status" -ne 0 ] || [ "$findings" -ne 0 ]; then
   cat "$log"
   echo "tidy.sh: $findings finding(s) in ${#sources[@]} sources (${elapsed} s)" >&2

@@ -6,8 +6,9 @@
 
 namespace coconut::clearing::http {
 
-std::string_view balance_page_html() {
-    static constexpr std::string_view page = R"page(<!doctype html>
+namespace {
+
+constexpr std::string_view balance_page = R"page(<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -135,7 +136,9 @@ if (fragment.get("card") && fragment.get("token")) {
 </body>
 </html>
 )page";
-    return page;
-}
+
+}  // namespace
+
+std::string_view balance_page_html() { return balance_page; }
 
 }  // namespace coconut::clearing::http

@@ -640,52 +640,8 @@ void Engine::book(std::shared_ptr<Upload> upload) {
     // a plain pointer keeps the std::function allocation-free and the Upload's release off the writer thread.
     auto hook = [this, upload = upload.get()](lmdb::Txn& txn, std::span<const ledger::EventResult> results) -> lmdb::Status {
         COCONUT_ASSERT(results.size() == 1);
-        const PurseTransaction& t = upload->transaction;
-        const ledger::ResultCode code = results[0].code;
-        if (code != ledger::ResultCode::ok) {
-            // Another upload of this id was booked in the same group or since the snapshot: judged by
-            // what that one stored (the writer applies them in order).
-            auto stored = registry_.purchase_proof_in(txn, purchase_key_of(t));
-            if (!stored) return Unexpected<lmdb::Error>{stored.error()};
-            upload->raced = *stored ? std::optional<PurchaseProof>(**stored) : std::nullopt;
-            if (*stored && !same_proven_record(**stored, upload->proof)) {
-                const RiskFlag conflict{RiskKind::serial_conflict,
-                                        t.asn,
-                                        t.offline_atc,
-                                        t.type,
-                                        wall_clock_ns(),
-                                        fmt::format("valid TAC under a booked purchase's id from {} serial {} (racing uploads)",
-                                                    upload->terminal_id, t.terminal_serial)};
-                return detail::raise_flags(registry_, txn, t.asn, std::span<const RiskFlag>(&conflict, 1));
-            }
-            return Ok{};
-        }
-        if (auto s = registry_.put_purchase_proof(txn, purchase_key_of(t), upload->proof); !s) return s;
-        auto stored_card = registry_.card_in(txn, t.asn);
-        if (!stored_card) return Unexpected<lmdb::Error>{stored_card.error()};
-        if (!*stored_card) return Ok{};  // removed meanwhile: nothing to mirror
-        // The risk rules (risk_rules.hpp) over the card as booked so far; each finding a flag.
-        const risk::Assessment assessed =
-            risk::assess_purchase(**stored_card,
-                                  risk::PurchaseFacts{upload->amount_fen, t.offline_atc, t.balance_before_fen, when_number(t.when)});
-        CardRecord card = assessed.card;
-        const std::uint64_t now = assessed.findings.empty() ? 0 : wall_clock_ns();
-        for (const risk::Finding& f : assessed.findings) {
-            auto added = registry_.put_risk(txn, RiskFlag{f.kind, t.asn, f.atc, t.type, now, f.detail});
-            if (!added) return Unexpected<lmdb::Error>{added.error()};
-            if (*added) card.risk_flags++;
-        }
-        if (auto s = registry_.put_card(txn, card); !s) return s;
-        auto terminal = registry_.terminal_in(txn, upload->terminal_id);
-        if (!terminal) return Unexpected<lmdb::Error>{terminal.error()};
-        if (*terminal) {
-            TerminalRecord r = **terminal;
-            r.last_stan = upload->stan;
-            r.uploads++;
-            count_in_batch(r, upload->batch_number, BatchTotal::debit, upload->amount_fen);
-            if (auto s = registry_.put_terminal(txn, r); !s) return s;
-        }
-        return Ok{};
+        if (results[0].code != ledger::ResultCode::ok) return judge_raced_booking(txn, *upload);
+        return record_booking(txn, *upload);
     };
 
     auto on_commit = [this, upload](ledger::Reply reply) mutable {
@@ -695,6 +651,55 @@ void Engine::book(std::shared_ptr<Upload> upload) {
     if (!writer_.try_submit({ledger::Event(transfer)}, std::move(on_commit), std::move(hook))) {
         finish(upload, ResponseCode::issuer_inoperative);  // writer queue full or stopping: retry later
     }
+}
+
+lmdb::Status Engine::judge_raced_booking(lmdb::Txn& txn, Upload& upload) {
+    const PurseTransaction& t = upload.transaction;
+    // Another upload of this id was booked in the same group or since the snapshot: judged by
+    // what that one stored (the writer applies them in order).
+    auto stored = registry_.purchase_proof_in(txn, purchase_key_of(t));
+    if (!stored) return Unexpected<lmdb::Error>{stored.error()};
+    upload.raced = *stored ? std::optional<PurchaseProof>(**stored) : std::nullopt;
+    if (*stored && !same_proven_record(**stored, upload.proof)) {
+        const RiskFlag conflict{RiskKind::serial_conflict,
+                                t.asn,
+                                t.offline_atc,
+                                t.type,
+                                wall_clock_ns(),
+                                fmt::format("valid TAC under a booked purchase's id from {} serial {} (racing uploads)", upload.terminal_id,
+                                            t.terminal_serial)};
+        return detail::raise_flags(registry_, txn, t.asn, std::span<const RiskFlag>(&conflict, 1));
+    }
+    return Ok{};
+}
+
+lmdb::Status Engine::record_booking(lmdb::Txn& txn, Upload& upload) {
+    const PurseTransaction& t = upload.transaction;
+    if (auto s = registry_.put_purchase_proof(txn, purchase_key_of(t), upload.proof); !s) return s;
+    auto stored_card = registry_.card_in(txn, t.asn);
+    if (!stored_card) return Unexpected<lmdb::Error>{stored_card.error()};
+    if (!*stored_card) return Ok{};  // removed meanwhile: nothing to mirror
+    // The risk rules (risk_rules.hpp) over the card as booked so far; each finding a flag.
+    const risk::Assessment assessed = risk::assess_purchase(**stored_card, risk::PurchaseFacts{upload.amount_fen, t.offline_atc,
+                                                                                               t.balance_before_fen, when_number(t.when)});
+    CardRecord card = assessed.card;
+    const std::uint64_t now = assessed.findings.empty() ? 0 : wall_clock_ns();
+    for (const risk::Finding& f : assessed.findings) {
+        auto added = registry_.put_risk(txn, RiskFlag{f.kind, t.asn, f.atc, t.type, now, f.detail});
+        if (!added) return Unexpected<lmdb::Error>{added.error()};
+        if (*added) card.risk_flags++;
+    }
+    if (auto s = registry_.put_card(txn, card); !s) return s;
+    auto terminal = registry_.terminal_in(txn, upload.terminal_id);
+    if (!terminal) return Unexpected<lmdb::Error>{terminal.error()};
+    if (*terminal) {
+        TerminalRecord r = **terminal;
+        r.last_stan = upload.stan;
+        r.uploads++;
+        count_in_batch(r, upload.batch_number, BatchTotal::debit, upload.amount_fen);
+        if (auto s = registry_.put_terminal(txn, r); !s) return s;
+    }
+    return Ok{};
 }
 
 void Engine::answer_booking(const std::shared_ptr<Upload>& upload, const ledger::Reply& reply) {

@@ -424,7 +424,7 @@ Result<std::vector<Transfer>> Ledger::account_transfers(const Id& account_id, st
         auto cursor = lmdb::Cursor::open(txn, state_->tables.account_index);
         if (!cursor) return Unexpected{cursor.error()};
         auto first = cursor->seek(account_time_key(account_id, after_timestamp + 1));
-        return walk_account_index(txn, state_->tables, *cursor, account_id, std::move(first), false, limit);
+        return walk_account_index(txn, state_->tables, *cursor, account_id, first, false, limit);
     });
 }
 

@@ -56,8 +56,8 @@ std::optional<CardRecord> decode_card(ByteView b) {
     if (!v1 && (b.size() != card_record_size || b[0] != card_record_version)) return std::nullopt;
     CardRecord c;
     std::size_t at = 1;
-    std::copy_n(b.begin() + at, 10, c.asn.begin()), at += 10;
-    std::copy_n(b.begin() + at, 8, c.issuer_id.begin()), at += 8;
+    std::copy_n(b.subspan(at).begin(), 10, c.asn.begin()), at += 10;
+    std::copy_n(b.subspan(at).begin(), 8, c.issuer_id.begin()), at += 8;
     const auto status = b[at++];
     if (status < 1 || status > 3) return std::nullopt;
     c.status = static_cast<CardStatus>(status);
@@ -123,7 +123,7 @@ std::optional<TerminalRecord> decode_terminal(ByteView b) {
     TerminalRecord t;
     std::size_t at = 1;
     t.terminal_id.assign(reinterpret_cast<const char*>(b.data() + at), terminal_id_chars), at += terminal_id_chars;
-    std::copy_n(b.begin() + at, 6, t.psam_terminal_id.begin()), at += 6;
+    std::copy_n(b.subspan(at).begin(), 6, t.psam_terminal_id.begin()), at += 6;
     t.participant_id = read_be(b.subspan(at, 8)), at += 8;
     t.last_stan = read_be32(b.subspan(at)), at += 4;
     t.batch_number = read_be32(b.subspan(at)), at += 4;
@@ -181,14 +181,14 @@ std::optional<PurchaseProof> decode_purchase_proof(ByteView b) {
     if (b.size() != purchase_proof_size || b[0] != purchase_proof_version) return std::nullopt;
     PurchaseProof p;
     std::size_t at = 1;
-    std::copy_n(b.begin() + at, 4, p.tac.begin()), at += 4;
-    std::copy_n(b.begin() + at, 4, p.when.date.begin()), at += 4;
-    std::copy_n(b.begin() + at, 3, p.when.time.begin()), at += 3;
+    std::copy_n(b.subspan(at).begin(), 4, p.tac.begin()), at += 4;
+    std::copy_n(b.subspan(at).begin(), 4, p.when.date.begin()), at += 4;
+    std::copy_n(b.subspan(at).begin(), 3, p.when.time.begin()), at += 3;
     p.type = b[at++];
     p.amount_fen = read_be32(b.subspan(at)), at += 4;
     p.offline_atc = read_be16(b.subspan(at)), at += 2;
     p.balance_before_fen = read_be32(b.subspan(at)), at += 4;
-    std::copy_n(b.begin() + at, 8, p.claims_digest.begin()), at += 8;
+    std::copy_n(b.subspan(at).begin(), 8, p.claims_digest.begin()), at += 8;
     COCONUT_ASSERT(at == purchase_proof_size);
     return p;
 }

@@ -48,7 +48,7 @@ struct Registry::GroupCache final : lmdb::TxnContext {
 };
 
 Registry::Registry(lmdb::Env& env, std::unique_ptr<Tables> tables, ChallengeKey challenge_key)
-    : env_(env), tables_(std::move(tables)), challenge_key_(std::move(challenge_key)), group_(std::make_unique<GroupCache>()) {}
+    : env_(env), tables_(std::move(tables)), challenge_key_(challenge_key), group_(std::make_unique<GroupCache>()) {}
 Registry::~Registry() = default;
 
 Registry::GroupCache* Registry::group_cache_for(const lmdb::Txn& txn) const {
@@ -144,7 +144,7 @@ Result<std::unique_ptr<Registry>> Registry::open(lmdb::Env& env) {
     }
     auto challenge_key = load_challenge_key(env, tables->meta);
     if (!challenge_key) return Unexpected<Error>{challenge_key.error()};
-    return std::unique_ptr<Registry>(new Registry(env, std::move(tables), std::move(*challenge_key)));
+    return std::unique_ptr<Registry>(new Registry(env, std::move(tables), *challenge_key));
 }
 
 const ChallengeKey& Registry::challenge_key() const { return challenge_key_; }

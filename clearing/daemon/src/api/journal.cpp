@@ -58,7 +58,7 @@ void Api::State::journaled_read(ApiResponse response, ClerkAction action, Respon
 }
 
 void Api::State::refuse_by_rule(const Clerk& clerk, std::string action, std::string target, std::string rule, Respond respond) {
-    const ApiResponse refusal = error_response(403, "forbidden", rule);
+    ApiResponse refusal = error_response(403, "forbidden", rule);  // not const: the callback returns copies of it
     commit(api::Change{{},
                        {},
                        [refusal](const ClerkAction&) { return refusal; },

@@ -163,6 +163,10 @@ private:
     bool claim_challenge(const iso8583::HostChallenge& challenge);
     void release_challenge(const iso8583::HostChallenge& challenge);
     void book(std::shared_ptr<Upload> upload);
+    // book's registry work inside the booking's commit: the upload's transfer was booked (record it:
+    // proof, card, risk flags, terminal) or refused (judge it by the record a racing upload stored).
+    lmdb::Status record_booking(lmdb::Txn& txn, Upload& upload);
+    lmdb::Status judge_raced_booking(lmdb::Txn& txn, Upload& upload);
     void finish(const std::shared_ptr<Upload>& upload, iso8583::ResponseCode code);
     void answer_booking(const std::shared_ptr<Upload>& upload, const ledger::Reply& reply);
 
