@@ -6,10 +6,6 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include <fcntl.h>
-#include <sys/file.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstring>
 
@@ -204,25 +200,14 @@ Result<std::unique_ptr<Poster>> make_http_poster(std::string_view endpoint, std:
 
 // ---- the daemon's directory lock ----------------------------------------------------------------------
 
-Result<DirectoryLock> DirectoryLock::acquire(const std::filesystem::path& directory) {
-    // The same lock coconut-clearingd takes for serve/admin (clearingd_main.cpp): while we hold it no
-    // daemon can start on the directory, and if a daemon holds it we must not write.
-    const auto path = directory / "clearingd.lock";
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) return Unexpected{Error{ErrorCode::storage, fmt::format("cannot open {}: {}", path.string(), std::strerror(errno))}};
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        ::close(fd);
-        return Unexpected{Error{ErrorCode::locked, fmt::format("{} is served by a running coconut-clearingd: post through it "
-                                                               "(--clearingd http://HOST:PORT) instead of directly",
-                                                               directory.string())}};
-    }
-    return DirectoryLock(fd);
-}
-
-DirectoryLock::DirectoryLock(DirectoryLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-
-DirectoryLock::~DirectoryLock() {
-    if (fd_ >= 0) ::close(fd_);
+Result<clearing::DirectoryLock> lock_for_direct_posting(const std::filesystem::path& directory) {
+    // While we hold it no daemon can start on the directory, and if a daemon holds it we must not write.
+    auto lock = clearing::DirectoryLock::acquire(directory);
+    if (lock) return std::move(lock).value();
+    if (!lock.error().held) return Unexpected{Error{ErrorCode::storage, lock.error().message}};
+    return Unexpected{Error{ErrorCode::locked, fmt::format("{} is served by a running coconut-clearingd: post through it "
+                                                           "(--clearingd http://HOST:PORT) instead of directly",
+                                                           directory.string())}};
 }
 
 }  // namespace coconut::settlement

@@ -139,9 +139,9 @@ int run(const RunArgs& a) {
     if (!a.dry_run && !a.direct && a.clearingd.empty())
         return usage("run needs --clearingd https://HOST:PORT --ca FILE (or http:// on loopback, --direct, or --dry-run)");
 
-    std::optional<DirectoryLock> lock;
+    std::optional<clearing::DirectoryLock> lock;
     if (a.direct && !a.dry_run) {
-        auto acquired = DirectoryLock::acquire(a.data);
+        auto acquired = lock_for_direct_posting(a.data);
         if (!acquired) return fail(acquired.error());
         lock.emplace(std::move(*acquired));
     }

@@ -467,9 +467,9 @@ TEST_CASE("a changed cut-off cannot leave a gap or an overlap with the next cycl
 
 TEST_CASE("direct posting is refused while the daemon's lock is held") {
     TempDir dir;
-    auto first = DirectoryLock::acquire(dir.path());
+    auto first = lock_for_direct_posting(dir.path());
     REQUIRE(first.ok());
-    auto second = DirectoryLock::acquire(dir.path());  // flock: a second open file description conflicts
+    auto second = lock_for_direct_posting(dir.path());  // flock: a second open file description conflicts
     REQUIRE_FALSE(second.ok());
     CHECK(second.error().code == ErrorCode::locked);
 }

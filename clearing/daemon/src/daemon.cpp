@@ -9,10 +9,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
-#include <fcntl.h>
 #include <pthread.h>
-#include <sys/file.h>
-#include <unistd.h>
 
 #include <array>
 #include <cerrno>
@@ -46,23 +43,12 @@ std::string address(const std::string& host, std::uint16_t port) { return fmt::f
 
 // ---- the directory lock ----------------------------------------------------------------------------------
 
-DaemonResult<DirectoryLock> DirectoryLock::acquire(const std::filesystem::path& dir) {
-    const auto path = dir / "clearingd.lock";
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return Unexpected<DaemonError>{failure(Kind::locked, fmt::format("cannot open {}: {}", path.string(), std::strerror(errno)))};
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        ::close(fd);
-        return Unexpected<DaemonError>{
-            failure(Kind::locked, fmt::format("{} is in use by another coconut-clearingd (serve or admin); stop it first", dir.string()))};
-    }
-    return DirectoryLock(fd);
-}
-
-DirectoryLock::DirectoryLock(DirectoryLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-
-DirectoryLock::~DirectoryLock() {
-    if (fd_ >= 0) ::close(fd_);
+DaemonResult<DirectoryLock> lock_data_directory(const std::filesystem::path& dir) {
+    auto lock = DirectoryLock::acquire(dir);
+    if (lock) return std::move(lock).value();
+    if (!lock.error().held) return Unexpected<DaemonError>{failure(Kind::locked, lock.error().message)};
+    return Unexpected<DaemonError>{
+        failure(Kind::locked, fmt::format("{} is in use by another coconut-clearingd (serve or admin); stop it first", dir.string()))};
 }
 
 struct Daemon::State {
@@ -129,7 +115,7 @@ DaemonResult<DataDirectory> open_data_directory(const std::filesystem::path& dir
 DaemonStatus Daemon::State::open_data() {
     std::error_code ec;
     std::filesystem::create_directories(options.data, ec);
-    auto locked = DirectoryLock::acquire(options.data);
+    auto locked = lock_data_directory(options.data);
     if (!locked) return Unexpected<DaemonError>{locked.error()};
     lock.emplace(std::move(locked).value());
     options.ledger.directory = options.data.string();

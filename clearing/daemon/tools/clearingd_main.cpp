@@ -359,7 +359,7 @@ int admin_load(const std::string& dir, const std::string& file) {
     text << in.rdbuf();
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
-    auto lock = DirectoryLock::acquire(dir);
+    auto lock = lock_data_directory(dir);
     if (!lock) return fail(exit_locked, lock.error().message);
     auto data = open_data(dir, true);
     if (!data) return fail(exit_storage, data.error());
@@ -486,7 +486,7 @@ int admin_card_status(const std::string& dir, const std::string& asn_text, const
     if (asn_text.size() != 20 || !bcd) return fail(exit_usage, "ASN must be 20 digits");
     Asn asn{};
     std::copy(bcd->begin(), bcd->end(), asn.begin());
-    auto lock = DirectoryLock::acquire(dir);
+    auto lock = lock_data_directory(dir);
     if (!lock) return fail(exit_locked, lock.error().message);
     auto data = open_data(dir, false);
     if (!data) return fail(exit_storage, data.error());
@@ -498,7 +498,7 @@ int admin_card_status(const std::string& dir, const std::string& asn_text, const
 int admin_terminal_status(const std::string& dir, const std::string& terminal_id, const std::string& status_text) {
     auto status = parse_terminal_status(status_text);
     if (!status) return fail(exit_usage, "status must be active, suspended or retired");
-    auto lock = DirectoryLock::acquire(dir);
+    auto lock = lock_data_directory(dir);
     if (!lock) return fail(exit_locked, lock.error().message);
     auto data = open_data(dir, false);
     if (!data) return fail(exit_storage, data.error());
@@ -517,7 +517,7 @@ struct OpenedWithTokens {
 
 coconut::Result<OpenedWithTokens, std::pair<int, std::string>> open_for_tokens(const std::string& dir) {
     using Failure = Unexpected<std::pair<int, std::string>>;
-    auto lock = DirectoryLock::acquire(dir);
+    auto lock = lock_data_directory(dir);
     if (!lock) return Failure{{exit_locked, lock.error().message}};
     auto data = open_data(dir, false);
     if (!data) return Failure{{exit_storage, data.error()}};

@@ -22,6 +22,7 @@
 // Errors: every expected failure is an Error whose code maps to one exit code of coconut-settle.
 #pragma once
 
+#include <coconut/clearing/directory_lock.hpp>
 #include <coconut/clearing/plan.hpp>
 #include <coconut/ledger/ledger.hpp>
 #include <coconut/core/result.hpp>
@@ -259,18 +260,9 @@ Result<std::unique_ptr<Poster>> make_http_poster(std::string_view endpoint, std:
 
 // Directly into a ledger opened read-write by this process: allowed only when no daemon serves the
 // directory, proven by holding the daemon's flock on DIR/clearingd.lock for the poster's lifetime.
-class DirectoryLock {
-public:
-    // Fails with `locked` when another process (a running coconut-clearingd) holds it.
-    static Result<DirectoryLock> acquire(const std::filesystem::path& directory);
-    DirectoryLock(DirectoryLock&& other) noexcept;
-    DirectoryLock& operator=(DirectoryLock&&) = delete;
-    ~DirectoryLock();
-
-private:
-    explicit DirectoryLock(int fd) : fd_(fd) {}
-    int fd_ = -1;
-};
+// The lock is the daemon's own (coconut/clearing/directory_lock.hpp); this fails with `locked` when a
+// running coconut-clearingd holds it, `storage` when the lock file cannot be opened.
+Result<clearing::DirectoryLock> lock_for_direct_posting(const std::filesystem::path& directory);
 std::unique_ptr<Poster> make_direct_poster(ledger::Ledger& ledger);
 
 // Posts every transfer (chunked by whole chains); fails with `posting` naming the first transfer

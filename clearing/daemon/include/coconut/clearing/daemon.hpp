@@ -17,6 +17,7 @@
 // the timers; ONE ledger writer thread commits; the HTTP threads run below the writer's priority.
 #pragma once
 
+#include <coconut/clearing/directory_lock.hpp>
 #include <coconut/clearing/engine.hpp>
 #include <coconut/clearing/hsm_adapters.hpp>
 #include <coconut/clearing/http.hpp>
@@ -52,20 +53,10 @@ template <class T>
 using DaemonResult = coconut::Result<T, DaemonError>;
 using DaemonStatus = coconut::Status<DaemonError>;
 
-// An exclusive flock on DIR/clearingd.lock: the ledger keeps its journal head in memory, so only one
-// process may write a data directory (`serve` for its lifetime, the `admin` commands while they run).
-// Released when destroyed.
-class DirectoryLock {
-public:
-    static DaemonResult<DirectoryLock> acquire(const std::filesystem::path& dir);
-    DirectoryLock(DirectoryLock&& other) noexcept;
-    DirectoryLock& operator=(DirectoryLock&&) = delete;
-    ~DirectoryLock();
-
-private:
-    explicit DirectoryLock(int fd) : fd_(fd) {}
-    int fd_ = -1;
-};
+// The data directory's lock (coconut/clearing/directory_lock.hpp): the ledger keeps its journal head in
+// memory, so only one process may write a data directory (`serve` for its lifetime, the `admin` commands
+// while they run). Fails with Kind::locked when another process holds it.
+DaemonResult<DirectoryLock> lock_data_directory(const std::filesystem::path& dir);
 
 // A data directory's ledger and registry, opened (not locked: the caller holds its DirectoryLock, or
 // reads only). `options.directory` is `dir`. Error storage: the directory is missing, or the ledger or
