@@ -49,6 +49,15 @@ using iso8583::ResponseCode;
 
 namespace {
 
+// The end of every network and batch answer: counted (as refused unless `accepted`), checked against its
+// request, sent.
+void send_answer(EngineStats& stats, const Message& request, Message response, const Engine::Respond& respond, bool accepted) {
+    if (!accepted) stats.refused++;
+    count_answered(stats);
+    check_answer(request, response);
+    respond(std::move(response));
+}
+
 // Where a purchase's stored record lives: what its id is made of.
 Registry::PurchaseKey purchase_key_of(const PurseTransaction& t) { return {t.asn, t.terminal_id, t.terminal_serial}; }
 
@@ -181,11 +190,7 @@ Result<std::size_t> Engine::scan_expiries() {
 
 void Engine::sign_on(const Message& request, SessionState& session, Respond respond) {
     auto answer = [&](ResponseCode code) {
-        if (code != ResponseCode::approved) stats_.refused++;
-        count_answered(stats_);
-        Message response = make_response(request, code);
-        check_answer(request, response);
-        respond(std::move(response));
+        send_answer(stats_, request, make_response(request, code), respond, code == ResponseCode::approved);
     };
     if (!request.get_number(70) || !request.has(11)) return answer(ResponseCode::format_error);
     const auto code = iso8583::network_code_of(request);
@@ -246,12 +251,9 @@ std::array<std::uint8_t, 8> challenge_tag(const ChallengeKey& key, std::string_v
 // 0800 70 = 201 (ISO8583.md §4.4): a challenge for the card at this terminal, valid challenge_ttl_s, once.
 void Engine::issue_challenge(const Message& request, SessionState& session, Respond respond) {
     auto answer = [&](ResponseCode code, std::optional<std::string> field62 = {}) {
-        if (code != ResponseCode::approved) stats_.refused++;
-        count_answered(stats_);
         Message response = make_response(request, code);
         if (field62) response.set(62, *field62);
-        check_answer(request, response);
-        respond(std::move(response));
+        send_answer(stats_, request, std::move(response), respond, code == ResponseCode::approved);
     };
     const auto terminal_id = request.get(41);
     const auto pan = request.get(2);
@@ -309,12 +311,9 @@ std::optional<std::string> Engine::check_challenge(const iso8583::HostChallenge&
 // batch from that terminal. 00 balanced, 95 out of balance; 97 = the host's net.
 void Engine::reconcile(const Message& request, SessionState& session, Respond respond) {
     auto answer = [&](ResponseCode code, std::optional<std::int64_t> host_net_fen = {}) {
-        if (code != ResponseCode::approved && code != ResponseCode::out_of_balance) stats_.refused++;
-        count_answered(stats_);
         Message response = make_response(request, code);
         if (host_net_fen) response.set(97, iso8583::encode_net_amount(*host_net_fen));
-        check_answer(request, response);
-        respond(std::move(response));
+        send_answer(stats_, request, std::move(response), respond, code == ResponseCode::approved || code == ResponseCode::out_of_balance);
     };
     const auto terminal_id = request.get(41);
     const auto batch_number = batch_of(request);
@@ -345,12 +344,9 @@ void Engine::reconcile(const Message& request, SessionState& session, Respond re
 // 0800 70=101 (ISO8583.md §4.6): 48 = version from (8) ‖ chunk index (4); 63 = the chunk.
 void Engine::hotlist_download(const Message& request, SessionState& session, Respond respond) {
     auto answer = [&](ResponseCode code, std::optional<std::string> field63 = {}) {
-        if (code != ResponseCode::approved) stats_.refused++;
-        count_answered(stats_);
         Message response = make_response(request, code);
         if (field63) response.set(63, *field63);
-        check_answer(request, response);
-        respond(std::move(response));
+        send_answer(stats_, request, std::move(response), respond, code == ResponseCode::approved);
     };
     const auto terminal_id = request.get(41);
     const auto position = iso8583::parse_hotlist_position(request.get(48).value_or(""));
@@ -451,11 +447,14 @@ void Engine::offline_upload(Message message, SessionState& session, Respond resp
         log_line("0320: " + stored.error().message());
         return finish(upload, ResponseCode::system_malfunction);
     }
-    // A re-upload with the booked TAC and covered fields is answered from the stored record: nothing is
-    // booked, only claims that differ are flagged (ISO8583.md §4.8). Anything else is judged by its TAC.
-    if (*stored && same_proven_record(**stored, upload->proof)) return answer_stored(upload, **stored);
-    upload->conflicts_with_booked = stored->has_value();
+    judge_upload(std::move(upload), *stored);
+}
 
+// A re-upload with the booked TAC and covered fields is answered from the stored record: nothing is
+// booked, only claims that differ are flagged (ISO8583.md §4.8). Anything else is judged by its TAC.
+void Engine::judge_upload(std::shared_ptr<Upload> upload, const std::optional<PurchaseProof>& stored) {
+    if (stored && same_proven_record(*stored, upload->proof)) return answer_stored(upload, *stored);
+    upload->conflicts_with_booked = stored.has_value();
     verify_tac(std::move(upload));
 }
 
@@ -551,22 +550,7 @@ void Engine::review(std::shared_ptr<Upload> upload, RiskKind kind) {
                                  kind == RiskKind::tac_invalid ? "TAC invalid, recorded for review"
                                                                : "valid TAC under a booked purchase's id, recorded for review")});
         if (kind == RiskKind::tac_invalid) {
-            auto terminal = registry_.terminal_in(txn, upload->terminal_id);
-            if (!terminal) return Unexpected<lmdb::Error>{terminal.error()};
-            if (*terminal) {
-                TerminalRecord r = **terminal;
-                const std::uint32_t today = utc_day();
-                if (r.forged_day != today) r.forged_day = today, r.forged_count = 0;
-                r.forged_count++;
-                if (r.forged_count > options_.forged_tacs_per_day && r.status == TerminalStatus::active) {
-                    r.status = TerminalStatus::suspended;
-                    upload->suspended_terminal = true;
-                    flags.push_back(RiskFlag{RiskKind::terminal_suspended, t.asn, 0, 0, wall_clock_ns(),
-                                             fmt::format("terminal {} suspended: {} uploads with a failed TAC today (limit {})",
-                                                         r.terminal_id, r.forged_count, options_.forged_tacs_per_day)});
-                }
-                if (auto s = registry_.put_terminal(txn, r); !s) return s;
-            }
+            if (auto counted = count_forged_tac(txn, *upload, flags); !counted) return counted;
         }
         return detail::raise_flags(registry_, txn, t.asn, flags);
     };
@@ -595,6 +579,26 @@ void Engine::review(std::shared_ptr<Upload> upload, RiskKind kind) {
     if (!writer_.try_submit({ledger::Event(transfer)}, std::move(on_commit), std::move(hook))) {
         finish(upload, ResponseCode::issuer_inoperative);
     }
+}
+
+// A failed TAC counts against its terminal's day; over options_.forged_tacs_per_day an active terminal
+// is suspended (flagged with the card's record).
+lmdb::Status Engine::count_forged_tac(lmdb::Txn& txn, Upload& upload, std::vector<RiskFlag>& flags) {
+    auto terminal = registry_.terminal_in(txn, upload.terminal_id);
+    if (!terminal) return Unexpected<lmdb::Error>{terminal.error()};
+    if (!*terminal) return Ok{};
+    TerminalRecord r = **terminal;
+    const std::uint32_t today = utc_day();
+    if (r.forged_day != today) r.forged_day = today, r.forged_count = 0;
+    r.forged_count++;
+    if (r.forged_count > options_.forged_tacs_per_day && r.status == TerminalStatus::active) {
+        r.status = TerminalStatus::suspended;
+        upload.suspended_terminal = true;
+        flags.push_back(RiskFlag{RiskKind::terminal_suspended, upload.transaction.asn, 0, 0, wall_clock_ns(),
+                                 fmt::format("terminal {} suspended: {} uploads with a failed TAC today (limit {})", r.terminal_id,
+                                             r.forged_count, options_.forged_tacs_per_day)});
+    }
+    return registry_.put_terminal(txn, r);
 }
 
 namespace detail {

@@ -153,8 +153,10 @@ private:
     // refusing it, or nothing. `terminal` is read in `txn`.
     std::optional<iso8583::ResponseCode> refuse_terminal(const iso8583::Message& request, const SessionState& session,
                                                          const std::optional<TerminalRecord>& terminal) const;
+    void judge_upload(std::shared_ptr<Upload> upload, const std::optional<PurchaseProof>& stored);
     void verify_tac(std::shared_ptr<Upload> upload);
     void review(std::shared_ptr<Upload> upload, RiskKind kind);
+    lmdb::Status count_forged_tac(lmdb::Txn& txn, Upload& upload, std::vector<RiskFlag>& flags);
     void answer_stored(const std::shared_ptr<Upload>& upload, const PurchaseProof& stored);
     // Why `challenge` is not a valid one for this terminal and card now; nothing when it is (it may
     // still have been used: the caller checks the table and the holds in flight).
