@@ -143,8 +143,6 @@ Bytes authenticated_frame(const ClientKey& key, const Nonce& nonce, Writer body)
     return frame;
 }
 
-constexpr std::size_t card_identity_bytes = 8 + 10;
-
 void put_card(Writer& w, const CardIdentity& card) { w.raw(card.issuer_id).raw(card.asn); }
 CardIdentity get_card(Reader& in) {
     CardIdentity card;
