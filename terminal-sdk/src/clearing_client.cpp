@@ -254,6 +254,15 @@ struct ClearingClient::State {
     bool signed_on = false;   // sign on again after a reconnect
     UploadReport report;
     std::array<std::uint8_t, iso8583::frame_size_max> buffer{};
+    std::size_t in_flight = 0;  // requests written on this connection and not answered yet
+    // After an injected loss (ClearingOptions::link_faults) the connection is severed: the answers still
+    // owed for requests written before it are read (the lost answer's is read and thrown away), nothing
+    // more is written, then the socket closes.
+    struct Severed {
+        std::size_t answers_owed = 0;
+        std::optional<std::string> lost_answer_stan;
+    };
+    std::optional<Severed> severed;
 
     // Runs the io_context until the operation completed or the deadline passed (then the socket is
     // closed, which completes the operation with operation_aborted).
@@ -279,6 +288,8 @@ struct ClearingClient::State {
         const auto endpoints = resolver.resolve(endpoint.host, std::to_string(endpoint.port), ec);
         if (ec) return fail(ClearingErrorCode::connect_failed, endpoint.host + ": " + ec.message());
         const std::string where = endpoint.host + ":" + std::to_string(endpoint.port);
+        in_flight = 0;
+        severed.reset();
         auto fresh = socket.reopen(endpoint.host);
         if (!fresh) return fail(ClearingErrorCode::tls_error, "TLS: " + fresh.error());
         ec = run(options.connect_timeout, [&](boost::system::error_code& result) {
@@ -366,6 +377,12 @@ struct ClearingClient::State {
     }
 
     Status<ClearingError> send(const Message& m) {
+        if (severed) return Ok{};  // written into a connection that is gone: it never arrives
+        const LinkFault fault = options.link_faults ? options.link_faults(m) : LinkFault::none;
+        if (fault == LinkFault::lose_request) {
+            severed = Severed{in_flight, {}};
+            return Ok{};
+        }
         auto encoded = iso8583::encode(m, iso8583::coconut_dictionary());
         if (!encoded) return fail(ClearingErrorCode::bad_option, "cannot encode " + m.mti() + ": " + iso8583::describe(encoded.error()));
         auto framed = iso8583::frame(*encoded);
@@ -381,10 +398,32 @@ struct ClearingClient::State {
             socket.close(ec);
             return fail(ClearingErrorCode::closed, "send: " + ec.message());
         }
+        ++in_flight;
+        if (fault == LinkFault::lose_answer) severed = Severed{in_flight, std::string(*m.get(11))};
         return Ok{};
     }
 
+    // The next answer; on a severed connection only the ones still owed, the lost one thrown away.
     Result<Message, ClearingError> receive() {
+        while (severed) {
+            if (severed->answers_owed == 0) {
+                severed.reset();
+                boost::system::error_code ignored;
+                socket.close(ignored);
+                return fail(ClearingErrorCode::closed, "the connection to the clearing was lost (a fault injected by link_faults)");
+            }
+            --severed->answers_owed;
+            auto answer = receive_frame();
+            if (!answer) {
+                severed.reset();
+                return answer;
+            }
+            if (answer->get(11) != severed->lost_answer_stan) return answer;
+        }
+        return receive_frame();
+    }
+
+    Result<Message, ClearingError> receive_frame() {
         std::size_t body_size = 0;
         auto ec = run(options.response_timeout, [&](boost::system::error_code& result) {
             asio::async_read(socket, asio::buffer(buffer.data(), iso8583::frame_header_size),
@@ -407,6 +446,7 @@ struct ClearingClient::State {
         if (!parsed->get(39) || !parsed->get(11)) return fail(ClearingErrorCode::protocol_error, "answer without 39 or 11");
         COCONUT_ASSERT(parsed->mti().size() == 4 && std::equal(parsed->mti().begin(), parsed->mti().end(), buffer.begin()),
                        "a parsed answer's MTI is the one on the wire");
+        if (in_flight > 0) --in_flight;
         return std::move(parsed).value();
     }
 

@@ -93,12 +93,14 @@ struct LinkRig {
     }
     std::int64_t card_balance() const { return card->snapshot().balance_fen; }
 
-    // Puts `proxy` between the terminal and the clearing: a new client connected through it.
-    void connect_through(std::uint16_t port) {
+    // Puts `proxy` between the terminal and the clearing: a new client connected through it (with
+    // `faults` as its ClearingOptions::link_faults).
+    void connect_through(std::uint16_t port, std::function<sdk::LinkFault(const Message&)> faults = {}) {
         sdk::ClearingOptions options;
         options.terminal_id = "BUS00001";
         options.batch_log = queue.get();
         options.response_timeout = std::chrono::milliseconds(300);
+        options.link_faults = std::move(faults);
         auto connected = sdk::ClearingClient::connect({"127.0.0.1", port}, options);
         REQUIRE(connected.ok());
         client = std::move(connected.value());
@@ -254,4 +256,99 @@ TEST_CASE("link: the 0200 never reached the clearing — the 0420 is acknowledge
     CHECK(reconciled->balanced);
     CHECK(reconciled->totals.credit_reversals_count == 1);
     CHECK(reconciled->totals.credit_reversals_fen == 1500);
+}
+
+// ---- lost messages (ClearingOptions::link_faults) ----------------------------------------------------
+
+namespace {
+
+// Loses the `nth` request of type `mti` (1-based) as `fault`, and counts what it was asked about.
+struct LoseNth {
+    std::string mti;
+    int nth = 1;
+    sdk::LinkFault fault = sdk::LinkFault::lose_request;
+    std::shared_ptr<int> seen = std::make_shared<int>(0);
+    sdk::LinkFault operator()(const Message& request) const {
+        if (request.mti() != mti) return sdk::LinkFault::none;
+        return ++*seen == nth ? fault : sdk::LinkFault::none;
+    }
+};
+
+// `count` purchases of `amount_fen` by card A, queued for upload.
+void buy(LinkRig& rig, int count, std::uint32_t amount_fen) {
+    for (int i = 0; i < count; ++i) {
+        rig.card_reader.insert(rig.card.get());
+        auto paid = rig.terminal->purchase(amount_fen);
+        REQUIRE_MESSAGE(paid.ok(), (paid.ok() ? "" : paid.error().message));
+    }
+}
+
+}  // namespace
+
+TEST_CASE("link faults: a lost 0200 never reaches the clearing — the link closes, the flow reverses, nothing booked") {
+    LinkRig rig;
+    rig.connect_through(rig.server->port(), LoseNth{"0200", 1, sdk::LinkFault::lose_request});
+    auto loaded = rig.terminal->load(1500, *rig.client);
+    REQUIRE_FALSE(loaded.ok());
+    CHECK(loaded.error().code == sdk::FlowErrorCode::no_answer);
+    CHECK(loaded.error().reversed);
+    CHECK(rig.queue->size() == 0);
+    CHECK(rig.card_balance() == 5000);
+    CHECK(rig.clearing.shadow(card_a) == 5000);
+    CHECK(rig.client->link_stats().connects == 2);  // the 0400 went over a new connection
+    auto reconciled = rig.client->reconcile();
+    REQUIRE(reconciled.ok());
+    CHECK(reconciled->balanced);
+}
+
+TEST_CASE("link faults: a lost 0210 — the clearing booked the load, the 0400 voids it; shadow = card") {
+    LinkRig rig;
+    rig.connect_through(rig.server->port(), LoseNth{"0200", 1, sdk::LinkFault::lose_answer});
+    auto loaded = rig.terminal->load(1500, *rig.client);
+    REQUIRE_FALSE(loaded.ok());
+    CHECK(loaded.error().code == sdk::FlowErrorCode::no_answer);
+    CHECK(loaded.error().reversed);
+    CHECK(rig.card_balance() == 5000);
+    CHECK(rig.clearing.shadow(card_a) == 5000);
+    auto reconciled = rig.client->reconcile();
+    REQUIRE(reconciled.ok());
+    CHECK(reconciled->balanced);
+    CHECK(reconciled->totals.credit_reversals_fen == 1500);
+}
+
+TEST_CASE("link faults: a request lost inside a pipelined upload — exactly the records before it are booked and acknowledged") {
+    LinkRig rig;
+    buy(rig, 6, 100);
+    rig.connect_through(rig.server->port(), LoseNth{"0320", 3, sdk::LinkFault::lose_request});
+    auto first = rig.client->upload(*rig.queue);
+    REQUIRE_FALSE(first.ok());
+    CHECK(first.error().code == sdk::ClearingErrorCode::closed);
+    CHECK(rig.client->last_report().acknowledged == 2);
+    CHECK(rig.queue->size() == 4);
+    CHECK(rig.clearing.shadow(card_a) == 5000 - 2 * 100);  // the 3rd and everything after it never arrived
+
+    auto second = rig.client->upload(*rig.queue);  // a new connection; the fault was for the 3rd 0320 only
+    REQUIRE_MESSAGE(second.ok(), (second.ok() ? "" : second.error().message));
+    CHECK(second->acknowledged == 4);
+    CHECK(rig.queue->size() == 0);
+    CHECK(rig.clearing.shadow(card_a) == rig.card_balance());
+}
+
+TEST_CASE("link faults: an answer lost inside a pipelined upload — its record is booked, kept, and re-uploaded onto the same id") {
+    LinkRig rig;
+    buy(rig, 6, 100);
+    rig.connect_through(rig.server->port(), LoseNth{"0320", 3, sdk::LinkFault::lose_answer});
+    auto first = rig.client->upload(*rig.queue);
+    REQUIRE_FALSE(first.ok());
+    CHECK(first.error().code == sdk::ClearingErrorCode::closed);
+    CHECK(rig.client->last_report().acknowledged == 2);
+    CHECK(rig.queue->size() == 4);
+    CHECK(rig.clearing.shadow(card_a) == 5000 - 3 * 100);  // the 3rd was booked, its answer lost
+
+    auto second = rig.client->upload(*rig.queue);
+    REQUIRE_MESSAGE(second.ok(), (second.ok() ? "" : second.error().message));
+    CHECK(second->acknowledged == 4);
+    CHECK(rig.queue->size() == 0);
+    CHECK(rig.clearing.shadow(card_a) == rig.card_balance());  // booked once
+    CHECK(rig.card_balance() == 5000 - 6 * 100);
 }

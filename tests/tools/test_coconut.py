@@ -23,13 +23,14 @@ SETTLE = os.environ.get("COCONUT_SETTLE", os.path.join(os.path.dirname(COCONUT),
 RUN_TIMEOUT_S = 240
 
 
-# The transaction log's digest of a fixed seed's day without faults (simulate() below, seed 42), as this code
-# makes it. A refactoring must leave it unchanged; a change that alters what a day does (its plan, its flows,
-# the bytes a card writes) updates it deliberately, saying why in its commit. The demo's own day is not
-# pinned: its lost network messages fall on whichever frame is in flight when the drop comes, so an online
-# clinic payment or top-up differs from run to run (a visit paid from the medical account in one run, from
-# the purse in the next).
+# The transaction log's digest of a fixed seed's day without faults (simulate() below, seed 42), and of the
+# demo's own day (CI size, default seed, with torn taps and lost network messages), as this code makes them.
+# A refactoring must leave them unchanged; a change that alters what a day does (its plan, its flows, the
+# bytes a card writes, which messages are lost) updates them deliberately, saying why in its commit. Lost
+# messages are chosen by the seed and each request's identity (sdk::LinkFault), never by timing, so a day
+# with faults is as reproducible as one without (only --kill-clearing-every depends on the wall clock).
 SIMULATE_SEED_42_DIGEST = "6E5E9DAB642D8103BAF0195354BDC6C0E42871F998EAA3481D3094E1A0727872"
+DEMO_SMALL_DIGEST = "5D7BEBA076B7B3EE34FAF2B27C55E310CABA2EBF1BA7C0293BD4ED6EEBC0C71E"
 
 
 def scratch(prefix):
@@ -73,6 +74,7 @@ def demo_small():
             assert kinds.get(kind, {}).get("count", 0) > 0, f"no {kind} transactions: {kinds}"
         assert day["tears"] > 0 and day["tears_recovered"] + day["tears_abandoned"] == day["tears"], day
         assert day["dropped_frames"] > 0, day
+        assert day["digest"] == DEMO_SMALL_DIGEST, f"the demo's day changed: {day['digest']}"
         assert "nothing created or lost" in out and "ledger check: ok" in out, out
         island = os.path.join(work, "island")
         # Cardholder tokens: one file per card, mode 0600, each a card_ token; the demo asked the running daemon's
@@ -149,7 +151,17 @@ def deterministic():
         assert first["day"]["digest"] == second["day"]["digest"]
         assert first["day"]["digest"] == SIMULATE_SEED_42_DIGEST, f"the day of seed 42 changed: {first['day']['digest']}"
         assert other["day"]["digest"] != first["day"]["digest"], "another seed gave the same day"
-        print(f"deterministic: {first['day']['transactions']} transactions, digest {first['day']['digest'][:16]}… twice")
+        # With torn taps and lost messages (requests and answers, online flows and uploads): the same day twice,
+        # down to which uploads failed and which top-ups could not be made.
+        faults = ["--tear-rate", "0.02", "--drop-rate", "0.03"]
+        lossy, lossy_log = simulate(work, "d", 42, faults)
+        again, again_log = simulate(work, "e", 42, faults)
+        assert lossy["day"]["dropped_frames"] > 0 and lossy["day"]["upload_failures"] > 0, lossy["day"]
+        assert lossy_log == again_log, "the same seed with lost messages gave different transactions"
+        for key in ("dropped_frames", "upload_failures", "top_ups_failed", "uploaded", "tears"):
+            assert lossy["day"][key] == again["day"][key], (key, lossy["day"][key], again["day"][key])
+        print(f"deterministic: {first['day']['transactions']} transactions, digest {first['day']['digest'][:16]}… twice; "
+              f"with {lossy['day']['dropped_frames']} lost messages and {lossy['day']['tears']} tears, the same day twice")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -157,7 +169,7 @@ def deterministic():
 def faults():
     work = scratch("coconut-faults-test-")
     try:
-        summary, _ = simulate(work, "f", 7, ["--tear-rate", "0.03", "--drop-rate", "0.01", "--kill-clearing-every", "0.7",
+        summary, _ = simulate(work, "f", 7, ["--tear-rate", "0.03", "--drop-rate", "0.01", "--kill-clearing-every", "0.2",
                                              "--upload-every-min", "30"], transactions=3000)
         day = summary["day"]
         assert day["tears"] > 0 and day["tears_recovered"] > 0 and day["tears_abandoned"] > 0, day

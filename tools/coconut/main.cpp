@@ -112,7 +112,10 @@ int main(int argc, char** argv) {
     simulate_cmd->add_option("--seed", sim.day.seed, "seed: the same seed on a fresh island gives the same day")->capture_default_str();
     simulate_cmd->add_option("--transactions", sim.day.transactions, "target card transactions (default ~6 per card)");
     simulate_cmd->add_option("--tear-rate", sim.day.tear_rate, "share of debits torn (card pulled mid-DEBIT)")->check(CLI::Range(0.0, 0.5));
-    simulate_cmd->add_option("--drop-rate", sim.day.drop_rate, "share of ISO 8583 frames lost")->check(CLI::Range(0.0, 0.2));
+    simulate_cmd
+        ->add_option("--drop-rate", sim.day.drop_rate,
+                     "share of ISO 8583 requests lost, or their answers (reproducible: chosen by the seed)")
+        ->check(CLI::Range(0.0, 0.2));
     simulate_cmd->add_option("--kill-clearing-every", sim.day.kill_clearing_every_s, "SIGKILL + restart the clearing every SECONDS")
         ->check(CLI::Range(0.2, 3600.0));
     simulate_cmd->add_option("--pcsc-taps", sim.day.pcsc_taps, "send this many taps through pcscd + vpcd (needs root for pcscd)")

@@ -1,7 +1,6 @@
 #include "simulate.hpp"
 
 #include "certificates.hpp"
-#include "drop_proxy.hpp"
 #include "errors.hpp"
 #include "pcsc_env.hpp"
 #include "process.hpp"
@@ -75,6 +74,13 @@ private:
 };
 
 std::uint64_t mix(std::uint64_t a, std::uint64_t b) { return Random(a * 0x100000001B3ull ^ b).next(); }
+
+// FNV-1a: a stable 64-bit name for a string (std::hash may differ between libraries).
+std::uint64_t fnv1a(std::string_view text) {
+    std::uint64_t h = 0xCBF29CE484222325ull;
+    for (const char c : text) h = (h ^ static_cast<std::uint8_t>(c)) * 0x100000001B3ull;
+    return h;
+}
 
 // ---- the day's plan --------------------------------------------------------------------------------
 
@@ -194,7 +200,8 @@ struct SimTerminal {
     // The TLS context (and session cache) every link of this terminal uses: a new link resumes.
     std::shared_ptr<coconut::tls::ClientContext> tls_context;
     std::uint32_t uploads = 0;
-    std::uint32_t upload_phase = 0;  // which upload slot of the cycle this terminal uses
+    std::uint32_t upload_phase = 0;                                      // which upload slot of the cycle this terminal uses
+    std::function<sdk::LinkFault(const iso8583::Message&)> link_faults;  // lost network messages (unset: none)
 };
 
 template <class T, class E>
@@ -418,6 +425,7 @@ sdk::ClearingClient* link_of(SimTerminal& t, std::uint16_t port) {
     options.terminal_id = t.entry->terminal_id;
     options.response_timeout = upload_response_timeout;
     options.batch_log = t.queue.get();
+    options.link_faults = t.link_faults;
     options.tls = sdk::ClearingTls{t.tls.ca(), t.tls.certificate(), t.tls.private_key(), t.tls_context};
     if (!t.tls_context) {
         auto context = sdk::make_tls_context(*options.tls);
@@ -542,6 +550,23 @@ void plan_participants_and_terminals(const WorldPaths& world, Island& island, co
     for (std::size_t i = 0; i < options.shops; ++i) add("SHP", "shop", i + 1, 5001 + i, 0, false);
 }
 
+// ---- lost network messages -------------------------------------------------------------------------
+
+// Each request a terminal writes is lost with probability drop_rate, its request or its answer (half and
+// half; sdk::LinkFault: the connection dies with it). The fate is a function of the seed and the request's
+// identity — terminal, MTI and STAN, and every attempt takes a new STAN — so the same seed loses the same
+// messages on every run, whatever the upload threads' timing: the day stays deterministic with faults.
+std::function<sdk::LinkFault(const iso8583::Message&)> lose_messages(const DayOptions& options, const std::string& terminal_id,
+                                                                     std::atomic<std::size_t>& lost) {
+    return [seed = options.seed, rate = options.drop_rate, terminal_id, &lost](const iso8583::Message& request) {
+        const std::string identity = terminal_id + ' ' + request.mti() + ' ' + std::string(request.get(11).value_or(""));
+        Random fate(mix(mix(seed, 0x1057), fnv1a(identity)));
+        if (!fate.chance(rate)) return sdk::LinkFault::none;
+        ++lost;
+        return fate.chance(0.5) ? sdk::LinkFault::lose_request : sdk::LinkFault::lose_answer;
+    };
+}
+
 // ---- the day ---------------------------------------------------------------------------------------
 
 DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearing, const DayOptions& options,
@@ -556,10 +581,10 @@ DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearin
         cards.push_back(must(cos::VirtualCard::open(island.cards[c].image), "card " + island.cards[c].asn));
 
     std::mutex daemon_mutex;
-    std::unique_ptr<DropProxy> proxy;
+    std::atomic<std::size_t> lost_messages{0};
     if (options.drop_rate > 0)
-        proxy = std::make_unique<DropProxy>(clearing.port(), options.drop_rate, options.seed, DropProxy::Framing::tls_records);
-    const std::uint16_t upload_port = proxy ? proxy->port() : clearing.port();
+        for (auto& t : terminals) t.link_faults = lose_messages(options, t.entry->terminal_id, lost_messages);
+    const std::uint16_t upload_port = clearing.port();
     ClearingKiller killer(clearing, options.kill_clearing_every_s, daemon_mutex);
     UploadTotals totals;
 
@@ -698,7 +723,7 @@ DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearin
         if (!clearing.running()) clearing.restart();
     }
     report.clearing_kills = killer.kills();
-    report.dropped_frames = proxy ? proxy->dropped() : 0;
+    report.dropped_frames = lost_messages;
     report.upload_failures = totals.failures;
     report.uploaded = totals.uploaded;
     report.approved = totals.approved;

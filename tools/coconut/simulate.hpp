@@ -9,9 +9,10 @@
 //
 // Faults: a torn tap (the card leaves during DEBIT, before or after the card executed it) is resolved by
 // Terminal::recover() when the passenger taps again, then retried if the card proves the debit never ran;
-// lost network messages are a proxy between the terminals and the clearing that drops frames (and with
-// them the TCP connection); the clearing can be SIGKILLed and restarted at an interval. Uploads retry
-// until every queue is empty (bounded).
+// lost network messages are requests or answers lost on the terminals' links, and the connection with
+// them (sdk::LinkFault), chosen by the seed and each request's identity, so the day stays deterministic;
+// the clearing can be SIGKILLed and restarted at an interval (wall-clock timing: that day is not
+// reproducible). Uploads retry until every queue is empty (bounded).
 #pragma once
 
 #include "world.hpp"
@@ -36,7 +37,7 @@ struct DayOptions {
     std::size_t transactions = 0;            // target for the day; 0 = ~6 per card (a resident's real day)
     std::string business_date = "20261126";  // YYYYMMDD, Hainan local
     double tear_rate = 0;                    // share of debits whose card leaves during DEBIT
-    double drop_rate = 0;                    // share of ISO 8583 frames lost between terminals and clearing
+    double drop_rate = 0;                    // share of ISO 8583 requests lost (or their answers) between terminals and clearing
     double kill_clearing_every_s = 0;        // SIGKILL + restart coconut-clearingd at this wall-clock interval
     std::size_t upload_every_min = 120;      // each terminal connects about this often (simulated minutes)
     std::size_t upload_threads = 4;          // terminals uploading at once

@@ -39,6 +39,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -72,6 +73,15 @@ struct ClearingTls {
     std::shared_ptr<tls::ClientContext> context;
 };
 
+// What happens to one request on its way to the clearing, for fault-injection tests and the simulator (the
+// network's counterpart of the reader's Fault): `lose_request` — the request never reaches the clearing;
+// `lose_answer` — the clearing receives and answers it, and the answer never arrives. Either way the
+// connection dies with it, as when TCP loses a segment for good: the requests written before it are still
+// answered, nothing written after it arrives, then the client sees the link closed (ClearingErrorCode::closed)
+// and reconnects for its next request. Whether the clearing booked a request is thereby decided by the
+// fault alone, never by timing: the same faults give the same outcome on every run.
+enum class LinkFault : std::uint8_t { none, lose_request, lose_answer };
+
 struct ClearingOptions {
     std::string terminal_id;  // field 41: exactly 8 printable characters, as registered at the clearing
     // Unset: plain TCP, which only a daemon started with --insecure-terminals accepts.
@@ -86,6 +96,8 @@ struct ClearingOptions {
     // one queue: upload() and send_advice() take only this queue then). Null: kept in memory.
     TransactionQueue* batch_log = nullptr;
     std::string merchant_id;  // field 42 of the 0100 when set (≤ 15 characters)
+    // Asked before each request is written (unset: no faults); see LinkFault.
+    std::function<LinkFault(const iso8583::Message& request)> link_faults;
 };
 
 enum class ClearingErrorCode : std::uint8_t {
