@@ -22,7 +22,9 @@ namespace sdk = coconut::sdk;
 
 inline const std::string purchase_master_hex = "0123456789ABCDEFFEDCBA9876543210";
 
-inline bool is_ins(ByteView command, std::uint8_t cla, std::uint8_t ins) { return command.size() >= 2 && command[0] == cla && command[1] == ins; }
+inline bool is_ins(ByteView command, std::uint8_t cla, std::uint8_t ins) {
+    return command.size() >= 2 && command[0] == cla && command[1] == ins;
+}
 
 // The clearing (engine + ISO 8583 server on an ephemeral loopback port) and one terminal with card A.
 // With `listeners` ISO 8583 ports on the one daemon (and ledger): the nodes of a cluster as the terminal
