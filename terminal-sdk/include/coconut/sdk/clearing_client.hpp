@@ -7,6 +7,8 @@
 //   auto client = ClearingClient::connect({"127.0.0.1", 8583}, {.terminal_id = "BUS00001"});
 //   client.value()->sign_on();
 //   auto report = client.value()->upload(queue);   // counts per response code; what stays queued
+//   // The nodes of a clearing cluster: the primary is found, and followed when it changes.
+//   auto cluster = ClearingClient::connect(parse_clearing_endpoints("10.0.0.1:8583,10.0.0.2:8583").value(), options);
 //
 // What upload() sends per queued record (TransactionRecord::link): offline purchases as 0320, load
 // confirmations and clinic completions as 0221 (repeat of the 0220 the flow sent first), reversal advices
