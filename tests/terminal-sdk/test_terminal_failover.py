@@ -3,7 +3,8 @@
 stack on loopback (coconut-hsmd + coconut-clearingd serving plain TCP, the card side in process): a port
 where nothing listens and a standby that answers 91 are passed over, the upload lands on the daemon and
 the endpoint that served is remembered beside the queue for the next command; the single HOST:PORT form
-still works; every endpoint down ends in clearing_unreachable naming each within --failover-ms; bad lists
+still works; a node that dies mid-upload after booking a record whose answer it never returns — the upload
+goes on at the next endpoint, all 40 acknowledged, each booked once (shadow = card); every endpoint down ends in clearing_unreachable naming each within --failover-ms; bad lists
 are usage errors naming the element. The cards' shadows equal the cards and `check` passes.
 
 usage: test_terminal_failover.py HSMD CLEARINGD TERMINAL VCARD
@@ -71,6 +72,46 @@ class Standby:
         self.sock.close()
 
 
+class DyingRelay:
+    """A node that serves for a while, then dies: relays each request to the daemon and its answer back; the
+    `last`-th request is still relayed (booked) but its answer never returns — both connections close."""
+
+    def __init__(self, upstream_port, last):
+        self.upstream_port = upstream_port
+        self.last = last
+        self.relayed = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.sock.settimeout(it.WAIT_S)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        client = it.Link.__new__(it.Link)
+        client.sock = conn
+        conn.settimeout(it.WAIT_S)
+        upstream = it.Link(self.upstream_port)
+        try:
+            while self.relayed < self.last:
+                request = client.receive()
+                if request is None:
+                    return
+                answer = upstream.call(*request)
+                self.relayed += 1
+                if self.relayed < self.last:
+                    client.send_raw(it.encode(*answer))
+        finally:
+            upstream.close()
+            conn.close()
+            self.sock.close()
+
+
 def upload(stack, queue, clearing, extra=(), check=True):
     argv = [stack.terminal, "--json", "--queue", os.path.join(stack.dir, queue), "upload", "--clearing", clearing,
             "--terminal-id", "BUS00001", "--insecure", "--timeout-ms", "2000", *extra]
@@ -128,6 +169,23 @@ def phase_failover(stack, standby):
     stack.shadows_match_cards()
 
 
+def phase_node_dies(stack):
+    it.log("the node serving the upload dies mid-upload (one record booked, its answer lost): the rest on the next")
+    stack.purchases(2, 0, "bus3.log", 100, 40)
+    relay = DyingRelay(stack.port, 12)  # the sign-on and 10 uploads answered, the 11th booked unanswered
+    result, elapsed = upload(stack, "bus3.log", f"127.0.0.1:{relay.port},127.0.0.1:{stack.port}")
+    relay.thread.join(timeout=it.WAIT_S)
+    report = json.loads(result.stdout)
+    it.log(f"  upload of 40 across the death: {elapsed * 1000:.0f} ms (the whole command)")
+    expect("relayed before it died", relay.relayed, 12)
+    expect("acknowledged", report["acknowledged"], 40)
+    expect("approved", report["approved"], 40)
+    expect("remaining", report["remaining"], 0)
+    expect("endpoint that served", report["endpoint"], f"127.0.0.1:{stack.port}")
+    expect("failovers", report["failovers"], 1)
+    stack.shadows_match_cards()  # the 11th, booked through the dead node and sent again, is booked once
+
+
 def phase_all_down(stack, standby):
     it.log("every endpoint down (the primary stopped): clearing_unreachable naming each, within --failover-ms")
     port = stack.port
@@ -170,6 +228,7 @@ def main():
         stack.start_daemon(["--insecure-terminals"])
         phase_bad_lists(stack)
         phase_failover(stack, standby)
+        phase_node_dies(stack)
         phase_all_down(stack, standby)
         stack.check()
         ok = True
