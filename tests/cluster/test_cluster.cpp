@@ -218,10 +218,19 @@ TEST_CASE("a reader returns exactly the messages from its start sequence, in ord
     CHECK(idle->empty());
     CHECK(waited >= 250ms);
     CHECK(waited < 3s);
-    publish_range(connection, config, 42, 42);
-    const auto later = read_messages(reader, 1, 5s);
-    REQUIRE(later.size() == 1);
-    CHECK(later[0].sequence == 42);
+    // A reader waiting for the next message gets it as soon as it is stored, not when its wait ends.
+    std::thread writer([&] {
+        std::this_thread::sleep_for(200ms);
+        publish_range(connection, config, 42, 42);
+    });
+    const auto waiting = std::chrono::steady_clock::now();
+    auto later = reader.next_batch(5s);
+    const auto waited_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - waiting).count();
+    writer.join();
+    REQUIRE(later.ok());
+    REQUIRE(later->size() == 1);
+    CHECK(later.value()[0].sequence == 42);
+    CHECK(waited_ms < 1500);
 }
 
 TEST_CASE("a reader whose consumer disappears re-creates it from the next sequence: nothing skipped, nothing twice") {

@@ -5,6 +5,8 @@
 
 #include <coconut/cluster/journal.hpp>
 
+#include <optional>
+
 namespace coconut::cluster {
 
 namespace {
@@ -97,6 +99,26 @@ void take_messages(JournalReader::State& state, natsMsgList& list, std::vector<J
     if (state.options.ack == ReaderAck::all && list.Count > 0) natsMsg_Ack(list.Msgs[list.Count - 1], nullptr);
 }
 
+// A fetch that found nothing: the wait ended (408), or nothing was stored for a no-wait request (404).
+bool no_messages(natsStatus status) { return status == NATS_TIMEOUT || status == NATS_NOT_FOUND; }
+
+// Fetches up to `count` messages into `batch`: at once what is there (no wait), or waiting up to `wait`.
+natsStatus fetch_into(JournalReader::State& state, std::vector<JournalMessage>& batch, int count,
+                      std::optional<std::chrono::milliseconds> wait) {
+    jsFetchRequest request;
+    jsFetchRequest_Init(&request);
+    request.Batch = count;
+    request.MaxBytes = state.options.batch_bytes_max;
+    request.NoWait = !wait.has_value();
+    // A no-wait request still needs an expiry for the library's own wait for the answer.
+    request.Expires = std::chrono::nanoseconds(wait.value_or(state.connection->timeout())).count();
+    natsMsgList list{};
+    const natsStatus status = natsSubscription_FetchRequest(&list, state.subscription.get(), &request);
+    take_messages(state, list, batch);
+    natsMsgList_Destroy(&list);
+    return status;
+}
+
 }  // namespace
 
 Result<JournalReader, Error> JournalReader::open(Connection& connection, const StreamConfig& config, std::uint64_t first_sequence,
@@ -118,20 +140,16 @@ Result<std::vector<JournalMessage>, Error> JournalReader::next_batch(std::chrono
     if (state_->subscription == nullptr) {
         if (auto created = create_consumer(*state_); !created) return Unexpected{created.error()};
     }
-    jsFetchRequest request;
-    jsFetchRequest_Init(&request);
-    request.Batch = state_->options.batch_max;
-    request.MaxBytes = state_->options.batch_bytes_max;
-    request.Expires = std::chrono::nanoseconds(wait).count();
-    natsMsgList list{};
-    const natsStatus status = natsSubscription_FetchRequest(&list, state_->subscription.get(), &request);
     std::vector<JournalMessage> batch;
-    take_messages(*state_, list, batch);
-    natsMsgList_Destroy(&list);
-    if (status == NATS_OK || !batch.empty()) return batch;
+    // First what is stored already, up to a whole batch, without waiting; only when there is nothing,
+    // a wait for ONE message: a request for a whole batch would be held by the server until the batch
+    // is full or the wait is over, delaying a follower by up to `wait` per message.
+    natsStatus status = fetch_into(*state_, batch, state_->options.batch_max, std::nullopt);
+    if (batch.empty() && no_messages(status)) status = fetch_into(*state_, batch, 1, wait);
+    if (!batch.empty()) return batch;
     // Nothing came: either nothing was published, or the consumer is gone (its server died, the
     // stream's leader moved, it expired). Re-create it on the next call when it no longer answers.
-    if (status != NATS_TIMEOUT || !consumer_alive(*state_)) state_->drop_consumer();
+    if (!no_messages(status) || !consumer_alive(*state_)) state_->drop_consumer();
     return batch;
 }
 
