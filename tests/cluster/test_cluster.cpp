@@ -458,3 +458,38 @@ TEST_CASE("SIGKILL of the stream leader: publishing resumes within 15 s and no a
     CHECK(ids.size() == 300);
     CHECK(last_of(connection, config) == 300);
 }
+
+TEST_CASE("SIGKILL of all three servers at once loses no acknowledged message") {
+    test::NatsCluster& cluster = shared_cluster();
+    Connection connection = connect_as();
+    const StreamConfig config = test_stream("crash_all");
+    make_stream(connection, config);
+    publish_range(connection, config, 1, 50, 8 * 1024);
+    for (int node = 0; node < cluster.nodes(); ++node) cluster.kill(node);
+    const auto killed = std::chrono::steady_clock::now();
+    for (int node = 0; node < cluster.nodes(); ++node) cluster.start(node);
+    // The stream answers again once its replicas elected a leader (bounded).
+    std::uint64_t last = 0;
+    while (std::chrono::steady_clock::now() - killed < 30s) {
+        auto answered = last_sequence(connection, config.name);
+        if (answered) {
+            last = answered.value();
+            break;
+        }
+        std::this_thread::sleep_for(200ms);
+    }
+    std::printf("all servers killed and restarted: the stream answered after %lld ms\n",
+                static_cast<long long>(
+                    std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - killed).count()));
+    CHECK(last == 50);
+    auto opened = JournalReader::open(connection, config, 1);
+    REQUIRE(opened.ok());
+    const auto all = read_messages(opened.value(), 50, 20s);
+    REQUIRE(all.size() == 50);
+    for (std::size_t i = 0; i < all.size(); ++i) {
+        CHECK(all[i].sequence == i + 1);
+        CHECK(all[i].payload == payload_of(i + 1, 8 * 1024));
+    }
+    // The writer continues at its fence (resending while the stream settles: no_responders).
+    publish_until_acked(connection, config, 51, std::chrono::steady_clock::now() + 20s, 8 * 1024);
+}

@@ -35,7 +35,8 @@ std::string describe(const std::string& what, natsStatus status, jsErrCode js_co
 
 ErrorCode classify(natsStatus status, jsErrCode js_code) {
     switch (js_code) {
-        case JSClusterNotAvailErr: return ErrorCode::unavailable;
+        case JSClusterNotAvailErr:
+        case JSNotEnabledErr: return ErrorCode::unavailable;  // also what a restarting server answers for a while
         case JSStreamNotFoundErr:
         case JSConsumerNotFoundErr:
         case JSNoMessageFoundErr: return ErrorCode::not_found;
