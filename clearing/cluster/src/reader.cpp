@@ -5,8 +5,6 @@
 
 #include <coconut/cluster/journal.hpp>
 
-#include <optional>
-
 namespace coconut::cluster {
 
 namespace {
@@ -99,19 +97,18 @@ void take_messages(JournalReader::State& state, natsMsgList& list, std::vector<J
     if (state.options.ack == ReaderAck::all && list.Count > 0) natsMsg_Ack(list.Msgs[list.Count - 1], nullptr);
 }
 
-// A fetch that found nothing: the wait ended (408), or nothing was stored for a no-wait request (404).
-bool no_messages(natsStatus status) { return status == NATS_TIMEOUT || status == NATS_NOT_FOUND; }
-
-// Fetches up to `count` messages into `batch`: at once what is there (no wait), or waiting up to `wait`.
-natsStatus fetch_into(JournalReader::State& state, std::vector<JournalMessage>& batch, int count,
-                      std::optional<std::chrono::milliseconds> wait) {
+// One pull request for up to batch_max messages, answered at once with what is stored, or as soon as
+// the first message is stored, or empty after `wait`. nats-server 2.9 reads a request with both
+// "no_wait" and "expires" that way (measured; the reader test checks the prompt wake-up). A request
+// without "no_wait" would be held until the batch is full or `wait` is over: a follower would lag
+// by up to `wait` per message.
+natsStatus fetch_into(JournalReader::State& state, std::vector<JournalMessage>& batch, std::chrono::milliseconds wait) {
     jsFetchRequest request;
     jsFetchRequest_Init(&request);
-    request.Batch = count;
+    request.Batch = state.options.batch_max;
     request.MaxBytes = state.options.batch_bytes_max;
-    request.NoWait = !wait.has_value();
-    // A no-wait request still needs an expiry for the library's own wait for the answer.
-    request.Expires = std::chrono::nanoseconds(wait.value_or(state.connection->timeout())).count();
+    request.NoWait = true;
+    request.Expires = std::chrono::nanoseconds(wait).count();
     natsMsgList list{};
     const natsStatus status = natsSubscription_FetchRequest(&list, state.subscription.get(), &request);
     take_messages(state, list, batch);
@@ -141,15 +138,13 @@ Result<std::vector<JournalMessage>, Error> JournalReader::next_batch(std::chrono
         if (auto created = create_consumer(*state_); !created) return Unexpected{created.error()};
     }
     std::vector<JournalMessage> batch;
-    // First what is stored already, up to a whole batch, without waiting; only when there is nothing,
-    // a wait for ONE message: a request for a whole batch would be held by the server until the batch
-    // is full or the wait is over, delaying a follower by up to `wait` per message.
-    natsStatus status = fetch_into(*state_, batch, state_->options.batch_max, std::nullopt);
-    if (batch.empty() && no_messages(status)) status = fetch_into(*state_, batch, 1, wait);
+    const natsStatus status = fetch_into(*state_, batch, wait);
     if (!batch.empty()) return batch;
     // Nothing came: either nothing was published, or the consumer is gone (its server died, the
     // stream's leader moved, it expired). Re-create it on the next call when it no longer answers.
-    if (!no_messages(status) || !consumer_alive(*state_)) state_->drop_consumer();
+    // (408: the wait ended; 404: nothing stored.)
+    const bool no_messages = status == NATS_TIMEOUT || status == NATS_NOT_FOUND;
+    if (!no_messages || !consumer_alive(*state_)) state_->drop_consumer();
     return batch;
 }
 

@@ -9,6 +9,8 @@
 //     `private_key` (both or neither) are this node's client certificate for servers that verify it.
 //   - `user`/`password` are the node's NATS identity; the servers' permissions decide what it may
 //     publish (the README's "Permissions").
+//   - A Connection may be used by several threads at once (libnats is thread-safe); the objects made
+//     over it (JournalReader, Lease) by one thread at a time each. It must outlive them.
 //   - The NATS library's process-wide state is set up once, by the first connect, and left for the
 //     process's exit to release (the library frees it at unload).
 //

@@ -125,7 +125,8 @@ public:
     ~JournalReader();  // deletes its consumer on the server (best effort; an abandoned one expires)
 
     // The next messages in order (at most batch_max), waiting up to `wait` for the first one; empty
-    // when none arrived within it. `unavailable` when neither the consumer nor a new one could be
+    // when none arrived within it. Returns within about `wait`, plus one request timeout when the
+    // consumer turns out to be lost. `unavailable` when neither the consumer nor a new one could be
     // reached (no stream leader): call again, the reader resumes where it was.
     Result<std::vector<JournalMessage>, Error> next_batch(std::chrono::milliseconds wait);
 
