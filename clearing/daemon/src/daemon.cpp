@@ -123,6 +123,7 @@ DaemonStatus Daemon::State::open_data() {
     if (!data) return Unexpected<DaemonError>{data.error()};
     ledger = std::move(data->ledger);
     registry = std::move(data->registry);
+    if (options.commit_hook) ledger->env().set_commit_hook(options.commit_hook(*ledger));
     auto tokens_opened = http::Tokens::open(ledger->env(), options.data);
     if (!tokens_opened) return Unexpected<DaemonError>{failure(Kind::storage, tokens_opened.error().message)};
     tokens = std::move(tokens_opened).value();

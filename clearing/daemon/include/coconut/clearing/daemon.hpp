@@ -30,6 +30,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -106,6 +107,11 @@ struct DaemonOptions {
     std::chrono::milliseconds expiry_scan_interval{1'000};
     // SIGINT / SIGTERM drain the daemon (coconut-clearingd); false: shutdown() only.
     bool handle_signals = false;
+    // Replication (docs/DESIGN.md §10): called once the ledger is open, before the daemon writes
+    // anything; the hook it returns is set on the ledger's environment (lmdb::Env::set_commit_hook), so
+    // every commit of the daemon goes through it (a cluster primary publishes each to the journal
+    // stream). Unset: no hook.
+    std::function<lmdb::CommitHook(ledger::Ledger&)> commit_hook;
     std::chrono::milliseconds drain_timeout = drain_timeout_default;
 };
 
