@@ -410,8 +410,8 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
         wire::Command command = wire::Command::key_info;
         Bytes payload;
         Handler<Bytes> handler;
-        bool may_send_again = false;     // retry_safe(command), and not a keep-alive
-        bool sent_again = false;         // rule 2 used
+        bool may_send_again = false;       // retry_safe(command), and not a keep-alive
+        bool sent_again = false;           // rule 2 used
         std::size_t endpoints_failed = 0;  // endpoints that failed it (rule 5): at endpoints.size() it fails
     };
 
@@ -563,7 +563,7 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
 
     void send_on(const std::shared_ptr<Connection>& connection, std::shared_ptr<Request> request) {
         ++connection->in_flight;
-        Bytes payload = request->payload;  // a full TAC batch is 46 KiB, copied once per request in flight
+        Bytes payload = request->payload;                // a full TAC batch is 46 KiB, copied once per request in flight
         const wire::Command command = request->command;  // read before `request` moves into the handler
         connection->client->call(command, std::move(payload),
                                  [self = shared_from_this(), connection, request = std::move(request)](Outcome<Bytes> answer) mutable {
@@ -576,9 +576,7 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
         const End end = connection.client->end;
         if (answer || end == End::open) return request->handler(std::move(answer));  // a verdict or a request-level error
         switch (end) {
-            case End::timeout:
-                ++stats.timeouts;
-                return endpoint_failed(connection.endpoint, std::move(request), answer.error(), true);
+            case End::timeout: ++stats.timeouts; return endpoint_failed(connection.endpoint, std::move(request), answer.error(), true);
             case End::unreachable: return endpoint_failed(connection.endpoint, std::move(request), answer.error(), false);
             case End::abandoned:
                 if (request->may_send_again && !closed && ++request->endpoints_failed < endpoints.size()) {
@@ -624,7 +622,8 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
         ++stats.failovers;
         log(fmt::format("HSM link: {} failed ({}); moving to {}", wire::to_string(endpoints[from]), why.message,
                         wire::to_string(endpoints[current])));
-        close_connections({Errc::connection_failed, fmt::format("the HSM link left {} after: {}", wire::to_string(endpoints[from]), why.message)},
+        close_connections({Errc::connection_failed,
+                           fmt::format("the HSM link left {} after: {}", wire::to_string(endpoints[from]), why.message)},
                           End::abandoned, [from](const Connection& c) { return c.endpoint == from; });
     }
 
@@ -684,8 +683,8 @@ std::shared_ptr<Link> Link::create(asio::any_io_executor executor, wire::Endpoin
     return create(std::move(executor), std::vector<wire::Endpoint>{std::move(endpoint)}, std::move(credentials), std::move(options));
 }
 
-std::shared_ptr<Link> Link::create(asio::any_io_executor executor, std::vector<wire::Endpoint> endpoints, wire::ClientCredentials credentials,
-                                   LinkOptions options) {
+std::shared_ptr<Link> Link::create(asio::any_io_executor executor, std::vector<wire::Endpoint> endpoints,
+                                   wire::ClientCredentials credentials, LinkOptions options) {
     std::shared_ptr<Link> link(new Link());
     link->state_ = std::make_shared<State>(std::move(executor), std::move(endpoints), std::move(credentials), std::move(options));
     return link;

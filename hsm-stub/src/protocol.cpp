@@ -639,7 +639,8 @@ Outcome<std::vector<Endpoint>> parse_endpoints(std::string_view text) {
         const std::string_view entry = text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
         const std::size_t number = endpoints.size() + 1;
         if (entry.empty())
-            return fail(Errc::bad_request, fmt::format("HSM endpoint {} of '{}' is empty (a doubled, leading or trailing comma)", number, text));
+            return fail(Errc::bad_request,
+                        fmt::format("HSM endpoint {} of '{}' is empty (a doubled, leading or trailing comma)", number, text));
         auto endpoint = parse_endpoint(entry);
         if (!endpoint) return fail(Errc::bad_request, fmt::format("HSM endpoint {} of '{}': {}", number, text, endpoint.error().message));
         for (const Endpoint& seen : endpoints)

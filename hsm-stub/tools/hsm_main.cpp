@@ -103,7 +103,8 @@ int main(int argc, char** argv) {
     std::string connect = fmt::format("127.0.0.1:{}", hsm::wire::default_port);
     std::string key_file;
     unsigned timeout_ms = 10'000;
-    app.add_option("--connect", connect, "HSM address HOST:PORT, or several (HOST:PORT,HOST:PORT: the first that answers)")->capture_default_str();
+    app.add_option("--connect", connect, "HSM address HOST:PORT, or several (HOST:PORT,HOST:PORT: the first that answers)")
+        ->capture_default_str();
     app.add_option("--client-key", key_file, "client key file (from `coconut-hsmd client add`)")->required();
     app.add_option("--timeout-ms", timeout_ms, "connect / request timeout")->check(CLI::Range(10, 600'000))->capture_default_str();
     app.add_flag("--json", json_output, "JSON output");

@@ -300,17 +300,17 @@ int replicate(const std::string& from, const std::string& to) {
     if (!source) return report(source.error());
     auto source_log = hsm::AuditLog::open(hsm::StorePaths{from}.audit_log(), source->audit_key());
     if (!source_log) return report(source_log.error());
-    auto seq = source_log.value()->append({hsm::ceremony_actor(), "replicate", "", {},
-                                           fmt::format("copy {} {}: store generation {}", to, kind, copied->generation)});
+    auto seq = source_log.value()->append(
+        {hsm::ceremony_actor(), "replicate", "", {}, fmt::format("copy {} {}: store generation {}", to, kind, copied->generation)});
     if (!seq) return report(seq.error());
     auto copy_log = hsm::AuditLog::open(hsm::StorePaths{to}.audit_log(), source->audit_key());
     if (!copy_log) return report(copy_log.error());
-    const std::string result = fmt::format("copy of {} at store generation {} (its audit.log seq {}){}", from, copied->generation,
-                                           seq.value(),
-                                           copied->kind == hsm::Replication::Kind::updated
-                                               ? fmt::format(", was generation {}", copied->previous_generation)
-                                               : std::string());
-    if (auto line = copy_log.value()->append({hsm::ceremony_actor(), "replica-" + kind, "", {}, result}); !line) return report(line.error());
+    const std::string result =
+        fmt::format("copy of {} at store generation {} (its audit.log seq {}){}", from, copied->generation, seq.value(),
+                    copied->kind == hsm::Replication::Kind::updated ? fmt::format(", was generation {}", copied->previous_generation)
+                                                                    : std::string());
+    if (auto line = copy_log.value()->append({hsm::ceremony_actor(), "replica-" + kind, "", {}, result}); !line)
+        return report(line.error());
     source_log.value()->sync();
     copy_log.value()->sync();
     std::cout << fmt::format("{}: {} copy of {} (store generation {}{}){}\n", to, kind, from, copied->generation,
@@ -535,8 +535,8 @@ int main(int argc, char** argv) {
     add_store(verify);
 
     std::string copy_dir;
-    auto* replicate_cmd = app.add_subcommand(
-        "replicate", "copy the sealed store (master.key, keys.sealed) for a second daemon, or bring a copy up to date");
+    auto* replicate_cmd =
+        app.add_subcommand("replicate", "copy the sealed store (master.key, keys.sealed) for a second daemon, or bring a copy up to date");
     add_store(replicate_cmd);
     replicate_cmd->add_option("--to", copy_dir, "the copy's directory: new or empty, or an older copy of this store")->required();
 

@@ -120,7 +120,8 @@ bool run_until(asio::io_context& io, Done done, std::chrono::milliseconds deadli
 hsm::Outcome<std::vector<Verdict>> verify(asio::io_context& io, hsm::Link& link, std::uint32_t salt) {
     std::optional<hsm::Outcome<std::vector<Verdict>>> result;
     link.async_verify_purchase_tacs({"mk-tac", batch_of(4, salt)}, [&](auto r) { result.emplace(std::move(r)); });
-    REQUIRE(run_until(io, [&] { return result.has_value(); }, 30s));
+    REQUIRE(run_until(
+        io, [&] { return result.has_value(); }, 30s));
     return std::move(*result);
 }
 
@@ -271,7 +272,8 @@ TEST_CASE("Link over two HSMs: the first killed mid-stream, every batch answered
     CHECK(read_text(pair.second / "store" / "audit.log").find(R"("client":"clearing","command":"verify-purchase-tacs")") !=
           std::string::npos);
     link->close();
-    run_until(io, [] { return false; }, 50ms);
+    run_until(
+        io, [] { return false; }, 50ms);
 }
 
 TEST_CASE("Link: the first HSM never up — the second is used at once; a hung first — the second after one timeout") {
@@ -309,7 +311,8 @@ TEST_CASE("Link: the first HSM never up — the second is used at once; a hung f
         CHECK(link->stats().breaker.load() == hsm::BreakerState::closed);
         link->close();
     }
-    run_until(io, [] { return false; }, 50ms);
+    run_until(
+        io, [] { return false; }, 50ms);
 }
 
 TEST_CASE("Link: every HSM down — a clear error within a bound, nothing waits") {
@@ -348,7 +351,8 @@ TEST_CASE("Link: every HSM down — a clear error within a bound, nothing waits"
         CHECK(behind_breaker.error().message.find("circuit breaker") != std::string::npos);
         link->close();
     }
-    run_until(io, [] { return false; }, 50ms);
+    run_until(
+        io, [] { return false; }, 50ms);
 }
 
 TEST_CASE("Client over two HSMs: connects to the first that answers, moves on when it dies, fails clearly when none answers") {

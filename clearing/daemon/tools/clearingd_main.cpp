@@ -582,7 +582,9 @@ int admin_issue_tokens(const std::string& dir, const std::string& out, const std
 
 // serve: the HSM link (clearing/README.md "The HSM link").
 void add_hsm_options(CLI::App* serve, ServeOptions& o) {
-    serve->add_option("--hsm", o.hsm, "coconut-hsmd HOST:PORT, or several on copies of one store: HOST:PORT,HOST:PORT (the first that works)")
+    serve
+        ->add_option("--hsm", o.hsm,
+                     "coconut-hsmd HOST:PORT, or several on copies of one store: HOST:PORT,HOST:PORT (the first that works)")
         ->capture_default_str();
     serve->add_option("--hsm-key", o.hsm_key, "client key file (coconut-hsmd client add --permissions tac,load,auth)")->required();
     serve->add_option("--tac-key", o.tac_key, "label of the TAC master key at the HSM")->capture_default_str();

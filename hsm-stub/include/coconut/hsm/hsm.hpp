@@ -67,7 +67,7 @@ enum class Errc : std::uint8_t {
     store_corrupt = 25,    // authentic but inconsistent (a KCV that does not match its key: a bug)
     master_key_file = 26,  // missing, wrong size or permissions wider than 0600
     io_error = 27,
-    store_busy = 28,  // another ceremony holds store.lock
+    store_busy = 28,    // another ceremony holds store.lock
     store_forked = 29,  // a copy of the store was changed by a ceremony of its own (replicate_store)
     // audit
     audit_broken = 30,
