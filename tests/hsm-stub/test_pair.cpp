@@ -3,6 +3,7 @@
 // move on when the first is killed, was never up, hangs — and fail clearly when none answers.
 #include "daemon_process.hpp"
 
+#include <coconut/hsm/ca.hpp>
 #include <coconut/hsm/client.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -78,14 +79,16 @@ struct Pair {
     Installation install;
     TempDir second;
     std::optional<Daemon> first_daemon, second_daemon;
-    explicit Pair(std::vector<std::string> extra = {}) {
+    explicit Pair(bool with_ca = false) {
+        if (with_ca) {
+            const auto init =
+                run(hsmd + " ca init --store " + (install.dir / "store").string() + " --out " + (install.dir / "ca.pem").string());
+            REQUIRE_MESSAGE(init.exit_code == 0, init.output);
+        }
         const auto copied = run(hsmd + " replicate --store " + (install.dir / "store").string() + " --to " + (second / "store").string());
         REQUIRE_MESSAGE(copied.exit_code == 0, copied.output);
-        auto first_args = extra, second_args = extra;
-        first_args.insert(first_args.end(), {"--instance", "hsm-a"});
-        second_args.insert(second_args.end(), {"--instance", "hsm-b"});
-        first_daemon.emplace(install.dir.path(), first_args);
-        second_daemon.emplace(second.path(), second_args);
+        first_daemon.emplace(install.dir.path(), std::vector<std::string>{"--instance", "hsm-a"});
+        second_daemon.emplace(second.path(), std::vector<std::string>{"--instance", "hsm-b"});
     }
     Daemon& first() { return *first_daemon; }
     Daemon& second_one() { return *second_daemon; }
@@ -237,10 +240,13 @@ TEST_CASE("Link over two HSMs: the first killed mid-stream, every batch answered
     std::string first_failure;
     bool killed = false;
     const auto start = std::chrono::steady_clock::now();
+    double slowest_s = 0;  // the longest a batch waited for its answer (those in flight at the kill)
     auto send = [&] {
         const auto salt = static_cast<std::uint32_t>(++sent);
-        link->async_verify_purchase_tacs({"mk-tac", batch_of(batch_items, salt)}, [&](hsm::Outcome<std::vector<Verdict>> r) {
+        const auto asked = std::chrono::steady_clock::now();
+        link->async_verify_purchase_tacs({"mk-tac", batch_of(batch_items, salt)}, [&, asked](hsm::Outcome<std::vector<Verdict>> r) {
             ++answered;
+            slowest_s = std::max(slowest_s, seconds_since(asked));
             if (!r) {
                 if (failed++ == 0) first_failure = r.error().message;
             } else if (!right_verdicts(*r, batch_items)) {
@@ -258,9 +264,11 @@ TEST_CASE("Link over two HSMs: the first killed mid-stream, every batch answered
         io.restart();
         io.run_for(1ms);
     }
-    MESSAGE(fmt::format("{} batches of {} in {:.2f} s; the first HSM killed after {}; failovers {}, requests moved {}, retried {}", total,
-                        batch_items, seconds_since(start), total / 4, link->stats().failovers.load(), link->stats().moved.load(),
-                        link->stats().retries.load()));
+    MESSAGE(
+        fmt::format("{} batches of {} in {:.2f} s; the first HSM killed after {} with {} in flight; the slowest batch {:.1f} ms; "
+                    "failovers {}, requests moved {}, retried {}",
+                    total, batch_items, seconds_since(start), total / 4, in_flight_max, slowest_s * 1000, link->stats().failovers.load(),
+                    link->stats().moved.load(), link->stats().retries.load()));
     CHECK(killed);
     CHECK(answered == total);
     CHECK_MESSAGE(failed == 0, first_failure);
@@ -390,6 +398,44 @@ TEST_CASE("Client over two HSMs: connects to the first that answers, moves on wh
     CHECK(nothing.error().message.find("cannot connect to") != std::string::npos);
     CHECK(nothing.error().message.find("while connecting") != std::string::npos);
     MESSAGE(nothing.error().message);
+}
+
+TEST_CASE("Client over two HSMs: a signing whose HSM hangs is not sent to the other (not safe to repeat); the next request moves on") {
+    Pair pair(true);
+    hsm::ClientOptions quick;
+    quick.connect_timeout = 500ms;
+    quick.request_timeout = 500ms;
+    auto client = hsm::Client::connect(pair.endpoints(), pair.install.credentials("issuance"), quick);
+    REQUIRE(client.ok());
+    auto request = [] {
+        auto key = coconut::tls::generate_key();
+        REQUIRE(key.ok());
+        const std::string pem = coconut::tls::to_pem(coconut::tls::make_request(*key, {"BUS00001", "x"}).value());
+        return hsm::CertificateSigning{coconut::tls::Profile::terminal, "BUS00001", {}, 30, Bytes(pem.begin(), pem.end())};
+    };
+    auto ca_first = client.value()->ca_certificate();
+    REQUIRE(ca_first.ok());
+    REQUIRE(client.value()->sign_certificate(request()).ok());
+
+    pair.first().signal(SIGSTOP);
+    const auto start = std::chrono::steady_clock::now();
+    auto hung = client.value()->sign_certificate(request());
+    const double took = seconds_since(start);
+    REQUIRE_FALSE(hung.ok());
+    CHECK(hung.error().code == Errc::timeout);
+    CHECK(hung.error().message.find("(not sent again: sign-certificate is not safe to repeat)") != std::string::npos);
+    CHECK(took < 1.5);
+    const auto second_log = [&] { return read_text(pair.second / "store" / "audit.log"); };
+    CHECK(second_log().find(R"("command":"sign-certificate")") == std::string::npos);  // not signed twice
+
+    // The next request goes to the second: the same island CA (the copied store), and it signs.
+    auto ca_second = client.value()->ca_certificate();
+    REQUIRE_MESSAGE(ca_second.ok(), ca_second.error().message);
+    CHECK(*ca_second == *ca_first);
+    CHECK(client.value()->endpoint().port == pair.second_one().port());
+    CHECK(client.value()->sign_certificate(request()).ok());
+    CHECK(second_log().find(R"("command":"sign-certificate")") != std::string::npos);
+    pair.first().signal(SIGCONT);
 }
 
 TEST_CASE("endpoint lists: the single form as before, bad lists refused with the entry named (coconut-hsm --connect)") {
