@@ -17,6 +17,8 @@ packages=(
   libbenchmark-dev
   # HTTP API tests and benchmark: the balance page in headless Chromium, the query load from wrk
   chromium wrk curl
+  # the clearing cluster (clearing/cluster): NATS JetStream servers and the C client
+  nats-server libnats-dev
 )
 
 sudo_cmd=()
