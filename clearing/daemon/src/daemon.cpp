@@ -177,7 +177,8 @@ DaemonStatus Daemon::State::start_writer() {
 void Daemon::State::start_engine() {
     if (options.remote_hsm) {
         const RemoteHsmConfig& remote = *options.remote_hsm;
-        remote_hsm = std::make_unique<RemoteHsm>(io.get_executor(), remote.endpoint, remote.credentials, remote.tac_key_label, remote.link);
+        remote_hsm =
+            std::make_unique<RemoteHsm>(io.get_executor(), remote.endpoints, remote.credentials, remote.tac_key_label, remote.link);
         metered_hsm = std::make_unique<http::MeteredHsm>(*remote_hsm, *remote_hsm);
     } else {
         metered_hsm = std::make_unique<http::MeteredHsm>(*options.local_hsm, *options.local_hsm);

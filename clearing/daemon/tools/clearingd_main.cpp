@@ -203,11 +203,11 @@ http::HttpOptions http_server_options(const ServeOptions& o, const hsm::wire::En
 
 // The HSM link (--hsm, --hsm-key, --tac-key, --hsm-*).
 coconut::Result<RemoteHsmConfig, ServeFailure> remote_hsm_config(const ServeOptions& o) {
-    auto endpoint = hsm::wire::parse_endpoint(o.hsm);
-    if (!endpoint) return Unexpected<ServeFailure>{{exit_usage, "--hsm: " + endpoint.error().message}};
+    auto endpoints = hsm::wire::parse_endpoints(o.hsm);
+    if (!endpoints) return Unexpected<ServeFailure>{{exit_usage, "--hsm: " + endpoints.error().message}};
     auto credentials = hsm::wire::read_client_credentials(o.hsm_key);
     if (!credentials) return Unexpected<ServeFailure>{{exit_hsm_key, "--hsm-key: " + credentials.error().message}};
-    RemoteHsmConfig config{*endpoint, std::move(credentials).value(), o.tac_key, {}};
+    RemoteHsmConfig config{std::move(endpoints).value(), std::move(credentials).value(), o.tac_key, {}};
     config.link.timeout = std::chrono::milliseconds(o.hsm_timeout_ms);
     config.link.keepalive_interval = std::chrono::seconds(o.hsm_keepalive_s);
     config.link.breaker_cooldown = std::chrono::milliseconds(o.hsm_breaker_cooldown_ms);
@@ -252,8 +252,8 @@ ServeResult daemon_options(const ServeOptions& o) {
 void print_started(Daemon& daemon, const ServeOptions& o, std::uint64_t open_files) {
     const DaemonOptions& d = daemon.options();
     const ServerOptions& terminals = d.terminals.front();
-    std::cout << fmt::format("coconut-clearingd: listening on {}:{} (data {}, HSM {}:{})\n", terminals.host, daemon.terminal_port(), o.data,
-                             d.remote_hsm->endpoint.host, d.remote_hsm->endpoint.port);
+    std::cout << fmt::format("coconut-clearingd: listening on {}:{} (data {}, HSM {})\n", terminals.host, daemon.terminal_port(), o.data,
+                             hsm::wire::to_string(d.remote_hsm->endpoints));
     std::cout << (terminals.tls
                       ? fmt::format("coconut-clearingd: terminals over mutual TLS (client certificates of the CA in {})\n", o.tls_ca)
                       : std::string("coconut-clearingd: terminals over PLAIN TCP (--insecure-terminals): any "
@@ -582,7 +582,10 @@ int admin_issue_tokens(const std::string& dir, const std::string& out, const std
 
 // serve: the HSM link (clearing/README.md "The HSM link").
 void add_hsm_options(CLI::App* serve, ServeOptions& o) {
-    serve->add_option("--hsm", o.hsm, "coconut-hsmd HOST:PORT")->capture_default_str();
+    serve
+        ->add_option("--hsm", o.hsm,
+                     "coconut-hsmd HOST:PORT, or several on copies of one store: HOST:PORT,HOST:PORT (the first that works)")
+        ->capture_default_str();
     serve->add_option("--hsm-key", o.hsm_key, "client key file (coconut-hsmd client add --permissions tac,load,auth)")->required();
     serve->add_option("--tac-key", o.tac_key, "label of the TAC master key at the HSM")->capture_default_str();
     serve

@@ -70,7 +70,8 @@ DaemonResult<DataDirectory> open_data_directory(const std::filesystem::path& dir
 
 // coconut-hsmd over the network (serve --hsm, --hsm-key, --tac-key, --hsm-*).
 struct RemoteHsmConfig {
-    hsm::wire::Endpoint endpoint;
+    // One HSM, or several on copies of one store, in the order of preference (hsm::Link rule 5).
+    std::vector<hsm::wire::Endpoint> endpoints;
     hsm::wire::ClientCredentials credentials;
     std::string tac_key_label = std::string(hsm::default_tac_label);
     RemoteHsmOptions link;
