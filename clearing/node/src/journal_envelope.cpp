@@ -43,7 +43,7 @@ int hex_value(char c) {
 
 }  // namespace
 
-Result<ClusterKey, std::string> read_cluster_key(const std::filesystem::path& file) {
+coconut::Result<ClusterKey, std::string> read_cluster_key(const std::filesystem::path& file) {
     struct stat info {};
     if (::stat(file.c_str(), &info) != 0) return Unexpected{fmt::format("cluster key {}: cannot read it", file.string())};
     if ((info.st_mode & 077) != 0)
@@ -54,7 +54,8 @@ Result<ClusterKey, std::string> read_cluster_key(const std::filesystem::path& fi
     std::string hex = text.str();
     while (!hex.empty() && std::isspace(static_cast<unsigned char>(hex.back()))) hex.pop_back();
     if (hex.size() != cluster_key_size * 2)
-        return Unexpected{fmt::format("cluster key {}: {} characters, expected {} hex digits", file.string(), hex.size(), cluster_key_size * 2)};
+        return Unexpected{
+            fmt::format("cluster key {}: {} characters, expected {} hex digits", file.string(), hex.size(), cluster_key_size * 2)};
     ClusterKey key{};
     for (std::size_t i = 0; i < key.size(); ++i) {
         const int high = hex_value(hex[2 * i]);
@@ -65,7 +66,7 @@ Result<ClusterKey, std::string> read_cluster_key(const std::filesystem::path& fi
     return key;
 }
 
-Status<std::string> write_cluster_key(const std::filesystem::path& file) {
+coconut::Status<std::string> write_cluster_key(const std::filesystem::path& file) {
     if (std::filesystem::exists(file)) return Unexpected{fmt::format("{} exists: a cluster key is never replaced in place", file.string())};
     ClusterKey key{};
     if (RAND_bytes(key.data(), static_cast<int>(key.size())) != 1) return Unexpected{std::string("no random bytes from OpenSSL")};
@@ -93,7 +94,7 @@ Bytes seal(const JournalEnvelope& envelope, const ClusterKey& key) {
     return out;
 }
 
-Result<JournalEnvelope, std::string> open_sealed(ByteView message, const ClusterKey& key) {
+coconut::Result<JournalEnvelope, std::string> open_sealed(ByteView message, const ClusterKey& key) {
     if (message.size() < magic.size() + 1 + 8 + 8 + 4 + mac_size || !std::equal(magic.begin(), magic.end(), message.begin()))
         return Unexpected{std::string("not a journal message (no CCJ1 header)")};
     const ByteView body = message.first(message.size() - mac_size);

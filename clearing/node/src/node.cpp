@@ -9,6 +9,7 @@
 #include <csignal>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <ostream>
 #include <thread>
 
@@ -38,17 +39,25 @@ std::string lease_value(const NodeOptions& o) { return nlohmann::json{{"node", o
 
 // The shared state of one node: its NATS objects and where its copy stands.
 struct Node {
-    Node(const NodeOptions& options_in, std::ostream& log_in, cluster::Connection nats_in, cluster::Lease lease_in)
-        : options(options_in), log(log_in), nats(std::move(nats_in)), lease(std::move(lease_in)) {}
+    Node(const NodeOptions& options_in, std::ostream& log_in, cluster::Connection nats_in)
+        : options(options_in), log(log_in), nats(std::move(nats_in)) {}
     const NodeOptions& options;
     std::ostream& log;
-    cluster::Connection nats;
-    cluster::Lease lease;
+    cluster::Connection nats;  // the lease and the readers keep its address: opened after it stopped moving
+    std::optional<cluster::Lease> lease_slot;
+    cluster::Lease& lease() { return *lease_slot; }
     std::uint64_t position = 0;  // the stream sequence of the last commit in this node's ledger
     std::string role = "standby";
     std::string primary;  // the lease holder's value as last read
 
+    std::string last_note;  // note(): the last repeated condition said, so it is said once
+
     void say(const std::string& line) { log << fmt::format("coconut-clearingd: node {}: {}\n", options.name, line) << std::flush; }
+    void note(const std::string& line) {
+        if (line == last_note) return;
+        last_note = line;
+        say(line);
+    }
 
     void write_status(const ledger::Ledger& ledger) {
         if (options.status_file.empty()) return;
@@ -75,7 +84,8 @@ struct Node {
             return failure(NodeError::Kind::journal, fmt::format("journal message {} was published after {}, not after {}: not fenced",
                                                                  message.sequence, envelope->follows, message.sequence - 1));
         auto applied = ledger.apply_replicated(envelope->changes, message.sequence);
-        if (!applied) return failure(NodeError::Kind::journal, fmt::format("journal message {}: {}", message.sequence, applied.error().message));
+        if (!applied)
+            return failure(NodeError::Kind::journal, fmt::format("journal message {}: {}", message.sequence, applied.error().message));
         position = message.sequence;
         return Ok{};
     }
@@ -96,7 +106,8 @@ coconut::Result<Standby, NodeError> open_standby(const DaemonOptions& d) {
     ledger::Options options = d.ledger;
     options.directory = d.data.string();
     auto opened = ledger::Ledger::open(options);
-    if (!opened) return failure(NodeError::Kind::daemon, fmt::format("cannot open the ledger in {}: {}", options.directory, opened.error().message));
+    if (!opened)
+        return failure(NodeError::Kind::daemon, fmt::format("cannot open the ledger in {}: {}", options.directory, opened.error().message));
     return Standby{std::move(locked).value(), std::move(opened).value()};
 }
 
@@ -107,7 +118,8 @@ coconut::Status<NodeError> catch_up(Node& node, ledger::Ledger& ledger, cluster:
     const auto deadline = Clock::now() + 60s;
     while (node.position < *last) {
         if (Clock::now() > deadline)
-            return failure(NodeError::Kind::nats, fmt::format("could not read the stream up to {} within 60 s (at {})", *last, node.position));
+            return failure(NodeError::Kind::nats,
+                           fmt::format("could not read the stream up to {} within 60 s (at {})", *last, node.position));
         auto batch = reader.next_batch(500ms);
         if (!batch) continue;  // unavailable: the reader resumes where it was
         for (const auto& message : *batch)
@@ -132,8 +144,11 @@ coconut::Result<StandbyEnd, NodeError> follow(Node& node, ledger::Ledger& ledger
         }
         if (Clock::now() < next_lease_check) continue;
         next_lease_check = Clock::now() + node.options.lease.ttl / 3;
-        auto holder = node.lease.read();
-        if (!holder) continue;
+        auto holder = node.lease().read();
+        if (!holder) {
+            node.note("cannot read the lease: " + holder.error().message);
+            continue;
+        }
         if (*holder) {
             if ((*holder)->value != node.primary) {
                 node.primary = (*holder)->value;
@@ -141,12 +156,15 @@ coconut::Result<StandbyEnd, NodeError> follow(Node& node, ledger::Ledger& ledger
             }
             continue;
         }
-        auto acquired = node.lease.acquire(lease_value(node.options));
-        if (!acquired) continue;  // another node was quicker
+        auto acquired = node.lease().acquire(lease_value(node.options));
+        if (!acquired) {  // another node was quicker (held), or NATS did not answer
+            node.note("cannot take the lease: " + acquired.error().message);
+            continue;
+        }
         revision = *acquired;
         node.say(fmt::format("took the lease (revision {}); applying the stream up to its end", revision));
         if (auto caught = catch_up(node, ledger, *reader); !caught) {
-            (void)node.lease.release(revision);
+            (void)node.lease().release(revision);
             return Unexpected{caught.error()};
         }
         return StandbyEnd::promoted;
@@ -189,10 +207,11 @@ struct Reign {
                 node.position = ack->sequence;
                 return Ok{};
             }
-            const bool transient = ack.error().code == cluster::PublishErrorCode::timeout || ack.error().code == cluster::PublishErrorCode::no_responders;
+            const bool transient =
+                ack.error().code == cluster::PublishErrorCode::timeout || ack.error().code == cluster::PublishErrorCode::no_responders;
             if (!transient || Clock::now() >= deadline) {
-                const std::string reason = fmt::format("the journal stream did not take the commit after position {}: {} ({})", node.position,
-                                                       cluster::to_string(ack.error().code), ack.error().message);
+                const std::string reason = fmt::format("the journal stream did not take the commit after position {}: {} ({})",
+                                                       node.position, cluster::to_string(ack.error().code), ack.error().message);
                 depose(reason);
                 return refuse(reason);
             }
@@ -211,7 +230,7 @@ void keep_lease(Reign& reign, Daemon& daemon, const std::atomic<bool>& stopping)
         if (reign.deposed) break;
         if (Clock::now() < next) continue;
         next = Clock::now() + ttl / 3;
-        auto renewed = reign.node.lease.renew(reign.revision, lease_value(reign.node.options));
+        auto renewed = reign.node.lease().renew(reign.revision, lease_value(reign.node.options));
         if (renewed) {
             reign.revision = *renewed;
             last_renewal = Clock::now();
@@ -252,7 +271,7 @@ coconut::Result<ReignEnd, NodeError> serve_as_primary(Node& node, DaemonOptions 
         node.say("stepped down: " + reign.why);
         return ReignEnd::deposed;
     }
-    (void)node.lease.release(reign.revision);  // a clean hand-over: the next primary need not wait for the ttl
+    (void)node.lease().release(reign.revision);  // a clean hand-over: the next primary need not wait for the ttl
     return ReignEnd::stopped;
 }
 
@@ -266,9 +285,10 @@ coconut::Status<NodeError> run_node(DaemonOptions daemon, const NodeOptions& opt
         return failure(NodeError::Kind::nats, "NATS JetStream is not available: " + ready.error().message);
     if (auto stream = cluster::ensure_stream(*connected, options.stream); !stream)
         return failure(NodeError::Kind::nats, "the journal stream: " + stream.error().message);
-    auto lease = cluster::Lease::open(*connected, options.lease);
+    Node node(options, log, std::move(connected).value());
+    auto lease = cluster::Lease::open(node.nats, options.lease);
     if (!lease) return failure(NodeError::Kind::nats, "the leadership lease: " + lease.error().message);
-    Node node(options, log, std::move(connected).value(), std::move(lease).value());
+    node.lease_slot.emplace(std::move(lease).value());
     for (;;) {
         catch_stop_signals();
         std::uint64_t revision = 0;

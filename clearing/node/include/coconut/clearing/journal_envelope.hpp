@@ -25,9 +25,9 @@ using ClusterKey = std::array<std::uint8_t, cluster_key_size>;
 
 // Reads the cluster key: a file of 64 hex digits (and an optional newline), mode 0600 or stricter,
 // the same on every clearing node. Errors name the file and what is wrong.
-Result<ClusterKey, std::string> read_cluster_key(const std::filesystem::path& file);
+coconut::Result<ClusterKey, std::string> read_cluster_key(const std::filesystem::path& file);
 // Writes a new random key to `file` (mode 0600; refuses to replace an existing file).
-Status<std::string> write_cluster_key(const std::filesystem::path& file);
+coconut::Status<std::string> write_cluster_key(const std::filesystem::path& file);
 
 struct JournalEnvelope {
     std::string node;
@@ -38,7 +38,7 @@ struct JournalEnvelope {
 
 Bytes seal(const JournalEnvelope& envelope, const ClusterKey& key);
 // The envelope of a sealed message; an error when it does not decode or its MAC is not the key's.
-Result<JournalEnvelope, std::string> open_sealed(ByteView message, const ClusterKey& key);
+coconut::Result<JournalEnvelope, std::string> open_sealed(ByteView message, const ClusterKey& key);
 // The message id the stream de-duplicates on: derived from the sealed bytes, so a resend of the same
 // commit carries the same id and no two commits share one.
 std::string journal_message_id(ByteView sealed);
