@@ -139,8 +139,8 @@ std::string registry_json(std::size_t cards) {
     std::string json = R"({"participants": [{"id": 1001, "name": "bus", "kind": "bus", "bank_account": "1"}],
             "terminals": [{"terminal_id": "BUS00001", "psam_terminal_id": "460100000001", "participant_id": 1001}], "cards": [)";
     for (std::size_t c = 0; c < cards; ++c) {
-        json += fmt::format(R"({}{{"asn": "{}", "issuer_id": "{}", "purse_balance_fen": 90000000}})", c ? "," : "", asn_digits(c),
-                            issuer_hex);
+        json +=
+            fmt::format(R"({}{{"asn": "{}", "issuer_id": "{}", "purse_balance_fen": 90000000}})", c ? "," : "", asn_digits(c), issuer_hex);
     }
     json += "]}";
     return json;
@@ -562,10 +562,12 @@ int alternate_phases(const std::string& dir, const Workload& w, std::size_t pair
         for (int step = 0; step < 2; ++step) {
             const int which = (pair % 2 == 0) ? step : 1 - step;
             const Transport transport{which == 1 ? &client : nullptr};
-            saturated[which] = run(daemon.target(), transport, w.connections, w.cards_per_connection, saturated_per_connection, atc, 0, w.window);
+            saturated[which] =
+                run(daemon.target(), transport, w.connections, w.cards_per_connection, saturated_per_connection, atc, 0, w.window);
             atc = static_cast<std::uint16_t>(atc + saturated_per_connection / w.cards_per_connection + 1);
             print(fmt::format("{} {}: group commit, {} in flight", pair + 1, transport.name(), w.window).c_str(), saturated[which]);
-            fixed[which] = run(daemon.target(), transport, w.connections, w.cards_per_connection, rate_per_connection, atc, w.rate, w.window);
+            fixed[which] =
+                run(daemon.target(), transport, w.connections, w.cards_per_connection, rate_per_connection, atc, w.rate, w.window);
             atc = static_cast<std::uint16_t>(atc + rate_per_connection / w.cards_per_connection + 1);
             print(fmt::format("{} {}: fixed {:.0f}/s offered", pair + 1, transport.name(), w.rate).c_str(), fixed[which]);
         }
@@ -603,7 +605,8 @@ int connect_runs(const std::string& where, const Workload& w, std::size_t atc_ba
         std::fprintf(stderr, "clearingd_bench: --connect %s: expected IPv4-or-IPv6-address:port\n", where.c_str());
         return 2;
     }
-    const std::size_t atcs = atc_base + (w.uploads + static_cast<std::size_t>(w.rate * w.rate_seconds)) / w.connections / w.cards_per_connection + 2;
+    const std::size_t atcs =
+        atc_base + (w.uploads + static_cast<std::size_t>(w.rate * w.rate_seconds)) / w.connections / w.cards_per_connection + 2;
     if (atcs > 65'535) {
         std::fprintf(stderr, "clearingd_bench: offline ATCs up to %zu do not fit a card's 16-bit counter\n", atcs);
         return 2;

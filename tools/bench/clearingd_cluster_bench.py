@@ -22,6 +22,7 @@ Every process is stopped by PID, every wait is bounded; the work directory is re
 """
 import argparse
 import json
+import re
 import os
 import shutil
 import signal
@@ -139,7 +140,8 @@ class Bench:
         self.seed = os.path.join(work, "seed")
 
     def start(self, argv, log_name):
-        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.work, log_name), "a"))
+        out = open(os.path.join(self.work, log_name), "a")
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
         self.processes.append(process)
         return process
 
@@ -178,15 +180,21 @@ class Bench:
         before = metrics(http_port, self.token)
         perf = None
         if self.args.perf_seconds and uploads:
+            # The whole machine (its 2 CPUs are shared by the daemon, the nats-servers, the HSM and the load generator).
             perf_file = os.path.join(self.work, f"perf-{process.pid}.data")
-            perf = subprocess.Popen(["perf", "record", "-g", "-o", perf_file, "-p", str(process.pid), "--", "sleep",
-                                     str(self.args.perf_seconds)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            perf = subprocess.Popen(["perf", "record", "-a", "-F", "499", "-o", perf_file, "--", "sleep", str(self.args.perf_seconds)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         argv = [self.bench, "--connect", f"127.0.0.1:{iso_port}", "--connections", str(CONNECTIONS), "--uploads", str(uploads),
                 "--rate", str(rate), "--rate-seconds", str(self.args.rate_seconds), "--atc-base", str(atc_base)]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
         if perf:
             perf.wait(timeout=WAIT_S + self.args.perf_seconds)
-            log(f"  perf record of pid {process.pid}: {perf_file}")
+            log(f"  perf record -a during the run of pid {process.pid} ({perf_file}), CPU by command:")
+            table = subprocess.run(["perf", "report", "-i", perf_file, "--stdio", "--sort", "comm", "--percent-limit", "2"],
+                                   capture_output=True, text=True, timeout=120).stdout
+            for line in table.splitlines():
+                if line.strip() and not line.startswith("#"):
+                    log("    " + line.strip())
         rows = parse_bench(result.stdout)
         if result.returncode != 0 or len(rows) != 1:
             raise RuntimeError(f"clearingd_bench: exit {result.returncode}\n{result.stdout}\n{result.stderr}")
@@ -236,13 +244,28 @@ class Bench:
                 sampler.stop()
             fixed["lag"] = sampler.lag()
             fixed["stream"] = self.stream_state()
-            catch_up = self.catch_up(round_number, fixed["stream"])
+            catch_up = self.catch_up(round_number, fixed["stream"], saturated["stream"]["last_seq"])
         finally:
             for node in nodes:
                 stop(node.get("process"))
             nats.close()
-        return {"saturated": saturated, "fixed": fixed, "standbys_after_saturated": caught_up, "catch_up": catch_up,
+        publish = self.hook_times(nodes[0], saturated, fixed)
+        return {"publish": publish, "saturated": saturated, "fixed": fixed, "standbys_after_saturated": caught_up, "catch_up": catch_up,
                 "nodes": len(nodes)}
+
+    def hook_times(self, primary, *runs):
+        """The primary's log line on stepping down: commits published, bytes, ms sealing, ms waiting for the stream."""
+        with open(os.path.join(self.work, primary["log"])) as f:
+            lines = [line for line in f if "published" in line and "waiting for the stream" in line]
+        match = re.search(r"published (\d+) commits \((\d+) bytes sealed\): ([\d.]+) ms sealing, ([\d.]+) ms waiting", lines[-1]) \
+            if lines else None
+        if not match:
+            return None
+        commits, size, seal_ms, wait_ms = int(match[1]), int(match[2]), float(match[3]), float(match[4])
+        metric_commits = sum(r["commits"] for r in runs)
+        metric_ms = sum(r["commits"] * r["commit_ms"] for r in runs)
+        return {"commits": commits, "bytes": size, "seal_ms": seal_ms / max(1, commits), "wait_ms": wait_ms / max(1, commits),
+                "commit_ms": metric_ms / max(1, metric_commits), "share": (seal_ms + wait_ms) / metric_ms if metric_ms else 0}
 
     def node(self, round_number, name):
         return {"name": name, "data": self.copy_seed(f"node-{round_number}-{name}"), "iso": free_port(), "http": free_port(),
@@ -269,20 +292,25 @@ class Bench:
         wait_status(node, lambda s: s.get("position", 0) >= target)
         return time.time() - started
 
-    def catch_up(self, round_number, stream):
+    def catch_up(self, round_number, stream, saturated_last):
         """A fresh node on a copy of the seed applies the whole stream: messages/s and entries/s."""
         node = self.node(round_number, "catch-up")
         seed_entries = read_status_entries(self.clearingd, node["data"])
         self.start_node(node)
         try:
-            first = wait_status(node, lambda s: s.get("position", 0) > 0)
+            # From its first status (a standby at position 0, its ledger open, connected to NATS) to the stream's end.
+            first = wait_status(node, lambda s: s.get("role") == "standby", every_s=0.005)
             first_at, first_position, first_entries = time.time(), first["position"], first["journal_sequence"]
+            # The saturated run's messages (large groups) come before the fixed-rate run's (small ones).
+            middle = wait_status(node, lambda s: s.get("position", 0) >= saturated_last, wait_s=600, every_s=0.005)
+            middle_at = time.time()
             last = wait_status(node, lambda s: s.get("position", 0) >= stream["last_seq"], wait_s=600, every_s=0.005)
             done_at = time.time()
         finally:
             stop(node.get("process"))
         seconds = done_at - first_at
-        return {"messages": last["position"], "entries": last["journal_sequence"] - seed_entries,
+        return {"middle": {"position": middle["position"], "entries": middle["journal_sequence"] - first_entries,
+                           "seconds": middle_at - first_at},"messages": last["position"], "entries": last["journal_sequence"] - seed_entries,
                 "seconds_from_start": done_at - node["started"], "seconds_applying": seconds,
                 "messages_per_s": (last["position"] - first_position) / seconds if seconds > 0 else 0,
                 "entries_per_s": (last["journal_sequence"] - first_entries) / seconds if seconds > 0 else 0,
@@ -390,6 +418,18 @@ def report(rounds, args):
         log(f"  catch-up of a fresh node: {u['messages']} journal messages ({u['stream_bytes'] / 1e6:.1f} MB), {u['entries']} entries "
             f"in {u['seconds_applying']:.2f} s applying ({u['seconds_from_start']:.2f} s from its start): "
             f"{u['messages_per_s']:,.0f} messages/s, {u['entries_per_s']:,.0f} entries/s")
+        m = u["middle"]
+        rest = u["seconds_applying"] - m["seconds"]
+        log(f"    the first {m['position']} messages (the saturated run's {cluster['saturated']['stream']['last_seq']} large ones and "
+            f"what came in the same batch): {m['entries']} entries in {m['seconds']:.2f} s, {m['position'] / m['seconds']:,.0f} "
+            f"messages/s, {m['entries'] / m['seconds']:,.0f} entries/s; the rest (the fixed-rate run's): "
+            f"{u['messages'] - m['position']} messages, {u['entries'] - m['entries']} entries in {rest:.2f} s, "
+            f"{(u['messages'] - m['position']) / rest:,.0f} messages/s, {(u['entries'] - m['entries']) / rest:,.0f} entries/s")
+        if cluster.get("publish"):
+            p = cluster["publish"]
+            log(f"  the primary's commit hook over both runs: {p['commits']} commits, {p['bytes'] / max(1, p['commits']) / 1024:.1f} KiB "
+                f"sealed each; per commit {p['seal_ms']:.2f} ms sealing + {p['wait_ms']:.2f} ms waiting for the stream, "
+                f"of {p['commit_ms']:.2f} ms per commit (apply + hook + fsync, /metrics): {p['share']:.0%} in the hook")
 
 
 def main():
