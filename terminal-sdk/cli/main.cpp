@@ -20,6 +20,8 @@
 #include <cstdio>
 #include <ctime>
 #include <exception>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <memory>
 #include <string>
@@ -416,9 +418,10 @@ constexpr const char* footer_text =
 
 // How a command reaches the clearing (upload, load, clinic-pay, sync-hotlist, reconcile).
 struct ClearingCliOptions {
-    std::string clearing;     // HOST:PORT of coconut-clearingd
-    std::string terminal_id;  // field 41 as registered at the clearing
-    std::string merchant_id;  // field 42 of the 0100 (clinic-pay)
+    std::string clearing;           // HOST:PORT of coconut-clearingd, or a comma-separated list of them (failover)
+    std::uint32_t failover_ms = 0;  // keep trying the list for this long (0: one round)
+    std::string terminal_id;        // field 41 as registered at the clearing
+    std::string merchant_id;        // field 42 of the 0100 (clinic-pay)
     std::size_t in_flight = sdk::clearing_in_flight_default;
     std::uint32_t timeout_ms = 10000;
     std::string batch_file;  // an old queue's batch file, converted into the queue (default: the queue path + ".batch")
@@ -459,11 +462,38 @@ json to_json(const sdk::UploadReport& r, std::size_t remaining) {
             {"remaining", remaining}};
 }
 
+// The endpoint of a list that served this terminal last, kept beside the queue (QUEUE.clearing-endpoint)
+// so that the next command starts there. A hint: unreadable or not in the list, it is ignored; it is
+// replaced by rename, so a crash leaves the old one or the new one.
+std::shared_ptr<sdk::ClearingEndpointMemory> endpoint_memory(const std::filesystem::path& queue_path) {
+    auto memory = std::make_shared<sdk::ClearingEndpointMemory>();
+    const std::filesystem::path file = queue_path.string() + ".clearing-endpoint";
+    std::ifstream in(file);
+    std::string line;
+    if (in && std::getline(in, line)) {
+        if (auto endpoint = sdk::parse_clearing_endpoint(line)) memory->last_served = *endpoint;
+    }
+    memory->changed = [file](const sdk::ClearingEndpoint& endpoint) {
+        const std::filesystem::path next = file.string() + ".new";
+        {
+            std::ofstream out(next, std::ios::trunc);
+            out << sdk::to_string(endpoint) << "\n";
+            if (!out.flush()) return;
+        }
+        std::error_code ignored;
+        std::filesystem::rename(next, file, ignored);
+    };
+    return memory;
+}
+
 // Connected and signed on (the clearing answers 03 to anything else); the batch state in `queue`'s log.
+// With a list of endpoints the first that signs this terminal on, starting where it was served last.
 Result<std::unique_ptr<sdk::ClearingClient>, CliError> open_clearing(const ClearingCliOptions& clearing, sdk::TransactionQueue& queue) {
-    auto endpoint = sdk::parse_clearing_endpoint(clearing.clearing);
-    if (!endpoint) return Unexpected{usage("--clearing " + endpoint.error())};
+    auto endpoints = sdk::parse_clearing_endpoints(clearing.clearing);
+    if (!endpoints) return Unexpected{usage("--clearing: " + endpoints.error())};
     sdk::ClearingOptions client_options;
+    client_options.failover_window = std::chrono::milliseconds(clearing.failover_ms);
+    if (endpoints->size() > 1) client_options.endpoint_memory = endpoint_memory(queue.path());
     client_options.terminal_id = clearing.terminal_id;
     client_options.merchant_id = clearing.merchant_id;
     client_options.in_flight = clearing.in_flight;
@@ -478,7 +508,7 @@ Result<std::unique_ptr<sdk::ClearingClient>, CliError> open_clearing(const Clear
                       "register`), or --insecure for a daemon serving --insecure-terminals")};
         client_options.tls = sdk::ClearingTls{clearing.ca, clearing.certificate, clearing.private_key, nullptr};
     }
-    auto client = sdk::ClearingClient::connect(*endpoint, client_options);
+    auto client = sdk::ClearingClient::connect(std::move(endpoints).value(), client_options);
     if (!client) return Unexpected{from_clearing(client.error())};
     if (auto signed_on = (*client)->sign_on(); !signed_on) return Unexpected{from_clearing(signed_on.error())};
     return std::move(*client);
@@ -498,13 +528,19 @@ int cmd_upload(const Options& options, const ClearingCliOptions& upload) {
     }
     (void)(*client)->sign_off();  // best effort: the uploads are acknowledged already
     if (options.json) {
-        print_json(to_json(*result, (*queue)->size()));
+        json out = to_json(*result, (*queue)->size());
+        out["endpoint"] = sdk::to_string((*client)->current_endpoint());
+        out["failovers"] = (*client)->link_stats().failovers;
+        print_json(out);
     } else {
         print_text(
             fmt::format("uploaded {}: {} acknowledged ({} approved), {} kept ({} TAC refused, {} duplicate id, {} approval of "
                         "another record), {} remaining",
                         result->sent, result->acknowledged, result->approved, result->kept, result->suspense, result->duplicates,
                         result->digest_mismatches, (*queue)->size()));
+        if ((*client)->endpoints().size() > 1)
+            print_text(fmt::format("clearing endpoint {} ({} failovers)", sdk::to_string((*client)->current_endpoint()),
+                                   (*client)->link_stats().failovers));
         if (!result->kept_for_review.empty()) {
             std::string sequences;
             for (std::uint64_t sequence : result->kept_for_review) sequences += (sequences.empty() ? "" : " ") + std::to_string(sequence);
@@ -714,7 +750,17 @@ void add_card_commands(CLI::App& app, CommandLine& c) {
 
 // The clearing options every online command takes.
 void add_clearing_options(CLI::App* command, ClearingCliOptions& clearing) {
-    command->add_option("--clearing", clearing.clearing, "coconut-clearingd HOST:PORT")->required();
+    command
+        ->add_option("--clearing", clearing.clearing,
+                     "coconut-clearingd HOST:PORT, or the nodes of a clearing cluster as HOST:PORT,HOST:PORT,... "
+                     "(tried in order from the one that served last; refused, closed, silent or answering 91: the next)")
+        ->required();
+    command
+        ->add_option("--failover-ms", clearing.failover_ms,
+                     "With a list: keep going round it (pausing 0.2-2 s between rounds) for this long before giving up; "
+                     "0 = one round")
+        ->capture_default_str()
+        ->check(CLI::Range(std::uint32_t{0}, std::uint32_t{600000}));
     command->add_option("--terminal-id", clearing.terminal_id, "Terminal id as registered at the clearing (field 41, 8 characters)")
         ->required();
     command->add_option("--timeout-ms", clearing.timeout_ms, "Give up when an answer takes longer")

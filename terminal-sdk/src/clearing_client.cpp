@@ -15,9 +15,12 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
+#include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace coconut::sdk {
 
@@ -29,6 +32,20 @@ namespace {
 
 using iso8583::batch_number_max;
 using iso8583::ResponseCode;
+
+// What a request may be sent again on the next endpoint after: a 91 only (nothing was booked), or also a
+// lost link (the request changes nothing a repeat would double).
+enum class Resend : std::uint8_t { after_refusal, after_loss };
+
+// The longest pause between two rounds over the endpoints.
+constexpr std::chrono::milliseconds failover_backoff_max{2'000};
+
+// What makes the client pass an endpoint over: it does not (or no longer) serve this terminal — no
+// connection, the link lost or silent, or 91 (a standby; a primary that cannot reach its HSM).
+bool passes_over(const ClearingError& e) {
+    return e.code == ClearingErrorCode::connect_failed || e.code == ClearingErrorCode::timeout || e.code == ClearingErrorCode::closed ||
+           (e.code == ClearingErrorCode::refused && e.response_code == "91");
+}
 
 Unexpected<ClearingError> fail(ClearingErrorCode code, std::string message, std::string response_code = {}) {
     return Unexpected<ClearingError>{ClearingError{code, std::move(message), std::move(response_code)}};
@@ -119,6 +136,30 @@ Result<ClearingEndpoint, std::string> parse_clearing_endpoint(std::string_view t
     auto parsed = parse_host_port(text);
     if (!parsed) return Unexpected<std::string>{parsed.error()};
     return ClearingEndpoint{std::move(parsed->host), parsed->port};
+}
+
+std::string to_string(const ClearingEndpoint& endpoint) { return format_host_port({endpoint.host, endpoint.port}); }
+
+Result<std::vector<ClearingEndpoint>, std::string> parse_clearing_endpoints(std::string_view text) {
+    std::vector<ClearingEndpoint> endpoints;
+    if (text.empty()) return Unexpected<std::string>{"no clearing endpoint: give HOST:PORT[,HOST:PORT...]"};
+    for (std::size_t start = 0;;) {
+        const std::size_t comma = text.find(',', start);
+        const std::string_view item = text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+        const std::string position = fmt::format("endpoint {} of '{}'", endpoints.size() + 1, text);
+        if (item.empty()) return Unexpected<std::string>{position + " is empty"};
+        auto endpoint = parse_clearing_endpoint(item);
+        if (!endpoint) return Unexpected<std::string>{position + ": " + endpoint.error()};
+        if (std::find(endpoints.begin(), endpoints.end(), *endpoint) != endpoints.end())
+            return Unexpected<std::string>{position + ": " + to_string(*endpoint) + " is listed twice"};
+        if (endpoints.size() == clearing_endpoints_max)
+            return Unexpected<std::string>{fmt::format("more than {} clearing endpoints in '{}'", clearing_endpoints_max, text)};
+        endpoints.push_back(std::move(endpoint).value());
+        if (comma == std::string_view::npos) break;
+        start = comma + 1;
+    }
+    COCONUT_ASSERT(!endpoints.empty() && endpoints.size() <= clearing_endpoints_max);
+    return endpoints;
 }
 
 namespace {
@@ -248,7 +289,11 @@ struct ClearingClient::State {
     asio::io_context io;
     detail::ClearingLink socket{io};  // the connection: TCP, or mutual TLS over it (ClearingOptions::tls)
     LinkStats link_stats;
-    ClearingEndpoint endpoint;
+    std::vector<ClearingEndpoint> endpoints;  // tried in this order, from `current` on
+    std::size_t current = 0;                  // the endpoint in use, or the one that served last
+    bool current_failed = false;              // its link was lost or it refused: reconnect from the next
+    // An answer must come within this (response_timeout; connect_timeout for the sign-on of a new link).
+    std::chrono::milliseconds answer_timeout{};
     ClearingOptions options;
     BatchState memory_batch;  // without a batch log (ClearingOptions::batch_log)
     bool signed_on = false;   // sign on again after a reconnect
@@ -282,7 +327,7 @@ struct ClearingClient::State {
         return result;
     }
 
-    Status<ClearingError> open_socket() {
+    Status<ClearingError> open_socket(const ClearingEndpoint& endpoint) {
         tcp::resolver resolver(io);
         boost::system::error_code ec;
         const auto endpoints = resolver.resolve(endpoint.host, std::to_string(endpoint.port), ec);
@@ -313,12 +358,101 @@ struct ClearingClient::State {
         return Ok{};
     }
 
-    // A timeout closes the socket (a late answer must not be taken for the next request's): reconnect.
+    // ---- the endpoints: failover (ClearingOptions::failover_window) ----
+
+    bool several() const { return endpoints.size() > 1; }
+
+    // A timeout closes the socket (a late answer must not be taken for the next request's): reconnect,
+    // from the next endpoint when this one failed.
     Status<ClearingError> ensure_open() {
         if (socket.is_open()) return Ok{};
-        if (auto opened = open_socket(); !opened) return opened;
-        if (signed_on) return network(iso8583::NetworkCode::sign_on);
+        return establish(current_failed ? (current + 1) % endpoints.size() : current);
+    }
+
+    // The endpoint in use lost the link or refused: closed, and the next connection starts after it.
+    void lose_current() {
+        boost::system::error_code ignored;
+        socket.close(ignored);
+        severed.reset();
+        current_failed = true;
+    }
+
+    // 0800 sign-on on the open connection, its answer within `timeout`: 00, or why not.
+    Status<ClearingError> sign_on_here(std::chrono::milliseconds timeout) {
+        auto stan = take_stan();
+        if (!stan) return Unexpected<ClearingError>{stan.error()};
+        answer_timeout = timeout;
+        auto answer = exchange_once(iso8583::network_request(iso8583::NetworkCode::sign_on, *stan, options.terminal_id));
+        answer_timeout = options.response_timeout;
+        if (!answer) return Unexpected<ClearingError>{answer.error()};
+        const std::string code(*answer->get(39));
+        if (code != "00") return fail(ClearingErrorCode::refused, "the clearing answered " + code + " to the sign-on", code);
         return Ok{};
+    }
+
+    // One attempt at endpoint `index`: connected, and signed on if the client is; each step bounded by
+    // connect_timeout.
+    Status<ClearingError> attempt(std::size_t index) {
+        if (auto opened = open_socket(endpoints[index]); !opened) return opened;
+        if (!signed_on) return Ok{};
+        auto done = sign_on_here(std::min(options.connect_timeout, options.response_timeout));
+        if (!done) lose_current();
+        return done;
+    }
+
+    // Connected to endpoint `index` (signed on if the client is).
+    void served_by(std::size_t index) {
+        if (index != current) link_stats.failovers++;
+        current = index;
+        current_failed = false;
+        if (signed_on) remember();
+    }
+
+    // The current endpoint signed this terminal on: where the next client starts.
+    void remember() {
+        if (auto& memory = options.endpoint_memory; memory && memory->last_served != endpoints[current]) {
+            memory->last_served = endpoints[current];
+            if (memory->changed) memory->changed(endpoints[current]);
+        }
+    }
+
+    // Rounds over the endpoints from `first` until one accepts; between rounds the back-off, until the
+    // failover window has passed (the first round is always complete). An error that is not the
+    // endpoint's (TLS files, batch log) ends it at once.
+    Status<ClearingError> establish(std::size_t first) {
+        using Clock = std::chrono::steady_clock;
+        const auto deadline = Clock::now() + options.failover_window;
+        auto backoff = std::max(options.failover_backoff, std::chrono::milliseconds(1));
+        std::vector<std::string> why(endpoints.size());
+        std::optional<ClearingError> last;
+        for (std::size_t round = 1;; ++round) {
+            for (std::size_t k = 0; k < endpoints.size(); ++k) {
+                const std::size_t index = (first + k) % endpoints.size();
+                auto done = attempt(index);
+                if (done) {
+                    served_by(index);
+                    return Ok{};
+                }
+                if (!passes_over(done.error())) return done;
+                link_stats.endpoint_failures++;
+                why[index] = done.error().message;
+                last = done.error();
+            }
+            const auto now = Clock::now();
+            if (now >= deadline) return unreachable(*last, why, round);
+            std::this_thread::sleep_for(std::min<Clock::duration>(backoff, deadline - now));
+            backoff = std::min(backoff * 2, failover_backoff_max);
+        }
+    }
+
+    // Every endpoint failed: one endpoint's own error as it was; of several, each named with what it did.
+    Unexpected<ClearingError> unreachable(const ClearingError& last, const std::vector<std::string>& why, std::size_t rounds) const {
+        if (!several()) return Unexpected<ClearingError>{last};
+        std::string each;
+        for (std::size_t i = 0; i < endpoints.size(); ++i) each += fmt::format("; {} — {}", to_string(endpoints[i]), why[i]);
+        return fail(ClearingErrorCode::connect_failed,
+                    fmt::format("no clearing endpoint of {} accepted this terminal ({} round{} in {} ms){}", endpoints.size(), rounds,
+                                rounds == 1 ? "" : "s", options.failover_window.count(), each));
     }
 
     // ---- the batch state: in the batch log, or in memory ----
@@ -425,7 +559,7 @@ struct ClearingClient::State {
 
     Result<Message, ClearingError> receive_frame() {
         std::size_t body_size = 0;
-        auto ec = run(options.response_timeout, [&](boost::system::error_code& result) {
+        auto ec = run(answer_timeout, [&](boost::system::error_code& result) {
             asio::async_read(socket, asio::buffer(buffer.data(), iso8583::frame_header_size),
                              [&](boost::system::error_code e, std::size_t) { result = e; });
         });
@@ -436,7 +570,7 @@ struct ClearingClient::State {
             socket.close(ec);
             return fail(ClearingErrorCode::protocol_error, "frame header announces " + std::to_string(body_size) + " bytes");
         }
-        ec = run(options.response_timeout, [&](boost::system::error_code& result) {
+        ec = run(answer_timeout, [&](boost::system::error_code& result) {
             asio::async_read(socket, asio::buffer(buffer.data(), body_size), [&](boost::system::error_code e, std::size_t) { result = e; });
         });
         if (ec == asio::error::timed_out) return fail(ClearingErrorCode::timeout, "answer cut off");
@@ -460,9 +594,22 @@ struct ClearingClient::State {
         return fail(ClearingErrorCode::closed, "the clearing closed the connection: " + ec.message());
     }
 
-    // One request, its one answer (same STAN, the matching response MTI).
-    Result<Message, ClearingError> exchange(const Message& m) {
-        if (auto open = ensure_open(); !open) return Unexpected<ClearingError>{open.error()};
+    // One request, its one answer (same STAN, the matching response MTI), on the endpoint in use or, when
+    // it refuses with 91 (or the link is lost and `resend` allows), on the next ones (once each).
+    Result<Message, ClearingError> exchange(const Message& m, Resend resend = Resend::after_refusal) {
+        for (std::size_t tries = 1;; ++tries) {
+            if (auto open = ensure_open(); !open) return Unexpected<ClearingError>{open.error()};
+            auto answer = exchange_once(m);
+            const bool refused_here = answer && several() && iso8583::response_code_of(*answer) == ResponseCode::issuer_inoperative;
+            if (answer && !refused_here) return answer;
+            if (!answer && !passes_over(answer.error())) return answer;
+            lose_current();
+            if (tries >= endpoints.size() || (!refused_here && resend != Resend::after_loss)) return answer;
+        }
+    }
+
+    // The request on the open connection and its answer.
+    Result<Message, ClearingError> exchange_once(const Message& m) {
         if (auto s = send(m); !s) return Unexpected<ClearingError>{s.error()};
         auto answer = receive();
         if (!answer) return answer;
@@ -474,12 +621,14 @@ struct ClearingClient::State {
         return answer;
     }
 
+    // 0800 requests change nothing at the clearing that a repeat would double: sent again on the next
+    // endpoint after a loss too.
     Result<Message, ClearingError> network_exchange(iso8583::NetworkCode code, const std::optional<std::string>& field48 = {}) {
         auto stan = take_stan();
         if (!stan) return Unexpected<ClearingError>{stan.error()};
         Message m = iso8583::network_request(code, *stan, options.terminal_id);
         if (field48) m.set(48, *field48);
-        return exchange(m);
+        return exchange(m, Resend::after_loss);
     }
 
     Status<ClearingError> network(iso8583::NetworkCode code) {
@@ -495,6 +644,18 @@ ClearingClient::ClearingClient(std::unique_ptr<State> state) : state_(std::move(
 ClearingClient::~ClearingClient() = default;
 
 Result<std::unique_ptr<ClearingClient>, ClearingError> ClearingClient::connect(const ClearingEndpoint& endpoint, ClearingOptions options) {
+    return connect(std::vector<ClearingEndpoint>{endpoint}, std::move(options));
+}
+
+Result<std::unique_ptr<ClearingClient>, ClearingError> ClearingClient::connect(std::vector<ClearingEndpoint> endpoints,
+                                                                               ClearingOptions options) {
+    if (endpoints.empty() || endpoints.size() > clearing_endpoints_max)
+        return fail(ClearingErrorCode::bad_option, fmt::format("give 1-{} clearing endpoints", clearing_endpoints_max));
+    for (std::size_t i = 0; i < endpoints.size(); ++i) {
+        if (std::find(endpoints.begin(), endpoints.begin() + static_cast<std::ptrdiff_t>(i), endpoints[i]) !=
+            endpoints.begin() + static_cast<std::ptrdiff_t>(i))
+            return fail(ClearingErrorCode::bad_option, "clearing endpoint " + to_string(endpoints[i]) + " is listed twice");
+    }
     if (options.terminal_id.size() != 8) {
         return fail(ClearingErrorCode::bad_option, "terminal id '" + options.terminal_id + "': field 41 is exactly 8 characters");
     }
@@ -504,8 +665,15 @@ Result<std::unique_ptr<ClearingClient>, ClearingError> ClearingClient::connect(c
     if (options.batch_number == 0 || options.batch_number > batch_number_max)
         return fail(ClearingErrorCode::bad_option, "batch number must be 1-999999");
     auto state = std::make_unique<State>();
-    state->endpoint = endpoint;
+    state->endpoints = std::move(endpoints);
     state->options = std::move(options);
+    state->answer_timeout = state->options.response_timeout;
+    // Start where the terminal was served last (ClearingOptions::endpoint_memory).
+    if (const auto& memory = state->options.endpoint_memory; memory && memory->last_served) {
+        const auto& list = state->endpoints;
+        const auto found = std::find(list.begin(), list.end(), *memory->last_served);
+        if (found != list.end()) state->current = static_cast<std::size_t>(found - list.begin());
+    }
     if (auto& files = state->options.tls; files && !files->context) {
         auto context = make_tls_context(*files);
         if (!context) return Unexpected<ClearingError>{context.error()};
@@ -514,7 +682,7 @@ Result<std::unique_ptr<ClearingClient>, ClearingError> ClearingClient::connect(c
     if (state->options.tls) state->socket.use_tls(state->options.tls->context);
     state->memory_batch.batch_number = state->options.batch_number;
     if (state->options.batch_log) state->options.batch_log->release_stan_reservation();
-    if (auto opened = state->open_socket(); !opened) return Unexpected<ClearingError>{opened.error()};
+    if (auto opened = state->establish(state->current); !opened) return Unexpected<ClearingError>{opened.error()};
     return std::unique_ptr<ClearingClient>(new ClearingClient(std::move(state)));
 }
 
@@ -524,9 +692,22 @@ Result<std::shared_ptr<tls::ClientContext>, ClearingError> make_tls_context(cons
     return std::make_shared<tls::ClientContext>(std::move(context).value());
 }
 
+// On the open connection; refused there with 91 or the link lost: the next endpoints, each signed on by
+// establish().
 Status<ClearingError> ClearingClient::sign_on() {
-    auto done = state_->network(iso8583::NetworkCode::sign_on);
-    if (done) state_->signed_on = true;
+    State& s = *state_;
+    const bool open = s.socket.is_open();
+    s.signed_on = true;  // a reconnect signs on again
+    auto done = open ? s.sign_on_here(s.options.response_timeout) : s.ensure_open();
+    if (!done && open && s.several() && passes_over(done.error())) {
+        s.lose_current();
+        done = s.ensure_open();
+    }
+    if (!done) {
+        s.signed_on = false;
+        return done;
+    }
+    s.remember();
     return done;
 }
 Status<ClearingError> ClearingClient::sign_off() {
@@ -535,6 +716,8 @@ Status<ClearingError> ClearingClient::sign_off() {
 }
 const UploadReport& ClearingClient::last_report() const { return state_->report; }
 const LinkStats& ClearingClient::link_stats() const { return state_->link_stats; }
+const ClearingEndpoint& ClearingClient::current_endpoint() const { return state_->endpoints[state_->current]; }
+const std::vector<ClearingEndpoint>& ClearingClient::endpoints() const { return state_->endpoints; }
 const BatchState& ClearingClient::batch() const { return state_->batch(); }
 const ClearingOptions& ClearingClient::options() const { return state_->options; }
 Result<std::uint32_t, ClearingError> ClearingClient::take_stan() { return state_->take_stan(); }
@@ -570,6 +753,8 @@ public:
         return Ok{};
     }
     const std::optional<ClearingError>& failure() const { return failure_; }
+    // Queue sequences answered and kept (not acknowledged): not sent again in this upload.
+    const std::vector<std::uint64_t>& kept() const { return kept_; }
 
 private:
     struct InFlight {
@@ -618,10 +803,15 @@ private:
         pending_.erase(found);
     }
 
-    // What the answer means for the record: acknowledged (and counted when booked), or kept.
+    // What the answer means for the record: acknowledged (and counted when booked), or kept. A 91 from
+    // one of several endpoints is no answer: that node does not serve; the record goes to the next.
     void judge(std::size_t index, const Message& answer) {
         const TransactionRecord& record = work_[index].record;
         const std::string code(*answer.get(39));
+        if (code == "91" && s_.several()) {
+            failure_ = ClearingError{ClearingErrorCode::refused, to_string(s_.endpoints[s_.current]) + " answered 91 to an upload", code};
+            return;
+        }
         UploadReport& report = s_.report;
         report.by_response_code[code]++;
         if (code == "59") report.suspense++;
@@ -633,6 +823,7 @@ private:
             return;
         }
         report.kept++;
+        kept_.push_back(work_[index].sequence);
         if (code == "00") report.digest_mismatches++;
         if (record.link == LinkKind::offline_purchase && (code == "59" || code == "94" || code == "00"))
             report.kept_for_review.push_back(work_[index].sequence);
@@ -644,27 +835,50 @@ private:
     const std::size_t end_;
     std::unordered_map<std::string, InFlight> pending_;       // STAN → record
     std::vector<std::pair<std::size_t, bool>> acknowledged_;  // index into work, booked by the host
+    std::vector<std::uint64_t> kept_;
     std::optional<ClearingError> failure_;
 };
 
-}  // namespace
-
-Result<UploadReport, ClearingError> ClearingClient::upload(TransactionQueue& queue) {
-    State& s = *state_;
-    s.report = {};
-    if (auto checked = s.check_queue(queue); !checked) return Unexpected<ClearingError>{checked.error()};
-    if (auto open = s.ensure_open(); !open) return Unexpected<ClearingError>{open.error()};
-    const std::vector<QueuedTransaction> work = queue.batch(queue.size());
+// One pass over what is queued and not yet answered in this upload (`answered`), on one connection; a
+// link failure ends it (what was answered is acknowledged first).
+Status<ClearingError> upload_pass(ClearingClient::State& s, TransactionQueue& queue, std::unordered_set<std::uint64_t>& answered) {
+    if (auto open = s.ensure_open(); !open) return open;
+    std::vector<QueuedTransaction> work = queue.batch(queue.size());
+    std::erase_if(work, [&](const QueuedTransaction& q) { return answered.contains(q.sequence); });
     // One acknowledgement per chunk, as large as this queue takes.
     const std::size_t chunk_max = queue.limits().ack_batch_max;
     COCONUT_ASSERT(chunk_max >= 1);
     for (std::size_t start = 0; start < work.size(); start += chunk_max) {
         UploadChunk chunk(s, work, start, std::min(work.size(), start + chunk_max));
         chunk.exchange();
-        if (auto done = chunk.acknowledge(queue); !done) return Unexpected<ClearingError>{done.error()};
+        if (auto done = chunk.acknowledge(queue); !done) return done;
+        answered.insert(chunk.kept().begin(), chunk.kept().end());
         if (chunk.failure()) return Unexpected<ClearingError>{*chunk.failure()};
     }
-    return s.report;
+    return Ok{};
+}
+
+}  // namespace
+
+// With several endpoints a lost link, a silence or a 91 moves the upload to the next endpoint, where
+// what stayed queued is sent again (a record booked before its answer was lost lands on the same ledger
+// id: acknowledged, booked once). It gives up when connecting fails (establish() went round the list
+// already) or after as many moves in a row as there are endpoints with no record answered.
+Result<UploadReport, ClearingError> ClearingClient::upload(TransactionQueue& queue) {
+    State& s = *state_;
+    s.report = {};
+    if (auto checked = s.check_queue(queue); !checked) return Unexpected<ClearingError>{checked.error()};
+    std::unordered_set<std::uint64_t> answered;
+    for (std::size_t stalls = 0;;) {
+        const std::size_t before = s.report.acknowledged + s.report.kept;
+        auto pass = upload_pass(s, queue, answered);
+        if (pass) return s.report;
+        stalls = s.report.acknowledged + s.report.kept > before ? 0 : stalls + 1;
+        const ClearingError& error = pass.error();
+        if (!s.several() || !passes_over(error) || error.code == ClearingErrorCode::connect_failed || stalls >= s.endpoints.size())
+            return Unexpected<ClearingError>{error};
+        s.lose_current();
+    }
 }
 
 // ---- online exchanges ----------------------------------------------------------------------------
@@ -713,7 +927,7 @@ Result<iso8583::HostChallenge, ClearingError> ClearingClient::request_challenge(
     Message m = iso8583::network_request(iso8583::NetworkCode::card_challenge, *stan, state_->options.terminal_id);
     m.set(2, iso8583::card_number(asn));
     m.set(62, iso8583::encode_challenge_request({asn}));
-    auto answer = state_->exchange(m);
+    auto answer = state_->exchange(m, Resend::after_loss);
     if (!answer) return Unexpected<ClearingError>{answer.error()};
     const std::string code(answer->get(39).value_or(""));
     if (code != "00") return fail(ClearingErrorCode::refused, "card-presence challenge: the clearing answered " + code, code);

@@ -1,6 +1,7 @@
 // ClearingClient over mutual TLS (ClearingOptions::tls) against the real ISO 8583 server with a server
-// context: it verifies the server, shows its certificate, resumes its session after a reconnect, and
-// names what is wrong when a file or a certificate is.
+// context: it verifies the server, shows its certificate, resumes its session after a reconnect, names
+// what is wrong when a file or a certificate is, and with a list of endpoints passes over a node whose
+// handshake fails.
 #include "clearing_fixture.hpp"
 
 #include <coconut/clearing/server.hpp>
@@ -142,4 +143,35 @@ TEST_CASE("ClearingClient: TLS files missing, too open or not matching are tls_e
     REQUIRE_FALSE(mismatched.ok());
     CHECK(mismatched.error().code == sdk::ClearingErrorCode::tls_error);
     CHECK(mismatched.error().message.find("does not belong") != std::string::npos);
+}
+
+TEST_CASE("ClearingClient over TLS with a list: a node whose certificate does not name the address is passed over") {
+    TlsLinkRig rig;
+    // Another node whose certificate (from the island CA) names another host only: its handshake fails.
+    rig.pki.write_identity("elsewhere", coconut::tls::Profile::server, "coconut-clearingd", {"DNS:elsewhere.island"});
+    auto context =
+        coconut::tls::make_server_context({rig.pki.dir / "ca.pem", rig.pki.dir / "elsewhere.pem", rig.pki.dir / "elsewhere.key"});
+    REQUIRE(context.ok());
+    ServerOptions misnamed;
+    misnamed.tls = std::make_shared<asio::ssl::context>(std::move(context).value());
+    Rig other({}, {misnamed});
+    const sdk::ClearingEndpoint wrong{"127.0.0.1", other.daemon->terminal_server().port()};
+    const sdk::ClearingEndpoint right{"127.0.0.1", rig.server->port()};
+
+    auto client = sdk::ClearingClient::connect(std::vector{wrong, right}, rig.options());
+    REQUIRE_MESSAGE(client.ok(), (client.ok() ? "" : client.error().message));
+    REQUIRE((*client)->sign_on().ok());
+    CHECK((*client)->current_endpoint() == right);
+    CHECK((*client)->link_stats().failovers == 1);
+    CHECK((*client)->link_stats().endpoint_failures == 1);
+    CHECK((*client)->link_stats().tls_full == 1);
+
+    // The misnamed node and one where nothing listens: connect_failed naming both and what each did.
+    auto none = sdk::ClearingClient::connect(std::vector{wrong, sdk::ClearingEndpoint{"127.0.0.2", rig.server->port()}}, rig.options());
+    REQUIRE_FALSE(none.ok());
+    INFO(none.error().message);
+    CHECK(none.error().code == sdk::ClearingErrorCode::connect_failed);
+    CHECK(none.error().message.find(sdk::to_string(wrong) + " — TLS handshake with " + sdk::to_string(wrong) + " failed") !=
+          std::string::npos);
+    CHECK(none.error().message.find("127.0.0.2:" + std::to_string(rig.server->port()) + " — cannot connect") != std::string::npos);
 }

@@ -28,7 +28,6 @@ using namespace records;
 namespace {
 
 constexpr std::uint64_t ns_per_s = 1'000'000'000;
-constexpr std::string_view head_key = "head";
 
 ByteView view(std::string_view text) { return {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()}; }
 
@@ -69,6 +68,9 @@ Error to_error(const lmdb::Error& error, const State& state) {
         return Error{ErrorCode::storage_full,
                      fmt::format("storage full: {} has {} bytes free; the commit was refused, nothing was lost ({}: {})",
                                  state.options.directory, *free, error.operation, std::strerror(ENOSPC))};
+    }
+    if (error.rc == lmdb::commit_refused_rc || error.rc == lmdb::change_mismatch_rc) {
+        return Error{ErrorCode::replication, fmt::format("ledger in {}: {}", state.options.directory, error.message())};
     }
     if (error.rc == MDB_CORRUPTED) {
         return Error{ErrorCode::corrupt, fmt::format("ledger in {} is corrupt: {}", state.options.directory, error.operation)};

@@ -34,6 +34,13 @@ using State = Ledger::State;
 
 Error to_error(const lmdb::Error& error, const State& state);
 
+// The meta table's key of the journal head.
+inline constexpr std::string_view head_key = "head";
+// Reads the committed head from the environment into state.committed.
+Status<Error> refresh_head(State& state);
+// Makes `head` the committed head once its commit succeeded.
+void publish_head(State& state, const JournalHead& head);
+
 // Storage errors inside the state machine: lmdb errors pass through; an undecodable record is
 // reported as an lmdb-style error with rc MDB_CORRUPTED so callers see it as corrupt.
 inline Unexpected<lmdb::Error> corrupted(const char* where) { return Unexpected{lmdb::Error{MDB_CORRUPTED, where}}; }

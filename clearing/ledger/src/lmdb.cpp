@@ -12,6 +12,7 @@
 #include <fstream>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace coconut::lmdb {
@@ -36,7 +37,29 @@ struct ReadPool {
     std::vector<MDB_txn*> idle;  // reset read transactions, each holding its reader slot
 };
 
-std::string Error::message() const { return fmt::format("{}: {}", operation, mdb_strerror(rc)); }
+struct Capture {
+    CommitHook hook;                                   // empty: capture off
+    std::mutex names_mutex;                            // open_table may run on any thread at start-up
+    std::vector<std::string> names;                    // table name by handle (MDB_dbi is a small index)
+    std::unordered_map<std::string, MDB_dbi> by_name;  // the reverse, for applying change sets
+
+    void remember(MDB_dbi dbi, const std::string& name) {
+        std::lock_guard lock(names_mutex);
+        if (names.size() <= dbi) names.resize(dbi + 1);
+        names[dbi] = name;
+        by_name[name] = dbi;
+    }
+    std::string name_of(MDB_dbi dbi) {
+        std::lock_guard lock(names_mutex);
+        return dbi < names.size() ? names[dbi] : std::string();
+    }
+};
+
+std::string Error::message() const {
+    if (rc == commit_refused_rc) return fmt::format("{}: refused by the commit hook: {}", operation, detail);
+    if (rc == change_mismatch_rc) return fmt::format("{}: the change set does not apply to this copy: {}", operation, detail);
+    return fmt::format("{}: {}", operation, mdb_strerror(rc));
+}
 
 // ---- Env --------------------------------------------------------------------------------------------
 
@@ -55,15 +78,17 @@ Result<Env> Env::open(const std::string& directory, const EnvOptions& options) {
     return env;
 }
 
-Env::Env(MDB_env* env) : env_(env), reads_(std::make_unique<ReadPool>()) {}
+Env::Env(MDB_env* env) : env_(env), reads_(std::make_unique<ReadPool>()), capture_(std::make_unique<Capture>()) {}
 
-Env::Env(Env&& other) noexcept : env_(std::exchange(other.env_, nullptr)), reads_(std::move(other.reads_)) {}
+Env::Env(Env&& other) noexcept
+    : env_(std::exchange(other.env_, nullptr)), reads_(std::move(other.reads_)), capture_(std::move(other.capture_)) {}
 
 Env& Env::operator=(Env&& other) noexcept {
     if (this != &other) {
         close();
         env_ = std::exchange(other.env_, nullptr);
         reads_ = std::move(other.reads_);
+        capture_ = std::move(other.capture_);
     }
     return *this;
 }
@@ -88,6 +113,20 @@ Result<MDB_dbi> Env::open_table(const char* name) {
     if (int rc = mdb_dbi_open(txn->get(), name, reading ? 0u : MDB_CREATE, &dbi); rc != 0) return fail(rc, "mdb_dbi_open");
     // Committing (also a read transaction) keeps the handle open for the environment's lifetime.
     if (auto committed = txn->commit(); !committed) return Unexpected{committed.error()};
+    capture_->remember(dbi, name);
+    return dbi;
+}
+
+void Env::set_commit_hook(CommitHook hook) { capture_->hook = std::move(hook); }
+
+Result<MDB_dbi> Env::table_in(Txn& txn, const std::string& name) {
+    {
+        std::lock_guard lock(capture_->names_mutex);
+        if (auto found = capture_->by_name.find(name); found != capture_->by_name.end()) return found->second;
+    }
+    MDB_dbi dbi = 0;
+    if (int rc = mdb_dbi_open(txn.get(), name.c_str(), MDB_CREATE, &dbi); rc != 0) return fail(rc, "mdb_dbi_open");
+    capture_->remember(dbi, name);  // the handle stays open once `txn` commits (aborted: reopened next time)
     return dbi;
 }
 
@@ -158,7 +197,15 @@ Result<Txn> Txn::begin(const Env& env, Mode mode, Txn* parent) {
     if (int rc = mdb_txn_begin(env.get(), parent ? parent->get() : nullptr, flags, &raw); rc != 0) {
         return fail(rc, "mdb_txn_begin");
     }
-    return Txn(raw, pool);
+    Txn txn(raw, pool);
+    Capture* capture = env.capture();
+    const bool capturing = mode == Mode::read_write && capture != nullptr && (parent ? parent->changes_ != nullptr : bool(capture->hook));
+    if (capturing) {
+        txn.capture_ = capture;
+        txn.parent_ = parent;
+        txn.changes_ = std::make_unique<Bytes>();
+    }
+    return txn;
 }
 
 Txn& Txn::operator=(Txn&& other) noexcept {
@@ -167,6 +214,9 @@ Txn& Txn::operator=(Txn&& other) noexcept {
         txn_ = std::exchange(other.txn_, nullptr);
         pool_ = std::exchange(other.pool_, nullptr);
         context_ = std::exchange(other.context_, nullptr);
+        capture_ = std::exchange(other.capture_, nullptr);
+        parent_ = std::exchange(other.parent_, nullptr);
+        changes_ = std::move(other.changes_);
     }
     return *this;
 }
@@ -174,12 +224,23 @@ Txn& Txn::operator=(Txn&& other) noexcept {
 Status Txn::commit() {
     COCONUT_ASSERT(txn_ != nullptr);
     pool_ = nullptr;
+    if (changes_ != nullptr && !changes_->empty()) {           // a commit that changed nothing has nothing to replicate
+        std::unique_ptr<Bytes> changes = std::move(changes_);  // what the hook writes is not in the set
+        if (parent_ != nullptr) {
+            COCONUT_ASSERT(parent_->changes_ != nullptr, "a capturing nested transaction has a capturing parent");
+            parent_->changes_->insert(parent_->changes_->end(), changes->begin(), changes->end());
+        } else if (auto accepted = capture_->hook(*this, *changes); !accepted) {
+            abort();
+            return Unexpected{Error{commit_refused_rc, "mdb_txn_commit", accepted.error().message()}};
+        }
+    }
     const int rc = mdb_txn_commit(std::exchange(txn_, nullptr));  // frees the handle even on failure
     if (rc != 0) return fail(rc, "mdb_txn_commit");
     return Ok{};
 }
 
 void Txn::abort() {
+    changes_.reset();
     if (txn_ == nullptr) return;
     MDB_txn* txn = std::exchange(txn_, nullptr);
     ReadPool* pool = std::exchange(pool_, nullptr);
@@ -207,6 +268,7 @@ Status Txn::put(MDB_dbi table, ByteView key, ByteView value, unsigned flags) {
     MDB_val k = to_val(key);
     MDB_val v = to_val(value);
     if (int rc = mdb_put(txn_, table, &k, &v, flags); rc != 0) return fail(rc, "mdb_put");
+    if (changes_ != nullptr) record(Change::Op::put, table, key, value);
     return Ok{};
 }
 
@@ -215,7 +277,87 @@ Result<bool> Txn::del(MDB_dbi table, ByteView key) {
     const int rc = mdb_del(txn_, table, &k, nullptr);
     if (rc == MDB_NOTFOUND) return false;
     if (rc != 0) return fail(rc, "mdb_del");
+    if (changes_ != nullptr) record(Change::Op::del, table, key, {});
     return true;
+}
+
+void Txn::record(Change::Op op, MDB_dbi table, ByteView key, ByteView value) {
+    const std::string name = capture_->name_of(table);
+    COCONUT_ASSERT(!name.empty() && name.size() <= 0xFF, "a captured change names its table");
+    COCONUT_ASSERT(key.size() <= 0xFFFF && value.size() <= 0xFFFFFFFFu);
+    Bytes& out = *changes_;
+    out.push_back(static_cast<std::uint8_t>(op));
+    out.push_back(static_cast<std::uint8_t>(name.size()));
+    out.insert(out.end(), name.begin(), name.end());
+    out.push_back(static_cast<std::uint8_t>(key.size() >> 8));
+    out.push_back(static_cast<std::uint8_t>(key.size()));
+    out.insert(out.end(), key.begin(), key.end());
+    if (op != Change::Op::put) return;
+    for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<std::uint8_t>(value.size() >> shift));
+    out.insert(out.end(), value.begin(), value.end());
+}
+
+// ---- change sets ------------------------------------------------------------------------------------
+
+bool for_each_change(ByteView changes, const std::function<void(const Change&)>& visit) {
+    std::size_t at = 0;
+    auto take = [&](std::size_t n) -> std::optional<ByteView> {
+        if (changes.size() - at < n) return std::nullopt;
+        const ByteView part = changes.subspan(at, n);
+        at += n;
+        return part;
+    };
+    auto number = [&](std::size_t bytes) -> std::optional<std::size_t> {
+        auto raw = take(bytes);
+        if (!raw) return std::nullopt;
+        std::size_t value = 0;
+        for (const std::uint8_t b : *raw) value = value << 8 | b;
+        return value;
+    };
+    while (at < changes.size()) {
+        Change change;
+        const auto op = number(1);
+        if (!op || (*op != 1 && *op != 2)) return false;
+        change.op = static_cast<Change::Op>(*op);
+        const auto name_size = number(1);
+        const auto name = name_size ? take(*name_size) : std::nullopt;
+        const auto key_size = name && !name->empty() ? number(2) : std::nullopt;
+        const auto key = key_size ? take(*key_size) : std::nullopt;
+        if (!key) return false;
+        change.table = std::string_view(reinterpret_cast<const char*>(name->data()), name->size());
+        change.key = *key;
+        if (change.op == Change::Op::put) {
+            const auto value_size = number(4);
+            const auto value = value_size ? take(*value_size) : std::nullopt;
+            if (!value) return false;
+            change.value = *value;
+        }
+        visit(change);
+    }
+    return true;
+}
+
+coconut::Status<Error> apply_changes(Env& env, Txn& txn, ByteView changes) {
+    std::optional<Error> failed;
+    const bool decoded = for_each_change(changes, [&](const Change& change) {
+        if (failed) return;
+        auto table = env.table_in(txn, std::string(change.table));
+        if (!table) {
+            failed = table.error();
+            return;
+        }
+        if (change.op == Change::Op::put) {
+            if (auto put = txn.put(*table, change.key, change.value); !put) failed = put.error();
+            return;
+        }
+        auto deleted = txn.del(*table, change.key);
+        if (!deleted) failed = deleted.error();
+        else if (!*deleted)
+            failed = Error{change_mismatch_rc, "mdb_del", fmt::format("table {} holds no such key to delete", change.table)};
+    });
+    if (failed) return Unexpected{*failed};
+    if (!decoded) return Unexpected{Error{change_mismatch_rc, "apply_changes", "the change set does not decode"}};
+    return Ok{};
 }
 
 // ---- Cursor -----------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@
 //   auto client = ClearingClient::connect({"127.0.0.1", 8583}, {.terminal_id = "BUS00001"});
 //   client.value()->sign_on();
 //   auto report = client.value()->upload(queue);   // counts per response code; what stays queued
+//   // The nodes of a clearing cluster: the primary is found, and followed when it changes.
+//   auto cluster = ClearingClient::connect(parse_clearing_endpoints("10.0.0.1:8583,10.0.0.2:8583").value(), options);
 //
 // What upload() sends per queued record (TransactionRecord::link): offline purchases as 0320, load
 // confirmations and clinic completions as 0221 (repeat of the 0220 the flow sent first), reversal advices
@@ -25,7 +27,10 @@
 // per block); upload() deletes acknowledged records and counts what the host booked in one append.
 //
 // Blocking; one connection (plain TCP, or mutual TLS with ClearingOptions::tls), re-opened (and signed on
-// again; under TLS resuming the session) after a timeout or a closed link.
+// again; under TLS resuming the session) after a timeout or a closed link. Given several endpoints (the
+// nodes of a clearing cluster, of which only the primary serves ISO 8583), the client moves to the next on
+// refusal or connection loss; re-uploads land on the same ledger id, so a record whose answer was lost
+// in the switch is booked once (ClearingClient::connect, ClearingOptions::failover_window).
 #pragma once
 
 #include <coconut/iso8583/card_data.hpp>
@@ -51,9 +56,24 @@ namespace coconut::sdk {
 struct ClearingEndpoint {
     std::string host = "127.0.0.1";
     std::uint16_t port = 0;
+    friend bool operator==(const ClearingEndpoint&, const ClearingEndpoint&) = default;
 };
 // "HOST:PORT" (IPv4 literal or name; port 1–65535).
 Result<ClearingEndpoint, std::string> parse_clearing_endpoint(std::string_view text);
+// "HOST:PORT,HOST:PORT,…": the clearing nodes in the order they are tried (1–clearing_endpoints_max, no
+// empty element, no endpoint twice). A single "HOST:PORT" is a list of one.
+inline constexpr std::size_t clearing_endpoints_max = 16;
+Result<std::vector<ClearingEndpoint>, std::string> parse_clearing_endpoints(std::string_view text);
+// "host:port" ("[v6]:port"), as parsed.
+std::string to_string(const ClearingEndpoint& endpoint);
+
+// The endpoint of a list that signed a client on last. Clients a terminal opens one after another with the
+// same memory (ClearingOptions::endpoint_memory) start where the previous one was served.
+struct ClearingEndpointMemory {
+    std::optional<ClearingEndpoint> last_served;
+    // Called when last_served changes (e.g. to keep it in a file across processes; set: it must not throw).
+    std::function<void(const ClearingEndpoint&)> changed;
+};
 
 // Requests in flight on the connection: the daemon reads at most 64 per connection before answering
 // (in_flight_per_connection_max); 32 keeps the pipe full without hitting its window.
@@ -98,6 +118,18 @@ struct ClearingOptions {
     std::string merchant_id;  // field 42 of the 0100 when set (≤ 15 characters)
     // Asked before each request is written (unset: no faults); see LinkFault.
     std::function<LinkFault(const iso8583::Message& request)> link_faults;
+
+    // Failover across a list of endpoints (ClearingClient::connect with several; terminal-sdk/README.md
+    // "Several clearing endpoints"). An endpoint is passed over when it refuses the connection, the TLS
+    // handshake fails, or it answers 91 or closes the connection instead of signing on (a standby); each
+    // attempt is bounded by connect_timeout (the sign-on's answer too). After a round in which every
+    // endpoint failed the client pauses failover_backoff (doubling, at most 2 s) and tries again until
+    // failover_window has passed since it began: 0 = one round. The first round is always complete,
+    // so the time to give up is at most failover_window plus one round.
+    std::chrono::milliseconds failover_window{0};
+    std::chrono::milliseconds failover_backoff{200};
+    // Shared by the clients a terminal opens one after another (null: each starts at the list's first).
+    std::shared_ptr<ClearingEndpointMemory> endpoint_memory;
 };
 
 enum class ClearingErrorCode : std::uint8_t {
@@ -126,6 +158,11 @@ Result<std::shared_ptr<tls::ClientContext>, ClearingError> make_tls_context(cons
 // The connections a client made: reconnects after a timeout or a closed link count too.
 struct LinkStats {
     std::uint64_t connects = 0;
+    // Of a list of endpoints: moves to another endpoint than the one in use (or, at connect, the one that
+    // served last) — a standby that accepts the connection and then refuses the sign-on is one move, the
+    // endpoint after it another — and the attempts that failed (refused, TLS, 91 or closed at sign-on).
+    std::uint64_t failovers = 0;
+    std::uint64_t endpoint_failures = 0;
     std::uint64_t tls_full = 0;     // TLS handshakes with certificates exchanged
     std::uint64_t tls_resumed = 0;  // TLS handshakes that resumed the previous session
 };
@@ -184,6 +221,15 @@ std::string original_data_elements(const TransactionRecord& record);
 class ClearingClient {
 public:
     static Result<std::unique_ptr<ClearingClient>, ClearingError> connect(const ClearingEndpoint& endpoint, ClearingOptions options);
+    // The first endpoint of the list (from the one that served last, ClearingOptions::endpoint_memory)
+    // that accepts. With more than one endpoint, a request that meets a closed connection, a timeout or
+    // an answer 91 moves the client to the next endpoint (signed on again there): upload() and the 0800
+    // exchanges continue there by themselves; an online request (0200, 0100, 0400) is sent again only
+    // after a 91 (nothing was booked) — after a loss its outcome is unknown and the error is returned as
+    // with one endpoint, the next request going to the next endpoint. None accepts within the bounds:
+    // connect_failed naming every endpoint and what each did. bad_option for an empty list or one
+    // naming an endpoint twice.
+    static Result<std::unique_ptr<ClearingClient>, ClearingError> connect(std::vector<ClearingEndpoint> endpoints, ClearingOptions options);
     ~ClearingClient();
     ClearingClient(const ClearingClient&) = delete;
     ClearingClient& operator=(const ClearingClient&) = delete;
@@ -231,6 +277,9 @@ public:
     Result<UploadReport, ClearingError> upload(TransactionQueue& queue);
     const UploadReport& last_report() const;
     const LinkStats& link_stats() const;
+    // The endpoint in use (or to be tried first at the next reconnect), and the whole list.
+    const ClearingEndpoint& current_endpoint() const;
+    const std::vector<ClearingEndpoint>& endpoints() const;
 
     struct State;
 

@@ -226,6 +226,10 @@ enum class ErrorCode : std::uint8_t {
     corrupt,    // a stored record or the journal head does not decode (a bug or a damaged file)
     too_large,  // batch above batch_events_max
     stopped,    // the writer is stopping and takes no more requests
+    // Replication (docs/DESIGN.md §10): the commit hook did not take the commit (the journal stream
+    // refused it or did not acknowledge it in time), or a replicated commit does not apply to this copy
+    // (out of order, or its journal entries do not extend this ledger's hash chain). Nothing was written.
+    replication,
 };
 
 struct Error {
@@ -419,6 +423,24 @@ public:
 
     // The environment, for tables of the daemon that must commit together with the ledger later.
     lmdb::Env& env();
+
+    // ---- replication (docs/DESIGN.md §10) ----
+    // A primary sets a commit hook on env() (lmdb::Env::set_commit_hook): each of its commits is one
+    // change set, appended to the replicated journal stream at a position (the stream's sequence)
+    // before it commits; the hook stores that position with record_position. A standby applies the
+    // change sets in stream order with apply_replicated.
+
+    // Applies `changes` (a change set captured on the primary) at `position` in one durable write
+    // transaction, with `position` stored in the same transaction (exactly once across restarts).
+    // Refused with ErrorCode::replication, nothing written, when `position` is not replicated_position()
+    // + 1, when the changes do not apply (a delete of a key this copy lacks, an undecodable set), or
+    // when the journal entries they add do not extend this ledger's hash chain entry by entry up to
+    // the head they store. Returns the new head.
+    Result<JournalHead> apply_replicated(ByteView changes, std::uint64_t position);
+    // The stream position of the last commit replicated into (or from) this ledger; 0: none.
+    Result<std::uint64_t> replicated_position() const;
+    // For the primary's commit hook: stores `position` in `txn` (the table apply_replicated uses).
+    lmdb::Status record_position(lmdb::Txn& txn, std::uint64_t position);
 
     struct State;
 

@@ -18,6 +18,7 @@
 #include <lmdb.h>
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -25,9 +26,17 @@
 
 namespace coconut::lmdb {
 
+// The return code of a commit that the environment's commit hook refused (Env::set_commit_hook): outside
+// LMDB's own codes (MDB_KEYEXIST … MDB_LAST_ERRCODE) and errno values.
+inline constexpr int commit_refused_rc = -30000;
+// The return code of a replicated change that does not apply to this copy (apply_changes): a delete of a
+// key that is not there, or a malformed change set.
+inline constexpr int change_mismatch_rc = -30001;
+
 struct Error {
-    int rc = 0;                  // the mdb_* return code (MDB_MAP_FULL, ENOSPC, …)
+    int rc = 0;                  // the mdb_* return code (MDB_MAP_FULL, ENOSPC, …) or one of the two above
     const char* operation = "";  // the mdb_* function that failed
+    std::string detail{};        // what the commit hook or apply_changes said (empty for LMDB's errors)
 
     bool map_full() const { return rc == MDB_MAP_FULL; }
     // "mdb_txn_commit: MDB_MAP_FULL: Environment mapsize limit reached"
@@ -52,6 +61,21 @@ struct EnvOptions {
 // of beginning a new one. Each idle entry keeps its reader slot, so the pool is small.
 struct ReadPool;
 inline constexpr std::size_t read_pool_idle_max = 16;
+
+class Txn;
+// Change capture for replication (docs/DESIGN.md §10): with a commit hook set, every top-level write
+// transaction records each put and delete it makes, in order, in any table, as one change set; its
+// commit() hands the change set to the hook first and commits only when the hook succeeded (otherwise the
+// transaction is aborted, nothing written, and commit() returns the hook's error as commit_refused_rc).
+// The hook may still write to the transaction (e.g. where the change set went): those writes are not in
+// the change set. A nested transaction's changes join its parent's on commit and vanish on abort.
+//
+// Change set format: records one after another, each
+//   op (1 byte: 1 put, 2 delete) ‖ table name length (1) ‖ table name ‖ key length (u16 BE) ‖ key
+//   ‖ for a put: value length (u32 BE) ‖ value
+// Only effective changes are recorded: a put that failed (MDB_KEYEXIST) or a delete of a missing key is not.
+using CommitHook = std::function<coconut::Status<Error>(Txn& txn, ByteView changes)>;
+struct Capture;
 
 class Env {
 public:
@@ -81,12 +105,37 @@ public:
 
     ReadPool* read_pool() const { return reads_.get(); }
 
+    // Starts (a non-empty hook) or stops change capture for the write transactions begun from now on.
+    // Set it while no write transaction is open.
+    void set_commit_hook(CommitHook hook);
+    Capture* capture() const { return capture_.get(); }
+    // The named table `name` inside the write transaction `txn` (created if missing, like open_table):
+    // for applying change sets, whose tables are named.
+    Result<MDB_dbi> table_in(Txn& txn, const std::string& name);
+
 private:
     explicit Env(MDB_env* env);
     void close();
     MDB_env* env_ = nullptr;
     std::unique_ptr<ReadPool> reads_;
+    std::unique_ptr<Capture> capture_;  // table names by handle, and the commit hook
 };
+
+// Applies a change set (CommitHook's format) in `txn`, in order. A record that does not decode, or a
+// delete of a key this copy does not hold, fails with change_mismatch_rc (abort the transaction: this
+// copy and the change set's origin have diverged).
+coconut::Status<Error> apply_changes(Env& env, Txn& txn, ByteView changes);
+
+// One change of a change set, as read by for_each_change.
+struct Change {
+    enum class Op : std::uint8_t { put = 1, del = 2 };
+    Op op = Op::put;
+    std::string_view table;
+    ByteView key;
+    ByteView value;  // empty for a delete
+};
+// Calls `visit` for each record of `changes` in order; false when the change set does not decode.
+bool for_each_change(ByteView changes, const std::function<void(const Change&)>& visit);
 
 // What the user of a write transaction keeps for it, handed along with the transaction to the code it
 // calls: the ledger's group commit attaches the one its GroupHooks::begin made (ledger.hpp), the daemon's
@@ -106,7 +155,8 @@ public:
 
     Txn(Txn&& other) noexcept
         : txn_(std::exchange(other.txn_, nullptr)), pool_(std::exchange(other.pool_, nullptr)),
-          context_(std::exchange(other.context_, nullptr)) {}
+          context_(std::exchange(other.context_, nullptr)), capture_(std::exchange(other.capture_, nullptr)),
+          parent_(std::exchange(other.parent_, nullptr)), changes_(std::move(other.changes_)) {}
     Txn& operator=(Txn&& other) noexcept;
     Txn(const Txn&) = delete;
     Txn& operator=(const Txn&) = delete;
@@ -132,9 +182,13 @@ public:
 
 private:
     explicit Txn(MDB_txn* txn, ReadPool* pool = nullptr) : txn_(txn), pool_(pool) {}
+    void record(Change::Op op, MDB_dbi table, ByteView key, ByteView value);
     MDB_txn* txn_ = nullptr;
     ReadPool* pool_ = nullptr;  // set for read transactions: where abort() returns the handle
     TxnContext* context_ = nullptr;
+    Capture* capture_ = nullptr;      // set for write transactions of an environment with a commit hook
+    Txn* parent_ = nullptr;           // a nested transaction's parent (its changes join the parent's)
+    std::unique_ptr<Bytes> changes_;  // the change set so far (capture on)
 };
 
 class Cursor {
