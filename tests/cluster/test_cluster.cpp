@@ -469,6 +469,50 @@ TEST_CASE("SIGKILL of the stream leader: publishing resumes within 15 s and no a
     CHECK(last_of(connection, config) == 300);
 }
 
+TEST_CASE("a reader whose consumer's server is SIGKILLed reads on in order: from the stream's leader, then a new consumer") {
+    test::NatsCluster& cluster = shared_cluster();
+    Connection connection = connect_as();
+    const StreamConfig config = test_stream("consumer_node");
+    make_stream(connection, config);
+    for (std::uint64_t n = 1; n <= 20; ++n) publish_until_acked(connection, config, n, std::chrono::steady_clock::now() + 20s, 1024);
+    auto opened = JournalReader::open(connection, config, 1);
+    REQUIRE(opened.ok());
+    JournalReader reader = std::move(opened).value();
+    REQUIRE(read_messages(reader, 20, 10s).size() == 20);
+    jsConsumerInfo* info = nullptr;
+    REQUIRE(js_GetConsumerInfo(&info, connection.jetstream(), config.name.c_str(), reader.consumer_name().c_str(), nullptr, nullptr) ==
+            NATS_OK);
+    REQUIRE((info->Cluster != nullptr && info->Cluster->Leader != nullptr));
+    const int node = cluster.node_named(info->Cluster->Leader);
+    jsConsumerInfo_Destroy(info);
+    REQUIRE(node >= 0);
+    cluster.kill(node);
+    const auto killed = std::chrono::steady_clock::now();
+    for (std::uint64_t n = 21; n <= 40; ++n) publish_until_acked(connection, config, n, killed + 30s, 1024);
+    const auto published = std::chrono::steady_clock::now() - killed;
+    const auto rest = read_messages(reader, 20, 20s);
+    std::printf(
+        "the reader whose consumer's server was killed read on %lld ms after the kill (publishing back after %lld ms; "
+        "consumers made: %llu)\n",
+        static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - killed).count()),
+        static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(published).count()),
+        static_cast<unsigned long long>(reader.consumers_created()));
+    cluster.start(node);
+    REQUIRE(rest.size() == 20);
+    for (std::size_t i = 0; i < rest.size(); ++i) CHECK(rest[i].sequence == 21 + i);
+    // Once the cluster can make consumers again (a new meta leader, if it died too), the reader has one.
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (reader.consumers_created() < 2 && std::chrono::steady_clock::now() < deadline) {
+        auto idle = reader.next_batch(200ms);
+        if (idle) REQUIRE(idle->empty());
+    }
+    REQUIRE(reader.consumers_created() == 2);
+    publish_until_acked(connection, config, 41, std::chrono::steady_clock::now() + 20s, 1024);
+    const auto last = read_messages(reader, 1, 20s);
+    REQUIRE(last.size() == 1);
+    CHECK(last[0].sequence == 41);
+}
+
 TEST_CASE("SIGKILL of all three servers at once loses no acknowledged message") {
     test::NatsCluster& cluster = shared_cluster();
     Connection connection = connect_as();
@@ -476,6 +520,9 @@ TEST_CASE("SIGKILL of all three servers at once loses no acknowledged message") 
     make_stream(connection, config);
     // The cluster may still be settling from the previous test's restart: resend until acknowledged.
     for (std::uint64_t n = 1; n <= 50; ++n) publish_until_acked(connection, config, n, std::chrono::steady_clock::now() + 20s, 8 * 1024);
+    auto before_crash = JournalReader::open(connection, config, 1);
+    REQUIRE(before_crash.ok());
+    REQUIRE(read_messages(before_crash.value(), 50, 10s).size() == 50);
     for (int node = 0; node < cluster.nodes(); ++node) cluster.kill(node);
     const auto killed = std::chrono::steady_clock::now();
     for (int node = 0; node < cluster.nodes(); ++node) cluster.start(node);
@@ -501,6 +548,12 @@ TEST_CASE("SIGKILL of all three servers at once loses no acknowledged message") 
         CHECK(all[i].sequence == i + 1);
         CHECK(all[i].payload == payload_of(i + 1, 8 * 1024));
     }
-    // The writer continues at its fence (resending while the stream settles: no_responders).
+    // The writer continues at its fence (resending while the stream settles: no_responders), and the
+    // reader opened before the crash reads on (its consumer may be gone with the servers).
     publish_until_acked(connection, config, 51, std::chrono::steady_clock::now() + 20s, 8 * 1024);
+    const auto resumed = read_messages(before_crash.value(), 1, 20s);
+    REQUIRE(resumed.size() == 1);
+    CHECK(resumed[0].sequence == 51);
+    std::printf("the reader opened before the crash read on after it (consumers made: %llu)\n",
+                static_cast<unsigned long long>(before_crash.value().consumers_created()));
 }

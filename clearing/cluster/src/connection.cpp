@@ -36,7 +36,9 @@ std::string describe(const std::string& what, natsStatus status, jsErrCode js_co
 ErrorCode classify(natsStatus status, jsErrCode js_code) {
     switch (js_code) {
         case JSClusterNotAvailErr:
-        case JSNotEnabledErr: return ErrorCode::unavailable;  // also what a restarting server answers for a while
+        case JSNotEnabledErr:      // also what a restarting server answers for a while
+        case JSClusterNoPeersErr:  // fewer servers up than replicas asked for (one is restarting)
+            return ErrorCode::unavailable;
         case JSStreamNotFoundErr:
         case JSConsumerNotFoundErr:
         case JSNoMessageFoundErr: return ErrorCode::not_found;
