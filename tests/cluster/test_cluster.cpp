@@ -10,6 +10,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -259,6 +260,28 @@ TEST_CASE("a reader whose consumer disappears re-creates it from the next sequen
     for (std::size_t i = 0; i < rest.size(); ++i) CHECK(rest[i].sequence == 5 + i);
     CHECK(reader.consumers_created() == 2);
     CHECK(reader.consumer_name() != name);
+}
+
+TEST_CASE("a reader and a lease keep their connection: they work after the caller's Connection is gone") {
+    const StreamConfig config = test_stream("shared_connection");
+    std::optional<JournalReader> reader;
+    std::optional<Lease> lease;
+    {
+        Connection connection = connect_as();
+        make_stream(connection, config);
+        publish_range(connection, config, 1, 3);
+        auto opened = JournalReader::open(connection, config, 2);
+        REQUIRE(opened.ok());
+        reader.emplace(std::move(opened).value());
+        auto made = Lease::open(connection, LeaseConfig{.ttl = 2000ms});
+        REQUIRE(made.ok());
+        lease.emplace(std::move(made).value());
+    }
+    const auto read = read_messages(*reader, 2, 5s);
+    REQUIRE(read.size() == 2);
+    CHECK(read[0].sequence == 2);
+    CHECK(read[1].sequence == 3);
+    CHECK(lease->read().ok());
 }
 
 TEST_CASE("the observer identity reads the journal but its publish is refused and stores nothing") {

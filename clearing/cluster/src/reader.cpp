@@ -18,7 +18,9 @@ constexpr auto consumer_inactive_threshold = std::chrono::seconds{60};
 }  // namespace
 
 struct JournalReader::State {
-    Connection* connection = nullptr;
+    explicit State(Connection shared) : connection(std::move(shared)) {}
+
+    Connection connection;
     StreamConfig config;
     ReaderOptions options;
     detail::SubscriptionHandle subscription;
@@ -47,11 +49,11 @@ Status<Error> create_consumer(JournalReader::State& state) {
     sub_options.Config.OptStartSeq = state.next_sequence;
     sub_options.Config.AckPolicy = state.options.ack == ReaderAck::none ? js_AckNone : js_AckAll;
     sub_options.Config.InactiveThreshold = std::chrono::nanoseconds(consumer_inactive_threshold).count();
-    jsOptions options = detail::request_options(state.connection->timeout());
+    jsOptions options = detail::request_options(state.connection.timeout());
     natsSubscription* subscription = nullptr;
     jsErrCode js_code = static_cast<jsErrCode>(0);
-    const natsStatus status = js_PullSubscribe(&subscription, state.connection->jetstream(), state.config.subject.c_str(), nullptr,
-                                               &options, &sub_options, &js_code);
+    const natsStatus status = js_PullSubscribe(&subscription, state.connection.jetstream(), state.config.subject.c_str(), nullptr, &options,
+                                               &sub_options, &js_code);
     detail::SubscriptionHandle owned(subscription);
     if (status != NATS_OK) {
         return Unexpected{detail::error_of("consumer on " + state.config.name + " from sequence " + std::to_string(state.next_sequence),
@@ -71,7 +73,7 @@ Status<Error> create_consumer(JournalReader::State& state) {
 // answers in milliseconds: a shorter wait than the connection's brings a lost one back sooner.
 bool consumer_alive(JournalReader::State& state) {
     constexpr auto consumer_check_timeout = std::chrono::milliseconds{1000};
-    jsOptions options = detail::request_options(std::min(state.connection->timeout(), consumer_check_timeout));
+    jsOptions options = detail::request_options(std::min(state.connection.timeout(), consumer_check_timeout));
     jsConsumerInfo* info = nullptr;
     jsErrCode js_code = static_cast<jsErrCode>(0);
     const natsStatus status = natsSubscription_GetConsumerInfo(&info, state.subscription.get(), &options, &js_code);
@@ -131,12 +133,12 @@ natsStatus fetch_into(JournalReader::State& state, std::vector<JournalMessage>& 
 Result<std::vector<JournalMessage>, Error> read_directly(JournalReader::State& state) {
     std::vector<JournalMessage> batch;
     std::int64_t bytes = 0;
-    jsOptions options = detail::request_options(state.connection->timeout());
+    jsOptions options = detail::request_options(state.connection.timeout());
     while (static_cast<int>(batch.size()) < state.options.batch_max && bytes < state.options.batch_bytes_max) {
         natsMsg* message = nullptr;
         jsErrCode js_code = static_cast<jsErrCode>(0);
         const natsStatus status =
-            js_GetMsg(&message, state.connection->jetstream(), state.config.name.c_str(), state.next_sequence, &options, &js_code);
+            js_GetMsg(&message, state.connection.jetstream(), state.config.name.c_str(), state.next_sequence, &options, &js_code);
         detail::MsgHandle owned(message);
         if (status != NATS_OK) {
             const Error error =
@@ -156,8 +158,7 @@ Result<std::vector<JournalMessage>, Error> read_directly(JournalReader::State& s
 Result<JournalReader, Error> JournalReader::open(Connection& connection, const StreamConfig& config, std::uint64_t first_sequence,
                                                  ReaderOptions options) {
     COCONUT_ASSERT(first_sequence >= 1 && options.batch_max >= 1);
-    auto state = std::make_unique<State>();
-    state->connection = &connection;
+    auto state = std::make_unique<State>(connection);
     state->config = config;
     state->options = options;
     state->next_sequence = first_sequence;

@@ -115,7 +115,7 @@ struct ReaderOptions {
 class JournalReader {
 public:
     // A reader whose first message will be the first one stored at or after `first_sequence` (>= 1).
-    // `connection` must outlive the reader. Fails on a stream that does not exist (`not_found`) or a
+    // The reader keeps a copy of `connection`. Fails on a stream that does not exist (`not_found`) or a
     // refusal; while the cluster has no stream leader (`unavailable`) it opens, and next_batch
     // creates the consumer once one answers.
     static Result<JournalReader, Error> open(Connection& connection, const StreamConfig& config, std::uint64_t first_sequence,
