@@ -1,3 +1,4 @@
+#include <coconut/core/assert.hpp>
 #include <coconut/hsm/ca.hpp>
 #include <coconut/hsm/client.hpp>
 
@@ -31,6 +32,7 @@ enum class End {
     unreachable,  // it could not be opened (resolve, connect, hello refused)
     protocol,     // the HSM's answer broke the protocol (bad MAC, unexpected seq): not retried
     local,        // closed by this side
+    abandoned,    // closed by a Link that moved to another endpoint (rule 5): its requests go there
 };
 
 struct AsyncClient::State : std::enable_shared_from_this<AsyncClient::State> {
@@ -386,9 +388,10 @@ bool Link::retry_safe(wire::Command command) {
 
 // All of the link's work, and its connections' (whose strands run inside the link's), on one strand.
 struct Link::State : std::enable_shared_from_this<Link::State> {
-    State(asio::any_io_executor executor, wire::Endpoint where, wire::ClientCredentials creds, LinkOptions opts)
-        : strand(asio::make_strand(executor)), endpoint(std::move(where)), client_id(std::move(creds.client_id)),
+    State(asio::any_io_executor executor, std::vector<wire::Endpoint> where, wire::ClientCredentials creds, LinkOptions opts)
+        : strand(asio::make_strand(executor)), endpoints(std::move(where)), client_id(std::move(creds.client_id)),
           key(detail::make_guarded<ClientKey>(creds.key)), options(std::move(opts)), probe_timer(strand) {
+        COCONUT_ASSERT(!endpoints.empty() && endpoints.size() <= wire::max_endpoints);
         options.connections_max = std::max<std::size_t>(options.connections_max, 1);
         if (!options.keepalive_tac_label.empty()) keepalive_payload = wire::encode(wire::PurchaseTacBatch{options.keepalive_tac_label, {}});
     }
@@ -396,18 +399,31 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
     struct Connection {
         explicit Connection(asio::strand<asio::any_io_executor>& strand) : quiet_timer(strand) {}
         std::uint64_t id = 0;
+        std::size_t endpoint = 0;  // index in `endpoints`
         std::shared_ptr<AsyncClient::State> client;
         std::size_t in_flight = 0;  // requests handed to it whose handler has not run
         asio::steady_timer quiet_timer;
     };
 
+    // One request on its way through the rules; the payload is kept to send it again (rules 2 and 5).
+    struct Request {
+        wire::Command command = wire::Command::key_info;
+        Bytes payload;
+        Handler<Bytes> handler;
+        bool may_send_again = false;       // retry_safe(command), and not a keep-alive
+        bool sent_again = false;           // rule 2 used
+        std::size_t endpoints_failed = 0;  // endpoints that failed it (rule 5): at endpoints.size() it fails
+    };
+
     asio::strand<asio::any_io_executor> strand;
-    wire::Endpoint endpoint;
+    std::vector<wire::Endpoint> endpoints;  // in the order of preference
+    std::size_t current = 0;                // the endpoint new connections go to
     std::string client_id;
     std::shared_ptr<const ClientKey> key;  // in guarded, locked memory
     LinkOptions options;
     Bytes keepalive_payload;                               // empty: no keep-alive request (the probe is the hello)
-    std::vector<std::shared_ptr<Connection>> connections;  // oldest first
+    std::vector<std::shared_ptr<Connection>> connections;  // oldest first, all to `current` (rule 5 closes the others)
+    std::shared_ptr<Connection> resend_connection;         // the fresh connection of rule 2
     std::uint64_t next_connection_id = 1;
     asio::steady_timer probe_timer;
     BreakerState breaker = BreakerState::closed;
@@ -422,19 +438,21 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
     void log(const std::string& line) const {
         if (options.log) options.log(line);
     }
+    std::string where() const { return wire::to_string(endpoints); }
 
     // ---- connections ----
 
-    // A new connection in the pool; `connected` (optional) hears how its hello went.
+    // A new connection to the current endpoint; `connected` (optional) hears how its hello went.
     std::shared_ptr<Connection> open_connection(std::function<void(Status<Failure>)> connected = nullptr) {
         auto connection = std::make_shared<Connection>(strand);
         connection->id = next_connection_id++;
+        connection->endpoint = current;
         connection->client = std::make_shared<AsyncClient::State>(strand, client_id, key, options.client);
         connection->client->on_end = [weak = weak_from_this(), id = connection->id] {
             if (auto self = weak.lock()) self->forget(id);
         };
         connections.push_back(connection);
-        connection->client->connect(endpoint,
+        connection->client->connect(endpoints[current],
                                     [weak = weak_from_this(), connection, connected = std::move(connected)](Status<Failure> hello) {
                                         auto self = weak.lock();
                                         if (!self) return;
@@ -457,14 +475,24 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
         asio::post(strand, [connection = std::move(connection)] {});
     }
 
-    // Ends every connection: their requests fail with `why`.
-    void close_connections(const Failure& why) {
-        auto ending = std::move(connections);
-        connections.clear();
+    // Ends the connections for which `which` is true (all by default): their requests fail with `why`,
+    // and are sent again elsewhere when `how` is End::abandoned (rule 5).
+    template <class Which>
+    void close_connections(const Failure& why, End how, Which which) {
+        std::vector<std::shared_ptr<Connection>> ending;
+        std::erase_if(connections, [&](const std::shared_ptr<Connection>& c) {
+            if (!which(*c)) return false;
+            ending.push_back(c);
+            return true;
+        });
+        if (resend_connection && which(*resend_connection)) resend_connection.reset();
         for (auto& connection : ending) {
             connection->quiet_timer.cancel();
-            connection->client->fail_all(why, End::local);
+            connection->client->fail_all(why, how);
         }
+    }
+    void close_connections(const Failure& why) {
+        close_connections(why, End::local, [](const Connection&) { return true; });
     }
 
     // The connection for the next request (rule 4): the least busy; a new one when all are busy and
@@ -472,9 +500,18 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
     std::shared_ptr<Connection> pick() {
         std::shared_ptr<Connection> best;
         for (auto& connection : connections)
-            if (!best || connection->in_flight < best->in_flight) best = connection;
+            if (connection->endpoint == current && (!best || connection->in_flight < best->in_flight)) best = connection;
         if (!best || (best->in_flight > 0 && connections.size() < options.connections_max)) best = open_connection();
         return best;
+    }
+
+    // Rule 2's connection: opened after the one that broke (`broken_id`), to the current endpoint —
+    // an older connection may have broken as well (the HSM stopped) without our having read it yet.
+    std::shared_ptr<Connection> fresh_connection(std::uint64_t broken_id) {
+        if (!resend_connection || resend_connection->id <= broken_id || resend_connection->client->end != End::open ||
+            resend_connection->endpoint != current)
+            resend_connection = open_connection();
+        return resend_connection;
     }
 
     // ---- keep-alive (rule 1) ----
@@ -503,60 +540,99 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
             return;
         }
         ++stats.keepalives;
-        send_on(
-            connection, wire::Command::verify_purchase_tacs, keepalive_payload, [](Outcome<Bytes>) {}, false);
+        auto request = std::make_shared<Request>();
+        request->command = wire::Command::verify_purchase_tacs;
+        request->payload = keepalive_payload;
+        request->handler = [](Outcome<Bytes>) {};
+        send_on(connection, std::move(request));
         watch_quiet(connection);
     }
 
     // ---- requests ----
 
-    void call(wire::Command command, Bytes payload, Handler<Bytes> handler, bool may_retry) {
-        if (closed) return handler(fail(Errc::closed, "the HSM link was closed"));
+    void call(std::shared_ptr<Request> request) {
+        if (closed) return request->handler(fail(Errc::closed, "the HSM link was closed"));
         if (breaker != BreakerState::closed) {
             ++stats.fast_failures;
-            return handler(
+            return request->handler(
                 fail(Errc::connection_failed, fmt::format("the HSM link is {} (circuit breaker) since: {}", breaker_state_name(breaker),
                                                           opened_because ? opened_because->message : std::string("a timeout"))));
         }
-        send_on(pick(), command, std::move(payload), std::move(handler), may_retry && retry_safe(command));
+        send_on(pick(), std::move(request));
     }
 
-    void send_on(const std::shared_ptr<Connection>& connection, wire::Command command, Bytes payload, Handler<Bytes> handler,
-                 bool may_retry) {
+    void send_on(const std::shared_ptr<Connection>& connection, std::shared_ptr<Request> request) {
         ++connection->in_flight;
-        // A copy to send again (rule 2); a full TAC batch is 46 KiB, once per request in flight.
-        std::optional<Bytes> again;
-        if (may_retry) again = payload;
+        Bytes payload = request->payload;                // a full TAC batch is 46 KiB, copied once per request in flight
+        const wire::Command command = request->command;  // read before `request` moves into the handler
         connection->client->call(command, std::move(payload),
-                                 [self = shared_from_this(), connection, command, again = std::move(again),
-                                  handler = std::move(handler)](Outcome<Bytes> answer) mutable {
+                                 [self = shared_from_this(), connection, request = std::move(request)](Outcome<Bytes> answer) mutable {
                                      --connection->in_flight;
-                                     self->answered(*connection, command, std::move(again), std::move(handler), std::move(answer));
+                                     self->answered(*connection, std::move(request), std::move(answer));
                                  });
     }
 
-    void answered(const Connection& connection, wire::Command command, std::optional<Bytes> again, Handler<Bytes> handler,
-                  Outcome<Bytes> answer) {
+    void answered(const Connection& connection, std::shared_ptr<Request> request, Outcome<Bytes> answer) {
         const End end = connection.client->end;
-        if (answer || end == End::open) return handler(std::move(answer));  // a verdict or a request-level error
-        if (end == End::timeout) {
-            ++stats.timeouts;
-            open_breaker(answer.error());
-            return handler(std::move(answer));
+        if (answer || end == End::open) return request->handler(std::move(answer));  // a verdict or a request-level error
+        switch (end) {
+            case End::timeout: ++stats.timeouts; return endpoint_failed(connection.endpoint, std::move(request), answer.error(), true);
+            case End::unreachable: return endpoint_failed(connection.endpoint, std::move(request), answer.error(), false);
+            case End::abandoned:
+                if (request->may_send_again && !closed && ++request->endpoints_failed < endpoints.size()) {
+                    ++stats.moved;
+                    return call(std::move(request));
+                }
+                break;
+            case End::peer:
+                if (request->may_send_again && !request->sent_again && !closed) {
+                    ++stats.retries;
+                    request->sent_again = true;
+                    return send_on(fresh_connection(connection.id), std::move(request));
+                }
+                break;
+            case End::open:
+            case End::protocol:
+            case End::local: break;
         }
-        if (end == End::peer && again && !closed) {
-            ++stats.retries;
-            return call(command, std::move(*again), std::move(handler), false);
+        request->handler(std::move(answer));
+    }
+
+    // ---- several endpoints (rule 5) ----
+
+    // The endpoint `from` did not answer (`timed_out`) or could not be reached: the link moves on to the
+    // next one, and the request follows while some endpoint has not failed it — unless it was sent
+    // and may not be sent twice. Once every endpoint failed it, it fails; if the last one hung, the
+    // breaker opens (rule 3).
+    void endpoint_failed(std::size_t from, std::shared_ptr<Request> request, const Failure& why, bool timed_out) {
+        if (!closed && from == current && endpoints.size() > 1) move_on(from, why);
+        const bool exhausted = ++request->endpoints_failed >= endpoints.size();
+        if (exhausted && timed_out) open_breaker(why);
+        if (closed || exhausted || (timed_out && !request->may_send_again)) {
+            if (!exhausted || endpoints.size() == 1) return request->handler(Unexpected<Failure>{why});
+            return request->handler(fail(why.code, fmt::format("no HSM of {} answered; the last: {}", where(), why.message)));
         }
-        handler(std::move(answer));
+        ++stats.moved;
+        call(std::move(request));
+    }
+
+    void move_on(std::size_t from, const Failure& why) {
+        current = (from + 1) % endpoints.size();
+        stats.endpoint.store(current);
+        ++stats.failovers;
+        log(fmt::format("HSM link: {} failed ({}); moving to {}", wire::to_string(endpoints[from]), why.message,
+                        wire::to_string(endpoints[current])));
+        close_connections({Errc::connection_failed,
+                           fmt::format("the HSM link left {} after: {}", wire::to_string(endpoints[from]), why.message)},
+                          End::abandoned, [from](const Connection& c) { return c.endpoint == from; });
     }
 
     // ---- circuit breaker (rule 3) ----
 
     void open_breaker(const Failure& why) {
         if (closed || breaker == BreakerState::open) return;
-        log(fmt::format("HSM link {}:{} open (circuit breaker, requests fail at once for {} ms, then a probe): {}", endpoint.host,
-                        endpoint.port, options.breaker_cooldown.count(), why.message));
+        log(fmt::format("HSM link {} open (circuit breaker, requests fail at once for {} ms, then a probe): {}", where(),
+                        options.breaker_cooldown.count(), why.message));
         set_breaker(BreakerState::open);
         ++stats.breaker_opens;
         opened_because = why;
@@ -568,7 +644,8 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
         });
     }
 
-    // Half-open: one request on a fresh connection decides.
+    // Half-open: one request on a fresh connection (to the current endpoint; a failed probe moves the
+    // next one to the next endpoint) decides.
     void probe() {
         set_breaker(BreakerState::half_open);
         ++stats.probes;
@@ -576,10 +653,12 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
             auto self = weak.lock();
             if (!self || self->closed || self->breaker != BreakerState::half_open) return;
             if (answered) {
-                self->log(fmt::format("HSM link {}:{} closed again (the probe was answered)", self->endpoint.host, self->endpoint.port));
+                self->log(fmt::format("HSM link {} closed again (the probe was answered)", self->where()));
                 self->opened_because.reset();
                 return self->set_breaker(BreakerState::closed);
             }
+            self->current = (self->current + 1) % self->endpoints.size();
+            self->stats.endpoint.store(self->current);
             self->set_breaker(BreakerState::closed);  // so that open_breaker counts a new opening
             self->open_breaker(why);
         };
@@ -601,8 +680,13 @@ struct Link::State : std::enable_shared_from_this<Link::State> {
 
 std::shared_ptr<Link> Link::create(asio::any_io_executor executor, wire::Endpoint endpoint, wire::ClientCredentials credentials,
                                    LinkOptions options) {
+    return create(std::move(executor), std::vector<wire::Endpoint>{std::move(endpoint)}, std::move(credentials), std::move(options));
+}
+
+std::shared_ptr<Link> Link::create(asio::any_io_executor executor, std::vector<wire::Endpoint> endpoints,
+                                   wire::ClientCredentials credentials, LinkOptions options) {
     std::shared_ptr<Link> link(new Link());
-    link->state_ = std::make_shared<State>(std::move(executor), std::move(endpoint), std::move(credentials), std::move(options));
+    link->state_ = std::make_shared<State>(std::move(executor), std::move(endpoints), std::move(credentials), std::move(options));
     return link;
 }
 
@@ -621,9 +705,12 @@ asio::any_io_executor Link::get_executor() const { return state_->strand; }
 const LinkStats& Link::stats() const { return state_->stats; }
 
 void Link::async_call(wire::Command command, Bytes payload, Handler<Bytes> handler) {
-    asio::post(state_->strand, [state = state_, command, payload = std::move(payload), handler = std::move(handler)]() mutable {
-        state->call(command, std::move(payload), std::move(handler), true);
-    });
+    auto request = std::make_shared<State::Request>();
+    request->command = command;
+    request->payload = std::move(payload);
+    request->handler = std::move(handler);
+    request->may_send_again = retry_safe(command);
+    asio::post(state_->strand, [state = state_, request = std::move(request)]() mutable { state->call(std::move(request)); });
 }
 void Link::async_verify_purchase_tacs(const wire::PurchaseTacBatch& batch, Handler<std::vector<Verdict>> handler) {
     typed_verify_purchase_tacs(*this, state_->strand, batch, std::move(handler));
@@ -639,8 +726,20 @@ void Link::async_verify_internal_auth(const InternalAuth& request, Handler<Verdi
 // ---- synchronous client ---------------------------------------------------------------------------
 
 struct Client::State {
+    State(std::vector<wire::Endpoint> where, wire::ClientCredentials creds, ClientOptions opts)
+        : endpoints(std::move(where)), client_id(std::move(creds.client_id)), key(detail::make_guarded<ClientKey>(creds.key)),
+          options(opts) {
+        COCONUT_ASSERT(!endpoints.empty() && endpoints.size() <= wire::max_endpoints);
+    }
+    ~State() { drop_connection(); }
+
     asio::io_context io;
-    std::shared_ptr<AsyncClient> client;
+    std::vector<wire::Endpoint> endpoints;
+    std::size_t current = 0;
+    std::string client_id;
+    std::shared_ptr<const ClientKey> key;  // in guarded, locked memory
+    ClientOptions options;
+    std::shared_ptr<AsyncClient::State> connection;
 
     // Starts an asynchronous operation and runs the io_context until its handler has run. Every
     // operation is bounded by the client's timeouts, so this always returns.
@@ -654,52 +753,134 @@ struct Client::State {
         }
         return std::move(*result);
     }
+
+    void drop_connection() {
+        if (!connection) return;
+        asio::post(connection->strand, [c = connection] { c->fail_all({Errc::closed, "the client closed the connection"}, End::local); });
+        connection.reset();
+        io.restart();
+        io.poll();
+    }
+
+    Status<Failure> connect_to(std::size_t index) {
+        drop_connection();
+        current = index;
+        connection = std::make_shared<AsyncClient::State>(io.get_executor(), client_id, key, options);
+        return wait<Ok>([&](auto done) {
+            asio::post(connection->strand, [c = connection, endpoint = endpoints[index], done] {
+                c->connect(endpoint, [done](Status<Failure> s) { done(std::move(s)); });
+            });
+        });
+    }
+
+    // The first endpoint, from `first` on, that answers the hello; every failure in the message.
+    Status<Failure> connect_from(std::size_t first) {
+        std::string failures;
+        Failure last;
+        for (std::size_t i = 0; i < endpoints.size(); ++i) {
+            const std::size_t index = (first + i) % endpoints.size();
+            auto connected = connect_to(index);
+            if (connected) return connected;
+            if (endpoints.size() == 1) return connected;
+            last = connected.error();
+            failures += fmt::format("{}{}: {}", failures.empty() ? "" : "; ", wire::to_string(endpoints[index]), last.message);
+        }
+        return fail(last.code, fmt::format("no HSM of {} could be reached ({})", wire::to_string(endpoints), failures));
+    }
+
+    Outcome<Bytes> send(wire::Command command, Bytes payload) {
+        return wait<Bytes>([&](auto done) {
+            asio::post(connection->strand, [c = connection, command, payload = std::move(payload), done]() mutable {
+                c->call(command, std::move(payload), done);
+            });
+        });
+    }
+
+    Outcome<Bytes> call(wire::Command command, const Bytes& payload) {
+        if (endpoints.size() == 1) return send(command, payload);
+        io.restart();
+        io.poll();  // a connection the HSM closed while we were idle is noticed before the request is written
+        return call_moving_on(command, payload);
+    }
+
+    // Several endpoints: see the class comment.
+    Outcome<Bytes> call_moving_on(wire::Command command, const Bytes& payload) {
+        std::size_t failed = 0;  // endpoints that failed this request
+        bool reopened = false;   // a connection the HSM closed was opened again once, to the same HSM
+        Failure last;
+        std::size_t next = current;
+        while (failed < endpoints.size()) {
+            if (connection == nullptr || connection->end != End::open) {
+                if (connection && connection->end == End::peer && !reopened) reopened = true;
+                else if (connection && connection->end != End::local) next = (current + 1) % endpoints.size();
+                if (auto connected = connect_to(next); !connected) {
+                    last = connected.error();
+                    ++failed;
+                    continue;
+                }
+            }
+            auto answer = send(command, payload);
+            if (answer || connection->end == End::open) return answer;
+            if (!Link::retry_safe(command))
+                return fail(answer.error().code, fmt::format("{} (not sent again: {} is not safe to repeat)", answer.error().message,
+                                                             wire::command_name(command)));
+            last = answer.error();
+            if (connection->end != End::peer || reopened) ++failed;
+        }
+        return fail(last.code, fmt::format("no HSM of {} answered; the last: {}", wire::to_string(endpoints), last.message));
+    }
 };
 
 Client::Client(std::unique_ptr<State> state) : state_(std::move(state)) {}
-Client::~Client() {
-    if (!state_) return;
-    state_->client->close();
-    state_->client.reset();
-    state_->io.restart();
-    state_->io.poll();
-}
+Client::~Client() = default;
 
 Outcome<std::unique_ptr<Client>> Client::connect(const wire::Endpoint& endpoint, wire::ClientCredentials credentials,
                                                  ClientOptions options) {
-    auto state = std::make_unique<State>();
-    state->client = AsyncClient::create(state->io.get_executor(), std::move(credentials), options);
-    auto connected =
-        state->wait<Ok>([&](auto done) { state->client->async_connect(endpoint, [done](Status<Failure> s) { done(std::move(s)); }); });
-    if (!connected) return Unexpected<Failure>{connected.error()};
+    return connect(std::vector<wire::Endpoint>{endpoint}, std::move(credentials), options);
+}
+
+Outcome<std::unique_ptr<Client>> Client::connect(std::vector<wire::Endpoint> endpoints, wire::ClientCredentials credentials,
+                                                 ClientOptions options) {
+    auto state = std::make_unique<State>(std::move(endpoints), std::move(credentials), options);
+    if (auto connected = state->connect_from(0); !connected) return Unexpected<Failure>{connected.error()};
     return std::unique_ptr<Client>(new Client(std::move(state)));
 }
 
+const wire::Endpoint& Client::endpoint() const { return state_->endpoints[state_->current]; }
+
+namespace {
+template <class T, class Decode>
+Outcome<T> decoded(Outcome<Bytes> payload, Decode decode) {
+    if (!payload) return Unexpected<Failure>{payload.error()};
+    return decode(payload.value());
+}
+}  // namespace
+
 Outcome<KeyInfo> Client::key_info(const KeyRef& key) {
-    return state_->wait<KeyInfo>([&](auto done) { state_->client->async_key_info(key, done); });
+    return decoded<KeyInfo>(call(wire::Command::key_info, wire::encode(key)), wire::decode_key_info_response);
 }
 Outcome<CardKeySet> Client::derive_card_keys(const wire::DeriveCardKeys& request) {
-    return state_->wait<CardKeySet>([&](auto done) { state_->client->async_derive_card_keys(request, done); });
+    return decoded<CardKeySet>(call(wire::Command::derive_card_keys, wire::encode(request)), wire::decode_card_key_set);
 }
 Outcome<ExportedKey> Client::export_issuer_key(const wire::ExportIssuerKey& request) {
-    return state_->wait<ExportedKey>([&](auto done) { state_->client->async_export_issuer_key(request, done); });
+    return decoded<ExportedKey>(call(wire::Command::export_issuer_key, wire::encode(request)), wire::decode_exported_key);
 }
 Outcome<std::vector<Verdict>> Client::verify_purchase_tacs(std::string_view label, std::span<const PurchaseTac> batch) {
+    if (batch.size() > max_batch_items)
+        return fail(Errc::batch_too_large, fmt::format("a batch holds at most {} transactions, not {}", max_batch_items, batch.size()));
     wire::PurchaseTacBatch request{std::string(label), std::vector<PurchaseTac>(batch.begin(), batch.end())};
-    return state_->wait<std::vector<Verdict>>([&](auto done) { state_->client->async_verify_purchase_tacs(request, done); });
+    return decoded<std::vector<Verdict>>(call(wire::Command::verify_purchase_tacs, wire::encode(request)), verdicts_for(batch.size()));
 }
 Outcome<Verdict> Client::verify_load_tac(const LoadTac& request) {
-    return state_->wait<Verdict>([&](auto done) { state_->client->async_verify_load_tac(request, done); });
+    return decoded<Verdict>(call(wire::Command::verify_load_tac, wire::encode(request)), wire::decode_verdict);
 }
 Outcome<LoadAnswer> Client::load_mac2(const LoadRequest& request) {
-    return state_->wait<LoadAnswer>([&](auto done) { state_->client->async_load_mac2(request, done); });
+    return decoded<LoadAnswer>(call(wire::Command::load_mac2, wire::encode(request)), wire::decode_load_answer);
 }
 Outcome<Verdict> Client::verify_internal_auth(const InternalAuth& request) {
-    return state_->wait<Verdict>([&](auto done) { state_->client->async_verify_internal_auth(request, done); });
+    return decoded<Verdict>(call(wire::Command::verify_internal_auth, wire::encode(request)), wire::decode_verdict);
 }
-Outcome<Bytes> Client::call(wire::Command command, Bytes payload) {
-    return state_->wait<Bytes>([&](auto done) { state_->client->async_call(command, std::move(payload), done); });
-}
+Outcome<Bytes> Client::call(wire::Command command, Bytes payload) { return state_->call(command, payload); }
 Outcome<Bytes> Client::ca_certificate() {
     auto payload = call(wire::Command::ca_certificate, {});
     if (!payload) return payload;

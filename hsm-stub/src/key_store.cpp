@@ -50,9 +50,6 @@ constexpr std::uint16_t store_format_version = 1;
 constexpr std::uint16_t store_format_version_signing = 2;  // version 1 + the signing keys
 constexpr std::size_t key_id_bytes = 8;
 constexpr std::size_t header_bytes = 8 + 2 + key_id_bytes + 8 + crypto_secretbox_NONCEBYTES + 4;
-// A full store (max_keys × 73 B + max_clients × 77 B + headers) is ~380 KiB; 1 MiB bounds what a
-// corrupt length field can make us read.
-constexpr std::size_t max_sealed_bytes = 1u << 20;
 constexpr std::size_t key_bytes = 16;
 // Subkey contexts for crypto_kdf (8 characters each, fixed forever: changing one orphans every store).
 constexpr char kdf_context_key_id[crypto_kdf_CONTEXTBYTES] = {'c', 'o', 'c', 'o', 'k', 'e', 'y', 'i'};

@@ -29,6 +29,7 @@ std::string_view errc_name(Errc code) {
         case Errc::master_key_file: return "master_key_file";
         case Errc::io_error: return "io_error";
         case Errc::store_busy: return "store_busy";
+        case Errc::store_forked: return "store_forked";
         case Errc::audit_broken: return "audit_broken";
         case Errc::connection_failed: return "connection_failed";
         case Errc::timeout: return "timeout";

@@ -628,4 +628,36 @@ Outcome<Endpoint> parse_endpoint(std::string_view text, bool allow_any_port) {
     return Endpoint{std::move(parsed->host), parsed->port};
 }
 
+std::string to_string(const Endpoint& endpoint) { return format_host_port({endpoint.host, endpoint.port}); }
+
+Outcome<std::vector<Endpoint>> parse_endpoints(std::string_view text) {
+    if (text.empty()) return fail(Errc::bad_request, "the HSM endpoint list is empty (expected HOST:PORT[,HOST:PORT…])");
+    std::vector<Endpoint> endpoints;
+    std::size_t start = 0;
+    while (true) {
+        const std::size_t comma = text.find(',', start);
+        const std::string_view entry = text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+        const std::size_t number = endpoints.size() + 1;
+        if (entry.empty())
+            return fail(Errc::bad_request,
+                        fmt::format("HSM endpoint {} of '{}' is empty (a doubled, leading or trailing comma)", number, text));
+        auto endpoint = parse_endpoint(entry);
+        if (!endpoint) return fail(Errc::bad_request, fmt::format("HSM endpoint {} of '{}': {}", number, text, endpoint.error().message));
+        for (const Endpoint& seen : endpoints)
+            if (seen.host == endpoint->host && seen.port == endpoint->port)
+                return fail(Errc::bad_request, fmt::format("HSM endpoint {} of '{}' repeats {}", number, text, to_string(seen)));
+        if (endpoints.size() == max_endpoints)
+            return fail(Errc::bad_request, fmt::format("'{}' names more than {} HSM endpoints", text, max_endpoints));
+        endpoints.push_back(std::move(endpoint).value());
+        if (comma == std::string_view::npos) return endpoints;
+        start = comma + 1;
+    }
+}
+
+std::string to_string(std::span<const Endpoint> endpoints) {
+    std::string out;
+    for (const Endpoint& endpoint : endpoints) out += (out.empty() ? "" : ",") + to_string(endpoint);
+    return out;
+}
+
 }  // namespace coconut::hsm::wire

@@ -1,6 +1,6 @@
 // coconut-hsm — client CLI of coconut-hsmd.
 //
-//   coconut-hsm --connect 127.0.0.1:7501 --client-key issuance.key [--json] COMMAND …
+//   coconut-hsm --connect 127.0.0.1:7501[,HOST:PORT…] --client-key issuance.key [--json] COMMAND …
 //     kcv                   --key LABEL[:VERSION]
 //     derive-card-keys      --asn ASN --issuer ISSUER_ID [--transport L[:V]] [--keys L[:V],…]
 //     export-issuer-key     --issuer ISSUER_ID [--key L[:V]] [--transport L[:V]]
@@ -103,7 +103,8 @@ int main(int argc, char** argv) {
     std::string connect = fmt::format("127.0.0.1:{}", hsm::wire::default_port);
     std::string key_file;
     unsigned timeout_ms = 10'000;
-    app.add_option("--connect", connect, "HSM address HOST:PORT")->capture_default_str();
+    app.add_option("--connect", connect, "HSM address HOST:PORT, or several (HOST:PORT,HOST:PORT: the first that answers)")
+        ->capture_default_str();
     app.add_option("--client-key", key_file, "client key file (from `coconut-hsmd client add`)")->required();
     app.add_option("--timeout-ms", timeout_ms, "connect / request timeout")->check(CLI::Range(10, 600'000))->capture_default_str();
     app.add_flag("--json", json_output, "JSON output");
@@ -194,12 +195,12 @@ int main(int argc, char** argv) {
         return app.exit(e) == 0 ? 0 : exit_usage;
     }
 
-    COCONUT_TRY(endpoint, hsm::wire::parse_endpoint(connect), report);
+    COCONUT_TRY(endpoints, hsm::wire::parse_endpoints(connect), report);
     COCONUT_TRY(credentials, hsm::wire::read_client_credentials(key_file), report);
     hsm::ClientOptions options;
     options.connect_timeout = std::chrono::milliseconds(timeout_ms);
     options.request_timeout = std::chrono::milliseconds(timeout_ms);
-    COCONUT_TRY(client, hsm::Client::connect(endpoint, std::move(credentials), options), report);
+    COCONUT_TRY(client, hsm::Client::connect(std::move(endpoints), std::move(credentials), options), report);
     hsm::Client& hsm_client = *client;
 
     if (kcv->parsed()) {

@@ -3,7 +3,7 @@
 //   coconut-hsmd init   --store DIR
 //   coconut-hsmd serve  --store DIR --listen 127.0.0.1:7501 [--threads N] [--allow ADDR[/PREFIX],…] [--max-connections N]
 //                       [--max-connections-per-address N] [--max-connections-per-client N] [--idle-timeout-ms MS]
-//                       [--refusal-audit-interval-ms MS] [--ready-file F]
+//                       [--refusal-audit-interval-ms MS] [--ready-file F] [--instance NAME]
 //   coconut-hsmd key import   --store DIR --label L --version V --usage U [--components 2|3]   (components on stdin)
 //   coconut-hsmd key generate --store DIR --label L --version V --usage U
 //   coconut-hsmd key list     --store DIR [--json]
@@ -12,6 +12,7 @@
 //   coconut-hsmd client list   --store DIR [--json]
 //   coconut-hsmd client remove --store DIR --id ID
 //   coconut-hsmd audit verify  --store DIR
+//   coconut-hsmd replicate     --store DIR --to COPY      (a second daemon's store: README.md "Two HSMs")
 //   coconut-hsmd ca init        --store DIR [--name CN] [--validity-days D]   (idempotent; key never leaves)
 //   coconut-hsmd ca certificate --store DIR [--out FILE]
 //
@@ -289,7 +290,37 @@ void warn_about_allow(const hsm::wire::Endpoint& endpoint, const coconut::core::
             endpoint.host);
 }
 
-int serve(const std::string& dir, const std::string& listen, unsigned threads, hsm::ServerConfig config, const std::string& ready_file) {
+// A copy of the store for a second daemon: one audit line in each store's log (the copy's log starts
+// with it, naming the store it copies and that store's audit seq, so the two logs never share a chain).
+int replicate(const std::string& from, const std::string& to) {
+    auto copied = hsm::replicate_store(from, to);
+    if (!copied) return report(copied.error());
+    const std::string kind{hsm::replication_kind_name(copied->kind)};
+    auto source = hsm::KeyStore::open(from);
+    if (!source) return report(source.error());
+    auto source_log = hsm::AuditLog::open(hsm::StorePaths{from}.audit_log(), source->audit_key());
+    if (!source_log) return report(source_log.error());
+    auto seq = source_log.value()->append(
+        {hsm::ceremony_actor(), "replicate", "", {}, fmt::format("copy {} {}: store generation {}", to, kind, copied->generation)});
+    if (!seq) return report(seq.error());
+    auto copy_log = hsm::AuditLog::open(hsm::StorePaths{to}.audit_log(), source->audit_key());
+    if (!copy_log) return report(copy_log.error());
+    const std::string result =
+        fmt::format("copy of {} at store generation {} (its audit.log seq {}){}", from, copied->generation, seq.value(),
+                    copied->kind == hsm::Replication::Kind::updated ? fmt::format(", was generation {}", copied->previous_generation)
+                                                                    : std::string());
+    if (auto line = copy_log.value()->append({hsm::ceremony_actor(), "replica-" + kind, "", {}, result}); !line)
+        return report(line.error());
+    source_log.value()->sync();
+    copy_log.value()->sync();
+    std::cout << fmt::format("{}: {} copy of {} (store generation {}{}){}\n", to, kind, from, copied->generation,
+                             copied->kind == hsm::Replication::Kind::updated ? fmt::format(", was {}", copied->previous_generation) : "",
+                             copied->kind == hsm::Replication::Kind::updated ? "; send SIGHUP to the daemon serving it" : "");
+    return 0;
+}
+
+int serve(const std::string& dir, const std::string& listen, unsigned threads, hsm::ServerConfig config, const std::string& ready_file,
+          const std::string& instance) {
     auto endpoint = hsm::wire::parse_endpoint(listen, true);
     if (!endpoint) return report(endpoint.error());
     // Every connection costs a descriptor: the default soft limit (often 1,024) would be reached before
@@ -311,8 +342,9 @@ int serve(const std::string& dir, const std::string& listen, unsigned threads, h
                                  "serve-start",
                                  "",
                                  {},
-                                 fmt::format("listening on {}:{}, store generation {}, allow {}", endpoint->host, port.value(),
-                                             shared_store->generation(), config.allow.to_string())});
+                                 fmt::format("{}listening on {}:{}, store generation {}, allow {}",
+                                             instance.empty() ? std::string() : fmt::format("instance {}, ", instance), endpoint->host,
+                                             port.value(), shared_store->generation(), config.allow.to_string())});
 
     boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
     std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec, int signal) {
@@ -431,6 +463,9 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(100, 3'600'000))
         ->capture_default_str();
     serve_cmd->add_option("--ready-file", ready_file, "write the bound port here once listening");
+    std::string instance;
+    serve_cmd->add_option("--instance", instance,
+                          "a name for this daemon in its audit log's serve-start line (two daemons on copies of one store)");
 
     std::string label;
     unsigned version = 0;
@@ -499,6 +534,12 @@ int main(int argc, char** argv) {
     auto* verify = audit->add_subcommand("verify", "check the audit log's hash chain");
     add_store(verify);
 
+    std::string copy_dir;
+    auto* replicate_cmd =
+        app.add_subcommand("replicate", "copy the sealed store (master.key, keys.sealed) for a second daemon, or bring a copy up to date");
+    add_store(replicate_cmd);
+    replicate_cmd->add_option("--to", copy_dir, "the copy's directory: new or empty, or an older copy of this store")->required();
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -534,7 +575,7 @@ int main(int argc, char** argv) {
         config.max_connections_per_client = max_per_client;
         config.idle_timeout = std::chrono::milliseconds(idle_timeout_ms);
         config.refusal_audit_interval = std::chrono::milliseconds(refusal_interval_ms);
-        return serve(store_dir, listen, threads, std::move(config), ready_file);
+        return serve(store_dir, listen, threads, std::move(config), ready_file, instance);
     }
     if (import->parsed() || generate->parsed()) {
         auto ut = parse_usage_and_type();
@@ -556,6 +597,7 @@ int main(int argc, char** argv) {
     if (client_list_cmd->parsed()) return client_list(store_dir, json);
     if (client_remove_cmd->parsed()) return client_remove(store_dir, client_id);
     if (verify->parsed()) return audit_verify(store_dir);
+    if (replicate_cmd->parsed()) return replicate(store_dir, copy_dir);
     if (ca_init_cmd->parsed()) return ca_init(store_dir, ca_name, ca_validity_days, certificate_out);
     if (ca_certificate_cmd->parsed()) return ca_show(store_dir, certificate_out);
     return 2;

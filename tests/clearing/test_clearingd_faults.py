@@ -20,7 +20,13 @@ Phase "hsm_hung": coconut-hsmd stopped (SIGSTOP) while a terminal uploads: the f
 lines, /metrics shows the breaker open with its openings and fast failures; after SIGCONT and the
 cooldown the saved queue uploads whole and the breaker is closed.
 
-Usage: test_clearingd_faults.py HSMD CLEARINGD TERMINAL VCARD full_disk|hsm_hung
+Phase "hsm_pair": a second coconut-hsmd on a copy of the store (`coconut-hsmd replicate`: 0700/0600,
+the copy's audit log its own), the daemon started with `--hsm FIRST,SECOND`; purchases uploaded, the
+first coconut-hsmd killed (SIGKILL) with the link to it open, and the next purchases booked (00, no 91)
+through the second; /metrics shows one failover and the second in use; bad --hsm lists exit 2 naming
+the entry; `check` passes.
+
+Usage: test_clearingd_faults.py HSMD CLEARINGD TERMINAL VCARD full_disk|hsm_hung|hsm_pair
 """
 
 import errno
@@ -48,6 +54,7 @@ LOG_INTERVAL_S = 10         # the daemon's repeated_log_interval (clearing/daemo
 HSM_TIMEOUT_MS = 500        # --hsm-timeout-ms: the first upload to the stopped HSM waits this long
 HSM_COOLDOWN_MS = 2000      # --hsm-breaker-cooldown-ms
 HSM_FAST_MIN = 200          # uploads answered 91 at once behind the open breaker
+PAIR_PURCHASES = 20         # purchases uploaded one by one: half before the first HSM is killed, half after
 
 
 class FaultStack(web.HttpStack):
@@ -244,8 +251,71 @@ def phase_hsm_hung(stack):
     stack.check()
 
 
+def start_second_hsm(stack):
+    """A copy of the stack's store for a second coconut-hsmd, and that daemon; returns (process, port)."""
+    copy = os.path.join(stack.dir, "hsm-b")
+    it.run([stack.hsmd, "replicate", "--store", stack.store, "--to", copy])
+    assert os.stat(copy).st_mode & 0o777 == 0o700, oct(os.stat(copy).st_mode)
+    for name in ("master.key", "keys.sealed", "audit.log"):
+        assert os.stat(os.path.join(copy, name)).st_mode & 0o777 == 0o600, name
+    ready = os.path.join(stack.dir, "hsm-b.port")
+    process = subprocess.Popen([stack.hsmd, "serve", "--store", copy, "--listen", "127.0.0.1:0", "--ready-file", ready,
+                                "--instance", "hsm-b"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return process, it.wait_ready_file(ready, process, "coconut-hsmd (copy)")
+
+
+def check_bad_hsm_lists(stack):
+    for bad, named in ((f"127.0.0.1:{stack.hsm_port},", "HSM endpoint 2 of"),
+                       (f"127.0.0.1:{stack.hsm_port},127.0.0.1:{stack.hsm_port}", "repeats"),
+                       ("127.0.0.1:7501;127.0.0.1:7502", "HSM endpoint 1 of")):
+        out = it.run([stack.clearingd, "serve", "--iso-listen", "127.0.0.1:0", "--data", stack.data, "--hsm", bad,
+                      "--hsm-key", stack.key, *stack.tls.server_args()], check=False, timeout=it.WAIT_S)
+        assert out.returncode == 2 and "--hsm: " in out.stderr and named in out.stderr, (bad, out.returncode, out.stderr)
+    it.log("  ok  bad --hsm lists: exit 2, the entry named")
+
+
+def phase_hsm_pair(stack):
+    check_bad_hsm_lists(stack)
+    second, second_port = start_second_hsm(stack)
+    try:
+        stack.hsm_list = f"127.0.0.1:{stack.hsm_port},127.0.0.1:{second_port}"
+        stack.start_daemon(["--hsm-timeout-ms", "1000"])
+        client = web.Client(stack.http_port)
+        token = stack.clerk["ops"]
+        stack.purchases(2, 0, "pair.log", 100, PAIR_PURCHASES)
+        records = stack.queue_list("pair.log")["transactions"]
+        link = stack.link("BUS00001")
+        link.sign_on("BUS00001")
+        half = len(records) // 2
+        for stan, record in enumerate(records[:half], start=2):
+            _, answer = link.call("0320", it.upload_fields(record, "BUS00001", stan))
+            assert answer[39] == "00", answer
+        stack.hsm_process.kill()  # SIGKILL by PID: the daemon's connections to it break
+        stack.hsm_process.wait(timeout=it.WAIT_S)
+        began = time.monotonic()
+        for stan, record in enumerate(records[half:], start=2 + half):
+            _, answer = link.call("0320", it.upload_fields(record, "BUS00001", stan))
+            assert answer[39] == "00", (stan, answer)
+        after_s = time.monotonic() - began
+        link.close()
+        values = metrics(client, token)
+        assert values["coconut_hsm_failovers_total"] == 1 and values["coconut_hsm_endpoint"] == 1, values
+        assert values["coconut_hsm_breaker_open"] == 0 and values["coconut_hsm_tac_failures_total"] == 0, values
+        with open(os.path.join(stack.dir, "clearingd.log")) as f:
+            moved = [line for line in f if f"moving to 127.0.0.1:{second_port}" in line]
+        assert len(moved) == 1, moved
+        it.log(f"  ok  first coconut-hsmd killed after {half} uploads: the other {len(records) - half} booked 00 through the "
+               f"second in {after_s:.2f} s; 1 failover, {values['coconut_hsm_moved_requests_total']:.0f} request(s) moved")
+        assert stack.stop_daemon() == 0
+        stack.check()
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.wait(timeout=it.WAIT_S)
+
+
 def main():
-    if len(sys.argv) < 6 or sys.argv[5] not in ("full_disk", "hsm_hung"):
+    if len(sys.argv) < 6 or sys.argv[5] not in ("full_disk", "hsm_hung", "hsm_pair"):
         sys.exit(__doc__)
     tools = [os.path.abspath(p) for p in sys.argv[1:5]]
     phase = sys.argv[5]
@@ -264,6 +334,8 @@ def main():
         stack.setup()
         if phase == "full_disk":
             phase_full_disk(stack)
+        elif phase == "hsm_pair":
+            phase_hsm_pair(stack)
         else:
             phase_hsm_hung(stack)
         ok = True

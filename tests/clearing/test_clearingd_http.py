@@ -103,8 +103,8 @@ class HttpStack(it.Stack):
             if os.path.exists(path):
                 os.remove(path)
         self.daemon = subprocess.Popen([self.clearingd, "serve", "--iso-listen", "127.0.0.1:0", "--data", self.data,
-                                        "--hsm", f"127.0.0.1:{self.hsm_port}", "--hsm-key", self.key, "--ready-file", ready,
-                                        "--http-listen", "127.0.0.1:0", "--http-ready-file", http_ready,
+                                        "--hsm", self.hsm_list or f"127.0.0.1:{self.hsm_port}", "--hsm-key", self.key,
+                                        "--ready-file", ready, "--http-listen", "127.0.0.1:0", "--http-ready-file", http_ready,
                                         *([] if "--insecure-terminals" in extra else self.tls.server_args()), *extra],
                                        stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "clearingd.log"), "a"))
         self.port = it.wait_ready_file(ready, self.daemon, "coconut-clearingd")

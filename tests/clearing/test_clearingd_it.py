@@ -210,6 +210,7 @@ class Stack:
         self.data = os.path.join(workdir, "data")
         self.key = os.path.join(workdir, "clearing.key")
         self.hsm_process = None
+        self.hsm_list = None  # --hsm for the daemon when not just this coconut-hsmd (HOST:PORT,HOST:PORT)
         self.daemon = None
         self.port = None
         self.tls = tls_island.IslandTls(self.hsmd, self.store, workdir)
@@ -270,7 +271,8 @@ class Stack:
         if os.path.exists(ready):
             os.remove(ready)
         self.daemon = subprocess.Popen([self.clearingd, "serve", "--iso-listen", "127.0.0.1:0", "--data", self.data,
-                                        "--hsm", f"127.0.0.1:{self.hsm_port}", "--hsm-key", self.key, "--ready-file", ready,
+                                        "--hsm", self.hsm_list or f"127.0.0.1:{self.hsm_port}", "--hsm-key", self.key,
+                                        "--ready-file", ready,
                                         *([] if "--insecure-terminals" in extra else self.tls.server_args()), *extra],
                                        stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "clearingd.log"), "a"))
         self.port = wait_ready_file(ready, self.daemon, "coconut-clearingd")

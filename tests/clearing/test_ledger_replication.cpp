@@ -123,7 +123,8 @@ TEST_CASE("replication: a standby that applies the primary's change sets in orde
     auto report = standby.ledger->check();
     REQUIRE(report.ok());
     CHECK_MESSAGE(report->ok(), (report->ok() ? "" : report->problems.front()));
-    CHECK(standby.ledger->lookup_account(make_id(1)).value()->credits_posted == primary.ledger->lookup_account(make_id(1)).value()->credits_posted);
+    CHECK(standby.ledger->lookup_account(make_id(1)).value()->credits_posted ==
+          primary.ledger->lookup_account(make_id(1)).value()->credits_posted);
 
     // Exactly once across a restart: the position is durable with the changes.
     standby.ledger.reset();

@@ -4,7 +4,7 @@ a simulated day under faults, and bad inputs. Each mode starts its own coconut-h
 (through coconut, on free loopback ports) in a fresh directory and removes it afterwards; card images live
 in a tmpfs directory (/dev/shm) when there is one, as the demo's do.
 
-    test_coconut.py COCONUT demo_small | deterministic | faults | bad_inputs | interrupt | pcsc | tls
+    test_coconut.py COCONUT demo_small | deterministic | faults | bad_inputs | interrupt | pcsc | tls | hsm_pair
 """
 import json
 import os
@@ -17,6 +17,7 @@ import time
 
 COCONUT = sys.argv[1]
 MODE = sys.argv[2]
+HSMD = os.environ.get("COCONUT_HSMD", os.path.join(os.path.dirname(COCONUT), "..", "..", "hsm-stub", "coconut-hsmd"))
 SETTLE = os.environ.get("COCONUT_SETTLE", os.path.join(os.path.dirname(COCONUT), "..", "..", "settlement", "coconut-settle"))
 # Every coconut run is bounded; the CI-size demo takes ~5 s of work plus ~4 s waiting for the settlement
 # cut-off + the settling margin it passes to coconut-settle (2 s) on the 2-core VM.
@@ -331,5 +332,79 @@ def interrupt():
         shutil.rmtree(work, ignore_errors=True)
 
 
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_hsm(store, ready, instance):
+    """coconut-hsmd over `store` on a free loopback port; (process, port), the port read from the ready file (bounded)."""
+    process = subprocess.Popen([HSMD, "serve", "--store", store, "--listen", "127.0.0.1:0", "--ready-file", ready,
+                                "--instance", instance], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and process.poll() is None:
+        if os.path.exists(ready) and open(ready).read().strip():
+            return process, int(open(ready).read())
+        time.sleep(0.02)
+    process.kill()
+    raise AssertionError(f"coconut-hsmd over {store} did not start")
+
+
+def audit_count(store, command):
+    return open(os.path.join(store, "audit.log")).read().count(f'"command":"{command}"')
+
+
+def hsm_pair():
+    """`--hsm A,B` on a replicated store: `psam issue` with the first never up, `card issue` with the first killed
+    mid-stream (every card issued, the rest by the second), every HSM down and bad lists: their exit codes."""
+    work = scratch("coconut-hsm-pair-test-")
+    processes = []
+    try:
+        island = os.path.join(work, "island")
+        run(["keys", "ceremony", "--dir", island])
+        first_store, second_store = os.path.join(island, "hsm"), os.path.join(work, "hsm-b")
+        subprocess.run([HSMD, "replicate", "--store", first_store, "--to", second_store], check=True, capture_output=True)
+        first, first_port = serve_hsm(first_store, os.path.join(work, "a.port"), "hsm-a")
+        processes.append(first)
+        second, second_port = serve_hsm(second_store, os.path.join(work, "b.port"), "hsm-b")
+        processes.append(second)
+        pair = f"127.0.0.1:{first_port},127.0.0.1:{second_port}"
+        dead = f"127.0.0.1:{free_port()}"
+
+        run(["psam", "issue", "--dir", island, "--terminal-id", "460150000001", "--out", os.path.join(work, "p1.img"),
+             "--hsm", f"{dead},127.0.0.1:{second_port}"])
+        assert audit_count(second_store, "export-issuer-key") == 1
+
+        issue = subprocess.Popen([COCONUT, "card", "issue", "--dir", island, "--count", "200", "--hsm", pair],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while audit_count(first_store, "derive-card-keys") < 20 and time.monotonic() < deadline and issue.poll() is None:
+            time.sleep(0.01)
+        first.kill()  # by PID, mid-stream
+        first.wait(timeout=20)
+        out, _ = issue.communicate(timeout=RUN_TIMEOUT_S)
+        assert issue.returncode == 0 and "issued 200 cards" in out, (issue.returncode, out)
+        by_first, by_second = audit_count(first_store, "derive-card-keys"), audit_count(second_store, "derive-card-keys")
+        assert by_first >= 20 and by_second >= 1 and by_first + by_second in (200, 201), (by_first, by_second)
+
+        out = run(["psam", "issue", "--dir", island, "--terminal-id", "460150000002", "--out", os.path.join(work, "p2.img"),
+                   "--hsm", f"{dead},127.0.0.1:{first_port}"], expect=5)
+        assert f"no HSM of {dead},127.0.0.1:{first_port} could be reached" in out, out
+        for bad, named in ((f"{dead},", "HSM endpoint 2 of"), (f"{dead},{dead}", "repeats"), ("127.0.0.1", "HSM endpoint 1 of")):
+            out = run(["psam", "issue", "--dir", island, "--terminal-id", "460150000003", "--out", os.path.join(work, "p3.img"),
+                       "--hsm", bad], expect=2)
+            assert "--hsm: " in out and named in out, out
+        print(f"hsm pair: psam issued with the first HSM never up; 200 cards issued with the first killed after {by_first} "
+              f"({by_second} by the second); none up: exit 5; bad lists: exit 2")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=20)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 {"pcsc": pcsc, "interrupt": interrupt, "demo_small": demo_small, "deterministic": deterministic, "faults": faults, "bad_inputs": bad_inputs,
- "tls": tls_certificates}[MODE]()
+ "tls": tls_certificates, "hsm_pair": hsm_pair}[MODE]()

@@ -24,11 +24,11 @@ public:
 
     hsm::Client& client() {
         if (client_) return *client_;
-        auto endpoint = hsm::wire::parse_endpoint(endpoint_);
-        if (!endpoint) fail(exit_codes::usage, "--hsm: " + endpoint.error().message);
+        auto endpoints = hsm::wire::parse_endpoints(endpoint_);
+        if (!endpoints) fail(exit_codes::usage, "--hsm: " + endpoints.error().message);
         auto credentials = hsm::wire::read_client_credentials(enrolment_key_file(world_));
         if (!credentials) fail(exit_codes::hsm_error, credentials.error().message);
-        auto client = hsm::Client::connect(*endpoint, std::move(credentials.value()));
+        auto client = hsm::Client::connect(std::move(endpoints).value(), std::move(credentials.value()));
         if (!client) fail(exit_codes::hsm_error, fmt::format("HSM at {}: {}", endpoint_, client.error().message));
         client_ = std::move(client).value();
         return *client_;

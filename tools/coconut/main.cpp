@@ -33,7 +33,9 @@ int main(int argc, char** argv) {
     card_issue_cmd->add_option("--count", issue.count, "cards to issue")->required()->check(CLI::Range(1, 1'000'000));
     card_issue_cmd->add_option("--seed", issue.seed, "seed of the cards' DRBGs and opening balances")->capture_default_str();
     card_issue_cmd->add_option("--out", issue.images, "directory for the card images (default DIR/media)");
-    card_issue_cmd->add_option("--hsm", issue.hsm, "a running coconut-hsmd HOST:PORT (default: start one over DIR/hsm)");
+    card_issue_cmd->add_option(
+        "--hsm", issue.hsm,
+        "a running coconut-hsmd HOST:PORT, or several HOST:PORT,HOST:PORT (the first that answers; default: start one over DIR/hsm)");
     card_issue_cmd->callback([&] { command = [&] { return card_issue(issue); }; });
     fs::path image;
     bool json = false;
@@ -49,7 +51,9 @@ int main(int argc, char** argv) {
     psam_issue_cmd->add_option("--dir", dir, "island directory")->required();
     psam_issue_cmd->add_option("--terminal-id", psam_terminal, "PSAM terminal id, 12 digits")->required();
     psam_issue_cmd->add_option("--out", psam_out, "PSAM image to write")->required();
-    psam_issue_cmd->add_option("--hsm", hsm_endpoint, "a running coconut-hsmd HOST:PORT (default: start one)");
+    psam_issue_cmd->add_option(
+        "--hsm", hsm_endpoint,
+        "a running coconut-hsmd HOST:PORT, or several HOST:PORT,HOST:PORT (the first that answers; default: start one)");
     psam_issue_cmd->callback([&] { command = [&] { return psam_issue(dir, psam_terminal, psam_out, hsm_endpoint); }; });
 
     auto* terminal = app.add_subcommand("terminal", "terminals")->require_subcommand(1);
@@ -66,7 +70,8 @@ int main(int argc, char** argv) {
     register_cmd->add_option("--fee-rate-bp", reg.fee_rate_bp, "scheme fee in basis points of gross")->check(CLI::Range(0, 10000));
     register_cmd->add_option("--line", reg.line, "bus line served");
     register_cmd->add_flag("--distance-fares", reg.distance_fares, "entry/exit fares by stops (else flat)");
-    register_cmd->add_option("--hsm", reg.hsm, "a running coconut-hsmd HOST:PORT (default: start one)");
+    register_cmd->add_option(
+        "--hsm", reg.hsm, "a running coconut-hsmd HOST:PORT, or several HOST:PORT,HOST:PORT (the first that answers; default: start one)");
     const auto add_validity = [](CLI::App* command, std::uint16_t& validity_days, std::uint16_t& renew_within_days) {
         command->add_option("--validity-days", validity_days, "TLS certificate validity")->capture_default_str()->check(CLI::Range(1, 825));
         command
@@ -84,7 +89,9 @@ int main(int argc, char** argv) {
     terminal_cert_cmd->add_option("--dir", terminal_cert.dir, "island directory")->required();
     terminal_cert_cmd->add_option("--terminal-id", terminal_cert.name, "terminal id, 8 characters (ISO 8583 field 41)")->required();
     terminal_cert_cmd->add_option("--out", terminal_cert.out, "directory for cert.pem, key.pem (0600), ca.pem (default IMAGES/tls/ID)");
-    terminal_cert_cmd->add_option("--hsm", terminal_cert.hsm, "a running coconut-hsmd HOST:PORT (default: start one)");
+    terminal_cert_cmd->add_option(
+        "--hsm", terminal_cert.hsm,
+        "a running coconut-hsmd HOST:PORT, or several HOST:PORT,HOST:PORT (the first that answers; default: start one)");
     add_validity(terminal_cert_cmd, terminal_cert.validity_days, terminal_cert.renew_within_days);
     terminal_cert_cmd->callback([&] { command = [&] { return terminal_certificate(terminal_cert); }; });
 
@@ -96,7 +103,9 @@ int main(int argc, char** argv) {
     server_cert_cmd->add_option("--san", server_cert.alt_names,
                                 "IP:ADDRESS or DNS:NAME terminals dial (repeatable; default IP:127.0.0.1 DNS:localhost)");
     server_cert_cmd->add_option("--out", server_cert.out, "directory for cert.pem, key.pem (0600), ca.pem (default D/tls/clearingd)");
-    server_cert_cmd->add_option("--hsm", server_cert.hsm, "a running coconut-hsmd HOST:PORT (default: start one)");
+    server_cert_cmd->add_option(
+        "--hsm", server_cert.hsm,
+        "a running coconut-hsmd HOST:PORT, or several HOST:PORT,HOST:PORT (the first that answers; default: start one)");
     add_validity(server_cert_cmd, server_cert.validity_days, server_cert.renew_within_days);
     server_cert_cmd->callback([&] { command = [&] { return server_certificate(server_cert); }; });
 

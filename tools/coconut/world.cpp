@@ -94,11 +94,11 @@ crypto::Key16 read_transport_key(const WorldPaths& world) {
 }
 
 std::unique_ptr<hsm::Client> connect_hsm(const std::string& endpoint_text, const fs::path& key_file) {
-    auto endpoint = hsm::wire::parse_endpoint(endpoint_text);
-    if (!endpoint) fail(exit_codes::usage, "--hsm: " + endpoint.error().message);
+    auto endpoints = hsm::wire::parse_endpoints(endpoint_text);
+    if (!endpoints) fail(exit_codes::usage, "--hsm: " + endpoints.error().message);
     auto credentials = hsm::wire::read_client_credentials(key_file);
     if (!credentials) fail(exit_codes::hsm_error, credentials.error().message);
-    auto client = hsm::Client::connect(*endpoint, std::move(credentials.value()));
+    auto client = hsm::Client::connect(std::move(endpoints).value(), std::move(credentials.value()));
     if (!client) fail(exit_codes::hsm_error, fmt::format("HSM at {}: {}", endpoint_text, client.error().message));
     return std::move(client).value();
 }

@@ -123,6 +123,7 @@ DaemonStatus Daemon::State::open_data() {
     if (!data) return Unexpected<DaemonError>{data.error()};
     ledger = std::move(data->ledger);
     registry = std::move(data->registry);
+    if (options.commit_hook) ledger->env().set_commit_hook(options.commit_hook(*ledger));
     auto tokens_opened = http::Tokens::open(ledger->env(), options.data);
     if (!tokens_opened) return Unexpected<DaemonError>{failure(Kind::storage, tokens_opened.error().message)};
     tokens = std::move(tokens_opened).value();
@@ -176,7 +177,8 @@ DaemonStatus Daemon::State::start_writer() {
 void Daemon::State::start_engine() {
     if (options.remote_hsm) {
         const RemoteHsmConfig& remote = *options.remote_hsm;
-        remote_hsm = std::make_unique<RemoteHsm>(io.get_executor(), remote.endpoint, remote.credentials, remote.tac_key_label, remote.link);
+        remote_hsm =
+            std::make_unique<RemoteHsm>(io.get_executor(), remote.endpoints, remote.credentials, remote.tac_key_label, remote.link);
         metered_hsm = std::make_unique<http::MeteredHsm>(*remote_hsm, *remote_hsm);
     } else {
         metered_hsm = std::make_unique<http::MeteredHsm>(*options.local_hsm, *options.local_hsm);

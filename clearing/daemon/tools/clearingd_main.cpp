@@ -8,6 +8,7 @@
 #include <coconut/clearing/scheduling.hpp>
 #include <coconut/clearing/server.hpp>
 #include <coconut/clearing/http.hpp>
+#include <coconut/clearing/node.hpp>
 #include <coconut/core/admission.hpp>
 #include <coconut/tls/tls.hpp>
 
@@ -38,6 +39,7 @@ constexpr int exit_storage = 4;    // the data directory cannot be opened or wri
 constexpr int exit_bad_input = 5;  // registry file / argument invalid or contradicting the registry
 constexpr int exit_listen = 6;     // the ISO 8583 address cannot be bound
 constexpr int exit_hsm_key = 7;    // the HSM client key file is missing or malformed
+constexpr int exit_cluster = 8;    // cluster node: NATS unreachable, a bad cluster key, a journal message it cannot apply
 
 int fail(int code, const std::string& message) {
     std::cerr << "coconut-clearingd: " << message << "\n";
@@ -203,11 +205,11 @@ http::HttpOptions http_server_options(const ServeOptions& o, const hsm::wire::En
 
 // The HSM link (--hsm, --hsm-key, --tac-key, --hsm-*).
 coconut::Result<RemoteHsmConfig, ServeFailure> remote_hsm_config(const ServeOptions& o) {
-    auto endpoint = hsm::wire::parse_endpoint(o.hsm);
-    if (!endpoint) return Unexpected<ServeFailure>{{exit_usage, "--hsm: " + endpoint.error().message}};
+    auto endpoints = hsm::wire::parse_endpoints(o.hsm);
+    if (!endpoints) return Unexpected<ServeFailure>{{exit_usage, "--hsm: " + endpoints.error().message}};
     auto credentials = hsm::wire::read_client_credentials(o.hsm_key);
     if (!credentials) return Unexpected<ServeFailure>{{exit_hsm_key, "--hsm-key: " + credentials.error().message}};
-    RemoteHsmConfig config{*endpoint, std::move(credentials).value(), o.tac_key, {}};
+    RemoteHsmConfig config{std::move(endpoints).value(), std::move(credentials).value(), o.tac_key, {}};
     config.link.timeout = std::chrono::milliseconds(o.hsm_timeout_ms);
     config.link.keepalive_interval = std::chrono::seconds(o.hsm_keepalive_s);
     config.link.breaker_cooldown = std::chrono::milliseconds(o.hsm_breaker_cooldown_ms);
@@ -252,8 +254,8 @@ ServeResult daemon_options(const ServeOptions& o) {
 void print_started(Daemon& daemon, const ServeOptions& o, std::uint64_t open_files) {
     const DaemonOptions& d = daemon.options();
     const ServerOptions& terminals = d.terminals.front();
-    std::cout << fmt::format("coconut-clearingd: listening on {}:{} (data {}, HSM {}:{})\n", terminals.host, daemon.terminal_port(), o.data,
-                             d.remote_hsm->endpoint.host, d.remote_hsm->endpoint.port);
+    std::cout << fmt::format("coconut-clearingd: listening on {}:{} (data {}, HSM {})\n", terminals.host, daemon.terminal_port(), o.data,
+                             hsm::wire::to_string(d.remote_hsm->endpoints));
     std::cout << (terminals.tls
                       ? fmt::format("coconut-clearingd: terminals over mutual TLS (client certificates of the CA in {})\n", o.tls_ca)
                       : std::string("coconut-clearingd: terminals over PLAIN TCP (--insecure-terminals): any "
@@ -291,9 +293,67 @@ void print_stopped(Daemon& daemon) {
     }
 }
 
-int serve(const ServeOptions& o) {
+// serve --cluster-node: the settings of this node of a clearing cluster (clearing/README.md "Cluster").
+struct ClusterFlags {
+    std::string node;
+    std::string nats;  // comma-separated URLs
+    std::string nats_user;
+    std::string nats_password_file;
+    std::string nats_ca, nats_cert, nats_key;
+    std::string key_file;
+    std::string status_file;
+    std::uint32_t lease_ttl_ms = 3000;
+    int replicas = 3;
+    std::uint32_t keep_days = 7;
+    std::uint32_t publish_deadline_ms = 9000;
+};
+
+coconut::Result<NodeOptions, std::string> node_options(const ClusterFlags& c, const ServeOptions& o) {
+    NodeOptions n;
+    n.name = c.node;
+    n.advertise = o.iso_listen;
+    for (std::size_t at = 0; at <= c.nats.size();) {
+        const auto comma = std::min(c.nats.find(',', at), c.nats.size());
+        if (comma > at) n.nats.urls.push_back(c.nats.substr(at, comma - at));
+        at = comma + 1;
+    }
+    if (n.nats.urls.empty()) return Unexpected{std::string("--nats: at least one URL (nats://HOST:PORT or tls://HOST:PORT)")};
+    n.nats.user = c.nats_user;
+    if (!c.nats_password_file.empty()) {
+        std::ifstream in(c.nats_password_file);
+        if (!std::getline(in, n.nats.password) || n.nats.password.empty())
+            return Unexpected{"--nats-password-file " + c.nats_password_file + ": cannot read a password from it"};
+    }
+    n.nats.ca = c.nats_ca;
+    n.nats.certificate = c.nats_cert;
+    n.nats.private_key = c.nats_key;
+    n.nats.name = "coconut-clearingd " + c.node;
+    auto key = read_cluster_key(c.key_file);
+    if (!key) return Unexpected{"--cluster-key: " + key.error()};
+    n.key = *key;
+    n.status_file = c.status_file;
+    n.lease.ttl = std::chrono::milliseconds(c.lease_ttl_ms);
+    n.lease.replicas = c.replicas;
+    n.stream.replicas = c.replicas;
+    n.stream.max_age = std::chrono::hours(24 * c.keep_days);
+    n.publish_deadline = std::chrono::milliseconds(c.publish_deadline_ms);
+    return n;
+}
+
+int serve(const ServeOptions& o, const ClusterFlags& cluster) {
     auto options = daemon_options(o);
     if (!options) return fail(options.error().code, options.error().message);
+    if (!cluster.node.empty()) {
+        auto node = node_options(cluster, o);
+        if (!node) return fail(exit_cluster, node.error());
+        core::raise_open_file_limit();
+        auto ran = run_node(std::move(options).value(), *node, std::cout);
+        if (!ran) {
+            const int code = ran.error().kind == NodeError::Kind::daemon ? exit_storage : exit_cluster;
+            return fail(code, "cluster node " + cluster.node + ": " + ran.error().message);
+        }
+        return exit_ok;
+    }
     // Every connection costs a descriptor: the soft limit (often 1,024) is below the connection limits.
     const std::uint64_t open_files = core::raise_open_file_limit();
     auto daemon = Daemon::open(std::move(options).value());
@@ -314,8 +374,12 @@ int run_check(const std::string& dir, bool as_json) {
     if (!report) return fail(exit_for(report.error()), report.error().message);
     std::vector<std::string> problems = report->ledger.problems;
     problems.insert(problems.end(), report->problems.begin(), report->problems.end());
+    const ledger::JournalHead head = data->ledger->head();
+    const auto position = data->ledger->replicated_position();
     if (as_json) {
         std::cout << json{{"ok", report->ok()},
+                          {"journal_head", {{"sequence", head.sequence}, {"hash", to_hex(ByteView(head.hash.data(), head.hash.size()))}}},
+                          {"replicated_position", position ? json(*position) : json(nullptr)},
                           {"accounts", report->ledger.accounts},
                           {"transfers", report->ledger.transfers},
                           {"journal_entries", report->ledger.journal_entries},
@@ -582,7 +646,10 @@ int admin_issue_tokens(const std::string& dir, const std::string& out, const std
 
 // serve: the HSM link (clearing/README.md "The HSM link").
 void add_hsm_options(CLI::App* serve, ServeOptions& o) {
-    serve->add_option("--hsm", o.hsm, "coconut-hsmd HOST:PORT")->capture_default_str();
+    serve
+        ->add_option("--hsm", o.hsm,
+                     "coconut-hsmd HOST:PORT, or several on copies of one store: HOST:PORT,HOST:PORT (the first that works)")
+        ->capture_default_str();
     serve->add_option("--hsm-key", o.hsm_key, "client key file (coconut-hsmd client add --permissions tac,load,auth)")->required();
     serve->add_option("--tac-key", o.tac_key, "label of the TAC master key at the HSM")->capture_default_str();
     serve
@@ -795,7 +862,7 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
     app.footer(
         "Exit codes: 0 ok; 1 check found a problem (or internal error); 2 usage; 3 data directory in use; 4 storage; "
-        "5 bad registry input; 6 cannot listen; 7 HSM client key file");
+        "5 bad registry input; 6 cannot listen; 7 HSM client key file; 8 cluster (NATS, cluster key, journal)");
 
     ServeOptions serve_options;
     std::string map_size_text;
@@ -812,6 +879,39 @@ int main(int argc, char** argv) {
     add_terminal_options(serve_cmd, serve_options);
     add_engine_options(serve_cmd, serve_options);
     add_http_options(serve_cmd, serve_options);
+    ClusterFlags cluster;
+    serve_cmd->add_option("--cluster-node", cluster.node, "run as this node of a clearing cluster (clearing/README.md \"Cluster\")")
+        ->group("Cluster");
+    serve_cmd->add_option("--nats", cluster.nats, "NATS servers, comma-separated (tls://HOST:PORT)")->group("Cluster");
+    serve_cmd->add_option("--nats-user", cluster.nats_user, "this node's NATS user")->group("Cluster");
+    serve_cmd->add_option("--nats-password-file", cluster.nats_password_file, "file holding the NATS user's password")->group("Cluster");
+    serve_cmd->add_option("--nats-ca", cluster.nats_ca, "PEM CA of the NATS servers' certificates (TLS)")->group("Cluster");
+    serve_cmd->add_option("--nats-cert", cluster.nats_cert, "PEM client certificate for NATS")->group("Cluster");
+    serve_cmd->add_option("--nats-key", cluster.nats_key, "PEM key of --nats-cert")->group("Cluster");
+    serve_cmd
+        ->add_option("--cluster-key", cluster.key_file,
+                     "the key every clearing node seals journal messages with (coconut-clearingd cluster-key)")
+        ->group("Cluster");
+    serve_cmd->add_option("--cluster-status-file", cluster.status_file, "JSON: this node's role and applied position, kept current")
+        ->group("Cluster");
+    serve_cmd->add_option("--lease-ttl-ms", cluster.lease_ttl_ms, "the leadership lease's lifetime")
+        ->capture_default_str()
+        ->group("Cluster");
+    serve_cmd->add_option("--stream-replicas", cluster.replicas, "replicas of the journal stream and the lease")
+        ->capture_default_str()
+        ->check(CLI::IsMember({1, 3, 5}))
+        ->group("Cluster");
+    serve_cmd->add_option("--stream-keep-days", cluster.keep_days, "days the journal stream keeps (snapshots cover the rest)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 3650))
+        ->group("Cluster");
+    serve_cmd->add_option("--publish-deadline-ms", cluster.publish_deadline_ms, "how long a commit waits for the journal stream")
+        ->capture_default_str()
+        ->group("Cluster");
+    std::string cluster_key_out;
+    auto* cluster_key_cmd =
+        app.add_subcommand("cluster-key", "write a new random cluster key (give every clearing node a copy, mode 0600)");
+    cluster_key_cmd->add_option("--out", cluster_key_out, "the key file to create")->required();
 
     std::string data_dir;
     bool as_json = false;
@@ -833,7 +933,16 @@ int main(int argc, char** argv) {
         map_size_bytes = *parsed;
     }
     try {
-        if (serve_cmd->parsed()) return serve(serve_options);
+        if (serve_cmd->parsed()) {
+            if (cluster.node.empty() != cluster.nats.empty() || cluster.node.empty() != cluster.key_file.empty())
+                return fail(exit_usage, "a cluster node needs --cluster-node, --nats and --cluster-key together");
+            return serve(serve_options, cluster);
+        }
+        if (cluster_key_cmd->parsed()) {
+            if (auto written = write_cluster_key(cluster_key_out); !written) return fail(exit_storage, written.error());
+            std::cout << "coconut-clearingd: wrote a new cluster key to " << cluster_key_out << "\n";
+            return exit_ok;
+        }
         if (check_cmd->parsed()) return run_check(data_dir, as_json);
         return run_admin(admin, data_dir);
     } catch (const std::exception& e) {

@@ -43,9 +43,14 @@ struct RemoteHsm::State {
 
 RemoteHsm::RemoteHsm(boost::asio::any_io_executor executor, hsm::wire::Endpoint endpoint, hsm::wire::ClientCredentials credentials,
                      std::string tac_master_label, RemoteHsmOptions options)
+    : RemoteHsm(std::move(executor), std::vector<hsm::wire::Endpoint>{std::move(endpoint)}, std::move(credentials),
+                std::move(tac_master_label), options) {}
+
+RemoteHsm::RemoteHsm(boost::asio::any_io_executor executor, std::vector<hsm::wire::Endpoint> endpoints,
+                     hsm::wire::ClientCredentials credentials, std::string tac_master_label, RemoteHsmOptions options)
     : state_(std::make_shared<State>()) {
     state_->link =
-        hsm::Link::create(std::move(executor), std::move(endpoint), std::move(credentials), link_options(options, tac_master_label));
+        hsm::Link::create(std::move(executor), std::move(endpoints), std::move(credentials), link_options(options, tac_master_label));
     state_->batcher = hsm::TacBatcher::create(state_->link, std::move(tac_master_label));
     COCONUT_ASSERT(state_->link != nullptr && state_->batcher != nullptr);
 }

@@ -70,7 +70,8 @@ Result<JournalHead> Ledger::apply_replicated(ByteView changes, std::uint64_t pos
     auto held = read_position(*txn, *table);
     if (!held) return Unexpected{to_error(held.error(), s)};
     if (position != *held + 1)
-        return Unexpected{replication_error(s, fmt::format("replicated commit at position {} does not follow position {}", position, *held))};
+        return Unexpected{
+            replication_error(s, fmt::format("replicated commit at position {} does not follow position {}", position, *held))};
     const auto before = read_head(*txn, s);
     if (!before) return Unexpected{corrupt("ledger journal head does not decode")};
     if (auto applied = lmdb::apply_changes(s.env, *txn, changes); !applied) return Unexpected{to_error(applied.error(), s)};

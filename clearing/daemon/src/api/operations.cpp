@@ -133,6 +133,9 @@ void hsm_metrics(Text& t, const HsmStats* hsm, const hsm::LinkStats* link) {
     t.counter("coconut_hsm_connections_opened_total", "HSM connections opened (hello received)", l.connections_opened.load());
     t.counter("coconut_hsm_keepalives_total", "keep-alive requests sent to the HSM", l.keepalives.load());
     t.counter("coconut_hsm_probes_total", "half-open probes sent to the HSM", l.probes.load());
+    t.counter("coconut_hsm_failovers_total", "moves of the HSM link to the next HSM of --hsm (the one in use failed)", l.failovers.load());
+    t.counter("coconut_hsm_moved_requests_total", "HSM requests sent to the next HSM after theirs failed", l.moved.load());
+    t.gauge("coconut_hsm_endpoint", "the HSM in use: its index in --hsm (0 = the first)", static_cast<std::uint64_t>(l.endpoint.load()));
 }
 
 }  // namespace

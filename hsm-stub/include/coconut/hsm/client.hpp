@@ -28,6 +28,7 @@
 #include <functional>
 #include <memory>
 #include <string_view>
+#include <vector>
 
 namespace coconut::hsm {
 
@@ -76,10 +77,23 @@ private:
 };
 
 // Blocking client: one connection, its own io_context; not thread-safe (use one per thread).
+//
+// Given several endpoints (HSMs serving copies of one store, hsm-stub/README.md "Two HSMs"), connect()
+// takes the first that answers its hello, and a request whose connection fails moves on: a connection
+// the HSM closed (noticed before the request is written, or breaking under it) is opened again to the
+// same HSM first, a refused or hung one to the next; the request is sent there if it was never sent
+// or Link::retry_safe() allows it (sign-certificate is not sent twice: it fails, and the next request
+// reconnects). It fails once every endpoint has failed it. With one endpoint a failed connection stays
+// failed, as before: create a new client.
 class Client {
 public:
     static Outcome<std::unique_ptr<Client>> connect(const wire::Endpoint& endpoint, wire::ClientCredentials credentials,
                                                     ClientOptions options = {});
+    // 1 … wire::max_endpoints endpoints (wire::parse_endpoints), in the order of preference.
+    static Outcome<std::unique_ptr<Client>> connect(std::vector<wire::Endpoint> endpoints, wire::ClientCredentials credentials,
+                                                    ClientOptions options = {});
+    // The endpoint connected to (or last tried).
+    const wire::Endpoint& endpoint() const;
     ~Client();
 
     Outcome<KeyInfo> key_info(const KeyRef& key);
@@ -101,9 +115,11 @@ private:
     std::unique_ptr<State> state_;
 };
 
-// ---- Link: connections to one HSM that ride through ------------------------------------------------
+// ---- Link: connections to an HSM that ride through ------------------------------------------------
 //
-// A small pool of AsyncClient connections to one endpoint, opened on demand, with four rules:
+// A small pool of AsyncClient connections to one endpoint — or to the first that works of a list of
+// HSMs serving copies of one sealed store (hsm-stub/README.md "Two HSMs") — opened on demand, with
+// five rules:
 //
 // 1. Keep-alive. The HSM closes a connection on which no request started for its idle timeout (60 s,
 //    PROTOCOL.md "What closes a connection"). A connection on which nothing was sent for
@@ -123,6 +139,16 @@ private:
 //    the connection with the fewest requests in flight, and a new connection is opened (up to
 //    `connections_max`) when every one is busy — so up to connections_max TAC batches are verified at
 //    once, each connection pipelining at most client.max_outstanding requests.
+// 5. Several endpoints. All connections go to one endpoint, the first of the list at the start. When
+//    it cannot be reached (refused, unresolvable, no hello, a fatal notice instead of the hello) or
+//    hangs (a timeout), the link moves on to the next (after the last: the first), closes what it
+//    still holds to the old one and sends the requests that failed there — and those in flight on
+//    the connections it closed — to the new one: a request never sent (no connection) always, one
+//    that was sent if retry_safe(). A request fails once every endpoint of the list has failed it
+//    (if the last one hung, the breaker opens: rule 3). A connection that broke is still rule 2: it
+//    is sent again on a fresh connection to the same HSM — a killed HSM then refuses, and this rule
+//    moves on. The link stays on the endpoint that works (no return to the first while it does).
+//    With one endpoint, rules 1–4 alone, as before.
 //
 // Every handler is called exactly once, on the link's strand.
 struct LinkOptions {
@@ -156,6 +182,9 @@ struct LinkStats {
     std::atomic<std::uint64_t> connections_opened{0};  // connections whose hello arrived
     std::atomic<std::uint64_t> keepalives{0};          // keep-alive requests sent
     std::atomic<std::uint64_t> probes{0};              // half-open probes sent
+    std::atomic<std::uint64_t> failovers{0};           // rule 5: moves to the next endpoint
+    std::atomic<std::uint64_t> moved{0};               // rule 5: requests sent to the next endpoint after theirs failed
+    std::atomic<std::size_t> endpoint{0};              // rule 5: index in the list of the endpoint in use
 };
 
 class Link : public std::enable_shared_from_this<Link> {
@@ -165,6 +194,9 @@ public:
 
     static std::shared_ptr<Link> create(boost::asio::any_io_executor executor, wire::Endpoint endpoint, wire::ClientCredentials credentials,
                                         LinkOptions options = {});
+    // Rule 5: 1 … wire::max_endpoints endpoints (wire::parse_endpoints), in the order of preference.
+    static std::shared_ptr<Link> create(boost::asio::any_io_executor executor, std::vector<wire::Endpoint> endpoints,
+                                        wire::ClientCredentials credentials, LinkOptions options = {});
     ~Link();
 
     // Whether a request may be sent twice (rule 2): its answer is a function of the request and the key

@@ -67,7 +67,8 @@ enum class Errc : std::uint8_t {
     store_corrupt = 25,    // authentic but inconsistent (a KCV that does not match its key: a bug)
     master_key_file = 26,  // missing, wrong size or permissions wider than 0600
     io_error = 27,
-    store_busy = 28,  // another ceremony holds store.lock
+    store_busy = 28,    // another ceremony holds store.lock
+    store_forked = 29,  // a copy of the store was changed by a ceremony of its own (replicate_store)
     // audit
     audit_broken = 30,
     // link (client side and connection-closing reasons on the server side)
@@ -197,6 +198,9 @@ inline constexpr std::size_t max_signing_keys = 16;
 inline constexpr std::size_t max_signing_key_bytes = 512;
 inline constexpr std::size_t max_signing_certificate_bytes = 4096;
 inline constexpr std::size_t master_key_bytes = 32;  // crypto_secretbox_KEYBYTES
+// A full store (max_keys × 73 B + max_clients × 77 B + headers) is ~380 KiB; 1 MiB bounds what a
+// corrupt length field can make us read.
+inline constexpr std::size_t max_sealed_bytes = 1u << 20;
 
 struct StorePaths {
     std::filesystem::path dir;
@@ -290,6 +294,30 @@ private:
     explicit KeyStore(std::unique_ptr<State> state);
     std::unique_ptr<State> state_;
 };
+
+// ---- a copy of the store for a second HSM (hsm-stub/README.md "Two HSMs") --------------------------
+
+struct Replication {
+    enum class Kind : std::uint8_t { created, updated, current };
+    Kind kind = Kind::created;
+    std::uint64_t generation = 0;           // the source's store generation, now the copy's
+    std::uint64_t previous_generation = 0;  // the copy's before an update
+};
+std::string_view replication_kind_name(Replication::Kind kind);  // "created", "updated", "current"
+
+// Copies `from`'s master.key and keys.sealed byte for byte to `to` (the copy stays sealed under the
+// same master key), holding both stores' ceremony locks (StoreLock) and having opened `from` (so a
+// tampered store is never copied):
+//   - `to` missing or an empty directory: a new copy — directory 0700, files 0600; no audit log (the
+//     caller starts the copy's own, so the two logs never share a chain);
+//   - `to` a copy of `from` at an older generation: its keys.sealed is replaced atomically (a daemon
+//     serving it picks the change up on SIGHUP);
+//   - `to` at `from`'s generation with the same bytes: nothing to do (Kind::current).
+// Refused: `to` is `from`, or holds anything but a copy of it — another store (another master key)
+// or other files (store_exists); `to` at a newer generation than `from`, or at the same with other
+// contents: a ceremony was held on the copy and the stores forked (store_forked). Ceremonies are held
+// on one store, and copied from it.
+Outcome<Replication> replicate_store(const std::filesystem::path& from, const std::filesystem::path& to);
 
 // ---- key ceremony -----------------------------------------------------------------------------
 

@@ -173,5 +173,16 @@ struct Endpoint {
 // "HOST:PORT" or "[IPv6]:PORT" (coconut/core/endpoint.hpp; port 0 allowed only when `allow_any_port`, for
 // servers asking for an ephemeral port).
 Outcome<Endpoint> parse_endpoint(std::string_view text, bool allow_any_port = false);
+// "host:port", or "[v6]:port".
+std::string to_string(const Endpoint& endpoint);
+
+// Several HSMs serving copies of one sealed store (README.md "Two HSMs"): a client is given them as
+// "HOST:PORT,HOST:PORT", in the order it prefers them. One entry is the single-HSM form.
+inline constexpr std::size_t max_endpoints = 8;
+// bad_request naming the entry: an empty list or entry ("…,,…", a trailing comma), an entry that is
+// not HOST:PORT (port 0 included), the same endpoint twice, more than max_endpoints.
+Outcome<std::vector<Endpoint>> parse_endpoints(std::string_view text);
+// "host:port,host:port".
+std::string to_string(std::span<const Endpoint> endpoints);
 
 }  // namespace coconut::hsm::wire

@@ -30,6 +30,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -69,7 +70,8 @@ DaemonResult<DataDirectory> open_data_directory(const std::filesystem::path& dir
 
 // coconut-hsmd over the network (serve --hsm, --hsm-key, --tac-key, --hsm-*).
 struct RemoteHsmConfig {
-    hsm::wire::Endpoint endpoint;
+    // One HSM, or several on copies of one store, in the order of preference (hsm::Link rule 5).
+    std::vector<hsm::wire::Endpoint> endpoints;
     hsm::wire::ClientCredentials credentials;
     std::string tac_key_label = std::string(hsm::default_tac_label);
     RemoteHsmOptions link;
@@ -106,6 +108,11 @@ struct DaemonOptions {
     std::chrono::milliseconds expiry_scan_interval{1'000};
     // SIGINT / SIGTERM drain the daemon (coconut-clearingd); false: shutdown() only.
     bool handle_signals = false;
+    // Replication (docs/DESIGN.md §10): called once the ledger is open, before the daemon writes
+    // anything; the hook it returns is set on the ledger's environment (lmdb::Env::set_commit_hook), so
+    // every commit of the daemon goes through it (a cluster primary publishes each to the journal
+    // stream). Unset: no hook.
+    std::function<lmdb::CommitHook(ledger::Ledger&)> commit_hook;
     std::chrono::milliseconds drain_timeout = drain_timeout_default;
 };
 

@@ -49,12 +49,16 @@ struct RemoteHsmOptions {
 
 // coconut-hsmd over the network: an hsm::Link (client.hpp — keep-alive, one retry on a fresh
 // connection when the HSM closed or broke one, circuit breaker after a timeout, up to connections_max
-// connections) with purchase TACs through hsm::TacBatcher (full batches, bounded delay, sent without
+// connections; given several HSMs on copies of one store, the first that works, moving on to the next
+// when it is refused or hangs, with the requests it failed) with purchase TACs through hsm::TacBatcher (full batches, bounded delay, sent without
 // waiting for the previous ones) and the online card services one request each. Every failure (a
 // timeout, the breaker open, the HSM unreachable) reaches the handler, and the engine answers 91.
 class RemoteHsm final : public TacVerifier, public CardServices {
 public:
     RemoteHsm(boost::asio::any_io_executor executor, hsm::wire::Endpoint endpoint, hsm::wire::ClientCredentials credentials,
+              std::string tac_master_label, RemoteHsmOptions options = {});
+    // 1 … hsm::wire::max_endpoints HSMs (hsm::wire::parse_endpoints), in the order of preference.
+    RemoteHsm(boost::asio::any_io_executor executor, std::vector<hsm::wire::Endpoint> endpoints, hsm::wire::ClientCredentials credentials,
               std::string tac_master_label, RemoteHsmOptions options = {});
     ~RemoteHsm() override;
     void verify(const hsm::PurchaseTac& transaction, Handler handler) override;

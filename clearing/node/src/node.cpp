@@ -1,0 +1,313 @@
+#include <coconut/clearing/node.hpp>
+
+#include <coconut/core/assert.hpp>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <csignal>
+#include <fstream>
+#include <mutex>
+#include <optional>
+#include <ostream>
+#include <thread>
+
+namespace coconut::clearing {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+std::atomic<bool> stop_requested{false};
+extern "C" void request_stop(int) { stop_requested = true; }
+
+// SIGINT / SIGTERM while standby: finish the message in hand, then stop (the primary's Daemon handles
+// them itself while it runs).
+void catch_stop_signals() {
+    struct sigaction action {};
+    action.sa_handler = request_stop;
+    sigemptyset(&action.sa_mask);
+    ::sigaction(SIGINT, &action, nullptr);
+    ::sigaction(SIGTERM, &action, nullptr);
+}
+
+Unexpected<NodeError> failure(NodeError::Kind kind, std::string message) { return Unexpected{NodeError{kind, std::move(message)}}; }
+
+std::string lease_value(const NodeOptions& o) { return nlohmann::json{{"node", o.name}, {"advertise", o.advertise}}.dump(); }
+
+// The shared state of one node: its NATS objects and where its copy stands.
+struct Node {
+    Node(const NodeOptions& options_in, std::ostream& log_in, cluster::Connection nats_in)
+        : options(options_in), log(log_in), nats(std::move(nats_in)) {}
+    const NodeOptions& options;
+    std::ostream& log;
+    cluster::Connection nats;  // the lease and the readers keep its address: opened after it stopped moving
+    std::optional<cluster::Lease> lease_slot;
+    cluster::Lease& lease() { return *lease_slot; }
+    std::uint64_t position = 0;  // the stream sequence of the last commit in this node's ledger
+    std::string role = "standby";
+    std::string primary;  // the lease holder's value as last read
+
+    std::string last_note;  // note(): the last repeated condition said, so it is said once
+
+    void say(const std::string& line) { log << fmt::format("coconut-clearingd: node {}: {}\n", options.name, line) << std::flush; }
+    void note(const std::string& line) {
+        if (line == last_note) return;
+        last_note = line;
+        say(line);
+    }
+
+    void write_status(const ledger::Ledger& ledger) {
+        if (options.status_file.empty()) return;
+        const nlohmann::json status = {{"node", options.name},
+                                       {"role", role},
+                                       {"position", position},
+                                       {"journal_sequence", ledger.head().sequence},
+                                       {"primary", primary}};
+        const auto temporary = options.status_file.string() + ".tmp";
+        {
+            std::ofstream out(temporary, std::ios::trunc);
+            out << status.dump() << '\n';
+        }
+        std::error_code ignored;
+        std::filesystem::rename(temporary, options.status_file, ignored);
+    }
+
+    // Applies one journal message to `ledger` (position + 1 only).
+    coconut::Status<NodeError> apply(ledger::Ledger& ledger, const cluster::JournalMessage& message) {
+        auto envelope = open_sealed(message.payload, options.key);
+        if (!envelope)
+            return failure(NodeError::Kind::journal, fmt::format("journal message {} refused: {}", message.sequence, envelope.error()));
+        if (envelope->follows + 1 != message.sequence)
+            return failure(NodeError::Kind::journal, fmt::format("journal message {} was published after {}, not after {}: not fenced",
+                                                                 message.sequence, envelope->follows, message.sequence - 1));
+        auto applied = ledger.apply_replicated(envelope->changes, message.sequence);
+        if (!applied)
+            return failure(NodeError::Kind::journal, fmt::format("journal message {}: {}", message.sequence, applied.error().message));
+        position = message.sequence;
+        return Ok{};
+    }
+};
+
+// ---- standby ------------------------------------------------------------------------------------------
+
+struct Standby {
+    DirectoryLock lock;
+    std::unique_ptr<ledger::Ledger> ledger;
+};
+
+coconut::Result<Standby, NodeError> open_standby(const DaemonOptions& d) {
+    std::error_code ec;
+    std::filesystem::create_directories(d.data, ec);
+    auto locked = lock_data_directory(d.data);
+    if (!locked) return failure(NodeError::Kind::daemon, locked.error().message);
+    ledger::Options options = d.ledger;
+    options.directory = d.data.string();
+    auto opened = ledger::Ledger::open(options);
+    if (!opened)
+        return failure(NodeError::Kind::daemon, fmt::format("cannot open the ledger in {}: {}", options.directory, opened.error().message));
+    return Standby{std::move(locked).value(), std::move(opened).value()};
+}
+
+// Applies what the reader has until the stream's last sequence (read now) is in the ledger.
+coconut::Status<NodeError> catch_up(Node& node, ledger::Ledger& ledger, cluster::JournalReader& reader) {
+    auto last = cluster::last_sequence(node.nats, node.options.stream.name);
+    if (!last) return failure(NodeError::Kind::nats, "the stream's last sequence: " + last.error().message);
+    const auto deadline = Clock::now() + 60s;
+    while (node.position < *last) {
+        if (Clock::now() > deadline)
+            return failure(NodeError::Kind::nats,
+                           fmt::format("could not read the stream up to {} within 60 s (at {})", *last, node.position));
+        auto batch = reader.next_batch(500ms);
+        if (!batch) continue;  // unavailable: the reader resumes where it was
+        for (const auto& message : *batch)
+            if (auto applied = node.apply(ledger, message); !applied) return applied;
+    }
+    return Ok{};
+}
+
+enum class StandbyEnd { promoted, stopped };
+
+// Follows the stream until this node holds the lease and has applied everything (promoted) or a signal.
+coconut::Result<StandbyEnd, NodeError> follow(Node& node, ledger::Ledger& ledger, std::uint64_t& revision) {
+    auto reader = cluster::JournalReader::open(node.nats, node.options.stream, node.position + 1);
+    if (!reader) return failure(NodeError::Kind::nats, "cannot read the journal stream: " + reader.error().message);
+    auto next_lease_check = Clock::now();
+    while (!stop_requested) {
+        auto batch = reader->next_batch(250ms);
+        if (batch) {
+            for (const auto& message : *batch)
+                if (auto applied = node.apply(ledger, message); !applied) return Unexpected{applied.error()};
+            if (!batch->empty()) node.write_status(ledger);
+        }
+        if (Clock::now() < next_lease_check) continue;
+        next_lease_check = Clock::now() + node.options.lease.ttl / 3;
+        auto holder = node.lease().read();
+        if (!holder) {
+            node.note("cannot read the lease: " + holder.error().message);
+            continue;
+        }
+        if (*holder) {
+            if ((*holder)->value != node.primary) {
+                node.primary = (*holder)->value;
+                node.write_status(ledger);
+            }
+            continue;
+        }
+        auto acquired = node.lease().acquire(lease_value(node.options));
+        if (!acquired) {  // another node was quicker (held), or NATS did not answer
+            node.note("cannot take the lease: " + acquired.error().message);
+            continue;
+        }
+        revision = *acquired;
+        node.say(fmt::format("took the lease (revision {}); applying the stream up to its end", revision));
+        if (auto caught = catch_up(node, ledger, *reader); !caught) {
+            (void)node.lease().release(revision);
+            return Unexpected{caught.error()};
+        }
+        return StandbyEnd::promoted;
+    }
+    return StandbyEnd::stopped;
+}
+
+// ---- primary ------------------------------------------------------------------------------------------
+
+// What the commit hook and the lease keeper share while this node is primary.
+struct Reign {
+    Reign(Node& node_in, std::uint64_t revision_in) : node(node_in), revision(revision_in) {}
+    Node& node;
+    std::uint64_t revision;
+    std::atomic<bool> deposed{false};
+    std::string why;
+    std::mutex why_mutex;
+    ledger::Ledger* ledger = nullptr;
+
+    void depose(const std::string& reason) {
+        {
+            std::lock_guard lock(why_mutex);
+            if (why.empty()) why = reason;
+        }
+        deposed = true;
+    }
+
+    // The commit hook: seal, publish after node.position, record the new position in the commit.
+    lmdb::Status publish(lmdb::Txn& txn, ByteView changes) {
+        auto refuse = [](const std::string& what) { return Unexpected{lmdb::Error{lmdb::commit_refused_rc, "publish", what}}; };
+        if (deposed) return refuse("this node is no longer the primary");
+        const Bytes sealed = seal({node.options.name, revision, node.position, Bytes(changes.begin(), changes.end())}, node.options.key);
+        const std::string id = journal_message_id(sealed);
+        const auto deadline = Clock::now() + node.options.publish_deadline;
+        for (;;) {
+            auto ack = cluster::publish(node.nats, node.options.stream, sealed, id, node.position, node.options.publish_attempt_wait);
+            if (ack) {
+                COCONUT_ASSERT(ack->sequence == node.position + 1, "a fenced publish lands right after the fence");
+                if (auto recorded = ledger->record_position(txn, ack->sequence); !recorded) return recorded;
+                node.position = ack->sequence;
+                return Ok{};
+            }
+            const bool transient =
+                ack.error().code == cluster::PublishErrorCode::timeout || ack.error().code == cluster::PublishErrorCode::no_responders;
+            if (!transient || Clock::now() >= deadline) {
+                const std::string reason = fmt::format("the journal stream did not take the commit after position {}: {} ({})",
+                                                       node.position, cluster::to_string(ack.error().code), ack.error().message);
+                depose(reason);
+                return refuse(reason);
+            }
+            std::this_thread::sleep_for(100ms);
+        }
+    }
+};
+
+// Renews the lease every ttl/3 until the daemon stops; a lost lease, or ttl without a renewal, deposes.
+void keep_lease(Reign& reign, Daemon& daemon, const std::atomic<bool>& stopping) {
+    const auto ttl = reign.node.options.lease.ttl;
+    auto last_renewal = Clock::now();
+    auto next = Clock::now() + ttl / 3;
+    while (!stopping) {
+        std::this_thread::sleep_for(50ms);
+        if (reign.deposed) break;
+        if (Clock::now() < next) continue;
+        next = Clock::now() + ttl / 3;
+        auto renewed = reign.node.lease().renew(reign.revision, lease_value(reign.node.options));
+        if (renewed) {
+            reign.revision = *renewed;
+            last_renewal = Clock::now();
+        } else if (renewed.error().code == cluster::LeaseErrorCode::lost) {
+            reign.depose("the lease was lost: " + renewed.error().message);
+        } else if (Clock::now() - last_renewal > ttl) {
+            reign.depose("the lease could not be renewed within its ttl: " + renewed.error().message);
+        }
+    }
+    if (reign.deposed) daemon.shutdown();
+}
+
+enum class ReignEnd { deposed, stopped };
+
+coconut::Result<ReignEnd, NodeError> serve_as_primary(Node& node, DaemonOptions options, std::uint64_t revision) {
+    Reign reign(node, revision);
+    options.handle_signals = true;
+    options.commit_hook = [&reign](ledger::Ledger& ledger) -> lmdb::CommitHook {
+        reign.ledger = &ledger;
+        return [&reign](lmdb::Txn& txn, ByteView changes) { return reign.publish(txn, changes); };
+    };
+    auto daemon = Daemon::open(std::move(options));
+    if (!daemon) return failure(NodeError::Kind::daemon, daemon.error().message);
+    if (auto started = (*daemon)->start(); !started) return failure(NodeError::Kind::daemon, started.error().message);
+    node.role = "primary";
+    node.primary = lease_value(node.options);
+    node.write_status((*daemon)->ledger());
+    node.say(fmt::format("primary at position {} (lease revision {}), terminals on port {}", node.position, revision,
+                         (*daemon)->terminal_port()));
+    std::atomic<bool> stopping{false};
+    std::thread keeper([&] { keep_lease(reign, **daemon, stopping); });
+    (*daemon)->run();
+    stopping = true;
+    keeper.join();
+    daemon->reset();  // the writer has committed (or refused) everything queued; the directory is unlocked
+    node.role = "standby";
+    if (reign.deposed) {
+        node.say("stepped down: " + reign.why);
+        return ReignEnd::deposed;
+    }
+    (void)node.lease().release(reign.revision);  // a clean hand-over: the next primary need not wait for the ttl
+    return ReignEnd::stopped;
+}
+
+}  // namespace
+
+coconut::Status<NodeError> run_node(DaemonOptions daemon, const NodeOptions& options, std::ostream& log) {
+    COCONUT_ASSERT(!options.name.empty(), "a cluster node has a name");
+    auto connected = cluster::Connection::connect(options.nats);
+    if (!connected) return failure(NodeError::Kind::nats, "cannot connect to NATS: " + connected.error().message);
+    if (auto ready = cluster::wait_for_jetstream(*connected, 30s); !ready)
+        return failure(NodeError::Kind::nats, "NATS JetStream is not available: " + ready.error().message);
+    if (auto stream = cluster::ensure_stream(*connected, options.stream); !stream)
+        return failure(NodeError::Kind::nats, "the journal stream: " + stream.error().message);
+    Node node(options, log, std::move(connected).value());
+    auto lease = cluster::Lease::open(node.nats, options.lease);
+    if (!lease) return failure(NodeError::Kind::nats, "the leadership lease: " + lease.error().message);
+    node.lease_slot.emplace(std::move(lease).value());
+    for (;;) {
+        catch_stop_signals();
+        std::uint64_t revision = 0;
+        {
+            auto standby = open_standby(daemon);
+            if (!standby) return Unexpected{standby.error()};
+            auto position = standby->ledger->replicated_position();
+            if (!position) return failure(NodeError::Kind::daemon, position.error().message);
+            node.position = *position;
+            node.write_status(*standby->ledger);
+            node.say(fmt::format("standby at position {} (journal entry {})", node.position, standby->ledger->head().sequence));
+            auto followed = follow(node, *standby->ledger, revision);
+            if (!followed) return Unexpected{followed.error()};
+            if (*followed == StandbyEnd::stopped) return Ok{};
+        }  // the standby's ledger and lock are released: the daemon takes them
+        auto reign = serve_as_primary(node, daemon, revision);
+        if (!reign) return Unexpected{reign.error()};
+        if (*reign == ReignEnd::stopped) return Ok{};
+    }
+}
+
+}  // namespace coconut::clearing
