@@ -217,8 +217,12 @@ class Bench:
         return {"saturated": saturated, "fixed": fixed}
 
     def cluster(self, round_number):
-        nats = NatsCluster(os.path.join(self.work, f"nats-{round_number}"))
+        nats = start_nats(os.path.join(self.work, f"nats-{round_number}"))
         self.nats = nats
+        if self.args.nats_cpus:
+            # Every thread of every nats-server (and those they start later) on these CPUs only.
+            for process in nats.processes:
+                run(["taskset", "-a", "-p", "-c", self.args.nats_cpus, str(process.pid)])
         nodes = []
         try:
             names = ["a"] + [chr(ord("b") + i) for i in range(self.args.standbys)]
@@ -315,6 +319,28 @@ class Bench:
                 "messages_per_s": (last["position"] - first_position) / seconds if seconds > 0 else 0,
                 "entries_per_s": (last["journal_sequence"] - first_entries) / seconds if seconds > 0 else 0,
                 "stream_bytes": stream["bytes"]}
+
+
+def start_nats(directory, attempts=3):
+    """A NatsCluster, tried again in a fresh directory if it does not come up (a port taken meanwhile by another
+    process); the servers of a failed attempt are stopped by PID (found by their configuration's directory)."""
+    for attempt in range(1, attempts + 1):
+        where = f"{directory}-{attempt}"
+        try:
+            return NatsCluster(where)
+        except RuntimeError as error:
+            log(f"  NATS cluster attempt {attempt}: {error}")
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        argv = f.read().split(b"\0")
+                except OSError:
+                    continue
+                if argv and argv[0].endswith(b"nats-server") and any(a.startswith(where.encode() + b"/") for a in argv):
+                    os.kill(int(pid), signal.SIGKILL)
+    raise RuntimeError(f"no NATS cluster after {attempts} attempts")
 
 
 def read_status(node):
@@ -444,6 +470,8 @@ def main():
     parser.add_argument("--sample-ms", type=int, default=20)
     parser.add_argument("--perf-seconds", type=int, default=0, help="perf record -g the daemon for this long in each saturated run")
     parser.add_argument("--serve-arg", action="append", default=[], help="an extra coconut-clearingd serve flag (repeatable)")
+    parser.add_argument("--nats-cpus", default="", help="taskset the nats-servers to these CPUs (e.g. 0: away from the "
+                        "ledger writer's CPU, which coconut-clearingd --writer-cpu auto keeps for the writer)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, perf data)")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="coconut-cluster-bench-", dir=args.dir)
@@ -451,7 +479,8 @@ def main():
     rounds = []
     try:
         bench.setup()
-        log(f"clearingd_cluster_bench: {os.cpu_count()} CPUs, work {work}, serve flags {args.serve_arg or 'default'}")
+        log(f"clearingd_cluster_bench: {os.cpu_count()} CPUs, work {work}, serve flags {args.serve_arg or 'default'}, "
+            f"{args.standbys} standbys, nats-server CPUs {args.nats_cpus or 'any'}")
         for number in range(1, args.rounds + 1):
             load = loadavg()
             single = bench.single(number)
