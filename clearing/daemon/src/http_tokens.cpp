@@ -309,7 +309,8 @@ std::optional<std::uint8_t> parse_roles(std::string_view text) {
                                                                 {"registry", roles::registry},
                                                                 {"settlement", roles::settlement},
                                                                 {"read", roles::read},
-                                                                {"adjust", roles::adjust}};
+                                                                {"adjust", roles::adjust},
+                                                                {"cluster", roles::cluster}};
     std::uint8_t out = 0;
     for (;;) {
         const auto comma = text.find(',');
@@ -328,6 +329,7 @@ std::vector<std::string> role_names(std::uint8_t bits) {
     if (bits & roles::settlement) out.emplace_back("settlement");
     if (bits & roles::read) out.emplace_back("read");
     if (bits & roles::adjust) out.emplace_back("adjust");
+    if (bits & roles::cluster) out.emplace_back("cluster");
     return out;
 }
 

@@ -77,6 +77,12 @@ struct Node {
 
     // Applies one journal message to `ledger` (position + 1 only).
     coconut::Status<NodeError> apply(ledger::Ledger& ledger, const cluster::JournalMessage& message) {
+        if (message.sequence > position + 1)
+            return failure(NodeError::Kind::journal,
+                           fmt::format("the journal stream no longer holds position {} (its first message now is {}: older ones are past "
+                                       "--stream-keep-days): this node's copy is too old to catch up; join again from a snapshot "
+                                       "(coconut-clearingd join --replace)",
+                                       position + 1, message.sequence));
         auto envelope = open_sealed(message.payload, options.key);
         if (!envelope)
             return failure(NodeError::Kind::journal, fmt::format("journal message {} refused: {}", message.sequence, envelope.error()));

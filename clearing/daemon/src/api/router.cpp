@@ -46,6 +46,8 @@ constexpr std::array route_table{
     Route{"GET", pattern("/v1/clerk/risk"), Auth::clerk, roles::read, risk_list},
     Route{"GET", pattern("/v1/clerk/suspense"), Auth::clerk, roles::read, suspense_list},
     Route{"GET", pattern("/v1/clerk/journal"), Auth::clerk, roles::read, journal_list},
+    Route{"GET", pattern("/v1/clerk/cluster/snapshot"), Auth::clerk, roles::cluster, cluster_snapshot},
+    Route{"GET", pattern("/v1/clerk/cluster/position"), Auth::clerk, roles::settlement | roles::read | roles::cluster, cluster_position},
 };
 
 constexpr bool is_parameter(std::string_view segment) { return segment.size() >= 2 && segment.front() == '{' && segment.back() == '}'; }
