@@ -207,13 +207,14 @@ DaemonStatus Daemon::State::start_http() {
     COCONUT_ASSERT(http_options.io_threads >= 1);
     http_io = std::make_unique<boost::asio::io_context>(static_cast<int>(http_options.io_threads));
     http::Services services{*ledger,
-                            *writer,
+                            writer.get(),
                             *registry,
                             *tokens,
                             &engine->stats(),
                             servers.empty() ? nullptr : &servers.front()->stats(),
                             &metered_hsm->stats(),
                             remote_hsm ? &remote_hsm->link_stats() : nullptr,
+                            nullptr,
                             options.data};
     try {
         http_server = std::make_unique<http::HttpServer>(*http_io, services, http_options);

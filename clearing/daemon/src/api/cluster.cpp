@@ -4,7 +4,9 @@
 //                                    read transaction (the ledger writer goes on), streamed from its file;
 //   GET /v1/clerk/cluster/position   role settlement, read or cluster: the replicated stream position and
 //                                    journal head this node's ledger holds now.
-// Both are journaled like every clerk read.
+// On a primary both are journaled like every clerk read. A standby serves them too (it writes nothing
+// but the journal stream, so there they are answered without a clerk journal entry): a node joins from a
+// standby's snapshot without loading the primary.
 #include "api_internal.hpp"
 
 #include <coconut/clearing/snapshot.hpp>
@@ -30,6 +32,7 @@ void cluster_snapshot(Call& call) {
         response.content_type = snapshot_content_type;
         response.body = manifest_json(m) + "\n";
         response.file = std::make_shared<ResponseFile>(snapshot->release(), m.lmdb_bytes, [busy_flag] { busy_flag->store(false); });
+        if (api.s.writer == nullptr) return respond(std::move(response));  // a standby
         api.journaled_read(std::move(response),
                            action_of(clerk, "snapshot", "", fmt::format("position {}, journal entry {}", m.position, m.journal_sequence)),
                            std::move(respond));
@@ -44,6 +47,7 @@ void cluster_position(Call& call) {
     const json body{{"position", *position},
                     {"journal_sequence", head.sequence},
                     {"journal_hash", to_hex(ByteView(head.hash.data(), head.hash.size()))}};
+    if (s.writer == nullptr) return call.answer(json_response(200, body));  // a standby
     call.api.journaled_read(json_response(200, body), action_of(call.who(), "position", "", fmt::format("position {}", *position)),
                             std::move(call.respond));
 }
