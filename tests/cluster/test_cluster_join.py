@@ -148,8 +148,8 @@ def get(url, token):
         return e.code, e.read()
 
 
-def join(stack, primary, token_file, data, *extra, expect=0):
-    result = run([stack.clearingd, "join", "--from", primary.url, "--token-file", token_file, "--data", data, *extra], check=False)
+def join(stack, peer, token_file, data, *extra, expect=0):
+    result = run([stack.clearingd, "join", "--from", peer.url, "--token-file", token_file, "--data", data, *extra], check=False)
     assert result.returncode == expect, (result.returncode, result.stdout, result.stderr)
     return result
 
@@ -159,24 +159,45 @@ def joined_position(result):
     return int(result.stdout.split("stream position ")[1].split(" ")[0])
 
 
-def purge_stream(nats, keep):
-    """Drops all but the last `keep` messages of the journal stream (JetStream API over the NATS protocol)."""
+def jetstream(nats, subject, request):
+    """One JetStream API request over the NATS protocol (TLS, the clearing user); its JSON answer."""
     raw = socket.create_connection(("127.0.0.1", nats.ports[0][0]), timeout=10)
     raw.recv(4096)  # INFO
     context = ssl.create_default_context(cafile=os.path.join(nats.dir, "ca.pem"))
     context.load_cert_chain(os.path.join(nats.dir, "client.pem"), os.path.join(nats.dir, "client.key"))
     sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
     connect = {"user": "clearing", "pass": nats.password, "verbose": False, "pedantic": False, "tls_required": True}
-    body = json.dumps({"keep": keep})
-    sock.sendall((f"CONNECT {json.dumps(connect)}\r\nSUB _INBOX.purge 1\r\n"
-                  f"PUB $JS.API.STREAM.PURGE.COCONUT_JOURNAL _INBOX.purge {len(body)}\r\n{body}\r\n").encode())
+    body = json.dumps(request) if request is not None else ""
+    sock.sendall((f"CONNECT {json.dumps(connect)}\r\nSUB _INBOX.test 1\r\n"
+                  f"PUB {subject} _INBOX.test {len(body)}\r\n{body}\r\n").encode())
     received = b""
     deadline = time.time() + 10
-    while b"success" not in received and b"error" not in received:
+    while True:
         assert time.time() < deadline, received
-        received += sock.recv(4096)
-    sock.close()
-    assert b'"success":true' in received, received
+        received += sock.recv(65536)
+        start = received.find(b"MSG _INBOX.test")
+        if start < 0 or b"\r\n" not in received[start:]:
+            continue
+        head, rest = received[start:].split(b"\r\n", 1)
+        size = int(head.split()[-1])
+        if len(rest) >= size:
+            sock.close()
+            return json.loads(rest[:size])
+
+
+def expire_stream(nats):
+    """Lets every message of the journal stream expire (its max age set to 1 s, then back): the stream no
+    longer holds the positions before its next message, as when --stream-keep-days has passed them."""
+    subject = "$JS.API.STREAM.{}.COCONUT_JOURNAL"
+    config = jetstream(nats, subject.format("INFO"), None)["config"]
+    answer = jetstream(nats, subject.format("UPDATE"), dict(config, max_age=1_000_000_000, duplicate_window=1_000_000_000))
+    assert "error" not in answer, answer
+    deadline = time.time() + 30
+    while jetstream(nats, subject.format("INFO"), None)["state"]["messages"] > 0:
+        assert time.time() < deadline, "the journal stream's messages did not expire"
+        time.sleep(0.5)
+    answer = jetstream(nats, subject.format("UPDATE"), config)
+    assert "error" not in answer, answer
 
 
 class NotClearing(http.server.BaseHTTPRequestHandler):
@@ -256,7 +277,7 @@ def settle_on_standby(stack, primary, standby, stopped, work, settler_file):
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert "transfers posted now" in result.stdout and " new, 0 already booked" in result.stdout, result.stdout
     log(f"  settlement on standby {standby.name}, posted through {primary.name}: "
-        f"{result.stdout.strip().splitlines()[-1]}; {result.stderr.strip().splitlines()[-1]}")
+        f"{result.stdout.strip().splitlines()[-1]}; " + [line for line in result.stderr.splitlines() if "stream position" in line][0])
 
 
 def main():
@@ -288,14 +309,17 @@ def main():
         log(f"  a primary, {total} purchases booked")
 
         check_bad_inputs(stack, a, work, tokens)
-        joined_b = join(stack, a, tokens["joiner"][1], b.data)  # b's directory does not exist
+        joined_b = join(stack, a, tokens["joiner"][1], b.data)  # from the primary; b's directory does not exist
+        b.start()
+        wait_port(b.http_port)
+        assert b.status().get("role") == "standby", b.status()
         os.makedirs(c.data)
-        joined_c = join(stack, a, tokens["joiner"][1], c.data)  # c's is empty
+        joined_c = join(stack, b, tokens["joiner"][1], c.data)  # from the standby b; c's directory is empty
         position_c = joined_position(joined_c)
-        log(f"  b joined at position {joined_position(joined_b)}, c at {position_c}: {joined_c.stdout.strip()}")
+        log(f"  b joined from primary a at position {joined_position(joined_b)}, c from standby b at {position_c}: "
+            f"{joined_c.stdout.strip()}")
         for name in ("http-token.key", "data.mdb"):
             assert os.path.exists(os.path.join(c.data, name)), os.listdir(c.data)
-        b.start()
         c.start()
         total += book(stack, nodes, "day2.log", args.per_card)
         caught = wait_caught_up(nodes, a, tokens["reader"][0])
@@ -313,8 +337,10 @@ def main():
         # A node whose next position the stream no longer holds says so, and joins again.
         c.stop()
         total += book(stack, [a, b], "day3.log", 2)
-        purge_stream(nats, keep=1)
+        expire_stream(nats)
         c.start()
+        wait_port(c.http_port)  # a standby again, waiting for the next message
+        get(a.url + "/v1/clerk/cluster/position", tokens["reader"][0])  # a commit: the stream's next message
         c.process.wait(timeout=WAIT_S)
         assert c.process.returncode == EXIT_CLUSTER and "no longer holds position" in c.log_text(), c.log_text()[-2000:]
         log("  " + [line for line in c.log_text().splitlines() if "no longer holds" in line][-1].strip())
