@@ -169,10 +169,17 @@ int run(const RunArgs& a) {
         // --data may be a standby's copy: settle only once it holds everything the daemon had committed
         // when this run started (settlement/README.md "Settling on a standby").
         auto caught = wait_for_daemon_position(**ledger, a.clearingd, *token, a.ca, std::chrono::seconds(a.standby_wait_s));
-        if (!caught) return fail(caught.error());
-        if (caught->daemon_position > 0)
+        if (!caught) {
+            // A directory that holds no stream position (a single daemon's own) cannot lag behind: with the
+            // daemon unreachable now, the files are still written and the posting retried later.
+            auto here = (*ledger)->replicated_position();
+            const bool daemon_failed = caught.error().code == ErrorCode::posting || caught.error().code == ErrorCode::untrusted;
+            if (!daemon_failed || !here || *here != 0) return fail(caught.error());
+            std::cerr << "coconut-settle: " << caught.error().message << " (--data holds no stream position: settling without it)\n";
+        } else if (caught->daemon_position > 0) {
             std::cerr << fmt::format("coconut-settle: --data holds stream position {}, the daemon {} when the run started (waited {} ms)\n",
                                      caught->ledger_position, caught->daemon_position, caught->waited.count());
+        }
         auto made = make_http_poster(a.clearingd, std::move(*token), a.ca);
         if (!made) return fail(made.error());
         poster = std::move(*made);

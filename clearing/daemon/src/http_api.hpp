@@ -31,8 +31,7 @@ struct ApiRequest {
 // `bytes` bytes from offset 0 of `fd`, read in chunks as the client takes them. The descriptor is
 // closed, and `done` called, once the answer is written or its connection is gone.
 struct ResponseFile {
-    ResponseFile(int fd_in, std::uint64_t bytes_in, std::function<void()> done_in)
-        : fd(fd_in), bytes(bytes_in), done(std::move(done_in)) {}
+    ResponseFile(int fd_in, std::uint64_t bytes_in, std::function<void()> done_in) : fd(fd_in), bytes(bytes_in), done(std::move(done_in)) {}
     ~ResponseFile();
     ResponseFile(const ResponseFile&) = delete;
     ResponseFile& operator=(const ResponseFile&) = delete;

@@ -240,11 +240,11 @@ private:
     core::AddressTicket address_;  // the connection's slot, released with the session
     beast::flat_buffer buffer_;
     std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
-    std::shared_ptr<Session> handling_;  // this session, while the API handles its request
-    std::string out_;                    // the answer being written (its capacity reused)
+    std::shared_ptr<Session> handling_;   // this session, while the API handles its request
+    std::string out_;                     // the answer being written (its capacity reused)
     std::shared_ptr<ResponseFile> file_;  // sent after out_, when the answer has one
-    std::vector<char> chunk_;            // its chunk being written
-    PeerAddress peer_{};                 // the client's address, for the limit on requests without a valid token
+    std::vector<char> chunk_;             // its chunk being written
+    PeerAddress peer_{};                  // the client's address, for the limit on requests without a valid token
     std::chrono::steady_clock::time_point started_;
     static constexpr std::chrono::seconds linger_{2};
     std::array<char, 4096> discard_{};

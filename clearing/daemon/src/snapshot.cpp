@@ -58,12 +58,9 @@ Status read_copy(const std::filesystem::path& directory, SnapshotManifest& manif
 std::string manifest_json(const SnapshotManifest& m) {
     json files = json::object();
     for (const auto& [name, contents] : m.files) files[name] = to_hex(contents);
-    return json{{"format", m.format},
-                {"position", m.position},
-                {"journal_sequence", m.journal_sequence},
-                {"journal_hash", m.journal_hash},
-                {"lmdb_bytes", m.lmdb_bytes},
-                {"files", files}}
+    return json{
+        {"format", m.format},         {"position", m.position}, {"journal_sequence", m.journal_sequence}, {"journal_hash", m.journal_hash},
+        {"lmdb_bytes", m.lmdb_bytes}, {"files", files}}
         .dump();
 }
 
@@ -101,7 +98,8 @@ Result<Snapshot> take_snapshot(lmdb::Env& env, const std::filesystem::path& data
     const auto directory = data_directory / fmt::format(".snapshot-{}-{}", ::getpid(), taken.fetch_add(1));
     std::error_code ec;
     std::filesystem::remove_all(directory, ec);
-    if (!std::filesystem::create_directory(directory, ec)) return storage(fmt::format("cannot create {}: {}", directory.string(), ec.message()));
+    if (!std::filesystem::create_directory(directory, ec))
+        return storage(fmt::format("cannot create {}: {}", directory.string(), ec.message()));
     struct Cleanup {
         std::filesystem::path path;
         ~Cleanup() {

@@ -64,7 +64,8 @@ struct Sink {
             }
             head.push_back(c);
             if (head.size() > (status == 200 ? manifest_bytes_max : error_body_max))
-                return fail(ErrorCode::bad_input, "the answer does not begin with a snapshot manifest (is the server a coconut-clearingd?)");
+                return fail(ErrorCode::bad_input,
+                            "the answer does not begin with a snapshot manifest (is the server a coconut-clearingd?)");
         }
         while (size > 0) {
             const ssize_t n = ::write(fd, data, size);
@@ -103,8 +104,9 @@ Status receive(Stream& stream, const JoinOptions& o, const std::string& host, Si
     sink.status = parser.get().result_int();
     const auto type = parser.get()[bhttp::field::content_type];
     if (sink.status == 200 && std::string_view(type.data(), type.size()) != snapshot_content_type)
-        return fail(ErrorCode::bad_input, fmt::format("{} answered 200 with Content-Type \"{}\", not a snapshot: is it a coconut-clearingd?",
-                                                      o.from, std::string_view(type.data(), type.size())));
+        return fail(ErrorCode::bad_input,
+                    fmt::format("{} answered 200 with Content-Type \"{}\", not a snapshot: is it a coconut-clearingd?", o.from,
+                                std::string_view(type.data(), type.size())));
     std::array<char, 64 * 1024> chunk{};
     while (!parser.is_done()) {
         parser.get().body().data = chunk.data();
@@ -135,7 +137,8 @@ Status download(const JoinOptions& o, Sink& sink) {
             stream.connect(resolver.resolve(endpoint->host, port));
             return receive(stream, o, endpoint->host, sink);
         }
-        if (o.ca_file.empty()) return fail(ErrorCode::bad_input, "--from https://… needs --ca FILE (the CA of the peer's HTTP certificate)");
+        if (o.ca_file.empty())
+            return fail(ErrorCode::bad_input, "--from https://… needs --ca FILE (the CA of the peer's HTTP certificate)");
         auto context = tls::ClientContext::create(tls::ClientFiles{o.ca_file, {}, {}});
         if (!context) return fail(ErrorCode::bad_input, "--ca: " + context.error().message);
         beast::ssl_stream<beast::tcp_stream> stream(io, context->context());

@@ -947,9 +947,10 @@ int main(int argc, char** argv) {
     cluster_key_cmd->add_option("--out", cluster_key_out, "the key file to create")->required();
 
     JoinFlags join;
-    auto* join_cmd = app.add_subcommand(
-        "join", "install a running node's snapshot (ledger + shared files) as this node's data directory (clearing/README.md "
-                "\"Joining a node\")");
+    auto* join_cmd =
+        app.add_subcommand("join",
+                           "install a running node's snapshot (ledger + shared files) as this node's data directory (clearing/README.md "
+                           "\"Joining a node\")");
     join_cmd->add_option("--from", join.from, "the peer's HTTP API, https://HOST:PORT (http:// on loopback only)")->required();
     join_cmd->add_option("--token-file", join.token_file, "file holding a clerk token with the role cluster")->required();
     join_cmd->add_option("--ca", join.ca, "https://: PEM CA the peer's HTTP certificate must chain to");

@@ -147,7 +147,7 @@ coconut::Status<NodeError> serve_standby_http(Standby& standby, const DaemonOpti
     options.io_threads = 1;
     standby.io = std::make_unique<boost::asio::io_context>(1);
     const http::Services services{*standby.ledger, nullptr, *standby.registry, *standby.tokens, nullptr,
-                                  nullptr,         nullptr, nullptr,           &standby.info, d.data};
+                                  nullptr,         nullptr, nullptr,           &standby.info,   d.data};
     try {
         standby.http = std::make_unique<http::HttpServer>(*standby.io, services, options);
     } catch (const std::exception& e) {

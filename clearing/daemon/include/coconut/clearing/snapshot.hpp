@@ -39,10 +39,10 @@ inline constexpr std::string_view snapshot_token_key_file = "http-token.key";
 
 struct SnapshotManifest {
     std::uint32_t format = snapshot_format;
-    std::uint64_t position = 0;          // the replicated stream position the copy holds
-    std::uint64_t journal_sequence = 0;  // its journal head
-    std::string journal_hash;            // hex
-    std::uint64_t lmdb_bytes = 0;        // the data.mdb bytes after the manifest line
+    std::uint64_t position = 0;                        // the replicated stream position the copy holds
+    std::uint64_t journal_sequence = 0;                // its journal head
+    std::string journal_hash;                          // hex
+    std::uint64_t lmdb_bytes = 0;                      // the data.mdb bytes after the manifest line
     std::vector<std::pair<std::string, Bytes>> files;  // name in the data directory → contents
 };
 
