@@ -112,6 +112,15 @@ def wait_primary(nodes, wait_s=30):
     raise AssertionError("no primary within %d s: %s" % (wait_s, [(n.name, n.status()) for n in nodes]))
 
 
+def wait_standby(node):
+    """`node` says it is a standby and its HTTP port answers."""
+    deadline = time.time() + WAIT_S
+    while node.status().get("role") != "standby":
+        assert node.alive() and time.time() < deadline, (node.name, node.status(), node.log_text()[-2000:])
+        time.sleep(0.02)
+    wait_port(node.http_port)
+
+
 def wait_caught_up(nodes, primary, token):
     """Every node applied what `primary` holds now. The primary's status file is not rewritten per commit:
     its position comes from GET /v1/clerk/cluster/position, whose own journal entry is one more commit."""
@@ -311,8 +320,7 @@ def main():
         check_bad_inputs(stack, a, work, tokens)
         joined_b = join(stack, a, tokens["joiner"][1], b.data)  # from the primary; b's directory does not exist
         b.start()
-        wait_port(b.http_port)
-        assert b.status().get("role") == "standby", b.status()
+        wait_standby(b)
         os.makedirs(c.data)
         joined_c = join(stack, b, tokens["joiner"][1], c.data)  # from the standby b; c's directory is empty
         position_c = joined_position(joined_c)
@@ -339,7 +347,7 @@ def main():
         total += book(stack, [a, b], "day3.log", 2)
         expire_stream(nats)
         c.start()
-        wait_port(c.http_port)  # a standby again, waiting for the next message
+        wait_standby(c)  # a standby again, waiting for the next message
         get(a.url + "/v1/clerk/cluster/position", tokens["reader"][0])  # a commit: the stream's next message
         c.process.wait(timeout=WAIT_S)
         assert c.process.returncode == EXIT_CLUSTER and "no longer holds position" in c.log_text(), c.log_text()[-2000:]
