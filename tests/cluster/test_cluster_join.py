@@ -50,8 +50,8 @@ EXIT_SETTLE_BEHIND = 13
 
 
 class Node:
-    def __init__(self, name, stack, nats, key, work, data=None):
-        self.name, self.stack, self.nats, self.key = name, stack, nats, key
+    def __init__(self, name, stack, nats, key, work, data=None, https=False):
+        self.name, self.stack, self.nats, self.key, self.https = name, stack, nats, key, https
         self.data = data or os.path.join(work, f"node-{name}")
         self.status_file = os.path.join(work, f"node-{name}.status")
         self.log_file = os.path.join(work, f"node-{name}.log")
@@ -65,12 +65,18 @@ class Node:
              "--cluster-status-file", self.status_file, "--lease-ttl-ms", "2000", "--iso-listen", f"127.0.0.1:{self.port}",
              "--http-listen", f"127.0.0.1:{self.http_port}", "--settlement-margin-s", "1",
              "--data", self.data, "--hsm", f"127.0.0.1:{self.stack.hsm_port}", "--hsm-key", self.stack.key,
-             *self.stack.tls.server_args()],
+             *self.stack.tls.server_args(), *self.http_tls_args()],
             stdout=open(self.log_file, "a"), stderr=subprocess.STDOUT)
+
+    def http_tls_args(self):
+        if not self.https:
+            return []
+        where = os.path.join(self.stack.tls.dir, "coconut-clearingd")  # the island CA's server certificate
+        return ["--http-tls-cert", os.path.join(where, "cert.pem"), "--http-tls-key", os.path.join(where, "key.pem")]
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.http_port}"
 
     def status(self):
         try:
@@ -309,7 +315,7 @@ def main():
         key = os.path.join(work, "cluster.key")
         run([stack.clearingd, "cluster-key", "--out", key])
         a = Node("a", stack, nats, key, work, data=stack.data)  # the first node: the directory `admin load` made
-        b = Node("b", stack, nats, key, work)
+        b = Node("b", stack, nats, key, work, https=True)  # HTTPS: c joins from it with --ca
         c = Node("c", stack, nats, key, work)
         nodes = [a, b, c]
         a.start()
@@ -322,7 +328,9 @@ def main():
         b.start()
         wait_standby(b)
         os.makedirs(c.data)
-        joined_c = join(stack, b, tokens["joiner"][1], c.data)  # from the standby b; c's directory is empty
+        refused = join(stack, b, tokens["joiner"][1], c.data, "--ca", os.path.join(nats.dir, "ca.pem"), expect=EXIT_BAD_INPUT)
+        assert "certificate" in refused.stderr and os.listdir(c.data) == [], refused.stderr  # not the island CA
+        joined_c = join(stack, b, tokens["joiner"][1], c.data, "--ca", stack.tls.ca)  # from the standby b, over HTTPS
         position_c = joined_position(joined_c)
         log(f"  b joined from primary a at position {joined_position(joined_b)}, c from standby b at {position_c}: "
             f"{joined_c.stdout.strip()}")

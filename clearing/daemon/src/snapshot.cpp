@@ -97,7 +97,9 @@ Result<Snapshot> take_snapshot(lmdb::Env& env, const std::filesystem::path& data
     static std::atomic<std::uint64_t> taken{0};
     const auto directory = data_directory / fmt::format(".snapshot-{}-{}", ::getpid(), taken.fetch_add(1));
     std::error_code ec;
-    std::filesystem::remove_all(directory, ec);
+    // What a crash left: the directory's one daemon takes one snapshot at a time, so none is in use.
+    for (const auto& entry : std::filesystem::directory_iterator(data_directory, ec))
+        if (entry.path().filename().string().starts_with(".snapshot-")) std::filesystem::remove_all(entry.path(), ec);
     if (!std::filesystem::create_directory(directory, ec))
         return storage(fmt::format("cannot create {}: {}", directory.string(), ec.message()));
     struct Cleanup {
