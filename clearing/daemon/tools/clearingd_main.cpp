@@ -852,7 +852,29 @@ void add_token_commands(CLI::App* admin, AdminCommands& c) {
     c.issue_tokens->add_option("--card", c.token_cards, "16-digit card number (repeatable; none: every card without a token)");
 }
 
+// A data directory that has applied or published journal messages is a cluster node's copy: a change
+// made here would reach no other node (docs/CLUSTER.md "Seeding"). The reason, or nullopt.
+std::optional<std::string> cluster_copy(const std::string& dir) {
+    ledger::Options options;
+    options.directory = dir;
+    options.map_size_bytes = map_size_bytes;
+    options.read_only = true;
+    auto opened = ledger::Ledger::open(options);
+    if (!opened) return std::nullopt;  // the command itself reports what is wrong with the directory
+    auto position = (*opened)->replicated_position();
+    if (!position || *position == 0) return std::nullopt;
+    return fmt::format(
+        "{} is a cluster node's copy (journal stream position {}): a change made here would reach no other node; "
+        "make it through the primary's clerk API (docs/CLUSTER.md)",
+        dir, *position);
+}
+
 int run_admin(const AdminCommands& c, const std::string& data_dir) {
+    const bool writes = c.load->parsed() || c.card_status->parsed() || c.terminal_status->parsed() || c.clerk_add->parsed() ||
+                        c.clerk_revoke->parsed() || c.issue_tokens->parsed();
+    if (writes) {
+        if (auto refused = cluster_copy(data_dir)) return fail(exit_bad_input, *refused);
+    }
     if (c.load->parsed()) return admin_load(data_dir, c.registry_file);
     if (c.list->parsed()) return admin_list(data_dir, c.what);
     if (c.card_status->parsed()) return admin_card_status(data_dir, c.asn_text, c.status_text);
