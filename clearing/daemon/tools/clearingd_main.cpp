@@ -9,6 +9,7 @@
 #include <coconut/clearing/server.hpp>
 #include <coconut/clearing/http.hpp>
 #include <coconut/clearing/node.hpp>
+#include <coconut/clearing/snapshot.hpp>
 #include <coconut/core/admission.hpp>
 #include <coconut/tls/tls.hpp>
 
@@ -363,6 +364,37 @@ int serve(const ServeOptions& o, const ClusterFlags& cluster) {
     print_started(**daemon, o, open_files);
     (*daemon)->run();
     print_stopped(**daemon);
+    return exit_ok;
+}
+
+// ---- join -----------------------------------------------------------------------------------------------
+
+struct JoinFlags {
+    std::string from;
+    std::string token_file;
+    std::string ca;
+    std::string data;
+    bool replace = false;
+    std::uint32_t timeout_s = 600;
+};
+
+int run_join(const JoinFlags& f) {
+    JoinOptions o;
+    o.from = f.from;
+    o.ca_file = f.ca;
+    o.data = f.data;
+    o.replace = f.replace;
+    o.timeout = std::chrono::seconds(f.timeout_s);
+    std::ifstream in(f.token_file);
+    if (!std::getline(in, o.token) || o.token.empty())
+        return fail(exit_usage, "--token-file " + f.token_file + ": cannot read a clerk token (role cluster) from it");
+    auto joined = join_from_snapshot(o);
+    if (!joined) return fail(exit_for(joined.error()), "join: " + joined.error().message);
+    const SnapshotManifest& m = joined->manifest;
+    std::cout << fmt::format(
+        "coconut-clearingd: joined from {}: {} now holds stream position {} (journal entry {}, {} accounts, {} ledger bytes); "
+        "check ok. Start it with serve --cluster-node: it continues from position {}\n",
+        f.from, f.data, m.position, m.journal_sequence, joined->accounts, m.lmdb_bytes, m.position + 1);
     return exit_ok;
 }
 
@@ -936,6 +968,18 @@ int main(int argc, char** argv) {
         app.add_subcommand("cluster-key", "write a new random cluster key (give every clearing node a copy, mode 0600)");
     cluster_key_cmd->add_option("--out", cluster_key_out, "the key file to create")->required();
 
+    JoinFlags join;
+    auto* join_cmd =
+        app.add_subcommand("join",
+                           "install a running node's snapshot (ledger + shared files) as this node's data directory (clearing/README.md "
+                           "\"Joining a node\")");
+    join_cmd->add_option("--from", join.from, "the peer's HTTP API, https://HOST:PORT (http:// on loopback only)")->required();
+    join_cmd->add_option("--token-file", join.token_file, "file holding a clerk token with the role cluster")->required();
+    join_cmd->add_option("--ca", join.ca, "https://: PEM CA the peer's HTTP certificate must chain to");
+    join_cmd->add_option("--data", join.data, "the data directory to create (missing or empty)")->required();
+    join_cmd->add_flag("--replace", join.replace, "replace a non-empty data directory (no daemon may serve it; its ledger is lost)");
+    join_cmd->add_option("--timeout-s", join.timeout_s, "bound on the whole download")->capture_default_str()->check(CLI::Range(1, 86400));
+
     std::string data_dir;
     bool as_json = false;
     auto* check_cmd = app.add_subcommand("check", "verify every ledger and registry invariant; exit 1 on a violation");
@@ -967,6 +1011,7 @@ int main(int argc, char** argv) {
             return exit_ok;
         }
         if (check_cmd->parsed()) return run_check(data_dir, as_json);
+        if (join_cmd->parsed()) return run_join(join);
         return run_admin(admin, data_dir);
     } catch (const std::exception& e) {
         return fail(exit_check_failed, std::string("internal error: ") + e.what());

@@ -95,6 +95,12 @@ struct Node {
 
     // Applies one journal message to `ledger` (position + 1 only).
     coconut::Status<NodeError> apply(ledger::Ledger& ledger, const cluster::JournalMessage& message) {
+        if (message.sequence > position + 1)
+            return failure(NodeError::Kind::journal,
+                           fmt::format("the journal stream no longer holds position {} (its first message now is {}: older ones are past "
+                                       "--stream-keep-days): this node's copy is too old to catch up; join again from a snapshot "
+                                       "(coconut-clearingd join --replace)",
+                                       position + 1, message.sequence));
         auto envelope = open_sealed(message.payload, options.key);
         if (!envelope)
             return failure(NodeError::Kind::journal, fmt::format("journal message {} refused: {}", message.sequence, envelope.error()));
@@ -146,7 +152,7 @@ coconut::Status<NodeError> serve_standby_http(Standby& standby, const DaemonOpti
     options.io_threads = 1;
     standby.io = std::make_unique<boost::asio::io_context>(1);
     const http::Services services{*standby.ledger, nullptr, *standby.registry, *standby.tokens, nullptr,
-                                  nullptr,         nullptr, nullptr,           &standby.info};
+                                  nullptr,         nullptr, nullptr,           &standby.info,   d.data};
     try {
         standby.http = std::make_unique<http::HttpServer>(*standby.io, services, options);
     } catch (const std::exception& e) {
