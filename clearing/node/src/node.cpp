@@ -353,6 +353,7 @@ void keep_lease(Reign& reign, const std::atomic<Daemon*>& running, const std::at
         if (renewed) {
             reign.revision = *renewed;
             last_renewal = Clock::now();
+            if (running.load() != nullptr && reign.ledger != nullptr) reign.node.write_status(*reign.ledger);  // the position moves on
         } else if (renewed.error().code == cluster::LeaseErrorCode::lost) {
             reign.depose("the lease was lost: " + renewed.error().message);
         } else if (Clock::now() - last_renewal > ttl) {
