@@ -456,17 +456,25 @@ Result<std::vector<Clerk>> Tokens::clerks() const {
     });
 }
 
+lmdb::Result<std::size_t> Tokens::revoke_clerk_in(lmdb::Txn& txn, std::string_view name) const {
+    auto all = clerks_in(txn);
+    if (!all) return Unexpected{all.error()};
+    std::size_t revoked = 0;
+    for (auto& [key, clerk] : *all) {
+        if (clerk.name != name || clerk.revoked()) continue;
+        clerk.roles = 0;
+        if (auto put = put_clerk(txn, key, clerk); !put) return Unexpected{put.error()};
+        ++revoked;
+    }
+    return revoked;
+}
+
 Result<std::size_t> revoke_clerk(ledger::Ledger& ledger, Tokens& tokens, std::string_view name) {
     std::size_t revoked = 0;
     auto committed = commit_offline(ledger, [&](lmdb::Txn& txn) -> lmdb::Status {
-        auto all = tokens.clerks_in(txn);
-        if (!all) return Unexpected{all.error()};
-        for (auto& [key, clerk] : *all) {
-            if (clerk.name != name || clerk.revoked()) continue;
-            clerk.roles = 0;
-            if (auto put = tokens.put_clerk(txn, key, clerk); !put) return put;
-            ++revoked;
-        }
+        auto count = tokens.revoke_clerk_in(txn, name);
+        if (!count) return Unexpected{count.error()};
+        revoked = *count;
         if (revoked == 0) return Ok{};  // nothing to journal; the caller reports it
         return journal_admin(tokens, txn, "clerk_revoke", std::string(name), fmt::format("{} token(s)", revoked));
     });

@@ -34,13 +34,6 @@ std::array<std::uint8_t, mac_size> mac(const ClusterKey& key, ByteView data) {
     return out;
 }
 
-int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
 }  // namespace
 
 coconut::Result<ClusterKey, std::string> read_cluster_key(const std::filesystem::path& file) {
@@ -56,13 +49,10 @@ coconut::Result<ClusterKey, std::string> read_cluster_key(const std::filesystem:
     if (hex.size() != cluster_key_size * 2)
         return Unexpected{
             fmt::format("cluster key {}: {} characters, expected {} hex digits", file.string(), hex.size(), cluster_key_size * 2)};
+    const auto bytes = from_hex(hex);
+    if (!bytes) return Unexpected{fmt::format("cluster key {}: not hex digits", file.string())};
     ClusterKey key{};
-    for (std::size_t i = 0; i < key.size(); ++i) {
-        const int high = hex_value(hex[2 * i]);
-        const int low = hex_value(hex[2 * i + 1]);
-        if (high < 0 || low < 0) return Unexpected{fmt::format("cluster key {}: not hex at character {}", file.string(), 2 * i + 1)};
-        key[i] = static_cast<std::uint8_t>(high << 4 | low);
-    }
+    std::copy(bytes->begin(), bytes->end(), key.begin());
     return key;
 }
 

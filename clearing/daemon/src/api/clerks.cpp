@@ -50,14 +50,9 @@ void revoke_clerk_route(Call& call) {
     const Tokens& tokens = call.s().tokens;
     auto revoked = std::make_shared<std::size_t>(0);
     auto write = [&tokens, name, revoked](lmdb::Txn& txn, auto, ClerkAction& action) -> lmdb::Status {
-        auto all = tokens.clerks_in(txn);
-        if (!all) return Unexpected{all.error()};
-        for (auto& [key, clerk] : *all) {
-            if (clerk.name != name || clerk.revoked()) continue;
-            clerk.roles = 0;
-            if (auto put = tokens.put_clerk(txn, key, clerk); !put) return put;
-            ++*revoked;
-        }
+        auto count = tokens.revoke_clerk_in(txn, name);
+        if (!count) return Unexpected{count.error()};
+        *revoked = *count;
         if (*revoked == 0) action.outcome = "no token of this clerk in force";
         else action.detail = fmt::format("{} token(s)", *revoked);
         return Ok{};

@@ -161,6 +161,8 @@ public:
     // Writes inside a caller's write transaction (the writer's BatchHook, or an offline commit).
     lmdb::Status put_card_token(lmdb::Txn& txn, const CardNumber& number, const CardToken& token) const;
     lmdb::Status put_clerk(lmdb::Txn& txn, const TokenHash& hash, const Clerk& clerk) const;
+    // Revokes every token of the clerk `name` still in force; how many.
+    lmdb::Result<std::size_t> revoke_clerk_in(lmdb::Txn& txn, std::string_view name) const;
     lmdb::Result<std::uint64_t> append_journal(lmdb::Txn& txn, ClerkAction action) const;
     lmdb::Status put_settlement_cycle(lmdb::Txn& txn, const SettlementCycle& cycle) const;
     // Proposals get numbers from 1 in order; put_adjustment writes a proposal or its decision.
