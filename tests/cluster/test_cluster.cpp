@@ -10,6 +10,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -261,6 +262,28 @@ TEST_CASE("a reader whose consumer disappears re-creates it from the next sequen
     CHECK(reader.consumer_name() != name);
 }
 
+TEST_CASE("a reader and a lease keep their connection: they work after the caller's Connection is gone") {
+    const StreamConfig config = test_stream("shared_connection");
+    std::optional<JournalReader> reader;
+    std::optional<Lease> lease;
+    {
+        Connection connection = connect_as();
+        make_stream(connection, config);
+        publish_range(connection, config, 1, 3);
+        auto opened = JournalReader::open(connection, config, 2);
+        REQUIRE(opened.ok());
+        reader.emplace(std::move(opened).value());
+        auto made = Lease::open(connection, LeaseConfig{.ttl = 2000ms});
+        REQUIRE(made.ok());
+        lease.emplace(std::move(made).value());
+    }
+    const auto read = read_messages(*reader, 2, 5s);
+    REQUIRE(read.size() == 2);
+    CHECK(read[0].sequence == 2);
+    CHECK(read[1].sequence == 3);
+    CHECK(lease->read().ok());
+}
+
 TEST_CASE("the observer identity reads the journal but its publish is refused and stores nothing") {
     Connection clearing = connect_as("clearing");
     const StreamConfig config;
@@ -289,7 +312,7 @@ namespace {
 
 LeaseConfig test_lease() {
     LeaseConfig config;
-    config.ttl = 1000ms;  // short, to keep the suite short; the default is 3 s
+    config.ttl = 2000ms;  // shorter than the default 3 s, to keep the suite short
     return config;
 }
 
@@ -394,7 +417,7 @@ TEST_CASE("opening the lease bucket with another ttl is a mismatch") {
     auto lease = Lease::open(connection, other);
     REQUIRE_FALSE(lease.ok());
     CHECK(lease.error().code == ErrorCode::mismatch);
-    CHECK(lease.error().message.find("ttl 1000 ms") != std::string::npos);
+    CHECK(lease.error().message.find("ttl 2000 ms") != std::string::npos);
 }
 
 namespace {
@@ -469,6 +492,50 @@ TEST_CASE("SIGKILL of the stream leader: publishing resumes within 15 s and no a
     CHECK(last_of(connection, config) == 300);
 }
 
+TEST_CASE("a reader whose consumer's server is SIGKILLed reads on in order: from the stream's leader, then a new consumer") {
+    test::NatsCluster& cluster = shared_cluster();
+    Connection connection = connect_as();
+    const StreamConfig config = test_stream("consumer_node");
+    make_stream(connection, config);
+    for (std::uint64_t n = 1; n <= 20; ++n) publish_until_acked(connection, config, n, std::chrono::steady_clock::now() + 20s, 1024);
+    auto opened = JournalReader::open(connection, config, 1);
+    REQUIRE(opened.ok());
+    JournalReader reader = std::move(opened).value();
+    REQUIRE(read_messages(reader, 20, 10s).size() == 20);
+    jsConsumerInfo* info = nullptr;
+    REQUIRE(js_GetConsumerInfo(&info, connection.jetstream(), config.name.c_str(), reader.consumer_name().c_str(), nullptr, nullptr) ==
+            NATS_OK);
+    REQUIRE((info->Cluster != nullptr && info->Cluster->Leader != nullptr));
+    const int node = cluster.node_named(info->Cluster->Leader);
+    jsConsumerInfo_Destroy(info);
+    REQUIRE(node >= 0);
+    cluster.kill(node);
+    const auto killed = std::chrono::steady_clock::now();
+    for (std::uint64_t n = 21; n <= 40; ++n) publish_until_acked(connection, config, n, killed + 30s, 1024);
+    const auto published = std::chrono::steady_clock::now() - killed;
+    const auto rest = read_messages(reader, 20, 20s);
+    std::printf(
+        "the reader whose consumer's server was killed read on %lld ms after the kill (publishing back after %lld ms; "
+        "consumers made: %llu)\n",
+        static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - killed).count()),
+        static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(published).count()),
+        static_cast<unsigned long long>(reader.consumers_created()));
+    cluster.start(node);
+    REQUIRE(rest.size() == 20);
+    for (std::size_t i = 0; i < rest.size(); ++i) CHECK(rest[i].sequence == 21 + i);
+    // Once the cluster can make consumers again (a new meta leader, if it died too), the reader has one.
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (reader.consumers_created() < 2 && std::chrono::steady_clock::now() < deadline) {
+        auto idle = reader.next_batch(200ms);
+        if (idle) REQUIRE(idle->empty());
+    }
+    REQUIRE(reader.consumers_created() == 2);
+    publish_until_acked(connection, config, 41, std::chrono::steady_clock::now() + 20s, 1024);
+    const auto last = read_messages(reader, 1, 20s);
+    REQUIRE(last.size() == 1);
+    CHECK(last[0].sequence == 41);
+}
+
 TEST_CASE("SIGKILL of all three servers at once loses no acknowledged message") {
     test::NatsCluster& cluster = shared_cluster();
     Connection connection = connect_as();
@@ -476,6 +543,9 @@ TEST_CASE("SIGKILL of all three servers at once loses no acknowledged message") 
     make_stream(connection, config);
     // The cluster may still be settling from the previous test's restart: resend until acknowledged.
     for (std::uint64_t n = 1; n <= 50; ++n) publish_until_acked(connection, config, n, std::chrono::steady_clock::now() + 20s, 8 * 1024);
+    auto before_crash = JournalReader::open(connection, config, 1);
+    REQUIRE(before_crash.ok());
+    REQUIRE(read_messages(before_crash.value(), 50, 10s).size() == 50);
     for (int node = 0; node < cluster.nodes(); ++node) cluster.kill(node);
     const auto killed = std::chrono::steady_clock::now();
     for (int node = 0; node < cluster.nodes(); ++node) cluster.start(node);
@@ -501,6 +571,12 @@ TEST_CASE("SIGKILL of all three servers at once loses no acknowledged message") 
         CHECK(all[i].sequence == i + 1);
         CHECK(all[i].payload == payload_of(i + 1, 8 * 1024));
     }
-    // The writer continues at its fence (resending while the stream settles: no_responders).
+    // The writer continues at its fence (resending while the stream settles: no_responders), and the
+    // reader opened before the crash reads on (its consumer may be gone with the servers).
     publish_until_acked(connection, config, 51, std::chrono::steady_clock::now() + 20s, 8 * 1024);
+    const auto resumed = read_messages(before_crash.value(), 1, 20s);
+    REQUIRE(resumed.size() == 1);
+    CHECK(resumed[0].sequence == 51);
+    std::printf("the reader opened before the crash read on after it (consumers made: %llu)\n",
+                static_cast<unsigned long long>(before_crash.value().consumers_created()));
 }

@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
 """A clearing cluster on loopback (docs/DESIGN.md §10, clearing/README.md "Cluster"): 3 nats-server (TLS,
-the clearing user), coconut-hsmd, 3 coconut-clearingd nodes seeded from one data directory; terminals
-upload through coconut-terminal with the three nodes' endpoints while the primary is SIGKILLed again and
-again. At the end: every acknowledged record booked, none twice, every node's journal head equal,
-`check` passing on every node, cards = shadows; failover times (p50, max) printed.
+the clearing user), coconut-hsmd, 3 coconut-clearingd nodes seeded from one data directory.
 
-  test_cluster_failover.py HSMD CLEARINGD TERMINAL VCARD [--kills N] [--transactions N]
+  chaos    terminals upload through coconut-terminal with the three nodes' endpoints while the primary is
+           SIGKILLed again and again (and a NATS server now and then); a standby's cardholder API answers
+           from its copy with Coconut-Applied-Position and sends clerks to the primary. At the end: every
+           acknowledged record booked, none twice, every node's journal head equal, `check` passing on
+           every node, cards = shadows; failover times (p50, max) printed.
+  fencing  the primary is frozen (SIGSTOP) past its lease; another node takes over and books; the old
+           primary, thawed, is refused by the stream, approves nothing and becomes a standby again.
+
+  test_cluster_failover.py HSMD CLEARINGD TERMINAL VCARD chaos|fencing [--kills N] [--nats-kill-every K]
+                           [--transactions N]
 """
 import argparse
 import json
@@ -18,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -41,6 +49,7 @@ class ClusterNode:
         self.status_file = os.path.join(work, f"node-{name}.status")
         self.log_file = os.path.join(work, f"node-{name}.log")
         self.port = free_port()
+        self.http_port = free_port()
         self.process = None
         shutil.copytree(stack.data, self.data, ignore=shutil.ignore_patterns("clearingd.lock", "lock.mdb"))
 
@@ -48,6 +57,7 @@ class ClusterNode:
         self.process = subprocess.Popen(
             [self.stack.clearingd, "serve", "--cluster-node", self.name, *self.nats.client_args(), "--cluster-key", self.key,
              "--cluster-status-file", self.status_file, "--lease-ttl-ms", "2000", "--iso-listen", f"127.0.0.1:{self.port}",
+             "--http-listen", f"127.0.0.1:{self.http_port}",
              "--data", self.data, "--hsm", f"127.0.0.1:{self.stack.hsm_port}", "--hsm-key", self.stack.key,
              *self.stack.tls.server_args()],
             stdout=open(self.log_file, "a"), stderr=subprocess.STDOUT)
@@ -106,91 +116,189 @@ def payable(node_data, stack):
     return {p["id"]: p.get("purse_payable_fen", 0) for p in out}[1001]
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("tools", nargs=4)
-    parser.add_argument("--kills", type=int, default=4)
-    parser.add_argument("--transactions", type=int, default=1200)
-    args = parser.parse_args()
-    work = tempfile.mkdtemp(prefix="coconut-cluster-")
-    stack = Stack(args.tools, work)
-    nats = None
-    nodes = []
+def http_get(port, path, token):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {token}"})
     try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+def check_standby_http(nodes, primary, card_token, clerk_token):
+    """A standby answers the cardholder from its copy and sends a clerk to the primary."""
+    standby = next(n for n in nodes if n is not primary and n.alive() and n.status().get("role") == "standby")
+    deadline = time.time() + WAIT_S
+    while standby.status().get("position", 0) < primary.status().get("position", 0):
+        assert time.time() < deadline, "the standby did not catch up"
+        time.sleep(0.05)
+    status, headers, body = http_get(standby.http_port, f"/v1/cards/{CARDS[0][-16:]}", card_token)
+    assert status == 200 and "Coconut-Applied-Position" in headers, (status, headers, body)
+    p_status, _, p_body = http_get(primary.http_port, f"/v1/cards/{CARDS[0][-16:]}", card_token)
+    assert p_status == 200 and p_body.get("purse") == body.get("purse") and "purse" in body, (p_body, body)
+    status, headers, body = http_get(standby.http_port, "/v1/clerk/cards/" + CARDS[0][-16:], clerk_token)
+    assert status == 503 and body["error"]["code"] == "standby", (status, body)
+    assert headers.get("Coconut-Primary") == f"127.0.0.1:{primary.http_port}", headers
+    log(f"  ok  standby {standby.name}: cardholder balance from its copy at position {headers['Coconut-Applied-Position']} "
+        f"(= the primary's), clerk sent to the primary")
+
+
+class Cluster:
+    def __init__(self, tools, work):
+        self.stack = Stack(tools, work)
+        self.nats = None
+        self.nodes = []
+        self.work = work
+
+    def start(self):
+        stack = self.stack
         stack.setup()
-        payable_before = payable(stack.data, stack)
-        nats = NatsCluster(os.path.join(work, "nats"))
-        key = os.path.join(work, "cluster.key")
+        out = run([stack.clearingd, "admin", "--data", stack.data, "clerk-add", "--name", "ops", "--roles", "read"]).stdout
+        self.clerk_token = out.strip()
+        tokens = os.path.join(self.work, "tokens")
+        run([stack.clearingd, "admin", "--data", stack.data, "issue-tokens", "--out", tokens, "--card", CARDS[0][-16:]])
+        self.card_token = open(os.path.join(tokens, os.listdir(tokens)[0])).read().strip()
+        self.payable_before = payable(stack.data, stack)
+        self.nats = NatsCluster(os.path.join(self.work, "nats"))
+        key = os.path.join(self.work, "cluster.key")
         run([stack.clearingd, "cluster-key", "--out", key])
-        nodes = [ClusterNode(name, stack, nats, key, work) for name in NODES]
-        for node in nodes:
+        self.nodes = [ClusterNode(name, stack, self.nats, key, self.work) for name in NODES]
+        for node in self.nodes:
             node.start()
-        primary = wait_primary(nodes)
+        primary = wait_primary(self.nodes)
         log(f"  primary {primary.name}; standbys follow")
+        return primary
 
-        per_card = args.transactions // len(CARDS)
+    def queue(self, transactions, queue="cluster.log"):
+        per_card = max(1, transactions // len(CARDS))
         for card in range(len(CARDS)):
-            stack.purchases(card, 0, "cluster.log", AMOUNT, per_card)
-        total = per_card * len(CARDS)
-        log(f"  {total} purchases queued")
+            self.stack.purchases(card, 0, queue, AMOUNT, per_card)
+        return per_card * len(CARDS)
 
-        failovers = []
-        kills = 0
-        rounds = 0
-        remaining = total
-        while remaining > 0:
-            rounds += 1
-            assert rounds <= 60, "the queue did not empty in 60 upload rounds"
-            upload = uploader(stack, nodes, "cluster.log")
-            if kills < args.kills:
-                time.sleep(random.uniform(0.05, 0.4))
-                victim = primary_of(nodes)
-                if victim:
-                    victim.kill()
-                    killed_at = time.time()
-                    kills += 1
-                    successor = wait_primary([n for n in nodes if n is not victim])
-                    failovers.append(time.time() - killed_at)
-                    log(f"  kill {kills}: {victim.name} SIGKILLed; {successor.name} primary after {failovers[-1]:.2f} s")
-                    victim.start()  # back as a standby
-            out, err = upload.communicate(timeout=300)
-            remaining = stack.queue_list("cluster.log")["count"]
-            log(f"  round {rounds}: upload exit {upload.returncode}, {total - remaining} of {total} acknowledged")
-        assert kills >= min(args.kills, 1), "no kill landed"
+    def upload_until_empty(self, queue="cluster.log"):
+        for _ in range(10):
+            upload = uploader(self.stack, self.nodes, queue)
+            upload.communicate(timeout=300)
+            if self.stack.queue_list(queue)["count"] == 0:
+                return
+        raise AssertionError("the queue did not empty in 10 uploads")
 
-        # Every node applies the whole stream; then all stop and are checked one by one.
-        primary = wait_primary(nodes)
+    def finish(self, total):
+        """Every node applies the whole stream, stops cleanly, passes check, and holds the same head."""
+        stack = self.stack
+        primary = wait_primary(self.nodes)
         target = primary.status()["position"]
         deadline = time.time() + WAIT_S
-        while any(n.status().get("position", 0) < target for n in nodes):
-            assert time.time() < deadline, [(n.name, n.status()) for n in nodes]
+        while any(n.status().get("position", 0) < target for n in self.nodes):
+            assert time.time() < deadline, [(n.name, n.status()) for n in self.nodes]
             time.sleep(0.1)
-        for node in nodes:
+        for node in self.nodes:
             assert node.stop() == 0, f"node {node.name} did not stop cleanly (see {node.log_file})"
         heads = {}
-        for node in nodes:
+        for node in self.nodes:
             result = run([stack.clearingd, "check", "--data", node.data, "--json"], check=False)
             report = json.loads(result.stdout)
             assert result.returncode == 0 and report["ok"], f"check on {node.name}: {result.stdout}"
             heads[node.name] = (report["journal_head"]["sequence"], report["journal_head"]["hash"], report["replicated_position"])
-            booked = (payable(node.data, stack) - payable_before) // AMOUNT
+            booked = (payable(node.data, stack) - self.payable_before) // AMOUNT
             assert booked == total, f"node {node.name}: {booked} booked of {total} acknowledged (lost or booked twice)"
         assert len(set(heads.values())) == 1, f"the nodes' journal heads differ: {heads}"
-        stack.data = nodes[0].data
+        stack.data = self.nodes[0].data
         stack.shadows_match_cards()
-        if failovers:
-            log(f"  failover after SIGKILL of the primary: p50 {statistics.median(failovers):.2f} s, max {max(failovers):.2f} s "
-                f"({len(failovers)} kills)")
-        log(f"  ok  {total} purchases, each booked exactly once on all 3 nodes; journal heads equal at entry "
-            f"{heads['a'][0]} (stream position {heads['a'][2]}); check ok on every node")
-    finally:
-        for node in nodes:
+        return heads["a"]
+
+    def close(self):
+        for node in self.nodes:
             if node.alive():
                 node.process.kill()
                 node.process.wait(timeout=WAIT_S)
-        if nats:
-            nats.close()
-        stack.close()
+        if self.nats:
+            self.nats.close()
+        self.stack.close()
+
+
+def chaos(cluster, args):
+    primary = cluster.start()
+    check_standby_http(cluster.nodes, primary, cluster.card_token, cluster.clerk_token)
+    failovers, nats_kills, total = [], 0, 0
+    per_round = max(len(CARDS), args.transactions // max(1, args.kills))
+    for round_number in range(1, args.kills + 1):
+        total += cluster.queue(per_round)
+        upload = uploader(cluster.stack, cluster.nodes, "cluster.log")
+        time.sleep(random.uniform(0.05, 0.3))
+        victim = primary_of(cluster.nodes)
+        if victim:
+            nats_victim = None
+            if args.nats_kill_every and round_number % args.nats_kill_every == 0:
+                nats_victim = random.randrange(3)
+                cluster.nats.kill(nats_victim)
+                nats_kills += 1
+            victim.kill()
+            killed_at = time.time()
+            successor = wait_primary([n for n in cluster.nodes if n is not victim], wait_s=45)
+            failovers.append((time.time() - killed_at, nats_victim is not None))
+            log(f"  kill {round_number}: {victim.name} SIGKILLed{' with NATS n%d' % (nats_victim + 1) if nats_victim is not None else ''}; "
+                f"{successor.name} primary after {failovers[-1][0]:.2f} s")
+            victim.start()
+            if nats_victim is not None:
+                cluster.nats.start(nats_victim)
+        upload.communicate(timeout=300)
+    cluster.upload_until_empty()
+    head = cluster.finish(total)
+    plain = [t for t, with_nats in failovers if not with_nats]
+    with_nats = [t for t, w in failovers if w]
+    if plain:
+        log(f"  failover after SIGKILL of the primary: p50 {statistics.median(plain):.2f} s, max {max(plain):.2f} s ({len(plain)} kills)")
+    if with_nats:
+        log(f"  failover with a NATS server killed too: p50 {statistics.median(with_nats):.2f} s, max {max(with_nats):.2f} s "
+            f"({len(with_nats)} kills)")
+    log(f"  ok  {total} purchases, each booked exactly once on all 3 nodes (acknowledged-but-missing 0, booked twice 0); "
+        f"journal heads equal at entry {head[0]} (stream position {head[2]}); check ok on every node")
+
+
+def fencing(cluster, args):
+    primary = cluster.start()
+    total = cluster.queue(len(CARDS) * 4)
+    cluster.upload_until_empty()
+    primary.process.send_signal(signal.SIGSTOP)
+    frozen_at = time.time()
+    successor = wait_primary([n for n in cluster.nodes if n is not primary], wait_s=45)
+    log(f"  {primary.name} frozen; {successor.name} primary after {time.time() - frozen_at:.2f} s")
+    total += cluster.queue(len(CARDS) * 2, "after.log")
+    cluster.upload_until_empty("after.log")  # booked through the new primary: the stream moved on
+    # The old primary thaws believing it leads: whatever it is sent now is refused, none of it approved.
+    total += cluster.queue(len(CARDS), "stale.log")
+    primary.process.send_signal(signal.SIGCONT)
+    stale = subprocess.run([cluster.stack.terminal, "--json", "--queue", os.path.join(cluster.stack.dir, "stale.log"), "upload",
+                            "--clearing", f"127.0.0.1:{primary.port}", "--terminal-id", "BUS00001", "--timeout-ms", "10000",
+                            *cluster.stack.tls.terminal_args("BUS00001")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, timeout=120)
+    assert cluster.stack.queue_list("stale.log")["count"] == len(CARDS), \
+        f"the deposed primary acknowledged records: exit {stale.returncode} {stale.stdout} {stale.stderr}"
+    deadline = time.time() + WAIT_S
+    while primary.status().get("role") != "standby":
+        assert time.time() < deadline and primary.alive(), f"{primary.name} did not step down: {primary.status()}"
+        time.sleep(0.05)
+    log(f"  ok  {primary.name} thawed: upload exit {stale.returncode}, nothing acknowledged; it stepped down to standby")
+    cluster.upload_until_empty("stale.log")
+    head = cluster.finish(total)
+    log(f"  ok  fencing: {total} purchases booked once on every node; heads equal at entry {head[0]}")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("tools", nargs=4)
+    parser.add_argument("mode", choices=("chaos", "fencing"))
+    parser.add_argument("--kills", type=int, default=6)
+    parser.add_argument("--nats-kill-every", type=int, default=3)
+    parser.add_argument("--transactions", type=int, default=1200)
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="coconut-cluster-")
+    cluster = Cluster(args.tools, work)
+    try:
+        (chaos if args.mode == "chaos" else fencing)(cluster, args)
+    finally:
+        cluster.close()
         if os.environ.get("COCONUT_KEEP_WORK"):
             print("work directory kept:", work)
         else:

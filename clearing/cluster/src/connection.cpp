@@ -36,7 +36,9 @@ std::string describe(const std::string& what, natsStatus status, jsErrCode js_co
 ErrorCode classify(natsStatus status, jsErrCode js_code) {
     switch (js_code) {
         case JSClusterNotAvailErr:
-        case JSNotEnabledErr: return ErrorCode::unavailable;  // also what a restarting server answers for a while
+        case JSNotEnabledErr:      // also what a restarting server answers for a while
+        case JSClusterNoPeersErr:  // fewer servers up than replicas asked for (one is restarting)
+            return ErrorCode::unavailable;
         case JSStreamNotFoundErr:
         case JSConsumerNotFoundErr:
         case JSNoMessageFoundErr: return ErrorCode::not_found;
@@ -152,7 +154,7 @@ Status<Error> apply_options(Connection::State& state, const NatsOptions& options
 Result<Connection, Error> Connection::connect(const NatsOptions& options) {
     if (auto checked = check_options(options); !checked) return Unexpected{checked.error()};
     if (auto opened = open_library_once(); !opened) return Unexpected{opened.error()};
-    auto state = std::make_unique<State>();
+    auto state = std::make_shared<State>();
     state->timeout = options.timeout;
     natsStatus status = natsOptions_Create(&state->options);
     if (status != NATS_OK) return Unexpected{detail::error_of("natsOptions_Create", status)};
@@ -165,10 +167,7 @@ Result<Connection, Error> Connection::connect(const NatsOptions& options) {
     return Connection(std::move(state));
 }
 
-Connection::Connection(std::unique_ptr<State> state) : state_(std::move(state)) {}
-Connection::Connection(Connection&&) noexcept = default;
-Connection& Connection::operator=(Connection&&) noexcept = default;
-Connection::~Connection() = default;
+Connection::Connection(std::shared_ptr<State> state) : state_(std::move(state)) {}
 
 std::string Connection::connected_url() const {
     char buffer[256] = {};

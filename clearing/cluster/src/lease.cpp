@@ -20,7 +20,9 @@ const char* to_string(LeaseErrorCode code) {
 }
 
 struct Lease::State {
-    Connection* connection = nullptr;
+    explicit State(Connection shared) : connection(std::move(shared)) {}
+
+    Connection connection;
     LeaseConfig config;
     std::string stream;   // the bucket's stream: KV_<bucket>
     std::string subject;  // the key's subject: $KV.<bucket>.<key>
@@ -73,7 +75,7 @@ Result<std::uint64_t, PublishError> write_at(Lease::State& state, std::uint64_t 
     detail::set_header(message.get(), detail::header_expected_stream, state.stream);
     detail::set_header(message.get(), detail::header_expected_last_subject_sequence, std::to_string(revision));
     if (delete_marker) detail::set_header(message.get(), header_kv_operation, "DEL");
-    COCONUT_TRY(ack, detail::publish_message(*state.connection, message.get(), state.connection->timeout()));
+    COCONUT_TRY(ack, detail::publish_message(state.connection, message.get(), state.connection.timeout()));
     return ack.sequence;
 }
 
@@ -85,11 +87,11 @@ struct LastEntry {
 
 // The key's last message, if it has one (an expired key has none).
 Result<std::optional<LastEntry>, LeaseError> last_entry(Lease::State& state) {
-    jsOptions options = detail::request_options(state.connection->timeout());
+    jsOptions options = detail::request_options(state.connection.timeout());
     natsMsg* message = nullptr;
     jsErrCode js_code = static_cast<jsErrCode>(0);
     const natsStatus status =
-        js_GetLastMsg(&message, state.connection->jetstream(), state.stream.c_str(), state.subject.c_str(), &options, &js_code);
+        js_GetLastMsg(&message, state.connection.jetstream(), state.stream.c_str(), state.subject.c_str(), &options, &js_code);
     detail::MsgHandle owned(message);
     if (status != NATS_OK) {
         const Error error = detail::error_of("lease " + state.subject, status, js_code);
@@ -109,8 +111,7 @@ Result<std::optional<LastEntry>, LeaseError> last_entry(Lease::State& state) {
 
 Result<Lease, Error> Lease::open(Connection& connection, LeaseConfig config) {
     COCONUT_ASSERT(!config.bucket.empty() && !config.key.empty() && config.ttl.count() > 0);
-    auto state = std::make_unique<State>();
-    state->connection = &connection;
+    auto state = std::make_unique<State>(connection);
     state->stream = "KV_" + config.bucket;
     state->subject = "$KV." + config.bucket + "." + config.key;
     state->config = std::move(config);

@@ -5,6 +5,8 @@
 
 #include <coconut/cluster/journal.hpp>
 
+#include <algorithm>
+
 namespace coconut::cluster {
 
 namespace {
@@ -16,7 +18,9 @@ constexpr auto consumer_inactive_threshold = std::chrono::seconds{60};
 }  // namespace
 
 struct JournalReader::State {
-    Connection* connection = nullptr;
+    explicit State(Connection shared) : connection(std::move(shared)) {}
+
+    Connection connection;
     StreamConfig config;
     ReaderOptions options;
     detail::SubscriptionHandle subscription;
@@ -24,13 +28,14 @@ struct JournalReader::State {
     std::uint64_t consumers_created = 0;
     std::string consumer_name;  // the server's name for the current consumer ("" if unknown)
 
-    ~State() { drop_consumer(); }
-
-    // Forgets the consumer; deleting it on the server is best effort (an ephemeral one expires).
-    void drop_consumer() {
+    // Deletes the consumer on the server (best effort: an ephemeral one expires anyway).
+    ~State() {
         if (subscription != nullptr) natsSubscription_Unsubscribe(subscription.get());
-        subscription.reset();
     }
+
+    // Forgets a consumer that no longer answers, without asking the server to delete it (that request
+    // would wait out its timeout; the server drops it after consumer_inactive_threshold if it is alive).
+    void forget_consumer() { subscription.reset(); }
 };
 
 namespace {
@@ -44,11 +49,11 @@ Status<Error> create_consumer(JournalReader::State& state) {
     sub_options.Config.OptStartSeq = state.next_sequence;
     sub_options.Config.AckPolicy = state.options.ack == ReaderAck::none ? js_AckNone : js_AckAll;
     sub_options.Config.InactiveThreshold = std::chrono::nanoseconds(consumer_inactive_threshold).count();
-    jsOptions options = detail::request_options(state.connection->timeout());
+    jsOptions options = detail::request_options(state.connection.timeout());
     natsSubscription* subscription = nullptr;
     jsErrCode js_code = static_cast<jsErrCode>(0);
-    const natsStatus status = js_PullSubscribe(&subscription, state.connection->jetstream(), state.config.subject.c_str(), nullptr,
-                                               &options, &sub_options, &js_code);
+    const natsStatus status = js_PullSubscribe(&subscription, state.connection.jetstream(), state.config.subject.c_str(), nullptr, &options,
+                                               &sub_options, &js_code);
     detail::SubscriptionHandle owned(subscription);
     if (status != NATS_OK) {
         return Unexpected{detail::error_of("consumer on " + state.config.name + " from sequence " + std::to_string(state.next_sequence),
@@ -64,14 +69,26 @@ Status<Error> create_consumer(JournalReader::State& state) {
     return Ok{};
 }
 
-// The consumer still answers (its info); a fetch that timed out may mean it is gone.
+// The consumer still answers (its info); a fetch that timed out may mean it is gone. A live consumer
+// answers in milliseconds: a shorter wait than the connection's brings a lost one back sooner.
 bool consumer_alive(JournalReader::State& state) {
-    jsOptions options = detail::request_options(state.connection->timeout());
+    constexpr auto consumer_check_timeout = std::chrono::milliseconds{1000};
+    jsOptions options = detail::request_options(std::min(state.connection.timeout(), consumer_check_timeout));
     jsConsumerInfo* info = nullptr;
     jsErrCode js_code = static_cast<jsErrCode>(0);
     const natsStatus status = natsSubscription_GetConsumerInfo(&info, state.subscription.get(), &options, &js_code);
     detail::ConsumerInfoHandle owned(info);
     return status == NATS_OK;
+}
+
+JournalMessage journal_message(natsMsg* message, std::uint64_t sequence) {
+    JournalMessage taken;
+    taken.sequence = sequence;
+    const auto* data = reinterpret_cast<const std::uint8_t*>(natsMsg_GetData(message));
+    taken.payload.assign(data, data + natsMsg_GetDataLength(message));
+    const char* msg_id = nullptr;
+    if (natsMsgHeader_Get(message, detail::header_msg_id, &msg_id) == NATS_OK && msg_id != nullptr) taken.msg_id = msg_id;
+    return taken;
 }
 
 // Appends the messages of `list` from state.next_sequence on to `out`, in order, and advances it.
@@ -85,13 +102,7 @@ void take_messages(JournalReader::State& state, natsMsgList& list, std::vector<J
         jsMsgMetaData_Destroy(meta);
         // A re-created consumer may deliver again what an older one did: each message once, in order.
         if (sequence < state.next_sequence) continue;
-        JournalMessage taken;
-        taken.sequence = sequence;
-        const auto* data = reinterpret_cast<const std::uint8_t*>(natsMsg_GetData(message));
-        taken.payload.assign(data, data + natsMsg_GetDataLength(message));
-        const char* msg_id = nullptr;
-        if (natsMsgHeader_Get(message, detail::header_msg_id, &msg_id) == NATS_OK && msg_id != nullptr) taken.msg_id = msg_id;
-        out.push_back(std::move(taken));
+        out.push_back(journal_message(message, sequence));
         state.next_sequence = sequence + 1;
     }
     if (state.options.ack == ReaderAck::all && list.Count > 0) natsMsg_Ack(list.Msgs[list.Count - 1], nullptr);
@@ -116,13 +127,38 @@ natsStatus fetch_into(JournalReader::State& state, std::vector<JournalMessage>& 
     return status;
 }
 
+// While no consumer can be made (the cluster's meta leader is being elected for a few seconds after a
+// server died), the stream's own leader still serves single messages: read on through it, message by
+// message, up to a batch. Stops at the first sequence not stored (not yet written).
+Result<std::vector<JournalMessage>, Error> read_directly(JournalReader::State& state) {
+    std::vector<JournalMessage> batch;
+    std::int64_t bytes = 0;
+    jsOptions options = detail::request_options(state.connection.timeout());
+    while (static_cast<int>(batch.size()) < state.options.batch_max && bytes < state.options.batch_bytes_max) {
+        natsMsg* message = nullptr;
+        jsErrCode js_code = static_cast<jsErrCode>(0);
+        const natsStatus status =
+            js_GetMsg(&message, state.connection.jetstream(), state.config.name.c_str(), state.next_sequence, &options, &js_code);
+        detail::MsgHandle owned(message);
+        if (status != NATS_OK) {
+            const Error error =
+                detail::error_of("read " + state.config.name + " at " + std::to_string(state.next_sequence), status, js_code);
+            if (batch.empty() && error.code != ErrorCode::not_found) return Unexpected{error};
+            break;
+        }
+        batch.push_back(journal_message(owned.get(), state.next_sequence));
+        bytes += static_cast<std::int64_t>(batch.back().payload.size());
+        ++state.next_sequence;
+    }
+    return batch;
+}
+
 }  // namespace
 
 Result<JournalReader, Error> JournalReader::open(Connection& connection, const StreamConfig& config, std::uint64_t first_sequence,
                                                  ReaderOptions options) {
     COCONUT_ASSERT(first_sequence >= 1 && options.batch_max >= 1);
-    auto state = std::make_unique<State>();
-    state->connection = &connection;
+    auto state = std::make_unique<State>(connection);
     state->config = config;
     state->options = options;
     state->next_sequence = first_sequence;
@@ -135,7 +171,9 @@ Result<JournalReader, Error> JournalReader::open(Connection& connection, const S
 Result<std::vector<JournalMessage>, Error> JournalReader::next_batch(std::chrono::milliseconds wait) {
     COCONUT_ASSERT(wait.count() > 0);
     if (state_->subscription == nullptr) {
-        if (auto created = create_consumer(*state_); !created) return Unexpected{created.error()};
+        auto created = create_consumer(*state_);
+        if (!created && created.error().code == ErrorCode::unavailable) return read_directly(*state_);
+        if (!created) return Unexpected{created.error()};
     }
     std::vector<JournalMessage> batch;
     const natsStatus status = fetch_into(*state_, batch, wait);
@@ -144,7 +182,7 @@ Result<std::vector<JournalMessage>, Error> JournalReader::next_batch(std::chrono
     // stream's leader moved, it expired). Re-create it on the next call when it no longer answers.
     // (408: the wait ended; 404: nothing stored.)
     const bool no_messages = status == NATS_TIMEOUT || status == NATS_NOT_FOUND;
-    if (!no_messages || !consumer_alive(*state_)) state_->drop_consumer();
+    if (!no_messages || !consumer_alive(*state_)) state_->forget_consumer();
     return batch;
 }
 

@@ -68,8 +68,8 @@ struct InProcess {
         // Rate limits would turn most inputs into 429 after the first few: out of the way.
         options.token_requests_per_s = options.token_burst = 1e12;
         options.address_failures_per_s = options.address_failure_burst = 1e12;
-        api = std::make_unique<http::Api>(http::Services{daemon->ledger(), daemon->writer(), daemon->registry(), daemon->tokens()}, options,
-                                          stats);
+        api = std::make_unique<http::Api>(http::Services{daemon->ledger(), &daemon->writer(), daemon->registry(), daemon->tokens()},
+                                          options, stats);
     }
 
     // A clerk per role and two cards' tokens, as placeholders.

@@ -207,7 +207,7 @@ DaemonStatus Daemon::State::start_http() {
     COCONUT_ASSERT(http_options.io_threads >= 1);
     http_io = std::make_unique<boost::asio::io_context>(static_cast<int>(http_options.io_threads));
     http::Services services{*ledger,
-                            *writer,
+                            writer.get(),
                             *registry,
                             *tokens,
                             &engine->stats(),

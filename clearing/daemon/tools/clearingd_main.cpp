@@ -312,6 +312,7 @@ coconut::Result<NodeOptions, std::string> node_options(const ClusterFlags& c, co
     NodeOptions n;
     n.name = c.node;
     n.advertise = o.iso_listen;
+    n.advertise_http = o.http_listen;
     for (std::size_t at = 0; at <= c.nats.size();) {
         const auto comma = std::min(c.nats.find(',', at), c.nats.size());
         if (comma > at) n.nats.urls.push_back(c.nats.substr(at, comma - at));

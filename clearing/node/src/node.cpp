@@ -2,6 +2,8 @@
 
 #include <coconut/core/assert.hpp>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -35,7 +37,16 @@ void catch_stop_signals() {
 
 Unexpected<NodeError> failure(NodeError::Kind kind, std::string message) { return Unexpected{NodeError{kind, std::move(message)}}; }
 
-std::string lease_value(const NodeOptions& o) { return nlohmann::json{{"node", o.name}, {"advertise", o.advertise}}.dump(); }
+std::string lease_value(const NodeOptions& o) {
+    return nlohmann::json{{"node", o.name}, {"advertise", o.advertise}, {"http", o.advertise_http}}.dump();
+}
+
+// The HTTP address in a lease value ("" when it has none).
+std::string http_of(const std::string& value) {
+    const auto parsed = nlohmann::json::parse(value, nullptr, false);
+    if (!parsed.is_object() || !parsed.contains("http") || !parsed["http"].is_string()) return {};
+    return parsed["http"].get<std::string>();
+}
 
 // The shared state of one node: its NATS objects and where its copy stands.
 struct Node {
@@ -46,7 +57,9 @@ struct Node {
     cluster::Connection nats;  // the lease and the readers keep its address: opened after it stopped moving
     std::optional<cluster::Lease> lease_slot;
     cluster::Lease& lease() { return *lease_slot; }
-    std::uint64_t position = 0;  // the stream sequence of the last commit in this node's ledger
+    std::atomic<std::uint64_t> position{0};  // the stream sequence of the last commit in this node's ledger
+    mutable std::mutex primary_mutex;
+    std::string primary_http;  // the lease holder's HTTP address, for a standby's 503 answers
     std::string role = "standby";
     std::string primary;  // the lease holder's value as last read
 
@@ -63,7 +76,7 @@ struct Node {
         if (options.status_file.empty()) return;
         const nlohmann::json status = {{"node", options.name},
                                        {"role", role},
-                                       {"position", position},
+                                       {"position", position.load()},
                                        {"journal_sequence", ledger.head().sequence},
                                        {"primary", primary}};
         const auto temporary = options.status_file.string() + ".tmp";
@@ -93,22 +106,66 @@ struct Node {
 
 // ---- standby ------------------------------------------------------------------------------------------
 
+// A standby's data directory and, with DaemonOptions::http, its HTTP API on a thread of its own: the
+// cardholder's reads from this copy, 503 naming the primary for the rest (http::StandbyInfo).
 struct Standby {
+    explicit Standby(DirectoryLock lock_in) : lock(std::move(lock_in)) {}
+    Standby(const Standby&) = delete;
+    Standby& operator=(const Standby&) = delete;
+    ~Standby() {
+        if (http) http->shutdown();
+        if (io) io->stop();
+        if (thread.joinable()) thread.join();
+    }
     DirectoryLock lock;
     std::unique_ptr<ledger::Ledger> ledger;
+    std::unique_ptr<Registry> registry;
+    std::unique_ptr<http::Tokens> tokens;
+    http::StandbyInfo info;
+    std::unique_ptr<boost::asio::io_context> io;
+    std::unique_ptr<http::HttpServer> http;
+    std::thread thread;
 };
 
-coconut::Result<Standby, NodeError> open_standby(const DaemonOptions& d) {
+coconut::Status<NodeError> serve_standby_http(Standby& standby, const DaemonOptions& d, const Node& node) {
+    if (!d.http) return Ok{};
+    auto tokens = http::Tokens::open(standby.ledger->env(), d.data);
+    if (!tokens) return failure(NodeError::Kind::daemon, tokens.error().message);
+    standby.tokens = std::move(tokens).value();
+    standby.info.applied_position = [&node] { return node.position.load(); };
+    standby.info.primary_http = [&node] {
+        std::lock_guard lock(node.primary_mutex);
+        return node.primary_http;
+    };
+    http::HttpOptions options = *d.http;
+    options.io_threads = 1;
+    standby.io = std::make_unique<boost::asio::io_context>(1);
+    const http::Services services{*standby.ledger, nullptr, *standby.registry, *standby.tokens, nullptr,
+                                  nullptr,         nullptr, nullptr,           &standby.info};
+    try {
+        standby.http = std::make_unique<http::HttpServer>(*standby.io, services, options);
+    } catch (const std::exception& e) {
+        return failure(NodeError::Kind::daemon, fmt::format("cannot serve HTTP on {}:{}: {}", options.host, options.port, e.what()));
+    }
+    standby.thread = std::thread([io = standby.io.get()] {
+        auto work = boost::asio::make_work_guard(*io);
+        io->run();
+    });
+    return Ok{};
+}
+
+coconut::Result<std::unique_ptr<Standby>, NodeError> open_standby(const DaemonOptions& d, const Node& node) {
     std::error_code ec;
     std::filesystem::create_directories(d.data, ec);
     auto locked = lock_data_directory(d.data);
     if (!locked) return failure(NodeError::Kind::daemon, locked.error().message);
-    ledger::Options options = d.ledger;
-    options.directory = d.data.string();
-    auto opened = ledger::Ledger::open(options);
-    if (!opened)
-        return failure(NodeError::Kind::daemon, fmt::format("cannot open the ledger in {}: {}", options.directory, opened.error().message));
-    return Standby{std::move(locked).value(), std::move(opened).value()};
+    auto standby = std::make_unique<Standby>(std::move(locked).value());
+    auto data = open_data_directory(d.data, d.ledger);
+    if (!data) return failure(NodeError::Kind::daemon, data.error().message);
+    standby->ledger = std::move(data->ledger);
+    standby->registry = std::move(data->registry);
+    if (auto served = serve_standby_http(*standby, d, node); !served) return Unexpected{served.error()};
+    return standby;
 }
 
 // Applies what the reader has until the stream's last sequence (read now) is in the ledger.
@@ -119,7 +176,7 @@ coconut::Status<NodeError> catch_up(Node& node, ledger::Ledger& ledger, cluster:
     while (node.position < *last) {
         if (Clock::now() > deadline)
             return failure(NodeError::Kind::nats,
-                           fmt::format("could not read the stream up to {} within 60 s (at {})", *last, node.position));
+                           fmt::format("could not read the stream up to {} within 60 s (at {})", *last, node.position.load()));
         auto batch = reader.next_batch(500ms);
         if (!batch) continue;  // unavailable: the reader resumes where it was
         for (const auto& message : *batch)
@@ -152,6 +209,10 @@ coconut::Result<StandbyEnd, NodeError> follow(Node& node, ledger::Ledger& ledger
         if (*holder) {
             if ((*holder)->value != node.primary) {
                 node.primary = (*holder)->value;
+                {
+                    std::lock_guard lock(node.primary_mutex);
+                    node.primary_http = http_of(node.primary);
+                }
                 node.write_status(ledger);
             }
             continue;
@@ -178,7 +239,7 @@ coconut::Result<StandbyEnd, NodeError> follow(Node& node, ledger::Ledger& ledger
 struct Reign {
     Reign(Node& node_in, std::uint64_t revision_in) : node(node_in), revision(revision_in) {}
     Node& node;
-    std::uint64_t revision;
+    std::atomic<std::uint64_t> revision;
     std::atomic<bool> deposed{false};
     std::string why;
     std::mutex why_mutex;
@@ -196,7 +257,15 @@ struct Reign {
     lmdb::Status publish(lmdb::Txn& txn, ByteView changes) {
         auto refuse = [](const std::string& what) { return Unexpected{lmdb::Error{lmdb::commit_refused_rc, "publish", what}}; };
         if (deposed) return refuse("this node is no longer the primary");
-        const Bytes sealed = seal({node.options.name, revision, node.position, Bytes(changes.begin(), changes.end())}, node.options.key);
+        // A commit the stream took but this ledger did not write (a storage error after the publish)
+        // leaves the ledger behind the stream: only a standby's apply can bring it back.
+        if (auto held = ledger->replicated_position(); !held || *held != node.position) {
+            depose(fmt::format("the ledger holds position {} but the stream is at {}: a published commit failed to write here",
+                               held ? *held : 0, node.position.load()));
+            return refuse(why);
+        }
+        const Bytes sealed =
+            seal({node.options.name, revision.load(), node.position.load(), Bytes(changes.begin(), changes.end())}, node.options.key);
         const std::string id = journal_message_id(sealed);
         const auto deadline = Clock::now() + node.options.publish_deadline;
         for (;;) {
@@ -230,7 +299,7 @@ void keep_lease(Reign& reign, Daemon& daemon, const std::atomic<bool>& stopping)
         if (reign.deposed) break;
         if (Clock::now() < next) continue;
         next = Clock::now() + ttl / 3;
-        auto renewed = reign.node.lease().renew(reign.revision, lease_value(reign.node.options));
+        auto renewed = reign.node.lease().renew(reign.revision.load(), lease_value(reign.node.options));
         if (renewed) {
             reign.revision = *renewed;
             last_renewal = Clock::now();
@@ -258,7 +327,7 @@ coconut::Result<ReignEnd, NodeError> serve_as_primary(Node& node, DaemonOptions 
     node.role = "primary";
     node.primary = lease_value(node.options);
     node.write_status((*daemon)->ledger());
-    node.say(fmt::format("primary at position {} (lease revision {}), terminals on port {}", node.position, revision,
+    node.say(fmt::format("primary at position {} (lease revision {}), terminals on port {}", node.position.load(), revision,
                          (*daemon)->terminal_port()));
     std::atomic<bool> stopping{false};
     std::thread keeper([&] { keep_lease(reign, **daemon, stopping); });
@@ -271,7 +340,7 @@ coconut::Result<ReignEnd, NodeError> serve_as_primary(Node& node, DaemonOptions 
         node.say("stepped down: " + reign.why);
         return ReignEnd::deposed;
     }
-    (void)node.lease().release(reign.revision);  // a clean hand-over: the next primary need not wait for the ttl
+    (void)node.lease().release(reign.revision.load());  // a clean hand-over: the next primary need not wait for the ttl
     return ReignEnd::stopped;
 }
 
@@ -293,14 +362,15 @@ coconut::Status<NodeError> run_node(DaemonOptions daemon, const NodeOptions& opt
         catch_stop_signals();
         std::uint64_t revision = 0;
         {
-            auto standby = open_standby(daemon);
+            auto standby = open_standby(daemon, node);
             if (!standby) return Unexpected{standby.error()};
-            auto position = standby->ledger->replicated_position();
+            auto position = (*standby)->ledger->replicated_position();
             if (!position) return failure(NodeError::Kind::daemon, position.error().message);
             node.position = *position;
-            node.write_status(*standby->ledger);
-            node.say(fmt::format("standby at position {} (journal entry {})", node.position, standby->ledger->head().sequence));
-            auto followed = follow(node, *standby->ledger, revision);
+            node.write_status(*(*standby)->ledger);
+            node.say(fmt::format("standby at position {} (journal entry {}){}", node.position.load(), (*standby)->ledger->head().sequence,
+                                 (*standby)->http ? fmt::format(", cardholder API on port {}", (*standby)->http->port()) : ""));
+            auto followed = follow(node, *(*standby)->ledger, revision);
             if (!followed) return Unexpected{followed.error()};
             if (*followed == StandbyEnd::stopped) return Ok{};
         }  // the standby's ledger and lock are released: the daemon takes them

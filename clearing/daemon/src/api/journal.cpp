@@ -49,7 +49,7 @@ void Api::State::commit(api::Change change, Respond respond) {
         respond(shared->answer(shared->action));
     };
     auto events = shared->events;
-    if (!s.writer.try_submit(std::move(events), std::move(on_commit), std::move(hook))) respond(api::writer_queue_full());
+    if (!s.writer->try_submit(std::move(events), std::move(on_commit), std::move(hook))) respond(api::writer_queue_full());
 }
 
 void Api::State::journaled_read(ApiResponse response, ClerkAction action, Respond respond) {

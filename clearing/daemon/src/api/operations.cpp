@@ -62,7 +62,7 @@ void http_metrics(Text& t, const HttpStats& stats) {
 }
 
 void ledger_metrics(Text& t, const Services& s) {
-    const ledger::WriterStats w = s.writer.stats();
+    const ledger::WriterStats w = s.writer->stats();
     t.counter("coconut_ledger_commits_total", "ledger group commits", w.commits);
     t.counter("coconut_ledger_commit_failures_total", "ledger commits that failed (nothing written)", w.failed_commits);
     t.counter("coconut_ledger_requests_total", "requests committed by the ledger writer", w.requests);
@@ -148,7 +148,17 @@ void openapi(Call& call) { call.answer(ApiResponse{200, "application/json", std:
 // commit failed for lack of space and none has succeeded since: WriterStats::storage_full).
 void healthz(Call& call) {
     const Services& s = call.s();
-    const auto writer = s.writer.stats();
+    if (s.standby != nullptr) {  // a standby writes nothing itself: its health is its copy, readable and current
+        auto fixed = s.ledger.lookup_account(purse_float_account);
+        json body{{"status", fixed.ok() ? "ok" : "degraded"},
+                  {"role", "standby"},
+                  {"ledger_readable", fixed.ok()},
+                  {"applied_position", s.standby->applied_position()},
+                  {"primary", s.standby->primary_http()},
+                  {"journal_sequence", s.ledger.head().sequence}};
+        return call.answer(json_response(fixed.ok() ? 200 : 503, body));
+    }
+    const auto writer = s.writer->stats();
     const bool queue_ok = writer.queue_depth < ledger::writer_queue_requests_max_default;
     auto fixed = s.ledger.lookup_account(purse_float_account);
     const bool ok = queue_ok && fixed.ok() && !writer.storage_full;

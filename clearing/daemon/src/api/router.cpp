@@ -153,6 +153,25 @@ bool authenticate_card(Call& call) {
     return true;
 }
 
+// What a standby serves from its copy (StandbyInfo): the cardholder's reads and the public pages.
+bool served_by_standby(const Route& route) {
+    return route.handler == card_balance || route.handler == card_transactions || route.handler == balance_page ||
+           route.handler == healthz || route.handler == openapi;
+}
+
+// 503 `standby`, naming the primary.
+ApiResponse to_the_primary(const StandbyInfo& standby) {
+    const std::string primary = standby.primary_http();
+    ApiResponse r =
+        error_response(503, "standby",
+                       primary.empty()
+                           ? std::string("this node is a standby and no primary holds the lease now: try again shortly")
+                           : fmt::format("this node is a standby: send clerk requests and writes to the primary at {}", primary));
+    r.headers.emplace_back(std::string(primary_header), primary);
+    r.headers.emplace_back("Retry-After", "1");
+    return r;
+}
+
 // 403 unless the clerk has one of the route's roles.
 bool authorize(Call& call, const Route& route) {
     if (route.auth != Auth::clerk || (call.who().roles & route.roles) != 0) return true;
@@ -177,12 +196,21 @@ void Api::handle(const ApiRequest& request, Respond respond) {
     const Target target(request.target);
     if (target.too_deep()) return respond(not_found());
     const auto segments = target.segments();
+    const StandbyInfo* standby = state_->s.standby;
+    if (standby != nullptr) {  // every answer says how far this copy has applied the journal stream
+        respond = [respond = std::move(respond), position = standby->applied_position()](ApiResponse r) {
+            r.headers.emplace_back(std::string(applied_position_header), std::to_string(position));
+            respond(std::move(r));
+        };
+    }
     Call call{*state_, request, target, {}, std::nullopt, {}, std::move(respond)};
+    if (standby != nullptr && under_clerk(segments)) return call.answer(to_the_primary(*standby));
     if (under_clerk(segments) && !authenticate_clerk(call)) return;
     const Match m = match(segments, request.method, call.params);
     if (!m.path_known) return call.answer(not_found());
     if (!m.route) return call.answer(error_response(405, "method_not_allowed", m.methods + " only"));
     const Route& route = *m.route;
+    if (standby != nullptr && !served_by_standby(route)) return call.answer(to_the_primary(*standby));
     if (route.auth == Auth::card && !authenticate_card(call)) return;
     if (route.auth == Auth::clerk && !call.clerk && !authenticate_clerk(call)) return;
     if (!authorize(call, route)) return;

@@ -148,7 +148,7 @@ void submit_postings(Api::State& api, const SettlementCycle& record, bool first_
         }
         respond(json_response(200, json{{"results", out}}));
     };
-    if (!api.s.writer.try_submit(std::move(events), on_commit, std::move(hook))) respond(writer_queue_full());
+    if (!api.s.writer->try_submit(std::move(events), on_commit, std::move(hook))) respond(writer_queue_full());
 }
 
 // On the settlement worker, with settlement_busy held (released by `respond`).

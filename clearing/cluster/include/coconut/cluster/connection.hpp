@@ -10,7 +10,7 @@
 //   - `user`/`password` are the node's NATS identity; the servers' permissions decide what it may
 //     publish (the README's "Permissions").
 //   - A Connection may be used by several threads at once (libnats is thread-safe); the objects made
-//     over it (JournalReader, Lease) by one thread at a time each. It must outlive them.
+//     over it (JournalReader, Lease) by one thread at a time each.
 //   - The NATS library's process-wide state is set up once, by the first connect, and left for the
 //     process's exit to release (the library frees it at unload).
 //
@@ -69,9 +69,13 @@ public:
     // the connection reconnects by itself for as long as the object lives.
     static Result<Connection, Error> connect(const NatsOptions& options);
 
-    Connection(Connection&&) noexcept;
-    Connection& operator=(Connection&&) noexcept;
-    ~Connection();  // closes the connection; outstanding requests fail
+    // Copies share one connection, which closes when the last copy is gone (readers and leases made
+    // over it keep a copy); outstanding requests then fail.
+    Connection(const Connection&) = default;
+    Connection(Connection&&) noexcept = default;
+    Connection& operator=(const Connection&) = default;
+    Connection& operator=(Connection&&) noexcept = default;
+    ~Connection() = default;
 
     // The URL of the server currently connected to ("" while reconnecting).
     std::string connected_url() const;
@@ -88,8 +92,8 @@ public:
     struct State;  // in the source: handles and the error handler's counters (a stable address)
 
 private:
-    explicit Connection(std::unique_ptr<State> state);
-    std::unique_ptr<State> state_;
+    explicit Connection(std::shared_ptr<State> state);
+    std::shared_ptr<State> state_;
 };
 
 // Succeeds once the cluster's JetStream answers an account request (a meta leader exists); otherwise

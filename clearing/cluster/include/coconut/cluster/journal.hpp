@@ -18,8 +18,8 @@
 //   - An acknowledged message is held by a quorum of the stream's replicas (2 of 3), in their page
 //     cache; nats-server 2.9 does not fsync per message (the README's "What an acknowledgement means").
 //   - The reader returns messages in sequence order, each once, from the sequence it was opened at;
-//     it survives the stream's or its consumer's leader moving (it re-creates its consumer from the
-//     sequence after the last one it returned).
+//     it survives the stream's or its consumer's server dying (it re-creates its consumer from the
+//     sequence after the last one it returned, and reads from the stream's leader until it can).
 //
 // Errors: PublishError (a code the writer acts on) for publish; Error (connection.hpp) for the rest.
 #pragma once
@@ -115,7 +115,7 @@ struct ReaderOptions {
 class JournalReader {
 public:
     // A reader whose first message will be the first one stored at or after `first_sequence` (>= 1).
-    // `connection` must outlive the reader. Fails on a stream that does not exist (`not_found`) or a
+    // The reader keeps a copy of `connection`. Fails on a stream that does not exist (`not_found`) or a
     // refusal; while the cluster has no stream leader (`unavailable`) it opens, and next_batch
     // creates the consumer once one answers.
     static Result<JournalReader, Error> open(Connection& connection, const StreamConfig& config, std::uint64_t first_sequence,

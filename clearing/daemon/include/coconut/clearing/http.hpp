@@ -324,16 +324,30 @@ struct HttpStats {
     std::atomic<std::uint64_t> latency_us_sum{0};
 };
 
-// What the API reads and writes. The stats pointers may be null (tests).
+// A standby node of a clearing cluster (docs/DESIGN.md §10): its HTTP API serves the cardholder routes,
+// the balance page, /healthz and the OpenAPI document from its copy of the ledger, with the header
+// Coconut-Applied-Position (the journal stream position its copy holds) on every answer; every other
+// route — clerk routes, reads included, and every write — answers 503 `standby` naming the primary
+// (body "primary", header Coconut-Primary: its HTTP address, empty while none holds the lease).
+struct StandbyInfo {
+    std::function<std::uint64_t()> applied_position;
+    std::function<std::string()> primary_http;
+};
+inline constexpr std::string_view applied_position_header = "Coconut-Applied-Position";
+inline constexpr std::string_view primary_header = "Coconut-Primary";
+
+// What the API reads and writes. The stats pointers may be null (tests). `writer` is null exactly on a
+// standby (`standby` set): nothing is written there but by the journal stream.
 struct Services {
     ledger::Ledger& ledger;
-    ledger::Writer& writer;
+    ledger::Writer* writer;
     Registry& registry;
     Tokens& tokens;
     const EngineStats* engine = nullptr;
     const ServerStats* iso_server = nullptr;
     const HsmStats* hsm = nullptr;
     const hsm::LinkStats* hsm_link = nullptr;  // RemoteHsm::link_stats(): breaker, retries, keep-alives
+    const StandbyInfo* standby = nullptr;      // set on a cluster's standby node
 };
 
 // The HTTP listener (Boost.Beast): one object per connection, bounded head and body, a deadline on

@@ -33,8 +33,9 @@
 namespace coconut::clearing {
 
 struct NodeOptions {
-    std::string name;       // unique in the cluster (the lease names its holder by it)
-    std::string advertise;  // where terminals reach this node when it is primary ("host:port"), for the lease
+    std::string name;            // unique in the cluster (the lease names its holder by it)
+    std::string advertise;       // where terminals reach this node when it is primary ("host:port"), for the lease
+    std::string advertise_http;  // its HTTP API ("host:port"): a standby's 503 answers name the primary's
     cluster::NatsOptions nats;
     cluster::StreamConfig stream;
     cluster::LeaseConfig lease;
