@@ -84,6 +84,7 @@ public:
     // Nodes that exited by themselves (and were started again) so far.
     std::size_t unexpected_exits() const;
     std::string name(std::size_t node) const;
+    std::uint16_t http_port(std::size_t node) const { return nodes_[node].http_port; }
     fs::path data(std::size_t node) const;
     fs::path log(std::size_t node) const;
 

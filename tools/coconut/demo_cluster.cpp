@@ -93,8 +93,17 @@ json failovers_json(const std::vector<Failover>& failovers) {
     return out;
 }
 
-std::uint16_t port_of(const std::string& endpoint) {
-    return static_cast<std::uint16_t>(std::stoul(endpoint.substr(endpoint.rfind(':') + 1)));
+// The cardholder API as cardholders use it, on every node: the primary, and each standby from its own copy
+// (its answers carry how far it has applied). One check: every node's problems, named by node.
+TokenCheck cardholder_api_everywhere(const WorldPaths& world, const Island& island, const ClearingCluster& cluster) {
+    TokenCheck all;
+    for (std::size_t i = 0; i < ClearingCluster::nodes_count; ++i) {
+        const TokenCheck node = check_card_tokens(world, island, cluster.http_port(i), 5);
+        all.token_files = node.token_files;
+        all.cards_checked += node.cards_checked;
+        for (const auto& problem : node.problems) all.problems.push_back("node " + cluster.name(i) + ": " + problem);
+    }
+    return all;
 }
 
 // The day on the cluster: every terminal with the three endpoints, the primary killed mid-day (and every
@@ -153,10 +162,12 @@ int demo_cluster(const DemoArgs& args) {
 
     t0 = Clock::now();
     cluster.wait_applied();
-    const std::string http = cluster.primary_http();
-    const TokenCheck tokens = check_card_tokens(world, island, port_of(http), 5);
-    progress.step(fmt::format("cardholder API on the primary http://{}: {} cards asked with their own token, another's and none — {}", http,
-                              tokens.cards_checked, tokens.ok() ? "ok" : "FAILED"));
+    const std::string primary = cluster.name(cluster.wait_stable_primary());
+    const TokenCheck tokens = cardholder_api_everywhere(world, island, cluster);
+    progress.step(
+        fmt::format("cardholder API on every node (primary {}, the standbys from their copies): {} cards asked with their own "
+                    "token, another's and none — {}",
+                    primary, tokens.cards_checked, tokens.ok() ? "ok" : "FAILED"));
     if (const int code = cluster.stop_nodes(); code != 0)
         fail(exit_codes::tool_failed, fmt::format("a clearing node exited {} at stop", code));
     const std::vector<NodeCopy> day_copies = check_copies(cluster, island, day.transaction_log);
@@ -188,8 +199,11 @@ int demo_cluster(const DemoArgs& args) {
     std::cout << fmt::format("Terminal links that moved to another node: {}; clearing nodes that exited by themselves (started again): {}\n",
                              day.link_failovers, cluster.unexpected_exits());
     print_copies(std::cout, "after the day", day_copies);
-    std::cout << fmt::format("Cardholder API on the primary: {} cards asked (own token, another's 404, none 401): {}\n",
-                             tokens.cards_checked, tokens.ok() ? "ok" : "FAILED");
+    std::cout << fmt::format(
+        "Cardholder API on every node (the primary, and each standby from its own copy): {} cards asked (own token = the card's "
+        "balance, another's 404, none 401): {}\n",
+        tokens.cards_checked, tokens.ok() ? "ok" : "FAILED");
+    for (const auto& problem : tokens.problems) std::cout << "  " << problem << "\n";
     std::cout << fmt::format(
         "Settlement (coconut-settle, cycle {}, posted through the primary's clerk API): {} payouts {}, {} transfers posted, a second run "
         "posted {}; payables {}; pain.001 {}; camt.053 reconciliation {} ({} matched)\n",
