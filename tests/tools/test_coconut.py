@@ -406,6 +406,23 @@ def hsm_pair():
         shutil.rmtree(work, ignore_errors=True)
 
 
+def processes_naming(directory):
+    """(PID, name) of the processes whose arguments name `directory` (daemons, nats-server), but the coconut CLI."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if os.path.basename(args[0]) == b"coconut":  # the demo itself
+            continue
+        if any(directory.encode() in a for a in args[1:]):
+            found.append((int(pid), os.path.basename(args[0]).decode()))
+    return found
+
+
 def demo_cluster():
     """coconut demo --cluster at CI size: 3 nats-server + 3 clearing nodes, the primary SIGKILLed mid-day and
     every few seconds; the failovers reported, and every node's copy the same and whole."""
@@ -445,11 +462,26 @@ def demo_cluster():
         assert summary["tokens"]["ok"] and summary["tokens"]["cards_checked"] == 15, summary["tokens"]
         assert "Cluster day: ok" in out, out
         # Every daemon was stopped by PID: no nats-server or clearing node of this island is left.
-        leftovers = subprocess.run(["pgrep", "-f", island], stdout=subprocess.PIPE, text=True).stdout.split()
-        assert leftovers == [], leftovers
+        assert processes_naming(island) == [], processes_naming(island)
+        # SIGINT once the cluster is up (coconut-hsmd, 3 nats-server, 3 nodes): exit 130, every one stopped.
+        stopped = os.path.join(work, "interrupted")
+        demo = subprocess.Popen([COCONUT, "demo", "--cluster", "--dir", stopped, "--size", "small", "--images",
+                                 os.path.join(work, "interrupted-media")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        marker = os.path.join(stopped, "cluster", "node-c.status")
+        deadline = time.monotonic() + 90
+        while not os.path.exists(marker):
+            assert demo.poll() is None, demo.stderr.read()
+            assert time.monotonic() < deadline, "the cluster never came up"
+            time.sleep(0.05)
+        running = processes_naming(stopped)
+        assert len(running) == 7, running
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=30) == 130
+        assert "interrupted" in demo.stderr.read()
+        assert processes_naming(stopped) == [], processes_naming(stopped)
         times = ", ".join(f"{f['killed']}→{f['took_over']} {f['served_after_s']:.2f} s" for f in failovers)
         print(f"ok  demo --cluster: {summary['day']['transactions']} transactions, {len(failovers)} failovers ({times}), "
-              f"{cluster['link_failovers']} terminal link failovers, journal heads equal, nothing missing")
+              f"{cluster['link_failovers']} terminal link failovers, journal heads equal, nothing missing; SIGINT stopped all 7 daemons")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -157,7 +157,8 @@ void ClearingCluster::make_certificates() const {
     }
 }
 
-// The configuration README.md "Running a cluster on real machines" shows, on loopback ports.
+// The configuration README.md "Running a cluster on real machines" shows, on loopback ports. Passwords are
+// quoted: unquoted, a hex password such as 03E8… parses as a number and the server refuses the file.
 void ClearingCluster::write_nats_config(std::size_t server) const {
     const fs::path d = dir_ / "nats";
     const NatsServer& s = nats_[server];
@@ -171,10 +172,10 @@ void ClearingCluster::write_nats_config(std::size_t server) const {
            << fmt::format("jetstream {{ store_dir: {}, max_memory_store: 256MB, max_file_store: 4GB }}\n",
                           nats_quoted(d / fmt::format("n{}", server + 1)))
            << tls << "cluster {\n  name: coconut\n  listen: 127.0.0.1:" << s.route_port << "\n"
-           << "  authorization { user: route, password: " << route_password_ << " }\n  " << tls << "  routes: [\n"
+           << "  authorization { user: route, password: \"" << route_password_ << "\" }\n  " << tls << "  routes: [\n"
            << routes << "  ]\n}\n"
            << "accounts {\n  CLEARING {\n    jetstream: enabled\n    users: [\n"
-           << "      { user: clearing, password: " << nats_password_ << ", permissions: {\n"
+           << "      { user: clearing, password: \"" << nats_password_ << "\", permissions: {\n"
            << "          publish: { allow: [\"coconut.journal\", \"$KV.COCONUT_LEASE.>\", \"$JS.API.>\", \"$JS.ACK.>\"] }\n"
            << "          subscribe: { allow: [\"_INBOX.>\"] } } }\n    ]\n  }\n}\n";
     if (!config) fail(exit_codes::io_error, "cannot write the NATS configuration in " + d.string());
