@@ -151,7 +151,9 @@ struct Rig {
     Engine* engine = nullptr;
     SessionState session;
 
-    explicit Rig(EngineOptions engine_options = {}, std::vector<ServerOptions> terminals = {}) {
+    // `commit_hook`: DaemonOptions::commit_hook (a cluster node's journal stream, or a test's stand-in).
+    explicit Rig(EngineOptions engine_options = {}, std::vector<ServerOptions> terminals = {},
+                 std::function<lmdb::CommitHook(ledger::Ledger&)> commit_hook = {}) {
         verifier = std::make_unique<LocalHsm>(std::make_shared<const hsm::Hsm>(key_store(dir.path / "hsm")), "mk-tac");
         DaemonOptions options;
         options.data = dir.path / "data";
@@ -164,6 +166,7 @@ struct Rig {
         options.terminals = std::move(terminals);
         options.expiry_scan_interval = std::chrono::milliseconds(0);
         options.drain_timeout = std::chrono::seconds(10);
+        options.commit_hook = std::move(commit_hook);
         auto opened = Daemon::open(std::move(options));
         REQUIRE_MESSAGE(opened.ok(), (opened.ok() ? "" : opened.error().message));
         daemon = std::move(opened).value();

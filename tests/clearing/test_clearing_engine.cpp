@@ -26,6 +26,27 @@ TEST_CASE("an upload before sign-on is refused with 03 and books nothing") {
     CHECK(rig.shadow(card_a) == 5000);
 }
 
+TEST_CASE("a booking whose commit the journal stream refuses is answered 91 (try the next node) and booked nowhere") {
+    auto refusing = std::make_shared<std::atomic<bool>>(false);
+    auto commits = std::make_shared<std::atomic<int>>(0);
+    Rig rig({}, {}, [refusing, commits](ledger::Ledger&) -> lmdb::CommitHook {
+        return [refusing, commits](lmdb::Txn&, ByteView) -> lmdb::Status {
+            if (*refusing) return Unexpected{lmdb::Error{lmdb::commit_refused_rc, "publish", "the stream refused the commit"}};
+            ++*commits;
+            return Ok{};
+        };
+    });
+    rig.sign_on();
+    CHECK(*commits > 0);  // the fixed accounts and the registry went through the hook
+    refusing->store(true);
+    CHECK(rig.code(upload_message(Tap{}, 7)) == "91");
+    CHECK(rig.payable(bus_operator) == 0);
+    CHECK(rig.shadow(card_a) == 5000);
+    refusing->store(false);  // the same record, re-uploaded once the stream takes commits again
+    CHECK(rig.code(upload_message(Tap{}, 8)) == "00");
+    CHECK(rig.payable(bus_operator) == 200);
+}
+
 TEST_CASE("a valid TAC moves the fare from the card's purse shadow to the participant's payable") {
     Rig rig;
     rig.sign_on();

@@ -65,7 +65,7 @@ class HttpStack(it.Stack):
             json.dump(registry, f)
         it.run([self.clearingd, "admin", "--data", self.data, "load", path])
         for name, roles in (("alice", "hotlist,registry,settlement,read"), ("reader", "read"), ("settler", "settlement"),
-                            ("maker", "adjust"), ("checker", "adjust,read")):
+                            ("maker", "adjust"), ("checker", "adjust,read"), ("keeper", "clerks")):
             # Both spellings: `admin --data DIR clerk-add` and the documented `admin clerk-add --data DIR`.
             where = ["admin", "--data", self.data, "clerk-add"] if name != "settler" else ["admin", "clerk-add", "--data", self.data]
             out = it.run([self.clearingd, *where, "--name", name, "--roles", roles]).stdout.strip()
@@ -664,6 +664,7 @@ def phase_api(stack, openapi_path):
     check_card_reads(stack, client)
     check_refusals(stack, client)
     check_clerk(stack, client)
+    check_clerk_admin(stack, client)
     window, expected = check_transfers(stack, client)
     check_adjustments(stack, client, window, expected)
     check_isolation(stack, seen)
@@ -674,6 +675,40 @@ def phase_api(stack, openapi_path):
     it.log(f"  ok  check after the API phase: {report['transfers']} transfers")
     check_clerk_revoke(stack, seen)
     check_address_limit(stack, seen)
+
+
+def check_clerk_admin(stack, client):
+    """Clerk administration while serving (role clerks): add a clerk (token once), list, revoke — each
+    journaled; the revoked token answered 401 at once; bad bodies 400; no self-revocation."""
+    keeper = stack.clerk["keeper"]
+    status, body = client.call("POST", "/v1/clerk/clerks", stack.clerk["alice"], {"name": "night", "roles": "read"})[:2]
+    assert_error(status, body, 403, "forbidden")
+    for bad in ("[]", {"name": "night"}, {"name": "two words", "roles": "read"}, {"name": "night", "roles": "root"}):
+        status, body = client.call("POST", "/v1/clerk/clerks", keeper, bad)[:2]
+        assert_error(status, body, 400)
+    status, body = client.call("POST", "/v1/clerk/clerks", keeper, {"name": "night", "roles": "read,hotlist"})[:2]
+    assert status == 201 and body["name"] == "night" and body["roles"] == ["hotlist", "read"], (status, body)
+    night = body["token"]
+    stack.secrets.append(night)
+    stack.issued_online.append(night)  # shown once, in this 201
+    assert night.startswith("clerk_")
+    assert client.get("/v1/clerk/risk", night)[0] == 200  # the new token works at once
+    status, body = client.get("/v1/clerk/clerks", keeper)
+    assert status == 200 and any(c["name"] == "night" and not c["revoked"] for c in body["clerks"]), body
+    assert "clerk_" not in json.dumps(body), body
+    status, body = client.call("DELETE", "/v1/clerk/clerks/keeper", keeper)[:2]
+    assert_error(status, body, 409)
+    status, body = client.call("DELETE", "/v1/clerk/clerks/night", keeper)[:2]
+    assert status == 200 and body == {"name": "night", "revoked": 1}, (status, body)
+    status, body = client.get("/v1/clerk/risk", night)
+    assert_error(status, body, 401, "unauthorized")
+    status, body = client.call("DELETE", "/v1/clerk/clerks/night", keeper)[:2]
+    assert_error(status, body, 409)
+    actions = [(e["clerk"], e["action"], e["target"], e["outcome"]) for e in journal_entries(client, stack.clerk["alice"], "clerk_add")]
+    actions += [(e["clerk"], e["action"], e["target"], e["outcome"]) for e in journal_entries(client, stack.clerk["alice"], "clerk_revoke")]
+    assert ("keeper", "clerk_add", "night", "ok") in actions and ("keeper", "clerk_revoke", "night", "ok") in actions, actions
+    it.log("  ok  clerks while serving: added (token once, works at once), listed without tokens, revoked (401 at once), "
+           "journaled; 400 on bad bodies, 403 without the role, 409 on self or repeat")
 
 
 def check_address_limit(stack, seen):

@@ -64,9 +64,9 @@ class NatsCluster:
                     f"max_payload: 8388608\n"
                     f'jetstream {{ store_dir: "{d}/n{node + 1}", max_memory_store: 256MB, max_file_store: 2GB }}\n'
                     f"{tls}cluster {{\n  name: coconut\n  listen: 127.0.0.1:{cluster}\n"
-                    f"  authorization {{ user: route, password: {self.route_password} }}\n  {tls}  routes: [\n{routes}\n  ]\n}}\n"
+                    f"  authorization {{ user: route, password: \"{self.route_password}\" }}\n  {tls}  routes: [\n{routes}\n  ]\n}}\n"
                     "accounts {\n  CLEARING {\n    jetstream: enabled\n    users: [\n"
-                    f"      {{ user: clearing, password: {self.password}, permissions: {{\n"
+                    f"      {{ user: clearing, password: \"{self.password}\", permissions: {{\n"
                     '          publish: { allow: ["coconut.journal", "$KV.COCONUT_LEASE.>", "$JS.API.>", "$JS.ACK.>"] }\n'
                     '          subscribe: { allow: ["_INBOX.>"] } } }\n    ]\n  }\n}\n')
 

@@ -54,6 +54,8 @@ class ClusterNode:
         shutil.copytree(stack.data, self.data, ignore=shutil.ignore_patterns("clearingd.lock", "lock.mdb"))
 
     def start(self):
+        if os.path.exists(self.status_file):
+            os.remove(self.status_file)  # a restarted node's role is what it says now, not before its death
         self.process = subprocess.Popen(
             [self.stack.clearingd, "serve", "--cluster-node", self.name, *self.nats.client_args(), "--cluster-key", self.key,
              "--cluster-status-file", self.status_file, "--lease-ttl-ms", "2000", "--iso-listen", f"127.0.0.1:{self.port}",
@@ -61,6 +63,13 @@ class ClusterNode:
              "--data", self.data, "--hsm", f"127.0.0.1:{self.stack.hsm_port}", "--hsm-key", self.stack.key,
              *self.stack.tls.server_args()],
             stdout=open(self.log_file, "a"), stderr=subprocess.STDOUT)
+
+    def print_stacks(self):
+        """Where the node's threads are (gdb), for a failure message."""
+        if self.alive() and shutil.which("gdb"):
+            stacks = subprocess.run(["gdb", "-p", str(self.process.pid), "-batch", "-ex", "thread apply all bt 12"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60).stdout
+            print(f"node {self.name} threads:\n" + "\n".join(l for l in stacks.splitlines() if l.startswith(("#", "Thread"))))
 
     def status(self):
         try:
@@ -79,7 +88,13 @@ class ClusterNode:
     def stop(self):
         if self.alive():
             self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=WAIT_S)
+            try:
+                self.process.wait(timeout=WAIT_S)
+            except subprocess.TimeoutExpired:
+                self.print_stacks()
+                self.process.kill()
+                self.process.wait(timeout=WAIT_S)
+                raise AssertionError(f"node {self.name} did not stop within {WAIT_S} s of SIGTERM (see {self.log_file})")
         return self.process.returncode
 
 
@@ -190,7 +205,11 @@ class Cluster:
         target = primary.status()["position"]
         deadline = time.time() + WAIT_S
         while any(n.status().get("position", 0) < target for n in self.nodes):
-            assert time.time() < deadline, [(n.name, n.status()) for n in self.nodes]
+            if time.time() > deadline:
+                for node in self.nodes:
+                    if node.status().get("position", 0) < target:
+                        node.print_stacks()
+                raise AssertionError(f"not every node applied position {target}: {[(n.name, n.status()) for n in self.nodes]}")
             time.sleep(0.1)
         for node in self.nodes:
             assert node.stop() == 0, f"node {node.name} did not stop cleanly (see {node.log_file})"

@@ -305,11 +305,9 @@ std::optional<ledger::Id> parse_id_hex(std::string_view text) {
 }
 
 std::optional<std::uint8_t> parse_roles(std::string_view text) {
-    static const std::map<std::string_view, std::uint8_t> names{{"hotlist", roles::hotlist},
-                                                                {"registry", roles::registry},
-                                                                {"settlement", roles::settlement},
-                                                                {"read", roles::read},
-                                                                {"adjust", roles::adjust}};
+    static const std::map<std::string_view, std::uint8_t> names{{"hotlist", roles::hotlist},       {"registry", roles::registry},
+                                                                {"settlement", roles::settlement}, {"read", roles::read},
+                                                                {"adjust", roles::adjust},         {"clerks", roles::clerks}};
     std::uint8_t out = 0;
     for (;;) {
         const auto comma = text.find(',');
@@ -328,6 +326,7 @@ std::vector<std::string> role_names(std::uint8_t bits) {
     if (bits & roles::settlement) out.emplace_back("settlement");
     if (bits & roles::read) out.emplace_back("read");
     if (bits & roles::adjust) out.emplace_back("adjust");
+    if (bits & roles::clerks) out.emplace_back("clerks");
     return out;
 }
 
@@ -603,14 +602,17 @@ Result<std::vector<Adjustment>> Tokens::adjustments(std::uint64_t after_number, 
 
 // ---- offline commands ------------------------------------------------------------------------------------
 
-Result<std::string> add_clerk(ledger::Ledger& ledger, Tokens& tokens, std::string_view name, std::uint8_t roles) {
-    if (name.empty() || name.size() > clerk_name_chars_max) {
-        return Unexpected<Error>{Error{ErrorCode::bad_input, fmt::format("clerk name must be 1 to {} characters", clerk_name_chars_max)}};
-    }
+std::optional<std::string> clerk_name_problem(std::string_view name) {
+    if (name.empty() || name.size() > clerk_name_chars_max)
+        return fmt::format("clerk name must be 1 to {} characters", clerk_name_chars_max);
     for (char c : name) {
-        if (c < 0x21 || c > 0x7E)
-            return Unexpected<Error>{Error{ErrorCode::bad_input, "clerk name must be printable ASCII without spaces"}};
+        if (c < 0x21 || c > 0x7E) return std::string("clerk name must be printable ASCII without spaces");
     }
+    return std::nullopt;
+}
+
+Result<std::string> add_clerk(ledger::Ledger& ledger, Tokens& tokens, std::string_view name, std::uint8_t roles) {
+    if (auto problem = clerk_name_problem(name)) return Unexpected<Error>{Error{ErrorCode::bad_input, *problem}};
     if (roles == 0 || (roles & ~roles::all) != 0) return Unexpected<Error>{Error{ErrorCode::bad_input, "clerk roles invalid"}};
     std::string token = Tokens::new_token(clerk_token_prefix);
     const Clerk clerk{std::string(name), roles, now_ns()};

@@ -558,8 +558,8 @@ void Engine::review(std::shared_ptr<Upload> upload, RiskKind kind) {
         auto done = [this, upload, reply = std::move(reply)] {
             if (!reply) {
                 detail::log_storage_failure("ledger: " + reply.error().message);
-                return finish(upload, reply.error().code == ledger::ErrorCode::stopped ? ResponseCode::issuer_inoperative
-                                                                                       : ResponseCode::system_malfunction);
+                return finish(upload,
+                              unavailable_here(reply.error().code) ? ResponseCode::issuer_inoperative : ResponseCode::system_malfunction);
             }
             COCONUT_ASSERT(reply->size() == 1, "one result per event submitted");
             const ledger::ResultCode code = (*reply)[0].code;
@@ -709,8 +709,7 @@ lmdb::Status Engine::record_booking(lmdb::Txn& txn, Upload& upload) {
 void Engine::answer_booking(const std::shared_ptr<Upload>& upload, const ledger::Reply& reply) {
     if (!reply) {
         detail::log_storage_failure("ledger: " + reply.error().message);
-        return finish(upload, reply.error().code == ledger::ErrorCode::stopped ? ResponseCode::issuer_inoperative
-                                                                               : ResponseCode::system_malfunction);
+        return finish(upload, unavailable_here(reply.error().code) ? ResponseCode::issuer_inoperative : ResponseCode::system_malfunction);
     }
     COCONUT_ASSERT(reply->size() == 1, "one result per event submitted");
     const ledger::ResultCode code = (*reply)[0].code;

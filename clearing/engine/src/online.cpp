@@ -193,8 +193,8 @@ void Engine::submit(std::shared_ptr<Online> online, ledger::Transfer transfer,
     auto on_commit = [this, online, done = std::move(done), id = transfer.id](ledger::Reply reply) {
         if (!reply) {
             detail::log_storage_failure("ledger: " + reply.error().message);
-            return answer(online, reply.error().code == ledger::ErrorCode::stopped ? ResponseCode::issuer_inoperative
-                                                                                   : ResponseCode::system_malfunction);
+            return answer(online,
+                          unavailable_here(reply.error().code) ? ResponseCode::issuer_inoperative : ResponseCode::system_malfunction);
         }
         COCONUT_ASSERT(reply->size() == 1, "one result per event submitted");
         const ledger::ResultCode code = (*reply)[0].code;

@@ -231,7 +231,8 @@ Status Txn::commit() {
             parent_->changes_->insert(parent_->changes_->end(), changes->begin(), changes->end());
         } else if (auto accepted = capture_->hook(*this, *changes); !accepted) {
             abort();
-            return Unexpected{Error{commit_refused_rc, "mdb_txn_commit", accepted.error().message()}};
+            const Error& why = accepted.error();
+            return Unexpected{Error{commit_refused_rc, "mdb_txn_commit", why.rc == commit_refused_rc ? why.detail : why.message()}};
         }
     }
     const int rc = mdb_txn_commit(std::exchange(txn_, nullptr));  // frees the handle even on failure

@@ -73,7 +73,7 @@ Result<JournalHead> Ledger::apply_replicated(ByteView changes, std::uint64_t pos
         return Unexpected{
             replication_error(s, fmt::format("replicated commit at position {} does not follow position {}", position, *held))};
     const auto before = read_head(*txn, s);
-    if (!before) return Unexpected{corrupt("ledger journal head does not decode")};
+    if (!before) return Unexpected{Error{ErrorCode::corrupt, "ledger journal head does not decode"}};
     if (auto applied = lmdb::apply_changes(s.env, *txn, changes); !applied) return Unexpected{to_error(applied.error(), s)};
     const auto after = read_head(*txn, s);
     if (!after) return Unexpected{replication_error(s, fmt::format("the journal head written at position {} does not decode", position))};

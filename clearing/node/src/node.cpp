@@ -23,6 +23,11 @@ using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 std::atomic<bool> stop_requested{false};
+// How long a starting node retries creating or opening the stream and the lease bucket.
+constexpr std::chrono::seconds setup_wait{60};
+// How long a node that took the lease may take to apply the stream up to its end before it gives the
+// lease back (the stream's leader may be moving: 4–8 s here).
+constexpr std::chrono::seconds catch_up_wait{30};
 extern "C" void request_stop(int) { stop_requested = true; }
 
 // SIGINT / SIGTERM while standby: finish the message in hand, then stop (the primary's Daemon handles
@@ -168,15 +173,21 @@ coconut::Result<std::unique_ptr<Standby>, NodeError> open_standby(const DaemonOp
     return standby;
 }
 
-// Applies what the reader has until the stream's last sequence (read now) is in the ledger.
+// Applies what the reader has until the stream's last sequence (read now) is in the ledger. A NATS
+// error is Kind::nats (transient: the caller gives the lease back and stays a standby); a message that
+// cannot be applied is Kind::journal (fatal).
 coconut::Status<NodeError> catch_up(Node& node, ledger::Ledger& ledger, cluster::JournalReader& reader) {
+    const auto deadline = Clock::now() + catch_up_wait;
     auto last = cluster::last_sequence(node.nats, node.options.stream.name);
+    while (!last && last.error().code == cluster::ErrorCode::unavailable && Clock::now() < deadline) {
+        std::this_thread::sleep_for(100ms);
+        last = cluster::last_sequence(node.nats, node.options.stream.name);
+    }
     if (!last) return failure(NodeError::Kind::nats, "the stream's last sequence: " + last.error().message);
-    const auto deadline = Clock::now() + 60s;
     while (node.position < *last) {
         if (Clock::now() > deadline)
-            return failure(NodeError::Kind::nats,
-                           fmt::format("could not read the stream up to {} within 60 s (at {})", *last, node.position.load()));
+            return failure(NodeError::Kind::nats, fmt::format("could not read the stream up to {} within {} s (at {})", *last,
+                                                              catch_up_wait.count(), node.position.load()));
         auto batch = reader.next_batch(500ms);
         if (!batch) continue;  // unavailable: the reader resumes where it was
         for (const auto& message : *batch)
@@ -226,7 +237,9 @@ coconut::Result<StandbyEnd, NodeError> follow(Node& node, ledger::Ledger& ledger
         node.say(fmt::format("took the lease (revision {}); applying the stream up to its end", revision));
         if (auto caught = catch_up(node, ledger, *reader); !caught) {
             (void)node.lease().release(revision);
-            return Unexpected{caught.error()};
+            if (caught.error().kind != NodeError::Kind::nats) return Unexpected{caught.error()};
+            node.say("gave the lease back: " + caught.error().message);  // NATS is failing over: stay a standby
+            continue;
         }
         return StandbyEnd::promoted;
     }
@@ -352,12 +365,27 @@ coconut::Status<NodeError> run_node(DaemonOptions daemon, const NodeOptions& opt
     if (!connected) return failure(NodeError::Kind::nats, "cannot connect to NATS: " + connected.error().message);
     if (auto ready = cluster::wait_for_jetstream(*connected, 30s); !ready)
         return failure(NodeError::Kind::nats, "NATS JetStream is not available: " + ready.error().message);
-    if (auto stream = cluster::ensure_stream(*connected, options.stream); !stream)
-        return failure(NodeError::Kind::nats, "the journal stream: " + stream.error().message);
     Node node(options, log, std::move(connected).value());
-    auto lease = cluster::Lease::open(node.nats, options.lease);
-    if (!lease) return failure(NodeError::Kind::nats, "the leadership lease: " + lease.error().message);
-    node.lease_slot.emplace(std::move(lease).value());
+    // Nodes starting together race to create the stream and the bucket; creating an R3 stream takes
+    // longer than one request's timeout while the servers elect its leader: retry what is transient.
+    const auto deadline = Clock::now() + setup_wait;
+    for (;;) {
+        auto stream = cluster::ensure_stream(node.nats, options.stream);
+        if (stream) break;
+        if (stream.error().code != cluster::ErrorCode::unavailable || Clock::now() > deadline)
+            return failure(NodeError::Kind::nats, "the journal stream: " + stream.error().message);
+        std::this_thread::sleep_for(250ms);
+    }
+    for (;;) {
+        auto lease = cluster::Lease::open(node.nats, options.lease);
+        if (lease) {
+            node.lease_slot.emplace(std::move(lease).value());
+            break;
+        }
+        if (lease.error().code != cluster::ErrorCode::unavailable || Clock::now() > deadline)
+            return failure(NodeError::Kind::nats, "the leadership lease: " + lease.error().message);
+        std::this_thread::sleep_for(250ms);
+    }
     for (;;) {
         catch_stop_signals();
         std::uint64_t revision = 0;

@@ -266,6 +266,10 @@ std::optional<ApiResponse> read_status_body(const ApiRequest& request, std::opti
     if (reason.size() > name_chars_max) return bad_request("reason longer than 128 characters");
     return std::nullopt;
 }
+// clerks.cpp
+void add_clerk_route(Call& call);
+void revoke_clerk_route(Call& call);
+void list_clerks(Call& call);
 // participants.cpp
 void register_participant(Call& call);
 // terminals.cpp

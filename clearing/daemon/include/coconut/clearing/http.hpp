@@ -63,7 +63,8 @@ inline constexpr std::uint8_t registry = 1u << 1;    // register participants, t
 inline constexpr std::uint8_t settlement = 1u << 2;  // post the transfers of a settlement cycle (only those)
 inline constexpr std::uint8_t read = 1u << 3;        // look up cards, risk flags, suspense, the journal
 inline constexpr std::uint8_t adjust = 1u << 4;      // propose, approve or reject manual adjustments (maker-checker)
-inline constexpr std::uint8_t all = hotlist | registry | settlement | read | adjust;
+inline constexpr std::uint8_t clerks = 1u << 5;      // add clerks, revoke their tokens, list them (while serving)
+inline constexpr std::uint8_t all = hotlist | registry | settlement | read | adjust | clerks;
 }  // namespace roles
 // "hotlist,read" → bits; nullopt for an unknown or empty name.
 std::optional<std::uint8_t> parse_roles(std::string_view text);
@@ -184,6 +185,9 @@ private:
     explicit Tokens(std::unique_ptr<State> state);
     std::unique_ptr<State> state_;
 };
+
+// What is wrong with a clerk name (1–64 printable ASCII characters, no space), nullopt when nothing.
+std::optional<std::string> clerk_name_problem(std::string_view name);
 
 // Offline commands (the daemon stopped, the directory locked by the caller). Each commits once.
 // clerk-add: returns the new clerk token (shown once).

@@ -60,6 +60,14 @@ public:
 
 // ---- authorization engine -------------------------------------------------------------------------------
 
+// A booking this node could not commit because it cannot book at all now — the writer is stopping, or
+// (a cluster node) the journal stream refused the commit and the node is stepping down — is answered 91
+// (issuer inoperative): the terminal keeps the record and tries again, at its next clearing endpoint.
+// Any other storage failure is 96.
+inline bool unavailable_here(ledger::ErrorCode code) {
+    return code == ledger::ErrorCode::stopped || code == ledger::ErrorCode::replication;
+}
+
 // Per-connection state the engine keeps (sign-on).
 struct SessionState {
     std::set<std::string> signed_on;  // field 41 of terminals signed on over this connection
