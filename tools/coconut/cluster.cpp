@@ -37,21 +37,26 @@ constexpr const char* journal_stream_name = "COCONUT_JOURNAL";  // clearing/clus
 
 double cluster_elapsed_s(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// A port free on loopback now (the kernel's choice); the lease advertises a node's ISO 8583 port, so the
-// nodes cannot listen on port 0.
-std::uint16_t free_loopback_port() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t length = sizeof address;
-    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-        if (fd >= 0) ::close(fd);
-        fail(exit_codes::io_error, "cannot find a free loopback port");
+// `count` distinct ports free on loopback now (the kernel's choice, all bound at once so none repeats);
+// the lease advertises a node's ISO 8583 port, so the nodes cannot listen on port 0.
+std::vector<std::uint16_t> free_loopback_ports(std::size_t count) {
+    std::vector<int> sockets;
+    std::vector<std::uint16_t> ports;
+    for (std::size_t i = 0; i < count; ++i) {
+        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in address{};
+        address.sin_family = AF_INET;
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        socklen_t length = sizeof address;
+        if (fd >= 0) sockets.push_back(fd);
+        if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+            ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0)
+            break;
+        ports.push_back(ntohs(address.sin_port));
     }
-    ::close(fd);
-    return ntohs(address.sin_port);
+    for (const int fd : sockets) ::close(fd);
+    if (ports.size() != count) fail(exit_codes::io_error, "cannot find free loopback ports");
+    return ports;
 }
 
 bool loopback_accepts(std::uint16_t port) {
@@ -103,16 +108,23 @@ ClearingCluster::ClearingCluster(const WorldPaths& world, ClusterSetup setup)
     write_secret(dir_ / "nats" / "clearing.password", nats_password_ + "\n");
     make_certificates();
     run_tool_or_fail({require_tool("coconut-clearingd"), "cluster-key", "--out", (dir_ / "cluster.key").string()});
+    // Per NATS server: client, route, monitoring; per node: ISO 8583, HTTP.
+    const std::vector<std::uint16_t> ports = free_loopback_ports(nodes_count * 5);
+    auto port = ports.begin();
     nats_.resize(nodes_count);
-    for (auto& server : nats_) server = {free_loopback_port(), free_loopback_port(), free_loopback_port(), {}};
+    for (auto& server : nats_) {
+        server.client_port = *port++;
+        server.route_port = *port++;
+        server.monitor_port = *port++;
+    }
     for (std::size_t i = 0; i < nodes_count; ++i) write_nats_config(i);
     start_nats();
     seed_nodes();
     nodes_.resize(nodes_count);
     for (std::size_t i = 0; i < nodes_count; ++i) {
         nodes_[i].name = node_names[i];
-        nodes_[i].iso_port = free_loopback_port();
-        nodes_[i].http_port = free_loopback_port();
+        nodes_[i].iso_port = *port++;
+        nodes_[i].http_port = *port++;
     }
     // The first node creates the journal stream and the lease bucket; the others start once it serves
     // (three nodes creating them at the same moment can time out on a loaded machine).
