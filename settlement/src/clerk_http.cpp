@@ -96,13 +96,26 @@ Result<std::unique_ptr<ClerkConnection>> ClerkConnection::create(ClerkEndpoint e
 
 Result<ClerkAnswer> ClerkConnection::post_json(std::string_view target, std::string_view token, std::string body,
                                                std::chrono::seconds timeout, std::size_t response_bytes_max) {
-    const std::string where = fmt::format("clearing daemon at {}://{}:{}", scheme_of(endpoint_), endpoint_.host, endpoint_.port);
     http::request<http::string_body> request{http::verb::post, std::string(target), 11};
     request.set(http::field::host, endpoint_.host);
     request.set(http::field::authorization, fmt::format("Bearer {}", token));
     request.set(http::field::content_type, "application/json");
     request.body() = std::move(body);
     request.prepare_payload();
+    return send(request, timeout, response_bytes_max);
+}
+
+Result<ClerkAnswer> ClerkConnection::get(std::string_view target, std::string_view token, std::chrono::seconds timeout,
+                                         std::size_t response_bytes_max) {
+    http::request<http::string_body> request{http::verb::get, std::string(target), 11};
+    request.set(http::field::host, endpoint_.host);
+    request.set(http::field::authorization, fmt::format("Bearer {}", token));
+    return send(request, timeout, response_bytes_max);
+}
+
+Result<ClerkAnswer> ClerkConnection::send(const http::request<http::string_body>& request, std::chrono::seconds timeout,
+                                          std::size_t response_bytes_max) {
+    const std::string where = fmt::format("clearing daemon at {}://{}:{}", scheme_of(endpoint_), endpoint_.host, endpoint_.port);
     try {
         boost::asio::io_context io;
         tcp::resolver resolver(io);

@@ -12,6 +12,9 @@
 
 #include "internal.hpp"
 
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
 #include <chrono>
 #include <filesystem>
 #include <memory>
@@ -49,12 +52,17 @@ public:
     Result<ClerkAnswer> post_json(std::string_view target, std::string_view token, std::string body, std::chrono::seconds timeout,
                                   std::size_t response_bytes_max);
 
+    // GET `target` with the bearer token, bounded like post_json.
+    Result<ClerkAnswer> get(std::string_view target, std::string_view token, std::chrono::seconds timeout, std::size_t response_bytes_max);
+
     const ClerkEndpoint& endpoint() const { return endpoint_; }
 
     struct Tls;
 
 private:
     ClerkConnection(ClerkEndpoint endpoint, std::unique_ptr<Tls> tls);
+    Result<ClerkAnswer> send(const boost::beast::http::request<boost::beast::http::string_body>& request, std::chrono::seconds timeout,
+                             std::size_t response_bytes_max);
     ClerkEndpoint endpoint_;
     std::unique_ptr<Tls> tls_;  // null for http://
 };

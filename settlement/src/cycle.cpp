@@ -141,6 +141,7 @@ std::string_view to_string(ErrorCode code) {
         case ErrorCode::incomplete: return "incomplete";
         case ErrorCode::wrong_state: return "wrong_state";
         case ErrorCode::untrusted: return "untrusted";
+        case ErrorCode::behind: return "behind";
     }
     return "unknown";
 }

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 namespace coconut::settlement {
 
@@ -196,6 +197,47 @@ Result<std::unique_ptr<Poster>> make_http_poster(std::string_view endpoint, std:
     if (token.empty()) return Unexpected{Error{ErrorCode::bad_input, "the clerk token is empty"}};
     COCONUT_TRY(connection, ClerkConnection::create(std::move(parsed), ca_file));
     return std::unique_ptr<Poster>(std::make_unique<HttpPoster>(std::move(connection), std::move(token)));
+}
+
+// ---- settling on a standby ----------------------------------------------------------------------------
+
+namespace {
+
+Result<std::uint64_t> daemon_position(ClerkConnection& connection, const std::string& token) {
+    COCONUT_TRY(answer, connection.get("/v1/clerk/cluster/position", token, std::chrono::seconds(30), 64 * 1024));
+    const auto body = nlohmann::json::parse(answer.body, nullptr, false);
+    if (answer.status != 200) {
+        std::string message = answer.body;
+        if (body.is_object() && body.contains("error") && body["error"].is_object()) message = body["error"].value("message", message);
+        return Unexpected{Error{ErrorCode::posting, fmt::format("the daemon's position: answered {}: {}", answer.status, message)}};
+    }
+    if (!body.is_object() || !body.contains("position") || !body["position"].is_number_unsigned())
+        return Unexpected{Error{ErrorCode::posting, "the daemon's position: not a position answer: " + answer.body}};
+    return body["position"].get<std::uint64_t>();
+}
+
+}  // namespace
+
+Result<CaughtUp> wait_for_daemon_position(const ledger::Ledger& ledger, std::string_view endpoint, const std::string& token,
+                                          const std::filesystem::path& ca_file, std::chrono::seconds bound) {
+    COCONUT_TRY(parsed, parse_clerk_endpoint(endpoint));
+    COCONUT_TRY(connection, ClerkConnection::create(std::move(parsed), ca_file));
+    CaughtUp caught;
+    COCONUT_TRY(target, daemon_position(*connection, token));
+    caught.daemon_position = target;
+    const auto start = std::chrono::steady_clock::now();
+    for (;;) {
+        auto here = ledger.replicated_position();
+        if (!here) return Unexpected{Error{ErrorCode::storage, "the ledger's stream position: " + here.error().message}};
+        caught.ledger_position = *here;
+        caught.waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+        if (*here >= target) return caught;
+        if (caught.waited >= bound)
+            return Unexpected{Error{ErrorCode::behind, fmt::format("the ledger read holds stream position {}, the daemon held {} when the "
+                                                                   "run started; not reached within {} s (is the standby applying?)",
+                                                                   *here, target, bound.count())}};
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
 }
 
 // ---- the daemon's directory lock ----------------------------------------------------------------------

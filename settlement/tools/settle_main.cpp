@@ -32,6 +32,7 @@ constexpr int exit_invalid_file = 9;  // a camt file is malformed or invalid: no
 constexpr int exit_incomplete = 10;   // reconciliation: missing / mismatched / duplicate entries
 constexpr int exit_wrong_state = 11;  // e.g. reconcile before posting
 constexpr int exit_untrusted = 12;    // https://: the daemon's certificate refused (--ca, host): fix the configuration
+constexpr int exit_behind = 13;       // --data (a standby) did not reach the daemon's stream position in time: run later
 
 int exit_for(ErrorCode code) {
     switch (code) {
@@ -46,6 +47,7 @@ int exit_for(ErrorCode code) {
         case ErrorCode::incomplete: return exit_incomplete;
         case ErrorCode::wrong_state: return exit_wrong_state;
         case ErrorCode::untrusted: return exit_untrusted;
+        case ErrorCode::behind: return exit_behind;
     }
     return exit_internal;
 }
@@ -104,6 +106,7 @@ struct RunArgs {
     std::string schemas;
     bool direct = false;
     bool dry_run = false;
+    std::uint32_t standby_wait_s = 120;
     std::uint32_t margin_s = static_cast<std::uint32_t>(settlement::settling_margin.count());
 };
 
@@ -163,6 +166,20 @@ int run(const RunArgs& a) {
     } else {
         auto token = clerk_token(a.token_file);
         if (!token) return fail(token.error());
+        // --data may be a standby's copy: settle only once it holds everything the daemon had committed
+        // when this run started (settlement/README.md "Settling on a standby").
+        auto caught = wait_for_daemon_position(**ledger, a.clearingd, *token, a.ca, std::chrono::seconds(a.standby_wait_s));
+        if (!caught) {
+            // A directory that holds no stream position (a single daemon's own) cannot lag behind: with the
+            // daemon unreachable now, the files are still written and the posting retried later.
+            auto here = (*ledger)->replicated_position();
+            const bool daemon_failed = caught.error().code == ErrorCode::posting || caught.error().code == ErrorCode::untrusted;
+            if (!daemon_failed || !here || *here != 0) return fail(caught.error());
+            std::cerr << "coconut-settle: " << caught.error().message << " (--data holds no stream position: settling without it)\n";
+        } else if (caught->daemon_position > 0) {
+            std::cerr << fmt::format("coconut-settle: --data holds stream position {}, the daemon {} when the run started (waited {} ms)\n",
+                                     caught->ledger_position, caught->daemon_position, caught->waited.count());
+        }
         auto made = make_http_poster(a.clearingd, std::move(*token), a.ca);
         if (!made) return fail(made.error());
         poster = std::move(*made);
@@ -324,6 +341,12 @@ int main(int argc, char** argv) {
     run_cmd->add_option("--ca", run_args.ca,
                         "https://: PEM CA certificate(s) the daemon's certificate must chain to; it must also name the URL's host "
                         "(TLS 1.2 at least; a refused certificate exits 12 before the token is sent)");
+    run_cmd
+        ->add_option("--standby-wait-s", run_args.standby_wait_s,
+                     "with --clearingd: wait at most this long for --data (e.g. a standby's copy) to reach the stream position the "
+                     "daemon holds when the run starts; exit 13 if it does not")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 86400));
     run_cmd->add_flag("--direct", run_args.direct, "post directly into the ledger (only while no daemon serves --data)");
     run_cmd->add_flag("--dry-run", run_args.dry_run, "compute and print; write and post nothing");
     run_cmd->add_option("--schemas", run_args.schemas, "directory of the ISO 20022 XSDs");

@@ -151,7 +151,8 @@ TEST_CASE("card numbers are the ASN's rightmost 16 digits; roles parse by name")
     CHECK(!http::parse_roles(""));
     CHECK(!http::parse_roles("read,admin"));
     CHECK(!http::parse_roles("read,"));
-    CHECK(http::role_names(http::roles::all) == std::vector<std::string>{"hotlist", "registry", "settlement", "read", "adjust"});
+    CHECK(http::role_names(http::roles::all) ==
+          std::vector<std::string>{"hotlist", "registry", "settlement", "read", "adjust", "clerks", "cluster"});
 }
 
 TEST_CASE("add_clerk refuses an empty, spaced or overlong name and empty roles") {

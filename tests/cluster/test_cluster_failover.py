@@ -222,6 +222,11 @@ class Cluster:
             booked = (payable(node.data, stack) - self.payable_before) // AMOUNT
             assert booked == total, f"node {node.name}: {booked} booked of {total} acknowledged (lost or booked twice)"
         assert len(set(heads.values())) == 1, f"the nodes' journal heads differ: {heads}"
+        # `admin` would change one copy alone: refused on a node's directory (reads still answer).
+        refused = run([stack.clearingd, "admin", "--data", self.nodes[0].data, "clerk-add", "--name", "x", "--roles", "read"],
+                      check=False)
+        assert refused.returncode == 5 and "cluster node's copy" in refused.stderr, (refused.returncode, refused.stderr)
+        run([stack.clearingd, "admin", "--data", self.nodes[0].data, "list", "participants"])
         stack.data = self.nodes[0].data
         stack.shadows_match_cards()
         return heads["a"]

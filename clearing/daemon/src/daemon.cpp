@@ -213,7 +213,9 @@ DaemonStatus Daemon::State::start_http() {
                             &engine->stats(),
                             servers.empty() ? nullptr : &servers.front()->stats(),
                             &metered_hsm->stats(),
-                            remote_hsm ? &remote_hsm->link_stats() : nullptr};
+                            remote_hsm ? &remote_hsm->link_stats() : nullptr,
+                            nullptr,
+                            options.data};
     try {
         http_server = std::make_unique<http::HttpServer>(*http_io, services, http_options);
     } catch (const std::exception& e) {

@@ -27,11 +27,25 @@ struct ApiRequest {
     PeerAddress peer{};  // the client's address (IPv4 as ::ffff:a.b.c.d)
 };
 
+// A file sent after an answer's body (a snapshot: clearing/include/coconut/clearing/snapshot.hpp):
+// `bytes` bytes from offset 0 of `fd`, read in chunks as the client takes them. The descriptor is
+// closed, and `done` called, once the answer is written or its connection is gone.
+struct ResponseFile {
+    ResponseFile(int fd_in, std::uint64_t bytes_in, std::function<void()> done_in) : fd(fd_in), bytes(bytes_in), done(std::move(done_in)) {}
+    ~ResponseFile();
+    ResponseFile(const ResponseFile&) = delete;
+    ResponseFile& operator=(const ResponseFile&) = delete;
+    int fd = -1;
+    std::uint64_t bytes = 0;
+    std::function<void()> done;
+};
+
 struct ApiResponse {
     unsigned status = 200;
     std::string_view content_type = "application/json";  // a constant
     std::string body;
     std::vector<std::pair<std::string, std::string>> headers;  // extra (Retry-After, WWW-Authenticate)
+    std::shared_ptr<ResponseFile> file;                        // sent after `body` (Content-Length counts both)
 };
 
 // {"error":{"code":…,"message":…}} with `status`.

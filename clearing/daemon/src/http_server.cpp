@@ -63,7 +63,15 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
     }
 };
 
+ResponseFile::~ResponseFile() {
+    if (fd >= 0) ::close(fd);
+    if (done) done();
+}
+
 namespace {
+
+// A response file is sent in chunks of this size, each under the write deadline.
+constexpr std::size_t file_chunk_bytes = 64 * 1024;
 
 std::string_view view(beast::string_view s) { return {s.data(), s.size()}; }
 
@@ -86,7 +94,7 @@ void serialize(const ApiResponse& r, unsigned version, bool keep_alive, std::str
     // HTTP/1.1 keeps the connection by default, HTTP/1.0 closes it by default.
     if (version >= 11 && !keep_alive) out += "Connection: close\r\n";
     if (version < 11 && keep_alive) out += "Connection: keep-alive\r\n";
-    fmt::format_to(std::back_inserter(out), "Content-Length: {}\r\n\r\n", r.body.size());
+    fmt::format_to(std::back_inserter(out), "Content-Length: {}\r\n\r\n", r.body.size() + (r.file ? r.file->bytes : 0));
     out += r.body;
 }
 
@@ -172,14 +180,37 @@ private:
         keep_alive = keep_alive && !server_->stopping.load();
         out_.clear();
         serialize(response, version_, keep_alive, out_);
+        file_ = std::move(response.file);
         beast::get_lowest_layer(stream_).expires_after(server_->options.write_timeout);
         net::async_write(stream_, net::buffer(out_),
                          [self = this->shared_from_this(), keep_alive, status = response.status](beast::error_code ec, std::size_t) {
-                             self->server_->record(status, std::chrono::steady_clock::now() - self->started_);
-                             if (ec == beast::error::timeout) self->server_->stats.timeouts.fetch_add(1, std::memory_order_relaxed);
-                             if (ec) return;
-                             if (!keep_alive) return self->close();
-                             self->read();
+                             if (!ec && self->file_) return self->send_file(0, status, keep_alive);
+                             self->written(ec, status, keep_alive);
+                         });
+    }
+
+    void written(beast::error_code ec, unsigned status, bool keep_alive) {
+        file_.reset();
+        server_->record(status, std::chrono::steady_clock::now() - started_);
+        if (ec == beast::error::timeout) server_->stats.timeouts.fetch_add(1, std::memory_order_relaxed);
+        if (ec) return;
+        if (!keep_alive) return close();
+        read();
+    }
+
+    // The response file from `offset` on, one chunk per write. A file that cannot be read ends the
+    // connection: the client sees fewer bytes than Content-Length, never a wrong one.
+    void send_file(std::uint64_t offset, unsigned status, bool keep_alive) {
+        if (offset == file_->bytes) return written({}, status, keep_alive);
+        chunk_.resize(file_chunk_bytes);
+        const auto wanted = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_.size(), file_->bytes - offset));
+        const ssize_t got = ::pread(file_->fd, chunk_.data(), wanted, static_cast<off_t>(offset));
+        if (got <= 0) return written(net::error::make_error_code(net::error::broken_pipe), status, false);
+        beast::get_lowest_layer(stream_).expires_after(server_->options.write_timeout);
+        net::async_write(stream_, net::buffer(chunk_.data(), static_cast<std::size_t>(got)),
+                         [self = this->shared_from_this(), offset, status, keep_alive](beast::error_code ec, std::size_t n) {
+                             if (ec) return self->written(ec, status, keep_alive);
+                             self->send_file(offset + n, status, keep_alive);
                          });
     }
 
@@ -209,9 +240,11 @@ private:
     core::AddressTicket address_;  // the connection's slot, released with the session
     beast::flat_buffer buffer_;
     std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
-    std::shared_ptr<Session> handling_;  // this session, while the API handles its request
-    std::string out_;                    // the answer being written (its capacity reused)
-    PeerAddress peer_{};                 // the client's address, for the limit on requests without a valid token
+    std::shared_ptr<Session> handling_;   // this session, while the API handles its request
+    std::string out_;                     // the answer being written (its capacity reused)
+    std::shared_ptr<ResponseFile> file_;  // sent after out_, when the answer has one
+    std::vector<char> chunk_;             // its chunk being written
+    PeerAddress peer_{};                  // the client's address, for the limit on requests without a valid token
     std::chrono::steady_clock::time_point started_;
     static constexpr std::chrono::seconds linger_{2};
     std::array<char, 4096> discard_{};

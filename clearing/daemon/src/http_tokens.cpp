@@ -307,7 +307,8 @@ std::optional<ledger::Id> parse_id_hex(std::string_view text) {
 std::optional<std::uint8_t> parse_roles(std::string_view text) {
     static const std::map<std::string_view, std::uint8_t> names{{"hotlist", roles::hotlist},       {"registry", roles::registry},
                                                                 {"settlement", roles::settlement}, {"read", roles::read},
-                                                                {"adjust", roles::adjust},         {"clerks", roles::clerks}};
+                                                                {"adjust", roles::adjust},         {"clerks", roles::clerks},
+                                                                {"cluster", roles::cluster}};
     std::uint8_t out = 0;
     for (;;) {
         const auto comma = text.find(',');
@@ -327,6 +328,7 @@ std::vector<std::string> role_names(std::uint8_t bits) {
     if (bits & roles::read) out.emplace_back("read");
     if (bits & roles::adjust) out.emplace_back("adjust");
     if (bits & roles::clerks) out.emplace_back("clerks");
+    if (bits & roles::cluster) out.emplace_back("cluster");
     return out;
 }
 

@@ -9,6 +9,7 @@
 #include <coconut/clearing/server.hpp>
 #include <coconut/clearing/http.hpp>
 #include <coconut/clearing/node.hpp>
+#include <coconut/clearing/snapshot.hpp>
 #include <coconut/core/admission.hpp>
 #include <coconut/tls/tls.hpp>
 
@@ -363,6 +364,37 @@ int serve(const ServeOptions& o, const ClusterFlags& cluster) {
     print_started(**daemon, o, open_files);
     (*daemon)->run();
     print_stopped(**daemon);
+    return exit_ok;
+}
+
+// ---- join -----------------------------------------------------------------------------------------------
+
+struct JoinFlags {
+    std::string from;
+    std::string token_file;
+    std::string ca;
+    std::string data;
+    bool replace = false;
+    std::uint32_t timeout_s = 600;
+};
+
+int run_join(const JoinFlags& f) {
+    JoinOptions o;
+    o.from = f.from;
+    o.ca_file = f.ca;
+    o.data = f.data;
+    o.replace = f.replace;
+    o.timeout = std::chrono::seconds(f.timeout_s);
+    std::ifstream in(f.token_file);
+    if (!std::getline(in, o.token) || o.token.empty())
+        return fail(exit_usage, "--token-file " + f.token_file + ": cannot read a clerk token (role cluster) from it");
+    auto joined = join_from_snapshot(o);
+    if (!joined) return fail(exit_for(joined.error()), "join: " + joined.error().message);
+    const SnapshotManifest& m = joined->manifest;
+    std::cout << fmt::format(
+        "coconut-clearingd: joined from {}: {} now holds stream position {} (journal entry {}, {} accounts, {} ledger bytes); "
+        "check ok. Start it with serve --cluster-node: it continues from position {}\n",
+        f.from, f.data, m.position, m.journal_sequence, joined->accounts, m.lmdb_bytes, m.position + 1);
     return exit_ok;
 }
 
@@ -820,7 +852,29 @@ void add_token_commands(CLI::App* admin, AdminCommands& c) {
     c.issue_tokens->add_option("--card", c.token_cards, "16-digit card number (repeatable; none: every card without a token)");
 }
 
+// A data directory that has applied or published journal messages is a cluster node's copy: a change
+// made here would reach no other node (docs/CLUSTER.md "Seeding"). The reason, or nullopt.
+std::optional<std::string> cluster_copy(const std::string& dir) {
+    ledger::Options options;
+    options.directory = dir;
+    options.map_size_bytes = map_size_bytes;
+    options.read_only = true;
+    auto opened = ledger::Ledger::open(options);
+    if (!opened) return std::nullopt;  // the command itself reports what is wrong with the directory
+    auto position = (*opened)->replicated_position();
+    if (!position || *position == 0) return std::nullopt;
+    return fmt::format(
+        "{} is a cluster node's copy (journal stream position {}): a change made here would reach no other node; "
+        "make it through the primary's clerk API (docs/CLUSTER.md)",
+        dir, *position);
+}
+
 int run_admin(const AdminCommands& c, const std::string& data_dir) {
+    const bool writes = c.load->parsed() || c.card_status->parsed() || c.terminal_status->parsed() || c.clerk_add->parsed() ||
+                        c.clerk_revoke->parsed() || c.issue_tokens->parsed();
+    if (writes) {
+        if (auto refused = cluster_copy(data_dir)) return fail(exit_bad_input, *refused);
+    }
     if (c.load->parsed()) return admin_load(data_dir, c.registry_file);
     if (c.list->parsed()) return admin_list(data_dir, c.what);
     if (c.card_status->parsed()) return admin_card_status(data_dir, c.asn_text, c.status_text);
@@ -914,6 +968,18 @@ int main(int argc, char** argv) {
         app.add_subcommand("cluster-key", "write a new random cluster key (give every clearing node a copy, mode 0600)");
     cluster_key_cmd->add_option("--out", cluster_key_out, "the key file to create")->required();
 
+    JoinFlags join;
+    auto* join_cmd =
+        app.add_subcommand("join",
+                           "install a running node's snapshot (ledger + shared files) as this node's data directory (clearing/README.md "
+                           "\"Joining a node\")");
+    join_cmd->add_option("--from", join.from, "the peer's HTTP API, https://HOST:PORT (http:// on loopback only)")->required();
+    join_cmd->add_option("--token-file", join.token_file, "file holding a clerk token with the role cluster")->required();
+    join_cmd->add_option("--ca", join.ca, "https://: PEM CA the peer's HTTP certificate must chain to");
+    join_cmd->add_option("--data", join.data, "the data directory to create (missing or empty)")->required();
+    join_cmd->add_flag("--replace", join.replace, "replace a non-empty data directory (no daemon may serve it; its ledger is lost)");
+    join_cmd->add_option("--timeout-s", join.timeout_s, "bound on the whole download")->capture_default_str()->check(CLI::Range(1, 86400));
+
     std::string data_dir;
     bool as_json = false;
     auto* check_cmd = app.add_subcommand("check", "verify every ledger and registry invariant; exit 1 on a violation");
@@ -945,6 +1011,7 @@ int main(int argc, char** argv) {
             return exit_ok;
         }
         if (check_cmd->parsed()) return run_check(data_dir, as_json);
+        if (join_cmd->parsed()) return run_join(join);
         return run_admin(admin, data_dir);
     } catch (const std::exception& e) {
         return fail(exit_check_failed, std::string("internal error: ") + e.what());

@@ -95,6 +95,12 @@ struct Node {
 
     // Applies one journal message to `ledger` (position + 1 only).
     coconut::Status<NodeError> apply(ledger::Ledger& ledger, const cluster::JournalMessage& message) {
+        if (message.sequence > position + 1)
+            return failure(NodeError::Kind::journal,
+                           fmt::format("the journal stream no longer holds position {} (its first message now is {}: older ones are past "
+                                       "--stream-keep-days): this node's copy is too old to catch up; join again from a snapshot "
+                                       "(coconut-clearingd join --replace)",
+                                       position + 1, message.sequence));
         auto envelope = open_sealed(message.payload, options.key);
         if (!envelope)
             return failure(NodeError::Kind::journal, fmt::format("journal message {} refused: {}", message.sequence, envelope.error()));
@@ -146,7 +152,7 @@ coconut::Status<NodeError> serve_standby_http(Standby& standby, const DaemonOpti
     options.io_threads = 1;
     standby.io = std::make_unique<boost::asio::io_context>(1);
     const http::Services services{*standby.ledger, nullptr, *standby.registry, *standby.tokens, nullptr,
-                                  nullptr,         nullptr, nullptr,           &standby.info};
+                                  nullptr,         nullptr, nullptr,           &standby.info,   d.data};
     try {
         standby.http = std::make_unique<http::HttpServer>(*standby.io, services, options);
     } catch (const std::exception& e) {
@@ -176,10 +182,21 @@ coconut::Result<std::unique_ptr<Standby>, NodeError> open_standby(const DaemonOp
 // Applies what the reader has until the stream's last sequence (read now) is in the ledger. A NATS
 // error is Kind::nats (transient: the caller gives the lease back and stays a standby); a message that
 // cannot be applied is Kind::journal (fatal).
-coconut::Status<NodeError> catch_up(Node& node, ledger::Ledger& ledger, cluster::JournalReader& reader) {
+coconut::Status<NodeError> catch_up(Node& node, ledger::Ledger& ledger, cluster::JournalReader& reader, std::uint64_t& revision) {
     const auto deadline = Clock::now() + catch_up_wait;
+    auto next_renewal = Clock::now() + node.options.lease.ttl / 3;
+    auto renew_when_due = [&]() -> coconut::Status<NodeError> {  // the lease is held from the moment it was taken
+        if (Clock::now() < next_renewal) return Ok{};
+        next_renewal = Clock::now() + node.options.lease.ttl / 3;
+        auto renewed = node.lease().renew(revision, lease_value(node.options));
+        if (renewed) revision = *renewed;
+        else if (renewed.error().code == cluster::LeaseErrorCode::lost)
+            return failure(NodeError::Kind::nats, "lost the lease while applying the stream: " + renewed.error().message);
+        return Ok{};
+    };
     auto last = cluster::last_sequence(node.nats, node.options.stream.name);
     while (!last && last.error().code == cluster::ErrorCode::unavailable && Clock::now() < deadline) {
+        if (auto renewed = renew_when_due(); !renewed) return renewed;
         std::this_thread::sleep_for(100ms);
         last = cluster::last_sequence(node.nats, node.options.stream.name);
     }
@@ -188,7 +205,8 @@ coconut::Status<NodeError> catch_up(Node& node, ledger::Ledger& ledger, cluster:
         if (Clock::now() > deadline)
             return failure(NodeError::Kind::nats, fmt::format("could not read the stream up to {} within {} s (at {})", *last,
                                                               catch_up_wait.count(), node.position.load()));
-        auto batch = reader.next_batch(500ms);
+        if (auto renewed = renew_when_due(); !renewed) return renewed;
+        auto batch = reader.next_batch(250ms);
         if (!batch) continue;  // unavailable: the reader resumes where it was
         for (const auto& message : *batch)
             if (auto applied = node.apply(ledger, message); !applied) return applied;
@@ -235,7 +253,7 @@ coconut::Result<StandbyEnd, NodeError> follow(Node& node, ledger::Ledger& ledger
         }
         revision = *acquired;
         node.say(fmt::format("took the lease (revision {}); applying the stream up to its end", revision));
-        if (auto caught = catch_up(node, ledger, *reader); !caught) {
+        if (auto caught = catch_up(node, ledger, *reader, revision); !caught) {
             (void)node.lease().release(revision);
             if (caught.error().kind != NodeError::Kind::nats) return Unexpected{caught.error()};
             node.say("gave the lease back: " + caught.error().message);  // NATS is failing over: stay a standby
@@ -302,31 +320,42 @@ struct Reign {
     }
 };
 
-// Renews the lease every ttl/3 until the daemon stops; a lost lease, or ttl without a renewal, deposes.
-void keep_lease(Reign& reign, Daemon& daemon, const std::atomic<bool>& stopping) {
+// Renews the lease every ttl/3 from the moment it was taken until the reign ends (opening the daemon may
+// take longer than the ttl on a loaded machine); a lost lease, or ttl without a renewal, deposes — and
+// stops the daemon once it runs.
+void keep_lease(Reign& reign, const std::atomic<Daemon*>& running, const std::atomic<bool>& stopping) {
     const auto ttl = reign.node.options.lease.ttl;
     auto last_renewal = Clock::now();
     auto next = Clock::now() + ttl / 3;
     while (!stopping) {
-        std::this_thread::sleep_for(50ms);
-        if (reign.deposed) break;
+        std::this_thread::sleep_for(20ms);
+        if (reign.deposed) {
+            if (Daemon* daemon = running.load()) {
+                daemon->shutdown();
+                return;
+            }
+            continue;  // the daemon is still opening: serve_as_primary sees `deposed` once it has
+        }
         if (Clock::now() < next) continue;
         next = Clock::now() + ttl / 3;
         auto renewed = reign.node.lease().renew(reign.revision.load(), lease_value(reign.node.options));
         if (renewed) {
             reign.revision = *renewed;
             last_renewal = Clock::now();
+            if (running.load() != nullptr && reign.ledger != nullptr) reign.node.write_status(*reign.ledger);  // the position moves on
         } else if (renewed.error().code == cluster::LeaseErrorCode::lost) {
             reign.depose("the lease was lost: " + renewed.error().message);
         } else if (Clock::now() - last_renewal > ttl) {
             reign.depose("the lease could not be renewed within its ttl: " + renewed.error().message);
         }
     }
-    if (reign.deposed) daemon.shutdown();
 }
 
 enum class ReignEnd { deposed, stopped };
 
+// The daemon as primary, from the lease taken at `revision` until it is deposed (ReignEnd::deposed) or
+// stopped by a signal. A daemon that cannot open or start because the stream refused its first commits
+// (another node has written meanwhile) is a deposition too, not an error.
 coconut::Result<ReignEnd, NodeError> serve_as_primary(Node& node, DaemonOptions options, std::uint64_t revision) {
     Reign reign(node, revision);
     options.handle_signals = true;
@@ -334,27 +363,42 @@ coconut::Result<ReignEnd, NodeError> serve_as_primary(Node& node, DaemonOptions 
         reign.ledger = &ledger;
         return [&reign](lmdb::Txn& txn, ByteView changes) { return reign.publish(txn, changes); };
     };
+    std::atomic<Daemon*> running{nullptr};
+    std::atomic<bool> stopping{false};
+    std::thread keeper([&] { keep_lease(reign, running, stopping); });
+    auto stop_keeper = [&] {
+        stopping = true;
+        if (keeper.joinable()) keeper.join();
+    };
+    auto end_reign = [&](std::optional<NodeError> error) -> coconut::Result<ReignEnd, NodeError> {
+        stop_keeper();
+        node.role = "standby";
+        if (reign.deposed) {
+            node.say("stepped down: " + reign.why);
+            return ReignEnd::deposed;
+        }
+        if (error) return Unexpected{*error};
+        (void)node.lease().release(reign.revision.load());  // a clean hand-over: the next primary need not wait for the ttl
+        return ReignEnd::stopped;
+    };
     auto daemon = Daemon::open(std::move(options));
-    if (!daemon) return failure(NodeError::Kind::daemon, daemon.error().message);
-    if (auto started = (*daemon)->start(); !started) return failure(NodeError::Kind::daemon, started.error().message);
+    if (!daemon) return end_reign(NodeError{NodeError::Kind::daemon, daemon.error().message});
+    if (auto started = (*daemon)->start(); !started) {
+        daemon->reset();
+        return end_reign(NodeError{NodeError::Kind::daemon, started.error().message});
+    }
     node.role = "primary";
     node.primary = lease_value(node.options);
     node.write_status((*daemon)->ledger());
     node.say(fmt::format("primary at position {} (lease revision {}), terminals on port {}", node.position.load(), revision,
                          (*daemon)->terminal_port()));
-    std::atomic<bool> stopping{false};
-    std::thread keeper([&] { keep_lease(reign, **daemon, stopping); });
+    running = daemon->get();
+    if (reign.deposed) (*daemon)->shutdown();  // deposed while opening: the keeper may not have seen it running
     (*daemon)->run();
-    stopping = true;
-    keeper.join();
+    stop_keeper();  // before the daemon goes: the keeper may be calling its shutdown()
+    running = nullptr;
     daemon->reset();  // the writer has committed (or refused) everything queued; the directory is unlocked
-    node.role = "standby";
-    if (reign.deposed) {
-        node.say("stepped down: " + reign.why);
-        return ReignEnd::deposed;
-    }
-    (void)node.lease().release(reign.revision.load());  // a clean hand-over: the next primary need not wait for the ttl
-    return ReignEnd::stopped;
+    return end_reign(std::nullopt);
 }
 
 }  // namespace

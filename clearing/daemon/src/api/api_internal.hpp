@@ -12,6 +12,7 @@
 //   transfers.cpp      POST /v1/clerk/transfers (settlement postings)
 //   adjustments.cpp    /v1/clerk/adjustments… (maker-checker)
 //   lists.cpp          GET /v1/clerk/risk, /suspense, /journal
+//   cluster.cpp        GET /v1/clerk/cluster/snapshot, /position (a node joining, settlement on a standby)
 //   operations.cpp     /, /healthz, /metrics, /v1/openapi.json
 #pragma once
 
@@ -152,7 +153,10 @@ namespace coconut::clearing::http {
 struct Api::State {
     State(Services services, const HttpOptions& http_options, HttpStats& http_stats);
     // A settlement check still running finishes (and answers) before the members it uses go.
-    ~State() { settlement_worker.join(); }
+    ~State() {
+        settlement_worker.join();
+        snapshot_worker.join();
+    }
 
     Services s;
     const HttpOptions& options;
@@ -162,6 +166,10 @@ struct Api::State {
     std::atomic<bool> settlement_busy{false};
     std::atomic<bool> adjustment_busy{false};
     boost::asio::thread_pool settlement_worker{1};
+    // One snapshot at a time (taken on its own thread, the flag cleared when its file is sent or dropped,
+    // which may be after this state is gone: shared).
+    std::shared_ptr<std::atomic<bool>> snapshot_busy = std::make_shared<std::atomic<bool>>(false);
+    boost::asio::thread_pool snapshot_worker{1};
     std::optional<std::pair<CycleClaim, std::shared_ptr<const ExpectedTransfers>>> settlement_cache;  // worker thread only
 
     // A request without a valid token (none, unknown, revoked, another card's): its failure answer, or
@@ -287,6 +295,9 @@ void reject_adjustment(Call& call);
 void risk_list(Call& call);
 void suspense_list(Call& call);
 void journal_list(Call& call);
+// cluster.cpp
+void cluster_snapshot(Call& call);
+void cluster_position(Call& call);
 // operations.cpp
 void balance_page(Call& call);
 void healthz(Call& call);

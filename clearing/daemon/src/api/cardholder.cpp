@@ -137,7 +137,7 @@ ApiResponse balance(const Services& s, const lmdb::Txn& txn, const CardHolder& h
         if (!newest) return storage_failure(newest.error().message);
         last_ns = std::max(last_ns, *newest);
     }
-    ApiResponse out{200, "application/json", {}, {}};
+    ApiResponse out{200, "application/json", {}, {}, {}};
     out.body.reserve(320);
     fmt::format_to(std::back_inserter(out.body), R"({{"card_number":"{}","currency":"CNY","last_cleared_at":)", to_string(holder.number));
     if (last_ns) {

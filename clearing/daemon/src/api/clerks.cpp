@@ -29,12 +29,15 @@ void add_clerk_route(Call& call) {
     const Tokens& tokens = call.s().tokens;
     auto token = std::make_shared<std::string>(Tokens::new_token(clerk_token_prefix));
     const Clerk clerk{name->get<std::string>(), *roles, now_ns()};
-    auto write = [&tokens, clerk, hash = tokens.hash(*token)](lmdb::Txn& txn, auto, ClerkAction&) { return tokens.put_clerk(txn, hash, clerk); };
+    auto write = [&tokens, clerk, hash = tokens.hash(*token)](lmdb::Txn& txn, auto, ClerkAction&) {
+        return tokens.put_clerk(txn, hash, clerk);
+    };
     auto answer = [token, clerk](const ClerkAction&) {
         return json_response(201, json{{"name", clerk.name}, {"roles", role_names(clerk.roles)}, {"token", *token}});
     };
-    call.api.commit(Change{{}, write, answer, action_of(call.who(), "clerk_add", clerk.name, fmt::format("roles {}", roles_text->get<std::string>()))},
-                    std::move(call.respond));
+    call.api.commit(
+        Change{{}, write, answer, action_of(call.who(), "clerk_add", clerk.name, fmt::format("roles {}", roles_text->get<std::string>()))},
+        std::move(call.respond));
 }
 
 // DELETE /v1/clerk/clerks/{name}: revokes every token of the clerk in force → 200 {"name", "revoked": n};
@@ -59,7 +62,9 @@ void revoke_clerk_route(Call& call) {
         else action.detail = fmt::format("{} token(s)", *revoked);
         return Ok{};
     };
-    auto answer = [name, revoked](const ClerkAction& action) { return refused_or(action, 200, json{{"name", name}, {"revoked", *revoked}}); };
+    auto answer = [name, revoked](const ClerkAction& action) {
+        return refused_or(action, 200, json{{"name", name}, {"revoked", *revoked}});
+    };
     call.api.commit(Change{{}, write, answer, action_of(call.who(), "clerk_revoke", name)}, std::move(call.respond));
 }
 

@@ -140,9 +140,9 @@ void hsm_metrics(Text& t, const HsmStats* hsm, const hsm::LinkStats* link) {
 
 }  // namespace
 
-void balance_page(Call& call) { call.answer(ApiResponse{200, "text/html; charset=utf-8", std::string(balance_page_html()), {}}); }
+void balance_page(Call& call) { call.answer(ApiResponse{200, "text/html; charset=utf-8", std::string(balance_page_html()), {}, {}}); }
 
-void openapi(Call& call) { call.answer(ApiResponse{200, "application/json", std::string(openapi_json()), {}}); }
+void openapi(Call& call) { call.answer(ApiResponse{200, "application/json", std::string(openapi_json()), {}, {}}); }
 
 // 503 while the writer's queue is full, the ledger does not read, or storage is full (the last
 // commit failed for lack of space and none has succeeded since: WriterStats::storage_full).
@@ -178,7 +178,7 @@ void metrics(Call& call) {
     ledger_metrics(t, s);
     iso_metrics(t, s.engine, s.iso_server);
     hsm_metrics(t, s.hsm, s.hsm_link);
-    call.answer(ApiResponse{200, "text/plain; version=0.0.4", std::move(t.out), {}});
+    call.answer(ApiResponse{200, "text/plain; version=0.0.4", std::move(t.out), {}, {}});
 }
 
 }  // namespace coconut::clearing::http::api

@@ -26,7 +26,7 @@ namespace coconut::clearing::http::api {
 // ---- answers
 // ------------------------------------------------------------------------------------------------
 
-ApiResponse json_response(unsigned status, const json& body) { return ApiResponse{status, "application/json", body.dump(), {}}; }
+ApiResponse json_response(unsigned status, const json& body) { return ApiResponse{status, "application/json", body.dump(), {}, {}}; }
 
 ApiResponse not_found(std::string_view message) { return error_response(404, "not_found", message); }
 

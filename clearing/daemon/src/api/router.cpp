@@ -49,6 +49,8 @@ constexpr std::array route_table{
     Route{"GET", pattern("/v1/clerk/clerks"), Auth::clerk, roles::clerks, list_clerks},
     Route{"POST", pattern("/v1/clerk/clerks"), Auth::clerk, roles::clerks, add_clerk_route},
     Route{"DELETE", pattern("/v1/clerk/clerks/{name}"), Auth::clerk, roles::clerks, revoke_clerk_route},
+    Route{"GET", pattern("/v1/clerk/cluster/snapshot"), Auth::clerk, roles::cluster, cluster_snapshot},
+    Route{"GET", pattern("/v1/clerk/cluster/position"), Auth::clerk, roles::settlement | roles::read | roles::cluster, cluster_position},
 };
 
 constexpr bool is_parameter(std::string_view segment) { return segment.size() >= 2 && segment.front() == '{' && segment.back() == '}'; }
@@ -156,11 +158,15 @@ bool authenticate_card(Call& call) {
     return true;
 }
 
-// What a standby serves from its copy (StandbyInfo): the cardholder's reads and the public pages.
+// What a standby serves from its copy (StandbyInfo): the cardholder's reads and the public pages, and
+// the cluster's clerk routes (a node joins from a standby's snapshot; settlement reads its position).
 bool served_by_standby(const Route& route) {
     return route.handler == card_balance || route.handler == card_transactions || route.handler == balance_page ||
-           route.handler == healthz || route.handler == openapi;
+           route.handler == healthz || route.handler == openapi || route.handler == cluster_snapshot || route.handler == cluster_position;
 }
+
+// /v1/clerk/cluster/…: the clerk routes a standby authenticates and serves itself.
+bool under_cluster(std::span<const std::string_view> segments) { return segments.size() >= 3 && segments[2] == "cluster"; }
 
 // 503 `standby`, naming the primary.
 ApiResponse to_the_primary(const StandbyInfo& standby) {
@@ -207,7 +213,7 @@ void Api::handle(const ApiRequest& request, Respond respond) {
         };
     }
     Call call{*state_, request, target, {}, std::nullopt, {}, std::move(respond)};
-    if (standby != nullptr && under_clerk(segments)) return call.answer(to_the_primary(*standby));
+    if (standby != nullptr && under_clerk(segments) && !under_cluster(segments)) return call.answer(to_the_primary(*standby));
     if (under_clerk(segments) && !authenticate_clerk(call)) return;
     const Match m = match(segments, request.method, call.params);
     if (!m.path_known) return call.answer(not_found());

@@ -56,6 +56,7 @@ enum class ErrorCode : std::uint8_t {
     incomplete,    // reconciliation found missing / mismatched / duplicate entries
     wrong_state,   // the command needs a cycle in another state (e.g. reconcile before posting)
     untrusted,     // https://: the daemon's certificate was refused (--ca, the URL's host); nothing was sent
+    behind,        // the ledger read (a standby's copy) did not reach the daemon's position in time: run later
 };
 std::string_view to_string(ErrorCode code);
 
@@ -257,6 +258,20 @@ public:
 // `ca_file` (required) and the URL's host before the token is sent (settlement/README.md "Posting over
 // HTTPS"); or "http://HOST:PORT", where the token travels in clear (a daemon on loopback only).
 Result<std::unique_ptr<Poster>> make_http_poster(std::string_view endpoint, std::string token, const std::filesystem::path& ca_file = {});
+
+// Settling from a standby's ledger while posting through the primary (settlement/README.md "Settling
+// on a standby"): reads the position the daemon at `endpoint` holds now (GET /v1/clerk/cluster/position,
+// a settlement-role token) and waits until `ledger` holds at least that position, re-reading it every
+// 100 ms, at most `bound`. Every booking committed on the daemon before this call is then in `ledger`.
+// A ledger that is the daemon's own, or of a single node (position 0 on both), passes at once.
+// Errors: `behind` (not reached within `bound`), `posting` / `untrusted` (the daemon), `storage`.
+struct CaughtUp {
+    std::uint64_t daemon_position = 0;
+    std::uint64_t ledger_position = 0;
+    std::chrono::milliseconds waited{0};
+};
+Result<CaughtUp> wait_for_daemon_position(const ledger::Ledger& ledger, std::string_view endpoint, const std::string& token,
+                                          const std::filesystem::path& ca_file, std::chrono::seconds bound);
 
 // Directly into a ledger opened read-write by this process: allowed only when no daemon serves the
 // directory, proven by holding the daemon's flock on DIR/clearingd.lock for the poster's lifetime.

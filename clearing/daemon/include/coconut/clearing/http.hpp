@@ -64,7 +64,8 @@ inline constexpr std::uint8_t settlement = 1u << 2;  // post the transfers of a 
 inline constexpr std::uint8_t read = 1u << 3;        // look up cards, risk flags, suspense, the journal
 inline constexpr std::uint8_t adjust = 1u << 4;      // propose, approve or reject manual adjustments (maker-checker)
 inline constexpr std::uint8_t clerks = 1u << 5;      // add clerks, revoke their tokens, list them (while serving)
-inline constexpr std::uint8_t all = hotlist | registry | settlement | read | adjust | clerks;
+inline constexpr std::uint8_t cluster = 1u << 6;     // take a snapshot of the whole data directory (a node joining)
+inline constexpr std::uint8_t all = hotlist | registry | settlement | read | adjust | clerks | cluster;
 }  // namespace roles
 // "hotlist,read" → bits; nullopt for an unknown or empty name.
 std::optional<std::uint8_t> parse_roles(std::string_view text);
@@ -352,6 +353,9 @@ struct Services {
     const HsmStats* hsm = nullptr;
     const hsm::LinkStats* hsm_link = nullptr;  // RemoteHsm::link_stats(): breaker, retries, keep-alives
     const StandbyInfo* standby = nullptr;      // set on a cluster's standby node
+    // The ledger's data directory (GET /v1/clerk/cluster/snapshot: the copy is made in it, and its
+    // token key travels with it); empty: no snapshots (503).
+    std::filesystem::path data_directory = {};
 };
 
 // The HTTP listener (Boost.Beast): one object per connection, bounded head and body, a deadline on
