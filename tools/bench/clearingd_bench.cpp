@@ -8,6 +8,12 @@
 //                   [--rate-seconds 10] [--cards-per-connection 1] [--group-delay-us 200]
 //                   [--group-linger-below 0] [--writer-cpu auto] [--dir /var/tmp]
 //                   [--tls | --alternate N] [--handshakes 2000]
+//   clearingd_bench --connect HOST:PORT [--uploads N] [--rate R --rate-seconds S] [--atc-base A]
+//   clearingd_bench --write-registry FILE [--connections 64] [--cards-per-connection 1]
+//
+// --connect: the same terminals, frames and cards against a coconut-clearingd in another process (a
+// single node or a cluster's primary: tools/bench/clearingd_cluster_bench.py starts both and runs this),
+// which was loaded with the registry --write-registry writes and verifies TACs under the same master.
 //
 // --tls: the terminals connect over mutual TLS (coconut::tls, as coconut-clearingd serves them: a
 // throwaway island CA, a server certificate, one terminal certificate all connections show), then the
@@ -46,6 +52,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <thread>
 
@@ -125,6 +132,28 @@ struct Pki {
     tls::ClientFiles terminal() const { return {dir / "ca.pem", dir / "terminal.pem", dir / "terminal.key"}; }
 };
 
+// The registry every run loads: one bus participant, its terminal BUS00001 (PSAM 460100000001) and `cards`
+// cards of issuer_hex (asn_digits). --write-registry writes it for a coconut-clearingd started apart
+// (`admin load`), so that --connect runs book against the same data as the in-process ones.
+std::string registry_json(std::size_t cards) {
+    std::string json = R"({"participants": [{"id": 1001, "name": "bus", "kind": "bus", "bank_account": "1"}],
+            "terminals": [{"terminal_id": "BUS00001", "psam_terminal_id": "460100000001", "participant_id": 1001}], "cards": [)";
+    for (std::size_t c = 0; c < cards; ++c) {
+        json +=
+            fmt::format(R"({}{{"asn": "{}", "issuer_id": "{}", "purse_balance_fen": 90000000}})", c ? "," : "", asn_digits(c), issuer_hex);
+    }
+    json += "]}";
+    return json;
+}
+
+// Where a run's terminals connect, and the writer whose commits it reports (null: a daemon in another
+// process, whose group sizes are on its /metrics).
+struct Target {
+    tcp::endpoint plain;
+    tcp::endpoint tls;
+    ledger::Writer* writer = nullptr;
+};
+
 // coconut-clearingd in process (coconut::clearing::Daemon) with an in-process HSM: a plain TCP listener
 // (--insecure-terminals) and, with a PKI, a mutual-TLS one, on the same engine and I/O thread.
 struct BenchDaemon {
@@ -184,15 +213,13 @@ struct BenchDaemon {
     }
 
     void load_cards(std::size_t cards) {
-        std::string json = R"({"participants": [{"id": 1001, "name": "bus", "kind": "bus", "bank_account": "1"}],
-            "terminals": [{"terminal_id": "BUS00001", "psam_terminal_id": "460100000001", "participant_id": 1001}], "cards": [)";
-        for (std::size_t c = 0; c < cards; ++c) {
-            json += fmt::format(R"({}{{"asn": "{}", "issuer_id": "{}", "purse_balance_fen": 90000000}})", c ? "," : "", asn_digits(c),
-                                issuer_hex);
-        }
-        json += "]}";
-        auto loaded = load_registry(daemon->ledger(), daemon->registry(), json);
+        auto loaded = load_registry(daemon->ledger(), daemon->registry(), registry_json(cards));
         if (!loaded) throw std::runtime_error(loaded.error().message);
+    }
+
+    Target target() const {
+        const auto loopback = asio::ip::make_address("127.0.0.1");
+        return {tcp::endpoint(loopback, server->port()), tcp::endpoint(loopback, tls_server ? tls_server->port() : 0), writer};
     }
 };
 
@@ -330,9 +357,9 @@ struct RunResult {
 };
 
 template <class Stream, class... Context>
-RunResult run_over(BenchDaemon& daemon, std::size_t connections, std::size_t cards_per_connection, std::size_t per_connection,
+RunResult run_over(const Target& target, std::size_t connections, std::size_t cards_per_connection, std::size_t per_connection,
                    std::uint16_t atc_base, double rate_per_s, std::size_t window, Context&... context) {
-    const ledger::WriterStats before = daemon.writer->stats();
+    const ledger::WriterStats before = target.writer ? target.writer->stats() : ledger::WriterStats{};
     asio::io_context io;
     std::vector<std::vector<std::int64_t>> latencies(connections);
     std::atomic<std::size_t> failures{0};
@@ -351,11 +378,11 @@ RunResult run_over(BenchDaemon& daemon, std::size_t connections, std::size_t car
             t->phase = t->interval * static_cast<std::int64_t>(c) / static_cast<std::int64_t>(connections);
         }
         if constexpr (sizeof...(Context) == 0) {
-            t->socket.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), daemon.server->port()));
+            t->socket.connect(target.plain);
             t->socket.set_option(tcp::no_delay(true));
         } else {
             (context.prepare(t->socket.native_handle(), "127.0.0.1").value(), ...);
-            t->socket.lowest_layer().connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), daemon.tls_server->port()));
+            t->socket.lowest_layer().connect(target.tls);
             t->socket.lowest_layer().set_option(tcp::no_delay(true));
             t->socket.handshake(asio::ssl::stream_base::client);
         }
@@ -412,7 +439,7 @@ RunResult run_over(BenchDaemon& daemon, std::size_t connections, std::size_t car
                      r.lost, connections * per_connection, closed, connections);
     }
     r.per_second = static_cast<double>(all.size()) / seconds;
-    const ledger::WriterStats after = daemon.writer->stats();
+    const ledger::WriterStats after = target.writer ? target.writer->stats() : ledger::WriterStats{};
     r.commits = after.commits - before.commits;
     if (r.commits != 0) {
         r.requests_per_commit = static_cast<double>(after.requests - before.requests) / static_cast<double>(r.commits);
@@ -425,11 +452,11 @@ RunResult run_over(BenchDaemon& daemon, std::size_t connections, std::size_t car
     return r;
 }
 
-RunResult run(BenchDaemon& daemon, Transport transport, std::size_t connections, std::size_t cards_per_connection,
+RunResult run(const Target& target, Transport transport, std::size_t connections, std::size_t cards_per_connection,
               std::size_t per_connection, std::uint16_t atc_base, double rate_per_s, std::size_t window) {
     if (transport.tls)
-        return run_over<TlsStream>(daemon, connections, cards_per_connection, per_connection, atc_base, rate_per_s, window, *transport.tls);
-    return run_over<tcp::socket>(daemon, connections, cards_per_connection, per_connection, atc_base, rate_per_s, window);
+        return run_over<TlsStream>(target, connections, cards_per_connection, per_connection, atc_base, rate_per_s, window, *transport.tls);
+    return run_over<tcp::socket>(target, connections, cards_per_connection, per_connection, atc_base, rate_per_s, window);
 }
 
 // TLS handshakes per second against the daemon's TLS port, `threads` client threads each connecting,
@@ -528,17 +555,19 @@ int alternate_phases(const std::string& dir, const Workload& w, std::size_t pair
     // The first commits into an empty ledger are several times cheaper than the rest: a warm-up run, not
     // counted, so the first pair does not compare an empty ledger with a filled one.
     print("0 plain: warm-up (not counted)",
-          run(daemon, Transport{}, w.connections, w.cards_per_connection, saturated_per_connection, atc, 0, w.window));
+          run(daemon.target(), Transport{}, w.connections, w.cards_per_connection, saturated_per_connection, atc, 0, w.window));
     atc = static_cast<std::uint16_t>(atc + saturated_per_connection / w.cards_per_connection + 1);
     for (std::size_t pair = 0; pair < pairs; ++pair) {
         RunResult saturated[2], fixed[2];  // [0] plain, [1] TLS
         for (int step = 0; step < 2; ++step) {
             const int which = (pair % 2 == 0) ? step : 1 - step;
             const Transport transport{which == 1 ? &client : nullptr};
-            saturated[which] = run(daemon, transport, w.connections, w.cards_per_connection, saturated_per_connection, atc, 0, w.window);
+            saturated[which] =
+                run(daemon.target(), transport, w.connections, w.cards_per_connection, saturated_per_connection, atc, 0, w.window);
             atc = static_cast<std::uint16_t>(atc + saturated_per_connection / w.cards_per_connection + 1);
             print(fmt::format("{} {}: group commit, {} in flight", pair + 1, transport.name(), w.window).c_str(), saturated[which]);
-            fixed[which] = run(daemon, transport, w.connections, w.cards_per_connection, rate_per_connection, atc, w.rate, w.window);
+            fixed[which] =
+                run(daemon.target(), transport, w.connections, w.cards_per_connection, rate_per_connection, atc, w.rate, w.window);
             atc = static_cast<std::uint16_t>(atc + rate_per_connection / w.cards_per_connection + 1);
             print(fmt::format("{} {}: fixed {:.0f}/s offered", pair + 1, transport.name(), w.rate).c_str(), fixed[which]);
         }
@@ -561,6 +590,50 @@ int alternate_phases(const std::string& dir, const Workload& w, std::size_t pair
             static_cast<unsigned long long>(daemon.tls_server->stats().tls_handshakes_full.load()),
             static_cast<unsigned long long>(daemon.tls_server->stats().tls_handshakes_resumed.load()),
             static_cast<unsigned long long>(daemon.tls_server->stats().tls_handshake_failures.load()));
+    }
+    return any_lost ? 1 : 0;
+}
+
+// --connect: the runs against a coconut-clearingd in another process (a single node or a cluster's
+// primary), plain TCP. The writer's group sizes are not visible from here: read them on its /metrics.
+int connect_runs(const std::string& where, const Workload& w, std::size_t atc_base) {
+    const auto colon = where.rfind(':');
+    boost::system::error_code ec;
+    const auto address = asio::ip::make_address(where.substr(0, colon == std::string::npos ? 0 : colon), ec);
+    const long port = colon == std::string::npos ? 0 : std::strtol(where.c_str() + colon + 1, nullptr, 10);
+    if (ec || port <= 0 || port > 65535) {
+        std::fprintf(stderr, "clearingd_bench: --connect %s: expected IPv4-or-IPv6-address:port\n", where.c_str());
+        return 2;
+    }
+    const std::size_t atcs =
+        atc_base + (w.uploads + static_cast<std::size_t>(w.rate * w.rate_seconds)) / w.connections / w.cards_per_connection + 2;
+    if (atcs > 65'535) {
+        std::fprintf(stderr, "clearingd_bench: offline ATCs up to %zu do not fit a card's 16-bit counter\n", atcs);
+        return 2;
+    }
+    const Target target{tcp::endpoint(address, static_cast<std::uint16_t>(port)), {}, nullptr};
+    std::printf("clearingd_bench --connect %s, %zu connections, %zu cards, plain TCP, first ATC %zu\n\n", where.c_str(), w.connections,
+                w.connections * w.cards_per_connection, atc_base);
+    std::printf("| %-44s | %8s | %10s | %9s | %9s | %s |\n", "run", "answers", "per second", "p50 us", "p99 us", "not 00");
+    std::printf("|%s|%s|%s|%s|%s|%s|\n", std::string(46, '-').c_str(), std::string(10, '-').c_str(), std::string(12, '-').c_str(),
+                std::string(11, '-').c_str(), std::string(11, '-').c_str(), std::string(8, '-').c_str());
+    auto atc = static_cast<std::uint16_t>(atc_base);
+    auto show = [](const std::string& what, const RunResult& r) {
+        any_lost = any_lost || r.lost != 0;
+        std::printf("| %-44s | %8zu | %10.0f | %9.0f | %9.0f | %6zu |\n", what.c_str(), r.count, r.per_second, r.p50_us, r.p99_us,
+                    r.failures);
+        std::fflush(stdout);
+    };
+    if (w.uploads > 0) {
+        const std::size_t per_connection = w.uploads / w.connections;
+        show(fmt::format("group commit, {} in flight per connection", w.window),
+             run(target, Transport{}, w.connections, w.cards_per_connection, per_connection, atc, 0, w.window));
+        atc = static_cast<std::uint16_t>(atc + per_connection / w.cards_per_connection + 1);
+    }
+    if (w.rate > 0 && w.rate_seconds > 0) {
+        const auto per_connection = static_cast<std::size_t>(w.rate * w.rate_seconds) / w.connections;
+        show(fmt::format("fixed {:.0f}/s offered", w.rate),
+             run(target, Transport{}, w.connections, w.cards_per_connection, per_connection, atc, w.rate, w.window));
     }
     return any_lost ? 1 : 0;
 }
@@ -606,7 +679,32 @@ int main(int argc, char** argv) {
         ->excludes(tls_flag);
     app.add_option("--handshakes", handshake_count, "--alternate: TLS handshakes measured, full and resumed each (0: none)")
         ->capture_default_str();
+    std::string connect, registry_out;
+    std::size_t atc_base = 0;
+    app.add_option("--connect", connect,
+                   "HOST:PORT of a coconut-clearingd started apart (plain TCP, --allow-without-sign-on, the cards of "
+                   "--write-registry loaded): the group-commit run (skipped with --uploads 0) and the fixed-rate run "
+                   "(skipped with --rate 0) against it")
+        ->excludes(tls_flag);
+    app.add_option("--atc-base", atc_base, "--connect: the first offline ATC of each card (continue an earlier run on the same ledger)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 65'000));
+    app.add_option("--write-registry", registry_out,
+                   "write the registry the runs use (for `coconut-clearingd admin load`: --connections × "
+                   "--cards-per-connection cards) to this file and exit");
     CLI11_PARSE(app, argc, argv);
+    if (!registry_out.empty()) {
+        std::ofstream out(registry_out, std::ios::trunc);
+        out << registry_json(connections * cards_per_connection);
+        return out.good() ? 0 : 2;
+    }
+    if (!connect.empty()) {
+        if (alternate > 0) {
+            std::fprintf(stderr, "clearingd_bench: --connect runs plain TCP only (no --alternate)\n");
+            return 2;
+        }
+        return connect_runs(connect, Workload{connections, cards_per_connection, uploads, window, 0, rate, rate_seconds}, atc_base);
+    }
     // Each card's offline ATCs must fit the card's 16-bit counter across the saturated and fixed-rate runs.
     const std::size_t phases = alternate > 0 ? 2 * alternate + 1 : 1;
     const std::size_t atcs_per_card =
@@ -669,16 +767,16 @@ int main(int argc, char** argv) {
         BenchDaemon daemon(dir, connections, cards, group_max, std::chrono::microseconds(group_delay_us), linger_below, *layout, "group",
                            pki.get());
         print(fmt::format("group commit, {} in flight per connection", window).c_str(),
-              run(daemon, transport, connections, cards_per_connection, uploads / connections, 0, 0, window));
+              run(daemon.target(), transport, connections, cards_per_connection, uploads / connections, 0, 0, window));
         const auto per_connection = static_cast<std::size_t>(rate * rate_seconds) / connections;
         const auto next_atc = static_cast<std::uint16_t>(uploads / connections / cards_per_connection + 1);
         print(fmt::format("group commit, fixed {:.0f}/s offered", rate).c_str(),
-              run(daemon, transport, connections, cards_per_connection, per_connection, next_atc, rate, window));
+              run(daemon.target(), transport, connections, cards_per_connection, per_connection, next_atc, rate, window));
     }
     {
         BenchDaemon daemon(dir, connections, cards, 1, std::chrono::microseconds(group_delay_us), 0, *layout, "single", pki.get());
         print(fmt::format("commit per request, {} in flight per connection", window).c_str(),
-              run(daemon, transport, connections, cards_per_connection, per_request_uploads / connections, 0, 0, window));
+              run(daemon.target(), transport, connections, cards_per_connection, per_request_uploads / connections, 0, 0, window));
     }
     return any_lost ? 1 : 0;
 }
