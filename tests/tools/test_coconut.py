@@ -4,7 +4,7 @@ a simulated day under faults, and bad inputs. Each mode starts its own coconut-h
 (through coconut, on free loopback ports) in a fresh directory and removes it afterwards; card images live
 in a tmpfs directory (/dev/shm) when there is one, as the demo's do.
 
-    test_coconut.py COCONUT demo_small | deterministic | faults | bad_inputs | interrupt | pcsc | tls | hsm_pair
+    test_coconut.py COCONUT demo_small | deterministic | faults | bad_inputs | interrupt | pcsc | tls | hsm_pair | demo_cluster
 """
 import json
 import os
@@ -406,5 +406,85 @@ def hsm_pair():
         shutil.rmtree(work, ignore_errors=True)
 
 
-{"pcsc": pcsc, "interrupt": interrupt, "demo_small": demo_small, "deterministic": deterministic, "faults": faults, "bad_inputs": bad_inputs,
+def processes_naming(directory):
+    """(PID, name) of the processes whose arguments name `directory` (daemons, nats-server), but the coconut CLI."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if os.path.basename(args[0]) == b"coconut":  # the demo itself
+            continue
+        if any(directory.encode() in a for a in args[1:]):
+            found.append((int(pid), os.path.basename(args[0]).decode()))
+    return found
+
+
+def demo_cluster():
+    """coconut demo --cluster at CI size: 3 nats-server + 3 clearing nodes, the primary SIGKILLed mid-day and
+    every few seconds; the failovers reported, and every node's copy the same and whole."""
+    work = scratch("coconut-demo-cluster-")
+    try:
+        # Usage errors first: nothing is started.
+        run(["demo", "--dir", os.path.join(work, "x"), "--kill-primary-every", "5"], expect=2)
+        run(["demo", "--dir", os.path.join(work, "x"), "--cluster", "--pcsc-taps", "1"], expect=2)
+        run(["demo", "--dir", os.path.join(work, "x"), "--cluster", "--kill-primary-every", "0.5"], expect=2)
+        assert not os.path.exists(os.path.join(work, "x", "island.json"))
+        island = os.path.join(work, "island")
+        out = run(["demo", "--cluster", "--dir", island, "--size", "small", "--images", os.path.join(work, "media"),
+                   "--kill-primary-every", "4"])
+        summary = json.load(open(os.path.join(island, "summary.json")))
+        assert summary["ok"], out
+        check_invariants(summary, 100)
+        cluster = summary["cluster"]
+        failovers = cluster["failovers"]
+        assert len(failovers) >= 1 and summary["day"]["clearing_kills"] == len(failovers), (failovers, summary["day"])
+        for f in failovers:
+            assert f["killed"] in "abc" and f["took_over"] in "abc" and f["killed"] != f["took_over"], f
+            assert 0 < f["served_after_s"] < 10, f  # docs/DESIGN.md §10: terminals served again within 10 s
+            assert f"node {f['killed']} SIGKILLed → node {f['took_over']} primary" in out, out
+        assert cluster["link_failovers"] >= 1, cluster  # terminals moved to the new primary by themselves
+        for when in ("after_day", "after_settlement"):
+            nodes = cluster[when]
+            assert [n["node"] for n in nodes] == ["a", "b", "c"], nodes
+            heads = {(n["journal_head"], n["journal_hash"], n["replicated_position"]) for n in nodes}
+            assert len(heads) == 1, (when, nodes)  # every node holds the same history
+            for n in nodes:
+                assert n["ok"] and n["check_ok"] and n["money_conserved"] and n["card_mismatches"] == 0, (when, n)
+                assert n["acknowledged_missing"] == 0 and n["debits"] >= 2000, (when, n)
+        assert cluster["after_settlement"][0]["journal_head"] > cluster["after_day"][0]["journal_head"], cluster
+        settlement = summary["settlement"]
+        assert settlement["transfers_posted"] > 0 and settlement["second_run_new"] == 0 and settlement["reconciled"], settlement
+        # The cardholder API on all three nodes (the standbys answer from their copies): 5 cards each.
+        assert summary["tokens"]["ok"] and summary["tokens"]["cards_checked"] == 15, summary["tokens"]
+        assert "Cluster day: ok" in out, out
+        # Every daemon was stopped by PID: no nats-server or clearing node of this island is left.
+        assert processes_naming(island) == [], processes_naming(island)
+        # SIGINT once the cluster is up (coconut-hsmd, 3 nats-server, 3 nodes): exit 130, every one stopped.
+        stopped = os.path.join(work, "interrupted")
+        demo = subprocess.Popen([COCONUT, "demo", "--cluster", "--dir", stopped, "--size", "small", "--images",
+                                 os.path.join(work, "interrupted-media")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        marker = os.path.join(stopped, "cluster", "node-c.status")
+        deadline = time.monotonic() + 90
+        while not os.path.exists(marker):
+            assert demo.poll() is None, demo.stderr.read()
+            assert time.monotonic() < deadline, "the cluster never came up"
+            time.sleep(0.05)
+        running = processes_naming(stopped)
+        assert len(running) == 7, running
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=30) == 130
+        assert "interrupted" in demo.stderr.read()
+        assert processes_naming(stopped) == [], processes_naming(stopped)
+        times = ", ".join(f"{f['killed']}→{f['took_over']} {f['served_after_s']:.2f} s" for f in failovers)
+        print(f"ok  demo --cluster: {summary['day']['transactions']} transactions, {len(failovers)} failovers ({times}), "
+              f"{cluster['link_failovers']} terminal link failovers, journal heads equal, nothing missing; SIGINT stopped all 7 daemons")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+{"pcsc": pcsc, "interrupt": interrupt, "demo_cluster": demo_cluster, "demo_small": demo_small, "deterministic": deterministic, "faults": faults, "bad_inputs": bad_inputs,
  "tls": tls_certificates, "hsm_pair": hsm_pair}[MODE]()

@@ -69,6 +69,8 @@ struct DemoArgs {
     std::string images;        // default: a tmpfs directory under /dev/shm when there is one
     std::uint64_t seed = 20261126;
     std::size_t pcsc_taps = 0;
+    bool cluster = false;             // 3 nats-server + 3 clearing nodes, the primary killed mid-day
+    double kill_primary_every_s = 0;  // --cluster: SIGKILL the primary at this interval too (0: once, mid-day)
 };
 int demo(const DemoArgs& args);
 

@@ -1,4 +1,6 @@
 // coconut demo: the island's whole day end to end, for a newcomer's first command and for CI.
+#include "demo.hpp"
+
 #include "commands.hpp"
 #include "cardholder_api.hpp"
 #include "errors.hpp"
@@ -24,9 +26,13 @@ namespace {
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+}  // namespace
 
-DayOptions day_for(const std::string& size, std::uint64_t seed) {
+double demo_seconds_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+DayOptions demo_day(const std::string& size, std::uint64_t seed) {
     DayOptions day;
     day.seed = seed;
     if (size == "small") {  // CI: a few thousand transactions, every fault exercised
@@ -54,23 +60,41 @@ DayOptions day_for(const std::string& size, std::uint64_t seed) {
 // Card images commit with fdatasync on every card command: on tmpfs that is free, on this VM's disk it is a
 // 4 ms timer tick. The demo keeps images, PSAMs and queues in /dev/shm when it can (the ledger and the HSM
 // store stay on disk, fully durable).
-fs::path default_images_dir(const fs::path& dir) {
-    std::error_code ec;
+fs::path demo_images_dir(const fs::path& dir) {
     if (fs::is_directory("/dev/shm") && ::access("/dev/shm", W_OK) == 0)
         return fs::path("/dev/shm") / fmt::format("coconut-demo-{:016x}", std::hash<std::string>{}(dir.string()));
     return dir / "media";
 }
 
-}  // namespace
+json settlement_json(const SettlementOutcome& settlement) {
+    return {{"cycle", settlement.cycle},
+            {"cycle_dir", settlement.cycle_dir.string()},
+            {"date", settlement.date},
+            {"cutoff", settlement.cutoff},
+            {"waited_s", settlement.waited_s},
+            {"second_run_new", settlement.second_run_new},
+            {"payables_not_zero", settlement.payables_not_zero},
+            {"payments", settlement.payments},
+            {"paid_fen", settlement.paid_fen},
+            {"fees_fen", settlement.fees_fen},
+            {"transfers_posted", settlement.transfers_posted},
+            {"files_valid", settlement.files_valid},
+            {"matched", settlement.matched},
+            {"missing", settlement.missing},
+            {"mismatched", settlement.mismatched},
+            {"duplicates", settlement.duplicates},
+            {"reconciled", settlement.reconciled}};
+}
 
 int demo(const DemoArgs& args) {
+    if (args.cluster) return demo_cluster(args);
     const auto started = Clock::now();
     const WorldPaths world{fs::absolute(args.dir)};
     if (fs::exists(world.manifest()))
         fail(exit_codes::bad_input, fmt::format("{} already holds an island: remove it or choose another --dir", world.dir.string()));
-    DayOptions day_options = day_for(args.size, args.seed);
+    DayOptions day_options = demo_day(args.size, args.seed);
     day_options.pcsc_taps = args.pcsc_taps;
-    const fs::path images = args.images.empty() ? default_images_dir(world.dir) : fs::absolute(args.images);
+    const fs::path images = args.images.empty() ? demo_images_dir(world.dir) : fs::absolute(args.images);
     std::error_code ec;
     fs::remove_all(images, ec);  // an earlier demo of this directory
 
@@ -80,14 +104,14 @@ int demo(const DemoArgs& args) {
     Progress progress("island day");
     auto t0 = Clock::now();
     const SetupReport setup = prepare_island(world, services, images.string(), day_options, progress, true);
-    const double setup_s = since(t0);
+    const double setup_s = demo_seconds_since(t0);
     const Island island = load_island(world, "");
 
     t0 = Clock::now();
     const DayReport day =
         run_day(world, island, services.clearing(), day_options, [&](double f, const std::string& text) { progress.update(f, text); });
     progress.done();
-    const double day_s = since(t0);
+    const double day_s = demo_seconds_since(t0);
     progress.step(fmt::format("{} card transactions, every queue uploaded ({:.1f} s, uploads {:.1f} s)", day.transactions, day_s,
                               day.upload_seconds));
 
@@ -103,7 +127,7 @@ int demo(const DemoArgs& args) {
     if (const int code = services.stop_clearing(); code != 0)
         fail(exit_codes::tool_failed, fmt::format("coconut-clearingd exited {} at stop", code));
     const Verification verification = verify_island(world, island);
-    const double verify_s = since(t0);
+    const double verify_s = demo_seconds_since(t0);
     progress.step(fmt::format("ledger check {} , cards = shadows {}/{}, money {}", verification.ledger_check_ok ? "ok" : "FAILED",
                               verification.cards_checked - verification.card_mismatches.size(), verification.cards_checked,
                               verification.purse_total_fen == 0 && verification.medical_total_fen == 0 ? "conserved" : "NOT conserved"));
@@ -126,14 +150,14 @@ int demo(const DemoArgs& args) {
     const ToolRun coconut_check =
         run_tool({fs::read_symlink("/proc/self/exe").string(), "ledger", "check", "--data", world.clearing_data().string()});
     const Verification after = verify_island(world, island);
-    const double settle_s = since(t0);
+    const double settle_s = demo_seconds_since(t0);
     progress.step(fmt::format("after posting: coconut ledger check {}, coconut-clearingd check {}, cards = shadows {}, money {}",
                               coconut_check.exit_code == 0 ? "ok" : "FAILED", after.ledger_check_ok ? "ok" : "FAILED",
                               after.card_mismatches.empty() ? "ok" : "MISMATCH",
                               after.purse_total_fen == 0 && after.medical_total_fen == 0 ? "conserved" : "NOT conserved"));
     const bool all_ok = verification.ok() && after.ok() && tokens.ok() && settlement.ok() && coconut_check.exit_code == 0;
 
-    const double total_s = since(started);
+    const double total_s = demo_seconds_since(started);
     std::cout << "\n";
     print_day(std::cout, day);
     print_verification(std::cout, verification, args.size == "small");
@@ -179,24 +203,7 @@ int demo(const DemoArgs& args) {
         {"tokens",
          {{"files", tokens.token_files}, {"cards_checked", tokens.cards_checked}, {"problems", tokens.problems}, {"ok", tokens.ok()}}},
         {"coconut_ledger_check_ok", coconut_check.exit_code == 0},
-        {"settlement",
-         {{"cycle", settlement.cycle},
-          {"cycle_dir", settlement.cycle_dir.string()},
-          {"date", settlement.date},
-          {"cutoff", settlement.cutoff},
-          {"waited_s", settlement.waited_s},
-          {"second_run_new", settlement.second_run_new},
-          {"payables_not_zero", settlement.payables_not_zero},
-          {"payments", settlement.payments},
-          {"paid_fen", settlement.paid_fen},
-          {"fees_fen", settlement.fees_fen},
-          {"transfers_posted", settlement.transfers_posted},
-          {"files_valid", settlement.files_valid},
-          {"matched", settlement.matched},
-          {"missing", settlement.missing},
-          {"mismatched", settlement.mismatched},
-          {"duplicates", settlement.duplicates},
-          {"reconciled", settlement.reconciled}}},
+        {"settlement", settlement_json(settlement)},
         {"ok", all_ok},
         {"timings_s",
          {{"setup", setup_s},

@@ -143,7 +143,14 @@ int main(int argc, char** argv) {
     demo_cmd->add_option("--seed", demo_args.seed, "seed of the day")->capture_default_str();
     demo_cmd->add_option("--pcsc-taps", demo_args.pcsc_taps, "send this many taps through pcscd + vpcd (needs root)")
         ->check(CLI::Range(0, 1000));
-    demo_cmd->callback([&] { command = [&] { return demo(demo_args); }; });
+    demo_cmd->add_flag("--cluster", demo_args.cluster,
+                       "the clearing as a cluster: 3 nats-server + 3 coconut-clearingd nodes, the primary SIGKILLed mid-day");
+    demo_cmd->add_option("--kill-primary-every", demo_args.kill_primary_every_s, "--cluster: also SIGKILL the primary every SECONDS")
+        ->check(CLI::Range(2.0, 3600.0));
+    demo_cmd->callback([&] {
+        if (demo_args.kill_primary_every_s > 0 && !demo_args.cluster) throw CLI::ValidationError("--kill-primary-every needs --cluster");
+        command = [&] { return demo(demo_args); };
+    });
 
     auto* ledger = app.add_subcommand("ledger", "the clearing ledger")->require_subcommand(1);
     fs::path data;

@@ -161,6 +161,58 @@ std::uint16_t wait_for_port(const fs::path& ready_file, const std::string& what,
     }
 }
 
+Process Process::start(std::string name, std::vector<std::string> argv, const fs::path& log) {
+    Process process;
+    process.name_ = std::move(name);
+    process.argv_ = std::move(argv);
+    process.log_ = log;
+    process.launch();
+    return process;
+}
+
+void Process::launch() {
+    const int log_fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (log_fd < 0) fail(exit_codes::io_error, "cannot open " + log_.string());
+    try {
+        child_ = pcsc_env::Child::spawn(argv_, -1, log_fd, log_fd);
+    } catch (const std::runtime_error& e) {
+        ::close(log_fd);
+        fail(exit_codes::tool_failed, fmt::format("cannot start {}: {}", name_, e.what()));
+    }
+    ::close(log_fd);
+    register_child(child_.pid());
+}
+
+Process::~Process() {
+    if (child_.running()) stop();
+}
+
+bool Process::exited() {
+    if (!child_.running()) return false;  // never started, or stopped by us
+    const pid_t pid = child_.pid();
+    if (!child_.poll_exit()) return false;
+    unregister_child(pid);
+    return true;
+}
+
+int Process::stop() {
+    const pid_t pid = child_.pid();
+    const int code = child_.stop(SIGTERM);
+    unregister_child(pid);
+    return code;
+}
+
+void Process::kill_now() {
+    const pid_t pid = child_.pid();
+    child_.stop(SIGKILL);
+    unregister_child(pid);
+}
+
+void Process::restart() {
+    if (child_.running()) stop();
+    launch();
+}
+
 Daemon Daemon::start(std::string name, std::vector<std::string> argv, const fs::path& ready_file, const fs::path& log) {
     Daemon daemon;
     daemon.name_ = std::move(name);

@@ -49,6 +49,35 @@ std::string run_tool_or_fail(const std::vector<std::string>& argv, const std::st
 std::uint16_t wait_for_port(const std::filesystem::path& ready_file, const std::string& what, const std::filesystem::path& log);
 
 // A daemon started with `--ready-file FILE` (and port 0 in its arguments): running until stop().
+// A long-running child started by PID with stdout and stderr appended to `log` (nats-server, a cluster's
+// clearing node): registered for the SIGINT handler like every child, stopped or killed by its PID.
+class Process {
+public:
+    Process() = default;
+    static Process start(std::string name, std::vector<std::string> argv, const std::filesystem::path& log);
+    Process(Process&&) noexcept = default;
+    Process& operator=(Process&&) noexcept = default;
+    ~Process();
+
+    const std::string& name() const { return name_; }
+    bool running() const { return child_.running(); }
+    // Has it exited by itself since it was started? (Reaps it; false once stopped or killed by us.)
+    bool exited();
+    // SIGTERM, bounded wait, reaped; the exit code (128+n if killed by signal n).
+    int stop();
+    // SIGKILL at once, reaped.
+    void kill_now();
+    // The same command again (after stop or kill_now).
+    void restart();
+
+private:
+    void launch();
+    std::string name_;
+    std::vector<std::string> argv_;
+    std::filesystem::path log_;
+    pcsc_env::Child child_;
+};
+
 class Daemon {
 public:
     Daemon() = default;

@@ -112,6 +112,7 @@ nlohmann::json day_json(const DayReport& day) {
             {"tears_abandoned", day.tears_abandoned},
             {"dropped_frames", day.dropped_frames},
             {"clearing_kills", day.clearing_kills},
+            {"link_failovers", day.link_failovers},
             {"uploaded", day.uploaded},
             {"approved", day.approved},
             {"suspense", day.suspense},

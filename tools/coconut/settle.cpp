@@ -142,6 +142,11 @@ std::string camt053(const Instruction& pain, std::uint32_t cycle, const std::str
 
 SettlementOutcome settle_live(const WorldPaths& world, const Island& island, const std::string& http_endpoint, const fs::path& token_file,
                               Progress& progress) {
+    return settle_live(world, island, http_endpoint, token_file, progress, world.clearing_data());
+}
+
+SettlementOutcome settle_live(const WorldPaths& world, const Island& island, const std::string& http_endpoint, const fs::path& token_file,
+                              Progress& progress, const fs::path& data) {
     SettlementOutcome outcome;
     const std::string settle = require_tool("coconut-settle");
     const fs::path out = world.dir / "settlement";
@@ -195,7 +200,7 @@ SettlementOutcome settle_live(const WorldPaths& world, const Island& island, con
                                             "--date",
                                             outcome.date,
                                             "--data",
-                                            world.clearing_data().string(),
+                                            data.string(),
                                             "--config",
                                             config.string(),
                                             "--settling-margin",
@@ -221,7 +226,7 @@ SettlementOutcome settle_live(const WorldPaths& world, const Island& island, con
     // the fees in fee income.
     {
         ledger::Options options;
-        options.directory = world.clearing_data().string();
+        options.directory = data.string();
         options.read_only = true;
         auto book = ledger::Ledger::open(options);
         if (!book) fail(exit_codes::io_error, "settlement: " + book.error().message);

@@ -43,5 +43,8 @@ struct SettlementOutcome {
 // `http_endpoint` HOST:PORT of the serving clearing's HTTP API; `token_file` a settlement clerk's token.
 SettlementOutcome settle_live(const WorldPaths& world, const Island& island, const std::string& http_endpoint, const fs::path& token_file,
                               Progress& progress);
+// The same with the ledger read from `data` (a cluster: the primary's data directory, on this machine).
+SettlementOutcome settle_live(const WorldPaths& world, const Island& island, const std::string& http_endpoint, const fs::path& token_file,
+                              Progress& progress, const fs::path& data);
 
 }  // namespace coconut::cli

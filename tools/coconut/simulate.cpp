@@ -27,6 +27,7 @@ namespace coconut::cli {
 
 namespace {
 
+using Endpoints = std::vector<sdk::ClearingEndpoint>;
 using Seconds = std::uint32_t;  // simulated seconds since 00:00 local time of the business date
 
 constexpr Seconds day_start_s = 6 * 3600;
@@ -51,6 +52,8 @@ constexpr auto final_upload_pause = std::chrono::milliseconds(250);
 // Per-answer deadline of the upload client: the clearing answers in milliseconds; a killed clearing is
 // noticed at once (connection closed), a silent one after this.
 constexpr auto upload_response_timeout = std::chrono::milliseconds(3000);
+// With the nodes of a cluster, a terminal keeps trying the list this long (a failover takes seconds).
+constexpr auto cluster_failover_window = std::chrono::milliseconds(10'000);
 
 // ---- deterministic random numbers (splitmix64: same numbers on every platform and library) ------------
 
@@ -199,6 +202,8 @@ struct SimTerminal {
     TlsIdentity tls;  // its certificate for the clearing (IMAGES/tls/<terminal id>)
     // The TLS context (and session cache) every link of this terminal uses: a new link resumes.
     std::shared_ptr<coconut::tls::ClientContext> tls_context;
+    std::shared_ptr<sdk::ClearingEndpointMemory> endpoint_memory = std::make_shared<sdk::ClearingEndpointMemory>();
+    std::uint64_t failovers = 0;  // moves of this terminal's links to another clearing node
     std::uint32_t uploads = 0;
     std::uint32_t upload_phase = 0;                                      // which upload slot of the cycle this terminal uses
     std::function<sdk::LinkFault(const iso8583::Message&)> link_faults;  // lost network messages (unset: none)
@@ -302,12 +307,18 @@ struct TapResult {
     std::uint32_t medical_fen = 0;  // clinic: paid from the medical account
 };
 
-sdk::ClearingClient* link_of(SimTerminal& t, std::uint16_t port);
+sdk::ClearingClient* link_of(SimTerminal& t, const Endpoints& clearing);
+
+// Drops the terminal's link (it reconnects for its next exchange), keeping its count of failovers.
+void drop_link(SimTerminal& t) {
+    if (t.link) t.failovers += t.link->link_stats().failovers;
+    t.link.reset();
+}
 
 // A clinic visit: the medical account online first, the purse for the rest (Terminal::clinic_payment).
 // Without a link to the clearing the clinic cannot reach the medical account and takes the purse.
-std::optional<TapResult> clinic_visit(SimTerminal& t, const Event& e, std::uint16_t port) {
-    sdk::ClearingClient* link = link_of(t, port);
+std::optional<TapResult> clinic_visit(SimTerminal& t, const Event& e, const Endpoints& clearing) {
+    sdk::ClearingClient* link = link_of(t, clearing);
     if (!link) return std::nullopt;
     auto paid = t.terminal->clinic_payment(e.amount_fen, card_pin, *link);
     TapResult out;
@@ -320,16 +331,16 @@ std::optional<TapResult> clinic_visit(SimTerminal& t, const Event& e, std::uint1
         out.declined = true;
         return out;
     }
-    t.link.reset();
+    drop_link(t);
     if (paid.error().code == sdk::FlowErrorCode::no_answer || paid.error().code == sdk::FlowErrorCode::declined) return std::nullopt;
     fail(exit_codes::check_failed, fmt::format("clinic payment at {}: {}", t.entry->terminal_id, paid.error().message));
 }
 
-TapResult run_flow(SimTerminal& t, const Event& e, std::uint16_t port, sdk::Terminal* over = nullptr) {
+TapResult run_flow(SimTerminal& t, const Event& e, const Endpoints& clearing, sdk::Terminal* over = nullptr) {
     sdk::Terminal& terminal = over ? *over : *t.terminal;
     TapResult out;
     if (e.kind == EventKind::clinic) {
-        if (auto visit = clinic_visit(t, e, port)) return *visit;
+        if (auto visit = clinic_visit(t, e, clearing)) return *visit;
         t.card_reader->insert(t.card_reader_card);
     }
     if (e.kind == EventKind::bus_tap) {
@@ -379,7 +390,7 @@ TapResult run_over_pcsc(SimTerminal& t, std::unique_ptr<cos::VirtualCard>& card,
             sdk::Terminal terminal(*card_reader, *psam_reader, *t.queue, t.hotlist,
                                    t.entry->kind == "bus" ? transit_for(*t.entry) : sdk::TransitConfig{});
             terminal.set_clock(clock);
-            result = run_flow(t, e, 0, &terminal);
+            result = run_flow(t, e, {}, &terminal);
         } catch (const std::runtime_error& error) {
             if (dynamic_cast<const CommandFailed*>(&error)) throw;
             fail(exit_codes::tool_failed, fmt::format("PC/SC stack ({}): {}", work.string(), error.what()));
@@ -396,16 +407,16 @@ TapResult run_over_pcsc(SimTerminal& t, std::unique_ptr<cos::VirtualCard>& card,
 
 // An online load at a shop's counter (Terminal::load): 0200/0210 with the HSM's MAC2, CREDIT FOR LOAD,
 // the 0220 confirmation (queued until acknowledged when its answer is lost). nullopt: not loaded.
-std::optional<sdk::TransactionRecord> top_up(SimTerminal& shop, cos::VirtualCard* card, std::uint16_t port) {
+std::optional<sdk::TransactionRecord> top_up(SimTerminal& shop, cos::VirtualCard* card, const Endpoints& clearing) {
     const std::uint32_t balance = card->snapshot().balance_fen;
     const std::uint32_t amount = std::min(top_up_fen, purse_max_fen - balance) / 100 * 100;
-    sdk::ClearingClient* link = link_of(shop, port);
+    sdk::ClearingClient* link = link_of(shop, clearing);
     if (!link || amount == 0) return std::nullopt;
     shop.card_reader->insert(card);
     auto loaded = shop.terminal->load(amount, *link);
     shop.card_reader->insert(nullptr);
     if (loaded) return loaded->record;
-    shop.link.reset();
+    drop_link(shop);
     const auto code = loaded.error().code;
     if (code == sdk::FlowErrorCode::no_answer || code == sdk::FlowErrorCode::declined) return std::nullopt;
     fail(exit_codes::check_failed, fmt::format("load at {}: {}", shop.entry->terminal_id, loaded.error().message));
@@ -419,7 +430,7 @@ struct UploadTotals {
 };
 
 // The terminal's clearing link, connected and signed on; nullptr when the clearing cannot be reached.
-sdk::ClearingClient* link_of(SimTerminal& t, std::uint16_t port) {
+sdk::ClearingClient* link_of(SimTerminal& t, const Endpoints& clearing) {
     if (t.link) return t.link.get();
     sdk::ClearingOptions options;
     options.terminal_id = t.entry->terminal_id;
@@ -432,15 +443,23 @@ sdk::ClearingClient* link_of(SimTerminal& t, std::uint16_t port) {
         if (!context) fail(exit_codes::bad_input, fmt::format("terminal {}: {}", t.entry->terminal_id, context.error().message));
         t.tls_context = options.tls->context = *context;
     }
-    auto client = sdk::ClearingClient::connect({"127.0.0.1", port}, options);
-    if (!client || !(*client)->sign_on()) return nullptr;
+    if (clearing.size() > 1) {  // the nodes of a cluster: wait through a failover, start where served last
+        options.failover_window = cluster_failover_window;
+        options.endpoint_memory = t.endpoint_memory;
+    }
+    auto client = sdk::ClearingClient::connect(clearing, options);
+    if (!client) return nullptr;
+    if (!(*client)->sign_on()) {
+        t.failovers += (*client)->link_stats().failovers;
+        return nullptr;
+    }
     t.link = std::move(client).value();
     return t.link.get();
 }
 
-void upload_one(SimTerminal& t, std::uint16_t port, UploadTotals& totals) {
+void upload_one(SimTerminal& t, const Endpoints& clearing, UploadTotals& totals) {
     if (t.queue->size() == 0) return;
-    sdk::ClearingClient* link = link_of(t, port);
+    sdk::ClearingClient* link = link_of(t, clearing);
     if (!link) {
         std::lock_guard lock(totals.mutex);
         ++totals.failures;
@@ -451,7 +470,7 @@ void upload_one(SimTerminal& t, std::uint16_t port, UploadTotals& totals) {
     std::lock_guard lock(totals.mutex);
     if (!uploaded) {
         ++totals.failures;
-        t.link.reset();  // reconnect next time
+        drop_link(t);  // reconnect next time
     }
     totals.uploaded += report.acknowledged;
     totals.approved += report.approved;
@@ -460,38 +479,55 @@ void upload_one(SimTerminal& t, std::uint16_t port, UploadTotals& totals) {
 }
 
 // Uploads the given terminals with `threads` at once (each terminal's queue is touched by one thread).
-void upload_terminals(std::vector<SimTerminal*> due, std::uint16_t port, std::size_t threads, UploadTotals& totals) {
+void upload_terminals(std::vector<SimTerminal*> due, const Endpoints& clearing, std::size_t threads, UploadTotals& totals) {
     std::atomic<std::size_t> next{0};
     std::vector<std::thread> pool;
     for (std::size_t i = 0; i < std::min(threads, due.size()); ++i)
         pool.emplace_back([&] {
-            for (std::size_t k = next++; k < due.size(); k = next++) upload_one(*due[k], port, totals);
+            for (std::size_t k = next++; k < due.size(); k = next++) upload_one(*due[k], clearing, totals);
         });
     for (auto& th : pool) th.join();
 }
 
-// SIGKILLs and restarts the clearing every `interval` while alive.
+// Strikes the clearing (ClearingUnderTest::strike) every `interval_s` while alive, and once more whenever
+// trigger() is called (the middle of the day), on a thread of its own: the day goes on meanwhile.
 class ClearingKiller {
 public:
-    ClearingKiller(Daemon& clearing, double interval_s, std::mutex& daemon_mutex) : clearing_(clearing), mutex_(daemon_mutex) {
-        if (interval_s <= 0) return;
+    ClearingKiller(std::function<void()> strike, double interval_s) : strike_(std::move(strike)) {
+        if (!strike_) return;
         thread_ = std::thread([this, interval_s] {
             std::unique_lock lock(wait_mutex_);
             while (!stop_) {
-                if (wake_.wait_for(lock, std::chrono::duration<double>(interval_s), [this] { return stop_; })) break;
-                std::lock_guard daemon_lock(mutex_);
-                clearing_.kill_now();
-                ++kills_;
+                const auto woken = [this] { return stop_ || triggered_; };
+                if (interval_s > 0) wake_.wait_for(lock, std::chrono::duration<double>(interval_s), woken);
+                else wake_.wait(lock, woken);
+                if (stop_) break;
+                triggered_ = false;
+                lock.unlock();
                 try {
-                    clearing_.restart();
+                    strike_();
+                    ++kills_;
                 } catch (const std::exception& e) {  // CommandFailed, or the spawn itself failing
                     error_ = e.what();
                     return;
                 }
+                lock.lock();
             }
         });
     }
-    ~ClearingKiller() { stop(); }
+    ~ClearingKiller() {
+        try {
+            stop();
+        } catch (const std::exception&) {  // reported by the explicit stop() of run_day
+        }
+    }
+    void trigger() {
+        {
+            std::lock_guard lock(wait_mutex_);
+            triggered_ = true;
+        }
+        wake_.notify_all();
+    }
     void stop() {
         {
             std::lock_guard lock(wait_mutex_);
@@ -499,16 +535,16 @@ public:
         }
         wake_.notify_all();
         if (thread_.joinable()) thread_.join();
-        if (!error_.empty()) fail(exit_codes::tool_failed, "restarting the clearing: " + error_);
+        if (!error_.empty()) fail(exit_codes::tool_failed, "striking the clearing: " + error_);
     }
     std::size_t kills() const { return kills_; }
 
 private:
-    Daemon& clearing_;
-    std::mutex& mutex_;
+    std::function<void()> strike_;
     std::mutex wait_mutex_;
     std::condition_variable wake_;
     bool stop_ = false;
+    bool triggered_ = false;
     std::atomic<std::size_t> kills_{0};
     std::string error_;
     std::thread thread_;
@@ -571,6 +607,25 @@ std::function<sdk::LinkFault(const iso8583::Message&)> lose_messages(const DayOp
 
 DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearing, const DayOptions& options,
                   const std::function<void(double, const std::string&)>& progress) {
+    std::mutex daemon_mutex;
+    ClearingUnderTest under_test;
+    under_test.endpoints = {{"127.0.0.1", clearing.port()}};
+    if (options.kill_clearing_every_s > 0)
+        under_test.strike = [&] {
+            std::lock_guard lock(daemon_mutex);
+            clearing.kill_now();
+            clearing.restart();  // on the same port
+        };
+    under_test.strike_every_s = options.kill_clearing_every_s;
+    under_test.after_day = [&] {
+        std::lock_guard lock(daemon_mutex);
+        if (!clearing.running()) clearing.restart();
+    };
+    return run_day(world, island, under_test, options, progress);
+}
+
+DayReport run_day(const WorldPaths& world, const Island& island, const ClearingUnderTest& clearing, const DayOptions& options,
+                  const std::function<void(double, const std::string&)>& progress) {
     const auto started = std::chrono::steady_clock::now();
     DayReport report;
     const Plan plan = plan_day(island, options);
@@ -580,12 +635,12 @@ DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearin
     for (std::size_t c = 0; c < std::min(options.cards, island.cards.size()); ++c)
         cards.push_back(must(cos::VirtualCard::open(island.cards[c].image), "card " + island.cards[c].asn));
 
-    std::mutex daemon_mutex;
     std::atomic<std::size_t> lost_messages{0};
     if (options.drop_rate > 0)
         for (auto& t : terminals) t.link_faults = lose_messages(options, t.entry->terminal_id, lost_messages);
-    const std::uint16_t upload_port = clearing.port();
-    ClearingKiller killer(clearing, options.kill_clearing_every_s, daemon_mutex);
+    const Endpoints& links = clearing.endpoints;
+    ClearingKiller killer(clearing.strike, clearing.strike_every_s);
+    const std::size_t mid_day = clearing.strike_mid_day ? plan.events.size() / 2 : plan.events.size();
     UploadTotals totals;
 
     report.transaction_log = world.dir / "transactions.log";
@@ -603,7 +658,7 @@ DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearin
         for (auto& t : terminals)
             if (everyone || t.upload_phase % slots_per_cycle == slot_index % slots_per_cycle) due.push_back(&t);
         const auto t0 = std::chrono::steady_clock::now();
-        upload_terminals(due, upload_port, options.upload_threads, totals);
+        upload_terminals(due, links, options.upload_threads, totals);
         upload_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         ++report.upload_rounds;
     };
@@ -615,6 +670,7 @@ DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearin
     for (std::size_t i = 0; i < plan.events.size(); ++i) {
         if (interrupted()) fail(exit_codes::interrupted, "interrupted");
         const Event& e = plan.events[i];
+        if (i == mid_day) killer.trigger();
         while (e.at >= next_slot) {
             now = next_slot;
             upload_slot(false);
@@ -626,7 +682,7 @@ DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearin
         cos::VirtualCard* card = cards[e.card].get();
         if (card->snapshot().balance_fen < top_up_below_fen) {
             SimTerminal& counter = terminals[plan.shops[e.card % plan.shops.size()]];
-            if (auto load = top_up(counter, card, upload_port)) {
+            if (auto load = top_up(counter, card, links)) {
                 log.write("top-up", counter, *load);
                 auto& loads = report.by_kind["top-up"];
                 ++loads.count;
@@ -662,7 +718,7 @@ DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearin
             });
         TapResult result;
         try {
-            result = run_flow(t, e, upload_port);
+            result = run_flow(t, e, links);
         } catch (const sdk::FlowError&) {
             // The card left mid-debit; the passenger taps again: recover() decides what happened.
             ++report.tears;
@@ -677,7 +733,7 @@ DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearin
             } else {
                 ++report.tears_abandoned;
                 t.card_reader->insert(card);
-                result = run_flow(t, e, upload_port);
+                result = run_flow(t, e, links);
             }
         }
         t.card_reader->set_fault_plan(nullptr);
@@ -718,11 +774,12 @@ DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearin
         std::this_thread::sleep_for(final_upload_pause);
     }
     killer.stop();
-    {
-        std::lock_guard lock(daemon_mutex);
-        if (!clearing.running()) clearing.restart();
-    }
+    if (clearing.after_day) clearing.after_day();
     report.clearing_kills = killer.kills();
+    for (auto& t : terminals) {
+        drop_link(t);
+        report.link_failovers += t.failovers;
+    }
     report.dropped_frames = lost_messages;
     report.upload_failures = totals.failures;
     report.uploaded = totals.uploaded;

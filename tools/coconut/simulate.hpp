@@ -17,6 +17,8 @@
 
 #include "world.hpp"
 
+#include <coconut/sdk/clearing_client.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -68,7 +70,8 @@ struct DayReport {
     std::size_t duplicates = 0;
     std::size_t dropped_frames = 0;
     std::size_t clearing_kills = 0;
-    std::string digest;  // SHA-256 of the transaction log, hex
+    std::uint64_t link_failovers = 0;  // terminal links that moved to another clearing node
+    std::string digest;                // SHA-256 of the transaction log, hex
     fs::path transaction_log;
     double run_seconds = 0;
     double upload_seconds = 0;
@@ -81,6 +84,18 @@ void plan_participants_and_terminals(const WorldPaths& world, Island& island, co
 // Runs the day against a running clearing daemon (`clearing` may be restarted by the kill option).
 // `progress(fraction, text)` is called now and then.
 DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearing, const DayOptions& options,
+                  const std::function<void(double, const std::string&)>& progress);
+
+// The clearing as the day's terminals see it: the endpoints each terminal is given (several: the nodes of
+// a cluster, which the terminals fail over across), and the faults the day injects.
+struct ClearingUnderTest {
+    std::vector<sdk::ClearingEndpoint> endpoints;
+    std::function<void()> strike;     // kills the clearing (and brings it back); runs on a thread of its own
+    double strike_every_s = 0;        // wall-clock interval of strikes (0: none)
+    bool strike_mid_day = false;      // once when half of the day's card events are done
+    std::function<void()> after_day;  // after the last upload: the clearing serving again
+};
+DayReport run_day(const WorldPaths& world, const Island& island, const ClearingUnderTest& clearing, const DayOptions& options,
                   const std::function<void(double, const std::string&)>& progress);
 
 }  // namespace coconut::cli

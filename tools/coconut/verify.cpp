@@ -14,6 +14,9 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <fstream>
+#include <sstream>
+
 namespace coconut::cli {
 
 namespace {
@@ -63,28 +66,29 @@ std::pair<int, std::string> ledger_check(const fs::path& data_dir) {
     return {run.exit_code, run.output};
 }
 
-Verification verify_island(const WorldPaths& world, const Island& island) {
+Verification verify_island(const WorldPaths& world, const Island& island) { return verify_island(island, world.clearing_data()); }
+
+Verification verify_island(const Island& island, const fs::path& data) {
     Verification v;
-    const auto [check_code, check_output] = ledger_check(world.clearing_data());
+    const auto [check_code, check_output] = ledger_check(data);
     v.ledger_check_ok = check_code == 0;
     v.ledger_check_summary = check_output;
 
     // Shadows as the clearing's registry and ledger see them.
-    const json cards = json::parse(
-        run_tool_or_fail({require_tool("coconut-clearingd"), "admin", "--data", world.clearing_data().string(), "list", "cards"}));
+    const json cards =
+        json::parse(run_tool_or_fail({require_tool("coconut-clearingd"), "admin", "--data", data.string(), "list", "cards"}));
     std::map<std::string, std::pair<std::int64_t, std::int64_t>> shadows;  // asn → (registry mirror, ledger)
     for (const auto& c : cards)
         shadows[c.at("asn")] = {c.at("shadow_balance_fen").get<std::int64_t>(), c.value("ledger_shadow_balance_fen", std::int64_t{-1})};
-    const json risks = json::parse(
-        run_tool_or_fail({require_tool("coconut-clearingd"), "admin", "--data", world.clearing_data().string(), "list", "risk"}));
+    const json risks = json::parse(run_tool_or_fail({require_tool("coconut-clearingd"), "admin", "--data", data.string(), "list", "risk"}));
     for (const auto& r : risks) {
         ++v.risk_flags;
         ++v.risk_by_kind[r.at("kind").get<std::string>()];
     }
 
-    DataLock lock(world.clearing_data());
+    DataLock lock(data);
     ledger::Options options;
-    options.directory = world.clearing_data().string();
+    options.directory = data.string();
     auto opened = ledger::Ledger::open(options);
     if (!opened) fail(exit_codes::io_error, "cannot open the ledger: " + opened.error().message);
     const ledger::Ledger& book = *opened.value();
@@ -122,6 +126,45 @@ Verification verify_island(const WorldPaths& world, const Island& island) {
         v.medical_total_fen += line.medical_fen;
     }
     return v;
+}
+
+std::pair<std::size_t, std::size_t> missing_debits(const Island& island, const fs::path& transaction_log, const fs::path& data) {
+    std::map<std::string, TerminalId> psam_of;
+    for (const auto& t : island.terminals) {
+        TerminalId id{};
+        const auto bcd = digits_to_bcd(t.psam_terminal_id);
+        if (!bcd || bcd->size() != id.size()) fail(exit_codes::bad_input, "bad PSAM terminal id " + t.psam_terminal_id);
+        std::copy(bcd->begin(), bcd->end(), id.begin());
+        psam_of[t.terminal_id] = id;
+    }
+    DataLock lock(data);
+    ledger::Options options;
+    options.directory = data.string();
+    options.read_only = true;
+    auto opened = ledger::Ledger::open(options);
+    if (!opened) fail(exit_codes::io_error, "cannot open the ledger in " + data.string() + ": " + opened.error().message);
+    std::ifstream in(transaction_log);
+    if (!in) fail(exit_codes::io_error, "cannot read " + transaction_log.string());
+    std::size_t debits = 0, missing = 0;
+    // "TIME KIND… TERMINAL ASN TYPE ATC AMOUNT BEFORE AFTER SERIAL LINE STATION ENTRY RECOVERED" (simulate.cpp);
+    // KIND may hold a space, so the fields are taken from the end.
+    for (std::string line; std::getline(in, line);) {
+        std::vector<std::string> fields;
+        std::istringstream words(line);
+        for (std::string word; words >> word;) fields.push_back(word);
+        if (fields.empty() || fields[0] == "clinic-medical" || fields.size() < 14) continue;
+        const std::size_t n = fields.size();
+        if (fields[1] == "top-up") continue;
+        const auto psam = psam_of.find(fields[n - 12]);
+        if (psam == psam_of.end()) fail(exit_codes::bad_input, "transaction log: unknown terminal " + fields[n - 12]);
+        const auto id = clearing::offline_purchase_transfer(asn_of(fields[n - 11]), psam->second,
+                                                            static_cast<std::uint32_t>(std::stoul(fields[n - 5])));
+        auto found = opened.value()->lookup_transfer(id);
+        if (!found) fail(exit_codes::io_error, "ledger: " + found.error().message);
+        ++debits;
+        if (!*found) ++missing;
+    }
+    return {debits, missing};
 }
 
 }  // namespace coconut::cli

@@ -38,6 +38,14 @@ struct Verification {
 };
 
 Verification verify_island(const WorldPaths& world, const Island& island);
+// The same over another data directory (a cluster node's copy).
+Verification verify_island(const Island& island, const fs::path& data);
+
+// Card debits of the day's transaction log (every line but top-ups and the medical part of clinic
+// visits; each was acknowledged, since every queue emptied) that the ledger in `data` does not hold:
+// looked up by their offline purchase id (ASN, PSAM terminal id, terminal serial). Needs the directory
+// unserved (its lock). Returns {debits in the log, missing}.
+std::pair<std::size_t, std::size_t> missing_debits(const Island& island, const fs::path& transaction_log, const fs::path& data);
 
 // `coconut-clearingd check --data DIR`: (exit code, its report).
 std::pair<int, std::string> ledger_check(const fs::path& data_dir);
