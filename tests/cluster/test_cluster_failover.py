@@ -321,6 +321,12 @@ def main():
     cluster = Cluster(args.tools, work)
     try:
         (chaos if args.mode == "chaos" else fencing)(cluster, args)
+    except BaseException:
+        for node in cluster.nodes:  # what each node said last, for the failure's reader
+            if os.path.exists(node.log_file):
+                with open(node.log_file) as f:
+                    print(f"--- node {node.name} ({node.status()}):\n" + "".join(f.readlines()[-15:]))
+        raise
     finally:
         cluster.close()
         if os.environ.get("COCONUT_KEEP_WORK"):
