@@ -31,71 +31,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "clearing"))
 sys.path.insert(0, os.path.join(HERE, ".."))
+from cluster_node import ClusterNode  # noqa: E402
 from nats_cluster import NatsCluster  # noqa: E402
-from test_clearingd_it import CARDS, Stack, free_port, log, run, wait_port  # noqa: E402
+from test_clearingd_it import CARDS, Stack, log, run, wait_port  # noqa: E402
 
 WAIT_S = 60
 AMOUNT = 3
 NODES = ("a", "b", "c")
-
-
-class ClusterNode:
-    def __init__(self, name, stack, nats, key, work):
-        self.name = name
-        self.stack = stack
-        self.nats = nats
-        self.key = key
-        self.data = os.path.join(work, f"node-{name}")
-        self.status_file = os.path.join(work, f"node-{name}.status")
-        self.log_file = os.path.join(work, f"node-{name}.log")
-        self.port = free_port()
-        self.http_port = free_port()
-        self.process = None
-        shutil.copytree(stack.data, self.data, ignore=shutil.ignore_patterns("clearingd.lock", "lock.mdb"))
-
-    def start(self):
-        if os.path.exists(self.status_file):
-            os.remove(self.status_file)  # a restarted node's role is what it says now, not before its death
-        self.process = subprocess.Popen(
-            [self.stack.clearingd, "serve", "--cluster-node", self.name, *self.nats.client_args(), "--cluster-key", self.key,
-             "--cluster-status-file", self.status_file, "--lease-ttl-ms", "2000", "--iso-listen", f"127.0.0.1:{self.port}",
-             "--http-listen", f"127.0.0.1:{self.http_port}",
-             "--data", self.data, "--hsm", f"127.0.0.1:{self.stack.hsm_port}", "--hsm-key", self.stack.key,
-             *self.stack.tls.server_args()],
-            stdout=open(self.log_file, "a"), stderr=subprocess.STDOUT)
-
-    def print_stacks(self):
-        """Where the node's threads are (gdb), for a failure message."""
-        if self.alive() and shutil.which("gdb"):
-            stacks = subprocess.run(["gdb", "-p", str(self.process.pid), "-batch", "-ex", "thread apply all bt 12"],
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60).stdout
-            print(f"node {self.name} threads:\n" + "\n".join(l for l in stacks.splitlines() if l.startswith(("#", "Thread"))))
-
-    def status(self):
-        try:
-            with open(self.status_file) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return {}
-
-    def alive(self):
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self):
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=WAIT_S)
-
-    def stop(self):
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=WAIT_S)
-            except subprocess.TimeoutExpired:
-                self.print_stacks()
-                self.process.kill()
-                self.process.wait(timeout=WAIT_S)
-                raise AssertionError(f"node {self.name} did not stop within {WAIT_S} s of SIGTERM (see {self.log_file})")
-        return self.process.returncode
 
 
 def primary_of(nodes):
@@ -177,7 +119,7 @@ class Cluster:
         self.nats = NatsCluster(os.path.join(self.work, "nats"))
         key = os.path.join(self.work, "cluster.key")
         run([stack.clearingd, "cluster-key", "--out", key])
-        self.nodes = [ClusterNode(name, stack, self.nats, key, self.work) for name in NODES]
+        self.nodes = [ClusterNode(name, stack, self.nats, key, self.work, copy_from=stack.data) for name in NODES]
         for node in self.nodes:
             node.start()
         primary = wait_primary(self.nodes)

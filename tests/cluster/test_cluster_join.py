@@ -23,7 +23,6 @@ import http.server
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -38,8 +37,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "clearing"))
 sys.path.insert(0, os.path.join(HERE, ".."))
+from cluster_node import ClusterNode  # noqa: E402
 from nats_cluster import NatsCluster  # noqa: E402
-from test_clearingd_it import CARDS, Stack, free_port, log, run, wait_port  # noqa: E402
+from test_clearingd_it import CARDS, Stack, log, run, wait_port  # noqa: E402
 
 WAIT_S = 60
 AMOUNT = 3
@@ -49,58 +49,9 @@ EXIT_CLUSTER = 8
 EXIT_SETTLE_BEHIND = 13
 
 
-class Node:
+class Node(ClusterNode):
     def __init__(self, name, stack, nats, key, work, data=None, https=False):
-        self.name, self.stack, self.nats, self.key, self.https = name, stack, nats, key, https
-        self.data = data or os.path.join(work, f"node-{name}")
-        self.status_file = os.path.join(work, f"node-{name}.status")
-        self.log_file = os.path.join(work, f"node-{name}.log")
-        self.port = free_port()
-        self.http_port = free_port()
-        self.process = None
-
-    def start(self):
-        self.process = subprocess.Popen(
-            [self.stack.clearingd, "serve", "--cluster-node", self.name, *self.nats.client_args(), "--cluster-key", self.key,
-             "--cluster-status-file", self.status_file, "--lease-ttl-ms", "2000", "--iso-listen", f"127.0.0.1:{self.port}",
-             "--http-listen", f"127.0.0.1:{self.http_port}", "--settlement-margin-s", "1",
-             "--data", self.data, "--hsm", f"127.0.0.1:{self.stack.hsm_port}", "--hsm-key", self.stack.key,
-             *self.stack.tls.server_args(), *self.http_tls_args()],
-            stdout=open(self.log_file, "a"), stderr=subprocess.STDOUT)
-
-    def http_tls_args(self):
-        if not self.https:
-            return []
-        where = os.path.join(self.stack.tls.dir, "coconut-clearingd")  # the island CA's server certificate
-        return ["--http-tls-cert", os.path.join(where, "cert.pem"), "--http-tls-key", os.path.join(where, "key.pem")]
-
-    @property
-    def url(self):
-        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.http_port}"
-
-    def status(self):
-        try:
-            with open(self.status_file) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return {}
-
-    def alive(self):
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self):
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=WAIT_S)
-
-    def stop(self):
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=WAIT_S)
-        return self.process.returncode
-
-    def log_text(self):
-        with open(self.log_file) as f:
-            return f.read()
+        super().__init__(name, stack, nats, key, work, data=data, https=https, extra_args=["--settlement-margin-s", "1"])
 
 
 def wait_primary(nodes, wait_s=30):
