@@ -408,6 +408,9 @@ coconut::Result<ReignEnd, NodeError> serve_as_primary(Node& node, DaemonOptions 
                          (*daemon)->terminal_port()));
     running = daemon->get();
     if (reign.deposed) (*daemon)->shutdown();  // deposed while opening: the keeper may not have seen it running
+    // A SIGTERM that came while the lease was being taken or the daemon opened went to the standby's
+    // handler, not the daemon's (installed by start()): honour it now.
+    if (stop_requested) (*daemon)->shutdown();
     (*daemon)->run();
     stop_keeper();  // before the daemon goes: the keeper may be calling its shutdown()
     running = nullptr;
@@ -459,6 +462,10 @@ coconut::Status<NodeError> run_node(DaemonOptions daemon, const NodeOptions& opt
             auto followed = follow(node, *(*standby)->ledger, revision);
             if (!followed) return Unexpected{followed.error()};
             if (*followed == StandbyEnd::stopped) return Ok{};
+            if (stop_requested) {  // stopped while taking the lease: hand it back rather than serve
+                (void)node.lease().release(revision);
+                return Ok{};
+            }
         }  // the standby's ledger and lock are released: the daemon takes them
         auto reign = serve_as_primary(node, daemon, revision);
         if (!reign) return Unexpected{reign.error()};
