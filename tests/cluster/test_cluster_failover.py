@@ -153,7 +153,9 @@ class Cluster:
                         node.print_stacks()
                 raise AssertionError(f"not every node applied position {target}: {[(n.name, n.status()) for n in self.nodes]}")
             time.sleep(0.1)
-        for node in self.nodes:
+        # Standbys first, the primary last: a primary stopped first hands its lease over, and the standby
+        # that takes it opens its daemon — a commit of its own the others would not all see.
+        for node in sorted(self.nodes, key=lambda n: n is primary):
             assert node.stop() == 0, f"node {node.name} did not stop cleanly (see {node.log_file})"
         heads = {}
         for node in self.nodes:
