@@ -152,7 +152,8 @@ TEST_CASE("card numbers are the ASN's rightmost 16 digits; roles parse by name")
     CHECK(!http::parse_roles("read,admin"));
     CHECK(!http::parse_roles("read,"));
     CHECK(http::role_names(http::roles::all) ==
-          std::vector<std::string>{"hotlist", "registry", "settlement", "read", "adjust", "clerks", "cluster"});
+          std::vector<std::string>{"hotlist", "registry", "settlement", "read", "adjust", "clerks", "cluster", "counter"});
+    CHECK(http::parse_roles("counter,read") == (http::roles::counter | http::roles::read));
 }
 
 TEST_CASE("add_clerk refuses an empty, spaced or overlong name and empty roles") {

@@ -308,7 +308,7 @@ std::optional<std::uint8_t> parse_roles(std::string_view text) {
     static const std::map<std::string_view, std::uint8_t> names{{"hotlist", roles::hotlist},       {"registry", roles::registry},
                                                                 {"settlement", roles::settlement}, {"read", roles::read},
                                                                 {"adjust", roles::adjust},         {"clerks", roles::clerks},
-                                                                {"cluster", roles::cluster}};
+                                                                {"cluster", roles::cluster},       {"counter", roles::counter}};
     std::uint8_t out = 0;
     for (;;) {
         const auto comma = text.find(',');
@@ -329,6 +329,7 @@ std::vector<std::string> role_names(std::uint8_t bits) {
     if (bits & roles::adjust) out.emplace_back("adjust");
     if (bits & roles::clerks) out.emplace_back("clerks");
     if (bits & roles::cluster) out.emplace_back("cluster");
+    if (bits & roles::counter) out.emplace_back("counter");
     return out;
 }
 

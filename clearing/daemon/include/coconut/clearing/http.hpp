@@ -65,7 +65,8 @@ inline constexpr std::uint8_t read = 1u << 3;        // look up cards, risk flag
 inline constexpr std::uint8_t adjust = 1u << 4;      // propose, approve or reject manual adjustments (maker-checker)
 inline constexpr std::uint8_t clerks = 1u << 5;      // add clerks, revoke their tokens, list them (while serving)
 inline constexpr std::uint8_t cluster = 1u << 6;     // take a snapshot of the whole data directory (a node joining)
-inline constexpr std::uint8_t all = hotlist | registry | settlement | read | adjust | clerks | cluster;
+inline constexpr std::uint8_t counter = 1u << 7;     // a service counter: report cards lost, replace, return and refund, sell tourist cards
+inline constexpr std::uint8_t all = hotlist | registry | settlement | read | adjust | clerks | cluster | counter;
 }  // namespace roles
 // "hotlist,read" → bits; nullopt for an unknown or empty name.
 std::optional<std::uint8_t> parse_roles(std::string_view text);
