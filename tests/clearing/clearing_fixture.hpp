@@ -165,6 +165,7 @@ struct Rig {
         options.answers_on_io_thread = false;
         options.terminals = std::move(terminals);
         options.expiry_scan_interval = std::chrono::milliseconds(0);
+        options.lifecycle_sweep_interval = std::chrono::milliseconds(0);  // the lifecycle sweep is the tests' to run
         options.drain_timeout = std::chrono::seconds(10);
         options.commit_hook = std::move(commit_hook);
         auto opened = Daemon::open(std::move(options));

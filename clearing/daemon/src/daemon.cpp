@@ -1,5 +1,6 @@
 // The clearing daemon as one object (daemon.hpp): the data directory, the writer, the HSM, the engine,
 // the ISO 8583 listeners, the HTTP thread, the timers, signals and the drain.
+#include <coconut/clearing/card_lifecycle.hpp>
 #include <coconut/clearing/daemon.hpp>
 #include <coconut/core/assert.hpp>
 
@@ -56,6 +57,7 @@ struct Daemon::State {
     std::optional<DirectoryLock> lock;
     std::unique_ptr<ledger::Ledger> ledger;
     std::unique_ptr<Registry> registry;
+    std::unique_ptr<Lifecycle> lifecycle;
     std::unique_ptr<http::Tokens> tokens;
 
     // start()
@@ -75,6 +77,8 @@ struct Daemon::State {
     std::optional<boost::asio::signal_set> signals;
     boost::asio::steady_timer drain_deadline{io};
     boost::asio::steady_timer expiry_timer{io};
+    boost::asio::steady_timer lifecycle_timer{io};
+    Asn lifecycle_cursor{};  // the sweep's page (card_lifecycle.hpp)
     bool draining = false;
     std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> io_work;
     std::thread background;
@@ -91,6 +95,7 @@ struct Daemon::State {
     void start_http_threads();
     void watch_signals();
     void scan_expiries();
+    void sweep_lifecycle();
     DaemonStatus write_ready_files() const;
     void drain();
     void finish();
@@ -109,7 +114,9 @@ DaemonResult<DataDirectory> open_data_directory(const std::filesystem::path& dir
             failure(Kind::storage, fmt::format("cannot open the ledger in {}: {}", text, opened.error().message))};
     auto registry = Registry::open(opened.value()->env());
     if (!registry) return Unexpected<DaemonError>{failure(Kind::storage, registry.error().message)};
-    return DataDirectory{std::move(opened).value(), std::move(registry).value()};
+    auto lifecycle = Lifecycle::open(opened.value()->env());
+    if (!lifecycle) return Unexpected<DaemonError>{failure(Kind::storage, lifecycle.error().message)};
+    return DataDirectory{std::move(opened).value(), std::move(registry).value(), std::move(lifecycle).value()};
 }
 
 DaemonStatus Daemon::State::open_data() {
@@ -123,6 +130,7 @@ DaemonStatus Daemon::State::open_data() {
     if (!data) return Unexpected<DaemonError>{data.error()};
     ledger = std::move(data->ledger);
     registry = std::move(data->registry);
+    lifecycle = std::move(data->lifecycle);
     if (options.commit_hook) ledger->env().set_commit_hook(options.commit_hook(*ledger));
     auto tokens_opened = http::Tokens::open(ledger->env(), options.data);
     if (!tokens_opened) return Unexpected<DaemonError>{failure(Kind::storage, tokens_opened.error().message)};
@@ -185,6 +193,7 @@ void Daemon::State::start_engine() {
     }
     EngineOptions engine_options = options.engine;
     if (options.answers_on_io_thread) engine_options.completion_executor = io.get_executor();
+    engine_options.lifecycle = lifecycle.get();
     engine = std::make_unique<Engine>(*ledger, *writer, *registry, *metered_hsm, *metered_hsm, engine_options);
 }
 
@@ -215,7 +224,9 @@ DaemonStatus Daemon::State::start_http() {
                             &metered_hsm->stats(),
                             remote_hsm ? &remote_hsm->link_stats() : nullptr,
                             nullptr,
-                            options.data};
+                            options.data,
+                            lifecycle.get(),
+                            options.engine.lost_wait_s};
     try {
         http_server = std::make_unique<http::HttpServer>(*http_io, services, http_options);
     } catch (const std::exception& e) {
@@ -265,6 +276,21 @@ void Daemon::State::scan_expiries() {
     });
 }
 
+// The card lifecycle's writer sweep (card_lifecycle.hpp): carries due, repairs; one page per tick.
+void Daemon::State::sweep_lifecycle() {
+    if (draining) return;
+    const LifecycleContext context{*ledger, *registry, *lifecycle, options.engine.lost_wait_s};
+    const auto now_ns = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    if (auto swept = run_lifecycle_sweep(context, *writer, now_ns, lifecycle_cursor); !swept) {
+        std::cerr << "coconut-clearingd: lifecycle sweep: " << swept.error().message << "\n";
+    }
+    lifecycle_timer.expires_after(options.lifecycle_sweep_interval);
+    lifecycle_timer.async_wait([this](boost::system::error_code timer_error) {
+        if (!timer_error) sweep_lifecycle();
+    });
+}
+
 // The HTTP port first: whoever waits for the ISO 8583 ready file finds both.
 DaemonStatus Daemon::State::write_ready_files() const {
     if (http_server && !options.http_ready_file.empty() && !write_port_file(options.http_ready_file, http_server->port()))
@@ -290,6 +316,7 @@ DaemonStatus Daemon::start() {
         s.watch_signals();
     }
     if (s.options.expiry_scan_interval.count() > 0) boost::asio::post(s.io, [&s] { s.scan_expiries(); });
+    if (s.options.lifecycle_sweep_interval.count() > 0) boost::asio::post(s.io, [&s] { s.sweep_lifecycle(); });
     return s.write_ready_files();
 }
 
@@ -301,6 +328,7 @@ void Daemon::State::drain() {
     if (draining) return;
     draining = true;
     expiry_timer.cancel();
+    lifecycle_timer.cancel();
     if (http_server) http_server->shutdown();
     auto open = std::make_shared<std::size_t>(servers.size());
     auto closed = [this, open] {
@@ -368,6 +396,7 @@ void Daemon::stop_now() { state_->io.stop(); }
 const DaemonOptions& Daemon::options() const { return state_->options; }
 ledger::Ledger& Daemon::ledger() { return *state_->ledger; }
 Registry& Daemon::registry() { return *state_->registry; }
+Lifecycle& Daemon::lifecycle() { return *state_->lifecycle; }
 http::Tokens& Daemon::tokens() { return *state_->tokens; }
 
 ledger::Writer& Daemon::writer() {

@@ -4,6 +4,7 @@
 #include <coconut/clearing/daemon.hpp>
 #include <coconut/clearing/engine.hpp>
 #include <coconut/clearing/hsm_adapters.hpp>
+#include <coconut/clearing/lifecycle.hpp>
 #include <coconut/clearing/registry.hpp>
 #include <coconut/clearing/scheduling.hpp>
 #include <coconut/clearing/server.hpp>
@@ -96,6 +97,9 @@ coconut::Result<Opened, std::string> open_data(const std::string& dir, bool crea
 // ---- serve ----------------------------------------------------------------------------------------------
 
 struct ServeOptions {
+    // The lost-card waiting period (clearing/README.md "Card lifecycle"): days, or seconds (tests) when set.
+    std::uint32_t lost_wait_days = 7;
+    std::uint32_t lost_wait_s = 0;
     std::string iso_listen = "127.0.0.1:8583";
     std::string data;
     std::string hsm = "127.0.0.1:7501";
@@ -245,6 +249,7 @@ ServeResult daemon_options(const ServeOptions& o) {
     d.engine = o.engine;
     d.engine.require_sign_on = !o.allow_without_sign_on;
     d.engine.tac_key_label = o.tac_key;
+    d.engine.lost_wait_s = o.lost_wait_s != 0 ? o.lost_wait_s : std::uint64_t{o.lost_wait_days} * 86'400;
     d.terminals.push_back(terminal_server_options(o, *listen, *terminal_context));
     d.ready_file = o.ready_file;
     d.http_ready_file = o.http_ready_file;
@@ -449,6 +454,37 @@ json card_json(const CardRecord& c) {
             {"risk_flags", c.risk_flags}};
 }
 
+// The registry file's persons (lifecycle.hpp): each card joins its holder's record, keyed by the SSN's
+// keyed hash (the key: DATA/http-token.key, made on first use), in one commit.
+coconut::Status<std::string> load_persons(const std::string& dir, const Opened& data, const std::vector<CardPerson>& persons) {
+    if (persons.empty()) return Ok{};
+    auto tokens = http::Tokens::open(data.ledger->env(), dir);
+    if (!tokens) return Unexpected<std::string>{tokens.error().message};
+    std::string conflict;
+    ledger::Batch batch;
+    batch.after = [&](lmdb::Txn& txn, std::span<const ledger::EventResult>) -> lmdb::Status {
+        for (const CardPerson& cp : persons) {
+            const SsnHash hash = (*tokens)->hash("ssn:" + cp.person.ssn);
+            auto stored = data.lifecycle->person_in(txn, hash);
+            auto owner = data.lifecycle->owner_in(txn, cp.asn);
+            if (!stored) return Unexpected<lmdb::Error>{stored.error()};
+            if (!owner) return Unexpected<lmdb::Error>{owner.error()};
+            PersonRecord p = stored->value_or(PersonRecord{cp.person.name, cp.person.birth_date, {}});
+            if (p.name != cp.person.name || p.birth_date != cp.person.birth_date || (*owner && **owner != hash)) {
+                conflict = "card " + bcd_to_digits(cp.asn) + ": person differs from the one registered";
+                return Unexpected<lmdb::Error>{lmdb::Error{MDB_KEYEXIST, "person", conflict}};
+            }
+            if (std::find(p.cards.begin(), p.cards.end(), cp.asn) == p.cards.end()) p.cards.push_back(cp.asn);
+            if (p.cards.size() > person_cards_max) return Unexpected<lmdb::Error>{lmdb::Error{MDB_KEYEXIST, "person", "too many cards"}};
+            if (auto put = data.lifecycle->put_person(txn, hash, p); !put) return put;
+        }
+        return Ok{};
+    };
+    auto applied = data.ledger->apply_group(std::span<const ledger::Batch>(&batch, 1));
+    if (!applied) return Unexpected<std::string>{conflict.empty() ? applied.error().message : conflict};
+    return Ok{};
+}
+
 int admin_load(const std::string& dir, const std::string& file) {
     std::ifstream in(file, std::ios::binary);
     if (!in) return fail(exit_bad_input, "cannot read " + file);
@@ -458,10 +494,14 @@ int admin_load(const std::string& dir, const std::string& file) {
     std::filesystem::create_directories(dir, ec);
     auto lock = lock_data_directory(dir);
     if (!lock) return fail(exit_locked, lock.error().message);
+    // Each card's optional "person" is checked with the rest of the file, before anything is written.
+    auto persons = read_registry_persons(text.str());
+    if (!persons) return fail(exit_bad_input, file + ": " + persons.error());
     auto data = open_data(dir, true);
     if (!data) return fail(exit_storage, data.error());
     auto report = load_registry(*data->ledger, *data->registry, text.str());
     if (!report) return fail(exit_for(report.error()), file + ": " + report.error().message);
+    if (auto loaded = load_persons(dir, *data, *persons); !loaded) return fail(exit_storage, file + ": " + loaded.error());
     std::cout << json{{"participants", report->participants},
                       {"terminals", report->terminals},
                       {"cards", report->cards},
@@ -780,6 +820,13 @@ void add_engine_options(CLI::App* serve, ServeOptions& o) {
     serve->add_option("--challenge-ttl-s", o.engine.challenge_ttl_s, "seconds a clinic card-presence challenge (0800 70=201) stays valid")
         ->capture_default_str()
         ->check(CLI::Range(5, 600));
+    serve
+        ->add_option("--lost-wait-days", o.lost_wait_days,
+                     "days after a card is reported lost until a replaced card's balance is carried to the new card (found: until then)")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 365));
+    serve->add_option("--lost-wait-s", o.lost_wait_s, "the same waiting period in seconds (tests); overrides --lost-wait-days")
+        ->check(CLI::Range(1, 365 * 86'400));
     serve
         ->add_option("--forged-tacs-per-day", o.engine.forged_tacs_per_day,
                      "uploads with a failed TAC one terminal may send per UTC day before it is suspended")

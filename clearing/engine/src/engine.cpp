@@ -108,6 +108,9 @@ struct Engine::Upload {
     bool suspended_terminal = false;      // this upload took the terminal past the forged-TAC limit
     std::optional<PurchaseProof> raced;   // booked by another upload between the snapshot and the commit
     std::uint64_t booked_amount_fen = 0;  // the approval's record (for DF10)
+    // A lost card whose balance was carried to its replacement (lifecycle.hpp): booked as transfer 12,
+    // lost late spending → payable; the card's shadow (carried, at 0) stays as it is.
+    bool after_carry = false;
 };
 
 Engine::Engine(ledger::Ledger& ledger, ledger::Writer& writer, Registry& registry, TacVerifier& verifier, EngineOptions options)
@@ -442,6 +445,14 @@ void Engine::offline_upload(Message message, SessionState& session, Respond resp
     COCONUT_ASSERT(upload->proof.amount_fen == upload->amount_fen, "the amount is within a card record's 4 bytes");
 
     auto stored = registry_.purchase_proof_in(*snapshot, purchase_key_of(t));
+    if (upload->card.status != CardStatus::active && options_.lifecycle != nullptr) {
+        auto record = options_.lifecycle->record_in(*snapshot, t.asn);
+        if (!record) {
+            log_line("0320: " + record.error().message());
+            return finish(upload, ResponseCode::system_malfunction);
+        }
+        upload->after_carry = *record && (*record)->state == CarryState::carried;
+    }
     snapshot->abort();  // back to the pool before the HSM and the writer
     if (!stored) {
         log_line("0320: " + stored.error().message());
@@ -626,11 +637,11 @@ void Engine::book(std::shared_ptr<Upload> upload) {
     const PurseTransaction& t = upload->transaction;
     ledger::Transfer transfer;
     transfer.id = upload->transfer_id;
-    transfer.debit_account_id = purse_shadow_account(t.asn);
+    transfer.debit_account_id = upload->after_carry ? lost_late_spending_account : purse_shadow_account(t.asn);
     transfer.credit_account_id = payable_account(upload->participant_id, ledgers::purse);
     transfer.amount = upload->amount_fen;
     transfer.ledger = ledgers::purse;
-    transfer.code = transfer_codes::offline_purchase;
+    transfer.code = upload->after_carry ? transfer_codes::late_after_carry : transfer_codes::offline_purchase;
     transfer.user_data_64 = upload->participant_id;
     transfer.user_data_32 = t.terminal_serial;
     transfer.user_data_128 = make_place(place_of(t.terminal_id, t.type, iso8583::transit_line(t), iso8583::transit_station(t), t.when));
@@ -677,6 +688,17 @@ lmdb::Status Engine::judge_raced_booking(lmdb::Txn& txn, Upload& upload) {
     return Ok{};
 }
 
+// The lost card's record counts what it paid after its carry (the clerk's late-spending report).
+lmdb::Status Engine::count_late_spending(lmdb::Txn& txn, const Upload& upload) {
+    auto record = options_.lifecycle->record_in(txn, upload.transaction.asn);
+    if (!record) return Unexpected<lmdb::Error>{record.error()};
+    if (!*record) return Ok{};
+    LifecycleRecord r = **record;
+    r.late_count++;
+    r.late_fen += upload.amount_fen;
+    return options_.lifecycle->put_record(txn, r);
+}
+
 lmdb::Status Engine::record_booking(lmdb::Txn& txn, Upload& upload) {
     const PurseTransaction& t = upload.transaction;
     if (auto s = registry_.put_purchase_proof(txn, purchase_key_of(t), upload.proof); !s) return s;
@@ -687,6 +709,11 @@ lmdb::Status Engine::record_booking(lmdb::Txn& txn, Upload& upload) {
     const risk::Assessment assessed = risk::assess_purchase(**stored_card, risk::PurchaseFacts{upload.amount_fen, t.offline_atc,
                                                                                                t.balance_before_fen, when_number(t.when)});
     CardRecord card = assessed.card;
+    if (upload.after_carry) {
+        // Booked from lost late spending: the shadow, carried at 0, is not debited (check: cards = shadows).
+        card.shadow_balance_fen = (*stored_card)->shadow_balance_fen;
+        if (auto late = count_late_spending(txn, upload); !late) return late;
+    }
     const std::uint64_t now = assessed.findings.empty() ? 0 : wall_clock_ns();
     for (const risk::Finding& f : assessed.findings) {
         auto added = registry_.put_risk(txn, RiskFlag{f.kind, t.asn, f.atc, t.type, now, f.detail});

@@ -56,9 +56,20 @@ coconut::Result<CardRecord, ResponseCode> online_card(const Registry& registry, 
         return Unexpected<ResponseCode>{ResponseCode::system_malfunction};
     }
     if (!*card) return Unexpected<ResponseCode>{ResponseCode::invalid_card_number};
-    if (refuse_hotlisted && (*card)->status == CardStatus::lost) return Unexpected<ResponseCode>{ResponseCode::lost_card};
+    // A replaced card is a lost one whose balance moves to its replacement (clearing/README.md "Card lifecycle").
+    const bool lost = (*card)->status == CardStatus::lost || (*card)->status == CardStatus::replaced;
+    if (refuse_hotlisted && lost) return Unexpected<ResponseCode>{ResponseCode::lost_card};
     if (refuse_hotlisted && (*card)->status == CardStatus::blocked) return Unexpected<ResponseCode>{ResponseCode::restricted_card};
     return **card;
+}
+
+// What a card's carried holding can still fund: credits posted minus debits posted and pending (0 without one).
+ledger::Result<std::uint64_t> carried_available(const ledger::Ledger& ledger, const Asn& asn) {
+    auto holding = ledger.lookup_account(carried_holding_account(asn));
+    if (!holding) return Unexpected<ledger::Error>{holding.error()};
+    if (!*holding) return std::uint64_t{0};
+    const std::uint64_t spent = (*holding)->debits_posted + (*holding)->debits_pending;
+    return (*holding)->credits_posted > spent ? (*holding)->credits_posted - spent : 0;
 }
 
 bool duplicate(ledger::ResultCode code) {
@@ -124,6 +135,7 @@ struct Engine::Online {
     iso8583::ClinicAuthorizationData clinic;
     std::uint64_t held_fen = 0;
     bool challenge_claimed = false;  // 0100: clinic.challenge is in challenges_in_flight_ until answered
+    bool carried = false;            // processing code 280000: the load is funded by the card's carried holding
     // Added to the answer.
     std::optional<std::uint64_t> field4;
     std::optional<std::string> field62;
@@ -224,9 +236,24 @@ void Engine::flag_only(std::shared_ptr<Online> online, RiskFlag flag, ResponseCo
 
 // ---- 0200 online load ----------------------------------------------------------------------------------
 
+namespace {
+
+// The processing code of a load message: 210000 (from the float) or 280000 (from the carried holding).
+ProcessingCode load_code_of(const Message& request) {
+    return iso8583::processing_code_of(request) == ProcessingCode::carried_load ? ProcessingCode::carried_load : ProcessingCode::purse_load;
+}
+
+bool is_load(const Message& request) {
+    const auto code = iso8583::processing_code_of(request);
+    return code == ProcessingCode::purse_load || code == ProcessingCode::carried_load;
+}
+
+}  // namespace
+
 void Engine::online_load(const Message& request, SessionState& session, Respond respond) {
-    auto online = begin_online(request, session, std::move(respond), ProcessingCode::purse_load);
+    auto online = begin_online(request, session, std::move(respond), load_code_of(request));
     if (!online) return;
+    online->carried = load_code_of(request) == ProcessingCode::carried_load;
     if (online->amount_fen == 0) return answer(online, ResponseCode::invalid_amount);
     if (online->amount_fen > options_.load_amount_fen_max) return answer(online, ResponseCode::exceeds_amount_limit);
     auto parsed = iso8583::parse_load_request(request.get(62).value_or(""));
@@ -271,6 +298,15 @@ void Engine::online_load(const Message& request, SessionState& session, Respond 
     }
     online->attempt = LoadAttempt{attempt, online->digest, online->amount_fen, online->terminal_id};
     online->transfer_id = online_load_transfer(load.asn, load.online_atc, attempt);
+    if (online->carried && !repeat) {
+        auto holding = carried_available(ledger_, load.asn);
+        if (!holding) {
+            log_line("0200: " + holding.error().message);
+            return answer(online, ResponseCode::system_malfunction);
+        }
+        // Checked before the HSM and the booking: a refused booking would spend this online ATC's id.
+        if (*holding < online->amount_fen) return answer(online, ResponseCode::insufficient_funds);
+    }
 
     request_mac2(std::move(online), repeat);
 }
@@ -316,11 +352,11 @@ void Engine::approve_load(std::shared_ptr<Online> online, const hsm::LoadAnswer&
     const iso8583::LoadRequestData& load = online->load;
     ledger::Transfer transfer;
     transfer.id = online->transfer_id;
-    transfer.debit_account_id = purse_float_account;
+    transfer.debit_account_id = online->carried ? carried_holding_account(load.asn) : purse_float_account;
     transfer.credit_account_id = purse_shadow_account(load.asn);
     transfer.amount = online->amount_fen;
     transfer.ledger = ledgers::purse;
-    transfer.code = transfer_codes::online_load;
+    transfer.code = online->carried ? transfer_codes::carried_load : transfer_codes::online_load;
     transfer.flags = ledger::transfer_flags::pending;
     transfer.timeout_s = options_.load_timeout_s;
     transfer.user_data_64 = online->terminal.participant_id;
@@ -345,6 +381,11 @@ void Engine::approve_load(std::shared_ptr<Online> online, const hsm::LoadAnswer&
         if (ledger::succeeded(code)) return answer(online, ResponseCode::approved);
         online->field62.reset();  // no MAC2 with a refusal
         if (duplicate(code)) return answer(online, ResponseCode::duplicate_transmission);
+        // 280000: another load took the carried holding between the check and the commit.
+        if (online->carried && (code == ledger::ResultCode::exceeds_credits || code == ledger::ResultCode::id_already_failed ||
+                                code == ledger::ResultCode::debit_account_not_found)) {
+            return answer(online, ResponseCode::insufficient_funds);
+        }
         log_line(fmt::format("load {}: {}", ledger::to_string(online->transfer_id), ledger::to_string(code)));
         answer(online, ResponseCode::system_malfunction);
     });
@@ -353,8 +394,11 @@ void Engine::approve_load(std::shared_ptr<Online> online, const hsm::LoadAnswer&
 // ---- 0220 advices: load confirmation, clinic completion ------------------------------------------------------
 
 void Engine::advice(const Message& request, SessionState& session, Respond respond) {
-    if (iso8583::processing_code_of(request) == ProcessingCode::purse_load) {
-        if (auto online = begin_online(request, session, std::move(respond), ProcessingCode::purse_load)) load_confirmation(online);
+    if (is_load(request)) {
+        if (auto online = begin_online(request, session, std::move(respond), load_code_of(request))) {
+            online->carried = load_code_of(request) == ProcessingCode::carried_load;
+            load_confirmation(online);
+        }
         return;
     }
     // Anything else is refused by begin_online with 12 (or 30).
@@ -443,10 +487,10 @@ void Engine::post_load(std::shared_ptr<Online> online, bool tac_valid) {
         transfer.pending_id = online->transfer_id;
         COCONUT_ASSERT(transfer.id != transfer.pending_id);
     } else {
-        transfer.debit_account_id = purse_float_account;
+        transfer.debit_account_id = online->carried ? carried_holding_account(c.asn) : purse_float_account;
         transfer.credit_account_id = purse_shadow_account(c.asn);
         transfer.ledger = ledgers::purse;
-        transfer.code = transfer_codes::online_load;
+        transfer.code = online->carried ? transfer_codes::carried_load : transfer_codes::online_load;
     }
     auto hook = [this, online, tac_valid, live](lmdb::Txn& txn, ledger::ResultCode code) -> lmdb::Status {
         if (code != ledger::ResultCode::ok) return Ok{};
@@ -692,8 +736,8 @@ void Engine::hold_medical(std::shared_ptr<Online> online) {
 // ---- 0400 / 0420 reversals --------------------------------------------------------------------------------
 
 void Engine::reversal(const Message& request, SessionState& session, Respond respond) {
-    if (iso8583::processing_code_of(request) == ProcessingCode::purse_load) {
-        if (auto online = begin_online(request, session, std::move(respond), ProcessingCode::purse_load)) reverse_load(online);
+    if (is_load(request)) {
+        if (auto online = begin_online(request, session, std::move(respond), load_code_of(request))) reverse_load(online);
         return;
     }
     if (auto online = begin_online(request, session, std::move(respond), ProcessingCode::medical_purchase)) reverse_hold(online);

@@ -78,13 +78,15 @@ std::string_view processing_code_text(ProcessingCode code) {
         case ProcessingCode::medical_purchase: return "003000";
         case ProcessingCode::purse_load: return "210000";
         case ProcessingCode::refund: return "200000";
+        case ProcessingCode::carried_load: return "280000";
     }
     return "";
 }
 
 std::optional<ProcessingCode> parse_processing_code(std::string_view text) {
     for (ProcessingCode code :
-         {ProcessingCode::purse_purchase, ProcessingCode::medical_purchase, ProcessingCode::purse_load, ProcessingCode::refund}) {
+         {ProcessingCode::purse_purchase, ProcessingCode::medical_purchase, ProcessingCode::purse_load, ProcessingCode::refund,
+          ProcessingCode::carried_load}) {
         if (processing_code_text(code) == text) return code;
     }
     return std::nullopt;

@@ -26,6 +26,17 @@ std::string six_digits(std::uint32_t n) {
 ledger::Id purse_shadow_account(const Asn& asn) { return derive("purse", asn); }
 ledger::Id medical_account(const Asn& asn) { return derive("medical", asn); }
 
+ledger::Id carried_holding_account(const Asn& new_asn) { return derive("carried", new_asn); }
+ledger::Id carry_transfer(const Asn& lost_asn) { return derive("carry", lost_asn); }
+ledger::Id medical_carry_transfer(const Asn& lost_asn) { return derive("medical-carry", lost_asn); }
+ledger::Id medical_carry_rest_transfer(const Asn& lost_asn) { return derive("medical-carry-rest", lost_asn); }
+
+ledger::Id late_repair_transfer(const Asn& lost_asn, std::uint64_t shadow_debits_posted) {
+    Bytes material(lost_asn.begin(), lost_asn.end());
+    append_be(material, shadow_debits_posted, 8);
+    return derive("late-repair", material);
+}
+
 ledger::Id payable_account(std::uint64_t participant_id, std::uint32_t ledger_number) {
     Bytes material = be_bytes(participant_id, 8);
     append_be(material, ledger_number, 4);
@@ -126,7 +137,13 @@ std::vector<ledger::Account> fixed_accounts() {
             account(medical_fee_income_account, ledgers::medical, account_codes::fee_income),
             account(purse_suspense_account, ledgers::purse, account_codes::suspense),
             account(medical_suspense_account, ledgers::medical, account_codes::suspense),
-            account(purse_review_claims_account, ledgers::purse, account_codes::review_claims)};
+            account(purse_review_claims_account, ledgers::purse, account_codes::review_claims),
+            account(lost_late_spending_account, ledgers::purse, account_codes::lost_late_spending)};
+}
+
+ledger::Account carried_holding_opening(const Asn& new_asn) {
+    return account(carried_holding_account(new_asn), ledgers::purse, account_codes::carried_holding,
+                   ledger::account_flags::history | ledger::account_flags::debits_must_not_exceed_credits);
 }
 
 void append_participant_opening(std::vector<ledger::Event>& events, std::uint64_t participant_id) {

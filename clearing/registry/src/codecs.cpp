@@ -59,7 +59,7 @@ std::optional<CardRecord> decode_card(ByteView b) {
     std::copy_n(b.subspan(at).begin(), 10, c.asn.begin()), at += 10;
     std::copy_n(b.subspan(at).begin(), 8, c.issuer_id.begin()), at += 8;
     const auto status = b[at++];
-    if (status < 1 || status > 3) return std::nullopt;
+    if (status < 1 || status > card_status_max) return std::nullopt;
     c.status = static_cast<CardStatus>(status);
     c.tac_key_version = b[at++];
     c.opening_balance_fen = read_be32(b.subspan(at)), at += 4;
@@ -140,7 +140,7 @@ std::optional<TerminalRecord> decode_terminal(ByteView b) {
     }
     if (version >= terminal_record_version) {
         const std::uint8_t status = b[at++];
-        if (status < 1 || status > 3) return std::nullopt;
+        if (status < 1 || status > card_status_max) return std::nullopt;
         t.status = static_cast<TerminalStatus>(status);
         t.forged_day = read_be32(b.subspan(at)), at += 4;
         t.forged_count = read_be32(b.subspan(at)), at += 4;

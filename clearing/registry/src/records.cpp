@@ -13,6 +13,7 @@ std::string_view to_string(CardStatus status) {
         case CardStatus::active: return "active";
         case CardStatus::lost: return "lost";
         case CardStatus::blocked: return "blocked";
+        case CardStatus::replaced: return "replaced";
     }
     return "?";
 }

@@ -238,6 +238,9 @@ Result<LoadReport> load_registry(ledger::Ledger& ledger, Registry& registry, std
 Status set_card_status(ledger::Ledger& ledger, Registry& registry, const Asn& asn, CardStatus status) {
     COCONUT_TRY(stored, registry.card(asn), detail::as_failure);
     if (!stored) return Unexpected<Error>{bad_input("card " + bcd_to_digits(asn) + " is not registered")};
+    if (stored->status == CardStatus::replaced) {
+        return Unexpected<Error>{Error{ErrorCode::conflict, "card " + bcd_to_digits(asn) + " was replaced: its status stays replaced"}};
+    }
     // Status and hotlist entry in one commit, so the version a terminal downloads matches the registry.
     // The record is read again inside the write transaction: a booking may have changed it meanwhile.
     auto done = apply_all(ledger, {}, [&](lmdb::Txn& txn) -> lmdb::Status {

@@ -274,6 +274,25 @@ std::optional<ApiResponse> read_status_body(const ApiRequest& request, std::opti
     if (reason.size() > name_chars_max) return bad_request("reason longer than 128 characters");
     return std::nullopt;
 }
+// lifecycle.cpp: report lost / found (the cardholder's and the counter's), persons, replacement, the
+// lost card's status, late spending after a carry.
+void cardholder_report_lost(Call& call);
+void cardholder_report_found(Call& call);
+void counter_report_lost(Call& call);
+void counter_report_found(Call& call);
+void counter_replace_card(Call& call);
+void counter_person(Call& call);
+void clerk_card_lifecycle(Call& call);
+void lost_late_spending_report(Call& call);
+// What the cardholder routes show of the lifecycle, read in the request's snapshot: for a card reported
+// lost, its whole answer (status only); for a replacement card, its carried balance.
+struct LifecycleView {
+    std::optional<ApiResponse> lost_answer;
+    std::optional<json> carried;
+};
+LifecycleView lifecycle_view(const Services& s, const lmdb::Txn& txn, const Asn& asn, const CardNumber& number);
+// 403 {"error":{"code":"card_reported_lost",…}} for a card reported lost (its token answers its status only).
+std::optional<ApiResponse> refuse_lost_token(const Services& s, const lmdb::Txn& txn, const Asn& asn);
 // clerks.cpp
 void add_clerk_route(Call& call);
 void revoke_clerk_route(Call& call);

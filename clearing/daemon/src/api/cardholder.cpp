@@ -250,7 +250,14 @@ ApiResponse history(const Services& s, const lmdb::Txn& txn, const CardHolder& h
 void card_balance(Call& call) {
     auto opened = open_card(call);
     if (!opened) return;
-    ApiResponse answer = balance(call.s(), opened->first, opened->second);
+    // A card reported lost answers its lifecycle status only (clearing/README.md "Card lifecycle"); a
+    // replacement card's balance names the carried balance (pending transfer or to collect).
+    auto lifecycle = lifecycle_view(call.s(), opened->first, opened->second.token.asn, opened->second.number);
+    ApiResponse answer = lifecycle.lost_answer ? std::move(*lifecycle.lost_answer) : balance(call.s(), opened->first, opened->second);
+    if (!lifecycle.lost_answer && lifecycle.carried && answer.status == 200 && !answer.body.empty() && answer.body.back() == '}') {
+        answer.body.pop_back();
+        answer.body += R"(,"carried":)" + lifecycle.carried->dump() + "}";
+    }
     opened.reset();  // the read transaction ends before the answer goes out
     call.answer(std::move(answer));
 }
@@ -258,6 +265,10 @@ void card_balance(Call& call) {
 void card_transactions(Call& call) {
     auto opened = open_card(call);
     if (!opened) return;
+    if (auto refused = refuse_lost_token(call.s(), opened->first, opened->second.token.asn)) {
+        opened.reset();
+        return call.answer(std::move(*refused));
+    }
     ApiResponse answer = history(call.s(), opened->first, opened->second, call.target);
     opened.reset();
     call.answer(std::move(answer));

@@ -96,6 +96,10 @@ void set_card_status(Call& call) {
             return Ok{};
         }
         CardRecord record = **stored;
+        if (record.status == CardStatus::replaced) {
+            action.outcome = "card replaced by a new card: its status stays replaced";
+            return Ok{};
+        }
         // The hotlist terminals download (ISO8583.md §4.6) gets its new version in the same commit.
         auto recorded = registry.record_status_change(txn, asn, record.status, status);
         if (!recorded) return Unexpected{recorded.error()};

@@ -21,6 +21,7 @@
 #include <coconut/clearing/engine.hpp>
 #include <coconut/clearing/hsm_adapters.hpp>
 #include <coconut/clearing/http.hpp>
+#include <coconut/clearing/lifecycle.hpp>
 #include <coconut/clearing/registry.hpp>
 #include <coconut/clearing/scheduling.hpp>
 #include <coconut/clearing/server.hpp>
@@ -65,6 +66,7 @@ DaemonResult<DirectoryLock> lock_data_directory(const std::filesystem::path& dir
 struct DataDirectory {
     std::unique_ptr<ledger::Ledger> ledger;
     std::unique_ptr<Registry> registry;
+    std::unique_ptr<Lifecycle> lifecycle;  // lost cards and persons (lifecycle.hpp)
 };
 DaemonResult<DataDirectory> open_data_directory(const std::filesystem::path& dir, ledger::Options options);
 
@@ -106,6 +108,9 @@ struct DaemonOptions {
     std::filesystem::path http_ready_file;
     // Loads and holds the ledger released by timeout counted and logged this often (0: never).
     std::chrono::milliseconds expiry_scan_interval{1'000};
+    // The card lifecycle's sweep (card_lifecycle.hpp: carries after the waiting period engine.lost_wait_s)
+    // runs this often (0: never).
+    std::chrono::milliseconds lifecycle_sweep_interval{1'000};
     // SIGINT / SIGTERM drain the daemon (coconut-clearingd); false: shutdown() only.
     bool handle_signals = false;
     // Replication (docs/DESIGN.md §10): called once the ledger is open, before the daemon writes
@@ -148,6 +153,7 @@ public:
     const DaemonOptions& options() const;
     ledger::Ledger& ledger();
     Registry& registry();
+    Lifecycle& lifecycle();
     http::Tokens& tokens();
     // After start():
     ledger::Writer& writer();

@@ -18,6 +18,7 @@
 // writer's callback, i.e. after the commit is durable.
 #pragma once
 
+#include <coconut/clearing/lifecycle.hpp>
 #include <coconut/clearing/server.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -359,6 +360,10 @@ struct Services {
     // The ledger's data directory (GET /v1/clerk/cluster/snapshot: the copy is made in it, and its
     // token key travels with it); empty: no snapshots (503).
     std::filesystem::path data_directory = {};
+    // Lost cards and persons (lifecycle.hpp) and the waiting period (EngineOptions::lost_wait_s); unset:
+    // the lifecycle routes answer 503.
+    const Lifecycle* lifecycle = nullptr;
+    std::uint64_t lost_wait_s = 7 * 86'400;
 };
 
 // The HTTP listener (Boost.Beast): one object per connection, bounded head and body, a deadline on

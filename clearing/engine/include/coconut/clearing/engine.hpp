@@ -13,6 +13,7 @@
 // Errors: bad input from a terminal is answered with a response code (iso8583::ResponseCode).
 #pragma once
 
+#include <coconut/clearing/lifecycle.hpp>
 #include <coconut/clearing/registry.hpp>
 #include <coconut/hsm/client.hpp>
 #include <coconut/hsm/hsm.hpp>
@@ -108,6 +109,14 @@ struct EngineOptions {
     // writer only hands the result over, so its thread spends itself on commits. Unset: on the
     // writer's thread.
     std::optional<boost::asio::any_io_executor> completion_executor;
+    // The lost-card records (lifecycle.hpp): an upload of a lost card whose balance was carried to its
+    // replacement is booked from lost late spending (transfer 12), not from its shadow. Unset: no
+    // lifecycle (every upload debits the shadow).
+    const Lifecycle* lifecycle = nullptr;
+    // The waiting period after a card is reported lost (clearing/README.md "Card lifecycle"): "found" is
+    // possible until it ends; a replaced card's balance is carried once it has (serve --lost-wait-days,
+    // or --lost-wait-s for tests).
+    std::uint64_t lost_wait_s = 7 * 86'400;
 };
 
 struct EngineStats {
@@ -177,6 +186,7 @@ private:
     // proof, card, risk flags, terminal) or refused (judge it by the record a racing upload stored).
     lmdb::Status record_booking(lmdb::Txn& txn, Upload& upload);
     lmdb::Status judge_raced_booking(lmdb::Txn& txn, Upload& upload);
+    lmdb::Status count_late_spending(lmdb::Txn& txn, const Upload& upload);
     void finish(const std::shared_ptr<Upload>& upload, iso8583::ResponseCode code);
     void answer_booking(const std::shared_ptr<Upload>& upload, const ledger::Reply& reply);
 

@@ -53,6 +53,7 @@ enum class ProcessingCode : std::uint8_t {
     medical_purchase,  // 003000: 0100 / 0220 / 0400 clinic payment from the medical (insurance) account
     purse_load,        // 210000: 0200 / 0220 / 0400 online load (deposit)
     refund,            // 200000: defined, not served yet
+    carried_load,      // 280000: 0200 / 0220 / 0400 transfer in: a load funded by the card's carried holding (§4.1)
 };
 std::string_view processing_code_text(ProcessingCode code);
 std::optional<ProcessingCode> parse_processing_code(std::string_view text);

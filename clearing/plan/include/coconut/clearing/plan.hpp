@@ -58,6 +58,9 @@ inline constexpr std::uint16_t medical_fund = 11;        // ledger 2: the social
 inline constexpr std::uint16_t fee_income = 12;          // per ledger: the scheme's fees (posted by settlement)
 inline constexpr std::uint16_t suspense = 13;            // per ledger: TAC failed; never paid out until resolved
 inline constexpr std::uint16_t review_claims = 14;       // ledger 1: what terminals claimed without proof (debited by review records)
+// Card lifecycle (clearing/README.md "Card lifecycle"):
+inline constexpr std::uint16_t carried_holding = 15;     // per NEW card, ledger 1: a lost card's balance waiting to be collected
+inline constexpr std::uint16_t lost_late_spending = 16;  // ledger 1: what a lost card paid offline, uploaded after its carry
 }  // namespace account_codes
 
 // Transfer.code
@@ -80,6 +83,11 @@ inline constexpr std::uint16_t serial_conflict = 9;
 // A manual adjustment: proposed by one clerk, approved by another (clearing/README.md "Manual
 // adjustments"); between participant payables, the ledger's float / fund and card medical accounts only.
 inline constexpr std::uint16_t manual_adjustment = 10;
+// Card lifecycle (clearing/README.md "Card lifecycle"), a lost card replaced by a new one:
+inline constexpr std::uint16_t balance_carried = 11;   // lost card's purse shadow → new card's carried holding (after the wait)
+inline constexpr std::uint16_t late_after_carry = 12;  // lost late spending → participant payable (a TAC-valid 0320 after the carry)
+inline constexpr std::uint16_t medical_carried = 13;   // old medical account → new medical account (ledger 2)
+inline constexpr std::uint16_t carried_load = 14;      // carried holding → purse shadow: an online load with processing code 280000
 }  // namespace transfer_codes
 
 // Transfer user data (what the query API and settlement read back without other tables):
@@ -112,6 +120,7 @@ inline constexpr ledger::Id medical_fee_income_account = ledger::make_id(4);
 inline constexpr ledger::Id purse_suspense_account = ledger::make_id(5);
 inline constexpr ledger::Id medical_suspense_account = ledger::make_id(6);
 inline constexpr ledger::Id purse_review_claims_account = ledger::make_id(7);
+inline constexpr ledger::Id lost_late_spending_account = ledger::make_id(8);
 
 ledger::Id purse_shadow_account(const Asn& asn);                                        // derive_id("purse" ‖ ASN)
 ledger::Id medical_account(const Asn& asn);                                             // derive_id("medical" ‖ ASN)
@@ -140,6 +149,20 @@ enum class Resolution : std::uint8_t {
     late_load = 3,  // confirmation of a load that was voided or expired meanwhile: booked single-phase
 };
 ledger::Id resolving_transfer(const ledger::Id& pending_id, Resolution resolution);
+
+// Card lifecycle ids (clearing/README.md "Card lifecycle"): derived from the lost card's identity only, so a
+// retried clerk request or sweep lands on the same transfer.
+ledger::Id carried_holding_account(const Asn& new_asn);  // derive_id("carried" ‖ new ASN)
+ledger::Id carry_transfer(const Asn& lost_asn);          // derive_id("carry" ‖ lost ASN): transfer 11
+ledger::Id medical_carry_transfer(const Asn& lost_asn);  // derive_id("medical-carry" ‖ lost ASN): transfer 13 at replacement
+// What the old medical account still held when the purse balance was carried (holds pending at the
+// replacement, completed for less or voided since): derive_id("medical-carry-rest" ‖ lost ASN).
+ledger::Id medical_carry_rest_transfer(const Asn& lost_asn);
+// A purchase of the lost card booked on its shadow while its carry was in flight (the shadow went below
+// zero): transfer 12 lost late spending → lost shadow, derive_id("late-repair" ‖ lost ASN ‖ shadow debits posted BE8).
+ledger::Id late_repair_transfer(const Asn& lost_asn, std::uint64_t shadow_debits_posted);
+// A new card's carried holding account (code 15, debits_must_not_exceed_credits), for its replacement.
+ledger::Account carried_holding_opening(const Asn& new_asn);
 
 // The fixed accounts of the plan (float, fund, fee income, suspense), for start-up and `admin load`.
 std::vector<ledger::Account> fixed_accounts();

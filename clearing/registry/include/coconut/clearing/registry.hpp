@@ -42,8 +42,12 @@ using iso8583::PurseTransaction;
 // A card's TAC master version when none is named: 0, the newest active (the HSM's hsm::newest_version).
 inline constexpr std::uint8_t tac_key_newest = 0;
 
-enum class CardStatus : std::uint8_t { active = 1, lost = 2, blocked = 3 };
+// replaced: lost, and a new card issued for the same person (lifecycle.hpp); reached only through the
+// replacement, never set by name (parse_card_status does not know it), and never left.
+enum class CardStatus : std::uint8_t { active = 1, lost = 2, blocked = 3, replaced = 4 };
+inline constexpr std::uint8_t card_status_max = 4;
 std::string_view to_string(CardStatus status);
+// The statuses a clerk or a registry file may set by name: active, lost, blocked.
 std::optional<CardStatus> parse_card_status(std::string_view text);
 
 // A terminal the clearing serves (active) or refuses on every request (39 = 58): suspended (by a clerk,
