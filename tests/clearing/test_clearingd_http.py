@@ -14,8 +14,13 @@ Phase "page":   the balance page in headless Chromium: the balance and the trans
 Phase "tls":    HTTPS with a certificate made here (openssl req), curl --cacert; plain HTTP and an
                 untrusted certificate refused; the per-token rate limit (429 with Retry-After).
 Phase "load":   while a terminal uploads at full speed, balance queries keep answering.
+Phase "lifecycle": a card reported lost by its holder (hotlist download, 41, its token answers its status
+                only: 403) and found; persons (`admin load` and the counter route, SSN checked: 400 / 403);
+                a card reported lost at the counter, paying offline before and after its balance is carried
+                to its replacement (lost late spending report), the carried balance collected with 280000
+                (51 the second time); a clerk without the role 403; `check` afterwards.
 
-Usage: test_clearingd_http.py HSMD CLEARINGD TERMINAL VCARD OPENAPI_JSON ARTIFACTS [api|page|tls|load|all]
+Usage: test_clearingd_http.py HSMD CLEARINGD TERMINAL VCARD OPENAPI_JSON ARTIFACTS [api|page|tls|load|lifecycle|all]
 """
 
 import hashlib
@@ -908,6 +913,200 @@ def phase_load(stack, purchases=600):
     stack.check()
 
 
+# ---- phase lifecycle ------------------------------------------------------------------------------------------------
+
+SSN = "460102198002031234"
+LOST_WAIT_S = 4
+
+
+def persons_file(stack, person):
+    """The setup's registry entries of CARDS[1] and CARDS[2] again (a re-load keeps them), with a person."""
+    cards = [{"asn": asn, "issuer_id": it.ISSUER_ID, "purse_balance_fen": it.OPENING_FEN, "medical_balance_fen": it.MEDICAL_FEN,
+              "person": person} for asn in it.CARDS[1:]]
+    path = os.path.join(stack.dir, "persons.json")
+    with open(path, "w") as f:
+        json.dump({"cards": cards}, f)
+    return path
+
+
+def wait_for(predicate, what, timeout_s=20):
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def carried_load(stack, link, card, amount, stan):
+    """A 280000 load (transfer in from the carried holding): 0200, CREDIT FOR LOAD with the MAC2, 0220."""
+    shell = it.CardShell(stack.vcard, os.path.join(stack.dir, f"card{card}.img"))
+    init = shell.initialize_for_load(amount, "460100000001")
+    request = it.load_request(it.CARDS[card], amount, stan, init)
+    request[3] = "280000"
+    _, answer = link.call("0200", request)
+    if answer[39] != "00":
+        shell.close()
+        return answer[39]
+    tac = shell.credit_for_load(it.DATE, it.TIME, it.parse_tlv(answer[62])["DF09"])
+    shell.close()
+    confirmation = it.load_confirmation(it.CARDS[card], amount, stan + 1, init, tac)
+    confirmation[3] = "280000"
+    _, confirmed = link.call("0220", confirmation)
+    assert confirmed[39] == "00", confirmed
+    return "00"
+
+
+def lifecycle_holder(stack, client):
+    """The holder of card 0 reports it lost with its token, sees only its status, and finds it again."""
+    card0 = card_number(it.CARDS[0])
+    token0 = stack.token(card0)
+    status, body, _ = client.call("POST", f"/v1/cards/{card0}/lost", token0)
+    assert status == 200 and body["status"] == "lost" and body["lost"]["state"] == "waiting", body
+    assert body["lost"]["reported_by"] == "cardholder", body
+    status, body = client.get(f"/v1/cards/{card0}", token0)
+    assert status == 200 and body["status"] == "lost" and "purse" not in body, body
+    status, body = client.get(f"/v1/cards/{card0}/transactions", token0)
+    assert_error(status, body, 403, "card_reported_lost")
+    status, body, _ = client.call("POST", f"/v1/cards/{card0}/lost", token0)
+    assert_error(status, body, 403, "card_reported_lost")
+    status, body, _ = client.call("POST", f"/v1/cards/{card0}/lost", stack.token(card_number(it.CARDS[2])))
+    assert_error(status, body, 404)  # another card's token
+    link = stack.link("BUS00001")
+    link.sign_on("BUS00001", stan=10)
+    _, answer = link.call("0800", {11: "000011", 41: "BUS00001", 70: "101", 48: "000000000000"})
+    assert answer[39] == "00" and ("+" + it.CARDS[0]) in answer[63], answer
+    shell = it.CardShell(stack.vcard, os.path.join(stack.dir, "card0.img"))
+    init = shell.initialize_for_load(500, "460100000001")
+    shell.close()
+    _, answer = link.call("0200", it.load_request(it.CARDS[0], 500, 12, init))
+    assert answer[39] == "41", answer
+    link.close()
+    status, body, _ = client.call("DELETE", f"/v1/cards/{card0}/lost", token0)
+    assert status == 200 and body["status"] == "active" and "lost" not in body, body
+    status, body = client.get(f"/v1/cards/{card0}/transactions", token0)
+    assert status == 200, body
+    status, body, _ = client.call("DELETE", f"/v1/cards/{card0}/lost", token0)
+    assert_error(status, body, 409, "conflict")
+    it.log("  ok  holder: report lost (hotlist download has it, 0200 answered 41, token answers status only: 403), found")
+
+
+def lifecycle_persons(stack, client):
+    desk, reader = stack.clerk["desk"], stack.clerk["reader"]
+    card0, card1, card2 = (card_number(a) for a in it.CARDS)
+    for method, path, body in (("POST", "/v1/clerk/persons", {"ssn": SSN}),
+                               ("POST", f"/v1/clerk/cards/{card1}/lost", {"ssn": SSN}),
+                               ("DELETE", f"/v1/clerk/cards/{card1}/lost", {"ssn": SSN}),
+                               ("POST", f"/v1/clerk/cards/{card1}/replace", {"ssn": SSN, "new_card": card2})):
+        status, answer, _ = client.call(method, path, reader, body)
+        assert_error(status, answer, 403, "forbidden")
+    status, body, _ = client.call("POST", "/v1/clerk/persons", desk, {"ssn": SSN})
+    assert status == 200 and body["name"] == "Li Na" and body["birth_date"] == "1980-02-03", body
+    assert [c["card_number"] for c in body["cards"]] == [card1, card2], body  # from `admin load`
+    for bad in ({"ssn": "12"}, {"ssn": 460102198002031234}, {"ssn": SSN, "name": "Li Na", "birth_date": "1980-02-31x"},
+                {"ssn": SSN, "extra": 1}):
+        status, answer, _ = client.call("POST", "/v1/clerk/persons", desk, bad)
+        assert_error(status, answer, 400, "bad_request")
+    status, answer, _ = client.call("POST", "/v1/clerk/persons", desk, {"ssn": "110101199001011111"})
+    assert_error(status, answer, 404, "not_found")
+    other = {"ssn": "110101199001011111", "name": "Wang Wei", "birth_date": "1990-01-01"}
+    status, answer, _ = client.call("POST", "/v1/clerk/persons", desk, {**other, "cards": ["9999999999999999"]})
+    assert_error(status, answer, 404, "not_found")
+    status, answer, _ = client.call("POST", "/v1/clerk/persons", desk, {**other, "cards": [card1]})
+    assert_error(status, answer, 409, "conflict")  # card 1 is Li Na's
+    status, answer, _ = client.call("POST", "/v1/clerk/persons", desk, {**other, "cards": [card0]})
+    assert status == 200 and answer["name"] == "Wang Wei", answer
+    status, answer, _ = client.call("POST", "/v1/clerk/persons", desk, {**other, "name": "Wang Wu"})
+    assert_error(status, answer, 409, "conflict")
+    # Identity at the counter: a wrong SSN is refused (403, journaled), a malformed one 400, an unknown card 404.
+    status, answer, _ = client.call("POST", f"/v1/clerk/cards/{card1}/lost", desk, {"ssn": "110101199001011111"})
+    assert_error(status, answer, 403, "forbidden")
+    status, answer, _ = client.call("POST", f"/v1/clerk/cards/{card1}/lost", desk, {"ssn": "abc"})
+    assert_error(status, answer, 400, "bad_request")
+    status, answer, _ = client.call("POST", "/v1/clerk/cards/9999999999999999/lost", desk, {"ssn": SSN})
+    assert_error(status, answer, 404, "not_found")
+    it.log("  ok  persons: admin load and the counter route (lookup, register, conflicts), SSN checked (400 / 403), roles (403)")
+
+
+def lifecycle_replacement(stack, client):
+    desk = stack.clerk["desk"]
+    card1, card2 = card_number(it.CARDS[1]), card_number(it.CARDS[2])
+    # Card 1 pays offline twice; the terminal uploads one purchase during the waiting period, one after the carry.
+    stack.purchases(1, 0, "lost-before.log", 300, 1)
+    stack.purchases(1, 0, "lost-after.log", 200, 1)
+    status, body, _ = client.call("POST", f"/v1/clerk/cards/{card1}/lost", desk, {"ssn": SSN})
+    assert status == 200 and body["status"] == "lost" and body["lost"]["reported_by"] == "clerk", body
+    assert json.loads(stack.upload("lost-before.log", 0).stdout)["remaining"] == 0
+    status, body, _ = client.call("POST", f"/v1/clerk/cards/{card1}/replace", desk, {"ssn": "110101199001011111", "new_card": card2})
+    assert_error(status, body, 403, "forbidden")
+    status, body, _ = client.call("POST", f"/v1/clerk/cards/{card1}/replace", desk, {"ssn": SSN, "new_card": "9999999999999999"})
+    assert_error(status, body, 404, "not_found")
+    status, body, _ = client.call("POST", f"/v1/clerk/cards/{card1}/replace", desk, {"ssn": SSN, "new_card": card1})
+    assert_error(status, body, 409, "conflict")
+    status, body, _ = client.call("POST", f"/v1/clerk/cards/{card1}/replace", desk, {"ssn": SSN, "new_card": card2})
+    assert status == 200 and body["status"] == "replaced" and body["lost"]["replaced_by"] == card2, body
+    assert body["lost"]["medical_carried_fen"] == it.MEDICAL_FEN, body
+    status, body, _ = client.call("POST", f"/v1/clerk/cards/{card1}/replace", desk, {"ssn": SSN, "new_card": card2})
+    assert_error(status, body, 409, "conflict")
+    status, body, _ = client.call("DELETE", f"/v1/cards/{card1}/lost", stack.token(card1))
+    assert_error(status, body, 409, "conflict")  # a replaced card is not "found"
+    token2 = stack.token(card2)
+    status, body = client.get(f"/v1/cards/{card2}", token2)
+    assert status == 200 and body["carried"]["state"] == "pending_transfer", body
+    assert body["carried"]["pending_transfer_fen"] == it.OPENING_FEN - 300 and body["medical"]["balance_fen"] == 2 * it.MEDICAL_FEN, body
+    status, body = client.get(f"/v1/clerk/cards/{card1}/lifecycle", stack.clerk["reader"])
+    assert status == 200 and body["lost"]["state"] == "pending_transfer", body
+    carried = wait_for(lambda: (lambda b: b[1] if b[1].get("carried", {}).get("state") == "carried" else None)(
+        client.get(f"/v1/cards/{card2}", token2)), "the carry after the waiting period")
+    assert carried["carried"]["carried_fen"] == it.OPENING_FEN - 300 and carried["carried"]["collectable_fen"] == it.OPENING_FEN - 300
+    # The purchase uploaded after the carry: lost late spending pays the merchant, reported by name.
+    assert json.loads(stack.upload("lost-after.log", 0).stdout)["remaining"] == 0
+    status, report = client.get("/v1/clerk/reports/lost-late-spending", desk)
+    assert status == 200 and report["account"] == "lost_late_spending" and report["debits_posted_fen"] == 200, report
+    assert [(c["card_number"], c["late_fen"], c["late_count"]) for c in report["cards"]] == [(card1, 200, 1)], report
+    status, body = client.get(f"/v1/clerk/cards/{card1}/lifecycle", desk)
+    assert body["lost"]["state"] == "carried" and body["lost"]["late_after_carry"] == {"account": "lost_late_spending", "count": 1,
+                                                                                       "fen": 200}, body
+    # Collected by the new card with 280000; a second collection finds nothing (51).
+    link = stack.link("BUS00001")
+    link.sign_on("BUS00001", stan=30)
+    assert carried_load(stack, link, 2, it.OPENING_FEN - 300 + 1, 31) == "51"
+    assert carried_load(stack, link, 2, it.OPENING_FEN - 300, 33) == "00"
+    assert carried_load(stack, link, 2, 1, 35) == "51"
+    link.close()
+    status, body = client.get(f"/v1/cards/{card2}", token2)
+    assert body["purse"]["balance_fen"] == 2 * it.OPENING_FEN - 300 and body["carried"]["collectable_fen"] == 0, body
+    status, body = client.get("/v1/clerk/journal?limit=1000", stack.clerk["reader"])
+    actions = [(e["clerk"], e["action"], e["outcome"]) for e in body["entries"]]
+    for expected in (("cardholder", "report_lost", "ok"), ("desk", "report_lost", "ok"), ("desk", "replace", "ok"),
+                     ("desk", "person", "ok")):
+        assert expected in actions, (expected, actions)
+    assert any(e[0] == "desk" and e[1] == "report_lost" and e[2] == "refused" for e in actions), actions
+    it.log("  ok  counter: lost, offline purchases before and after the carry (lost late spending report), "
+           "medical moved at once, carried after the wait, collected with 280000 (then 51), journaled")
+
+
+def phase_lifecycle(stack):
+    it.log("phase lifecycle")
+    bad = persons_file(stack, {"ssn": SSN, "name": "Li Na"})
+    result = it.run([stack.clearingd, "admin", "--data", stack.data, "load", bad], check=False)
+    assert result.returncode == 5 and "person" in result.stderr, (result.returncode, result.stderr)
+    good = persons_file(stack, {"ssn": SSN, "name": "Li Na", "birth_date": "1980-02-03"})
+    it.run([stack.clearingd, "admin", "--data", stack.data, "load", good])
+    out = it.run([stack.clearingd, "admin", "--data", stack.data, "clerk-add", "--name", "desk", "--roles", "counter"]).stdout.strip()
+    stack.clerk["desk"] = out
+    stack.secrets.append(out)
+    stack.start_daemon(["--lost-wait-s", str(LOST_WAIT_S)])
+    client = Client(stack.http_port)
+    lifecycle_holder(stack, client)
+    lifecycle_persons(stack, client)
+    lifecycle_replacement(stack, client)
+    assert stack.stop_daemon() == 0
+    report = stack.check()
+    it.log(f"  ok  check after the lifecycle: {report.get('cards', '?')} cards = shadows, ledger invariants")
+
+
 def main():
     if len(sys.argv) < 7:
         sys.exit(__doc__)
@@ -927,6 +1126,8 @@ def main():
             phase_tls(stack)
         if phases in ("load", "all"):
             phase_load(stack)
+        if phases in ("lifecycle", "all"):
+            phase_lifecycle(stack)
         ok = True
     finally:
         stack.close()

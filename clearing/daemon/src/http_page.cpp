@@ -28,6 +28,7 @@ constexpr std::string_view balance_page = R"page(<!doctype html>
   td { padding: 6px 2px; border-bottom: 1px solid #ddd; vertical-align: top; }
   td.amount { text-align: right; white-space: nowrap; }
   .muted { color: #666; font-size: 0.9em; }
+  button.secondary { background: #8a1c1c; }
 </style>
 </head>
 <body>
@@ -48,7 +49,13 @@ constexpr std::string_view balance_page = R"page(<!doctype html>
   <div id="medical-balance"></div>
   <div id="cleared-at" class="muted"></div>
   <h2 style="font-size:1.1em;margin-top:16px">Last transactions</h2>
+  <div id="carried" class="message warning" hidden></div>
   <table id="transactions"><tbody></tbody></table>
+  <button type="button" id="report-lost" class="secondary">Report this card lost</button>
+</section>
+<section id="lost" hidden>
+  <div id="lost-status" class="message warning"></div>
+  <button type="button" id="found" hidden>I found my card</button>
 </section>
 <script>
 "use strict";
@@ -63,8 +70,8 @@ function show(text, kind) {
   box.hidden = false;
 }
 
-async function api(path, token) {
-  const response = await fetch(path, { headers: { "Authorization": "Bearer " + token } });
+async function api(path, token, method) {
+  const response = await fetch(path, { method: method || "GET", headers: { "Authorization": "Bearer " + token } });
   let body = null;
   try { body = await response.json(); } catch (e) { body = null; }
   return { status: response.status, body: body };
@@ -99,16 +106,53 @@ function render(card, history) {
     amount.textContent = yuan(t.amount_fen);
   }
   if (!history.transactions.length) body.insertRow().insertCell().textContent = "No transactions yet.";
+  const carried = byId("carried");
+  carried.hidden = !card.carried;
+  if (card.carried) {
+    carried.textContent = card.carried.state === "pending_transfer"
+      ? "Pending transfer from your lost card " + card.carried.from_card + ": " + yuan(card.carried.pending_transfer_fen) +
+        ", available from " + new Date(card.carried.available_at).toLocaleString()
+      : "Carried from your lost card: " + yuan(card.carried.collectable_fen) + " to collect with a load at any load terminal";
+  }
   byId("result").hidden = false;
+}
+
+// A card reported lost: its token shows only its status (and "found" while that is still possible).
+function renderLost(card) {
+  const lost = card.lost || {};
+  const lines = ["Card " + card.card_number + " is " + card.status + (lost.reported_at ? " since " + new Date(lost.reported_at).toLocaleString() : "") + "."];
+  if (lost.state === "waiting") lines.push("If you find it before " + new Date(lost.waiting_period_ends_at).toLocaleString() + ", you can use it again.");
+  if (lost.replaced_by) lines.push("Replaced by card " + lost.replaced_by + ".");
+  if (lost.state === "pending_transfer") lines.push("Pending transfer to the new card: " + yuan(lost.pending_transfer_fen) + ".");
+  if (lost.state === "carried") lines.push("Balance carried to the new card: " + yuan(lost.carried_fen) + ".");
+  byId("lost-status").textContent = lines.join(" ");
+  byId("found").hidden = lost.state !== "waiting";
+  byId("lost").hidden = false;
+}
+
+async function change(method, confirmText) {
+  const card = byId("card").value.trim(), token = byId("token").value.trim();
+  if (confirmText && !window.confirm(confirmText)) return;
+  try {
+    const answer = await api("/v1/cards/" + card + "/lost", token, method);
+    if (answer.status !== 200) {
+      return show(answer.body && answer.body.error ? answer.body.error.message : explain(answer.status), "error");
+    }
+    lookup(card, token);
+  } catch (e) {
+    show("Cannot reach the service. Check your connection and try again.", "error");
+  }
 }
 
 async function lookup(card, token) {
   byId("message").hidden = true;
   byId("result").hidden = true;
+  byId("lost").hidden = true;
   if (!/^[0-9]{16}$/.test(card)) return show("The card number has 16 digits.", "error");
   try {
     const summary = await api("/v1/cards/" + card, token);
     if (summary.status !== 200) return show(explain(summary.status), "error");
+    if (summary.body.status === "lost" || summary.body.status === "replaced") return renderLost(summary.body);
     const history = await api("/v1/cards/" + card + "/transactions?limit=10", token);
     if (history.status !== 200) return show(explain(history.status), "error");
     render(summary.body, history.body);
@@ -119,6 +163,10 @@ async function lookup(card, token) {
     show("Cannot reach the service. Check your connection and try again.", "error");
   }
 }
+
+byId("report-lost").addEventListener("click", () =>
+  change("POST", "Report this card lost? It is blocked at every terminal at their next update; its balance can move to a new card."));
+byId("found").addEventListener("click", () => change("DELETE", null));
 
 byId("lookup").addEventListener("submit", (event) => {
   event.preventDefault();
