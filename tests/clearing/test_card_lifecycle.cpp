@@ -127,7 +127,8 @@ struct LifecycleRig : Rig {
     }
 
     LifecycleChange person_change(const SsnHash& ssn, PersonRecord person) {
-        return LifecycleChange{{}, [this, ssn, person](lmdb::Txn& txn, auto, std::string&) { return lifecycle.put_person(txn, ssn, person); }};
+        return LifecycleChange{{},
+                               [this, ssn, person](lmdb::Txn& txn, auto, std::string&) { return lifecycle.put_person(txn, ssn, person); }};
     }
 
     std::string commit(LifecycleChange change) {
@@ -169,7 +170,9 @@ struct LifecycleRig : Rig {
     // Hotlist entries for `asn` in the whole log, as a terminal downloads it (0800 70 = 101 from version 0).
     std::vector<bool> hotlist_entries(const std::string& asn) {
         Message m = network_message(101, ++stan);
-        m.set(48, "00000000" "0000");
+        m.set(48,
+              "00000000"
+              "0000");
         const Message answer = send(m);
         REQUIRE(answer.get(39) == "00");
         auto chunk = parse_hotlist_chunk(answer.get(63).value_or(""));
@@ -220,7 +223,8 @@ TEST_CASE("found after the waiting period is refused; a replaced card cannot be 
     CHECK(rig.commit(report_found(rig.context, asn_of(card_a), t0_ns + wait_s * ns_per_s)) ==
           "the waiting period since the report is over: ask a counter for a replacement");
     REQUIRE(rig.replace() == "ok");
-    CHECK(rig.commit(report_found(rig.context, asn_of(card_a), t0_ns + ns_per_s)) == "card already replaced by a new card: it stays hotlisted");
+    CHECK(rig.commit(report_found(rig.context, asn_of(card_a), t0_ns + ns_per_s)) ==
+          "card already replaced by a new card: it stays hotlisted");
     CHECK(rig.card(card_a).status == CardStatus::replaced);
     CHECK(rig.hotlist_entries(card_a) == std::vector<bool>{true, true});  // lost, then replaced: still listed
     rig.require_check();

@@ -58,8 +58,8 @@ LifecycleChange report_lost(const LifecycleContext& context, const Asn& asn, Rep
                             std::uint64_t now_ns) {
     const Registry& registry = context.registry;
     const Lifecycle& lifecycle = context.lifecycle;
-    auto write = [&registry, &lifecycle, asn, reporter, by = std::move(reported_by), now_ns](
-                     lmdb::Txn& txn, std::span<const ledger::EventResult>, Outcome& outcome) -> lmdb::Status {
+    auto write = [&registry, &lifecycle, asn, reporter, by = std::move(reported_by),
+                  now_ns](lmdb::Txn& txn, std::span<const ledger::EventResult>, Outcome& outcome) -> lmdb::Status {
         auto card = registry.card_in(txn, asn);
         if (!card) return Unexpected<lmdb::Error>{card.error()};
         auto record = lifecycle.record_in(txn, asn);
@@ -87,7 +87,7 @@ LifecycleChange report_found(const LifecycleContext& context, const Asn& asn, st
     const Registry& registry = context.registry;
     const Lifecycle& lifecycle = context.lifecycle;
     auto write = [&registry, &lifecycle, asn, now_ns, wait_s = context.wait_s](lmdb::Txn& txn, std::span<const ledger::EventResult>,
-                                                                                Outcome& outcome) -> lmdb::Status {
+                                                                               Outcome& outcome) -> lmdb::Status {
         auto card = registry.card_in(txn, asn);
         if (!card) return Unexpected<lmdb::Error>{card.error()};
         auto record = lifecycle.record_in(txn, asn);
@@ -113,7 +113,8 @@ LifecycleChange report_found(const LifecycleContext& context, const Asn& asn, st
 namespace {
 
 // What replace_card decided on a snapshot; the commit checks it again.
-std::optional<std::string> replacement_problem(const CardRecord* lost, const CardRecord* fresh, const std::optional<LifecycleRecord>& record,
+std::optional<std::string> replacement_problem(const CardRecord* lost, const CardRecord* fresh,
+                                               const std::optional<LifecycleRecord>& record,
                                                const std::optional<LifecycleRecord>& fresh_replaces,
                                                const std::optional<SsnHash>& lost_owner, const std::optional<SsnHash>& fresh_owner,
                                                const SsnHash& ssn) {
@@ -139,8 +140,8 @@ struct ReplacementFacts {
     std::optional<SsnHash> fresh_owner;
 };
 
-lmdb::Result<ReplacementFacts> read_replacement(const Registry& registry, const Lifecycle& lifecycle, const lmdb::Txn& txn,
-                                                const Asn& lost, const Asn& fresh) {
+lmdb::Result<ReplacementFacts> read_replacement(const Registry& registry, const Lifecycle& lifecycle, const lmdb::Txn& txn, const Asn& lost,
+                                                const Asn& fresh) {
     ReplacementFacts f;
     auto lost_card = registry.card_in(txn, lost);
     auto fresh_card = registry.card_in(txn, fresh);
@@ -222,8 +223,8 @@ coconut::Result<LifecycleChange, std::string> replace_card(const LifecycleContex
         change.events.emplace_back(lifecycle_transfer(medical_carry_transfer(lost), medical_account(lost), medical_account(replacement),
                                                       medical_fen, ledgers::medical, transfer_codes::medical_carried));
     }
-    change.write = [&registry = context.registry, &lifecycle = context.lifecycle, lost, replacement, ssn, medical_fen, now_ns](
-                       lmdb::Txn& txn, std::span<const ledger::EventResult> results, Outcome& outcome) -> lmdb::Status {
+    change.write = [&registry = context.registry, &lifecycle = context.lifecycle, lost, replacement, ssn, medical_fen,
+                    now_ns](lmdb::Txn& txn, std::span<const ledger::EventResult> results, Outcome& outcome) -> lmdb::Status {
         // The medical move is booked once (its id is the lost card's): another replacement racing this
         // one finds it booked (exists / a different credit account) and is refused below.
         if (medical_fen > 0 && (results.size() != 2 || !booked(results[1].code))) {
@@ -242,8 +243,8 @@ namespace {
 
 // The carry of a `pending` record: transfer 11 (and the medical rest); the record `carried` and the lost
 // card's shadow mirror in the same commit.
-LifecycleChange carry(const LifecycleContext& context, const LifecycleRecord& record, std::int64_t amount_fen, std::uint64_t medical_rest_fen,
-                      std::uint64_t now_ns) {
+LifecycleChange carry(const LifecycleContext& context, const LifecycleRecord& record, std::int64_t amount_fen,
+                      std::uint64_t medical_rest_fen, std::uint64_t now_ns) {
     LifecycleChange change;
     const bool moves = amount_fen > 0;
     if (moves) {
@@ -292,8 +293,8 @@ LifecycleChange repair(const LifecycleContext& context, const LifecycleRecord& r
     change.events.emplace_back(lifecycle_transfer(late_repair_transfer(record.asn, shadow.debits_posted), lost_late_spending_account,
                                                   purse_shadow_account(record.asn), deficit, ledgers::purse,
                                                   transfer_codes::late_after_carry));
-    change.write = [&registry = context.registry, &lifecycle = context.lifecycle, asn = record.asn, deficit](
-                       lmdb::Txn& txn, std::span<const ledger::EventResult> results, Outcome& outcome) -> lmdb::Status {
+    change.write = [&registry = context.registry, &lifecycle = context.lifecycle, asn = record.asn,
+                    deficit](lmdb::Txn& txn, std::span<const ledger::EventResult> results, Outcome& outcome) -> lmdb::Status {
         if (!booked(results[0].code)) {
             outcome = fmt::format("repair not booked: {}", ledger::to_string(results[0].code));
             return Ok{};
@@ -347,7 +348,7 @@ Result<SweepPage> lifecycle_sweep(const LifecycleContext& context, std::uint64_t
 bool submit_change(ledger::Writer& writer, LifecycleChange change, std::function<void(std::string)> done) {
     auto outcome = std::make_shared<std::string>("ok");
     ledger::BatchHook hook = [write = std::move(change.write), outcome](lmdb::Txn& txn,
-                                                                       std::span<const ledger::EventResult> results) -> lmdb::Status {
+                                                                        std::span<const ledger::EventResult> results) -> lmdb::Status {
         return write(txn, results, *outcome);
     };
     auto on_commit = [outcome, done = std::move(done)](ledger::Reply reply) {

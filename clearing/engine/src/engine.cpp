@@ -385,6 +385,22 @@ void Engine::finish(const std::shared_ptr<Upload>& upload, ResponseCode code) {
     upload->respond(std::move(response));
 }
 
+namespace {
+
+// Whether a card reported lost had its balance carried to its replacement (lifecycle.hpp); nullopt
+// after logging a storage failure.
+std::optional<bool> carried_already(const Lifecycle* lifecycle, const lmdb::Txn& txn, const CardRecord& card) {
+    if (card.status == CardStatus::active || lifecycle == nullptr) return false;
+    auto record = lifecycle->record_in(txn, card.asn);
+    if (!record) {
+        log_line("0320: " + record.error().message());
+        return std::nullopt;
+    }
+    return *record && (*record)->state == CarryState::carried;
+}
+
+}  // namespace
+
 void Engine::offline_upload(Message message, SessionState& session, Respond respond) {
     auto upload = std::make_shared<Upload>();
     upload->request = std::move(message);
@@ -445,14 +461,9 @@ void Engine::offline_upload(Message message, SessionState& session, Respond resp
     COCONUT_ASSERT(upload->proof.amount_fen == upload->amount_fen, "the amount is within a card record's 4 bytes");
 
     auto stored = registry_.purchase_proof_in(*snapshot, purchase_key_of(t));
-    if (upload->card.status != CardStatus::active && options_.lifecycle != nullptr) {
-        auto record = options_.lifecycle->record_in(*snapshot, t.asn);
-        if (!record) {
-            log_line("0320: " + record.error().message());
-            return finish(upload, ResponseCode::system_malfunction);
-        }
-        upload->after_carry = *record && (*record)->state == CarryState::carried;
-    }
+    const auto carried = carried_already(options_.lifecycle, *snapshot, upload->card);
+    if (!carried) return finish(upload, ResponseCode::system_malfunction);
+    upload->after_carry = *carried;
     snapshot->abort();  // back to the pool before the HSM and the writer
     if (!stored) {
         log_line("0320: " + stored.error().message());

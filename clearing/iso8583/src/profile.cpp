@@ -84,9 +84,8 @@ std::string_view processing_code_text(ProcessingCode code) {
 }
 
 std::optional<ProcessingCode> parse_processing_code(std::string_view text) {
-    for (ProcessingCode code :
-         {ProcessingCode::purse_purchase, ProcessingCode::medical_purchase, ProcessingCode::purse_load, ProcessingCode::refund,
-          ProcessingCode::carried_load}) {
+    for (ProcessingCode code : {ProcessingCode::purse_purchase, ProcessingCode::medical_purchase, ProcessingCode::purse_load,
+                                ProcessingCode::refund, ProcessingCode::carried_load}) {
         if (processing_code_text(code) == text) return code;
     }
     return std::nullopt;

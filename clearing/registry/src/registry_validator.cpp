@@ -187,7 +187,8 @@ std::optional<std::string> read_card_identity(const Json& entry, CardRecord& c) 
 EntryResult<CardRecord> read_card(const Json& entry) {
     if (!entry.is_object()) return refuse<CardRecord>("not an object");
     // "person": the holder (lifecycle.hpp: read_registry_persons reads it), not part of the card record.
-    if (auto bad = unknown_field(entry, {"asn", "issuer_id", "status", "purse_balance_fen", "medical_balance_fen", "tac_key_version", "person"})) {
+    if (auto bad =
+            unknown_field(entry, {"asn", "issuer_id", "status", "purse_balance_fen", "medical_balance_fen", "tac_key_version", "person"})) {
         return refuse<CardRecord>(*bad);
     }
     CardRecord c;

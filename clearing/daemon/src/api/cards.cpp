@@ -137,7 +137,8 @@ void issue_card_token(Call& call) {
 void register_card(Call& call) {
     const auto body = object_body(call.request.body);
     if (!body) return call.answer(bad_request("body must be a JSON object"));
-    if (body->contains("person")) return call.answer(bad_request("unknown field \"person\": register the holder with POST /v1/clerk/persons"));
+    if (body->contains("person"))
+        return call.answer(bad_request("unknown field \"person\": register the holder with POST /v1/clerk/persons"));
     auto read = read_card(*body);
     if (!read) return call.answer(bad_request(read.error()));
     const CardRecord card = std::move(read).value();

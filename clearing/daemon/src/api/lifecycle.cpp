@@ -216,11 +216,12 @@ std::optional<CounterCard> counter_card(Call& call, std::string_view action, jso
 
 LifecycleView lifecycle_view(const Services& s, const lmdb::Txn& txn, const Asn& asn, const CardNumber& number) {
     LifecycleView view;
-    if (s.lifecycle == nullptr) return view;
     auto card = s.registry.card_in(txn, asn);
     if (!card || !*card) return view;
     if (reported_lost((*card)->status)) {
-        auto record = s.lifecycle->record_in(txn, asn);
+        // Without the lifecycle tables (a standby serving reads) the status alone.
+        auto record = s.lifecycle != nullptr ? s.lifecycle->record_in(txn, asn)
+                                             : lmdb::Result<std::optional<LifecycleRecord>>{std::optional<LifecycleRecord>{}};
         json out{{"card_number", to_string(number)}, {"status", to_string((*card)->status)}};
         if (record && *record) {
             out["lost"] = record_json(**record, s.lost_wait_s);
@@ -229,6 +230,7 @@ LifecycleView lifecycle_view(const Services& s, const lmdb::Txn& txn, const Asn&
         view.lost_answer = json_response(200, out);
         return view;
     }
+    if (s.lifecycle == nullptr) return view;
     auto replaces = s.lifecycle->replacing_in(txn, asn);
     if (!replaces || !*replaces) return view;
     const LifecycleRecord& r = **replaces;
@@ -287,7 +289,8 @@ void counter_report_lost(Call& call) {
     if (!card) return;
     const Services& s = call.s();
     commit_change(call, report_lost(context_of(s), card->asn, Reporter::clerk, call.who().name, now_ns()),
-                  action_of(call.who(), "report_lost", card->text, "identity checked (SSN)"), [&s, asn = card->asn](const ClerkAction& done) {
+                  action_of(call.who(), "report_lost", card->text, "identity checked (SSN)"),
+                  [&s, asn = card->asn](const ClerkAction& done) {
                       if (done.outcome != "ok") return refused_or(done, 200, json::object());
                       return status_answer(s, asn);
                   });
@@ -299,7 +302,8 @@ void counter_report_found(Call& call) {
     if (!card) return;
     const Services& s = call.s();
     commit_change(call, report_found(context_of(s), card->asn, now_ns()),
-                  action_of(call.who(), "report_found", card->text, "identity checked (SSN)"), [&s, asn = card->asn](const ClerkAction& done) {
+                  action_of(call.who(), "report_found", card->text, "identity checked (SSN)"),
+                  [&s, asn = card->asn](const ClerkAction& done) {
                       if (done.outcome != "ok") return refused_or(done, 200, json::object());
                       return status_answer(s, asn);
                   });
@@ -311,7 +315,8 @@ void counter_replace_card(Call& call) {
     json body;
     const auto card = counter_card(call, "replace", body);
     if (!card) return;
-    if (!body.contains("new_card") || !body.at("new_card").is_string()) return call.answer(bad_request("\"new_card\" (16 digits) is required"));
+    if (!body.contains("new_card") || !body.at("new_card").is_string())
+        return call.answer(bad_request("\"new_card\" (16 digits) is required"));
     auto new_number = parse_card_number(body.at("new_card").get<std::string>());
     if (!new_number) return call.answer(bad_request("\"new_card\" must be 16 digits"));
     auto new_asn = call.api.find_card(*new_number);
@@ -330,6 +335,35 @@ void counter_replace_card(Call& call) {
     });
 }
 
+namespace {
+
+// The person of the body's SSN: name, birth date, cards with their status (journaled; 404 unknown).
+void person_lookup(Call& call, const json& body) {
+    const Services& s = call.s();
+    auto ssn = body_ssn(call, body);
+    if (!ssn) return;
+    auto txn = s.ledger.begin_read();
+    if (!txn) return call.answer(storage_failure(txn.error().message));
+    auto person = s.lifecycle->person_in(*txn, ssn_hash(s.tokens, *ssn));
+    if (!person) return call.answer(storage_failure(person.error().message()));
+    if (!*person) {
+        txn->abort();
+        return call.api.journaled_read(not_found("no person registered with this SSN"),
+                                       ClerkAction{0, 0, call.who().name, "person_lookup", "person", "not found", ""},
+                                       std::move(call.respond));
+    }
+    json cards = json::array();
+    for (const Asn& asn : (*person)->cards) {
+        auto c = s.registry.card_in(*txn, asn);
+        cards.push_back({{"card_number", card_text(asn)}, {"status", c && *c ? json(to_string((*c)->status)) : json(nullptr)}});
+    }
+    json out{{"name", (*person)->name}, {"birth_date", (*person)->birth_date}, {"cards", cards}};
+    txn->abort();
+    call.api.journaled_read(json_response(200, out), action_of(call.who(), "person_lookup", "person"), std::move(call.respond));
+}
+
+}  // namespace
+
 // POST /v1/clerk/persons {"ssn"} looks a person up; {"ssn","name","birth_date","cards":[…]} registers one
 // (or adds cards to the one registered with that name and birth date).
 void counter_person(Call& call) {
@@ -338,27 +372,7 @@ void counter_person(Call& call) {
     if (!body) return call.answer(bad_request("body must be a JSON object"));
     if (auto unknown = only_keys(*body, {"ssn", "name", "birth_date", "cards"})) return call.answer(bad_request(*unknown));
     const Services& s = call.s();
-    if (!body->contains("name") && !body->contains("birth_date") && !body->contains("cards")) {
-        auto ssn = body_ssn(call, *body);
-        if (!ssn) return;
-        auto txn = s.ledger.begin_read();
-        if (!txn) return call.answer(storage_failure(txn.error().message));
-        auto person = s.lifecycle->person_in(*txn, ssn_hash(s.tokens, *ssn));
-        if (!person) return call.answer(storage_failure(person.error().message()));
-        if (!*person) {
-            txn->abort();
-            return call.api.journaled_read(not_found("no person registered with this SSN"),
-                                           ClerkAction{0, 0, call.who().name, "person_lookup", "person", "not found", ""}, std::move(call.respond));
-        }
-        json cards = json::array();
-        for (const Asn& asn : (*person)->cards) {
-            auto c = s.registry.card_in(*txn, asn);
-            cards.push_back({{"card_number", card_text(asn)}, {"status", c && *c ? json(to_string((*c)->status)) : json(nullptr)}});
-        }
-        json out{{"name", (*person)->name}, {"birth_date", (*person)->birth_date}, {"cards", cards}};
-        txn->abort();
-        return call.api.journaled_read(json_response(200, out), action_of(call.who(), "person_lookup", "person"), std::move(call.respond));
-    }
+    if (!body->contains("name") && !body->contains("birth_date") && !body->contains("cards")) return person_lookup(call, *body);
     json entry = *body;
     entry.erase("cards");
     auto person = read_person(entry);
@@ -366,7 +380,8 @@ void counter_person(Call& call) {
     std::vector<Asn> cards;
     if (body->contains("cards")) {
         const json& listed = body->at("cards");
-        if (!listed.is_array() || listed.size() > person_cards_max) return call.answer(bad_request("\"cards\" must be an array of card numbers"));
+        if (!listed.is_array() || listed.size() > person_cards_max)
+            return call.answer(bad_request("\"cards\" must be an array of card numbers"));
         for (const json& c : listed) {
             auto number = c.is_string() ? parse_card_number(c.get<std::string>()) : std::nullopt;
             if (!number) return call.answer(bad_request("\"cards\": each card number must be 16 digits"));
@@ -401,7 +416,9 @@ void counter_person(Call& call) {
         return s.lifecycle->put_person(txn, hash, p);
     };
     json answer{{"name", person->name}, {"birth_date", person->birth_date}};
-    call.api.commit(Change{{}, write, [answer](const ClerkAction& done) { return refused_or(done, 200, answer); },
+    call.api.commit(Change{{},
+                           write,
+                           [answer](const ClerkAction& done) { return refused_or(done, 200, answer); },
                            action_of(call.who(), "person", "person", fmt::format("{} card(s)", cards.size()))},
                     std::move(call.respond));
 }

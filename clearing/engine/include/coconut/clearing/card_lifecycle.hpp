@@ -34,9 +34,6 @@
 
 namespace coconut::clearing {
 
-// The default waiting period (EngineOptions::lost_wait_s): a week covers an offline terminal's uploads.
-inline constexpr std::uint64_t lost_wait_s_default = EngineOptions{}.lost_wait_s;
-
 struct LifecycleChange {
     std::vector<ledger::Event> events;
     // Runs in the commit after the events; an expected refusal sets `outcome` (anything but "ok") and

@@ -77,6 +77,10 @@ struct SessionState {
     std::optional<std::string> authenticated_terminal_id;
 };
 
+// The waiting period after a card is reported lost, by default (EngineOptions::lost_wait_s): a week
+// covers an offline terminal's uploads.
+inline constexpr std::uint64_t lost_wait_s_default = 7 * 86'400;
+
 struct EngineOptions {
     // Largest amount of one offline purchase: the card's own balance limit (docs/CARD-SPEC.md §2) is below.
     std::uint64_t purchase_amount_fen_max = 1'000'000;
@@ -116,7 +120,7 @@ struct EngineOptions {
     // The waiting period after a card is reported lost (clearing/README.md "Card lifecycle"): "found" is
     // possible until it ends; a replaced card's balance is carried once it has (serve --lost-wait-days,
     // or --lost-wait-s for tests).
-    std::uint64_t lost_wait_s = 7 * 86'400;
+    std::uint64_t lost_wait_s = lost_wait_s_default;
 };
 
 struct EngineStats {
