@@ -52,6 +52,10 @@ public:
             case codes::clinic_medical: return medical(t);
             case codes::online_load: return load(t);
             case codes::manual_adjustment: return adjustment(t);
+            // A lost card's purchase uploaded after its balance was carried to its replacement
+            // (clearing/README.md "Card lifecycle"): the merchant is paid as for any purchase. The same
+            // code repairing the lost card's own shadow pays no participant.
+            case codes::late_after_carry: return payables_.count(t.credit_account_id) != 0 ? purchase(t) : Status{Ok{}};
             case codes::tac_failed:       // a failed TAC, recorded for review
             case codes::serial_conflict:  // a second valid TAC under a booked id, recorded for review
                 suspense_.count += 1;

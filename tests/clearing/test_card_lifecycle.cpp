@@ -5,6 +5,7 @@
 #include "clearing_fixture.hpp"
 
 #include <coconut/clearing/card_lifecycle.hpp>
+#include <coconut/settlement/settlement.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -327,6 +328,15 @@ TEST_CASE("replacement: medical at once, purse carried after the wait, offline s
     CHECK(rig.record(card_a).late_count == 1);
     CHECK(rig.late_spending() == -150);
     rig.require_check();
+    // Settlement pays the bus operator for it like any ride (200 + 150 fen of card A, 300 of card B).
+    auto participants = rig.registry->participants();
+    REQUIRE(participants.ok());
+    auto positions = settlement::compute_positions(*rig.ledger, *participants, 20261206, settlement::Window{0, ~std::uint64_t{0}});
+    REQUIRE_MESSAGE(positions.ok(), (positions.ok() ? "" : positions.error().message));
+    const auto bus = std::find_if(positions->participants.begin(), positions->participants.end(),
+                                  [](const auto& p) { return p.participant.id == bus_operator; });
+    REQUIRE(bus != positions->participants.end());
+    CHECK(bus->kinds[static_cast<std::size_t>(settlement::Kind::bus)].gross_fen == 650);
 
     // Collect: 51 above the holding, then the whole holding (0200 MAC2, 0220), then 51 again (collecting twice).
     Load collect;
@@ -459,4 +469,36 @@ TEST_CASE("lifecycle and person records round-trip their encodings; damaged ones
     auto bad = read_registry_persons(R"({"cards":[{"asn":"46010000000012345678","person":{"ssn":"12"}}]})");
     REQUIRE(!bad.ok());
     CHECK(bad.error().find("cards[46010000000012345678].person") == 0);
+}
+
+TEST_CASE("a clinic hold pending at the replacement stays on the old medical account; what it frees moves at the carry") {
+    LifecycleRig rig;
+    ledger::Transfer hold;
+    hold.id = ledger::make_id(0xC11);
+    hold.debit_account_id = medical_account(asn_of(card_a));
+    hold.credit_account_id = payable_account(clinic, ledgers::medical);
+    hold.amount = 5000;
+    hold.ledger = ledgers::medical;
+    hold.code = transfer_codes::clinic_medical;
+    hold.flags = ledger::transfer_flags::pending;
+    hold.timeout_s = 900;
+    REQUIRE(rig.commit(LifecycleChange{{hold}, [](lmdb::Txn&, auto, std::string&) -> lmdb::Status { return Ok{}; }}) == "ok");
+    REQUIRE(rig.replace() == "ok");
+    CHECK(rig.medical(card_b) == 15000);  // posted minus the pending hold
+    CHECK(rig.medical(card_a) == 5000);
+    CHECK(rig.record(card_a).medical_carried_fen == 15000);
+    // The clinic completes for less than it held: the rest is released on the old account.
+    ledger::Transfer post;
+    post.id = ledger::make_id(0xC12);
+    post.pending_id = hold.id;
+    post.amount = 3000;
+    post.flags = ledger::transfer_flags::post_pending;
+    REQUIRE(rig.commit(LifecycleChange{{post}, [](lmdb::Txn&, auto, std::string&) -> lmdb::Status { return Ok{}; }}) == "ok");
+    CHECK(rig.medical_payable(clinic) == 3000);
+    REQUIRE(rig.sweep(t0_ns + wait_s * ns_per_s) == std::vector<std::string>{"ok"});
+    CHECK(rig.medical(card_a) == 0);
+    CHECK(rig.medical(card_b) == 17000);
+    CHECK(rig.record(card_a).medical_carried_fen == 17000);
+    CHECK(rig.holding() == 5000);
+    rig.require_check();
 }
