@@ -137,6 +137,9 @@ struct ServeOptions {
     std::string http_priority{http::http_thread_priority_default};
     std::string http_ready_file;
     unsigned settlement_margin_s = static_cast<unsigned>(http::settlement_margin_default.count());
+    // The waiting period of lost and broken cards: days, or seconds (tests) when given.
+    unsigned lost_wait_days = static_cast<unsigned>(http::lost_wait_default.count() / 86'400);
+    std::optional<unsigned> lost_wait_s;
 };
 
 // The ISO 8583 listener's TLS context, or nullptr with --insecure-terminals. A usage error when neither
@@ -201,6 +204,7 @@ http::HttpOptions http_server_options(const ServeOptions& o, const hsm::wire::En
     http_options.tls_certificate = o.http_tls_cert;
     http_options.tls_private_key = o.http_tls_key;
     http_options.settlement_margin = std::chrono::seconds(o.settlement_margin_s);
+    http_options.lost_wait = std::chrono::seconds(o.lost_wait_s ? *o.lost_wait_s : std::uint64_t{o.lost_wait_days} * 86'400);
     return http_options;
 }
 
@@ -800,6 +804,13 @@ void add_http_options(CLI::App* serve, ServeOptions& o) {
                      "(bookings stamped before the end have committed); coconut-settle's --settling-margin must not be smaller")
         ->capture_default_str()
         ->check(CLI::Range(1, 3600));
+    serve
+        ->add_option("--lost-wait-days", o.lost_wait_days,
+                     "days a lost or broken card's offline payments may still arrive before its balance moves (a broken card's refund)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 366));
+    serve->add_option("--lost-wait-s", o.lost_wait_s, "the same waiting period in seconds (overrides --lost-wait-days; tests)")
+        ->check(CLI::Range(0, 366 * 86'400));
     serve->add_option("--http-connections-max", o.http_connections_max, "HTTP connections served at once")
         ->capture_default_str()
         ->check(CLI::Range(1, 65535));

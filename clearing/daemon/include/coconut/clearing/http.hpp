@@ -266,6 +266,8 @@ inline constexpr std::size_t transfers_per_request_max = 1000;
 inline constexpr std::uint64_t adjustment_fen_max = 1'000'000'000;
 // How long ago a settlement window must have ended (coconut-settle's settling margin, 60 s by default).
 inline constexpr std::chrono::seconds settlement_margin_default{60};
+// Offline terminals upload within a week: a lost or broken card's balance moves only after this.
+inline constexpr std::chrono::seconds lost_wait_default{7 * 86'400};
 inline constexpr std::size_t adjustment_text_max = 500;
 inline constexpr std::size_t transactions_page_default = 10;
 inline constexpr std::size_t transactions_page_max = 100;
@@ -310,6 +312,9 @@ struct HttpOptions {
     std::filesystem::path tls_private_key;
     // A settlement cycle's window must have ended this long ago before its postings are accepted.
     std::chrono::seconds settlement_margin = settlement_margin_default;
+    // The waiting period of a lost or broken card: uploads of what it still paid offline arrive within it
+    // (serve --lost-wait-days / --lost-wait-s).
+    std::chrono::seconds lost_wait = lost_wait_default;
     // Threads that run the io_context. With one (coconut-clearingd), a connection's handlers can never
     // run at once, so connections get the io_context's executor; with more, each gets a strand.
     std::size_t io_threads = 1;
