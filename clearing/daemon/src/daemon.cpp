@@ -57,6 +57,7 @@ struct Daemon::State {
     std::unique_ptr<ledger::Ledger> ledger;
     std::unique_ptr<Registry> registry;
     std::unique_ptr<http::Tokens> tokens;
+    std::unique_ptr<CardReturns> card_returns;
 
     // start()
     bool started = false;
@@ -127,6 +128,9 @@ DaemonStatus Daemon::State::open_data() {
     auto tokens_opened = http::Tokens::open(ledger->env(), options.data);
     if (!tokens_opened) return Unexpected<DaemonError>{failure(Kind::storage, tokens_opened.error().message)};
     tokens = std::move(tokens_opened).value();
+    auto returns_opened = CardReturns::open(ledger->env());
+    if (!returns_opened) return Unexpected<DaemonError>{failure(Kind::storage, returns_opened.error().message)};
+    card_returns = std::move(returns_opened).value();
     // The fixed accounts exist from the first start (idempotent: `exists` afterwards).
     const auto fixed = fixed_accounts();
     std::vector<ledger::Event> events(fixed.begin(), fixed.end());
@@ -215,7 +219,8 @@ DaemonStatus Daemon::State::start_http() {
                             &metered_hsm->stats(),
                             remote_hsm ? &remote_hsm->link_stats() : nullptr,
                             nullptr,
-                            options.data};
+                            options.data,
+                            card_returns.get()};
     try {
         http_server = std::make_unique<http::HttpServer>(*http_io, services, http_options);
     } catch (const std::exception& e) {
@@ -369,6 +374,7 @@ const DaemonOptions& Daemon::options() const { return state_->options; }
 ledger::Ledger& Daemon::ledger() { return *state_->ledger; }
 Registry& Daemon::registry() { return *state_->registry; }
 http::Tokens& Daemon::tokens() { return *state_->tokens; }
+CardReturns& Daemon::card_returns() { return *state_->card_returns; }
 
 ledger::Writer& Daemon::writer() {
     COCONUT_ASSERT(state_->writer, "start() first");

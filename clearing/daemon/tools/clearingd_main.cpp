@@ -140,6 +140,7 @@ struct ServeOptions {
     // The waiting period of lost and broken cards: days, or seconds (tests) when given.
     unsigned lost_wait_days = static_cast<unsigned>(http::lost_wait_default.count() / 86'400);
     std::optional<unsigned> lost_wait_s;
+    std::uint64_t tourist_return_fee_fen = 0;
 };
 
 // The ISO 8583 listener's TLS context, or nullptr with --insecure-terminals. A usage error when neither
@@ -205,6 +206,7 @@ http::HttpOptions http_server_options(const ServeOptions& o, const hsm::wire::En
     http_options.tls_private_key = o.http_tls_key;
     http_options.settlement_margin = std::chrono::seconds(o.settlement_margin_s);
     http_options.lost_wait = std::chrono::seconds(o.lost_wait_s ? *o.lost_wait_s : std::uint64_t{o.lost_wait_days} * 86'400);
+    http_options.tourist_return_fee_fen = o.tourist_return_fee_fen;
     return http_options;
 }
 
@@ -811,6 +813,11 @@ void add_http_options(CLI::App* serve, ServeOptions& o) {
         ->check(CLI::Range(0, 366));
     serve->add_option("--lost-wait-s", o.lost_wait_s, "the same waiting period in seconds (overrides --lost-wait-days; tests)")
         ->check(CLI::Range(0, 366 * 86'400));
+    serve
+        ->add_option("--tourist-return-fee-fen", o.tourist_return_fee_fen,
+                     "fee of a tourist card's return, from its deposit then its balance, capped at both")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 100'000));
     serve->add_option("--http-connections-max", o.http_connections_max, "HTTP connections served at once")
         ->capture_default_str()
         ->check(CLI::Range(1, 65535));

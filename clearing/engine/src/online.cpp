@@ -57,7 +57,8 @@ coconut::Result<CardRecord, ResponseCode> online_card(const Registry& registry, 
     }
     if (!*card) return Unexpected<ResponseCode>{ResponseCode::invalid_card_number};
     if (refuse_hotlisted && (*card)->status == CardStatus::lost) return Unexpected<ResponseCode>{ResponseCode::lost_card};
-    if (refuse_hotlisted && (*card)->status == CardStatus::blocked) return Unexpected<ResponseCode>{ResponseCode::restricted_card};
+    // blocked, returned and any other status off the active list: restricted (62).
+    if (refuse_hotlisted && (*card)->status != CardStatus::active) return Unexpected<ResponseCode>{ResponseCode::restricted_card};
     return **card;
 }
 

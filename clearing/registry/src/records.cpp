@@ -13,6 +13,7 @@ std::string_view to_string(CardStatus status) {
         case CardStatus::active: return "active";
         case CardStatus::lost: return "lost";
         case CardStatus::blocked: return "blocked";
+        case CardStatus::returned: return "returned";
     }
     return "?";
 }
@@ -21,6 +22,7 @@ std::optional<CardStatus> parse_card_status(std::string_view text) {
     if (text == "active") return CardStatus::active;
     if (text == "lost") return CardStatus::lost;
     if (text == "blocked") return CardStatus::blocked;
+    if (text == "returned") return CardStatus::returned;
     return std::nullopt;
 }
 

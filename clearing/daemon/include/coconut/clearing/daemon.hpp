@@ -149,6 +149,7 @@ public:
     ledger::Ledger& ledger();
     Registry& registry();
     http::Tokens& tokens();
+    CardReturns& card_returns();  // returns, refunds, tourist cards (card_returns.hpp)
     // After start():
     ledger::Writer& writer();
     Engine& engine();

@@ -18,6 +18,7 @@
 // writer's callback, i.e. after the commit is durable.
 #pragma once
 
+#include <coconut/clearing/card_returns.hpp>
 #include <coconut/clearing/server.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -266,7 +267,7 @@ inline constexpr std::size_t transfers_per_request_max = 1000;
 inline constexpr std::uint64_t adjustment_fen_max = 1'000'000'000;
 // How long ago a settlement window must have ended (coconut-settle's settling margin, 60 s by default).
 inline constexpr std::chrono::seconds settlement_margin_default{60};
-// Offline terminals upload within a week: a lost or broken card's balance moves only after this.
+// Offline terminals upload within a week (clearing/README.md "Card return, refund and tourist cards").
 inline constexpr std::chrono::seconds lost_wait_default{7 * 86'400};
 inline constexpr std::size_t adjustment_text_max = 500;
 inline constexpr std::size_t transactions_page_default = 10;
@@ -313,8 +314,10 @@ struct HttpOptions {
     // A settlement cycle's window must have ended this long ago before its postings are accepted.
     std::chrono::seconds settlement_margin = settlement_margin_default;
     // The waiting period of a lost or broken card: uploads of what it still paid offline arrive within it
-    // (serve --lost-wait-days / --lost-wait-s).
+    // (a broken card is refunded from its shadow only after it; serve --lost-wait-days / --lost-wait-s).
     std::chrono::seconds lost_wait = lost_wait_default;
+    // The fee a tourist card's return costs (taken from the deposit, then the balance; capped at both).
+    std::uint64_t tourist_return_fee_fen = 0;
     // Threads that run the io_context. With one (coconut-clearingd), a connection's handlers can never
     // run at once, so connections get the io_context's executor; with more, each gets a strand.
     std::size_t io_threads = 1;
@@ -364,6 +367,8 @@ struct Services {
     // The ledger's data directory (GET /v1/clerk/cluster/snapshot: the copy is made in it, and its
     // token key travels with it); empty: no snapshots (503).
     std::filesystem::path data_directory = {};
+    // The counter's tables (returns, tourist cards); null: those routes answer 503.
+    CardReturns* card_returns = nullptr;
 };
 
 // The HTTP listener (Boost.Beast): one object per connection, bounded head and body, a deadline on

@@ -42,7 +42,9 @@ using iso8583::PurseTransaction;
 // A card's TAC master version when none is named: 0, the newest active (the HSM's hsm::newest_version).
 inline constexpr std::uint8_t tac_key_newest = 0;
 
-enum class CardStatus : std::uint8_t { active = 1, lost = 2, blocked = 3 };
+// returned: handed back at a counter and refunded (clearing/README.md "Card return, refund and tourist
+// cards"); final — no status change leaves it. Every status but active is on the hotlist.
+enum class CardStatus : std::uint8_t { active = 1, lost = 2, blocked = 3, returned = 5 };
 std::string_view to_string(CardStatus status);
 std::optional<CardStatus> parse_card_status(std::string_view text);
 
