@@ -59,7 +59,7 @@ std::optional<CardRecord> decode_card(ByteView b) {
     std::copy_n(b.subspan(at).begin(), 10, c.asn.begin()), at += 10;
     std::copy_n(b.subspan(at).begin(), 8, c.issuer_id.begin()), at += 8;
     const auto status = b[at++];
-    if (status < 1 || status > 5 || !parse_card_status(to_string(static_cast<CardStatus>(status)))) return std::nullopt;
+    if (status < 1 || status > 5) return std::nullopt;  // CardStatus: 1 active … 5 returned
     c.status = static_cast<CardStatus>(status);
     c.tac_key_version = b[at++];
     c.opening_balance_fen = read_be32(b.subspan(at)), at += 4;

@@ -18,11 +18,11 @@ std::string_view to_string(CardStatus status) {
     return "?";
 }
 
+// Not "returned": only the counter's return sets it (clearing/README.md "Card return, refund and tourist cards").
 std::optional<CardStatus> parse_card_status(std::string_view text) {
     if (text == "active") return CardStatus::active;
     if (text == "lost") return CardStatus::lost;
     if (text == "blocked") return CardStatus::blocked;
-    if (text == "returned") return CardStatus::returned;
     return std::nullopt;
 }
 

@@ -65,6 +65,9 @@ std::optional<Asn> path_card(Call& call) {
 
 std::string number_text(const Asn& asn) { return to_string(card_number_of(asn)); }
 
+// The waiting period of lost and broken cards (serve --lost-wait-days / --lost-wait-s).
+std::chrono::seconds waiting_period(const Call& call) { return call.api.options.lost_wait; }
+
 // The bank details of a payout by bank: {"bank_account","account_holder"}; what is wrong, or nothing.
 std::optional<std::string> read_bank(const json& body, ReturnRecord& record) {
     for (const char* key : {"bank_account", "account_holder"}) {
@@ -302,7 +305,7 @@ void register_broken(Call& call, Api::Respond respond, ReturnRecord record) {
         if (auto marked = mark_returned(registry, txn, record.asn, 0); !marked) return marked;
         return returns.put_return(txn, record);
     };
-    const json answer = waiting_json(record, call.api.options.lost_wait);
+    const json answer = waiting_json(record, waiting_period(call));
     std::vector<ledger::Event> accounts;  // the refund's account exists from now (the dormancy report reads it)
     append_card_money_accounts(accounts, record.asn);
     call.api.commit(Change{std::move(accounts), write, [answer](const ClerkAction& done) { return refused_or(done, 202, answer); },
@@ -453,9 +456,9 @@ void refund_broken(Call& call) {
         return call.api.journaled_read(json_response(200, answer), action_of(call.who(), "refund_broken", target, "already refunded"),
                                        std::move(*respond));
     }
-    const auto wait_ns = static_cast<std::uint64_t>(std::chrono::nanoseconds(call.api.options.lost_wait).count());
+    const auto wait_ns = static_cast<std::uint64_t>(std::chrono::nanoseconds(waiting_period(call)).count());
     if (now_ns() < stored.registered_ns + wait_ns) {
-        return call.api.journaled_read(json_response(202, waiting_json(stored, call.api.options.lost_wait)),
+        return call.api.journaled_read(json_response(202, waiting_json(stored, waiting_period(call))),
                                        action_of(call.who(), "refund_broken", target, "waiting"), std::move(*respond));
     }
     book_broken(call, std::move(*respond), stored, **card, *tourist);

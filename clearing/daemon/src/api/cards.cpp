@@ -86,8 +86,6 @@ void set_card_status(Call& call) {
     if (auto bad = read_status_body(call.request, parse_card_status, {"active", "lost", "blocked"}, status, reason)) {
         return call.answer(std::move(*bad));
     }
-    // A card is returned only by the counter's return, which refunds it (card_returns.cpp).
-    if (*status == CardStatus::returned) return call.answer(bad_request("status must be one of active, lost, blocked"));
     const Registry& registry = call.s().registry;
     // Read-modify-write inside the writer's transaction: the engine's hooks update the same record.
     auto write = [&registry, asn = card->asn, status = *status](lmdb::Txn& txn, auto, ClerkAction& action) -> lmdb::Status {
