@@ -4,6 +4,7 @@
 // after each scenario.
 #include "clearing_fixture.hpp"
 #include "http_api.hpp"
+#include "manual_money.hpp"
 
 #include <coconut/clearing/card_returns.hpp>
 
@@ -408,5 +409,37 @@ TEST_CASE("the dormancy report lists tourist cards still out and refunds not yet
     CHECK(csv.rfind("card_number,asn,what,status,balance_fen,deposit_fen,refund_fen,last_activity_utc,days_dormant\n", 0) == 0);
     CHECK(csv.find(number(tourist_3) + "," + tourist_3 + ",tourist,active,0,1000,0,") != std::string::npos);
     CHECK(std::count(csv.begin(), csv.end(), '\n') == 3);
+    c.require_check();
+}
+
+TEST_CASE("the settlement role may post a refund payout (code 16) only as the daemon computes it from the cycle's window") {
+    CounterRig c;
+    REQUIRE(c.purchase(card_a, 5000, 5000, 0, "DESK0001", desk_psam, 1) == "00");
+    REQUIRE(c.post("/v1/clerk/cards/" + number(card_a) + "/return", with(bank(), {{"terminal_id", "DESK0001"}, {"terminal_serial", 1}}))
+                .status == 201);
+    constexpr std::uint32_t cycle = 20270115;
+    const http::CycleClaim claim{cycle, 0, c.rig.clock_ns->load() + 1'000'000'000'000ULL};
+    auto expected = http::expected_settlement_transfers(*c.rig.ledger, *c.rig.registry, claim);
+    REQUIRE_MESSAGE(expected.ok(), (expected.ok() ? "" : expected.error().message));
+    const ledger::Transfer* refund = nullptr;
+    for (const auto& [id, t] : *expected) {
+        if (t.code == transfer_codes::refund_payout) refund = &t;
+    }
+    REQUIRE(refund != nullptr);
+    CHECK(refund->id == refund_payout_transfer(cycle, asn_of(card_a)));
+    CHECK(refund->amount == 5000);
+    CHECK(refund->debit_account_id == refund_payable_account(asn_of(card_a)));
+    CHECK_FALSE(http::settlement_refusal(*refund, *expected, cycle));
+    ledger::Transfer more = *refund;
+    more.amount = 6000;
+    const auto too_much = http::settlement_refusal(more, *expected, cycle);
+    REQUIRE(too_much);
+    CHECK(too_much->find("card 0000000012345678's refund") != std::string::npos);
+    ledger::Transfer other = *refund;
+    other.id = refund_payout_transfer(cycle, asn_of(card_b));  // a card owed nothing
+    other.debit_account_id = refund_payable_account(asn_of(card_b));
+    const auto unknown = http::settlement_refusal(other, *expected, cycle);
+    REQUIRE(unknown);
+    CHECK(unknown->find("is none of cycle 20270115's settlement transfers") != std::string::npos);
     c.require_check();
 }
