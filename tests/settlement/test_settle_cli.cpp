@@ -485,9 +485,9 @@ TEST_CASE("coconut-settle dormant prints the dormancy report as CSV; run pays a 
 
     const auto config = scratch.path() / "config.json";
     write(config, config_json);
-    const Cli ran = settle({"run", "--date", "2026-03-10", "--data", data, "--config", config.string(), "--direct", "--out",
-                            d.out().string()},
-                           scratch.path());
+    const Cli ran =
+        settle({"run", "--date", "2026-03-10", "--data", data, "--config", config.string(), "--direct", "--out", d.out().string()},
+               scratch.path());
     REQUIRE_MESSAGE(ran.code == 0, ran.output);
     const std::string pain = read(cycle_directory(d.out(), 20260310) / "pain001-20260310-purse-float.xml");
     CHECK(pain.find("<EndToEndId>CC20260310-R0000000000000002</EndToEndId>") != std::string::npos);
