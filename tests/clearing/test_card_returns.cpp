@@ -377,6 +377,11 @@ TEST_CASE("a broken card: hotlisted at once, late uploads booked meanwhile, refu
     const auto again = c.post("/v1/clerk/cards/" + number(broken) + "/refund-broken", account("6222000099990004", "Han Meimei"));
     CHECK(again.status == 200);
     CHECK(c.refund_owed(broken) == 3500);
+    // An upload arriving after the refund is still booked (the card paid): the shadow goes below zero, flagged.
+    REQUIRE(c.purchase(broken, 200, 3500, 1, "BUS00001", psam_terminal, 12) == "00");
+    CHECK(c.rig.shadow(broken) == -200);
+    CHECK(c.rig.flags_of(RiskKind::shadow_negative) == 1);
+    CHECK(c.refund_owed(broken) == 3500);
     const auto at_counter =
         c.post("/v1/clerk/cards/" + number(broken) + "/return", {{"terminal_id", "DESK0001"}, {"terminal_serial", 1}, {"payout", "cash"}});
     CHECK(error_code(at_counter) == "already_returned");
@@ -441,5 +446,37 @@ TEST_CASE("the settlement role may post a refund payout (code 16) only as the da
     const auto unknown = http::settlement_refusal(other, *expected, cycle);
     REQUIRE(unknown);
     CHECK(unknown->find("is none of cycle 20270115's settlement transfers") != std::string::npos);
+    c.require_check();
+}
+
+TEST_CASE("two returns of one card at once: one is booked, the other refused (busy or returned twice); the money moves once") {
+    CounterRig c;
+    REQUIRE(c.purchase(card_a, 5000, 5000, 0, "DESK0001", desk_psam, 1) == "00");
+    const std::string target = "/v1/clerk/cards/" + number(card_a) + "/return";
+    const std::string body = with(bank(), {{"terminal_id", "DESK0001"}, {"terminal_serial", 1}}).dump();
+    const std::string authorization = "Bearer " + c.counter;
+    std::vector<std::promise<http::ApiResponse>> answers(4);
+    std::vector<std::thread> threads;
+    for (auto& answer : answers) {
+        threads.emplace_back([&c, &answer, &target, &body, &authorization] {
+            c.api->handle(http::ApiRequest{"POST", target, authorization, body, {}},
+                          [&answer](http::ApiResponse r) { answer.set_value(std::move(r)); });
+        });
+    }
+    for (auto& t : threads) t.join();
+    std::size_t booked = 0;
+    for (auto& answer : answers) {
+        auto future = answer.get_future();
+        REQUIRE(future.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
+        const http::ApiResponse r = future.get();
+        if (r.status == 201) {
+            ++booked;
+        } else {
+            CHECK((r.status == 503 || error_code(r) == "already_returned"));
+        }
+    }
+    CHECK(booked == 1);
+    CHECK(c.refund_owed(card_a) == 5000);
+    CHECK(c.rig.payable(desk) == 0);
     c.require_check();
 }
