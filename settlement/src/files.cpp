@@ -72,6 +72,38 @@ const clearing::Participant& participant_of(const Positions& positions, std::uin
     std::abort();
 }
 
+// One CdtTrfTxInf: the payment to an account.
+std::string credit_transfer_to(const Payment& p, std::string_view name, std::string_view account, std::string_view remittance) {
+    std::string x = "      <CdtTrfTxInf>\n";
+    x += fmt::format("        <PmtId>\n          <EndToEndId>{}</EndToEndId>\n        </PmtId>\n", p.end_to_end_id);
+    x += fmt::format("        <Amt>\n          <InstdAmt Ccy=\"{}\">{}</InstdAmt>\n        </Amt>\n", currency,
+                     format_fen(static_cast<std::int64_t>(p.amount_fen)));
+    x += fmt::format("        <Cdtr>\n          <Nm>{}</Nm>\n        </Cdtr>\n", xml_escape(name));
+    x += fmt::format(
+        "        <CdtrAcct>\n          <Id>\n            <Othr>\n              <Id>{}</Id>\n            </Othr>\n"
+        "          </Id>\n        </CdtrAcct>\n",
+        xml_escape(account));
+    x += fmt::format("        <RmtInf>\n          <Ustrd>{}</Ustrd>\n        </RmtInf>\n", xml_escape(remittance));
+    x += "      </CdtTrfTxInf>\n";
+    return x;
+}
+
+std::string credit_transfer(const Payment& p, const clearing::Participant& to, const Date& date) {
+    return credit_transfer_to(p, to.name, to.bank_account,
+                              fmt::format("Coconut Card settlement {} participant {}", format_date(date), p.participant_id));
+}
+
+// A refund to a cardholder: the account the counter recorded at the return (settlement/README.md "Refunds").
+std::string refund_transfer(const Positions& positions, const Payment& p) {
+    for (const Refund& r : positions.refunds) {
+        if (refund_end_to_end_id(positions.cycle, r.asn) != p.end_to_end_id) continue;
+        return credit_transfer_to(p, r.account.account_holder, r.account.bank_account,
+                                  fmt::format("Coconut Card refund, card {}", p.card_number));
+    }
+    COCONUT_ASSERT(false, "a refund payment names a refund of the positions");
+    std::abort();
+}
+
 std::string render_pain001(const Positions& positions, const Config& config, Source source, const std::vector<Payment>& paid) {
     std::uint64_t sum_fen = 0;
     for (const auto& p : paid) sum_fen += p.amount_fen;
@@ -100,19 +132,7 @@ std::string render_pain001(const Positions& positions, const Config& config, Sou
     x += fmt::format("      <DbtrAgt>\n        <FinInstnId>\n          <BICFI>{}</BICFI>\n        </FinInstnId>\n      </DbtrAgt>\n",
                      from.agent_bic);
     for (const Payment& p : paid) {
-        const clearing::Participant& to = participant_of(positions, p.participant_id);
-        x += "      <CdtTrfTxInf>\n";
-        x += fmt::format("        <PmtId>\n          <EndToEndId>{}</EndToEndId>\n        </PmtId>\n", p.end_to_end_id);
-        x += fmt::format("        <Amt>\n          <InstdAmt Ccy=\"{}\">{}</InstdAmt>\n        </Amt>\n", currency,
-                         format_fen(static_cast<std::int64_t>(p.amount_fen)));
-        x += fmt::format("        <Cdtr>\n          <Nm>{}</Nm>\n        </Cdtr>\n", xml_escape(to.name));
-        x += fmt::format(
-            "        <CdtrAcct>\n          <Id>\n            <Othr>\n              <Id>{}</Id>\n            </Othr>\n"
-            "          </Id>\n        </CdtrAcct>\n",
-            xml_escape(to.bank_account));
-        x += fmt::format("        <RmtInf>\n          <Ustrd>Coconut Card settlement {} participant {}</Ustrd>\n        </RmtInf>\n",
-                         format_date(date), p.participant_id);
-        x += "      </CdtTrfTxInf>\n";
+        x += p.card_number.empty() ? credit_transfer(p, participant_of(positions, p.participant_id), date) : refund_transfer(positions, p);
     }
     x += "    </PmtInf>\n  </CstmrCdtTrfInitn>\n</Document>\n";
     return x;
@@ -133,6 +153,8 @@ std::string render_csv(const Positions& positions, const ParticipantPosition& p)
     // Adjustments only when there were any: a cycle without them keeps the statement it always had.
     if (p.purse.adjustments_fen != 0) row("adjustments", "purse", "", p.purse.adjustments_fen);
     if (p.medical.adjustments_fen != 0) row("adjustments", "medical", "", p.medical.adjustments_fen);
+    // Card returns, refunds and deposits at its counter, likewise only when there were any.
+    if (p.purse.counter_fen != 0) row("counter", "purse", "", p.purse.counter_fen);
     row("net", "purse", "", p.purse.net_fen);
     row("net", "medical", "", p.medical.net_fen);
     return csv;
@@ -143,6 +165,7 @@ json kind_json(const KindTotals& t) { return json{{"count", t.count}, {"gross_fe
 json source_json(const SourceAmounts& s) {
     json out{{"base_fen", s.base_fen}, {"loads_fen", s.loads_fen}, {"fee_fen", s.fee_fen}, {"net_fen", s.net_fen}};
     if (s.adjustments_fen != 0) out["adjustments_fen"] = s.adjustments_fen;
+    if (s.counter_fen != 0) out["counter_fen"] = s.counter_fen;
     return out;
 }
 
@@ -170,29 +193,38 @@ std::string render_summary_json(const Positions& positions, const std::vector<Pa
                                  {"participant_id", p.participant_id},
                                  {"end_to_end_id", p.end_to_end_id},
                                  {"amount_fen", p.amount_fen}});
+        if (!p.card_number.empty()) payments_json.back()["card_number"] = p.card_number;
     }
-    const json summary = {{"cycle", positions.cycle},
-                          {"business_date", format_date(business_date(positions.cycle))},
-                          {"window",
-                           {{"start_ns", positions.window.start_ns},
-                            {"end_ns", positions.window.end_ns},
-                            {"start", local_time(positions.window.start_ns)},
-                            {"end", local_time(positions.window.end_ns)}}},
-                          {"journal",
-                           {{"first_sequence", positions.first_sequence},
-                            {"last_sequence", positions.last_sequence},
-                            {"entries", positions.entries_read},
-                            {"transfers", positions.transfers_counted}}},
-                          {"participants", participants},
-                          {"funding",
-                           {{"purse_float_fen", positions.funding.purse_float_fen},
-                            {"medical_fund_fen", positions.funding.medical_fund_fen},
-                            {"fee_income_purse_fen", positions.funding.fee_income_purse_fen},
-                            {"fee_income_medical_fen", positions.funding.fee_income_medical_fen}}},
-                          {"suspense", {{"count", positions.suspense.count}, {"amount_fen", positions.suspense.gross_fen}}},
-                          {"payments", payments_json},
-                          {"collections", collections},
-                          {"balance_fen", positions.balance_fen()}};
+    json summary = {{"cycle", positions.cycle},
+                    {"business_date", format_date(business_date(positions.cycle))},
+                    {"window",
+                     {{"start_ns", positions.window.start_ns},
+                      {"end_ns", positions.window.end_ns},
+                      {"start", local_time(positions.window.start_ns)},
+                      {"end", local_time(positions.window.end_ns)}}},
+                    {"journal",
+                     {{"first_sequence", positions.first_sequence},
+                      {"last_sequence", positions.last_sequence},
+                      {"entries", positions.entries_read},
+                      {"transfers", positions.transfers_counted}}},
+                    {"participants", participants},
+                    {"funding",
+                     {{"purse_float_fen", positions.funding.purse_float_fen},
+                      {"medical_fund_fen", positions.funding.medical_fund_fen},
+                      {"fee_income_purse_fen", positions.funding.fee_income_purse_fen},
+                      {"fee_income_medical_fen", positions.funding.fee_income_medical_fen}}},
+                    {"suspense", {{"count", positions.suspense.count}, {"amount_fen", positions.suspense.gross_fen}}},
+                    {"payments", payments_json},
+                    {"collections", collections},
+                    {"balance_fen", positions.balance_fen()}};
+    // Refunds to cardholders only when there were any: a cycle without them keeps the summary it always had.
+    if (!positions.refunds.empty()) {
+        json refunds = json::array();
+        for (const Refund& r : positions.refunds) {
+            refunds.push_back({{"card_number", bcd_to_digits(r.asn).substr(4)}, {"amount_fen", r.amount_fen}});
+        }
+        summary["refunds"] = refunds;
+    }
     return summary.dump(2) + "\n";
 }
 
@@ -222,15 +254,23 @@ std::string end_to_end_id(std::uint32_t cycle, std::uint64_t participant_id, Sou
     return fmt::format("CC{}-{}-{}", cycle, participant_id, source == Source::purse_float ? "P" : "M");
 }
 
+std::string refund_end_to_end_id(std::uint32_t cycle, const Asn& asn) {
+    return fmt::format("CC{}-R{}", cycle, bcd_to_digits(asn).substr(4));
+}
+
 std::vector<Payment> payments(const Positions& positions) {
     std::vector<Payment> out;
     for (Source source : {Source::purse_float, Source::medical_fund}) {
         for (const auto& p : positions.participants) {
             const std::int64_t net = source == Source::purse_float ? p.purse.net_fen : p.medical.net_fen;
             if (net <= 0) continue;
-            out.push_back(Payment{source, p.participant.id, end_to_end_id(positions.cycle, p.participant.id, source),
-                                  static_cast<std::uint64_t>(net)});
+            out.push_back(Payment{
+                source, p.participant.id, {}, end_to_end_id(positions.cycle, p.participant.id, source), static_cast<std::uint64_t>(net)});
         }
+    }
+    for (const Refund& r : positions.refunds) {
+        out.push_back(
+            Payment{Source::purse_float, 0, bcd_to_digits(r.asn).substr(4), refund_end_to_end_id(positions.cycle, r.asn), r.amount_fen});
     }
     return out;
 }
@@ -304,6 +344,12 @@ std::string render_summary_text(const Positions& positions) {
         if (p.purse.net_fen < 0) {
             t += fmt::format("to collect from participant {} for the purse float: {}\n", p.participant.id, format_fen(-p.purse.net_fen));
         }
+    }
+    if (!positions.refunds.empty()) {
+        std::uint64_t refunded = 0;
+        for (const Refund& r : positions.refunds) refunded += r.amount_fen;
+        t += fmt::format("refunds to cardholders by bank (in the purse float's payments): {} transfers, {}\n", positions.refunds.size(),
+                         format_fen(static_cast<std::int64_t>(refunded)));
     }
     if (positions.suspense.count > 0) {
         t += fmt::format("suspense (TAC failed, not settled): {} transfers, {}\n", positions.suspense.count,

@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <iterator>
+#include <map>
 #include <unordered_map>
 
 namespace coconut::settlement {
@@ -28,6 +30,7 @@ struct Accumulator {
     Wide medical_flow = 0;       // credited to its medical payable
     Wide purse_adjustments = 0;  // manual adjustments: credited − debited, per ledger
     Wide medical_adjustments = 0;
+    Wide counter = 0;  // card returns, refunds and deposits at its counter (purse)
     bool active = false;
 };
 
@@ -56,12 +59,17 @@ public:
             // (clearing/README.md "Card lifecycle"): the merchant is paid as for any purchase. The same
             // code repairing the lost card's own shadow pays no participant.
             case codes::late_after_carry: return payables_.count(t.credit_account_id) != 0 ? purchase(t) : Status{Ok{}};
+            case codes::card_refund:
+            case codes::deposit_taken:
+            case codes::deposit_returned:
+            case codes::return_fee:
+            case codes::broken_card_refund: return card_money(t);
             case codes::tac_failed:       // a failed TAC, recorded for review
             case codes::serial_conflict:  // a second valid TAC under a booked id, recorded for review
                 suspense_.count += 1;
                 suspense_.gross_fen += t.amount;
                 return Ok{};
-            default:  // opening balances, settlement's own transfers: not the day's business
+            default:  // opening balances, settlement's own transfers (payouts, fees, refund payouts): not the day's business
                 return Ok{};
         }
     }
@@ -76,15 +84,16 @@ public:
             p.kinds = a.kinds;
             const auto gross = [&](Kind k) { return a.kinds[static_cast<std::size_t>(k)].gross_fen; };
             COCONUT_TRY(purse_base, sum(gross(Kind::bus), gross(Kind::shop), gross(Kind::clinic_purse)));
-            if (!fits(a.purse_adjustments) || !fits(a.medical_adjustments)) {
+            if (!fits(a.purse_adjustments) || !fits(a.medical_adjustments) || !fits(a.counter)) {
                 return Unexpected{unbalanced(fmt::format("participant {}: adjustments exceed 63 bits", p.participant.id))};
             }
-            p.purse = amounts(purse_base, gross(Kind::load), p.participant.fee_rate_bp, static_cast<std::int64_t>(a.purse_adjustments));
+            p.purse = amounts(purse_base, gross(Kind::load), p.participant.fee_rate_bp, static_cast<std::int64_t>(a.purse_adjustments),
+                              static_cast<std::int64_t>(a.counter));
             p.medical =
-                amounts(gross(Kind::clinic_medical), 0, p.participant.fee_rate_bp, static_cast<std::int64_t>(a.medical_adjustments));
+                amounts(gross(Kind::clinic_medical), 0, p.participant.fee_rate_bp, static_cast<std::int64_t>(a.medical_adjustments), 0);
             // The flows were accumulated from the accounts each transfer moved; the kinds from its
             // classification. They must agree before anything is paid.
-            if (a.purse_flow != Wide{p.purse.base_fen} - p.purse.loads_fen + p.purse.adjustments_fen ||
+            if (a.purse_flow != Wide{p.purse.base_fen} - p.purse.loads_fen + p.purse.adjustments_fen + p.purse.counter_fen ||
                 a.medical_flow != Wide{p.medical.base_fen} + p.medical.adjustments_fen) {
                 return Unexpected{
                     unbalanced(fmt::format("participant {}: classified totals disagree with the accounts moved", p.participant.id))};
@@ -94,7 +103,16 @@ public:
             balance += Wide{p.purse.net_fen} + p.medical.net_fen + p.purse.fee_fen + p.medical.fee_fen;
             positions.participants.push_back(std::move(p));
         }
-        if (!fits(float_flow_) || !fits(fund_flow_)) return Unexpected{unbalanced("a funding position exceeds 64 bits")};
+        if (!fits(float_flow_) || !fits(fund_flow_) || !fits(return_fees_)) {
+            return Unexpected{unbalanced("a funding position exceeds 64 bits")};
+        }
+        balance += return_fees_;
+        positions.funding.fee_income_purse_fen += static_cast<std::int64_t>(return_fees_);
+        for (const auto& [asn, owed] : refunds_) {
+            if (owed == 0) continue;
+            if (owed < 0 || !fits(owed)) return Unexpected{unbalanced("a refund owed is not a positive 63-bit amount")};
+            positions.refunds.push_back(Refund{asn, static_cast<std::uint64_t>(owed), {}});
+        }
         positions.funding.purse_float_fen = static_cast<std::int64_t>(float_flow_);
         positions.funding.medical_fund_fen = static_cast<std::int64_t>(fund_flow_);
         positions.suspense = suspense_;
@@ -119,13 +137,16 @@ private:
         return static_cast<std::uint64_t>(total);
     }
 
-    static SourceAmounts amounts(std::uint64_t base, std::uint64_t loads, std::uint32_t rate_bp, std::int64_t adjustments) {
+    static SourceAmounts amounts(std::uint64_t base, std::uint64_t loads, std::uint32_t rate_bp, std::int64_t adjustments,
+                                 std::int64_t counter) {
         SourceAmounts s;
         s.base_fen = base;
         s.loads_fen = loads;
         s.fee_fen = fee_fen(base, rate_bp);
         s.adjustments_fen = adjustments;
-        s.net_fen = static_cast<std::int64_t>(base) - static_cast<std::int64_t>(loads) - static_cast<std::int64_t>(s.fee_fen) + adjustments;
+        s.counter_fen = counter;
+        s.net_fen = static_cast<std::int64_t>(base) - static_cast<std::int64_t>(loads) - static_cast<std::int64_t>(s.fee_fen) +
+                    adjustments + counter;
         return s;
     }
 
@@ -210,6 +231,39 @@ private:
         return Ok{};
     }
 
+    // Card return, refund and deposit transfers (codes 15, 17–20, purse ledger): each side is a
+    // participant's payable (its counter figure), fee income (return fees), or one of the card's own
+    // accounts — purse shadow, deposit, refund owed — which are cardholders' money the float holds. What
+    // the window credits to a card's refund_payable is paid by bank this cycle (Positions::refunds).
+    Status card_money(const ledger::Transfer& t) {
+        const Asn asn = clearing::card_of_user_data(t.user_data_128);
+        const ledger::Id card_accounts[] = {clearing::purse_shadow_account(asn), clearing::card_deposit_account(asn),
+                                            clearing::refund_payable_account(asn)};
+        for (const auto& [account, sign] : {std::pair{t.credit_account_id, Wide{1}}, std::pair{t.debit_account_id, Wide{-1}}}) {
+            const Wide delta = sign * Wide{t.amount};
+            const auto payable = payables_.find(account);
+            if (t.ledger == clearing::ledgers::purse && payable != payables_.end() && payable->second.ledger_number == t.ledger) {
+                Accumulator& a = accumulators_[payable->second.index];
+                a.purse_flow += delta;
+                a.counter += delta;
+                a.active = true;
+            } else if (account == clearing::purse_fee_income_account) {
+                return_fees_ += delta;
+            } else if (t.ledger == clearing::ledgers::purse &&
+                       std::find(std::begin(card_accounts), std::end(card_accounts), account) != std::end(card_accounts)) {
+                float_flow_ += delta;
+            } else {
+                return Unexpected{
+                    unbalanced(fmt::format("transfer {} (code {}) moves {}, which is neither a registered participant's "
+                                           "payable, fee income nor an account of card {}",
+                                           ledger::to_string(t.id), t.code, ledger::to_string(account), bcd_to_digits(asn)))};
+            }
+        }
+        if (t.credit_account_id == clearing::refund_payable_account(asn)) refunds_[asn] += t.amount;
+        if (t.debit_account_id == clearing::refund_payable_account(asn)) refunds_[asn] -= t.amount;
+        return Ok{};
+    }
+
     const ledger::Ledger& ledger_;
     const std::vector<Participant>& participants_;
     std::vector<Accumulator> accumulators_;
@@ -217,6 +271,8 @@ private:
     std::unordered_map<ledger::Id, Payable, ledger::IdHash> payables_;
     Wide float_flow_ = 0;
     Wide fund_flow_ = 0;
+    Wide return_fees_ = 0;
+    std::map<Asn, Wide> refunds_;
     KindTotals suspense_;
 };
 

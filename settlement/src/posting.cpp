@@ -148,13 +148,26 @@ std::vector<ledger::Transfer> settlement_transfers(const Positions& positions) {
                 out.push_back(make_transfer(positions.cycle, id, ledger_number, codes::settlement_fee, amounts->fee_fen));
             // fee ≤ base (rate ≤ 100 %); adjustments may take the payout below zero: then the participant
             // owes the difference (collected like loads) and nothing is paid out.
-            const std::int64_t payout = static_cast<std::int64_t>(amounts->base_fen - amounts->fee_fen) + amounts->adjustments_fen;
+            const std::int64_t payout =
+                static_cast<std::int64_t>(amounts->base_fen - amounts->fee_fen) + amounts->adjustments_fen + amounts->counter_fen;
             if (payout > 0) {
                 out.push_back(
                     make_transfer(positions.cycle, id, ledger_number, codes::settlement_payout, static_cast<std::uint64_t>(payout)));
             }
         }
         if (out.size() > chain_start) out.back().flags &= static_cast<std::uint16_t>(~ledger::transfer_flags::linked);  // closes the chain
+    }
+    // Refunds by bank: each its own transfer, so a refund is paid once whatever else the cycle posts.
+    for (const Refund& r : positions.refunds) {
+        ledger::Transfer t;
+        t.id = clearing::refund_payout_transfer(positions.cycle, r.asn);
+        t.debit_account_id = clearing::refund_payable_account(r.asn);
+        t.credit_account_id = clearing::purse_float_account;
+        t.amount = r.amount_fen;
+        t.ledger = clearing::ledgers::purse;
+        t.code = codes::refund_payout;
+        t.user_data_128 = clearing::card_user_data(r.asn, positions.cycle);
+        out.push_back(t);
     }
     return out;
 }

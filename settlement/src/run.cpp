@@ -27,6 +27,14 @@ const File* find_file(const std::vector<File>& files, std::string_view name) {
 // Every participant paid must have a bank account, every pain.001 must be valid against the XSD:
 // checked before anything is written.
 Status check_files(const Positions& positions, const std::vector<File>& files, const std::filesystem::path& schemas_dir) {
+    for (const Refund& r : positions.refunds) {
+        if (r.account.bank_account.empty() || r.account.account_holder.empty()) {
+            return Unexpected{Error{ErrorCode::bad_input,
+                                    fmt::format("card {} is owed a refund of {} by bank, but the clearing's returns "
+                                                "table names no bank account for it",
+                                                bcd_to_digits(r.asn).substr(4), format_fen(static_cast<std::int64_t>(r.amount_fen)))}};
+        }
+    }
     for (const Payment& p : payments(positions)) {
         for (const auto& position : positions.participants) {
             if (position.participant.id == p.participant_id && position.participant.bank_account.empty()) {
@@ -81,6 +89,10 @@ Result<RunReport> run_cycle(const ledger::Ledger& ledger, const std::vector<clea
         return Unexpected{Error{ErrorCode::bad_input, "no way to post: give --clearingd or --direct"}};
 
     COCONUT_TRY(positions, compute_positions(ledger, participants, cycle, record.window, options.progress));
+    for (Refund& r : positions.refunds) {
+        const auto account = options.refund_accounts.find(r.asn);
+        if (account != options.refund_accounts.end()) r.account = account->second;
+    }
     auto files = render_files(positions, options.config);
     if (auto checked = check_files(positions, files, options.schemas_dir); !checked) return Unexpected{checked.error()};
     const File* summary = find_file(files, "summary.json");

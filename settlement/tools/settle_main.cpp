@@ -1,5 +1,6 @@
 // coconut-settle: the settlement clerk's tool — run a cycle, see its state, list cycles, print a
 // cycle's report, reconcile it against the bank's camt files. Usage, exit codes: settlement/README.md.
+#include <coconut/clearing/card_returns.hpp>
 #include <coconut/clearing/registry.hpp>
 #include <coconut/settlement/settlement.hpp>
 
@@ -60,6 +61,48 @@ int fail(const Error& e) {
 int usage(const std::string& message) {
     std::cerr << "coconut-settle: " << message << "\n";
     return exit_usage;
+}
+
+// The cardholders' bank accounts of refunds by bank (the clearing's `returns` table; none in a data
+// directory older than the table).
+settlement::Result<std::map<Asn, RefundAccount>> refund_accounts(lmdb::Env& env) {
+    std::map<Asn, RefundAccount> out;
+    auto present = env.has_table("returns");
+    if (!present) return Unexpected{Error{ErrorCode::storage, present.error().message()}};
+    if (!*present) return out;
+    auto returns = clearing::CardReturns::open(env);
+    if (!returns) return Unexpected{Error{ErrorCode::storage, returns.error().message}};
+    auto records = (*returns)->returns();
+    if (!records) return Unexpected{Error{ErrorCode::storage, records.error().message}};
+    for (const auto& r : *records) {
+        if (r.payout == clearing::Payout::bank) out[r.asn] = RefundAccount{r.bank_account, r.account_holder};
+    }
+    return out;
+}
+
+// coconut-settle dormant --data DIR: the dormancy report as CSV (clearing/README.md "Tourist cards").
+int dormant(const std::string& data) {
+    ledger::Options options;
+    options.directory = data;
+    options.read_only = true;
+    auto ledger = ledger::Ledger::open(options);
+    if (!ledger) return fail(Error{ErrorCode::storage, ledger.error().message});
+    auto registry = clearing::Registry::open((*ledger)->env());
+    if (!registry) return fail(Error{ErrorCode::storage, registry.error().message});
+    auto present = (*ledger)->env().has_table("returns");
+    if (!present || !*present || !*(*ledger)->env().has_table("tourist")) {
+        std::cout << clearing::dormant_csv({});  // a data directory without returns or tourist cards
+        return exit_ok;
+    }
+    auto returns = clearing::CardReturns::open((*ledger)->env());
+    if (!returns) return fail(Error{ErrorCode::storage, returns.error().message});
+    timespec now{};
+    clock_gettime(CLOCK_REALTIME, &now);
+    const auto now_ns = static_cast<std::uint64_t>(now.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(now.tv_nsec);
+    auto report = clearing::dormant_report(**ledger, **registry, **returns, now_ns);
+    if (!report) return fail(Error{ErrorCode::storage, report.error().message});
+    std::cout << clearing::dormant_csv(*report);
+    return exit_ok;
 }
 
 // A bar redrawn in place on a terminal; otherwise a plain line every 10 % (logs, cron mail).
@@ -191,6 +234,9 @@ int run(const RunArgs& a) {
     run_options.out = a.out;
     if (!a.schemas.empty()) run_options.schemas_dir = a.schemas;
     run_options.dry_run = a.dry_run;
+    auto accounts = refund_accounts((*ledger)->env());
+    if (!accounts) return fail(accounts.error());
+    run_options.refund_accounts = std::move(*accounts);
     run_options.margin = std::chrono::seconds(a.margin_s);
     run_options.progress = ProgressPrinter(isatty(STDERR_FILENO) == 1);
     if (const char* kill_at = std::getenv("COCONUT_SETTLE_TEST_EXIT_AFTER")) {
@@ -369,6 +415,10 @@ int main(int argc, char** argv) {
     reconcile_cmd->add_option("--schemas", schemas, "directory of the ISO 20022 XSDs");
     reconcile_cmd->add_option("--out", out, "settlement directory");
 
+    std::string dormant_data;
+    auto* dormant_cmd = app.add_subcommand("dormant", "the dormancy report as CSV: tourist cards still out, refunds not yet paid");
+    dormant_cmd->add_option("--data", dormant_data, "the clearing daemon's data directory (read only; the daemon may serve it)")->required();
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -381,6 +431,7 @@ int main(int argc, char** argv) {
         if (*list_cmd) return list(out);
         if (*report_cmd) return report(out, cycle_text);
         if (*reconcile_cmd) return reconcile_command(out, cycle_text, camt_files, schemas);
+        if (*dormant_cmd) return dormant(dormant_data);
     } catch (const std::exception& e) {
         std::cerr << "coconut-settle: internal error: " << e.what() << "\n";
         return exit_internal;

@@ -537,7 +537,7 @@ TEST_CASE("registry file: every error names the entry and the field; nothing is 
     CHECK(error_of("[]") == "registry: not a JSON object");
     CHECK(error_of(R"({"cards": [{"asn": "123", "issuer_id": "4600000000000001"}]})") == "cards[0]: \"asn\" must be 20 digits");
     CHECK(error_of(R"({"participants": [{"id": 5, "name": "x", "kind": "taxi", "bank_account": "1"}]})") ==
-          "participants[0]: \"kind\" must be bus, shop or clinic");
+          "participants[0]: \"kind\" must be bus, shop, clinic or counter");
     CHECK(error_of(R"({"terminals": [{"terminal_id": "T0000001", "psam_terminal_id": "460100000001", "participant_id": 77}]})") ==
           "terminal T0000001: participant 77 is neither in the file nor in the registry");
     CHECK(error_of(R"({"cards": [{"asn": "46010000000012345678", "issuer_id": "4600000000000001", "purse_balance_fen": 1}]})") ==

@@ -20,7 +20,11 @@ Phase "lifecycle": a card reported lost by its holder (hotlist download, 41, its
                 to its replacement (lost late spending report), the carried balance collected with 280000
                 (51 the second time); a clerk without the role 403; `check` afterwards.
 
-Usage: test_clearingd_http.py HSMD CLEARINGD TERMINAL VCARD OPENAPI_JSON ARTIFACTS [api|page|tls|load|lifecycle|all]
+Phase "counter": a service counter's day: a card's whole balance taken by the counter terminal's purchase
+                and the card returned by bank (twice → 409), a tourist card sold, a broken card refunded
+                after the waiting period, roles, the dormancy report, `check` afterwards.
+
+Usage: test_clearingd_http.py HSMD CLEARINGD TERMINAL VCARD OPENAPI_JSON ARTIFACTS [api|page|tls|load|lifecycle|counter|all]
 """
 
 import hashlib
@@ -1107,6 +1111,82 @@ def phase_lifecycle(stack):
     it.log(f"  ok  check after the lifecycle: {report.get('cards', '?')} cards = shadows, ledger invariants")
 
 
+def phase_counter(stack):
+    """A service counter's day over real HTTP (clearing/README.md "Card return, refund and tourist cards"): the
+    whole balance of card 1 taken by the counter terminal's purchase (a real card image, uploaded by
+    coconut-terminal), the card returned by bank and refused when returned twice; a tourist card sold; a
+    broken card refunded after --lost-wait-s; roles (403); the dormancy report; `check` afterwards."""
+    it.log("phase counter")
+    stack.start_daemon(["--http-token-rate", "100000", "--http-address-rate", "100000", "--lost-wait-s", "2",
+                        "--tourist-return-fee-fen", "500"])
+    client = Client(stack.http_port)
+    status, body = client.call("POST", "/v1/clerk/clerks", stack.clerk["keeper"], {"name": "desk", "roles": "counter"})[:2]
+    assert status == 201, (status, body)
+    desk = body["token"]
+    stack.secrets.append(desk)
+    # The shop's participant becomes a service counter: SHOP0001 (PSAM 1) is now a counter's terminal.
+    status, body = client.call("POST", "/v1/clerk/participants", stack.clerk["alice"],
+                               {"id": 2002, "name": "Coconut Service Desk", "kind": "counter", "bank_account": "6222000033334444"})[:2]
+    assert status == 201, (status, body)
+    n0, n1, n2 = (card_number(a) for a in it.CARDS)
+
+    # Card 1: the terminal reads the balance and takes all of it, then the clerk returns the card by bank.
+    balance = stack.card_balance(1)
+    assert balance > 0, balance
+    stack.purchases(1, 1, "desk.log", balance, 1)
+    record = stack.queue_list("desk.log")["transactions"][0]
+    out = json.loads(stack.upload("desk.log", 1).stdout)
+    assert out["remaining"] == 0 and out["approved"] == 1, out
+    assert stack.card_balance(1) == 0
+    body_return = {"terminal_id": "SHOP0001", "terminal_serial": record["terminal_serial"], "payout": "bank",
+                   "bank_account": "6222000099990001", "account_holder": "Li Lei"}
+    status, body = client.call("POST", f"/v1/clerk/cards/{n1}/return", stack.clerk["reader"], body_return)[:2]
+    assert_error(status, body, 403, "forbidden")
+    status, body = client.call("POST", f"/v1/clerk/cards/{n1}/return", desk, dict(body_return, terminal_serial=999999))[:2]
+    assert_error(status, body, 409, "purchase_not_booked")
+    status, body = client.call("POST", f"/v1/clerk/cards/{n1}/return", desk, body_return)[:2]
+    assert status == 201 and body["refund_by_bank_fen"] == balance and body["status"] == "returned", (status, body)
+    status, body = client.call("POST", f"/v1/clerk/cards/{n1}/return", desk, body_return)[:2]
+    assert_error(status, body, 409, "already_returned")
+    status, card = client.get(f"/v1/cards/{n1}", stack.token(n1))
+    assert status == 200 and card["status"] == "returned" and card["purse"]["balance_fen"] == 0, card
+    it.log(f"  ok  card {n1}: its {balance} fen taken by SHOP0001's purchase, returned by bank; twice → 409; reader → 403")
+
+    # A tourist card sold by the counter; the dormancy report lists it and the unpaid refund.
+    status, body = client.call("POST", "/v1/clerk/tourist-cards", desk, {"card_number": n2, "seller_id": 2002, "deposit_fen": 1000})[:2]
+    assert status == 201, (status, body)
+    status, body = client.call("POST", "/v1/clerk/tourist-cards", desk, {"card_number": n2, "seller_id": 1001, "deposit_fen": 1000})[:2]
+    assert_error(status, body, 409, "already_sold")
+    status, report = client.get("/v1/clerk/reports/dormant", stack.clerk["reader"])
+    assert status == 200, report
+    rows = {r["card_number"]: r for r in report["cards"]}
+    assert rows[n2]["what"] == "tourist" and rows[n2]["deposit_fen"] == 1000, rows
+    assert rows[n1]["what"] == "refund_unpaid" and rows[n1]["refund_fen"] == balance, rows
+    status, body = client.get("/v1/clerk/reports/dormant", stack.clerk["settler"])
+    assert_error(status, body, 403, "forbidden")
+    it.log("  ok  tourist card sold (deposit 1000), sold twice → 409; the dormancy report lists it and the unpaid refund")
+
+    # Card 0 is broken: hotlisted at once, refunded from its shadow after --lost-wait-s 2.
+    account = {"bank_account": "6222000099990000", "account_holder": "Han Meimei"}
+    status, body = client.call("POST", f"/v1/clerk/cards/{n0}/refund-broken", desk, account)[:2]
+    assert status == 202 and body["state"] == "waiting", (status, body)
+    status, card = client.get(f"/v1/cards/{n0}", stack.token(n0))
+    shadow = card["purse"]["balance_fen"]
+    assert card["status"] == "returned", card
+    time.sleep(2.2)
+    status, body = client.call("POST", f"/v1/clerk/cards/{n0}/refund-broken", desk, account)[:2]
+    assert status == 200 and body["state"] == "refunded" and body["refund_by_bank_fen"] == shadow, (status, body)
+    status, card = client.get(f"/v1/cards/{n0}", stack.token(n0))
+    assert card["purse"]["balance_fen"] == 0, card
+    status, journal = client.get("/v1/clerk/journal?limit=1000", stack.clerk["reader"])
+    actions = [(e["clerk"], e["action"]) for e in journal["entries"] if e["clerk"] == "desk"]
+    assert ("desk", "card_return") in actions and ("desk", "tourist_sale") in actions and ("desk", "refund_broken") in actions, actions
+    it.log(f"  ok  card {n0} broken: 202 waiting, after the wait {shadow} fen refunded by bank; every counter action journaled")
+    assert stack.stop_daemon() == 0
+    report = stack.check()
+    it.log(f"  ok  check after the counter phase (cards = shadows): {report['transfers']} transfers")
+
+
 def main():
     if len(sys.argv) < 7:
         sys.exit(__doc__)
@@ -1128,6 +1208,8 @@ def main():
             phase_load(stack)
         if phases in ("lifecycle", "all"):
             phase_lifecycle(stack)
+        if phases in ("counter", "all"):
+            phase_counter(stack)
         ok = True
     finally:
         stack.close()

@@ -67,7 +67,7 @@ TEST_CASE("registry validator: each refusal names the field") {
     CHECK(problem(read_participant, without(participant, "name")) == "missing \"name\"");
     CHECK(problem(read_participant, with(participant, "name", "")) == "\"name\" must be printable ASCII text of 1 to 128 characters");
     CHECK(problem(read_participant, with(participant, "name", 5)) == "\"name\" must be printable ASCII text of 1 to 128 characters");
-    CHECK(problem(read_participant, with(participant, "kind", "taxi")) == "\"kind\" must be bus, shop or clinic");
+    CHECK(problem(read_participant, with(participant, "kind", "taxi")) == "\"kind\" must be bus, shop, clinic or counter");
     CHECK(problem(read_participant, with(participant, "bank_account", "")) ==
           "\"bank_account\" must be printable ASCII text of 1 to 34 characters");
     CHECK(problem(read_participant, with(participant, "fee_rate_bp", 10'001u)) == "\"fee_rate_bp\" must be an integer 0..10000");
@@ -89,9 +89,14 @@ TEST_CASE("registry validator: each refusal names the field") {
 
 TEST_CASE("registry validator: records made otherwise are checked by the same rules") {
     Participant p{1001, "Haikou Bus", "ferry", "6222000011112222", 0};
-    CHECK(participant_problem(p) == "\"kind\" must be bus, shop or clinic");
+    CHECK(participant_problem(p) == "\"kind\" must be bus, shop, clinic or counter");
     p.kind = "shop";
     CHECK_FALSE(participant_problem(p));
+    p.kind = "counter";  // a service desk or card seller (return and refund, tourist cards)
+    CHECK_FALSE(participant_problem(p));
+    CardRecord returned;
+    returned.status = CardStatus::returned;  // only a counter's return sets it, never a file or a record made otherwise
+    CHECK(card_problem(returned) == "\"status\" must be active, lost or blocked");
     TerminalRecord t;
     t.terminal_id = "SHORT";
     CHECK(terminal_problem(t) == "\"terminal_id\" must be 8 characters (field 41)");

@@ -3,6 +3,7 @@
 #include "camt_samples.hpp"
 #include "settlement_fixture.hpp"
 
+#include <coconut/clearing/card_returns.hpp>
 #include <coconut/tls/tls.hpp>
 
 #include <signal.h>
@@ -442,3 +443,57 @@ TEST_CASE("posting over HTTPS: the daemon's certificate verified against --ca; a
 }
 
 #endif
+
+TEST_CASE("coconut-settle dormant prints the dormancy report as CSV; run pays a refund to the account of the returns table") {
+    Day d;
+    d.at(local_ns(day, 9, 0));
+    auto returns = clearing::CardReturns::open(d.ledger->env());
+    REQUIRE(returns.ok());
+    auto apply = [&](const std::vector<ledger::Event>& events) {
+        auto results = d.ledger->apply(events);
+        REQUIRE(results.ok());
+        for (const auto& r : *results) CHECK_MESSAGE(ledger::succeeded(r.code), ledger::to_string(r.code));
+    };
+    // Card 1 sold as a tourist card by 1004 (deposit 1,000); card 2's balance taken by 1004 and refunded by bank.
+    apply(clearing::sale_events(card(1), 1004, 1000));
+    d.purchase(1004, 2500, 2);
+    apply(clearing::return_events({card(2), 1004, clearing::Payout::bank, 2500, 0, {}}));
+    {
+        auto txn = lmdb::Txn::begin(d.ledger->env(), lmdb::Txn::Mode::read_write);
+        REQUIRE(txn.ok());
+        REQUIRE((*returns)->put_tourist(*txn, clearing::TouristRecord{card(1), 1004, 1000, local_ns(day, 9, 0), 0, 0}).ok());
+        clearing::ReturnRecord r;
+        r.asn = card(2);
+        r.payout = clearing::Payout::bank;
+        r.counter_id = 1004;
+        r.balance_fen = 2500;
+        r.bank_account = "6222000099990002";
+        r.account_holder = "Wang Fang";
+        REQUIRE((*returns)->put_return(*txn, r).ok());
+        REQUIRE(txn->commit().ok());
+    }
+    d.at(local_ns(day_after, 1, 0));
+    returns->reset();
+    d.close();
+    TempDir scratch;
+    const std::string data = d.data.path().string();
+    const Cli report = settle({"dormant", "--data", data}, scratch.path());
+    REQUIRE_MESSAGE(report.code == 0, report.output);
+    CHECK(report.output.rfind("card_number,asn,what,status,balance_fen,deposit_fen,refund_fen,last_activity_utc,days_dormant\n", 0) == 0);
+    CHECK(report.output.find("0000000000000001,46010000000000000001,tourist,active,100000,1000,0,") != std::string::npos);
+    CHECK(report.output.find("0000000000000002,46010000000000000002,refund_unpaid,active,97500,0,2500,") != std::string::npos);
+
+    const auto config = scratch.path() / "config.json";
+    write(config, config_json);
+    const Cli ran =
+        settle({"run", "--date", "2026-03-10", "--data", data, "--config", config.string(), "--direct", "--out", d.out().string()},
+               scratch.path());
+    REQUIRE_MESSAGE(ran.code == 0, ran.output);
+    const std::string pain = read(cycle_directory(d.out(), 20260310) / "pain001-20260310-purse-float.xml");
+    CHECK(pain.find("<EndToEndId>CC20260310-R0000000000000002</EndToEndId>") != std::string::npos);
+    CHECK(pain.find("<Id>6222000099990002</Id>") != std::string::npos);
+    CHECK(pain.find("<Nm>Wang Fang</Nm>") != std::string::npos);
+    // Paid: the refund is no longer in the report.
+    const Cli after = settle({"dormant", "--data", data}, scratch.path());
+    CHECK(after.output.find("refund_unpaid") == std::string::npos);
+}

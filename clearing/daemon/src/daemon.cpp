@@ -59,6 +59,7 @@ struct Daemon::State {
     std::unique_ptr<Registry> registry;
     std::unique_ptr<Lifecycle> lifecycle;
     std::unique_ptr<http::Tokens> tokens;
+    std::unique_ptr<CardReturns> card_returns;
 
     // start()
     bool started = false;
@@ -135,6 +136,9 @@ DaemonStatus Daemon::State::open_data() {
     auto tokens_opened = http::Tokens::open(ledger->env(), options.data);
     if (!tokens_opened) return Unexpected<DaemonError>{failure(Kind::storage, tokens_opened.error().message)};
     tokens = std::move(tokens_opened).value();
+    auto returns_opened = CardReturns::open(ledger->env());
+    if (!returns_opened) return Unexpected<DaemonError>{failure(Kind::storage, returns_opened.error().message)};
+    card_returns = std::move(returns_opened).value();
     // The fixed accounts exist from the first start (idempotent: `exists` afterwards).
     const auto fixed = fixed_accounts();
     std::vector<ledger::Event> events(fixed.begin(), fixed.end());
@@ -226,7 +230,8 @@ DaemonStatus Daemon::State::start_http() {
                             nullptr,
                             options.data,
                             lifecycle.get(),
-                            options.engine.lost_wait_s};
+                            options.engine.lost_wait_s,
+                            card_returns.get()};
     try {
         http_server = std::make_unique<http::HttpServer>(*http_io, services, http_options);
     } catch (const std::exception& e) {
@@ -398,6 +403,7 @@ ledger::Ledger& Daemon::ledger() { return *state_->ledger; }
 Registry& Daemon::registry() { return *state_->registry; }
 Lifecycle& Daemon::lifecycle() { return *state_->lifecycle; }
 http::Tokens& Daemon::tokens() { return *state_->tokens; }
+CardReturns& Daemon::card_returns() { return *state_->card_returns; }
 
 ledger::Writer& Daemon::writer() {
     COCONUT_ASSERT(state_->writer, "start() first");

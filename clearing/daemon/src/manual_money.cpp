@@ -17,6 +17,12 @@ std::string_view settlement_kind(std::uint16_t code) { return code == codes::set
 
 std::string_view ledger_name(std::uint32_t ledger_number) { return ledger_number == ledgers::purse ? "purse" : "medical"; }
 
+// What a settlement transfer pays, for the refusal's message.
+std::string settlement_what(const ledger::Transfer& t) {
+    if (t.code == codes::refund_payout) return fmt::format("card {}'s refund", bcd_to_digits(card_of_user_data(t.user_data_128)).substr(4));
+    return fmt::format("participant {}'s {} {}", t.user_data_64, ledger_name(t.ledger), settlement_kind(t.code));
+}
+
 }  // namespace
 
 std::optional<std::string> window_refusal(const CycleClaim& claim, const std::optional<SettlementCycle>& recorded,
@@ -65,9 +71,11 @@ Result<ExpectedTransfers> expected_settlement_transfers(const ledger::Ledger& le
 }
 
 std::optional<std::string> settlement_refusal(const ledger::Transfer& posted, const ExpectedTransfers& expected, std::uint32_t cycle) {
-    if (posted.code != codes::settlement_payout && posted.code != codes::settlement_fee) {
-        return fmt::format("code {} is not a settlement transfer: the settlement role posts only codes {} (payout) and {} (fee)",
-                           posted.code, codes::settlement_payout, codes::settlement_fee);
+    if (posted.code != codes::settlement_payout && posted.code != codes::settlement_fee && posted.code != codes::refund_payout) {
+        return fmt::format(
+            "code {} is not a settlement transfer: the settlement role posts only codes {} (payout), {} (fee) and {} (a card's refund "
+            "by bank)",
+            posted.code, codes::settlement_payout, codes::settlement_fee, codes::refund_payout);
     }
     if ((posted.flags & ~ledger::transfer_flags::linked) != 0 || posted.pending_id != ledger::Id{} || posted.timeout_s != 0) {
         return std::string("settlement transfers are single-phase: no pending, post_pending or void_pending, no pending_id or timeout");
@@ -76,11 +84,12 @@ std::optional<std::string> settlement_refusal(const ledger::Transfer& posted, co
     if (found == expected.end()) {
         return fmt::format(
             "id {} is none of cycle {}'s settlement transfers as the daemon computes them over the cycle's window "
-            "(ids derive from cycle, participant, ledger and code; a participant without activity has none)",
+            "(ids derive from cycle, participant, ledger and code, a refund's from cycle and card; a participant without activity "
+            "has none)",
             id_hex(posted.id), cycle);
     }
     const ledger::Transfer& want = found->second;
-    const std::string what = fmt::format("participant {}'s {} {}", want.user_data_64, ledger_name(want.ledger), settlement_kind(want.code));
+    const std::string what = settlement_what(want);
     if (posted.debit_account_id != want.debit_account_id || posted.credit_account_id != want.credit_account_id ||
         posted.ledger != want.ledger || posted.code != want.code) {
         return fmt::format("{} moves {} → {} on ledger {} with code {}", what, id_hex(want.debit_account_id),
@@ -94,7 +103,7 @@ std::optional<std::string> settlement_refusal(const ledger::Transfer& posted, co
         posted.user_data_32 != want.user_data_32) {
         return fmt::format(
             "{}: flags or user data differ from the daemon's (linked chain per participant, cycle in user_data_128, "
-            "participant in user_data_64)",
+            "participant in user_data_64; a refund: cycle and card in user_data_128, not linked)",
             what);
     }
     return std::nullopt;
@@ -127,7 +136,7 @@ Result<std::optional<std::string>> adjustment_refusal(const ledger::Ledger& ledg
             default:
                 return std::optional<std::string>(
                     fmt::format("{} account {} (account code {}) is owned by another rule (fee income: "
-                                "settlement; suspense and review claims: review records)",
+                                "settlement; suspense and review claims: review records; refunds and deposits: the counter)",
                                 side, id_hex(id), acc.code));
         }
     }

@@ -97,7 +97,8 @@ coconut::Result<Opened, std::string> open_data(const std::string& dir, bool crea
 // ---- serve ----------------------------------------------------------------------------------------------
 
 struct ServeOptions {
-    // The lost-card waiting period (clearing/README.md "Card lifecycle"): days, or seconds (tests) when set.
+    // The waiting period of lost and broken cards (clearing/README.md "Card lifecycle"): days, or seconds
+    // (tests) when set.
     std::uint32_t lost_wait_days = 7;
     std::uint32_t lost_wait_s = 0;
     std::string iso_listen = "127.0.0.1:8583";
@@ -141,6 +142,7 @@ struct ServeOptions {
     std::string http_priority{http::http_thread_priority_default};
     std::string http_ready_file;
     unsigned settlement_margin_s = static_cast<unsigned>(http::settlement_margin_default.count());
+    std::uint64_t tourist_return_fee_fen = 0;
 };
 
 // The ISO 8583 listener's TLS context, or nullptr with --insecure-terminals. A usage error when neither
@@ -205,6 +207,7 @@ http::HttpOptions http_server_options(const ServeOptions& o, const hsm::wire::En
     http_options.tls_certificate = o.http_tls_cert;
     http_options.tls_private_key = o.http_tls_key;
     http_options.settlement_margin = std::chrono::seconds(o.settlement_margin_s);
+    http_options.tourist_return_fee_fen = o.tourist_return_fee_fen;
     return http_options;
 }
 
@@ -822,7 +825,8 @@ void add_engine_options(CLI::App* serve, ServeOptions& o) {
         ->check(CLI::Range(5, 600));
     serve
         ->add_option("--lost-wait-days", o.lost_wait_days,
-                     "days after a card is reported lost until a replaced card's balance is carried to the new card (found: until then)")
+                     "days a lost or broken card's offline payments may still arrive before its balance moves: a replaced card's "
+                     "balance is carried to the new card, a broken card refunded (a lost card may be found until then)")
         ->capture_default_str()
         ->check(CLI::Range(1, 365));
     serve->add_option("--lost-wait-s", o.lost_wait_s, "the same waiting period in seconds (tests); overrides --lost-wait-days")
@@ -847,6 +851,11 @@ void add_http_options(CLI::App* serve, ServeOptions& o) {
                      "(bookings stamped before the end have committed); coconut-settle's --settling-margin must not be smaller")
         ->capture_default_str()
         ->check(CLI::Range(1, 3600));
+    serve
+        ->add_option("--tourist-return-fee-fen", o.tourist_return_fee_fen,
+                     "fee of a tourist card's return, from its deposit then its balance, capped at both")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 100'000));
     serve->add_option("--http-connections-max", o.http_connections_max, "HTTP connections served at once")
         ->capture_default_str()
         ->check(CLI::Range(1, 65535));

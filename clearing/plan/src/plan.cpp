@@ -95,6 +95,37 @@ ledger::Id resolving_transfer(const ledger::Id& pending_id, Resolution resolutio
     return ledger::derive_id(material);
 }
 
+ledger::Id refund_payable_account(const Asn& asn) { return derive("refund", asn); }
+ledger::Id card_deposit_account(const Asn& asn) { return derive("deposit", asn); }
+
+ledger::Id card_money_transfer(const Asn& asn, std::uint16_t code, std::uint8_t part) {
+    Bytes material(asn.begin(), asn.end());
+    append_be(material, code, 2);
+    material.push_back(part);
+    return derive("card-money", material);
+}
+
+ledger::Id refund_payout_transfer(std::uint32_t cycle, const Asn& asn) {
+    Bytes material = be_bytes(cycle, 4);
+    append(material, asn);
+    return derive("settlement-refund", material);
+}
+
+ledger::Id card_user_data(const Asn& asn, std::uint32_t cycle) {
+    Bytes b = be_bytes(cycle, 4);
+    append(b, asn);
+    b.resize(16, 0);
+    return ledger::Id{read_be(ByteView(b).first(8)), read_be(ByteView(b).subspan(8, 8))};
+}
+
+Asn card_of_user_data(const ledger::Id& user_data_128) {
+    Bytes b = be_bytes(user_data_128.high, 8);
+    append_be(b, user_data_128.low, 8);
+    Asn asn{};
+    std::copy(b.begin() + 4, b.begin() + 4 + static_cast<std::ptrdiff_t>(asn.size()), asn.begin());
+    return asn;
+}
+
 ledger::Id make_place(const Place& place) {
     Bytes b(place.terminal_id.begin(), place.terminal_id.end());
     b.push_back(place.type);
@@ -144,6 +175,12 @@ std::vector<ledger::Account> fixed_accounts() {
 ledger::Account carried_holding_opening(const Asn& new_asn) {
     return account(carried_holding_account(new_asn), ledgers::purse, account_codes::carried_holding,
                    ledger::account_flags::history | ledger::account_flags::debits_must_not_exceed_credits);
+}
+
+void append_card_money_accounts(std::vector<ledger::Event>& events, const Asn& asn) {
+    constexpr std::uint16_t owed = ledger::account_flags::history | ledger::account_flags::debits_must_not_exceed_credits;
+    events.emplace_back(account(refund_payable_account(asn), ledgers::purse, account_codes::refund_payable, owed));
+    events.emplace_back(account(card_deposit_account(asn), ledgers::purse, account_codes::card_deposit, owed));
 }
 
 void append_participant_opening(std::vector<ledger::Event>& events, std::uint64_t participant_id) {

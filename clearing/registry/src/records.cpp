@@ -14,10 +14,12 @@ std::string_view to_string(CardStatus status) {
         case CardStatus::lost: return "lost";
         case CardStatus::blocked: return "blocked";
         case CardStatus::replaced: return "replaced";
+        case CardStatus::returned: return "returned";
     }
     return "?";
 }
 
+// Not "returned": only the counter's return sets it (clearing/README.md "Card return, refund and tourist cards").
 std::optional<CardStatus> parse_card_status(std::string_view text) {
     if (text == "active") return CardStatus::active;
     if (text == "lost") return CardStatus::lost;

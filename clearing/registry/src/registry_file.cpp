@@ -29,7 +29,7 @@ struct Parsed {
 using Json = nlohmann::json;
 
 // The file's sections, each entry read by the registry validator (registry_validator.hpp); the error
-// names the entry: "participants[3]: \"kind\" must be bus, shop or clinic".
+// names the entry: "participants[3]: \"kind\" must be bus, shop, clinic or counter".
 template <class Record, class Read>
 Result<std::vector<Record>> read_section(const Json& root, const char* section, Read read) {
     std::vector<Record> out;

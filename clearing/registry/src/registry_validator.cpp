@@ -88,6 +88,7 @@ bool valid_bcd(const std::array<std::uint8_t, N>& bcd) {
 const std::string asn_rule = "\"asn\" must be 20 digits";
 const std::string psam_rule = "\"psam_terminal_id\" must be 12 digits";
 const std::string issuer_rule = "\"issuer_id\" must be 16 hex digits";
+const std::string kind_rule = "\"kind\" must be bus, shop, clinic or counter";
 const std::string status_rule = "\"status\" must be active, lost or blocked";
 const std::string terminal_id_rule = "\"terminal_id\" must be 8 characters (field 41)";
 
@@ -96,7 +97,7 @@ const std::string terminal_id_rule = "\"terminal_id\" must be 8 characters (fiel
 std::optional<std::string> participant_problem(const Participant& p) {
     if (p.id == 0 || p.id > participant_id_max) return "\"id\" must be an integer 1.." + std::to_string(participant_id_max);
     if (auto bad = text_problem("name", p.name, 1, name_chars_max)) return bad;
-    if (p.kind != "bus" && p.kind != "shop" && p.kind != "clinic") return "\"kind\" must be bus, shop or clinic";
+    if (p.kind != "bus" && p.kind != "shop" && p.kind != "clinic" && p.kind != "counter") return kind_rule;
     if (auto bad = text_problem("bank_account", p.bank_account, 1, bank_account_chars_max)) return bad;
     if (p.fee_rate_bp > fee_rate_bp_max) return "\"fee_rate_bp\" must be an integer 0.." + std::to_string(fee_rate_bp_max);
     return std::nullopt;
@@ -131,9 +132,9 @@ EntryResult<Participant> read_participant(const Json& entry) {
     auto id = unsigned_field(entry, "id", 1, participant_id_max);
     if (!id) return refuse<Participant>(id.error());
     p.id = *id;
-    for (auto [key, out, rule] : {std::tuple{"name", &p.name, text_rule("name", 1, name_chars_max)},
-                                  std::tuple{"kind", &p.kind, std::string("\"kind\" must be bus, shop or clinic")},
-                                  std::tuple{"bank_account", &p.bank_account, text_rule("bank_account", 1, bank_account_chars_max)}}) {
+    for (auto [key, out, rule] :
+         {std::tuple{"name", &p.name, text_rule("name", 1, name_chars_max)}, std::tuple{"kind", &p.kind, std::string(kind_rule)},
+          std::tuple{"bank_account", &p.bank_account, text_rule("bank_account", 1, bank_account_chars_max)}}) {
         auto text = string_field(entry, key, rule);
         if (!text) return refuse<Participant>(text.error());
         *out = std::move(text).value();

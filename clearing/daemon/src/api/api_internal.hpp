@@ -12,6 +12,7 @@
 //   transfers.cpp      POST /v1/clerk/transfers (settlement postings)
 //   adjustments.cpp    /v1/clerk/adjustments… (maker-checker)
 //   lists.cpp          GET /v1/clerk/risk, /suspense, /journal
+//   card_returns.cpp   the counter's money: card return and refund, broken-card refund, tourist cards, dormancy
 //   cluster.cpp        GET /v1/clerk/cluster/snapshot, /position (a node joining, settlement on a standby)
 //   operations.cpp     /, /healthz, /metrics, /v1/openapi.json
 #pragma once
@@ -165,6 +166,7 @@ struct Api::State {
     api::RateLimiter address_limiter;  // requests without a valid token, per client address
     std::atomic<bool> settlement_busy{false};
     std::atomic<bool> adjustment_busy{false};
+    std::atomic<bool> counter_busy{false};  // card returns, broken-card refunds, tourist sales: one at a time
     boost::asio::thread_pool settlement_worker{1};
     // One snapshot at a time (taken on its own thread, the flag cleared when its file is sent or dropped,
     // which may be after this state is gone: shared).
@@ -314,6 +316,11 @@ void reject_adjustment(Call& call);
 void risk_list(Call& call);
 void suspense_list(Call& call);
 void journal_list(Call& call);
+// card_returns.cpp
+void return_card(Call& call);
+void refund_broken(Call& call);
+void sell_tourist_card(Call& call);
+void dormant_report_route(Call& call);
 // cluster.cpp
 void cluster_snapshot(Call& call);
 void cluster_position(Call& call);

@@ -33,11 +33,13 @@ std::string_view kind_of(const ledger::Transfer& t, std::string_view participant
         case transfer_codes::tac_failed:
             if (participant_kind == "bus") return "bus";
             if (participant_kind == "clinic") return "clinic";
+            if (participant_kind == "counter") return "counter";  // a return: the balance taken at a service counter
             return "shop";
         case transfer_codes::opening_balance: return "load";
         case transfer_codes::online_load: return voided ? "reversal" : "load";
         case transfer_codes::clinic_medical: return voided ? "reversal" : "clinic";
         case transfer_codes::manual_adjustment: return "adjustment";
+        case transfer_codes::broken_card_refund: return "refund";  // an unreadable card's balance, refunded by bank
         default: return "other";
     }
 }

@@ -100,6 +100,10 @@ void set_card_status(Call& call) {
             action.outcome = "card replaced by a new card: its status stays replaced";
             return Ok{};
         }
+        if (record.status == CardStatus::returned) {
+            action.outcome = "card was returned and refunded: its status is final";
+            return Ok{};
+        }
         // The hotlist terminals download (ISO8583.md §4.6) gets its new version in the same commit.
         auto recorded = registry.record_status_change(txn, asn, record.status, status);
         if (!recorded) return Unexpected{recorded.error()};

@@ -57,6 +57,10 @@ constexpr std::array route_table{
     Route{"GET", pattern("/v1/clerk/clerks"), Auth::clerk, roles::clerks, list_clerks},
     Route{"POST", pattern("/v1/clerk/clerks"), Auth::clerk, roles::clerks, add_clerk_route},
     Route{"DELETE", pattern("/v1/clerk/clerks/{name}"), Auth::clerk, roles::clerks, revoke_clerk_route},
+    Route{"POST", pattern("/v1/clerk/cards/{n}/return"), Auth::clerk, roles::counter, return_card},
+    Route{"POST", pattern("/v1/clerk/cards/{n}/refund-broken"), Auth::clerk, roles::counter, refund_broken},
+    Route{"POST", pattern("/v1/clerk/tourist-cards"), Auth::clerk, roles::counter, sell_tourist_card},
+    Route{"GET", pattern("/v1/clerk/reports/dormant"), Auth::clerk, roles::read | roles::counter, dormant_report_route},
     Route{"GET", pattern("/v1/clerk/cluster/snapshot"), Auth::clerk, roles::cluster, cluster_snapshot},
     Route{"GET", pattern("/v1/clerk/cluster/position"), Auth::clerk, roles::settlement | roles::read | roles::cluster, cluster_position},
 };

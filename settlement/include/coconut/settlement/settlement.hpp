@@ -146,9 +146,13 @@ struct SourceAmounts {
     std::uint64_t base_fen = 0;   // purchases (purse) / medical payments (medical)
     std::uint64_t loads_fen = 0;  // purse only
     std::uint64_t fee_fen = 0;
-    std::int64_t net_fen = 0;  // base − loads − fee + adjustments: paid by the funding source when > 0, owed to it when < 0
+    std::int64_t net_fen = 0;  // base − loads − fee + adjustments + counter: paid by the funding source when > 0, owed to it when < 0
     // Approved manual adjustments (code 10) to or from the participant's payable: + credited, − debited.
     std::int64_t adjustments_fen = 0;
+    // Purse only: the participant's counter business with cards (codes 15, 17–19; settlement/README.md
+    // "Refunds and deposits"): + deposits it paid back in cash, − deposits it collected, − returned balances
+    // moved to a refund by bank, − return fees taken from a returned balance.
+    std::int64_t counter_fen = 0;
     friend bool operator==(const SourceAmounts&, const SourceAmounts&) = default;
 };
 
@@ -168,6 +172,18 @@ struct FundingPositions {
     friend bool operator==(const FundingPositions&, const FundingPositions&) = default;
 };
 
+// A refund owed to a cardholder by bank: what the window credited to the card's refund_payable (codes 15,
+// 18, 20). Settlement pays it from the purse float (transfer 16) to the cardholder's account.
+struct RefundAccount {
+    std::string bank_account;    // CdtrAcct/Id/Othr/Id, ≤ 34 characters
+    std::string account_holder;  // Cdtr/Nm
+};
+struct Refund {
+    Asn asn{};
+    std::uint64_t amount_fen = 0;
+    RefundAccount account;  // empty from compute_positions; run_cycle fills it from RunOptions::refund_accounts
+};
+
 struct Positions {
     std::uint32_t cycle = 0;
     Window window;
@@ -177,7 +193,8 @@ struct Positions {
     std::uint64_t transfers_counted = 0;            // transfer entries read (classified or ignored)
     KindTotals suspense;                            // TAC-failed purchases (code 2): never paid out
     std::vector<ParticipantPosition> participants;  // with activity, by participant id
-    FundingPositions funding;
+    FundingPositions funding;                       // fee_income_purse_fen includes the return fees (code 19)
+    std::vector<Refund> refunds;                    // by ASN
     // Σ participant nets + funding sources + fee income; must be 0 (checked by compute_positions).
     std::int64_t balance_fen() const;
 };
@@ -211,17 +228,22 @@ std::string_view to_string(Source source);
 // One credit transfer of a pain.001 file: a funding source pays a participant its positive net.
 struct Payment {
     Source source = Source::purse_float;
-    std::uint64_t participant_id = 0;
-    std::string end_to_end_id;  // "CC20261126-1001-P" / "-M": derived from cycle, participant, source
+    std::uint64_t participant_id = 0;  // 0 for a refund
+    std::string card_number;           // a refund: the card's 16 digits (EndToEndId "CC<cycle>-R<card number>")
+    std::string end_to_end_id;         // "CC20261126-1001-P" / "-M": derived from cycle, participant, source
     std::uint64_t amount_fen = 0;
 };
 std::string end_to_end_id(std::uint32_t cycle, std::uint64_t participant_id, Source source);
+std::string refund_end_to_end_id(std::uint32_t cycle, const Asn& asn);
+// Participants' payments, then the refunds (purse float).
 std::vector<Payment> payments(const Positions& positions);
 
 // The settlement transfers of the cycle (docs/DESIGN.md §9.2), per participant a linked chain in this order:
 // purse fee, purse payout, medical fee, medical payout (those with an amount). Payout = payable →
-// float/fund of base − fee + adjustments when positive (what the payable holds for the cycle, net of
-// the fee); fee = payable → fee income. Ids: derive_id("settlement" ‖ cycle BE4 ‖ participant BE8 ‖ ledger BE4 ‖ code BE2).
+// float/fund of base − fee + adjustments + counter when positive (what the payable holds for the cycle, net
+// of the fee); fee = payable → fee income. Ids: derive_id("settlement" ‖ cycle BE4 ‖ participant BE8 ‖ ledger BE4 ‖ code BE2).
+// Then one refund payout per refund (code 16, refund_payable → float, not linked): id
+// clearing::refund_payout_transfer(cycle, ASN), user_data_128 clearing::card_user_data(ASN, cycle).
 std::vector<ledger::Transfer> settlement_transfers(const Positions& positions);
 ledger::Id settlement_transfer_id(std::uint32_t cycle, std::uint64_t participant_id, std::uint32_t ledger_number, std::uint16_t code);
 
@@ -366,6 +388,9 @@ struct RunOptions {
     // terminal has finished uploading and nothing can still be committing (e.g. the demo's island).
     std::chrono::seconds margin = settling_margin;
     Progress progress;
+    // The cardholders' bank accounts of the refunds owed by bank (the clearing's `returns` table): a refund
+    // without one stops the run (bad_input) before anything is written.
+    std::map<Asn, RefundAccount> refund_accounts;
     // Test hook: called with the state just reached (after it was saved), e.g. to kill the process.
     std::function<void(CycleState)> after_step;
 };

@@ -155,6 +155,7 @@ public:
     Registry& registry();
     Lifecycle& lifecycle();
     http::Tokens& tokens();
+    CardReturns& card_returns();  // returns, refunds, tourist cards (card_returns.hpp)
     // After start():
     ledger::Writer& writer();
     Engine& engine();

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <coconut/clearing/lifecycle.hpp>
+#include <coconut/clearing/card_returns.hpp>
 #include <coconut/clearing/server.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -311,6 +312,8 @@ struct HttpOptions {
     std::filesystem::path tls_private_key;
     // A settlement cycle's window must have ended this long ago before its postings are accepted.
     std::chrono::seconds settlement_margin = settlement_margin_default;
+    // The fee a tourist card's return costs (taken from the deposit, then the balance; capped at both).
+    std::uint64_t tourist_return_fee_fen = 0;
     // Threads that run the io_context. With one (coconut-clearingd), a connection's handlers can never
     // run at once, so connections get the io_context's executor; with more, each gets a strand.
     std::size_t io_threads = 1;
@@ -360,10 +363,13 @@ struct Services {
     // The ledger's data directory (GET /v1/clerk/cluster/snapshot: the copy is made in it, and its
     // token key travels with it); empty: no snapshots (503).
     std::filesystem::path data_directory = {};
-    // Lost cards and persons (lifecycle.hpp) and the waiting period (EngineOptions::lost_wait_s); unset:
-    // the lifecycle routes answer 503.
+    // Lost cards and persons (lifecycle.hpp) and the waiting period of lost and broken cards
+    // (EngineOptions::lost_wait_s: what they still paid offline arrives within it); unset: the lifecycle
+    // routes answer 503.
     const Lifecycle* lifecycle = nullptr;
     std::uint64_t lost_wait_s = 7 * 86'400;
+    // The counter's tables (returns, tourist cards); null: those routes answer 503.
+    CardReturns* card_returns = nullptr;
 };
 
 // The HTTP listener (Boost.Beast): one object per connection, bounded head and body, a deadline on

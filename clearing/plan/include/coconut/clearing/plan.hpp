@@ -61,6 +61,12 @@ inline constexpr std::uint16_t review_claims = 14;       // ledger 1: what termi
 // Card lifecycle (clearing/README.md "Card lifecycle"):
 inline constexpr std::uint16_t carried_holding = 15;     // per NEW card, ledger 1: a lost card's balance waiting to be collected
 inline constexpr std::uint16_t lost_late_spending = 16;  // ledger 1: what a lost card paid offline, uploaded after its carry
+// Per card, ledger 1, debits_must_not_exceed_credits: a refund owed to the cardholder, paid by the bank in
+// the next settlement (refund_payout). Cash refunds never pass here: the counter's payable pays them.
+inline constexpr std::uint16_t refund_payable = 17;
+// Per card, ledger 1, debits_must_not_exceed_credits: a tourist card's deposit, held for the cardholder
+// until the card is returned (never forfeited: clearing/README.md "Tourist cards").
+inline constexpr std::uint16_t card_deposit = 18;
 }  // namespace account_codes
 
 // Transfer.code
@@ -88,6 +94,14 @@ inline constexpr std::uint16_t balance_carried = 11;   // lost card's purse shad
 inline constexpr std::uint16_t late_after_carry = 12;  // lost late spending → participant payable (a TAC-valid 0320 after the carry)
 inline constexpr std::uint16_t medical_carried = 13;   // old medical account → new medical account (ledger 2)
 inline constexpr std::uint16_t carried_load = 14;      // carried holding → purse shadow: an online load with processing code 280000
+// Card return and refund, tourist cards (clearing/README.md "Card return, refund and tourist cards"). The
+// card's balance itself leaves it only by a TAC-proven purchase (code 1) at the counter's terminal.
+inline constexpr std::uint16_t card_refund = 15;         // counter payable → refund_payable: the returned balance, paid by bank
+inline constexpr std::uint16_t refund_payout = 16;       // refund_payable → float: settlement pays the cardholder (pain.001)
+inline constexpr std::uint16_t deposit_taken = 17;       // seller payable → card_deposit: the seller collected it in cash
+inline constexpr std::uint16_t deposit_returned = 18;    // card_deposit → counter payable (cash) or → refund_payable (bank)
+inline constexpr std::uint16_t return_fee = 19;          // card_deposit or counter payable → fee income: the return fee
+inline constexpr std::uint16_t broken_card_refund = 20;  // an unreadable card's purse shadow → refund_payable, after the wait
 }  // namespace transfer_codes
 
 // Transfer user data (what the query API and settlement read back without other tables):
@@ -99,6 +113,8 @@ inline constexpr std::uint16_t carried_load = 14;      // carried holding → pu
 //                 11–15 card local time BCD YYMMDDhhmm; line/station 0 without a CAPP record (shop, clinic,
 //                 load). Clinic holds: bytes 0–5 PSAM terminal id, 6 = 0, rest 0.
 //                 Settlement transfers: the cycle id (business date YYYYMMDD as BE u32 in bytes 0–3).
+//                 Card return / refund / deposit transfers (codes 15–20): card_user_data — bytes 0–3 the
+//                 cycle id (refund payouts) or 0, bytes 4–13 the ASN, 14–15 zero.
 
 // The user_data_128 of a card transaction, decoded.
 struct Place {
@@ -163,6 +179,21 @@ ledger::Id medical_carry_rest_transfer(const Asn& lost_asn);
 ledger::Id late_repair_transfer(const Asn& lost_asn, std::uint64_t shadow_debits_posted);
 // A new card's carried holding account (code 15, debits_must_not_exceed_credits), for its replacement.
 ledger::Account carried_holding_opening(const Asn& new_asn);
+// Card return and refund, tourist cards (codes 15–20; clearing/README.md "Card return, refund and tourist
+// cards"). Each card is returned, sold or refunded at most once, so the card and the code name the transfer:
+// derive_id("card-money" ‖ ASN ‖ code BE2 ‖ part) — part tells apart two transfers of one code (the return
+// fee's share from the deposit, 0, and from the balance, 1). A retried request lands on the same ids.
+ledger::Id refund_payable_account(const Asn& asn);  // derive_id("refund" ‖ ASN)
+ledger::Id card_deposit_account(const Asn& asn);    // derive_id("deposit" ‖ ASN)
+ledger::Id card_money_transfer(const Asn& asn, std::uint16_t code, std::uint8_t part = 0);
+// A refund paid by settlement cycle `cycle`: derive_id("settlement-refund" ‖ cycle BE4 ‖ ASN).
+ledger::Id refund_payout_transfer(std::uint32_t cycle, const Asn& asn);
+// user_data_128 of codes 15–20: bytes 0–3 `cycle` (refund payouts; 0 otherwise), 4–13 the ASN.
+ledger::Id card_user_data(const Asn& asn, std::uint32_t cycle = 0);
+Asn card_of_user_data(const ledger::Id& user_data_128);
+// A card's refund_payable and card_deposit accounts (ledger 1, history, debits_must_not_exceed_credits):
+// created with the card's first return, sale or refund (`exists` afterwards).
+void append_card_money_accounts(std::vector<ledger::Event>& events, const Asn& asn);
 
 // The fixed accounts of the plan (float, fund, fee income, suspense), for start-up and `admin load`.
 std::vector<ledger::Account> fixed_accounts();
@@ -175,11 +206,13 @@ void append_card_opening(std::vector<ledger::Event>& events, const Asn& asn, std
 
 // ---- participants ---------------------------------------------------------------------------------------
 
-// A participant of the scheme: a bus operator, shop or clinic the clearing pays (settlement/README.md).
+// A participant of the scheme: a bus operator, shop, clinic or service counter the clearing pays
+// (settlement/README.md). A `counter` (service desk, airport / port / hotel seller) owns the terminals
+// whose purchases take a returned card's balance, and sells tourist cards.
 struct Participant {
     std::uint64_t id = 0;  // field 32, acquiring institution id (≤ 11 digits)
     std::string name;
-    std::string kind;               // "bus", "shop", "clinic"
+    std::string kind;               // "bus", "shop", "clinic", "counter"
     std::string bank_account;       // where settlement pays the payable
     std::uint32_t fee_rate_bp = 0;  // basis points of gross, ≤ fee_rate_bp_max
 };

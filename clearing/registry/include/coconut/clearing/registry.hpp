@@ -44,8 +44,11 @@ inline constexpr std::uint8_t tac_key_newest = 0;
 
 // replaced: lost, and a new card issued for the same person (lifecycle.hpp); reached only through the
 // replacement, never set by name (parse_card_status does not know it), and never left.
-enum class CardStatus : std::uint8_t { active = 1, lost = 2, blocked = 3, replaced = 4 };
-inline constexpr std::uint8_t card_status_max = 4;
+// returned: handed back at a counter and refunded (clearing/README.md "Card return, refund and tourist
+// cards"); final — no status change leaves it, never set by name either. Every status but active is on
+// the hotlist.
+enum class CardStatus : std::uint8_t { active = 1, lost = 2, blocked = 3, replaced = 4, returned = 5 };
+inline constexpr std::uint8_t card_status_max = 5;
 std::string_view to_string(CardStatus status);
 // The statuses a clerk or a registry file may set by name: active, lost, blocked.
 std::optional<CardStatus> parse_card_status(std::string_view text);

@@ -7,7 +7,7 @@
 // API are the same), refuse unknown fields, check each field's type, format and bounds and return the
 // record, or the first problem. The *_problem functions check a record made otherwise; read_* ends with
 // them, so a rule is written once. A problem names the field and what it must be, e.g.
-// `"kind" must be bus, shop or clinic`; the caller says which entry (`participants[3]: …`) or answers
+// `"kind" must be bus, shop, clinic or counter`; the caller says which entry (`participants[3]: …`) or answers
 // it as an HTTP 400.
 //
 // What needs the stored registry (a terminal's participant exists, a card is not registered twice with
@@ -45,7 +45,8 @@ EntryResult<TerminalRecord> read_terminal(const nlohmann::json& entry);
 // the shadow balance is the purse's opening balance, runtime fields zero.
 EntryResult<CardRecord> read_card(const nlohmann::json& entry);
 
-// id 1 … participant_id_max; name 1 … name_chars_max printable ASCII; kind bus, shop or clinic;
+// id 1 … participant_id_max; name 1 … name_chars_max printable ASCII; kind bus, shop, clinic or
+// counter (a service desk or card seller: clearing/README.md "Card return, refund and tourist cards");
 // bank_account 1 … bank_account_chars_max printable ASCII; fee_rate_bp ≤ fee_rate_bp_max.
 std::optional<std::string> participant_problem(const Participant& participant);
 // terminal_id exactly terminal_id_chars printable ASCII; psam_terminal_id 12 BCD digits;
