@@ -505,7 +505,7 @@ int main(int argc, char** argv) {
     add_store(client_add_cmd);
     client_add_cmd->add_option("--id", client_id, "client id")->required();
     client_add_cmd->add_option("--key-out", key_out, "client key file to create")->required();
-    client_add_cmd->add_option("--permissions", permissions_text, "key-info,issuance,tac,load,auth,ca or all")->capture_default_str();
+    client_add_cmd->add_option("--permissions", permissions_text, "key-info,issuance,tac,load,auth,ca,maintenance or all")->capture_default_str();
     auto* client_list_cmd = client->add_subcommand("list", "list clients");
     add_store(client_list_cmd);
     client_list_cmd->add_flag("--json", json, "JSON output");
