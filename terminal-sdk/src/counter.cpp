@@ -36,15 +36,16 @@ Result<SelectedPurse, FlowError> counter_open_purse(Reader& reader, CardChannel&
 }
 
 // GET CHALLENGE → the HSM's MAC over the header and challenge → 84 1E, on a card whose purse is selected.
-Result<Ok, FlowError> counter_block_selected(CardChannel& channel, const PurseInfo& card, const MaintenanceMacProvider& hsm_mac, bool permanent) {
+Result<Ok, FlowError> counter_block_selected(CardChannel& channel, const PurseInfo& card, const MaintenanceMacProvider& hsm_mac,
+                                             bool permanent) {
     PurseApp purse(channel);
     auto challenge = purse.get_challenge();
     if (!challenge) return Unexpected{counter_card_failure(challenge.error())};
     const MaintenanceMacRequest request{card.issuer_id, card.asn, *challenge, crypto::application_block_header(permanent)};
     auto mac = hsm_mac(request);
     if (!mac)
-        return Unexpected{FlowError{FlowErrorCode::hsm_error,
-                                    fmt::format("no maintenance MAC from the HSM: {} (card {} not blocked)", mac.error(), card.asn_digits())}};
+        return Unexpected{FlowError{FlowErrorCode::hsm_error, fmt::format("no maintenance MAC from the HSM: {} (card {} not blocked)",
+                                                                          mac.error(), card.asn_digits())}};
     if (auto blocked = purse.application_block(permanent, *mac); !blocked) return Unexpected{counter_card_failure(blocked.error())};
     return Ok{};
 }

@@ -31,7 +31,9 @@ Bytes maint_block_apdu(const crypto::Challenge4& challenge, bool permanent, std:
     return concat(header, ByteView(mac).first(4));
 }
 
-std::string maint_block(VirtualCard& card, bool permanent) { return send(card, maint_block_apdu(maint_challenge(card), permanent)).sw_hex(); }
+std::string maint_block(VirtualCard& card, bool permanent) {
+    return send(card, maint_block_apdu(maint_challenge(card), permanent)).sw_hex();
+}
 
 std::string maint_unblock(VirtualCard& card) {
     const auto challenge = maint_challenge(card);
@@ -73,7 +75,7 @@ TEST_CASE("a temporary APPLICATION BLOCK: SELECT answers 6283 with the FCI, the 
     const Rsp selected = send(*card, select_purse_apdu);
     CHECK(selected.sw_hex() == "6283");
     CHECK(hx(selected.data).find(std::string(test_asn)) != std::string::npos);  // the FCI still names the card
-    CHECK(sw(*card, "00 A4 00 00 02 1001") == "6283");                         // by FID too
+    CHECK(sw(*card, "00 A4 00 00 02 1001") == "6283");                          // by FID too
     check_purse_refused_while_blocked(*card, "6A81");
     CHECK(card->snapshot().balance_fen == test_balance_fen);
     CHECK(maint_unblock(*card) == "9000");
@@ -118,7 +120,7 @@ TEST_CASE("a replayed APPLICATION BLOCK is refused: its challenge answers one co
     REQUIRE(send(*card, apdu).sw_hex() == "9000");
     REQUIRE(maint_unblock(*card) == "9000");
     CHECK(send(*card, apdu).sw_hex() == "6984");  // no challenge outstanding
-    maint_challenge(*card);                         // a new challenge: the old MAC does not match it
+    maint_challenge(*card);                       // a new challenge: the old MAC does not match it
     CHECK(send(*card, apdu).sw_hex() == "6988");
     CHECK(card->snapshot().application_block == 0);
 }

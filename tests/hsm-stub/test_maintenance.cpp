@@ -92,10 +92,9 @@ TEST_CASE("maintenance MAC refuses a non-maintenance master (wrong_key_usage), a
     unknown.key = {"mk-none", 0};
     CHECK(loaded.hsm->maintenance_mac(unknown).error().code == Errc::key_not_found);
     // Only the card's maintenance commands: a header for anything else would make the HSM a MAC oracle.
-    for (crypto::MaintenanceHeader header : {crypto::MaintenanceHeader{0x84, 0x1E, 0x00, 0x02, 0x04},
-                                             crypto::MaintenanceHeader{0x84, 0x1E, 0x01, 0x00, 0x04},
-                                             crypto::MaintenanceHeader{0x84, 0x1E, 0x00, 0x00, 0x08},
-                                             crypto::MaintenanceHeader{0x80, 0x54, 0x01, 0x00, 0x0F}}) {
+    for (crypto::MaintenanceHeader header :
+         {crypto::MaintenanceHeader{0x84, 0x1E, 0x00, 0x02, 0x04}, crypto::MaintenanceHeader{0x84, 0x1E, 0x01, 0x00, 0x04},
+          crypto::MaintenanceHeader{0x84, 0x1E, 0x00, 0x00, 0x08}, crypto::MaintenanceHeader{0x80, 0x54, 0x01, 0x00, 0x0F}}) {
         auto r = block_request(true);
         r.header = header;
         auto answer = loaded.hsm->maintenance_mac(r);

@@ -7,7 +7,9 @@ using namespace sdk_test;
 
 namespace {
 
-bool is_command(ByteView command, std::uint8_t cla, std::uint8_t ins) { return command.size() >= 2 && command[0] == cla && command[1] == ins; }
+bool is_command(ByteView command, std::uint8_t cla, std::uint8_t ins) {
+    return command.size() >= 2 && command[0] == cla && command[1] == ins;
+}
 
 // The rig's cards take their DAMK from master_dlk (test_sdk_support.hpp card_profile).
 MaintenanceMacProvider hsm_like(const std::string& maintenance_master = master_dlk, int* calls = nullptr) {
@@ -188,6 +190,19 @@ TEST_CASE("return_card: a hotlisted card's balance is not taken; the HSM down le
     CHECK(calls == 1);
     CHECK(rig.snap().application_block == 2);
     CHECK(rig.queue->size() == 1);
+}
+
+TEST_CASE("an expired card is refused for a purchase but can be returned: its balance is still the holder's") {
+    Rig rig(1500);
+    rig.now = base_time() + std::chrono::hours(24 * 365 * 11);  // past the card's expiry (2036-12-31)
+    auto purchase = rig.terminal->purchase(100);
+    REQUIRE_FALSE(purchase.ok());
+    CHECK(purchase.error().code == FlowErrorCode::expired_card);
+    auto returned = rig.terminal->return_card(hsm_like());
+    REQUIRE_MESSAGE(returned.ok(), returned.error().message);
+    REQUIRE(returned->debit.has_value());
+    CHECK(returned->debit->amount_fen == 1500);
+    CHECK(rig.snap().application_block == 2);
 }
 
 TEST_CASE("a tourist card through the SDK: purchases work, the cardholder read finds no social-security application (6A82)") {

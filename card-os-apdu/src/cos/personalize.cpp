@@ -175,8 +175,9 @@ void add_card_keys(CardState& s, const json& profile, ByteView issuer_id, ByteVi
                                                       {"damk", KeyUsage::maintenance}, {"ssse_iak", KeyUsage::ssse_auth}};
     for (const auto& [name, usage] : names) {
         if (tourist && usage == KeyUsage::ssse_auth) {
-            if (member(keys, name)) fail(fmt::format("{}.{}", explicit_keys ? "keys" : "master_keys", name),
-                                         "a tourist card has no social-security application: leave ssse_iak out");
+            if (member(keys, name))
+                fail(fmt::format("{}.{}", explicit_keys ? "keys" : "master_keys", name),
+                     "a tourist card has no social-security application: leave ssse_iak out");
             continue;
         }
         const std::string field = fmt::format("{}.{}", explicit_keys ? "keys" : "master_keys", name);

@@ -210,8 +210,7 @@ Mac4 maintenance_mac(const Key16& damk, const MaintenanceHeader& header, const C
 }
 
 bool is_maintenance_header(const MaintenanceHeader& header) {
-    return header == application_block_header(false) || header == application_block_header(true) ||
-           header == application_unblock_header;
+    return header == application_block_header(false) || header == application_block_header(true) || header == application_unblock_header;
 }
 
 Key16 diversify(const TdesKey& master, const Block& factor) {

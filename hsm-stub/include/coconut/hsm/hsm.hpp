@@ -160,12 +160,12 @@ inline constexpr std::string_view default_transport_label = "kek-issuance";
 
 // What a client may ask for; a client is created with a set of these.
 enum Permission : std::uint32_t {
-    permit_key_info = 1u << 0,  // key_info (KCV lookups)
-    permit_issuance = 1u << 1,  // derive_card_keys, export_issuer_key
-    permit_tac = 1u << 2,       // verify_purchase_tacs, verify_load_tac
-    permit_load = 1u << 3,      // load_mac2
-    permit_auth = 1u << 4,      // verify_internal_auth
-    permit_ca = 1u << 5,        // sign_certificate, ca_certificate (the island CA, ca.hpp)
+    permit_key_info = 1u << 0,     // key_info (KCV lookups)
+    permit_issuance = 1u << 1,     // derive_card_keys, export_issuer_key
+    permit_tac = 1u << 2,          // verify_purchase_tacs, verify_load_tac
+    permit_load = 1u << 3,         // load_mac2
+    permit_auth = 1u << 4,         // verify_internal_auth
+    permit_ca = 1u << 5,           // sign_certificate, ca_certificate (the island CA, ca.hpp)
     permit_maintenance = 1u << 6,  // maintenance_mac (APPLICATION BLOCK / UNBLOCK of a card)
     permit_all = permit_key_info | permit_issuance | permit_tac | permit_load | permit_auth | permit_ca | permit_maintenance,
 };

@@ -100,10 +100,10 @@ struct ClinicOutcome {
 // A card handed back at a counter (Terminal::return_card).
 struct ReturnOutcome {
     PurseInfo card;
-    std::uint32_t balance_fen = 0;              // GET BALANCE before the debit: the card's claim (0 when already blocked)
-    std::optional<TransactionRecord> debit;     // the whole-balance purchase (TAC-proven, queued for 0320); none at balance 0
-    std::vector<TransactionRecord> recovered;   // an earlier run's debit resolved from the card's proof, now queued
-    bool was_blocked = false;                   // SELECT already answered 6283: nothing could be read or taken
+    std::uint32_t balance_fen = 0;             // GET BALANCE before the debit: the card's claim (0 when already blocked)
+    std::optional<TransactionRecord> debit;    // the whole-balance purchase (TAC-proven, queued for 0320); none at balance 0
+    std::vector<TransactionRecord> recovered;  // an earlier run's debit resolved from the card's proof, now queued
+    bool was_blocked = false;                  // SELECT already answered 6283: nothing could be read or taken
 };
 
 // APPLICATION BLOCK of the purse in the reader (maintenance.hpp): SELECT (6283 accepted), GET CHALLENGE,
@@ -128,7 +128,7 @@ public:
     // balance by this terminal's PSAM (the TAC proves it; queued like any purchase), then a permanent
     // APPLICATION BLOCK with the HSM's MAC. Run again after a pulled card: the debit is not repeated (the
     // card's balance is 0 then, or recover() finds it) and the block is finished. A card on the hotlist is
-    // refused (blocked_card) before anything is taken.
+    // refused (blocked_card) before anything is taken; an expired card is not (its balance is the holder's).
     Result<ReturnOutcome, FlowError> return_card(const MaintenanceMacProvider& hsm_mac);
 
     void set_clock(Clock clock) { clock_ = std::move(clock); }
