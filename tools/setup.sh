@@ -19,6 +19,8 @@ packages=(
   chromium wrk curl
   # the clearing cluster (clearing/cluster): NATS JetStream servers and the C client
   nats-server libnats-dev
+  # its journal messages are zstd-compressed change sets
+  libzstd-dev
 )
 
 sudo_cmd=()

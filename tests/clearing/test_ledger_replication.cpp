@@ -226,6 +226,53 @@ TEST_CASE("replication: a standby refuses a gap, a tampered journal entry, and a
     }
 }
 
+TEST_CASE("replication: several commits apply in one transaction, all or nothing") {
+    Primary primary;
+    busy_day(*primary.ledger);
+    REQUIRE(primary.log.size() == 4);
+    auto commits_of = [&](std::size_t from, std::size_t to, std::size_t position) {
+        std::vector<Ledger::ReplicatedCommit> out;
+        for (std::size_t i = from; i < to; ++i) out.push_back({primary.log[i].changes, position + (i - from)});
+        return out;
+    };
+
+    SUBCASE("in order: the same tables and head as the primary, the last position stored") {
+        Standby standby;
+        REQUIRE(standby.ledger->apply_replicated(primary.log[0].changes, 1).ok());
+        auto head = standby.ledger->apply_replicated(commits_of(1, 4, 2));
+        REQUIRE_MESSAGE(head.ok(), (head.ok() ? "" : head.error().message));
+        CHECK(head->hash == primary.ledger->head().hash);
+        CHECK(standby.ledger->head().hash == primary.ledger->head().hash);
+        CHECK(standby.ledger->replicated_position().value() == 4);
+        CHECK(table_digests(standby.ledger->env()) == table_digests(primary.ledger->env()));
+    }
+    SUBCASE("a refused commit in the middle writes none of them") {
+        Standby standby;
+        REQUIRE(standby.ledger->apply_replicated(primary.log[0].changes, 1).ok());
+        const auto before = standby.ledger->head();
+        auto commits = commits_of(1, 4, 2);
+        const Bytes cut(primary.log[2].changes.begin(), primary.log[2].changes.end() - 3);
+        commits[1].changes = cut;
+        auto refused = standby.ledger->apply_replicated(commits);
+        REQUIRE_FALSE(refused.ok());
+        CHECK(refused.error().message.find("does not decode") != std::string::npos);
+        CHECK(standby.ledger->replicated_position().value() == 1);
+        CHECK(standby.ledger->head().sequence == before.sequence);
+        CHECK(standby.ledger->head().hash == before.hash);
+        CHECK_FALSE(standby.ledger->lookup_transfer(make_id(10)).value().has_value());
+    }
+    SUBCASE("a gap between two of them is refused, nothing written") {
+        Standby standby;
+        auto commits = commits_of(0, 2, 1);
+        commits[1].position = 3;
+        auto refused = standby.ledger->apply_replicated(commits);
+        REQUIRE_FALSE(refused.ok());
+        CHECK(refused.error().message.find("does not follow position 1") != std::string::npos);
+        CHECK(standby.ledger->replicated_position().value() == 0);
+        CHECK(standby.ledger->head().sequence == 0);
+    }
+}
+
 TEST_CASE("replication: only commits made while a hook is set are captured, each exactly once") {
     TempDir dir;
     Options options;

@@ -61,6 +61,12 @@ std::optional<std::string> verify_extension(const lmdb::Txn& txn, const State& s
 }  // namespace
 
 Result<JournalHead> Ledger::apply_replicated(ByteView changes, std::uint64_t position) {
+    const ReplicatedCommit commit{changes, position};
+    return apply_replicated(std::span<const ReplicatedCommit>(&commit, 1));
+}
+
+Result<JournalHead> Ledger::apply_replicated(std::span<const ReplicatedCommit> commits) {
+    COCONUT_ASSERT(!commits.empty(), "apply_replicated is given at least one commit");
     State& s = *state_;
     if (s.options.read_only) return Unexpected{Error{ErrorCode::storage, "the ledger is open read-only"}};
     auto txn = lmdb::Txn::begin(s.env, lmdb::Txn::Mode::read_write);
@@ -69,20 +75,27 @@ Result<JournalHead> Ledger::apply_replicated(ByteView changes, std::uint64_t pos
     if (!table) return Unexpected{to_error(table.error(), s)};
     auto held = read_position(*txn, *table);
     if (!held) return Unexpected{to_error(held.error(), s)};
-    if (position != *held + 1)
-        return Unexpected{
-            replication_error(s, fmt::format("replicated commit at position {} does not follow position {}", position, *held))};
-    const auto before = read_head(*txn, s);
+    auto before = read_head(*txn, s);
     if (!before) return Unexpected{Error{ErrorCode::corrupt, "ledger journal head does not decode"}};
-    if (auto applied = lmdb::apply_changes(s.env, *txn, changes); !applied) return Unexpected{to_error(applied.error(), s)};
-    const auto after = read_head(*txn, s);
-    if (!after) return Unexpected{replication_error(s, fmt::format("the journal head written at position {} does not decode", position))};
-    if (auto wrong = verify_extension(*txn, s, *before, *after))
-        return Unexpected{replication_error(s, fmt::format("replicated commit at position {}: {}", position, *wrong))};
+    std::uint64_t position = *held;
+    for (const ReplicatedCommit& commit : commits) {
+        if (commit.position != position + 1)
+            return Unexpected{replication_error(s, fmt::format("replicated commit at position {} does not follow position {}",
+                                                               commit.position, position))};
+        if (auto applied = lmdb::apply_changes(s.env, *txn, commit.changes); !applied) return Unexpected{to_error(applied.error(), s)};
+        const auto after = read_head(*txn, s);
+        if (!after)
+            return Unexpected{
+                replication_error(s, fmt::format("the journal head written at position {} does not decode", commit.position))};
+        if (auto wrong = verify_extension(*txn, s, *before, *after))
+            return Unexpected{replication_error(s, fmt::format("replicated commit at position {}: {}", commit.position, *wrong))};
+        before = after;
+        position = commit.position;
+    }
     if (auto stored = record_position(*txn, position); !stored) return Unexpected{to_error(stored.error(), s)};
     if (auto committed = txn->commit(); !committed) return Unexpected{to_error(committed.error(), s)};
-    publish_head(s, *after);
-    return *after;
+    publish_head(s, *before);
+    return *before;
 }
 
 Result<std::uint64_t> Ledger::replicated_position() const {

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <ostream>
+#include <span>
 #include <thread>
 
 namespace coconut::clearing {
@@ -93,24 +94,56 @@ struct Node {
         std::filesystem::rename(temporary, options.status_file, ignored);
     }
 
-    // Applies one journal message to `ledger` (position + 1 only).
-    coconut::Status<NodeError> apply(ledger::Ledger& ledger, const cluster::JournalMessage& message) {
-        if (message.sequence > position + 1)
+    // Applies journal messages (consecutive, the first at position + 1) to `ledger`, several per durable
+    // transaction: up to apply_commits_max commits or apply_bytes_max bytes of change sets each.
+    coconut::Status<NodeError> apply(ledger::Ledger& ledger, std::span<const cluster::JournalMessage> messages) {
+        std::vector<JournalEnvelope> opened;
+        std::size_t bytes = 0;
+        for (std::size_t i = 0; i < messages.size(); ++i) {
+            auto envelope = open_message(messages[i], position + opened.size() + 1);
+            if (!envelope) return Unexpected{envelope.error()};
+            bytes += envelope->changes.size();
+            opened.push_back(std::move(envelope).value());
+            if (opened.size() == apply_commits_max || bytes >= apply_bytes_max || i + 1 == messages.size()) {
+                if (auto applied = apply_opened(ledger, opened, messages[i].sequence - opened.size() + 1); !applied) return applied;
+                opened.clear();
+                bytes = 0;
+            }
+        }
+        return Ok{};
+    }
+
+private:
+    static constexpr std::size_t apply_commits_max = 64;
+    static constexpr std::size_t apply_bytes_max = std::size_t{32} << 20;
+
+    // The envelope of `message`, which must be at stream position `expected`: authenticated and fenced.
+    coconut::Result<JournalEnvelope, NodeError> open_message(const cluster::JournalMessage& message, std::uint64_t expected) const {
+        if (message.sequence > expected)
             return failure(NodeError::Kind::journal,
                            fmt::format("the journal stream no longer holds position {} (its first message now is {}: older ones are past "
                                        "--stream-keep-days): this node's copy is too old to catch up; join again from a snapshot "
                                        "(coconut-clearingd join --replace)",
-                                       position + 1, message.sequence));
+                                       expected, message.sequence));
         auto envelope = open_sealed(message.payload, options.key);
         if (!envelope)
             return failure(NodeError::Kind::journal, fmt::format("journal message {} refused: {}", message.sequence, envelope.error()));
         if (envelope->follows + 1 != message.sequence)
             return failure(NodeError::Kind::journal, fmt::format("journal message {} was published after {}, not after {}: not fenced",
                                                                  message.sequence, envelope->follows, message.sequence - 1));
-        auto applied = ledger.apply_replicated(envelope->changes, message.sequence);
+        return std::move(envelope).value();
+    }
+
+    // Applies the opened commits, the first at stream position `first`, in one transaction.
+    coconut::Status<NodeError> apply_opened(ledger::Ledger& ledger, const std::vector<JournalEnvelope>& opened, std::uint64_t first) {
+        std::vector<ledger::Ledger::ReplicatedCommit> commits;
+        commits.reserve(opened.size());
+        for (std::size_t i = 0; i < opened.size(); ++i) commits.push_back({opened[i].changes, first + i});
+        auto applied = ledger.apply_replicated(commits);
         if (!applied)
-            return failure(NodeError::Kind::journal, fmt::format("journal message {}: {}", message.sequence, applied.error().message));
-        position = message.sequence;
+            return failure(NodeError::Kind::journal,
+                           fmt::format("journal messages {}–{}: {}", first, commits.back().position, applied.error().message));
+        position = commits.back().position;
         return Ok{};
     }
 };
@@ -208,8 +241,7 @@ coconut::Status<NodeError> catch_up(Node& node, ledger::Ledger& ledger, cluster:
         if (auto renewed = renew_when_due(); !renewed) return renewed;
         auto batch = reader.next_batch(250ms);
         if (!batch) continue;  // unavailable: the reader resumes where it was
-        for (const auto& message : *batch)
-            if (auto applied = node.apply(ledger, message); !applied) return applied;
+        if (auto applied = node.apply(ledger, *batch); !applied) return applied;
     }
     return Ok{};
 }
@@ -224,8 +256,7 @@ coconut::Result<StandbyEnd, NodeError> follow(Node& node, ledger::Ledger& ledger
     while (!stop_requested) {
         auto batch = reader->next_batch(250ms);
         if (batch) {
-            for (const auto& message : *batch)
-                if (auto applied = node.apply(ledger, message); !applied) return Unexpected{applied.error()};
+            if (auto applied = node.apply(ledger, *batch); !applied) return Unexpected{applied.error()};
             if (!batch->empty()) node.write_status(ledger);
         }
         if (Clock::now() < next_lease_check) continue;

@@ -25,7 +25,9 @@ void add_clerk_route(Call& call) {
         return call.answer(bad_request(R"(body must be {"name": "...", "roles": "role,role"})"));
     if (auto problem = clerk_name_problem(name->get<std::string>())) return call.answer(bad_request(*problem));
     const auto roles = parse_roles(roles_text->get<std::string>());
-    if (!roles) return call.answer(bad_request("roles: a comma-separated list of hotlist, registry, settlement, read, adjust, clerks, cluster, counter"));
+    if (!roles)
+        return call.answer(
+            bad_request("roles: a comma-separated list of hotlist, registry, settlement, read, adjust, clerks, cluster, counter"));
     const Tokens& tokens = call.s().tokens;
     auto token = std::make_shared<std::string>(Tokens::new_token(clerk_token_prefix));
     const Clerk clerk{name->get<std::string>(), *roles, now_ns()};

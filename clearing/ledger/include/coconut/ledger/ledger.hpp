@@ -437,6 +437,15 @@ public:
     // when the journal entries they add do not extend this ledger's hash chain entry by entry up to
     // the head they store. Returns the new head.
     Result<JournalHead> apply_replicated(ByteView changes, std::uint64_t position);
+    // One commit of the stream: its change set and its position.
+    struct ReplicatedCommit {
+        ByteView changes;
+        std::uint64_t position = 0;
+    };
+    // Applies consecutive commits in ONE durable write transaction (one fsync for all), the last one's
+    // position stored with them; each is checked as apply_replicated checks one. All or nothing: a commit
+    // that is refused leaves the ledger at the position it had before the call. `commits` is not empty.
+    Result<JournalHead> apply_replicated(std::span<const ReplicatedCommit> commits);
     // The stream position of the last commit replicated into (or from) this ledger; 0: none.
     Result<std::uint64_t> replicated_position() const;
     // For the primary's commit hook: stores `position` in `txn` (the table apply_replicated uses).

@@ -5,9 +5,16 @@
 // standby would apply — whatever the NATS permissions.
 //
 // Format (big-endian):
-//   "CCJ1" ‖ node name length (1) ‖ node name ‖ epoch (u64: the writer's lease revision)
+//   "CCJ2" ‖ codec (1: 0 stored, 1 zstd) ‖ node name length (1) ‖ node name
+//   ‖ epoch (u64: the writer's lease revision)
 //   ‖ follows (u64: the stream sequence the message was published after, the fence)
-//   ‖ change set length (u32) ‖ change set ‖ HMAC-SHA256(cluster key, everything before) (32)
+//   ‖ change set length (u32, as applied) ‖ stored length (u32) ‖ change set, stored or zstd-compressed
+//   ‖ HMAC-SHA256(cluster key, everything before) (32)
+// The MAC covers the compressed bytes and is checked before anything is decompressed, and the change
+// set is decompressed into exactly the length it declares (at most change_set_max): a message nobody
+// with the key wrote is never decompressed. Change sets under 512 bytes, or that zstd does not shrink,
+// are stored as they are. Messages of the first format, "CCJ1" (no codec, no stored length, the change
+// set stored), are still read.
 #pragma once
 
 #include <coconut/core/bytes.hpp>
@@ -21,6 +28,8 @@
 namespace coconut::clearing {
 
 inline constexpr std::size_t cluster_key_size = 32;
+// The largest change set a journal message may carry (as applied, before compression).
+inline constexpr std::size_t change_set_max = std::size_t{256} << 20;
 using ClusterKey = std::array<std::uint8_t, cluster_key_size>;
 
 // Reads the cluster key: a file of 64 hex digits (and an optional newline), mode 0600 or stricter,
