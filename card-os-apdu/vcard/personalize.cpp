@@ -93,6 +93,7 @@ int run_info(const std::string& image_path, bool as_json) {
         out["pin_tries_left"] = s.pin_tries_left;
         out["mac_failures"] = s.mac_failures;
         out["purse_locked"] = s.purse_locked;
+        out["application_block"] = s.application_block;  // 0 none, 1 temporary, 2 permanent
     } else {
         out["terminal_id"] = s.terminal_id;
         out["terminal_serial"] = s.terminal_serial;

@@ -380,7 +380,8 @@ bool Link::retry_safe(wire::Command command) {
         case Command::verify_load_tac:
         case Command::load_mac2:
         case Command::verify_internal_auth:
-        case Command::ca_certificate: return true;
+        case Command::ca_certificate:
+        case Command::maintenance_mac: return true;
         case Command::sign_certificate: return false;
     }
     return false;
@@ -879,6 +880,9 @@ Outcome<LoadAnswer> Client::load_mac2(const LoadRequest& request) {
 }
 Outcome<Verdict> Client::verify_internal_auth(const InternalAuth& request) {
     return decoded<Verdict>(call(wire::Command::verify_internal_auth, wire::encode(request)), wire::decode_verdict);
+}
+Outcome<MaintenanceMac> Client::maintenance_mac(const MaintenanceMacRequest& request) {
+    return decoded<MaintenanceMac>(call(wire::Command::maintenance_mac, wire::encode(request)), wire::decode_maintenance_mac);
 }
 Outcome<Bytes> Client::call(wire::Command command, Bytes payload) { return state_->call(command, payload); }
 Outcome<Bytes> Client::ca_certificate() {

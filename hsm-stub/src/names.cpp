@@ -105,8 +105,13 @@ std::string_view verdict_name(Verdict verdict) {
 
 namespace {
 constexpr std::pair<Permission, std::string_view> permission_names[] = {
-    {permit_key_info, "key-info"}, {permit_issuance, "issuance"}, {permit_tac, "tac"},
-    {permit_load, "load"},         {permit_auth, "auth"},         {permit_ca, "ca"},
+    {permit_key_info, "key-info"},
+    {permit_issuance, "issuance"},
+    {permit_tac, "tac"},
+    {permit_load, "load"},
+    {permit_auth, "auth"},
+    {permit_ca, "ca"},
+    {permit_maintenance, "maintenance"},
 };
 }  // namespace
 

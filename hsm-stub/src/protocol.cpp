@@ -164,7 +164,8 @@ std::optional<Command> command_from_byte(std::uint8_t byte) {
         case Command::load_mac2:
         case Command::verify_internal_auth:
         case Command::ca_certificate:
-        case Command::sign_certificate: return static_cast<Command>(byte);
+        case Command::sign_certificate:
+        case Command::maintenance_mac: return static_cast<Command>(byte);
     }
     return std::nullopt;
 }
@@ -180,6 +181,7 @@ std::string_view command_name(Command command) {
         case Command::verify_internal_auth: return "verify-internal-auth";
         case Command::ca_certificate: return "ca-certificate";
         case Command::sign_certificate: return "sign-certificate";
+        case Command::maintenance_mac: return "maintenance-mac";
     }
     return "unknown";
 }
@@ -196,6 +198,7 @@ std::uint32_t required_permission(Command command) {
         // The CA certificate is public: whoever may look up keys may fetch it.
         case Command::ca_certificate: return permit_ca | permit_key_info;
         case Command::sign_certificate: return permit_ca;
+        case Command::maintenance_mac: return permit_maintenance;
     }
     return 0;
 }
@@ -581,6 +584,34 @@ Outcome<LoadAnswer> decode_load_answer(ByteView payload) {
     LoadAnswer answer;
     answer.mac1 = static_cast<Verdict>(in.u8("MAC1 verdict"));
     answer.mac2 = in.array<4>("MAC2");
+    answer.key_version = in.u8("key version");
+    return finished(in, answer);
+}
+
+Bytes encode(const MaintenanceMacRequest& request) {
+    Writer w;
+    w.key_ref(request.key);
+    put_card(w, request.card);
+    w.raw(request.challenge).raw(request.header);
+    return std::move(w.out);
+}
+
+Outcome<MaintenanceMacRequest> decode_maintenance_mac_request(ByteView payload) {
+    Reader in(payload, "maintenance-mac");
+    MaintenanceMacRequest request;
+    request.key = in.key_ref("maintenance master key");
+    request.card = get_card(in);
+    request.challenge = in.array<4>("challenge");
+    request.header = in.array<5>("command header");
+    return finished(in, std::move(request));
+}
+
+Bytes encode(const MaintenanceMac& response) { return Writer().raw(response.mac).u8(response.key_version).out; }
+
+Outcome<MaintenanceMac> decode_maintenance_mac(ByteView payload) {
+    Reader in(payload, "maintenance-mac response");
+    MaintenanceMac answer;
+    answer.mac = in.array<4>("MAC");
     answer.key_version = in.u8("key version");
     return finished(in, answer);
 }

@@ -180,6 +180,11 @@ Answer dispatch(const Hsm& hsm, wire::Command command, ByteView payload) {
             });
         case Command::ca_certificate:
         case Command::sign_certificate: return dispatch_ca(hsm.store(), command, payload);
+        case Command::maintenance_mac:
+            return serve(wire::decode_maintenance_mac_request(payload), [&](const MaintenanceMacRequest& r, Usage* u) {
+                u->key_label = r.key.label;
+                return hsm.maintenance_mac(r, u);
+            });
     }
     return error_answer({Errc::unknown_command, "unknown command"});
 }

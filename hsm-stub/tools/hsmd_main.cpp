@@ -505,7 +505,8 @@ int main(int argc, char** argv) {
     add_store(client_add_cmd);
     client_add_cmd->add_option("--id", client_id, "client id")->required();
     client_add_cmd->add_option("--key-out", key_out, "client key file to create")->required();
-    client_add_cmd->add_option("--permissions", permissions_text, "key-info,issuance,tac,load,auth,ca or all")->capture_default_str();
+    client_add_cmd->add_option("--permissions", permissions_text, "key-info,issuance,tac,load,auth,ca,maintenance or all")
+        ->capture_default_str();
     auto* client_list_cmd = client->add_subcommand("list", "list clients");
     add_store(client_list_cmd);
     client_list_cmd->add_flag("--json", json, "JSON output");
@@ -588,8 +589,9 @@ int main(int argc, char** argv) {
     if (client_add_cmd->parsed()) {
         const auto permissions = hsm::parse_permissions(permissions_text);
         if (!permissions) {
-            std::cerr << fmt::format("coconut-hsmd: unknown permission list '{}' (use key-info,issuance,tac,load,auth,ca or all)\n",
-                                     permissions_text);
+            std::cerr << fmt::format(
+                "coconut-hsmd: unknown permission list '{}' (use key-info,issuance,tac,load,auth,ca,maintenance or all)\n",
+                permissions_text);
             return 2;
         }
         return client_add(store_dir, client_id, key_out, *permissions);

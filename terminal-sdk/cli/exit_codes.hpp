@@ -44,6 +44,8 @@ inline constexpr int exit_wrong_pin = 33;       // VERIFY refused the PIN (tries
 inline constexpr int exit_out_of_balance = 34;  // reconcile: 0510 answered 95, the batch stays open
 inline constexpr int exit_batch_error = 35;     // the batch state cannot be written, or an old batch file is damaged
 inline constexpr int exit_tls_error = 36;       // --ca / --cert / --key missing, unreadable, too open or not matching
+// Counter (block-card, return-card).
+inline constexpr int exit_hsm_error = 37;  // no maintenance MAC from the HSM (unreachable, refused, key file): the card is not blocked
 
 inline int exit_code(sdk::FlowErrorCode code) {
     using sdk::FlowErrorCode;
@@ -61,6 +63,7 @@ inline int exit_code(sdk::FlowErrorCode code) {
         case FlowErrorCode::declined: return exit_declined;
         case FlowErrorCode::no_answer: return exit_no_answer;
         case FlowErrorCode::wrong_pin: return exit_wrong_pin;
+        case FlowErrorCode::hsm_error: return exit_hsm_error;
     }
     return exit_internal;
 }
@@ -109,6 +112,8 @@ inline constexpr const char* exit_code_table =
     "  33  wrong_pin: the card refused the PIN\n"
     "  34  out_of_balance: `reconcile` answered 95; the batch stays open\n"
     "  35  batch_error: the batch state cannot be written to the queue, or the old batch file (--batch-file) is damaged\n"
-    "  36  tls_error: --ca / --cert / --key missing, unreadable, readable by others, or not belonging together\n";
+    "  36  tls_error: --ca / --cert / --key missing, unreadable, readable by others, or not belonging together\n"
+    "  37  hsm_error: block-card / return-card got no maintenance MAC from the HSM (--hsm unreachable, --hsm-key\n"
+    "      missing or without the permission `maintenance`); the card was not blocked (a return's debit, if taken, is queued)\n";
 
 }  // namespace coconut::terminal_cli

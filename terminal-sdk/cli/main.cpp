@@ -4,6 +4,7 @@
 // names the outcome (exit_codes.hpp). Usage and the JSON fields: terminal-sdk/README.md.
 #include "exit_codes.hpp"
 #include "fares.hpp"
+#include "hsm_mac.hpp"
 #include "output.hpp"
 
 #include <coconut/cos/card.hpp>
@@ -414,7 +415,64 @@ constexpr const char* footer_text =
     "and recover need only the card; purchase and tap need the PSAM too.\n"
     "Global options may come before or after the subcommand.\n"
     "--json: purchase and tap print one JSON object per transaction (one per line); every other\n"
-    "command prints one JSON document; an error prints {\"error\": {...}} on stdout as well.\n\n";
+    "command prints one JSON document; an error prints {\"error\": {...}} on stdout as well.\n"
+    "Counter: block-card and return-card ask the HSM (--hsm, --hsm-key: a client with the permission\n"
+    "`maintenance`) for the APPLICATION BLOCK MAC; the HSM is reached before the card is touched.\n"
+    "return-card takes the whole balance by a purchase with this terminal's PSAM (queued for upload like\n"
+    "any purchase), then blocks the card permanently; run it again after a pulled card: it never debits\n"
+    "twice and finishes the block.\n\n";
+
+// ---- counter: block-card, return-card ------------------------------------------------------------
+
+std::string asn_text(const sdk::PurseInfo& card) { return card.asn_digits(); }
+
+int cmd_block_card(const Options& options, const HsmMacOptions& hsm_options, bool permanent) {
+    auto session = open_session(options, false);
+    if (!session) return report(session.error(), options.json);
+    auto hsm_mac = connect_hsm_mac(hsm_options);
+    if (!hsm_mac) return report(hsm_mac.error(), options.json);
+    auto outcome = sdk::block_application(*(*session)->card.reader, hsm_mac->provider, permanent);
+    if (!outcome) return report(from_flow(outcome.error()), options.json);
+    if (options.json) {
+        print_json(
+            {{"asn", asn_text(outcome->card)}, {"blocked", permanent ? "permanent" : "temporary"}, {"was_blocked", outcome->was_blocked}});
+    } else {
+        print_text(fmt::format("card {} blocked ({}){}", asn_text(outcome->card), permanent ? "permanent" : "temporary",
+                               outcome->was_blocked ? "; it was already blocked" : ""));
+    }
+    return exit_ok;
+}
+
+int cmd_return_card(const Options& options, const HsmMacOptions& hsm_options) {
+    auto session = open_session(options, true);
+    if (!session) return report(session.error(), options.json);
+    auto hsm_mac = connect_hsm_mac(hsm_options);
+    if (!hsm_mac) return report(hsm_mac.error(), options.json);
+    auto outcome = (*session)->terminal->return_card(hsm_mac->provider);
+    if (!outcome) return report(from_flow(outcome.error()), options.json);
+    if (options.json) {
+        json recovered = json::array();
+        for (const auto& r : outcome->recovered) recovered.push_back(to_json(r));
+        print_json({{"asn", asn_text(outcome->card)},
+                    {"balance_fen", outcome->balance_fen},
+                    {"debit", outcome->debit ? to_json(*outcome->debit) : json(nullptr)},
+                    {"recovered", recovered},
+                    {"was_blocked", outcome->was_blocked},
+                    {"blocked", "permanent"}});
+        return exit_ok;
+    }
+    for (const auto& r : outcome->recovered) print_text("recovered: " + to_text(r));
+    if (outcome->was_blocked) {
+        print_text(
+            fmt::format("card {} was already blocked: nothing could be read or taken; now blocked permanently", asn_text(outcome->card)));
+    } else if (outcome->debit) {
+        print_text(fmt::format("card {}: balance {} fen taken ({}), card blocked permanently", asn_text(outcome->card),
+                               outcome->debit->amount_fen, to_text(*outcome->debit)));
+    } else {
+        print_text(fmt::format("card {}: balance 0 fen, nothing to take; card blocked permanently", asn_text(outcome->card)));
+    }
+    return exit_ok;
+}
 
 // How a command reaches the clearing (upload, load, clinic-pay, sync-hotlist, reconcile).
 struct ClearingCliOptions {
@@ -668,6 +726,10 @@ namespace {
 // What the command line sets, and the subcommands it may name (CLI11 writes into these members).
 struct CommandLine {
     Options options;
+    HsmMacOptions hsm_mac;
+    bool permanent = false;
+    CLI::App* block_card = nullptr;
+    CLI::App* return_card = nullptr;
     std::uint32_t amount_fen = 0;
     std::uint32_t repeat = 1;
     sdk::TapRequest tap;
@@ -775,6 +837,24 @@ void add_clearing_options(CLI::App* command, ClearingCliOptions& clearing) {
                       "Plain TCP without TLS, for a clearing serving --insecure-terminals (local development)");
 }
 
+// The HSM options of the counter commands.
+void add_hsm_options(CLI::App* command, HsmMacOptions& hsm_mac) {
+    command->add_option("--hsm", hsm_mac.endpoints, "coconut-hsmd HOST:PORT, or HOST:PORT,HOST:PORT (copies of one store)")->required();
+    command->add_option("--hsm-key", hsm_mac.key_file, "This counter's HSM client key file (a client with the permission maintenance)")
+        ->required();
+    command->add_option("--maintenance-key", hsm_mac.master, "The HSM's maintenance master, LABEL or LABEL:VERSION")->capture_default_str();
+}
+
+// Service counter: block a card, take a returned card's balance and block it.
+void add_counter_commands(CLI::App& app, CommandLine& c) {
+    c.block_card = app.add_subcommand("block-card", "APPLICATION BLOCK of the card's purse with the HSM's maintenance MAC");
+    c.block_card->add_flag("--permanent", c.permanent, "Block for good (default: temporary, lifted by APPLICATION UNBLOCK)");
+    add_hsm_options(c.block_card, c.hsm_mac);
+    c.return_card = app.add_subcommand(
+        "return-card", "Card handed back: its whole balance taken by a purchase with the PSAM (queued for upload), then blocked for good");
+    add_hsm_options(c.return_card, c.hsm_mac);
+}
+
 // The commands that talk to the clearing.
 void add_clearing_commands(CLI::App& app, CommandLine& c) {
     c.upload =
@@ -824,6 +904,8 @@ int dispatch(const CLI::App& app, const CommandLine& c) {
     if (*c.clinic_pay) return cmd_clinic_pay(options, c.clearing, c.online_amount_fen, c.pin);
     if (*c.sync_hotlist) return cmd_sync_hotlist(options, c.clearing);
     if (*c.reconcile) return cmd_reconcile(options, c.clearing);
+    if (*c.block_card) return cmd_block_card(options, c.hsm_mac, c.permanent);
+    if (*c.return_card) return cmd_return_card(options, c.hsm_mac);
     return exit_usage;
 }
 
@@ -839,6 +921,7 @@ int run(int argc, char** argv) {
     add_global_options(app, command_line.options);
     add_card_commands(app, command_line);
     add_clearing_commands(app, command_line);
+    add_counter_commands(app, command_line);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& error) {

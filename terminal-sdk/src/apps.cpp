@@ -70,8 +70,12 @@ CardResult<apdu::Response> PurseApp::run(const Command& command, std::size_t exp
 CardResult<PurseInfo> PurseApp::select() {
     auto r = run(Command{0x00, 0xA4, 0x04, 0x00, Bytes(cos::purse_aid.begin(), cos::purse_aid.end()), 256});
     if (!r) return Unexpected{r.error()};
+    return parse_purse_fci(r->data);
+}
+
+CardResult<PurseInfo> parse_purse_fci(ByteView fci_bytes) {
     // 6F { 84 AID, A5 { 9F08 version, 9F0C EF15 } }
-    auto top = apdu::parse_tlvs(r->data);
+    auto top = apdu::parse_tlvs(fci_bytes);
     const apdu::Tlv* fci = top ? apdu::find_tlv(*top, 0x6F) : nullptr;
     auto inner =
         fci ? apdu::parse_tlvs(fci->value) : Result<std::vector<apdu::Tlv>, apdu::TlvError>(Unexpected{apdu::TlvError::truncated_tag});

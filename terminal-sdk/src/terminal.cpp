@@ -49,6 +49,7 @@ std::string_view to_string(FlowErrorCode code) {
         case FlowErrorCode::declined: return "declined";
         case FlowErrorCode::no_answer: return "no_answer";
         case FlowErrorCode::wrong_pin: return "wrong_pin";
+        case FlowErrorCode::hsm_error: return "hsm_error";
     }
     return "card_error";
 }

@@ -250,3 +250,27 @@ TEST_CASE("a PSAM holding the HSM's exported issuer key completes a purchase who
     REQUIRE(verdicts.ok());
     CHECK(verdicts.value() == std::vector<Verdict>{Verdict::valid, Verdict::invalid});
 }
+
+TEST_CASE("a card personalized from the master keys accepts the HSM's APPLICATION BLOCK MAC, and not another card's") {
+    TempDir dir;
+    auto service = hsm_over(dir);
+    auto card = make_card(card_profile(master_keys(), true));
+    const hsm::CardIdentity identity{hsm::parse_issuer_id(issuer_hex).value(), hsm::parse_asn(asn_digits).value()};
+    const auto block_with = [&](const hsm::CardIdentity& who, bool permanent) {
+        const Rsp challenge = send(*card, hex("0084000004"));
+        REQUIRE(challenge.sw == 0x9000);
+        hsm::MaintenanceMacRequest request{{"mk-maintenance", 0}, who, {}, crypto::application_block_header(permanent)};
+        std::copy(challenge.data.begin(), challenge.data.end(), request.challenge.begin());
+        auto mac = service->maintenance_mac(request);
+        REQUIRE(mac.ok());
+        const auto header = crypto::application_block_header(permanent);
+        return send(*card, coconut::concat(ByteView(header), ByteView(mac->mac))).sw;
+    };
+    select(*card, "00A4040008A000000632010105");
+    const hsm::CardIdentity other{identity.issuer_id, hsm::parse_asn("46000000001234567899").value()};
+    CHECK(block_with(other, true) == 0x6988);
+    CHECK(card->snapshot().application_block == 0);
+    CHECK(block_with(identity, true) == 0x9000);
+    CHECK(card->snapshot().application_block == 2);
+    CHECK(send(*card, hex("00A4040008A000000632010105")).sw == 0x6283);
+}

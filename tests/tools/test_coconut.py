@@ -219,6 +219,17 @@ def bad_inputs():
             assert open(token).read().startswith("card_") and open(token).read().endswith("\n"), token
         shown = run(["card", "show", os.path.join(work, "cards", "cards", "46010000000000000001.img")])
         assert "46010000000000000001" in shown and "balance" in shown, shown
+        # Tourist cards: purse only (docs/CARD-SPEC.md §9), keys from the same HSM, registered like the others.
+        out = run(["card", "issue", "--dir", island, "--count", "2", "--tourist", "--out", os.path.join(work, "cards")])
+        assert "issued 2 tourist (purse-only) cards" in out, out
+        tourist = json.loads(run(["card", "show", "--json", os.path.join(work, "cards", "cards", "46010000000000000004.img")]))
+        assert tourist["social_security_application"] is False and "cardholder" not in tourist, tourist
+        assert tourist["balance_fen"] > 0 and tourist["application_block"] == "none", tourist
+        resident = json.loads(run(["card", "show", "--json", os.path.join(work, "cards", "cards", "46010000000000000001.img")]))
+        assert resident["social_security_application"] is True and "cardholder" in resident, resident
+        manifest = json.load(open(os.path.join(island, "island.json")))
+        assert [c.get("tourist") for c in manifest["cards"]] == [False, False, False, True, True], manifest["cards"]
+        assert os.path.exists(os.path.join(island, "keys", "counter.key"))  # the counter's HSM client (maintenance)
         print("bad inputs: specific exit codes; ceremony refuses to run twice; issue + show work")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <iostream>
 
 namespace coconut::cli {
@@ -55,11 +56,13 @@ int card_issue(const CardIssueArgs& args) {
     CardIssueOptions options;
     options.count = args.count;
     options.seed = args.seed;
+    options.tourist = args.tourist;
     const auto cards = issue_cards(world, island, hsm.endpoint, options);
     save_island(world, island);
     const json loaded = register_with_clearing(world, fmt::format("cards-{}", island.cards.size()), {}, {}, cards);
-    std::cout << fmt::format("issued {} cards into {} ({} … {}); registered with the clearing: {}\n", cards.size(),
-                             (island.images_dir / "cards").string(), cards.front().asn, cards.back().asn, loaded.dump());
+    std::cout << fmt::format("issued {} {}cards into {} ({} … {}); registered with the clearing: {}\n", cards.size(),
+                             args.tourist ? "tourist (purse-only) " : "", (island.images_dir / "cards").string(), cards.front().asn,
+                             cards.back().asn, loaded.dump());
     std::cout << issue_card_tokens(world, island.cards) << "\n";
     return exit_codes::ok;
 }
@@ -169,8 +172,12 @@ int card_show(const fs::path& image, bool as_json) {
         sdk::CardChannel channel(reader);
         if (auto atr = reader.connect(); !atr) fail(exit_codes::bad_input, atr.error().message);
         sdk::PurseApp purse(channel);
-        auto info = purse.select();
-        if (!info) fail(exit_codes::bad_input, "SELECT purse: " + info.error().message);
+        auto selected = purse.select_maybe_blocked();
+        if (!selected) fail(exit_codes::bad_input, "SELECT purse: " + selected.error().message);
+        const sdk::PurseInfo* info = &selected->info;
+        // APPLICATION BLOCK (docs/CARD-SPEC.md §2): 0 none, 1 temporary, 2 permanent; a blocked purse answers no reads.
+        static constexpr const char* block_names[] = {"none", "temporary", "permanent"};
+        out["application_block"] = block_names[std::min<std::size_t>(snap.application_block, 2)];
         out["asn"] = info->asn_digits();
         out["issuer_id"] = to_hex(info->issuer_id);
         out["valid"] = fmt::format("{} – {}", bcd_to_digits(info->start_date), bcd_to_digits(info->expiry_date));
@@ -190,7 +197,9 @@ int card_show(const fs::path& image, bool as_json) {
         out["log"] = log;
         if (auto bus = purse.read_capp_record(cos::bus_record::record_id_value)) out["bus_record"] = to_hex(*bus);
         sdk::SocialSecurityApp ssse(channel);
-        if (ssse.select())
+        const auto ssse_selected = ssse.select();
+        out["social_security_application"] = ssse_selected.ok();  // false: a tourist (purse-only) card
+        if (ssse_selected)
             if (auto holder = ssse.read_cardholder()) out["cardholder"] = {{"name", holder->name}, {"ssn", holder->ssn}};
     }
     if (as_json) {
@@ -209,6 +218,8 @@ int card_show(const fs::path& image, bool as_json) {
                                  out["cardholder"]["ssn"].get<std::string>());
     std::cout << fmt::format("  balance {}  online ATC {}  offline ATC {}{}\n", format_fen(snap.balance_fen), snap.online_atc,
                              snap.offline_atc, snap.purse_locked ? "  PURSE LOCKED" : "");
+    if (snap.application_block != 0) std::cout << fmt::format("  APPLICATION BLOCKED ({})\n", out["application_block"].get<std::string>());
+    if (!out["social_security_application"].get<bool>()) std::cout << "  tourist card: purse only, no social-security application\n";
     std::cout << "  log (newest first):\n";
     for (const auto& r : out["log"])
         std::cout << fmt::format("    {}  {}  ATC {:>5}  {:>12}  terminal {}\n", r["when"].get<std::string>(),

@@ -15,8 +15,9 @@ struct CardIssueArgs {
     fs::path dir;
     std::size_t count = 0;
     std::uint64_t seed = 1;
-    std::string images;  // default D/media
-    std::string hsm;     // HOST:PORT of a running coconut-hsmd; empty = start one over D/hsm for this command
+    std::string images;    // default D/media
+    std::string hsm;       // HOST:PORT of a running coconut-hsmd; empty = start one over D/hsm for this command
+    bool tourist = false;  // purse-only cards (docs/CARD-SPEC.md §9)
 };
 int card_issue(const CardIssueArgs& args);
 int card_show(const fs::path& image, bool json);

@@ -36,6 +36,8 @@ int main(int argc, char** argv) {
     card_issue_cmd->add_option(
         "--hsm", issue.hsm,
         "a running coconut-hsmd HOST:PORT, or several HOST:PORT,HOST:PORT (the first that answers; default: start one over DIR/hsm)");
+    card_issue_cmd->add_flag("--tourist", issue.tourist,
+                             "purse-only cards for visitors: no social-security application, no cardholder, no medical account");
     card_issue_cmd->callback([&] { command = [&] { return card_issue(issue); }; });
     fs::path image;
     bool json = false;

@@ -53,6 +53,8 @@ constexpr ClientSpec scheme_clients[] = {
     // The clearing verifies TACs and serves the online flows: load MAC2, INTERNAL AUTHENTICATE.
     {"clearing", "key-info,tac,load,auth", &WorldPaths::clearing_key},
     {"issuance", "key-info,issuance", &WorldPaths::issuance_key},
+    // A service counter: the MAC of APPLICATION BLOCK (coconut-terminal block-card / return-card), nothing else.
+    {"counter", "maintenance", &WorldPaths::counter_key},
 };
 
 void write_private(const fs::path& path, const std::string& text) {
@@ -140,8 +142,8 @@ Island load_island(const WorldPaths& world, const fs::path& default_images) {
             island.terminals.push_back({t.at("terminal_id"), t.at("psam_terminal_id"), t.at("participant_id"), t.at("kind"), t.at("line"),
                                         t.at("distance_fares"), t.at("psam_image").get<std::string>(), t.at("queue").get<std::string>()});
         for (const auto& c : j.at("cards"))
-            island.cards.push_back(
-                {c.at("asn"), c.at("image").get<std::string>(), c.at("purse_opening_fen"), c.at("medical_opening_fen"), c.at("holder")});
+            island.cards.push_back({c.at("asn"), c.at("image").get<std::string>(), c.at("purse_opening_fen"), c.at("medical_opening_fen"),
+                                    c.at("holder"), c.value("tourist", false)});
     } catch (const json::exception& e) {
         fail(exit_codes::bad_input, fmt::format("{}: {}", world.manifest().string(), e.what()));
     }
@@ -168,7 +170,8 @@ void save_island(const WorldPaths& world, const Island& island) {
                               {"image", c.image.string()},
                               {"purse_opening_fen", c.purse_opening_fen},
                               {"medical_opening_fen", c.medical_opening_fen},
-                              {"holder", c.holder}});
+                              {"holder", c.holder},
+                              {"tourist", c.tourist}});
     write_private(world.manifest(), j.dump(1) + "\n");
 }
 
@@ -248,7 +251,8 @@ std::vector<CardEntry> issue_cards(const WorldPaths& world, Island& island, cons
     auto client = connect_hsm(hsm_endpoint, world.issuance_key());
     std::vector<hsm::KeyRef> masters;
     for (const KeySpec& spec : scheme_keys)
-        if (*spec.card_key) masters.push_back({spec.label, hsm::newest_version});
+        if (*spec.card_key && !(options.tourist && std::string_view(spec.card_key) == "ssse_iak"))
+            masters.push_back({spec.label, hsm::newest_version});
     std::error_code ec;
     fs::create_directories(island.images_dir / "cards", ec);
     if (ec) fail(exit_codes::io_error, fmt::format("cannot create {}: {}", (island.images_dir / "cards").string(), ec.message()));
@@ -262,8 +266,9 @@ std::vector<CardEntry> issue_cards(const WorldPaths& world, Island& island, cons
         const std::uint64_t draw = digest64(fmt::format("{}:{}", options.seed, card.asn));
         const std::uint32_t span = options.purse_opening_fen_max - options.purse_opening_fen_min + 1;
         card.purse_opening_fen = (options.purse_opening_fen_min + static_cast<std::uint32_t>(draw % span)) / 100 * 100;
-        card.medical_opening_fen = options.medical_opening_fen;
-        card.holder = holder_name(n);
+        card.medical_opening_fen = options.tourist ? 0 : options.medical_opening_fen;
+        card.holder = options.tourist ? "" : holder_name(n);
+        card.tourist = options.tourist;
 
         auto set = client->derive_card_keys({identity(card.asn), {"kek-issuance", hsm::newest_version}, masters});
         if (!set) fail(exit_codes::hsm_error, fmt::format("derive-card-keys for {}: {}", card.asn, set.error().message));
@@ -277,19 +282,24 @@ std::vector<CardEntry> issue_cards(const WorldPaths& world, Island& island, cons
             for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
             keys[name] = to_hex(clear.view());
         }
-        const json profile{{"kind", "card"},
-                           {"asn", card.asn},
-                           {"issuer_id", scheme_issuer_id},
-                           {"balance_fen", card.purse_opening_fen},
-                           {"max_balance_fen", 100'000},
-                           {"pin", "123456"},
-                           {"seed", seed_hex(options.seed, card.asn)},
-                           {"start_date", "20260101"},
-                           {"expiry_date", "20351231"},
-                           {"medical_account", card.asn},
-                           {"cardholder", {{"name", card.holder}, {"ssn", fmt::format("46010019900101{:04}", n % 10000)}}},
-                           {"keys", keys},
-                           {"key_version", 1}};
+        json profile{{"kind", "card"},
+                     {"asn", card.asn},
+                     {"issuer_id", scheme_issuer_id},
+                     {"balance_fen", card.purse_opening_fen},
+                     {"max_balance_fen", 100'000},
+                     {"pin", "123456"},
+                     {"seed", seed_hex(options.seed, card.asn)},
+                     {"start_date", "20260101"},
+                     {"expiry_date", "20351231"},
+                     {"medical_account", card.asn},
+                     {"cardholder", {{"name", card.holder}, {"ssn", fmt::format("46010019900101{:04}", n % 10000)}}},
+                     {"keys", keys},
+                     {"key_version", 1}};
+        if (options.tourist) {
+            profile["tourist"] = true;
+            profile.erase("cardholder");
+            profile.erase("medical_account");
+        }
         if (auto created = cos::create_image(card.image, profile, true); !created) fail(exit_codes::io_error, created.error().message);
         issued.push_back(card);
         island.cards.push_back(card);

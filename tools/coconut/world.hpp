@@ -32,6 +32,8 @@ struct WorldPaths {
     fs::path keys() const { return dir / "keys"; }
     fs::path clearing_key() const { return keys() / "clearing.key"; }
     fs::path issuance_key() const { return keys() / "issuance.key"; }
+    // A service counter's HSM client (permission maintenance: APPLICATION BLOCK MACs for coconut-terminal).
+    fs::path counter_key() const { return keys() / "counter.key"; }
     fs::path transport_key() const { return keys() / "transport.key"; }
     fs::path ceremony() const { return keys() / "ceremony.json"; }
     fs::path clearing_data() const { return dir / "clearing"; }
@@ -69,6 +71,7 @@ struct CardEntry {
     std::uint32_t purse_opening_fen = 0;
     std::uint32_t medical_opening_fen = 0;
     std::string holder;
+    bool tourist = false;  // purse only (CardIssueOptions::tourist)
 };
 
 struct Island {
@@ -103,6 +106,9 @@ struct CardIssueOptions {
     std::uint32_t purse_opening_fen_min = 10'000;
     std::uint32_t purse_opening_fen_max = 30'000;
     std::uint32_t medical_opening_fen = 10'000;  // 100 CNY: clinic bills beyond it fall to the purse
+    // Purse-only cards for visitors (docs/CARD-SPEC.md §9): no social-security application, no SSSE key,
+    // no cardholder, no medical account.
+    bool tourist = false;
 };
 
 // Personalizes `count` new cards (keys derived by the HSM, received under the transport key and checked

@@ -5,6 +5,7 @@ namespace coconut::apdu {
 std::string_view describe(std::uint16_t sw) {
     switch (static_cast<Sw>(sw)) {
         case Sw::ok: return "success";
+        case Sw::selected_file_invalidated: return "selected file invalidated (application blocked)";
         case Sw::write_failure: return "write failure";
         case Sw::wrong_length: return "wrong length";
         case Sw::command_incompatible_with_file: return "command incompatible with file";
@@ -13,6 +14,7 @@ std::string_view describe(std::uint16_t sw) {
         case Sw::challenge_invalid: return "challenge invalid";
         case Sw::conditions_not_satisfied: return "conditions of use not satisfied";
         case Sw::no_current_ef: return "no current EF";
+        case Sw::sm_data_incorrect: return "MAC incorrect (secure messaging data)";
         case Sw::bad_data: return "incorrect data";
         case Sw::function_not_supported: return "function not supported";
         case Sw::file_not_found: return "file or application not found";

@@ -134,6 +134,7 @@ Snapshot VirtualCard::snapshot() const {
         s.offline_atc = nv.purse.offline_atc;
         s.mac_failures = nv.purse.mac_failures;
         s.purse_locked = nv.purse.locked;
+        s.application_block = static_cast<std::uint8_t>(nv.purse.block);
         s.pin_tries_left = nv.pin.tries_left;
     } else {
         s.terminal_id = bcd_to_digits(nv.psam.terminal_id);
@@ -224,6 +225,7 @@ Response VirtualCard::State::dispatch(const Command& c) {
 
 Response VirtualCard::State::execute(const Command& c) {
     if (c.cla != 0x00 && c.cla != 0x80 && c.cla != 0x84) return status_only(Sw::cla_not_supported);
+    if (auto refused = blocked_refusal(c)) return *refused;
     if (c.cla == 0x00) {
         switch (c.ins) {
             case 0xA4: return select(c);
@@ -245,7 +247,11 @@ Response VirtualCard::State::execute(const Command& c) {
         return status_only(Sw::ins_not_supported);
     }
     if (nv.kind == ImageKind::psam) return c.cla == 0x80 ? psam_command(c) : status_only(Sw::ins_not_supported);
-    if (c.cla == 0x84) return c.ins == 0x18 ? application_unblock(c) : status_only(Sw::ins_not_supported);
+    if (c.cla == 0x84) {
+        if (c.ins == 0x18) return application_unblock(c);
+        if (c.ins == 0x1E) return application_block(c);
+        return status_only(Sw::ins_not_supported);
+    }
     return purse_command(c);
 }
 

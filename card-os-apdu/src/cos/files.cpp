@@ -115,7 +115,7 @@ Response VirtualCard::State::select(const Command& c) {
             if (!nv.dfs[i].aid.empty() && nv.dfs[i].aid == c.data) {
                 vs.current_df = static_cast<int>(i);
                 vs.current_ef = -1;
-                return want_fci ? Response{fci(nv.dfs[i])} : status_only(Sw::ok);
+                return selected(nv.dfs[i], want_fci);
             }
         }
         return status_only(Sw::file_not_found);
@@ -133,7 +133,7 @@ Response VirtualCard::State::select(const Command& c) {
         if (nv.dfs[i].fid == fid && nv.dfs[i].parent == vs.current_df) {
             vs.current_df = static_cast<int>(i);
             vs.current_ef = -1;
-            return want_fci ? Response{fci(nv.dfs[i])} : status_only(Sw::ok);
+            return selected(nv.dfs[i], want_fci);
         }
     }
     const auto& efs = current_df().efs;
@@ -147,7 +147,7 @@ Response VirtualCard::State::select(const Command& c) {
         if (nv.dfs[i].fid == fid && nv.dfs[i].parent == 0) {
             vs.current_df = static_cast<int>(i);
             vs.current_ef = -1;
-            return want_fci ? Response{fci(nv.dfs[i])} : status_only(Sw::ok);
+            return selected(nv.dfs[i], want_fci);
         }
     }
     return status_only(Sw::file_not_found);

@@ -68,6 +68,15 @@ struct VirtualCard::State {
     Response update_capp_cache(const Command& c);
     Response get_transaction_prove(const Command& c);
     Response application_unblock(const Command& c);
+
+    // ---- maintenance.cpp ----
+    bool purse_blocked() const { return nv.purse.block != ApplicationBlock::none; }
+    // While the selected purse is blocked: the refusal (6A81) of any command but SELECT, GET CHALLENGE,
+    // APPLICATION BLOCK and APPLICATION UNBLOCK.
+    std::optional<Response> blocked_refusal(const Command& c);
+    Response application_block(const Command& c);
+    // SELECT's answer for a DF now current: its FCI (or none for P2 0C), 6283 for a blocked purse.
+    Response selected(const Df& df, bool want_fci) const;
     Response mac_failure();
     void append_purse_log(std::uint16_t atc, std::uint32_t amount, std::uint8_t type, ByteView terminal_id,
                           const crypto::CardDateTime& when);

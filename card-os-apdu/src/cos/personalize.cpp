@@ -157,7 +157,8 @@ Bytes tlv_record(std::uint8_t tag, ByteView value) {
 }
 
 // Card keys: explicit, or two-level diversified from master keys (docs/CARD-SPEC.md §4 profile).
-void add_card_keys(CardState& s, const json& profile, ByteView issuer_id, ByteView asn) {
+// A tourist (purse-only) card has no SSSE application and so no `ssse_iak`.
+void add_card_keys(CardState& s, const json& profile, ByteView issuer_id, ByteView asn, bool tourist) {
     const json* explicit_keys = member(profile, "keys");
     const json* master_keys = member(profile, "master_keys");
     if ((explicit_keys == nullptr) == (master_keys == nullptr)) fail("keys", "give exactly one of keys or master_keys");
@@ -173,6 +174,12 @@ void add_card_keys(CardState& s, const json& profile, ByteView issuer_id, ByteVi
                                                       {"dtk", KeyUsage::tac},          {"iak", KeyUsage::internal_auth},
                                                       {"damk", KeyUsage::maintenance}, {"ssse_iak", KeyUsage::ssse_auth}};
     for (const auto& [name, usage] : names) {
+        if (tourist && usage == KeyUsage::ssse_auth) {
+            if (member(keys, name))
+                fail(fmt::format("{}.{}", explicit_keys ? "keys" : "master_keys", name),
+                     "a tourist card has no social-security application: leave ssse_iak out");
+            continue;
+        }
         const std::string field = fmt::format("{}.{}", explicit_keys ? "keys" : "master_keys", name);
         const json* v = member(keys, name);
         if (!v || !v->is_string()) fail(field, "missing (32 hex digits)");
@@ -193,7 +200,7 @@ void add_card_keys(CardState& s, const json& profile, ByteView issuer_id, ByteVi
         const auto of_usage = [&](const KeyEntry& k) { return k.usage == usage; };
         return std::find_if(s.keys.begin(), s.keys.end(), of_usage)->value;
     };
-    if (value_of(KeyUsage::ssse_auth) == value_of(KeyUsage::internal_auth))
+    if (!tourist && value_of(KeyUsage::ssse_auth) == value_of(KeyUsage::internal_auth))
         fail(fmt::format("{}.ssse_iak", explicit_keys ? "keys" : "master_keys"),
              "must differ from iak (the purse answers INTERNAL AUTHENTICATE without a PIN)");
 }
@@ -325,10 +332,15 @@ CardState card_from_profile(const json& profile) {
     mf.role = DfRole::mf;
     s.dfs.push_back(std::move(mf));
     s.dfs.push_back(purse_adf(profile, h, asn, issuer_id));
-    s.dfs.push_back(ssse_df(profile, h, asn));
-    s.dfs.push_back(medical_df(profile));
-
-    add_card_keys(s, profile, issuer_id, asn);
+    // A tourist card (profile `tourist`: true) is purse-only: no social-security application, no DF04.
+    const json* tourist_field = member(profile, "tourist");
+    if (tourist_field && !tourist_field->is_boolean()) fail("tourist", "must be true or false");
+    const bool tourist = tourist_field && tourist_field->get<bool>();
+    if (!tourist) {
+        s.dfs.push_back(ssse_df(profile, h, asn));
+        s.dfs.push_back(medical_df(profile));
+    }
+    add_card_keys(s, profile, issuer_id, asn, tourist);
     return s;
 }
 

@@ -1,5 +1,5 @@
 // The e-purse application (docs/CARD-SPEC.md §2, §4, §6): balance, load, purchase, composite (CAPP) purchase,
-// transaction proof, the MAC-failure lock and its issuer unblock.
+// transaction proof and the MAC-failure lock (its issuer unblock: maintenance.cpp).
 #include "machine.hpp"
 
 #include <coconut/core/assert.hpp>
@@ -271,25 +271,6 @@ Response VirtualCard::State::get_transaction_prove(const Command& c) {
     Bytes out(proof->mac2.begin(), proof->mac2.end());
     append(out, proof->tac);
     return Response{out};
-}
-
-Response VirtualCard::State::application_unblock(const Command& c) {
-    // 84 18 00 00 04 MAC: MAC = retail MAC (DAMK) over the header with IV = challenge(4) ‖ 00000000.
-    if (current_df().role != DfRole::purse) return status_only(Sw::conditions_not_satisfied);
-    if (c.p1 != 0x00 || c.p2 != 0x00) return status_only(Sw::bad_p1_p2);
-    if (c.data.size() != 4) return status_only(Sw::wrong_length);
-    if (!vs.challenge || vs.challenge->size() != 4) return status_only(Sw::challenge_invalid);
-    KeyEntry* damk = find_key(KeyUsage::maintenance, default_key_index);
-    if (!damk) return status_only(Sw::key_not_found);
-    crypto::Block iv{};
-    std::copy(vs.challenge->begin(), vs.challenge->end(), iv.begin());
-    vs.challenge.reset();
-    const Bytes header{c.cla, c.ins, c.p1, c.p2, 0x04};
-    const auto mac = crypto::retail_mac(damk->value, header, iv);
-    if (!std::equal(c.data.begin(), c.data.end(), mac.begin())) return status_only(Sw::mac_invalid);
-    nv.purse.locked = false;
-    nv.purse.mac_failures = 0;
-    return commit() ? status_only(Sw::ok) : status_only(Sw::write_failure);
 }
 
 }  // namespace coconut::cos

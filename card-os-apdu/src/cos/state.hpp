@@ -83,6 +83,10 @@ struct Proof {
     crypto::Mac4 tac{};
 };
 
+// APPLICATION BLOCK (docs/CARD-SPEC.md §2): a temporary block is lifted by APPLICATION UNBLOCK, a
+// permanent one never.
+enum class ApplicationBlock : std::uint8_t { none = 0, temporary = 1, permanent = 2 };
+
 struct PurseState {
     std::uint32_t balance_fen = 0;
     std::uint32_t max_balance_fen = 100000;  // Profile default (docs/CARD-SPEC.md §2)
@@ -91,6 +95,7 @@ struct PurseState {
     std::uint16_t offline_atc = 0;
     std::uint8_t mac_failures = 0;
     bool locked = false;
+    ApplicationBlock block = ApplicationBlock::none;
     Proof load_proof;      // type 02
     Proof purchase_proof;  // type 06
     Proof capp_proof;      // type 09

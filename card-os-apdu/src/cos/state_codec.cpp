@@ -4,11 +4,15 @@
 
 #include <coconut/core/assert.hpp>
 
+#include <algorithm>
+
 namespace coconut::cos {
 namespace {
 
-// Payload layout version (inside a slot; the file format version is separate).
-constexpr std::uint8_t payload_version = 1;
+// Payload layout version (inside a slot; the file format version is separate). Version 2 adds the purse's
+// application block byte; version 1 payloads (written before it) decode with no block.
+constexpr std::uint8_t payload_version = 2;
+constexpr std::uint8_t payload_version_without_block = 1;
 // Bounds that a decoded image must respect (a corrupt length must not allocate gigabytes).
 constexpr std::size_t dfs_max = 16;
 constexpr std::size_t efs_per_df_max = 32;
@@ -222,7 +226,8 @@ bool read_keys(Reader& r, std::vector<KeyEntry>& keys) {
     return true;
 }
 
-void read_purse(Reader& r, PurseState& p) {
+// False when the application block byte is out of range.
+bool read_purse(Reader& r, PurseState& p, std::uint8_t version) {
     p.balance_fen = r.u32();
     p.max_balance_fen = r.u32();
     p.overdraft_limit_fen = r.u32();
@@ -230,9 +235,15 @@ void read_purse(Reader& r, PurseState& p) {
     p.offline_atc = r.u16();
     p.mac_failures = r.u8();
     p.locked = r.boolean();
+    if (version != payload_version_without_block) {
+        const auto block = r.u8();
+        if (!enum_in_range(block, ApplicationBlock::none, ApplicationBlock::permanent)) return false;
+        p.block = static_cast<ApplicationBlock>(block);
+    }
     p.load_proof = read_proof(r);
     p.purchase_proof = read_proof(r);
     p.capp_proof = read_proof(r);
+    return true;
 }
 
 void read_psam(Reader& r, PsamState& m) {
@@ -297,6 +308,7 @@ Bytes encode_state(const CardState& s) {
     w.u16(p.offline_atc);
     w.u8(p.mac_failures);
     w.boolean(p.locked);
+    w.u8(static_cast<std::uint8_t>(p.block));
     write_proof(w, p.load_proof);
     write_proof(w, p.purchase_proof);
     write_proof(w, p.capp_proof);
@@ -325,7 +337,8 @@ Result<CardState, ImageFailure> decode_state(ByteView payload) {
     if (!kind) return corrupt();
     r.u8();
     s.kind = *kind;
-    if (r.u8() != payload_version) return corrupt();
+    const std::uint8_t version = r.u8();
+    if (version != payload_version && version != payload_version_without_block) return corrupt();
     const auto protocol = r.u8();
     if (protocol > 1) return corrupt();
     s.protocol = static_cast<Protocol>(protocol);
@@ -335,7 +348,7 @@ Result<CardState, ImageFailure> decode_state(ByteView payload) {
     s.pin.bcd = r.bytes();
     s.pin.tries_left = r.u8();
     s.pin.tries_max = r.u8();
-    read_purse(r, s.purse);
+    if (!read_purse(r, s.purse, version)) return corrupt();
     read_psam(r, s.psam);
     r.fixed(s.drbg_seed);
     s.drbg_reserved = r.u64();
@@ -345,7 +358,9 @@ Result<CardState, ImageFailure> decode_state(ByteView payload) {
                    "decoded card state within the payload limits");
     // Not migrated: the SSSE key derives from a master only the issuer's HSM holds, and a copy of the
     // purse IAK would let the purse answer for the SSSE application again (IMAGE-FORMAT.md).
-    if (s.kind == ImageKind::card && !has_key(s, KeyUsage::ssse_auth)) {
+    // A purse-only (tourist) card has no SSSE application and so no key for it.
+    const bool has_ssse = std::any_of(s.dfs.begin(), s.dfs.end(), [](const Df& df) { return df.role == DfRole::ssse; });
+    if (s.kind == ImageKind::card && has_ssse && !has_key(s, KeyUsage::ssse_auth)) {
         return Unexpected{ImageFailure{ImageError::missing_key,
                                        "card image without the SSSE application's INTERNAL AUTHENTICATE key (ssse_auth, profile key "
                                        "\"ssse_iak\"): personalized before the SSSE application had a key of its own (or damaged); "

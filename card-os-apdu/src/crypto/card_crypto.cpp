@@ -200,6 +200,19 @@ Block retail_mac(const Key16& key, ByteView data, const Block& iv) {
     return out;
 }
 
+Mac4 maintenance_mac(const Key16& damk, const MaintenanceHeader& header, const Challenge4& challenge) {
+    Block iv{};
+    std::copy(challenge.begin(), challenge.end(), iv.begin());
+    const Block mac = retail_mac(damk, header, iv);
+    Mac4 out{};
+    std::copy(mac.begin(), mac.begin() + 4, out.begin());
+    return out;
+}
+
+bool is_maintenance_header(const MaintenanceHeader& header) {
+    return header == application_block_header(false) || header == application_block_header(true) || header == application_unblock_header;
+}
+
 Key16 diversify(const TdesKey& master, const Block& factor) {
     std::array<std::uint8_t, 16> out{};
     master.apply(factor.data(), out.data(), true);

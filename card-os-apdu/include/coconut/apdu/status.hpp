@@ -8,6 +8,7 @@ namespace coconut::apdu {
 
 enum class Sw : std::uint16_t {
     ok = 0x9000,
+    selected_file_invalidated = 0x6283,  // SELECT of a blocked application (its FCI still answered)
     write_failure = 0x6581,
     wrong_length = 0x6700,
     command_incompatible_with_file = 0x6981,
@@ -16,6 +17,7 @@ enum class Sw : std::uint16_t {
     challenge_invalid = 0x6984,
     conditions_not_satisfied = 0x6985,
     no_current_ef = 0x6986,
+    sm_data_incorrect = 0x6988,  // APPLICATION BLOCK: the MAC does not verify
     bad_data = 0x6A80,
     function_not_supported = 0x6A81,
     file_not_found = 0x6A82,

@@ -35,6 +35,7 @@ struct Snapshot {
     std::uint16_t offline_atc = 0;
     std::uint8_t mac_failures = 0;
     bool purse_locked = false;
+    std::uint8_t application_block = 0;  // APPLICATION BLOCK: 0 none, 1 temporary, 2 permanent
     std::uint8_t pin_tries_left = 0;
     std::string terminal_id;            // PSAM: 12 digits
     std::uint32_t terminal_serial = 0;  // PSAM: the serial the next 80 70 will use

@@ -125,6 +125,19 @@ Bytes purchase_mac2_input(std::uint32_t amount);
 Bytes purchase_tac_input(std::uint32_t amount, std::uint8_t type, ByteView terminal_id6, std::uint32_t terminal_serial,
                          const CardDateTime& when);
 
+// APPLICATION BLOCK / UNBLOCK (docs/CARD-SPEC.md §2, §4): the leftmost 4 bytes of the retail MAC under the
+// card's DAMK over the command header CLA INS P1 P2 Lc, IV = the card's 4-byte challenge ‖ 00000000.
+using MaintenanceHeader = std::array<std::uint8_t, 5>;
+using Challenge4 = std::array<std::uint8_t, 4>;
+Mac4 maintenance_mac(const Key16& damk, const MaintenanceHeader& header, const Challenge4& challenge);
+// The headers a maintenance MAC may cover: APPLICATION BLOCK `84 1E 00 00|01 04` (temporary / permanent)
+// and APPLICATION UNBLOCK `84 18 00 00 04`.
+bool is_maintenance_header(const MaintenanceHeader& header);
+inline constexpr MaintenanceHeader application_block_header(bool permanent) {
+    return {0x84, 0x1E, 0x00, static_cast<std::uint8_t>(permanent ? 0x01 : 0x00), 0x04};
+}
+inline constexpr MaintenanceHeader application_unblock_header = {0x84, 0x18, 0x00, 0x00, 0x04};
+
 // Transaction types (docs/CARD-SPEC.md §2).
 inline constexpr std::uint8_t type_ed_load = 0x01;
 inline constexpr std::uint8_t type_ep_load = 0x02;

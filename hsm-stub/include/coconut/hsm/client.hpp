@@ -103,6 +103,8 @@ public:
     Outcome<Verdict> verify_load_tac(const LoadTac& request);
     Outcome<LoadAnswer> load_mac2(const LoadRequest& request);
     Outcome<Verdict> verify_internal_auth(const InternalAuth& request);
+    // The MAC of APPLICATION BLOCK / UNBLOCK for one card (permission maintenance).
+    Outcome<MaintenanceMac> maintenance_mac(const MaintenanceMacRequest& request);
     Outcome<Bytes> call(wire::Command command, Bytes payload);
     // The island CA (ca.hpp): its certificate, and a certificate signed for a request (both DER).
     Outcome<Bytes> ca_certificate();

@@ -160,15 +160,16 @@ inline constexpr std::string_view default_transport_label = "kek-issuance";
 
 // What a client may ask for; a client is created with a set of these.
 enum Permission : std::uint32_t {
-    permit_key_info = 1u << 0,  // key_info (KCV lookups)
-    permit_issuance = 1u << 1,  // derive_card_keys, export_issuer_key
-    permit_tac = 1u << 2,       // verify_purchase_tacs, verify_load_tac
-    permit_load = 1u << 3,      // load_mac2
-    permit_auth = 1u << 4,      // verify_internal_auth
-    permit_ca = 1u << 5,        // sign_certificate, ca_certificate (the island CA, ca.hpp)
-    permit_all = permit_key_info | permit_issuance | permit_tac | permit_load | permit_auth | permit_ca,
+    permit_key_info = 1u << 0,     // key_info (KCV lookups)
+    permit_issuance = 1u << 1,     // derive_card_keys, export_issuer_key
+    permit_tac = 1u << 2,          // verify_purchase_tacs, verify_load_tac
+    permit_load = 1u << 3,         // load_mac2
+    permit_auth = 1u << 4,         // verify_internal_auth
+    permit_ca = 1u << 5,           // sign_certificate, ca_certificate (the island CA, ca.hpp)
+    permit_maintenance = 1u << 6,  // maintenance_mac (APPLICATION BLOCK / UNBLOCK of a card)
+    permit_all = permit_key_info | permit_issuance | permit_tac | permit_load | permit_auth | permit_ca | permit_maintenance,
 };
-// "key-info,issuance,tac,load,auth,ca" ↔ bits; "all" accepted on input.
+// "key-info,issuance,tac,load,auth,ca,maintenance" ↔ bits; "all" accepted on input.
 std::string permissions_to_string(std::uint32_t permissions);
 std::optional<std::uint32_t> parse_permissions(std::string_view text);
 
@@ -422,6 +423,19 @@ struct InternalAuth {
     std::array<std::uint8_t, 8> cryptogram{};  // the card's 3DES(IAK, challenge)
 };
 
+// The MAC of a card maintenance command (docs/CARD-SPEC.md §2 "Application block"): APPLICATION BLOCK
+// `84 1E 00 00|01 04` or APPLICATION UNBLOCK `84 18 00 00 04`, after the card's GET CHALLENGE (4 bytes).
+struct MaintenanceMacRequest {
+    KeyRef key;  // a master of usage maintenance (the cards' DAMK master)
+    CardIdentity card;
+    crypto::Challenge4 challenge{};
+    crypto::MaintenanceHeader header{};
+};
+struct MaintenanceMac {
+    crypto::Mac4 mac{};
+    std::uint8_t key_version = 0;  // resolved version of the maintenance master
+};
+
 // What one service call used and answered, for the audit log.
 struct Usage {
     std::string key_label;
@@ -461,6 +475,11 @@ public:
     // of usage internal-auth or ssse-auth (any other usage: wrong_key_usage). Which of the two a proof needs
     // is the caller's rule: a medical payment accepts only ssse-auth (PROTOCOL.md).
     Outcome<Verdict> verify_internal_auth(const InternalAuth& auth, Usage* usage = nullptr) const;
+
+    // The card's DAMK derived from `request.key` (usage maintenance; any other: wrong_key_usage), then
+    // crypto::maintenance_mac over the header and challenge. bad_request for a header that is not a
+    // maintenance command the card knows (crypto::is_maintenance_header) or an ASN that is not BCD.
+    Outcome<MaintenanceMac> maintenance_mac(const MaintenanceMacRequest& request, Usage* usage = nullptr) const;
 
 private:
     std::shared_ptr<const KeyStore> store_;

@@ -50,6 +50,7 @@ enum class Command : std::uint8_t {
     verify_internal_auth = 0x40,
     ca_certificate = 0x50,  // the island CA (ca.hpp)
     sign_certificate = 0x51,
+    maintenance_mac = 0x60,  // APPLICATION BLOCK / UNBLOCK MAC (permission maintenance)
 };
 std::optional<Command> command_from_byte(std::uint8_t byte);
 std::string_view command_name(Command command);  // "verify-purchase-tacs", … (audit log, errors)
@@ -129,6 +130,7 @@ Bytes encode(const PurchaseTacBatch& request);
 Bytes encode(const LoadTac& request);
 Bytes encode(const LoadRequest& request);
 Bytes encode(const InternalAuth& request);
+Bytes encode(const MaintenanceMacRequest& request);
 
 // Request decoders: bad_request / batch_too_large with the field named.
 Outcome<KeyRef> decode_key_info(ByteView payload);
@@ -138,6 +140,7 @@ Outcome<PurchaseTacBatch> decode_purchase_tac_batch(ByteView payload);
 Outcome<LoadTac> decode_load_tac(ByteView payload);
 Outcome<LoadRequest> decode_load_request(ByteView payload);
 Outcome<InternalAuth> decode_internal_auth(ByteView payload);
+Outcome<MaintenanceMacRequest> decode_maintenance_mac_request(ByteView payload);
 
 // Responses.
 Bytes encode(const KeyInfo& response);
@@ -146,12 +149,14 @@ Bytes encode(const ExportedKey& response);
 Bytes encode(std::span<const Verdict> response);
 Bytes encode(Verdict response);
 Bytes encode(const LoadAnswer& response);
+Bytes encode(const MaintenanceMac& response);
 Outcome<KeyInfo> decode_key_info_response(ByteView payload);
 Outcome<CardKeySet> decode_card_key_set(ByteView payload);
 Outcome<ExportedKey> decode_exported_key(ByteView payload);
 Outcome<std::vector<Verdict>> decode_verdicts(ByteView payload);
 Outcome<Verdict> decode_verdict(ByteView payload);
 Outcome<LoadAnswer> decode_load_answer(ByteView payload);
+Outcome<MaintenanceMac> decode_maintenance_mac(ByteView payload);
 
 // ---- client credentials and endpoints -------------------------------------------------------------
 

@@ -74,6 +74,15 @@ struct PurseLogRecord {
     crypto::CardDateTime when;
 };
 
+// The purse FCI (6F { 84 AID, A5 { 9F08 version, 9F0C EF15 } }) → EF15's fields.
+CardResult<PurseInfo> parse_purse_fci(ByteView fci);
+
+// SELECT of the purse that tolerates a blocked application (6283 with its FCI, docs/CARD-SPEC.md §2).
+struct SelectedPurse {
+    PurseInfo info;
+    bool blocked = false;  // SELECT answered 6283: APPLICATION BLOCK is in force
+};
+
 class PurseApp {
 public:
     explicit PurseApp(CardChannel& channel) : channel_(channel) {}
@@ -91,6 +100,12 @@ public:
     CardResult<DebitResult> transaction_prove(std::uint8_t type, std::uint16_t atc);
     CardResult<std::vector<PurseLogRecord>> read_log();
     CardResult<Bytes> read_capp_record(std::uint8_t record_id);
+
+    // Application maintenance (counter.cpp): SELECT that accepts 6283, GET CHALLENGE (4 bytes) and
+    // APPLICATION BLOCK `84 1E 00 P2 04 MAC`.
+    CardResult<SelectedPurse> select_maybe_blocked();
+    CardResult<crypto::Challenge4> get_challenge();
+    CardResult<Ok> application_block(bool permanent, const crypto::Mac4& mac);
 
 private:
     CardResult<apdu::Response> run(const apdu::Command& command, std::size_t expected_data = 0);

@@ -28,6 +28,7 @@
 #include <coconut/sdk/apps.hpp>
 #include <coconut/sdk/fares.hpp>
 #include <coconut/sdk/hotlist.hpp>
+#include <coconut/sdk/maintenance.hpp>
 #include <coconut/sdk/queue.hpp>
 
 #include <chrono>
@@ -59,6 +60,7 @@ enum class FlowErrorCode : std::uint8_t {
     declined,       // the clearing refused (response_code set); the card was not credited / debited
     no_answer,      // the clearing did not answer in time: a reversal advice is queued
     wrong_pin,      // VERIFY refused (sw 63Cx: tries left; 6983: blocked)
+    hsm_error,      // the HSM did not give the maintenance MAC (APPLICATION BLOCK): the card was not blocked
 };
 std::string_view to_string(FlowErrorCode code);
 
@@ -95,6 +97,20 @@ struct ClinicOutcome {
     std::optional<TransactionRecord> purse_record;  // the remainder purchase, queued for 0320
 };
 
+// A card handed back at a counter (Terminal::return_card).
+struct ReturnOutcome {
+    PurseInfo card;
+    std::uint32_t balance_fen = 0;             // GET BALANCE before the debit: the card's claim (0 when already blocked)
+    std::optional<TransactionRecord> debit;    // the whole-balance purchase (TAC-proven, queued for 0320); none at balance 0
+    std::vector<TransactionRecord> recovered;  // an earlier run's debit resolved from the card's proof, now queued
+    bool was_blocked = false;                  // SELECT already answered 6283: nothing could be read or taken
+};
+
+// APPLICATION BLOCK of the purse in the reader (maintenance.hpp): SELECT (6283 accepted), GET CHALLENGE,
+// the HSM's MAC, 84 1E. Errors: no_card / card_removed, hsm_error (the provider failed), card_error with
+// the status word (6988: the card refused the MAC).
+Result<BlockOutcome, FlowError> block_application(Reader& reader, const MaintenanceMacProvider& hsm_mac, bool permanent);
+
 using Clock = std::function<std::chrono::system_clock::time_point()>;
 
 class Terminal {
@@ -108,6 +124,12 @@ public:
     Result<ClinicOutcome, FlowError> clinic_payment(std::uint32_t amount_fen, std::string_view pin, ClearingClient& host);
     Result<std::uint32_t, FlowError> balance();
     Result<Cardholder, FlowError> cardholder();
+    // Counter: recover this card's interrupted debits, GET BALANCE (a claim), a purchase (06) of the whole
+    // balance by this terminal's PSAM (the TAC proves it; queued like any purchase), then a permanent
+    // APPLICATION BLOCK with the HSM's MAC. Run again after a pulled card: the debit is not repeated (the
+    // card's balance is 0 then, or recover() finds it) and the block is finished. A card on the hotlist is
+    // refused (blocked_card) before anything is taken; an expired card is not (its balance is the holder's).
+    Result<ReturnOutcome, FlowError> return_card(const MaintenanceMacProvider& hsm_mac);
 
     void set_clock(Clock clock) { clock_ = std::move(clock); }
     void set_trace(std::function<void(const TraceEntry&)> trace);
