@@ -56,16 +56,11 @@ coconut::Result<CardRecord, ResponseCode> online_card(const Registry& registry, 
         return Unexpected<ResponseCode>{ResponseCode::system_malfunction};
     }
     if (!*card) return Unexpected<ResponseCode>{ResponseCode::invalid_card_number};
-<<<<<<< HEAD
     // A replaced card is a lost one whose balance moves to its replacement (clearing/README.md "Card lifecycle").
     const bool lost = (*card)->status == CardStatus::lost || (*card)->status == CardStatus::replaced;
     if (refuse_hotlisted && lost) return Unexpected<ResponseCode>{ResponseCode::lost_card};
-    if (refuse_hotlisted && (*card)->status == CardStatus::blocked) return Unexpected<ResponseCode>{ResponseCode::restricted_card};
-=======
-    if (refuse_hotlisted && (*card)->status == CardStatus::lost) return Unexpected<ResponseCode>{ResponseCode::lost_card};
     // blocked, returned and any other status off the active list: restricted (62).
     if (refuse_hotlisted && (*card)->status != CardStatus::active) return Unexpected<ResponseCode>{ResponseCode::restricted_card};
->>>>>>> r20-refund
     return **card;
 }
 
