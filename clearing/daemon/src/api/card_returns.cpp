@@ -195,6 +195,12 @@ std::variant<CounterRefusal, ReturnCheck> check_return(const Services& s, const 
     auto purchase = s.ledger.lookup_transfer(*txn, id);
     if (!purchase) return CounterRefusal{"storage", purchase.error().message};
     if (auto bad = purchase_refusal(asn, **terminal, *purchase, id)) return *bad;
+    if ((*card)->shadow_balance_fen < 0) {  // the card spent money the clearing has not cleared (yet)
+        return CounterRefusal{"balance_not_cleared",
+                              fmt::format("card {}'s cleared balance after purchase {} is {} fen: the card held money not cleared "
+                                          "here ({} fen of online loads not confirmed); return it once they are booked",
+                                          number_text(asn), id_hex(id), (*card)->shadow_balance_fen, (*card)->unconfirmed_loads_fen)};
+    }
     if ((*card)->shadow_balance_fen != 0) {
         return CounterRefusal{"partial_debit",
                               fmt::format("card {}'s cleared balance after purchase {} is {} fen, not 0: the counter's purchase "
