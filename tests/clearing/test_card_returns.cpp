@@ -244,6 +244,10 @@ TEST_CASE(
                              {"payout", "cash"}}) == "purchase_of_another_card");
     CHECK(refused(b_return, {{"terminal_id", "DESK0001"}, {"terminal_serial", 2}, {"payout", "cash"}}) == "partial_debit");
     CHECK(refused(b_return, {{"terminal_id", "DESK0001"}, {"terminal_serial", 99}, {"payout", "cash"}}) == "purchase_not_booked");
+    // The card spent more than its cleared shadow (money the clearing has not cleared yet): not returned now.
+    REQUIRE(c.purchase(tourist_2, 150, 150, 0, "DESK0001", desk_psam, 4) == "00");
+    CHECK(refused("/v1/clerk/cards/" + number(tourist_2) + "/return",
+                  {{"terminal_id", "DESK0001"}, {"terminal_serial", 4}, {"payout", "cash"}}) == "balance_not_cleared");
     CHECK(refused(b_return, {{"terminal_id", "DESK0001"}, {"terminal_serial", 3}, {"payout", "cash"}}) == "purchase_not_booked");
     const std::string d_return = "/v1/clerk/cards/" + number(card_d) + "/return";
     CHECK(refused(d_return, {{"terminal_id", "DESK0001"},
@@ -265,7 +269,7 @@ TEST_CASE(
     // Nothing moved, nothing changed status.
     CHECK(c.rig.card(card_b).status == CardStatus::active);
     CHECK(c.rig.card(card_d).status == CardStatus::active);
-    CHECK(c.rig.payable(desk) == 5300);
+    CHECK(c.rig.payable(desk) == 5300 + 150);
     c.require_check();
 }
 

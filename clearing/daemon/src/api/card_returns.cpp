@@ -9,6 +9,7 @@
 // retried, a card's refund moves once. Refusals are journaled like the changes.
 #include "api_internal.hpp"
 
+#include <coconut/clearing/registry_validator.hpp>
 #include <coconut/core/assert.hpp>
 
 #include <fmt/format.h>
@@ -76,8 +77,8 @@ std::optional<std::string> read_bank(const json& body, ReturnRecord& record) {
     record.bank_account = body["bank_account"].get<std::string>();
     record.account_holder = body["account_holder"].get<std::string>();
     auto printable = [](const std::string& s) { return std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x20 && c < 0x7F; }); };
-    if (record.bank_account.empty() || record.bank_account.size() > 34 || !printable(record.bank_account)) {
-        return std::string("\"bank_account\" must be 1 to 34 printable ASCII characters");
+    if (record.bank_account.empty() || record.bank_account.size() > bank_account_chars_max || !printable(record.bank_account)) {
+        return fmt::format("\"bank_account\" must be 1 to {} printable ASCII characters", bank_account_chars_max);
     }
     if (record.account_holder.empty() || record.account_holder.size() > account_holder_chars_max || !printable(record.account_holder)) {
         return fmt::format("\"account_holder\" must be 1 to {} printable ASCII characters", account_holder_chars_max);
@@ -195,6 +196,12 @@ std::variant<CounterRefusal, ReturnCheck> check_return(const Services& s, const 
     auto purchase = s.ledger.lookup_transfer(*txn, id);
     if (!purchase) return CounterRefusal{"storage", purchase.error().message};
     if (auto bad = purchase_refusal(asn, **terminal, *purchase, id)) return *bad;
+    if ((*card)->shadow_balance_fen < 0) {  // the card spent money the clearing has not cleared (yet)
+        return CounterRefusal{"balance_not_cleared",
+                              fmt::format("card {}'s cleared balance after purchase {} is {} fen: the card held money not cleared "
+                                          "here ({} fen of online loads not confirmed); return it once they are booked",
+                                          number_text(asn), id_hex(id), (*card)->shadow_balance_fen, (*card)->unconfirmed_loads_fen)};
+    }
     if ((*card)->shadow_balance_fen != 0) {
         return CounterRefusal{"partial_debit",
                               fmt::format("card {}'s cleared balance after purchase {} is {} fen, not 0: the counter's purchase "
