@@ -51,6 +51,30 @@ TEST_CASE("block_application: a temporary block with the HSM's MAC; the card the
     CHECK(rig.snap().application_block == 2);
 }
 
+TEST_CASE("unblock_application lifts a temporary block; a permanent block stays (9303)") {
+    Rig rig;
+    REQUIRE(block_application(rig.card_reader, hsm_like(), false).ok());
+    auto wrong = unblock_application(rig.card_reader, hsm_like(master_dtk));
+    REQUIRE_FALSE(wrong.ok());
+    CHECK(wrong.error().sw == 0x9302);
+    CHECK(rig.snap().application_block == 1);
+    auto unblocked = unblock_application(rig.card_reader, hsm_like());
+    REQUIRE_MESSAGE(unblocked.ok(), unblocked.error().message);
+    CHECK(unblocked->was_blocked);
+    CHECK(rig.snap().application_block == 0);
+    CHECK(rig.terminal->purchase(100).ok());
+    REQUIRE(block_application(rig.card_reader, hsm_like(), true).ok());
+    auto refused = unblock_application(rig.card_reader, hsm_like());
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error().code == FlowErrorCode::card_error);
+    CHECK(refused.error().sw == 0x9303);
+    CHECK(refused.error().message.find("for good") != std::string::npos);
+    CHECK(rig.snap().application_block == 2);
+    auto down = unblock_application(rig.card_reader, hsm_down());
+    REQUIRE_FALSE(down.ok());
+    CHECK(down.error().code == FlowErrorCode::hsm_error);
+}
+
 TEST_CASE("block_application: no MAC from the HSM → hsm_error; a MAC under another key → card_error 6988; the card stays usable") {
     Rig rig;
     auto down = block_application(rig.card_reader, hsm_down(), true);
