@@ -116,6 +116,21 @@ TEST_CASE("return_card: the whole balance by a TAC-proven purchase, queued, then
     CHECK(rig.queued_total() == 4321);
 }
 
+TEST_CASE("return_card on a T=0 card: the same debit and block through 61xx / GET RESPONSE, and SELECT 6283 after") {
+    Rig rig(2222, "T=0");
+    auto returned = rig.terminal->return_card(hsm_like());
+    REQUIRE_MESSAGE(returned.ok(), returned.error().message);
+    REQUIRE(returned->debit.has_value());
+    CHECK(returned->debit->amount_fen == 2222);
+    CHECK(returned->debit->tac == expected_tac(*returned->debit));
+    CHECK(rig.snap().application_block == 2);
+    auto again = rig.terminal->return_card(hsm_like());
+    REQUIRE_MESSAGE(again.ok(), again.error().message);
+    CHECK(again->was_blocked);
+    CHECK(again->card.asn_digits() == "10000000000000012345");
+    CHECK(rig.queue->size() == 1);
+}
+
 TEST_CASE("return_card of an empty card blocks it without a debit") {
     Rig rig(0);
     auto returned = rig.terminal->return_card(hsm_like());
