@@ -226,48 +226,27 @@ Daemon Daemon::start(std::string name, std::vector<std::string> argv, const fs::
 void Daemon::launch() {
     std::error_code ignored;
     fs::remove(ready_file_, ignored);
-    const int log_fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (log_fd < 0) fail(exit_codes::io_error, "cannot open " + log_.string());
     std::vector<std::string> argv = argv_;
     argv.push_back("--ready-file");
     argv.push_back(ready_file_.string());
-    child_ = pcsc_env::Child::spawn(argv, -1, log_fd, log_fd);
-    ::close(log_fd);
-    register_child(child_.pid());
+    process_ = Process::start(name_, std::move(argv), log_);
     const auto deadline = std::chrono::steady_clock::now() + daemon_ready_wait;
     while (true) {
         if (auto port = read_port(ready_file_)) {
             port_ = *port;
             return;
         }
-        if (child_.poll_exit()) fail(exit_codes::tool_failed, fmt::format("{} exited at start (see {})", name_, log_.string()));
+        if (process_.exited()) fail(exit_codes::tool_failed, fmt::format("{} exited at start (see {})", name_, log_.string()));
         if (std::chrono::steady_clock::now() > deadline) {
-            kill_now();
+            process_.kill_now();
             fail(exit_codes::tool_failed, fmt::format("{} did not become ready in time (see {})", name_, log_.string()));
         }
         std::this_thread::sleep_for(10ms);
     }
 }
 
-Daemon::~Daemon() {
-    if (child_.running()) stop();
-}
-
-int Daemon::stop() {
-    const pid_t pid = child_.pid();
-    const int code = child_.stop(SIGTERM);
-    unregister_child(pid);
-    return code;
-}
-
-void Daemon::kill_now() {
-    const pid_t pid = child_.pid();
-    child_.stop(SIGKILL);
-    unregister_child(pid);
-}
-
 void Daemon::restart() {
-    if (child_.running()) stop();
+    if (process_.running()) stop();
     // Come back on the same port: the terminals know the address, not the process. (Only the port the ready
     // file reports: a second listener, e.g. --http-listen, takes a free port again.)
     for (std::size_t i = 0; i < argv_.size(); ++i) {

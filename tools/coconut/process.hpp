@@ -61,6 +61,7 @@ public:
 
     const std::string& name() const { return name_; }
     bool running() const { return child_.running(); }
+    pid_t pid() const { return child_.pid(); }
     // Has it exited by itself since it was started? (Reaps it; false once stopped or killed by us.)
     bool exited();
     // SIGTERM, bounded wait, reaped; the exit code (128+n if killed by signal n).
@@ -86,16 +87,15 @@ public:
                         const std::filesystem::path& log);
     Daemon(Daemon&&) noexcept = default;
     Daemon& operator=(Daemon&&) noexcept = default;
-    ~Daemon();
 
     std::uint16_t port() const { return port_; }
     std::string endpoint() const { return "127.0.0.1:" + std::to_string(port_); }
-    bool running() const { return child_.running(); }
-    pid_t pid() const { return child_.pid(); }
+    bool running() const { return process_.running(); }
+    pid_t pid() const { return process_.pid(); }
     // SIGTERM (the daemons drain and exit 0), reaped; returns the exit code.
-    int stop();
+    int stop() { return process_.stop(); }
     // SIGKILL at once (fault injection), reaped.
-    void kill_now();
+    void kill_now() { process_.kill_now(); }
     // Starts the same command again (after kill_now or stop) and waits for its ready file.
     void restart();
 
@@ -105,7 +105,7 @@ private:
     std::vector<std::string> argv_;
     std::filesystem::path ready_file_;
     std::filesystem::path log_;
-    pcsc_env::Child child_;
+    Process process_;
     std::uint16_t port_ = 0;
 };
 
