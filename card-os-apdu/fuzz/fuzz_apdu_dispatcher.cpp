@@ -11,7 +11,8 @@
 //   card answered (so the fuzzer reaches the commit paths, the log, the CAPP cache and GET TRANSACTION
 //   PROVE) · 0xF3 a correct CREDIT for the last INITIALIZE FOR LOAD · 0xF4 GET RESPONSE of what a 61xx
 //   offered · 0xF5 SELECT purse · 0xF6 a correct APPLICATION UNBLOCK (GET CHALLENGE + 84 18) ·
-//   other ≥ 0xF7: snapshot().
+//   0xF7 / 0xF8 a correct temporary / permanent APPLICATION BLOCK (GET CHALLENGE + 84 1E) ·
+//   other ≥ 0xF9: snapshot().
 //
 // Image mode (byte 0 bits 5-7 set): the rest edits the device's personalized payload — byte 1 = 0: triples
 // (offset hi, offset lo, value) overwrite bytes; 1: the next two bytes truncate it first, then triples; 2: the
@@ -177,14 +178,18 @@ public:
         send(concat(Bytes{0x80, 0x52, 0x00, 0x00, 0x0B}, when.date, when.time, mac2, Bytes{0x04}));
     }
 
-    void correct_unblock() {
+    void correct_unblock() { correct_maintenance(crypto::application_unblock_header); }
+    void correct_block(bool permanent) { correct_maintenance(crypto::application_block_header(permanent)); }
+
+    // GET CHALLENGE, then the maintenance command `header` with its MAC under the test DAMK.
+    void correct_maintenance(const crypto::MaintenanceHeader& header) {
         if (!explicit_keys_) return;
         const Bytes challenge = send(Bytes{0x00, 0x84, 0x00, 0x00, 0x04});
         if (challenge.size() != 6) return;
-        crypto::Block iv{};
-        std::copy(challenge.begin(), challenge.begin() + 4, iv.begin());
-        const auto mac = crypto::retail_mac(key16(damk), hex("8418000004"), iv);
-        send(concat(hex("8418000004"), ByteView(mac).first(4)));
+        crypto::Challenge4 c{};
+        std::copy(challenge.begin(), challenge.begin() + 4, c.begin());
+        const auto mac = crypto::maintenance_mac(key16(damk), header, c);
+        send(concat(ByteView(header), ByteView(mac)));
     }
 
 private:
@@ -325,6 +330,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             case 0xF4: session.get_response(); break;
             case 0xF5: session.send(hex("00A4040008A00000063201010500")); break;
             case 0xF6: session.correct_unblock(); break;
+            case 0xF7: session.correct_block(false); break;
+            case 0xF8: session.correct_block(true); break;
             default: session.snapshot(); break;
         }
     }

@@ -8,6 +8,7 @@
 //     verify-load-tac       --issuer --asn --new-balance --atc --amount --type --terminal --date --time --tac [--key]
 //     load-mac2             --issuer --asn --old-balance --amount --type --terminal --atc --random --mac1 --date --time [--key]
 //     verify-internal-auth  --issuer --asn --challenge --cryptogram [--key]
+//     maintenance-mac       --issuer --asn --challenge C4 --header 841E000104|841E000004|8418000004 [--key]
 //     ca-certificate        [--out FILE]                         the island CA certificate (PEM)
 //     sign-certificate      --profile terminal|server --name N --csr FILE [--san IP:…|DNS:…] [--validity-days D] [--out FILE]
 //
@@ -172,6 +173,14 @@ int main(int argc, char** argv) {
     auth->add_option("--challenge", f.challenge, "host challenge, 16 hex digits")->required();
     auth->add_option("--cryptogram", f.cryptogram, "card answer, 16 hex digits")->required();
     auth->add_option("--key", auth_key, "internal-auth or ssse-auth master LABEL[:VERSION]")->capture_default_str();
+
+    std::string maintenance_key{hsm::default_maintenance_label};
+    std::string header_text;
+    auto* maintenance = app.add_subcommand("maintenance-mac", "the MAC of a card's APPLICATION BLOCK / UNBLOCK (permission maintenance)");
+    card_options(maintenance);
+    maintenance->add_option("--challenge", f.challenge, "the card's GET CHALLENGE, 8 hex digits")->required();
+    maintenance->add_option("--header", header_text, "command header, 10 hex digits: 841E000004, 841E000104 or 8418000004")->required();
+    maintenance->add_option("--key", maintenance_key, "maintenance master LABEL[:VERSION]")->capture_default_str();
 
     std::string certificate_out;
     auto* ca_cmd = app.add_subcommand("ca-certificate", "the island CA certificate (PEM; permission ca or key-info)");
@@ -345,6 +354,20 @@ int main(int argc, char** argv) {
         } else {
             std::cout << fmt::format("{} (O={}) serial {}, written to {}\n", info.subject.common_name, info.subject.organization,
                                      info.serial_hex, certificate_out);
+        }
+        return exit_ok;
+    }
+    if (maintenance->parsed()) {
+        COCONUT_TRY(ref, key_of(maintenance_key), report);
+        COCONUT_TRY(card, card_of(f), report);
+        COCONUT_TRY(challenge, hex_field<4>(f.challenge, "--challenge"), report);
+        COCONUT_TRY(header, hex_field<5>(header_text, "--header"), report);
+        COCONUT_TRY(answer, hsm_client.maintenance_mac({ref, card, challenge, header}), report);
+        if (json_output) {
+            std::cout << nlohmann::json{{"mac", coconut::to_hex(answer.mac)}, {"key", ref.label}, {"version", answer.key_version}}.dump()
+                      << "\n";
+        } else {
+            std::cout << fmt::format("MAC {} (key {}:{})\n", coconut::to_hex(answer.mac), ref.label, answer.key_version);
         }
         return exit_ok;
     }

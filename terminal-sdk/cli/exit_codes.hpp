@@ -113,7 +113,7 @@ inline constexpr const char* exit_code_table =
     "  34  out_of_balance: `reconcile` answered 95; the batch stays open\n"
     "  35  batch_error: the batch state cannot be written to the queue, or the old batch file (--batch-file) is damaged\n"
     "  36  tls_error: --ca / --cert / --key missing, unreadable, readable by others, or not belonging together\n"
-    "  37  hsm_error: block-card / return-card got no maintenance MAC from the HSM (--hsm unreachable, --hsm-key\n"
+    "  37  hsm_error: block-card / unblock-card / return-card got no maintenance MAC from the HSM (--hsm unreachable, --hsm-key\n"
     "      missing or without the permission `maintenance`); the card was not blocked (a return's debit, if taken, is queued)\n";
 
 }  // namespace coconut::terminal_cli

@@ -416,7 +416,7 @@ constexpr const char* footer_text =
     "Global options may come before or after the subcommand.\n"
     "--json: purchase and tap print one JSON object per transaction (one per line); every other\n"
     "command prints one JSON document; an error prints {\"error\": {...}} on stdout as well.\n"
-    "Counter: block-card and return-card ask the HSM (--hsm, --hsm-key: a client with the permission\n"
+    "Counter: block-card, unblock-card and return-card ask the HSM (--hsm, --hsm-key: a client with the permission\n"
     "`maintenance`) for the APPLICATION BLOCK MAC; the HSM is reached before the card is touched.\n"
     "return-card takes the whole balance by a purchase with this terminal's PSAM (queued for upload like\n"
     "any purchase), then blocks the card permanently; run it again after a pulled card: it never debits\n"
@@ -439,6 +439,21 @@ int cmd_block_card(const Options& options, const HsmMacOptions& hsm_options, boo
     } else {
         print_text(fmt::format("card {} blocked ({}){}", asn_text(outcome->card), permanent ? "permanent" : "temporary",
                                outcome->was_blocked ? "; it was already blocked" : ""));
+    }
+    return exit_ok;
+}
+
+int cmd_unblock_card(const Options& options, const HsmMacOptions& hsm_options) {
+    auto session = open_session(options, false);
+    if (!session) return report(session.error(), options.json);
+    auto hsm_mac = connect_hsm_mac(hsm_options);
+    if (!hsm_mac) return report(hsm_mac.error(), options.json);
+    auto outcome = sdk::unblock_application(*(*session)->card.reader, hsm_mac->provider);
+    if (!outcome) return report(from_flow(outcome.error()), options.json);
+    if (options.json) {
+        print_json({{"asn", asn_text(outcome->card)}, {"unblocked", true}, {"was_blocked", outcome->was_blocked}});
+    } else {
+        print_text(fmt::format("card {} unblocked{}", asn_text(outcome->card), outcome->was_blocked ? "" : " (it was not blocked)"));
     }
     return exit_ok;
 }
@@ -730,6 +745,7 @@ struct CommandLine {
     bool permanent = false;
     CLI::App* block_card = nullptr;
     CLI::App* return_card = nullptr;
+    CLI::App* unblock_card = nullptr;
     std::uint32_t amount_fen = 0;
     std::uint32_t repeat = 1;
     sdk::TapRequest tap;
@@ -850,6 +866,9 @@ void add_counter_commands(CLI::App& app, CommandLine& c) {
     c.block_card = app.add_subcommand("block-card", "APPLICATION BLOCK of the card's purse with the HSM's maintenance MAC");
     c.block_card->add_flag("--permanent", c.permanent, "Block for good (default: temporary, lifted by APPLICATION UNBLOCK)");
     add_hsm_options(c.block_card, c.hsm_mac);
+    c.unblock_card =
+        app.add_subcommand("unblock-card", "APPLICATION UNBLOCK: lift a temporary block (a permanent one stays: exit 12, 9303)");
+    add_hsm_options(c.unblock_card, c.hsm_mac);
     c.return_card = app.add_subcommand(
         "return-card", "Card handed back: its whole balance taken by a purchase with the PSAM (queued for upload), then blocked for good");
     add_hsm_options(c.return_card, c.hsm_mac);
@@ -906,6 +925,7 @@ int dispatch(const CLI::App& app, const CommandLine& c) {
     if (*c.reconcile) return cmd_reconcile(options, c.clearing);
     if (*c.block_card) return cmd_block_card(options, c.hsm_mac, c.permanent);
     if (*c.return_card) return cmd_return_card(options, c.hsm_mac);
+    if (*c.unblock_card) return cmd_unblock_card(options, c.hsm_mac);
     return exit_usage;
 }
 

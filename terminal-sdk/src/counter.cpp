@@ -11,9 +11,14 @@ using apdu::Command;
 
 constexpr std::uint16_t counter_sw_file_invalidated = 0x6283;
 constexpr std::uint16_t counter_sw_mac_refused = 0x6988;
+constexpr std::uint16_t counter_sw_permanently_blocked = 0x9303;
 
 FlowError counter_card_failure(const CardError& e) {
     if (e.transport) return FlowError{e.card_removed() ? FlowErrorCode::card_removed : FlowErrorCode::card_error, e.message};
+    if (e.sw == counter_sw_permanently_blocked)
+        return FlowError{FlowErrorCode::card_error,
+                         "the card answered 9303: its purse is blocked for good (permanent APPLICATION BLOCK) and cannot be unblocked",
+                         e.sw};
     if (e.sw == counter_sw_mac_refused)
         return FlowError{FlowErrorCode::card_error,
                          "the card refused the HSM's maintenance MAC (6988): its DAMK does not derive from the HSM's maintenance master "
@@ -79,6 +84,28 @@ CardResult<Ok> PurseApp::application_block(bool permanent, const crypto::Mac4& m
     auto r = run(Command{header[0], header[1], header[2], header[3], Bytes(mac.begin(), mac.end()), std::nullopt});
     if (!r) return Unexpected{r.error()};
     return Ok{};
+}
+
+CardResult<Ok> PurseApp::application_unblock(const crypto::Mac4& mac) {
+    const auto header = crypto::application_unblock_header;
+    auto r = run(Command{header[0], header[1], header[2], header[3], Bytes(mac.begin(), mac.end()), std::nullopt});
+    if (!r) return Unexpected{r.error()};
+    return Ok{};
+}
+
+Result<BlockOutcome, FlowError> unblock_application(Reader& reader, const MaintenanceMacProvider& hsm_mac) {
+    CardChannel channel(reader);
+    auto selected = counter_open_purse(reader, channel);
+    if (!selected) return Unexpected{selected.error()};
+    PurseApp purse(channel);
+    auto challenge = purse.get_challenge();
+    if (!challenge) return Unexpected{counter_card_failure(challenge.error())};
+    auto mac = hsm_mac(MaintenanceMacRequest{selected->info.issuer_id, selected->info.asn, *challenge, crypto::application_unblock_header});
+    if (!mac)
+        return Unexpected{FlowError{FlowErrorCode::hsm_error, fmt::format("no maintenance MAC from the HSM: {} (card {} not unblocked)",
+                                                                          mac.error(), selected->info.asn_digits())}};
+    if (auto unblocked = purse.application_unblock(*mac); !unblocked) return Unexpected{counter_card_failure(unblocked.error())};
+    return BlockOutcome{selected->info, false, selected->blocked};
 }
 
 Result<BlockOutcome, FlowError> block_application(Reader& reader, const MaintenanceMacProvider& hsm_mac, bool permanent) {

@@ -186,6 +186,51 @@ TEST_CASE("the block is durable in the image: reopened, the card is still blocke
     std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("a power cut at any point of the APPLICATION BLOCK commit leaves the card unblocked or blocked, never between") {
+    const auto dir = std::filesystem::temp_directory_path() / ("coconut-cos-block-cut-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    const auto path = dir / "card.img";
+    REQUIRE(cos::create_image(path, card_profile()).ok());
+    const std::size_t slot_size = (std::filesystem::file_size(path) - cos::image_header_size) / 2;
+    int before = 0;
+    int after = 0;
+    for (std::size_t cut : {std::size_t{0}, std::size_t{1}, std::size_t{64}, std::size_t{700}, std::size_t{3000}, slot_size / 2,
+                            slot_size - 32, slot_size - 1, slot_size, 2 * slot_size}) {
+        INFO("cut after " << cut << " of " << slot_size << " bytes");
+        REQUIRE(cos::create_image(path, card_profile(), true).ok());
+        {
+            auto storage = cos::FileStorage::open(path);
+            REQUIRE(storage.ok());
+            cos::FileStorage* raw = storage.value().get();
+            auto card = VirtualCard::from_storage(std::move(storage).value());
+            REQUIRE(card.ok());
+            select_purse(**card);
+            const Bytes apdu = maint_block_apdu(maint_challenge(**card), true);
+            raw->inject_power_cut_after(cut);
+            bool cut_happened = false;
+            try {
+                (*card)->transmit(apdu);
+            } catch (const cos::PowerCut&) {
+                cut_happened = true;
+            }
+            CHECK(cut_happened);
+        }
+        auto reopened = VirtualCard::open(path);
+        REQUIRE_MESSAGE(reopened.ok(), (reopened.ok() ? std::string() : reopened.error().message));
+        const auto block = (*reopened)->snapshot().application_block;
+        CHECK((block == 0 || block == 2));
+        if (cut == 0) CHECK(block == 0);
+        if (cut >= slot_size) CHECK(block == 2);
+        CHECK(send(**reopened, select_purse_apdu).sw_hex() == (block == 2 ? "6283" : "9000"));
+        CHECK((*reopened)->snapshot().balance_fen == test_balance_fen);
+        ++(block == 0 ? before : after);
+    }
+    CHECK(before > 0);
+    CHECK(after > 0);
+    std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("a payload of version 1 (before the block byte) still opens, unblocked") {
     // Version 1 = version 2 without the purse's block byte (IMAGE-FORMAT.md); rebuild one from a fresh
     // payload by finding the purse record by its values and dropping the byte after `locked`.

@@ -5,6 +5,9 @@
 
 #include <coconut/hsm/client.hpp>
 
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
 using namespace hsm_test;
 using hsm::Errc;
 namespace wire = hsm::wire;
@@ -84,4 +87,27 @@ TEST_CASE("maintenance-mac through the daemon: the MAC for a permitted client, n
     CHECK(install.audit_has(R"("client":"counter","command":"maintenance-mac","key":"mk-maintenance","versions":[1],)"
                             R"("result":"MAC for APPLICATION BLOCK (permanent) of ASN 46000000001234567893 issuer 4600000000000001")"));
     CHECK(install.audit_has(R"("client":"clearing","command":"maintenance-mac")"));
+}
+
+TEST_CASE("coconut-hsm maintenance-mac: the MAC as JSON; a foreign header and a client without the permission exit 1") {
+    Installation install;
+    Daemon daemon(install.dir.path());
+    const auto cli_as = [&](const std::string& id) {
+        return fmt::format("{} --connect 127.0.0.1:{} --client-key {} --timeout-ms 10000 --json", COCONUT_HSM_CLI_PATH, daemon.port(),
+                           (install.dir / (id + ".key")).string());
+    };
+    const std::string args = " maintenance-mac --issuer 4600000000000001 --asn 46000000001234567893 --challenge 01020304 --header ";
+    auto answered = run(cli_as("issuance") + args + "841E000104");
+    REQUIRE_MESSAGE(answered.exit_code == 0, answered.output);
+    const crypto::Key16 damk = independent_card_key(key16(maintenance_master_hex), counter_card);
+    CHECK(nlohmann::json::parse(answered.output)["mac"] ==
+          coconut::to_hex(crypto::maintenance_mac(damk, crypto::application_block_header(true), {0x01, 0x02, 0x03, 0x04})));
+    auto foreign = run(cli_as("issuance") + args + "8054010000");
+    CHECK(foreign.exit_code == 1);
+    CHECK(foreign.output.find("bad_request") != std::string::npos);
+    auto denied = run(cli_as("clearing") + args + "841E000104");
+    CHECK(denied.exit_code == 1);
+    CHECK(denied.output.find("not_permitted") != std::string::npos);
+    auto short_header = run(cli_as("issuance") + args + "841E00");
+    CHECK(short_header.exit_code != 0);
 }

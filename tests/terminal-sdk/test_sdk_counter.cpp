@@ -51,6 +51,30 @@ TEST_CASE("block_application: a temporary block with the HSM's MAC; the card the
     CHECK(rig.snap().application_block == 2);
 }
 
+TEST_CASE("unblock_application lifts a temporary block; a permanent block stays (9303)") {
+    Rig rig;
+    REQUIRE(block_application(rig.card_reader, hsm_like(), false).ok());
+    auto wrong = unblock_application(rig.card_reader, hsm_like(master_dtk));
+    REQUIRE_FALSE(wrong.ok());
+    CHECK(wrong.error().sw == 0x9302);
+    CHECK(rig.snap().application_block == 1);
+    auto unblocked = unblock_application(rig.card_reader, hsm_like());
+    REQUIRE_MESSAGE(unblocked.ok(), unblocked.error().message);
+    CHECK(unblocked->was_blocked);
+    CHECK(rig.snap().application_block == 0);
+    CHECK(rig.terminal->purchase(100).ok());
+    REQUIRE(block_application(rig.card_reader, hsm_like(), true).ok());
+    auto refused = unblock_application(rig.card_reader, hsm_like());
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error().code == FlowErrorCode::card_error);
+    CHECK(refused.error().sw == 0x9303);
+    CHECK(refused.error().message.find("for good") != std::string::npos);
+    CHECK(rig.snap().application_block == 2);
+    auto down = unblock_application(rig.card_reader, hsm_down());
+    REQUIRE_FALSE(down.ok());
+    CHECK(down.error().code == FlowErrorCode::hsm_error);
+}
+
 TEST_CASE("block_application: no MAC from the HSM → hsm_error; a MAC under another key → card_error 6988; the card stays usable") {
     Rig rig;
     auto down = block_application(rig.card_reader, hsm_down(), true);
@@ -90,6 +114,21 @@ TEST_CASE("return_card: the whole balance by a TAC-proven purchase, queued, then
     CHECK_FALSE(again->debit.has_value());
     CHECK(rig.queue->size() == 1);
     CHECK(rig.queued_total() == 4321);
+}
+
+TEST_CASE("return_card on a T=0 card: the same debit and block through 61xx / GET RESPONSE, and SELECT 6283 after") {
+    Rig rig(2222, "T=0");
+    auto returned = rig.terminal->return_card(hsm_like());
+    REQUIRE_MESSAGE(returned.ok(), returned.error().message);
+    REQUIRE(returned->debit.has_value());
+    CHECK(returned->debit->amount_fen == 2222);
+    CHECK(returned->debit->tac == expected_tac(*returned->debit));
+    CHECK(rig.snap().application_block == 2);
+    auto again = rig.terminal->return_card(hsm_like());
+    REQUIRE_MESSAGE(again.ok(), again.error().message);
+    CHECK(again->was_blocked);
+    CHECK(again->card.asn_digits() == "10000000000000012345");
+    CHECK(rig.queue->size() == 1);
 }
 
 TEST_CASE("return_card of an empty card blocks it without a debit") {

@@ -4,7 +4,8 @@ master, a `counter` client with the permission maintenance and a `clearing` clie
 
   in-process  the card and PSAM as image files: the bad inputs and their exit codes (usage 2, hsm_error 37 for
               a missing key file, an HSM not listening, a client without the permission, a non-maintenance
-              master), block-card temporary then permanent, return-card (whole balance, TAC recomputed with
+              master), block-card temporary, unblock-card, block-card temporary then permanent (unblock-card
+              refused: 9303), return-card (whole balance, TAC recomputed with
               the card's DTK, the card blocked for good), return-card run again (nothing taken twice), a
               blocked card refused by purchase and balance (card_error, 6283).
   pcsc        the same return-card and its rerun through pcscd + vpcd + coconut-vcard serve.
@@ -131,10 +132,16 @@ def in_process(vcard, workdir, tools, hsm):
     error = json.loads(terminal.run(["purchase", "--amount", "100"], expect="card_error").stdout)["error"]
     check_equal("purchase on a blocked card", error["sw"], "6283")
     terminal.run(["balance"], expect="card_error")
+    outcome = terminal.json(["unblock-card"] + hsm_args(hsm))
+    check_equal("unblock-card", (outcome["unblocked"], outcome["was_blocked"]), (True, True))
+    check_equal("balance after the unblock", terminal.json(["balance"])["balance_fen"], 700)
+    terminal.json(["block-card"] + hsm_args(hsm))
     outcome = terminal.json(["block-card", "--permanent"] + hsm_args(hsm))
     check_equal("block-card --permanent", (outcome["blocked"], outcome["was_blocked"]), ("permanent", True))
     check_equal("card blocked (permanent), balance kept", (card_info(vcard, blocked)["application_block"],
                                                            card_info(vcard, blocked)["balance_fen"]), (2, 700))
+    error = json.loads(terminal.run(["unblock-card"] + hsm_args(hsm), expect="card_error").stdout)["error"]
+    check_equal("unblock-card on a permanent block", error["sw"], "9303")
 
     log("return-card: the whole balance by a TAC-proven purchase, then the permanent block")
     card = harness.personalize(vcard, workdir, "returned", counter_card_profile(tools, 4321))

@@ -106,6 +106,9 @@ public:
     CardResult<SelectedPurse> select_maybe_blocked();
     CardResult<crypto::Challenge4> get_challenge();
     CardResult<Ok> application_block(bool permanent, const crypto::Mac4& mac);
+    // APPLICATION UNBLOCK `84 18 00 00 04 MAC`: lifts a temporary block and the MAC-failure lock (9303 after
+    // a permanent block).
+    CardResult<Ok> application_unblock(const crypto::Mac4& mac);
 
 private:
     CardResult<apdu::Response> run(const apdu::Command& command, std::size_t expected_data = 0);

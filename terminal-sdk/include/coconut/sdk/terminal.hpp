@@ -110,6 +110,10 @@ struct ReturnOutcome {
 // the HSM's MAC, 84 1E. Errors: no_card / card_removed, hsm_error (the provider failed), card_error with
 // the status word (6988: the card refused the MAC).
 Result<BlockOutcome, FlowError> block_application(Reader& reader, const MaintenanceMacProvider& hsm_mac, bool permanent);
+// APPLICATION UNBLOCK the same way (header 84 18 00 00 04): lifts a temporary block (and the MAC-failure
+// lock). A permanently blocked card answers 9303: card_error with that status word. `was_blocked` tells
+// whether SELECT answered 6283 before.
+Result<BlockOutcome, FlowError> unblock_application(Reader& reader, const MaintenanceMacProvider& hsm_mac);
 
 using Clock = std::function<std::chrono::system_clock::time_point()>;
 
