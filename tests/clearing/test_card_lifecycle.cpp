@@ -430,6 +430,26 @@ TEST_CASE("race: a purchase booked on the shadow while the carry was in flight i
     rig.require_check();
 }
 
+TEST_CASE("a card a clerk put back on active by its status can be reported lost again") {
+    LifecycleRig rig;
+    REQUIRE(rig.commit(report_lost(rig.context, asn_of(card_a), Reporter::cardholder, "cardholder", t0_ns)) == "ok");
+    // As PUT /v1/clerk/cards/{n}/status does it: in the writer's commit, with its hotlist entry.
+    const Registry& registry = *rig.registry;
+    REQUIRE(rig.commit(LifecycleChange{{}, [&registry](lmdb::Txn& txn, auto, std::string&) -> lmdb::Status {
+                                           CardRecord card = **registry.card_in(txn, asn_of(card_a));
+                                           auto recorded = registry.record_status_change(txn, card.asn, card.status, CardStatus::active);
+                                           if (!recorded) return Unexpected<lmdb::Error>{recorded.error()};
+                                           card.status = CardStatus::active;
+                                           return registry.put_card(txn, card);
+                                       }}) == "ok");
+    CHECK(rig.commit(report_lost(rig.context, asn_of(card_a), Reporter::clerk, "desk-1", t0_ns + ns_per_s)) == "ok");
+    CHECK(rig.record(card_a).reported_by == "desk-1");
+    CHECK(rig.card(card_a).status == CardStatus::lost);
+    REQUIRE(rig.replace() == "ok");
+    CHECK(rig.commit(report_lost(rig.context, asn_of(card_a), Reporter::clerk, "desk-1", t0_ns)) == "card already replaced");
+    rig.require_check();
+}
+
 TEST_CASE("a clerk cannot set a replaced card's status by name") {
     LifecycleRig rig;
     REQUIRE(rig.replace() == "ok");

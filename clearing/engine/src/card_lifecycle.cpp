@@ -66,7 +66,10 @@ LifecycleChange report_lost(const LifecycleContext& context, const Asn& asn, Rep
         if (!record) return Unexpected<lmdb::Error>{record.error()};
         if (!*card) {
             outcome = "card not registered";
-        } else if (*record || (*card)->status == CardStatus::replaced) {
+        } else if ((*record && (*record)->state != CarryState::waiting) || (*card)->status == CardStatus::replaced) {
+            outcome = "card already replaced";
+        } else if (*record && (*card)->status != CardStatus::active) {
+            // A waiting record of a card a clerk put back on `active` by its status is stale: reported anew.
             outcome = "card already reported lost";
         } else if ((*card)->status == CardStatus::blocked) {
             outcome = "card is blocked";
