@@ -127,6 +127,14 @@ struct LifecycleRig : Rig {
         REQUIRE(commit(person_change(hash_of(0x11), PersonRecord{"Li Na", "1980-02-03", {asn_of(card_a)}})) == "ok");
     }
 
+    // check() and the lifecycle's own check: every scenario ends with both clean.
+    void require_check() const {
+        Rig::require_check();
+        auto problems = check_lifecycle(*ledger, *registry, lifecycle);
+        REQUIRE(problems.ok());
+        for (const auto& p : *problems) FAIL_CHECK(p);
+    }
+
     LifecycleChange person_change(const SsnHash& ssn, PersonRecord person) {
         return LifecycleChange{{},
                                [this, ssn, person](lmdb::Txn& txn, auto, std::string&) { return lifecycle.put_person(txn, ssn, person); }};
@@ -458,6 +466,19 @@ TEST_CASE("a clerk cannot set a replaced card's status by name") {
     CHECK(done.error().code == ErrorCode::conflict);
     CHECK(!parse_card_status("replaced").has_value());
     CHECK(rig.card(card_a).status == CardStatus::replaced);
+}
+
+TEST_CASE("the lifecycle check names a replaced card without its record") {
+    LifecycleRig rig;
+    REQUIRE(rig.replace() == "ok");
+    rig.require_check();
+    const Lifecycle& lifecycle = rig.lifecycle;
+    REQUIRE(rig.commit(LifecycleChange{{}, [&lifecycle](lmdb::Txn& txn, auto, std::string&) {
+                                           return lifecycle.delete_record(txn, asn_of(card_a));
+                                       }}) == "ok");
+    auto problems = check_lifecycle(*rig.ledger, *rig.registry, rig.lifecycle);
+    REQUIRE(problems.ok());
+    CHECK(*problems == std::vector<std::string>{"1 cards are replaced but 0 lifecycle records name a replacement"});
 }
 
 TEST_CASE("lifecycle and person records round-trip their encodings; damaged ones are refused") {

@@ -375,4 +375,58 @@ Result<std::size_t> run_lifecycle_sweep(const LifecycleContext& context, ledger:
     return submitted;
 }
 
+namespace {
+
+// One record against its card and the replacement's holding, read in `txn`.
+lmdb::Status check_record(const ledger::Ledger& ledger, const Registry& registry, const lmdb::Txn& txn, const LifecycleRecord& r,
+                          std::vector<std::string>& problems) {
+    const std::string name = "lifecycle record of card " + bcd_to_digits(r.asn);
+    auto card = registry.card_in(txn, r.asn);
+    if (!card) return Unexpected<lmdb::Error>{card.error()};
+    if (!*card) {
+        problems.push_back(name + ": card not registered");
+        return Ok{};
+    }
+    const CardStatus status = (*card)->status;
+    if (r.state != CarryState::waiting && status != CardStatus::replaced) {
+        problems.push_back(name + ": " + std::string(to_string(r.state)) + " but the card is " + std::string(to_string(status)));
+    }
+    if (r.state == CarryState::waiting && status == CardStatus::replaced) problems.push_back(name + ": waiting but the card is replaced");
+    if (r.state == CarryState::waiting) return Ok{};
+    auto holding = ledger.lookup_account(txn, carried_holding_account(r.replaced_by));
+    if (!holding) return Unexpected<lmdb::Error>{lmdb::Error{MDB_CORRUPTED, "ledger read", holding.error().message}};
+    if (!*holding || (*holding)->code != account_codes::carried_holding) {
+        problems.push_back(name + ": no carried holding account for its replacement " + bcd_to_digits(r.replaced_by));
+    }
+    return Ok{};
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> check_lifecycle(const ledger::Ledger& ledger, const Registry& registry, const Lifecycle& lifecycle) {
+    auto storage = [](const std::string& what) { return Unexpected<Error>{Error{ErrorCode::storage, what}}; };
+    auto txn = ledger.begin_read();
+    if (!txn) return storage(txn.error().message);
+    std::vector<std::string> problems;
+    std::size_t replaced_seen = 0;
+    for (Asn after{};;) {
+        auto page = lifecycle.records_in(*txn, after, sweep_records_per_page);
+        if (!page) return storage(page.error().message());
+        for (const LifecycleRecord& r : *page) {
+            if (auto checked = check_record(ledger, registry, *txn, r, problems); !checked) return storage(checked.error().message());
+            replaced_seen += r.state != CarryState::waiting ? 1 : 0;
+        }
+        if (page->size() < sweep_records_per_page) break;
+        after = page->back().asn;
+    }
+    auto cards = registry.cards();
+    if (!cards) return Unexpected<Error>{cards.error()};
+    const auto replaced = static_cast<std::size_t>(
+        std::count_if(cards->begin(), cards->end(), [](const CardRecord& c) { return c.status == CardStatus::replaced; }));
+    if (replaced != replaced_seen) {
+        problems.push_back(fmt::format("{} cards are replaced but {} lifecycle records name a replacement", replaced, replaced_seen));
+    }
+    return problems;
+}
+
 }  // namespace coconut::clearing
