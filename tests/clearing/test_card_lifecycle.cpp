@@ -387,6 +387,9 @@ TEST_CASE("a 280000 load reversed (0400) or expired gives the holding back") {
     other.atc = 2;
     other.amount_fen = 3001;
     CHECK(rig.code(other.request(++rig.stan)) == "51");  // 2000 of 5000 pending: 3000 left
+    Load as_cash = load;
+    as_cash.processing = "210000";
+    CHECK(rig.code(as_cash.confirmation(++rig.stan)) == "12");  // a 280000 load is confirmed as one
     CHECK(rig.code(load.reversal(++rig.stan)) == "00");
     CHECK(rig.holding() == 5000);
     CHECK(rig.account(carried_holding_account(asn_of(card_b))).debits_pending == 0);
