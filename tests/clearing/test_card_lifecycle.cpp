@@ -461,6 +461,22 @@ TEST_CASE("a card a clerk put back on active by its status can be reported lost 
     rig.require_check();
 }
 
+TEST_CASE("a blocked card is neither reported lost nor replaced") {
+    LifecycleRig rig;
+    const Registry& registry = *rig.registry;
+    REQUIRE(rig.commit(LifecycleChange{{}, [&registry](lmdb::Txn& txn, auto, std::string&) -> lmdb::Status {
+                                           CardRecord card = **registry.card_in(txn, asn_of(card_a));
+                                           auto recorded = registry.record_status_change(txn, card.asn, card.status, CardStatus::blocked);
+                                           if (!recorded) return Unexpected<lmdb::Error>{recorded.error()};
+                                           card.status = CardStatus::blocked;
+                                           return registry.put_card(txn, card);
+                                       }}) == "ok");
+    CHECK(rig.commit(report_lost(rig.context, asn_of(card_a), Reporter::clerk, "desk-1", t0_ns)) == "card is blocked");
+    CHECK(rig.replace() == "card is blocked");
+    CHECK(rig.medical(card_a) == 20000);
+    rig.require_check();
+}
+
 TEST_CASE("a clerk cannot set a replaced card's status by name") {
     LifecycleRig rig;
     REQUIRE(rig.replace() == "ok");

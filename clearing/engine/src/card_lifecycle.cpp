@@ -71,8 +71,8 @@ LifecycleChange report_lost(const LifecycleContext& context, const Asn& asn, Rep
         } else if (*record && (*card)->status != CardStatus::active) {
             // A waiting record of a card a clerk put back on `active` by its status is stale: reported anew.
             outcome = "card already reported lost";
-        } else if ((*card)->status == CardStatus::blocked) {
-            outcome = "card is blocked";
+        } else if ((*card)->status != CardStatus::active && (*card)->status != CardStatus::lost) {
+            outcome = "card is " + std::string(to_string((*card)->status));  // blocked, or handed back
         }
         if (outcome != "ok") return Ok{};
         LifecycleRecord r;
@@ -125,7 +125,7 @@ std::optional<std::string> replacement_problem(const CardRecord* lost, const Car
     if (!fresh) return "new card not registered";
     if (lost->asn == fresh->asn) return "the new card must be another card";
     if (lost->status == CardStatus::replaced || (record && record->state != CarryState::waiting)) return "card already replaced";
-    if (lost->status == CardStatus::blocked) return "card is blocked";
+    if (lost->status != CardStatus::active && lost->status != CardStatus::lost) return "card is " + std::string(to_string(lost->status));
     if (!lost_owner) return "no person record for the card: register its holder first (POST /v1/clerk/persons)";
     if (*lost_owner != ssn) return "the SSN does not match the card's holder";
     if (fresh->status != CardStatus::active) return "new card is not active";
