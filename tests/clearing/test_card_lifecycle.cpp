@@ -127,6 +127,14 @@ struct LifecycleRig : Rig {
         REQUIRE(commit(person_change(hash_of(0x11), PersonRecord{"Li Na", "1980-02-03", {asn_of(card_a)}})) == "ok");
     }
 
+    // check() and the lifecycle's own check: every scenario ends with both clean.
+    void require_check() const {
+        Rig::require_check();
+        auto problems = check_lifecycle(*ledger, *registry, lifecycle);
+        REQUIRE(problems.ok());
+        for (const auto& p : *problems) FAIL_CHECK(p);
+    }
+
     LifecycleChange person_change(const SsnHash& ssn, PersonRecord person) {
         return LifecycleChange{{},
                                [this, ssn, person](lmdb::Txn& txn, auto, std::string&) { return lifecycle.put_person(txn, ssn, person); }};
@@ -379,6 +387,9 @@ TEST_CASE("a 280000 load reversed (0400) or expired gives the holding back") {
     other.atc = 2;
     other.amount_fen = 3001;
     CHECK(rig.code(other.request(++rig.stan)) == "51");  // 2000 of 5000 pending: 3000 left
+    Load as_cash = load;
+    as_cash.processing = "210000";
+    CHECK(rig.code(as_cash.confirmation(++rig.stan)) == "12");  // a 280000 load is confirmed as one
     CHECK(rig.code(load.reversal(++rig.stan)) == "00");
     CHECK(rig.holding() == 5000);
     CHECK(rig.account(carried_holding_account(asn_of(card_b))).debits_pending == 0);
@@ -430,6 +441,42 @@ TEST_CASE("race: a purchase booked on the shadow while the carry was in flight i
     rig.require_check();
 }
 
+TEST_CASE("a card a clerk put back on active by its status can be reported lost again") {
+    LifecycleRig rig;
+    REQUIRE(rig.commit(report_lost(rig.context, asn_of(card_a), Reporter::cardholder, "cardholder", t0_ns)) == "ok");
+    // As PUT /v1/clerk/cards/{n}/status does it: in the writer's commit, with its hotlist entry.
+    const Registry& registry = *rig.registry;
+    REQUIRE(rig.commit(LifecycleChange{{}, [&registry](lmdb::Txn& txn, auto, std::string&) -> lmdb::Status {
+                                           CardRecord card = **registry.card_in(txn, asn_of(card_a));
+                                           auto recorded = registry.record_status_change(txn, card.asn, card.status, CardStatus::active);
+                                           if (!recorded) return Unexpected<lmdb::Error>{recorded.error()};
+                                           card.status = CardStatus::active;
+                                           return registry.put_card(txn, card);
+                                       }}) == "ok");
+    CHECK(rig.commit(report_lost(rig.context, asn_of(card_a), Reporter::clerk, "desk-1", t0_ns + ns_per_s)) == "ok");
+    CHECK(rig.record(card_a).reported_by == "desk-1");
+    CHECK(rig.card(card_a).status == CardStatus::lost);
+    REQUIRE(rig.replace() == "ok");
+    CHECK(rig.commit(report_lost(rig.context, asn_of(card_a), Reporter::clerk, "desk-1", t0_ns)) == "card already replaced");
+    rig.require_check();
+}
+
+TEST_CASE("a blocked card is neither reported lost nor replaced") {
+    LifecycleRig rig;
+    const Registry& registry = *rig.registry;
+    REQUIRE(rig.commit(LifecycleChange{{}, [&registry](lmdb::Txn& txn, auto, std::string&) -> lmdb::Status {
+                                           CardRecord card = **registry.card_in(txn, asn_of(card_a));
+                                           auto recorded = registry.record_status_change(txn, card.asn, card.status, CardStatus::blocked);
+                                           if (!recorded) return Unexpected<lmdb::Error>{recorded.error()};
+                                           card.status = CardStatus::blocked;
+                                           return registry.put_card(txn, card);
+                                       }}) == "ok");
+    CHECK(rig.commit(report_lost(rig.context, asn_of(card_a), Reporter::clerk, "desk-1", t0_ns)) == "card is blocked");
+    CHECK(rig.replace() == "card is blocked");
+    CHECK(rig.medical(card_a) == 20000);
+    rig.require_check();
+}
+
 TEST_CASE("a clerk cannot set a replaced card's status by name") {
     LifecycleRig rig;
     REQUIRE(rig.replace() == "ok");
@@ -438,6 +485,19 @@ TEST_CASE("a clerk cannot set a replaced card's status by name") {
     CHECK(done.error().code == ErrorCode::conflict);
     CHECK(!parse_card_status("replaced").has_value());
     CHECK(rig.card(card_a).status == CardStatus::replaced);
+}
+
+TEST_CASE("the lifecycle check names a replaced card without its record") {
+    LifecycleRig rig;
+    REQUIRE(rig.replace() == "ok");
+    rig.require_check();
+    const Lifecycle& lifecycle = rig.lifecycle;
+    REQUIRE(rig.commit(LifecycleChange{{}, [&lifecycle](lmdb::Txn& txn, auto, std::string&) {
+                                           return lifecycle.delete_record(txn, asn_of(card_a));
+                                       }}) == "ok");
+    auto problems = check_lifecycle(*rig.ledger, *rig.registry, rig.lifecycle);
+    REQUIRE(problems.ok());
+    CHECK(*problems == std::vector<std::string>{"1 cards are replaced but 0 lifecycle records name a replacement"});
 }
 
 TEST_CASE("lifecycle and person records round-trip their encodings; damaged ones are refused") {

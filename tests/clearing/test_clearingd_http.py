@@ -962,7 +962,7 @@ def carried_load(stack, link, card, amount, stan):
     return "00"
 
 
-def lifecycle_holder(stack, client):
+def lifecycle_holder(stack, client, artifacts):
     """The holder of card 0 reports it lost with its token, sees only its status, and finds it again."""
     card0 = card_number(it.CARDS[0])
     token0 = stack.token(card0)
@@ -987,13 +987,20 @@ def lifecycle_holder(stack, client):
     _, answer = link.call("0200", it.load_request(it.CARDS[0], 500, 12, init))
     assert answer[39] == "41", answer
     link.close()
+    # The balance page shows the lost card's status and the "found" button, no balance.
+    dom = chromium(f"http://127.0.0.1:{stack.http_port}/#card={card0}&token={token0}", artifacts)
+    assert f"Card {card0} is lost since" in element_text(dom, "lost-status"), element_text(dom, "lost-status")
+    assert 'id="found" hidden' not in dom and 'id="lost" hidden' not in dom and 'id="result" hidden' in dom
     status, body, _ = client.call("DELETE", f"/v1/cards/{card0}/lost", token0)
     assert status == 200 and body["status"] == "active" and "lost" not in body, body
+    dom = chromium(f"http://127.0.0.1:{stack.http_port}/#card={card0}&token={token0}", artifacts)
+    assert 'id="report-lost"' in dom and 'id="result" hidden' not in dom and 'id="lost" hidden' in dom
     status, body = client.get(f"/v1/cards/{card0}/transactions", token0)
     assert status == 200, body
     status, body, _ = client.call("DELETE", f"/v1/cards/{card0}/lost", token0)
     assert_error(status, body, 409, "conflict")
-    it.log("  ok  holder: report lost (hotlist download has it, 0200 answered 41, token answers status only: 403), found")
+    it.log("  ok  holder: report lost (hotlist download has it, 0200 answered 41, token answers status only: 403, the page "
+           "shows it with its found button), found (the page's report-lost button back)")
 
 
 def lifecycle_persons(stack, client):
@@ -1091,8 +1098,9 @@ def lifecycle_replacement(stack, client):
            "medical moved at once, carried after the wait, collected with 280000 (then 51), journaled")
 
 
-def phase_lifecycle(stack):
+def phase_lifecycle(stack, artifacts):
     it.log("phase lifecycle")
+    os.makedirs(artifacts, exist_ok=True)
     bad = persons_file(stack, {"ssn": SSN, "name": "Li Na"})
     result = it.run([stack.clearingd, "admin", "--data", stack.data, "load", bad], check=False)
     assert result.returncode == 5 and "person" in result.stderr, (result.returncode, result.stderr)
@@ -1103,7 +1111,7 @@ def phase_lifecycle(stack):
     stack.secrets.append(out)
     stack.start_daemon(["--lost-wait-s", str(LOST_WAIT_S)])
     client = Client(stack.http_port)
-    lifecycle_holder(stack, client)
+    lifecycle_holder(stack, client, artifacts)
     lifecycle_persons(stack, client)
     lifecycle_replacement(stack, client)
     assert stack.stop_daemon() == 0
@@ -1207,7 +1215,7 @@ def main():
         if phases in ("load", "all"):
             phase_load(stack)
         if phases in ("lifecycle", "all"):
-            phase_lifecycle(stack)
+            phase_lifecycle(stack, artifacts)
         if phases in ("counter", "all"):
             phase_counter(stack)
         ok = True

@@ -1,5 +1,6 @@
 // coconut-clearingd: serve (ISO 8583 for terminals), check (every invariant of a data directory),
 // admin (registries). Usage, options and exit codes: clearing/README.md.
+#include <coconut/clearing/card_lifecycle.hpp>
 #include <coconut/clearing/check.hpp>
 #include <coconut/clearing/daemon.hpp>
 #include <coconut/clearing/engine.hpp>
@@ -412,6 +413,11 @@ int run_check(const std::string& dir, bool as_json) {
     auto data = open_data(dir, false);
     if (!data) return fail(exit_storage, data.error());
     auto report = check(*data->ledger, *data->registry);
+    if (report) {  // the card lifecycle's records (card_lifecycle.hpp) in the same report
+        auto lifecycle = check_lifecycle(*data->ledger, *data->registry, *data->lifecycle);
+        if (!lifecycle) return fail(exit_storage, lifecycle.error().message);
+        report->problems.insert(report->problems.end(), lifecycle->begin(), lifecycle->end());
+    }
     if (!report) return fail(exit_for(report.error()), report.error().message);
     std::vector<std::string> problems = report->ledger.problems;
     problems.insert(problems.end(), report->problems.begin(), report->problems.end());

@@ -66,10 +66,13 @@ LifecycleChange report_lost(const LifecycleContext& context, const Asn& asn, Rep
         if (!record) return Unexpected<lmdb::Error>{record.error()};
         if (!*card) {
             outcome = "card not registered";
-        } else if (*record || (*card)->status == CardStatus::replaced) {
+        } else if ((*record && (*record)->state != CarryState::waiting) || (*card)->status == CardStatus::replaced) {
+            outcome = "card already replaced";
+        } else if (*record && (*card)->status != CardStatus::active) {
+            // A waiting record of a card a clerk put back on `active` by its status is stale: reported anew.
             outcome = "card already reported lost";
-        } else if ((*card)->status == CardStatus::blocked) {
-            outcome = "card is blocked";
+        } else if ((*card)->status != CardStatus::active && (*card)->status != CardStatus::lost) {
+            outcome = "card is " + std::string(to_string((*card)->status));  // blocked, or handed back
         }
         if (outcome != "ok") return Ok{};
         LifecycleRecord r;
@@ -122,7 +125,7 @@ std::optional<std::string> replacement_problem(const CardRecord* lost, const Car
     if (!fresh) return "new card not registered";
     if (lost->asn == fresh->asn) return "the new card must be another card";
     if (lost->status == CardStatus::replaced || (record && record->state != CarryState::waiting)) return "card already replaced";
-    if (lost->status == CardStatus::blocked) return "card is blocked";
+    if (lost->status != CardStatus::active && lost->status != CardStatus::lost) return "card is " + std::string(to_string(lost->status));
     if (!lost_owner) return "no person record for the card: register its holder first (POST /v1/clerk/persons)";
     if (*lost_owner != ssn) return "the SSN does not match the card's holder";
     if (fresh->status != CardStatus::active) return "new card is not active";
@@ -370,6 +373,60 @@ Result<std::size_t> run_lifecycle_sweep(const LifecycleContext& context, ledger:
         submitted++;
     }
     return submitted;
+}
+
+namespace {
+
+// One record against its card and the replacement's holding, read in `txn`.
+lmdb::Status check_record(const ledger::Ledger& ledger, const Registry& registry, const lmdb::Txn& txn, const LifecycleRecord& r,
+                          std::vector<std::string>& problems) {
+    const std::string name = "lifecycle record of card " + bcd_to_digits(r.asn);
+    auto card = registry.card_in(txn, r.asn);
+    if (!card) return Unexpected<lmdb::Error>{card.error()};
+    if (!*card) {
+        problems.push_back(name + ": card not registered");
+        return Ok{};
+    }
+    const CardStatus status = (*card)->status;
+    if (r.state != CarryState::waiting && status != CardStatus::replaced) {
+        problems.push_back(name + ": " + std::string(to_string(r.state)) + " but the card is " + std::string(to_string(status)));
+    }
+    if (r.state == CarryState::waiting && status == CardStatus::replaced) problems.push_back(name + ": waiting but the card is replaced");
+    if (r.state == CarryState::waiting) return Ok{};
+    auto holding = ledger.lookup_account(txn, carried_holding_account(r.replaced_by));
+    if (!holding) return Unexpected<lmdb::Error>{lmdb::Error{MDB_CORRUPTED, "ledger read", holding.error().message}};
+    if (!*holding || (*holding)->code != account_codes::carried_holding) {
+        problems.push_back(name + ": no carried holding account for its replacement " + bcd_to_digits(r.replaced_by));
+    }
+    return Ok{};
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> check_lifecycle(const ledger::Ledger& ledger, const Registry& registry, const Lifecycle& lifecycle) {
+    auto storage = [](const std::string& what) { return Unexpected<Error>{Error{ErrorCode::storage, what}}; };
+    auto txn = ledger.begin_read();
+    if (!txn) return storage(txn.error().message);
+    std::vector<std::string> problems;
+    std::size_t replaced_seen = 0;
+    for (Asn after{};;) {
+        auto page = lifecycle.records_in(*txn, after, sweep_records_per_page);
+        if (!page) return storage(page.error().message());
+        for (const LifecycleRecord& r : *page) {
+            if (auto checked = check_record(ledger, registry, *txn, r, problems); !checked) return storage(checked.error().message());
+            replaced_seen += r.state != CarryState::waiting ? 1 : 0;
+        }
+        if (page->size() < sweep_records_per_page) break;
+        after = page->back().asn;
+    }
+    auto cards = registry.cards();
+    if (!cards) return Unexpected<Error>{cards.error()};
+    const auto replaced = static_cast<std::size_t>(
+        std::count_if(cards->begin(), cards->end(), [](const CardRecord& c) { return c.status == CardStatus::replaced; }));
+    if (replaced != replaced_seen) {
+        problems.push_back(fmt::format("{} cards are replaced but {} lifecycle records name a replacement", replaced, replaced_seen));
+    }
+    return problems;
 }
 
 }  // namespace coconut::clearing

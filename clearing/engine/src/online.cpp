@@ -435,6 +435,16 @@ void Engine::load_confirmation(std::shared_ptr<Online> online) {
     }
     online->attempt = **attempt;
     online->transfer_id = online_load_transfer(c.asn, c.online_atc, online->attempt.attempt);
+    // 210000 confirms a load from the float, 280000 one from the carried holding: the 0200's, not another
+    // (a late booking debits the account field 3 names).
+    auto original = ledger_.lookup_transfer(online->transfer_id);
+    if (!original) {
+        log_line("0220: " + original.error().message);
+        return answer(online, ResponseCode::system_malfunction);
+    }
+    if (*original && ((*original)->code == transfer_codes::carried_load) != online->carried) {
+        return answer(online, ResponseCode::invalid_transaction);
+    }
     if (online->amount_fen != online->attempt.amount_fen) return answer(online, ResponseCode::invalid_amount);
     const std::uint64_t new_balance = std::uint64_t{c.old_balance_fen} + online->amount_fen;
     if (new_balance > std::numeric_limits<std::uint32_t>::max()) return answer(online, ResponseCode::format_error);

@@ -74,6 +74,12 @@ bool submit_change(ledger::Writer& writer, LifecycleChange change, std::function
 // page), each change due submitted. Returns how many were submitted.
 Result<std::size_t> run_lifecycle_sweep(const LifecycleContext& context, ledger::Writer& writer, std::uint64_t now_ns, Asn& cursor);
 
+// The lifecycle records against the registry and the ledger (`coconut-clearingd check` adds them to its
+// report): each record's card is registered and lost / replaced as its state says, a replaced card has a
+// record naming its replacement, and that replacement's carried holding account exists. Returns the
+// problems found (empty: consistent).
+Result<std::vector<std::string>> check_lifecycle(const ledger::Ledger& ledger, const Registry& registry, const Lifecycle& lifecycle);
+
 // A lost card's purse balance as the carry would move it now: posted credits minus posted and pending
 // debits of its shadow account (0 when missing).
 std::int64_t carry_amount(const ledger::Account& shadow);
