@@ -31,7 +31,10 @@ RUN_TIMEOUT_S = 240
 # messages are chosen by the seed and each request's identity (sdk::LinkFault), never by timing, so a day
 # with faults is as reproducible as one without (only --kill-clearing-every depends on the wall clock).
 SIMULATE_SEED_42_DIGEST = "6E5E9DAB642D8103BAF0195354BDC6C0E42871F998EAA3481D3094E1A0727872"
-DEMO_SMALL_DIGEST = "5D7BEBA076B7B3EE34FAF2B27C55E310CABA2EBF1BA7C0293BD4ED6EEBC0C71E"
+DEMO_SMALL_DIGEST = "B172EE5F30683353B59439089A7FDC82F20A5A5A28CAAE177EC8F3994476DA11"
+# The demo's airport counter (demo.cpp, desk.hpp): tourist cards sold at CI size, each with this deposit.
+DEMO_SMALL_TOURISTS = 12
+TOURIST_DEPOSIT_FEN = 2000
 
 
 def scratch(prefix):
@@ -67,7 +70,7 @@ def demo_small():
     try:
         out = run(["demo", "--dir", os.path.join(work, "island"), "--size", "small", "--images", os.path.join(work, "media")])
         summary = json.load(open(os.path.join(work, "island", "summary.json")))
-        check_invariants(summary, 100)
+        check_invariants(summary, 100 + DEMO_SMALL_TOURISTS)
         day = summary["day"]
         assert day["transactions"] >= 2500, day["transactions"]
         kinds = day["by_kind"]
@@ -78,19 +81,20 @@ def demo_small():
         assert day["digest"] == DEMO_SMALL_DIGEST, f"the demo's day changed: {day['digest']}"
         assert "nothing created or lost" in out and "ledger check: ok" in out, out
         island = os.path.join(work, "island")
+        check_tourist_cards(summary, island, out)
         # Cardholder tokens: one file per card, mode 0600, each a card_ token; the demo asked the running daemon's
         # cardholder API with a few of them (own token = the card's balance, another card's 404, none 401).
         tokens_dir = os.path.join(island, "tokens")
         token_files = sorted(os.listdir(tokens_dir))
-        assert len(token_files) == 100, len(token_files)
+        assert len(token_files) == 100 + DEMO_SMALL_TOURISTS, len(token_files)
         for name in token_files:
             path = os.path.join(tokens_dir, name)
             assert len(name) == len("0000000000000001.token") and name.endswith(".token"), name
             assert oct(os.stat(path).st_mode & 0o777) == "0o600", (path, oct(os.stat(path).st_mode))
             assert open(path).read().startswith("card_"), path
-        assert len(set(open(os.path.join(tokens_dir, n)).read() for n in token_files)) == 100, "two cards share a token"
+        assert len(set(open(os.path.join(tokens_dir, n)).read() for n in token_files)) == len(token_files), "two cards share a token"
         tokens = summary["tokens"]
-        assert tokens["ok"] and tokens["cards_checked"] >= 5 and tokens["files"] == 100 and tokens["problems"] == [], tokens
+        assert tokens["ok"] and tokens["cards_checked"] >= 5 and tokens["files"] == len(token_files) and tokens["problems"] == [], tokens
         # Settlement through coconut-settle against the live daemon: pain.001 valid against the XSD, every
         # payout booked by the bank and matched by coconut-settle reconcile, a second run posted nothing.
         settlement = summary["settlement"]
@@ -122,7 +126,7 @@ def demo_small():
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=RUN_TIMEOUT_S)
         assert again.returncode == 0, again.stdout
         assert " (0 new, " in again.stdout, again.stdout
-        check_invariants({"verification": summary["after_settlement"], "day": day}, 100)
+        check_invariants({"verification": summary["after_settlement"], "day": day}, 100 + DEMO_SMALL_TOURISTS)
         assert summary["ok"]
         print(f"demo small: {day['transactions']} transactions, {day['tears']} tears, {day['dropped_frames']} frames lost, "
               f"{settlement['transfers_posted']} settlement transfers, {summary['timings_s']['total']:.1f} s "
@@ -131,13 +135,43 @@ def demo_small():
         shutil.rmtree(work, ignore_errors=True)
 
 
+def check_tourist_cards(summary, island, out):
+    """The airport counter's day: tourist cards sold with a deposit, most returned at departure (the whole
+    balance taken by a TAC-proven purchase of the counter's PSAM, the card blocked, balance + deposit paid in
+    cash), the rest listed by the dormancy report; every deposit is in the books."""
+    t = summary["day"]["tourists"]
+    deposit = TOURIST_DEPOSIT_FEN
+    assert t["sold"] == DEMO_SMALL_TOURISTS and t["deposits_taken_fen"] == deposit * t["sold"], t
+    assert t["returned"] > 0 and t["kept"] > 0 and t["returned"] + t["kept"] == t["sold"], t
+    assert t["returned_balance_fen"] > 0 and t["deposits_returned_fen"] == deposit * t["returned"], t
+    assert t["paid_cash_fen"] == t["returned_balance_fen"] + t["deposits_returned_fen"] - t["return_fees_fen"], t
+    # Each return is one whole-balance debit in the transaction log, booked like any purchase.
+    returns = summary["day"]["by_kind"]["counter return"]
+    assert returns["count"] == t["returned"] and returns["amount_fen"] == t["returned_balance_fen"], (returns, t)
+    # The cards still out: exactly those the dormancy report lists, each with its deposit and a balance.
+    assert len(t["dormant"]) == t["kept"], t
+    assert all(c["deposit_fen"] == deposit and c["balance_fen"] > 0 for c in t["dormant"]), t["dormant"]
+    assert t["dormant_deposit_fen"] == deposit * t["kept"], t
+    tourist_numbers = {c["asn"][-16:] for c in json.load(open(os.path.join(island, "island.json")))["cards"] if c.get("tourist")}
+    assert len(tourist_numbers) == t["sold"] and {c["card_number"] for c in t["dormant"]} <= tourist_numbers, t["dormant"]
+    # The books: the deposits held are those of the cards still out; no refund is owed (cash at the desk); the
+    # counter's payable is what it paid out minus the deposits it collected.
+    money = {m["name"]: m for m in summary["verification"]["money"]}
+    assert money["card deposits (tourist cards)"]["purse_fen"] == t["dormant_deposit_fen"], money
+    assert money["refunds owed to cardholders"]["purse_fen"] == 0, money
+    counter = money["Meilan Airport Service Desk (counter, 7001)"]["purse_fen"]
+    assert counter == t["returned_balance_fen"] + t["deposits_returned_fen"] - t["return_fees_fen"] - t["deposits_taken_fen"], (counter, t)
+    assert f"{t['sold']} tourist cards sold" in out and "still out" in out, out
+
+
 def simulate(work, name, seed, extra=(), transactions=800):
     island = os.path.join(work, name)
     args = ["simulate", "--dir", island, "--images", os.path.join(work, name + "-media"), "--cards", "40", "--buses", "4",
             "--clinics", "1", "--shops", "4", "--transactions", str(transactions), "--seed", str(seed)] + list(extra)
     run(args)
     summary = json.load(open(os.path.join(island, "simulate.json")))
-    check_invariants(summary, 40)
+    tourists = int(args[args.index("--tourists") + 1]) if "--tourists" in args else 0
+    check_invariants(summary, 40 + tourists)
     return summary, open(os.path.join(island, "transactions.log")).read()
 
 
@@ -161,6 +195,16 @@ def deterministic():
         assert lossy_log == again_log, "the same seed with lost messages gave different transactions"
         for key in ("dropped_frames", "upload_failures", "top_ups_failed", "uploaded", "tears"):
             assert lossy["day"][key] == again["day"][key], (key, lossy["day"][key], again["day"][key])
+        # With the airport counter selling tourist cards and taking most of them back: the same day twice.
+        visitors, visitors_log = simulate(work, "t", 42, ["--tourists", "8"] + faults)
+        visitors_again, visitors_again_log = simulate(work, "u", 42, ["--tourists", "8"] + faults)
+        assert visitors_log == visitors_again_log, "the same seed with tourist cards gave different transactions"
+        assert "tourist-sale" in visitors_log and " counter return " in visitors_log, visitors_log[:2000]
+        for key in ("sold", "returned", "kept", "returned_balance_fen", "dormant_balance_fen", "dormant_deposit_fen"):
+            assert visitors["day"]["tourists"][key] == visitors_again["day"]["tourists"][key], key
+        t = visitors["day"]["tourists"]
+        assert t["sold"] == 8 and t["returned"] > 0 and t["kept"] >= 2 and t["returned"] + t["kept"] == 8, t
+        assert len(t["dormant"]) == t["kept"] and t["dormant_deposit_fen"] == TOURIST_DEPOSIT_FEN * t["kept"], t
         print(f"deterministic: {first['day']['transactions']} transactions, digest {first['day']['digest'][:16]}… twice; "
               f"with {lossy['day']['dropped_frames']} lost messages and {lossy['day']['tears']} tears, the same day twice")
     finally:

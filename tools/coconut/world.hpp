@@ -49,7 +49,7 @@ inline constexpr const char* scheme_issuer_id = "4600000000000001";
 struct Participant {
     std::uint64_t id = 0;
     std::string name;
-    std::string kind;  // bus, shop, clinic
+    std::string kind;  // bus, shop, clinic, counter (a service desk: sells and takes back cards)
     std::string bank_account;
     std::uint32_t fee_rate_bp = 0;
 };
@@ -58,7 +58,7 @@ struct TerminalEntry {
     std::string terminal_id;       // field 41, 8 characters
     std::string psam_terminal_id;  // 12 digits
     std::uint64_t participant_id = 0;
-    std::string kind;             // bus, shop, clinic
+    std::string kind;             // bus, shop, clinic, counter
     std::uint16_t line = 0;       // buses: the line the validator serves
     bool distance_fares = false;  // buses: entry/exit fares by stops (else flat)
     fs::path psam_image;
