@@ -274,6 +274,14 @@ def bad_inputs():
         manifest = json.load(open(os.path.join(island, "island.json")))
         assert [c.get("tourist") for c in manifest["cards"]] == [False, False, False, True, True], manifest["cards"]
         assert os.path.exists(os.path.join(island, "keys", "counter.key"))  # the counter's HSM client (maintenance)
+        # Tourist cards in a simulated day need the clerk API up all day, and an island with a service counter.
+        out = run(["simulate", "--dir", os.path.join(work, "k"), "--tourists", "2", "--kill-clearing-every", "1"], expect=2)
+        assert "--tourists is not combined with --kill-clearing-every" in out, out
+        plain = os.path.join(work, "plain")
+        small = ["--cards", "4", "--buses", "1", "--clinics", "0", "--shops", "1", "--transactions", "20"]
+        run(["simulate", "--dir", plain] + small)
+        out = run(["simulate", "--dir", plain, "--tourists", "2"] + small, expect=2)
+        assert "tourist cards need a service counter: this island was planned without one" in out, out
         print("bad inputs: specific exit codes; ceremony refuses to run twice; issue + show work")
     finally:
         shutil.rmtree(work, ignore_errors=True)
