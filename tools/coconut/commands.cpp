@@ -243,9 +243,10 @@ int ledger_check_command(const fs::path& data, bool as_json) {
 
 int simulate(const SimulateArgs& args) {
     const WorldPaths world{fs::absolute(args.dir)};
-    const bool tourists = args.day.tourists > 0;
+    const bool tourists = args.day.tourists > 0 || args.day.lost_cards > 0;
     // The clerk API's port changes when the clearing restarts: the counter's calls need it to stay up.
-    if (tourists && args.day.kill_clearing_every_s > 0) fail(exit_codes::usage, "--tourists is not combined with --kill-clearing-every");
+    if (tourists && args.day.kill_clearing_every_s > 0)
+        fail(exit_codes::usage, "--tourists / --lost-cards is not combined with --kill-clearing-every");
     Services services(world, tourists);  // tourist cards are sold and returned through the clerk API
     Progress progress("simulate");
     SetupReport setup = prepare_island(world, services, args.images, args.day, progress);

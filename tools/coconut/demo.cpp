@@ -44,6 +44,7 @@ DayOptions demo_day(const std::string& size, std::uint64_t seed) {
         day.tear_rate = 0.01;
         day.drop_rate = 0.002;
         day.tourists = 12;
+        day.lost_cards = 1;
         return day;
     }
     if (size != "day") fail(exit_codes::usage, "--size must be small or day");
@@ -56,6 +57,7 @@ DayOptions demo_day(const std::string& size, std::uint64_t seed) {
     day.tear_rate = 0.002;
     day.drop_rate = 0.0005;
     day.tourists = 60;
+    day.lost_cards = 1;
     return day;
 }
 

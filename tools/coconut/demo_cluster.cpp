@@ -131,6 +131,7 @@ int demo_cluster(const DemoArgs& args) {
     // The cluster's day is the residents' day (the airport counter's clerk calls go to one node's HTTP API:
     // the single-node demo shows them).
     day_options.tourists = 0;
+    day_options.lost_cards = 0;
     const fs::path images = args.images.empty() ? demo_images_dir(world.dir) : fs::absolute(args.images);
     std::error_code ec;
     fs::remove_all(images, ec);

@@ -61,7 +61,8 @@ sdk::MaintenanceMacProvider counter_mac_provider(const ServiceDesk& desk) {
     std::shared_ptr<hsm::Client> shared(std::move(client).value());
     const hsm::KeyRef master{"mk-maintenance", hsm::newest_version};
     return [shared, master](const sdk::MaintenanceMacRequest& request) -> Result<crypto::Mac4, std::string> {
-        auto answer = shared->maintenance_mac({master, hsm::CardIdentity{request.issuer_id, request.asn}, request.challenge, request.header});
+        auto answer =
+            shared->maintenance_mac({master, hsm::CardIdentity{request.issuer_id, request.asn}, request.challenge, request.header});
         if (!answer) return Unexpected{fmt::format("{}: {}", hsm::errc_name(answer.error().code), answer.error().message)};
         return answer->mac;
     };
@@ -74,9 +75,8 @@ void sell_tourist_card(const ServiceDesk& desk, const std::string& asn, std::uin
 
 BookedReturn book_card_return(const ServiceDesk& desk, const std::string& asn, const std::string& terminal_id,
                               std::uint32_t terminal_serial) {
-    const json answer =
-        clerk_call(desk, "POST", "/v1/clerk/cards/" + card_number_of(asn) + "/return",
-                   {{"terminal_id", terminal_id}, {"terminal_serial", terminal_serial}, {"payout", "cash"}}, 201);
+    const json answer = clerk_call(desk, "POST", "/v1/clerk/cards/" + card_number_of(asn) + "/return",
+                                   {{"terminal_id", terminal_id}, {"terminal_serial", terminal_serial}, {"payout", "cash"}}, 201);
     BookedReturn booked;
     booked.balance_fen = answer.value("balance_fen", std::int64_t{0});
     booked.deposit_fen = answer.value("deposit_fen", std::int64_t{0});
@@ -93,6 +93,23 @@ std::vector<DormantTouristCard> dormant_tourist_cards(const ServiceDesk& desk) {
             out.push_back({card.at("card_number").get<std::string>(), card.value("balance_fen", std::int64_t{0}),
                            card.value("deposit_fen", std::int64_t{0})});
     return out;
+}
+
+void replace_lost_card(const ServiceDesk& desk, const std::string& lost_asn, const std::string& new_asn, const Holder& holder) {
+    const std::string lost = card_number_of(lost_asn);
+    clerk_call(desk, "POST", "/v1/clerk/persons",
+               {{"ssn", holder.ssn}, {"name", holder.name}, {"birth_date", holder.birth_date}, {"cards", {lost}}}, 200);
+    clerk_call(desk, "POST", "/v1/clerk/cards/" + lost + "/lost", {{"ssn", holder.ssn}}, 200);
+    clerk_call(desk, "POST", "/v1/clerk/cards/" + lost + "/replace", {{"new_card", card_number_of(new_asn)}, {"ssn", holder.ssn}}, 200);
+}
+
+LostCardState lost_card_state(const ServiceDesk& desk, const std::string& asn) {
+    const json answer = clerk_call(desk, "GET", "/v1/clerk/cards/" + card_number_of(asn) + "/lifecycle", nullptr, 200);
+    if (!answer.contains("lost") || !answer["lost"].is_object())
+        fail(exit_codes::clearing_error, fmt::format("card {}: the clearing holds no lost-card record", card_number_of(asn)));
+    const json& lost = answer["lost"];
+    return {lost.value("state", ""), lost.value("medical_carried_fen", std::int64_t{0}),
+            lost.value("pending_transfer_fen", std::int64_t{0})};
 }
 
 }  // namespace coconut::cli

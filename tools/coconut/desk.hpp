@@ -17,10 +17,10 @@ namespace coconut::cli {
 
 // Where the desk reaches the HSM and the clearing's clerk API.
 struct ServiceDesk {
-    std::string hsm_endpoint;                   // coconut-hsmd HOST:PORT
-    fs::path hsm_key;                           // a client with the permission maintenance (D/keys/counter.key)
-    std::function<std::uint16_t()> http_port;   // the clearing's HTTP API on 127.0.0.1
-    fs::path clerk_token;                       // a clerk with the role counter (D/keys/counter.token)
+    std::string hsm_endpoint;                  // coconut-hsmd HOST:PORT
+    fs::path hsm_key;                          // a client with the permission maintenance (D/keys/counter.key)
+    std::function<std::uint16_t()> http_port;  // the clearing's HTTP API on 127.0.0.1
+    fs::path clerk_token;                      // a clerk with the role counter (D/keys/counter.token)
 };
 
 // The deposit every tourist card is sold with (20 CNY, as the island's sellers ask).
@@ -51,5 +51,23 @@ struct DormantTouristCard {
     std::int64_t deposit_fen = 0;
 };
 std::vector<DormantTouristCard> dormant_tourist_cards(const ServiceDesk& desk);
+
+// A resident reports the card lost at the counter and leaves with a card from its stock (clearing/README.md
+// "Card lifecycle"): POST /v1/clerk/persons (the holder, as on the ID document), POST …/lost {ssn},
+// POST …/replace {new_card, ssn}. Fails unless each answers 200.
+struct Holder {
+    std::string ssn;
+    std::string name;
+    std::string birth_date;  // YYYY-MM-DD
+};
+void replace_lost_card(const ServiceDesk& desk, const std::string& lost_asn, const std::string& new_asn, const Holder& holder);
+
+// GET /v1/clerk/cards/{n}/lifecycle of a lost card: where its balance stands.
+struct LostCardState {
+    std::string state;                      // pending_transfer (the waiting period runs) / carried
+    std::int64_t medical_carried_fen = 0;   // moved to the new card's medical account at once
+    std::int64_t pending_transfer_fen = 0;  // the purse balance the carry will move after the waiting period
+};
+LostCardState lost_card_state(const ServiceDesk& desk, const std::string& asn);
 
 }  // namespace coconut::cli

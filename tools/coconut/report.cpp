@@ -59,6 +59,11 @@ void print_day(std::ostream& out, const DayReport& day) {
         "and were retried; {} of them zero-fare entry taps (booked as 0-fen transfers: the ATC sequence stays whole)\n",
         day.uploaded, day.approved, day.suspense, day.duplicates, day.upload_rounds, day.upload_failures, day.zero_fare_entries);
     print_tourists(out, day.tourists);
+    for (const auto& r : day.replacements)
+        out << fmt::format(
+            "Lost card {} reported at the counter and replaced by {}: medical {} moved at once; purse {} pending transfer "
+            "(state {}: carried after the waiting period, collected with a 280000 load)\n",
+            r.lost_asn, r.new_asn, format_fen(r.medical_carried_fen), format_fen(r.pending_transfer_fen), r.state);
 }
 
 void print_tourists(std::ostream& out, const TouristReport& t) {
@@ -134,6 +139,13 @@ nlohmann::json tourists_json(const TouristReport& t) {
 nlohmann::json day_json(const DayReport& day) {
     json kinds = json::object();
     for (const auto& [kind, t] : day.by_kind) kinds[kind] = {{"count", t.count}, {"amount_fen", t.amount_fen}};
+    json replacements = json::array();
+    for (const auto& r : day.replacements)
+        replacements.push_back({{"lost_asn", r.lost_asn},
+                                {"new_asn", r.new_asn},
+                                {"state", r.state},
+                                {"medical_carried_fen", r.medical_carried_fen},
+                                {"pending_transfer_fen", r.pending_transfer_fen}});
     return {{"transactions", day.transactions},
             {"by_kind", kinds},
             {"declined", day.declined},
@@ -153,6 +165,7 @@ nlohmann::json day_json(const DayReport& day) {
             {"zero_fare_entries", day.zero_fare_entries},
             {"digest", day.digest},
             {"tourists", tourists_json(day.tourists)},
+            {"replacements", replacements},
             {"transaction_log", day.transaction_log.string()}};
 }
 

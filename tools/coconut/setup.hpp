@@ -15,6 +15,7 @@ struct SetupReport {
     double register_s = 0;
     std::size_t cards_issued = 0;
     std::size_t tourist_cards_issued = 0;
+    std::size_t stock_cards_issued = 0;
     std::size_t terminals = 0;
     std::size_t certificates_issued = 0;  // terminal TLS certificates signed by the HSM this time
     double certificates_s = 0;

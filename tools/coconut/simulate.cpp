@@ -88,8 +88,8 @@ std::uint64_t fnv1a(std::string_view text) {
 
 // ---- the day's plan --------------------------------------------------------------------------------
 
-// tourist_sale / tourist_return: at the airport counter (amount_fen: the deposit).
-enum class EventKind : std::uint8_t { bus_tap, shop, clinic, tourist_sale, tourist_return };
+// tourist_sale / tourist_return / card_replaced: at the airport counter (amount_fen: the deposit).
+enum class EventKind : std::uint8_t { bus_tap, shop, clinic, tourist_sale, tourist_return, card_replaced };
 
 struct Event {
     Seconds at = 0;
@@ -99,12 +99,13 @@ struct Event {
     std::uint32_t amount_fen = 0;  // shop, clinic
     std::uint16_t station = 0;     // bus
     std::uint32_t sequence = 0;    // order among the card's events (ties)
+    std::uint32_t new_card = 0;    // card_replaced: the card from the counter's stock
 };
 
 struct Plan {
     std::vector<Event> events;
     std::vector<std::uint32_t> buses, shops, clinics, counters;  // terminal indexes by kind
-    std::vector<std::uint32_t> residents, tourists;              // the island's cards in the day
+    std::vector<std::uint32_t> residents, tourists, stock;       // the island's cards in the day
 };
 
 Seconds clamp_time(double t, Seconds end) {
@@ -192,6 +193,43 @@ void plan_tourists(Plan& plan, const Island& island, const DayOptions& options, 
     }
 }
 
+// A resident reports the card lost at the counter after the first of its activities from noon on that
+// leaves no distance trip open (else after its last), and leaves with a card from the counter's stock:
+// the card's later activities are the new card's.
+void plan_lost_cards(Plan& plan, const Island& island, const DayOptions& options) {
+    if (options.lost_cards == 0) return;
+    if (plan.counters.empty()) fail(exit_codes::usage, "a lost card is replaced at a service counter: this island was planned without one");
+    for (std::uint32_t c = 0; c < island.cards.size() && plan.stock.size() < options.lost_cards; ++c)
+        if (island.cards[c].stock) plan.stock.push_back(c);
+    if (plan.stock.size() < options.lost_cards || plan.residents.size() < options.lost_cards)
+        fail(exit_codes::usage, fmt::format("{} lost cards need as many cards in the counter's stock ({}) and residents",
+                                            options.lost_cards, plan.stock.size()));
+    const std::size_t first = mix(options.seed, 0x1057CA2D) % plan.residents.size();
+    for (std::size_t k = 0; k < options.lost_cards; ++k) {
+        const std::uint32_t lost = plan.residents[(first + k) % plan.residents.size()];
+        std::vector<Event*> own;
+        for (auto& e : plan.events)
+            if (e.card == lost) own.push_back(&e);
+        Event report;
+        report.card = lost;
+        report.terminal = plan.counters.front();
+        report.kind = EventKind::card_replaced;
+        report.new_card = plan.stock[k];
+        report.at = 12 * 3600;
+        bool trip_open = false;
+        for (const Event* e : own) {  // in the card's order (sequence)
+            if (e->kind == EventKind::bus_tap && island.terminals[e->terminal].distance_fares) trip_open = !trip_open;
+            if (trip_open) continue;
+            report.at = std::max<Seconds>(report.at, e->at);
+            report.sequence = e->sequence + 1;
+            if (e->at >= 12 * 3600) break;
+        }
+        for (Event* e : own)
+            if (e->sequence >= report.sequence) e->card = report.new_card;
+        plan.events.push_back(report);
+    }
+}
+
 Plan plan_day(const Island& island, const DayOptions& options) {
     Plan plan;
     for (std::uint32_t t = 0; t < island.terminals.size(); ++t) {
@@ -201,7 +239,7 @@ Plan plan_day(const Island& island, const DayOptions& options) {
     if (plan.buses.empty() || plan.shops.empty()) fail(exit_codes::usage, "the island needs at least one bus and one shop");
     const Seconds end = day_start_s + static_cast<Seconds>(options.hours * 3600);
     for (std::uint32_t c = 0; c < island.cards.size() && plan.residents.size() < options.cards; ++c)
-        if (!island.cards[c].tourist) plan.residents.push_back(c);
+        if (!island.cards[c].tourist && !island.cards[c].stock) plan.residents.push_back(c);
     if (plan.residents.empty()) fail(exit_codes::usage, "the island holds no resident cards");
     const std::size_t cards = plan.residents.size();
     const double per_card = options.transactions > 0 ? static_cast<double>(options.transactions) / static_cast<double>(cards)
@@ -243,6 +281,7 @@ Plan plan_day(const Island& island, const DayOptions& options) {
         append_card_day(plan, island, std::move(day), random, end);
     }
     plan_tourists(plan, island, options, end);
+    plan_lost_cards(plan, island, options);
     std::sort(plan.events.begin(), plan.events.end(),
               [](const Event& a, const Event& b) { return std::tie(a.at, a.card, a.sequence) < std::tie(b.at, b.card, b.sequence); });
     return plan;
@@ -513,7 +552,18 @@ struct CounterDay {
     const ServiceDesk& desk;
     std::optional<sdk::MaintenanceMacProvider> mac;  // connected at the first return
     std::vector<PendingReturn> returns;
+    std::vector<std::pair<std::string, std::string>> replaced;  // (lost ASN, new ASN)
 };
+
+// A resident at the counter: the holder registered as on the ID document, the card reported lost and
+// replaced by one from the counter's stock (the clearing moves the medical balance at once, the purse
+// balance after the waiting period).
+void replace_at_counter(CounterDay& counter, const SimTerminal& t, const CardEntry& lost, const CardEntry& replacement,
+                        TransactionLog& log) {
+    replace_lost_card(counter.desk, lost.asn, replacement.asn, Holder{holder_ssn(lost.asn), lost.holder, "1990-01-01"});
+    log.write_desk("card-replaced", t, lost.asn + ' ' + replacement.asn, 0);
+    counter.replaced.emplace_back(lost.asn, replacement.asn);
+}
 
 // The sale of a tourist card: the seller takes the deposit in cash, the clearing books it (17).
 void sell_at_counter(CounterDay& counter, const SimTerminal& t, const CardEntry& card, std::uint32_t deposit_fen, TransactionLog& log,
@@ -721,7 +771,7 @@ void plan_participants_and_terminals(const WorldPaths& world, Island& island, co
     for (std::size_t i = 0; i < options.clinics; ++i) add("CLN", "clinic", i + 1, 3001 + i, 0, false);
     for (std::size_t i = 0; i < options.shops; ++i) add("SHP", "shop", i + 1, 5001 + i, 0, false);
     // The airport's service desk (kind counter): sells tourist cards and takes cards back.
-    if (options.tourists > 0) {
+    if (options.tourists > 0 || options.lost_cards > 0) {
         island.participants.push_back({airport_counter_id, "Meilan Airport Service Desk", "counter", "6222020700007001", 0});
         add("DSK", "counter", 1, airport_counter_id, 0, false);
     }
@@ -774,12 +824,12 @@ DayReport run_day(const WorldPaths& world, const Island& island, const ClearingU
     Seconds now = day_start_s;
     std::vector<SimTerminal> terminals = open_terminals(island, &now, options.business_date);
     std::vector<std::unique_ptr<cos::VirtualCard>> cards(island.cards.size());  // the day's cards, by island index
-    for (const auto* in_day : {&plan.residents, &plan.tourists})
+    for (const auto* in_day : {&plan.residents, &plan.tourists, &plan.stock})
         for (const std::uint32_t c : *in_day) cards[c] = must(cos::VirtualCard::open(island.cards[c].image), "card " + island.cards[c].asn);
-    if (!plan.tourists.empty() && !clearing.desk)
-        fail(exit_codes::usage, "tourist cards are sold through the clearing's clerk API: this day has no service desk");
+    if ((!plan.tourists.empty() || !plan.stock.empty()) && !clearing.desk)
+        fail(exit_codes::usage, "tourist cards and replacements go through the clearing's clerk API: this day has no service desk");
     std::optional<CounterDay> counter;
-    if (clearing.desk) counter.emplace(CounterDay{*clearing.desk, std::nullopt, {}});
+    if (clearing.desk) counter.emplace(CounterDay{*clearing.desk, std::nullopt, {}, {}});
 
     std::atomic<std::size_t> lost_messages{0};
     if (options.drop_rate > 0)
@@ -828,6 +878,10 @@ DayReport run_day(const WorldPaths& world, const Island& island, const ClearingU
         cos::VirtualCard* card = cards[e.card].get();
         if (e.kind == EventKind::tourist_sale) {
             sell_at_counter(*counter, t, island.cards[e.card], e.amount_fen, log, report.tourists);
+            continue;
+        }
+        if (e.kind == EventKind::card_replaced) {
+            replace_at_counter(*counter, t, island.cards[e.card], island.cards[e.new_card], log);
             continue;
         }
         if (e.kind == EventKind::tourist_return) {
@@ -936,6 +990,11 @@ DayReport run_day(const WorldPaths& world, const Island& island, const ClearingU
     if (clearing.after_day) clearing.after_day();
     report.clearing_kills = killer.kills();
     if (counter) close_counter_day(*counter, report.tourists);
+    if (counter)
+        for (const auto& [lost, replacement] : counter->replaced) {
+            const LostCardState state = lost_card_state(counter->desk, lost);
+            report.replacements.push_back({lost, replacement, state.state, state.medical_carried_fen, state.pending_transfer_fen});
+        }
     for (auto& t : terminals) {
         drop_link(t);
         report.link_failovers += t.failovers;

@@ -49,6 +49,9 @@ struct DayOptions {
     // Tourist (purse-only) cards sold at the airport counter during the day (needs the clerk API: ServiceDesk);
     // three of every four are returned at departure, the rest stay out (the dormancy report lists them).
     std::size_t tourists = 0;
+    // Residents who report their card lost at the counter around midday and leave with a card from its
+    // stock (the balance carried after the waiting period; the medical account at once). Needs the desk too.
+    std::size_t lost_cards = 0;
 };
 
 struct KindTotals {
@@ -77,6 +80,15 @@ struct TouristReport {
     std::int64_t dormant_deposit_fen = 0;
 };
 
+// A card reported lost and replaced at the counter, as the clearing shows it after the day.
+struct Replacement {
+    std::string lost_asn;
+    std::string new_asn;
+    std::string state;  // "pending_transfer": the waiting period runs
+    std::int64_t medical_carried_fen = 0;
+    std::int64_t pending_transfer_fen = 0;
+};
+
 struct DayReport {
     std::map<std::string, KindTotals> by_kind;  // bus flat/entry/exit/unfinished, shop, clinic medical, clinic purse, top-up
     std::size_t transactions = 0;               // completed card transactions (in the log)
@@ -98,6 +110,7 @@ struct DayReport {
     std::size_t clearing_kills = 0;
     std::uint64_t link_failovers = 0;  // terminal links that moved to another clearing node
     TouristReport tourists;
+    std::vector<Replacement> replacements;
     std::string digest;  // SHA-256 of the transaction log, hex
     fs::path transaction_log;
     double run_seconds = 0;

@@ -72,7 +72,12 @@ struct CardEntry {
     std::uint32_t medical_opening_fen = 0;
     std::string holder;
     bool tourist = false;  // purse only (CardIssueOptions::tourist)
+    bool stock = false;    // kept at the service counter for a replacement (empty; not in the day until handed out)
 };
+
+// The social-security number printed into card `asn`'s cardholder data at issuance (a resident's card; the
+// holder was born 1990-01-01).
+std::string holder_ssn(const std::string& asn);
 
 struct Island {
     fs::path images_dir;
