@@ -18,9 +18,12 @@ namespace {
 
 using nlohmann::json;
 
-// Counter actions run one at a time at the clearing (503 busy meanwhile): a few short retries.
-constexpr int busy_retries = 40;
+// Counter actions run one at a time at the clearing (503 busy meanwhile), and a clerk's token gets 10
+// requests a second after a burst of 20 (429 with Retry-After; clearing/README.md "HTTP API"): the desk waits
+// and asks again, bounded (a day's closing books dozens of returns at once; serve --http-token-rate).
+constexpr int retries_max = 200;
 constexpr auto busy_pause = std::chrono::milliseconds(50);
+constexpr auto rate_pause = std::chrono::milliseconds(120);
 
 std::string card_number_of(const std::string& asn) { return asn.substr(asn.size() - 16); }
 
@@ -32,15 +35,15 @@ std::string read_clerk_token(const fs::path& file) {
     return token;
 }
 
-// One clerk call, retried while the clearing answers 503; fails unless it answers `expected`.
+// One clerk call, retried while the clearing answers 503 or 429; fails unless it answers `expected`.
 json clerk_call(const ServiceDesk& desk, const std::string& method, const std::string& target, const json& body, int expected) {
     const std::string token = read_clerk_token(desk.clerk_token);
     const std::string text = body.is_null() ? std::string() : body.dump();
     HttpAnswer answer;
     for (int attempt = 0;; ++attempt) {
         answer = http_request(desk.http_port(), method, target, token, text);
-        if (answer.status != 503 || attempt + 1 >= busy_retries) break;
-        std::this_thread::sleep_for(busy_pause);
+        if ((answer.status != 503 && answer.status != 429) || attempt + 1 >= retries_max) break;
+        std::this_thread::sleep_for(answer.status == 429 ? rate_pause : busy_pause);
     }
     if (answer.status != expected)
         fail(exit_codes::clearing_error, fmt::format("{} {}: HTTP {} {}", method, target, answer.status, answer.body));
