@@ -31,7 +31,12 @@ RUN_TIMEOUT_S = 240
 # messages are chosen by the seed and each request's identity (sdk::LinkFault), never by timing, so a day
 # with faults is as reproducible as one without (only --kill-clearing-every depends on the wall clock).
 SIMULATE_SEED_42_DIGEST = "6E5E9DAB642D8103BAF0195354BDC6C0E42871F998EAA3481D3094E1A0727872"
-DEMO_SMALL_DIGEST = "5D7BEBA076B7B3EE34FAF2B27C55E310CABA2EBF1BA7C0293BD4ED6EEBC0C71E"
+DEMO_SMALL_DIGEST = "61435C7CD5055AE6A68C6BD48753FD0C593DCF8CCD3B81E07540C04D324589B6"
+# The demo's airport counter (demo.cpp, desk.hpp): tourist cards sold at CI size, each with this deposit.
+DEMO_SMALL_TOURISTS = 12
+# 100 residents' cards, the tourist cards and one card in the counter's stock (a lost card's replacement).
+DEMO_SMALL_CARDS = 100 + DEMO_SMALL_TOURISTS + 1
+TOURIST_DEPOSIT_FEN = 2000
 
 
 def scratch(prefix):
@@ -67,7 +72,7 @@ def demo_small():
     try:
         out = run(["demo", "--dir", os.path.join(work, "island"), "--size", "small", "--images", os.path.join(work, "media")])
         summary = json.load(open(os.path.join(work, "island", "summary.json")))
-        check_invariants(summary, 100)
+        check_invariants(summary, DEMO_SMALL_CARDS)
         day = summary["day"]
         assert day["transactions"] >= 2500, day["transactions"]
         kinds = day["by_kind"]
@@ -78,19 +83,21 @@ def demo_small():
         assert day["digest"] == DEMO_SMALL_DIGEST, f"the demo's day changed: {day['digest']}"
         assert "nothing created or lost" in out and "ledger check: ok" in out, out
         island = os.path.join(work, "island")
+        check_tourist_cards(summary, island, out)
+        check_replacement(summary, island, out)
         # Cardholder tokens: one file per card, mode 0600, each a card_ token; the demo asked the running daemon's
         # cardholder API with a few of them (own token = the card's balance, another card's 404, none 401).
         tokens_dir = os.path.join(island, "tokens")
         token_files = sorted(os.listdir(tokens_dir))
-        assert len(token_files) == 100, len(token_files)
+        assert len(token_files) == DEMO_SMALL_CARDS, len(token_files)
         for name in token_files:
             path = os.path.join(tokens_dir, name)
             assert len(name) == len("0000000000000001.token") and name.endswith(".token"), name
             assert oct(os.stat(path).st_mode & 0o777) == "0o600", (path, oct(os.stat(path).st_mode))
             assert open(path).read().startswith("card_"), path
-        assert len(set(open(os.path.join(tokens_dir, n)).read() for n in token_files)) == 100, "two cards share a token"
+        assert len(set(open(os.path.join(tokens_dir, n)).read() for n in token_files)) == len(token_files), "two cards share a token"
         tokens = summary["tokens"]
-        assert tokens["ok"] and tokens["cards_checked"] >= 5 and tokens["files"] == 100 and tokens["problems"] == [], tokens
+        assert tokens["ok"] and tokens["cards_checked"] >= 5 and tokens["files"] == len(token_files) and tokens["problems"] == [], tokens
         # Settlement through coconut-settle against the live daemon: pain.001 valid against the XSD, every
         # payout booked by the bank and matched by coconut-settle reconcile, a second run posted nothing.
         settlement = summary["settlement"]
@@ -122,7 +129,7 @@ def demo_small():
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=RUN_TIMEOUT_S)
         assert again.returncode == 0, again.stdout
         assert " (0 new, " in again.stdout, again.stdout
-        check_invariants({"verification": summary["after_settlement"], "day": day}, 100)
+        check_invariants({"verification": summary["after_settlement"], "day": day}, DEMO_SMALL_CARDS)
         assert summary["ok"]
         print(f"demo small: {day['transactions']} transactions, {day['tears']} tears, {day['dropped_frames']} frames lost, "
               f"{settlement['transfers_posted']} settlement transfers, {summary['timings_s']['total']:.1f} s "
@@ -131,13 +138,61 @@ def demo_small():
         shutil.rmtree(work, ignore_errors=True)
 
 
+def check_tourist_cards(summary, island, out):
+    """The airport counter's day: tourist cards sold with a deposit, most returned at departure (the whole
+    balance taken by a TAC-proven purchase of the counter's PSAM, the card blocked, balance + deposit paid in
+    cash), the rest listed by the dormancy report; every deposit is in the books."""
+    t = summary["day"]["tourists"]
+    deposit = TOURIST_DEPOSIT_FEN
+    assert t["sold"] == DEMO_SMALL_TOURISTS and t["deposits_taken_fen"] == deposit * t["sold"], t
+    assert t["returned"] > 0 and t["kept"] > 0 and t["returned"] + t["kept"] == t["sold"], t
+    assert t["returned_balance_fen"] > 0 and t["deposits_returned_fen"] == deposit * t["returned"], t
+    assert t["paid_cash_fen"] == t["returned_balance_fen"] + t["deposits_returned_fen"] - t["return_fees_fen"], t
+    # Each return is one whole-balance debit in the transaction log, booked like any purchase.
+    returns = summary["day"]["by_kind"]["counter return"]
+    assert returns["count"] == t["returned"] and returns["amount_fen"] == t["returned_balance_fen"], (returns, t)
+    # The cards still out: exactly those the dormancy report lists, each with its deposit and a balance.
+    assert len(t["dormant"]) == t["kept"], t
+    assert all(c["deposit_fen"] == deposit and c["balance_fen"] > 0 for c in t["dormant"]), t["dormant"]
+    assert t["dormant_deposit_fen"] == deposit * t["kept"], t
+    tourist_numbers = {c["asn"][-16:] for c in json.load(open(os.path.join(island, "island.json")))["cards"] if c.get("tourist")}
+    assert len(tourist_numbers) == t["sold"] and {c["card_number"] for c in t["dormant"]} <= tourist_numbers, t["dormant"]
+    # The books: the deposits held are those of the cards still out; no refund is owed (cash at the desk); the
+    # counter's payable is what it paid out minus the deposits it collected.
+    money = {m["name"]: m for m in summary["verification"]["money"]}
+    assert money["card deposits (tourist cards)"]["purse_fen"] == t["dormant_deposit_fen"], money
+    assert money["refunds owed to cardholders"]["purse_fen"] == 0, money
+    counter = money["Meilan Airport Service Desk (counter, 7001)"]["purse_fen"]
+    assert counter == t["returned_balance_fen"] + t["deposits_returned_fen"] - t["return_fees_fen"] - t["deposits_taken_fen"], (counter, t)
+    assert f"{t['sold']} tourist cards sold" in out and "still out" in out, out
+
+
+def check_replacement(summary, island, out):
+    """A resident reported the card lost at the counter and left with a card from its stock: the medical
+    balance moved at once, the purse balance waits for the waiting period (pending transfer), and the rest
+    of the day's activities were the new card's."""
+    replacements = summary["day"]["replacements"]
+    assert len(replacements) == 1, replacements
+    r = replacements[0]
+    assert r["state"] == "pending_transfer" and r["pending_transfer_fen"] > 0 and r["medical_carried_fen"] >= 0, r
+    stock = [c["asn"] for c in json.load(open(os.path.join(island, "island.json")))["cards"] if c.get("stock")]
+    assert stock == [r["new_asn"]], (stock, r)
+    log = open(os.path.join(island, "transactions.log")).read().splitlines()
+    at = log.index(f"card-replaced DSK00001 {r['lost_asn']} {r['new_asn']} 0")
+    assert not any(r["new_asn"] in line for line in log[:at]), "the stock card was used before it was handed out"
+    assert not any(r["lost_asn"] in line.split() for line in log[at + 1:]), "the lost card was used after the report"
+    assert any(r["new_asn"] in line for line in log[at + 1:]), "the replacement card was not used"
+    assert f"Lost card {r['lost_asn']} reported at the counter and replaced by {r['new_asn']}" in out, out
+
+
 def simulate(work, name, seed, extra=(), transactions=800):
     island = os.path.join(work, name)
     args = ["simulate", "--dir", island, "--images", os.path.join(work, name + "-media"), "--cards", "40", "--buses", "4",
             "--clinics", "1", "--shops", "4", "--transactions", str(transactions), "--seed", str(seed)] + list(extra)
     run(args)
     summary = json.load(open(os.path.join(island, "simulate.json")))
-    check_invariants(summary, 40)
+    extra_cards = sum(int(args[args.index(flag) + 1]) for flag in ("--tourists", "--lost-cards") if flag in args)
+    check_invariants(summary, 40 + extra_cards)
     return summary, open(os.path.join(island, "transactions.log")).read()
 
 
@@ -161,6 +216,19 @@ def deterministic():
         assert lossy_log == again_log, "the same seed with lost messages gave different transactions"
         for key in ("dropped_frames", "upload_failures", "top_ups_failed", "uploaded", "tears"):
             assert lossy["day"][key] == again["day"][key], (key, lossy["day"][key], again["day"][key])
+        # With the airport counter selling tourist cards and taking most of them back: the same day twice.
+        desk = ["--tourists", "8", "--lost-cards", "1"]
+        visitors, visitors_log = simulate(work, "t", 42, desk + faults)
+        visitors_again, visitors_again_log = simulate(work, "u", 42, desk + faults)
+        assert visitors_log == visitors_again_log, "the same seed with tourist cards gave different transactions"
+        assert "tourist-sale" in visitors_log and " counter return " in visitors_log, visitors_log[:2000]
+        for key in ("sold", "returned", "kept", "returned_balance_fen", "dormant_balance_fen", "dormant_deposit_fen"):
+            assert visitors["day"]["tourists"][key] == visitors_again["day"]["tourists"][key], key
+        t = visitors["day"]["tourists"]
+        assert t["sold"] == 8 and t["returned"] > 0 and t["kept"] >= 2 and t["returned"] + t["kept"] == 8, t
+        assert len(t["dormant"]) == t["kept"] and t["dormant_deposit_fen"] == TOURIST_DEPOSIT_FEN * t["kept"], t
+        assert visitors["day"]["replacements"] == visitors_again["day"]["replacements"], visitors["day"]["replacements"]
+        assert len(visitors["day"]["replacements"]) == 1 and "card-replaced" in visitors_log, visitors["day"]["replacements"]
         print(f"deterministic: {first['day']['transactions']} transactions, digest {first['day']['digest'][:16]}… twice; "
               f"with {lossy['day']['dropped_frames']} lost messages and {lossy['day']['tears']} tears, the same day twice")
     finally:
@@ -176,8 +244,14 @@ def faults():
         assert day["tears"] > 0 and day["tears_recovered"] > 0 and day["tears_abandoned"] > 0, day
         assert day["dropped_frames"] > 0, day
         assert day["clearing_kills"] > 0, day
+        # A busy airport: the day's closing books more returns than a clerk token's burst of 20 requests (the
+        # clearing answers 429 with Retry-After; the desk waits and asks again), every one booked.
+        busy, _ = simulate(work, "g", 7, ["--tourists", "40", "--drop-rate", "0.01"])
+        t = busy["day"]["tourists"]
+        assert t["sold"] == 40 and t["returned"] + t["kept"] == 40 and t["returned"] >= 25, t
+        assert busy["day"]["by_kind"]["counter return"]["count"] == t["returned"], busy["day"]["by_kind"]
         print(f"faults: {day['tears']} tears, {day['dropped_frames']} frames lost, clearing killed {day['clearing_kills']} times; "
-              "invariants hold")
+              f"invariants hold; a busy airport counter booked {t['returned']} returns at closing")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -230,6 +304,14 @@ def bad_inputs():
         manifest = json.load(open(os.path.join(island, "island.json")))
         assert [c.get("tourist") for c in manifest["cards"]] == [False, False, False, True, True], manifest["cards"]
         assert os.path.exists(os.path.join(island, "keys", "counter.key"))  # the counter's HSM client (maintenance)
+        # Tourist cards in a simulated day need the clerk API up all day, and an island with a service counter.
+        out = run(["simulate", "--dir", os.path.join(work, "k"), "--tourists", "2", "--kill-clearing-every", "1"], expect=2)
+        assert "--tourists / --lost-cards is not combined with --kill-clearing-every" in out, out
+        plain = os.path.join(work, "plain")
+        small = ["--cards", "4", "--buses", "1", "--clinics", "0", "--shops", "1", "--transactions", "20"]
+        run(["simulate", "--dir", plain] + small)
+        out = run(["simulate", "--dir", plain, "--tourists", "2"] + small, expect=2)
+        assert "tourist cards need a service counter: this island was planned without one" in out, out
         print("bad inputs: specific exit codes; ceremony refuses to run twice; issue + show work")
     finally:
         shutil.rmtree(work, ignore_errors=True)

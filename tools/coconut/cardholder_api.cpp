@@ -44,6 +44,11 @@ std::string read_token(const fs::path& file) {
 }  // namespace
 
 HttpAnswer http_get(std::uint16_t port, const std::string& target, const std::string& bearer_token) {
+    return http_request(port, "GET", target, bearer_token, "");
+}
+
+HttpAnswer http_request(std::uint16_t port, const std::string& method, const std::string& target, const std::string& bearer_token,
+                        const std::string& json_body) {
     Socket socket;
     if (socket.fd() < 0) fail(exit_codes::io_error, "cannot create a socket");
     const timeval timeout{10, 0};
@@ -55,9 +60,10 @@ HttpAnswer http_get(std::uint16_t port, const std::string& target, const std::st
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (::connect(socket.fd(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0)
         fail(exit_codes::tool_failed, fmt::format("cannot connect to the clearing's HTTP API on 127.0.0.1:{}", port));
-    std::string request = fmt::format("GET {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n", target, port);
+    std::string request = fmt::format("{} {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n", method, target, port);
     if (!bearer_token.empty()) request += "Authorization: Bearer " + bearer_token + "\r\n";
-    request += "\r\n";
+    if (!json_body.empty()) request += fmt::format("Content-Type: application/json\r\nContent-Length: {}\r\n", json_body.size());
+    request += "\r\n" + json_body;
     for (std::size_t sent = 0; sent < request.size();) {
         const ssize_t n = ::send(socket.fd(), request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
         if (n <= 0) fail(exit_codes::tool_failed, "the clearing's HTTP API closed the connection");
@@ -71,7 +77,7 @@ HttpAnswer http_get(std::uint16_t port, const std::string& target, const std::st
     std::istringstream status_line(response.substr(0, response.find("\r\n")));
     std::string version;
     if (!(status_line >> version >> answer.status) || version.rfind("HTTP/1.", 0) != 0)
-        fail(exit_codes::tool_failed, fmt::format("GET {}: not an HTTP answer", target));
+        fail(exit_codes::tool_failed, fmt::format("{} {}: not an HTTP answer", method, target));
     if (const auto head_end = response.find("\r\n\r\n"); head_end != std::string::npos) answer.body = response.substr(head_end + 4);
     return answer;
 }

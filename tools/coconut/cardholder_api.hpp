@@ -21,6 +21,9 @@ struct HttpAnswer {
 
 // One HTTP/1.1 GET on 127.0.0.1:port (Connection: close; bounded by a 10 s socket timeout).
 HttpAnswer http_get(std::uint16_t port, const std::string& target, const std::string& bearer_token);
+// The same with any method and a JSON body (empty: none).
+HttpAnswer http_request(std::uint16_t port, const std::string& method, const std::string& target, const std::string& bearer_token,
+                        const std::string& json_body);
 
 struct TokenCheck {
     std::size_t token_files = 0;    // files in D/tokens, every one 0600

@@ -243,12 +243,20 @@ int ledger_check_command(const fs::path& data, bool as_json) {
 
 int simulate(const SimulateArgs& args) {
     const WorldPaths world{fs::absolute(args.dir)};
-    Services services(world);
+    const bool tourists = args.day.tourists > 0 || args.day.lost_cards > 0;
+    // The clerk API's port changes when the clearing restarts: the counter's calls need it to stay up.
+    if (tourists && args.day.kill_clearing_every_s > 0)
+        fail(exit_codes::usage, "--tourists / --lost-cards is not combined with --kill-clearing-every");
+    Services services(world, tourists);  // tourist cards are sold and returned through the clerk API
     Progress progress("simulate");
     SetupReport setup = prepare_island(world, services, args.images, args.day, progress);
     Island island = load_island(world, "");
-    DayReport day =
-        run_day(world, island, services.clearing(), args.day, [&](double f, const std::string& text) { progress.update(f, text); });
+    std::optional<ServiceDesk> desk;
+    if (tourists)
+        desk = ServiceDesk{services.hsm().endpoint(), world.counter_key(), [&services] { return services.clearing_http_port(); },
+                           setup.counter_token};
+    DayReport day = run_day(
+        world, island, services.clearing(), args.day, [&](double f, const std::string& text) { progress.update(f, text); }, desk);
     progress.done();
     if (const int code = services.stop_clearing(); code != 0)
         fail(exit_codes::tool_failed,

@@ -43,6 +43,8 @@ DayOptions demo_day(const std::string& size, std::uint64_t seed) {
         day.transactions = 3000;
         day.tear_rate = 0.01;
         day.drop_rate = 0.002;
+        day.tourists = 12;
+        day.lost_cards = 1;
         return day;
     }
     if (size != "day") fail(exit_codes::usage, "--size must be small or day");
@@ -54,6 +56,8 @@ DayOptions demo_day(const std::string& size, std::uint64_t seed) {
     day.transactions = 104'000;
     day.tear_rate = 0.002;
     day.drop_rate = 0.0005;
+    day.tourists = 60;
+    day.lost_cards = 1;
     return day;
 }
 
@@ -108,12 +112,18 @@ int demo(const DemoArgs& args) {
     const Island island = load_island(world, "");
 
     t0 = Clock::now();
-    const DayReport day =
-        run_day(world, island, services.clearing(), day_options, [&](double f, const std::string& text) { progress.update(f, text); });
+    const ServiceDesk desk{services.hsm().endpoint(), world.counter_key(), [&services] { return services.clearing_http_port(); },
+                           setup.counter_token};
+    const DayReport day = run_day(
+        world, island, services.clearing(), day_options, [&](double f, const std::string& text) { progress.update(f, text); }, desk);
     progress.done();
     const double day_s = demo_seconds_since(t0);
     progress.step(fmt::format("{} card transactions, every queue uploaded ({:.1f} s, uploads {:.1f} s)", day.transactions, day_s,
                               day.upload_seconds));
+    progress.step(
+        fmt::format("airport counter: {} tourist cards sold, {} returned (whole-balance debit, APPLICATION BLOCK, cash), "
+                    "{} still out (dormancy report)",
+                    day.tourists.sold, day.tourists.returned, day.tourists.dormant.size()));
 
     // The cardholder's view, from the running daemon.
     t0 = Clock::now();

@@ -127,7 +127,11 @@ int demo_cluster(const DemoArgs& args) {
     if (fs::exists(world.manifest()))
         fail(exit_codes::bad_input, fmt::format("{} already holds an island: remove it or choose another --dir", world.dir.string()));
     if (args.pcsc_taps > 0) fail(exit_codes::usage, "--pcsc-taps is not combined with --cluster");
-    const DayOptions day_options = demo_day(args.size, args.seed);
+    DayOptions day_options = demo_day(args.size, args.seed);
+    // The cluster's day is the residents' day (the airport counter's clerk calls go to one node's HTTP API:
+    // the single-node demo shows them).
+    day_options.tourists = 0;
+    day_options.lost_cards = 0;
     const fs::path images = args.images.empty() ? demo_images_dir(world.dir) : fs::absolute(args.images);
     std::error_code ec;
     fs::remove_all(images, ec);

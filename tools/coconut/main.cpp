@@ -134,6 +134,16 @@ int main(int argc, char** argv) {
     simulate_cmd->add_option("--upload-every-min", sim.day.upload_every_min, "each terminal uploads this often (simulated minutes)")
         ->capture_default_str()
         ->check(CLI::Range(30, 1440));
+    simulate_cmd
+        ->add_option("--tourists", sim.day.tourists,
+                     "tourist cards sold at the airport counter (3 of 4 returned at departure; serves the clerk API)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 10000));
+    simulate_cmd
+        ->add_option("--lost-cards", sim.day.lost_cards,
+                     "residents who report their card lost at the airport counter and get a replacement (serves the clerk API)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 100));
     simulate_cmd->callback([&] { command = [&] { return simulate(sim); }; });
 
     DemoArgs demo_args;

@@ -58,6 +58,26 @@ void print_day(std::ostream& out, const DayReport& day) {
         "Uploads: {} acknowledged ({} approved, {} suspense, {} duplicates) in {} rounds; {} connections failed "
         "and were retried; {} of them zero-fare entry taps (booked as 0-fen transfers: the ATC sequence stays whole)\n",
         day.uploaded, day.approved, day.suspense, day.duplicates, day.upload_rounds, day.upload_failures, day.zero_fare_entries);
+    print_tourists(out, day.tourists);
+    for (const auto& r : day.replacements)
+        out << fmt::format(
+            "Lost card {} reported at the counter and replaced by {}: medical {} moved at once; purse {} pending transfer "
+            "(state {}: carried after the waiting period, collected with a 280000 load)\n",
+            r.lost_asn, r.new_asn, format_fen(r.medical_carried_fen), format_fen(r.pending_transfer_fen), r.state);
+}
+
+void print_tourists(std::ostream& out, const TouristReport& t) {
+    if (t.sold == 0) return;
+    const auto fen = [](auto v) { return format_fen(static_cast<std::int64_t>(v)); };
+    out << fmt::format("Airport counter: {} tourist cards sold (deposits {} taken in cash)\n", t.sold, fen(t.deposits_taken_fen));
+    out << fmt::format(
+        "  returned {}: balances {} taken by whole-balance debits (TAC-proven, then APPLICATION BLOCK), deposits {} back, "
+        "fees {}, paid in cash {}\n",
+        t.returned, fen(t.returned_balance_fen), fen(t.deposits_returned_fen), fen(t.return_fees_fen), fen(t.paid_cash_fen));
+    out << fmt::format("  still out {} (GET /v1/clerk/reports/dormant: {} cards, balances {}, deposits {} — claimable, never forfeited)\n",
+                       t.kept, t.dormant.size(), fen(t.dormant_balance_fen), fen(t.dormant_deposit_fen));
+    for (const auto& card : t.dormant)
+        out << fmt::format("    {}  balance {}  deposit {}\n", card.card_number, fen(card.balance_fen), fen(card.deposit_fen));
 }
 
 void print_verification(std::ostream& out, const Verification& v, bool every_participant) {
@@ -99,9 +119,33 @@ void print_verification(std::ostream& out, const Verification& v, bool every_par
 
 using nlohmann::json;
 
+nlohmann::json tourists_json(const TouristReport& t) {
+    json dormant = json::array();
+    for (const auto& card : t.dormant)
+        dormant.push_back({{"card_number", card.card_number}, {"balance_fen", card.balance_fen}, {"deposit_fen", card.deposit_fen}});
+    return {{"sold", t.sold},
+            {"deposits_taken_fen", t.deposits_taken_fen},
+            {"returned", t.returned},
+            {"returned_balance_fen", t.returned_balance_fen},
+            {"deposits_returned_fen", t.deposits_returned_fen},
+            {"return_fees_fen", t.return_fees_fen},
+            {"paid_cash_fen", t.paid_cash_fen},
+            {"kept", t.kept},
+            {"dormant", dormant},
+            {"dormant_balance_fen", t.dormant_balance_fen},
+            {"dormant_deposit_fen", t.dormant_deposit_fen}};
+}
+
 nlohmann::json day_json(const DayReport& day) {
     json kinds = json::object();
     for (const auto& [kind, t] : day.by_kind) kinds[kind] = {{"count", t.count}, {"amount_fen", t.amount_fen}};
+    json replacements = json::array();
+    for (const auto& r : day.replacements)
+        replacements.push_back({{"lost_asn", r.lost_asn},
+                                {"new_asn", r.new_asn},
+                                {"state", r.state},
+                                {"medical_carried_fen", r.medical_carried_fen},
+                                {"pending_transfer_fen", r.pending_transfer_fen}});
     return {{"transactions", day.transactions},
             {"by_kind", kinds},
             {"declined", day.declined},
@@ -120,6 +164,8 @@ nlohmann::json day_json(const DayReport& day) {
             {"upload_failures", day.upload_failures},
             {"zero_fare_entries", day.zero_fare_entries},
             {"digest", day.digest},
+            {"tourists", tourists_json(day.tourists)},
+            {"replacements", replacements},
             {"transaction_log", day.transaction_log.string()}};
 }
 

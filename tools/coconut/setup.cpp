@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace coconut::cli {
 
 namespace {
@@ -31,16 +33,43 @@ SetupReport prepare_island(const WorldPaths& world, Services& services, const st
     const std::string hsm = services.hsm().endpoint();
     if (island.terminals.empty()) plan_participants_and_terminals(world, island, hsm, day);
     report.terminals = island.terminals.size();
-    if (island.cards.size() < day.cards) {
+    const auto count = [&island](auto which) {
+        return static_cast<std::size_t>(std::count_if(island.cards.begin(), island.cards.end(), which));
+    };
+    const std::size_t tourists = count([](const CardEntry& c) { return c.tourist; });
+    const std::size_t stock = count([](const CardEntry& c) { return c.stock; });
+    const std::size_t residents = island.cards.size() - tourists - stock;
+    if (residents < day.cards) {
         CardIssueOptions options;
-        options.count = day.cards - island.cards.size();
+        options.count = day.cards - residents;
         options.seed = day.seed;
         report.cards_issued = issue_cards(world, island, hsm, options).size();
     }
+    if (tourists < day.tourists) {  // sold empty at the counter, loaded like any card
+        CardIssueOptions options;
+        options.count = day.tourists - tourists;
+        options.seed = day.seed;
+        options.tourist = true;
+        options.purse_opening_fen_min = options.purse_opening_fen_max = 0;
+        report.tourist_cards_issued = issue_cards(world, island, hsm, options).size();
+    }
+    if (stock < day.lost_cards) {  // the counter's stock of personalised cards for replacements: empty
+        CardIssueOptions options;
+        options.count = day.lost_cards - stock;
+        options.seed = day.seed;
+        options.purse_opening_fen_min = options.purse_opening_fen_max = 0;
+        options.medical_opening_fen = 0;  // the lost card's medical balance moves to it
+        const std::size_t first = island.cards.size();
+        report.stock_cards_issued = issue_cards(world, island, hsm, options).size();
+        for (std::size_t i = first; i < island.cards.size(); ++i) island.cards[i].stock = true;
+    }
     save_island(world, island);
     report.issue_s = since(t0);
-    progress.step(fmt::format("issued {} cards and {} PSAMs (keys derived by the HSM, under the transport key) into {}",
-                              report.cards_issued, report.terminals, island.images_dir.string()));
+    progress.step(
+        fmt::format("issued {} cards, {} tourist (purse-only) cards, {} for the counter's stock and {} PSAMs (keys derived by "
+                    "the HSM, under the transport key) into {}",
+                    report.cards_issued, report.tourist_cards_issued, report.stock_cards_issued, report.terminals,
+                    island.images_dir.string()));
     // Each terminal's TLS certificate (CN = its terminal id), signed by the island CA inside the HSM.
     t0 = std::chrono::steady_clock::now();
     report.certificates_issued = ensure_terminal_certificates(world, island, hsm);
@@ -55,6 +84,10 @@ SetupReport prepare_island(const WorldPaths& world, Services& services, const st
     if (settlement_clerk && !fs::exists(world.keys() / "settlement.token"))
         report.settlement_token = add_clerk(world, "settlement", "settlement");
     else if (settlement_clerk) report.settlement_token = world.keys() / "settlement.token";
+    if (day.tourists > 0 || day.lost_cards > 0) {  // the airport counter's clerk: sells and takes back cards (role counter)
+        report.counter_token = world.keys() / "counter.token";
+        if (!fs::exists(report.counter_token)) add_clerk(world, "counter", "counter");
+    }
     services.clearing();
     report.register_s = since(t0);
     progress.step(fmt::format("registered {} participants, {} terminals, {} cards at the clearing; {} serving ISO 8583 on {}",

@@ -14,12 +14,15 @@ struct SetupReport {
     double issue_s = 0;
     double register_s = 0;
     std::size_t cards_issued = 0;
+    std::size_t tourist_cards_issued = 0;
+    std::size_t stock_cards_issued = 0;
     std::size_t terminals = 0;
     std::size_t certificates_issued = 0;  // terminal TLS certificates signed by the HSM this time
     double certificates_s = 0;
     std::string tokens;
     fs::path images_dir;
     fs::path settlement_token;  // the settlement clerk's token file (when asked for)
+    fs::path counter_token;     // the airport counter's clerk (role counter), when the day sells tourist cards
 };
 
 // `images` empty: island.json's images_dir, else D/media. `settlement_clerk`: also add the clerk "settlement"

@@ -43,6 +43,7 @@ constexpr std::uint32_t top_up_below_fen = 5'000;
 constexpr std::uint32_t top_up_fen = 50'000;
 constexpr std::uint32_t purse_max_fen = 100'000;
 constexpr std::size_t bus_operators_max = 3;
+constexpr std::uint64_t airport_counter_id = 7001;
 // Realistic resident: ~6 card transactions a day.
 constexpr std::size_t default_transactions_per_card = 6;
 // After the day, uploads repeat until every queue is empty; each round waits this long before the next
@@ -87,7 +88,8 @@ std::uint64_t fnv1a(std::string_view text) {
 
 // ---- the day's plan --------------------------------------------------------------------------------
 
-enum class EventKind : std::uint8_t { bus_tap, shop, clinic };
+// tourist_sale / tourist_return / card_replaced: at the airport counter (amount_fen: the deposit).
+enum class EventKind : std::uint8_t { bus_tap, shop, clinic, tourist_sale, tourist_return, card_replaced };
 
 struct Event {
     Seconds at = 0;
@@ -97,11 +99,13 @@ struct Event {
     std::uint32_t amount_fen = 0;  // shop, clinic
     std::uint16_t station = 0;     // bus
     std::uint32_t sequence = 0;    // order among the card's events (ties)
+    std::uint32_t new_card = 0;    // card_replaced: the card from the counter's stock
 };
 
 struct Plan {
     std::vector<Event> events;
-    std::vector<std::uint32_t> buses, shops, clinics;  // terminal indexes by kind
+    std::vector<std::uint32_t> buses, shops, clinics, counters;  // terminal indexes by kind
+    std::vector<std::uint32_t> residents, tourists, stock;       // the island's cards in the day
 };
 
 Seconds clamp_time(double t, Seconds end) {
@@ -110,18 +114,137 @@ Seconds clamp_time(double t, Seconds end) {
     return static_cast<Seconds>(t);
 }
 
+// One card's day (`day`, in any order) into the plan: sorted, numbered, and each tap in on a distance line
+// followed by its tap out a few stops on, 5–40 minutes later but before the card's next activity.
+void append_card_day(Plan& plan, const Island& island, std::vector<Event> day, Random& random, Seconds end) {
+    std::sort(day.begin(), day.end(), [](const Event& a, const Event& b) { return a.at < b.at; });
+    std::uint32_t sequence = 0;
+    for (std::size_t k = 0; k < day.size(); ++k) {
+        Event e = day[k];
+        e.sequence = sequence++;
+        plan.events.push_back(e);
+        if (e.kind != EventKind::bus_tap || !island.terminals[e.terminal].distance_fares) continue;
+        const Seconds next = k + 1 < day.size() ? day[k + 1].at : end;
+        const Seconds ride = 300 + static_cast<Seconds>(random.below(2100));
+        Event exit = e;
+        exit.at = std::min<Seconds>(e.at + ride, e.at + (next - e.at) / 2);
+        exit.station = static_cast<std::uint16_t>(1 + (e.station + 1 + random.below(8)) % stations_per_line);
+        exit.sequence = sequence++;
+        plan.events.push_back(exit);
+    }
+}
+
+// A bus tap (a distance line's tap in) or a shop purchase at `at`.
+Event bus_or_shop(const Plan& plan, std::uint32_t card, Seconds at, bool bus, Random& random) {
+    Event e;
+    e.card = card;
+    e.at = at;
+    if (bus) {
+        e.kind = EventKind::bus_tap;
+        e.terminal = plan.buses[random.below(plan.buses.size())];
+        e.station = static_cast<std::uint16_t>(1 + random.below(stations_per_line));
+    } else {
+        e.kind = EventKind::shop;
+        e.terminal = plan.shops[random.below(plan.shops.size())];
+        const double size = random.unit();
+        e.amount_fen = static_cast<std::uint32_t>(300 + size * size * 3000) / 10 * 10;
+    }
+    return e;
+}
+
+// Visitors: each tourist card is sold at the airport counter between 07:00 and 11:00 (its deposit), rides
+// buses and pays in shops (never at clinics: no social-security application), and leaves 5–9 hours later;
+// three of every four bring the card back to the counter then, the fourth keeps it.
+void plan_tourists(Plan& plan, const Island& island, const DayOptions& options, Seconds end) {
+    if (options.tourists == 0) return;
+    if (plan.counters.empty()) fail(exit_codes::usage, "tourist cards need a service counter: this island was planned without one");
+    for (std::uint32_t c = 0; c < island.cards.size() && plan.tourists.size() < options.tourists; ++c)
+        if (island.cards[c].tourist) plan.tourists.push_back(c);
+    if (plan.tourists.size() < options.tourists)
+        fail(exit_codes::usage,
+             fmt::format("the island holds {} tourist cards, the day asks for {}", plan.tourists.size(), options.tourists));
+    for (std::size_t k = 0; k < plan.tourists.size(); ++k) {
+        const std::uint32_t c = plan.tourists[k];
+        Random random(mix(mix(options.seed, 0x70C15), c));
+        const std::uint32_t counter = plan.counters[random.below(plan.counters.size())];
+        const Seconds sold = clamp_time(7 * 3600 + random.unit() * 4 * 3600, end);
+        const Seconds leaves = clamp_time(sold + 5 * 3600 + random.unit() * 4 * 3600, end);
+        std::vector<Event> day;
+        Event sale;
+        sale.at = sold;
+        sale.card = c;
+        sale.terminal = counter;
+        sale.kind = EventKind::tourist_sale;
+        sale.amount_fen = tourist_deposit_fen;
+        day.push_back(sale);
+        const std::size_t count = 3 + random.below(6);
+        for (std::size_t made = 0; made < count; ++made) {
+            const auto at = static_cast<Seconds>(sold + 600 + random.unit() * static_cast<double>(leaves - sold - 1200));
+            day.push_back(bus_or_shop(plan, c, at, random.chance(0.6), random));
+            if (day.back().kind == EventKind::bus_tap && island.terminals[day.back().terminal].distance_fares) ++made;
+        }
+        if (k % 4 != 3) {
+            Event back = sale;
+            back.at = leaves;
+            back.kind = EventKind::tourist_return;
+            day.push_back(back);
+        }
+        append_card_day(plan, island, std::move(day), random, end);
+    }
+}
+
+// A resident reports the card lost at the counter after the first of its activities from noon on that
+// leaves no distance trip open (else after its last), and leaves with a card from the counter's stock:
+// the card's later activities are the new card's.
+void plan_lost_cards(Plan& plan, const Island& island, const DayOptions& options) {
+    if (options.lost_cards == 0) return;
+    if (plan.counters.empty()) fail(exit_codes::usage, "a lost card is replaced at a service counter: this island was planned without one");
+    for (std::uint32_t c = 0; c < island.cards.size() && plan.stock.size() < options.lost_cards; ++c)
+        if (island.cards[c].stock) plan.stock.push_back(c);
+    if (plan.stock.size() < options.lost_cards || plan.residents.size() < options.lost_cards)
+        fail(exit_codes::usage, fmt::format("{} lost cards need as many cards in the counter's stock ({}) and residents",
+                                            options.lost_cards, plan.stock.size()));
+    const std::size_t first = mix(options.seed, 0x1057CA2D) % plan.residents.size();
+    for (std::size_t k = 0; k < options.lost_cards; ++k) {
+        const std::uint32_t lost = plan.residents[(first + k) % plan.residents.size()];
+        std::vector<Event*> own;
+        for (auto& e : plan.events)
+            if (e.card == lost) own.push_back(&e);
+        Event report;
+        report.card = lost;
+        report.terminal = plan.counters.front();
+        report.kind = EventKind::card_replaced;
+        report.new_card = plan.stock[k];
+        report.at = 12 * 3600;
+        bool trip_open = false;
+        for (const Event* e : own) {  // in the card's order (sequence)
+            if (e->kind == EventKind::bus_tap && island.terminals[e->terminal].distance_fares) trip_open = !trip_open;
+            if (trip_open) continue;
+            report.at = std::max<Seconds>(report.at, e->at);
+            report.sequence = e->sequence + 1;
+            if (e->at >= 12 * 3600) break;
+        }
+        for (Event* e : own)
+            if (e->sequence >= report.sequence) e->card = report.new_card;
+        plan.events.push_back(report);
+    }
+}
+
 Plan plan_day(const Island& island, const DayOptions& options) {
     Plan plan;
     for (std::uint32_t t = 0; t < island.terminals.size(); ++t) {
         const auto& kind = island.terminals[t].kind;
-        (kind == "bus" ? plan.buses : kind == "shop" ? plan.shops : plan.clinics).push_back(t);
+        (kind == "bus" ? plan.buses : kind == "shop" ? plan.shops : kind == "counter" ? plan.counters : plan.clinics).push_back(t);
     }
     if (plan.buses.empty() || plan.shops.empty()) fail(exit_codes::usage, "the island needs at least one bus and one shop");
     const Seconds end = day_start_s + static_cast<Seconds>(options.hours * 3600);
-    const std::size_t cards = std::min(options.cards, island.cards.size());
+    for (std::uint32_t c = 0; c < island.cards.size() && plan.residents.size() < options.cards; ++c)
+        if (!island.cards[c].tourist && !island.cards[c].stock) plan.residents.push_back(c);
+    if (plan.residents.empty()) fail(exit_codes::usage, "the island holds no resident cards");
+    const std::size_t cards = plan.residents.size();
     const double per_card = options.transactions > 0 ? static_cast<double>(options.transactions) / static_cast<double>(cards)
                                                      : static_cast<double>(default_transactions_per_card);
-    for (std::uint32_t c = 0; c < cards; ++c) {
+    for (const std::uint32_t c : plan.residents) {
         Random random(mix(options.seed, c));
         // Each card's day: ±50 % around the mean; 70 % bus trips (morning and evening peaks, the rest spread
         // out), 27 % shops, 3 % clinic visits. A trip on a distance line is two taps (in, out).
@@ -155,23 +278,10 @@ Plan plan_day(const Island& island, const DayOptions& options) {
             }
             day.push_back(e);
         }
-        std::sort(day.begin(), day.end(), [](const Event& a, const Event& b) { return a.at < b.at; });
-        std::uint32_t sequence = 0;
-        for (std::size_t k = 0; k < day.size(); ++k) {
-            Event e = day[k];
-            e.sequence = sequence++;
-            plan.events.push_back(e);
-            if (e.kind != EventKind::bus_tap || !island.terminals[e.terminal].distance_fares) continue;
-            // Tap out a few stops on, 5–40 minutes later but before the card's next activity.
-            const Seconds next = k + 1 < day.size() ? day[k + 1].at : end;
-            const Seconds ride = 300 + static_cast<Seconds>(random.below(2100));
-            Event exit = e;
-            exit.at = std::min<Seconds>(e.at + ride, e.at + (next - e.at) / 2);
-            exit.station = static_cast<std::uint16_t>(1 + (e.station + 1 + random.below(8)) % stations_per_line);
-            exit.sequence = sequence++;
-            plan.events.push_back(exit);
-        }
+        append_card_day(plan, island, std::move(day), random, end);
     }
+    plan_tourists(plan, island, options, end);
+    plan_lost_cards(plan, island, options);
     std::sort(plan.events.begin(), plan.events.end(),
               [](const Event& a, const Event& b) { return std::tie(a.at, a.card, a.sequence) < std::tie(b.at, b.card, b.sequence); });
     return plan;
@@ -268,6 +378,12 @@ public:
     // The medical part of a clinic visit: an account transaction, no card record.
     void write_medical(const SimTerminal& t, const std::string& asn, std::uint32_t amount_fen) {
         const std::string line = fmt::format("clinic-medical {} {} {}\n", t.entry->terminal_id, asn, amount_fen);
+        out_ << line;
+        sha_.update(line);
+    }
+    // A desk event that moves no money on a card (a tourist card's sale: its deposit).
+    void write_desk(const std::string& kind, const SimTerminal& t, const std::string& asn, std::uint32_t amount_fen) {
+        const std::string line = fmt::format("{} {} {} {}\n", kind, t.entry->terminal_id, asn, amount_fen);
         out_ << line;
         sha_.update(line);
     }
@@ -422,6 +538,76 @@ std::optional<sdk::TransactionRecord> top_up(SimTerminal& shop, cos::VirtualCard
     fail(exit_codes::check_failed, fmt::format("load at {}: {}", shop.entry->terminal_id, loaded.error().message));
 }
 
+// ---- the airport counter ------------------------------------------------------------------------------
+
+// A return taken on the card during the day, booked at the clearing once every queue is uploaded (the
+// return route wants the card's cleared balance at 0: every earlier offline purchase of it booked).
+struct PendingReturn {
+    std::string asn;
+    std::string terminal_id;
+    std::uint32_t terminal_serial = 0;
+};
+
+struct CounterDay {
+    const ServiceDesk& desk;
+    std::optional<sdk::MaintenanceMacProvider> mac;  // connected at the first return
+    std::vector<PendingReturn> returns;
+    std::vector<std::pair<std::string, std::string>> replaced;  // (lost ASN, new ASN)
+};
+
+// A resident at the counter: the holder registered as on the ID document, the card reported lost and
+// replaced by one from the counter's stock (the clearing moves the medical balance at once, the purse
+// balance after the waiting period).
+void replace_at_counter(CounterDay& counter, const SimTerminal& t, const CardEntry& lost, const CardEntry& replacement,
+                        TransactionLog& log) {
+    replace_lost_card(counter.desk, lost.asn, replacement.asn, Holder{holder_ssn(lost.asn), lost.holder, "1990-01-01"});
+    log.write_desk("card-replaced", t, lost.asn + ' ' + replacement.asn, 0);
+    counter.replaced.emplace_back(lost.asn, replacement.asn);
+}
+
+// The sale of a tourist card: the seller takes the deposit in cash, the clearing books it (17).
+void sell_at_counter(CounterDay& counter, const SimTerminal& t, const CardEntry& card, std::uint32_t deposit_fen, TransactionLog& log,
+                     TouristReport& report) {
+    sell_tourist_card(counter.desk, card.asn, t.entry->participant_id, deposit_fen);
+    log.write_desk("tourist-sale", t, card.asn, deposit_fen);
+    ++report.sold;
+    report.deposits_taken_fen += deposit_fen;
+}
+
+// The card side of a return: the whole balance taken by the counter's PSAM (TAC-proven, queued for 0320),
+// then APPLICATION BLOCK with the HSM's MAC. nullopt: the card holds nothing a debit could prove (the
+// visitor keeps it; its deposit stays claimable).
+std::optional<sdk::TransactionRecord> take_back_at_counter(CounterDay& counter, SimTerminal& t, cos::VirtualCard* card) {
+    if (card->snapshot().balance_fen == 0) return std::nullopt;
+    if (!counter.mac) counter.mac = counter_mac_provider(counter.desk);
+    t.card_reader->insert(card);
+    auto returned = t.terminal->return_card(*counter.mac);
+    t.card_reader->insert(nullptr);
+    if (!returned) fail(exit_codes::check_failed, fmt::format("card return at {}: {}", t.entry->terminal_id, returned.error().message));
+    if (!returned->debit || returned->was_blocked)
+        fail(exit_codes::check_failed, fmt::format("card return at {}: no whole-balance debit was made", t.entry->terminal_id));
+    counter.returns.push_back({returned->debit->asn_digits(), t.entry->terminal_id, returned->debit->terminal_serial});
+    return returned->debit;
+}
+
+// After the day's uploads: each return booked (cash payout), then the dormancy report's tourist cards.
+void close_counter_day(CounterDay& counter, TouristReport& report) {
+    for (const PendingReturn& r : counter.returns) {
+        const BookedReturn booked = book_card_return(counter.desk, r.asn, r.terminal_id, r.terminal_serial);
+        ++report.returned;
+        report.returned_balance_fen += static_cast<std::uint64_t>(booked.balance_fen);
+        report.deposits_returned_fen += static_cast<std::uint64_t>(booked.deposit_fen);
+        report.return_fees_fen += static_cast<std::uint64_t>(booked.fee_fen);
+        report.paid_cash_fen += static_cast<std::uint64_t>(booked.paid_cash_fen);
+    }
+    report.kept = report.sold - report.returned;
+    for (const DormantTouristCard& card : dormant_tourist_cards(counter.desk)) {
+        report.dormant.push_back({card.card_number, card.balance_fen, card.deposit_fen});
+        report.dormant_balance_fen += card.balance_fen;
+        report.dormant_deposit_fen += card.deposit_fen;
+    }
+}
+
 // ---- uploads ---------------------------------------------------------------------------------------
 
 struct UploadTotals {
@@ -567,7 +753,7 @@ void plan_participants_and_terminals(const WorldPaths& world, Island& island, co
                    bool distance) {
         TerminalEntry t;
         t.terminal_id = fmt::format("{}{:05}", prefix, n);
-        t.psam_terminal_id = fmt::format("4601{}{:07}", kind == "bus" ? 1 : kind == "clinic" ? 3 : 5, n);
+        t.psam_terminal_id = fmt::format("4601{}{:07}", kind == "bus" ? 1 : kind == "clinic" ? 3 : kind == "counter" ? 7 : 5, n);
         t.participant_id = participant;
         t.kind = kind;
         t.line = line;
@@ -584,6 +770,11 @@ void plan_participants_and_terminals(const WorldPaths& world, Island& island, co
         add("BUS", "bus", i + 1, 1001 + i % bus_operators, static_cast<std::uint16_t>(i + 1), i % 3 == 2);
     for (std::size_t i = 0; i < options.clinics; ++i) add("CLN", "clinic", i + 1, 3001 + i, 0, false);
     for (std::size_t i = 0; i < options.shops; ++i) add("SHP", "shop", i + 1, 5001 + i, 0, false);
+    // The airport's service desk (kind counter): sells tourist cards and takes cards back.
+    if (options.tourists > 0 || options.lost_cards > 0) {
+        island.participants.push_back({airport_counter_id, "Meilan Airport Service Desk", "counter", "6222020700007001", 0});
+        add("DSK", "counter", 1, airport_counter_id, 0, false);
+    }
 }
 
 // ---- lost network messages -------------------------------------------------------------------------
@@ -606,7 +797,7 @@ std::function<sdk::LinkFault(const iso8583::Message&)> lose_messages(const DayOp
 // ---- the day ---------------------------------------------------------------------------------------
 
 DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearing, const DayOptions& options,
-                  const std::function<void(double, const std::string&)>& progress) {
+                  const std::function<void(double, const std::string&)>& progress, std::optional<ServiceDesk> desk) {
     std::mutex daemon_mutex;
     ClearingUnderTest under_test;
     under_test.endpoints = {{"127.0.0.1", clearing.port()}};
@@ -621,6 +812,7 @@ DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearin
         std::lock_guard lock(daemon_mutex);
         if (!clearing.running()) clearing.restart();
     };
+    under_test.desk = std::move(desk);
     return run_day(world, island, under_test, options, progress);
 }
 
@@ -631,9 +823,13 @@ DayReport run_day(const WorldPaths& world, const Island& island, const ClearingU
     const Plan plan = plan_day(island, options);
     Seconds now = day_start_s;
     std::vector<SimTerminal> terminals = open_terminals(island, &now, options.business_date);
-    std::vector<std::unique_ptr<cos::VirtualCard>> cards;
-    for (std::size_t c = 0; c < std::min(options.cards, island.cards.size()); ++c)
-        cards.push_back(must(cos::VirtualCard::open(island.cards[c].image), "card " + island.cards[c].asn));
+    std::vector<std::unique_ptr<cos::VirtualCard>> cards(island.cards.size());  // the day's cards, by island index
+    for (const auto* in_day : {&plan.residents, &plan.tourists, &plan.stock})
+        for (const std::uint32_t c : *in_day) cards[c] = must(cos::VirtualCard::open(island.cards[c].image), "card " + island.cards[c].asn);
+    if ((!plan.tourists.empty() || !plan.stock.empty()) && !clearing.desk)
+        fail(exit_codes::usage, "tourist cards and replacements go through the clearing's clerk API: this day has no service desk");
+    std::optional<CounterDay> counter;
+    if (clearing.desk) counter.emplace(CounterDay{*clearing.desk, std::nullopt, {}, {}});
 
     std::atomic<std::size_t> lost_messages{0};
     if (options.drop_rate > 0)
@@ -680,6 +876,23 @@ DayReport run_day(const WorldPaths& world, const Island& island, const ClearingU
         now = e.at;
         SimTerminal& t = terminals[e.terminal];
         cos::VirtualCard* card = cards[e.card].get();
+        if (e.kind == EventKind::tourist_sale) {
+            sell_at_counter(*counter, t, island.cards[e.card], e.amount_fen, log, report.tourists);
+            continue;
+        }
+        if (e.kind == EventKind::card_replaced) {
+            replace_at_counter(*counter, t, island.cards[e.card], island.cards[e.new_card], log);
+            continue;
+        }
+        if (e.kind == EventKind::tourist_return) {
+            if (auto debit = take_back_at_counter(*counter, t, card)) {
+                log.write("counter return", t, *debit);
+                ++report.by_kind["counter return"].count;
+                report.by_kind["counter return"].amount_fen += debit->amount_fen;
+                ++report.transactions;
+            }
+            continue;
+        }
         if (card->snapshot().balance_fen < top_up_below_fen) {
             SimTerminal& counter = terminals[plan.shops[e.card % plan.shops.size()]];
             if (auto load = top_up(counter, card, links)) {
@@ -776,6 +989,12 @@ DayReport run_day(const WorldPaths& world, const Island& island, const ClearingU
     killer.stop();
     if (clearing.after_day) clearing.after_day();
     report.clearing_kills = killer.kills();
+    if (counter) close_counter_day(*counter, report.tourists);
+    if (counter)
+        for (const auto& [lost, replacement] : counter->replaced) {
+            const LostCardState state = lost_card_state(counter->desk, lost);
+            report.replacements.push_back({lost, replacement, state.state, state.medical_carried_fen, state.pending_transfer_fen});
+        }
     for (auto& t : terminals) {
         drop_link(t);
         report.link_failovers += t.failovers;

@@ -15,6 +15,7 @@
 // reproducible). Uploads retry until every queue is empty (bounded).
 #pragma once
 
+#include "desk.hpp"
 #include "world.hpp"
 
 #include <coconut/sdk/clearing_client.hpp>
@@ -23,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 
 namespace coconut::cli {
@@ -44,11 +46,47 @@ struct DayOptions {
     std::size_t upload_every_min = 120;      // each terminal connects about this often (simulated minutes)
     std::size_t upload_threads = 4;          // terminals uploading at once
     std::size_t pcsc_taps = 0;               // taps/purchases sent through pcscd + vpcd (coconut-vcard serve) instead of in process
+    // Tourist (purse-only) cards sold at the airport counter during the day (needs the clerk API: ServiceDesk);
+    // three of every four are returned at departure, the rest stay out (the dormancy report lists them).
+    std::size_t tourists = 0;
+    // Residents who report their card lost at the counter around midday and leave with a card from its
+    // stock (the balance carried after the waiting period; the medical account at once). Needs the desk too.
+    std::size_t lost_cards = 0;
 };
 
 struct KindTotals {
     std::size_t count = 0;
     std::uint64_t amount_fen = 0;
+};
+
+// The airport counter's day: tourist cards sold, returned (whole-balance debit, block, cash payout) and
+// left out, as the clearing booked and reported them.
+struct TouristCardOut {
+    std::string card_number;
+    std::int64_t balance_fen = 0;
+    std::int64_t deposit_fen = 0;
+};
+struct TouristReport {
+    std::size_t sold = 0;
+    std::uint64_t deposits_taken_fen = 0;    // collected in cash at the sales (transfer 17)
+    std::size_t returned = 0;                // booked by POST /v1/clerk/cards/{n}/return
+    std::uint64_t returned_balance_fen = 0;  // taken by the counter's whole-balance debits
+    std::uint64_t deposits_returned_fen = 0;
+    std::uint64_t return_fees_fen = 0;
+    std::uint64_t paid_cash_fen = 0;       // balance + deposit − fee, over the desk
+    std::size_t kept = 0;                  // not brought back at departure (or nothing left on them to prove)
+    std::vector<TouristCardOut> dormant;   // GET /v1/clerk/reports/dormant: tourist cards still out
+    std::int64_t dormant_balance_fen = 0;  // claimable: never forfeited
+    std::int64_t dormant_deposit_fen = 0;
+};
+
+// A card reported lost and replaced at the counter, as the clearing shows it after the day.
+struct Replacement {
+    std::string lost_asn;
+    std::string new_asn;
+    std::string state;  // "pending_transfer": the waiting period runs
+    std::int64_t medical_carried_fen = 0;
+    std::int64_t pending_transfer_fen = 0;
 };
 
 struct DayReport {
@@ -71,7 +109,9 @@ struct DayReport {
     std::size_t dropped_frames = 0;
     std::size_t clearing_kills = 0;
     std::uint64_t link_failovers = 0;  // terminal links that moved to another clearing node
-    std::string digest;                // SHA-256 of the transaction log, hex
+    TouristReport tourists;
+    std::vector<Replacement> replacements;
+    std::string digest;  // SHA-256 of the transaction log, hex
     fs::path transaction_log;
     double run_seconds = 0;
     double upload_seconds = 0;
@@ -83,8 +123,9 @@ void plan_participants_and_terminals(const WorldPaths& world, Island& island, co
 
 // Runs the day against a running clearing daemon (`clearing` may be restarted by the kill option).
 // `progress(fraction, text)` is called now and then.
+// `desk`: the airport counter's HSM client and clerk (needed when options.tourists > 0).
 DayReport run_day(const WorldPaths& world, const Island& island, Daemon& clearing, const DayOptions& options,
-                  const std::function<void(double, const std::string&)>& progress);
+                  const std::function<void(double, const std::string&)>& progress, std::optional<ServiceDesk> desk = std::nullopt);
 
 // The clearing as the day's terminals see it: the endpoints each terminal is given (several: the nodes of
 // a cluster, which the terminals fail over across), and the faults the day injects.
@@ -94,6 +135,7 @@ struct ClearingUnderTest {
     double strike_every_s = 0;        // wall-clock interval of strikes (0: none)
     bool strike_mid_day = false;      // once when half of the day's card events are done
     std::function<void()> after_day;  // after the last upload: the clearing serving again
+    std::optional<ServiceDesk> desk;  // the airport counter (tourist cards)
 };
 DayReport run_day(const WorldPaths& world, const Island& island, const ClearingUnderTest& clearing, const DayOptions& options,
                   const std::function<void(double, const std::string&)>& progress);

@@ -94,6 +94,11 @@ Verification verify_island(const Island& island, const fs::path& data) {
     const ledger::Ledger& book = *opened.value();
 
     MoneyLine card_line{"cards (balances on the cards)", 0, 0};
+    // Cardholders' money the clearing holds off the cards: tourist deposits (18) and refunds owed (17).
+    MoneyLine deposits{"card deposits (tourist cards)", 0, 0};
+    MoneyLine refunds{"refunds owed to cardholders", 0, 0};
+    // A lost card's balance carried to its replacement, not collected yet (15), and its late spending (16).
+    MoneyLine carried{"carried balances (replacement cards)", 0, 0};
     for (const auto& card : island.cards) {
         auto image = cos::VirtualCard::open(card.image);
         if (!image) fail(exit_codes::bad_input, image.error().message);
@@ -108,9 +113,17 @@ Verification verify_island(const Island& island, const fs::path& data) {
             v.card_mismatches.push_back(
                 fmt::format("{}: card {}, shadow {} (ledger {})", card.asn, on_card, found->second.first, found->second.second));
         card_line.purse_fen += on_card;
-        card_line.medical_fen += signed_balance(book, clearing::medical_account(asn_of(card.asn)));
+        const clearing::Asn asn = asn_of(card.asn);
+        card_line.medical_fen += signed_balance(book, clearing::medical_account(asn));
+        deposits.purse_fen += signed_balance(book, clearing::card_deposit_account(asn));
+        refunds.purse_fen += signed_balance(book, clearing::refund_payable_account(asn));
+        carried.purse_fen += signed_balance(book, clearing::carried_holding_account(asn));
     }
     v.money.push_back(card_line);
+    v.money.push_back(deposits);
+    v.money.push_back(refunds);
+    v.money.push_back(carried);
+    v.money.push_back({"lost cards' late spending", signed_balance(book, clearing::lost_late_spending_account), 0});
     for (const auto& p : island.participants)
         v.money.push_back({fmt::format("{} ({}, {})", p.name, p.kind, p.id),
                            signed_balance(book, clearing::payable_account(p.id, clearing::ledgers::purse)),

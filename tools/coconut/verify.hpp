@@ -2,8 +2,10 @@
 //
 //   - every card image's balance equals its purse shadow in the clearing (registry mirror and ledger);
 //   - `coconut-clearingd check`: every ledger and registry invariant;
-//   - no money created or lost: Σ card balances (read from the images, not the shadows) + Σ participant
-//     payables + purse float + fee income + suspense = 0 on the purse ledger, and Σ medical accounts +
+//   - no money created or lost: Σ card balances (read from the images, not the shadows) + Σ tourist card
+//     deposits + Σ refunds owed to cardholders + Σ carried balances of replacement cards + lost cards' late
+//     spending + Σ participant payables + purse float + fee income +
+//     suspense = 0 on the purse ledger, and Σ medical accounts +
 //     clinic payables + medical fund + fee income + suspense = 0 on the medical ledger (balances signed
 //     credits − debits: the float is negative by what was prepaid).
 // Reads the clearing data directory with the daemon stopped (it takes the daemon's directory lock).

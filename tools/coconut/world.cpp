@@ -112,6 +112,12 @@ hsm::CardIdentity identity(const std::string& asn) {
     return {*issuer, *parsed_asn};
 }
 
+}  // namespace
+
+std::string holder_ssn(const std::string& asn) { return fmt::format("46010019900101{:04}", std::stoull(asn.substr(4)) % 10000); }
+
+namespace {
+
 // Deterministic cardholder names for the simulated island (UTF-8; the card stores GBK).
 std::string holder_name(std::uint64_t n) {
     static const char* const family[] = {"王", "李", "张", "刘", "陈", "杨", "黄", "吴", "林", "符"};
@@ -143,7 +149,7 @@ Island load_island(const WorldPaths& world, const fs::path& default_images) {
                                         t.at("distance_fares"), t.at("psam_image").get<std::string>(), t.at("queue").get<std::string>()});
         for (const auto& c : j.at("cards"))
             island.cards.push_back({c.at("asn"), c.at("image").get<std::string>(), c.at("purse_opening_fen"), c.at("medical_opening_fen"),
-                                    c.at("holder"), c.value("tourist", false)});
+                                    c.at("holder"), c.value("tourist", false), c.value("stock", false)});
     } catch (const json::exception& e) {
         fail(exit_codes::bad_input, fmt::format("{}: {}", world.manifest().string(), e.what()));
     }
@@ -171,7 +177,8 @@ void save_island(const WorldPaths& world, const Island& island) {
                               {"purse_opening_fen", c.purse_opening_fen},
                               {"medical_opening_fen", c.medical_opening_fen},
                               {"holder", c.holder},
-                              {"tourist", c.tourist}});
+                              {"tourist", c.tourist},
+                              {"stock", c.stock}});
     write_private(world.manifest(), j.dump(1) + "\n");
 }
 
@@ -292,7 +299,7 @@ std::vector<CardEntry> issue_cards(const WorldPaths& world, Island& island, cons
                      {"start_date", "20260101"},
                      {"expiry_date", "20351231"},
                      {"medical_account", card.asn},
-                     {"cardholder", {{"name", card.holder}, {"ssn", fmt::format("46010019900101{:04}", n % 10000)}}},
+                     {"cardholder", {{"name", card.holder}, {"ssn", holder_ssn(card.asn)}}},
                      {"keys", keys},
                      {"key_version", 1}};
         if (options.tourist) {

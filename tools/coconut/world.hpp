@@ -49,7 +49,7 @@ inline constexpr const char* scheme_issuer_id = "4600000000000001";
 struct Participant {
     std::uint64_t id = 0;
     std::string name;
-    std::string kind;  // bus, shop, clinic
+    std::string kind;  // bus, shop, clinic, counter (a service desk: sells and takes back cards)
     std::string bank_account;
     std::uint32_t fee_rate_bp = 0;
 };
@@ -58,7 +58,7 @@ struct TerminalEntry {
     std::string terminal_id;       // field 41, 8 characters
     std::string psam_terminal_id;  // 12 digits
     std::uint64_t participant_id = 0;
-    std::string kind;             // bus, shop, clinic
+    std::string kind;             // bus, shop, clinic, counter
     std::uint16_t line = 0;       // buses: the line the validator serves
     bool distance_fares = false;  // buses: entry/exit fares by stops (else flat)
     fs::path psam_image;
@@ -72,7 +72,12 @@ struct CardEntry {
     std::uint32_t medical_opening_fen = 0;
     std::string holder;
     bool tourist = false;  // purse only (CardIssueOptions::tourist)
+    bool stock = false;    // kept at the service counter for a replacement (empty; not in the day until handed out)
 };
+
+// The social-security number printed into card `asn`'s cardholder data at issuance (a resident's card; the
+// holder was born 1990-01-01).
+std::string holder_ssn(const std::string& asn);
 
 struct Island {
     fs::path images_dir;
