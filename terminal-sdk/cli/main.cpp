@@ -205,12 +205,13 @@ int cmd_readers(const Options& options) {
 int cmd_balance(const Options& options) {
     auto session = open_session(options, false);
     if (!session) return report(session.error(), options.json);
-    auto balance = (*session)->terminal->balance();
-    if (!balance) return report(from_flow(balance.error()), options.json);
+    auto read = (*session)->terminal->card_balance();
+    if (!read) return report(from_flow(read.error()), options.json);
+    const auto& [card, balance] = *read;
     if (options.json) {
-        print_json({{"balance_fen", *balance}});
+        print_json({{"balance_fen", balance}, {"asn", card.asn_digits()}});
     } else {
-        print_text(fmt::format("balance {} fen ({} CNY)", *balance, yuan(*balance)));
+        print_text(fmt::format("balance {} fen ({} CNY)", balance, yuan(balance)));
     }
     return exit_ok;
 }

@@ -105,6 +105,15 @@ Result<std::uint32_t, FlowError> Terminal::balance() {
     return *b;
 }
 
+Result<std::pair<PurseInfo, std::uint32_t>, FlowError> Terminal::card_balance() {
+    auto session = open_card();
+    if (!session) return Unexpected{session.error()};
+    PurseApp purse(card_channel_);
+    auto b = purse.balance();
+    if (!b) return Unexpected{from_card(b.error())};
+    return std::pair{session->info, *b};
+}
+
 Result<Cardholder, FlowError> Terminal::cardholder() {
     if (auto connected = connect_card(card_reader_); !connected) return Unexpected{connected.error()};
     SocialSecurityApp ss(card_channel_);

@@ -134,6 +134,9 @@ public:
     Result<LoadOutcome, FlowError> load(std::uint32_t amount_fen, ClearingClient& host, LoadFunding funding = LoadFunding::cash);
     Result<ClinicOutcome, FlowError> clinic_payment(std::uint32_t amount_fen, std::string_view pin, ClearingClient& host);
     Result<std::uint32_t, FlowError> balance();
+    // The card in the reader (its FCI: ASN, dates) and its balance — what a counter checks before it
+    // takes a returned card's balance.
+    Result<std::pair<PurseInfo, std::uint32_t>, FlowError> card_balance();
     Result<Cardholder, FlowError> cardholder();
     // Counter: recover this card's interrupted debits, GET BALANCE (a claim), a purchase (06) of the whole
     // balance by this terminal's PSAM (the TAC proves it; queued like any purchase), then a permanent
