@@ -169,9 +169,9 @@ def desk_return(stack, desk):
     out = stack.counter_json(desk, *args)
     assert out["status"] == "returned" and out["refund_by_bank_fen"] == balance, out
     assert stack.card_balance(0) == 0 == shadow(stack, it.CARDS[0])
-    # Blocked on the card itself: the purse refuses every command (6A81).
+    # Blocked on the card itself: SELECT of the purse answers 6283 (application blocked), the terminal stops there.
     read = it.run(stack.term(0, 1, "after-return.queue") + ["balance"], check=False)
-    assert read.returncode == 12 and "6A81" in read.stdout + read.stderr, (read.returncode, read.stdout, read.stderr)
+    assert read.returncode == 12 and json.loads(read.stdout)["error"]["sw"] == "6283", (read.returncode, read.stdout, read.stderr)
     serial = stack.queue_list("desk.queue")["transactions"]
     assert serial == [], serial  # the purchase was uploaded and acknowledged
     result = stack.counter(desk, "return", n0, "--terminal-id", "SHOP0001", "--terminal-serial", "1", *bank, expect=EXIT["conflict"])
@@ -195,6 +195,16 @@ def desk_tourist_and_dormant(stack, desk, reader, refund_fen):
     table = stack.counter(desk, "dormant").stdout
     assert tourist in table and n0 in table and "card(s)" in table, table
     it.log("  ok  tourist card sold (twice → 23, reader → 21); dormant report (table and --json) lists it and the unpaid refund")
+
+    # A broken card: registered now (202 → exit 29, hotlisted), refunded by bank by the same command after the wait.
+    broken = h.card_number(h.extra_asn(9))
+    account = ["--bank-account", "6222000099990009", "--account-holder", "Wang Wei"]
+    out = json.loads(stack.counter(desk, "refund-broken", broken, *account, "--json", expect=29).stdout)
+    assert out["state"] == "waiting", out
+    time.sleep(LOST_WAIT_S + 0.5)
+    text = stack.counter(desk, "refund-broken", broken, *account).stdout
+    assert f"card {broken} refunded: {h.PURSE_BASE_FEN + 9} fen by bank" in text, text
+    it.log("  ok  refund-broken: waiting (exit 29), then refunded by bank after --lost-wait-s")
 
 
 def main():
