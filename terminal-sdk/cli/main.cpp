@@ -652,8 +652,7 @@ int cmd_load(const Options& options, const ClearingCliOptions& clearing, std::ui
                     {"record", terminal_cli::to_json(r)}});
     } else {
         print_text(fmt::format("loaded {} CNY{}: balance {} -> {} CNY; confirmation {}", yuan(r.amount_fen),
-                               carried ? " (carried balance, 280000)" : "", yuan(r.balance_before_fen),
-                               yuan(r.balance_after_fen),
+                               carried ? " (carried balance, 280000)" : "", yuan(r.balance_before_fen), yuan(r.balance_after_fen),
                                outcome->confirmed ? "acknowledged" : "queued (" + outcome->confirmation_code + ")"));
     }
     return exit_ok;

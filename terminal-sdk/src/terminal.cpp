@@ -448,7 +448,8 @@ Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, Clearing
         if (auto a = queue_.abandon_intent(intent.sequence); !a) return Unexpected{from_queue(a.error())};
         if (draft.carried && approval->response_code == "51") {
             FlowError short_holding = declined("carried balance load (280000)", approval->response_code);
-            short_holding.message += ": the card's carried holding holds less than the amount (nothing carried, not yet carried, or collected)";
+            short_holding.message +=
+                ": the card's carried holding holds less than the amount (nothing carried, not yet carried, or collected)";
             return Unexpected{short_holding};
         }
         return Unexpected{declined("load", approval->response_code)};

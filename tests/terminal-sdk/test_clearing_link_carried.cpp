@@ -42,8 +42,8 @@ struct CarriedRig : LinkRig {
         const SsnHash ssn = holder_ssn();
         const PersonRecord person{"Li Na", "1980-02-03", {asn_of(card_b)}};
         REQUIRE(commit(LifecycleChange{{}, [this, ssn, person](lmdb::Txn& txn, auto, std::string&) {
-                           return lifecycle.put_person(txn, ssn, person);
-                       }}) == "ok");
+                                           return lifecycle.put_person(txn, ssn, person);
+                                       }}) == "ok");
         REQUIRE(commit(report_lost(context, asn_of(card_b), Reporter::clerk, "desk", t0_ns)) == "ok");
         auto replaced = replace_card(context, asn_of(card_b), asn_of(card_a), ssn, t0_ns);
         REQUIRE_MESSAGE(replaced.ok(), (replaced.ok() ? "" : replaced.error()));

@@ -80,11 +80,10 @@ Result<HttpAnswer, std::string> http_exchange(const HttpRequest& request) {
     auto connected = connect_to(request.host, request.port);
     if (!connected) return Unexpected<std::string>{connected.error()};
     Socket socket(*connected);
-    std::string text = fmt::format("{} {} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n", request.method, request.target,
-                                   request.host, request.port);
+    std::string text =
+        fmt::format("{} {} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n", request.method, request.target, request.host, request.port);
     if (!request.bearer_token.empty()) text += "Authorization: Bearer " + request.bearer_token + "\r\n";
-    if (!request.body.empty())
-        text += fmt::format("Content-Type: application/json\r\nContent-Length: {}\r\n", request.body.size());
+    if (!request.body.empty()) text += fmt::format("Content-Type: application/json\r\nContent-Length: {}\r\n", request.body.size());
     text += "\r\n" + request.body;
     for (std::size_t sent = 0; sent < text.size();) {
         const ssize_t n = ::send(socket.fd(), text.data() + sent, text.size() - sent, MSG_NOSIGNAL);

@@ -81,7 +81,8 @@ std::pair<std::string, std::uint16_t> parse_endpoint(const std::string& text) {
     std::string host = colon == std::string::npos ? "" : text.substr(0, colon);
     const std::string port = colon == std::string::npos ? "" : text.substr(colon + 1);
     if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-    const bool digits = !port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
+    const bool digits =
+        !port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; });
     if (host.empty() || !digits || std::stoul(port) == 0 || std::stoul(port) > 65535)
         fail(exit_codes::usage, fmt::format("--clearing-http {}: expected HOST:PORT", text));
     return {host, static_cast<std::uint16_t>(std::stoul(port))};
@@ -276,7 +277,8 @@ std::uint32_t take_whole_balance(const ReturnArgs& args) {
     if (!serial)
         fail(counter_exit::terminal_step,
              fmt::format("card {}: no purchase was taken (balance {} fen{}); if an earlier run took it, give --terminal-serial",
-                         args.card_number, field(taken, "balance_fen"), taken.value("was_blocked", false) ? ", the card was already blocked" : ""));
+                         args.card_number, field(taken, "balance_fen"),
+                         taken.value("was_blocked", false) ? ", the card was already blocked" : ""));
     return *serial;
 }
 
@@ -325,8 +327,9 @@ int return_command(const CounterOptions& options, const ReturnArgs& args) {
                                    ? fmt::format("{} fen by bank to {}", field(b, "refund_by_bank_fen"), args.bank_account)
                                    : fmt::format("{} fen in cash", field(b, "paid_cash_fen"));
     print(options, b,
-          fmt::format("card {} returned (purchase serial {} of {}): balance {} fen, deposit {} fen, fee {} fen; pay out {}", args.card_number,
-                      serial, args.terminal_id, field(b, "balance_fen"), field(b, "deposit_fen"), field(b, "fee_fen"), payout));
+          fmt::format("card {} returned (purchase serial {} of {}): balance {} fen, deposit {} fen, fee {} fen; pay out {}",
+                      args.card_number, serial, args.terminal_id, field(b, "balance_fen"), field(b, "deposit_fen"), field(b, "fee_fen"),
+                      payout));
     return exit_codes::ok;
 }
 
@@ -346,8 +349,8 @@ int refund_broken_command(const CounterOptions& options, const std::string& numb
 
 int sell_tourist_command(const CounterOptions& options, const std::string& number, std::uint64_t seller, std::uint32_t deposit_fen) {
     require_card_number(number);
-    const Answer answer =
-        clerk_call(options, "POST", "/v1/clerk/tourist-cards", json{{"card_number", number}, {"seller_id", seller}, {"deposit_fen", deposit_fen}});
+    const Answer answer = clerk_call(options, "POST", "/v1/clerk/tourist-cards",
+                                     json{{"card_number", number}, {"seller_id", seller}, {"deposit_fen", deposit_fen}});
     print(options, answer.body, fmt::format("tourist card {} sold by participant {}: deposit {} fen", number, seller, deposit_fen));
     return exit_codes::ok;
 }
@@ -366,9 +369,8 @@ int dormant_command(const CounterOptions& options, std::optional<std::uint32_t> 
     const json cards = answer.body.value("cards", json::array());
     for (const auto& c : cards) {
         std::cout << fmt::format("{:<16}  {:<14}  {:<9}  {:>11}  {:>11}  {:>10}  {:<20}  {:>4}\n", field(c, "card_number"),
-                                 field(c, "what"), field(c, "status"), field(c, "balance_fen"),
-                                 field(c, "deposit_fen"), field(c, "refund_fen"),
-                                 field(c, "last_activity"), field(c, "days_dormant"));
+                                 field(c, "what"), field(c, "status"), field(c, "balance_fen"), field(c, "deposit_fen"),
+                                 field(c, "refund_fen"), field(c, "last_activity"), field(c, "days_dormant"));
     }
     std::cout << fmt::format("{} card(s)\n", cards.size());
     return exit_codes::ok;
@@ -447,16 +449,16 @@ void add_desk_commands(CLI::App* counter, CounterCommandLine& c, std::function<i
     person->add_option("--card", c.person.cards, "register: a card of the person (repeatable)");
     person->callback([&] { command = [&] { return person_command(c.options, c.person); }; });
     for (const bool found : {false, true}) {
-        auto* lost = with_common(counter->add_subcommand(found ? "found" : "report-lost",
-                                                         found ? "undo a lost report within the waiting period"
-                                                               : "report a card lost (hotlisted at once)"),
-                                 c.options);
+        auto* lost =
+            with_common(counter->add_subcommand(found ? "found" : "report-lost", found ? "undo a lost report within the waiting period"
+                                                                                       : "report a card lost (hotlisted at once)"),
+                        c.options);
         lost->add_option("CARD", c.card, "card number (16 digits)")->required();
         lost->add_option("--ssn", c.ssn, "the holder's SSN from the ID document")->required();
         lost->callback([&, found] { command = [&, found] { return lost_command(c.options, c.card, c.ssn, found); }; });
     }
-    auto* replace = with_common(counter->add_subcommand("replace", "a new card replaces a lost one (balance carried after the wait)"),
-                                c.options);
+    auto* replace =
+        with_common(counter->add_subcommand("replace", "a new card replaces a lost one (balance carried after the wait)"), c.options);
     replace->add_option("CARD", c.card, "the lost card's number")->required();
     replace->add_option("--new-card", c.new_card, "the new card's number (registered, active)")->required();
     replace->add_option("--ssn", c.ssn, "the holder's SSN from the ID document")->required();
@@ -471,8 +473,9 @@ void add_money_commands(CLI::App* counter, CounterCommandLine& c, std::function<
                             c.options);
     add_return_options(ret, c.ret);
     ret->callback([&] { command = [&] { return return_command(c.options, c.ret); }; });
-    auto* broken = with_common(counter->add_subcommand("refund-broken", "an unreadable card: hotlisted now, refunded by bank after the wait"),
-                               c.options);
+    auto* broken =
+        with_common(counter->add_subcommand("refund-broken", "an unreadable card: hotlisted now, refunded by bank after the wait"),
+                    c.options);
     broken->add_option("CARD", c.card, "card number")->required();
     broken->add_option("--bank-account", c.bank_account, "the cardholder's account")->required();
     broken->add_option("--account-holder", c.account_holder, "the account holder's name")->required();
@@ -482,7 +485,8 @@ void add_money_commands(CLI::App* counter, CounterCommandLine& c, std::function<
     tourist->add_option("--seller-id", c.seller, "the selling participant (kind counter)")->required();
     tourist->add_option("--deposit-fen", c.deposit_fen, "deposit collected in cash, fen")->required()->check(CLI::Range(1, 100000));
     tourist->callback([&] { command = [&] { return sell_tourist_command(c.options, c.card, c.seller, c.deposit_fen); }; });
-    auto* dormant = with_common(counter->add_subcommand("dormant", "tourist cards still out, refunds owed, broken cards waiting"), c.options);
+    auto* dormant =
+        with_common(counter->add_subcommand("dormant", "tourist cards still out, refunds owed, broken cards waiting"), c.options);
     dormant->add_option("--min-days", c.min_days, "only cards dormant this many whole days");
     dormant->callback([&] { command = [&] { return dormant_command(c.options, c.min_days); }; });
     auto* late = with_common(counter->add_subcommand("late-spending", "what lost cards paid after their balance was carried"), c.options);
