@@ -56,16 +56,8 @@ struct CounterRig {
         counter = *c;
         reader = *r;
         registrar = *g;
-        http::Services services{*rig.ledger,
-                                rig.writer,
-                                *rig.registry,
-                                rig.daemon->tokens(),
-                                nullptr,
-                                nullptr,
-                                nullptr,
-                                nullptr,
-                                nullptr,
-                                rig.daemon->options().data};
+        http::Services services{*rig.ledger, rig.writer, *rig.registry, rig.daemon->tokens(),      nullptr, nullptr,
+                                nullptr,     nullptr,    nullptr,       rig.daemon->options().data};
         services.card_returns = &rig.daemon->card_returns();
         services.lost_wait_s = 1;
         api = std::make_unique<http::Api>(services, options, stats);

@@ -73,8 +73,8 @@ def payable(node_data, stack):
     return {p["id"]: p.get("purse_payable_fen", 0) for p in out}[1001]
 
 
-def http_get(port, path, token):
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {token}"})
+def http_get(port, path, token, method="GET"):
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {token}"}, method=method)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, dict(response.headers), json.loads(response.read())
@@ -98,6 +98,23 @@ def check_standby_http(nodes, primary, card_token, clerk_token):
     assert headers.get("Coconut-Primary") == f"127.0.0.1:{primary.http_port}", headers
     log(f"  ok  standby {standby.name}: cardholder balance from its copy at position {headers['Coconut-Applied-Position']} "
         f"(= the primary's), clerk sent to the primary")
+    # A card reported lost on the primary reads as lost on the standby (the lifecycle record travelled),
+    # its token answering the status only; found again before the day goes on.
+    card = CARDS[0][-16:]
+    status, _, body = http_get(primary.http_port, f"/v1/cards/{card}/lost", card_token, method="POST")
+    assert status == 200 and body["status"] == "lost", (status, body)
+    status, _, body = http_get(standby.http_port, f"/v1/cards/{card}/lost", card_token, method="POST")
+    assert status == 503 and body["error"]["code"] == "standby", (status, body)
+    while standby.status().get("position", 0) < primary.status().get("position", 0):
+        assert time.time() < deadline, "the standby did not catch up"
+        time.sleep(0.05)
+    status, _, body = http_get(standby.http_port, f"/v1/cards/{card}", card_token)
+    assert status == 200 and body["status"] == "lost" and body["lost"]["state"] == "waiting", (status, body)
+    status, _, body = http_get(standby.http_port, f"/v1/cards/{card}/transactions", card_token)
+    assert status == 403 and body["error"]["code"] == "card_reported_lost", (status, body)
+    status, _, body = http_get(primary.http_port, f"/v1/cards/{card}/lost", card_token, method="DELETE")
+    assert status == 200 and body["status"] == "active", (status, body)
+    log(f"  ok  standby {standby.name}: a card reported lost on the primary reads as lost from its copy (403 for its history)")
 
 
 class Cluster:

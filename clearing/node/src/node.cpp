@@ -1,5 +1,8 @@
 #include <coconut/clearing/node.hpp>
 
+#include <coconut/clearing/card_returns.hpp>
+#include <coconut/clearing/lifecycle.hpp>
+
 #include <coconut/core/assert.hpp>
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -164,6 +167,8 @@ struct Standby {
     DirectoryLock lock;
     std::unique_ptr<ledger::Ledger> ledger;
     std::unique_ptr<Registry> registry;
+    std::unique_ptr<Lifecycle> lifecycle;
+    std::unique_ptr<CardReturns> card_returns;
     std::unique_ptr<http::Tokens> tokens;
     http::StandbyInfo info;
     std::unique_ptr<boost::asio::io_context> io;
@@ -176,6 +181,9 @@ coconut::Status<NodeError> serve_standby_http(Standby& standby, const DaemonOpti
     auto tokens = http::Tokens::open(standby.ledger->env(), d.data);
     if (!tokens) return failure(NodeError::Kind::daemon, tokens.error().message);
     standby.tokens = std::move(tokens).value();
+    auto returns = CardReturns::open(standby.ledger->env());
+    if (!returns) return failure(NodeError::Kind::daemon, returns.error().message);
+    standby.card_returns = std::move(returns).value();
     standby.info.applied_position = [&node] { return node.position.load(); };
     standby.info.primary_http = [&node] {
         std::lock_guard lock(node.primary_mutex);
@@ -184,8 +192,12 @@ coconut::Status<NodeError> serve_standby_http(Standby& standby, const DaemonOpti
     http::HttpOptions options = *d.http;
     options.io_threads = 1;
     standby.io = std::make_unique<boost::asio::io_context>(1);
-    const http::Services services{*standby.ledger, nullptr, *standby.registry, *standby.tokens, nullptr,
-                                  nullptr,         nullptr, nullptr,           &standby.info,   d.data};
+    http::Services services{*standby.ledger, nullptr, *standby.registry, *standby.tokens, nullptr,
+                            nullptr,         nullptr, nullptr,           &standby.info,   d.data};
+    // The cardholder's reads show a lost, replaced or returned card as the primary would.
+    services.lifecycle = standby.lifecycle.get();
+    services.lost_wait_s = d.engine.lost_wait_s;
+    services.card_returns = standby.card_returns.get();
     try {
         standby.http = std::make_unique<http::HttpServer>(*standby.io, services, options);
     } catch (const std::exception& e) {
@@ -208,6 +220,7 @@ coconut::Result<std::unique_ptr<Standby>, NodeError> open_standby(const DaemonOp
     if (!data) return failure(NodeError::Kind::daemon, data.error().message);
     standby->ledger = std::move(data->ledger);
     standby->registry = std::move(data->registry);
+    standby->lifecycle = std::move(data->lifecycle);
     if (auto served = serve_standby_http(*standby, d, node); !served) return Unexpected{served.error()};
     return standby;
 }
