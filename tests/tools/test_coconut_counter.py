@@ -176,8 +176,12 @@ def desk_return(stack, desk):
     assert serial == [], serial  # the purchase was uploaded and acknowledged
     result = stack.counter(desk, "return", n0, "--terminal-id", "SHOP0001", "--terminal-serial", "1", *bank, expect=EXIT["conflict"])
     assert "already_returned" in result.stderr, result.stderr
+    # The whole flow again on the returned card: SELECT answers 6283 at the balance read, nothing is taken (28).
+    result = stack.counter(desk, *args, expect=28)
+    assert "reading the card" in result.stderr and "6283" in result.stderr, result.stderr
+    assert stack.queue_list("desk.queue")["transactions"] == []
     it.log(f"  ok  return: wrong card → 7 (nothing taken), {balance} fen taken by SHOP0001's PSAM, card blocked, uploaded, "
-           "refund by bank; returned twice → 23 already_returned")
+           "refund by bank; returned twice → 23 already_returned, the whole flow again → 28 with nothing taken")
     return balance
 
 
