@@ -384,6 +384,36 @@ TEST_CASE("a broken card: hotlisted at once, late uploads booked meanwhile, refu
     c.require_check();
 }
 
+TEST_CASE("a card reported lost is not returned until found; a replaced card is neither returned nor refunded as broken") {
+    CounterRig c;
+    REQUIRE(c.purchase(card_d, 5000, 5000, 0, "DESK0001", desk_psam, 1) == "00");
+    const auto lost = c.request("PUT", "/v1/clerk/cards/" + number(card_d) + "/status", json{{"status", "lost"}}.dump(), c.hotlister);
+    REQUIRE_MESSAGE(lost.status == 200, lost.body);
+    const json by_cash = {{"terminal_id", "DESK0001"}, {"terminal_serial", 1}, {"payout", "cash"}};
+    const auto refused = c.post("/v1/clerk/cards/" + number(card_d) + "/return", by_cash);
+    CHECK(refused.status == 409);
+    CHECK(error_code(refused) == "card_reported_lost");
+    CHECK(c.rig.card(card_d).status == CardStatus::lost);
+
+    {  // the card replaced meanwhile (the replacement itself: test_card_lifecycle.cpp)
+        auto txn = lmdb::Txn::begin(c.rig.ledger->env(), lmdb::Txn::Mode::read_write);
+        REQUIRE(txn.ok());
+        CardRecord card = c.rig.card(card_d);
+        card.status = CardStatus::replaced;
+        REQUIRE(c.rig.registry->put_card(*txn, card).ok());
+        REQUIRE(txn->commit().ok());
+    }
+    const auto returned = c.post("/v1/clerk/cards/" + number(card_d) + "/return", by_cash);
+    CHECK(returned.status == 409);
+    CHECK(error_code(returned) == "card_replaced");
+    const auto broken = c.post("/v1/clerk/cards/" + number(card_d) + "/refund-broken", account("6222000099990009", "Zhao Lei"));
+    CHECK(broken.status == 409);
+    CHECK(error_code(broken) == "card_replaced");
+    CHECK(c.rig.card(card_d).status == CardStatus::replaced);
+    CHECK_FALSE(c.rig.ledger->lookup_account(refund_payable_account(asn_of(card_d))).value().has_value());  // nothing owed
+    c.require_check();
+}
+
 TEST_CASE("the dormancy report lists tourist cards still out and refunds not yet paid, never forfeited") {
     CounterRig c;
     REQUIRE(c.post("/v1/clerk/tourist-cards", {{"card_number", number(tourist_3)}, {"seller_id", airport}, {"deposit_fen", 1000}}).status ==

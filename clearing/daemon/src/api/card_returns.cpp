@@ -152,6 +152,21 @@ std::optional<CounterRefusal> already_returned(const Asn& asn, const CardRecord&
                           fmt::format("card {} was returned already{}: a card is returned once", number_text(asn), how)};
 }
 
+// A card reported lost is not returned at a counter (the cardholder who has it again reports it found
+// first: DELETE …/lost), and a replaced one never: its balance moves to its replacement (clearing/README.md
+// "Card lifecycle"), so a return would pay it twice.
+std::optional<CounterRefusal> lost_refusal(const Asn& asn, const CardRecord& card) {
+    if (card.status == CardStatus::replaced)
+        return CounterRefusal{"card_replaced", fmt::format("card {} was replaced by a new card: its balance moves to the new card, "
+                                                           "it is neither returned nor refunded",
+                                                           number_text(asn))};
+    if (card.status == CardStatus::lost)
+        return CounterRefusal{"card_reported_lost",
+                              fmt::format("card {} is reported lost: report it found first (DELETE /v1/clerk/cards/{{n}}/lost)",
+                                          number_text(asn))};
+    return std::nullopt;
+}
+
 // The purchase the request names must be a booked, TAC-proven purchase (code 1) of this card by this
 // counter terminal's PSAM, credited to the counter's payable.
 std::optional<CounterRefusal> purchase_refusal(const Asn& asn, const TerminalRecord& terminal,
@@ -184,6 +199,7 @@ std::variant<CounterRefusal, ReturnCheck> check_return(const Services& s, const 
     auto terminal = s.registry.terminal_in(*txn, r.terminal_id);
     if (!card || !*card || !record || !tourist || !terminal) return CounterRefusal{"storage", "registry read failed"};
     if (auto returned = already_returned(asn, **card, *record)) return *returned;
+    if (auto lost = lost_refusal(asn, **card)) return *lost;
     if (!*terminal) return CounterRefusal{"unknown_terminal", fmt::format("terminal {} is not registered", r.terminal_id)};
     auto participant = s.registry.participant_in(*txn, (*terminal)->participant_id);
     if (!participant) return CounterRefusal{"storage", "registry read failed"};
@@ -443,6 +459,11 @@ void refund_broken(Call& call) {
     if (!*record) {
         if (auto returned = already_returned(*asn, **card, *record)) {
             return refuse_counter(call, std::move(*respond), "refund_broken", target, returned->code, returned->message);
+        }
+        // A lost card may be refunded as a broken one (the cardholder wants no replacement); a replaced one not.
+        if ((*card)->status == CardStatus::replaced) {
+            const auto replaced = lost_refusal(*asn, **card);
+            return refuse_counter(call, std::move(*respond), "refund_broken", target, replaced->code, replaced->message);
         }
         asked.asn = *asn;
         asked.kind = ReturnKind::broken;
