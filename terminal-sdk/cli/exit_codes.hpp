@@ -46,6 +46,8 @@ inline constexpr int exit_batch_error = 35;     // the batch state cannot be wri
 inline constexpr int exit_tls_error = 36;       // --ca / --cert / --key missing, unreadable, too open or not matching
 // Counter (block-card, return-card).
 inline constexpr int exit_hsm_error = 37;  // no maintenance MAC from the HSM (unreachable, refused, key file): the card is not blocked
+// load --carried answered 51: the card's carried holding holds less than asked; the card was not credited.
+inline constexpr int exit_carried_short = 38;
 
 inline int exit_code(sdk::FlowErrorCode code) {
     using sdk::FlowErrorCode;
@@ -114,6 +116,8 @@ inline constexpr const char* exit_code_table =
     "  35  batch_error: the batch state cannot be written to the queue, or the old batch file (--batch-file) is damaged\n"
     "  36  tls_error: --ca / --cert / --key missing, unreadable, readable by others, or not belonging together\n"
     "  37  hsm_error: block-card / unblock-card / return-card got no maintenance MAC from the HSM (--hsm unreachable, --hsm-key\n"
-    "      missing or without the permission `maintenance`); the card was not blocked (a return's debit, if taken, is queued)\n";
+    "      missing or without the permission `maintenance`); the card was not blocked (a return's debit, if taken, is queued)\n"
+    "  38  carried_short: `load --carried` (280000) answered 51: the card's carried holding holds less than the amount\n"
+    "      (no card was replaced by it, the waiting period is not over, or the balance was collected); the card was not credited\n";
 
 }  // namespace coconut::terminal_cli

@@ -205,12 +205,13 @@ int cmd_readers(const Options& options) {
 int cmd_balance(const Options& options) {
     auto session = open_session(options, false);
     if (!session) return report(session.error(), options.json);
-    auto balance = (*session)->terminal->balance();
-    if (!balance) return report(from_flow(balance.error()), options.json);
+    auto read = (*session)->terminal->card_balance();
+    if (!read) return report(from_flow(read.error()), options.json);
+    const auto& [card, balance] = *read;
     if (options.json) {
-        print_json({{"balance_fen", *balance}});
+        print_json({{"balance_fen", balance}, {"asn", card.asn_digits()}});
     } else {
-        print_text(fmt::format("balance {} fen ({} CNY)", *balance, yuan(*balance)));
+        print_text(fmt::format("balance {} fen ({} CNY)", balance, yuan(balance)));
     }
     return exit_ok;
 }
@@ -624,17 +625,25 @@ int cmd_upload(const Options& options, const ClearingCliOptions& upload) {
 }
 
 // load AMOUNT: INIT FOR LOAD → 0200 → 0210 MAC2 → CREDIT FOR LOAD → 0220 (queued until acknowledged).
-int cmd_load(const Options& options, const ClearingCliOptions& clearing, std::uint32_t amount_fen) {
+// --carried: the same with processing code 280000, funded by the card's carried holding; 51 → exit 38.
+int cmd_load(const Options& options, const ClearingCliOptions& clearing, std::uint32_t amount_fen, bool carried) {
     auto session = open_session(options, true, clearing.batch_file);
     if (!session) return report(session.error(), options.json);
     auto client = open_clearing(clearing, *(*session)->queue);
     if (!client) return report(client.error(), options.json);
-    auto outcome = (*session)->terminal->load(amount_fen, **client);
+    auto outcome = (*session)->terminal->load(amount_fen, **client, carried ? sdk::LoadFunding::carried : sdk::LoadFunding::cash);
+    if (!outcome && carried && outcome.error().code == sdk::FlowErrorCode::declined && outcome.error().response_code == "51") {
+        CliError error = from_flow(outcome.error());
+        error.exit_code = exit_carried_short;
+        error.code = "carried_short";
+        return report(error, options.json);
+    }
     if (!outcome) return report(from_flow(outcome.error()), options.json);
     (void)(*client)->sign_off();
     const sdk::TransactionRecord& r = outcome->record;
     if (options.json) {
         print_json({{"result", "loaded"},
+                    {"funding", carried ? "carried" : "cash"},
                     {"amount_fen", r.amount_fen},
                     {"balance_before_fen", r.balance_before_fen},
                     {"balance_after_fen", r.balance_after_fen},
@@ -642,8 +651,8 @@ int cmd_load(const Options& options, const ClearingCliOptions& clearing, std::ui
                     {"confirmation_code", outcome->confirmation_code},
                     {"record", terminal_cli::to_json(r)}});
     } else {
-        print_text(fmt::format("loaded {} CNY: balance {} -> {} CNY; confirmation {}", yuan(r.amount_fen), yuan(r.balance_before_fen),
-                               yuan(r.balance_after_fen),
+        print_text(fmt::format("loaded {} CNY{}: balance {} -> {} CNY; confirmation {}", yuan(r.amount_fen),
+                               carried ? " (carried balance, 280000)" : "", yuan(r.balance_before_fen), yuan(r.balance_after_fen),
                                outcome->confirmed ? "acknowledged" : "queued (" + outcome->confirmation_code + ")"));
     }
     return exit_ok;
@@ -755,6 +764,7 @@ struct CommandLine {
     std::uint32_t wait_timeout_ms = 10000;
     ClearingCliOptions clearing;
     std::uint32_t online_amount_fen = 0;
+    bool carried = false;
     std::string pin;
     CLI::App* balance = nullptr;
     CLI::App* purchase = nullptr;
@@ -886,6 +896,9 @@ void add_clearing_commands(CLI::App& app, CommandLine& c) {
     c.load->add_option("AMOUNT", c.online_amount_fen, "Amount in fen")
         ->required()
         ->check(CLI::Range(std::uint32_t{1}, std::numeric_limits<std::uint32_t>::max()));
+    c.load->add_flag("--carried", c.carried,
+                     "Collect the balance carried from the card this one replaced (processing code 280000, funded by the card's "
+                     "carried holding instead of cash); 51 (the holding holds less) exits 38");
     add_clearing_options(c.load, c.clearing);
     c.clinic_pay = app.add_subcommand("clinic-pay", "Clinic payment of AMOUNT fen: medical account hold (0100), purse for the rest, 0220");
     c.clinic_pay->add_option("AMOUNT", c.online_amount_fen, "Amount in fen")
@@ -919,7 +932,7 @@ int dispatch(const CLI::App& app, const CommandLine& c) {
     if (*c.hotlist_show) return cmd_hotlist_show(options, c.asn_digits);
     if (*c.wait) return cmd_wait(options, c.wait_absent, c.wait_timeout_ms);
     if (*c.upload) return cmd_upload(options, c.clearing);
-    if (*c.load) return cmd_load(options, c.clearing, c.online_amount_fen);
+    if (*c.load) return cmd_load(options, c.clearing, c.online_amount_fen, c.carried);
     if (*c.clinic_pay) return cmd_clinic_pay(options, c.clearing, c.online_amount_fen, c.pin);
     if (*c.sync_hotlist) return cmd_sync_hotlist(options, c.clearing);
     if (*c.reconcile) return cmd_reconcile(options, c.clearing);

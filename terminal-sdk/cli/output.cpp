@@ -64,6 +64,7 @@ nlohmann::json to_json(const sdk::TransactionRecord& r, std::optional<std::uint6
     if (r.link != sdk::LinkKind::offline_purchase) {
         out["stan"] = r.stan;
         out["batch_number"] = r.batch_number;
+        out["carried"] = r.carried;  // a load funded by the carried holding (280000)
     }
     return out;
 }
@@ -73,6 +74,7 @@ std::string to_text(const sdk::TransactionRecord& r, std::optional<std::uint64_t
     if (r.recovered) flags += " recovered";
     if (r.unproven) flags += " UNPROVEN";
     if (r.mac2_unverified) flags += " MAC2-UNVERIFIED";
+    if (r.carried) flags += " carried (280000)";
     std::string text = sequence ? fmt::format("#{} ", *sequence) : std::string{};
     text +=
         fmt::format("{} card {} ATC {} amount {} fen ({} CNY) balance {} -> {} fen, terminal {} serial {}, {}, TAC {} MAC2 {}",

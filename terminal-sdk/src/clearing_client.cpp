@@ -107,6 +107,9 @@ using iso8583::ProcessingCode;
 
 bool is_load(LinkKind link) { return link == LinkKind::load_confirmation || link == LinkKind::load_reversal; }
 
+// The processing code of a load's 0200 and of its advices: 280000 when the carried holding funds it.
+ProcessingCode load_code(const TransactionRecord& r) { return r.carried ? ProcessingCode::carried_load : ProcessingCode::purse_load; }
+
 std::string card_number(const TransactionRecord& r) { return iso8583::card_number(r.asn); }
 
 template <std::size_t N>
@@ -263,7 +266,7 @@ void check_request(const Message& m, const TransactionRecord& r, std::uint32_t s
 Message advice_request(const TransactionRecord& r, std::uint32_t stan, std::string_view terminal_id, bool repeat) {
     COCONUT_ASSERT(r.link != LinkKind::offline_purchase && r.link != LinkKind::clinic_hold, "an advice is sent for an advice record");
     const bool reversal = r.link == LinkKind::load_reversal || r.link == LinkKind::clinic_reversal;
-    const ProcessingCode processing = is_load(r.link) ? ProcessingCode::purse_load : ProcessingCode::medical_purchase;
+    const ProcessingCode processing = is_load(r.link) ? load_code(r) : ProcessingCode::medical_purchase;
     Message m = iso8583::transaction_request(reversal ? iso8583::MessageType::reversal_advice : iso8583::MessageType::advice,
                                              transaction_fields(r, processing, stan, terminal_id, r.batch_number), repeat);
     if (auto data = encode_advice_data(r)) m.set(62, *data);
@@ -902,7 +905,7 @@ Message online_request(iso8583::MessageType type, const TransactionRecord& r, Pr
 
 Result<LoadApproval, ClearingError> ClearingClient::request_load(const TransactionRecord& intent,
                                                                  const std::array<std::uint8_t, 4>& card_random, const crypto::Mac4& mac1) {
-    Message m = online_request(iso8583::MessageType::financial, intent, ProcessingCode::purse_load, state_->options.terminal_id);
+    Message m = online_request(iso8583::MessageType::financial, intent, load_code(intent), state_->options.terminal_id);
     m.set(62, encode_load_request_data(intent, card_random, mac1));
     auto answer = state_->exchange(m);
     if (!answer) return Unexpected<ClearingError>{answer.error()};

@@ -103,7 +103,8 @@ Bytes encode_record(const TransactionRecord& r) {
     put(out, r.when.time);
     put(out, r.tac);
     put(out, r.mac2);
-    out.push_back(static_cast<std::uint8_t>((r.recovered ? 1 : 0) | (r.unproven ? 2 : 0) | (r.mac2_unverified ? 4 : 0)));
+    out.push_back(
+        static_cast<std::uint8_t>((r.recovered ? 1 : 0) | (r.unproven ? 2 : 0) | (r.mac2_unverified ? 4 : 0) | (r.carried ? 8 : 0)));
     out.push_back(static_cast<std::uint8_t>(r.tap_kind));
     append_be(out, r.line, 2);
     append_be(out, r.station, 2);
@@ -144,6 +145,7 @@ std::optional<TransactionRecord> decode_record(ByteView in) {
     r.recovered = (flags & 1) != 0;
     r.unproven = (flags & 2) != 0;
     r.mac2_unverified = (flags & 4) != 0;
+    r.carried = (flags & 8) != 0;
     const std::uint8_t tap = in[pos++];
     if (tap > static_cast<std::uint8_t>(TapKind::unfinished)) return std::nullopt;
     r.tap_kind = static_cast<TapKind>(tap);

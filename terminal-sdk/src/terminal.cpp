@@ -105,6 +105,15 @@ Result<std::uint32_t, FlowError> Terminal::balance() {
     return *b;
 }
 
+Result<std::pair<PurseInfo, std::uint32_t>, FlowError> Terminal::card_balance() {
+    auto session = open_card();
+    if (!session) return Unexpected{session.error()};
+    PurseApp purse(card_channel_);
+    auto b = purse.balance();
+    if (!b) return Unexpected{from_card(b.error())};
+    return std::pair{session->info, *b};
+}
+
 Result<Cardholder, FlowError> Terminal::cardholder() {
     if (auto connected = connect_card(card_reader_); !connected) return Unexpected{connected.error()};
     SocialSecurityApp ss(card_channel_);
@@ -401,7 +410,7 @@ Result<Ok, FlowError> Terminal::recover_load(const QueuedTransaction& intent, Re
     return Ok{};
 }
 
-Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, ClearingClient& host) {
+Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, ClearingClient& host, LoadFunding funding) {
     if (amount_fen == 0) return Unexpected{FlowError{FlowErrorCode::card_error, "a load of 0 fen"}};
     auto session = open_card();
     if (!session) return Unexpected{session.error()};
@@ -423,6 +432,7 @@ Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, Clearing
     draft.atc = init->online_atc;
     draft.balance_before_fen = init->balance_fen;
     draft.balance_after_fen = init->balance_fen + amount_fen;
+    draft.carried = funding == LoadFunding::carried;
     auto intent_sequence = queue_.record_intent(draft);
     if (!intent_sequence) return Unexpected{from_queue(intent_sequence.error())};
     const QueuedTransaction intent{*intent_sequence, draft};
@@ -436,6 +446,12 @@ Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, Clearing
     }
     if (approval->response_code != "00") {
         if (auto a = queue_.abandon_intent(intent.sequence); !a) return Unexpected{from_queue(a.error())};
+        if (draft.carried && approval->response_code == "51") {
+            FlowError short_holding = declined("carried balance load (280000)", approval->response_code);
+            short_holding.message +=
+                ": the card's carried holding holds less than the amount (nothing carried, not yet carried, or collected)";
+            return Unexpected{short_holding};
+        }
         return Unexpected{declined("load", approval->response_code)};
     }
     return credit_load(intent, approval->mac2, host);

@@ -179,6 +179,7 @@ TEST_CASE("record codec round-trips every field") {
     r.recovered = true;
     r.unproven = true;
     r.mac2_unverified = true;
+    r.carried = true;
     r.station = 3;
     r.vehicle = 77;
     r.entry_station = 2;
@@ -190,6 +191,7 @@ TEST_CASE("record codec round-trips every field") {
     CHECK(encode_record(*back) == encoded);
     CHECK(back->unproven);
     CHECK(back->mac2_unverified);
+    CHECK(back->carried);
     Bytes bad = encoded;
     bad[59] = 9;  // tap kind (after ASN … MAC2 and the flags byte) out of range
     CHECK_FALSE(decode_record(bad));

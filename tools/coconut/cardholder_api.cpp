@@ -8,11 +8,14 @@
 #include <nlohmann/json.hpp>
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -22,7 +25,7 @@ namespace {
 
 class Socket {
 public:
-    Socket() : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {}
+    explicit Socket(int fd) : fd_(fd) {}
     ~Socket() {
         if (fd_ >= 0) ::close(fd_);
     }
@@ -43,30 +46,48 @@ std::string read_token(const fs::path& file) {
 
 }  // namespace
 
-HttpAnswer http_get(std::uint16_t port, const std::string& target, const std::string& bearer_token) {
-    return http_request(port, "GET", target, bearer_token, "");
+namespace {
+
+// A connected socket to host:port (IPv4 or IPv6), or why not.
+Result<int, std::string> connect_to(const std::string& host, std::uint16_t port) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    if (const int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found); rc != 0)
+        return Unexpected<std::string>{fmt::format("cannot resolve {}: {}", host, ::gai_strerror(rc))};
+    std::string why = "no address";
+    for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
+        const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) continue;
+        const timeval timeout{10, 0};
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+        ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
+        if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+            ::freeaddrinfo(found);
+            return fd;
+        }
+        why = std::strerror(errno);
+        ::close(fd);
+    }
+    ::freeaddrinfo(found);
+    return Unexpected<std::string>{fmt::format("cannot connect to the clearing's HTTP API on {}:{}: {}", host, port, why)};
 }
 
-HttpAnswer http_request(std::uint16_t port, const std::string& method, const std::string& target, const std::string& bearer_token,
-                        const std::string& json_body) {
-    Socket socket;
-    if (socket.fd() < 0) fail(exit_codes::io_error, "cannot create a socket");
-    const timeval timeout{10, 0};
-    ::setsockopt(socket.fd(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    ::setsockopt(socket.fd(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(port);
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(socket.fd(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0)
-        fail(exit_codes::tool_failed, fmt::format("cannot connect to the clearing's HTTP API on 127.0.0.1:{}", port));
-    std::string request = fmt::format("{} {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n", method, target, port);
-    if (!bearer_token.empty()) request += "Authorization: Bearer " + bearer_token + "\r\n";
-    if (!json_body.empty()) request += fmt::format("Content-Type: application/json\r\nContent-Length: {}\r\n", json_body.size());
-    request += "\r\n" + json_body;
-    for (std::size_t sent = 0; sent < request.size();) {
-        const ssize_t n = ::send(socket.fd(), request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
-        if (n <= 0) fail(exit_codes::tool_failed, "the clearing's HTTP API closed the connection");
+}  // namespace
+
+Result<HttpAnswer, std::string> http_exchange(const HttpRequest& request) {
+    auto connected = connect_to(request.host, request.port);
+    if (!connected) return Unexpected<std::string>{connected.error()};
+    Socket socket(*connected);
+    std::string text =
+        fmt::format("{} {} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n", request.method, request.target, request.host, request.port);
+    if (!request.bearer_token.empty()) text += "Authorization: Bearer " + request.bearer_token + "\r\n";
+    if (!request.body.empty()) text += fmt::format("Content-Type: application/json\r\nContent-Length: {}\r\n", request.body.size());
+    text += "\r\n" + request.body;
+    for (std::size_t sent = 0; sent < text.size();) {
+        const ssize_t n = ::send(socket.fd(), text.data() + sent, text.size() - sent, MSG_NOSIGNAL);
+        if (n <= 0) return Unexpected<std::string>{"the clearing's HTTP API closed the connection"};
         sent += static_cast<std::size_t>(n);
     }
     std::string response;
@@ -77,9 +98,26 @@ HttpAnswer http_request(std::uint16_t port, const std::string& method, const std
     std::istringstream status_line(response.substr(0, response.find("\r\n")));
     std::string version;
     if (!(status_line >> version >> answer.status) || version.rfind("HTTP/1.", 0) != 0)
-        fail(exit_codes::tool_failed, fmt::format("{} {}: not an HTTP answer", method, target));
+        return Unexpected<std::string>{fmt::format("{} {}: not an HTTP answer", request.method, request.target)};
     if (const auto head_end = response.find("\r\n\r\n"); head_end != std::string::npos) answer.body = response.substr(head_end + 4);
     return answer;
+}
+
+HttpAnswer http_get(std::uint16_t port, const std::string& target, const std::string& bearer_token) {
+    return http_request(port, "GET", target, bearer_token, "");
+}
+
+HttpAnswer http_request(std::uint16_t port, const std::string& method, const std::string& target, const std::string& bearer_token,
+                        const std::string& json_body) {
+    HttpRequest request;
+    request.port = port;
+    request.method = method;
+    request.target = target;
+    request.bearer_token = bearer_token;
+    request.body = json_body;
+    auto answer = http_exchange(request);
+    if (!answer) fail(exit_codes::tool_failed, answer.error());
+    return *answer;
 }
 
 TokenCheck check_card_tokens(const WorldPaths& world, const Island& island, std::uint16_t http_port, std::size_t sample) {

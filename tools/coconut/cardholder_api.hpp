@@ -8,6 +8,8 @@
 
 #include "world.hpp"
 
+#include <coconut/core/result.hpp>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -19,7 +21,20 @@ struct HttpAnswer {
     std::string body;
 };
 
-// One HTTP/1.1 GET on 127.0.0.1:port (Connection: close; bounded by a 10 s socket timeout).
+// One HTTP/1.1 request to host:port (Connection: close; bounded by a 10 s socket timeout); a JSON `body`
+// (empty: none) goes with Content-Type application/json. An error names what failed (no connection, not
+// an HTTP answer); the answer's status is the server's, whatever it is.
+struct HttpRequest {
+    std::string host = "127.0.0.1";  // a name or a numeric address
+    std::uint16_t port = 0;
+    std::string method = "GET";
+    std::string target;
+    std::string bearer_token;  // empty: no Authorization header
+    std::string body;
+};
+Result<HttpAnswer, std::string> http_exchange(const HttpRequest& request);
+
+// One HTTP/1.1 GET on 127.0.0.1:port (http_exchange; failing the command with tool_failed when there is no answer).
 HttpAnswer http_get(std::uint16_t port, const std::string& target, const std::string& bearer_token);
 // The same with any method and a JSON body (empty: none).
 HttpAnswer http_request(std::uint16_t port, const std::string& method, const std::string& target, const std::string& bearer_token,

@@ -1,5 +1,6 @@
 // coconut — the operator's command line for Coconut Card (README.md: the demo, then the commands one by one).
 #include "commands.hpp"
+#include "counter.hpp"
 #include "errors.hpp"
 #include "process.hpp"
 
@@ -170,6 +171,8 @@ int main(int argc, char** argv) {
     check->add_option("--data", data, "coconut-clearingd data directory")->required();
     check->add_flag("--json", json, "JSON report");
     check->callback([&] { command = [&] { return ledger_check_command(data, json); }; });
+
+    add_counter_commands(app, command);
 
     try {
         app.parse(argc, argv);

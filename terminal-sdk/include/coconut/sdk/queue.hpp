@@ -56,8 +56,8 @@ enum class TapKind : std::uint8_t {
 // What a record is on the clearing link (clearing/ISO8583.md §4) — how upload() sends it.
 enum class LinkKind : std::uint8_t {
     offline_purchase = 0,   // 0320 (type 06 / 09)
-    load_confirmation = 1,  // 0220, 3 = 210000, with the card's load TAC (type 02)
-    load_reversal = 2,      // 0420, 3 = 210000: the card was not credited (type 02)
+    load_confirmation = 1,  // 0220, 3 = 210000 (280000 if `carried`), with the card's load TAC (type 02)
+    load_reversal = 2,      // 0420, 3 = 210000 (280000 if `carried`): the card was not credited (type 02)
     clinic_completion = 3,  // 0220, 3 = 003000: posts the hold for amount_fen (the medical part)
     clinic_reversal = 4,    // 0420, 3 = 003000: voids the hold (amount_fen = the amount held)
     clinic_hold = 5,        // an intent only: the 0100 went out, its outcome is not settled yet
@@ -82,6 +82,9 @@ struct TransactionRecord {
     bool recovered = false;        // completed by recover() (GET TRANSACTION PROVE) rather than the DEBIT answer
     bool unproven = false;         // the card's log shows the debit but no proof could be read (clearing flags it)
     bool mac2_unverified = false;  // the PSAM could not verify the card's MAC2 (the debit happened; TAC decides)
+    // A load funded by the card's carried holding (a replaced card's balance): its 0200, 0220 and 0420 carry
+    // processing code 280000 instead of 210000 (clearing/ISO8583.md §4.2a). Flag bit 8 of the record.
+    bool carried = false;
     TapKind tap_kind = TapKind::none;
     std::uint16_t line = 0;
     std::uint16_t station = 0;

@@ -8,7 +8,9 @@
 //   recover()           a card that left mid-debit is back: GET TRANSACTION PROVE (and the card's log)
 //                       decide whether the debit happened; it is recorded exactly once or dropped
 //   load(amount, host)  online load: INIT FOR LOAD → intent → 0200 (MAC1) → 0210 (MAC2) → CREDIT FOR LOAD
-//                       → confirmation (0220 with the card's TAC, queued until acknowledged)
+//                       → confirmation (0220 with the card's TAC, queued until acknowledged); with
+//                       LoadFunding::carried the same flow with processing code 280000: the balance carried
+//                       from a replaced card, funded by the card's carried holding (ISO8583.md §4.2a)
 //   clinic_payment(…)   SSSE + PIN + INTERNAL AUTHENTICATE over the host's challenge → intent → 0100 hold
 //                       on the medical account (00 full, 10 partial, 51 none) → purse purchase for the
 //                       remainder (queued for 0320) → 0220 completion of the medical part
@@ -82,6 +84,11 @@ struct RecoveryOutcome {
     std::vector<TransactionRecord> reversed;   // loads the card proved never credited, clinic holds left open: 0420 queued
 };
 
+// What funds an online load: cash at the terminal (210000, the float) or the balance carried from the
+// card this one replaced (280000, the card's carried holding; the clearing answers 51 when the holding
+// holds less than the amount — nothing was carried, it is still waiting, or it was collected already).
+enum class LoadFunding : std::uint8_t { cash, carried };
+
 struct LoadOutcome {
     TransactionRecord record;       // the load (type 02) with the card's TAC, link load_confirmation
     std::string confirmation_code;  // the 0230's response code; empty: no answer (the 0220 stays queued)
@@ -124,9 +131,12 @@ public:
     Result<TransactionRecord, FlowError> purchase(std::uint32_t amount_fen);
     Result<TapOutcome, FlowError> transit_tap(const TapRequest& tap);
     Result<RecoveryOutcome, FlowError> recover();
-    Result<LoadOutcome, FlowError> load(std::uint32_t amount_fen, ClearingClient& host);
+    Result<LoadOutcome, FlowError> load(std::uint32_t amount_fen, ClearingClient& host, LoadFunding funding = LoadFunding::cash);
     Result<ClinicOutcome, FlowError> clinic_payment(std::uint32_t amount_fen, std::string_view pin, ClearingClient& host);
     Result<std::uint32_t, FlowError> balance();
+    // The card in the reader (its FCI: ASN, dates) and its balance — what a counter checks before it
+    // takes a returned card's balance.
+    Result<std::pair<PurseInfo, std::uint32_t>, FlowError> card_balance();
     Result<Cardholder, FlowError> cardholder();
     // Counter: recover this card's interrupted debits, GET BALANCE (a claim), a purchase (06) of the whole
     // balance by this terminal's PSAM (the TAC proves it; queued like any purchase), then a permanent
