@@ -340,6 +340,27 @@ TEST_CASE("tourist cards: sold with a deposit, returned with deposit and balance
     CHECK(return_fee_split(3000, 200, 500).from_balance == 300);
 }
 
+TEST_CASE("an empty card is returned with no purchase named (its deposit back); a card holding money is refused without one") {
+    CounterRig c;
+    REQUIRE(c.post("/v1/clerk/tourist-cards", {{"card_number", number(tourist_3)}, {"seller_id", airport}, {"deposit_fen", 2000}}).status ==
+            201);
+    const json no_purchase = {{"terminal_id", "AIRP0001"}, {"payout", "cash"}};
+    const auto full = c.post("/v1/clerk/cards/" + number(card_d) + "/return", no_purchase);
+    CHECK(full.status == 409);
+    CHECK(error_code(full) == "not_empty");  // 5,000 fen cleared: the counter's purchase must take them first
+    CHECK(c.rig.card(card_d).status == CardStatus::active);
+
+    const auto empty = c.post("/v1/clerk/cards/" + number(tourist_3) + "/return", no_purchase);
+    REQUIRE_MESSAGE(empty.status == 201, empty.body);
+    CHECK(body_of(empty)["paid_cash_fen"] == 1500);  // deposit 2,000 − fee 500
+    CHECK_FALSE(body_of(empty).contains("purchase_id"));
+    CHECK(c.deposit(tourist_3) == 0);
+    CHECK(c.rig.payable(airport) == -2000 + 1500);  // the deposit collected, then paid back less the fee
+    CHECK(c.rig.card(tourist_3).status == CardStatus::returned);
+    CHECK(error_code(c.post("/v1/clerk/cards/" + number(tourist_3) + "/return", no_purchase)) == "already_returned");
+    c.require_check();
+}
+
 TEST_CASE("a broken card: hotlisted at once, late uploads booked meanwhile, refunded from its shadow after the wait, once") {
     CounterRig c;
     CHECK(c.post("/v1/clerk/cards/" + number(broken) + "/refund-broken", json::object()).status == 400);  // by bank only

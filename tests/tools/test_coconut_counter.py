@@ -185,6 +185,25 @@ def desk_return(stack, desk):
     return balance
 
 
+def desk_return_empty(stack, desk):
+    """Card 2 spent to 0 at the desk's terminal: returned with no purchase (nothing to take), blocked, paid 0."""
+    n2 = h.card_number(it.CARDS[2])
+    balance = stack.card_balance(2)
+    stack.purchases(2, 1, "spend2.queue", balance, 1)
+    assert json.loads(stack.upload("spend2.queue", 1).stdout)["remaining"] == 0
+    assert stack.card_balance(2) == 0 == shadow(stack, it.CARDS[2])
+    args = ["return", n2, "--terminal-id", "SHOP0001", "--card", os.path.join(stack.dir, "card2.img"),
+            "--psam", os.path.join(stack.dir, "psam1.img"), "--queue", os.path.join(stack.dir, "desk2.queue"),
+            "--hotlist", os.path.join(stack.dir, "desk.hotlist"), "--clearing", f"127.0.0.1:{stack.port}",
+            *stack.tls.terminal_args("SHOP0001"), "--hsm", f"127.0.0.1:{stack.hsm_port}", "--hsm-key", stack.counter_key,
+            "--payout", "cash"]
+    out = stack.counter_json(desk, *args)
+    assert out["status"] == "returned" and out["paid_cash_fen"] == 0 and "purchase_id" not in out, out
+    read = it.run(stack.term(2, 1, "after-return2.queue") + ["balance"], check=False)
+    assert read.returncode == 12 and json.loads(read.stdout)["error"]["sw"] == "6283", (read.returncode, read.stdout)
+    it.log(f"  ok  return of an empty card ({balance} fen spent at the desk first): no purchase named, blocked, 0 paid")
+
+
 def desk_tourist_and_dormant(stack, desk, reader, refund_fen):
     tourist = h.card_number(h.extra_asn(7))
     n0 = h.card_number(it.CARDS[0])
@@ -233,6 +252,7 @@ def main():
         desk_lost_and_replace(stack, desk)
         desk_collect(stack, desk)
         refund = desk_return(stack, desk)
+        desk_return_empty(stack, desk)
         desk_tourist_and_dormant(stack, desk, reader, refund)
         assert stack.stop_daemon() == 0
         report = stack.check()

@@ -260,8 +260,9 @@ json terminal_step(std::vector<std::string> argv, const std::vector<std::string>
     return answer;
 }
 
-// The serial of the whole-balance purchase the return-card step took (or resolved from an earlier run).
-std::uint32_t take_whole_balance(const ReturnArgs& args) {
+// The serial of the whole-balance purchase the return-card step took (or resolved from an earlier run);
+// none when the card was empty (balance 0: nothing to take, the card blocked all the same).
+std::optional<std::uint32_t> take_whole_balance(const ReturnArgs& args) {
     const json balance = terminal_step(terminal_argv(args), {"balance"}, "reading the card");  // {"balance_fen", "asn"}
     const std::string asn = balance.value("asn", "");
     if (asn.size() < 16 || asn.substr(asn.size() - 16) != args.card_number)
@@ -274,6 +275,7 @@ std::uint32_t take_whole_balance(const ReturnArgs& args) {
     for (const auto& r : taken.value("recovered", json::array())) {
         if (!serial && r.value("link", "") == "offline_purchase") serial = r.value("terminal_serial", std::uint32_t{0});
     }
+    if (!serial && !taken.value("was_blocked", false) && taken.value("balance_fen", std::int64_t{-1}) == 0) return std::nullopt;
     if (!serial)
         fail(counter_exit::terminal_step,
              fmt::format("card {}: no purchase was taken (balance {} fen{}); if an earlier run took it, give --terminal-serial",
@@ -309,14 +311,14 @@ void check_return_args(const ReturnArgs& args) {
 int return_command(const CounterOptions& options, const ReturnArgs& args) {
     check_return_args(args);
     (void)read_clerk_token(options.token_file);  // a token problem is found before the card is touched
-    std::uint32_t serial = 0;
-    if (args.terminal_serial) {
-        serial = *args.terminal_serial;
-    } else {
+    std::optional<std::uint32_t> serial = args.terminal_serial;
+    if (!serial) {
         serial = take_whole_balance(args);
         upload_queue(args);
     }
-    json body{{"terminal_id", args.terminal_id}, {"terminal_serial", serial}, {"payout", args.payout}};
+    // No serial: the card was empty, and the clearing checks that its cleared balance is 0 as well.
+    json body{{"terminal_id", args.terminal_id}, {"payout", args.payout}};
+    if (serial) body["terminal_serial"] = *serial;
     if (args.payout == "bank") {
         body["bank_account"] = args.bank_account;
         body["account_holder"] = args.account_holder;
@@ -327,9 +329,9 @@ int return_command(const CounterOptions& options, const ReturnArgs& args) {
                                    ? fmt::format("{} fen by bank to {}", field(b, "refund_by_bank_fen"), args.bank_account)
                                    : fmt::format("{} fen in cash", field(b, "paid_cash_fen"));
     print(options, b,
-          fmt::format("card {} returned (purchase serial {} of {}): balance {} fen, deposit {} fen, fee {} fen; pay out {}",
-                      args.card_number, serial, args.terminal_id, field(b, "balance_fen"), field(b, "deposit_fen"), field(b, "fee_fen"),
-                      payout));
+          fmt::format("card {} returned ({} of {}): balance {} fen, deposit {} fen, fee {} fen; pay out {}", args.card_number,
+                      serial ? fmt::format("purchase serial {}", *serial) : std::string("empty card, no purchase"), args.terminal_id,
+                      field(b, "balance_fen"), field(b, "deposit_fen"), field(b, "fee_fen"), payout));
     return exit_codes::ok;
 }
 

@@ -106,13 +106,13 @@ std::variant<ApiResponse, ReturnRequest> read_return(std::string_view text) {
         return bad_request("\"terminal_id\" (8 characters, field 41) names the counter's terminal that took the balance");
     }
     r.terminal_id = (*body)["terminal_id"].get<std::string>();
-    if (body->contains("purchase_id") == body->contains("terminal_serial")) {
+    if (body->contains("purchase_id") && body->contains("terminal_serial")) {
         return bad_request("name the purchase by \"purchase_id\" (32 hex digits) or by \"terminal_serial\", not both");
     }
     if (body->contains("purchase_id")) {
         r.purchase_id = id_of_json((*body)["purchase_id"]);
         if (!r.purchase_id) return bad_request("\"purchase_id\" must be 32 hex digits");
-    } else {
+    } else if (body->contains("terminal_serial")) {
         const json& serial = (*body)["terminal_serial"];
         if (!serial.is_number_unsigned() || serial.get<std::uint64_t>() > 0xFFFFFFFFu) {
             return bad_request("\"terminal_serial\" must be an integer 0 to 4294967295");
@@ -207,40 +207,42 @@ std::variant<CounterRefusal, ReturnCheck> check_return(const Services& s, const 
         return CounterRefusal{"not_a_counter_terminal",
                               fmt::format("terminal {} does not belong to a participant of kind counter", r.terminal_id)};
     }
-    const ledger::Id id =
-        r.purchase_id.value_or(offline_purchase_transfer(asn, (*terminal)->psam_terminal_id, r.terminal_serial.value_or(0)));
-    auto purchase = s.ledger.lookup_transfer(*txn, id);
-    if (!purchase) return CounterRefusal{"storage", purchase.error().message};
-    if (auto bad = purchase_refusal(asn, **terminal, *purchase, id)) return *bad;
-    if ((*card)->shadow_balance_fen < 0) {  // the card spent money the clearing has not cleared (yet)
+    // The purchase that took the balance; none named: an empty card (its cleared balance is 0 and no load
+    // of it waits for its confirmation, so the card cannot hold money the clearing does not know of).
+    std::optional<ledger::Id> id;
+    std::uint64_t taken_fen = 0;
+    if (r.purchase_id || r.terminal_serial) {
+        id = r.purchase_id.value_or(offline_purchase_transfer(asn, (*terminal)->psam_terminal_id, r.terminal_serial.value_or(0)));
+        auto purchase = s.ledger.lookup_transfer(*txn, *id);
+        if (!purchase) return CounterRefusal{"storage", purchase.error().message};
+        if (auto bad = purchase_refusal(asn, **terminal, *purchase, *id)) return *bad;
+        taken_fen = (*purchase)->amount;
+    }
+    const std::string after = id ? "after purchase " + id_hex(*id) : "with no purchase named";
+    if ((*card)->shadow_balance_fen < 0 || (!id && (*card)->unconfirmed_loads_fen > 0)) {  // money the clearing has not cleared (yet)
         return CounterRefusal{"balance_not_cleared",
-                              fmt::format("card {}'s cleared balance after purchase {} is {} fen: the card held money not cleared "
+                              fmt::format("card {}'s cleared balance {} is {} fen: the card held money not cleared "
                                           "here ({} fen of online loads not confirmed); return it once they are booked",
-                                          number_text(asn), id_hex(id), (*card)->shadow_balance_fen, (*card)->unconfirmed_loads_fen)};
+                                          number_text(asn), after, (*card)->shadow_balance_fen, (*card)->unconfirmed_loads_fen)};
     }
     if ((*card)->shadow_balance_fen != 0) {
-        return CounterRefusal{"partial_debit",
-                              fmt::format("card {}'s cleared balance after purchase {} is {} fen, not 0: the counter's purchase "
-                                          "must take the whole balance (read it again and debit the rest)",
-                                          number_text(asn), id_hex(id), (*card)->shadow_balance_fen)};
+        return CounterRefusal{id ? "partial_debit" : "not_empty",
+                              fmt::format("card {}'s cleared balance {} is {} fen, not 0: the counter's purchase "
+                                          "must take the whole balance (read it again and debit the rest{})",
+                                          number_text(asn), after, (*card)->shadow_balance_fen, id ? "" : ", then name that purchase")};
     }
     ReturnCheck c;
     c.tourist = *tourist;
     const std::uint64_t deposit = c.tourist ? c.tourist->deposit_fen : 0;
     const std::uint64_t fee = c.tourist ? options.tourist_return_fee_fen : 0;  // only tourist cards pay the return fee
-    c.plan = ReturnPlan{asn,
-                        (*terminal)->participant_id,
-                        r.record.payout,
-                        (*purchase)->amount,
-                        deposit,
-                        return_fee_split((*purchase)->amount, deposit, fee)};
+    c.plan = ReturnPlan{asn, (*terminal)->participant_id, r.record.payout, taken_fen, deposit, return_fee_split(taken_fen, deposit, fee)};
     c.record = r.record;
     c.record.asn = asn;
     c.record.kind = ReturnKind::counter;
     c.record.counter_id = (*terminal)->participant_id;
     c.record.terminal_id = r.terminal_id;
-    c.record.purchase_id = id;
-    c.record.balance_fen = (*purchase)->amount;
+    c.record.purchase_id = id.value_or(ledger::Id{});
+    c.record.balance_fen = taken_fen;
     c.record.deposit_fen = deposit;
     c.record.fee_fen = c.plan.fee.charged();
     return c;
@@ -272,7 +274,7 @@ json return_json(const ReturnRecord& r, const std::optional<TouristRecord>& tour
              {"registered_at", iso_time(r.registered_ns)}};
     if (r.kind == ReturnKind::counter) {
         out["terminal_id"] = r.terminal_id;
-        out["purchase_id"] = id_hex(r.purchase_id);
+        if (r.purchase_id != ledger::Id{}) out["purchase_id"] = id_hex(r.purchase_id);  // none: the card was empty
     }
     out[r.payout == Payout::cash ? "paid_cash_fen" : "refund_by_bank_fen"] = refunded;
     if (r.payout == Payout::bank) out["bank_account"] = r.bank_account;
