@@ -251,6 +251,14 @@ struct Route {
 void card_balance(Call& call);
 void card_transactions(Call& call);
 // cards.cpp
+// A registered card named by the path's {n}.
+struct RegisteredCard {
+    CardNumber number;
+    Asn asn;
+    std::string text;  // the card number's 16 digits
+};
+// The card of the path's {n}, or the request answered (400 not 16 digits, 404 not registered, 503).
+std::optional<RegisteredCard> registered_card(Call& call);
 void clerk_card_lookup(Call& call);
 void set_card_status(Call& call);
 void issue_card_token(Call& call);

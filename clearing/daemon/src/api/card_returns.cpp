@@ -47,21 +47,9 @@ void refuse_counter(Call& call, Api::Respond respond, std::string what, std::str
 
 // The card of the path's {n}: its ASN, or the request answered (400, 404, 503).
 std::optional<Asn> path_card(Call& call) {
-    auto number = parse_card_number(call.params[0]);
-    if (!number) {
-        call.answer(bad_request("card number must be 16 digits"));
-        return std::nullopt;
-    }
-    auto asn = call.api.find_card(*number);
-    if (!asn) {
-        call.answer(storage_failure(asn.error().message));
-        return std::nullopt;
-    }
-    if (!*asn) {
-        call.answer(not_found("card " + to_string(*number) + " is not registered"));
-        return std::nullopt;
-    }
-    return **asn;
+    auto card = registered_card(call);
+    if (!card) return std::nullopt;
+    return card->asn;
 }
 
 std::string number_text(const Asn& asn) { return to_string(card_number_of(asn)); }

@@ -12,13 +12,12 @@ namespace coconut::clearing::http::api {
 
 namespace {
 
-struct RegisteredCard {
-    CardNumber number;
-    Asn asn;
-    std::string text;  // the card number's 16 digits
-};
+CardToken new_card_token(const Tokens& tokens, const Asn& asn, const std::string& token) {
+    return CardToken{asn, tokens.hash(token), now_ns()};
+}
 
-// The card of the path's {n}, or the request answered (400 not 16 digits, 404 not registered).
+}  // namespace
+
 std::optional<RegisteredCard> registered_card(Call& call) {
     auto number = parse_card_number(call.params[0]);
     if (!number) {
@@ -37,12 +36,6 @@ std::optional<RegisteredCard> registered_card(Call& call) {
     COCONUT_ASSERT(card_number_of(**asn) == *number, "a card is found by its own number");
     return RegisteredCard{*number, **asn, to_string(*number)};
 }
-
-CardToken new_card_token(const Tokens& tokens, const Asn& asn, const std::string& token) {
-    return CardToken{asn, tokens.hash(token), now_ns()};
-}
-
-}  // namespace
 
 json risk_json(const RiskFlag& f) {
     return {{"kind", to_string(f.kind)},

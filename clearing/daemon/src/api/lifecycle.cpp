@@ -166,11 +166,8 @@ std::optional<CounterCard> counter_card(Call& call, std::string_view action, jso
         call.answer(std::move(*unavailable));
         return std::nullopt;
     }
-    auto number = parse_card_number(call.params[0]);
-    if (!number) {
-        call.answer(bad_request("card number must be 16 digits"));
-        return std::nullopt;
-    }
+    auto registered = registered_card(call);
+    if (!registered) return std::nullopt;
     auto body = object_body(call.request.body);
     if (!body) {
         call.answer(bad_request("body must be a JSON object"));
@@ -182,12 +179,7 @@ std::optional<CounterCard> counter_card(Call& call, std::string_view action, jso
     }
     auto ssn = body_ssn(call, *body);
     if (!ssn) return std::nullopt;
-    auto asn = call.api.find_card(*number);
-    if (!asn || !*asn) {
-        call.answer(asn ? not_found("card " + to_string(*number) + " is not registered") : storage_failure(asn.error().message));
-        return std::nullopt;
-    }
-    CounterCard card{**asn, to_string(*number), ssn_hash(call.s().tokens, *ssn)};
+    CounterCard card{registered->asn, registered->text, ssn_hash(call.s().tokens, *ssn)};
     auto txn = call.s().ledger.begin_read();
     if (!txn) {
         call.answer(storage_failure(txn.error().message));
@@ -425,18 +417,15 @@ void counter_person(Call& call) {
 
 void clerk_card_lifecycle(Call& call) {
     if (auto unavailable = no_lifecycle(call.s())) return call.answer(std::move(*unavailable));
-    auto number = parse_card_number(call.params[0]);
-    if (!number) return call.answer(bad_request("card number must be 16 digits"));
-    auto asn = call.api.find_card(*number);
-    if (!asn) return call.answer(storage_failure(asn.error().message));
-    if (!*asn) return call.answer(not_found("card " + to_string(*number) + " is not registered"));
+    auto registered = registered_card(call);
+    if (!registered) return;
     const Services& s = call.s();
     auto txn = s.ledger.begin_read();
     if (!txn) return call.answer(storage_failure(txn.error().message));
-    auto record = s.lifecycle->record_in(*txn, **asn);
-    auto card = s.registry.card_in(*txn, **asn);
+    auto record = s.lifecycle->record_in(*txn, registered->asn);
+    auto card = s.registry.card_in(*txn, registered->asn);
     if (!record || !card || !*card) return call.answer(storage_failure("registry read failed"));
-    json out{{"card_number", to_string(*number)}, {"status", to_string((*card)->status)}};
+    json out{{"card_number", registered->text}, {"status", to_string((*card)->status)}};
     if (*record) {
         const LifecycleRecord& r = **record;
         json lost = record_json(r, s.lost_wait_s);
@@ -445,10 +434,10 @@ void clerk_card_lifecycle(Call& call) {
         lost["late_after_carry"] = {{"account", "lost_late_spending"}, {"count", r.late_count}, {"fen", r.late_fen}};
         out["lost"] = lost;
     }
-    auto view = lifecycle_view(s, *txn, **asn, *number);
+    auto view = lifecycle_view(s, *txn, registered->asn, registered->number);
     if (view.carried) out["carried"] = *view.carried;
     txn->abort();
-    call.api.journaled_read(json_response(200, out), action_of(call.who(), "card_lifecycle", to_string(*number)), std::move(call.respond));
+    call.api.journaled_read(json_response(200, out), action_of(call.who(), "card_lifecycle", registered->text), std::move(call.respond));
 }
 
 // GET /v1/clerk/reports/lost-late-spending: the account's balance and, per lost card, what it paid offline
