@@ -62,11 +62,21 @@ hsm::LoadRequest load_of(std::uint32_t amount) {
 }
 
 // A loopback port nothing listens on (bound, then closed: connecting is refused).
-std::uint16_t dead_port() {
-    asio::io_context io;
-    asio::ip::tcp::acceptor acceptor(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-    return acceptor.local_endpoint().port();
-}
+// A loopback port that refuses connections for as long as this object lives: bound, never listening. (A
+// port merely closed again may be taken at once by another test's HSM on a busy machine — and with the
+// same test credentials, that HSM answers.)
+class RefusingPort {
+public:
+    RefusingPort() : socket_(io_) {
+        socket_.open(asio::ip::tcp::v4());
+        socket_.bind(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    }
+    std::uint16_t port() const { return socket_.local_endpoint().port(); }
+
+private:
+    asio::io_context io_;
+    asio::ip::tcp::socket socket_;
+};
 
 std::string mode_of(const std::filesystem::path& path) {
     struct stat st {};
@@ -288,7 +298,8 @@ TEST_CASE("Link: the first HSM never up — the second is used at once; a hung f
     Pair pair;
     asio::io_context io;
     {
-        std::vector<wire::Endpoint> endpoints = {{"127.0.0.1", dead_port()}, pair.second_one().endpoint()};
+        const RefusingPort dead;
+        std::vector<wire::Endpoint> endpoints = {{"127.0.0.1", dead.port()}, pair.second_one().endpoint()};
         auto link = hsm::Link::create(io.get_executor(), endpoints, pair.install.credentials("clearing"), link_options());
         const auto start = std::chrono::steady_clock::now();
         auto first = verify(io, *link, 1);
@@ -327,7 +338,8 @@ TEST_CASE("Link: every HSM down — a clear error within a bound, nothing waits"
     Pair pair;
     asio::io_context io;
     {
-        std::vector<wire::Endpoint> endpoints = {{"127.0.0.1", dead_port()}, {"127.0.0.1", dead_port()}};
+        const RefusingPort dead_a, dead_b;
+        std::vector<wire::Endpoint> endpoints = {{"127.0.0.1", dead_a.port()}, {"127.0.0.1", dead_b.port()}};
         auto link = hsm::Link::create(io.get_executor(), endpoints, pair.install.credentials("clearing"), link_options());
         const auto start = std::chrono::steady_clock::now();
         auto answer = verify(io, *link, 1);
@@ -365,7 +377,8 @@ TEST_CASE("Link: every HSM down — a clear error within a bound, nothing waits"
 
 TEST_CASE("Client over two HSMs: connects to the first that answers, moves on when it dies, fails clearly when none answers") {
     Pair pair;
-    const std::vector<wire::Endpoint> dead_first = {{"127.0.0.1", dead_port()}, pair.first().endpoint()};
+    const RefusingPort dead;
+    const std::vector<wire::Endpoint> dead_first = {{"127.0.0.1", dead.port()}, pair.first().endpoint()};
     auto skipping = hsm::Client::connect(dead_first, pair.install.credentials("issuance"));
     REQUIRE(skipping.ok());
     CHECK(skipping.value()->endpoint().port == pair.first().port());
@@ -383,12 +396,14 @@ TEST_CASE("Client over two HSMs: connects to the first that answers, moves on wh
     CHECK(client.value()->endpoint().port == pair.second_one().port());
     CHECK(client.value()->key_info({"mk-load", 1}).ok());
 
-    // None answers: the first refuses (killed), the second hangs (stopped) — one error naming both.
+    // None answers: the first refuses, the second hangs (stopped) — one error naming both. The refusing
+    // endpoint is a RefusingPort, not the killed HSM's port (which another test's HSM may take meanwhile).
+    const RefusingPort refusing;
     pair.second_one().signal(SIGSTOP);
     hsm::ClientOptions quick;
     quick.connect_timeout = 300ms;
     quick.request_timeout = 300ms;
-    const std::vector<wire::Endpoint> none_left = {pair.first().endpoint(), pair.second_one().endpoint()};
+    const std::vector<wire::Endpoint> none_left = {{"127.0.0.1", refusing.port()}, pair.second_one().endpoint()};
     const auto start = std::chrono::steady_clock::now();
     auto nothing = hsm::Client::connect(none_left, pair.install.credentials("issuance"), quick);
     pair.second_one().signal(SIGCONT);
@@ -471,7 +486,8 @@ TEST_CASE("endpoint lists: the single form as before, bad lists refused with the
 
 TEST_CASE("coconut-hsm --connect with two HSMs: the first refused, the second answers") {
     Pair pair;
-    const std::string list = fmt::format("127.0.0.1:{},127.0.0.1:{}", dead_port(), pair.second_one().port());
+    const RefusingPort dead;
+    const std::string list = fmt::format("127.0.0.1:{},127.0.0.1:{}", dead.port(), pair.second_one().port());
     auto kcv = run(std::string(COCONUT_HSM_CLI_PATH) + " --connect " + list + " --client-key " +
                    (pair.install.dir / "issuance.key").string() + " kcv --key mk-load:1");
     CHECK_MESSAGE(kcv.exit_code == 0, kcv.output);
