@@ -53,8 +53,11 @@ void Api::State::commit(api::Change change, Respond respond) {
 }
 
 void Api::State::journaled_read(ApiResponse response, ClerkAction action, Respond respond) {
+    // The answer is made once, and moved out rather than copied: a copy would keep what the response owns
+    // (a snapshot's open file, whose release lets the next snapshot go) alive in the writer's finished
+    // request until that is destroyed, after the client already has the answer.
     auto shared = std::make_shared<ApiResponse>(std::move(response));
-    commit(api::Change{{}, {}, [shared](const ClerkAction&) { return *shared; }, std::move(action)}, std::move(respond));
+    commit(api::Change{{}, {}, [shared](const ClerkAction&) { return std::move(*shared); }, std::move(action)}, std::move(respond));
 }
 
 void Api::State::refuse_by_rule(const Clerk& clerk, std::string action, std::string target, std::string rule, Respond respond) {
