@@ -527,3 +527,18 @@ TEST_CASE("two returns of one card at once: one is booked, the other refused (bu
     CHECK(c.rig.payable(desk) == 0);
     c.require_check();
 }
+
+// Found by fuzz_clearing_http (fuzz/regressions/fuzz_clearing_http/terminal-status-not-utf8): a path segment
+// that is not UTF-8 echoed in a not-found message made the JSON serializer throw (the daemon terminated).
+TEST_CASE("bytes that are not UTF-8 in a path are answered and journaled as U+FFFD, not a crash") {
+    CounterRig c;
+    const std::string target = "/v1/clerk/terminals/SHOP" + std::string(8, '\xFB') + "0042/status";
+    const auto answer = c.request("PUT", target, R"({"status":"suspended"})", c.registrar);
+    CHECK(answer.status == 404);
+    const json body = json::parse(answer.body);  // valid JSON, valid UTF-8
+    CHECK(body["error"]["code"] == "not_found");
+    CHECK(body["error"]["message"].get<std::string>().find("\xEF\xBF\xBD") != std::string::npos);
+    const auto card = c.post("/v1/clerk/cards/" + std::string(16, '\xFB') + "/return", json::object());
+    CHECK(card.status == 400);
+    c.require_check();
+}

@@ -515,7 +515,8 @@ lmdb::Result<std::uint64_t> Tokens::append_journal(lmdb::Txn& txn, ClerkAction a
     if (!last) return Unexpected{last.error()};
     action.sequence = *last ? read_be((*last)->key) + 1 : 1;
     if (action.timestamp_ns == 0) action.timestamp_ns = now_ns();
-    const std::string value = action_json(action).dump();
+    // The target may be a path segment as sent: bytes that are not UTF-8 are journaled as U+FFFD.
+    const std::string value = action_json(action).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     const auto back = decode_action(action.sequence, text_view(value));
     COCONUT_ASSERT(back && back->clerk == action.clerk && back->action == action.action && back->outcome == action.outcome &&
                        back->timestamp_ns == action.timestamp_ns,

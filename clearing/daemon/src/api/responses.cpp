@@ -26,7 +26,11 @@ namespace coconut::clearing::http::api {
 // ---- answers
 // ------------------------------------------------------------------------------------------------
 
-ApiResponse json_response(unsigned status, const json& body) { return ApiResponse{status, "application/json", body.dump(), {}, {}}; }
+// Text from the request (a path segment, a body field) may reach an answer, e.g. a not-found message: bytes
+// that are not UTF-8 are answered as U+FFFD instead of making the serializer throw.
+ApiResponse json_response(unsigned status, const json& body) {
+    return ApiResponse{status, "application/json", body.dump(-1, ' ', false, json::error_handler_t::replace), {}, {}};
+}
 
 ApiResponse not_found(std::string_view message) { return error_response(404, "not_found", message); }
 
