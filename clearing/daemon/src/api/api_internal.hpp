@@ -248,6 +248,9 @@ struct Route {
 // ---------------------------------------------------------------------------
 
 // cardholder.cpp
+// The token of the path's card {n}, read in `txn`, when it is the one the request presented; otherwise
+// nothing, the request answered (404 as for a wrong token, counted against the address; 503 storage).
+std::optional<CardToken> presented_card_token(Call& call, const lmdb::Txn& txn);
 void card_balance(Call& call);
 void card_transactions(Call& call);
 // cards.cpp

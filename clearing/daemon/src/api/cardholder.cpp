@@ -80,28 +80,14 @@ struct CardHolder {
 // The read transaction and the card, or the request answered (404 for a token that is not the card's,
 // counted against the address like a missing token).
 std::optional<std::pair<lmdb::Txn, CardHolder>> open_card(Call& call) {
-    Api::State& api = call.api;
-    auto not_card = [&] { call.answer(api.unauthenticated(call.request, not_found("no such card for this token"))); };
-    auto number = parse_card_number(call.params[0]);
-    if (!number) {
-        not_card();
-        return std::nullopt;
-    }
-    auto txn = api.s.ledger.begin_read();
+    auto txn = call.api.s.ledger.begin_read();
     if (!txn) {
         call.answer(storage_failure(txn.error().message));
         return std::nullopt;
     }
-    auto stored = api.s.tokens.card_token_in(*txn, *number);
-    if (!stored) {
-        call.answer(storage_failure(stored.error().message()));
-        return std::nullopt;
-    }
-    if (!*stored || !Tokens::matches(**stored, call.presented)) {
-        not_card();
-        return std::nullopt;
-    }
-    return std::pair{std::move(txn).value(), CardHolder{*number, **stored}};
+    auto token = presented_card_token(call, *txn);
+    if (!token) return std::nullopt;
+    return std::pair{std::move(txn).value(), CardHolder{card_number_of(token->asn), *token}};
 }
 
 // One account's {…} of the balance answer, or null.
@@ -248,6 +234,26 @@ ApiResponse history(const Services& s, const lmdb::Txn& txn, const CardHolder& h
 }
 
 }  // namespace
+
+std::optional<CardToken> presented_card_token(Call& call, const lmdb::Txn& txn) {
+    Api::State& api = call.api;
+    auto not_card = [&] { call.answer(api.unauthenticated(call.request, not_found("no such card for this token"))); };
+    auto number = parse_card_number(call.params[0]);
+    if (!number) {
+        not_card();
+        return std::nullopt;
+    }
+    auto stored = api.s.tokens.card_token_in(txn, *number);
+    if (!stored) {
+        call.answer(storage_failure(stored.error().message()));
+        return std::nullopt;
+    }
+    if (!*stored || !Tokens::matches(**stored, call.presented)) {
+        not_card();
+        return std::nullopt;
+    }
+    return **stored;
+}
 
 void card_balance(Call& call) {
     auto opened = open_card(call);

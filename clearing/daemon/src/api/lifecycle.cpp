@@ -98,23 +98,14 @@ std::optional<ApiResponse> no_lifecycle(const Services& s) {
 
 // The card of the path whose token was presented, or the request answered (404 as for a wrong token).
 std::optional<Asn> token_card(Call& call) {
-    Api::State& api = call.api;
-    auto not_card = [&] { call.answer(api.unauthenticated(call.request, not_found("no such card for this token"))); };
-    auto number = parse_card_number(call.params[0]);
-    if (!number) {
-        not_card();
+    auto txn = call.api.s.ledger.begin_read();
+    if (!txn) {
+        call.answer(storage_failure(txn.error().message));
         return std::nullopt;
     }
-    auto stored = api.s.tokens.card_token(*number);
-    if (!stored) {
-        call.answer(storage_failure(stored.error().message));
-        return std::nullopt;
-    }
-    if (!*stored || !Tokens::matches(**stored, call.presented)) {
-        not_card();
-        return std::nullopt;
-    }
-    return (*stored)->asn;
+    auto token = presented_card_token(call, *txn);
+    if (!token) return std::nullopt;
+    return token->asn;
 }
 
 std::optional<CardRecord> read_card(Call& call, const Asn& asn) {
