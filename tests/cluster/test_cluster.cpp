@@ -262,6 +262,52 @@ TEST_CASE("a reader whose consumer disappears re-creates it from the next sequen
     CHECK(reader.consumer_name() != name);
 }
 
+TEST_CASE("a reader whose consumer delivered messages that never reached it re-creates the consumer: nothing skipped") {
+    Connection connection = connect_as();
+    const StreamConfig config = test_stream("lost_delivery");
+    make_stream(connection, config);
+    publish_range(connection, config, 1, 10);
+    auto opened = JournalReader::open(connection, config, 1, ReaderOptions{.batch_max = 4});
+    REQUIRE(opened.ok());
+    JournalReader reader = std::move(opened).value();
+    const auto first = read_messages(reader, 4, 5s);
+    REQUIRE(first.size() == 4);
+    const std::string name = reader.consumer_name();
+    REQUIRE_FALSE(name.empty());
+    // What a pull answer lost on the way looks like to the consumer (the client's fetch had already
+    // given up when it came, a connection dropped under it): messages 5-7 are delivered elsewhere. With
+    // no acknowledgements the server never sends them again.
+    auto steal = [&](const std::string& consumer, int count) {
+        natsSubscription* stolen = nullptr;
+        const std::string inbox = "_INBOX.lost_delivery." + std::to_string(count);
+        REQUIRE(natsConnection_SubscribeSync(&stolen, connection.native(), inbox.c_str()) == NATS_OK);
+        const std::string next = "$JS.API.CONSUMER.MSG.NEXT." + config.name + "." + consumer;
+        const std::string request = R"({"batch":)" + std::to_string(count) + R"(,"no_wait":true})";
+        REQUIRE(natsConnection_PublishRequest(connection.native(), next.c_str(), inbox.c_str(), request.data(),
+                                              static_cast<int>(request.size())) == NATS_OK);
+        for (int i = 0; i < count; ++i) {
+            natsMsg* message = nullptr;
+            REQUIRE(natsSubscription_NextMsg(&message, stolen, 5000) == NATS_OK);
+            natsMsg_Destroy(message);
+        }
+        natsSubscription_Destroy(stolen);
+    };
+    // Lost in the middle: the next answer starts past a gap.
+    steal(name, 3);
+    const auto rest = read_messages(reader, 6, 10s);
+    REQUIRE(rest.size() == 6);
+    for (std::size_t i = 0; i < rest.size(); ++i) CHECK(rest[i].sequence == 5 + i);
+    CHECK(reader.consumers_created() == 2);
+    // Lost at the end: nothing more comes, and the consumer says it delivered past what the reader has.
+    publish_range(connection, config, 11, 12);
+    steal(reader.consumer_name(), 2);
+    const auto last = read_messages(reader, 2, 10s);
+    REQUIRE(last.size() == 2);
+    CHECK(last[0].sequence == 11);
+    CHECK(last[1].sequence == 12);
+    CHECK(reader.consumers_created() == 3);
+}
+
 TEST_CASE("a reader and a lease keep their connection: they work after the caller's Connection is gone") {
     const StreamConfig config = test_stream("shared_connection");
     std::optional<JournalReader> reader;

@@ -69,16 +69,17 @@ Status<Error> create_consumer(JournalReader::State& state) {
     return Ok{};
 }
 
-// The consumer still answers (its info); a fetch that timed out may mean it is gone. A live consumer
-// answers in milliseconds: a shorter wait than the connection's brings a lost one back sooner.
-bool consumer_alive(JournalReader::State& state) {
+// The consumer still answers (its info) and has delivered nothing this reader did not take; a fetch
+// that timed out may mean it is gone, or that its answer was lost on the way. A live consumer answers
+// in milliseconds: a shorter wait than the connection's brings a lost one back sooner.
+bool consumer_usable(JournalReader::State& state) {
     constexpr auto consumer_check_timeout = std::chrono::milliseconds{1000};
     jsOptions options = detail::request_options(std::min(state.connection.timeout(), consumer_check_timeout));
     jsConsumerInfo* info = nullptr;
     jsErrCode js_code = static_cast<jsErrCode>(0);
     const natsStatus status = natsSubscription_GetConsumerInfo(&info, state.subscription.get(), &options, &js_code);
     detail::ConsumerInfoHandle owned(info);
-    return status == NATS_OK;
+    return status == NATS_OK && info->Delivered.Stream < state.next_sequence;
 }
 
 JournalMessage journal_message(natsMsg* message, std::uint64_t sequence) {
@@ -91,8 +92,23 @@ JournalMessage journal_message(natsMsg* message, std::uint64_t sequence) {
     return taken;
 }
 
+// The stream no longer holds `sequence` (past its retention, or deleted): the stream's leader says
+// so. Any other answer, an error included, counts as "still held".
+bool no_longer_stored(JournalReader::State& state, std::uint64_t sequence) {
+    jsOptions options = detail::request_options(state.connection.timeout());
+    natsMsg* message = nullptr;
+    jsErrCode js_code = static_cast<jsErrCode>(0);
+    const natsStatus status = js_GetMsg(&message, state.connection.jetstream(), state.config.name.c_str(), sequence, &options, &js_code);
+    detail::MsgHandle owned(message);
+    return status != NATS_OK && detail::error_of("read", status, js_code).code == ErrorCode::not_found;
+}
+
 // Appends the messages of `list` from state.next_sequence on to `out`, in order, and advances it.
-void take_messages(JournalReader::State& state, natsMsgList& list, std::vector<JournalMessage>& out) {
+// Returns false at a gap the stream does not have: the consumer delivered messages that never reached
+// this reader (a pull answer that came after the fetch had given up, a connection dropped under it).
+// Without acknowledgements the server never sends those again; the caller re-creates the consumer. A
+// gap the stream has (messages past its retention) is passed on: the caller says what it means.
+bool take_messages(JournalReader::State& state, natsMsgList& list, std::vector<JournalMessage>& out) {
     for (int i = 0; i < list.Count; ++i) {
         natsMsg* message = list.Msgs[i];
         jsMsgMetaData* meta = nullptr;
@@ -102,10 +118,12 @@ void take_messages(JournalReader::State& state, natsMsgList& list, std::vector<J
         jsMsgMetaData_Destroy(meta);
         // A re-created consumer may deliver again what an older one did: each message once, in order.
         if (sequence < state.next_sequence) continue;
+        if (sequence > state.next_sequence && !no_longer_stored(state, state.next_sequence)) return false;
         out.push_back(journal_message(message, sequence));
         state.next_sequence = sequence + 1;
     }
     if (state.options.ack == ReaderAck::all && list.Count > 0) natsMsg_Ack(list.Msgs[list.Count - 1], nullptr);
+    return true;
 }
 
 // One pull request for up to batch_max messages, answered at once with what is stored, or as soon as
@@ -113,7 +131,12 @@ void take_messages(JournalReader::State& state, natsMsgList& list, std::vector<J
 // "no_wait" and "expires" that way (measured; the reader test checks the prompt wake-up). A request
 // without "no_wait" would be held until the batch is full or `wait` is over: a follower would lag
 // by up to `wait` per message.
-natsStatus fetch_into(JournalReader::State& state, std::vector<JournalMessage>& batch, std::chrono::milliseconds wait) {
+struct Fetched {
+    natsStatus status;
+    bool gap;  // take_messages found one: what came before it is in the batch
+};
+
+Fetched fetch_into(JournalReader::State& state, std::vector<JournalMessage>& batch, std::chrono::milliseconds wait) {
     jsFetchRequest request;
     jsFetchRequest_Init(&request);
     request.Batch = state.options.batch_max;
@@ -122,9 +145,9 @@ natsStatus fetch_into(JournalReader::State& state, std::vector<JournalMessage>& 
     request.Expires = std::chrono::nanoseconds(wait).count();
     natsMsgList list{};
     const natsStatus status = natsSubscription_FetchRequest(&list, state.subscription.get(), &request);
-    take_messages(state, list, batch);
+    const bool in_order = take_messages(state, list, batch);
     natsMsgList_Destroy(&list);
-    return status;
+    return {status, !in_order};
 }
 
 // While no consumer can be made (the cluster's meta leader is being elected for a few seconds after a
@@ -176,13 +199,15 @@ Result<std::vector<JournalMessage>, Error> JournalReader::next_batch(std::chrono
         if (!created) return Unexpected{created.error()};
     }
     std::vector<JournalMessage> batch;
-    const natsStatus status = fetch_into(*state_, batch, wait);
-    if (!batch.empty()) return batch;
+    const auto [status, gap] = fetch_into(*state_, batch, wait);
+    if (gap) state_->forget_consumer();  // it skipped messages: a new one starts at the first missing
+    if (!batch.empty() || gap) return batch;
     // Nothing came: either nothing was published, or the consumer is gone (its server died, the
-    // stream's leader moved, it expired). Re-create it on the next call when it no longer answers.
+    // stream's leader moved, it expired), or what it sent was lost on the way. Re-create it on the
+    // next call when it no longer answers or has delivered past what this reader holds.
     // (408: the wait ended; 404: nothing stored.)
     const bool no_messages = status == NATS_TIMEOUT || status == NATS_NOT_FOUND;
-    if (!no_messages || !consumer_alive(*state_)) state_->forget_consumer();
+    if (!no_messages || !consumer_usable(*state_)) state_->forget_consumer();
     return batch;
 }
 
