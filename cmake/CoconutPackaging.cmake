@@ -114,7 +114,8 @@ set(CPACK_COMPONENT_TOOLS_DESCRIPTION
 string(TOUPPER ${COCONUT_SDK_COMPONENT} coconut_sdk_upper)
 set(CPACK_DEBIAN_${coconut_sdk_upper}_PACKAGE_NAME libcoconut-sdk-dev)
 set(CPACK_DEBIAN_${coconut_sdk_upper}_PACKAGE_SECTION libdevel)
-set(CPACK_DEBIAN_${coconut_sdk_upper}_PACKAGE_DEPENDS "libssl-dev, libpcsclite-dev, libfmt-dev, libboost-dev")
+set(CPACK_DEBIAN_${coconut_sdk_upper}_PACKAGE_DEPENDS
+    "libssl-dev, libpcsclite-dev, libfmt-dev, nlohmann-json3-dev, libboost-dev (>= 1.74)")
 set(CPACK_COMPONENT_${coconut_sdk_upper}_DESCRIPTION
     "Coconut Card terminal SDK (development files)\n The headers, libraries, CMake package (find_package(Coconut)) and pkg-config file (coconut-sdk) of the terminal SDK.")
 
