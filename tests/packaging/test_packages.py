@@ -156,6 +156,12 @@ def serve_argv(binary, config, settings, env):
     return argv
 
 
+def healthz(port, what):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+        body = json.loads(r.read())
+        assert r.status == 200 and body["status"] == "ok", (what, r.status, body)
+
+
 def stop(process, what):
     process.send_signal(signal.SIGTERM)
     code = process.wait(timeout=WAIT_S)
@@ -176,10 +182,15 @@ def run_daemons(root, work):
     try:
         hsm_settings = tomllib.load(open(os.path.join(root, "etc/coconut/hsmd.toml"), "rb"))
         hsm_settings.update({"store": store, "listen": "127.0.0.1:0", "ready-file": os.path.join(work, "hsm.port")})
+        hsm_status = "--http-port" in run([hsmd, "serve", "--help"], env=env).stdout  # /healthz, /metrics
+        if hsm_status:
+            hsm_settings.update({"http-port": 0, "http-ready-file": os.path.join(work, "hsm.http")})
         hsm = subprocess.Popen(serve_argv(hsmd, os.path.join(work, "hsmd"), hsm_settings, env), env=env,
                                stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "hsmd.log"), "w"))
         processes.append(hsm)
         hsm_port = wait_file(hsm_settings["ready-file"], hsm, "coconut-hsmd")
+        if hsm_status:
+            healthz(wait_file(hsm_settings["http-ready-file"], hsm, "coconut-hsmd's status port"), "coconut-hsmd")
         settings = tomllib.load(open(os.path.join(root, "etc/coconut/clearingd.toml"), "rb"))
         for tls in ["tls-cert", "tls-key", "tls-ca"]:  # terminals' TLS is not what this checks
             settings.pop(tls)
@@ -190,11 +201,9 @@ def run_daemons(root, work):
                                   stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "clearingd.log"), "w"))
         processes.append(daemon)
         http_port = wait_file(settings["http-ready-file"], daemon, "coconut-clearingd")
-        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=10) as r:
-            body = json.loads(r.read())
-            assert r.status == 200 and body["status"] == "ok", (r.status, body)
+        healthz(http_port, "coconut-clearingd")
         log(f"  ok  coconut-hsmd (port {hsm_port}) and coconut-clearingd from the root with the installed configs: "
-            f"/healthz 200 {body['status']}")
+            f"/healthz 200 ok ({'both' if hsm_status else 'the clearing; this coconut-hsmd has no status port'})")
         stop(daemon, "coconut-clearingd")
         stop(hsm, "coconut-hsmd")
         log("  ok  both stopped by PID with SIGTERM, exit 0")
