@@ -12,7 +12,8 @@ No container engine and no systemd as PID 1 here, so:
      --force-depends: the root's database does not list libc6 & co., which are this machine's. Checked:
      the system users in ROOT/etc/passwd (nologin), /etc/coconut/<daemon>/ 0750 root:<user>, every
      package "install ok installed" with its conffiles.
-  3. `systemd-analyze --root ROOT verify` of the installed units and timer, and `security --offline`
+  3. `systemd-analyze --root ROOT verify` of the installed units and timer (not a word of warning; a
+     misspelt value in a copy is reported, so the check sees one), and `security --offline`
      with an exposure threshold of 2.0 for the daemons.
   4. The installed binaries run from ROOT: every tool's --help; a store made with ROOT's coconut-hsmd,
      then coconut-hsmd and coconut-clearingd started with ROOT's default configs adjusted to a temporary
@@ -122,7 +123,14 @@ def installed_ok(root, debs):
 def verify_units(root):
     units = [os.path.join(root, "lib/systemd/system", u) for u in
              ["coconut-clearingd.service", "coconut-hsmd.service", "coconut-settle.service", "coconut-settle.timer"]]
-    run(["systemd-analyze", f"--root={root}", "verify", *units])
+    result = run(["systemd-analyze", f"--root={root}", "verify", *units])
+    assert not result.stderr.strip() and not result.stdout.strip(), result.stderr  # a bad value is only a warning
+    broken = os.path.join(root, "lib/systemd/system", "coconut-broken.service")  # what verify reports
+    with open(units[1]) as f, open(broken, "w") as out:
+        out.write(f.read().replace("ProtectSystem=strict", "ProtectSystem=strictly"))
+    result = run(["systemd-analyze", f"--root={root}", "verify", broken], check=False)
+    assert "strictly" in result.stderr, result.stderr
+    os.remove(broken)
     for unit in units[:2]:  # --threshold counts tenths of the 0.0–10.0 exposure printed
         result = run(["systemd-analyze", f"--root={root}", "security", "--offline=true", "--threshold=20", unit], check=False)
         assert result.returncode == 0, f"{unit}: exposure over 2.0\n{result.stdout[-400:]}"
