@@ -23,9 +23,11 @@ No container engine and no systemd as PID 1 here, so:
 
   test_packages.py BUILD_DIR     (as root, like dpkg; exit 77 = skipped otherwise)
 """
+import datetime
 import json
 import os
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -176,6 +178,34 @@ def stop(process, what):
     assert code == 0, f"{what} exited {code} on SIGTERM"
 
 
+def settle_like_the_timer(root, work, env, data, http_port):
+    """coconut-settle.service's command, with the paths moved into ROOT and the temporary directory."""
+    unit = open(os.path.join(root, "lib/systemd/system/coconut-settle.service")).read().replace("\\\n", " ")
+    command = [line for line in unit.splitlines() if line.startswith("ExecStart=")][0][len("ExecStart="):]
+    argv = shlex.split(command)
+    assert argv[:2] == ["/bin/sh", "-c"], argv
+    script = argv[2].replace("%%", "%")
+    for installed, here in [("/usr/bin/", os.path.join(root, "usr/bin") + "/"), ("/var/lib/coconut-clearingd", data),
+                            ("/etc/coconut/settlement.json", os.path.join(root, "etc/coconut/settlement.json")),
+                            ("http://127.0.0.1:8080", f"http://127.0.0.1:{http_port}"),
+                            ("/etc/coconut/settlement.token", os.path.join(work, "settlement.token")),
+                            ("/usr/share/coconut/schemas", os.path.join(root, "usr/share/coconut/schemas")),
+                            ("/var/lib/coconut-settlement", os.path.join(work, "settlement"))]:
+        assert installed in script, (installed, script)
+        script = script.replace(installed, here)
+    def yesterday_utc8():
+        return (datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=8))) - datetime.timedelta(days=1)).strftime("%Y%m%d")
+
+    days = {yesterday_utc8()}
+    first = run(["/bin/sh", "-c", script], env=env, timeout=120)
+    again = run(["/bin/sh", "-c", script], env=env, timeout=120)
+    cycles = os.listdir(os.path.join(work, "settlement"))
+    days.add(yesterday_utc8())  # a run across 00:00 UTC+8 may settle either day
+    assert len(cycles) == 1 and cycles[0] in days, (cycles, days)
+    assert "posted" in first.stdout and "0 new" in again.stdout, (first.stdout, again.stdout)
+    log(f"  ok  coconut-settle.service's command: cycle {cycles[0]} (yesterday in UTC+8) posted; run again: nothing new")
+
+
 def run_daemons(root, work):
     env = dict(os.environ, LD_LIBRARY_PATH=os.path.join(root, "usr/lib", MULTIARCH))
     bin_dir = os.path.join(root, "usr/bin")
@@ -205,6 +235,11 @@ def run_daemons(root, work):
         settings.update({"data": os.path.join(work, "data"), "iso-listen": "127.0.0.1:0", "http-listen": "127.0.0.1:0",
                          "hsm": f"127.0.0.1:{hsm_port}", "hsm-key": key, "insecure-terminals": True,
                          "ready-file": os.path.join(work, "iso.port"), "http-ready-file": os.path.join(work, "http.port")})
+        os.makedirs(settings["data"])
+        token = run([clearingd, "admin", "--data", settings["data"], "clerk-add", "--name", "settlement", "--roles", "settlement"],
+                    env=env).stdout.strip()
+        with open(os.path.join(work, "settlement.token"), "w") as f:
+            f.write(token + "\n")
         daemon = subprocess.Popen(serve_argv(clearingd, os.path.join(work, "clearingd"), settings, env), env=env,
                                   stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "clearingd.log"), "w"))
         processes.append(daemon)
@@ -212,6 +247,7 @@ def run_daemons(root, work):
         healthz(http_port, "coconut-clearingd")
         log(f"  ok  coconut-hsmd (port {hsm_port}) and coconut-clearingd from the root with the installed configs: "
             f"/healthz 200 ok ({'both' if hsm_status else 'the clearing; this coconut-hsmd has no status port'})")
+        settle_like_the_timer(root, work, env, settings["data"], http_port)
         stop(daemon, "coconut-clearingd")
         stop(hsm, "coconut-hsmd")
         log("  ok  both stopped by PID with SIGTERM, exit 0")
