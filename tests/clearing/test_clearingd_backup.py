@@ -3,6 +3,7 @@ coconut-hsmd + coconut-clearingd (tests/clearing/test_clearingd_it.py's stack), 
 
   1. purchases booked; `backup --data D --to B --hsm-store S` while the daemon serves (the balances, the
      journal head and the card images' balances recorded at that moment: nothing is booked meanwhile);
+     an audit log whose last line is half written is copied up to its last complete line;
   2. more purchases booked after the backup; a second backup (--compact) while a terminal uploads;
   3. the daemon stopped; `restore --from B --data R --hsm-store H` into a fresh directory: `check` passes,
      every card's shadow balance (registry and ledger) equals the card image's balance at backup time, the
@@ -12,7 +13,7 @@ coconut-hsmd + coconut-clearingd (tests/clearing/test_clearingd_it.py's stack), 
      daemon serves the restored data directory: /healthz 200;
   4. the compacted backup restores too, and its check passes;
   5. bad inputs: a missing source and a directory that is not a backup (exit 5), a backup into a non-empty
-     directory (5), a restore into a non-empty directory without --force (5) and one a daemon serves with
+     directory (5), an HSM store that is none and a restore asking for the HSM store of a backup without one (5), a restore into a non-empty directory without --force (5) and one a daemon serves with
      --force (3), a data.mdb changed by one byte and a missing token key (exit 4, "damaged", nothing
      created), --force onto a stopped directory replaces it.
 
@@ -87,7 +88,11 @@ def bad_inputs(stack, work, backup, restored_data):
     expect_failure([cd, "backup", "--data", os.path.join(work, "nowhere"), "--to", os.path.join(work, "b1")], EXIT_BAD_INPUT, ["holds no ledger"])
     expect_failure([cd, "backup", "--data", stack.data, "--to", backup], EXIT_BAD_INPUT, ["is not empty"])
     expect_failure([cd, "restore", "--from", backup, "--data", restored_data], EXIT_BAD_INPUT, ["is not empty", "--force"])
-    assert not os.path.exists(os.path.join(work, "r1"))
+    expect_failure([cd, "backup", "--data", stack.data, "--to", os.path.join(work, "b1"), "--hsm-store", os.path.join(work, "nowhere")],
+                   EXIT_BAD_INPUT, ["holds no HSM store"])
+    expect_failure([cd, "restore", "--from", os.path.join(work, "backup-compact"), "--data", os.path.join(work, "r1"), "--hsm-store",
+                    os.path.join(work, "h1")], EXIT_BAD_INPUT, ["holds no HSM store", "without --hsm-store"])
+    assert not os.path.exists(os.path.join(work, "r1")) and not os.path.exists(os.path.join(work, "b1"))
     damaged = os.path.join(work, "damaged")
     shutil.copytree(backup, damaged)
     with open(os.path.join(damaged, "data.mdb"), "r+b") as f:
@@ -123,6 +128,14 @@ def main():
         assert not os.path.exists(os.path.join(backup, "hsm", "master.key"))
         assert oct(os.stat(backup).st_mode & 0o777) == "0o700"
         log("  ok  backup while serving: data.mdb, http-token.key, the HSM store without master.key; 0700")
+        torn = os.path.join(work, "hsm-torn")  # an audit line being appended while the backup reads the log
+        shutil.copytree(stack.store, torn)
+        whole = open(os.path.join(torn, "audit.log"), "rb").read()
+        with open(os.path.join(torn, "audit.log"), "ab") as f:
+            f.write(b'{"seq":999,"event":"half a li')
+        run([stack.clearingd, "backup", "--data", stack.data, "--to", os.path.join(work, "backup-torn"), "--hsm-store", torn])
+        assert open(os.path.join(work, "backup-torn", "hsm", "audit.log"), "rb").read() == whole
+        log("  ok  an audit line half written is left out of the backup (the log up to its last complete line)")
 
         book(stack, 2)  # after the backup
         for card in range(len(CARDS)):  # uploaded while the second backup is taken
