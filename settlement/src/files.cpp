@@ -320,12 +320,12 @@ std::string summary_table(const Positions& positions) {
         const std::int64_t values[5] = {static_cast<std::int64_t>(p.purse.base_fen), static_cast<std::int64_t>(p.medical.base_fen),
                                         static_cast<std::int64_t>(p.purse.loads_fen),
                                         static_cast<std::int64_t>(p.purse.fee_fen + p.medical.fee_fen), p.net_fen()};
-        rows.push_back({std::to_string(p.participant.id), p.participant.name, p.participant.kind, std::to_string(count),
+        rows.push_back({std::to_string(p.participant.id), p.participant.name, p.participant.kind, format_count(count),
                         format_cny(values[0]), format_cny(values[1]), format_cny(values[2]), format_cny(values[3]), format_cny(values[4])});
         count_total += count;
         for (std::size_t i = 0; i < 5; ++i) totals[i] += values[i];
     }
-    rows.push_back({"total", "", "", std::to_string(count_total), format_cny(totals[0]), format_cny(totals[1]), format_cny(totals[2]),
+    rows.push_back({"total", "", "", format_count(count_total), format_cny(totals[0]), format_cny(totals[1]), format_cny(totals[2]),
                     format_cny(totals[3]), format_cny(totals[4])});
     std::size_t name_w = 4, number_w = 9;
     for (const auto& r : rows) {
