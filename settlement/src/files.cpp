@@ -26,22 +26,6 @@ constexpr std::string_view pain001_namespace = "urn:iso:std:iso:20022:tech:xsd:p
 // Validation errors quoted in a message: the first few say what is wrong.
 constexpr std::size_t xml_errors_max = 5;
 
-std::string xml_escape(std::string_view text) {
-    std::string out;
-    out.reserve(text.size());
-    for (char c : text) {
-        switch (c) {
-            case '&': out += "&amp;"; break;
-            case '<': out += "&lt;"; break;
-            case '>': out += "&gt;"; break;
-            case '"': out += "&quot;"; break;
-            case '\'': out += "&apos;"; break;
-            default: out += c;
-        }
-    }
-    return out;
-}
-
 // "2026-11-27T00:00:00+08:00": an instant in Hainan local time.
 std::string local_time(std::uint64_t ns) {
     using namespace std::chrono;
@@ -249,6 +233,22 @@ std::string joined(const XmlErrors& errors) {
 
 }  // namespace
 
+std::string xml_escape(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    for (char c : text) {
+        switch (c) {
+            case '&': out += "&amp;"; break;
+            case '<': out += "&lt;"; break;
+            case '>': out += "&gt;"; break;
+            case '"': out += "&quot;"; break;
+            case '\'': out += "&apos;"; break;
+            default: out += c;
+        }
+    }
+    return out;
+}
+
 std::string_view to_string(Source source) { return source == Source::purse_float ? "purse_float" : "medical_fund"; }
 
 std::string end_to_end_id(std::uint32_t cycle, std::uint64_t participant_id, Source source) {
@@ -320,12 +320,12 @@ std::string summary_table(const Positions& positions) {
         const std::int64_t values[5] = {static_cast<std::int64_t>(p.purse.base_fen), static_cast<std::int64_t>(p.medical.base_fen),
                                         static_cast<std::int64_t>(p.purse.loads_fen),
                                         static_cast<std::int64_t>(p.purse.fee_fen + p.medical.fee_fen), p.net_fen()};
-        rows.push_back({std::to_string(p.participant.id), p.participant.name, p.participant.kind, std::to_string(count),
+        rows.push_back({std::to_string(p.participant.id), p.participant.name, p.participant.kind, format_count(count),
                         format_cny(values[0]), format_cny(values[1]), format_cny(values[2]), format_cny(values[3]), format_cny(values[4])});
         count_total += count;
         for (std::size_t i = 0; i < 5; ++i) totals[i] += values[i];
     }
-    rows.push_back({"total", "", "", std::to_string(count_total), format_cny(totals[0]), format_cny(totals[1]), format_cny(totals[2]),
+    rows.push_back({"total", "", "", format_count(count_total), format_cny(totals[0]), format_cny(totals[1]), format_cny(totals[2]),
                     format_cny(totals[3]), format_cny(totals[4])});
     std::size_t name_w = 4, number_w = 9;
     for (const auto& r : rows) {

@@ -34,21 +34,6 @@ constexpr std::array<KindLook, kinds_count> kind_looks{{
     {Kind::load, "Loads", "#8c8c8c"},
 }};
 
-std::string escape(std::string_view text) {
-    std::string out;
-    out.reserve(text.size());
-    for (char c : text) {
-        switch (c) {
-            case '&': out += "&amp;"; break;
-            case '<': out += "&lt;"; break;
-            case '>': out += "&gt;"; break;
-            case '"': out += "&quot;"; break;
-            default: out += c;
-        }
-    }
-    return out;
-}
-
 // The member `key` of `object`, or an empty object / array when it has none (never a temporary).
 const json& member(const json& object, const char* key) {
     static const json none = json::object();
@@ -97,13 +82,13 @@ std::string bar_chart_svg(const std::string& title, const std::vector<std::pair<
     const int height = static_cast<int>(bars.size()) * row + 10;
     std::int64_t top = 1;
     for (const auto& [label, value] : bars) top = std::max(top, value);
-    std::string svg = fmt::format(R"(<svg role="img" aria-label="{}" viewBox="0 0 {} {}" width="100%">)", escape(title), width, height);
+    std::string svg = fmt::format(R"(<svg role="img" aria-label="{}" viewBox="0 0 {} {}" width="100%">)", xml_escape(title), width, height);
     for (std::size_t i = 0; i < bars.size(); ++i) {
         const auto& [label, value] = bars[i];
         const int y = static_cast<int>(i) * row + 5;
         const double w = static_cast<double>(width - label_w - value_w) * static_cast<double>(std::max<std::int64_t>(value, 0)) /
                          static_cast<double>(top);
-        svg += fmt::format(R"(<text x="{}" y="{}" text-anchor="end" class="label">{}</text>)", label_w - 8, y + 17, escape(label));
+        svg += fmt::format(R"(<text x="{}" y="{}" text-anchor="end" class="label">{}</text>)", label_w - 8, y + 17, xml_escape(label));
         svg += fmt::format(R"(<rect x="{}" y="{}" width="{:.1f}" height="{}" fill="{}"{}/>)", label_w, y + 3, w, row - 8, colour,
                            i == highlight ? R"( stroke="#000" stroke-width="2")" : "");
         svg += fmt::format(R"(<text x="{:.1f}" y="{}" class="value">{}</text>)", label_w + w + 6, y + 17, format_cny(value));
@@ -132,15 +117,18 @@ std::string hours_svg(const json& activity) {
             if (count <= 0) continue;
             const double h = plot_h * static_cast<double>(count) / static_cast<double>(top);
             y -= h;
-            svg += fmt::format(R"(<rect x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}" fill="{}"><title>{:02}:00 {}: {}</title></rect>)",
-                               left + slot * static_cast<double>(i) + 1, y, slot - 2, h, look.colour, i, look.label, count);
+            svg +=
+                fmt::format(R"(<rect x="{:.1f}" y="{:.1f}" width="{:.1f}" height="{:.1f}" fill="{}"><title>{:02}:00 {}: {}</title></rect>)",
+                            left + slot * static_cast<double>(i) + 1, y, slot - 2, h, look.colour, i, look.label, count);
         }
-        if (i % 3 == 0) svg += fmt::format(R"(<text x="{:.1f}" y="{}" class="label">{:02}</text>)", left + slot * static_cast<double>(i), bottom + 14, i);
+        if (i % 3 == 0)
+            svg +=
+                fmt::format(R"(<text x="{:.1f}" y="{}" class="label">{:02}</text>)", left + slot * static_cast<double>(i), bottom + 14, i);
     }
     double x = left;
     for (const auto& look : kind_looks) {
-        svg += fmt::format(R"(<rect x="{:.0f}" y="{}" width="10" height="10" fill="{}"/><text x="{:.0f}" y="{}" class="label">{}</text>)", x,
-                           height + 6, look.colour, x + 14, height + 15, look.label);
+        svg += fmt::format(R"(<rect x="{:.0f}" y="{}" width="10" height="10" fill="{}"/><text x="{:.0f}" y="{}" class="label">{}</text>)",
+                           x, height + 6, look.colour, x + 14, height + 15, look.label);
         x += 120;
     }
     return svg + "</svg>";
@@ -148,16 +136,20 @@ std::string hours_svg(const json& activity) {
 
 }  // namespace
 
+std::string format_count(std::uint64_t n) {
+    const std::string digits = std::to_string(n);
+    std::string grouped;
+    for (std::size_t i = 0; i < digits.size(); ++i) {
+        if (i > 0 && (digits.size() - i) % 3 == 0) grouped += ',';
+        grouped += digits[i];
+    }
+    return grouped;
+}
+
 std::string format_cny(std::int64_t fen) {
     const bool negative = fen < 0;
     const std::uint64_t magnitude = negative ? 0 - static_cast<std::uint64_t>(fen) : static_cast<std::uint64_t>(fen);
-    const std::string yuan = std::to_string(magnitude / 100);
-    std::string grouped;
-    for (std::size_t i = 0; i < yuan.size(); ++i) {
-        if (i > 0 && (yuan.size() - i) % 3 == 0) grouped += ',';
-        grouped += yuan[i];
-    }
-    return fmt::format("{}{}.{:02}", negative ? "-" : "", grouped, magnitude % 100);
+    return fmt::format("{}{}.{:02}", negative ? "-" : "", format_count(magnitude / 100), magnitude % 100);
 }
 
 std::size_t display_width(std::string_view utf8) {
@@ -205,12 +197,13 @@ std::string participants_table(const json& summary) {
     for (const auto& p : member(summary, "participants")) {
         const json purse = member(p, "purse"), medical = member(p, "medical");
         std::uint64_t count = 0;
-        for (const auto& [kind, totals_of_kind] : member(p, "kinds").items()) count += static_cast<std::uint64_t>(number(totals_of_kind, "count"));
+        for (const auto& [kind, totals_of_kind] : member(p, "kinds").items())
+            count += static_cast<std::uint64_t>(number(totals_of_kind, "count"));
         const std::int64_t values[5] = {number(purse, "base_fen"), number(medical, "base_fen"), number(purse, "loads_fen"),
                                         number(purse, "fee_fen") + number(medical, "fee_fen"), number(p, "net_fen")};
         const std::string settles = values[4] > 0 ? "paid by bank transfer" : values[4] < 0 ? "to collect" : "nothing to move";
-        t += fmt::format(R"(<tr><td>{}</td><td>{}</td><td>{}</td><td class="n">{}</td>)", number(p, "id"),
-                         escape(text_of(p, "name")), escape(text_of(p, "kind")), count);
+        t += fmt::format(R"(<tr><td>{}</td><td>{}</td><td>{}</td><td class="n">{}</td>)", number(p, "id"), xml_escape(text_of(p, "name")),
+                         xml_escape(text_of(p, "kind")), format_count(count));
         for (std::size_t i = 0; i < 5; ++i) {
             t += fmt::format(R"(<td class="n">{}</td>)", format_cny(values[i]));
             totals[i] += values[i];
@@ -218,7 +211,7 @@ std::string participants_table(const json& summary) {
         t += fmt::format("<td>{}</td></tr>", settles);
         count_total += count;
     }
-    t += fmt::format(R"(</tbody><tfoot><tr><th scope="row" colspan="3">Total</th><td class="n">{}</td>)", count_total);
+    t += fmt::format(R"(</tbody><tfoot><tr><th scope="row" colspan="3">Total</th><td class="n">{}</td>)", format_count(count_total));
     for (std::int64_t v : totals) t += fmt::format(R"(<td class="n">{}</td>)", format_cny(v));
     return t + "<td></td></tr></tfoot></table>";
 }
@@ -241,11 +234,15 @@ std::string funding_and_payments(const json& summary) {
     }
     const auto suspense = member(summary, "suspense");
     t += R"(<table class="narrow"><caption>Payments · 付款</caption><tbody>)";
-    t += fmt::format(R"(<tr><th scope="row">From the purse float</th><td class="n">{} transfers</td><td class="n">{}</td></tr>)", counted[0], format_cny(paid[0]));
-    t += fmt::format(R"(<tr><th scope="row">From the medical fund</th><td class="n">{} transfers</td><td class="n">{}</td></tr>)", counted[1], format_cny(paid[1]));
-    t += fmt::format(R"(<tr><th scope="row">Refunds to cardholders</th><td class="n">{} transfers</td><td class="n">{}</td></tr>)", counted[2], format_cny(paid[2]));
-    t += fmt::format(R"(<tr><th scope="row">Held in suspense (failed TAC)</th><td class="n">{} transactions</td><td class="n">{}</td></tr>)",
-                     number(suspense, "count"), format_cny(number(suspense, "amount_fen")));
+    t += fmt::format(R"(<tr><th scope="row">From the purse float</th><td class="n">{} transfers</td><td class="n">{}</td></tr>)",
+                     counted[0], format_cny(paid[0]));
+    t += fmt::format(R"(<tr><th scope="row">From the medical fund</th><td class="n">{} transfers</td><td class="n">{}</td></tr>)",
+                     counted[1], format_cny(paid[1]));
+    t += fmt::format(R"(<tr><th scope="row">Refunds to cardholders</th><td class="n">{} transfers</td><td class="n">{}</td></tr>)",
+                     counted[2], format_cny(paid[2]));
+    t +=
+        fmt::format(R"(<tr><th scope="row">Held in suspense (failed TAC)</th><td class="n">{} transactions</td><td class="n">{}</td></tr>)",
+                    number(suspense, "count"), format_cny(number(suspense, "amount_fen")));
     return t + "</tbody></table>";
 }
 
@@ -289,13 +286,14 @@ Result<std::string> render_report_html(const std::filesystem::path& out, std::ui
     json activity;
     if (auto text = read_text_file(cycle_directory(out, cycle) / "activity.json")) activity = json::parse(*text, nullptr, false);
     const json window = member(summary, "window");
-    std::string html = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">";
+    std::string html =
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">";
     html += fmt::format("<title>Settlement {} · 清算 {}</title><style>{}</style></head><body>", cycle, cycle, report_style);
-    html += fmt::format("<h1>Coconut Card settlement · 椰岛一卡通清算结算 — {}</h1>", escape(text_of(summary, "business_date")));
-    html += fmt::format(R"(<p class="meta">Cycle {} · window {} to {} (Hainan time, UTC+8) · journal entries {} to {} · state {}</p>)", cycle,
-                        readable_local(text_of(window, "start")), readable_local(text_of(window, "end")),
-                        number(member(summary, "journal"), "first_sequence"),
-                        number(member(summary, "journal"), "last_sequence"), to_string(stored->state));
+    html += fmt::format("<h1>Coconut Card settlement · 椰岛一卡通清算结算 — {}</h1>", xml_escape(text_of(summary, "business_date")));
+    html += fmt::format(R"(<p class="meta">Cycle {} · window {} to {} (Hainan time, UTC+8) · journal entries {} to {} · state {}</p>)",
+                        cycle, readable_local(text_of(window, "start")), readable_local(text_of(window, "end")),
+                        number(member(summary, "journal"), "first_sequence"), number(member(summary, "journal"), "last_sequence"),
+                        to_string(stored->state));
     html += reconciliation_html(*stored);
     html += "<h2>The day in figures · 当日概况</h2>" + participants_table(summary) + funding_and_payments(summary);
     html += R"(<section><h2>Transactions by hour of the day · 分时交易量</h2>)";
@@ -308,7 +306,8 @@ Result<std::string> render_report_html(const std::filesystem::path& out, std::ui
     }
     std::vector<std::pair<std::string, std::int64_t>> kinds;
     for (const auto& look : kind_looks) kinds.emplace_back(look.label, by_kind[static_cast<std::size_t>(look.kind)]);
-    html += "<section><h2>Takings by kind of participant (CNY) · 按类型收入</h2>" + bar_chart_svg("Takings by kind", kinds, "#1b6ca8", kinds.size()) + "</section>";
+    html += "<section><h2>Takings by kind of participant (CNY) · 按类型收入</h2>" +
+            bar_chart_svg("Takings by kind", kinds, "#1b6ca8", kinds.size()) + "</section>";
     COCONUT_TRY(records, list_cycles(out));
     std::vector<std::pair<std::string, std::int64_t>> days;
     for (const CycleRecord& r : records) {
@@ -316,7 +315,8 @@ Result<std::string> render_report_html(const std::filesystem::path& out, std::ui
         const json s = r.cycle == cycle ? summary : read_summary(out, r.cycle);
         if (!s.is_null()) days.emplace_back(text_of(s, "business_date"), takings_fen(s));
     }
-    if (days.size() > previous_cycles_shown + 1) days.erase(days.begin(), days.end() - static_cast<std::ptrdiff_t>(previous_cycles_shown + 1));
+    if (days.size() > previous_cycles_shown + 1)
+        days.erase(days.begin(), days.end() - static_cast<std::ptrdiff_t>(previous_cycles_shown + 1));
     html += "<section><h2>The day against the previous cycles: takings (CNY) · 与前几日比较</h2>" +
             bar_chart_svg("Takings per business date", days, "#2e9a5b", days.size() - 1) + "</section>";
     return html + "</body></html>\n";

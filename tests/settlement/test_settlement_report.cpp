@@ -79,6 +79,10 @@ TEST_CASE("amounts in CNY with thousands separators; display width counts a Chin
     CHECK(format_cny(123'456'789) == "1,234,567.89");
     CHECK(format_cny(-100'000'000'000) == "-1,000,000,000.00");
     CHECK(format_cny(INT64_MIN) == "-92,233,720,368,547,758.08");
+    CHECK(format_count(0) == "0");
+    CHECK(format_count(999) == "999");
+    CHECK(format_count(1'156) == "1,156");
+    CHECK(format_count(12'345'678) == "12,345,678");
     CHECK(display_width("Haikou") == 6);
     CHECK(display_width("海口 Bus") == 8);
     CHECK(display_width("") == 0);
@@ -92,14 +96,15 @@ TEST_CASE("summary.txt: full names, aligned by display width, amounts in CNY") {
     const std::string text = read(cycle_directory(d.out(), cycle_id(day)) / "summary.txt");
     CHECK(text.find("amounts in CNY") != std::string::npos);
     CHECK(text.find(std::string(hospital)) != std::string::npos);  // never cut
-    CHECK(text.find("1,234,588.29") != std::string::npos);          // 1002: 10.00 + 10.40 + 1,234,567.89
+    CHECK(text.find("1,234,588.29") != std::string::npos);         // 1002: 10.00 + 10.40 + 1,234,567.89
     // Every row's kind column starts at the same display column, whatever script its name is in.
     std::set<std::size_t> kind_columns;
     std::istringstream lines(text);
     for (std::string line; std::getline(lines, line);) {
         for (std::string_view kind : {"  bus ", "  shop ", "  clinic "}) {
             const auto at = line.find(kind);
-            if (at != std::string::npos && line.find("participant") == std::string::npos) kind_columns.insert(display_width(line.substr(0, at)));
+            if (at != std::string::npos && line.find("participant") == std::string::npos)
+                kind_columns.insert(display_width(line.substr(0, at)));
         }
     }
     CHECK(kind_columns.size() == 1);
@@ -136,10 +141,10 @@ TEST_CASE("report.html: names, CNY, three charts, the window in local time, the 
     const auto path = cycle_directory(d.out(), cycle_id(day)) / "report.html";
     std::string html = read(path);
     CHECK(html.starts_with("<!DOCTYPE html>"));
-    CHECK(html.find("海口市人民医院 Haikou People's Hospital") != std::string::npos);  // the name as registered
-    CHECK(html.find("Coconut &amp; Co Shop") != std::string::npos);                        // escaped
-    CHECK(html.find("1,234,567.89") == std::string::npos);  // only totals per participant appear…
-    CHECK(html.find("1,234,588.29") != std::string::npos);  // …1002's purchases
+    CHECK(html.find("海口市人民医院 Haikou People&apos;s Hospital") != std::string::npos);  // the name as registered, escaped
+    CHECK(html.find("Coconut &amp; Co Shop") != std::string::npos);                         // escaped
+    CHECK(html.find("1,234,567.89") == std::string::npos);                                  // only totals per participant appear…
+    CHECK(html.find("1,234,588.29") != std::string::npos);                                  // …1002's purchases
     CHECK(count_of(html, "<svg") == 3);
     CHECK(html.find("window 2026-03-10 00:00 to 2026-03-11 00:00 (Hainan time, UTC+8)") != std::string::npos);
     CHECK(html.find("2026-03-09") != std::string::npos);  // the previous cycle in the comparison

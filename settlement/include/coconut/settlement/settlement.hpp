@@ -436,8 +436,9 @@ Status write_report_html(const std::filesystem::path& out, std::uint32_t cycle);
 std::string render_activity_json(const Positions& positions);
 
 // Helpers shared by the CLI and tests.
-std::string format_fen(std::int64_t fen);  // 12345 → "123.45", -5 → "-0.05"
-std::string format_cny(std::int64_t fen);  // 123456789 → "1,234,567.89", -5 → "-0.05"
+std::string format_fen(std::int64_t fen);   // 12345 → "123.45", -5 → "-0.05"
+std::string format_cny(std::int64_t fen);   // 123456789 → "1,234,567.89", -5 → "-0.05"
+std::string format_count(std::uint64_t n);  // 1234567 → "1,234,567"
 // Columns `utf8` takes in a terminal or a monospaced printout: 2 for East Asian wide characters (汉字).
 std::size_t display_width(std::string_view utf8);
 using coconut::sha256_hex;  // lower-case hex of SHA-256 (coconut/core/sha256.hpp)
