@@ -15,7 +15,8 @@ No container engine and no systemd as PID 1 here, so:
   3. `systemd-analyze --root ROOT verify` of the installed units and timer (not a word of warning; a
      misspelt value in a copy is reported, so the check sees one), and `security --offline`
      with an exposure threshold of 2.0 for the daemons.
-  4. The installed binaries run from ROOT: every tool's --help; a store made with ROOT's coconut-hsmd,
+  4. The installed binaries run from ROOT: every tool's --help; `config check` of the installed configs
+     (when the daemons have it); a store made with ROOT's coconut-hsmd,
      then coconut-hsmd and coconut-clearingd started with ROOT's default configs adjusted to a temporary
      directory and free loopback ports (every other key as installed); the clearing's /healthz answers
      200 "ok"; both stopped by PID (SIGTERM: exit 0).
@@ -25,6 +26,7 @@ No container engine and no systemd as PID 1 here, so:
 """
 import datetime
 import json
+import re
 import os
 import shutil
 import shlex
@@ -212,6 +214,11 @@ def run_daemons(root, work):
     for tool in TOOLS + ["coconut-clearingd", "coconut-hsmd"]:
         run([os.path.join(bin_dir, tool), "--help"], env=env)
     log(f"  ok  {', '.join(TOOLS)}, coconut-clearingd, coconut-hsmd --help from the root")
+    for daemon, config in [("coconut-clearingd", "clearingd.toml"), ("coconut-hsmd", "hsmd.toml")]:
+        binary = os.path.join(bin_dir, daemon)
+        if re.search(r"^\s+config\s", run([binary, "--help"], env=env).stdout, re.M):  # the subcommand `config check FILE`
+            run([binary, "config", "check", os.path.join(root, "etc/coconut", config)], env=env)
+            log(f"  ok  {daemon} config check /etc/coconut/{config}")
     hsmd, clearingd = os.path.join(bin_dir, "coconut-hsmd"), os.path.join(bin_dir, "coconut-clearingd")
     store, key = os.path.join(work, "hsm"), os.path.join(work, "clearing.key")
     run([hsmd, "init", "--store", store], env=env)
