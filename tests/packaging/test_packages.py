@@ -19,7 +19,9 @@ No container engine and no systemd as PID 1 here, so:
      (when the daemons have it); a store made with ROOT's coconut-hsmd,
      then coconut-hsmd and coconut-clearingd started with ROOT's default configs adjusted to a temporary
      directory and free loopback ports (every other key as installed); the clearing's /healthz answers
-     200 "ok"; both stopped by PID (SIGTERM: exit 0).
+     200 "ok" (and coconut-hsmd's, when it has a status port); coconut-settle.service's own command
+     settles yesterday's business date against it, and again with nothing new; both daemons stopped by
+     PID (SIGTERM: exit 0).
   5. `dpkg --root ROOT -P coconut-hsmd`: conffile and unit gone, the store directory and user kept.
 
   test_packages.py BUILD_DIR     (as root, like dpkg; exit 77 = skipped otherwise)
