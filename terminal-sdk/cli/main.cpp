@@ -667,16 +667,22 @@ struct ClinicCliOptions {
     bool keep_queued = false;
 };
 
+// The PIN source clinic-pay and medical-balance share: --pin-stdin, else the terminal; a usage error
+// for --pin on the command line or nobody to type at.
+std::optional<CliError> pin_source_problem(const ClinicCliOptions& clinic) {
+    if (!clinic.pin_on_command_line.empty())
+        return usage(
+            "--pin: a PIN is never given on the command line (ps and the shell's history show it): type it at the "
+            "prompt, or pipe it on standard input with --pin-stdin");
+    if (!clinic.pin_stdin && !has_terminal()) return usage("no terminal to type the PIN at: give it on standard input with --pin-stdin");
+    return std::nullopt;
+}
+
 // clinic-pay AMOUNT: medical account hold (0100) first with the PIN typed at the terminal (or piped with
 // --pin-stdin), the purse for the remainder up to its balance, cash for the rest, 0220 completion, the
 // purse part sent at once.
 int cmd_clinic_pay(const Options& options, const ClearingCliOptions& clearing, std::uint32_t amount_fen, const ClinicCliOptions& clinic) {
-    if (!clinic.pin_on_command_line.empty())
-        return report(usage("--pin: a PIN is never given on the command line (ps and the shell's history show it): type it at the "
-                            "prompt, or pipe it on standard input with --pin-stdin"),
-                      options.json);
-    if (!clinic.pin_stdin && !has_terminal())
-        return report(usage("no terminal to type the PIN at: give it on standard input with --pin-stdin"), options.json);
+    if (auto problem = pin_source_problem(clinic)) return report(*problem, options.json);
     sdk::ClinicOptions flow;
     flow.pin = clinic.pin_stdin ? pin_from_stdin() : pin_from_terminal();
     flow.cash_for_the_rest = !clinic.no_cash;
@@ -708,6 +714,24 @@ int cmd_clinic_pay(const Options& options, const ClearingCliOptions& clearing, s
             outcome->purse_record ? (outcome->purse_uploaded ? " (sent to the clearing)" : " (queued for upload)") : "",
             yuan(outcome->cash_fen));
         print_text(receipt);
+    }
+    return exit_ok;
+}
+
+// medical-balance: the medical account's available amount before billing (0100 313000), PIN and proof.
+int cmd_medical_balance(const Options& options, const ClearingCliOptions& clearing, const ClinicCliOptions& clinic) {
+    if (auto problem = pin_source_problem(clinic)) return report(*problem, options.json);
+    auto session = open_session(options, true, clearing.batch_file);
+    if (!session) return report(session.error(), options.json);
+    auto client = open_clearing(clearing, *(*session)->queue);
+    if (!client) return report(client.error(), options.json);
+    auto available = (*session)->terminal->medical_balance(clinic.pin_stdin ? pin_from_stdin() : pin_from_terminal(), **client);
+    if (!available) return report(from_flow(available.error()), options.json);
+    (void)(*client)->sign_off();
+    if (options.json) {
+        print_json({{"medical_available_fen", *available}});
+    } else {
+        print_text(fmt::format("medical account: {} CNY available", yuan(static_cast<std::uint32_t>(*available))));
     }
     return exit_ok;
 }
@@ -810,6 +834,7 @@ struct CommandLine {
     CLI::App* upload = nullptr;
     CLI::App* load = nullptr;
     CLI::App* clinic_pay = nullptr;
+    CLI::App* medical_balance = nullptr;
     CLI::App* sync_hotlist = nullptr;
     CLI::App* reconcile = nullptr;
 };
@@ -939,6 +964,15 @@ void add_clearing_commands(CLI::App& app, CommandLine& c) {
     c.clinic_pay->add_option("--pin", c.clinic.pin_on_command_line, "Refused: the PIN is typed at the prompt or given with --pin-stdin")
         ->group("");  // hidden: only to explain the refusal
     c.clinic_pay->add_flag("--no-cash", c.clinic.no_cash, "Refuse the bill when medical account and purse do not cover it (no cash part)");
+    c.medical_balance = app.add_subcommand(
+        "medical-balance",
+        "Before billing: the medical account's available amount (0100 313000), with the holder's PIN and the card's proof");
+    c.medical_balance->add_flag("--pin-stdin", c.clinic.pin_stdin,
+                                "Read the cardholder's PIN as one line on standard input instead of the prompt");
+    c.medical_balance
+        ->add_option("--pin", c.clinic.pin_on_command_line, "Refused: the PIN is typed at the prompt or given with --pin-stdin")
+        ->group("");
+    add_clearing_options(c.medical_balance, c.clearing);
     c.clinic_pay->add_flag("--keep-queued", c.clinic.keep_queued,
                            "Leave the purse part queued for the next upload instead of sending it now");
     c.clinic_pay->add_option("--merchant-id", c.clearing.merchant_id, "Field 42 (card acceptor id) of the 0100");
@@ -970,6 +1004,7 @@ int dispatch(const CLI::App& app, const CommandLine& c) {
     if (*c.upload) return cmd_upload(options, c.clearing);
     if (*c.load) return cmd_load(options, c.clearing, c.online_amount_fen, c.carried);
     if (*c.clinic_pay) return cmd_clinic_pay(options, c.clearing, c.online_amount_fen, c.clinic);
+    if (*c.medical_balance) return cmd_medical_balance(options, c.clearing, c.clinic);
     if (*c.sync_hotlist) return cmd_sync_hotlist(options, c.clearing);
     if (*c.reconcile) return cmd_reconcile(options, c.clearing);
     if (*c.block_card) return cmd_block_card(options, c.hsm_mac, c.permanent);

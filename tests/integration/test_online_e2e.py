@@ -202,6 +202,10 @@ def scenario(tools, workdir):
 
             log("clinic: card A pays 50.00 (medical 30.00 partial approval, purse 20.00); the PIN piped, the purse part sent at once")
             online.present("A", "CLINIC01")
+            inquiry = online.online("CLINIC01", ["medical-balance", "--pin-stdin"], input_text=PIN + "\n")
+            check_equal("card A's medical account before billing (0100 313000)", inquiry["medical_available_fen"], 3000)
+            wrong = online.online("CLINIC01", ["medical-balance", "--pin-stdin"], expect=33, input_text="000000\n")
+            check_equal("a wrong PIN: no inquiry", wrong["error"]["code"], "wrong_pin")
             paid = online.online("CLINIC01", ["clinic-pay", "5000", "--pin-stdin"], input_text=PIN + "\n")
             check_equal("card A clinic payment", (paid["authorization_code"], paid["medical_fen"], paid["purse_fen"], paid["cash_fen"],
                                                   paid["completion_code"], paid["purse_uploaded"]), ("10", 3000, 2000, 0, "00", True))
