@@ -315,7 +315,7 @@ TEST_CASE("the async client pipelines requests and the batcher groups single TAC
 
 TEST_CASE("connections beyond the limit are refused with server_busy") {
     Installation install;
-    Daemon daemon(install.dir.path(), {"--max-connections", "2"});
+    Daemon daemon(install.dir.path(), {"--connections-max", "2"});
     // The readiness probe has gone; wait until the daemon has noticed (bounded).
     auto first = connect(daemon, install.credentials("clearing"));
     auto second = connect(daemon, install.credentials("clearing"));
@@ -405,7 +405,7 @@ TEST_CASE("coconut-hsm prints JSON with --json; verdicts set the exit status; co
 
     const auto t = signed_purchase(key16(tac_master_v2_hex), 2, alice, 250, 17);
     const std::string verify = cli + fmt::format(
-                                         " verify-tac --issuer 4600000000000001 --asn 46000000001234567890 --amount 250"
+                                         " verify-tac --issuer 4600000000000001 --asn 46000000001234567890 --amount-fen 250"
                                          " --type 06 --terminal 001122334455 --serial 17 --date 20261126 --time 101500 --tac ");
     auto valid = run(verify + coconut::to_hex(t.tac));
     CHECK(valid.exit_code == 0);
@@ -414,12 +414,12 @@ TEST_CASE("coconut-hsm prints JSON with --json; verdicts set the exit status; co
     CHECK(invalid.exit_code == 3);
     CHECK(nlohmann::json::parse(invalid.output)["verdict"] == "invalid");
 
-    auto bad_input = run(cli + " verify-tac --issuer 46 --asn 1 --amount 1 --terminal 1 --serial 1 --date 1 --time 1 --tac 1");
+    auto bad_input = run(cli + " verify-tac --issuer 46 --asn 1 --amount-fen 1 --terminal 1 --serial 1 --date 1 --time 1 --tac 1");
     CHECK(bad_input.exit_code == 1);
     CHECK(nlohmann::json::parse(bad_input.output)["error"] == "bad_request");
 
     auto load = run(cli +
-                    " load-mac2 --issuer 4600000000000001 --asn 46000000001234567890 --old-balance 0 --amount 100"
+                    " load-mac2 --issuer 4600000000000001 --asn 46000000001234567890 --old-balance 0 --amount-fen 100"
                     " --type 02 --terminal 001122334455 --atc 0 --random 11223344 --mac1 00000000 --date 20261126 --time 120000");
     CHECK(load.exit_code == 3);
     CHECK(nlohmann::json::parse(load.output)["mac1"] == "invalid");

@@ -178,11 +178,11 @@ def scenario(tools, workdir):
 
             log("top-up: card A loads 30.00 CNY online")
             online.present("A", "TOPUP001")
-            loaded = online.online("TOPUP001", ["load", "3000"])
+            loaded = online.online("TOPUP001", ["load", "--amount-fen", "3000"])
             check_equal("load confirmed by the 0230", (loaded["confirmed"], loaded["confirmation_code"]), (True, "00"))
             check_equal("card A after the load", online.balance("A"), 8000)
             online.present("C", "TOPUP001")
-            refused = online.online("TOPUP001", ["load", "3000"], expect=31)
+            refused = online.online("TOPUP001", ["load", "--amount-fen", "3000"], expect=31)
             check_equal("lost card C: load declined", (refused["error"]["code"], refused["error"]["response_code"]), ("declined", "41"))
 
             log("bus: hotlist sync, taps offline, upload")
@@ -202,12 +202,12 @@ def scenario(tools, workdir):
 
             log("clinic: card A pays 50.00 (medical 30.00 partial approval, purse 20.00)")
             online.present("A", "CLINIC01")
-            paid = online.online("CLINIC01", ["clinic-pay", "5000", "--pin", PIN])
+            paid = online.online("CLINIC01", ["clinic-pay", "--amount-fen", "5000", "--pin", PIN])
             check_equal("card A clinic payment", (paid["authorization_code"], paid["medical_fen"], paid["purse_fen"],
                                                   paid["completion_code"]), ("10", 3000, 2000, "00"))
             log("clinic: card B cannot pay 50.00 (purse 18.00 < remainder 40.00): the hold is reversed")
             online.present("B", "CLINIC01")
-            refused = online.online("CLINIC01", ["clinic-pay", "5000", "--pin", PIN], expect=14)
+            refused = online.online("CLINIC01", ["clinic-pay", "--amount-fen", "5000", "--pin", PIN], expect=14)
             check_equal("card B refusal", (refused["error"]["code"], refused["error"].get("reversed")), ("insufficient_balance", True))
             uploaded = online.online("CLINIC01", ["upload"])
             check_equal("clinic upload (card A's purse part)", (uploaded["sent"], uploaded["approved"], uploaded["remaining"]),
