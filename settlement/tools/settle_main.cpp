@@ -53,7 +53,8 @@ constexpr std::string_view exit_code_table =
     "  10  reconciliation incomplete: missing, mismatched or duplicate entries\n"
     "  11  wrong state, e.g. reconcile before posting\n"
     "  12  https://: the daemon's certificate refused (--ca, host)\n"
-    "  13  --data (a standby) did not reach the daemon's stream position in time: run later";
+    "  13  --data (a standby) did not reach the daemon's stream position in time: run later\n"
+    "  14  the daemon refused the clerk token (unknown, revoked, no settlement role): nothing written";
 
 int exit_for(ErrorCode code) {
     switch (code) {
