@@ -945,9 +945,10 @@ struct TacBatcher::State : std::enable_shared_from_this<TacBatcher::State> {
             log::write(log::Level::debug, "hsm-link", fmt::format("TAC batch of {}", batch.items.size()), {{"requests", requests}});
         send_batch(batch, [handlers = std::move(handlers), batch_id = log::current_request_id(),
                            requests = std::move(requests)](Outcome<std::vector<Verdict>> verdicts) {
-            if (!verdicts) {
+            // Debug only: while the HSM is down every batch fails, and the engine already logs that, rate-limited.
+            if (!verdicts && log::enabled(log::Level::debug)) {
                 log::RequestScope failed(batch_id);
-                log::write(log::Level::warning, "hsm-link", "TAC batch failed: " + verdicts.error().message, {{"requests", requests}});
+                log::write(log::Level::debug, "hsm-link", "TAC batch failed: " + verdicts.error().message, {{"requests", requests}});
             }
             for (std::size_t i = 0; i < handlers.size(); ++i) {
                 if (verdicts) handlers[i](verdicts.value()[i]);
