@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """coconut-clearingd's log (docs/CLI.md "Logs"): every line parses in both formats, an HTTP request's id
 is on its access line, on the line of the change it made and in its X-Request-Id answer; a client's own
-X-Request-Id is kept; under the journal (JOURNAL_STREAM) lines carry their priority and no time.
+X-Request-Id is kept; an ISO 8583 message's id is on the engine's line about it; under the journal
+(JOURNAL_STREAM) lines carry their priority and no time.
 
 usage: test_clearingd_logs.py COCONUT_HSMD COCONUT_CLEARINGD
 """
@@ -9,10 +10,15 @@ import http.client
 import json
 import os
 import re
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_clearingd_it as it  # noqa: E402  (its ISO 8583 encoder, independent of the C++ codec)
 
 WAIT_S = 20
 TEXT_LINE = re.compile(r"^(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (?P<level>debug|info|warning|error) "
@@ -71,7 +77,8 @@ def setup(hsmd, clearingd, work):
     run([hsmd, "client", "add", "--store", store, "--id", "clearing", "--permissions", "tac,load,auth", "--key-out", key])
     registry = os.path.join(work, "registry.json")
     with open(registry, "w") as f:
-        json.dump({"participants": [{"id": 1001, "name": "Haikou Bus", "kind": "bus", "bank_account": "6222000011112222"}]}, f)
+        json.dump({"participants": [{"id": 1001, "name": "Haikou Bus", "kind": "bus", "bank_account": "6222000011112222"}],
+                   "terminals": [{"terminal_id": "BUS00001", "psam_terminal_id": "460100000001", "participant_id": 1001}]}, f)
     run([clearingd, "admin", "--data", data, "load", registry])
     token = run([clearingd, "admin", "--data", data, "clerk-add", "--name", "alice", "--roles", "registry"]).strip()
     return data, key, token
@@ -127,6 +134,28 @@ def check_json(clearingd, data, key, token, work):
     print(f"  ok  json: {len(events)} objects, one per line; request {request_id} on its access and change events")
 
 
+def check_iso8583(clearingd, data, key, token, work):
+    """An 0320 whose card data does not parse: the engine's line about it carries the message's id."""
+    daemon = Daemon(clearingd, data, key, os.path.join(work, "iso.log"), ["--allow-without-sign-on"])
+    port = int(open(daemon.ready).read().strip())
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for stan in (7, 8):
+            sock.sendall(it.encode("0320", {2: "0000000000000001", 3: "000000", 4: "000000000100", 11: f"{stan:06d}",
+                                            12: "120000", 13: "1206", 25: "08", 41: "BUS00001", 60: "000001", 62: "00"}))
+            size = struct.unpack(">H", sock.recv(2))[0]
+            body = b""
+            while len(body) < size:
+                body += sock.recv(size - len(body))
+            mti, fields = it.decode(body)
+            assert mti == "0330" and fields[39] == "30", (mti, fields)
+    daemon.wait_for("STAN 8")
+    lines = [TEXT_LINE.match(line).groupdict() for line in daemon.stop()]
+    refused = [p for p in lines if p["component"] == "engine" and p["message"].startswith("0320 from BUS00001 STAN")]
+    assert len(refused) == 2 and all(re.fullmatch(r"t-[0-9a-f]{12}", p["request"]) for p in refused), refused
+    assert refused[0]["request"] != refused[1]["request"], refused
+    print(f"  ok  ISO 8583: each 0320's engine line carries its own id ({refused[0]['request']}, {refused[1]['request']})")
+
+
 def check_journal(clearingd, data, key, token, work):
     log_path = os.path.join(work, "journal.log")
     open(log_path, "w").close()
@@ -152,6 +181,7 @@ def main():
         data, key, token = setup(hsmd, clearingd, work)
         check_text(clearingd, data, key, token, work)
         check_json(clearingd, data, key, token, work)
+        check_iso8583(clearingd, data, key, token, work)
         check_journal(clearingd, data, key, token, work)
     print("clearingd logs: all ok")
 
