@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What every binary's command line shares (docs/CLI.md): --version, the exit codes at the end of --help, a
 usage error exits 2, a daemon's port in use exits 6, renamed options still work with a warning, the
-daemons' config files (--config, `config check`).
+daemons' config files (--config, `config check`), the hint to start pcscd.
 
 usage: test_cli_conventions.py BUILD_DIR   (the binaries under it, as CMake places them)
 """
@@ -180,6 +180,16 @@ def check_renamed_amount(bins):
     print("  ok  --amount still parses with a warning; load with both or neither amount is a usage error")
 
 
+def check_pcscd_hint(bins):
+    # A PC/SC socket nobody listens on: SCARD_E_NO_SERVICE ("Service not available"), with how to start pcscd.
+    env = dict(os.environ, PCSCLITE_CSOCK_NAME="/nonexistent/pcscd.comm")
+    refused = run([bins["coconut-terminal"], "readers"], env=env)
+    assert refused.returncode == 20, (refused.returncode, refused.stderr)
+    assert "Service not available" in refused.stderr and "is pcscd running? (systemctl start pcscd / pcscd --foreground)" \
+        in refused.stderr, refused.stderr
+    print("  ok  no pcscd: exit 20 and 'is pcscd running? (systemctl start pcscd / pcscd --foreground)'")
+
+
 def main():
     bins = binaries(sys.argv[1])
     check_every_binary(bins)
@@ -188,6 +198,7 @@ def main():
         check_port_in_use(bins, store, key, work)
         check_config_files(bins, store, key, work)
     check_renamed_amount(bins)
+    check_pcscd_hint(bins)
     print("cli conventions: all ok")
 
 
