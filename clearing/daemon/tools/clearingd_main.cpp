@@ -28,6 +28,8 @@
 #include <fstream>
 #include <ctime>
 #include <iostream>
+#include <mutex>
+#include <streambuf>
 #include <sstream>
 
 namespace {
@@ -347,6 +349,28 @@ coconut::Result<NodeOptions, std::string> node_options(const ClusterFlags& c, co
     return n;
 }
 
+// The cluster node's messages (it writes lines to a stream) as log events: one per line, component
+// "cluster", without the program name the node puts first. The node's threads share it.
+class ClusterLog : public std::streambuf {
+protected:
+    int overflow(int c) override {
+        if (c == traits_type::eof()) return traits_type::not_eof(c);
+        std::lock_guard lock(mutex_);
+        if (c != '\n') {
+            line_ += static_cast<char>(c);
+            return c;
+        }
+        constexpr std::string_view program = "coconut-clearingd: ";
+        log::info("cluster", std::string_view(line_).starts_with(program) ? std::string_view(line_).substr(program.size()) : line_);
+        line_.clear();
+        return c;
+    }
+
+private:
+    std::mutex mutex_;
+    std::string line_;
+};
+
 int serve(const ServeOptions& o, const ClusterFlags& cluster) {
     auto options = daemon_options(o);
     if (!options) return fail(options.error().code, options.error().message);
@@ -354,7 +378,9 @@ int serve(const ServeOptions& o, const ClusterFlags& cluster) {
         auto node = node_options(cluster, o);
         if (!node) return fail(exit_cluster, node.error());
         core::raise_open_file_limit();
-        auto ran = run_node(std::move(options).value(), *node, std::cout);
+        ClusterLog cluster_log;
+        std::ostream cluster_stream(&cluster_log);
+        auto ran = run_node(std::move(options).value(), *node, cluster_stream);
         if (!ran) {
             const int code = ran.error().kind == NodeError::Kind::daemon ? exit_storage : exit_cluster;
             return fail(code, "cluster node " + cluster.node + ": " + ran.error().message);
