@@ -2,6 +2,7 @@
 // replay, hostile and broken peers, limits, reload, the CLIs.
 #include "daemon_process.hpp"
 
+#include <coconut/core/log.hpp>
 #include <coconut/hsm/audit.hpp>
 #include <coconut/hsm/client.hpp>
 
@@ -10,6 +11,11 @@
 #include <nlohmann/json.hpp>
 #include <sodium.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 using namespace hsm_test;
@@ -309,6 +315,46 @@ TEST_CASE("the async client pipelines requests and the batcher groups single TAC
     for (std::size_t at = audit.find("verify-purchase-tacs"); at != std::string::npos; at = audit.find("verify-purchase-tacs", at + 1))
         ++batches;
     CHECK(batches == 4);
+    client->close();
+    io.run_for(std::chrono::milliseconds(50));
+}
+
+TEST_CASE("a TAC batch is logged (debug) with its own id and the request ids it carries") {
+    Installation install;
+    Daemon daemon(install.dir.path());
+    boost::asio::io_context io;
+    auto client = hsm::AsyncClient::create(io.get_executor(), install.credentials("clearing"));
+    client->async_connect(daemon.endpoint(), [](coconut::Status<hsm::Failure>) {});
+    auto batcher = hsm::TacBatcher::create(client, "mk-tac", 3, std::chrono::milliseconds(5));
+    // The log goes to stderr: into a file for the test's duration.
+    const std::string log_path = (install.dir / "batch.log").string();
+    const int saved_stderr = ::dup(STDERR_FILENO);
+    const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    REQUIRE((saved_stderr >= 0 && log_fd >= 0));
+    ::dup2(log_fd, STDERR_FILENO);
+    coconut::log::Settings debug;
+    debug.level = coconut::log::Level::debug;
+    coconut::log::configure(debug);
+    const auto transactions = batch_of(3, 100, 9);
+    int answered = 0;
+    for (std::size_t i = 0; i < transactions.size(); ++i) {
+        const coconut::log::RequestScope request(fmt::format("t-00000000000{}", i + 1));
+        batcher->submit(transactions[i], [&answered](hsm::Outcome<Verdict>) { ++answered; });
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (answered < 3 && std::chrono::steady_clock::now() < deadline) io.run_for(std::chrono::milliseconds(10));
+    coconut::log::configure({});
+    ::dup2(saved_stderr, STDERR_FILENO);
+    ::close(saved_stderr);
+    ::close(log_fd);
+    CHECK(answered == 3);
+    std::stringstream text;
+    text << std::ifstream(log_path).rdbuf();
+    INFO(text.str());
+    const std::string line = text.str();
+    const auto at = line.find(" debug hsm-link b-");
+    REQUIRE(at != std::string::npos);
+    CHECK(line.find("TAC batch of 3 requests=t-000000000001,t-000000000002,t-000000000003", at) != std::string::npos);
     client->close();
     io.run_for(std::chrono::milliseconds(50));
 }
