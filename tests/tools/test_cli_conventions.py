@@ -98,6 +98,8 @@ def write(path, text):
 
 def check_config_files(bins, store, key, work):
     hsmd, clearingd = bins["coconut-hsmd"], bins["coconut-clearingd"]
+    for daemon in (hsmd, clearingd):
+        assert "--config FILE" in run([daemon, "serve", "--help"]).stdout, daemon
     good = write(os.path.join(work, "hsmd.toml"), f'store = "{store}"\nlisten = "127.0.0.1:0"\nconnections-max = 7\n'
                                                   'log-format = "json"\n')
     checked = run([hsmd, "config", "check", good])
