@@ -113,8 +113,9 @@ void add_config_file(CLI::App& app, CLI::App* command, std::span<const Rename> r
     app.allow_config_extras(CLI::config_extras_mode::error);
     // `PROGRAM serve --config FILE` as well as `PROGRAM --config FILE serve`.
     command->fallthrough();
-    command->footer("Options may also come from a config file: --config FILE (TOML, these long names without the dashes as "
-                    "keys; the command line wins). Check one with: config check FILE.");
+    command->footer(
+        "Options may also come from a config file: --config FILE (TOML, these long names without the dashes as "
+        "keys; the command line wins). Check one with: config check FILE.");
 }
 
 int check_config(CLI::App& app, CLI::App* command, const std::string& file, std::string_view program,
