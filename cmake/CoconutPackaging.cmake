@@ -51,6 +51,9 @@ if(TARGET coconut-clearingd)
           COMPONENT clearingd)
   install(FILES ${CMAKE_SOURCE_DIR}/docs/OPERATIONS.md ${CMAKE_SOURCE_DIR}/clearing/README.md
           DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/coconut-clearingd COMPONENT clearingd)
+  # The annotated example with more of serve's options (its paths are the example's, not the unit's).
+  install(FILES ${CMAKE_SOURCE_DIR}/clearing/daemon/coconut-clearingd.toml
+          DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/coconut-clearingd/examples COMPONENT clearingd)
   coconut_maintainer_scripts(clearingd_scripts coconut-clearingd coconut-clearingd.conf coconut-clearing clearingd
                              "coconut-clearingd.service coconut-settle.timer" "/etc/coconut/clearingd.toml;/etc/coconut/settlement.json")
 endif()
@@ -62,6 +65,8 @@ if(TARGET coconut-hsmd)
   install(FILES ${coconut_packaging}/etc/hsmd.toml DESTINATION /etc/coconut COMPONENT hsmd)
   install(FILES ${CMAKE_SOURCE_DIR}/docs/OPERATIONS.md ${CMAKE_SOURCE_DIR}/hsm-stub/README.md ${CMAKE_SOURCE_DIR}/hsm-stub/PROTOCOL.md
           DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/coconut-hsmd COMPONENT hsmd)
+  install(FILES ${CMAKE_SOURCE_DIR}/hsm-stub/coconut-hsmd.toml DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/coconut-hsmd/examples
+          COMPONENT hsmd)
   coconut_maintainer_scripts(hsmd_scripts coconut-hsmd coconut-hsmd.conf coconut-hsm hsmd "coconut-hsmd.service"
                              "/etc/coconut/hsmd.toml")
 endif()

@@ -220,7 +220,9 @@ def run_daemons(root, work):
         binary = os.path.join(bin_dir, daemon)
         if re.search(r"^\s+config\s", run([binary, "--help"], env=env).stdout, re.M):  # the subcommand `config check FILE`
             run([binary, "config", "check", os.path.join(root, "etc/coconut", config)], env=env)
-            log(f"  ok  {daemon} config check /etc/coconut/{config}")
+            example = os.path.join(root, "usr/share/doc", daemon, "examples", daemon + ".toml")
+            run([binary, "config", "check", example], env=env)
+            log(f"  ok  {daemon} config check: /etc/coconut/{config} and the packaged example")
     hsmd, clearingd = os.path.join(bin_dir, "coconut-hsmd"), os.path.join(bin_dir, "coconut-clearingd")
     store, key = os.path.join(work, "hsm"), os.path.join(work, "clearing.key")
     run([hsmd, "init", "--store", store], env=env)
