@@ -14,8 +14,10 @@ set(coconut_sdk_header_dirs terminal-sdk/include clearing/tls/include clearing/i
 
 foreach(library IN LISTS coconut_sdk_libraries)
   string(REGEX REPLACE "^coconut_" "" name ${library})
+  # Shared: each library finds the others beside itself ($ORIGIN), wherever the package is installed
+  # (-DCMAKE_SKIP_INSTALL_RPATH=ON leaves it out, e.g. for a system package in /usr/lib).
   set_target_properties(${library} PROPERTIES EXPORT_NAME ${name} VERSION ${PROJECT_VERSION}
-                                              SOVERSION ${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR})
+                                              SOVERSION ${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR} INSTALL_RPATH "$ORIGIN")
   # The package's names in this build too, for a terminal that vendors the SDK with add_subdirectory.
   add_library(Coconut::${name} ALIAS ${library})
 endforeach()

@@ -12,8 +12,11 @@ in a terminal's own build"):
 - examples/ configures and builds as a project of its own against the installed package, with none of the
   project's compile options leaking into it; its programs pay by card images run in process.
 
+With --shared, the package comes from an SDK-only build of shared libraries (-DBUILD_SHARED_LIBS=ON) made in
+WORK/sdk-shared-build (kept between runs, so a rerun only rebuilds what changed) instead of from BUILD.
+
 usage: test_sdk_package.py PATH/TO/coconut-vcard --source DIR --build DIR --work DIR --version X.Y.Z
-                           --header-dirs DIR... [--launcher ccache]
+                           --header-dirs DIR... [--launcher ccache] [--shared]
 """
 
 import argparse
@@ -52,6 +55,15 @@ def test_sdk_only_configure(args):
     log("  ok  COCONUT_COMPONENTS=clearing refused")
 
 
+def build_shared_sdk(args, build):
+    log("an SDK-only build of shared libraries")
+    launcher = [f"-DCMAKE_CXX_COMPILER_LAUNCHER={args.launcher}"] if args.launcher else []
+    cmake_configure(args.source, build, "-DCOCONUT_COMPONENTS=sdk", "-DBUILD_SHARED_LIBS=ON", *launcher)
+    run(["cmake", "--build", build, "-j", "2"], timeout=1800)
+    args.build = build
+    log("  ok  built")
+
+
 def installed_headers(args, prefix):
     """Every public header of the SDK's libraries must be installed; returns them relative to include/."""
     headers = ["coconut/version.hpp"]
@@ -69,7 +81,9 @@ def test_install(args, prefix):
     expected = ["lib/cmake/Coconut/CoconutConfig.cmake", "lib/cmake/Coconut/CoconutConfigVersion.cmake",
                 "lib/cmake/Coconut/CoconutTargets.cmake", "lib/pkgconfig/coconut-sdk.pc"]
     missing = [path for path in expected if not os.path.isfile(os.path.join(prefix, path))]
-    missing += [f"lib/libcoconut_{name}.(a|so)" for name in SDK_LIBRARIES if not glob.glob(os.path.join(prefix, f"lib/libcoconut_{name}.*"))]
+    suffix = "so" if args.shared else "a"
+    missing += [f"lib/libcoconut_{name}.{suffix}" for name in SDK_LIBRARIES
+                if not os.path.exists(os.path.join(prefix, f"lib/libcoconut_{name}.{suffix}"))]
     check_equal("package files missing", missing, [])
     headers = installed_headers(args, prefix)
     log(f"  ok  {len(headers)} headers, the libraries, CoconutConfig.cmake and coconut-sdk.pc installed")
@@ -117,7 +131,10 @@ int main() {
     program = os.path.join(args.work, "consumer")
     compiler = [args.launcher] if args.launcher else []
     run([*compiler, "c++", "-std=c++20", "-Wall", "-Wextra", "-Werror", source, "-o", program, *flags], timeout=300)
-    check_equal("the consumer's output", run([program]).stdout.strip(), f"{args.version} 127.0.0.1:8583")
+    # A shared SDK under a prefix the dynamic linker does not search: the program finds it as a vendor's would.
+    libraries = dict(os.environ, LD_LIBRARY_PATH=os.path.join(prefix, "lib"))
+    output = subprocess.run([program], env=libraries, capture_output=True, text=True, timeout=60)
+    check_equal("the consumer's output", (output.stdout + output.stderr).strip(), f"{args.version} 127.0.0.1:8583")
     log(f"  ok  {len(headers)} headers compiled, linked, version {args.version}")
 
 
@@ -172,12 +189,23 @@ def main():
     parser.add_argument("--version", required=True)
     parser.add_argument("--header-dirs", nargs="+", required=True)
     parser.add_argument("--launcher", default="")
+    parser.add_argument("--shared", action="store_true")
     args = parser.parse_args()
-    shutil.rmtree(args.work, ignore_errors=True)
-    os.makedirs(args.work)
+    kept = os.path.join(args.work, "sdk-shared-build")
+    for entry in os.listdir(args.work) if os.path.isdir(args.work) else []:
+        path = os.path.join(args.work, entry)
+        if path == kept:
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    os.makedirs(args.work, exist_ok=True)
     prefix = os.path.join(args.work, "prefix")
     try:
         test_sdk_only_configure(args)
+        if args.shared:
+            build_shared_sdk(args, kept)
         headers = test_install(args, prefix)
         test_find_package(args, prefix)
         test_pkg_config(args, prefix, headers)

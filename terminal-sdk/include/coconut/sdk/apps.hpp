@@ -1,6 +1,7 @@
-// Typed card applications: each command returns a parsed struct or a typed error carrying the status
-// word. The byte layouts come from coconut/cos/layout.hpp and coconut/crypto/card_crypto.hpp (one source
-// of truth with the card OS).
+/// @file
+/// Typed card applications: each command returns a parsed struct or a typed error carrying the status
+/// word. The byte layouts come from coconut/cos/layout.hpp and coconut/crypto/card_crypto.hpp (one source
+/// of truth with the card OS).
 #pragma once
 
 #include <coconut/core/identifiers.hpp>
@@ -15,10 +16,10 @@
 
 namespace coconut::sdk {
 
-// A command failed: either the transport (reader error) or the card (status word).
+/// A command failed: either the transport (reader error) or the card (status word).
 struct CardError {
-    std::optional<ReaderError> transport;  // set when the APDU did not complete
-    std::uint16_t sw = 0;                  // set when the card answered with an error status
+    std::optional<ReaderError> transport;  ///< set when the APDU did not complete
+    std::uint16_t sw = 0;                  ///< set when the card answered with an error status
     std::string message;
     bool card_removed() const {
         return transport && (transport->code == ReaderErrorCode::card_removed || transport->code == ReaderErrorCode::no_card);
@@ -31,7 +32,7 @@ using CardResult = Result<T, CardError>;
 using coconut::Asn;  // coconut/core/identifiers.hpp
 using coconut::TerminalId;
 
-// EF15 public data as the purse FCI carries it.
+/// EF15 public data as the purse FCI carries it.
 struct PurseInfo {
     std::array<std::uint8_t, 8> issuer_id{};
     std::uint8_t app_type = 0;
@@ -74,13 +75,13 @@ struct PurseLogRecord {
     crypto::CardDateTime when;
 };
 
-// The purse FCI (6F { 84 AID, A5 { 9F08 version, 9F0C EF15 } }) → EF15's fields.
+/// The purse FCI (6F { 84 AID, A5 { 9F08 version, 9F0C EF15 } }) → EF15's fields.
 CardResult<PurseInfo> parse_purse_fci(ByteView fci);
 
-// SELECT of the purse that tolerates a blocked application (6283 with its FCI, docs/CARD-SPEC.md §2).
+/// SELECT of the purse that tolerates a blocked application (6283 with its FCI, docs/CARD-SPEC.md §2).
 struct SelectedPurse {
     PurseInfo info;
-    bool blocked = false;  // SELECT answered 6283: APPLICATION BLOCK is in force
+    bool blocked = false;  ///< SELECT answered 6283: APPLICATION BLOCK is in force
 };
 
 class PurseApp {
@@ -92,22 +93,22 @@ public:
                                                        std::uint8_t key_index = cos::default_key_index);
     CardResult<InitLoadResult> initialize_load(std::uint32_t amount_fen, const TerminalId& terminal_id,
                                                std::uint8_t key_index = cos::default_key_index);
-    // 80 DC: stage a composite record (EF1A record id) or a trip-log entry (sfi = EF1E, record id 0).
+    /// 80 DC: stage a composite record (EF1A record id) or a trip-log entry (sfi = EF1E, record id 0).
     CardResult<Ok> update_capp_cache(std::uint8_t sfi, std::uint8_t record_id, ByteView record);
     CardResult<DebitResult> debit(std::uint32_t terminal_serial, const crypto::CardDateTime& when, const crypto::Mac4& mac1);
     CardResult<crypto::Mac4> credit_for_load(const crypto::CardDateTime& when, const crypto::Mac4& mac2);
-    // GET TRANSACTION PROVE: MAC2 ‖ TAC of the most recent transaction of `type` that used `atc`.
+    /// GET TRANSACTION PROVE: MAC2 ‖ TAC of the most recent transaction of `type` that used `atc`.
     CardResult<DebitResult> transaction_prove(std::uint8_t type, std::uint16_t atc);
     CardResult<std::vector<PurseLogRecord>> read_log();
     CardResult<Bytes> read_capp_record(std::uint8_t record_id);
 
-    // Application maintenance (counter.cpp): SELECT that accepts 6283, GET CHALLENGE (4 bytes) and
-    // APPLICATION BLOCK `84 1E 00 P2 04 MAC`.
+    /// Application maintenance (counter.cpp): SELECT that accepts 6283, GET CHALLENGE (4 bytes) and
+    /// APPLICATION BLOCK `84 1E 00 P2 04 MAC`.
     CardResult<SelectedPurse> select_maybe_blocked();
     CardResult<crypto::Challenge4> get_challenge();
     CardResult<Ok> application_block(bool permanent, const crypto::Mac4& mac);
-    // APPLICATION UNBLOCK `84 18 00 00 04 MAC`: lifts a temporary block and the MAC-failure lock (9303 after
-    // a permanent block).
+    /// APPLICATION UNBLOCK `84 18 00 00 04 MAC`: lifts a temporary block and the MAC-failure lock (9303 after
+    /// a permanent block).
     CardResult<Ok> application_unblock(const crypto::Mac4& mac);
 
 private:
@@ -123,9 +124,9 @@ struct PsamInit {
 class PsamApp {
 public:
     explicit PsamApp(CardChannel& channel) : channel_(channel) {}
-    // Selects the PSAM DF and reads EF16 (terminal id) and EF17 (key index, version).
+    /// Selects the PSAM DF and reads EF16 (terminal id) and EF17 (key index, version).
     CardResult<TerminalId> select();
-    // 80 70 with factors card then issuer.
+    /// 80 70 with factors card then issuer.
     CardResult<PsamInit> initialize_purchase(const InitPurchaseResult& card, std::uint32_t amount_fen, std::uint8_t type,
                                              const crypto::CardDateTime& when, const PurseInfo& purse);
     CardResult<Ok> verify_mac2(const crypto::Mac4& mac2);
@@ -136,14 +137,14 @@ private:
     std::uint8_t key_index_ = cos::default_key_index;
 };
 
-// Social-security application (docs/CARD-SPEC.md §7).
+/// Social-security application (docs/CARD-SPEC.md §7).
 struct Cardholder {
     std::string card_identifier;
     std::string card_number;
     std::string issue_date;
     std::string expiry_date;
     std::string ssn;
-    std::string name;  // UTF-8 (the card stores GBK)
+    std::string name;  ///< UTF-8 (the card stores GBK)
     std::string sex;
     std::string birth_date;
 };
@@ -153,10 +154,10 @@ public:
     explicit SocialSecurityApp(CardChannel& channel) : channel_(channel) {}
     CardResult<Ok> select();
     CardResult<Cardholder> read_cardholder();
-    // VERIFY: a wrong PIN answers 63Cx (tries left in the low nibble) or 6983 (blocked) as the error SW.
+    /// VERIFY: a wrong PIN answers 63Cx (tries left in the low nibble) or 6983 (blocked) as the error SW.
     CardResult<Ok> verify_pin(std::string_view digits);
     CardResult<Bytes> internal_authenticate(ByteView challenge8);
-    // DF04 medical account number (20 digits); needs a verified PIN.
+    /// DF04 medical account number (20 digits); needs a verified PIN.
     CardResult<std::string> medical_account();
 
 private:
@@ -164,8 +165,8 @@ private:
     CardChannel& channel_;
 };
 
-// Text helpers shared by the CLI and tests.
+/// Text helpers shared by the CLI and tests.
 using coconut::to_card_date_time;                                // Hainan local time (UTC+8), coconut/core/card_time.hpp
-std::string format_date_time(const crypto::CardDateTime& when);  // "2026-11-26 12:00:00"
+std::string format_date_time(const crypto::CardDateTime& when);  ///< "2026-11-26 12:00:00"
 
 }  // namespace coconut::sdk
