@@ -29,12 +29,13 @@ int main(int argc, char** argv) {
     // The fare tables (coconut-terminal reads them from --fares FILE.json).
     sdk::TransitConfig fares;
     fares.lines[8] = sdk::LineFare{.line = 8, .distance_based = false, .flat_fare_fen = 200, .fare_by_stops = {}, .operator_id = 1};
-    fares.lines[1] = sdk::LineFare{
-        .line = 1, .distance_based = true, .flat_fare_fen = 0, .fare_by_stops = {100, 100, 150, 200, 300}, .operator_id = 1};
+    fares.lines[1] =
+        sdk::LineFare{.line = 1, .distance_based = true, .flat_fare_fen = 0, .fare_by_stops = {100, 100, 150, 200, 300}, .operator_id = 1};
 
     sdk::Terminal validator(*card.reader, *psam.reader, **queue, *hotlist, fares);
     const sdk::TapRequest tap{.line = static_cast<std::uint16_t>(std::stoul(argv[3])),
-                              .station = static_cast<std::uint16_t>(std::stoul(argv[4])), .vehicle = 4601};
+                              .station = static_cast<std::uint16_t>(std::stoul(argv[4])),
+                              .vehicle = 4601};
     auto tapped = validator.transit_tap(tap);
     if (!tapped) {
         std::fprintf(stderr, "gate stays shut: %s\n", tapped.error().message.c_str());
