@@ -10,7 +10,9 @@ in a terminal's own build"):
 - one file including every installed header compiles and links with `pkg-config --cflags --libs coconut-sdk`
   alone (no -include, -Werror on), and reports the project's version;
 - examples/ configures and builds as a project of its own against the installed package, with none of the
-  project's compile options leaking into it; its programs pay by card images run in process.
+  project's compile options leaking into it; its programs pay by card images run in process;
+- (with --shared) a project that vendors the SDK with add_subdirectory builds against Coconut::sdk, and none of
+  the project's compile options reach its own target.
 
 With --shared, the package comes from an SDK-only build of shared libraries (-DBUILD_SHARED_LIBS=ON) made in
 WORK/sdk-shared-build (kept between runs, so a rerun only rebuilds what changed) instead of from BUILD.
@@ -21,6 +23,7 @@ usage: test_sdk_package.py PATH/TO/coconut-vcard --source DIR --build DIR --work
 
 import argparse
 import glob
+import json
 import os
 import re
 import shutil
@@ -62,6 +65,32 @@ def build_shared_sdk(args, build):
     run(["cmake", "--build", build, "-j", "2"], timeout=1800)
     args.build = build
     log("  ok  built")
+
+
+def test_vendored(args):
+    log("a terminal's own project vendors the SDK with add_subdirectory and COCONUT_COMPONENTS=sdk")
+    project = os.path.join(args.work, "sdk-shared-build", "vendored")
+    os.makedirs(project, exist_ok=True)
+    with open(os.path.join(project, "CMakeLists.txt"), "w", encoding="utf-8") as out:
+        out.write(f"""cmake_minimum_required(VERSION 3.25)
+project(vendored_terminal LANGUAGES CXX)
+set(COCONUT_COMPONENTS sdk CACHE STRING "")
+add_subdirectory({args.source} coconut)
+add_executable(purchase {args.source}/examples/purchase.cpp)
+target_link_libraries(purchase PRIVATE Coconut::sdk Coconut::cos)
+target_compile_options(purchase PRIVATE -Werror)
+""")
+    build = os.path.join(project, "build")
+    launcher = [f"-DCMAKE_CXX_COMPILER_LAUNCHER={args.launcher}"] if args.launcher else []
+    cmake_configure(project, build, "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", *launcher)
+    run(["cmake", "--build", build, "-j", "2", "--target", "purchase"], timeout=1800)
+    with open(os.path.join(build, "compile_commands.json"), encoding="utf-8") as commands:
+        entries = [entry for entry in json.load(commands) if entry["file"].endswith("examples/purchase.cpp")]
+    check_equal("compile commands of the vendor's own target", len(entries), 1)
+    for leak in ["-include", "-Wall", "-Wextra", "-Wpedantic"]:
+        if leak in entries[0]["command"]:
+            raise AssertionError(f"'{leak}' reached the vendor's target from the SDK: {entries[0]['command']}")
+    log("  ok  built against Coconut::sdk of the vendored tree; none of the project's options reached it")
 
 
 def installed_headers(args, prefix):
@@ -211,6 +240,8 @@ def main():
         test_pkg_config(args, prefix, headers)
         build = test_examples(args, prefix)
         test_examples_pay(args, build)
+        if args.shared:
+            test_vendored(args)
     except (AssertionError, OSError, subprocess.SubprocessError) as failure:
         print(f"FAILED: {failure}\n(work directory kept: {args.work})", file=sys.stderr, flush=True)
         sys.exit(1)
