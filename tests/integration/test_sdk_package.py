@@ -15,7 +15,8 @@ in a terminal's own build"):
   the project's compile options reach its own target.
 
 With --shared, the package comes from an SDK-only build of shared libraries (-DBUILD_SHARED_LIBS=ON) made in
-WORK/sdk-shared-build (kept between runs, so a rerun only rebuilds what changed) instead of from BUILD.
+WORK/sdk-shared-build instead of from BUILD, and a vendoring project is built in WORK/vendored (both kept
+between runs, so a rerun only rebuilds what changed).
 
 usage: test_sdk_package.py PATH/TO/coconut-vcard --source DIR --build DIR --work DIR --version X.Y.Z
                            --header-dirs DIR... [--launcher ccache] [--shared]
@@ -69,7 +70,7 @@ def build_shared_sdk(args, build):
 
 def test_vendored(args):
     log("a terminal's own project vendors the SDK with add_subdirectory and COCONUT_COMPONENTS=sdk")
-    project = os.path.join(args.work, "sdk-shared-build", "vendored")
+    project = os.path.join(args.work, "vendored")
     os.makedirs(project, exist_ok=True)
     with open(os.path.join(project, "CMakeLists.txt"), "w", encoding="utf-8") as out:
         out.write(f"""cmake_minimum_required(VERSION 3.25)
@@ -220,10 +221,11 @@ def main():
     parser.add_argument("--launcher", default="")
     parser.add_argument("--shared", action="store_true")
     args = parser.parse_args()
+    # The builds of the SDK itself are kept between runs (their ccache hits need the same paths).
     kept = os.path.join(args.work, "sdk-shared-build")
     for entry in os.listdir(args.work) if os.path.isdir(args.work) else []:
         path = os.path.join(args.work, entry)
-        if path == kept:
+        if entry in ("sdk-shared-build", "vendored"):
             continue
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)

@@ -43,6 +43,7 @@ struct PurseInfo {
     std::string asn_digits() const { return bcd_to_digits(asn); }
 };
 
+/// The purse's answer to INITIALIZE FOR PURCHASE (80 50 01): balance, offline ATC, key version, the card's random.
 struct InitPurchaseResult {
     std::uint32_t balance_fen = 0;
     std::uint16_t offline_atc = 0;
@@ -52,6 +53,7 @@ struct InitPurchaseResult {
     std::array<std::uint8_t, 4> random{};
 };
 
+/// The purse's answer to INITIALIZE FOR LOAD (80 50 00): balance, online ATC, key version, the card's random, MAC1.
 struct InitLoadResult {
     std::uint32_t balance_fen = 0;
     std::uint16_t online_atc = 0;
@@ -61,11 +63,13 @@ struct InitLoadResult {
     crypto::Mac4 mac1{};
 };
 
+/// The purse's answer to DEBIT FOR PURCHASE (80 54): the TAC (proof for the clearing) and MAC2 (for the PSAM).
 struct DebitResult {
     crypto::Mac4 tac{};
     crypto::Mac4 mac2{};
 };
 
+/// One record of the purse's transaction log (EF18).
 struct PurseLogRecord {
     std::uint16_t atc = 0;
     std::uint32_t overdraft_limit_fen = 0;
@@ -84,6 +88,7 @@ struct SelectedPurse {
     bool blocked = false;  ///< SELECT answered 6283: APPLICATION BLOCK is in force
 };
 
+/// The electronic purse (PBOC EP / T-Union) of a card in its reader: SELECT, balance, initialize, debit, credit, log, proofs.
 class PurseApp {
 public:
     explicit PurseApp(CardChannel& channel) : channel_(channel) {}
@@ -116,11 +121,13 @@ private:
     CardChannel& channel_;
 };
 
+/// The PSAM's answer to 80 70 (purchase initialization): the terminal serial it used and MAC1 for the card.
 struct PsamInit {
     std::uint32_t terminal_serial = 0;
     crypto::Mac4 mac1{};
 };
 
+/// The PSAM in its reader: SELECT, 80 70 (MAC1 for a purchase), 80 72 (verify the card's MAC2).
 class PsamApp {
 public:
     explicit PsamApp(CardChannel& channel) : channel_(channel) {}
@@ -149,6 +156,7 @@ struct Cardholder {
     std::string birth_date;
 };
 
+/// The social-security application (SSSE): the cardholder's data, VERIFY (PIN) and INTERNAL AUTHENTICATE for clinic payments.
 class SocialSecurityApp {
 public:
     explicit SocialSecurityApp(CardChannel& channel) : channel_(channel) {}

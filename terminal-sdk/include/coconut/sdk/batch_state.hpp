@@ -32,6 +32,7 @@ inline constexpr std::uint32_t stan_max = 999'999;  ///< field 11 is n6; 0 is no
 /// The STAN `count` places after `stan`, wrapping from 999999 to 1.
 std::uint32_t advance_stan(std::uint32_t stan, std::uint32_t count);
 
+/// The terminal's batch: number (field 60), the STAN counter and the totals the 0500 reconciliation sends.
 struct BatchState {
     std::uint32_t batch_number = 1;
     std::uint32_t next_stan = 1;      ///< the next STAN handed out

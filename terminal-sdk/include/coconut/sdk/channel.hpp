@@ -19,12 +19,14 @@ namespace coconut::sdk {
 /// card family (the largest is a 256-byte READ BINARY), yet finite.
 inline constexpr std::size_t get_response_chain_max = 64;
 
+/// One APDU exchanged on a CardChannel, for a trace (CardChannel::set_trace).
 struct TraceEntry {
     Bytes command;
     Bytes response;  ///< empty if the transmit failed
     std::chrono::microseconds elapsed{0};
 };
 
+/// ISO 7816 transport rules (T=0 GET RESPONSE, 6Cxx) between a typed application and a Reader.
 class CardChannel {
 public:
     explicit CardChannel(Reader& reader) : reader_(reader) {}

@@ -54,6 +54,7 @@
 
 namespace coconut::sdk {
 
+/// One clearing node, host and ISO 8583 port.
 struct ClearingEndpoint {
     std::string host = "127.0.0.1";
     std::uint16_t port = 0;
@@ -103,6 +104,7 @@ struct ClearingTls {
 /// fault alone, never by timing: the same faults give the same outcome on every run.
 enum class LinkFault : std::uint8_t { none, lose_request, lose_answer };
 
+/// How a ClearingClient signs on and talks to the clearing: terminal id, TLS, timeouts, batch log, failover.
 struct ClearingOptions {
     std::string terminal_id;  ///< field 41: exactly 8 printable characters, as registered at the clearing
     /// Unset: plain TCP, which only a daemon started with --insecure-terminals accepts.
@@ -147,6 +149,7 @@ enum class ClearingErrorCode : std::uint8_t {
 };
 std::string_view to_string(ClearingErrorCode code);
 
+/// Why a ClearingClient call failed; `response_code` when the clearing answered.
 struct ClearingError {
     ClearingErrorCode code = ClearingErrorCode::connect_failed;
     std::string message;
@@ -168,6 +171,7 @@ struct LinkStats {
     std::uint64_t tls_resumed = 0;  ///< TLS handshakes that resumed the previous session
 };
 
+/// What ClearingClient::upload sent and what the clearing answered, per outcome and response code.
 struct UploadReport {
     std::size_t sent = 0;
     std::size_t acknowledged = 0;                ///< deleted from the queue
@@ -199,6 +203,7 @@ struct ClinicApproval {
     std::uint32_t approved_fen = 0;
 };
 
+/// What ClearingClient::sync_hotlist downloaded and applied.
 struct HotlistSyncReport {
     std::uint64_t from_version = 0;
     std::uint64_t to_version = 0;
@@ -208,6 +213,7 @@ struct HotlistSyncReport {
     bool replaced = false;  ///< the host was behind this terminal: its whole list replaced the local one
 };
 
+/// The 0500 end-of-shift reconciliation and the clearing's answer.
 struct ReconcileReport {
     std::uint32_t batch_number = 0;
     BatchTotals totals;     ///< what the terminal sent
@@ -219,6 +225,7 @@ struct ReconcileReport {
 iso8583::Message advice_request(const TransactionRecord& record, std::uint32_t stan, std::string_view terminal_id, bool repeat);
 /// Field 90: original MTI ‖ STAN ‖ transmission date/time ‖ 22 zeros (no acquirer/forwarder ids).
 std::string original_data_elements(const TransactionRecord& record);
+/// The terminal's ISO 8583 link to coconut-clearingd (see the file comment): sign-on, upload, online requests, hotlist, reconciliation.
 class ClearingClient {
 public:
     static Result<std::unique_ptr<ClearingClient>, ClearingError> connect(const ClearingEndpoint& endpoint, ClearingOptions options);

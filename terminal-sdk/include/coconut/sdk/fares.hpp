@@ -28,6 +28,7 @@ struct LineFare {
     std::uint32_t fare(std::uint16_t entry_station, std::uint16_t exit_station) const;
 };
 
+/// The fare tables of a validator (Terminal::transit_tap): lines, the repeat-tap window, the journey limit.
 struct TransitConfig {
     std::map<std::uint16_t, LineFare> lines;
     /// A second tap on the same line (and station) inside this window is the same passenger tapping twice.
@@ -36,6 +37,7 @@ struct TransitConfig {
     std::chrono::minutes journey_limit{180};
 };
 
+/// Where a bus tap happens: line, station, vehicle.
 struct TapRequest {
     std::uint16_t line = 0;
     std::uint16_t station = 0;

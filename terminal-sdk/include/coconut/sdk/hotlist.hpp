@@ -17,6 +17,7 @@ namespace coconut::sdk {
 enum class BlockReason : std::uint8_t { lost = 1, stolen = 2, cloned = 3, issuer = 4 };
 std::string_view to_string(BlockReason reason);
 
+/// A change of the hotlist from one version to the next (ClearingClient::sync_hotlist).
 struct HotlistDelta {
     std::uint64_t from_version = 0;
     std::uint64_t to_version = 0;
@@ -25,6 +26,7 @@ struct HotlistDelta {
 };
 
 enum class HotlistErrorCode : std::uint8_t { version_gap, io_error, corrupt, too_large };
+/// Why a hotlist could not be loaded, changed or saved.
 struct HotlistError {
     HotlistErrorCode code;
     std::string message;
@@ -33,6 +35,7 @@ struct HotlistError {
 /// Blocked cards a terminal keeps: the island's ~10M cards at a lost-card rate well under 1%.
 inline constexpr std::size_t hotlist_entries_max = 200000;
 
+/// The blocked cards a terminal refuses, by ASN, with a version the clearing's updates follow; kept durably in a file.
 class Hotlist {
 public:
     /// An empty list at version 0 when the file does not exist; a damaged file is refused.

@@ -29,6 +29,7 @@ struct MaintenanceMacRequest {
 /// The MAC, or why the HSM could not give it (the message is shown to the operator).
 using MaintenanceMacProvider = std::function<Result<crypto::Mac4, std::string>(const MaintenanceMacRequest&)>;
 
+/// The result of block_application / unblock_application.
 struct BlockOutcome {
     PurseInfo card;
     bool permanent = false;

@@ -106,6 +106,7 @@ inline constexpr std::size_t transaction_record_size = 96;
 Bytes encode_record(const TransactionRecord& record);
 std::optional<TransactionRecord> decode_record(ByteView payload);
 
+/// A record in the queue with its sequence number (what TransactionQueue::acknowledge takes).
 struct QueuedTransaction {
     std::uint64_t sequence = 0;
     TransactionRecord record;
@@ -122,11 +123,13 @@ enum class QueueErrorCode : std::uint8_t {
     bad_limits,      ///< QueueLimits out of range
 };
 
+/// Why the queue refused an operation (the message names the file and the problem).
 struct QueueError {
     QueueErrorCode code;
     std::string message;
 };
 
+/// The bounds of a TransactionQueue.
 struct QueueLimits {
     /// Unacknowledged transactions a terminal holds: a validator offline for a whole service day at one tap
     /// every two seconds makes ~43,000. Past this the terminal stops taking payments (queue full).
@@ -143,6 +146,7 @@ struct QueueLimits {
 /// The most sequences one acknowledgement record holds (its payload stays within the record size limit).
 inline constexpr std::size_t ack_batch_limit = 2000;
 
+/// The durable store-and-forward queue: records awaiting upload, debit intents, the batch state (see the file comment).
 class TransactionQueue {
 public:
     /// Creates the log when missing. An old queue (format 1) is converted, together with its batch state

@@ -38,6 +38,7 @@ enum class ReaderErrorCode : std::uint8_t {
     internal,            ///< any other PC/SC failure (code in `pcsc_code`)
 };
 
+/// Why a reader operation failed.
 struct ReaderError {
     ReaderErrorCode code = ReaderErrorCode::internal;
     std::string message;
@@ -48,6 +49,7 @@ std::string_view to_string(ReaderErrorCode code);
 
 enum class CardProtocol : std::uint8_t { t0, t1 };
 
+/// Where APDUs go: one card slot. PcscReader and InProcessReader implement it.
 class Reader {
 public:
     virtual ~Reader() = default;
@@ -71,6 +73,7 @@ public:
 /// `after_card` — the card executes the command, then leaves before the response (the response is lost).
 enum class Fault : std::uint8_t { none, before_card, after_card };
 
+/// A reader whose card is a coconut::cos::VirtualCard in this process (card image files, tests, simulation).
 class InProcessReader final : public Reader {
 public:
     /// The reader does not own the card: the caller keeps it alive (tests may reopen it between sessions).
@@ -102,6 +105,7 @@ private:
 /// Names of the readers pcscd knows.
 Result<std::vector<std::string>, ReaderError> list_pcsc_readers();
 
+/// A PC/SC-lite reader (pcscd): a real reader, or vpcd's "Virtual PCD 00 00" for `coconut-vcard serve`.
 class PcscReader final : public Reader {
 public:
     /// Establishes a PC/SC context and checks the reader exists.

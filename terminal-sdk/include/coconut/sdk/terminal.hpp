@@ -42,6 +42,7 @@ namespace coconut::sdk {
 
 class ClearingClient;
 
+/// What Terminal::transit_tap did: the result, the fare, the balance after, the record.
 struct TapOutcome {
     TapResult result = TapResult::entered;
     std::uint32_t fare_fen = 0;
@@ -67,6 +68,7 @@ enum class FlowErrorCode : std::uint8_t {
 };
 std::string_view to_string(FlowErrorCode code);
 
+/// Why a Terminal flow failed; `sw`, `block_reason`, `response_code` and `reversed` say more when set.
 struct FlowError {
     FlowError(FlowErrorCode c, std::string m, std::uint16_t status = 0, std::optional<BlockReason> reason = {})
         : code(c), message(std::move(m)), sw(status), block_reason(reason) {}
@@ -79,6 +81,7 @@ struct FlowError {
         false;  ///< the flow reversed what the host may have booked: 0400 answered, or a 0420 advice queued (sent, or left for upload)
 };
 
+/// What Terminal::recover (or the recovery at the start of a flow) resolved.
 struct RecoveryOutcome {
     std::vector<TransactionRecord> recorded;   ///< debits (and loads) that happened, now in the queue
     std::vector<TransactionRecord> abandoned;  ///< debits the card proved never happened
@@ -90,12 +93,14 @@ struct RecoveryOutcome {
 /// holds less than the amount — nothing was carried, it is still waiting, or it was collected already).
 enum class LoadFunding : std::uint8_t { cash, carried };
 
+/// The result of Terminal::load.
 struct LoadOutcome {
     TransactionRecord record;       ///< the load (type 02) with the card's TAC, link load_confirmation
     std::string confirmation_code;  ///< the 0230's response code; empty: no answer (the 0220 stays queued)
     bool confirmed = false;         ///< acknowledged by the clearing (deleted from the queue)
 };
 
+/// The result of Terminal::clinic_payment: the bill, split between the medical account and the purse.
 struct ClinicOutcome {
     std::uint32_t amount_fen = 0;                   ///< the bill
     std::uint32_t medical_fen = 0;                  ///< paid from the medical account (the hold, completed)
@@ -125,6 +130,7 @@ Result<BlockOutcome, FlowError> unblock_application(Reader& reader, const Mainte
 
 using Clock = std::function<std::chrono::system_clock::time_point()>;
 
+/// The terminal flows over a card reader and a PSAM reader, the queue and the hotlist (see the file comment).
 class Terminal {
 public:
     Terminal(Reader& card_reader, Reader& psam_reader, TransactionQueue& queue, Hotlist& hotlist, TransitConfig transit = {});
