@@ -34,6 +34,7 @@ constexpr int exit_incomplete = 10;   // reconciliation: missing / mismatched / 
 constexpr int exit_wrong_state = 11;  // e.g. reconcile before posting
 constexpr int exit_untrusted = 12;    // https://: the daemon's certificate refused (--ca, host): fix the configuration
 constexpr int exit_behind = 13;       // --data (a standby) did not reach the daemon's stream position in time: run later
+constexpr int exit_refused = 14;      // the daemon refused the clerk token (unknown, revoked, no settlement role): nothing written
 
 int exit_for(ErrorCode code) {
     switch (code) {
@@ -49,6 +50,7 @@ int exit_for(ErrorCode code) {
         case ErrorCode::wrong_state: return exit_wrong_state;
         case ErrorCode::untrusted: return exit_untrusted;
         case ErrorCode::behind: return exit_behind;
+        case ErrorCode::refused: return exit_refused;
     }
     return exit_internal;
 }
@@ -209,6 +211,10 @@ int run(const RunArgs& a) {
     } else {
         auto token = clerk_token(a.token_file);
         if (!token) return fail(token.error());
+        // A token the daemon refuses is never fixed by running again: say so before any file is written.
+        // An unreachable daemon is no reason to stop here (the files are written, the posting retried).
+        if (auto checked = check_settlement_token(a.clearingd, *token, a.ca); !checked && checked.error().code != ErrorCode::posting)
+            return fail(checked.error());
         // --data may be a standby's copy: settle only once it holds everything the daemon had committed
         // when this run started (settlement/README.md "Settling on a standby").
         auto caught = wait_for_daemon_position(**ledger, a.clearingd, *token, a.ca, std::chrono::seconds(a.standby_wait_s));

@@ -314,9 +314,18 @@ TEST_CASE("posting through the daemon's clerk API: once, idempotent, and --direc
                                         "--config",     s.config.string(), "--clearingd", endpoint, "--token-file",
                                         token.string(), "--out",           o.string()};
     };
+    // A token the daemon refuses stops the run before any file is written: exit 14, not "retry" (7).
     const Cli wrong_role = settle(args(out, reader_token), scratch.path());
-    CHECK(wrong_role.code == 7);  // 403: the read role may not post
-    CHECK(load_cycle(out, 20260310).value()->state == CycleState::files_written);
+    CHECK_MESSAGE(wrong_role.code == 14, wrong_role.output);  // the read role may not post
+    CHECK(wrong_role.output.find("do not include settlement") != std::string::npos);
+    CHECK_FALSE(load_cycle(out, 20260310).value().has_value());
+    CHECK_FALSE(std::filesystem::exists(cycle_directory(out, 20260310) / "summary.json"));
+    const auto unknown_token = scratch.path() / "unknown.token";
+    write(unknown_token, "cc_clerk_0000000000000000000000000000000000000000\n");
+    const Cli unknown = settle(args(out, unknown_token), scratch.path());
+    CHECK_MESSAGE(unknown.code == 14, unknown.output);
+    CHECK(unknown.output.find("refused the clerk token (401") != std::string::npos);
+    CHECK_FALSE(load_cycle(out, 20260310).value().has_value());
     const Cli posted = settle(args(out, token_file), scratch.path());
     REQUIRE_MESSAGE(posted.code == 0, posted.output);
     CHECK(posted.output.find("8 transfers posted now (8 new, 0 already booked)") != std::string::npos);
@@ -428,7 +437,7 @@ TEST_CASE("posting over HTTPS: the daemon's certificate verified against --ca; a
     const Cli wrong_ca = settle(args("https", {"--ca", stranger.ca.string()}), scratch.path());
     CHECK(wrong_ca.code == 12);
     CHECK_MESSAGE(wrong_ca.output.find("certificate was refused") != std::string::npos, wrong_ca.output);
-    CHECK(load_cycle(out, 20260310).value()->state == CycleState::files_written);
+    CHECK_FALSE(load_cycle(out, 20260310).value().has_value());  // refused while asking about the token: nothing written
     const Cli plain = settle(args("http", {}), scratch.path());
     CHECK(plain.code == 7);  // the daemon serves HTTPS only
     const Cli posted = settle(args("https", {"--ca", pki.ca.string()}), scratch.path());

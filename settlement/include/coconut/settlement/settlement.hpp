@@ -57,6 +57,7 @@ enum class ErrorCode : std::uint8_t {
     wrong_state,   // the command needs a cycle in another state (e.g. reconcile before posting)
     untrusted,     // https://: the daemon's certificate was refused (--ca, the URL's host); nothing was sent
     behind,        // the ledger read (a standby's copy) did not reach the daemon's position in time: run later
+    refused,       // the daemon refused the clerk token (unknown, revoked, or without the settlement role): nothing was written
 };
 std::string_view to_string(ErrorCode code);
 
@@ -292,6 +293,12 @@ struct CaughtUp {
     std::uint64_t ledger_position = 0;
     std::chrono::milliseconds waited{0};
 };
+// Asks the daemon at `endpoint` whose the token is (GET /v1/clerk/me) before anything is computed or
+// written: `refused` when it is unknown or revoked (401) or its clerk lacks the settlement role, which no
+// retry fixes; `posting` when the daemon cannot be reached (the run may still write its files and post
+// later); `untrusted` for a refused certificate.
+Status check_settlement_token(std::string_view endpoint, const std::string& token, const std::filesystem::path& ca_file = {});
+
 Result<CaughtUp> wait_for_daemon_position(const ledger::Ledger& ledger, std::string_view endpoint, const std::string& token,
                                           const std::filesystem::path& ca_file, std::chrono::seconds bound);
 
