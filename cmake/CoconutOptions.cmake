@@ -21,7 +21,8 @@ option(COCONUT_UNITY_BUILD "Compile each target's sources in batches (CMake UNIT
 set(CMAKE_UNITY_BUILD ${COCONUT_UNITY_BUILD})
 
 # Boost 1.74's asio/awaitable.hpp uses std::exchange without <utility> (docs/DESIGN.md §3). For the
-# project's own sources only: a public header that includes Boost.Asio includes <utility> itself first.
+# project's own sources only: no header installed with the SDK includes awaitable.hpp (test sdk_package
+# compiles every one of them without this), and one that ever does must include <utility> itself first.
 target_compile_options(coconut_options INTERFACE "$<$<COMPILE_LANGUAGE:CXX>:SHELL:-include utility>")
 
 if(COCONUT_SANITIZE)

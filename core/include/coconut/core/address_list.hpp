@@ -7,8 +7,6 @@
 // An IPv4-mapped IPv6 peer (::ffff:a.b.c.d) matches as its IPv4 address (canonical_address()).
 #pragma once
 
-#include <utility>  // before Boost.Asio: 1.74 uses std::exchange without it under C++20
-
 #include <boost/asio/ip/address.hpp>
 
 #include <array>

@@ -22,8 +22,6 @@
 // counters and log with their own context.
 #pragma once
 
-#include <utility>  // before Boost.Asio: 1.74 uses std::exchange without it under C++20
-
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/steady_timer.hpp>

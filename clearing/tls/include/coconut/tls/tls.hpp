@@ -40,8 +40,6 @@
 #include <coconut/core/bytes.hpp>
 #include <coconut/core/result.hpp>
 
-#include <utility>  // before Boost.Asio: 1.74 uses std::exchange without it under C++20
-
 #include <boost/asio/ssl/context.hpp>
 #include <openssl/types.h>
 
