@@ -117,6 +117,14 @@ def test_install(args, prefix):
     check_equal("package files missing", missing, [])
     headers = installed_headers(args, prefix)
     log(f"  ok  {len(headers)} headers, the libraries, CoconutConfig.cmake and coconut-sdk.pc installed")
+    # Boost 1.74's asio/awaitable.hpp needs <utility> first under C++20; the project's own sources get it
+    # from a compile option a consumer does not have, so an installed header using it must include it itself.
+    for header in headers:
+        with open(os.path.join(prefix, "include", header), encoding="utf-8") as text:
+            includes = re.findall(r"^#include <([^>]+)>", text.read(), re.M)
+        awaitable = [i for i, name in enumerate(includes) if name in ("boost/asio/awaitable.hpp", "boost/asio.hpp")]
+        if awaitable and "utility" not in includes[:awaitable[0]]:
+            raise AssertionError(f"{header} includes {includes[awaitable[0]]} without <utility> before it")
     return headers
 
 
