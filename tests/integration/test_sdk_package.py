@@ -210,7 +210,7 @@ def test_examples_pay(args, build):
     refusal = example("purchase", card, psam, "5000", queue, code=1)
     if "insufficient_balance" not in refusal:
         raise AssertionError(f"a purchase above the balance: {refusal!r} does not say insufficient_balance")
-    refusal = example("clinic_payment", card, psam, "100", "123456", "127.0.0.1:1", "CLINIC01",
+    refusal = example("clinic_payment", card, psam, "100", "127.0.0.1:1", "CLINIC01",
                       os.path.join(args.work, "no-ca.pem"), "cert.pem", "key.pem", queue, code=1)
     if "no-ca.pem" not in refusal:
         raise AssertionError(f"clinic_payment without its CA file: {refusal!r} does not name it")
