@@ -123,6 +123,9 @@ def installed_ok(root, debs):
         secrets = os.path.join(root, "etc/coconut", "clearingd" if package == "coconut-clearingd" else "hsmd")
         st = os.stat(secrets)
         assert oct(st.st_mode & 0o777) == "0o750" and st.st_uid == 0 and st.st_gid == int(groups[user][2]), (secrets, st)
+    if "libcoconut-sdk-dev" in debs:
+        for path in ["usr/lib/cmake/Coconut/CoconutConfig.cmake", "usr/lib/pkgconfig/coconut-sdk.pc", "usr/include/coconut/version.hpp"]:
+            assert os.path.isfile(os.path.join(root, path)), f"libcoconut-sdk-dev installed no /{path}"
     log("  ok  dpkg --root: installed, system users (nologin), /etc/coconut/<daemon>/ 0750 root:<user>, conffiles")
 
 
