@@ -4,6 +4,7 @@
 //   coconut-hsmd serve  --store DIR --listen 127.0.0.1:7501 [--threads N] [--allow ADDR[/PREFIX],…] [--max-connections N]
 //                       [--max-connections-per-address N] [--max-connections-per-client N] [--idle-timeout-ms MS]
 //                       [--refusal-audit-interval-ms MS] [--ready-file F] [--instance NAME]
+//                       [--http-port PORT [--http-host ADDR] [--http-ready-file F]]   (/healthz, /metrics)
 //   coconut-hsmd key import   --store DIR --label L --version V --usage U [--components 2|3]   (components on stdin)
 //   coconut-hsmd key generate --store DIR --label L --version V --usage U
 //   coconut-hsmd key list     --store DIR [--json]
@@ -24,6 +25,8 @@
 #include <coconut/hsm/hsm.hpp>
 #include <coconut/hsm/protocol.hpp>
 #include <coconut/hsm/server.hpp>
+
+#include "hsmd_status.hpp"
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
@@ -320,7 +323,7 @@ int replicate(const std::string& from, const std::string& to) {
 }
 
 int serve(const std::string& dir, const std::string& listen, unsigned threads, hsm::ServerConfig config, const std::string& ready_file,
-          const std::string& instance) {
+          const std::string& instance, const hsm::StatusOptions& status_options) {
     auto endpoint = hsm::wire::parse_endpoint(listen, true);
     if (!endpoint) return report(endpoint.error());
     // Every connection costs a descriptor: the default soft limit (often 1,024) would be reached before
@@ -345,6 +348,10 @@ int serve(const std::string& dir, const std::string& listen, unsigned threads, h
                                  fmt::format("{}listening on {}:{}, store generation {}, allow {}",
                                              instance.empty() ? std::string() : fmt::format("instance {}, ", instance), endpoint->host,
                                              port.value(), shared_store->generation(), config.allow.to_string())});
+
+    std::string status_error;
+    const auto status = status_options.start(server, status_error);
+    if (!status_error.empty()) return report({hsm::Errc::io_error, status_error});
 
     boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
     std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec, int signal) {
@@ -464,6 +471,8 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     serve_cmd->add_option("--ready-file", ready_file, "write the bound port here once listening");
     std::string instance;
+    hsm::StatusOptions status_options;
+    status_options.add_to(serve_cmd);
     serve_cmd->add_option("--instance", instance,
                           "a name for this daemon in its audit log's serve-start line (two daemons on copies of one store)");
 
@@ -576,7 +585,7 @@ int main(int argc, char** argv) {
         config.max_connections_per_client = max_per_client;
         config.idle_timeout = std::chrono::milliseconds(idle_timeout_ms);
         config.refusal_audit_interval = std::chrono::milliseconds(refusal_interval_ms);
-        return serve(store_dir, listen, threads, std::move(config), ready_file, instance);
+        return serve(store_dir, listen, threads, std::move(config), ready_file, instance, status_options);
     }
     if (import->parsed() || generate->parsed()) {
         auto ut = parse_usage_and_type();
