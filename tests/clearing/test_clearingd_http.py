@@ -74,7 +74,7 @@ class HttpStack(it.Stack):
             json.dump(registry, f)
         it.run([self.clearingd, "admin", "--data", self.data, "load", path])
         for name, roles in (("alice", "hotlist,registry,settlement,read"), ("reader", "read"), ("settler", "settlement"),
-                            ("maker", "adjust"), ("checker", "adjust,read"), ("keeper", "clerks")):
+                            ("maker", "adjust"), ("checker", "adjust,read"), ("keeper", "clerks"), ("keeper2", "clerks")):
             # Both spellings: `admin --data DIR clerk-add` and the documented `admin clerk-add --data DIR`.
             where = ["admin", "--data", self.data, "clerk-add"] if name != "settler" else ["admin", "clerk-add", "--data", self.data]
             out = it.run([self.clearingd, *where, "--name", name, "--roles", roles]).stdout.strip()
@@ -99,7 +99,7 @@ class HttpStack(it.Stack):
         assert out.startswith("0 tokens"), out
         key = os.path.join(self.data, "http-token.key")
         assert os.stat(key).st_mode & 0o777 == 0o600 and os.path.getsize(key) == 32
-        it.log(f"  ok  setup: {EXTRA_CARDS + len(it.CARDS)} card tokens (0600 files), 5 clerks, token key 0600")
+        it.log(f"  ok  setup: {EXTRA_CARDS + len(it.CARDS)} card tokens (0600 files), 7 clerks, token key 0600")
 
     def token(self, number):
         with open(os.path.join(self.tokens_dir, number + ".token")) as f:
@@ -674,6 +674,7 @@ def phase_api(stack, openapi_path):
     check_refusals(stack, client)
     check_clerk(stack, client)
     check_clerk_admin(stack, client)
+    check_clerk_grants(stack, client)
     window, expected = check_transfers(stack, client)
     check_adjustments(stack, client, window, expected)
     check_isolation(stack, seen)
@@ -718,6 +719,74 @@ def check_clerk_admin(stack, client):
     assert ("keeper", "clerk_add", "night", "ok") in actions and ("keeper", "clerk_revoke", "night", "ok") in actions, actions
     it.log("  ok  clerks while serving: added (token once, works at once), listed without tokens, revoked (401 at once), "
            "journaled; 400 on bad bodies, 403 without the role, 409 on self or repeat")
+
+
+def check_clerk_grants(stack, client):
+    """Roles that move money are granted by two clerks: the grant is pending (its token 401) until a second
+    clerk with the role clerks approves it; the requester and the clerk named cannot; unknown 404; a decided
+    grant 409; a withdrawal; every step and refusal journaled; the list shows no token."""
+    keeper, keeper2 = stack.clerk["keeper"], stack.clerk["keeper2"]
+    status, body = client.call("POST", "/v1/clerk/clerks", keeper, {"name": "payer", "roles": "settlement,read"})[:2]
+    assert status == 202 and body["status"] == "pending" and body["requested_by"] == "keeper", (status, body)
+    assert body["roles"] == ["settlement", "read"] and body["token"].startswith("clerk_"), body
+    payer, payer_grant = body["token"], body["grant"]
+    stack.secrets.append(payer)
+    stack.issued_online.append(payer)
+    status, body = client.get("/v1/clerk/cluster/position", payer)
+    assert_error(status, body, 401, "unauthorized")  # not in force before the approval
+    status, body = client.call("POST", f"/v1/clerk/clerks/grants/{payer_grant}/approve", keeper, {"note": "me"})[:2]
+    assert_error(status, body, 403, "maker_checker")
+    assert "requested" in body["error"]["message"], body
+    status, body = client.call("POST", f"/v1/clerk/clerks/grants/{payer_grant}/approve", stack.clerk["alice"], {})[:2]
+    assert_error(status, body, 403, "forbidden")  # alice has no role clerks
+    status, body = client.call("POST", "/v1/clerk/clerks/grants/999/approve", keeper2, {})[:2]
+    assert_error(status, body, 404, "not_found")
+    status, body = client.call("POST", f"/v1/clerk/clerks/grants/{payer_grant}/approve", keeper2, {"note": 5})[:2]
+    assert_error(status, body, 400)
+    # A grant to keeper2 itself: keeper2 cannot approve it either.
+    status, body = client.call("POST", "/v1/clerk/clerks", keeper, {"name": "keeper2", "roles": "adjust"})[:2]
+    assert status == 202, (status, body)
+    self_grant = body["grant"]
+    stack.secrets.append(body["token"])
+    stack.issued_online.append(body["token"])
+    status, body = client.call("POST", f"/v1/clerk/clerks/grants/{self_grant}/approve", keeper2, {})[:2]
+    assert_error(status, body, 403, "maker_checker")
+    assert "itself" in body["error"]["message"], body
+    status, body = client.call("POST", f"/v1/clerk/clerks/grants/{self_grant}/reject", keeper, {"note": "withdrawn"})[:2]
+    assert status == 200 and body["status"] == "rejected" and body["decided_by"] == "keeper", (status, body)
+    status, body = client.call("POST", f"/v1/clerk/clerks/grants/{self_grant}/approve", keeper, {})[:2]
+    assert_error(status, body, 403, "maker_checker")
+    # The second clerk approves: the token works at once; deciding again is refused.
+    status, body = client.call("POST", f"/v1/clerk/clerks/grants/{payer_grant}/approve", keeper2, {"note": "checked the form"})[:2]
+    assert status == 200 and body["status"] == "approved" and body["decided_by"] == "keeper2", (status, body)
+    status, body = client.get("/v1/clerk/cluster/position", payer)
+    assert status == 200 and "position" in body, (status, body)
+    for decision in ("approve", "reject"):
+        status, body = client.call("POST", f"/v1/clerk/clerks/grants/{payer_grant}/{decision}", keeper2, {})[:2]
+        assert_error(status, body, 409, "not_pending")
+    # Roles that move no money need no second clerk (201 at once, as before).
+    status, body = client.call("POST", "/v1/clerk/clerks", keeper, {"name": "watcher", "roles": "read,cluster"})[:2]
+    assert status == 201 and "grant" not in body, (status, body)
+    stack.secrets.append(body["token"])
+    stack.issued_online.append(body["token"])
+    status, body = client.get("/v1/clerk/clerks/grants", keeper2)
+    assert status == 200, body
+    grants = {g["grant"]: g for g in body["grants"]}
+    assert grants[payer_grant]["status"] == "approved" and grants[self_grant]["status"] == "rejected", grants
+    assert "clerk_" not in json.dumps(body) and "hash" not in json.dumps(body), body
+    status, body = client.get("/v1/clerk/clerks/grants", stack.clerk["alice"])
+    assert_error(status, body, 403, "forbidden")
+    journal = [(e["clerk"], e["action"], e["target"], e["outcome"]) for e in client.get("/v1/clerk/journal?limit=1000", stack.clerk["alice"])[1]["entries"]]
+    for expected in (("keeper", "clerk_grant_request", f"grant {payer_grant}", "ok"),
+                     ("keeper", "clerk_grant_approve", f"grant {payer_grant}", "refused: maker_checker"),
+                     ("keeper2", "clerk_grant_approve", "grant 999", "refused: not_found"),
+                     ("keeper2", "clerk_grant_approve", f"grant {self_grant}", "refused: maker_checker"),
+                     ("keeper", "clerk_grant_reject", f"grant {self_grant}", "ok"),
+                     ("keeper2", "clerk_grant_approve", f"grant {payer_grant}", "ok"),
+                     ("keeper2", "clerk_grant_reject", f"grant {payer_grant}", "refused: not_pending")):
+        assert expected in journal, (expected, [j for j in journal if j[1].startswith("clerk_grant")])
+    it.log("  ok  money roles by two clerks: 202 pending (token 401), the requester and the clerk named 403 maker_checker, "
+           "unknown 404, decided 409 not_pending, withdrawal, approved by a second clerk (token works at once), all journaled")
 
 
 def check_address_limit(stack, seen):
@@ -1126,11 +1195,16 @@ def phase_counter(stack):
     broken card refunded after --lost-wait-s; roles (403); the dormancy report; `check` afterwards."""
     it.log("phase counter")
     stack.start_daemon(["--http-token-rate", "100000", "--http-address-rate", "100000", "--lost-wait-s", "2",
-                        "--tourist-return-fee-fen", "500"])
+                        "--tourist-return-fee-fen", "500", "--clerk-grant-ttl-s", "2"])
     client = Client(stack.http_port)
     status, body = client.call("POST", "/v1/clerk/clerks", stack.clerk["keeper"], {"name": "desk", "roles": "counter"})[:2]
-    assert status == 201, (status, body)
+    assert status == 202, (status, body)  # counter moves money: a second clerk approves
     desk = body["token"]
+    status, body = client.call("POST", f"/v1/clerk/clerks/grants/{body['grant']}/approve", stack.clerk["keeper2"], {})[:2]
+    assert status == 200 and body["status"] == "approved", (status, body)
+    status, body = client.call("POST", "/v1/clerk/clerks", stack.clerk["keeper"], {"name": "late", "roles": "counter"})[:2]
+    assert status == 202, (status, body)
+    late_grant = body["grant"]
     stack.secrets.append(desk)
     # The shop's participant becomes a service counter: SHOP0001 (PSAM 1) is now a counter's terminal.
     status, body = client.call("POST", "/v1/clerk/participants", stack.clerk["alice"],
@@ -1182,6 +1256,11 @@ def phase_counter(stack):
     shadow = card["purse"]["balance_fen"]
     assert card["status"] == "returned", card
     time.sleep(2.2)
+    status, body = client.call("POST", f"/v1/clerk/clerks/grants/{late_grant}/approve", stack.clerk["keeper2"], {})[:2]
+    assert_error(status, body, 409, "expired")  # --clerk-grant-ttl-s 2 has passed
+    grants = {g["grant"]: g for g in client.get("/v1/clerk/clerks/grants", stack.clerk["keeper2"])[1]["grants"]}
+    assert grants[late_grant]["status"] == "expired", grants
+    it.log("  ok  a grant not approved within --clerk-grant-ttl-s: 409 expired, listed as expired")
     status, body = client.call("POST", f"/v1/clerk/cards/{n0}/refund-broken", desk, account)[:2]
     assert status == 200 and body["state"] == "refunded" and body["refund_by_bank_fen"] == shadow, (status, body)
     status, card = client.get(f"/v1/cards/{n0}", stack.token(n0))

@@ -144,6 +144,7 @@ struct ServeOptions {
     std::string http_ready_file;
     unsigned settlement_margin_s = static_cast<unsigned>(http::settlement_margin_default.count());
     std::uint64_t tourist_return_fee_fen = 0;
+    unsigned clerk_grant_ttl_s = static_cast<unsigned>(http::clerk_grant_ttl_default.count());
 };
 
 // The ISO 8583 listener's TLS context, or nullptr with --insecure-terminals. A usage error when neither
@@ -209,6 +210,7 @@ http::HttpOptions http_server_options(const ServeOptions& o, const hsm::wire::En
     http_options.tls_private_key = o.http_tls_key;
     http_options.settlement_margin = std::chrono::seconds(o.settlement_margin_s);
     http_options.tourist_return_fee_fen = o.tourist_return_fee_fen;
+    http_options.clerk_grant_ttl = std::chrono::seconds(o.clerk_grant_ttl_s);
     return http_options;
 }
 
@@ -862,6 +864,11 @@ void add_http_options(CLI::App* serve, ServeOptions& o) {
                      "fee of a tourist card's return, from its deposit then its balance, capped at both")
         ->capture_default_str()
         ->check(CLI::Range(0, 100'000));
+    serve
+        ->add_option("--clerk-grant-ttl-s", o.clerk_grant_ttl_s,
+                     "a clerk grant of roles that move money waits this long for a second clerk's approval, then expires")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 30 * 86'400));
     serve->add_option("--http-connections-max", o.http_connections_max, "HTTP connections served at once")
         ->capture_default_str()
         ->check(CLI::Range(1, 65535));
