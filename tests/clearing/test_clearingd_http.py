@@ -610,6 +610,22 @@ def check_operations(stack, client, openapi_path):
     # The terminals of this stack connect over mutual TLS: their handshakes are counted.
     assert values['coconut_iso_tls_handshakes_total{kind="full"}'] > 0, values.get('coconut_iso_tls_handshakes_total{kind="full"}')
     assert 'coconut_iso_tls_handshakes_total{kind="resumed"}' in values and "coconut_iso_tls_handshake_failures_total" in values
+    # Answers by response MTI and code, declines, loads, holds, suspense, process_*, build info.
+    assert values['coconut_iso_responses_total{mti="0330",code="00"}'] > 0, [k for k in values if k.startswith("coconut_iso_responses")]
+    assert values['coconut_iso_responses_total{mti="0810",code="00"}'] > 0  # sign-ons
+    declined = sum(v for k, v in values.items() if k.startswith("coconut_iso_responses_total{")
+                   and not re.search(r'code="(00|10|94)"', k))
+    assert values["coconut_iso_declines_total"] == declined, (values["coconut_iso_declines_total"], declined)
+    for name in ('coconut_iso_loads_total{event="approved"}', 'coconut_iso_holds_total{event="expired"}', "coconut_iso_reversals_total",
+                 'coconut_suspense_balance_fen{ledger="purse"}', 'coconut_suspense_balance_fen{ledger="medical"}'):
+        assert name in values, name
+    assert values["process_open_fds"] > 0 and values["process_resident_memory_bytes"] > 0 and values["process_max_fds"] > 0, values
+    assert abs(values["process_start_time_seconds"] - time.time()) < 3600 and "process_cpu_seconds_total" in values
+    assert any(re.fullmatch(r'coconut_build_info\{program="coconut-clearingd",version="[0-9.]+"\}', k) for k in values), values
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: tools/setup.sh installs it (Debian package prometheus)"
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, f"promtool check metrics:\n{checked.stdout}{checked.stderr}"
     status, document = client.get("/v1/openapi.json")
     with open(openapi_path) as f:
         assert status == 200 and document == json.load(f)
@@ -624,7 +640,7 @@ def check_operations(stack, client, openapi_path):
                      ("settler", "settlement"), ("alice", "participant"), ("alice", "terminal"), ("reader", "card_lookup"),
                      ("reader", "risk_list"), ("reader", "suspense_list"), ("alice", "card")):
         assert expected in actions, (expected, actions)
-    it.log(f"  ok  /healthz, /metrics ({len(values)} samples), /v1/openapi.json = clearing/openapi.json, page at /, "
+    it.log(f"  ok  /healthz, /metrics ({len(values)} samples, promtool check metrics clean), /v1/openapi.json = clearing/openapi.json, page at /, "
            f"clerk journal ({len(actions)} entries, who did what)")
 
 
