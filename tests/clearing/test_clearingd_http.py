@@ -691,6 +691,7 @@ def phase_api(stack, openapi_path):
     check_clerk(stack, client)
     check_clerk_admin(stack, client)
     check_clerk_grants(stack, client)
+    check_admin_while_serving(stack, client)
     window, expected = check_transfers(stack, client)
     check_adjustments(stack, client, window, expected)
     check_isolation(stack, seen)
@@ -803,6 +804,97 @@ def check_clerk_grants(stack, client):
         assert expected in journal, (expected, [j for j in journal if j[1].startswith("clerk_grant")])
     it.log("  ok  money roles by two clerks: 202 pending (token 401), the requester and the clerk named 403 maker_checker, "
            "unknown 404, decided 409 not_pending, withdrawal, approved by a second clerk (token works at once), all journaled")
+
+
+def check_admin_while_serving(stack, client):
+    """`coconut-clearingd admin --token-file F …` while the daemon serves the directory: through its clerk API
+    (the URL from DATA/http.url), journaled under the token's clerk — clerk add / list / revoke (the revoked
+    token 401 at once), a money role's grant approved by a second clerk, card tokens re-issued, a card's
+    status, a registry file; without --token-file the locked directory's refusal names the API."""
+    tokens = {}
+    for name in ("keeper", "keeper2", "alice", "reader"):
+        tokens[name] = os.path.join(stack.dir, f"{name}.clerk-token")
+        with open(tokens[name], "w") as f:
+            f.write(stack.clerk[name] + "\n")
+    admin = [stack.clearingd, "admin", "--data", stack.data]
+
+    def remote(name, *argv, check=True):
+        return it.run([*admin, "--token-file", tokens[name], *argv], check=check)
+
+    locked = it.run([*admin, "clerk-add", "--name", "temp", "--roles", "read"], check=False)
+    assert locked.returncode == 3 and "--token-file" in locked.stderr and "http://127.0.0.1:" in locked.stderr, locked.stderr
+    temp = remote("keeper", "clerk-add", "--name", "temp", "--roles", "read").stdout.strip()
+    assert temp.startswith("clerk_"), temp
+    stack.secrets.append(temp)  # shown by the CLI, never in an answer the test client saw
+    assert client.get("/v1/clerk/risk", temp)[0] == 200
+    listed_run = remote("keeper", "clerk-list")
+    listed = listed_run.stdout + listed_run.stderr
+    assert "temp\tread\t" in listed and "clerk_" not in listed, repr(listed)
+    out = remote("keeper", "clerk-revoke", "--name", "temp").stdout
+    assert out.startswith("revoked 1 token(s) of clerk temp"), out
+    status, body = client.get("/v1/clerk/risk", temp)
+    assert_error(status, body, 401, "unauthorized")  # revoked while serving: refused at once
+    again = remote("keeper", "clerk-revoke", "--name", "temp", check=False)
+    assert again.returncode == 5 and "409" in again.stderr, (again.returncode, again.stderr)
+    no_role = remote("reader", "clerk-add", "--name", "temp2", "--roles", "read", check=False)
+    assert no_role.returncode == 5 and "403" in no_role.stderr and "role clerks required" in no_role.stderr, no_role.stderr
+
+    # A money role: pending until a second clerk approves (the requester cannot).
+    pending = remote("keeper", "clerk-add", "--name", "teller", "--roles", "counter")
+    teller = pending.stdout.strip()
+    stack.secrets.append(teller)
+    grant = int(re.search(r"grant (\d+) is pending", pending.stderr).group(1))
+    assert client.get("/v1/clerk/reports/dormant", teller)[0] == 401
+    assert f"{grant}\tteller\tcounter\tpending\trequested by keeper" in remote("keeper2", "clerk-grants").stdout
+    own = remote("keeper", "clerk-approve", "--grant", str(grant), check=False)
+    assert own.returncode == 5 and "403" in own.stderr and "maker-checker" in own.stderr, own.stderr
+    out = remote("keeper2", "clerk-approve", "--grant", str(grant), "--note", "desk form 12").stdout
+    assert out.startswith(f"grant {grant} approved: teller roles counter"), out
+    assert client.get("/v1/clerk/reports/dormant", teller)[0] == 200
+    offline_only = it.run([*admin, "clerk-grants"], check=False)
+    assert offline_only.returncode == 2 and "--token-file" in offline_only.stderr, offline_only.stderr
+
+    # Card tokens re-issued through the API: the new one works, the old one no longer.
+    number = card_number(extra_asn(7))
+    old = stack.token(number)
+    out_dir = os.path.join(stack.dir, "reissued")
+    out = remote("alice", "issue-tokens", "--card", number, "--out", out_dir).stdout
+    assert out.startswith("1 tokens written to"), out
+    path = os.path.join(out_dir, number + ".token")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    new = open(path).read().strip()
+    stack.secrets.append(new)
+    assert client.get(f"/v1/cards/{number}", new)[0] == 200 and client.get(f"/v1/cards/{number}", old)[0] == 404
+    with open(os.path.join(stack.tokens_dir, number + ".token"), "w") as f:
+        f.write(new + "\n")
+    every = remote("alice", "issue-tokens", "--out", out_dir, check=False)
+    assert every.returncode == 2 and "--card" in every.stderr, every.stderr
+
+    # A card's status, then a registry file: a participant, its terminal and a new card.
+    remote("alice", "card-status", extra_asn(8), "blocked")
+    status, body = client.get(f"/v1/clerk/cards/{card_number(extra_asn(8))}", stack.clerk["alice"])
+    assert body["status"] == "blocked", body
+    remote("alice", "card-status", extra_asn(8), "active")
+    registry = {"participants": [{"id": 3003, "name": "Night Market", "kind": "shop", "bank_account": "6222000055556666"}],
+                "terminals": [{"terminal_id": "NIGHT001", "psam_terminal_id": "460100000099", "participant_id": 3003,
+                               "merchant_id": "NIGHT0001"}],
+                "cards": [{"asn": extra_asn(EXTRA_CARDS + 1), "issuer_id": it.ISSUER_ID, "purse_balance_fen": 300},
+                          {"asn": extra_asn(9), "issuer_id": it.ISSUER_ID, "purse_balance_fen": PURSE_BASE_FEN + 9,
+                           "medical_balance_fen": 1000}]}
+    path = os.path.join(stack.dir, "night.json")
+    with open(path, "w") as f:
+        json.dump(registry, f)
+    loaded = json.loads(remote("alice", "load", path).stdout)
+    assert loaded == {"participants": 1, "terminals": 1, "cards": 1, "cards_already_registered": 1}, loaded
+    status, body = client.get(f"/v1/clerk/cards/{card_number(extra_asn(EXTRA_CARDS + 1))}", stack.clerk["alice"])
+    assert status == 200, (status, body)
+    journal = [(e["clerk"], e["action"], e["target"]) for e in client.get("/v1/clerk/journal?limit=1000", stack.clerk["alice"])[1]["entries"]]
+    for expected in (("keeper", "clerk_add", "temp"), ("keeper", "clerk_revoke", "temp"), ("keeper2", "clerk_grant_approve", f"grant {grant}"),
+                     ("alice", "card_token", number), ("alice", "participant", "3003"), ("alice", "terminal", "NIGHT001")):
+        assert expected in journal, (expected, journal[-30:])
+    it.log("  ok  admin --token-file while serving: clerk add / list / revoke (401 at once), a counter grant approved by a "
+           "second clerk (the requester refused), a card token re-issued (old 404), card status, a registry file — journaled "
+           "under each clerk; without --token-file exit 3 naming the API")
 
 
 def check_address_limit(stack, seen):

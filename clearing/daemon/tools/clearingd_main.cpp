@@ -27,6 +27,8 @@
 #include <iostream>
 #include <sstream>
 
+#include "admin_remote.hpp"
+
 namespace {
 
 using namespace coconut;
@@ -906,7 +908,24 @@ struct AdminCommands {
     std::string registry_file, what, asn_text, status_text, terminal_text;
     std::string clerk_name, clerk_roles, tokens_out, revoke_name;
     std::vector<std::string> token_cards;
+    admin::RemoteAdmin remote;  // --token-file: through the serving daemon's clerk API (admin_remote.hpp)
 };
+
+admin::RemoteCommand remote_command(const AdminCommands& c) {
+    const std::pair<CLI::App*, const char*> names[] = {{c.load, "load"},
+                                                       {c.list, "list"},
+                                                       {c.card_status, "card-status"},
+                                                       {c.terminal_status, "terminal-status"},
+                                                       {c.clerk_add, "clerk-add"},
+                                                       {c.clerk_list, "clerk-list"},
+                                                       {c.clerk_revoke, "clerk-revoke"},
+                                                       {c.issue_tokens, "issue-tokens"}};
+    admin::RemoteCommand out{"", c.registry_file, c.asn_text, c.status_text, c.terminal_text, c.clerk_name, c.clerk_roles,
+                             c.tokens_out, c.revoke_name, c.token_cards};
+    for (const auto& [app, name] : names)
+        if (app->parsed()) out.name = name;
+    return out;
+}
 
 // admin: HTTP tokens (clearing/README.md "HTTP API").
 void add_token_commands(CLI::App* admin, AdminCommands& c) {
@@ -938,7 +957,7 @@ std::optional<std::string> cluster_copy(const std::string& dir) {
         dir, *position);
 }
 
-int run_admin(const AdminCommands& c, const std::string& data_dir) {
+int run_admin_offline(const AdminCommands& c, const std::string& data_dir) {
     const bool writes = c.load->parsed() || c.card_status->parsed() || c.terminal_status->parsed() || c.clerk_add->parsed() ||
                         c.clerk_revoke->parsed() || c.issue_tokens->parsed();
     if (writes) {
@@ -953,6 +972,18 @@ int run_admin(const AdminCommands& c, const std::string& data_dir) {
     if (c.clerk_revoke->parsed()) return admin_clerk_revoke(data_dir, c.revoke_name);
     if (c.issue_tokens->parsed()) return admin_issue_tokens(data_dir, c.tokens_out, c.token_cards);
     return exit_usage;
+}
+
+// With --token-file (or a grant command) through the serving daemon's API; otherwise on the directory,
+// saying where the API is when a serving daemon holds it.
+int run_admin(const AdminCommands& c, const std::string& data_dir) {
+    if ((c.remote.active() && !c.list->parsed()) || c.remote.grant_command())
+        return admin::run_remote(c.remote, data_dir, remote_command(c));
+    const int code = run_admin_offline(c, data_dir);
+    if (code == exit_locked) {
+        if (const std::string hint = admin::served_hint(data_dir); !hint.empty()) fail(code, hint);
+    }
+    return code;
 }
 
 // admin SUBCOMMAND: every subcommand takes --data (and --map-size) from `admin`.
@@ -979,6 +1010,7 @@ void add_admin_commands(CLI::App& app, AdminCommands& c, std::string& data_dir, 
     c.terminal_status->add_option("TERMINAL", c.terminal_text, "field 41, 8 characters")->required();
     c.terminal_status->add_option("STATUS", c.status_text, "active | suspended | retired")->required();
     add_token_commands(admin, c);
+    c.remote.add_to(admin);
 }
 
 int main(int argc, char** argv) {
