@@ -312,6 +312,7 @@ std::optional<ApiResponse> refuse_lost_token(const Services& s, const lmdb::Txn&
 void add_clerk_route(Call& call);
 void revoke_clerk_route(Call& call);
 void list_clerks(Call& call);
+void who_am_i(Call& call);
 // clerk_grants.cpp: roles that need a second clerk (http.hpp ClerkGrant)
 // POST /v1/clerk/clerks naming such roles: the grant recorded, 202 with the token (inactive until approved).
 void request_grant(Call& call, std::string name, std::uint8_t roles);
