@@ -23,6 +23,8 @@ packages=(
   libzstd-dev
   # promtool (in Debian's prometheus package): the tests check every /metrics text and ops/ alert rules with it
   prometheus
+  # tests/ops reads the alert rules and their unit tests (YAML)
+  python3-yaml
 )
 
 sudo_cmd=()

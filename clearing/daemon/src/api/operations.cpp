@@ -196,10 +196,31 @@ void healthz(Call& call) {
     call.answer(json_response(ok ? 200 : 503, body));
 }
 
+// Where this node is in a cluster's journal stream (docs/CLUSTER.md): the primary's published
+// position, a standby's applied one; the alert rules compare them (ops/prometheus/coconut-alerts.yml).
+void cluster_metrics(Text& t, const Services& s) {
+    const bool standby = s.standby != nullptr;
+    std::uint64_t position = 0;
+    if (standby) {
+        position = s.standby->applied_position();
+    } else if (auto held = s.ledger.replicated_position(); held) {
+        position = *held;
+    }
+    t.gauge("coconut_cluster_standby", "1 on a cluster's standby node, 0 on a primary or a single clearing", standby ? 1 : 0);
+    t.gauge("coconut_cluster_position", "journal stream position this node's ledger holds (0: not in a cluster)", position);
+}
+
 void metrics(Call& call) {
     const Services& s = call.s();
     Text t;
     http_metrics(t, call.api.stats);
+    cluster_metrics(t, s);
+    if (s.writer == nullptr) {  // a standby writes nothing but the stream: no writer, engine or terminals of its own
+        t.gauge("coconut_ledger_journal_sequence", "last committed journal sequence", s.ledger.head().sequence);
+        core::process_metrics(t);
+        core::build_info(t, "coconut-clearingd");
+        return call.answer(ApiResponse{200, std::string(core::metrics_content_type), std::move(t.out), {}, {}});
+    }
     ledger_metrics(t, s);
     iso_metrics(t, s.engine, s.iso_server);
     hsm_metrics(t, s.hsm, s.hsm_link);

@@ -174,11 +174,13 @@ bool authenticate_card(Call& call) {
     return true;
 }
 
-// What a standby serves from its copy (StandbyInfo): the cardholder's reads and the public pages, and
-// the cluster's clerk routes (a node joins from a standby's snapshot; settlement reads its position).
+// What a standby serves from its copy (StandbyInfo): the cardholder's reads and the public pages, the
+// cluster's clerk routes (a node joins from a standby's snapshot; settlement reads its position) and
+// /metrics (its applied position, for the lag alert).
 bool served_by_standby(const Route& route) {
     return route.handler == card_balance || route.handler == card_transactions || route.handler == balance_page ||
-           route.handler == healthz || route.handler == openapi || route.handler == cluster_snapshot || route.handler == cluster_position;
+           route.handler == healthz || route.handler == openapi || route.handler == cluster_snapshot || route.handler == cluster_position ||
+           route.handler == metrics;
 }
 
 // /v1/clerk/cluster/…: the clerk routes a standby authenticates and serves itself.

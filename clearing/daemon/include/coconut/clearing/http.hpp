@@ -378,7 +378,7 @@ struct HttpStats {
 };
 
 // A standby node of a clearing cluster (docs/DESIGN.md §10): its HTTP API serves the cardholder routes,
-// the balance page, /healthz and the OpenAPI document from its copy of the ledger, with the header
+// the balance page, /healthz, /metrics (role read) and the OpenAPI document from its copy of the ledger, with the header
 // Coconut-Applied-Position (the journal stream position its copy holds) on every answer; every other
 // route — clerk routes, reads included, and every write — answers 503 `standby` naming the primary
 // (body "primary", header Coconut-Primary: its HTTP address, empty while none holds the lease).
