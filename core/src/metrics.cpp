@@ -156,7 +156,8 @@ void process_metrics(MetricsText& text) {
         const auto virtual_bytes = number(*fields, 23), resident_pages = number(*fields, 24);
         if (user && system)
             one(text, "process_cpu_seconds_total", "counter", "user and system CPU time spent in seconds", (*user + *system) / ticks_per_s);
-        if (resident_pages) one(text, "process_resident_memory_bytes", "gauge", "resident memory size in bytes", *resident_pages * page_bytes);
+        if (resident_pages)
+            one(text, "process_resident_memory_bytes", "gauge", "resident memory size in bytes", *resident_pages * page_bytes);
         if (virtual_bytes) one(text, "process_virtual_memory_bytes", "gauge", "virtual memory size in bytes", *virtual_bytes);
         if (const auto boot = boot_time_s(); boot && start)
             one(text, "process_start_time_seconds", "gauge", "start time of the process since the Unix epoch in seconds",

@@ -20,7 +20,8 @@ constexpr std::array<wire::Command, 10> all_commands{wire::Command::key_info,
 
 ServerMetrics::ServerMetrics() {
     static_assert(all_commands.size() == commands);
-    for (auto& histogram : latency_) histogram = std::make_unique<core::Histogram<request_latency_buckets_us.size()>>(request_latency_buckets_us);
+    for (auto& histogram : latency_)
+        histogram = std::make_unique<core::Histogram<request_latency_buckets_us.size()>>(request_latency_buckets_us);
 }
 
 std::size_t ServerMetrics::index(wire::Command command) {
@@ -55,11 +56,13 @@ std::uint64_t ServerMetrics::requests(wire::Command command, Errc outcome) const
 void ServerMetrics::write(core::MetricsText& text) const {
     {
         std::lock_guard lock(mutex_);
-        text.family("coconut_hsm_requests_total", "counter", "authenticated requests answered, by command and outcome (PROTOCOL.md status)");
+        text.family("coconut_hsm_requests_total", "counter",
+                    "authenticated requests answered, by command and outcome (PROTOCOL.md status)");
         for (const auto& [key, count] : requests_)
             text.sample("coconut_hsm_requests_total", count, {{"kind", wire::command_name(key.first)}, {"outcome", errc_name(key.second)}});
         text.family("coconut_hsm_connections_closed_total", "counter", "connections closed for breaking a rule or a timeout, by reason");
-        for (const auto& [reason, count] : closed_) text.sample("coconut_hsm_connections_closed_total", count, {{"reason", errc_name(reason)}});
+        for (const auto& [reason, count] : closed_)
+            text.sample("coconut_hsm_connections_closed_total", count, {{"reason", errc_name(reason)}});
     }
     text.family("coconut_hsm_request_duration_seconds", "histogram", "request latency by command: frame read to answer built");
     for (std::size_t i = 0; i < all_commands.size(); ++i) {

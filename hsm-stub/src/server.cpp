@@ -87,7 +87,7 @@ struct Answer {
     Errc status = Errc::ok;
     Bytes payload;
     Usage usage;
-    bool keepalive = false;  // an empty purchase-TAC batch answered: what hsm::Link sends on a quiet connection
+    bool keepalive = false;       // an empty purchase-TAC batch answered: what hsm::Link sends on a quiet connection
     std::size_t batch_items = 0;  // a purchase-TAC batch's item count
 };
 

@@ -22,7 +22,9 @@ struct StatusOptions {
     std::string ready_file;
 
     void add_to(CLI::App* serve) {
-        serve->add_option("--http-port", port, "serve /healthz and /metrics over plain HTTP on this port (0 = any free port); off when absent")
+        serve
+            ->add_option("--http-port", port,
+                         "serve /healthz and /metrics over plain HTTP on this port (0 = any free port); off when absent")
             ->group("Status");
         serve->add_option("--http-host", host, "the status port's address (loopback unless an operator names another)")
             ->capture_default_str()
@@ -45,7 +47,8 @@ struct StatusOptions {
             const std::string temp = ready_file + ".tmp";
             FILE* f = std::fopen(temp.c_str(), "w");
             const std::string text = fmt::format("{}\n", status->port());
-            if (f == nullptr || std::fputs(text.c_str(), f) < 0 || std::fclose(f) != 0 || std::rename(temp.c_str(), ready_file.c_str()) != 0) {
+            if (f == nullptr || std::fputs(text.c_str(), f) < 0 || std::fclose(f) != 0 ||
+                std::rename(temp.c_str(), ready_file.c_str()) != 0) {
                 error = fmt::format("cannot write ready file {}", ready_file);
                 return nullptr;
             }

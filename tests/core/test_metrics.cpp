@@ -32,7 +32,8 @@ TEST_CASE("a label value is escaped: backslash, double quote and newline") {
     MetricsText t;
     t.family("coconut_x_total", "counter", "x");
     t.sample("coconut_x_total", std::uint64_t{3}, {{"kind", "a\"b\\c\nd"}, {"outcome", "ok"}});
-    CHECK(t.out == "# HELP coconut_x_total x\n# TYPE coconut_x_total counter\ncoconut_x_total{kind=\"a\\\"b\\\\c\\nd\",outcome=\"ok\"} 3\n");
+    CHECK(t.out ==
+          "# HELP coconut_x_total x\n# TYPE coconut_x_total counter\ncoconut_x_total{kind=\"a\\\"b\\\\c\\nd\",outcome=\"ok\"} 3\n");
 }
 
 TEST_CASE("histogram buckets are cumulative, +Inf equals _count, the sum is converted to the unit") {
@@ -74,6 +75,6 @@ TEST_CASE("build info names the program and the project's version") {
     MetricsText t;
     coconut::core::build_info(t, "coconut-hsmd");
     CHECK(!coconut::core::project_version().empty());
-    CHECK(value_of(t.out, "coconut_build_info{program=\"coconut-hsmd\",version=\"" + std::string(coconut::core::project_version()) + "\"}") ==
-          1);
+    CHECK(value_of(t.out,
+                   "coconut_build_info{program=\"coconut-hsmd\",version=\"" + std::string(coconut::core::project_version()) + "\"}") == 1);
 }

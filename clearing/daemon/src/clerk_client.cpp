@@ -70,7 +70,8 @@ Result<ClerkAnswer> once(const ClerkEndpoint& e, bhttp::verb method, std::string
         auto context = tls::ClientContext::create(tls::ClientFiles{e.ca_file, {}, {}});
         if (!context) return client_failure("--ca: " + context.error().message);
         beast::ssl_stream<beast::tcp_stream> stream(io, context->context());
-        if (auto prepared = context->prepare(stream.native_handle(), where->host); !prepared) return client_failure(prepared.error().message);
+        if (auto prepared = context->prepare(stream.native_handle(), where->host); !prepared)
+            return client_failure(prepared.error().message);
         beast::get_lowest_layer(stream).expires_after(e.timeout);
         beast::get_lowest_layer(stream).connect(addresses);
         stream.handshake(boost::asio::ssl::stream_base::client);
@@ -92,8 +93,11 @@ std::string local_url(std::string_view host, std::uint16_t port, bool tls) {
 
 Status write_served_url(const std::filesystem::path& data, const std::string& url) {
     const std::string line = url + "\n";
-    auto written = write_file_atomically(data / served_url_file, ByteView(reinterpret_cast<const std::uint8_t*>(line.data()), line.size()), 0644);
-    if (!written) return Unexpected<Error>{Error{ErrorCode::storage, "cannot write " + (data / served_url_file).string() + ": " + written.error().message()}};
+    auto written =
+        write_file_atomically(data / served_url_file, ByteView(reinterpret_cast<const std::uint8_t*>(line.data()), line.size()), 0644);
+    if (!written)
+        return Unexpected<Error>{
+            Error{ErrorCode::storage, "cannot write " + (data / served_url_file).string() + ": " + written.error().message()}};
     return Ok{};
 }
 
@@ -106,12 +110,14 @@ std::optional<std::string> served_url(const std::filesystem::path& data) {
 
 std::string ClerkAnswer::error_message() const {
     const auto j = nlohmann::json::parse(body, nullptr, false);
-    if (j.is_object() && j.contains("error") && j["error"].is_object() && j["error"].contains("message") && j["error"]["message"].is_string())
+    if (j.is_object() && j.contains("error") && j["error"].is_object() && j["error"].contains("message") &&
+        j["error"]["message"].is_string())
         return j["error"]["message"].get<std::string>();
     return body.substr(0, 200);
 }
 
-Result<ClerkAnswer> clerk_request(const ClerkEndpoint& endpoint, std::string_view method, std::string_view target, const std::string& body) {
+Result<ClerkAnswer> clerk_request(const ClerkEndpoint& endpoint, std::string_view method, std::string_view target,
+                                  const std::string& body) {
     const bhttp::verb verb = bhttp::string_to_verb(beast::string_view(method.data(), method.size()));
     for (int attempt = 0;; ++attempt) {
         unsigned retry_after_s = 1;

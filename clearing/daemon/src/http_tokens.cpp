@@ -38,7 +38,6 @@ std::uint64_t now_ns() {
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
 }
 
-
 // Reads DATA/http-token.key (owner-only, exactly 32 bytes) or creates it from the CSPRNG.
 Status load_or_create_key(const std::filesystem::path& path, TokenKey& key) {
     if (!std::filesystem::exists(path)) {
@@ -346,7 +345,6 @@ std::optional<AdjustmentStatus> parse_adjustment_status(std::string_view text) {
 }
 
 // ---- Tokens -------------------------------------------------------------------------------------------------
-
 
 Tokens::Tokens(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Tokens::~Tokens() = default;

@@ -49,7 +49,8 @@ bool write_secret(const std::string& path, const std::string& line) {
     std::string temp = path + ".XXXXXX";
     const int fd = ::mkostemp(temp.data(), O_CLOEXEC);
     if (fd < 0) return false;
-    const bool ok = ::fchmod(fd, 0600) == 0 && ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
+    const bool ok =
+        ::fchmod(fd, 0600) == 0 && ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
     ::close(fd);
     if (ok && std::rename(temp.c_str(), path.c_str()) == 0) return true;
     ::unlink(temp.c_str());
@@ -90,7 +91,8 @@ int clerk_revoke(const ClerkEndpoint& e, const RemoteCommand& c) {
     if (auto problem = http::clerk_name_problem(c.revoke_name)) return refused(*problem);
     auto answer = call(e, "DELETE", "/v1/clerk/clerks/" + c.revoke_name, {}, {200});
     if (!answer) return remote_refused;
-    std::cout << fmt::format("revoked {} token(s) of clerk {}\n", json::parse(answer->body).at("revoked").get<std::size_t>(), c.revoke_name);
+    std::cout << fmt::format("revoked {} token(s) of clerk {}\n", json::parse(answer->body).at("revoked").get<std::size_t>(),
+                             c.revoke_name);
     return remote_ok;
 }
 
@@ -101,7 +103,8 @@ int issue_tokens(const ClerkEndpoint& e, const RemoteCommand& c) {
         return remote_usage;
     }
     for (const auto& card : c.token_cards)
-        if (!http::parse_card_number(card)) return std::cerr << "coconut-clearingd: --card " << card << ": must be 16 digits\n", remote_usage;
+        if (!http::parse_card_number(card))
+            return std::cerr << "coconut-clearingd: --card " << card << ": must be 16 digits\n", remote_usage;
     std::error_code ec;
     std::filesystem::create_directories(c.tokens_out, ec);
     std::size_t written = 0;
@@ -145,14 +148,16 @@ int load(const ClerkEndpoint& e, const RemoteCommand& c) {
         if (!file.contains(kind)) continue;
         for (const json& entry : file.at(kind)) {
             if (entry.is_object() && entry.contains("person"))
-                return refused(fmt::format("{}: a card's person is registered at the counter (POST /v1/clerk/persons) or by "
-                                           "`admin load` with the daemon stopped",
-                                           c.registry_file));
+                return refused(
+                    fmt::format("{}: a card's person is registered at the counter (POST /v1/clerk/persons) or by "
+                                "`admin load` with the daemon stopped",
+                                c.registry_file));
             auto answer = call(e, "POST", target, entry.dump(), {200, 201, 409});
             if (!answer) return remote_refused;
             if (answer->status == 409 && std::string_view(kind) != "cards")
                 return refused(fmt::format("POST {} answered 409: {}", target, answer->error_message()));
-            counts[answer->status == 409 ? "cards_already_registered" : kind] = counts[answer->status == 409 ? "cards_already_registered" : kind].get<int>() + 1;
+            counts[answer->status == 409 ? "cards_already_registered" : kind] =
+                counts[answer->status == 409 ? "cards_already_registered" : kind].get<int>() + 1;
         }
     }
     std::cout << counts.dump() << "\n";
@@ -208,8 +213,7 @@ int run_remote(const RemoteAdmin& remote, const std::string& data_dir, const Rem
     ClerkEndpoint endpoint{remote.url, token, remote.ca_file};
     if (endpoint.url.empty()) {
         auto served = served_url(data_dir);
-        if (!served)
-            return refused(fmt::format("no daemon has written its HTTP address to {}/{}: give --url", data_dir, served_url_file));
+        if (!served) return refused(fmt::format("no daemon has written its HTTP address to {}/{}: give --url", data_dir, served_url_file));
         endpoint.url = *served;
     }
     if (remote.grant_command()) return grants(endpoint, remote);
@@ -227,9 +231,10 @@ int run_remote(const RemoteAdmin& remote, const std::string& data_dir, const Rem
 std::string served_hint(const std::string& data_dir) {
     auto served = served_url(data_dir);
     if (!served) return {};
-    return fmt::format("a daemon serves {} (its clerk API at {}): run the command through it with --token-file FILE (a clerk token "
-                       "with the command's role), no need to stop it",
-                       data_dir, *served);
+    return fmt::format(
+        "a daemon serves {} (its clerk API at {}): run the command through it with --token-file FILE (a clerk token "
+        "with the command's role), no need to stop it",
+        data_dir, *served);
 }
 
 }  // namespace coconut::clearing::admin

@@ -30,7 +30,8 @@ struct RemoteAdmin {
 
 // What the offline commands were given (clearingd_main.cpp's AdminCommands), by name.
 struct RemoteCommand {
-    std::string name;  // "load", "card-status", "terminal-status", "clerk-add", "clerk-list", "clerk-revoke", "issue-tokens", or a grant command
+    std::string
+        name;  // "load", "card-status", "terminal-status", "clerk-add", "clerk-list", "clerk-revoke", "issue-tokens", or a grant command
     std::string registry_file, asn_text, status_text, terminal_text, clerk_name, clerk_roles, tokens_out, revoke_name;
     std::vector<std::string> token_cards;
 };

@@ -920,8 +920,8 @@ admin::RemoteCommand remote_command(const AdminCommands& c) {
                                                        {c.clerk_list, "clerk-list"},
                                                        {c.clerk_revoke, "clerk-revoke"},
                                                        {c.issue_tokens, "issue-tokens"}};
-    admin::RemoteCommand out{"", c.registry_file, c.asn_text, c.status_text, c.terminal_text, c.clerk_name, c.clerk_roles,
-                             c.tokens_out, c.revoke_name, c.token_cards};
+    admin::RemoteCommand out{"",           c.registry_file, c.asn_text,   c.status_text, c.terminal_text,
+                             c.clerk_name, c.clerk_roles,   c.tokens_out, c.revoke_name, c.token_cards};
     for (const auto& [app, name] : names)
         if (app->parsed()) out.name = name;
     return out;

@@ -103,7 +103,8 @@ void commit_grant_decision(Call& call, const ClerkGrant& read, bool approve, std
     auto answer = [decided](const ClerkAction& journaled) {
         if (journaled.outcome == "refused: not_pending") {
             return error_response(409, "not_pending",
-                                  fmt::format("grant {} was {} by {} already", decided->number, to_string(decided->status), decided->decided_by));
+                                  fmt::format("grant {} was {} by {} already", decided->number, to_string(decided->status),
+                                              decided->decided_by));
         }
         if (journaled.outcome == "refused: expired") {
             return error_response(409, "expired",
@@ -125,8 +126,9 @@ void decide_grant(Call& call, bool approve) {
     if (!grant) return;
     const std::string& who = call.who().name;
     if (approve && who == grant->requested_by) {
-        return refuse_grant(call, action, grant->number, 403, "maker_checker",
-                            "maker-checker rule: the clerk who requested a grant cannot approve it; another clerk with the role clerks must");
+        return refuse_grant(
+            call, action, grant->number, 403, "maker_checker",
+            "maker-checker rule: the clerk who requested a grant cannot approve it; another clerk with the role clerks must");
     }
     if (approve && who == grant->name) {
         return refuse_grant(call, action, grant->number, 403, "maker_checker",

@@ -48,8 +48,8 @@ public:
     // than `bounds` (the last above every bound); bounds and sum in the unit `unit` converts to
     // (1e-6: microseconds to seconds). `labels` go on every sample, before le. No # HELP / # TYPE:
     // call family() once before the histograms of one family.
-    void histogram(std::string_view name, std::span<const std::uint64_t> bounds, std::span<const std::uint64_t> counts,
-                   std::uint64_t sum, double unit, std::initializer_list<Label> labels = {});
+    void histogram(std::string_view name, std::span<const std::uint64_t> bounds, std::span<const std::uint64_t> counts, std::uint64_t sum,
+                   double unit, std::initializer_list<Label> labels = {});
 };
 
 // A histogram of fixed bucket bounds, observed from any thread without a lock.

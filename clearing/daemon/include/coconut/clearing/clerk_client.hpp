@@ -27,9 +27,9 @@ Status write_served_url(const std::filesystem::path& data, const std::string& ur
 std::optional<std::string> served_url(const std::filesystem::path& data);
 
 struct ClerkEndpoint {
-    std::string url;                 // http://HOST:PORT or https://HOST:PORT
-    std::string token;               // clerk_…
-    std::filesystem::path ca_file;   // https: the CA of the daemon's HTTP certificate
+    std::string url;                // http://HOST:PORT or https://HOST:PORT
+    std::string token;              // clerk_…
+    std::filesystem::path ca_file;  // https: the CA of the daemon's HTTP certificate
     std::chrono::seconds timeout{30};
 };
 

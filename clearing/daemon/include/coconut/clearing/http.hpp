@@ -149,9 +149,9 @@ std::string_view to_string(GrantStatus status);
 
 struct ClerkGrant {
     std::uint64_t number = 0;
-    std::string name;         // the clerk the token is for
-    std::uint8_t roles = 0;   // includes at least one of roles::needing_approval
-    TokenHash hash{};         // the new token's keyed hash
+    std::string name;        // the clerk the token is for
+    std::uint8_t roles = 0;  // includes at least one of roles::needing_approval
+    TokenHash hash{};        // the new token's keyed hash
     std::string requested_by;
     std::uint64_t requested_ns = 0;
     std::uint64_t expires_ns = 0;
