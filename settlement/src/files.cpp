@@ -26,22 +26,6 @@ constexpr std::string_view pain001_namespace = "urn:iso:std:iso:20022:tech:xsd:p
 // Validation errors quoted in a message: the first few say what is wrong.
 constexpr std::size_t xml_errors_max = 5;
 
-std::string xml_escape(std::string_view text) {
-    std::string out;
-    out.reserve(text.size());
-    for (char c : text) {
-        switch (c) {
-            case '&': out += "&amp;"; break;
-            case '<': out += "&lt;"; break;
-            case '>': out += "&gt;"; break;
-            case '"': out += "&quot;"; break;
-            case '\'': out += "&apos;"; break;
-            default: out += c;
-        }
-    }
-    return out;
-}
-
 // "2026-11-27T00:00:00+08:00": an instant in Hainan local time.
 std::string local_time(std::uint64_t ns) {
     using namespace std::chrono;
@@ -248,6 +232,22 @@ std::string joined(const XmlErrors& errors) {
 }
 
 }  // namespace
+
+std::string xml_escape(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    for (char c : text) {
+        switch (c) {
+            case '&': out += "&amp;"; break;
+            case '<': out += "&lt;"; break;
+            case '>': out += "&gt;"; break;
+            case '"': out += "&quot;"; break;
+            case '\'': out += "&apos;"; break;
+            default: out += c;
+        }
+    }
+    return out;
+}
 
 std::string_view to_string(Source source) { return source == Source::purse_float ? "purse_float" : "medical_fund"; }
 

@@ -141,10 +141,10 @@ TEST_CASE("report.html: names, CNY, three charts, the window in local time, the 
     const auto path = cycle_directory(d.out(), cycle_id(day)) / "report.html";
     std::string html = read(path);
     CHECK(html.starts_with("<!DOCTYPE html>"));
-    CHECK(html.find("海口市人民医院 Haikou People's Hospital") != std::string::npos);  // the name as registered
-    CHECK(html.find("Coconut &amp; Co Shop") != std::string::npos);                    // escaped
-    CHECK(html.find("1,234,567.89") == std::string::npos);                             // only totals per participant appear…
-    CHECK(html.find("1,234,588.29") != std::string::npos);                             // …1002's purchases
+    CHECK(html.find("海口市人民医院 Haikou People&apos;s Hospital") != std::string::npos);  // the name as registered, escaped
+    CHECK(html.find("Coconut &amp; Co Shop") != std::string::npos);                         // escaped
+    CHECK(html.find("1,234,567.89") == std::string::npos);                                  // only totals per participant appear…
+    CHECK(html.find("1,234,588.29") != std::string::npos);                                  // …1002's purchases
     CHECK(count_of(html, "<svg") == 3);
     CHECK(html.find("window 2026-03-10 00:00 to 2026-03-11 00:00 (Hainan time, UTC+8)") != std::string::npos);
     CHECK(html.find("2026-03-09") != std::string::npos);  // the previous cycle in the comparison
