@@ -7,7 +7,7 @@
 //                   a crash left behind points at nothing, and the request then fails naming the address.
 #pragma once
 
-#include <coconut/core/result.hpp>
+#include <coconut/clearing/plan.hpp>  // Error, Result, Status
 
 #include <chrono>
 #include <cstdint>
