@@ -27,6 +27,8 @@ packages=(
   prometheus
   # tests/ops reads the alert rules and their unit tests (YAML)
   python3-yaml
+  # Debian packages (cpack -G DEB: dpkg-shlibdeps) and their install test (systemd-analyze, systemd-sysusers)
+  dpkg-dev systemd
 )
 
 sudo_cmd=()
