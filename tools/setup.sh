@@ -23,6 +23,10 @@ packages=(
   nats-server libnats-dev
   # its journal messages are zstd-compressed change sets
   libzstd-dev
+  # promtool (in Debian's prometheus package): the tests check every /metrics text and ops/ alert rules with it
+  prometheus
+  # tests/ops reads the alert rules and their unit tests (YAML)
+  python3-yaml
   # Debian packages (cpack -G DEB: dpkg-shlibdeps) and their install test (systemd-analyze, systemd-sysusers)
   dpkg-dev systemd
 )
@@ -52,6 +56,14 @@ for package in "${packages[@]}"; do
     missing+=("$package")
   fi
 done
+
+# npx runs the OpenAPI linter (@redocly/cli, from the npm registry) in the tests: Debian's nodejs and
+# npm unless a Node.js with npx is installed already (its own npm must not be replaced by Debian's).
+if ! command -v npx >/dev/null 2>&1; then
+  for package in nodejs npm; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+  done
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#packages[@]} packages present"

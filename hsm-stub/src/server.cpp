@@ -42,6 +42,7 @@ struct Server::Shared : std::enable_shared_from_this<Server::Shared> {
     asio::steady_timer tally_timer;            // writes the tally's line every refusal_audit_interval
     std::atomic<std::uint64_t> refused_not_allowed{0};
     std::atomic<std::uint64_t> refused_total{0};
+    std::shared_ptr<ServerMetrics> metrics = std::make_shared<ServerMetrics>();
 
     Shared(asio::io_context& io_context, std::shared_ptr<const KeyStore> store, AuditLog& audit_log, ServerConfig cfg)
         : io(io_context), acceptor(asio::make_strand(io_context)), audit(audit_log), config(std::move(cfg)),
@@ -86,7 +87,8 @@ struct Answer {
     Errc status = Errc::ok;
     Bytes payload;
     Usage usage;
-    bool keepalive = false;  // an empty purchase-TAC batch answered: what hsm::Link sends on a quiet connection
+    bool keepalive = false;       // an empty purchase-TAC batch answered: what hsm::Link sends on a quiet connection
+    std::size_t batch_items = 0;  // a purchase-TAC batch's item count
 };
 
 Answer error_answer(const Failure& failure) {
@@ -155,12 +157,15 @@ Answer dispatch(const Hsm& hsm, wire::Command command, ByteView payload) {
             });
         case Command::verify_purchase_tacs: {
             bool empty = false;
+            std::size_t items = 0;
             Answer answer = serve(wire::decode_purchase_tac_batch(payload), [&](const wire::PurchaseTacBatch& r, Usage* u) {
                 u->key_label = r.label;
                 empty = r.items.empty();
+                items = r.items.size();
                 return hsm.verify_purchase_tacs(r.label, r.items, u);
             });
             answer.keepalive = empty && answer.status == Errc::ok;
+            answer.batch_items = items;
             return answer;
         }
         case Command::verify_load_tac:
@@ -282,6 +287,7 @@ private:
         const auto command = wire::command_from_byte(request->command);
         if (!command) return shut(Errc::unknown_command, fmt::format("unknown command 0x{:02X}", request->command));
 
+        const auto started = std::chrono::steady_clock::now();
         Answer answer;
         if ((permissions_ & wire::required_permission(*command)) == 0) {
             answer = error_answer({Errc::not_permitted, fmt::format("client '{}' is not permitted to use {} (permissions: {})", client_id_,
@@ -289,13 +295,19 @@ private:
         } else {
             answer = dispatch(*shared_->current(), *command, request->payload);
         }
+        ServerMetrics& metrics = *shared_->metrics;
         if (answer.keepalive) {
             shared_->count_keepalive(client_id_);
+            metrics.keepalive();
             return send(wire::encode_response(*key_, nonce_, request->seq, answer.status, answer.payload), false);
         }
+        if (answer.batch_items > 0) metrics.tac_batch(answer.batch_items);
         auto logged = shared_->audit.append({client_id_, std::string(wire::command_name(*command)), answer.usage.key_label,
                                              answer.usage.key_versions, answer.usage.result});
+        metrics.audit_written(static_cast<bool>(logged));
         if (!logged) answer = error_answer({Errc::io_error, "the audit log cannot be written; request refused: " + logged.error().message});
+        metrics.request(*command, answer.status,
+                        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started));
         send(wire::encode_response(*key_, nonce_, request->seq, answer.status, answer.payload), false);
     }
 
@@ -352,6 +364,7 @@ private:
     // Before authentication: counted in the tally (by reason, address and a registered client id the
     // peer named); after it: one audit line.
     void audit_closure(Errc code, const std::string& message) {
+        shared_->metrics->connection_closed(code);
         if (!authenticated_) {
             shared_->tally.count(tally_reason_ != nullptr ? std::string_view(tally_reason_) : errc_name(code), address_,
                                  key_ ? std::string_view(client_id_) : std::string_view());
@@ -494,6 +507,10 @@ void Server::reload(std::shared_ptr<const KeyStore> store) {
 }
 
 std::size_t Server::connection_count() const { return shared_->connection_count.load(); }
+
+std::shared_ptr<const ServerMetrics> Server::metrics() const { return shared_->metrics; }
+
+std::uint64_t Server::store_generation() const { return shared_->current()->store().generation(); }
 
 Server::Stats Server::stats() const {
     const Shared& s = *shared_;

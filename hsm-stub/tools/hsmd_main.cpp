@@ -4,6 +4,7 @@
 //   coconut-hsmd serve  --store DIR --listen 127.0.0.1:7501 [--threads N] [--allow ADDR[/PREFIX],…] [--connections-max N]
 //                       [--connections-per-address N] [--connections-per-client N] [--idle-timeout-ms MS]
 //                       [--refusal-audit-interval-ms MS] [--ready-file F] [--instance NAME] [--config FILE] [--log-*]
+//                       [--http-port PORT [--http-host ADDR] [--http-ready-file F]]   (/healthz, /metrics)
 //   coconut-hsmd config check FILE
 //   coconut-hsmd key import   --store DIR --label L --version V --usage U [--components 2|3]   (components on stdin)
 //   coconut-hsmd key generate --store DIR --label L --version V --usage U
@@ -27,6 +28,8 @@
 #include <coconut/hsm/hsm.hpp>
 #include <coconut/hsm/protocol.hpp>
 #include <coconut/hsm/server.hpp>
+
+#include "hsmd_status.hpp"
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
@@ -339,7 +342,7 @@ int replicate(const std::string& from, const std::string& to) {
 }
 
 int serve(const std::string& dir, const std::string& listen, unsigned threads, hsm::ServerConfig config, const std::string& ready_file,
-          const std::string& instance) {
+          const std::string& instance, const hsm::StatusOptions& status_options) {
     auto endpoint = hsm::wire::parse_endpoint(listen, true);
     if (!endpoint) {
         std::cerr << fmt::format("coconut-hsmd: --listen: {}\n", endpoint.error().message);
@@ -370,6 +373,10 @@ int serve(const std::string& dir, const std::string& listen, unsigned threads, h
                                  fmt::format("{}listening on {}:{}, store generation {}, allow {}",
                                              instance.empty() ? std::string() : fmt::format("instance {}, ", instance), endpoint->host,
                                              port.value(), shared_store->generation(), config.allow.to_string())});
+
+    std::string status_error;
+    const auto status = status_options.start(server, status_error);
+    if (!status_error.empty()) return report({hsm::Errc::io_error, status_error});
 
     boost::asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
     std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& ec, int signal) {
@@ -491,6 +498,8 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     serve_cmd->add_option("--ready-file", ready_file, "write the bound port here once listening");
     std::string instance;
+    hsm::StatusOptions status_options;
+    status_options.add_to(serve_cmd);
     serve_cmd->add_option("--instance", instance,
                           "a name for this daemon in its audit log's serve-start line (two daemons on copies of one store)");
     cmdline::LogFlags log_flags;
@@ -622,7 +631,7 @@ int main(int argc, char** argv) {
         config.max_connections_per_client = max_per_client;
         config.idle_timeout = std::chrono::milliseconds(idle_timeout_ms);
         config.refusal_audit_interval = std::chrono::milliseconds(refusal_interval_ms);
-        return serve(store_dir, listen, threads, std::move(config), ready_file, instance);
+        return serve(store_dir, listen, threads, std::move(config), ready_file, instance, status_options);
     }
     if (import->parsed() || generate->parsed()) {
         auto ut = parse_usage_and_type();

@@ -74,7 +74,7 @@ class HttpStack(it.Stack):
             json.dump(registry, f)
         it.run([self.clearingd, "admin", "--data", self.data, "load", path])
         for name, roles in (("alice", "hotlist,registry,settlement,read"), ("reader", "read"), ("settler", "settlement"),
-                            ("maker", "adjust"), ("checker", "adjust,read"), ("keeper", "clerks")):
+                            ("maker", "adjust"), ("checker", "adjust,read"), ("keeper", "clerks"), ("keeper2", "clerks")):
             # Both spellings: `admin --data DIR clerk-add` and the documented `admin clerk-add --data DIR`.
             where = ["admin", "--data", self.data, "clerk-add"] if name != "settler" else ["admin", "clerk-add", "--data", self.data]
             out = it.run([self.clearingd, *where, "--name", name, "--roles", roles]).stdout.strip()
@@ -99,7 +99,7 @@ class HttpStack(it.Stack):
         assert out.startswith("0 tokens"), out
         key = os.path.join(self.data, "http-token.key")
         assert os.stat(key).st_mode & 0o777 == 0o600 and os.path.getsize(key) == 32
-        it.log(f"  ok  setup: {EXTRA_CARDS + len(it.CARDS)} card tokens (0600 files), 5 clerks, token key 0600")
+        it.log(f"  ok  setup: {EXTRA_CARDS + len(it.CARDS)} card tokens (0600 files), 7 clerks, token key 0600")
 
     def token(self, number):
         with open(os.path.join(self.tokens_dir, number + ".token")) as f:
@@ -610,6 +610,22 @@ def check_operations(stack, client, openapi_path):
     # The terminals of this stack connect over mutual TLS: their handshakes are counted.
     assert values['coconut_iso_tls_handshakes_total{kind="full"}'] > 0, values.get('coconut_iso_tls_handshakes_total{kind="full"}')
     assert 'coconut_iso_tls_handshakes_total{kind="resumed"}' in values and "coconut_iso_tls_handshake_failures_total" in values
+    # Answers by response MTI and code, declines, loads, holds, suspense, process_*, build info.
+    assert values['coconut_iso_responses_total{mti="0330",code="00"}'] > 0, [k for k in values if k.startswith("coconut_iso_responses")]
+    assert values['coconut_iso_responses_total{mti="0810",code="00"}'] > 0  # sign-ons
+    declined = sum(v for k, v in values.items() if k.startswith("coconut_iso_responses_total{")
+                   and not re.search(r'code="(00|10|94)"', k))
+    assert values["coconut_iso_declines_total"] == declined, (values["coconut_iso_declines_total"], declined)
+    for name in ('coconut_iso_loads_total{event="approved"}', 'coconut_iso_holds_total{event="expired"}', "coconut_iso_reversals_total",
+                 'coconut_suspense_balance_fen{ledger="purse"}', 'coconut_suspense_balance_fen{ledger="medical"}'):
+        assert name in values, name
+    assert values["process_open_fds"] > 0 and values["process_resident_memory_bytes"] > 0 and values["process_max_fds"] > 0, values
+    assert abs(values["process_start_time_seconds"] - time.time()) < 3600 and "process_cpu_seconds_total" in values
+    assert any(re.fullmatch(r'coconut_build_info\{program="coconut-clearingd",version="[0-9.]+"\}', k) for k in values), values
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: tools/setup.sh installs it (Debian package prometheus)"
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, f"promtool check metrics:\n{checked.stdout}{checked.stderr}"
     status, document = client.get("/v1/openapi.json")
     with open(openapi_path) as f:
         assert status == 200 and document == json.load(f)
@@ -624,7 +640,7 @@ def check_operations(stack, client, openapi_path):
                      ("settler", "settlement"), ("alice", "participant"), ("alice", "terminal"), ("reader", "card_lookup"),
                      ("reader", "risk_list"), ("reader", "suspense_list"), ("alice", "card")):
         assert expected in actions, (expected, actions)
-    it.log(f"  ok  /healthz, /metrics ({len(values)} samples), /v1/openapi.json = clearing/openapi.json, page at /, "
+    it.log(f"  ok  /healthz, /metrics ({len(values)} samples, promtool check metrics clean), /v1/openapi.json = clearing/openapi.json, page at /, "
            f"clerk journal ({len(actions)} entries, who did what)")
 
 
@@ -674,6 +690,8 @@ def phase_api(stack, openapi_path):
     check_refusals(stack, client)
     check_clerk(stack, client)
     check_clerk_admin(stack, client)
+    check_clerk_grants(stack, client)
+    check_admin_while_serving(stack, client)
     window, expected = check_transfers(stack, client)
     check_adjustments(stack, client, window, expected)
     check_isolation(stack, seen)
@@ -718,6 +736,165 @@ def check_clerk_admin(stack, client):
     assert ("keeper", "clerk_add", "night", "ok") in actions and ("keeper", "clerk_revoke", "night", "ok") in actions, actions
     it.log("  ok  clerks while serving: added (token once, works at once), listed without tokens, revoked (401 at once), "
            "journaled; 400 on bad bodies, 403 without the role, 409 on self or repeat")
+
+
+def check_clerk_grants(stack, client):
+    """Roles that move money are granted by two clerks: the grant is pending (its token 401) until a second
+    clerk with the role clerks approves it; the requester and the clerk named cannot; unknown 404; a decided
+    grant 409; a withdrawal; every step and refusal journaled; the list shows no token."""
+    keeper, keeper2 = stack.clerk["keeper"], stack.clerk["keeper2"]
+    status, body = client.call("POST", "/v1/clerk/clerks", keeper, {"name": "payer", "roles": "settlement,read"})[:2]
+    assert status == 202 and body["status"] == "pending" and body["requested_by"] == "keeper", (status, body)
+    assert body["roles"] == ["settlement", "read"] and body["token"].startswith("clerk_"), body
+    payer, payer_grant = body["token"], body["grant"]
+    stack.secrets.append(payer)
+    stack.issued_online.append(payer)
+    status, body = client.get("/v1/clerk/cluster/position", payer)
+    assert_error(status, body, 401, "unauthorized")  # not in force before the approval
+    status, body = client.call("POST", f"/v1/clerk/clerks/grants/{payer_grant}/approve", keeper, {"note": "me"})[:2]
+    assert_error(status, body, 403, "maker_checker")
+    assert "requested" in body["error"]["message"], body
+    status, body = client.call("POST", f"/v1/clerk/clerks/grants/{payer_grant}/approve", stack.clerk["alice"], {})[:2]
+    assert_error(status, body, 403, "forbidden")  # alice has no role clerks
+    status, body = client.call("POST", "/v1/clerk/clerks/grants/999/approve", keeper2, {})[:2]
+    assert_error(status, body, 404, "not_found")
+    status, body = client.call("POST", f"/v1/clerk/clerks/grants/{payer_grant}/approve", keeper2, {"note": 5})[:2]
+    assert_error(status, body, 400)
+    # A grant to keeper2 itself: keeper2 cannot approve it either.
+    status, body = client.call("POST", "/v1/clerk/clerks", keeper, {"name": "keeper2", "roles": "adjust"})[:2]
+    assert status == 202, (status, body)
+    self_grant = body["grant"]
+    stack.secrets.append(body["token"])
+    stack.issued_online.append(body["token"])
+    status, body = client.call("POST", f"/v1/clerk/clerks/grants/{self_grant}/approve", keeper2, {})[:2]
+    assert_error(status, body, 403, "maker_checker")
+    assert "itself" in body["error"]["message"], body
+    status, body = client.call("POST", f"/v1/clerk/clerks/grants/{self_grant}/reject", keeper, {"note": "withdrawn"})[:2]
+    assert status == 200 and body["status"] == "rejected" and body["decided_by"] == "keeper", (status, body)
+    status, body = client.call("POST", f"/v1/clerk/clerks/grants/{self_grant}/approve", keeper, {})[:2]
+    assert_error(status, body, 403, "maker_checker")
+    # The second clerk approves: the token works at once; deciding again is refused.
+    status, body = client.call("POST", f"/v1/clerk/clerks/grants/{payer_grant}/approve", keeper2, {"note": "checked the form"})[:2]
+    assert status == 200 and body["status"] == "approved" and body["decided_by"] == "keeper2", (status, body)
+    status, body = client.get("/v1/clerk/cluster/position", payer)
+    assert status == 200 and "position" in body, (status, body)
+    for decision in ("approve", "reject"):
+        status, body = client.call("POST", f"/v1/clerk/clerks/grants/{payer_grant}/{decision}", keeper2, {})[:2]
+        assert_error(status, body, 409, "not_pending")
+    # Roles that move no money need no second clerk (201 at once, as before).
+    status, body = client.call("POST", "/v1/clerk/clerks", keeper, {"name": "watcher", "roles": "read,cluster"})[:2]
+    assert status == 201 and "grant" not in body, (status, body)
+    stack.secrets.append(body["token"])
+    stack.issued_online.append(body["token"])
+    status, body = client.get("/v1/clerk/clerks/grants", keeper2)
+    assert status == 200, body
+    grants = {g["grant"]: g for g in body["grants"]}
+    assert grants[payer_grant]["status"] == "approved" and grants[self_grant]["status"] == "rejected", grants
+    assert "clerk_" not in json.dumps(body) and "hash" not in json.dumps(body), body
+    status, body = client.get("/v1/clerk/clerks/grants", stack.clerk["alice"])
+    assert_error(status, body, 403, "forbidden")
+    journal = [(e["clerk"], e["action"], e["target"], e["outcome"]) for e in client.get("/v1/clerk/journal?limit=1000", stack.clerk["alice"])[1]["entries"]]
+    for expected in (("keeper", "clerk_grant_request", f"grant {payer_grant}", "ok"),
+                     ("keeper", "clerk_grant_approve", f"grant {payer_grant}", "refused: maker_checker"),
+                     ("keeper2", "clerk_grant_approve", "grant 999", "refused: not_found"),
+                     ("keeper2", "clerk_grant_approve", f"grant {self_grant}", "refused: maker_checker"),
+                     ("keeper", "clerk_grant_reject", f"grant {self_grant}", "ok"),
+                     ("keeper2", "clerk_grant_approve", f"grant {payer_grant}", "ok"),
+                     ("keeper2", "clerk_grant_reject", f"grant {payer_grant}", "refused: not_pending")):
+        assert expected in journal, (expected, [j for j in journal if j[1].startswith("clerk_grant")])
+    it.log("  ok  money roles by two clerks: 202 pending (token 401), the requester and the clerk named 403 maker_checker, "
+           "unknown 404, decided 409 not_pending, withdrawal, approved by a second clerk (token works at once), all journaled")
+
+
+def check_admin_while_serving(stack, client):
+    """`coconut-clearingd admin --token-file F …` while the daemon serves the directory: through its clerk API
+    (the URL from DATA/http.url), journaled under the token's clerk — clerk add / list / revoke (the revoked
+    token 401 at once), a money role's grant approved by a second clerk, card tokens re-issued, a card's
+    status, a registry file; without --token-file the locked directory's refusal names the API."""
+    tokens = {}
+    for name in ("keeper", "keeper2", "alice", "reader"):
+        tokens[name] = os.path.join(stack.dir, f"{name}.clerk-token")
+        with open(tokens[name], "w") as f:
+            f.write(stack.clerk[name] + "\n")
+    admin = [stack.clearingd, "admin", "--data", stack.data]
+
+    def remote(name, *argv, check=True):
+        return it.run([*admin, "--token-file", tokens[name], *argv], check=check)
+
+    locked = it.run([*admin, "clerk-add", "--name", "temp", "--roles", "read"], check=False)
+    assert locked.returncode == 3 and "--token-file" in locked.stderr and "http://127.0.0.1:" in locked.stderr, locked.stderr
+    temp = remote("keeper", "clerk-add", "--name", "temp", "--roles", "read").stdout.strip()
+    assert temp.startswith("clerk_"), temp
+    stack.secrets.append(temp)  # shown by the CLI, never in an answer the test client saw
+    assert client.get("/v1/clerk/risk", temp)[0] == 200
+    listed_run = remote("keeper", "clerk-list")
+    listed = listed_run.stdout + listed_run.stderr
+    assert "temp\tread\t" in listed and "clerk_" not in listed, repr(listed)
+    out = remote("keeper", "clerk-revoke", "--name", "temp").stdout
+    assert out.startswith("revoked 1 token(s) of clerk temp"), out
+    status, body = client.get("/v1/clerk/risk", temp)
+    assert_error(status, body, 401, "unauthorized")  # revoked while serving: refused at once
+    again = remote("keeper", "clerk-revoke", "--name", "temp", check=False)
+    assert again.returncode == 5 and "409" in again.stderr, (again.returncode, again.stderr)
+    no_role = remote("reader", "clerk-add", "--name", "temp2", "--roles", "read", check=False)
+    assert no_role.returncode == 5 and "403" in no_role.stderr and "role clerks required" in no_role.stderr, no_role.stderr
+
+    # A money role: pending until a second clerk approves (the requester cannot).
+    pending = remote("keeper", "clerk-add", "--name", "teller", "--roles", "counter")
+    teller = pending.stdout.strip()
+    stack.secrets.append(teller)
+    grant = int(re.search(r"grant (\d+) is pending", pending.stderr).group(1))
+    assert client.get("/v1/clerk/reports/dormant", teller)[0] == 401
+    assert f"{grant}\tteller\tcounter\tpending\trequested by keeper" in remote("keeper2", "clerk-grants").stdout
+    own = remote("keeper", "clerk-approve", "--grant", str(grant), check=False)
+    assert own.returncode == 5 and "403" in own.stderr and "maker-checker" in own.stderr, own.stderr
+    out = remote("keeper2", "clerk-approve", "--grant", str(grant), "--note", "desk form 12").stdout
+    assert out.startswith(f"grant {grant} approved: teller roles counter"), out
+    assert client.get("/v1/clerk/reports/dormant", teller)[0] == 200
+    offline_only = it.run([*admin, "clerk-grants"], check=False)
+    assert offline_only.returncode == 2 and "--token-file" in offline_only.stderr, offline_only.stderr
+
+    # Card tokens re-issued through the API: the new one works, the old one no longer.
+    number = card_number(extra_asn(7))
+    old = stack.token(number)
+    out_dir = os.path.join(stack.dir, "reissued")
+    out = remote("alice", "issue-tokens", "--card", number, "--out", out_dir).stdout
+    assert out.startswith("1 tokens written to"), out
+    path = os.path.join(out_dir, number + ".token")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    new = open(path).read().strip()
+    stack.secrets.append(new)
+    assert client.get(f"/v1/cards/{number}", new)[0] == 200 and client.get(f"/v1/cards/{number}", old)[0] == 404
+    with open(os.path.join(stack.tokens_dir, number + ".token"), "w") as f:
+        f.write(new + "\n")
+    every = remote("alice", "issue-tokens", "--out", out_dir, check=False)
+    assert every.returncode == 2 and "--card" in every.stderr, every.stderr
+
+    # A card's status, then a registry file: a participant, its terminal and a new card.
+    remote("alice", "card-status", extra_asn(8), "blocked")
+    status, body = client.get(f"/v1/clerk/cards/{card_number(extra_asn(8))}", stack.clerk["alice"])
+    assert body["status"] == "blocked", body
+    remote("alice", "card-status", extra_asn(8), "active")
+    registry = {"participants": [{"id": 3003, "name": "Night Market", "kind": "shop", "bank_account": "6222000055556666"}],
+                "terminals": [{"terminal_id": "NIGHT001", "psam_terminal_id": "460100000099", "participant_id": 3003,
+                               "merchant_id": "NIGHT0001"}],
+                "cards": [{"asn": extra_asn(EXTRA_CARDS + 1), "issuer_id": it.ISSUER_ID, "purse_balance_fen": 300},
+                          {"asn": extra_asn(9), "issuer_id": it.ISSUER_ID, "purse_balance_fen": PURSE_BASE_FEN + 9,
+                           "medical_balance_fen": 1000}]}
+    path = os.path.join(stack.dir, "night.json")
+    with open(path, "w") as f:
+        json.dump(registry, f)
+    loaded = json.loads(remote("alice", "load", path).stdout)
+    assert loaded == {"participants": 1, "terminals": 1, "cards": 1, "cards_already_registered": 1}, loaded
+    status, body = client.get(f"/v1/clerk/cards/{card_number(extra_asn(EXTRA_CARDS + 1))}", stack.clerk["alice"])
+    assert status == 200, (status, body)
+    journal = [(e["clerk"], e["action"], e["target"]) for e in client.get("/v1/clerk/journal?limit=1000", stack.clerk["alice"])[1]["entries"]]
+    for expected in (("keeper", "clerk_add", "temp"), ("keeper", "clerk_revoke", "temp"), ("keeper2", "clerk_grant_approve", f"grant {grant}"),
+                     ("alice", "card_token", number), ("alice", "participant", "3003"), ("alice", "terminal", "NIGHT001")):
+        assert expected in journal, (expected, journal[-30:])
+    it.log("  ok  admin --token-file while serving: clerk add / list / revoke (401 at once), a counter grant approved by a "
+           "second clerk (the requester refused), a card token re-issued (old 404), card status, a registry file — journaled "
+           "under each clerk; without --token-file exit 3 naming the API")
 
 
 def check_address_limit(stack, seen):
@@ -1126,11 +1303,16 @@ def phase_counter(stack):
     broken card refunded after --lost-wait-s; roles (403); the dormancy report; `check` afterwards."""
     it.log("phase counter")
     stack.start_daemon(["--http-token-rate", "100000", "--http-address-rate", "100000", "--lost-wait-s", "2",
-                        "--tourist-return-fee-fen", "500"])
+                        "--tourist-return-fee-fen", "500", "--clerk-grant-ttl-s", "2"])
     client = Client(stack.http_port)
     status, body = client.call("POST", "/v1/clerk/clerks", stack.clerk["keeper"], {"name": "desk", "roles": "counter"})[:2]
-    assert status == 201, (status, body)
+    assert status == 202, (status, body)  # counter moves money: a second clerk approves
     desk = body["token"]
+    status, body = client.call("POST", f"/v1/clerk/clerks/grants/{body['grant']}/approve", stack.clerk["keeper2"], {})[:2]
+    assert status == 200 and body["status"] == "approved", (status, body)
+    status, body = client.call("POST", "/v1/clerk/clerks", stack.clerk["keeper"], {"name": "late", "roles": "counter"})[:2]
+    assert status == 202, (status, body)
+    late_grant = body["grant"]
     stack.secrets.append(desk)
     # The shop's participant becomes a service counter: SHOP0001 (PSAM 1) is now a counter's terminal.
     status, body = client.call("POST", "/v1/clerk/participants", stack.clerk["alice"],
@@ -1182,6 +1364,11 @@ def phase_counter(stack):
     shadow = card["purse"]["balance_fen"]
     assert card["status"] == "returned", card
     time.sleep(2.2)
+    status, body = client.call("POST", f"/v1/clerk/clerks/grants/{late_grant}/approve", stack.clerk["keeper2"], {})[:2]
+    assert_error(status, body, 409, "expired")  # --clerk-grant-ttl-s 2 has passed
+    grants = {g["grant"]: g for g in client.get("/v1/clerk/clerks/grants", stack.clerk["keeper2"])[1]["grants"]}
+    assert grants[late_grant]["status"] == "expired", grants
+    it.log("  ok  a grant not approved within --clerk-grant-ttl-s: 409 expired, listed as expired")
     status, body = client.call("POST", f"/v1/clerk/cards/{n0}/refund-broken", desk, account)[:2]
     assert status == 200 and body["state"] == "refunded" and body["refund_by_bank_fen"] == shadow, (status, body)
     status, card = client.get(f"/v1/cards/{n0}", stack.token(n0))

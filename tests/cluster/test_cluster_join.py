@@ -114,6 +114,23 @@ def get(url, token):
         return e.code, e.read()
 
 
+def check_metrics(primary, standby, token, caught):
+    """/metrics on the primary and on a standby (role read): the node's role and its journal stream position,
+    which the standby lag alert compares (ops/prometheus/coconut-alerts.yml); promtool accepts both texts."""
+    positions = {}
+    for node, role in ((primary, 0), (standby, 1)):
+        status, body = get(node.url + "/metrics", token)
+        text = body.decode()
+        assert status == 200, (node.name, status, text[:500])
+        values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+        assert int(values["coconut_cluster_standby"]) == role, (node.name, values.get("coconut_cluster_standby"))
+        positions[node.name] = int(values["coconut_cluster_position"])
+        checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+        assert checked.returncode == 0, (node.name, checked.stdout, checked.stderr)
+    assert positions[standby.name] >= caught and positions[primary.name] >= positions[standby.name], (positions, caught)
+    log(f"  /metrics on primary {primary.name} and standby {standby.name}: roles, positions {positions} (promtool clean)")
+
+
 def join(stack, peer, token_file, data, *extra, expect=0):
     result = run([stack.clearingd, "join", "--from", peer.url, "--token-file", token_file, "--data", data, *extra], check=False)
     assert result.returncode == expect, (result.returncode, result.stdout, result.stderr)
@@ -292,6 +309,7 @@ def main():
         caught = wait_caught_up(nodes, a, tokens["reader"][0])
         assert caught > position_c and f"standby at position {position_c}" in c.log_text(), (caught, position_c)
         log(f"  b and c follow the stream from their snapshots: all at position {caught}")
+        check_metrics(a, c, tokens["reader"][0], caught)
 
         b.stop()  # b is behind from here on: settlement must refuse its copy
         settle_on_standby(stack, a, c, b, work, tokens["settler"][1])

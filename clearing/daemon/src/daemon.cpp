@@ -1,6 +1,7 @@
 // The clearing daemon as one object (daemon.hpp): the data directory, the writer, the HSM, the engine,
 // the ISO 8583 listeners, the HTTP thread, the timers, signals and the drain.
 #include <coconut/clearing/card_lifecycle.hpp>
+#include <coconut/clearing/clerk_client.hpp>
 #include <coconut/clearing/daemon.hpp>
 #include <coconut/core/log.hpp>
 #include <coconut/core/assert.hpp>
@@ -301,6 +302,11 @@ void Daemon::State::sweep_lifecycle() {
 DaemonStatus Daemon::State::write_ready_files() const {
     if (http_server && !options.http_ready_file.empty() && !write_port_file(options.http_ready_file, http_server->port()))
         return Unexpected<DaemonError>{failure(Kind::storage, "cannot write the HTTP ready file " + options.http_ready_file.string())};
+    // Where `admin --token-file` finds the clerk API of the daemon serving this directory (clerk_client.hpp).
+    if (http_server) {
+        if (auto written = write_served_url(options.data, local_url(options.http->host, http_server->port(), http_server->tls())); !written)
+            return Unexpected<DaemonError>{failure(Kind::storage, written.error().message)};
+    }
     if (!options.ready_file.empty()) {
         COCONUT_ASSERT(!servers.empty(), "a ready file names the first ISO 8583 listener's port");
         if (!write_port_file(options.ready_file, servers.front()->port()))

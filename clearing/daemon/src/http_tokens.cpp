@@ -1,4 +1,6 @@
 // Card and clerk tokens (keyed hashes only), the clerk journal, and the offline token commands.
+#include "tokens_state.hpp"
+
 #include <coconut/clearing/http.hpp>
 #include <coconut/core/assert.hpp>
 #include <coconut/core/durable_file.hpp>
@@ -24,7 +26,6 @@ namespace {
 
 constexpr std::uint8_t record_version = 1;
 constexpr std::size_t card_token_record_size = 1 + 10 + 32 + 8;
-constexpr std::size_t token_key_bytes = crypto_generichash_KEYBYTES;
 constexpr const char* token_key_file = "http-token.key";
 
 Error storage_error(const lmdb::Error& e) { return Error{ErrorCode::storage, e.message()}; }
@@ -36,12 +37,6 @@ std::uint64_t now_ns() {
     return static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
 }
-
-// The 32-byte token key, wiped when the store closes.
-struct TokenKey {
-    std::array<std::uint8_t, token_key_bytes> bytes{};
-    ~TokenKey() { sodium_memzero(bytes.data(), bytes.size()); }
-};
 
 // Reads DATA/http-token.key (owner-only, exactly 32 bytes) or creates it from the CSPRNG.
 Status load_or_create_key(const std::filesystem::path& path, TokenKey& key) {
@@ -351,27 +346,18 @@ std::optional<AdjustmentStatus> parse_adjustment_status(std::string_view text) {
 
 // ---- Tokens -------------------------------------------------------------------------------------------------
 
-struct Tokens::State {
-    lmdb::Env& env;
-    MDB_dbi card_tokens = 0;
-    MDB_dbi clerks = 0;
-    MDB_dbi journal = 0;
-    MDB_dbi settlement_cycles = 0;
-    MDB_dbi adjustments = 0;
-    TokenKey key;
-};
-
 Tokens::Tokens(std::unique_ptr<State> state) : state_(std::move(state)) {}
 Tokens::~Tokens() = default;
 
 Result<std::unique_ptr<Tokens>> Tokens::open(lmdb::Env& env, const std::filesystem::path& data_directory) {
     if (sodium_init() < 0) return Unexpected<Error>{Error{ErrorCode::storage, "libsodium cannot initialise"}};
-    auto state = std::make_unique<State>(State{env, 0, 0, 0, 0, 0, {}});
+    auto state = std::make_unique<State>(State{env, 0, 0, 0, 0, 0, 0, {}});
     const std::pair<MDB_dbi*, const char*> tables[] = {{&state->card_tokens, "http_card_tokens"},
                                                        {&state->clerks, "http_clerks"},
                                                        {&state->journal, "http_clerk_journal"},
                                                        {&state->settlement_cycles, "http_settlement_cycles"},
-                                                       {&state->adjustments, "http_adjustments"}};
+                                                       {&state->adjustments, "http_adjustments"},
+                                                       {&state->grants, "http_clerk_grants"}};
     for (const auto& [dbi, name] : tables) {
         auto opened = env.open_table(name);
         if (!opened) return Unexpected<Error>{storage_error(opened.error())};

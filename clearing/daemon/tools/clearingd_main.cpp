@@ -34,6 +34,8 @@
 #include <streambuf>
 #include <sstream>
 
+#include "admin_remote.hpp"
+
 namespace {
 
 using namespace coconut;
@@ -151,6 +153,7 @@ struct ServeOptions {
     std::string http_ready_file;
     unsigned settlement_margin_s = static_cast<unsigned>(http::settlement_margin_default.count());
     std::uint64_t tourist_return_fee_fen = 0;
+    unsigned clerk_grant_ttl_s = static_cast<unsigned>(http::clerk_grant_ttl_default.count());
 };
 
 // The ISO 8583 listener's TLS context, or nullptr with --insecure-terminals. A usage error when neither
@@ -216,6 +219,7 @@ http::HttpOptions http_server_options(const ServeOptions& o, const hsm::wire::En
     http_options.tls_private_key = o.http_tls_key;
     http_options.settlement_margin = std::chrono::seconds(o.settlement_margin_s);
     http_options.tourist_return_fee_fen = o.tourist_return_fee_fen;
+    http_options.clerk_grant_ttl = std::chrono::seconds(o.clerk_grant_ttl_s);
     return http_options;
 }
 
@@ -887,6 +891,11 @@ void add_http_options(CLI::App* serve, ServeOptions& o) {
                      "fee of a tourist card's return, from its deposit then its balance, capped at both")
         ->capture_default_str()
         ->check(CLI::Range(0, 100'000));
+    serve
+        ->add_option("--clerk-grant-ttl-s", o.clerk_grant_ttl_s,
+                     "a clerk grant of roles that move money waits this long for a second clerk's approval, then expires")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 30 * 86'400));
     serve->add_option("--http-connections-max", o.http_connections_max, "HTTP connections served at once")
         ->capture_default_str()
         ->check(CLI::Range(1, 65535));
@@ -924,7 +933,24 @@ struct AdminCommands {
     std::string registry_file, what, asn_text, status_text, terminal_text;
     std::string clerk_name, clerk_roles, tokens_out, revoke_name;
     std::vector<std::string> token_cards;
+    admin::RemoteAdmin remote;  // --token-file: through the serving daemon's clerk API (admin_remote.hpp)
 };
+
+admin::RemoteCommand remote_command(const AdminCommands& c) {
+    const std::pair<CLI::App*, const char*> names[] = {{c.load, "load"},
+                                                       {c.list, "list"},
+                                                       {c.card_status, "card-status"},
+                                                       {c.terminal_status, "terminal-status"},
+                                                       {c.clerk_add, "clerk-add"},
+                                                       {c.clerk_list, "clerk-list"},
+                                                       {c.clerk_revoke, "clerk-revoke"},
+                                                       {c.issue_tokens, "issue-tokens"}};
+    admin::RemoteCommand out{"",           c.registry_file, c.asn_text,   c.status_text, c.terminal_text,
+                             c.clerk_name, c.clerk_roles,   c.tokens_out, c.revoke_name, c.token_cards};
+    for (const auto& [app, name] : names)
+        if (app->parsed()) out.name = name;
+    return out;
+}
 
 // admin: HTTP tokens (clearing/README.md "HTTP API").
 void add_token_commands(CLI::App* admin, AdminCommands& c) {
@@ -956,7 +982,7 @@ std::optional<std::string> cluster_copy(const std::string& dir) {
         dir, *position);
 }
 
-int run_admin(const AdminCommands& c, const std::string& data_dir) {
+int run_admin_offline(const AdminCommands& c, const std::string& data_dir) {
     const bool writes = c.load->parsed() || c.card_status->parsed() || c.terminal_status->parsed() || c.clerk_add->parsed() ||
                         c.clerk_revoke->parsed() || c.issue_tokens->parsed();
     if (writes) {
@@ -971,6 +997,18 @@ int run_admin(const AdminCommands& c, const std::string& data_dir) {
     if (c.clerk_revoke->parsed()) return admin_clerk_revoke(data_dir, c.revoke_name);
     if (c.issue_tokens->parsed()) return admin_issue_tokens(data_dir, c.tokens_out, c.token_cards);
     return exit_usage;
+}
+
+// With --token-file (or a grant command) through the serving daemon's API; otherwise on the directory,
+// saying where the API is when a serving daemon holds it.
+int run_admin(const AdminCommands& c, const std::string& data_dir) {
+    if ((c.remote.active() && !c.list->parsed()) || c.remote.grant_command())
+        return admin::run_remote(c.remote, data_dir, remote_command(c));
+    const int code = run_admin_offline(c, data_dir);
+    if (code == exit_locked) {
+        if (const std::string hint = admin::served_hint(data_dir); !hint.empty()) fail(code, hint);
+    }
+    return code;
 }
 
 // admin SUBCOMMAND: every subcommand takes --data (and --map-size) from `admin`.
@@ -997,6 +1035,7 @@ void add_admin_commands(CLI::App& app, AdminCommands& c, std::string& data_dir, 
     c.terminal_status->add_option("TERMINAL", c.terminal_text, "field 41, 8 characters")->required();
     c.terminal_status->add_option("STATUS", c.status_text, "active | suspended | retired")->required();
     add_token_commands(admin, c);
+    c.remote.add_to(admin);
 }
 
 // Options renamed to the names every binary uses (docs/CLI.md "Option names"); the old names work

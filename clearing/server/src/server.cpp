@@ -244,6 +244,7 @@ private:
         }
         auto framed = iso8583::frame(*encoded);
         if (!framed) return close();
+        server_->stats.responses.count(response.mti(), response.get(39).value_or(""));
         writes_.push_back(std::move(*framed));
         // Start the write after the handlers already queued (the rest of a commit's answers) have
         // added theirs, so they share it.

@@ -14,6 +14,8 @@
 //   lists.cpp          GET /v1/clerk/risk, /suspense, /journal
 //   card_returns.cpp   the counter's money: card return and refund, broken-card refund, tourist cards, dormancy
 //   cluster.cpp        GET /v1/clerk/cluster/snapshot, /position (a node joining, settlement on a standby)
+//   clerks.cpp         /v1/clerk/clerks: add, revoke, list clerks while serving
+//   clerk_grants.cpp   /v1/clerk/clerks/grants…: roles that move money granted by two clerks (maker-checker)
 //   operations.cpp     /, /healthz, /metrics, /v1/openapi.json
 #pragma once
 
@@ -311,6 +313,12 @@ void add_clerk_route(Call& call);
 void revoke_clerk_route(Call& call);
 void list_clerks(Call& call);
 void who_am_i(Call& call);
+// clerk_grants.cpp: roles that need a second clerk (http.hpp ClerkGrant)
+// POST /v1/clerk/clerks naming such roles: the grant recorded, 202 with the token (inactive until approved).
+void request_grant(Call& call, std::string name, std::uint8_t roles);
+void list_grants(Call& call);
+void approve_grant(Call& call);
+void reject_grant(Call& call);
 // participants.cpp
 void register_participant(Call& call);
 // terminals.cpp

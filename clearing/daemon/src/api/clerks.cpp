@@ -1,5 +1,6 @@
 // /v1/clerk/clerks: clerk administration while the daemon serves (role clerks) — add a clerk (its token
-// answered once), revoke every token of a clerk, list the clerks. Journaled and committed through the
+// answered once; roles that move money only with a second clerk's approval: clerk_grants.cpp), revoke
+// every token of a clerk, list the clerks. Journaled and committed through the
 // writer like every clerk change, so in a cluster they reach every node through the journal stream.
 #include "api_internal.hpp"
 
@@ -15,7 +16,8 @@ json clerk_json(const Clerk& clerk) {
 
 }  // namespace
 
-// POST /v1/clerk/clerks {"name": "...", "roles": "read,hotlist"} → 201 {"name", "roles", "token"}.
+// POST /v1/clerk/clerks {"name": "...", "roles": "read,hotlist"} → 201 {"name", "roles", "token"}; roles
+// that move money (or clerks) → 202, a grant waiting for a second clerk (clerk_grants.cpp).
 void add_clerk_route(Call& call) {
     const auto body = object_body(call.request.body);
     if (!body) return call.answer(bad_request("body must be a JSON object"));
@@ -28,6 +30,7 @@ void add_clerk_route(Call& call) {
     if (!roles)
         return call.answer(
             bad_request("roles: a comma-separated list of hotlist, registry, settlement, read, adjust, clerks, cluster, counter"));
+    if ((*roles & roles::needing_approval) != 0) return request_grant(call, name->get<std::string>(), *roles);
     const Tokens& tokens = call.s().tokens;
     auto token = std::make_shared<std::string>(Tokens::new_token(clerk_token_prefix));
     const Clerk clerk{name->get<std::string>(), *roles, now_ns()};

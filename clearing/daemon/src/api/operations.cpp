@@ -2,41 +2,24 @@
 // 0.0.4) for a clerk token with the role read (Prometheus: `authorization: credentials_file`).
 #include "api_internal.hpp"
 
+#include <coconut/core/metrics.hpp>
+
 #include <fmt/format.h>
 
 namespace coconut::clearing::http::api {
 
 namespace {
 
-struct Text {
-    std::string out;
-    void family(std::string_view name, std::string_view type, std::string_view help) {
-        out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
-    }
-    void sample(std::string_view name, std::uint64_t value, std::string_view labels = {}) {
-        out += labels.empty() ? fmt::format("{} {}\n", name, value) : fmt::format("{}{{{}}} {}\n", name, labels, value);
-    }
-    void counter(std::string_view name, std::string_view help, std::uint64_t value) {
-        family(name, "counter", help);
-        sample(name, value);
-    }
-    void gauge(std::string_view name, std::string_view help, std::uint64_t value) {
-        family(name, "gauge", help);
-        sample(name, value);
-    }
-    // `counts` per bucket (not cumulative), the last one above every bound.
+// The daemon's families in the shared text writer (coconut/core/metrics.hpp), with the one-call
+// histogram the families below use.
+struct Text : core::MetricsText {
     template <std::size_t N, class Count>
     void histogram(std::string_view name, std::string_view help, const std::array<std::uint64_t, N>& bounds,
                    const std::array<Count, N + 1>& counts, std::uint64_t sum, double unit) {
         family(name, "histogram", help);
-        std::uint64_t cumulative = 0;
-        for (std::size_t i = 0; i < N; ++i) {
-            cumulative += static_cast<std::uint64_t>(counts[i]);
-            out += fmt::format("{}_bucket{{le=\"{:g}\"}} {}\n", name, static_cast<double>(bounds[i]) * unit, cumulative);
-        }
-        cumulative += static_cast<std::uint64_t>(counts[N]);
-        out += fmt::format("{}_bucket{{le=\"+Inf\"}} {}\n{}_sum {}\n{}_count {}\n", name, cumulative, name, static_cast<double>(sum) * unit,
-                           name, cumulative);
+        std::array<std::uint64_t, N + 1> plain{};
+        for (std::size_t i = 0; i <= N; ++i) plain[i] = static_cast<std::uint64_t>(counts[i]);
+        core::MetricsText::histogram(name, bounds, plain, sum, unit);
     }
 };
 
@@ -47,7 +30,7 @@ void http_metrics(Text& t, const HttpStats& stats) {
                 stats.latency_us_sum.load(), 1e-6);
     t.family("coconut_http_responses_total", "counter", "HTTP responses by status class");
     for (std::size_t c = 1; c < stats.responses_by_class.size(); ++c) {
-        t.sample("coconut_http_responses_total", stats.responses_by_class[c].load(), fmt::format("class=\"{}xx\"", c));
+        t.sample("coconut_http_responses_total", stats.responses_by_class[c].load(), {{"class", fmt::format("{}xx", c)}});
     }
     t.counter("coconut_http_rate_limited_total", "requests answered 429", stats.rate_limited.load());
     t.counter("coconut_http_connections_accepted_total", "HTTP connections accepted", stats.connections_accepted.load());
@@ -84,11 +67,11 @@ void iso_metrics(Text& t, const EngineStats* engine, const ServerStats* server) 
         const EngineStats& e = *engine;
         t.counter("coconut_iso_requests_total", "ISO 8583 requests handled", e.requests.load());
         t.family("coconut_iso_outcomes_total", "counter", "ISO 8583 request outcomes");
-        t.sample("coconut_iso_outcomes_total", e.booked.load(), "outcome=\"booked\"");
-        t.sample("coconut_iso_outcomes_total", e.exists.load(), "outcome=\"exists\"");
-        t.sample("coconut_iso_outcomes_total", e.suspense.load(), "outcome=\"suspense\"");
-        t.sample("coconut_iso_outcomes_total", e.duplicates.load(), "outcome=\"duplicate\"");
-        t.sample("coconut_iso_outcomes_total", e.refused.load(), "outcome=\"refused\"");
+        t.sample("coconut_iso_outcomes_total", e.booked.load(), {{"outcome", "booked"}});
+        t.sample("coconut_iso_outcomes_total", e.exists.load(), {{"outcome", "exists"}});
+        t.sample("coconut_iso_outcomes_total", e.suspense.load(), {{"outcome", "suspense"}});
+        t.sample("coconut_iso_outcomes_total", e.duplicates.load(), {{"outcome", "duplicate"}});
+        t.sample("coconut_iso_outcomes_total", e.refused.load(), {{"outcome", "refused"}});
         t.gauge("coconut_iso_in_flight", "ISO 8583 requests handled but not yet answered", e.in_flight.load());
     }
     if (!server) return;
@@ -105,8 +88,8 @@ void iso_metrics(Text& t, const EngineStats* engine, const ServerStats* server) 
     t.counter("coconut_iso_format_errors_total", "frames answered 30", v.format_errors.load());
     t.counter("coconut_iso_timeouts_total", "terminal connections closed by a timeout", v.timeouts.load());
     t.family("coconut_iso_tls_handshakes_total", "counter", "terminal TLS handshakes completed");
-    t.sample("coconut_iso_tls_handshakes_total", v.tls_handshakes_full.load(), "kind=\"full\"");
-    t.sample("coconut_iso_tls_handshakes_total", v.tls_handshakes_resumed.load(), "kind=\"resumed\"");
+    t.sample("coconut_iso_tls_handshakes_total", v.tls_handshakes_full.load(), {{"kind", "full"}});
+    t.sample("coconut_iso_tls_handshakes_total", v.tls_handshakes_resumed.load(), {{"kind", "resumed"}});
     t.counter("coconut_iso_tls_handshake_failures_total",
               "terminal connections closed in the handshake (no, unverifiable or non-terminal certificate; "
               "timeout)",
@@ -118,7 +101,7 @@ void hsm_metrics(Text& t, const HsmStats* hsm, const hsm::LinkStats* link) {
         t.counter("coconut_hsm_tac_verifications_total", "TAC verifications asked of the HSM", hsm->calls.load());
         t.counter("coconut_hsm_tac_failures_total", "TAC verifications without a verdict (link, HSM error)", hsm->failures.load());
         t.family("coconut_hsm_tac_latency_seconds_total", "counter", "summed HSM verification latency");
-        t.out += fmt::format("coconut_hsm_tac_latency_seconds_total {}\n", static_cast<double>(hsm->latency_us_sum.load()) * 1e-6);
+        t.sample("coconut_hsm_tac_latency_seconds_total", static_cast<double>(hsm->latency_us_sum.load()) * 1e-6);
     }
     if (!link) return;
     const hsm::LinkStats& l = *link;
@@ -136,6 +119,48 @@ void hsm_metrics(Text& t, const HsmStats* hsm, const hsm::LinkStats* link) {
     t.counter("coconut_hsm_failovers_total", "moves of the HSM link to the next HSM of --hsm (the one in use failed)", l.failovers.load());
     t.counter("coconut_hsm_moved_requests_total", "HSM requests sent to the next HSM after theirs failed", l.moved.load());
     t.gauge("coconut_hsm_endpoint", "the HSM in use: its index in --hsm (0 = the first)", static_cast<std::uint64_t>(l.endpoint.load()));
+}
+
+// What the terminals' requests came to: every answer by response MTI and code, declines, the online
+// loads and clinic holds by what happened to them, reversals, and what sits in suspense.
+void iso_answer_metrics(Text& t, const EngineStats* engine, const ServerStats* server) {
+    if (server) {
+        t.family("coconut_iso_responses_total", "counter", "answers sent to terminals by response MTI and response code (field 39)");
+        std::uint64_t declines = 0;
+        server->responses.for_each([&](std::string_view mti, std::string_view code, std::uint64_t n) {
+            t.sample("coconut_iso_responses_total", n, {{"mti", mti}, {"code", code}});
+            // 00 approved, 10 partially approved, 94 a repeat answered as before: not declines.
+            if (code != "00" && code != "10" && code != "94") declines += n;
+        });
+        t.counter("coconut_iso_declines_total", "answers with a response code other than 00, 10 or 94", declines);
+    }
+    if (!engine) return;
+    const EngineStats& e = *engine;
+    t.family("coconut_iso_loads_total", "counter", "online loads: approved (0210 00), confirmed (0220 posted), expired unconfirmed");
+    t.sample("coconut_iso_loads_total", e.loads_approved.load(), {{"event", "approved"}});
+    t.sample("coconut_iso_loads_total", e.loads_confirmed.load(), {{"event", "confirmed"}});
+    t.sample("coconut_iso_loads_total", e.loads_expired.load(), {{"event", "expired"}});
+    t.family("coconut_iso_holds_total", "counter", "clinic holds on medical accounts: approved (0110), completed (0220), expired");
+    t.sample("coconut_iso_holds_total", e.holds_approved.load(), {{"event", "approved"}});
+    t.sample("coconut_iso_holds_total", e.completions.load(), {{"event", "completed"}});
+    t.sample("coconut_iso_holds_total", e.holds_expired.load(), {{"event", "expired"}});
+    t.counter("coconut_iso_reversals_total", "reversals (0400 / 0420) that voided a load or a hold", e.reversals.load());
+}
+
+// The suspense accounts' balances: uploads whose TAC failed, waiting for a person (clearing/README.md).
+void suspense_metrics(Text& t, const Services& s) {
+    t.family("coconut_suspense_balance_fen", "gauge", "money held in suspense (TAC failed, not yet resolved), per ledger, in fen");
+    for (const auto& [name, id] : {std::pair{"purse", purse_suspense_account}, std::pair{"medical", medical_suspense_account}}) {
+        auto account = s.ledger.lookup_account(id);
+        if (!account || !*account) continue;  // not created yet: no sample rather than a made-up 0
+        const auto balance = static_cast<double>((*account)->credits_posted) - static_cast<double>((*account)->debits_posted);
+        t.sample("coconut_suspense_balance_fen", balance, {{"ledger", name}});
+    }
+}
+
+void business_metrics(Text& t, const Services& s) {
+    iso_answer_metrics(t, s.engine, s.iso_server);
+    suspense_metrics(t, s);
 }
 
 }  // namespace
@@ -171,14 +196,38 @@ void healthz(Call& call) {
     call.answer(json_response(ok ? 200 : 503, body));
 }
 
+// Where this node is in a cluster's journal stream (docs/CLUSTER.md): the primary's published
+// position, a standby's applied one; the alert rules compare them (ops/prometheus/coconut-alerts.yml).
+void cluster_metrics(Text& t, const Services& s) {
+    const bool standby = s.standby != nullptr;
+    std::uint64_t position = 0;
+    if (standby) {
+        position = s.standby->applied_position();
+    } else if (auto held = s.ledger.replicated_position(); held) {
+        position = *held;
+    }
+    t.gauge("coconut_cluster_standby", "1 on a cluster's standby node, 0 on a primary or a single clearing", standby ? 1 : 0);
+    t.gauge("coconut_cluster_position", "journal stream position this node's ledger holds (0: not in a cluster)", position);
+}
+
 void metrics(Call& call) {
     const Services& s = call.s();
     Text t;
     http_metrics(t, call.api.stats);
+    cluster_metrics(t, s);
+    if (s.writer == nullptr) {  // a standby writes nothing but the stream: no writer, engine or terminals of its own
+        t.gauge("coconut_ledger_journal_sequence", "last committed journal sequence", s.ledger.head().sequence);
+        core::process_metrics(t);
+        core::build_info(t, "coconut-clearingd");
+        return call.answer(ApiResponse{200, std::string(core::metrics_content_type), std::move(t.out), {}, {}});
+    }
     ledger_metrics(t, s);
     iso_metrics(t, s.engine, s.iso_server);
     hsm_metrics(t, s.hsm, s.hsm_link);
-    call.answer(ApiResponse{200, "text/plain; version=0.0.4", std::move(t.out), {}, {}});
+    business_metrics(t, s);
+    core::process_metrics(t);
+    core::build_info(t, "coconut-clearingd");
+    call.answer(ApiResponse{200, std::string(core::metrics_content_type), std::move(t.out), {}, {}});
 }
 
 }  // namespace coconut::clearing::http::api

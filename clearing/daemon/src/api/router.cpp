@@ -58,6 +58,9 @@ constexpr std::array route_table{
     Route{"GET", pattern("/v1/clerk/clerks"), Auth::clerk, roles::clerks, list_clerks},
     Route{"POST", pattern("/v1/clerk/clerks"), Auth::clerk, roles::clerks, add_clerk_route},
     Route{"DELETE", pattern("/v1/clerk/clerks/{name}"), Auth::clerk, roles::clerks, revoke_clerk_route},
+    Route{"GET", pattern("/v1/clerk/clerks/grants"), Auth::clerk, roles::clerks, list_grants},
+    Route{"POST", pattern("/v1/clerk/clerks/grants/{n}/approve"), Auth::clerk, roles::clerks, approve_grant},
+    Route{"POST", pattern("/v1/clerk/clerks/grants/{n}/reject"), Auth::clerk, roles::clerks, reject_grant},
     Route{"POST", pattern("/v1/clerk/cards/{n}/return"), Auth::clerk, roles::counter, return_card},
     Route{"POST", pattern("/v1/clerk/cards/{n}/refund-broken"), Auth::clerk, roles::counter, refund_broken},
     Route{"POST", pattern("/v1/clerk/tourist-cards"), Auth::clerk, roles::counter, sell_tourist_card},
@@ -171,11 +174,13 @@ bool authenticate_card(Call& call) {
     return true;
 }
 
-// What a standby serves from its copy (StandbyInfo): the cardholder's reads and the public pages, and
-// the cluster's clerk routes (a node joins from a standby's snapshot; settlement reads its position).
+// What a standby serves from its copy (StandbyInfo): the cardholder's reads and the public pages, the
+// cluster's clerk routes (a node joins from a standby's snapshot; settlement reads its position) and
+// /metrics (its applied position, for the lag alert).
 bool served_by_standby(const Route& route) {
     return route.handler == card_balance || route.handler == card_transactions || route.handler == balance_page ||
-           route.handler == healthz || route.handler == openapi || route.handler == cluster_snapshot || route.handler == cluster_position;
+           route.handler == healthz || route.handler == openapi || route.handler == cluster_snapshot || route.handler == cluster_position ||
+           route.handler == metrics;
 }
 
 // /v1/clerk/cluster/…: the clerk routes a standby authenticates and serves itself.

@@ -27,6 +27,7 @@
 #include <coconut/core/address_list.hpp>
 #include <coconut/hsm/audit.hpp>
 #include <coconut/hsm/hsm.hpp>
+#include <coconut/hsm/metrics.hpp>
 #include <coconut/hsm/protocol.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -78,6 +79,10 @@ public:
     void reload(std::shared_ptr<const KeyStore> store);
 
     std::size_t connection_count() const;
+    // What the connections count (requests by command and outcome, latencies, batch sizes): /metrics.
+    std::shared_ptr<const ServerMetrics> metrics() const;
+    // The generation of the store requests are served from now (after the last reload).
+    std::uint64_t store_generation() const;
 
     // Counters since start(), for logs and tests.
     struct Stats {

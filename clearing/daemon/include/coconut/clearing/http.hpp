@@ -69,6 +69,13 @@ inline constexpr std::uint8_t clerks = 1u << 5;      // add clerks, revoke their
 inline constexpr std::uint8_t cluster = 1u << 6;     // take a snapshot of the whole data directory (a node joining)
 inline constexpr std::uint8_t counter = 1u << 7;     // a service counter: report cards lost, replace, return and refund, sell tourist cards
 inline constexpr std::uint8_t all = hotlist | registry | settlement | read | adjust | clerks | cluster | counter;
+// Roles whose holder moves money: registry (a card registered with opening balances), settlement (payouts
+// and fees), adjust (manual adjustments), counter (refunds, cash payouts, deposits).
+inline constexpr std::uint8_t moving_money = registry | settlement | adjust | counter;
+// Roles a running daemon grants only with a second clerk's approval (maker-checker): the money roles,
+// and clerks itself — a clerk who could grant it alone could add a second clerk of its own and approve
+// every grant with it.
+inline constexpr std::uint8_t needing_approval = moving_money | clerks;
 }  // namespace roles
 // "hotlist,read" → bits; nullopt for an unknown or empty name.
 std::optional<std::uint8_t> parse_roles(std::string_view text);
@@ -132,6 +139,31 @@ struct Adjustment {
     std::string note;  // the checker's note
 };
 
+// A grant of roles that need a second clerk (table "http_clerk_grants", key: number BE8). POST
+// /v1/clerk/clerks with such roles records it and answers the new token once; the token is answered
+// 401 until another clerk with the role clerks — neither the requester nor the clerk named — approves
+// it before it expires. Only then is the clerk record written, under the token's hash kept here (never
+// served). Expired: still pending at expires_ns (shown as "expired"; approving it is refused).
+enum class GrantStatus : std::uint8_t { pending = 1, approved = 2, rejected = 3 };
+std::string_view to_string(GrantStatus status);
+
+struct ClerkGrant {
+    std::uint64_t number = 0;
+    std::string name;        // the clerk the token is for
+    std::uint8_t roles = 0;  // includes at least one of roles::needing_approval
+    TokenHash hash{};        // the new token's keyed hash
+    std::string requested_by;
+    std::uint64_t requested_ns = 0;
+    std::uint64_t expires_ns = 0;
+    GrantStatus status = GrantStatus::pending;
+    std::string decided_by;  // who approved or rejected it
+    std::uint64_t decided_ns = 0;
+    std::string note;
+    bool expired(std::uint64_t now_ns) const { return status == GrantStatus::pending && now_ns >= expires_ns; }
+};
+// How long a grant waits for its approval (HttpOptions::clerk_grant_ttl, --clerk-grant-ttl-s).
+inline constexpr std::chrono::seconds clerk_grant_ttl_default{24 * 3600};
+
 inline constexpr std::size_t clerk_name_chars_max = 64;
 inline constexpr std::size_t journal_page_max = 1000;
 
@@ -172,6 +204,13 @@ public:
     lmdb::Result<std::uint64_t> next_adjustment_number(const lmdb::Txn& txn) const;
     lmdb::Status put_adjustment(lmdb::Txn& txn, const Adjustment& adjustment) const;
     lmdb::Result<std::optional<Adjustment>> adjustment_in(const lmdb::Txn& txn, std::uint64_t number) const;
+    // Clerk grants (clerk_grants.cpp): numbers from 1 in order; put_grant writes a request or its decision.
+    lmdb::Result<std::uint64_t> next_grant_number(const lmdb::Txn& txn) const;
+    lmdb::Status put_grant(lmdb::Txn& txn, const ClerkGrant& grant) const;
+    lmdb::Result<std::optional<ClerkGrant>> grant_in(const lmdb::Txn& txn, std::uint64_t number) const;
+    Result<std::optional<ClerkGrant>> grant(std::uint64_t number) const;
+    // Grants after `after_number`, oldest first, at most `limit`.
+    Result<std::vector<ClerkGrant>> grants(std::uint64_t after_number, std::size_t limit) const;
 
     // Reads (own read transaction).
     Result<std::optional<SettlementCycle>> settlement_cycle(std::uint32_t cycle) const;
@@ -312,6 +351,8 @@ struct HttpOptions {
     std::filesystem::path tls_private_key;
     // A settlement cycle's window must have ended this long ago before its postings are accepted.
     std::chrono::seconds settlement_margin = settlement_margin_default;
+    // How long a clerk grant that needs a second clerk waits for its approval.
+    std::chrono::seconds clerk_grant_ttl = clerk_grant_ttl_default;
     // The fee a tourist card's return costs (taken from the deposit, then the balance; capped at both).
     std::uint64_t tourist_return_fee_fen = 0;
     // Threads that run the io_context. With one (coconut-clearingd), a connection's handlers can never
@@ -337,7 +378,7 @@ struct HttpStats {
 };
 
 // A standby node of a clearing cluster (docs/DESIGN.md §10): its HTTP API serves the cardholder routes,
-// the balance page, /healthz and the OpenAPI document from its copy of the ledger, with the header
+// the balance page, /healthz, /metrics (role read) and the OpenAPI document from its copy of the ledger, with the header
 // Coconut-Applied-Position (the journal stream position its copy holds) on every answer; every other
 // route — clerk routes, reads included, and every write — answers 503 `standby` naming the primary
 // (body "primary", header Coconut-Primary: its HTTP address, empty while none holds the lease).

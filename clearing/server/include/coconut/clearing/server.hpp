@@ -4,6 +4,7 @@
 #pragma once
 
 #include <coconut/clearing/engine.hpp>
+#include <coconut/clearing/response_counts.hpp>
 #include <coconut/iso8583/iso8583.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -89,6 +90,7 @@ struct ServerStats {
     std::atomic<std::uint64_t> tls_handshakes_full{0};     // with a certificate verification
     std::atomic<std::uint64_t> tls_handshakes_resumed{0};  // a session ticket, no certificate sent
     std::atomic<std::uint64_t> tls_handshake_failures{0};  // closed: no / unverifiable / non-terminal certificate, timeout
+    ResponseCounts responses;                              // every answer sent, by response MTI and code
 };
 
 // The ISO 8583 listener: one object per connection, 2-byte length framing, bounded frames, timeouts
