@@ -584,6 +584,11 @@ Result<ClinicOutcome, FlowError> Terminal::clinic_payment(std::uint32_t amount_f
             TransactionRecord draft;
             draft.type = crypto::type_ep_purchase;
             draft.amount_fen = outcome.purse_fen;
+            if (hold.sequence != 0) {
+                // The visit reference (ISO8583.md §4.9): the hold's batch and STAN, sent with the 0320 as DF11.
+                draft.stan = hold.record.stan;
+                draft.batch_number = hold.record.batch_number;
+            }
             paid = debit(session->info, draft, {});
         }
         if (!paid) {

@@ -887,3 +887,99 @@ TEST_CASE("0500: every reversal answered 00 counts once with its own field 4 —
     CHECK(rig.shadow(card_a) == 5000);
     rig.require_check();
 }
+
+// ---- the clinic visit reference (ISO8583.md §4.9) ------------------------------------------------------------------
+
+namespace {
+
+// The visit linked to `id` from `side` (the hold's purse part, or the purse part's hold), as recorded.
+std::optional<ledger::Id> visit_of(Rig& rig, const ledger::Id& id, Registry::VisitSide side) {
+    auto txn = rig.ledger->begin_read();
+    REQUIRE(txn.ok());
+    auto found = rig.registry->visit_in(*txn, id, side);
+    REQUIRE(found.ok());
+    return *found;
+}
+
+// A purse purchase at CLINIC01 whose 0320 carries DF11 = `visit`; its response code.
+std::string visit_part(Rig& rig, const Tap& tap, std::uint32_t stan, std::optional<iso8583::VisitReference> visit) {
+    Message m = upload_message(tap, stan, "CLINIC01");
+    auto t = parse_purse_transaction(*m.get(62));
+    REQUIRE(t.ok());
+    t->visit = visit;
+    m.set(62, encode_purse_transaction(*t));
+    return rig.code(m);
+}
+
+}  // namespace
+
+TEST_CASE("0320 with DF11: the purse part is linked to its visit's hold only for the same card, terminal and hold life; always booked") {
+    Rig rig;
+    rig.sign_on("CLINIC01");
+    REQUIRE(rig.code(clinic_authorization(rig, 8000, 1)) == "00");  // the visit: batch 1, STAN 1, card A
+    // The 0100's field 7 is 11-26 02:30:00 UTC (online_message): 10:30 in Hainan, the visit's time on the terminal's clock.
+    Tap part;
+    part.type = crypto::type_ep_purchase;
+    part.amount_fen = 1000;
+    part.terminal = clinic_psam_terminal;
+    part.date = "20261126";
+    part.time = "103200";
+    const iso8583::VisitReference visit{1, 1};
+
+    Tap other_card = part;
+    other_card.asn = card_b;
+    CHECK(visit_part(rig, other_card, 2, visit) == "00");  // booked, but another card's hold
+    CHECK_FALSE(visit_of(rig, purchase_id(other_card), Registry::VisitSide::purse).has_value());
+    Tap days_before = part;
+    days_before.atc = 1;
+    days_before.date = "20261120";
+    CHECK(visit_part(rig, days_before, 3, visit) == "00");  // outside the hold's life
+    CHECK_FALSE(visit_of(rig, purchase_id(days_before), Registry::VisitSide::purse).has_value());
+    Tap unknown = part;
+    unknown.atc = 2;
+    CHECK(visit_part(rig, unknown, 4, iso8583::VisitReference{1, 99}) == "00");  // no such hold
+    CHECK_FALSE(visit_of(rig, purchase_id(unknown), Registry::VisitSide::purse).has_value());
+    CHECK_FALSE(visit_of(rig, hold_id(1), Registry::VisitSide::hold).has_value());
+
+    Tap late = part;
+    late.atc = 5;
+    late.time = "105200";  // 22 minutes on: past the hold's 15 minutes and the 5 minutes' slack
+    CHECK(visit_part(rig, late, 8, visit) == "00");
+    CHECK_FALSE(visit_of(rig, purchase_id(late), Registry::VisitSide::purse).has_value());
+    auto hold = rig.ledger->lookup_transfer(hold_id(1));
+    REQUIRE(hold.ok());
+    CHECK(to_hex(parse_place((*hold)->user_data_128).local_time_bcd) == "2611261030");  // field 7 in Hainan time
+
+    Tap fits = part;
+    fits.atc = 3;
+    CHECK(visit_part(rig, fits, 5, visit) == "00");
+    CHECK(visit_of(rig, hold_id(1), Registry::VisitSide::hold) == std::optional<ledger::Id>(purchase_id(fits)));
+    CHECK(visit_of(rig, purchase_id(fits), Registry::VisitSide::purse) == std::optional<ledger::Id>(hold_id(1)));
+    CHECK(visit_part(rig, fits, 6, visit) == "00");  // the repeat: answered as booked, the link unchanged
+    Tap second = part;
+    second.atc = 4;
+    CHECK(visit_part(rig, second, 7, visit) == "00");  // one purse part per visit
+    CHECK_FALSE(visit_of(rig, purchase_id(second), Registry::VisitSide::purse).has_value());
+    CHECK(visit_of(rig, hold_id(1), Registry::VisitSide::hold) == std::optional<ledger::Id>(purchase_id(fits)));
+    // Nothing of it moved money: the card's purse paid the five purchases, the hold is as it was.
+    CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 8000);
+    rig.require_check();
+}
+
+TEST_CASE("0100 with DF11: its own batch and STAN are accepted; another visit's reference is 30, nothing held") {
+    Rig rig;
+    rig.sign_on("CLINIC01");
+    Message own = clinic_authorization(rig, 3000, 1);
+    auto data = iso8583::parse_clinic_authorization(*own.get(62));
+    REQUIRE(data.ok());
+    data->visit = iso8583::VisitReference{1, 1};
+    own.set(62, iso8583::encode_clinic_authorization(*data));
+    CHECK(rig.code(own) == "00");
+    Message other = clinic_authorization(rig, 3000, 2);
+    data = iso8583::parse_clinic_authorization(*other.get(62));
+    REQUIRE(data.ok());
+    data->visit = iso8583::VisitReference{1, 1};
+    other.set(62, iso8583::encode_clinic_authorization(*data));
+    CHECK(rig.code(other) == "30");
+    CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 3000);
+}
