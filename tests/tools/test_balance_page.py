@@ -336,8 +336,8 @@ class Browser:
             time.sleep(0.1)
         raise AssertionError(f"page: {what} not within {timeout_s} s")
 
-    def screenshot(self, path):
-        height = self.evaluate("document.documentElement.scrollHeight")
+    def screenshot(self, path, whole=True):
+        height = self.evaluate("document.documentElement.scrollHeight") if whole else 800
         self.send("Emulation.setDeviceMetricsOverride", {"width": 360, "height": min(height, 8000), "deviceScaleFactor": 1,
                                                           "mobile": True})
         with open(path, "wb") as f:
@@ -387,6 +387,7 @@ def check_page(island, card, artifacts):
             browser.wait_for("(document.getElementById('result') || {hidden: true}).hidden === false", "the balance")
             assert browser.evaluate("location.hash") == "", "the token is gone from the address bar"
             assert browser.evaluate("JSON.parse(sessionStorage.getItem('coconut.session')).card") == card
+            browser.screenshot(os.path.join(artifacts, f"balance_page_{language}_360px_first_screen.png"), whole=False)
             check_page_dom(browser.evaluate(SHOW_ALL, 120), language, {"rows": rows, "next_cursor": None}, balance)
             browser.screenshot(os.path.join(artifacts, f"balance_page_{language}_360px.png"))
             # The switch: the other language, the same rows.
