@@ -142,6 +142,7 @@ std::string_view to_string(ErrorCode code) {
         case ErrorCode::wrong_state: return "wrong_state";
         case ErrorCode::untrusted: return "untrusted";
         case ErrorCode::behind: return "behind";
+        case ErrorCode::refused: return "refused";
     }
     return "unknown";
 }

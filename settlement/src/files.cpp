@@ -11,6 +11,7 @@
 #include <libxml/parser.h>
 #include <libxml/xmlschemas.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 
@@ -24,22 +25,6 @@ constexpr std::string_view currency = "CNY";
 constexpr std::string_view pain001_namespace = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.09";
 // Validation errors quoted in a message: the first few say what is wrong.
 constexpr std::size_t xml_errors_max = 5;
-
-std::string xml_escape(std::string_view text) {
-    std::string out;
-    out.reserve(text.size());
-    for (char c : text) {
-        switch (c) {
-            case '&': out += "&amp;"; break;
-            case '<': out += "&lt;"; break;
-            case '>': out += "&gt;"; break;
-            case '"': out += "&quot;"; break;
-            case '\'': out += "&apos;"; break;
-            default: out += c;
-        }
-    }
-    return out;
-}
 
 // "2026-11-27T00:00:00+08:00": an instant in Hainan local time.
 std::string local_time(std::uint64_t ns) {
@@ -248,6 +233,22 @@ std::string joined(const XmlErrors& errors) {
 
 }  // namespace
 
+std::string xml_escape(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    for (char c : text) {
+        switch (c) {
+            case '&': out += "&amp;"; break;
+            case '<': out += "&lt;"; break;
+            case '>': out += "&gt;"; break;
+            case '"': out += "&quot;"; break;
+            case '\'': out += "&apos;"; break;
+            default: out += c;
+        }
+    }
+    return out;
+}
+
 std::string_view to_string(Source source) { return source == Source::purse_float ? "purse_float" : "medical_fund"; }
 
 std::string end_to_end_id(std::uint32_t cycle, std::uint64_t participant_id, Source source) {
@@ -291,44 +292,68 @@ std::vector<File> render_files(const Positions& positions, const Config& config)
     for (const auto& p : positions.participants) {
         files.push_back({fmt::format("participant-{}.csv", p.participant.id), render_csv(positions, p)});
     }
+    files.push_back({"activity.json", render_activity_json(positions)});
     files.push_back({"summary.txt", render_summary_text(positions)});
     files.push_back({"summary.json", render_summary_json(positions, paid)});
     return files;
 }
 
+namespace {
+
+// `text` followed by spaces up to `columns` display columns (a Chinese character takes two).
+std::string pad(std::string_view text, std::size_t columns) {
+    const std::size_t used = display_width(text);
+    return std::string(text) + std::string(used < columns ? columns - used : 0, ' ');
+}
+
+struct SummaryRow {
+    std::string id, name, kind, count, purchases, medical, loads, fee, net;
+};
+
+std::string summary_table(const Positions& positions) {
+    std::vector<SummaryRow> rows{{"participant", "name", "kind", "count", "purchases", "medical", "loads", "fees", "net"}};
+    std::uint64_t count_total = 0;
+    std::int64_t totals[5] = {};
+    for (const auto& p : positions.participants) {
+        std::uint64_t count = 0;
+        for (const auto& k : p.kinds) count += k.count;
+        const std::int64_t values[5] = {static_cast<std::int64_t>(p.purse.base_fen), static_cast<std::int64_t>(p.medical.base_fen),
+                                        static_cast<std::int64_t>(p.purse.loads_fen),
+                                        static_cast<std::int64_t>(p.purse.fee_fen + p.medical.fee_fen), p.net_fen()};
+        rows.push_back({std::to_string(p.participant.id), p.participant.name, p.participant.kind, format_count(count),
+                        format_cny(values[0]), format_cny(values[1]), format_cny(values[2]), format_cny(values[3]), format_cny(values[4])});
+        count_total += count;
+        for (std::size_t i = 0; i < 5; ++i) totals[i] += values[i];
+    }
+    rows.push_back({"total", "", "", format_count(count_total), format_cny(totals[0]), format_cny(totals[1]), format_cny(totals[2]),
+                    format_cny(totals[3]), format_cny(totals[4])});
+    std::size_t name_w = 4, number_w = 9;
+    for (const auto& r : rows) {
+        name_w = std::max(name_w, display_width(r.name));
+        for (const auto* v : {&r.purchases, &r.medical, &r.loads, &r.fee, &r.net}) number_w = std::max(number_w, v->size());
+    }
+    std::string t;
+    for (const auto& r : rows) {
+        t += fmt::format("{:>11}  {}  {:<6}  {:>8}  {:>{}}  {:>{}}  {:>{}}  {:>{}}  {:>{}}\n", r.id, pad(r.name, name_w), r.kind, r.count,
+                         r.purchases, number_w, r.medical, number_w, r.loads, number_w, r.fee, number_w, r.net, number_w);
+    }
+    return t;
+}
+
+}  // namespace
+
 std::string render_summary_text(const Positions& positions) {
     const Date date = business_date(positions.cycle);
     std::string t;
     t += fmt::format("Coconut Card settlement, cycle {} (business date {})\n", positions.cycle, format_date(date));
-    t += fmt::format("window {} to {} (ledger time, UTC+8), journal entries {} to {} ({} read, {} transfers)\n\n",
+    t += fmt::format("window {} to {} (ledger time, UTC+8), journal entries {} to {} ({} read, {} transfers)\n",
                      local_time(positions.window.start_ns), local_time(positions.window.end_ns), positions.first_sequence,
                      positions.last_sequence, positions.entries_read, positions.transfers_counted);
-    t += fmt::format("{:>11}  {:<20}  {:<6}  {:>8}  {:>13}  {:>13}  {:>13}  {:>11}  {:>14}\n", "participant", "name", "kind", "count",
-                     "purchases", "medical", "loads", "fee", "net");
-    std::uint64_t count_total = 0;
-    std::int64_t purchases_total = 0, medical_total = 0, loads_total = 0, fee_total = 0, net_total = 0;
-    for (const auto& p : positions.participants) {
-        std::uint64_t count = 0;
-        for (const auto& k : p.kinds) count += k.count;
-        const std::int64_t fee = static_cast<std::int64_t>(p.purse.fee_fen + p.medical.fee_fen);
-        t += fmt::format("{:>11}  {:<20.20}  {:<6}  {:>8}  {:>13}  {:>13}  {:>13}  {:>11}  {:>14}\n", p.participant.id, p.participant.name,
-                         p.participant.kind, count, format_fen(static_cast<std::int64_t>(p.purse.base_fen)),
-                         format_fen(static_cast<std::int64_t>(p.medical.base_fen)),
-                         format_fen(static_cast<std::int64_t>(p.purse.loads_fen)), format_fen(fee), format_fen(p.net_fen()));
-        count_total += count;
-        purchases_total += static_cast<std::int64_t>(p.purse.base_fen);
-        medical_total += static_cast<std::int64_t>(p.medical.base_fen);
-        loads_total += static_cast<std::int64_t>(p.purse.loads_fen);
-        fee_total += fee;
-        net_total += p.net_fen();
-    }
-    t += fmt::format("{:>11}  {:<20}  {:<6}  {:>8}  {:>13}  {:>13}  {:>13}  {:>11}  {:>14}\n\n", "total", "", "", count_total,
-                     format_fen(purchases_total), format_fen(medical_total), format_fen(loads_total), format_fen(fee_total),
-                     format_fen(net_total));
-    t += fmt::format("purse float    {:>14}\nmedical fund   {:>14}\nfee income     {:>14}\nbalance        {:>14}\n",
-                     format_fen(positions.funding.purse_float_fen), format_fen(positions.funding.medical_fund_fen),
-                     format_fen(positions.funding.fee_income_purse_fen + positions.funding.fee_income_medical_fen),
-                     format_fen(positions.balance_fen()));
+    t += "amounts in CNY (yuan)\n\n" + summary_table(positions) + "\n";
+    t += fmt::format("purse float    {:>16}\nmedical fund   {:>16}\nfee income     {:>16}\nbalance        {:>16}\n",
+                     format_cny(positions.funding.purse_float_fen), format_cny(positions.funding.medical_fund_fen),
+                     format_cny(positions.funding.fee_income_purse_fen + positions.funding.fee_income_medical_fen),
+                     format_cny(positions.balance_fen()));
     const auto paid = payments(positions);
     for (Source source : {Source::purse_float, Source::medical_fund}) {
         std::size_t n = 0;
@@ -338,22 +363,23 @@ std::string render_summary_text(const Positions& positions) {
             ++n;
             sum += static_cast<std::int64_t>(p.amount_fen);
         }
-        t += fmt::format("payments from {:<13} {:>6} transfers {:>14}\n", to_string(source), n, format_fen(sum));
+        t += fmt::format("payments from {:<13} {:>6} transfers {:>16}\n", to_string(source), n, format_cny(sum));
     }
     for (const auto& p : positions.participants) {
         if (p.purse.net_fen < 0) {
-            t += fmt::format("to collect from participant {} for the purse float: {}\n", p.participant.id, format_fen(-p.purse.net_fen));
+            t += fmt::format("to collect from participant {} ({}) for the purse float: {}\n", p.participant.id, p.participant.name,
+                             format_cny(-p.purse.net_fen));
         }
     }
     if (!positions.refunds.empty()) {
         std::uint64_t refunded = 0;
         for (const Refund& r : positions.refunds) refunded += r.amount_fen;
         t += fmt::format("refunds to cardholders by bank (in the purse float's payments): {} transfers, {}\n", positions.refunds.size(),
-                         format_fen(static_cast<std::int64_t>(refunded)));
+                         format_cny(static_cast<std::int64_t>(refunded)));
     }
     if (positions.suspense.count > 0) {
         t += fmt::format("suspense (TAC failed, not settled): {} transfers, {}\n", positions.suspense.count,
-                         format_fen(static_cast<std::int64_t>(positions.suspense.gross_fen)));
+                         format_cny(static_cast<std::int64_t>(positions.suspense.gross_fen)));
     }
     return t;
 }

@@ -47,7 +47,19 @@ public:
         }
     }
 
-    Status add(const ledger::Transfer& t) {
+    // The hour (local time) a counted transfer is shown at in the report: the card's own clock for a card
+    // transaction (Place::local_time_bcd YYMMDDhhmm), else the clearing's booking time.
+    static std::size_t hour_of(const ledger::Transfer& t, std::uint64_t booked_ns) {
+        const clearing::Place place = clearing::parse_place(t.user_data_128);
+        const std::uint8_t hh = place.local_time_bcd[3];
+        const unsigned tens = hh >> 4, units = hh & 0x0F;
+        if (place.type != 0 && tens <= 2 && units <= 9 && tens * 10 + units < 24) return tens * 10 + units;
+        const std::int64_t local_s = static_cast<std::int64_t>(booked_ns / ns_per_s) + local_utc_offset_s;
+        return static_cast<std::size_t>((local_s % seconds_per_day) / 3600);
+    }
+
+    Status add(const ledger::Transfer& t, std::uint64_t booked_ns) {
+        hour_ = hour_of(t, booked_ns);
         // Only posted money counts: a pending hold reserves, a void or an expiry releases; neither moves.
         if ((t.flags & (ledger::transfer_flags::pending | ledger::transfer_flags::void_pending)) != 0) return Ok{};
         switch (t.code) {
@@ -116,6 +128,7 @@ public:
         positions.funding.purse_float_fen = static_cast<std::int64_t>(float_flow_);
         positions.funding.medical_fund_fen = static_cast<std::int64_t>(fund_flow_);
         positions.suspense = suspense_;
+        positions.hours = hours_;
         if (balance != 0 || positions.balance_fen() != 0) {
             return Unexpected{unbalanced(fmt::format("cycle {}: positions and fees do not sum to zero (off by {} fen)", positions.cycle,
                                                      static_cast<std::int64_t>(balance)))};
@@ -160,6 +173,11 @@ private:
         totals.count += 1;
         totals.gross_fen += amount;
         a.active = true;
+        KindTotals& hourly = hours_[hour_][static_cast<std::size_t>(kind)];
+        if (hourly.gross_fen > UINT64_MAX - amount)
+            return Unexpected{unbalanced(fmt::format("{} gross in an hour exceeds 64 bits", to_string(kind)))};
+        hourly.count += 1;
+        hourly.gross_fen += amount;
         return Ok{};
     }
 
@@ -274,6 +292,8 @@ private:
     Wide return_fees_ = 0;
     std::map<Asn, Wide> refunds_;
     KindTotals suspense_;
+    std::array<std::array<KindTotals, kinds_count>, 24> hours_{};
+    std::size_t hour_ = 0;  // of the transfer being added
 };
 
 Result<std::uint64_t> timestamp_at(const ledger::Ledger& ledger, std::uint64_t sequence) {
@@ -359,7 +379,7 @@ Result<Positions> compute_positions(const ledger::Ledger& ledger, const std::vec
             auto transfer = ledger::journal_transfer(entry);
             if (!transfer) continue;
             ++positions.transfers_counted;
-            if (auto added = scan.add(*transfer); !added) return Unexpected{added.error()};
+            if (auto added = scan.add(*transfer, entry.timestamp); !added) return Unexpected{added.error()};
         }
         positions.entries_read += chunk->size();
         if (++chunks % chunks_per_page_release == 0) ledger.release_resident_pages();

@@ -231,6 +231,28 @@ Result<std::uint64_t> daemon_position(ClerkConnection& connection, const std::st
 
 }  // namespace
 
+Status check_settlement_token(std::string_view endpoint, const std::string& token, const std::filesystem::path& ca_file) {
+    COCONUT_TRY(parsed, parse_clerk_endpoint(endpoint));
+    COCONUT_TRY(connection, ClerkConnection::create(std::move(parsed), ca_file));
+    COCONUT_TRY(answer, connection->get("/v1/clerk/me", token, std::chrono::seconds(30), 64 * 1024));
+    const auto body = nlohmann::json::parse(answer.body, nullptr, false);
+    if (answer.status == 401 || answer.status == 403) {
+        std::string message = answer.body;
+        if (body.is_object() && body.contains("error") && body["error"].is_object()) message = body["error"].value("message", message);
+        return Unexpected{Error{ErrorCode::refused, fmt::format("the daemon refused the clerk token ({}: {}): check --token-file or "
+                                                                "$COCONUT_CLERK_TOKEN; nothing was written",
+                                                                answer.status, message)}};
+    }
+    if (answer.status != 200 || !body.is_object() || !body.contains("roles") || !body["roles"].is_array())
+        return Unexpected{Error{ErrorCode::posting, fmt::format("the daemon's answer about the token: {} {}", answer.status, answer.body)}};
+    for (const auto& role : body["roles"]) {
+        if (role.is_string() && role.get<std::string>() == "settlement") return Ok{};
+    }
+    return Unexpected{Error{ErrorCode::refused, fmt::format("the clerk token is {}'s, whose roles ({}) do not include settlement: "
+                                                            "nothing was written",
+                                                            body.value("name", std::string("?")), body["roles"].dump())}};
+}
+
 Result<CaughtUp> wait_for_daemon_position(const ledger::Ledger& ledger, std::string_view endpoint, const std::string& token,
                                           const std::filesystem::path& ca_file, std::chrono::seconds bound) {
     COCONUT_TRY(parsed, parse_clerk_endpoint(endpoint));

@@ -228,6 +228,7 @@ Result<ReconciliationReport> reconcile(const std::filesystem::path& out, std::ui
     record.reconciliation = report;
     if (report.complete()) record.state = CycleState::reconciled;
     if (auto saved = save_cycle(out, record); !saved) return Unexpected{saved.error()};
+    if (auto written = write_report_html(out, cycle); !written) return Unexpected{written.error()};  // its status line
     return report;
 }
 

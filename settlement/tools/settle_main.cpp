@@ -34,6 +34,7 @@ constexpr int exit_incomplete = 10;   // reconciliation: missing / mismatched / 
 constexpr int exit_wrong_state = 11;  // e.g. reconcile before posting
 constexpr int exit_untrusted = 12;    // https://: the daemon's certificate refused (--ca, host): fix the configuration
 constexpr int exit_behind = 13;       // --data (a standby) did not reach the daemon's stream position in time: run later
+constexpr int exit_refused = 14;      // the daemon refused the clerk token (unknown, revoked, no settlement role): nothing written
 
 int exit_for(ErrorCode code) {
     switch (code) {
@@ -49,6 +50,7 @@ int exit_for(ErrorCode code) {
         case ErrorCode::wrong_state: return exit_wrong_state;
         case ErrorCode::untrusted: return exit_untrusted;
         case ErrorCode::behind: return exit_behind;
+        case ErrorCode::refused: return exit_refused;
     }
     return exit_internal;
 }
@@ -209,6 +211,10 @@ int run(const RunArgs& a) {
     } else {
         auto token = clerk_token(a.token_file);
         if (!token) return fail(token.error());
+        // A token the daemon refuses is never fixed by running again: say so before any file is written.
+        // An unreachable daemon is no reason to stop here (the files are written, the posting retried).
+        if (auto checked = check_settlement_token(a.clearingd, *token, a.ca); !checked && checked.error().code != ErrorCode::posting)
+            return fail(checked.error());
         // --data may be a standby's copy: settle only once it holds everything the daemon had committed
         // when this run started (settlement/README.md "Settling on a standby").
         auto caught = wait_for_daemon_position(**ledger, a.clearingd, *token, a.ca, std::chrono::seconds(a.standby_wait_s));
@@ -277,6 +283,16 @@ std::optional<std::uint32_t> parse_cycle(const std::string& text) {
     return id;
 }
 
+// "2026-03-10 00:00:00": an instant in Hainan local time (UTC+8), to the second.
+std::string local_minutes(std::uint64_t ns) {
+    using namespace std::chrono;
+    const sys_seconds local{seconds{static_cast<std::int64_t>(ns / 1'000'000'000) + local_utc_offset_s}};
+    const auto day = floor<days>(local);
+    const hh_mm_ss time{local - day};
+    return fmt::format("{} {:02}:{:02}:{:02}", format_date(year_month_day{day}), time.hours().count(), time.minutes().count(),
+                       time.seconds().count());
+}
+
 std::string reconciliation_line(const CycleRecord& r) {
     if (!r.reconciliation) return "not reconciled";
     const auto& x = *r.reconciliation;
@@ -286,8 +302,9 @@ std::string reconciliation_line(const CycleRecord& r) {
 
 void print_record(const CycleRecord& r) {
     std::cout << fmt::format("cycle {} ({}): {}\n", r.cycle, format_date(*date_of_cycle(r.cycle)), to_string(r.state));
-    std::cout << fmt::format("  window [{}, {}) ns, cut-off {} UTC+8, journal {}..{}\n", r.window.start_ns, r.window.end_ns,
-                             format_cutoff(r.cutoff_seconds), r.first_sequence, r.last_sequence);
+    std::cout << fmt::format("  window {} to {} (Hainan time, UTC+8; cut-off {}), journal entries {} to {}\n",
+                             local_minutes(r.window.start_ns), local_minutes(r.window.end_ns), format_cutoff(r.cutoff_seconds),
+                             r.first_sequence, r.last_sequence);
     std::cout << fmt::format("  {} files, {} settlement transfers posted, {}\n", r.files.size(), r.transfers_posted,
                              reconciliation_line(r));
 }
@@ -323,9 +340,15 @@ int list(const std::string& out) {
     return exit_ok;
 }
 
-int report(const std::string& out, const std::string& cycle_text) {
+int report(const std::string& out, const std::string& cycle_text, bool html) {
     auto id = parse_cycle(cycle_text);
     if (!id) return usage("--cycle " + cycle_text + ": expected YYYYMMDD or YYYY-MM-DD");
+    if (html) {
+        // Rendered again from the cycle's files and state (the reconciliation status of now).
+        if (auto written = write_report_html(out, *id); !written) return fail(written.error());
+        std::cout << (cycle_directory(out, *id) / "report.html").string() << "\n";
+        return exit_ok;
+    }
     auto record = load_cycle(out, *id);
     if (!record) return fail(record.error());
     if (!*record || (*record)->state < CycleState::files_written) {
@@ -407,6 +430,10 @@ int main(int argc, char** argv) {
     auto* report_cmd = app.add_subcommand("report", "print a cycle's summary");
     report_cmd->add_option("--cycle", cycle_text, "cycle id YYYYMMDD (or its date)")->required();
     report_cmd->add_option("--out", out, "settlement directory");
+    bool report_html = false;
+    report_cmd->add_flag("--html", report_html,
+                         "write OUT/<cycle>/report.html (the manager's report: full names, CNY, charts, reconciliation; prints on A4) "
+                         "and print its path");
     std::vector<std::string> camt_files;
     std::string schemas;
     auto* reconcile_cmd = app.add_subcommand("reconcile", "match the bank's camt.053/054 files against a posted cycle");
@@ -429,7 +456,7 @@ int main(int argc, char** argv) {
         if (*run_cmd) return run(run_args);
         if (*status_cmd) return status(out, cycle_text);
         if (*list_cmd) return list(out);
-        if (*report_cmd) return report(out, cycle_text);
+        if (*report_cmd) return report(out, cycle_text, report_html);
         if (*reconcile_cmd) return reconcile_command(out, cycle_text, camt_files, schemas);
         if (*dormant_cmd) return dormant(dormant_data);
     } catch (const std::exception& e) {

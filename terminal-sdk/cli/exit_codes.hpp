@@ -48,6 +48,8 @@ inline constexpr int exit_tls_error = 36;       // --ca / --cert / --key missing
 inline constexpr int exit_hsm_error = 37;  // no maintenance MAC from the HSM (unreachable, refused, key file): the card is not blocked
 // load --carried answered 51: the card's carried holding holds less than asked; the card was not credited.
 inline constexpr int exit_carried_short = 38;
+// clinic-pay: no PIN was entered (empty line or end of input at the prompt or on --pin-stdin): nothing held or debited.
+inline constexpr int exit_pin_cancelled = 39;
 
 inline int exit_code(sdk::FlowErrorCode code) {
     using sdk::FlowErrorCode;
@@ -66,6 +68,7 @@ inline int exit_code(sdk::FlowErrorCode code) {
         case FlowErrorCode::no_answer: return exit_no_answer;
         case FlowErrorCode::wrong_pin: return exit_wrong_pin;
         case FlowErrorCode::hsm_error: return exit_hsm_error;
+        case FlowErrorCode::pin_cancelled: return exit_pin_cancelled;
     }
     return exit_internal;
 }
@@ -118,6 +121,7 @@ inline constexpr const char* exit_code_table =
     "  37  hsm_error: block-card / unblock-card / return-card got no maintenance MAC from the HSM (--hsm unreachable, --hsm-key\n"
     "      missing or without the permission `maintenance`); the card was not blocked (a return's debit, if taken, is queued)\n"
     "  38  carried_short: `load --carried` (280000) answered 51: the card's carried holding holds less than the amount\n"
-    "      (no card was replaced by it, the waiting period is not over, or the balance was collected); the card was not credited\n";
+    "      (no card was replaced by it, the waiting period is not over, or the balance was collected); the card was not credited\n"
+    "  39  pin_cancelled: `clinic-pay` got no PIN (empty line or end of input): nothing was held or debited\n";
 
 }  // namespace coconut::terminal_cli

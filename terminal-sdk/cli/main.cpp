@@ -3,6 +3,7 @@
 // in process), the store-and-forward queue and the hotlist, runs one flow and exits with a code that
 // names the outcome (exit_codes.hpp). Usage and the JSON fields: terminal-sdk/README.md.
 #include "exit_codes.hpp"
+#include "pin_entry.hpp"
 #include "fares.hpp"
 #include "hsm_mac.hpp"
 #include "output.hpp"
@@ -658,13 +659,33 @@ int cmd_load(const Options& options, const ClearingCliOptions& clearing, std::ui
     return exit_ok;
 }
 
-// clinic-pay AMOUNT --pin PIN: medical account hold (0100) first, the purse for the remainder, 0220 completion.
-int cmd_clinic_pay(const Options& options, const ClearingCliOptions& clearing, std::uint32_t amount_fen, const std::string& pin) {
+// How clinic-pay runs beyond the amount: where the PIN comes from, cash for the rest, the purse part sent.
+struct ClinicCliOptions {
+    bool pin_stdin = false;
+    std::string pin_on_command_line;  // refused: a PIN never goes on the command line
+    bool no_cash = false;
+    bool keep_queued = false;
+};
+
+// clinic-pay AMOUNT: medical account hold (0100) first with the PIN typed at the terminal (or piped with
+// --pin-stdin), the purse for the remainder up to its balance, cash for the rest, 0220 completion, the
+// purse part sent at once.
+int cmd_clinic_pay(const Options& options, const ClearingCliOptions& clearing, std::uint32_t amount_fen, const ClinicCliOptions& clinic) {
+    if (!clinic.pin_on_command_line.empty())
+        return report(usage("--pin: a PIN is never given on the command line (ps and the shell's history show it): type it at the "
+                            "prompt, or pipe it on standard input with --pin-stdin"),
+                      options.json);
+    if (!clinic.pin_stdin && !has_terminal())
+        return report(usage("no terminal to type the PIN at: give it on standard input with --pin-stdin"), options.json);
+    sdk::ClinicOptions flow;
+    flow.pin = clinic.pin_stdin ? pin_from_stdin() : pin_from_terminal();
+    flow.cash_for_the_rest = !clinic.no_cash;
+    flow.send_purse_now = !clinic.keep_queued;
     auto session = open_session(options, true, clearing.batch_file);
     if (!session) return report(session.error(), options.json);
     auto client = open_clearing(clearing, *(*session)->queue);
     if (!client) return report(client.error(), options.json);
-    auto outcome = (*session)->terminal->clinic_payment(amount_fen, pin, **client);
+    auto outcome = (*session)->terminal->clinic_payment(amount_fen, flow, **client);
     if (!outcome) return report(from_flow(outcome.error()), options.json);
     (void)(*client)->sign_off();
     if (options.json) {
@@ -672,12 +693,21 @@ int cmd_clinic_pay(const Options& options, const ClearingCliOptions& clearing, s
                     {"amount_fen", outcome->amount_fen},
                     {"medical_fen", outcome->medical_fen},
                     {"purse_fen", outcome->purse_fen},
+                    {"cash_fen", outcome->cash_fen},
                     {"authorization_code", outcome->authorization_code},
                     {"completion_code", outcome->completion_code},
+                    {"purse_uploaded", outcome->purse_uploaded},
+                    {"purse_upload_error", outcome->purse_upload_error},
                     {"purse_record", outcome->purse_record ? terminal_cli::to_json(*outcome->purse_record) : json(nullptr)}});
     } else {
-        print_text(fmt::format("paid {} CNY: medical account {} CNY (authorization {}), purse {} CNY", yuan(outcome->amount_fen),
-                               yuan(outcome->medical_fen), outcome->authorization_code, yuan(outcome->purse_fen)));
+        // The receipt: the bill and its three parts.
+        std::string receipt = fmt::format(
+            "bill            {:>10} CNY\nmedical account {:>10} CNY (authorization {})\npurse           {:>10} CNY{}\n"
+            "cash to take    {:>10} CNY",
+            yuan(outcome->amount_fen), yuan(outcome->medical_fen), outcome->authorization_code, yuan(outcome->purse_fen),
+            outcome->purse_record ? (outcome->purse_uploaded ? " (sent to the clearing)" : " (queued for upload)") : "",
+            yuan(outcome->cash_fen));
+        print_text(receipt);
     }
     return exit_ok;
 }
@@ -765,7 +795,7 @@ struct CommandLine {
     ClearingCliOptions clearing;
     std::uint32_t online_amount_fen = 0;
     bool carried = false;
-    std::string pin;
+    ClinicCliOptions clinic;
     CLI::App* balance = nullptr;
     CLI::App* purchase = nullptr;
     CLI::App* tap_command = nullptr;
@@ -904,7 +934,13 @@ void add_clearing_commands(CLI::App& app, CommandLine& c) {
     c.clinic_pay->add_option("AMOUNT", c.online_amount_fen, "Amount in fen")
         ->required()
         ->check(CLI::Range(std::uint32_t{1}, std::numeric_limits<std::uint32_t>::max()));
-    c.clinic_pay->add_option("--pin", c.pin, "Cardholder PIN (4-12 digits)")->required();
+    c.clinic_pay->add_flag("--pin-stdin", c.clinic.pin_stdin,
+                           "Read the cardholder's PIN as one line on standard input (a PIN pad's driver, a script) instead of the prompt");
+    c.clinic_pay->add_option("--pin", c.clinic.pin_on_command_line, "Refused: the PIN is typed at the prompt or given with --pin-stdin")
+        ->group("");  // hidden: only to explain the refusal
+    c.clinic_pay->add_flag("--no-cash", c.clinic.no_cash, "Refuse the bill when medical account and purse do not cover it (no cash part)");
+    c.clinic_pay->add_flag("--keep-queued", c.clinic.keep_queued,
+                           "Leave the purse part queued for the next upload instead of sending it now");
     c.clinic_pay->add_option("--merchant-id", c.clearing.merchant_id, "Field 42 (card acceptor id) of the 0100");
     add_clearing_options(c.clinic_pay, c.clearing);
     c.sync_hotlist = app.add_subcommand("sync-hotlist", "Download the hotlist changes since the local version (0800 70=101)");
@@ -933,7 +969,7 @@ int dispatch(const CLI::App& app, const CommandLine& c) {
     if (*c.wait) return cmd_wait(options, c.wait_absent, c.wait_timeout_ms);
     if (*c.upload) return cmd_upload(options, c.clearing);
     if (*c.load) return cmd_load(options, c.clearing, c.online_amount_fen, c.carried);
-    if (*c.clinic_pay) return cmd_clinic_pay(options, c.clearing, c.online_amount_fen, c.pin);
+    if (*c.clinic_pay) return cmd_clinic_pay(options, c.clearing, c.online_amount_fen, c.clinic);
     if (*c.sync_hotlist) return cmd_sync_hotlist(options, c.clearing);
     if (*c.reconcile) return cmd_reconcile(options, c.clearing);
     if (*c.block_card) return cmd_block_card(options, c.hsm_mac, c.permanent);

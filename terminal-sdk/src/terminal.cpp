@@ -50,6 +50,7 @@ std::string_view to_string(FlowErrorCode code) {
         case FlowErrorCode::no_answer: return "no_answer";
         case FlowErrorCode::wrong_pin: return "wrong_pin";
         case FlowErrorCode::hsm_error: return "hsm_error";
+        case FlowErrorCode::pin_cancelled: return "pin_cancelled";
     }
     return "card_error";
 }
@@ -509,13 +510,15 @@ Result<Ok, FlowError> Terminal::reverse_hold(const QueuedTransaction& intent, st
     return Ok{};
 }
 
-Result<ClinicOutcome, FlowError> Terminal::medical_part(const PurseInfo& info, std::uint32_t amount_fen, std::string_view pin,
+Result<ClinicOutcome, FlowError> Terminal::medical_part(const PurseInfo& info, std::uint32_t amount_fen, const PinEntry& pin_entry,
                                                         ClearingClient& host, QueuedTransaction& hold) {
     auto terminal_id = open_psam();
     if (!terminal_id) return Unexpected{terminal_id.error()};
     SocialSecurityApp ss(card_channel_);
     if (auto s = ss.select(); !s) return Unexpected{from_card(s.error())};
-    if (auto verified = ss.verify_pin(pin); !verified) {
+    std::optional<std::string> pin = pin_entry ? pin_entry() : std::nullopt;
+    if (!pin) return Unexpected{FlowError{FlowErrorCode::pin_cancelled, "no PIN was entered: nothing was held or debited"}};
+    if (auto verified = ss.verify_pin(*pin); !verified) {
         const std::uint16_t sw = verified.error().sw;
         if ((sw & 0xFFF0) == 0x63C0 || sw == sw_pin_blocked)
             return Unexpected{FlowError{FlowErrorCode::wrong_pin, "PIN refused: " + verified.error().message, sw}};
@@ -561,7 +564,53 @@ Result<ClinicOutcome, FlowError> Terminal::medical_part(const PurseInfo& info, s
     return outcome;
 }
 
+Result<Ok, FlowError> Terminal::purse_part(const PurseInfo& info, const ClinicOptions& options, ClearingClient& host,
+                                           const QueuedTransaction& hold, ClinicOutcome& outcome) {
+    PurseApp purse(card_channel_);
+    Result<TransactionRecord, FlowError> paid = Unexpected{FlowError{FlowErrorCode::card_error, ""}};
+    if (auto reselected = purse.select(); !reselected) {  // the SSSE application is selected
+        paid = Unexpected{from_card(reselected.error())};
+    } else if (auto balance = options.cash_for_the_rest ? purse.balance() : CardResult<std::uint32_t>(outcome.purse_fen); !balance) {
+        paid = Unexpected{from_card(balance.error())};
+    } else {
+        // The card's balance is its claim: it only bounds what is asked; the debit itself is TAC-proven.
+        const std::uint32_t from_purse = std::min(outcome.purse_fen, *balance);
+        outcome.cash_fen = outcome.purse_fen - from_purse;
+        outcome.purse_fen = from_purse;
+        if (from_purse == 0) return Ok{};
+        TransactionRecord draft;
+        draft.type = crypto::type_ep_purchase;
+        draft.amount_fen = from_purse;
+        if (hold.sequence != 0) {
+            // The visit reference (ISO8583.md §4.9): the hold's batch and STAN, sent with the 0320 as DF11.
+            draft.stan = hold.record.stan;
+            draft.batch_number = hold.record.batch_number;
+        }
+        paid = debit(info, draft, {});
+    }
+    if (!paid) {
+        // The bill is not paid: the medical hold is released (0400, or a queued 0420).
+        FlowError error = paid.error();
+        if (hold.sequence != 0) {
+            if (auto reversed = reverse_hold(hold, outcome.medical_fen, host); !reversed) return Unexpected{reversed.error()};
+            error.message += "; the medical hold is reversed";
+            error.reversed = true;
+        }
+        return Unexpected{error};
+    }
+    outcome.purse_record = *paid;
+    return Ok{};
+}
+
 Result<ClinicOutcome, FlowError> Terminal::clinic_payment(std::uint32_t amount_fen, std::string_view pin, ClearingClient& host) {
+    ClinicOptions options;
+    options.pin = [entered = std::string(pin)] { return std::optional<std::string>(entered); };
+    options.cash_for_the_rest = false;
+    options.send_purse_now = false;
+    return clinic_payment(amount_fen, options, host);
+}
+
+Result<ClinicOutcome, FlowError> Terminal::clinic_payment(std::uint32_t amount_fen, const ClinicOptions& options, ClearingClient& host) {
     if (amount_fen == 0) return Unexpected{FlowError{FlowErrorCode::card_error, "a payment of 0 fen"}};
     auto session = open_card();
     if (!session) return Unexpected{session.error()};
@@ -570,38 +619,11 @@ Result<ClinicOutcome, FlowError> Terminal::clinic_payment(std::uint32_t amount_f
     if (queue_.full()) return Unexpected{FlowError{FlowErrorCode::queue_full, "transaction queue full: upload before taking payments"}};
 
     QueuedTransaction hold{};
-    auto medical = medical_part(session->info, amount_fen, pin, host, hold);
+    auto medical = medical_part(session->info, amount_fen, options.pin, host, hold);
     if (!medical) return medical;
     ClinicOutcome outcome = *medical;
-
     if (outcome.purse_fen > 0) {
-        PurseApp purse(card_channel_);
-        auto reselected = purse.select();  // the SSSE application is selected
-        Result<TransactionRecord, FlowError> paid = Unexpected{FlowError{FlowErrorCode::card_error, ""}};
-        if (!reselected) {
-            paid = Unexpected{from_card(reselected.error())};
-        } else {
-            TransactionRecord draft;
-            draft.type = crypto::type_ep_purchase;
-            draft.amount_fen = outcome.purse_fen;
-            if (hold.sequence != 0) {
-                // The visit reference (ISO8583.md §4.9): the hold's batch and STAN, sent with the 0320 as DF11.
-                draft.stan = hold.record.stan;
-                draft.batch_number = hold.record.batch_number;
-            }
-            paid = debit(session->info, draft, {});
-        }
-        if (!paid) {
-            // The bill is not paid: the medical hold is released (0400, or a queued 0420).
-            FlowError error = paid.error();
-            if (hold.sequence != 0) {
-                if (auto reversed = reverse_hold(hold, outcome.medical_fen, host); !reversed) return Unexpected{reversed.error()};
-                error.message += "; the medical hold is reversed";
-                error.reversed = true;
-            }
-            return Unexpected{error};
-        }
-        outcome.purse_record = *paid;
+        if (auto paid = purse_part(session->info, options, host, hold, outcome); !paid) return Unexpected{paid.error()};
     }
     if (hold.sequence != 0) {
         TransactionRecord completion = hold.record;
@@ -611,6 +633,13 @@ Result<ClinicOutcome, FlowError> Terminal::clinic_payment(std::uint32_t amount_f
         auto sequence = queue_.append(completion);
         if (!sequence) return Unexpected{from_queue(sequence.error())};
         if (auto answer = host.send_advice(queue_, *sequence)) outcome.completion_code = *answer;
+    }
+    if (options.send_purse_now && outcome.purse_record) {
+        // The clinic is online: the purse part goes now rather than with the next batch (a link failure
+        // leaves it queued, the payment stands).
+        auto uploaded = host.upload(queue_);
+        outcome.purse_uploaded = uploaded.ok();
+        if (!uploaded) outcome.purse_upload_error = uploaded.error().message;
     }
     return outcome;
 }

@@ -65,8 +65,17 @@ TEST_CASE("registry validator: each refusal names the field") {
     CHECK(problem(read_participant, with(participant, "id", 0)) == "\"id\" must be an integer 1..99999999999");
     CHECK(problem(read_participant, with(participant, "id", 100'000'000'000ULL)) == "\"id\" must be an integer 1..99999999999");
     CHECK(problem(read_participant, without(participant, "name")) == "missing \"name\"");
-    CHECK(problem(read_participant, with(participant, "name", "")) == "\"name\" must be printable ASCII text of 1 to 128 characters");
-    CHECK(problem(read_participant, with(participant, "name", 5)) == "\"name\" must be printable ASCII text of 1 to 128 characters");
+    const std::string name_rule = "\"name\" must be UTF-8 text of 1 to 128 bytes without control characters";
+    CHECK(problem(read_participant, with(participant, "name", "")) == name_rule);
+    CHECK(problem(read_participant, with(participant, "name", 5)) == name_rule);
+    CHECK(problem(read_participant, with(participant, "name", "Bus\nLine")) == name_rule);
+    CHECK(problem(read_participant, with(participant, "name", "Bus\u0085")) == name_rule);            // a C1 control
+    CHECK(problem(read_participant, with(participant, "name", std::string(129, 'a'))) == name_rule);  // 129 bytes
+    // A name as registered in Chinese (3 bytes a character) is a name.
+    auto chinese = read_participant(with(participant, "name", "海口市公共交通集团 Haikou Public Transit Group"));
+    REQUIRE(chinese.ok());
+    CHECK(chinese->name == "海口市公共交通集团 Haikou Public Transit Group");
+    CHECK_FALSE(participant_problem(*chinese));
     CHECK(problem(read_participant, with(participant, "kind", "taxi")) == "\"kind\" must be bus, shop, clinic or counter");
     CHECK(problem(read_participant, with(participant, "bank_account", "")) ==
           "\"bank_account\" must be printable ASCII text of 1 to 34 characters");

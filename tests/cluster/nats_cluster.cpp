@@ -1,5 +1,6 @@
 #include "nats_cluster.hpp"
 
+#include <algorithm>
 #include <arpa/inet.h>
 #include <csignal>
 #include <cstdlib>
@@ -131,6 +132,10 @@ void NatsCluster::start(int node) {
     if (running(node)) return;
     const std::string config = (directory_ / (server_name(node) + ".conf")).string();
     const std::string log = (directory_ / (server_name(node) + ".log")).string();
+    // Each server's Go runtime sized to its share of the CPUs (docs/CLUSTER.md, "Deployment"); made
+    // before the fork: the child only execs. /usr/bin/env execs the server under the same PID.
+    const unsigned cpus = std::max(1U, std::thread::hardware_concurrency());
+    const std::string gomaxprocs = "GOMAXPROCS=" + std::to_string(std::max<std::size_t>(1, cpus / nodes_.size()));
     const pid_t parent = ::getpid();
     const pid_t pid = ::fork();
     if (pid < 0) throw std::runtime_error("fork failed");
@@ -138,7 +143,8 @@ void NatsCluster::start(int node) {
         // Dies with the test, whatever kills it.
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (::getppid() != parent) ::_exit(1);
-        ::execlp("nats-server", "nats-server", "-c", config.c_str(), "-l", log.c_str(), static_cast<char*>(nullptr));
+        ::execl("/usr/bin/env", "env", gomaxprocs.c_str(), "nats-server", "-c", config.c_str(), "-l", log.c_str(),
+                static_cast<char*>(nullptr));
         ::_exit(127);
     }
     nodes_[node].pid = pid;

@@ -18,8 +18,12 @@ def _free_port():
 
 
 class NatsCluster:
-    def __init__(self, directory, nodes=3):
+    def __init__(self, directory, nodes=3, gomaxprocs=None):
         self.dir = directory
+        # Servers sharing one machine share its CPUs: each Go runtime sized to its share (at least 1) keeps
+        # their garbage collectors and schedulers from preempting one another and the clearing
+        # (docs/CLUSTER.md, "Deployment"). 0 leaves Go's default (every CPU).
+        self.gomaxprocs = max(1, (os.cpu_count() or 1) // nodes) if gomaxprocs is None else gomaxprocs
         os.makedirs(directory, exist_ok=True)
         self.password = secrets.token_hex(16)
         self.route_password = secrets.token_hex(16)
@@ -75,7 +79,10 @@ class NatsCluster:
             return
         config = os.path.join(self.dir, f"n{node + 1}.conf")
         log = os.path.join(self.dir, f"n{node + 1}.log")
-        self.processes[node] = subprocess.Popen(["nats-server", "-c", config, "-l", log],
+        env = dict(os.environ)
+        if self.gomaxprocs:
+            env["GOMAXPROCS"] = str(self.gomaxprocs)
+        self.processes[node] = subprocess.Popen(["nats-server", "-c", config, "-l", log], env=env,
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def kill(self, node):

@@ -86,6 +86,17 @@ std::vector<JournalMessage> read_messages(JournalReader& reader, std::size_t cou
     return all;
 }
 
+// A new stream holding messages 1-10 and a reader (4 at a time) that has read 1-4.
+JournalReader reader_past_four_of_ten(Connection& connection, const StreamConfig& config) {
+    make_stream(connection, config);
+    publish_range(connection, config, 1, 10);
+    auto opened = JournalReader::open(connection, config, 1, ReaderOptions{.batch_max = 4});
+    REQUIRE(opened.ok());
+    JournalReader reader = std::move(opened).value();
+    REQUIRE(read_messages(reader, 4, 5s).size() == 4);
+    return reader;
+}
+
 }  // namespace
 
 TEST_CASE("ensure_stream creates the journal stream once and names the setting an existing one differs in") {
@@ -243,13 +254,7 @@ TEST_CASE("a reader returns exactly the messages from its start sequence, in ord
 TEST_CASE("a reader whose consumer disappears re-creates it from the next sequence: nothing skipped, nothing twice") {
     Connection connection = connect_as();
     const StreamConfig config = test_stream("lost_consumer");
-    make_stream(connection, config);
-    publish_range(connection, config, 1, 10);
-    auto opened = JournalReader::open(connection, config, 1, ReaderOptions{.batch_max = 4});
-    REQUIRE(opened.ok());
-    JournalReader reader = std::move(opened).value();
-    const auto first = read_messages(reader, 4, 5s);
-    REQUIRE(first.size() == 4);
+    JournalReader reader = reader_past_four_of_ten(connection, config);
     const std::string name = reader.consumer_name();
     REQUIRE_FALSE(name.empty());
     // What a dead consumer leader or an expired ephemeral consumer looks like to the reader.
@@ -265,13 +270,7 @@ TEST_CASE("a reader whose consumer disappears re-creates it from the next sequen
 TEST_CASE("a reader whose consumer delivered messages that never reached it re-creates the consumer: nothing skipped") {
     Connection connection = connect_as();
     const StreamConfig config = test_stream("lost_delivery");
-    make_stream(connection, config);
-    publish_range(connection, config, 1, 10);
-    auto opened = JournalReader::open(connection, config, 1, ReaderOptions{.batch_max = 4});
-    REQUIRE(opened.ok());
-    JournalReader reader = std::move(opened).value();
-    const auto first = read_messages(reader, 4, 5s);
-    REQUIRE(first.size() == 4);
+    JournalReader reader = reader_past_four_of_ten(connection, config);
     const std::string name = reader.consumer_name();
     REQUIRE_FALSE(name.empty());
     // What a pull answer lost on the way looks like to the consumer (the client's fetch had already

@@ -146,21 +146,21 @@ class Online:
         self.stack.wait_card(1)
         self.served = (card, terminal)
 
-    def term(self, terminal, args, time_text=None, expect=0):
+    def term(self, terminal, args, time_text=None, expect=0, input_text=None):
         argv = [self.terminal, "--json", "--reader", CARD_READER, "--psam-reader", PSAM_READER,
                 "--queue", os.path.join(self.dir, f"{terminal}.queue"), "--hotlist", os.path.join(self.dir, f"{terminal}.hotlist"),
                 "--fares", os.path.join(self.dir, "fares.json")]
         if time_text:
             argv += ["--time", time_text]
-        result = run(argv + args, check=False, timeout=60)
+        result = run(argv + args, check=False, timeout=60, input_text=input_text)
         if result.returncode != expect:
             raise AssertionError(f"{' '.join(args)}: exit {result.returncode}, expected {expect}\n{result.stdout}\n{result.stderr}")
         lines = [line for line in result.stdout.splitlines() if line.strip()]
         return json.loads(lines[-1]) if lines else None
 
-    def online(self, terminal, args, expect=0):
+    def online(self, terminal, args, expect=0, input_text=None):
         return self.term(terminal, args + ["--clearing", f"127.0.0.1:{self.port}", "--terminal-id", terminal,
-                                           *self.tls.terminal_args(terminal)], expect=expect)
+                                           *self.tls.terminal_args(terminal)], expect=expect, input_text=input_text)
 
     def balance(self, card):
         self.present(card, "BUS00001")
@@ -200,18 +200,28 @@ def scenario(tools, workdir):
             uploaded = online.online("BUS00001", ["upload"])
             check_equal("bus upload", (uploaded["sent"], uploaded["approved"], uploaded["remaining"]), (3, 3, 0))
 
-            log("clinic: card A pays 50.00 (medical 30.00 partial approval, purse 20.00)")
+            log("clinic: card A pays 50.00 (medical 30.00 partial approval, purse 20.00); the PIN piped, the purse part sent at once")
             online.present("A", "CLINIC01")
-            paid = online.online("CLINIC01", ["clinic-pay", "5000", "--pin", PIN])
-            check_equal("card A clinic payment", (paid["authorization_code"], paid["medical_fen"], paid["purse_fen"],
-                                                  paid["completion_code"]), ("10", 3000, 2000, "00"))
-            log("clinic: card B cannot pay 50.00 (purse 18.00 < remainder 40.00): the hold is reversed")
+            paid = online.online("CLINIC01", ["clinic-pay", "5000", "--pin-stdin"], input_text=PIN + "\n")
+            check_equal("card A clinic payment", (paid["authorization_code"], paid["medical_fen"], paid["purse_fen"], paid["cash_fen"],
+                                                  paid["completion_code"], paid["purse_uploaded"]), ("10", 3000, 2000, 0, "00", True))
             online.present("B", "CLINIC01")
-            refused = online.online("CLINIC01", ["clinic-pay", "5000", "--pin", PIN], expect=14)
+            log("clinic: a PIN on the command line is refused before anything happens (ps and history would show it)")
+            on_command_line = online.online("CLINIC01", ["clinic-pay", "5000", "--pin", PIN], expect=2)
+            check_equal("--pin refused", (on_command_line["error"]["code"], "--pin-stdin" in on_command_line["error"]["message"]),
+                        ("usage", True))
+            log("clinic: the holder cancels at the PIN prompt (an empty line): nothing held")
+            cancelled = online.online("CLINIC01", ["clinic-pay", "5000", "--pin-stdin"], expect=39, input_text="\n")
+            check_equal("empty PIN", cancelled["error"]["code"], "pin_cancelled")
+            log("clinic: card B with --no-cash cannot pay 50.00 (purse 18.00 < remainder 40.00): the hold is reversed")
+            refused = online.online("CLINIC01", ["clinic-pay", "5000", "--pin-stdin", "--no-cash"], expect=14, input_text=PIN + "\n")
             check_equal("card B refusal", (refused["error"]["code"], refused["error"].get("reversed")), ("insufficient_balance", True))
+            log("clinic: card B pays 50.00 — medical 10.00, purse 18.00 (all it holds), 22.00 in cash")
+            split = online.online("CLINIC01", ["clinic-pay", "5000", "--pin-stdin"], input_text=PIN + "\n")
+            check_equal("card B split payment", (split["authorization_code"], split["medical_fen"], split["purse_fen"], split["cash_fen"],
+                                                 split["purse_uploaded"]), ("10", 1000, 1800, 2200, True))
             uploaded = online.online("CLINIC01", ["upload"])
-            check_equal("clinic upload (card A's purse part)", (uploaded["sent"], uploaded["approved"], uploaded["remaining"]),
-                        (1, 1, 0))
+            check_equal("clinic upload: the purse parts went at once, nothing left", (uploaded["sent"], uploaded["remaining"]), (0, 0))
 
             log("end of shift: every terminal reconciles")
             for terminal in TERMINALS:
@@ -223,7 +233,7 @@ def scenario(tools, workdir):
             log("afterwards: shadows = cards, medical accounts, check")
             balances = {card: online.balance(card) for card in CARDS}
             check_equal("card A's own balance", balances["A"], 5000 + 3000 - 400 - 2000)
-            check_equal("card B's own balance", balances["B"], 2000 - 200)
+            check_equal("card B's own balance", balances["B"], 2000 - 200 - 1800)
             check_equal("card C's own balance (never touched)", balances["C"], 1000)
             stack.stop_serve()
             online.stop_daemon()
@@ -232,8 +242,8 @@ def scenario(tools, workdir):
                 entry = listed[asn]
                 check_equal(f"card {card}: registry shadow, ledger shadow, card",
                             (entry["shadow_balance_fen"], entry["ledger_shadow_balance_fen"]), (balances[card], balances[card]))
-            check_equal("medical accounts: A paid 30.00 of its 30.00, B's hold released",
-                        (listed[CARDS["A"][0]]["medical_balance_fen"], listed[CARDS["B"][0]]["medical_balance_fen"]), (0, 1000))
+            check_equal("medical accounts: A paid 30.00 of its 30.00, B its 10.00 (the --no-cash hold released first)",
+                        (listed[CARDS["A"][0]]["medical_balance_fen"], listed[CARDS["B"][0]]["medical_balance_fen"]), (0, 0))
             result = run([online.clearingd, "check", "--data", online.data, "--json"], check=False)
             report = json.loads(result.stdout)
             check_equal("coconut-clearingd check", (result.returncode, report["ok"]), (0, True))

@@ -118,7 +118,7 @@ TEST_CASE("kill -9 at random points of run, then run again: identical files, no 
     const Cli reference = settle(s.run_args(reference_data.path(), reference_out.path()), scratch.path());
     REQUIRE_MESSAGE(reference.code == 0, reference.output);
     const auto expected = snapshot(cycle_directory(reference_out.path(), 20260310));
-    REQUIRE(expected.size() == 9);  // 8 files + cycle.json
+    REQUIRE(expected.size() == 11);  // 9 files + cycle.json + report.html
 
     std::mt19937 random(7);
     int finished_before_kill = 0;
@@ -194,6 +194,17 @@ TEST_CASE("coconut-settle: status, list, report and reconcile") {
     const Cli status = settle({"status", "--out", out}, scratch.path());
     CHECK(status.code == 0);
     CHECK(status.output.find("cycle 20260310 (2026-03-10): posted") != std::string::npos);
+    // The window in Hainan time, not nanoseconds.
+    CHECK_MESSAGE(status.output.find("window 2026-03-10 00:00:00 to 2026-03-11 00:00:00 (Hainan time, UTC+8") != std::string::npos,
+                  status.output);
+    CHECK(status.output.find(" ns") == std::string::npos);
+    const Cli early = settle({"report", "--html", "--cycle", "20260311", "--out", out}, scratch.path());
+    CHECK(early.code == 11);  // no files yet
+    const Cli html = settle({"report", "--html", "--cycle", "20260310", "--out", out}, scratch.path());
+    CHECK(html.code == 0);
+    const auto report_path = s.day.out() / "20260310" / "report.html";
+    CHECK(html.output.find(report_path.string()) != std::string::npos);
+    CHECK(read(report_path).find("not yet reconciled") != std::string::npos);
     const Cli list = settle({"list", "--out", out}, scratch.path());
     CHECK(list.output.find("20260310   2026-03-10  posted") != std::string::npos);
     const Cli report = settle({"report", "--cycle", "20260310", "--out", out}, scratch.path());
@@ -218,6 +229,8 @@ TEST_CASE("coconut-settle: status, list, report and reconcile") {
     CHECK(full.code == 0);
     CHECK(full.output.find("4 matched, 0 missing, 0 mismatched, 0 duplicate, 0 unknown: reconciled") != std::string::npos);
     CHECK(settle({"status", "--cycle", "20260310", "--out", out}, scratch.path()).output.find("reconciled") != std::string::npos);
+    // reconcile renders the report again: its status line follows.
+    CHECK(read(report_path).find("Reconciliation: complete — 4 matched") != std::string::npos);
 }
 
 #if defined(COCONUT_CLEARINGD_EXE) && defined(COCONUT_HSMD_EXE)
@@ -314,9 +327,18 @@ TEST_CASE("posting through the daemon's clerk API: once, idempotent, and --direc
                                         "--config",     s.config.string(), "--clearingd", endpoint, "--token-file",
                                         token.string(), "--out",           o.string()};
     };
+    // A token the daemon refuses stops the run before any file is written: exit 14, not "retry" (7).
     const Cli wrong_role = settle(args(out, reader_token), scratch.path());
-    CHECK(wrong_role.code == 7);  // 403: the read role may not post
-    CHECK(load_cycle(out, 20260310).value()->state == CycleState::files_written);
+    CHECK_MESSAGE(wrong_role.code == 14, wrong_role.output);  // the read role may not post
+    CHECK(wrong_role.output.find("do not include settlement") != std::string::npos);
+    CHECK_FALSE(load_cycle(out, 20260310).value().has_value());
+    CHECK_FALSE(std::filesystem::exists(cycle_directory(out, 20260310) / "summary.json"));
+    const auto unknown_token = scratch.path() / "unknown.token";
+    write(unknown_token, "cc_clerk_0000000000000000000000000000000000000000\n");
+    const Cli unknown = settle(args(out, unknown_token), scratch.path());
+    CHECK_MESSAGE(unknown.code == 14, unknown.output);
+    CHECK(unknown.output.find("refused the clerk token (401") != std::string::npos);
+    CHECK_FALSE(load_cycle(out, 20260310).value().has_value());
     const Cli posted = settle(args(out, token_file), scratch.path());
     REQUIRE_MESSAGE(posted.code == 0, posted.output);
     CHECK(posted.output.find("8 transfers posted now (8 new, 0 already booked)") != std::string::npos);
@@ -428,7 +450,7 @@ TEST_CASE("posting over HTTPS: the daemon's certificate verified against --ca; a
     const Cli wrong_ca = settle(args("https", {"--ca", stranger.ca.string()}), scratch.path());
     CHECK(wrong_ca.code == 12);
     CHECK_MESSAGE(wrong_ca.output.find("certificate was refused") != std::string::npos, wrong_ca.output);
-    CHECK(load_cycle(out, 20260310).value()->state == CycleState::files_written);
+    CHECK_FALSE(load_cycle(out, 20260310).value().has_value());  // refused while asking about the token: nothing written
     const Cli plain = settle(args("http", {}), scratch.path());
     CHECK(plain.code == 7);  // the daemon serves HTTPS only
     const Cli posted = settle(args("https", {"--ca", pki.ca.string()}), scratch.path());

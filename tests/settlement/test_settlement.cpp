@@ -260,8 +260,9 @@ TEST_CASE("a hand-computed day gives exactly the expected files, valid against t
     CHECK(summary["collections"][0]["amount_fen"] == 5000);
     CHECK(summary["suspense"]["amount_fen"] == 150);
     const std::string text = read(dir / "summary.txt");
-    CHECK(text.find("to collect from participant 1004 for the purse float: 50.00") != std::string::npos);
-    CHECK(text.find("balance                  0.00") != std::string::npos);
+    CHECK(text.find("to collect from participant 1004 (") != std::string::npos);
+    CHECK(text.find(") for the purse float: 50.00\n") != std::string::npos);
+    CHECK(text.find("balance                    0.00\n") != std::string::npos);
     CHECK(std::filesystem::exists(dir / "participant-1001.csv"));
     CHECK(std::filesystem::exists(dir / "participant-1003.csv"));
     CHECK(std::filesystem::exists(dir / "participant-1004.csv"));
@@ -365,7 +366,7 @@ TEST_CASE("a dry run writes and posts nothing") {
     const auto head = d.ledger->head().sequence;
     const RunReport r = run(d, day, true);
     CHECK(r.positions.balance_fen() == 0);
-    CHECK(r.files.size() == 8);  // 2 pain.001 + 4 CSV + summary.txt + summary.json
+    CHECK(r.files.size() == 9);  // 2 pain.001 + 4 CSV + activity.json + summary.txt + summary.json
     CHECK(std::filesystem::is_empty(d.out()));
     CHECK(d.ledger->head().sequence == head);
 }
@@ -408,7 +409,7 @@ TEST_CASE("an empty day gives a valid empty cycle") {
     const auto summary = nlohmann::json::parse(read(dir / "summary.json"));
     CHECK(summary["payments"].empty());
     CHECK(summary["participants"].empty());
-    CHECK(read(dir / "summary.txt").find("payments from purse_float        0 transfers           0.00") != std::string::npos);
+    CHECK(read(dir / "summary.txt").find("payments from purse_float        0 transfers             0.00\n") != std::string::npos);
 }
 
 TEST_CASE("a cycle does not run before its cut-off has passed") {

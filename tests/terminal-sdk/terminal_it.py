@@ -69,15 +69,16 @@ class Terminal:
             json.dump(FARES, out)
         self.base += ["--fares", fares_path]
 
-    def run(self, args, expect="ok", timeout=60):
-        result = subprocess.run(self.base + ["--json"] + args, capture_output=True, text=True, timeout=timeout)
+    def run(self, args, expect="ok", timeout=60, input_text=None):
+        result = subprocess.run(self.base + ["--json"] + args, capture_output=True, text=True, timeout=timeout,
+                                input=input_text if input_text is not None else "")
         if result.returncode != EXIT[expect]:
             raise AssertionError(f"coconut-terminal {' '.join(args)}: exit {result.returncode}, expected {EXIT[expect]} "
                                  f"({expect})\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
         return result
 
-    def json(self, args, expect="ok", timeout=60):
-        return json.loads(self.run(args, expect, timeout).stdout)
+    def json(self, args, expect="ok", timeout=60, input_text=None):
+        return json.loads(self.run(args, expect, timeout, input_text).stdout)
 
     def queue(self):
         return self.json(["queue", "list"])

@@ -94,10 +94,14 @@ def test(vcard, workdir, extra):
     terminal.run(["load", "0"] + closed, expect="usage")
     terminal.run(["load", "100", "--clearing", "nowhere", "--terminal-id", "TOPUP001"], expect="usage")
     terminal.run(["load", "100", "--clearing", "127.0.0.1:1", "--terminal-id", "SHORT"], expect="usage")
-    terminal.run(["clinic-pay", "100"] + closed, expect="usage")
+    # No PIN on the command line, and no prompt without someone at a terminal: both usage errors before anything.
+    error = terminal.json(["clinic-pay", "100"] + closed, expect="usage")["error"]
+    check_equal("clinic-pay run by a program without --pin-stdin", "--pin-stdin" in error["message"], True)
+    error = terminal.json(["clinic-pay", "100", "--pin", "123456"] + closed, expect="usage")["error"]
+    check_equal("clinic-pay --pin refused", "never given on the command line" in error["message"], True)
     error = terminal.json(["load", "100"] + closed, expect="clearing_unreachable")["error"]
     check_equal("load with the clearing down: error code", error["code"], "connect_failed")
-    error = terminal.json(["clinic-pay", "100", "--pin", "123456"] + closed, expect="clearing_unreachable")["error"]
+    error = terminal.json(["clinic-pay", "100", "--pin-stdin"] + closed, expect="clearing_unreachable", input_text="123456\n")["error"]
     check_equal("clinic-pay with the clearing down: error code", error["code"], "connect_failed")
     terminal.json(["sync-hotlist"] + closed, expect="clearing_unreachable")
     # An old queue (format 1) is converted with its batch file at open: a damaged one refuses, and the old

@@ -23,6 +23,33 @@ bool printable(std::string_view s) {
     return std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x20 && c <= 0x7E; });
 }
 
+// Well-formed UTF-8 (no overlong form, surrogate or code point above U+10FFFF) without control characters
+// (C0, DEL, C1): a name as people write it, 海口公交 as well as Haikou Bus.
+bool utf8_text(std::string_view s) {
+    for (std::size_t i = 0; i < s.size();) {
+        const auto lead = static_cast<unsigned char>(s[i]);
+        std::size_t length = 0;
+        std::uint32_t cp = 0, min = 0;
+        if (lead < 0x80) length = 1, cp = lead;
+        else if (lead >= 0xC2 && lead <= 0xDF) length = 2, cp = lead & 0x1Fu, min = 0x80;
+        else if (lead >= 0xE0 && lead <= 0xEF) length = 3, cp = lead & 0x0Fu, min = 0x800;
+        else if (lead >= 0xF0 && lead <= 0xF4) length = 4, cp = lead & 0x07u, min = 0x10000;
+        else return false;
+        if (i + length > s.size()) return false;
+        for (std::size_t k = 1; k < length; ++k) {
+            const auto next = static_cast<unsigned char>(s[i + k]);
+            if ((next & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (next & 0x3Fu);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+        if (cp < 0x20 || (cp >= 0x7F && cp <= 0x9F)) return false;
+        i += length;
+    }
+    return true;
+}
+
+constexpr std::string_view name_rule = "\"name\" must be UTF-8 text of 1 to 128 bytes without control characters";
+
 // What a text field must be: printable ASCII of `min_chars` … `max_chars` characters.
 std::string text_rule(std::string_view key, std::size_t min_chars, std::size_t max_chars) {
     if (min_chars == 0) return field(key) + " must be printable ASCII text of at most " + std::to_string(max_chars) + " characters";
@@ -96,7 +123,7 @@ const std::string terminal_id_rule = "\"terminal_id\" must be 8 characters (fiel
 
 std::optional<std::string> participant_problem(const Participant& p) {
     if (p.id == 0 || p.id > participant_id_max) return "\"id\" must be an integer 1.." + std::to_string(participant_id_max);
-    if (auto bad = text_problem("name", p.name, 1, name_chars_max)) return bad;
+    if (p.name.empty() || p.name.size() > name_chars_max || !utf8_text(p.name)) return std::string(name_rule);
     if (p.kind != "bus" && p.kind != "shop" && p.kind != "clinic" && p.kind != "counter") return kind_rule;
     if (auto bad = text_problem("bank_account", p.bank_account, 1, bank_account_chars_max)) return bad;
     if (p.fee_rate_bp > fee_rate_bp_max) return "\"fee_rate_bp\" must be an integer 0.." + std::to_string(fee_rate_bp_max);
@@ -132,9 +159,8 @@ EntryResult<Participant> read_participant(const Json& entry) {
     auto id = unsigned_field(entry, "id", 1, participant_id_max);
     if (!id) return refuse<Participant>(id.error());
     p.id = *id;
-    for (auto [key, out, rule] :
-         {std::tuple{"name", &p.name, text_rule("name", 1, name_chars_max)}, std::tuple{"kind", &p.kind, std::string(kind_rule)},
-          std::tuple{"bank_account", &p.bank_account, text_rule("bank_account", 1, bank_account_chars_max)}}) {
+    for (auto [key, out, rule] : {std::tuple{"name", &p.name, std::string(name_rule)}, std::tuple{"kind", &p.kind, std::string(kind_rule)},
+                                  std::tuple{"bank_account", &p.bank_account, text_rule("bank_account", 1, bank_account_chars_max)}}) {
         auto text = string_field(entry, key, rule);
         if (!text) return refuse<Participant>(text.error());
         *out = std::move(text).value();

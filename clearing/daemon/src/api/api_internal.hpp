@@ -317,6 +317,7 @@ std::optional<ApiResponse> refuse_lost_token(const Services& s, const lmdb::Txn&
 void add_clerk_route(Call& call);
 void revoke_clerk_route(Call& call);
 void list_clerks(Call& call);
+void who_am_i(Call& call);
 // participants.cpp
 void register_participant(Call& call);
 // terminals.cpp

@@ -74,4 +74,8 @@ void list_clerks(Call& call) {
     call.answer(json_response(200, json{{"clerks", std::move(list)}}));
 }
 
+// GET /v1/clerk/me → 200 {"name", "roles", "revoked": false, "created_ns"}: what the presented token may
+// do, for a program that must know before it acts (coconut-settle checks its token before writing files).
+void who_am_i(Call& call) { call.answer(json_response(200, clerk_json(call.who()))); }
+
 }  // namespace coconut::clearing::http::api

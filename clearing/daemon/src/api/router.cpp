@@ -57,6 +57,7 @@ constexpr std::array route_table{
     Route{"GET", pattern("/v1/clerk/risk"), Auth::clerk, roles::read, risk_list},
     Route{"GET", pattern("/v1/clerk/suspense"), Auth::clerk, roles::read, suspense_list},
     Route{"GET", pattern("/v1/clerk/journal"), Auth::clerk, roles::read, journal_list},
+    Route{"GET", pattern("/v1/clerk/me"), Auth::clerk, roles::all, who_am_i},
     Route{"GET", pattern("/v1/clerk/clerks"), Auth::clerk, roles::clerks, list_clerks},
     Route{"POST", pattern("/v1/clerk/clerks"), Auth::clerk, roles::clerks, add_clerk_route},
     Route{"DELETE", pattern("/v1/clerk/clerks/{name}"), Auth::clerk, roles::clerks, revoke_clerk_route},

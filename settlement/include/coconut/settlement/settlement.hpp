@@ -57,6 +57,7 @@ enum class ErrorCode : std::uint8_t {
     wrong_state,   // the command needs a cycle in another state (e.g. reconcile before posting)
     untrusted,     // https://: the daemon's certificate was refused (--ca, the URL's host); nothing was sent
     behind,        // the ledger read (a standby's copy) did not reach the daemon's position in time: run later
+    refused,       // the daemon refused the clerk token (unknown, revoked, or without the settlement role): nothing was written
 };
 std::string_view to_string(ErrorCode code);
 
@@ -195,6 +196,10 @@ struct Positions {
     std::vector<ParticipantPosition> participants;  // with activity, by participant id
     FundingPositions funding;                       // fee_income_purse_fen includes the return fees (code 19)
     std::vector<Refund> refunds;                    // by ASN
+    // Activity by the hour of the day (local time, 0–23) and kind, for the clerk's report (activity.json,
+    // report.html): a card transaction at the hour the card recorded (its own clock, bytes 11–15 of
+    // user_data_128), a medical payment or a load at the hour the clearing booked it. Not in summary.json.
+    std::array<std::array<KindTotals, kinds_count>, 24> hours{};
     // Σ participant nets + funding sources + fee income; must be 0 (checked by compute_positions).
     std::int64_t balance_fen() const;
 };
@@ -292,6 +297,12 @@ struct CaughtUp {
     std::uint64_t ledger_position = 0;
     std::chrono::milliseconds waited{0};
 };
+// Asks the daemon at `endpoint` whose the token is (GET /v1/clerk/me) before anything is computed or
+// written: `refused` when it is unknown or revoked (401) or its clerk lacks the settlement role, which no
+// retry fixes; `posting` when the daemon cannot be reached (the run may still write its files and post
+// later); `untrusted` for a refused certificate.
+Status check_settlement_token(std::string_view endpoint, const std::string& token, const std::filesystem::path& ca_file = {});
+
 Result<CaughtUp> wait_for_daemon_position(const ledger::Ledger& ledger, std::string_view endpoint, const std::string& token,
                                           const std::filesystem::path& ca_file, std::chrono::seconds bound);
 
@@ -415,8 +426,21 @@ Result<ReconciliationReport> reconcile(const std::filesystem::path& out, std::ui
                                        const std::vector<std::filesystem::path>& camt_files,
                                        const std::filesystem::path& schemas_dir = default_schemas_dir());
 
+// The clerk's report (settlement/README.md "The report"): OUT/<cycle>/report.html, rendered from the
+// cycle's summary.json, activity.json and cycle.json and the summaries of up to 6 cycles before it.
+// wrong_state before the cycle's files exist. `run` writes it after each step from files_written on,
+// `reconcile` after matching; it is a view, replaced each time, never one of the verified files.
+Result<std::string> render_report_html(const std::filesystem::path& out, std::uint32_t cycle);
+Status write_report_html(const std::filesystem::path& out, std::uint32_t cycle);
+// activity.json: Positions::hours by kind.
+std::string render_activity_json(const Positions& positions);
+
 // Helpers shared by the CLI and tests.
-std::string format_fen(std::int64_t fen);  // 12345 → "123.45", -5 → "-0.05"
-using coconut::sha256_hex;                 // lower-case hex of SHA-256 (coconut/core/sha256.hpp)
+std::string format_fen(std::int64_t fen);   // 12345 → "123.45", -5 → "-0.05"
+std::string format_cny(std::int64_t fen);   // 123456789 → "1,234,567.89", -5 → "-0.05"
+std::string format_count(std::uint64_t n);  // 1234567 → "1,234,567"
+// Columns `utf8` takes in a terminal or a monospaced printout: 2 for East Asian wide characters (汉字).
+std::size_t display_width(std::string_view utf8);
+using coconut::sha256_hex;  // lower-case hex of SHA-256 (coconut/core/sha256.hpp)
 
 }  // namespace coconut::settlement

@@ -35,6 +35,7 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <map>
 
 namespace coconut::sdk {
@@ -63,6 +64,7 @@ enum class FlowErrorCode : std::uint8_t {
     no_answer,      // the clearing did not answer in time: a reversal advice is queued
     wrong_pin,      // VERIFY refused (sw 63Cx: tries left; 6983: blocked)
     hsm_error,      // the HSM did not give the maintenance MAC (APPLICATION BLOCK): the card was not blocked
+    pin_cancelled,  // the PIN entry gave no PIN (the holder cancelled at the PIN pad): nothing was held or debited
 };
 std::string_view to_string(FlowErrorCode code);
 
@@ -98,10 +100,30 @@ struct LoadOutcome {
 struct ClinicOutcome {
     std::uint32_t amount_fen = 0;                   // the bill
     std::uint32_t medical_fen = 0;                  // paid from the medical account (the hold, completed)
-    std::uint32_t purse_fen = 0;                    // paid from the purse (the remainder)
+    std::uint32_t purse_fen = 0;                    // paid from the purse (the remainder, up to the card's balance)
+    std::uint32_t cash_fen = 0;                     // to take in cash at the counter: what neither account covered
     std::string authorization_code;                 // 0110 response: 00, 10 (partial) or 51 (nothing from the medical account)
     std::string completion_code;                    // 0230 response; empty: no answer yet (the 0220 stays queued)
     std::optional<TransactionRecord> purse_record;  // the remainder purchase, queued for 0320
+    // The purse part sent at once (ClinicOptions::send_purse_now): the upload's error when the link failed
+    // (the purchase then stays queued for the next upload); empty when it went or was not sent.
+    std::string purse_upload_error;
+    bool purse_uploaded = false;
+};
+
+// Asked for the holder's PIN when the medical account is to be used, after the card was read: a PIN pad,
+// or a prompt without echo. nullopt: the holder cancelled (FlowErrorCode::pin_cancelled). Never a
+// command-line argument (it would show in `ps` and the shell's history).
+using PinEntry = std::function<std::optional<std::string>()>;
+
+struct ClinicOptions {
+    PinEntry pin;
+    // What neither the medical account nor the purse covers is taken in cash (ClinicOutcome::cash_fen)
+    // instead of refusing the bill. false: the purse must cover the rest (insufficient_balance otherwise).
+    bool cash_for_the_rest = true;
+    // Upload the purse part (0320) right after the payment while the clearing is reachable, instead of
+    // leaving it for the next batch upload.
+    bool send_purse_now = true;
 };
 
 // A card handed back at a counter (Terminal::return_card).
@@ -132,6 +154,10 @@ public:
     Result<TapOutcome, FlowError> transit_tap(const TapRequest& tap);
     Result<RecoveryOutcome, FlowError> recover();
     Result<LoadOutcome, FlowError> load(std::uint32_t amount_fen, ClearingClient& host, LoadFunding funding = LoadFunding::cash);
+    // The medical account first (the hold, with the PIN from `options.pin`), the purse for the rest up to its
+    // balance, cash for what is left (ClinicOptions), the completion (0220) and the purse part sent at once.
+    Result<ClinicOutcome, FlowError> clinic_payment(std::uint32_t amount_fen, const ClinicOptions& options, ClearingClient& host);
+    // The same with a PIN already entered (the purse must cover the rest; nothing is sent at once).
     Result<ClinicOutcome, FlowError> clinic_payment(std::uint32_t amount_fen, std::string_view pin, ClearingClient& host);
     Result<std::uint32_t, FlowError> balance();
     // The card in the reader (its FCI: ASN, dates) and its balance — what a counter checks before it
@@ -164,8 +190,12 @@ private:
     Result<LoadOutcome, FlowError> credit_load(const QueuedTransaction& intent, const crypto::Mac4& mac2, ClearingClient& host);
     // A clinic hold that will not be completed: 0400 online, else a queued 0420.
     Result<Ok, FlowError> reverse_hold(const QueuedTransaction& intent, std::uint32_t held_fen, ClearingClient& host);
-    Result<ClinicOutcome, FlowError> medical_part(const PurseInfo& info, std::uint32_t amount_fen, std::string_view pin,
+    Result<ClinicOutcome, FlowError> medical_part(const PurseInfo& info, std::uint32_t amount_fen, const PinEntry& pin,
                                                   ClearingClient& host, QueuedTransaction& hold);
+    // The purse's share of `outcome` (its purse_fen, capped at the card's balance when the rest may go to
+    // cash), debited; on failure the medical hold is reversed.
+    Result<Ok, FlowError> purse_part(const PurseInfo& info, const ClinicOptions& options, ClearingClient& host,
+                                     const QueuedTransaction& hold, ClinicOutcome& outcome);
     // INIT → 80 70 → [80 DC …] → intent → DEBIT → 80 72 → record.
     Result<TransactionRecord, FlowError> debit(const PurseInfo& info, TransactionRecord draft,
                                                const std::vector<std::pair<std::uint8_t, Bytes>>& capp_updates);

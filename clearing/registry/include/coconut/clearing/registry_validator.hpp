@@ -45,7 +45,7 @@ EntryResult<TerminalRecord> read_terminal(const nlohmann::json& entry);
 // the shadow balance is the purse's opening balance, runtime fields zero.
 EntryResult<CardRecord> read_card(const nlohmann::json& entry);
 
-// id 1 … participant_id_max; name 1 … name_chars_max printable ASCII; kind bus, shop, clinic or
+// id 1 … participant_id_max; name 1 … name_chars_max bytes of UTF-8 without control characters; kind bus, shop, clinic or
 // counter (a service desk or card seller: clearing/README.md "Card return, refund and tourist cards");
 // bank_account 1 … bank_account_chars_max printable ASCII; fee_rate_bp ≤ fee_rate_bp_max.
 std::optional<std::string> participant_problem(const Participant& participant);
