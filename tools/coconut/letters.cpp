@@ -38,7 +38,7 @@ std::string qr_svg(const std::string& text) {
                        size, path);
 }
 
-std::string html_escaped(const std::string& text) {
+std::string letter_text(const std::string& text) {
     std::string out;
     for (char c : text) {
         switch (c) {
@@ -92,17 +92,17 @@ std::string letter_html(const std::string& card, const std::string& code, const 
 </body>
 </html>
 )",
-                       fmt::arg("card", card), fmt::arg("code", html_escaped(code)), fmt::arg("svg", qr_svg(link)),
-                       fmt::arg("page", html_escaped(link.substr(0, link.find('#')))), fmt::arg("day", day));
+                       fmt::arg("card", card), fmt::arg("code", letter_text(code)), fmt::arg("svg", qr_svg(link)),
+                       fmt::arg("page", letter_text(link.substr(0, link.find('#')))), fmt::arg("day", day));
 }
 
-void require_card(const std::string& number) {
+void require_letter_card(const std::string& number) {
     if (number.size() != 16 || !std::all_of(number.begin(), number.end(), [](char c) { return c >= '0' && c <= '9'; }))
         fail(exit_codes::usage, fmt::format("--card {}: a card number is 16 digits", number));
 }
 
 // The letter's file, readable by its owner only: it holds the code.
-void write_private(const fs::path& file, const std::string& text) {
+void write_letter(const fs::path& file, const std::string& text) {
     std::error_code ignored;
     fs::remove(file, ignored);
     const mode_t old_mask = ::umask(077);
@@ -117,7 +117,7 @@ void write_private(const fs::path& file, const std::string& text) {
 
 int card_letters(const LetterArgs& args) {
     if (args.cards.empty()) fail(exit_codes::usage, "no card: give --card NUMBER (repeatable)");
-    for (const std::string& card : args.cards) require_card(card);
+    for (const std::string& card : args.cards) require_letter_card(card);
     if (args.valid_days < 1 || args.valid_days > 90) fail(exit_codes::usage, "--valid-days: 1 to 90");
     std::string page = args.page_url.empty() ? "http://" + args.clearing_http + "/" : args.page_url;
     if (page.find('#') != std::string::npos) fail(exit_codes::usage, "--page-url: the address of the balance page, without a #fragment");
@@ -134,7 +134,7 @@ int card_letters(const LetterArgs& args) {
         // The code travels in the fragment: the browser never sends it to the server, so no log sees it.
         const std::string link = page + "#code=" + code;
         const fs::path file = args.out / ("letter-" + card + ".html");
-        write_private(file, letter_html(card, code, expires, link));
+        write_letter(file, letter_html(card, code, expires, link));
         std::cout << fmt::format("{}: {} (code valid until {}{})\n", card, file.string(), expires,
                                  args.reissue ? "; the card's earlier codes and token revoked" : "; earlier codes revoked");
     }

@@ -16,6 +16,8 @@
 namespace coconut::clearing::http::api {
 
 namespace {
+// Named inside the anonymous namespace: a unity build compiles this file with others of the API.
+namespace codes {
 
 constexpr std::uint64_t valid_s_default = 30ULL * 86400;
 constexpr std::uint64_t valid_s_max = 90ULL * 86400;
@@ -123,6 +125,7 @@ lmdb::Status write_code(const Tokens& tokens, lmdb::Txn& txn, const RegisteredCa
     return tokens.put_card_token(txn, card.number, CardToken{card.asn, tokens.hash(unseen), now_ns()});
 }
 
+}  // namespace codes
 }  // namespace
 
 // POST /v1/clerk/cards/{n}/activation {"reissue":bool,"valid_s":N}: a new one-time code for the card's letter.
@@ -138,19 +141,20 @@ void issue_activation_code(Call& call) {
     if (auto unknown = only_keys(body, {"reissue", "valid_s"})) return call.answer(bad_request(*unknown));
     if (body.contains("reissue") && !body["reissue"].is_boolean()) return call.answer(bad_request("reissue must be true or false"));
     const bool reissue = body.value("reissue", false);
-    std::uint64_t valid_s = valid_s_default;
+    std::uint64_t valid_s = codes::valid_s_default;
     if (body.contains("valid_s")) {
         if (!body["valid_s"].is_number_unsigned() || body["valid_s"].get<std::uint64_t>() == 0 ||
-            body["valid_s"].get<std::uint64_t>() > valid_s_max)
-            return call.answer(bad_request(fmt::format("valid_s must be a whole number of seconds from 1 to {} (90 days)", valid_s_max)));
+            body["valid_s"].get<std::uint64_t>() > codes::valid_s_max)
+            return call.answer(
+                bad_request(fmt::format("valid_s must be a whole number of seconds from 1 to {} (90 days)", codes::valid_s_max)));
         valid_s = body["valid_s"].get<std::uint64_t>();
     }
     const Tokens& tokens = call.s().tokens;
-    auto code = std::make_shared<std::string>(new_code());
-    const Bytes key = code_key(tokens, *normalized(*code));
-    const std::uint64_t expires_s = now_s() + valid_s;
+    auto code = std::make_shared<std::string>(codes::new_code());
+    const Bytes key = codes::code_key(tokens, *codes::normalized(*code));
+    const std::uint64_t expires_s = codes::now_s() + valid_s;
     auto write = [&tokens, card = *card, key, expires_s, reissue](lmdb::Txn& txn, auto, ClerkAction&) {
-        return write_code(tokens, txn, card, key, expires_s, reissue);
+        return codes::write_code(tokens, txn, card, key, expires_s, reissue);
     };
     auto answer = [code, text = card->text, expires_s, reissue](const ClerkAction&) {
         return json_response(201, json{{"card_number", text},
@@ -173,39 +177,39 @@ void activate_card(Call& call) {
     if (!body || !body->contains("code") || !(*body)["code"].is_string())
         return call.answer(bad_request("body must be {\"code\":\"…\"}: the activation code of the letter"));
     if (auto unknown = only_keys(*body, {"code"})) return call.answer(bad_request(*unknown));
-    const auto code = normalized((*body)["code"].get<std::string>());
+    const auto code = codes::normalized((*body)["code"].get<std::string>());
     const Tokens& tokens = call.s().tokens;
     auto no_code = [&] {
         call.answer(
             call.api.unauthenticated(call.request, error_response(404, "unknown_code", "no such activation code; check the letter")));
     };
     if (!code) return no_code();
-    const Bytes key = code_key(tokens, *code);
-    std::optional<CodeRecord> record;
+    const Bytes key = codes::code_key(tokens, *code);
+    std::optional<codes::CodeRecord> record;
     {
         auto txn = call.s().ledger.begin_read();
         if (!txn) return call.answer(storage_failure(txn.error().message));
-        auto read = code_in(tokens, *txn, key);
+        auto read = codes::code_in(tokens, *txn, key);
         if (!read) return call.answer(storage_failure(read.error().message()));
         record = *read;
     }
     if (!record) return no_code();
-    if (auto refused = refusal(*record)) return call.answer(error_response(410, refused->first, refused->second));
+    if (auto refused = codes::refusal(*record)) return call.answer(error_response(410, refused->first, refused->second));
     const CardNumber number = card_number_of(record->asn);
     auto token = std::make_shared<std::string>(Tokens::new_token(card_token_prefix));
     auto write = [&tokens, key, number,
                   stored = CardToken{record->asn, tokens.hash(*token), now_ns()}](lmdb::Txn& txn, auto,
                                                                                   ClerkAction& action) -> lmdb::Status {
-        auto current = code_in(tokens, txn, key);  // again in the commit: two exchanges racing, one wins
+        auto current = codes::code_in(tokens, txn, key);  // again in the commit: two exchanges racing, one wins
         if (!current) return Unexpected{current.error()};
         if (!*current) return Ok{};
-        if (auto refused = refusal(**current)) {
+        if (auto refused = codes::refusal(**current)) {
             action.outcome = std::string(refused->first);
             return Ok{};
         }
-        CodeRecord used = **current;
-        used.state = CodeState::used;
-        if (auto put = tokens.put_activation(txn, key, encode(used)); !put) return put;
+        codes::CodeRecord used = **current;
+        used.state = codes::CodeState::used;
+        if (auto put = tokens.put_activation(txn, key, codes::encode(used)); !put) return put;
         return tokens.put_card_token(txn, number, stored);
     };
     auto answer = [token, text = to_string(number)](const ClerkAction& done) {

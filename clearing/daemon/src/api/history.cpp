@@ -18,6 +18,9 @@
 namespace coconut::clearing::http::api {
 
 namespace {
+// Named inside the anonymous namespace: a unity build may compile this file with cardholder.cpp, whose
+// helpers have some of these names.
+namespace rows {
 
 constexpr std::uint64_t ns_per_s = 1'000'000'000ULL;
 
@@ -269,6 +272,7 @@ ApiResponse history(const Services& s, const lmdb::Txn& txn, const Asn& asn, con
     return json_response(200, out);
 }
 
+}  // namespace rows
 }  // namespace
 
 void card_history(Call& call) {
@@ -281,7 +285,7 @@ void card_history(Call& call) {
     auto token = presented_card_token(call, *txn);
     if (!token) return;
     std::optional<ApiResponse> answer = refuse_lost_token(call.s(), *txn, token->asn);
-    if (!answer) answer = history(call.s(), *txn, token->asn, call.target);
+    if (!answer) answer = rows::history(call.s(), *txn, token->asn, call.target);
     txn.reset();  // the read transaction ends before the answer goes out
     call.answer(std::move(*answer));
 }
