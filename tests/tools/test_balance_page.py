@@ -447,6 +447,9 @@ def check_letters(island, card, artifacts):
     log("letters")
     out = os.path.join(island.work, "letters")
     letters(island, card, island.clerk["reader"][1], out, expect=21)  # 403: a read-only clerk
+    letters(island, "123", island.clerk["lin"][1], out, expect=2)  # not a card number
+    letters(island, card, island.clerk["lin"][1], out, ["--valid-days", "91"], expect=2)
+    letters(island, "9999999999999999", island.clerk["lin"][1], out, expect=22)  # 404: no such card
     printed = letters(island, card, island.clerk["lin"][1], out)
     letter = os.path.join(out, f"letter-{card}.html")
     assert letter in printed and os.stat(letter).st_mode & 0o777 == 0o600, printed
