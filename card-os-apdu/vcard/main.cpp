@@ -2,6 +2,8 @@
 // them to pcscd through vsmartcard's vpcd driver (docs/PCSC.md).
 #include "commands.hpp"
 
+#include <coconut/cmdline/cmdline.hpp>
+
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -92,7 +94,13 @@ int main(int argc, char** argv) {
     std::string serve_tear_bytes;
     add_tear_options(*serve, serve_options.tear, serve_tear_bytes)->excludes(volatile_flag);
 
-    CLI11_PARSE(app, argc, argv);
+    coconut::cmdline::set_conventions(app, "coconut-vcard",
+                                      "Exit codes:\n"
+                                      "  0  ok\n"
+                                      "  1  bad input, a bad image, an I/O error\n"
+                                      "  2  usage: a bad command line\n"
+                                      "  3  --tear-after cut the card's power: restart on the image to re-insert");
+    if (auto exit = coconut::cmdline::parse(app, argc, argv, "coconut-vcard")) return *exit;
     serve_options.port = static_cast<std::uint16_t>(port);
     for (auto [plan, text] : {std::pair{&shell_tear, &shell_tear_bytes}, std::pair{&serve_options.tear, &serve_tear_bytes}}) {
         if (text->empty()) continue;

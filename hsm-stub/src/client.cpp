@@ -1,4 +1,5 @@
 #include <coconut/core/assert.hpp>
+#include <coconut/core/log.hpp>
 #include <coconut/hsm/ca.hpp>
 #include <coconut/hsm/client.hpp>
 
@@ -913,11 +914,13 @@ struct TacBatcher::State : std::enable_shared_from_this<TacBatcher::State> {
     asio::steady_timer timer;
     std::vector<PurchaseTac> items;
     std::vector<std::function<void(Outcome<Verdict>)>> handlers;
+    std::vector<std::string> request_ids;  // of the items, for the batch's log line
     std::uint64_t generation = 0;
 
-    void add(const PurchaseTac& transaction, std::function<void(Outcome<Verdict>)> handler) {
+    void add(const PurchaseTac& transaction, std::function<void(Outcome<Verdict>)> handler, std::string request_id) {
         items.push_back(transaction);
         handlers.push_back(std::move(handler));
+        request_ids.push_back(request_id.empty() ? std::string("-") : std::move(request_id));
         if (items.size() >= batch_items) return send();
         if (items.size() == 1) {
             const std::uint64_t id = generation;
@@ -934,7 +937,19 @@ struct TacBatcher::State : std::enable_shared_from_this<TacBatcher::State> {
         if (items.empty()) return;
         wire::PurchaseTacBatch batch{label, std::move(items)};
         items.clear();
-        send_batch(batch, [handlers = std::move(handlers)](Outcome<std::vector<Verdict>> verdicts) {
+        // The batch's id on the link's lines about it; its line names the requests it carries.
+        log::RequestScope scope(log::new_request_id('b'));
+        std::string requests = fmt::format("{}", fmt::join(request_ids, ","));
+        request_ids.clear();
+        if (log::enabled(log::Level::debug))
+            log::write(log::Level::debug, "hsm-link", fmt::format("TAC batch of {}", batch.items.size()), {{"requests", requests}});
+        send_batch(batch, [handlers = std::move(handlers), batch_id = log::current_request_id(),
+                           requests = std::move(requests)](Outcome<std::vector<Verdict>> verdicts) {
+            // Debug only: while the HSM is down every batch fails, and the engine already logs that, rate-limited.
+            if (!verdicts && log::enabled(log::Level::debug)) {
+                log::RequestScope failed(batch_id);
+                log::write(log::Level::debug, "hsm-link", "TAC batch failed: " + verdicts.error().message, {{"requests", requests}});
+            }
             for (std::size_t i = 0; i < handlers.size(); ++i) {
                 if (verdicts) handlers[i](verdicts.value()[i]);
                 else handlers[i](Unexpected<Failure>{verdicts.error()});
@@ -974,7 +989,9 @@ std::shared_ptr<TacBatcher> TacBatcher::create(std::shared_ptr<Link> link, std::
 
 void TacBatcher::submit(const PurchaseTac& transaction, std::function<void(Outcome<Verdict>)> handler) {
     asio::post(state_->strand,
-               [state = state_, transaction, handler = std::move(handler)]() mutable { state->add(transaction, std::move(handler)); });
+               [state = state_, transaction, handler = std::move(handler), request_id = log::current_request_id()]() mutable {
+                   state->add(transaction, std::move(handler), std::move(request_id));
+               });
 }
 
 void TacBatcher::flush() {

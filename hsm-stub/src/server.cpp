@@ -324,7 +324,7 @@ private:
         authenticated_ = true;  // from here on every closure is one audit line of its own
         client_ticket_ = shared_->client_admission.admit(client_id_);
         if (!client_ticket_) {
-            shut(Errc::server_busy, fmt::format("client '{}' already holds {} connections (--max-connections-per-client); "
+            shut(Errc::server_busy, fmt::format("client '{}' already holds {} connections (--connections-per-client); "
                                                 "try again later",
                                                 client_id_, shared_->config.max_connections_per_client));
             return false;
@@ -415,7 +415,7 @@ void Server::Shared::admit(tcp::socket socket) {
         std::make_shared<Connection>(std::move(socket), shared_from_this(), std::move(address_text), core::AddressTicket{})
             ->reject("per_address_limit", Errc::server_busy,
                      fmt::format("this address already holds {} connections that have not authenticated "
-                                 "(--max-connections-per-address); try again later",
+                                 "(--connections-per-address); try again later",
                                  config.max_connections_per_address));
         return;
     }

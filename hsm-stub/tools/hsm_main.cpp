@@ -17,10 +17,13 @@
 #include <coconut/hsm/ca.hpp>
 #include <coconut/hsm/client.hpp>
 
+#include <coconut/cmdline/cmdline.hpp>
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <charconv>
 #include <csignal>
 #include <fstream>
@@ -116,7 +119,7 @@ int main(int argc, char** argv) {
         sub->add_option("--asn", f.asn, "application serial number, 20 digits")->required();
     };
     auto txn_options = [&](CLI::App* sub) {
-        sub->add_option("--amount", f.amount, "amount in fen")->required();
+        sub->add_option("--amount-fen,--amount", f.amount, "amount in fen")->required();
         sub->add_option("--type", f.type, "transaction type, 2 hex digits")->capture_default_str();
         sub->add_option("--terminal", f.terminal, "terminal id, 12 digits")->required();
         sub->add_option("--date", f.date, "YYYYMMDD")->required();
@@ -197,12 +200,14 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, static_cast<int>(hsm::certificate_validity_days_max)));
     sign_cmd->add_option("--out", certificate_out, "write the certificate here (default: stdout)");
 
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        // --help prints and exits 0; any other usage error is exit status 2 (after CLI11's message).
-        return app.exit(e) == 0 ? 0 : exit_usage;
-    }
+    coconut::cmdline::set_conventions(app, "coconut-hsm",
+                                      "Exit codes:\n"
+                                      "  0  ok (verify-*: the cryptogram is valid)\n"
+                                      "  1  an error: the HSM unreachable or refusing, a key file, a bad answer\n"
+                                      "  2  usage: a bad command line\n"
+                                      "  3  verify-*: the cryptogram is invalid");
+    constexpr std::array<coconut::cmdline::Rename, 1> renamed{{{"--amount", "--amount-fen"}}};
+    if (auto exit = coconut::cmdline::parse(app, argc, argv, "coconut-hsm", renamed)) return *exit;
 
     COCONUT_TRY(endpoints, hsm::wire::parse_endpoints(connect), report);
     COCONUT_TRY(credentials, hsm::wire::read_client_credentials(key_file), report);

@@ -1,9 +1,10 @@
 // coconut-hsmd — the HSM daemon and its local ceremony commands.
 //
 //   coconut-hsmd init   --store DIR
-//   coconut-hsmd serve  --store DIR --listen 127.0.0.1:7501 [--threads N] [--allow ADDR[/PREFIX],…] [--max-connections N]
-//                       [--max-connections-per-address N] [--max-connections-per-client N] [--idle-timeout-ms MS]
-//                       [--refusal-audit-interval-ms MS] [--ready-file F] [--instance NAME]
+//   coconut-hsmd serve  --store DIR --listen 127.0.0.1:7501 [--threads N] [--allow ADDR[/PREFIX],…] [--connections-max N]
+//                       [--connections-per-address N] [--connections-per-client N] [--idle-timeout-ms MS]
+//                       [--refusal-audit-interval-ms MS] [--ready-file F] [--instance NAME] [--config FILE] [--log-*]
+//   coconut-hsmd config check FILE
 //   coconut-hsmd key import   --store DIR --label L --version V --usage U [--components 2|3]   (components on stdin)
 //   coconut-hsmd key generate --store DIR --label L --version V --usage U
 //   coconut-hsmd key list     --store DIR [--json]
@@ -16,9 +17,11 @@
 //   coconut-hsmd ca init        --store DIR [--name CN] [--validity-days D]   (idempotent; key never leaves)
 //   coconut-hsmd ca certificate --store DIR [--out FILE]
 //
-// Exit status: 0 success, 1 an operating error (message on stderr), 2 a usage error.
+// Exit status: 0 success, 1 an operating error (message on stderr), 2 a usage error, 6 cannot listen.
 // A running daemon picks up ceremony changes on SIGHUP; SIGTERM / SIGINT stop it.
 #include <coconut/core/admission.hpp>
+#include <coconut/cmdline/cmdline.hpp>
+#include <coconut/core/log.hpp>
 #include <coconut/hsm/audit.hpp>
 #include <coconut/hsm/ca.hpp>
 #include <coconut/hsm/hsm.hpp>
@@ -37,6 +40,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <csignal>
 #include <iostream>
@@ -47,6 +51,21 @@ using coconut::Bytes;
 using coconut::ByteView;
 
 namespace {
+
+namespace cmdline = coconut::cmdline;
+
+// Options renamed to the names every binary uses (docs/CLI.md "Option names"); the old names work until
+// the next release, with a warning.
+constexpr std::array<cmdline::Rename, 3> renamed_options{{{"--max-connections", "--connections-max"},
+                                                          {"--max-connections-per-address", "--connections-per-address"},
+                                                          {"--max-connections-per-client", "--connections-per-client"}}};
+
+constexpr std::string_view exit_code_table =
+    "Exit codes:\n"
+    "  0  ok\n"
+    "  1  an operating error: the store, a key, the audit log (message on stderr)\n"
+    "  2  usage: a bad command line or config file\n"
+    "  6  cannot listen: the address is in use or not allowed";
 
 int report(const hsm::Failure& failure) {
     std::cerr << fmt::format("coconut-hsmd: {} ({})\n", failure.message, hsm::errc_name(failure.code));
@@ -281,13 +300,13 @@ void warn_about_allow(const hsm::wire::Endpoint& endpoint, const coconut::core::
     const auto address = boost::asio::ip::make_address(endpoint.host, ec);
     const bool loopback_listen = !ec && address.is_loopback();
     if (allow.is_everything())
-        std::cerr << "coconut-hsmd: WARNING: --allow admits every address: anyone who can reach the port can hold connection "
-                     "slots and fill the refusal counts; name the clearing and issuance hosts instead\n";
+        coconut::log::warning("daemon",
+                              "--allow admits every address: anyone who can reach the port can hold connection "
+                              "slots and fill the refusal counts; name the clearing and issuance hosts instead");
     else if (!loopback_listen && allow.to_string() == coconut::core::AddressList::loopback().to_string())
-        std::cerr << fmt::format(
-            "coconut-hsmd: listening on {} but only loopback peers are allowed; name the client hosts "
-            "with --allow (e.g. --allow 127.0.0.1,10.0.0.0/8)\n",
-            endpoint.host);
+        coconut::log::warning("daemon", fmt::format("listening on {} but only loopback peers are allowed; name the client hosts "
+                                                    "with --allow (e.g. --allow 127.0.0.1,10.0.0.0/8)",
+                                                    endpoint.host));
 }
 
 // A copy of the store for a second daemon: one audit line in each store's log (the copy's log starts
@@ -322,7 +341,10 @@ int replicate(const std::string& from, const std::string& to) {
 int serve(const std::string& dir, const std::string& listen, unsigned threads, hsm::ServerConfig config, const std::string& ready_file,
           const std::string& instance) {
     auto endpoint = hsm::wire::parse_endpoint(listen, true);
-    if (!endpoint) return report(endpoint.error());
+    if (!endpoint) {
+        std::cerr << fmt::format("coconut-hsmd: --listen: {}\n", endpoint.error().message);
+        return 2;
+    }
     // Every connection costs a descriptor: the default soft limit (often 1,024) would be reached before
     // the connection limits.
     const std::uint64_t open_files = coconut::core::raise_open_file_limit();
@@ -337,7 +359,10 @@ int serve(const std::string& dir, const std::string& listen, unsigned threads, h
     warn_about_allow(config.listen, config.allow);
     hsm::Server server(io, shared_store, *audit.value(), config);
     auto port = server.start();
-    if (!port) return report(port.error());
+    if (!port) {
+        report(port.error());
+        return coconut::cmdline::exit_listen;
+    }
     (void)audit.value()->append({"daemon",
                                  "serve-start",
                                  "",
@@ -355,10 +380,10 @@ int serve(const std::string& dir, const std::string& listen, unsigned threads, h
                 const auto generation = reloaded->generation();
                 server.reload(std::make_shared<const hsm::KeyStore>(std::move(reloaded.value())));
                 (void)audit.value()->append({"daemon", "reload", "", {}, fmt::format("store generation {}", generation)});
-                std::cerr << fmt::format("coconut-hsmd: reloaded the key store (generation {})\n", generation);
+                coconut::log::info("daemon", fmt::format("reloaded the key store (generation {})", generation));
             } else {
                 (void)audit.value()->append({"daemon", "reload", "", {}, fmt::format("refused: {}", reloaded.error().message)});
-                std::cerr << fmt::format("coconut-hsmd: reload refused, still serving the old store: {}\n", reloaded.error().message);
+                coconut::log::error("daemon", "reload refused, still serving the old store: " + reloaded.error().message);
             }
             signals.async_wait(on_signal);
             return;
@@ -376,12 +401,11 @@ int serve(const std::string& dir, const std::string& listen, unsigned threads, h
         if (f == nullptr || std::fputs(text.c_str(), f) < 0 || std::fclose(f) != 0 || std::rename(temp.c_str(), ready_file.c_str()) != 0)
             return report({hsm::Errc::io_error, fmt::format("cannot write ready file {}", ready_file)});
     }
-    std::cout << fmt::format(
-                     "coconut-hsmd: listening on {}:{} ({} threads, at most {} connections, {} per address before "
-                     "authentication, {} per client; allow {}; open-file limit {})\n",
-                     endpoint->host, port.value(), threads, config.max_connections, config.max_connections_per_address,
-                     config.max_connections_per_client, config.allow.to_string(), open_files)
-              << std::flush;
+    coconut::log::info("daemon",
+                       fmt::format("listening on {}:{} ({} threads, at most {} connections, {} per address before "
+                                   "authentication, {} per client; allow {}; open-file limit {})",
+                                   endpoint->host, port.value(), threads, config.max_connections, config.max_connections_per_address,
+                                   config.max_connections_per_client, config.allow.to_string(), open_files));
 
     // A handler that throws is a bug: record it, stop serving and exit non-zero rather than limp on.
     std::atomic<bool> crashed{false};
@@ -390,7 +414,7 @@ int serve(const std::string& dir, const std::string& listen, unsigned threads, h
             io.run();
         } catch (const std::exception& e) {
             crashed = true;
-            std::cerr << fmt::format("coconut-hsmd: internal error: {}\n", e.what());
+            coconut::log::error("daemon", fmt::format("internal error: {}", e.what()));
             (void)audit.value()->append({"daemon", "serve-crash", "", {}, e.what()});
             io.stop();
         }
@@ -444,14 +468,17 @@ int main(int argc, char** argv) {
                      "client addresses allowed to connect: ADDR or ADDR/PREFIX, comma-separated (others are closed without a "
                      "word; 0.0.0.0/0,::/0 = anyone)")
         ->capture_default_str();
-    serve_cmd->add_option("--max-connections", max_connections, "connections open at once, all clients together")
+    serve_cmd->add_option("--connections-max,--max-connections", max_connections, "connections open at once, all clients together")
         ->check(CLI::Range(1, 4096))
         ->capture_default_str();
     serve_cmd
-        ->add_option("--max-connections-per-address", max_per_address, "connections one client address may hold before they authenticate")
+        ->add_option("--connections-per-address,--max-connections-per-address", max_per_address,
+                     "connections one client address may hold before they authenticate")
         ->check(CLI::Range(1, 4096))
         ->capture_default_str();
-    serve_cmd->add_option("--max-connections-per-client", max_per_client, "authenticated connections one client id may hold")
+    serve_cmd
+        ->add_option("--connections-per-client,--max-connections-per-client", max_per_client,
+                     "authenticated connections one client id may hold")
         ->check(CLI::Range(1, 4096))
         ->capture_default_str();
     serve_cmd->add_option("--idle-timeout-ms", idle_timeout_ms, "close connections idle this long")
@@ -466,6 +493,9 @@ int main(int argc, char** argv) {
     std::string instance;
     serve_cmd->add_option("--instance", instance,
                           "a name for this daemon in its audit log's serve-start line (two daemons on copies of one store)");
+    cmdline::LogFlags log_flags;
+    cmdline::add_log_options(serve_cmd, log_flags);
+    cmdline::add_config_file(app, serve_cmd, renamed_options);
 
     std::string label;
     unsigned version = 0;
@@ -541,11 +571,26 @@ int main(int argc, char** argv) {
     add_store(replicate_cmd);
     replicate_cmd->add_option("--to", copy_dir, "the copy's directory: new or empty, or an older copy of this store")->required();
 
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        // --help prints and exits 0; any other usage error is exit status 2 (after CLI11's message).
-        return app.exit(e) == 0 ? 0 : 2;
+    std::string config_file;
+    auto* config_cmd = app.add_subcommand("config", "config files of serve (--config FILE)");
+    config_cmd->require_subcommand(1);
+    auto* config_check_cmd =
+        config_cmd->add_subcommand("check",
+                                   "check a config file: unknown keys and bad values exit 2; a good one prints the effective settings");
+    config_check_cmd->add_option("FILE", config_file, "TOML (or INI) file of serve's options")->required();
+    cmdline::set_conventions(app, "coconut-hsmd", exit_code_table);
+
+    if (auto exit = cmdline::parse(app, argc, argv, "coconut-hsmd", renamed_options)) return *exit;
+    if (config_check_cmd->parsed()) {
+        return cmdline::check_config(app, serve_cmd, config_file, "coconut-hsmd", [&]() -> std::optional<std::string> {
+            if (auto endpoint = hsm::wire::parse_endpoint(listen, true); !endpoint) return "listen: " + endpoint.error().message;
+            try {
+                (void)coconut::core::AddressList::parse(allow_text);
+            } catch (const std::invalid_argument& e) {
+                return std::string("allow: ") + e.what();
+            }
+            return std::nullopt;
+        });
     }
 
     auto parse_usage_and_type = [&]() -> std::optional<std::pair<hsm::KeyUsage, hsm::KeyType>> {
@@ -564,6 +609,7 @@ int main(int argc, char** argv) {
         return 0;
     }
     if (serve_cmd->parsed()) {
+        cmdline::configure_log("coconut-hsmd", log_flags);
         hsm::ServerConfig config;
         try {
             config.allow = coconut::core::AddressList::parse(allow_text);

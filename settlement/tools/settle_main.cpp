@@ -4,6 +4,8 @@
 #include <coconut/clearing/registry.hpp>
 #include <coconut/settlement/settlement.hpp>
 
+#include <coconut/cmdline/cmdline.hpp>
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -35,6 +37,24 @@ constexpr int exit_wrong_state = 11;  // e.g. reconcile before posting
 constexpr int exit_untrusted = 12;    // https://: the daemon's certificate refused (--ca, host): fix the configuration
 constexpr int exit_behind = 13;       // --data (a standby) did not reach the daemon's stream position in time: run later
 constexpr int exit_refused = 14;      // the daemon refused the clerk token (unknown, revoked, no settlement role): nothing written
+
+constexpr std::string_view exit_code_table =
+    "Exit codes:\n"
+    "   0  ok\n"
+    "   1  internal error\n"
+    "   2  usage: a bad argument, config or registry data (fix and re-run)\n"
+    "   3  the cut-off has not passed: run later\n"
+    "   4  storage: the ledger or the output directory unreadable or unwritable\n"
+    "   5  existing files or state differ: needs a person\n"
+    "   6  positions do not sum to zero, or a transfer nobody owns: needs a person\n"
+    "   7  posting: the daemon refused or was unreachable: retry later\n"
+    "   8  --direct while a daemon serves the directory\n"
+    "   9  a camt file is malformed or invalid: nothing changed\n"
+    "  10  reconciliation incomplete: missing, mismatched or duplicate entries\n"
+    "  11  wrong state, e.g. reconcile before posting\n"
+    "  12  https://: the daemon's certificate refused (--ca, host)\n"
+    "  13  --data (a standby) did not reach the daemon's stream position in time: run later\n"
+    "  14  the daemon refused the clerk token (unknown, revoked, no settlement role): nothing written";
 
 int exit_for(ErrorCode code) {
     switch (code) {
@@ -446,11 +466,8 @@ int main(int argc, char** argv) {
     auto* dormant_cmd = app.add_subcommand("dormant", "the dormancy report as CSV: tourist cards still out, refunds not yet paid");
     dormant_cmd->add_option("--data", dormant_data, "the clearing daemon's data directory (read only; the daemon may serve it)")->required();
 
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        return app.exit(e) == 0 ? exit_ok : exit_usage;
-    }
+    coconut::cmdline::set_conventions(app, "coconut-settle", exit_code_table);
+    if (auto exit = coconut::cmdline::parse(app, argc, argv, "coconut-settle")) return *exit;
     try {
         run_args.out = out;
         if (*run_cmd) return run(run_args);

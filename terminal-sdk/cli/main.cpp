@@ -15,11 +15,15 @@
 #include <coconut/sdk/reader.hpp>
 #include <coconut/sdk/terminal.hpp>
 
+#include <coconut/cmdline/cmdline.hpp>
+
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <cstdio>
+#include <iostream>
 #include <ctime>
 #include <exception>
 #include <filesystem>
@@ -667,16 +671,22 @@ struct ClinicCliOptions {
     bool keep_queued = false;
 };
 
-// clinic-pay AMOUNT: medical account hold (0100) first with the PIN typed at the terminal (or piped with
+// The PIN source clinic-pay and medical-balance share: --pin-stdin, else the terminal; a usage error
+// for --pin on the command line or nobody to type at.
+std::optional<CliError> pin_source_problem(const ClinicCliOptions& clinic) {
+    if (!clinic.pin_on_command_line.empty())
+        return usage(
+            "--pin: a PIN is never given on the command line (ps and the shell's history show it): type it at the "
+            "prompt, or pipe it on standard input with --pin-stdin");
+    if (!clinic.pin_stdin && !has_terminal()) return usage("no terminal to type the PIN at: give it on standard input with --pin-stdin");
+    return std::nullopt;
+}
+
+// clinic-pay --amount-fen N: medical account hold (0100) first with the PIN typed at the terminal (or piped with
 // --pin-stdin), the purse for the remainder up to its balance, cash for the rest, 0220 completion, the
 // purse part sent at once.
 int cmd_clinic_pay(const Options& options, const ClearingCliOptions& clearing, std::uint32_t amount_fen, const ClinicCliOptions& clinic) {
-    if (!clinic.pin_on_command_line.empty())
-        return report(usage("--pin: a PIN is never given on the command line (ps and the shell's history show it): type it at the "
-                            "prompt, or pipe it on standard input with --pin-stdin"),
-                      options.json);
-    if (!clinic.pin_stdin && !has_terminal())
-        return report(usage("no terminal to type the PIN at: give it on standard input with --pin-stdin"), options.json);
+    if (auto problem = pin_source_problem(clinic)) return report(*problem, options.json);
     sdk::ClinicOptions flow;
     flow.pin = clinic.pin_stdin ? pin_from_stdin() : pin_from_terminal();
     flow.cash_for_the_rest = !clinic.no_cash;
@@ -708,6 +718,24 @@ int cmd_clinic_pay(const Options& options, const ClearingCliOptions& clearing, s
             outcome->purse_record ? (outcome->purse_uploaded ? " (sent to the clearing)" : " (queued for upload)") : "",
             yuan(outcome->cash_fen));
         print_text(receipt);
+    }
+    return exit_ok;
+}
+
+// medical-balance: the medical account's available amount before billing (0100 313000), PIN and proof.
+int cmd_medical_balance(const Options& options, const ClearingCliOptions& clearing, const ClinicCliOptions& clinic) {
+    if (auto problem = pin_source_problem(clinic)) return report(*problem, options.json);
+    auto session = open_session(options, true, clearing.batch_file);
+    if (!session) return report(session.error(), options.json);
+    auto client = open_clearing(clearing, *(*session)->queue);
+    if (!client) return report(client.error(), options.json);
+    auto available = (*session)->terminal->medical_balance(clinic.pin_stdin ? pin_from_stdin() : pin_from_terminal(), **client);
+    if (!available) return report(from_flow(available.error()), options.json);
+    (void)(*client)->sign_off();
+    if (options.json) {
+        print_json({{"medical_available_fen", *available}});
+    } else {
+        print_text(fmt::format("medical account: {} CNY available", yuan(static_cast<std::uint32_t>(*available))));
     }
     return exit_ok;
 }
@@ -810,6 +838,7 @@ struct CommandLine {
     CLI::App* upload = nullptr;
     CLI::App* load = nullptr;
     CLI::App* clinic_pay = nullptr;
+    CLI::App* medical_balance = nullptr;
     CLI::App* sync_hotlist = nullptr;
     CLI::App* reconcile = nullptr;
 };
@@ -831,8 +860,8 @@ void add_global_options(CLI::App& app, Options& options) {
 void add_card_commands(CLI::App& app, CommandLine& c) {
     app.add_subcommand("readers", "List the PC/SC readers");
     c.balance = app.add_subcommand("balance", "Read the purse balance");
-    c.purchase = app.add_subcommand("purchase", "Shop purchase (EP purchase 06) of AMOUNT fen");
-    c.purchase->add_option("--amount", c.amount_fen, "Amount in fen (0.01 CNY)")
+    c.purchase = app.add_subcommand("purchase", "Shop purchase (EP purchase 06) of --amount-fen fen");
+    c.purchase->add_option("--amount-fen,--amount", c.amount_fen, "Amount in fen (0.01 CNY)")
         ->required()
         ->check(CLI::Range(std::uint32_t{1}, std::numeric_limits<std::uint32_t>::max()));
     c.purchase->add_option("--repeat", c.repeat, "Run that many purchases in a row (soak tests)")
@@ -914,6 +943,21 @@ void add_counter_commands(CLI::App& app, CommandLine& c) {
     add_hsm_options(c.return_card, c.hsm_mac);
 }
 
+// --amount-fen N; the amount as a positional argument (the old spelling) is still taken for a release,
+// with a warning (docs/CLI.md "Option names").
+void add_amount_option(CLI::App* command, std::uint32_t& amount_fen) {
+    const auto range = CLI::Range(std::uint32_t{1}, std::numeric_limits<std::uint32_t>::max());
+    auto* named = command->add_option("--amount-fen", amount_fen, "Amount in fen (0.01 CNY)")->check(range);
+    auto* positional = command->add_option("AMOUNT", amount_fen, "")->check(range)->group("");
+    named->excludes(positional);
+    command->callback([command, named, positional] {
+        if (named->count() == 0 && positional->count() == 0) throw CLI::RequiredError("--amount-fen");
+        if (positional->count() > 0)
+            std::cerr << "coconut-terminal: warning: " << command->get_name()
+                      << " AMOUNT is a deprecated spelling, use --amount-fen AMOUNT (the old one goes in a later release)\n";
+    });
+}
+
 // The commands that talk to the clearing.
 void add_clearing_commands(CLI::App& app, CommandLine& c) {
     c.upload =
@@ -922,23 +966,29 @@ void add_clearing_commands(CLI::App& app, CommandLine& c) {
     c.upload->add_option("--in-flight", c.clearing.in_flight, "Uploads awaiting an answer at once")
         ->capture_default_str()
         ->check(CLI::Range(std::size_t{1}, sdk::clearing_in_flight_max));
-    c.load = app.add_subcommand("load", "Online load of AMOUNT fen (0200/0210, CREDIT FOR LOAD, 0220)");
-    c.load->add_option("AMOUNT", c.online_amount_fen, "Amount in fen")
-        ->required()
-        ->check(CLI::Range(std::uint32_t{1}, std::numeric_limits<std::uint32_t>::max()));
+    c.load = app.add_subcommand("load", "Online load of --amount-fen fen (0200/0210, CREDIT FOR LOAD, 0220)");
+    add_amount_option(c.load, c.online_amount_fen);
     c.load->add_flag("--carried", c.carried,
                      "Collect the balance carried from the card this one replaced (processing code 280000, funded by the card's "
                      "carried holding instead of cash); 51 (the holding holds less) exits 38");
     add_clearing_options(c.load, c.clearing);
-    c.clinic_pay = app.add_subcommand("clinic-pay", "Clinic payment of AMOUNT fen: medical account hold (0100), purse for the rest, 0220");
-    c.clinic_pay->add_option("AMOUNT", c.online_amount_fen, "Amount in fen")
-        ->required()
-        ->check(CLI::Range(std::uint32_t{1}, std::numeric_limits<std::uint32_t>::max()));
+    c.clinic_pay =
+        app.add_subcommand("clinic-pay", "Clinic payment of --amount-fen fen: medical account hold (0100), purse for the rest, 0220");
+    add_amount_option(c.clinic_pay, c.online_amount_fen);
     c.clinic_pay->add_flag("--pin-stdin", c.clinic.pin_stdin,
                            "Read the cardholder's PIN as one line on standard input (a PIN pad's driver, a script) instead of the prompt");
     c.clinic_pay->add_option("--pin", c.clinic.pin_on_command_line, "Refused: the PIN is typed at the prompt or given with --pin-stdin")
         ->group("");  // hidden: only to explain the refusal
     c.clinic_pay->add_flag("--no-cash", c.clinic.no_cash, "Refuse the bill when medical account and purse do not cover it (no cash part)");
+    c.medical_balance = app.add_subcommand(
+        "medical-balance",
+        "Before billing: the medical account's available amount (0100 313000), with the holder's PIN and the card's proof");
+    c.medical_balance->add_flag("--pin-stdin", c.clinic.pin_stdin,
+                                "Read the cardholder's PIN as one line on standard input instead of the prompt");
+    c.medical_balance
+        ->add_option("--pin", c.clinic.pin_on_command_line, "Refused: the PIN is typed at the prompt or given with --pin-stdin")
+        ->group("");
+    add_clearing_options(c.medical_balance, c.clearing);
     c.clinic_pay->add_flag("--keep-queued", c.clinic.keep_queued,
                            "Leave the purse part queued for the next upload instead of sending it now");
     c.clinic_pay->add_option("--merchant-id", c.clearing.merchant_id, "Field 42 (card acceptor id) of the 0100");
@@ -970,6 +1020,7 @@ int dispatch(const CLI::App& app, const CommandLine& c) {
     if (*c.upload) return cmd_upload(options, c.clearing);
     if (*c.load) return cmd_load(options, c.clearing, c.online_amount_fen, c.carried);
     if (*c.clinic_pay) return cmd_clinic_pay(options, c.clearing, c.online_amount_fen, c.clinic);
+    if (*c.medical_balance) return cmd_medical_balance(options, c.clearing, c.clinic);
     if (*c.sync_hotlist) return cmd_sync_hotlist(options, c.clearing);
     if (*c.reconcile) return cmd_reconcile(options, c.clearing);
     if (*c.block_card) return cmd_block_card(options, c.hsm_mac, c.permanent);
@@ -983,7 +1034,7 @@ int dispatch(const CLI::App& app, const CommandLine& c) {
 int run(int argc, char** argv) {
     CLI::App app{
         "coconut-terminal: shop purchases, bus taps, online loads, clinic payments, recovery, queue, hotlist and clearing over the Coconut Card terminal SDK"};
-    app.footer(std::string(footer_text) + exit_code_table);
+    app.footer(footer_text);
     app.require_subcommand(1);
     app.fallthrough();
     CommandLine command_line;
@@ -991,12 +1042,9 @@ int run(int argc, char** argv) {
     add_card_commands(app, command_line);
     add_clearing_commands(app, command_line);
     add_counter_commands(app, command_line);
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& error) {
-        const int rc = app.exit(error);
-        return rc == 0 ? exit_ok : exit_usage;
-    }
+    cmdline::set_conventions(app, "coconut-terminal", exit_code_table);
+    constexpr std::array<cmdline::Rename, 1> renamed{{{"--amount", "--amount-fen"}}};
+    if (auto exit = cmdline::parse(app, argc, argv, "coconut-terminal", renamed)) return *exit;
     return dispatch(app, command_line);
 }
 

@@ -950,6 +950,21 @@ std::array<std::uint8_t, 8> ClearingClient::clinic_proof_input(const Transaction
     return iso8583::clinic_proof_input(challenge, {*m.get(41), *m.get(11), *m.get(7), *m.get(4), *m.get(60)}, intent.asn);
 }
 
+Result<std::uint64_t, ClearingError> ClearingClient::medical_inquiry(const TransactionRecord& intent,
+                                                                     const iso8583::HostChallenge& challenge,
+                                                                     const std::array<std::uint8_t, 8>& cryptogram) {
+    Message m = online_request(iso8583::MessageType::authorization, intent, ProcessingCode::medical_inquiry, state_->options.terminal_id);
+    if (!state_->options.merchant_id.empty()) m.set(42, state_->options.merchant_id);
+    m.set(62, iso8583::encode_clinic_authorization({intent.asn, cryptogram, challenge}));
+    auto answer = state_->exchange(m);
+    if (!answer) return Unexpected<ClearingError>{answer.error()};
+    const std::string code(*answer->get(39));
+    if (code != "00") return fail(ClearingErrorCode::refused, "medical balance inquiry answered " + code, code);
+    auto available = iso8583::parse_medical_available_field(answer->get(54).value_or(""));
+    if (!available) return fail(ClearingErrorCode::protocol_error, "0110 to a medical balance inquiry without an amount in field 54", code);
+    return *available;
+}
+
 Result<ClinicApproval, ClearingError> ClearingClient::authorize(const TransactionRecord& intent, const iso8583::HostChallenge& challenge,
                                                                 const std::array<std::uint8_t, 8>& cryptogram) {
     Message m = online_request(iso8583::MessageType::authorization, intent, ProcessingCode::medical_purchase, state_->options.terminal_id);

@@ -102,8 +102,13 @@ ReaderErrorCode map_pcsc(LONG rv) {
     }
 }
 
+// "Service not available" alone leaves the operator guessing; name the daemon and how to start it.
 ReaderError pcsc_error(std::string_view what, LONG rv) {
-    return ReaderError{map_pcsc(rv), fmt::format("{}: {} (0x{:08X})", what, pcsc_stringify_error(rv), static_cast<std::uint32_t>(rv)), rv};
+    const bool no_service = rv == SCARD_E_NO_SERVICE || rv == SCARD_E_SERVICE_STOPPED;
+    return ReaderError{map_pcsc(rv),
+                       fmt::format("{}: {} (0x{:08X}){}", what, pcsc_stringify_error(rv), static_cast<std::uint32_t>(rv),
+                                   no_service ? " — is pcscd running? (systemctl start pcscd / pcscd --foreground)" : ""),
+                       rv};
 }
 
 // RAII for SCARDCONTEXT.

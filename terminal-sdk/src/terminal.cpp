@@ -510,8 +510,8 @@ Result<Ok, FlowError> Terminal::reverse_hold(const QueuedTransaction& intent, st
     return Ok{};
 }
 
-Result<ClinicOutcome, FlowError> Terminal::medical_part(const PurseInfo& info, std::uint32_t amount_fen, const PinEntry& pin_entry,
-                                                        ClearingClient& host, QueuedTransaction& hold) {
+Result<Terminal::MedicalProof, FlowError> Terminal::prove_medical(const PurseInfo& info, std::uint32_t amount_fen,
+                                                                  const PinEntry& pin_entry, ClearingClient& host) {
     auto terminal_id = open_psam();
     if (!terminal_id) return Unexpected{terminal_id.error()};
     SocialSecurityApp ss(card_channel_);
@@ -528,22 +528,41 @@ Result<ClinicOutcome, FlowError> Terminal::medical_part(const PurseInfo& info, s
     if (auto account = ss.medical_account(); !account) return Unexpected{from_card(account.error())};
     auto stan = host.take_stan();
     if (!stan) return Unexpected{FlowError{FlowErrorCode::storage_error, stan.error().message}};
-    const TransactionRecord draft =
-        online_draft(info, *terminal_id, amount_fen, LinkKind::clinic_hold, *stan, host.batch().batch_number, clock_());
-    // Card presence for exactly this hold, once: the host's fresh challenge, answered by the PIN-gated
-    // social-security application over the hold's fields (ISO8583.md §4.4).
+    MedicalProof proof{online_draft(info, *terminal_id, amount_fen, LinkKind::clinic_hold, *stan, host.batch().batch_number, clock_()),
+                       {},
+                       {}};
+    // Card presence for exactly this request, once: the host's fresh challenge, answered by the PIN-gated
+    // social-security application over the request's fields (ISO8583.md §4.4).
     auto challenge = host.request_challenge(info.asn);
     if (!challenge) return Unexpected{from_host(challenge.error(), false)};
-    auto answer = ss.internal_authenticate(host.clinic_proof_input(draft, *challenge));
+    proof.challenge = *challenge;
+    auto answer = ss.internal_authenticate(host.clinic_proof_input(proof.draft, *challenge));
     if (!answer) return Unexpected{from_card(answer.error())};
     if (answer->size() != 8) return Unexpected{FlowError{FlowErrorCode::card_error, "INTERNAL AUTHENTICATE answered not 8 bytes"}};
-    std::array<std::uint8_t, 8> cryptogram{};
-    std::copy(answer->begin(), answer->end(), cryptogram.begin());
-    auto intent_sequence = queue_.record_intent(draft);
-    if (!intent_sequence) return Unexpected{from_queue(intent_sequence.error())};
-    hold = QueuedTransaction{*intent_sequence, draft};
+    std::copy(answer->begin(), answer->end(), proof.cryptogram.begin());
+    return proof;
+}
 
-    auto approval = host.authorize(draft, *challenge, cryptogram);
+Result<std::uint64_t, FlowError> Terminal::medical_balance(const PinEntry& pin, ClearingClient& host) {
+    auto session = open_card();
+    if (!session) return Unexpected{session.error()};
+    if (auto ok = check_card(session->info, hotlist_, clock_()); !ok) return Unexpected{ok.error()};
+    auto proof = prove_medical(session->info, 0, pin, host);
+    if (!proof) return Unexpected{proof.error()};
+    auto available = host.medical_inquiry(proof->draft, proof->challenge, proof->cryptogram);
+    if (!available) return Unexpected{from_host(available.error(), false)};
+    return *available;
+}
+
+Result<ClinicOutcome, FlowError> Terminal::medical_part(const PurseInfo& info, std::uint32_t amount_fen, const PinEntry& pin_entry,
+                                                        ClearingClient& host, QueuedTransaction& hold) {
+    auto proof = prove_medical(info, amount_fen, pin_entry, host);
+    if (!proof) return Unexpected{proof.error()};
+    auto intent_sequence = queue_.record_intent(proof->draft);
+    if (!intent_sequence) return Unexpected{from_queue(intent_sequence.error())};
+    hold = QueuedTransaction{*intent_sequence, proof->draft};
+
+    auto approval = host.authorize(proof->draft, proof->challenge, proof->cryptogram);
     if (!approval) {
         auto reversal = queue_reversal(hold, LinkKind::clinic_reversal, &host);
         if (!reversal) return Unexpected{reversal.error()};

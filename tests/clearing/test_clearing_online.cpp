@@ -135,9 +135,9 @@ enum class ProofKey { ssse, purse };
 
 // A 0100 carrying `challenge` and the card's INTERNAL AUTHENTICATE answer over the §4.4 proof input.
 Message clinic_authorization_over(const iso8583::HostChallenge& challenge, std::uint64_t amount_fen, std::uint32_t stan,
-                                  const std::string& asn, const std::string& terminal_id, bool forge = false,
-                                  ProofKey key = ProofKey::ssse) {
-    Message m = online_message("0100", "003000", amount_fen, stan, asn, terminal_id);
+                                  const std::string& asn, const std::string& terminal_id, bool forge = false, ProofKey key = ProofKey::ssse,
+                                  const char* processing_code = "003000") {
+    Message m = online_message("0100", processing_code, amount_fen, stan, asn, terminal_id);
     m.set(42, "HKCLINIC0000001");
     iso8583::ClinicAuthorizationData d;
     d.asn = asn_of(asn);
@@ -518,6 +518,40 @@ TEST_CASE("0100: a challenge of another terminal, another card, a made-up or an 
     Message bare = network_message(201, 10, "CLINIC01");
     bare.set(2, card_a.substr(4));
     CHECK(rig.code(bare) == "30");
+}
+
+// A medical balance inquiry (3 = 313000, amount 0) over `challenge`.
+Message medical_inquiry_over(const iso8583::HostChallenge& challenge, std::uint32_t stan, const std::string& asn = card_a,
+                             bool forge = false, ProofKey key = ProofKey::ssse, std::uint64_t amount_fen = 0) {
+    return clinic_authorization_over(challenge, amount_fen, stan, asn, "CLINIC01", forge, key, "313000");
+}
+
+TEST_CASE("0100 313000: the medical account's available amount in field 54, proven like a hold; nothing held; once per proof") {
+    Rig rig;
+    rig.sign_on("CLINIC01");
+    rig.sign_on("SHOP0001");
+    const auto challenge = challenge_for(rig, card_a, "CLINIC01", 1);
+    const Message answer = rig.send(medical_inquiry_over(challenge, 2));
+    REQUIRE(*answer.get(39) == "00");
+    CHECK(*answer.get(54) == "3002156C000000020000");  // card_a's medical account: 200.00
+    CHECK(iso8583::parse_medical_available_field(*answer.get(54)) == 20000);
+    CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 0);
+    // The same proof again (a replay, or the same challenge under a new STAN): spent.
+    CHECK(rig.code(medical_inquiry_over(challenge, 2)) == "59");
+    CHECK(rig.code(medical_inquiry_over(challenge, 3)) == "59");
+    // After a hold of 80.00 the inquiry says what is left.
+    REQUIRE(rig.code(clinic_authorization(rig, 8000, 4)) == "00");
+    const Message after = rig.send(medical_inquiry_over(challenge_for(rig, card_a, "CLINIC01", 5), 6));
+    REQUIRE(*after.get(39) == "00");
+    CHECK(iso8583::parse_medical_available_field(*after.get(54)) == 12000);
+    // Refusals: a forged proof or one from the purse application (no PIN) 59, an amount 13, a shop 58.
+    CHECK(rig.code(medical_inquiry_over(challenge_for(rig, card_a, "CLINIC01", 7), 8, card_a, true)) == "59");
+    CHECK(rig.code(medical_inquiry_over(challenge_for(rig, card_a, "CLINIC01", 9), 10, card_a, false, ProofKey::purse)) == "59");
+    CHECK(rig.code(medical_inquiry_over(challenge_for(rig, card_a, "CLINIC01", 11), 12, card_a, false, ProofKey::ssse, 100)) == "13");
+    CHECK(rig.code(clinic_authorization_over(challenge_for(rig, card_a, "SHOP0001", 13), 0, 14, card_a, "SHOP0001", false, ProofKey::ssse,
+                                             "313000")) == "58");
+    CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 8000);
+    rig.require_check();
 }
 
 TEST_CASE("0100: a proof from the purse application (no PIN) cannot authorize a medical hold") {

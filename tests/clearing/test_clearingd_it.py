@@ -12,7 +12,7 @@ Phase "flows":  a forged TAC (a genuine transaction whose TAC was altered on the
 Phase "online": a real card image driven through `coconut-vcard shell` (INITIALIZE FOR LOAD, CREDIT FOR
                 LOAD, INTERNAL AUTHENTICATE) against the daemon's online messages (ISO8583.md §4): a load
                 approved with the HSM's MAC2 and confirmed with the card's TAC; a repeat answered with the
-                same MAC2; a forged MAC1 refused 59; a load reversed; a load that expires (--load-timeout 1)
+                same MAC2; a forged MAC1 refused 59; a load reversed; a load that expires (--load-timeout-s 1)
                 yet is credited and confirmed late; a clinic authorization partially approved (10) and
                 completed, another reversed; a lost card in the downloaded hotlist and refused online (41);
                 0500 balanced; afterwards shadow = card balance and `check` passes.
@@ -304,7 +304,7 @@ class Stack:
                 "--hotlist", os.path.join(self.dir, "hotlist.bin")]
 
     def purchases(self, card, psam, queue, amount, repeat):
-        run(self.term(card, psam, queue) + ["purchase", "--amount", str(amount), "--repeat", str(repeat)], timeout=600)
+        run(self.term(card, psam, queue) + ["purchase", "--amount-fen", str(amount), "--repeat", str(repeat)], timeout=600)
 
     def queue_list(self, queue):
         return json.loads(run([self.terminal, "--json", "--queue", os.path.join(self.dir, queue), "queue", "list"]).stdout)
@@ -755,7 +755,7 @@ def phase_online(stack):
 
     # A lost card: in the hotlist the terminal downloads, refused online with 41.
     run([stack.clearingd, "admin", "--data", stack.data, "card-status", CARDS[2], "lost"])
-    stack.start_daemon(["--load-timeout", "1"])
+    stack.start_daemon(["--load-timeout-s", "1"])
     link = stack.link("BUS00001")
     link.sign_on("BUS00001", stan=50)
     _, answer = link.call("0800", {11: "000051", 41: "BUS00001", 70: "101", 48: "000000000000"})
@@ -767,7 +767,7 @@ def phase_online(stack):
     shell.close()
     log("  ok  hotlist download from version 0 carries the lost card; its 0200 is refused with 41")
 
-    # A load nobody confirms expires (--load-timeout 1): the daemon logs it; the card was credited after
+    # A load nobody confirms expires (--load-timeout-s 1): the daemon logs it; the card was credited after
     # all, so its late confirmation is booked.
     shell = CardShell(stack.vcard, os.path.join(stack.dir, "card0.img"))
     init = shell.initialize_for_load(700, "460100000001")

@@ -2,6 +2,7 @@
 // replay, hostile and broken peers, limits, reload, the CLIs.
 #include "daemon_process.hpp"
 
+#include <coconut/core/log.hpp>
 #include <coconut/hsm/audit.hpp>
 #include <coconut/hsm/client.hpp>
 
@@ -10,6 +11,11 @@
 #include <nlohmann/json.hpp>
 #include <sodium.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 using namespace hsm_test;
@@ -313,9 +319,49 @@ TEST_CASE("the async client pipelines requests and the batcher groups single TAC
     io.run_for(std::chrono::milliseconds(50));
 }
 
+TEST_CASE("a TAC batch is logged (debug) with its own id and the request ids it carries") {
+    Installation install;
+    Daemon daemon(install.dir.path());
+    boost::asio::io_context io;
+    auto client = hsm::AsyncClient::create(io.get_executor(), install.credentials("clearing"));
+    client->async_connect(daemon.endpoint(), [](coconut::Status<hsm::Failure>) {});
+    auto batcher = hsm::TacBatcher::create(client, "mk-tac", 3, std::chrono::milliseconds(5));
+    // The log goes to stderr: into a file for the test's duration.
+    const std::string log_path = (install.dir / "batch.log").string();
+    const int saved_stderr = ::dup(STDERR_FILENO);
+    const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    REQUIRE((saved_stderr >= 0 && log_fd >= 0));
+    ::dup2(log_fd, STDERR_FILENO);
+    coconut::log::Settings debug;
+    debug.level = coconut::log::Level::debug;
+    coconut::log::configure(debug);
+    const auto transactions = batch_of(3, 100, 9);
+    int answered = 0;
+    for (std::size_t i = 0; i < transactions.size(); ++i) {
+        const coconut::log::RequestScope request(fmt::format("t-00000000000{}", i + 1));
+        batcher->submit(transactions[i], [&answered](hsm::Outcome<Verdict>) { ++answered; });
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (answered < 3 && std::chrono::steady_clock::now() < deadline) io.run_for(std::chrono::milliseconds(10));
+    coconut::log::configure({});
+    ::dup2(saved_stderr, STDERR_FILENO);
+    ::close(saved_stderr);
+    ::close(log_fd);
+    CHECK(answered == 3);
+    std::stringstream text;
+    text << std::ifstream(log_path).rdbuf();
+    INFO(text.str());
+    const std::string line = text.str();
+    const auto at = line.find(" debug hsm-link b-");
+    REQUIRE(at != std::string::npos);
+    CHECK(line.find("TAC batch of 3 requests=t-000000000001,t-000000000002,t-000000000003", at) != std::string::npos);
+    client->close();
+    io.run_for(std::chrono::milliseconds(50));
+}
+
 TEST_CASE("connections beyond the limit are refused with server_busy") {
     Installation install;
-    Daemon daemon(install.dir.path(), {"--max-connections", "2"});
+    Daemon daemon(install.dir.path(), {"--connections-max", "2"});
     // The readiness probe has gone; wait until the daemon has noticed (bounded).
     auto first = connect(daemon, install.credentials("clearing"));
     auto second = connect(daemon, install.credentials("clearing"));
@@ -405,7 +451,7 @@ TEST_CASE("coconut-hsm prints JSON with --json; verdicts set the exit status; co
 
     const auto t = signed_purchase(key16(tac_master_v2_hex), 2, alice, 250, 17);
     const std::string verify = cli + fmt::format(
-                                         " verify-tac --issuer 4600000000000001 --asn 46000000001234567890 --amount 250"
+                                         " verify-tac --issuer 4600000000000001 --asn 46000000001234567890 --amount-fen 250"
                                          " --type 06 --terminal 001122334455 --serial 17 --date 20261126 --time 101500 --tac ");
     auto valid = run(verify + coconut::to_hex(t.tac));
     CHECK(valid.exit_code == 0);
@@ -414,12 +460,12 @@ TEST_CASE("coconut-hsm prints JSON with --json; verdicts set the exit status; co
     CHECK(invalid.exit_code == 3);
     CHECK(nlohmann::json::parse(invalid.output)["verdict"] == "invalid");
 
-    auto bad_input = run(cli + " verify-tac --issuer 46 --asn 1 --amount 1 --terminal 1 --serial 1 --date 1 --time 1 --tac 1");
+    auto bad_input = run(cli + " verify-tac --issuer 46 --asn 1 --amount-fen 1 --terminal 1 --serial 1 --date 1 --time 1 --tac 1");
     CHECK(bad_input.exit_code == 1);
     CHECK(nlohmann::json::parse(bad_input.output)["error"] == "bad_request");
 
     auto load = run(cli +
-                    " load-mac2 --issuer 4600000000000001 --asn 46000000001234567890 --old-balance 0 --amount 100"
+                    " load-mac2 --issuer 4600000000000001 --asn 46000000001234567890 --old-balance 0 --amount-fen 100"
                     " --type 02 --terminal 001122334455 --atc 0 --random 11223344 --mac1 00000000 --date 20261126 --time 120000");
     CHECK(load.exit_code == 3);
     CHECK(nlohmann::json::parse(load.output)["mac1"] == "invalid");

@@ -116,9 +116,9 @@ TEST_CASE("by default every loopback address is allowed; a malformed --allow is 
     CHECK(bad.output.find("'10.0.0.1/8': host bits set after the prefix") != std::string::npos);
 }
 
-TEST_CASE("one client id cannot hold more than --max-connections-per-client authenticated connections") {
+TEST_CASE("one client id cannot hold more than --connections-per-client authenticated connections") {
     Installation install;
-    Daemon daemon(install.dir.path(), {"--max-connections-per-client", "2"});
+    Daemon daemon(install.dir.path(), {"--connections-per-client", "2"});
     const auto issuance = install.credentials("issuance");
     auto first = std::make_unique<RawConnection>(daemon.port());
     RawConnection second(daemon.port());

@@ -43,7 +43,7 @@ def durable_writes_of_one_purchase(stack, terminal, card_image, psam_image):
     """One purchase on a freshly started serve with -v: the card's durable writes it logs, in order."""
     serve(stack, card_image, psam_image, ["-v"])
     start = len(stack.serve_log_text())
-    terminal.json(["purchase", "--amount", str(AMOUNT_FEN)])
+    terminal.json(["purchase", "--amount-fen", str(AMOUNT_FEN)])
     check_equal("serve exit code on SIGTERM", stack.stop_serve(), 0)
     wait_removed(stack)
     logged = stack.serve_log_text()[start:]
@@ -60,7 +60,7 @@ def tear_once(vcard, stack, terminal, card_image, psam_image, write_number, tear
     before = it.card_info(vcard, card_image)
     queued_before = len(terminal.queue()["transactions"])
     serve(stack, card_image, psam_image, ["--tear-after", str(write_number), "--tear-bytes", tear_bytes])
-    refused = terminal.json(["purchase", "--amount", str(AMOUNT_FEN)], expect="card_removed")
+    refused = terminal.json(["purchase", "--amount-fen", str(AMOUNT_FEN)], expect="card_removed")
     check_equal(f"{what}: the terminal reports", refused["error"]["code"], "card_removed")
     try:
         code = stack.serve.wait(timeout=harness.PROCESS_STOP_WAIT_S)
@@ -93,7 +93,7 @@ def tear_once(vcard, stack, terminal, card_image, psam_image, write_number, tear
     it.check_queue_matches_card(vcard, card_image, queue, OPENING_BALANCE_FEN)
 
     serve(stack, card_image, psam_image)
-    paid = terminal.json(["purchase", "--amount", str(AMOUNT_FEN)])
+    paid = terminal.json(["purchase", "--amount-fen", str(AMOUNT_FEN)])
     check_equal(f"{what}: the next purchase on the re-inserted card, balance after", paid["balance_after_fen"],
                 after["balance_fen"] - AMOUNT_FEN)
     check_equal("serve exit code on SIGTERM", stack.stop_serve(), 0)

@@ -388,7 +388,7 @@ class Island:
         before = self.queue_records(queue)
         run([self.terminal, "--json", "--card", self.card_image(card), "--psam", os.path.join(self.dir, f"psam{psam}.img"),
              "--queue", os.path.join(self.dir, queue), "--hotlist", os.path.join(self.dir, "hotlist.bin"),
-             "purchase", "--amount", str(amount), "--repeat", str(repeat)], timeout=300)
+             "purchase", "--amount-fen", str(amount), "--repeat", str(repeat)], timeout=300)
         after = self.queue_records(queue)
         return after[len(before):]
 

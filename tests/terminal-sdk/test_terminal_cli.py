@@ -32,11 +32,11 @@ def test(vcard, workdir, extra):
 
     log("usage and set-up errors")
     terminal.run(["purchase"], expect="usage")
-    terminal.run(["purchase", "--amount", "0"], expect="usage")
+    terminal.run(["purchase", "--amount-fen", "0"], expect="usage")
     expect_error(it.Terminal(tools, workdir, ["--card", card, "--reader", "X"]), ["balance"], "usage")
     expect_error(it.Terminal(tools, workdir, ["--card", psam]), ["balance"], "image_error")
     expect_error(it.Terminal(tools, workdir, ["--card", os.path.join(workdir, "missing.img")]), ["balance"], "image_error")
-    expect_error(it.Terminal(tools, workdir, ["--card", card]), ["purchase", "--amount", "1"], "usage")
+    expect_error(it.Terminal(tools, workdir, ["--card", card]), ["purchase", "--amount-fen", "1"], "usage")
     bad_queue = os.path.join(workdir, "bad-queue.log")
     with open(bad_queue, "w") as out:
         out.write("not a queue")
@@ -54,21 +54,21 @@ def test(vcard, workdir, extra):
 
     log("flow errors that leave the card untouched")
     before = it.card_info(vcard, card)
-    expect_error(terminal, ["purchase", "--amount", str(before["balance_fen"] + 1)], "insufficient_balance", "9401")
-    expect_error(terminal, ["--time", "2036-01-01 12:00:00", "purchase", "--amount", "1"], "expired_card")
-    expect_error(terminal, ["--time", "2025-12-31 12:00:00", "purchase", "--amount", "1"], "expired_card")
+    expect_error(terminal, ["purchase", "--amount-fen", str(before["balance_fen"] + 1)], "insufficient_balance", "9401")
+    expect_error(terminal, ["--time", "2036-01-01 12:00:00", "purchase", "--amount-fen", "1"], "expired_card")
+    expect_error(terminal, ["--time", "2025-12-31 12:00:00", "purchase", "--amount-fen", "1"], "expired_card")
 
     wrong_key = harness.psam_profile()
     wrong_key["purchase_key"] = "00112233445566778899AABBCCDDEEFF"
     wrong_psam = harness.personalize(vcard, workdir, "psam-wrong-key", wrong_key)
     wrong = it.Terminal(tools, workdir, ["--card", card, "--psam", wrong_psam])
-    expect_error(wrong, ["purchase", "--amount", "10"], "card_error", "9302")  # MAC1 fails at DEBIT
+    expect_error(wrong, ["purchase", "--amount-fen", "10"], "card_error", "9302")  # MAC1 fails at DEBIT
 
     other_issuer = harness.psam_profile()
     other_issuer.update({"key_level": "issuer", "issuer_id": "4600000000000099"})
     refusing_psam = harness.personalize(vcard, workdir, "psam-other-issuer", other_issuer)
     refusing = it.Terminal(tools, workdir, ["--card", card, "--psam", refusing_psam])
-    error = expect_error(refusing, ["purchase", "--amount", "10"], "psam_error")
+    error = expect_error(refusing, ["purchase", "--amount-fen", "10"], "psam_error")
     check_equal("PSAM refusal carries its status word", "sw" in error, True)
 
     after = it.card_info(vcard, card)
@@ -90,18 +90,18 @@ def test(vcard, workdir, extra):
                           expect="tls_error")["error"]
     check_equal("unreadable TLS files: the file named", missing in error["message"], True)
     terminal.run(["load"], expect="usage")
-    terminal.run(["load", "100"], expect="usage")
-    terminal.run(["load", "0"] + closed, expect="usage")
-    terminal.run(["load", "100", "--clearing", "nowhere", "--terminal-id", "TOPUP001"], expect="usage")
-    terminal.run(["load", "100", "--clearing", "127.0.0.1:1", "--terminal-id", "SHORT"], expect="usage")
+    terminal.run(["load", "--amount-fen", "100"], expect="usage")
+    terminal.run(["load", "--amount-fen", "0"] + closed, expect="usage")
+    terminal.run(["load", "--amount-fen", "100", "--clearing", "nowhere", "--terminal-id", "TOPUP001"], expect="usage")
+    terminal.run(["load", "--amount-fen", "100", "--clearing", "127.0.0.1:1", "--terminal-id", "SHORT"], expect="usage")
     # No PIN on the command line, and no prompt without someone at a terminal: both usage errors before anything.
-    error = terminal.json(["clinic-pay", "100"] + closed, expect="usage")["error"]
+    error = terminal.json(["clinic-pay", "--amount-fen", "100"] + closed, expect="usage")["error"]
     check_equal("clinic-pay run by a program without --pin-stdin", "--pin-stdin" in error["message"], True)
-    error = terminal.json(["clinic-pay", "100", "--pin", "123456"] + closed, expect="usage")["error"]
+    error = terminal.json(["clinic-pay", "--amount-fen", "100", "--pin", "123456"] + closed, expect="usage")["error"]
     check_equal("clinic-pay --pin refused", "never given on the command line" in error["message"], True)
-    error = terminal.json(["load", "100"] + closed, expect="clearing_unreachable")["error"]
+    error = terminal.json(["load", "--amount-fen", "100"] + closed, expect="clearing_unreachable")["error"]
     check_equal("load with the clearing down: error code", error["code"], "connect_failed")
-    error = terminal.json(["clinic-pay", "100", "--pin-stdin"] + closed, expect="clearing_unreachable", input_text="123456\n")["error"]
+    error = terminal.json(["clinic-pay", "--amount-fen", "100", "--pin-stdin"] + closed, expect="clearing_unreachable", input_text="123456\n")["error"]
     check_equal("clinic-pay with the clearing down: error code", error["code"], "connect_failed")
     terminal.json(["sync-hotlist"] + closed, expect="clearing_unreachable")
     # An old queue (format 1) is converted with its batch file at open: a damaged one refuses, and the old
@@ -158,7 +158,7 @@ def test(vcard, workdir, extra):
     terminal.json(["hotlist", "add", harness.ASN, "--reason", "cloned"])
     show = terminal.json(["hotlist", "show", "--asn", harness.ASN])
     check_equal("after add", (show["version"], show["count"], show["blocked"], show["reason"]), (1, 1, True, "cloned"))
-    error = expect_error(terminal, ["purchase", "--amount", "1"], "blocked_card")
+    error = expect_error(terminal, ["purchase", "--amount-fen", "1"], "blocked_card")
     check_equal("block reason", error["block_reason"], "cloned")
     terminal.json(["hotlist", "remove", harness.ASN])
     check_equal("after remove", terminal.json(["hotlist", "show"])["version"], 2)
@@ -166,7 +166,7 @@ def test(vcard, workdir, extra):
     terminal.run(["hotlist", "add", harness.ASN, "--reason", "bored"], expect="usage")
 
     log("a purchase, the queue and the record schema")
-    record = terminal.json(["purchase", "--amount", "250"])
+    record = terminal.json(["purchase", "--amount-fen", "250"])
     expected_fields = {"asn", "card_number", "issuer_id", "type", "type_name", "atc", "amount_fen", "balance_before_fen",
                        "balance_after_fen", "terminal_id", "terminal_serial", "date", "time", "date_time", "tac",
                        "mac2", "flags", "tap_kind", "line", "station", "vehicle", "entry_station", "intent_sequence", "link"}
@@ -177,7 +177,7 @@ def test(vcard, workdir, extra):
     check_equal("queued record = printed record (plus its sequence)", {k: v for k, v in listed.items() if k != "sequence"},
                 record)
     it.verify_tacs(tools, [record], "the purchase")
-    lines = harness.run(terminal.base + ["--json", "purchase", "--amount", "1", "--repeat", "3"]).stdout.splitlines()
+    lines = harness.run(terminal.base + ["--json", "purchase", "--amount-fen", "1", "--repeat", "3"]).stdout.splitlines()
     check_equal("--repeat 3 prints three JSON lines", [json.loads(line)["atc"] for line in lines], [1, 2, 3])
 
 

@@ -129,7 +129,7 @@ def in_process(vcard, workdir, tools, hsm):
     outcome = terminal.json(["block-card"] + hsm_args(hsm))
     check_equal("block-card", (outcome["asn"], outcome["blocked"], outcome["was_blocked"]), (harness.ASN, "temporary", False))
     check_equal("card blocked (temporary)", card_info(vcard, blocked)["application_block"], 1)
-    error = json.loads(terminal.run(["purchase", "--amount", "100"], expect="card_error").stdout)["error"]
+    error = json.loads(terminal.run(["purchase", "--amount-fen", "100"], expect="card_error").stdout)["error"]
     check_equal("purchase on a blocked card", error["sw"], "6283")
     terminal.run(["balance"], expect="card_error")
     outcome = terminal.json(["unblock-card"] + hsm_args(hsm))

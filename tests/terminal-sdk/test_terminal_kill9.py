@@ -66,7 +66,7 @@ def test(vcard, workdir, extra):
 def kill_loop(vcard, tools, terminal, card_image, rng, kills_min, check_log):
     # How long a process takes to start and to run one purchase here (fdatasync-bound).
     started = time.monotonic()
-    terminal.run(["purchase", "--amount", "1", "--repeat", "20"])
+    terminal.run(["purchase", "--amount-fen", "1", "--repeat", "20"])
     per_process_s = time.monotonic() - started
     log(f"20 purchases in one process: {per_process_s * 1000:.0f} ms")
     kill_window_s = per_process_s * 1.5
@@ -76,7 +76,7 @@ def kill_loop(vcard, tools, terminal, card_image, rng, kills_min, check_log):
         if totals["kills"] >= kills_min and totals["recovered"] and totals["abandoned"]:
             break
         amount = rng.randint(1, 9)
-        process = subprocess.Popen(terminal.base + ["--json", "purchase", "--amount", str(amount), "--repeat",
+        process = subprocess.Popen(terminal.base + ["--json", "purchase", "--amount-fen", str(amount), "--repeat",
                                                     str(PURCHASES_PER_PROCESS)],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(rng.uniform(0, kill_window_s))

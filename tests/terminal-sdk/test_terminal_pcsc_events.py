@@ -74,7 +74,7 @@ def test(vcard, workdir, extra):
             stack.stop_serve(stop_signal)
             removed = finish_wait(waiter, "removal observed")
             terminal.json(["balance"], expect="no_card")
-            terminal.json(["purchase", "--amount", "1"], expect="no_card")
+            terminal.json(["purchase", "--amount-fen", "1"], expect="no_card")
             log("  ok  balance and purchase without a card: exit 11 (no_card)")
 
             waiter = start_wait(terminal, absent=False)
@@ -83,7 +83,7 @@ def test(vcard, workdir, extra):
             if inserted["events_after"] <= removed["events_after"]:
                 raise AssertionError(f"event counter went back: {removed} then {inserted}")
             stack.wait_card(1)
-            record = terminal.json(["purchase", "--amount", "10"])
+            record = terminal.json(["purchase", "--amount-fen", "10"])
             check_equal("purchase after the card came back", record["atc"], cycle - 1)
 
         queue = terminal.queue()

@@ -43,7 +43,7 @@ def test(vcard, workdir, extra):
         check_equal("cardholder name (GBK on the card)", terminal.json(["holder"])["name"], "王小椰")
 
         log("shop purchase")
-        record = terminal.json(["purchase", "--amount", "123"])
+        record = terminal.json(["purchase", "--amount-fen", "123"])
         check_equal("purchase amount / balance before / after",
                     (record["amount_fen"], record["balance_before_fen"], record["balance_after_fen"]),
                     (123, opening, opening - 123))
@@ -90,7 +90,7 @@ def test(vcard, workdir, extra):
         before = it.card_info(vcard, card_image)
         blocked = terminal.json(["hotlist", "add", harness.ASN, "--reason", "stolen"])
         check_equal("hotlist version after add", blocked["version"], 1)
-        refused = terminal.json(["purchase", "--amount", "50"], expect="blocked_card")
+        refused = terminal.json(["purchase", "--amount-fen", "50"], expect="blocked_card")
         check_equal("refusal names the code and reason", (refused["error"]["code"], refused["error"]["block_reason"]),
                     ("blocked_card", "stolen"))
         terminal.json(["tap", "--line", "1", "--station", "3"], expect="blocked_card")
@@ -99,17 +99,17 @@ def test(vcard, workdir, extra):
                     (before["balance_fen"], before["offline_atc"], before["online_atc"]))
         check_equal("card image not written by the refusals", after["generation"], before["generation"])
         terminal.json(["hotlist", "remove", harness.ASN])
-        record = terminal.json(["purchase", "--amount", "50"])
+        record = terminal.json(["purchase", "--amount-fen", "50"])
         check_equal("purchase after unblocking", record["balance_after_fen"], before["balance_fen"] - 50)
         records.append(record)
 
         log("error exits through the real stack")
-        refused = terminal.json(["purchase", "--amount", "999999"], expect="insufficient_balance")
+        refused = terminal.json(["purchase", "--amount-fen", "999999"], expect="insufficient_balance")
         check_equal("insufficient balance carries 9401", refused["error"]["sw"], "9401")
         wrong = it.Terminal(tools, workdir, ["--reader", "No Such Reader", "--psam-reader", harness.PSAM_READER])
         wrong.json(["balance"], expect="reader_not_found")
         no_psam = it.Terminal(tools, workdir, ["--reader", harness.CARD_READER])
-        no_psam.json(["purchase", "--amount", "1"], expect="usage")
+        no_psam.json(["purchase", "--amount-fen", "1"], expect="usage")
         terminal.json(["tap", "--line", "77", "--station", "1"], expect="unknown_line")
         recovered = terminal.json(["recover"])
         check_equal("recover with nothing pending", (recovered["recorded"], recovered["abandoned"]), ([], []))

@@ -30,7 +30,7 @@ def test(vcard, workdir, extra):
         stack.wait_card(1)
 
         log("purchase on T=0, with the APDU trace")
-        result = terminal.run(["--trace", "purchase", "--amount", "321"])
+        result = terminal.run(["--trace", "purchase", "--amount-fen", "321"])
         record = it.json.loads(result.stdout)
         check_equal("T=0 purchase balance after", record["balance_after_fen"], opening - 321)
         trace = result.stderr

@@ -73,7 +73,7 @@ class CounterStack(h.HttpStack):
 
     def load(self, card, amount, carried, expect=0):
         """coconut-terminal load on BUS00001 (PSAM 0) with card `card`."""
-        argv = self.term(card, 0, f"load{card}.queue") + ["load", str(amount), "--clearing", f"127.0.0.1:{self.port}",
+        argv = self.term(card, 0, f"load{card}.queue") + ["load", "--amount-fen", str(amount), "--clearing", f"127.0.0.1:{self.port}",
                                                             "--terminal-id", "BUS00001", *self.tls.terminal_args("BUS00001")]
         if carried:
             argv.append("--carried")

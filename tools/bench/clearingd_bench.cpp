@@ -28,6 +28,7 @@
 // card's offline ATCs in order). With one card per connection a group's card records, card accounts
 // and account index rows share few leaf pages; more cards per connection spread them as a province's
 // many cards would.
+#include <coconut/core/log.hpp>
 #include <coconut/clearing/check.hpp>
 #include <coconut/clearing/daemon.hpp>
 #include <coconut/clearing/hsm_adapters.hpp>
@@ -642,6 +643,10 @@ int connect_runs(const std::string& where, const Workload& w, std::size_t atc_ba
 
 int main(int argc, char** argv) {
     CLI::App app{"clearingd_bench: durable authorizations per second through coconut::clearing on loopback"};
+    // Warnings and errors only: an access line per request would measure the log, not the daemon.
+    coconut::log::Settings log_settings;
+    log_settings.level = coconut::log::Level::warning;
+    coconut::log::configure(log_settings);
     std::size_t connections = 64, uploads = 100'000, per_request_uploads = 3'000, window = 32, cards_per_connection = 1;
     std::size_t group_max = ledger::writer_group_requests_max_default, linger_below = ledger::WriterOptions{}.group_linger_below;
     auto group_delay_us = static_cast<std::uint64_t>(ledger::writer_group_delay_default.count());

@@ -32,6 +32,7 @@
 // writer's CPU, which in production they do not share.
 // --wrk-delay-ms D paces the query load through wrk's delay() hook (64 connections / (D + latency):
 // D = 2 gives ~20,000/s) to measure the write drop at the target rate instead of at saturation.
+#include <coconut/core/log.hpp>
 #include <coconut/clearing/check.hpp>
 #include <coconut/clearing/daemon.hpp>
 #include <coconut/clearing/http.hpp>
@@ -266,6 +267,10 @@ void write_script(const std::filesystem::path& path, const std::filesystem::path
 
 int main(int argc, char** argv) {
     CLI::App app{"clearingd_http_bench: balance queries/s and p99 (wrk) while the ledger takes writes"};
+    // Warnings and errors only: an access line per request would measure the log, not the daemon.
+    coconut::log::Settings log_settings;
+    log_settings.level = coconut::log::Level::warning;
+    coconut::log::configure(log_settings);
     std::size_t cards = 1000, connections = 64, wrk_threads = 2, write_window = 512, http_threads = 1;
     std::string http_priority{http::http_thread_priority_default}, wrk_priority{http::http_thread_priority_default};
     unsigned seconds = 10, rounds = 5, warmup_seconds = 5;

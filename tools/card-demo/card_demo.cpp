@@ -14,6 +14,8 @@
 #include <coconut/apdu/tlv.hpp>
 #include <coconut/crypto/card_crypto.hpp>
 
+#include <coconut/cmdline/cmdline.hpp>
+
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -391,7 +393,12 @@ int main(int argc, char** argv) {
     app.add_option("--vcard", vcard, "coconut-vcard executable");
     app.add_option("--work-dir", work_dir, "Directory for profiles, images and logs (default: a new one in /tmp)");
     app.add_flag("--skip-pcsc", skip_pcsc, "Skip the pcscd part (machines without pcscd / vpcd)");
-    CLI11_PARSE(app, argc, argv);
+    coconut::cmdline::set_conventions(app, "coconut-card-demo",
+                                      "Exit codes:\n"
+                                      "  0  the demo completed\n"
+                                      "  1  a step failed (named on stderr)\n"
+                                      "  2  usage: a bad command line");
+    if (auto exit = coconut::cmdline::parse(app, argc, argv, "coconut-card-demo")) return *exit;
 
     try {
         const fs::path work = pcsc_env::make_work_dir(work_dir, "/tmp/coconut-card-demo.XXXXXX");

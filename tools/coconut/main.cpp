@@ -5,6 +5,8 @@
 #include "letters.hpp"
 #include "process.hpp"
 
+#include <coconut/cmdline/cmdline.hpp>
+
 #include <CLI/CLI.hpp>
 #include <sodium.h>
 
@@ -176,12 +178,18 @@ int main(int argc, char** argv) {
 
     add_counter_commands(app, command);
 
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        const int code = app.exit(e);
-        return code == 0 ? 0 : exit_codes::usage;
-    }
+    coconut::cmdline::set_conventions(app, "coconut",
+                                      "Exit codes:\n"
+                                      "    0  ok\n"
+                                      "    1  a check failed: an invariant, a balance comparison or a reconciliation\n"
+                                      "    2  usage: a bad command line\n"
+                                      "    3  another program exited non-zero, or a daemon did not start\n"
+                                      "    4  a file or directory could not be read or written\n"
+                                      "    5  the HSM refused or could not be reached\n"
+                                      "    6  uploads did not complete within the retry bound\n"
+                                      "    7  an input file (image, registry, world directory) is invalid\n"
+                                      "  130  interrupted (SIGINT / SIGTERM): daemons stopped, nothing else done");
+    if (auto exit = coconut::cmdline::parse(app, argc, argv, "coconut")) return *exit;
     try {
         return command();
     } catch (const CommandFailed& e) {

@@ -2,6 +2,7 @@
 // the ISO 8583 listeners, the HTTP thread, the timers, signals and the drain.
 #include <coconut/clearing/card_lifecycle.hpp>
 #include <coconut/clearing/daemon.hpp>
+#include <coconut/core/log.hpp>
 #include <coconut/core/assert.hpp>
 
 #include <fmt/format.h>
@@ -205,7 +206,7 @@ DaemonStatus Daemon::State::start_terminal_servers() {
     for (const ServerOptions& server_options : options.terminals) {
         try {
             servers.push_back(std::make_unique<Server>(io, *engine, server_options));
-        } catch (const std::system_error& e) {
+        } catch (const std::exception& e) {  // Boost.Asio's system_error (Boost 1.74: not a std::system_error)
             return Unexpected<DaemonError>{
                 failure(Kind::listen, fmt::format("cannot listen on {}: {}", address(server_options.host, server_options.port), e.what()))};
         }
@@ -249,7 +250,7 @@ void Daemon::State::start_http_threads() {
             ::pthread_setname_np(::pthread_self(), "clearingd-http");
             // Bookings before balance queries (http.hpp ThreadPriority).
             if (auto lowered = http::lower_thread_priority(options.http_priority); !lowered) {
-                std::cerr << "coconut-clearingd: the HTTP thread keeps the daemon's priority: " << lowered.error().message << "\n";
+                log::warning("daemon", "the HTTP thread keeps the daemon's priority: " + lowered.error().message);
             }
             http_io->run();
         });
@@ -261,11 +262,11 @@ void Daemon::State::watch_signals() {
     signals->async_wait([this](const boost::system::error_code& error, int signal) {
         if (error) return;
         if (draining) {
-            std::cerr << "coconut-clearingd: second signal, stopping now\n";
+            log::info("daemon", "second signal, stopping now");
             io.stop();
             return;
         }
-        std::cerr << fmt::format("coconut-clearingd: signal {}, finishing the requests in hand\n", signal);
+        log::info("daemon", fmt::format("signal {}, finishing the requests in hand", signal));
         drain();
         watch_signals();
     });
@@ -274,7 +275,7 @@ void Daemon::State::watch_signals() {
 // Loads and holds released by the ledger's timeout: counted and logged once per interval.
 void Daemon::State::scan_expiries() {
     if (draining) return;
-    if (auto found = engine->scan_expiries(); !found) std::cerr << "coconut-clearingd: expiry scan: " << found.error().message << "\n";
+    if (auto found = engine->scan_expiries(); !found) log::error("daemon", "expiry scan: " + found.error().message);
     expiry_timer.expires_after(options.expiry_scan_interval);
     expiry_timer.async_wait([this](boost::system::error_code timer_error) {
         if (!timer_error) scan_expiries();
@@ -288,7 +289,7 @@ void Daemon::State::sweep_lifecycle() {
     const auto now_ns = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
     if (auto swept = run_lifecycle_sweep(context, *writer, now_ns, lifecycle_cursor); !swept) {
-        std::cerr << "coconut-clearingd: lifecycle sweep: " << swept.error().message << "\n";
+        log::error("daemon", "lifecycle sweep: " + swept.error().message);
     }
     lifecycle_timer.expires_after(options.lifecycle_sweep_interval);
     lifecycle_timer.async_wait([this](boost::system::error_code timer_error) {
@@ -351,7 +352,7 @@ void Daemon::State::drain() {
     drain_deadline.expires_after(options.drain_timeout);
     drain_deadline.async_wait([this](boost::system::error_code timer_error) {
         if (timer_error) return;
-        std::cerr << "coconut-clearingd: drain timeout, stopping with requests unanswered (none is acknowledged)\n";
+        log::warning("daemon", "drain timeout, stopping with requests unanswered (none is acknowledged)");
         io.stop();
     });
 }

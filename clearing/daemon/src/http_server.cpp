@@ -7,6 +7,7 @@
 #include "http_api.hpp"
 
 #include <coconut/core/admission.hpp>
+#include <coconut/core/log.hpp>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/dispatch.hpp>
@@ -23,6 +24,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -105,6 +107,18 @@ ApiResponse parse_failure(const beast::error_code& ec) {
     return error_response(400, "malformed_request", "the request is not valid HTTP/1.1: " + ec.message());
 }
 
+// A request id the client (or a proxy in front) sent in X-Request-Id is kept when it is short and plain;
+// otherwise the request gets one of its own.
+bool plain_request_id(std::string_view id) {
+    if (id.empty() || id.size() > 64) return false;
+    return std::all_of(id.begin(), id.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' || c == ':';
+    });
+}
+
+// The path of a request target without its query: a query may carry what must not reach a log.
+std::string_view path_of(std::string_view target) { return target.substr(0, target.find('?')); }
+
 template <class Stream>
 class Session : public std::enable_shared_from_this<Session<Stream>> {
 public:
@@ -155,8 +169,17 @@ private:
             server_->stats.timeouts.fetch_add(1, std::memory_order_relaxed);
             return;  // nothing more can be said to a client that stalled; the socket closes
         }
-        if (ec) return write(parse_failure(ec), false);
+        if (ec) {
+            request_id_ = log::new_request_id('h');
+            method_ = "-";
+            path_ = "-";
+            return write(parse_failure(ec), false);
+        }
         const auto& request = parser_->get();
+        const std::string_view client_id = view(request["X-Request-Id"]);
+        request_id_ = plain_request_id(client_id) ? std::string(client_id) : log::new_request_id('h');
+        method_ = view(request.method_string());
+        path_ = path_of(view(request.target()));
         const ApiRequest api_request{view(request.method_string()), view(request.target()), view(request[bhttp::field::authorization]),
                                      request.body(), peer_};
         version_ = request.version();
@@ -165,6 +188,7 @@ private:
         // handling_ holds the session while the API may answer from another thread, so `respond` only
         // captures a pointer (no allocation for the std::function).
         handling_ = this->shared_from_this();
+        const log::RequestScope scope(request_id_);
         server_->api.handle(api_request, [this](ApiResponse response) { respond(std::move(response)); });
     }
 
@@ -179,7 +203,9 @@ private:
     void write(ApiResponse response, bool keep_alive) {
         keep_alive = keep_alive && !server_->stopping.load();
         out_.clear();
+        response.headers.emplace_back("X-Request-Id", request_id_);
         serialize(response, version_, keep_alive, out_);
+        bytes_ = out_.size() + (response.file ? response.file->bytes : 0);
         file_ = std::move(response.file);
         beast::get_lowest_layer(stream_).expires_after(server_->options.write_timeout);
         net::async_write(stream_, net::buffer(out_),
@@ -191,7 +217,9 @@ private:
 
     void written(beast::error_code ec, unsigned status, bool keep_alive) {
         file_.reset();
-        server_->record(status, std::chrono::steady_clock::now() - started_);
+        const auto elapsed = std::chrono::steady_clock::now() - started_;
+        server_->record(status, elapsed);
+        access_log(status, elapsed, ec);
         if (ec == beast::error::timeout) server_->stats.timeouts.fetch_add(1, std::memory_order_relaxed);
         if (ec) return;
         if (!keep_alive) return close();
@@ -212,6 +240,15 @@ private:
                              if (ec) return self->written(ec, status, keep_alive);
                              self->send_file(offset + n, status, keep_alive);
                          });
+    }
+
+    // One line per answered request (docs/CLI.md "Logs"): never the query, a header or a body.
+    void access_log(unsigned status, std::chrono::steady_clock::duration elapsed, beast::error_code ec) const {
+        if (!log::enabled(log::Level::info)) return;
+        const log::RequestScope scope(request_id_);
+        const double duration_ms = std::chrono::duration<double, std::milli>(elapsed).count();
+        log::write(log::Level::info, "http", ec ? "access (answer not delivered: " + ec.message() + ")" : "access",
+                   {{"method", method_}, {"path", path_}, {"status", status}, {"bytes", bytes_}, {"duration_ms", duration_ms}});
     }
 
     void close() {
@@ -250,6 +287,10 @@ private:
     std::array<char, 4096> discard_{};
     unsigned version_ = 11;
     bool keep_alive_ = false;
+    std::string request_id_;  // of the request being answered, for the access log and X-Request-Id
+    std::string method_;
+    std::string path_;
+    std::uint64_t bytes_ = 0;  // of its answer
 };
 
 }  // namespace

@@ -13,6 +13,8 @@
 #include <coconut/clearing/node.hpp>
 #include <coconut/clearing/snapshot.hpp>
 #include <coconut/core/admission.hpp>
+#include <coconut/cmdline/cmdline.hpp>
+#include <coconut/core/log.hpp>
 #include <coconut/tls/tls.hpp>
 
 #include <CLI/CLI.hpp>
@@ -21,10 +23,13 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <ctime>
 #include <iostream>
+#include <mutex>
+#include <streambuf>
 #include <sstream>
 
 namespace {
@@ -264,42 +269,35 @@ ServeResult daemon_options(const ServeOptions& o) {
 void print_started(Daemon& daemon, const ServeOptions& o, std::uint64_t open_files) {
     const DaemonOptions& d = daemon.options();
     const ServerOptions& terminals = d.terminals.front();
-    std::cout << fmt::format("coconut-clearingd: listening on {}:{} (data {}, HSM {})\n", terminals.host, daemon.terminal_port(), o.data,
-                             hsm::wire::to_string(d.remote_hsm->endpoints));
-    std::cout << (terminals.tls
-                      ? fmt::format("coconut-clearingd: terminals over mutual TLS (client certificates of the CA in {})\n", o.tls_ca)
-                      : std::string("coconut-clearingd: terminals over PLAIN TCP (--insecure-terminals): any "
-                                    "peer may claim any terminal id\n"));
-    std::cout << fmt::format(
-        "coconut-clearingd: open-file limit {}; terminal connections at most {} ({} per address, {} per "
-        "terminal), {}\n",
-        open_files, o.connections_max, o.connections_per_address, o.connections_per_terminal,
-        o.allow_without_sign_on    ? std::string("no sign-on required")
-        : o.sign_on_timeout_s == 0 ? std::string("no sign-on deadline")
-                                   : fmt::format("sign-on within {} s", o.sign_on_timeout_s));
+    log::info("daemon", fmt::format("listening on {}:{} (data {}, HSM {})", terminals.host, daemon.terminal_port(), o.data,
+                                    hsm::wire::to_string(d.remote_hsm->endpoints)));
+    log::info("daemon", terminals.tls ? fmt::format("terminals over mutual TLS (client certificates of the CA in {})", o.tls_ca)
+                                      : std::string("terminals over PLAIN TCP (--insecure-terminals): any peer may claim any terminal id"));
+    log::info("daemon", fmt::format("open-file limit {}; terminal connections at most {} ({} per address, {} per terminal), {}", open_files,
+                                    o.connections_max, o.connections_per_address, o.connections_per_terminal,
+                                    o.allow_without_sign_on    ? std::string("no sign-on required")
+                                    : o.sign_on_timeout_s == 0 ? std::string("no sign-on deadline")
+                                                               : fmt::format("sign-on within {} s", o.sign_on_timeout_s)));
     if (const auto& layout = d.cpu_layout) {
-        std::cout << fmt::format("coconut-clearingd: ledger writer on CPU {}, other threads on CPU {}\n", layout->writer,
-                                 format_cpus(layout->others));
+        log::info("daemon", fmt::format("ledger writer on CPU {}, other threads on CPU {}", layout->writer, format_cpus(layout->others)));
     }
     if (const http::HttpServer* http_server = daemon.http_server()) {
-        std::cout << fmt::format("coconut-clearingd: HTTP{} on {}:{}\n", http_server->tls() ? "S" : "",
-                                 o.http_listen.substr(0, o.http_listen.rfind(':')), http_server->port());
+        log::info("daemon", fmt::format("HTTP{} on {}:{}", http_server->tls() ? "S" : "", o.http_listen.substr(0, o.http_listen.rfind(':')),
+                                        http_server->port()));
     }
-    std::cout << std::flush;
 }
 
 void print_stopped(Daemon& daemon) {
     const auto& s = daemon.engine().stats();
-    std::cerr << fmt::format(
-        "coconut-clearingd: stopped: {} requests, {} booked, {} repeats, {} suspense, {} duplicates, "
-        "{} refused; loads {} approved {} confirmed {} expired; holds {} approved {} completed {} expired; "
-        "{} reversals\n",
-        s.requests.load(), s.booked.load(), s.exists.load(), s.suspense.load(), s.duplicates.load(), s.refused.load(),
-        s.loads_approved.load(), s.loads_confirmed.load(), s.loads_expired.load(), s.holds_approved.load(), s.completions.load(),
-        s.holds_expired.load(), s.reversals.load());
+    log::info("daemon", fmt::format("stopped: {} requests, {} booked, {} repeats, {} suspense, {} duplicates, "
+                                    "{} refused; loads {} approved {} confirmed {} expired; holds {} approved {} completed {} expired; "
+                                    "{} reversals",
+                                    s.requests.load(), s.booked.load(), s.exists.load(), s.suspense.load(), s.duplicates.load(),
+                                    s.refused.load(), s.loads_approved.load(), s.loads_confirmed.load(), s.loads_expired.load(),
+                                    s.holds_approved.load(), s.completions.load(), s.holds_expired.load(), s.reversals.load()));
     if (daemon.options().terminals.front().tls) {
         const TlsHandshakeCounts tls = daemon.tls_handshakes();
-        std::cerr << fmt::format("coconut-clearingd: TLS handshakes: {} full, {} resumed, {} failed\n", tls.full, tls.resumed, tls.failed);
+        log::info("daemon", fmt::format("TLS handshakes: {} full, {} resumed, {} failed", tls.full, tls.resumed, tls.failed));
     }
 }
 
@@ -351,6 +349,28 @@ coconut::Result<NodeOptions, std::string> node_options(const ClusterFlags& c, co
     return n;
 }
 
+// The cluster node's messages (it writes lines to a stream) as log events: one per line, component
+// "cluster", without the program name the node puts first. The node's threads share it.
+class ClusterLog : public std::streambuf {
+protected:
+    int overflow(int c) override {
+        if (c == traits_type::eof()) return traits_type::not_eof(c);
+        std::lock_guard lock(mutex_);
+        if (c != '\n') {
+            line_ += static_cast<char>(c);
+            return c;
+        }
+        constexpr std::string_view program = "coconut-clearingd: ";
+        log::info("cluster", std::string_view(line_).starts_with(program) ? std::string_view(line_).substr(program.size()) : line_);
+        line_.clear();
+        return c;
+    }
+
+private:
+    std::mutex mutex_;
+    std::string line_;
+};
+
 int serve(const ServeOptions& o, const ClusterFlags& cluster) {
     auto options = daemon_options(o);
     if (!options) return fail(options.error().code, options.error().message);
@@ -358,7 +378,9 @@ int serve(const ServeOptions& o, const ClusterFlags& cluster) {
         auto node = node_options(cluster, o);
         if (!node) return fail(exit_cluster, node.error());
         core::raise_open_file_limit();
-        auto ran = run_node(std::move(options).value(), *node, std::cout);
+        ClusterLog cluster_log;
+        std::ostream cluster_stream(&cluster_log);
+        auto ran = run_node(std::move(options).value(), *node, cluster_stream);
         if (!ran) {
             const int code = ran.error().kind == NodeError::Kind::daemon ? exit_storage : exit_cluster;
             return fail(code, "cluster node " + cluster.node + ": " + ran.error().message);
@@ -780,7 +802,7 @@ void add_terminal_options(CLI::App* serve, ServeOptions& o) {
     serve->add_option("--in-flight-max", o.in_flight_max, "requests in process per connection")
         ->capture_default_str()
         ->check(CLI::Range(1, 4096));
-    serve->add_option("--read-idle-timeout-s", o.read_idle_timeout_s, "close a silent connection after this")
+    serve->add_option("--idle-timeout-s,--read-idle-timeout-s", o.read_idle_timeout_s, "close a silent connection after this")
         ->capture_default_str()
         ->check(CLI::Range(1, 86400));
     serve->add_option("--group-delay-us", o.group_delay_us, "ledger group commit: wait for more requests")
@@ -814,10 +836,11 @@ void add_terminal_options(CLI::App* serve, ServeOptions& o) {
 
 // serve: the engine's timeouts, keys and limits.
 void add_engine_options(CLI::App* serve, ServeOptions& o) {
-    serve->add_option("--load-timeout", o.engine.load_timeout_s, "seconds an approved load waits for its 0220 confirmation")
+    serve
+        ->add_option("--load-timeout-s,--load-timeout", o.engine.load_timeout_s, "seconds an approved load waits for its 0220 confirmation")
         ->capture_default_str()
         ->check(CLI::Range(1, 7 * 86400));
-    serve->add_option("--hold-timeout", o.engine.hold_timeout_s, "seconds a clinic hold waits for its 0220 completion")
+    serve->add_option("--hold-timeout-s,--hold-timeout", o.engine.hold_timeout_s, "seconds a clinic hold waits for its 0220 completion")
         ->capture_default_str()
         ->check(CLI::Range(1, 7 * 86400));
     serve->add_option("--load-key", o.engine.load_key_label, "label of the load (DLK) master key at the HSM")->capture_default_str();
@@ -974,12 +997,48 @@ void add_admin_commands(CLI::App& app, AdminCommands& c, std::string& data_dir, 
     add_token_commands(admin, c);
 }
 
+// Options renamed to the names every binary uses (docs/CLI.md "Option names"); the old names work
+// until the next release, with a warning.
+constexpr std::array<cmdline::Rename, 3> renamed_options{
+    {{"--read-idle-timeout-s", "--idle-timeout-s"}, {"--load-timeout", "--load-timeout-s"}, {"--hold-timeout", "--hold-timeout-s"}}};
+
+constexpr std::string_view exit_code_table =
+    "Exit codes:\n"
+    "  0  ok\n"
+    "  1  check found a problem, or an internal error\n"
+    "  2  usage: a bad command line or config file\n"
+    "  3  the data directory is in use by another coconut-clearingd\n"
+    "  4  storage: the data directory cannot be opened or written\n"
+    "  5  bad registry input\n"
+    "  6  cannot listen: the ISO 8583 or HTTP address is in use or not allowed\n"
+    "  7  the HSM client key file is missing or malformed\n"
+    "  8  cluster: NATS unreachable, a bad cluster key, a journal message it cannot apply";
+
+// What `config check` verifies beyond each option's own check: the addresses, TLS and the CPU layout
+// (files named are not opened: the config may be checked on another machine).
+std::optional<std::string> check_serve_settings(const ServeOptions& o, const std::string& map_size_text, const ClusterFlags& cluster) {
+    if (auto listen = hsm::wire::parse_endpoint(o.iso_listen, true); !listen) return "iso-listen: " + listen.error().message;
+    if (!o.http_listen.empty()) {
+        if (auto http_listen = hsm::wire::parse_endpoint(o.http_listen, true); !http_listen)
+            return "http-listen: " + http_listen.error().message;
+    }
+    if (auto endpoints = hsm::wire::parse_endpoints(o.hsm); !endpoints) return "hsm: " + endpoints.error().message;
+    const bool any_tls_file = !o.tls_cert.empty() || !o.tls_key.empty() || !o.tls_ca.empty();
+    if (o.insecure_terminals && any_tls_file) return "insecure-terminals and tls-cert/tls-key/tls-ca exclude each other";
+    if (!o.insecure_terminals && (o.tls_cert.empty() || o.tls_key.empty() || o.tls_ca.empty()))
+        return "terminals connect over mutual TLS: give tls-cert, tls-key and tls-ca, or insecure-terminals = true";
+    if (auto layout = plan_cpu_layout(o.writer_cpu); !layout) return "writer-cpu: " + layout.error().message;
+    if (!map_size_text.empty()) {
+        if (auto parsed = parse_map_size(map_size_text); !parsed) return "map-size " + map_size_text + ": " + parsed.error();
+    }
+    if (cluster.node.empty() != cluster.nats.empty() || cluster.node.empty() != cluster.key_file.empty())
+        return "a cluster node needs cluster-node, nats and cluster-key together";
+    return std::nullopt;
+}
+
 int main(int argc, char** argv) {
     CLI::App app{"coconut-clearingd: the clearing daemon (ISO 8583 for terminals, LMDB ledger, TAC verification)"};
     app.require_subcommand(1);
-    app.footer(
-        "Exit codes: 0 ok; 1 check found a problem (or internal error); 2 usage; 3 data directory in use; 4 storage; "
-        "5 bad registry input; 6 cannot listen; 7 HSM client key file; 8 cluster (NATS, cluster key, journal)");
 
     ServeOptions serve_options;
     std::string map_size_text;
@@ -996,6 +1055,9 @@ int main(int argc, char** argv) {
     add_terminal_options(serve_cmd, serve_options);
     add_engine_options(serve_cmd, serve_options);
     add_http_options(serve_cmd, serve_options);
+    cmdline::LogFlags log_flags;
+    cmdline::add_log_options(serve_cmd, log_flags);
+    cmdline::add_config_file(app, serve_cmd, renamed_options);
     ClusterFlags cluster;
     serve_cmd->add_option("--cluster-node", cluster.node, "run as this node of a clearing cluster (clearing/README.md \"Cluster\")")
         ->group("Cluster");
@@ -1050,11 +1112,19 @@ int main(int argc, char** argv) {
     check_cmd->add_flag("--json", as_json, "machine-readable report");
     AdminCommands admin;
     add_admin_commands(app, admin, data_dir, map_size_text, map_size_help);
+    std::string config_file;
+    auto* config_cmd = app.add_subcommand("config", "config files of serve (--config FILE)");
+    config_cmd->require_subcommand(1);
+    auto* config_check_cmd =
+        config_cmd->add_subcommand("check",
+                                   "check a config file: unknown keys and bad values exit 2; a good one prints the effective settings");
+    config_check_cmd->add_option("FILE", config_file, "TOML (or INI) file of serve's options")->required();
+    cmdline::set_conventions(app, "coconut-clearingd", exit_code_table);
 
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::ParseError& e) {
-        return app.exit(e) == 0 ? exit_ok : exit_usage;
+    if (auto exit = cmdline::parse(app, argc, argv, "coconut-clearingd", renamed_options)) return *exit;
+    if (config_check_cmd->parsed()) {
+        return cmdline::check_config(app, serve_cmd, config_file, "coconut-clearingd",
+                                     [&] { return check_serve_settings(serve_options, map_size_text, cluster); });
     }
     if (!map_size_text.empty()) {
         auto parsed = parse_map_size(map_size_text);
@@ -1063,6 +1133,7 @@ int main(int argc, char** argv) {
     }
     try {
         if (serve_cmd->parsed()) {
+            cmdline::configure_log("coconut-clearingd", log_flags);
             if (cluster.node.empty() != cluster.nats.empty() || cluster.node.empty() != cluster.key_file.empty())
                 return fail(exit_usage, "a cluster node needs --cluster-node, --nats and --cluster-key together");
             return serve(serve_options, cluster);

@@ -1,9 +1,9 @@
 // The daemon's log (log.hpp).
 #include <coconut/clearing/log.hpp>
+#include <coconut/core/log.hpp>
 
 #include <fmt/format.h>
 
-#include <cstdio>
 #include <utility>
 
 namespace coconut::clearing::detail {
@@ -13,7 +13,7 @@ std::uint64_t wall_clock_ns() {
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
 }
 
-void log_line(const std::string& line) { std::fprintf(stderr, "coconut-clearingd: %s\n", line.c_str()); }
+void log_line(const std::string& line, std::string_view component) { log::warning(component, line); }
 
 LogLimiter::LogLimiter(std::string counted, std::chrono::steady_clock::duration interval)
     : counted_(std::move(counted)), interval_(interval) {}
@@ -31,7 +31,7 @@ void LogLimiter::log(const std::string& line) {
         last_line_ = now;
         held = std::exchange(held_, 0);
     }
-    log_line(held == 0 ? line : fmt::format("{} (+{} more {} since the previous such line)", line, held, counted_));
+    log::error("engine", held == 0 ? line : fmt::format("{} (+{} more {} since the previous such line)", line, held, counted_));
 }
 
 void log_storage_failure(const std::string& line) {

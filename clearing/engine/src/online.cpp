@@ -137,8 +137,10 @@ struct Engine::Online {
     std::uint64_t held_fen = 0;
     bool challenge_claimed = false;  // 0100: clinic.challenge is in challenges_in_flight_ until answered
     bool carried = false;            // processing code 280000: the load is funded by the card's carried holding
+    bool inquiry = false;            // processing code 313000: the medical account's balance, no hold
     // Added to the answer.
     std::optional<std::uint64_t> field4;
+    std::optional<std::string> field54;
     std::optional<std::string> field62;
 };
 
@@ -153,6 +155,7 @@ void Engine::answer(const std::shared_ptr<Online>& online, ResponseCode code) {
     COCONUT_ASSERT(!online->field4 || *online->field4 <= online->amount_fen);
     Message response = make_response(online->request, code);
     if (online->field4) response.set_number(4, *online->field4, 12);
+    if (online->field54) response.set(54, *online->field54);
     if (online->field62) response.set(62, *online->field62);
     check_answer(online->request, response);
     online->respond(std::move(response));
@@ -591,15 +594,18 @@ void Engine::clinic_completion(std::shared_ptr<Online> online) {
 // ---- 0100 clinic authorization ---------------------------------------------------------------------------
 
 void Engine::clinic_authorization(const Message& request, SessionState& session, Respond respond) {
-    auto online = begin_online(request, session, std::move(respond), ProcessingCode::medical_purchase);
+    const bool inquiry = iso8583::processing_code_of(request) == ProcessingCode::medical_inquiry;
+    auto online =
+        begin_online(request, session, std::move(respond), inquiry ? ProcessingCode::medical_inquiry : ProcessingCode::medical_purchase);
     if (!online) return;
+    online->inquiry = inquiry;
     auto participant = registry_.participant(online->terminal.participant_id);
     if (!participant) {
         log_line("0100: " + participant.error().message);
         return answer(online, ResponseCode::system_malfunction);
     }
     if (!*participant || (*participant)->kind != "clinic") return answer(online, ResponseCode::not_permitted_to_terminal);
-    if (online->amount_fen == 0) return answer(online, ResponseCode::invalid_amount);
+    if ((online->amount_fen == 0) != inquiry) return answer(online, ResponseCode::invalid_amount);  // an inquiry asks for 0
     if (online->amount_fen > options_.clinic_amount_fen_max) return answer(online, ResponseCode::exceeds_amount_limit);
     if (!request.has(7)) return answer(online, ResponseCode::format_error);
     auto parsed = iso8583::parse_clinic_authorization(request.get(62).value_or(""));
@@ -616,6 +622,7 @@ void Engine::clinic_authorization(const Message& request, SessionState& session,
     auto card = online_card(registry_, *request.get(2), online->clinic.asn, true);
     if (!card) return answer(online, card.error());
     online->card = *card;
+    if (inquiry) return prove_card_presence(std::move(online));  // nothing is held: no id, no repeat to answer
     online->transfer_id = clinic_hold_transfer(online->terminal_id, online->batch_number, online->stan);
     online->digest = request_digest(request, {2, 4, 42, 62});
 
@@ -686,21 +693,60 @@ void Engine::prove_card_presence(std::shared_ptr<Online> online) {
                                       wall_clock_ns(), fmt::format("0100 from {}: {}", online->terminal_id, hsm::verdict_name(*verdict))},
                              ResponseCode::suspected_fraud);
         }
+        if (online->inquiry) return answer_medical_balance(online);
         hold_medical(online);
     });
+}
+
+// What a medical account can pay now: posted credits less posted and pending debits; nullopt when the
+// card has no medical account.
+coconut::Result<std::optional<std::uint64_t>, std::string> Engine::medical_available(const Asn& asn) const {
+    auto account = ledger_.lookup_account(medical_account(asn));
+    if (!account) return Unexpected{account.error().message};
+    if (!*account) return std::optional<std::uint64_t>();
+    const std::uint64_t spent = (*account)->debits_posted + (*account)->debits_pending;
+    return std::optional<std::uint64_t>((*account)->credits_posted > spent ? (*account)->credits_posted - spent : 0);
+}
+
+// 0110 to a medical balance inquiry (ISO8583.md §4.4a): the challenge spent durably (no second answer to
+// the same proof), then 00 with field 54 = the available amount. Nothing is held or booked.
+void Engine::answer_medical_balance(std::shared_ptr<Online> online) {
+    auto available = medical_available(online->clinic.asn);
+    if (!available) {
+        log_line("0100 inquiry: " + available.error());
+        return answer(online, ResponseCode::system_malfunction);
+    }
+    if (!*available) return answer(online, ResponseCode::not_permitted_to_cardholder);  // no medical account
+    auto hook = [this, online](lmdb::Txn& txn, std::span<const ledger::EventResult>) -> lmdb::Status {
+        const auto now_s = static_cast<std::uint32_t>(wall_clock_ns() / 1'000'000'000ULL);
+        const std::uint32_t forget_before_s = now_s > options_.challenge_ttl_s + 60 ? now_s - options_.challenge_ttl_s - 60 : 0;
+        if (auto s = registry_.put_challenge_used(txn, online->clinic.challenge, forget_before_s); !s) return s;
+        return count_terminal(registry_, txn, online->terminal_id, online->stan, online->batch_number, std::nullopt, 0);
+    };
+    const std::uint64_t amount = **available;
+    auto on_commit = [this, online, amount](ledger::Reply reply) {
+        if (!reply) {
+            detail::log_storage_failure("ledger: " + reply.error().message);
+            return answer(online,
+                          unavailable_here(reply.error().code) ? ResponseCode::issuer_inoperative : ResponseCode::system_malfunction);
+        }
+        stats_.medical_inquiries++;
+        online->field54 = iso8583::medical_available_field(amount);
+        answer(online, ResponseCode::approved);
+    };
+    if (!writer_.try_submit({}, std::move(on_commit), std::move(hook))) answer(online, ResponseCode::issuer_inoperative);
 }
 
 // The hold: what the medical account has, up to the amount asked (partial approval below it).
 void Engine::hold_medical(std::shared_ptr<Online> online) {
     const Asn& asn = online->clinic.asn;
-    auto account = ledger_.lookup_account(medical_account(asn));
-    if (!account) {
-        log_line("0100: " + account.error().message);
+    auto medical = medical_available(asn);
+    if (!medical) {
+        log_line("0100: " + medical.error());
         return answer(online, ResponseCode::system_malfunction);
     }
-    if (!*account) return answer(online, ResponseCode::not_permitted_to_cardholder);  // no medical account
-    const std::uint64_t spent = (*account)->debits_posted + (*account)->debits_pending;
-    const std::uint64_t available = (*account)->credits_posted > spent ? (*account)->credits_posted - spent : 0;
+    if (!*medical) return answer(online, ResponseCode::not_permitted_to_cardholder);  // no medical account
+    const std::uint64_t available = **medical;
     if (available == 0) return answer(online, ResponseCode::insufficient_funds);
     online->held_fen = std::min(available, online->amount_fen);
     COCONUT_ASSERT(online->held_fen > 0 && online->held_fen <= online->amount_fen);

@@ -3,6 +3,7 @@
 #include <coconut/clearing/hsm_adapters.hpp>
 #include <coconut/clearing/log.hpp>
 #include <coconut/core/assert.hpp>
+#include <coconut/core/log.hpp>
 #include <coconut/hsm/client.hpp>
 
 #include <boost/asio/post.hpp>
@@ -21,7 +22,7 @@ hsm::LinkOptions link_options(const RemoteHsmOptions& options, std::string tac_m
     link.keepalive_interval = options.keepalive_interval;
     link.breaker_cooldown = options.breaker_cooldown;
     link.keepalive_tac_label = std::move(tac_master_label);
-    link.log = [](const std::string& line) { detail::log_line(line); };
+    link.log = [](const std::string& line) { detail::log_line(line, "hsm-link"); };
     return link;
 }
 
@@ -66,22 +67,22 @@ const hsm::LinkStats& RemoteHsm::link_stats() const { return state_->link->stats
 
 void RemoteHsm::verify(const hsm::PurchaseTac& transaction, Handler handler) {
     if (!state_->ready(handler)) return;
-    state_->batcher->submit(transaction, std::move(handler));
+    state_->batcher->submit(transaction, log::carry_request_id(std::move(handler)));
 }
 
 void RemoteHsm::load_mac2(const hsm::LoadRequest& request, LoadHandler handler) {
     if (!state_->ready(handler)) return;
-    state_->link->async_load_mac2(request, std::move(handler));
+    state_->link->async_load_mac2(request, log::carry_request_id(std::move(handler)));
 }
 
 void RemoteHsm::verify_load_tac(const hsm::LoadTac& load, VerdictHandler handler) {
     if (!state_->ready(handler)) return;
-    state_->link->async_verify_load_tac(load, std::move(handler));
+    state_->link->async_verify_load_tac(load, log::carry_request_id(std::move(handler)));
 }
 
 void RemoteHsm::verify_internal_auth(const hsm::InternalAuth& auth, VerdictHandler handler) {
     if (!state_->ready(handler)) return;
-    state_->link->async_verify_internal_auth(auth, std::move(handler));
+    state_->link->async_verify_internal_auth(auth, log::carry_request_id(std::move(handler)));
 }
 
 }  // namespace coconut::clearing

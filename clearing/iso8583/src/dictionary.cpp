@@ -151,7 +151,7 @@ constexpr Row iso87_rows[] = {
 };
 
 // The fields of Coconut's terminal ⇄ clearing profile (clearing/ISO8583.md §3).
-constexpr int coconut_fields[] = {2,  3,  4,  7,  11, 12, 13, 15, 25, 32, 37, 38, 39, 41, 42, 48, 49,
+constexpr int coconut_fields[] = {2,  3,  4,  7,  11, 12, 13, 15, 25, 32, 37, 38, 39, 41, 42, 48, 49, 54,
                                   60, 62, 63, 64, 70, 74, 75, 76, 77, 86, 87, 88, 89, 90, 95, 97, 128};
 
 Dictionary build_iso87() {

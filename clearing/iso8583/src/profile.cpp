@@ -79,13 +79,36 @@ std::string_view processing_code_text(ProcessingCode code) {
         case ProcessingCode::purse_load: return "210000";
         case ProcessingCode::refund: return "200000";
         case ProcessingCode::carried_load: return "280000";
+        case ProcessingCode::medical_inquiry: return "313000";
     }
     return "";
 }
 
+namespace {
+constexpr std::string_view medical_available_prefix = "3002156C";
+constexpr std::size_t amount_digits = 12;
+}  // namespace
+
+std::string medical_available_field(std::uint64_t fen) {
+    COCONUT_ASSERT(fen <= 999'999'999'999ULL, "an amount fits 12 digits");
+    std::string digits = std::to_string(fen);
+    return std::string(medical_available_prefix) + std::string(amount_digits - digits.size(), '0') + digits;
+}
+
+std::optional<std::uint64_t> parse_medical_available_field(std::string_view field54) {
+    if (field54.size() != medical_available_prefix.size() + amount_digits || !field54.starts_with(medical_available_prefix))
+        return std::nullopt;
+    std::uint64_t fen = 0;
+    for (char c : field54.substr(medical_available_prefix.size())) {
+        if (c < '0' || c > '9') return std::nullopt;
+        fen = fen * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    return fen;
+}
+
 std::optional<ProcessingCode> parse_processing_code(std::string_view text) {
     for (ProcessingCode code : {ProcessingCode::purse_purchase, ProcessingCode::medical_purchase, ProcessingCode::purse_load,
-                                ProcessingCode::refund, ProcessingCode::carried_load}) {
+                                ProcessingCode::refund, ProcessingCode::carried_load, ProcessingCode::medical_inquiry}) {
         if (processing_code_text(code) == text) return code;
     }
     return std::nullopt;

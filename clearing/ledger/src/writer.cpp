@@ -2,6 +2,7 @@
 #include <coconut/ledger/ledger.hpp>
 
 #include <coconut/core/assert.hpp>
+#include <coconut/core/log.hpp>
 
 #include <pthread.h>
 
@@ -50,7 +51,18 @@ bool Writer::enqueue(Request& request, bool wait) {
     return true;
 }
 
+// The id of the request being handled (coconut/core/log.hpp) on the lines its hook and callback write
+// on the writer's thread.
+namespace {
+void keep_request_id(Writer::Callback& callback, BatchHook& after) {
+    if (log::current_request_id().empty()) return;
+    callback = log::carry_request_id(std::move(callback));
+    if (after) after = log::carry_request_id(std::move(after));
+}
+}  // namespace
+
 bool Writer::try_submit(std::vector<Event> events, Callback callback, BatchHook after) {
+    keep_request_id(callback, after);
     if (events.size() > batch_events_max) {
         callback(Unexpected{Error{ErrorCode::too_large, "request above batch_events_max"}});
         return true;
@@ -60,6 +72,7 @@ bool Writer::try_submit(std::vector<Event> events, Callback callback, BatchHook 
 }
 
 void Writer::submit(std::vector<Event> events, Callback callback, BatchHook after) {
+    keep_request_id(callback, after);
     if (events.size() > batch_events_max) {
         callback(Unexpected{Error{ErrorCode::too_large, "request above batch_events_max"}});
         return;

@@ -7,6 +7,7 @@
 #include <coconut/clearing/server.hpp>
 #include <coconut/core/admission.hpp>
 #include <coconut/core/assert.hpp>
+#include <coconut/core/log.hpp>
 #include <coconut/tls/tls.hpp>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -210,6 +211,8 @@ private:
         in_flight_++;
         COCONUT_ASSERT(in_flight_ <= server_->options.in_flight_per_connection_max, "the connection's window holds");
         handling_ = true;
+        // The request's id on every line written about it, here and where the engine continues it.
+        const log::RequestScope request_id(log::new_request_id('t'));
         server_->engine.handle(std::move(*message), state_, [self = shared_from_this()](iso8583::Message response) {
             // Already on the I/O thread (a booking's answer the engine built there): answer now. From
             // inside handle() (an immediate answer: process_frames is mid-loop) or from another thread
@@ -236,8 +239,7 @@ private:
     void send(const iso8583::Message& response) {
         auto encoded = iso8583::encode(response, iso8583::coconut_dictionary());
         if (!encoded) {  // the engine built a message our own profile refuses: a bug
-            std::fprintf(stderr, "coconut-clearingd: cannot encode a %s response: %s\n", response.mti().c_str(),
-                         iso8583::describe(encoded.error()).c_str());
+            log::error("iso8583", "cannot encode a " + response.mti() + " response: " + iso8583::describe(encoded.error()));
             return close();
         }
         auto framed = iso8583::frame(*encoded);

@@ -4,6 +4,9 @@
 #include "api_internal.hpp"
 
 #include <coconut/core/assert.hpp>
+#include <coconut/core/log.hpp>
+
+#include <fmt/format.h>
 
 namespace coconut::clearing::http {
 
@@ -46,6 +49,8 @@ void Api::State::commit(api::Change change, Respond respond) {
     };
     auto on_commit = [shared, respond](ledger::Reply reply) {
         if (!reply) return respond(api::storage_failure(reply.error().message));
+        const ClerkAction& a = shared->action;
+        log::info("api", fmt::format("clerk {}: {} {}: {}", a.clerk, a.action, a.target, a.outcome));
         respond(shared->answer(shared->action));
     };
     auto events = shared->events;

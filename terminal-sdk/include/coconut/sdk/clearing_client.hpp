@@ -256,6 +256,10 @@ public:
     // and the ASN (ISO8583.md §4.4; the host recomputes it).
     std::array<std::uint8_t, 8> clinic_proof_input(const TransactionRecord& intent, const iso8583::HostChallenge& challenge) const;
     // 0100 → 0110 for a clinic hold intent, with the challenge and the card's INTERNAL AUTHENTICATE answer.
+    // 0100 (3 = 313000, amount 0) → 0110: the medical account's available amount (field 54), proven by
+    // the card like a hold (ISO8583.md §4.4a); nothing is held. refused with the response code unless 00.
+    Result<std::uint64_t, ClearingError> medical_inquiry(const TransactionRecord& intent, const iso8583::HostChallenge& challenge,
+                                                         const std::array<std::uint8_t, 8>& cryptogram);
     Result<ClinicApproval, ClearingError> authorize(const TransactionRecord& intent, const iso8583::HostChallenge& challenge,
                                                     const std::array<std::uint8_t, 8>& cryptogram);
     // 0400 → 0410 of a load or clinic hold (record.link load_reversal / clinic_reversal); the response code.

@@ -157,6 +157,10 @@ public:
     // The medical account first (the hold, with the PIN from `options.pin`), the purse for the rest up to its
     // balance, cash for what is left (ClinicOptions), the completion (0220) and the purse part sent at once.
     Result<ClinicOutcome, FlowError> clinic_payment(std::uint32_t amount_fen, const ClinicOptions& options, ClearingClient& host);
+    // Before billing: what the card's medical account can pay now (0100 balance inquiry, ISO8583.md §4.4a),
+    // asked only with the holder's PIN and the social-security application's proof, like a hold. Nothing
+    // is held or queued. Errors: pin_cancelled, wrong_pin, declined (response code), no_answer.
+    Result<std::uint64_t, FlowError> medical_balance(const PinEntry& pin, ClearingClient& host);
     // The same with a PIN already entered (the purse must cover the rest; nothing is sent at once).
     Result<ClinicOutcome, FlowError> clinic_payment(std::uint32_t amount_fen, std::string_view pin, ClearingClient& host);
     Result<std::uint32_t, FlowError> balance();
@@ -190,6 +194,15 @@ private:
     Result<LoadOutcome, FlowError> credit_load(const QueuedTransaction& intent, const crypto::Mac4& mac2, ClearingClient& host);
     // A clinic hold that will not be completed: 0400 online, else a queued 0420.
     Result<Ok, FlowError> reverse_hold(const QueuedTransaction& intent, std::uint32_t held_fen, ClearingClient& host);
+    // The PIN, VERIFY, the medical link, a STAN, the host's challenge and the card's answer over the draft
+    // of an 0100 for `amount_fen` (0: an inquiry).
+    struct MedicalProof {
+        TransactionRecord draft;
+        iso8583::HostChallenge challenge;
+        std::array<std::uint8_t, 8> cryptogram{};
+    };
+    Result<MedicalProof, FlowError> prove_medical(const PurseInfo& info, std::uint32_t amount_fen, const PinEntry& pin,
+                                                  ClearingClient& host);
     Result<ClinicOutcome, FlowError> medical_part(const PurseInfo& info, std::uint32_t amount_fen, const PinEntry& pin,
                                                   ClearingClient& host, QueuedTransaction& hold);
     // The purse's share of `outcome` (its purse_fen, capped at the card's balance when the rest may go to

@@ -125,18 +125,19 @@ struct EngineOptions {
 
 struct EngineStats {
     std::atomic<std::uint64_t> requests{0};
-    std::atomic<std::uint64_t> booked{0};           // new transfers committed
-    std::atomic<std::uint64_t> exists{0};           // re-uploads answered from the ledger
-    std::atomic<std::uint64_t> suspense{0};         // TAC invalid
-    std::atomic<std::uint64_t> duplicates{0};       // 94
-    std::atomic<std::uint64_t> refused{0};          // any other non-00 answer
-    std::atomic<std::uint64_t> in_flight{0};        // requests handled but not yet answered
-    std::atomic<std::uint64_t> loads_approved{0};   // 0210 00 with a new pending load
-    std::atomic<std::uint64_t> loads_confirmed{0};  // 0220 posted (or booked late)
-    std::atomic<std::uint64_t> holds_approved{0};   // 0110 00 / 10 with a new hold
-    std::atomic<std::uint64_t> completions{0};      // 0220 posted a hold
-    std::atomic<std::uint64_t> reversals{0};        // 0400 / 0420 that voided something
-    std::atomic<std::uint64_t> loads_expired{0};    // released by the ledger's timeout (scan_expiries)
+    std::atomic<std::uint64_t> booked{0};             // new transfers committed
+    std::atomic<std::uint64_t> exists{0};             // re-uploads answered from the ledger
+    std::atomic<std::uint64_t> suspense{0};           // TAC invalid
+    std::atomic<std::uint64_t> duplicates{0};         // 94
+    std::atomic<std::uint64_t> refused{0};            // any other non-00 answer
+    std::atomic<std::uint64_t> in_flight{0};          // requests handled but not yet answered
+    std::atomic<std::uint64_t> loads_approved{0};     // 0210 00 with a new pending load
+    std::atomic<std::uint64_t> loads_confirmed{0};    // 0220 posted (or booked late)
+    std::atomic<std::uint64_t> holds_approved{0};     // 0110 00 / 10 with a new hold
+    std::atomic<std::uint64_t> medical_inquiries{0};  // 0110 00 to a medical balance inquiry (313000)
+    std::atomic<std::uint64_t> completions{0};        // 0220 posted a hold
+    std::atomic<std::uint64_t> reversals{0};          // 0400 / 0420 that voided something
+    std::atomic<std::uint64_t> loads_expired{0};      // released by the ledger's timeout (scan_expiries)
     std::atomic<std::uint64_t> holds_expired{0};
 };
 
@@ -203,6 +204,8 @@ private:
     void post_load(std::shared_ptr<Online> online, bool tac_valid);
     void clinic_authorization(const iso8583::Message& request, SessionState& session, Respond respond);
     void prove_card_presence(std::shared_ptr<Online> online);
+    coconut::Result<std::optional<std::uint64_t>, std::string> medical_available(const Asn& asn) const;
+    void answer_medical_balance(std::shared_ptr<Online> online);
     void clinic_completion(std::shared_ptr<Online> online);
     void advice(const iso8583::Message& request, SessionState& session, Respond respond);
     void reversal(const iso8583::Message& request, SessionState& session, Respond respond);

@@ -1,16 +1,18 @@
-// The clearing daemon's log: one line per event on stderr, failures that repeat per request rate-limited;
-// the wall clock the engine and the HTTP API stamp records with. Part of coconut::clearing_engine.
+// The clearing daemon's log (coconut/core/log.hpp: time, level, component, request id): failures that
+// repeat per request rate-limited; the wall clock the engine and the HTTP API stamp records with. Part
+// of coconut::clearing_engine.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 namespace coconut::clearing::detail {
 
-// One line on stderr, prefixed with the daemon's name (the daemon's log).
-void log_line(const std::string& line);
+// One event of the engine, at level warning: something refused or failed that one request met.
+void log_line(const std::string& line, std::string_view component = "engine");
 
 // A failure that repeats once per request while its cause lasts (a full disk, an HSM behind an open
 // breaker) is logged at most once per interval: the first at once, the following ones counted, the
@@ -22,7 +24,7 @@ class LogLimiter {
 public:
     // `counted` names what is counted, in the plural: "refused requests".
     explicit LogLimiter(std::string counted, std::chrono::steady_clock::duration interval = repeated_log_interval);
-    // Writes `line` (log_line) unless a line went out less than the interval ago; then only counts it.
+    // Writes `line` (level error) unless a line went out less than the interval ago; then only counts it.
     // Thread-safe.
     void log(const std::string& line);
 

@@ -54,8 +54,14 @@ enum class ProcessingCode : std::uint8_t {
     purse_load,        // 210000: 0200 / 0220 / 0400 online load (deposit)
     refund,            // 200000: defined, not served yet
     carried_load,      // 280000: 0200 / 0220 / 0400 transfer in: a load funded by the card's carried holding (§4.1)
+    medical_inquiry,   // 313000: 0100 balance inquiry of the medical account (§4.4a), presence proven like a hold
 };
 std::string_view processing_code_text(ProcessingCode code);
+// Field 54 of the 0110 to a medical balance inquiry (ISO8583.md §4.4a): account type 30 (the medical
+// account) ‖ amount type 02 (available) ‖ currency 156 ‖ C ‖ 12 digits of fen — "3002156C000000003000".
+std::string medical_available_field(std::uint64_t fen);
+// The fen of such a field 54; nullopt when it is not one.
+std::optional<std::uint64_t> parse_medical_available_field(std::string_view field54);
 std::optional<ProcessingCode> parse_processing_code(std::string_view text);
 // The request's field 3, when it is one of ours.
 std::optional<ProcessingCode> processing_code_of(const Message& request);
