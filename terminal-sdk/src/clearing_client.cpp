@@ -955,7 +955,7 @@ Result<std::uint64_t, ClearingError> ClearingClient::medical_inquiry(const Trans
                                                                      const std::array<std::uint8_t, 8>& cryptogram) {
     Message m = online_request(iso8583::MessageType::authorization, intent, ProcessingCode::medical_inquiry, state_->options.terminal_id);
     if (!state_->options.merchant_id.empty()) m.set(42, state_->options.merchant_id);
-    m.set(62, iso8583::encode_clinic_authorization({intent.asn, cryptogram, challenge}));
+    m.set(62, iso8583::encode_clinic_authorization({intent.asn, cryptogram, challenge, std::nullopt}));
     auto answer = state_->exchange(m);
     if (!answer) return Unexpected<ClearingError>{answer.error()};
     const std::string code(*answer->get(39));

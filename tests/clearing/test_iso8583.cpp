@@ -555,7 +555,7 @@ TEST_CASE("load request, answer, confirmation, reference and clinic data round-t
     CHECK(parse_load_confirmation(encode_load_confirmation(confirmation))->tac == confirmation.tac);
     CHECK(parse_load_confirmation(encode_load_reference({request.asn, 7})).error() == "field 62 lacks DF02 (transaction type)");
     CHECK(parse_load_reference(encode_load_reference({request.asn, 7}))->online_atc == 7);
-    ClinicAuthorizationData clinic{request.asn, {1, 2, 3, 4, 5, 6, 7, 8}, {9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9}};
+    ClinicAuthorizationData clinic{request.asn, {1, 2, 3, 4, 5, 6, 7, 8}, {9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9}, std::nullopt};
     CHECK(parse_clinic_authorization(encode_clinic_authorization(clinic))->cryptogram == clinic.cryptogram);
     CHECK(parse_clinic_authorization(encode_clinic_authorization(clinic))->challenge == clinic.challenge);
     CHECK(parse_clinic_authorization("DF010A00006231234567890123DF0B080102030405060708").error() == "field 62 lacks DF0E (host challenge)");
