@@ -8,7 +8,7 @@
 # #included by a unity source instead of being the main file.
 function(coconut_unity_exclude target)
   if(COCONUT_UNITY_BUILD AND TARGET ${target})
-    list(TRANSFORM ARGN PREPEND ${CMAKE_SOURCE_DIR}/)
+    list(TRANSFORM ARGN PREPEND ${PROJECT_SOURCE_DIR}/)
     set_source_files_properties(${ARGN} TARGET_DIRECTORY ${target} PROPERTIES SKIP_UNITY_BUILD_INCLUSION ON)
   endif()
 endfunction()

@@ -1,4 +1,6 @@
-# Compile settings shared by every target: link `coconut::options`.
+# Compile settings shared by every target of the project: `coconut::options`, given to each of them
+# privately by coconut_apply_options() below, so none of it reaches a program built against the SDK
+# (installed, or vendored with add_subdirectory): not the warnings, not the `-include` below.
 add_library(coconut_options INTERFACE)
 add_library(coconut::options ALIAS coconut_options)
 target_compile_options(coconut_options INTERFACE -Wall -Wextra -Wpedantic)
@@ -18,7 +20,9 @@ endif()
 option(COCONUT_UNITY_BUILD "Compile each target's sources in batches (CMake UNITY_BUILD)" ON)
 set(CMAKE_UNITY_BUILD ${COCONUT_UNITY_BUILD})
 
-# Boost 1.74's asio/awaitable.hpp uses std::exchange without <utility> (docs/DESIGN.md §3).
+# Boost 1.74's asio/awaitable.hpp uses std::exchange without <utility> (docs/DESIGN.md §3). For the
+# project's own sources only: no header installed with the SDK includes awaitable.hpp (test sdk_package
+# compiles every one of them without this), and one that ever does must include <utility> itself first.
 target_compile_options(coconut_options INTERFACE "$<$<COMPILE_LANGUAGE:CXX>:SHELL:-include utility>")
 
 if(COCONUT_SANITIZE)
@@ -65,4 +69,24 @@ function(coconut_add_fuzzer name)
     math(EXPR timeout "${FUZZ_RUN_SECONDS} * 3 + 60")
     set_tests_properties(${name} PROPERTIES LABELS "fuzz" TIMEOUT ${timeout})
   endif()
+endfunction()
+
+# Gives coconut::options to every library and executable defined in this project's directories (not to a
+# parent project's targets when the SDK is vendored with add_subdirectory), privately and for the build
+# tree only ($<BUILD_INTERFACE:…>), so an installed static library does not ask for it either. Called once
+# at the end of the top-level CMakeLists.txt, when every target exists.
+function(coconut_apply_options)
+  set(directories ${PROJECT_SOURCE_DIR})
+  while(directories)
+    list(POP_FRONT directories directory)
+    get_property(subdirectories DIRECTORY ${directory} PROPERTY SUBDIRECTORIES)
+    list(APPEND directories ${subdirectories})
+    get_property(targets DIRECTORY ${directory} PROPERTY BUILDSYSTEM_TARGETS)
+    foreach(target IN LISTS targets)
+      get_target_property(type ${target} TYPE)
+      if(type MATCHES "^(EXECUTABLE|STATIC_LIBRARY|SHARED_LIBRARY|MODULE_LIBRARY|OBJECT_LIBRARY)$")
+        target_link_libraries(${target} PRIVATE $<BUILD_INTERFACE:coconut::options>)
+      endif()
+    endforeach()
+  endwhile()
 endfunction()

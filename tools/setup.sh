@@ -15,6 +15,8 @@ packages=(
   # network, text, tests, XML
   libboost-dev libfmt-dev nlohmann-json3-dev libcli11-dev doctest-dev libxml2-dev libxml2-utils
   libbenchmark-dev
+  # the terminal SDK's API reference (terminal-sdk/Doxyfile, target sdk-docs)
+  doxygen
   # HTTP API tests and benchmark: the balance page in headless Chromium, the query load from wrk
   chromium wrk curl
   # the balance page in Chinese (screenshots), activation letters' QR codes and the test that decodes them
