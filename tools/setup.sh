@@ -25,6 +25,8 @@ packages=(
   nats-server libnats-dev
   # its journal messages are zstd-compressed change sets
   libzstd-dev
+  # Debian packages (cpack -G DEB: dpkg-shlibdeps) and their install test (systemd-analyze, systemd-sysusers)
+  dpkg-dev systemd
 )
 
 sudo_cmd=()

@@ -93,6 +93,21 @@ Snapshot::~Snapshot() {
     if (fd_ >= 0) ::close(fd_);
 }
 
+Result<SnapshotManifest> copy_data_directory(lmdb::Env& env, const std::filesystem::path& data_directory, const std::filesystem::path& into,
+                                             bool compact) {
+    if (const int rc = mdb_env_copy2(env.get(), into.c_str(), compact ? MDB_CP_COMPACT : 0); rc != 0)
+        return storage(fmt::format("copying the ledger (mdb_env_copy2): {}", mdb_strerror(rc)));
+    SnapshotManifest manifest;
+    if (auto read = read_copy(into, manifest); !read) return Unexpected{read.error()};
+    COCONUT_TRY(files, shared_files(data_directory));
+    manifest.files = std::move(files);
+    std::error_code ec;
+    const auto bytes = std::filesystem::file_size(into / "data.mdb", ec);
+    if (ec) return storage(fmt::format("the size of {}: {}", (into / "data.mdb").string(), ec.message()));
+    manifest.lmdb_bytes = bytes;
+    return manifest;
+}
+
 Result<Snapshot> take_snapshot(lmdb::Env& env, const std::filesystem::path& data_directory) {
     static std::atomic<std::uint64_t> taken{0};
     const auto directory = data_directory / fmt::format(".snapshot-{}-{}", ::getpid(), taken.fetch_add(1));
@@ -109,15 +124,11 @@ Result<Snapshot> take_snapshot(lmdb::Env& env, const std::filesystem::path& data
             std::filesystem::remove_all(path, ignored);
         }
     } cleanup{directory};
-    if (const int rc = mdb_env_copy2(env.get(), directory.c_str(), MDB_CP_COMPACT); rc != 0)
-        return storage(fmt::format("copying the ledger (mdb_env_copy2): {}", mdb_strerror(rc)));
-    SnapshotManifest manifest;
-    if (auto read = read_copy(directory, manifest); !read) return Unexpected{read.error()};
-    COCONUT_TRY(files, shared_files(data_directory));
-    manifest.files = std::move(files);
+    COCONUT_TRY(manifest, copy_data_directory(env, data_directory, directory, true));
     const auto copied = directory / "data.mdb";
     const int fd = ::open(copied.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return storage(fmt::format("cannot open {}: {}", copied.string(), std::strerror(errno)));
+    // The size read from the descriptor: the one the bytes sent are read from.
     struct stat st {};
     if (::fstat(fd, &st) != 0) {
         const int error = errno;

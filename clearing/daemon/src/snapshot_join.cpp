@@ -153,29 +153,6 @@ Status download(const JoinOptions& o, Sink& sink) {
     }
 }
 
-// The downloaded copy opens, passes `check`, and holds what the manifest says.
-Result<JoinReport> verify(const std::filesystem::path& staging, const SnapshotManifest& m) {
-    auto data = open_data_directory(staging, ledger::Options{});
-    if (!data) return fail(ErrorCode::storage, "the snapshot does not open: " + data.error().message);
-    auto report = check(*data->ledger, *data->registry);
-    if (!report) return fail(ErrorCode::storage, "checking the snapshot: " + report.error().message);
-    if (!report->ok()) {
-        std::string problems;
-        for (const auto& p : report->ledger.problems) problems += "; " + p;
-        for (const auto& p : report->problems) problems += "; " + p;
-        return fail(ErrorCode::storage, "the snapshot fails its check" + problems);
-    }
-    const ledger::JournalHead head = data->ledger->head();
-    auto position = data->ledger->replicated_position();
-    if (!position) return fail(ErrorCode::storage, position.error().message);
-    const std::string hash = to_hex(ByteView(head.hash.data(), head.hash.size()));
-    if (head.sequence != m.journal_sequence || hash != m.journal_hash || *position != m.position)
-        return fail(ErrorCode::storage, fmt::format("the snapshot holds journal entry {} at position {}, the server said entry {} at "
-                                                    "position {} (hash {} vs {})",
-                                                    head.sequence, *position, m.journal_sequence, m.position, hash, m.journal_hash));
-    return JoinReport{m, report->ledger.accounts, report->ledger.journal_entries};
-}
-
 Status write_file(const std::filesystem::path& path, const Bytes& contents) {
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) return fail(ErrorCode::storage, fmt::format("cannot create {}: {}", path.string(), std::strerror(errno)));
@@ -200,22 +177,43 @@ Status target_usable(const JoinOptions& o) {
     return Ok{};
 }
 
-// staging → data, atomically (rename); a replaced directory is moved aside first, then removed.
-Status install(const std::filesystem::path& staging, const JoinOptions& o) {
-    std::error_code ec;
-    const auto aside = std::filesystem::path(o.data.string() + fmt::format(".replaced-{}", ::getpid()));
-    const bool existed = std::filesystem::exists(o.data, ec);
-    if (existed) {
-        std::filesystem::rename(o.data, aside, ec);
-        if (ec) return fail(ErrorCode::storage, fmt::format("cannot move {} aside: {}", o.data.string(), ec.message()));
+}  // namespace
+
+Result<JoinReport> verify_copy(const std::filesystem::path& staging, const SnapshotManifest& m) {
+    auto data = open_data_directory(staging, ledger::Options{});
+    if (!data) return fail(ErrorCode::storage, "the copy does not open: " + data.error().message);
+    auto report = check(*data->ledger, *data->registry);
+    if (!report) return fail(ErrorCode::storage, "checking the copy: " + report.error().message);
+    if (!report->ok()) {
+        std::string problems;
+        for (const auto& p : report->ledger.problems) problems += "; " + p;
+        for (const auto& p : report->problems) problems += "; " + p;
+        return fail(ErrorCode::storage, "the copy fails its check" + problems);
     }
-    std::filesystem::rename(staging, o.data, ec);
-    if (ec) return fail(ErrorCode::storage, fmt::format("cannot rename {} to {}: {}", staging.string(), o.data.string(), ec.message()));
+    const ledger::JournalHead head = data->ledger->head();
+    auto position = data->ledger->replicated_position();
+    if (!position) return fail(ErrorCode::storage, position.error().message);
+    const std::string hash = to_hex(ByteView(head.hash.data(), head.hash.size()));
+    if (head.sequence != m.journal_sequence || hash != m.journal_hash || *position != m.position)
+        return fail(ErrorCode::storage, fmt::format("the copy holds journal entry {} at position {}, its manifest says entry {} at "
+                                                    "position {} (hash {} vs {})",
+                                                    head.sequence, *position, m.journal_sequence, m.position, hash, m.journal_hash));
+    return JoinReport{m, report->ledger.accounts, report->ledger.journal_entries};
+}
+
+Status install_data_directory(const std::filesystem::path& staging, const std::filesystem::path& data) {
+    std::error_code ec;
+    const auto aside = std::filesystem::path(data.string() + fmt::format(".replaced-{}", ::getpid()));
+    const bool existed = std::filesystem::exists(data, ec);
+    if (existed) {
+        std::filesystem::rename(data, aside, ec);
+        if (ec) return fail(ErrorCode::storage, fmt::format("cannot move {} aside: {}", data.string(), ec.message()));
+    }
+    std::filesystem::rename(staging, data, ec);
+    if (ec) return fail(ErrorCode::storage, fmt::format("cannot rename {} to {}: {}", staging.string(), data.string(), ec.message()));
     if (existed) std::filesystem::remove_all(aside, ec);
     return Ok{};
 }
-
-}  // namespace
 
 Result<JoinReport> join_from_snapshot(const JoinOptions& o) {
     if (o.token.empty()) return fail(ErrorCode::bad_input, "the clerk token is empty");
@@ -245,9 +243,9 @@ Result<JoinReport> join_from_snapshot(const JoinOptions& o) {
                     fmt::format("{}: the snapshot is cut short ({} of {} ledger bytes)", o.from, sink.lmdb_written, manifest->lmdb_bytes));
     for (const auto& [name, contents] : manifest->files)
         if (auto written = write_file(staging / name, contents); !written) return Unexpected{written.error()};
-    auto verified = verify(staging, *manifest);
+    auto verified = verify_copy(staging, *manifest);
     if (!verified) return verified;
-    if (auto installed = install(staging, o); !installed) return Unexpected{installed.error()};
+    if (auto installed = install_data_directory(staging, o.data); !installed) return Unexpected{installed.error()};
     return verified;
 }
 

@@ -1,5 +1,7 @@
 // coconut-clearingd: serve (ISO 8583 for terminals), check (every invariant of a data directory),
 // admin (registries). Usage, options and exit codes: clearing/README.md.
+#include "clearingd_backup.hpp"
+
 #include <coconut/clearing/card_lifecycle.hpp>
 #include <coconut/clearing/check.hpp>
 #include <coconut/clearing/daemon.hpp>
@@ -1112,6 +1114,8 @@ int main(int argc, char** argv) {
     check_cmd->add_flag("--json", as_json, "machine-readable report");
     AdminCommands admin;
     add_admin_commands(app, admin, data_dir, map_size_text, map_size_help);
+    BackupCommands backup;
+    add_backup_commands(app, backup);
     std::string config_file;
     auto* config_cmd = app.add_subcommand("config", "config files of serve (--config FILE)");
     config_cmd->require_subcommand(1);
@@ -1145,6 +1149,12 @@ int main(int argc, char** argv) {
         }
         if (check_cmd->parsed()) return run_check(data_dir, as_json);
         if (join_cmd->parsed()) return run_join(join);
+        if (backup.backup->parsed() || backup.restore->parsed()) {
+            auto done = run_backup_command(backup);
+            if (!done) return fail(exit_for(done.error()), done.error().message);
+            std::cout << *done;
+            return exit_ok;
+        }
         return run_admin(admin, data_dir);
     } catch (const std::exception& e) {
         return fail(exit_check_failed, std::string("internal error: ") + e.what());

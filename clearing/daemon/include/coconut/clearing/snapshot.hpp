@@ -69,6 +69,13 @@ private:
     int fd_ = -1;
 };
 
+// The copy itself (take_snapshot, coconut-clearingd backup): `env`, the ledger's environment of
+// `data_directory` (opened by this process, read-only or not), copied consistently into the existing
+// empty directory `into` (data.mdb; compacted when `compact`), and the manifest of what the copy holds,
+// with the shared files of `data_directory` (read, not written into `into`).
+Result<SnapshotManifest> copy_data_directory(lmdb::Env& env, const std::filesystem::path& data_directory, const std::filesystem::path& into,
+                                             bool compact);
+
 // Copies `env` (the ledger's environment of `data_directory`) as above. Any thread; one at a time per
 // data directory (the caller bounds it). storage errors name the step that failed.
 Result<Snapshot> take_snapshot(lmdb::Env& env, const std::filesystem::path& data_directory);
@@ -87,6 +94,13 @@ struct JoinReport {
     std::uint64_t accounts = 0;
     std::uint64_t journal_entries = 0;
 };
+// A copy of a data directory in `staging` (snapshot or backup): it opens, passes `check`, and holds the
+// journal head and stream position `manifest` says. storage error naming what differs.
+Result<JoinReport> verify_copy(const std::filesystem::path& staging, const SnapshotManifest& manifest);
+// staging → data, atomically (rename); an existing `data` (the caller made sure no daemon serves it) is
+// moved aside first, then removed.
+Status install_data_directory(const std::filesystem::path& staging, const std::filesystem::path& data);
+
 // Downloads, verifies and installs a snapshot as described above. Errors: bad_input (arguments, a
 // refused answer: 401/403/429/503 with the server's message, not a clearing node's answer), conflict
 // (`data` not empty without `replace`), storage (writing, or the copy failing its check).
