@@ -19,6 +19,8 @@ packages=(
   doxygen
   # HTTP API tests and benchmark: the balance page in headless Chromium, the query load from wrk
   chromium wrk curl
+  # the balance page in Chinese (screenshots), activation letters' QR codes and the test that decodes them
+  fonts-noto-cjk libqrencode-dev zbar-tools
   # the clearing cluster (clearing/cluster): NATS JetStream servers and the C client
   nats-server libnats-dev
   # its journal messages are zstd-compressed change sets

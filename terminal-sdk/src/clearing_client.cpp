@@ -183,6 +183,9 @@ iso8583::PurseTransaction purse_transaction_of(const TransactionRecord& r) {
         t.transit_record = be_bytes(r.line, 2);
         append_be(t.transit_record, r.station, 2);
     }
+    // The purse part of a clinic visit names its medical hold (ISO8583.md §4.9): display only.
+    if (r.link == LinkKind::offline_purchase && r.stan != 0 && r.batch_number != 0)
+        t.visit = iso8583::VisitReference{r.batch_number, r.stan};
     return t;
 }
 
@@ -952,7 +955,7 @@ Result<std::uint64_t, ClearingError> ClearingClient::medical_inquiry(const Trans
                                                                      const std::array<std::uint8_t, 8>& cryptogram) {
     Message m = online_request(iso8583::MessageType::authorization, intent, ProcessingCode::medical_inquiry, state_->options.terminal_id);
     if (!state_->options.merchant_id.empty()) m.set(42, state_->options.merchant_id);
-    m.set(62, iso8583::encode_clinic_authorization({intent.asn, cryptogram, challenge}));
+    m.set(62, iso8583::encode_clinic_authorization({intent.asn, cryptogram, challenge, std::nullopt}));
     auto answer = state_->exchange(m);
     if (!answer) return Unexpected<ClearingError>{answer.error()};
     const std::string code(*answer->get(39));
@@ -966,7 +969,9 @@ Result<ClinicApproval, ClearingError> ClearingClient::authorize(const Transactio
                                                                 const std::array<std::uint8_t, 8>& cryptogram) {
     Message m = online_request(iso8583::MessageType::authorization, intent, ProcessingCode::medical_purchase, state_->options.terminal_id);
     if (!state_->options.merchant_id.empty()) m.set(42, state_->options.merchant_id);
-    m.set(62, iso8583::encode_clinic_authorization({intent.asn, cryptogram, challenge}));
+    // DF11: the visit this hold opens, the same reference the visit's purse part carries (ISO8583.md §4.9).
+    m.set(62, iso8583::encode_clinic_authorization(
+                  {intent.asn, cryptogram, challenge, iso8583::VisitReference{intent.batch_number, intent.stan}}));
     auto answer = state_->exchange(m);
     if (!answer) return Unexpected<ClearingError>{answer.error()};
     ClinicApproval approval;

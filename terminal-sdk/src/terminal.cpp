@@ -600,6 +600,11 @@ Result<Ok, FlowError> Terminal::purse_part(const PurseInfo& info, const ClinicOp
         TransactionRecord draft;
         draft.type = crypto::type_ep_purchase;
         draft.amount_fen = from_purse;
+        if (hold.sequence != 0) {
+            // The visit reference (ISO8583.md §4.9): the hold's batch and STAN, sent with the 0320 as DF11.
+            draft.stan = hold.record.stan;
+            draft.batch_number = hold.record.batch_number;
+        }
         paid = debit(info, draft, {});
     }
     if (!paid) {

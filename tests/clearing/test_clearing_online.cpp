@@ -2,7 +2,11 @@
 // included. Card cryptograms (MAC1, TAC, INTERNAL AUTHENTICATE) are computed from the card keys the
 // scheme's masters diversify to (docs/CARD-SPEC.md §4), exactly as a card would.
 #include "clearing_fixture.hpp"
+#include "http_api.hpp"
 
+#include <nlohmann/json.hpp>
+
+#include <future>
 #include <thread>
 
 using namespace clearing_test;
@@ -920,4 +924,199 @@ TEST_CASE("0500: every reversal answered 00 counts once with its own field 4 —
     CHECK(rig.code(totals_message("BUS00001", 3, {0, 1, 0, 0, 0, 3000, 0, 0})) == "00");
     CHECK(rig.shadow(card_a) == 5000);
     rig.require_check();
+}
+
+// ---- the clinic visit reference (ISO8583.md §4.9) ------------------------------------------------------------------
+
+namespace {
+
+// The visit linked to `id` from `side` (the hold's purse part, or the purse part's hold), as recorded.
+std::optional<ledger::Id> visit_of(Rig& rig, const ledger::Id& id, Registry::VisitSide side) {
+    auto txn = rig.ledger->begin_read();
+    REQUIRE(txn.ok());
+    auto found = rig.registry->visit_in(*txn, id, side);
+    REQUIRE(found.ok());
+    return *found;
+}
+
+// A purse purchase at CLINIC01 whose 0320 carries DF11 = `visit`; its response code.
+std::string visit_part(Rig& rig, const Tap& tap, std::uint32_t stan, std::optional<iso8583::VisitReference> visit) {
+    Message m = upload_message(tap, stan, "CLINIC01");
+    auto t = parse_purse_transaction(*m.get(62));
+    REQUIRE(t.ok());
+    t->visit = visit;
+    m.set(62, encode_purse_transaction(*t));
+    return rig.code(m);
+}
+
+}  // namespace
+
+TEST_CASE("0320 with DF11: the purse part is linked to its visit's hold only for the same card, terminal and hold life; always booked") {
+    Rig rig;
+    rig.sign_on("CLINIC01");
+    REQUIRE(rig.code(clinic_authorization(rig, 8000, 1)) == "00");  // the visit: batch 1, STAN 1, card A
+    // The 0100's field 7 is 11-26 02:30:00 UTC (online_message): 10:30 in Hainan, the visit's time on the terminal's clock.
+    Tap part;
+    part.type = crypto::type_ep_purchase;
+    part.amount_fen = 1000;
+    part.terminal = clinic_psam_terminal;
+    part.date = "20261126";
+    part.time = "103200";
+    const iso8583::VisitReference visit{1, 1};
+
+    Tap other_card = part;
+    other_card.asn = card_b;
+    CHECK(visit_part(rig, other_card, 2, visit) == "00");  // booked, but another card's hold
+    CHECK_FALSE(visit_of(rig, purchase_id(other_card), Registry::VisitSide::purse).has_value());
+    Tap days_before = part;
+    days_before.atc = 1;
+    days_before.date = "20261120";
+    CHECK(visit_part(rig, days_before, 3, visit) == "00");  // outside the hold's life
+    CHECK_FALSE(visit_of(rig, purchase_id(days_before), Registry::VisitSide::purse).has_value());
+    Tap unknown = part;
+    unknown.atc = 2;
+    CHECK(visit_part(rig, unknown, 4, iso8583::VisitReference{1, 99}) == "00");  // no such hold
+    CHECK_FALSE(visit_of(rig, purchase_id(unknown), Registry::VisitSide::purse).has_value());
+    CHECK_FALSE(visit_of(rig, hold_id(1), Registry::VisitSide::hold).has_value());
+
+    Tap late = part;
+    late.atc = 5;
+    late.time = "105200";  // 22 minutes on: past the hold's 15 minutes and the 5 minutes' slack
+    CHECK(visit_part(rig, late, 8, visit) == "00");
+    CHECK_FALSE(visit_of(rig, purchase_id(late), Registry::VisitSide::purse).has_value());
+    auto hold = rig.ledger->lookup_transfer(hold_id(1));
+    REQUIRE(hold.ok());
+    CHECK(to_hex(parse_place((*hold)->user_data_128).local_time_bcd) == "2611261030");  // field 7 in Hainan time
+
+    Tap fits = part;
+    fits.atc = 3;
+    CHECK(visit_part(rig, fits, 5, visit) == "00");
+    CHECK(visit_of(rig, hold_id(1), Registry::VisitSide::hold) == std::optional<ledger::Id>(purchase_id(fits)));
+    CHECK(visit_of(rig, purchase_id(fits), Registry::VisitSide::purse) == std::optional<ledger::Id>(hold_id(1)));
+    CHECK(visit_part(rig, fits, 6, visit) == "00");  // the repeat: answered as booked, the link unchanged
+    Tap second = part;
+    second.atc = 4;
+    CHECK(visit_part(rig, second, 7, visit) == "00");  // one purse part per visit
+    CHECK_FALSE(visit_of(rig, purchase_id(second), Registry::VisitSide::purse).has_value());
+    CHECK(visit_of(rig, hold_id(1), Registry::VisitSide::hold) == std::optional<ledger::Id>(purchase_id(fits)));
+    // Nothing of it moved money: the card's purse paid the five purchases, the hold is as it was.
+    CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 8000);
+    rig.require_check();
+}
+
+TEST_CASE("0100 with DF11: its own batch and STAN are accepted; another visit's reference is 30, nothing held") {
+    Rig rig;
+    rig.sign_on("CLINIC01");
+    Message own = clinic_authorization(rig, 3000, 1);
+    auto data = iso8583::parse_clinic_authorization(*own.get(62));
+    REQUIRE(data.ok());
+    data->visit = iso8583::VisitReference{1, 1};
+    own.set(62, iso8583::encode_clinic_authorization(*data));
+    CHECK(rig.code(own) == "00");
+    Message other = clinic_authorization(rig, 3000, 2);
+    data = iso8583::parse_clinic_authorization(*other.get(62));
+    REQUIRE(data.ok());
+    data->visit = iso8583::VisitReference{1, 1};
+    other.set(62, iso8583::encode_clinic_authorization(*data));
+    CHECK(rig.code(other) == "30");
+    CHECK(rig.account(medical_account(asn_of(card_a))).debits_pending == 3000);
+}
+
+// ---- the cardholder's history (GET /v1/cards/{n}/history, clearing/README.md "HTTP API") ---------------------------
+
+namespace {
+
+struct HistoryApi {
+    http::HttpOptions options;
+    http::HttpStats stats;
+    std::unique_ptr<http::Api> api;
+    std::string card_token;
+
+    explicit HistoryApi(Rig& rig) {
+        http::Services services{*rig.ledger, rig.writer, *rig.registry, rig.daemon->tokens(),      nullptr, nullptr,
+                                nullptr,     nullptr,    nullptr,       rig.daemon->options().data};
+        api = std::make_unique<http::Api>(services, options, stats);
+        auto clerk = http::add_clerk(*rig.ledger, rig.daemon->tokens(), "registrar", http::roles::registry);
+        REQUIRE(clerk.ok());
+        const auto issued = call("POST", "/v1/clerk/cards/" + card_a.substr(4) + "/token", *clerk);
+        REQUIRE(issued.status == 201);
+        card_token = nlohmann::json::parse(issued.body)["token"].get<std::string>();
+    }
+    http::ApiResponse call(const std::string& method, const std::string& target, const std::string& token) {
+        std::promise<http::ApiResponse> answered;
+        const std::string authorization = "Bearer " + token;
+        api->handle(http::ApiRequest{method, target, authorization, {}, {}},
+                    [&answered](http::ApiResponse r) { answered.set_value(std::move(r)); });
+        auto future = answered.get_future();
+        REQUIRE(future.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
+        return future.get();
+    }
+    nlohmann::json rows(const std::string& query = "") {
+        const auto answer = call("GET", "/v1/cards/" + card_a.substr(4) + "/history" + query, card_token);
+        REQUIRE_MESSAGE(answer.status == 200, answer.body);
+        return nlohmann::json::parse(answer.body);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("history: a visit's hold, completion and linked purse part are one row; a reversed visit one row; nothing else folded") {
+    Rig rig;
+    rig.sign_on("CLINIC01");
+    HistoryApi history(rig);
+    // Visit 1 (10:30 on the terminal's clock): 80 held, the purse pays 10 (DF11), the hold completed for 80.
+    REQUIRE(rig.code(clinic_authorization(rig, 8000, 1)) == "00");
+    Tap part;
+    part.type = crypto::type_ep_purchase;
+    part.amount_fen = 1000;
+    part.terminal = clinic_psam_terminal;
+    part.time = "103300";
+    REQUIRE(visit_part(rig, part, 2, iso8583::VisitReference{1, 1}) == "00");
+    REQUIRE(rig.code(clinic_completion(8000, 3, 1)) == "00");
+    // Visit 2: 30 held, then reversed (the bill was not paid).
+    REQUIRE(rig.code(clinic_authorization(rig, 3000, 4)) == "00");
+    REQUIRE(rig.code(clinic_reversal(3000, 5, 4)) == "00");
+    // A purchase at the clinic without a visit reference: a payment of its own.
+    Tap plain = part;
+    plain.atc = 1;
+    plain.amount_fen = 500;
+    REQUIRE(visit_part(rig, plain, 6, std::nullopt) == "00");
+
+    const auto page = history.rows();
+    const auto& rows = page["rows"];
+    REQUIRE(rows.size() == 5);  // plain purchase, visit 2, visit 1, the two opening balances
+    CHECK(rows[0]["kind"] == "clinic");
+    CHECK(rows[0]["amount_fen"] == -500);
+    CHECK(rows[1]["kind"] == "clinic_visit");
+    CHECK(rows[1]["state"] == "reversed");
+    CHECK(rows[1]["amount_fen"] == 0);
+    CHECK(rows[1]["parts"].size() == 1);
+    CHECK(rows[1]["parts"][0]["held_fen"] == 3000);
+    const auto& visit = rows[2];
+    CHECK(visit["kind"] == "clinic_visit");
+    CHECK(visit["state"] == "completed");
+    CHECK(visit["time"] == "2026-11-26T10:30+08:00");  // the 0100's field 7 in Hainan time
+    CHECK(visit["time_source"] == "terminal");
+    CHECK(visit["place"]["participant"] == "Haikou Clinic");
+    CHECK(visit["amount_fen"] == -9000);
+    REQUIRE(visit["parts"].size() == 2);
+    CHECK(visit["parts"][0] == nlohmann::json{{"account", "medical"}, {"amount_fen", -8000}, {"state", "posted"}, {"held_fen", 8000}});
+    CHECK(visit["parts"][1] == nlohmann::json{{"account", "purse"}, {"amount_fen", -1000}, {"state", "posted"}});
+    CHECK(rows[3]["kind"] == "load");
+    CHECK(rows[4]["kind"] == "load");
+    CHECK(page["next_cursor"].is_null());
+    // Pages of one row: the same rows, each once.
+    std::vector<std::string> ids;
+    std::string cursor;
+    for (int pages = 0; pages < 10; ++pages) {
+        const auto one = history.rows("?limit=1" + (cursor.empty() ? "" : "&cursor=" + cursor));
+        REQUIRE(one["rows"].size() == 1);
+        ids.push_back(one["rows"][0]["id"].get<std::string>());
+        if (one["next_cursor"].is_null()) break;
+        cursor = one["next_cursor"].get<std::string>();
+    }
+    REQUIRE(ids.size() == rows.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) CHECK(ids[i] == rows[i]["id"]);
+    CHECK(history.call("GET", "/v1/cards/" + card_a.substr(4) + "/history?cursor=abc", history.card_token).status == 400);
+    CHECK(history.call("GET", "/v1/cards/" + card_b.substr(4) + "/history", history.card_token).status == 404);
 }

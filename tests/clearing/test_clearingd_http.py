@@ -983,9 +983,9 @@ def phase_page(stack, artifacts):
     shown = element_text(dom, "purse-balance")
     want = f"¥{expected['purse']['balance_fen'] / 100:.2f}"
     assert shown == want, (shown, want)
-    rows = dom.count("<tr>")
-    _, history = api.get(f"/v1/cards/{card0}/transactions?limit=10", stack.token(card0))
-    assert rows == len(history["transactions"]) and rows >= 4, (rows, history)
+    rows = dom.count('<li class="state-')
+    _, history = api.get(f"/v1/cards/{card0}/history?limit=10", stack.token(card0))
+    assert rows == len(history["rows"]) and rows >= 4, (rows, history)
     assert "Bus ride" in dom and "-¥3.00" in dom
     assert 'id="message" class="message" hidden' in dom  # no error shown
     screenshot = os.path.join(artifacts, "balance_page.png")

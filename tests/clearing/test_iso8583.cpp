@@ -499,6 +499,33 @@ TEST_CASE("the record digest covers what the TAC covers and the TAC, not the cla
     CHECK_FALSE(parse_record_digest("DF0402001F").ok());
 }
 
+TEST_CASE("DF11, the clinic visit reference, in a 0320 and a 0100: optional, 12 BCD digits, a claim outside the digest (ISO8583.md §4.9)") {
+    using namespace coconut::iso8583;
+    PurseTransaction t;
+    t.asn = {0x46, 0x01, 0x00, 0x00, 0x00, 0x00, 0x12, 0x34, 0x56, 0x78};
+    t.type = 0x06;
+    t.terminal_id = {0x46, 0x01, 0x00, 0x00, 0x00, 0x01};
+    t.when.date = {0x20, 0x26, 0x11, 0x26};
+    t.when.time = {0x10, 0x30, 0x00};
+    const std::string plain = encode_purse_transaction(t);
+    CHECK_FALSE(parse_purse_transaction(plain)->visit.has_value());
+    PurseTransaction part = t;
+    part.visit = VisitReference{1, 31};
+    const std::string text = encode_purse_transaction(part);
+    CHECK(text == plain + "DF1106000001000031");  // the vector of ISO8583.md §4.9
+    auto parsed = parse_purse_transaction(text);
+    REQUIRE(parsed.ok());
+    CHECK(parsed->visit == std::optional<VisitReference>(VisitReference{1, 31}));
+    CHECK(purchase_digest(part, 100) == purchase_digest(t, 100));
+    CHECK(parse_purse_transaction(plain + "DF110600000100003A").error() ==
+          "DF11 (visit reference): not 12 BCD digits of a batch and a STAN");
+    CHECK(parse_purse_transaction(plain + "DF1106000000000031").error() ==
+          "DF11 (visit reference): not 12 BCD digits of a batch and a STAN");
+    CHECK(parse_purse_transaction(plain + "DF11050000010000").error() == "DF11 (visit reference): 5 bytes, expected 6");
+    ClinicAuthorizationData clinic{t.asn, {1, 2, 3, 4, 5, 6, 7, 8}, {}, VisitReference{999999, 999999}};
+    CHECK(parse_clinic_authorization(encode_clinic_authorization(clinic))->visit == clinic.visit);
+}
+
 TEST_CASE("load request, answer, confirmation, reference and clinic data round-trip; a missing or short tag is named") {
     using namespace coconut::iso8583;
     LoadRequestData request;
@@ -528,7 +555,7 @@ TEST_CASE("load request, answer, confirmation, reference and clinic data round-t
     CHECK(parse_load_confirmation(encode_load_confirmation(confirmation))->tac == confirmation.tac);
     CHECK(parse_load_confirmation(encode_load_reference({request.asn, 7})).error() == "field 62 lacks DF02 (transaction type)");
     CHECK(parse_load_reference(encode_load_reference({request.asn, 7}))->online_atc == 7);
-    ClinicAuthorizationData clinic{request.asn, {1, 2, 3, 4, 5, 6, 7, 8}, {9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9}};
+    ClinicAuthorizationData clinic{request.asn, {1, 2, 3, 4, 5, 6, 7, 8}, {9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9}, std::nullopt};
     CHECK(parse_clinic_authorization(encode_clinic_authorization(clinic))->cryptogram == clinic.cryptogram);
     CHECK(parse_clinic_authorization(encode_clinic_authorization(clinic))->challenge == clinic.challenge);
     CHECK(parse_clinic_authorization("DF010A00006231234567890123DF0B080102030405060708").error() == "field 62 lacks DF0E (host challenge)");

@@ -506,4 +506,9 @@ void add_counter_commands(CLI::App& app, std::function<int()>& command) {
     add_money_commands(counter, c, command);
 }
 
+nlohmann::json clerk_request(const std::string& clearing_http, const std::filesystem::path& token_file, const std::string& method,
+                             const std::string& target, const nlohmann::json& body) {
+    return clerk_call(CounterOptions{clearing_http, token_file, false}, method, target, body).body;
+}
+
 }  // namespace coconut::cli

@@ -19,8 +19,11 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
+#include <filesystem>
 #include <functional>
+#include <string>
 
 namespace coconut::cli {
 
@@ -36,6 +39,12 @@ inline constexpr int server_error = 27;   // 5xx or an answer that is not the do
 inline constexpr int terminal_step = 28;  // return: coconut-terminal failed (its exit code and error printed)
 inline constexpr int accepted = 29;       // refund-broken: registered, waiting period not over (202): call again after it
 }  // namespace counter_exit
+
+// One clerk request to --clearing-http HOST:PORT with the clerk token of `token_file` (0600), as the counter
+// commands make it: the answer's JSON body; a refusal fails the command with the clearing's error code and
+// message and the counter_exit code of its status (coconut card letters uses it too).
+nlohmann::json clerk_request(const std::string& clearing_http, const std::filesystem::path& token_file, const std::string& method,
+                             const std::string& target, const nlohmann::json& body = nullptr);
 
 // Adds `counter` and its subcommands to `app`; the parsed subcommand sets `command`.
 void add_counter_commands(CLI::App& app, std::function<int()>& command);

@@ -2,6 +2,7 @@
 #include "commands.hpp"
 #include "counter.hpp"
 #include "errors.hpp"
+#include "letters.hpp"
 #include "process.hpp"
 
 #include <coconut/cmdline/cmdline.hpp>
@@ -48,6 +49,7 @@ int main(int argc, char** argv) {
     show->add_option("IMAGE", image, "card or PSAM image")->required();
     show->add_flag("--json", json, "JSON output");
     show->callback([&] { command = [&] { return card_show(image, json); }; });
+    add_letter_command(*card, command);
 
     auto* psam = app.add_subcommand("psam", "PSAMs")->require_subcommand(1);
     std::string psam_terminal, hsm_endpoint;

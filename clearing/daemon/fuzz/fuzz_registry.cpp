@@ -23,7 +23,7 @@ using namespace coconut::clearing;
 constexpr std::string_view target = "fuzz_registry";
 // Registry::open's tables.
 constexpr const char* tables[] = {"cards",   "participants", "terminals", "risk",       "loads", "holds",
-                                  "hotlist", "reversals",    "purchases", "challenges", "meta"};
+                                  "hotlist", "reversals",    "purchases", "challenges", "meta",  "visits"};
 constexpr std::size_t risk_pages_max = 8;
 
 fuzz::ScratchDir& scratch() {

@@ -351,13 +351,14 @@ Tokens::~Tokens() = default;
 
 Result<std::unique_ptr<Tokens>> Tokens::open(lmdb::Env& env, const std::filesystem::path& data_directory) {
     if (sodium_init() < 0) return Unexpected<Error>{Error{ErrorCode::storage, "libsodium cannot initialise"}};
-    auto state = std::make_unique<State>(State{env, 0, 0, 0, 0, 0, 0, {}});
+    auto state = std::make_unique<State>(State{env, 0, 0, 0, 0, 0, 0, 0, {}});
     const std::pair<MDB_dbi*, const char*> tables[] = {{&state->card_tokens, "http_card_tokens"},
                                                        {&state->clerks, "http_clerks"},
                                                        {&state->journal, "http_clerk_journal"},
                                                        {&state->settlement_cycles, "http_settlement_cycles"},
                                                        {&state->adjustments, "http_adjustments"},
-                                                       {&state->grants, "http_clerk_grants"}};
+                                                       {&state->grants, "http_clerk_grants"},
+                                                       {&state->activation, "http_activation_codes"}};
     for (const auto& [dbi, name] : tables) {
         auto opened = env.open_table(name);
         if (!opened) return Unexpected<Error>{storage_error(opened.error())};
@@ -485,6 +486,15 @@ Result<std::vector<ClerkAction>> Tokens::journal(std::uint64_t after_sequence, s
         return out;
     });
 }
+
+lmdb::Result<std::optional<Bytes>> Tokens::activation_in(const lmdb::Txn& txn, ByteView key) const {
+    auto raw = txn.get(state_->activation, key);
+    if (!raw) return Unexpected{raw.error()};
+    if (!*raw) return std::optional<Bytes>();
+    return std::optional<Bytes>(Bytes((*raw)->begin(), (*raw)->end()));
+}
+
+lmdb::Status Tokens::put_activation(lmdb::Txn& txn, ByteView key, ByteView value) const { return txn.put(state_->activation, key, value); }
 
 lmdb::Status Tokens::put_card_token(lmdb::Txn& txn, const CardNumber& number, const CardToken& token) const {
     return txn.put(state_->card_tokens, number, checked_card_token(token));

@@ -24,7 +24,8 @@ struct Tokens::State {
     MDB_dbi journal = 0;
     MDB_dbi settlement_cycles = 0;
     MDB_dbi adjustments = 0;
-    MDB_dbi grants = 0;  // "http_clerk_grants": grants of roles that need a second clerk
+    MDB_dbi grants = 0;      // "http_clerk_grants": grants of roles that need a second clerk
+    MDB_dbi activation = 0;  // "http_activation_codes": one-time activation codes (api/activation.cpp owns the records)
     TokenKey key;
 };
 

@@ -713,6 +713,9 @@ lmdb::Status Engine::count_late_spending(lmdb::Txn& txn, const Upload& upload) {
 lmdb::Status Engine::record_booking(lmdb::Txn& txn, Upload& upload) {
     const PurseTransaction& t = upload.transaction;
     if (auto s = registry_.put_purchase_proof(txn, purchase_key_of(t), upload.proof); !s) return s;
+    if (t.visit) {
+        if (auto s = detail::link_visit(ledger_, registry_, txn, t, upload.terminal_id, upload.transfer_id); !s) return s;
+    }
     auto stored_card = registry_.card_in(txn, t.asn);
     if (!stored_card) return Unexpected<lmdb::Error>{stored_card.error()};
     if (!*stored_card) return Ok{};  // removed meanwhile: nothing to mirror

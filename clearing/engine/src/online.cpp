@@ -613,6 +613,11 @@ void Engine::clinic_authorization(const Message& request, SessionState& session,
         log_line(fmt::format("0100 from {} STAN {}: {}", online->terminal_id, online->stan, parsed.error()));
         return answer(online, ResponseCode::format_error);
     }
+    if (parsed->visit && *parsed->visit != iso8583::VisitReference{online->batch_number, online->stan}) {
+        // DF11 of a 0100 is the visit this hold opens: its own batch and STAN (ISO8583.md §4.9).
+        log_line(fmt::format("0100 from {} STAN {}: DF11 names another visit", online->terminal_id, online->stan));
+        return answer(online, ResponseCode::format_error);
+    }
     online->clinic = *parsed;
     auto card = online_card(registry_, *request.get(2), online->clinic.asn, true);
     if (!card) return answer(online, card.error());
@@ -757,8 +762,9 @@ void Engine::hold_medical(std::shared_ptr<Online> online) {
     hold.timeout_s = options_.hold_timeout_s;
     hold.user_data_64 = online->terminal.participant_id;
     hold.user_data_32 = online->stan;
-    Place place;  // clinic holds: the PSAM terminal id only (plan.hpp)
+    Place place;  // clinic holds: the PSAM terminal id and the terminal's time of the 0100 (plan.hpp)
     place.terminal_id = online->terminal.psam_terminal_id;
+    place.local_time_bcd = detail::hold_local_time(online->request.get(7).value_or(""), wall_clock_ns());
     hold.user_data_128 = make_place(place);
     auto hook = [this, online](lmdb::Txn& txn, ledger::ResultCode code) -> lmdb::Status {
         if (code != ledger::ResultCode::ok) return Ok{};

@@ -95,7 +95,7 @@ void write_seeds(const std::filesystem::path& dir) {
     confirmation.tac = {9, 8, 7, 6};
     HostChallenge challenge{};
     for (std::size_t i = 0; i < challenge.size(); ++i) challenge[i] = static_cast<std::uint8_t>(0xA0 + i);
-    ClinicAuthorizationData clinic{asn, {1, 2, 3, 4, 5, 6, 7, 8}, challenge};
+    ClinicAuthorizationData clinic{asn, {1, 2, 3, 4, 5, 6, 7, 8}, challenge, std::nullopt};
     HotlistChunk chunk{1234, true, {{true, asn}, {false, asn}}};
 
     const auto seed = [&](std::uint8_t parser, std::string_view name, const std::string& text) {

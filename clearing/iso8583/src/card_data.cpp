@@ -71,6 +71,18 @@ public:
         std::copy(v.begin(), v.begin() + 4, out.date.begin());
         std::copy(v.begin() + 4, v.end(), out.time.begin());
     }
+    // DF11 when present: 12 BCD digits, batch and STAN each 000001–999999.
+    std::optional<VisitReference> visit() {
+        ByteView v = optional(0xDF11, "visit reference", visit_reference_size);
+        if (v.size() != visit_reference_size) return std::nullopt;
+        const auto batch = bcd_value(v.first(3));
+        const auto stan = bcd_value(v.subspan(3));
+        if (!batch || !stan || *batch == 0 || *stan == 0) {
+            fail("DF11 (visit reference): not 12 BCD digits of a batch and a STAN");
+            return std::nullopt;
+        }
+        return VisitReference{static_cast<std::uint32_t>(*batch), static_cast<std::uint32_t>(*stan)};
+    }
     void type(std::uint8_t& out, std::initializer_list<std::uint8_t> allowed, const char* expected) {
         ByteView v = required(0xDF02, "transaction type", 1);
         if (v.size() != 1) return;
@@ -115,6 +127,13 @@ Result<T, std::string> parse_with(std::string_view field62, Read read) {
 
 // Bytes of one DFxx TLV with a short value: two tag bytes, one length byte (values below 128 bytes).
 constexpr std::size_t tlv_bytes(std::size_t value_bytes) { return 2 + 1 + value_bytes; }
+
+void append_visit(Bytes& out, const std::optional<VisitReference>& visit) {
+    if (!visit) return;
+    Bytes value = bcd_of(visit->batch_number, 3);
+    append(value, bcd_of(visit->stan, 3));
+    apdu::append_tlv(out, 0xDF11, value);
+}
 
 Bytes when_bytes(const crypto::CardDateTime& when) {
     Bytes b(when.date.begin(), when.date.end());
@@ -166,6 +185,7 @@ Result<PurseTransaction, std::string> parse_purse_transaction(std::string_view f
         c.copy(0xDF08, "TAC", t.tac);
         ByteView transit = c.optional(0xDF0C, "transit record", transit_record_size_min, transit_record_size_max);
         t.transit_record.assign(transit.begin(), transit.end());
+        t.visit = c.visit();
     });
 }
 
@@ -180,10 +200,12 @@ std::string encode_purse_transaction(const PurseTransaction& t) {
     apdu::append_tlv(out, 0xDF07, when_bytes(t.when));
     apdu::append_tlv(out, 0xDF08, t.tac);
     if (!t.transit_record.empty()) apdu::append_tlv(out, 0xDF0C, t.transit_record);
+    append_visit(out, t.visit);
     // Every fixed field at the size parse_purse_transaction requires. (The transit record's bounds are the
     // receiver's check: tests build out-of-bounds DF0C records with this encoder.)
     COCONUT_ASSERT(out.size() == tlv_bytes(10) + tlv_bytes(1) + tlv_bytes(4) + tlv_bytes(2) + tlv_bytes(4) + tlv_bytes(6) + tlv_bytes(7) +
-                                     tlv_bytes(4) + (t.transit_record.empty() ? 0 : tlv_bytes(t.transit_record.size())),
+                                     tlv_bytes(4) + (t.transit_record.empty() ? 0 : tlv_bytes(t.transit_record.size())) +
+                                     (t.visit ? tlv_bytes(visit_reference_size) : 0),
                    "field 62 purse transaction layout");
     return to_hex(out);
 }
@@ -257,6 +279,7 @@ Result<ClinicAuthorizationData, std::string> parse_clinic_authorization(std::str
         c.asn(a.asn);
         c.copy(0xDF0B, "INTERNAL AUTHENTICATE response", a.cryptogram);
         c.copy(0xDF0E, "host challenge", a.challenge);
+        a.visit = c.visit();
     });
 }
 
@@ -265,6 +288,7 @@ std::string encode_clinic_authorization(const ClinicAuthorizationData& a) {
     apdu::append_tlv(out, 0xDF01, a.asn);
     apdu::append_tlv(out, 0xDF0B, a.cryptogram);
     apdu::append_tlv(out, 0xDF0E, a.challenge);
+    append_visit(out, a.visit);
     return to_hex(out);
 }
 

@@ -29,6 +29,7 @@ struct Registry::Tables {
     MDB_dbi purchases = 0;   // ASN ‖ PSAM terminal id ‖ terminal serial → PurchaseProof
     MDB_dbi challenges = 0;  // clinic challenge (16) used by a hold → empty
     MDB_dbi meta = 0;        // name → value: "challenge-key" (32 bytes)
+    MDB_dbi visits = 0;      // 'h' ‖ hold id → purse part id; 'p' ‖ purse part id → hold id (clinic visits)
 };
 
 // ---- Registry -------------------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ Result<std::unique_ptr<Registry>> Registry::open(lmdb::Env& env) {
     for (Named n : {Named{"cards", &tables->cards}, Named{"participants", &tables->participants}, Named{"terminals", &tables->terminals},
                     Named{"risk", &tables->risk}, Named{"loads", &tables->loads}, Named{"holds", &tables->holds},
                     Named{"hotlist", &tables->hotlist}, Named{"reversals", &tables->reversals}, Named{"purchases", &tables->purchases},
-                    Named{"challenges", &tables->challenges}, Named{"meta", &tables->meta}}) {
+                    Named{"challenges", &tables->challenges}, Named{"meta", &tables->meta}, Named{"visits", &tables->visits}}) {
         auto dbi = env.open_table(n.name);
         if (!dbi) return Unexpected<Error>{storage_error(dbi.error())};
         *n.dbi = *dbi;
@@ -453,6 +454,33 @@ lmdb::Status Registry::put_hold(lmdb::Txn& txn, const ledger::Id& hold_id, const
     const Bytes bytes = encode_hold(h);
     COCONUT_ASSERT(decode_hold(bytes).has_value(), "hold round trip");
     return txn.put(tables_->holds, id_bytes(hold_id), bytes);
+}
+
+namespace {
+
+Bytes visit_key(char direction, const ledger::Id& id) {
+    Bytes key{static_cast<std::uint8_t>(direction)};
+    append(key, id_bytes(id));
+    return key;
+}
+
+}  // namespace
+
+lmdb::Result<bool> Registry::put_visit(lmdb::Txn& txn, const ledger::Id& hold_id, const ledger::Id& purse_id) const {
+    auto existing = txn.get(tables_->visits, visit_key('h', hold_id));
+    if (!existing) return Unexpected<lmdb::Error>{existing.error()};
+    if (*existing) return false;  // the visit has its purse part
+    if (auto put = txn.put(tables_->visits, visit_key('h', hold_id), id_bytes(purse_id)); !put) return Unexpected<lmdb::Error>{put.error()};
+    if (auto put = txn.put(tables_->visits, visit_key('p', purse_id), id_bytes(hold_id)); !put) return Unexpected<lmdb::Error>{put.error()};
+    return true;
+}
+
+lmdb::Result<std::optional<ledger::Id>> Registry::visit_in(const lmdb::Txn& txn, const ledger::Id& id, VisitSide side) const {
+    auto value = txn.get(tables_->visits, visit_key(side == VisitSide::hold ? 'h' : 'p', id));
+    if (!value) return Unexpected<lmdb::Error>{value.error()};
+    if (!*value || (*value)->size() != 16) return std::optional<ledger::Id>{};
+    const ByteView bytes = **value;
+    return std::optional<ledger::Id>{ledger::Id{read_be(bytes.first(8)), read_be(bytes.subspan(8))}};
 }
 
 lmdb::Result<bool> Registry::put_reversal(lmdb::Txn& txn, const ledger::Id& key, std::uint64_t amount_fen) const {

@@ -6,6 +6,8 @@
 //   responses.cpp      error JSON and the small parsers every handler uses
 //   journal.cpp        changes and journaled reads through the ledger writer (clerk journal)
 //   cardholder.cpp     GET /v1/cards/{n}[/transactions]
+//   activation.cpp     activation letters: POST /v1/clerk/cards/{n}/activation, POST /v1/activate
+//   history.cpp        GET /v1/cards/{n}/history (rows as a person reads them)
 //   cards.cpp          /v1/clerk/cards…: lookup, status (hotlist), registration, token
 //   participants.cpp   POST /v1/clerk/participants
 //   terminals.cpp      POST /v1/clerk/terminals, PUT /v1/clerk/terminals/{id}/status
@@ -255,6 +257,11 @@ struct Route {
 std::optional<CardToken> presented_card_token(Call& call, const lmdb::Txn& txn);
 void card_balance(Call& call);
 void card_transactions(Call& call);
+// activation.cpp: POST /v1/clerk/cards/{n}/activation (a letter's one-time code), POST /v1/activate.
+void issue_activation_code(Call& call);
+void activate_card(Call& call);
+// history.cpp: GET /v1/cards/{n}/history, the grouped rows (a visit, a journey, a load as one row each).
+void card_history(Call& call);
 // cards.cpp
 // A registered card named by the path's {n}.
 struct RegisteredCard {

@@ -25,8 +25,10 @@ constexpr std::uint8_t reader_roles = roles::adjust | roles::read;
 constexpr std::array route_table{
     Route{"GET", pattern("/v1/cards/{n}"), Auth::card, 0, card_balance},
     Route{"GET", pattern("/v1/cards/{n}/transactions"), Auth::card, 0, card_transactions},
+    Route{"GET", pattern("/v1/cards/{n}/history"), Auth::card, 0, card_history},
     Route{"POST", pattern("/v1/cards/{n}/lost"), Auth::card, 0, cardholder_report_lost},
     Route{"DELETE", pattern("/v1/cards/{n}/lost"), Auth::card, 0, cardholder_report_found},
+    Route{"POST", pattern("/v1/activate"), Auth::none, 0, activate_card},
     Route{"GET", pattern("/"), Auth::none, 0, balance_page},
     Route{"GET", pattern("/healthz"), Auth::none, 0, healthz},
     Route{"GET", pattern("/v1/openapi.json"), Auth::none, 0, openapi},
@@ -35,6 +37,7 @@ constexpr std::array route_table{
     Route{"GET", pattern("/v1/clerk/cards/{n}"), Auth::clerk, roles::read, clerk_card_lookup},
     Route{"PUT", pattern("/v1/clerk/cards/{n}/status"), Auth::clerk, roles::hotlist, set_card_status},
     Route{"POST", pattern("/v1/clerk/cards/{n}/token"), Auth::clerk, roles::registry, issue_card_token},
+    Route{"POST", pattern("/v1/clerk/cards/{n}/activation"), Auth::clerk, roles::registry | roles::counter, issue_activation_code},
     Route{"POST", pattern("/v1/clerk/cards"), Auth::clerk, roles::registry, register_card},
     Route{"POST", pattern("/v1/clerk/cards/{n}/lost"), Auth::clerk, roles::counter, counter_report_lost},
     Route{"DELETE", pattern("/v1/clerk/cards/{n}/lost"), Auth::clerk, roles::counter, counter_report_found},
@@ -178,9 +181,9 @@ bool authenticate_card(Call& call) {
 // cluster's clerk routes (a node joins from a standby's snapshot; settlement reads its position) and
 // /metrics (its applied position, for the lag alert).
 bool served_by_standby(const Route& route) {
-    return route.handler == card_balance || route.handler == card_transactions || route.handler == balance_page ||
-           route.handler == healthz || route.handler == openapi || route.handler == cluster_snapshot || route.handler == cluster_position ||
-           route.handler == metrics;
+    return route.handler == card_balance || route.handler == card_transactions || route.handler == card_history ||
+           route.handler == balance_page || route.handler == healthz || route.handler == openapi || route.handler == cluster_snapshot ||
+           route.handler == cluster_position || route.handler == metrics;
 }
 
 // /v1/clerk/cluster/…: the clerk routes a standby authenticates and serves itself.

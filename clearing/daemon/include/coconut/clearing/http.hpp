@@ -195,6 +195,10 @@ public:
 
     // Writes inside a caller's write transaction (the writer's BatchHook, or an offline commit).
     lmdb::Status put_card_token(lmdb::Txn& txn, const CardNumber& number, const CardToken& token) const;
+    // The activation-code table (table "http_activation_codes"; its records are the API's, clearing/README.md
+    // "Activation letters"): raw reads and writes.
+    lmdb::Result<std::optional<Bytes>> activation_in(const lmdb::Txn& txn, ByteView key) const;
+    lmdb::Status put_activation(lmdb::Txn& txn, ByteView key, ByteView value) const;
     lmdb::Status put_clerk(lmdb::Txn& txn, const TokenHash& hash, const Clerk& clerk) const;
     // Revokes every token of the clerk `name` still in force; how many.
     lmdb::Result<std::size_t> revoke_clerk_in(lmdb::Txn& txn, std::string_view name) const;

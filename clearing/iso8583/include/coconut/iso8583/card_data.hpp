@@ -23,7 +23,17 @@ using CardTerminalId = std::array<std::uint8_t, 6>;  // DF06, BCD
 inline constexpr std::size_t transit_record_size_min = 4;
 inline constexpr std::size_t transit_record_size_max = 48;
 
-// 0320: one offline purse transaction (DF01–DF08, DF0C optional).
+// DF11, a clinic visit's reference (ISO8583.md §4.9): the batch number (field 60) and STAN (field 11) of
+// the visit's 0100, 6 + 6 digits BCD (6 bytes). It names the medical hold, so the clearing can show the
+// visit's medical and purse parts as one; it moves no money.
+struct VisitReference {
+    std::uint32_t batch_number = 0;  // 1 … 999999
+    std::uint32_t stan = 0;          // 1 … 999999
+    friend bool operator==(const VisitReference&, const VisitReference&) = default;
+};
+inline constexpr std::size_t visit_reference_size = 6;
+
+// 0320: one offline purse transaction (DF01–DF08, DF0C and DF11 optional).
 struct PurseTransaction {
     CardAsn asn{};                         // DF01
     std::uint8_t type = 0;                 // DF02: 06 EP purchase, 09 CAPP (transit) purchase
@@ -34,6 +44,7 @@ struct PurseTransaction {
     crypto::CardDateTime when;             // DF07: date(4) ‖ time(3), BCD
     crypto::Mac4 tac{};                    // DF08
     Bytes transit_record;                  // DF0C; empty when absent
+    std::optional<VisitReference> visit;   // DF11: the purse part of a clinic visit
 };
 // Line and station of DF0C (0, 0 without a transit record).
 std::uint16_t transit_line(const PurseTransaction& transaction);
@@ -96,6 +107,7 @@ struct ClinicAuthorizationData {
     CardAsn asn{};                             // DF01
     std::array<std::uint8_t, 8> cryptogram{};  // DF0B
     HostChallenge challenge{};                 // DF0E
+    std::optional<VisitReference> visit;       // DF11: the visit this hold opens (its own 60 ‖ 11)
 };
 
 // DF10 in approvals of records a terminal queues (0330, 0230): a digest of the booked record, so the

@@ -111,7 +111,8 @@ inline constexpr std::uint16_t broken_card_refund = 20;  // an unreadable card's
 //   user_data_128 card transactions (make_place / parse_place): bytes 0–5 PSAM terminal id (BCD), 6 card
 //                 transaction type (02 load, 06 purchase, 09 compound), 7–8 line (BE), 9–10 station (BE),
 //                 11–15 card local time BCD YYMMDDhhmm; line/station 0 without a CAPP record (shop, clinic,
-//                 load). Clinic holds: bytes 0–5 PSAM terminal id, 6 = 0, rest 0.
+//                 load). Clinic holds: bytes 0–5 PSAM terminal id, 6 = 0, 7–10 zero,
+//                 11–15 the terminal's time of the 0100 (its field 7, UTC) in Hainan time YYMMDDhhmm.
 //                 Settlement transfers: the cycle id (business date YYYYMMDD as BE u32 in bytes 0–3).
 //                 Card return / refund / deposit transfers (codes 15–20): card_user_data — bytes 0–3 the
 //                 cycle id (refund payouts) or 0, bytes 4–13 the ASN, 14–15 zero.

@@ -282,6 +282,13 @@ public:
     lmdb::Status put_load_attempt(lmdb::Txn& txn, const Asn& asn, std::uint16_t online_atc, const LoadAttempt& attempt) const;
     Result<std::optional<HoldRecord>> hold(const ledger::Id& hold_id) const;
     lmdb::Status put_hold(lmdb::Txn& txn, const ledger::Id& hold_id, const HoldRecord& hold) const;
+    // Clinic visits (ISO8583.md §4.9, table "visits"): the medical hold and the purse purchase that one
+    // visit's DF11 links, written by the purchase's booking hook once the clearing checked the link. For
+    // display only (the cardholder's history). put_visit returns false when the hold has a purse part.
+    lmdb::Result<bool> put_visit(lmdb::Txn& txn, const ledger::Id& hold_id, const ledger::Id& purse_id) const;
+    enum class VisitSide : std::uint8_t { hold, purse };
+    // The other part of the visit `id` is the `side` of: the purse part of a hold, the hold of a purse part.
+    lmdb::Result<std::optional<ledger::Id>> visit_in(const lmdb::Txn& txn, const ledger::Id& id, VisitSide side) const;
     // Reversals answered 00 and counted in the 0500 totals (table `reversals`: key → field 4), so a
     // repeat (0421, new STAN) is not counted twice. Returns true when the key is new.
     lmdb::Result<bool> put_reversal(lmdb::Txn& txn, const ledger::Id& key, std::uint64_t amount_fen) const;
