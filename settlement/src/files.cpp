@@ -4,6 +4,7 @@
 #include "internal.hpp"
 
 #include <coconut/core/durable_file.hpp>
+#include <coconut/core/markup.hpp>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -63,12 +64,12 @@ std::string credit_transfer_to(const Payment& p, std::string_view name, std::str
     x += fmt::format("        <PmtId>\n          <EndToEndId>{}</EndToEndId>\n        </PmtId>\n", p.end_to_end_id);
     x += fmt::format("        <Amt>\n          <InstdAmt Ccy=\"{}\">{}</InstdAmt>\n        </Amt>\n", currency,
                      format_fen(static_cast<std::int64_t>(p.amount_fen)));
-    x += fmt::format("        <Cdtr>\n          <Nm>{}</Nm>\n        </Cdtr>\n", xml_escape(name));
+    x += fmt::format("        <Cdtr>\n          <Nm>{}</Nm>\n        </Cdtr>\n", markup_escape(name));
     x += fmt::format(
         "        <CdtrAcct>\n          <Id>\n            <Othr>\n              <Id>{}</Id>\n            </Othr>\n"
         "          </Id>\n        </CdtrAcct>\n",
-        xml_escape(account));
-    x += fmt::format("        <RmtInf>\n          <Ustrd>{}</Ustrd>\n        </RmtInf>\n", xml_escape(remittance));
+        markup_escape(account));
+    x += fmt::format("        <RmtInf>\n          <Ustrd>{}</Ustrd>\n        </RmtInf>\n", markup_escape(remittance));
     x += "      </CdtTrfTxInf>\n";
     return x;
 }
@@ -102,18 +103,18 @@ std::string render_pain001(const Positions& positions, const Config& config, Sou
     x += fmt::format("      <MsgId>{}</MsgId>\n      <CreDtTm>{}</CreDtTm>\n", message_id, local_time(positions.window.end_ns));
     x += fmt::format("      <NbOfTxs>{}</NbOfTxs>\n      <CtrlSum>{}</CtrlSum>\n", paid.size(),
                      format_fen(static_cast<std::int64_t>(sum_fen)));
-    x += fmt::format("      <InitgPty>\n        <Nm>{}</Nm>\n      </InitgPty>\n    </GrpHdr>\n", xml_escape(config.initiator_name));
+    x += fmt::format("      <InitgPty>\n        <Nm>{}</Nm>\n      </InitgPty>\n    </GrpHdr>\n", markup_escape(config.initiator_name));
     x += fmt::format("    <PmtInf>\n      <PmtInfId>{}</PmtInfId>\n      <PmtMtd>TRF</PmtMtd>\n", message_id);
     // One bank entry per credit transfer, so the statement names each EndToEndId.
     x += "      <BtchBookg>false</BtchBookg>\n";
     x += fmt::format("      <NbOfTxs>{}</NbOfTxs>\n      <CtrlSum>{}</CtrlSum>\n", paid.size(),
                      format_fen(static_cast<std::int64_t>(sum_fen)));
     x += fmt::format("      <ReqdExctnDt>\n        <Dt>{}</Dt>\n      </ReqdExctnDt>\n", format_date(execution));
-    x += fmt::format("      <Dbtr>\n        <Nm>{}</Nm>\n      </Dbtr>\n", xml_escape(from.name));
+    x += fmt::format("      <Dbtr>\n        <Nm>{}</Nm>\n      </Dbtr>\n", markup_escape(from.name));
     x += fmt::format(
         "      <DbtrAcct>\n        <Id>\n          <Othr>\n            <Id>{}</Id>\n          </Othr>\n        </Id>\n"
         "        <Ccy>{}</Ccy>\n      </DbtrAcct>\n",
-        xml_escape(from.account), currency);
+        markup_escape(from.account), currency);
     x += fmt::format("      <DbtrAgt>\n        <FinInstnId>\n          <BICFI>{}</BICFI>\n        </FinInstnId>\n      </DbtrAgt>\n",
                      from.agent_bic);
     for (const Payment& p : paid) {
@@ -232,22 +233,6 @@ std::string joined(const XmlErrors& errors) {
 }
 
 }  // namespace
-
-std::string xml_escape(std::string_view text) {
-    std::string out;
-    out.reserve(text.size());
-    for (char c : text) {
-        switch (c) {
-            case '&': out += "&amp;"; break;
-            case '<': out += "&lt;"; break;
-            case '>': out += "&gt;"; break;
-            case '"': out += "&quot;"; break;
-            case '\'': out += "&apos;"; break;
-            default: out += c;
-        }
-    }
-    return out;
-}
 
 std::string_view to_string(Source source) { return source == Source::purse_float ? "purse_float" : "medical_fund"; }
 

@@ -3,6 +3,7 @@
 
 #include <coconut/settlement/settlement.hpp>
 #include <coconut/core/assert.hpp>
+#include <coconut/core/markup.hpp>
 
 #include <filesystem>
 #include <string>
@@ -13,8 +14,7 @@ namespace coconut::settlement {
 constexpr std::uint64_t ns_per_s = 1'000'000'000;
 
 Result<std::string> read_text_file(const std::filesystem::path& path);
-// & < > " ' as entities: text inside XML (the pain.001 files) or HTML (the report).
-std::string xml_escape(std::string_view text);
+
 ByteView as_bytes(std::string_view text);
 // create_directories + fsync of the parent, so the directory's name is durable.
 Status make_directory_durably(const std::filesystem::path& dir);

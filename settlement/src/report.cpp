@@ -82,13 +82,14 @@ std::string bar_chart_svg(const std::string& title, const std::vector<std::pair<
     const int height = static_cast<int>(bars.size()) * row + 10;
     std::int64_t top = 1;
     for (const auto& [label, value] : bars) top = std::max(top, value);
-    std::string svg = fmt::format(R"(<svg role="img" aria-label="{}" viewBox="0 0 {} {}" width="100%">)", xml_escape(title), width, height);
+    std::string svg =
+        fmt::format(R"(<svg role="img" aria-label="{}" viewBox="0 0 {} {}" width="100%">)", markup_escape(title), width, height);
     for (std::size_t i = 0; i < bars.size(); ++i) {
         const auto& [label, value] = bars[i];
         const int y = static_cast<int>(i) * row + 5;
         const double w = static_cast<double>(width - label_w - value_w) * static_cast<double>(std::max<std::int64_t>(value, 0)) /
                          static_cast<double>(top);
-        svg += fmt::format(R"(<text x="{}" y="{}" text-anchor="end" class="label">{}</text>)", label_w - 8, y + 17, xml_escape(label));
+        svg += fmt::format(R"(<text x="{}" y="{}" text-anchor="end" class="label">{}</text>)", label_w - 8, y + 17, markup_escape(label));
         svg += fmt::format(R"(<rect x="{}" y="{}" width="{:.1f}" height="{}" fill="{}"{}/>)", label_w, y + 3, w, row - 8, colour,
                            i == highlight ? R"( stroke="#000" stroke-width="2")" : "");
         svg += fmt::format(R"(<text x="{:.1f}" y="{}" class="value">{}</text>)", label_w + w + 6, y + 17, format_cny(value));
@@ -202,8 +203,8 @@ std::string participants_table(const json& summary) {
         const std::int64_t values[5] = {number(purse, "base_fen"), number(medical, "base_fen"), number(purse, "loads_fen"),
                                         number(purse, "fee_fen") + number(medical, "fee_fen"), number(p, "net_fen")};
         const std::string settles = values[4] > 0 ? "paid by bank transfer" : values[4] < 0 ? "to collect" : "nothing to move";
-        t += fmt::format(R"(<tr><td>{}</td><td>{}</td><td>{}</td><td class="n">{}</td>)", number(p, "id"), xml_escape(text_of(p, "name")),
-                         xml_escape(text_of(p, "kind")), format_count(count));
+        t += fmt::format(R"(<tr><td>{}</td><td>{}</td><td>{}</td><td class="n">{}</td>)", number(p, "id"),
+                         markup_escape(text_of(p, "name")), markup_escape(text_of(p, "kind")), format_count(count));
         for (std::size_t i = 0; i < 5; ++i) {
             t += fmt::format(R"(<td class="n">{}</td>)", format_cny(values[i]));
             totals[i] += values[i];
@@ -289,7 +290,7 @@ Result<std::string> render_report_html(const std::filesystem::path& out, std::ui
     std::string html =
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">";
     html += fmt::format("<title>Settlement {} · 清算 {}</title><style>{}</style></head><body>", cycle, cycle, report_style);
-    html += fmt::format("<h1>Coconut Card settlement · 椰岛一卡通清算结算 — {}</h1>", xml_escape(text_of(summary, "business_date")));
+    html += fmt::format("<h1>Coconut Card settlement · 椰岛一卡通清算结算 — {}</h1>", markup_escape(text_of(summary, "business_date")));
     html += fmt::format(R"(<p class="meta">Cycle {} · window {} to {} (Hainan time, UTC+8) · journal entries {} to {} · state {}</p>)",
                         cycle, readable_local(text_of(window, "start")), readable_local(text_of(window, "end")),
                         number(member(summary, "journal"), "first_sequence"), number(member(summary, "journal"), "last_sequence"),

@@ -3,6 +3,8 @@
 #include "counter.hpp"
 #include "errors.hpp"
 
+#include <coconut/core/markup.hpp>
+
 #include <fmt/format.h>
 #include <qrencode.h>
 
@@ -36,20 +38,6 @@ std::string qr_svg(const std::string& text) {
     return fmt::format(R"(<svg class="qr" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {0} {0}" role="img" aria-label="QR code" )"
                        R"(shape-rendering="crispEdges"><rect width="{0}" height="{0}" fill="#fff"/><path d="{1}" fill="#000"/></svg>)",
                        size, path);
-}
-
-std::string letter_text(const std::string& text) {
-    std::string out;
-    for (char c : text) {
-        switch (c) {
-            case '&': out += "&amp;"; break;
-            case '<': out += "&lt;"; break;
-            case '>': out += "&gt;"; break;
-            case '"': out += "&quot;"; break;
-            default: out += c;
-        }
-    }
-    return out;
 }
 
 // One A4 letter, in Chinese and English.
@@ -92,8 +80,8 @@ std::string letter_html(const std::string& card, const std::string& code, const 
 </body>
 </html>
 )",
-                       fmt::arg("card", card), fmt::arg("code", letter_text(code)), fmt::arg("svg", qr_svg(link)),
-                       fmt::arg("page", letter_text(link.substr(0, link.find('#')))), fmt::arg("day", day));
+                       fmt::arg("card", card), fmt::arg("code", markup_escape(code)), fmt::arg("svg", qr_svg(link)),
+                       fmt::arg("page", markup_escape(link.substr(0, link.find('#')))), fmt::arg("day", day));
 }
 
 void require_letter_card(const std::string& number) {

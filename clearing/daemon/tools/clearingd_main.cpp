@@ -1156,12 +1156,7 @@ int main(int argc, char** argv) {
     BackupCommands backup;
     add_backup_commands(app, backup);
     std::string config_file;
-    auto* config_cmd = app.add_subcommand("config", "config files of serve (--config FILE)");
-    config_cmd->require_subcommand(1);
-    auto* config_check_cmd =
-        config_cmd->add_subcommand("check",
-                                   "check a config file: unknown keys and bad values exit 2; a good one prints the effective settings");
-    config_check_cmd->add_option("FILE", config_file, "TOML (or INI) file of serve's options")->required();
+    auto* config_check_cmd = cmdline::add_config_check_command(app, config_file);
     cmdline::set_conventions(app, "coconut-clearingd", exit_code_table);
 
     if (auto exit = cmdline::parse(app, argc, argv, "coconut-clearingd", renamed_options)) return *exit;

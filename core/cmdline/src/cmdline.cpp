@@ -118,6 +118,16 @@ void add_config_file(CLI::App& app, CLI::App* command, std::span<const Rename> r
         "keys; the command line wins). Check one with: config check FILE.");
 }
 
+CLI::App* add_config_check_command(CLI::App& app, std::string& file) {
+    auto* config = app.add_subcommand("config", "config files of serve (--config FILE)");
+    config->require_subcommand(1);
+    auto* check =
+        config->add_subcommand("check",
+                               "check a config file: unknown keys and bad values exit 2; a good one prints the effective settings");
+    check->add_option("FILE", file, "TOML (or INI) file of serve's options")->required();
+    return check;
+}
+
 int check_config(CLI::App& app, CLI::App* command, const std::string& file, std::string_view program,
                  const std::function<std::optional<std::string>()>& semantic) {
     std::vector<std::string> args{file, "--config", command->get_name()};  // CLI11 takes them in reverse

@@ -44,6 +44,9 @@ std::optional<int> parse(CLI::App& app, int argc, char** argv, std::string_view 
 // overrides it. An unknown key, a section or a key that is not an option's is a usage error naming it.
 void add_config_file(CLI::App& app, CLI::App* command, std::span<const Rename> renames = {});
 
+// The `config check FILE` subcommand on `app` (FILE into `file`); returns it, to see whether it was parsed.
+CLI::App* add_config_check_command(CLI::App& app, std::string& file);
+
 // `config check FILE`: parses `command --config FILE`, runs `semantic` (nullopt: fine; else why not)
 // and prints "FILE: ok" with the effective settings (every option, defaults included) on stdout:
 // exit 0; else the problem on stderr: exit 2.
