@@ -294,7 +294,8 @@ TEST_CASE("clinic payment, full medical approval: the challenge is the host's, t
     CHECK(a.get(3) == "003000");
     CHECK(a.get(60) == "000001");
     // The host's recomputation (ISO8583.md §4.4): over its challenge and the hold's fields as sent.
-    CHECK(field62(a).size() == 3);
+    CHECK(field62(a).size() == 4);  // DF01 ASN, DF0B cryptogram, DF0E challenge, DF11 visit reference
+    CHECK(tag(a, 0xDF11).size() > 0);
     CHECK(tag(a, 0xDF0E) == Bytes(fake_challenge.begin(), fake_challenge.end()));
     CHECK(rig.host->received("0800").size() >= 1);
     const Asn asn = asn_of(a);
