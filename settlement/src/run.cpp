@@ -124,8 +124,7 @@ Result<RunReport> run_cycle(const ledger::Ledger& ledger, const std::vector<clea
         for (const auto& f : report.files) record.files[f.name] = sha256_hex(f.contents);
         if (auto s = step(options, record, CycleState::files_written); !s) return Unexpected{s.error()};
     }
-    // The report as far as the cycle has come: a posting that fails (retried later) leaves it saying so.
-    if (auto written = write_report_html(options.out, cycle); !written) return Unexpected{written.error()};
+    if (auto written = write_report_html(options.out, cycle); !written) return Unexpected{written.error()};  // so far
     if (record.state < CycleState::posted) {
         const CycleWindow cycle{report.positions.cycle, report.positions.window};
         COCONUT_TRY(outcome, post_all(*poster, cycle, settlement_transfers(report.positions)));
