@@ -34,6 +34,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "clearing"))
+from test_clearingd_it import wait_ready_file  # noqa: E402  (the daemons' ready files, bounded)
+
 WAIT_S = 20
 
 
@@ -45,17 +48,6 @@ def run(argv, expect=0, timeout=300):
     result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == expect, (argv, result.returncode, result.stdout[-2000:], result.stderr[-2000:])
     return result.stdout
-
-
-def wait_file(path, process, what):
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{what} exited with {process.returncode}")
-        if os.path.exists(path) and open(path).read().strip():
-            return int(open(path).read().strip())
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not ready within {WAIT_S} s")
 
 
 class Http:
@@ -104,7 +96,7 @@ class Island:
         hsm = subprocess.Popen([self.hsmd, "serve", "--store", os.path.join(self.dir, "hsm"), "--listen", "127.0.0.1:0",
                                 "--ready-file", ready], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.processes.append(hsm)
-        hsm_port = wait_file(ready, hsm, "coconut-hsmd")
+        hsm_port = wait_ready_file(ready, hsm, "coconut-hsmd")
         iso_ready, http_ready = os.path.join(self.work, "iso.port"), os.path.join(self.work, "http.port")
         self.daemon_log = os.path.join(self.work, "clearingd.log")
         daemon = subprocess.Popen([self.clearingd, "serve", "--data", self.data, "--hsm", f"127.0.0.1:{hsm_port}", "--hsm-key",
@@ -112,8 +104,8 @@ class Island:
                                    "127.0.0.1:0", "--ready-file", iso_ready, "--http-listen", "127.0.0.1:0", "--http-ready-file",
                                    http_ready, "--http-token-rate", "1000"], stdout=subprocess.DEVNULL, stderr=open(self.daemon_log, "a"))
         self.processes.append(daemon)
-        wait_file(iso_ready, daemon, "coconut-clearingd")
-        self.http_port = wait_file(http_ready, daemon, "coconut-clearingd (HTTP)")
+        wait_ready_file(iso_ready, daemon, "coconut-clearingd")
+        self.http_port = wait_ready_file(http_ready, daemon, "coconut-clearingd (HTTP)")
         self.api = Http(self.http_port)
 
     def token(self, card):
