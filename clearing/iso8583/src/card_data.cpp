@@ -83,6 +83,22 @@ public:
         }
         return VisitReference{static_cast<std::uint32_t>(*batch), static_cast<std::uint32_t>(*stan)};
     }
+    // DF13 when present (required when `required`): PSAM terminal id (BCD) ‖ serial.
+    std::optional<PurchaseReference> purchase(bool must) {
+        ByteView v = must ? required(0xDF13, "refunded purchase", purchase_reference_size)
+                          : optional(0xDF13, "refunded purchase", purchase_reference_size);
+        if (v.size() != purchase_reference_size) return std::nullopt;
+        PurchaseReference r;
+        std::copy(v.begin(), v.begin() + 6, r.terminal_id.begin());
+        if (!is_bcd(r.terminal_id)) {
+            fail("DF13 (refunded purchase): terminal id not BCD");
+            return std::nullopt;
+        }
+        r.terminal_serial = static_cast<std::uint32_t>(read_be(v.subspan(6)));
+        return r;
+    }
+    bool has(std::uint32_t tag) const { return apdu::find_tlv(tlvs_, tag) != nullptr; }
+    void reject(std::string message) { fail(std::move(message)); }
     void type(std::uint8_t& out, std::initializer_list<std::uint8_t> allowed, const char* expected) {
         ByteView v = required(0xDF02, "transaction type", 1);
         if (v.size() != 1) return;
@@ -133,6 +149,13 @@ void append_visit(Bytes& out, const std::optional<VisitReference>& visit) {
     Bytes value = bcd_of(visit->batch_number, 3);
     append(value, bcd_of(visit->stan, 3));
     apdu::append_tlv(out, 0xDF11, value);
+}
+
+void append_purchase(Bytes& out, const std::optional<PurchaseReference>& purchase) {
+    if (!purchase) return;
+    Bytes value(purchase->terminal_id.begin(), purchase->terminal_id.end());
+    append_be(value, purchase->terminal_serial, 4);
+    apdu::append_tlv(out, 0xDF13, value);
 }
 
 Bytes when_bytes(const crypto::CardDateTime& when) {
@@ -217,6 +240,7 @@ Result<LoadRequestData, std::string> parse_load_request(std::string_view field62
         c.copy(0xDF0A, "card random", l.card_random);
         ByteView version = c.optional(0xDF0D, "key version", 1);
         if (version.size() == 1) l.key_version = version[0];
+        l.refund_of = c.purchase(false);
     });
 }
 
@@ -225,8 +249,10 @@ std::string encode_load_request(const LoadRequestData& l) {
     apdu::append_tlv(out, 0xDF09, l.mac1);
     apdu::append_tlv(out, 0xDF0A, l.card_random);
     if (l.key_version) apdu::append_tlv(out, 0xDF0D, ByteView(&*l.key_version, 1));
+    append_purchase(out, l.refund_of);
     COCONUT_ASSERT(out.size() == tlv_bytes(10) + tlv_bytes(1) + tlv_bytes(4) + tlv_bytes(2) + tlv_bytes(6) + tlv_bytes(7) + tlv_bytes(4) +
-                                     tlv_bytes(4) + (l.key_version ? tlv_bytes(1) : 0),
+                                     tlv_bytes(4) + (l.key_version ? tlv_bytes(1) : 0) +
+                                     (l.refund_of ? tlv_bytes(purchase_reference_size) : 0),
                    "field 62 load request layout");
     return to_hex(out);
 }
@@ -290,6 +316,49 @@ std::string encode_clinic_authorization(const ClinicAuthorizationData& a) {
     apdu::append_tlv(out, 0xDF0E, a.challenge);
     append_visit(out, a.visit);
     return to_hex(out);
+}
+
+Result<MedicalRefundData, std::string> parse_medical_refund(std::string_view field62) {
+    return parse_with<MedicalRefundData>(field62, [](Card62& c, MedicalRefundData& r) {
+        c.asn(r.asn);
+        if (!c.has(0xDF11)) c.required(0xDF11, "visit reference", visit_reference_size);  // records "lacks DF11"
+        if (auto visit = c.visit()) r.visit = *visit;
+        if (!c.ok()) return;
+        ByteView terminal = c.required(0xDF12, "terminal id of the hold's 0100", r.hold_terminal_id41.size());
+        if (terminal.size() != r.hold_terminal_id41.size()) return;
+        if (!std::all_of(terminal.begin(), terminal.end(), [](std::uint8_t b) { return b >= 0x20 && b < 0x7F; })) {
+            return c.reject("DF12 (terminal id of the hold's 0100): not printable ASCII");
+        }
+        std::copy(terminal.begin(), terminal.end(), r.hold_terminal_id41.begin());
+    });
+}
+
+std::string encode_medical_refund(const MedicalRefundData& r) {
+    Bytes out;
+    apdu::append_tlv(out, 0xDF01, r.asn);
+    append_visit(out, r.visit);
+    apdu::append_tlv(out, 0xDF12,
+                     ByteView(reinterpret_cast<const std::uint8_t*>(r.hold_terminal_id41.data()), r.hold_terminal_id41.size()));
+    return to_hex(out);
+}
+
+Result<CashRefundData, std::string> parse_cash_refund(std::string_view field62) {
+    return parse_with<CashRefundData>(field62, [](Card62& c, CashRefundData& r) {
+        c.asn(r.asn);
+        if (auto purchase = c.purchase(true)) r.purchase = *purchase;
+    });
+}
+
+std::string encode_cash_refund(const CashRefundData& r) {
+    Bytes out;
+    apdu::append_tlv(out, 0xDF01, r.asn);
+    append_purchase(out, r.purchase);
+    return to_hex(out);
+}
+
+bool is_cash_refund(std::string_view field62) {
+    auto card = Card62::parse(field62);
+    return card && card->has(0xDF13) && !card->has(0xDF08);
 }
 
 Result<ChallengeRequestData, std::string> parse_challenge_request(std::string_view field62) {

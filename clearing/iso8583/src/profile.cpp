@@ -80,6 +80,7 @@ std::string_view processing_code_text(ProcessingCode code) {
         case ProcessingCode::refund: return "200000";
         case ProcessingCode::carried_load: return "280000";
         case ProcessingCode::medical_inquiry: return "313000";
+        case ProcessingCode::medical_refund: return "200030";
     }
     return "";
 }
@@ -107,8 +108,9 @@ std::optional<std::uint64_t> parse_medical_available_field(std::string_view fiel
 }
 
 std::optional<ProcessingCode> parse_processing_code(std::string_view text) {
-    for (ProcessingCode code : {ProcessingCode::purse_purchase, ProcessingCode::medical_purchase, ProcessingCode::purse_load,
-                                ProcessingCode::refund, ProcessingCode::carried_load, ProcessingCode::medical_inquiry}) {
+    for (ProcessingCode code :
+         {ProcessingCode::purse_purchase, ProcessingCode::medical_purchase, ProcessingCode::purse_load, ProcessingCode::refund,
+          ProcessingCode::carried_load, ProcessingCode::medical_inquiry, ProcessingCode::medical_refund}) {
         if (processing_code_text(code) == text) return code;
     }
     return std::nullopt;

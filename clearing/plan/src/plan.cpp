@@ -88,6 +88,14 @@ ledger::Id clinic_hold_transfer(std::string_view terminal_id, std::uint32_t batc
     return ledger::derive_id(ByteView(reinterpret_cast<const std::uint8_t*>(material.data()), material.size()));
 }
 
+ledger::Id medical_refund_transfer(const ledger::Id& hold_id) {
+    static constexpr std::string_view domain = "medical-refund";
+    Bytes material(domain.begin(), domain.end());
+    append_be(material, hold_id.high, 8);
+    append_be(material, hold_id.low, 8);
+    return ledger::derive_id(material);
+}
+
 ledger::Id resolving_transfer(const ledger::Id& pending_id, Resolution resolution) {
     Bytes material = be_bytes(pending_id.high, 8);
     append_be(material, pending_id.low, 8);

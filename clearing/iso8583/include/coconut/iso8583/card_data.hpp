@@ -33,6 +33,15 @@ struct VisitReference {
 };
 inline constexpr std::size_t visit_reference_size = 6;
 
+// DF13, the purchase a purse refund names (ISO8583.md §4.10): what its 0320 carried in DF06 and DF05,
+// which its TAC covers — with the card's ASN, the purchase's ledger id (§4.8).
+struct PurchaseReference {
+    std::array<std::uint8_t, 6> terminal_id{};  // DF06 of the purchase, BCD
+    std::uint32_t terminal_serial = 0;          // DF05 of the purchase
+    friend bool operator==(const PurchaseReference&, const PurchaseReference&) = default;
+};
+inline constexpr std::size_t purchase_reference_size = 10;
+
 // 0320: one offline purse transaction (DF01–DF08, DF0C and DF11 optional).
 struct PurseTransaction {
     CardAsn asn{};                         // DF01
@@ -52,15 +61,16 @@ std::uint16_t transit_station(const PurseTransaction& transaction);
 
 // 0200: the card's INITIALIZE FOR LOAD answer and the terminal's data (ISO8583.md §4.2).
 struct LoadRequestData {
-    CardAsn asn{};                              // DF01
-    std::uint8_t type = crypto::type_ep_load;   // DF02
-    std::uint32_t old_balance_fen = 0;          // DF03
-    std::uint16_t online_atc = 0;               // DF04
-    CardTerminalId terminal_id{};               // DF06
-    crypto::CardDateTime when;                  // DF07: what CREDIT FOR LOAD will carry
-    crypto::Mac4 mac1{};                        // DF09
-    std::array<std::uint8_t, 4> card_random{};  // DF0A
-    std::optional<std::uint8_t> key_version;    // DF0D
+    CardAsn asn{};                               // DF01
+    std::uint8_t type = crypto::type_ep_load;    // DF02
+    std::uint32_t old_balance_fen = 0;           // DF03
+    std::uint16_t online_atc = 0;                // DF04
+    CardTerminalId terminal_id{};                // DF06
+    crypto::CardDateTime when;                   // DF07: what CREDIT FOR LOAD will carry
+    crypto::Mac4 mac1{};                         // DF09
+    std::array<std::uint8_t, 4> card_random{};   // DF0A
+    std::optional<std::uint8_t> key_version;     // DF0D
+    std::optional<PurchaseReference> refund_of;  // DF13: 3 = 200000, the purchase this credit refunds (§4.10)
 };
 
 // 0210: the host's answer (DF01, DF04, DF09 = MAC2).
@@ -110,6 +120,19 @@ struct ClinicAuthorizationData {
     std::optional<VisitReference> visit;       // DF11: the visit this hold opens (its own 60 ‖ 11)
 };
 
+// 0200 3 = 200030 (ISO8583.md §4.10): the completed clinic hold whose medical part is refunded.
+struct MedicalRefundData {
+    CardAsn asn{};                             // DF01
+    VisitReference visit;                      // DF11: the hold's 0100, batch ‖ STAN
+    std::array<char, 8> hold_terminal_id41{};  // DF12: the hold's 0100 field 41 (printable ASCII)
+};
+
+// 0220 3 = 200000 without a TAC (ISO8583.md §4.10): the purchase was refunded in cash at the counter.
+struct CashRefundData {
+    CardAsn asn{};               // DF01
+    PurchaseReference purchase;  // DF13
+};
+
 // DF10 in approvals of records a terminal queues (0330, 0230): a digest of the booked record, so the
 // terminal deletes its queued record only when the host booked exactly that record (ISO8583.md §4.8).
 using RecordDigest = std::array<std::uint8_t, 8>;
@@ -127,6 +150,12 @@ Result<LoadConfirmationData, std::string> parse_load_confirmation(std::string_vi
 std::string encode_load_confirmation(const LoadConfirmationData& confirmation);
 Result<LoadReferenceData, std::string> parse_load_reference(std::string_view field62);
 std::string encode_load_reference(const LoadReferenceData& reference);
+Result<MedicalRefundData, std::string> parse_medical_refund(std::string_view field62);
+std::string encode_medical_refund(const MedicalRefundData& refund);
+Result<CashRefundData, std::string> parse_cash_refund(std::string_view field62);
+std::string encode_cash_refund(const CashRefundData& refund);
+// Whether a 0220's field 62 is a cash refund (DF13, no DF08) rather than a credit's confirmation.
+bool is_cash_refund(std::string_view field62);
 Result<ClinicAuthorizationData, std::string> parse_clinic_authorization(std::string_view field62);
 std::string encode_clinic_authorization(const ClinicAuthorizationData& authorization);
 Result<ChallengeRequestData, std::string> parse_challenge_request(std::string_view field62);

@@ -52,9 +52,10 @@ enum class ProcessingCode : std::uint8_t {
     purse_purchase,    // 000000: 0320 offline purse purchase
     medical_purchase,  // 003000: 0100 / 0220 / 0400 clinic payment from the medical (insurance) account
     purse_load,        // 210000: 0200 / 0220 / 0400 online load (deposit)
-    refund,            // 200000: defined, not served yet
+    refund,            // 200000: 0200 / 0220 / 0400 refund of a purchase to the purse (or 0220 in cash), §4.10
     carried_load,      // 280000: 0200 / 0220 / 0400 transfer in: a load funded by the card's carried holding (§4.1)
     medical_inquiry,   // 313000: 0100 balance inquiry of the medical account (§4.4a), presence proven like a hold
+    medical_refund,    // 200030: 0200 refund of a completed clinic payment to the medical account (§4.10)
 };
 std::string_view processing_code_text(ProcessingCode code);
 // Field 54 of the 0110 to a medical balance inquiry (ISO8583.md §4.4a): account type 30 (the medical

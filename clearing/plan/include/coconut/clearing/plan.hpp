@@ -102,6 +102,9 @@ inline constexpr std::uint16_t deposit_taken = 17;       // seller payable → c
 inline constexpr std::uint16_t deposit_returned = 18;    // card_deposit → counter payable (cash) or → refund_payable (bank)
 inline constexpr std::uint16_t return_fee = 19;          // card_deposit or counter payable → fee income: the return fee
 inline constexpr std::uint16_t broken_card_refund = 20;  // an unreadable card's purse shadow → refund_payable, after the wait
+// Same-day refund of a payment (ISO8583.md §4.10), funded by the payable of the participant that was paid:
+inline constexpr std::uint16_t medical_refund = 21;   // clinic's medical payable → card medical account (0200 3 = 200030), single phase
+inline constexpr std::uint16_t purchase_refund = 22;  // participant's purse payable → purse shadow: an online credit with 3 = 200000
 }  // namespace transfer_codes
 
 // Transfer user data (what the query API and settlement read back without other tables):
@@ -159,6 +162,9 @@ ledger::Id adjustment_transfer(std::uint64_t proposal_number);
 ledger::Id online_load_transfer(const Asn& asn, std::uint16_t online_atc, std::uint8_t attempt = 0);
 // Clinic hold: derive_id(field 41 (8 ASCII) ‖ batch number (6 ASCII digits) ‖ STAN (6 ASCII digits)) of the 0100.
 ledger::Id clinic_hold_transfer(std::string_view terminal_id, std::uint32_t batch_number, std::uint32_t stan);
+// The refund of a completed clinic hold's medical part (ISO8583.md §4.10): derive_id("medical-refund" ‖ hold id BE16),
+// so a hold is refunded at most once whatever the refund's own STAN.
+ledger::Id medical_refund_transfer(const ledger::Id& hold_id);
 // The transfers that resolve a pending one: derive_id(pending id BE16 ‖ suffix).
 enum class Resolution : std::uint8_t {
     post = 1,       // load confirmation, clinic completion
