@@ -458,6 +458,16 @@ lmdb::Status Registry::put_hold(lmdb::Txn& txn, const ledger::Id& hold_id, const
 
 namespace {
 
+char visit_direction(Registry::VisitSide side) {
+    switch (side) {
+        case Registry::VisitSide::hold: return 'h';
+        case Registry::VisitSide::purse: return 'p';
+        case Registry::VisitSide::refund_of: return 'r';
+        case Registry::VisitSide::credit: return 'f';
+    }
+    return 'h';
+}
+
 Bytes visit_key(char direction, const ledger::Id& id) {
     Bytes key{static_cast<std::uint8_t>(direction)};
     append(key, id_bytes(id));
@@ -476,11 +486,25 @@ lmdb::Result<bool> Registry::put_visit(lmdb::Txn& txn, const ledger::Id& hold_id
 }
 
 lmdb::Result<std::optional<ledger::Id>> Registry::visit_in(const lmdb::Txn& txn, const ledger::Id& id, VisitSide side) const {
-    auto value = txn.get(tables_->visits, visit_key(side == VisitSide::hold ? 'h' : 'p', id));
+    auto value = txn.get(tables_->visits, visit_key(visit_direction(side), id));
     if (!value) return Unexpected<lmdb::Error>{value.error()};
     if (!*value || (*value)->size() != 16) return std::optional<ledger::Id>{};
     const ByteView bytes = **value;
     return std::optional<ledger::Id>{ledger::Id{read_be(bytes.first(8)), read_be(bytes.subspan(8))}};
+}
+
+Result<std::optional<ledger::Id>> Registry::visit(const ledger::Id& id, VisitSide side) const {
+    return in_read_txn<std::optional<ledger::Id>>(env_, [&](lmdb::Txn& txn) -> Result<std::optional<ledger::Id>> {
+        auto found = visit_in(txn, id, side);
+        if (!found) return Unexpected<Error>{storage_error(found.error())};
+        return *found;
+    });
+}
+
+lmdb::Status Registry::put_purchase_refund(lmdb::Txn& txn, const ledger::Id& purchase_id, const ledger::Id& credit_id) const {
+    if (auto put = txn.put(tables_->visits, visit_key('r', purchase_id), id_bytes(credit_id)); !put) return put;
+    if (credit_id.zero()) return Ok{};
+    return txn.put(tables_->visits, visit_key('f', credit_id), id_bytes(purchase_id));
 }
 
 lmdb::Result<bool> Registry::put_reversal(lmdb::Txn& txn, const ledger::Id& key, std::uint64_t amount_fen) const {

@@ -286,9 +286,15 @@ public:
     // visit's DF11 links, written by the purchase's booking hook once the clearing checked the link. For
     // display only (the cardholder's history). put_visit returns false when the hold has a purse part.
     lmdb::Result<bool> put_visit(lmdb::Txn& txn, const ledger::Id& hold_id, const ledger::Id& purse_id) const;
-    enum class VisitSide : std::uint8_t { hold, purse };
-    // The other part of the visit `id` is the `side` of: the purse part of a hold, the hold of a purse part.
+    // What the record `id` is linked to, by what `id` is: the purse part of a hold (`hold`), the hold of a purse part
+    // (`purse`); the refund of a purchase (`refund_of`: the credit's pending id, or the zero id for a cash refund)
+    // and the purchase a refund credit refunds (`credit`) — ISO8583.md §4.10, written by put_purchase_refund.
+    enum class VisitSide : std::uint8_t { hold, purse, refund_of, credit };
     lmdb::Result<std::optional<ledger::Id>> visit_in(const lmdb::Txn& txn, const ledger::Id& id, VisitSide side) const;
+    Result<std::optional<ledger::Id>> visit(const ledger::Id& id, VisitSide side) const;
+    // Records the purchase `purchase_id` as refunded, by the refund credit `credit_id` (its pending transfer,
+    // code 22) or in cash (the zero id). Replaces an earlier record (a credit voided or expired meanwhile).
+    lmdb::Status put_purchase_refund(lmdb::Txn& txn, const ledger::Id& purchase_id, const ledger::Id& credit_id) const;
     // Reversals answered 00 and counted in the 0500 totals (table `reversals`: key → field 4), so a
     // repeat (0421, new STAN) is not counted twice. Returns true when the key is new.
     lmdb::Result<bool> put_reversal(lmdb::Txn& txn, const ledger::Id& key, std::uint64_t amount_fen) const;
