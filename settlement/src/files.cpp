@@ -131,8 +131,11 @@ std::string render_csv(const Positions& positions, const ParticipantPosition& p)
     };
     for (std::size_t k = 0; k < kinds_count; ++k) {
         const Kind kind = static_cast<Kind>(k);
-        row(to_string(kind), kind == Kind::clinic_medical ? "medical" : "purse", std::to_string(p.kinds[k].count),
-            static_cast<std::int64_t>(p.kinds[k].gross_fen));
+        if (is_refund(kind) && p.kinds[k].count == 0) continue;  // refunds only when there were any
+        const bool medical = kind == Kind::clinic_medical || kind == Kind::refund_medical;
+        // A refund is paid back from the payable: negative in the statement, as in the net.
+        const auto gross = static_cast<std::int64_t>(p.kinds[k].gross_fen);
+        row(to_string(kind), medical ? "medical" : "purse", std::to_string(p.kinds[k].count), is_refund(kind) ? -gross : gross);
     }
     row("fee", "purse", "", static_cast<std::int64_t>(p.purse.fee_fen));
     row("fee", "medical", "", static_cast<std::int64_t>(p.medical.fee_fen));
@@ -152,6 +155,7 @@ json source_json(const SourceAmounts& s) {
     json out{{"base_fen", s.base_fen}, {"loads_fen", s.loads_fen}, {"fee_fen", s.fee_fen}, {"net_fen", s.net_fen}};
     if (s.adjustments_fen != 0) out["adjustments_fen"] = s.adjustments_fen;
     if (s.counter_fen != 0) out["counter_fen"] = s.counter_fen;
+    if (s.refunds_fen != 0) out["refunds_fen"] = s.refunds_fen;
     return out;
 }
 
@@ -160,7 +164,10 @@ std::string render_summary_json(const Positions& positions, const std::vector<Pa
     json collections = json::array();
     for (const auto& p : positions.participants) {
         json kinds = json::object();
-        for (std::size_t k = 0; k < kinds_count; ++k) kinds[std::string(to_string(static_cast<Kind>(k)))] = kind_json(p.kinds[k]);
+        for (std::size_t k = 0; k < kinds_count; ++k) {
+            if (is_refund(static_cast<Kind>(k)) && p.kinds[k].count == 0) continue;
+            kinds[std::string(to_string(static_cast<Kind>(k)))] = kind_json(p.kinds[k]);
+        }
         participants.push_back({{"id", p.participant.id},
                                 {"name", p.participant.name},
                                 {"kind", p.participant.kind},
@@ -171,6 +178,10 @@ std::string render_summary_json(const Positions& positions, const std::vector<Pa
                                 {"net_fen", p.net_fen()}});
         if (p.purse.net_fen < 0) {
             collections.push_back({{"participant_id", p.participant.id}, {"source", "purse_float"}, {"amount_fen", -p.purse.net_fen}});
+        }
+        // A clinic whose medical refunds (or adjustments) exceed its medical payments owes the fund.
+        if (p.medical.net_fen < 0) {
+            collections.push_back({{"participant_id", p.participant.id}, {"source", "medical_fund"}, {"amount_fen", -p.medical.net_fen}});
         }
     }
     json payments_json = json::array();
@@ -292,35 +303,59 @@ std::string pad(std::string_view text, std::size_t columns) {
 }
 
 struct SummaryRow {
-    std::string id, name, kind, count, purchases, medical, loads, fee, net;
+    std::string id, name, kind, count;
+    std::vector<std::string> amounts;  // purchases, medical, [refunds,] loads, fees, net
 };
 
+// Any participant refunded a payment in the cycle: only then has the table a refunds column, so a cycle
+// without refunds keeps the summary it always had.
+bool any_refunds(const Positions& positions) {
+    return std::any_of(positions.participants.begin(), positions.participants.end(),
+                       [](const ParticipantPosition& p) { return p.purse.refunds_fen + p.medical.refunds_fen != 0; });
+}
+
+std::vector<std::int64_t> summary_values(const ParticipantPosition& p, bool refunds) {
+    std::vector<std::int64_t> v{static_cast<std::int64_t>(p.purse.base_fen), static_cast<std::int64_t>(p.medical.base_fen)};
+    if (refunds) v.push_back(-static_cast<std::int64_t>(p.purse.refunds_fen + p.medical.refunds_fen));
+    for (std::int64_t x : {static_cast<std::int64_t>(p.purse.loads_fen), static_cast<std::int64_t>(p.purse.fee_fen + p.medical.fee_fen),
+                           p.net_fen()})
+        v.push_back(x);
+    return v;
+}
+
 std::string summary_table(const Positions& positions) {
-    std::vector<SummaryRow> rows{{"participant", "name", "kind", "count", "purchases", "medical", "loads", "fees", "net"}};
+    const bool refunds = any_refunds(positions);
+    SummaryRow header{"participant", "name", "kind", "count", {"purchases", "medical"}};
+    if (refunds) header.amounts.emplace_back("refunds");
+    for (const char* h : {"loads", "fees", "net"}) header.amounts.emplace_back(h);
+    std::vector<SummaryRow> rows{header};
     std::uint64_t count_total = 0;
-    std::int64_t totals[5] = {};
+    std::vector<std::int64_t> totals(header.amounts.size(), 0);
     for (const auto& p : positions.participants) {
         std::uint64_t count = 0;
         for (const auto& k : p.kinds) count += k.count;
-        const std::int64_t values[5] = {static_cast<std::int64_t>(p.purse.base_fen), static_cast<std::int64_t>(p.medical.base_fen),
-                                        static_cast<std::int64_t>(p.purse.loads_fen),
-                                        static_cast<std::int64_t>(p.purse.fee_fen + p.medical.fee_fen), p.net_fen()};
-        rows.push_back({std::to_string(p.participant.id), p.participant.name, p.participant.kind, format_count(count),
-                        format_cny(values[0]), format_cny(values[1]), format_cny(values[2]), format_cny(values[3]), format_cny(values[4])});
+        const auto values = summary_values(p, refunds);
+        SummaryRow row{std::to_string(p.participant.id), p.participant.name, p.participant.kind, format_count(count), {}};
+        for (std::size_t i = 0; i < values.size(); ++i) {
+            row.amounts.push_back(format_cny(values[i]));
+            totals[i] += values[i];
+        }
+        rows.push_back(std::move(row));
         count_total += count;
-        for (std::size_t i = 0; i < 5; ++i) totals[i] += values[i];
     }
-    rows.push_back({"total", "", "", format_count(count_total), format_cny(totals[0]), format_cny(totals[1]), format_cny(totals[2]),
-                    format_cny(totals[3]), format_cny(totals[4])});
+    SummaryRow total{"total", "", "", format_count(count_total), {}};
+    for (std::int64_t v : totals) total.amounts.push_back(format_cny(v));
+    rows.push_back(std::move(total));
     std::size_t name_w = 4, number_w = 9;
     for (const auto& r : rows) {
         name_w = std::max(name_w, display_width(r.name));
-        for (const auto* v : {&r.purchases, &r.medical, &r.loads, &r.fee, &r.net}) number_w = std::max(number_w, v->size());
+        for (const auto& v : r.amounts) number_w = std::max(number_w, v.size());
     }
     std::string t;
     for (const auto& r : rows) {
-        t += fmt::format("{:>11}  {}  {:<6}  {:>8}  {:>{}}  {:>{}}  {:>{}}  {:>{}}  {:>{}}\n", r.id, pad(r.name, name_w), r.kind, r.count,
-                         r.purchases, number_w, r.medical, number_w, r.loads, number_w, r.fee, number_w, r.net, number_w);
+        t += fmt::format("{:>11}  {}  {:<6}  {:>8}", r.id, pad(r.name, name_w), r.kind, r.count);
+        for (const auto& v : r.amounts) t += fmt::format("  {:>{}}", v, number_w);
+        t += "\n";
     }
     return t;
 }
@@ -354,6 +389,10 @@ std::string render_summary_text(const Positions& positions) {
         if (p.purse.net_fen < 0) {
             t += fmt::format("to collect from participant {} ({}) for the purse float: {}\n", p.participant.id, p.participant.name,
                              format_cny(-p.purse.net_fen));
+        }
+        if (p.medical.net_fen < 0) {
+            t += fmt::format("to collect from participant {} ({}) for the medical fund: {}\n", p.participant.id, p.participant.name,
+                             format_cny(-p.medical.net_fen));
         }
     }
     if (!positions.refunds.empty()) {

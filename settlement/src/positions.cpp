@@ -38,6 +38,7 @@ class Scan {
 public:
     Scan(const ledger::Ledger& ledger, const std::vector<Participant>& participants) : ledger_(ledger), participants_(participants) {
         accumulators_.resize(participants.size());
+        for (const ledger::Account& a : clearing::fixed_accounts()) fixed_.push_back(a.id);
         for (std::size_t i = 0; i < participants.size(); ++i) {
             by_id_.emplace(participants[i].id, i);
             payables_.emplace(clearing::payable_account(participants[i].id, clearing::ledgers::purse),
@@ -53,7 +54,9 @@ public:
         const clearing::Place place = clearing::parse_place(t.user_data_128);
         const std::uint8_t hh = place.local_time_bcd[3];
         const unsigned tens = hh >> 4, units = hh & 0x0F;
-        if (place.type != 0 && tens <= 2 && units <= 9 && tens * 10 + units < 24) return tens * 10 + units;
+        // A medical refund's user_data_128 is the hold it refunds, not a Place: the clearing's time.
+        const bool placed = place.type != 0 && t.code != codes::medical_refund;
+        if (placed && tens <= 2 && units <= 9 && tens * 10 + units < 24) return tens * 10 + units;
         const std::int64_t local_s = static_cast<std::int64_t>(booked_ns / ns_per_s) + local_utc_offset_s;
         return static_cast<std::size_t>((local_s % seconds_per_day) / 3600);
     }
@@ -67,6 +70,8 @@ public:
             case codes::clinic_medical: return medical(t);
             case codes::online_load: return load(t);
             case codes::manual_adjustment: return adjustment(t);
+            case codes::purchase_refund: return refund(t, clearing::ledgers::purse, Kind::refund_purse);
+            case codes::medical_refund: return refund(t, clearing::ledgers::medical, Kind::refund_medical);
             // A lost card's purchase uploaded after its balance was carried to its replacement
             // (clearing/README.md "Card lifecycle"): the merchant is paid as for any purchase. The same
             // code repairing the lost card's own shadow pays no participant.
@@ -99,14 +104,17 @@ public:
             if (!fits(a.purse_adjustments) || !fits(a.medical_adjustments) || !fits(a.counter)) {
                 return Unexpected{unbalanced(fmt::format("participant {}: adjustments exceed 63 bits", p.participant.id))};
             }
-            p.purse = amounts(purse_base, gross(Kind::load), p.participant.fee_rate_bp, static_cast<std::int64_t>(a.purse_adjustments),
-                              static_cast<std::int64_t>(a.counter));
-            p.medical =
-                amounts(gross(Kind::clinic_medical), 0, p.participant.fee_rate_bp, static_cast<std::int64_t>(a.medical_adjustments), 0);
+            COCONUT_TRY(purse, amounts(p.participant, Takings{purse_base, gross(Kind::refund_purse), gross(Kind::load)},
+                                       a.purse_adjustments, a.counter));
+            COCONUT_TRY(medical, amounts(p.participant, Takings{gross(Kind::clinic_medical), gross(Kind::refund_medical), 0},
+                                         a.medical_adjustments, 0));
+            p.purse = purse;
+            p.medical = medical;
             // The flows were accumulated from the accounts each transfer moved; the kinds from its
             // classification. They must agree before anything is paid.
-            if (a.purse_flow != Wide{p.purse.base_fen} - p.purse.loads_fen + p.purse.adjustments_fen + p.purse.counter_fen ||
-                a.medical_flow != Wide{p.medical.base_fen} + p.medical.adjustments_fen) {
+            if (a.purse_flow != Wide{p.purse.base_fen} - p.purse.refunds_fen - p.purse.loads_fen + p.purse.adjustments_fen +
+                                    p.purse.counter_fen ||
+                a.medical_flow != Wide{p.medical.base_fen} - p.medical.refunds_fen + p.medical.adjustments_fen) {
                 return Unexpected{
                     unbalanced(fmt::format("participant {}: classified totals disagree with the accounts moved", p.participant.id))};
             }
@@ -150,16 +158,25 @@ private:
         return static_cast<std::uint64_t>(total);
     }
 
-    static SourceAmounts amounts(std::uint64_t base, std::uint64_t loads, std::uint32_t rate_bp, std::int64_t adjustments,
-                                 std::int64_t counter) {
+    // What one funding source's transfers took in for a participant: each ≤ 63 bits (count() checks).
+    struct Takings {
+        std::uint64_t base = 0;     // purchases / medical payments
+        std::uint64_t refunds = 0;  // same-day refunds of them
+        std::uint64_t loads = 0;
+    };
+
+    // The fee is charged on what the participant kept: base less refunds (settlement/README.md "Fees").
+    static Result<SourceAmounts> amounts(const Participant& participant, const Takings& takings, Wide adjustments, Wide counter) {
         SourceAmounts s;
-        s.base_fen = base;
-        s.loads_fen = loads;
-        s.fee_fen = fee_fen(base, rate_bp);
-        s.adjustments_fen = adjustments;
-        s.counter_fen = counter;
-        s.net_fen = static_cast<std::int64_t>(base) - static_cast<std::int64_t>(loads) - static_cast<std::int64_t>(s.fee_fen) +
-                    adjustments + counter;
+        s.base_fen = takings.base;
+        s.loads_fen = takings.loads;
+        s.refunds_fen = takings.refunds;
+        s.fee_fen = fee_fen(takings.base > takings.refunds ? takings.base - takings.refunds : 0, participant.fee_rate_bp);
+        s.adjustments_fen = static_cast<std::int64_t>(adjustments);
+        s.counter_fen = static_cast<std::int64_t>(counter);
+        const Wide net = Wide{takings.base} - takings.refunds - takings.loads - s.fee_fen + adjustments + counter;
+        if (!fits(net)) return Unexpected{unbalanced(fmt::format("participant {}: a net exceeds 63 bits", participant.id))};
+        s.net_fen = static_cast<std::int64_t>(net);
         return s;
     }
 
@@ -249,6 +266,28 @@ private:
         return Ok{};
     }
 
+    // A same-day refund (ISO8583.md §4.10), posted: the participant that was paid pays it back from its payable to
+    // the card — a purchase by an online credit (code 22) to the purse shadow, a clinic's medical part (code 21) to
+    // the card's medical account. Its net falls; the money is cardholders' again, held by the float / the fund, so
+    // the funding source pays out that much less. The participant is the payable debited (a post may carry no
+    // user_data_64); a refund from anything else, or onto a payable or a fixed account, is unattributed.
+    Status refund(const ledger::Transfer& t, std::uint32_t ledger_number, Kind kind) {
+        const auto payable = payables_.find(t.debit_account_id);
+        const bool to_card = payables_.count(t.credit_account_id) == 0 &&
+                             std::find(fixed_.begin(), fixed_.end(), t.credit_account_id) == fixed_.end();
+        if (t.ledger != ledger_number || payable == payables_.end() || payable->second.ledger_number != ledger_number || !to_card) {
+            return Unexpected{unbalanced(fmt::format("refund {} (code {}) moves {} → {}: not from a registered participant's payable "
+                                                     "on ledger {} to a card",
+                                                     ledger::to_string(t.id), t.code, ledger::to_string(t.debit_account_id),
+                                                     ledger::to_string(t.credit_account_id), ledger_number))};
+        }
+        if (auto s = count(payable->second.index, kind, t.amount); !s) return s;
+        Accumulator& a = accumulators_[payable->second.index];
+        (ledger_number == clearing::ledgers::purse ? a.purse_flow : a.medical_flow) -= t.amount;
+        (ledger_number == clearing::ledgers::purse ? float_flow_ : fund_flow_) += t.amount;
+        return Ok{};
+    }
+
     // Card return, refund and deposit transfers (codes 15, 17–20, purse ledger): each side is a
     // participant's payable (its counter figure), fee income (return fees), or one of the card's own
     // accounts — purse shadow, deposit, refund owed — which are cardholders' money the float holds. What
@@ -287,6 +326,7 @@ private:
     std::vector<Accumulator> accumulators_;
     std::unordered_map<std::uint64_t, std::size_t> by_id_;
     std::unordered_map<ledger::Id, Payable, ledger::IdHash> payables_;
+    std::vector<ledger::Id> fixed_;  // the plan's fixed accounts: never a refund's card side
     Wide float_flow_ = 0;
     Wide fund_flow_ = 0;
     Wide return_fees_ = 0;
@@ -331,6 +371,8 @@ std::string_view to_string(Kind kind) {
         case Kind::clinic_purse: return "clinic_purse";
         case Kind::clinic_medical: return "clinic_medical";
         case Kind::load: return "load";
+        case Kind::refund_purse: return "refund_purse";
+        case Kind::refund_medical: return "refund_medical";
     }
     return "unknown";
 }

@@ -146,10 +146,10 @@ std::vector<ledger::Transfer> settlement_transfers(const Positions& positions) {
              {std::pair{clearing::ledgers::purse, &p.purse}, std::pair{clearing::ledgers::medical, &p.medical}}) {
             if (amounts->fee_fen > 0)
                 out.push_back(make_transfer(positions.cycle, id, ledger_number, codes::settlement_fee, amounts->fee_fen));
-            // fee ≤ base (rate ≤ 100 %); adjustments may take the payout below zero: then the participant
-            // owes the difference (collected like loads) and nothing is paid out.
-            const std::int64_t payout =
-                static_cast<std::int64_t>(amounts->base_fen - amounts->fee_fen) + amounts->adjustments_fen + amounts->counter_fen;
+            // fee ≤ base − refunds (rate ≤ 100 %); refunds above the base, or adjustments, may take the payout below
+            // zero: then the payable keeps what the participant owes (collected like loads) and nothing is paid out.
+            const std::int64_t payout = static_cast<std::int64_t>(amounts->base_fen) - static_cast<std::int64_t>(amounts->refunds_fen) -
+                                        static_cast<std::int64_t>(amounts->fee_fen) + amounts->adjustments_fen + amounts->counter_fen;
             if (payout > 0) {
                 out.push_back(
                     make_transfer(positions.cycle, id, ledger_number, codes::settlement_payout, static_cast<std::uint64_t>(payout)));

@@ -32,6 +32,8 @@ constexpr std::array<KindLook, kinds_count> kind_looks{{
     {Kind::clinic_purse, "Clinic (purse)", "#2e9a5b"},
     {Kind::clinic_medical, "Clinic (medical)", "#7a4fb0"},
     {Kind::load, "Loads", "#8c8c8c"},
+    {Kind::refund_purse, "Refunds (purse)", "#b8336a"},
+    {Kind::refund_medical, "Refunds (medical)", "#5c3c10"},
 }};
 
 // The member `key` of `object`, or an empty object / array when it has none (never a temporary).
@@ -67,11 +69,12 @@ json read_summary(const std::filesystem::path& out, std::uint32_t cycle) {
     return parsed.is_discarded() ? json() : parsed;
 }
 
-// Purchases and medical payments of a summary: what the day took in.
+// Purchases and medical payments of a summary, less their same-day refunds: what the day took in.
 std::int64_t takings_fen(const json& summary) {
     std::int64_t total = 0;
     for (const auto& p : member(summary, "participants")) {
-        total += number(member(p, "purse"), "base_fen") + number(member(p, "medical"), "base_fen");
+        for (const char* source : {"purse", "medical"})
+            total += number(member(p, source), "base_fen") - number(member(p, source), "refunds_fen");
     }
     return total;
 }
@@ -107,8 +110,11 @@ std::string hours_svg(const json& activity) {
         for (const auto& look : kind_looks) sum += static_cast<std::uint64_t>(number(member(h, to_string(look.kind).data()), "count"));
         top = std::max(top, sum);
     }
+    // Room for a second legend row when the refund kinds are listed.
+    const bool refunds_listed =
+        !hours.empty() && (hours[0].contains(to_string(Kind::refund_purse)) || hours[0].contains(to_string(Kind::refund_medical)));
     std::string svg = fmt::format(R"(<svg role="img" aria-label="Transactions by hour of the day" viewBox="0 0 {} {}" width="100%">)",
-                                  width, height + 24);
+                                  width, height + (refunds_listed ? 40 : 24));
     svg += fmt::format(R"(<text x="{}" y="12" class="label">{} max per hour</text>)", left, top);
     const double slot = static_cast<double>(width - left - 10) / 24.0;
     for (std::size_t i = 0; i < hours.size() && i < 24; ++i) {
@@ -126,10 +132,14 @@ std::string hours_svg(const json& activity) {
             svg +=
                 fmt::format(R"(<text x="{:.1f}" y="{}" class="label">{:02}</text>)", left + slot * static_cast<double>(i), bottom + 14, i);
     }
+    // The legend: the kinds the file lists (refunds only in a cycle that had any), wrapped in rows.
     double x = left;
+    int y = height + 6;
     for (const auto& look : kind_looks) {
+        if (is_refund(look.kind) && (hours.empty() || !hours[0].contains(to_string(look.kind)))) continue;
+        if (x + 120 > width) x = left, y += 16;
         svg += fmt::format(R"(<rect x="{:.0f}" y="{}" width="10" height="10" fill="{}"/><text x="{:.0f}" y="{}" class="label">{}</text>)",
-                           x, height + 6, look.colour, x + 14, height + 15, look.label);
+                           x, y, look.colour, x + 14, y + 9, look.label);
         x += 120;
     }
     return svg + "</svg>";
@@ -174,10 +184,17 @@ std::size_t display_width(std::string_view utf8) {
 }
 
 std::string render_activity_json(const Positions& positions) {
+    // The refund kinds only in a cycle that had refunds: a cycle without them keeps the file it always had.
+    std::array<bool, kinds_count> listed{};
+    for (std::size_t k = 0; k < kinds_count; ++k) {
+        listed[k] = !is_refund(static_cast<Kind>(k)) ||
+                    std::any_of(positions.hours.begin(), positions.hours.end(), [k](const auto& hour) { return hour[k].count != 0; });
+    }
     json hours = json::array();
     for (std::size_t h = 0; h < positions.hours.size(); ++h) {
         json hour{{"hour", h}};
         for (std::size_t k = 0; k < kinds_count; ++k) {
+            if (!listed[k]) continue;
             hour[std::string(to_string(static_cast<Kind>(k)))] = {{"count", positions.hours[h][k].count},
                                                                   {"gross_fen", positions.hours[h][k].gross_fen}};
         }
@@ -188,24 +205,35 @@ std::string render_activity_json(const Positions& positions) {
 
 namespace {
 
+// A participant's refunds in a summary (0 in a cycle without any, or an older summary).
+std::int64_t refunds_of(const json& p) { return number(member(p, "purse"), "refunds_fen") + number(member(p, "medical"), "refunds_fen"); }
+
 std::string participants_table(const json& summary) {
+    // A refunds column only when the cycle had refunds.
+    bool refunds = false;
+    for (const auto& p : member(summary, "participants")) refunds = refunds || refunds_of(p) != 0;
     std::string t = R"(<table><caption>Participants · 参与方</caption><thead><tr><th scope="col">Id</th><th scope="col">Name · 名称</th>)"
                     R"(<th scope="col">Kind</th><th scope="col" class="n">Transactions</th><th scope="col" class="n">Purchases</th>)"
-                    R"(<th scope="col" class="n">Medical</th><th scope="col" class="n">Loads</th><th scope="col" class="n">Fees</th>)"
-                    R"(<th scope="col" class="n">Net</th><th scope="col">Settlement</th></tr></thead><tbody>)";
-    std::int64_t totals[5] = {};
+                    R"(<th scope="col" class="n">Medical</th>)";
+    if (refunds) t += R"(<th scope="col" class="n">Refunds · 退款</th>)";
+    t += R"(<th scope="col" class="n">Loads</th><th scope="col" class="n">Fees</th><th scope="col" class="n">Net</th>)"
+         R"(<th scope="col">Settlement</th></tr></thead><tbody>)";
+    std::vector<std::int64_t> totals(refunds ? 6 : 5, 0);
     std::uint64_t count_total = 0;
     for (const auto& p : member(summary, "participants")) {
         const json purse = member(p, "purse"), medical = member(p, "medical");
         std::uint64_t count = 0;
         for (const auto& [kind, totals_of_kind] : member(p, "kinds").items())
             count += static_cast<std::uint64_t>(number(totals_of_kind, "count"));
-        const std::int64_t values[5] = {number(purse, "base_fen"), number(medical, "base_fen"), number(purse, "loads_fen"),
-                                        number(purse, "fee_fen") + number(medical, "fee_fen"), number(p, "net_fen")};
-        const std::string settles = values[4] > 0 ? "paid by bank transfer" : values[4] < 0 ? "to collect" : "nothing to move";
+        std::vector<std::int64_t> values{number(purse, "base_fen"), number(medical, "base_fen")};
+        if (refunds) values.push_back(-refunds_of(p));
+        for (std::int64_t v : {number(purse, "loads_fen"), number(purse, "fee_fen") + number(medical, "fee_fen"), number(p, "net_fen")})
+            values.push_back(v);
+        const std::int64_t net = values.back();
+        const std::string settles = net > 0 ? "paid by bank transfer" : net < 0 ? "to collect" : "nothing to move";
         t += fmt::format(R"(<tr><td>{}</td><td>{}</td><td>{}</td><td class="n">{}</td>)", number(p, "id"),
                          markup_escape(text_of(p, "name")), markup_escape(text_of(p, "kind")), format_count(count));
-        for (std::size_t i = 0; i < 5; ++i) {
+        for (std::size_t i = 0; i < values.size(); ++i) {
             t += fmt::format(R"(<td class="n">{}</td>)", format_cny(values[i]));
             totals[i] += values[i];
         }
@@ -306,7 +334,10 @@ Result<std::string> render_report_html(const std::filesystem::path& out, std::ui
             by_kind[static_cast<std::size_t>(look.kind)] += number(member(member(p, "kinds"), to_string(look.kind).data()), "gross_fen");
     }
     std::vector<std::pair<std::string, std::int64_t>> kinds;
-    for (const auto& look : kind_looks) kinds.emplace_back(look.label, by_kind[static_cast<std::size_t>(look.kind)]);
+    for (const auto& look : kind_looks) {
+        // Takings: refunds are no kind of participant (they are in the participants' table and net of the day).
+        if (!is_refund(look.kind)) kinds.emplace_back(look.label, by_kind[static_cast<std::size_t>(look.kind)]);
+    }
     html += "<section><h2>Takings by kind of participant (CNY) · 按类型收入</h2>" +
             bar_chart_svg("Takings by kind", kinds, "#1b6ca8", kinds.size()) + "</section>";
     COCONUT_TRY(records, list_cycles(out));

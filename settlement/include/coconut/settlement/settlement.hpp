@@ -127,8 +127,14 @@ enum class Kind : std::uint8_t {
     clinic_purse = 2,    // offline purchase at a "clinic" (card purse)
     clinic_medical = 3,  // medical payment (code 5) posted to a clinic (ledger 2)
     load = 4,            // online load (code 4) taken at the participant's counter: cash it owes the float
+    // Same-day refunds (ISO8583.md §4.10), paid from the participant's payable back to the card:
+    refund_purse = 5,    // a purchase refunded by an online credit (code 22 posted): purse payable → purse shadow
+    refund_medical = 6,  // a clinic's medical part refunded (code 21): medical payable → the card's medical account
 };
-inline constexpr std::size_t kinds_count = 5;
+inline constexpr std::size_t kinds_count = 7;
+// The kinds before the refunds are listed in every statement; a refund kind only where it happened
+// (a cycle without refunds keeps the files it always had).
+inline constexpr bool is_refund(Kind kind) { return kind == Kind::refund_purse || kind == Kind::refund_medical; }
 std::string_view to_string(Kind kind);
 
 struct KindTotals {
@@ -139,21 +145,24 @@ struct KindTotals {
 
 // Fee rule (README "Fees"): fee = round_half_up(base × rate_bp / 10,000), computed ONCE per participant
 // and funding source on the cycle's total base (never per transaction). Base: purchases (purse) or
-// medical payments (medical); loads bear no fee.
+// medical payments (medical) less the same-day refunds of that ledger, never below 0; loads bear no fee.
 std::uint64_t fee_fen(std::uint64_t base_fen, std::uint32_t rate_bp);
 
 // Money per funding source (ledger) of one participant. Signed: + the participant receives.
 struct SourceAmounts {
     std::uint64_t base_fen = 0;   // purchases (purse) / medical payments (medical)
     std::uint64_t loads_fen = 0;  // purse only
-    std::uint64_t fee_fen = 0;
-    std::int64_t net_fen = 0;  // base − loads − fee + adjustments + counter: paid by the funding source when > 0, owed to it when < 0
+    std::uint64_t fee_fen = 0;  // on max(base − refunds, 0)
+    // base − refunds − loads − fee + adjustments + counter: paid by the funding source when > 0, owed to it when < 0
+    std::int64_t net_fen = 0;
     // Approved manual adjustments (code 10) to or from the participant's payable: + credited, − debited.
     std::int64_t adjustments_fen = 0;
     // Purse only: the participant's counter business with cards (codes 15, 17–19; settlement/README.md
     // "Refunds and deposits"): + deposits it paid back in cash, − deposits it collected, − returned balances
     // moved to a refund by bank, − return fees taken from a returned balance.
     std::int64_t counter_fen = 0;
+    // Same-day refunds paid from the participant's payable back to cards (ISO8583.md §4.10; codes 22 purse, 21 medical).
+    std::uint64_t refunds_fen = 0;
     friend bool operator==(const SourceAmounts&, const SourceAmounts&) = default;
 };
 
@@ -166,8 +175,9 @@ struct ParticipantPosition {
 };
 
 struct FundingPositions {
-    std::int64_t purse_float_fen = 0;   // loads received − purchases paid (signed, + receives)
-    std::int64_t medical_fund_fen = 0;  // − medical payments
+    // loads received − purchases paid + purchase refunds (the refunded money is back on cards the float holds)
+    std::int64_t purse_float_fen = 0;   // signed, + receives
+    std::int64_t medical_fund_fen = 0;  // − medical payments + medical refunds (back on the cards' medical accounts)
     std::int64_t fee_income_purse_fen = 0;
     std::int64_t fee_income_medical_fen = 0;
     friend bool operator==(const FundingPositions&, const FundingPositions&) = default;
@@ -245,8 +255,8 @@ std::vector<Payment> payments(const Positions& positions);
 
 // The settlement transfers of the cycle (docs/DESIGN.md §9.2), per participant a linked chain in this order:
 // purse fee, purse payout, medical fee, medical payout (those with an amount). Payout = payable →
-// float/fund of base − fee + adjustments + counter when positive (what the payable holds for the cycle, net
-// of the fee); fee = payable → fee income. Ids: derive_id("settlement" ‖ cycle BE4 ‖ participant BE8 ‖ ledger BE4 ‖ code BE2).
+// float/fund of base − refunds − fee + adjustments + counter when positive (what the payable holds for the
+// cycle, net of the fee); fee = payable → fee income. Ids: derive_id("settlement" ‖ cycle BE4 ‖ participant BE8 ‖ ledger BE4 ‖ code BE2).
 // Then one refund payout per refund (code 16, refund_payable → float, not linked): id
 // clearing::refund_payout_transfer(cycle, ASN), user_data_128 clearing::card_user_data(ASN, cycle).
 std::vector<ledger::Transfer> settlement_transfers(const Positions& positions);
