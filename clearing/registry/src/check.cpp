@@ -1,4 +1,5 @@
 // `check`: the ledger's invariants and the registries' against it (check.hpp).
+#include "check_refunds.hpp"
 #include "registry_internal.hpp"
 
 #include <coconut/clearing/check.hpp>
@@ -18,9 +19,10 @@ Status check_online(const ledger::Ledger& ledger, const Registry& registry, cons
     for (const auto& a : attempts) {
         const ledger::Id id = online_load_transfer(a.asn, a.online_atc, a.attempt.attempt);
         COCONUT_TRY(transfer, ledger.lookup_transfer(id), detail::as_failure);
-        // 210000 loads from the float, 280000 loads from the card's carried holding (transfer 14).
-        const bool load_code =
-            transfer && (transfer->code == transfer_codes::online_load || transfer->code == transfer_codes::carried_load);
+        // 210000 loads from the float, 280000 loads from the card's carried holding (transfer 14), 200000 refunds a
+        // purchase from the participant's payable (transfer 22, checked further by check_refunds).
+        const bool load_code = transfer && (transfer->code == transfer_codes::online_load || transfer->code == transfer_codes::carried_load ||
+                                            transfer->code == transfer_codes::purchase_refund);
         if (!transfer || !load_code || (transfer->flags & ledger::transfer_flags::pending) == 0 ||
             transfer->credit_account_id != purse_shadow_account(a.asn) || transfer->amount != a.attempt.amount_fen) {
             report.problems.push_back("load of card " + bcd_to_digits(a.asn) + " online ATC " + std::to_string(a.online_atc) +
@@ -119,6 +121,7 @@ Result<CheckReport> check(const ledger::Ledger& ledger, const Registry& registry
     COCONUT_TRY(flags, registry.risk_flags(), detail::as_failure);
     report.risk_flags = flags.size();
     if (auto s = check_online(ledger, registry, cards, report); !s) return Unexpected<Error>{s.error()};
+    if (auto s = detail::check_refunds(ledger, registry, report); !s) return Unexpected<Error>{s.error()};
     return report;
 }
 

@@ -1,7 +1,8 @@
 // GET /v1/cards/{n}/history: the cardholder's history as a person reads it (clearing/README.md "HTTP
 // API"), one row per thing that happened: a clinic visit with its medical and purse parts (the hold, its
 // completion or reversal and the purchase its DF11 names, ISO8583.md §4.9), a bus journey (the 0-fen
-// entry tap and the exit tap that charged the fare), a load with its confirmation. Each row carries the
+// entry tap and the exit tap that charged the fare), a load with its confirmation; a same-day refund
+// (ISO8583.md §4.10) in the row of the payment it refunds. Each row carries the
 // card's own time (the tap's card time; for online transactions the clearing's, which is the tap's) and
 // place. Grouping is for display only: the ledger's transfers are read as they are, nothing is written.
 // Pages go newest first by the clearing's booking order (next_cursor), like /transactions.
@@ -79,7 +80,9 @@ std::string kind_of(const ledger::Transfer& t, std::string_view participant_kind
         case transfer_codes::carried_load: return "load";
         case transfer_codes::clinic_medical: return "clinic_visit";
         case transfer_codes::manual_adjustment: return "adjustment";
-        case transfer_codes::broken_card_refund: return "refund";
+        case transfer_codes::broken_card_refund:
+        case transfer_codes::purchase_refund:  // shown alone only when booked late or not linked (see `folded`)
+        case transfer_codes::medical_refund: return "refund";
         default: return "other";
     }
 }
@@ -119,7 +122,9 @@ Row base_row(Reads& reads, const ledger::Transfer& t, std::string kind, std::str
     // 0100), else the clearing's booking.
     const char* source = "clearing";
     const bool timed = std::any_of(where.local_time_bcd.begin(), where.local_time_bcd.end(), [](std::uint8_t b) { return b != 0; });
-    if (timed && (offline_card_transaction(t) || t.code == transfer_codes::online_load || t.code == transfer_codes::carried_load)) {
+    const bool online_credit =
+        t.code == transfer_codes::online_load || t.code == transfer_codes::carried_load || t.code == transfer_codes::purchase_refund;
+    if (timed && (offline_card_transaction(t) || online_credit)) {
         source = "card";
     } else if (timed && t.code == transfer_codes::clinic_medical) {
         source = "terminal";
@@ -129,6 +134,69 @@ Row base_row(Reads& reads, const ledger::Transfer& t, std::string kind, std::str
                     {"time", row.card_time}, {"time_source", source},   {"cleared_at", iso_time(t.timestamp)},
                     {"place", place}};
     return row;
+}
+
+// A same-day refund of one part of a payment (ISO8583.md §4.10), as the cardholder reads it.
+struct PartRefund {
+    std::string_view state;  // refunded, pending
+    std::string_view to;     // card, cash (the purse part paid back from the clinic's till)
+    std::uint64_t amount_fen = 0;
+    bool booked_late = false;  // a credit confirmed after its void or expiry: that booking is a row of its own
+};
+
+// A row's refunds: the parts that took money (a completed medical part, a purchase) and those refunded or
+// being refunded. The row's state says which: refunded (all), partly_refunded, refund_pending.
+struct Refunds {
+    std::size_t owed = 0;
+    std::vector<std::pair<std::string_view, PartRefund>> parts;
+
+    void mark(json& body) const {
+        if (parts.empty()) return;
+        const bool pending = std::any_of(parts.begin(), parts.end(), [](const auto& p) { return p.second.state == "pending"; });
+        body["state"] = pending ? "refund_pending" : parts.size() >= owed ? "refunded" : "partly_refunded";
+        json refund = json::object();
+        for (const auto& [account, r] : parts) {
+            refund[std::string(account) + "_fen"] = r.amount_fen;
+            if (account != "purse") continue;
+            refund["purse_to"] = r.to;
+            if (r.booked_late) refund["purse_booked_late"] = true;
+        }
+        body["refund"] = std::move(refund);
+    }
+};
+
+json refund_part(std::string_view account, std::int64_t amount_fen, std::string_view state) {
+    json p = part(account, amount_fen, state);
+    p["refund"] = true;
+    return p;
+}
+
+std::int64_t total_of(const json& parts) {
+    std::int64_t total = 0;
+    for (const auto& p : parts) total += p["amount_fen"].get<std::int64_t>();
+    return total;
+}
+
+// The refund of `purchase`, if any: the registry names its credit (code 22), or the zero id for cash. A credit
+// is a part (in its state: posted, pending, reversed or expired, like a load); cash moves nothing on the card.
+void add_purchase_refund(Reads& reads, const ledger::Transfer& purchase, json& parts, Refunds& refunds) {
+    refunds.owed++;
+    const auto credit_id = reads.visit(purchase.id, Registry::VisitSide::refund_of);
+    if (!credit_id) return;
+    if (credit_id->zero()) {
+        refunds.parts.emplace_back("purse", PartRefund{"refunded", "cash", purchase.amount, false});
+        return;
+    }
+    const auto credit = reads.transfer(*credit_id);
+    if (!credit) return;
+    auto [state, resolution] = fate(reads, *credit);
+    const std::uint64_t amount = state == "posted" ? resolution->amount : state == "pending" ? credit->amount : 0;
+    parts.push_back(refund_part("purse", static_cast<std::int64_t>(amount), state));
+    if (state == "posted" || state == "pending") {
+        refunds.parts.emplace_back("purse", PartRefund{state == "posted" ? "refunded" : "pending", "card", amount, false});
+    } else if (auto late = reads.transfer(resolving_transfer(credit->id, Resolution::late_load))) {
+        refunds.parts.emplace_back("purse", PartRefund{"refunded", "card", late->amount, true});
+    }
 }
 
 // A clinic visit from its medical hold: the hold's fate and the purse part its DF11 linked.
@@ -141,15 +209,19 @@ Row visit_row(Reads& reads, const ledger::Transfer& hold) {
                                                       : 0;
     parts.push_back(part("medical", medical, state));
     parts.back()["held_fen"] = hold.amount;
-    std::int64_t total = medical;
-    if (auto purse_id = reads.visit(hold.id, Registry::VisitSide::hold)) {
-        if (auto purse = reads.transfer(*purse_id)) {
-            parts.push_back(part("purse", -static_cast<std::int64_t>(purse->amount), "posted"));
-            total -= static_cast<std::int64_t>(purse->amount);
-        }
+    std::optional<ledger::Transfer> purse;
+    if (auto purse_id = reads.visit(hold.id, Registry::VisitSide::hold)) purse = reads.transfer(*purse_id);
+    if (purse) parts.push_back(part("purse", -static_cast<std::int64_t>(purse->amount), "posted"));
+    Refunds refunds;
+    if (state == "posted" && resolution->amount > 0) refunds.owed++;
+    if (auto medical_refund = reads.transfer(medical_refund_transfer(hold.id))) {  // single phase: always posted
+        parts.push_back(refund_part("medical", static_cast<std::int64_t>(medical_refund->amount), "posted"));
+        refunds.parts.emplace_back("medical", PartRefund{"refunded", "card", medical_refund->amount, false});
     }
+    if (purse) add_purchase_refund(reads, *purse, parts, refunds);
     row.body["parts"] = parts;
-    row.body["amount_fen"] = total;
+    row.body["amount_fen"] = total_of(parts);
+    refunds.mark(row.body);
     return row;
 }
 
@@ -177,6 +249,12 @@ Row single_row(Reads& reads, const ledger::Transfer& t, const CardAccounts& card
     row.body["parts"] = json::array({part(is_purse ? "purse" : "medical", signed_amount, state)});
     row.bus_tap = kind == "bus" && row.line != 0;
     if (row.bus_tap && amount == 0) row.body["kind"] = "bus_entry";
+    if (t.code == transfer_codes::offline_purchase && is_purse && debited) {  // refunded? (a purchase no visit linked)
+        Refunds refunds;
+        add_purchase_refund(reads, t, row.body["parts"], refunds);
+        row.body["amount_fen"] = total_of(row.body["parts"]);
+        refunds.mark(row.body);
+    }
     return row;
 }
 
@@ -209,9 +287,17 @@ void join_journey(Row& into, const Row& other) {
 }
 
 // Transfers shown inside another row: a resolution (in its pending transfer's row), a visit's purse part
-// (in its hold's row).
+// (in its hold's row), a refund credit (in the row of the purchase the registry says it refunds), a medical
+// refund (in its hold's row: its user_data_128 is the hold). A credit booked late is a row of its own.
 bool folded(Reads& reads, const ledger::Transfer& t, const CardAccounts& card) {
     if (resolves(t)) return true;
+    if (t.code == transfer_codes::purchase_refund && (t.flags & ledger::transfer_flags::pending) != 0)
+        return reads.visit(t.id, Registry::VisitSide::credit).has_value();
+    if (t.code == transfer_codes::medical_refund) {
+        const auto hold = reads.transfer(t.user_data_128);
+        return hold && hold->code == transfer_codes::clinic_medical && (hold->flags & ledger::transfer_flags::pending) != 0 &&
+               medical_refund_transfer(hold->id) == t.id;
+    }
     return t.debit_account_id == card.purse && t.code == transfer_codes::offline_purchase &&
            reads.visit(t.id, Registry::VisitSide::purse).has_value();
 }
