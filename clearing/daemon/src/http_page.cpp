@@ -101,11 +101,13 @@ const texts = {
     purse: "电子钱包余额", medical: "医保个人账户余额", history: "交易记录",
     note: "时间为刷卡时间（海南时间）。", more: "显示更多", report_lost: "挂失此卡", sign_out: "退出",
     found: "我已找到卡", none: "暂无交易。", nothing_pending: "无待处理款项",
-    loads_pending: "充值处理中 ", payments_pending: "支付处理中 ", holds: "门诊预授权 ",
+    loads_pending: "入账处理中（充值、退款） ", payments_pending: "支付处理中 ", holds: "门诊预授权 ",
     kinds: { bus_journey: "公交行程", bus: "公交乘车", bus_entry: "公交上车（下车时扣费）", clinic_visit: "门诊就医", clinic: "诊所消费",
              shop: "商店消费", load: "充值", counter: "服务网点", adjustment: "调账", refund: "退款", other: "其他" },
-    states: { pending: "处理中", completed: "", posted: "", reversed: "已撤销", expired: "已过期", under_review: "审核中" },
+    states: { pending: "处理中", completed: "", posted: "", reversed: "已撤销", expired: "已过期", under_review: "审核中",
+              refunded: "已退款", partly_refunded: "部分退款", refund_pending: "退款处理中" },
     accounts: { medical: "医保个人账户", purse: "电子钱包" },
+    refund_to: (a) => "退回" + a, refund_cash: (m) => "电子钱包部分已现金退还：" + m,
     line: (n) => n + " 路", stop: (n) => "第 " + n + " 站", journey: (a, b) => "第 " + a + " 站 → 第 " + b + " 站",
     when: (y, mo, d, h, mi) => y + "年" + Number(mo) + "月" + Number(d) + "日 " + h + ":" + mi,
     minus: "支出", plus: "收入",
@@ -127,11 +129,13 @@ const texts = {
     purse: "Purse balance", medical: "Medical account balance", history: "History",
     note: "Times are when the card was tapped (Hainan time).", more: "Show more", report_lost: "Report this card lost", sign_out: "Sign out",
     found: "I found my card", none: "No transactions yet.", nothing_pending: "Nothing pending",
-    loads_pending: "loads pending ", payments_pending: "payments pending ", holds: "clinic holds ",
+    loads_pending: "credits pending (top-ups, refunds) ", payments_pending: "payments pending ", holds: "clinic holds ",
     kinds: { bus_journey: "Bus journey", bus: "Bus ride", bus_entry: "Bus boarding (fare charged at exit)", clinic_visit: "Clinic visit",
              clinic: "Clinic", shop: "Shop", load: "Top-up", counter: "Service desk", adjustment: "Adjustment", refund: "Refund", other: "Other" },
-    states: { pending: "pending", completed: "", posted: "", reversed: "reversed", expired: "expired", under_review: "under review" },
+    states: { pending: "pending", completed: "", posted: "", reversed: "reversed", expired: "expired", under_review: "under review",
+              refunded: "refunded", partly_refunded: "partly refunded", refund_pending: "refund pending" },
     accounts: { medical: "Medical account", purse: "Purse" },
+    refund_to: (a) => "Refund to " + a.toLowerCase(), refund_cash: (m) => "Purse part refunded in cash: " + m,
     line: (n) => "line " + n, stop: (n) => "stop " + n, journey: (a, b) => "stop " + a + " → stop " + b,
     when: (y, mo, d, h, mi) => Number(d) + " " + ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][Number(mo) - 1] + " " + y + ", " + h + ":" + mi,
     minus: "paid", plus: "received",
@@ -238,14 +242,21 @@ function rowItem(row) {
   time.textContent = when(row.time);
   const place = placeText(row);
   if (place) meta.appendChild(document.createElement("span")).textContent = " · " + place;
-  if (row.kind === "clinic_visit" || (row.parts && row.parts.length > 1)) {
+  if (row.kind === "clinic_visit" || (row.parts && row.parts.length > 1) || row.refund) {
     const parts = li.appendChild(document.createElement("ul"));
     parts.className = "parts";
     for (const part of row.parts) {
       const item = parts.appendChild(document.createElement("li"));
-      item.className = "part-" + part.account;
+      item.className = "part-" + part.account + (part.refund ? " refund" : "");
       const partState = T.states[part.state === "posted" ? "completed" : part.state];
-      item.textContent = T.accounts[part.account] + ": " + yuan(part.amount_fen) + (partState ? " (" + partState + ")" : "");
+      const account = part.refund ? T.refund_to(T.accounts[part.account]) : T.accounts[part.account];
+      item.textContent = account + ": " + yuan(part.amount_fen) + (partState ? " (" + partState + ")" : "");
+    }
+    // A purse part refunded from the clinic's till: no money on the card, said in words.
+    if (row.refund && row.refund.purse_to === "cash") {
+      const item = parts.appendChild(document.createElement("li"));
+      item.className = "part-cash refund";
+      item.textContent = T.refund_cash(yuan(row.refund.purse_fen));
     }
   }
   return li;
