@@ -317,8 +317,8 @@ bool any_refunds(const Positions& positions) {
 std::vector<std::int64_t> summary_values(const ParticipantPosition& p, bool refunds) {
     std::vector<std::int64_t> v{static_cast<std::int64_t>(p.purse.base_fen), static_cast<std::int64_t>(p.medical.base_fen)};
     if (refunds) v.push_back(-static_cast<std::int64_t>(p.purse.refunds_fen + p.medical.refunds_fen));
-    for (std::int64_t x : {static_cast<std::int64_t>(p.purse.loads_fen), static_cast<std::int64_t>(p.purse.fee_fen + p.medical.fee_fen),
-                           p.net_fen()})
+    for (std::int64_t x :
+         {static_cast<std::int64_t>(p.purse.loads_fen), static_cast<std::int64_t>(p.purse.fee_fen + p.medical.fee_fen), p.net_fen()})
         v.push_back(x);
     return v;
 }

@@ -112,8 +112,8 @@ public:
             p.medical = medical;
             // The flows were accumulated from the accounts each transfer moved; the kinds from its
             // classification. They must agree before anything is paid.
-            if (a.purse_flow != Wide{p.purse.base_fen} - p.purse.refunds_fen - p.purse.loads_fen + p.purse.adjustments_fen +
-                                    p.purse.counter_fen ||
+            if (a.purse_flow !=
+                    Wide{p.purse.base_fen} - p.purse.refunds_fen - p.purse.loads_fen + p.purse.adjustments_fen + p.purse.counter_fen ||
                 a.medical_flow != Wide{p.medical.base_fen} - p.medical.refunds_fen + p.medical.adjustments_fen) {
                 return Unexpected{
                     unbalanced(fmt::format("participant {}: classified totals disagree with the accounts moved", p.participant.id))};
@@ -273,13 +273,14 @@ private:
     // user_data_64); a refund from anything else, or onto a payable or a fixed account, is unattributed.
     Status refund(const ledger::Transfer& t, std::uint32_t ledger_number, Kind kind) {
         const auto payable = payables_.find(t.debit_account_id);
-        const bool to_card = payables_.count(t.credit_account_id) == 0 &&
-                             std::find(fixed_.begin(), fixed_.end(), t.credit_account_id) == fixed_.end();
+        const bool to_card =
+            payables_.count(t.credit_account_id) == 0 && std::find(fixed_.begin(), fixed_.end(), t.credit_account_id) == fixed_.end();
         if (t.ledger != ledger_number || payable == payables_.end() || payable->second.ledger_number != ledger_number || !to_card) {
-            return Unexpected{unbalanced(fmt::format("refund {} (code {}) moves {} → {}: not from a registered participant's payable "
-                                                     "on ledger {} to a card",
-                                                     ledger::to_string(t.id), t.code, ledger::to_string(t.debit_account_id),
-                                                     ledger::to_string(t.credit_account_id), ledger_number))};
+            return Unexpected{
+                unbalanced(fmt::format("refund {} (code {}) moves {} → {}: not from a registered participant's payable "
+                                       "on ledger {} to a card",
+                                       ledger::to_string(t.id), t.code, ledger::to_string(t.debit_account_id),
+                                       ledger::to_string(t.credit_account_id), ledger_number))};
         }
         if (auto s = count(payable->second.index, kind, t.amount); !s) return s;
         Accumulator& a = accumulators_[payable->second.index];

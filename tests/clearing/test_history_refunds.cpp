@@ -103,8 +103,8 @@ struct History {
     // A clinic visit: the medical hold completed for `medical_fen`, its purse part `purse_fen` linked (DF11).
     std::pair<ledger::Id, ledger::Id> visit(std::uint32_t stan, std::uint64_t medical_fen, std::uint64_t purse_fen) {
         const ledger::Id hold = clinic_hold_transfer("CLINIC01", 1, stan);
-        ledger::Transfer t = transfer(hold, medical_account(asn), payable_account(clinic, ledgers::medical), medical_fen,
-                                      ledgers::medical, transfer_codes::clinic_medical, clinic);
+        ledger::Transfer t = transfer(hold, medical_account(asn), payable_account(clinic, ledgers::medical), medical_fen, ledgers::medical,
+                                      transfer_codes::clinic_medical, clinic);
         t.flags = ledger::transfer_flags::pending;
         book(t);
         registry_write([&](lmdb::Txn& txn) { REQUIRE(rig.registry->put_hold(txn, hold, HoldRecord{{}, medical_fen, asn}).ok()); });
@@ -260,7 +260,7 @@ TEST_CASE("history: a purchase no visit links shows its refund on its own row â€
 TEST_CASE("check: a refund not giving back what was paid, to whom it was paid, is a problem") {
     History h;
     const auto [hold, purse] = h.visit(1, 8000, 1000);
-    h.medical_refund(hold, 7000);                    // not the completed amount
+    h.medical_refund(hold, 7000);  // not the completed amount
     const ledger::Id other = h.purchase(clinic, 400);
     h.refund_credit(other, shop, 400, 9);  // from the shop's payable: the clinic was paid
     const auto problems = h.refund_problems();

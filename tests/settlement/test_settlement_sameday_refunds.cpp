@@ -144,7 +144,7 @@ TEST_CASE("a cycle with refunds: statement rows, summary, activity and report sh
     const std::string pain = read(dir / "pain001-20260310-purse-float.xml");
     CHECK(validate_xml(pain, default_schemas_dir() / "pain.001.001.09.xsd").empty());
     CHECK(pain.find("<InstdAmt Ccy=\"CNY\">9.87</InstdAmt>") != std::string::npos);
-    CHECK(pain.find("CC20260310-1003") == std::string::npos);                     // the clinic is paid nothing
+    CHECK(pain.find("CC20260310-1003") == std::string::npos);                         // the clinic is paid nothing
     CHECK_FALSE(std::filesystem::exists(dir / "pain001-20260310-medical-fund.xml"));  // nor is any medical net positive
     // Every payable holds nothing for the cycle once posted: the refunds came out of it, the rest was paid.
     CHECK(payable_balance(*d.ledger, shop, clearing::ledgers::purse) == 0);  // the credit still pending is no posted money
@@ -231,8 +231,7 @@ TEST_CASE("refunds above the cycle's takings: the net is negative, to collect, n
     // Nothing paid to either; both listed to collect.
     CHECK(payments(p).empty());
     const auto summary = nlohmann::json::parse(read(cycle_directory(d.out(), cycle_id(day)) / "summary.json"));
-    CHECK(summary["collections"] ==
-          nlohmann::json::parse(R"([{"participant_id": 1002, "source": "purse_float", "amount_fen": 400},
+    CHECK(summary["collections"] == nlohmann::json::parse(R"([{"participant_id": 1002, "source": "purse_float", "amount_fen": 400},
                                     {"participant_id": 1003, "source": "medical_fund", "amount_fen": 4000}])"));
     const std::string text = read(cycle_directory(d.out(), cycle_id(day)) / "summary.txt");
     CHECK(text.find("to collect from participant 1002 (Coconut & Co Shop) for the purse float: 4.00") != std::string::npos);

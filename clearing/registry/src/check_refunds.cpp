@@ -41,9 +41,9 @@ Status check_medical_refund(const ledger::Ledger& ledger, const ledger::Id& hold
     if (!pending || !completion || refund->code != transfer_codes::medical_refund || refund->ledger != ledgers::medical ||
         refund->debit_account_id != pending->credit_account_id || refund->credit_account_id != medical_account(hold.asn) ||
         refund->amount != completion->amount || refund->user_data_128 != hold_id) {
-        report.problems.push_back(card_name(hold.asn) + ": medical refund " + ledger::to_string(refund->id) + " of hold " +
-                                  ledger::to_string(hold_id) +
-                                  " does not give the completed amount back from the clinic's medical payable to the card's medical account");
+        report.problems.push_back(
+            card_name(hold.asn) + ": medical refund " + ledger::to_string(refund->id) + " of hold " + ledger::to_string(hold_id) +
+            " does not give the completed amount back from the clinic's medical payable to the card's medical account");
     }
     return Ok{};
 }

@@ -39,10 +39,10 @@ std::string_view kind_of(const ledger::Transfer& t, std::string_view participant
         case transfer_codes::online_load: return voided ? "reversal" : "load";
         case transfer_codes::clinic_medical: return voided ? "reversal" : "clinic";
         case transfer_codes::manual_adjustment: return "adjustment";
-        case transfer_codes::broken_card_refund: return "refund";  // an unreadable card's balance, refunded by bank
-        // Same-day refunds (ISO8583.md §4.10): a purchase's credit back to the purse, a visit's medical part back.
-        case transfer_codes::purchase_refund: return voided ? "reversal" : "refund";
+        // An unreadable card's balance refunded by bank; a same-day refund (ISO8583.md §4.10): a visit's medical part back.
+        case transfer_codes::broken_card_refund:
         case transfer_codes::medical_refund: return "refund";
+        case transfer_codes::purchase_refund: return voided ? "reversal" : "refund";  // a purchase's credit back to the purse
         default: return "other";
     }
 }

@@ -152,7 +152,7 @@ std::uint64_t fee_fen(std::uint64_t base_fen, std::uint32_t rate_bp);
 struct SourceAmounts {
     std::uint64_t base_fen = 0;   // purchases (purse) / medical payments (medical)
     std::uint64_t loads_fen = 0;  // purse only
-    std::uint64_t fee_fen = 0;  // on max(base − refunds, 0)
+    std::uint64_t fee_fen = 0;    // on max(base − refunds, 0)
     // base − refunds − loads − fee + adjustments + counter: paid by the funding source when > 0, owed to it when < 0
     std::int64_t net_fen = 0;
     // Approved manual adjustments (code 10) to or from the participant's payable: + credited, − debited.
