@@ -190,6 +190,10 @@ TEST_CASE("history: a refunded visit is one row marked refunded, its refund cred
     sums = posted_parts(rows);
     CHECK(sums["purse"] == h.rig.shadow(card_a));
     CHECK(h.rig.shadow(card_a) == 5000);
+    // Pages of one row: the visit's six transfers fold into one row, never an empty page.
+    const auto first = h.get("history", "?limit=1");
+    REQUIRE(first["rows"].size() == 1);
+    CHECK(first["rows"][0]["id"] == visit["id"]);
     // The transfers list names both as refunds.
     const auto items = h.get("transactions")["transactions"];
     std::size_t refunds = 0;

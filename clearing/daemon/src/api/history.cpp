@@ -341,8 +341,9 @@ ApiResponse history(const Services& s, const lmdb::Txn& txn, const Asn& asn, con
         return bad_request(*bad);
     }
     const CardAccounts card{purse_shadow_account(asn), medical_account(asn)};
-    // Enough transfers for `limit` rows of up to three transfers each, and one more to know there are more.
-    const std::size_t wanted = limit * 3 + 1;
+    // Enough transfers for `limit` rows of up to six transfers each (a refunded visit: hold, completion, purse
+    // part, medical refund, refund credit and its posting), and one more to know there are more.
+    const std::size_t wanted = limit * 6 + 1;
     auto purse = s.ledger.account_transfers_before(txn, card.purse, before, wanted + 1);
     auto medical = s.ledger.account_transfers_before(txn, card.medical, before, wanted + 1);
     if (!purse || !medical) return storage_failure("ledger read failed");
