@@ -19,8 +19,8 @@ Status check_online(const ledger::Ledger& ledger, const Registry& registry, cons
     for (const auto& a : attempts) {
         const ledger::Id id = online_load_transfer(a.asn, a.online_atc, a.attempt.attempt);
         COCONUT_TRY(transfer, ledger.lookup_transfer(id), detail::as_failure);
-        // 210000 loads from the float, 280000 loads from the card's carried holding (transfer 14), 200000 refunds a
-        // purchase from the participant's payable (transfer 22, checked further by check_refunds).
+        // 210000 loads from the float, 280000 loads from the card's carried holding (transfer 14), 200000 refund
+        // credits from the participant's purse payable (transfer 22).
         const bool load_code =
             transfer && (transfer->code == transfer_codes::online_load || transfer->code == transfer_codes::carried_load ||
                          transfer->code == transfer_codes::purchase_refund);
