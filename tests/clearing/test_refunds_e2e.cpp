@@ -39,8 +39,8 @@ iso8583::PurchaseReference reference_of(const Tap& tap) {
 }
 
 // A purse purchase uploaded by `terminal_id`, its 0320 naming the visit `visit` (DF11) when given.
-Tap paid(Rig& rig, const std::string& terminal_id, const std::string& psam, std::uint32_t amount_fen, std::uint16_t atc,
-         std::uint32_t stan, std::optional<iso8583::VisitReference> visit = std::nullopt) {
+Tap paid(Rig& rig, const std::string& terminal_id, const std::string& psam, std::uint32_t amount_fen, std::uint16_t atc, std::uint32_t stan,
+         std::optional<iso8583::VisitReference> visit = std::nullopt) {
     Tap tap;
     tap.type = crypto::type_ep_purchase;
     tap.amount_fen = amount_fen;
