@@ -208,7 +208,7 @@ struct Positions {
     std::vector<Refund> refunds;                    // by ASN
     // Activity by the hour of the day (local time, 0–23) and kind, for the clerk's report (activity.json,
     // report.html): a card transaction at the hour the card recorded (its own clock, bytes 11–15 of
-    // user_data_128), a medical payment or a load at the hour the clearing booked it. Not in summary.json.
+    // user_data_128), a medical payment, a medical refund or a load at the hour the clearing booked it. Not in summary.json.
     std::array<std::array<KindTotals, kinds_count>, 24> hours{};
     // Σ participant nets + funding sources + fee income; must be 0 (checked by compute_positions).
     std::int64_t balance_fen() const;
