@@ -205,6 +205,15 @@ std::string render_activity_json(const Positions& positions) {
 
 namespace {
 
+// How a participant's nets settle: each funding source pays a positive net and collects a negative one, so a
+// clinic refunding more medical payments than it took in a cycle owes the fund while the float pays it.
+std::string how_settled(std::int64_t purse_net_fen, std::int64_t medical_net_fen) {
+    std::string settles;
+    if (purse_net_fen > 0 || medical_net_fen > 0) settles = "paid by bank transfer";
+    if (purse_net_fen < 0 || medical_net_fen < 0) settles += settles.empty() ? "to collect" : "; to collect";
+    return settles.empty() ? "nothing to move" : settles;
+}
+
 // A participant's refunds in a summary (0 in a cycle without any, or an older summary).
 std::int64_t refunds_of(const json& p) { return number(member(p, "purse"), "refunds_fen") + number(member(p, "medical"), "refunds_fen"); }
 
@@ -229,8 +238,7 @@ std::string participants_table(const json& summary) {
         if (refunds) values.push_back(-refunds_of(p));
         for (std::int64_t v : {number(purse, "loads_fen"), number(purse, "fee_fen") + number(medical, "fee_fen"), number(p, "net_fen")})
             values.push_back(v);
-        const std::int64_t net = values.back();
-        const std::string settles = net > 0 ? "paid by bank transfer" : net < 0 ? "to collect" : "nothing to move";
+        const std::string settles = how_settled(number(purse, "net_fen"), number(medical, "net_fen"));
         t += fmt::format(R"(<tr><td>{}</td><td>{}</td><td>{}</td><td class="n">{}</td>)", number(p, "id"),
                          markup_escape(text_of(p, "name")), markup_escape(text_of(p, "kind")), format_count(count));
         for (std::size_t i = 0; i < values.size(); ++i) {

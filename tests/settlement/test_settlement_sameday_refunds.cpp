@@ -215,7 +215,8 @@ TEST_CASE("refunds above the cycle's takings: the net is negative, to collect, n
     d.at(hainan(day, 0, 30));
     d.late_refund_credit(shop, 500, 2);
     d.medical_refund(clinic, 4000, visit);
-    d.purchase(shop, 100);  // takings of its own, below its refunds
+    d.purchase(shop, 100);    // takings of its own, below its refunds
+    d.purchase(clinic, 300);  // the clinic's purse takings: paid, while its medical net is collected
     d.at(hainan(day_after, 1, 0));
 
     auto report = run_cycle(*d.ledger, d.participants(), poster.get(), d.run_options(day));
@@ -228,15 +229,20 @@ TEST_CASE("refunds above the cycle's takings: the net is negative, to collect, n
     const auto& c = position_of(p, clinic);
     CHECK(c.medical.net_fen == -4000);
     CHECK(p.funding.medical_fund_fen == 4000);
-    // Nothing paid to either; both listed to collect.
-    CHECK(payments(p).empty());
+    CHECK(c.purse.net_fen == 300 - 2);  // fee 1.5 → 2
+    // Nothing paid to the shop, nor from the fund; both negative nets listed to collect.
+    REQUIRE(payments(p).size() == 1);
+    CHECK(payments(p)[0].participant_id == clinic);
+    CHECK(payments(p)[0].source == Source::purse_float);
     const auto summary = nlohmann::json::parse(read(cycle_directory(d.out(), cycle_id(day)) / "summary.json"));
     CHECK(summary["collections"] == nlohmann::json::parse(R"([{"participant_id": 1002, "source": "purse_float", "amount_fen": 400},
                                     {"participant_id": 1003, "source": "medical_fund", "amount_fen": 4000}])"));
     const std::string text = read(cycle_directory(d.out(), cycle_id(day)) / "summary.txt");
     CHECK(text.find("to collect from participant 1002 (Coconut & Co Shop) for the purse float: 4.00") != std::string::npos);
     CHECK(text.find("to collect from participant 1003 (Island Clinic) for the medical fund: 40.00") != std::string::npos);
-    CHECK(read(cycle_directory(d.out(), cycle_id(day)) / "report.html").find("to collect") != std::string::npos);
+    const std::string html = read(cycle_directory(d.out(), cycle_id(day)) / "report.html");
+    CHECK(html.find("<td>to collect</td>") != std::string::npos);                         // the shop
+    CHECK(html.find("<td>paid by bank transfer; to collect</td>") != std::string::npos);  // the clinic: both sources
     // No payout: the payables keep what the participants owe.
     CHECK(payable_balance(*d.ledger, shop, clearing::ledgers::purse) == -400);
     CHECK(payable_balance(*d.ledger, clinic, clearing::ledgers::medical) == -4000);
