@@ -40,6 +40,11 @@ void BatchState::count(const TransactionRecord& r) {
     }
 }
 
+// A medical refund is booked by its 0200 alone (ISO8583.md §4.10): the host counts it in the credits when
+// it is new; the terminal counts the 00 it received (a repeat after a lost answer is answered, not counted,
+// by the host — and the terminal saw only the one 00).
+void BatchState::count_credit(std::uint32_t amount_fen) { totals.credits_count++, totals.credits_fen += amount_fen; }
+
 // A reversal counts when the host answered it 00, with the amount the terminal sent in its field 4 —
 // the host counts the same (ISO8583.md §4.7), whatever it found (a partial hold, nothing at all).
 void BatchState::count_reversal(LinkKind original, std::uint32_t amount_fen) {
