@@ -9,6 +9,14 @@
 #include <string>
 #include <string_view>
 
+namespace coconut::sdk {
+
+struct Terminal::Session {
+    PurseInfo info;
+};
+
+}  // namespace coconut::sdk
+
 namespace coconut::sdk::detail {
 
 // `status_code` names the device: card_error for the customer's card, psam_error for the PSAM. Only the

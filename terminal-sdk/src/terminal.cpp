@@ -64,10 +64,6 @@ std::string_view to_string(FlowErrorCode code) {
     return "card_error";
 }
 
-struct Terminal::Session {
-    PurseInfo info;
-};
-
 Terminal::Terminal(Reader& card_reader, Reader& psam_reader, TransactionQueue& queue, Hotlist& hotlist, TransitConfig transit)
     : card_reader_(card_reader), psam_reader_(psam_reader), card_channel_(card_reader), psam_channel_(psam_reader), queue_(queue),
       hotlist_(hotlist), transit_(std::move(transit)) {}
