@@ -55,7 +55,8 @@ FlowError refund_declined(std::string_view part, const std::string& code) {
     std::string_view why;
     if (code == "25") why = "no such payment to refund (not booked yet, not completed, or not this card's or this clinic's)";
     if (code == "13") why = "the amount is not the payment's (a payment is refunded whole)";
-    if (code == "12") why = "the payment was not booked today (a refund is made on the day of the payment)";
+    if (code == "12")
+        why = "the payment was not booked today (a refund is made on the day of the payment), or the clearing does not take this refund";
     if (code == "94") why = "this payment was refunded already";
     if (code == "58") why = "this terminal may not refund it (not the paid clinic's, or suspended)";
     if (!why.empty()) error.message += fmt::format(": {}", why);
