@@ -9,7 +9,8 @@ coconut-clearingd serving plain TCP, the card and the clinic's PSAM in process):
                 prints the cash to hand back; a second refund of the same receipt is refused 94 (declined 31)
                 and changes nothing; another card in the reader is wrong_card (41)
   cash          a second visit refunded with --purse-cash: the card keeps its balance, the cash includes the
-                purse part; 0500 after the refunds balances (reconcile exit 0); `check` passes.
+                purse part; a credit after it is refused 94; a text receipt of a payment ends with its refund
+                reference; 0500 after the refunds balances (reconcile exit 0); `check` passes.
 
 usage: test_terminal_refund.py HSMD CLEARINGD TERMINAL VCARD
 """
@@ -152,6 +153,12 @@ def phase_cash(stack, clinic):
     stack.shadows_match_cards()
     result = clinic.refund(2, "--receipt", receipt, check=False)
     expect("a credit after the cash refund: response code", json.loads(result.stdout)["error"]["response_code"], "94")
+
+    it.log("the text receipt of a payment ends with its refund reference")
+    argv = [a for a in clinic.argv(0, "clinic-pay", "--amount-fen", "900", "--pin-stdin") if a != "--json"]
+    text = it.run(argv, input_text=PIN + "\n").stdout
+    assert "refund reference" in text and "medical hold    terminal CLINIC01 batch 000001" in text, text
+    it.log("  ok  the receipt names the hold for the refund")
 
     it.log("end of shift: the refunds counted on both sides, 0500 balanced")
     reconciled = json.loads(it.run(clinic.argv(0, "reconcile")).stdout)
