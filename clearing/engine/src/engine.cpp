@@ -154,7 +154,11 @@ void Engine::handle(Message request, SessionState& session, Respond respond) {
         return respond(make_response(request, ResponseCode::issuer_inoperative));
     }
     switch (*type) {
-        case MessageType::financial: return online_load(request, session, std::move(respond));
+        case MessageType::financial:
+            if (iso8583::processing_code_of(request) == iso8583::ProcessingCode::medical_refund) {
+                return medical_refund(request, session, std::move(respond));
+            }
+            return online_load(request, session, std::move(respond));
         case MessageType::authorization: return clinic_authorization(request, session, std::move(respond));
         case MessageType::advice: return advice(request, session, std::move(respond));
         case MessageType::reversal:
@@ -181,7 +185,7 @@ Result<std::size_t> Engine::scan_expiries() {
             if (!transfer) return Unexpected<Error>{Error{ErrorCode::storage, transfer.error().message}};
             if (!*transfer) continue;
             ++found;
-            const bool load = (*transfer)->code == transfer_codes::online_load;
+            const bool load = (*transfer)->code != transfer_codes::clinic_medical;  // loads, carried loads, refund credits
             (load ? stats_.loads_expired : stats_.holds_expired)++;
             log_line(fmt::format("{} {} of {} fen expired unresolved (participant {})", load ? "load" : "hold", ledger::to_string(id),
                                  (*transfer)->amount, (*transfer)->user_data_64));

@@ -22,6 +22,47 @@ using detail::when_number;
 using iso8583::Message;
 using iso8583::ResponseCode;
 
+namespace detail {
+
+// The card an online request names (field 2 = the ASN's rightmost 16 digits), or the code refusing it.
+coconut::Result<CardRecord, ResponseCode> online_card(const Registry& registry, std::string_view pan, const Asn& asn,
+                                                      bool refuse_hotlisted) {
+    if (pan != std::string_view(bcd_to_digits(asn)).substr(4)) return Unexpected<ResponseCode>{ResponseCode::invalid_card_number};
+    auto card = registry.card(asn);
+    if (!card) {
+        log_line("card lookup: " + card.error().message);
+        return Unexpected<ResponseCode>{ResponseCode::system_malfunction};
+    }
+    if (!*card) return Unexpected<ResponseCode>{ResponseCode::invalid_card_number};
+    // A replaced card is a lost one whose balance moves to its replacement (clearing/README.md "Card lifecycle").
+    const bool lost = (*card)->status == CardStatus::lost || (*card)->status == CardStatus::replaced;
+    if (refuse_hotlisted && lost) return Unexpected<ResponseCode>{ResponseCode::lost_card};
+    // blocked, returned and any other status off the active list: restricted (62).
+    if (refuse_hotlisted && (*card)->status != CardStatus::active) return Unexpected<ResponseCode>{ResponseCode::restricted_card};
+    return **card;
+}
+
+bool duplicate(ledger::ResultCode code) {
+    return code >= ledger::ResultCode::exists_with_different_flags && code <= ledger::ResultCode::exists_with_different_code;
+}
+
+lmdb::Status count_terminal(const Registry& registry, lmdb::Txn& txn, const std::string& terminal_id, std::uint32_t stan,
+                            std::uint32_t batch_number, std::optional<BatchTotal> total, std::uint64_t amount_fen) {
+    auto terminal = registry.terminal_in(txn, terminal_id);
+    if (!terminal) return Unexpected<lmdb::Error>{terminal.error()};
+    if (!*terminal) return Ok{};
+    TerminalRecord updated = **terminal;
+    updated.last_stan = stan;
+    if (total) count_in_batch(updated, batch_number, *total, amount_fen);
+    return registry.put_terminal(txn, updated);
+}
+
+}  // namespace detail
+
+using detail::count_terminal;
+using detail::duplicate;
+using detail::online_card;
+
 namespace {
 
 using iso8583::ProcessingCode;
@@ -46,24 +87,6 @@ ledger::Id request_digest(const Message& request, std::initializer_list<int> fie
     return ledger::derive_id(material);
 }
 
-// The card an online request names (field 2 = the ASN's rightmost 16 digits), or the code refusing it.
-coconut::Result<CardRecord, ResponseCode> online_card(const Registry& registry, std::string_view pan, const Asn& asn,
-                                                      bool refuse_hotlisted) {
-    if (pan != std::string_view(bcd_to_digits(asn)).substr(4)) return Unexpected<ResponseCode>{ResponseCode::invalid_card_number};
-    auto card = registry.card(asn);
-    if (!card) {
-        log_line("card lookup: " + card.error().message);
-        return Unexpected<ResponseCode>{ResponseCode::system_malfunction};
-    }
-    if (!*card) return Unexpected<ResponseCode>{ResponseCode::invalid_card_number};
-    // A replaced card is a lost one whose balance moves to its replacement (clearing/README.md "Card lifecycle").
-    const bool lost = (*card)->status == CardStatus::lost || (*card)->status == CardStatus::replaced;
-    if (refuse_hotlisted && lost) return Unexpected<ResponseCode>{ResponseCode::lost_card};
-    // blocked, returned and any other status off the active list: restricted (62).
-    if (refuse_hotlisted && (*card)->status != CardStatus::active) return Unexpected<ResponseCode>{ResponseCode::restricted_card};
-    return **card;
-}
-
 // What a card's carried holding can still fund: credits posted minus debits posted and pending (0 without one).
 ledger::Result<std::uint64_t> carried_available(const ledger::Ledger& ledger, const Asn& asn) {
     auto holding = ledger.lookup_account(carried_holding_account(asn));
@@ -71,10 +94,6 @@ ledger::Result<std::uint64_t> carried_available(const ledger::Ledger& ledger, co
     if (!*holding) return std::uint64_t{0};
     const std::uint64_t spent = (*holding)->debits_posted + (*holding)->debits_pending;
     return (*holding)->credits_posted > spent ? (*holding)->credits_posted - spent : 0;
-}
-
-bool duplicate(ledger::ResultCode code) {
-    return code >= ledger::ResultCode::exists_with_different_flags && code <= ledger::ResultCode::exists_with_different_code;
 }
 
 // ---- registry work inside a booking's write transaction ----
@@ -104,49 +123,13 @@ lmdb::Status credit_mirror(const Registry& registry, lmdb::Txn& txn, const iso85
     });
 }
 
-lmdb::Status count_terminal(const Registry& registry, lmdb::Txn& txn, const std::string& terminal_id, std::uint32_t stan,
-                            std::uint32_t batch_number, std::optional<BatchTotal> total, std::uint64_t amount_fen) {
-    auto terminal = registry.terminal_in(txn, terminal_id);
-    if (!terminal) return Unexpected<lmdb::Error>{terminal.error()};
-    if (!*terminal) return Ok{};
-    TerminalRecord updated = **terminal;
-    updated.last_stan = stan;
-    if (total) count_in_batch(updated, batch_number, *total, amount_fen);
-    return registry.put_terminal(txn, updated);
-}
-
 }  // namespace
-
-struct Engine::Online {
-    Message request;
-    Respond respond;
-    bool advice = false;  // 0420: acknowledged whatever we find
-    std::string terminal_id;
-    TerminalRecord terminal;
-    std::uint32_t stan = 0;
-    std::uint32_t batch_number = 0;
-    std::uint64_t amount_fen = 0;
-    CardRecord card;
-    ledger::Id transfer_id;   // the pending load or hold
-    ledger::Id reversal_key;  // 0400 / 0420: names the reversal whatever is found (counted once)
-    ledger::Id digest;
-    LoadAttempt attempt;
-    iso8583::LoadRequestData load;
-    iso8583::LoadConfirmationData confirmation;
-    iso8583::ClinicAuthorizationData clinic;
-    std::uint64_t held_fen = 0;
-    bool challenge_claimed = false;  // 0100: clinic.challenge is in challenges_in_flight_ until answered
-    bool carried = false;            // processing code 280000: the load is funded by the card's carried holding
-    bool inquiry = false;            // processing code 313000: the medical account's balance, no hold
-    // Added to the answer.
-    std::optional<std::uint64_t> field4;
-    std::optional<std::string> field54;
-    std::optional<std::string> field62;
-};
 
 void Engine::answer(const std::shared_ptr<Online>& online, ResponseCode code) {
     if (online->challenge_claimed) release_challenge(online->clinic.challenge);
     online->challenge_claimed = false;
+    if (online->refund_claimed) release_refund(online->refunded_purchase);
+    online->refund_claimed = false;
     if (code != ResponseCode::approved && code != ResponseCode::partial_approval) stats_.refused++;
     if (code == ResponseCode::duplicate_transmission) stats_.duplicates++;
     count_answered(stats_);
@@ -242,14 +225,44 @@ void Engine::flag_only(std::shared_ptr<Online> online, RiskFlag flag, ResponseCo
 
 namespace {
 
-// The processing code of a load message: 210000 (from the float) or 280000 (from the carried holding).
+// The processing code of a load-shaped credit: 210000 (from the float), 280000 (from the carried holding) or
+// 200000 (a refund, from the participant's payable); 210000 for anything else (begin_online refuses it: 12).
 ProcessingCode load_code_of(const Message& request) {
-    return iso8583::processing_code_of(request) == ProcessingCode::carried_load ? ProcessingCode::carried_load : ProcessingCode::purse_load;
+    const auto code = iso8583::processing_code_of(request);
+    if (code == ProcessingCode::carried_load || code == ProcessingCode::refund) return *code;
+    return ProcessingCode::purse_load;
 }
 
 bool is_load(const Message& request) {
     const auto code = iso8583::processing_code_of(request);
-    return code == ProcessingCode::purse_load || code == ProcessingCode::carried_load;
+    return code == ProcessingCode::purse_load || code == ProcessingCode::carried_load || code == ProcessingCode::refund;
+}
+
+CreditFunding funding_of(const Message& request) {
+    switch (load_code_of(request)) {
+        case ProcessingCode::carried_load: return CreditFunding::carried;
+        case ProcessingCode::refund: return CreditFunding::refund;
+        default: return CreditFunding::float_account;
+    }
+}
+
+std::uint16_t transfer_code_of(CreditFunding funding) {
+    switch (funding) {
+        case CreditFunding::carried: return transfer_codes::carried_load;
+        case CreditFunding::refund: return transfer_codes::purchase_refund;
+        case CreditFunding::float_account: break;
+    }
+    return transfer_codes::online_load;
+}
+
+// The account a new credit debits: the float, the card's carried holding, or the refunding participant's purse payable.
+ledger::Id credit_source(CreditFunding funding, const Asn& asn, std::uint64_t participant_id) {
+    switch (funding) {
+        case CreditFunding::carried: return carried_holding_account(asn);
+        case CreditFunding::refund: return payable_account(participant_id, ledgers::purse);
+        case CreditFunding::float_account: break;
+    }
+    return purse_float_account;
 }
 
 }  // namespace
@@ -257,7 +270,7 @@ bool is_load(const Message& request) {
 void Engine::online_load(const Message& request, SessionState& session, Respond respond) {
     auto online = begin_online(request, session, std::move(respond), load_code_of(request));
     if (!online) return;
-    online->carried = load_code_of(request) == ProcessingCode::carried_load;
+    online->funding = funding_of(request);
     if (online->amount_fen == 0) return answer(online, ResponseCode::invalid_amount);
     if (online->amount_fen > options_.load_amount_fen_max) return answer(online, ResponseCode::exceeds_amount_limit);
     auto parsed = iso8583::parse_load_request(request.get(62).value_or(""));
@@ -267,6 +280,12 @@ void Engine::online_load(const Message& request, SessionState& session, Respond 
     }
     online->load = *parsed;
     const iso8583::LoadRequestData& load = online->load;
+    // DF13 names the purchase a refund (200000) credits back, and only a refund carries it.
+    if (load.refund_of.has_value() != (online->funding == CreditFunding::refund)) {
+        log_line(fmt::format("0200 {} from {} STAN {}: DF13 (refunded purchase) {}", *request.get(3), online->terminal_id, online->stan,
+                             load.refund_of ? "in a load" : "missing"));
+        return answer(online, ResponseCode::format_error);
+    }
     if (load.terminal_id != online->terminal.psam_terminal_id) return answer(online, ResponseCode::not_permitted_to_terminal);
     auto card = online_card(registry_, *request.get(2), load.asn, true);
     if (!card) return answer(online, card.error());
@@ -302,7 +321,12 @@ void Engine::online_load(const Message& request, SessionState& session, Respond 
     }
     online->attempt = LoadAttempt{attempt, online->digest, online->amount_fen, online->terminal_id};
     online->transfer_id = online_load_transfer(load.asn, load.online_atc, attempt);
-    if (online->carried && !repeat) {
+    if (online->funding == CreditFunding::refund) {
+        // Checked before the HSM and the booking, so a refusal does not spend this online ATC's id. A repeat
+        // finds the purchase refunded by its own attempt.
+        if (auto refused = check_purchase_refund(*online)) return answer(online, *refused);
+    }
+    if (online->funding == CreditFunding::carried && !repeat) {
         auto holding = carried_available(ledger_, load.asn);
         if (!holding) {
             log_line("0200: " + holding.error().message);
@@ -356,11 +380,11 @@ void Engine::approve_load(std::shared_ptr<Online> online, const hsm::LoadAnswer&
     const iso8583::LoadRequestData& load = online->load;
     ledger::Transfer transfer;
     transfer.id = online->transfer_id;
-    transfer.debit_account_id = online->carried ? carried_holding_account(load.asn) : purse_float_account;
+    transfer.debit_account_id = credit_source(online->funding, load.asn, online->terminal.participant_id);
     transfer.credit_account_id = purse_shadow_account(load.asn);
     transfer.amount = online->amount_fen;
     transfer.ledger = ledgers::purse;
-    transfer.code = online->carried ? transfer_codes::carried_load : transfer_codes::online_load;
+    transfer.code = transfer_code_of(online->funding);
     transfer.flags = ledger::transfer_flags::pending;
     transfer.timeout_s = options_.load_timeout_s;
     transfer.user_data_64 = online->terminal.participant_id;
@@ -374,6 +398,9 @@ void Engine::approve_load(std::shared_ptr<Online> online, const hsm::LoadAnswer&
         }
         if (code != ledger::ResultCode::ok) return Ok{};
         if (auto s = registry_.put_load_attempt(txn, load.asn, load.online_atc, online->attempt); !s) return s;
+        if (online->funding == CreditFunding::refund) {
+            if (auto s = registry_.put_purchase_refund(txn, online->refunded_purchase, online->transfer_id); !s) return s;
+        }
         // Not posted yet, but the card may be credited before the 0220 arrives (or without it).
         auto unconfirmed =
             update_card(registry_, txn, load.asn, [&](CardRecord& card) { card.unconfirmed_loads_fen += online->amount_fen; });
@@ -386,8 +413,9 @@ void Engine::approve_load(std::shared_ptr<Online> online, const hsm::LoadAnswer&
         online->field62.reset();  // no MAC2 with a refusal
         if (duplicate(code)) return answer(online, ResponseCode::duplicate_transmission);
         // 280000: another load took the carried holding between the check and the commit.
-        if (online->carried && (code == ledger::ResultCode::exceeds_credits || code == ledger::ResultCode::id_already_failed ||
-                                code == ledger::ResultCode::debit_account_not_found)) {
+        if (online->funding == CreditFunding::carried &&
+            (code == ledger::ResultCode::exceeds_credits || code == ledger::ResultCode::id_already_failed ||
+             code == ledger::ResultCode::debit_account_not_found)) {
             return answer(online, ResponseCode::insufficient_funds);
         }
         log_line(fmt::format("load {}: {}", ledger::to_string(online->transfer_id), ledger::to_string(code)));
@@ -400,7 +428,10 @@ void Engine::approve_load(std::shared_ptr<Online> online, const hsm::LoadAnswer&
 void Engine::advice(const Message& request, SessionState& session, Respond respond) {
     if (is_load(request)) {
         if (auto online = begin_online(request, session, std::move(respond), load_code_of(request))) {
-            online->carried = load_code_of(request) == ProcessingCode::carried_load;
+            online->funding = funding_of(request);
+            if (online->funding == CreditFunding::refund && iso8583::is_cash_refund(request.get(62).value_or(""))) {
+                return cash_refund(online);
+            }
             load_confirmation(online);
         }
         return;
@@ -438,16 +469,15 @@ void Engine::load_confirmation(std::shared_ptr<Online> online) {
     }
     online->attempt = **attempt;
     online->transfer_id = online_load_transfer(c.asn, c.online_atc, online->attempt.attempt);
-    // 210000 confirms a load from the float, 280000 one from the carried holding: the 0200's, not another
-    // (a late booking debits the account field 3 names).
+    // 210000 confirms a load from the float, 280000 one from the carried holding, 200000 a refund: the 0200's,
+    // not another (a late booking debits the account the 0200 debited).
     auto original = ledger_.lookup_transfer(online->transfer_id);
     if (!original) {
         log_line("0220: " + original.error().message);
         return answer(online, ResponseCode::system_malfunction);
     }
-    if (*original && ((*original)->code == transfer_codes::carried_load) != online->carried) {
-        return answer(online, ResponseCode::invalid_transaction);
-    }
+    if (*original && (*original)->code != transfer_code_of(online->funding)) return answer(online, ResponseCode::invalid_transaction);
+    if (*original) online->source_account = (*original)->debit_account_id;
     if (online->amount_fen != online->attempt.amount_fen) return answer(online, ResponseCode::invalid_amount);
     const std::uint64_t new_balance = std::uint64_t{c.old_balance_fen} + online->amount_fen;
     if (new_balance > std::numeric_limits<std::uint32_t>::max()) return answer(online, ResponseCode::format_error);
@@ -501,10 +531,11 @@ void Engine::post_load(std::shared_ptr<Online> online, bool tac_valid) {
         transfer.pending_id = online->transfer_id;
         COCONUT_ASSERT(transfer.id != transfer.pending_id);
     } else {
-        transfer.debit_account_id = online->carried ? carried_holding_account(c.asn) : purse_float_account;
+        COCONUT_ASSERT(!online->source_account.zero(), "a late credit debits what its 0200 debited");
+        transfer.debit_account_id = online->source_account;
         transfer.credit_account_id = purse_shadow_account(c.asn);
         transfer.ledger = ledgers::purse;
-        transfer.code = online->carried ? transfer_codes::carried_load : transfer_codes::online_load;
+        transfer.code = transfer_code_of(online->funding);
     }
     auto hook = [this, online, tac_valid, live](lmdb::Txn& txn, ledger::ResultCode code) -> lmdb::Status {
         if (code != ledger::ResultCode::ok) return Ok{};
@@ -821,6 +852,17 @@ void Engine::reverse_load(std::shared_ptr<Online> online) {
     key.insert(key.end(), reference->asn.begin(), reference->asn.end());
     append_be(key, reference->online_atc, 2);
     online->transfer_id = found ? online_load_transfer(reference->asn, reference->online_atc, (*attempt)->attempt) : ledger::Id{};
+    if (found) {
+        // The 0200's processing code, not another (a refund is not reversed as a load, nor the reverse).
+        auto original = ledger_.lookup_transfer(online->transfer_id);
+        if (!original) {
+            log_line("reversal: " + original.error().message);
+            return answer(online, ResponseCode::system_malfunction);
+        }
+        if (*original && (*original)->code != transfer_code_of(funding_of(online->request))) {
+            return answer(online, ResponseCode::invalid_transaction);
+        }
+    }
     online->reversal_key = found ? resolving_transfer(online->transfer_id, Resolution::void_hold) : ledger::derive_id(key);
     if (found) online->held_fen = (*attempt)->amount_fen;
     void_pending(online, BatchTotal::credit_reversal);

@@ -1,4 +1,4 @@
-// libFuzzer target for the card data of field 62 (card_data.hpp: hex text of BER-TLV DF01–DF10) and the
+// libFuzzer target for the card data of field 62 (card_data.hpp: hex text of BER-TLV DF01–DF13) and the
 // other structured fields of the Coconut profile (profile.hpp: 3, 48, 63, 90, 97). Outside input: a
 // terminal writes field 62 of every card-transaction request, the host writes it in answers.
 //
@@ -57,6 +57,8 @@ const std::vector<Check>& checks() {
             const auto type = request_type_of(t);
             if (type && request_mti(*type, t[3] == '1') != t) fuzz::fail(target, "request_type_of and request_mti disagree");
         },
+        COCONUT_FUZZ_FIELD(parse_medical_refund, encode_medical_refund),
+        COCONUT_FUZZ_FIELD(parse_cash_refund, encode_cash_refund),
     };
     return all;
 }
@@ -119,6 +121,12 @@ void write_seeds(const std::filesystem::path& dir) {
     seed(12, "hotlist-chunk", encode_hotlist_chunk(chunk));
     seed(13, "net-amount", encode_net_amount(-12345));
     seed(14, "mti-repeat", request_mti(MessageType::upload, true));
+    MedicalRefundData medical{asn, {1, 31}, {'C', 'L', 'I', 'N', 'I', 'C', '0', '1'}};
+    seed(15, "medical-refund", encode_medical_refund(medical));
+    seed(16, "cash-refund", encode_cash_refund({asn, {terminal, 42}}));
+    LoadRequestData refund_credit = load;
+    refund_credit.refund_of = PurchaseReference{terminal, 42};
+    seed(1, "refund-credit", encode_load_request(refund_credit));
 }
 
 }  // namespace

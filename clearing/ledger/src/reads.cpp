@@ -377,6 +377,8 @@ Result<std::optional<Transfer>> Ledger::lookup_transfer(const lmdb::Txn& txn, co
     return read_in<std::optional<Transfer>>(*state_, txn, [&](const lmdb::Txn& t) { return find_transfer(t, state_->tables, id); });
 }
 
+std::uint64_t Ledger::clock_ns() const { return state_->options.clock_ns(); }
+
 Result<std::optional<PendingState>> Ledger::pending_state(const Id& id) const {
     return read<std::optional<PendingState>>(*state_, [&](const lmdb::Txn& txn) -> lmdb::Result<std::optional<PendingState>> {
         auto raw = txn.get(state_->tables.pending, encode(id));

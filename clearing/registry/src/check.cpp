@@ -18,9 +18,11 @@ Status check_online(const ledger::Ledger& ledger, const Registry& registry, cons
     for (const auto& a : attempts) {
         const ledger::Id id = online_load_transfer(a.asn, a.online_atc, a.attempt.attempt);
         COCONUT_TRY(transfer, ledger.lookup_transfer(id), detail::as_failure);
-        // 210000 loads from the float, 280000 loads from the card's carried holding (transfer 14).
+        // 210000 loads from the float, 280000 loads from the card's carried holding (transfer 14), 200000 refund
+        // credits from the participant's purse payable (transfer 22).
         const bool load_code =
-            transfer && (transfer->code == transfer_codes::online_load || transfer->code == transfer_codes::carried_load);
+            transfer && (transfer->code == transfer_codes::online_load || transfer->code == transfer_codes::carried_load ||
+                         transfer->code == transfer_codes::purchase_refund);
         if (!transfer || !load_code || (transfer->flags & ledger::transfer_flags::pending) == 0 ||
             transfer->credit_account_id != purse_shadow_account(a.asn) || transfer->amount != a.attempt.amount_fen) {
             report.problems.push_back("load of card " + bcd_to_digits(a.asn) + " online ATC " + std::to_string(a.online_atc) +

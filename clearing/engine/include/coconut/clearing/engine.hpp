@@ -215,6 +215,18 @@ private:
     void acknowledge_reversal(std::shared_ptr<Online> online, BatchTotal total);
     static lmdb::Status count_reversal(const Registry& registry, lmdb::Txn& txn, const Online& online, BatchTotal total);
     void approve_load(std::shared_ptr<Online> online, const hsm::LoadAnswer& answer);
+    // refunds.cpp (ISO8583.md §4.10)
+    void medical_refund(const iso8583::Message& request, SessionState& session, Respond respond);
+    void book_medical_refund(std::shared_ptr<Online> online, const ledger::Transfer& hold, const ledger::Transfer& completion);
+    // 0200 3 = 200000: the purchase DF13 names may be refunded by this credit; the code refusing it otherwise.
+    std::optional<iso8583::ResponseCode> check_purchase_refund(Online& online);
+    void cash_refund(std::shared_ptr<Online> online);
+    bool claim_refund(const ledger::Id& purchase);
+    void release_refund(const ledger::Id& purchase);
+    // Whether the transfer booked at `timestamp_ns` was booked today (Hainan time) by the ledger's clock.
+    bool booked_today(std::uint64_t timestamp_ns) const;
+    // Whether the terminal's participant is of one of `kinds`; nullopt when the registry cannot be read.
+    std::optional<bool> participant_is(const Online& online, std::initializer_list<std::string_view> kinds) const;
     void hold_medical(std::shared_ptr<Online> online);
     void submit(std::shared_ptr<Online> online, ledger::Transfer transfer, std::function<lmdb::Status(lmdb::Txn&, ledger::ResultCode)> hook,
                 std::function<void(ledger::ResultCode)> done);
@@ -231,6 +243,8 @@ private:
     std::uint64_t journal_next_sequence_ = 1;  // scan_expiries
     std::mutex challenges_mutex_;
     std::set<iso8583::HostChallenge> challenges_in_flight_;
+    std::mutex claims_mutex_;
+    std::set<ledger::Id> refunds_in_flight_;  // purchases between their refund's check and its answer
 };
 
 // Responses and field 60 as the ISO 8583 profile defines them (coconut/iso8583/profile.hpp).

@@ -393,6 +393,8 @@ public:
     // account index alone (no transfer record is read).
     Result<std::uint64_t> latest_transfer_timestamp(const lmdb::Txn& txn, const Id& account_id) const;
     Result<std::optional<PendingState>> pending_state(const Id& id) const;
+    // The clock that timestamps commits (Options::clock_ns), ns since the Unix epoch.
+    std::uint64_t clock_ns() const;
     // Transfers that debit or credit `account_id`, oldest first, with timestamp > after_timestamp.
     Result<std::vector<Transfer>> account_transfers(const Id& account_id, std::uint64_t after_timestamp, std::size_t limit) const;
     // The same newest first, with timestamp < before_timestamp (the query API's pages, newest first).
