@@ -126,6 +126,7 @@ def phase_card_credit(stack, clinic):
     expect("purse back", refunded["purse_fen"], purse_before)
     expect("cash to hand back", refunded["cash_fen"], 700)
     expect("credit confirmed", refunded["credit"]["confirmed"], True)
+    expect("the credit's record is a refund", refunded["credit"]["record"]["refund"], True)
     expect("card balance", stack.card_balance(1), purse_before)
     expect("medical account", medical(stack, 1), medical_before)
     stack.shadows_match_cards()
