@@ -111,7 +111,9 @@ TEST_CASE("200030: a completed hold's medical part goes back from the clinic's p
     rig.advance_clock_s(86'400);
     CHECK(rig.code(medical_refund(6500, 5, 1)) == "00");
     CHECK(rig.medical(card_a) == 20000);
-    CHECK(rig.terminal("CLINIC01").batch_credits_count == credits_before + 1);
+    // Counted as answered (what the terminal counts): STAN 3 once, STANs 4 and 5 once each.
+    CHECK(rig.terminal("CLINIC01").batch_credits_count == credits_before + 3);
+    CHECK(rig.terminal("CLINIC01").batch_credits_fen == 3 * 6500);
     // A refund is not reversed (a clinic that refunded by mistake bills again).
     Message reversal = medical_refund(6500, 6, 1);
     reversal.set_mti("0400");

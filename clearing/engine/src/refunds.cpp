@@ -103,11 +103,21 @@ void Engine::book_medical_refund(std::shared_ptr<Online> online, const ledger::T
     refund.user_data_64 = online->terminal.participant_id;
     refund.user_data_32 = hold.user_data_32;  // the hold's STAN
     refund.user_data_128 = hold.id;           // the visit it refunds (plan.hpp)
+    // Counted in the 0500 credits as answered, like reversals (ISO8583.md §4.7): every 0200 answered 00 once, by
+    // its own 41 ‖ 60 ‖ 11 — what the terminal counts, which cannot tell a first booking from a repeat — so a
+    // repeat with its STAN (a 0201) adds nothing and the refund run again under a new STAN is counted again.
+    static constexpr std::string_view domain = "medical-refund-answered";
+    Bytes key(domain.begin(), domain.end());
+    key.insert(key.end(), online->terminal_id.begin(), online->terminal_id.end());
+    append_be(key, online->batch_number, 4);
+    append_be(key, online->stan, 4);
+    online->reversal_key = ledger::derive_id(key);
     auto hook = [this, online](lmdb::Txn& txn, ledger::ResultCode code) -> lmdb::Status {
-        if (code != ledger::ResultCode::ok)
-            return detail::count_terminal(registry_, txn, online->terminal_id, online->stan, online->batch_number, std::nullopt, 0);
-        return detail::count_terminal(registry_, txn, online->terminal_id, online->stan, online->batch_number, BatchTotal::credit,
-                                      online->amount_fen);
+        if (!ledger::succeeded(code)) return Ok{};
+        auto added = registry_.put_reversal(txn, online->reversal_key, online->amount_fen);
+        if (!added) return Unexpected<lmdb::Error>{added.error()};
+        return detail::count_terminal(registry_, txn, online->terminal_id, online->stan, online->batch_number,
+                                      *added ? std::optional<BatchTotal>(BatchTotal::credit) : std::nullopt, online->amount_fen);
     };
     submit(online, refund, hook, [this, online](ledger::ResultCode code) {
         if (ledger::succeeded(code)) {
