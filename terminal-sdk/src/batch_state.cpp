@@ -40,9 +40,8 @@ void BatchState::count(const TransactionRecord& r) {
     }
 }
 
-// A medical refund is booked by its 0200 alone (ISO8583.md §4.10): the host counts it in the credits when
-// it is new; the terminal counts the 00 it received (a repeat after a lost answer is answered, not counted,
-// by the host — and the terminal saw only the one 00).
+// A medical refund is booked by its 0200 alone (ISO8583.md §4.10) and counted in the credits as answered:
+// once per STAN answered 00, on both sides (a repeat after a lost answer goes under the same STAN).
 void BatchState::count_credit(std::uint32_t amount_fen) { totals.credits_count++, totals.credits_fen += amount_fen; }
 
 // A reversal counts when the host answered it 00, with the amount the terminal sent in its field 4 —

@@ -501,13 +501,21 @@ struct ClearingClient::State {
     }
 
     // A request the clearing answers the same however often it arrives (a refund lands on one ledger id):
-    // built afresh with a new STAN and sent again, here or on the next endpoint, while no answer comes.
+    // sent again as a repeat (0201, 0221), here or on the next endpoint, while no answer comes — under the
+    // same STAN, so that the clearing counts it in the batch once, as the terminal counts the one 00 it
+    // receives (ISO8583.md §4.10).
     Result<Message, ClearingError> exchange_repeatable(const std::function<Message(std::uint32_t stan)>& build) {
         std::optional<ClearingError> last;
+        auto stan = take_stan();
+        if (!stan) return Unexpected<ClearingError>{stan.error()};
+        Message request = build(*stan);
         for (int tries = 0; tries < refund_tries_max; ++tries) {
-            auto stan = take_stan();
-            if (!stan) return Unexpected<ClearingError>{stan.error()};
-            auto answer = exchange(build(*stan), Resend::after_loss);
+            if (tries == 1) {
+                std::string repeat = request.mti();
+                repeat[3] = '1';
+                request.set_mti(repeat);
+            }
+            auto answer = exchange(request, Resend::after_loss);
             if (answer || !passes_over(answer.error())) return answer;
             last = answer.error();
         }

@@ -163,3 +163,28 @@ TEST_CASE("a refund whose credit the card cannot take (card_full) leaves everyth
     CHECK(rig.card_balance() == 100'000 - 10);
     rig.require_balanced_books();
 }
+
+TEST_CASE("the medical refund's answer lost: sent again under its STAN and counted once; a later rerun counted on both sides") {
+    ClinicRig rig;
+    const sdk::ClinicOutcome paid = rig.pay_visit();
+    // The first 0200 is the refund credit's, the second the medical refund's: booked, its answer lost.
+    LoseNth lose{"0200", 2, sdk::LinkFault::lose_answer};
+    auto repeats = std::make_shared<int>(0);
+    rig.connect_through(rig.server->port(), [lose, repeats](const Message& request) {
+        if (request.mti() == "0201") ++*repeats;
+        return lose(request);
+    });
+    require_refunded(rig.refund(paid));
+    CHECK(*lose.seen == 2);
+    CHECK(*repeats == 1);  // the medical refund went again as a repeat, under its STAN
+    CHECK(rig.clearing.medical(card_a) == medical_fen);
+    CHECK(rig.client->batch().totals.credits_count == 2);
+    // The same medical part again (a rerun of a refund already made): booked once, answered 00, counted
+    // under its new STAN by both sides.
+    auto again = rig.terminal->clinic_refund({paid.refund_reference, sdk::PurseRefund::card, false, true}, *rig.client);
+    REQUIRE_MESSAGE(again.ok(), (again.ok() ? "" : again.error().message));
+    CHECK(again->medical_code == "00");
+    CHECK(rig.clearing.medical(card_a) == medical_fen);
+    CHECK(rig.client->batch().totals.credits_count == 3);
+    rig.require_balanced_books();
+}

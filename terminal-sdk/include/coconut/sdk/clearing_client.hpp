@@ -266,10 +266,11 @@ public:
                                                      const std::optional<iso8583::PurchaseReference>& refund_of = std::nullopt);
     /// 0200 (3 = 200030) → 0210: the medical part of a completed clinic payment back to the card's medical
     /// account (ISO8583.md §4.10) — `request` gives the card (asn), the amount the completion posted, field 7,
-    /// the card time (12 / 13) and the batch; each try takes its own STAN. The clearing books a hold's refund
-    /// once, so a request without an answer (timeout, closed link) is sent again, up to refund_tries_max
-    /// times. The response code; 00 is counted in the batch's credits (74 / 86). protocol_error for a 00 whose
-    /// field 4 is not the amount.
+    /// the card time (12 / 13) and the batch; the STAN is the client's next. The clearing books a hold's
+    /// refund once, so a request without an answer (timeout, closed link) is sent again as a repeat (0201, the
+    /// same STAN), up to refund_tries_max times in all. The response code; 00 is counted in the batch's credits (74 / 86)
+    /// — once per STAN answered, as the clearing counts it. protocol_error for a 00 whose field 4 is not the
+    /// amount.
     Result<std::string, ClearingError> refund_medical(const TransactionRecord& request, const ClinicHoldReference& hold);
     /// 0220 (3 = 200000, 62 = DF01 ‖ DF13) → 0230: the purse part of a payment refunded in cash at the counter
     /// (ISO8583.md §4.10); hand the cash out on 00 only. Repeated like refund_medical (the clearing records the
