@@ -10,7 +10,10 @@ coconut-clearingd serving plain TCP, the card and the clinic's PSAM in process):
                 and changes nothing; another card in the reader is wrong_card (41)
   cash          a second visit refunded with --purse-cash: the card keeps its balance, the cash includes the
                 purse part; a credit after it is refused 94; a text receipt of a payment ends with its refund
-                reference; 0500 after the refunds balances (reconcile exit 0); `check` passes.
+                reference
+  options       the reference given with options: a bad PSAM terminal id or a purchase without its amount (usage
+                2), the medical part alone (--skip-purse), then again with the purse part in cash (the medical
+                part booked once); 0500 after all the refunds balances (reconcile exit 0); `check` passes.
 
 usage: test_terminal_refund.py HSMD CLEARINGD TERMINAL VCARD
 """
@@ -161,9 +164,28 @@ def phase_cash(stack, clinic):
     assert "refund reference" in text and "medical hold    terminal CLINIC01 batch 000001" in text, text
     it.log("  ok  the receipt names the hold for the refund")
 
-    it.log("end of shift: the refunds counted on both sides, 0500 balanced")
-    reconciled = json.loads(it.run(clinic.argv(0, "reconcile")).stdout)
-    expect("balanced", reconciled["balanced"], True)
+
+def phase_options(stack, clinic):
+    it.log("the reference given with options: the medical part alone (--skip-purse), then the rest in cash")
+    medical_before = medical(stack, 0)
+    paid = clinic.pay(0, medical_before + 400)
+    reference = paid["refund_reference"]
+    options = ["--asn", reference["card"], "--hold-terminal-id", reference["hold"]["terminal_id"], "--hold-batch",
+               str(reference["hold"]["batch"]), "--hold-stan", str(reference["hold"]["stan"]), "--medical-fen",
+               str(reference["medical_fen"]), "--purchase-terminal-id", reference["purchase"]["psam_terminal_id"],
+               "--purchase-serial", str(reference["purchase"]["terminal_serial"]), "--purse-fen", "400"]
+    result = clinic.refund(0, *options[:-1], "--purchase-terminal-id", "4601000000AB", check=False)
+    expect("a PSAM terminal id that is not 12 digits: exit", result.returncode, EXIT["usage"])
+    result = clinic.refund(0, *options[:-2], check=False)
+    expect("a purchase without its amount: exit", result.returncode, EXIT["usage"])
+    medical_only = json.loads(clinic.refund(0, *options, "--skip-purse").stdout)
+    expect("medical part back", medical_only["medical_fen"], medical_before)
+    expect("purse part left", medical_only["purse_fen"], 0)
+    expect("medical account", medical(stack, 0), medical_before)
+    rest = json.loads(clinic.refund(0, *options, "--purse-cash").stdout)
+    expect("the medical part again: answered 00, booked once", (rest["medical_code"], medical(stack, 0)), ("00", medical_before))
+    expect("the purse part in cash", rest["cash_fen"], 400)
+    stack.shadows_match_cards()
 
 
 def main():
@@ -180,6 +202,10 @@ def main():
         phase_bad_inputs(stack, clinic)
         phase_card_credit(stack, clinic)
         phase_cash(stack, clinic)
+        phase_options(stack, clinic)
+        it.log("end of shift: the refunds (a medical part refunded twice included) counted on both sides, 0500 balanced")
+        reconciled = json.loads(it.run(clinic.argv(0, "reconcile")).stdout)
+        expect("balanced", reconciled["balanced"], True)
         stack.check()
         ok = True
     finally:
