@@ -205,8 +205,9 @@ public:
     /// booked today, 94 refunded already, 58 this terminal may not refund; a card lost (41) or blocked (62):
     /// blocked_card. No answer: the credit is reversed as a load's; the cash refund and the medical refund are
     /// repeated, then no_answer (nothing handed out). A failure of the medical part after the purse part was
-    /// refunded is ClinicRefundOutcome::incomplete. Errors before anything was refunded: usage problems of the
-    /// reference (card_error), and those of Terminal::load.
+    /// refunded is ClinicRefundOutcome::incomplete. Errors before anything was refunded: those of Terminal::load
+    /// (the credit) and no_answer when the queue cannot be uploaded first. The reference must be one
+    /// refund_reference_problem finds nothing wrong with (asserted).
     Result<ClinicRefundOutcome, FlowError> clinic_refund(const ClinicRefundRequest& request, ClearingClient& host);
     Result<std::uint32_t, FlowError> balance();
     /// The card in the reader (its FCI: ASN, dates) and its balance — what a counter checks before it
