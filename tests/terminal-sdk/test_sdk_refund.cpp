@@ -322,3 +322,40 @@ TEST_CASE("the queue record keeps the refund flag (bit 16); carried and refund t
     both[10 + 8 + 1 + 2 + 4 + 4 + 4 + 6 + 4 + 4 + 3 + 4 + 4] |= 8;  // the flags byte (QUEUE-FORMAT.md)
     CHECK_FALSE(decode_record(both));
 }
+
+TEST_CASE("a refund uploads what is queued first: the payment's purchase (0320) is booked before its credit is asked for") {
+    const auto handler = refunding();
+    OnlineRig rig(1000, [handler](const Message& r) -> std::optional<Message> {
+        if (r.mti() != "0100") return handler(r);
+        Message m = reply(r, "10");  // 600 of the 1000 from the medical account
+        m.set_number(4, 600, 12);
+        return m;
+    });
+    auto paid = rig.terminal->clinic_payment(1000, "123456", *rig.client);  // the purse part stays queued
+    REQUIRE_MESSAGE(paid.ok(), (paid.ok() ? "" : paid.error().message));
+    REQUIRE(rig.queue->size() == 1);
+    auto refunded = rig.terminal->clinic_refund({paid->refund_reference}, *rig.client);
+    REQUIRE_MESSAGE(refunded.ok(), (refunded.ok() ? "" : refunded.error().message));
+    CHECK(rig.queue->size() == 0);
+    std::vector<std::string> order;
+    for (const Message& m : rig.host->received())
+        if (m.mti() == "0320" || m.mti() == "0200") order.push_back(m.mti() + " " + std::string(m.get(3).value_or("")));
+    CHECK(order == std::vector<std::string>{"0320 000000", "0200 200000", "0200 200030"});
+    CHECK(rig.snap().balance_fen == 1000);
+}
+
+TEST_CASE("a refund whose queue cannot be uploaded first refunds nothing (no_answer)") {
+    OnlineRig rig(1000, [](const Message& r) -> std::optional<Message> {
+        if (r.mti() == "0320") return std::nullopt;
+        return reply(r, r.mti() == "0100" ? "51" : "00");  // the purse pays the whole bill
+    });
+    auto paid = rig.terminal->clinic_payment(300, "123456", *rig.client);
+    REQUIRE(paid.ok());
+    REQUIRE(rig.queue->size() == 1);
+    auto refunded = rig.terminal->clinic_refund({paid->refund_reference}, *rig.client);
+    REQUIRE_FALSE(refunded.ok());
+    CHECK(refunded.error().code == FlowErrorCode::no_answer);
+    CHECK(refunded.error().message.find("nothing was refunded") != std::string::npos);
+    CHECK(rig.host->received("0200").empty());
+    CHECK(rig.snap().balance_fen == 700);
+}
