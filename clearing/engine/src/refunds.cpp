@@ -106,12 +106,8 @@ void Engine::book_medical_refund(std::shared_ptr<Online> online, const ledger::T
     // Counted in the 0500 credits as answered, like reversals (ISO8583.md §4.7): every 0200 answered 00 once, by
     // its own 41 ‖ 60 ‖ 11 — what the terminal counts, which cannot tell a first booking from a repeat — so a
     // repeat with its STAN (a 0201) adds nothing and the refund run again under a new STAN is counted again.
-    static constexpr std::string_view domain = "medical-refund-answered";
-    Bytes key(domain.begin(), domain.end());
-    key.insert(key.end(), online->terminal_id.begin(), online->terminal_id.end());
-    append_be(key, online->batch_number, 4);
-    append_be(key, online->stan, 4);
-    online->reversal_key = ledger::derive_id(key);
+    const std::string key = fmt::format("medical-refund-answered{}{:06}{:06}", online->terminal_id, online->batch_number, online->stan);
+    online->reversal_key = ledger::derive_id(ByteView(reinterpret_cast<const std::uint8_t*>(key.data()), key.size()));
     auto hook = [this, online](lmdb::Txn& txn, ledger::ResultCode code) -> lmdb::Status {
         if (!ledger::succeeded(code)) return Ok{};
         auto added = registry_.put_reversal(txn, online->reversal_key, online->amount_fen);
