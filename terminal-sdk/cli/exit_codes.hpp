@@ -38,7 +38,7 @@ inline constexpr int exit_clearing_unreachable = 28;  // no connection, no answe
 inline constexpr int exit_clearing_refused = 29;      // sign-on refused, or an answer that makes no sense
 inline constexpr int exit_upload_incomplete = 30;     // some transactions were answered with a code that keeps them queued
 // Online flows (load, clinic-pay) and end of shift.
-inline constexpr int exit_declined = 31;        // the clearing refused the load / authorization (response code printed)
+inline constexpr int exit_declined = 31;        // the clearing refused the load / authorization / refund (response code printed)
 inline constexpr int exit_no_answer = 32;       // no answer in time: a reversal advice is queued (upload sends it)
 inline constexpr int exit_wrong_pin = 33;       // VERIFY refused the PIN (tries left in the status word)
 inline constexpr int exit_out_of_balance = 34;  // reconcile: 0510 answered 95, the batch stays open
@@ -50,6 +50,15 @@ inline constexpr int exit_hsm_error = 37;  // no maintenance MAC from the HSM (u
 inline constexpr int exit_carried_short = 38;
 // clinic-pay: no PIN was entered (empty line or end of input at the prompt or on --pin-stdin): nothing held or debited.
 inline constexpr int exit_pin_cancelled = 39;
+// clinic-refund: the card cannot take the purse part (6985, above the purse maximum): refund it with --purse-cash.
+inline constexpr int exit_card_full = 40;
+// clinic-refund: the card in the reader is not the one the payment was made with: nothing was refunded.
+inline constexpr int exit_wrong_card = 41;
+// clinic-refund: the purse part was refunded and the medical part was not (declined or no answer): run
+// clinic-refund again with --skip-purse.
+inline constexpr int exit_refund_incomplete = 42;
+// clinic-refund --receipt FILE: the file is missing, not JSON, or not a clinic payment's refund reference.
+inline constexpr int exit_receipt_error = 43;
 
 inline int exit_code(sdk::FlowErrorCode code) {
     using sdk::FlowErrorCode;
@@ -69,6 +78,8 @@ inline int exit_code(sdk::FlowErrorCode code) {
         case FlowErrorCode::wrong_pin: return exit_wrong_pin;
         case FlowErrorCode::hsm_error: return exit_hsm_error;
         case FlowErrorCode::pin_cancelled: return exit_pin_cancelled;
+        case FlowErrorCode::card_full: return exit_card_full;
+        case FlowErrorCode::wrong_card: return exit_wrong_card;
     }
     return exit_internal;
 }
@@ -112,8 +123,10 @@ inline constexpr const char* exit_code_table =
     "  29  clearing_refused: sign-on or the request refused, or the clearing's answer made no sense\n"
     "  30  upload_incomplete: some records stay queued (a 0320 refused with a code other than 00/59/94,\n"
     "      an advice answered 03/30/91/96)\n"
-    "  31  declined: the clearing refused the load or the clinic authorization (response code printed)\n"
-    "  32  no_answer: the clearing did not answer in time; a reversal advice is queued for `upload`\n"
+    "  31  declined: the clearing refused the load, the clinic authorization or the refund (response code printed;\n"
+    "      a refund: 25 payment not found, 13 amount differs, 12 not booked today, 94 refunded already, 58 terminal)\n"
+    "  32  no_answer: the clearing did not answer in time; a reversal advice is queued for `upload` (a refund in cash\n"
+    "      or to the medical account: nothing to hand out, run it again)\n"
     "  33  wrong_pin: the card refused the PIN\n"
     "  34  out_of_balance: `reconcile` answered 95; the batch stays open\n"
     "  35  batch_error: the batch state cannot be written to the queue, or the old batch file (--batch-file) is damaged\n"
@@ -122,6 +135,13 @@ inline constexpr const char* exit_code_table =
     "      missing or without the permission `maintenance`); the card was not blocked (a return's debit, if taken, is queued)\n"
     "  38  carried_short: `load --carried` (280000) answered 51: the card's carried holding holds less than the amount\n"
     "      (no card was replaced by it, the waiting period is not over, or the balance was collected); the card was not credited\n"
-    "  39  pin_cancelled: `clinic-pay` got no PIN (empty line or end of input): nothing was held or debited\n";
+    "  39  pin_cancelled: `clinic-pay` got no PIN (empty line or end of input): nothing was held or debited\n"
+    "  40  card_full: `clinic-refund` to a card that cannot take the purse part (6985, above the purse maximum);\n"
+    "      nothing was refunded: refund it in cash with --purse-cash\n"
+    "  41  wrong_card: `clinic-refund`: the card in the reader is not the one the payment was made with; nothing was refunded\n"
+    "  42  refund_incomplete: `clinic-refund` refunded the purse part but not the medical part (declined or no answer,\n"
+    "      printed); run it again with --skip-purse\n"
+    "  43  receipt_error: `clinic-refund --receipt FILE`: the file is missing, not JSON, or its refund reference is\n"
+    "      incomplete or wrong (the member is named); nothing was sent\n";
 
 }  // namespace coconut::terminal_cli

@@ -7,6 +7,7 @@
 #include "fares.hpp"
 #include "hsm_mac.hpp"
 #include "output.hpp"
+#include "refund_reference.hpp"
 
 #include <coconut/cos/card.hpp>
 #include <coconut/sdk/clearing_client.hpp>
@@ -154,7 +155,8 @@ Result<std::unique_ptr<sdk::TransactionQueue>, CliError> open_queue(const Option
     return Unexpected{CliError{exit_queue_error, "queue", "queue_error", queue.error().message}};
 }
 
-Result<std::unique_ptr<Session>, CliError> open_session(const Options& options, bool need_psam, const std::string& old_batch_file = {}) {
+Result<std::unique_ptr<Session>, CliError> open_session(const Options& options, bool need_psam, const std::string& old_batch_file = {},
+                                                        bool need_card = true) {
     auto session = std::make_unique<Session>();
     if (!options.fares_path.empty()) {
         auto fares = load_fares(options.fares_path);
@@ -168,7 +170,7 @@ Result<std::unique_ptr<Session>, CliError> open_session(const Options& options, 
     if (!queue) return Unexpected{queue.error()};
     session->queue = std::move(*queue);
 
-    auto card = open_slot("card", options.reader, "--reader", options.card_image, "--card", cos::ImageKind::card, true);
+    auto card = open_slot("card", options.reader, "--reader", options.card_image, "--card", cos::ImageKind::card, need_card);
     if (!card) return Unexpected{card.error()};
     session->card = std::move(*card);
     auto psam = open_slot("PSAM", options.psam_reader, "--psam-reader", options.psam_image, "--psam", cos::ImageKind::psam, need_psam);
@@ -708,7 +710,8 @@ int cmd_clinic_pay(const Options& options, const ClearingCliOptions& clearing, s
                     {"completion_code", outcome->completion_code},
                     {"purse_uploaded", outcome->purse_uploaded},
                     {"purse_upload_error", outcome->purse_upload_error},
-                    {"purse_record", outcome->purse_record ? terminal_cli::to_json(*outcome->purse_record) : json(nullptr)}});
+                    {"purse_record", outcome->purse_record ? terminal_cli::to_json(*outcome->purse_record) : json(nullptr)},
+                    {"refund_reference", terminal_cli::to_json(outcome->refund_reference)}});
     } else {
         // The receipt: the bill and its three parts.
         std::string receipt = fmt::format(
@@ -717,9 +720,149 @@ int cmd_clinic_pay(const Options& options, const ClearingCliOptions& clearing, s
             yuan(outcome->amount_fen), yuan(outcome->medical_fen), outcome->authorization_code, yuan(outcome->purse_fen),
             outcome->purse_record ? (outcome->purse_uploaded ? " (sent to the clearing)" : " (queued for upload)") : "",
             yuan(outcome->cash_fen));
-        print_text(receipt);
+        print_text(receipt + "\n" + to_text(outcome->refund_reference));
     }
     return exit_ok;
+}
+
+// clinic-refund: the reference of the refunded payment — its receipt (clinic-pay --json output) and/or the
+// explicit options, which override the receipt's members one by one.
+struct RefundCliOptions {
+    std::string receipt;
+    std::string asn;
+    std::string hold_terminal_id;
+    std::uint32_t hold_batch = 0;
+    std::uint32_t hold_stan = 0;
+    std::uint32_t medical_fen = 0;
+    std::string purchase_terminal_id;
+    std::uint32_t purchase_serial = 0;
+    std::uint32_t purse_fen = 0;
+    std::uint32_t cash_fen = 0;
+    bool purse_cash = false;
+    bool skip_medical = false;
+    bool skip_purse = false;
+    const CLI::App* command = nullptr;  // which options were given
+    bool given(const char* option) const { return command->count(option) > 0; }
+};
+
+// The explicit options over the receipt's reference (or over nothing).
+Result<Ok, CliError> apply_refund_options(const RefundCliOptions& o, sdk::ClinicRefundReference& r) {
+    if (o.given("--asn")) {
+        auto asn = parse_asn(o.asn);
+        if (!asn) return Unexpected{asn.error()};
+        r.asn = *asn;
+    }
+    if (o.given("--hold-terminal-id") || o.given("--hold-batch") || o.given("--hold-stan")) {
+        sdk::ClinicHoldReference hold = r.hold.value_or(sdk::ClinicHoldReference{});
+        if (o.given("--hold-terminal-id")) hold.terminal_id = o.hold_terminal_id;
+        if (o.given("--hold-batch")) hold.batch_number = o.hold_batch;
+        if (o.given("--hold-stan")) hold.stan = o.hold_stan;
+        r.hold = hold;
+    }
+    if (o.given("--medical-fen")) r.medical_fen = o.medical_fen;
+    if (o.given("--purchase-terminal-id") || o.given("--purchase-serial")) {
+        iso8583::PurchaseReference purchase = r.purchase.value_or(iso8583::PurchaseReference{});
+        if (o.given("--purchase-terminal-id")) {
+            auto bcd = digits_to_bcd(o.purchase_terminal_id);
+            if (o.purchase_terminal_id.size() != 12 || !bcd)
+                return Unexpected{
+                    usage(fmt::format("--purchase-terminal-id '{}': the PSAM terminal id is 12 digits", o.purchase_terminal_id))};
+            std::copy(bcd->begin(), bcd->end(), purchase.terminal_id.begin());
+        }
+        if (o.given("--purchase-serial")) purchase.terminal_serial = o.purchase_serial;
+        r.purchase = purchase;
+    }
+    if (o.given("--purse-fen")) r.purse_fen = o.purse_fen;
+    if (o.given("--cash-fen")) r.cash_fen = o.cash_fen;
+    return Ok{};
+}
+
+Result<sdk::ClinicRefundReference, CliError> refund_reference(const RefundCliOptions& o) {
+    sdk::ClinicRefundReference reference;
+    const auto receipt_error = [&](std::string message) {
+        return Unexpected{CliError{exit_receipt_error, "receipt", "receipt_error", std::move(message)}};
+    };
+    if (!o.receipt.empty()) {
+        auto read = read_receipt(o.receipt);
+        if (!read) return receipt_error(read.error());
+        reference = *read;
+    } else if (!o.given("--asn")) {
+        return Unexpected{
+            usage("name the payment: --receipt FILE (clinic-pay --json output), or --asn with its parts "
+                  "(--hold-terminal-id, --hold-batch, --hold-stan, --medical-fen; --purchase-terminal-id, "
+                  "--purchase-serial, --purse-fen; --cash-fen)")};
+    }
+    if (auto applied = apply_refund_options(o, reference); !applied) return Unexpected{applied.error()};
+    if (auto problem = sdk::refund_reference_problem(reference); !problem.empty()) {
+        if (!o.receipt.empty()) return receipt_error(o.receipt + ": " + problem);
+        return Unexpected{usage("the payment's reference: " + problem)};
+    }
+    return reference;
+}
+
+json to_json(const sdk::ClinicRefundOutcome& r, const sdk::ClinicRefundReference& reference) {
+    json out{{"result", r.incomplete ? "partial" : "refunded"},
+             {"card", bcd_to_digits(reference.asn)},
+             {"medical_fen", r.medical_fen},
+             {"medical_code", r.medical_code},
+             {"purse", r.purse == sdk::PurseRefund::card ? "card" : "cash"},
+             {"purse_fen", r.purse_fen},
+             {"cash_refund_code", r.cash_refund_code},
+             {"cash_fen", r.cash_fen},
+             {"credit", nullptr}};
+    if (r.credit) {
+        out["credit"] = {{"balance_before_fen", r.credit->record.balance_before_fen},
+                         {"balance_after_fen", r.credit->record.balance_after_fen},
+                         {"confirmed", r.credit->confirmed},
+                         {"confirmation_code", r.credit->confirmation_code},
+                         {"record", terminal_cli::to_json(r.credit->record)}};
+    }
+    return out;
+}
+
+// The refund receipt: what went back where, and the cash to hand out.
+std::string refund_receipt(const sdk::ClinicRefundOutcome& r, const sdk::ClinicRefundReference& reference) {
+    std::string text = fmt::format("refund of card {}", bcd_to_digits(reference.asn));
+    if (!r.medical_code.empty()) text += fmt::format("\nmedical account {:>10} CNY back (0210 {})", yuan(r.medical_fen), r.medical_code);
+    if (r.credit) {
+        text += fmt::format("\npurse (card)    {:>10} CNY back: balance {} -> {} CNY, confirmation {}", yuan(r.purse_fen),
+                            yuan(r.credit->record.balance_before_fen), yuan(r.credit->record.balance_after_fen),
+                            r.credit->confirmed ? "acknowledged" : "queued (" + r.credit->confirmation_code + ")");
+    } else if (!r.cash_refund_code.empty()) {
+        text += fmt::format("\npurse (cash)    {:>10} CNY, in the cash below (0230 {})", yuan(r.purse_fen), r.cash_refund_code);
+    }
+    return text + fmt::format("\ncash to hand back {:>8} CNY", yuan(r.cash_fen));
+}
+
+// clinic-refund: the same-day refund of a clinic payment named by its receipt — the purse part to the card in
+// the reader (or --purse-cash), then the medical part, and the cash part handed back.
+int cmd_clinic_refund(const Options& options, const ClearingCliOptions& clearing, const RefundCliOptions& refund) {
+    auto reference = refund_reference(refund);
+    if (!reference) return report(reference.error(), options.json);
+    const bool to_card = reference->purchase && !refund.purse_cash && !refund.skip_purse;
+    auto session = open_session(options, to_card, clearing.batch_file, to_card);
+    if (!session) return report(session.error(), options.json);
+    auto client = open_clearing(clearing, *(*session)->queue);
+    if (!client) return report(client.error(), options.json);
+    sdk::ClinicRefundRequest request{*reference, refund.purse_cash ? sdk::PurseRefund::cash : sdk::PurseRefund::card, refund.skip_medical,
+                                     refund.skip_purse};
+    auto outcome = (*session)->terminal->clinic_refund(request, **client);
+    if (!outcome) return report(from_flow(outcome.error()), options.json);
+    (void)(*client)->sign_off();
+    if (options.json) {
+        json out = to_json(*outcome, *reference);
+        if (outcome->incomplete) {
+            CliError error = from_flow(*outcome->incomplete);
+            out["incomplete"] = {{"code", error.code}, {"message", error.message}, {"response_code", error.response_code}};
+        }
+        print_json(out);
+    } else {
+        print_text(refund_receipt(*outcome, *reference));
+    }
+    if (!outcome->incomplete) return exit_ok;
+    CliError error = from_flow(*outcome->incomplete);
+    std::fprintf(stderr, "coconut-terminal: refund_incomplete (exit %d): %s\n", exit_refund_incomplete, error.message.c_str());
+    return exit_refund_incomplete;
 }
 
 // medical-balance: the medical account's available amount before billing (0100 313000), PIN and proof.
@@ -824,6 +967,7 @@ struct CommandLine {
     std::uint32_t online_amount_fen = 0;
     bool carried = false;
     ClinicCliOptions clinic;
+    RefundCliOptions refund;
     CLI::App* balance = nullptr;
     CLI::App* purchase = nullptr;
     CLI::App* tap_command = nullptr;
@@ -839,6 +983,7 @@ struct CommandLine {
     CLI::App* load = nullptr;
     CLI::App* clinic_pay = nullptr;
     CLI::App* medical_balance = nullptr;
+    CLI::App* clinic_refund = nullptr;
     CLI::App* sync_hotlist = nullptr;
     CLI::App* reconcile = nullptr;
 };
@@ -958,6 +1103,32 @@ void add_amount_option(CLI::App* command, std::uint32_t& amount_fen) {
     });
 }
 
+// clinic-refund: the payment's reference (--receipt and/or the explicit parts) and how the purse part goes back.
+void add_refund_command(CLI::App& app, CommandLine& c) {
+    auto* command = c.clinic_refund =
+        app.add_subcommand("clinic-refund",
+                           "Same-day refund of a clinic payment named by its receipt: the purse part back to the card (0200/0220 200000) or "
+                           "in cash, the medical part back to the medical account (0200 200030), the cash part handed back");
+    c.refund.command = command;
+    RefundCliOptions& r = c.refund;
+    command->add_option("--receipt", r.receipt,
+                        "The payment's receipt: clinic-pay --json output (its refund_reference), or that object alone");
+    command->add_option("--asn", r.asn, "The card paid with, 20 digits (overrides the receipt's)");
+    command->add_option("--hold-terminal-id", r.hold_terminal_id, "The medical hold's 0100: field 41 (8 characters)");
+    command->add_option("--hold-batch", r.hold_batch, "The medical hold's 0100: batch number (field 60)")->check(CLI::Range(1, 999999));
+    command->add_option("--hold-stan", r.hold_stan, "The medical hold's 0100: STAN (field 11)")->check(CLI::Range(1, 999999));
+    command->add_option("--medical-fen", r.medical_fen, "The medical part: the amount the completion posted");
+    command->add_option("--purchase-terminal-id", r.purchase_terminal_id, "The purse part's purchase: PSAM terminal id (DF06, 12 digits)");
+    command->add_option("--purchase-serial", r.purchase_serial, "The purse part's purchase: PSAM terminal serial (DF05)");
+    command->add_option("--purse-fen", r.purse_fen, "The purse part's amount");
+    command->add_option("--cash-fen", r.cash_fen, "The cash part's amount (handed back)");
+    command->add_flag("--purse-cash", r.purse_cash, "Refund the purse part in cash at the counter (0220 200000) instead of to the card");
+    command->add_flag("--skip-purse", r.skip_purse,
+                      "The purse part was refunded already (a partial refund, exit 42): the medical part alone");
+    command->add_flag("--skip-medical", r.skip_medical, "Do not refund the medical part (refunded already)");
+    add_clearing_options(command, c.clearing);
+}
+
 // The commands that talk to the clearing.
 void add_clearing_commands(CLI::App& app, CommandLine& c) {
     c.upload =
@@ -993,6 +1164,7 @@ void add_clearing_commands(CLI::App& app, CommandLine& c) {
                            "Leave the purse part queued for the next upload instead of sending it now");
     c.clinic_pay->add_option("--merchant-id", c.clearing.merchant_id, "Field 42 (card acceptor id) of the 0100");
     add_clearing_options(c.clinic_pay, c.clearing);
+    add_refund_command(app, c);
     c.sync_hotlist = app.add_subcommand("sync-hotlist", "Download the hotlist changes since the local version (0800 70=101)");
     add_clearing_options(c.sync_hotlist, c.clearing);
     c.reconcile = app.add_subcommand("reconcile", "End of shift: 0500 with this batch's totals; 00 closes the batch");
@@ -1021,6 +1193,7 @@ int dispatch(const CLI::App& app, const CommandLine& c) {
     if (*c.load) return cmd_load(options, c.clearing, c.online_amount_fen, c.carried);
     if (*c.clinic_pay) return cmd_clinic_pay(options, c.clearing, c.online_amount_fen, c.clinic);
     if (*c.medical_balance) return cmd_medical_balance(options, c.clearing, c.clinic);
+    if (*c.clinic_refund) return cmd_clinic_refund(options, c.clearing, c.refund);
     if (*c.sync_hotlist) return cmd_sync_hotlist(options, c.clearing);
     if (*c.reconcile) return cmd_reconcile(options, c.clearing);
     if (*c.block_card) return cmd_block_card(options, c.hsm_mac, c.permanent);

@@ -65,6 +65,7 @@ nlohmann::json to_json(const sdk::TransactionRecord& r, std::optional<std::uint6
         out["stan"] = r.stan;
         out["batch_number"] = r.batch_number;
         out["carried"] = r.carried;  // a load funded by the carried holding (280000)
+        out["refund"] = r.refund;    // a purchase refunded to the card (200000)
     }
     return out;
 }
@@ -75,6 +76,7 @@ std::string to_text(const sdk::TransactionRecord& r, std::optional<std::uint64_t
     if (r.unproven) flags += " UNPROVEN";
     if (r.mac2_unverified) flags += " MAC2-UNVERIFIED";
     if (r.carried) flags += " carried (280000)";
+    if (r.refund) flags += " refund (200000)";
     std::string text = sequence ? fmt::format("#{} ", *sequence) : std::string{};
     text +=
         fmt::format("{} card {} ATC {} amount {} fen ({} CNY) balance {} -> {} fen, terminal {} serial {}, {}, TAC {} MAC2 {}",

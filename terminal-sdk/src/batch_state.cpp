@@ -40,6 +40,10 @@ void BatchState::count(const TransactionRecord& r) {
     }
 }
 
+// A medical refund is booked by its 0200 alone (ISO8583.md §4.10) and counted in the credits as answered:
+// once per STAN answered 00, on both sides (a repeat after a lost answer goes under the same STAN).
+void BatchState::count_credit(std::uint32_t amount_fen) { totals.credits_count++, totals.credits_fen += amount_fen; }
+
 // A reversal counts when the host answered it 00, with the amount the terminal sent in its field 4 —
 // the host counts the same (ISO8583.md §4.7), whatever it found (a partial hold, nothing at all).
 void BatchState::count_reversal(LinkKind original, std::uint32_t amount_fen) {

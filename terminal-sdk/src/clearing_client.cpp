@@ -107,8 +107,12 @@ using iso8583::ProcessingCode;
 
 bool is_load(LinkKind link) { return link == LinkKind::load_confirmation || link == LinkKind::load_reversal; }
 
-// The processing code of a load's 0200 and of its advices: 280000 when the carried holding funds it.
-ProcessingCode load_code(const TransactionRecord& r) { return r.carried ? ProcessingCode::carried_load : ProcessingCode::purse_load; }
+// The processing code of a load's 0200 and of its advices: 280000 when the carried holding funds it, 200000
+// for a refund credit (ISO8583.md §4.10).
+ProcessingCode load_code(const TransactionRecord& r) {
+    if (r.refund) return ProcessingCode::refund;
+    return r.carried ? ProcessingCode::carried_load : ProcessingCode::purse_load;
+}
 
 std::string card_number(const TransactionRecord& r) { return iso8583::card_number(r.asn); }
 
@@ -213,7 +217,7 @@ iso8583::RecordDigest record_digest(const TransactionRecord& r) {
 namespace {
 
 std::string encode_load_request_data(const TransactionRecord& intent, const std::array<std::uint8_t, 4>& card_random,
-                                     const crypto::Mac4& mac1) {
+                                     const crypto::Mac4& mac1, const std::optional<iso8583::PurchaseReference>& refund_of) {
     iso8583::LoadRequestData load;
     load.asn = intent.asn;
     load.old_balance_fen = intent.balance_before_fen;
@@ -222,6 +226,7 @@ std::string encode_load_request_data(const TransactionRecord& intent, const std:
     load.when = intent.when;
     load.mac1 = mac1;
     load.card_random = card_random;
+    load.refund_of = refund_of;  // DF13: the purchase a refund credit names, in the 0200 only
     return iso8583::encode_load_request(load);
 }
 
@@ -484,6 +489,39 @@ struct ClearingClient::State {
         if (auto c = options.batch_log->count_reversal(original, amount_fen); !c)
             return fail(ClearingErrorCode::batch_error, c.error().message);
         return Ok{};
+    }
+
+    Status<ClearingError> count_credit(std::uint32_t amount_fen) {
+        if (!options.batch_log) {
+            memory_batch.count_credit(amount_fen);
+            return Ok{};
+        }
+        if (auto c = options.batch_log->count_credit(amount_fen); !c) return fail(ClearingErrorCode::batch_error, c.error().message);
+        return Ok{};
+    }
+
+    // A request the clearing answers the same however often it arrives (a refund lands on one ledger id):
+    // sent again as a repeat (0201, 0221), here or on the next endpoint, while no answer comes — under the
+    // same STAN, so that the clearing counts it in the batch once, as the terminal counts the one 00 it
+    // receives (ISO8583.md §4.10).
+    Result<Message, ClearingError> exchange_repeatable(const std::function<Message(std::uint32_t stan)>& build) {
+        std::optional<ClearingError> last;
+        auto stan = take_stan();
+        if (!stan) return Unexpected<ClearingError>{stan.error()};
+        Message request = build(*stan);
+        for (int tries = 0; tries < refund_tries_max; ++tries) {
+            if (tries == 1) {
+                std::string repeat = request.mti();
+                repeat[3] = '1';
+                request.set_mti(repeat);
+            }
+            auto answer = exchange(request, Resend::after_loss);
+            if (answer || !passes_over(answer.error())) return answer;
+            last = answer.error();
+        }
+        COCONUT_ASSERT(last.has_value());
+        last->message += fmt::format(" (sent {} times)", refund_tries_max);
+        return Unexpected<ClearingError>{*last};
     }
 
     Status<ClearingError> close_batch() {
@@ -907,9 +945,11 @@ Message online_request(iso8583::MessageType type, const TransactionRecord& r, Pr
 }  // namespace
 
 Result<LoadApproval, ClearingError> ClearingClient::request_load(const TransactionRecord& intent,
-                                                                 const std::array<std::uint8_t, 4>& card_random, const crypto::Mac4& mac1) {
+                                                                 const std::array<std::uint8_t, 4>& card_random, const crypto::Mac4& mac1,
+                                                                 const std::optional<iso8583::PurchaseReference>& refund_of) {
+    COCONUT_ASSERT(refund_of.has_value() == intent.refund, "a refund credit's 0200 names its purchase, a load's names none");
     Message m = online_request(iso8583::MessageType::financial, intent, load_code(intent), state_->options.terminal_id);
-    m.set(62, encode_load_request_data(intent, card_random, mac1));
+    m.set(62, encode_load_request_data(intent, card_random, mac1, refund_of));
     auto answer = state_->exchange(m);
     if (!answer) return Unexpected<ClearingError>{answer.error()};
     LoadApproval approval;
@@ -1000,6 +1040,42 @@ Result<std::string, ClearingError> ClearingClient::reverse(const TransactionReco
         if (auto c = state_->count_reversal(reversal.link, reversal.amount_fen); !c) return Unexpected<ClearingError>{c.error()};
     }
     return code;
+}
+
+Result<std::string, ClearingError> ClearingClient::refund_medical(const TransactionRecord& request, const ClinicHoldReference& hold) {
+    COCONUT_ASSERT(hold.terminal_id.size() == 8 && request.amount_fen > 0, "a medical refund names a hold and its amount");
+    iso8583::MedicalRefundData data{request.asn, iso8583::VisitReference{hold.batch_number, hold.stan}, {}};
+    std::copy(hold.terminal_id.begin(), hold.terminal_id.end(), data.hold_terminal_id41.begin());
+    const std::string field62 = iso8583::encode_medical_refund(data);
+    auto answer = state_->exchange_repeatable([&](std::uint32_t stan) {
+        TransactionRecord r = request;
+        r.stan = stan;
+        Message m = online_request(iso8583::MessageType::financial, r, ProcessingCode::medical_refund, state_->options.terminal_id);
+        m.set(62, field62);
+        return m;
+    });
+    if (!answer) return Unexpected<ClearingError>{answer.error()};
+    std::string code(*answer->get(39));
+    if (code != "00") return code;
+    if (auto refunded = answer->get_number(4); refunded && *refunded != request.amount_fen)
+        return fail(ClearingErrorCode::protocol_error, fmt::format("0210 refunded {} fen, asked {}", *refunded, request.amount_fen), code);
+    if (auto c = state_->count_credit(request.amount_fen); !c) return Unexpected<ClearingError>{c.error()};
+    return code;
+}
+
+Result<std::string, ClearingError> ClearingClient::refund_in_cash(const TransactionRecord& request,
+                                                                  const iso8583::PurchaseReference& purchase) {
+    const std::string field62 = iso8583::encode_cash_refund({request.asn, purchase});
+    COCONUT_ASSERT(iso8583::is_cash_refund(field62), "a cash refund's 62 is told from a credit's confirmation");
+    auto answer = state_->exchange_repeatable([&](std::uint32_t stan) {
+        Message m = iso8583::transaction_request(iso8583::MessageType::advice,
+                                                 transaction_fields(request, ProcessingCode::refund, stan, state_->options.terminal_id,
+                                                                    request.batch_number));
+        m.set(62, field62);
+        return m;
+    });
+    if (!answer) return Unexpected<ClearingError>{answer.error()};
+    return std::string(*answer->get(39));
 }
 
 Result<std::string, ClearingError> ClearingClient::send_advice(TransactionQueue& queue, std::uint64_t sequence) {

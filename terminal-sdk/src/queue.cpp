@@ -89,6 +89,7 @@ std::string_view to_string(LinkKind kind) {
 }
 
 Bytes encode_record(const TransactionRecord& r) {
+    COCONUT_ASSERT(!(r.carried && r.refund), "a credit is funded by the carried holding or a refund, not both");
     Bytes out;
     put(out, r.asn);
     put(out, r.issuer_id);
@@ -103,8 +104,8 @@ Bytes encode_record(const TransactionRecord& r) {
     put(out, r.when.time);
     put(out, r.tac);
     put(out, r.mac2);
-    out.push_back(
-        static_cast<std::uint8_t>((r.recovered ? 1 : 0) | (r.unproven ? 2 : 0) | (r.mac2_unverified ? 4 : 0) | (r.carried ? 8 : 0)));
+    out.push_back(static_cast<std::uint8_t>((r.recovered ? 1 : 0) | (r.unproven ? 2 : 0) | (r.mac2_unverified ? 4 : 0) |
+                                            (r.carried ? 8 : 0) | (r.refund ? 16 : 0)));
     out.push_back(static_cast<std::uint8_t>(r.tap_kind));
     append_be(out, r.line, 2);
     append_be(out, r.station, 2);
@@ -146,6 +147,8 @@ std::optional<TransactionRecord> decode_record(ByteView in) {
     r.unproven = (flags & 2) != 0;
     r.mac2_unverified = (flags & 4) != 0;
     r.carried = (flags & 8) != 0;
+    r.refund = (flags & 16) != 0;
+    if (r.carried && r.refund) return std::nullopt;  // one source funds a credit
     const std::uint8_t tap = in[pos++];
     if (tap > static_cast<std::uint8_t>(TapKind::unfinished)) return std::nullopt;
     r.tap_kind = static_cast<TapKind>(tap);
@@ -546,6 +549,12 @@ void TransactionQueue::release_stan_reservation() {
 Status<QueueError> TransactionQueue::count_reversal(LinkKind original, std::uint32_t amount_fen) {
     BatchState after = batch_;
     after.count_reversal(original, amount_fen);
+    return save_batch_state(after);
+}
+
+Status<QueueError> TransactionQueue::count_credit(std::uint32_t amount_fen) {
+    BatchState after = batch_;
+    after.count_credit(amount_fen);
     return save_batch_state(after);
 }
 

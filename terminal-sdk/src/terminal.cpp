@@ -2,6 +2,8 @@
 #include <coconut/sdk/clearing_client.hpp>
 #include <coconut/sdk/terminal.hpp>
 
+#include "flow_support.hpp"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -13,9 +15,13 @@ namespace {
 constexpr std::uint16_t sw_insufficient_balance = 0x9401;
 constexpr std::uint16_t sw_mac_unavailable = 0x9406;
 
-// `status_code` names the device: card_error for the customer's card, psam_error for the PSAM. Only the
-// customer's card leaving is card_removed (the operator's cue to run recover with that card).
-FlowError from_card(const CardError& e, FlowErrorCode status_code = FlowErrorCode::card_error) {
+bool same_when(const crypto::CardDateTime& a, const crypto::CardDateTime& b) { return a.date == b.date && a.time == b.time; }
+
+}  // namespace
+
+namespace detail {
+
+FlowError from_card(const CardError& e, FlowErrorCode status_code) {
     if (e.transport) {
         if (status_code == FlowErrorCode::psam_error) return FlowError{FlowErrorCode::psam_error, "PSAM: " + e.message};
         return FlowError{e.card_removed() ? FlowErrorCode::card_removed : FlowErrorCode::card_error, e.message};
@@ -30,9 +36,10 @@ FlowError from_queue(const QueueError& e) {
                      e.message};
 }
 
-bool same_when(const crypto::CardDateTime& a, const crypto::CardDateTime& b) { return a.date == b.date && a.time == b.time; }
+}  // namespace detail
 
-}  // namespace
+using detail::from_card;
+using detail::from_queue;
 
 std::string_view to_string(FlowErrorCode code) {
     switch (code) {
@@ -51,13 +58,11 @@ std::string_view to_string(FlowErrorCode code) {
         case FlowErrorCode::wrong_pin: return "wrong_pin";
         case FlowErrorCode::hsm_error: return "hsm_error";
         case FlowErrorCode::pin_cancelled: return "pin_cancelled";
+        case FlowErrorCode::card_full: return "card_full";
+        case FlowErrorCode::wrong_card: return "wrong_card";
     }
     return "card_error";
 }
-
-struct Terminal::Session {
-    PurseInfo info;
-};
 
 Terminal::Terminal(Reader& card_reader, Reader& psam_reader, TransactionQueue& queue, Hotlist& hotlist, TransitConfig transit)
     : card_reader_(card_reader), psam_reader_(psam_reader), card_channel_(card_reader), psam_channel_(psam_reader), queue_(queue),
@@ -232,18 +237,6 @@ Result<TransactionRecord, FlowError> Terminal::debit(const PurseInfo& info, Tran
 
 namespace {
 
-Result<Ok, FlowError> check_card(const PurseInfo& info, const Hotlist& hotlist, std::chrono::system_clock::time_point now) {
-    if (auto reason = hotlist.blocked(info.asn))
-        return Unexpected{FlowError{FlowErrorCode::blocked_card,
-                                    fmt::format("card {} is blocked ({})", info.asn_digits(), to_string(*reason)), 0, reason}};
-    const auto today = to_card_date_time(now).date;
-    if (today > info.expiry_date)
-        return Unexpected{FlowError{FlowErrorCode::expired_card, fmt::format("card expired on {}", bcd_to_digits(info.expiry_date))}};
-    if (today < info.start_date)
-        return Unexpected{FlowError{FlowErrorCode::expired_card, fmt::format("card valid from {}", bcd_to_digits(info.start_date))}};
-    return Ok{};
-}
-
 // The bus record a charged tap writes: where and when, what it cost, and the journey state after it.
 cos::bus_record::BusRecord tap_record(const TapRequest& tap, const TapPricing& pricing, const LineFare& line, const TerminalId& terminal_id,
                                       std::chrono::system_clock::time_point now) {
@@ -264,6 +257,20 @@ cos::bus_record::BusRecord tap_record(const TapRequest& tap, const TapPricing& p
 }
 
 }  // namespace
+
+Result<Ok, FlowError> detail::check_card(const PurseInfo& info, const Hotlist& hotlist, std::chrono::system_clock::time_point now) {
+    if (auto reason = hotlist.blocked(info.asn))
+        return Unexpected{FlowError{FlowErrorCode::blocked_card,
+                                    fmt::format("card {} is blocked ({})", info.asn_digits(), to_string(*reason)), 0, reason}};
+    const auto today = to_card_date_time(now).date;
+    if (today > info.expiry_date)
+        return Unexpected{FlowError{FlowErrorCode::expired_card, fmt::format("card expired on {}", bcd_to_digits(info.expiry_date))}};
+    if (today < info.start_date)
+        return Unexpected{FlowError{FlowErrorCode::expired_card, fmt::format("card valid from {}", bcd_to_digits(info.start_date))}};
+    return Ok{};
+}
+
+using detail::check_card;
 
 Result<TransactionRecord, FlowError> Terminal::purchase(std::uint32_t amount_fen) {
     auto session = open_card();
@@ -324,6 +331,7 @@ namespace coconut::sdk {
 namespace {
 
 constexpr std::uint16_t sw_pin_blocked = 0x6983;
+constexpr std::uint16_t sw_conditions_not_satisfied = 0x6985;  // INITIALIZE FOR LOAD: above the purse maximum
 
 // Field 7: MMDDhhmmss, UTC, as BCD.
 std::array<std::uint8_t, 5> transmission_time(std::chrono::system_clock::time_point now) {
@@ -336,8 +344,17 @@ std::array<std::uint8_t, 5> transmission_time(std::chrono::system_clock::time_po
     return out;
 }
 
-// The record of an online request (0200 / 0100) before it goes out: the card, the terminal, the card
-// date/time and the request's STAN, field 7 and batch.
+bool logged(const std::vector<PurseLogRecord>& log, const TransactionRecord& r) {
+    return std::any_of(log.begin(), log.end(), [&](const PurseLogRecord& l) {
+        return l.atc == static_cast<std::uint16_t>(r.atc + 1) && l.amount_fen == r.amount_fen && l.type == r.type &&
+               l.terminal_id == r.terminal_id && same_when(l.when, r.when);
+    });
+}
+
+}  // namespace
+
+namespace detail {
+
 TransactionRecord online_draft(const PurseInfo& info, const TerminalId& terminal_id, std::uint32_t amount_fen, LinkKind link,
                                std::uint32_t stan, std::uint32_t batch_number, std::chrono::system_clock::time_point now) {
     TransactionRecord draft;
@@ -365,14 +382,13 @@ FlowError declined(std::string_view what, const std::string& code) {
     return error;
 }
 
-bool logged(const std::vector<PurseLogRecord>& log, const TransactionRecord& r) {
-    return std::any_of(log.begin(), log.end(), [&](const PurseLogRecord& l) {
-        return l.atc == static_cast<std::uint16_t>(r.atc + 1) && l.amount_fen == r.amount_fen && l.type == r.type &&
-               l.terminal_id == r.terminal_id && same_when(l.when, r.when);
-    });
-}
+}  // namespace detail
 
-}  // namespace
+using detail::card_cannot_take;
+using detail::declined;
+using detail::from_host;
+using detail::online_draft;
+using detail::refund_declined;
 
 Result<TransactionRecord, FlowError> Terminal::queue_reversal(const QueuedTransaction& intent, LinkKind reversal, ClearingClient* host) {
     TransactionRecord record = intent.record;
@@ -415,9 +431,13 @@ Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, Clearing
     if (amount_fen == 0) return Unexpected{FlowError{FlowErrorCode::card_error, "a load of 0 fen"}};
     auto session = open_card();
     if (!session) return Unexpected{session.error()};
-    const auto now = clock_();
-    if (auto ok = check_card(session->info, hotlist_, now); !ok) return Unexpected{ok.error()};
+    if (auto ok = check_card(session->info, hotlist_, clock_()); !ok) return Unexpected{ok.error()};
     if (auto recovered = recover_card(session->info); !recovered) return Unexpected{recovered.error()};
+    return credit_online(session->info, amount_fen, host, funding, std::nullopt);
+}
+
+Result<LoadOutcome, FlowError> Terminal::credit_online(const PurseInfo& info, std::uint32_t amount_fen, ClearingClient& host,
+                                                       LoadFunding funding, const std::optional<iso8583::PurchaseReference>& refund_of) {
     if (queue_.full()) return Unexpected{FlowError{FlowErrorCode::queue_full, "transaction queue full: upload before taking loads"}};
     auto terminal_id = open_psam();
     if (!terminal_id) return Unexpected{terminal_id.error()};
@@ -426,19 +446,23 @@ Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, Clearing
 
     PurseApp purse(card_channel_);
     auto init = purse.initialize_load(amount_fen, *terminal_id);
-    if (!init) return Unexpected{from_card(init.error())};
+    if (!init) {
+        if (refund_of && init.error().sw == sw_conditions_not_satisfied) return Unexpected{card_cannot_take(init.error(), amount_fen)};
+        return Unexpected{from_card(init.error())};
+    }
     TransactionRecord draft =
-        online_draft(session->info, *terminal_id, amount_fen, LinkKind::load_confirmation, *stan, host.batch().batch_number, now);
+        online_draft(info, *terminal_id, amount_fen, LinkKind::load_confirmation, *stan, host.batch().batch_number, clock_());
     draft.type = crypto::type_ep_load;
     draft.atc = init->online_atc;
     draft.balance_before_fen = init->balance_fen;
     draft.balance_after_fen = init->balance_fen + amount_fen;
     draft.carried = funding == LoadFunding::carried;
+    draft.refund = refund_of.has_value();
     auto intent_sequence = queue_.record_intent(draft);
     if (!intent_sequence) return Unexpected{from_queue(intent_sequence.error())};
     const QueuedTransaction intent{*intent_sequence, draft};
 
-    auto approval = host.request_load(draft, init->random, init->mac1);
+    auto approval = host.request_load(draft, init->random, init->mac1, refund_of);
     if (!approval) {
         // The 0200 may have been booked as a pending load: reverse it.
         auto reversal = queue_reversal(intent, LinkKind::load_reversal, &host);
@@ -447,6 +471,7 @@ Result<LoadOutcome, FlowError> Terminal::load(std::uint32_t amount_fen, Clearing
     }
     if (approval->response_code != "00") {
         if (auto a = queue_.abandon_intent(intent.sequence); !a) return Unexpected{from_queue(a.error())};
+        if (draft.refund) return Unexpected{refund_declined("refund to the card (200000)", approval->response_code)};
         if (draft.carried && approval->response_code == "51") {
             FlowError short_holding = declined("carried balance load (280000)", approval->response_code);
             short_holding.message +=
@@ -621,6 +646,28 @@ Result<Ok, FlowError> Terminal::purse_part(const PurseInfo& info, const ClinicOp
     return Ok{};
 }
 
+namespace {
+
+// What the receipt keeps to refund the payment (clinic_refund.hpp): the hold's 0100 as sent (41, 60, 11),
+// the purse purchase as its 0320 names it (DF06, DF05), each with its amount, and the cash part.
+ClinicRefundReference refund_reference_of(const Asn& asn, const QueuedTransaction& hold, const ClinicOutcome& outcome,
+                                          const std::string& terminal_id) {
+    ClinicRefundReference reference;
+    reference.asn = asn;
+    if (hold.sequence != 0) {
+        reference.hold = ClinicHoldReference{terminal_id, hold.record.batch_number, hold.record.stan};
+        reference.medical_fen = outcome.medical_fen;
+    }
+    if (outcome.purse_record) {
+        reference.purchase = iso8583::PurchaseReference{outcome.purse_record->terminal_id, outcome.purse_record->terminal_serial};
+        reference.purse_fen = outcome.purse_record->amount_fen;
+    }
+    reference.cash_fen = outcome.cash_fen;
+    return reference;
+}
+
+}  // namespace
+
 Result<ClinicOutcome, FlowError> Terminal::clinic_payment(std::uint32_t amount_fen, std::string_view pin, ClearingClient& host) {
     ClinicOptions options;
     options.pin = [entered = std::string(pin)] { return std::optional<std::string>(entered); };
@@ -653,6 +700,7 @@ Result<ClinicOutcome, FlowError> Terminal::clinic_payment(std::uint32_t amount_f
         if (!sequence) return Unexpected{from_queue(sequence.error())};
         if (auto answer = host.send_advice(queue_, *sequence)) outcome.completion_code = *answer;
     }
+    outcome.refund_reference = refund_reference_of(session->info.asn, hold, outcome, host.options().terminal_id);
     if (options.send_purse_now && outcome.purse_record) {
         // The clinic is online: the purse part goes now rather than with the next batch (a link failure
         // leaves it queued, the payment stands).

@@ -47,7 +47,8 @@ inline Message reply(const Message& request, std::string_view code) {
         auto t = iso::parse_purse_transaction(request.get(62).value_or(""));
         REQUIRE(t.ok());
         m.set(62, iso::encode_record_digest(iso::purchase_digest(*t, amount)));
-    } else if (request.mti().starts_with("022") && request.get(3) == "210000") {
+    } else if (request.mti().starts_with("022") && request.get(3) != "003000" && !iso::is_cash_refund(request.get(62).value_or(""))) {
+        // A credit's confirmation (210000, 280000, 200000): the load confirmation's digest.
         auto c = iso::parse_load_confirmation(request.get(62).value_or(""));
         REQUIRE(c.ok());
         m.set(62, iso::encode_record_digest(iso::load_confirmation_digest(*c, amount)));

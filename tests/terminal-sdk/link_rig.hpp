@@ -42,8 +42,11 @@ struct LinkRig {
     std::unique_ptr<sdk::Terminal> terminal;
     std::unique_ptr<sdk::ClearingClient> client;
 
-    explicit LinkRig(std::size_t listeners = 1)
-        : clearing({}, std::vector<ServerOptions>(listeners)), server(&clearing.daemon->terminal_server()) {
+    std::string terminal_id;  // field 41: a bus's terminal, or (with the clinic's PSAM) the clinic's
+
+    explicit LinkRig(std::size_t listeners = 1, std::string field41 = "BUS00001", const std::string& psam_terminal_id = psam_terminal)
+        : clearing({}, std::vector<ServerOptions>(listeners)), server(&clearing.daemon->terminal_server()),
+          terminal_id(std::move(field41)) {
         const auto dir = clearing.dir.path;
         const nlohmann::json card_profile = {{"kind", "card"},
                                              {"asn", card_a},
@@ -61,8 +64,9 @@ struct LinkRig {
                                                {"damk", purchase_master_hex},
                                                {"ssse_iak", ssse_auth_master_hex}}}};
         REQUIRE(cos::create_image(dir / "card.img", card_profile).ok());
-        const nlohmann::json psam_profile = {{"kind", "psam"},        {"terminal_id", psam_terminal}, {"purchase_key", purchase_master_hex},
-                                             {"key_level", "master"}, {"issuer_id", issuer_hex},      {"terminal_serial", 1}};
+        const nlohmann::json psam_profile = {
+            {"kind", "psam"},        {"terminal_id", psam_terminal_id}, {"purchase_key", purchase_master_hex},
+            {"key_level", "master"}, {"issuer_id", issuer_hex},         {"terminal_serial", 1}};
         REQUIRE(cos::create_image(dir / "psam.img", psam_profile).ok());
         card = std::move(cos::VirtualCard::open(dir / "card.img").value());
         psam = std::move(cos::VirtualCard::open(dir / "psam.img").value());
@@ -72,7 +76,7 @@ struct LinkRig {
         terminal = std::make_unique<sdk::Terminal>(card_reader, psam_reader, *queue, hotlist);
 
         sdk::ClearingOptions options;
-        options.terminal_id = "BUS00001";
+        options.terminal_id = terminal_id;
         options.batch_log = queue.get();
         auto connected = sdk::ClearingClient::connect({"127.0.0.1", server->port()}, options);
         REQUIRE_MESSAGE(connected.ok(), (connected.ok() ? "" : connected.error().message));
@@ -96,7 +100,7 @@ struct LinkRig {
     // `faults` as its ClearingOptions::link_faults).
     void connect_through(std::uint16_t port, std::function<sdk::LinkFault(const Message&)> faults = {}) {
         sdk::ClearingOptions options;
-        options.terminal_id = "BUS00001";
+        options.terminal_id = terminal_id;
         options.batch_log = queue.get();
         options.response_timeout = std::chrono::milliseconds(300);
         options.link_faults = std::move(faults);

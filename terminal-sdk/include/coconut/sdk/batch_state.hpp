@@ -46,6 +46,8 @@ struct BatchState {
     std::uint32_t reserved_end() const { return advance_stan(next_stan, reserved_left); }
     /// Adds a record the host booked (00; 59 for a load confirmation) to the totals.
     void count(const TransactionRecord& record);
+    /// Adds a credit the host booked online at once: a medical refund answered 00 (0210 3 = 200030).
+    void count_credit(std::uint32_t amount_fen);
     /// Adds a reversal answered 00 online (0400 → 0410), with the amount sent in its field 4.
     void count_reversal(LinkKind original, std::uint32_t amount_fen);
     /// 0510 balanced: the next batch number, zero totals (the STAN counter goes on).

@@ -38,6 +38,7 @@
 #include <coconut/iso8583/iso8583.hpp>
 #include <coconut/iso8583/profile.hpp>
 #include <coconut/core/result.hpp>
+#include <coconut/sdk/clinic_refund.hpp>
 #include <coconut/sdk/hotlist.hpp>
 #include <coconut/sdk/queue.hpp>
 #include <coconut/tls/tls.hpp>
@@ -190,6 +191,10 @@ struct UploadReport {
 /// confirmation; ISO8583.md §4.8).
 iso8583::RecordDigest record_digest(const TransactionRecord& record);
 
+/// How often refund_medical / refund_in_cash send their request when no answer comes: a lost link or a
+/// silent clearing three times in a row is not going to answer a fourth.
+inline constexpr int refund_tries_max = 3;
+
 /// 0210 to a load request.
 struct LoadApproval {
     std::string response_code;  ///< 00: mac2 is set
@@ -254,8 +259,23 @@ public:
 
     /// 0200 → 0210 for a load intent (its stan / transmitted / batch set by the caller). timeout / closed
     /// mean the outcome is unknown: the caller reverses (0420).
+    /// A refund credit (intent.refund, processing code 200000) names the purchase it refunds in `refund_of`
+    /// (DF13, ISO8583.md §4.10); a load names none.
     Result<LoadApproval, ClearingError> request_load(const TransactionRecord& intent, const std::array<std::uint8_t, 4>& card_random,
-                                                     const crypto::Mac4& mac1);
+                                                     const crypto::Mac4& mac1,
+                                                     const std::optional<iso8583::PurchaseReference>& refund_of = std::nullopt);
+    /// 0200 (3 = 200030) → 0210: the medical part of a completed clinic payment back to the card's medical
+    /// account (ISO8583.md §4.10) — `request` gives the card (asn), the amount the completion posted, field 7,
+    /// the card time (12 / 13) and the batch; the STAN is the client's next. The clearing books a hold's
+    /// refund once, so a request without an answer (timeout, closed link) is sent again as a repeat (0201, the
+    /// same STAN), up to refund_tries_max times in all. The response code; 00 is counted in the batch's credits (74 / 86)
+    /// — once per STAN answered, as the clearing counts it. protocol_error for a 00 whose field 4 is not the
+    /// amount.
+    Result<std::string, ClearingError> refund_medical(const TransactionRecord& request, const ClinicHoldReference& hold);
+    /// 0220 (3 = 200000, 62 = DF01 ‖ DF13) → 0230: the purse part of a payment refunded in cash at the counter
+    /// (ISO8583.md §4.10); hand the cash out on 00 only. Repeated like refund_medical (the clearing records the
+    /// cash refund once); never queued, never counted in the batch (no money moves at the clearing).
+    Result<std::string, ClearingError> refund_in_cash(const TransactionRecord& request, const iso8583::PurchaseReference& purchase);
     /// 0800 70 = 201 → 0810: a single-use card-presence challenge for this card at this terminal, valid for
     /// about a minute (ISO8583.md §4.4). refused with the response code unless 00.
     Result<iso8583::HostChallenge, ClearingError> request_challenge(const std::array<std::uint8_t, 10>& asn);

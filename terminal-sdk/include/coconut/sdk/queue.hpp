@@ -15,7 +15,7 @@
 ///                5 acknowledgement with the batch state after it (payload: batch state ‖ count u32 ‖
 ///                  sequences u64…): the records the host booked, counted in the same append
 ///                6 batch state (payload: batch state, 73 bytes): a STAN block reserved, a reversal
-///                  counted, a batch closed. The last kind 5 or 6 record holds the current state.
+///                  (or a medical refund) counted, a batch closed. The last kind 5 or 6 record holds the current state.
 /// Online flows use the same kinds: a load or a clinic hold is an intent (written before its 0200 / 0100
 /// goes out); what the clearing must still be told (load confirmation 0220, clinic completion 0220,
 /// reversal advice 0420) is a transaction record with its `link` kind, uploaded until acknowledged.
@@ -57,8 +57,8 @@ enum class TapKind : std::uint8_t {
 /// What a record is on the clearing link (clearing/ISO8583.md §4) — how upload() sends it.
 enum class LinkKind : std::uint8_t {
     offline_purchase = 0,   ///< 0320 (type 06 / 09)
-    load_confirmation = 1,  ///< 0220, 3 = 210000 (280000 if `carried`), with the card's load TAC (type 02)
-    load_reversal = 2,      ///< 0420, 3 = 210000 (280000 if `carried`): the card was not credited (type 02)
+    load_confirmation = 1,  ///< 0220, 3 = 210000 (280000 if `carried`, 200000 if `refund`), with the card's load TAC (type 02)
+    load_reversal = 2,      ///< 0420, 3 = 210000 (280000 if `carried`, 200000 if `refund`): the card was not credited (type 02)
     clinic_completion = 3,  ///< 0220, 3 = 003000: posts the hold for amount_fen (the medical part)
     clinic_reversal = 4,    ///< 0420, 3 = 003000: voids the hold (amount_fen = the amount held)
     clinic_hold = 5,        ///< an intent only: the 0100 went out, its outcome is not settled yet
@@ -86,6 +86,9 @@ struct TransactionRecord {
     /// A load funded by the card's carried holding (a replaced card's balance): its 0200, 0220 and 0420 carry
     /// processing code 280000 instead of 210000 (clearing/ISO8583.md §4.2a). Flag bit 8 of the record.
     bool carried = false;
+    /// A refund credit: a purchase refunded to the card, funded by the refunding participant's purse payable;
+    /// its 0200, 0220 and 0420 carry processing code 200000 (clearing/ISO8583.md §4.10). Flag bit 16.
+    bool refund = false;
     TapKind tap_kind = TapKind::none;
     std::uint16_t line = 0;
     std::uint16_t station = 0;
@@ -185,6 +188,8 @@ public:
     void release_stan_reservation();
     /// A reversal the host answered 00 online (it never entered the queue), counted durably.
     Status<QueueError> count_reversal(LinkKind original, std::uint32_t amount_fen);
+    /// A credit the host booked online at once (a medical refund answered 00), counted durably.
+    Status<QueueError> count_credit(std::uint32_t amount_fen);
     /// 0510 balanced: the next batch number and zero totals, durably.
     Status<QueueError> close_batch();
 

@@ -14,7 +14,11 @@
 ///                       from a replaced card, funded by the card's carried holding (ISO8583.md §4.2a)
 ///   clinic_payment(…)   SSSE + PIN + INTERNAL AUTHENTICATE over the host's challenge → intent → 0100 hold
 ///                       on the medical account (00 full, 10 partial, 51 none) → purse purchase for the
-///                       remainder (queued for 0320) → 0220 completion of the medical part
+///                       remainder (queued for 0320) → 0220 completion of the medical part; the outcome carries
+///                       the refund reference the receipt keeps
+///   clinic_refund(…)    the same day, the whole payment back (clinic_refund.hpp): the purse part as an online
+///                       credit to the card (the load's flow with 200000 and DF13) or in cash (0220), then the
+///                       medical part (0200 200030), and the cash part handed back
 ///
 /// Online loads are never lost and never credited twice: the intent is durable before the 0200 goes out.
 /// No 0210, a MAC2 the card refuses, or a card gone before CREDIT → a 0420 reversal advice, durable in
@@ -29,6 +33,7 @@
 #pragma once
 
 #include <coconut/sdk/apps.hpp>
+#include <coconut/sdk/clinic_refund.hpp>
 #include <coconut/sdk/fares.hpp>
 #include <coconut/sdk/hotlist.hpp>
 #include <coconut/sdk/maintenance.hpp>
@@ -67,6 +72,8 @@ enum class FlowErrorCode : std::uint8_t {
     wrong_pin,      ///< VERIFY refused (sw 63Cx: tries left; 6983: blocked)
     hsm_error,      ///< the HSM did not give the maintenance MAC (APPLICATION BLOCK): the card was not blocked
     pin_cancelled,  ///< the PIN entry gave no PIN (the holder cancelled at the PIN pad): nothing was held or debited
+    card_full,      ///< a refund credit the card cannot take (6985: above the purse maximum): refund the purse part in cash
+    wrong_card,     ///< the card in the reader is not the one the refunded payment was made with: nothing was sent
 };
 std::string_view to_string(FlowErrorCode code);
 
@@ -115,6 +122,25 @@ struct ClinicOutcome {
     /// (the purchase then stays queued for the next upload); empty when it went or was not sent.
     std::string purse_upload_error;
     bool purse_uploaded = false;
+    /// What the receipt keeps for a same-day refund (Terminal::clinic_refund): the card, the hold's 0100
+    /// (field 41, batch, STAN; none when nothing was held) with the completed amount, the purse part's
+    /// purchase (DF06 ‖ DF05) with its amount, and the cash part.
+    ClinicRefundReference refund_reference;
+};
+
+/// The result of Terminal::clinic_refund, part by part (clinic_refund.hpp).
+struct ClinicRefundOutcome {
+    std::uint32_t medical_fen = 0;  ///< back on the medical account (0210 00)
+    std::string medical_code;       ///< the 0210's response code; empty: no medical part sent
+    PurseRefund purse = PurseRefund::card;
+    std::uint32_t purse_fen = 0;  ///< the purse part refunded: credited to the card, or to hand out in cash
+    /// PurseRefund::card: the credit (type 02, 200000) with the card's TAC; link load_confirmation, refund set.
+    std::optional<LoadOutcome> credit;
+    std::string cash_refund_code;  ///< PurseRefund::cash: the 0230's response code (00)
+    std::uint32_t cash_fen = 0;    ///< to hand back in cash: the payment's cash part and a purse part refunded in cash
+    /// The purse part was refunded, then the medical part failed (its error): the refund is partial. Run it
+    /// again with ClinicRefundRequest::skip_purse for the medical part alone.
+    std::optional<FlowError> incomplete;
 };
 
 /// Asked for the holder's PIN when the medical account is to be used, after the card was read: a PIN pad,
@@ -171,6 +197,18 @@ public:
     Result<std::uint64_t, FlowError> medical_balance(const PinEntry& pin, ClearingClient& host);
     /// The same with a PIN already entered (the purse must cover the rest; nothing is sent at once).
     Result<ClinicOutcome, FlowError> clinic_payment(std::uint32_t amount_fen, std::string_view pin, ClearingClient& host);
+    /// The same-day refund of a completed clinic payment named by its receipt's reference (clinic_refund.hpp):
+    /// the queue is uploaded first (the purchase and the completion must be booked), then the purse part —
+    /// to the card in the reader (it must be the payment's card: wrong_card; one that cannot take the amount:
+    /// card_full, refund it in cash) or in cash — then the medical part. Refusals (declined, response_code set):
+    /// 25 payment not found (or not completed, not this card's, not this clinic's), 13 amount differs, 12 not
+    /// booked today, 94 refunded already, 58 this terminal may not refund; a card lost (41) or blocked (62):
+    /// blocked_card. No answer: the credit is reversed as a load's; the cash refund and the medical refund are
+    /// repeated, then no_answer (nothing handed out). A failure of the medical part after the purse part was
+    /// refunded is ClinicRefundOutcome::incomplete. Errors before anything was refunded: those of Terminal::load
+    /// (the credit) and no_answer when the queue cannot be uploaded first. The reference must be one
+    /// refund_reference_problem finds nothing wrong with (asserted).
+    Result<ClinicRefundOutcome, FlowError> clinic_refund(const ClinicRefundRequest& request, ClearingClient& host);
     Result<std::uint32_t, FlowError> balance();
     /// The card in the reader (its FCI: ASN, dates) and its balance — what a counter checks before it
     /// takes a returned card's balance.
@@ -197,6 +235,12 @@ private:
     /// Replaces an open online intent with its reversal advice (one durable write); sends it when `host` is
     /// given (it stays queued for upload otherwise).
     Result<TransactionRecord, FlowError> queue_reversal(const QueuedTransaction& intent, LinkKind reversal, ClearingClient* host);
+    /// The online load's flow on the card in session `info` (INITIALIZE FOR LOAD → intent → 0200 → 0210 →
+    /// credit_load): 210000 / 280000 by `funding`, or 200000 naming the purchase `refund_of` refunds.
+    Result<LoadOutcome, FlowError> credit_online(const PurseInfo& info, std::uint32_t amount_fen, ClearingClient& host, LoadFunding funding,
+                                                 const std::optional<iso8583::PurchaseReference>& refund_of);
+    /// The purse part of a clinic refund to the card in the reader (the payment's card).
+    Result<LoadOutcome, FlowError> refund_to_card(const ClinicRefundReference& reference, ClearingClient& host);
     /// After the 0210 approved the load `intent`: CREDIT FOR LOAD with its MAC2, then the confirmation
     /// (0220, queued until acknowledged); a card gone or refusing MAC2 reverses the load.
     Result<LoadOutcome, FlowError> credit_load(const QueuedTransaction& intent, const crypto::Mac4& mac2, ClearingClient& host);
