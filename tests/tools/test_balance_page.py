@@ -80,7 +80,7 @@ class Island:
 
     def simulate(self):
         run([self.coconut, "simulate", "--dir", self.dir, "--images", os.path.join(self.work, "media"), "--cards", "10",
-             "--buses", "3", "--clinics", "1", "--shops", "2", "--transactions", "1200", "--seed", "22"])
+             "--buses", "3", "--clinics", "1", "--shops", "2", "--transactions", "1200", "--seed", "22", "--clinic-refunds", "2"])
         self.tokens = os.path.join(self.dir, "tokens")  # every card's token, written by simulate (0600 files)
         assert len(self.cards()) >= 10, self.cards()
         self.clerk = {}
@@ -141,10 +141,36 @@ def all_rows(api, card, token, limit):
         assert pages < 500
 
 
+def check_refunded_visits(refunded):
+    """A visit refunded the same day is its own row, state `refunded`: the medical part back (a posted refund
+    part), the purse part credited to the card (the row comes to 0) or handed back in cash (no part: the row
+    keeps its purse part)."""
+    assert refunded, "no refunded clinic visit in any card's history"
+    for row in refunded:
+        assert row["state"] == "refunded", row
+        refund = row["refund"]
+        for p in row["parts"]:
+            if p.get("refund"):
+                assert p["amount_fen"] > 0 and p["state"] == "posted", row
+        if refund.get("medical_fen"):
+            assert any(p.get("refund") and p["account"] == "medical" for p in row["parts"]), row
+        if refund.get("purse_to") == "card" or "purse_to" not in refund:
+            assert row["amount_fen"] == 0, row
+    to_card = [r for r in refunded if r["refund"].get("purse_to") == "card"]
+    in_cash = [r for r in refunded if r["refund"].get("purse_to") == "cash"]
+    assert to_card and in_cash, [r["refund"] for r in refunded]
+    for row in in_cash:
+        purse = [p for p in row["parts"] if p["account"] == "purse"]
+        assert len(purse) == 1 and row["amount_fen"] == purse[0]["amount_fen"] == -row["refund"]["purse_fen"], row
+    log(f"  ok  {len(refunded)} visits refunded the same day: state refunded, {len(to_card)} purse parts back on the card"
+        f" (the row comes to 0), {len(in_cash)} in cash")
+
+
 def check_history(island):
     log("history")
     api = island.api
     chosen = None
+    refunded = []  # the day refunds half the clinic visits later the same day (simulate --clinic-refunds 2)
     for card in island.cards():
         token = island.token(card)
         rows, pages = all_rows(api, card, token, 3)
@@ -163,11 +189,13 @@ def check_history(island):
         assert sums["purse"] == balance["purse"]["balance_fen"], (card, sums, balance)
         if balance["medical"] is not None:
             assert sums["medical"] == balance["medical"]["balance_fen"], (card, sums, balance)
-        visits = [r for r in rows if r["kind"] == "clinic_visit" and len(r["parts"]) == 2]
+        refunded += [r for r in rows if r["kind"] == "clinic_visit" and "refund" in r]
+        visits = [r for r in rows if r["kind"] == "clinic_visit" and len(r["parts"]) == 2 and "refund" not in r]
         journeys = [r for r in rows if r["kind"] == "bus_journey"]
         if visits and journeys and (chosen is None or pages > chosen[3]):
             chosen = (card, visits[0], journeys[0], pages)
     assert chosen, "a card with a clinic visit paid by both accounts and a bus journey"
+    check_refunded_visits(refunded)
     card, visit, journey, pages = chosen
     assert [p["account"] for p in visit["parts"]] == ["medical", "purse"], visit
     assert visit["amount_fen"] == sum(p["amount_fen"] for p in visit["parts"]) < 0, visit

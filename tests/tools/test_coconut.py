@@ -31,7 +31,7 @@ RUN_TIMEOUT_S = 240
 # messages are chosen by the seed and each request's identity (sdk::LinkFault), never by timing, so a day
 # with faults is as reproducible as one without (only --kill-clearing-every depends on the wall clock).
 SIMULATE_SEED_42_DIGEST = "6E5E9DAB642D8103BAF0195354BDC6C0E42871F998EAA3481D3094E1A0727872"
-DEMO_SMALL_DIGEST = "61435C7CD5055AE6A68C6BD48753FD0C593DCF8CCD3B81E07540C04D324589B6"
+DEMO_SMALL_DIGEST = "C19B5E694BD753929DA798C3E68E9529FE1B4C35BB302FF9CC8A3AAEFE9AA393"
 # The demo's airport counter (demo.cpp, desk.hpp): tourist cards sold at CI size, each with this deposit.
 DEMO_SMALL_TOURISTS = 12
 # 100 residents' cards, the tourist cards and one card in the counter's stock (a lost card's replacement).
@@ -67,6 +67,24 @@ def check_invariants(summary, cards):
     assert day["zero_fare_entries"] > 0
 
 
+def check_clinic_refunds(day, island, out):
+    """The demo refunds one in 4 clinic visits later the same day (demo.cpp): medical parts back to the medical
+    accounts, purse parts credited to the cards online and (every third refund) handed back in cash; each one
+    in the report, in summary.json and in the transaction log; the checks above hold with them."""
+    r = day["clinic_refunds"]
+    assert r["planned"] > 0 and r["refunded"] >= 3, r
+    assert r["refunded"] + r["not_refundable"] + r["refused"] + r["unanswered"] + r["incomplete"] == r["planned"], r
+    assert r["refused"] == 0, r  # every refund names a payment of today at its own clinic: none is refused
+    assert r["medical_fen"] > 0 and r["purse_to_card_fen"] > 0 and r["purse_cash_fen"] > 0, r
+    log = open(os.path.join(island, "transactions.log")).read().splitlines()
+    credits = [line.split() for line in log if " clinic refund " in line]
+    assert credits and all(fields[5] == "02" for fields in credits), credits[:3]  # type 02: a credit to the purse
+    assert sum(int(fields[7]) for fields in credits) == r["purse_to_card_fen"], (credits, r)
+    assert sum(int(line.split()[3]) for line in log if line.startswith("clinic-refund-medical ")) == r["medical_fen"], r
+    assert sum(int(line.split()[3]) for line in log if line.startswith("clinic-refund-cash ")) == r["purse_cash_fen"], r
+    assert f"Clinic refunds the same day: {r['refunded']} visits refunded" in out, out
+
+
 def demo_small():
     work = scratch("coconut-demo-test-")
     try:
@@ -85,6 +103,7 @@ def demo_small():
         island = os.path.join(work, "island")
         check_tourist_cards(summary, island, out)
         check_replacement(summary, island, out)
+        check_clinic_refunds(day, island, out)
         # Cardholder tokens: one file per card, mode 0600, each a card_ token; the demo asked the running daemon's
         # cardholder API with a few of them (own token = the card's balance, another card's 404, none 401).
         tokens_dir = os.path.join(island, "tokens")
@@ -217,7 +236,7 @@ def deterministic():
         for key in ("dropped_frames", "upload_failures", "top_ups_failed", "uploaded", "tears"):
             assert lossy["day"][key] == again["day"][key], (key, lossy["day"][key], again["day"][key])
         # With the airport counter selling tourist cards and taking most of them back: the same day twice.
-        desk = ["--tourists", "8", "--lost-cards", "1"]
+        desk = ["--tourists", "8", "--lost-cards", "1", "--clinic-refunds", "2"]
         visitors, visitors_log = simulate(work, "t", 42, desk + faults)
         visitors_again, visitors_again_log = simulate(work, "u", 42, desk + faults)
         assert visitors_log == visitors_again_log, "the same seed with tourist cards gave different transactions"
@@ -229,6 +248,10 @@ def deterministic():
         assert len(t["dormant"]) == t["kept"] and t["dormant_deposit_fen"] == TOURIST_DEPOSIT_FEN * t["kept"], t
         assert visitors["day"]["replacements"] == visitors_again["day"]["replacements"], visitors["day"]["replacements"]
         assert len(visitors["day"]["replacements"]) == 1 and "card-replaced" in visitors_log, visitors["day"]["replacements"]
+        # Half the clinic visits refunded later the same day, under lost messages: the same refunds twice.
+        assert visitors["day"]["clinic_refunds"] == visitors_again["day"]["clinic_refunds"], visitors["day"]["clinic_refunds"]
+        assert visitors["day"]["clinic_refunds"]["refunded"] > 0 and " clinic refund " in visitors_log, visitors["day"]["clinic_refunds"]
+        assert "clinic_refunds" not in first["day"] or first["day"]["clinic_refunds"]["planned"] == 0, first["day"]
         print(f"deterministic: {first['day']['transactions']} transactions, digest {first['day']['digest'][:16]}… twice; "
               f"with {lossy['day']['dropped_frames']} lost messages and {lossy['day']['tears']} tears, the same day twice")
     finally:
@@ -307,6 +330,9 @@ def bad_inputs():
         # Tourist cards in a simulated day need the clerk API up all day, and an island with a service counter.
         out = run(["simulate", "--dir", os.path.join(work, "k"), "--tourists", "2", "--kill-clearing-every", "1"], expect=2)
         assert "--tourists / --lost-cards is not combined with --kill-clearing-every" in out, out
+        out = run(["simulate", "--dir", os.path.join(work, "k"), "--clinic-refunds", "3", "--kill-clearing-every", "1"], expect=2)
+        assert "--clinic-refunds is not combined with --kill-clearing-every" in out, out
+        run(["simulate", "--dir", os.path.join(work, "k"), "--clinic-refunds", "-1"], expect=2)
         plain = os.path.join(work, "plain")
         small = ["--cards", "4", "--buses", "1", "--clinics", "0", "--shops", "1", "--transactions", "20"]
         run(["simulate", "--dir", plain] + small)

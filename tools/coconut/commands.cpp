@@ -247,6 +247,9 @@ int simulate(const SimulateArgs& args) {
     // The clerk API's port changes when the clearing restarts: the counter's calls need it to stay up.
     if (tourists && args.day.kill_clearing_every_s > 0)
         fail(exit_codes::usage, "--tourists / --lost-cards is not combined with --kill-clearing-every");
+    // A refund names a payment booked today; with the clearing killed under it, its parts may be left half-way.
+    if (args.day.clinic_refund_every > 0 && args.day.kill_clearing_every_s > 0)
+        fail(exit_codes::usage, "--clinic-refunds is not combined with --kill-clearing-every");
     Services services(world, tourists);  // tourist cards are sold and returned through the clerk API
     Progress progress("simulate");
     SetupReport setup = prepare_island(world, services, args.images, args.day, progress);

@@ -45,6 +45,7 @@ DayOptions demo_day(const std::string& size, std::uint64_t seed) {
         day.drop_rate = 0.002;
         day.tourists = 12;
         day.lost_cards = 1;
+        day.clinic_refund_every = 4;
         return day;
     }
     if (size != "day") fail(exit_codes::usage, "--size must be small or day");
@@ -58,6 +59,7 @@ DayOptions demo_day(const std::string& size, std::uint64_t seed) {
     day.drop_rate = 0.0005;
     day.tourists = 60;
     day.lost_cards = 1;
+    day.clinic_refund_every = 8;
     return day;
 }
 
@@ -124,6 +126,9 @@ int demo(const DemoArgs& args) {
         fmt::format("airport counter: {} tourist cards sold, {} returned (whole-balance debit, APPLICATION BLOCK, cash), "
                     "{} still out (dormancy report)",
                     day.tourists.sold, day.tourists.returned, day.tourists.dormant.size()));
+    progress.step(fmt::format("clinics: {} visits refunded the same day (medical {} fen back, purse {} fen to the cards, {} fen in cash)",
+                              day.clinic_refunds.refunded, day.clinic_refunds.medical_fen, day.clinic_refunds.purse_to_card_fen,
+                              day.clinic_refunds.purse_cash_fen));
 
     // The cardholder's view, from the running daemon.
     t0 = Clock::now();

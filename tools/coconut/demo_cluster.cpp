@@ -132,6 +132,8 @@ int demo_cluster(const DemoArgs& args) {
     // the single-node demo shows them).
     day_options.tourists = 0;
     day_options.lost_cards = 0;
+    // Same-day refunds neither: a refund during a failover goes unanswered (the single-node demo shows them).
+    day_options.clinic_refund_every = 0;
     const fs::path images = args.images.empty() ? demo_images_dir(world.dir) : fs::absolute(args.images);
     std::error_code ec;
     fs::remove_all(images, ec);

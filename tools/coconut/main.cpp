@@ -149,6 +149,11 @@ int main(int argc, char** argv) {
                      "residents who report their card lost at the airport counter and get a replacement (serves the clerk API)")
         ->capture_default_str()
         ->check(CLI::Range(0, 100));
+    simulate_cmd
+        ->add_option("--clinic-refunds", sim.day.clinic_refund_every,
+                     "refund one in N clinic visits paid online later the same day at the same clinic (every third purse part in cash)")
+        ->capture_default_str()
+        ->check(CLI::Range(0, 1000));
     simulate_cmd->callback([&] { command = [&] { return simulate(sim); }; });
 
     DemoArgs demo_args;

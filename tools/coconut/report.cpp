@@ -59,6 +59,7 @@ void print_day(std::ostream& out, const DayReport& day) {
         "and were retried; {} of them zero-fare entry taps (booked as 0-fen transfers: the ATC sequence stays whole)\n",
         day.uploaded, day.approved, day.suspense, day.duplicates, day.upload_rounds, day.upload_failures, day.zero_fare_entries);
     print_tourists(out, day.tourists);
+    print_clinic_refunds(out, day.clinic_refunds);
     for (const auto& r : day.replacements)
         out << fmt::format(
             "Lost card {} reported at the counter and replaced by {}: medical {} moved at once; purse {} pending transfer "
@@ -78,6 +79,17 @@ void print_tourists(std::ostream& out, const TouristReport& t) {
                        t.kept, t.dormant.size(), fen(t.dormant_balance_fen), fen(t.dormant_deposit_fen));
     for (const auto& card : t.dormant)
         out << fmt::format("    {}  balance {}  deposit {}\n", card.card_number, fen(card.balance_fen), fen(card.deposit_fen));
+}
+
+void print_clinic_refunds(std::ostream& out, const ClinicRefundReport& r) {
+    if (r.planned == 0) return;
+    const auto fen = [](auto v) { return format_fen(static_cast<std::int64_t>(v)); };
+    out << fmt::format(
+        "Clinic refunds the same day: {} visits refunded ({} chosen; {} not paid online, nothing to name), medical {} back to the "
+        "medical accounts, purse {} credited to the cards online, purse {} handed back in cash\n",
+        r.refunded, r.planned, r.not_refundable, fen(r.medical_fen), fen(r.purse_to_card_fen), fen(r.purse_cash_fen));
+    out << fmt::format("  refused {}, unanswered {}, purse refunded but medical part not {}, card full (purse in cash instead) {}\n",
+                       r.refused, r.unanswered, r.incomplete, r.to_cash);
 }
 
 void print_verification(std::ostream& out, const Verification& v, bool every_participant) {
@@ -136,6 +148,20 @@ nlohmann::json tourists_json(const TouristReport& t) {
             {"dormant_deposit_fen", t.dormant_deposit_fen}};
 }
 
+nlohmann::json clinic_refunds_json(const ClinicRefundReport& r) {
+    return {{"planned", r.planned},
+            {"not_refundable", r.not_refundable},
+            {"refunded", r.refunded},
+            {"incomplete", r.incomplete},
+            {"refused", r.refused},
+            {"unanswered", r.unanswered},
+            {"to_cash", r.to_cash},
+            {"medical_fen", r.medical_fen},
+            {"purse_to_card_fen", r.purse_to_card_fen},
+            {"purse_cash_fen", r.purse_cash_fen},
+            {"cash_fen", r.cash_fen}};
+}
+
 nlohmann::json day_json(const DayReport& day) {
     json kinds = json::object();
     for (const auto& [kind, t] : day.by_kind) kinds[kind] = {{"count", t.count}, {"amount_fen", t.amount_fen}};
@@ -165,6 +191,7 @@ nlohmann::json day_json(const DayReport& day) {
             {"zero_fare_entries", day.zero_fare_entries},
             {"digest", day.digest},
             {"tourists", tourists_json(day.tourists)},
+            {"clinic_refunds", clinic_refunds_json(day.clinic_refunds)},
             {"replacements", replacements},
             {"transaction_log", day.transaction_log.string()}};
 }

@@ -34,10 +34,13 @@ private:
 void print_day(std::ostream& out, const DayReport& day);
 // The airport counter's tourist cards (nothing when none were sold).
 void print_tourists(std::ostream& out, const TouristReport& tourists);
+// The clinics' same-day refunds (nothing when the day planned none).
+void print_clinic_refunds(std::ostream& out, const ClinicRefundReport& refunds);
 void print_verification(std::ostream& out, const Verification& v, bool every_participant);
 // The same as JSON (summary.json of demo and simulate, read by the tests).
 nlohmann::json day_json(const DayReport& day);
 nlohmann::json tourists_json(const TouristReport& tourists);
+nlohmann::json clinic_refunds_json(const ClinicRefundReport& refunds);
 nlohmann::json verification_json(const Verification& v);
 
 }  // namespace coconut::cli

@@ -89,7 +89,9 @@ std::uint64_t fnv1a(std::string_view text) {
 // ---- the day's plan --------------------------------------------------------------------------------
 
 // tourist_sale / tourist_return / card_replaced: at the airport counter (amount_fen: the deposit).
-enum class EventKind : std::uint8_t { bus_tap, shop, clinic, tourist_sale, tourist_return, card_replaced };
+// clinic_refund: the same-day refund of the card's clinic visit numbered `sequence`, at that clinic (made if
+// `chosen`, or if the purse helped pay the visit).
+enum class EventKind : std::uint8_t { bus_tap, shop, clinic, tourist_sale, tourist_return, card_replaced, clinic_refund };
 
 struct Event {
     Seconds at = 0;
@@ -100,6 +102,7 @@ struct Event {
     std::uint16_t station = 0;     // bus
     std::uint32_t sequence = 0;    // order among the card's events (ties)
     std::uint32_t new_card = 0;    // card_replaced: the card from the counter's stock
+    bool chosen = false;           // clinic_refund: one of the one-in-N visits refunded whatever paid them
 };
 
 struct Plan {
@@ -230,6 +233,31 @@ void plan_lost_cards(Plan& plan, const Island& island, const DayOptions& options
     }
 }
 
+// Same-day refunds: every clinic visit gets a refund event at the same clinic 15–105 minutes later (if the day
+// is still open then), `chosen` for one in options.clinic_refund_every visits (by the seed and the visit); the
+// day refunds the chosen ones and those the purse helped pay (run_day). A card reported lost during the day
+// is not refunded (it is on the hotlist).
+void plan_clinic_refunds(Plan& plan, const DayOptions& options, Seconds end) {
+    if (options.clinic_refund_every == 0) return;
+    std::vector<std::uint32_t> replaced;
+    for (const Event& e : plan.events)
+        if (e.kind == EventKind::card_replaced) replaced.push_back(e.card);
+    std::vector<Event> refunds;
+    for (const Event& visit : plan.events) {
+        if (visit.kind != EventKind::clinic || std::find(replaced.begin(), replaced.end(), visit.card) != replaced.end()) continue;
+        Random random(mix(mix(options.seed, 0xC11C2EF), (std::uint64_t{visit.card} << 32) | visit.sequence));
+        const bool chosen = random.below(options.clinic_refund_every) == 0;
+        const Seconds at = visit.at + 900 + static_cast<Seconds>(random.below(5400));
+        if (at >= end) continue;
+        Event refund = visit;
+        refund.kind = EventKind::clinic_refund;
+        refund.at = at;
+        refund.chosen = chosen;
+        refunds.push_back(refund);
+    }
+    plan.events.insert(plan.events.end(), refunds.begin(), refunds.end());
+}
+
 Plan plan_day(const Island& island, const DayOptions& options) {
     Plan plan;
     for (std::uint32_t t = 0; t < island.terminals.size(); ++t) {
@@ -282,6 +310,7 @@ Plan plan_day(const Island& island, const DayOptions& options) {
     }
     plan_tourists(plan, island, options, end);
     plan_lost_cards(plan, island, options);
+    plan_clinic_refunds(plan, options, end);
     std::sort(plan.events.begin(), plan.events.end(),
               [](const Event& a, const Event& b) { return std::tie(a.at, a.card, a.sequence) < std::tie(b.at, b.card, b.sequence); });
     return plan;
@@ -421,6 +450,7 @@ struct TapResult {
     bool declined = false;
     bool repeat = false;
     std::uint32_t medical_fen = 0;  // clinic: paid from the medical account
+    std::optional<sdk::ClinicRefundReference> refund_reference;  // clinic, paid online: what its receipt keeps
 };
 
 sdk::ClearingClient* link_of(SimTerminal& t, const Endpoints& clearing);
@@ -441,6 +471,7 @@ std::optional<TapResult> clinic_visit(SimTerminal& t, const Event& e, const Endp
     if (paid) {
         out.medical_fen = paid->medical_fen;
         out.record = paid->purse_record;
+        out.refund_reference = paid->refund_reference;
         return out;
     }
     if (paid.error().code == sdk::FlowErrorCode::insufficient_balance) {
@@ -536,6 +567,53 @@ std::optional<sdk::TransactionRecord> top_up(SimTerminal& shop, cos::VirtualCard
     const auto code = loaded.error().code;
     if (code == sdk::FlowErrorCode::no_answer || code == sdk::FlowErrorCode::declined) return std::nullopt;
     fail(exit_codes::check_failed, fmt::format("load at {}: {}", shop.entry->terminal_id, loaded.error().message));
+}
+
+// ---- same-day clinic refunds ----------------------------------------------------------------------------
+
+// A visit's refund at its clinic's counter (Terminal::clinic_refund): the card in the clinic terminal's
+// reader again for the purse part's online credit, or that part in cash; a card that cannot take the credit
+// (card_full) gets it in cash. nullopt: nothing refunded (refused or unanswered, counted in `report`).
+std::optional<sdk::ClinicRefundOutcome> refund_visit(SimTerminal& t, cos::VirtualCard* card, const sdk::ClinicRefundReference& reference,
+                                                     bool purse_in_cash, const Endpoints& clearing, ClinicRefundReport& report) {
+    sdk::ClearingClient* link = link_of(t, clearing);
+    if (!link) {
+        ++report.unanswered;
+        return std::nullopt;
+    }
+    sdk::ClinicRefundRequest request{reference, purse_in_cash ? sdk::PurseRefund::cash : sdk::PurseRefund::card};
+    t.card_reader->insert(card);
+    auto refunded = t.terminal->clinic_refund(request, *link);
+    if (!refunded && refunded.error().code == sdk::FlowErrorCode::card_full) {
+        ++report.to_cash;
+        request.purse = sdk::PurseRefund::cash;
+        refunded = t.terminal->clinic_refund(request, *link);
+    }
+    t.card_reader->insert(nullptr);
+    if (refunded) return std::move(refunded).value();
+    drop_link(t);
+    switch (refunded.error().code) {
+        case sdk::FlowErrorCode::declined:
+        case sdk::FlowErrorCode::blocked_card: ++report.refused; return std::nullopt;
+        case sdk::FlowErrorCode::no_answer: ++report.unanswered; return std::nullopt;
+        default: break;
+    }
+    fail(exit_codes::check_failed, fmt::format("clinic refund at {}: {}", t.entry->terminal_id, refunded.error().message));
+}
+
+// What a refund did, into the report and the transaction log (the credit as a card transaction, the medical
+// and cash parts as lines of their own).
+void record_refund(const SimTerminal& t, const std::string& asn, const sdk::ClinicRefundOutcome& refund, TransactionLog& log,
+                   ClinicRefundReport& report) {
+    if (refund.credit) log.write("clinic refund", t, refund.credit->record);
+    if (refund.purse == sdk::PurseRefund::card) report.purse_to_card_fen += refund.purse_fen;
+    else report.purse_cash_fen += refund.purse_fen;
+    if (refund.purse == sdk::PurseRefund::cash && refund.purse_fen > 0) log.write_desk("clinic-refund-cash", t, asn, refund.purse_fen);
+    if (refund.medical_fen > 0) log.write_desk("clinic-refund-medical", t, asn, refund.medical_fen);
+    report.medical_fen += refund.medical_fen;
+    report.cash_fen += refund.cash_fen - (refund.purse == sdk::PurseRefund::cash ? refund.purse_fen : 0);
+    if (refund.incomplete) ++report.incomplete;
+    else ++report.refunded;
 }
 
 // ---- the airport counter ------------------------------------------------------------------------------
@@ -838,6 +916,9 @@ DayReport run_day(const WorldPaths& world, const Island& island, const ClearingU
     ClearingKiller killer(clearing.strike, clearing.strike_every_s);
     const std::size_t mid_day = clearing.strike_mid_day ? plan.events.size() / 2 : plan.events.size();
     UploadTotals totals;
+    // The receipts of the clinic visits paid online, by (card, sequence): what a same-day refund names.
+    std::map<std::pair<std::uint32_t, std::uint32_t>, sdk::ClinicRefundReference> receipts;
+    std::size_t purse_refunds = 0;
 
     report.transaction_log = world.dir / "transactions.log";
     TransactionLog log(report.transaction_log);
@@ -891,6 +972,22 @@ DayReport run_day(const WorldPaths& world, const Island& island, const ClearingU
                 report.by_kind["counter return"].amount_fen += debit->amount_fen;
                 ++report.transactions;
             }
+            continue;
+        }
+        if (e.kind == EventKind::clinic_refund) {
+            // The chosen visits and every visit the purse helped pay (few: the medical account covers most bills);
+            // every third purse part goes back in cash, the others to the card.
+            const auto receipt = receipts.find({e.card, e.sequence});
+            const bool purse_part = receipt != receipts.end() && receipt->second.purchase.has_value();
+            if (!e.chosen && !purse_part) continue;
+            ++report.clinic_refunds.planned;
+            if (receipt == receipts.end()) {
+                ++report.clinic_refunds.not_refundable;
+                continue;
+            }
+            const bool purse_in_cash = purse_part && purse_refunds++ % 3 == 1;
+            if (auto refund = refund_visit(t, card, receipt->second, purse_in_cash, links, report.clinic_refunds))
+                record_refund(t, island.cards[e.card].asn, *refund, log, report.clinic_refunds);
             continue;
         }
         if (card->snapshot().balance_fen < top_up_below_fen) {
@@ -953,6 +1050,7 @@ DayReport run_day(const WorldPaths& world, const Island& island, const ClearingU
         t.card_reader->insert(nullptr);
         if (result.declined) ++report.declined;
         if (result.repeat) ++report.repeat_taps;
+        if (result.refund_reference) receipts.emplace(std::make_pair(e.card, e.sequence), *result.refund_reference);
         if (result.medical_fen > 0) {
             log.write_medical(t, island.cards[e.card].asn, result.medical_fen);
             auto& medical = report.by_kind["clinic medical"];
