@@ -250,7 +250,7 @@ def deterministic():
         assert len(visitors["day"]["replacements"]) == 1 and "card-replaced" in visitors_log, visitors["day"]["replacements"]
         # Half the clinic visits refunded later the same day, under lost messages: the same refunds twice.
         assert visitors["day"]["clinic_refunds"] == visitors_again["day"]["clinic_refunds"], visitors["day"]["clinic_refunds"]
-        assert visitors["day"]["clinic_refunds"]["refunded"] > 0 and " clinic refund " in visitors_log, visitors["day"]["clinic_refunds"]
+        assert visitors["day"]["clinic_refunds"]["refunded"] > 0 and "clinic-refund-medical " in visitors_log, visitors["day"]["clinic_refunds"]
         assert "clinic_refunds" not in first["day"] or first["day"]["clinic_refunds"]["planned"] == 0, first["day"]
         print(f"deterministic: {first['day']['transactions']} transactions, digest {first['day']['digest'][:16]}… twice; "
               f"with {lossy['day']['dropped_frames']} lost messages and {lossy['day']['tears']} tears, the same day twice")

@@ -569,53 +569,6 @@ std::optional<sdk::TransactionRecord> top_up(SimTerminal& shop, cos::VirtualCard
     fail(exit_codes::check_failed, fmt::format("load at {}: {}", shop.entry->terminal_id, loaded.error().message));
 }
 
-// ---- same-day clinic refunds ----------------------------------------------------------------------------
-
-// A visit's refund at its clinic's counter (Terminal::clinic_refund): the card in the clinic terminal's
-// reader again for the purse part's online credit, or that part in cash; a card that cannot take the credit
-// (card_full) gets it in cash. nullopt: nothing refunded (refused or unanswered, counted in `report`).
-std::optional<sdk::ClinicRefundOutcome> refund_visit(SimTerminal& t, cos::VirtualCard* card, const sdk::ClinicRefundReference& reference,
-                                                     bool purse_in_cash, const Endpoints& clearing, ClinicRefundReport& report) {
-    sdk::ClearingClient* link = link_of(t, clearing);
-    if (!link) {
-        ++report.unanswered;
-        return std::nullopt;
-    }
-    sdk::ClinicRefundRequest request{reference, purse_in_cash ? sdk::PurseRefund::cash : sdk::PurseRefund::card};
-    t.card_reader->insert(card);
-    auto refunded = t.terminal->clinic_refund(request, *link);
-    if (!refunded && refunded.error().code == sdk::FlowErrorCode::card_full) {
-        ++report.to_cash;
-        request.purse = sdk::PurseRefund::cash;
-        refunded = t.terminal->clinic_refund(request, *link);
-    }
-    t.card_reader->insert(nullptr);
-    if (refunded) return std::move(refunded).value();
-    drop_link(t);
-    switch (refunded.error().code) {
-        case sdk::FlowErrorCode::declined:
-        case sdk::FlowErrorCode::blocked_card: ++report.refused; return std::nullopt;
-        case sdk::FlowErrorCode::no_answer: ++report.unanswered; return std::nullopt;
-        default: break;
-    }
-    fail(exit_codes::check_failed, fmt::format("clinic refund at {}: {}", t.entry->terminal_id, refunded.error().message));
-}
-
-// What a refund did, into the report and the transaction log (the credit as a card transaction, the medical
-// and cash parts as lines of their own).
-void record_refund(const SimTerminal& t, const std::string& asn, const sdk::ClinicRefundOutcome& refund, TransactionLog& log,
-                   ClinicRefundReport& report) {
-    if (refund.credit) log.write("clinic refund", t, refund.credit->record);
-    if (refund.purse == sdk::PurseRefund::card) report.purse_to_card_fen += refund.purse_fen;
-    else report.purse_cash_fen += refund.purse_fen;
-    if (refund.purse == sdk::PurseRefund::cash && refund.purse_fen > 0) log.write_desk("clinic-refund-cash", t, asn, refund.purse_fen);
-    if (refund.medical_fen > 0) log.write_desk("clinic-refund-medical", t, asn, refund.medical_fen);
-    report.medical_fen += refund.medical_fen;
-    report.cash_fen += refund.cash_fen - (refund.purse == sdk::PurseRefund::cash ? refund.purse_fen : 0);
-    if (refund.incomplete) ++report.incomplete;
-    else ++report.refunded;
-}
-
 // ---- the airport counter ------------------------------------------------------------------------------
 
 // A return taken on the card during the day, booked at the clearing once every queue is uploaded (the
@@ -721,6 +674,15 @@ sdk::ClearingClient* link_of(SimTerminal& t, const Endpoints& clearing) {
     return t.link.get();
 }
 
+void count_upload(UploadTotals& totals, const sdk::UploadReport& report, bool failed) {
+    std::lock_guard lock(totals.mutex);
+    if (failed) ++totals.failures;
+    totals.uploaded += report.acknowledged;
+    totals.approved += report.approved;
+    totals.suspense += report.suspense;
+    totals.duplicates += report.duplicates;
+}
+
 void upload_one(SimTerminal& t, const Endpoints& clearing, UploadTotals& totals) {
     if (t.queue->size() == 0) return;
     sdk::ClearingClient* link = link_of(t, clearing);
@@ -730,16 +692,8 @@ void upload_one(SimTerminal& t, const Endpoints& clearing, UploadTotals& totals)
         return;
     }
     auto uploaded = link->upload(*t.queue);
-    const sdk::UploadReport report = uploaded ? *uploaded : link->last_report();
-    std::lock_guard lock(totals.mutex);
-    if (!uploaded) {
-        ++totals.failures;
-        drop_link(t);  // reconnect next time
-    }
-    totals.uploaded += report.acknowledged;
-    totals.approved += report.approved;
-    totals.suspense += report.suspense;
-    totals.duplicates += report.duplicates;
+    count_upload(totals, uploaded ? *uploaded : link->last_report(), !uploaded);
+    if (!uploaded) drop_link(t);  // reconnect next time
 }
 
 // Uploads the given terminals with `threads` at once (each terminal's queue is touched by one thread).
@@ -815,6 +769,60 @@ private:
 };
 
 }  // namespace
+
+// ---- same-day clinic refunds ----------------------------------------------------------------------------
+
+// A visit's refund at its clinic's counter (Terminal::clinic_refund): the card in the clinic terminal's
+// reader again for the purse part's online credit, or that part in cash; a card that cannot take the credit
+// (card_full) gets it in cash. nullopt: nothing refunded (refused or unanswered, counted in `report`).
+std::optional<sdk::ClinicRefundOutcome> refund_visit(SimTerminal& t, cos::VirtualCard* card, const sdk::ClinicRefundReference& reference,
+                                                     bool purse_in_cash, const Endpoints& clearing, ClinicRefundReport& report,
+                                                     UploadTotals& uploads) {
+    sdk::ClearingClient* link = link_of(t, clearing);
+    if (!link) {
+        ++report.unanswered;
+        return std::nullopt;
+    }
+    sdk::ClinicRefundRequest request{reference, purse_in_cash ? sdk::PurseRefund::cash : sdk::PurseRefund::card};
+    t.card_reader->insert(card);
+    const auto refund = [&] {  // the terminal uploads its queue first: counted with the day's uploads
+        const bool uploads_first = t.queue->size() > 0;
+        auto refunded = t.terminal->clinic_refund(request, *link);
+        if (uploads_first) count_upload(uploads, link->last_report(), false);
+        return refunded;
+    };
+    auto refunded = refund();
+    if (!refunded && refunded.error().code == sdk::FlowErrorCode::card_full) {
+        ++report.to_cash;
+        request.purse = sdk::PurseRefund::cash;
+        refunded = refund();
+    }
+    t.card_reader->insert(nullptr);
+    if (refunded) return std::move(refunded).value();
+    drop_link(t);
+    switch (refunded.error().code) {
+        case sdk::FlowErrorCode::declined:
+        case sdk::FlowErrorCode::blocked_card: ++report.refused; return std::nullopt;
+        case sdk::FlowErrorCode::no_answer: ++report.unanswered; return std::nullopt;
+        default: break;
+    }
+    fail(exit_codes::check_failed, fmt::format("clinic refund at {}: {}", t.entry->terminal_id, refunded.error().message));
+}
+
+// What a refund did, into the report and the transaction log (the credit as a card transaction, the medical
+// and cash parts as lines of their own).
+void record_refund(const SimTerminal& t, const std::string& asn, const sdk::ClinicRefundOutcome& refund, TransactionLog& log,
+                   ClinicRefundReport& report) {
+    if (refund.credit) log.write("clinic refund", t, refund.credit->record);
+    if (refund.purse == sdk::PurseRefund::card) report.purse_to_card_fen += refund.purse_fen;
+    else report.purse_cash_fen += refund.purse_fen;
+    if (refund.purse == sdk::PurseRefund::cash && refund.purse_fen > 0) log.write_desk("clinic-refund-cash", t, asn, refund.purse_fen);
+    if (refund.medical_fen > 0) log.write_desk("clinic-refund-medical", t, asn, refund.medical_fen);
+    report.medical_fen += refund.medical_fen;
+    report.cash_fen += refund.cash_fen - (refund.purse == sdk::PurseRefund::cash ? refund.purse_fen : 0);
+    if (refund.incomplete) ++report.incomplete;
+    else ++report.refunded;
+}
 
 // ---- participants and terminals ----------------------------------------------------------------------
 
@@ -986,7 +994,7 @@ DayReport run_day(const WorldPaths& world, const Island& island, const ClearingU
                 continue;
             }
             const bool purse_in_cash = purse_part && purse_refunds++ % 3 == 1;
-            if (auto refund = refund_visit(t, card, receipt->second, purse_in_cash, links, report.clinic_refunds))
+            if (auto refund = refund_visit(t, card, receipt->second, purse_in_cash, links, report.clinic_refunds, totals))
                 record_refund(t, island.cards[e.card].asn, *refund, log, report.clinic_refunds);
             continue;
         }
