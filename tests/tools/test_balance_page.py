@@ -7,7 +7,9 @@ that island's data on loopback, and:
 history  GET /v1/cards/{n}/history walked page by page (next_cursor): every row once, the rows' purse and
          medical parts add up to the card's balances; a clinic visit is one row with its medical and purse
          parts (DF11 linked the purchase to the hold), a bus journey one row with entry and exit stations,
-         no 0-fen "bus ride" row; bad cursor and limit 400, another card's token 404.
+         no 0-fen "bus ride" row; a visit refunded the same day (simulate --clinic-refunds) is one row in
+         state `refunded` (to the card: it comes to 0; in cash: it keeps its purse part); bad cursor and
+         limit 400, another card's token 404.
 page     the page in Chinese (a zh-CN browser) and in English (an en-US browser, and the switch): the rows
          the API gave, the tap times, the grouped visit and journey, the labelled balances, "show more";
          screenshots at 360 px kept in ARTIFACTS.
@@ -80,7 +82,7 @@ class Island:
 
     def simulate(self):
         run([self.coconut, "simulate", "--dir", self.dir, "--images", os.path.join(self.work, "media"), "--cards", "10",
-             "--buses", "3", "--clinics", "1", "--shops", "2", "--transactions", "1200", "--seed", "22", "--clinic-refunds", "2"])
+             "--buses", "3", "--clinics", "1", "--shops", "2", "--transactions", "1200", "--seed", "22", "--clinic-refunds", "5"])
         self.tokens = os.path.join(self.dir, "tokens")  # every card's token, written by simulate (0600 files)
         assert len(self.cards()) >= 10, self.cards()
         self.clerk = {}
@@ -170,7 +172,7 @@ def check_history(island):
     log("history")
     api = island.api
     chosen = None
-    refunded = []  # the day refunds half the clinic visits later the same day (simulate --clinic-refunds 2)
+    refunded = []  # visits refunded later the same day (simulate --clinic-refunds 5)
     for card in island.cards():
         token = island.token(card)
         rows, pages = all_rows(api, card, token, 3)

@@ -69,7 +69,7 @@ def check_invariants(summary, cards):
 
 def check_clinic_refunds(day, island, out):
     """The demo refunds one in 4 clinic visits later the same day (demo.cpp): medical parts back to the medical
-    accounts, purse parts credited to the cards online and (every third refund) handed back in cash; each one
+    accounts, purse parts credited to the cards online and (every other purse part) handed back in cash; each one
     in the report, in summary.json and in the transaction log; the checks above hold with them."""
     r = day["clinic_refunds"]
     assert r["planned"] > 0 and r["refunded"] >= 3, r

@@ -90,7 +90,7 @@ std::uint64_t fnv1a(std::string_view text) {
 
 // tourist_sale / tourist_return / card_replaced: at the airport counter (amount_fen: the deposit).
 // clinic_refund: the same-day refund of the card's clinic visit numbered `sequence`, at that clinic (made if
-// `chosen`, or if the purse helped pay the visit).
+// `chosen`, or for every other visit the purse helped pay).
 enum class EventKind : std::uint8_t { bus_tap, shop, clinic, tourist_sale, tourist_return, card_replaced, clinic_refund };
 
 struct Event {
@@ -235,7 +235,7 @@ void plan_lost_cards(Plan& plan, const Island& island, const DayOptions& options
 
 // Same-day refunds: every clinic visit gets a refund event at the same clinic 15–105 minutes later (if the day
 // is still open then), `chosen` for one in options.clinic_refund_every visits (by the seed and the visit); the
-// day refunds the chosen ones and those the purse helped pay (run_day). A card reported lost during the day
+// day refunds the chosen ones and every other one the purse helped pay (run_day). A card reported lost during the day
 // is not refunded (it is on the hotlist).
 void plan_clinic_refunds(Plan& plan, const DayOptions& options, Seconds end) {
     if (options.clinic_refund_every == 0) return;
@@ -449,7 +449,7 @@ struct TapResult {
     std::optional<sdk::TransactionRecord> record;
     bool declined = false;
     bool repeat = false;
-    std::uint32_t medical_fen = 0;  // clinic: paid from the medical account
+    std::uint32_t medical_fen = 0;                               // clinic: paid from the medical account
     std::optional<sdk::ClinicRefundReference> refund_reference;  // clinic, paid online: what its receipt keeps
 };
 
@@ -926,7 +926,7 @@ DayReport run_day(const WorldPaths& world, const Island& island, const ClearingU
     UploadTotals totals;
     // The receipts of the clinic visits paid online, by (card, sequence): what a same-day refund names.
     std::map<std::pair<std::uint32_t, std::uint32_t>, sdk::ClinicRefundReference> receipts;
-    std::size_t purse_refunds = 0;
+    std::size_t purse_visits = 0, purse_refunds = 0;  // visits with a purse part seen at their refund event, refunded
 
     report.transaction_log = world.dir / "transactions.log";
     TransactionLog log(report.transaction_log);
@@ -983,17 +983,18 @@ DayReport run_day(const WorldPaths& world, const Island& island, const ClearingU
             continue;
         }
         if (e.kind == EventKind::clinic_refund) {
-            // The chosen visits and every visit the purse helped pay (few: the medical account covers most bills);
-            // every third purse part goes back in cash, the others to the card.
+            // The chosen visits and every other visit the purse helped pay (few: the medical account covers most
+            // bills); the purse parts go back alternately to the card and in cash.
             const auto receipt = receipts.find({e.card, e.sequence});
             const bool purse_part = receipt != receipts.end() && receipt->second.purchase.has_value();
-            if (!e.chosen && !purse_part) continue;
+            const bool purse_turn = purse_part && purse_visits++ % 2 == 0;
+            if (!e.chosen && !purse_turn) continue;
             ++report.clinic_refunds.planned;
             if (receipt == receipts.end()) {
                 ++report.clinic_refunds.not_refundable;
                 continue;
             }
-            const bool purse_in_cash = purse_part && purse_refunds++ % 3 == 1;
+            const bool purse_in_cash = purse_part && purse_refunds++ % 2 == 1;
             if (auto refund = refund_visit(t, card, receipt->second, purse_in_cash, links, report.clinic_refunds, totals))
                 record_refund(t, island.cards[e.card].asn, *refund, log, report.clinic_refunds);
             continue;

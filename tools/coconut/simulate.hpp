@@ -52,9 +52,9 @@ struct DayOptions {
     // Residents who report their card lost at the counter around midday and leave with a card from its
     // stock (the balance carried after the waiting period; the medical account at once). Needs the desk too.
     std::size_t lost_cards = 0;
-    // One in this many of the day's clinic visits (by the seed), and every visit the purse helped pay, is
-    // refunded later the same day at the same clinic's counter (Terminal::clinic_refund with the payment's
-    // refund reference); every third purse part is handed back in cash, the others credited to the card.
+    // One in this many of the day's clinic visits (by the seed), and every other visit the purse helped pay,
+    // is refunded later the same day at the same clinic's counter (Terminal::clinic_refund with the payment's
+    // refund reference); the purse parts go back alternately to the card (online credit) and in cash.
     // 0: no refunds.
     std::size_t clinic_refund_every = 0;
 };
@@ -96,14 +96,14 @@ struct Replacement {
 
 // The clinics' same-day refunds (clearing/ISO8583.md §4.10), as the terminals saw them.
 struct ClinicRefundReport {
-    std::size_t planned = 0;         // visits to refund: one in N, and those the purse helped pay
-    std::size_t not_refundable = 0;  // of those, paid without the clearing (no refund reference) or declined
-    std::size_t refunded = 0;        // refunded whole
-    std::size_t incomplete = 0;      // the purse part refunded, the medical part not (ClinicRefundOutcome::incomplete)
-    std::size_t refused = 0;         // the clearing declined (response code) or the card was blocked
-    std::size_t unanswered = 0;      // no answer / no link: nothing refunded (a credit reversed as a load's)
-    std::size_t to_cash = 0;         // purse parts the card could not take (card_full): handed out in cash instead
-    std::uint64_t medical_fen = 0;   // back on the medical accounts
+    std::size_t planned = 0;              // visits to refund: one in N, and every other one the purse helped pay
+    std::size_t not_refundable = 0;       // of those, paid without the clearing (no refund reference) or declined
+    std::size_t refunded = 0;             // refunded whole
+    std::size_t incomplete = 0;           // the purse part refunded, the medical part not (ClinicRefundOutcome::incomplete)
+    std::size_t refused = 0;              // the clearing declined (response code) or the card was blocked
+    std::size_t unanswered = 0;           // no answer / no link: nothing refunded (a credit reversed as a load's)
+    std::size_t to_cash = 0;              // purse parts the card could not take (card_full): handed out in cash instead
+    std::uint64_t medical_fen = 0;        // back on the medical accounts
     std::uint64_t purse_to_card_fen = 0;  // credited to the cards online (200000 with DF13)
     std::uint64_t purse_cash_fen = 0;     // purse parts handed back in cash at the counter (0220 200000)
     std::uint64_t cash_fen = 0;           // the payments' cash parts handed back
