@@ -171,6 +171,26 @@ inline Message clinic_reversal(std::uint64_t amount_fen, std::uint32_t stan, std
     return m;
 }
 
+// The 0200 refunding the completed hold of CLINIC01's 0100 (batch 1, STAN `hold_stan`) to the medical account
+// (ISO8583.md §4.10).
+inline Message medical_refund(std::uint64_t amount_fen, std::uint32_t stan, std::uint32_t hold_stan, const std::string& asn = card_a,
+                              const std::string& terminal_id = "CLINIC01") {
+    Message m = online_message("0200", "200030", amount_fen, stan, asn, terminal_id);
+    iso8583::MedicalRefundData d;
+    d.asn = asn_of(asn);
+    d.visit = iso8583::VisitReference{1, hold_stan};
+    const std::string hold_terminal = "CLINIC01";
+    std::copy(hold_terminal.begin(), hold_terminal.end(), d.hold_terminal_id41.begin());
+    m.set(62, iso8583::encode_medical_refund(d));
+    return m;
+}
+
+// DF13 of a refund naming the purchase `tap`: its PSAM terminal id and serial.
+inline iso8583::PurchaseReference reference_of(const Tap& tap) {
+    const PurseTransaction t = purse_transaction(tap);
+    return iso8583::PurchaseReference{t.terminal_id, t.terminal_serial};
+}
+
 inline ledger::Id load_id(const Load& load, std::uint8_t attempt = 0) { return online_load_transfer(asn_of(load.asn), load.atc, attempt); }
 inline ledger::Id hold_id(std::uint32_t stan) { return clinic_hold_transfer("CLINIC01", 1, stan); }
 

@@ -11,19 +11,6 @@ namespace {
 
 constexpr std::uint64_t shop = 2002;
 
-// The 0200 refunding the completed hold of CLINIC01's 0100 (batch 1, STAN `hold_stan`) to the medical account.
-Message medical_refund(std::uint64_t amount_fen, std::uint32_t stan, std::uint32_t hold_stan, const std::string& asn = card_a,
-                       const std::string& terminal_id = "CLINIC01") {
-    Message m = online_message("0200", "200030", amount_fen, stan, asn, terminal_id);
-    iso8583::MedicalRefundData d;
-    d.asn = asn_of(asn);
-    d.visit = iso8583::VisitReference{1, hold_stan};
-    const std::string hold_terminal = "CLINIC01";
-    std::copy(hold_terminal.begin(), hold_terminal.end(), d.hold_terminal_id41.begin());
-    m.set(62, iso8583::encode_medical_refund(d));
-    return m;
-}
-
 // A completed clinic visit's medical part: a hold of `held_fen` (0100 STAN `stan`) completed for `paid_fen`.
 void completed_hold(Rig& rig, std::uint32_t stan, std::uint64_t held_fen, std::uint64_t paid_fen) {
     REQUIRE(rig.code(clinic_authorization(rig, held_fen, stan)) == "00");
@@ -41,11 +28,6 @@ Tap purchase_at(Rig& rig, const std::string& terminal_id, const std::string& psa
     tap.terminal = psam;
     REQUIRE(rig.code(upload_message(tap, stan, terminal_id)) == "00");
     return tap;
-}
-
-iso8583::PurchaseReference reference_of(const Tap& tap) {
-    const PurseTransaction t = purse_transaction(tap);
-    return iso8583::PurchaseReference{t.terminal_id, t.terminal_serial};
 }
 
 // The refund credit of `tap` at CLINIC01, as the card answers INITIALIZE FOR LOAD with `old_balance_fen`.

@@ -22,22 +22,6 @@ namespace {
 constexpr std::uint64_t shop = 2002;
 const std::string shop_psam_terminal = "460100000002";
 
-Message medical_refund(std::uint64_t amount_fen, std::uint32_t stan, std::uint32_t hold_stan) {
-    Message m = online_message("0200", "200030", amount_fen, stan, card_a, "CLINIC01");
-    iso8583::MedicalRefundData d;
-    d.asn = asn_of(card_a);
-    d.visit = iso8583::VisitReference{1, hold_stan};
-    const std::string hold_terminal = "CLINIC01";
-    std::copy(hold_terminal.begin(), hold_terminal.end(), d.hold_terminal_id41.begin());
-    m.set(62, iso8583::encode_medical_refund(d));
-    return m;
-}
-
-iso8583::PurchaseReference reference_of(const Tap& tap) {
-    const PurseTransaction t = purse_transaction(tap);
-    return iso8583::PurchaseReference{t.terminal_id, t.terminal_serial};
-}
-
 // A purse purchase uploaded by `terminal_id`, its 0320 naming the visit `visit` (DF11) when given.
 Tap paid(Rig& rig, const std::string& terminal_id, const std::string& psam, std::uint32_t amount_fen, std::uint16_t atc, std::uint32_t stan,
          std::optional<iso8583::VisitReference> visit = std::nullopt) {
