@@ -273,6 +273,13 @@ def faults():
         t = busy["day"]["tourists"]
         assert t["sold"] == 40 and t["returned"] + t["kept"] == 40 and t["returned"] >= 25, t
         assert busy["day"]["by_kind"]["counter return"]["count"] == t["returned"], busy["day"]["by_kind"]
+        # Every clinic visit refunded later the same day, with one request in ten lost: a visit paid without the
+        # clearing has no reference (not refundable), a refund without an answer is counted and refunds nothing
+        # the terminal could prove, and the books still hold (simulate() checks the invariants).
+        lossy, _ = simulate(work, "r", 6, ["--clinic-refunds", "1", "--drop-rate", "0.1"], transactions=1500)
+        r = lossy["day"]["clinic_refunds"]
+        assert r["refunded"] > 0 and r["unanswered"] > 0 and r["not_refundable"] > 0, r
+        assert r["refunded"] + r["not_refundable"] + r["refused"] + r["unanswered"] + r["incomplete"] == r["planned"], r
         print(f"faults: {day['tears']} tears, {day['dropped_frames']} frames lost, clearing killed {day['clearing_kills']} times; "
               f"invariants hold; a busy airport counter booked {t['returned']} returns at closing")
     finally:
