@@ -59,7 +59,7 @@ DayOptions demo_day(const std::string& size, std::uint64_t seed) {
     day.drop_rate = 0.0005;
     day.tourists = 60;
     day.lost_cards = 1;
-    day.clinic_refund_every = 8;
+    day.clinic_refund_every = 16;
     return day;
 }
 

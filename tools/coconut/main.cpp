@@ -150,8 +150,9 @@ int main(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::Range(0, 100));
     simulate_cmd
-        ->add_option("--clinic-refunds", sim.day.clinic_refund_every,
-                     "refund one in N clinic visits (and every other one the purse helped pay) later the same day at the same clinic")
+        ->add_option(
+            "--clinic-refunds", sim.day.clinic_refund_every,
+            "refund one in N clinic visits (by the seed) and one in N of those the purse helped pay, later the same day at the same clinic")
         ->capture_default_str()
         ->check(CLI::Range(0, 1000));
     simulate_cmd->callback([&] { command = [&] { return simulate(sim); }; });

@@ -90,7 +90,7 @@ std::uint64_t fnv1a(std::string_view text) {
 
 // tourist_sale / tourist_return / card_replaced: at the airport counter (amount_fen: the deposit).
 // clinic_refund: the same-day refund of the card's clinic visit numbered `sequence`, at that clinic (made if
-// `chosen`, or for every other visit the purse helped pay).
+// `chosen`, or for every N-th visit the purse helped pay).
 enum class EventKind : std::uint8_t { bus_tap, shop, clinic, tourist_sale, tourist_return, card_replaced, clinic_refund };
 
 struct Event {
@@ -235,8 +235,8 @@ void plan_lost_cards(Plan& plan, const Island& island, const DayOptions& options
 
 // Same-day refunds: every clinic visit gets a refund event at the same clinic 15–105 minutes later (if the day
 // is still open then), `chosen` for one in options.clinic_refund_every visits (by the seed and the visit); the
-// day refunds the chosen ones and every other one the purse helped pay (run_day). A card reported lost during the day
-// is not refunded (it is on the hotlist).
+// day refunds the chosen ones and every N-th one the purse helped pay (run_day). A card reported lost during
+// the day is not refunded (it is on the hotlist).
 void plan_clinic_refunds(Plan& plan, const DayOptions& options, Seconds end) {
     if (options.clinic_refund_every == 0) return;
     std::vector<std::uint32_t> replaced;
@@ -983,11 +983,11 @@ DayReport run_day(const WorldPaths& world, const Island& island, const ClearingU
             continue;
         }
         if (e.kind == EventKind::clinic_refund) {
-            // The chosen visits and every other visit the purse helped pay (few: the medical account covers most
-            // bills); the purse parts go back alternately to the card and in cash.
+            // The chosen visits and every N-th visit the purse helped pay (the first included: the medical account
+            // covers most bills); the purse parts go back alternately to the card and in cash.
             const auto receipt = receipts.find({e.card, e.sequence});
             const bool purse_part = receipt != receipts.end() && receipt->second.purchase.has_value();
-            const bool purse_turn = purse_part && purse_visits++ % 2 == 0;
+            const bool purse_turn = purse_part && purse_visits++ % options.clinic_refund_every == 0;
             if (!e.chosen && !purse_turn) continue;
             ++report.clinic_refunds.planned;
             if (receipt == receipts.end()) {

@@ -52,10 +52,10 @@ struct DayOptions {
     // Residents who report their card lost at the counter around midday and leave with a card from its
     // stock (the balance carried after the waiting period; the medical account at once). Needs the desk too.
     std::size_t lost_cards = 0;
-    // One in this many of the day's clinic visits (by the seed), and every other visit the purse helped pay,
-    // is refunded later the same day at the same clinic's counter (Terminal::clinic_refund with the payment's
-    // refund reference); the purse parts go back alternately to the card (online credit) and in cash.
-    // 0: no refunds.
+    // One in this many of the day's clinic visits (by the seed), and every N-th visit the purse helped pay
+    // (counted in the day's order from the first), is refunded later the same day at the same clinic's
+    // counter (Terminal::clinic_refund with the payment's refund reference); the purse parts go back
+    // alternately to the card (online credit) and in cash. 0: no refunds.
     std::size_t clinic_refund_every = 0;
 };
 
@@ -96,7 +96,7 @@ struct Replacement {
 
 // The clinics' same-day refunds (clearing/ISO8583.md §4.10), as the terminals saw them.
 struct ClinicRefundReport {
-    std::size_t planned = 0;              // visits to refund: one in N, and every other one the purse helped pay
+    std::size_t planned = 0;              // visits to refund: one in N, and every N-th one the purse helped pay
     std::size_t not_refundable = 0;       // of those, paid without the clearing (no refund reference) or declined
     std::size_t refunded = 0;             // refunded whole
     std::size_t incomplete = 0;           // the purse part refunded, the medical part not (ClinicRefundOutcome::incomplete)
