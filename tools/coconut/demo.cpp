@@ -126,9 +126,10 @@ int demo(const DemoArgs& args) {
         fmt::format("airport counter: {} tourist cards sold, {} returned (whole-balance debit, APPLICATION BLOCK, cash), "
                     "{} still out (dormancy report)",
                     day.tourists.sold, day.tourists.returned, day.tourists.dormant.size()));
-    progress.step(fmt::format("clinics: {} visits refunded the same day (medical {} fen back, purse {} fen to the cards, {} fen in cash)",
-                              day.clinic_refunds.refunded, day.clinic_refunds.medical_fen, day.clinic_refunds.purse_to_card_fen,
-                              day.clinic_refunds.purse_cash_fen));
+    const auto fen = [](std::uint64_t v) { return format_fen(static_cast<std::int64_t>(v)); };
+    progress.step(fmt::format("clinics: {} visits refunded the same day (medical {} back, purse {} to the cards, {} in cash)",
+                              day.clinic_refunds.refunded, fen(day.clinic_refunds.medical_fen), fen(day.clinic_refunds.purse_to_card_fen),
+                              fen(day.clinic_refunds.purse_cash_fen)));
 
     // The cardholder's view, from the running daemon.
     t0 = Clock::now();
