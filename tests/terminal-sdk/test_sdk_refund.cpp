@@ -177,7 +177,9 @@ TEST_CASE("refund refusals map to what they mean: 25, 13, 12, 58 declined with t
                                                                    {"13", "amount"},
                                                                    {"12", "today"},
                                                                    {"58", "terminal"}};
-    for (const auto& [code, words] : reasons) {
+    for (const auto& reason : reasons) {
+        const std::string& code = reason.first;  // not a structured binding: CAPTURE's lambda takes it (clang)
+        const std::string& words = reason.second;
         CAPTURE(code);
         OnlineRig rig(1000, refunding(code));
         auto refunded = rig.terminal->clinic_refund({visit(rig), PurseRefund::cash}, *rig.client);
