@@ -87,6 +87,8 @@ Result<LoadOutcome, FlowError> Terminal::refund_to_card(const ClinicRefundRefere
                                                 session->info.asn_digits(), bcd_to_digits(reference.asn))}};
     if (auto ok = detail::check_card(session->info, hotlist_, clock_()); !ok) return Unexpected{ok.error()};
     if (auto recovered = recover_card(session->info); !recovered) return Unexpected{recovered.error()};
+    // Naming the purchase makes the credit a refund (200000, funded by the clinic's payable); the funding argument
+    // only tells 210000 from 280000 and is not used for it.
     return credit_online(session->info, reference.purse_fen, host, LoadFunding::cash, reference.purchase);
 }
 
