@@ -7,6 +7,11 @@
 
 #include <coconut/core/sha256.hpp>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
 #include <map>
 
 using namespace test;
@@ -295,4 +300,140 @@ TEST_CASE("replication: only commits made while a hook is set are captured, each
     REQUIRE(ledger->apply(std::vector<Event>{transfer(11, 2, 1, 300)}).ok());
     CHECK(sets.size() == 1);
     CHECK(ledger->replicated_position().value() == 0);
+}
+
+// ---- a commit the stream refused after the local commit (AfterCommit), and its rollback ----
+
+namespace {
+
+// A primary whose hook records each commit as published under a message id and leaves the stream's
+// answer for after the local commit, as a cluster node does; `refuse_after` makes that answer a refusal.
+struct OverlappingPrimary {
+    TempDir dir;
+    std::unique_ptr<Ledger> ledger;
+    std::uint64_t position = 0;
+    bool refuse_after = false;
+    bool last_written = false;  // what the AfterCommit step was told
+
+    OverlappingPrimary() { open(); }
+    void open() {
+        Options options;
+        options.directory = dir.path();
+        ledger = std::move(Ledger::open(options).value());
+        position = ledger->replicated_position().value();
+        ledger->env().set_commit_hook([this](lmdb::Txn& txn, ByteView) -> coconut::Status<lmdb::Error> {
+            const std::uint64_t next = position + 1;
+            if (auto recorded = ledger->record_position(txn, next, "id-" + std::to_string(next)); !recorded) return recorded;
+            txn.after_commit([this, next](bool written) -> coconut::Status<lmdb::Error> {
+                last_written = written;
+                if (refuse_after) return Unexpected{lmdb::Error{lmdb::commit_refused_rc, "publish", "wrong last sequence"}};
+                position = next;
+                return Ok{};
+            });
+            return Ok{};
+        });
+    }
+};
+
+}  // namespace
+
+TEST_CASE("replication: a commit refused after it was written fails, stays in the file, and rollback_last_commit takes it back") {
+    OverlappingPrimary primary;
+    REQUIRE(primary.ledger->apply(opening_accounts()).ok());
+    REQUIRE(primary.ledger->apply(std::vector<Event>{transfer(10, 2, 1, 500)}).ok());
+    CHECK(primary.last_written);
+    CHECK(primary.ledger->last_published().value()->position == 2);
+    CHECK(primary.ledger->last_published().value()->message_id == "id-2");
+    const auto before = table_digests(primary.ledger->env());
+
+    primary.refuse_after = true;
+    auto refused = primary.ledger->apply(std::vector<Event>{transfer(11, 2, 1, 70)});
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error().code == ErrorCode::replication);
+    CHECK(refused.error().message.find("wrong last sequence") != std::string::npos);
+    CHECK(primary.last_written);  // LMDB had committed it: the step ran after the fsync
+    primary.ledger.reset();
+    primary.open();
+    CHECK(primary.ledger->replicated_position().value() == 3);  // in the file, though refused
+    CHECK(primary.ledger->lookup_transfer(make_id(11)).value().has_value());
+    primary.ledger.reset();
+
+    REQUIRE(lmdb::rollback_last_commit(primary.dir.path()).ok());
+    primary.refuse_after = false;
+    primary.open();
+    CHECK(primary.ledger->replicated_position().value() == 2);
+    CHECK(primary.ledger->last_published().value()->message_id == "id-2");
+    CHECK_FALSE(primary.ledger->lookup_transfer(make_id(11)).value().has_value());
+    CHECK(table_digests(primary.ledger->env()) == before);
+    auto report = primary.ledger->check();
+    REQUIRE(report.ok());
+    CHECK_MESSAGE(report->ok(), (report->ok() ? "" : report->problems.front()));
+
+    // The environment goes on from there: the next commit reuses the discarded one's place, durably.
+    REQUIRE(primary.ledger->apply(std::vector<Event>{transfer(12, 2, 1, 30)}).ok());
+    primary.ledger.reset();
+    primary.open();
+    CHECK(primary.ledger->replicated_position().value() == 3);
+    CHECK(primary.ledger->lookup_transfer(make_id(12)).value().has_value());
+    CHECK_FALSE(primary.ledger->lookup_transfer(make_id(11)).value().has_value());
+    CHECK(primary.ledger->lookup_account(make_id(1)).value()->credits_posted == 530);
+    report = primary.ledger->check();
+    REQUIRE(report.ok());
+    CHECK(report->ok());
+}
+
+TEST_CASE("replication: rollback_last_commit refuses what it cannot roll back and changes nothing") {
+    OverlappingPrimary primary;
+    REQUIRE(primary.ledger->apply(opening_accounts()).ok());
+    REQUIRE(primary.ledger->apply(std::vector<Event>{transfer(10, 2, 1, 500)}).ok());
+    primary.ledger.reset();
+
+    SUBCASE("twice in a row: the second finds both meta pages at the same commit") {
+        REQUIRE(lmdb::rollback_last_commit(primary.dir.path()).ok());
+        auto again = lmdb::rollback_last_commit(primary.dir.path());
+        REQUIRE_FALSE(again.ok());
+        CHECK(again.error().rc == EINVAL);
+        CHECK(again.error().message().find("nothing to roll back") != std::string::npos);
+        primary.open();
+        CHECK(primary.ledger->replicated_position().value() == 1);
+    }
+    SUBCASE("a directory without an LMDB environment, and a file that is not one") {
+        TempDir empty;
+        CHECK_FALSE(lmdb::rollback_last_commit(empty.path()).ok());
+        {
+            std::ofstream junk(empty.path() + "/data.mdb", std::ios::binary);
+            junk << std::string(8192, 'x');
+        }
+        auto refused = lmdb::rollback_last_commit(empty.path());
+        REQUIRE_FALSE(refused.ok());
+        CHECK(refused.error().rc == EINVAL);
+    }
+    SUBCASE("while another process has the environment open") {
+        int ready[2], done[2];
+        REQUIRE(::pipe(ready) == 0);
+        REQUIRE(::pipe(done) == 0);
+        const pid_t child = ::fork();
+        REQUIRE(child >= 0);
+        if (child == 0) {  // holds the environment open until told to go
+            Options options;
+            options.directory = primary.dir.path();
+            auto held = Ledger::open(options);
+            char byte = held.ok() ? 'y' : 'n';
+            (void)!::write(ready[1], &byte, 1);
+            (void)!::read(done[0], &byte, 1);
+            ::_exit(0);
+        }
+        char byte = 0;
+        REQUIRE(::read(ready[0], &byte, 1) == 1);
+        REQUIRE(byte == 'y');
+        auto busy = lmdb::rollback_last_commit(primary.dir.path());
+        CHECK_FALSE(busy.ok());
+        if (!busy.ok()) CHECK(busy.error().rc == EBUSY);
+        REQUIRE(::write(done[1], "x", 1) == 1);
+        int status = 0;
+        REQUIRE(::waitpid(child, &status, 0) == child);
+        for (const int fd : {ready[0], ready[1], done[0], done[1]}) ::close(fd);
+        primary.open();
+        CHECK(primary.ledger->replicated_position().value() == 2);  // untouched
+    }
 }

@@ -158,6 +158,28 @@ TEST_CASE("a publish with a stale expected last sequence is refused and stores n
     CHECK(current->sequence == 4);
 }
 
+TEST_CASE("message_id_at names the id stored at a sequence, and nothing where no message is stored") {
+    Connection connection = connect_as();
+    const StreamConfig config = test_stream("idat");
+    make_stream(connection, config);
+    publish_range(connection, config, 1, 3);
+    for (std::uint64_t n = 1; n <= 3; ++n) {
+        auto id = message_id_at(connection, config.name, n);
+        REQUIRE_MESSAGE(id.ok(), (id.ok() ? "" : id.error().message));
+        REQUIRE(id->has_value());
+        CHECK(**id == id_of(n));
+    }
+    auto past = message_id_at(connection, config.name, 4);  // not stored (yet)
+    REQUIRE(past.ok());
+    CHECK_FALSE(past->has_value());
+    // A deposed writer's refused message leaves the id at its sequence unchanged.
+    REQUIRE_FALSE(publish(connection, config, payload_of(99), "deposed-3", 2).ok());
+    CHECK(message_id_at(connection, config.name, 3).value().value() == id_of(3));
+    auto missing = message_id_at(connection, "NO_SUCH_STREAM", 1);
+    REQUIRE_FALSE(missing.ok());
+    CHECK(missing.error().code == ErrorCode::not_found);
+}
+
 TEST_CASE("the same msg id twice is stored once; the resend is acknowledged as a duplicate with the first sequence") {
     Connection connection = connect_as();
     const StreamConfig config = test_stream("dedup");

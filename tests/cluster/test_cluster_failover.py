@@ -9,8 +9,12 @@ the clearing user), coconut-hsmd, 3 coconut-clearingd nodes seeded from one data
            every node, cards = shadows; failover times (p50, max) printed.
   fencing  the primary is frozen (SIGSTOP) past its lease; another node takes over and books; the old
            primary, thawed, is refused by the stream, approves nothing and becomes a standby again.
+  lapsed   the primary never renews its lease (--lease-renew-ms above the ttl): another node takes over and
+           books while the old primary still believes it leads. Sent uploads, the old primary commits them
+           to its own ledger while the stream refuses them: it approves nothing, steps down, rolls that
+           commit back and follows the new primary to the same head as every node.
 
-  test_cluster_failover.py HSMD CLEARINGD TERMINAL VCARD chaos|fencing [--kills N] [--nats-kill-every K]
+  test_cluster_failover.py HSMD CLEARINGD TERMINAL VCARD chaos|fencing|lapsed [--kills N] [--nats-kill-every K]
                            [--transactions N]
 """
 import argparse
@@ -124,7 +128,9 @@ class Cluster:
         self.nodes = []
         self.work = work
 
-    def start(self):
+    def start(self, first=None):
+        """Seeds and starts the nodes; the primary. `first`: (name, extra serve args) — that node alone is
+        started first, with those arguments, and is the primary returned; the others start once it leads."""
         stack = self.stack
         stack.setup()
         out = run([stack.clearingd, "admin", "--data", stack.data, "clerk-add", "--name", "ops", "--roles", "read"]).stdout
@@ -136,10 +142,17 @@ class Cluster:
         self.nats = NatsCluster(os.path.join(self.work, "nats"))
         key = os.path.join(self.work, "cluster.key")
         run([stack.clearingd, "cluster-key", "--out", key])
-        self.nodes = [ClusterNode(name, stack, self.nats, key, self.work, copy_from=stack.data) for name in NODES]
-        for node in self.nodes:
+        self.nodes = [ClusterNode(name, stack, self.nats, key, self.work, copy_from=stack.data,
+                                  extra_args=first[1] if first and first[0] == name else ()) for name in NODES]
+        leader = [n for n in self.nodes if first and n.name == first[0]]
+        for node in leader:
             node.start()
-        primary = wait_primary(self.nodes)
+        if leader:
+            wait_primary(leader)
+        for node in self.nodes:
+            if node not in leader:
+                node.start()
+        primary = leader[0] if leader else wait_primary(self.nodes)
         log(f"  primary {primary.name}; standbys follow")
         return primary
 
@@ -280,10 +293,45 @@ def fencing(cluster, args):
     log(f"  ok  fencing: {total} purchases booked once on every node; heads equal at entry {head[0]}")
 
 
+def upload_to(stack, node, queue):
+    """Uploads `queue` to `node` alone; the finished coconut-terminal process."""
+    return subprocess.run([stack.terminal, "--json", "--queue", os.path.join(stack.dir, queue), "upload", "--clearing",
+                           f"127.0.0.1:{node.port}", "--terminal-id", "BUS00001", "--timeout-ms", "10000",
+                           *stack.tls.terminal_args("BUS00001")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=120)
+
+
+def lapsed(cluster, args):
+    stale = cluster.start(first=("a", ["--lease-renew-ms", "600000"]))  # renews after 10 min; the ttl is 2 s
+    successor = wait_primary([n for n in cluster.nodes if n is not stale], wait_s=45)
+    assert stale.status().get("role") == "primary", f"{stale.name} should still believe it leads: {stale.status()}"
+    log(f"  {stale.name}'s lease lapsed; {successor.name} primary, {stale.name} still believes it leads")
+    total = cluster.queue(len(CARDS) * 2, "after.log")
+    for _ in range(10):
+        upload_to(cluster.stack, successor, "after.log")
+        if cluster.stack.queue_list("after.log")["count"] == 0:
+            break
+    assert cluster.stack.queue_list("after.log")["count"] == 0, "the new primary did not take the uploads"
+    total += cluster.queue(len(CARDS), "stale.log")
+    refused = upload_to(cluster.stack, stale, "stale.log")
+    assert cluster.stack.queue_list("stale.log")["count"] == len(CARDS), \
+        f"the lapsed primary acknowledged records: exit {refused.returncode} {refused.stdout} {refused.stderr}"
+    deadline = time.time() + WAIT_S
+    while "rolled back its last commit" not in stale.log_text() or stale.status().get("role") != "standby":
+        assert time.time() < deadline and stale.alive(), \
+            f"{stale.name} did not step down and roll back: {stale.status()}\n{stale.log_text()[-3000:]}"
+        time.sleep(0.05)
+    log(f"  ok  {stale.name}: upload exit {refused.returncode}, nothing acknowledged; the stream refused its commit, "
+        f"it rolled that commit back and follows as a standby")
+    cluster.upload_until_empty("stale.log")
+    head = cluster.finish(total)
+    log(f"  ok  lapsed lease: {total} purchases booked once on every node; heads equal at entry {head[0]}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("tools", nargs=4)
-    parser.add_argument("mode", choices=("chaos", "fencing"))
+    parser.add_argument("mode", choices=("chaos", "fencing", "lapsed"))
     parser.add_argument("--kills", type=int, default=6)
     parser.add_argument("--nats-kill-every", type=int, default=3)
     parser.add_argument("--transactions", type=int, default=1200)
@@ -291,7 +339,7 @@ def main():
     work = tempfile.mkdtemp(prefix="coconut-cluster-")
     cluster = Cluster(args.tools, work)
     try:
-        (chaos if args.mode == "chaos" else fencing)(cluster, args)
+        {"chaos": chaos, "fencing": fencing, "lapsed": lapsed}[args.mode](cluster, args)
     except BaseException:
         for node in cluster.nodes:  # what each node said last, for the failure's reader
             if os.path.exists(node.log_file):

@@ -137,6 +137,7 @@ class Bench:
             if not os.access(tool, os.X_OK):
                 raise RuntimeError(f"{tool} is not built (ninja -C {args.build} coconut-clearingd coconut-hsmd clearingd_bench)")
         self.processes = []
+        self.nats_home = work  # main() may put the nats-servers' stores elsewhere (--nats-dir)
         self.seed = os.path.join(work, "seed")
 
     def start(self, argv, log_name):
@@ -217,7 +218,7 @@ class Bench:
         return {"saturated": saturated, "fixed": fixed}
 
     def cluster(self, round_number):
-        nats = start_nats(os.path.join(self.work, f"nats-{round_number}"), self.args.nats_gomaxprocs)
+        nats = start_nats(os.path.join(self.nats_home, f"nats-{round_number}"), self.args.nats_gomaxprocs)
         self.nats = nats
         if self.args.nats_cpus:
             # Every thread of every nats-server (and those they start later) on these CPUs only.
@@ -462,6 +463,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--build", default="build")
     parser.add_argument("--dir", default="/var/tmp", help="where the data directories go (a real disk: commits are synced)")
+    parser.add_argument("--nats-dir", default="", help="where the nats-servers' stores go (default: --dir); e.g. /dev/shm to "
+                        "tell their writes apart from the nodes' fsyncs on one disk")
     parser.add_argument("--rounds", type=int, default=1, help="single node then cluster, this many times")
     parser.add_argument("--standbys", type=int, default=2, help="cluster nodes besides the primary")
     parser.add_argument("--uploads", type=int, default=64000)
@@ -478,11 +481,12 @@ def main():
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="coconut-cluster-bench-", dir=args.dir)
     bench = Bench(args, work)
+    bench.nats_home = tempfile.mkdtemp(prefix="coconut-cluster-bench-nats-", dir=args.nats_dir) if args.nats_dir else work
     rounds = []
     try:
         bench.setup()
         log(f"clearingd_cluster_bench: {os.cpu_count()} CPUs, work {work}, serve flags {args.serve_arg or 'default'}, "
-            f"{args.standbys} standbys, nats-server CPUs {args.nats_cpus or 'any'}, GOMAXPROCS "
+            f"{args.standbys} standbys, nats-server stores in {bench.nats_home}, nats-server CPUs {args.nats_cpus or 'any'}, GOMAXPROCS "
             f"{'Go default' if args.nats_gomaxprocs == 0 else args.nats_gomaxprocs or 'CPUs / 3'}")
         for number in range(1, args.rounds + 1):
             load = loadavg()
@@ -499,6 +503,7 @@ def main():
             log(f"work directory kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(bench.nats_home, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 
 #include <climits>
 #include <optional>
+#include <string>
 
 namespace coconut::cluster {
 
@@ -77,24 +78,19 @@ Result<PublishAck, PublishError> publish_message(Connection& connection, natsMsg
 
 }  // namespace detail
 
-namespace {
-
-// After a `wrong_last_sequence` refusal: is the message right after the expected one ours (same
-// msg_id)? Then an earlier attempt stored it and only its acknowledgement was lost.
-std::optional<PublishAck> stored_earlier(Connection& connection, const StreamConfig& config, std::string_view msg_id,
-                                         std::uint64_t sequence) {
+Result<std::optional<std::string>, Error> message_id_at(Connection& connection, const std::string& stream, std::uint64_t sequence) {
     jsOptions options = detail::request_options(connection.timeout());
     natsMsg* message = nullptr;
-    const natsStatus status = js_GetMsg(&message, connection.jetstream(), config.name.c_str(), sequence, &options, nullptr);
+    jsErrCode js_code = static_cast<jsErrCode>(0);
+    const natsStatus status = js_GetMsg(&message, connection.jetstream(), stream.c_str(), sequence, &options, &js_code);
     detail::MsgHandle owned(message);
-    if (status != NATS_OK) return std::nullopt;
-    const char* stored_id = nullptr;
-    if (natsMsgHeader_Get(owned.get(), detail::header_msg_id, &stored_id) != NATS_OK || stored_id == nullptr) return std::nullopt;
-    if (msg_id != stored_id) return std::nullopt;
-    return PublishAck{sequence, true};
+    if (status != NATS_OK && js_code == JSNoMessageFoundErr) return std::optional<std::string>{};
+    if (status != NATS_OK)
+        return Unexpected{detail::error_of("stream " + stream + " message " + std::to_string(sequence), status, js_code)};
+    const char* id = nullptr;
+    if (natsMsgHeader_Get(owned.get(), detail::header_msg_id, &id) != NATS_OK || id == nullptr) return std::optional<std::string>{""};
+    return std::optional<std::string>{id};
 }
-
-}  // namespace
 
 Result<PublishAck, PublishError> publish(Connection& connection, const StreamConfig& config, ByteView payload, std::string_view msg_id,
                                          std::uint64_t expected_last_sequence, std::chrono::milliseconds max_wait) {
@@ -107,7 +103,11 @@ Result<PublishAck, PublishError> publish(Connection& connection, const StreamCon
     detail::set_header(message.get(), detail::header_expected_last_sequence, std::to_string(expected_last_sequence));
     auto ack = detail::publish_message(connection, message.get(), max_wait);
     if (!ack && ack.error().code == PublishErrorCode::wrong_last_sequence) {
-        if (auto earlier = stored_earlier(connection, config, msg_id, expected_last_sequence + 1)) return *earlier;
+        // Is the message right after the expected one ours (same msg_id)? Then an earlier attempt stored
+        // it and only its acknowledgement was lost.
+        const std::uint64_t next = expected_last_sequence + 1;
+        if (auto stored = message_id_at(connection, config.name, next); stored && *stored && **stored == msg_id)
+            return PublishAck{next, true};
     }
     return ack;
 }

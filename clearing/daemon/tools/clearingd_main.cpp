@@ -317,6 +317,7 @@ struct ClusterFlags {
     std::string key_file;
     std::string status_file;
     std::uint32_t lease_ttl_ms = 3000;
+    std::uint32_t lease_renew_ms = 0;
     int replicas = 3;
     std::uint32_t keep_days = 7;
     std::uint32_t publish_deadline_ms = 9000;
@@ -348,6 +349,7 @@ coconut::Result<NodeOptions, std::string> node_options(const ClusterFlags& c, co
     n.key = *key;
     n.status_file = c.status_file;
     n.lease.ttl = std::chrono::milliseconds(c.lease_ttl_ms);
+    n.lease_renew_every = std::chrono::milliseconds(c.lease_renew_ms);
     n.lease.replicas = c.replicas;
     n.stream.replicas = c.replicas;
     n.stream.max_age = std::chrono::hours(24 * c.keep_days);
@@ -1115,6 +1117,12 @@ int main(int argc, char** argv) {
     serve_cmd->add_option("--cluster-status-file", cluster.status_file, "JSON: this node's role and applied position, kept current")
         ->group("Cluster");
     serve_cmd->add_option("--lease-ttl-ms", cluster.lease_ttl_ms, "the leadership lease's lifetime")
+        ->capture_default_str()
+        ->group("Cluster");
+    serve_cmd
+        ->add_option("--lease-renew-ms", cluster.lease_renew_ms,
+                     "how often the primary renews the lease (0: the ttl / 3); at or above the ttl the primary loses the lease "
+                     "between renewals and learns it from a refused publish — for tests of that case only")
         ->capture_default_str()
         ->group("Cluster");
     serve_cmd->add_option("--stream-replicas", cluster.replicas, "replicas of the journal stream and the lease")

@@ -4,9 +4,14 @@
 
 #include <fmt/format.h>
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
+#include <array>
+#include <cerrno>
 #include <cinttypes>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +24,11 @@ namespace coconut::lmdb {
 namespace {
 
 Unexpected<Error> fail(int rc, const char* operation) { return Unexpected{Error{rc, operation}}; }
+
+// The commit hook's (or its AfterCommit step's) refusal as commit() reports it.
+Error refused(const Error& why) {
+    return Error{commit_refused_rc, "mdb_txn_commit", why.rc == commit_refused_rc ? why.detail : why.message()};
+}
 
 MDB_val to_val(ByteView bytes) {
     return MDB_val{bytes.size(), const_cast<std::uint8_t*>(bytes.data())};  // LMDB does not write keys
@@ -39,6 +49,7 @@ struct ReadPool {
 
 struct Capture {
     CommitHook hook;                                   // empty: capture off
+    AfterCommit after;                                 // what the hook left for after the commit in progress
     std::mutex names_mutex;                            // open_table may run on any thread at start-up
     std::vector<std::string> names;                    // table name by handle (MDB_dbi is a small index)
     std::unordered_map<std::string, MDB_dbi> by_name;  // the reverse, for applying change sets
@@ -63,6 +74,7 @@ struct Capture {
 std::string Error::message() const {
     if (rc == commit_refused_rc) return fmt::format("{}: refused by the commit hook: {}", operation, detail);
     if (rc == change_mismatch_rc) return fmt::format("{}: the change set does not apply to this copy: {}", operation, detail);
+    if (!detail.empty()) return fmt::format("{}: {}", operation, detail);
     return fmt::format("{}: {}", operation, mdb_strerror(rc));
 }
 
@@ -235,14 +247,23 @@ Status Txn::commit() {
             COCONUT_ASSERT(parent_->changes_ != nullptr, "a capturing nested transaction has a capturing parent");
             parent_->changes_->insert(parent_->changes_->end(), changes->begin(), changes->end());
         } else if (auto accepted = capture_->hook(*this, *changes); !accepted) {
+            capture_->after = nullptr;
             abort();
-            const Error& why = accepted.error();
-            return Unexpected{Error{commit_refused_rc, "mdb_txn_commit", why.rc == commit_refused_rc ? why.detail : why.message()}};
+            return Unexpected{refused(accepted.error())};
         }
     }
     const int rc = mdb_txn_commit(std::exchange(txn_, nullptr));  // frees the handle even on failure
+    if (capture_ != nullptr && capture_->after) {
+        const AfterCommit after = std::exchange(capture_->after, nullptr);
+        if (auto done = after(rc == 0); !done && rc == 0) return Unexpected{refused(done.error())};
+    }
     if (rc != 0) return fail(rc, "mdb_txn_commit");
     return Ok{};
+}
+
+void Txn::after_commit(AfterCommit step) {
+    COCONUT_ASSERT(capture_ != nullptr && parent_ == nullptr, "after_commit is for a captured top-level commit's hook");
+    capture_->after = std::move(step);
 }
 
 void Txn::abort() {
@@ -389,5 +410,77 @@ Result<std::optional<Cursor::Entry>> Cursor::first() { return move(MDB_FIRST); }
 Result<std::optional<Cursor::Entry>> Cursor::last() { return move(MDB_LAST); }
 Result<std::optional<Cursor::Entry>> Cursor::next() { return move(MDB_NEXT); }
 Result<std::optional<Cursor::Entry>> Cursor::prev() { return move(MDB_PREV); }
+
+}  // namespace coconut::lmdb
+
+// ---- rolling back one commit ----------------------------------------------------------------------
+
+namespace coconut::lmdb {
+namespace {
+
+// LMDB 0.9's data file begins with two meta pages (page 0 at offset 0, page 1 at the page size), each a
+// 16-byte page header then MDB_meta: magic (u32) ‖ version (u32) ‖ address (8) ‖ map size (8) ‖ two
+// MDB_db of 48 bytes ‖ last page (8) ‖ txnid (8) — 136 bytes. The first MDB_db's pad holds the page size.
+constexpr std::size_t meta_at = 16, meta_bytes = 136, page_size_at = meta_at + 24, txnid_at = meta_at + 128;
+constexpr std::uint32_t meta_magic = 0xBEEFC0DE, meta_version = 1;
+constexpr std::uint16_t page_flag_meta = 0x08;
+
+template <typename T>
+T read_native(const std::vector<std::uint8_t>& page, std::size_t at) {
+    T value{};
+    std::memcpy(&value, page.data() + at, sizeof value);
+    return value;
+}
+
+Status refuse_rollback(int rc, const std::string& why) { return Unexpected{Error{rc, "rollback_last_commit", why}}; }
+
+// Whether another process has the environment open: LMDB holds a shared fcntl lock on the lock file's
+// first byte in every process that opened it.
+bool lock_file_in_use(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) return false;  // no lock file: nobody has it open
+    struct flock probe {};
+    probe.l_type = F_WRLCK;
+    probe.l_whence = SEEK_SET;
+    probe.l_start = 0;
+    probe.l_len = 1;
+    const bool busy = ::fcntl(fd, F_GETLK, &probe) == 0 && probe.l_type != F_UNLCK;
+    ::close(fd);
+    return busy;
+}
+
+}  // namespace
+
+Status rollback_last_commit(const std::string& directory) {
+    const std::string data = directory + "/data.mdb";
+    if (lock_file_in_use(directory + "/lock.mdb")) return refuse_rollback(EBUSY, "another process has " + directory + " open");
+    const int fd = ::open(data.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) return refuse_rollback(errno, fmt::format("open {}: {}", data, std::strerror(errno)));
+    struct Closer {
+        int fd;
+        ~Closer() { ::close(fd); }
+    } closer{fd};
+    std::vector<std::uint8_t> first(meta_at + meta_bytes);
+    if (::pread(fd, first.data(), first.size(), 0) != static_cast<ssize_t>(first.size()))
+        return refuse_rollback(EINVAL, data + " is too short for an LMDB environment");
+    const auto page_size = read_native<std::uint32_t>(first, page_size_at);
+    if (page_size < 512 || page_size > 65536) return refuse_rollback(EINVAL, data + ": no LMDB page size in its first meta page");
+    std::array<std::vector<std::uint8_t>, 2> pages{first, std::vector<std::uint8_t>(first.size())};
+    if (::pread(fd, pages[1].data(), pages[1].size(), page_size) != static_cast<ssize_t>(pages[1].size()))
+        return refuse_rollback(EINVAL, data + " is too short for two meta pages");
+    for (const auto& page : pages) {
+        if (read_native<std::uint32_t>(page, meta_at) != meta_magic || read_native<std::uint32_t>(page, meta_at + 4) != meta_version ||
+            (read_native<std::uint16_t>(page, 10) & page_flag_meta) == 0)
+            return refuse_rollback(EINVAL, data + " is not an LMDB 0.9 environment (meta page magic, version or flags)");
+    }
+    const auto txn0 = read_native<std::uint64_t>(pages[0], txnid_at), txn1 = read_native<std::uint64_t>(pages[1], txnid_at);
+    if (txn0 == txn1) return refuse_rollback(EINVAL, fmt::format("{}: both meta pages are commit {}: nothing to roll back", data, txn0));
+    const std::size_t newer = txn1 > txn0 ? 1 : 0;
+    const std::vector<std::uint8_t>& older = pages[1 - newer];
+    const auto offset = static_cast<off_t>(newer * page_size + meta_at);
+    if (::pwrite(fd, older.data() + meta_at, meta_bytes, offset) != static_cast<ssize_t>(meta_bytes) || ::fdatasync(fd) != 0)
+        return refuse_rollback(errno, fmt::format("write {}: {}", data, std::strerror(errno)));
+    return Ok{};
+}
 
 }  // namespace coconut::lmdb

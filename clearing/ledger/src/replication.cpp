@@ -13,9 +13,17 @@ using namespace records;
 
 namespace {
 
-// Table "replication": "position" → the stream sequence of the last commit (u64 BE).
+// Table "replication": "position" → the stream sequence of the last commit (u64 BE); "published" → the
+// position (u64 BE) ‖ message id of the last commit this copy published as primary.
 constexpr const char* replication_table = "replication";
 constexpr std::string_view position_key = "position";
+constexpr std::string_view published_key = "published";
+
+std::array<std::uint8_t, 8> position_bytes(std::uint64_t position) {
+    std::array<std::uint8_t, 8> value{};
+    for (int i = 7; i >= 0; --i, position >>= 8) value[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(position);
+    return value;
+}
 
 ByteView key_bytes(std::string_view text) { return {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()}; }
 
@@ -112,9 +120,34 @@ Result<std::uint64_t> Ledger::replicated_position() const {
 
 lmdb::Status Ledger::record_position(lmdb::Txn& txn, std::uint64_t position) {
     COCONUT_TRY(table, state_->env.table_in(txn, replication_table));
-    std::array<std::uint8_t, 8> value{};
-    for (int i = 7; i >= 0; --i, position >>= 8) value[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(position);
+    const auto value = position_bytes(position);
     return txn.put(table, key_bytes(position_key), ByteView(value.data(), value.size()));
+}
+
+lmdb::Status Ledger::record_position(lmdb::Txn& txn, std::uint64_t position, std::string_view message_id) {
+    if (auto recorded = record_position(txn, position); !recorded) return recorded;
+    COCONUT_TRY(table, state_->env.table_in(txn, replication_table));
+    const auto at = position_bytes(position);
+    Bytes value(at.begin(), at.end());
+    value.insert(value.end(), message_id.begin(), message_id.end());
+    return txn.put(table, key_bytes(published_key), value);
+}
+
+Result<std::optional<Ledger::Published>> Ledger::last_published() const {
+    const State& s = *state_;
+    auto txn = lmdb::Txn::begin(s.env, lmdb::Txn::Mode::read_only);
+    if (!txn) return Unexpected{to_error(txn.error(), s)};
+    MDB_dbi table = 0;
+    if (const int rc = mdb_dbi_open(txn->get(), replication_table, 0, &table); rc == MDB_NOTFOUND) return std::optional<Published>{};
+    else if (rc != 0) return Unexpected{to_error(lmdb::Error{rc, "mdb_dbi_open"}, s)};
+    auto raw = txn->get(table, key_bytes(published_key));
+    if (!raw) return Unexpected{to_error(raw.error(), s)};
+    if (!*raw) return std::optional<Published>{};
+    if ((*raw)->size() < 8) return Unexpected{Error{ErrorCode::corrupt, "ledger replication record \"published\" is too short"}};
+    Published published;
+    for (std::size_t i = 0; i < 8; ++i) published.position = published.position << 8 | (**raw)[i];
+    published.message_id.assign(reinterpret_cast<const char*>((*raw)->data() + 8), (*raw)->size() - 8);
+    return std::optional<Published>{std::move(published)};
 }
 
 }  // namespace coconut::ledger

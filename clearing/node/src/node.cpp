@@ -11,7 +11,9 @@
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <condition_variable>
 #include <csignal>
+#include <pthread.h>
 #include <fstream>
 #include <mutex>
 #include <optional>
@@ -210,17 +212,82 @@ coconut::Status<NodeError> serve_standby_http(Standby& standby, const DaemonOpti
     return Ok{};
 }
 
-coconut::Result<std::unique_ptr<Standby>, NodeError> open_standby(const DaemonOptions& d, const Node& node) {
+enum class LastCommit { kept, roll_back };
+
+// Whether this ledger's last commit may stay. A primary commits locally while the stream acknowledges
+// (Reign::publish), so its last commit may be one the stream refused (another primary had published
+// there) or never received (the node died first). That commit answered nobody as approved; it must go
+// before this copy follows the stream. Commits applied from the stream always stay.
+coconut::Result<LastCommit, NodeError> settle_last_commit(Node& node, const ledger::Ledger& ledger) {
+    auto published = ledger.last_published();
+    auto position = ledger.replicated_position();
+    if (!published || !position) return failure(NodeError::Kind::daemon, (!published ? published.error() : position.error()).message);
+    if (!*published || (*published)->position != *position) return LastCommit::kept;  // from the stream
+    const std::uint64_t at = *position;
+    const auto deadline = Clock::now() + setup_wait;
+    for (;;) {
+        auto last = cluster::last_sequence(node.nats, node.options.stream.name);
+        if (last && *last < at) return LastCommit::roll_back;  // never stored: not yet, or not at all
+        auto id = last ? cluster::message_id_at(node.nats, node.options.stream.name, at) : Unexpected{last.error()};
+        if (id && *id) return **id == (*published)->message_id ? LastCommit::kept : LastCommit::roll_back;
+        if (id)
+            return failure(NodeError::Kind::journal,
+                           fmt::format("this copy's last commit (position {}) is no longer in the stream (past --stream-keep-days): "
+                                       "whether the stream took it cannot be told; join again from a snapshot "
+                                       "(coconut-clearingd join --replace)",
+                                       at));
+        if (id.error().code != cluster::ErrorCode::unavailable || Clock::now() > deadline)
+            return failure(NodeError::Kind::nats, fmt::format("cannot read position {} of the journal stream: {}", at, id.error().message));
+        std::this_thread::sleep_for(250ms);
+    }
+}
+
+coconut::Status<NodeError> open_ledger(Standby& standby, const DaemonOptions& d) {
+    auto data = open_data_directory(d.data, d.ledger);
+    if (!data) return failure(NodeError::Kind::daemon, data.error().message);
+    standby.ledger = std::move(data->ledger);
+    standby.registry = std::move(data->registry);
+    standby.lifecycle = std::move(data->lifecycle);
+    return Ok{};
+}
+
+// Rolls back the standby's last commit (settle_last_commit): closes the ledger, makes its previous
+// commit the latest (lmdb::rollback_last_commit, under the directory's lock) and opens it again.
+coconut::Status<NodeError> roll_back_last_commit(Standby& standby, const DaemonOptions& d, Node& node) {
+    const std::uint64_t dropped = node.position;
+    standby.lifecycle.reset();
+    standby.registry.reset();
+    standby.ledger.reset();
+    if (auto rolled = lmdb::rollback_last_commit(d.data.string()); !rolled)
+        return failure(NodeError::Kind::daemon, "cannot roll back the last commit: " + rolled.error().message());
+    if (auto opened = open_ledger(standby, d); !opened) return opened;
+    auto position = standby.ledger->replicated_position();
+    if (!position || *position + 1 != dropped)
+        return failure(NodeError::Kind::journal,
+                       fmt::format("rolling back the commit at position {} left the ledger at position {}, not {}: join again from a "
+                                   "snapshot (coconut-clearingd join --replace)",
+                                   dropped, position ? *position : 0, dropped - 1));
+    node.position = *position;
+    node.say(
+        fmt::format("rolled back its last commit (position {}), which the journal stream does not hold: it answered no terminal", dropped));
+    return Ok{};
+}
+
+coconut::Result<std::unique_ptr<Standby>, NodeError> open_standby(const DaemonOptions& d, Node& node) {
     std::error_code ec;
     std::filesystem::create_directories(d.data, ec);
     auto locked = lock_data_directory(d.data);
     if (!locked) return failure(NodeError::Kind::daemon, locked.error().message);
     auto standby = std::make_unique<Standby>(std::move(locked).value());
-    auto data = open_data_directory(d.data, d.ledger);
-    if (!data) return failure(NodeError::Kind::daemon, data.error().message);
-    standby->ledger = std::move(data->ledger);
-    standby->registry = std::move(data->registry);
-    standby->lifecycle = std::move(data->lifecycle);
+    if (auto opened = open_ledger(*standby, d); !opened) return Unexpected{opened.error()};
+    auto position = standby->ledger->replicated_position();
+    if (!position) return failure(NodeError::Kind::daemon, position.error().message);
+    node.position = *position;
+    auto last = settle_last_commit(node, *standby->ledger);
+    if (!last) return Unexpected{last.error()};
+    if (*last == LastCommit::roll_back) {
+        if (auto rolled = roll_back_last_commit(*standby, d, node); !rolled) return Unexpected{rolled.error()};
+    }
     if (auto served = serve_standby_http(*standby, d, node); !served) return Unexpected{served.error()};
     return standby;
 }
@@ -310,19 +377,107 @@ coconut::Result<StandbyEnd, NodeError> follow(Node& node, ledger::Ledger& ledger
 
 // ---- primary ------------------------------------------------------------------------------------------
 
+// Publishes sealed commits on a thread of its own, one at a time, so that the writer's local commit
+// (its fsync) runs while the stream acknowledges: the commit hook hands a commit over and returns, the
+// commit's AfterCommit step waits for the outcome. A transient failure (timeout, no stream leader) is
+// retried with the same message id until the node's publish deadline.
+class Publisher {
+public:
+    struct Job {
+        Bytes sealed;
+        std::string id;
+        std::uint64_t after = 0;  // the stream position the message must follow (the fence)
+    };
+    using Outcome = coconut::Result<cluster::PublishAck, std::string>;
+
+    explicit Publisher(Node& node) : node_(node), thread_([this] { run(); }) {}
+    Publisher(const Publisher&) = delete;
+    Publisher& operator=(const Publisher&) = delete;
+    ~Publisher() {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        changed_.notify_all();
+        thread_.join();
+    }
+
+    void send(Job job) {
+        {
+            std::lock_guard lock(mutex_);
+            COCONUT_ASSERT(!job_ && !outcome_, "one commit in flight at a time");
+            job_ = std::move(job);
+        }
+        changed_.notify_all();
+    }
+    Outcome wait() {
+        std::unique_lock lock(mutex_);
+        changed_.wait(lock, [&] { return outcome_.has_value(); });
+        Outcome outcome = std::move(*outcome_);
+        outcome_.reset();
+        return outcome;
+    }
+    Clock::duration round_trips() const { return round_trips_; }  // read once the writer has stopped
+
+private:
+    void run() {
+        ::pthread_setname_np(::pthread_self(), "journal-publish");
+        std::unique_lock lock(mutex_);
+        for (;;) {
+            changed_.wait(lock, [&] { return stopping_ || job_.has_value(); });
+            if (!job_) return;
+            Job job = std::move(*job_);
+            job_.reset();
+            lock.unlock();
+            const auto started = Clock::now();
+            Outcome outcome = publish(job);
+            lock.lock();
+            round_trips_ += Clock::now() - started;
+            outcome_ = std::move(outcome);
+            changed_.notify_all();
+        }
+    }
+
+    Outcome publish(const Job& job) const {
+        const NodeOptions& o = node_.options;
+        const auto deadline = Clock::now() + o.publish_deadline;
+        for (;;) {
+            auto ack = cluster::publish(node_.nats, o.stream, job.sealed, job.id, job.after, o.publish_attempt_wait);
+            if (ack) return *ack;
+            const bool transient =
+                ack.error().code == cluster::PublishErrorCode::timeout || ack.error().code == cluster::PublishErrorCode::no_responders;
+            if (!transient || Clock::now() >= deadline)
+                return Unexpected{fmt::format("the journal stream did not take the commit after position {}: {} ({})", job.after,
+                                              cluster::to_string(ack.error().code), ack.error().message)};
+            std::this_thread::sleep_for(100ms);
+        }
+    }
+
+    Node& node_;
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    std::optional<Job> job_;
+    std::optional<Outcome> outcome_;
+    bool stopping_ = false;
+    Clock::duration round_trips_{};
+    std::thread thread_;  // last: it starts once the members it uses exist
+};
+
 // What the commit hook and the lease keeper share while this node is primary.
 struct Reign {
-    Reign(Node& node_in, std::uint64_t revision_in) : node(node_in), revision(revision_in) {}
+    Reign(Node& node_in, std::uint64_t revision_in) : node(node_in), revision(revision_in), publisher(node_in) {}
     Node& node;
     std::atomic<std::uint64_t> revision;
     std::atomic<bool> deposed{false};
     std::string why;
     std::mutex why_mutex;
     ledger::Ledger* ledger = nullptr;
+    Publisher publisher;
     // Where the commit hook's time goes (the writer thread's alone; read once the daemon has stopped):
-    // sealing (MAC, message id) and waiting for the stream's acknowledgement, summed over the reign.
+    // sealing (MAC, message id), and waiting for the stream's acknowledgement once the local commit was
+    // written (the publisher's round trips overlap the local commits), summed over the reign.
     std::uint64_t published = 0, published_bytes = 0;
-    Clock::duration sealing{}, publishing{};
+    Clock::duration sealing{}, waiting{};
 
     void depose(const std::string& reason) {
         {
@@ -332,9 +487,11 @@ struct Reign {
         deposed = true;
     }
 
-    // The commit hook: seal, publish after node.position, record the new position in the commit.
+    // The commit hook: seal, record the position the fence gives the commit (and its message id) in
+    // it, hand it to the publisher, and leave the wait for its acknowledgement until after the local
+    // commit (acknowledged). A commit the stream then refuses is in this ledger but not in the stream:
+    // the node rolls it back when it reopens as a standby (settle_last_commit).
     lmdb::Status publish(lmdb::Txn& txn, ByteView changes) {
-        auto refuse = [](const std::string& what) { return Unexpected{lmdb::Error{lmdb::commit_refused_rc, "publish", what}}; };
         if (deposed) return refuse("this node is no longer the primary");
         // A commit the stream took but this ledger did not write (a storage error after the publish)
         // leaves the ledger behind the stream: only a standby's apply can bring it back.
@@ -344,44 +501,53 @@ struct Reign {
             return refuse(why);
         }
         const auto started = Clock::now();
-        const Bytes sealed =
-            seal({node.options.name, revision.load(), node.position.load(), Bytes(changes.begin(), changes.end())}, node.options.key);
-        const std::string id = journal_message_id(sealed);
-        const auto sealed_at = Clock::now();
-        sealing += sealed_at - started;
-        const auto deadline = sealed_at + node.options.publish_deadline;
-        for (;;) {
-            const auto attempt = Clock::now();
-            auto ack = cluster::publish(node.nats, node.options.stream, sealed, id, node.position, node.options.publish_attempt_wait);
-            publishing += Clock::now() - attempt;
-            if (ack) {
-                ++published;
-                published_bytes += sealed.size();
-                COCONUT_ASSERT(ack->sequence == node.position + 1, "a fenced publish lands right after the fence");
-                if (auto recorded = ledger->record_position(txn, ack->sequence); !recorded) return recorded;
-                node.position = ack->sequence;
-                return Ok{};
-            }
-            const bool transient =
-                ack.error().code == cluster::PublishErrorCode::timeout || ack.error().code == cluster::PublishErrorCode::no_responders;
-            if (!transient || Clock::now() >= deadline) {
-                const std::string reason = fmt::format("the journal stream did not take the commit after position {}: {} ({})",
-                                                       node.position, cluster::to_string(ack.error().code), ack.error().message);
-                depose(reason);
-                return refuse(reason);
-            }
-            std::this_thread::sleep_for(100ms);
+        const std::uint64_t after = node.position;
+        Bytes sealed = seal({node.options.name, revision.load(), after, Bytes(changes.begin(), changes.end())}, node.options.key);
+        std::string id = journal_message_id(sealed);
+        sealing += Clock::now() - started;
+        if (auto recorded = ledger->record_position(txn, after + 1, id); !recorded) return recorded;
+        published_bytes += sealed.size();
+        publisher.send({std::move(sealed), std::move(id), after});
+        txn.after_commit([this, after](bool) { return acknowledged(after); });
+        return Ok{};
+    }
+
+private:
+    static Unexpected<lmdb::Error> refuse(const std::string& what) {
+        return Unexpected{lmdb::Error{lmdb::commit_refused_rc, "publish", what}};
+    }
+
+    // After the local commit (written or not): the stream's answer. Refused: this node steps down, and
+    // the commit fails — nobody is answered as approved. Accepted but not written here: the next hook
+    // finds the ledger behind the stream.
+    lmdb::Status acknowledged(std::uint64_t after) {
+        const auto started = Clock::now();
+        auto outcome = publisher.wait();
+        waiting += Clock::now() - started;
+        if (!outcome) {
+            depose(outcome.error());
+            return refuse(outcome.error());
         }
+        ++published;
+        COCONUT_ASSERT(outcome->sequence == after + 1, "a fenced publish lands right after the fence");
+        node.position = outcome->sequence;
+        return Ok{};
     }
 };
+
+// How often the primary renews its lease (NodeOptions::lease_renew_every).
+Clock::duration renewal_interval(const NodeOptions& o) {
+    return o.lease_renew_every.count() > 0 ? Clock::duration(o.lease_renew_every) : Clock::duration(o.lease.ttl / 3);
+}
 
 // Renews the lease every ttl/3 from the moment it was taken until the reign ends (opening the daemon may
 // take longer than the ttl on a loaded machine); a lost lease, or ttl without a renewal, deposes — and
 // stops the daemon once it runs.
 void keep_lease(Reign& reign, const std::atomic<Daemon*>& running, const std::atomic<bool>& stopping) {
     const auto ttl = reign.node.options.lease.ttl;
+    const auto every = renewal_interval(reign.node.options);
     auto last_renewal = Clock::now();
-    auto next = Clock::now() + ttl / 3;
+    auto next = Clock::now() + every;
     while (!stopping) {
         std::this_thread::sleep_for(20ms);
         if (reign.deposed) {
@@ -392,7 +558,7 @@ void keep_lease(Reign& reign, const std::atomic<Daemon*>& running, const std::at
             continue;  // the daemon is still opening: serve_as_primary sees `deposed` once it has
         }
         if (Clock::now() < next) continue;
-        next = Clock::now() + ttl / 3;
+        next = Clock::now() + every;
         auto renewed = reign.node.lease().renew(reign.revision.load(), lease_value(reign.node.options));
         if (renewed) {
             reign.revision = *renewed;
@@ -400,7 +566,7 @@ void keep_lease(Reign& reign, const std::atomic<Daemon*>& running, const std::at
             if (running.load() != nullptr && reign.ledger != nullptr) reign.node.write_status(*reign.ledger);  // the position moves on
         } else if (renewed.error().code == cluster::LeaseErrorCode::lost) {
             reign.depose("the lease was lost: " + renewed.error().message);
-        } else if (Clock::now() - last_renewal > ttl) {
+        } else if (Clock::now() - last_renewal > std::max<Clock::duration>(ttl, every)) {
             reign.depose("the lease could not be renewed within its ttl: " + renewed.error().message);
         }
     }
@@ -429,8 +595,10 @@ coconut::Result<ReignEnd, NodeError> serve_as_primary(Node& node, DaemonOptions 
         stop_keeper();
         node.role = "standby";
         const auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
-        node.say(fmt::format("published {} commits ({} bytes sealed): {:.1f} ms sealing, {:.1f} ms waiting for the stream", reign.published,
-                             reign.published_bytes, ms(reign.sealing), ms(reign.publishing)));
+        node.say(
+            fmt::format("published {} commits ({} bytes sealed): {:.1f} ms sealing, {:.1f} ms waiting for the stream after the "
+                        "local commits, {:.1f} ms the stream's round trips",
+                        reign.published, reign.published_bytes, ms(reign.sealing), ms(reign.waiting), ms(reign.publisher.round_trips())));
         if (reign.deposed) {
             node.say("stepped down: " + reign.why);
             return ReignEnd::deposed;
@@ -497,9 +665,6 @@ coconut::Status<NodeError> run_node(DaemonOptions daemon, const NodeOptions& opt
         {
             auto standby = open_standby(daemon, node);
             if (!standby) return Unexpected{standby.error()};
-            auto position = (*standby)->ledger->replicated_position();
-            if (!position) return failure(NodeError::Kind::daemon, position.error().message);
-            node.position = *position;
             node.write_status(*(*standby)->ledger);
             node.say(fmt::format("standby at position {} (journal entry {}){}", node.position.load(), (*standby)->ledger->head().sequence,
                                  (*standby)->http ? fmt::format(", cardholder API on port {}", (*standby)->http->port()) : ""));

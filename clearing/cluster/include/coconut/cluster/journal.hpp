@@ -31,6 +31,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -57,6 +58,10 @@ Status<Error> ensure_stream(Connection& connection, const StreamConfig& config);
 
 // The stream's last sequence (0: never held a message), from its current leader.
 Result<std::uint64_t, Error> last_sequence(Connection& connection, const std::string& stream);
+
+// The msg id of the stream's message at `sequence` ("" if it was published without one); nullopt when
+// the stream holds no message there: none was stored at it yet, or it aged out (max_age).
+Result<std::optional<std::string>, Error> message_id_at(Connection& connection, const std::string& stream, std::uint64_t sequence);
 
 // The name of the server that leads the stream now ("" while none does). For operators and tests.
 Result<std::string, Error> stream_leader(Connection& connection, const std::string& stream);

@@ -452,6 +452,16 @@ public:
     Result<std::uint64_t> replicated_position() const;
     // For the primary's commit hook: stores `position` in `txn` (the table apply_replicated uses).
     lmdb::Status record_position(lmdb::Txn& txn, std::uint64_t position);
+    // The same, and that this copy published the commit at `position` itself, as the stream message
+    // `message_id`: a node that starts finds out with last_published whether its last commit is one the
+    // stream may not hold (its primary committed while the stream acknowledged).
+    lmdb::Status record_position(lmdb::Txn& txn, std::uint64_t position, std::string_view message_id);
+    struct Published {
+        std::uint64_t position = 0;
+        std::string message_id;
+    };
+    // What the last record_position with a message id stored (nullopt: none ever did).
+    Result<std::optional<Published>> last_published() const;
 
     struct State;
 

@@ -36,7 +36,7 @@ inline constexpr int change_mismatch_rc = -30001;
 struct Error {
     int rc = 0;                  // the mdb_* return code (MDB_MAP_FULL, ENOSPC, …) or one of the two above
     const char* operation = "";  // the mdb_* function that failed
-    std::string detail{};        // what the commit hook or apply_changes said (empty for LMDB's errors)
+    std::string detail{};        // what the commit hook, apply_changes or rollback_last_commit said (empty for LMDB's errors)
 
     bool map_full() const { return rc == MDB_MAP_FULL; }
     // "mdb_txn_commit: MDB_MAP_FULL: Environment mapsize limit reached"
@@ -75,6 +75,13 @@ class Txn;
 //   ‖ for a put: value length (u32 BE) ‖ value
 // Only effective changes are recorded: a put that failed (MDB_KEYEXIST) or a delete of a missing key is not.
 using CommitHook = std::function<coconut::Status<Error>(Txn& txn, ByteView changes)>;
+// A step a commit hook leaves for after the local commit (Txn::after_commit), so that what the hook
+// started — a replica's acknowledgement — runs while LMDB writes and syncs. It runs once
+// mdb_txn_commit has returned, told whether the commit was written. If it fails, commit() fails with
+// its error as commit_refused_rc although the transaction may be in the file: the caller must then
+// treat this environment's last commit as not accepted (a cluster node rolls it back:
+// rollback_last_commit).
+using AfterCommit = std::function<coconut::Status<Error>(bool committed)>;
 struct Capture;
 
 class Env {
@@ -121,6 +128,15 @@ private:
     std::unique_ptr<Capture> capture_;  // table names by handle, and the commit hook
 };
 
+// Makes the environment's previous commit its latest again: the newer of the two meta pages of
+// `directory`/data.mdb is overwritten with the older one, which still describes a whole tree (LMDB
+// reuses no page the last two commits can reach). The next write transaction reuses the discarded
+// commit's id. For a cluster node's last commit that the journal stream did not take (clearing/node).
+// The environment must be closed in this process and open in no other: refused (ErrorCode EBUSY as rc)
+// while another process has its lock file open; a file that is not an LMDB 0.9 environment, or whose
+// two meta pages are from the same commit (nothing to roll back), is refused with EINVAL and untouched.
+Status rollback_last_commit(const std::string& directory);
+
 // Applies a change set (CommitHook's format) in `txn`, in order. A record that does not decode, or a
 // delete of a key this copy does not hold, fails with change_mismatch_rc (abort the transaction: this
 // copy and the change set's origin have diverged).
@@ -166,9 +182,12 @@ public:
     MDB_txn* get() const { return txn_; }
     bool live() const { return txn_ != nullptr; }
     // Commits (for a top-level write transaction: durably, fsync included). The handle is released
-    // whatever the outcome; on error nothing of this transaction was written.
+    // whatever the outcome; on error nothing of this transaction was written — except when the commit
+    // hook's AfterCommit step failed after LMDB committed (see AfterCommit).
     Status commit();
     void abort();
+    // From inside the commit hook only: `step` runs once this transaction's mdb_txn_commit returned.
+    void after_commit(AfterCommit step);
 
     // The value stored under `key`, nullopt when there is none.
     Result<std::optional<ByteView>> get(MDB_dbi table, ByteView key) const;

@@ -8,12 +8,18 @@
 //             holds it, takes it, applies everything up to the stream's last sequence, and becomes
 //   primary   the whole Daemon (daemon.hpp) with a commit hook: each commit's change set is sealed
 //             and published to the stream with the expected last sequence (fencing) and a message id
-//             (de-dup), and committed to LMDB — and so answered — only once the stream acknowledged
-//             it. The lease is renewed every ttl/3. A refused publish (another primary has written:
+//             (de-dup); LMDB writes and syncs the commit while the stream acknowledges it, and the
+//             commit is answered only once both are done. The lease is renewed every ttl/3. A refused publish (another primary has written:
 //             JetStream 10071), a commit the stream did not take within publish_deadline, or a lost
 //             lease deposes it: every commit from then on is refused (nothing is answered as approved),
 //             the daemon drains, and the node is a standby again, re-applying from the stream what it
 //             may have missed.
+//
+// A commit the stream refused (or never received, the node having died) is in this node's ledger
+// but in no other's: it answered nobody as approved, and the node rolls it back when it opens as a
+// standby, before it follows the stream (the ledger records which commit it published last and under
+// which message id; lmdb::rollback_last_commit). A primary waits for each commit's acknowledgement
+// before it begins the next, so at most one commit is ever in that state.
 //
 // The stream's fencing, not the lease, keeps the history single: whoever publishes after sequence N
 // first wins, the other is refused and steps down; the lease only keeps nodes from racing.
@@ -44,6 +50,9 @@ struct NodeOptions {
     // (a NATS stream-leader election takes 5–7 s on this kind of machine: clearing/cluster/README.md).
     std::chrono::milliseconds publish_deadline{9000};
     std::chrono::milliseconds publish_attempt_wait{2000};
+    // How often the primary renews its lease; 0: lease.ttl / 3. At or above the ttl the primary loses the
+    // lease between renewals and learns it only from a refused publish: for tests of that case alone.
+    std::chrono::milliseconds lease_renew_every{0};
     // Rewritten (through a rename) whenever the role or the applied position changes: JSON with
     // "node", "role" (standby / primary), "position", "journal_sequence", "primary" (the lease value).
     std::filesystem::path status_file;
