@@ -267,9 +267,13 @@ class Bench:
         if not match:
             return None
         commits, size, seal_ms, wait_ms = int(match[1]), int(match[2]), float(match[3]), float(match[4])
+        # Since the local commit overlaps the stream's acknowledgement the line also gives the round trips.
+        trips = re.search(r"([\d.]+) ms the stream's round trips", lines[-1])
+        round_trip_ms = float(trips[1]) / max(1, commits) if trips else None
         metric_commits = sum(r["commits"] for r in runs)
         metric_ms = sum(r["commits"] * r["commit_ms"] for r in runs)
         return {"commits": commits, "bytes": size, "seal_ms": seal_ms / max(1, commits), "wait_ms": wait_ms / max(1, commits),
+                "round_trip_ms": round_trip_ms,
                 "commit_ms": metric_ms / max(1, metric_commits), "share": (seal_ms + wait_ms) / metric_ms if metric_ms else 0}
 
     def node(self, round_number, name):
@@ -456,7 +460,9 @@ def report(rounds, args):
             p = cluster["publish"]
             log(f"  the primary's commit hook over both runs: {p['commits']} commits, {p['bytes'] / max(1, p['commits']) / 1024:.1f} KiB "
                 f"sealed each; per commit {p['seal_ms']:.2f} ms sealing + {p['wait_ms']:.2f} ms waiting for the stream, "
-                f"of {p['commit_ms']:.2f} ms per commit (apply + hook + fsync, /metrics): {p['share']:.0%} in the hook")
+                f"of {p['commit_ms']:.2f} ms per commit (apply + hook + fsync, /metrics): {p['share']:.0%} in the hook"
+                + (f"; the stream's round trip {p['round_trip_ms']:.2f} ms per commit, overlapping the local commit"
+                   if p.get("round_trip_ms") is not None else ""))
 
 
 def main():
