@@ -270,10 +270,12 @@ class Bench:
         # Since the local commit overlaps the stream's acknowledgement the line also gives the round trips.
         trips = re.search(r"([\d.]+) ms the stream's round trips", lines[-1])
         round_trip_ms = float(trips[1]) / max(1, commits) if trips else None
+        slow = re.search(r"the slowest ([\d.]+) ms; (\d+) over 5 ms, (\d+) over 10 ms, (\d+) over 20 ms", lines[-1])
+        slow_trips = f"the slowest {slow[1]} ms; {slow[2]} over 5 ms, {slow[3]} over 10 ms, {slow[4]} over 20 ms" if slow else None
         metric_commits = sum(r["commits"] for r in runs)
         metric_ms = sum(r["commits"] * r["commit_ms"] for r in runs)
         return {"commits": commits, "bytes": size, "seal_ms": seal_ms / max(1, commits), "wait_ms": wait_ms / max(1, commits),
-                "round_trip_ms": round_trip_ms,
+                "round_trip_ms": round_trip_ms, "slow_trips": slow_trips,
                 "commit_ms": metric_ms / max(1, metric_commits), "share": (seal_ms + wait_ms) / metric_ms if metric_ms else 0}
 
     def node(self, round_number, name):
@@ -462,7 +464,8 @@ def report(rounds, args):
                 f"sealed each; per commit {p['seal_ms']:.2f} ms sealing + {p['wait_ms']:.2f} ms waiting for the stream, "
                 f"of {p['commit_ms']:.2f} ms per commit (apply + hook + fsync, /metrics): {p['share']:.0%} in the hook"
                 + (f"; the stream's round trip {p['round_trip_ms']:.2f} ms per commit, overlapping the local commit"
-                   if p.get("round_trip_ms") is not None else ""))
+                   if p.get("round_trip_ms") is not None else "")
+                + (f" ({p['slow_trips']})" if p.get("slow_trips") else ""))
 
 
 def main():

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <csignal>
@@ -417,7 +418,12 @@ public:
         outcome_.reset();
         return outcome;
     }
-    Clock::duration round_trips() const { return round_trips_; }  // read once the writer has stopped
+    // Read once the writer has stopped: the round trips' sum and the slowest one.
+    Clock::duration round_trips() const { return round_trips_; }
+    Clock::duration slowest() const { return slowest_; }
+    // How many round trips took longer than each of slow_ms.
+    static constexpr std::array<int, 3> slow_ms{5, 10, 20};
+    const std::array<std::uint64_t, 3>& slow_counts() const { return slow_counts_; }
 
 private:
     void run() {
@@ -432,7 +438,10 @@ private:
             const auto started = Clock::now();
             Outcome outcome = publish(job);
             lock.lock();
-            round_trips_ += Clock::now() - started;
+            const auto took = Clock::now() - started;
+            round_trips_ += took;
+            slowest_ = std::max(slowest_, took);
+            for (std::size_t i = 0; i < slow_ms.size(); ++i) slow_counts_[i] += took > std::chrono::milliseconds(slow_ms[i]) ? 1 : 0;
             outcome_ = std::move(outcome);
             changed_.notify_all();
         }
@@ -459,7 +468,8 @@ private:
     std::optional<Job> job_;
     std::optional<Outcome> outcome_;
     bool stopping_ = false;
-    Clock::duration round_trips_{};
+    Clock::duration round_trips_{}, slowest_{};
+    std::array<std::uint64_t, 3> slow_counts_{};
     std::thread thread_;  // last: it starts once the members it uses exist
 };
 
@@ -597,8 +607,10 @@ coconut::Result<ReignEnd, NodeError> serve_as_primary(Node& node, DaemonOptions 
         const auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
         node.say(
             fmt::format("published {} commits ({} bytes sealed): {:.1f} ms sealing, {:.1f} ms waiting for the stream after the "
-                        "local commits, {:.1f} ms the stream's round trips",
-                        reign.published, reign.published_bytes, ms(reign.sealing), ms(reign.waiting), ms(reign.publisher.round_trips())));
+                        "local commits, {:.1f} ms the stream's round trips (the slowest {:.1f} ms; {} over 5 ms, {} over 10 ms, {} over 20 ms)",
+                        reign.published, reign.published_bytes, ms(reign.sealing), ms(reign.waiting), ms(reign.publisher.round_trips()),
+                        ms(reign.publisher.slowest()), reign.publisher.slow_counts()[0], reign.publisher.slow_counts()[1],
+                        reign.publisher.slow_counts()[2]));
         if (reign.deposed) {
             node.say("stepped down: " + reign.why);
             return ReignEnd::deposed;
