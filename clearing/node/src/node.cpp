@@ -605,12 +605,12 @@ coconut::Result<ReignEnd, NodeError> serve_as_primary(Node& node, DaemonOptions 
         stop_keeper();
         node.role = "standby";
         const auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
-        node.say(
-            fmt::format("published {} commits ({} bytes sealed): {:.1f} ms sealing, {:.1f} ms waiting for the stream after the "
-                        "local commits, {:.1f} ms the stream's round trips (the slowest {:.1f} ms; {} over 5 ms, {} over 10 ms, {} over 20 ms)",
-                        reign.published, reign.published_bytes, ms(reign.sealing), ms(reign.waiting), ms(reign.publisher.round_trips()),
-                        ms(reign.publisher.slowest()), reign.publisher.slow_counts()[0], reign.publisher.slow_counts()[1],
-                        reign.publisher.slow_counts()[2]));
+        node.say(fmt::format(
+            "published {} commits ({} bytes sealed): {:.1f} ms sealing, {:.1f} ms waiting for the stream after the "
+            "local commits, {:.1f} ms the stream's round trips (the slowest {:.1f} ms; {} over 5 ms, {} over 10 ms, {} over 20 ms)",
+            reign.published, reign.published_bytes, ms(reign.sealing), ms(reign.waiting), ms(reign.publisher.round_trips()),
+            ms(reign.publisher.slowest()), reign.publisher.slow_counts()[0], reign.publisher.slow_counts()[1],
+            reign.publisher.slow_counts()[2]));
         if (reign.deposed) {
             node.say("stepped down: " + reign.why);
             return ReignEnd::deposed;
