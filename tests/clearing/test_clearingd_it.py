@@ -27,6 +27,7 @@ closes a plain-TCP peer on its TLS port and serves plain TCP only with --insecur
 Usage: test_clearingd_it.py HSMD CLEARINGD TERMINAL VCARD [flows|kill9|online|all] [--transactions N]
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -794,6 +795,23 @@ def phase_online(stack):
     log(f"  ok  check: {report['transfers']} transfers, {report['pending_open']} open holds")
 
 
+@contextlib.contextmanager
+def kept_if_failed(stack, workdir):
+    """Runs the body, then closes `stack` whatever happened; removes `workdir` when the body finished, keeps it
+    (and says where) when it failed; says PASS when it finished. For a test script's main()."""
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        stack.close()
+        if ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log(f"FAILED; work directory kept: {workdir}")
+    log("PASS")
+
+
 def main():
     if len(sys.argv) < 5:
         sys.exit(__doc__)
@@ -804,8 +822,7 @@ def main():
         transactions = int(sys.argv[sys.argv.index("--transactions") + 1])
     workdir = tempfile.mkdtemp(prefix="coconut-clearingd-it-")
     stack = Stack(tools, workdir)
-    ok = False
-    try:
+    with kept_if_failed(stack, workdir):
         stack.setup()
         if phases in ("flows", "all"):
             phase_flows(stack)
@@ -813,14 +830,6 @@ def main():
             phase_kill9(stack, transactions)
         if phases in ("online", "all"):
             phase_online(stack)
-        ok = True
-    finally:
-        stack.close()
-        if ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            log(f"FAILED; work directory kept: {workdir}")
-    log("PASS")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import datetime
 import http.client
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -156,8 +155,7 @@ def main():
     workdir = tempfile.mkdtemp(prefix="coconut-refund-settle-")
     stack = HttpStack(tools, workdir)
     stack.settle = os.path.abspath(sys.argv[5])
-    ok = False
-    try:
+    with it.kept_if_failed(stack, workdir):
         stack.setup()
         clinic = Clinic(stack)
         stack.issue_tokens()
@@ -175,14 +173,6 @@ def main():
         shop_purchase(stack, 0, 1234)
         phase_history(stack, purse_fen, medical_fen)
         phase_settlement(stack, purse_fen, medical_fen, 1234)
-        ok = True
-    finally:
-        stack.close()
-        if ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            it.log(f"FAILED; work directory kept: {workdir}")
-    it.log("PASS")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ usage: test_terminal_refund.py HSMD CLEARINGD TERMINAL VCARD
 
 import json
 import os
-import shutil
 import sys
 import tempfile
 
@@ -194,8 +193,7 @@ def main():
     tools = [os.path.abspath(p) for p in sys.argv[1:5]]
     workdir = tempfile.mkdtemp(prefix="coconut-terminal-refund-")
     stack = it.Stack(tools, workdir)
-    ok = False
-    try:
+    with it.kept_if_failed(stack, workdir):
         stack.setup()
         clinic = Clinic(stack)
         stack.start_daemon(["--insecure-terminals"])
@@ -207,14 +205,6 @@ def main():
         reconciled = json.loads(it.run(clinic.argv(0, "reconcile")).stdout)
         expect("balanced", reconciled["balanced"], True)
         stack.check()
-        ok = True
-    finally:
-        stack.close()
-        if ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            it.log(f"FAILED; work directory kept: {workdir}")
-    it.log("PASS")
 
 
 if __name__ == "__main__":

@@ -19,13 +19,7 @@ constexpr const char* replication_table = "replication";
 constexpr std::string_view position_key = "position";
 constexpr std::string_view published_key = "published";
 
-std::array<std::uint8_t, 8> position_bytes(std::uint64_t position) {
-    std::array<std::uint8_t, 8> value{};
-    for (int i = 7; i >= 0; --i, position >>= 8) value[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(position);
-    return value;
-}
-
-ByteView key_bytes(std::string_view text) { return {reinterpret_cast<const std::uint8_t*>(text.data()), text.size()}; }
+ByteView key_bytes(std::string_view text) { return text_bytes(text); }
 
 Error replication_error(const State& s, const std::string& what) {
     return Error{ErrorCode::replication, fmt::format("ledger in {}: {}", s.options.directory, what)};
@@ -36,9 +30,7 @@ lmdb::Result<std::uint64_t> read_position(const lmdb::Txn& txn, MDB_dbi table) {
     if (!raw) return Unexpected{raw.error()};
     if (!*raw) return std::uint64_t{0};
     if ((*raw)->size() != 8) return Unexpected{lmdb::Error{MDB_CORRUPTED, "replication position"}};
-    std::uint64_t position = 0;
-    for (const std::uint8_t b : **raw) position = position << 8 | b;
-    return position;
+    return read_be(**raw);
 }
 
 std::optional<JournalHead> read_head(const lmdb::Txn& txn, const State& s) {
@@ -120,16 +112,15 @@ Result<std::uint64_t> Ledger::replicated_position() const {
 
 lmdb::Status Ledger::record_position(lmdb::Txn& txn, std::uint64_t position) {
     COCONUT_TRY(table, state_->env.table_in(txn, replication_table));
-    const auto value = position_bytes(position);
+    const auto value = be_array<8>(position);
     return txn.put(table, key_bytes(position_key), ByteView(value.data(), value.size()));
 }
 
 lmdb::Status Ledger::record_position(lmdb::Txn& txn, std::uint64_t position, std::string_view message_id) {
     if (auto recorded = record_position(txn, position); !recorded) return recorded;
     COCONUT_TRY(table, state_->env.table_in(txn, replication_table));
-    const auto at = position_bytes(position);
-    Bytes value(at.begin(), at.end());
-    value.insert(value.end(), message_id.begin(), message_id.end());
+    Bytes value = be_bytes(position, 8);
+    append(value, text_bytes(message_id));
     return txn.put(table, key_bytes(published_key), value);
 }
 
@@ -145,7 +136,7 @@ Result<std::optional<Ledger::Published>> Ledger::last_published() const {
     if (!*raw) return std::optional<Published>{};
     if ((*raw)->size() < 8) return Unexpected{Error{ErrorCode::corrupt, "ledger replication record \"published\" is too short"}};
     Published published;
-    for (std::size_t i = 0; i < 8; ++i) published.position = published.position << 8 | (**raw)[i];
+    published.position = read_be((*raw)->first(8));
     published.message_id.assign(reinterpret_cast<const char*>((*raw)->data() + 8), (*raw)->size() - 8);
     return std::optional<Published>{std::move(published)};
 }

@@ -516,9 +516,9 @@ struct Reign {
         std::string id = journal_message_id(sealed);
         sealing += Clock::now() - started;
         if (auto recorded = ledger->record_position(txn, after + 1, id); !recorded) return recorded;
-        published_bytes += sealed.size();
+        const std::size_t bytes = sealed.size();
         publisher.send({std::move(sealed), std::move(id), after});
-        txn.after_commit([this, after](bool) { return acknowledged(after); });
+        txn.after_commit([this, after, bytes](bool) { return acknowledged(after, bytes); });
         return Ok{};
     }
 
@@ -530,7 +530,7 @@ private:
     // After the local commit (written or not): the stream's answer. Refused: this node steps down, and
     // the commit fails — nobody is answered as approved. Accepted but not written here: the next hook
     // finds the ledger behind the stream.
-    lmdb::Status acknowledged(std::uint64_t after) {
+    lmdb::Status acknowledged(std::uint64_t after, std::size_t bytes) {
         const auto started = Clock::now();
         auto outcome = publisher.wait();
         waiting += Clock::now() - started;
@@ -539,6 +539,7 @@ private:
             return refuse(outcome.error());
         }
         ++published;
+        published_bytes += bytes;
         COCONUT_ASSERT(outcome->sequence == after + 1, "a fenced publish lands right after the fence");
         node.position = outcome->sequence;
         return Ok{};
