@@ -86,13 +86,21 @@ def http_get(port, path, token, method="GET"):
         return error.code, dict(error.headers), json.loads(error.read())
 
 
+def wait_caught_up(standby, primary, clerk_token, deadline):
+    """Waits until `standby` has applied everything the primary has committed so far. The primary's position
+    is asked of its API: its status file is rewritten only at lease renewals."""
+    status, _, body = http_get(primary.http_port, "/v1/clerk/cluster/position", clerk_token)
+    assert status == 200 and "position" in body, (status, body)
+    while standby.status().get("position", 0) < body["position"]:
+        assert time.time() < deadline, f"the standby did not catch up with position {body['position']}: {standby.status()}"
+        time.sleep(0.05)
+
+
 def check_standby_http(nodes, primary, card_token, clerk_token):
     """A standby answers the cardholder from its copy and sends a clerk to the primary."""
     standby = next(n for n in nodes if n is not primary and n.alive() and n.status().get("role") == "standby")
     deadline = time.time() + WAIT_S
-    while standby.status().get("position", 0) < primary.status().get("position", 0):
-        assert time.time() < deadline, "the standby did not catch up"
-        time.sleep(0.05)
+    wait_caught_up(standby, primary, clerk_token, deadline)
     status, headers, body = http_get(standby.http_port, f"/v1/cards/{CARDS[0][-16:]}", card_token)
     assert status == 200 and "Coconut-Applied-Position" in headers, (status, headers, body)
     p_status, _, p_body = http_get(primary.http_port, f"/v1/cards/{CARDS[0][-16:]}", card_token)
@@ -109,9 +117,7 @@ def check_standby_http(nodes, primary, card_token, clerk_token):
     assert status == 200 and body["status"] == "lost", (status, body)
     status, _, body = http_get(standby.http_port, f"/v1/cards/{card}/lost", card_token, method="POST")
     assert status == 503 and body["error"]["code"] == "standby", (status, body)
-    while standby.status().get("position", 0) < primary.status().get("position", 0):
-        assert time.time() < deadline, "the standby did not catch up"
-        time.sleep(0.05)
+    wait_caught_up(standby, primary, clerk_token, deadline)
     status, _, body = http_get(standby.http_port, f"/v1/cards/{card}", card_token)
     assert status == 200 and body["status"] == "lost" and body["lost"]["state"] == "waiting", (status, body)
     status, _, body = http_get(standby.http_port, f"/v1/cards/{card}/transactions", card_token)
