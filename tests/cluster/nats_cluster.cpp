@@ -1,5 +1,7 @@
 #include "nats_cluster.hpp"
 
+#include <coconut/cluster/nats_server_env.hpp>
+
 #include <algorithm>
 #include <arpa/inet.h>
 #include <csignal>
@@ -132,10 +134,16 @@ void NatsCluster::start(int node) {
     if (running(node)) return;
     const std::string config = (directory_ / (server_name(node) + ".conf")).string();
     const std::string log = (directory_ / (server_name(node) + ".log")).string();
-    // Each server's Go runtime sized to its share of the CPUs (docs/CLUSTER.md, "Deployment"); made
-    // before the fork: the child only execs. /usr/bin/env execs the server under the same PID.
-    const unsigned cpus = std::max(1U, std::thread::hardware_concurrency());
-    const std::string gomaxprocs = "GOMAXPROCS=" + std::to_string(std::max<std::size_t>(1, cpus / nodes_.size()));
+    // Each server's Go runtime set for a shared machine (docs/CLUSTER.md, "Deployment"); the argument
+    // list is made before the fork: the child only execs. /usr/bin/env execs the server under the same PID.
+    std::vector<std::string> arguments{"env"};
+    for (auto& setting : cluster::shared_machine_nats_env(std::max(1U, std::thread::hardware_concurrency()), nodes_.size()))
+        arguments.push_back(std::move(setting));
+    for (const std::string& argument : {std::string("nats-server"), std::string("-c"), config, std::string("-l"), log})
+        arguments.push_back(argument);
+    std::vector<char*> argv;
+    for (std::string& argument : arguments) argv.push_back(argument.data());
+    argv.push_back(nullptr);
     const pid_t parent = ::getpid();
     const pid_t pid = ::fork();
     if (pid < 0) throw std::runtime_error("fork failed");
@@ -143,8 +151,7 @@ void NatsCluster::start(int node) {
         // Dies with the test, whatever kills it.
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (::getppid() != parent) ::_exit(1);
-        ::execl("/usr/bin/env", "env", gomaxprocs.c_str(), "nats-server", "-c", config.c_str(), "-l", log.c_str(),
-                static_cast<char*>(nullptr));
+        ::execv("/usr/bin/env", argv.data());
         ::_exit(127);
     }
     nodes_[node].pid = pid;

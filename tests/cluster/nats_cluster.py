@@ -18,12 +18,15 @@ def _free_port():
 
 
 class NatsCluster:
-    def __init__(self, directory, nodes=3, gomaxprocs=None):
+    def __init__(self, directory, nodes=3, gomaxprocs=None, gogc=None):
         self.dir = directory
-        # Servers sharing one machine share its CPUs: each Go runtime sized to its share (at least 1) keeps
-        # their garbage collectors and schedulers from preempting one another and the clearing
-        # (docs/CLUSTER.md, "Deployment"). 0 leaves Go's default (every CPU).
+        # The Go runtime settings for servers sharing one machine, as coconut/cluster/nats_server_env.hpp
+        # gives them (docs/CLUSTER.md, "Deployment"): each runtime sized to its share of the CPUs (at least
+        # 1) keeps their garbage collectors and schedulers from preempting one another and the clearing; 0
+        # leaves Go's default (every CPU). GOGC 1000 under a 512 MiB GOMEMLIMIT collects far less often than
+        # Go's default on the servers' small heaps; 0 leaves Go's default (100, no limit).
         self.gomaxprocs = max(1, (os.cpu_count() or 1) // nodes) if gomaxprocs is None else gomaxprocs
+        self.gogc = 1000 if gogc is None else gogc
         os.makedirs(directory, exist_ok=True)
         self.password = secrets.token_hex(16)
         self.route_password = secrets.token_hex(16)
@@ -82,6 +85,9 @@ class NatsCluster:
         env = dict(os.environ)
         if self.gomaxprocs:
             env["GOMAXPROCS"] = str(self.gomaxprocs)
+        if self.gogc:
+            env["GOGC"] = str(self.gogc)
+            env["GOMEMLIMIT"] = "512MiB"
         self.processes[node] = subprocess.Popen(["nats-server", "-c", config, "-l", log], env=env,
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -218,7 +218,7 @@ class Bench:
         return {"saturated": saturated, "fixed": fixed}
 
     def cluster(self, round_number):
-        nats = start_nats(os.path.join(self.nats_home, f"nats-{round_number}"), self.args.nats_gomaxprocs)
+        nats = start_nats(os.path.join(self.nats_home, f"nats-{round_number}"), self.args.nats_gomaxprocs, self.args.nats_gogc)
         self.nats = nats
         if self.args.nats_cpus:
             # Every thread of every nats-server (and those they start later) on these CPUs only.
@@ -328,13 +328,13 @@ class Bench:
                 "stream_bytes": stream["bytes"]}
 
 
-def start_nats(directory, gomaxprocs=None, attempts=3):
+def start_nats(directory, gomaxprocs=None, gogc=None, attempts=3):
     """A NatsCluster, tried again in a fresh directory if it does not come up (a port taken meanwhile by another
     process); the servers of a failed attempt are stopped by PID (found by their configuration's directory)."""
     for attempt in range(1, attempts + 1):
         where = f"{directory}-{attempt}"
         try:
-            return NatsCluster(where, gomaxprocs=gomaxprocs)
+            return NatsCluster(where, gomaxprocs=gomaxprocs, gogc=gogc)
         except RuntimeError as error:
             log(f"  NATS cluster attempt {attempt}: {error}")
             for pid in os.listdir("/proc"):
@@ -486,6 +486,8 @@ def main():
                         "ledger writer's CPU, which coconut-clearingd --writer-cpu auto keeps for the writer)")
     parser.add_argument("--nats-gomaxprocs", type=int, default=None, help="GOMAXPROCS of each nats-server (default: "
                         "the machine's CPUs / 3, at least 1; 0: Go's default, every CPU)")
+    parser.add_argument("--nats-gogc", type=int, default=None, help="GOGC of each nats-server, with GOMEMLIMIT 512MiB "
+                        "(default: 1000; 0: Go's default, 100 without a limit)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, perf data)")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="coconut-cluster-bench-", dir=args.dir)
@@ -496,7 +498,8 @@ def main():
         bench.setup()
         log(f"clearingd_cluster_bench: {os.cpu_count()} CPUs, work {work}, serve flags {args.serve_arg or 'default'}, "
             f"{args.standbys} standbys, nats-server stores in {bench.nats_home}, nats-server CPUs {args.nats_cpus or 'any'}, GOMAXPROCS "
-            f"{'Go default' if args.nats_gomaxprocs == 0 else args.nats_gomaxprocs or 'CPUs / 3'}")
+            f"{'Go default' if args.nats_gomaxprocs == 0 else args.nats_gomaxprocs or 'CPUs / 3'}, GOGC "
+            f"{'Go default' if args.nats_gogc == 0 else (args.nats_gogc or 1000)}{'' if args.nats_gogc == 0 else ' (GOMEMLIMIT 512MiB)'}")
         for number in range(1, args.rounds + 1):
             load = loadavg()
             single = bench.single(number)

@@ -3,6 +3,7 @@
 #include "cardholder_api.hpp"
 #include "errors.hpp"
 
+#include <coconut/cluster/nats_server_env.hpp>
 #include <coconut/core/bytes.hpp>
 
 #include <fmt/format.h>
@@ -196,15 +197,16 @@ void ClearingCluster::write_nats_config(std::size_t server) const {
 
 void ClearingCluster::start_nats() {
     const std::string server = nats_server();
-    // The servers share this machine's CPUs: each Go runtime sized to its share (docs/CLUSTER.md,
-    // "Deployment"); /usr/bin/env sets it and execs the server under the same PID.
-    const unsigned cpus = std::max(1U, std::thread::hardware_concurrency());
-    const std::string gomaxprocs = fmt::format("GOMAXPROCS={}", std::max<std::size_t>(1, cpus / nats_.size()));
+    // The servers share this machine: each Go runtime set for that (docs/CLUSTER.md, "Deployment");
+    // /usr/bin/env sets it and execs the server under the same PID.
+    const auto go_settings = cluster::shared_machine_nats_env(std::max(1U, std::thread::hardware_concurrency()), nats_.size());
     for (std::size_t i = 0; i < nats_.size(); ++i) {
         const fs::path config = dir_ / "nats" / fmt::format("n{}.conf", i + 1);
+        std::vector<std::string> argv{"/usr/bin/env"};
+        argv.insert(argv.end(), go_settings.begin(), go_settings.end());
+        argv.insert(argv.end(), {server, "-c", config.string()});
         nats_[i].process =
-            Process::start(fmt::format("nats-server n{}", i + 1), {"/usr/bin/env", gomaxprocs, server, "-c", config.string()},
-                           world_.logs() / fmt::format("nats-n{}.log", i + 1));
+            Process::start(fmt::format("nats-server n{}", i + 1), std::move(argv), world_.logs() / fmt::format("nats-n{}.log", i + 1));
     }
     // Listening is enough here: each clearing node waits for JetStream's meta leader itself.
     const auto deadline = Clock::now() + nats_listen_wait;
