@@ -299,6 +299,27 @@ def fencing(cluster, args):
     log(f"  ok  fencing: {total} purchases booked once on every node; heads equal at entry {head[0]}")
 
 
+def publish_durations(node, clerk_token):
+    """coconut_cluster_publish_duration_seconds from the node's /metrics: count, sum (s), cumulative bucket
+    counts in the order given; None when the node reports no such histogram."""
+    request = urllib.request.Request(f"http://127.0.0.1:{node.http_port}/metrics", headers={"Authorization": f"Bearer {clerk_token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read().decode()
+    name = "coconut_cluster_publish_duration_seconds"
+    values = {}
+    buckets = []
+    for line in body.splitlines():
+        if line.startswith(name + "_bucket"):
+            buckets.append(int(float(line.rsplit(" ", 1)[1])))
+        elif line.startswith(name + "_count "):
+            values["count"] = int(float(line.split()[1]))
+        elif line.startswith(name + "_sum "):
+            values["sum"] = float(line.split()[1])
+    if not values:
+        return None
+    return {**values, "buckets": buckets}
+
+
 def upload_to(stack, node, queue):
     """Uploads `queue` to `node` alone; the finished coconut-terminal process."""
     return subprocess.run([stack.terminal, "--json", "--queue", os.path.join(stack.dir, queue), "upload", "--clearing",
@@ -318,6 +339,14 @@ def lapsed(cluster, args):
         if cluster.stack.queue_list("after.log")["count"] == 0:
             break
     assert cluster.stack.queue_list("after.log")["count"] == 0, "the new primary did not take the uploads"
+    # The primary's /metrics has the stream's answer time per commit it published; a standby publishes nothing.
+    published = publish_durations(successor, cluster.clerk_token)
+    assert published and published["count"] >= 1 and published["buckets"][-1] == published["count"], \
+        f"{successor.name} /metrics: the publish histogram: {published}"
+    standby = next(n for n in cluster.nodes if n is not stale and n is not successor)
+    assert publish_durations(standby, cluster.clerk_token) is None, f"standby {standby.name} reports publishes"
+    log(f"  ok  {successor.name} /metrics: {published['count']} commits published, "
+        f"{published['sum'] * 1000 / published['count']:.2f} ms to the stream's answer on average")
     total += cluster.queue(len(CARDS), "stale.log")
     refused = upload_to(cluster.stack, stale, "stale.log")
     assert cluster.stack.queue_list("stale.log")["count"] == len(CARDS), \

@@ -234,6 +234,7 @@ DaemonStatus Daemon::State::start_http() {
                             lifecycle.get(),
                             options.engine.lost_wait_s,
                             card_returns.get()};
+    services.publishes = options.publishes;
     try {
         http_server = std::make_unique<http::HttpServer>(*http_io, services, http_options);
     } catch (const std::exception& e) {

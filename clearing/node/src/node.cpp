@@ -69,7 +69,8 @@ struct Node {
     cluster::Connection nats;  // the lease and the readers keep its address: opened after it stopped moving
     std::optional<cluster::Lease> lease_slot;
     cluster::Lease& lease() { return *lease_slot; }
-    std::atomic<std::uint64_t> position{0};  // the stream sequence of the last commit in this node's ledger
+    std::atomic<std::uint64_t> position{0};                               // the stream sequence of the last commit in this node's ledger
+    http::PublishDurations publishes{http::publish_duration_buckets_us};  // every reign's, for the primary's /metrics
     mutable std::mutex primary_mutex;
     std::string primary_http;  // the lease holder's HTTP address, for a standby's 503 answers
     std::string role = "standby";
@@ -442,6 +443,7 @@ private:
             round_trips_ += took;
             slowest_ = std::max(slowest_, took);
             for (std::size_t i = 0; i < slow_ms.size(); ++i) slow_counts_[i] += took > std::chrono::milliseconds(slow_ms[i]) ? 1 : 0;
+            node_.publishes.observe(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(took).count()));
             outcome_ = std::move(outcome);
             changed_.notify_all();
         }
@@ -595,6 +597,7 @@ coconut::Result<ReignEnd, NodeError> serve_as_primary(Node& node, DaemonOptions 
         reign.ledger = &ledger;
         return [&reign](lmdb::Txn& txn, ByteView changes) { return reign.publish(txn, changes); };
     };
+    options.publishes = &node.publishes;
     std::atomic<Daemon*> running{nullptr};
     std::atomic<bool> stopping{false};
     std::thread keeper([&] { keep_lease(reign, running, stopping); });

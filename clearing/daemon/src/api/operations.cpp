@@ -208,6 +208,11 @@ void cluster_metrics(Text& t, const Services& s) {
     }
     t.gauge("coconut_cluster_standby", "1 on a cluster's standby node, 0 on a primary or a single clearing", standby ? 1 : 0);
     t.gauge("coconut_cluster_position", "journal stream position this node's ledger holds (0: not in a cluster)", position);
+    if (s.publishes != nullptr) {
+        t.family("coconut_cluster_publish_duration_seconds", "histogram",
+                 "per commit a cluster primary published: handed to NATS to the journal stream's answer, retries included");
+        s.publishes->write(t, "coconut_cluster_publish_duration_seconds", 1e-6);
+    }
 }
 
 void metrics(Call& call) {

@@ -118,6 +118,8 @@ struct DaemonOptions {
     // every commit of the daemon goes through it (a cluster primary publishes each to the journal
     // stream). Unset: no hook.
     std::function<lmdb::CommitHook(ledger::Ledger&)> commit_hook;
+    // What the commit hook's publishes took, for /metrics (a cluster primary's); null: none.
+    const http::PublishDurations* publishes = nullptr;
     std::chrono::milliseconds drain_timeout = drain_timeout_default;
 };
 

@@ -21,6 +21,7 @@
 #include <coconut/clearing/lifecycle.hpp>
 #include <coconut/clearing/card_returns.hpp>
 #include <coconut/clearing/server.hpp>
+#include <coconut/core/metrics.hpp>
 
 #include <boost/asio/io_context.hpp>
 
@@ -391,6 +392,11 @@ struct StandbyInfo {
     std::function<std::string()> primary_http;
 };
 inline constexpr std::string_view applied_position_header = "Coconut-Applied-Position";
+// A cluster primary's publishes (docs/CLUSTER.md "Watching a cluster"): per commit, the µs from handing
+// the sealed commit to NATS to the journal stream's answer (its acknowledgement or its refusal),
+// retries included. /metrics: coconut_cluster_publish_duration_seconds.
+inline constexpr std::array<std::uint64_t, 9> publish_duration_buckets_us{500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 1000000};
+using PublishDurations = core::Histogram<publish_duration_buckets_us.size()>;
 inline constexpr std::string_view primary_header = "Coconut-Primary";
 
 // What the API reads and writes. The stats pointers may be null (tests). `writer` is null exactly on a
@@ -415,6 +421,7 @@ struct Services {
     std::uint64_t lost_wait_s = 7 * 86'400;
     // The counter's tables (returns, tourist cards); null: those routes answer 503.
     CardReturns* card_returns = nullptr;
+    const PublishDurations* publishes = nullptr;  // set on a cluster's primary
 };
 
 // The HTTP listener (Boost.Beast): one object per connection, bounded head and body, a deadline on
