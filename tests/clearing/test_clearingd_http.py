@@ -1390,8 +1390,7 @@ def main():
     phases = sys.argv[7] if len(sys.argv) > 7 else "all"
     workdir = tempfile.mkdtemp(prefix="coconut-clearingd-http-")
     stack = HttpStack(tools, workdir)
-    ok = False
-    try:
+    with it.kept_if_failed(stack, workdir):
         stack.setup()
         if phases in ("api", "all"):
             phase_api(stack, openapi_path)
@@ -1405,14 +1404,6 @@ def main():
             phase_lifecycle(stack, artifacts)
         if phases in ("counter", "all"):
             phase_counter(stack)
-        ok = True
-    finally:
-        stack.close()
-        if ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            it.log(f"FAILED; work directory kept: {workdir}")
-    it.log("PASS")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ spinning when the process is out of descriptors.
 Usage: test_clearingd_limits.py HSMD CLEARINGD TERMINAL VCARD
 """
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -202,8 +201,7 @@ def main():
     tools = [os.path.abspath(p) for p in sys.argv[1:5]]
     workdir = tempfile.mkdtemp(prefix="coconut-clearingd-limits-")
     stack = it.Stack(tools, workdir)
-    ok = False
-    try:
+    with it.kept_if_failed(stack, workdir):
         stack.setup()
         check_sign_on_deadline(stack)
         check_no_deadline_without_sign_on(stack)
@@ -212,14 +210,6 @@ def main():
         check_http_per_address(stack)
         check_descriptor_limit(stack)
         stack.check()
-        ok = True
-    finally:
-        stack.close()
-        if ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            it.log(f"FAILED; work directory kept: {workdir}")
-    it.log("PASS")
 
 
 if __name__ == "__main__":

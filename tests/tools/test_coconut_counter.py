@@ -16,7 +16,6 @@ Usage: test_coconut_counter.py HSMD CLEARINGD TERMINAL VCARD COCONUT
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -236,8 +235,7 @@ def main():
     tools = [os.path.abspath(p) for p in sys.argv[1:5]]
     workdir = tempfile.mkdtemp(prefix="coconut-counter-")
     stack = CounterStack(tools, workdir, os.path.abspath(sys.argv[5]))
-    ok = False
-    try:
+    with it.kept_if_failed(stack, workdir):
         stack.setup()
         out = it.run([stack.clearingd, "admin", "--data", stack.data, "clerk-add", "--name", "desk", "--roles", "counter"]).stdout.strip()
         stack.clerk["desk"] = out
@@ -257,14 +255,6 @@ def main():
         assert stack.stop_daemon() == 0
         report = stack.check()
         it.log(f"  ok  coconut-clearingd check after the desk's day: {report.get('transfers', '?')} transfers, cards = shadows")
-        ok = True
-    finally:
-        stack.close()
-        if ok:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            it.log(f"FAILED; work directory kept: {workdir}")
-    it.log("PASS")
 
 
 if __name__ == "__main__":
