@@ -23,10 +23,11 @@ class NatsCluster:
         # The Go runtime settings for servers sharing one machine, as coconut/cluster/nats_server_env.hpp
         # gives them (docs/CLUSTER.md, "Deployment"): each runtime sized to its share of the CPUs (at least
         # 1) keeps their garbage collectors and schedulers from preempting one another and the clearing; 0
-        # leaves Go's default (every CPU). `gogc` (the benchmark's --nats-gogc) sets GOGC under a 512 MiB
-        # GOMEMLIMIT; by default Go's collector keeps its own (docs/BENCHMARKS.md "What stalls the stream").
+        # leaves Go's default (every CPU). GOGC 1000 under a 512 MiB GOMEMLIMIT collects far less often than
+        # Go's default on the servers' small heaps (docs/BENCHMARKS.md "What stalls the stream"); 0 leaves
+        # Go's default (100, no limit).
         self.gomaxprocs = max(1, (os.cpu_count() or 1) // nodes) if gomaxprocs is None else gomaxprocs
-        self.gogc = gogc
+        self.gogc = 1000 if gogc is None else gogc
         os.makedirs(directory, exist_ok=True)
         self.password = secrets.token_hex(16)
         self.route_password = secrets.token_hex(16)

@@ -487,7 +487,7 @@ def main():
     parser.add_argument("--nats-gomaxprocs", type=int, default=None, help="GOMAXPROCS of each nats-server (default: "
                         "the machine's CPUs / 3, at least 1; 0: Go's default, every CPU)")
     parser.add_argument("--nats-gogc", type=int, default=None, help="GOGC of each nats-server, with GOMEMLIMIT 512MiB "
-                        "(default: Go's, 100 without a limit)")
+                        "(default: 1000; 0: Go's default, 100 without a limit)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, perf data)")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="coconut-cluster-bench-", dir=args.dir)
@@ -499,7 +499,7 @@ def main():
         log(f"clearingd_cluster_bench: {os.cpu_count()} CPUs, work {work}, serve flags {args.serve_arg or 'default'}, "
             f"{args.standbys} standbys, nats-server stores in {bench.nats_home}, nats-server CPUs {args.nats_cpus or 'any'}, GOMAXPROCS "
             f"{'Go default' if args.nats_gomaxprocs == 0 else args.nats_gomaxprocs or 'CPUs / 3'}, GOGC "
-            f"{f'{args.nats_gogc} (GOMEMLIMIT 512MiB)' if args.nats_gogc else 'Go default'}")
+            f"{'Go default' if args.nats_gogc == 0 else f'{args.nats_gogc or 1000} (GOMEMLIMIT 512MiB)'}")
         for number in range(1, args.rounds + 1):
             load = loadavg()
             single = bench.single(number)

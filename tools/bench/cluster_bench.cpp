@@ -7,6 +7,10 @@
 //   lease       a holder stops renewing; a rival acquiring every 20 ms: time from the last renew to success
 //   leader kill SIGKILL of the stream leader during sequential publishing: time from the kill to the
 //               first acknowledged publish (the same id and fence resent every 100 ms), node restarted after
+//   paced       (--paced-seconds S) fenced sync publishes at a fixed rate, as a primary's group commits
+//               at a steady load (default 375/s of 2,800 B: 6,000 authorizations/s): the latency summary,
+//               the time spent beyond 5 ms per 10 s, and each publish over 8 ms with its time from the
+//               start (docs/BENCHMARKS.md "What stalls the stream")
 // Results and the exact command: clearing/cluster/README.md "Measured".
 #include "nats_cluster.hpp"
 
@@ -19,6 +23,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <thread>
@@ -38,6 +43,12 @@ struct Settings {
     int lease_runs = 3;
     int kill_runs = 3;
     int lease_ttl_ms = 3000;
+    double paced_seconds = 0;
+    int paced_rate = 375;
+    int paced_size = 2800;
+    bool paced_reader = false;
+    bool paced_only = false;
+    std::string paced_server = "any";
 };
 
 std::int64_t elapsed_ns(Clock::time_point since) {
@@ -161,6 +172,58 @@ void bench_leader_kill(test::NatsCluster& cluster, Connection& connection, const
     }
 }
 
+// Sync publishes at a fixed rate (a primary's group commits at a steady load): each publish starts at
+// its slot or, when late, right after the previous one. Prints the latency summary and every publish
+// over 8 ms with its time from the start.
+void bench_paced(Connection& connection, const StreamConfig& config, const Settings& settings, std::uint64_t& last) {
+    std::atomic<bool> stop{false};
+    std::thread follower;
+    std::uint64_t followed = 0;
+    if (settings.paced_reader) {
+        follower = std::thread([&] {
+            auto reader = JournalReader::open(connection, config, last + 1);
+            if (!reader) die("reader: " + reader.error().message);
+            while (!stop.load()) {
+                auto batch = reader->next_batch(200ms);
+                if (!batch) die("read: " + batch.error().message);
+                followed += batch->size();
+            }
+        });
+    }
+    const Bytes payload(static_cast<std::size_t>(settings.paced_size), 0x33);
+    const auto interval = std::chrono::nanoseconds(static_cast<std::int64_t>(1e9 / settings.paced_rate));
+    const auto started = Clock::now();
+    const auto until = started + std::chrono::nanoseconds(static_cast<std::int64_t>(settings.paced_seconds * 1e9));
+    std::vector<std::int64_t> samples;
+    std::vector<std::pair<double, double>> slow;
+    double excess_ms = 0;  // the time publishes spent beyond 5 ms
+    auto slot = started;
+    while (slot < until) {
+        std::this_thread::sleep_until(slot);
+        const auto begun = Clock::now();
+        auto ack = publish(connection, config, payload, fmt::format("paced-{}", last + 1), last);
+        const auto took = elapsed_ns(begun);
+        if (!ack) die("publish: " + ack.error().message);
+        last = ack->sequence;
+        samples.push_back(took);
+        excess_ms += std::max(0.0, static_cast<double>(took) / 1e6 - 5.0);
+        if (took > 8'000'000)
+            slow.emplace_back(static_cast<double>(std::chrono::duration_cast<std::chrono::microseconds>(begun - started).count()) / 1e6,
+                              static_cast<double>(took) / 1e6);
+        slot += interval;
+    }
+    stop = true;
+    if (follower.joinable()) follower.join();
+    std::sort(samples.begin(), samples.end());
+    const auto stats = bench::summarize(samples);
+    fmt::print(
+        "\npaced: {} publishes of {} B at {}/s for {} s{}: p50 {:.2f} ms, p99 {:.2f} ms, max {:.2f} ms; {} over 8 ms, {:.0f} ms beyond 5 ms per 10 s\n",
+        samples.size(), settings.paced_size, settings.paced_rate, settings.paced_seconds,
+        settings.paced_reader ? fmt::format(", a reader following ({} read)", followed) : std::string(), stats.median_us / 1000,
+        stats.p99_us / 1000, static_cast<double>(samples.back()) / 1e6, slow.size(), excess_ms * 10 / settings.paced_seconds);
+    for (const auto& [at, ms] : slow) fmt::print("  +{:.3f} s  {:.1f} ms\n", at, ms);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -172,6 +235,14 @@ int main(int argc, char** argv) {
     app.add_option("--lease-runs", settings.lease_runs, "lease takeovers");
     app.add_option("--lease-ttl-ms", settings.lease_ttl_ms, "the lease bucket's ttl");
     app.add_option("--kill-runs", settings.kill_runs, "stream leader SIGKILLs");
+    app.add_option("--paced-seconds", settings.paced_seconds, "publish at a fixed rate for this long (0: not)")
+        ->check(CLI::NonNegativeNumber);
+    app.add_option("--paced-rate", settings.paced_rate, "publishes per second in the paced run")->check(CLI::Range(1, 100000));
+    app.add_option("--paced-size", settings.paced_size, "bytes per publish in the paced run")->check(CLI::Range(1, 8 << 20));
+    app.add_flag("--paced-reader", settings.paced_reader, "a JournalReader follows the stream during the paced run");
+    app.add_option("--paced-server", settings.paced_server, "the server the paced run publishes through")
+        ->check(CLI::IsMember({"any", "leader", "follower"}));
+    app.add_flag("--paced-only", settings.paced_only, "only the paced run");
     CLI11_PARSE(app, argc, argv);
 
     test::NatsCluster cluster(3);
@@ -187,6 +258,23 @@ int main(int argc, char** argv) {
     fmt::print("cluster_bench, {}, nats-server 3 nodes on 127.0.0.1 (TLS), R3 file streams\n", bench::run_time_and_host());
     std::uint64_t last_small = 0;
     std::uint64_t last_big = 0;
+    if (settings.paced_seconds > 0) {
+        Connection paced = connection.value();
+        if (settings.paced_server != "any") {
+            auto leader = stream_leader(connection.value(), small.name);
+            if (!leader) die("stream leader: " + leader.error().message);
+            const int leading = cluster.node_named(leader.value());
+            const int node = settings.paced_server == "leader" ? leading : (leading + 1) % cluster.nodes();
+            auto options = cluster.client();
+            options.urls = {options.urls[static_cast<std::size_t>(node)]};
+            auto only = Connection::connect(options);
+            if (!only) die("connect: " + only.error().message);
+            paced = only.value();
+            fmt::print("paced publishes through {} (the stream leader is {})\n", cluster.server_name(node), leader.value());
+        }
+        bench_paced(paced, small, settings, last_small);
+    }
+    if (settings.paced_only) return 0;
     bench_publish(connection.value(), small, big, settings, last_small, last_big);
     bench_read(connection.value(), small, big, settings, last_small, last_big);
     bench_lease(connection.value(), settings);
