@@ -1,6 +1,7 @@
 // The NATS layer's pieces that need no server: the lease value, option checks, an absent server.
 #include <coconut/cluster/connection.hpp>
 #include <coconut/cluster/lease.hpp>
+#include <coconut/cluster/nats_server_env.hpp>
 
 #include <doctest/doctest.h>
 
@@ -8,6 +9,9 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <string>
+#include <vector>
 
 using namespace coconut::cluster;
 
@@ -25,6 +29,14 @@ TEST_CASE("a lease value that is not exactly {node, address} strings parses to n
     CHECK_FALSE(parse_lease_value(R"({"node":"a","address":7})").has_value());
     CHECK_FALSE(parse_lease_value(R"({"node":"a","address":"b","extra":1})").has_value());
     CHECK_FALSE(parse_lease_value(R"(["a","b"])").has_value());
+}
+
+TEST_CASE("nats-servers sharing a machine get their share of the CPUs and the collector setting") {
+    using Env = std::vector<std::string>;
+    CHECK(shared_machine_nats_env(2, 3) == Env{"GOMAXPROCS=1", "GOGC=1000", "GOMEMLIMIT=512MiB"});
+    CHECK(shared_machine_nats_env(8, 3) == Env{"GOMAXPROCS=2", "GOGC=1000", "GOMEMLIMIT=512MiB"});
+    CHECK(shared_machine_nats_env(6, 1).front() == "GOMAXPROCS=6");
+    CHECK(shared_machine_nats_env(4, 0).front() == "GOMAXPROCS=4");  // no servers: not a division by 0
 }
 
 TEST_CASE("options that cannot work are refused before connecting") {
