@@ -25,7 +25,8 @@
 // measured apart from the uploads: every connection of an upload run is set up before its clock starts.
 //
 // Each connection uploads the taps of its own cards (--cards-per-connection, taken in turn, each
-// card's offline ATCs in order). With one card per connection a group's card records, card accounts
+// card's offline ATCs in order, each run continuing right after the last one, and each claimed balance
+// the card's shadow: no risk flags, as in normal traffic). With one card per connection a group's card records, card accounts
 // and account index rows share few leaf pages; more cards per connection spread them as a province's
 // many cards would.
 #include <coconut/core/log.hpp>
@@ -72,6 +73,15 @@ const std::string tac_master_hex = "404142434445464748494A4B4C4D4E4F";
 const std::string issuer_hex = "4600000000000001";
 
 std::string asn_digits(std::size_t card) { return fmt::format("4601{:016d}", card + 1); }
+
+// The first offline ATC of the run after one that gave each connection `per_connection` taps of its
+// `cards_per_connection` cards in turn, from `atc`: right after the highest ATC that run used. A card's
+// claimed balance follows its ATC (upload_frame), so a gap would leave every later claim a fen below
+// the card's shadow and raise a risk flag on each purchase, which normal traffic does not. Cards that
+// got one tap fewer (per_connection not a multiple of cards_per_connection) still skip one ATC.
+std::uint16_t atc_after(std::uint16_t atc, std::size_t per_connection, std::size_t cards_per_connection) {
+    return static_cast<std::uint16_t>(atc + (per_connection + cards_per_connection - 1) / cards_per_connection);
+}
 
 Bytes upload_frame(std::size_t card, std::uint16_t atc, std::uint32_t stan) {
     PurseTransaction t;
@@ -557,7 +567,7 @@ int alternate_phases(const std::string& dir, const Workload& w, std::size_t pair
     // counted, so the first pair does not compare an empty ledger with a filled one.
     print("0 plain: warm-up (not counted)",
           run(daemon.target(), Transport{}, w.connections, w.cards_per_connection, saturated_per_connection, atc, 0, w.window));
-    atc = static_cast<std::uint16_t>(atc + saturated_per_connection / w.cards_per_connection + 1);
+    atc = atc_after(atc, saturated_per_connection, w.cards_per_connection);
     for (std::size_t pair = 0; pair < pairs; ++pair) {
         RunResult saturated[2], fixed[2];  // [0] plain, [1] TLS
         for (int step = 0; step < 2; ++step) {
@@ -565,11 +575,11 @@ int alternate_phases(const std::string& dir, const Workload& w, std::size_t pair
             const Transport transport{which == 1 ? &client : nullptr};
             saturated[which] =
                 run(daemon.target(), transport, w.connections, w.cards_per_connection, saturated_per_connection, atc, 0, w.window);
-            atc = static_cast<std::uint16_t>(atc + saturated_per_connection / w.cards_per_connection + 1);
+            atc = atc_after(atc, saturated_per_connection, w.cards_per_connection);
             print(fmt::format("{} {}: group commit, {} in flight", pair + 1, transport.name(), w.window).c_str(), saturated[which]);
             fixed[which] =
                 run(daemon.target(), transport, w.connections, w.cards_per_connection, rate_per_connection, atc, w.rate, w.window);
-            atc = static_cast<std::uint16_t>(atc + rate_per_connection / w.cards_per_connection + 1);
+            atc = atc_after(atc, rate_per_connection, w.cards_per_connection);
             print(fmt::format("{} {}: fixed {:.0f}/s offered", pair + 1, transport.name(), w.rate).c_str(), fixed[which]);
         }
         ratios.push_back(saturated[1].per_second / saturated[0].per_second);
@@ -629,7 +639,7 @@ int connect_runs(const std::string& where, const Workload& w, std::size_t atc_ba
         const std::size_t per_connection = w.uploads / w.connections;
         show(fmt::format("group commit, {} in flight per connection", w.window),
              run(target, Transport{}, w.connections, w.cards_per_connection, per_connection, atc, 0, w.window));
-        atc = static_cast<std::uint16_t>(atc + per_connection / w.cards_per_connection + 1);
+        atc = atc_after(atc, per_connection, w.cards_per_connection);
     }
     if (w.rate > 0 && w.rate_seconds > 0) {
         const auto per_connection = static_cast<std::size_t>(w.rate * w.rate_seconds) / w.connections;
@@ -774,7 +784,7 @@ int main(int argc, char** argv) {
         print(fmt::format("group commit, {} in flight per connection", window).c_str(),
               run(daemon.target(), transport, connections, cards_per_connection, uploads / connections, 0, 0, window));
         const auto per_connection = static_cast<std::size_t>(rate * rate_seconds) / connections;
-        const auto next_atc = static_cast<std::uint16_t>(uploads / connections / cards_per_connection + 1);
+        const auto next_atc = atc_after(0, uploads / connections, cards_per_connection);
         print(fmt::format("group commit, fixed {:.0f}/s offered", rate).c_str(),
               run(daemon.target(), transport, connections, cards_per_connection, per_connection, next_atc, rate, window));
     }
