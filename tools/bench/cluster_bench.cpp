@@ -180,8 +180,8 @@ void bench_paced(Connection& connection, const StreamConfig& config, const Setti
     std::thread follower;
     std::uint64_t followed = 0;
     if (settings.paced_reader) {
-        follower = std::thread([&] {
-            auto reader = JournalReader::open(connection, config, last + 1);
+        follower = std::thread([&, first = last + 1] {
+            auto reader = JournalReader::open(connection, config, first);
             if (!reader) die("reader: " + reader.error().message);
             while (!stop.load()) {
                 auto batch = reader->next_batch(200ms);
@@ -264,6 +264,7 @@ int main(int argc, char** argv) {
             auto leader = stream_leader(connection.value(), small.name);
             if (!leader) die("stream leader: " + leader.error().message);
             const int leading = cluster.node_named(leader.value());
+            if (leading < 0) die("the stream leader " + leader.value() + " is none of the cluster's servers");
             const int node = settings.paced_server == "leader" ? leading : (leading + 1) % cluster.nodes();
             auto options = cluster.client();
             options.urls = {options.urls[static_cast<std::size_t>(node)]};
