@@ -26,9 +26,9 @@
 //
 // Each connection uploads the taps of its own cards (--cards-per-connection, taken in turn, each
 // card's offline ATCs in order, each run continuing right after the last one, and each claimed balance
-// the card's shadow: no risk flags, as in normal traffic). With one card per connection a group's card records, card accounts
-// and account index rows share few leaf pages; more cards per connection spread them as a province's
-// many cards would.
+// the card's shadow: no risk flags, as in normal traffic). With one card per connection a group's card
+// records, card accounts and account index rows share few leaf pages; more cards per connection spread
+// them as a province's many cards would.
 #include <coconut/core/log.hpp>
 #include <coconut/clearing/check.hpp>
 #include <coconut/clearing/daemon.hpp>
