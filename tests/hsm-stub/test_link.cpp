@@ -204,12 +204,14 @@ TEST_CASE("after the HSM closed an idle connection, the next TAC batch is answer
 
 TEST_CASE("a keep-alive below the HSM's idle timeout keeps the one connection open") {
     Installation install;
-    Daemon daemon(install.dir.path(), {"--idle-timeout-ms", "500"});
+    // A keep-alive every 150 ms against a 1-s idle timeout: only a scheduling gap of 850 ms on a busy
+    // machine (ctest -j2) could let the HSM close the link.
+    Daemon daemon(install.dir.path(), {"--idle-timeout-ms", "1000"});
     asio::io_context io;
     auto link = hsm::Link::create(io.get_executor(), daemon.endpoint(), install.credentials("clearing"), options(2'000ms, 150ms));
     REQUIRE(verify(io, *link, 1).ok());
     run_until(
-        io, [] { return false; }, 1'500ms);  // three idle timeouts
+        io, [] { return false; }, 3'000ms);  // three idle timeouts
     auto after = verify(io, *link, 2);
     REQUIRE_MESSAGE(after.ok(), after.error().message);
     CHECK(link->stats().keepalives.load() >= 5);
