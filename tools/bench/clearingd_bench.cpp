@@ -9,6 +9,7 @@
 //                   [--group-linger-below 0] [--writer-cpu auto] [--dir /var/tmp]
 //                   [--tls | --alternate N] [--handshakes 2000]
 //   clearingd_bench --connect HOST:PORT [--uploads N] [--rate R --rate-seconds S] [--atc-base A]
+//                   [--latency-log FILE]
 //   clearingd_bench --write-registry FILE [--connections 64] [--cards-per-connection 1]
 //
 // --connect: the same terminals, frames and cards against a coconut-clearingd in another process (a
@@ -244,6 +245,7 @@ struct Terminal : std::enable_shared_from_this<Terminal<Stream>> {
     std::vector<Bytes> frames;
     std::vector<Clock::time_point> sent_at;
     std::vector<std::int64_t>& latencies_ns;
+    std::vector<std::int64_t>* answered_sent_ns = nullptr;  // --latency-log: each answer's send time, beside latencies_ns
     std::size_t next = 0, answered = 0, window = 32;
     std::chrono::nanoseconds interval{0};
     std::chrono::nanoseconds phase{0};  // fixed rate: this connection's offset, so arrivals are spread evenly
@@ -346,6 +348,7 @@ struct Terminal : std::enable_shared_from_this<Terminal<Stream>> {
         // STAN = index within this terminal's frames + 1 (frames are answered in any order).
         if (index >= 1 && index <= frames.size()) {
             latencies_ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - sent_at[index - 1]).count());
+            if (answered_sent_ns) answered_sent_ns->push_back(sent_at[index - 1].time_since_epoch().count());
         }
         answered++;
         last_answer_at = Clock::now();
@@ -358,6 +361,11 @@ struct Transport {
     const char* name() const { return tls ? "TLS" : "plain"; }
 };
 
+// --latency-log: the fixed-rate run's answers one per line, "sent_us latency_us", sent_us counted from the
+// run's start, in the order sent. Shows when the slow answers came (a stall delays those sent during it).
+std::string latency_log;
+bool latency_log_failed = false;  // the exit status is then 2
+
 struct RunResult {
     double per_second = 0;
     double p50_us = 0, p99_us = 0;
@@ -367,12 +375,31 @@ struct RunResult {
     double requests_per_commit = 0, commit_ms = 0;  // the writer's group size and apply+sync time
 };
 
+void write_latency_log(Clock::time_point start, const std::vector<std::vector<std::int64_t>>& latencies_ns,
+                       const std::vector<std::vector<std::int64_t>>& sent_ns) {
+    std::vector<std::pair<std::int64_t, std::int64_t>> rows;  // (sent ns from the start, latency ns)
+    for (std::size_t c = 0; c < sent_ns.size(); ++c) {
+        for (std::size_t i = 0; i < sent_ns[c].size(); ++i)
+            rows.emplace_back(sent_ns[c][i] - start.time_since_epoch().count(), latencies_ns[c][i]);
+    }
+    std::sort(rows.begin(), rows.end());
+    std::ofstream out(latency_log, std::ios::trunc);
+    for (const auto& [sent, latency] : rows) out << sent / 1000 << ' ' << latency / 1000 << '\n';
+    out.flush();
+    if (!out) {
+        std::fprintf(stderr, "clearingd_bench: could not write the latency log %s\n", latency_log.c_str());
+        latency_log_failed = true;
+    }
+}
+
 template <class Stream, class... Context>
 RunResult run_over(const Target& target, std::size_t connections, std::size_t cards_per_connection, std::size_t per_connection,
                    std::uint16_t atc_base, double rate_per_s, std::size_t window, Context&... context) {
     const ledger::WriterStats before = target.writer ? target.writer->stats() : ledger::WriterStats{};
     asio::io_context io;
     std::vector<std::vector<std::int64_t>> latencies(connections);
+    const bool log_latencies = !latency_log.empty() && rate_per_s > 0;
+    std::vector<std::vector<std::int64_t>> sent_ns(log_latencies ? connections : 0);
     std::atomic<std::size_t> failures{0};
     std::vector<std::shared_ptr<Terminal<Stream>>> terminals;
     for (std::size_t c = 0; c < connections; ++c) {
@@ -384,6 +411,7 @@ RunResult run_over(const Target& target, std::size_t connections, std::size_t ca
         }
         t->sent_at.resize(per_connection);
         t->window = window;
+        if (log_latencies) t->answered_sent_ns = &sent_ns[c];
         if (rate_per_s > 0) {
             t->interval = std::chrono::nanoseconds(static_cast<std::int64_t>(1e9 * connections / rate_per_s));
             t->phase = t->interval * static_cast<std::int64_t>(c) / static_cast<std::int64_t>(connections);
@@ -435,6 +463,7 @@ RunResult run_over(const Target& target, std::size_t connections, std::size_t ca
     auto end = start;
     for (auto& t : terminals) end = std::max(end, t->last_answer_at);
     const double seconds = std::chrono::duration<double>((end == start ? Clock::now() : end) - start).count();
+    if (log_latencies) write_latency_log(start, latencies, sent_ns);
     std::vector<std::int64_t> all;
     for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
     std::sort(all.begin(), all.end());
@@ -646,6 +675,7 @@ int connect_runs(const std::string& where, const Workload& w, std::size_t atc_ba
         show(fmt::format("fixed {:.0f}/s offered", w.rate),
              run(target, Transport{}, w.connections, w.cards_per_connection, per_connection, atc, w.rate, w.window));
     }
+    if (latency_log_failed) return 2;
     return any_lost ? 1 : 0;
 }
 
@@ -696,14 +726,19 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     std::string connect, registry_out;
     std::size_t atc_base = 0;
-    app.add_option("--connect", connect,
-                   "HOST:PORT of a coconut-clearingd started apart (plain TCP, --allow-without-sign-on, the cards of "
-                   "--write-registry loaded): the group-commit run (skipped with --uploads 0) and the fixed-rate run "
-                   "(skipped with --rate 0) against it")
-        ->excludes(tls_flag);
+    auto* connect_option =
+        app.add_option("--connect", connect,
+                       "HOST:PORT of a coconut-clearingd started apart (plain TCP, --allow-without-sign-on, the cards of "
+                       "--write-registry loaded): the group-commit run (skipped with --uploads 0) and the fixed-rate run "
+                       "(skipped with --rate 0) against it")
+            ->excludes(tls_flag);
     app.add_option("--atc-base", atc_base, "--connect: the first offline ATC of each card (continue an earlier run on the same ledger)")
         ->capture_default_str()
         ->check(CLI::Range(0, 65'000));
+    app.add_option("--latency-log", latency_log,
+                   "--connect: write the fixed-rate run's answers to this file, one per line: sent_us (from the run's start) "
+                   "latency_us")
+        ->needs(connect_option);
     app.add_option("--write-registry", registry_out,
                    "write the registry the runs use (for `coconut-clearingd admin load`: --connections × "
                    "--cards-per-connection cards) to this file and exit");
@@ -712,6 +747,10 @@ int main(int argc, char** argv) {
         std::ofstream out(registry_out, std::ios::trunc);
         out << registry_json(connections * cards_per_connection);
         return out.good() ? 0 : 2;
+    }
+    if (!latency_log.empty() && !std::ofstream(latency_log, std::ios::trunc)) {
+        std::fprintf(stderr, "clearingd_bench: --latency-log %s: cannot write this file\n", latency_log.c_str());
+        return 2;
     }
     if (!connect.empty()) {
         if (alternate > 0) {

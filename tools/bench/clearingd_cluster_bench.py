@@ -12,8 +12,11 @@ and against each, with the same load generator (`clearingd_bench --connect`): th
 daemon's /metrics before and after each run: commits, requests per commit, ms per commit (apply + the
 commit hook's publish + fsync). During the cluster's fixed-rate run the standbys' status files and the
 stream's last sequence (nats-server /jsz) are sampled every --sample-ms: lag in stream positions and in ms
-(how long the first message a standby lacks has been in the stream). After it, a fresh node on a copy of
-the seed catches up the whole stream: journal messages/s and journal entries/s.
+(how long the first message a standby lacks has been in the stream; with no standbys nothing is sampled).
+Each fixed-rate run's answers go to latency-PID.txt in the work directory (clearingd_bench --latency-log),
+and the report says how many took over 10 ms and how many of those were sent in 100-ms windows that hold
+an answer over 20 ms (a stall) or elsewhere. After it, a fresh node on a copy of the seed catches up the
+whole stream: journal messages/s and journal entries/s.
 
   clearingd_cluster_bench.py --build build [--dir /var/tmp] [--rounds 1] [--standbys 2] [--uploads 64000]
                              [--rate 6000] [--rate-seconds 10] [--perf-seconds 0] [--serve-arg=--flag ...]
@@ -187,6 +190,9 @@ class Bench:
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         argv = [self.bench, "--connect", f"127.0.0.1:{iso_port}", "--connections", str(CONNECTIONS), "--uploads", str(uploads),
                 "--rate", str(rate), "--rate-seconds", str(self.args.rate_seconds), "--atc-base", str(atc_base)]
+        latency_log = os.path.join(self.work, f"latency-{process.pid}.txt") if rate else None
+        if latency_log:
+            argv += ["--latency-log", latency_log]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
         if perf:
             perf.wait(timeout=WAIT_S + self.args.perf_seconds)
@@ -199,7 +205,8 @@ class Bench:
         rows = parse_bench(result.stdout)
         if result.returncode != 0 or len(rows) != 1:
             raise RuntimeError(f"clearingd_bench: exit {result.returncode}\n{result.stdout}\n{result.stderr}")
-        return {**rows[0], **writer_delta(before, metrics(http_port, self.token))}
+        tail = {"tail": tail_breakdown(latency_log)} if latency_log else {}
+        return {**rows[0], **writer_delta(before, metrics(http_port, self.token)), **tail}
 
     def atc_after_saturated(self):
         # Right after the saturated run's last ATC (one card per connection): with a gap every later claimed
@@ -389,11 +396,15 @@ class Sampler:
         self.thread = threading.Thread(target=self.loop, daemon=True)
 
     def start(self):
-        self.thread.start()
+        # Without standbys there is no lag to measure, and polling /jsz every few ms would only load the
+        # nats-server being measured (it answers under the stream's locks).
+        if self.standbys:
+            self.thread.start()
 
     def stop(self):
         self.stopping.set()
-        self.thread.join(timeout=WAIT_S)
+        if self.thread.is_alive():
+            self.thread.join(timeout=WAIT_S)
 
     def loop(self):
         while not self.stopping.is_set():
@@ -424,6 +435,27 @@ class Sampler:
         return out
 
 
+TAIL_MS = 10  # the p99 target at the fixed rate
+STALL_MS = 20
+WINDOW_US = 100_000
+
+
+def tail_breakdown(latency_log):
+    """Where the fixed-rate run's answers over TAIL_MS came from: in 100-ms windows (by send time) that hold an
+    answer over STALL_MS (a stall: everything sent during it waits) or spread over the rest of the run."""
+    windows = {}
+    with open(latency_log) as f:
+        for line in f:
+            sent_us, latency_us = map(int, line.split())
+            windows.setdefault(sent_us // WINDOW_US, []).append(latency_us)
+    total = sum(len(w) for w in windows.values())
+    stalled = [w for w in windows.values() if max(w) > STALL_MS * 1000]
+    over = sum(latency > TAIL_MS * 1000 for w in windows.values() for latency in w)
+    over_in_stalls = sum(latency > TAIL_MS * 1000 for w in stalled for latency in w)
+    return {"answers": total, "over": over, "over_in_stalls": over_in_stalls, "stall_windows": len(stalled),
+            "windows": len(windows)}
+
+
 def percentile(values, p):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, len(ordered) * p // 100)]
@@ -443,6 +475,12 @@ def report(rounds, args):
         log(f"  round {number} (load {load}): replicated/single {c['per_s'] / s['per_s']:.2f}; p99 at {args.rate}/s "
             f"{cluster['fixed']['p99_us'] / 1000:.2f} ms replicated against {single['fixed']['p99_us'] / 1000:.2f} ms single; "
             f"stream after the saturated run: {c['stream']['messages']} messages, {c['stream']['bytes'] / max(1, c['stream']['messages']) / 1024:.1f} KiB each")
+        for label, result in (("single node", single), ("cluster", cluster)):
+            t = result["fixed"].get("tail")
+            if t and t["answers"]:
+                log(f"  {label} at {args.rate}/s: {t['over']:,} answers over {TAIL_MS} ms ({100 * t['over'] / t['answers']:.2f} %; "
+                    f"the p99 target allows 1 %): {t['over_in_stalls']:,} sent in the {t['stall_windows']} of {t['windows']} "
+                    f"100-ms windows that hold an answer over {STALL_MS} ms, {t['over'] - t['over_in_stalls']:,} in the others")
         for name, seconds in cluster["standbys_after_saturated"].items():
             log(f"  standby {name} reached the primary {seconds:.2f} s after the saturated run ended")
         for name, lag in cluster["fixed"]["lag"].items():
