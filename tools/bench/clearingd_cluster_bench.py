@@ -397,7 +397,7 @@ class Sampler:
 
     def start(self):
         # Without standbys there is no lag to measure, and polling /jsz every few ms would only load the
-        # nats-server being measured (it answers under the stream's locks).
+        # nats-server being measured.
         if self.standbys:
             self.thread.start()
 
