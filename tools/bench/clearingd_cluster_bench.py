@@ -25,6 +25,7 @@ Every process is stopped by PID, every wait is bounded; the work directory is re
 """
 import argparse
 import json
+import mmap
 import re
 import os
 import shutil
@@ -56,6 +57,24 @@ def run(argv, timeout=300, input_text=None):
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: exit {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result.stdout
+
+
+def first_touch_ms(size=4 << 20, runs=5):
+    """Writing `size` bytes into anonymous memory never touched before, then again: the medians, in ms.
+    nats-server's stalls are its Raft log's write buffer growing into fresh memory (docs/BENCHMARKS.md
+    "What a stall costs"), so this machine's first touch of a page sets their length."""
+    data = b"\x01" * size
+    first, again = [], []
+    for _ in range(runs):
+        with mmap.mmap(-1, size) as memory:
+            started = time.perf_counter()
+            memory.write(data)
+            first.append((time.perf_counter() - started) * 1e3)
+            memory.seek(0)
+            started = time.perf_counter()
+            memory.write(data)
+            again.append((time.perf_counter() - started) * 1e3)
+    return statistics.median(first), statistics.median(again)
 
 
 def free_port():
@@ -548,6 +567,8 @@ def main():
             log(f"  round {number}: cluster {cluster['saturated']['per_s']:,.0f}/s")
             rounds.append((single, cluster, f"{load} → {loadavg()}"))
         report(rounds, args)
+        fresh, warm = first_touch_ms()
+        log(f"this machine: writing 4 MiB of fresh memory {fresh:.2f} ms, the same memory again {warm:.2f} ms")
     finally:
         for process in bench.processes:
             stop(process, signal.SIGKILL)

@@ -10,7 +10,9 @@
 //   paced       (--paced-seconds S) fenced sync publishes at a fixed rate, as a primary's group commits
 //               at a steady load (default 375/s of 2,800 B: 6,000 authorizations/s): the latency summary,
 //               the time spent beyond 5 ms per 10 s, and each publish over 8 ms with its time from the
-//               start (docs/BENCHMARKS.md "What stalls the stream")
+//               start (docs/BENCHMARKS.md "What stalls the stream"), after the cost of writing 4 MiB of
+//               memory the process touches for the first time and again (the stalls are the servers'
+//               Raft-log write cache growing into fresh memory)
 // Results and the exact command: clearing/cluster/README.md "Measured".
 #include "nats_cluster.hpp"
 
@@ -22,10 +24,13 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -172,6 +177,27 @@ void bench_leader_kill(test::NatsCluster& cluster, Connection& connection, const
     }
 }
 
+// Writing `bytes` into anonymous memory never touched before, then writing it again, in ms: the medians of
+// five mappings. Where the first is far above the second, the kernel's (or the hypervisor's) first touch
+// of a page is what a growing buffer costs.
+std::pair<double, double> first_touch_ms(std::size_t bytes) {
+    std::vector<double> first, again;
+    for (int run = 0; run < 5; ++run) {
+        void* memory = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (memory == MAP_FAILED) die("mmap failed");
+        auto begun = Clock::now();
+        std::memset(memory, 1, bytes);
+        first.push_back(static_cast<double>(elapsed_ns(begun)) / 1e6);
+        begun = Clock::now();
+        std::memset(memory, 2, bytes);
+        again.push_back(static_cast<double>(elapsed_ns(begun)) / 1e6);
+        ::munmap(memory, bytes);
+    }
+    std::sort(first.begin(), first.end());
+    std::sort(again.begin(), again.end());
+    return {first[first.size() / 2], again[again.size() / 2]};
+}
+
 // Sync publishes at a fixed rate (a primary's group commits at a steady load): each publish starts at
 // its slot or, when late, right after the previous one. Prints the latency summary and every publish
 // over 8 ms with its time from the start.
@@ -222,6 +248,8 @@ void bench_paced(Connection& connection, const StreamConfig& config, const Setti
         settings.paced_reader ? fmt::format(", a reader following ({} read)", followed) : std::string(), stats.median_us / 1000,
         stats.p99_us / 1000, static_cast<double>(samples.back()) / 1e6, slow.size(), excess_ms * 10 / settings.paced_seconds);
     for (const auto& [at, ms] : slow) fmt::print("  +{:.3f} s  {:.1f} ms\n", at, ms);
+    const auto [first, again] = first_touch_ms(4u << 20);
+    fmt::print("this machine: writing 4 MiB of fresh memory {:.2f} ms, the same memory again {:.2f} ms\n", first, again);
 }
 
 }  // namespace
