@@ -10,9 +10,9 @@
 //   paced       (--paced-seconds S) fenced sync publishes at a fixed rate, as a primary's group commits
 //               at a steady load (default 375/s of 2,800 B: 6,000 authorizations/s): the latency summary,
 //               the time spent beyond 5 ms per 10 s, and each publish over 8 ms with its time from the
-//               start (docs/BENCHMARKS.md "What stalls the stream"), after the cost of writing 4 MiB of
-//               memory the process touches for the first time and again (the stalls are the servers'
-//               Raft-log write cache growing into fresh memory)
+//               start (docs/BENCHMARKS.md "What stalls the stream"); then the cost of writing 4 MiB of
+//               memory never touched before against writing it again (the stalls are the servers'
+//               Raft-log write cache growing into fresh memory: "What a stall costs")
 // Results and the exact command: clearing/cluster/README.md "Measured".
 #include "nats_cluster.hpp"
 
@@ -32,6 +32,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
