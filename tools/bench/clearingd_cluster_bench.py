@@ -62,8 +62,8 @@ def run(argv, timeout=300, input_text=None):
 
 def first_touch_ms(size=4 << 20, runs=5):
     """Writing `size` bytes into anonymous memory never touched before, then again: the medians, in ms.
-    nats-server's stalls are its Raft log's write buffer growing into fresh memory (docs/BENCHMARKS.md
-    "What a stall costs"), so this machine's first touch of a page sets their length."""
+    nats-server's stalls are its Raft log's write buffer growing into fresh memory, so this machine's first
+    touch of a page is part of their length (docs/BENCHMARKS.md "What a stall costs")."""
     data = b"\x01" * size
     first, again = [], []
     for _ in range(runs):

@@ -11,8 +11,8 @@
 //               at a steady load (default 375/s of 2,800 B: 6,000 authorizations/s): the latency summary,
 //               the time spent beyond 5 ms per 10 s, and each publish over 8 ms with its time from the
 //               start (docs/BENCHMARKS.md "What stalls the stream"); then the cost of writing 4 MiB of
-//               memory never touched before against writing it again (the stalls are the servers'
-//               Raft-log write cache growing into fresh memory: "What a stall costs")
+//               memory never touched before against writing it again (part of a stall's length: the
+//               servers' Raft-log write cache grows into fresh memory; "What a stall costs")
 // Results and the exact command: clearing/cluster/README.md "Measured".
 #include "nats_cluster.hpp"
 
