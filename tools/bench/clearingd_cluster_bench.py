@@ -471,11 +471,11 @@ def tail_breakdown(latency_log):
             sent_us, latency_us = map(int, line.split())
             windows.setdefault(sent_us // WINDOW_US, []).append(latency_us)
     total = sum(len(w) for w in windows.values())
-    stalled = [w for w in windows.values() if max(w) > STALL_MS * 1000]
-    over = sum(latency > TAIL_MS * 1000 for w in windows.values() for latency in w)
-    over_in_stalls = sum(latency > TAIL_MS * 1000 for w in stalled for latency in w)
-    slow_counts = [sum(latency > TAIL_MS * 1000 for latency in w) for w in windows.values()]
-    bursts = [n for n in slow_counts if n >= BURST]
+    slow = [(sum(latency > TAIL_MS * 1000 for latency in w), max(w)) for w in windows.values()]  # per window
+    over = sum(n for n, _ in slow)
+    stalled = [n for n, slowest in slow if slowest > STALL_MS * 1000]
+    over_in_stalls = sum(stalled)
+    bursts = [n for n, _ in slow if n >= BURST]
     return {"answers": total, "over": over, "over_in_stalls": over_in_stalls, "stall_windows": len(stalled),
             "over_in_bursts": sum(bursts), "burst_windows": len(bursts), "windows": len(windows)}
 

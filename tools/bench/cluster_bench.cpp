@@ -182,21 +182,19 @@ void bench_leader_kill(test::NatsCluster& cluster, Connection& connection, const
 // five mappings. Where the first is far above the second, the kernel's (or the hypervisor's) first touch
 // of a page is what a growing buffer costs.
 std::pair<double, double> first_touch_ms(std::size_t bytes) {
-    std::vector<double> first, again;
+    std::vector<std::int64_t> first, again;
     for (int run = 0; run < 5; ++run) {
         void* memory = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (memory == MAP_FAILED) die("mmap failed");
         auto begun = Clock::now();
         std::memset(memory, 1, bytes);
-        first.push_back(static_cast<double>(elapsed_ns(begun)) / 1e6);
+        first.push_back(elapsed_ns(begun));
         begun = Clock::now();
         std::memset(memory, 2, bytes);
-        again.push_back(static_cast<double>(elapsed_ns(begun)) / 1e6);
+        again.push_back(elapsed_ns(begun));
         ::munmap(memory, bytes);
     }
-    std::sort(first.begin(), first.end());
-    std::sort(again.begin(), again.end());
-    return {first[first.size() / 2], again[again.size() / 2]};
+    return {bench::summarize(std::move(first)).median_us / 1000, bench::summarize(std::move(again)).median_us / 1000};
 }
 
 // Sync publishes at a fixed rate (a primary's group commits at a steady load): each publish starts at
