@@ -208,7 +208,7 @@ def phase_hsm_hung(stack):
     link = stack.link("BUS00001")
     link.sign_on("BUS00001")
     start = log_size(stack)
-    stack.hsm_process.send_signal(signal.SIGSTOP)
+    it.freeze(stack.hsm_process)
     try:
         began = time.monotonic()
         _, answer = link.call("0320", it.upload_fields(records[0], "BUS00001", 2))

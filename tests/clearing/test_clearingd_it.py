@@ -103,6 +103,22 @@ def wait_port(port):
     raise AssertionError(f"port {port} not accepting within {WAIT_S} s")
 
 
+def freeze(process):
+    """SIGSTOP, returning only once every thread of the process is stopped: kill() returns before the threads
+    have taken the signal, and a request sent meanwhile could still be answered."""
+    process.send_signal(signal.SIGSTOP)
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            states = [open(f"/proc/{process.pid}/task/{task}/stat").read() for task in os.listdir(f"/proc/{process.pid}/task")]
+        except FileNotFoundError:  # a thread (or the process) went meanwhile: look again
+            states = []
+        if states and all(state[state.rfind(")") + 2] == "T" for state in states):
+            return
+        assert time.monotonic() < deadline and process.poll() is None, f"pid {process.pid} did not stop on SIGSTOP"
+        time.sleep(0.001)
+
+
 # ---- a minimal ISO 8583 encoder/decoder for the fields of our profile (independent of the C++ codec) ----
 
 FIELDS = {2: ("ll", 19), 3: ("fix", 6), 4: ("fix", 12), 7: ("fix", 10), 11: ("fix", 6), 12: ("fix", 6), 13: ("fix", 4),

@@ -163,7 +163,17 @@ public:
         return true;
     }
 
-    void signal(int sig) { ::kill(pid_, sig); }
+    // Sends `sig`. For SIGSTOP, returns only once every thread of the daemon is stopped: kill() returns
+    // before the threads have taken the signal, and a request sent meanwhile may still be answered.
+    void signal(int sig) {
+        ::kill(pid_, sig);
+        if (sig != SIGSTOP) return;
+        const auto deadline = std::chrono::steady_clock::now() + daemon_stop_timeout;
+        while (!all_threads_stopped()) {
+            if (std::chrono::steady_clock::now() >= deadline) FAIL("coconut-hsmd did not stop on SIGSTOP within the bound");
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+    }
 
     // SIGTERM, bounded wait, SIGKILL. Returns the wait status.
     int stop() {
@@ -181,6 +191,21 @@ public:
     }
 
 private:
+    // Every thread's state in /proc is 'T' (stopped by a signal). A daemon that is gone counts as not
+    // stopped: the bound above then fails the test with its message.
+    bool all_threads_stopped() const {
+        std::error_code error;
+        const std::filesystem::path tasks = "/proc/" + std::to_string(pid_) + "/task";
+        std::size_t threads = 0;
+        for (const auto& task : std::filesystem::directory_iterator(tasks, error)) {
+            const std::string stat = read_text(task.path() / "stat");
+            const auto paren = stat.rfind(')');
+            if (paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'T') return false;
+            ++threads;
+        }
+        return !error && threads > 0;
+    }
+
     std::filesystem::path dir_;
     pid_t pid_ = -1;
     std::uint16_t port_ = 0;
