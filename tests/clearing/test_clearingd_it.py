@@ -106,14 +106,23 @@ def wait_port(port):
 def freeze(process):
     """SIGSTOP, returning only once every thread of the process is stopped: kill() returns before the threads
     have taken the signal, and a request sent meanwhile could still be answered."""
+    def thread_states():
+        tasks = f"/proc/{process.pid}/task"
+        states = []
+        try:
+            for task in os.listdir(tasks):
+                with open(f"{tasks}/{task}/stat") as stat:
+                    text = stat.read()
+                states.append(text[text.rfind(")") + 2])
+        except FileNotFoundError:  # a thread (or the process) went meanwhile: look again
+            return []
+        return states
+
     process.send_signal(signal.SIGSTOP)
     deadline = time.monotonic() + WAIT_S
     while True:
-        try:
-            states = [open(f"/proc/{process.pid}/task/{task}/stat").read() for task in os.listdir(f"/proc/{process.pid}/task")]
-        except FileNotFoundError:  # a thread (or the process) went meanwhile: look again
-            states = []
-        if states and all(state[state.rfind(")") + 2] == "T" for state in states):
+        states = thread_states()
+        if states and all(state == "T" for state in states):
             return
         assert time.monotonic() < deadline and process.poll() is None, f"pid {process.pid} did not stop on SIGSTOP"
         time.sleep(0.001)
