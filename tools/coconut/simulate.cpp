@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <ctime>
 #include <fstream>
+#include <limits>
 #include <mutex>
 #include <thread>
 
@@ -46,10 +47,15 @@ constexpr std::size_t bus_operators_max = 3;
 constexpr std::uint64_t airport_counter_id = 7001;
 // Realistic resident: ~6 card transactions a day.
 constexpr std::size_t default_transactions_per_card = 6;
-// After the day, uploads repeat until every queue is empty; each round waits this long before the next
-// (a restarting clearing needs a moment). 120 rounds bound the wait to about a minute of retries.
-constexpr std::size_t final_upload_rounds_max = 120;
-constexpr auto final_upload_pause = std::chrono::milliseconds(250);
+// After the day, uploads repeat until every queue is empty. Between rounds a pause drawn from 50-450 ms (a
+// restarting clearing needs a moment): with a fixed pause the rounds could keep the same phase as a
+// clearing killed at a fixed interval and meet it down round after round. The wait is bounded by rounds in
+// which nothing was acknowledged (a queue that stopped shrinking) and by time in all, not by rounds: a
+// clearing killed every 0.2 s on a busy machine acknowledges little per round, but it does go on.
+constexpr std::size_t final_upload_idle_rounds_max = 120;
+constexpr auto final_upload_time_max = std::chrono::seconds(120);
+constexpr std::uint64_t final_upload_pause_min_ms = 50;
+constexpr std::uint64_t final_upload_pause_spread_ms = 400;
 // Per-answer deadline of the upload client: the clearing answers in milliseconds; a killed clearing is
 // noticed at once (connection closed), a silent one after this.
 constexpr auto upload_response_timeout = std::chrono::milliseconds(3000);
@@ -1082,16 +1088,28 @@ DayReport run_day(const WorldPaths& world, const Island& island, const ClearingU
     report.digest = log.finish();
 
     // End of the day: every terminal connects until its queue is empty.
-    for (std::size_t round = 0;; ++round) {
+    Random pauses(mix(options.seed, 0xE0D));
+    const auto end_of_day = std::chrono::steady_clock::now();
+    std::size_t fewest_left = std::numeric_limits<std::size_t>::max(), idle_rounds = 0;
+    for (std::size_t round = 1;; ++round) {
         if (interrupted()) fail(exit_codes::interrupted, "interrupted");
         upload_slot(true);
         std::size_t left = 0;
         for (auto& t : terminals) left += t.queue->size();
         if (progress) progress(1.0, fmt::format("end of day: {} transactions still queued", left));
         if (left == 0) break;
-        if (round + 1 >= final_upload_rounds_max)
-            fail(exit_codes::clearing_error, fmt::format("{} transactions still queued after {} upload rounds", left, round + 1));
-        std::this_thread::sleep_for(final_upload_pause);
+        idle_rounds = left < fewest_left ? 0 : idle_rounds + 1;
+        fewest_left = std::min(fewest_left, left);
+        if (idle_rounds >= final_upload_idle_rounds_max)
+            fail(exit_codes::clearing_error,
+                 fmt::format("{} transactions still queued: none acknowledged in the last {} upload rounds ({} in all)", left, idle_rounds,
+                             round));
+        const auto spent = std::chrono::steady_clock::now() - end_of_day;
+        if (spent >= final_upload_time_max)
+            fail(exit_codes::clearing_error,
+                 fmt::format("{} transactions still queued after {:.0f} s of uploads at the end of the day ({} rounds)", left,
+                             std::chrono::duration<double>(spent).count(), round));
+        std::this_thread::sleep_for(std::chrono::milliseconds(final_upload_pause_min_ms + pauses.below(final_upload_pause_spread_ms + 1)));
     }
     killer.stop();
     if (clearing.after_day) clearing.after_day();
