@@ -3,11 +3,13 @@
 #include "test_cos_support.hpp"
 
 #include <coconut/core/durable_file.hpp>
+#include <coconut/core/sha256.hpp>
 
 #include <openssl/evp.h>
 
 #include <algorithm>
 #include <fstream>
+#include <limits>
 
 using namespace cos_test;
 
@@ -309,6 +311,50 @@ TEST_CASE("an image holding generation 1 in slot A (older layout) survives a cut
     auto card = open_ok(path);
     CHECK(card->snapshot().pin_tries_left == 2);
     CHECK(card->snapshot().generation == 2);
+}
+
+namespace {
+// Sets the generation of the slot at `slot_at` and seals the slot's checksum again, as anyone who can
+// write the file can (the checksum detects torn writes; it is not a MAC).
+void set_slot_generation(Bytes& image, std::size_t slot_at, std::size_t slot, std::uint64_t generation) {
+    for (std::size_t i = 0; i < 8; ++i) image[slot_at + 4 + i] = static_cast<std::uint8_t>(generation >> (56 - 8 * i));
+    const std::size_t length = read_be32(ByteView(image).subspan(slot_at + 12, 4));
+    const Sha256Digest digest = sha256(ByteView(image).subspan(slot_at, 16 + length));
+    std::copy(digest.begin(), digest.end(), image.begin() + static_cast<long>(slot_at + slot - digest.size()));
+}
+}  // namespace
+
+TEST_CASE("an image whose newest generation leaves no room for another commit is refused, never loses a commit") {
+    // A commit writes generation + 1. At the largest u64 that wrapped to 0, so the next load took the older
+    // slot again and the committed command was gone: the card forgot a change it had answered 9000 to.
+    TempDir dir;
+    const auto path = dir / "card.img";
+    REQUIRE(cos::create_image(path, card_profile()).ok());
+    Bytes image = read_file(path);
+    const std::size_t slot = slot_size_of(image);
+    const std::size_t slot_b = cos::image_header_size + slot;  // personalization writes generation 1 there
+    set_slot_generation(image, slot_b, slot, std::numeric_limits<std::uint64_t>::max());
+    write_file(path, image);
+    auto card = VirtualCard::open(path);
+    REQUIRE_FALSE(card.ok());
+    CHECK(card.error().code == cos::ImageError::corrupt);
+    CHECK(card.error().message.find("generation") != std::string::npos);
+    CHECK(read_file(path) == image);  // refused, never rewritten
+
+    // The last generation an image may hold opens; a command that would commit past it answers 6581 and
+    // changes nothing, so the image still opens as it was.
+    set_slot_generation(image, slot_b, slot, cos::image_last_generation);
+    write_file(path, image);
+    {
+        auto opened = open_ok(path);
+        select_purse(*opened);
+        CHECK(send(*opened, "00 20 00 00 03 111111").sw_hex() == "6581");
+        CHECK(opened->snapshot().pin_tries_left == 3);
+    }
+    CHECK(read_file(path) == image);
+    auto reopened = open_ok(path);
+    CHECK(reopened->snapshot().generation == cos::image_last_generation);
+    CHECK(reopened->snapshot().pin_tries_left == 3);
 }
 
 TEST_CASE("personalize refuses a bad profile naming the field") {

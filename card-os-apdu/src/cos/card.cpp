@@ -154,6 +154,10 @@ void VirtualCard::State::clear_volatile() {
 }
 
 bool VirtualCard::State::commit() {
+    if (generation >= image_last_generation) {  // one more would wrap the count (image.hpp)
+        reload();
+        return false;
+    }
     const Bytes payload = encode_state(nv);
     auto written = storage->commit(payload, generation + 1);
     if (!written) {

@@ -186,6 +186,10 @@ Result<Storage::Loaded, ImageFailure> FileStorage::load() {
         }
     }
     if (!best) return Unexpected{failure(ImageError::corrupt, path_, "corrupt image: no state slot has a valid checksum")};
+    if (best->generation > image_last_generation)
+        return Unexpected{failure(ImageError::corrupt, path_,
+                                  fmt::format("corrupt image: slot {} holds generation {}, beyond the last an image may hold ({})",
+                                              best_index == 0 ? 'A' : 'B', best->generation, image_last_generation))};
     if (payload_kind(best->payload) != kind_)
         return Unexpected{failure(ImageError::corrupt, path_, "corrupt image: state kind differs from the header")};
     newest_slot_ = best_index;
