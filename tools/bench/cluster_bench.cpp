@@ -190,23 +190,25 @@ struct FirstTouch {
 };
 
 FirstTouch first_touch_ms(std::size_t bytes) {
-    std::vector<std::int64_t> fresh, populated, again;
-    const auto write_into = [bytes](int flags, std::vector<std::int64_t>& first, std::vector<std::int64_t>* second) {
+    const auto map = [bytes](int flags) {
         void* memory = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
         if (memory == MAP_FAILED) die("mmap failed");
-        auto begun = Clock::now();
-        std::memset(memory, 1, bytes);
-        first.push_back(elapsed_ns(begun));
-        if (second != nullptr) {
-            begun = Clock::now();
-            std::memset(memory, 2, bytes);
-            second->push_back(elapsed_ns(begun));
-        }
-        ::munmap(memory, bytes);
+        return memory;
     };
+    const auto write_ns = [bytes](void* memory, int value) {
+        const auto begun = Clock::now();
+        std::memset(memory, value, bytes);
+        return elapsed_ns(begun);
+    };
+    std::vector<std::int64_t> fresh, populated, again;
     for (int run = 0; run < 5; ++run) {
-        write_into(0, fresh, &again);
-        write_into(MAP_POPULATE, populated, nullptr);
+        void* memory = map(0);
+        fresh.push_back(write_ns(memory, 1));
+        again.push_back(write_ns(memory, 2));
+        ::munmap(memory, bytes);
+        memory = map(MAP_POPULATE);
+        populated.push_back(write_ns(memory, 1));
+        ::munmap(memory, bytes);
     }
     const auto median_ms = [](std::vector<std::int64_t> samples) { return bench::summarize(std::move(samples)).median_us / 1000; };
     return {median_ms(std::move(fresh)), median_ms(std::move(populated)), median_ms(std::move(again))};
