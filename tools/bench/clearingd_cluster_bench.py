@@ -131,6 +131,8 @@ def metrics(port, token):
         values[name] = float(value)
     return {"commits": values.get("coconut_ledger_commits_total", 0), "requests": values.get("coconut_ledger_requests_total", 0),
             "commit_s": values.get("coconut_ledger_commit_duration_seconds_sum", 0),
+            "commits_within_5ms": values['coconut_ledger_commit_duration_seconds_bucket{le="0.005"}'],
+            "commits_within_10ms": values['coconut_ledger_commit_duration_seconds_bucket{le="0.01"}'],
             "journal": values.get("coconut_ledger_journal_sequence", 0)}
 
 
@@ -138,6 +140,8 @@ def writer_delta(before, after):
     commits = after["commits"] - before["commits"]
     return {"commits": int(commits), "per_commit": (after["requests"] - before["requests"]) / commits if commits else 0,
             "commit_ms": 1000 * (after["commit_s"] - before["commit_s"]) / commits if commits else 0,
+            "commits_over_5ms": int(commits - (after["commits_within_5ms"] - before["commits_within_5ms"])),
+            "commits_over_10ms": int(commits - (after["commits_within_10ms"] - before["commits_within_10ms"])),
             "entries": int(after["journal"] - before["journal"])}
 
 
@@ -513,7 +517,9 @@ def report(rounds, args):
                 log(f"  {label} at {args.rate}/s: {t['over']:,} answers over {TAIL_MS} ms ({100 * t['over'] / t['answers']:.2f} %; "
                     f"the p99 target allows 1 %): {t['over_in_bursts']:,} sent in the {t['burst_windows']} of {t['windows']} "
                     f"100-ms windows where {BURST} or more did, {t['over'] - t['over_in_bursts']:,} in the others; "
-                    f"{t['over_in_stalls']:,} in the {t['stall_windows']} windows that hold an answer over {STALL_MS} ms")
+                    f"{t['over_in_stalls']:,} in the {t['stall_windows']} windows that hold an answer over {STALL_MS} ms; "
+                    f"{result['fixed']['commits_over_5ms']} of its {result['fixed']['commits']:,} commits (apply + hook + fsync) "
+                    f"took over 5 ms, {result['fixed']['commits_over_10ms']} over 10 ms")
         for name, seconds in cluster["standbys_after_saturated"].items():
             log(f"  standby {name} reached the primary {seconds:.2f} s after the saturated run ended")
         for name, lag in cluster["fixed"]["lag"].items():
