@@ -154,7 +154,7 @@ void VirtualCard::State::clear_volatile() {
 }
 
 bool VirtualCard::State::commit() {
-    if (generation >= image_last_generation) {  // one more would wrap the count (image.hpp)
+    if (generation >= image_last_generation) {  // the next would be beyond the last an image may hold (image.hpp)
         reload();
         return false;
     }

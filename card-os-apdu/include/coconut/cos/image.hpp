@@ -58,9 +58,10 @@ inline constexpr std::size_t image_header_size = 64;
 // Default slot size: the card's state is ~3 KiB; 16 KiB leaves room for larger logs.
 inline constexpr std::uint32_t image_default_slot_size = 16 * 1024;
 inline constexpr std::uint16_t image_format_version = 1;
-// The last generation an image may hold. A commit writes generation + 1, so one more would wrap the
-// count to 0 and the next load would take the older slot: load() refuses a slot beyond it (anyone who
-// can write the file can seal a slot), and a command that would commit past it answers 6581.
+// The last generation an image may hold. A commit writes generation + 1; past the largest u64 that
+// would wrap to 0 and the next load would take the older slot, losing the commit. So the largest u64 is
+// never a generation: load() refuses a slot beyond this one (anyone who can write the file can seal a
+// slot), and a command whose commit would go beyond it answers 6581 and changes nothing.
 inline constexpr std::uint64_t image_last_generation = std::numeric_limits<std::uint64_t>::max() - 1;
 
 // The non-volatile memory behind a card.
