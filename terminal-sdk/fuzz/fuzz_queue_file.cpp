@@ -183,7 +183,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if ((flags & 2) == 0) return 0;
 
     auto appended = again->append(sample_record());
-    if (!appended) return 0;  // full
+    if (!appended) return 0;  // full, or a log read up to the last sequence (refused as damaged)
     (void)again->take_stan();
     BatchState expected = again->batch_state();
     if (!loaded.live.empty()) {

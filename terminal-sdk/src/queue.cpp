@@ -31,6 +31,11 @@ constexpr std::uint64_t allocation_step = 1 << 20;
 constexpr std::size_t payload_max = 16 * 1024;
 static_assert(batch_state_size + 4 + 8 * ack_batch_limit <= payload_max);
 
+// No terminal appends 2^63 records (at 1,000 a second that takes 292 million years): a sequence that
+// large is damage. Refusing it when reading and when writing keeps the count from wrapping to sequences
+// still live, whose records would then be dropped.
+constexpr std::uint64_t sequence_limit = std::uint64_t{1} << 63;
+
 constexpr std::uint8_t kind_transaction = 1;
 constexpr std::uint8_t kind_ack = 2;
 constexpr std::uint8_t kind_intent = 3;
@@ -213,6 +218,7 @@ std::optional<std::string_view> apply_ack(LogContents& c, ByteView payload, std:
 // Applies one record whose checksum holds; why it is refused, or nothing.
 std::optional<std::string_view> apply_record(LogContents& c, std::uint8_t kind, std::uint64_t sequence, ByteView payload, std::size_t total,
                                              bool format1) {
+    if (sequence >= sequence_limit) return "sequence out of range";
     c.next_sequence = std::max(c.next_sequence, sequence + 1);
     if (format1 && kind > kind_abandon) return "unknown record kind";
     switch (kind) {
@@ -220,11 +226,12 @@ std::optional<std::string_view> apply_record(LogContents& c, std::uint8_t kind, 
         case kind_intent: {
             auto record = decode_record(payload);
             if (!record) return "transaction payload";
+            // A sequence is a record's id: a second record under one would be dropped.
             if (kind == kind_intent) {
-                c.intents.emplace(sequence, *record);
+                if (!c.intents.emplace(sequence, *record).second) return "two intents with one sequence";
             } else {
                 c.intents.erase(record->intent_sequence);
-                c.live.emplace(sequence, *record);
+                if (!c.live.emplace(sequence, *record).second) return "two transactions with one sequence";
             }
             return std::nullopt;
         }
@@ -424,6 +431,9 @@ Status<QueueError> TransactionQueue::load() {
 Result<std::uint64_t, QueueError> TransactionQueue::write(std::uint8_t kind, ByteView payload) {
     COCONUT_ASSERT(payload.size() <= payload_max, "a record payload within the size the reader accepts");
     const std::uint64_t sequence = next_sequence_;
+    if (sequence >= sequence_limit)  // only after a damaged log that open() read up to the limit
+        return Unexpected{QueueError{QueueErrorCode::corrupt, fmt::format("{}: the next sequence, {}, is out of range; the log is damaged",
+                                                                          path_.string(), sequence)}};
     const Bytes bytes = frame(kind, sequence, payload);
     if (end_offset_ + bytes.size() + 4 > allocated_) {
         const std::uint64_t new_size = ((end_offset_ + bytes.size() + 4) / allocation_step + 1) * allocation_step;

@@ -1,11 +1,14 @@
 // The store-and-forward queue, the hotlist and the card channel's transport rules.
 #include "test_sdk_support.hpp"
 
+#include <coconut/core/sha256.hpp>
+
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <iterator>
+#include <limits>
 
 using namespace sdk_test;
 
@@ -131,6 +134,70 @@ TEST_CASE("queue: a zeroed length word with records after it refuses to open, no
     auto refused = TransactionQueue::open(path);
     REQUIRE_FALSE(refused.ok());
     CHECK(refused.error().code == QueueErrorCode::corrupt);
+}
+
+namespace {
+// Sets the sequence of the record at `at` and seals its checksum again (QUEUE-FORMAT.md "Record"), as
+// anyone who can write the file can: the checksum detects torn writes, it is not a MAC.
+void set_sequence(const std::filesystem::path& path, std::size_t at, std::uint64_t sequence) {
+    std::ifstream in(path, std::ios::binary);
+    Bytes file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    in.close();
+    REQUIRE(file.size() > at + 13);
+    for (std::size_t i = 0; i < 8; ++i) file[at + 5 + i] = static_cast<std::uint8_t>(sequence >> (56 - 8 * i));
+    const std::size_t length = read_be32(ByteView(file).subspan(at, 4));
+    const Sha256Digest digest = sha256(ByteView(file).subspan(at, 4 + length));
+    std::copy(digest.begin(), digest.begin() + 8, file.begin() + static_cast<std::ptrdiff_t>(at + 4 + length));
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(file.data()), static_cast<std::streamsize>(file.size()));
+}
+constexpr std::size_t queue_record_bytes = 4 + 1 + 8 + transaction_record_size + 8;
+}  // namespace
+
+TEST_CASE("queue: a sequence of 2^63 or more refuses the log, so sequences never wrap onto live records") {
+    TempDir dir;
+    const auto path = dir.path / "q.log";
+    {
+        auto q = open_queue(path);
+        REQUIRE(q->append(sample(1, 1)).ok());  // sequence 1
+        REQUIRE(q->append(sample(2, 2)).ok());
+    }
+    const std::size_t second = 16 + queue_record_bytes;
+    // A log read up to 2^64 - 2 used to open; its appends then took 2^64 - 1, 0, 1, and the one under
+    // sequence 1 was dropped beside the live record already there.
+    for (const std::uint64_t sequence : {std::numeric_limits<std::uint64_t>::max() - 1, std::uint64_t{1} << 63}) {
+        set_sequence(path, second, sequence);
+        auto refused = TransactionQueue::open(path);
+        REQUIRE_FALSE(refused.ok());
+        CHECK(refused.error().code == QueueErrorCode::corrupt);
+        CHECK(refused.error().message.find("sequence out of range") != std::string::npos);
+    }
+    // The last sequence a log may hold opens; its next append is refused as damaged and writes nothing.
+    set_sequence(path, second, (std::uint64_t{1} << 63) - 1);
+    {
+        auto q = open_queue(path);
+        CHECK(q->size() == 2);
+        auto refused = q->append(sample(3, 3));
+        REQUIRE_FALSE(refused.ok());
+        CHECK(refused.error().code == QueueErrorCode::corrupt);
+        CHECK(q->size() == 2);
+    }
+    CHECK(open_queue(path)->size() == 2);
+}
+
+TEST_CASE("queue: two transactions under one sequence refuse the log, never a silent drop") {
+    TempDir dir;
+    const auto path = dir.path / "q.log";
+    {
+        auto q = open_queue(path);
+        REQUIRE(q->append(sample(1, 1)).ok());  // sequence 1
+        REQUIRE(q->append(sample(2, 2)).ok());
+    }
+    set_sequence(path, 16 + queue_record_bytes, 1);
+    auto refused = TransactionQueue::open(path);
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error().code == QueueErrorCode::corrupt);
+    CHECK(refused.error().message.find("two transactions with one sequence") != std::string::npos);
 }
 
 TEST_CASE("queue: a file that is not a queue is refused") {
