@@ -151,18 +151,19 @@ void set_sequence(const std::filesystem::path& path, std::size_t at, std::uint64
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out.write(reinterpret_cast<const char*>(file.data()), static_cast<std::streamsize>(file.size()));
 }
-constexpr std::size_t queue_record_bytes = 4 + 1 + 8 + transaction_record_size + 8;
+// A closed queue log holding two transactions, sequences 1 and 2: where the second record starts.
+std::size_t two_transactions(const std::filesystem::path& path) {
+    auto q = open_queue(path);
+    REQUIRE(q->append(sample(1, 1)).ok());
+    REQUIRE(q->append(sample(2, 2)).ok());
+    return 16 + (4 + 1 + 8 + transaction_record_size + 8);
+}
 }  // namespace
 
 TEST_CASE("queue: a sequence of 2^63 or more refuses the log, so sequences never wrap onto live records") {
     TempDir dir;
     const auto path = dir.path / "q.log";
-    {
-        auto q = open_queue(path);
-        REQUIRE(q->append(sample(1, 1)).ok());  // sequence 1
-        REQUIRE(q->append(sample(2, 2)).ok());
-    }
-    const std::size_t second = 16 + queue_record_bytes;
+    const std::size_t second = two_transactions(path);
     // A log read up to 2^64 - 2 used to open; its appends then took 2^64 - 1, 0, 1, and the one under
     // sequence 1 was dropped beside the live record already there.
     for (const std::uint64_t sequence : {std::numeric_limits<std::uint64_t>::max() - 1, std::uint64_t{1} << 63}) {
@@ -188,12 +189,7 @@ TEST_CASE("queue: a sequence of 2^63 or more refuses the log, so sequences never
 TEST_CASE("queue: two transactions under one sequence refuse the log, never a silent drop") {
     TempDir dir;
     const auto path = dir.path / "q.log";
-    {
-        auto q = open_queue(path);
-        REQUIRE(q->append(sample(1, 1)).ok());  // sequence 1
-        REQUIRE(q->append(sample(2, 2)).ok());
-    }
-    set_sequence(path, 16 + queue_record_bytes, 1);
+    set_sequence(path, two_transactions(path), 1);  // the first's
     auto refused = TransactionQueue::open(path);
     REQUIRE_FALSE(refused.ok());
     CHECK(refused.error().code == QueueErrorCode::corrupt);
