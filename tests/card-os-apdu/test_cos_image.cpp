@@ -317,7 +317,8 @@ namespace {
 // Sets the generation of the slot at `slot_at` and seals the slot's checksum again, as anyone who can
 // write the file can (the checksum detects torn writes; it is not a MAC).
 void set_slot_generation(Bytes& image, std::size_t slot_at, std::size_t slot, std::uint64_t generation) {
-    for (std::size_t i = 0; i < 8; ++i) image[slot_at + 4 + i] = static_cast<std::uint8_t>(generation >> (56 - 8 * i));
+    const auto field = be_array<8>(generation);
+    std::copy(field.begin(), field.end(), image.begin() + static_cast<long>(slot_at + 4));
     const std::size_t length = read_be32(ByteView(image).subspan(slot_at + 12, 4));
     const Sha256Digest digest = sha256(ByteView(image).subspan(slot_at, 16 + length));
     std::copy(digest.begin(), digest.end(), image.begin() + static_cast<long>(slot_at + slot - digest.size()));

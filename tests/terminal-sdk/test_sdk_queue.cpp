@@ -144,7 +144,8 @@ void set_sequence(const std::filesystem::path& path, std::size_t at, std::uint64
     Bytes file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     in.close();
     REQUIRE(file.size() > at + 13);
-    for (std::size_t i = 0; i < 8; ++i) file[at + 5 + i] = static_cast<std::uint8_t>(sequence >> (56 - 8 * i));
+    const auto field = be_array<8>(sequence);
+    std::copy(field.begin(), field.end(), file.begin() + static_cast<std::ptrdiff_t>(at + 5));
     const std::size_t length = read_be32(ByteView(file).subspan(at, 4));
     const Sha256Digest digest = sha256(ByteView(file).subspan(at, 4 + length));
     std::copy(digest.begin(), digest.begin() + 8, file.begin() + static_cast<std::ptrdiff_t>(at + 4 + length));
